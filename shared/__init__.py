@@ -1,0 +1,1 @@
+"""The sync-secret rotator: domain, services, adapters and entry points."""

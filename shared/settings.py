@@ -1,0 +1,173 @@
+"""Settings: app settings (environment variables) read once into one frozen, validated object.
+
+Every setting the code reads is declared in ``SETTINGS``; infra tests check that the Bicep sets each
+one and that ``local.settings.example.json`` lists each one (no drift).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+class IdentityMode(str, Enum):
+    """How the rotator authenticates to Microsoft Graph in customer tenants."""
+
+    MANAGED_IDENTITY = "managed-identity"  # single tenant: the function's managed identity
+    FEDERATED = "federated"  # MSP: a multi-tenant app trusting the managed identity (no stored secret)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One app setting: its name, default (None means required), and what it is for."""
+
+    name: str
+    default: str | None
+    description: str
+    required: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ROTATION_SCHEDULE", "0 0 6 * * *", "NCRONTAB schedule of the timer pass (default daily 06:00 UTC)."),
+    Setting("IDENTITY_MODE", "managed-identity", "managed-identity (single tenant) or federated (MSP)."),
+    Setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity."),
+    Setting("MSP_APP_CLIENT_ID", "", "Federated mode: the MSP's multi-tenant app registration (client id)."),
+    Setting("MSP_TENANT_ID", "", "The MSP's own tenant (home of the identity and the Key Vault)."),
+    Setting("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com", "Entra ID authority."),
+    Setting("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0", "Microsoft Graph endpoint."),
+    Setting("KEY_VAULT_URL", None, "The vault holding rotated secrets and destination credentials.", True),
+    Setting("STATE_TABLES_ENDPOINT", "", "Table endpoint of the function's storage account (identity access)."),
+    Setting("STATE_TABLES_CONNECTION_STRING", "", "Local only (Azurite): a Tables connection string."),
+    Setting("PROOFPOINT_BASE_URL", "https://{stack}.proofpointessentials.com/api/v1",
+            "Proofpoint Essentials API base; {stack} is us1..us5 or eu1."),
+    Setting("RENEW_BEFORE_DAYS", "30", "Rotate when a secret has at most this many days left."),
+    Setting("SECRET_LIFETIME_DAYS", "180", "Lifetime of a new secret in days (at most 730)."),
+    Setting("RETIRE_GRACE_HOURS", "24", "Hours a superseded credential stays live after every destination confirmed."),
+    Setting("SCAN_CONCURRENCY", "16", "Targets assessed and rotated at once."),
+    Setting("PUSH_MAX_ATTEMPTS", "5", "Failed pushes to one destination before a human is alerted."),
+    Setting("MANUAL_COOLDOWN_MINUTES", "60", "A manual rotation within this time of the last one needs force."),
+    Setting("STUCK_AFTER_HOURS", "24", "A rotation in one stage longer than this raises an alert."),
+    Setting("VERIFY_TIMEOUT_SECONDS", "120", "How long to wait for a new secret to start working."),
+    Setting("DISCOVERY_NAME_PATTERNS", "PPE,Proofpoint,ModusCloud",
+            "Comma-separated display-name prefixes of Proofpoint app registrations."),
+    Setting("RETIRE_UNMANAGED_EXPIRED", "false", "Also remove expired credentials the rotator did not create."),
+    Setting("ALERT_WEBHOOK_SECRET_NAME", "", "Key Vault secret holding a Teams/Slack webhook URL for alerts."),
+    Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
+    Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
+)
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def _int(name: str, raw: str, low: int, high: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes"):
+        return True
+    if lowered in ("false", "0", "no", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _https_url(name: str, raw: str) -> str:
+    if not raw.startswith("https://"):
+        raise SettingsError(f"{name} must be an https:// URL, got {raw!r}")
+    return raw.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings of one process."""
+
+    rotation_schedule: str
+    identity_mode: IdentityMode
+    managed_identity_client_id: str
+    msp_app_client_id: str
+    msp_tenant_id: str
+    authority_host: str
+    graph_base_url: str
+    key_vault_url: str
+    tables_endpoint: str
+    tables_connection_string: str = field(repr=False)
+    proofpoint_base_url: str
+    renew_before_days: int
+    secret_lifetime_days: int
+    retire_grace_hours: int
+    scan_concurrency: int
+    push_max_attempts: int
+    manual_cooldown_minutes: int
+    stuck_after_hours: int
+    verify_timeout_seconds: int
+    discovery_name_patterns: tuple[str, ...]
+    retire_unmanaged_expired: bool
+    alert_webhook_secret_name: str
+    ca_bundle: str
+    appinsights_connection_string: str = field(repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read and validate every setting; raise SettingsError naming the first bad one."""
+        raw: dict[str, str] = {}
+        for setting in SETTINGS:
+            value = env.get(setting.name, "")
+            if value == "" and setting.required:
+                raise SettingsError(f"{setting.name} is required: {setting.description}")
+            raw[setting.name] = value if value != "" else (setting.default or "")
+
+        try:
+            mode = IdentityMode(raw["IDENTITY_MODE"])
+        except ValueError:
+            allowed = ", ".join(m.value for m in IdentityMode)
+            raise SettingsError(f"IDENTITY_MODE must be one of {allowed}, got {raw['IDENTITY_MODE']!r}") from None
+        if mode is IdentityMode.FEDERATED:
+            for name in ("MSP_APP_CLIENT_ID", "MSP_TENANT_ID"):
+                if not _GUID.match(raw[name]):
+                    raise SettingsError(f"{name} must be a GUID in federated mode, got {raw[name]!r}")
+        if not raw["STATE_TABLES_ENDPOINT"] and not raw["STATE_TABLES_CONNECTION_STRING"]:
+            raise SettingsError("STATE_TABLES_ENDPOINT (or, locally, STATE_TABLES_CONNECTION_STRING) is required")
+        if "{stack}" not in raw["PROOFPOINT_BASE_URL"]:
+            raise SettingsError("PROOFPOINT_BASE_URL must contain {stack}")
+        patterns = tuple(p.strip() for p in raw["DISCOVERY_NAME_PATTERNS"].split(",") if p.strip())
+        if not patterns:
+            raise SettingsError("DISCOVERY_NAME_PATTERNS must name at least one prefix")
+        return cls(
+            rotation_schedule=raw["ROTATION_SCHEDULE"],
+            identity_mode=mode,
+            managed_identity_client_id=raw["AZURE_CLIENT_ID"],
+            msp_app_client_id=raw["MSP_APP_CLIENT_ID"],
+            msp_tenant_id=raw["MSP_TENANT_ID"],
+            authority_host=_https_url("AZURE_AUTHORITY_HOST", raw["AZURE_AUTHORITY_HOST"]),
+            graph_base_url=_https_url("GRAPH_BASE_URL", raw["GRAPH_BASE_URL"]),
+            key_vault_url=_https_url("KEY_VAULT_URL", raw["KEY_VAULT_URL"]),
+            tables_endpoint=raw["STATE_TABLES_ENDPOINT"],
+            tables_connection_string=raw["STATE_TABLES_CONNECTION_STRING"],
+            proofpoint_base_url=_https_url("PROOFPOINT_BASE_URL", raw["PROOFPOINT_BASE_URL"]),
+            renew_before_days=_int("RENEW_BEFORE_DAYS", raw["RENEW_BEFORE_DAYS"], 1, 365),
+            secret_lifetime_days=_int("SECRET_LIFETIME_DAYS", raw["SECRET_LIFETIME_DAYS"], 1, 730),
+            retire_grace_hours=_int("RETIRE_GRACE_HOURS", raw["RETIRE_GRACE_HOURS"], 0, 24 * 90),
+            scan_concurrency=_int("SCAN_CONCURRENCY", raw["SCAN_CONCURRENCY"], 1, 512),
+            push_max_attempts=_int("PUSH_MAX_ATTEMPTS", raw["PUSH_MAX_ATTEMPTS"], 1, 100),
+            manual_cooldown_minutes=_int("MANUAL_COOLDOWN_MINUTES", raw["MANUAL_COOLDOWN_MINUTES"], 0, 24 * 60),
+            stuck_after_hours=_int("STUCK_AFTER_HOURS", raw["STUCK_AFTER_HOURS"], 1, 24 * 30),
+            verify_timeout_seconds=_int("VERIFY_TIMEOUT_SECONDS", raw["VERIFY_TIMEOUT_SECONDS"], 1, 900),
+            discovery_name_patterns=patterns,
+            retire_unmanaged_expired=_bool("RETIRE_UNMANAGED_EXPIRED", raw["RETIRE_UNMANAGED_EXPIRED"]),
+            alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
+            ca_bundle=raw["CA_BUNDLE"],
+            appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
+        )
