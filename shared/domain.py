@@ -1,0 +1,300 @@
+"""The domain: targets, credentials, rotation state, and the pure decisions over them.
+
+Nothing here does I/O; every function takes plain data (and the time) and returns plain data.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import Enum
+
+MAX_LIFETIME_DAYS = 730
+ROTATOR_MARK = "sync-secret-rotator"
+_ROTATION_ID = re.compile(r"\brotation ([0-9a-f]{32})\b")
+
+
+class Secret:
+    """A secret value that refuses to show itself in repr, str, logs or exceptions."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The value itself: only for the one call that must send or store it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(***)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class AssessmentStatus(str, Enum):
+    """What a scan concludes about one target's sync secret."""
+
+    HEALTHY = "healthy"
+    DUE = "due"
+    EXPIRED = "expired"
+    MISSING = "missing"
+    APP_NOT_FOUND = "app-not-found"
+    UNREACHABLE = "unreachable"
+
+    @property
+    def needs_rotation(self) -> bool:
+        return self in (AssessmentStatus.DUE, AssessmentStatus.EXPIRED, AssessmentStatus.MISSING)
+
+
+class Stage(str, Enum):
+    """The step of the crash-safe rotation protocol a target is in (DESIGN.md)."""
+
+    IDLE = "idle"
+    CREATING = "creating"
+    PENDING = "pending"
+    VERIFIED = "verified"
+    PUSHED = "pushed"
+
+
+class Actor(str, Enum):
+    """Who started a step: the timer, an operator, or an event."""
+
+    TIMER = "timer"
+    MANUAL = "manual"
+    EVENT = "event"
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One password credential of an app registration, as Graph lists it (never with its value)."""
+
+    key_id: str
+    display_name: str
+    start: datetime | None
+    end: datetime
+    hint: str = ""
+
+    @property
+    def rotation_id(self) -> str | None:
+        """The rotation that created this credential, if the rotator did."""
+        match = _ROTATION_ID.search(self.display_name or "")
+        return match.group(1) if match else None
+
+    def expired(self, now: datetime) -> bool:
+        return self.end <= now
+
+
+@dataclass(frozen=True)
+class Application:
+    """An app registration in a customer tenant: object id, client id, name, credentials."""
+
+    object_id: str
+    app_id: str
+    display_name: str
+    credentials: tuple[Credential, ...]
+
+
+@dataclass(frozen=True)
+class DestinationConfig:
+    """Where a target's secret must be delivered; never holds a secret, only Key Vault secret names."""
+
+    name: str
+    kind: str  # "proofpoint" | "http" | "notify-only"
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Per-target overrides of the global rotation policy (None = the setting)."""
+
+    renew_before_days: int | None = None
+    lifetime_days: int | None = None
+
+
+@dataclass(frozen=True)
+class Ack:
+    """A destination's confirmation that it holds a given credential."""
+
+    key_id: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class RotationState:
+    """The protocol state of one target; stored in one row, changed only by ETag-guarded writes."""
+
+    stage: Stage = Stage.IDLE
+    rotation_id: str = ""
+    actor: str = ""
+    stage_since: datetime | None = None
+    new_key_id: str = ""
+    new_version: str = ""
+    new_expires: datetime | None = None
+    replaces: tuple[str, ...] = ()
+    acks: dict[str, Ack] = field(default_factory=dict)
+    push_failures: dict[str, int] = field(default_factory=dict)
+    current_key_id: str = ""
+    current_version: str = ""
+    superseded: tuple[str, ...] = ()
+    retire_after: datetime | None = None
+    lease_owner: str = ""
+    lease_until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the last look at a target found, and how its last rotation ended."""
+
+    status: str = ""
+    days_left: int | None = None
+    expires: datetime | None = None
+    checked_at: datetime | None = None
+    error_code: str = ""
+    error_message: str = ""
+    last_rotation_at: datetime | None = None
+    last_outcome: str = ""
+    needs_human: str = ""
+
+
+@dataclass(frozen=True)
+class Target:
+    """A customer's Proofpoint sync app registration that the rotator looks after."""
+
+    tenant_id: str
+    app_id: str
+    customer: str = ""
+    enabled: bool = True
+    policy: Policy = field(default_factory=Policy)
+    destinations: tuple[DestinationConfig, ...] = ()
+    state: RotationState = field(default_factory=RotationState)
+    observed: Observation = field(default_factory=Observation)
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant_id}/{self.app_id}"
+
+    @property
+    def secret_name(self) -> str:
+        """The Key Vault secret holding this target's rotated values (one name per target)."""
+        return f"ppsync-{self.tenant_id}-{self.app_id}".lower()
+
+    def with_state(self, **changes: object) -> Target:
+        return replace(self, state=replace(self.state, **changes))  # type: ignore[arg-type]
+
+    def with_observed(self, **changes: object) -> Target:
+        return replace(self, observed=replace(self.observed, **changes))  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A target's secret lifetime at one moment."""
+
+    status: AssessmentStatus
+    days_left: int | None = None
+    current: Credential | None = None
+    error_code: str = ""
+    error_message: str = ""
+
+
+def new_rotation_id() -> str:
+    return uuid.uuid4().hex
+
+
+def credential_display_name(rotation_id: str) -> str:
+    """The displayName carrying the rotation id: how a crashed `creating` step finds its credential."""
+    return f"{ROTATOR_MARK} rotation {rotation_id}"
+
+
+def in_use(credentials: tuple[Credential, ...], now: datetime, known_key_id: str = "") -> Credential | None:
+    """The credential the destinations are taken to use: the one we last delivered, else the longest-lived live one."""
+    if known_key_id:
+        for credential in credentials:
+            if credential.key_id == known_key_id:
+                return credential
+    live = [c for c in credentials if not c.expired(now)]
+    if live:
+        return max(live, key=lambda c: c.end)
+    return max(credentials, key=lambda c: c.end) if credentials else None
+
+
+def days_left(credential: Credential, now: datetime) -> int:
+    return int((credential.end - now).total_seconds() // 86400)
+
+
+def assess(app: Application, now: datetime, renew_before_days: int, known_key_id: str = "") -> Assessment:
+    """Classify an app's sync secret as healthy, due, expired or missing."""
+    current = in_use(app.credentials, now, known_key_id)
+    if current is None:
+        return Assessment(AssessmentStatus.MISSING)
+    left = days_left(current, now)
+    if current.expired(now):
+        return Assessment(AssessmentStatus.EXPIRED, left, current)
+    if current.end - now <= timedelta(days=renew_before_days):
+        return Assessment(AssessmentStatus.DUE, left, current)
+    return Assessment(AssessmentStatus.HEALTHY, left, current)
+
+
+def lifetime_days(policy: Policy, default_days: int) -> int:
+    days = policy.lifetime_days if policy.lifetime_days is not None else default_days
+    return max(1, min(days, MAX_LIFETIME_DAYS))
+
+
+def renew_before(policy: Policy, default_days: int) -> int:
+    return policy.renew_before_days if policy.renew_before_days is not None else default_days
+
+
+def all_acknowledged(target: Target) -> bool:
+    """Every destination confirmed the credential now being rolled out."""
+    key_id = target.state.new_key_id
+    return all(
+        (ack := target.state.acks.get(d.name)) is not None and ack.key_id == key_id for d in target.destinations
+    )
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A credential retirement decided by the rules, with the reason."""
+
+    key_id: str
+    reason: str  # "superseded" | "expired" | "orphaned"
+
+
+def retirement_plan(
+    credentials: tuple[Credential, ...],
+    state: RotationState,
+    now: datetime,
+    remove_other_expired: bool,
+) -> tuple[list[Removal], list[Credential]]:
+    """Which credentials to remove now, and which other live ones to report and leave alone.
+
+    Never the credential in use or one being rolled out. Superseded credentials only after the grace
+    period; expired ones created by the rotator always, others only when configured.
+    """
+    protected = {k for k in (state.current_key_id, state.new_key_id) if k}
+    grace_over = state.retire_after is not None and now >= state.retire_after
+    removals: list[Removal] = []
+    others: list[Credential] = []
+    for credential in credentials:
+        if credential.key_id in protected:
+            continue
+        if credential.key_id in state.superseded:
+            if grace_over:
+                removals.append(Removal(credential.key_id, "superseded"))
+        elif credential.expired(now) and (credential.rotation_id or remove_other_expired):
+            removals.append(Removal(credential.key_id, "expired"))
+        elif credential.rotation_id and state.current_key_id and state.stage is Stage.IDLE:
+            # A rotator-made credential that is neither current nor superseded: left by a rotation
+            # that was abandoned after its value was safe; no destination was ever given it.
+            removals.append(Removal(credential.key_id, "orphaned"))
+        elif not credential.expired(now):
+            others.append(credential)
+    return removals, others

@@ -1,0 +1,41 @@
+"""Errors of the rotator: one base, a subclass only where a caller branches on it."""
+
+from __future__ import annotations
+
+
+class RotationError(Exception):
+    """Something stopped a step; `code` is machine-readable (often the remote service's own code)."""
+
+    def __init__(self, message: str, *, code: str = "RotationFailed", retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+class AppNotFound(RotationError):
+    """The app registration does not exist in the tenant (or is invisible to the rotator)."""
+
+
+class Unreachable(RotationError):
+    """Authentication, consent or permission failure: a human must grant access."""
+
+
+class Throttled(RotationError):
+    """The service asked us to slow down (429, or 503 concurrency violation); safe to retry after a wait."""
+
+
+class Ambiguous(RotationError):
+    """The request may or may not have taken effect (network error, timeout): never retry a create blindly."""
+
+
+class Conflict(RotationError):
+    """Another writer changed the row (ETag mismatch) or holds the target's lease."""
+
+
+class NotFound(RotationError):
+    """The thing asked for does not exist."""
+
+
+class DestinationRejected(RotationError):
+    """A destination refused the secret (e.g. Proofpoint 422); retrying the same value will not help."""
