@@ -1,0 +1,97 @@
+"""Synchronous client of the sandbox's control API (for tests and scripts)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+
+class SandboxClient:
+    """Drives the sandbox: reset, seed, faults, holds, clock, settings."""
+
+    def __init__(self, control_url: str, ca_file: str) -> None:
+        self.control_url = control_url.rstrip("/")
+        self._session = requests.Session()
+        self._session.verify = ca_file
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        response = self._session.request(method, self.control_url + path, json=body, timeout=30)
+        if not response.ok:
+            raise RuntimeError(f"sandbox control {method} {path} failed: {response.status_code} {response.text}")
+        return response.json() if response.content else None
+
+    def reset(self) -> None:
+        self._call("POST", "/reset")
+
+    def seed(self, doc: dict[str, Any]) -> None:
+        self._call("POST", "/seed", doc)
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/state")
+        return result
+
+    def msp(self) -> dict[str, str]:
+        result: dict[str, str] = self._call("GET", "/msp")
+        return result
+
+    def add_fault(
+        self,
+        service: str,
+        *,
+        method: str | None = None,
+        path: str = ".*",
+        status: int | None = None,
+        code: str | None = None,
+        message: str | None = None,
+        retry_after: float | None = None,
+        count: int | None = 1,
+        latency_ms: float = 0,
+        drop: bool = False,
+    ) -> str:
+        body = {
+            "service": service, "method": method, "path": path, "status": status, "code": code,
+            "message": message, "retry_after": retry_after, "count": count, "latency_ms": latency_ms, "drop": drop,
+        }
+        return str(self._call("POST", "/faults", body)["id"])
+
+    def faults(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/faults")["faults"]
+        return result
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "/faults")
+
+    def add_hold(
+        self, service: str, *, method: str | None = None, path: str = ".*", when: str = "before", count: int = 1
+    ) -> str:
+        body = {"service": service, "method": method, "path": path, "when": when, "count": count}
+        return str(self._call("POST", "/holds", body)["id"])
+
+    def waiting(self, hold_id: str) -> int:
+        return int(self._call("GET", f"/holds/{hold_id}")["waiting"])
+
+    def wait_held(self, hold_id: str, timeout: float = 10.0) -> None:
+        """Block until at least one request is held by the hold."""
+        deadline = time.monotonic() + timeout
+        while self.waiting(hold_id) < 1:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no request reached hold {hold_id} within {timeout} s")
+            time.sleep(0.02)
+
+    def release(self, hold_id: str) -> None:
+        self._call("POST", f"/holds/{hold_id}/release")
+
+    def release_all(self) -> None:
+        self._call("DELETE", "/holds")
+
+    def set_clock(self, offset_seconds: float) -> None:
+        self._call("POST", "/clock", {"offset_seconds": offset_seconds})
+
+    def set_propagation_delay(self, seconds: float) -> None:
+        self._call("POST", "/settings", {"propagation_delay_seconds": seconds})
+
+    def proofpoint_sync(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("POST", "/proofpoint/sync")["results"]
+        return result

@@ -1,0 +1,462 @@
+"""The sandbox's shared in-memory world: the directory, the clock, tokens, and every service's state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+import string
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jwt
+
+from sandbox import seeddates
+
+GRAPH_AUDIENCE = "https://graph.microsoft.com"
+VAULT_AUDIENCE = "https://vault.azure.net"
+EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+AUDIENCES = (GRAPH_AUDIENCE, VAULT_AUDIENCE, EXCHANGE_AUDIENCE)
+
+# Fixed, well-known ids so that tests and the demo can name the MSP's own identities.
+MSP_TENANT_ID = "5a1d0000-0000-4000-8000-000000000001"
+MSP_TENANT_NAME = "Contoso MSP"
+MI_CLIENT_ID = "5a1d0000-0000-4000-8000-000000000002"
+MI_PRINCIPAL_ID = "5a1d0000-0000-4000-8000-000000000003"
+MSP_APP_ID = "5a1d0000-0000-4000-8000-000000000004"
+MSP_APP_OBJECT_ID = "5a1d0000-0000-4000-8000-000000000005"
+MSP_APP_SP_ID = "5a1d0000-0000-4000-8000-000000000006"
+MSP_APP_NAME = "Sync-secret rotator (MSP)"
+MI_NAME = "id-sync-secret-rotator"
+KEY_VAULT_ROLE = "Key Vault Secrets Officer"
+
+TOKEN_LIFETIME = dt.timedelta(hours=1)
+_SECRET_ALPHABET = string.ascii_letters + string.digits + "~_.-"
+
+
+class AuthError(Exception):
+    """A request's bearer token was missing, invalid, expired or for another audience."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class EntraError(Exception):
+    """An error as Entra's token endpoint reports it."""
+
+    status: int
+    error: str
+    code: int
+    description: str
+
+    @property
+    def aadsts(self) -> str:
+        return f"AADSTS{self.code}: {self.description}"
+
+
+@dataclass(frozen=True)
+class Claims:
+    """The claims of a verified sandbox access token."""
+
+    tenant_id: str
+    app_id: str
+    object_id: str
+    audience: str
+    roles: list[str]
+    expires_at: dt.datetime
+
+
+class ServiceState(Protocol):
+    """What every service module's state class offers the control API."""
+
+    def seed(self, section: dict[str, Any]) -> None: ...
+    def dump(self) -> dict[str, Any]: ...
+    def reset(self) -> None: ...
+
+
+class _EmptyState:
+    """Stands in for a service whose module is not mounted."""
+
+    def seed(self, section: dict[str, Any]) -> None:
+        pass
+
+    def dump(self) -> dict[str, Any]:
+        return {}
+
+    def reset(self) -> None:
+        pass
+
+
+def iso(moment: dt.datetime) -> str:
+    """Graph's timestamp format: UTC with a Z."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(text: str) -> dt.datetime:
+    """Parse an ISO 8601 timestamp; naive ones are taken as UTC."""
+    moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+def new_secret_text() -> str:
+    """A value shaped like an Entra client secret: 3 chars, "8Q~", 34 chars."""
+    return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(3)) + "8Q~" + "".join(
+        secrets.choice(_SECRET_ALPHABET) for _ in range(34)
+    )
+
+
+@dataclass
+class PasswordCredential:
+    key_id: str
+    display_name: str | None
+    secret_text: str
+    start: dt.datetime
+    end: dt.datetime
+    created_at: dt.datetime
+
+    def to_graph(self, *, with_secret: bool = False) -> dict[str, Any]:
+        return {
+            "customKeyIdentifier": None,
+            "displayName": self.display_name,
+            "endDateTime": iso(self.end),
+            "hint": self.secret_text[:3],
+            "keyId": self.key_id,
+            "secretText": self.secret_text if with_secret else None,
+            "startDateTime": iso(self.start),
+        }
+
+
+@dataclass
+class FederatedCredential:
+    issuer: str
+    subject: str
+    audiences: list[str]
+
+
+@dataclass
+class Application:
+    id: str
+    app_id: str
+    display_name: str
+    sign_in_audience: str
+    home_tenant_id: str
+    created: dt.datetime
+    owners: list[str] = field(default_factory=list)  # object ids of owning service principals
+    passwords: list[PasswordCredential] = field(default_factory=list)
+    federated: list[FederatedCredential] = field(default_factory=list)
+
+
+@dataclass
+class ServicePrincipal:
+    id: str
+    app_id: str
+    display_name: str
+    app_owner_tenant_id: str | None
+    kind: str = "Application"  # or "ManagedIdentity"
+    roles: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Tenant:
+    id: str
+    name: str
+    max_secret_lifetime_days: int | None = None
+    applications: dict[str, Application] = field(default_factory=dict)  # by object id
+    service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # by appId
+
+
+class Directory:
+    """Tenants, their applications and service principals (the Entra ID stand-in's data)."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+        self.tenants: dict[str, Tenant] = {}
+        self.reset()
+
+    def reset(self) -> None:
+        self.tenants = {}
+        now = self._world.now()
+        msp = Tenant(MSP_TENANT_ID, MSP_TENANT_NAME)
+        self.tenants[msp.id] = msp
+        app = Application(
+            id=MSP_APP_OBJECT_ID,
+            app_id=MSP_APP_ID,
+            display_name=MSP_APP_NAME,
+            sign_in_audience="AzureADMultipleOrgs",
+            home_tenant_id=msp.id,
+            created=now,
+            federated=[FederatedCredential(self._world.issuer(msp.id), MI_PRINCIPAL_ID, [EXCHANGE_AUDIENCE])],
+        )
+        msp.applications[app.id] = app
+        msp.service_principals[MSP_APP_ID] = ServicePrincipal(MSP_APP_SP_ID, MSP_APP_ID, MSP_APP_NAME, msp.id)
+        msp.service_principals[MI_CLIENT_ID] = ServicePrincipal(
+            MI_PRINCIPAL_ID, MI_CLIENT_ID, MI_NAME, None, kind="ManagedIdentity", roles=[KEY_VAULT_ROLE]
+        )
+
+    def resolve_app_id(self, name: str) -> str:
+        """Seed documents may say "msp-app" or "managed-identity" instead of a GUID."""
+        return {"msp-app": MSP_APP_ID, "managed-identity": MI_CLIENT_ID}.get(name, name)
+
+    def find_application(self, app_id: str) -> Application | None:
+        """The application object with that appId, in its home tenant."""
+        for tenant in self.tenants.values():
+            for app in tenant.applications.values():
+                if app.app_id == app_id:
+                    return app
+        return None
+
+    def ensure_service_principal(self, tenant: Tenant, app_id: str) -> ServicePrincipal:
+        """The app's service principal in the tenant, created if missing (admin consent)."""
+        sp = tenant.service_principals.get(app_id)
+        if sp is None:
+            if app_id == MI_CLIENT_ID:
+                sp = ServicePrincipal(MI_PRINCIPAL_ID, MI_CLIENT_ID, MI_NAME, None, kind="ManagedIdentity")
+            else:
+                app = self.find_application(app_id)
+                name = app.display_name if app else app_id
+                sp = ServicePrincipal(str(uuid.uuid4()), app_id, name, app.home_tenant_id if app else None)
+            tenant.service_principals[app_id] = sp
+        return sp
+
+    def seed(self, section: list[dict[str, Any]]) -> None:
+        for tenant_doc in section:
+            tenant = self.tenants.get(tenant_doc["id"])
+            if tenant is None:
+                tenant = Tenant(tenant_doc["id"], tenant_doc.get("name", tenant_doc["id"]))
+                self.tenants[tenant.id] = tenant
+            if "name" in tenant_doc:
+                tenant.name = tenant_doc["name"]
+            if "maxSecretLifetimeDays" in tenant_doc:
+                tenant.max_secret_lifetime_days = tenant_doc["maxSecretLifetimeDays"]
+            for app_doc in tenant_doc.get("applications", []):
+                self._seed_application(tenant, app_doc)
+            for grant in tenant_doc.get("grants", []):
+                sp = self.ensure_service_principal(tenant, self.resolve_app_id(grant["appId"]))
+                for role in grant.get("roles", []):
+                    if role not in sp.roles:
+                        sp.roles.append(role)
+            # Owners may name apps granted later in the same document, so resolve them last.
+            for app_doc in tenant_doc.get("applications", []):
+                app = next(a for a in tenant.applications.values() if a.app_id == app_doc["appId"])
+                for owner in app_doc.get("owners", []):
+                    sp = self.ensure_service_principal(tenant, self.resolve_app_id(owner))
+                    if sp.id not in app.owners:
+                        app.owners.append(sp.id)
+
+    def _seed_application(self, tenant: Tenant, doc: dict[str, Any]) -> None:
+        now = self._world.now()
+        app = next((a for a in tenant.applications.values() if a.app_id == doc["appId"]), None)
+        if app is None:
+            app = Application(
+                id=doc.get("id") or str(uuid.uuid4()),
+                app_id=doc["appId"],
+                display_name=doc.get("displayName", doc["appId"]),
+                sign_in_audience=doc.get("signInAudience", "AzureADMyOrg"),
+                home_tenant_id=tenant.id,
+                created=now - dt.timedelta(days=400),
+            )
+            tenant.applications[app.id] = app
+        app.display_name = doc.get("displayName", app.display_name)
+        app.sign_in_audience = doc.get("signInAudience", app.sign_in_audience)
+        # Entra creates the service principal in the home tenant along with the registration.
+        self.ensure_service_principal(tenant, app.app_id).display_name = app.display_name
+        for cred in doc.get("passwordCredentials", []):
+            end = seeddates.resolve(cred["endDateTime"], now)
+            app.passwords.append(
+                PasswordCredential(
+                    key_id=cred.get("keyId") or str(uuid.uuid4()),
+                    display_name=cred.get("displayName"),
+                    secret_text=cred.get("secretText") or new_secret_text(),
+                    start=seeddates.resolve(cred["startDateTime"], now) if cred.get("startDateTime") else min(now, end),
+                    end=end,
+                    # Seeded secrets are old enough to have propagated long ago.
+                    created_at=now - dt.timedelta(days=1),
+                )
+            )
+
+    def dump(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for tenant in self.tenants.values():
+            out.append(
+                {
+                    "id": tenant.id,
+                    "name": tenant.name,
+                    "maxSecretLifetimeDays": tenant.max_secret_lifetime_days,
+                    "applications": [
+                        {
+                            "id": app.id,
+                            "appId": app.app_id,
+                            "displayName": app.display_name,
+                            "signInAudience": app.sign_in_audience,
+                            "owners": list(app.owners),
+                            "passwordCredentials": [p.to_graph(with_secret=True) for p in app.passwords],
+                        }
+                        for app in tenant.applications.values()
+                    ],
+                    "servicePrincipals": [
+                        {"id": sp.id, "appId": sp.app_id, "displayName": sp.display_name, "roles": list(sp.roles)}
+                        for sp in tenant.service_principals.values()
+                    ],
+                }
+            )
+        return out
+
+
+class World:
+    """Everything the sandbox's services share: clock, token keys, directory, service states."""
+
+    def __init__(self) -> None:
+        self.clock_offset = dt.timedelta(0)
+        self.propagation_delay = dt.timedelta(0)
+        self.urls: dict[str, str] = {"entra": "https://127.0.0.1"}
+        self.identity_header = secrets.token_urlsafe(24)
+        self.msp_tenant_id = MSP_TENANT_ID
+        self._signing_key = secrets.token_bytes(32)
+        self.directory = Directory(self)
+        self.keyvault: ServiceState = _EmptyState()
+        self.proofpoint: ServiceState = _EmptyState()
+        self.portal: ServiceState = _EmptyState()
+
+    def now(self) -> dt.datetime:
+        """The sandbox clock: real UTC now plus the offset set through the control API."""
+        return dt.datetime.now(dt.UTC) + self.clock_offset
+
+    def issuer(self, tenant_id: str) -> str:
+        return f"{self.urls['entra']}/{tenant_id}/v2.0"
+
+    def _states(self) -> dict[str, ServiceState]:
+        return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal}
+
+    def reset(self) -> None:
+        """Empty everything; the MSP tenant and its identities are re-created."""
+        self.clock_offset = dt.timedelta(0)
+        self.propagation_delay = dt.timedelta(0)
+        self.directory.reset()
+        for state in self._states().values():
+            state.reset()
+
+    def seed(self, doc: dict[str, Any]) -> None:
+        """Add the contents of a seed document (see sandbox/README.md)."""
+        self.directory.seed(doc.get("tenants", []))
+        for name, state in self._states().items():
+            if name in doc:
+                state.seed(doc[name])
+
+    def dump(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "clockOffsetSeconds": self.clock_offset.total_seconds(),
+            "propagationDelaySeconds": self.propagation_delay.total_seconds(),
+            "tenants": self.directory.dump(),
+        }
+        for name, service in self._states().items():
+            state[name] = service.dump()
+        return state
+
+    # Tokens
+
+    def mint_token(
+        self, *, tenant_id: str, app_id: str, object_id: str, audience: str, roles: list[str]
+    ) -> tuple[str, dt.datetime]:
+        """An access token (JWT, HS256) shaped like Entra's app-only tokens, and its expiry."""
+        now = self.now()
+        expires = now + TOKEN_LIFETIME
+        claims = {
+            "iss": self.issuer(tenant_id),
+            "aud": audience,
+            "sub": object_id,
+            "tid": tenant_id,
+            "appid": app_id,
+            "azp": app_id,
+            "oid": object_id,
+            "roles": roles,
+            "iat": int(now.timestamp()),
+            "nbf": int(now.timestamp()) - 300,
+            "exp": int(expires.timestamp()),
+            "idtyp": "app",
+            "uti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._signing_key, algorithm="HS256"), expires
+
+    def decode_token(self, token: str) -> dict[str, Any]:
+        """The claims of a token this sandbox signed; raises AuthError when invalid or expired."""
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, self._signing_key, algorithms=["HS256"], options={"verify_exp": False, "verify_aud": False}
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(401, "InvalidAuthenticationToken", "Access token validation failure.") from exc
+        # Expiry is judged by the sandbox clock so that tests can move time forward.
+        if claims.get("exp", 0) <= self.now().timestamp():
+            raise AuthError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+        return claims
+
+    def verify_bearer(self, authorization_header: str | None, audience: str) -> Claims:
+        """Check an Authorization header for a valid sandbox token for that audience."""
+        if not authorization_header:
+            raise AuthError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        scheme, _, token = authorization_header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError(401, "InvalidAuthenticationToken", "Access token is empty.")
+        claims = self.decode_token(token.strip())
+        if claims.get("aud") != audience:
+            raise AuthError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
+        return Claims(
+            tenant_id=claims["tid"],
+            app_id=claims["appid"],
+            object_id=claims["oid"],
+            audience=claims["aud"],
+            roles=list(claims.get("roles", [])),
+            expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+        )
+
+    # Client credentials
+
+    def app_in_tenant(self, tenant_id: str, app_id: str) -> tuple[Tenant, Application, ServicePrincipal]:
+        """The tenant, the app's registration and its service principal there; EntraError when absent."""
+        tenant = self.directory.tenants.get(tenant_id)
+        if tenant is None:
+            raise EntraError(
+                400, "invalid_request", 90002, f"Tenant '{tenant_id}' not found. Check to make sure you have the "
+                "correct tenant ID and are signing into the correct cloud."
+            )
+        app = self.directory.find_application(app_id)
+        sp = tenant.service_principals.get(app_id)
+        if app is None or sp is None:
+            raise EntraError(
+                400, "unauthorized_client", 700016, f"Application with identifier '{app_id}' was not found in the "
+                f"directory '{tenant.name}'. This can happen if the application has not been installed by the "
+                "administrator of the tenant or consented to by any user in the tenant."
+            )
+        return tenant, app, sp
+
+    def authenticate_secret(self, tenant_id: str, app_id: str, secret: str) -> ServicePrincipal:
+        """The service principal a client secret signs in as; EntraError as Entra would refuse."""
+        _, app, sp = self.app_in_tenant(tenant_id, app_id)
+        now = self.now()
+        for cred in app.passwords:
+            if not secrets.compare_digest(cred.secret_text, secret):
+                continue
+            if cred.end <= now:
+                raise EntraError(
+                    401, "invalid_client", 7000222, f"The provided client secret keys for app '{app_id}' are "
+                    "expired. Visit the Azure portal to create new keys for your app."
+                )
+            if cred.start <= now and now - cred.created_at >= self.propagation_delay:
+                return sp
+            break
+        raise EntraError(
+            401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
+            f"request is the client secret value, not the client secret ID, for a secret added to app '{app_id}'."
+        )
+
+    def check_client_secret(self, tenant_id: str, app_id: str, secret: str) -> str | None:
+        """None when Entra would issue a token for the app in the tenant with that secret now, else why not."""
+        try:
+            self.authenticate_secret(tenant_id, app_id, secret)
+        except EntraError as exc:
+            return exc.aadsts
+        return None
