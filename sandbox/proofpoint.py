@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
+from sandbox import seeddates
 from sandbox.world import iso
 
 if TYPE_CHECKING:
@@ -114,10 +115,12 @@ class ProofpointState:
             if doc.get("stack", "us1") not in STACKS:
                 raise ValueError(f"unknown Proofpoint stack {doc.get('stack')!r}; one of {STACKS}")
             org = Org(doc["domain"], doc.get("stack", "us1"), doc["tenantId"], dict(DEFAULTS))
-            org.settings.update({k: v for k, v in doc.get("settings", {}).items() if k not in READ_ONLY})
-            for key in ("last_successful_sync", "last_sync_status"):
-                if key in doc.get("settings", {}):
-                    org.settings[key] = doc["settings"][key]
+            given = dict(doc.get("settings", {}))
+            for key in ("secret_expiry", "last_successful_sync"):
+                # Static seeds say "+12d" or "-10d"; stored settings hold real timestamps.
+                if isinstance(given.get(key), str):
+                    given[key] = iso(seeddates.resolve(given[key], self._world.now()))
+            org.settings.update({k: v for k, v in given.items() if k in DEFAULTS})
             self.orgs[org.domain.lower()] = org
 
     def dump(self) -> dict[str, Any]:
