@@ -13,11 +13,12 @@ class SandboxClient:
 
     def __init__(self, control_url: str, ca_file: str) -> None:
         self.control_url = control_url.rstrip("/")
+        self.ca_file = ca_file
         self._session = requests.Session()
-        self._session.verify = ca_file
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = self._session.request(method, self.control_url + path, json=body, timeout=30)
+        # verify= per request: requests lets REQUESTS_CA_BUNDLE override a session's verify.
+        response = self._session.request(method, self.control_url + path, json=body, timeout=30, verify=self.ca_file)
         if not response.ok:
             raise RuntimeError(f"sandbox control {method} {path} failed: {response.status_code} {response.text}")
         return response.json() if response.content else None

@@ -148,6 +148,8 @@ class Application:
     owners: list[str] = field(default_factory=list)  # object ids of owning service principals
     passwords: list[PasswordCredential] = field(default_factory=list)
     federated: list[FederatedCredential] = field(default_factory=list)
+    identifier_uris: list[str] = field(default_factory=list)
+    required_resource_access: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -262,6 +264,8 @@ class Directory:
             tenant.applications[app.id] = app
         app.display_name = doc.get("displayName", app.display_name)
         app.sign_in_audience = doc.get("signInAudience", app.sign_in_audience)
+        app.identifier_uris = doc.get("identifierUris", app.identifier_uris)
+        app.required_resource_access = doc.get("requiredResourceAccess", app.required_resource_access)
         # Entra creates the service principal in the home tenant along with the registration.
         self.ensure_service_principal(tenant, app.app_id).display_name = app.display_name
         for cred in doc.get("passwordCredentials", []):
