@@ -1,0 +1,120 @@
+"""Key Vault stand-in behaviour beyond the examples: versions, tags, disabled secrets, soft delete, paging, auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import requests
+
+from tests.contract.test_keyvault_examples import Vault
+
+pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture
+def vault(sb: Any) -> Vault:
+    return Vault(sb)
+
+
+def test_versions_are_32_hex_and_latest_wins(vault: Vault) -> None:
+    first = vault.call("PUT", "/secrets/target", json={"value": "one"}).json()
+    second = vault.call("PUT", "/secrets/target", json={"value": "two", "tags": {"stage": "pending"}}).json()
+    version = first["id"].rsplit("/", 1)[-1]
+    assert first["id"] == f"{vault.base}/secrets/target/{version}"
+    assert len(version) == 32 and int(version, 16) >= 0
+    assert vault.call("GET", "/secrets/target/").json()["value"] == "two"
+    assert vault.call("GET", f"/secrets/target/{version}").json()["value"] == "one"
+    attributes = second["attributes"]
+    assert attributes["recoveryLevel"] == "Recoverable+Purgeable" and attributes["recoverableDays"] == 90
+    versions = vault.call("GET", "/secrets/target/versions").json()["value"]
+    assert [v["id"] for v in versions] == [first["id"], second["id"]]
+    assert versions[1]["tags"] == {"stage": "pending"}
+
+
+def test_patch_replaces_tags_and_disables_a_version(vault: Vault) -> None:
+    created = vault.call("PUT", "/secrets/s", json={"value": "v", "tags": {"a": "1"}}).json()
+    version = created["id"].rsplit("/", 1)[-1]
+    patched = vault.call(
+        "PATCH", f"/secrets/s/{version}", json={"tags": {"stage": "previous"}, "attributes": {"enabled": False}}
+    )
+    assert patched.status_code == 200
+    assert patched.json()["tags"] == {"stage": "previous"} and "value" not in patched.json()
+    refused = vault.call("GET", f"/secrets/s/{version}")
+    assert refused.status_code == 403
+    assert refused.json()["error"] == {
+        "code": "Forbidden", "message": "Operation get is not allowed on a disabled secret."
+    }
+    listed = vault.call("GET", "/secrets/s/versions").json()["value"]
+    assert listed[0]["attributes"]["enabled"] is False
+
+
+def test_too_many_tags_and_bad_names_are_400(vault: Vault) -> None:
+    tags = {f"t{i}": "x" for i in range(16)}
+    assert vault.call("PUT", "/secrets/s", json={"value": "v", "tags": tags}).json()["error"]["code"] == "BadParameter"
+    assert vault.call("PUT", "/secrets/bad_name", json={"value": "v"}).status_code == 400
+    assert vault.call("PUT", "/secrets/s", json={"value": "x" * (25 * 1024 + 1)}).status_code == 400
+    assert vault.call("PUT", "/secrets/s", json={}).status_code == 400
+
+
+def test_soft_delete_blocks_the_name_until_recovered_or_purged(vault: Vault) -> None:
+    vault.call("PUT", "/secrets/s", json={"value": "v1"})
+    vault.call("PUT", "/secrets/s", json={"value": "v2"})
+    assert vault.call("DELETE", "/secrets/s").status_code == 200
+    assert vault.call("GET", "/secrets/s/").status_code == 404
+    conflict = vault.call("PUT", "/secrets/s", json={"value": "v3"})
+    assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "Conflict"
+    assert vault.call("POST", "/deletedsecrets/s/recover").status_code == 200
+    assert len(vault.call("GET", "/secrets/s/versions").json()["value"]) == 2
+    vault.call("DELETE", "/secrets/s")
+    assert vault.call("DELETE", "/deletedsecrets/s").status_code == 204
+    assert vault.call("GET", "/deletedsecrets/s").status_code == 404
+    assert vault.call("PUT", "/secrets/s", json={"value": "v4"}).status_code == 200
+
+
+def test_names_are_case_insensitive(vault: Vault) -> None:
+    vault.call("PUT", "/secrets/MySecret", json={"value": "v"})
+    assert vault.call("GET", "/secrets/mysecret/").json()["value"] == "v"
+
+
+def test_paging_limits(vault: Vault, sb: Any) -> None:
+    sb.control.seed({"keyvault": {"secrets": [{"name": f"s{i:02d}", "value": "v"} for i in range(30)]}})
+    first = vault.call("GET", "/secrets").json()
+    assert len(first["value"]) == 25 and first["nextLink"]
+    rest = vault.get(first["nextLink"]).json()
+    assert len(rest["value"]) == 5 and rest["nextLink"] is None
+    for bad in (0, 26, "x"):
+        assert vault.call("GET", "/secrets", params={"maxresults": bad}).status_code == 400
+
+
+def test_tokens_of_other_tenants_or_audiences_are_refused(sb: Any, vault: Vault) -> None:
+    graph_token = requests.get(
+        sb.settings["IDENTITY_ENDPOINT"],
+        params={"resource": "https://graph.microsoft.com", "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": sb.settings["IDENTITY_HEADER"]},
+        timeout=10,
+    ).json()["access_token"]
+    response = requests.get(
+        f"{vault.base}/secrets",
+        params={"api-version": "2025-07-01"},
+        headers={"Authorization": f"Bearer {graph_token}"},
+        verify=sb.ca_file,
+        timeout=10,
+    )
+    assert response.status_code == 401
+    assert response.headers["WWW-Authenticate"].startswith('Bearer authorization="')
+
+
+def test_expired_token_is_refused(sb: Any, vault: Vault) -> None:
+    sb.control.set_clock(2 * 3600)
+    assert vault.call("GET", "/secrets").status_code == 401
+
+
+def test_unknown_api_version_is_400(vault: Vault) -> None:
+    assert vault.call("GET", "/secrets", api_version="2016-10-01-bogus").status_code == 400
+
+
+def test_state_dump_holds_values(sb: Any, vault: Vault) -> None:
+    vault.call("PUT", "/secrets/s", json={"value": "v", "contentType": "text/plain"})
+    dumped = sb.control.state()["keyvault"]["secrets"]["s"]
+    assert [(v["value"], v["content_type"]) for v in dumped] == [("v", "text/plain")]
