@@ -105,6 +105,24 @@ def test_tokens_of_other_tenants_or_audiences_are_refused(sb: Any, vault: Vault)
     assert response.headers["WWW-Authenticate"].startswith('Bearer authorization="')
 
 
+def test_vault_tokens_of_another_tenant_are_refused(sb: Any, vault: Vault) -> None:
+    tenant, app, secret = "7e570000-0000-4000-8000-0000000000c1", "4b7e0000-0000-4000-8000-0000000000c2", "s3cret"
+    sb.control.seed({"tenants": [{"id": tenant, "name": "Customer", "applications": [
+        {"appId": app, "passwordCredentials": [{"secretText": secret, "endDateTime": "+1d"}]}]}]})
+    token = requests.post(
+        f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": app, "client_secret": secret,
+              "scope": "https://vault.azure.net/.default"},
+        verify=sb.ca_file,
+        timeout=10,
+    ).json()["access_token"]
+    response = requests.get(
+        f"{vault.base}/secrets", params={"api-version": "7.6"}, headers={"Authorization": f"Bearer {token}"},
+        verify=sb.ca_file, timeout=10,
+    )
+    assert response.status_code == 401 and "AKV10032" in response.json()["error"]["message"]
+
+
 def test_expired_token_is_refused(sb: Any, vault: Vault) -> None:
     sb.control.set_clock(2 * 3600)
     assert vault.call("GET", "/secrets").status_code == 401
