@@ -57,7 +57,6 @@ from shared.ports import (
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "application/x-entra-client-secret"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,126 @@
+"""Credentials for each identity mode of DESIGN.md, cached per tenant.
+
+- managed-identity: the function's user-assigned managed identity calls Graph in its own tenant.
+- federated: the MSP's multi-tenant app, trusting the managed identity through a federated identity
+  credential; per customer tenant a ClientAssertionCredential fed by the identity's token for
+  api://AzureADTokenExchange. No secret of our own is stored anywhere.
+The sandbox plays the managed identity endpoint (IDENTITY_ENDPOINT) and the authority, so the same
+code runs locally, in tests and in Azure.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from azure.core.credentials_async import AsyncTokenCredential
+from azure.core.exceptions import ClientAuthenticationError
+from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
+from azure.identity.aio import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
+
+from shared.domain import Secret
+from shared.errors import Unreachable
+from shared.settings import IdentityMode, Settings
+
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope, not a secret
+_KNOWN_AUTHORITIES = {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
+_AADSTS = re.compile(r"AADSTS\d+")
+
+
+def transport_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments every Azure SDK client gets: the CA to trust (sandbox only)."""
+    return {"connection_verify": settings.ca_bundle} if settings.ca_bundle else {}
+
+
+def authority_options(settings: Settings) -> dict[str, Any]:
+    """The authority, and instance discovery off for one that is not a public Entra cloud (the sandbox)."""
+    options: dict[str, Any] = {"authority": settings.authority_host}
+    if urlparse(settings.authority_host).hostname not in _KNOWN_AUTHORITIES:
+        options["disable_instance_discovery"] = True
+    return options
+
+
+def unreachable(error: ClientAuthenticationError, tenant_id: str) -> Unreachable:
+    """An authentication failure as the operator needs it: the AADSTS code and Entra's first sentence."""
+    text = str(error.message or error)
+    match = _AADSTS.search(text)
+    code = match.group(0) if match else "AuthenticationFailed"
+    first = text[match.start():] if match else text
+    first = first.split("\n")[0].split(" Trace ID")[0][:300]
+    return Unreachable(f"cannot authenticate to tenant {tenant_id}: {first}", code=code)
+
+
+class Credentials:
+    """Builds and caches the credentials of one process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._home: AsyncTokenCredential | None = None
+        self._per_tenant: dict[str, AsyncTokenCredential] = {}
+        self._exchange: SyncManagedIdentityCredential | None = None
+
+    def home(self) -> AsyncTokenCredential:
+        """The managed identity: Key Vault, Tables, and Graph in single-tenant mode."""
+        if self._home is None:
+            kwargs: dict[str, Any] = transport_options(self._settings)
+            if self._settings.managed_identity_client_id:
+                kwargs["client_id"] = self._settings.managed_identity_client_id
+            self._home = ManagedIdentityCredential(**kwargs)
+        return self._home
+
+    def graph(self, tenant_id: str) -> AsyncTokenCredential:
+        """The credential that calls Graph in a customer tenant."""
+        s = self._settings
+        if s.identity_mode is IdentityMode.MANAGED_IDENTITY:
+            if s.msp_tenant_id and tenant_id.lower() != s.msp_tenant_id.lower():
+                raise Unreachable(
+                    f"tenant {tenant_id} is not the function's own tenant: single-tenant (managed-identity) mode "
+                    "cannot reach it; use IDENTITY_MODE=federated",
+                    code="TenantNotReachableInSingleTenantMode",
+                )
+            return self.home()
+        cached = self._per_tenant.get(tenant_id)
+        if cached is None:
+            cached = ClientAssertionCredential(
+                tenant_id, s.msp_app_client_id, self._assertion, **authority_options(s), **transport_options(s)
+            )
+            self._per_tenant[tenant_id] = cached
+        return cached
+
+    def _assertion(self) -> str:
+        # ClientAssertionCredential calls this synchronously; the managed identity caches its token,
+        # so the local identity endpoint is asked about once an hour.
+        if self._exchange is None:
+            kwargs: dict[str, Any] = {}
+            if self._settings.managed_identity_client_id:
+                kwargs["client_id"] = self._settings.managed_identity_client_id
+            self._exchange = SyncManagedIdentityCredential(**kwargs)
+        return str(self._exchange.get_token(TOKEN_EXCHANGE_SCOPE).token)
+
+    async def close(self) -> None:
+        for credential in [*self._per_tenant.values(), *([self._home] if self._home else [])]:
+            await credential.close()
+        self._per_tenant.clear()
+        self._home = None
+
+
+class EntraTokenProbe:
+    """TokenProbe: asks the identity platform for a client-credentials token with a secret."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
+        s = self._settings
+        credential = ClientSecretCredential(
+            tenant_id, app_id, secret.reveal(), **authority_options(s), **transport_options(s)
+        )
+        try:
+            await credential.get_token(GRAPH_SCOPE)
+            return None
+        except ClientAuthenticationError as error:
+            return unreachable(error, tenant_id).message
+        finally:
+            await credential.close()

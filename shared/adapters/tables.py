@@ -1,0 +1,277 @@
+"""State store on Azure Tables: the targets table (registry + protocol state) and the events table (audit log)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.domain import Ack, DestinationConfig, Observation, Policy, RotationState, Stage, Target
+from shared.errors import Conflict, NotFound, RotationError
+from shared.ports import Event
+
+_EPOCH_LIMIT_MS = 10**13
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(UTC).isoformat() if value is not None else None
+
+
+def _dt(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
+
+
+def _drop_none(entity: dict[str, Any]) -> dict[str, Any]:
+    # Tables stores no nulls: an absent property is the null, and REPLACE removes stale ones.
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def target_to_entity(target: Target) -> dict[str, Any]:
+    """One row per target: registry fields, protocol state and the last observation."""
+    s, o = target.state, target.observed
+    return _drop_none(
+        {
+            "PartitionKey": target.tenant_id,
+            "RowKey": target.app_id,
+            "Customer": target.customer,
+            "Enabled": target.enabled,
+            "RenewBeforeDays": target.policy.renew_before_days,
+            "LifetimeDays": target.policy.lifetime_days,
+            "Destinations": json.dumps(
+                [{"name": d.name, "kind": d.kind, "options": d.options} for d in target.destinations]
+            ),
+            "Stage": s.stage.value,
+            "RotationId": s.rotation_id,
+            "Actor": s.actor,
+            "StageSince": _iso(s.stage_since),
+            "NewKeyId": s.new_key_id,
+            "NewVersion": s.new_version,
+            "NewExpires": _iso(s.new_expires),
+            "Replaces": json.dumps(list(s.replaces)),
+            "Acks": json.dumps({k: {"keyId": a.key_id, "at": _iso(a.at)} for k, a in s.acks.items()}),
+            "PushFailures": json.dumps(s.push_failures),
+            "CurrentKeyId": s.current_key_id,
+            "CurrentVersion": s.current_version,
+            "Superseded": json.dumps(list(s.superseded)),
+            "RetireAfter": _iso(s.retire_after),
+            "LeaseOwner": s.lease_owner,
+            "LeaseUntil": _iso(s.lease_until),
+            "Status": o.status,
+            "DaysLeft": o.days_left,
+            "Expires": _iso(o.expires),
+            "CheckedAt": _iso(o.checked_at),
+            "ErrorCode": o.error_code,
+            "ErrorMessage": o.error_message,
+            "LastRotationAt": _iso(o.last_rotation_at),
+            "LastOutcome": o.last_outcome,
+            "NeedsHuman": o.needs_human,
+        }
+    )
+
+
+def entity_to_target(e: dict[str, Any]) -> Target:
+    acks = {
+        name: Ack(str(a["keyId"]), _dt(a["at"]) or datetime.min.replace(tzinfo=UTC))
+        for name, a in json.loads(e.get("Acks") or "{}").items()
+    }
+    return Target(
+        tenant_id=e["PartitionKey"],
+        app_id=e["RowKey"],
+        customer=e.get("Customer", ""),
+        enabled=bool(e.get("Enabled", True)),
+        policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays")),
+        destinations=tuple(
+            DestinationConfig(d["name"], d["kind"], dict(d.get("options") or {}))
+            for d in json.loads(e.get("Destinations") or "[]")
+        ),
+        state=RotationState(
+            stage=Stage(e.get("Stage") or "idle"),
+            rotation_id=e.get("RotationId", ""),
+            actor=e.get("Actor", ""),
+            stage_since=_dt(e.get("StageSince")),
+            new_key_id=e.get("NewKeyId", ""),
+            new_version=e.get("NewVersion", ""),
+            new_expires=_dt(e.get("NewExpires")),
+            replaces=tuple(json.loads(e.get("Replaces") or "[]")),
+            acks=acks,
+            push_failures={k: int(v) for k, v in json.loads(e.get("PushFailures") or "{}").items()},
+            current_key_id=e.get("CurrentKeyId", ""),
+            current_version=e.get("CurrentVersion", ""),
+            superseded=tuple(json.loads(e.get("Superseded") or "[]")),
+            retire_after=_dt(e.get("RetireAfter")),
+            lease_owner=e.get("LeaseOwner", ""),
+            lease_until=_dt(e.get("LeaseUntil")),
+        ),
+        observed=Observation(
+            status=e.get("Status", ""),
+            days_left=e.get("DaysLeft"),
+            expires=_dt(e.get("Expires")),
+            checked_at=_dt(e.get("CheckedAt")),
+            error_code=e.get("ErrorCode", ""),
+            error_message=e.get("ErrorMessage", ""),
+            last_rotation_at=_dt(e.get("LastRotationAt")),
+            last_outcome=e.get("LastOutcome", ""),
+            needs_human=e.get("NeedsHuman", ""),
+        ),
+    )
+
+
+def _etag(metadata: Mapping[str, Any]) -> str:
+    return str(metadata["etag"])
+
+
+def _translate(error: AzureError, what: str) -> RotationError:
+    if isinstance(error, ResourceNotFoundError):
+        return NotFound(f"{what} not found", code="NotFound")
+    if isinstance(error, ResourceModifiedError | ResourceExistsError) or (
+        isinstance(error, HttpResponseError) and error.status_code in (409, 412)
+    ):
+        return Conflict(f"{what} was changed by another writer", code="Conflict")
+    return RotationError(f"the state store failed on {what}: {type(error).__name__}", code="StateStoreError")
+
+
+class TablesStateStore:
+    """StateStore on Azure Tables (Azurite locally). Tables are created on first use."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        self._service = service
+        self._targets: TableClient = service.get_table_client(f"{prefix}targets")
+        self._events: TableClient = service.get_table_client(f"{prefix}events")
+        self._ready = False
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        for table in (self._targets, self._events):
+            try:
+                await self._service.create_table_if_not_exists(table.table_name)
+            except AzureError as error:
+                raise _translate(error, f"table {table.table_name}") from error
+        self._ready = True
+
+    async def list_targets(self) -> list[tuple[Target, str]]:
+        await self._ensure()
+        try:
+            return [(entity_to_target(e), _etag(e.metadata)) async for e in self._targets.list_entities()]
+        except AzureError as error:
+            raise _translate(error, "targets") from error
+
+    async def get_target(self, tenant_id: str, app_id: str) -> tuple[Target, str]:
+        await self._ensure()
+        try:
+            entity = await self._targets.get_entity(tenant_id, app_id)
+        except ResourceNotFoundError as error:
+            raise NotFound(f"target {tenant_id}/{app_id} is not registered", code="TargetNotFound") from error
+        except AzureError as error:
+            raise _translate(error, f"target {tenant_id}/{app_id}") from error
+        return entity_to_target(entity), _etag(entity.metadata)
+
+    async def create_target(self, target: Target) -> str:
+        await self._ensure()
+        try:
+            meta = await self._targets.create_entity(target_to_entity(target))
+        except ResourceExistsError as error:
+            raise Conflict(f"target {target.key} is already registered", code="TargetExists") from error
+        except AzureError as error:
+            raise _translate(error, f"target {target.key}") from error
+        return _etag(meta)
+
+    async def replace_target(self, target: Target, etag: str) -> str:
+        await self._ensure()
+        try:
+            meta = await self._targets.update_entity(
+                target_to_entity(target), mode=UpdateMode.REPLACE, etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except AzureError as error:
+            raise _translate(error, f"target {target.key}") from error
+        return _etag(meta)
+
+    async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None:
+        await self._ensure()
+        try:
+            if etag is None:
+                await self._targets.delete_entity(tenant_id, app_id)
+            else:
+                await self._targets.delete_entity(
+                    tenant_id, app_id, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+        except AzureError as error:
+            raise _translate(error, f"target {tenant_id}/{app_id}") from error
+
+    async def record(self, event: Event) -> None:
+        await self._ensure()
+        at = event.at or datetime.now(UTC)
+        newest_first = _EPOCH_LIMIT_MS - int(at.timestamp() * 1000)
+        entity = _drop_none(
+            {
+                "PartitionKey": f"{event.tenant_id}_{event.app_id}",
+                "RowKey": f"{newest_first:013d}-{uuid.uuid4().hex[:8]}",
+                "At": _iso(at),
+                "TenantId": event.tenant_id,
+                "AppId": event.app_id,
+                "Step": event.step,
+                "Outcome": event.outcome,
+                "Actor": event.actor,
+                "RotationId": event.rotation_id,
+                "DurationMs": event.duration_ms,
+                "ErrorCode": event.error_code,
+                "Detail": event.detail,
+            }
+        )
+        try:
+            await self._events.create_entity(entity)
+        except AzureError as error:
+            raise _translate(error, "event") from error
+
+    async def events(self, tenant_id: str, app_id: str, limit: int = 50) -> list[Event]:
+        await self._ensure()
+        found: list[Event] = []
+        try:
+            query = self._events.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": f"{tenant_id}_{app_id}"}, results_per_page=limit
+            )
+            async for e in query:
+                found.append(
+                    Event(
+                        tenant_id=e.get("TenantId", ""),
+                        app_id=e.get("AppId", ""),
+                        step=e.get("Step", ""),
+                        outcome=e.get("Outcome", ""),
+                        actor=e.get("Actor", ""),
+                        rotation_id=e.get("RotationId", ""),
+                        duration_ms=int(e.get("DurationMs", 0)),
+                        error_code=e.get("ErrorCode", ""),
+                        detail=e.get("Detail", ""),
+                        at=_dt(e.get("At")),
+                    )
+                )
+                if len(found) >= limit:
+                    break
+        except AzureError as error:
+            raise _translate(error, "events") from error
+        return found
+
+    async def all_rows(self) -> list[dict[str, Any]]:
+        """Every row of both tables, as stored: for tests that prove no secret is ever written."""
+        await self._ensure()
+        rows: list[dict[str, Any]] = []
+        for table in (self._targets, self._events):
+            rows += [dict(e) async for e in table.list_entities()]
+        return rows
+
+    async def close(self) -> None:
+        await self._service.close()

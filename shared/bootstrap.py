@@ -1,0 +1,102 @@
+"""The composition root: builds the adapters from settings and hands out the services."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from urllib.parse import urlparse
+
+from azure.data.tables.aio import TableServiceClient
+from azure.keyvault.secrets.aio import SecretClient
+
+from shared.adapters.graph import GraphDirectory
+from shared.adapters.identity import Credentials, EntraTokenProbe, transport_options
+from shared.adapters.keyvault import KeyVaultSecretStore
+from shared.adapters.tables import TablesStateStore
+from shared.alerts import LogAlerter
+from shared.clock import SystemClock
+from shared.ports import Alerter, Clock, Destination
+from shared.rotation import Engine, EngineConfig
+from shared.settings import Settings
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(
+        renew_before_days=settings.renew_before_days,
+        lifetime_days=settings.secret_lifetime_days,
+        retire_grace=timedelta(hours=settings.retire_grace_hours),
+        verify_timeout=timedelta(seconds=settings.verify_timeout_seconds),
+        push_max_attempts=settings.push_max_attempts,
+        scan_concurrency=settings.scan_concurrency,
+        manual_cooldown=timedelta(minutes=settings.manual_cooldown_minutes),
+        stuck_after=timedelta(hours=settings.stuck_after_hours),
+        retire_other_expired=settings.retire_unmanaged_expired,
+    )
+
+
+@dataclass
+class Services:
+    """Everything an entry point needs, built once per invocation and closed after it."""
+
+    settings: Settings
+    engine: Engine
+    state: TablesStateStore
+    directory: GraphDirectory
+    secrets: KeyVaultSecretStore
+
+
+def destinations(settings: Settings, secrets: KeyVaultSecretStore) -> dict[str, Destination]:
+    """The destination adapters by kind."""
+    from shared.destinations import build_destinations
+
+    return build_destinations(settings, secrets)
+
+
+@asynccontextmanager
+async def services(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    alerter: Alerter | None = None,
+    table_prefix: str = "",
+    config: EngineConfig | None = None,
+) -> AsyncIterator[Services]:
+    """Build the adapters from settings (the environment by default); close them on exit."""
+    settings = settings or Settings.from_env(os.environ)
+    credentials = Credentials(settings)
+    transport = transport_options(settings)
+    if settings.tables_connection_string:
+        table_service = TableServiceClient.from_connection_string(settings.tables_connection_string)
+    else:
+        table_service = TableServiceClient(settings.tables_endpoint, credential=credentials.home(), **transport)
+    state = TablesStateStore(table_service, prefix=table_prefix)
+    secret_client = SecretClient(
+        settings.key_vault_url,
+        credentials.home(),
+        # The challenge names vault.azure.net; a vault elsewhere (the sandbox) cannot match it.
+        verify_challenge_resource=".vault." in (urlparse(settings.key_vault_url).hostname or ""),
+        **transport,
+    )
+    secrets = KeyVaultSecretStore(secret_client)
+    directory = GraphDirectory(credentials, settings.graph_base_url, verify=settings.ca_bundle or True)
+    engine = Engine(
+        state=state,
+        directory=directory,
+        secrets=secrets,
+        probe=EntraTokenProbe(settings),
+        destinations=destinations(settings, secrets),
+        alerter=alerter or LogAlerter(),
+        clock=clock or SystemClock(),
+        config=config or engine_config(settings),
+    )
+    try:
+        yield Services(settings, engine, state, directory, secrets)
+    finally:
+        await directory.close()
+        await secrets.close()
+        await state.close()
+        await credentials.close()
+
