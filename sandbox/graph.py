@@ -225,7 +225,7 @@ def parse_filter(text: str) -> Predicate:
 class Query:
     """The OData query options a collection request carries."""
 
-    def __init__(self, request: web.Request) -> None:
+    def __init__(self, request: web.Request, count_only: bool = False) -> None:
         q = request.query
         self.raw = dict(q)
         self.select = [f.strip() for f in q["$select"].split(",")] if "$select" in q else None
@@ -242,7 +242,7 @@ class Query:
             raise GraphError(
                 400, "Request_BadRequest", f"Invalid page size specified: '{self.top}'. Must be between 1 and 999."
             )
-        advanced = self.count or self.search or "owners/$count" in q.get("$filter", "")
+        advanced = count_only or self.count or self.search or "owners/$count" in q.get("$filter", "")
         # As in Graph, advanced queries on directory objects need the eventual consistency level.
         if advanced and request.headers.get("ConsistencyLevel", "").lower() != "eventual":
             raise _unsupported("$count, $search and owners/$count need the header 'ConsistencyLevel: eventual'.")
@@ -299,7 +299,7 @@ def build_app(world: World) -> web.Application:
 
     def list_applications(request: web.Request, claims: Claims, tenant: Tenant, count_only: bool) -> web.Response:
         require_some_role(claims)
-        query = Query(request)
+        query = Query(request, count_only)
         rows = []
         for app in tenant.applications.values():
             if not readable(claims, app):

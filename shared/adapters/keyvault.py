@@ -30,7 +30,8 @@ def _translate(error: AzureError, what: str) -> RotationError:
     if isinstance(error, HttpResponseError):
         code = (error.error.code if error.error else None) or f"HTTP{error.status_code}"
         if error.status_code == 429:
-            retry = error.response.headers.get("Retry-After") if error.response is not None else None
+            headers = getattr(error.response, "headers", None) or {}
+            retry = headers.get("Retry-After")
             return Throttled(f"{text}: throttled", code=code, retry_after=float(retry) if retry else None)
         if error.status_code in (401, 403):
             return Unreachable(f"{text}: {code}", code=code)
