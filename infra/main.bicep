@@ -1,0 +1,289 @@
+// The sync-secret rotator, deployed once per MSP with `azd up`: a resource group holding the Function
+// App (Flex Consumption, Linux, Python 3.11) and its user-assigned managed identity, its storage
+// account (runtime, deployment package, registry/state/audit tables), the Key Vault, monitoring and
+// alerting. Nothing here creates or holds a secret of the MSP's own: every access is by identity.
+// What Bicep cannot do (Microsoft Graph permissions, the MSP's multi-tenant app) is scripted in
+// infra/scripts/ and described in infra/README.md.
+
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; with the subscription and location it seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Azure region of all resources; must offer Flex Consumption (e.g. eastus, eastus2, northeurope, westeurope, swedencentral, uksouth, australiaeast).')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Name of the resource group; empty for rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Object id of the operator (user or group) who stores destination credentials in the vault; azd passes the signed-in user. Empty for none.')
+param principalId string = ''
+
+@description('Type of principalId.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@minLength(3)
+@description('E-mail address that receives the rotator\'s alerts (a shared operations mailbox is best).')
+param alertEmail string
+
+@description('How the rotator authenticates to Microsoft Graph: managed-identity (one tenant: the MSP\'s own) or federated (many customer tenants, through the MSP\'s multi-tenant app trusting the managed identity).')
+@allowed([
+  'managed-identity'
+  'federated'
+])
+param identityMode string = 'managed-identity'
+
+@description('Federated mode: client id of the MSP\'s multi-tenant app registration (infra/scripts/create-msp-app.sh prints it). Empty in managed-identity mode.')
+param mspAppClientId string = ''
+
+@description('NCRONTAB schedule of the timer pass (six fields, UTC). Default: daily at 06:00.')
+param rotationSchedule string = '0 0 6 * * *'
+
+@description('Proofpoint Essentials API base URL; {stack} is replaced per customer (us1..us5, eu1).')
+param proofpointBaseUrl string = 'https://{stack}.proofpointessentials.com/api/v1'
+
+@description('Rotate when a secret has at most this many days left.')
+@minValue(1)
+@maxValue(365)
+param renewBeforeDays int = 30
+
+@description('Lifetime of a new secret in days (Entra ID allows at most 730; tenant policy may allow less).')
+@minValue(1)
+@maxValue(730)
+param secretLifetimeDays int = 180
+
+@description('Hours a superseded credential stays live after every destination confirmed the new one.')
+@minValue(0)
+@maxValue(2160)
+param retireGraceHours int = 24
+
+@description('Comma-separated display-name prefixes that identify Proofpoint sync app registrations during discovery.')
+param discoveryNamePatterns string = 'PPE,Proofpoint,ModusCloud'
+
+@description('Also remove expired credentials the rotator did not create.')
+param retireUnmanagedExpired bool = false
+
+@description('Name of a Key Vault secret holding a Teams or Slack incoming-webhook URL for alerts; empty for e-mail only. (The name, not the URL: the URL is a secret and lives only in the vault.)')
+param alertWebhookSecretName string = ''
+
+@description('Key Vault network rules (networkAcls). The default allows any network with Entra ID RBAC as the gate, because Flex Consumption without VNet integration has no fixed outbound address.')
+param keyVaultNetworkAcls object = {
+  bypass: 'AzureServices'
+  defaultAction: 'Allow'
+  ipRules: []
+  virtualNetworkRules: []
+}
+
+@description('Whether the vault accepts traffic from public networks (subject to keyVaultNetworkAcls).')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param keyVaultPublicNetworkAccess string = 'Enabled'
+
+@description('Create the Event Grid system topic on the vault and subscribe the push function to new secret versions. Set to true only after the code is deployed (the subscription is validated by calling the function): see infra/README.md.')
+param enableKeyVaultEvents bool = false
+
+@description('Replication of the storage account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param storageSkuName string = 'Standard_ZRS'
+
+@description('Most instances the function app may scale out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+  product: 'sync-secret-rotator'
+}
+var functionAppName = '${abbrs.webSitesFunctions}rotator-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity './core/identity/user-assigned-identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}rotator-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring './core/monitor/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage './core/storage/storage-account.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    skuName: storageSkuName
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module keyVault './core/security/key-vault.bicep' = {
+  name: 'keyVault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    networkAcls: keyVaultNetworkAcls
+    publicNetworkAccess: keyVaultPublicNetworkAccess
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module rbac './app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+  }
+}
+
+// Every setting the code reads (shared/settings.py SETTINGS), except the local-only ones
+// (STATE_TABLES_CONNECTION_STRING, CA_BUNDLE) and APPLICATIONINSIGHTS_CONNECTION_STRING, which the
+// function-app module sets with the runtime settings. tests/infra/test_settings_drift.py keeps
+// this list, the code and local.settings.example.json in step.
+module functionApp './app/function-app.bicep' = {
+  name: 'functionApp'
+  scope: rg
+  dependsOn: [
+    rbac
+  ]
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: {
+      ROTATION_SCHEDULE: rotationSchedule
+      IDENTITY_MODE: identityMode
+      AZURE_CLIENT_ID: identity.outputs.clientId
+      MSP_APP_CLIENT_ID: mspAppClientId
+      MSP_TENANT_ID: tenant().tenantId
+      AZURE_AUTHORITY_HOST: environment().authentication.loginEndpoint
+      GRAPH_BASE_URL: 'https://graph.microsoft.com/v1.0'
+      KEY_VAULT_URL: keyVault.outputs.uri
+      STATE_TABLES_ENDPOINT: storage.outputs.tableEndpoint
+      PROOFPOINT_BASE_URL: proofpointBaseUrl
+      RENEW_BEFORE_DAYS: string(renewBeforeDays)
+      SECRET_LIFETIME_DAYS: string(secretLifetimeDays)
+      RETIRE_GRACE_HOURS: string(retireGraceHours)
+      SCAN_CONCURRENCY: '16'
+      PUSH_MAX_ATTEMPTS: '5'
+      MANUAL_COOLDOWN_MINUTES: '60'
+      STUCK_AFTER_HOURS: '24'
+      VERIFY_TIMEOUT_SECONDS: '120'
+      DISCOVERY_NAME_PATTERNS: discoveryNamePatterns
+      RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
+      ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
+    }
+  }
+}
+
+module alerts './app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    namePrefix: '${abbrs.insightsScheduledQueryRules}rotator-${resourceToken}'
+    actionGroupName: '${abbrs.insightsActionGroups}rotator-${resourceToken}'
+    location: location
+    tags: tags
+    alertEmail: alertEmail
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module keyVaultEvents './app/keyvault-events.bicep' = if (enableKeyVaultEvents) {
+  name: 'keyVaultEvents'
+  scope: rg
+  params: {
+    keyVaultName: keyVault.outputs.name
+    systemTopicName: '${abbrs.eventGridDomainsTopics}kv-${resourceToken}'
+    location: location
+    tags: tags
+    functionAppName: functionApp.outputs.name
+  }
+}
+
+@description('Region of the deployment.')
+output AZURE_LOCATION string = location
+
+@description('Tenant of the deployment: the MSP\'s tenant.')
+output AZURE_TENANT_ID string = tenant().tenantId
+
+@description('Resource group holding everything.')
+output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('Name of the function app.')
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+
+@description('Base URL of the function app\'s HTTP API.')
+output AZURE_FUNCTION_APP_URL string = 'https://${functionApp.outputs.defaultHostName}/api'
+
+@description('Client id of the rotator\'s managed identity (AZURE_CLIENT_ID).')
+output AZURE_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+@description('Object id of the managed identity\'s service principal: gets the Graph permission (managed-identity mode) or is the subject of the federated credential (federated mode).')
+output AZURE_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+@description('URI of the Key Vault (KEY_VAULT_URL).')
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+
+@description('Name of the Key Vault.')
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('Table endpoint of the storage account (STATE_TABLES_ENDPOINT).')
+output AZURE_STATE_TABLES_ENDPOINT string = storage.outputs.tableEndpoint
