@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import jwt
@@ -46,7 +47,8 @@ def seed_customer(sb: SandboxHandle) -> None:
 def token_request(sb: SandboxHandle, tenant: str, **form: str) -> requests.Response:
     form.setdefault("grant_type", "client_credentials")
     form.setdefault("scope", GRAPH_SCOPE)
-    return requests.post(f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/token", data=form, verify=sb.ca_file, timeout=10)
+    url = f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/token"
+    return requests.post(url, data=form, verify=sb.ca_file, timeout=10)
 
 
 def claims_of(token: str) -> dict[str, Any]:
@@ -204,7 +206,5 @@ def test_new_secret_waits_for_propagation(sb: SandboxHandle) -> None:
         headers={"Authorization": f"Bearer {msp_token}"}, verify=sb.ca_file, timeout=10,
     ).json()
     assert aadsts(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=created["secretText"])) == 7000215
-    import time
-
     time.sleep(0.6)
     assert token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=created["secretText"]).status_code == 200

@@ -1,0 +1,236 @@
+"""The Graph stand-in: listing, paging, get, addPassword/removePassword, owners, permissions, isolation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from tests.conftest import SandboxHandle
+
+CUSTOMER = "c0000000-0000-4000-8000-000000000011"
+OTHER = "c0000000-0000-4000-8000-000000000012"
+PPE_APP = "a0000000-0000-4000-8000-000000000011"
+PPE_OBJECT = "b0000000-0000-4000-8000-000000000011"
+UNOWNED_APP = "a0000000-0000-4000-8000-000000000012"
+ADMIN_APP = "a0000000-0000-4000-8000-000000000013"
+NOBODY_APP = "a0000000-0000-4000-8000-000000000014"
+OTHER_APP = "a0000000-0000-4000-8000-000000000015"
+ADMIN_SECRET = "adm8Q~admin-secret-value-0123456789abcdef"
+NOBODY_SECRET = "nob8Q~nobody-secret-value-0123456789abcde"
+OTHER_SECRET = "oth8Q~other-secret-value-0123456789abcdef"
+
+
+def seed(sb: SandboxHandle, max_lifetime_days: int | None = None) -> None:
+    customer: dict[str, Any] = {
+        "id": CUSTOMER,
+        "name": "Fabrikam",
+        "applications": [
+            {"appId": PPE_APP, "id": PPE_OBJECT, "displayName": "Proofpoint Essentials", "owners": ["msp-app"],
+             "passwordCredentials": [{"displayName": "old", "endDateTime": "-2d"}]},
+            {"appId": UNOWNED_APP, "displayName": "Payroll"},
+            {"appId": ADMIN_APP, "displayName": "Admin tool",
+             "passwordCredentials": [{"secretText": ADMIN_SECRET, "endDateTime": "+30d"}]},
+            {"appId": NOBODY_APP, "displayName": "No permissions",
+             "passwordCredentials": [{"secretText": NOBODY_SECRET, "endDateTime": "+30d"}]},
+        ]
+        + [{"appId": f"e0000000-0000-4000-8000-{i:012d}", "displayName": f"PPE bulk {i:03d}"} for i in range(7)],
+        "grants": [
+            {"appId": "msp-app", "roles": ["Application.ReadWrite.OwnedBy"]},
+            {"appId": ADMIN_APP, "roles": ["Application.ReadWrite.All"]},
+        ],
+    }
+    if max_lifetime_days is not None:
+        customer["maxSecretLifetimeDays"] = max_lifetime_days
+    other = {
+        "id": OTHER, "name": "Northwind",
+        "applications": [{"appId": OTHER_APP, "displayName": "Proofpoint",
+                          "passwordCredentials": [{"secretText": OTHER_SECRET, "endDateTime": "+30d"}]}],
+        "grants": [{"appId": OTHER_APP, "roles": ["Application.ReadWrite.All"]}],
+    }
+    sb.control.seed({"tenants": [customer, other]})
+
+
+def token(sb: SandboxHandle, tenant: str, app_id: str, secret: str) -> str:
+    response = requests.post(
+        f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": app_id, "client_secret": secret,
+              "scope": "https://graph.microsoft.com/.default"},
+        verify=sb.ca_file, timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def msp_token(sb: SandboxHandle, tenant: str = CUSTOMER) -> str:
+    assertion = requests.get(
+        sb.settings["IDENTITY_ENDPOINT"],
+        params={"resource": "api://AzureADTokenExchange", "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": sb.settings["IDENTITY_HEADER"]}, timeout=10,
+    ).json()["access_token"]
+    response = requests.post(
+        f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/token",
+        data={"grant_type": "client_credentials", "client_id": sb.settings["MSP_APP_CLIENT_ID"],
+              "client_assertion": assertion,
+              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+              "scope": "https://graph.microsoft.com/.default"},
+        verify=sb.ca_file, timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def call(sb: SandboxHandle, method: str, path: str, bearer: str, **kwargs: Any) -> requests.Response:
+    url = path if path.startswith("https://") else f"{sb.endpoints['graph']}/v1.0{path}"
+    return requests.request(
+        method, url, headers={"Authorization": f"Bearer {bearer}", **kwargs.pop("headers", {})},
+        verify=sb.ca_file, timeout=10, **kwargs,
+    )
+
+
+def assert_graph_error(response: requests.Response, status: int, code: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["code"] == code and isinstance(error["message"], str)
+    assert {"date", "request-id", "client-request-id"} <= error["innerError"].keys()
+
+
+def test_filter_by_app_id(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    response = call(sb, "GET", f"/applications?$filter=appId eq '{PPE_APP}'", bearer)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["@odata.context"].endswith("/v1.0/$metadata#applications")
+    assert [a["id"] for a in body["value"]] == [PPE_OBJECT]
+    assert body["value"][0]["passwordCredentials"][0]["secretText"] is None  # never listed
+
+
+def test_startswith_select_and_paging(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    url: str | None = "/applications?$filter=startswith(displayName,'PPE')&$select=id,displayName&$top=3"
+    names: list[str] = []
+    pages = 0
+    while url:
+        body = call(sb, "GET", url, bearer).json()
+        pages += 1
+        assert all(set(item) == {"id", "displayName"} for item in body["value"])
+        names += [item["displayName"] for item in body["value"]]
+        url = body.get("@odata.nextLink")
+    assert pages == 3 and names == [f"PPE bulk {i:03d}" for i in range(7)]
+
+
+def test_double_slash_paths_are_collapsed(sb: SandboxHandle) -> None:
+    seed(sb)
+    response = requests.get(
+        f"{sb.endpoints['graph']}/v1.0//applications/{PPE_OBJECT}",
+        headers={"Authorization": f"Bearer {token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)}"},
+        verify=sb.ca_file, timeout=10,
+    )
+    assert response.status_code == 200 and response.json()["appId"] == PPE_APP
+
+
+def test_get_by_app_id_and_owners(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = msp_token(sb)
+    app = call(sb, "GET", f"/applications(appId='{PPE_APP}')", bearer).json()
+    assert app["id"] == PPE_OBJECT and app["@odata.context"].endswith("$metadata#applications/$entity")
+    owners = call(sb, "GET", f"/applications/{PPE_OBJECT}/owners", bearer).json()["value"]
+    assert [o["appId"] for o in owners] == [sb.settings["MSP_APP_CLIENT_ID"]]
+
+
+def test_add_and_remove_password(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = msp_token(sb)
+    created = call(
+        sb, "POST", f"/applications/{PPE_OBJECT}/addPassword", bearer,
+        json={"passwordCredential": {"displayName": "rotator 42", "endDateTime": "2030-01-01T00:00:00Z"}},
+    )
+    assert created.status_code == 200, created.text
+    credential = created.json()
+    secret = credential["secretText"]
+    assert len(secret) == 40 and secret[3:6] == "8Q~" and credential["hint"] == secret[:3]
+    assert credential["endDateTime"] == "2030-01-01T00:00:00Z" and credential["displayName"] == "rotator 42"
+    token(sb, CUSTOMER, PPE_APP, secret)  # the new secret works at once without a propagation delay
+    listed = call(sb, "GET", f"/applications/{PPE_OBJECT}", bearer).json()["passwordCredentials"]
+    assert credential["keyId"] in [p["keyId"] for p in listed]
+    key = {"keyId": credential["keyId"]}
+    removed = call(sb, "POST", f"/applications/{PPE_OBJECT}/removePassword", bearer, json=key)
+    assert removed.status_code == 204 and removed.content == b""
+    again = call(sb, "POST", f"/applications/{PPE_OBJECT}/removePassword", bearer, json=key)
+    assert_graph_error(again, 404, "Request_ResourceNotFound")
+
+
+def test_expired_credential_stays_listed(sb: SandboxHandle) -> None:
+    seed(sb)
+    listed = call(sb, "GET", f"/applications/{PPE_OBJECT}", msp_token(sb)).json()["passwordCredentials"]
+    assert [p["displayName"] for p in listed] == ["old"]
+
+
+def test_default_lifetime_is_two_years_and_policy_limits_it(sb: SandboxHandle) -> None:
+    seed(sb, max_lifetime_days=180)
+    bearer = msp_token(sb)
+    refused = call(sb, "POST", f"/applications/{PPE_OBJECT}/addPassword", bearer, json={})
+    assert_graph_error(refused, 400, "CredentialInvalidLifetimeAsPerAppPolicy")
+    ok = call(sb, "POST", f"/applications/{PPE_OBJECT}/addPassword", bearer,
+              json={"passwordCredential": {"endDateTime": "+170d"}})
+    assert ok.status_code == 200
+
+
+def test_owned_by_sees_only_owned_apps(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = msp_token(sb)
+    listed = call(sb, "GET", "/applications", bearer).json()["value"]
+    assert [a["appId"] for a in listed] == [PPE_APP]
+    unowned = call(sb, "GET", f"/applications(appId='{UNOWNED_APP}')", bearer)
+    assert_graph_error(unowned, 403, "Authorization_RequestDenied")
+    unowned_id = unowned_id_of(sb)
+    refused = call(sb, "POST", f"/applications/{unowned_id}/addPassword", bearer, json={})
+    assert_graph_error(refused, 403, "Authorization_RequestDenied")
+
+
+def unowned_id_of(sb: SandboxHandle) -> str:
+    tenant = next(t for t in sb.control.state()["tenants"] if t["id"] == CUSTOMER)
+    return str(next(a["id"] for a in tenant["applications"] if a["appId"] == UNOWNED_APP))
+
+
+def test_no_role_is_403(sb: SandboxHandle) -> None:
+    seed(sb)
+    response = call(sb, "GET", "/applications", token(sb, CUSTOMER, NOBODY_APP, NOBODY_SECRET))
+    assert_graph_error(response, 403, "Authorization_RequestDenied")
+
+
+def test_tenants_are_isolated(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = token(sb, OTHER, OTHER_APP, OTHER_SECRET)
+    assert [a["appId"] for a in call(sb, "GET", "/applications", bearer).json()["value"]] == [OTHER_APP]
+    assert_graph_error(call(sb, "GET", f"/applications/{PPE_OBJECT}", bearer), 404, "Request_ResourceNotFound")
+
+
+def test_missing_and_wrong_audience_tokens_are_401(sb: SandboxHandle) -> None:
+    seed(sb)
+    assert_graph_error(requests.get(f"{sb.endpoints['graph']}/v1.0/applications", verify=sb.ca_file, timeout=10),
+                       401, "InvalidAuthenticationToken")
+    vault_token = requests.get(
+        sb.settings["IDENTITY_ENDPOINT"], params={"resource": "https://vault.azure.net", "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": sb.settings["IDENTITY_HEADER"]}, timeout=10,
+    ).json()["access_token"]
+    assert_graph_error(call(sb, "GET", "/applications", vault_token), 401, "InvalidAuthenticationToken")
+
+
+def test_service_principals_and_count(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    sps = call(sb, "GET", f"/servicePrincipals?$filter=appId eq '{sb.settings['MSP_APP_CLIENT_ID']}'", bearer).json()
+    assert [sp["appOwnerOrganizationId"] for sp in sps["value"]] == [sb.settings["MSP_TENANT_ID"]]
+    count = call(sb, "GET", "/applications/$count", bearer, headers={"ConsistencyLevel": "eventual"})
+    assert count.status_code == 200 and count.text == "11"
+    assert_graph_error(call(sb, "GET", "/applications/$count", bearer), 400, "Request_UnsupportedQuery")
+
+
+def test_unsupported_filter_is_400(sb: SandboxHandle) -> None:
+    seed(sb)
+    bearer = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    response = call(sb, "GET", "/applications?$filter=contains(displayName,'x')", bearer)
+    assert_graph_error(response, 400, "Request_UnsupportedQuery")
