@@ -55,6 +55,8 @@ class Delivery:
     secret: Secret
     expires: datetime
     customer: str = ""
+    secret_name: str = ""  # where a human finds the value (Key Vault secret name and version)
+    version: str = ""
 
 
 @dataclass(frozen=True)

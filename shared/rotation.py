@@ -553,8 +553,10 @@ class _Run:
         if pending:
             secret = await self.e.secrets.get_value(self.target.secret_name, s.new_version)
             assert s.new_expires is not None
-            delivery = Delivery(self.target.tenant_id, self.target.app_id, s.new_key_id, secret, s.new_expires,
-                                self.target.customer)
+            delivery = Delivery(
+                self.target.tenant_id, self.target.app_id, s.new_key_id, secret, s.new_expires,
+                self.target.customer, self.target.secret_name, s.new_version,
+            )
         for config in pending:
             started = time.monotonic()
             destination = self.e.destinations.get(config.kind)
