@@ -3,12 +3,12 @@
 # Exports STATE_TABLES_CONNECTION_STRING for the command. Usage: scripts/with-azurite.sh CMD [ARGS...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-azurite="$here/node_modules/.bin/azurite"
+azurite="$here/node_modules/.bin/azurite-table"
 [ -x "$azurite" ] || { echo "Azurite is not installed: run 'npm install' (make does it)" >&2; exit 2; }
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/azurite.XXXXXX")
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 "$azurite" --silent --skipApiVersionCheck --disableTelemetry --inMemoryPersistence \
-  --tableHost 127.0.0.1 --tablePort "$port" --location "$workdir" >"$workdir/azurite.log" 2>&1 &
+  --tableHost 127.0.0.1 --tablePort "$port" >"$workdir/azurite.log" 2>&1 &
 pid=$!
 cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$workdir"; }
 trap cleanup EXIT INT TERM
