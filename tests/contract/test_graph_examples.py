@@ -67,7 +67,7 @@ def parse_examples(page: str) -> list[Example]:
         assert fence is not None, f"{page}: no fenced block after a {kind} annotation"
         blocks.append((kind, annotation, fence.group(1)))
     examples = []
-    for (kind, annotation, _), following in itertools.pairwise(blocks):
+    for (kind, annotation, body), following in itertools.pairwise(blocks):
         if kind == "request" and following[0] == "response":
             examples.append(
                 Example(page, annotation.get("name", page), body, following[2], bool(following[1].get("truncated")))
