@@ -205,6 +205,15 @@ class Assessment:
     error_message: str = ""
 
 
+_SECRET_NAME = re.compile(r"^ppsync-([0-9a-f-]{36})-([0-9a-f-]{36})$")
+
+
+def target_of_secret(name: str) -> tuple[str, str] | None:
+    """The (tenant id, app id) whose Key Vault secret this is, or None for any other secret."""
+    match = _SECRET_NAME.match(name.lower())
+    return (match.group(1), match.group(2)) if match else None
+
+
 def new_rotation_id() -> str:
     return uuid.uuid4().hex
 

@@ -191,6 +191,13 @@ class Engine:
             return await self._dry_run(target)
         return await self.advance(tenant_id, app_id, Actor.MANUAL, force=True)
 
+    async def push_now(self, tenant_id: str, app_id: str, actor: Actor = Actor.EVENT) -> Outcome:
+        """Deliver a verified secret to its destinations now (and finish the rotation when all confirm)."""
+        target, _ = await self.state.get_target(tenant_id, app_id)
+        if target.state.stage in (Stage.VERIFIED, Stage.PUSHED):
+            return await self.advance(tenant_id, app_id, actor)
+        return self._outcome(target, "nothing-to-push", message=f"stage is {target.state.stage.value}")
+
     async def advance(self, tenant_id: str, app_id: str, actor: Actor, *, force: bool = False) -> Outcome:
         """Take one target as far through the protocol as it can go now."""
         try:

@@ -1,0 +1,9 @@
+"""The function app: creates the FunctionApp and registers the blueprints, nothing else."""
+
+import azure.functions as func
+
+from shared.entrypoints import push, timer
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(timer.bp)
+app.register_functions(push.bp)

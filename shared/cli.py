@@ -1,0 +1,165 @@
+"""Command line: the same engine as the function app, outside Functions.
+
+    python -m shared status [--json]
+    python -m shared run
+    python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
+    python -m shared targets import FILE      (a JSON list of target documents)
+    python -m shared targets list
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from shared.bootstrap import Services, services
+from shared.clock import SystemClock
+from shared.domain import Actor
+from shared.errors import RotationError
+from shared.registry import InvalidTarget, parse_target, status_document, target_document
+from shared.service import put_target
+from shared.settings import Settings, SettingsError
+
+
+def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
+    """A plain-text table: columns are (key, heading)."""
+    cells = [[("" if r.get(k) is None else str(r.get(k))) for k, _ in columns] for r in rows]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, (_, h) in enumerate(columns)]
+    line = "  ".join(h.ljust(w) for (_, h), w in zip(columns, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)
+
+
+STATUS_COLUMNS = (
+    ("customer", "CUSTOMER"),
+    ("tenantId", "TENANT"),
+    ("status", "STATUS"),
+    ("daysLeft", "DAYS LEFT"),
+    ("expiresOn", "EXPIRES"),
+    ("stage", "STAGE"),
+    ("lastOutcome", "LAST OUTCOME"),
+    ("delivered", "DESTINATIONS"),
+)
+
+
+def status_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for d in docs:
+        acked = sum(1 for x in d["destinations"] if x["acknowledged"])
+        rows.append(
+            {
+                **d,
+                "expiresOn": (d["expires"] or "")[:10],
+                "delivered": f"{acked}/{len(d['destinations'])} confirmed" if d["destinations"] else "-",
+                "status": d["status"] + (" (needs human)" if d["needsHuman"] else ""),
+            }
+        )
+    return rows
+
+
+async def _status(svc: Services, as_json: bool) -> int:
+    targets = sorted((t for t, _ in await svc.state.list_targets()), key=lambda t: (t.customer.lower(), t.key))
+    docs = [status_document(t) for t in targets]
+    print(json.dumps(docs, indent=2) if as_json else table(status_rows(docs), STATUS_COLUMNS))
+    return 0
+
+
+async def _run(svc: Services) -> int:
+    summary = await svc.engine.run_pass(Actor.TIMER)
+    rows = [
+        {"target": f"{o.tenant_id}/{o.app_id}", "result": o.result, "status": o.status, "stage": o.stage,
+         "error": o.error_code}
+        for o in summary.outcomes
+    ]
+    print(table(rows, (("target", "TARGET"), ("status", "STATUS"), ("result", "RESULT"), ("stage", "STAGE"),
+                       ("error", "ERROR"))))
+    print(f"\n{len(rows)} target(s) in {summary.duration_ms} ms: {summary.by_result}")
+    return 1 if any(o.result == "failed" for o in summary.outcomes) else 0
+
+
+async def _rotate(svc: Services, tenant_id: str, app_id: str, force: bool, dry_run: bool) -> int:
+    outcome = await svc.engine.rotate_now(tenant_id.lower(), app_id.lower(), force=force, dry_run=dry_run)
+    print(json.dumps(outcome.__dict__, indent=2))
+    return 0 if outcome.result in ("rotated", "would-rotate") else 1
+
+
+async def _import(svc: Services, docs: object) -> int:
+    if not isinstance(docs, list):
+        raise InvalidTarget("file", "must hold a JSON list of target documents")
+    targets = [parse_target(d) for d in docs]
+    for target in targets:
+        created = await put_target(svc.state, target)
+        print(f"{'registered' if created else 'updated'} {target.customer or target.key}")
+    return 0
+
+
+async def _list(svc: Services) -> int:
+    print(json.dumps([target_document(t) for t, _ in await svc.state.list_targets()], indent=2))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m shared", description="The sync-secret rotator, outside Functions.")
+    p.add_argument("--verbose", "-v", action="store_true", help="log every protocol step")
+    p.add_argument("--clock-offset-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    sub = p.add_subparsers(dest="command", required=True)
+    status = sub.add_parser("status", help="every target with its secret's lifetime and rotation stage")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("run", help="one timer pass: resume, assess, rotate what is due")
+    rotate = sub.add_parser("rotate", help="rotate one target now")
+    rotate.add_argument("tenant_id")
+    rotate.add_argument("app_id")
+    rotate.add_argument("--force", action="store_true", help="rotate even if healthy or within the cool-down")
+    rotate.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    targets = sub.add_parser("targets", help="the customer registry")
+    tsub = targets.add_subparsers(dest="targets_command", required=True)
+    imp = tsub.add_parser("import", help="register or update targets from a JSON file")
+    imp.add_argument("file", type=Path)
+    tsub.add_parser("list", help="print the registry as JSON")
+    return p
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    settings = Settings.from_env(os.environ)
+    clock = SystemClock(timedelta(seconds=args.clock_offset_seconds))
+    async with services(settings, clock=clock) as svc:
+        if args.command == "status":
+            return await _status(svc, args.json)
+        if args.command == "run":
+            return await _run(svc)
+        if args.command == "rotate":
+            return await _rotate(svc, args.tenant_id, args.app_id, args.force, args.dry_run)
+        if args.targets_command == "import":
+            return await _import(svc, args.documents)
+        return await _list(svc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if getattr(args, "targets_command", None) == "import":
+        args.documents = json.loads(args.file.read_text())
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    for noisy in ("azure", "httpx", "msal"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return asyncio.run(main_async(args))
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except InvalidTarget as error:
+        print(f"invalid target: {error.message}", file=sys.stderr)
+        return 2
+    except RotationError as error:
+        print(f"{error.code}: {error.message}", file=sys.stderr)
+        return 1

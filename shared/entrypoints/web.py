@@ -1,0 +1,87 @@
+"""HTTP plumbing shared by the HTTP-triggered functions: JSON in, JSON out, errors as {"error": {code, message}}."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import azure.functions as func
+
+from shared.errors import Conflict, NotFound, RotationError
+from shared.registry import InvalidTarget
+from shared.settings import SettingsError
+
+log = logging.getLogger(__name__)
+MAX_BODY_BYTES = 64 * 1024
+
+Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
+
+
+class HttpError(Exception):
+    """A client mistake, answered with its status and a JSON error body."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(
+        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+    )
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return json_response({"error": {"code": code, "message": message}}, status, headers)
+
+
+def read_json(req: func.HttpRequest) -> Any:
+    """The request's JSON body, or an HttpError saying what is wrong with it."""
+    content_type = (req.headers.get("content-type") or "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise HttpError(415, "UnsupportedMediaType", "send the body as application/json")
+    raw = req.get_body() or b""
+    if len(raw) > MAX_BODY_BYTES:
+        raise HttpError(413, "PayloadTooLarge", f"the body is larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise HttpError(400, "MalformedJson", f"the body is not valid JSON: {error.__class__.__name__}") from None
+
+
+def allow(req: func.HttpRequest, *methods: str) -> None:
+    if req.method.upper() not in methods:
+        raise HttpError(405, "MethodNotAllowed", f"use {', '.join(methods)}", {"Allow": ", ".join(methods)})
+
+
+def handled(handler: Handler) -> Handler:
+    """Maps every error to a JSON answer: client mistakes to 4xx, upstream failures to 502, never a stack trace."""
+
+    @functools.wraps(handler)
+    async def wrapper(req: func.HttpRequest) -> func.HttpResponse:
+        try:
+            return await handler(req)
+        except HttpError as error:
+            return error_response(error.status, error.code, error.message, error.headers)
+        except InvalidTarget as error:
+            return error_response(422, "InvalidTarget", error.message)
+        except NotFound as error:
+            return error_response(404, error.code, error.message)
+        except Conflict as error:
+            return error_response(409, error.code, error.message)
+        except RotationError as error:
+            return error_response(502, error.code, error.message)
+        except SettingsError as error:
+            log.error("configuration error: %s", error)
+            return error_response(500, "ConfigurationError", str(error))
+        except Exception:
+            log.exception("unexpected error in %s", handler.__name__)
+            return error_response(500, "InternalError", "an unexpected error occurred; see the function's logs")
+
+    return wrapper
