@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import importlib
 import json
 import logging
@@ -268,15 +269,11 @@ def build_control_app(world: World, controls: Controls) -> web.Application:
 
     @routes.post("/clock")
     async def clock(request: web.Request) -> web.Response:
-        import datetime as dt
-
         world.clock_offset = dt.timedelta(seconds=float((await body(request)).get("offset_seconds", 0)))
         return web.json_response({"now": world.now().isoformat()})
 
     @routes.post("/settings")
     async def settings(request: web.Request) -> web.Response:
-        import datetime as dt
-
         doc = await body(request)
         if "propagation_delay_seconds" in doc:
             world.propagation_delay = dt.timedelta(seconds=float(doc["propagation_delay_seconds"]))

@@ -13,7 +13,6 @@ from azure.identity import ManagedIdentityCredential
 from azure.identity.aio import ClientAssertionCredential, ClientSecretCredential
 from kiota_abstractions.base_request_configuration import RequestConfiguration
 from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
-from msgraph import GraphRequestAdapter, GraphServiceClient
 from msgraph.generated.applications.applications_request_builder import ApplicationsRequestBuilder
 from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
     AddPasswordPostRequestBody,
@@ -23,6 +22,8 @@ from msgraph.generated.applications.item.remove_password.remove_password_post_re
 )
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 from msgraph.generated.models.password_credential import PasswordCredential
+from msgraph.graph_request_adapter import GraphRequestAdapter
+from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from tests.conftest import SandboxHandle
@@ -100,7 +101,7 @@ async def msp_credential(
     managed = ManagedIdentityCredential(client_id=sb.settings["AZURE_CLIENT_ID"])
 
     def assertion() -> str:
-        return managed.get_token("api://AzureADTokenExchange/.default").token
+        return str(managed.get_token("api://AzureADTokenExchange/.default").token)
 
     credential = ClientAssertionCredential(
         CUSTOMER, sb.settings["MSP_APP_CLIENT_ID"], assertion,
