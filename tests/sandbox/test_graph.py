@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import requests
@@ -234,3 +235,21 @@ def test_unsupported_filter_is_400(sb: SandboxHandle) -> None:
     bearer = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
     response = call(sb, "GET", "/applications?$filter=contains(displayName,'x')", bearer)
     assert_graph_error(response, 400, "Request_UnsupportedQuery")
+
+
+def test_hold_after_add_password_has_created_the_credential(sb: SandboxHandle) -> None:
+    """The crash window the rotation protocol guards: Entra has the credential, the caller has no answer yet."""
+    seed(sb)
+    bearer = msp_token(sb)
+    hold = sb.control.add_hold("graph", method="POST", path="addPassword$", when="after")
+    answers: list[int] = []
+    worker = threading.Thread(target=lambda: answers.append(
+        call(sb, "POST", f"/applications/{PPE_OBJECT}/addPassword", bearer, json={}).status_code))
+    worker.start()
+    sb.control.wait_held(hold)
+    tenant = next(t for t in sb.control.state()["tenants"] if t["id"] == CUSTOMER)
+    app = next(a for a in tenant["applications"] if a["id"] == PPE_OBJECT)
+    assert len(app["passwordCredentials"]) == 2 and answers == []
+    sb.control.release(hold)
+    worker.join(timeout=10)
+    assert answers == [200]
