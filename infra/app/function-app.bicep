@@ -26,7 +26,8 @@ param storageAccountName string
 @description('Blob container of the deployment package.')
 param deploymentContainerName string
 
-@description('Connection string of Application Insights (ingestion requires an Entra ID token).')
+@description('Connection string of Application Insights (ingestion requires an Entra ID token; kept out of deployment history all the same).')
+@secure()
 param applicationInsightsConnectionString string
 
 @description('The product\'s own settings (those in shared/settings.py), merged with the runtime settings below.')

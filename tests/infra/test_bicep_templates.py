@@ -1,0 +1,218 @@
+"""The Bicep templates parse and say what the issue promises: Flex Consumption, identity-only access,
+RBAC Key Vault with purge protection, Entra-only telemetry, named roles, alerts, optional Event Grid."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.infra.bicep_model import (
+    FUNCTION_APP,
+    INFRA,
+    MAIN,
+    bicep_files,
+    body,
+    decorator,
+    parse,
+    resources,
+)
+
+BICEP_FILES = bicep_files()
+_IDS = [str(p.relative_to(INFRA)) for p in BICEP_FILES]
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+
+def _one(path: Path, type_: str) -> dict[str, Any]:
+    found = resources(path, type_)
+    assert len(found) == 1, f"{path.name}: expected one {type_}, found {sorted(found)}"
+    return body(next(iter(found.values())))
+
+
+def test_the_templates_are_all_there() -> None:
+    names = {str(p.relative_to(INFRA)) for p in BICEP_FILES}
+    assert {"main.bicep", "app/function-app.bicep", "app/rbac.bicep", "app/alerts.bicep"} <= names
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=_IDS)
+def test_every_bicep_file_parses(path: Path) -> None:
+    parsed = parse(path)
+    assert parsed.get("resources") or parsed.get("modules"), f"{path.name} declares nothing"
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=_IDS)
+def test_every_parameter_and_output_is_described(path: Path) -> None:
+    parsed = parse(path)
+    elements = {f"param {n}": e for n, e in parsed.get("parameters", {}).items()}
+    elements.update({f"output {n}": e for n, e in parsed.get("outputs", {}).items()})
+    undescribed = [name for name, element in elements.items() if not decorator(element, "description")]
+    assert not undescribed, f"{path.name}: no @description on {undescribed}"
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=_IDS)
+def test_secret_looking_parameters_are_secure(path: Path) -> None:
+    secretish = re.compile(r"(password|secret|key|token|connectionstring)$", re.IGNORECASE)
+    insecure = [
+        name
+        for name, element in parse(path).get("parameters", {}).items()
+        if secretish.search(name) and not decorator(element, "secure")
+    ]
+    assert not insecure, f"{path.name}: secret parameters without @secure(): {insecure}"
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=_IDS)
+def test_modules_are_local_files(path: Path) -> None:
+    # checkov --skip-download cannot fetch registry modules and would not check their resources.
+    for name, module in parse(path).get("modules", {}).items():
+        assert module["type"] == "local", f"{path.name}: module {name} is not a local file"
+        assert (path.parent / module["detail"]["path"]).is_file(), f"{path.name}: module {name} path missing"
+
+
+def test_names_come_from_an_abbreviation_and_a_unique_string() -> None:
+    parsed = parse(MAIN)
+    variables = {name: v["value"] for name, v in parsed["variables"].items()}
+    assert '"unique_string"' in json.dumps(variables["resourceToken"])
+    abbreviations = json.loads((INFRA / "abbreviations.json").read_text())
+    checked = []
+    for module_name, module in parsed["modules"].items():
+        for key, value in body(module)["params"].items():
+            value = variables.get(value, value) if isinstance(value, str) else value
+            is_new_name = key in {"name", "namePrefix"} or (
+                key.endswith("Name") and isinstance(value, str) and value.startswith("${abbrs.")
+            )
+            if not is_new_name:
+                continue
+            assert isinstance(value, str), f"module {module_name}: {key} is not a plain name"
+            match = re.match(r"\$\{abbrs\.(\w+)\}", value)
+            assert match and match.group(1) in abbreviations, f"module {module_name}: {key} = {value}"
+            assert "${resourceToken}" in value, f"module {module_name}: {key} = {value}"
+            checked.append(f"{module_name}.{key}")
+    assert len(checked) >= 10, checked
+
+
+def test_main_parameters_file_matches_main_bicep() -> None:
+    params = parse(MAIN)["parameters"]
+    given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert set(given) <= set(params), f"unknown parameters: {sorted(set(given) - set(params))}"
+    required = {name for name, p in params.items() if p.get("default") is None}
+    assert required <= set(given), f"required parameters azd would not pass: {sorted(required - set(given))}"
+
+
+def test_function_app_is_flex_consumption_linux_python_311_with_a_user_assigned_identity() -> None:
+    plan = _one(FUNCTION_APP, "Microsoft.Web/serverfarms")
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    assert plan["properties"]["reserved"] is True
+    site = _one(FUNCTION_APP, "Microsoft.Web/sites")
+    assert site["kind"] == "functionapp,linux"
+    assert site["identity"]["type"] == "UserAssigned"
+    props = site["properties"]
+    assert props["httpsOnly"] is True
+    assert props["siteConfig"]["minTlsVersion"] == "1.2"
+    assert props["siteConfig"]["ftpsState"] == "Disabled"
+    config = props["functionAppConfig"]
+    assert config["runtime"] == {"name": "python", "version": "3.11"}
+    assert config["deployment"]["storage"]["authentication"]["type"] == "UserAssignedIdentity"
+
+
+def test_basic_publishing_credentials_are_off() -> None:
+    policies = resources(FUNCTION_APP, "Microsoft.Web/sites/basicPublishingCredentialsPolicies").values()
+    assert {p["config"]["name"] for p in policies} == {"ftp", "scm"}
+    assert all(p["config"]["properties"]["allow"] is False for p in policies)
+
+
+def test_storage_is_reached_by_identity_only() -> None:
+    storage = _one(INFRA / "core/storage/storage-account.bicep", "Microsoft.Storage/storageAccounts")["properties"]
+    assert storage["allowSharedKeyAccess"] is False
+    assert storage["allowBlobPublicAccess"] is False
+    assert storage["minimumTlsVersion"] == "TLS1_2"
+    runtime = parse(FUNCTION_APP)["variables"]["runtimeSettings"]["value"]
+    assert runtime["AzureWebJobsStorage__credential"] == "managedidentity"
+    assert {"AzureWebJobsStorage__blobServiceUri", "AzureWebJobsStorage__queueServiceUri"} <= set(runtime)
+
+
+def test_key_vault_is_rbac_with_purge_protection_and_90_days_soft_delete() -> None:
+    path = INFRA / "core/security/key-vault.bicep"
+    vault = _one(path, "Microsoft.KeyVault/vaults")["properties"]
+    assert vault["enableRbacAuthorization"] is True
+    assert vault["enableSoftDelete"] is True
+    assert vault["softDeleteRetentionInDays"] == 90
+    assert vault["enablePurgeProtection"] is True
+    assert vault["networkAcls"] == "networkAcls"
+    assert "networkAcls" in parse(path)["parameters"]
+    main_call = body(parse(MAIN)["modules"]["keyVault"])["params"]
+    assert main_call["networkAcls"] == "keyVaultNetworkAcls"
+
+
+def test_application_insights_accepts_only_entra_authenticated_telemetry() -> None:
+    path = INFRA / "core/monitor/monitoring.bicep"
+    component = _one(path, "Microsoft.Insights/components")["properties"]
+    assert component["DisableLocalAuth"] is True
+    assert component["WorkspaceResourceId"] == "workspace.id"
+    runtime = parse(FUNCTION_APP)["variables"]["runtimeSettings"]["value"]
+    assert runtime["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
+
+
+def test_roles_are_assigned_by_name_on_the_narrowest_scope() -> None:
+    path = INFRA / "app/rbac.bicep"
+    parsed = parse(path)
+    roles = parsed["variables"]["roles"]["value"]
+    by_name = {role["name"]: role["id"] for role in roles.values()}
+    assert {
+        "Key Vault Secrets Officer",
+        "Storage Blob Data Owner",
+        "Storage Queue Data Contributor",
+        "Storage Table Data Contributor",
+        "Monitoring Metrics Publisher",
+    } <= set(by_name)
+    assert all(_GUID.fullmatch(role_id) for role_id in by_name.values())
+    # No GUID anywhere else in the file: every role id sits next to its name.
+    text = path.read_text()
+    assert len(_GUID.findall(text)) == len(by_name)
+    scopes: dict[str, str] = {}
+    for name, assignment in resources(path, "Microsoft.Authorization/roleAssignments").items():
+        config = body(assignment)
+        definition = json.dumps(config["properties"]["roleDefinitionId"])
+        assert re.search(r'"(roles\.\w+\.id|role\.id)"', definition), f"{name}: role not by name: {definition}"
+        scopes[name] = config["scope"]
+    assert scopes["vaultSecretsOfficer"] == "vault"
+    assert scopes["storageRoleAssignments"] == "storage"
+    assert scopes["metricsPublisher"] == "appInsights"
+    storage_roles = parsed["variables"]["storageRoles"]["value"]
+    assert storage_roles == [
+        "roles.storageBlobDataOwner",
+        "roles.storageQueueDataContributor",
+        "roles.storageTableDataContributor",
+    ]
+
+
+def test_alert_events_reach_the_parameterised_address() -> None:
+    path = INFRA / "app/alerts.bicep"
+    group = _one(path, "Microsoft.Insights/actionGroups")["properties"]
+    assert group["emailReceivers"][0]["emailAddress"] == "alertEmail"
+    rules = resources(path, "Microsoft.Insights/scheduledQueryRules")
+    query = parse(path)["variables"]["alertEventsQuery"]["value"]
+    assert 'Properties["event"]) == "alert"' in query
+    assert all(k in query for k in ('"condition"', '"tenant_id"', '"app_id"'))
+    alert_rule = rules["alertEvents"]["config"]["properties"]
+    assert alert_rule["criteria"]["allOf"][0]["query"] == "alertEventsQuery"
+    assert {d["name"] for d in alert_rule["criteria"]["allOf"][0]["dimensions"]} == {"Condition", "TenantId", "AppId"}
+    assert all(r["config"]["properties"]["actions"]["actionGroups"] == ["actionGroup.id"] for r in rules.values())
+    assert body(parse(MAIN)["modules"]["alerts"])["params"]["alertEmail"] == "alertEmail"
+
+
+def test_key_vault_events_are_optional_and_reach_the_push_function() -> None:
+    module = parse(MAIN)["modules"]["keyVaultEvents"]
+    assert module["config"]["condition"] == "enableKeyVaultEvents"  # deployed only when the parameter says so
+    path = INFRA / "app/keyvault-events.bicep"
+    topic = _one(path, "Microsoft.EventGrid/systemTopics")["properties"]
+    assert topic == {"source": "vault.id", "topicType": "Microsoft.KeyVault.vaults"}
+    subscription = _one(path, "Microsoft.EventGrid/systemTopics/eventSubscriptions")["properties"]
+    assert subscription["destination"]["endpointType"] == "WebHook"
+    assert subscription["filter"]["includedEventTypes"] == ["Microsoft.KeyVault.SecretNewVersionCreated"]
+    url = parse(path)["variables"]["pushUrl"]["value"]
+    assert url.startswith("https://${functionApp.properties.defaultHostName}/api/${pushRoute}?code=${listKeys(")
+    assert parse(path)["parameters"]["pushRoute"]["default"] == "push"
+    assert "/host/default" in url

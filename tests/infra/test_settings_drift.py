@@ -1,0 +1,193 @@
+"""No drift between the settings the code reads (shared.settings.SETTINGS), the app settings the Bicep sets
+and local.settings.example.json."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from shared.settings import SETTINGS, Settings
+from tests.infra.bicep_model import (
+    FUNCTION_APP,
+    MAIN,
+    ROOT,
+    app_settings,
+    local_example_values,
+    parse,
+    product_settings,
+    runtime_settings,
+)
+
+CODE_SETTINGS = {s.name for s in SETTINGS}
+DEFAULTS = {s.name: s.default for s in SETTINGS}
+
+# Read by the code, deliberately NOT set in Azure (the Bicep must not set them):
+LOCAL_ONLY = {
+    # A connection string carries an account key; in Azure shared-key access is off and the code
+    # reaches the tables through STATE_TABLES_ENDPOINT with the managed identity. Locally: Azurite.
+    "STATE_TABLES_CONNECTION_STRING",
+    # Trust for the sandbox's generated CA; in Azure the public CAs apply.
+    "CA_BUNDLE",
+}
+
+# Set (in Azure or locally) but read by the Functions host, the platform or Core Tools, never by the code:
+HOST_SETTINGS = {
+    # Identity-based connection of the host's storage (runtime blobs, queues, timer leases).
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    # The host's own telemetry, sent with an Entra ID token (local auth is off on Application Insights).
+    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+    # Local only (Core Tools): the language worker and the host storage (Azurite). On Flex Consumption
+    # the runtime comes from functionAppConfig.runtime and these may not be set (see below).
+    "FUNCTIONS_WORKER_RUNTIME",
+    "AzureWebJobsStorage",
+}
+
+# The platform rejects or misbehaves with these on Flex Consumption, or they would bring back a key.
+FORBIDDEN_IN_AZURE = {
+    "FUNCTIONS_WORKER_RUNTIME",
+    "FUNCTIONS_EXTENSION_VERSION",
+    "WEBSITE_RUN_FROM_PACKAGE",
+    "WEBSITE_CONTENTAZUREFILECONNECTIONSTRING",
+    "WEBSITE_CONTENTSHARE",
+    "AzureWebJobsStorage",
+    "APPINSIGHTS_INSTRUMENTATIONKEY",
+}
+
+
+def test_every_setting_the_code_reads_is_set_by_the_bicep() -> None:
+    missing = CODE_SETTINGS - LOCAL_ONLY - set(app_settings())
+    assert not missing, f"settings the code reads but the Bicep does not set: {sorted(missing)}"
+
+
+def test_the_bicep_sets_nothing_the_code_or_host_does_not_read() -> None:
+    unread = set(app_settings()) - CODE_SETTINGS - HOST_SETTINGS
+    assert not unread, f"settings the Bicep sets but nothing reads: {sorted(unread)}"
+
+
+def test_local_only_settings_are_not_set_in_azure() -> None:
+    assert not LOCAL_ONLY & set(app_settings())
+
+
+def test_no_setting_forbidden_on_flex_consumption_is_set() -> None:
+    assert not FORBIDDEN_IN_AZURE & set(app_settings())
+
+
+def test_runtime_and_product_settings_do_not_overlap() -> None:
+    # union() in the Bicep would silently let one win over the other.
+    assert not set(runtime_settings()) & set(product_settings())
+
+
+def test_local_example_lists_every_setting_the_code_reads() -> None:
+    missing = CODE_SETTINGS - set(local_example_values())
+    assert not missing, f"missing from local.settings.example.json: {sorted(missing)}"
+
+
+def test_local_example_sets_nothing_the_code_or_host_does_not_read() -> None:
+    unread = set(local_example_values()) - CODE_SETTINGS - HOST_SETTINGS
+    assert not unread, f"local.settings.example.json sets unread settings: {sorted(unread)}"
+
+
+def test_local_example_runs_the_python_worker_on_azurite() -> None:
+    values = local_example_values()
+    assert values["FUNCTIONS_WORKER_RUNTIME"] == "python"
+    assert values["AzureWebJobsStorage"] == "UseDevelopmentStorage=true"
+
+
+def test_allow_lists_are_not_stale() -> None:
+    assert LOCAL_ONLY <= CODE_SETTINGS
+    assert not HOST_SETTINGS & CODE_SETTINGS
+    used = set(app_settings()) | set(local_example_values())
+    assert HOST_SETTINGS <= used, f"allow-listed but set nowhere: {sorted(HOST_SETTINGS - used)}"
+
+
+def test_local_example_is_accepted_by_the_code() -> None:
+    Settings.from_env(local_example_values())
+
+
+# What module outputs and deployment functions stand for when the Bicep is "evaluated" here.
+_PLACEHOLDERS = {
+    "identity.outputs.clientId": "00000000-0000-4000-8000-00000000000c",
+    "keyVault.outputs.uri": "https://kv-abc.vault.azure.net/",
+    "storage.outputs.tableEndpoint": "https://stabc.table.core.windows.net/",
+    "tenant.tenantId": "00000000-0000-4000-8000-00000000000d",
+    "environment.authentication.loginEndpoint": "https://login.microsoftonline.com/",
+}
+
+
+def _resolve(value: Any, params: dict[str, Any]) -> tuple[str, bool]:
+    """A Bicep expression as deployed with default parameters: (value, whether it is a literal or a default)."""
+    if isinstance(value, bool):
+        return ("true" if value else "false"), True
+    if isinstance(value, int):
+        return str(value), True
+    if isinstance(value, str):
+        if value in _PLACEHOLDERS:
+            return _PLACEHOLDERS[value], False
+        if value in params:
+            return _resolve(params[value]["default"], params)
+        return value, True  # pycep gives string literals and identifiers alike; unknown names fail below
+    if "function" in value:
+        fn = value["function"]
+        if fn["type"] == "string":
+            return _resolve(fn["parameters"]["value_to_convert"], params)
+        key = f"{fn['type']}.{str(fn.get('property_name', '')).replace(chr(39), '')}"
+        key = re.sub(r"\[Token\(STRING, (\w+)\)\]", r"\1", key)
+        return _PLACEHOLDERS[key], False
+    if "operator" in value and value["operator"]["type"] == "conditional":
+        operands = value["operator"]["operands"]
+        condition, _ = _resolve(operands["condition"], params)
+        branch = operands["true_value"] if condition == "true" else operands["false_value"]
+        return _resolve(branch, params)
+    raise AssertionError(f"cannot evaluate {value!r}")
+
+
+def _deployed_env() -> dict[str, tuple[str, bool]]:
+    params = parse(MAIN)["parameters"]
+    return {name: _resolve(value, params) for name, value in product_settings().items()}
+
+
+def test_bicep_defaults_are_accepted_by_the_code() -> None:
+    env = {name: value for name, (value, _) in _deployed_env().items()}
+    env["APPLICATIONINSIGHTS_CONNECTION_STRING"] = "InstrumentationKey=00000000-0000-0000-0000-000000000000"
+    settings = Settings.from_env(env)
+    assert settings.key_vault_url.startswith("https://")
+    assert settings.tables_endpoint and not settings.tables_connection_string
+
+
+def test_bicep_defaults_equal_the_code_defaults() -> None:
+    # Only settings the Bicep fills from a literal or a parameter default; outputs and functions
+    # (vault URI, identity, tenant, authority) are deployment-specific.
+    compared = {
+        name: (value, DEFAULTS[name])
+        for name, (value, is_default) in _deployed_env().items()
+        if is_default and DEFAULTS.get(name)
+    }
+    assert len(compared) >= 12, f"too few settings compared: {sorted(compared)}"
+    differ = {name: pair for name, pair in compared.items() if pair[0] != pair[1]}
+    assert not differ, f"Bicep default differs from the code's (bicep, code): {differ}"
+
+
+def test_the_function_app_gets_the_settings_from_main_and_the_runtime() -> None:
+    site = next(r for r in parse(FUNCTION_APP)["resources"].values() if r["type"] == "Microsoft.Web/sites")
+    assert site["config"]["properties"]["siteConfig"]["appSettings"] == "appSettingsList"
+    loop = parse(FUNCTION_APP)["variables"]["appSettingsList"]["value"]
+    assert "'arg_1': 'runtimeSettings', 'arg_2': 'appSettings'" in loop["loop_type"]["detail"]["object_name"]
+
+
+_ENV_READ = re.compile(r"""(?:os\.environ(?:\.get)?[\[(]|os\.getenv\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")
+
+
+def test_the_code_reads_no_setting_outside_settings_py() -> None:
+    sources = [ROOT / "function_app.py", *sorted((ROOT / "shared").rglob("*.py"))]
+    read: dict[str, Path] = {}
+    for source in sources:
+        if source.exists():
+            for name in _ENV_READ.findall(source.read_text()):
+                read[name] = source
+    stray = {name: str(path.relative_to(ROOT)) for name, path in read.items() if name not in CODE_SETTINGS}
+    assert not stray, f"environment read outside the declared SETTINGS: {stray}"
