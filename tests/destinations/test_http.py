@@ -1,0 +1,167 @@
+"""The configurable HTTP destination (and its Vircom Portal preset) against the sandbox's MSP portal."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from shared.adapters.keyvault import KeyVaultSecretStore
+from shared.destinations import HttpDestination, build_destinations
+from shared.domain import DestinationConfig
+from shared.errors import Ambiguous, DestinationRejected, RotationError, Throttled, Unreachable
+from tests.destinations import (
+    APP,
+    NEW_KEY_ID,
+    NEW_SECRET,
+    PORTAL_AUTH,
+    TENANT,
+    assert_no_secret,
+    delivery,
+    seed,
+    settings_of,
+    vault_store,
+)
+
+pytestmark = pytest.mark.sandbox
+PATH = "/api/office365/azure-ad"
+
+
+@pytest.fixture
+async def store(sb: Any) -> AsyncIterator[KeyVaultSecretStore]:
+    seed(sb)
+    async with vault_store(sb) as kv:
+        yield kv
+
+
+@pytest.fixture
+def http(sb: Any, store: KeyVaultSecretStore) -> HttpDestination:
+    destination = build_destinations(settings_of(sb), store)["http"]
+    assert isinstance(destination, HttpDestination)
+    return destination
+
+
+@pytest.fixture(autouse=True)
+def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+
+
+def portal(sb: Any, **options: str) -> DestinationConfig:
+    return DestinationConfig("vircom", "http", {"preset": "vircom-portal", "url": sb.endpoints["portal"] + PATH,
+                                                "auth_secret": "portal-auth", **options})
+
+
+def received(sb: Any) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = sb.control.state()["portal"]["received"]
+    return result
+
+
+async def failure(destination: HttpDestination, cfg: DestinationConfig, caplog: pytest.LogCaptureFixture
+                  ) -> RotationError:
+    with pytest.raises(RotationError) as caught:
+        await destination.deliver(cfg, delivery())
+    assert_no_secret(caught.value, caplog.records)
+    return caught.value
+
+
+async def test_the_vircom_preset_posts_the_secret_and_the_portal_confirms(
+    sb: Any, http: HttpDestination, caplog: pytest.LogCaptureFixture
+) -> None:
+    expires = datetime(2031, 5, 17, 8, 30, tzinfo=UTC)
+    await http.deliver(portal(sb), delivery(expires=expires))
+    [request] = received(sb)
+    assert request["method"] == "POST" and request["path"] == PATH
+    assert request["body"] == {
+        "tenantId": TENANT, "applicationId": APP, "clientSecret": NEW_SECRET, "expiresOn": "2031-05-17T08:30:00Z",
+        "keyId": NEW_KEY_ID, "customer": "Contoso",
+    }
+    for record in caplog.records:
+        assert NEW_SECRET not in repr(record.__dict__) and PORTAL_AUTH not in repr(record.__dict__)
+
+
+async def test_method_and_field_names_are_configurable(sb: Any, http: HttpDestination) -> None:
+    cfg = DestinationConfig("portal-put", "http", {
+        "url": sb.endpoints["portal"] + "/v2/sync", "method": "PUT", "auth_secret": "portal-auth",
+        "success_field": "received", "success_value": "true", "field_clientSecret": "secret",
+        "field_applicationId": "client_id",
+    })
+    await http.deliver(cfg, delivery())
+    [request] = received(sb)
+    assert request["method"] == "PUT"
+    assert request["body"]["secret"] == NEW_SECRET and request["body"]["client_id"] == APP
+    assert "clientSecret" not in request["body"]
+
+
+async def test_delivering_twice_is_harmless(sb: Any, http: HttpDestination) -> None:
+    await http.deliver(portal(sb), delivery())
+    await http.deliver(portal(sb), delivery())
+    bodies = [r["body"] for r in received(sb)]
+    assert len(bodies) == 2 and bodies[0] == bodies[1]
+
+
+async def test_an_answer_failing_the_success_check_is_not_confirmed(
+    sb: Any, http: HttpDestination, caplog: pytest.LogCaptureFixture
+) -> None:
+    error = await failure(http, portal(sb, success_value="applied"), caplog)
+    assert isinstance(error, DestinationRejected) and error.code == "HttpDestinationNotConfirmed"
+    assert "status='ok'" in error.message and "'applied'" in error.message
+
+
+async def test_a_missing_success_field_is_not_confirmed(sb: Any, http: HttpDestination,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    error = await failure(http, portal(sb, success_field="accepted", success_value="true"), caplog)
+    assert error.code == "HttpDestinationNotConfirmed" and "'accepted'" in error.message
+
+
+async def test_a_success_status_outside_the_list_fails(sb: Any, http: HttpDestination,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    error = await failure(http, portal(sb, success_status="201,202"), caplog)
+    assert error.code == "HttpDestinationFailed" and "HTTP 200" in error.message
+
+
+async def test_a_wrong_auth_value_is_an_auth_failure(sb: Any, http: HttpDestination,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    error = await failure(http, portal(sb, auth_secret="portal-auth-wrong"), caplog)
+    assert isinstance(error, Unreachable) and error.code == "HttpDestinationAuthFailed"
+    assert "HTTP 401" in error.message and "Authorization" in error.message
+    assert received(sb) == []
+
+
+@pytest.mark.parametrize(
+    ("fault", "kind", "code"),
+    [
+        ({"status": 429, "retry_after": 3}, Throttled, "HttpDestinationThrottled"),
+        ({"status": 502}, RotationError, "HttpDestinationUnavailable"),
+        ({"status": 422, "message": f"bad secret {NEW_SECRET}"}, DestinationRejected, "HttpDestinationRejected"),
+        ({"drop": True}, Ambiguous, "HttpDestinationUnavailable"),
+    ],
+    ids=["429", "502", "422-echo", "drop"],
+)
+async def test_portal_failures_map_to_codes(sb: Any, http: HttpDestination, caplog: pytest.LogCaptureFixture,
+                                            fault: dict[str, Any], kind: type[RotationError], code: str) -> None:
+    sb.control.add_fault("portal", **fault)
+    error = await failure(http, portal(sb), caplog)
+    assert type(error) is kind and error.code == code
+    if "retry_after" in fault:
+        assert error.retry_after == 3
+
+
+async def test_a_redirect_is_not_followed(sb: Any, http: HttpDestination, caplog: pytest.LogCaptureFixture) -> None:
+    sb.control.add_fault("portal", status=307)
+    error = await failure(http, portal(sb), caplog)
+    assert isinstance(error, DestinationRejected) and error.code == "HttpDestinationRedirected"
+
+
+async def test_a_slow_portal_times_out(sb: Any, store: KeyVaultSecretStore, caplog: pytest.LogCaptureFixture) -> None:
+    quick = HttpDestination(store, verify=sb.ca_file, timeout=(5.0, 0.3))
+    sb.control.add_fault("portal", latency_ms=1500)
+    error = await failure(quick, portal(sb), caplog)
+    assert isinstance(error, Ambiguous) and error.code == "HttpDestinationUnavailable"
+
+
+async def test_an_expiry_without_timezone_is_taken_as_utc(sb: Any, http: HttpDestination) -> None:
+    await http.deliver(portal(sb), delivery(expires=datetime(2030, 1, 2, 3, 4, 5) + timedelta(0)))
+    assert received(sb)[0]["body"]["expiresOn"] == "2030-01-02T03:04:05Z"
