@@ -81,7 +81,7 @@ async def services(
         **transport,
     )
     secrets = KeyVaultSecretStore(secret_client)
-    directory = GraphDirectory(credentials, settings.graph_base_url, verify=settings.ca_bundle or True)
+    directory = GraphDirectory(credentials, settings.graph_base_url, settings.ca_bundle)
     engine = Engine(
         state=state,
         directory=directory,

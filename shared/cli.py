@@ -110,7 +110,9 @@ async def _list(svc: Services) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m shared", description="The sync-secret rotator, outside Functions.")
     p.add_argument("--verbose", "-v", action="store_true", help="log every protocol step")
+    # For tests: a private set of tables, and a clock far enough ahead to take over a crashed run's lease.
     p.add_argument("--clock-offset-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--table-prefix", default="", help=argparse.SUPPRESS)
     sub = p.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="every target with its secret's lifetime and rotation stage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -131,7 +133,7 @@ def parser() -> argparse.ArgumentParser:
 async def main_async(args: argparse.Namespace) -> int:
     settings = Settings.from_env(os.environ)
     clock = SystemClock(timedelta(seconds=args.clock_offset_seconds))
-    async with services(settings, clock=clock) as svc:
+    async with services(settings, clock=clock, table_prefix=args.table_prefix) as svc:
         if args.command == "status":
             return await _status(svc, args.json)
         if args.command == "run":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
@@ -106,12 +107,13 @@ class GraphDirectory:
     retry can create a second credential. Reads are retried here, on throttling only.
     """
 
-    def __init__(self, credentials: Credentials, base_url: str, verify: str | bool = True) -> None:
+    def __init__(self, credentials: Credentials, base_url: str, ca_bundle: str = "") -> None:
         self._credentials = credentials
         self._base_url = base_url.rstrip("/")
         host = httpx.URL(self._base_url).host
         middleware = [m for m in KiotaClientFactory.get_default_middleware(None) if not isinstance(m, RetryHandler)]
         middleware.append(GraphTelemetryHandler())
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
         http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(30.0), base_url=self._base_url)
         self._http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
         self._allowed_hosts = [host]
@@ -154,8 +156,11 @@ class GraphDirectory:
             page = await client.applications.get(request_configuration=config)
             found = (page.value if page else None) or []
             if not found:
-                raise AppNotFound(f"no app registration with appId {app_id} in tenant {tenant_id}",
-                                  code="AppNotFound")
+                raise AppNotFound(
+                    f"no app registration with appId {app_id} is visible in tenant {tenant_id} (with "
+                    "Application.ReadWrite.OwnedBy the rotator sees only apps it owns: add it as an owner)",
+                    code="AppNotFound",
+                )
             return _application(found[0])
 
         return await self._read(tenant_id, f"reading app {app_id}", call)
