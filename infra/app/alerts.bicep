@@ -23,6 +23,7 @@ param logAnalyticsWorkspaceId string
 
 @description('Hours without a completed timer pass before the "timer pass missing" alert fires (the schedule is daily by default).')
 @minValue(1)
+@maxValue(48)
 param timerSilenceHours int = 26
 
 @description('Name of the timer function (its invocations appear in AppRequests under this name).')
@@ -49,7 +50,8 @@ var alertEventsQuery = '''
 AppTraces
 | where tostring(Properties["event"]) == "alert"
 | extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"])
-| project TimeGenerated, Condition, TenantId, AppId, Message
+| extend Customer = tostring(Properties["customer"])
+| project TimeGenerated, Condition, TenantId, AppId, Customer, Message
 '''
 
 resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
@@ -66,6 +68,8 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
     ]
     evaluationFrequency: 'PT5M'
     windowSize: 'PT5M'
+    // AppTraces has no rows until the app logs; do not fail the deployment on that.
+    skipQueryValidation: true
     criteria: {
       allOf: [
         {
@@ -113,7 +117,9 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
   }
 }
 
-var timerSilenceQuery = 'AppRequests | where OperationName == "${timerFunctionName}" or Name == "${timerFunctionName}" | where Success == true'
+// Log alert windows come in fixed sizes (1 day, 2 days, ...): look back over two days and count the
+// successful runs of the last timerSilenceHours in the query itself.
+var timerSilenceQuery = 'AppRequests | where TimeGenerated > ago(${timerSilenceHours}h) | where OperationName == "${timerFunctionName}" or Name == "${timerFunctionName}" | where Success == true'
 
 resource timerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
   name: '${namePrefix}-timer-missing'
@@ -128,7 +134,10 @@ resource timerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview
       logAnalyticsWorkspaceId
     ]
     evaluationFrequency: 'PT1H'
-    windowSize: 'PT${timerSilenceHours}H'
+    windowSize: 'PT1H'
+    overrideQueryTimeRange: 'P2D'
+    // AppRequests has no rows until the first run; the table itself exists in the workspace.
+    skipQueryValidation: true
     criteria: {
       allOf: [
         {
