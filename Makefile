@@ -2,7 +2,8 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-AZURITE := node_modules/.bin/azurite
+AZURITE := node_modules/.bin/azurite-table
+CHECKOV := .tools/checkov/bin/checkov
 
 .PHONY: help test demo lint typecheck pytest sandbox clean bench
 
@@ -21,13 +22,18 @@ $(AZURITE): package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
+# checkov lives in its own virtual environment: its dependencies clash with the app's.
+$(CHECKOV): scripts/install-checkov.sh
+	scripts/install-checkov.sh
+	touch $@
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
-pytest: $(VENV)/.installed $(AZURITE)
+pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV)
 	scripts/with-azurite.sh scripts/pytest.sh $(PY) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
@@ -39,4 +45,4 @@ bench: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis .sandbox .demo
+	rm -rf $(VENV) .tools node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis .sandbox .demo
