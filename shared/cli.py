@@ -2,6 +2,7 @@
 
     python -m shared status [--json]
     python -m shared run
+    python -m shared check                    (assess and record every status; rotate nothing)
     python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
     python -m shared targets import FILE      (a JSON list of target documents)
     python -m shared targets list
@@ -73,8 +74,8 @@ async def _status(svc: Services, as_json: bool) -> int:
     return 0
 
 
-async def _run(svc: Services) -> int:
-    summary = await svc.engine.run_pass(Actor.TIMER)
+async def _run(svc: Services, assess_only: bool = False) -> int:
+    summary = await svc.engine.run_pass(Actor.TIMER if not assess_only else Actor.MANUAL, assess_only=assess_only)
     rows = [
         {"target": f"{o.tenant_id}/{o.app_id}", "result": o.result, "status": o.status, "stage": o.stage,
          "error": o.error_code}
@@ -117,6 +118,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="every target with its secret's lifetime and rotation stage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("run", help="one timer pass: resume, assess, rotate what is due")
+    sub.add_parser("check", help="assess every target and record its status; rotate nothing")
     rotate = sub.add_parser("rotate", help="rotate one target now")
     rotate.add_argument("tenant_id")
     rotate.add_argument("app_id")
@@ -138,6 +140,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _status(svc, args.json)
         if args.command == "run":
             return await _run(svc)
+        if args.command == "check":
+            return await _run(svc, assess_only=True)
         if args.command == "rotate":
             return await _rotate(svc, args.tenant_id, args.app_id, args.force, args.dry_run)
         if args.targets_command == "import":

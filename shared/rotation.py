@@ -145,15 +145,18 @@ class Engine:
 
     # ---------------------------------------------------------------- entry points
 
-    async def run_pass(self, actor: Actor = Actor.TIMER) -> PassSummary:
-        """One timer pass: resume rotations in flight, then assess every enabled target and rotate the due."""
+    async def run_pass(self, actor: Actor = Actor.TIMER, *, assess_only: bool = False) -> PassSummary:
+        """One timer pass: resume rotations in flight, then assess every enabled target and rotate the due.
+
+        With assess_only, only look: record each idle target's status, start nothing, resume nothing.
+        """
         started = time.monotonic()
         targets = [t for t, _ in await self.state.list_targets() if t.enabled]
         bound = asyncio.Semaphore(self.config.scan_concurrency)
 
         async def one(target: Target) -> Outcome:
             async with bound:
-                return await self.advance(target.tenant_id, target.app_id, actor)
+                return await self.advance(target.tenant_id, target.app_id, actor, assess_only=assess_only)
 
         in_flight = [t for t in targets if t.state.stage is not Stage.IDLE]
         resting = [t for t in targets if t.state.stage is Stage.IDLE]
@@ -198,7 +201,29 @@ class Engine:
             return await self.advance(tenant_id, app_id, actor)
         return self._outcome(target, "nothing-to-push", message=f"stage is {target.state.stage.value}")
 
-    async def advance(self, tenant_id: str, app_id: str, actor: Actor, *, force: bool = False) -> Outcome:
+    async def acknowledge(
+        self, tenant_id: str, app_id: str, destination: str, key_id: str, actor: Actor = Actor.MANUAL
+    ) -> Outcome:
+        """A human confirms a destination holds the rotating secret (notify-only); finish when all confirmed."""
+        target, etag = await self.state.get_target(tenant_id, app_id)
+        s = target.state
+        if not any(d.name == destination for d in target.destinations):
+            raise NotFound(f"{target.key} has no destination named {destination!r}", code="DestinationNotFound")
+        if s.stage is not Stage.VERIFIED:
+            raise Conflict(f"{target.key} is not waiting for destinations (stage {s.stage.value})",
+                           code="NothingToAcknowledge")
+        if key_id.lower() != s.new_key_id.lower():
+            raise Conflict(f"the secret being rolled out is key {s.new_key_id}, not {key_id}", code="StaleKeyId")
+        acks = {**s.acks, destination: Ack(s.new_key_id, self.clock.now())}
+        failures = {k: v for k, v in s.push_failures.items() if k != destination}
+        await self.state.replace_target(target.with_state(acks=acks, push_failures=failures), etag)
+        await self.state.record(Event(tenant_id, app_id, f"push:{destination}", "acknowledged", actor.value,
+                                      s.rotation_id, at=self.clock.now()))
+        return await self.push_now(tenant_id, app_id, actor)
+
+    async def advance(
+        self, tenant_id: str, app_id: str, actor: Actor, *, force: bool = False, assess_only: bool = False
+    ) -> Outcome:
         """Take one target as far through the protocol as it can go now."""
         try:
             target, etag = await self.state.get_target(tenant_id, app_id)
@@ -213,7 +238,7 @@ class Engine:
         except Conflict:
             return self._outcome(target, "busy", message="another run took this target first")
         try:
-            return await run.go(force)
+            return await run.go(force, assess_only)
         except _Stop as stop:
             return stop.outcome
         except Conflict as error:
@@ -350,7 +375,11 @@ class _Run:
 
     # ---------------------------------------------------------------- the protocol
 
-    async def go(self, force: bool) -> Outcome:
+    async def go(self, force: bool, assess_only: bool = False) -> Outcome:
+        if assess_only:
+            if self.target.state.stage is Stage.IDLE:
+                await self.consider(force=False, reserve=False)
+            return self.e._outcome(self.target, self.target.observed.status or "in-flight")
         rotated = False
         if self.target.state.stage is not Stage.IDLE:
             await self.check_stuck()
@@ -388,7 +417,7 @@ class _Run:
                 stage=self.target.state.stage.value,
             )
 
-    async def consider(self, force: bool) -> bool:
+    async def consider(self, force: bool, reserve: bool = True) -> bool:
         """Assess the target; reserve a rotation (stage creating) when it is due or forced."""
         now = self.e.clock.now()
         try:
@@ -418,7 +447,7 @@ class _Run:
         )
         if assessment.status is AssessmentStatus.EXPIRED:
             await self.alert("expired", "the Proofpoint sync secret has expired: the sync is failing until rotated")
-        if not (assessment.status.needs_rotation or force):
+        if not reserve or not (assessment.status.needs_rotation or force):
             return False
         replaces = (assessment.current.key_id,) if assessment.current else ()
         await self.move(
