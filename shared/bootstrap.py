@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 from urllib.parse import urlparse
 
 from azure.data.tables.aio import TableServiceClient
@@ -16,11 +17,16 @@ from shared.adapters.graph import GraphDirectory
 from shared.adapters.identity import Credentials, EntraTokenProbe, transport_options
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.tables import TablesStateStore
-from shared.alerts import LogAlerter
+from shared.alerts import LogAlerter, WebhookAlerter
 from shared.clock import SystemClock
 from shared.ports import Alerter, Clock, Destination
 from shared.rotation import Engine, EngineConfig
 from shared.settings import Settings
+from shared.telemetry import configure_telemetry
+
+# The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
+# `clock`, `alerter`); always empty in production, where every setting comes from the environment.
+DEFAULTS: dict[str, Any] = {}
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -66,6 +72,10 @@ async def services(
 ) -> AsyncIterator[Services]:
     """Build the adapters from settings (the environment by default); close them on exit."""
     settings = settings or Settings.from_env(os.environ)
+    table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
+    clock = clock or DEFAULTS.get("clock") or SystemClock()
+    alerter = alerter or DEFAULTS.get("alerter")
+    configure_telemetry(settings)
     credentials = Credentials(settings)
     transport = transport_options(settings)
     if settings.tables_connection_string:
@@ -81,6 +91,13 @@ async def services(
         **transport,
     )
     secrets = KeyVaultSecretStore(secret_client)
+    if alerter is None:
+        alerter = LogAlerter()
+        if settings.alert_webhook_secret_name:
+            alerter = WebhookAlerter(
+                secrets, settings.alert_webhook_secret_name, table_service.get_table_client(f"{table_prefix}alerts"),
+                clock, ca_bundle=settings.ca_bundle,
+            )
     directory = GraphDirectory(credentials, settings.graph_base_url, settings.ca_bundle)
     engine = Engine(
         state=state,
@@ -88,8 +105,8 @@ async def services(
         secrets=secrets,
         probe=EntraTokenProbe(settings),
         destinations=destinations(settings, secrets),
-        alerter=alerter or LogAlerter(),
-        clock=clock or SystemClock(),
+        alerter=alerter,
+        clock=clock,
         config=config or engine_config(settings),
     )
     try:

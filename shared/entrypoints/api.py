@@ -1,0 +1,189 @@
+"""The operator's HTTP API: the registry, status, manual rotations, acknowledgements, discovery, its OpenAPI document.
+
+Each route is one function registered for every method, so a wrong method gets our 405 with `Allow` (the host
+would answer an unregistered method with a bare 404). Triggers stay thin: validate, call one service function, map
+the result; every client mistake is refused before anything is read or written.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict
+from importlib import resources
+from typing import Any
+
+import azure.functions as func
+
+from shared import service
+from shared.bootstrap import services
+from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
+from shared.registry import GUID, parse_target, target_document
+
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+AUTH = func.AuthLevel.FUNCTION
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+
+
+def _body(req: func.HttpRequest) -> Any:
+    """The JSON body (415/413/400 from read_json), also refusing what json parses but cannot be stored."""
+    try:
+        body = read_json(req)
+    except (RecursionError, ValueError):
+        # Deep nesting and over-long integers escape read_json's JSONDecodeError: still malformed input.
+        raise HttpError(
+            400, "MalformedJson", "the body is not JSON this API accepts (too deep or too long a number)"
+        ) from None
+    try:
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise HttpError(400, "MalformedJson", "the body holds text that is not valid Unicode") from None
+    return body
+
+
+def _path_guid(req: func.HttpRequest, name: str) -> str:
+    value = (req.route_params or {}).get(name)
+    if not isinstance(value, str) or not GUID.match(value):
+        raise HttpError(400, "InvalidPath", f"{name} in the path must be a GUID like {ZERO_GUID}")
+    return value.lower()
+
+
+def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
+    """A JSON object with exactly the required fields and only known optional ones."""
+    if not isinstance(body, dict):
+        raise HttpError(422, "InvalidRequest", f"send a JSON object with {', '.join(sorted(required))}")
+    unknown = sorted(set(body) - required - optional)
+    if unknown:
+        raise HttpError(422, "InvalidRequest", f"unknown field(s) {', '.join(unknown)}; allowed: "
+                        f"{', '.join(sorted(required | optional))}")
+    missing = sorted(required - set(body))
+    if missing:
+        raise HttpError(422, "InvalidRequest", f"missing field(s) {', '.join(missing)}")
+    return body
+
+
+def _guid_field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not GUID.match(value):
+        raise HttpError(422, "InvalidRequest", f"{name} must be a GUID like {ZERO_GUID}")
+    return value.lower()
+
+
+def _bool_field(body: dict[str, Any], name: str) -> bool:
+    value = body.get(name, False)
+    if not isinstance(value, bool):
+        raise HttpError(422, "InvalidRequest", f"{name} must be true or false")
+    return value
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3 document shipped in the package (read on first use, not at import)."""
+    text = resources.files("shared").joinpath("openapi.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc
+
+
+@bp.route(route="openapi.json", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def openapi(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/openapi.json: this API's OpenAPI 3 document."""
+    allow(req, "GET")
+    return json_response(openapi_document())
+
+
+@bp.route(route="targets", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def targets(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/targets: every registered target (the registry view)."""
+    allow(req, "GET")
+    async with services() as svc:
+        found = await svc.state.list_targets()
+    docs = sorted((target_document(t) for t, _ in found), key=lambda d: (d["customer"].lower(), d["tenantId"]))
+    return json_response({"targets": docs})
+
+
+@bp.route(route="targets/{tenantId}/{appId}", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def target(req: func.HttpRequest) -> func.HttpResponse:
+    """GET, PUT (create or update) and DELETE /api/targets/{tenantId}/{appId}."""
+    allow(req, "GET", "PUT", "DELETE")
+    tenant_id, app_id = _path_guid(req, "tenantId"), _path_guid(req, "appId")
+    method = req.method.upper()
+    if method == "PUT":
+        parsed = parse_target(_body(req), tenant_id=tenant_id, app_id=app_id)
+        async with services() as svc:
+            created = await service.put_target(svc.state, parsed)
+            stored, _ = await svc.state.get_target(tenant_id, app_id)
+        return json_response(target_document(stored), 201 if created else 200)
+    async with services() as svc:
+        if method == "DELETE":
+            await service.delete_target(svc.state, tenant_id, app_id)
+            return func.HttpResponse(status_code=204)
+        stored, _ = await svc.state.get_target(tenant_id, app_id)
+    return json_response(target_document(stored))
+
+
+@bp.route(route="status", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def status(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/status[?status=due,expired]: lifetime, stage, last rotation and acknowledgements of every target."""
+    allow(req, "GET")
+    wanted: tuple[str, ...] = ()
+    raw = req.params.get("status")
+    if raw is not None:
+        wanted = tuple(s.strip().lower() for s in raw.split(","))
+        unknown = sorted({s for s in wanted if s not in service.STATUSES})
+        if unknown:
+            raise HttpError(400, "InvalidQuery", f"unknown status {', '.join(repr(s) for s in unknown)}; one or more "
+                            f"of {', '.join(service.STATUSES)}, comma-separated")
+    async with services() as svc:
+        docs = await service.list_status(svc.state, wanted)
+    return json_response({"targets": docs})
+
+
+@bp.route(route="rotations", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def rotations(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/rotations {"tenantId", "appId", "force"?, "dryRun"?}: rotate one target now; the outcome, never
+    the secret."""
+    allow(req, "POST")
+    body = _fields(_body(req), {"tenantId", "appId"}, {"force", "dryRun"})
+    tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
+    force, dry_run = _bool_field(body, "force"), _bool_field(body, "dryRun")
+    async with services() as svc:
+        outcome = await svc.engine.rotate_now(tenant_id, app_id, force=force, dry_run=dry_run)
+    if outcome.result == "busy":
+        # Another run took the target between our check and our lease: the same answer as a rotation in flight.
+        raise HttpError(409, "RotationInFlight", outcome.message or "another run holds this target")
+    return json_response(asdict(outcome))
+
+
+@bp.route(route="acknowledgements", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/acknowledgements {"tenantId", "appId", "destination", "keyId"}: a human pasted the secret into a
+    notify-only destination; the rotation finishes once every destination is acknowledged."""
+    allow(req, "POST")
+    body = _fields(_body(req), {"tenantId", "appId", "destination", "keyId"}, set())
+    tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
+    key_id = _guid_field(body, "keyId")
+    destination = body["destination"]
+    if not isinstance(destination, str) or not 1 <= len(destination) <= 64:
+        raise HttpError(422, "InvalidRequest", "destination must be the destination's name")
+    async with services() as svc:
+        outcome = await service.acknowledge(svc.state, svc.engine, tenant_id, app_id, destination, key_id)
+    return json_response({"acknowledged": True, "outcome": asdict(outcome) if outcome else None})
+
+
+@bp.route(route="discover/{tenantId}", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def discover(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/discover/{tenantId}: app registrations named like Proofpoint's, with their secrets' expiry."""
+    allow(req, "GET")
+    tenant_id = _path_guid(req, "tenantId")
+    async with services() as svc:
+        patterns = svc.settings.discovery_name_patterns
+        apps = await service.discover(svc.directory, svc.state, tenant_id, patterns, svc.engine.clock.now())
+    return json_response({"tenantId": tenant_id, "patterns": list(patterns), "applications": apps})
