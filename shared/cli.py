@@ -56,11 +56,17 @@ def status_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for d in docs:
         acked = sum(1 for x in d["destinations"] if x["acknowledged"])
+        if not d["destinations"]:
+            delivered = "-"
+        elif d["currentKeyId"] is None and d["stage"] == "idle":
+            delivered = "not rotated yet"
+        else:
+            delivered = f"{acked}/{len(d['destinations'])} confirmed"
         rows.append(
             {
                 **d,
                 "expiresOn": (d["expires"] or "")[:10],
-                "delivered": f"{acked}/{len(d['destinations'])} confirmed" if d["destinations"] else "-",
+                "delivered": delivered,
                 "status": d["status"] + (" (needs human)" if d["needsHuman"] else ""),
             }
         )
@@ -75,14 +81,15 @@ async def _status(svc: Services, as_json: bool) -> int:
 
 
 async def _run(svc: Services, assess_only: bool = False) -> int:
-    summary = await svc.engine.run_pass(Actor.TIMER if not assess_only else Actor.MANUAL, assess_only=assess_only)
+    names = {t.key: t.customer for t, _ in await svc.state.list_targets()}
+    summary = await svc.engine.run_pass(Actor.MANUAL if assess_only else Actor.TIMER, assess_only=assess_only)
     rows = [
-        {"target": f"{o.tenant_id}/{o.app_id}", "result": o.result, "status": o.status, "stage": o.stage,
-         "error": o.error_code}
-        for o in summary.outcomes
+        {"customer": names.get(f"{o.tenant_id}/{o.app_id}", ""), "app": o.app_id, "result": o.result,
+         "status": o.status, "stage": o.stage, "error": f"{o.error_code}: {o.message}" if o.error_code else ""}
+        for o in sorted(summary.outcomes, key=lambda o: names.get(f"{o.tenant_id}/{o.app_id}", "").lower())
     ]
-    print(table(rows, (("target", "TARGET"), ("status", "STATUS"), ("result", "RESULT"), ("stage", "STAGE"),
-                       ("error", "ERROR"))))
+    print(table(rows, (("customer", "CUSTOMER"), ("app", "APP ID"), ("status", "STATUS"), ("result", "RESULT"),
+                       ("stage", "STAGE"), ("error", "ERROR"))))
     print(f"\n{len(rows)} target(s) in {summary.duration_ms} ms: {summary.by_result}")
     return 1 if any(o.result == "failed" for o in summary.outcomes) else 0
 
