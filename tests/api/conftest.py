@@ -1,0 +1,111 @@
+"""Fixtures for driving the HTTP functions directly (no Functions host here): `api` calls a decorated function
+with a func.HttpRequest, against the sandbox and Azurite, on the test's own tables."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import azure.functions as func
+import pytest
+
+from shared import bootstrap
+from shared.alerts import LogAlerter
+from shared.settings import SETTINGS
+from tests.rotation import conftest as rotation
+from tests.rotation.conftest import Customer, World
+
+world = rotation.world  # the same `world` fixture as the rotation tests (sandbox + Azurite, per-test tables)
+
+JSON = {"Content-Type": "application/json"}
+ROUTES = {
+    "openapi": "openapi.json",
+    "targets": "targets",
+    "target": "targets/{tenantId}/{appId}",
+    "status": "status",
+    "rotations": "rotations",
+    "acknowledgements": "acknowledgements",
+    "discover": "discover/{tenantId}",
+    "push": "push",
+}
+
+
+@functools.cache
+def functions() -> dict[str, Callable[[func.HttpRequest], Any]]:
+    """The app's functions by name; `get_functions()` once per process (it builds the function metadata)."""
+    import function_app
+
+    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+
+
+@dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def code(self) -> str | None:
+        return self.body.get("error", {}).get("code") if isinstance(self.body, dict) else None
+
+
+@dataclass
+class Api:
+    """Calls the HTTP functions as the host would."""
+
+    world: World
+    alerter: LogAlerter
+
+    async def call(
+        self,
+        function: str,
+        method: str = "GET",
+        route: dict[str, str] | None = None,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> Reply:
+        data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        path = ROUTES[function]
+        for name, value in (route or {}).items():
+            path = path.replace("{" + name + "}", value)
+        request = func.HttpRequest(
+            method, f"http://localhost/api/{path}", headers=headers if headers is not None else dict(JSON),
+            params=params or {}, route_params=route or {}, body=data,
+        )
+        response = await functions()[function](request)
+        text = response.get_body().decode()
+        return Reply(response.status_code, json.loads(text) if text else None, dict(response.headers), text)
+
+    async def put(self, customer: Customer, doc: dict[str, Any] | None = None) -> Reply:
+        return await self.call("target", "PUT", ids(customer), doc if doc is not None else {"customer": customer.name})
+
+
+def ids(customer: Customer) -> dict[str, str]:
+    return {"tenantId": customer.tenant_id, "appId": customer.app_id}
+
+
+@pytest.fixture
+def api(world: World, monkeypatch: pytest.MonkeyPatch) -> Api:
+    """The environment the functions read (the sandbox's settings), and the test seam for the table prefix."""
+    for setting in SETTINGS:
+        monkeypatch.delenv(setting.name, raising=False)
+    for name, value in world.env.items():
+        monkeypatch.setenv(name, value)
+    alerter = LogAlerter()
+    monkeypatch.setitem(bootstrap.DEFAULTS, "table_prefix", world.prefix)
+    monkeypatch.setitem(bootstrap.DEFAULTS, "alerter", alerter)
+    return Api(world, alerter)
+
+
+@pytest.fixture
+async def svc(api: Api) -> AsyncIterator[bootstrap.Services]:
+    """The same services the functions build (same tables), for seeding and looking at state."""
+    async with bootstrap.services() as built:
+        yield built

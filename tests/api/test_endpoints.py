@@ -1,0 +1,215 @@
+"""Every endpoint through its function, against the real adapters (sandbox + Azurite)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+from shared import bootstrap
+from shared.clock import SystemClock
+from shared.domain import Stage
+from tests.api.conftest import Api, ids
+from tests.rotation.conftest import ACCOUNT_SECRET, World
+
+
+def proofpoint(customer) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    return {"name": "proofpoint", "kind": "proofpoint",
+            "options": {"stack": customer.stack, "domain": customer.domain, "account_secret": ACCOUNT_SECRET}}
+
+
+async def test_put_get_list_and_delete_a_target(api: Api, world: World) -> None:
+    c = world.seed_customer("Fabrikam", 100)
+    doc = {"customer": "Fabrikam", "policy": {"renewBeforeDays": 20}, "destinations": [proofpoint(c)]}
+    created = await api.put(c, doc)
+    assert created.status == 201, created.text
+    assert created.body["tenantId"] == c.tenant_id and created.body["policy"] == {"renewBeforeDays": 20}
+    again = await api.put(c, {**doc, "customer": "Fabrikam Ltd", "enabled": False})
+    assert again.status == 200 and again.body["customer"] == "Fabrikam Ltd" and again.body["enabled"] is False
+
+    got = await api.call("target", "GET", ids(c))
+    assert got.status == 200 and got.body == again.body
+    listed = await api.call("targets")
+    assert listed.status == 200 and listed.body["targets"] == [again.body]
+
+    gone = await api.call("target", "DELETE", ids(c))
+    assert gone.status == 204 and gone.text == ""
+    assert (await api.call("target", "GET", ids(c))).code == "TargetNotFound"
+    assert (await api.call("target", "DELETE", ids(c))).status == 404
+    assert (await api.call("targets")).body == {"targets": []}
+
+
+async def test_delete_is_refused_while_a_rotation_is_in_flight(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Busy", 100)
+    await api.put(c)
+    target, etag = await svc.state.get_target(c.tenant_id, c.app_id)
+    await svc.state.replace_target(target.with_state(stage=Stage.CREATING, rotation_id="ab" * 16), etag)
+    reply = await api.call("target", "DELETE", ids(c))
+    assert (reply.status, reply.code) == (409, "RotationInFlight")
+    assert (await api.call("target", "GET", ids(c))).status == 200
+
+
+async def test_status_shows_each_target_and_filters(api: Api, world: World) -> None:
+    due = world.seed_customer("Due", 10)
+    healthy = world.seed_customer("Healthy", 300)
+    expired = world.seed_customer("Expired", -2)
+    for c in (due, healthy, expired):
+        await api.put(c)
+    # A pass records what each target's secret looks like (the status endpoint only reads the registry).
+    async with bootstrap.services() as svc:
+        for c in (due, healthy, expired):
+            await svc.engine.rotate_now(c.tenant_id, c.app_id, dry_run=True)
+        await svc.engine.run_pass()
+    everything = await api.call("status")
+    assert everything.status == 200
+    by_customer = {d["customer"]: d for d in everything.body["targets"]}
+    assert set(by_customer) == {"Due", "Healthy", "Expired"}
+    assert by_customer["Healthy"]["status"] == "healthy" and by_customer["Healthy"]["daysLeft"] in (299, 300)
+    # The pass rotated the due and expired ones: last rotation time and outcome are shown.
+    assert by_customer["Due"]["lastOutcome"] == "rotated" and by_customer["Due"]["lastRotationAt"]
+    assert by_customer["Due"]["stage"] == "idle" and by_customer["Due"]["currentKeyId"]
+
+    healthy_only = await api.call("status", params={"status": "healthy"})
+    assert len(healthy_only.body["targets"]) == 3
+    none = await api.call("status", params={"status": "due,expired"})
+    assert none.status == 200 and none.body["targets"] == []
+
+
+async def test_status_filter_keeps_only_the_asked_statuses(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    due = world.seed_customer("Due", 10)
+    healthy = world.seed_customer("Healthy", 300)
+    gone = world.seed_customer("Gone", 300)
+    for c in (due, healthy, gone):
+        await api.put(c)
+    # Record observations without rotating: set them as a check would.
+    for c, status in ((due, "due"), (healthy, "healthy"), (gone, "app-not-found")):
+        target, etag = await svc.state.get_target(c.tenant_id, c.app_id)
+        await svc.state.replace_target(target.with_observed(status=status, days_left=10), etag)
+    reply = await api.call("status", params={"status": "due,app-not-found"})
+    assert sorted(d["customer"] for d in reply.body["targets"]) == ["Due", "Gone"]
+
+
+async def test_manual_rotation_dry_run_cooldown_force_and_in_flight(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    world.seed_accounts()
+    c = world.seed_customer("Contoso", 200)
+    await api.put(c, {"customer": "Contoso", "destinations": [proofpoint(c)]})
+    request = {"tenantId": c.tenant_id, "appId": c.app_id}
+
+    dry = await api.call("rotations", "POST", body={**request, "dryRun": True})
+    assert dry.status == 200 and dry.body["result"] == "would-rotate" and dry.body["status"] == "healthy"
+    assert [x["keyId"] for x in world.credentials(c)] == [c.key_id], "a dry run changes nothing"
+
+    rotated = await api.call("rotations", "POST", body=request)
+    assert rotated.status == 200, rotated.text
+    assert rotated.body["result"] == "rotated" and rotated.body["stage"] == "idle"
+    made = [x for x in world.credentials(c) if x["keyId"] != c.key_id]
+    assert len(made) == 1
+    assert made[0]["secretText"] not in rotated.text, "the answer never carries the secret"
+
+    repeat = await api.call("rotations", "POST", body=request)
+    assert (repeat.status, repeat.code) == (409, "CoolDown")
+    assert len(world.credentials(c)) == 2, "a refused repeat changes nothing"
+    forced = await api.call("rotations", "POST", body={**request, "force": True})
+    assert forced.status == 200 and forced.body["result"] == "rotated"
+
+    target, etag = await svc.state.get_target(c.tenant_id, c.app_id)
+    await svc.state.replace_target(target.with_state(stage=Stage.PENDING, rotation_id="cd" * 16), etag)
+    busy = await api.call("rotations", "POST", body={**request, "force": True})
+    assert (busy.status, busy.code) == (409, "RotationInFlight")
+
+    unknown = await api.call("rotations", "POST", body={"tenantId": c.tenant_id, "appId": str(uuid.uuid4())})
+    assert (unknown.status, unknown.code) == (404, "TargetNotFound")
+
+
+async def test_cooldown_ends(api: Api, world: World, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Later", 200)
+    await api.put(c)
+    request = {"tenantId": c.tenant_id, "appId": c.app_id}
+    assert (await api.call("rotations", "POST", body=request)).body["result"] == "rotated"
+    monkeypatch.setenv("MANUAL_COOLDOWN_MINUTES", "30")
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(minutes=31)))
+    later = await api.call("rotations", "POST", body=request)
+    assert later.status == 200 and later.body["result"] == "rotated"
+
+
+async def test_notify_only_waits_for_an_acknowledgement_then_finishes(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Northwind", 5)
+    helpdesk = {"name": "helpdesk", "kind": "notify-only", "options": {"instructions": "the Proofpoint console"}}
+    await api.put(c, {"customer": "Northwind", "destinations": [helpdesk]})
+    request = {"tenantId": c.tenant_id, "appId": c.app_id}
+    waiting = await api.call("rotations", "POST", body=request)
+    assert waiting.status == 200 and waiting.body["result"] == "push-incomplete", waiting.text
+    assert any(a.condition == "notify-only-waiting" for a in api.alerter.raised)
+    status = (await api.call("status")).body["targets"][0]
+    assert status["stage"] == "verified" and status["destinations"][0]["acknowledged"] is False
+    target, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+    new_key = target.state.new_key_id
+
+    base = {**request, "destination": "helpdesk"}
+    wrong_key = await api.call("acknowledgements", "POST", body={**base, "keyId": c.key_id})
+    assert (wrong_key.status, wrong_key.code) == (409, "KeyMismatch")
+    no_such = await api.call("acknowledgements", "POST", body={**base, "destination": "other", "keyId": new_key})
+    assert (no_such.status, no_such.code) == (404, "DestinationNotFound")
+
+    done = await api.call("acknowledgements", "POST", body={**base, "keyId": new_key})
+    assert done.status == 200, done.text
+    assert done.body["acknowledged"] is True and done.body["outcome"]["result"] == "rotated"
+    status = (await api.call("status")).body["targets"][0]
+    assert status["stage"] == "idle" and status["currentKeyId"] == new_key
+    assert status["destinations"][0]["acknowledged"] is True
+
+    late = await api.call("acknowledgements", "POST", body={**base, "keyId": new_key})
+    assert (late.status, late.code) == (409, "NothingToAcknowledge")
+
+
+async def test_acknowledging_a_destination_the_rotator_confirms_itself_is_refused(api: Api, world: World) -> None:
+    c = world.seed_customer("Mixed", 100)
+    await api.put(c, {"destinations": [proofpoint(c)]})
+    reply = await api.call("acknowledgements", "POST",
+                           body={**ids(c), "destination": "proofpoint", "keyId": c.key_id})
+    assert (reply.status, reply.code) == (409, "NotNotifyOnly")
+
+
+async def test_discover_lists_proofpoint_apps_with_expiry(api: Api, world: World) -> None:
+    c = world.seed_customer("Tailspin", 40)
+    modus = str(uuid.uuid4())
+    world.sb.control.seed({"tenants": [{"id": c.tenant_id, "applications": [
+        {"appId": modus, "displayName": "ModusCloud sync", "owners": ["msp-app"],
+         "passwordCredentials": [{"endDateTime": "-5d", "startDateTime": "-400d"}]},
+        {"appId": str(uuid.uuid4()), "displayName": "HR portal", "owners": ["msp-app"]},
+    ]}]})
+    await api.put(c)
+    reply = await api.call("discover", route={"tenantId": c.tenant_id})
+    assert reply.status == 200, reply.text
+    assert reply.body["patterns"] == ["PPE", "Proofpoint", "ModusCloud"]
+    apps = {a["displayName"]: a for a in reply.body["applications"]}
+    assert set(apps) == {"Proofpoint Essentials", "ModusCloud sync"}
+    assert apps["Proofpoint Essentials"]["registered"] is True and apps["ModusCloud sync"]["registered"] is False
+    [current] = apps["Proofpoint Essentials"]["credentials"]
+    assert current["keyId"] == c.key_id and current["daysLeft"] in (39, 40) and current["expired"] is False
+    assert apps["ModusCloud sync"]["credentials"][0]["expired"] is True
+    assert c.secret not in reply.text and c.secret[:3] + "8Q~" not in reply.text
+
+
+async def test_discover_answers_404_for_an_unknown_tenant_and_502_without_consent(api: Api, world: World) -> None:
+    unknown = await api.call("discover", route={"tenantId": str(uuid.uuid4())})
+    assert (unknown.status, unknown.code) == (404, "TenantNotFound")
+    c = world.seed_customer("NoConsent", 100, consent=False, owned=False)
+    reply = await api.call("discover", route={"tenantId": c.tenant_id})
+    assert (reply.status, reply.code) == (502, "AADSTS700016")
+
+
+async def test_openapi_is_served(api: Api) -> None:
+    reply = await api.call("openapi")
+    assert reply.status == 200 and reply.body["openapi"].startswith("3.")
+    assert "/api/rotations" in reply.body["paths"]
+
+
+async def test_put_after_a_rotation_keeps_its_state(api: Api, world: World) -> None:
+    c = world.seed_customer("Keep", 10)
+    await api.put(c)
+    assert (await api.call("rotations", "POST", body=ids(c))).body["result"] == "rotated"
+    before = (await api.call("status")).body["targets"][0]
+    assert (await api.put(c, {"customer": "Keep renamed"})).status == 200
+    after = (await api.call("status")).body["targets"][0]
+    assert after["customer"] == "Keep renamed"
+    assert after["currentKeyId"] == before["currentKeyId"] and after["lastRotationAt"] == before["lastRotationAt"]
