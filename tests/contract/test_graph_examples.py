@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from tests.conftest import SandboxHandle
+from tests.material import client_secret
 
 CONTRACTS = Path(__file__).resolve().parents[3] / "shared" / "contracts" / "graph"
 if not CONTRACTS.is_dir():
@@ -32,9 +33,9 @@ PAGES = [
 ]
 TENANT = "c0000000-0000-4000-8000-000000000041"
 ADMIN_APP = "a0000000-0000-4000-8000-000000000041"
-ADMIN_SECRET = "adm8Q~admin-secret-value-0123456789abcdef"
+ADMIN_SECRET = client_secret("adm")
 NOBODY_APP = "a0000000-0000-4000-8000-000000000042"
-NOBODY_SECRET = "nob8Q~nobody-secret-value-0123456789abcde"
+NOBODY_SECRET = client_secret("nob")
 # The object id that stands for "{id}" in the addPassword and removePassword examples.
 PLACEHOLDER_OBJECT = "b0000000-0000-4000-8000-000000000041"
 

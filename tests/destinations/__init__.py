@@ -20,14 +20,15 @@ from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.domain import Secret
 from shared.ports import Delivery
 from shared.settings import Settings
+from tests.material import client_secret
 
 TENANT = "d0570000-0000-4000-8000-0000000000d1"
 APP = "d0a70000-0000-4000-8000-0000000000d2"
 OTHER_APP = "d0a70000-0000-4000-8000-0000000000d3"
-OLD_SECRET = "Old8Q~destinationsTestOldSecretValue_001"
-NEW_SECRET = "New8Q~destinationsTestNewSecretValue_002"
+OLD_SECRET = client_secret("Old")
+NEW_SECRET = client_secret("New")
 NEW_KEY_ID = "d0c10000-0000-4000-8000-0000000000d4"
-WRONG_SECRET = "Bad8Q~destinationsTestWrongSecretValue03"
+WRONG_SECRET = client_secret("Bad")
 DOMAIN = "contoso-dest.com"
 STACK = "us2"
 PP_USER = "channel-admin@msp-dest.example"
@@ -41,7 +42,7 @@ EVERY_SECRET = (NEW_SECRET, OLD_SECRET, WRONG_SECRET, PP_PASSWORD, ORG_ADMIN_PAS
                 PORTAL_AUTH.split(" ", 1)[1])
 
 _KV_APP = "d0a70000-0000-4000-8000-0000000000a1"
-_KV_APP_SECRET = "Kva8Q~destinationsTestVaultReaderSecret1"
+_KV_APP_SECRET = client_secret("Kva")
 
 
 def seed(sb: Any) -> None:

@@ -6,8 +6,9 @@ import pytest
 
 from shared.destinations import validate_destination
 from shared.domain import DestinationConfig
+from tests.material import client_secret
 
-PASTED_SECRET = "Xyz8Q~aVeryRealLookingClientSecretValue0"
+PASTED_SECRET = client_secret("Xyz")
 PROOFPOINT = {"stack": "us1", "domain": "contoso.com", "account_secret": "proofpoint-api-account"}
 HTTP = {"url": "https://portal.example.net/api/aad", "auth_secret": "vircom-portal-auth"}
 

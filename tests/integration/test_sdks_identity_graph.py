@@ -27,6 +27,7 @@ from msgraph.graph_service_client import GraphServiceClient
 from msgraph_core import GraphClientFactory
 
 from tests.conftest import SandboxHandle
+from tests.material import client_secret
 
 pytestmark = pytest.mark.sandbox
 
@@ -36,8 +37,8 @@ PPE_APP = "a0000000-0000-4000-8000-000000000031"
 PPE_OBJECT = "b0000000-0000-4000-8000-000000000031"
 NOBODY_APP = "a0000000-0000-4000-8000-000000000032"
 OTHER_APP = "a0000000-0000-4000-8000-000000000033"
-NOBODY_SECRET = "nob8Q~nobody-secret-value-0123456789abcde"
-OTHER_SECRET = "oth8Q~other-secret-value-0123456789abcdef"
+NOBODY_SECRET = client_secret("nob")
+OTHER_SECRET = client_secret("oth")
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 

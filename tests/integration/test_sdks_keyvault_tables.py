@@ -23,8 +23,10 @@ from azure.data.tables.aio import TableServiceClient
 from azure.identity.aio import ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.secrets.aio import SecretClient
 
+from tests.material import client_secret
+
 KV_APP_ID = "4b7e0000-0000-4000-8000-0000000000a1"
-KV_APP_SECRET = "Kvt8Q~integration-test-secret-value-0001"
+KV_APP_SECRET = client_secret("Kvt")
 
 
 async def vault_client(sb: Any, credential: Any) -> SecretClient:

@@ -9,12 +9,13 @@ import jwt
 import requests
 
 from tests.conftest import SandboxHandle
+from tests.material import client_secret
 
 CUSTOMER = "c0000000-0000-4000-8000-000000000001"
 OTHER = "c0000000-0000-4000-8000-000000000002"
 PPE_APP = "a0000000-0000-4000-8000-000000000001"
-SECRET = "abc8Q~good-secret-value-0123456789abcdef"
-OLD_SECRET = "old8Q~expired-secret-value-0123456789abcd"
+SECRET = client_secret("abc")
+OLD_SECRET = client_secret("old")
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import requests
 
 from tests.conftest import SandboxHandle
+from tests.material import client_secret
 
 CUSTOMER = "c0000000-0000-4000-8000-000000000011"
 OTHER = "c0000000-0000-4000-8000-000000000012"
@@ -17,9 +18,9 @@ UNOWNED_APP = "a0000000-0000-4000-8000-000000000012"
 ADMIN_APP = "a0000000-0000-4000-8000-000000000013"
 NOBODY_APP = "a0000000-0000-4000-8000-000000000014"
 OTHER_APP = "a0000000-0000-4000-8000-000000000015"
-ADMIN_SECRET = "adm8Q~admin-secret-value-0123456789abcdef"
-NOBODY_SECRET = "nob8Q~nobody-secret-value-0123456789abcde"
-OTHER_SECRET = "oth8Q~other-secret-value-0123456789abcdef"
+ADMIN_SECRET = client_secret("adm")
+NOBODY_SECRET = client_secret("nob")
+OTHER_SECRET = client_secret("oth")
 
 
 def seed(sb: SandboxHandle, max_lifetime_days: int | None = None) -> None:

@@ -7,11 +7,14 @@ from typing import Any
 import pytest
 import requests
 
+from tests.material import client_secret
+
 pytestmark = pytest.mark.sandbox
 
 TENANT = "11110000-0000-4000-8000-000000000001"
 APP = "22220000-0000-4000-8000-000000000002"
-SECRET = "Abc8Q~0123456789abcdefghijklmnopqrstuvwx"
+SECRET = client_secret("Abc")
+NEW_SECRET = client_secret("New")
 ADMIN = {"X-User": "admin@msp.example", "X-Password": "pw"}
 ORG_ADMIN = {"X-User": "org@contoso.com", "X-Password": "pw2"}
 
@@ -86,14 +89,14 @@ def test_unknown_org_wrong_stack_and_unknown_stack_are_404(sb: Any) -> None:
 def test_put_merges_and_records_a_successful_sync(sb: Any) -> None:
     seed(sb)
     sb.control.seed({"tenants": [{"id": TENANT, "applications": [{"appId": APP, "passwordCredentials": [
-        {"secretText": "New8Q~0123456789abcdefghijklmnopqrstuvwx", "endDateTime": "+700d"}]}]}]})
-    response = call(sb, "PUT", ADMIN, json={"ad_key": "New8Q~0123456789abcdefghijklmnopqrstuvwx", "add_users": False})
+        {"secretText": NEW_SECRET, "endDateTime": "+700d"}]}]}]})
+    response = call(sb, "PUT", ADMIN, json={"ad_key": NEW_SECRET, "add_users": False})
     assert response.status_code == 200, response.text
     body = call(sb, "GET", ADMIN).json()
     assert body["add_users"] is False and body["sync_frequency"] == "daily" and body["application_id"] == APP
     assert body["last_sync_status"] == "success" and body["last_successful_sync"]
     org = next(o for o in sb.control.state()["proofpoint"]["orgs"] if o["domain"] == "contoso.com")
-    assert org["settings"]["ad_key"] == "New8Q~0123456789abcdefghijklmnopqrstuvwx"
+    assert org["settings"]["ad_key"] == NEW_SECRET
 
 
 def test_put_with_a_key_that_cannot_sign_in_is_422(sb: Any) -> None:
