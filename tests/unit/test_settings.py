@@ -1,0 +1,51 @@
+"""Settings: defaults, validation, and a message that names the bad setting."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.settings import IdentityMode, Settings, SettingsError
+
+BASE = {"KEY_VAULT_URL": "https://kv-demo.vault.azure.net/", "STATE_TABLES_ENDPOINT": "https://st.table.core.windows.net"}
+GUID = "5a1d0000-0000-4000-8000-000000000001"
+
+
+def test_defaults() -> None:
+    s = Settings.from_env(BASE)
+    assert s.identity_mode is IdentityMode.MANAGED_IDENTITY
+    assert (s.renew_before_days, s.secret_lifetime_days, s.retire_grace_hours) == (30, 180, 24)
+    assert s.rotation_schedule == "0 0 6 * * *"
+    assert s.key_vault_url == "https://kv-demo.vault.azure.net"
+    assert s.discovery_name_patterns == ("PPE", "Proofpoint", "ModusCloud")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KEY_VAULT_URL": ""}, "KEY_VAULT_URL"),
+        ({"KEY_VAULT_URL": "http://kv.example"}, "KEY_VAULT_URL"),
+        ({"STATE_TABLES_ENDPOINT": ""}, "STATE_TABLES_ENDPOINT"),
+        ({"IDENTITY_MODE": "password"}, "IDENTITY_MODE"),
+        ({"IDENTITY_MODE": "federated"}, "MSP_APP_CLIENT_ID"),
+        ({"IDENTITY_MODE": "federated", "MSP_APP_CLIENT_ID": GUID}, "MSP_TENANT_ID"),
+        ({"RENEW_BEFORE_DAYS": "soon"}, "RENEW_BEFORE_DAYS"),
+        ({"SECRET_LIFETIME_DAYS": "731"}, "SECRET_LIFETIME_DAYS"),
+        ({"SCAN_CONCURRENCY": "0"}, "SCAN_CONCURRENCY"),
+        ({"RETIRE_UNMANAGED_EXPIRED": "maybe"}, "RETIRE_UNMANAGED_EXPIRED"),
+        ({"PROOFPOINT_BASE_URL": "https://us1.proofpointessentials.com/api/v1"}, "PROOFPOINT_BASE_URL"),
+        ({"DISCOVERY_NAME_PATTERNS": " , "}, "DISCOVERY_NAME_PATTERNS"),
+    ],
+)
+def test_a_bad_setting_is_named(env: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env({**BASE, **env})
+
+
+def test_federated_mode_with_its_ids() -> None:
+    s = Settings.from_env({**BASE, "IDENTITY_MODE": "federated", "MSP_APP_CLIENT_ID": GUID, "MSP_TENANT_ID": GUID})
+    assert s.identity_mode is IdentityMode.FEDERATED
+
+
+def test_local_connection_string_is_not_shown_in_repr() -> None:
+    s = Settings.from_env({**BASE, "STATE_TABLES_ENDPOINT": "", "STATE_TABLES_CONNECTION_STRING": "AccountKey=x"})
+    assert "AccountKey" not in repr(s)
