@@ -34,11 +34,16 @@ ROUTES = {
 
 
 @functools.cache
-def functions() -> dict[str, Callable[[func.HttpRequest], Any]]:
-    """The app's functions by name; `get_functions()` once per process (it builds the function metadata)."""
+def app_functions() -> tuple[Any, ...]:
+    """The app's functions: `get_functions()` only once per process (a second call fails on duplicate names)."""
     import function_app
 
-    return {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    return tuple(function_app.app.get_functions())
+
+
+def functions() -> dict[str, Callable[[func.HttpRequest], Any]]:
+    """The app's user functions by name."""
+    return {f.get_function_name(): f.get_user_function() for f in app_functions()}
 
 
 @dataclass
