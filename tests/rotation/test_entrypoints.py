@@ -1,0 +1,119 @@
+"""The function entry points end to end: the timer, and POST /api/push with Key Vault's Event Grid events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import azure.functions.timer as timer
+
+from shared.alerts import LogAlerter
+from shared.domain import Actor, Stage
+from tests.api.conftest import Api, api, functions  # noqa: F401 - `api` is a fixture used here
+from tests.rotation.conftest import Customer, Rotator, World
+from tests.rotation.test_crash import CRASH_POINTS, kill_at
+from tests.rotation.test_push_retire import assert_delivered_everywhere, destinations, setup
+
+
+async def test_the_timer_function_runs_a_full_pass(api: Api, world: World) -> None:  # noqa: F811
+    due = world.seed_customer("Timed", 12)
+    healthy = world.seed_customer("Fine", 300)
+    world.seed_accounts()
+    await register(api, due, healthy)
+    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
+    target = await read(api, due)
+    assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
+    assert (await read(api, healthy)).observed.status == "healthy"
+
+
+def event(name: str, event_id: str = "ev-1") -> dict[str, Any]:
+    return {
+        "id": event_id,
+        "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-demo",
+        "subject": name,
+        "eventType": "Microsoft.KeyVault.SecretNewVersionCreated",
+        "eventTime": "2026-11-27T10:00:00Z",
+        "data": {"Id": f"https://kv-demo.vault.azure.net/secrets/{name}/abc", "VaultName": "kv-demo",
+                 "ObjectType": "Secret", "ObjectName": name, "Version": "abc"},
+        "dataVersion": "1",
+        "metadataVersion": "1",
+    }
+
+
+async def test_event_grid_validation_handshake(api: Api) -> None:  # noqa: F811
+    handshake = [{"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "subject": "",
+                  "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"},
+                  "eventTime": "2026-11-27T10:00:00Z", "dataVersion": "1", "metadataVersion": "1", "topic": "t"}]
+    reply = await api.call("push", "POST", body=handshake)
+    assert reply.status == 200
+    assert reply.body == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
+
+
+async def test_a_new_version_event_pushes_a_verified_secret_once_even_if_delivered_twice(
+    api: Api, world: World, rotator: Rotator  # noqa: F811
+) -> None:
+    due = world.seed_customer("Evented", 12)
+    world.sb.control.add_fault("proofpoint", method="PUT", status=503, count=1)
+    await setup(world, rotator, due)
+    async with rotator(RETIRE_GRACE_HOURS="0") as svc:
+        first = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
+        assert first.result == "push-incomplete"
+        target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert target.state.stage is Stage.VERIFIED
+    delivery = [event(target.secret_name), event("proofpoint-api-account", "ev-2")]
+    reply = await api.call("push", "POST", body=delivery)
+    assert reply.status == 200
+    assert reply.body["events"] == [{"secret": target.secret_name, "result": "rotated"},
+                                    {"secret": "proofpoint-api-account", "result": "ignored"}]
+    again = await api.call("push", "POST", body=delivery)
+    assert again.status == 200 and again.body["events"][0]["result"] == "nothing-to-push"
+    await assert_delivered_everywhere(world, rotator, due)
+
+
+async def test_direct_push_request_and_its_own_new_version_event_while_rotating(
+    api: Api, world: World  # noqa: F811
+) -> None:
+    due = world.seed_customer("Direct", 12)
+    await register(api, due)
+    reply = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.app_id})
+    assert reply.status == 200 and reply.body["result"] == "nothing-to-push"
+    # The rotator's own Key Vault write raises an event while the rotation is still in flight: a no-op.
+    target = await read(api, due)
+    reply = await api.call("push", "POST", body=[event(target.secret_name)])
+    assert reply.status == 200 and reply.body["events"][0]["result"] == "nothing-to-push"
+    missing = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.tenant_id})
+    assert missing.status == 404
+
+
+async def test_a_rotation_stuck_in_one_stage_raises_an_alert(world: World, rotator: Rotator) -> None:
+    due = world.seed_customer("Stuck", 5)
+    async with rotator() as svc:
+        await svc.state.create_target(due.target())
+    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
+    await asyncio.to_thread(kill_at, world, due, verification)
+    alerter = LogAlerter()
+    from datetime import timedelta
+
+    async with rotator(timedelta(hours=25), alerter=alerter) as svc:
+        outcome = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
+    assert outcome.result == "rotated"
+    stuck = [a for a in alerter.raised if a.condition == "stuck"]
+    assert len(stuck) == 1 and stuck[0].details["stage"] == "pending"
+
+
+async def register(client: Api, *customers: Customer) -> None:
+    for c in customers:
+        reply = await client.put(c, {"customer": c.name, "destinations": _docs(client.world, c)})
+        assert reply.status in (200, 201), reply.body
+
+
+async def read(client: Api, customer: Customer):  # type: ignore[no-untyped-def]
+    from shared.bootstrap import services
+
+    async with services() as svc:
+        target, _ = await svc.state.get_target(customer.tenant_id, customer.app_id)
+    return target
+
+
+def _docs(world: World, customer: Customer) -> list[dict[str, Any]]:
+    return [{"name": d.name, "kind": d.kind, "options": d.options} for d in destinations(world, customer)]
