@@ -163,6 +163,7 @@ class Observation:
     last_rotation_at: datetime | None = None
     last_outcome: str = ""
     needs_human: str = ""
+    other_credentials: int = 0  # live credentials on the app that the rotator neither made nor replaced
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,8 @@ def retirement_plan(
     Never the credential in use or one being rolled out. Superseded credentials only after the grace
     period; expired ones created by the rotator always, others only when configured.
     """
-    protected = {k for k in (state.current_key_id, state.new_key_id) if k}
+    in_use_now = in_use(credentials, now, state.current_key_id)
+    protected = {k for k in (state.current_key_id, state.new_key_id, in_use_now.key_id if in_use_now else "") if k}
     grace_over = state.retire_after is not None and now >= state.retire_after
     removals: list[Removal] = []
     others: list[Credential] = []

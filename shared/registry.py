@@ -151,6 +151,7 @@ def status_document(target: Target) -> dict[str, Any]:
         "secretName": target.secret_name,
         "currentKeyId": s.current_key_id or None,
         "retireAfter": _iso(s.retire_after),
+        "otherLiveCredentials": o.other_credentials,
         "destinations": [
             {
                 "name": d.name,

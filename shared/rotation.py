@@ -268,7 +268,12 @@ class Engine:
         )
 
     async def _dry_run(self, target: Target) -> Outcome:
-        app = await self.directory.get_application(target.tenant_id, target.app_id)
+        try:
+            app = await self.directory.get_application(target.tenant_id, target.app_id)
+        except (AppNotFound, Unreachable) as error:
+            status = AssessmentStatus.APP_NOT_FOUND if isinstance(error, AppNotFound) else AssessmentStatus.UNREACHABLE
+            return Outcome(target.tenant_id, target.app_id, "would-fail", status=status.value,
+                           stage=target.state.stage.value, error_code=error.code, message=error.message)
         assessment = self._assess(target, app)
         return Outcome(
             target.tenant_id,
@@ -400,6 +405,7 @@ class _Run:
                 await self.push()
             elif stage is Stage.PUSHED:
                 await self.finish()
+                self.app = None  # the snapshot predates the new credential: retirement must see it
                 rotated = True
 
     async def application(self) -> Application:
@@ -668,12 +674,13 @@ class _Run:
     async def retire(self) -> None:
         """Idle: remove superseded credentials after the grace period, and expired ones, by the rules."""
         state = self.target.state
-        if not state.superseded and not self.e.config.retire_other_expired and not state.current_key_id:
-            return
-        self.app = None
+        # The snapshot read earlier in this advance is enough: only credentials listed in it are removed.
         app = await self.application()
-        removals, _others = retirement_plan(app.credentials, state, self.e.clock.now(),
-                                            self.e.config.retire_other_expired)
+        removals, others = retirement_plan(app.credentials, state, self.e.clock.now(),
+                                           self.e.config.retire_other_expired)
+        if len(others) != self.target.observed.other_credentials:
+            # Reported, never removed: live credentials someone else made on the app.
+            await self.save(self.target.with_observed(other_credentials=len(others)))
         present = {c.key_id for c in app.credentials}
         for removal in removals:
             started = time.monotonic()

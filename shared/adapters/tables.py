@@ -78,6 +78,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "LastRotationAt": _iso(o.last_rotation_at),
             "LastOutcome": o.last_outcome,
             "NeedsHuman": o.needs_human,
+            "OtherCredentials": o.other_credentials,
         }
     )
 
@@ -125,6 +126,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             last_rotation_at=_dt(e.get("LastRotationAt")),
             last_outcome=e.get("LastOutcome", ""),
             needs_human=e.get("NeedsHuman", ""),
+            other_credentials=int(e.get("OtherCredentials", 0)),
         ),
     )
 

@@ -129,3 +129,8 @@ class TestRetirement:
         state = RotationState(current_key_id="cur")
         removals, others = retirement_plan((cred("cur", 100), cred("someone-elses", 50)), state, NOW, True)
         assert removals == [] and [c.key_id for c in others] == ["someone-elses"]
+
+    def test_before_any_rotation_the_longest_lived_credential_is_in_use_and_kept(self) -> None:
+        state = RotationState()
+        removals, others = retirement_plan((cred("sync", -1), cred("spare", -2)), state, NOW, True)
+        assert [r.key_id for r in removals] == ["spare"] and others == []
