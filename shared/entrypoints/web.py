@@ -51,7 +51,8 @@ def read_json(req: func.HttpRequest) -> Any:
         raise HttpError(413, "PayloadTooLarge", f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
         return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
+        # ValueError also covers integers past Python's digit limit; RecursionError, absurdly deep nesting.
         raise HttpError(400, "MalformedJson", f"the body is not valid JSON: {error.__class__.__name__}") from None
 
 

@@ -9,10 +9,17 @@ import azure.functions.timer as timer
 
 from shared.alerts import LogAlerter
 from shared.domain import Actor, Stage
-from tests.api.conftest import Api, api, functions  # noqa: F401 - `api` is a fixture used here
+from tests.api.conftest import Api, api, app_functions, functions  # noqa: F401 - `api` is a fixture used here
 from tests.rotation.conftest import Customer, Rotator, World
 from tests.rotation.test_crash import CRASH_POINTS, kill_at
 from tests.rotation.test_push_retire import assert_delivered_everywhere, destinations, setup
+
+
+def test_the_timer_runs_on_the_schedule_setting_and_never_on_startup() -> None:
+    timer_function = next(f for f in app_functions() if f.get_function_name() == "rotation_timer")
+    (binding,) = timer_function.get_bindings()
+    assert binding.schedule == "%ROTATION_SCHEDULE%"
+    assert binding.run_on_startup is False
 
 
 async def test_the_timer_function_runs_a_full_pass(api: Api, world: World) -> None:  # noqa: F811
@@ -83,6 +90,13 @@ async def test_direct_push_request_and_its_own_new_version_event_while_rotating(
     assert reply.status == 200 and reply.body["events"][0]["result"] == "nothing-to-push"
     missing = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.tenant_id})
     assert missing.status == 404
+
+
+async def test_push_refuses_malformed_bodies_with_a_client_error(api: Api) -> None:  # noqa: F811
+    for raw in (b"[" * 100_000, b"1" * 5000, b"{", b"[]", b"[1, 2]", b'{"tenantId": 1}', b'{"x": 1}'):
+        reply = await api.call("push", "POST", raw=raw)
+        assert 400 <= reply.status < 500, (raw[:20], reply.status, reply.body)
+        assert isinstance(reply.code, str)
 
 
 async def test_a_rotation_stuck_in_one_stage_raises_an_alert(world: World, rotator: Rotator) -> None:
