@@ -206,16 +206,21 @@ class Engine:
     ) -> Outcome:
         """A human confirms a destination holds the rotating secret (notify-only); finish when all confirmed."""
         target, etag = await self.state.get_target(tenant_id, app_id)
-        s = target.state
-        if not any(d.name == destination for d in target.destinations):
+        config = next((d for d in target.destinations if d.name == destination), None)
+        if config is None:
             raise NotFound(f"{target.key} has no destination named {destination!r}", code="DestinationNotFound")
-        if s.stage is not Stage.VERIFIED:
-            raise Conflict(f"{target.key} is not waiting for destinations (stage {s.stage.value})",
+        if config.kind != "notify-only":
+            raise Conflict(f"destination {destination!r} is {config.kind}: the rotator confirms it itself",
+                           code="NotNotifyOnly")
+        s = target.state
+        if s.stage is not Stage.VERIFIED or not s.new_key_id:
+            raise Conflict(f"{target.key} has no verified secret waiting for acknowledgement (stage {s.stage.value})",
                            code="NothingToAcknowledge")
         if key_id.lower() != s.new_key_id.lower():
-            raise Conflict(f"the secret being rolled out is key {s.new_key_id}, not {key_id}", code="StaleKeyId")
+            raise Conflict(f"key {key_id} is not the one being rolled out ({s.new_key_id})", code="KeyMismatch")
         acks = {**s.acks, destination: Ack(s.new_key_id, self.clock.now())}
         failures = {k: v for k, v in s.push_failures.items() if k != destination}
+        # ETag-guarded: a concurrent push or acknowledgement makes this a 409, never a lost update.
         await self.state.replace_target(target.with_state(acks=acks, push_failures=failures), etag)
         await self.state.record(Event(tenant_id, app_id, f"push:{destination}", "acknowledged", actor.value,
                                       s.rotation_id, at=self.clock.now()))

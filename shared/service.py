@@ -7,11 +7,10 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from shared.domain import Ack, Actor, Application, AssessmentStatus, Stage, Target, all_acknowledged, days_left
+from shared.domain import Application, AssessmentStatus, Stage, Target, days_left
 from shared.errors import Conflict, NotFound, Unreachable
 from shared.ports import Directory, StateStore
 from shared.registry import status_document
-from shared.rotation import Engine, Outcome
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
@@ -54,37 +53,6 @@ async def list_status(state: StateStore, statuses: Collection[str] = ()) -> list
     docs = [status_document(target) for target, _ in await state.list_targets()]
     docs.sort(key=lambda d: (d["customer"].lower(), d["tenantId"], d["appId"]))
     return [d for d in docs if not statuses or d["status"] in statuses]
-
-
-async def acknowledge(
-    state: StateStore, engine: Engine, tenant_id: str, app_id: str, destination: str, key_id: str
-) -> Outcome | None:
-    """A human confirms a notify-only destination holds the credential being rolled out; finish when all did.
-
-    Returns the push outcome once every destination is acknowledged, else None.
-    """
-    target, etag = await state.get_target(tenant_id, app_id)
-    config = next((d for d in target.destinations if d.name == destination), None)
-    if config is None:
-        raise NotFound(f"target {target.key} has no destination named {destination!r}", code="DestinationNotFound")
-    if config.kind != "notify-only":
-        raise Conflict(
-            f"destination {destination!r} is {config.kind}: the rotator confirms it itself", code="NotNotifyOnly"
-        )
-    s = target.state
-    if s.stage is not Stage.VERIFIED or not s.new_key_id:
-        raise Conflict(f"{target.key} has no verified secret waiting for acknowledgement (stage {s.stage.value})",
-                       code="NothingToAcknowledge")
-    if key_id.lower() != s.new_key_id.lower():
-        raise Conflict(f"key {key_id} is not the one being rolled out ({s.new_key_id})", code="KeyMismatch")
-    acks = {**s.acks, destination: Ack(s.new_key_id, engine.clock.now())}
-    failures = {k: v for k, v in s.push_failures.items() if k != destination}
-    # ETag-guarded: a concurrent push or acknowledgement makes this a 409, never a lost update.
-    await state.replace_target(target.with_state(acks=acks, push_failures=failures), etag)
-    updated = target.with_state(acks=acks)
-    if not all_acknowledged(updated):
-        return None
-    return await engine.push_now(tenant_id, app_id, Actor.MANUAL)
 
 
 async def discover(

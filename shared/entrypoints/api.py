@@ -173,8 +173,8 @@ async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(destination, str) or not 1 <= len(destination) <= 64:
         raise HttpError(422, "InvalidRequest", "destination must be the destination's name")
     async with services() as svc:
-        outcome = await service.acknowledge(svc.state, svc.engine, tenant_id, app_id, destination, key_id)
-    return json_response({"acknowledged": True, "outcome": asdict(outcome) if outcome else None})
+        outcome = await svc.engine.acknowledge(tenant_id, app_id, destination, key_id)
+    return json_response({"acknowledged": True, "outcome": asdict(outcome)})
 
 
 @bp.route(route="discover/{tenantId}", methods=ALL_METHODS, auth_level=AUTH)
