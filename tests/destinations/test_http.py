@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,9 +19,7 @@ from tests.destinations import (
     TENANT,
     assert_no_secret,
     delivery,
-    seed,
     settings_of,
-    vault_store,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -31,22 +27,10 @@ PATH = "/api/office365/azure-ad"
 
 
 @pytest.fixture
-async def store(sb: Any) -> AsyncIterator[KeyVaultSecretStore]:
-    seed(sb)
-    async with vault_store(sb) as kv:
-        yield kv
-
-
-@pytest.fixture
 def http(sb: Any, store: KeyVaultSecretStore) -> HttpDestination:
     destination = build_destinations(settings_of(sb), store)["http"]
     assert isinstance(destination, HttpDestination)
     return destination
-
-
-@pytest.fixture(autouse=True)
-def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
 
 
 def portal(sb: Any, **options: str) -> DestinationConfig:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,9 +22,7 @@ from tests.destinations import (
     assert_no_secret,
     delivery,
     org_settings,
-    seed,
     settings_of,
-    vault_store,
 )
 
 pytestmark = pytest.mark.sandbox
@@ -38,22 +34,10 @@ def config(**options: str) -> DestinationConfig:
 
 
 @pytest.fixture
-async def store(sb: Any) -> AsyncIterator[KeyVaultSecretStore]:
-    seed(sb)
-    async with vault_store(sb) as kv:
-        yield kv
-
-
-@pytest.fixture
 def proofpoint(sb: Any, store: KeyVaultSecretStore) -> ProofpointDestination:
     destination = build_destinations(settings_of(sb), store)["proofpoint"]
     assert isinstance(destination, ProofpointDestination)
     return destination
-
-
-@pytest.fixture(autouse=True)
-def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG)
 
 
 async def failure(
