@@ -14,7 +14,7 @@ from azure.data.tables.aio import TableServiceClient
 from azure.keyvault.secrets.aio import SecretClient
 
 from shared.adapters.graph import GraphDirectory
-from shared.adapters.identity import Credentials, EntraTokenProbe, transport_options
+from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.adapters.tables import TablesStateStore
 from shared.alerts import LogAlerter, WebhookAlerter
@@ -76,19 +76,21 @@ async def services(
     clock = clock or DEFAULTS.get("clock") or SystemClock()
     alerter = alerter or DEFAULTS.get("alerter")
     configure_telemetry(settings)
-    credentials = Credentials(settings)
-    transport = transport_options(settings)
+    transport = shared_transport(settings, pool_size=max(32, settings.scan_concurrency * 4))
+    credentials = Credentials(settings, transport)
     if settings.tables_connection_string:
-        table_service = TableServiceClient.from_connection_string(settings.tables_connection_string)
+        table_service = TableServiceClient.from_connection_string(
+            settings.tables_connection_string, transport=transport
+        )
     else:
-        table_service = TableServiceClient(settings.tables_endpoint, credential=credentials.home(), **transport)
+        table_service = TableServiceClient(settings.tables_endpoint, credential=credentials.home(), transport=transport)
     state = TablesStateStore(table_service, prefix=table_prefix)
     secret_client = SecretClient(
         settings.key_vault_url,
         credentials.home(),
         # The challenge names vault.azure.net; a vault elsewhere (the sandbox) cannot match it.
         verify_challenge_resource=".vault." in (urlparse(settings.key_vault_url).hostname or ""),
-        **transport,
+        transport=transport,
     )
     secrets = KeyVaultSecretStore(secret_client)
     if alerter is None:
@@ -103,7 +105,7 @@ async def services(
         state=state,
         directory=directory,
         secrets=secrets,
-        probe=EntraTokenProbe(settings),
+        probe=EntraTokenProbe(settings, transport),
         destinations=destinations(settings, secrets),
         alerter=alerter,
         clock=clock,
@@ -116,4 +118,5 @@ async def services(
         await secrets.close()
         await state.close()
         await credentials.close()
+        await close_transport(transport)
 

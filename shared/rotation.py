@@ -477,7 +477,7 @@ class _Run:
     async def create(self) -> None:
         """Stage creating: add the credential and put its value in Key Vault, or recover after a crash."""
         rotation_id = self.target.state.rotation_id
-        self.app = None
+        # Read fresh when resuming; right after reserving, the assessment's read of this advance is current.
         app = await self.application()
         mine = [c for c in app.credentials if c.rotation_id == rotation_id]
         if mine:

@@ -11,11 +11,14 @@ code runs locally, in tests and in Azure.
 from __future__ import annotations
 
 import re
+import ssl
 from typing import Any
 from urllib.parse import urlparse
 
+import aiohttp
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
 
@@ -29,9 +32,21 @@ _KNOWN_AUTHORITIES = {"login.microsoftonline.com", "login.microsoftonline.us", "
 _AADSTS = re.compile(r"AADSTS\d+")
 
 
-def transport_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments every Azure SDK client gets: the CA to trust (sandbox only)."""
-    return {"connection_verify": settings.ca_bundle} if settings.ca_bundle else {}
+def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
+    """One HTTP transport for every Azure SDK client and credential of an invocation.
+
+    Connections are pooled across tenants' credentials, Key Vault and Tables instead of a session per client, and
+    the sandbox's CA is loaded once (a per-request `connection_verify` path would build an SSL context, and a new
+    TLS connection, for every request). Must be created inside the running event loop; close with close_transport.
+    """
+    context = ssl.create_default_context(cafile=settings.ca_bundle or None)
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=pool_size))
+    return AioHttpTransport(session=session, session_owner=False)
+
+
+async def close_transport(transport: AioHttpTransport) -> None:
+    if transport.session is not None:
+        await transport.session.close()
 
 
 def authority_options(settings: Settings) -> dict[str, Any]:
@@ -55,8 +70,9 @@ def unreachable(error: ClientAuthenticationError, tenant_id: str) -> Unreachable
 class Credentials:
     """Builds and caches the credentials of one process."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transport: AioHttpTransport) -> None:
         self._settings = settings
+        self._transport = transport
         self._home: AsyncTokenCredential | None = None
         self._per_tenant: dict[str, AsyncTokenCredential] = {}
         self._exchange: SyncManagedIdentityCredential | None = None
@@ -64,7 +80,7 @@ class Credentials:
     def home(self) -> AsyncTokenCredential:
         """The managed identity: Key Vault, Tables, and Graph in single-tenant mode."""
         if self._home is None:
-            kwargs: dict[str, Any] = transport_options(self._settings)
+            kwargs: dict[str, Any] = {"transport": self._transport}
             if self._settings.managed_identity_client_id:
                 kwargs["client_id"] = self._settings.managed_identity_client_id
             self._home = ManagedIdentityCredential(**kwargs)
@@ -84,7 +100,7 @@ class Credentials:
         cached = self._per_tenant.get(tenant_id)
         if cached is None:
             cached = ClientAssertionCredential(
-                tenant_id, s.msp_app_client_id, self._assertion, **authority_options(s), **transport_options(s)
+                tenant_id, s.msp_app_client_id, self._assertion, transport=self._transport, **authority_options(s)
             )
             self._per_tenant[tenant_id] = cached
         return cached
@@ -109,13 +125,14 @@ class Credentials:
 class EntraTokenProbe:
     """TokenProbe: asks the identity platform for a client-credentials token with a secret."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, transport: AioHttpTransport) -> None:
         self._settings = settings
+        self._transport = transport
 
     async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
         s = self._settings
         credential = ClientSecretCredential(
-            tenant_id, app_id, secret.reveal(), **authority_options(s), **transport_options(s)
+            tenant_id, app_id, secret.reveal(), transport=self._transport, **authority_options(s)
         )
         try:
             await credential.get_token(GRAPH_SCOPE)

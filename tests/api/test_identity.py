@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from shared.adapters.identity import GRAPH_SCOPE, Credentials
+from shared.adapters.identity import GRAPH_SCOPE, Credentials, close_transport, shared_transport
 from shared.settings import IdentityMode
 from tests.api.conftest import Api, ids
 from tests.rotation.conftest import ROTATOR_ROLE, World, random_secret
@@ -39,7 +39,8 @@ async def test_federated_tokens_for_two_tenants_and_a_rotation_in_each(api: Api,
         return original(self)
 
     monkeypatch.setattr(Credentials, "_assertion", counted)
-    credentials = Credentials(settings)
+    transport = shared_transport(settings, pool_size=8)
+    credentials = Credentials(settings, transport)
     try:
         for customer in (first, second):
             token = (await credentials.graph(customer.tenant_id).get_token(GRAPH_SCOPE)).token
@@ -53,6 +54,7 @@ async def test_federated_tokens_for_two_tenants_and_a_rotation_in_each(api: Api,
         assert claims(again.token)["tid"] == first.tenant_id and len(assertions) == 2
     finally:
         await credentials.close()
+        await close_transport(transport)
 
     for customer in (first, second):
         await api.put(customer)
@@ -79,12 +81,15 @@ async def test_managed_identity_mode_rotates_in_its_own_tenant_only(api: Api, wo
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IDENTITY_MODE", "managed-identity")
     tenant_id, app_id = seed_home_app(world)
-    credentials = Credentials(world.settings(IDENTITY_MODE="managed-identity"))
+    settings = world.settings(IDENTITY_MODE="managed-identity")
+    transport = shared_transport(settings, pool_size=8)
+    credentials = Credentials(settings, transport)
     try:
         seen = claims((await credentials.graph(tenant_id).get_token(GRAPH_SCOPE)).token)
         assert seen["tid"] == MSP_TENANT and seen["oid"] == MI_PRINCIPAL_ID and seen["appid"] == MI_CLIENT_ID
     finally:
         await credentials.close()
+        await close_transport(transport)
 
     target = {"tenantId": tenant_id, "appId": app_id}
     assert (await api.call("target", "PUT", target, {"customer": "Contoso MSP"})).status == 201
