@@ -5,15 +5,17 @@ with the Proofpoint adapter: `requests` in a worker thread, fixed timeouts, no r
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, urlparse
 
 import requests
@@ -24,6 +26,20 @@ from shared.errors import Ambiguous, DestinationRejected, NotFound, RotationErro
 from shared.ports import Delivery, SecretStore
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# requests is synchronous: deliveries run on threads. asyncio's default pool has only cores + 4 threads, which
+# queued the pushes of a concurrent pass behind each other (docs/benchmarks.md); a pool of their own does not.
+_PUSH_THREADS = 32
+_pool: ThreadPoolExecutor | None = None
+
+
+async def in_thread(call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking delivery step on the destinations' own thread pool."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_PUSH_THREADS, thread_name_prefix="destination")
+    return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args))
 
 Timeout = tuple[float, float]
 DEFAULT_TIMEOUT: Timeout = (5.0, 30.0)  # (connect, read) seconds
@@ -325,7 +341,7 @@ class HttpDestination:
         headers = {options["auth_header"]: auth.reveal(), "Accept": "application/json"}
         started = time.monotonic()
         try:
-            reply = await asyncio.to_thread(
+            reply = await in_thread(
                 self._exchange, options["method"].upper(), options["url"], headers, body, failure, scrub
             )
             self._check(reply, options, failure, scrub)

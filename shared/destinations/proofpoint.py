@@ -6,7 +6,6 @@ read with only the application id, the key and the expiry changed, then reads th
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import re
@@ -23,6 +22,7 @@ from shared.destinations.http import (
     Reply,
     Scrubber,
     Timeout,
+    in_thread,
     iso_utc,
     rejected_config,
     send,
@@ -108,7 +108,7 @@ class ProofpointDestination:
         scrub = Scrubber(delivery.secret.reveal(), password)
         started = time.monotonic()
         try:
-            await asyncio.to_thread(self._push, url, {"X-User": user, "X-Password": password}, delivery, failure,
+            await in_thread(self._push, url, {"X-User": user, "X-Password": password}, delivery, failure,
                                     scrub)
         except RotationError as error:
             self._log(config, delivery, "failed", started, error.code)
