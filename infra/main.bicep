@@ -221,7 +221,7 @@ module functionApp './app/function-app.bicep' = {
       RENEW_BEFORE_DAYS: string(renewBeforeDays)
       SECRET_LIFETIME_DAYS: string(secretLifetimeDays)
       RETIRE_GRACE_HOURS: string(retireGraceHours)
-      SCAN_CONCURRENCY: '16'
+      SCAN_CONCURRENCY: '32'
       PUSH_MAX_ATTEMPTS: '5'
       MANUAL_COOLDOWN_MINUTES: '60'
       STUCK_AFTER_HOURS: '24'

@@ -68,7 +68,7 @@ class EngineConfig:
     retire_grace: timedelta = timedelta(hours=24)
     verify_timeout: timedelta = timedelta(seconds=120)
     push_max_attempts: int = 5
-    scan_concurrency: int = 16
+    scan_concurrency: int = 32
     manual_cooldown: timedelta = timedelta(minutes=60)
     stuck_after: timedelta = timedelta(hours=24)
     retire_other_expired: bool = False

@@ -49,7 +49,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RENEW_BEFORE_DAYS", "30", "Rotate when a secret has at most this many days left."),
     Setting("SECRET_LIFETIME_DAYS", "180", "Lifetime of a new secret in days (at most 730)."),
     Setting("RETIRE_GRACE_HOURS", "24", "Hours a superseded credential stays live after every destination confirmed."),
-    Setting("SCAN_CONCURRENCY", "16", "Targets assessed and rotated at once."),
+    Setting("SCAN_CONCURRENCY", "32", "Targets assessed and rotated at once."),
     Setting("PUSH_MAX_ATTEMPTS", "5", "Failed pushes to one destination before a human is alerted."),
     Setting("MANUAL_COOLDOWN_MINUTES", "60", "A manual rotation within this time of the last one needs force."),
     Setting("STUCK_AFTER_HOURS", "24", "A rotation in one stage longer than this raises an alert."),
