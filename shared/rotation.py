@@ -328,7 +328,7 @@ class _Run:
 
     async def event(
         self, step: str, outcome: str, error: RotationError | None = None, *, started: float | None = None,
-        detail: str = "",
+        detail: str = "", rotation_id: str = "",
     ) -> None:
         duration = int((time.monotonic() - started) * 1000) if started is not None else 0
         record = Event(
@@ -337,7 +337,7 @@ class _Run:
             step=step,
             outcome=outcome,
             actor=self.actor.value,
-            rotation_id=self.target.state.rotation_id,
+            rotation_id=rotation_id or self.target.state.rotation_id,
             duration_ms=duration,
             error_code=error.code if error else "",
             detail=(error.message if error else detail)[:1000],
@@ -446,30 +446,32 @@ class _Run:
             await self.alert(status.value, error.message, error_code=error.code)
             raise self.stop(status.value, error) from error
         assessment = self.e._assess(self.target, app)
-        await self.save(
-            self.target.with_observed(
-                status=assessment.status.value,
-                days_left=assessment.days_left,
-                expires=assessment.current.end if assessment.current else None,
-                checked_at=now,
-                error_code="",
-                error_message="",
-            )
+        observed = self.target.with_observed(
+            status=assessment.status.value,
+            days_left=assessment.days_left,
+            expires=assessment.current.end if assessment.current else None,
+            checked_at=now,
+            error_code="",
+            error_message="",
         )
         if assessment.status is AssessmentStatus.EXPIRED:
             await self.alert("expired", "the Proofpoint sync secret has expired: the sync is failing until rotated")
         if not reserve or not (assessment.status.needs_rotation or force):
+            await self.save(observed)
             return False
-        replaces = (assessment.current.key_id,) if assessment.current else ()
-        await self.move(
-            Stage.CREATING,
-            rotation_id=new_rotation_id(),
-            actor=self.actor.value,
-            replaces=replaces,
-            new_key_id="",
-            new_version="",
-            new_expires=None,
-            push_failures={},
+        # One write records what was seen and reserves the rotation: the row never says "due" without an id.
+        await self.save(
+            observed.with_state(
+                stage=Stage.CREATING,
+                stage_since=now,
+                rotation_id=new_rotation_id(),
+                actor=self.actor.value,
+                replaces=(assessment.current.key_id,) if assessment.current else (),
+                new_key_id="",
+                new_version="",
+                new_expires=None,
+                push_failures={},
+            )
         )
         await self.event("reserve", "ok", detail=f"status {assessment.status.value}")
         return True
@@ -648,25 +650,24 @@ class _Run:
                 await self.e.secrets.set_tags(name, version.version, {**version.tags, "stage": "retired"})
         now = self.e.clock.now()
         superseded = tuple(sorted((set(s.superseded) | set(s.replaces)) - {s.new_key_id}))
-        await self.move(
-            Stage.IDLE,
-            current_key_id=s.new_key_id,
-            current_version=s.new_version,
-            superseded=superseded,
-            retire_after=now + self.e.config.retire_grace,
-            rotation_id="",
-            new_key_id="",
-            new_version="",
-            new_expires=None,
-            replaces=(),
-            push_failures={},
-        )
-        expires = s.new_expires
         await self.save(
-            self.target.with_observed(
+            self.target.with_state(
+                stage=Stage.IDLE,
+                stage_since=now,
+                current_key_id=s.new_key_id,
+                current_version=s.new_version,
+                superseded=superseded,
+                retire_after=now + self.e.config.retire_grace,
+                rotation_id="",
+                new_key_id="",
+                new_version="",
+                new_expires=None,
+                replaces=(),
+                push_failures={},
+            ).with_observed(
                 status=AssessmentStatus.HEALTHY.value,
-                days_left=days_left_of(expires, now),
-                expires=expires,
+                days_left=days_left_of(s.new_expires, now),
+                expires=s.new_expires,
                 last_rotation_at=now,
                 last_outcome="rotated",
                 needs_human="",
@@ -674,7 +675,7 @@ class _Run:
                 error_message="",
             )
         )
-        await self.event("finish", "ok", detail=f"current key {s.new_key_id}")
+        await self.event("finish", "ok", detail=f"current key {s.new_key_id}", rotation_id=s.rotation_id)
 
     async def retire(self) -> None:
         """Idle: remove superseded credentials after the grace period, and expired ones, by the rules."""

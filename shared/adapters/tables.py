@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Mapping
@@ -153,16 +154,20 @@ class TablesStateStore:
         self._targets: TableClient = service.get_table_client(f"{prefix}targets")
         self._events: TableClient = service.get_table_client(f"{prefix}events")
         self._ready = False
+        self._creating = asyncio.Lock()
 
     async def _ensure(self) -> None:
         if self._ready:
             return
-        for table in (self._targets, self._events):
-            try:
-                await self._service.create_table_if_not_exists(table.table_name)
-            except AzureError as error:
-                raise _translate(error, f"table {table.table_name}") from error
-        self._ready = True
+        async with self._creating:  # the first calls of a concurrent pass wait for one creation
+            if self._ready:
+                return
+            for table in (self._targets, self._events):
+                try:
+                    await self._service.create_table_if_not_exists(table.table_name)
+                except AzureError as error:
+                    raise _translate(error, f"table {table.table_name}") from error
+            self._ready = True
 
     async def list_targets(self) -> list[tuple[Target, str]]:
         await self._ensure()

@@ -79,6 +79,12 @@ async def test_a_pass_rotates_expired_due_and_missing_and_leaves_healthy_alone(w
             assert [v["tags"]["stage"] for v in versions] == ["current"]
             assert versions[0]["tags"]["key-id"] == target.state.current_key_id
             assert versions[0]["tags"]["tenant-id"] == c.tenant_id and versions[0]["tags"]["app-id"] == c.app_id
+            # The audit log tells the rotation's story, newest first, every step with its rotation id and actor.
+            events = list(reversed(await svc.state.events(c.tenant_id, c.app_id)))
+            steps = [e.step for e in events]
+            assert steps[:5] == ["reserve", "create", "store", "verify", "finish"], steps
+            assert len({e.rotation_id for e in events[:5]}) == 1 and events[0].rotation_id
+            assert {e.actor for e in events} == {"timer"} and all(e.outcome == "ok" for e in events[:5])
         # The old credential stays until the grace period is over.
         assert any(k["keyId"] == due.key_id for k in world.credentials(due))
         assert not rotator_made(world, healthy)
