@@ -27,14 +27,12 @@ import shutil
 import signal
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -43,6 +41,8 @@ from typing import Any
 import aiohttp
 
 from sandbox.client import SandboxClient
+from sandbox.launch import RunningSandbox as Sandbox
+from sandbox.launch import running
 from shared.alerts import LogAlerter
 from shared.bootstrap import Services, engine_config, services
 from shared.clock import SystemClock
@@ -55,7 +55,6 @@ ROOT = Path(__file__).resolve().parent.parent
 LATENCY_SERVICES = ("graph", "entra", "keyvault", "proofpoint", "portal")
 PORTAL_PATH = "/api/office365/azure-ad"
 FUNCTION_TIMEOUT_S = 600.0  # the invocation limit the extrapolation is judged against (10 minutes)
-STARTUP_TIMEOUT_S = 15.0
 SEED_BATCH = 100
 REGISTER_WIDTH = 32
 # The port operations timed on each run (instance attributes wrapped; the classes are untouched).
@@ -68,44 +67,6 @@ PORT_METHODS: dict[str, tuple[str, ...]] = {
 
 
 # ------------------------------------------------------------------------------------------------ the sandbox
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    process: subprocess.Popen[bytes]
-    state_dir: Path
-    endpoints: dict[str, str]
-    settings: dict[str, str]
-    ca_file: str
-    control: SandboxClient
-
-
-@contextmanager
-def running_sandbox(state_dir: Path) -> Iterator[Sandbox]:
-    """`python -m sandbox` in state_dir (as scripts/demo.py starts it); stopped on exit, whatever the reason."""
-    log_path = state_dir / "sandbox.log"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "sandbox", "--state-dir", str(state_dir)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=log_file,
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not (state_dir / "endpoints.json").exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the sandbox did not start: {log_path.read_text(errors='replace')[-2000:]}")
-            time.sleep(0.05)
-        endpoints = json.loads((state_dir / "endpoints.json").read_text())
-        ca_file = str(state_dir / "ca.pem")
-        yield Sandbox(process, state_dir, endpoints, json.loads((state_dir / "settings.json").read_text()), ca_file,
-                      SandboxClient(endpoints["control"], ca_file))
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
 
 
 def seed_accounts(control: SandboxClient) -> None:
@@ -301,7 +262,7 @@ def run_once(sb: Sandbox, args: argparse.Namespace, concurrency: int, run: int) 
     }
     settings = Settings.from_env(env)
     prefix = "bench" + uuid.uuid4().hex[:10]
-    pids = {"rotator": os.getpid(), "sandbox": sb.process.pid, "azurite": azurite_pid()}
+    pids = {"rotator": os.getpid(), "sandbox": sb.pid, "azurite": azurite_pid()}
     cpu_before = {name: cpu_seconds(pid) if pid else None for name, pid in pids.items()}
     wall, timed_out, timings, outcomes = asyncio.run(
         timed_pass(settings, customers, prefix, sb.endpoints["portal"] + PORTAL_PATH, concurrency,
@@ -467,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"(Proofpoint, portal); Azurite for Tables (no latency added)", flush=True)
     state_dir = Path(tempfile.mkdtemp(prefix="rotator-bench-"))
     try:
-        with running_sandbox(state_dir) as sb:
+        with running(state_dir) as sb:
             # The managed identity credential reads App Service's variables from the process environment.
             os.environ["IDENTITY_ENDPOINT"] = sb.settings["IDENTITY_ENDPOINT"]
             os.environ["IDENTITY_HEADER"] = sb.settings["IDENTITY_HEADER"]

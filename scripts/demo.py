@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from sandbox.client import SandboxClient
+from sandbox.launch import running
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
@@ -31,20 +30,6 @@ CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the se
 
 def banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 100 - len(text)), flush=True)
-
-
-def start_sandbox(state_dir: Path) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "sandbox", "--state-dir", str(state_dir), "--seed", str(SEED)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 15
-    while not (state_dir / "endpoints.json").exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise SystemExit(f"the sandbox did not start: {process.stderr.read().decode() if process.stderr else ''}")
-        time.sleep(0.05)
-    return process, json.loads((state_dir / "endpoints.json").read_text())
 
 
 def targets(state: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, Any]]:
@@ -116,14 +101,11 @@ def world_table(control: SandboxClient) -> None:
 def main() -> int:
     if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
         raise SystemExit("run through `make demo` (it starts Azurite and sets STATE_TABLES_CONNECTION_STRING)")
-    state_dir = Path(tempfile.mkdtemp(prefix="rotator-demo-"))
-    process, endpoints = start_sandbox(state_dir)
-    try:
-        control = SandboxClient(endpoints["control"], str(state_dir / "ca.pem"))
-        settings = json.loads((state_dir / "settings.json").read_text())
+    with tempfile.TemporaryDirectory(prefix="rotator-demo-") as directory, running(Path(directory), SEED) as sandbox:
+        state_dir, endpoints, control = sandbox.state_dir, sandbox.endpoints, sandbox.control
         env = {
             **os.environ,
-            **settings,
+            **sandbox.settings,
             "RETIRE_GRACE_HOURS": "0",  # the demo retires old secrets at once; the default waits 24 hours
             "VERIFY_TIMEOUT_SECONDS": "30",
         }
@@ -143,10 +125,6 @@ def main() -> int:
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
         return 0
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(state_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
