@@ -97,12 +97,13 @@ async def test_pushing_the_same_version_twice_is_harmless(world: World, rotator:
     await assert_delivered_everywhere(world, rotator, due)
 
 
+@pytest.mark.parametrize("fault", [{"status": 502}, {"drop": True}], ids=["5xx", "dropped-connection"])
 async def test_proofpoint_down_for_a_whole_run_retires_nothing_and_flags_the_target(
-    world: World, rotator: Rotator
+    world: World, rotator: Rotator, fault: dict[str, Any]
 ) -> None:
     due = world.seed_customer("Outage", 12)
     await setup(world, rotator, due)
-    world.sb.control.add_fault("proofpoint", status=502, count=None)
+    world.sb.control.add_fault("proofpoint", count=None, **fault)
     alerter = LogAlerter()
     for _ in range(2):
         async with rotator(alerter=alerter, PUSH_MAX_ATTEMPTS="2", RETIRE_GRACE_HOURS="0") as svc:
