@@ -125,13 +125,7 @@ def application_json(app: Application, tenant: Tenant) -> dict[str, Any]:
         },
         "appRoles": [],
         "publicClient": {"redirectUris": []},
-        "info": {
-            "termsOfServiceUrl": None,
-            "supportUrl": None,
-            "privacyStatementUrl": None,
-            "marketingUrl": None,
-            "logoUrl": None,
-        },
+        "info": informational_urls(),
         "keyCredentials": [],
         "parentalControlSettings": {"countriesBlockedForMinors": [], "legalAgeGroupRule": "Allow"},
         "passwordCredentials": [p.to_graph() for p in app.passwords],
@@ -143,6 +137,11 @@ def application_json(app: Application, tenant: Tenant) -> dict[str, Any]:
             "implicitGrantSettings": {"enableIdTokenIssuance": False, "enableAccessTokenIssuance": False},
         },
     }
+
+
+def informational_urls() -> dict[str, None]:
+    """The `info` object of applications and service principals: the sandbox sets none of its URLs."""
+    return dict.fromkeys(("termsOfServiceUrl", "supportUrl", "privacyStatementUrl", "marketingUrl", "logoUrl"))
 
 
 def service_principal_json(sp: ServicePrincipal) -> dict[str, Any]:
@@ -165,13 +164,7 @@ def service_principal_json(sp: ServicePrincipal) -> dict[str, Any]:
         "tags": [],
         "addIns": [],
         "appRoles": [],
-        "info": {
-            "termsOfServiceUrl": None,
-            "supportUrl": None,
-            "privacyStatementUrl": None,
-            "marketingUrl": None,
-            "logoUrl": None,
-        },
+        "info": informational_urls(),
         "keyCredentials": [],
         "oauth2PermissionScopes": [],
         "passwordCredentials": [],

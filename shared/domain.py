@@ -13,6 +13,7 @@ from enum import Enum
 
 MAX_LIFETIME_DAYS = 730
 ROTATOR_MARK = "sync-secret-rotator"
+GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ROTATION_ID = re.compile(r"\brotation ([0-9a-f]{32})\b")
 
 
@@ -236,8 +237,13 @@ def in_use(credentials: tuple[Credential, ...], now: datetime, known_key_id: str
     return max(credentials, key=lambda c: c.end) if credentials else None
 
 
+def days_until(end: datetime, now: datetime) -> int:
+    """Whole days from now to end (negative once past)."""
+    return int((end - now).total_seconds() // 86400)
+
+
 def days_left(credential: Credential, now: datetime) -> int:
-    return int((credential.end - now).total_seconds() // 86400)
+    return days_until(credential.end, now)
 
 
 def assess(app: Application, now: datetime, renew_before_days: int, known_key_id: str = "") -> Assessment:

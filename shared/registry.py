@@ -7,9 +7,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import MAX_LIFETIME_DAYS, DestinationConfig, Policy, Target
+from shared.domain import GUID, MAX_LIFETIME_DAYS, DestinationConfig, Policy, Target
 
-GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
 _POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays"}
 _DESTINATION_FIELDS = {"name", "kind", "options"}

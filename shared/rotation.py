@@ -27,6 +27,7 @@ from shared.domain import (
     all_acknowledged,
     assess,
     credential_display_name,
+    days_until,
     lifetime_days,
     new_rotation_id,
     renew_before,
@@ -666,7 +667,7 @@ class _Run:
                 push_failures={},
             ).with_observed(
                 status=AssessmentStatus.HEALTHY.value,
-                days_left=days_left_of(s.new_expires, now),
+                days_left=days_until(s.new_expires, now) if s.new_expires else None,
                 expires=s.new_expires,
                 last_rotation_at=now,
                 last_outcome="rotated",
@@ -697,9 +698,4 @@ class _Run:
         if remaining != state.superseded:
             await self.save(self.target.with_state(superseded=remaining))
 
-
-def days_left_of(expires: datetime | None, now: datetime) -> int | None:
-    if expires is None:
-        return None
-    return int((expires - now).total_seconds() // 86400)
 

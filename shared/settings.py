@@ -6,10 +6,11 @@ one and that ``local.settings.example.json`` lists each one (no drift).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+
+from shared.domain import GUID
 
 
 class SettingsError(ValueError):
@@ -62,7 +63,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
@@ -136,7 +136,7 @@ class Settings:
             raise SettingsError(f"IDENTITY_MODE must be one of {allowed}, got {raw['IDENTITY_MODE']!r}") from None
         if mode is IdentityMode.FEDERATED:
             for name in ("MSP_APP_CLIENT_ID", "MSP_TENANT_ID"):
-                if not _GUID.match(raw[name]):
+                if not GUID.match(raw[name]):
                     raise SettingsError(f"{name} must be a GUID in federated mode, got {raw[name]!r}")
         if not raw["STATE_TABLES_ENDPOINT"] and not raw["STATE_TABLES_CONNECTION_STRING"]:
             raise SettingsError("STATE_TABLES_ENDPOINT (or, locally, STATE_TABLES_CONNECTION_STRING) is required")

@@ -17,8 +17,9 @@ import azure.functions as func
 
 from shared import service
 from shared.bootstrap import services
+from shared.domain import GUID
 from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
-from shared.registry import GUID, parse_target, target_document
+from shared.registry import parse_target, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
