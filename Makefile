@@ -5,11 +5,12 @@ PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite-table
 CHECKOV := .tools/checkov/bin/checkov
 
-.PHONY: help test demo lint typecheck pytest sandbox clean bench
+.PHONY: help test demo serve lint typecheck pytest sandbox clean bench
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
+	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - benchmarks (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
@@ -40,6 +41,9 @@ test: lint typecheck pytest
 
 demo: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m scripts.demo
+
+serve: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh $(PY) -m scripts.serve
 
 bench: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale

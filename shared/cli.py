@@ -6,6 +6,7 @@
     python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
     python -m shared targets import FILE      (a JSON list of target documents)
     python -m shared targets list
+    python -m shared serve [--port N] [--as NAME] [--roles R1,R2]   (the HTTP functions on 127.0.0.1, as `func start`)
 """
 
 from __future__ import annotations
@@ -136,7 +137,35 @@ def parser() -> argparse.ArgumentParser:
     imp = tsub.add_parser("import", help="register or update targets from a JSON file")
     imp.add_argument("file", type=Path)
     tsub.add_parser("list", help="print the registry as JSON")
+    serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1, as `func start` does")
+    serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
+    serve.add_argument("--as", dest="caller", metavar="NAME",
+                       help="LOCAL ONLY stand-in for Easy Auth: sign requests that carry no X-MS-CLIENT-PRINCIPAL "
+                            "in as this caller")
+    serve.add_argument("--roles", default=None, metavar="R1,R2",
+                       help="app roles of the --as caller, comma-separated (e.g. Rotator.Read,Rotator.Operate)")
     return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared import bootstrap, local_host
+
+    Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start, not at the first call
+    if args.table_prefix:
+        bootstrap.DEFAULTS["table_prefix"] = args.table_prefix
+    if args.clock_offset_seconds:
+        bootstrap.DEFAULTS["clock"] = SystemClock(timedelta(seconds=args.clock_offset_seconds))
+    roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
+    principal = None
+    if args.caller is not None or roles:
+        principal = local_host.principal_headers(args.caller or "local-user", roles)
+        print(f"Signing in requests without X-MS-CLIENT-PRINCIPAL as {args.caller or 'local-user'!r} with roles "
+              f"{roles or 'none'} (local stand-in for App Service Authentication)", flush=True)
+    try:
+        asyncio.run(local_host.serve(args.port, principal))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -166,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("azure", "httpx", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command == "serve":
+            return _serve(args)
         return asyncio.run(main_async(args))
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
