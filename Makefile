@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite-table
 CHECKOV := .tools/checkov/bin/checkov
+# Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test demo serve lint typecheck pytest sandbox clean bench
+.PHONY: help test demo serve lint typecheck pytest sandbox clean bench chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
@@ -28,18 +30,22 @@ $(CHECKOV): scripts/install-checkov.sh
 	scripts/install-checkov.sh
 	touch $@
 
+# Not a file target: it stays a no-op once Chromium is there, and where it cannot be installed the browser tests skip.
+chromium:
+	@scripts/install-chromium.sh
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
-pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV)
+pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV) chromium
 	scripts/with-azurite.sh scripts/pytest.sh $(PY) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-demo: $(VENV)/.installed $(AZURITE)
+demo: $(VENV)/.installed $(AZURITE) chromium
 	scripts/with-azurite.sh $(PY) -m scripts.demo
 
 serve: $(VENV)/.installed $(AZURITE)

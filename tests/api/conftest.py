@@ -25,11 +25,14 @@ ROUTES = {
     "openapi": "openapi.json",
     "targets": "targets",
     "target": "targets/{tenantId}/{appId}",
+    "details": "targets/{tenantId}/{appId}/details",
     "status": "status",
     "rotations": "rotations",
     "acknowledgements": "acknowledgements",
     "discover": "discover/{tenantId}",
     "push": "push",
+    "dashboard": "dashboard",
+    "dashboard_asset": "dashboard/{asset}",
 }
 
 
