@@ -229,6 +229,8 @@ module functionApp './app/function-app.bicep' = {
       DISCOVERY_NAME_PATTERNS: discoveryNamePatterns
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
+      // Callers must sign in (App Service Authentication) and hold an app role; 'true' keeps function keys too.
+      ALLOW_FUNCTION_KEY_CALLERS: 'false'
     }
   }
 }

@@ -60,6 +60,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETIRE_UNMANAGED_EXPIRED", "false", "Also remove expired credentials the rotator did not create."),
     Setting("ALERT_WEBHOOK_SECRET_NAME", "", "Key Vault secret holding a Teams/Slack webhook URL for alerts."),
     Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
+    Setting("ALLOW_FUNCTION_KEY_CALLERS", "false",
+            "Accept callers without an Entra sign-in (a function key only) as operators, for automation."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
@@ -82,6 +84,11 @@ def _bool(name: str, raw: str) -> bool:
     if lowered in ("false", "0", "no", ""):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def allow_function_key_callers(env: Mapping[str, str]) -> bool:
+    """ALLOW_FUNCTION_KEY_CALLERS alone: read on every request by the access check (no other setting needed)."""
+    return _bool("ALLOW_FUNCTION_KEY_CALLERS", env.get("ALLOW_FUNCTION_KEY_CALLERS", ""))
 
 
 def _https_url(name: str, raw: str) -> str:
@@ -117,6 +124,7 @@ class Settings:
     retire_unmanaged_expired: bool
     alert_webhook_secret_name: str
     ca_bundle: str
+    allow_function_key_callers: bool
     appinsights_connection_string: str = field(repr=False)
 
     @classmethod
@@ -169,5 +177,6 @@ class Settings:
             retire_unmanaged_expired=_bool("RETIRE_UNMANAGED_EXPIRED", raw["RETIRE_UNMANAGED_EXPIRED"]),
             alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
             ca_bundle=raw["CA_BUNDLE"],
+            allow_function_key_callers=_bool("ALLOW_FUNCTION_KEY_CALLERS", raw["ALLOW_FUNCTION_KEY_CALLERS"]),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
         )

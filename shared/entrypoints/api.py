@@ -19,6 +19,7 @@ import azure.functions as func
 from shared import service
 from shared.bootstrap import Services, services
 from shared.domain import GUID
+from shared.entrypoints.access import Role, caller
 from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
 from shared.registry import parse_target, target_document
 
@@ -87,6 +88,16 @@ async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/openapi.json: this API's OpenAPI 3 document."""
     allow(req, "GET")
     return json_response(openapi_document())
+
+
+@bp.route(route="me", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def me(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/me: who the caller is and which of this API's roles it holds (any signed-in caller)."""
+    allow(req, "GET")
+    who = caller(req)
+    roles = sorted(r.value for r in Role if who.has(r))
+    return json_response({"name": who.name, "roles": roles, "kind": who.kind})
 
 
 @bp.route(route="targets", methods=ALL_METHODS, auth_level=AUTH)
