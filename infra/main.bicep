@@ -52,6 +52,9 @@ param mspAppClientId string = ''
 @description('NCRONTAB schedule of the timer pass (six fields, UTC). Default: daily at 06:00.')
 param rotationSchedule string = '0 0 6 * * *'
 
+@description('NCRONTAB schedule of the resume pass, which takes only rotations in flight further (six fields, UTC). Default: every 15 minutes.')
+param resumeSchedule string = '0 */15 * * * *'
+
 @description('Proofpoint Essentials API base URL; {stack} is replaced per customer (us1..us5, eu1).')
 param proofpointBaseUrl string = 'https://{stack}.proofpointessentials.com/api/v1'
 
@@ -209,6 +212,7 @@ module functionApp './app/function-app.bicep' = {
     maximumInstanceCount: maximumInstanceCount
     appSettings: {
       ROTATION_SCHEDULE: rotationSchedule
+      RESUME_SCHEDULE: resumeSchedule
       IDENTITY_MODE: identityMode
       AZURE_CLIENT_ID: identity.outputs.clientId
       MSP_APP_CLIENT_ID: mspAppClientId

@@ -36,6 +36,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ROTATION_SCHEDULE", "0 0 6 * * *", "NCRONTAB schedule of the timer pass (default daily 06:00 UTC)."),
+    Setting("RESUME_SCHEDULE", "0 */15 * * * *",
+            "NCRONTAB schedule of the resume pass: only rotations in flight (default every 15 minutes)."),
     Setting("IDENTITY_MODE", "managed-identity", "managed-identity (single tenant) or federated (MSP)."),
     Setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity."),
     Setting("MSP_APP_CLIENT_ID", "", "Federated mode: the MSP's multi-tenant app registration (client id)."),
@@ -102,6 +104,7 @@ class Settings:
     """The validated settings of one process."""
 
     rotation_schedule: str
+    resume_schedule: str
     identity_mode: IdentityMode
     managed_identity_client_id: str
     msp_app_client_id: str
@@ -155,6 +158,7 @@ class Settings:
             raise SettingsError("DISCOVERY_NAME_PATTERNS must name at least one prefix")
         return cls(
             rotation_schedule=raw["ROTATION_SCHEDULE"],
+            resume_schedule=raw["RESUME_SCHEDULE"],
             identity_mode=mode,
             managed_identity_client_id=raw["AZURE_CLIENT_ID"],
             msp_app_client_id=raw["MSP_APP_CLIENT_ID"],
