@@ -96,7 +96,7 @@ async def test_when_key_vault_cannot_tell_the_credential_is_kept_until_it_can() 
     world = FakeWorld()
     target = world.seed(days_left=10)
     world.faults.add("secrets.store_pending", server_error, when="after")
-    world.faults.add("secrets.find_by_rotation", server_error, times=3)
+    world.faults.add("secrets.find_by_rotation", server_error)
     outcome = await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
     assert outcome.result == "failed" and world.row(target).state.stage is Stage.CREATING
     assert world.directory.removed == [], "no compensation while a stored version may exist"
