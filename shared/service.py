@@ -193,7 +193,7 @@ async def target_details(
 
     async def vault() -> dict[str, Any]:
         try:
-            versions = await secrets.list_versions(target.secret_name)
+            versions = await secrets.versions(target)
         except RotationError as error:
             return {"secretName": target.secret_name, "error": _error(error), "versions": []}
         ordered = sorted(versions, key=lambda v: v.created or datetime.min.replace(tzinfo=now.tzinfo), reverse=True)
@@ -206,7 +206,8 @@ async def target_details(
                     "created": v.created.isoformat() if v.created else None,
                     "expires": v.expires.isoformat() if v.expires else None,
                     "enabled": v.enabled,
-                    "tags": dict(sorted(v.tags.items())),
+                    # The store's own labels (Key Vault tags), shown as they are.
+                    "tags": dict(sorted(v.labels.items())),
                 }
                 for v in ordered
             ],
