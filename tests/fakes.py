@@ -456,7 +456,10 @@ class FakeWorld:
     def _watch(self) -> None:
         """The invariants that hold at every instant, checked after every write to Key Vault or Entra ID."""
         for (tenant_id, app_id), _ in self.directory.apps.items():
-            target = Target(tenant_id, app_id)
+            row = self.state.rows.get((tenant_id, app_id))
+            if row is None:
+                continue  # being seeded
+            target = row[0]
             live = self.live_values(target)
             versions = self.secrets.of(target)
             if any(v.stage is not VersionStage.PENDING for v in versions) and not any(
@@ -467,7 +470,7 @@ class FakeWorld:
                 if v.stage is VersionStage.RETIRED and v.key_id in live:
                     self.violations.append(f"version of live credential {v.key_id} tagged retired")
             for name, value in self.destination.held.items():
-                if self.row(target).destinations and value not in live.values():
+                if target.destinations and value not in live.values():
                     self.violations.append(f"{name} uses a credential that was removed")
 
     def converged(self, target: Target) -> list[str]:

@@ -15,7 +15,7 @@ async def test_resume_finishes_a_rotation_waiting_for_propagation_and_leaves_idl
     outcome = await world.engine().advance(slow.tenant_id, slow.app_id, Actor.TIMER)
     assert outcome.result == "unverified" and world.row(slow).state.stage is Stage.PENDING
     world.directory.propagation = timedelta(0)
-    due = world.seed(days_left=5)  # due, idle: not the resume pass's business
+    due = world.seed(days_left=5, destinations=())  # due, idle: not the resume pass's business
     world.clock.advance(timedelta(minutes=15))
     summary = await world.engine().resume_pass(Actor.TIMER)
     assert summary.by_result == {"rotated": 1}
