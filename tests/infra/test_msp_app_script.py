@@ -27,7 +27,7 @@ ROLE_IDS = {
     "Rotator.Operate": "9b7e2a64-1d3f-4c8e-b0a2-6c5d4e3f2a02",
 }
 
-_AZ = """#!{python}
+_AZ = """#!{python} -S
 import json, sys
 args = sys.argv[1:]
 with open({log!r}, "a") as log:
@@ -47,7 +47,7 @@ elif joined.startswith("ad sp show --id " + {app!r}):
     print({sp!r})
 """
 
-_AZD = """#!{python}
+_AZD = """#!{python} -S
 import json, sys
 with open({log!r}, "a") as log:
     log.write(json.dumps(["azd", *sys.argv[1:]]) + "\\n")
@@ -76,7 +76,7 @@ def _run(tmp_path: Path, registered: list[str], app_url: str | None = APP_URL) -
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "AZURE_IDENTITY_PRINCIPAL_ID": "3c2b1a09-8f7e-4d6c-9b5a-493827161504"}
     if app_url:
         env["AZURE_FUNCTION_APP_URL"] = app_url
-    subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, text=True, timeout=60)
+    subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, text=True, timeout=900)
     return [json.loads(line) for line in log.read_text().splitlines()]
 
 
