@@ -90,7 +90,8 @@ def _claims(raw: str) -> dict[str, Any]:
         isinstance(c, dict) and isinstance(c.get("typ"), str) and isinstance(c.get("val"), str) for c in claims
     ):
         raise _unauthenticated(f"{PRINCIPAL_HEADER} carries no claims list of {{typ, val}}")
-    return doc
+    principal: dict[str, Any] = doc
+    return principal
 
 
 def principal(req: func.HttpRequest) -> Caller | None:
