@@ -4,15 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite-table
 CHECKOV := .tools/checkov/bin/checkov
-# Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
-CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test demo serve lint typecheck pytest sandbox clean bench chromium
+.PHONY: help test demo lint typecheck pytest sandbox clean bench
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
-	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - benchmarks (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
@@ -30,26 +27,19 @@ $(CHECKOV): scripts/install-checkov.sh
 	scripts/install-checkov.sh
 	touch $@
 
-# Not a file target: it stays a no-op once Chromium is there, and where it cannot be installed the browser tests skip.
-chromium:
-	@scripts/install-chromium.sh
-
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
-pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV) chromium
+pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV)
 	scripts/with-azurite.sh scripts/pytest.sh $(PY) $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 
-demo: $(VENV)/.installed $(AZURITE) chromium
+demo: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m scripts.demo
-
-serve: $(VENV)/.installed $(AZURITE)
-	scripts/with-azurite.sh $(PY) -m scripts.serve
 
 bench: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale

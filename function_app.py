@@ -2,10 +2,9 @@
 
 import azure.functions as func
 
-from shared.entrypoints import api, dashboard, push, timer
+from shared.entrypoints import api, push, timer
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(timer.bp)
 app.register_functions(push.bp)
 app.register_functions(api.bp)
-app.register_functions(dashboard.bp)
