@@ -4,12 +4,15 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 AZURITE := node_modules/.bin/azurite-table
 CHECKOV := .tools/checkov/bin/checkov
+# Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test demo lint typecheck pytest sandbox clean bench
+.PHONY: help test checks demo serve lint typecheck pytest sandbox clean bench chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
+	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - benchmarks (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
@@ -27,19 +30,32 @@ $(CHECKOV): scripts/install-checkov.sh
 	scripts/install-checkov.sh
 	touch $@
 
+# Not a file target: it stays a no-op once Chromium is there, and where it cannot be installed the browser tests skip.
+chromium:
+	@scripts/install-chromium.sh
+
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
-pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV)
+pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV) chromium
 	scripts/with-azurite.sh scripts/pytest.sh $(PY) $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+# The installs (pip, npm, checkov, apt) are independent, so they run side by side, and lint and type-check start
+# as soon as the virtual environment is there; the tests run alone afterwards, on an otherwise idle machine.
+checks: lint typecheck $(AZURITE) $(CHECKOV) chromium
 
-demo: $(VENV)/.installed $(AZURITE)
+test:
+	@$(MAKE) --no-print-directory -j5 --output-sync=target checks
+	@$(MAKE) --no-print-directory pytest
+
+demo: $(VENV)/.installed $(AZURITE) chromium
 	scripts/with-azurite.sh $(PY) -m scripts.demo
+
+serve: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh $(PY) -m scripts.serve
 
 bench: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale

@@ -61,7 +61,7 @@ REGISTER_WIDTH = 32
 PORT_METHODS: dict[str, tuple[str, ...]] = {
     "tables": ("get_target", "replace_target", "record", "list_targets"),
     "graph": ("get_application", "add_password", "remove_password"),
-    "keyvault": ("add_version", "get_value", "get_named", "list_versions", "set_tags"),
+    "keyvault": ("store_pending", "value", "get_named", "versions", "find_by_rotation", "promote", "demote"),
     "probe": ("try_token",),
 }
 

@@ -49,8 +49,17 @@ param identityMode string = 'managed-identity'
 @description('Federated mode: client id of the MSP\'s multi-tenant app registration (infra/scripts/create-msp-app.sh prints it). Empty in managed-identity mode.')
 param mspAppClientId string = ''
 
+@description('Client id of the Entra app operators sign in through (App Service Authentication, app roles Rotator.Read and Rotator.Operate). Empty: the MSP app (mspAppClientId). With neither, the API answers 401 until infra/scripts/create-msp-app.sh has run and azd provision again.')
+param authClientId string = ''
+
+@description('Keep function keys working for automation (App Service Authentication lets unauthenticated requests through, the code accepts them as the function-key caller). Off by default: every operator signs in with Entra ID and needs an app role.')
+param allowFunctionKeyCallers bool = false
+
 @description('NCRONTAB schedule of the timer pass (six fields, UTC). Default: daily at 06:00.')
 param rotationSchedule string = '0 0 6 * * *'
+
+@description('NCRONTAB schedule of the resume pass, which takes only rotations in flight further (six fields, UTC). Default: every 15 minutes.')
+param resumeSchedule string = '0 */15 * * * *'
 
 @description('Proofpoint Essentials API base URL; {stack} is replaced per customer (us1..us5, eu1).')
 param proofpointBaseUrl string = 'https://{stack}.proofpointessentials.com/api/v1'
@@ -94,7 +103,14 @@ param keyVaultNetworkAcls object = {
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
-@description('Create the Event Grid system topic on the vault and subscribe the push function to new secret versions. Set to true only after the code is deployed (the subscription is validated by calling the function): see infra/README.md.')
+@description('How the Key Vault is created: default, or recover (a soft-deleted vault of the same name exists after `azd down`). The azd preprovision hook (infra/scripts/pre-provision.sh) sets KEY_VAULT_CREATE_MODE.')
+@allowed([
+  'default'
+  'recover'
+])
+param keyVaultCreateMode string = 'default'
+
+@description('Create the Event Grid system topic on the vault and subscribe the push function (endpoint type AzureFunction) to new secret versions. Set to true only after the code is deployed (Event Grid checks that the function exists): see infra/README.md.')
 param enableKeyVaultEvents bool = false
 
 @description('Replication of the storage account.')
@@ -169,6 +185,7 @@ module keyVault './core/security/key-vault.bicep' = {
     tags: tags
     networkAcls: keyVaultNetworkAcls
     publicNetworkAccess: keyVaultPublicNetworkAccess
+    createMode: keyVaultCreateMode
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
 }
@@ -203,12 +220,17 @@ module functionApp './app/function-app.bicep' = {
     tags: tags
     identityId: identity.outputs.resourceId
     identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
+    storageBlobEndpoint: storage.outputs.blobEndpoint
+    storageQueueEndpoint: storage.outputs.queueEndpoint
+    storageTableEndpoint: storage.outputs.tableEndpoint
     deploymentContainerName: deploymentContainerName
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     maximumInstanceCount: maximumInstanceCount
+    authClientId: !empty(authClientId) ? authClientId : mspAppClientId
+    allowFunctionKeyCallers: allowFunctionKeyCallers
     appSettings: {
       ROTATION_SCHEDULE: rotationSchedule
+      RESUME_SCHEDULE: resumeSchedule
       IDENTITY_MODE: identityMode
       AZURE_CLIENT_ID: identity.outputs.clientId
       MSP_APP_CLIENT_ID: mspAppClientId
@@ -229,6 +251,8 @@ module functionApp './app/function-app.bicep' = {
       DISCOVERY_NAME_PATTERNS: discoveryNamePatterns
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
+      // Callers must sign in (App Service Authentication) and hold an app role; 'true' keeps function keys too.
+      ALLOW_FUNCTION_KEY_CALLERS: 'false'
     }
   }
 }
@@ -255,6 +279,7 @@ module keyVaultEvents './app/keyvault-events.bicep' = if (enableKeyVaultEvents) 
     location: location
     tags: tags
     functionAppName: functionApp.outputs.name
+    storageAccountName: storage.outputs.name
   }
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -50,10 +51,16 @@ class SandboxClient:
         count: int | None = 1,
         latency_ms: float = 0,
         drop: bool = False,
+        when: str = "before",
+        client_id: str | None = None,
+        body_match: str | None = None,
+        skip: int = 0,
     ) -> str:
+        """A fault on the matching requests; `when="after"` lets the service do the work first, then faults."""
         body = {
             "service": service, "method": method, "path": path, "status": status, "code": code,
             "message": message, "retry_after": retry_after, "count": count, "latency_ms": latency_ms, "drop": drop,
+            "when": when, "client_id": client_id, "body": body_match, "skip": skip,
         }
         return str(self._call("POST", "/faults", body)["id"])
 
@@ -65,10 +72,16 @@ class SandboxClient:
         self._call("DELETE", "/faults")
 
     def add_hold(
-        self, service: str, *, method: str | None = None, path: str = ".*", when: str = "before", count: int = 1
+        self, service: str, *, method: str | None = None, path: str = ".*", when: str = "before", count: int = 1,
+        client_id: str | None = None, body_match: str | None = None, skip: int = 0,
     ) -> str:
-        body = {"service": service, "method": method, "path": path, "when": when, "count": count}
+        body = {"service": service, "method": method, "path": path, "when": when, "count": count,
+                "client_id": client_id, "body": body_match, "skip": skip}
         return str(self._call("POST", "/holds", body)["id"])
+
+    def held(self, hold_id: str) -> int:
+        """How many requests the hold has caught so far (0 once released-all)."""
+        return int(self._call("GET", f"/holds/{hold_id}")["held"])
 
     def waiting(self, hold_id: str) -> int:
         return int(self._call("GET", f"/holds/{hold_id}")["waiting"])
@@ -93,6 +106,42 @@ class SandboxClient:
     def set_propagation_delay(self, seconds: float) -> None:
         self._call("POST", "/settings", {"propagation_delay_seconds": seconds})
 
+    def set_propagation_delays(self, delays: dict[str, float | None]) -> None:
+        """Per application (appId): a secret added from now on works that many sandbox seconds after creation."""
+        self._call("POST", "/settings", {"propagation_delays": delays})
+
+    def set_random_propagation(self, seed: int, max_seconds: float, min_seconds: float = 0.0) -> None:
+        """Each new secret (of an app without its own delay) draws its delay from a seeded uniform distribution."""
+        self._call("POST", "/settings", {"random_propagation": {"seed": seed, "min_seconds": min_seconds,
+                                                                 "max_seconds": max_seconds}})
+
+    def set_tables_upstream(self, url: str | None) -> None:
+        """Where the `tables` proxy forwards (Azurite's Table endpoint); kept across reset."""
+        self._call("POST", "/settings", {"tables_upstream": url})
+
     def proofpoint_sync(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("POST", "/proofpoint/sync")["results"]
         return result
+
+
+def through_tables_proxy(connection_string: str, proxy_url: str) -> str:
+    """The connection string with its TableEndpoint's origin replaced by the sandbox's `tables` proxy."""
+    parts = [p for p in connection_string.split(";") if p]
+    out = []
+    for part in parts:
+        key, _, value = part.partition("=")
+        if key == "TableEndpoint":
+            path = urlsplit(value).path
+            value = proxy_url.rstrip("/") + path
+        out.append(f"{key}={value}")
+    return ";".join(out) + ";"
+
+
+def tables_origin(connection_string: str) -> str:
+    """The origin (scheme://host:port) of a connection string's TableEndpoint."""
+    for part in connection_string.split(";"):
+        key, _, value = part.partition("=")
+        if key == "TableEndpoint":
+            split = urlsplit(value)
+            return f"{split.scheme}://{split.netloc}"
+    raise ValueError("the connection string has no TableEndpoint")

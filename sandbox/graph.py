@@ -328,7 +328,7 @@ def build_app(world: World) -> web.Application:
             )
         credential = PasswordCredential(
             key_id=str(uuid.uuid4()), display_name=doc.get("displayName"), secret_text=new_secret_text(),
-            start=start, end=end, created_at=now,
+            start=start, end=end, created_at=now, propagation_delay=world.new_secret_delay(app.app_id),
         )
         app.passwords.append(credential)
         result = {"@odata.context": f"{graph_base()}/$metadata#microsoft.graph.passwordCredential"}

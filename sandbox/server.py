@@ -19,7 +19,8 @@ from types import ModuleType
 from typing import Any
 
 import trustme
-from aiohttp import web
+from aiohttp import ClientSession, web
+from yarl import URL
 
 from sandbox import entra, graph, identity
 from sandbox.world import MI_CLIENT_ID, MI_PRINCIPAL_ID, MSP_APP_ID, MSP_APP_OBJECT_ID, MSP_TENANT_ID, World
@@ -27,17 +28,57 @@ from sandbox.world import MI_CLIENT_ID, MI_PRINCIPAL_ID, MSP_APP_ID, MSP_APP_OBJ
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "identity")
+SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "identity", "tables")
+WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState"}
 
 
 @dataclass
-class Fault:
-    id: str
+class Match:
+    """What a fault or hold catches: service, method, path regex, OAuth client_id, body regex; the first `skip`
+    matches pass."""
+
     service: str
     method: str | None
     path: re.Pattern[str]
+    client_id: str | None
+    body: re.Pattern[str] | None
+    skip: int
+
+    def hits(self, name: str, request: web.Request, seen: Seen) -> bool:
+        """True when the request matches and is past the skipped ones (a skipped match is counted here)."""
+        if not (
+            self.service == name
+            and (self.method is None or self.method.upper() == request.method)
+            and self.path.search(request.path)
+            and (self.client_id is None or (seen.client_id or "").lower() == self.client_id.lower())
+            and (self.body is None or self.body.search(seen.body))
+        ):
+            return False
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        return True
+
+    def to_json(self) -> dict[str, Any]:
+        return {"service": self.service, "method": self.method, "path": self.path.pattern,
+                "client_id": self.client_id, "body": self.body.pattern if self.body else None, "skip": self.skip}
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What the middleware read of a request for matching (only when some fault or hold asks for it)."""
+
+    client_id: str | None = None
+    body: str = ""
+
+
+@dataclass
+class Fault:
+    id: str
+    match: Match
+    when: str  # before: instead of the work; after: the work is done, then the fault answers
     status: int | None
     code: str | None
     message: str | None
@@ -48,7 +89,7 @@ class Fault:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "service": self.service, "method": self.method, "path": self.path.pattern,
+            "id": self.id, **self.match.to_json(), "when": self.when,
             "status": self.status, "code": self.code, "message": self.message, "retry_after": self.retry_after,
             "count": self.remaining, "latency_ms": self.latency_ms, "drop": self.drop,
         }
@@ -57,22 +98,17 @@ class Fault:
 @dataclass
 class Hold:
     id: str
-    service: str
-    method: str | None
-    path: re.Pattern[str]
+    match: Match
     when: str
     remaining: int
     waiting: int = 0
+    held: int = 0  # requests caught so far
     released: bool = False
     gate: asyncio.Event = field(default_factory=asyncio.Event)
 
     def release(self) -> None:
         self.released = True
         self.gate.set()
-
-
-def _matches(service: str, method: str | None, path: re.Pattern[str], request: web.Request, name: str) -> bool:
-    return service == name and (method is None or method.upper() == request.method) and bool(path.search(request.path))
 
 
 class Controls:
@@ -82,9 +118,21 @@ class Controls:
         self.faults: list[Fault] = []
         self.holds: dict[str, Hold] = {}
 
-    def take_fault(self, service: str, request: web.Request) -> Fault | None:
+    def _matches(self) -> list[Match]:
+        return [f.match for f in self.faults] + [h.match for h in self.holds.values() if not h.released]
+
+    async def seen(self, request: web.Request) -> Seen:
+        """Read the client id and the body only when a fault or hold matches on them."""
+        matches = self._matches()
+        client_id = await _client_id(request) if any(m.client_id for m in matches) else None
+        body = ""
+        if any(m.body for m in matches) and request.can_read_body:
+            body = (await request.read()).decode("utf-8", errors="replace")  # cached: the handler reads it again
+        return Seen(client_id, body)
+
+    def take_fault(self, service: str, request: web.Request, when: str, seen: Seen) -> Fault | None:
         for fault in self.faults:
-            if _matches(fault.service, fault.method, fault.path, request, service):
+            if fault.when == when and fault.match.hits(service, request, seen):
                 if fault.remaining is not None:
                     fault.remaining -= 1
                     if fault.remaining <= 0:
@@ -92,12 +140,16 @@ class Controls:
                 return fault
         return None
 
-    def take_hold(self, service: str, request: web.Request, when: str) -> Hold | None:
+    def take_hold(self, service: str, request: web.Request, when: str, seen: Seen) -> Hold | None:
         for hold in self.holds.values():
-            if hold.when == when and hold.remaining > 0 and not hold.released and _matches(
-                hold.service, hold.method, hold.path, request, service
+            if (
+                hold.when == when
+                and hold.remaining > 0
+                and not hold.released
+                and hold.match.hits(service, request, seen)
             ):
                 hold.remaining -= 1
+                hold.held += 1
                 return hold
         return None
 
@@ -118,32 +170,60 @@ def _generic_fault_body(status: int, code: str | None, message: str | None) -> d
     return {"error": {"code": code or "Fault", "message": message or "Injected fault."}}
 
 
+async def _client_id(request: web.Request) -> str | None:
+    """The OAuth client_id of a request: a query parameter, or a field of a form-encoded body (read and cached)."""
+    if "client_id" in request.query:
+        return request.query["client_id"]
+    if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
+        value = (await request.post()).get("client_id")  # aiohttp caches the form: the handler reads it again
+        return value if isinstance(value, str) else None
+    return None
+
+
 def _middleware(service: str, controls: Controls, formatter: FaultFormatter) -> Any:
     @web.middleware
     async def faults_and_holds(request: web.Request, handler: Handler) -> web.StreamResponse:
-        fault = controls.take_fault(service, request)
+        seen = await controls.seen(request)
+        fault = controls.take_fault(service, request, "before", seen)
         if fault is not None:
-            if fault.latency_ms:
-                await asyncio.sleep(fault.latency_ms / 1000)
-            if fault.drop:
-                if request.transport is not None:
-                    request.transport.abort()
-                raise asyncio.CancelledError  # nothing more to say on a dropped connection
-            if fault.status is not None:
-                headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-                return web.json_response(
-                    formatter(fault.status, fault.code, fault.message), status=fault.status, headers=headers
-                )
-        hold = controls.take_hold(service, request, "before")
+            answer = await _apply(fault, request, formatter)
+            if answer is not None:
+                return answer
+        hold = controls.take_hold(service, request, "before", seen)
         if hold is not None:
             await _wait(hold)
+            await asyncio.sleep(0)  # let a pending connection_lost land first
+            if request.transport is None or request.transport.is_closing():
+                # The caller died while parked (a killed rotator): the request never reaches the service.
+                raise asyncio.CancelledError
         response = await handler(request)
-        hold = controls.take_hold(service, request, "after")
+        hold = controls.take_hold(service, request, "after", seen)
         if hold is not None:
             await _wait(hold)
+        fault = controls.take_fault(service, request, "after", seen)
+        if fault is not None:
+            # The work is done (credential created, version written, settings stored); the caller never learns it.
+            answer = await _apply(fault, request, formatter)
+            if answer is not None:
+                return answer
         return response
 
     return faults_and_holds
+
+
+async def _apply(fault: Fault, request: web.Request, formatter: FaultFormatter) -> web.StreamResponse | None:
+    """Latency, then a dropped connection or an error answer; None when the fault only delays."""
+    if fault.latency_ms:
+        await asyncio.sleep(fault.latency_ms / 1000)
+    if fault.drop:
+        if request.transport is not None:
+            request.transport.abort()
+        raise asyncio.CancelledError  # nothing more to say on a dropped connection
+    if fault.status is not None:
+        headers = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        return web.json_response(formatter(fault.status, fault.code, fault.message), status=fault.status,
+                                 headers=headers)
+    return None
 
 
 async def _wait(hold: Hold) -> None:
@@ -154,14 +234,77 @@ async def _wait(hold: Hold) -> None:
         hold.waiting -= 1
 
 
-def _pattern(doc: dict[str, Any]) -> re.Pattern[str]:
+def _pattern(doc: dict[str, Any], key: str = "path") -> re.Pattern[str]:
     try:
-        return re.compile(doc.get("path") or ".*")
-    except re.error as exc:
-        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad path regex: {exc}"})) from exc
+        return re.compile(doc.get(key) or ".*")
+    except (re.error, TypeError) as exc:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"bad {key} regex: {exc}"}),
+                                 content_type="application/json") from exc
 
 
-def build_control_app(world: World, controls: Controls) -> web.Application:
+def _tables_fault_body(status: int, code: str | None, message: str | None) -> dict[str, Any]:
+    # The Table service's JSON error format (odata.error), as Azurite and Azure Storage answer.
+    return {"odata.error": {"code": code or "InternalError",
+                            "message": {"lang": "en-US", "value": message or "Injected fault."}}}
+
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those the proxy's HTTP stack sets itself.
+_NOT_FORWARDED = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+                  "host", "content-length"}
+
+
+def _upstream(value: object) -> str | None:
+    """An upstream Table endpoint's origin (scheme://host:port) on loopback, or None (no upstream)."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("tables_upstream must be a URL string or null")
+    url = URL(value)
+    if url.scheme not in ("http", "https") or url.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError("tables_upstream must be an http(s) URL on loopback (Azurite)")
+    return str(url.origin())
+
+
+class TablesProxy:
+    """A plain-http pass-through to Azurite's Table endpoint, so faults and holds can strike state writes.
+
+    The path, query, headers and body are forwarded untouched: SharedKey signs the account and path, not the host,
+    so a connection string whose TableEndpoint names the proxy works unchanged.
+    """
+
+    def __init__(self) -> None:
+        self.upstream: str | None = None
+        self._session: ClientSession | None = None
+
+    async def forward(self, request: web.Request) -> web.StreamResponse:
+        if self.upstream is None:
+            return web.json_response(_tables_fault_body(502, "NoUpstream", "POST /settings {tables_upstream} first"),
+                                     status=502)
+        if self._session is None:
+            self._session = ClientSession(auto_decompress=False)
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _NOT_FORWARDED}
+        body = await request.read()
+        # No body, no payload: aiohttp would add a Content-Type, which SharedKey signs.
+        async with self._session.request(
+            request.method, self.upstream + request.path_qs, headers=headers, data=body or None,
+            allow_redirects=False,
+        ) as upstream:
+            answer = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in _NOT_FORWARDED}
+            return web.Response(status=upstream.status, headers=out, body=answer)
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        return app
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> web.Application:
     """The control API: reset, seed, state, faults, holds, clock, settings."""
     routes = web.RouteTableDef()
 
@@ -206,24 +349,47 @@ def build_control_app(world: World, controls: Controls) -> web.Application:
             }
         )
 
+    def match(doc: dict[str, Any]) -> Match:
+        if doc.get("service") not in SERVICES:
+            raise web.HTTPBadRequest(text=json.dumps({"error": f"service must be one of {SERVICES}"}),
+                                     content_type="application/json")
+        client_id, skip = doc.get("client_id"), doc.get("skip", 0)
+        if client_id is not None and not isinstance(client_id, str):
+            raise web.HTTPBadRequest(text=json.dumps({"error": "client_id must be a string"}),
+                                     content_type="application/json")
+        if not isinstance(skip, int) or skip < 0:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "skip must be a non-negative integer"}),
+                                     content_type="application/json")
+        return Match(doc["service"], doc.get("method"), _pattern(doc), client_id,
+                     _pattern(doc, "body") if doc.get("body") is not None else None, skip)
+
+    def when(doc: dict[str, Any]) -> str:
+        value = doc.get("when", "before")
+        if value not in WHEN:
+            raise web.HTTPBadRequest(text=json.dumps({"error": "when must be before or after"}),
+                                     content_type="application/json")
+        return str(value)
+
     @routes.post("/faults")
     async def add_fault(request: web.Request) -> web.Response:
         doc = await body(request)
-        if doc.get("service") not in SERVICES:
-            return web.json_response({"error": f"service must be one of {SERVICES}"}, status=400)
+        count = doc.get("count", 1)
+        if count is not None and (not isinstance(count, int) or count < 1):
+            return web.json_response({"error": "count must be a positive integer or null"}, status=400)
         fault = Fault(
             id=uuid.uuid4().hex,
-            service=doc["service"],
-            method=doc.get("method"),
-            path=_pattern(doc),
+            match=match(doc),
+            when=when(doc),
             status=doc.get("status"),
             code=doc.get("code"),
             message=doc.get("message"),
             retry_after=doc.get("retry_after"),
-            remaining=doc.get("count", 1),
+            remaining=count,
             latency_ms=float(doc.get("latency_ms") or 0),
             drop=bool(doc.get("drop", False)),
         )
+        if fault.when == "after" and fault.status is None and not fault.drop:
+            return web.json_response({"error": "a fault after the work needs a status or drop"}, status=400)
         controls.faults.append(fault)
         return web.json_response({"id": fault.id})
 
@@ -239,10 +405,7 @@ def build_control_app(world: World, controls: Controls) -> web.Application:
     @routes.post("/holds")
     async def add_hold(request: web.Request) -> web.Response:
         doc = await body(request)
-        when = doc.get("when", "before")
-        if doc.get("service") not in SERVICES or when not in ("before", "after"):
-            return web.json_response({"error": "need a known service and when = before|after"}, status=400)
-        hold = Hold(uuid.uuid4().hex, doc["service"], doc.get("method"), _pattern(doc), when, int(doc.get("count", 1)))
+        hold = Hold(uuid.uuid4().hex, match(doc), when(doc), int(doc.get("count", 1)))
         controls.holds[hold.id] = hold
         return web.json_response({"id": hold.id})
 
@@ -251,8 +414,8 @@ def build_control_app(world: World, controls: Controls) -> web.Application:
         hold = controls.holds.get(request.match_info["id"])
         if hold is None:
             # Released-all holds are forgotten; to a poller they are simply released.
-            return web.json_response({"waiting": 0, "released": True})
-        return web.json_response({"waiting": hold.waiting, "released": hold.released})
+            return web.json_response({"waiting": 0, "held": 0, "released": True})
+        return web.json_response({"waiting": hold.waiting, "held": hold.held, "released": hold.released})
 
     @routes.post("/holds/{id}/release")
     async def release(request: web.Request) -> web.Response:
@@ -275,9 +438,13 @@ def build_control_app(world: World, controls: Controls) -> web.Application:
     @routes.post("/settings")
     async def settings(request: web.Request) -> web.Response:
         doc = await body(request)
-        if "propagation_delay_seconds" in doc:
-            world.propagation_delay = dt.timedelta(seconds=float(doc["propagation_delay_seconds"]))
-        return web.json_response({"propagation_delay_seconds": world.propagation_delay.total_seconds()})
+        try:
+            world.configure_propagation(doc)
+            if "tables_upstream" in doc:
+                tables.upstream = _upstream(doc["tables_upstream"])
+        except (KeyError, TypeError, ValueError) as exc:
+            return web.json_response({"error": f"bad settings: {exc!r}"}, status=400)
+        return web.json_response({**world.propagation_settings(), "tables_upstream": tables.upstream})
 
     @routes.post("/proofpoint/sync")
     async def proofpoint_sync(request: web.Request) -> web.Response:
@@ -303,17 +470,19 @@ def _load_optional(world: World, name: str) -> ModuleType | None:
     return module
 
 
-def build_apps(world: World, controls: Controls) -> dict[str, web.Application]:
+def build_apps(world: World, controls: Controls, tables: TablesProxy) -> dict[str, web.Application]:
     """One aiohttp application per listener, each service wrapped in its faults/holds middleware."""
     apps: dict[str, web.Application] = {
         "entra": entra.build_app(world),
         "graph": graph.build_app(world),
         "identity": identity.build_app(world),
+        "tables": tables.build_app(),
     }
     formatters: dict[str, FaultFormatter] = {
         "entra": entra.fault_body,
         "graph": graph.fault_body,
         "identity": entra.fault_body,
+        "tables": _tables_fault_body,
     }
     for name in OPTIONAL_MODULES:
         module = _load_optional(world, name)
@@ -321,7 +490,7 @@ def build_apps(world: World, controls: Controls) -> dict[str, web.Application]:
         formatters[name] = getattr(module, "fault_body", _generic_fault_body)
     for name in SERVICES:
         apps[name].middlewares.insert(0, _middleware(name, controls, formatters[name]))
-    apps["control"] = build_control_app(world, controls)
+    apps["control"] = build_control_app(world, controls, tables)
     return apps
 
 
@@ -339,6 +508,7 @@ class Sandbox:
         self.state_dir = state_dir
         self.world = World()
         self.controls = Controls()
+        self.tables = TablesProxy()
         self.endpoints: dict[str, str] = {}
         self._seed = seed
         self._runners: list[web.AppRunner] = []
@@ -348,10 +518,10 @@ class Sandbox:
         ca = trustme.CA()
         server_ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ca.issue_cert("127.0.0.1", "localhost").configure_cert(server_ssl)
-        apps = build_apps(self.world, self.controls)
+        apps = build_apps(self.world, self.controls, self.tables)
         for name, app in apps.items():
-            # The identity endpoint is plain http, as App Service's local one is.
-            tls = None if name == "identity" else server_ssl
+            # The identity endpoint is plain http, as App Service's local one is; the Tables proxy as Azurite.
+            tls = None if name in ("identity", "tables") else server_ssl
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=tls, backlog=2048)
@@ -390,3 +560,4 @@ class Sandbox:
         self.controls.release_all()
         for runner in self._runners:
             await runner.cleanup()
+        await self.tables.close()

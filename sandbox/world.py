@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import secrets
 import string
 import uuid
@@ -117,6 +118,8 @@ class PasswordCredential:
     start: dt.datetime
     end: dt.datetime
     created_at: dt.datetime
+    # How long after created_at the secret starts working; None: the world's global delay, judged when used.
+    propagation_delay: dt.timedelta | None = None
 
     def to_graph(self, *, with_secret: bool = False) -> dict[str, Any]:
         return {
@@ -297,7 +300,11 @@ class Directory:
                             "displayName": app.display_name,
                             "signInAudience": app.sign_in_audience,
                             "owners": list(app.owners),
-                            "passwordCredentials": [p.to_graph(with_secret=True) for p in app.passwords],
+                            "passwordCredentials": [
+                                {**p.to_graph(with_secret=True), "propagationDelaySeconds": (
+                                    None if p.propagation_delay is None else p.propagation_delay.total_seconds())}
+                                for p in app.passwords
+                            ],
                         }
                         for app in tenant.applications.values()
                     ],
@@ -310,12 +317,33 @@ class Directory:
         return out
 
 
+def _seconds(value: object) -> dt.timedelta:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ValueError(f"a delay must be a non-negative number of seconds, not {value!r}")
+    return dt.timedelta(seconds=float(value))
+
+
+class RandomPropagation:
+    """Seeded random propagation delays, uniform in [low, high], one draw per new secret (reproducible order)."""
+
+    def __init__(self, seed: int, low: dt.timedelta, high: dt.timedelta) -> None:
+        if high < low:
+            raise ValueError("max_seconds must not be below min_seconds")
+        self.seed, self.low, self.high = seed, low, high
+        self._random = random.Random(seed)  # test equipment: reproducible on purpose
+
+    def draw(self) -> dt.timedelta:
+        return dt.timedelta(seconds=self._random.uniform(self.low.total_seconds(), self.high.total_seconds()))
+
+
 class World:
     """Everything the sandbox's services share: clock, token keys, directory, service states."""
 
     def __init__(self) -> None:
         self.clock_offset = dt.timedelta(0)
         self.propagation_delay = dt.timedelta(0)
+        self.propagation_delays: dict[str, dt.timedelta] = {}  # per appId (lower case), fixed at addPassword
+        self.random_propagation: RandomPropagation | None = None
         self.urls: dict[str, str] = {"entra": "https://127.0.0.1"}
         self.identity_header = secrets.token_urlsafe(24)
         self.msp_tenant_id = MSP_TENANT_ID
@@ -339,6 +367,8 @@ class World:
         """Empty everything; the MSP tenant and its identities are re-created."""
         self.clock_offset = dt.timedelta(0)
         self.propagation_delay = dt.timedelta(0)
+        self.propagation_delays = {}
+        self.random_propagation = None
         self.directory.reset()
         for state in self._states().values():
             state.reset()
@@ -354,11 +384,52 @@ class World:
         state: dict[str, Any] = {
             "clockOffsetSeconds": self.clock_offset.total_seconds(),
             "propagationDelaySeconds": self.propagation_delay.total_seconds(),
+            "propagationDelays": {k: v.total_seconds() for k, v in self.propagation_delays.items()},
             "tenants": self.directory.dump(),
         }
         for name, service in self._states().items():
             state[name] = service.dump()
         return state
+
+    # Propagation delay of new secrets
+
+    def new_secret_delay(self, app_id: str) -> dt.timedelta | None:
+        """The delay a secret added now to that app gets: the app's own, else a seeded random draw, else None."""
+        own = self.propagation_delays.get(app_id.lower())
+        if own is not None:
+            return own
+        if self.random_propagation is not None:
+            return self.random_propagation.draw()
+        return None
+
+    def configure_propagation(self, doc: dict[str, Any]) -> None:
+        """Apply the propagation keys of a POST /settings document (ValueError/TypeError when malformed)."""
+        if "propagation_delay_seconds" in doc:
+            self.propagation_delay = _seconds(doc["propagation_delay_seconds"])
+        delays = doc.get("propagation_delays")
+        if delays is not None:
+            if not isinstance(delays, dict):
+                raise TypeError("propagation_delays must map appId to seconds (null removes)")
+            for app_id, seconds in delays.items():
+                if seconds is None:
+                    self.propagation_delays.pop(str(app_id).lower(), None)
+                else:
+                    self.propagation_delays[str(app_id).lower()] = _seconds(seconds)
+        if "random_propagation" in doc:
+            spec = doc["random_propagation"]
+            self.random_propagation = None if spec is None else RandomPropagation(
+                int(spec["seed"]), _seconds(spec.get("min_seconds", 0)), _seconds(spec["max_seconds"])
+            )
+
+    def propagation_settings(self) -> dict[str, Any]:
+        rnd = self.random_propagation
+        return {
+            "propagation_delay_seconds": self.propagation_delay.total_seconds(),
+            "propagation_delays": {k: v.total_seconds() for k, v in self.propagation_delays.items()},
+            "random_propagation": None if rnd is None else {
+                "seed": rnd.seed, "min_seconds": rnd.low.total_seconds(), "max_seconds": rnd.high.total_seconds()
+            },
+        }
 
     # Tokens
 
@@ -449,7 +520,8 @@ class World:
                     401, "invalid_client", 7000222, f"The provided client secret keys for app '{app_id}' are "
                     "expired. Visit the Azure portal to create new keys for your app."
                 )
-            if cred.start <= now and now - cred.created_at >= self.propagation_delay:
+            delay = self.propagation_delay if cred.propagation_delay is None else cred.propagation_delay
+            if cred.start <= now and now - cred.created_at >= delay:
                 return sp
             break
         raise EntraError(

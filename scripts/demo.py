@@ -2,7 +2,8 @@
 
 Starts the sandbox with three customers (Contoso expired, Fabrikam due, Northwind healthy), registers them
 with two destinations each (Proofpoint Essentials and the MSP portal), shows their secrets' lifetime, runs one
-timer pass with the grace period at zero, and shows what changed everywhere. Stops everything at the end.
+timer pass with the grace period at zero, and shows what changed everywhere. Ends with a browser screenshot of
+the dashboard (.demo/dashboard.png) taken through the local server. Stops everything at the end.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from typing import Any
 
 from sandbox.client import SandboxClient
 from sandbox.launch import running
+from scripts.browser import chromium_missing, screenshot, serving
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
+SCREENSHOT = ROOT / ".demo" / "dashboard.png"
 PORTAL_PATH = "/api/office365/azure-ad"
 CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the seed
     "c0a70000-0000-4000-8000-00000000c001": ("Contoso", "contoso.com", "us1"),
@@ -124,7 +127,23 @@ def main() -> int:
         cli(env, "status")
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
+        banner("The dashboard")
+        dashboard(env)
         return 0
+
+
+def dashboard(env: dict[str, str]) -> None:
+    """A browser screenshot of the dashboard, served by `python -m shared serve` over the demo's state."""
+    missing = chromium_missing()
+    if missing:
+        print(f"No screenshot of the dashboard: {missing}", flush=True)
+    else:
+        roles = ["Rotator.Read", "Rotator.Operate"]
+        with serving(env, caller="operator@msp.example", roles=roles) as url:
+            screenshot(f"{url}/api/dashboard", SCREENSHOT)
+        print(f"Screenshot of the dashboard (Chromium, 1280x800): {SCREENSHOT.relative_to(ROOT)}", flush=True)
+    print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser "
+          "(the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,12 @@
     python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
     python -m shared targets import FILE      (a JSON list of target documents)
     python -m shared targets list
+    python -m shared serve [--port N] [--as NAME] [--roles R1,R2]   (the HTTP functions on 127.0.0.1, as `func start`)
+    python -m shared resume                   (take only the rotations in flight further)
+
+Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
+2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
+a push incomplete, not owner, blocked by policy, a foreign credential) or the input is malformed.
 """
 
 from __future__ import annotations
@@ -23,11 +29,33 @@ from typing import Any
 
 from shared.bootstrap import Services, services
 from shared.clock import SystemClock
-from shared.domain import Actor
+from shared.domain import Actor, Target
 from shared.errors import RotationError
 from shared.registry import InvalidTarget, parse_target, status_document, target_document
+from shared.rotation import Outcome
 from shared.service import put_target
 from shared.settings import Settings, SettingsError
+
+EXIT_OK, EXIT_FAILED, EXIT_NEEDS_HUMAN = 0, 1, 2
+# Statuses and results a pass cannot resolve by itself: a human must act.
+NEEDS_HUMAN = frozenset({
+    "expired", "unreachable", "app-not-found", "not-owner", "policy-blocked", "foreign-credential",
+    "unverified", "push-incomplete", "would-fail",
+})
+EXIT_CODES = """exit codes:
+  0  every target healthy or rotated
+  1  a failure (a step failed; bad settings)
+  2  something needs a human: expired, unreachable, app-not-found, unverified, push incomplete, not-owner,
+     policy-blocked, foreign-credential; or a malformed input file"""
+
+
+def exit_code(outcomes: Sequence[Outcome]) -> int:
+    """2 when any outcome needs a human, else 1 when any failed, else 0."""
+    if any(o.result in NEEDS_HUMAN or o.status in NEEDS_HUMAN for o in outcomes):
+        return EXIT_NEEDS_HUMAN
+    if any(o.result == "failed" for o in outcomes):
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> str:
@@ -80,9 +108,12 @@ async def _status(svc: Services, as_json: bool) -> int:
     return 0
 
 
-async def _run(svc: Services, assess_only: bool = False) -> int:
+async def _run(svc: Services, assess_only: bool = False, resume: bool = False) -> int:
     names = {t.key: t.customer for t, _ in await svc.state.list_targets()}
-    summary = await svc.engine.run_pass(Actor.MANUAL if assess_only else Actor.TIMER, assess_only=assess_only)
+    if resume:
+        summary = await svc.engine.resume_pass(Actor.TIMER)
+    else:
+        summary = await svc.engine.run_pass(Actor.MANUAL if assess_only else Actor.TIMER, assess_only=assess_only)
     rows = [
         {"customer": names.get(f"{o.tenant_id}/{o.app_id}", ""), "app": o.app_id, "result": o.result,
          "status": o.status, "stage": o.stage, "error": f"{o.error_code}: {o.message}" if o.error_code else ""}
@@ -91,19 +122,45 @@ async def _run(svc: Services, assess_only: bool = False) -> int:
     print(table(rows, (("customer", "CUSTOMER"), ("app", "APP ID"), ("status", "STATUS"), ("result", "RESULT"),
                        ("stage", "STAGE"), ("error", "ERROR"))))
     print(f"\n{len(rows)} target(s) in {summary.duration_ms} ms: {summary.by_result}")
-    return 1 if any(o.result == "failed" for o in summary.outcomes) else 0
+    return exit_code(summary.outcomes)
 
 
 async def _rotate(svc: Services, tenant_id: str, app_id: str, force: bool, dry_run: bool) -> int:
     outcome = await svc.engine.rotate_now(tenant_id.lower(), app_id.lower(), force=force, dry_run=dry_run)
     print(json.dumps(outcome.__dict__, indent=2))
-    return 0 if outcome.result in ("rotated", "would-rotate") else 1
+    if outcome.result in ("rotated", "would-rotate"):
+        return EXIT_OK
+    return exit_code([outcome]) or EXIT_FAILED
 
 
-async def _import(svc: Services, docs: object) -> int:
+def read_documents(path: Path) -> list[object]:
+    """The target documents of an import file: a JSON list (InvalidTarget otherwise)."""
+    try:
+        docs = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidTarget(str(path), f"cannot be read ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise InvalidTarget(str(path), "is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise InvalidTarget(str(path), f"is not JSON ({error.msg} at line {error.lineno} column {error.colno})") \
+            from None
     if not isinstance(docs, list):
-        raise InvalidTarget("file", "must hold a JSON list of target documents")
-    targets = [parse_target(d) for d in docs]
+        raise InvalidTarget(str(path), "must hold a JSON list of target documents")
+    return docs
+
+
+def parse_documents(docs: list[object]) -> list[Target]:
+    """Every document as a target; InvalidTarget naming the first bad one (nothing is registered then)."""
+    targets = []
+    for index, doc in enumerate(docs):
+        try:
+            targets.append(parse_target(doc))
+        except InvalidTarget as error:
+            raise InvalidTarget(f"document {index + 1}", error.message) from None
+    return targets
+
+
+async def _import(svc: Services, targets: list[Target]) -> int:
     for target in targets:
         created = await put_target(svc.state, target)
         print(f"{'registered' if created else 'updated'} {target.customer or target.key}")
@@ -116,7 +173,8 @@ async def _list(svc: Services) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m shared", description="The sync-secret rotator, outside Functions.")
+    p = argparse.ArgumentParser(prog="python -m shared", description="The sync-secret rotator, outside Functions.",
+                                epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--verbose", "-v", action="store_true", help="log every protocol step")
     # For tests: a private set of tables, and a clock far enough ahead to take over a crashed run's lease.
     p.add_argument("--clock-offset-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -125,6 +183,7 @@ def parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="every target with its secret's lifetime and rotation stage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("run", help="one timer pass: resume, assess, rotate what is due")
+    sub.add_parser("resume", help="take only the rotations in flight further (what RESUME_SCHEDULE runs)")
     sub.add_parser("check", help="assess every target and record its status; rotate nothing")
     rotate = sub.add_parser("rotate", help="rotate one target now")
     rotate.add_argument("tenant_id")
@@ -136,7 +195,35 @@ def parser() -> argparse.ArgumentParser:
     imp = tsub.add_parser("import", help="register or update targets from a JSON file")
     imp.add_argument("file", type=Path)
     tsub.add_parser("list", help="print the registry as JSON")
+    serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1, as `func start` does")
+    serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
+    serve.add_argument("--as", dest="caller", metavar="NAME",
+                       help="LOCAL ONLY stand-in for Easy Auth: sign requests that carry no X-MS-CLIENT-PRINCIPAL "
+                            "in as this caller")
+    serve.add_argument("--roles", default=None, metavar="R1,R2",
+                       help="app roles of the --as caller, comma-separated (e.g. Rotator.Read,Rotator.Operate)")
     return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared import bootstrap, local_host
+
+    Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start, not at the first call
+    if args.table_prefix:
+        bootstrap.DEFAULTS["table_prefix"] = args.table_prefix
+    if args.clock_offset_seconds:
+        bootstrap.DEFAULTS["clock"] = SystemClock(timedelta(seconds=args.clock_offset_seconds))
+    roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
+    principal = None
+    if args.caller is not None or roles:
+        principal = local_host.principal_headers(args.caller or "local-user", roles)
+        print(f"Signing in requests without X-MS-CLIENT-PRINCIPAL as {args.caller or 'local-user'!r} with roles "
+              f"{roles or 'none'} (local stand-in for App Service Authentication)", flush=True)
+    try:
+        asyncio.run(local_host.serve(args.port, principal))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -147,32 +234,40 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _status(svc, args.json)
         if args.command == "run":
             return await _run(svc)
+        if args.command == "resume":
+            return await _run(svc, resume=True)
         if args.command == "check":
             return await _run(svc, assess_only=True)
         if args.command == "rotate":
             return await _rotate(svc, args.tenant_id, args.app_id, args.force, args.dry_run)
         if args.targets_command == "import":
-            return await _import(svc, args.documents)
+            return await _import(svc, args.targets)
         return await _list(svc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "targets_command", None) == "import":
-        args.documents = json.loads(args.file.read_text())
+        try:
+            args.targets = parse_documents(read_documents(args.file))
+        except InvalidTarget as error:
+            print(f"invalid target file: {error.message}", file=sys.stderr)
+            return EXIT_NEEDS_HUMAN
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
     for noisy in ("azure", "httpx", "msal"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
+        if args.command == "serve":
+            return _serve(args)
         return asyncio.run(main_async(args))
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED
     except InvalidTarget as error:
         print(f"invalid target: {error.message}", file=sys.stderr)
-        return 2
+        return EXIT_NEEDS_HUMAN
     except RotationError as error:
         print(f"{error.code}: {error.message}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED

@@ -66,6 +66,15 @@ class Stage(str, Enum):
     PUSHED = "pushed"
 
 
+class VersionStage(str, Enum):
+    """Where one stored version of a target's secret stands: written, in use, superseded, or dead."""
+
+    PENDING = "pending"
+    CURRENT = "current"
+    PREVIOUS = "previous"
+    RETIRED = "retired"
+
+
 class Actor(str, Enum):
     """Who started a step: the timer, an operator, or an event."""
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
-from shared.domain import Application, Credential, DestinationConfig, Secret, Target
+from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
 
 
 @dataclass(frozen=True)
@@ -19,14 +19,21 @@ class NewCredential:
 
 
 @dataclass(frozen=True)
-class SecretVersion:
-    """One version of a target's Key Vault secret: its tags, never its value."""
+class StoredVersion:
+    """One stored version of a target's secret: what the protocol knows of it, never its value.
+
+    `labels` belongs to the store (its own bookkeeping, e.g. Key Vault tags): the protocol hands it back to
+    promote/demote untouched and never reads it.
+    """
 
     version: str
-    tags: dict[str, str]
+    rotation_id: str
+    key_id: str
+    stage: VersionStage | None  # None: a version the rotator did not write (or an unknown stage)
     expires: datetime | None
     created: datetime | None
     enabled: bool = True
+    labels: Mapping[str, str] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -72,15 +79,28 @@ class Alert:
 
 
 class Directory(Protocol):
-    """Entra ID app registrations through Microsoft Graph, per customer tenant."""
+    """Entra ID app registrations through Microsoft Graph, per customer tenant.
 
-    async def get_application(self, tenant_id: str, app_id: str) -> Application: ...
+    Errors: AppNotFound, Unreachable (consent, permission, unknown tenant), Throttled (nothing written; retry
+    after a wait), Ambiguous (a write may have taken effect), RotationError (any other refusal).
+    """
 
-    async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential: ...
+    async def get_application(self, tenant_id: str, app_id: str) -> Application:
+        """The app registration with its password credentials (never their values). Read-only."""
+        ...
 
-    async def remove_password(self, tenant_id: str, object_id: str, key_id: str) -> None: ...
+    async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:
+        """Create a password credential; the value is returned this once. Not idempotent: after Ambiguous the
+        credential may exist, find it by its display name (which carries the rotation id), never retry blindly."""
+        ...
 
-    async def find_applications(self, tenant_id: str, name_prefixes: Sequence[str]) -> list[Application]: ...
+    async def remove_password(self, tenant_id: str, object_id: str, key_id: str) -> None:
+        """Remove a password credential. Idempotent: succeeds when it is already gone."""
+        ...
+
+    async def find_applications(self, tenant_id: str, name_prefixes: Sequence[str]) -> list[Application]:
+        """App registrations whose display name starts with one of the prefixes. Read-only."""
+        ...
 
 
 class TokenProbe(Protocol):
@@ -92,35 +112,79 @@ class TokenProbe(Protocol):
 
 
 class SecretStore(Protocol):
-    """Key Vault: rotated values (one secret name per target, a version per rotation) and named secrets."""
+    """Key Vault: one secret per target, a version per rotation marked with its stage; and named secrets.
 
-    async def add_version(self, name: str, secret: Secret, tags: dict[str, str], expires: datetime) -> str: ...
+    Errors: Throttled (nothing done; retry after a wait), Ambiguous (the request may have taken effect),
+    Unreachable (access denied), NotFound, RotationError (any other refusal).
+    """
 
-    async def list_versions(self, name: str) -> list[SecretVersion]: ...
+    async def store_pending(self, target: Target, rotation_id: str, credential: Credential, secret: Secret) -> str:
+        """Add a version holding `secret`, marked pending, carrying the rotation id and key id; its version id.
 
-    async def get_value(self, name: str, version: str) -> Secret: ...
+        Not idempotent: every call that takes effect adds a version. After Ambiguous (or any server error) the
+        version may exist: look for it with find_by_rotation before writing again.
+        """
+        ...
 
-    async def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None: ...
+    async def find_by_rotation(self, target: Target, rotation_id: str) -> StoredVersion | None:
+        """The version stored for this rotation (the newest, if several), or None."""
+        ...
 
-    async def get_named(self, name: str) -> Secret: ...
+    async def versions(self, target: Target) -> list[StoredVersion]:
+        """Every version of the target's secret, oldest first; empty when the secret does not exist yet."""
+        ...
+
+    async def promote(self, target: Target, version: StoredVersion) -> None:
+        """Mark the version `current`. Idempotent."""
+        ...
+
+    async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
+        """Mark the version `previous` or `retired`. Idempotent."""
+        ...
+
+    async def value(self, target: Target, version: str) -> Secret:
+        """The value of one version; NotFound when it does not exist."""
+        ...
+
+    async def get_named(self, name: str) -> Secret:
+        """The latest value of a named secret (a destination's account, the alert webhook); NotFound if absent."""
+        ...
 
 
 class StateStore(Protocol):
-    """The registry, the protocol state (one row per target, ETag-guarded) and the audit log."""
+    """The registry, the protocol state (one row per target, ETag-guarded) and the audit log.
 
-    async def list_targets(self) -> list[tuple[Target, str]]: ...
+    Errors: NotFound (no such target), Conflict (the ETag no longer matches, or the target exists already),
+    RotationError (the store failed; a write may or may not have taken effect).
+    """
 
-    async def get_target(self, tenant_id: str, app_id: str) -> tuple[Target, str]: ...
+    async def list_targets(self) -> list[tuple[Target, str]]:
+        """Every target with its row's ETag."""
+        ...
 
-    async def create_target(self, target: Target) -> str: ...
+    async def get_target(self, tenant_id: str, app_id: str) -> tuple[Target, str]:
+        """One target and its row's ETag; NotFound when it is not registered."""
+        ...
 
-    async def replace_target(self, target: Target, etag: str) -> str: ...
+    async def create_target(self, target: Target) -> str:
+        """Insert a new target; its ETag. Conflict when it exists already."""
+        ...
 
-    async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None: ...
+    async def replace_target(self, target: Target, etag: str) -> str:
+        """Write the target's row if it still has `etag`; the new ETag. Conflict when another writer came first."""
+        ...
 
-    async def record(self, event: Event) -> None: ...
+    async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None:
+        """Remove a target (only if it still has `etag`, when given)."""
+        ...
 
-    async def events(self, tenant_id: str, app_id: str, limit: int = 50) -> list[Event]: ...
+    async def record(self, event: Event) -> None:
+        """Append one audit event."""
+        ...
+
+    async def events(self, tenant_id: str, app_id: str, limit: int = 50) -> list[Event]:
+        """A target's audit events, newest first."""
+        ...
 
 
 class Destination(Protocol):
@@ -132,8 +196,12 @@ class Destination(Protocol):
 
 
 class Clock(Protocol):
+    """The time, timezone-aware UTC."""
+
     def now(self) -> datetime: ...
 
 
 class Alerter(Protocol):
+    """Tells a human about a condition; never raises (an alert that cannot be sent is logged)."""
+
     async def raise_alert(self, alert: Alert) -> None: ...

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
-from dataclasses import replace
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from shared.domain import Application, AssessmentStatus, Stage, Target, days_left
-from shared.errors import Conflict, NotFound, Unreachable
-from shared.ports import Directory, StateStore
+from shared.domain import Application, AssessmentStatus, Stage, Target, days_left, renew_before
+from shared.errors import Conflict, NotFound, RotationError, Unreachable
+from shared.ports import Directory, SecretStore, StateStore
 from shared.registry import status_document
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
@@ -46,11 +47,68 @@ async def delete_target(state: StateStore, tenant_id: str, app_id: str) -> None:
 
 
 STATUSES = (*(s.value for s in AssessmentStatus), "unknown")
+# Statuses that are themselves a condition a human must handle (the engine alerts on each).
+ALERTING_STATUSES = frozenset(
+    {"expired", "unreachable", "app-not-found", "not-owner", "policy-blocked", "foreign-credential"}
+)
 
 
-async def list_status(state: StateStore, statuses: Collection[str] = ()) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class StatusPolicy:
+    """The settings the status view needs: when rotations are planned and when one counts as stuck."""
+
+    renew_before_days: int = 30
+    stuck_after: timedelta = timedelta(hours=24)
+
+
+def planned_rotation(target: Target, policy: StatusPolicy) -> datetime | None:
+    """When the timer will rotate this target: its secret's expiry less the renew-before days (None if unknown)."""
+    expires = target.observed.expires
+    if expires is None:
+        return None
+    return expires - timedelta(days=renew_before(target.policy, policy.renew_before_days))
+
+
+def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str]:
+    """The conditions of this target that need a human now, as the engine names them in its alerts."""
+    s, o = target.state, target.observed
+    alerts: list[str] = []
+    if o.status in ALERTING_STATUSES:
+        alerts.append(o.status)
+    if s.stage is not Stage.IDLE and s.stage_since is not None and now - s.stage_since > policy.stuck_after:
+        alerts.append("stuck")
+    if any(count > 0 for count in s.push_failures.values()):
+        alerts.append("destination-failing")
+    waiting = [d for d in target.destinations if d.kind == "notify-only" and not _acknowledged(target, d.name)]
+    if s.stage is Stage.VERIFIED and waiting:
+        alerts.append("notify-only-waiting")
+    if o.needs_human and "destination-failing" not in alerts and "notify-only-waiting" not in alerts:
+        alerts.append("needs-human")
+    return alerts
+
+
+def _acknowledged(target: Target, destination: str) -> bool:
+    ack = target.state.acks.get(destination)
+    return ack is not None and ack.key_id == target.state.new_key_id
+
+
+def status_view(target: Target, policy: StatusPolicy, now: datetime) -> dict[str, Any]:
+    """The status document of a target with what the dashboard adds: the planned rotation and open alerts."""
+    planned = planned_rotation(target, policy)
+    return {
+        **status_document(target),
+        "plannedRotation": planned.isoformat() if planned else None,
+        "alerts": open_alerts(target, policy, now),
+    }
+
+
+async def list_status(
+    state: StateStore, statuses: Collection[str] = (), policy: StatusPolicy | None = None, now: datetime | None = None
+) -> list[dict[str, Any]]:
     """The status view of every target (only those whose status is in `statuses`, when given)."""
-    docs = [status_document(target) for target, _ in await state.list_targets()]
+    policy = policy or StatusPolicy()
+    now = now or datetime.now().astimezone()
+    docs = [status_view(target, policy, now) for target, _ in await state.list_targets()]
     docs.sort(key=lambda d: (d["customer"].lower(), d["tenantId"], d["appId"]))
     return [d for d in docs if not statuses or d["status"] in statuses]
 
@@ -89,3 +147,107 @@ def discovery_document(app: Application, now: datetime, registered: bool) -> dic
             for c in sorted(app.credentials, key=lambda c: c.end)
         ],
     }
+
+
+def _error(error: RotationError) -> dict[str, str]:
+    return {"code": error.code, "message": error.message}
+
+
+async def target_details(
+    state: StateStore, directory: Directory, secrets: SecretStore, tenant_id: str, app_id: str,
+    policy: StatusPolicy, now: datetime, events_limit: int = 100,
+) -> dict[str, Any]:
+    """Everything about one target for the dashboard: its status, its credentials in Entra ID, its Key Vault
+    versions and tags (never values), each destination's acknowledgement and its audit trail.
+
+    A failing Graph or Key Vault read is reported in its section (`error`) rather than failing the whole view."""
+    target, _ = await state.get_target(tenant_id, app_id)  # NotFound -> 404
+    doc = status_view(target, policy, now)
+    s = target.state
+
+    async def entra() -> dict[str, Any]:
+        try:
+            app = await directory.get_application(tenant_id, app_id)
+        except RotationError as error:
+            return {"error": _error(error), "credentials": []}
+        return {
+            "objectId": app.object_id,
+            "displayName": app.display_name,
+            "error": None,
+            "credentials": [
+                {
+                    "keyId": c.key_id,
+                    "hint": c.hint or None,
+                    "displayName": c.display_name,
+                    "start": c.start.isoformat() if c.start else None,
+                    "end": c.end.isoformat(),
+                    "daysLeft": days_left(c, now),
+                    "expired": c.expired(now),
+                    "madeByRotator": c.rotation_id is not None,
+                    "rotationId": c.rotation_id,
+                    "role": _credential_role(c.key_id, s.current_key_id, s.new_key_id, s.superseded),
+                }
+                for c in sorted(app.credentials, key=lambda c: c.end, reverse=True)
+            ],
+        }
+
+    async def vault() -> dict[str, Any]:
+        try:
+            versions = await secrets.versions(target)
+        except RotationError as error:
+            return {"secretName": target.secret_name, "error": _error(error), "versions": []}
+        ordered = sorted(versions, key=lambda v: v.created or datetime.min.replace(tzinfo=now.tzinfo), reverse=True)
+        return {
+            "secretName": target.secret_name,
+            "error": None,
+            "versions": [
+                {
+                    "version": v.version,
+                    "created": v.created.isoformat() if v.created else None,
+                    "expires": v.expires.isoformat() if v.expires else None,
+                    "enabled": v.enabled,
+                    # The store's own labels (Key Vault tags), shown as they are.
+                    "tags": dict(sorted(v.labels.items())),
+                }
+                for v in ordered
+            ],
+        }
+
+    async def audit() -> list[dict[str, Any]]:
+        return [
+            {
+                "at": e.at.isoformat() if e.at else None,
+                "step": e.step,
+                "outcome": e.outcome,
+                "actor": e.actor or None,
+                "rotationId": e.rotation_id or None,
+                "durationMs": e.duration_ms,
+                "errorCode": e.error_code or None,
+                "detail": e.detail or None,
+            }
+            for e in await state.events(tenant_id, app_id, events_limit)
+        ]
+
+    entra_doc, vault_doc, events = await asyncio.gather(entra(), vault(), audit())
+    return {
+        **doc,
+        "policy": {
+            "renewBeforeDays": renew_before(target.policy, policy.renew_before_days),
+            "lifetimeDays": target.policy.lifetime_days,
+        },
+        "newKeyId": s.new_key_id or None,
+        "entra": entra_doc,
+        "keyVault": vault_doc,
+        "events": events,
+    }
+
+
+def _credential_role(key_id: str, current: str, new: str, superseded: Sequence[str]) -> str | None:
+    """What a credential is to the rotation: the one in use, the one being rolled out, or one awaiting retirement."""
+    if key_id == new:
+        return "rolling-out"
+    if key_id == current:
+        return "current"
+    if key_id in superseded:
+        return "superseded"
+    return None

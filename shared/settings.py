@@ -36,6 +36,8 @@ class Setting:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ROTATION_SCHEDULE", "0 0 6 * * *", "NCRONTAB schedule of the timer pass (default daily 06:00 UTC)."),
+    Setting("RESUME_SCHEDULE", "0 */15 * * * *",
+            "NCRONTAB schedule of the resume pass: only rotations in flight (default every 15 minutes)."),
     Setting("IDENTITY_MODE", "managed-identity", "managed-identity (single tenant) or federated (MSP)."),
     Setting("AZURE_CLIENT_ID", "", "Client id of the user-assigned managed identity."),
     Setting("MSP_APP_CLIENT_ID", "", "Federated mode: the MSP's multi-tenant app registration (client id)."),
@@ -60,6 +62,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETIRE_UNMANAGED_EXPIRED", "false", "Also remove expired credentials the rotator did not create."),
     Setting("ALERT_WEBHOOK_SECRET_NAME", "", "Key Vault secret holding a Teams/Slack webhook URL for alerts."),
     Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
+    Setting("ALLOW_FUNCTION_KEY_CALLERS", "false",
+            "Accept callers without an Entra sign-in (a function key only) as operators, for automation."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
@@ -84,6 +88,11 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def allow_function_key_callers(env: Mapping[str, str]) -> bool:
+    """ALLOW_FUNCTION_KEY_CALLERS alone: read on every request by the access check (no other setting needed)."""
+    return _bool("ALLOW_FUNCTION_KEY_CALLERS", env.get("ALLOW_FUNCTION_KEY_CALLERS", ""))
+
+
 def _https_url(name: str, raw: str) -> str:
     if not raw.startswith("https://"):
         raise SettingsError(f"{name} must be an https:// URL, got {raw!r}")
@@ -95,6 +104,7 @@ class Settings:
     """The validated settings of one process."""
 
     rotation_schedule: str
+    resume_schedule: str
     identity_mode: IdentityMode
     managed_identity_client_id: str
     msp_app_client_id: str
@@ -117,6 +127,7 @@ class Settings:
     retire_unmanaged_expired: bool
     alert_webhook_secret_name: str
     ca_bundle: str
+    allow_function_key_callers: bool
     appinsights_connection_string: str = field(repr=False)
 
     @classmethod
@@ -147,6 +158,7 @@ class Settings:
             raise SettingsError("DISCOVERY_NAME_PATTERNS must name at least one prefix")
         return cls(
             rotation_schedule=raw["ROTATION_SCHEDULE"],
+            resume_schedule=raw["RESUME_SCHEDULE"],
             identity_mode=mode,
             managed_identity_client_id=raw["AZURE_CLIENT_ID"],
             msp_app_client_id=raw["MSP_APP_CLIENT_ID"],
@@ -169,5 +181,6 @@ class Settings:
             retire_unmanaged_expired=_bool("RETIRE_UNMANAGED_EXPIRED", raw["RETIRE_UNMANAGED_EXPIRED"]),
             alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
             ca_bundle=raw["CA_BUNDLE"],
+            allow_function_key_callers=_bool("ALLOW_FUNCTION_KEY_CALLERS", raw["ALLOW_FUNCTION_KEY_CALLERS"]),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
         )

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from sandbox.client import tables_origin
 from sandbox.launch import RunningSandbox, SandboxStartError, running
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 15.0
+STARTUP_TIMEOUT = 90.0  # generous: imports alone take tens of seconds on a loaded 2-core machine
 
 
 SandboxHandle = RunningSandbox
@@ -21,6 +23,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxHandle]
     """Start `python -m sandbox` once per session and stop it at the end."""
     try:
         with running(tmp_path_factory.mktemp("sandbox"), timeout=STARTUP_TIMEOUT) as handle:
+            tables = os.environ.get("STATE_TABLES_CONNECTION_STRING")
+            if tables:
+                # The sandbox's `tables` proxy forwards to this run's Azurite (tests that hold state writes).
+                handle.control.set_tables_upstream(tables_origin(tables))
             yield handle
     except SandboxStartError as error:
         pytest.fail(str(error))

@@ -54,7 +54,7 @@ AppTraces
 | project TimeGenerated, Condition, TenantId, AppId, Customer, Message
 '''
 
-resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}-alert-events'
   location: location
   tags: tags
@@ -121,7 +121,7 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview'
 // successful runs of the last timerSilenceHours in the query itself.
 var timerSilenceQuery = 'AppRequests | where TimeGenerated > ago(${timerSilenceHours}h) | where OperationName == "${timerFunctionName}" or Name == "${timerFunctionName}" | where Success == true'
 
-resource timerSilence 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = {
+resource timerSilence 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}-timer-missing'
   location: location
   tags: tags

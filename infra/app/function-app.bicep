@@ -20,8 +20,14 @@ param identityId string
 @description('Client id of the user-assigned managed identity.')
 param identityClientId string
 
-@description('Name of the storage account (runtime, deployment package, tables).')
-param storageAccountName string
+@description('Blob endpoint of the storage account, e.g. https://<account>.blob.core.windows.net/ (the runtime\'s blobs and the deployment package). A parameter, not a read of the account inside this module: see the app settings below.')
+param storageBlobEndpoint string
+
+@description('Queue endpoint of the storage account (the runtime\'s queues).')
+param storageQueueEndpoint string
+
+@description('Table endpoint of the storage account (the runtime\'s tables; the rotator\'s own tables use STATE_TABLES_ENDPOINT).')
+param storageTableEndpoint string
 
 @description('Blob container of the deployment package.')
 param deploymentContainerName string
@@ -32,6 +38,12 @@ param applicationInsightsConnectionString string
 
 @description('The product\'s own settings (those in shared/settings.py), merged with the runtime settings below.')
 param appSettings object
+
+@description('Client id of the Entra app operators sign in through (App Service Authentication): the MSP\'s app, which defines the app roles Rotator.Read and Rotator.Operate (infra/scripts/create-msp-app.sh). Empty: no identity provider yet, every request outside the excluded paths gets 401.')
+param authClientId string = ''
+
+@description('Keep function keys working for automation: App Service Authentication lets unauthenticated requests through (AllowAnonymous) and the code accepts a request without a signed-in principal as the function-key caller (ALLOW_FUNCTION_KEY_CALLERS, set by main.bicep). Off by default: every caller must sign in.')
+param allowFunctionKeyCallers bool = false
 
 @description('Most instances Flex Consumption may scale out to.')
 @minValue(1)
@@ -46,12 +58,8 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
-  name: storageAccountName
-}
-
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is a preview limited to some regions; not enabled by default.
+  // checkov:skip=CKV_AZURE_225: Zone redundancy is GA on Flex Consumption, but a zone-redundant plan keeps at least two always-ready instances per function group, billed around the clock, for a job that runs once a day; set zoneRedundant: true where that cost is wanted.
   name: planName
   location: location
   tags: tags
@@ -71,20 +79,15 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 var runtimeSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
-  AzureWebJobsStorage__blobServiceUri: storage.properties.primaryEndpoints.blob
-  AzureWebJobsStorage__queueServiceUri: storage.properties.primaryEndpoints.queue
-  AzureWebJobsStorage__tableServiceUri: storage.properties.primaryEndpoints.table
+  AzureWebJobsStorage__blobServiceUri: storageBlobEndpoint
+  AzureWebJobsStorage__queueServiceUri: storageQueueEndpoint
+  AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
-var appSettingsList = [for setting in items(union(runtimeSettings, appSettings)): {
-  name: setting.key
-  value: setting.value
-}]
-
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_17: Client certificates would break Event Grid's webhook delivery and the operators' HTTP calls; HTTP functions use FUNCTION-level keys over HTTPS.
+  // checkov:skip=CKV_AZURE_17: Client certificates would break Event Grid delivery and the operators' HTTP calls; callers are authenticated by Entra ID (App Service Authentication, authsettingsV2 below) and Event Grid by the extension's system key.
   // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero per execution; standing instances (alwaysReady) would be billed around the clock for a job that runs once a day.
   // checkov:skip=CKV_AZURE_213: Flex Consumption has no App Service health check; liveness is watched by the "timer pass missing" alert rule instead (app/alerts.bicep).
   // checkov:skip=CKV_AZURE_222: Public access is needed for Event Grid delivery and operators; put the app in a VNet with a private endpoint to close it.
@@ -111,13 +114,12 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       ftpsState: 'Disabled'
       http20Enabled: true
       remoteDebuggingEnabled: false
-      appSettings: appSettingsList
     }
     functionAppConfig: {
       deployment: {
         storage: {
           type: 'blobContainer'
-          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          value: '${storageBlobEndpoint}${deploymentContainerName}'
           authentication: {
             type: 'UserAssignedIdentity'
             userAssignedIdentityResourceId: identityId
@@ -131,6 +133,83 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       runtime: {
         name: 'python'
         version: '3.11'
+      }
+    }
+  }
+}
+
+// The app settings, as one object on the site's `appsettings` config (what Azure Verified Modules'
+// avm/res/web/site does with its config child module). No `for` builds them: a variable's for-expression
+// must be computable at the start of the deployment (Bicep BCP178), and these values are not (the
+// endpoints and the product settings come from other modules' outputs). An object property takes them
+// as they are. This PUT replaces every app setting of the site on each deployment.
+resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; the site itself is checked (Easy Auth is this authsettingsV2 resource).
+  // checkov:skip=CKV_AZURE_63: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; HTTP logging is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_65: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; detailed error logging is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_66: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; failed request tracing is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_80: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; the runtime stack is set on the site (Python on Flex Consumption).
+  // checkov:skip=CKV_AZURE_88: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; storage mounts are a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_222: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; public network access is a site property (skipped there with its reason).
+  parent: functionApp
+  name: 'appsettings'
+  properties: union(runtimeSettings, appSettings)
+}
+
+// App Service Authentication ("Easy Auth") in front of every HTTP function: the platform validates the
+// caller's Entra ID token (issued by the MSP's tenant for the MSP's app) and injects the caller as the
+// X-MS-CLIENT-PRINCIPAL header, which external requests cannot set while the module is enabled; the
+// code reads the app roles (Rotator.Read, Rotator.Operate) from it (shared/entrypoints/access.py).
+// Excluded paths skip the module: the anonymous admin-consent callback (a browser redirect from Entra,
+// trusted only through its signed state) and the Event Grid extension endpoint, which Event Grid calls
+// with the extension's system key (AzureFunction endpoint type, app/keyvault-events.bicep) and which
+// cannot present an Entra token.
+var authIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
+var authExcludedPaths = [
+  '/api/consent'
+  '/runtime/webhooks/eventgrid'
+]
+
+resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_13: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; the site itself is checked (Easy Auth is this authsettingsV2 resource).
+  // checkov:skip=CKV_AZURE_63: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; HTTP logging is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_65: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; detailed error logging is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_66: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; failed request tracing is a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_80: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; the runtime stack is set on the site (Python on Flex Consumption).
+  // checkov:skip=CKV_AZURE_88: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; storage mounts are a site property, checked on the site.
+  // checkov:skip=CKV_AZURE_222: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; public network access is a site property (skipped there with its reason).
+  parent: functionApp
+  name: 'authsettingsV2'
+  properties: {
+    platform: {
+      enabled: true
+    }
+    globalValidation: {
+      requireAuthentication: !allowFunctionKeyCallers
+      unauthenticatedClientAction: allowFunctionKeyCallers ? 'AllowAnonymous' : 'Return401'
+      excludedPaths: authExcludedPaths
+    }
+    httpSettings: {
+      requireHttps: true
+    }
+    identityProviders: {
+      azureActiveDirectory: {
+        enabled: !empty(authClientId)
+        registration: {
+          clientId: authClientId
+          openIdIssuer: authIssuer
+        }
+        validation: {
+          allowedAudiences: [
+            authClientId
+            'api://${authClientId}'
+          ]
+        }
+      }
+    }
+    login: {
+      tokenStore: {
+        enabled: false
       }
     }
   }

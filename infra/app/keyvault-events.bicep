@@ -2,11 +2,17 @@
 // secret version (written by the rotator, or by an operator by hand) is pushed to the destinations
 // within seconds instead of at the next timer pass.
 //
-// Event Grid validates a WebHook subscription at creation time by calling it (the validation
-// handshake), so the push function must already be deployed: main.bicep creates this module only
-// when subscribeKeyVaultEvents is true, which the operator sets after the first `azd up`
-// (infra/README.md, "Post-deployment steps"). The function key is read from the app's host keys with
-// listKeys inside the deployment: it never appears in a parameter, an output or a file.
+// The subscription's endpoint type is AzureFunction: Event Grid delivers to the function's native
+// Event Grid trigger (shared/entrypoints/push.py, push_events) through the Functions host's Event
+// Grid extension endpoint (/runtime/webhooks/eventgrid), authenticating with the extension's system
+// key, which Event Grid fetches through Azure Resource Manager itself. No key is in a URL, a parameter,
+// an output or this template, and there is no hand-written validation handshake. Event Grid checks at
+// creation that the function exists, so main.bicep creates this module only when enableKeyVaultEvents
+// is true, which the operator sets after the first `azd deploy` (infra/README.md).
+//
+// Events Event Grid cannot deliver (retries exhausted, or the function gone) are dead-lettered as
+// blobs to a container of the app's storage account, written with the system topic's own managed
+// identity (Storage Blob Data Contributor on that container only).
 
 @description('Name of the Key Vault whose events are published.')
 param keyVaultName string
@@ -23,8 +29,22 @@ param tags object = {}
 @description('Name of the function app hosting the push function.')
 param functionAppName string
 
-@description('Route of the push function under /api.')
-param pushRoute string = 'push'
+@description('Name of the Event Grid-triggered function that pushes new secret versions: the Python function name of the event_grid_trigger in shared/entrypoints/push.py.')
+param pushFunctionName string = 'push_events'
+
+@description('Name of the storage account that receives dead-lettered events.')
+param storageAccountName string
+
+@description('Blob container for events Event Grid could not deliver.')
+param deadLetterContainerName string = 'eventgrid-deadletter'
+
+// Built-in role definition id, by role name (https://learn.microsoft.com/azure/role-based-access-control/built-in-roles).
+var roles = {
+  storageBlobDataContributor: {
+    name: 'Storage Blob Data Contributor'
+    id: 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
+  }
+}
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
@@ -34,28 +54,59 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' existing = {
   name: functionAppName
 }
 
-resource systemTopic 'Microsoft.EventGrid/systemTopics@2023-12-15-preview' = {
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+  name: storageAccountName
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource deadLetterContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deadLetterContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource systemTopic 'Microsoft.EventGrid/systemTopics@2025-02-15' = {
   name: systemTopicName
   location: location
   tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
   properties: {
     source: vault.id
     topicType: 'Microsoft.KeyVault.vaults'
   }
 }
 
-// The host's default function key works for every FUNCTION-level HTTP function; Event Grid keeps the
-// full endpoint URL write-only and shows only its base URL afterwards.
-var pushUrl = 'https://${functionApp.properties.defaultHostName}/api/${pushRoute}?code=${listKeys('${functionApp.id}/host/default', '2024-04-01').functionKeys.default}'
+// The topic's identity may write dead-lettered events to this one container, nothing else.
+resource deadLetterWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deadLetterContainer.id, systemTopic.id, roles.storageBlobDataContributor.id)
+  scope: deadLetterContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor.id)
+    principalId: systemTopic.identity.principalId
+    principalType: 'ServicePrincipal'
+    description: 'Event Grid system topic ${systemTopic.name}: dead-lettered Key Vault events'
+  }
+}
 
-resource pushSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2023-12-15-preview' = {
+resource pushSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: systemTopic
   name: 'push-new-secret-versions'
+  dependsOn: [
+    deadLetterWriter
+  ]
   properties: {
     destination: {
-      endpointType: 'WebHook'
+      endpointType: 'AzureFunction'
       properties: {
-        endpointUrl: pushUrl
+        resourceId: '${functionApp.id}/functions/${pushFunctionName}'
         maxEventsPerBatch: 1
         preferredBatchSizeInKilobytes: 64
       }
@@ -70,8 +121,23 @@ resource pushSubscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2
       maxDeliveryAttempts: 30
       eventTimeToLiveInMinutes: 1440
     }
+    deadLetterWithResourceIdentity: {
+      identity: {
+        type: 'SystemAssigned'
+      }
+      deadLetterDestination: {
+        endpointType: 'StorageBlob'
+        properties: {
+          resourceId: storage.id
+          blobContainerName: deadLetterContainerName
+        }
+      }
+    }
   }
 }
 
 @description('Name of the system topic.')
 output systemTopicName string = systemTopic.name
+
+@description('Blob container that holds dead-lettered events.')
+output deadLetterContainerName string = deadLetterContainer.name

@@ -69,10 +69,16 @@ def _translate(error: Exception, tenant_id: str, what: str, *, creating: bool = 
             return AppNotFound(text, code=code)
         if status in (401, 403):
             return Unreachable(text, code=code)
-        if status == 429 or (status == 503 and code != "GraphError") or code == "Directory_ConcurrencyViolation":
+        # Only these answers say that nothing was written (README): a write may be retried after them.
+        if status == 429 or (status in (409, 503) and code == "Directory_ConcurrencyViolation"):
             return Throttled(text, code=code, retry_after=_retry_after(error))
         if creating and status >= 500:
+            # Any other server error after the request was sent: the credential may exist. Never retry blindly;
+            # the next advance finds it through the rotation id in its display name.
             return Ambiguous(text, code=code)
+        if status in (500, 502, 503, 504):
+            # Reads and removals are idempotent: a transient server error may be retried.
+            return Throttled(text, code=code, retry_after=_retry_after(error))
         return RotationError(text, code=code)
     if isinstance(error, httpx.HTTPError):
         text = f"{what} in tenant {tenant_id}: {type(error).__name__}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
 
 from azure.core.exceptions import (
     AzureError,
@@ -12,11 +12,12 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.keyvault.secrets import SecretProperties
 from azure.keyvault.secrets.aio import SecretClient
 
-from shared.domain import Secret
+from shared.domain import Credential, Secret, Target, VersionStage
 from shared.errors import Ambiguous, NotFound, RotationError, Throttled, Unreachable
-from shared.ports import SecretVersion
+from shared.ports import StoredVersion
 
 CONTENT_TYPE = "application/x-entra-client-secret"
 
@@ -35,10 +36,39 @@ def _translate(error: AzureError, what: str) -> RotationError:
             return Throttled(f"{text}: throttled", code=code, retry_after=float(retry) if retry else None)
         if error.status_code in (401, 403):
             return Unreachable(f"{text}: {code}", code=code)
+        if (error.status_code or 0) >= 500:
+            # A server error after the request was sent: a write may have taken effect.
+            return Ambiguous(f"{text}: {code} (HTTP {error.status_code})", code=code)
         return RotationError(f"{text}: {code} (HTTP {error.status_code})", code=code)
     if isinstance(error, ServiceRequestError | ServiceResponseError):
         return Ambiguous(f"{text}: {type(error).__name__}", code="NetworkError")
     return RotationError(f"{text}: {type(error).__name__}", code="KeyVaultError")
+
+
+# The tags of a rotated version (README, "Where things are kept"): only this adapter knows them.
+STAGE, ROTATION_ID, KEY_ID, TENANT_ID, APP_ID, EXPIRES = "stage", "rotation-id", "key-id", "tenant-id", "app-id", \
+    "expires"
+
+
+def _stage(tags: Mapping[str, str]) -> VersionStage | None:
+    try:
+        return VersionStage(tags.get(STAGE, ""))
+    except ValueError:
+        return None
+
+
+def _stored(p: SecretProperties) -> StoredVersion:
+    tags = dict(p.tags or {})
+    return StoredVersion(
+        version=str(p.version),
+        rotation_id=tags.get(ROTATION_ID, ""),
+        key_id=tags.get(KEY_ID, ""),
+        stage=_stage(tags),
+        expires=p.expires_on,
+        created=p.created_on,
+        enabled=bool(p.enabled),
+        labels=tags,
+    )
 
 
 class KeyVaultSecretStore:
@@ -47,33 +77,55 @@ class KeyVaultSecretStore:
     def __init__(self, client: SecretClient) -> None:
         self._client = client
 
-    async def add_version(self, name: str, secret: Secret, tags: dict[str, str], expires: datetime) -> str:
+    async def store_pending(self, target: Target, rotation_id: str, credential: Credential, secret: Secret) -> str:
+        tags = {
+            STAGE: VersionStage.PENDING.value,
+            ROTATION_ID: rotation_id,
+            KEY_ID: credential.key_id,
+            TENANT_ID: target.tenant_id,
+            APP_ID: target.app_id,
+            EXPIRES: credential.end.isoformat(),
+        }
+        name = target.secret_name
         try:
             stored = await self._client.set_secret(
-                name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=expires
+                name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=credential.end
             )
         except AzureError as error:
             raise _translate(error, f"storing a version of {name}") from None
         return str(stored.properties.version)
 
-    async def list_versions(self, name: str) -> list[SecretVersion]:
+    async def versions(self, target: Target) -> list[StoredVersion]:
+        name = target.secret_name
         try:
-            return [
-                SecretVersion(
-                    version=str(p.version),
-                    tags=dict(p.tags or {}),
-                    expires=p.expires_on,
-                    created=p.created_on,
-                    enabled=bool(p.enabled),
-                )
-                async for p in self._client.list_properties_of_secret_versions(name)
-            ]
+            return [_stored(p) async for p in self._client.list_properties_of_secret_versions(name)]
         except ResourceNotFoundError:
             return []
         except AzureError as error:
             raise _translate(error, f"listing versions of {name}") from error
 
-    async def get_value(self, name: str, version: str) -> Secret:
+    async def find_by_rotation(self, target: Target, rotation_id: str) -> StoredVersion | None:
+        found = [v for v in await self.versions(target) if v.rotation_id == rotation_id and v.key_id]
+        return found[-1] if found else None
+
+    async def promote(self, target: Target, version: StoredVersion) -> None:
+        await self._tag(target, version, VersionStage.CURRENT)
+
+    async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
+        await self._tag(target, version, stage)
+
+    async def _tag(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
+        name = target.secret_name
+        try:
+            # Key Vault replaces the whole tag set: keep every other tag as it was.
+            await self._client.update_secret_properties(
+                name, version.version, tags={**version.labels, STAGE: stage.value}
+            )
+        except AzureError as error:
+            raise _translate(error, f"tagging {name}/{version.version}") from error
+
+    async def value(self, target: Target, version: str) -> Secret:
+        name = target.secret_name
         try:
             bundle = await self._client.get_secret(name, version)
         except AzureError as error:
@@ -81,12 +133,6 @@ class KeyVaultSecretStore:
         if bundle.value is None:
             raise NotFound(f"Key Vault: {name}/{version} has no value", code="SecretNotFound")
         return Secret(bundle.value)
-
-    async def set_tags(self, name: str, version: str, tags: dict[str, str]) -> None:
-        try:
-            await self._client.update_secret_properties(name, version, tags=tags)
-        except AzureError as error:
-            raise _translate(error, f"tagging {name}/{version}") from error
 
     async def get_named(self, name: str) -> Secret:
         try:

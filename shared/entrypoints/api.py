@@ -10,14 +10,16 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import asdict
+from datetime import timedelta
 from importlib import resources
 from typing import Any
 
 import azure.functions as func
 
 from shared import service
-from shared.bootstrap import services
+from shared.bootstrap import Services, services
 from shared.domain import GUID
+from shared.entrypoints.access import Role, caller
 from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
 from shared.registry import parse_target, target_document
 
@@ -88,6 +90,16 @@ async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(openapi_document())
 
 
+@bp.route(route="me", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def me(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/me: who the caller is and which of this API's roles it holds (any signed-in caller)."""
+    allow(req, "GET")
+    who = caller(req)
+    roles = sorted(r.value for r in Role if who.has(r))
+    return json_response({"name": who.name, "roles": roles, "kind": who.kind})
+
+
 @bp.route(route="targets", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def targets(req: func.HttpRequest) -> func.HttpResponse:
@@ -134,8 +146,29 @@ async def status(req: func.HttpRequest) -> func.HttpResponse:
             raise HttpError(400, "InvalidQuery", f"unknown status {', '.join(repr(s) for s in unknown)}; one or more "
                             f"of {', '.join(service.STATUSES)}, comma-separated")
     async with services() as svc:
-        docs = await service.list_status(svc.state, wanted)
+        docs = await service.list_status(svc.state, wanted, _status_policy(svc), svc.engine.clock.now())
     return json_response({"targets": docs})
+
+
+def _status_policy(svc: Services) -> service.StatusPolicy:
+    return service.StatusPolicy(
+        renew_before_days=svc.settings.renew_before_days,
+        stuck_after=timedelta(hours=svc.settings.stuck_after_hours),
+    )
+
+
+@bp.route(route="targets/{tenantId}/{appId}/details", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def details(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/targets/{tenantId}/{appId}/details: one target's status, its credentials in Entra ID, its Key Vault
+    versions and tags (never values), each destination's acknowledgement and its audit trail."""
+    allow(req, "GET")
+    tenant_id, app_id = _path_guid(req, "tenantId"), _path_guid(req, "appId")
+    async with services() as svc:
+        doc = await service.target_details(
+            svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now()
+        )
+    return json_response(doc)
 
 
 @bp.route(route="rotations", methods=ALL_METHODS, auth_level=AUTH)

@@ -14,6 +14,7 @@ import pytest
 
 from shared import bootstrap
 from shared.alerts import LogAlerter
+from shared.entrypoints.access import platform_headers
 from shared.settings import SETTINGS
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import Customer, World
@@ -22,14 +23,18 @@ world = rotation.world  # the same `world` fixture as the rotation tests (sandbo
 
 JSON = {"Content-Type": "application/json"}
 ROUTES = {
+    "me": "me",
     "openapi": "openapi.json",
     "targets": "targets",
     "target": "targets/{tenantId}/{appId}",
+    "details": "targets/{tenantId}/{appId}/details",
     "status": "status",
     "rotations": "rotations",
     "acknowledgements": "acknowledgements",
     "discover": "discover/{tenantId}",
     "push": "push",
+    "dashboard": "dashboard",
+    "dashboard_asset": "dashboard/{asset}",
 }
 
 
@@ -75,18 +80,25 @@ class Api:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
+        caller: tuple[str, tuple[str, ...]] | None = None,
     ) -> Reply:
+        """Call a function as the host would; `caller` is a signed-in (name, app roles) whose principal header App
+        Service Authentication would inject."""
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
+        sent = dict(headers if headers is not None else JSON)
+        if caller is not None:
+            sent.update(platform_headers(caller[0], caller[1]))
         path = ROUTES[function]
         for name, value in (route or {}).items():
             path = path.replace("{" + name + "}", value)
         request = func.HttpRequest(
-            method, f"http://localhost/api/{path}", headers=headers if headers is not None else dict(JSON),
+            method, f"http://localhost/api/{path}", headers=sent,
             params=params or {}, route_params=route or {}, body=data,
         )
         response = await functions()[function](request)
         text = response.get_body().decode()
-        return Reply(response.status_code, json.loads(text) if text else None, dict(response.headers), text)
+        is_json = (response.mimetype or "").endswith("json")
+        return Reply(response.status_code, json.loads(text) if text and is_json else None, dict(response.headers), text)
 
     async def put(self, customer: Customer, doc: dict[str, Any] | None = None) -> Reply:
         return await self.call("target", "PUT", ids(customer), doc if doc is not None else {"customer": customer.name})

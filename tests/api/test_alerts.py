@@ -71,6 +71,7 @@ async def test_a_condition_posts_once_a_day(api: Api, world: World, webhook: Rec
     c = world.seed_customer("Woodgrove", 3)
     await api.put(c, {"customer": "Woodgrove", "destinations": [NOTIFY]})
     first = await api.call("rotations", "POST", body=ids(c))
+    assert first.status == 200, first.body
     assert first.body["result"] == "push-incomplete"
     [posted] = webhook.by_condition("notify-only-waiting")
     assert posted["text"] and posted["summary"] == "Sync-secret rotator: notify-only-waiting (Woodgrove)"

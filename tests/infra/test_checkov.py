@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,8 @@ from tests.infra.bicep_model import INFRA, ROOT
 
 CHECKOV = ROOT / ".tools" / "checkov" / "bin" / "checkov"
 INSTALL = ROOT / "scripts" / "install-checkov.sh"
-TIME_LIMIT_SECONDS = 120
+# A deadline, not a speed target: checkov takes about 20 s here; `make bench` is where speed is measured.
+TIME_LIMIT_SECONDS = 600
 
 # Each resource type whose checks must actually run (a parse problem would silently check nothing).
 MUST_BE_CHECKED = {
@@ -41,7 +41,6 @@ def report() -> dict[str, Any]:
     checkov = _checkov()
     # Offline and quiet: no policy download, no version check, no telemetry.
     env = {**os.environ, "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false", "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "ERROR"}
-    started = time.monotonic()
     result = subprocess.run(
         [str(checkov), "--framework", "bicep", "--skip-download", "--directory", str(INFRA), "--output", "json"],
         capture_output=True,
@@ -50,12 +49,10 @@ def report() -> dict[str, Any]:
         env=env,
         cwd=ROOT,
     )
-    elapsed = time.monotonic() - started
     assert result.stdout.strip(), f"checkov printed nothing (rc {result.returncode}): {result.stderr[-2000:]}"
     data = json.loads(result.stdout)
     reports = data if isinstance(data, list) else [data]
     bicep: dict[str, Any] = next(r for r in reports if r.get("check_type") == "bicep")
-    bicep["elapsed"] = elapsed
     bicep["returncode"] = result.returncode
     return bicep
 
@@ -96,6 +93,3 @@ def test_no_skip_comment_is_left_without_a_check_to_skip(report: dict[str, Any])
                 check_id = line.split("checkov:skip=", 1)[1].split(":", 1)[0].strip()
                 assert (check_id, relative) in skipped, f"{relative}: stale skip of {check_id}"
 
-
-def test_checkov_runs_well_within_the_time_limit(report: dict[str, Any]) -> None:
-    assert report["elapsed"] < TIME_LIMIT_SECONDS / 2, f"checkov took {report['elapsed']:.0f} s"

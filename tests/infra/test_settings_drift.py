@@ -3,6 +3,7 @@ and local.settings.example.json."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -173,10 +174,21 @@ def test_bicep_defaults_equal_the_code_defaults() -> None:
 
 
 def test_the_function_app_gets_the_settings_from_main_and_the_runtime() -> None:
-    site = next(r for r in parse(FUNCTION_APP)["resources"].values() if r["type"] == "Microsoft.Web/sites")
-    assert site["config"]["properties"]["siteConfig"]["appSettings"] == "appSettingsList"
-    loop = parse(FUNCTION_APP)["variables"]["appSettingsList"]["value"]
-    assert "'arg_1': 'runtimeSettings', 'arg_2': 'appSettings'" in loop["loop_type"]["detail"]["object_name"]
+    # One object on the site's `appsettings` config, built without a loop: a variable's `for` over these
+    # runtime values does not compile (BCP178; tests/infra/test_bicep_compile_safety.py). Before issue 9
+    # this test asserted exactly that loop (siteConfig.appSettings = appSettingsList); it now asserts the fix.
+    resources = parse(FUNCTION_APP)["resources"]
+    site = next(r for r in resources.values() if r["type"] == "Microsoft.Web/sites")
+    assert "appSettings" not in site["config"]["properties"]["siteConfig"], "two places would set app settings"
+    configs = [r["config"] for r in resources.values() if r["type"] == "Microsoft.Web/sites/config"]
+    app_settings_configs = [c for c in configs if c["name"] == "appsettings"]
+    assert len(app_settings_configs) == 1
+    config = app_settings_configs[0]
+    assert config["parent"] == "functionApp"
+    union = config["properties"]["function"]
+    assert union["type"] == "union"
+    assert list(union["parameters"].values())[:2] == ["runtimeSettings", "appSettings"]
+    assert not any("loop_type" in json.dumps(v) for v in parse(FUNCTION_APP)["variables"].values())
 
 
 _ENV_READ = re.compile(r"""(?:os\.environ(?:\.get)?[\[(]|os\.getenv\()\s*["']([A-Za-z_][A-Za-z0-9_]*)["']""")

@@ -73,7 +73,7 @@ async def test_a_pass_rotates_expired_due_and_missing_and_leaves_healthy_alone(w
             assert target.observed.status == "healthy" and target.observed.days_left in (179, 180)
             made = rotator_made(world, c)
             assert len(made) == 1 and made[0]["keyId"] == target.state.current_key_id
-            value = await svc.secrets.get_value(target.secret_name, target.state.current_version)
+            value = await svc.secrets.value(target, target.state.current_version)
             assert value.reveal() == made[0]["secretText"]
             versions = world.versions(c)
             assert [v["tags"]["stage"] for v in versions] == ["current"]

@@ -44,7 +44,7 @@ async def assert_delivered_everywhere(world: World, rotator: Rotator, customer: 
     async with rotator() as svc:
         target, _ = await svc.state.get_target(customer.tenant_id, customer.app_id)
         assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
-        value = await svc.secrets.get_value(target.secret_name, target.state.current_version)
+        value = await svc.secrets.value(target, target.state.current_version)
         assert await svc.engine.probe.try_token(customer.tenant_id, customer.app_id, value) is None
     current = [v for v in world.versions(customer) if v["tags"].get("stage") == "current"]
     assert len(current) == 1 and current[0]["value"] == value.reveal()
@@ -189,7 +189,7 @@ async def test_notify_only_waits_for_a_human_acknowledgement(world: World, rotat
         waiting = next(a for a in alerter.raised if a.condition == "notify-only-waiting")
         target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
         assert target.secret_name in waiting.message
-        value = await svc.secrets.get_value(target.secret_name, target.state.new_version)
+        value = await svc.secrets.value(target, target.state.new_version)
         assert value.reveal() not in waiting.message
         assert any(k["keyId"] == due.key_id for k in world.credentials(due)), "nothing retired while waiting"
         done = await svc.engine.acknowledge(due.tenant_id, due.app_id, "paste", target.state.new_key_id)

@@ -19,8 +19,12 @@ param tags object = {}
 @maxValue(730)
 param retentionInDays int = 30
 
-@description('Daily ingestion cap in GB, a guard against runaway logging cost (-1: no cap).')
-param dailyQuotaGb int = 1
+// No daily cap by default. The alert rules (app/alerts.bicep) read the rotator's alert records from this
+// workspace; once a cap is reached the workspace drops every record until the next day, alert records
+// included, and nobody would hear that a customer's secret is about to expire. The rotator logs little
+// (well under 1 GB a month for hundreds of customers, see infra/README.md), so the cap bought little.
+@description('Daily ingestion cap in GB; -1 (the default) for none. A cap also drops the alert records the alert rules read once it is reached: set one only with that in mind.')
+param dailyQuotaGb int = -1
 
 resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   name: logAnalyticsName

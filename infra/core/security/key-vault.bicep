@@ -29,6 +29,13 @@ param networkAcls object = {
 ])
 param publicNetworkAccess string = 'Enabled'
 
+@description('default: create the vault (or update it). recover: recover the soft-deleted vault of this name, with its secrets (after `azd down`; purge protection keeps the name taken for 90 days). infra/scripts/pre-provision.sh chooses.')
+@allowed([
+  'default'
+  'recover'
+])
+param createMode string = 'default'
+
 @description('Log Analytics workspace that receives the vault\'s audit events (who read or wrote which secret).')
 param logAnalyticsWorkspaceId string
 
@@ -48,6 +55,7 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
+    createMode: createMode
     enabledForDeployment: false
     enabledForDiskEncryption: false
     enabledForTemplateDeployment: false

@@ -1,0 +1,811 @@
+// The dashboard: one module, no dependencies, no build step. It reads the same HTTP API as every other client
+// (/api/status, /api/targets/{t}/{a}/details, /api/me) and acts through it (/api/rotations,
+// /api/acknowledgements); the API enforces the roles, the page only hides what the caller may not do.
+// Every value from the API reaches the page as text (textContent / attributes), never as markup.
+
+const REFRESH_MS = 30000;
+const PROGRESS_MS = 1000;
+const OPERATE = "Rotator.Operate";
+const SVG = "http://www.w3.org/2000/svg";
+const DAY = 86400000;
+
+// Known statuses with their labels, in the order the counts show them; any other status gets a neutral chip.
+const STATUSES = {
+  "healthy": "Healthy",
+  "due": "Due",
+  "expired": "Expired",
+  "missing": "Missing",
+  "app-not-found": "App not found",
+  "unreachable": "Unreachable",
+  "not-owner": "Not owner",
+  "policy-blocked": "Policy blocked",
+  "foreign-credential": "Foreign credential",
+  "unknown": "Not checked yet",
+};
+const STATUS_HELP = {
+  "healthy": "The secret lives longer than the renew-before window.",
+  "due": "The secret expires within the renew-before window: the next timer pass rotates it.",
+  "expired": "The secret has expired: Proofpoint's sync is failing.",
+  "missing": "The app registration has no client secret.",
+  "app-not-found": "No app registration with this app id in the tenant.",
+  "unreachable": "The rotator could not reach the tenant (consent, network or Graph).",
+  "not-owner": "The rotator is not an owner of the app registration.",
+  "policy-blocked": "An app-management policy blocks adding a secret.",
+  "foreign-credential": "A credential the rotator did not make is in use.",
+  "unknown": "Not assessed yet: the next check or timer pass will.",
+};
+const STAGES = ["creating", "pending", "verified", "pushed"];
+const STAGE_LABELS = { creating: "Create", pending: "Verify", verified: "Deliver", pushed: "Promote" };
+const STAGE_HELP = {
+  creating: "creating the secret in Entra ID and Key Vault",
+  pending: "waiting for the new secret to get a token",
+  verified: "delivering to the destinations",
+  pushed: "promoting the new Key Vault version",
+};
+const ALERT_LABELS = {
+  "expired": "expired", "unreachable": "unreachable", "app-not-found": "app not found", "not-owner": "not owner",
+  "policy-blocked": "policy blocked", "foreign-credential": "foreign credential", "stuck": "stuck",
+  "destination-failing": "destination failing", "notify-only-waiting": "waiting for acknowledgement",
+  "needs-human": "needs a human",
+};
+
+const state = {
+  targets: [],
+  loaded: false,
+  me: null,
+  sort: { key: "status", dir: 1 },
+  status: "",
+  search: "",
+  selected: null, // "tenant/app" of the open detail panel
+  details: null,
+  detailsError: null,
+  progress: null, // {key, running, result, error}
+  actionResult: null, // {key, kind, text}
+};
+
+// ---------------------------------------------------------------- helpers
+
+const $ = (id) => document.getElementById(id);
+
+function h(tag, attrs = {}, ...children) {
+  const el = tag.startsWith("svg:") ? document.createElementNS(SVG, tag.slice(4)) : document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (name === "class") el.setAttribute("class", value);
+    else if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else el.setAttribute(name, value === true ? "" : String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(path, options = {}) {
+  let response;
+  try {
+    response = await fetch(path, {
+      credentials: "same-origin",
+      headers: { Accept: "application/json", ...(options.body ? { "Content-Type": "application/json" } : {}) },
+      ...options,
+    });
+  } catch {
+    throw new ApiError(0, "NetworkError", "the function app did not answer");
+  }
+  const text = await response.text();
+  let body = null;
+  try {
+    body = text ? JSON.parse(text) : null;
+  } catch {
+    body = null;
+  }
+  if (!response.ok) {
+    const error = (body && body.error) || {};
+    throw new ApiError(response.status, error.code || `HTTP${response.status}`, error.message || response.statusText);
+  }
+  return body;
+}
+
+const keyOf = (t) => `${t.tenantId}/${t.appId}`;
+const known = (status) => Object.hasOwn(STATUSES, status);
+const statusClass = (status) => (known(status) ? `s-${status}` : "s-other");
+const label = (status) => (known(status) ? STATUSES[status] : status);
+const canOperate = () => Boolean(state.me && state.me.roles && state.me.roles.includes(OPERATE));
+
+function chip(status) {
+  return h("span", { class: `chip ${statusClass(status)}`, title: STATUS_HELP[status] || "", "data-status": status },
+    label(status));
+}
+
+function date(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleDateString("en-GB", { day: "numeric", month: "short", year: "numeric", timeZone: "UTC" });
+}
+
+function dateTime(iso) {
+  if (!iso) return "—";
+  return new Date(iso).toLocaleString("en-GB", {
+    day: "numeric", month: "short", year: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+    timeZone: "UTC", timeZoneName: "short",
+  });
+}
+
+function ago(iso) {
+  if (!iso) return "";
+  const seconds = Math.round((Date.now() - new Date(iso).getTime()) / 1000);
+  if (seconds < 0) return "";
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return `${Math.floor(seconds / 86400)} d ago`;
+}
+
+function confirmed(t) {
+  const total = t.destinations.length;
+  const done = t.destinations.filter((d) => d.acknowledged).length;
+  return { done, total, rotated: !(t.currentKeyId === null && t.stage === "idle") };
+}
+
+function short(id) {
+  return id ? `${id.slice(0, 8)}…` : "—";
+}
+
+// ---------------------------------------------------------------- loading
+
+async function loadMe() {
+  try {
+    state.me = await api("/api/me");
+  } catch (error) {
+    state.me = null;
+    if (error.status === 401) showBanner("You are not signed in. Reload the page to sign in again.");
+  }
+  renderCaller();
+}
+
+async function refresh() {
+  try {
+    const body = await api("/api/status");
+    state.targets = body.targets;
+    state.loaded = true;
+    hideBanner();
+    $("updated").textContent = `Updated ${new Date().toLocaleTimeString("en-GB")}`;
+  } catch (error) {
+    $("updated").textContent = "Update failed";
+    if (error.status === 401) showBanner("You are not signed in. Reload the page to sign in again.");
+    else if (error.status === 403) showBanner("Your account lacks the Rotator.Read role: ask an administrator of the rotator's app to assign it.");
+    else showBanner(`Could not load the status (${error.code}: ${error.message}). Showing the last known state; retrying every ${REFRESH_MS / 1000} s.`);
+    state.loadError = error;
+  }
+  render();
+  if (state.selected) await loadDetails();
+}
+
+async function loadDetails() {
+  const key = state.selected;
+  if (!key) return;
+  try {
+    const details = await api(`/api/targets/${key}/details`);
+    if (state.selected !== key) return;
+    state.details = details;
+    state.detailsError = null;
+  } catch (error) {
+    if (state.selected !== key) return;
+    state.detailsError = error;
+  }
+  renderDetail();
+}
+
+function showBanner(text) {
+  const banner = $("banner");
+  banner.textContent = text;
+  banner.hidden = false;
+}
+
+function hideBanner() {
+  $("banner").hidden = true;
+}
+
+// ---------------------------------------------------------------- the fleet
+
+function visibleTargets() {
+  const needle = state.search.trim().toLowerCase();
+  return state.targets.filter((t) => {
+    if (state.status && t.status !== state.status) return false;
+    if (!needle) return true;
+    return [t.customer, t.tenantId, t.appId].some((v) => (v || "").toLowerCase().includes(needle));
+  });
+}
+
+const STATUS_ORDER = Object.keys(STATUSES);
+const severity = (s) => {
+  const order = ["expired", "missing", "app-not-found", "not-owner", "policy-blocked", "foreign-credential",
+    "unreachable", "due", "unknown", "healthy"];
+  const i = order.indexOf(s);
+  return i < 0 ? order.length - 2 : i;
+};
+
+function sortValue(t, key) {
+  switch (key) {
+    case "customer": return (t.customer || t.tenantId).toLowerCase();
+    case "status": return severity(t.status);
+    case "daysLeft": return t.daysLeft ?? Number.POSITIVE_INFINITY;
+    case "expires": return t.expires ? Date.parse(t.expires) : Number.POSITIVE_INFINITY;
+    case "stage": return t.stage === "idle" ? 99 : STAGES.indexOf(t.stage);
+    case "confirmed": { const c = confirmed(t); return c.total ? c.done / c.total : 2; }
+    case "lastRotationAt": return t.lastRotationAt ? Date.parse(t.lastRotationAt) : 0;
+    case "alerts": return -(t.alerts || []).length;
+    default: return 0;
+  }
+}
+
+function sorted(targets) {
+  const { key, dir } = state.sort;
+  return [...targets].sort((a, b) => {
+    const x = sortValue(a, key);
+    const y = sortValue(b, key);
+    if (x < y) return -dir;
+    if (x > y) return dir;
+    return (a.customer || "").localeCompare(b.customer || "");
+  });
+}
+
+function renderCounts() {
+  const counts = new Map();
+  for (const t of state.targets) counts.set(t.status, (counts.get(t.status) || 0) + 1);
+  const list = $("counts");
+  list.replaceChildren();
+  const button = (status, n, text) => h("li", {},
+    h("button", {
+      type: "button",
+      class: `count ${status ? statusClass(status) : "total"}`,
+      "aria-pressed": String(state.status === status),
+      "data-status": status || "all",
+      title: status ? `Show only ${text.toLowerCase()}` : "Show every customer",
+      onclick: () => { state.status = state.status === status ? "" : status; $("status-filter").value = state.status; render(); },
+    }, h("span", { class: "n" }, n), h("span", { class: "label" }, text)));
+  list.append(button("", state.targets.length, "Customers"));
+  const statuses = [...STATUS_ORDER.filter((s) => counts.has(s)), ...[...counts.keys()].filter((s) => !known(s)).sort()];
+  for (const s of statuses) list.append(button(s, counts.get(s), label(s)));
+
+  const select = $("status-filter");
+  const current = state.status;
+  select.replaceChildren(h("option", { value: "" }, "All statuses"),
+    ...[...STATUS_ORDER, ...[...counts.keys()].filter((s) => !known(s))].map((s) =>
+      h("option", { value: s }, `${label(s)} (${counts.get(s) || 0})`)));
+  select.value = current;
+}
+
+function daysCell(t, scale) {
+  if (t.daysLeft === null || t.daysLeft === undefined) return h("span", { class: "muted" }, "—");
+  const fill = h("span");
+  fill.style.width = `${Math.max(2, Math.min(100, (Math.max(0, t.daysLeft) / scale) * 100))}%`;
+  return h("div", { class: "days" },
+    h("span", { class: "num" }, t.daysLeft),
+    h("div", { class: `bar ${statusClass(t.status)}`, role: "img", "aria-label": `${t.daysLeft} days left` }, fill));
+}
+
+function stageCell(t) {
+  if (t.stage === "idle") return h("span", { class: "muted" }, "—");
+  return h("span", { class: "stage", title: `since ${dateTime(t.stageSince)}` },
+    h("span", { class: "spinner", "aria-hidden": "true" }), `${STAGES.indexOf(t.stage) + 1}/4 ${STAGE_LABELS[t.stage] || t.stage}`);
+}
+
+function destinationsCell(t) {
+  const c = confirmed(t);
+  if (!c.total) return h("span", { class: "muted" }, "none");
+  if (!c.rotated) return h("span", { class: "muted", title: "The rotator has not delivered a secret yet" }, `0/${c.total} · not rotated yet`);
+  const names = t.destinations.map((d) => `${d.name}: ${d.acknowledged ? "confirmed" : "waiting"}${d.failures ? ` (${d.failures} failed)` : ""}`).join("\n");
+  return h("span", { class: c.done === c.total ? "ok-text" : "warn-text", title: names }, `${c.done}/${c.total} confirmed`);
+}
+
+function lastRotationCell(t) {
+  if (!t.lastRotationAt) return h("span", { class: "muted" }, "never");
+  return h("span", { title: dateTime(t.lastRotationAt) }, date(t.lastRotationAt), " ",
+    h("span", { class: "muted" }, [t.lastOutcome, ago(t.lastRotationAt)].filter(Boolean).join(" · ")));
+}
+
+function alertsCell(t) {
+  const alerts = t.alerts || [];
+  if (!alerts.length) return h("span", { class: "muted" }, "—");
+  return h("span", {}, alerts.map((a) => h("span", { class: "alert-badge" }, ALERT_LABELS[a] || a)));
+}
+
+function renderFleet() {
+  const rows = sorted(visibleTargets());
+  const scale = Math.max(180, ...state.targets.map((t) => t.daysLeft || 0));
+  const body = $("fleet-body");
+  body.replaceChildren(...rows.map((t) => {
+    const key = keyOf(t);
+    const open = () => openDetail(key);
+    return h("tr", {
+      tabindex: "0",
+      "data-key": key,
+      "data-status": t.status,
+      class: state.selected === key ? "selected" : null,
+      "aria-label": `${t.customer || t.tenantId}: ${label(t.status)}. Open details`,
+      onclick: open,
+      onkeydown: (event) => rowKey(event, open),
+    },
+    h("td", { class: "cell-customer", "data-label": "Customer" },
+      h("div", { class: "customer-name" }, t.customer || "(no name)"),
+      h("div", { class: "ids", title: `tenant ${t.tenantId}\napp ${t.appId}` }, `${short(t.tenantId)} · app ${short(t.appId)}`)),
+    h("td", { class: "cell-status", "data-label": "Status" }, chip(t.status), t.enabled === false ? h("span", { class: "badge grey" }, " disabled") : null),
+    h("td", { "data-label": "Days left" }, daysCell(t, scale)),
+    h("td", { class: "nowrap", "data-label": "Expires" }, date(t.expires)),
+    h("td", { class: "cell-stage", "data-label": "Rotation" }, stageCell(t)),
+    h("td", { class: "cell-destinations", "data-label": "Destinations" }, destinationsCell(t)),
+    h("td", { "data-label": "Last rotation" }, lastRotationCell(t)),
+    h("td", { "data-label": "Alerts" }, alertsCell(t)));
+  }));
+  for (const th of document.querySelectorAll("#fleet-table th[data-sort]")) {
+    th.setAttribute("aria-sort", th.dataset.sort === state.sort.key ? (state.sort.dir > 0 ? "ascending" : "descending") : "none");
+  }
+  $("fleet-count").textContent = state.loaded ? `${rows.length} of ${state.targets.length}` : "";
+  const empty = $("fleet-empty");
+  empty.replaceChildren();
+  empty.hidden = true;
+  if (!state.loaded) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, state.loadError ? "The status could not be loaded" : "Loading the fleet…"));
+  } else if (!state.targets.length) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, "No customers registered yet"),
+      "Register a customer's Proofpoint app with PUT /api/targets/{tenantId}/{appId} or python -m shared targets import; it appears here after the next check.");
+  } else if (!rows.length) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, "No customer matches"), "Nothing fits the status filter and search. ",
+      h("button", { type: "button", class: "btn ghost small", onclick: clearFilters }, "Clear filters"));
+  }
+}
+
+function rowKey(event, open) {
+  if (event.key === "Enter" || event.key === " ") {
+    event.preventDefault();
+    open();
+  } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
+    event.preventDefault();
+    const next = event.key === "ArrowDown" ? event.currentTarget.nextElementSibling : event.currentTarget.previousElementSibling;
+    if (next) next.focus();
+  }
+}
+
+function clearFilters() {
+  state.status = "";
+  state.search = "";
+  $("search").value = "";
+  $("status-filter").value = "";
+  render();
+}
+
+// ---------------------------------------------------------------- the timeline
+
+function monthStart(d, offset = 0) {
+  return new Date(Date.UTC(d.getUTCFullYear(), d.getUTCMonth() + offset, 1));
+}
+
+function renderTimeline() {
+  const container = $("timeline-chart");
+  const empty = $("timeline-empty");
+  const targets = visibleTargets().filter((t) => t.expires)
+    .sort((a, b) => Date.parse(a.expires) - Date.parse(b.expires));
+  const undated = visibleTargets().filter((t) => !t.expires);
+  container.replaceChildren();
+  empty.hidden = true;
+  if (!targets.length) {
+    if (state.loaded) {
+      empty.hidden = false;
+      empty.replaceChildren(h("strong", {}, "Nothing to show"),
+        state.targets.length ? "No customer in view has a known expiry yet." : "Customers appear here once registered and checked.");
+    }
+    return;
+  }
+  const now = new Date();
+  const start = monthStart(now, -1);
+  const end = monthStart(now, 24);
+  const width = Math.max(560, container.clientWidth - 32);
+  const compact = targets.length > 40;
+  const narrow = width < 700;
+  const left = compact ? 8 : narrow ? 96 : 170;
+  const right = 14;
+  const laneH = compact ? Math.max(4, Math.min(10, 480 / targets.length)) : 26;
+  const top = 62;
+  const height = top + targets.length * laneH + 8;
+  const x = (t) => left + ((t - start) / (end - start)) * (width - left - right);
+  const svg = h("svg:svg", {
+    viewBox: `0 0 ${width} ${height}`, width, height, role: "img", class: "timeline-svg",
+    "aria-label": `Expiry of ${targets.length} customers' secrets from ${date(start.toISOString())} to ${date(end.toISOString())}`,
+  });
+
+  // months: grid, labels, and how many secrets expire in each (the "what expires in March" strip)
+  const perMonth = new Map();
+  for (const t of targets) {
+    const m = monthStart(new Date(t.expires)).getTime();
+    perMonth.set(m, (perMonth.get(m) || 0) + 1);
+  }
+  const maxPerMonth = Math.max(1, ...perMonth.values());
+  for (let m = 0; m < 25; m += 1) {
+    const from = monthStart(start, m);
+    const to = monthStart(start, m + 1);
+    const x0 = x(from);
+    const x1 = x(to);
+    const january = from.getUTCMonth() === 0;
+    svg.append(h("svg:line", { x1: x0, x2: x0, y1: 20, y2: height, class: `grid${january ? " year" : ""}` }));
+    const name = from.toLocaleDateString("en-GB", { month: "short", timeZone: "UTC" });
+    if (!narrow || m % 3 === 0) {
+      svg.append(h("svg:text", { x: x0 + 3, y: 12, class: january ? "axis-year" : "axis-label" },
+        january ? String(from.getUTCFullYear()) : name));
+    }
+    const count = perMonth.get(from.getTime()) || 0;
+    if (count) {
+      const barH = 4 + (count / maxPerMonth) * 16;
+      const bar = h("svg:rect", { x: x0 + 1.5, y: 54 - barH, width: Math.max(2, x1 - x0 - 3), height: barH, rx: 2, class: "month-bar",
+        "data-month": from.toISOString().slice(0, 7) });
+      bar.append(h("svg:title", {}, `${count} secret${count > 1 ? "s" : ""} expire${count > 1 ? "" : "s"} in ${name} ${from.getUTCFullYear()}`));
+      svg.append(bar, h("svg:text", { x: (x0 + x1) / 2, y: 50 - barH, "text-anchor": "middle", class: "month-count" }, count));
+    }
+  }
+  const xToday = x(now);
+  svg.append(h("svg:line", { x1: xToday, x2: xToday, y1: 16, y2: height, class: "today-line" }),
+    h("svg:text", { x: xToday + 4, y: top - 2, class: "today-label" }, "today"));
+
+  targets.forEach((t, i) => {
+    const y = top + i * laneH + laneH / 2;
+    const name = t.customer || t.tenantId;
+    if (!compact) {
+      svg.append(h("svg:line", { x1: left, x2: width - right, y1: y, y2: y, class: "lane" }));
+      const text = h("svg:text", { x: left - 8, y: y + 4, "text-anchor": "end", class: "lane-label" },
+        name.length > (narrow ? 12 : 22) ? `${name.slice(0, narrow ? 11 : 21)}…` : name);
+      svg.append(text);
+    }
+    const expiry = new Date(t.expires);
+    const clampedLeft = expiry < start;
+    const clampedRight = expiry > end;
+    const ex = Math.min(Math.max(x(expiry), left), width - right);
+    if (t.plannedRotation) {
+      const planned = new Date(t.plannedRotation);
+      if (planned >= start && planned <= end) {
+        const px = x(planned);
+        const r = compact ? 3 : 5;
+        svg.append(h("svg:line", { x1: px, x2: ex, y1: y, y2: y, class: "window" }));
+        const plan = h("svg:path", { d: `M${px} ${y - r} L${px + r} ${y} L${px} ${y + r} L${px - r} ${y} Z`, class: "plan-mark", "data-key": keyOf(t) });
+        plan.append(h("svg:title", {}, `${name}: rotation planned ${date(t.plannedRotation)}`));
+        svg.append(plan);
+      }
+    }
+    const when = clampedLeft ? `expired ${date(t.expires)}` : `expires ${date(t.expires)}`;
+    const mark = h("svg:g", {
+      class: "mark", tabindex: "0", role: "button", "data-key": keyOf(t), "data-status": t.status,
+      "aria-label": `${name}: ${when} (${label(t.status)}). Open details`,
+      onclick: () => openDetail(keyOf(t)),
+      onkeydown: (event) => { if (event.key === "Enter" || event.key === " ") { event.preventDefault(); openDetail(keyOf(t)); } },
+    });
+    mark.append(h("svg:title", {}, `${name}: ${when}, ${t.daysLeft ?? "?"} days (${label(t.status)})`));
+    if (clampedLeft) mark.append(h("svg:path", { d: `M${ex - 1} ${y} l7 -5 v10 z`, class: "clamped-arrow" }));
+    if (clampedRight) mark.append(h("svg:path", { d: `M${ex + 1} ${y} l-7 -5 v10 z`, class: "dot s-healthy" }));
+    mark.append(h("svg:circle", { cx: ex, cy: y, r: compact ? Math.max(2, laneH / 2) : 6.5, class: `dot ${statusClass(t.status)}` }));
+    svg.append(mark);
+  });
+  container.append(svg);
+  if (undated.length) {
+    container.append(h("p", { class: "muted" },
+      `No known expiry: ${undated.map((t) => `${t.customer || t.tenantId} (${label(t.status)})`).join(", ")}.`));
+  }
+}
+
+// ---------------------------------------------------------------- one customer
+
+function openDetail(key, { push = true } = {}) {
+  if (state.selected !== key) {
+    state.details = null;
+    state.detailsError = null;
+    state.actionResult = null;
+    if (!state.progress || state.progress.key !== key) state.progress = null;
+  }
+  state.selected = key;
+  if (push && location.hash !== `#/target/${key}`) history.pushState(null, "", `#/target/${key}`);
+  $("detail").hidden = false;
+  renderDetail();
+  renderFleet();
+  $("detail-title").focus();
+  loadDetails();
+}
+
+function closeDetail({ push = true } = {}) {
+  const key = state.selected;
+  state.selected = null;
+  state.details = null;
+  $("detail").hidden = true;
+  if (push && location.hash) history.pushState(null, "", location.pathname + location.search);
+  renderFleet();
+  const row = key && document.querySelector(`#fleet-body tr[data-key="${CSS.escape(key)}"]`);
+  if (row) row.focus();
+}
+
+function fact(k, v, extra) {
+  return h("div", { class: "fact" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v), extra ? h("div", { class: "muted" }, extra) : null);
+}
+
+function sectionError(error) {
+  return h("p", { class: "section-error" }, `${error.code}: ${error.message}`);
+}
+
+function renderDetail() {
+  const key = state.selected;
+  if (!key) return;
+  const summary = state.targets.find((t) => keyOf(t) === key);
+  const d = state.details || summary;
+  const title = $("detail-title");
+  title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "");
+  const [tenantId, appId] = key.split("/");
+  $("detail-ids").textContent = `tenant ${tenantId} · app ${appId}`;
+  const body = $("detail-body");
+  body.replaceChildren();
+  if (state.detailsError && !state.details) {
+    body.append(sectionError(state.detailsError));
+    return;
+  }
+  if (!d) {
+    body.append(h("p", { class: "muted" }, "Loading…"));
+    return;
+  }
+  body.append(h("div", { class: "facts" },
+    fact("Expires", date(d.expires), d.daysLeft !== null && d.daysLeft !== undefined ? `${d.daysLeft} days left` : null),
+    fact("Rotation planned", date(d.plannedRotation), d.policy ? `${d.policy.renewBeforeDays} days before expiry` : null),
+    fact("Last rotation", d.lastRotationAt ? date(d.lastRotationAt) : "never", d.lastOutcome),
+    fact("Last checked", d.checkedAt ? ago(d.checkedAt) || date(d.checkedAt) : "never", d.checkedAt ? dateTime(d.checkedAt) : null)));
+  if (d.error) body.append(sectionError(d.error));
+  if (d.needsHuman) body.append(h("p", { class: "section-error" }, `Needs a human: ${d.needsHuman}`));
+  if (d.alerts && d.alerts.length) body.append(h("p", {}, "Open alerts: ", alertsCell(d)));
+
+  body.append(progressSection(d));
+  if (canOperate()) body.append(actionsSection(d));
+  if (!state.details) {
+    body.append(h("p", { class: "muted" }, "Loading credentials, Key Vault versions and audit trail…"));
+    return;
+  }
+  body.append(destinationsSection(d), entraSection(d), vaultSection(d), auditSection(d));
+}
+
+function progressSection(d) {
+  const p = state.progress && state.progress.key === keyOf(d) ? state.progress : null;
+  const inFlight = d.stage !== "idle";
+  const wrap = h("section", { "aria-labelledby": "progress-title", id: "progress", "aria-live": "polite" });
+  if (!inFlight && !p) return wrap;
+  const index = STAGES.indexOf(d.stage);
+  const finished = !inFlight && p && !p.running && p.result && ["rotated"].includes(p.result.result);
+  wrap.append(h("h3", { id: "progress-title" }, "Rotation progress"));
+  wrap.append(h("ol", { class: "stepper", "data-stage": d.stage },
+    STAGES.map((s, i) => h("li", {
+      class: finished || (inFlight && i < index) ? "done" : inFlight && i === index ? "now" : null,
+      "aria-current": inFlight && i === index ? "step" : null,
+    }, STAGE_LABELS[s])),
+    h("li", { class: finished ? "done" : null }, "Done")));
+  if (inFlight) wrap.append(h("p", { class: "muted" }, `Now ${STAGE_HELP[d.stage] || d.stage} (since ${dateTime(d.stageSince)}).`));
+  else if (p && p.running) wrap.append(h("p", { class: "muted" }, "Starting the rotation…"));
+  return wrap;
+}
+
+function actionsSection(d) {
+  const busy = d.stage !== "idle" || Boolean(state.progress && state.progress.running);
+  const section = h("section", { class: "action-bar", "aria-label": "Actions" },
+    h("button", { type: "button", class: "btn ghost", id: "action-dry-run", disabled: busy, onclick: () => dryRun(d) }, "Dry run"),
+    h("button", { type: "button", class: "btn danger", id: "action-rotate", disabled: busy, onclick: () => askRotate(d) }, "Rotate now…"),
+    h("span", { class: "muted" }, busy ? "A rotation is in flight." : "A dry run shows what a rotation would do and changes nothing."));
+  const wrap = h("div", {}, section);
+  const r = state.actionResult && state.actionResult.key === keyOf(d) ? state.actionResult : null;
+  if (r) wrap.append(h("p", { class: `action-result ${r.kind}`, id: "action-result", role: "status" }, r.text));
+  return wrap;
+}
+
+function outcomeText(prefix, outcome) {
+  const parts = [`${prefix}: ${outcome.result}`];
+  if (outcome.status) parts.push(`status ${outcome.status}`);
+  if (outcome.days_left !== null && outcome.days_left !== undefined) parts.push(`${outcome.days_left} days left`);
+  if (outcome.error_code) parts.push(outcome.error_code);
+  return parts.join(" · ") + (outcome.message ? ` — ${outcome.message}` : "");
+}
+
+const GOOD = new Set(["rotated", "healthy", "would-rotate", "acknowledged"]);
+const BAD = new Set(["failed", "would-fail", "push-incomplete"]);
+
+async function dryRun(d) {
+  const key = keyOf(d);
+  state.actionResult = { key, kind: "", text: "Dry run…" };
+  renderDetail();
+  try {
+    const outcome = await api("/api/rotations", { method: "POST", body: JSON.stringify({ tenantId: d.tenantId, appId: d.appId, dryRun: true }) });
+    state.actionResult = { key, kind: BAD.has(outcome.result) ? "bad" : "", text: outcomeText("Dry run", outcome) };
+  } catch (error) {
+    state.actionResult = { key, kind: "bad", text: `Dry run refused: ${error.code}: ${error.message}` };
+  }
+  renderDetail();
+}
+
+function askRotate(d) {
+  const dialog = $("confirm");
+  const n = d.destinations.length;
+  $("confirm-title").textContent = `Rotate ${d.customer || "this customer"}'s secret now?`;
+  $("confirm-text").textContent = `A new client secret is created in Entra ID, stored in Key Vault, proven with a token and delivered to ${n} destination${n === 1 ? "" : "s"}. The old secret is retired after the grace period.`;
+  $("confirm-force").checked = false;
+  dialog.dataset.key = keyOf(d);
+  dialog.showModal();
+  $("confirm-cancel").focus();
+}
+
+async function rotate(key, force) {
+  const d = state.targets.find((t) => keyOf(t) === key) || state.details;
+  state.progress = { key, running: true, result: null };
+  state.actionResult = { key, kind: "", text: "Rotating… the steps show as they complete." };
+  renderDetail();
+  const poll = setInterval(() => { if (state.selected === key) loadDetails(); }, PROGRESS_MS);
+  try {
+    const outcome = await api("/api/rotations", { method: "POST", body: JSON.stringify({ tenantId: d.tenantId, appId: d.appId, force }) });
+    state.progress = { key, running: false, result: outcome };
+    state.actionResult = { key, kind: GOOD.has(outcome.result) ? "good" : BAD.has(outcome.result) ? "bad" : "", text: outcomeText("Rotation", outcome) };
+  } catch (error) {
+    state.progress = null;
+    const hint = error.code === "CoolDown" ? " Tick Force to rotate again within the cool-down." : "";
+    state.actionResult = { key, kind: "bad", text: `Rotation refused: ${error.code}: ${error.message}.${hint}` };
+  } finally {
+    clearInterval(poll);
+  }
+  await refresh();
+}
+
+async function acknowledge(d, destination) {
+  const key = keyOf(d);
+  try {
+    const body = await api("/api/acknowledgements", {
+      method: "POST",
+      body: JSON.stringify({ tenantId: d.tenantId, appId: d.appId, destination: destination.name, keyId: d.newKeyId }),
+    });
+    state.actionResult = { key, kind: "good", text: outcomeText(`${destination.name} acknowledged`, body.outcome) };
+  } catch (error) {
+    state.actionResult = { key, kind: "bad", text: `Acknowledgement refused: ${error.code}: ${error.message}` };
+  }
+  await refresh();
+}
+
+function table(headers, rows, emptyText) {
+  if (!rows.length) return h("p", { class: "muted" }, emptyText);
+  return h("div", { class: "table-wrap" }, h("table", {},
+    h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c)))))));
+}
+
+function destinationsSection(d) {
+  const waitingFor = d.stage === "verified" ? d.newKeyId : null;
+  const rows = d.destinations.map((x) => {
+    const canAck = canOperate() && x.kind === "notify-only" && waitingFor && !x.acknowledged;
+    return [
+      h("strong", {}, x.name),
+      x.kind,
+      x.acknowledged ? h("span", { class: "ok-text" }, "confirmed") : h("span", { class: "warn-text" }, d.currentKeyId || d.stage !== "idle" ? "waiting" : "not rotated yet"),
+      x.acknowledgedAt ? h("span", { title: dateTime(x.acknowledgedAt) }, date(x.acknowledgedAt), " ", h("span", { class: "muted" }, `key ${short(x.acknowledgedKeyId)}`)) : "—",
+      x.failures ? h("span", { class: "alert-badge" }, `${x.failures} failed`) : "0",
+      canAck ? h("button", { type: "button", class: "btn small", "data-ack": x.name, onclick: () => acknowledge(d, x) }, "Acknowledge") : "",
+    ];
+  });
+  return h("section", {}, h("h3", {}, "Destinations"),
+    table(["Destination", "Kind", "Current key", "Last acknowledgement", "Failed pushes", ""], rows, "No destinations registered."));
+}
+
+function entraSection(d) {
+  const e = d.entra;
+  const section = h("section", {}, h("h3", {}, "Credentials in Entra ID", e.displayName ? h("span", { class: "muted" }, ` · ${e.displayName}`) : ""));
+  if (e.error) section.append(sectionError(e.error));
+  const roleBadge = { current: ["in use", "green"], "rolling-out": ["rolling out", ""], superseded: ["superseded", "grey"] };
+  section.append(table(["Hint", "Start", "End", "Days left", "Made by", ""], e.credentials.map((c) => [
+    h("code", {}, c.hint ? `${c.hint}…` : "—"),
+    date(c.start),
+    date(c.end),
+    c.expired ? h("span", { class: "alert-badge" }, "expired") : c.daysLeft,
+    c.madeByRotator ? h("span", { class: "badge", title: c.displayName }, "rotator") : h("span", { class: "badge grey", title: c.displayName || "" }, c.displayName || "someone else"),
+    c.role ? h("span", { class: `badge ${roleBadge[c.role][1]}` }, roleBadge[c.role][0]) : "",
+  ]), e.error ? "" : "The app registration has no client secret."));
+  return section;
+}
+
+function vaultSection(d) {
+  const v = d.keyVault;
+  const section = h("section", {}, h("h3", {}, "Key Vault versions ", h("span", { class: "muted" }, h("code", {}, v.secretName))));
+  if (v.error) section.append(sectionError(v.error));
+  section.append(table(["Version", "Created", "Expires", "Tags"], v.versions.map((x) => [
+    h("code", { title: x.version }, short(x.version)),
+    date(x.created),
+    date(x.expires),
+    h("span", {}, Object.entries(x.tags).map(([k, val]) => h("span", { class: "tag" }, `${k}=${k.endsWith("-id") && val.length > 12 ? short(val) : val}`)),
+      x.enabled ? null : h("span", { class: "badge grey" }, "disabled")),
+  ]), v.error ? "" : "No version yet: the rotator stores one with each rotation."));
+  return section;
+}
+
+function auditSection(d) {
+  const good = new Set(["ok", "done", "rotated", "acknowledged", "healthy", "stored", "verified", "delivered", "removed"]);
+  const bad = (e) => e.errorCode || /fail|error|refused|timeout/i.test(e.outcome || "");
+  const items = d.events.map((e) => h("li", { class: bad(e) ? "bad" : good.has(e.outcome) ? "ok" : null },
+    h("div", { class: "when" }, dateTime(e.at), e.actor ? ` · ${e.actor}` : "", e.durationMs ? ` · ${e.durationMs} ms` : ""),
+    h("div", {}, h("span", { class: "what" }, e.step), " ", e.outcome, e.errorCode ? h("span", { class: "alert-badge" }, e.errorCode) : ""),
+    e.detail ? h("div", { class: "muted" }, e.detail) : null,
+    e.rotationId ? h("div", { class: "muted" }, `rotation ${short(e.rotationId)}`) : null));
+  return h("section", {}, h("h3", {}, "Audit trail ", h("span", { class: "muted" }, `(${d.events.length} newest)`)),
+    items.length ? h("ol", { class: "audit" }, items) : h("p", { class: "muted" }, "No events yet."));
+}
+
+// ---------------------------------------------------------------- the page
+
+function renderCaller() {
+  const el = $("caller");
+  if (!state.me) {
+    el.hidden = true;
+    return;
+  }
+  const roles = (state.me.roles || []).map((r) => r.replace(/^Rotator\./, ""));
+  el.replaceChildren(state.me.name || "signed in", " · ", h("span", { class: "role" }, roles.length ? roles.join(", ") : "no role"));
+  el.title = canOperate() ? "You may run and rotate" : "Read only: actions are hidden";
+  el.hidden = false;
+}
+
+function render() {
+  renderCounts();
+  renderFleet();
+  renderTimeline();
+  if (state.selected) renderDetail();
+}
+
+function fromHash() {
+  const match = /^#\/target\/([0-9a-fA-F-]{36})\/([0-9a-fA-F-]{36})$/.exec(location.hash);
+  if (match) openDetail(`${match[1]}/${match[2]}`, { push: false });
+  else if (state.selected) closeDetail({ push: false });
+}
+
+function wire() {
+  $("refresh").addEventListener("click", () => refresh());
+  $("search").addEventListener("input", (event) => { state.search = event.target.value; renderFleet(); renderTimeline(); });
+  $("status-filter").addEventListener("change", (event) => { state.status = event.target.value; render(); });
+  $("detail-close").addEventListener("click", () => closeDetail());
+  for (const th of document.querySelectorAll("#fleet-table th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", () => {
+      const key = th.dataset.sort;
+      state.sort = { key, dir: state.sort.key === key ? -state.sort.dir : 1 };
+      renderFleet();
+    });
+  }
+  $("confirm-cancel").addEventListener("click", () => $("confirm").close("cancel"));
+  $("confirm-rotate").addEventListener("click", () => {
+    const dialog = $("confirm");
+    const force = $("confirm-force").checked;
+    dialog.close("rotate");
+    rotate(dialog.dataset.key, force);
+  });
+  document.addEventListener("keydown", (event) => {
+    const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName);
+    if (event.key === "Escape" && state.selected && !$("confirm").open) closeDetail();
+    else if (event.key === "/" && !typing) { event.preventDefault(); $("search").focus(); }
+    else if (event.key === "r" && !typing && !event.ctrlKey && !event.metaKey) refresh();
+  });
+  window.addEventListener("popstate", fromHash);
+  let resize = null;
+  window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(renderTimeline, 150); });
+  setInterval(() => { if (!state.progress || !state.progress.running) refresh(); }, REFRESH_MS);
+}
+
+async function start() {
+  wire();
+  render();
+  await loadMe();
+  await refresh();
+  fromHash();
+  document.body.dataset.ready = "true";
+}
+
+start();

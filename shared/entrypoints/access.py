@@ -1,0 +1,177 @@
+"""Who may call: the caller from App Service Authentication's `X-MS-CLIENT-PRINCIPAL` header, and its app roles.
+
+With Easy Auth in front of the app (infra: authsettingsV2, requireAuthentication), the platform signs the caller in
+with the MSP's Entra app and injects `X-MS-CLIENT-PRINCIPAL`: base64 of the JSON
+`{"auth_typ", "name_typ", "role_typ", "claims": [{"typ", "val"}]}`. App roles arrive as claims whose `typ` is
+`roles` (or the principal's `role_typ`). External requests cannot set the header: the platform removes it
+(learn.microsoft.com/azure/app-service/configure-authentication-user-identities). The code enforces the roles
+itself; a request without the header is refused unless ALLOW_FUNCTION_KEY_CALLERS keeps function keys for
+automation (the platform checked the key before the code runs).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import unicodedata
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import azure.functions as func
+
+from shared.entrypoints.web import HttpError
+from shared.settings import allow_function_key_callers
+
+PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
+PRINCIPAL_NAME_HEADER = "X-MS-CLIENT-PRINCIPAL-NAME"
+ROLE_CLAIM = "roles"
+# The claim types that name a person (after App Service's default claim mapping) or, for an app-only token, an app.
+_LOGIN_CLAIMS = (
+    "preferred_username",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn",
+    "upn",
+    "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
+    "email",
+)
+_DISPLAY_CLAIMS = ("name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
+_APP_CLAIMS = ("appid", "azp")
+_OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+_MAX_HEADER = 16 * 1024
+_MAX_NAME = 256
+
+
+class Role(str, Enum):
+    """The app roles of the MSP's Entra app that this API checks."""
+
+    READ = "Rotator.Read"  # status, discovery, the registry view, OpenAPI, the dashboard
+    OPERATE = "Rotator.Operate"  # registry changes, rotations, acknowledgements, direct pushes (includes READ)
+
+
+FUNCTION_KEY = "function-key"
+
+
+@dataclass(frozen=True)
+class Caller:
+    """A signed-in caller: its name (UPN, or app:<client id>), its app roles, and how it signed in."""
+
+    name: str
+    roles: frozenset[str]
+    kind: str  # "user" | "app" | "function-key"
+
+    def has(self, role: Role) -> bool:
+        # Operate includes Read: an operator who may rotate may also look.
+        return role.value in self.roles or (role is Role.READ and Role.OPERATE.value in self.roles)
+
+
+def _unauthenticated(message: str) -> HttpError:
+    return HttpError(401, "Unauthenticated", message)
+
+
+def _clean(value: str) -> str:
+    """A claim value fit for audit rows and responses: no control characters, bounded."""
+    text = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
+    return text[:_MAX_NAME]
+
+
+def _claims(raw: str) -> dict[str, Any]:
+    if len(raw) > _MAX_HEADER:
+        raise _unauthenticated(f"{PRINCIPAL_HEADER} is too large")
+    try:
+        decoded = base64.b64decode(raw.strip(), validate=True)
+        doc = json.loads(decoded.decode("utf-8"))
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError):
+        raise _unauthenticated(f"{PRINCIPAL_HEADER} is not the base64 JSON App Service Authentication sends") from None
+    claims = doc.get("claims") if isinstance(doc, dict) else None
+    if not isinstance(claims, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("typ"), str) and isinstance(c.get("val"), str) for c in claims
+    ):
+        raise _unauthenticated(f"{PRINCIPAL_HEADER} carries no claims list of {{typ, val}}")
+    principal: dict[str, Any] = doc
+    return principal
+
+
+def principal(req: func.HttpRequest) -> Caller | None:
+    """The caller App Service Authentication signed in, or None when the request carries no principal."""
+    raw = req.headers.get(PRINCIPAL_HEADER)
+    if raw is None or raw == "":
+        return None
+    doc = _claims(raw)
+    claims: list[dict[str, str]] = doc["claims"]
+
+    def first(*types: str) -> str:
+        for typ in types:
+            for claim in claims:
+                if claim["typ"] == typ and _clean(claim["val"]):
+                    return _clean(claim["val"])
+        return ""
+
+    role_types = {ROLE_CLAIM}
+    if isinstance(doc.get("role_typ"), str) and doc["role_typ"]:
+        role_types.add(doc["role_typ"])
+    roles = frozenset(_clean(c["val"]) for c in claims if c["typ"] in role_types and _clean(c["val"]))
+    name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
+    is_app = first("idtyp") == "app"
+    person = ""
+    if not is_app:
+        # The sign-in name (UPN) first: it is what an auditor recognises; a display name last.
+        person = (
+            first(*_LOGIN_CLAIMS)
+            or _clean(req.headers.get(PRINCIPAL_NAME_HEADER) or "")
+            or (first(name_typ) if name_typ else "")
+            or first(*_DISPLAY_CLAIMS)
+        )
+    if person:
+        return Caller(person, roles, "user")
+    app = first(*_APP_CLAIMS)
+    if app:
+        return Caller(f"app:{app}", roles, "app")
+    object_id = first(*_OBJECT_ID_CLAIMS)
+    if object_id:
+        return Caller(f"oid:{object_id}", roles, "app" if is_app else "user")
+    raise _unauthenticated(f"{PRINCIPAL_HEADER} names nobody (no name, app id or object id claim)")
+
+
+def caller(req: func.HttpRequest) -> Caller:
+    """The signed-in caller; without a principal, the function-key caller when ALLOW_FUNCTION_KEY_CALLERS is on."""
+    found = principal(req)
+    if found is not None:
+        return found
+    if allow_function_key_callers(os.environ):
+        return Caller(FUNCTION_KEY, frozenset(r.value for r in Role), FUNCTION_KEY)
+    raise _unauthenticated("sign in: this API needs an Entra ID caller (App Service Authentication)")
+
+
+def authorize(req: func.HttpRequest, role: Role) -> Caller:
+    """The caller, when it holds `role` (401 Unauthenticated without a caller, 403 Forbidden without the role)."""
+    found = caller(req)
+    if not found.has(role):
+        raise HttpError(403, "Forbidden", f"this needs the app role {role.value}; ask an administrator to assign it")
+    return found
+
+
+# Claim types as App Service Authentication writes them for an Entra ID (aad) sign-in.
+NAME_TYPE = "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name"
+ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
+
+
+def platform_headers(name: str, roles: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> dict[str, str]:
+    """The headers App Service Authentication injects for a signed-in Entra user: for tests and the local server
+    (`python -m shared serve --as NAME --roles ...`), never trusted from anywhere but the platform in Azure."""
+    claims = [
+        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier",
+         "val": str(uuid.uuid5(uuid.NAMESPACE_URL, f"principal:{name}"))},
+        {"typ": "name", "val": name.split("@")[0]},
+        {"typ": "preferred_username", "val": name},
+        {"typ": "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/upn", "val": name},
+        *({"typ": ROLE_CLAIM, "val": role} for role in sorted(roles)),
+    ]
+    doc = {"auth_typ": "aad", "claims": claims, "name_typ": NAME_TYPE, "role_typ": ROLE_TYPE}
+    return {
+        PRINCIPAL_HEADER: base64.b64encode(json.dumps(doc).encode("utf-8")).decode("ascii"),
+        PRINCIPAL_NAME_HEADER: name,
+        "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+    }

@@ -1,0 +1,225 @@
+"""One advance of one target: its latest row and ETag, the lease, audit events, alerts and the outcome.
+
+Every step of the protocol takes an `Advance`; it never reaches the engine. Writes go through `save` (ETag-guarded):
+a concurrent writer makes it raise Conflict, never a lost update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from shared.domain import Actor, Application, Stage, Target
+from shared.errors import RotationError
+from shared.ports import Alert, Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The policy knobs of the engine (from Settings; tests set them directly)."""
+
+    renew_before_days: int = 30
+    lifetime_days: int = 180
+    retire_grace: timedelta = timedelta(hours=24)
+    verify_timeout: timedelta = timedelta(seconds=120)
+    push_max_attempts: int = 5
+    scan_concurrency: int = 32
+    manual_cooldown: timedelta = timedelta(minutes=60)
+    stuck_after: timedelta = timedelta(hours=24)
+    retire_other_expired: bool = False
+    lease: timedelta = timedelta(minutes=5)
+    store_attempts: int = 3
+    create_attempts: int = 3
+
+
+@dataclass(frozen=True)
+class Ports:
+    """What the protocol's steps talk to."""
+
+    state: StateStore
+    directory: Directory
+    secrets: SecretStore
+    probe: TokenProbe
+    destinations: Mapping[str, Destination]
+    alerter: Alerter
+    clock: Clock
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one advance of one target ended (what an operator or the summary sees; never a secret)."""
+
+    tenant_id: str
+    app_id: str
+    result: str  # healthy, rotated, busy, failed, skipped, would-rotate, ...
+    status: str = ""
+    stage: str = ""
+    rotation_id: str = ""
+    days_left: int | None = None
+    error_code: str = ""
+    message: str = ""
+
+
+def outcome(target: Target, result: str, **extra: str) -> Outcome:
+    """The outcome of an advance that ended with the target in this state."""
+    return Outcome(
+        target.tenant_id,
+        target.app_id,
+        result,
+        status=target.observed.status,
+        stage=target.state.stage.value,
+        rotation_id=target.state.rotation_id,
+        days_left=target.observed.days_left,
+        **extra,
+    )
+
+
+def leased_by_other(target: Target, owner: str, now: datetime) -> bool:
+    """Another runner holds this target's lease and it has not run out."""
+    s = target.state
+    return bool(s.lease_owner) and s.lease_owner != owner and s.lease_until is not None and s.lease_until > now
+
+
+class Stop(Exception):
+    """Ends one advance early with an outcome (a step that cannot progress now)."""
+
+    def __init__(self, outcome: Outcome) -> None:
+        super().__init__(outcome.result)
+        self.outcome = outcome
+
+
+class Advance:
+    """One advance of one target: holds its latest row and ETag; what every step reads and writes through."""
+
+    def __init__(
+        self, ports: Ports, config: EngineConfig, owner: str, target: Target, etag: str, actor: Actor
+    ) -> None:
+        self.ports = ports
+        self.config = config
+        self.owner = owner
+        self.target = target
+        self.etag = etag
+        self.actor = actor
+        self._app: Application | None = None
+
+    def now(self) -> datetime:
+        return self.ports.clock.now()
+
+    # ---------------------------------------------------------------- the row
+
+    async def save(self, target: Target) -> None:
+        """Write the row if nobody else did since we read it (Conflict otherwise)."""
+        self.etag = await self.ports.state.replace_target(target, self.etag)
+        self.target = target
+
+    async def move(self, stage: Stage, **changes: object) -> None:
+        await self.save(self.target.with_state(stage=stage, stage_since=self.now(), **changes))
+
+    async def take_lease(self) -> None:
+        """Claim the target for this advance (Conflict when another runner wrote the row first)."""
+        await self.save(self.target.with_state(lease_owner=self.owner, lease_until=self.now() + self.config.lease))
+
+    async def release(self) -> None:
+        if self.target.state.lease_owner != self.owner:
+            return
+        try:
+            await self.save(self.target.with_state(lease_owner="", lease_until=None))
+        except RotationError:
+            log.warning("could not release the lease", extra={"event": "lease", "target": self.target.key})
+
+    # ---------------------------------------------------------------- the directory
+
+    async def application(self) -> Application:
+        """The app registration, read once per advance (until `forget_application`)."""
+        if self._app is None:
+            self._app = await self.ports.directory.get_application(self.target.tenant_id, self.target.app_id)
+        return self._app
+
+    def forget_application(self) -> None:
+        self._app = None
+
+    # ---------------------------------------------------------------- what it tells
+
+    async def event(
+        self, step: str, outcome: str, error: RotationError | None = None, *, started: float | None = None,
+        detail: str = "", rotation_id: str = "",
+    ) -> None:
+        """One audit record and one structured log line for a protocol step (never a secret)."""
+        duration = int((time.monotonic() - started) * 1000) if started is not None else 0
+        record = Event(
+            tenant_id=self.target.tenant_id,
+            app_id=self.target.app_id,
+            step=step,
+            outcome=outcome,
+            actor=self.actor.value,
+            rotation_id=rotation_id or self.target.state.rotation_id,
+            duration_ms=duration,
+            error_code=error.code if error else "",
+            detail=(error.message if error else detail)[:1000],
+            at=self.now(),
+        )
+        level = logging.WARNING if error else logging.INFO
+        log.log(
+            level,
+            "%s %s: %s",
+            step,
+            outcome,
+            self.target.key,
+            extra={
+                "event": "step",
+                "target": self.target.key,
+                "tenant_id": self.target.tenant_id,
+                "app_id": self.target.app_id,
+                "rotation_id": record.rotation_id,
+                "step": step,
+                "outcome": outcome,
+                "actor": record.actor,
+                "duration_ms": duration,
+                "error_code": record.error_code,
+            },
+        )
+        try:
+            await self.ports.state.record(record)
+        except RotationError:
+            log.warning("audit record not written", extra={"event": "audit", "target": self.target.key})
+
+    async def alert(self, condition: str, message: str, **details: str) -> None:
+        await self.ports.alerter.raise_alert(
+            Alert(condition, self.target.tenant_id, self.target.app_id, message, self.target.customer, details)
+        )
+
+    def outcome(self, result: str, **extra: str) -> Outcome:
+        return outcome(self.target, result, **extra)
+
+    def stop(self, result: str, error: RotationError | None = None, message: str = "") -> Stop:
+        """The exception that ends this advance with `result` (raise it)."""
+        return Stop(
+            self.outcome(result, error_code=error.code if error else "", message=error.message if error else message)
+        )
+
+    async def abandon(self, step: str, error: RotationError) -> NoReturn:
+        """End this rotation without a new secret (the old one stays untouched), tell a human, stop."""
+        await self.move(Stage.IDLE, rotation_id="", new_key_id="", new_version="", new_expires=None, replaces=())
+        await self.save(self.target.with_observed(last_outcome=f"failed: {error.code}", error_code=error.code,
+                                                  error_message=error.message))
+        await self.alert("rotation-failed", f"{step} failed: {error.message}", error_code=error.code)
+        raise self.stop("failed", error)
+
+    async def check_stuck(self) -> None:
+        """Alert when the rotation has sat in one stage longer than allowed."""
+        since = self.target.state.stage_since
+        if since is not None and self.now() - since > self.config.stuck_after:
+            await self.alert(
+                "stuck",
+                f"rotation {self.target.state.rotation_id} has been in stage {self.target.state.stage.value} "
+                f"since {since.isoformat()}",
+                stage=self.target.state.stage.value,
+            )

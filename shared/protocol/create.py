@@ -1,0 +1,127 @@
+"""Stage creating: add the credential and put its value in Key Vault at once; recover a crashed attempt.
+
+The rotation id was reserved before anything was created, and the credential's display name carries it, so a
+re-run finds what an interrupted run made: its value in Key Vault (continue) or lost (remove it, start over).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+from typing import NoReturn
+
+from shared.domain import Application, Stage, credential_display_name, lifetime_days, new_rotation_id
+from shared.errors import Ambiguous, AppNotFound, RotationError, Throttled, Unreachable
+from shared.ports import NewCredential, StoredVersion
+from shared.protocol.context import Advance
+
+
+async def create(run: Advance) -> None:
+    """Add the credential and store its value, or recover what a crashed run of this rotation left."""
+    rotation_id = run.target.state.rotation_id
+    # Read fresh when resuming; right after reserving, the assessment's read of this advance is current.
+    app = await run.application()
+    mine = [c for c in app.credentials if c.rotation_id == rotation_id]
+    if mine:
+        stored = await run.ports.secrets.find_by_rotation(run.target, rotation_id)
+        if stored is not None:
+            await run.event("recover", "found-in-key-vault")
+            await run.move(Stage.PENDING, new_key_id=stored.key_id, new_version=stored.version,
+                           new_expires=stored.expires)
+            return
+        # The value of these credentials is lost: remove them, then start over with a new id.
+        for credential in mine:
+            await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, credential.key_id)
+        await run.event("recover", "removed-lost-credential", detail=f"{len(mine)} credential(s)")
+        await run.move(Stage.CREATING, rotation_id=new_rotation_id())
+        return
+    new = await add_password(run, app)
+    await store(run, app, new)
+
+
+async def add_password(run: Advance, app: Application) -> NewCredential:
+    """addPassword, retried only where the answer says nothing was written."""
+    cfg = run.config
+    rotation_id = run.target.state.rotation_id
+    end = run.now() + timedelta(days=lifetime_days(run.target.policy, cfg.lifetime_days))
+    started = time.monotonic()
+    for attempt in range(1, cfg.create_attempts + 1):
+        try:
+            new = await run.ports.directory.add_password(
+                run.target.tenant_id, app.object_id, credential_display_name(rotation_id), end
+            )
+        except Throttled as error:
+            # Throttling and concurrency violations say the write did not happen, so another try is safe.
+            await run.event("create", "throttled", error)
+            if attempt == cfg.create_attempts:
+                raise run.stop("failed", error) from error
+            await run.ports.sleep(error.retry_after or 2.0 * attempt)
+            continue
+        except Ambiguous as error:
+            # The credential may exist: leave `creating`; the next run finds it by its display name.
+            await run.event("create", "ambiguous", error)
+            raise run.stop("failed", error) from error
+        except (AppNotFound, Unreachable) as error:
+            await run.abandon("create", error)
+        except RotationError as error:
+            # A definite refusal (e.g. the tenant's credential lifetime policy): nothing was created.
+            await run.abandon("create", error)
+        await run.event("create", "ok", started=started, detail=f"key {new.credential.key_id}")
+        return new
+    raise AssertionError("unreachable")
+
+
+async def store(run: Advance, app: Application, new: NewCredential) -> None:
+    """Put the new value in Key Vault as a pending version; compensate only when certain no version holds it.
+
+    A write that failed with a server error or a lost connection may have taken effect: before writing again, look
+    for a version carrying this rotation id and adopt it. If that cannot be known, leave `creating`: the next
+    advance recovers through the rotation id.
+    """
+    cfg = run.config
+    secrets = run.ports.secrets
+    rotation_id = run.target.state.rotation_id
+    started = time.monotonic()
+    last_error: RotationError | None = None
+    for attempt in range(1, cfg.store_attempts + 1):
+        if attempt > 1:
+            await run.ports.sleep((last_error.retry_after if last_error else None) or 1.0 * (attempt - 1))
+        try:
+            version = await secrets.store_pending(run.target, rotation_id, new.credential, new.secret)
+        except RotationError as error:
+            last_error = error
+            await run.event("store", "retry" if attempt < cfg.store_attempts else "failed", error)
+            if isinstance(error, Ambiguous):
+                found = await stored_after_all(run, error)
+                if found is not None:
+                    await run.event("store", "found-after-error", detail=f"version {found.version}")
+                    await pending(run, found.key_id, found.version, found.expires or new.credential.end)
+                    return
+            continue
+        await run.event("store", "ok", started=started, detail=f"version {version}")
+        await pending(run, new.credential.key_id, version, new.credential.end)
+        return
+    assert last_error is not None
+    # Every write was refused, or is known not to have taken effect: no version holds the value.
+    await compensate(run, app, new.credential.key_id, last_error)
+
+
+async def stored_after_all(run: Advance, error: RotationError) -> StoredVersion | None:
+    """After an ambiguous write: the version it may have made. When Key Vault cannot tell, leave `creating`
+    (stop): removing the credential could strand a stored value, writing again could store it twice."""
+    try:
+        return await run.ports.secrets.find_by_rotation(run.target, run.target.state.rotation_id)
+    except RotationError as listing:
+        await run.event("store", "unknown", listing)
+        raise run.stop("failed", error) from listing
+
+
+async def pending(run: Advance, key_id: str, version: str, expires: datetime) -> None:
+    await run.move(Stage.PENDING, new_key_id=key_id, new_version=version, new_expires=expires)
+
+
+async def compensate(run: Advance, app: Application, key_id: str, error: RotationError) -> NoReturn:
+    """Key Vault kept failing: remove the new credential so no live credential has a value nobody holds."""
+    await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, key_id)
+    await run.event("compensate", "removed-new-credential", error)
+    await run.abandon("store", error)

@@ -1,0 +1,58 @@
+"""Stage verified: deliver the new secret to every destination that has not confirmed it; then `pushed`.
+
+Each acknowledgement is recorded as it comes, so a re-run delivers only to the destinations still missing (and
+re-delivering the same value is harmless).
+"""
+
+from __future__ import annotations
+
+import time
+
+from shared.domain import Ack, DestinationConfig, Stage, all_acknowledged
+from shared.errors import DestinationRejected, RotationError
+from shared.ports import Delivery
+from shared.protocol.context import Advance
+
+
+async def deliver(run: Advance) -> None:
+    """Push to each destination still waiting; stop with push-incomplete unless all confirmed."""
+    s = run.target.state
+    waiting = [d for d in run.target.destinations if (a := s.acks.get(d.name)) is None or a.key_id != s.new_key_id]
+    if waiting:
+        secret = await run.ports.secrets.value(run.target, s.new_version)
+        assert s.new_expires is not None
+        delivery = Delivery(
+            run.target.tenant_id, run.target.app_id, s.new_key_id, secret, s.new_expires,
+            run.target.customer, run.target.secret_name, s.new_version,
+        )
+        for config in waiting:
+            await deliver_one(run, config, delivery)
+    if not all_acknowledged(run.target):
+        raise run.stop("push-incomplete", message="some destinations have not confirmed the new secret")
+    await run.move(Stage.PUSHED)
+
+
+async def deliver_one(run: Advance, config: DestinationConfig, delivery: Delivery) -> None:
+    """One destination: record its acknowledgement, or count its failure and alert when a human must act."""
+    started = time.monotonic()
+    destination = run.ports.destinations.get(config.kind)
+    try:
+        if destination is None:
+            raise DestinationRejected(f"no destination adapter of kind {config.kind!r}", code="UnknownKind")
+        await destination.deliver(config, delivery)
+    except RotationError as error:
+        failures = dict(run.target.state.push_failures)
+        failures[config.name] = failures.get(config.name, 0) + 1
+        await run.save(run.target.with_state(push_failures=failures))
+        await run.event(f"push:{config.name}", "failed", error, started=started)
+        if error.code == "AwaitingAcknowledgement":
+            await run.alert("notify-only-waiting", error.message, destination=config.name)
+        elif failures[config.name] >= run.config.push_max_attempts or isinstance(error, DestinationRejected):
+            await run.save(run.target.with_observed(needs_human=f"{config.name}: {error.message}"))
+            await run.alert("destination-failing", f"{config.name}: {error.message}",
+                            destination=config.name, error_code=error.code, attempts=str(failures[config.name]))
+        return
+    acks = {**run.target.state.acks, config.name: Ack(delivery.key_id, run.now())}
+    failures = {k: v for k, v in run.target.state.push_failures.items() if k != config.name}
+    await run.save(run.target.with_state(acks=acks, push_failures=failures))
+    await run.event(f"push:{config.name}", "ok", started=started)

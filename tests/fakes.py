@@ -1,0 +1,506 @@
+"""In-memory fakes of the ports (cosmicpython style): the protocol's unit tests run on them in milliseconds and
+assert on their state. The sandbox tests prove the real SDK paths; these prove the protocol's logic.
+
+`Faults` injects an error before or after the work of any port call (`"secrets.promote"`, `"directory.add_password"`,
+...), or a `Crash`: the process dies there as under SIGKILL (every later call of the dead process raises `Crash`
+too, so not even its `finally` blocks reach a port).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets as random
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+
+from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
+from shared.errors import AppNotFound, Conflict, NotFound, RotationError
+from shared.ports import Alert, Delivery, Event, NewCredential, StoredVersion
+from shared.protocol.context import EngineConfig
+from shared.rotation import Engine
+
+# The calls that change something: a fault or crash "after" one strikes once the work is done.
+WRITES = ("state.replace_target", "state.record", "directory.add_password", "directory.remove_password",
+          "secrets.store_pending", "secrets.promote", "secrets.demote", "destination.")
+
+START = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+
+
+class Crash(BaseException):
+    """The rotating process died here (as SIGKILL): nothing after it runs, not even `finally` blocks' writes."""
+
+
+@dataclass
+class Rule:
+    call: str
+    when: str  # "before" (nothing done) | "after" (the work is done, the answer is lost)
+    error: Callable[[], BaseException]
+    nth: int  # the first matching call (1-based) it strikes
+    times: int  # how many consecutive calls from there
+
+
+@dataclass
+class Hold:
+    """A call kept waiting, as the sandbox's holds do: `reached` is set when it waits; set `released` to go on."""
+
+    call: str
+    when: str
+    nth: int
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    released: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class Faults:
+    """Errors and crashes at chosen port calls; the log of every call made."""
+
+    rules: list[Rule] = field(default_factory=list)
+    counts: Counter[str] = field(default_factory=Counter)
+    log: list[str] = field(default_factory=list)
+    dead: bool = False
+    holds: list[Hold] = field(default_factory=list)
+
+    def add(self, call: str, error: Callable[[], BaseException], *, when: str = "before", nth: int = 1,
+            times: int = 1) -> None:
+        self.rules.append(Rule(call, when, error, nth, times))
+
+    def crash(self, call: str, *, when: str = "before", nth: int = 1) -> None:
+        self.add(call, lambda: Crash(f"{when} {call} #{nth}"), when=when, nth=nth)
+
+    def revive(self) -> None:
+        """A new process: the dead one's crash rules are spent."""
+        self.dead = False
+        self.rules = [r for r in self.rules if not _crashes(r)]
+
+    def hold(self, call: str, *, when: str = "before", nth: int = 1) -> Hold:
+        """Make the nth call wait (before or after its work) until the test releases it."""
+        hold = Hold(call, when, nth)
+        self.holds.append(hold)
+        return hold
+
+    async def before(self, call: str) -> None:
+        if self.dead:
+            raise Crash("the process is dead")
+        self.counts[call] += 1
+        self.log.append(call)
+        await self._wait(call, "before")
+        self._strike(call, "before")
+
+    async def after(self, call: str) -> None:
+        await self._wait(call, "after")
+        self._strike(call, "after")
+
+    async def _wait(self, call: str, when: str) -> None:
+        for hold in self.holds:
+            if hold.call == call and hold.when == when and hold.nth == self.counts[call]:
+                hold.reached.set()
+                await hold.released.wait()
+
+    def _strike(self, call: str, when: str) -> None:
+        n = self.counts[call]
+        for rule in self.rules:
+            if rule.call == call and rule.when == when and rule.nth <= n < rule.nth + rule.times:
+                error = rule.error()
+                if isinstance(error, Crash):
+                    self.dead = True
+                raise error
+
+
+def _crashes(rule: Rule) -> bool:
+    return isinstance(rule.error(), Crash)
+
+
+@dataclass
+class FakeClock:
+    now_: datetime = START
+
+    def now(self) -> datetime:
+        return self.now_
+
+    def advance(self, delta: timedelta) -> None:
+        self.now_ += delta
+
+    async def sleep(self, seconds: float) -> None:
+        """The engine's sleep: time passes at once."""
+        self.now_ += timedelta(seconds=seconds)
+
+
+class FakeState:
+    """The state store: one row per target with an ETag that changes on every write."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.rows: dict[tuple[str, str], tuple[Target, str]] = {}
+        self.events_: list[Event] = []
+        self.writes = 0
+        self.watch: Callable[[], None] = lambda: None
+
+    def target(self, tenant_id: str, app_id: str) -> Target:
+        return self.rows[(tenant_id, app_id)][0]
+
+    async def list_targets(self) -> list[tuple[Target, str]]:
+        await self.faults.before("state.list_targets")
+        return list(self.rows.values())
+
+    async def get_target(self, tenant_id: str, app_id: str) -> tuple[Target, str]:
+        await self.faults.before("state.get_target")
+        row = self.rows.get((tenant_id, app_id))
+        if row is None:
+            raise NotFound(f"target {tenant_id}/{app_id} is not registered", code="TargetNotFound")
+        await self.faults.after("state.get_target")
+        return row
+
+    async def create_target(self, target: Target) -> str:
+        await self.faults.before("state.create_target")
+        if (target.tenant_id, target.app_id) in self.rows:
+            raise Conflict(f"target {target.key} is already registered", code="TargetExists")
+        return self._write(target)
+
+    async def replace_target(self, target: Target, etag: str) -> str:
+        await self.faults.before("state.replace_target")
+        row = self.rows.get((target.tenant_id, target.app_id))
+        if row is None or row[1] != etag:
+            raise Conflict(f"target {target.key} was changed by another writer", code="UpdateConditionNotSatisfied")
+        new = self._write(target)
+        await self.faults.after("state.replace_target")
+        return new
+
+    def _write(self, target: Target) -> str:
+        self.writes += 1
+        etag = f"W/{self.writes}"
+        self.rows[(target.tenant_id, target.app_id)] = (target, etag)
+        self.watch()
+        return etag
+
+    async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None:
+        await self.faults.before("state.delete_target")
+        row = self.rows.get((tenant_id, app_id))
+        if row is None:
+            raise NotFound(f"target {tenant_id}/{app_id} is not registered", code="TargetNotFound")
+        if etag is not None and row[1] != etag:
+            raise Conflict("changed by another writer", code="UpdateConditionNotSatisfied")
+        del self.rows[(tenant_id, app_id)]
+
+    async def record(self, event: Event) -> None:
+        await self.faults.before("state.record")
+        self.events_.append(event)
+        await self.faults.after("state.record")
+
+    async def events(self, tenant_id: str, app_id: str, limit: int = 50) -> list[Event]:
+        await self.faults.before("state.events")
+        mine = [e for e in self.events_ if (e.tenant_id, e.app_id) == (tenant_id, app_id)]
+        return list(reversed(mine))[:limit]
+
+
+@dataclass
+class FakeCredential:
+    credential: Credential
+    secret: str
+    working_from: datetime  # propagation: the secret gets a token only from this moment
+
+
+class FakeDirectory:
+    """Entra ID: apps by tenant, each with its password credentials and (unlike Graph) their values."""
+
+    def __init__(self, faults: Faults, clock: FakeClock) -> None:
+        self.faults = faults
+        self.clock = clock
+        self.apps: dict[tuple[str, str], Application] = {}
+        self.values: dict[str, FakeCredential] = {}
+        self.removed: list[str] = []
+        self.propagation = timedelta(0)
+        self.watch: Callable[[], None] = lambda: None
+
+    def add_app(self, tenant_id: str, app_id: str, days_left: int | None) -> Application:
+        app = Application(str(uuid.uuid4()), app_id, "Proofpoint Essentials", ())
+        self.apps[(tenant_id, app_id)] = app
+        if days_left is not None:
+            self._add(tenant_id, app, "created by hand", self.clock.now() + timedelta(days=days_left),
+                      start=self.clock.now() - timedelta(days=300))
+        return self.apps[(tenant_id, app_id)]
+
+    def app(self, tenant_id: str, app_id: str) -> Application:
+        return self.apps[(tenant_id, app_id)]
+
+    def live(self, tenant_id: str, app_id: str) -> list[Credential]:
+        now = self.clock.now()
+        return [c for c in self.app(tenant_id, app_id).credentials if not c.expired(now)]
+
+    def _find(self, tenant_id: str, object_id: str) -> tuple[tuple[str, str], Application]:
+        for key, app in self.apps.items():
+            if key[0] == tenant_id and app.object_id == object_id:
+                return key, app
+        raise AppNotFound(f"no application {object_id} in tenant {tenant_id}", code="Request_ResourceNotFound")
+
+    def _add(self, tenant_id: str, app: Application, display_name: str, end: datetime,
+             start: datetime | None = None) -> NewCredential:
+        credential = Credential(str(uuid.uuid4()), display_name, start or self.clock.now(), end, hint="abc")
+        value = random.token_urlsafe(30)
+        self.values[credential.key_id] = FakeCredential(credential, value, self.clock.now() + self.propagation)
+        self.apps[(tenant_id, app.app_id)] = replace(app, credentials=(*app.credentials, credential))
+        self.watch()
+        return NewCredential(credential, Secret(value))
+
+    async def get_application(self, tenant_id: str, app_id: str) -> Application:
+        await self.faults.before("directory.get_application")
+        app = self.apps.get((tenant_id, app_id))
+        if app is None:
+            raise AppNotFound(f"no app registration with appId {app_id} in tenant {tenant_id}", code="AppNotFound")
+        return app
+
+    async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:
+        await self.faults.before("directory.add_password")
+        _, app = self._find(tenant_id, object_id)
+        new = self._add(tenant_id, app, display_name, end)
+        await self.faults.after("directory.add_password")
+        return new
+
+    async def remove_password(self, tenant_id: str, object_id: str, key_id: str) -> None:
+        await self.faults.before("directory.remove_password")
+        key, app = self._find(tenant_id, object_id)
+        if any(c.key_id == key_id for c in app.credentials):
+            self.apps[key] = replace(app, credentials=tuple(c for c in app.credentials if c.key_id != key_id))
+            self.removed.append(key_id)
+            self.watch()
+        await self.faults.after("directory.remove_password")
+
+    async def find_applications(self, tenant_id: str, name_prefixes: Sequence[str]) -> list[Application]:
+        await self.faults.before("directory.find_applications")
+        return [a for (t, _), a in self.apps.items()
+                if t == tenant_id and any(a.display_name.startswith(p) for p in name_prefixes)]
+
+
+class FakeProbe:
+    """The token endpoint: a token for a live credential's value, once it has propagated."""
+
+    def __init__(self, faults: Faults, directory: FakeDirectory) -> None:
+        self.faults = faults
+        self.directory = directory
+
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
+        await self.faults.before("probe.try_token")
+        now = self.directory.clock.now()
+        for c in self.directory.live(tenant_id, app_id):
+            held = self.directory.values[c.key_id]
+            if held.secret == secret.reveal():
+                return None if now >= held.working_from else "AADSTS7000215: Invalid client secret provided."
+        return "AADSTS7000215: Invalid client secret provided."
+
+
+@dataclass
+class FakeVersion:
+    version: str
+    value: str
+    rotation_id: str
+    key_id: str
+    stage: VersionStage | None
+    expires: datetime | None
+    created: datetime
+
+    def stored(self) -> StoredVersion:
+        return StoredVersion(self.version, self.rotation_id, self.key_id, self.stage, self.expires, self.created)
+
+
+class FakeSecrets:
+    """Key Vault: versions per secret name, oldest first, and named secrets."""
+
+    def __init__(self, faults: Faults, clock: FakeClock) -> None:
+        self.faults = faults
+        self.clock = clock
+        self.versions_: dict[str, list[FakeVersion]] = {}
+        self.named: dict[str, str] = {}
+        self.watch: Callable[[], None] = lambda: None
+
+    def of(self, target: Target) -> list[FakeVersion]:
+        return self.versions_.get(target.secret_name, [])
+
+    def staged(self, target: Target, stage: VersionStage) -> list[FakeVersion]:
+        return [v for v in self.of(target) if v.stage is stage]
+
+    async def store_pending(self, target: Target, rotation_id: str, credential: Credential, secret: Secret) -> str:
+        await self.faults.before("secrets.store_pending")
+        version = uuid.uuid4().hex
+        self.versions_.setdefault(target.secret_name, []).append(
+            FakeVersion(version, secret.reveal(), rotation_id, credential.key_id, VersionStage.PENDING,
+                        credential.end, self.clock.now())
+        )
+        self.watch()
+        await self.faults.after("secrets.store_pending")
+        return version
+
+    async def find_by_rotation(self, target: Target, rotation_id: str) -> StoredVersion | None:
+        await self.faults.before("secrets.find_by_rotation")
+        found = [v for v in self.of(target) if v.rotation_id == rotation_id and v.key_id]
+        return found[-1].stored() if found else None
+
+    async def versions(self, target: Target) -> list[StoredVersion]:
+        await self.faults.before("secrets.versions")
+        return [v.stored() for v in self.of(target)]
+
+    async def promote(self, target: Target, version: StoredVersion) -> None:
+        await self.faults.before("secrets.promote")
+        self._set(target, version.version, VersionStage.CURRENT)
+        await self.faults.after("secrets.promote")
+
+    async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
+        await self.faults.before("secrets.demote")
+        assert stage in (VersionStage.PREVIOUS, VersionStage.RETIRED)
+        self._set(target, version.version, stage)
+        await self.faults.after("secrets.demote")
+
+    def _set(self, target: Target, version: str, stage: VersionStage) -> None:
+        for v in self.of(target):
+            if v.version == version:
+                v.stage = stage
+                self.watch()
+                return
+        raise NotFound(f"{target.secret_name}/{version} does not exist", code="SecretNotFound")
+
+    async def value(self, target: Target, version: str) -> Secret:
+        await self.faults.before("secrets.value")
+        for v in self.of(target):
+            if v.version == version:
+                return Secret(v.value)
+        raise NotFound(f"{target.secret_name}/{version} does not exist", code="SecretNotFound")
+
+    async def get_named(self, name: str) -> Secret:
+        await self.faults.before("secrets.get_named")
+        if name not in self.named:
+            raise NotFound(f"{name} does not exist", code="SecretNotFound")
+        return Secret(self.named[name])
+
+
+class FakeDestination:
+    """A destination that keeps what it was given, per destination name (Proofpoint, a portal)."""
+
+    def __init__(self, faults: Faults, kind: str = "fake") -> None:
+        self.faults = faults
+        self.kind = kind
+        self.held: dict[str, str] = {}
+        self.deliveries: list[tuple[str, str]] = []  # (destination name, key id)
+
+    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> None:
+        await self.faults.before(f"destination.{config.name}")
+        self.held[config.name] = delivery.secret.reveal()
+        self.deliveries.append((config.name, delivery.key_id))
+        await self.faults.after(f"destination.{config.name}")
+
+
+class FakeAlerter:
+    def __init__(self) -> None:
+        self.raised: list[Alert] = []
+
+    async def raise_alert(self, alert: Alert) -> None:
+        self.raised.append(alert)
+
+    def conditions(self) -> list[str]:
+        return [a.condition for a in self.raised]
+
+
+def rotation_error(code: str = "InternalServerError") -> Callable[[], RotationError]:
+    return lambda: RotationError(f"the service failed ({code})", code=code)
+
+
+class FakeWorld:
+    """Every port faked, sharing one clock and one set of faults; watches the invariants at every write."""
+
+    def __init__(self, **config: object) -> None:
+        self.faults = Faults()
+        self.clock = FakeClock()
+        self.state = FakeState(self.faults)
+        self.directory = FakeDirectory(self.faults, self.clock)
+        self.secrets = FakeSecrets(self.faults, self.clock)
+        self.probe = FakeProbe(self.faults, self.directory)
+        self.destination = FakeDestination(self.faults)
+        self.alerter = FakeAlerter()
+        self.config = EngineConfig(**config)  # type: ignore[arg-type]
+        self.violations: list[str] = []
+        self.secrets.watch = self._watch
+        self.directory.watch = self._watch
+
+    def engine(self) -> Engine:
+        """A rotator process (a new lease owner each time)."""
+        return Engine(state=self.state, directory=self.directory, secrets=self.secrets, probe=self.probe,
+                      destinations={"fake": self.destination}, alerter=self.alerter, clock=self.clock,
+                      config=self.config, sleep=self.clock.sleep)
+
+    def restart(self) -> Engine:
+        """After a crash: a new process, once the dead one's lease has run out."""
+        self.faults.revive()
+        self.clock.advance(self.config.lease + timedelta(seconds=1))
+        return self.engine()
+
+    def seed(self, days_left: int | None = 10, destinations: Sequence[str] = ("proofpoint", "portal")) -> Target:
+        """A registered customer whose app has one hand-made secret, which every destination holds."""
+        tenant_id, app_id = str(uuid.uuid4()), str(uuid.uuid4())
+        self.directory.add_app(tenant_id, app_id, days_left)
+        target = Target(tenant_id, app_id, "Contoso",
+                        destinations=tuple(DestinationConfig(n, "fake") for n in destinations))
+        self.state._write(target)
+        for credential in self.directory.app(tenant_id, app_id).credentials:
+            for name in destinations:
+                self.destination.held[name] = self.directory.values[credential.key_id].secret
+        return target
+
+    def row(self, target: Target) -> Target:
+        return self.state.target(target.tenant_id, target.app_id)
+
+    def live_values(self, target: Target) -> dict[str, str]:
+        """key id -> value of every live credential of the target's app."""
+        return {c.key_id: self.directory.values[c.key_id].secret
+                for c in self.directory.live(target.tenant_id, target.app_id)}
+
+    def _watch(self) -> None:
+        """The invariants that hold at every instant, checked after every write to Key Vault or Entra ID."""
+        for (tenant_id, app_id), _ in self.directory.apps.items():
+            row = self.state.rows.get((tenant_id, app_id))
+            if row is None:
+                continue  # being seeded
+            target = row[0]
+            live = self.live_values(target)
+            versions = self.secrets.of(target)
+            if any(v.stage is not VersionStage.PENDING for v in versions) and not any(
+                v.stage is VersionStage.CURRENT for v in versions
+            ):
+                self.violations.append(f"no current version ({[v.stage for v in versions]})")
+            for v in versions:
+                if v.stage is VersionStage.RETIRED and v.key_id in live:
+                    self.violations.append(f"version of live credential {v.key_id} tagged retired")
+            for name, value in self.destination.held.items():
+                if target.destinations and value not in live.values():
+                    self.violations.append(f"{name} uses a credential that was removed")
+
+    def converged(self, target: Target) -> list[str]:
+        """What is wrong once the rotation is done (empty: all invariants hold)."""
+        problems = list(self.violations)
+        row = self.row(target)
+        live = self.live_values(target)
+        versions = self.secrets.of(target)
+        stored = {v.key_id: v.value for v in versions}
+        for c in self.directory.live(target.tenant_id, target.app_id):
+            if c.rotation_id and stored.get(c.key_id) != live[c.key_id]:
+                problems.append(f"live rotator credential {c.key_id} has no value in Key Vault")
+        current = [v for v in versions if v.stage is VersionStage.CURRENT]
+        if len(current) != 1:
+            problems.append(f"{len(current)} current versions")
+        else:
+            if current[0].key_id not in live or live[current[0].key_id] != current[0].value:
+                problems.append("the current version is not a live credential's value")
+            if row.state.current_version != current[0].version:
+                problems.append("the row's current version is not Key Vault's current")
+            for d in row.destinations:
+                if self.destination.held.get(d.name) != current[0].value:
+                    problems.append(f"{d.name} does not hold the current value")
+        for v in versions:
+            if v.stage is VersionStage.RETIRED and v.key_id in live:
+                problems.append(f"version of live credential {v.key_id} tagged retired")
+        if row.state.stage.value != "idle":
+            problems.append(f"stage {row.state.stage.value}")
+        made = [c for c in self.directory.live(target.tenant_id, target.app_id) if c.rotation_id]
+        unused = [c for c in made if c.key_id not in (row.state.current_key_id, *row.state.superseded)]
+        if unused:
+            problems.append(f"{len(unused)} live rotator credential(s) neither current nor superseded")
+        return problems
