@@ -6,11 +6,13 @@ import os
 import secrets
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -149,13 +151,27 @@ class World:
     def settings(self, **overrides: str) -> Settings:
         return Settings.from_env({**self.env, **overrides})
 
-    def cli(self, *args: str, offset: float = 0.0) -> subprocess.Popen[bytes]:
+    def cli(self, *args: str, offset: float = 0.0) -> Rotating:
         """The rotator's command line in its own process (so a test can kill it mid-step)."""
-        return subprocess.Popen(
+        return Rotating(
             [sys.executable, "-m", "shared", "--table-prefix", self.prefix,
              "--clock-offset-seconds", str(offset), *args],
-            cwd=ROOT, env={**os.environ, **self.env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=ROOT, env={**os.environ, **self.env},
         )
+
+
+class Rotating(subprocess.Popen[bytes]):
+    """The CLI in its own process, its output (stdout and stderr) in a file: a pipe that nobody reads until the
+    process ends fills up with its log and blocks it mid-rotation, short of the point a test waits for."""
+
+    def __init__(self, args: list[str], **kwargs: Any) -> None:
+        handle, name = tempfile.mkstemp(prefix="rotator-", suffix=".log")
+        self.log = Path(name)
+        with os.fdopen(handle, "wb") as sink:
+            super().__init__(args, stdout=sink, stderr=subprocess.STDOUT, **kwargs)
+
+    def output(self) -> str:
+        return self.log.read_bytes().decode(errors="replace")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ of that credential.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -16,7 +15,7 @@ from datetime import timedelta
 import pytest
 
 from shared.domain import Actor, Stage
-from tests.rotation.conftest import Customer, Rotator, World
+from tests.rotation.conftest import Customer, Rotating, Rotator, World
 
 TAKE_OVER = timedelta(minutes=6)  # past the crashed run's lease (5 minutes)
 
@@ -65,6 +64,7 @@ def kill_at(world: World, customer: Customer, point: CrashPoint, *args: str) -> 
     finally:
         process.kill()
         process.wait(timeout=10)
+        process.log.unlink(missing_ok=True)
         control.release_all()
 
 
@@ -74,12 +74,11 @@ def scoped(point: CrashPoint, customer: Customer) -> str:
     return f"/{customer.tenant_id}{point.path}" if point.service == "entra" else point.path
 
 
-def wait_held(world: World, process: subprocess.Popen[bytes], hold: str, timeout: float = 30.0) -> None:
+def wait_held(world: World, process: Rotating, hold: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while world.sb.control.waiting(hold) < 1:
         if process.poll() is not None:
-            stderr = process.stderr.read().decode() if process.stderr else ""
-            raise AssertionError(f"the rotator exited before reaching the crash point: {stderr}")
+            raise AssertionError(f"the rotator exited before reaching the crash point: {process.output()[-3000:]}")
         if time.monotonic() > deadline:
             raise AssertionError("the rotator never reached the crash point")
         time.sleep(0.05)

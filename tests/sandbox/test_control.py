@@ -415,3 +415,18 @@ def test_a_request_held_before_whose_caller_is_gone_never_reaches_the_service(sb
     sb.control.release(hold)
     time.sleep(0.3)
     assert passwords(sb) == []  # as if killed before sending: the service never saw it
+
+
+@pytest.mark.parametrize("offset_seconds", [900, 86400 * 30])
+def test_tokens_minted_on_a_moved_clock_are_valid_on_that_clock(sb: SandboxHandle, offset_seconds: int) -> None:
+    """Token lifetimes are judged by the sandbox clock: a token minted after the clock moved forward is valid at once
+    (its not-before is in the real clock's future) and one minted before the move has expired once past its hour."""
+    seed_app(sb)
+    before_the_move = msp_token(sb)
+    sb.control.set_clock(offset_seconds)
+    assert add_password(sb, msp_token(sb)).status_code == 200
+    older = add_password(sb, before_the_move)
+    if offset_seconds < 3600:
+        assert older.status_code == 200  # within its hour
+    else:
+        assert older.status_code == 401 and older.json()["error"]["code"] == "InvalidAuthenticationToken"
