@@ -145,12 +145,12 @@ async def test_a_newer_secret_made_elsewhere_is_kept_reported_and_not_fought(wor
         fix_key = "f1c50000-0000-4000-8000-000000000001"
         world.sb.control.seed({"tenants": [{"id": due.tenant_id, "applications": [{
             "appId": due.app_id, "passwordCredentials": [
-                {"keyId": fix_key, "displayName": "Vircom Portal FIX", "startDateTime": "now",
+                {"keyId": fix_key, "displayName": "Vircom Portal FIX", "startDateTime": "+1m",
                  "endDateTime": "+700d"}]}]}]})
         for _ in range(2):
             outcome = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
             assert (outcome.result, outcome.status) == ("foreign-credential", "foreign-credential"), outcome
-        forced = await svc.engine.rotate_now(due.tenant_id, due.app_id, dry_run=True)
+        forced = await svc.engine.rotate_now(due.tenant_id, due.app_id, force=True, dry_run=True)
         target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
     keys = [c["keyId"] for c in world.credentials(due)]
     assert fix_key in keys and ours.state.current_key_id in keys, "neither the foreign nor our secret is removed"
