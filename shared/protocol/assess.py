@@ -46,13 +46,15 @@ async def observe(run: Advance) -> Assessment:
         ownership = await run.ports.directory.ownership(run.target.tenant_id, app.object_id)
     except (AppNotFound, Unreachable) as error:
         await run.refused("assess", failed_status(error), error)
-    if not ownership.owned:
-        # Found before any write: a rotation would only reserve an id and fail on addPassword's 403.
-        denied = NotOwner(not_owner_message(app, ownership.principal), code="NotOwner")
-        await run.refused("assess", AssessmentStatus.NOT_OWNER, denied, **owner_details(ownership.principal))
     found = assessment(run.target, app, now, run.config)
     if found.status is AssessmentStatus.EXPIRED:
         await run.alert("expired", "the Proofpoint sync secret has expired: the sync is failing until rotated")
+    if not ownership.owned:
+        # Found before any write (a rotation would only fail on addPassword's 403); the app was read, so the
+        # secret's lifetime is recorded too: it says how soon an admin must add the owner.
+        denied = NotOwner(not_owner_message(app, ownership.principal), code="NotOwner")
+        await run.refused("assess", AssessmentStatus.NOT_OWNER, denied, seen=observed(run.target, found, now),
+                          details=owner_details(ownership.principal))
     if found.foreign is not None:
         await run.alert("foreign-credential", foreign_message(found.foreign), **foreign_details(found.foreign))
     return found
@@ -98,22 +100,23 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
 async def preview(directory: Directory, target: Target, now: datetime, config: EngineConfig) -> Outcome:
     """A dry run: what a rotation of this target would do now, and what the tenant would refuse; changes nothing."""
 
-    def would_fail(status: AssessmentStatus, code: str, message: str) -> Outcome:
+    def would_fail(status: AssessmentStatus, code: str, message: str, days_left: int | None = None) -> Outcome:
         return Outcome(target.tenant_id, target.app_id, "would-fail", status=status.value,
-                       stage=target.state.stage.value, error_code=code, message=message)
+                       stage=target.state.stage.value, days_left=days_left, error_code=code, message=message)
 
     try:
         app = await directory.get_application(target.tenant_id, target.app_id)
         ownership = await directory.ownership(target.tenant_id, app.object_id)
     except (AppNotFound, Unreachable) as error:
         return would_fail(failed_status(error), error.code, error.message)
+    found = assessment(target, app, now, config)
     if not ownership.owned:
-        return would_fail(AssessmentStatus.NOT_OWNER, "NotOwner", not_owner_message(app, ownership.principal))
+        return would_fail(AssessmentStatus.NOT_OWNER, "NotOwner", not_owner_message(app, ownership.principal),
+                          found.days_left)
     if target.observed.status == AssessmentStatus.POLICY_BLOCKED.value:
         # The policy itself is not readable with the rotator's permission; the last refusal is what is known.
         return would_fail(AssessmentStatus.POLICY_BLOCKED, target.observed.error_code,
-                          f"the last attempt was refused: {target.observed.error_message}")
-    found = assessment(target, app, now, config)
+                          f"the last attempt was refused: {target.observed.error_message}", found.days_left)
     lifetime = lifetime_days(target.policy, config.lifetime_days)
     cap = target.observed.lifetime_cap_days
     valid = f"{lifetime} days" + (

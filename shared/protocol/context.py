@@ -213,11 +213,15 @@ class Advance:
         await self.alert("rotation-failed", f"{step} failed: {error.message}", error_code=error.code)
         raise self.stop("failed", error)
 
-    async def refused(self, step: str, status: AssessmentStatus, error: RotationError, **details: str) -> NoReturn:
+    async def refused(
+        self, step: str, status: AssessmentStatus, error: RotationError, *, seen: Target | None = None,
+        details: dict[str, str] | None = None,
+    ) -> NoReturn:
         """The tenant refuses the rotator (no consent, no owner, a policy): back to idle with nothing in flight,
-        record the status, tell a human, stop. Nothing was created, so nothing is left to clean up."""
+        record the status, tell a human, stop. Nothing was created, so nothing is left to clean up. `seen` is the
+        target with what could still be observed (its secret's lifetime when the app was read)."""
         now = self.now()
-        target = self.target
+        target = seen or self.target
         if target.state.stage is not Stage.IDLE:
             target = target.with_state(stage=Stage.IDLE, stage_since=now, rotation_id="", new_key_id="",
                                        new_version="", new_expires=None, replaces=())
@@ -228,7 +232,7 @@ class Advance:
             **({"days_left": None, "expires": None} if unread else {}),
         ))
         await self.event(step, status.value, error)
-        await self.alert(status.value, error.message, error_code=error.code, **details)
+        await self.alert(status.value, error.message, error_code=error.code, **(details or {}))
         raise self.stop(status.value, error) from error
 
     async def check_stuck(self) -> None:

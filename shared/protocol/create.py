@@ -92,7 +92,7 @@ async def add_password(run: Advance, app: Application, asked: int) -> tuple[NewC
             # Ownership was removed since the assessment (or the rotator cannot tell its own principal).
             principal = await rotator_principal(run, app)
             denied = NotOwner(f"{not_owner_message(app, principal)} ({error.message})", code=error.code)
-            await run.refused("create", AssessmentStatus.NOT_OWNER, denied, **owner_details(principal))
+            await run.refused("create", AssessmentStatus.NOT_OWNER, denied, details=owner_details(principal))
     await run.event("create", "ok", started=started, detail=f"key {new.credential.key_id}, {lifetime} days")
     return new, lifetime
 

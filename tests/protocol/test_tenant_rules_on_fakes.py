@@ -22,12 +22,13 @@ async def test_an_app_the_rotator_does_not_own_is_not_owner_before_any_write() -
     row = world.row(target)
     assert row.state.stage is Stage.IDLE and row.state.rotation_id == "", "no rotation reserved"
     assert row.observed.status == "not-owner" and ROTATOR.object_id in row.observed.error_message
+    assert row.observed.days_left == 10 and row.observed.expires is not None, "how soon an admin must act"
     assert world.faults.counts["directory.add_password"] == 0 and world.secrets.of(target) == []
     assert world.directory.app(target.tenant_id, target.app_id).credentials == before
     [alert] = [a for a in world.alerter.raised if a.condition == "not-owner"]
     assert alert.details["owner_to_add"] == ROTATOR.object_id and ROTATOR.display_name in alert.message
     preview = await world.engine().rotate_now(target.tenant_id, target.app_id, dry_run=True)
-    assert (preview.result, preview.status) == ("would-fail", "not-owner")
+    assert (preview.result, preview.status, preview.days_left) == ("would-fail", "not-owner", 10)
     assert ROTATOR.object_id in preview.message
 
 

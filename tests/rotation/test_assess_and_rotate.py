@@ -55,6 +55,7 @@ async def test_each_status_is_detected(world: World, svc) -> None:  # type: igno
     # OwnedBy reads every app of the tenant: an app the rotator does not own is found, and is `not-owner`.
     outcome = await svc.engine.advance(not_owner.tenant_id, not_owner.app_id, Actor.TIMER)
     assert outcome.result == "not-owner" and "owner" in outcome.message
+    assert outcome.days_left in (99, 100), "the app is read: how soon an admin must add the owner is known"
     outcome = await svc.engine.advance(gone.tenant_id, "0000aaaa-0000-4000-8000-000000000000", Actor.TIMER)
     assert outcome.result == "app-not-found"
 
