@@ -22,6 +22,7 @@ from sandbox.world import (
     ServicePrincipal,
     Tenant,
     World,
+    effective_password_restrictions,
     iso,
     new_secret_text,
 )
@@ -37,6 +38,7 @@ _APP_PATH = re.compile(
     r"^/applications(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))"
     r"(?:/(?:microsoft\.graph\.)?(?P<action>addPassword|removePassword|owners))?$"
 )
+_SP_PATH = re.compile(r"^/servicePrincipals(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))$")
 _EQ = re.compile(r"^(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'$")
 _STARTSWITH = re.compile(r"^startswith\(\s*(?P<field>\w+)\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)$")
 _OWNER_COUNT = re.compile(r"^owners/\$count\s+eq\s+(?P<value>\d+)$")
@@ -260,15 +262,13 @@ def build_app(world: World) -> web.Application:
     def owns(claims: Claims, app: Application) -> bool:
         return claims.object_id in app.owners
 
-    def readable(claims: Claims, app: Application) -> bool:
-        roles = set(claims.roles)
-        return bool(roles & READ_ALL) or (OWNED_BY in roles and owns(claims, app))
-
     def writable(claims: Claims, app: Application) -> bool:
         roles = set(claims.roles)
         return bool(roles & WRITE_ALL) or (OWNED_BY in roles and owns(claims, app))
 
     def require_some_role(claims: Claims) -> None:
+        # permissions-reference.md: OwnedBy lists and reads every application and service principal of the
+        # tenant (and their owners); only writes need ownership (see writable).
         if not set(claims.roles) & (READ_ALL | {OWNED_BY}):
             raise _denied()
 
@@ -276,6 +276,12 @@ def build_app(world: World) -> web.Application:
         for app in tenant.applications.values():
             if app.id == object_id or (app_id is not None and app.app_id == app_id):
                 return app
+        raise _not_found(object_id or app_id or "")
+
+    def find_service_principal(tenant: Tenant, object_id: str | None, app_id: str | None) -> ServicePrincipal:
+        for sp in tenant.service_principals.values():
+            if sp.id == object_id or (app_id is not None and sp.app_id.lower() == app_id.lower()):
+                return sp
         raise _not_found(object_id or app_id or "")
 
     def page(request: web.Request, items: list[dict[str, Any]], query: Query, entity_set: str) -> web.Response:
@@ -295,8 +301,6 @@ def build_app(world: World) -> web.Application:
         query = Query(request, count_only)
         rows = []
         for app in tenant.applications.values():
-            if not readable(claims, app):
-                continue
             item = application_json(app, tenant)
             if query.filter and not query.filter(item, len(app.owners)):
                 continue
@@ -312,6 +316,23 @@ def build_app(world: World) -> web.Application:
             return web.Response(text=str(len(rows)), content_type="text/plain")
         return page(request, rows, query, "applications")
 
+    def check_password_policy(tenant: Tenant, app: Application, lifetime: dt.timedelta) -> None:
+        """The tenant's app management policies refuse the addition before anything is created."""
+        restrictions = effective_password_restrictions(tenant, app)
+        if "passwordAddition" in restrictions:
+            _, policy_id = restrictions["passwordAddition"]
+            raise GraphError(
+                400, "CredentialTypeNotAllowedAsPerAppPolicy",
+                f"Credential type not allowed as per assigned policy '{policy_id}'.",
+            )
+        if "passwordLifetime" in restrictions:
+            restriction, policy_id = restrictions["passwordLifetime"]
+            if restriction.max_lifetime is not None and lifetime > restriction.max_lifetime:
+                raise GraphError(
+                    400, "CredentialInvalidLifetimeAsPerAppPolicy",
+                    f"Credential lifetime exceeds the max value allowed as per assigned policy '{policy_id}'.",
+                )
+
     async def add_password(request: web.Request, claims: Claims, tenant: Tenant, app: Application) -> web.Response:
         body = await json_body(request)
         doc = body.get("passwordCredential") or {}
@@ -320,12 +341,7 @@ def build_app(world: World) -> web.Application:
         end = seeddates.resolve(doc["endDateTime"], now) if doc.get("endDateTime") else start + DEFAULT_SECRET_LIFETIME
         if end <= start:
             raise GraphError(400, "Request_BadRequest", "Password credential endDateTime must be after startDateTime.")
-        limit = tenant.max_secret_lifetime_days
-        if limit is not None and end - start > dt.timedelta(days=limit):
-            raise GraphError(
-                400, "CredentialInvalidLifetimeAsPerAppPolicy",
-                "Credential lifetime exceeds the max value allowed as per assigned policy.",
-            )
+        check_password_policy(tenant, app, end - start)
         credential = PasswordCredential(
             key_id=str(uuid.uuid4()), display_name=doc.get("displayName"), secret_text=new_secret_text(),
             start=start, end=end, created_at=now, propagation_delay=world.new_secret_delay(app.app_id),
@@ -366,13 +382,16 @@ def build_app(world: World) -> web.Application:
         if path == "/servicePrincipals" and method == "GET":
             require_some_role(claims)
             query = Query(request)
-            owned_app_ids = {a.app_id for a in tenant.applications.values() if readable(claims, a)}
-            rows = [
-                service_principal_json(sp) for sp in tenant.service_principals.values()
-                if set(claims.roles) & READ_ALL or sp.app_id in owned_app_ids or sp.id == claims.object_id
-            ]
+            rows = [service_principal_json(sp) for sp in tenant.service_principals.values()]
             rows = [r for r in rows if not query.filter or query.filter(r, 0)]
             return page(request, rows, query, "servicePrincipals")
+        if (sp_match := _SP_PATH.match(path)) and method == "GET":
+            require_some_role(claims)
+            sp = find_service_principal(tenant, sp_match["id"], sp_match["app_id"])
+            select = Query(request).select
+            body = {"@odata.context": context("servicePrincipals", select, single=True)}
+            body.update(_select(service_principal_json(sp), select))
+            return web.json_response(body)
         match = _APP_PATH.match(path)
         if match is None:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{path.strip('/')}'.")
@@ -380,15 +399,11 @@ def build_app(world: World) -> web.Application:
         app = find_app(tenant, match["id"], match["app_id"])
         action = match["action"]
         if method == "GET" and action is None:
-            if not readable(claims, app):
-                raise _denied()
             select = Query(request).select
             body = {"@odata.context": context("applications", select, single=True)}
             body.update(_select(application_json(app, tenant), select))
             return web.json_response(body)
         if method == "GET" and action == "owners":
-            if not readable(claims, app):
-                raise _denied()
             owners = [sp for sp in tenant.service_principals.values() if sp.id in app.owners]
             kind = {"@odata.type": "#microsoft.graph.servicePrincipal"}
             value = [{**kind, **service_principal_json(sp)} for sp in owners]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import secrets
 import string
 import uuid
@@ -32,6 +33,11 @@ MI_NAME = "id-sync-secret-rotator"
 KEY_VAULT_ROLE = "Key Vault Secrets Officer"
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
+# The tenant default app management policy (policies/defaultAppManagementPolicy) has this fixed id in Graph.
+DEFAULT_POLICY_ID = "00000000-0000-0000-0000-000000000000"
+_DURATION = re.compile(
+    r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
+)
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "~_.-"
 
 
@@ -103,6 +109,91 @@ def parse_iso(text: str) -> dt.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
+def parse_duration(text: str) -> dt.timedelta:
+    """An ISO 8601 duration as Graph's `maxLifetime` carries it ("P90D", "P4DT12H30M5S"); no years or months."""
+    match = _DURATION.match(text.strip()) if text else None
+    if match is None or text.strip() in ("P", "PT"):
+        raise ValueError(f"not an ISO 8601 duration of weeks, days, hours, minutes, seconds: {text!r}")
+    parts = {k: float(v) for k, v in match.groupdict().items() if v}
+    return dt.timedelta(weeks=parts.get("w", 0), days=parts.get("d", 0), hours=parts.get("h", 0),
+                        minutes=parts.get("m", 0), seconds=parts.get("s", 0))
+
+
+def format_duration(delta: dt.timedelta) -> str:
+    days, rest = divmod(int(delta.total_seconds()), 86400)
+    return f"P{days}D" if not rest else f"P{days}DT{rest}S"
+
+
+@dataclass
+class PasswordRestriction:
+    """One passwordCredentialConfiguration of an app management policy."""
+
+    restriction_type: str  # passwordAddition | passwordLifetime (others are kept but not enforced)
+    max_lifetime: dt.timedelta | None = None
+    applies_after: dt.datetime | None = None  # restrictForAppsCreatedAfterDateTime; None = every app
+    state: str = "enabled"
+
+    @classmethod
+    def from_graph(cls, doc: dict[str, Any]) -> PasswordRestriction:
+        kind = doc["restrictionType"]
+        max_lifetime = doc.get("maxLifetime")
+        if kind == "passwordLifetime" and not max_lifetime:
+            raise ValueError("a passwordLifetime restriction needs maxLifetime")
+        after = doc.get("restrictForAppsCreatedAfterDateTime")
+        return cls(kind, parse_duration(max_lifetime) if max_lifetime else None,
+                   parse_iso(after) if after else None, doc.get("state", "enabled"))
+
+    def to_graph(self) -> dict[str, Any]:
+        return {
+            "restrictionType": self.restriction_type,
+            "state": self.state,
+            "maxLifetime": format_duration(self.max_lifetime) if self.max_lifetime else None,
+            "restrictForAppsCreatedAfterDateTime": iso(self.applies_after) if self.applies_after else None,
+        }
+
+    def enforced_on(self, app: Application) -> bool:
+        return self.state != "disabled" and (self.applies_after is None or app.created >= self.applies_after)
+
+
+@dataclass
+class AppManagementPolicy:
+    """The password part of a tenant default policy (applicationRestrictions) or of an appManagementPolicy."""
+
+    id: str
+    display_name: str
+    is_enabled: bool = True
+    passwords: list[PasswordRestriction] = field(default_factory=list)
+
+    @classmethod
+    def from_seed(cls, doc: dict[str, Any], default_id: str) -> AppManagementPolicy:
+        restrictions = doc.get("applicationRestrictions") or doc.get("restrictions") or {}
+        return cls(
+            id=doc.get("id", default_id),
+            display_name=doc.get("displayName", "Default app management policy"),
+            is_enabled=bool(doc.get("isEnabled", True)),
+            passwords=[PasswordRestriction.from_graph(r) for r in restrictions.get("passwordCredentials", [])],
+        )
+
+    def to_graph(self, restrictions_key: str) -> dict[str, Any]:
+        return {"id": self.id, "displayName": self.display_name, "isEnabled": self.is_enabled,
+                restrictions_key: {"passwordCredentials": [r.to_graph() for r in self.passwords]}}
+
+
+def effective_password_restrictions(tenant: Tenant, app: Application) -> dict[str, tuple[PasswordRestriction, str]]:
+    """Each enforced password restriction on the app with the id of the policy it comes from.
+
+    An enabled policy applied to the app wins, restriction type by restriction type, over the tenant default
+    (an app policy with a `disabled` restriction exempts the app from that restriction of the default).
+    """
+    found: dict[str, tuple[PasswordRestriction, str]] = {}
+    for policy in (tenant.default_policy, app.policy):
+        if policy is None or not policy.is_enabled:
+            continue
+        for restriction in policy.passwords:
+            found[restriction.restriction_type] = (restriction, policy.id)
+    return {k: v for k, v in found.items() if v[0].enforced_on(app)}
+
+
 def new_secret_text() -> str:
     """A value shaped like an Entra client secret: 3 chars, "8Q~", 34 chars."""
     return "".join(secrets.choice(_SECRET_ALPHABET) for _ in range(3)) + "8Q~" + "".join(
@@ -153,6 +244,7 @@ class Application:
     federated: list[FederatedCredential] = field(default_factory=list)
     identifier_uris: list[str] = field(default_factory=list)
     required_resource_access: list[dict[str, Any]] = field(default_factory=list)
+    policy: AppManagementPolicy | None = None  # an appManagementPolicy applied to this app
 
 
 @dataclass
@@ -169,7 +261,7 @@ class ServicePrincipal:
 class Tenant:
     id: str
     name: str
-    max_secret_lifetime_days: int | None = None
+    default_policy: AppManagementPolicy | None = None  # policies/defaultAppManagementPolicy
     applications: dict[str, Application] = field(default_factory=dict)  # by object id
     service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # by appId
 
@@ -235,8 +327,16 @@ class Directory:
                 self.tenants[tenant.id] = tenant
             if "name" in tenant_doc:
                 tenant.name = tenant_doc["name"]
-            if "maxSecretLifetimeDays" in tenant_doc:
-                tenant.max_secret_lifetime_days = tenant_doc["maxSecretLifetimeDays"]
+            if "defaultAppManagementPolicy" in tenant_doc:
+                tenant.default_policy = AppManagementPolicy.from_seed(
+                    tenant_doc["defaultAppManagementPolicy"], DEFAULT_POLICY_ID
+                )
+            if tenant_doc.get("maxSecretLifetimeDays") is not None:
+                # Shorthand: an enabled tenant default policy with only a passwordLifetime restriction.
+                tenant.default_policy = AppManagementPolicy(
+                    DEFAULT_POLICY_ID, "Default app management policy", True,
+                    [PasswordRestriction("passwordLifetime", dt.timedelta(days=tenant_doc["maxSecretLifetimeDays"]))],
+                )
             for app_doc in tenant_doc.get("applications", []):
                 self._seed_application(tenant, app_doc)
             for grant in tenant_doc.get("grants", []):
@@ -269,6 +369,10 @@ class Directory:
         app.sign_in_audience = doc.get("signInAudience", app.sign_in_audience)
         app.identifier_uris = doc.get("identifierUris", app.identifier_uris)
         app.required_resource_access = doc.get("requiredResourceAccess", app.required_resource_access)
+        if doc.get("createdDateTime"):
+            app.created = seeddates.resolve(doc["createdDateTime"], now)
+        if "appManagementPolicy" in doc:
+            app.policy = AppManagementPolicy.from_seed(doc["appManagementPolicy"], str(uuid.uuid4()))
         # Entra creates the service principal in the home tenant along with the registration.
         self.ensure_service_principal(tenant, app.app_id).display_name = app.display_name
         for cred in doc.get("passwordCredentials", []):
@@ -292,7 +396,9 @@ class Directory:
                 {
                     "id": tenant.id,
                     "name": tenant.name,
-                    "maxSecretLifetimeDays": tenant.max_secret_lifetime_days,
+                    "defaultAppManagementPolicy": (
+                        tenant.default_policy.to_graph("applicationRestrictions") if tenant.default_policy else None
+                    ),
                     "applications": [
                         {
                             "id": app.id,
@@ -300,6 +406,7 @@ class Directory:
                             "displayName": app.display_name,
                             "signInAudience": app.sign_in_audience,
                             "owners": list(app.owners),
+                            "appManagementPolicy": app.policy.to_graph("restrictions") if app.policy else None,
                             "passwordCredentials": [
                                 {**p.to_graph(with_secret=True), "propagationDelaySeconds": (
                                     None if p.propagation_delay is None else p.propagation_delay.total_seconds())}

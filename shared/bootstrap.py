@@ -21,12 +21,19 @@ from shared.alerts import LogAlerter, WebhookAlerter
 from shared.clock import SystemClock
 from shared.ports import Alerter, Clock, Destination
 from shared.rotation import Engine, EngineConfig
-from shared.settings import Settings
+from shared.settings import IdentityMode, Settings
 from shared.telemetry import configure_telemetry
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
 DEFAULTS: dict[str, Any] = {}
+
+
+def rotator_client_id(settings: Settings) -> str:
+    """The client id the rotator signs in to Graph with: its service principal must own each target app."""
+    if settings.identity_mode is IdentityMode.FEDERATED:
+        return settings.msp_app_client_id
+    return settings.managed_identity_client_id
 
 
 def engine_config(settings: Settings) -> EngineConfig:
@@ -100,7 +107,7 @@ async def services(
                 secrets, settings.alert_webhook_secret_name, table_service.get_table_client(f"{table_prefix}alerts"),
                 clock, ca_bundle=settings.ca_bundle,
             )
-    directory = GraphDirectory(credentials, settings.graph_base_url, settings.ca_bundle)
+    directory = GraphDirectory(credentials, settings.graph_base_url, settings.ca_bundle, rotator_client_id(settings))
     engine = Engine(
         state=state,
         directory=directory,

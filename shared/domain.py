@@ -12,6 +12,10 @@ from datetime import datetime, timedelta
 from enum import Enum
 
 MAX_LIFETIME_DAYS = 730
+# When a tenant's app-management policy refuses a lifetime, shorter ones are tried in this order...
+LIFETIME_STEPS = (365, 180, 90, 60, 30, 14, 7)
+# ...but never one that would leave less than this many days between a rotation and the next one being due.
+LIFETIME_MARGIN_DAYS = 7
 ROTATOR_MARK = "sync-secret-rotator"
 GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _ROTATION_ID = re.compile(r"\brotation ([0-9a-f]{32})\b")
@@ -50,6 +54,9 @@ class AssessmentStatus(str, Enum):
     MISSING = "missing"
     APP_NOT_FOUND = "app-not-found"
     UNREACHABLE = "unreachable"
+    NOT_OWNER = "not-owner"  # Graph reads the app, but the rotator's service principal does not own it
+    POLICY_BLOCKED = "policy-blocked"  # a tenant app-management policy forbids password credentials on the app
+    FOREIGN_CREDENTIAL = "foreign-credential"  # someone else put a newer secret on the app; the rotator keeps out
 
     @property
     def needs_rotation(self) -> bool:
@@ -174,6 +181,7 @@ class Observation:
     last_outcome: str = ""
     needs_human: str = ""
     other_credentials: int = 0  # live credentials on the app that the rotator neither made nor replaced
+    lifetime_cap_days: int | None = None  # the lifetime a tenant policy accepted when it refused a longer one
 
 
 @dataclass(frozen=True)
@@ -214,6 +222,8 @@ class Assessment:
     current: Credential | None = None
     error_code: str = ""
     error_message: str = ""
+    foreign: Credential | None = None  # a newer live credential the rotator did not make (then also `current`)
+    replaces: tuple[str, ...] = ()  # what a rotation now would supersede: never a foreign credential
 
 
 _SECRET_NAME = re.compile(r"^ppsync-([0-9a-f-]{36})-([0-9a-f-]{36})$")
@@ -255,17 +265,52 @@ def days_left(credential: Credential, now: datetime) -> int:
     return days_until(credential.end, now)
 
 
+def _issued(credential: Credential) -> datetime:
+    return credential.start if credential.start is not None else credential.end
+
+
+def foreign_credential(credentials: tuple[Credential, ...], known: Credential, now: datetime) -> Credential | None:
+    """The newest live credential the rotator did not make that is newer than the one it delivered, if any.
+
+    Someone else rotated (the MSP portal's FIX, a person in the Entra portal): the rotator must not fight it.
+    """
+    newer = [
+        c for c in credentials
+        if c.rotation_id is None and c.key_id != known.key_id and not c.expired(now) and _issued(c) > _issued(known)
+    ]
+    return max(newer, key=_issued) if newer else None
+
+
 def assess(app: Application, now: datetime, renew_before_days: int, known_key_id: str = "") -> Assessment:
-    """Classify an app's sync secret as healthy, due, expired or missing."""
+    """Classify an app's sync secret as healthy, due, expired, missing, or taken over by a foreign credential.
+
+    A foreign credential (newer, live, not made by the rotator, found once the rotator has delivered one) is taken
+    as the one in use: its expiry decides when to rotate, and a rotation never supersedes it.
+    """
     current = in_use(app.credentials, now, known_key_id)
     if current is None:
         return Assessment(AssessmentStatus.MISSING)
+    replaces = (current.key_id,)
+    foreign = foreign_credential(app.credentials, current, now) if current.key_id == known_key_id else None
+    if foreign is not None:
+        current = foreign
     left = days_left(current, now)
     if current.expired(now):
-        return Assessment(AssessmentStatus.EXPIRED, left, current)
+        return Assessment(AssessmentStatus.EXPIRED, left, current, replaces=replaces)
     if current.end - now <= timedelta(days=renew_before_days):
-        return Assessment(AssessmentStatus.DUE, left, current)
-    return Assessment(AssessmentStatus.HEALTHY, left, current)
+        return Assessment(AssessmentStatus.DUE, left, current, foreign=foreign, replaces=replaces)
+    if foreign is not None:
+        return Assessment(AssessmentStatus.FOREIGN_CREDENTIAL, left, current, foreign=foreign, replaces=replaces)
+    return Assessment(AssessmentStatus.HEALTHY, left, current, replaces=replaces)
+
+
+def shorter_lifetimes(refused_days: int, renew_before_days: int) -> list[int]:
+    """Lifetimes to try, longest first, after a tenant policy refused `refused_days`.
+
+    None below the renew window plus a margin: such a secret would be due (almost) as soon as it is made.
+    """
+    floor = renew_before_days + LIFETIME_MARGIN_DAYS
+    return [days for days in LIFETIME_STEPS if days < refused_days and days >= floor]
 
 
 def lifetime_days(policy: Policy, default_days: int) -> int:

@@ -17,6 +17,18 @@ class AppNotFound(RotationError):
     """The app registration does not exist in the tenant (or is invisible to the rotator)."""
 
 
+class NotOwner(RotationError):
+    """Graph refused a write on the app (403 Authorization_RequestDenied): the rotator does not own it."""
+
+
+class PolicyBlocked(RotationError):
+    """A tenant app-management policy forbids password credentials on the app (nothing was created)."""
+
+
+class PolicyLifetime(RotationError):
+    """A tenant app-management policy caps a secret's lifetime below the one asked (nothing was created)."""
+
+
 class Unreachable(RotationError):
     """Authentication, consent or permission failure: a human must grant access."""
 

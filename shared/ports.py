@@ -78,15 +78,42 @@ class Alert:
     details: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Principal:
+    """A service principal of a tenant: who an admin must add as owner of an app."""
+
+    object_id: str
+    app_id: str
+    display_name: str
+
+    def describe(self) -> str:
+        return f"service principal '{self.display_name}' (object id {self.object_id}, app id {self.app_id})"
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """Whether the rotator's own service principal owns an app registration, and which principal that is."""
+
+    owned: bool
+    principal: Principal | None  # None when the rotator cannot tell its own principal (no client id known)
+
+
 class Directory(Protocol):
     """Entra ID app registrations through Microsoft Graph, per customer tenant.
 
     Errors: AppNotFound, Unreachable (consent, permission, unknown tenant), Throttled (nothing written; retry
-    after a wait), Ambiguous (a write may have taken effect), RotationError (any other refusal).
+    after a wait), Ambiguous (a write may have taken effect), RotationError (any other refusal). Writes also raise
+    NotOwner (the rotator's service principal does not own the app), PolicyBlocked / PolicyLifetime (a tenant
+    app-management policy refused addPassword; nothing was created).
     """
 
     async def get_application(self, tenant_id: str, app_id: str) -> Application:
         """The app registration with its password credentials (never their values). Read-only."""
+        ...
+
+    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
+        """Whether the rotator's service principal is among the app's owners (writes need it with OwnedBy).
+        Read-only."""
         ...
 
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:

@@ -151,6 +151,7 @@ def status_document(target: Target) -> dict[str, Any]:
         "currentKeyId": s.current_key_id or None,
         "retireAfter": _iso(s.retire_after),
         "otherLiveCredentials": o.other_credentials,
+        "lifetimeCapDays": o.lifetime_cap_days,
         "destinations": [
             {
                 "name": d.name,

@@ -12,7 +12,7 @@ from sandbox.client import tables_origin
 from sandbox.launch import RunningSandbox, SandboxStartError, running
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 90.0  # generous: imports alone take tens of seconds on a loaded 2-core machine
+STARTUP_TIMEOUT = 240.0  # generous: 2 cores shared with much other work can make a start take minutes
 
 
 SandboxHandle = RunningSandbox

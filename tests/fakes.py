@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
-from shared.errors import AppNotFound, Conflict, NotFound, RotationError
-from shared.ports import Alert, Delivery, Event, NewCredential, StoredVersion
+from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
+from shared.ports import Alert, Delivery, Event, NewCredential, Ownership, Principal, StoredVersion
 from shared.protocol.context import EngineConfig
 from shared.rotation import Engine
 
@@ -27,6 +27,9 @@ WRITES = ("state.replace_target", "state.record", "directory.add_password", "dir
           "secrets.store_pending", "secrets.promote", "secrets.demote", "destination.")
 
 START = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
+# The rotator's own service principal in every fake tenant: who must own a target app to write it.
+ROTATOR = Principal("5e1f0000-0000-4000-8000-000000000001", "c11e0000-0000-4000-8000-000000000001",
+                    "Sync Secret Rotator")
 
 
 class Crash(BaseException):
@@ -203,7 +206,12 @@ class FakeCredential:
 
 
 class FakeDirectory:
-    """Entra ID: apps by tenant, each with its password credentials and (unlike Graph) their values."""
+    """Entra ID: apps by tenant, each with its password credentials and (unlike Graph) their values.
+
+    As Graph with Application.ReadWrite.OwnedBy: every app is read, only apps the rotator owns are written (others
+    answer NotOwner); a tenant's app-management policy may block password credentials on an app or cap their
+    lifetime (PolicyBlocked / PolicyLifetime, nothing created).
+    """
 
     def __init__(self, faults: Faults, clock: FakeClock) -> None:
         self.faults = faults
@@ -213,6 +221,9 @@ class FakeDirectory:
         self.removed: list[str] = []
         self.propagation = timedelta(0)
         self.watch: Callable[[], None] = lambda: None
+        self.unowned: set[tuple[str, str]] = set()  # (tenant id, app id) the rotator does not own
+        self.blocked: dict[tuple[str, str], str] = {}  # -> the policy's refusal message
+        self.max_lifetime: dict[tuple[str, str], timedelta] = {}  # the policy's passwordLifetime
 
     def add_app(self, tenant_id: str, app_id: str, days_left: int | None) -> Application:
         app = Application(str(uuid.uuid4()), app_id, "Proofpoint Essentials", ())
@@ -251,9 +262,27 @@ class FakeDirectory:
             raise AppNotFound(f"no app registration with appId {app_id} in tenant {tenant_id}", code="AppNotFound")
         return app
 
+    def add_foreign(self, tenant_id: str, app_id: str, days_left: int) -> Credential:
+        """A secret someone else made just now (the MSP portal's FIX, a person in the Entra portal)."""
+        app = self.app(tenant_id, app_id)
+        return self._add(tenant_id, app, "Vircom Portal FIX", self.clock.now() + timedelta(days=days_left)).credential
+
+    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
+        await self.faults.before("directory.ownership")
+        key, _ = self._find(tenant_id, object_id)
+        return Ownership(key not in self.unowned, ROTATOR)
+
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:
         await self.faults.before("directory.add_password")
-        _, app = self._find(tenant_id, object_id)
+        key, app = self._find(tenant_id, object_id)
+        if key in self.unowned:
+            raise NotOwner("Insufficient privileges to complete the operation.", code="NotOwner")
+        if key in self.blocked:
+            raise PolicyBlocked(self.blocked[key], code="CredentialTypeNotAllowedAsPerAppPolicy")
+        cap = self.max_lifetime.get(key)
+        if cap is not None and end - self.clock.now() > cap:
+            raise PolicyLifetime(f"Credential lifetime exceeds the max value allowed as per assigned policy "
+                                 f"({cap.days} days).", code="CredentialInvalidLifetimeAsPerAppPolicy")
         new = self._add(tenant_id, app, display_name, end)
         await self.faults.after("directory.add_password")
         return new
@@ -261,6 +290,8 @@ class FakeDirectory:
     async def remove_password(self, tenant_id: str, object_id: str, key_id: str) -> None:
         await self.faults.before("directory.remove_password")
         key, app = self._find(tenant_id, object_id)
+        if key in self.unowned:
+            raise NotOwner("Insufficient privileges to complete the operation.", code="NotOwner")
         if any(c.key_id == key_id for c in app.credentials):
             self.apps[key] = replace(app, credentials=tuple(c for c in app.credentials if c.key_id != key_id))
             self.removed.append(key_id)

@@ -33,8 +33,18 @@ from msgraph_core.middleware import GraphTelemetryHandler
 
 from shared.adapters.identity import GRAPH_SCOPE, Credentials, unreachable
 from shared.domain import Application, Credential, Secret
-from shared.errors import Ambiguous, AppNotFound, NotFound, RotationError, Throttled, Unreachable
-from shared.ports import NewCredential
+from shared.errors import (
+    Ambiguous,
+    AppNotFound,
+    NotFound,
+    NotOwner,
+    PolicyBlocked,
+    PolicyLifetime,
+    RotationError,
+    Throttled,
+    Unreachable,
+)
+from shared.ports import NewCredential, Ownership, Principal
 
 T = TypeVar("T")
 _SELECT = ["id", "appId", "displayName", "passwordCredentials"]
@@ -52,8 +62,14 @@ def _retry_after(error: APIError) -> float | None:
     return None
 
 
-def _translate(error: Exception, tenant_id: str, what: str, *, creating: bool = False) -> RotationError:
-    """Graph and transport errors as the engine branches on them; chained by the caller."""
+def _translate(
+    error: Exception, tenant_id: str, what: str, *, creating: bool = False, writing: bool = False
+) -> RotationError:
+    """Graph and transport errors as the engine branches on them; chained by the caller.
+
+    A 403 on a write is a missing ownership (OwnedBy reads every app but writes only owned ones); on a read it is
+    a missing permission. The two app-management policy refusals of addPassword are 400s that created nothing.
+    """
     if isinstance(error, RotationError):
         return error
     if isinstance(error, ClientAuthenticationError):
@@ -67,6 +83,12 @@ def _translate(error: Exception, tenant_id: str, what: str, *, creating: bool = 
         text = f"{what} in tenant {tenant_id}: {message}"
         if status == 404:
             return AppNotFound(text, code=code)
+        if code == "CredentialTypeNotAllowedAsPerAppPolicy":
+            return PolicyBlocked(text, code=code)
+        if code == "CredentialInvalidLifetimeAsPerAppPolicy":
+            return PolicyLifetime(text, code=code)
+        if status == 403 and writing and code == "Authorization_RequestDenied":
+            return NotOwner(text, code="NotOwner")
         if status in (401, 403):
             return Unreachable(text, code=code)
         # Only these answers say that nothing was written (README): a write may be retried after them.
@@ -113,8 +135,14 @@ class GraphDirectory:
     retry can create a second credential. Reads are retried here, on throttling only.
     """
 
-    def __init__(self, credentials: Credentials, base_url: str, ca_bundle: str = "") -> None:
+    def __init__(
+        self, credentials: Credentials, base_url: str, ca_bundle: str = "", rotator_client_id: str = ""
+    ) -> None:
         self._credentials = credentials
+        # The client id the rotator signs in to customer tenants with (the MSP app, or the managed identity):
+        # its service principal there is who must own the target apps.
+        self._rotator_client_id = rotator_client_id
+        self._principals: dict[str, Principal] = {}
         self._base_url = base_url.rstrip("/")
         host = httpx.URL(self._base_url).host
         middleware = [m for m in KiotaClientFactory.get_default_middleware(None) if not isinstance(m, RetryHandler)]
@@ -138,12 +166,14 @@ class GraphDirectory:
             self._clients[tenant_id] = client
         return client
 
-    async def _read(self, tenant_id: str, what: str, call: Callable[[], Awaitable[T]]) -> T:
+    async def _read(
+        self, tenant_id: str, what: str, call: Callable[[], Awaitable[T]], *, writing: bool = False
+    ) -> T:
         for attempt in range(1, _READ_ATTEMPTS + 1):
             try:
                 return await call()
             except Exception as error:
-                translated = _translate(error, tenant_id, what)
+                translated = _translate(error, tenant_id, what, writing=writing)
                 if isinstance(translated, Throttled) and attempt < _READ_ATTEMPTS:
                     await self.sleep(translated.retry_after or float(attempt))
                     continue
@@ -163,9 +193,7 @@ class GraphDirectory:
             found = (page.value if page else None) or []
             if not found:
                 raise AppNotFound(
-                    f"no app registration with appId {app_id} is visible in tenant {tenant_id} (with "
-                    "Application.ReadWrite.OwnedBy the rotator sees only apps it owns: add it as an owner)",
-                    code="AppNotFound",
+                    f"no app registration with appId {app_id} exists in tenant {tenant_id}", code="AppNotFound"
                 )
             return _application(found[0])
 
@@ -179,7 +207,9 @@ class GraphDirectory:
         try:
             created = await client.applications.by_application_id(object_id).add_password.post(body)
         except Exception as error:
-            raise _translate(error, tenant_id, f"adding a secret to {object_id}", creating=True) from error
+            raise _translate(
+                error, tenant_id, f"adding a secret to {object_id}", creating=True, writing=True
+            ) from error
         if created is None or not created.secret_text or created.key_id is None:
             raise Ambiguous(f"addPassword in tenant {tenant_id} returned no secret", code="NoSecretReturned")
         return NewCredential(_credential(created), Secret(created.secret_text))
@@ -192,10 +222,61 @@ class GraphDirectory:
             await client.applications.by_application_id(object_id).remove_password.post(body)
 
         try:
-            await self._read(tenant_id, f"removing secret {key_id}", call)
+            await self._read(tenant_id, f"removing secret {key_id}", call, writing=True)
         except (AppNotFound, NotFound):
             # Already gone: removal is idempotent, as a re-run after a crash needs it to be.
             return
+
+    async def rotator_principal(self, tenant_id: str) -> Principal | None:
+        """The rotator's own service principal in the tenant: GET /servicePrincipals(appId='{client id}').
+
+        Looked up by the client id the rotator signs in with (not from the access token, which a client must treat
+        as opaque); cached, since it does not change. None when no client id is configured (a system-assigned
+        identity): the ownership check is then left to the write's own 403.
+        """
+        if not self._rotator_client_id:
+            return None
+        cached = self._principals.get(tenant_id)
+        if cached is not None:
+            return cached
+        client = self._client(tenant_id)
+        builder = client.service_principals_with_app_id(self._rotator_client_id)
+
+        async def call() -> Principal:
+            sp = await builder.get()
+            if sp is None or not sp.id:
+                raise NotFound(f"no service principal of {self._rotator_client_id}", code="ServicePrincipalNotFound")
+            return Principal(str(sp.id), str(sp.app_id or self._rotator_client_id), sp.display_name or "")
+
+        try:
+            principal = await self._read(tenant_id, "reading the rotator's service principal", call)
+        except (AppNotFound, NotFound) as error:
+            raise Unreachable(
+                f"the rotator (client id {self._rotator_client_id}) has no service principal in tenant {tenant_id}: "
+                "admin consent is missing", code="ServicePrincipalNotFound",
+            ) from error
+        self._principals[tenant_id] = principal
+        return principal
+
+    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
+        principal = await self.rotator_principal(tenant_id)
+        if principal is None:
+            return Ownership(True, None)
+        client = self._client(tenant_id)
+        owners: set[str] = set()
+        link: str | None = None
+        while True:
+
+            async def call(url: str | None = link) -> Any:
+                builder = client.applications.by_application_id(object_id).owners
+                return await (builder.with_url(url) if url else builder).get()
+
+            page = await self._read(tenant_id, f"listing the owners of {object_id}", call)
+            owners |= {str(o.id).lower() for o in (page.value if page else None) or [] if o.id}
+            link = page.odata_next_link if page else None
+            if not link:
+                break
+        return Ownership(principal.object_id.lower() in owners, principal)
 
     async def find_applications(self, tenant_id: str, name_prefixes: Sequence[str]) -> list[Application]:
         client = self._client(tenant_id)

@@ -80,6 +80,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "LastOutcome": o.last_outcome,
             "NeedsHuman": o.needs_human,
             "OtherCredentials": o.other_credentials,
+            "LifetimeCapDays": o.lifetime_cap_days,
         }
     )
 
@@ -128,6 +129,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             last_outcome=e.get("LastOutcome", ""),
             needs_human=e.get("NeedsHuman", ""),
             other_credentials=int(e.get("OtherCredentials", 0)),
+            lifetime_cap_days=e.get("LifetimeCapDays"),
         ),
     )
 

@@ -19,9 +19,10 @@ from shared.domain import (
     new_rotation_id,
     renew_before,
 )
-from shared.errors import AppNotFound, RotationError, Unreachable
+from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
 from shared.ports import Directory
 from shared.protocol.context import Advance, EngineConfig, Outcome
+from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
 
 
 def assessment(target: Target, app: Application, now: datetime, config: EngineConfig) -> Assessment:
@@ -36,37 +37,38 @@ def failed_status(error: RotationError) -> AssessmentStatus:
 
 
 async def observe(run: Advance) -> Assessment:
-    """Read the app registration and assess it; record and alert a target that cannot be read (and stop)."""
+    """Read the app registration and assess it; record and alert a target that cannot be read, or that the rotator
+    may read but not change (Application.ReadWrite.OwnedBy reads every app, writes only owned ones), and stop."""
     now = run.now()
     try:
         run.forget_application()
         app = await run.application()
+        ownership = await run.ports.directory.ownership(run.target.tenant_id, app.object_id)
     except (AppNotFound, Unreachable) as error:
-        status = failed_status(error)
-        await run.save(
-            run.target.with_observed(
-                status=status.value, days_left=None, expires=None, checked_at=now,
-                error_code=error.code, error_message=error.message,
-            )
-        )
-        await run.event("assess", status.value, error)
-        await run.alert(status.value, error.message, error_code=error.code)
-        raise run.stop(status.value, error) from error
+        await run.refused("assess", failed_status(error), error)
     found = assessment(run.target, app, now, run.config)
     if found.status is AssessmentStatus.EXPIRED:
         await run.alert("expired", "the Proofpoint sync secret has expired: the sync is failing until rotated")
+    if not ownership.owned:
+        # Found before any write (a rotation would only fail on addPassword's 403); the app was read, so the
+        # secret's lifetime is recorded too: it says how soon an admin must add the owner.
+        denied = NotOwner(not_owner_message(app, ownership.principal), code="NotOwner")
+        await run.refused("assess", AssessmentStatus.NOT_OWNER, denied, seen=observed(run.target, found, now),
+                          details=owner_details(ownership.principal))
+    if found.foreign is not None:
+        await run.alert("foreign-credential", foreign_message(found.foreign), **foreign_details(found.foreign))
     return found
 
 
 def observed(target: Target, found: Assessment, now: datetime) -> Target:
-    """The target with this assessment recorded."""
+    """The target with this assessment recorded (a foreign credential as its error, for the status to show)."""
     return target.with_observed(
         status=found.status.value,
         days_left=found.days_left,
         expires=found.current.end if found.current else None,
         checked_at=now,
-        error_code="",
-        error_message="",
+        error_code="ForeignCredential" if found.foreign else "",
+        error_message=foreign_message(found.foreign) if found.foreign else "",
     )
 
 
@@ -84,7 +86,7 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
             stage_since=now,
             rotation_id=new_rotation_id(),
             actor=run.actor.value,
-            replaces=(found.current.key_id,) if found.current else (),
+            replaces=found.replaces,  # never a foreign credential: the rotator does not fight it
             new_key_id="",
             new_version="",
             new_expires=None,
@@ -96,13 +98,32 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
 
 
 async def preview(directory: Directory, target: Target, now: datetime, config: EngineConfig) -> Outcome:
-    """A dry run: what a rotation of this target would do now; changes nothing."""
+    """A dry run: what a rotation of this target would do now, and what the tenant would refuse; changes nothing."""
+
+    def would_fail(status: AssessmentStatus, code: str, message: str, days_left: int | None = None) -> Outcome:
+        return Outcome(target.tenant_id, target.app_id, "would-fail", status=status.value,
+                       stage=target.state.stage.value, days_left=days_left, error_code=code, message=message)
+
     try:
         app = await directory.get_application(target.tenant_id, target.app_id)
+        ownership = await directory.ownership(target.tenant_id, app.object_id)
     except (AppNotFound, Unreachable) as error:
-        return Outcome(target.tenant_id, target.app_id, "would-fail", status=failed_status(error).value,
-                       stage=target.state.stage.value, error_code=error.code, message=error.message)
+        return would_fail(failed_status(error), error.code, error.message)
     found = assessment(target, app, now, config)
+    if not ownership.owned:
+        return would_fail(AssessmentStatus.NOT_OWNER, "NotOwner", not_owner_message(app, ownership.principal),
+                          found.days_left)
+    if target.observed.status == AssessmentStatus.POLICY_BLOCKED.value:
+        # The policy itself is not readable with the rotator's permission; the last refusal is what is known.
+        return would_fail(AssessmentStatus.POLICY_BLOCKED, target.observed.error_code,
+                          f"the last attempt was refused: {target.observed.error_message}", found.days_left)
+    lifetime = lifetime_days(target.policy, config.lifetime_days)
+    cap = target.observed.lifetime_cap_days
+    valid = f"{lifetime} days" + (
+        f" (the tenant's app-management policy refused that last time and accepted {cap} days: expect {cap} days)"
+        if cap is not None and cap < lifetime else ""
+    )
+    note = f"; {foreign_message(found.foreign)}" if found.foreign else ""
     return Outcome(
         target.tenant_id,
         target.app_id,
@@ -111,8 +132,7 @@ async def preview(directory: Directory, target: Target, now: datetime, config: E
         stage=target.state.stage.value,
         days_left=found.days_left,
         message=(
-            f"would add a secret valid {lifetime_days(target.policy, config.lifetime_days)} days, store it in "
-            f"Key Vault as {target.secret_name}, verify it and push it to "
-            f"{len(target.destinations)} destination(s)"
+            f"would add a secret valid {valid}, store it in Key Vault as {target.secret_name}, verify it and push it "
+            f"to {len(target.destinations)} destination(s){note}"
         ),
     )

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from shared.domain import Actor, Application, Stage, Target
+from shared.domain import Actor, Application, AssessmentStatus, Stage, Target
 from shared.errors import RotationError
 from shared.ports import Alert, Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
 
@@ -212,6 +212,28 @@ class Advance:
                                                   error_message=error.message))
         await self.alert("rotation-failed", f"{step} failed: {error.message}", error_code=error.code)
         raise self.stop("failed", error)
+
+    async def refused(
+        self, step: str, status: AssessmentStatus, error: RotationError, *, seen: Target | None = None,
+        details: dict[str, str] | None = None,
+    ) -> NoReturn:
+        """The tenant refuses the rotator (no consent, no owner, a policy): back to idle with nothing in flight,
+        record the status, tell a human, stop. Nothing was created, so nothing is left to clean up. `seen` is the
+        target with what could still be observed (its secret's lifetime when the app was read)."""
+        now = self.now()
+        target = seen or self.target
+        if target.state.stage is not Stage.IDLE:
+            target = target.with_state(stage=Stage.IDLE, stage_since=now, rotation_id="", new_key_id="",
+                                       new_version="", new_expires=None, replaces=())
+            target = target.with_observed(last_outcome=f"failed: {error.code}")
+        unread = status in (AssessmentStatus.APP_NOT_FOUND, AssessmentStatus.UNREACHABLE)
+        await self.save(target.with_observed(
+            status=status.value, checked_at=now, error_code=error.code, error_message=error.message,
+            **({"days_left": None, "expires": None} if unread else {}),
+        ))
+        await self.event(step, status.value, error)
+        await self.alert(status.value, error.message, error_code=error.code, **(details or {}))
+        raise self.stop(status.value, error) from error
 
     async def check_stuck(self) -> None:
         """Alert when the rotation has sat in one stage longer than allowed."""

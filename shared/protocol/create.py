@@ -10,10 +10,35 @@ import time
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from shared.domain import Application, Stage, credential_display_name, lifetime_days, new_rotation_id
-from shared.errors import Ambiguous, AppNotFound, RotationError, Throttled, Unreachable
-from shared.ports import NewCredential, StoredVersion
+from shared.domain import (
+    Application,
+    AssessmentStatus,
+    Stage,
+    credential_display_name,
+    lifetime_days,
+    new_rotation_id,
+    renew_before,
+    shorter_lifetimes,
+)
+from shared.errors import (
+    Ambiguous,
+    AppNotFound,
+    NotOwner,
+    PolicyBlocked,
+    PolicyLifetime,
+    RotationError,
+    Throttled,
+    Unreachable,
+)
+from shared.ports import NewCredential, Principal, StoredVersion
 from shared.protocol.context import Advance
+from shared.tenant_rules import (
+    lifetime_capped_message,
+    no_lifetime_left_message,
+    not_owner_message,
+    owner_details,
+    policy_blocked_message,
+)
 
 
 async def create(run: Advance) -> None:
@@ -35,16 +60,68 @@ async def create(run: Advance) -> None:
         await run.event("recover", "removed-lost-credential", detail=f"{len(mine)} credential(s)")
         await run.move(Stage.CREATING, rotation_id=new_rotation_id())
         return
-    new = await add_password(run, app)
+    asked = lifetime_days(run.target.policy, run.config.lifetime_days)
+    new, made = await add_password(run, app, asked)
     await store(run, app, new)
+    # Recorded once the value is safe in Key Vault: no write stands between addPassword and the store.
+    await lifetime_accepted(run, asked, made)
 
 
-async def add_password(run: Advance, app: Application) -> NewCredential:
-    """addPassword, retried only where the answer says nothing was written."""
+async def add_password(run: Advance, app: Application, asked: int) -> tuple[NewCredential, int]:
+    """addPassword valid `asked` days, and the days it was made for: when a tenant app-management policy refuses
+    that lifetime (nothing is created), at once with shorter ones. The tenant's other refusals stop the rotation."""
+    started = time.monotonic()
+    lifetime = asked
+    while True:
+        try:
+            new = await add_password_once(run, app, lifetime)
+            break
+        except PolicyLifetime as error:
+            renew = renew_before(run.target.policy, run.config.renew_before_days)
+            await run.event("create", "lifetime-refused",
+                            PolicyLifetime(f"{lifetime} days refused: {error.message}", code=error.code))
+            shorter = shorter_lifetimes(lifetime, renew)
+            if not shorter:
+                no_lifetime = PolicyLifetime(no_lifetime_left_message(asked, renew, error.message), code=error.code)
+                await run.refused("create", AssessmentStatus.POLICY_BLOCKED, no_lifetime)
+            lifetime = shorter[0]
+        except PolicyBlocked as error:
+            blocked = PolicyBlocked(policy_blocked_message(error.message), code=error.code)
+            await run.refused("create", AssessmentStatus.POLICY_BLOCKED, blocked)
+        except NotOwner as error:
+            # Ownership was removed since the assessment (or the rotator cannot tell its own principal).
+            principal = await rotator_principal(run, app)
+            denied = NotOwner(f"{not_owner_message(app, principal)} ({error.message})", code=error.code)
+            await run.refused("create", AssessmentStatus.NOT_OWNER, denied, details=owner_details(principal))
+    await run.event("create", "ok", started=started, detail=f"key {new.credential.key_id}, {lifetime} days")
+    return new, lifetime
+
+
+async def rotator_principal(run: Advance, app: Application) -> Principal | None:
+    """The service principal to name in a not-owner alert, when Graph tells it."""
+    try:
+        return (await run.ports.directory.ownership(run.target.tenant_id, app.object_id)).principal
+    except RotationError:
+        return None
+
+
+async def lifetime_accepted(run: Advance, asked: int, made: int) -> None:
+    """Record and tell that the tenant's policy caps the lifetime (or that it no longer does)."""
+    if made != asked:
+        await run.save(run.target.with_observed(lifetime_cap_days=made))
+        await run.event("create", "lifetime-capped", detail=f"{asked} days refused, {made} days accepted")
+        await run.alert("lifetime-capped", lifetime_capped_message(asked, made),
+                        asked_days=str(asked), made_days=str(made))
+    elif run.target.observed.lifetime_cap_days is not None:
+        await run.save(run.target.with_observed(lifetime_cap_days=None))
+
+
+async def add_password_once(run: Advance, app: Application, lifetime: int) -> NewCredential:
+    """addPassword, retried only where the answer says nothing was written; the tenant's refusals (owner,
+    app-management policy) are raised for the caller."""
     cfg = run.config
     rotation_id = run.target.state.rotation_id
-    end = run.now() + timedelta(days=lifetime_days(run.target.policy, cfg.lifetime_days))
-    started = time.monotonic()
+    end = run.now() + timedelta(days=lifetime)
     for attempt in range(1, cfg.create_attempts + 1):
         try:
             new = await run.ports.directory.add_password(
@@ -61,12 +138,13 @@ async def add_password(run: Advance, app: Application) -> NewCredential:
             # The credential may exist: leave `creating`; the next run finds it by its display name.
             await run.event("create", "ambiguous", error)
             raise run.stop("failed", error) from error
+        except (NotOwner, PolicyBlocked, PolicyLifetime):
+            raise
         except (AppNotFound, Unreachable) as error:
             await run.abandon("create", error)
         except RotationError as error:
-            # A definite refusal (e.g. the tenant's credential lifetime policy): nothing was created.
+            # Any other definite refusal: nothing was created.
             await run.abandon("create", error)
-        await run.event("create", "ok", started=started, detail=f"key {new.credential.key_id}")
         return new
     raise AssertionError("unreachable")
 

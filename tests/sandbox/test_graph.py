@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 import requests
@@ -180,16 +181,41 @@ def test_default_lifetime_is_two_years_and_policy_limits_it(sb: SandboxHandle) -
     assert ok.status_code == 200
 
 
-def test_owned_by_sees_only_owned_apps(sb: SandboxHandle) -> None:
+def test_owned_by_reads_every_app_but_writes_only_owned_ones(sb: SandboxHandle) -> None:
+    """permissions-reference.md: OwnedBy lists all applications and service principals; writes need ownership."""
     seed(sb)
     bearer = msp_token(sb)
     listed = call(sb, "GET", "/applications", bearer).json()["value"]
-    assert [a["appId"] for a in listed] == [PPE_APP]
+    assert {PPE_APP, UNOWNED_APP, ADMIN_APP, NOBODY_APP} <= {a["appId"] for a in listed} and len(listed) == 11
     unowned = call(sb, "GET", f"/applications(appId='{UNOWNED_APP}')", bearer)
-    assert_graph_error(unowned, 403, "Authorization_RequestDenied")
+    assert unowned.status_code == 200 and unowned.json()["displayName"] == "Payroll"
     unowned_id = unowned_id_of(sb)
-    refused = call(sb, "POST", f"/applications/{unowned_id}/addPassword", bearer, json={})
-    assert_graph_error(refused, 403, "Authorization_RequestDenied")
+    assert call(sb, "GET", f"/applications/{unowned_id}/owners", bearer).json()["value"] == []
+    sps = call(sb, "GET", "/servicePrincipals", bearer).json()["value"]
+    assert {ADMIN_APP, NOBODY_APP, UNOWNED_APP} <= {sp["appId"] for sp in sps}
+    for action, body in (("addPassword", {}), ("removePassword", {"keyId": str(uuid.uuid4())})):
+        refused = call(sb, "POST", f"/applications/{unowned_id}/{action}", bearer, json=body)
+        assert_graph_error(refused, 403, "Authorization_RequestDenied")
+        assert refused.json()["error"]["message"] == "Insufficient privileges to complete the operation."
+    tenant = next(t for t in sb.control.state()["tenants"] if t["id"] == CUSTOMER)
+    assert next(a for a in tenant["applications"] if a["id"] == unowned_id)["passwordCredentials"] == []
+
+
+def test_service_principal_by_app_id(sb: SandboxHandle) -> None:
+    """How the rotator finds its own service principal in a customer tenant (to check it owns the app)."""
+    seed(sb)
+    bearer = msp_token(sb)
+    msp_app = sb.settings["MSP_APP_CLIENT_ID"]
+    sp = call(sb, "GET", f"/servicePrincipals(appId='{msp_app}')?$select=id,appId,displayName", bearer)
+    assert sp.status_code == 200, sp.text
+    body = sp.json()
+    assert body["@odata.context"].endswith("$metadata#servicePrincipals(id,appId,displayName)/$entity")
+    owners = call(sb, "GET", f"/applications/{PPE_OBJECT}/owners", bearer).json()["value"]
+    assert [o["id"] for o in owners] == [body["id"]] and body["appId"] == msp_app
+    same = call(sb, "GET", f"/servicePrincipals/{body['id']}", bearer).json()
+    assert same["appId"] == msp_app and same["displayName"] == body["displayName"]
+    missing = call(sb, "GET", f"/servicePrincipals(appId='{uuid.uuid4()}')", bearer)
+    assert_graph_error(missing, 404, "Request_ResourceNotFound")
 
 
 def unowned_id_of(sb: SandboxHandle) -> str:
@@ -254,3 +280,87 @@ def test_hold_after_add_password_has_created_the_credential(sb: SandboxHandle) -
     sb.control.release(hold)
     worker.join(timeout=10)
     assert answers == [200]
+
+
+def credentials_of(sb: SandboxHandle, object_id: str = PPE_OBJECT) -> list[dict[str, Any]]:
+    tenant = next(t for t in sb.control.state()["tenants"] if t["id"] == CUSTOMER)
+    return list(next(a for a in tenant["applications"] if a["id"] == object_id)["passwordCredentials"])
+
+
+def add_password(sb: SandboxHandle, days: int) -> requests.Response:
+    return call(sb, "POST", f"/applications/{PPE_OBJECT}/addPassword", msp_token(sb),
+                json={"passwordCredential": {"displayName": "x", "endDateTime": f"+{days}d"}})
+
+
+def restriction(kind: str, max_lifetime: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {"restrictionType": kind, "maxLifetime": max_lifetime, "restrictForAppsCreatedAfterDateTime": None,
+            **extra}
+
+
+def test_tenant_default_policy_blocks_password_addition(sb: SandboxHandle) -> None:
+    """CredentialTypeNotAllowedAsPerAppPolicy: 400, the policy named in the message, nothing created."""
+    seed(sb)
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "defaultAppManagementPolicy": {
+        "isEnabled": True, "applicationRestrictions": {"passwordCredentials": [restriction("passwordAddition")]}}}]})
+    before = credentials_of(sb)
+    refused = add_password(sb, 30)
+    assert_graph_error(refused, 400, "CredentialTypeNotAllowedAsPerAppPolicy")
+    assert refused.json()["error"]["message"] == (
+        "Credential type not allowed as per assigned policy '00000000-0000-0000-0000-000000000000'."
+    )
+    assert credentials_of(sb) == before
+
+
+def test_lifetime_policy_names_the_policy_and_creates_nothing(sb: SandboxHandle) -> None:
+    seed(sb)
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "defaultAppManagementPolicy": {
+        "isEnabled": True,
+        "applicationRestrictions": {"passwordCredentials": [restriction("passwordLifetime", "P90D")]}}}]})
+    refused = add_password(sb, 91)
+    assert_graph_error(refused, 400, "CredentialInvalidLifetimeAsPerAppPolicy")
+    assert "as per assigned policy '00000000-0000-0000-0000-000000000000'" in refused.json()["error"]["message"]
+    assert len(credentials_of(sb)) == 1
+    assert add_password(sb, 89).status_code == 200
+
+
+def test_app_policy_overrides_the_default_restriction_by_restriction(sb: SandboxHandle) -> None:
+    """An appManagementPolicy on the app wins over the tenant default, per restriction type."""
+    seed(sb)
+    sb.control.seed({"tenants": [{
+        "id": CUSTOMER,
+        "defaultAppManagementPolicy": {"isEnabled": True, "applicationRestrictions": {"passwordCredentials": [
+            restriction("passwordAddition"), restriction("passwordLifetime", "P365D")]}},
+        "applications": [{"appId": PPE_APP, "appManagementPolicy": {
+            "id": "5e1f0000-0000-4000-8000-000000000001", "displayName": "Proofpoint sync: secrets up to 60 days",
+            "isEnabled": True, "restrictions": {"passwordCredentials": [
+                restriction("passwordAddition", state="disabled"), restriction("passwordLifetime", "P60D")]}}}],
+    }]})
+    refused = add_password(sb, 90)
+    assert_graph_error(refused, 400, "CredentialInvalidLifetimeAsPerAppPolicy")
+    assert "'5e1f0000-0000-4000-8000-000000000001'" in refused.json()["error"]["message"]
+    assert add_password(sb, 59).status_code == 200
+    # Another app of the tenant still falls under the default, which blocks passwords.
+    admin = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    other = call(sb, "POST", f"/applications/{unowned_id_of(sb)}/addPassword", admin, json={})
+    assert_graph_error(other, 400, "CredentialTypeNotAllowedAsPerAppPolicy")
+
+
+def test_disabled_policy_and_enforcement_date_do_not_apply(sb: SandboxHandle) -> None:
+    seed(sb)
+    after = "2020-01-01T00:00:00Z"
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "defaultAppManagementPolicy": {
+        "isEnabled": False, "applicationRestrictions": {"passwordCredentials": [restriction("passwordAddition")]}}}]})
+    assert add_password(sb, 30).status_code == 200
+    # Enforced only for apps created on or after the date: the seeded app is older, a new one is not.
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "defaultAppManagementPolicy": {
+        "isEnabled": True, "applicationRestrictions": {"passwordCredentials": [
+            restriction("passwordAddition", restrictForAppsCreatedAfterDateTime=after)]}},
+        "applications": [{"appId": PPE_APP, "createdDateTime": "2019-06-01T00:00:00Z"}]}]})
+    assert add_password(sb, 30).status_code == 200
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "applications": [
+        {"appId": NOBODY_APP, "createdDateTime": "-1d"}]}]})
+    admin = token(sb, CUSTOMER, ADMIN_APP, ADMIN_SECRET)
+    tenant = next(t for t in sb.control.state()["tenants"] if t["id"] == CUSTOMER)
+    nobody_id = next(a["id"] for a in tenant["applications"] if a["appId"] == NOBODY_APP)
+    assert_graph_error(call(sb, "POST", f"/applications/{nobody_id}/addPassword", admin, json={}),
+                       400, "CredentialTypeNotAllowedAsPerAppPolicy")

@@ -8,7 +8,7 @@ from msgraph.generated.models.o_data_errors.main_error import MainError
 from msgraph.generated.models.o_data_errors.o_data_error import ODataError
 
 from shared.adapters.graph import _translate
-from shared.errors import Ambiguous, RotationError, Throttled
+from shared.errors import Ambiguous, NotOwner, PolicyBlocked, PolicyLifetime, RotationError, Throttled, Unreachable
 
 
 def odata(status: int, code: str) -> ODataError:
@@ -42,8 +42,27 @@ def test_a_dropped_connection_on_add_password_is_ambiguous() -> None:
 
 
 def test_a_definite_refusal_is_neither_retried_nor_ambiguous() -> None:
-    translated = _translate(odata(400, "CredentialInvalidLifetimeAsPerAppPolicy"), "t", "adding", creating=True)
+    translated = _translate(odata(400, "Request_BadRequest"), "t", "adding", creating=True)
     assert type(translated) is RotationError
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        ("CredentialInvalidLifetimeAsPerAppPolicy", PolicyLifetime),
+        ("CredentialTypeNotAllowedAsPerAppPolicy", PolicyBlocked),
+    ],
+)
+def test_an_app_management_policy_refusal_names_which_one(code: str, kind: type) -> None:
+    translated = _translate(odata(400, code), "t", "adding", creating=True, writing=True)
+    assert type(translated) is kind and translated.code == code
+
+
+def test_a_403_is_a_missing_owner_on_a_write_and_a_missing_permission_on_a_read() -> None:
+    write = _translate(odata(403, "Authorization_RequestDenied"), "t", "adding", creating=True, writing=True)
+    read = _translate(odata(403, "Authorization_RequestDenied"), "t", "reading")
+    assert type(write) is NotOwner and write.code == "NotOwner"
+    assert type(read) is Unreachable and read.code == "Authorization_RequestDenied"
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])
