@@ -508,10 +508,12 @@ class World:
             )
         return tenant, app, sp
 
-    def authenticate_secret(self, tenant_id: str, app_id: str, secret: str) -> ServicePrincipal:
-        """The service principal a client secret signs in as; EntraError as Entra would refuse."""
+    def authenticate_secret(
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+    ) -> ServicePrincipal:
+        """The service principal a client secret signs in as (now, or at `at`); EntraError as Entra would refuse."""
         _, app, sp = self.app_in_tenant(tenant_id, app_id)
-        now = self.now()
+        now = at or self.now()
         for cred in app.passwords:
             if not secrets.compare_digest(cred.secret_text, secret):
                 continue
@@ -529,10 +531,12 @@ class World:
             f"request is the client secret value, not the client secret ID, for a secret added to app '{app_id}'."
         )
 
-    def check_client_secret(self, tenant_id: str, app_id: str, secret: str) -> str | None:
-        """None when Entra would issue a token for the app in the tenant with that secret now, else why not."""
+    def check_client_secret(
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+    ) -> str | None:
+        """None when Entra would issue a token for the app in the tenant with that secret now (or at `at`)."""
         try:
-            self.authenticate_secret(tenant_id, app_id, secret)
+            self.authenticate_secret(tenant_id, app_id, secret, at)
         except EntraError as exc:
             return exc.aadsts
         return None

@@ -132,10 +132,40 @@ class Policy:
 
 @dataclass(frozen=True)
 class Ack:
-    """A destination's confirmation that it holds a given credential."""
+    """A destination's confirmation that it holds a given credential, and what it showed.
+
+    `checks` names what the destination's read-back proved (e.g. "application-id", "ad-key-present").
+    A destination that reports its own sync (Proofpoint) sets `sync_after`: the old secret may go only once
+    that sync succeeded later than this (`synced_at`, Proofpoint's own timestamp).
+    """
 
     key_id: str
     at: datetime
+    checks: tuple[str, ...] = ()
+    sync_after: datetime | None = None
+    synced_at: datetime | None = None
+
+    @property
+    def awaiting_sync(self) -> bool:
+        return self.sync_after is not None and self.synced_at is None
+
+
+class SyncVerdict(str, Enum):
+    """Whether a destination's own sync has proved it uses the pushed secret."""
+
+    NOT_REPORTED = "not-reported"  # the destination shows no sync: its acknowledgement is all the proof there is
+    CONFIRMED = "confirmed"
+    WAITING = "waiting"
+    NOT_CONFIRMED = "not-confirmed"  # no successful sync within the window after the push: a human must look
+
+
+def sync_verdict(ack: Ack, last_sync: datetime | None, now: datetime, window: timedelta) -> SyncVerdict:
+    """Judge a destination's last successful sync against the push it must follow."""
+    if ack.sync_after is None:
+        return SyncVerdict.NOT_REPORTED
+    if ack.synced_at is not None or (last_sync is not None and last_sync > ack.sync_after):
+        return SyncVerdict.CONFIRMED
+    return SyncVerdict.NOT_CONFIRMED if now >= ack.at + window else SyncVerdict.WAITING
 
 
 @dataclass(frozen=True)

@@ -158,6 +158,7 @@ def status_document(target: Target) -> dict[str, Any]:
                 "acknowledged": (ack := s.acks.get(d.name)) is not None and ack.key_id == rolling_out,
                 "acknowledgedKeyId": ack.key_id if ack else None,
                 "acknowledgedAt": _iso(ack.at) if ack else None,
+                "confirmation": list(ack.checks) if ack else [],
                 "failures": s.push_failures.get(d.name, 0),
             }
             for d in target.destinations

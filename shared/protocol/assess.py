@@ -6,6 +6,7 @@ without a rotation id, and two runners cannot both reserve.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from shared.domain import (
@@ -20,7 +21,7 @@ from shared.domain import (
     renew_before,
 )
 from shared.errors import AppNotFound, RotationError, Unreachable
-from shared.ports import Directory
+from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory
 from shared.protocol.context import Advance, EngineConfig, Outcome
 
 
@@ -95,14 +96,25 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
     return True
 
 
-async def preview(directory: Directory, target: Target, now: datetime, config: EngineConfig) -> Outcome:
-    """A dry run: what a rotation of this target would do now; changes nothing."""
+async def preview(
+    directory: Directory, destinations: Mapping[str, Destination], target: Target, now: datetime,
+    config: EngineConfig,
+) -> Outcome:
+    """A dry run: what a rotation of this target would do now, with a live read-only check of every destination
+    that can test its registration (Proofpoint: login, stack, settings); changes nothing."""
     try:
         app = await directory.get_application(target.tenant_id, target.app_id)
     except (AppNotFound, Unreachable) as error:
         return Outcome(target.tenant_id, target.app_id, "would-fail", status=failed_status(error).value,
                        stage=target.state.stage.value, error_code=error.code, message=error.message)
     found = assessment(target, app, now, config)
+    checks = await check_destinations(destinations, target)
+    problems = [f"{c.destination}: {p}" for c in checks for p in c.problems]
+    if problems:
+        return Outcome(target.tenant_id, target.app_id, "would-fail", status=found.status.value,
+                       stage=target.state.stage.value, days_left=found.days_left,
+                       error_code="DestinationCheckFailed", message="; ".join(problems))
+    checked = "; ".join(f"{c.destination}: {', '.join(c.findings)}" for c in checks)
     return Outcome(
         target.tenant_id,
         target.app_id,
@@ -113,6 +125,16 @@ async def preview(directory: Directory, target: Target, now: datetime, config: E
         message=(
             f"would add a secret valid {lifetime_days(target.policy, config.lifetime_days)} days, store it in "
             f"Key Vault as {target.secret_name}, verify it and push it to "
-            f"{len(target.destinations)} destination(s)"
+            f"{len(target.destinations)} destination(s)" + (f". Checked {checked}" if checked else "")
         ),
     )
+
+
+async def check_destinations(destinations: Mapping[str, Destination], target: Target) -> list[DestinationCheck]:
+    """Read-only checks of the target's destinations that can test their registration."""
+    checks: list[DestinationCheck] = []
+    for config in target.destinations:
+        destination = destinations.get(config.kind)
+        if isinstance(destination, CheckableDestination):
+            checks.append(await destination.check(config))
+    return checks
