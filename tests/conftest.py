@@ -12,7 +12,7 @@ from sandbox.client import tables_origin
 from sandbox.launch import RunningSandbox, SandboxStartError, running
 
 ROOT = Path(__file__).resolve().parent.parent
-STARTUP_TIMEOUT = 90.0  # generous: imports alone take tens of seconds on a loaded 2-core machine
+STARTUP_TIMEOUT = 180.0  # generous: 2 cores shared with other work made a start take over 60 s
 
 
 SandboxHandle = RunningSandbox
