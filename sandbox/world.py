@@ -460,13 +460,19 @@ class World:
         """The claims of a token this sandbox signed; raises AuthError when invalid or expired."""
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._signing_key, algorithms=["HS256"], options={"verify_exp": False, "verify_aud": False}
+                token, self._signing_key, algorithms=["HS256"],
+                options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
             )
         except jwt.PyJWTError as exc:
             raise AuthError(401, "InvalidAuthenticationToken", "Access token validation failure.") from exc
-        # Expiry is judged by the sandbox clock so that tests can move time forward.
-        if claims.get("exp", 0) <= self.now().timestamp():
+        # The whole lifetime (nbf, exp) is judged by the sandbox clock so that tests can move time forward: PyJWT
+        # would judge nbf and iat by the real clock and refuse every token minted after the clock moved ahead.
+        now = self.now().timestamp()
+        if claims.get("exp", 0) <= now:
             raise AuthError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
+        if claims.get("nbf", 0) > now:
+            raise AuthError(401, "InvalidAuthenticationToken",
+                            "Lifetime validation failed, the token is not yet valid.")
         return claims
 
     def verify_bearer(self, authorization_header: str | None, audience: str) -> Claims:
