@@ -328,15 +328,17 @@ def retirement_plan(
     state: RotationState,
     now: datetime,
     remove_other_expired: bool,
+    sync_proven: bool = True,
 ) -> tuple[list[Removal], list[Credential]]:
     """Which credentials to remove now, and which other live ones to report and leave alone.
 
     Never the credential in use or one being rolled out. Superseded credentials only after the grace
-    period; expired ones created by the rotator always, others only when configured.
+    period and once every destination that reports its own sync has synced with the new secret (`sync_proven`);
+    expired ones created by the rotator always, others only when configured.
     """
     in_use_now = in_use(credentials, now, state.current_key_id)
     protected = {k for k in (state.current_key_id, state.new_key_id, in_use_now.key_id if in_use_now else "") if k}
-    grace_over = state.retire_after is not None and now >= state.retire_after
+    grace_over = sync_proven and state.retire_after is not None and now >= state.retire_after
     removals: list[Removal] = []
     others: list[Credential] = []
     for credential in credentials:
