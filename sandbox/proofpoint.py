@@ -1,12 +1,16 @@
-"""Proofpoint Essentials' Azure AD sync settings API: `{base}/{stack}/api/v1/orgs/{domain}/settings/azure`.
+"""Proofpoint Essentials' API: the Azure AD sync settings, the org's endpoints, the signed-in account.
 
-The real API is barely documented (see ../shared/DESIGN.md "Destinations"). Sandbox choices, documented in
-sandbox/README.md: PUT merges into the stored settings; a PUT whose credentials cannot get a token for the
-org's tenant is refused with 422, as Proofpoint's "Save" tests the connection.
+`{base}/{stack}/api/v1/orgs/{domain}/settings/azure` (GET, PUT), `{base}/{stack}/api/v1/endpoints/{domain}` and
+`{base}/{stack}/api/v1/me`. The settings endpoint is undocumented; its only public client (PSProofpoint's
+Set-ProofpointAzureSync) PUTs exactly the fifteen WRITABLE fields. Where the real behaviour is unknown the sandbox
+takes the strictest plausible one (sandbox/README.md): a PUT carrying any other field is refused (strict mode, on
+by default), `sync_frequency` is an integer number of hours, saving never counts as a sync, and the org's sync
+runs on the sandbox clock every `sync_frequency` hours with the stored key, as Proofpoint's own sync does.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -16,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from aiohttp import web
 
 from sandbox import seeddates
-from sandbox.world import iso
+from sandbox.world import EntraError, iso
 
 if TYPE_CHECKING:
     from sandbox.world import World
@@ -35,19 +39,20 @@ BOOLEAN_FIELDS = (
     "update_groups",
     "remove_deleted_groups",
 )
+# Exactly what PSProofpoint's Set-ProofpointAzureSync PUTs; everything else GET shows is Proofpoint's own.
+WRITABLE = ("primary_domain", "application_id", "ad_key", "default_user_role_name", "sync_frequency",
+            *BOOLEAN_FIELDS)
 DEFAULTS: dict[str, Any] = {
     "application_id": "",
     "ad_key": "",
-    "secret_expiry": None,
-    "last_successful_sync": None,
-    "last_sync_status": None,
     "default_user_role_name": "end_user",
-    "sync_frequency": "daily",
+    "sync_frequency": 24,
     **{name: name not in ("disable_login", "remove_deleted_users", "remove_deleted_groups") for name in BOOLEAN_FIELDS},
 }
-# Proofpoint owns these; a PUT carrying them (the rotator writes back what it read) does not change them.
-READ_ONLY = ("primary_domain", "tenant_id", "last_successful_sync", "last_sync_status")
+# Read-only fields older seeds put under "settings"; they are Proofpoint's state, not settings.
+_STATE_FIELDS = ("secret_expiry", "last_successful_sync", "last_sync_status")
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_MAX_SLOTS = 1000  # scheduled syncs evaluated after a clock jump (older ones cannot change the outcome)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -85,46 +90,100 @@ class Org:
     domain: str
     stack: str
     tenant_id: str
-    settings: dict[str, Any] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)  # the writable fields (ad_key in clear)
+    next_sync: dt.datetime | None = None
+    last_successful_sync: dt.datetime | None = None
+    last_sync_status: str | None = None
     last_sync_error: str | None = None
+    secret_expiry: dt.datetime | None = None
+    reports_sync: bool = True  # GET shows last_successful_sync / last_sync_status
+    reports_expiry: bool = False  # GET shows secret_expiry
+    ad_key_on_get: str = "masked"  # "masked" ("********" when set) or "absent" (GET never shows the field)
+    hidden: tuple[str, ...] = ()  # writable fields this org's GET does not return
+    extra: dict[str, Any] = field(default_factory=dict)  # other read-only fields GET returns as seeded
+    puts: list[dict[str, Any]] = field(default_factory=list)  # bodies received, ad_key replaced by "***"
 
     def public_settings(self) -> dict[str, Any]:
-        """Settings as GET returns them: the key masked, never in clear."""
-        out: dict[str, Any] = {"primary_domain": self.domain, "tenant_id": self.tenant_id}
+        """Settings as GET returns them: the key masked or left out, never in clear."""
+        out: dict[str, Any] = {"primary_domain": self.domain}
         out.update({k: v for k, v in self.settings.items() if k != "ad_key"})
-        out["ad_key"] = MASK if self.settings.get("ad_key") else ""
+        if self.ad_key_on_get == "masked":
+            out["ad_key"] = MASK if self.settings.get("ad_key") else ""
+        for name in self.hidden:
+            out.pop(name, None)
+        out.update(self.extra)
+        if self.reports_sync:
+            out["last_successful_sync"] = iso(self.last_successful_sync) if self.last_successful_sync else None
+            out["last_sync_status"] = self.last_sync_status
+        if self.reports_expiry:
+            out["secret_expiry"] = iso(self.secret_expiry) if self.secret_expiry else None
         return out
+
+    def frequency(self) -> dt.timedelta:
+        return dt.timedelta(hours=int(self.settings.get("sync_frequency") or 24))
 
 
 class ProofpointState:
-    """Accounts (X-User/X-Password) and orgs with their Azure AD sync settings."""
+    """Accounts (X-User/X-Password) and orgs with their Azure AD sync settings and sync history."""
 
     def __init__(self, world: World) -> None:
         self._world = world
         self.accounts: dict[str, Account] = {}
         self.orgs: dict[str, Org] = {}
+        self.strict = True
 
     def reset(self) -> None:
         self.accounts.clear()
         self.orgs.clear()
+        self.strict = True
 
     def seed(self, section: dict[str, Any]) -> None:
+        now = self._world.now()
+        if "strict" in section:
+            self.strict = bool(section["strict"])
         for doc in section.get("accounts", []):
             self.accounts[doc["user"].lower()] = Account(doc["user"], doc["password"], list(doc.get("domains", [])))
         for doc in section.get("orgs", []):
-            if doc.get("stack", "us1") not in STACKS:
-                raise ValueError(f"unknown Proofpoint stack {doc.get('stack')!r}; one of {STACKS}")
-            org = Org(doc["domain"], doc.get("stack", "us1"), doc["tenantId"], dict(DEFAULTS))
-            given = dict(doc.get("settings", {}))
-            for key in ("secret_expiry", "last_successful_sync"):
-                # Static seeds say "+12d" or "-10d"; stored settings hold real timestamps.
-                if isinstance(given.get(key), str):
-                    given[key] = iso(seeddates.resolve(given[key], self._world.now()))
-            org.settings.update({k: v for k, v in given.items() if k in DEFAULTS})
-            self.orgs[org.domain.lower()] = org
+            self.orgs[doc["domain"].lower()] = self._seed_org(doc, now)
+
+    def _seed_org(self, doc: dict[str, Any], now: dt.datetime) -> Org:
+        stack = doc.get("stack", "us1")
+        if stack not in STACKS:
+            raise ValueError(f"unknown Proofpoint stack {stack!r}; one of {STACKS}")
+        given = dict(doc.get("settings", {}))
+        state = {k: given.pop(k) for k in _STATE_FIELDS if k in given}
+        state.update({k: v for k, v in doc.get("extraFields", {}).items() if k in _STATE_FIELDS})
+        unknown = set(given) - set(WRITABLE)
+        if unknown:
+            raise ValueError(f"not Azure AD sync settings: {sorted(unknown)} (read-only ones go in extraFields)")
+        errors = _validate(given, strict=True)
+        if errors:
+            raise ValueError(f"invalid Proofpoint settings: {errors}")
+        given.pop("primary_domain", None)
+        org = Org(doc["domain"], stack, doc["tenantId"], {**DEFAULTS, **given})
+
+        def moment(key: str) -> dt.datetime | None:
+            value = state.get(key)
+            return seeddates.resolve(value, now) if isinstance(value, str) else None
+
+        org.last_successful_sync = moment("last_successful_sync")
+        org.last_sync_status = state.get("last_sync_status")
+        org.secret_expiry = moment("secret_expiry")
+        org.reports_expiry = "secret_expiry" in state
+        org.reports_sync = bool(doc.get("reportsSync", True))
+        org.ad_key_on_get = doc.get("adKeyOnGet", "masked")
+        if org.ad_key_on_get not in ("masked", "absent"):
+            raise ValueError("adKeyOnGet must be 'masked' or 'absent'")
+        org.hidden = tuple(doc.get("getOmits", ()))
+        org.extra = {k: v for k, v in doc.get("extraFields", {}).items() if k not in _STATE_FIELDS}
+        next_sync = doc.get("nextSync")
+        org.next_sync = seeddates.resolve(next_sync, now) if isinstance(next_sync, str) else now + org.frequency()
+        return org
 
     def dump(self) -> dict[str, Any]:
+        self.run_due_syncs()
         return {
+            "strict": self.strict,
             "accounts": [
                 {"user": a.user, "password": a.password, "domains": a.domains} for a in self.accounts.values()
             ],
@@ -134,31 +193,74 @@ class ProofpointState:
                     "stack": o.stack,
                     "tenantId": o.tenant_id,
                     "settings": dict(o.settings),
+                    "lastSuccessfulSync": iso(o.last_successful_sync) if o.last_successful_sync else None,
+                    "lastSyncStatus": o.last_sync_status,
                     "lastSyncError": o.last_sync_error,
+                    "secretExpiry": iso(o.secret_expiry) if o.secret_expiry else None,
+                    "nextSync": iso(o.next_sync) if o.next_sync else None,
+                    "puts": list(o.puts),
                 }
                 for o in self.orgs.values()
             ],
         }
 
-    def sync(self) -> list[dict[str, Any]]:
-        """Proofpoint's daily sync: every org signs in with its stored application id and key."""
-        results = []
-        now = iso(self._world.now())
+    # ------------------------------------------------------------------ the sync
+
+    def _sync_org(self, org: Org, at: dt.datetime) -> str | None:
+        """One sync of one org at `at`, signing in with its stored application id and key."""
+        app_id, key = org.settings.get("application_id") or "", org.settings.get("ad_key") or ""
+        error = (
+            self._world.check_client_secret(org.tenant_id, app_id, key, at)
+            if app_id and key
+            else "Azure AD sync is not configured."
+        )
+        org.last_sync_error = error
+        if error is None:
+            org.last_successful_sync = at
+            org.last_sync_status = "success"
+            expiry = self._key_expiry(org)
+            if expiry is not None:
+                org.secret_expiry = expiry
+        else:
+            org.last_sync_status = "failed"
+        return error
+
+    def _key_expiry(self, org: Org) -> dt.datetime | None:
+        """The end date of the credential the stored key is (Proofpoint can read it with Directory.Read.All)."""
+        try:
+            _, app, _ = self._world.app_in_tenant(org.tenant_id, org.settings.get("application_id") or "")
+        except EntraError:
+            return None
+        key = org.settings.get("ad_key") or ""
+        return next((c.end for c in app.passwords if secrets.compare_digest(c.secret_text, key)), None)
+
+    def run_due_syncs(self) -> None:
+        """Every scheduled sync whose time has come on the sandbox clock, with the key stored at that time.
+
+        Called before every API request and state dump, so a PUT always lands after the syncs due before it.
+        """
+        now = self._world.now()
         for org in self.orgs.values():
-            app_id, key = org.settings.get("application_id") or "", org.settings.get("ad_key") or ""
-            error = (
-                self._world.check_client_secret(org.tenant_id, app_id, key)
-                if app_id and key
-                else "Azure AD sync is not configured."
-            )
-            org.last_sync_error = error
-            if error is None:
-                org.settings["last_successful_sync"] = now
-                org.settings["last_sync_status"] = "success"
-            else:
-                org.settings["last_sync_status"] = "failed"
+            if org.next_sync is None or org.next_sync > now:
+                continue
+            step = org.frequency()
+            due = int((now - org.next_sync) / step) + 1
+            first = org.next_sync + step * max(0, due - _MAX_SLOTS)
+            for n in range(min(due, _MAX_SLOTS)):
+                self._sync_org(org, first + step * n)
+            org.next_sync = org.next_sync + step * due
+
+    def sync(self) -> list[dict[str, Any]]:
+        """Proofpoint's "sync now" for every org (the scheduled syncs due before it run first)."""
+        self.run_due_syncs()
+        now = self._world.now()
+        results = []
+        for org in self.orgs.values():
+            error = self._sync_org(org, now)
             results.append({"domain": org.domain, "ok": error is None, "error": error})
         return results
+
+    # ------------------------------------------------------------------ the API
 
     def authenticate(self, user: str | None, password: str | None) -> Account:
         if not user or not password:
@@ -168,44 +270,55 @@ class ProofpointState:
             raise ApiError(401, {"message": "Invalid username or password."})
         return account
 
-    def org_for(self, account: Account, stack: str, domain: str) -> Org:
+    def org_for(self, account: Account, stack: str, domain: str, *, any_stack: bool = False) -> Org:
         if stack not in STACKS:
             raise ApiError(404, {"error": f"Unknown stack '{stack}'."})
         if not account.administers(domain):
             raise ApiError(403, {"detail": f"You do not have permission to manage the organization '{domain}'."})
         org = self.orgs.get(domain.lower())
         # An org lives on one stack only: asking another stack finds nothing, as the real service does.
-        if org is None or org.stack != stack:
+        if org is None or (org.stack != stack and not any_stack):
             raise ApiError(404, {"error": f"Organization '{domain}' not found."})
         return org
 
     def update(self, org: Org, body: dict[str, Any]) -> Org:
         """Merge a PUT body into the org's settings after validating it and testing the credentials."""
-        errors = _validate(body)
+        org.puts.append({k: ("***" if k == "ad_key" else v) for k, v in body.items()})
+        errors = _validate(body, strict=self.strict)
+        if "primary_domain" in body and str(body["primary_domain"]).lower() != org.domain.lower():
+            errors.append({"field": "primary_domain", "message": f"must be this organization's ({org.domain})"})
         if errors:
             raise ApiError(422, {"errors": errors})
-        changes = {k: v for k, v in body.items() if k in DEFAULTS and k not in READ_ONLY}
+        changes = {k: v for k, v in body.items() if k in WRITABLE and k != "primary_domain"}
         if changes.get("ad_key") == MASK:
             # Writing back the masked value read by GET keeps the stored key, as a UI form would.
             del changes["ad_key"]
         merged = {**org.settings, **changes}
         if "ad_key" in changes or "application_id" in changes:
+            # Save tests the connection; it is not a sync (last_successful_sync moves only when the sync runs).
             reason = self._world.check_client_secret(org.tenant_id, merged["application_id"], merged["ad_key"])
             if reason is not None:
                 raise ApiError(422, {"errors": [{"field": "ad_key", "message": reason}]})
-            merged["last_successful_sync"] = iso(self._world.now())
-            merged["last_sync_status"] = "success"
-            org.last_sync_error = None
+        if merged["sync_frequency"] != org.settings.get("sync_frequency"):
+            org.next_sync = self._world.now() + dt.timedelta(hours=int(merged["sync_frequency"]))
         org.settings = merged
         return org
 
 
-def _validate(body: dict[str, Any]) -> list[dict[str, str]]:
+def _validate(body: dict[str, Any], *, strict: bool) -> list[dict[str, str]]:
     errors = []
+    if strict:
+        for name in body:
+            if name not in WRITABLE:
+                errors.append({"field": name, "message": "is not a writable Azure AD sync setting"})
     for name in BOOLEAN_FIELDS:
         if name in body and not isinstance(body[name], bool):
-            errors.append({"field": name, "message": "must be a boolean"})
-    for name in ("ad_key", "default_user_role_name", "sync_frequency"):
+            errors.append({"field": name, "message": "must be a boolean (true or false)"})
+    frequency = body.get("sync_frequency")
+    if "sync_frequency" in body and (isinstance(frequency, bool) or not isinstance(frequency, int)
+                                     or not 1 <= frequency <= 168):
+        errors.append({"field": "sync_frequency", "message": "must be an integer number of hours (1-168)"})
+    for name in ("ad_key", "default_user_role_name", "primary_domain"):
         if name in body and not isinstance(body[name], str):
             errors.append({"field": name, "message": "must be a string"})
     if "ad_key" in body and body["ad_key"] == "":
@@ -213,8 +326,6 @@ def _validate(body: dict[str, Any]) -> list[dict[str, str]]:
     app_id = body.get("application_id", "")
     if "application_id" in body and (not isinstance(app_id, str) or not _GUID.match(app_id)):
         errors.append({"field": "application_id", "message": "must be a valid application (client) ID (a GUID)"})
-    if "secret_expiry" in body and body["secret_expiry"] is not None and not isinstance(body["secret_expiry"], str):
-        errors.append({"field": "secret_expiry", "message": "must be an ISO 8601 date or null"})
     return errors
 
 
@@ -226,6 +337,7 @@ def build_app(world: World) -> web.Application:
 
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        state().run_due_syncs()
         try:
             return await handler(request)
         except ApiError as exc:
@@ -235,9 +347,11 @@ def build_app(world: World) -> web.Application:
         except web.HTTPNotFound:
             return web.json_response({"error": "Not found."}, status=404)
 
+    def account_of(request: web.Request) -> Account:
+        return state().authenticate(request.headers.get("X-User"), request.headers.get("X-Password"))
+
     def org_of(request: web.Request) -> Org:
-        account = state().authenticate(request.headers.get("X-User"), request.headers.get("X-Password"))
-        return state().org_for(account, request.match_info["stack"], request.match_info["domain"])
+        return state().org_for(account_of(request), request.match_info["stack"], request.match_info["domain"])
 
     async def get_settings(request: web.Request) -> web.Response:
         return web.json_response(org_of(request).public_settings())
@@ -252,7 +366,22 @@ def build_app(world: World) -> web.Application:
             raise ApiError(400, {"message": "Request body must be a JSON object."})
         return web.json_response(state().update(org, body).public_settings())
 
+    async def get_endpoints(request: web.Request) -> web.Response:
+        # Any instance answers for any org (Proofpoint's API guide, "Endpoint").
+        org = state().org_for(account_of(request), request.match_info["stack"], request.match_info["domain"],
+                              any_stack=True)
+        base = f"{request.scheme}://{request.host}/{org.stack}/api/v1"
+        return web.json_response({"domain": org.domain, "endpoints": [base]})
+
+    async def get_me(request: web.Request) -> web.Response:
+        if request.match_info["stack"] not in STACKS:
+            raise ApiError(404, {"error": f"Unknown stack '{request.match_info['stack']}'."})
+        account = account_of(request)
+        return web.json_response({"primary_email": account.user, "channel_admin": "*" in account.domains})
+
     app = web.Application(middlewares=[errors])
     app.router.add_get("/{stack}/api/v1/orgs/{domain}/settings/azure", get_settings)
     app.router.add_put("/{stack}/api/v1/orgs/{domain}/settings/azure", put_settings)
+    app.router.add_get("/{stack}/api/v1/endpoints/{domain}", get_endpoints)
+    app.router.add_get("/{stack}/api/v1/me", get_me)
     return app

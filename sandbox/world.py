@@ -572,13 +572,14 @@ class World:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(401, "InvalidAuthenticationToken", "Access token validation failure.") from exc
-        # The lifetime (nbf, exp) is judged by the sandbox clock, which tests move forward: PyJWT would judge it by
-        # the real clock and refuse a token minted at a moved clock as not yet valid.
+        # The whole lifetime (nbf, exp) is judged by the sandbox clock so that tests can move time forward: PyJWT
+        # would judge nbf and iat by the real clock and refuse every token minted after the clock moved ahead.
         now = self.now().timestamp()
         if claims.get("exp", 0) <= now:
             raise AuthError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is expired.")
         if claims.get("nbf", 0) > now:
-            raise AuthError(401, "InvalidAuthenticationToken", "Lifetime validation failed, the token is not yet valid.")
+            raise AuthError(401, "InvalidAuthenticationToken",
+                            "Lifetime validation failed, the token is not yet valid.")
         return claims
 
     def verify_bearer(self, authorization_header: str | None, audience: str) -> Claims:
@@ -620,10 +621,12 @@ class World:
             )
         return tenant, app, sp
 
-    def authenticate_secret(self, tenant_id: str, app_id: str, secret: str) -> ServicePrincipal:
-        """The service principal a client secret signs in as; EntraError as Entra would refuse."""
+    def authenticate_secret(
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+    ) -> ServicePrincipal:
+        """The service principal a client secret signs in as (now, or at `at`); EntraError as Entra would refuse."""
         _, app, sp = self.app_in_tenant(tenant_id, app_id)
-        now = self.now()
+        now = at or self.now()
         for cred in app.passwords:
             if not secrets.compare_digest(cred.secret_text, secret):
                 continue
@@ -641,10 +644,12 @@ class World:
             f"request is the client secret value, not the client secret ID, for a secret added to app '{app_id}'."
         )
 
-    def check_client_secret(self, tenant_id: str, app_id: str, secret: str) -> str | None:
-        """None when Entra would issue a token for the app in the tenant with that secret now, else why not."""
+    def check_client_secret(
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+    ) -> str | None:
+        """None when Entra would issue a token for the app in the tenant with that secret now (or at `at`)."""
         try:
-            self.authenticate_secret(tenant_id, app_id, secret)
+            self.authenticate_secret(tenant_id, app_id, secret, at)
         except EntraError as exc:
             return exc.aadsts
         return None

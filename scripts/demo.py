@@ -3,8 +3,9 @@
 Starts the sandbox with five customers (Contoso expired, Fabrikam due, Northwind healthy; Adatum's app not owned
 by the MSP app, Tailspin's tenant blocking client secrets: both need a human), registers them
 with two destinations each (Proofpoint Essentials and the MSP portal), shows their secrets' lifetime, runs one
-timer pass with the grace period at zero, and shows what changed everywhere. Ends with a browser screenshot of
-the dashboard (.demo/dashboard.png) taken through the local server. Stops everything at the end.
+timer pass with the grace period at zero, a second one a day later (once Proofpoint's own sync has run with the
+new secrets, which is when the old ones are retired), and shows what changed everywhere. Ends with a browser
+screenshot of the dashboard (.demo/dashboard.png) taken through the local server. Stops everything at the end.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
 SCREENSHOT = ROOT / ".demo" / "dashboard.png"
 PORTAL_PATH = "/api/office365/azure-ad"
+DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
 CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the seed
     "c0a70000-0000-4000-8000-00000000c001": ("Contoso", "contoso.com", "us1"),
     "fab10000-0000-4000-8000-00000000f001": ("Fabrikam", "fabrikam.com", "us2"),
@@ -126,9 +129,15 @@ def main() -> int:
         banner("Check every customer's sync secret (rotates nothing)")
         cli(env, "check")
         cli(env, "status")
-        banner("One timer pass: rotate what is due, store in Key Vault, verify, push, retire")
+        banner("One timer pass: rotate what is due, store in Key Vault, verify, push")
         cli(env, "run")
         cli(env, "status")
+        # The old secrets stay until Proofpoint's own daily sync has run with the new ones (docs/destinations.md).
+        banner("A day later: Proofpoint's daily sync ran with the new secrets; the next timer pass retires the old")
+        day_later = str(DAY_LATER.total_seconds())
+        control.set_clock(DAY_LATER.total_seconds())
+        cli(env, "--clock-offset-seconds", day_later, "run")
+        cli(env, "--clock-offset-seconds", day_later, "status")
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
         banner("The dashboard")

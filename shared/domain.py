@@ -139,10 +139,40 @@ class Policy:
 
 @dataclass(frozen=True)
 class Ack:
-    """A destination's confirmation that it holds a given credential."""
+    """A destination's confirmation that it holds a given credential, and what it showed.
+
+    `checks` names what the destination's read-back proved (e.g. "application-id", "ad-key-present").
+    A destination that reports its own sync (Proofpoint) sets `sync_after`: the old secret may go only once
+    that sync succeeded later than this (`synced_at`, Proofpoint's own timestamp).
+    """
 
     key_id: str
     at: datetime
+    checks: tuple[str, ...] = ()
+    sync_after: datetime | None = None
+    synced_at: datetime | None = None
+
+    @property
+    def awaiting_sync(self) -> bool:
+        return self.sync_after is not None and self.synced_at is None
+
+
+class SyncVerdict(str, Enum):
+    """Whether a destination's own sync has proved it uses the pushed secret."""
+
+    NOT_REPORTED = "not-reported"  # the destination shows no sync: its acknowledgement is all the proof there is
+    CONFIRMED = "confirmed"
+    WAITING = "waiting"
+    NOT_CONFIRMED = "not-confirmed"  # no successful sync within the window after the push: a human must look
+
+
+def sync_verdict(ack: Ack, last_sync: datetime | None, now: datetime, window: timedelta) -> SyncVerdict:
+    """Judge a destination's last successful sync against the push it must follow."""
+    if ack.sync_after is None:
+        return SyncVerdict.NOT_REPORTED
+    if ack.synced_at is not None or (last_sync is not None and last_sync > ack.sync_after):
+        return SyncVerdict.CONFIRMED
+    return SyncVerdict.NOT_CONFIRMED if now >= ack.at + window else SyncVerdict.WAITING
 
 
 @dataclass(frozen=True)
@@ -343,15 +373,17 @@ def retirement_plan(
     state: RotationState,
     now: datetime,
     remove_other_expired: bool,
+    sync_proven: bool = True,
 ) -> tuple[list[Removal], list[Credential]]:
     """Which credentials to remove now, and which other live ones to report and leave alone.
 
     Never the credential in use or one being rolled out. Superseded credentials only after the grace
-    period; expired ones created by the rotator always, others only when configured.
+    period and once every destination that reports its own sync has synced with the new secret (`sync_proven`);
+    expired ones created by the rotator always, others only when configured.
     """
     in_use_now = in_use(credentials, now, state.current_key_id)
     protected = {k for k in (state.current_key_id, state.new_key_id, in_use_now.key_id if in_use_now else "") if k}
-    grace_over = state.retire_after is not None and now >= state.retire_after
+    grace_over = sync_proven and state.retire_after is not None and now >= state.retire_after
     removals: list[Removal] = []
     others: list[Credential] = []
     for credential in credentials:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
 
@@ -64,6 +64,20 @@ class Delivery:
     customer: str = ""
     secret_name: str = ""  # where a human finds the value (Key Vault secret name and version)
     version: str = ""
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """What a destination showed after taking a secret (never the secret itself).
+
+    `checks` names what the read-back proved (e.g. "application-id", "ad-key-present"). When `sync_reported`,
+    the destination reports its own sync (`sync_seen`: its last successful sync right after the push) and the
+    strongest proof is that sync moving past the push: the engine retires the old secret only then.
+    """
+
+    checks: tuple[str, ...] = ()
+    sync_reported: bool = False
+    sync_seen: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -217,8 +231,40 @@ class StateStore(Protocol):
 class Destination(Protocol):
     """A consumer of the secret (Proofpoint, the MSP portal, a human)."""
 
-    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> None:
-        """Return once the destination confirmed it holds the secret; raise RotationError otherwise."""
+    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> Confirmation | None:
+        """Return once the destination confirmed it holds the secret (with what it showed, when it shows
+        anything); raise RotationError otherwise. Idempotent: delivering the same secret again is harmless."""
+        ...
+
+
+@dataclass(frozen=True)
+class DestinationCheck:
+    """What a live, read-only check of a destination's registration found; `problems` empty when it works."""
+
+    destination: str
+    findings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@runtime_checkable
+class CheckableDestination(Protocol):
+    """A destination that can test its registration without changing anything (the dry run asks it)."""
+
+    async def check(self, config: DestinationConfig) -> DestinationCheck:
+        """Never raises for the destination's own answers: they become `problems`."""
+        ...
+
+
+@runtime_checkable
+class SyncReporter(Protocol):
+    """A destination that reports its own sync with the secret (Proofpoint's last_successful_sync)."""
+
+    async def last_sync(self, config: DestinationConfig) -> datetime | None:
+        """Its last successful sync, or None when it does not say; read-only; RotationError when unreachable."""
         ...
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import GUID, MAX_LIFETIME_DAYS, DestinationConfig, Policy, Target
+from shared.domain import GUID, MAX_LIFETIME_DAYS, Ack, DestinationConfig, Policy, Target
 
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
 _POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays"}
@@ -127,6 +127,15 @@ def target_document(target: Target) -> dict[str, Any]:
     }
 
 
+def _sync_state(ack: Ack | None, key_id: str) -> str | None:
+    """Whether the destination's own sync has proved the secret: not-reported, waiting or confirmed."""
+    if ack is None or ack.key_id != key_id:
+        return None
+    if ack.sync_after is None:
+        return "not-reported"
+    return "confirmed" if ack.synced_at is not None else "waiting"
+
+
 def status_document(target: Target) -> dict[str, Any]:
     """The status view of a target: lifetime, stage, last rotation, each destination's acknowledgement."""
     s, o = target.state, target.observed
@@ -159,6 +168,10 @@ def status_document(target: Target) -> dict[str, Any]:
                 "acknowledged": (ack := s.acks.get(d.name)) is not None and ack.key_id == rolling_out,
                 "acknowledgedKeyId": ack.key_id if ack else None,
                 "acknowledgedAt": _iso(ack.at) if ack else None,
+                "confirmation": list(ack.checks) if ack else [],
+                "sync": _sync_state(ack, rolling_out),
+                "syncAfter": _iso(ack.sync_after) if ack else None,
+                "syncedAt": _iso(ack.synced_at) if ack else None,
                 "failures": s.push_failures.get(d.name, 0),
             }
             for d in target.destinations

@@ -127,7 +127,7 @@ class Engine:
             target, etag = await self.state.get_target(tenant_id, app_id)
             self._may_rotate(target, force)
             if dry_run:
-                return await preview(self.directory, target, self.clock.now(), self.config)
+                return await preview(self.directory, self.destinations, target, self.clock.now(), self.config)
             run = Advance(self.ports, self.config, self.owner, target, etag, Actor.MANUAL)
             try:
                 await run.take_lease()

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
-from shared.ports import Alert, Delivery, Event, NewCredential, Ownership, Principal, StoredVersion
+from shared.ports import Alert, Confirmation, Delivery, Event, NewCredential, Ownership, Principal, StoredVersion
 from shared.protocol.context import EngineConfig
 from shared.rotation import Engine
 
@@ -405,19 +405,35 @@ class FakeSecrets:
 
 
 class FakeDestination:
-    """A destination that keeps what it was given, per destination name (Proofpoint, a portal)."""
+    """A destination that keeps what it was given, per destination name (Proofpoint, a portal).
+
+    A name in `reports_sync` behaves like Proofpoint's settings: it reports its own last successful sync
+    (`synced`, moved only by `FakeWorld.sync`, which signs in with the value held), and its read-back says so.
+    Reading it is the call `"sync.<name>"` (read-only: not in WRITES).
+    """
 
     def __init__(self, faults: Faults, kind: str = "fake") -> None:
         self.faults = faults
         self.kind = kind
         self.held: dict[str, str] = {}
         self.deliveries: list[tuple[str, str]] = []  # (destination name, key id)
+        self.reports_sync: set[str] = set()
+        self.synced: dict[str, datetime] = {}  # destination name -> its last successful sync
 
-    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> None:
+    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> Confirmation | None:
         await self.faults.before(f"destination.{config.name}")
         self.held[config.name] = delivery.secret.reveal()
         self.deliveries.append((config.name, delivery.key_id))
         await self.faults.after(f"destination.{config.name}")
+        if config.name not in self.reports_sync:
+            return None
+        return Confirmation(("read-back", "sync-reported"), sync_reported=True,
+                            sync_seen=self.synced.get(config.name))
+
+    async def last_sync(self, config: DestinationConfig) -> datetime | None:
+        await self.faults.before(f"sync.{config.name}")
+        await self.faults.after(f"sync.{config.name}")
+        return self.synced.get(config.name) if config.name in self.reports_sync else None
 
 
 class FakeAlerter:
@@ -475,6 +491,13 @@ class FakeWorld:
             for name in destinations:
                 self.destination.held[name] = self.directory.values[credential.key_id].secret
         return target
+
+    def sync(self, target: Target, name: str) -> bool:
+        """The destination's own scheduled sync, now: it signs in with the value it holds; True when that worked."""
+        if self.destination.held.get(name) not in self.live_values(target).values():
+            return False
+        self.destination.synced[name] = self.clock.now()
+        return True
 
     def row(self, target: Target) -> Target:
         return self.state.target(target.tenant_id, target.app_id)

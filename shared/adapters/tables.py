@@ -62,7 +62,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "NewVersion": s.new_version,
             "NewExpires": _iso(s.new_expires),
             "Replaces": json.dumps(list(s.replaces)),
-            "Acks": json.dumps({k: {"keyId": a.key_id, "at": _iso(a.at)} for k, a in s.acks.items()}),
+            "Acks": json.dumps({k: _ack_doc(a) for k, a in s.acks.items()}),
             "PushFailures": json.dumps(s.push_failures),
             "CurrentKeyId": s.current_key_id,
             "CurrentVersion": s.current_version,
@@ -85,9 +85,22 @@ def target_to_entity(target: Target) -> dict[str, Any]:
     )
 
 
+def _ack_doc(ack: Ack) -> dict[str, Any]:
+    doc: dict[str, Any] = {"keyId": ack.key_id, "at": _iso(ack.at)}
+    if ack.checks:
+        doc["checks"] = list(ack.checks)
+    if ack.sync_after is not None:
+        doc["syncAfter"] = _iso(ack.sync_after)
+    if ack.synced_at is not None:
+        doc["syncedAt"] = _iso(ack.synced_at)
+    return doc
+
+
 def entity_to_target(e: dict[str, Any]) -> Target:
     acks = {
-        name: Ack(str(a["keyId"]), _dt(a["at"]) or datetime.min.replace(tzinfo=UTC))
+        name: Ack(str(a["keyId"]), _dt(a["at"]) or datetime.min.replace(tzinfo=UTC),
+                  checks=tuple(a.get("checks") or ()), sync_after=_dt(a.get("syncAfter")),
+                  synced_at=_dt(a.get("syncedAt")))
         for name, a in json.loads(e.get("Acks") or "{}").items()
     }
     return Target(

@@ -1,7 +1,11 @@
-"""Proofpoint Essentials (kind "proofpoint"): the org's Azure AD sync settings, read, merged, written, read back.
+"""Proofpoint Essentials (kind "proofpoint"): the org's Azure AD sync settings, read, written, read back.
 
-Whether Proofpoint's PUT merges or replaces is undocumented, so the adapter always writes the full settings it
-read with only the application id, the key and the expiry changed, then reads them back to confirm.
+The settings endpoint is not in Proofpoint's published API guide; its only public client (PSProofpoint's
+Set-ProofpointAzureSync) PUTs exactly the WRITABLE fields below. So the adapter PUTs only those, with the values
+the GET showed (the application id and key replaced), leaves out what the GET did not show rather than invent it
+(that client turns a missing flag into false, which would switch the customer's sync off), and treats every other
+field as Proofpoint's own (read-only, optional). It then reads back what Proofpoint shows and says which
+confirmation was available.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlparse
 
 import requests
 
@@ -23,7 +28,6 @@ from shared.destinations.http import (
     Scrubber,
     Timeout,
     in_thread,
-    iso_utc,
     rejected_config,
     send,
     status_error,
@@ -31,21 +35,50 @@ from shared.destinations.http import (
 from shared.destinations.options import check_options, check_secret_name
 from shared.domain import DestinationConfig
 from shared.errors import RotationError
-from shared.ports import Delivery, SecretStore
+from shared.ports import Confirmation, Delivery, DestinationCheck, SecretStore
 
 logger = logging.getLogger(__name__)
 
 STACKS = ("us1", "us2", "us3", "us4", "us5", "eu1")
-OPTIONS = ("stack", "domain", "account_secret")
+OPTIONS = ("stack", "base_url", "domain", "account_secret")
+FLAGS = (
+    "disable_login",
+    "sync_active_users",
+    "sync_distribution_groups",
+    "sync_security_groups",
+    "add_users",
+    "update_users",
+    "remove_deleted_users",
+    "add_groups",
+    "update_groups",
+    "remove_deleted_groups",
+)
+# Exactly what PSProofpoint's Set-ProofpointAzureSync PUTs (sync_frequency an integer of hours, flags booleans).
+WRITABLE = ("primary_domain", "application_id", "ad_key", "default_user_role_name", "sync_frequency", *FLAGS)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
+_STACK_TOKEN = re.compile(r"(?<![a-z0-9])(us[1-5]|eu1)(?![a-z0-9])", re.IGNORECASE)
 _KIND = "proofpoint"
 
 
 def validate_proofpoint(options: Mapping[str, str]) -> None:
-    """Raise ValueError unless the options name a stack, an org's primary domain and the account's secret."""
-    check_options(_KIND, options, required=OPTIONS, allowed=OPTIONS)
-    if options["stack"] not in STACKS:
-        raise ValueError(f"{_KIND} destination: stack must be one of {', '.join(STACKS)}, got {options['stack']!r}")
+    """Raise ValueError unless the options name a stack (or a base URL), the org's primary domain and the
+    account's Key Vault secret."""
+    check_options(_KIND, options, required=("domain", "account_secret"), allowed=OPTIONS)
+    stack, base_url = options.get("stack", ""), options.get("base_url", "")
+    if bool(stack) == bool(base_url):
+        raise ValueError(f"{_KIND} destination: give either stack ({', '.join(STACKS)}) or base_url, not "
+                         f"{'both' if stack else 'neither'}")
+    if stack and stack not in STACKS:
+        raise ValueError(f"{_KIND} destination: stack must be one of {', '.join(STACKS)} (or give base_url), "
+                         f"got {stack!r}")
+    if base_url:
+        url = urlparse(base_url)
+        if url.scheme != "https" or not url.hostname:
+            raise ValueError(f"{_KIND} destination: base_url must be an https:// URL with a host, e.g. "
+                             "https://us1.proofpointessentials.com/api/v1")
+        if url.username or url.password or url.query or url.fragment:
+            raise ValueError(f"{_KIND} destination: base_url must be a plain https://host/path URL (no "
+                             "credentials, query or fragment)")
     if not _DOMAIN.match(options["domain"]):
         raise ValueError(f"{_KIND} destination: domain must be the org's primary domain name (e.g. contoso.com), "
                          f"got {options['domain']!r}")
@@ -67,11 +100,63 @@ def _account(raw: str, name: str) -> tuple[str, str]:
     return doc["user"], doc["password"]
 
 
-def _expiry_like(current: Any, delivery: Delivery) -> str:
-    """The new expiry in the format Proofpoint itself uses for the field (a date, or a UTC timestamp)."""
-    if isinstance(current, str) and len(current) == 10:
-        return iso_utc(delivery.expires)[:10]
-    return iso_utc(delivery.expires)
+def writable_body(current: Mapping[str, Any], app_id: str, secret: str) -> dict[str, Any]:
+    """The PUT body: the public client's fields as the GET showed them, the application id and key replaced.
+
+    A field the GET did not show is left out, never defaulted; a value that cannot be sent in the type the
+    client sends (an integer of hours, a JSON boolean) is left out too rather than guessed.
+    """
+    body: dict[str, Any] = {}
+    for name in WRITABLE:
+        if name in ("application_id", "ad_key") or name not in current:
+            continue
+        value = _as_sent(name, current[name])
+        if value is not None:
+            body[name] = value
+    body["application_id"] = app_id
+    body["ad_key"] = secret
+    return body
+
+
+def _as_sent(name: str, value: Any) -> Any:
+    if name in FLAGS:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        return None
+    if name == "sync_frequency":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().isdigit():
+            return int(value)
+        return None
+    return value if isinstance(value, str) and value else None
+
+
+def parse_sync_time(value: Any) -> datetime | None:
+    """Proofpoint's last_successful_sync as an aware UTC datetime; None when absent or unreadable."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def stacks_named(body: Any) -> set[str]:
+    """The stacks an /endpoints answer names (its exact shape is undocumented: every string is searched)."""
+    found: set[str] = set()
+    if isinstance(body, str):
+        found.update(m.lower() for m in _STACK_TOKEN.findall(body))
+    elif isinstance(body, dict):
+        for value in body.values():
+            found |= stacks_named(value)
+    elif isinstance(body, list):
+        for value in body:
+            found |= stacks_named(value)
+    return found
 
 
 class ProofpointDestination:
@@ -94,45 +179,131 @@ class ProofpointDestination:
         self._timeout = timeout
         self._session_factory = session_factory
 
-    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> None:
-        """Return once Proofpoint reads back the new application id (and expiry) with a key set."""
+    def _api(self, config: DestinationConfig) -> str:
         try:
             validate_proofpoint(config.options)
         except ValueError as error:
             raise rejected_config(config, error) from None
-        stack, domain = config.options["stack"], config.options["domain"].lower()
-        account_name = config.options["account_secret"]
-        user, password = _account((await self._secrets.get_named(account_name)).reveal(), account_name)
-        url = f"{self._base_url.format(stack=stack)}/orgs/{quote(domain, safe='')}/settings/azure"
-        failure = Failure(f"Proofpoint ({stack}, {domain})", "Proofpoint", "ProofpointOrgNotFound")
-        scrub = Scrubber(delivery.secret.reveal(), password)
+        explicit = config.options.get("base_url", "")
+        return explicit.rstrip("/") if explicit else self._base_url.format(stack=config.options["stack"])
+
+    async def _headers(self, config: DestinationConfig) -> dict[str, str]:
+        name = config.options["account_secret"]
+        user, password = _account((await self._secrets.get_named(name)).reveal(), name)
+        return {"X-User": user, "X-Password": password, "Accept": "application/json"}
+
+    @staticmethod
+    def _failure(config: DestinationConfig) -> Failure:
+        where = config.options.get("stack") or config.options.get("base_url", "")
+        return Failure(f"Proofpoint ({where}, {config.options['domain'].lower()})", "Proofpoint",
+                       "ProofpointOrgNotFound")
+
+    def _settings_url(self, api: str, config: DestinationConfig) -> str:
+        return f"{api}/orgs/{quote(config.options['domain'].lower(), safe='')}/settings/azure"
+
+    async def deliver(self, config: DestinationConfig, delivery: Delivery) -> Confirmation:
+        """Return once Proofpoint reads back the new application id with a key set; say what was confirmed."""
+        api = self._api(config)
+        headers = await self._headers(config)
+        url = self._settings_url(api, config)
+        scrub = Scrubber(delivery.secret.reveal(), headers["X-Password"])
         started = time.monotonic()
         try:
-            await in_thread(self._push, url, {"X-User": user, "X-Password": password}, delivery, failure,
-                                    scrub)
+            confirmation = await in_thread(self._push, url, headers, delivery, self._failure(config), scrub)
         except RotationError as error:
             self._log(config, delivery, "failed", started, error.code)
             raise
-        self._log(config, delivery, "ok", started, "")
+        self._log(config, delivery, "ok", started, "", confirmation)
+        return confirmation
+
+    async def last_sync(self, config: DestinationConfig) -> datetime | None:
+        """Proofpoint's last successful sync of the org (None when its settings do not report one)."""
+        api = self._api(config)
+        headers = await self._headers(config)
+        scrub = Scrubber(headers["X-Password"])
+        settings = await in_thread(self._get, self._settings_url(api, config), headers, self._failure(config), scrub)
+        return parse_sync_time(settings.get("last_successful_sync"))
+
+    async def check(self, config: DestinationConfig) -> DestinationCheck:
+        """A live check of the registration, changing nothing: the admin login (GET /me), the org's stack
+        (GET /endpoints/{domain}) and its sync settings (what the read-back will be able to confirm)."""
+        try:
+            api = self._api(config)
+            headers = await self._headers(config)
+        except RotationError as error:
+            return DestinationCheck(config.name, (), (error.message,))
+        return await in_thread(self._check, api, headers, config)
+
+    def _check(self, api: str, headers: Mapping[str, str], config: DestinationConfig) -> DestinationCheck:
+        failure, scrub = self._failure(config), Scrubber(headers["X-Password"])
+        domain = config.options["domain"].lower()
+        findings: list[str] = []
+        problems: list[str] = []
+        with self._session_factory() as session:
+
+            def get(url: str) -> Reply:
+                return send(session, "GET", url, headers=headers, body=None, timeout=self._timeout,
+                            verify=self._verify, failure=failure, scrub=scrub)
+
+            try:
+                me = get(f"{api}/me")
+                if me.status != 200:
+                    problems.append(f"the admin login fails: {status_error(me, failure, scrub).message}")
+                    return DestinationCheck(config.name, tuple(findings), tuple(problems))
+                findings.append("admin login ok")
+                endpoints = get(f"{api}/endpoints/{quote(domain, safe='')}")
+                if endpoints.status == 200:
+                    named = stacks_named(endpoints.body)
+                    mine = config.options.get("stack") or next(iter(stacks_named(config.options["base_url"])), "")
+                    if named and mine and mine not in named:
+                        problems.append(f"{domain} lives on {', '.join(sorted(named))}, not {mine}: register "
+                                        f"stack {sorted(named)[0]}")
+                    elif named:
+                        findings.append(f"{domain} is on {', '.join(sorted(named))}")
+                else:
+                    problems.append(f"the org's stack is unknown: {status_error(endpoints, failure, scrub).message}")
+                settings = get(self._settings_url(api, config))
+                if settings.status != 200 or not isinstance(settings.body, dict):
+                    problems.append(f"the Azure AD sync settings cannot be read: "
+                                    f"{status_error(settings, failure, scrub).message}")
+                else:
+                    findings.append(self._available(settings.body))
+            except RotationError as error:
+                problems.append(error.message)
+        return DestinationCheck(config.name, tuple(findings), tuple(problems))
+
+    @staticmethod
+    def _available(settings: Mapping[str, Any]) -> str:
+        """Which confirmations a push will have, from what the GET shows."""
+        shown = ["application_id" if "application_id" in settings else "no application_id",
+                 "ad_key" if "ad_key" in settings else "no ad_key",
+                 "last_successful_sync (retirement waits for Proofpoint's sync)"
+                 if "last_successful_sync" in settings else "no last_successful_sync (no sync proof)"]
+        missing = [name for name in WRITABLE if name not in settings and name not in ("ad_key", "application_id")]
+        text = "settings show " + ", ".join(shown)
+        if missing:
+            text += f"; not shown, so never sent: {', '.join(missing)}"
+        return text
+
+    def _get(self, url: str, headers: Mapping[str, str], failure: Failure, scrub: Scrubber) -> dict[str, Any]:
+        with self._session_factory() as session:
+            reply = send(session, "GET", url, headers=headers, body=None, timeout=self._timeout,
+                         verify=self._verify, failure=failure, scrub=scrub)
+        return self._settings_of(reply, failure, scrub)
 
     def _push(
         self, url: str, headers: Mapping[str, str], delivery: Delivery, failure: Failure, scrub: Scrubber
-    ) -> None:
+    ) -> Confirmation:
         with self._session_factory() as session:
 
             def call(method: str, body: Mapping[str, Any] | None = None) -> dict[str, Any]:
-                reply = send(session, method, url, headers={**headers, "Accept": "application/json"}, body=body,
-                             timeout=self._timeout, verify=self._verify, failure=failure, scrub=scrub)
+                reply = send(session, method, url, headers=headers, body=body, timeout=self._timeout,
+                             verify=self._verify, failure=failure, scrub=scrub)
                 return self._settings_of(reply, failure, scrub)
 
-            current = call("GET")
-            merged = dict(current)
-            merged["application_id"] = delivery.app_id
-            merged["ad_key"] = delivery.secret.reveal()
-            if "secret_expiry" in current:
-                merged["secret_expiry"] = _expiry_like(current["secret_expiry"], delivery)
-            call("PUT", merged)
-            self._confirm(call("GET"), merged, delivery, failure)
+            body = writable_body(call("GET"), delivery.app_id, delivery.secret.reveal())
+            call("PUT", body)
+            return self._confirm(call("GET"), body, delivery, failure)
 
     @staticmethod
     def _settings_of(reply: Reply, failure: Failure, scrub: Scrubber) -> dict[str, Any]:
@@ -144,26 +315,43 @@ class ProofpointDestination:
         return reply.body
 
     @staticmethod
-    def _confirm(seen: Mapping[str, Any], sent: Mapping[str, Any], delivery: Delivery, failure: Failure) -> None:
-        """What is observable after the write: the application id, a key being set, the expiry date."""
+    def _confirm(
+        seen: Mapping[str, Any], sent: Mapping[str, Any], delivery: Delivery, failure: Failure
+    ) -> Confirmation:
+        """What is observable after the write: the application id, a key being set, the settings sent, the sync."""
         problems = []
-        if str(seen.get("application_id", "")).lower() != delivery.app_id.lower():
-            problems.append(f"application_id is {seen.get('application_id')!r}, expected {delivery.app_id!r}")
-        if not seen.get("ad_key", "x"):
-            problems.append("no key is set")
-        if "secret_expiry" in sent and str(seen.get("secret_expiry") or "")[:10] != str(sent["secret_expiry"])[:10]:
-            problems.append(f"secret_expiry is {seen.get('secret_expiry')!r}, expected {sent['secret_expiry']!r}")
+        checks: list[str] = []
+        if "application_id" in seen:
+            if str(seen.get("application_id") or "").lower() != delivery.app_id.lower():
+                problems.append(f"application_id is {seen.get('application_id')!r}, expected {delivery.app_id!r}")
+            else:
+                checks.append("application-id")
+        if "ad_key" in seen:
+            # Proofpoint never shows the key in clear: set (masked) is all that can be seen.
+            if not seen.get("ad_key"):
+                problems.append("no key is set")
+            else:
+                checks.append("ad-key-present")
+        for name, value in sent.items():
+            if name not in ("ad_key", "application_id") and name in seen and _as_sent(name, seen[name]) != value:
+                problems.append(f"{name} is {seen[name]!r}, sent {value!r}")
         if problems:
             # Accepted but not visible: maybe eventual consistency, maybe ignored; a retry re-pushes the same value.
             raise RotationError(f"{failure.label}: the new settings did not read back: {'; '.join(problems)}",
                                 code="ProofpointNotConfirmed")
+        reported = "last_successful_sync" in seen
+        if reported:
+            checks.append("sync-reported")
+        return Confirmation(tuple(checks), reported, parse_sync_time(seen.get("last_successful_sync")))
 
     @staticmethod
-    def _log(config: DestinationConfig, delivery: Delivery, outcome: str, started: float, code: str) -> None:
+    def _log(config: DestinationConfig, delivery: Delivery, outcome: str, started: float, code: str,
+             confirmation: Confirmation | None = None) -> None:
         logger.info(
             "destination push",
             extra={"destination": config.name, "kind": _KIND, "stack": config.options.get("stack"),
                    "domain": config.options.get("domain"), "tenant_id": delivery.tenant_id,
                    "app_id": delivery.app_id, "key_id": delivery.key_id, "outcome": outcome, "error_code": code,
+                   "confirmation": ",".join(confirmation.checks) if confirmation else "",
                    "duration_ms": int((time.monotonic() - started) * 1000)},
         )

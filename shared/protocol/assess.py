@@ -6,6 +6,7 @@ without a rotation id, and two runners cannot both reserve.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from shared.domain import (
@@ -20,7 +21,7 @@ from shared.domain import (
     renew_before,
 )
 from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
-from shared.ports import Directory
+from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory
 from shared.protocol.context import Advance, EngineConfig, Outcome
 from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
 
@@ -97,8 +98,13 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
     return True
 
 
-async def preview(directory: Directory, target: Target, now: datetime, config: EngineConfig) -> Outcome:
-    """A dry run: what a rotation of this target would do now, and what the tenant would refuse; changes nothing."""
+async def preview(
+    directory: Directory, destinations: Mapping[str, Destination], target: Target, now: datetime,
+    config: EngineConfig,
+) -> Outcome:
+    """A dry run: what a rotation of this target would do now, what the tenant would refuse, and a live read-only
+    check of every destination that can test its registration (Proofpoint: login, stack, settings); changes
+    nothing."""
 
     def would_fail(status: AssessmentStatus, code: str, message: str, days_left: int | None = None) -> Outcome:
         return Outcome(target.tenant_id, target.app_id, "would-fail", status=status.value,
@@ -124,6 +130,12 @@ async def preview(directory: Directory, target: Target, now: datetime, config: E
         if cap is not None and cap < lifetime else ""
     )
     note = f"; {foreign_message(found.foreign)}" if found.foreign else ""
+    checks = await check_destinations(destinations, target)
+    problems = [f"{c.destination}: {p}" for c in checks for p in c.problems]
+    if problems:
+        return would_fail(found.status, "DestinationCheckFailed", "; ".join(problems),
+                          found.days_left)
+    checked = "; ".join(f"{c.destination}: {', '.join(c.findings)}" for c in checks)
     return Outcome(
         target.tenant_id,
         target.app_id,
@@ -133,6 +145,16 @@ async def preview(directory: Directory, target: Target, now: datetime, config: E
         days_left=found.days_left,
         message=(
             f"would add a secret valid {valid}, store it in Key Vault as {target.secret_name}, verify it and push it "
-            f"to {len(target.destinations)} destination(s){note}"
+            f"to {len(target.destinations)} destination(s){note}" + (f". Checked {checked}" if checked else "")
         ),
     )
+
+
+async def check_destinations(destinations: Mapping[str, Destination], target: Target) -> list[DestinationCheck]:
+    """Read-only checks of the target's destinations that can test their registration."""
+    checks: list[DestinationCheck] = []
+    for config in target.destinations:
+        destination = destinations.get(config.kind)
+        if isinstance(destination, CheckableDestination):
+            checks.append(await destination.check(config))
+    return checks

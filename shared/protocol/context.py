@@ -37,6 +37,7 @@ class EngineConfig:
     lease: timedelta = timedelta(minutes=5)
     store_attempts: int = 3
     create_attempts: int = 3
+    sync_window: timedelta = timedelta(hours=24)  # a destination's own sync must prove the new secret within this
 
 
 @dataclass(frozen=True)

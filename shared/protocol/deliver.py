@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import time
 
-from shared.domain import Ack, DestinationConfig, Stage, all_acknowledged
+from shared.domain import DestinationConfig, Stage, all_acknowledged
 from shared.errors import DestinationRejected, RotationError
 from shared.ports import Delivery
 from shared.protocol.context import Advance
+from shared.sync_proof import acknowledgement
 
 
 async def deliver(run: Advance) -> None:
@@ -39,7 +40,7 @@ async def deliver_one(run: Advance, config: DestinationConfig, delivery: Deliver
     try:
         if destination is None:
             raise DestinationRejected(f"no destination adapter of kind {config.kind!r}", code="UnknownKind")
-        await destination.deliver(config, delivery)
+        confirmation = await destination.deliver(config, delivery)
     except RotationError as error:
         failures = dict(run.target.state.push_failures)
         failures[config.name] = failures.get(config.name, 0) + 1
@@ -52,7 +53,10 @@ async def deliver_one(run: Advance, config: DestinationConfig, delivery: Deliver
             await run.alert("destination-failing", f"{config.name}: {error.message}",
                             destination=config.name, error_code=error.code, attempts=str(failures[config.name]))
         return
-    acks = {**run.target.state.acks, config.name: Ack(delivery.key_id, run.now())}
+    # The acknowledgement keeps what the destination showed (which confirmation was available) and, where the
+    # destination reports its own sync, the moment that sync must pass before the old secret may go.
+    ack = acknowledgement(delivery.key_id, run.now(), confirmation)
+    acks = {**run.target.state.acks, config.name: ack}
     failures = {k: v for k, v in run.target.state.push_failures.items() if k != config.name}
     await run.save(run.target.with_state(acks=acks, push_failures=failures))
-    await run.event(f"push:{config.name}", "ok", started=started)
+    await run.event(f"push:{config.name}", "ok", started=started, detail=", ".join(ack.checks))

@@ -1,5 +1,6 @@
 """Stage pushed: the new version becomes `current` in Key Vault, the old one `previous`; back to idle.
-Stage idle: remove superseded credentials after the grace period, and expired ones, by the retirement rules."""
+Stage idle: remove superseded credentials after the grace period, and expired ones, by the retirement rules;
+superseded ones only once every destination that reports its own sync (Proofpoint) has synced since the push."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from shared.domain import AssessmentStatus, Stage, VersionStage, days_until, ret
 from shared.errors import RotationError
 from shared.ports import StoredVersion
 from shared.protocol.context import Advance
+from shared.sync_proof import SYNC_NOT_CONFIRMED, check_syncs
 
 
 async def finish(run: Advance) -> None:
@@ -80,10 +82,12 @@ async def retire(run: Advance) -> None:
 
     Every removal is tried, whatever happened to the one before; each failure is recorded and all are reported.
     """
+    proven = await sync_proof(run)
     state = run.target.state
     # The snapshot read earlier in this advance is enough: only credentials listed in it are removed.
     app = await run.application()
-    removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired)
+    removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
+                                       sync_proven=proven)
     if len(others) != run.target.observed.other_credentials:
         # Reported, never removed: live credentials someone else made on the app.
         await run.save(run.target.with_observed(other_credentials=len(others)))
@@ -112,6 +116,34 @@ async def retire(run: Advance) -> None:
     if failures:
         raise RotationError(f"{len(failures)} retirement step(s) failed: {'; '.join(failures)}",
                             code="RetirementIncomplete")
+
+
+async def sync_proof(run: Advance) -> bool:
+    """Whether every destination that reports its own sync has synced with the secret in use since the push.
+
+    Read-only towards the destinations. A sync that moved past the push is recorded on the acknowledgement (never
+    asked again); a day without one keeps the old secret, flags the target (`needsHuman`) and raises
+    `sync-not-confirmed` once, on entering that state; a confirmed sync clears the flag. Re-running converges:
+    the verdict is recomputed from the row and the destination's answer.
+    """
+    if not any(a.awaiting_sync for a in run.target.state.acks.values()):
+        return True
+    check = await check_syncs(run.target, run.ports.destinations, run.now(), run.config.sync_window)
+    for name in check.confirmed:
+        await run.event(f"sync:{name}", "confirmed", detail=f"last successful sync {check.acks[name].synced_at}")
+    for name, error in check.errors.items():
+        await run.event(f"sync:{name}", "unreadable", error)
+    flag = "; ".join(check.overdue.values())
+    flagged = run.target.observed.needs_human
+    was_sync_flag = flagged.startswith(SYNC_NOT_CONFIRMED)
+    needs_human = f"{SYNC_NOT_CONFIRMED}: {flag}" if flag else ("" if was_sync_flag else flagged)
+    if flag and not was_sync_flag:
+        # Before the flag is saved: a crash in between raises it again on the next pass, never loses it.
+        await run.event("sync", SYNC_NOT_CONFIRMED, detail=flag)
+        await run.alert(SYNC_NOT_CONFIRMED, flag, destinations=", ".join(check.overdue))
+    if check.confirmed or needs_human != flagged:
+        await run.save(run.target.with_state(acks=check.acks).with_observed(needs_human=needs_human))
+    return check.all_confirmed
 
 
 async def mark_retired(run: Advance, key_ids: set[str]) -> None:

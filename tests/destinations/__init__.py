@@ -30,6 +30,7 @@ NEW_SECRET = client_secret("New")
 NEW_KEY_ID = "d0c10000-0000-4000-8000-0000000000d4"
 WRONG_SECRET = client_secret("Bad")
 DOMAIN = "contoso-dest.com"
+SYNCED_AT = "2026-01-02T03:04:05Z"  # the org's last successful sync, as seeded
 STACK = "us2"
 PP_USER = "channel-admin@msp-dest.example"
 PP_PASSWORD = "Pp-Account-Password-7c1e9a"
@@ -88,8 +89,10 @@ def seed(sb: Any) -> None:
                         "domain": DOMAIN,
                         "stack": STACK,
                         "tenantId": TENANT,
-                        "settings": {"application_id": APP, "ad_key": OLD_SECRET, "secret_expiry": "+20d",
-                                     "sync_frequency": "weekly", "add_users": False},
+                        "settings": {"application_id": APP, "ad_key": OLD_SECRET, "sync_frequency": 168,
+                                     "add_users": False, "remove_deleted_users": True},
+                        "extraFields": {"secret_expiry": "+20d", "last_successful_sync": SYNCED_AT,
+                                        "last_sync_status": "success", "tenant_id": TENANT},
                     }
                 ],
             },

@@ -9,6 +9,7 @@ import pytest
 
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.destinations import ProofpointDestination, build_destinations
+from shared.destinations.proofpoint import FLAGS
 from shared.domain import DestinationConfig
 from shared.errors import Ambiguous, DestinationRejected, NotFound, RotationError, Throttled, Unreachable
 from tests.destinations import (
@@ -16,8 +17,10 @@ from tests.destinations import (
     DOMAIN,
     NEW_SECRET,
     OLD_SECRET,
+    OTHER_APP,
     PP_PASSWORD,
     STACK,
+    TENANT,
     WRONG_SECRET,
     assert_no_secret,
     delivery,
@@ -50,25 +53,111 @@ async def failure(
     return caught.value
 
 
+def org_state(sb: Any, domain: str = DOMAIN) -> dict[str, Any]:
+    return next(o for o in sb.control.state()["proofpoint"]["orgs"] if o["domain"] == domain)
+
+
+def reseed_org(sb: Any, **org: Any) -> None:
+    """The destinations' org again, with other settings or another GET shape."""
+    settings = {"application_id": APP, "ad_key": OLD_SECRET, "sync_frequency": 168, "add_users": False,
+                "remove_deleted_users": True, **org.pop("settings", {})}
+    sb.control.seed({"proofpoint": {"orgs": [{"domain": DOMAIN, "stack": STACK, "tenantId": TENANT,
+                                              "settings": settings, **org}]}})
+
+
 async def test_delivers_the_secret_and_proofpoint_syncs_with_it(
     sb: Any, proofpoint: ProofpointDestination, caplog: pytest.LogCaptureFixture
 ) -> None:
-    expires = datetime.now(UTC) + timedelta(days=180)
-    await proofpoint.deliver(config(), delivery(expires=expires))
+    confirmation = await proofpoint.deliver(config(), delivery())
 
     stored = org_settings(sb)
     assert stored["application_id"] == APP
     assert stored["ad_key"] == NEW_SECRET
-    assert stored["secret_expiry"][:10] == expires.date().isoformat()
-    # The full body was written back: settings the rotator does not own kept their values.
-    assert stored["sync_frequency"] == "weekly" and stored["add_users"] is False
+    # Settings the rotator does not own kept their values.
+    assert stored["sync_frequency"] == 168 and stored["add_users"] is False and stored["remove_deleted_users"] is True
+    assert confirmation.checks == ("application-id", "ad-key-present", "sync-reported")
+    assert confirmation.sync_reported and confirmation.sync_seen == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     [result] = [r for r in sb.control.proofpoint_sync() if r["domain"] == DOMAIN]
     assert result["ok"], result["error"]
-    assert org_settings(sb)["last_sync_status"] == "success"
+    assert org_state(sb)["lastSyncStatus"] == "success"
     assert any(r.__dict__.get("outcome") == "ok" and r.__dict__.get("destination") == "proofpoint"
+               and r.__dict__.get("confirmation") == "application-id,ad-key-present,sync-reported"
                for r in caplog.records)
     for record in caplog.records:
         assert NEW_SECRET not in record.getMessage() and PP_PASSWORD not in repr(record.__dict__)
+
+
+async def test_the_put_carries_exactly_the_public_clients_fields(sb: Any, proofpoint: ProofpointDestination) -> None:
+    # The GET shows read-only fields (secret_expiry, last_successful_sync, tenant_id, ...): none is written back.
+    reseed_org(sb, extraFields={"secret_expiry": "+20d", "last_successful_sync": "-1h", "tenant_id": TENANT,
+                                "license_tier": "pro", "connected": True})
+    await proofpoint.deliver(config(), delivery())
+    [put] = org_state(sb)["puts"]
+    assert set(put) == {"primary_domain", "application_id", "ad_key", "disable_login", "default_user_role_name",
+                        "sync_frequency", "sync_active_users", "sync_distribution_groups", "sync_security_groups",
+                        "add_users", "update_users", "remove_deleted_users", "add_groups", "update_groups",
+                        "remove_deleted_groups"}
+    assert put["sync_frequency"] == 168 and put["primary_domain"] == DOMAIN and put["application_id"] == APP
+    assert all(isinstance(put[name], bool) for name in FLAGS)
+    assert org_settings(sb)["ad_key"] == NEW_SECRET
+
+
+async def test_a_flag_the_get_does_not_show_is_left_out_never_sent_as_false(
+    sb: Any, proofpoint: ProofpointDestination
+) -> None:
+    reseed_org(sb, getOmits=["remove_deleted_users", "sync_security_groups", "sync_frequency"])
+    await proofpoint.deliver(config(), delivery())
+    [put] = org_state(sb)["puts"]
+    assert not {"remove_deleted_users", "sync_security_groups", "sync_frequency"} & set(put)
+    stored = org_settings(sb)
+    assert stored["remove_deleted_users"] is True and stored["sync_security_groups"] is True
+    assert stored["sync_frequency"] == 168 and stored["ad_key"] == NEW_SECRET
+
+
+async def test_confirmation_says_what_proofpoint_showed(sb: Any, proofpoint: ProofpointDestination) -> None:
+    # This org's GET shows neither the key (not even masked) nor its sync: only the application id is provable.
+    reseed_org(sb, adKeyOnGet="absent", reportsSync=False)
+    confirmation = await proofpoint.deliver(config(), delivery())
+    assert confirmation.checks == ("application-id",)
+    assert not confirmation.sync_reported and confirmation.sync_seen is None
+    assert await proofpoint.last_sync(config()) is None
+
+
+async def test_last_sync_follows_proofpoints_own_sync(sb: Any, proofpoint: ProofpointDestination) -> None:
+    assert await proofpoint.last_sync(config()) == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    await proofpoint.deliver(config(), delivery())
+    before = datetime.now(UTC).replace(microsecond=0)
+    [result] = [r for r in sb.control.proofpoint_sync() if r["domain"] == DOMAIN]  # "sync now", with the new key
+    assert result["ok"], result["error"]
+    seen = await proofpoint.last_sync(config())
+    assert seen is not None and seen >= before
+
+
+async def test_an_explicit_base_url_is_used_as_given(sb: Any, proofpoint: ProofpointDestination) -> None:
+    cfg = DestinationConfig("proofpoint", "proofpoint", {"base_url": f"{sb.endpoints['proofpoint']}/{STACK}/api/v1",
+                                                         "domain": DOMAIN, "account_secret": "pp-account"})
+    await proofpoint.deliver(cfg, delivery())
+    assert org_settings(sb)["ad_key"] == NEW_SECRET
+
+
+async def test_the_registration_check_tests_login_stack_and_settings(
+    sb: Any, proofpoint: ProofpointDestination
+) -> None:
+    good = await proofpoint.check(config())
+    assert good.ok, good.problems
+    assert "admin login ok" in good.findings and f"{DOMAIN} is on {STACK}" in good.findings
+    assert any("last_successful_sync" in f for f in good.findings)
+
+    wrong_stack = await proofpoint.check(config(stack="eu1"))
+    assert not wrong_stack.ok and f"lives on {STACK}, not eu1" in wrong_stack.problems[0]
+
+    bad_login = await proofpoint.check(config(account_secret="pp-account-wrong"))
+    assert not bad_login.ok and "admin login fails" in bad_login.problems[0] and "HTTP 401" in bad_login.problems[0]
+
+    unknown = await proofpoint.check(config(domain="unknown-dest.com"))
+    assert not unknown.ok and any("not found" in p for p in unknown.problems)
+    assert OLD_SECRET not in str(good) + str(wrong_stack) + str(bad_login) and PP_PASSWORD not in str(bad_login)
+    assert org_state(sb)["puts"] == []  # a check changes nothing
 
 
 async def test_pushing_the_same_secret_twice_is_harmless(sb: Any, proofpoint: ProofpointDestination) -> None:
@@ -78,9 +167,7 @@ async def test_pushing_the_same_secret_twice_is_harmless(sb: Any, proofpoint: Pr
     await proofpoint.deliver(config(), delivery(expires=expires))
     second = org_settings(sb)
     assert second["ad_key"] == NEW_SECRET and second["application_id"] == APP
-    assert {k: v for k, v in second.items() if k != "last_successful_sync"} == {
-        k: v for k, v in first.items() if k != "last_successful_sync"
-    }
+    assert second == first
     assert all(r["ok"] for r in sb.control.proofpoint_sync() if r["domain"] == DOMAIN)
 
 
@@ -192,8 +279,9 @@ async def test_an_invalid_registry_entry_is_rejected_before_any_call(
 async def test_a_put_that_is_not_visible_on_read_back_is_not_confirmed(
     sb: Any, proofpoint: ProofpointDestination, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # Proofpoint answers the PUT with success but does nothing (the sandbox's fault answers 200 without storing).
+    # The org still holds another app's id; Proofpoint answers the PUT with success but stores nothing.
+    reseed_org(sb, settings={"application_id": OTHER_APP})
     sb.control.add_fault("proofpoint", method="PUT", status=200, message="ok")
     error = await failure(proofpoint, caplog)
-    assert error.code == "ProofpointNotConfirmed" and "secret_expiry" in error.message
+    assert error.code == "ProofpointNotConfirmed" and "application_id" in error.message
     assert org_settings(sb)["ad_key"] == OLD_SECRET

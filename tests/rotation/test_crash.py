@@ -74,7 +74,7 @@ def scoped(point: CrashPoint, customer: Customer) -> str:
     return f"/{customer.tenant_id}{point.path}" if point.service == "entra" else point.path
 
 
-def wait_held(world: World, process: Rotating, hold: str, timeout: float = 30.0) -> None:
+def wait_held(world: World, process: Rotating, hold: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while world.sb.control.waiting(hold) < 1:
         if process.poll() is not None:

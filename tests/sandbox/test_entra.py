@@ -129,6 +129,16 @@ def test_clock_offset_expires_tokens(sb: SandboxHandle) -> None:
     assert response.json()["error"]["code"] == "InvalidAuthenticationToken"
 
 
+def test_a_token_minted_after_the_clock_moved_ahead_is_valid(sb: SandboxHandle) -> None:
+    # Its nbf and iat are sandbox time, a day ahead of the real clock: judged by the sandbox clock, it works.
+    seed_customer(sb)
+    sb.control.set_clock(25 * 3600)
+    token = token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET).json()["access_token"]
+    graph = f"{sb.endpoints['graph']}/v1.0/applications"
+    response = requests.get(graph, headers={"Authorization": f"Bearer {token}"}, verify=sb.ca_file, timeout=10)
+    assert response.status_code == 403, response.text  # authenticated (the app has no Graph role), not 401
+
+
 def test_check_client_secret_through_state_matches_token_endpoint(sb: SandboxHandle) -> None:
     seed_customer(sb)
     state = sb.control.state()

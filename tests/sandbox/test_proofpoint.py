@@ -1,4 +1,5 @@
-"""Proofpoint Essentials stand-in: auth, stacks, masking, merge on PUT, credential checks, sync, faults."""
+"""Proofpoint Essentials stand-in: auth, stacks, masking, strict PUT, credential checks, the scheduled sync,
+endpoints and /me, faults."""
 
 from __future__ import annotations
 
@@ -42,7 +43,9 @@ def seed(sb: Any, end: str = "+30d") -> None:
                 ],
                 "orgs": [
                     {"domain": "contoso.com", "stack": "us2", "tenantId": TENANT,
-                     "settings": {"application_id": APP, "ad_key": SECRET, "sync_frequency": "daily"}},
+                     "settings": {"application_id": APP, "ad_key": SECRET, "sync_frequency": 24},
+                     "extraFields": {"secret_expiry": end, "last_successful_sync": "-1h", "last_sync_status": "success",
+                                     "tenant_id": TENANT}},
                     {"domain": "other.com", "stack": "us2", "tenantId": TENANT},
                 ],
             },
@@ -65,6 +68,7 @@ def test_get_returns_settings_with_the_key_masked(sb: Any) -> None:
     assert body["primary_domain"] == "contoso.com" and body["application_id"] == APP
     assert body["tenant_id"] == TENANT and body["ad_key"] == "********"
     assert SECRET not in str(body)
+    assert body["sync_frequency"] == 24
     for key in ("secret_expiry", "last_successful_sync", "last_sync_status", "sync_active_users", "add_users"):
         assert key in body
 
@@ -86,17 +90,121 @@ def test_unknown_org_wrong_stack_and_unknown_stack_are_404(sb: Any) -> None:
         assert response.status_code == 404 and isinstance(response.json()["error"], str)
 
 
-def test_put_merges_and_records_a_successful_sync(sb: Any) -> None:
-    seed(sb)
+def add_new_secret(sb: Any) -> None:
     sb.control.seed({"tenants": [{"id": TENANT, "applications": [{"appId": APP, "passwordCredentials": [
         {"secretText": NEW_SECRET, "endDateTime": "+700d"}]}]}]})
+
+
+def org_state(sb: Any, domain: str = "contoso.com") -> dict[str, Any]:
+    return next(o for o in sb.control.state()["proofpoint"]["orgs"] if o["domain"] == domain)
+
+
+def test_put_merges_and_saving_is_not_a_sync(sb: Any) -> None:
+    seed(sb)
+    add_new_secret(sb)
+    before = call(sb, "GET", ADMIN).json()["last_successful_sync"]
     response = call(sb, "PUT", ADMIN, json={"ad_key": NEW_SECRET, "add_users": False})
     assert response.status_code == 200, response.text
     body = call(sb, "GET", ADMIN).json()
-    assert body["add_users"] is False and body["sync_frequency"] == "daily" and body["application_id"] == APP
-    assert body["last_sync_status"] == "success" and body["last_successful_sync"]
-    org = next(o for o in sb.control.state()["proofpoint"]["orgs"] if o["domain"] == "contoso.com")
-    assert org["settings"]["ad_key"] == NEW_SECRET
+    assert body["add_users"] is False and body["sync_frequency"] == 24 and body["application_id"] == APP
+    # Save tests the connection but is not the sync: the last successful sync is where it was.
+    assert body["last_successful_sync"] == before
+    assert org_state(sb)["settings"]["ad_key"] == NEW_SECRET
+
+
+@pytest.mark.parametrize("field", ["secret_expiry", "last_successful_sync", "tenant_id", "last_sync_status",
+                                   "whatever"])
+def test_strict_mode_refuses_any_field_the_public_client_does_not_send(sb: Any, field: str) -> None:
+    seed(sb)
+    response = call(sb, "PUT", ADMIN, json={"add_users": False, field: "2030-01-01T00:00:00Z"})
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == [field]
+    assert org_state(sb)["settings"]["add_users"] is True  # nothing changed
+
+
+def test_strict_mode_off_ignores_read_only_fields(sb: Any) -> None:
+    seed(sb)
+    sb.control.seed({"proofpoint": {"strict": False}})
+    response = call(sb, "PUT", ADMIN, json={"add_users": False, "secret_expiry": "2030-01-01", "tenant_id": "x"})
+    assert response.status_code == 200, response.text
+    body = call(sb, "GET", ADMIN).json()
+    assert body["add_users"] is False and body["tenant_id"] == TENANT and not body["secret_expiry"].startswith("2030")
+
+
+@pytest.mark.parametrize("value", ["daily", "24", 24.0, True, 0, 169])
+def test_sync_frequency_is_an_integer_number_of_hours(sb: Any, value: Any) -> None:
+    seed(sb)
+    response = call(sb, "PUT", ADMIN, json={"sync_frequency": value})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "sync_frequency"
+    assert call(sb, "PUT", ADMIN, json={"sync_frequency": 12}).status_code == 200
+    assert call(sb, "GET", ADMIN).json()["sync_frequency"] == 12
+
+
+def test_primary_domain_must_be_the_orgs_own(sb: Any) -> None:
+    seed(sb)
+    response = call(sb, "PUT", ADMIN, json={"primary_domain": "other.com"})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "primary_domain"
+    assert call(sb, "PUT", ADMIN, json={"primary_domain": "CONTOSO.com"}).status_code == 200
+
+
+def test_a_get_can_be_seeded_with_extra_fields_an_absent_key_and_omitted_flags(sb: Any) -> None:
+    sb.control.seed({"tenants": [{"id": TENANT, "applications": [{"appId": APP, "passwordCredentials": [
+        {"secretText": SECRET, "endDateTime": "+30d"}]}]}],
+        "proofpoint": {"accounts": [{"user": "admin@msp.example", "password": "pw", "domains": ["*"]}],
+                       "orgs": [{"domain": "contoso.com", "stack": "us2", "tenantId": TENANT,
+                                 "settings": {"application_id": APP, "ad_key": SECRET, "remove_deleted_users": True},
+                                 "adKeyOnGet": "absent", "reportsSync": False,
+                                 "getOmits": ["remove_deleted_users"],
+                                 "extraFields": {"license_tier": "pro", "connected": True}}]}})
+    body = call(sb, "GET", ADMIN).json()
+    assert "ad_key" not in body and "remove_deleted_users" not in body and "last_successful_sync" not in body
+    assert "secret_expiry" not in body
+    assert body["license_tier"] == "pro" and body["connected"] is True
+    assert org_state(sb)["settings"]["remove_deleted_users"] is True
+
+
+def test_the_sync_runs_on_the_sandbox_clock_with_the_stored_key(sb: Any) -> None:
+    seed(sb, end="+30h")
+    before = call(sb, "GET", ADMIN).json()["last_successful_sync"]
+    sb.control.set_clock(25 * 3600)  # the daily sync ran once, 24 h after the seed, with the working key
+    body = call(sb, "GET", ADMIN).json()
+    assert body["last_successful_sync"] > before and body["last_sync_status"] == "success"
+    assert org_state(sb)["nextSync"] > body["last_successful_sync"]
+    sb.control.set_clock(49 * 3600)  # the next one, after the key expired at +30 h
+    body = call(sb, "GET", ADMIN).json()
+    assert body["last_sync_status"] == "failed"
+    assert org_state(sb)["lastSyncError"].startswith("AADSTS7000222")
+
+
+def test_a_sync_after_a_put_uses_the_new_key_and_moves_last_successful_sync(sb: Any) -> None:
+    seed(sb, end="+2h")
+    add_new_secret(sb)
+    assert call(sb, "PUT", ADMIN, json={"application_id": APP, "ad_key": NEW_SECRET}).status_code == 200
+    saved = call(sb, "GET", ADMIN).json()["last_successful_sync"]
+    sb.control.set_clock(3 * 86400 + 60)
+    body = call(sb, "GET", ADMIN).json()
+    assert body["last_sync_status"] == "success" and body["last_successful_sync"] > saved
+    assert body["secret_expiry"] > body["last_successful_sync"]  # the new credential's end, read by the sync
+
+
+def test_endpoints_tell_the_orgs_stack_from_any_stack(sb: Any) -> None:
+    seed(sb)
+    for stack in ("us1", "eu1", "us2"):
+        response = call(sb, "GET", ADMIN, url=f"{sb.endpoints['proofpoint']}/{stack}/api/v1/endpoints/contoso.com")
+        assert response.status_code == 200, response.text
+        assert response.json()["endpoints"] == [f"{sb.endpoints['proofpoint']}/us2/api/v1"]
+    unknown = call(sb, "GET", ADMIN, url=f"{sb.endpoints['proofpoint']}/us1/api/v1/endpoints/nosuch.com")
+    assert unknown.status_code == 404
+    assert call(sb, "GET", {}, url=f"{sb.endpoints['proofpoint']}/us1/api/v1/endpoints/contoso.com").status_code == 401
+
+
+def test_me_tests_the_admin_login(sb: Any) -> None:
+    seed(sb)
+    me = f"{sb.endpoints['proofpoint']}/us4/api/v1/me"
+    response = call(sb, "GET", ORG_ADMIN, url=me)
+    assert response.status_code == 200 and response.json()["primary_email"] == "org@contoso.com"
+    assert call(sb, "GET", {"X-User": "org@contoso.com", "X-Password": "wrong"}, url=me).status_code == 401
+    assert call(sb, "GET", ORG_ADMIN, url=f"{sb.endpoints['proofpoint']}/zz1/api/v1/me").status_code == 404
 
 
 def test_put_with_a_key_that_cannot_sign_in_is_422(sb: Any) -> None:
@@ -105,7 +213,7 @@ def test_put_with_a_key_that_cannot_sign_in_is_422(sb: Any) -> None:
     assert response.status_code == 422
     [error] = response.json()["errors"]
     assert error["field"] == "ad_key" and error["message"].startswith("AADSTS7000215")
-    assert sb.control.state()["proofpoint"]["orgs"][0]["settings"]["ad_key"] == SECRET
+    assert org_state(sb)["settings"]["ad_key"] == SECRET
 
 
 def test_put_validation_errors_are_422_per_field(sb: Any) -> None:
@@ -119,7 +227,7 @@ def test_put_validation_errors_are_422_per_field(sb: Any) -> None:
 def test_daily_sync_fails_once_the_secret_expires(sb: Any) -> None:
     seed(sb, end="+1d")
     assert sb.control.proofpoint_sync()[0]["ok"] is True
-    sb.control.set_clock(2 * 86400)
+    sb.control.set_clock(2 * 86400 - 60)
     [contoso, other] = sb.control.proofpoint_sync()
     assert contoso["ok"] is False and contoso["error"].startswith("AADSTS7000222")
     assert other["ok"] is False

@@ -112,6 +112,15 @@ class TestRetirement:
         due = RotationState(current_key_id="new", superseded=("old",), retire_after=NOW - timedelta(seconds=1))
         assert self.plan(due, *credentials) == [("old", "superseded")]
 
+    def test_superseded_waits_for_the_destinations_own_sync_but_expired_ones_still_go(self) -> None:
+        mine = credential_display_name(ROTATION)
+        credentials = (cred("old", 5), cred("older", -1, mine), cred("new", 180, mine))
+        state = RotationState(current_key_id="new", superseded=("old",), retire_after=NOW - timedelta(days=2))
+        removals, _ = retirement_plan(credentials, state, NOW, remove_other_expired=False, sync_proven=False)
+        assert [(r.key_id, r.reason) for r in removals] == [("older", "expired")]
+        removals, _ = retirement_plan(credentials, state, NOW, remove_other_expired=False, sync_proven=True)
+        assert [(r.key_id, r.reason) for r in removals] == [("old", "superseded"), ("older", "expired")]
+
     def test_never_the_credential_in_use_or_being_rolled_out(self) -> None:
         state = RotationState(current_key_id="cur", new_key_id="new", superseded=("cur", "new"),
                               retire_after=NOW - timedelta(days=1), stage=Stage.VERIFIED)
