@@ -7,10 +7,11 @@ CHECKOV := .tools/checkov/bin/checkov
 # Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test checks demo serve lint typecheck pytest sandbox clean bench chromium
+.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
+	@echo "make test-exhaustive - the long sweeps of real kills and faults (about 30 minutes)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
 	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - benchmarks (print figures)"
@@ -40,8 +41,15 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
+# The exhaustive sweeps of real kills (every state write, 20 random kills, every fault after the work) take about
+# 30 minutes on 2 cores: `make test` runs a sample of each, `make test-exhaustive` runs all of them.
+PYTEST_MARKS ?= not exhaustive
+
 pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV) chromium
-	scripts/with-azurite.sh scripts/pytest.sh $(PY) $(PYTEST_ARGS)
+	scripts/with-azurite.sh scripts/pytest.sh $(PY) -m "$(PYTEST_MARKS)" $(PYTEST_ARGS)
+
+test-exhaustive: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh scripts/pytest.sh $(PY) -m exhaustive $(PYTEST_ARGS)
 
 # The installs (pip, npm, checkov, apt) are independent, so they run side by side, and lint and type-check start
 # as soon as the virtual environment is there; the tests run alone afterwards, on an otherwise idle machine.

@@ -104,6 +104,7 @@ async def test_a_kill_inside_finish_on_a_second_rotation(
     await kill_and_recover(proxied, rotator, "Finish", FINISH[point])
 
 
+@pytest.mark.exhaustive
 @pytest.mark.parametrize("when", ["before", "after"])
 async def test_a_kill_around_every_state_write_of_a_second_rotation(
     proxied: World, rotator: Rotator, when: str  # noqa: F811
