@@ -172,8 +172,9 @@ async def test_status_command_shows_not_owner_and_policy_blocked(world: World, r
     run = world.cli("run")
     run.communicate(timeout=120)
     status = world.cli("status")
-    out, err = status.communicate(timeout=120)
-    assert status.returncode == 0, err.decode()
-    lines = out.decode().splitlines()
-    assert any("Adatum" in line and "not-owner" in line for line in lines), out.decode()
-    assert any("Tailspin" in line and "policy-blocked" in line for line in lines), out.decode()
+    status.communicate(timeout=120)
+    out = status.output()  # the CLI's stdout and stderr, written to a file (tests/rotation/conftest.Rotating)
+    assert status.returncode == 0, out
+    lines = out.splitlines()
+    assert any("Adatum" in line and "not-owner" in line for line in lines), out
+    assert any("Tailspin" in line and "policy-blocked" in line for line in lines), out
