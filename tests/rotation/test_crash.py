@@ -8,14 +8,16 @@ of that credential.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
 
 from shared.domain import Actor, Stage
-from tests.rotation.conftest import Customer, Rotating, Rotator, World
+from tests.rotation.conftest import Customer, Rotator, World
+from tests.rotation.safety import wait_held
+
+HELD_TIMEOUT = 120.0  # seconds to reach a crash point on a loaded machine
 
 TAKE_OVER = timedelta(minutes=6)  # past the crashed run's lease (5 minutes)
 
@@ -54,13 +56,13 @@ def kill_at(world: World, customer: Customer, point: CrashPoint, *args: str) -> 
     try:
         for service, method, path, when in point.before:
             first = control.add_hold(service, method=method, path=path, when=when)
-            wait_held(world, process, first)
+            wait_held(world, process, first, timeout=HELD_TIMEOUT)
             crash = control.add_hold(point.service, method=point.method, path=scoped(point, customer), when=point.when)
             control.release(first)
             break
         else:
             crash = control.add_hold(point.service, method=point.method, path=scoped(point, customer), when=point.when)
-        wait_held(world, process, crash)
+        wait_held(world, process, crash, timeout=HELD_TIMEOUT)
     finally:
         process.kill()
         process.wait(timeout=10)
@@ -72,16 +74,6 @@ def scoped(point: CrashPoint, customer: Customer) -> str:
     # The token route serves every token request of the tenant; the rotator's own Graph token is cached by
     # then, so the next request for this tenant is the verification of the new secret.
     return f"/{customer.tenant_id}{point.path}" if point.service == "entra" else point.path
-
-
-def wait_held(world: World, process: Rotating, hold: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while world.sb.control.waiting(hold) < 1:
-        if process.poll() is not None:
-            raise AssertionError(f"the rotator exited before reaching the crash point: {process.output()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise AssertionError("the rotator never reached the crash point")
-        time.sleep(0.05)
 
 
 async def assert_converged(world: World, rotator: Rotator, customer: Customer) -> None:
