@@ -88,6 +88,14 @@ param retireUnmanagedExpired bool = false
 @description('Name of a Key Vault secret holding a Teams or Slack incoming-webhook URL for alerts; empty for e-mail only. (The name, not the URL: the URL is a secret and lives only in the vault.)')
 param alertWebhookSecretName string = ''
 
+@description('Where Entra returns a customer admin after consent; empty for https://<the app\'s default host>/api/consent (the URI infra/scripts/create-msp-app.sh registers). Set it when the app is reached through a custom domain, and register the same URI on the MSP app.')
+param consentRedirectUri string = ''
+
+@description('Hours a consent link (GET /api/consent-url/{tenantId}) stays valid.')
+@minValue(1)
+@maxValue(720)
+param consentLinkHours int = 72
+
 @description('Key Vault network rules (networkAcls). The default allows any network with Entra ID RBAC as the gate, because Flex Consumption without VNet integration has no fixed outbound address.')
 param keyVaultNetworkAcls object = {
   bypass: 'AzureServices'
@@ -253,6 +261,9 @@ module functionApp './app/function-app.bicep' = {
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
       // Callers must sign in (App Service Authentication) and hold an app role; 'true' keeps function keys too.
       ALLOW_FUNCTION_KEY_CALLERS: 'false'
+      // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
+      CONSENT_REDIRECT_URI: consentRedirectUri
+      CONSENT_LINK_HOURS: string(consentLinkHours)
     }
   }
 }

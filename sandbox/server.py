@@ -23,7 +23,15 @@ from aiohttp import ClientSession, web
 from yarl import URL
 
 from sandbox import entra, graph, identity
-from sandbox.world import MI_CLIENT_ID, MI_PRINCIPAL_ID, MSP_APP_ID, MSP_APP_OBJECT_ID, MSP_TENANT_ID, World
+from sandbox.world import (
+    DEFAULT_CONSENT_REDIRECT_URI,
+    MI_CLIENT_ID,
+    MI_PRINCIPAL_ID,
+    MSP_APP_ID,
+    MSP_APP_OBJECT_ID,
+    MSP_TENANT_ID,
+    World,
+)
 
 log = logging.getLogger(__name__)
 
@@ -554,6 +562,7 @@ class Sandbox:
             "MSP_TENANT_ID": MSP_TENANT_ID,
             "IDENTITY_MODE": "federated",
             "CA_BUNDLE": str(ca_file),
+            "CONSENT_REDIRECT_URI": DEFAULT_CONSENT_REDIRECT_URI,
         }
 
     async def stop(self) -> None:

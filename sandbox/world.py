@@ -31,6 +31,19 @@ MSP_APP_SP_ID = "5a1d0000-0000-4000-8000-000000000006"
 MSP_APP_NAME = "Sync-secret rotator (MSP)"
 MI_NAME = "id-sync-secret-rotator"
 KEY_VAULT_ROLE = "Key Vault Secrets Officer"
+# Microsoft Graph's appId and the ids of its application permissions the rotator asks for (the permissions
+# reference, learn.microsoft.com/graph/permissions-reference): consent grants the roles an app's
+# requiredResourceAccess lists.
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+GRAPH_APP_ROLES = {
+    "18a4783c-866b-4cc7-a460-3d5e5662c884": "Application.ReadWrite.OwnedBy",
+    "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9": "Application.ReadWrite.All",
+    "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30": "Application.Read.All",
+}
+OWNED_BY_ROLE_ID = "18a4783c-866b-4cc7-a460-3d5e5662c884"
+# The consent redirect URI registered on the sandbox's MSP app by default: `func start`'s (and
+# `python -m shared serve`'s) default address, as infra/scripts/create-msp-app.sh registers the app's own.
+DEFAULT_CONSENT_REDIRECT_URI = "http://localhost:7071/api/consent"
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
 # The tenant default app management policy (policies/defaultAppManagementPolicy) has this fixed id in Graph.
@@ -245,6 +258,16 @@ class Application:
     identifier_uris: list[str] = field(default_factory=list)
     required_resource_access: list[dict[str, Any]] = field(default_factory=list)
     policy: AppManagementPolicy | None = None  # an appManagementPolicy applied to this app
+    redirect_uris: list[str] = field(default_factory=list)  # web.redirectUris
+
+    def graph_roles(self) -> list[str]:
+        """The Microsoft Graph application permissions (by name) its requiredResourceAccess lists."""
+        return [
+            GRAPH_APP_ROLES[access["id"]]
+            for resource in self.required_resource_access if resource.get("resourceAppId") == GRAPH_APP_ID
+            for access in resource.get("resourceAccess", [])
+            if access.get("type") == "Role" and access.get("id") in GRAPH_APP_ROLES
+        ]
 
 
 @dataclass
@@ -262,6 +285,7 @@ class Tenant:
     id: str
     name: str
     default_policy: AppManagementPolicy | None = None  # policies/defaultAppManagementPolicy
+    consent_decision: str = "accept"  # what its admin answers on the admin-consent page: accept | decline
     applications: dict[str, Application] = field(default_factory=dict)  # by object id
     service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # by appId
 
@@ -287,6 +311,11 @@ class Directory:
             home_tenant_id=msp.id,
             created=now,
             federated=[FederatedCredential(self._world.issuer(msp.id), MI_PRINCIPAL_ID, [EXCHANGE_AUDIENCE])],
+            # What infra/scripts/create-msp-app.sh registers: Graph's Application.ReadWrite.OwnedBy, the redirect URI.
+            required_resource_access=[
+                {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OWNED_BY_ROLE_ID, "type": "Role"}]}
+            ],
+            redirect_uris=[DEFAULT_CONSENT_REDIRECT_URI],
         )
         msp.applications[app.id] = app
         msp.service_principals[MSP_APP_ID] = ServicePrincipal(MSP_APP_SP_ID, MSP_APP_ID, MSP_APP_NAME, msp.id)
@@ -319,6 +348,15 @@ class Directory:
             tenant.service_principals[app_id] = sp
         return sp
 
+    def grant_admin_consent(self, tenant: Tenant, app: Application) -> ServicePrincipal:
+        """What an admin's consent does: the app's service principal in the tenant, with the application
+        permissions its requiredResourceAccess lists assigned to it."""
+        sp = self.ensure_service_principal(tenant, app.app_id)
+        for role in app.graph_roles():
+            if role not in sp.roles:
+                sp.roles.append(role)
+        return sp
+
     def seed(self, section: list[dict[str, Any]]) -> None:
         for tenant_doc in section:
             tenant = self.tenants.get(tenant_doc["id"])
@@ -327,6 +365,10 @@ class Directory:
                 self.tenants[tenant.id] = tenant
             if "name" in tenant_doc:
                 tenant.name = tenant_doc["name"]
+            if "consentDecision" in tenant_doc:
+                if tenant_doc["consentDecision"] not in ("accept", "decline"):
+                    raise ValueError("consentDecision must be accept or decline")
+                tenant.consent_decision = tenant_doc["consentDecision"]
             if "defaultAppManagementPolicy" in tenant_doc:
                 tenant.default_policy = AppManagementPolicy.from_seed(
                     tenant_doc["defaultAppManagementPolicy"], DEFAULT_POLICY_ID
@@ -346,7 +388,7 @@ class Directory:
                         sp.roles.append(role)
             # Owners may name apps granted later in the same document, so resolve them last.
             for app_doc in tenant_doc.get("applications", []):
-                app = next(a for a in tenant.applications.values() if a.app_id == app_doc["appId"])
+                app = next(a for a in tenant.applications.values() if a.app_id == self.resolve_app_id(app_doc["appId"]))
                 for owner in app_doc.get("owners", []):
                     sp = self.ensure_service_principal(tenant, self.resolve_app_id(owner))
                     if sp.id not in app.owners:
@@ -354,6 +396,7 @@ class Directory:
 
     def _seed_application(self, tenant: Tenant, doc: dict[str, Any]) -> None:
         now = self._world.now()
+        doc = {**doc, "appId": self.resolve_app_id(doc["appId"])}
         app = next((a for a in tenant.applications.values() if a.app_id == doc["appId"]), None)
         if app is None:
             app = Application(
@@ -369,6 +412,8 @@ class Directory:
         app.sign_in_audience = doc.get("signInAudience", app.sign_in_audience)
         app.identifier_uris = doc.get("identifierUris", app.identifier_uris)
         app.required_resource_access = doc.get("requiredResourceAccess", app.required_resource_access)
+        if "web" in doc:
+            app.redirect_uris = list(doc["web"].get("redirectUris", app.redirect_uris))
         if doc.get("createdDateTime"):
             app.created = seeddates.resolve(doc["createdDateTime"], now)
         if "appManagementPolicy" in doc:
@@ -396,6 +441,7 @@ class Directory:
                 {
                     "id": tenant.id,
                     "name": tenant.name,
+                    "consentDecision": tenant.consent_decision,
                     "defaultAppManagementPolicy": (
                         tenant.default_policy.to_graph("applicationRestrictions") if tenant.default_policy else None
                     ),
@@ -406,6 +452,7 @@ class Directory:
                             "displayName": app.display_name,
                             "signInAudience": app.sign_in_audience,
                             "owners": list(app.owners),
+                            "web": {"redirectUris": list(app.redirect_uris)},
                             "appManagementPolicy": app.policy.to_graph("restrictions") if app.policy else None,
                             "passwordCredentials": [
                                 {**p.to_graph(with_secret=True), "propagationDelaySeconds": (

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Onboards one customer tenant to the sync-secret rotator (federated, multi-tenant mode):
-#   1. prints the admin-consent URL of the MSP's multi-tenant app (a customer Global Admin opens it once);
+#   1. prints the admin-consent link of the MSP's multi-tenant app, made by the rotator (GET /api/consent-url):
+#      it carries the registered redirect_uri and a state the rotator signed; a customer Global Admin opens it
+#      once and Entra returns them to the rotator's consent page, which records the consent and lists the
+#      Proofpoint app registrations it finds;
 #   2. as an admin signed in to the customer tenant (az login --tenant <customer> --allow-no-subscriptions):
 #      checks the consent, finds the Proofpoint sync app, makes the MSP app's service principal its owner
 #      (what Application.ReadWrite.OwnedBy needs);
@@ -21,7 +24,10 @@ Usage: $0 <consent-url|assign|register|all> --tenant <customer tenant id> [optio
   --stack STACK         Proofpoint stack: us1..us5 or eu1 (register; default us1)
   --account-secret NAME Key Vault secret holding the Proofpoint admin JSON (register; default proofpoint-api-account)
   --url URL             the function app, e.g. https://func-xyz.azurewebsites.net (default: \$ROTATOR_URL)
-Environment: ROTATOR_FUNCTION_KEY (register: a function key, az functionapp keys list -g RG -n APP)
+Environment (consent-url, register: the rotator's API at --url):
+  ROTATOR_TOKEN         an Entra access token for the rotator's API, e.g.
+                        az account get-access-token --resource api://<MSP app client id> --query accessToken -o tsv
+  ROTATOR_FUNCTION_KEY  or a function key (only when the app accepts function-key callers)
 USAGE
 }
 
@@ -49,9 +55,19 @@ guid='^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{1
 graph=https://graph.microsoft.com/v1.0
 
 consent_url() {
-  [[ $msp_app =~ $guid ]] || { echo "--msp-app (or MSP_APP_CLIENT_ID) must be the MSP app's client id" >&2; exit 2; }
-  echo "Ask a Global Administrator of the customer tenant to open (once) and accept:"
-  echo "  https://login.microsoftonline.com/$tenant/v2.0/adminconsent?client_id=$msp_app&scope=https://graph.microsoft.com/.default"
+  # Only the rotator can make the link: its state is signed with a key in its Key Vault, and its redirect_uri is
+  # the one registered on the MSP app (Entra refuses a link without it: AADSTS500113 / AADSTS50011).
+  local reply
+  check_api
+  reply=$(api GET "consent-url/$tenant") || { echo "the rotator did not make a consent link: $reply" >&2; exit 1; }
+  printf '%s' "$reply" | python3 -c '
+import json, sys
+link = json.load(sys.stdin)
+print("Ask a Global Administrator of the customer tenant to open (once) and accept:")
+print("  " + link["url"])
+print("Valid until " + link["expires"] + "; Entra then returns them to " + link["redirectUri"] + ".")
+if link.get("consentedAt"):
+    print("(This tenant consented already on " + link["consentedAt"] + ".)")'
 }
 
 assign() {
@@ -62,7 +78,8 @@ assign() {
   if [ -z "$owner" ]; then
     [[ $msp_app =~ $guid ]] || { echo "--msp-app (or MSP_APP_CLIENT_ID) is required" >&2; exit 2; }
     owner=$(az ad sp show --id "$msp_app" --query id -o tsv 2>/dev/null) || {
-      echo "the MSP app has no service principal in $tenant: admin consent is missing"; consent_url; exit 1; }
+      echo "the MSP app has no service principal in $tenant: admin consent is missing;" \
+        "send the link from: $0 consent-url --tenant $tenant" >&2; exit 1; }
     local roles
     roles=$(az rest --method GET --url "$graph/servicePrincipals/$owner/appRoleAssignments" \
       --query "length(value)" -o tsv)
@@ -92,17 +109,29 @@ assign() {
   echo "APP_ID=$app_id"
 }
 
-api() {  # api METHOD PATH [BODY]
+auth=""
+check_api() {  # run in the script's own shell (not in $(...)), so that its exit stops the script
   [ -n "$url" ] || { echo "--url (or ROTATOR_URL) is required" >&2; exit 2; }
-  [ -n "${ROTATOR_FUNCTION_KEY:-}" ] || { echo "ROTATOR_FUNCTION_KEY is required" >&2; exit 2; }
-  # The key goes in a header read from stdin's config, so it is not on the command line (ps) or in the output.
+  if [ -n "${ROTATOR_TOKEN:-}" ]; then
+    auth="Authorization: Bearer $ROTATOR_TOKEN"
+  elif [ -n "${ROTATOR_FUNCTION_KEY:-}" ]; then
+    auth="x-functions-key: $ROTATOR_FUNCTION_KEY"
+  else
+    echo "ROTATOR_TOKEN (an Entra token for the rotator's API) or ROTATOR_FUNCTION_KEY is required" >&2; exit 2
+  fi
+}
+
+api() {  # api METHOD PATH [BODY]
+  # The credential goes in a header read from a config file descriptor, so it is not on the command line (ps)
+  # or in the output.
   curl --silent --show-error --fail-with-body -X "$1" "$url/api/$2" \
-    --config <(printf 'header = "x-functions-key: %s"\n' "$ROTATOR_FUNCTION_KEY") \
+    --config <(printf 'header = "%s"\n' "$auth") \
     -H "Content-Type: application/json" ${3:+--data "$3"}
   echo
 }
 
 register() {
+  check_api
   [[ $app_id =~ $guid ]] || { echo "--app-id is required to register (assign prints it)" >&2; exit 2; }
   local destinations="[]"
   if [ -n "$domain" ]; then

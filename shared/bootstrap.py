@@ -15,8 +15,8 @@ from azure.keyvault.secrets.aio import SecretClient
 
 from shared.adapters.graph import GraphDirectory
 from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
-from shared.adapters.keyvault import KeyVaultSecretStore
-from shared.adapters.tables import TablesStateStore
+from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
+from shared.adapters.tables import TablesConsentStore, TablesStateStore
 from shared.alerts import LogAlerter, WebhookAlerter
 from shared.clock import SystemClock
 from shared.ports import Alerter, Clock, Destination
@@ -59,6 +59,8 @@ class Services:
     state: TablesStateStore
     directory: GraphDirectory
     secrets: KeyVaultSecretStore
+    consent_keys: KeyVaultConsentKeys
+    consents: TablesConsentStore
 
 
 def destinations(settings: Settings, secrets: KeyVaultSecretStore) -> dict[str, Destination]:
@@ -119,7 +121,8 @@ async def services(
         config=config or engine_config(settings),
     )
     try:
-        yield Services(settings, engine, state, directory, secrets)
+        consents = TablesConsentStore(table_service, prefix=table_prefix)
+        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client), consents)
     finally:
         await directory.close()
         await secrets.close()

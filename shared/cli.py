@@ -8,6 +8,7 @@
     python -m shared targets list
     python -m shared serve [--port N] [--as NAME] [--roles R1,R2]   (the HTTP functions on 127.0.0.1, as `func start`)
     python -m shared resume                   (take only the rotations in flight further)
+    python -m shared consent-url TENANT_ID [--json]   (a signed admin-consent link for a customer tenant)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -29,8 +30,9 @@ from typing import Any
 
 from shared.bootstrap import Services, services
 from shared.clock import SystemClock
-from shared.domain import Actor, Target
+from shared.domain import GUID, Actor, Target
 from shared.errors import RotationError
+from shared.onboarding import ConsentUnavailable, consent_link
 from shared.registry import InvalidTarget, parse_target, status_document, target_document
 from shared.rotation import Outcome
 from shared.service import put_target
@@ -133,6 +135,26 @@ async def _rotate(svc: Services, tenant_id: str, app_id: str, force: bool, dry_r
     return exit_code([outcome]) or EXIT_FAILED
 
 
+async def _consent_url(svc: Services, tenant_id: str, as_json: bool) -> int:
+    try:
+        link = await consent_link(svc.consent_keys, svc.settings, tenant_id, svc.engine.clock.now())
+    except ConsentUnavailable as error:
+        print(f"{error.code}: {error.message}", file=sys.stderr)
+        return EXIT_NEEDS_HUMAN
+    if as_json:
+        print(json.dumps(link, indent=2))
+    else:
+        print(f"{link['instructions']}\n\n  {link['url']}\n\nValid until {link['expires']}; Entra returns the admin "
+              f"to {link['redirectUri']}.")
+    return EXIT_OK
+
+
+def _guid(text: str) -> str:
+    if not GUID.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a tenant id (a GUID)")
+    return text.lower()
+
+
 def read_documents(path: Path) -> list[object]:
     """The target documents of an import file: a JSON list (InvalidTarget otherwise)."""
     try:
@@ -195,6 +217,9 @@ def parser() -> argparse.ArgumentParser:
     imp = tsub.add_parser("import", help="register or update targets from a JSON file")
     imp.add_argument("file", type=Path)
     tsub.add_parser("list", help="print the registry as JSON")
+    link = sub.add_parser("consent-url", help="a signed admin-consent link for a customer tenant (federated mode)")
+    link.add_argument("tenant_id", type=_guid, help="the customer's Entra tenant id")
+    link.add_argument("--json", action="store_true", help="machine-readable output")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1, as `func start` does")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
     serve.add_argument("--as", dest="caller", metavar="NAME",
@@ -240,6 +265,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _run(svc, assess_only=True)
         if args.command == "rotate":
             return await _rotate(svc, args.tenant_id, args.app_id, args.force, args.dry_run)
+        if args.command == "consent-url":
+            return await _consent_url(svc, args.tenant_id, args.json)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

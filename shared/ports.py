@@ -228,6 +228,48 @@ class StateStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Consent:
+    """A customer tenant's admin consent to the MSP app, as the consent page received it."""
+
+    tenant_id: str
+    consented_at: datetime
+    scope: str = ""
+    via: str = "consent-page"
+
+
+class ConsentKeys(Protocol):
+    """The key that signs consent links' `state` (kept in Key Vault; the rotator makes it on first use).
+
+    Errors: RotationError (the vault failed)."""
+
+    async def signing_key(self) -> tuple[str, bytes]:
+        """The current key: its version and its bytes."""
+        ...
+
+    async def key(self, version: str) -> bytes | None:
+        """The key of one version (a link signed before a new key was made); None when no such version exists."""
+        ...
+
+
+class ConsentStore(Protocol):
+    """Consent records per tenant, and the consent links already answered (each link is good once).
+
+    Errors: Conflict (the state was used already), RotationError (the store failed)."""
+
+    async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
+        """Mark a consent link's state as used; Conflict when it was used before. Atomic (an insert)."""
+        ...
+
+    async def record_consent(self, consent: Consent) -> None:
+        """Record (or renew) a tenant's consent."""
+        ...
+
+    async def consent(self, tenant_id: str) -> Consent | None:
+        """The tenant's consent record, if any."""
+        ...
+
+
 class Destination(Protocol):
     """A consumer of the secret (Proofpoint, the MSP portal, a human)."""
 

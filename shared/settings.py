@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from urllib.parse import urlparse
 
 from shared.domain import GUID
 
@@ -64,6 +65,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
     Setting("ALLOW_FUNCTION_KEY_CALLERS", "false",
             "Accept callers without an Entra sign-in (a function key only) as operators, for automation."),
+    Setting("CONSENT_REDIRECT_URI", "",
+            "Where Entra sends a customer admin after consent: https://<app host>/api/consent (default: from the "
+            "platform's WEBSITE_HOSTNAME); must be a redirect URI registered on the MSP app."),
+    Setting("CONSENT_LINK_HOURS", "72", "How long a consent link stays valid (hours)."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
@@ -99,6 +104,19 @@ def _https_url(name: str, raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _redirect_uri(raw: str, website_hostname: str) -> str:
+    """CONSENT_REDIRECT_URI, or the app's own /api/consent on the host name App Service sets (WEBSITE_HOSTNAME);
+    "" when neither is known. Entra accepts http:// only for localhost."""
+    if not raw:
+        return f"https://{website_hostname}/api/consent" if website_hostname else ""
+    parsed = urlparse(raw)
+    local = parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1")
+    if not (parsed.scheme == "https" or local) or not parsed.hostname or parsed.query or parsed.fragment:
+        raise SettingsError(f"CONSENT_REDIRECT_URI must be an https:// URL without query or fragment (http:// only "
+                            f"for localhost), got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """The validated settings of one process."""
@@ -128,6 +146,8 @@ class Settings:
     alert_webhook_secret_name: str
     ca_bundle: str
     allow_function_key_callers: bool
+    consent_redirect_uri: str
+    consent_link_hours: int
     appinsights_connection_string: str = field(repr=False)
 
     @classmethod
@@ -182,5 +202,7 @@ class Settings:
             alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
             ca_bundle=raw["CA_BUNDLE"],
             allow_function_key_callers=_bool("ALLOW_FUNCTION_KEY_CALLERS", raw["ALLOW_FUNCTION_KEY_CALLERS"]),
+            consent_redirect_uri=_redirect_uri(raw["CONSENT_REDIRECT_URI"], env.get("WEBSITE_HOSTNAME", "")),
+            consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import secrets
 from collections.abc import Mapping
 
 from azure.core.exceptions import (
@@ -145,3 +147,59 @@ class KeyVaultSecretStore:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+CONSENT_KEY_SECRET = "consent-state-key"  # noqa: S105 - a secret's name, not a secret
+CONSENT_KEY_CONTENT_TYPE = "application/x-hmac-sha256-key"
+
+
+class KeyVaultConsentKeys:
+    """ConsentKeys in Key Vault: the secret `consent-state-key` (32 random bytes, base64), made on first use.
+
+    Two instances making it at once each write a version; both then sign with the latest, and a link signed with
+    the other still verifies, since every state names the version that signed it."""
+
+    def __init__(self, client: SecretClient, name: str = CONSENT_KEY_SECRET) -> None:
+        self._client = client
+        self._name = name
+
+    async def signing_key(self) -> tuple[str, bytes]:
+        try:
+            bundle = await self._client.get_secret(self._name)
+        except ResourceNotFoundError:
+            bundle = None
+        except AzureError as error:
+            raise _translate(error, f"reading {self._name}") from None
+        if bundle is None or not bundle.value:
+            value = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
+            try:
+                await self._client.set_secret(
+                    self._name, value, content_type=CONSENT_KEY_CONTENT_TYPE, tags={"purpose": "consent-state"}
+                )
+                bundle = await self._client.get_secret(self._name)
+            except AzureError as error:
+                raise _translate(error, f"creating {self._name}") from None
+        if not bundle.value:
+            raise RotationError(f"Key Vault: {self._name} has no value", code="ConsentKeyMissing")
+        return str(bundle.properties.version), self._decode(bundle.value)
+
+    def _decode(self, value: str) -> bytes:
+        try:
+            key = base64.b64decode(value, validate=True)
+        except ValueError:
+            key = b""
+        if len(key) < 32:
+            raise RotationError(f"Key Vault: {self._name} is not 32+ bytes of base64; delete it and a new one is made",
+                                code="ConsentKeyInvalid")
+        return key
+
+    async def key(self, version: str) -> bytes | None:
+        try:
+            bundle = await self._client.get_secret(self._name, version)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise _translate(error, f"reading {self._name}") from None
+        if not bundle.value or bundle.properties.enabled is False:
+            return None
+        return self._decode(bundle.value)

@@ -1,4 +1,5 @@
-"""State store on Azure Tables: the targets table (registry + protocol state) and the events table (audit log)."""
+"""State on Azure Tables: the targets table (registry + protocol state), the events table (audit log) and the
+consents table (customer tenants' admin consent, and the consent links already answered)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain import Ack, DestinationConfig, Observation, Policy, RotationState, Stage, Target
 from shared.errors import Conflict, NotFound, RotationError
-from shared.ports import Event
+from shared.ports import Consent, Event
 
 _EPOCH_LIMIT_MS = 10**13
 
@@ -297,3 +298,64 @@ class TablesStateStore:
 
     async def close(self) -> None:
         await self._service.close()
+
+
+class TablesConsentStore:
+    """ConsentStore on Azure Tables: one partition per tenant; row `consent` is its record, row `state-<nonce>`
+    marks a consent link as answered (an insert, so a second answer with the same link fails atomically)."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        self._service = service
+        self._table: TableClient = service.get_table_client(f"{prefix}consents")
+        self._ready = False
+
+    async def _ensure(self) -> None:
+        if not self._ready:
+            try:
+                await self._service.create_table_if_not_exists(self._table.table_name)
+            except AzureError as error:
+                raise _translate(error, f"table {self._table.table_name}") from error
+            self._ready = True
+
+    async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
+        await self._ensure()
+        try:
+            await self._table.create_entity(
+                {"PartitionKey": tenant_id, "RowKey": f"state-{nonce}", "Expires": _iso(expires)}
+            )
+        except ResourceExistsError as error:
+            raise Conflict("this consent link was used already", code="StateReplayed") from error
+        except AzureError as error:
+            raise _translate(error, "consent link") from error
+
+    async def record_consent(self, consent: Consent) -> None:
+        await self._ensure()
+        entity = {
+            "PartitionKey": consent.tenant_id,
+            "RowKey": "consent",
+            "ConsentedAt": _iso(consent.consented_at),
+            "Scope": consent.scope,
+            "Via": consent.via,
+        }
+        try:
+            await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+        except AzureError as error:
+            raise _translate(error, f"consent of {consent.tenant_id}") from error
+
+    async def consent(self, tenant_id: str) -> Consent | None:
+        await self._ensure()
+        try:
+            e = await self._table.get_entity(tenant_id, "consent")
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise _translate(error, f"consent of {tenant_id}") from error
+        at = _dt(e.get("ConsentedAt"))
+        if at is None:
+            return None
+        return Consent(tenant_id, at, str(e.get("Scope", "")), str(e.get("Via", "")))
+
+    async def all_rows(self) -> list[dict[str, Any]]:
+        """Every row as stored: for tests that prove nothing secret or unexpected is written."""
+        await self._ensure()
+        return [dict(e) async for e in self._table.list_entities()]

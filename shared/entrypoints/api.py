@@ -20,13 +20,12 @@ from shared import service
 from shared.bootstrap import Services, services
 from shared.domain import GUID
 from shared.entrypoints.access import Role, caller
-from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
+from shared.entrypoints.web import ZERO_GUID, HttpError, allow, handled, json_response, path_guid, read_json
 from shared.registry import parse_target, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 AUTH = func.AuthLevel.FUNCTION
-ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 
 def _body(req: func.HttpRequest) -> Any:
@@ -37,13 +36,6 @@ def _body(req: func.HttpRequest) -> Any:
     except UnicodeEncodeError:
         raise HttpError(400, "MalformedJson", "the body holds text that is not valid Unicode") from None
     return body
-
-
-def _path_guid(req: func.HttpRequest, name: str) -> str:
-    value = (req.route_params or {}).get(name)
-    if not isinstance(value, str) or not GUID.match(value):
-        raise HttpError(400, "InvalidPath", f"{name} in the path must be a GUID like {ZERO_GUID}")
-    return value.lower()
 
 
 def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]:
@@ -116,7 +108,7 @@ async def targets(req: func.HttpRequest) -> func.HttpResponse:
 async def target(req: func.HttpRequest) -> func.HttpResponse:
     """GET, PUT (create or update) and DELETE /api/targets/{tenantId}/{appId}."""
     allow(req, "GET", "PUT", "DELETE")
-    tenant_id, app_id = _path_guid(req, "tenantId"), _path_guid(req, "appId")
+    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     method = req.method.upper()
     if method == "PUT":
         parsed = parse_target(_body(req), tenant_id=tenant_id, app_id=app_id)
@@ -163,7 +155,7 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/targets/{tenantId}/{appId}/details: one target's status, its credentials in Entra ID, its Key Vault
     versions and tags (never values), each destination's acknowledgement and its audit trail."""
     allow(req, "GET")
-    tenant_id, app_id = _path_guid(req, "tenantId"), _path_guid(req, "appId")
+    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     async with services() as svc:
         doc = await service.target_details(
             svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now()
@@ -210,7 +202,7 @@ async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
 async def discover(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/discover/{tenantId}: app registrations named like Proofpoint's, with their secrets' expiry."""
     allow(req, "GET")
-    tenant_id = _path_guid(req, "tenantId")
+    tenant_id = path_guid(req, "tenantId")
     async with services() as svc:
         patterns = svc.settings.discovery_name_patterns
         apps = await service.discover(svc.directory, svc.state, tenant_id, patterns, svc.engine.clock.now())

@@ -10,12 +10,14 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.domain import GUID
 from shared.errors import Conflict, NotFound, RotationError
 from shared.registry import InvalidTarget
 from shared.settings import SettingsError
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
+ZERO_GUID = "00000000-0000-0000-0000-000000000000"
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -54,6 +56,14 @@ def read_json(req: func.HttpRequest) -> Any:
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         # ValueError also covers integers past Python's digit limit; RecursionError, absurdly deep nesting.
         raise HttpError(400, "MalformedJson", f"the body is not valid JSON: {error.__class__.__name__}") from None
+
+
+def path_guid(req: func.HttpRequest, name: str) -> str:
+    """A GUID route parameter, lower-cased; 400 InvalidPath otherwise."""
+    value = (req.route_params or {}).get(name)
+    if not isinstance(value, str) or not GUID.match(value):
+        raise HttpError(400, "InvalidPath", f"{name} in the path must be a GUID like {ZERO_GUID}")
+    return value.lower()
 
 
 def allow(req: func.HttpRequest, *methods: str) -> None:

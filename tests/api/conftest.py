@@ -35,6 +35,8 @@ ROUTES = {
     "push": "push",
     "dashboard": "dashboard",
     "dashboard_asset": "dashboard/{asset}",
+    "consent": "consent",
+    "consent_url": "consent-url/{tenantId}",
 }
 
 

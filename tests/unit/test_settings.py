@@ -49,3 +49,22 @@ def test_federated_mode_with_its_ids() -> None:
 def test_local_connection_string_is_not_shown_in_repr() -> None:
     s = Settings.from_env({**BASE, "STATE_TABLES_ENDPOINT": "", "STATE_TABLES_CONNECTION_STRING": "AccountKey=x"})
     assert "AccountKey" not in repr(s)
+
+
+def test_the_consent_redirect_uri_comes_from_the_app_host_unless_set() -> None:
+    assert Settings.from_env(BASE).consent_redirect_uri == ""
+    on_azure = Settings.from_env({**BASE, "WEBSITE_HOSTNAME": "func-rotator.azurewebsites.net"})
+    assert on_azure.consent_redirect_uri == "https://func-rotator.azurewebsites.net/api/consent"
+    custom = {**BASE, "WEBSITE_HOSTNAME": "x.azurewebsites.net",
+              "CONSENT_REDIRECT_URI": "https://rotator.msp.example/api/consent"}
+    assert Settings.from_env(custom).consent_redirect_uri == "https://rotator.msp.example/api/consent"
+    local = Settings.from_env({**BASE, "CONSENT_REDIRECT_URI": "http://localhost:7071/api/consent"})
+    assert local.consent_redirect_uri == "http://localhost:7071/api/consent" and local.consent_link_hours == 72
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://rotator.msp.example/api/consent", "https://rotator.example/api/consent?x=1", "ftp://x/", "consent"]
+)
+def test_a_consent_redirect_uri_entra_would_not_accept_is_refused(uri: str) -> None:
+    with pytest.raises(SettingsError, match="CONSENT_REDIRECT_URI"):
+        Settings.from_env({**BASE, "CONSENT_REDIRECT_URI": uri})

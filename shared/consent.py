@@ -1,0 +1,130 @@
+"""Admin consent: the link a customer's admin opens, and the `state` that makes its answer trustworthy.
+
+Entra's admin-consent endpoint (learn.microsoft.com/entra/identity-platform/v2-admin-consent) sends the admin's
+browser back to the registered `redirect_uri` with `admin_consent=True&tenant=…&state=…` (or `error`,
+`error_description`, `state`). That callback is anonymous, so the rotator trusts it only when `state` is one it
+signed: HMAC-SHA256 with a key kept in Key Vault, bound to the tenant, with an expiry, used once (the single use is
+the consent store's, see ports.ConsentStore). Nothing here does I/O.
+
+A state is `v1.<payload>.<signature>`, both base64url without padding; the payload is the JSON
+`{"t": tenant id, "n": nonce, "e": expiry (epoch seconds), "k": the key's Key Vault version}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from shared.domain import GUID
+
+VERSION = "v1"
+MAX_STATE_LENGTH = 1024
+GRAPH_DEFAULT_SCOPE = "https://graph.microsoft.com/.default"
+
+
+class ConsentRefused(Exception):
+    """The callback cannot be trusted or consent was not given; `code` names why. Nothing was changed."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class ConsentState:
+    """What a verified state says: which tenant the link was made for, its nonce and expiry, and which key signed it."""
+
+    tenant_id: str
+    nonce: str
+    expires: datetime
+    key_version: str
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, payload: str) -> bytes:
+    return hmac.new(key, f"{VERSION}.{payload}".encode("ascii"), hashlib.sha256).digest()
+
+
+def sign(key: bytes, key_version: str, tenant_id: str, now: datetime, lifetime: timedelta,
+         nonce: str | None = None) -> tuple[str, ConsentState]:
+    """A new state for `tenant_id`, valid for `lifetime` from `now`."""
+    state = ConsentState(
+        tenant_id=tenant_id.lower(),
+        nonce=nonce or secrets.token_hex(16),
+        expires=(now + lifetime).astimezone(UTC).replace(microsecond=0),
+        key_version=key_version,
+    )
+    doc = {"t": state.tenant_id, "n": state.nonce, "e": int(state.expires.timestamp()), "k": key_version}
+    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
+    return f"{VERSION}.{payload}.{_b64(_mac(key, payload))}", state
+
+
+def _invalid(why: str) -> ConsentRefused:
+    return ConsentRefused("InvalidState", f"the consent link's state is not one this rotator made ({why}); "
+                          "ask your MSP for a new link")
+
+
+def unverified(text: str) -> ConsentState:
+    """The claims of a state before its signature is checked: only to know which key to check it with."""
+    if not text:
+        raise ConsentRefused("MissingState", "the answer carries no state: open the consent link your MSP sent")
+    if len(text) > MAX_STATE_LENGTH:
+        raise _invalid("too long")
+    parts = text.split(".")
+    if len(parts) != 3 or parts[0] != VERSION:
+        raise _invalid("not in the rotator's format")
+    try:
+        doc = json.loads(_unb64(parts[1]))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise _invalid("unreadable") from None
+    if not isinstance(doc, dict):
+        raise _invalid("unreadable")
+    tenant, nonce, expires, key_version = doc.get("t"), doc.get("n"), doc.get("e"), doc.get("k")
+    if not (isinstance(tenant, str) and GUID.match(tenant) and isinstance(nonce, str) and 16 <= len(nonce) <= 64
+            and nonce.isalnum() and isinstance(expires, int) and not isinstance(expires, bool)
+            and isinstance(key_version, str) and 0 < len(key_version) <= 64 and key_version.isalnum()):
+        raise _invalid("incomplete")
+    try:
+        moment = datetime.fromtimestamp(expires, UTC)
+    except (OverflowError, OSError, ValueError):
+        raise _invalid("incomplete") from None
+    return ConsentState(tenant.lower(), nonce, moment, key_version)
+
+
+def verify(text: str, key: bytes, now: datetime) -> ConsentState:
+    """The state's claims once its signature matches `key` and it has not expired; ConsentRefused otherwise."""
+    claims = unverified(text)
+    _, payload, signature = text.split(".")
+    try:
+        given = _unb64(signature)
+    except (binascii.Error, ValueError):
+        raise _invalid("bad signature") from None
+    if not hmac.compare_digest(given, _mac(key, payload)):
+        raise _invalid("bad signature")
+    if now >= claims.expires:
+        raise ConsentRefused("StateExpired", f"this consent link expired at {claims.expires.isoformat()}; "
+                             "ask your MSP for a new link (consent links are valid for a limited time)")
+    return claims
+
+
+def admin_consent_url(authority: str, tenant_id: str, client_id: str, redirect_uri: str, state: str,
+                      scope: str = GRAPH_DEFAULT_SCOPE) -> str:
+    """The v2.0 admin-consent link: the app's statically configured permissions (`.default`), answered at
+    `redirect_uri` (which must be registered on the app, or Entra refuses with AADSTS500113 / AADSTS50011)."""
+    query = urlencode({"client_id": client_id, "scope": scope, "redirect_uri": redirect_uri, "state": state})
+    return f"{authority.rstrip('/')}/{tenant_id}/v2.0/adminconsent?{query}"

@@ -1,0 +1,196 @@
+"""Customer consent: GET /api/consent-url/{tenantId} (an operator makes a link) and GET /api/consent (where Entra's
+admin-consent endpoint returns the customer's admin, the answer to the portal's CONFIGURE button).
+
+/api/consent is anonymous at the host and excluded from App Service Authentication (a browser redirect from Entra
+carries neither a function key nor a sign-in); it trusts only a state the rotator signed (shared.consent). It
+answers with a page (or JSON when the client asks for it with `Accept: application/json`), served with no script,
+a strict Content-Security-Policy, `no-store` and `no-referrer` (the URL holds the single-use state).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from shared import onboarding
+from shared.bootstrap import services
+from shared.consent import ConsentRefused
+from shared.entrypoints.access import Role, authorize
+from shared.entrypoints.web import HttpError, allow, handled, json_response, path_guid
+from shared.onboarding import ConsentResult, ConsentUnavailable
+
+log = logging.getLogger(__name__)
+bp = func.Blueprint()  # type: ignore[no-untyped-call]
+ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+STYLE = (
+    "body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f5f6f8;color:#1c2330}"
+    "main{max-width:960px;margin:40px auto;background:#fff;border:1px solid #dde1e7;border-radius:8px;padding:28px}"
+    "h1{font-size:22px;margin:0 0 6px}h2{font-size:17px;margin:24px 0 8px}p{margin:6px 0}"
+    ".ok{color:#136c2e}.bad{color:#a4262c}.muted{color:#5b6472}code{font-size:13px;background:#f0f2f5;"
+    "padding:1px 4px;border-radius:3px}table{border-collapse:collapse;width:100%;margin-top:8px}"
+    "th,td{text-align:left;vertical-align:top;padding:8px;border-bottom:1px solid #e6e9ee;font-size:14px}"
+    "th{background:#f7f8fa;font-weight:600}.soon{color:#8a5300;font-weight:600}.expired{color:#a4262c;"
+    "font-weight:600}"
+)
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode("ascii")
+PAGE_HEADERS = {
+    "Content-Security-Policy": f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+# How each refusal is answered: a replayed link conflicts with what it already did; the rest are bad answers.
+STATUS = {"StateReplayed": 409}
+
+
+def _wants_json(req: func.HttpRequest) -> bool:
+    accept = (req.headers.get("accept") or "").lower()
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _page(title: str, body: str, status: int) -> func.HttpResponse:
+    document = (
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{html.escape(title)} · sync-secret rotator</title><style>{STYLE}</style></head>"
+        f"<body><main>{body}</main></body></html>"
+    )
+    return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
+                             headers=dict(PAGE_HEADERS))
+
+
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", ")")) else text + "."
+
+
+def _refused(req: func.HttpRequest, refusal: ConsentRefused) -> func.HttpResponse:
+    status = STATUS.get(refusal.code, 400)
+    if _wants_json(req):
+        return json_response({"error": {"code": refusal.code, "message": refusal.message}}, status,
+                             {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    body = (
+        "<h1 class=\"bad\">Consent not completed</h1>"
+        f"<p>{html.escape(_sentence(refusal.message))}</p>"
+        f"<p class=\"muted\">Code: <code>{html.escape(refusal.code)}</code>. Nothing was changed.</p>"
+    )
+    return _page("Consent not completed", body, status)
+
+
+def _result_document(result: ConsentResult) -> dict[str, Any]:
+    return {
+        "tenantId": result.consent.tenant_id,
+        "consentedAt": result.consent.consented_at.isoformat(),
+        "owner": result.owner,
+        "discoveryError": result.discovery_error,
+        "applications": [
+            {**c.app, "ownedByRotator": c.owned, "nextStep": c.next_step, "command": c.command or None}
+            for c in result.candidates
+        ],
+    }
+
+
+def _expiry_cell(app: dict[str, Any]) -> str:
+    credentials = app["credentials"]
+    if not credentials:
+        return "<span class=\"expired\">no secret</span>"
+    lines = []
+    for c in credentials:
+        days = c["daysLeft"]
+        css = "expired" if c["expired"] else "soon" if days <= 30 else ""
+        when = "expired" if c["expired"] else f"{days} days left"
+        lines.append(f"<span class=\"{css}\">{html.escape(c['end'][:10])} ({when})</span>")
+    return "<br>".join(lines)
+
+
+def _success_page(result: ConsentResult, patterns: tuple[str, ...]) -> func.HttpResponse:
+    tenant = html.escape(result.consent.tenant_id)
+    parts = [
+        "<h1 class=\"ok\">Consent recorded</h1>",
+        f"<p>Tenant <code>{tenant}</code> consented to the MSP's rotator app on "
+        f"{html.escape(result.consent.consented_at.strftime('%Y-%m-%d %H:%M UTC'))}. You may close this page: "
+        "your MSP continues from here.</p>",
+        "<h2>Proofpoint app registrations in this tenant</h2>",
+    ]
+    if result.discovery_error is not None:
+        parts.append(
+            "<p class=\"bad\">The rotator could not list the tenant's app registrations yet: "
+            f"{html.escape(result.discovery_error['message'])} "
+            f"(<code>{html.escape(result.discovery_error['code'])}</code>).</p>"
+            "<p>Consent can take a few minutes to reach Microsoft Graph. Your MSP can look again with "
+            f"<code>GET /api/discover/{tenant}</code>.</p>"
+        )
+    elif not result.candidates:
+        names = ", ".join(f"{html.escape(p)}…" for p in patterns)
+        parts.append(
+            f"<p>No app registration named like Proofpoint's ({names}). Set up Azure AD sync in Proofpoint "
+            "Essentials first (it creates the app registration), or tell your MSP its name.</p>"
+        )
+    else:
+        rows = []
+        for c in result.candidates:
+            owned = {True: "yes", False: "no", None: "unknown"}[c.owned]
+            rows.append(
+                f"<tr><td>{html.escape(c.app['displayName'])}<br><code>{html.escape(c.app['appId'])}</code></td>"
+                f"<td>{_expiry_cell(c.app)}</td><td>{owned}</td><td>{html.escape(c.next_step)}"
+                + (f"<br><code>{html.escape(c.command)}</code>" if c.command else "") + "</td></tr>"
+            )
+        parts.append(
+            "<table><thead><tr><th>App registration</th><th>Secrets expire</th><th>Rotator is owner</th>"
+            f"<th>Next step</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        )
+    if any(c.owned is not True for c in result.candidates):
+        parts.append(f"<p class=\"muted\">The owner to add is {html.escape(result.owner)}: the rotator may change "
+                     "only the secrets of apps it owns (Application.ReadWrite.OwnedBy).</p>")
+    return _page("Consent recorded", "".join(parts), 200)
+
+
+@bp.route(route="consent", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
+@handled
+async def consent(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/consent?admin_consent=True&tenant=…&state=… (or error, error_description, state): Entra's answer to
+    an admin-consent link."""
+    allow(req, "GET")
+    params = {k: v for k, v in req.params.items() if isinstance(v, str)}
+    async with services() as svc:
+        now = svc.engine.clock.now()
+        owner = f"the MSP app's service principal (app id {svc.settings.msp_app_client_id})"
+        try:
+            result = await onboarding.complete_consent(
+                svc.consent_keys, svc.consents, svc.directory, svc.state, params, now,
+                svc.settings.discovery_name_patterns, owner,
+            )
+        except ConsentRefused as refusal:
+            log.warning("consent answer refused: %s", refusal.code)
+            return _refused(req, refusal)
+        log.info("consent recorded for tenant %s; %d candidate app(s)", result.consent.tenant_id,
+                 len(result.candidates))
+        if _wants_json(req):
+            return json_response(_result_document(result), 200, {"Cache-Control": "no-store"})
+        return _success_page(result, svc.settings.discovery_name_patterns)
+
+
+@bp.route(route="consent-url/{tenantId}", methods=ALL_METHODS, auth_level=func.AuthLevel.FUNCTION)
+@handled
+async def consent_url(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/consent-url/{tenantId}: a signed admin-consent link for a customer tenant (Rotator.Operate)."""
+    allow(req, "GET")
+    authorize(req, Role.OPERATE)
+    tenant_id = path_guid(req, "tenantId")
+    async with services() as svc:
+        try:
+            link = await onboarding.consent_link(svc.consent_keys, svc.settings, tenant_id, svc.engine.clock.now())
+        except ConsentUnavailable as error:
+            raise HttpError(409, error.code, error.message) from None
+        recorded = await svc.consents.consent(tenant_id)
+    link["consentedAt"] = recorded.consented_at.isoformat() if recorded else None
+    return json_response(link, headers={"Cache-Control": "no-store"})
+

@@ -1,0 +1,101 @@
+"""Onboarding as an MSP engineer and a customer admin do it, every part real: `scripts/onboard-customer.sh
+consent-url` asks the served function app (`python -m shared serve`) for the link, the admin's browser opens it at
+Entra (the sandbox), which redirects to the app's /api/consent, which records the consent and shows the app."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from urllib.parse import parse_qsl, urlparse
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+from tests.rotation.conftest import World
+
+SCRIPT = ROOT / "scripts" / "onboard-customer.sh"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _register_redirect(world: World, uri: str) -> None:
+    msp = world.sb.control.msp()
+    app = next(a for t in world.sb.control.state()["tenants"] if t["id"] == msp["tenantId"]
+               for a in t["applications"] if a["appId"] == msp["appId"])
+    uris = sorted({*app["web"]["redirectUris"], uri})
+    world.sb.control.seed({"tenants": [{"id": msp["tenantId"], "applications": [
+        {"appId": "msp-app", "web": {"redirectUris": uris}}]}]})
+
+
+@pytest.fixture
+def served(world: World) -> Iterator[str]:
+    """The function app on a loopback port, its consent redirect URI registered on the sandbox's MSP app."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    _register_redirect(world, f"{base}/api/consent")
+    env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent",
+           "ALLOW_FUNCTION_KEY_CALLERS": "true"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("python -m shared serve did not start") from None
+                time.sleep(0.2)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _script(*args: str, base: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "ROTATOR_FUNCTION_KEY": "local-key"}
+    return subprocess.run(["bash", str(SCRIPT), *args, "--url", base], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_the_script_link_leads_the_admin_through_entra_to_the_consent_page(world: World, served: str) -> None:
+    c = world.seed_customer("Walkthrough", 20, consent=False, owned=False)
+    made = _script("consent-url", "--tenant", c.tenant_id, base=served)
+    assert made.returncode == 0, made.stderr
+    link = next(line.strip() for line in made.stdout.splitlines() if "/adminconsent?" in line)
+    query = dict(parse_qsl(urlparse(link).query))
+    assert query["redirect_uri"] == f"{served}/api/consent" and query["state"]
+
+    # The admin's browser: Entra's page (accepting), then its redirect to the rotator's page.
+    page = requests.get(link, verify=world.sb.ca_file, timeout=60)
+    assert page.url.startswith(f"{served}/api/consent?admin_consent=True")
+    assert page.status_code == 200, page.text
+    assert "Consent recorded" in page.text and c.app_id in page.text
+    assert page.headers["Content-Type"].startswith("text/html")
+
+    # The link is good once: the same answer again is refused, and the script now says the tenant consented.
+    again = requests.get(page.url, timeout=60)
+    assert again.status_code == 409 and "StateReplayed" in again.text
+    second = _script("consent-url", "--tenant", c.tenant_id, base=served)
+    assert "consented already" in second.stdout
+
+
+def test_the_script_needs_a_credential_for_the_api(world: World, served: str) -> None:
+    c = world.seed_customer("Nokey", 20, consent=False, owned=False)
+    result = subprocess.run(["bash", str(SCRIPT), "consent-url", "--tenant", c.tenant_id, "--url", served],
+                            env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 2 and "ROTATOR_TOKEN" in result.stderr
