@@ -212,9 +212,9 @@ module rbac './app/rbac.bicep' = {
 }
 
 // Every setting the code reads (shared/settings.py SETTINGS), except the local-only ones
-// (STATE_TABLES_CONNECTION_STRING, CA_BUNDLE) and APPLICATIONINSIGHTS_CONNECTION_STRING, which the
-// function-app module sets with the runtime settings. tests/infra/test_settings_drift.py keeps
-// this list, the code and local.settings.example.json in step.
+// (STATE_TABLES_CONNECTION_STRING, CA_BUNDLE, DESTINATION_ALLOWED_HOSTS) and
+// APPLICATIONINSIGHTS_CONNECTION_STRING, which the function-app module sets with the runtime settings.
+// tests/infra/test_settings_drift.py keeps this list, the code and local.settings.example.json in step.
 module functionApp './app/function-app.bicep' = {
   name: 'functionApp'
   scope: rg

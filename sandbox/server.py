@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+from urllib.parse import urlparse
 
 import trustme
 from aiohttp import ClientSession, web
@@ -563,6 +564,10 @@ class Sandbox:
             "IDENTITY_MODE": "federated",
             "CA_BUNDLE": str(ca_file),
             "CONSENT_REDIRECT_URI": DEFAULT_CONSENT_REDIRECT_URI,
+            # Every sandbox service listens on loopback, which the destinations' address guard refuses otherwise.
+            "DESTINATION_ALLOWED_HOSTS": ",".join(
+                sorted({urlparse(url).hostname or "" for url in self.endpoints.values()} - {""})
+            ),
         }
 
     async def stop(self) -> None:

@@ -33,10 +33,10 @@ from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
 from shared.errors import RotationError
 from shared.onboarding import ConsentUnavailable, consent_link
-from shared.registry import InvalidTarget, parse_target, status_document, target_document
+from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
 from shared.service import put_target
-from shared.settings import Settings, SettingsError
+from shared.settings import Settings, SettingsError, allowed_hosts
 
 EXIT_OK, EXIT_FAILED, EXIT_NEEDS_HUMAN = 0, 1, 2
 # Statuses and results a pass cannot resolve by itself: a human must act.
@@ -150,7 +150,7 @@ async def _consent_url(svc: Services, tenant_id: str, as_json: bool) -> int:
 
 
 def _guid(text: str) -> str:
-    if not GUID.match(text):
+    if not GUID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a tenant id (a GUID)")
     return text.lower()
 
@@ -171,20 +171,27 @@ def read_documents(path: Path) -> list[object]:
     return docs
 
 
-def parse_documents(docs: list[object]) -> list[Target]:
-    """Every document as a target; InvalidTarget naming the first bad one (nothing is registered then)."""
+def parse_documents(docs: list[object], hosts: frozenset[str] = frozenset()) -> list[Target]:
+    """Every document as a target; InvalidTarget naming the first bad one (nothing is registered then). Destination
+    hosts must be public unless listed in `hosts` (DESTINATION_ALLOWED_HOSTS, the local sandbox only)."""
     targets = []
     for index, doc in enumerate(docs):
         try:
-            targets.append(parse_target(doc))
+            targets.append(parse_target(doc, allowed_hosts=hosts))
         except InvalidTarget as error:
             raise InvalidTarget(f"document {index + 1}", error.message) from None
     return targets
 
 
 async def _import(svc: Services, targets: list[Target]) -> int:
+    settings = svc.settings
+    for index, target in enumerate(targets):
+        try:
+            check_policy(target.policy, settings.renew_before_days, settings.secret_lifetime_days)
+        except InvalidTarget as error:
+            raise InvalidTarget(f"document {index + 1}", error.message) from None
     for target in targets:
-        created = await put_target(svc.state, target)
+        created = await put_target(svc.state, target, actor="cli", at=svc.engine.clock.now())
         print(f"{'registered' if created else 'updated'} {target.customer or target.key}")
     return 0
 
@@ -276,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if getattr(args, "targets_command", None) == "import":
         try:
-            args.targets = parse_documents(read_documents(args.file))
+            hosts = allowed_hosts(os.environ.get("DESTINATION_ALLOWED_HOSTS", ""))
+            args.targets = parse_documents(read_documents(args.file), hosts)
         except InvalidTarget as error:
             print(f"invalid target file: {error.message}", file=sys.stderr)
             return EXIT_NEEDS_HUMAN

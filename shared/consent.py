@@ -95,7 +95,7 @@ def unverified(text: str) -> ConsentState:
     if not isinstance(doc, dict):
         raise _invalid("unreadable")
     tenant, nonce, expires, key_version = doc.get("t"), doc.get("n"), doc.get("e"), doc.get("k")
-    if not (isinstance(tenant, str) and GUID.match(tenant) and isinstance(nonce, str) and 16 <= len(nonce) <= 64
+    if not (isinstance(tenant, str) and GUID.fullmatch(tenant) and isinstance(nonce, str) and 16 <= len(nonce) <= 64
             and nonce.isalnum() and isinstance(expires, int) and not isinstance(expires, bool)
             and isinstance(key_version, str) and 0 < len(key_version) <= 64 and key_version.isalnum()):
         raise _invalid("incomplete")

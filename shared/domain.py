@@ -17,7 +17,8 @@ LIFETIME_STEPS = (365, 180, 90, 60, 30, 14, 7)
 # ...but never one that would leave less than this many days between a rotation and the next one being due.
 LIFETIME_MARGIN_DAYS = 7
 ROTATOR_MARK = "sync-secret-rotator"
-GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+# \A and \Z, not ^ and $: `$` also matches before a trailing newline, which let "<guid>\n" through.
+GUID = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
 _ROTATION_ID = re.compile(r"\brotation ([0-9a-f]{32})\b")
 
 
@@ -88,6 +89,16 @@ class Actor(str, Enum):
     TIMER = "timer"
     MANUAL = "manual"
     EVENT = "event"
+
+
+def actor_of(kind: Actor | str, name: str = "") -> str:
+    """The audit actor: the kind, and who when known (e.g. "manual:alice@msp.com")."""
+    label = kind.value if isinstance(kind, Actor) else kind
+    return f"{label}:{name}" if name else label
+
+
+# A destination's name: operators type it into acknowledgements, so letters, digits and inner spaces/./_/- only.
+DESTINATION_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9 ._-]{0,62}[A-Za-z0-9])?")
 
 
 @dataclass(frozen=True)
@@ -256,7 +267,8 @@ class Assessment:
     replaces: tuple[str, ...] = ()  # what a rotation now would supersede: never a foreign credential
 
 
-_SECRET_NAME = re.compile(r"^ppsync-([0-9a-f-]{36})-([0-9a-f-]{36})$")
+_GUID_LOWER = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_SECRET_NAME = re.compile(rf"\Appsync-({_GUID_LOWER})-({_GUID_LOWER})\Z")
 
 
 def target_of_secret(name: str) -> tuple[str, str] | None:
@@ -350,6 +362,15 @@ def lifetime_days(policy: Policy, default_days: int) -> int:
 
 def renew_before(policy: Policy, default_days: int) -> int:
     return policy.renew_before_days if policy.renew_before_days is not None else default_days
+
+
+def renewal_problem(renew_before_days: int, lifetime: int) -> str:
+    """Why a renewal window does not fit a lifetime ("" when it does): renewing with more than half the lifetime
+    left would rotate again on every pass, or nearly."""
+    if renew_before_days * 2 > lifetime:
+        return (f"renew-before ({renew_before_days} days) must be at most half the secret lifetime ({lifetime} days): "
+                "a new secret would be due again at once")
+    return ""
 
 
 def all_acknowledged(target: Target) -> bool:

@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping
+import json
+import unicodedata
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from shared.domain import GUID, MAX_LIFETIME_DAYS, Ack, DestinationConfig, Policy, Target
+from shared.domain import (
+    DESTINATION_NAME,
+    GUID,
+    MAX_LIFETIME_DAYS,
+    Ack,
+    DestinationConfig,
+    Policy,
+    Target,
+    lifetime_days,
+    renew_before,
+    renewal_problem,
+)
 
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
 _POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays"}
 _DESTINATION_FIELDS = {"name", "kind", "options"}
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
+# Azure Tables: a string property holds at most 64 KiB of UTF-16 (learn.microsoft.com/rest/api/storageservices/
+# understanding-the-table-service-data-model); the destinations are stored as one JSON string property.
+TABLE_STRING_BYTES = 64 * 1024
 
 
 class InvalidTarget(ValueError):
@@ -25,7 +39,7 @@ class InvalidTarget(ValueError):
 
 
 def guid(value: object, field: str) -> str:
-    if not isinstance(value, str) or not GUID.match(value):
+    if not isinstance(value, str) or not GUID.fullmatch(value):
         raise InvalidTarget(field, "must be a GUID like 00000000-0000-0000-0000-000000000000")
     return value.lower()
 
@@ -53,18 +67,24 @@ def parse_policy(value: object) -> Policy:
     if value is None:
         return Policy()
     doc = _object(value, "policy", _POLICY_FIELDS)
-    return Policy(
+    policy = Policy(
         renew_before_days=_int(doc.get("renewBeforeDays"), "policy.renewBeforeDays", 1, 365),
         lifetime_days=_int(doc.get("lifetimeDays"), "policy.lifetimeDays", 1, MAX_LIFETIME_DAYS),
     )
+    if policy.renew_before_days is not None and policy.lifetime_days is not None:
+        problem = renewal_problem(policy.renew_before_days, policy.lifetime_days)
+        if problem:
+            raise InvalidTarget("policy", problem)
+    return policy
 
 
-def parse_destination(value: object, index: int) -> DestinationConfig:
+def parse_destination(value: object, index: int, allowed_hosts: frozenset[str] = frozenset()) -> DestinationConfig:
     field = f"destinations[{index}]"
     doc = _object(value, field, _DESTINATION_FIELDS)
     name, kind, options = doc.get("name"), doc.get("kind"), doc.get("options", {})
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidTarget(f"{field}.name", "must be 1-64 letters, digits, spaces, dots, dashes or underscores")
+    if not isinstance(name, str) or not DESTINATION_NAME.fullmatch(name):
+        raise InvalidTarget(f"{field}.name", "must be 1-64 letters, digits, inner spaces, dots, dashes or underscores, "
+                            "starting and ending with a letter or digit")
     if not isinstance(kind, str):
         raise InvalidTarget(f"{field}.kind", "must be a string")
     if not isinstance(options, dict) or not all(
@@ -75,14 +95,19 @@ def parse_destination(value: object, index: int) -> DestinationConfig:
     from shared.destinations import validate_destination
 
     try:
-        validate_destination(config)
+        validate_destination(config, allowed_hosts)
     except ValueError as error:
         raise InvalidTarget(field, str(error)) from None
     return config
 
 
-def parse_target(value: object, *, tenant_id: str | None = None, app_id: str | None = None) -> Target:
-    """A target from its JSON document; the path's ids, when given, must agree with the body's."""
+def parse_target(
+    value: object, *, tenant_id: str | None = None, app_id: str | None = None,
+    allowed_hosts: frozenset[str] = frozenset(),
+) -> Target:
+    """A target from its JSON document; the path's ids, when given, must agree with the body's. Destination hosts
+    must be public unless in `allowed_hosts` (DESTINATION_ALLOWED_HOSTS, the local sandbox only)."""
+    refuse_secret_values(value)  # first: no later message may echo a secret sent as an unknown key
     doc = _object(value, "body", _TARGET_FIELDS)
     tenant = guid(doc.get("tenantId", tenant_id), "tenantId")
     app = guid(doc.get("appId", app_id), "appId")
@@ -93,17 +118,66 @@ def parse_target(value: object, *, tenant_id: str | None = None, app_id: str | N
     customer = doc.get("customer", "")
     if not isinstance(customer, str) or len(customer) > 200:
         raise InvalidTarget("customer", "must be a string of at most 200 characters")
+    if any(unicodedata.category(c)[0] in "CZ" and c != " " for c in customer):
+        raise InvalidTarget("customer", "must be one line of text (no control, format or separator characters)")
+    customer = unicodedata.normalize("NFC", customer).strip()
     enabled = doc.get("enabled", True)
     if not isinstance(enabled, bool):
         raise InvalidTarget("enabled", "must be true or false")
     destinations = doc.get("destinations", [])
     if not isinstance(destinations, list) or len(destinations) > 10:
         raise InvalidTarget("destinations", "must be a list of at most 10 destinations")
-    parsed = tuple(parse_destination(d, i) for i, d in enumerate(destinations))
+    parsed = tuple(parse_destination(d, i, allowed_hosts) for i, d in enumerate(destinations))
     names = [d.name for d in parsed]
     if len(set(names)) != len(names):
         raise InvalidTarget("destinations", "names must be unique")
+    size = len(destinations_json(parsed).encode("utf-16-le"))
+    if size > TABLE_STRING_BYTES:
+        raise InvalidTarget("destinations", f"take {size} bytes as stored (UTF-16); Azure Tables holds at most "
+                            f"{TABLE_STRING_BYTES} bytes in one property: shorten options or instructions")
     return Target(tenant, app, customer, enabled, parse_policy(doc.get("policy")), parsed)
+
+
+def destinations_json(destinations: tuple[DestinationConfig, ...]) -> str:
+    """The destinations as the registry row stores them (one JSON string property)."""
+    return json.dumps([{"name": d.name, "kind": d.kind, "options": d.options} for d in destinations])
+
+
+def check_policy(policy: Policy, default_renew_before_days: int, default_lifetime_days: int) -> None:
+    """The target's renewal window, combined with the global settings, must fit its secret lifetime."""
+    renew = renew_before(policy, default_renew_before_days)
+    lifetime = lifetime_days(policy, default_lifetime_days)
+    problem = renewal_problem(renew, lifetime)
+    if problem:
+        source = ", ".join(
+            f"{name} {'from the target' if mine is not None else 'from the settings'}"
+            for name, mine in (("renewBeforeDays", policy.renew_before_days), ("lifetimeDays", policy.lifetime_days))
+        )
+        raise InvalidTarget("policy", f"{problem} ({source})")
+
+
+def _strings(value: object, path: str) -> Iterator[tuple[str, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            # A key that looks like a secret is reported by where it is, never by itself.
+            yield f"{path or 'body'} (a key)", str(key)
+            yield from _strings(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{path}[{index}]")
+
+
+def refuse_secret_values(doc: object) -> None:
+    """Every string of a registry document, names and keys included, must not look like a secret value: the
+    registry holds Key Vault secret *names*. The message names the field, never the value."""
+    from shared.destinations.options import looks_like_secret
+
+    for path, value in _strings(doc, ""):
+        if looks_like_secret(value):
+            raise InvalidTarget(path or "body", "looks like a secret value; store secrets in Key Vault and give the "
+                                "secret's name instead")
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from urllib.parse import urlparse
 
-from shared.domain import GUID
+from shared.domain import GUID, renewal_problem
 
 
 class SettingsError(ValueError):
@@ -69,6 +69,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Where Entra sends a customer admin after consent: https://<app host>/api/consent (default: from the "
             "platform's WEBSITE_HOSTNAME); must be a redirect URI registered on the MSP app."),
     Setting("CONSENT_LINK_HOURS", "72", "How long a consent link stays valid (hours)."),
+    Setting("DESTINATION_ALLOWED_HOSTS", "",
+            "Local sandbox only: comma list of hosts (e.g. 127.0.0.1) a destination may use although they are "
+            "loopback or private; never set in Azure."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
@@ -96,6 +99,12 @@ def _bool(name: str, raw: str) -> bool:
 def allow_function_key_callers(env: Mapping[str, str]) -> bool:
     """ALLOW_FUNCTION_KEY_CALLERS alone: read on every request by the access check (no other setting needed)."""
     return _bool("ALLOW_FUNCTION_KEY_CALLERS", env.get("ALLOW_FUNCTION_KEY_CALLERS", ""))
+
+
+def allowed_hosts(raw: str) -> frozenset[str]:
+    """DESTINATION_ALLOWED_HOSTS as lower-case host names or addresses (brackets of IPv6 literals removed)."""
+    hosts = {h.strip().strip("[]").lower().rstrip(".") for h in raw.split(",")}
+    return frozenset(h for h in hosts if h)
 
 
 def _https_url(name: str, raw: str) -> str:
@@ -148,6 +157,7 @@ class Settings:
     allow_function_key_callers: bool
     consent_redirect_uri: str
     consent_link_hours: int
+    destination_allowed_hosts: frozenset[str]
     appinsights_connection_string: str = field(repr=False)
 
     @classmethod
@@ -167,12 +177,17 @@ class Settings:
             raise SettingsError(f"IDENTITY_MODE must be one of {allowed}, got {raw['IDENTITY_MODE']!r}") from None
         if mode is IdentityMode.FEDERATED:
             for name in ("MSP_APP_CLIENT_ID", "MSP_TENANT_ID"):
-                if not GUID.match(raw[name]):
+                if not GUID.fullmatch(raw[name]):
                     raise SettingsError(f"{name} must be a GUID in federated mode, got {raw[name]!r}")
         if not raw["STATE_TABLES_ENDPOINT"] and not raw["STATE_TABLES_CONNECTION_STRING"]:
             raise SettingsError("STATE_TABLES_ENDPOINT (or, locally, STATE_TABLES_CONNECTION_STRING) is required")
         if "{stack}" not in raw["PROOFPOINT_BASE_URL"]:
             raise SettingsError("PROOFPOINT_BASE_URL must contain {stack}")
+        renew = _int("RENEW_BEFORE_DAYS", raw["RENEW_BEFORE_DAYS"], 1, 365)
+        lifetime = _int("SECRET_LIFETIME_DAYS", raw["SECRET_LIFETIME_DAYS"], 1, 730)
+        problem = renewal_problem(renew, lifetime)
+        if problem:
+            raise SettingsError(f"RENEW_BEFORE_DAYS ({renew}) and SECRET_LIFETIME_DAYS ({lifetime}): {problem}")
         patterns = tuple(p.strip() for p in raw["DISCOVERY_NAME_PATTERNS"].split(",") if p.strip())
         if not patterns:
             raise SettingsError("DISCOVERY_NAME_PATTERNS must name at least one prefix")
@@ -189,8 +204,8 @@ class Settings:
             tables_endpoint=raw["STATE_TABLES_ENDPOINT"],
             tables_connection_string=raw["STATE_TABLES_CONNECTION_STRING"],
             proofpoint_base_url=_https_url("PROOFPOINT_BASE_URL", raw["PROOFPOINT_BASE_URL"]),
-            renew_before_days=_int("RENEW_BEFORE_DAYS", raw["RENEW_BEFORE_DAYS"], 1, 365),
-            secret_lifetime_days=_int("SECRET_LIFETIME_DAYS", raw["SECRET_LIFETIME_DAYS"], 1, 730),
+            renew_before_days=renew,
+            secret_lifetime_days=lifetime,
             retire_grace_hours=_int("RETIRE_GRACE_HOURS", raw["RETIRE_GRACE_HOURS"], 0, 24 * 90),
             scan_concurrency=_int("SCAN_CONCURRENCY", raw["SCAN_CONCURRENCY"], 1, 512),
             push_max_attempts=_int("PUSH_MAX_ATTEMPTS", raw["PUSH_MAX_ATTEMPTS"], 1, 100),
@@ -204,5 +219,6 @@ class Settings:
             allow_function_key_callers=_bool("ALLOW_FUNCTION_KEY_CALLERS", raw["ALLOW_FUNCTION_KEY_CALLERS"]),
             consent_redirect_uri=_redirect_uri(raw["CONSENT_REDIRECT_URI"], env.get("WEBSITE_HOSTNAME", "")),
             consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),
+            destination_allowed_hosts=allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"]),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
         )

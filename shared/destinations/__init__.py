@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 
 from shared.destinations.http import HttpDestination, validate_http
 from shared.destinations.notify import NotifyOnlyDestination, validate_notify
 from shared.destinations.proofpoint import ProofpointDestination, validate_proofpoint
-from shared.domain import DestinationConfig
+from shared.destinations.transport import guarded_sessions
+from shared.domain import DESTINATION_NAME, DestinationConfig
 from shared.ports import Destination, SecretStore
 from shared.settings import Settings
 
@@ -26,15 +26,16 @@ KINDS: Mapping[str, Callable[[Mapping[str, str]], None]] = {
     "http": validate_http,
     "notify-only": validate_notify,
 }
-# Acknowledgements are keyed by the destination's name, and operators type it into the acknowledge call.
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]{0,63}$")
 
 
-def validate_destination(config: DestinationConfig) -> None:
-    """Raise ValueError with a clear message unless the registry may store this destination."""
-    if not isinstance(config.name, str) or not _NAME.match(config.name):
+def validate_destination(config: DestinationConfig, allowed_hosts: frozenset[str] = frozenset()) -> None:
+    """Raise ValueError with a clear message unless the registry may store this destination; a URL's host must be
+    public unless listed in `allowed_hosts` (DESTINATION_ALLOWED_HOSTS, the local sandbox only)."""
+    # Acknowledgements are keyed by the destination's name, and operators type it into the acknowledge call.
+    if not isinstance(config.name, str) or not DESTINATION_NAME.fullmatch(config.name):
         raise ValueError(
-            f"destination name {config.name!r} must be 1-64 letters, digits, spaces, '.', '_' or '-'"
+            "destination name must be 1-64 letters, digits, inner spaces, '.', '_' or '-', starting and ending with "
+            "a letter or digit"
         )
     validate = KINDS.get(config.kind)
     if validate is None:
@@ -42,7 +43,10 @@ def validate_destination(config: DestinationConfig) -> None:
     if not isinstance(config.options, Mapping):
         raise ValueError(f"destination {config.name!r}: options must be an object of strings")
     try:
-        validate(config.options)
+        if validate is validate_http:
+            validate_http(config.options, allowed_hosts)
+        else:
+            validate(config.options)
     except ValueError as error:
         raise ValueError(f"destination {config.name!r}: {error}") from None
 
@@ -50,8 +54,11 @@ def validate_destination(config: DestinationConfig) -> None:
 def build_destinations(settings: Settings, secrets: SecretStore) -> dict[str, Destination]:
     """The destination adapters by kind ("proofpoint", "http", "notify-only")."""
     verify: str | bool = settings.ca_bundle or True
+    allowed = settings.destination_allowed_hosts
     return {
-        "proofpoint": ProofpointDestination(secrets, base_url=settings.proofpoint_base_url, verify=verify),
-        "http": HttpDestination(secrets, verify=verify),
+        # Both reach the network only through sessions that refuse non-public addresses (transport.py).
+        "proofpoint": ProofpointDestination(secrets, base_url=settings.proofpoint_base_url, verify=verify,
+                                            session_factory=guarded_sessions(allowed)),
+        "http": HttpDestination(secrets, verify=verify, allowed_hosts=allowed),
         "notify-only": NotifyOnlyDestination(),
     }

@@ -20,7 +20,8 @@ from urllib.parse import parse_qsl, quote, urlparse
 
 import requests
 
-from shared.destinations.options import check_options, check_secret_name
+from shared.destinations.options import check_options, check_secret_name, has_control_characters
+from shared.destinations.transport import BlockedDestination, GuardedSession, check_host, guarded_sessions
 from shared.domain import DestinationConfig
 from shared.errors import Ambiguous, DestinationRejected, NotFound, RotationError, Throttled, Unreachable
 from shared.ports import Delivery, SecretStore
@@ -104,11 +105,19 @@ def send(
 ) -> Reply:
     """One request; a transport failure becomes a RotationError whose code is `<prefix>Unavailable`."""
     started = time.monotonic()
+    if not getattr(session, "guarded", False):
+        # Every exchange goes through the address guard, whoever built the session.
+        session.mount("https://", GuardedSession().get_adapter("https://"))
+        session.mount("http://", GuardedSession().get_adapter("http://"))
+        session.trust_env = False
     try:
         # verify per request: requests lets REQUESTS_CA_BUNDLE override a Session's verify.
         response = session.request(
             method, url, headers=dict(headers), json=body, timeout=timeout, verify=verify, allow_redirects=False
         )
+    except BlockedDestination as error:
+        # The name resolved to a loopback, private or metadata address (or the row names one): never sent.
+        raise DestinationRejected(f"{failure.label}: {error}", code="DestinationBlocked") from None
     except requests.ConnectTimeout as error:
         raise RotationError(
             f"{failure.label}: no connection within {timeout[0]:g} s", code=f"{failure.prefix}Unavailable"
@@ -232,9 +241,14 @@ PRESETS: dict[str, dict[str, str]] = {
         "success_value": "ok",
     },
 }
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$")
-_JSON_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,63}$")
-_SECRET_QUERY = re.compile(r"(sig|code|key|token|secret|password|pwd|apikey|api_key|access_token)$", re.IGNORECASE)
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")  # an RFC 9110 token (used with fullmatch)
+_JSON_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]{0,63}")
+# Query or fragment parameters that carry credentials (?code= is the Functions key, ?sig= a SAS signature).
+_SECRET_PARAM = re.compile(
+    r"(sig|signature|code|key|token|secret|password|passwd|pwd|pass|auth|authorization|apikey|api[_-]?key|"
+    r"access[_-]?token|id[_-]?token|refresh[_-]?token|client[_-]?secret|credentials?|se|sv|sp|skoid)",
+    re.IGNORECASE,
+)
 _KIND = "http"
 
 
@@ -257,24 +271,43 @@ def success_statuses(raw: str) -> frozenset[int]:
     return statuses
 
 
-def validate_http(options: Mapping[str, str]) -> None:
-    """Raise ValueError unless the options describe a usable HTTP destination."""
+def validate_http(options: Mapping[str, str], allowed_hosts: frozenset[str] = frozenset()) -> None:
+    """Raise ValueError unless the options describe a usable HTTP destination on a public host (or an allowed one,
+    DESTINATION_ALLOWED_HOSTS, for the local sandbox)."""
     check_options(_KIND, options, required=("url",), allowed=OPTIONS, allowed_prefixes=(FIELD_PREFIX,))
     effective = effective_options(options)
     if not effective.get("auth_secret"):
         raise ValueError(f"{_KIND} destination: missing option auth_secret (the Key Vault secret holding the "
                          "auth header value)")
-    url = urlparse(effective["url"])
-    if url.scheme != "https" or not url.hostname:
+    raw_url = effective["url"]
+    if has_control_characters(raw_url) or any(c.isspace() for c in raw_url) or "\\" in raw_url or len(raw_url) > 2048:
+        raise ValueError(f"{_KIND} destination: url must be one https:// URL without spaces, control characters or "
+                         "backslashes")
+    try:
+        url = urlparse(raw_url)
+        port = url.port
+    except ValueError:
+        raise ValueError(f"{_KIND} destination: url is not a valid URL") from None
+    if url.scheme != "https" or not url.hostname or not url.netloc:
         raise ValueError(f"{_KIND} destination: url must be an https:// URL with a host")
-    if url.username or url.password:
+    if "@" in url.netloc or url.username or url.password:
         raise ValueError(f"{_KIND} destination: url must not carry credentials; use auth_secret")
-    if any(_SECRET_QUERY.search(name) for name, _ in parse_qsl(url.query, keep_blank_values=True)):
-        raise ValueError(f"{_KIND} destination: url must not carry a key or token in its query; use auth_secret")
+    if port == 0:
+        raise ValueError(f"{_KIND} destination: url has no usable port")
+    params = parse_qsl(url.query, keep_blank_values=True) + parse_qsl(url.fragment, keep_blank_values=True)
+    if any(_SECRET_PARAM.fullmatch(name.strip()) for name, _ in params):
+        raise ValueError(f"{_KIND} destination: url must not carry a key or token in its query or fragment; use "
+                         "auth_secret")
+    if url.fragment:
+        raise ValueError(f"{_KIND} destination: url must not have a #fragment (it is never sent)")
+    try:
+        check_host(url.hostname, allowed_hosts)
+    except BlockedDestination as error:
+        raise ValueError(f"{_KIND} destination: url {error} (server-side request forgery guard)") from None
     if effective["method"].upper() not in ("POST", "PUT"):
         raise ValueError(f"{_KIND} destination: method must be POST or PUT, got {effective['method']!r}")
     check_secret_name(_KIND, "auth_secret", effective["auth_secret"])
-    if not _HEADER_NAME.match(effective["auth_header"]):
+    if not _HEADER_NAME.fullmatch(effective["auth_header"]):
         raise ValueError(f"{_KIND} destination: auth_header must be an HTTP header name")
     success_statuses(effective["success_status"])
     if bool(effective.get("success_field")) != bool(effective.get("success_value")):
@@ -286,7 +319,7 @@ def validate_http(options: Mapping[str, str]) -> None:
             if field not in BODY_FIELDS:
                 raise ValueError(f"{_KIND} destination: {key!r} renames no body field (fields: "
                                  f"{', '.join(BODY_FIELDS)})")
-            if not _JSON_KEY.match(value):
+            if not _JSON_KEY.fullmatch(value):
                 raise ValueError(f"{_KIND} destination: {key!r} must be a JSON field name")
             renamed.add(value)
     names = [options.get(FIELD_PREFIX + f) or f for f in BODY_FIELDS]
@@ -310,17 +343,19 @@ class HttpDestination:
         *,
         verify: str | bool = True,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: Callable[[], requests.Session] | None = None,
+        allowed_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self._secrets = secrets
+        self._allowed_hosts = allowed_hosts
         self._verify = verify
         self._timeout = timeout
-        self._session_factory = session_factory
+        self._session_factory = session_factory or guarded_sessions(allowed_hosts)
 
     async def deliver(self, config: DestinationConfig, delivery: Delivery) -> None:
         """Return once the endpoint answered with a success status (and success field)."""
         try:
-            validate_http(config.options)
+            validate_http(config.options, self._allowed_hosts)
         except ValueError as error:
             raise rejected_config(config, error) from None
         options = effective_options(config.options)

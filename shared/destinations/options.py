@@ -6,33 +6,117 @@ secret *names* but never a secret value: these checks refuse values that look li
 
 from __future__ import annotations
 
+import base64
+import binascii
+import itertools
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
+from urllib.parse import unquote
 
-KEY_VAULT_NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
-# Entra client secrets (3 chars, a digit, "Q~", then 31-34 chars), bearer/basic header values, JWTs,
-# credential JSON and PEM keys: the shapes a pasted secret usually has.
-_SECRET_SHAPES = (
-    re.compile(r"[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{20,}"),
-    re.compile(r"^\s*(bearer|basic|sharedaccesssignature)\s+\S", re.IGNORECASE),
-    re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
-    re.compile(r"\"(password|secret|client_secret|token)\"\s*:", re.IGNORECASE),
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+# Key Vault secret names: 1-127 letters, digits and dashes (\A...\Z: `$` would also accept a trailing newline).
+KEY_VAULT_NAME = re.compile(r"\A[0-9a-zA-Z-]{1,127}\Z")
+_CREDENTIAL_WORDS = (
+    r"password|passwd|passphrase|pwd|pass|secret|client_?secret|token|access_?token|refresh_?token|id_?token|"
+    r"api_?key|apikey|api-key|x-api-key|auth|authorization|credentials?|private_?key|account_?key|sig|signature|"
+    r"shared_?access_?key|sas"
 )
+# The shapes a pasted secret usually has. Checked on the value as written and after normalisation (NFKC, zero-width
+# and other format characters removed, percent-encoding and backslash escapes undone), so a secret split by a
+# zero-width space or percent-encoded is still seen.
+_SECRET_SHAPES = (
+    # Entra ID client secrets: 3 characters, a digit, "Q~", then 31-34 more (learn.microsoft.com: new secrets).
+    re.compile(r"[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{20,}"),
+    # HTTP auth header values anywhere in a value ("Authorization: Bearer ...", "Basic dXNlcjpwdw==").
+    re.compile(r"\b(bearer|sharedaccesssignature|negotiate|ntlm|digest)\s+[A-Za-z0-9\-._~+/=]{6,}", re.IGNORECASE),
+    re.compile(r"\bauthorization\s*[:=]\s*\S", re.IGNORECASE),
+    # JWTs.
+    re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
+    # Connection strings and SAS: AccountKey=..., SharedAccessKey=..., Password=..., sig=...
+    re.compile(rf"(^|[;&?#\s])({_CREDENTIAL_WORDS})\s*=\s*[^;&\s]", re.IGNORECASE),
+    # Credential JSON (or Python-ish) objects: {"user": .., "pwd": ..}.
+    re.compile(rf"[\"']({_CREDENTIAL_WORDS}|user|username)[\"']\s*[:=,]", re.IGNORECASE),
+    # PEM private keys.
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    # Hex keys and tokens (32+ hex digits in one run: a GUID has at most 12).
+    re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])"),
+)
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})|\\x([0-9a-fA-F]{2})")
+_TOKEN_SPLIT = re.compile(r"[\s,;&?#:'\"{}()\[\]<>|]+")
+
+
+def normalised(value: str) -> str:
+    """The text a human or a server would read: NFKC, without format characters (zero-width spaces, joiners, BOM),
+    with percent-encoding and \\uXXXX escapes undone (repeatedly, for double encoding)."""
+    text = value
+    for _ in range(3):
+        decoded = unquote(_ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), text))
+        decoded = unicodedata.normalize("NFKC", decoded)
+        decoded = "".join(c for c in decoded if unicodedata.category(c) != "Cf")
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+_BASIC = re.compile(r"\bbasic\s+([A-Za-z0-9+/]{4,}={0,2})(?![A-Za-z0-9+/=])", re.IGNORECASE)
+
+
+def _basic_credentials(text: str) -> bool:
+    """`Basic <base64 of user:password>` (a word after "basic" that is not base64 of a pair is just a word)."""
+    for match in _BASIC.finditer(text):
+        try:
+            decoded = base64.b64decode(match.group(1), validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            continue
+        if ":" in decoded:
+            return True
+    return False
+
+
+_MIXED_PIECE = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
+
+
+def _class(c: str) -> int:
+    return 0 if c.islower() else 1 if c.isupper() else 2 if c.isdigit() else 3
+
+
+def _random_token(token: str) -> bool:
+    # A long token of mixed case and digits without separators reads as a random key, not a name. With dashes (as
+    # base64url has), only when it switches between lower case, upper case and digits about as often as random text
+    # (6 in 10 characters on average; dashed names such as Contoso-Portal-Auth-Tenant2026 switch 1 in 3).
+    if (
+        len(token) < 24
+        or re.fullmatch(r"[A-Za-z0-9+/=_-]+", token) is None
+        or not any(c.islower() for c in token)
+        or not any(c.isupper() for c in token)
+        or not any(c.isdigit() for c in token)
+    ):
+        return False
+    if "-" not in token:
+        return True
+    letters = token.replace("-", "").replace("_", "")
+    switches = sum(1 for a, b in itertools.pairwise(letters) if _class(a) != _class(b))
+    # Or one long piece of both cases with a digit between letters ("Hst8Qaesr5aodj"): words and numbers do not mix so.
+    return switches * 5 >= len(letters) * 2 or any(
+        len(piece) >= 10 and _MIXED_PIECE.search(piece) is not None and piece.lower() != piece != piece.upper()
+        for piece in re.split(r"[-_]", token)
+    )
 
 
 def looks_like_secret(value: str) -> bool:
     """True when a value has the shape of a credential rather than of a name, URL or sentence."""
-    if any(shape.search(value) for shape in _SECRET_SHAPES):
-        return True
-    # A long token of mixed case and digits without separators reads as a random key, not a name.
-    return (
-        len(value) >= 24
-        and re.fullmatch(r"[A-Za-z0-9+/=_]+", value) is not None
-        and any(c.islower() for c in value)
-        and any(c.isupper() for c in value)
-        and any(c.isdigit() for c in value)
-    )
+    for form in {value, normalised(value)}:
+        if any(shape.search(form) for shape in _SECRET_SHAPES) or _basic_credentials(form):
+            return True
+        if _random_token(form.strip()) or any(_random_token(t) for t in _TOKEN_SPLIT.split(form)):
+            return True
+    return False
+
+
+def has_control_characters(value: str) -> bool:
+    """Control, format (zero-width) or line/paragraph separator characters: never part of a name, URL or option."""
+    return any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value)
 
 
 def check_options(
@@ -48,6 +132,9 @@ def check_options(
             raise ValueError(f"{kind} destination: unknown option {key!r} (known: {known})")
         if not isinstance(value, str):
             raise ValueError(f"{kind} destination: option {key!r} must be a string")
+        if has_control_characters(key) or has_control_characters(value) or value != value.strip():
+            raise ValueError(f"{kind} destination: option {key!r} must be one line without control characters or "
+                             "surrounding spaces")
     missing = [key for key in required if not options.get(key)]
     if missing:
         raise ValueError(f"{kind} destination: missing option(s) {', '.join(missing)}")
@@ -62,7 +149,7 @@ def check_options(
 
 def check_secret_name(kind: str, key: str, value: str) -> None:
     """The option names a Key Vault secret (the value itself stays in the vault)."""
-    if not KEY_VAULT_NAME.match(value):
+    if not KEY_VAULT_NAME.fullmatch(value):
         raise ValueError(
             f"{kind} destination: option {key!r} must be the name of a Key Vault secret (1-127 letters, digits "
             "and hyphens), not the secret itself"

@@ -79,7 +79,7 @@ def validate_proofpoint(options: Mapping[str, str]) -> None:
         if url.username or url.password or url.query or url.fragment:
             raise ValueError(f"{_KIND} destination: base_url must be a plain https://host/path URL (no "
                              "credentials, query or fragment)")
-    if not _DOMAIN.match(options["domain"]):
+    if not _DOMAIN.fullmatch(options["domain"]):
         raise ValueError(f"{_KIND} destination: domain must be the org's primary domain name (e.g. contoso.com), "
                          f"got {options['domain']!r}")
     check_secret_name(_KIND, "account_secret", options["account_secret"])

@@ -18,6 +18,9 @@ from shared.settings import SettingsError
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
 ZERO_GUID = "00000000-0000-0000-0000-000000000000"
+# Routes are registered for every method (None: the host passes any method, TRACE and CONNECT included, which the
+# library's method enum cannot name), so that a wrong method gets our 405 with `Allow`, never the host's bare 404.
+ALL_METHODS = None
 
 Handler = Callable[[func.HttpRequest], Awaitable[func.HttpResponse]]
 
@@ -52,16 +55,39 @@ def read_json(req: func.HttpRequest) -> Any:
     if len(raw) > MAX_BODY_BYTES:
         raise HttpError(413, "PayloadTooLarge", f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant, object_pairs_hook=_unique_keys)
+    except DuplicateKey:
+        raise HttpError(400, "MalformedJson", "the body names one key twice in an object") from None
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        # ValueError also covers integers past Python's digit limit; RecursionError, absurdly deep nesting.
+        # ValueError also covers integers past Python's digit limit and NaN/Infinity (not JSON: RFC 8259 section 6);
+        # RecursionError, absurdly deep nesting.
         raise HttpError(400, "MalformedJson", f"the body is not valid JSON: {error.__class__.__name__}") from None
+
+
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice (RFC 8259 says names SHOULD be unique; which one wins is undefined)."""
+
+    def __init__(self) -> None:
+        super().__init__("duplicate key")  # never the key itself: it may be anything the caller sent
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in doc:
+            raise DuplicateKey
+        doc[key] = value
+    return doc
 
 
 def path_guid(req: func.HttpRequest, name: str) -> str:
     """A GUID route parameter, lower-cased; 400 InvalidPath otherwise."""
     value = (req.route_params or {}).get(name)
-    if not isinstance(value, str) or not GUID.match(value):
+    if not isinstance(value, str) or not GUID.fullmatch(value):
         raise HttpError(400, "InvalidPath", f"{name} in the path must be a GUID like {ZERO_GUID}")
     return value.lower()
 

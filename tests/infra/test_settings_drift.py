@@ -30,6 +30,8 @@ LOCAL_ONLY = {
     "STATE_TABLES_CONNECTION_STRING",
     # Trust for the sandbox's generated CA; in Azure the public CAs apply.
     "CA_BUNDLE",
+    # Lets destinations reach the sandbox on loopback; in Azure every destination must be a public address.
+    "DESTINATION_ALLOWED_HOSTS",
 }
 
 # Set (in Azure or locally) but read by the Functions host, the platform or Core Tools, never by the code:

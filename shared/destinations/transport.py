@@ -1,0 +1,190 @@
+"""Where a destination may send a secret: public addresses only (no SSRF), checked twice.
+
+At registration a destination URL's host is checked as written: IP literals in any spelling (dotted, decimal,
+octal, hex, short forms, IPv6 and IPv4-mapped IPv6) must be public, and names that only mean something inside a
+network (`localhost`, `*.internal` such as metadata.google.internal, `*.local`, single labels) are refused. At
+delivery the name is resolved, EVERY answer must be public, and the connection goes to an address that was just
+checked (no second lookup an attacker's DNS could answer differently: no rebinding between check and connect);
+TLS still verifies the certificate against the name. Redirects are never followed, proxies and .netrc from the
+environment are ignored. DESTINATION_ALLOWED_HOSTS lists hosts exempt from these checks: for the local sandbox
+(127.0.0.1) only, never set in Azure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import unicodedata
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# Names that resolve inside a network, never to the MSP's portal on the internet (RFC 6761, RFC 8375, RFC 6762,
+# cloud metadata names).
+_INTERNAL_NAMES = frozenset({"localhost", "localhost.localdomain", "metadata", "instance-data", "kubernetes"})
+_INTERNAL_SUFFIXES = (".localhost", ".internal", ".local", ".localdomain", ".home.arpa", ".arpa", ".intranet",
+                      ".lan", ".corp", ".home", ".test", ".invalid", ".example.internal")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+# Public-looking addresses that are a cloud platform's own endpoint inside every network: Azure's WireServer
+# (168.63.129.16, host agent and DNS) and AWS's IPv6 instance metadata.
+_PLATFORM = frozenset({ipaddress.ip_address("168.63.129.16"), ipaddress.ip_address("fd00:ec2::254")})
+
+
+class BlockedDestination(ValueError):
+    """A destination host that is, or resolves to, a loopback, private, link-local or otherwise non-public address."""
+
+
+def is_public(address: IPAddress) -> bool:
+    """True only for globally routable unicast addresses (and not for IPv6 forms that embed a private IPv4)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None and not is_public(embedded):
+            return False
+        if address.scope_id:
+            return False
+    if address in _PLATFORM:
+        return False
+    return bool(
+        address.is_global
+        and not (address.is_private or address.is_loopback or address.is_link_local or address.is_multicast
+                 or address.is_reserved or address.is_unspecified)
+    )
+
+
+def _numeric_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address a numeric host means to the C resolver (2130706433, 0x7f.1, 0177.0.0.1, 127.1), if any."""
+    if not host or not all(c in "0123456789abcdefx." for c in host) or not host[0].isdigit():
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return None
+
+
+def canonical_host(host: str) -> str:
+    """The host as the resolver sees it: lower case, no trailing dot, no brackets; non-ASCII names refused."""
+    text = unicodedata.normalize("NFKC", host).strip().strip("[]").lower().rstrip(".")
+    if not text or not text.isascii():
+        raise BlockedDestination("the host must be an ASCII name (write internationalised names in punycode)")
+    return text
+
+
+def check_host(host: str, allowed: Iterable[str] = ()) -> None:
+    """Registration: refuse a host that names a non-public place as written (no DNS lookup)."""
+    name = canonical_host(host)
+    if name in set(allowed):
+        return
+    try:
+        literal: IPAddress | None = ipaddress.ip_address(name.split("%")[0])
+        if "%" in name:
+            raise BlockedDestination("the host must not be a scoped (link-local) IPv6 address")
+    except ValueError:
+        literal = _numeric_ipv4(name)
+        if literal is not None:
+            raise BlockedDestination(
+                f"the host is the address {literal} written in a non-standard form; use a DNS name"
+            ) from None
+    if literal is not None:
+        if not is_public(literal):
+            raise BlockedDestination(f"the host {literal} is a loopback, private, link-local or reserved address")
+        return
+    if name in _INTERNAL_NAMES or name.endswith(_INTERNAL_SUFFIXES) or "." not in name:
+        raise BlockedDestination(f"the host {name!r} is not a public internet name")
+    if not all(label and len(label) <= 63 for label in name.split(".")) or len(name) > 253:
+        raise BlockedDestination(f"the host {name!r} is not a valid DNS name")
+
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def system_resolver(name: str, port: int) -> list[str]:
+    """Every address the system resolver answers for a name (A and AAAA)."""
+    return [str(info[4][0]) for info in socket.getaddrinfo(name, port, type=socket.SOCK_STREAM)]
+
+
+def vetted_addresses(
+    host: str, port: int, allowed: Iterable[str] = (), resolve: Resolver = system_resolver
+) -> list[str]:
+    """Delivery: resolve the host; every answer must be public (else BlockedDestination). The addresses to use."""
+    name = canonical_host(host)
+    if name not in set(allowed):
+        check_host(name)
+    answers = resolve(name, port)
+    addresses = list(dict.fromkeys(answers))
+    if not addresses:
+        raise socket.gaierror(socket.EAI_NONAME, f"no address for {name}")
+    if name not in set(allowed):
+        for raw in addresses:
+            if not is_public(ipaddress.ip_address(raw.split("%")[0])) or "%" in raw:
+                raise BlockedDestination(f"{name} resolves to {raw}, a non-public address: refused")
+    return addresses
+
+
+def _pinned(base: type[HTTPConnection], allowed: frozenset[str], resolve: Resolver) -> type[HTTPConnection]:
+    class Pinned(base):  # type: ignore[valid-type,misc]
+        """Connects to an address vetted at this moment; TLS still checks the certificate against the name."""
+
+        def _new_conn(self) -> socket.socket:
+            name: str = self.host  # urllib3 2.x: _dns_host without a trailing dot
+            last: Exception | None = None
+            try:
+                addresses = vetted_addresses(name, self.port or 443, allowed, resolve)
+            except socket.gaierror as error:
+                raise NameResolutionError(self.host, self, error) from error
+            for address in addresses:
+                self._dns_host = address
+                try:
+                    sock: socket.socket = super()._new_conn()
+                    return sock
+                except NewConnectionError as error:
+                    last = error
+                finally:
+                    self._dns_host = name
+            raise last or NewConnectionError(self, f"no address for {name}")
+
+    return Pinned
+
+
+class _GuardedAdapter(HTTPAdapter):
+    def __init__(self, allowed: frozenset[str], resolve: Resolver) -> None:
+        self._allowed = allowed
+        self._resolve = resolve
+        super().__init__(max_retries=0)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        https = type("GuardedHTTPSPool", (HTTPSConnectionPool,),
+                     {"ConnectionCls": _pinned(HTTPSConnection, self._allowed, self._resolve)})
+        http = type("GuardedHTTPPool", (HTTPConnectionPool,),
+                    {"ConnectionCls": _pinned(HTTPConnection, self._allowed, self._resolve)})
+        self.poolmanager.pool_classes_by_scheme = {"https": https, "http": http}
+
+
+class GuardedSession(requests.Session):
+    """A requests Session that only reaches public addresses (or the allowed hosts), with no redirects, no
+    environment proxies and no .netrc credentials."""
+
+    guarded = True
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), resolve: Resolver = system_resolver) -> None:
+        super().__init__()
+        self.trust_env = False  # HTTPS_PROXY would carry the request elsewhere; .netrc would add credentials
+        self.max_redirects = 0
+        adapter = _GuardedAdapter(frozenset(canonical_host(h) for h in allowed_hosts), resolve)
+        self.mount("https://", adapter)
+        self.mount("http://", adapter)
+
+
+def guarded_sessions(allowed_hosts: Iterable[str] = ()) -> Callable[[], requests.Session]:
+    """A session factory for the destinations: each session guarded with the same allowed hosts."""
+    allowed = frozenset(allowed_hosts)
+    return lambda: GuardedSession(allowed)
