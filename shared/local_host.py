@@ -143,7 +143,8 @@ def http_routes(functions: Iterable[Any]) -> list[Route]:
             if binding.type != "httpTrigger":
                 continue
             template = binding.route or function.get_function_name()
-            methods = binding.methods or ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE"]
+            methods = binding.methods or ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE",
+                                          "CONNECT"]
             routes.append(Route(
                 function_name=function.get_function_name(),
                 template=template,

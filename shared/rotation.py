@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from shared.domain import Ack, Actor, Stage, Target
+from shared.domain import Ack, Actor, Stage, Target, actor_of
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
 from shared.protocol.assess import consider, preview
@@ -116,8 +116,12 @@ class Engine:
         )
         return summary
 
-    async def rotate_now(self, tenant_id: str, app_id: str, *, force: bool = False, dry_run: bool = False) -> Outcome:
-        """An operator's immediate rotation of one target, through the same protocol.
+    async def rotate_now(
+        self, tenant_id: str, app_id: str, *, force: bool = False, dry_run: bool = False,
+        actor: Actor | str = Actor.MANUAL,
+    ) -> Outcome:
+        """An operator's immediate rotation of one target, through the same protocol; `actor` is who asked
+        (e.g. "manual:alice@msp.example"), recorded on every audit event of the rotation.
 
         The checks (nothing in flight, not leased, outside the cool-down) and the lease are one decision: the lease
         is written only if the row is still the one checked (ETag), and the rotation then runs on that leased row.
@@ -128,7 +132,7 @@ class Engine:
             self._may_rotate(target, force)
             if dry_run:
                 return await preview(self.directory, self.destinations, target, self.clock.now(), self.config)
-            run = Advance(self.ports, self.config, self.owner, target, etag, Actor.MANUAL)
+            run = Advance(self.ports, self.config, self.owner, target, etag, actor)
             try:
                 await run.take_lease()
             except Conflict:
@@ -150,7 +154,7 @@ class Engine:
                 code="CoolDown",
             )
 
-    async def push_now(self, tenant_id: str, app_id: str, actor: Actor = Actor.EVENT) -> Outcome:
+    async def push_now(self, tenant_id: str, app_id: str, actor: Actor | str = Actor.EVENT) -> Outcome:
         """Deliver a verified secret to its destinations now (and finish the rotation when all confirm)."""
         target, _ = await self.state.get_target(tenant_id, app_id)
         if target.state.stage in (Stage.VERIFIED, Stage.PUSHED):
@@ -158,7 +162,7 @@ class Engine:
         return outcome(target, "nothing-to-push", message=f"stage is {target.state.stage.value}")
 
     async def acknowledge(
-        self, tenant_id: str, app_id: str, destination: str, key_id: str, actor: Actor = Actor.MANUAL
+        self, tenant_id: str, app_id: str, destination: str, key_id: str, actor: Actor | str = Actor.MANUAL
     ) -> Outcome:
         """A human confirms a destination holds the rotating secret (notify-only); finish when all confirmed."""
         target, etag = await self.state.get_target(tenant_id, app_id)
@@ -178,12 +182,12 @@ class Engine:
         failures = {k: v for k, v in s.push_failures.items() if k != destination}
         # ETag-guarded: a concurrent push or acknowledgement makes this a 409, never a lost update.
         await self.state.replace_target(target.with_state(acks=acks, push_failures=failures), etag)
-        await self.state.record(Event(tenant_id, app_id, f"push:{destination}", "acknowledged", actor.value,
+        await self.state.record(Event(tenant_id, app_id, f"push:{destination}", "acknowledged", actor_of(actor),
                                       s.rotation_id, at=self.clock.now()))
         return await self.push_now(tenant_id, app_id, actor)
 
     async def advance(
-        self, tenant_id: str, app_id: str, actor: Actor, *, force: bool = False, assess_only: bool = False,
+        self, tenant_id: str, app_id: str, actor: Actor | str, *, force: bool = False, assess_only: bool = False,
         only_in_flight: bool = False,
     ) -> Outcome:
         """Take one target as far through the protocol as it can go now (with only_in_flight: only a target

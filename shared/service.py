@@ -5,20 +5,34 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.domain import Application, AssessmentStatus, Stage, Target, days_left, renew_before
+from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
-from shared.ports import Directory, SecretStore, StateStore
+from shared.ports import Directory, Event, SecretStore, StateStore
 from shared.registry import status_document
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
 
 
-async def put_target(state: StateStore, target: Target) -> bool:
-    """Register a target, or update its registry fields keeping its protocol state; True when created."""
+async def put_target(state: StateStore, target: Target, *, actor: str = "", at: datetime | None = None) -> bool:
+    """Register a target, or update its registry fields keeping its protocol state; True when created. The change
+    is written to the audit log with the caller as its actor."""
+    created = await _put_target(state, target)
+    await _audit(state, target.tenant_id, target.app_id, "created" if created else "updated", actor, at)
+    return created
+
+
+async def _audit(
+    state: StateStore, tenant_id: str, app_id: str, outcome: str, actor: str, at: datetime | None
+) -> None:
+    await state.record(Event(tenant_id, app_id, "registry", outcome, actor_of(Actor.MANUAL, actor),
+                             at=at or datetime.now(UTC)))
+
+
+async def _put_target(state: StateStore, target: Target) -> bool:
     try:
         await state.create_target(target)
         return True
@@ -35,7 +49,9 @@ async def put_target(state: StateStore, target: Target) -> bool:
         return False
 
 
-async def delete_target(state: StateStore, tenant_id: str, app_id: str) -> None:
+async def delete_target(
+    state: StateStore, tenant_id: str, app_id: str, *, actor: str = "", at: datetime | None = None
+) -> None:
     """Remove a target from the registry; refused while a rotation is in flight (its credential would be orphaned)."""
     target, etag = await state.get_target(tenant_id, app_id)
     if target.state.stage is not Stage.IDLE:
@@ -44,6 +60,7 @@ async def delete_target(state: StateStore, tenant_id: str, app_id: str) -> None:
             code="RotationInFlight",
         )
     await state.delete_target(tenant_id, app_id, etag)
+    await _audit(state, tenant_id, app_id, "deleted", actor, at)
 
 
 STATUSES = (*(s.value for s in AssessmentStatus), "unknown")

@@ -18,23 +18,37 @@ import azure.functions as func
 
 from shared import service
 from shared.bootstrap import Services, services
-from shared.domain import GUID
-from shared.entrypoints.access import Role, caller
-from shared.entrypoints.web import ZERO_GUID, HttpError, allow, handled, json_response, path_guid, read_json
-from shared.registry import parse_target, target_document
+from shared.domain import DESTINATION_NAME, GUID, Actor, actor_of
+from shared.entrypoints.access import Role, authorize, caller
+from shared.entrypoints.web import (
+    ALL_METHODS,
+    ZERO_GUID,
+    HttpError,
+    allow,
+    handled,
+    json_response,
+    path_guid,
+    read_json,
+)
+from shared.registry import InvalidTarget, check_policy, parse_target, refuse_secret_values, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 AUTH = func.AuthLevel.FUNCTION
 
 
-def _body(req: func.HttpRequest) -> Any:
-    """The JSON body (415/413/400 from read_json), also refusing what json parses but cannot be stored."""
+def _body(req: func.HttpRequest, *, refuse_secrets: bool = True) -> Any:
+    """The JSON body (415/413/400 from read_json), also refusing what json parses but cannot be stored, and (unless
+    the registry checks it field by field) any string that looks like a secret value: it would be echoed or stored."""
     body = read_json(req)
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
         raise HttpError(400, "MalformedJson", "the body holds text that is not valid Unicode") from None
+    if refuse_secrets:
+        try:
+            refuse_secret_values(body)
+        except InvalidTarget as error:
+            raise HttpError(422, "InvalidRequest", error.message) from None
     return body
 
 
@@ -54,7 +68,7 @@ def _fields(body: Any, required: set[str], optional: set[str]) -> dict[str, Any]
 
 def _guid_field(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
-    if not isinstance(value, str) or not GUID.match(value):
+    if not isinstance(value, str) or not GUID.fullmatch(value):
         raise HttpError(422, "InvalidRequest", f"{name} must be a GUID like {ZERO_GUID}")
     return value.lower()
 
@@ -79,6 +93,7 @@ def openapi_document() -> dict[str, Any]:
 async def openapi(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/openapi.json: this API's OpenAPI 3 document."""
     allow(req, "GET")
+    authorize(req, Role.READ)
     return json_response(openapi_document())
 
 
@@ -97,6 +112,7 @@ async def me(req: func.HttpRequest) -> func.HttpResponse:
 async def targets(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/targets: every registered target (the registry view)."""
     allow(req, "GET")
+    authorize(req, Role.READ)
     async with services() as svc:
         found = await svc.state.list_targets()
     docs = sorted((target_document(t) for t, _ in found), key=lambda d: (d["customer"].lower(), d["tenantId"]))
@@ -108,17 +124,22 @@ async def targets(req: func.HttpRequest) -> func.HttpResponse:
 async def target(req: func.HttpRequest) -> func.HttpResponse:
     """GET, PUT (create or update) and DELETE /api/targets/{tenantId}/{appId}."""
     allow(req, "GET", "PUT", "DELETE")
-    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     method = req.method.upper()
+    who = authorize(req, Role.READ if method == "GET" else Role.OPERATE)
+    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     if method == "PUT":
-        parsed = parse_target(_body(req), tenant_id=tenant_id, app_id=app_id)
+        body = _body(req, refuse_secrets=False)  # parse_target names the field
         async with services() as svc:
-            created = await service.put_target(svc.state, parsed)
+            settings = svc.settings
+            parsed = parse_target(body, tenant_id=tenant_id, app_id=app_id,
+                                  allowed_hosts=settings.destination_allowed_hosts)
+            check_policy(parsed.policy, settings.renew_before_days, settings.secret_lifetime_days)
+            created = await service.put_target(svc.state, parsed, actor=who.name, at=svc.engine.clock.now())
             stored, _ = await svc.state.get_target(tenant_id, app_id)
         return json_response(target_document(stored), 201 if created else 200)
     async with services() as svc:
         if method == "DELETE":
-            await service.delete_target(svc.state, tenant_id, app_id)
+            await service.delete_target(svc.state, tenant_id, app_id, actor=who.name, at=svc.engine.clock.now())
             return func.HttpResponse(status_code=204)
         stored, _ = await svc.state.get_target(tenant_id, app_id)
     return json_response(target_document(stored))
@@ -129,6 +150,7 @@ async def target(req: func.HttpRequest) -> func.HttpResponse:
 async def status(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/status[?status=due,expired]: lifetime, stage, last rotation and acknowledgements of every target."""
     allow(req, "GET")
+    authorize(req, Role.READ)
     wanted: tuple[str, ...] = ()
     raw = req.params.get("status")
     if raw is not None:
@@ -155,6 +177,7 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/targets/{tenantId}/{appId}/details: one target's status, its credentials in Entra ID, its Key Vault
     versions and tags (never values), each destination's acknowledgement and its audit trail."""
     allow(req, "GET")
+    authorize(req, Role.READ)
     tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     async with services() as svc:
         doc = await service.target_details(
@@ -169,11 +192,14 @@ async def rotations(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/rotations {"tenantId", "appId", "force"?, "dryRun"?}: rotate one target now; the outcome, never
     the secret."""
     allow(req, "POST")
+    who = authorize(req, Role.OPERATE)
     body = _fields(_body(req), {"tenantId", "appId"}, {"force", "dryRun"})
     tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
     force, dry_run = _bool_field(body, "force"), _bool_field(body, "dryRun")
     async with services() as svc:
-        outcome = await svc.engine.rotate_now(tenant_id, app_id, force=force, dry_run=dry_run)
+        outcome = await svc.engine.rotate_now(
+            tenant_id, app_id, force=force, dry_run=dry_run, actor=actor_of(Actor.MANUAL, who.name)
+        )
     if outcome.result == "busy":
         # Another run took the target between our check and our lease: the same answer as a rotation in flight.
         raise HttpError(409, "RotationInFlight", outcome.message or "another run holds this target")
@@ -186,14 +212,17 @@ async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/acknowledgements {"tenantId", "appId", "destination", "keyId"}: a human pasted the secret into a
     notify-only destination; the rotation finishes once every destination is acknowledged."""
     allow(req, "POST")
+    who = authorize(req, Role.OPERATE)
     body = _fields(_body(req), {"tenantId", "appId", "destination", "keyId"}, set())
     tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
     key_id = _guid_field(body, "keyId")
     destination = body["destination"]
-    if not isinstance(destination, str) or not 1 <= len(destination) <= 64:
+    if not isinstance(destination, str) or not DESTINATION_NAME.fullmatch(destination):
         raise HttpError(422, "InvalidRequest", "destination must be the destination's name")
     async with services() as svc:
-        outcome = await svc.engine.acknowledge(tenant_id, app_id, destination, key_id)
+        outcome = await svc.engine.acknowledge(
+            tenant_id, app_id, destination, key_id, actor_of(Actor.MANUAL, who.name)
+        )
     return json_response({"acknowledged": True, "outcome": asdict(outcome)})
 
 
@@ -202,6 +231,7 @@ async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
 async def discover(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/discover/{tenantId}: app registrations named like Proofpoint's, with their secrets' expiry."""
     allow(req, "GET")
+    authorize(req, Role.READ)
     tenant_id = path_guid(req, "tenantId")
     async with services() as svc:
         patterns = svc.settings.discovery_name_patterns

@@ -21,12 +21,11 @@ from shared import onboarding
 from shared.bootstrap import services
 from shared.consent import ConsentRefused
 from shared.entrypoints.access import Role, authorize
-from shared.entrypoints.web import HttpError, allow, handled, json_response, path_guid
+from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, path_guid
 from shared.onboarding import ConsentResult, ConsentUnavailable
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-ALL_METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 
 STYLE = (
     "body{font:15px/1.5 system-ui,-apple-system,'Segoe UI',sans-serif;margin:0;background:#f5f6f8;color:#1c2330}"

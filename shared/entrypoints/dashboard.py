@@ -15,13 +15,12 @@ from importlib import resources
 
 import azure.functions as func
 
-from shared.entrypoints.web import HttpError, allow, handled
+from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 # Anonymous at the Functions host: a browser cannot send a function key. App Service Authentication signs the
 # caller in before the request gets here, and the data comes from the API routes, which check the roles.
 AUTH = func.AuthLevel.ANONYMOUS
-METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -99,7 +98,7 @@ def _response(req: func.HttpRequest, asset: Asset, cache_control: str) -> func.H
     return func.HttpResponse(body, status_code=200, headers={**headers, "Content-Type": asset.content_type})
 
 
-@bp.route(route="dashboard", methods=METHODS, auth_level=AUTH)
+@bp.route(route="dashboard", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/dashboard: the page an MSP engineer keeps open."""
@@ -107,7 +106,7 @@ async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
     return _response(req, page(), "no-cache")
 
 
-@bp.route(route="dashboard/{asset}", methods=METHODS, auth_level=AUTH)
+@bp.route(route="dashboard/{asset}", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def dashboard_asset(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/dashboard/{app.js,app.css,icon.svg}: the page's script, stylesheet and icon."""

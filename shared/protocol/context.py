@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from shared.domain import Actor, Application, AssessmentStatus, Stage, Target
+from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of
 from shared.errors import RotationError
 from shared.ports import Alert, Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
 
@@ -101,14 +101,14 @@ class Advance:
     """One advance of one target: holds its latest row and ETag; what every step reads and writes through."""
 
     def __init__(
-        self, ports: Ports, config: EngineConfig, owner: str, target: Target, etag: str, actor: Actor
+        self, ports: Ports, config: EngineConfig, owner: str, target: Target, etag: str, actor: Actor | str
     ) -> None:
         self.ports = ports
         self.config = config
         self.owner = owner
         self.target = target
         self.etag = etag
-        self.actor = actor
+        self.actor = actor_of(actor)  # "timer", "event", "manual:alice@msp.example": on every audit event
         self._app: Application | None = None
 
     def now(self) -> datetime:
@@ -160,7 +160,7 @@ class Advance:
             app_id=self.target.app_id,
             step=step,
             outcome=outcome,
-            actor=self.actor.value,
+            actor=self.actor,
             rotation_id=rotation_id or self.target.state.rotation_id,
             duration_ms=duration,
             error_code=error.code if error else "",

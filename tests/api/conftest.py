@@ -14,14 +14,17 @@ import pytest
 
 from shared import bootstrap
 from shared.alerts import LogAlerter
-from shared.entrypoints.access import platform_headers
+from shared.entrypoints.access import Role, platform_headers
 from shared.settings import SETTINGS
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import Customer, World
 
 world = rotation.world  # the same `world` fixture as the rotation tests (sandbox + Azurite, per-test tables)
+rotator = rotation.rotator  # and the same `rotator` (the engine's services with the sandbox's settings)
 
 JSON = {"Content-Type": "application/json"}
+OPERATOR = "operator@msp.example"
+BOTH_ROLES = (Role.READ.value, Role.OPERATE.value)
 ROUTES = {
     "me": "me",
     "openapi": "openapi.json",
@@ -82,10 +85,10 @@ class Api:
         raw: bytes | None = None,
         headers: dict[str, str] | None = None,
         params: dict[str, str] | None = None,
-        caller: tuple[str, tuple[str, ...]] | None = None,
+        caller: tuple[str, tuple[str, ...]] | None = (OPERATOR, BOTH_ROLES),
     ) -> Reply:
-        """Call a function as the host would; `caller` is a signed-in (name, app roles) whose principal header App
-        Service Authentication would inject."""
+        """Call a function as the host would; `caller` is the signed-in (name, app roles) whose principal header
+        App Service Authentication would inject (None: no principal, as without a sign-in)."""
         data = raw if raw is not None else (b"" if body is None else json.dumps(body).encode())
         sent = dict(headers if headers is not None else JSON)
         if caller is not None:

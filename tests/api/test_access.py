@@ -1,4 +1,4 @@
-"""Who may call: the principal App Service Authentication injects, its app roles, and GET /api/me."""
+"""Who may call: the principal App Service Authentication injects, app roles per route, the audit actor."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 
 from shared.entrypoints.access import PRINCIPAL_HEADER, Caller, Role, authorize, platform_headers, principal
 from shared.entrypoints.web import HttpError
-from tests.api.conftest import Api
+from tests.api.conftest import OPERATOR, Api, ids
+from tests.rotation.conftest import World
 
 READER = ("reader@msp.example", (Role.READ.value,))
 OPERATOR_ONLY = ("alice@msp.example", (Role.OPERATE.value,))
@@ -92,3 +93,46 @@ async def test_me_answers_who_is_calling(api: Api) -> None:
     assert guest.status == 200 and guest.body["roles"] == [] and guest.body["name"] == "guest@msp.example"
     anonymous = await api.call("me", caller=None)
     assert (anonymous.status, anonymous.code) == (401, "Unauthenticated")
+
+
+async def test_a_reader_can_look_but_cannot_register_rotate_push_or_acknowledge(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Readable", 10)
+    assert (await api.put(c)).status == 201
+    rows_before = await svc.state.all_rows()
+    for function, route in (("targets", {}), ("target", ids(c)), ("status", {}), ("openapi", {}),
+                            ("discover", {"tenantId": c.tenant_id})):
+        reply = await api.call(function, "GET", route, caller=READER)
+        assert reply.status == 200, (function, reply.text)
+    body = {**ids(c)}
+    tenants_before = world.sb.control.state()["tenants"]
+    refused = [
+        await api.call("target", "PUT", ids(c), {"customer": "Renamed"}, caller=READER),
+        await api.call("target", "DELETE", ids(c), caller=READER),
+        await api.call("rotations", "POST", {}, {**body, "force": True}, caller=READER),
+        await api.call("push", "POST", {}, body, caller=READER),
+        await api.call("acknowledgements", "POST", {}, {**body, "destination": "x", "keyId": c.app_id}, caller=READER),
+    ]
+    assert [(r.status, r.code) for r in refused] == [(403, "Forbidden")] * len(refused)
+    assert await svc.state.all_rows() == rows_before
+    assert world.sb.control.state()["tenants"] == tenants_before
+
+
+async def test_nobody_without_a_role_reads(api: Api, world: World) -> None:
+    for function in ("targets", "status", "openapi"):
+        reply = await api.call(function, caller=NOBODY)
+        assert (reply.status, reply.code) == (403, "Forbidden")
+        anonymous = await api.call(function, caller=None)
+        assert (anonymous.status, anonymous.code) == (401, "Unauthenticated")
+
+
+async def test_an_operator_registers_and_rotates_and_is_the_audit_actor(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Operated", 10)
+    created = await api.put(c, {"customer": "Operated"})
+    assert created.status == 201
+    rotated = await api.call("rotations", "POST", {}, {**ids(c), "force": True}, caller=OPERATOR_ONLY)
+    assert rotated.status == 200 and rotated.body["result"] in ("rotated", "push-incomplete"), rotated.text
+    events = await svc.state.events(c.tenant_id, c.app_id, limit=100)
+    registry = [e for e in events if e.step == "registry"]
+    assert [e.actor for e in registry] == [f"manual:{OPERATOR}"]
+    steps = [e for e in events if e.step != "registry"]
+    assert steps and {e.actor for e in steps} == {"manual:alice@msp.example"}

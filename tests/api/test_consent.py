@@ -254,7 +254,7 @@ async def test_nothing_secret_is_stored_by_the_consent_flow(api: Api, world: Wor
 
 async def test_consent_links_need_the_operate_role(api: Api, world: World) -> None:
     c = world.seed_customer("Roleco", 40, consent=False, owned=False)
-    anonymous = await api.call("consent_url", route={"tenantId": c.tenant_id})
+    anonymous = await api.call("consent_url", route={"tenantId": c.tenant_id}, caller=None)
     reader = await api.call("consent_url", route={"tenantId": c.tenant_id}, caller=READER)
     assert (anonymous.status, anonymous.code) == (401, "Unauthenticated")
     assert (reader.status, reader.code) == (403, "Forbidden")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from shared.entrypoints.api import ALL_METHODS, openapi_document
+from shared.entrypoints.api import openapi_document
 from tests.api.conftest import Api, app_functions
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+# A route registered without methods gets every method from the host, TRACE and CONNECT included.
+EVERY_METHOD = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "CONNECT"]
 
 
 def http_functions() -> dict[str, tuple[str, list[str]]]:
@@ -17,7 +19,10 @@ def http_functions() -> dict[str, tuple[str, list[str]]]:
     for f in app_functions():
         for binding in f.get_bindings():
             if binding.type == "httpTrigger":
-                found[f.get_function_name()] = (binding.route, [str(getattr(m, "value", m)) for m in binding.methods])
+                methods = binding.methods
+                found[f.get_function_name()] = (
+                    binding.route, EVERY_METHOD if methods is None else [str(getattr(m, "value", m)) for m in methods]
+                )
     return found
 
 
@@ -34,16 +39,19 @@ async def served_methods(api: Api, name: str, route: str, registered: list[str])
     return served
 
 
+def test_every_http_route_takes_every_method_so_wrong_ones_get_our_405() -> None:
+    assert {name: methods for name, (_, methods) in http_functions().items() if methods != EVERY_METHOD} == {}
+
+
 async def test_every_registered_route_and_method_is_documented_and_nothing_else(api: Api) -> None:
     doc = openapi_document()
     functions = http_functions()
-    assert {"openapi", "targets", "target", "status", "rotations", "acknowledgements", "discover", "push"} <= set(
-        functions
-    )
+    assert {"openapi", "targets", "target", "status", "rotations", "acknowledgements", "discover", "push",
+            "me"} <= set(functions)
     documented = {path: {m for m in item if m in HTTP_METHODS} for path, item in doc["paths"].items()}
     registered: dict[str, set[str]] = {}
     for name, (route, methods) in functions.items():
-        if sorted(methods) == sorted(ALL_METHODS):
+        if methods == EVERY_METHOD:
             methods_served = await served_methods(api, name, route, methods)
         else:
             # Registered for some methods only: the host itself refuses the others.
@@ -91,7 +99,7 @@ def test_the_document_is_well_formed() -> None:
 
 def test_every_error_status_the_api_answers_is_described() -> None:
     doc = openapi_document()
-    for name in ("BadRequest", "NotFound", "MethodNotAllowed", "Conflict", "PayloadTooLarge",
-                 "UnsupportedMediaType", "Unprocessable"):
+    for name in ("BadRequest", "Unauthenticated", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
+                 "PayloadTooLarge", "UnsupportedMediaType", "Unprocessable"):
         schema = doc["components"]["responses"][name]["content"]["application/json"]["schema"]
         assert resolve(doc, schema["$ref"])["required"] == ["error"]
