@@ -4,10 +4,11 @@ consents table (customer tenants' admin consent, and the consent links already a
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
@@ -169,6 +170,7 @@ class TablesStateStore:
         self._service = service
         self._targets: TableClient = service.get_table_client(f"{prefix}targets")
         self._events: TableClient = service.get_table_client(f"{prefix}events")
+        self._seen: TableClient = service.get_table_client(f"{prefix}seenevents")
         self._ready = False
         self._creating = asyncio.Lock()
 
@@ -178,7 +180,7 @@ class TablesStateStore:
         async with self._creating:  # the first calls of a concurrent pass wait for one creation
             if self._ready:
                 return
-            for table in (self._targets, self._events):
+            for table in (self._targets, self._events, self._seen):
                 try:
                     await self._service.create_table_if_not_exists(table.table_name)
                 except AzureError as error:
@@ -287,6 +289,53 @@ class TablesStateStore:
         except AzureError as error:
             raise _translate(error, "events") from error
         return found
+
+    async def claim_event(self, event_id: str, now: datetime, keep: timedelta) -> bool:
+        """Record an Event Grid event id as handled; False when it was seen within `keep` (a replay or a copy).
+
+        The insert is the claim: of concurrent copies exactly one succeeds. Expired ids are replaced, and a few
+        expired rows are removed on each call so the table stays small without a sweeper.
+        """
+        await self._ensure()
+        # Keys may not hold / \\ # ? or control characters (Tables' key rules): an id with any of those, or with
+        # non-ASCII text, is stored by its hash, so two ids never share a key.
+        clean = event_id.isascii() and all(c.isprintable() and c not in "/\\#?" for c in event_id)
+        key = event_id if clean else "sha256-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()
+        row = {"PartitionKey": key, "RowKey": "", "SeenAt": _iso(now), "ExpiresAt": _iso(now + keep)}
+        try:
+            await self._seen.create_entity(row)
+        except ResourceExistsError:
+            try:
+                existing = await self._seen.get_entity(key, "")
+                expires = _dt(existing.get("ExpiresAt"))
+                if expires is not None and expires > now:
+                    return False
+                await self._seen.update_entity(
+                    row, mode=UpdateMode.REPLACE, etag=existing.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except (ResourceModifiedError, ResourceNotFoundError):
+                return False  # another copy took it between our read and our write
+            except AzureError as error:
+                raise _translate(error, "event id") from error
+        except AzureError as error:
+            raise _translate(error, "event id") from error
+        await self._purge_seen(now)
+        return True
+
+    async def _purge_seen(self, now: datetime, limit: int = 20) -> None:
+        try:
+            expired = self._seen.query_entities(
+                "ExpiresAt lt @now", parameters={"now": _iso(now)}, results_per_page=limit
+            )
+            done = 0
+            async for row in expired:
+                await self._seen.delete_entity(row["PartitionKey"], row["RowKey"])
+                done += 1
+                if done >= limit:
+                    break
+        except AzureError:
+            pass  # housekeeping only: the next event tries again
 
     async def all_rows(self) -> list[dict[str, Any]]:
         """Every row of both tables, as stored: for tests that prove no secret is ever written."""

@@ -1,69 +1,84 @@
-"""POST /api/push: deliver a target's verified secret; also the Key Vault Event Grid webhook."""
+"""Pushes: `POST /api/push {"tenantId", "appId"}` for operators and automation, and Key Vault's Event Grid events
+through the native Event Grid trigger (`push_events`; endpoint type AzureFunction, no webhook, no handshake).
+
+Event Grid delivers at least once and may batch: every event is handled on its own (one bad or unknown event never
+stops the others), a replayed event id is skipped (ids are kept in Tables for EVENT_SEEN_HOURS), and a normal
+return acknowledges the event. An event is only retried (by raising) when it could not even be recorded as seen;
+a push that fails is not retried by Event Grid: the timer pass resumes every rotation in flight.
+"""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 import azure.functions as func
 
 from shared.bootstrap import services
-from shared.domain import Actor, target_of_secret
-from shared.entrypoints.web import HttpError, allow, handled, json_response, read_json
+from shared.domain import Actor, actor_of, target_of_secret
+from shared.entrypoints.access import Role, authorize
+from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, read_json
+from shared.errors import NotFound
 from shared.registry import guid
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
-VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
 NEW_VERSION_EVENT = "Microsoft.KeyVault.SecretNewVersionCreated"
+# Event Grid retries a delivery for up to 24 hours by default: a replay within that window is skipped.
+EVENT_SEEN_HOURS = 25
+_MAX_EVENT_ID = 128
 
 
-def _events(body: Any) -> list[dict[str, Any]] | None:
-    """The Event Grid events in a body, or None when it is a direct {"tenantId", "appId"} request."""
-    if isinstance(body, list):
-        if not body or not all(isinstance(e, dict) and isinstance(e.get("eventType"), str) for e in body):
-            raise HttpError(400, "InvalidEvents", "an Event Grid delivery is a non-empty list of events")
-        return body
-    return None
-
-
-async def _from_events(events: list[dict[str, Any]]) -> func.HttpResponse:
-    for event in events:
-        if event["eventType"] == VALIDATION_EVENT:
-            code = (event.get("data") or {}).get("validationCode")
-            if not isinstance(code, str):
-                raise HttpError(400, "InvalidEvents", "the validation event carries no validationCode")
-            return json_response({"validationResponse": code})
-    results = []
-    async with services() as svc:
-        for event in events:
-            if event["eventType"] != NEW_VERSION_EVENT:
-                continue
-            name = str((event.get("data") or {}).get("ObjectName") or "")
-            target = target_of_secret(name)
-            if target is None:
-                results.append({"secret": name, "result": "ignored"})
-                continue
-            outcome = await svc.engine.push_now(*target, Actor.EVENT)
-            results.append({"secret": name, "result": outcome.result})
-    # Always 200 for events: Event Grid would redeliver otherwise, and the timer retries what failed.
-    return json_response({"events": results})
-
-
-@bp.route(route="push", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="push", methods=ALL_METHODS, auth_level=func.AuthLevel.FUNCTION)
 @handled
 async def push(req: func.HttpRequest) -> func.HttpResponse:
-    """Push one target's verified secret to its destinations, or handle Key Vault's Event Grid events."""
+    """Push one target's verified secret to its destinations now (role Rotator.Operate)."""
     allow(req, "POST")
+    who = authorize(req, Role.OPERATE)
     body = read_json(req)
-    events = _events(body)
-    if events is not None:
-        return await _from_events(events)
-    if not isinstance(body, dict) or set(body) - {"tenantId", "appId"}:
+    if not isinstance(body, dict) or set(body) != {"tenantId", "appId"}:
         raise HttpError(422, "InvalidRequest", 'send {"tenantId": GUID, "appId": GUID}')
     tenant_id, app_id = guid(body.get("tenantId"), "tenantId"), guid(body.get("appId"), "appId")
     async with services() as svc:
-        outcome = await svc.engine.push_now(tenant_id, app_id, Actor.MANUAL)
+        outcome = await svc.engine.push_now(tenant_id, app_id, actor_of(Actor.MANUAL, who.name))
     return json_response(asdict(outcome))
+
+
+def secret_of(event: func.EventGridEvent) -> str | None:
+    """The Key Vault secret name a SecretNewVersionCreated event is about, or None for any other event."""
+    if event.event_type != NEW_VERSION_EVENT:
+        return None
+    data: Any = event.get_json()
+    name = data.get("ObjectName") if isinstance(data, dict) else None
+    return name if isinstance(name, str) else None
+
+
+@bp.event_grid_trigger(arg_name="event")
+async def push_events(event: func.EventGridEvent) -> None:
+    """Key Vault's SecretNewVersionCreated for a rotated secret: push that target's verified secret now."""
+    event_id = str(event.id or "")[:_MAX_EVENT_ID]
+    name = secret_of(event)
+    target = target_of_secret(name) if name else None
+    if target is None:
+        log.info("event ignored", extra={"event": "push-event", "event_id": event_id, "event_type": event.event_type,
+                                         "outcome": "ignored"})
+        return
+    tenant_id, app_id = target
+    async with services() as svc:
+        now = svc.engine.clock.now()
+        if event_id and not await svc.state.claim_event(event_id, now, timedelta(hours=EVENT_SEEN_HOURS)):
+            log.info("event replayed", extra={"event": "push-event", "event_id": event_id, "outcome": "duplicate",
+                                              "tenant_id": tenant_id, "app_id": app_id})
+            return
+        try:
+            outcome = await svc.engine.push_now(tenant_id, app_id, Actor.EVENT)
+        except NotFound:
+            outcome = None
+    log.info(
+        "event handled",
+        extra={"event": "push-event", "event_id": event_id, "tenant_id": tenant_id, "app_id": app_id,
+               "outcome": outcome.result if outcome else "unknown-target"},
+    )

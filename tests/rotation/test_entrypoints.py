@@ -1,4 +1,5 @@
-"""The function entry points end to end: the timer, and POST /api/push with Key Vault's Event Grid events."""
+"""The function entry points end to end: the timer, POST /api/push and the Event Grid trigger (more on events in
+tests/api/test_events.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import azure.functions.timer as timer
 from shared.alerts import LogAlerter
 from shared.domain import Actor, Stage
 from tests.api.conftest import Api, api, app_functions, functions  # noqa: F401 - `api` is a fixture used here
+from tests.api.test_events import event
 from tests.rotation.conftest import Customer, Rotator, World
 from tests.rotation.test_crash import CRASH_POINTS, kill_at
-from tests.rotation.test_push_retire import assert_delivered_everywhere, destinations, setup
+from tests.rotation.test_push_retire import destinations
 
 
 def test_the_timer_runs_on_the_schedule_setting_and_never_on_startup() -> None:
@@ -33,50 +35,6 @@ async def test_the_timer_function_runs_a_full_pass(api: Api, world: World) -> No
     assert (await read(api, healthy)).observed.status == "healthy"
 
 
-def event(name: str, event_id: str = "ev-1") -> dict[str, Any]:
-    return {
-        "id": event_id,
-        "topic": "/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-demo",
-        "subject": name,
-        "eventType": "Microsoft.KeyVault.SecretNewVersionCreated",
-        "eventTime": "2026-11-27T10:00:00Z",
-        "data": {"Id": f"https://kv-demo.vault.azure.net/secrets/{name}/abc", "VaultName": "kv-demo",
-                 "ObjectType": "Secret", "ObjectName": name, "Version": "abc"},
-        "dataVersion": "1",
-        "metadataVersion": "1",
-    }
-
-
-async def test_event_grid_validation_handshake(api: Api) -> None:  # noqa: F811
-    handshake = [{"id": "1", "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent", "subject": "",
-                  "data": {"validationCode": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"},
-                  "eventTime": "2026-11-27T10:00:00Z", "dataVersion": "1", "metadataVersion": "1", "topic": "t"}]
-    reply = await api.call("push", "POST", body=handshake)
-    assert reply.status == 200
-    assert reply.body == {"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"}
-
-
-async def test_a_new_version_event_pushes_a_verified_secret_once_even_if_delivered_twice(
-    api: Api, world: World, rotator: Rotator  # noqa: F811
-) -> None:
-    due = world.seed_customer("Evented", 12)
-    world.sb.control.add_fault("proofpoint", method="PUT", status=503, count=1)
-    await setup(world, rotator, due)
-    async with rotator(RETIRE_GRACE_HOURS="0") as svc:
-        first = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
-        assert first.result == "push-incomplete"
-        target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
-    assert target.state.stage is Stage.VERIFIED
-    delivery = [event(target.secret_name), event("proofpoint-api-account", "ev-2")]
-    reply = await api.call("push", "POST", body=delivery)
-    assert reply.status == 200
-    assert reply.body["events"] == [{"secret": target.secret_name, "result": "rotated"},
-                                    {"secret": "proofpoint-api-account", "result": "ignored"}]
-    again = await api.call("push", "POST", body=delivery)
-    assert again.status == 200 and again.body["events"][0]["result"] == "nothing-to-push"
-    await assert_delivered_everywhere(world, rotator, due)
-
-
 async def test_direct_push_request_and_its_own_new_version_event_while_rotating(
     api: Api, world: World  # noqa: F811
 ) -> None:
@@ -86,8 +44,8 @@ async def test_direct_push_request_and_its_own_new_version_event_while_rotating(
     assert reply.status == 200 and reply.body["result"] == "nothing-to-push"
     # The rotator's own Key Vault write raises an event while the rotation is still in flight: a no-op.
     target = await read(api, due)
-    reply = await api.call("push", "POST", body=[event(target.secret_name)])
-    assert reply.status == 200 and reply.body["events"][0]["result"] == "nothing-to-push"
+    await functions()["push_events"](event(target.secret_name))
+    assert (await read(api, due)).state == target.state
     missing = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.tenant_id})
     assert missing.status == 404
 
