@@ -141,7 +141,8 @@ async def test_a_redirect_is_not_followed(sb: Any, http: HttpDestination, caplog
 
 
 async def test_a_slow_portal_times_out(sb: Any, store: KeyVaultSecretStore, caplog: pytest.LogCaptureFixture) -> None:
-    quick = HttpDestination(store, verify=sb.ca_file, timeout=(5.0, 0.3))
+    quick = HttpDestination(store, verify=sb.ca_file, timeout=(5.0, 0.3),
+                            allowed_hosts=settings_of(sb).destination_allowed_hosts)  # the sandbox is on loopback
     sb.control.add_fault("portal", latency_ms=1500)
     error = await failure(quick, portal(sb), caplog)
     assert isinstance(error, Ambiguous) and error.code == "HttpDestinationUnavailable"

@@ -10,6 +10,7 @@ import pytest
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.destinations import ProofpointDestination, build_destinations
 from shared.destinations.proofpoint import FLAGS
+from shared.destinations.transport import guarded_sessions
 from shared.domain import DestinationConfig
 from shared.errors import Ambiguous, DestinationRejected, NotFound, RotationError, Throttled, Unreachable
 from tests.destinations import (
@@ -230,7 +231,8 @@ async def test_an_answer_slower_than_the_read_timeout_is_unavailable(
 ) -> None:
     settings = settings_of(sb)
     quick = ProofpointDestination(store, base_url=settings.proofpoint_base_url, verify=settings.ca_bundle,
-                                  timeout=(5.0, 0.3))
+                                  timeout=(5.0, 0.3),
+                                  session_factory=guarded_sessions(settings.destination_allowed_hosts))
     sb.control.add_fault("proofpoint", method="GET", latency_ms=1500)
     error = await failure(quick, caplog)
     assert isinstance(error, Ambiguous) and error.code == "ProofpointUnavailable"
