@@ -17,6 +17,7 @@ import requests
 
 from tests.conftest import ROOT
 from tests.rotation.conftest import World
+from tests.sandbox.test_admin_consent import register_redirect_uris
 
 SCRIPT = ROOT / "scripts" / "onboard-customer.sh"
 
@@ -28,21 +29,12 @@ def _free_port() -> int:
         return port
 
 
-def _register_redirect(world: World, uri: str) -> None:
-    msp = world.sb.control.msp()
-    app = next(a for t in world.sb.control.state()["tenants"] if t["id"] == msp["tenantId"]
-               for a in t["applications"] if a["appId"] == msp["appId"])
-    uris = sorted({*app["web"]["redirectUris"], uri})
-    world.sb.control.seed({"tenants": [{"id": msp["tenantId"], "applications": [
-        {"appId": "msp-app", "web": {"redirectUris": uris}}]}]})
-
-
 @pytest.fixture
 def served(world: World) -> Iterator[str]:
     """The function app on a loopback port, its consent redirect URI registered on the sandbox's MSP app."""
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
-    _register_redirect(world, f"{base}/api/consent")
+    register_redirect_uris(world.sb, f"{base}/api/consent")
     env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent",
            "ALLOW_FUNCTION_KEY_CALLERS": "true"}
     process = subprocess.Popen(

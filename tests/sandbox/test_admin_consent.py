@@ -23,7 +23,8 @@ def _tenant(sb: SandboxHandle, **extra: object) -> str:
     return tenant
 
 
-def _register(sb: SandboxHandle, *uris: str) -> None:
+def register_redirect_uris(sb: SandboxHandle, *uris: str) -> None:
+    """Add redirect URIs to the sandbox's MSP app (keeping those registered)."""
     msp = sb.control.msp()
     current = next(a for t in sb.control.state()["tenants"] if t["id"] == msp["tenantId"]
                    for a in t["applications"] if a["appId"] == msp["appId"])["web"]["redirectUris"]
@@ -50,7 +51,7 @@ def _roles(sb: SandboxHandle, tenant: str, app_id: str) -> list[str] | None:
 
 
 def test_consent_grants_the_required_permissions_and_redirects_with_the_answer(sb: SandboxHandle) -> None:
-    _register(sb, REGISTERED)
+    register_redirect_uris(sb, REGISTERED)
     tenant, app = _tenant(sb), sb.control.msp()["appId"]
     assert _roles(sb, tenant, app) is None
     reply = _open(sb, tenant, client_id=app, scope=GRAPH_DEFAULT, redirect_uri=REGISTERED, state="abc")
@@ -63,7 +64,7 @@ def test_consent_grants_the_required_permissions_and_redirects_with_the_answer(s
 
 
 def test_a_declining_admin_is_sent_back_with_the_error_and_nothing_granted(sb: SandboxHandle) -> None:
-    _register(sb, REGISTERED)
+    register_redirect_uris(sb, REGISTERED)
     tenant, app = _tenant(sb, consentDecision="decline"), sb.control.msp()["appId"]
     reply = _open(sb, tenant, client_id=app, scope=GRAPH_DEFAULT, redirect_uri=REGISTERED, state="s1")
     answer = dict(parse_qsl(urlparse(reply.headers["Location"]).query))
@@ -80,7 +81,7 @@ def test_an_unregistered_redirect_uri_is_refused_with_aadsts50011(sb: SandboxHan
 
 
 def test_a_redirect_uri_must_match_exactly(sb: SandboxHandle) -> None:
-    _register(sb, REGISTERED)
+    register_redirect_uris(sb, REGISTERED)
     tenant, app = _tenant(sb), sb.control.msp()["appId"]
     for near in (REGISTERED + "/", REGISTERED.upper(), REGISTERED.replace("https", "http")):
         assert _aadsts(_open(sb, tenant, client_id=app, scope=GRAPH_DEFAULT, redirect_uri=near)) == 50011
@@ -111,14 +112,14 @@ def test_a_missing_redirect_uri_is_refused_even_when_one_is_registered(sb: Sandb
     ],
 )
 def test_a_malformed_request_gets_entras_error_page(sb: SandboxHandle, query: dict[str, str], code: int) -> None:
-    _register(sb, REGISTERED)
+    register_redirect_uris(sb, REGISTERED)
     tenant = _tenant(sb)
     query = {k: (sb.control.msp()["appId"] if v == "msp" else v) for k, v in query.items()}
     assert _aadsts(_open(sb, tenant, **query)) == code
 
 
 def test_an_unknown_tenant_and_a_single_tenant_app_are_refused(sb: SandboxHandle) -> None:
-    _register(sb, REGISTERED)
+    register_redirect_uris(sb, REGISTERED)
     app = sb.control.msp()["appId"]
     assert _aadsts(_open(sb, str(uuid.uuid4()), client_id=app, scope=GRAPH_DEFAULT, redirect_uri=REGISTERED)) == 90002
     home, local_app = _tenant(sb), str(uuid.uuid4())
