@@ -2,11 +2,12 @@
 
 import azure.functions as func
 
-from shared.entrypoints import api, consent, dashboard, push, timer
+from shared.entrypoints import api, consent, dashboard, push, queue, timer
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(timer.bp)
 app.register_functions(push.bp)
+app.register_functions(queue.bp)
 app.register_functions(api.bp)
 app.register_functions(dashboard.bp)
 app.register_functions(consent.bp)

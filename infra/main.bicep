@@ -204,6 +204,7 @@ module rbac './app/rbac.bicep' = {
   params: {
     keyVaultName: keyVault.outputs.name
     storageAccountName: storage.outputs.name
+    workQueueName: storage.outputs.workQueueName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     identityPrincipalId: identity.outputs.principalId
     operatorPrincipalId: principalId
@@ -212,7 +213,7 @@ module rbac './app/rbac.bicep' = {
 }
 
 // Every setting the code reads (shared/settings.py SETTINGS), except the local-only ones
-// (STATE_TABLES_CONNECTION_STRING, CA_BUNDLE, DESTINATION_ALLOWED_HOSTS) and
+// (STATE_TABLES_CONNECTION_STRING, WORK_QUEUE, CA_BUNDLE, DESTINATION_ALLOWED_HOSTS) and
 // APPLICATIONINSIGHTS_CONNECTION_STRING, which the function-app module sets with the runtime settings.
 // tests/infra/test_settings_drift.py keeps this list, the code and local.settings.example.json in step.
 module functionApp './app/function-app.bicep' = {
@@ -247,6 +248,10 @@ module functionApp './app/function-app.bicep' = {
       GRAPH_BASE_URL: 'https://graph.microsoft.com/v1.0'
       KEY_VAULT_URL: keyVault.outputs.uri
       STATE_TABLES_ENDPOINT: storage.outputs.tableEndpoint
+      // The rotation work queue's identity-based connection (the queue trigger's `connection` and the timers).
+      WORK_QUEUE__queueServiceUri: storage.outputs.queueEndpoint
+      WORK_QUEUE__credential: 'managedidentity'
+      WORK_QUEUE__clientId: identity.outputs.clientId
       PROOFPOINT_BASE_URL: proofpointBaseUrl
       RENEW_BEFORE_DAYS: string(renewBeforeDays)
       SECRET_LIFETIME_DAYS: string(secretLifetimeDays)

@@ -1,24 +1,42 @@
 #!/usr/bin/env bash
-# Runs a command with a private Azurite (Tables) on a free loopback port, stopped on any exit.
-# Exports STATE_TABLES_CONNECTION_STRING for the command. Usage: scripts/with-azurite.sh CMD [ARGS...]
+# Runs a command with a private Azurite (Tables and Queues) on free loopback ports, stopped on any exit.
+# Exports STATE_TABLES_CONNECTION_STRING (the state tables) and WORK_QUEUE (the rotation work queue) for the command.
+# Usage: scripts/with-azurite.sh CMD [ARGS...]
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-azurite="$here/node_modules/.bin/azurite-table"
-[ -x "$azurite" ] || { echo "Azurite is not installed: run 'npm install' (make does it)" >&2; exit 2; }
+bin="$here/node_modules/.bin"
+[ -x "$bin/azurite-table" ] && [ -x "$bin/azurite-queue" ] \
+  || { echo "Azurite is not installed: run 'npm install' (make does it)" >&2; exit 2; }
 workdir=$(mktemp -d "${TMPDIR:-/tmp}/azurite.XXXXXX")
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$azurite" --silent --skipApiVersionCheck --disableTelemetry --inMemoryPersistence \
-  --tableHost 127.0.0.1 --tablePort "$port" >"$workdir/azurite.log" 2>&1 &
-pid=$!
-cleanup() { kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$workdir"; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+table_port=$(free_port)
+queue_port=$(free_port)
+common=(--silent --skipApiVersionCheck --disableTelemetry --inMemoryPersistence)
+"$bin/azurite-table" "${common[@]}" --tableHost 127.0.0.1 --tablePort "$table_port" >"$workdir/table.log" 2>&1 &
+table_pid=$!
+"$bin/azurite-queue" "${common[@]}" --queueHost 127.0.0.1 --queuePort "$queue_port" >"$workdir/queue.log" 2>&1 &
+queue_pid=$!
+cleanup() {
+  kill "$table_pid" "$queue_pid" 2>/dev/null || true
+  wait "$table_pid" "$queue_pid" 2>/dev/null || true
+  rm -rf "$workdir"
+}
 trap cleanup EXIT INT TERM
-for _ in $(seq 1 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then break; fi
-  kill -0 "$pid" 2>/dev/null || { cat "$workdir/azurite.log" >&2; echo "Azurite failed to start" >&2; exit 1; }
-  sleep 0.1
-done
+wait_for() {  # port pid name
+  for _ in $(seq 1 300); do
+    if python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then return 0; fi
+    kill -0 "$2" 2>/dev/null || { cat "$workdir/$3.log" >&2; echo "Azurite ($3) failed to start" >&2; exit 1; }
+    sleep 0.1
+  done
+  echo "Azurite ($3) did not listen on port $1 within 30 s" >&2
+  exit 1
+}
+wait_for "$table_port" "$table_pid" table
+wait_for "$queue_port" "$queue_pid" queue
 # The well-known Azurite development account key (public, documented by Microsoft).
-export STATE_TABLES_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;TableEndpoint=http://127.0.0.1:$port/devstoreaccount1;"
+account="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+export STATE_TABLES_CONNECTION_STRING="DefaultEndpointsProtocol=http;$account;TableEndpoint=http://127.0.0.1:$table_port/devstoreaccount1;"
+export WORK_QUEUE="DefaultEndpointsProtocol=http;$account;QueueEndpoint=http://127.0.0.1:$queue_port/devstoreaccount1;"
 set +e
 "$@"
 rc=$?

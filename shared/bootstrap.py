@@ -16,12 +16,13 @@ from azure.keyvault.secrets.aio import SecretClient
 from shared.adapters.graph import GraphDirectory
 from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
 from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
+from shared.adapters.queues import WORK_QUEUE_NAME, StorageWorkQueue
 from shared.adapters.tables import TablesConsentStore, TablesStateStore
 from shared.alerts import LogAlerter, WebhookAlerter
 from shared.clock import SystemClock
 from shared.ports import Alerter, Clock, Destination
 from shared.rotation import Engine, EngineConfig
-from shared.settings import IdentityMode, Settings
+from shared.settings import IdentityMode, Settings, SettingsError
 from shared.telemetry import configure_telemetry
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
@@ -61,6 +62,14 @@ class Services:
     secrets: KeyVaultSecretStore
     consent_keys: KeyVaultConsentKeys
     consents: TablesConsentStore
+    queue: StorageWorkQueue | None = None  # None when no work queue is configured (the command line needs none)
+
+    @property
+    def work_queue(self) -> StorageWorkQueue:
+        """The rotation work queue; SettingsError when none is configured."""
+        if self.queue is None:
+            raise SettingsError("WORK_QUEUE__queueServiceUri (or, locally, WORK_QUEUE) is required to fan work out")
+        return self.queue
 
 
 def destinations(settings: Settings, secrets: KeyVaultSecretStore) -> dict[str, Destination]:
@@ -77,6 +86,7 @@ async def services(
     clock: Clock | None = None,
     alerter: Alerter | None = None,
     table_prefix: str = "",
+    work_queue: str = "",
     config: EngineConfig | None = None,
 ) -> AsyncIterator[Services]:
     """Build the adapters from settings (the environment by default); close them on exit."""
@@ -120,10 +130,18 @@ async def services(
         clock=clock,
         config=config or engine_config(settings),
     )
+    queue = None
+    if settings.work_queue_connection_string or settings.work_queue_endpoint:
+        name = work_queue or DEFAULTS.get("work_queue") or WORK_QUEUE_NAME
+        queue = StorageWorkQueue.build(settings.work_queue_connection_string, settings.work_queue_endpoint,
+                                       credentials.home(), transport, name=name)
     try:
         consents = TablesConsentStore(table_service, prefix=table_prefix)
-        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client), consents)
+        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client), consents,
+                       queue)
     finally:
+        if queue is not None:
+            await queue.close()
         await directory.close()
         await secrets.close()
         await state.close()

@@ -234,17 +234,58 @@ def parser() -> argparse.ArgumentParser:
                             "in as this caller")
     serve.add_argument("--roles", default=None, metavar="R1,R2",
                        help="app roles of the --as caller, comma-separated (e.g. Rotator.Read,Rotator.Operate)")
+    work = sub.add_parser("work", help="take work from the rotation queue (WORK_QUEUE, Azurite) as the Functions host "
+                                       "runs advance_target: a local worker")
+    work.add_argument("--until-empty", action="store_true", help="stop once no message is visible")
+    work.add_argument("--queue", default="", help=argparse.SUPPRESS)  # tests: a private queue
+    work.add_argument("--invisible-seconds", type=int, default=600, help=argparse.SUPPRESS)
     return p
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from shared import bootstrap, local_host
+def _work(args: argparse.Namespace) -> int:
+    from shared import bootstrap
+    from shared.adapters.queues import WORK_QUEUE_NAME
+    from shared.local_queue import QueueHost, app_queue_functions
 
-    Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start, not at the first call
+    settings = Settings.from_env(os.environ)
+    if not settings.work_queue_connection_string:
+        raise SettingsError("WORK_QUEUE (a connection string, e.g. Azurite's) is required for a local worker")
+    _test_defaults(args)
+    queue = args.queue or WORK_QUEUE_NAME
+    bootstrap.DEFAULTS["work_queue"] = queue
+    work, poison = app_queue_functions()
+
+    async def loop() -> None:
+        async with QueueHost(settings.work_queue_connection_string, queue, work, poison,
+                             invisible_while_working=timedelta(seconds=args.invisible_seconds)) as host:
+            while True:
+                ran = await host.drain()
+                if args.until_empty:
+                    print(f"ran {ran} message(s); the queue has nothing visible", flush=True)
+                    return
+                await asyncio.sleep(1 if ran else 5)
+
+    try:
+        asyncio.run(loop())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _test_defaults(args: argparse.Namespace) -> None:
+    from shared import bootstrap
+
     if args.table_prefix:
         bootstrap.DEFAULTS["table_prefix"] = args.table_prefix
     if args.clock_offset_seconds:
         bootstrap.DEFAULTS["clock"] = SystemClock(timedelta(seconds=args.clock_offset_seconds))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from shared import local_host
+
+    Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start, not at the first call
+    _test_defaults(args)
     roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
     principal = None
     if args.caller is not None or roles:
@@ -296,6 +337,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "work":
+            return _work(args)
         return asyncio.run(main_async(args))
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)

@@ -320,3 +320,23 @@ class Alerter(Protocol):
     """Tells a human about a condition; never raises (an alert that cannot be sent is logged)."""
 
     async def raise_alert(self, alert: Alert) -> None: ...
+
+
+@dataclass(frozen=True)
+class Work:
+    """One customer with work for a queue worker: advance this target (at-least-once; the lease and ETags make a
+    second delivery harmless). Carries ids and who asked, never a secret."""
+
+    tenant_id: str
+    app_id: str
+    actor: str
+    reason: str  # due, in-flight, retire, busy-retry, manual
+
+
+class WorkQueue(Protocol):
+    """The queue the timers fan work out on; a queue-triggered function advances one target per message."""
+
+    async def enqueue(self, work: Work, delay_seconds: int = 0) -> None:
+        """Add one message, visible after `delay_seconds`; RotationError (Unreachable) when the queue cannot be
+        written."""
+        ...

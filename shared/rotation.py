@@ -188,10 +188,11 @@ class Engine:
 
     async def advance(
         self, tenant_id: str, app_id: str, actor: Actor | str, *, force: bool = False, assess_only: bool = False,
-        only_in_flight: bool = False,
+        only_in_flight: bool = False, reserve_only: bool = False,
     ) -> Outcome:
         """Take one target as far through the protocol as it can go now (with only_in_flight: only a target
-        whose rotation is in flight, decided on the row the lease is taken on)."""
+        whose rotation is in flight, decided on the row the lease is taken on; with reserve_only: an idle target is
+        assessed and, when due, reserved (stage creating, result "reserved") for a queue worker to take further)."""
         try:
             target, etag = await self.state.get_target(tenant_id, app_id)
         except NotFound as error:
@@ -206,11 +207,15 @@ class Engine:
             await run.take_lease()
         except Conflict:
             return outcome(target, "busy", message="another run took this target first")
-        return await self._advance(run, force, assess_only)
+        return await self._advance(run, force, assess_only, reserve_only)
 
-    async def _advance(self, run: Advance, force: bool = False, assess_only: bool = False) -> Outcome:
+    async def _advance(
+        self, run: Advance, force: bool = False, assess_only: bool = False, reserve_only: bool = False
+    ) -> Outcome:
         """Run the protocol on a target whose lease this advance holds; release the lease at the end."""
         try:
+            if reserve_only:
+                return await self._reserve(run, force)
             return await self._go(run, force, assess_only)
         except Stop as stop:
             return stop.outcome
@@ -221,6 +226,15 @@ class Engine:
             return run.outcome("failed", error_code=error.code, message=error.message)
         finally:
             await run.release()
+
+    @staticmethod
+    async def _reserve(run: Advance, force: bool) -> Outcome:
+        """Assess an idle target and reserve its rotation when due (or forced); a target in flight is left as is."""
+        if run.target.state.stage is Stage.IDLE and await consider(run, force):
+            return run.outcome("reserved")
+        if run.target.state.stage is not Stage.IDLE:
+            return run.outcome("in-flight")
+        return run.outcome(run.target.observed.status or "checked")
 
     @staticmethod
     async def _go(run: Advance, force: bool, assess_only: bool) -> Outcome:

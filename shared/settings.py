@@ -48,6 +48,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("KEY_VAULT_URL", None, "The vault holding rotated secrets and destination credentials.", True),
     Setting("STATE_TABLES_ENDPOINT", "", "Table endpoint of the function's storage account (identity access)."),
     Setting("STATE_TABLES_CONNECTION_STRING", "", "Local only (Azurite): a Tables connection string."),
+    Setting("WORK_QUEUE__queueServiceUri", "",
+            "Queue endpoint of the function's storage account: the rotation work queue (identity access)."),
+    Setting("WORK_QUEUE", "", "Local only (Azurite): a Queues connection string for the rotation work queue."),
     Setting("PROOFPOINT_BASE_URL", "https://{stack}.proofpointessentials.com/api/v1",
             "Proofpoint Essentials API base; {stack} is us1..us5 or eu1."),
     Setting("RENEW_BEFORE_DAYS", "30", "Rotate when a secret has at most this many days left."),
@@ -141,6 +144,8 @@ class Settings:
     key_vault_url: str
     tables_endpoint: str
     tables_connection_string: str = field(repr=False)
+    work_queue_endpoint: str
+    work_queue_connection_string: str = field(repr=False)
     proofpoint_base_url: str
     renew_before_days: int
     secret_lifetime_days: int
@@ -203,6 +208,8 @@ class Settings:
             key_vault_url=_https_url("KEY_VAULT_URL", raw["KEY_VAULT_URL"]),
             tables_endpoint=raw["STATE_TABLES_ENDPOINT"],
             tables_connection_string=raw["STATE_TABLES_CONNECTION_STRING"],
+            work_queue_endpoint=raw["WORK_QUEUE__queueServiceUri"],
+            work_queue_connection_string=raw["WORK_QUEUE"],
             proofpoint_base_url=_https_url("PROOFPOINT_BASE_URL", raw["PROOFPOINT_BASE_URL"]),
             renew_before_days=renew,
             secret_lifetime_days=lifetime,

@@ -8,6 +8,9 @@ param keyVaultName string
 @description('Name of the storage account.')
 param storageAccountName string
 
+@description('Name of the rotation work queue; its poison queue is <name>-poison (both get the queue roles below).')
+param workQueueName string
+
 @description('Name of the Application Insights component.')
 param applicationInsightsName string
 
@@ -43,6 +46,18 @@ var roles = {
     name: 'Storage Table Data Contributor'
     id: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   }
+  storageQueueDataReader: {
+    name: 'Storage Queue Data Reader'
+    id: '19e7f393-937e-4f77-808e-94535e297925'
+  }
+  storageQueueDataMessageSender: {
+    name: 'Storage Queue Data Message Sender'
+    id: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
+  }
+  storageQueueDataMessageProcessor: {
+    name: 'Storage Queue Data Message Processor'
+    id: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+  }
   monitoringMetricsPublisher: {
     name: 'Monitoring Metrics Publisher'
     id: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -55,6 +70,15 @@ var storageRoles = [
   roles.storageBlobDataOwner
   roles.storageQueueDataContributor
   roles.storageTableDataContributor
+]
+
+// The rotation work queues, through the identity-based connection WORK_QUEUE: the timers send (Message Sender),
+// the queue trigger reads and deletes (Reader, Message Processor; the roles the Functions docs list for a queue
+// trigger), and the host sends a failed message to the poison queue. Scoped to the two queues only.
+var workQueueRoles = [
+  roles.storageQueueDataReader
+  roles.storageQueueDataMessageSender
+  roles.storageQueueDataMessageProcessor
 ]
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -89,6 +113,43 @@ resource storageRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04
     principalId: identityPrincipalId
     principalType: 'ServicePrincipal'
     description: 'Rotator: ${role.name}.'
+  }
+}]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' existing = {
+  parent: storage
+  name: 'default'
+}
+
+resource workQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: workQueueName
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' existing = {
+  parent: queueService
+  name: '${workQueueName}-poison'
+}
+
+resource workQueueRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in workQueueRoles: {
+  name: guid(workQueue.id, identityPrincipalId, role.id)
+  scope: workQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role.id)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Rotator: ${role.name} on the rotation work queue.'
+  }
+}]
+
+resource poisonQueueRoleAssignments 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for role in workQueueRoles: {
+  name: guid(poisonQueue.id, identityPrincipalId, role.id)
+  scope: poisonQueue
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', role.id)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+    description: 'Rotator: ${role.name} on the poison queue.'
   }
 }]
 

@@ -1,5 +1,6 @@
-"""The timer triggers: the daily rotation pass (ROTATION_SCHEDULE) and the short-cadence resume pass
-(RESUME_SCHEDULE); never on startup."""
+"""The timer triggers: the daily rotation fan-out (ROTATION_SCHEDULE) and the short-cadence resume fan-out
+(RESUME_SCHEDULE); never on startup. Each only decides which customers have work and enqueues one message per
+customer on the rotation work queue (shared/fanout.py); `advance_target` (entrypoints/queue.py) does the work."""
 
 from __future__ import annotations
 
@@ -7,19 +8,21 @@ import azure.functions as func
 
 from shared.bootstrap import services
 from shared.domain import Actor
+from shared.fanout import plan_pass
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%ROTATION_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def rotation_timer(timer: func.TimerRequest) -> None:
-    """Resume rotations in flight, assess every enabled target, rotate what is due, push and retire."""
+    """Assess every enabled target, reserve the due ones, enqueue every target with work (due, in flight,
+    retirement due)."""
     async with services() as svc:
-        await svc.engine.run_pass(Actor.TIMER)
+        await plan_pass(svc.engine, svc.work_queue, Actor.TIMER)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RESUME_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def resume_timer(timer: func.TimerRequest) -> None:
-    """Take rotations in flight (creating, pending, verified, pushed) further; idle targets are not touched."""
+    """Enqueue the rotations in flight (creating, pending, verified, pushed); idle targets are not touched."""
     async with services() as svc:
-        await svc.engine.resume_pass(Actor.TIMER)
+        await plan_pass(svc.engine, svc.work_queue, Actor.TIMER, only_in_flight=True)

@@ -122,6 +122,7 @@ def api(world: World, monkeypatch: pytest.MonkeyPatch) -> Api:
         monkeypatch.setenv(name, value)
     alerter = LogAlerter()
     monkeypatch.setitem(bootstrap.DEFAULTS, "table_prefix", world.prefix)
+    monkeypatch.setitem(bootstrap.DEFAULTS, "work_queue", world.queue)
     monkeypatch.setitem(bootstrap.DEFAULTS, "alerter", alerter)
     return Api(world, alerter)
 

@@ -28,6 +28,8 @@ LOCAL_ONLY = {
     # A connection string carries an account key; in Azure shared-key access is off and the code
     # reaches the tables through STATE_TABLES_ENDPOINT with the managed identity. Locally: Azurite.
     "STATE_TABLES_CONNECTION_STRING",
+    # The same for the rotation work queue: in Azure WORK_QUEUE__queueServiceUri with the managed identity.
+    "WORK_QUEUE",
     # Trust for the sandbox's generated CA; in Azure the public CAs apply.
     "CA_BUNDLE",
     # Lets destinations reach the sandbox on loopback; in Azure every destination must be a public address.
@@ -42,6 +44,9 @@ HOST_SETTINGS = {
     "AzureWebJobsStorage__blobServiceUri",
     "AzureWebJobsStorage__queueServiceUri",
     "AzureWebJobsStorage__tableServiceUri",
+    # The rest of the work queue's identity-based connection, read by the queue trigger's binding.
+    "WORK_QUEUE__credential",
+    "WORK_QUEUE__clientId",
     # The host's own telemetry, sent with an Entra ID token (local auth is off on Application Insights).
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     # Local only (Core Tools): the language worker and the host storage (Azurite). On Flex Consumption

@@ -148,6 +148,11 @@ class World:
         name = Target(customer.tenant_id, customer.app_id).secret_name
         return list(self.sb.control.state()["keyvault"]["secrets"].get(name, []))
 
+    @property
+    def queue(self) -> str:
+        """This test's private rotation work queue (its poison queue: the name + "-poison")."""
+        return f"{self.prefix}-work"
+
     def settings(self, **overrides: str) -> Settings:
         return Settings.from_env({**self.env, **overrides})
 
@@ -184,6 +189,8 @@ def world(sb: SandboxHandle, monkeypatch: pytest.MonkeyPatch) -> World:
         "STATE_TABLES_CONNECTION_STRING": tables,
         "VERIFY_TIMEOUT_SECONDS": "20",
         "RETIRE_GRACE_HOURS": "24",
+        # The rotation work queue: Azurite's queue service, started beside its tables by scripts/with-azurite.sh.
+        **({"WORK_QUEUE": os.environ["WORK_QUEUE"]} if os.environ.get("WORK_QUEUE") else {}),
     }
     # The managed identity credential reads App Service's variables from the process environment.
     for name in ("IDENTITY_ENDPOINT", "IDENTITY_HEADER"):
@@ -202,7 +209,7 @@ def rotator(world: World) -> Rotator:
               **overrides: str) -> AbstractAsyncContextManager[Services]:
         settings = world.settings(**overrides)
         config = engine_config(settings)
-        return services(settings, clock=SystemClock(offset), table_prefix=world.prefix,
+        return services(settings, clock=SystemClock(offset), table_prefix=world.prefix, work_queue=world.queue,
                         alerter=alerter or LogAlerter(), config=config)
 
     return build

@@ -1,15 +1,13 @@
-"""The function entry points end to end: the timer, POST /api/push and the Event Grid trigger (more on events in
-tests/api/test_events.py)."""
+"""The function entry points end to end: POST /api/push and the Event Grid trigger (more on events in
+tests/api/test_events.py); the timers and the queue functions are in tests/fanout."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-import azure.functions.timer as timer
-
 from shared.alerts import LogAlerter
-from shared.domain import Actor, Stage
+from shared.domain import Actor
 from tests.api.conftest import Api, api, app_functions, functions  # noqa: F401 - `api` is a fixture used here
 from tests.api.test_events import event
 from tests.rotation.conftest import Customer, Rotator, World
@@ -22,17 +20,6 @@ def test_the_timer_runs_on_the_schedule_setting_and_never_on_startup() -> None:
     (binding,) = timer_function.get_bindings()
     assert binding.schedule == "%ROTATION_SCHEDULE%"
     assert binding.run_on_startup is False
-
-
-async def test_the_timer_function_runs_a_full_pass(api: Api, world: World) -> None:  # noqa: F811
-    due = world.seed_customer("Timed", 12)
-    healthy = world.seed_customer("Fine", 300)
-    world.seed_accounts()
-    await register(api, due, healthy)
-    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
-    target = await read(api, due)
-    assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
-    assert (await read(api, healthy)).observed.status == "healthy"
 
 
 async def test_direct_push_request_and_its_own_new_version_event_while_rotating(

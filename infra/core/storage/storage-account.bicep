@@ -31,6 +31,9 @@ param deleteRetentionDays int = 7
 ])
 param skuName string = 'Standard_ZRS'
 
+@description('Name of the rotation work queue (shared/adapters/queues.py WORK_QUEUE_NAME); its poison queue is <name>-poison.')
+param workQueueName string = 'rotation-work'
+
 @description('Log Analytics workspace that receives the account\'s read, write and delete logs.')
 param logAnalyticsWorkspaceId string
 
@@ -117,6 +120,18 @@ resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-0
   name: 'default'
 }
 
+// The rotation work queue (timers fan out one message per customer with work; the queue trigger takes them) and
+// its poison queue (the host moves a message there after host.json's maxDequeueCount failed attempts).
+var workQueueNames = [
+  workQueueName
+  '${workQueueName}-poison'
+]
+
+resource workQueues 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = [for queueName in workQueueNames: {
+  parent: queueService
+  name: queueName
+}]
+
 // Audit of who touched the registry, state and audit tables (and the runtime's blobs and queues).
 resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
@@ -169,8 +184,11 @@ output resourceId string = storage.id
 @description('Blob endpoint, e.g. https://<name>.blob.core.windows.net/.')
 output blobEndpoint string = storage.properties.primaryEndpoints.blob
 
-@description('Queue endpoint.')
+@description('Queue endpoint (the host\'s queues and the rotation work queue: WORK_QUEUE__queueServiceUri).')
 output queueEndpoint string = storage.properties.primaryEndpoints.queue
+
+@description('Name of the rotation work queue (created here with its poison queue).')
+output workQueueName string = workQueues[0].name
 
 @description('Table endpoint: STATE_TABLES_ENDPOINT of the app.')
 output tableEndpoint string = storage.properties.primaryEndpoints.table

@@ -1,0 +1,89 @@
+"""The rotation work queue on Azure Storage queues (azure-storage-queue): what the timers fan out, one message per
+customer with work, taken by the queue-triggered function `advance_target`.
+
+Messages are JSON, Base64-encoded: the Functions host's queue trigger decodes Base64 (host.json
+`extensions.queues.messageEncoding`), as the SDK's `TextBase64EncodePolicy` encodes. A message carries ids and who
+asked, never a secret.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.queue import TextBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from shared.errors import Unreachable
+from shared.ports import Work
+
+WORK_QUEUE_NAME = "rotation-work"
+POISON_QUEUE_NAME = f"{WORK_QUEUE_NAME}-poison"  # where the host moves a message after maxDequeueCount failures
+MAX_DELAY_SECONDS = 7 * 24 * 3600  # the service's limit on a message's initial invisibility
+
+
+class MalformedWork(ValueError):
+    """A message that is not a work item of this app (dropped with an error log; never retried)."""
+
+
+def work_message(work: Work) -> str:
+    """The message text of a work item."""
+    return json.dumps({"v": 1, "tenantId": work.tenant_id, "appId": work.app_id, "actor": work.actor,
+                       "reason": work.reason}, separators=(",", ":"))
+
+
+def parse_work(text: str | bytes) -> Work:
+    """The work item of a message text; MalformedWork when it is not one."""
+    try:
+        doc: Any = json.loads(text)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise MalformedWork(f"not JSON: {error}") from None
+    fields = ("tenantId", "appId", "actor", "reason")
+    if not isinstance(doc, dict) or doc.get("v") != 1 or not all(isinstance(doc.get(f), str) for f in fields):
+        raise MalformedWork("not a version-1 work item with tenantId, appId, actor and reason")
+    return Work(doc["tenantId"], doc["appId"], doc["actor"], doc["reason"])
+
+
+class StorageWorkQueue:
+    """WorkQueue on one Storage queue. The queue is created on first use when missing (Bicep creates it in Azure;
+    Azurite starts empty)."""
+
+    def __init__(self, client: QueueClient) -> None:
+        self._client = client
+        self._created = False
+
+    @classmethod
+    def build(cls, connection_string: str, service_uri: str, credential: Any, transport: Any = None,
+              name: str = WORK_QUEUE_NAME) -> StorageWorkQueue:
+        """From a connection string (local, Azurite) or the queue service URI and an identity (Azure)."""
+        options: dict[str, Any] = {"message_encode_policy": TextBase64EncodePolicy()}
+        if transport is not None:
+            options["transport"] = transport
+        if connection_string:
+            return cls(QueueClient.from_connection_string(connection_string, name, **options))
+        return cls(QueueClient(service_uri, name, credential=credential, **options))
+
+    async def enqueue(self, work: Work, delay_seconds: int = 0) -> None:
+        delay = max(0, min(delay_seconds, MAX_DELAY_SECONDS))
+        try:
+            try:
+                await self._client.send_message(work_message(work), visibility_timeout=delay or None)
+            except ResourceNotFoundError:
+                if self._created:
+                    raise
+                await self._ensure_queue()
+                await self._client.send_message(work_message(work), visibility_timeout=delay or None)
+        except AzureError as error:
+            raise Unreachable(f"the work queue could not be written: {type(error).__name__}",
+                              code="WorkQueueUnavailable") from None
+
+    async def _ensure_queue(self) -> None:
+        try:
+            await self._client.create_queue()
+        except ResourceExistsError:
+            pass
+        self._created = True
+
+    async def close(self) -> None:
+        await self._client.close()

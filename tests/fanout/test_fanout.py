@@ -1,0 +1,193 @@
+"""Fan-out on Storage queues: the timers enqueue one message per customer with work; the queue function, invoked as
+the host invokes it with real messages taken from Azurite's queue service, advances one customer per message.
+
+Real parts: Azurite's queue and table services, the real azure-storage-queue client, the sandbox behind every Azure
+SDK, the function objects of function_app (what the host indexes)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import azure.functions.timer as timer
+import pytest
+from azure.storage.queue.aio import QueueClient
+
+from shared.adapters.queues import parse_work, work_message
+from shared.domain import Stage
+from shared.local_queue import QueueHost, QueueOptions
+from shared.ports import Work
+from tests.api.conftest import Api, functions
+from tests.rotation.conftest import Customer, Rotator, World
+from tests.rotation.test_crash import CRASH_POINTS, kill_at
+from tests.rotation.test_entrypoints import read, register
+
+pytestmark = pytest.mark.sandbox
+
+FAST_RETRY = QueueOptions(batch_size=8, max_dequeue_count=3, visibility_timeout=timedelta(0))
+
+
+def connection() -> str:
+    value = os.environ.get("WORK_QUEUE")
+    if not value:
+        pytest.fail("WORK_QUEUE is not set: run the tests through `make test` (scripts/with-azurite.sh starts Azurite)")
+    return value
+
+
+@pytest.fixture
+async def host(api: Api) -> AsyncIterator[QueueHost]:
+    """The host's queue trigger on this test's queue, bound to the app's own queue functions."""
+    f = functions()
+    async with QueueHost(connection(), api.world.queue, f["advance_target"], f["poisoned_work"], FAST_RETRY) as h:
+        yield h
+
+
+async def queued(world: World, poison: bool = False) -> list[Work]:
+    """The messages waiting (visible) on the test's queue, decoded as the host decodes them."""
+    name = world.queue + ("-poison" if poison else "")
+    async with QueueClient.from_connection_string(connection(), name) as client:
+        return [parse_work(base64.b64decode(m.content)) for m in await client.peek_messages(max_messages=32)]
+
+
+def made_by_rotator(world: World, customer: Customer) -> list[dict[str, object]]:
+    return [c for c in world.credentials(customer) if "rotation" in str(c["displayName"] or "")]
+
+
+async def test_the_timer_enqueues_only_customers_with_work_and_a_worker_rotates_them(
+    api: Api, world: World, host: QueueHost
+) -> None:
+    due = world.seed_customer("Due", 12)
+    expired = world.seed_customer("Expired", -2)
+    healthy = world.seed_customer("Healthy", 300)
+    world.seed_accounts()
+    await register(api, due, expired, healthy)
+
+    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
+
+    work = await queued(world)
+    assert sorted((w.app_id, w.reason) for w in work) == sorted([(due.app_id, "due"), (expired.app_id, "due")])
+    assert all(w.actor == "timer" for w in work)
+    for customer in (due, expired):  # reserved by the timer: the row says which rotation, before any message
+        target = await read(api, customer)
+        assert target.state.stage is Stage.CREATING and target.state.rotation_id
+    assert (await read(api, healthy)).observed.status == "healthy"
+    assert not made_by_rotator(world, due), "the timer itself creates no credential"
+
+    assert await host.drain() == 2
+    for customer in (due, expired):
+        target = await read(api, customer)
+        assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
+        assert len(made_by_rotator(world, customer)) == 1
+    assert await queued(world) == []
+
+
+async def test_the_resume_timer_enqueues_only_rotations_in_flight(
+    api: Api, world: World, host: QueueHost
+) -> None:
+    stuck = world.seed_customer("Stuck", 12)
+    due = world.seed_customer("DueLater", 12)
+    world.seed_accounts()
+    await register(api, stuck, due)
+    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
+    await asyncio.to_thread(kill_at, world, stuck, verification)
+    assert (await read(api, stuck)).state.stage is Stage.PENDING
+    checked = (await read(api, due)).observed.checked_at
+
+    await functions()["resume_timer"](timer.TimerRequest(past_due=False))
+
+    assert [(w.app_id, w.reason) for w in await queued(world)] == [(stuck.app_id, "in-flight")]
+    assert (await read(api, due)).observed.checked_at == checked, "the resume timer reads nothing of idle targets"
+
+
+async def test_a_message_delivered_twice_makes_one_credential(
+    api: Api, world: World, host: QueueHost, rotator: Rotator
+) -> None:
+    due = world.seed_customer("Twice", 12)
+    world.seed_accounts()
+    await register(api, due)
+    async with rotator() as svc:
+        for _ in range(3):  # at-least-once: the same work, three times, taken in one batch side by side
+            await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "manual:ops", "due"))
+    await host.drain()
+    target = await read(api, due)
+    assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
+    assert len(made_by_rotator(world, due)) == 1
+    assert len([v for v in world.versions(due) if v["tags"].get("stage") == "current"]) == 1
+
+
+async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lease(
+    api: Api, world: World, host: QueueHost
+) -> None:
+    due = world.seed_customer("Killed", 12)
+    world.seed_accounts()
+    await register(api, due)
+    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
+    # A worker process takes the message and is killed while the new secret is being verified; the message it
+    # held becomes visible again after 2 s (the host renews it only while its worker is alive).
+    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
+    await asyncio.to_thread(kill_at, world, due, verification, "work", "--until-empty", "--queue", world.queue,
+                            "--invisible-seconds", "2")
+    assert (await read(api, due)).state.stage is Stage.PENDING
+    await asyncio.sleep(2.5)
+
+    # Another worker, a lease later: the redelivered message finishes the rotation.
+    later = world.cli("work", "--until-empty", "--queue", world.queue, offset=6 * 60)
+    assert await asyncio.to_thread(later.wait, 240) == 0, later.output()
+    target = await read(api, due)
+    assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated", later.output()
+    assert len(made_by_rotator(world, due)) == 1
+
+
+async def test_a_target_held_by_another_runner_is_looked_at_again_after_its_lease(
+    api: Api, world: World, host: QueueHost, rotator: Rotator
+) -> None:
+    due = world.seed_customer("Held", 12)
+    world.seed_accounts()
+    await register(api, due)
+    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
+    await asyncio.to_thread(kill_at, world, due, verification)  # a crashed run left its lease on the row
+    async with rotator() as svc:
+        await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "timer", "in-flight"))
+    assert await host.drain() == 1
+    assert await queued(world) == [], "the retry is not visible before the lease has run out"
+    async with QueueClient.from_connection_string(connection(), world.queue) as client:
+        props = await client.get_queue_properties()
+    assert props.approximate_message_count == 1, "one delayed message looks at the target again"
+    assert (await read(api, due)).state.stage is Stage.PENDING
+
+
+async def test_a_message_that_fails_every_time_is_poisoned_alerted_and_shown(
+    api: Api, world: World, host: QueueHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    due = world.seed_customer("Poison", 12)
+    world.seed_accounts()
+    await register(api, due)
+    # Every attempt fails in the worker itself (not a step the engine handles): the host retries, then poisons.
+    from shared import fanout
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("a defect in the worker")
+
+    monkeypatch.setattr(fanout.Engine, "advance", broken)
+    async with QueueClient.from_connection_string(connection(), world.queue) as client:
+        await client.send_message(base64.b64encode(
+            work_message(Work(due.tenant_id, due.app_id, "timer", "due")).encode()).decode())
+    await host.drain()
+    assert await queued(world) == [] and await queued(world, poison=True) == []
+    alerts = [a for a in api.alerter.raised if a.condition == "poison-message"]
+    assert len(alerts) == 1 and alerts[0].app_id == due.app_id
+    (shown,) = (await api.call("status")).body["targets"]
+    assert "poison" in (shown["needsHuman"] or "") and "needs-human" in shown["alerts"], shown
+
+
+async def test_a_message_that_is_not_a_work_item_is_dropped_without_retry(
+    api: Api, world: World, host: QueueHost
+) -> None:
+    async with QueueClient.from_connection_string(connection(), world.queue) as client:
+        for body in (b"not json", b'{"v": 2}', b"[]"):
+            await client.send_message(base64.b64encode(body).decode())
+    assert await host.drain() == 3
+    assert await queued(world) == [] and await queued(world, poison=True) == []
