@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from typing import Any
 
 import jsonschema_rs
+import pytest
 import schemathesis
 
 from shared import service
@@ -16,6 +18,7 @@ from shared.entrypoints.access import FUNCTION_KEY, Role
 from shared.entrypoints.api import openapi_document
 from shared.entrypoints.dashboard import CONTENT_TYPES
 from tests.api.conftest import ROUTES, Api, app_functions
+from tests.openapi_check import UndocumentedResponse, check_response
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # A route registered without methods gets every method from the host, TRACE and CONNECT included.
@@ -197,3 +200,37 @@ def test_closed_sets_are_enums_taken_from_the_code() -> None:
     assert asset["parameters"][0]["schema"]["enum"] == list(CONTENT_TYPES)
     media = set(asset["get"]["responses"]["200"]["content"])
     assert media == {t.split(";")[0] for t in CONTENT_TYPES.values()}
+
+
+GUID_A, GUID_B = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+TARGET = {"tenantId": GUID_A, "appId": GUID_B, "customer": "C", "enabled": True, "policy": {}, "destinations": []}
+ERROR = b'{"error": {"code": "MethodNotAllowed", "message": "use GET"}}'
+AS_JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("path", "method", "status", "headers", "body", "complaint"), [
+    ("/api/targets", "GET", 418, AS_JSON, b"{}", "not among the documented"),
+    ("/api/targets", "GET", 200, AS_JSON, b'{"targets": [], "more": 1}', "breaks the documented schema"),
+    ("/api/me", "GET", 200, AS_JSON, b'{"name": "a", "roles": ["Rotator.Admin"], "kind": "user"}', "breaks"),
+    ("/api/targets/{tenantId}/{appId}", "GET", 200, AS_JSON,
+     json.dumps({**TARGET, "tenantId": GUID_B}).encode(), "not the path's"),
+    ("/api/targets/{tenantId}/{appId}", "DELETE", 204, {"Content-Type": "text/plain"}, b"x", "a body where"),
+    ("/api/status", "GET", 200, {"Content-Type": "text/html"}, b"<p>", "as 'text/html'"),
+    ("/api/targets", "TRACE", 200, AS_JSON, b"{}", "must get 405"),
+    ("/api/targets", "TRACE", 405, {**AS_JSON, "Allow": "GET, POST"}, ERROR, "the document lists"),
+    ("/api/targets/{tenantId}/{appId}", "PATCH", 405, AS_JSON, ERROR, "Allow"),
+])
+def test_the_answer_check_refuses_what_the_document_does_not_say(
+    path: str, method: str, status: int, headers: dict[str, str], body: bytes, complaint: str
+) -> None:
+    route = {"tenantId": GUID_A, "appId": GUID_B} if "{" in path else {}
+    with pytest.raises(UndocumentedResponse, match=re.escape(complaint)):
+        check_response(path, method, status, headers, body, route)
+
+
+def test_the_answer_check_accepts_what_the_document_says() -> None:
+    route = {"tenantId": GUID_A.upper(), "appId": GUID_B}
+    check_response("/api/targets/{tenantId}/{appId}", "GET", 200, AS_JSON, json.dumps(TARGET).encode(), route)
+    check_response("/api/targets/{tenantId}/{appId}", "PATCH", 405, {**AS_JSON, "Allow": "GET, PUT, DELETE"}, ERROR,
+                   route)
+    check_response("/api/targets/{tenantId}/{appId}", "DELETE", 204, {"Content-Type": "text/plain"}, b"", route)
