@@ -16,6 +16,7 @@ from shared import bootstrap
 from shared.alerts import LogAlerter
 from shared.entrypoints.access import Role, platform_headers
 from shared.settings import SETTINGS
+from tests.openapi_check import check_response
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import Customer, World
 
@@ -101,7 +102,13 @@ class Api:
             params=params or {}, route_params=route or {}, body=data,
         )
         response = await functions()[function](request)
-        text = response.get_body().decode()
+        body = response.get_body()
+        answered = dict(response.headers)
+        if "content-type" not in {k.lower() for k in answered}:
+            answered["Content-Type"] = response.mimetype  # what the worker sends from the mimetype
+        # Every answer a test gets must be one the OpenAPI document describes (status, headers, body schema).
+        check_response(f"/api/{ROUTES[function]}", method, response.status_code, answered, body, route)
+        text = body.decode()
         is_json = (response.mimetype or "").endswith("json")
         return Reply(response.status_code, json.loads(text) if text and is_json else None, dict(response.headers), text)
 

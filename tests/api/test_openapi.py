@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import re
+import uuid
 from typing import Any
 
+import jsonschema_rs
+import pytest
+import schemathesis
+
+from shared import service
+from shared.destinations import KINDS
+from shared.domain import AssessmentStatus, Stage, SyncVerdict
+from shared.entrypoints.access import FUNCTION_KEY, Role
 from shared.entrypoints.api import openapi_document
-from tests.api.conftest import Api, app_functions
+from shared.entrypoints.dashboard import CONTENT_TYPES
+from tests.api.conftest import ROUTES, Api, app_functions
+from tests.openapi_check import UndocumentedResponse, check_response
 
 HTTP_METHODS = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
 # A route registered without methods gets every method from the host, TRACE and CONNECT included.
@@ -81,11 +93,15 @@ def test_the_document_is_well_formed() -> None:
     for ref in refs(doc):
         assert ref.startswith("#/") and resolve(doc, ref) is not None, ref
     operation_ids = []
+
+    def path_params(parameters: list[dict[str, Any]]) -> set[str]:
+        found = (resolve(doc, p["$ref"]) if "$ref" in p else p for p in parameters)
+        return {p["name"] for p in found if p["in"] == "path"}
+
     for path, item in doc["paths"].items():
-        path_params = {p["name"] for p in item.get("parameters", []) if p["in"] == "path"}
         for method, operation in ((m, o) for m, o in item.items() if m in HTTP_METHODS):
             operation_ids.append(operation["operationId"])
-            params = path_params | {p["name"] for p in operation.get("parameters", []) if p["in"] == "path"}
+            params = path_params(item.get("parameters", [])) | path_params(operation.get("parameters", []))
             assert params == set(re.findall(r"{(\w+)}", path)), (path, method)
             assert operation["responses"], (path, method)
             for status, response in operation["responses"].items():
@@ -97,9 +113,124 @@ def test_the_document_is_well_formed() -> None:
     assert len(operation_ids) == len(set(operation_ids))
 
 
-def test_every_error_status_the_api_answers_is_described() -> None:
+def test_the_document_is_valid_openapi_3_1() -> None:
     doc = openapi_document()
-    for name in ("BadRequest", "Unauthenticated", "Forbidden", "NotFound", "MethodNotAllowed", "Conflict",
-                 "PayloadTooLarge", "UnsupportedMediaType", "Unprocessable"):
-        schema = doc["components"]["responses"][name]["content"]["application/json"]["schema"]
-        assert resolve(doc, schema["$ref"])["required"] == ["error"]
+    assert doc["openapi"].startswith("3.1.")
+    schemathesis.openapi.from_dict(doc).validate()  # against the OpenAPI 3.1 meta-schema; raises when invalid
+    # ...which does not look inside Schema Objects: each is checked against JSON Schema 2020-12's own meta-schema.
+    for where, schema in schemas_in(doc):
+        assert jsonschema_rs.meta.is_valid({"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}), where
+
+
+def schemas_in(node: Any, where: str = "") -> list[tuple[str, dict[str, Any]]]:
+    """Every Schema Object of the document: components' schemas and every `schema` of a parameter, header or body."""
+    if isinstance(node, list):
+        return [found for index, item in enumerate(node) for found in schemas_in(item, f"{where}/{index}")]
+    if not isinstance(node, dict):
+        return []
+    found = []
+    for key, value in node.items():
+        if (key == "schema" or where == "/components/schemas") and isinstance(value, dict):
+            found.append((f"{where}/{key}", value))
+        elif where != "/components/schemas":
+            found += schemas_in(value, f"{where}/{key}")
+    return found
+
+
+def operations() -> list[tuple[str, str, dict[str, Any]]]:
+    return [(path, method, operation) for path, item in openapi_document()["paths"].items()
+            for method, operation in item.items() if method in HTTP_METHODS]
+
+
+def test_every_operation_documents_its_refusals_with_the_error_schema() -> None:
+    doc = openapi_document()
+    assert doc["components"]["responses"]["MethodNotAllowed"]["headers"]["Allow"]["required"] is True
+    for path, method, operation in operations():
+        responses = operation["responses"]
+        assert {"405", "500"} <= set(responses), (path, method)
+        if "requestBody" in operation:
+            assert {"400", "413", "415", "422"} <= set(responses), (path, method)
+        if re.search(r"{(tenantId|appId)}", path):
+            assert "400" in responses, (path, method)
+        for status, response in responses.items():
+            response = resolve(doc, response["$ref"]) if "$ref" in response else response
+            if status.startswith(("4", "5")):
+                assert response["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Error"}, (
+                    path, method, status)
+    error = doc["components"]["schemas"]["Error"]
+    assert error["required"] == ["error"] and error["additionalProperties"] is False
+    assert error["properties"]["error"]["required"] == ["code", "message"]
+
+
+async def test_401_and_403_are_documented_exactly_where_the_code_answers_them(api: Api) -> None:
+    """Both ways: an operation documents 401 if and only if it refuses a request without a principal, and 403 if
+    and only if it refuses a signed-in caller without roles."""
+    functions = {f"/api/{route}": name for name, route in ROUTES.items()}
+    for path, method, operation in operations():
+        params = {p: str(uuid.uuid4()) for p in re.findall(r"{(\w+)}", path)}
+        if "asset" in params:
+            params["asset"] = "app.js"
+        anonymous = await api.call(functions[path], method.upper(), params, {}, caller=None)
+        no_role = await api.call(functions[path], method.upper(), params, {}, caller=("nobody@msp.example", ()))
+        assert ("401" in operation["responses"]) == (anonymous.status == 401), (path, method, anonymous.status)
+        assert ("403" in operation["responses"]) == (no_role.status == 403), (path, method, no_role.status)
+
+
+def test_closed_sets_are_enums_taken_from_the_code() -> None:
+    schemas = openapi_document()["components"]["schemas"]
+    statuses = [s.value for s in AssessmentStatus]
+    assert schemas["AssessmentStatus"]["enum"] == statuses
+    assert schemas["Status"]["properties"]["status"]["enum"] == list(service.STATUSES)
+    status_query = next(p for p in openapi_document()["paths"]["/api/status"]["get"]["parameters"]
+                        if p["name"] == "status")
+    assert status_query["schema"]["items"]["enum"] == list(service.STATUSES)
+    assert status_query["schema"]["minItems"] == 1
+    assert schemas["Stage"]["enum"] == [s.value for s in Stage]
+    assert schemas["Outcome"]["properties"]["status"]["enum"] == [*statuses, ""]
+    assert schemas["Outcome"]["properties"]["stage"]["enum"] == [*(s.value for s in Stage), ""]
+    assert schemas["DestinationKind"]["enum"] == list(KINDS)
+    sync = schemas["DestinationStatus"]["properties"]["sync"]["enum"]
+    assert None in sync and set(sync) - {None} <= {v.value for v in SyncVerdict}
+    alerts = set(schemas["Status"]["properties"]["alerts"]["items"]["enum"])
+    assert service.ALERTING_STATUSES <= alerts
+    me = schemas["Me"]["properties"]
+    assert set(me["roles"]["items"]["enum"]) == {r.value for r in Role}
+    assert set(me["kind"]["enum"]) == {"user", "app", FUNCTION_KEY}
+    asset = openapi_document()["paths"]["/api/dashboard/{asset}"]
+    assert asset["parameters"][0]["schema"]["enum"] == list(CONTENT_TYPES)
+    media = set(asset["get"]["responses"]["200"]["content"])
+    assert media == {t.split(";")[0] for t in CONTENT_TYPES.values()}
+
+
+GUID_A, GUID_B = "11111111-2222-4333-8444-555555555555", "66666666-7777-4888-8999-aaaaaaaaaaaa"
+TARGET = {"tenantId": GUID_A, "appId": GUID_B, "customer": "C", "enabled": True, "policy": {}, "destinations": []}
+ERROR = b'{"error": {"code": "MethodNotAllowed", "message": "use GET"}}'
+AS_JSON = {"Content-Type": "application/json"}
+
+
+@pytest.mark.parametrize(("path", "method", "status", "headers", "body", "complaint"), [
+    ("/api/targets", "GET", 418, AS_JSON, b"{}", "not among the documented"),
+    ("/api/targets", "GET", 200, AS_JSON, b'{"targets": [], "more": 1}', "breaks the documented schema"),
+    ("/api/me", "GET", 200, AS_JSON, b'{"name": "a", "roles": ["Rotator.Admin"], "kind": "user"}', "breaks"),
+    ("/api/targets/{tenantId}/{appId}", "GET", 200, AS_JSON,
+     json.dumps({**TARGET, "tenantId": GUID_B}).encode(), "not the path's"),
+    ("/api/targets/{tenantId}/{appId}", "DELETE", 204, {"Content-Type": "text/plain"}, b"x", "a body where"),
+    ("/api/status", "GET", 200, {"Content-Type": "text/html"}, b"<p>", "as 'text/html'"),
+    ("/api/targets", "TRACE", 200, AS_JSON, b"{}", "must get 405"),
+    ("/api/targets", "TRACE", 405, {**AS_JSON, "Allow": "GET, POST"}, ERROR, "the document lists"),
+    ("/api/targets/{tenantId}/{appId}", "PATCH", 405, AS_JSON, ERROR, "Allow"),
+])
+def test_the_answer_check_refuses_what_the_document_does_not_say(
+    path: str, method: str, status: int, headers: dict[str, str], body: bytes, complaint: str
+) -> None:
+    route = {"tenantId": GUID_A, "appId": GUID_B} if "{" in path else {}
+    with pytest.raises(UndocumentedResponse, match=re.escape(complaint)):
+        check_response(path, method, status, headers, body, route)
+
+
+def test_the_answer_check_accepts_what_the_document_says() -> None:
+    route = {"tenantId": GUID_A.upper(), "appId": GUID_B}
+    check_response("/api/targets/{tenantId}/{appId}", "GET", 200, AS_JSON, json.dumps(TARGET).encode(), route)
+    check_response("/api/targets/{tenantId}/{appId}", "PATCH", 405, {**AS_JSON, "Allow": "GET, PUT, DELETE"}, ERROR,
+                   route)
+    check_response("/api/targets/{tenantId}/{appId}", "DELETE", 204, {"Content-Type": "text/plain"}, b"", route)
