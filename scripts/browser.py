@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sandbox.launch import stop
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # No network of its own (updates, sync, QUIC probes): the browser talks to the local server only.
@@ -80,12 +82,7 @@ def serving(
                                    + "".join(lines)[-4000:])
         yield url[0]
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
+        stop(process)
 
 
 def launch(playwright: Any) -> Any:

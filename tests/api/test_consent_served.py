@@ -15,6 +15,7 @@ from urllib.parse import parse_qsl, urlparse
 import pytest
 import requests
 
+from sandbox.launch import stop
 from tests.conftest import ROOT
 from tests.rotation.conftest import World
 from tests.sandbox.test_admin_consent import register_redirect_uris
@@ -53,8 +54,7 @@ def served(world: World) -> Iterator[str]:
                 time.sleep(0.2)
         yield base
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process, timeout=30)
 
 
 def _script(*args: str, base: str) -> subprocess.CompletedProcess[str]:

@@ -28,6 +28,8 @@ from tests.rotation.test_entrypoints import read, register
 pytestmark = pytest.mark.sandbox
 
 FAST_RETRY = QueueOptions(batch_size=8, max_dequeue_count=3, visibility_timeout=timedelta(0))
+# Killed here, a run leaves the target `pending` with its lease on the row.
+DURING_VERIFICATION = next(p for p in CRASH_POINTS if p.name == "during verification")
 
 
 def connection() -> str:
@@ -50,6 +52,14 @@ async def queued(world: World, poison: bool = False) -> list[Work]:
     name = world.queue + ("-poison" if poison else "")
     async with QueueClient.from_connection_string(connection(), name) as client:
         return [parse_work(base64.b64decode(m.content)) for m in await client.peek_messages(max_messages=32)]
+
+
+async def registered_due(api: Api, world: World, name: str) -> Customer:
+    """A customer whose secret is due (12 days left), with the destinations' accounts, registered through the API."""
+    customer = world.seed_customer(name, 12)
+    world.seed_accounts()
+    await register(api, customer)
+    return customer
 
 
 def made_by_rotator(world: World, customer: Customer) -> list[dict[str, object]]:
@@ -91,8 +101,7 @@ async def test_the_resume_timer_enqueues_only_rotations_in_flight(
     due = world.seed_customer("DueLater", 12)
     world.seed_accounts()
     await register(api, stuck, due)
-    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
-    await asyncio.to_thread(kill_at, world, stuck, verification)
+    await asyncio.to_thread(kill_at, world, stuck, DURING_VERIFICATION)
     assert (await read(api, stuck)).state.stage is Stage.PENDING
     checked = (await read(api, due)).observed.checked_at
 
@@ -105,9 +114,7 @@ async def test_the_resume_timer_enqueues_only_rotations_in_flight(
 async def test_a_message_delivered_twice_makes_one_credential(
     api: Api, world: World, host: QueueHost, rotator: Rotator
 ) -> None:
-    due = world.seed_customer("Twice", 12)
-    world.seed_accounts()
-    await register(api, due)
+    due = await registered_due(api, world, "Twice")
     async with rotator() as svc:
         for _ in range(3):  # at-least-once: the same work, three times, taken in one batch side by side
             await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "manual:ops", "due"))
@@ -121,14 +128,11 @@ async def test_a_message_delivered_twice_makes_one_credential(
 async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lease(
     api: Api, world: World, host: QueueHost
 ) -> None:
-    due = world.seed_customer("Killed", 12)
-    world.seed_accounts()
-    await register(api, due)
+    due = await registered_due(api, world, "Killed")
     await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
     # A worker process takes the message and is killed while the new secret is being verified; the message it
     # held becomes visible again after 2 s (the host renews it only while its worker is alive).
-    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
-    await asyncio.to_thread(kill_at, world, due, verification, "work", "--until-empty", "--queue", world.queue,
+    await asyncio.to_thread(kill_at, world, due, DURING_VERIFICATION, "work", "--until-empty", "--queue", world.queue,
                             "--invisible-seconds", "2")
     assert (await read(api, due)).state.stage is Stage.PENDING
     await asyncio.sleep(2.5)
@@ -144,11 +148,8 @@ async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lea
 async def test_a_target_held_by_another_runner_is_looked_at_again_after_its_lease(
     api: Api, world: World, host: QueueHost, rotator: Rotator
 ) -> None:
-    due = world.seed_customer("Held", 12)
-    world.seed_accounts()
-    await register(api, due)
-    verification = next(p for p in CRASH_POINTS if p.name == "during verification")
-    await asyncio.to_thread(kill_at, world, due, verification)  # a crashed run left its lease on the row
+    due = await registered_due(api, world, "Held")
+    await asyncio.to_thread(kill_at, world, due, DURING_VERIFICATION)  # a crashed run left its lease on the row
     async with rotator() as svc:
         await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "timer", "in-flight"))
     assert await host.drain() == 1
@@ -162,9 +163,7 @@ async def test_a_target_held_by_another_runner_is_looked_at_again_after_its_leas
 async def test_a_message_that_fails_every_time_is_poisoned_alerted_and_shown(
     api: Api, world: World, host: QueueHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    due = world.seed_customer("Poison", 12)
-    world.seed_accounts()
-    await register(api, due)
+    due = await registered_due(api, world, "Poison")
     # Every attempt fails in the worker itself (not a step the engine handles): the host retries, then poisons.
     from shared import fanout
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sandbox.launch import stop
 from tests.conftest import ROOT
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import World
@@ -54,12 +55,7 @@ def serving(world: World, *options: str, env: dict[str, str] | None = None) -> I
             time.sleep(0.2)
         yield Served(found.group(1), process, log)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
+        stop(process, timeout=30)
         log.unlink(missing_ok=True)
 
 
