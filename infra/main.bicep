@@ -257,6 +257,8 @@ module functionApp './app/function-app.bicep' = {
       SECRET_LIFETIME_DAYS: string(secretLifetimeDays)
       RETIRE_GRACE_HOURS: string(retireGraceHours)
       SCAN_CONCURRENCY: '32'
+      // Key Vault allows 300 secret creates per 10 s per vault; only the timer pass writes many (one instance).
+      KEY_VAULT_WRITES_PER_10S: '250'
       PUSH_MAX_ATTEMPTS: '5'
       MANUAL_COOLDOWN_MINUTES: '60'
       STUCK_AFTER_HOURS: '24'

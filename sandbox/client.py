@@ -119,6 +119,16 @@ class SandboxClient:
         """Where the `tables` proxy forwards (Azurite's Table endpoint); kept across reset."""
         self._call("POST", "/settings", {"tables_upstream": url})
 
+    def set_keyvault_create_limit(self, limit: int) -> None:
+        """Creates Key Vault admits per 10 s (300, Key Vault's own limit, until the next reset)."""
+        self._call("POST", "/settings", {"keyvault_create_limit": limit})
+
+    def keyvault_writes(self) -> dict[str, Any]:
+        """Key Vault's writes since the last reset: per kind (`create`, `update`, `delete`) the total, the most in
+        any 10 s window (`maxPerWindow`) and each consecutive 10 s window's count (`windows`)."""
+        result: dict[str, Any] = self._call("GET", "/keyvault/writes")
+        return result
+
     def proofpoint_sync(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("POST", "/proofpoint/sync")["results"]
         return result

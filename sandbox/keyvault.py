@@ -12,6 +12,7 @@ import binascii
 import hashlib
 import json
 import re
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, cast
@@ -29,6 +30,11 @@ RECOVERABLE_DAYS = 90
 MAX_TAGS = 15
 MAX_VALUE_BYTES = 25 * 1024
 MAX_RESULTS = 25
+# Key Vault's service limits page (learn.microsoft.com/azure/key-vault/general/service-limits, "Secrets, managed
+# storage account keys, and vault transactions"): 300 CREATE secret per 10 s per vault and region; throttled
+# requests do not count (learn.microsoft.com/azure/key-vault/general/overview-throttling).
+CREATE_LIMIT = 300
+LIMIT_WINDOW_SECONDS = 10.0
 _NAME = re.compile(r"^[0-9a-zA-Z-]{1,127}$")
 _API_VERSION = re.compile(r"^(7\.\d+|20\d\d-\d\d-\d\d)(-preview(\.\d+)?)?$")
 _BACKUP_MAGIC = "SandboxKeyVaultSecretBackupV1."
@@ -39,11 +45,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class VaultError(Exception):
     """An error the vault answers with, in KeyVaultError format."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.retry_after = retry_after
 
 
 def fault_body(status: int, code: str | None, message: str | None) -> dict[str, Any]:
@@ -111,11 +118,47 @@ class KeyVaultState:
         self.secrets: dict[str, Secret] = {}
         self.deleted: dict[str, Secret] = {}
         self._counter = 0
+        # When each write over HTTP was served (monotonic seconds, real time: a clock offset does not move it),
+        # by kind: "create" (a new version, PUT), "update" (PATCH), "delete". Seeds are not counted.
+        self.writes: dict[str, list[float]] = {"create": [], "update": [], "delete": []}
+        self.create_limit = CREATE_LIMIT  # lowered by tests (POST /settings) to reach it quickly
 
     def reset(self) -> None:
         self.secrets.clear()
         self.deleted.clear()
         self._counter = 0
+        for times in self.writes.values():
+            times.clear()
+        self.create_limit = CREATE_LIMIT
+
+    def admit_create(self) -> None:
+        """Throttle a create over Key Vault's limit (429 `Throttled`, Retry-After until the oldest leaves the
+        window); a throttled request is not counted."""
+        now = time.monotonic()
+        recent = [t for t in self.writes["create"] if t > now - LIMIT_WINDOW_SECONDS]
+        if len(recent) >= self.create_limit:
+            wait = max(1, int(recent[0] + LIMIT_WINDOW_SECONDS - now + 0.999))
+            raise VaultError(429, "Throttled", "Operations per second is over the limit. Retry after the time in the "
+                             "Retry-After header.", retry_after=wait)
+
+    def count_write(self, kind: str) -> None:
+        self.writes[kind].append(time.monotonic())
+
+    def write_counts(self) -> dict[str, Any]:
+        """Per kind of write: the total, the most in any sliding 10 s window, and the count of each consecutive
+        10 s window from the first write of any kind."""
+        every = [t for times in self.writes.values() for t in times]
+        start = min(every) if every else 0.0
+        out: dict[str, Any] = {"windowSeconds": LIMIT_WINDOW_SECONDS, "createLimit": self.create_limit}
+        for kind, times in self.writes.items():
+            windows: list[int] = []
+            for t in times:
+                index = int((t - start) // LIMIT_WINDOW_SECONDS)
+                windows += [0] * (index + 1 - len(windows))
+                windows[index] += 1
+            out[kind] = {"total": len(times), "maxPerWindow": _max_in_window(times, LIMIT_WINDOW_SECONDS),
+                         "windows": windows}
+        return out
 
     def seed(self, section: dict[str, Any]) -> None:
         """Add each listed secret as a new version (additive); "version" may fix its id (32 hex)."""
@@ -258,6 +301,16 @@ class KeyVaultState:
         return secret
 
 
+def _max_in_window(times: list[float], window: float) -> int:
+    """The most events in any half-open interval [t, t + window) (times in ascending order)."""
+    best = first = 0
+    for last, t in enumerate(times):
+        while times[first] <= t - window:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
 def _check_name(name: str) -> None:
     if not _NAME.match(name):
         raise VaultError(
@@ -390,6 +443,8 @@ def _error(exc: VaultError, world: World) -> web.Response:
     headers = {}
     if exc.status == 401:
         headers["WWW-Authenticate"] = challenge(world)
+    if exc.retry_after is not None:
+        headers["Retry-After"] = f"{exc.retry_after:g}"
     return web.json_response({"error": {"code": exc.code, "message": exc.message}}, status=exc.status, headers=headers)
 
 
@@ -448,7 +503,9 @@ def build_app(world: World) -> web.Application:
         return web.json_response(_page(request, items))
 
     async def set_secret(request: web.Request) -> web.Response:
+        state().admit_create()
         secret, item = state().set_secret(request.match_info["name"], await _json_body(request))
+        state().count_write("create")
         return web.json_response(secret_bundle(_base(request), secret, item, with_value=True))
 
     async def get_secret(request: web.Request) -> web.Response:
@@ -462,10 +519,12 @@ def build_app(world: World) -> web.Application:
     async def update_secret(request: web.Request) -> web.Response:
         body = await _json_body(request)
         secret, item = state().update(request.match_info["name"], request.match_info.get("version", ""), body)
+        state().count_write("update")
         return web.json_response(secret_bundle(_base(request), secret, item, with_value=False))
 
     async def delete_secret(request: web.Request) -> web.Response:
         secret = state().delete(request.match_info["name"])
+        state().count_write("delete")
         return web.json_response(deleted_bundle(_base(request), secret))
 
     async def backup_secret(request: web.Request) -> web.Response:

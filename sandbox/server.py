@@ -451,9 +451,21 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
             world.configure_propagation(doc)
             if "tables_upstream" in doc:
                 tables.upstream = _upstream(doc["tables_upstream"])
+            if "keyvault_create_limit" in doc:
+                limit = int(doc["keyvault_create_limit"])
+                if not 1 <= limit <= 300:
+                    raise ValueError("keyvault_create_limit must be 1..300")
+                world.keyvault.create_limit = limit  # type: ignore[attr-defined]
         except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": f"bad settings: {exc!r}"}, status=400)
         return web.json_response({**world.propagation_settings(), "tables_upstream": tables.upstream})
+
+    @routes.get("/keyvault/writes")
+    async def keyvault_writes(request: web.Request) -> web.Response:
+        counts = getattr(world.keyvault, "write_counts", None)
+        if counts is None:
+            return web.json_response({"error": "the keyvault module is not mounted"}, status=501)
+        return web.json_response(counts())
 
     @routes.post("/proofpoint/sync")
     async def proofpoint_sync(request: web.Request) -> web.Response:

@@ -15,7 +15,7 @@ from azure.keyvault.secrets.aio import SecretClient
 
 from shared.adapters.graph import GraphDirectory
 from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
-from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
+from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
 from shared.adapters.queues import WORK_QUEUE_NAME, StorageWorkQueue
 from shared.adapters.tables import TablesConsentStore, TablesStateStore
 from shared.alerts import LogAlerter, WebhookAlerter
@@ -111,7 +111,8 @@ async def services(
         verify_challenge_resource=".vault." in (urlparse(settings.key_vault_url).hostname or ""),
         transport=transport,
     )
-    secrets = KeyVaultSecretStore(secret_client)
+    writes = write_budget(settings.key_vault_url, settings.key_vault_writes_per_10s)
+    secrets = KeyVaultSecretStore(secret_client, writes)
     if alerter is None:
         alerter = LogAlerter()
         if settings.alert_webhook_secret_name:
@@ -137,7 +138,7 @@ async def services(
                                        credentials.home(), transport, name=name)
     try:
         consents = TablesConsentStore(table_service, prefix=table_prefix)
-        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client), consents,
+        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
                        queue)
     finally:
         if queue is not None:

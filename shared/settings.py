@@ -57,6 +57,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SECRET_LIFETIME_DAYS", "180", "Lifetime of a new secret in days (at most 730)."),
     Setting("RETIRE_GRACE_HOURS", "24", "Hours a superseded credential stays live after every destination confirmed."),
     Setting("SCAN_CONCURRENCY", "32", "Targets assessed and rotated at once."),
+    Setting("KEY_VAULT_WRITES_PER_10S", "250",
+            "Secret writes this instance makes to the vault in any 10 seconds (Key Vault allows 300 per vault): with "
+            "several instances writing to one vault, 250 divided by their number."),
     Setting("PUSH_MAX_ATTEMPTS", "5", "Failed pushes to one destination before a human is alerted."),
     Setting("MANUAL_COOLDOWN_MINUTES", "60", "A manual rotation within this time of the last one needs force."),
     Setting("STUCK_AFTER_HOURS", "24", "A rotation in one stage longer than this raises an alert."),
@@ -151,6 +154,7 @@ class Settings:
     secret_lifetime_days: int
     retire_grace_hours: int
     scan_concurrency: int
+    key_vault_writes_per_10s: int
     push_max_attempts: int
     manual_cooldown_minutes: int
     stuck_after_hours: int
@@ -215,6 +219,7 @@ class Settings:
             secret_lifetime_days=lifetime,
             retire_grace_hours=_int("RETIRE_GRACE_HOURS", raw["RETIRE_GRACE_HOURS"], 0, 24 * 90),
             scan_concurrency=_int("SCAN_CONCURRENCY", raw["SCAN_CONCURRENCY"], 1, 512),
+            key_vault_writes_per_10s=_int("KEY_VAULT_WRITES_PER_10S", raw["KEY_VAULT_WRITES_PER_10S"], 1, 300),
             push_max_attempts=_int("PUSH_MAX_ATTEMPTS", raw["PUSH_MAX_ATTEMPTS"], 1, 100),
             manual_cooldown_minutes=_int("MANUAL_COOLDOWN_MINUTES", raw["MANUAL_COOLDOWN_MINUTES"], 0, 24 * 60),
             stuck_after_hours=_int("STUCK_AFTER_HOURS", raw["STUCK_AFTER_HOURS"], 1, 24 * 30),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
-from collections.abc import Mapping
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 
 from azure.core.exceptions import (
     AzureError,
@@ -47,6 +51,67 @@ def _translate(error: AzureError, what: str) -> RotationError:
     return RotationError(f"{text}: {type(error).__name__}", code="KeyVaultError")
 
 
+# Key Vault allows 300 secret creates (a new version each) per 10 s per vault and region (learn.microsoft.com,
+# azure/key-vault/general/service-limits); the rotator keeps a margin below it.
+WRITE_WINDOW_SECONDS = 10.0
+DEFAULT_WRITES_PER_WINDOW = 250
+
+
+class WriteBudget:
+    """At most `limit` secret writes to one vault in any `window` seconds, from this process.
+
+    A write counts from the moment it is sent until `window` after its answer came back, so however long a request
+    travels, the vault never receives more than `limit` of them within any `window` (a request arrives after it
+    was sent and before its answer). Writes over the budget wait their turn; nothing is refused. One budget per
+    vault per process (`write_budget`), shared by every invocation; with several instances writing to one vault, each
+    gets its share (KEY_VAULT_WRITES_PER_10S, README).
+    """
+
+    def __init__(
+        self, limit: int, window: float = WRITE_WINDOW_SECONDS, *, monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.limit = limit
+        self.window = window
+        self._monotonic = monotonic
+        self._sleep = sleep
+        self._answered: deque[float] = deque()  # when each recent write's answer came back, oldest first
+        self._sending = 0
+
+    def in_use(self) -> int:
+        """Writes counted now: on their way, or answered within the window."""
+        now = self._monotonic()
+        while self._answered and self._answered[0] <= now - self.window:
+            self._answered.popleft()
+        return self._sending + len(self._answered)
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[None]:
+        """Wait until one more write fits the budget; count it while it runs and for `window` after."""
+        while self.in_use() >= self.limit:
+            oldest = self._answered[0] + self.window - self._monotonic() if self._answered else 0.0
+            # Check and take happen with no await between them, so concurrent writers never overbook.
+            await self._sleep(max(oldest, 0.01))
+        self._sending += 1
+        try:
+            yield
+        finally:
+            self._sending -= 1
+            self._answered.append(self._monotonic())
+
+
+_BUDGETS: dict[str, WriteBudget] = {}
+
+
+def write_budget(vault_url: str, limit: int) -> WriteBudget:
+    """The process's write budget for this vault, shared by every invocation (a changed limit applies at once)."""
+    budget = _BUDGETS.get(vault_url)
+    if budget is None:
+        budget = _BUDGETS[vault_url] = WriteBudget(limit)
+    budget.limit = limit
+    return budget
+
+
 # The tags of a rotated version (README, "Where things are kept"): only this adapter knows them.
 STAGE, ROTATION_ID, KEY_ID, TENANT_ID, APP_ID, EXPIRES = "stage", "rotation-id", "key-id", "tenant-id", "app-id", \
     "expires"
@@ -76,8 +141,9 @@ def _stored(p: SecretProperties) -> StoredVersion:
 class KeyVaultSecretStore:
     """One secret name per target; every rotation adds a version tagged with its stage and rotation id."""
 
-    def __init__(self, client: SecretClient) -> None:
+    def __init__(self, client: SecretClient, writes: WriteBudget | None = None) -> None:
         self._client = client
+        self._writes = writes or WriteBudget(limit=DEFAULT_WRITES_PER_WINDOW)
 
     async def store_pending(self, target: Target, rotation_id: str, credential: Credential, secret: Secret) -> str:
         tags = {
@@ -90,9 +156,10 @@ class KeyVaultSecretStore:
         }
         name = target.secret_name
         try:
-            stored = await self._client.set_secret(
-                name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=credential.end
-            )
+            async with self._writes.write():
+                stored = await self._client.set_secret(
+                    name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=credential.end
+                )
         except AzureError as error:
             raise _translate(error, f"storing a version of {name}") from None
         return str(stored.properties.version)
@@ -159,8 +226,9 @@ class KeyVaultConsentKeys:
     Two instances making it at once each write a version; both then sign with the latest, and a link signed with
     the other still verifies, since every state names the version that signed it."""
 
-    def __init__(self, client: SecretClient, name: str = CONSENT_KEY_SECRET) -> None:
+    def __init__(self, client: SecretClient, writes: WriteBudget, name: str = CONSENT_KEY_SECRET) -> None:
         self._client = client
+        self._writes = writes
         self._name = name
 
     async def signing_key(self) -> tuple[str, bytes]:
@@ -173,9 +241,10 @@ class KeyVaultConsentKeys:
         if bundle is None or not bundle.value:
             value = base64.b64encode(secrets.token_bytes(32)).decode("ascii")
             try:
-                await self._client.set_secret(
-                    self._name, value, content_type=CONSENT_KEY_CONTENT_TYPE, tags={"purpose": "consent-state"}
-                )
+                async with self._writes.write():
+                    await self._client.set_secret(
+                        self._name, value, content_type=CONSENT_KEY_CONTENT_TYPE, tags={"purpose": "consent-state"}
+                    )
                 bundle = await self._client.get_secret(self._name)
             except AzureError as error:
                 raise _translate(error, f"creating {self._name}") from None

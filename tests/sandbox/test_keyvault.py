@@ -136,3 +136,27 @@ def test_state_dump_holds_values(sb: Any, vault: Vault) -> None:
     vault.call("PUT", "/secrets/s", json={"value": "v", "contentType": "text/plain"})
     dumped = sb.control.state()["keyvault"]["secrets"]["s"]
     assert [(v["value"], v["content_type"]) for v in dumped] == [("v", "text/plain")]
+
+
+def test_writes_are_counted_per_10_s_window_and_creates_over_300_throttled(vault: Vault, sb: Any) -> None:
+    vault.call("PUT", "/secrets/counted", json={"value": "v"})
+    version = vault.call("GET", "/secrets/counted/").json()["id"].rsplit("/", 1)[-1]
+    vault.call("PATCH", f"/secrets/counted/{version}", json={"tags": {"stage": "current"}})
+    counts = sb.control.keyvault_writes()
+    assert counts["windowSeconds"] == 10 and counts["createLimit"] == 300
+    assert counts["create"] == {"total": 1, "maxPerWindow": 1, "windows": [1]}
+    assert counts["update"]["total"] == 1 and counts["delete"]["total"] == 0
+
+    sb.control.set_keyvault_create_limit(4)  # Key Vault's 300, lowered to reach it within one window here
+    for i in range(3):  # 4 creates within this 10 s window, then one too many
+        assert vault.call("PUT", f"/secrets/bulk-{i}", json={"value": "v"}).status_code == 200
+    refused = vault.call("PUT", "/secrets/one-too-many", json={"value": "v"})
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "Throttled" and int(refused.headers["Retry-After"]) >= 1
+    assert vault.call("GET", "/secrets/one-too-many/").status_code == 404  # nothing stored
+    counts = sb.control.keyvault_writes()
+    assert counts["create"]["total"] == 4 and counts["create"]["maxPerWindow"] == 4  # the 429 is not counted
+
+    sb.control.reset()
+    counts = sb.control.keyvault_writes()
+    assert counts["create"] == {"total": 0, "maxPerWindow": 0, "windows": []} and counts["createLimit"] == 300
