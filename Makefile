@@ -7,14 +7,15 @@ CHECKOV := .tools/checkov/bin/checkov
 # Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench chromium
+.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench bench-sweep chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
 	@echo "make test-exhaustive - the long sweeps of real kills and faults (about 30 minutes)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
 	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
-	@echo "make bench  - benchmarks (print figures)"
+	@echo "make bench  - CPU, memory, cold start and Key Vault writes against issue 13's goals (print figures)"
+	@echo "make bench-sweep - rotations per second at several SCAN_CONCURRENCY values (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -66,6 +67,9 @@ serve: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m scripts.serve
 
 bench: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh $(PY) -m benchmarks.lean $(BENCH_ARGS)
+
+bench-sweep: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale
 
 clean:
