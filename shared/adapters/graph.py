@@ -5,31 +5,13 @@ from __future__ import annotations
 import asyncio
 import ssl
 import uuid
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
-from kiota_abstractions.api_error import APIError
-from kiota_abstractions.base_request_configuration import RequestConfiguration
-from kiota_authentication_azure.azure_identity_authentication_provider import AzureIdentityAuthenticationProvider
-from kiota_http.kiota_client_factory import KiotaClientFactory
-from kiota_http.middleware import RetryHandler
-from msgraph.generated.applications.applications_request_builder import ApplicationsRequestBuilder
-from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
-    AddPasswordPostRequestBody,
-)
-from msgraph.generated.applications.item.remove_password.remove_password_post_request_body import (
-    RemovePasswordPostRequestBody,
-)
-from msgraph.generated.models.application import Application as GraphApplication
-from msgraph.generated.models.o_data_errors.o_data_error import ODataError
-from msgraph.generated.models.password_credential import PasswordCredential
-from msgraph.graph_request_adapter import GraphRequestAdapter
-from msgraph.graph_service_client import GraphServiceClient
-from msgraph_core import GraphClientFactory
-from msgraph_core.middleware import GraphTelemetryHandler
 
 from shared.adapters.identity import GRAPH_SCOPE, Credentials, unreachable
 from shared.domain import Application, Credential, Secret
@@ -46,19 +28,42 @@ from shared.errors import (
 )
 from shared.ports import NewCredential, Ownership, Principal
 
+if TYPE_CHECKING:
+    from kiota_abstractions.api_error import APIError
+    from msgraph.generated.models.password_credential import PasswordCredential
+    from msgraph.graph_service_client import GraphServiceClient
+
 T = TypeVar("T")
-_SELECT = ["id", "appId", "displayName", "passwordCredentials"]
+_SELECT = "id,appId,displayName,passwordCredentials"
 _READ_ATTEMPTS = 4
+# Tenants whose clients (credential, Graph client) stay cached: enough for every target worked on at once, so a
+# pass over thousands of customers keeps a bounded number (each holds a token cache and a pipeline).
+TENANTS_CACHED = 256
+
+
+class GraphAnswer(Exception):
+    """An error answer to one of the plain reads: its status, Graph's error code and message, Retry-After."""
+
+    def __init__(self, status: int, code: str, message: str, retry_after: float | None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+def _seconds(value: object) -> float | None:
+    try:
+        return float(str(value))
+    except (TypeError, ValueError):
+        return None
 
 
 def _retry_after(error: APIError) -> float | None:
     headers = error.response_headers or {}
     for name, value in headers.items():
         if name.lower() == "retry-after":
-            try:
-                return float(value)
-            except (TypeError, ValueError):
-                return None
+            return _seconds(value)
     return None
 
 
@@ -74,38 +79,53 @@ def _translate(
         return error
     if isinstance(error, ClientAuthenticationError):
         return unreachable(error, tenant_id)
+    if isinstance(error, GraphAnswer):
+        return _answer(error.status, error.code, error.message, error.retry_after, tenant_id, what,
+                       creating=creating, writing=writing)
+    if isinstance(error, httpx.HTTPError):
+        text = f"{what} in tenant {tenant_id}: {type(error).__name__}"
+        return Ambiguous(text, code="NetworkError") if creating else RotationError(text, code="NetworkError")
+    from kiota_abstractions.api_error import APIError
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
     if isinstance(error, ODataError | APIError):
         status = error.response_status_code or 0
         code, message = "GraphError", str(error)
         if isinstance(error, ODataError) and error.error is not None:
             code = error.error.code or code
             message = error.error.message or message
-        text = f"{what} in tenant {tenant_id}: {message}"
-        if status == 404:
-            return AppNotFound(text, code=code)
-        if code == "CredentialTypeNotAllowedAsPerAppPolicy":
-            return PolicyBlocked(text, code=code)
-        if code == "CredentialInvalidLifetimeAsPerAppPolicy":
-            return PolicyLifetime(text, code=code)
-        if status == 403 and writing and code == "Authorization_RequestDenied":
-            return NotOwner(text, code="NotOwner")
-        if status in (401, 403):
-            return Unreachable(text, code=code)
-        # Only these answers say that nothing was written (README): a write may be retried after them.
-        if status == 429 or (status in (409, 503) and code == "Directory_ConcurrencyViolation"):
-            return Throttled(text, code=code, retry_after=_retry_after(error))
-        if creating and status >= 500:
-            # Any other server error after the request was sent: the credential may exist. Never retry blindly;
-            # the next advance finds it through the rotation id in its display name.
-            return Ambiguous(text, code=code)
-        if status in (500, 502, 503, 504):
-            # Reads and removals are idempotent: a transient server error may be retried.
-            return Throttled(text, code=code, retry_after=_retry_after(error))
-        return RotationError(text, code=code)
-    if isinstance(error, httpx.HTTPError):
-        text = f"{what} in tenant {tenant_id}: {type(error).__name__}"
-        return Ambiguous(text, code="NetworkError") if creating else RotationError(text, code="NetworkError")
+        return _answer(status, code, message, _retry_after(error), tenant_id, what, creating=creating,
+                       writing=writing)
     raise error
+
+
+def _answer(
+    status: int, code: str, message: str, retry_after: float | None, tenant_id: str, what: str, *,
+    creating: bool, writing: bool,
+) -> RotationError:
+    """One Graph error answer as the engine branches on it."""
+    text = f"{what} in tenant {tenant_id}: {message}"
+    if status == 404:
+        return AppNotFound(text, code=code)
+    if code == "CredentialTypeNotAllowedAsPerAppPolicy":
+        return PolicyBlocked(text, code=code)
+    if code == "CredentialInvalidLifetimeAsPerAppPolicy":
+        return PolicyLifetime(text, code=code)
+    if status == 403 and writing and code == "Authorization_RequestDenied":
+        return NotOwner(text, code="NotOwner")
+    if status in (401, 403):
+        return Unreachable(text, code=code)
+    # Only these answers say that nothing was written (README): a write may be retried after them.
+    if status == 429 or (status in (409, 503) and code == "Directory_ConcurrencyViolation"):
+        return Throttled(text, code=code, retry_after=retry_after)
+    if creating and status >= 500:
+        # Any other server error after the request was sent: the credential may exist. Never retry blindly;
+        # the next advance finds it through the rotation id in its display name.
+        return Ambiguous(text, code=code)
+    if status in (500, 502, 503, 504):
+        # Reads and removals are idempotent: a transient server error may be retried.
+        return Throttled(text, code=code, retry_after=retry_after)
+    return RotationError(text, code=code)
 
 
 def _credential(pc: PasswordCredential) -> Credential:
@@ -119,20 +139,48 @@ def _credential(pc: PasswordCredential) -> Credential:
     )
 
 
-def _application(app: GraphApplication) -> Application:
+def _when(value: object) -> datetime | None:
+    """An ISO 8601 instant as Graph writes it (`Z`, up to 7 fractional digits) as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = value.replace("Z", "+00:00")
+    if "." in text:  # Python reads at most 6 fractional digits
+        head, _, tail = text.partition(".")
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        text = f"{head}.{tail[:min(digits, 6)]}{tail[digits:]}" if digits else head + tail
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _credential_of(doc: dict[str, Any]) -> Credential:
+    """A passwordCredential of Graph's JSON (never with its secretText)."""
+    return Credential(
+        key_id=str(doc.get("keyId") or "").lower(),
+        display_name=doc.get("displayName") or "",
+        start=_when(doc.get("startDateTime")),
+        end=_when(doc.get("endDateTime")) or datetime.max.replace(tzinfo=UTC),
+        hint=doc.get("hint") or "",
+    )
+
+
+def _application_of(doc: dict[str, Any]) -> Application:
+    """An application of Graph's JSON ($select=id,appId,displayName,passwordCredentials)."""
     return Application(
-        object_id=str(app.id),
-        app_id=str(app.app_id),
-        display_name=app.display_name or "",
-        credentials=tuple(_credential(pc) for pc in app.password_credentials or []),
+        object_id=str(doc.get("id") or ""),
+        app_id=str(doc.get("appId") or ""),
+        display_name=doc.get("displayName") or "",
+        credentials=tuple(_credential_of(pc) for pc in doc.get("passwordCredentials") or []),
     )
 
 
 class GraphDirectory:
-    """Directory over msgraph-sdk with one shared HTTP client and a Graph client per tenant.
+    """Directory over Microsoft Graph: reads as plain GETs parsed here, writes through msgraph-sdk.
 
-    Kiota's retry handler is left out on purpose: it would retry addPassword on 503/504, and a blind
-    retry can create a second credential. Reads are retried here, on throttling only.
+    Reads (the app, its owners, the rotator's service principal) are a few fields of JSON: msgraph-sdk's model
+    deserialisation of an `Application` costs milliseconds of CPU per object and its import about a second, so
+    reads skip it and msgraph-sdk is imported on the first write only. Kiota's retry handler is left out of the
+    write client on purpose: it would retry addPassword on 503/504, and a blind retry can create a second
+    credential. Reads are retried here, on throttling only.
     """
 
     def __init__(
@@ -142,29 +190,64 @@ class GraphDirectory:
         # The client id the rotator signs in to customer tenants with (the MSP app, or the managed identity):
         # its service principal there is who must own the target apps.
         self._rotator_client_id = rotator_client_id
-        self._principals: dict[str, Principal] = {}
+        self._principals: OrderedDict[str, Principal] = OrderedDict()
         self._base_url = base_url.rstrip("/")
-        host = httpx.URL(self._base_url).host
-        middleware = [m for m in KiotaClientFactory.get_default_middleware(None) if not isinstance(m, RetryHandler)]
-        middleware.append(GraphTelemetryHandler())
-        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-        http = httpx.AsyncClient(verify=verify, timeout=httpx.Timeout(30.0), base_url=self._base_url)
-        self._http = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
-        self._allowed_hosts = [host]
-        self._clients: dict[str, GraphServiceClient] = {}
+        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
+        self._reads = httpx.AsyncClient(verify=self._verify, timeout=httpx.Timeout(30.0),
+                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self._writes: httpx.AsyncClient | None = None
+        self._clients: OrderedDict[str, GraphServiceClient] = OrderedDict()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
     def _client(self, tenant_id: str) -> GraphServiceClient:
+        """msgraph-sdk's client for a tenant (writes only): imported and built on first use, a bounded few kept."""
         client = self._clients.get(tenant_id)
-        if client is None:
-            auth = AzureIdentityAuthenticationProvider(
-                self._credentials.graph(tenant_id), scopes=[GRAPH_SCOPE], allowed_hosts=self._allowed_hosts
-            )
-            adapter = GraphRequestAdapter(auth, client=self._http)
-            adapter.base_url = self._base_url
-            client = GraphServiceClient(request_adapter=adapter)
-            self._clients[tenant_id] = client
+        if client is not None:
+            self._clients.move_to_end(tenant_id)
+            return client
+        from kiota_authentication_azure.azure_identity_authentication_provider import (
+            AzureIdentityAuthenticationProvider,
+        )
+        from kiota_http.kiota_client_factory import KiotaClientFactory
+        from kiota_http.middleware import RetryHandler
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_service_client import GraphServiceClient
+        from msgraph_core import GraphClientFactory
+        from msgraph_core.middleware import GraphTelemetryHandler
+
+        if self._writes is None:
+            middleware = [m for m in KiotaClientFactory.get_default_middleware(None)
+                          if not isinstance(m, RetryHandler)]
+            middleware.append(GraphTelemetryHandler())
+            http = httpx.AsyncClient(verify=self._verify, timeout=httpx.Timeout(30.0), base_url=self._base_url)
+            self._writes = GraphClientFactory.create_with_custom_middleware(middleware, client=http)
+        auth = AzureIdentityAuthenticationProvider(
+            self._credentials.graph(tenant_id), scopes=[GRAPH_SCOPE], allowed_hosts=[httpx.URL(self._base_url).host]
+        )
+        adapter = GraphRequestAdapter(auth, client=self._writes)
+        adapter.base_url = self._base_url
+        client = GraphServiceClient(request_adapter=adapter)
+        self._clients[tenant_id] = client
+        while len(self._clients) > TENANTS_CACHED:
+            self._clients.popitem(last=False)
         return client
+
+    async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
+        """One plain GET of Graph JSON with the tenant's token; an error answer raised as GraphAnswer."""
+        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
+        response = await self._reads.get(url if url.startswith("https://") else self._base_url + url, params=params,
+                                         headers={"Authorization": f"Bearer {token.token}",
+                                                  "Accept": "application/json"})
+        if response.status_code >= 400:
+            code, message = "GraphError", f"HTTP {response.status_code}"
+            try:
+                error = response.json().get("error") or {}
+                code, message = error.get("code") or code, error.get("message") or message
+            except ValueError:
+                pass
+            raise GraphAnswer(response.status_code, code, message, _seconds(response.headers.get("Retry-After")))
+        doc: dict[str, Any] = response.json()
+        return doc
 
     async def _read(
         self, tenant_id: str, what: str, call: Callable[[], Awaitable[T]], *, writing: bool = False
@@ -180,26 +263,35 @@ class GraphDirectory:
                 raise translated from error
         raise AssertionError("unreachable")
 
+    async def _pages(self, tenant_id: str, what: str, url: str, params: dict[str, str]) -> list[dict[str, Any]]:
+        """Every item of a collection, following @odata.nextLink."""
+        items: list[dict[str, Any]] = []
+        link: str | None = url
+        query: dict[str, str] | None = params
+        while link:
+
+            async def call(at: str = link, q: dict[str, str] | None = query) -> dict[str, Any]:
+                return await self._get(tenant_id, at, q)
+
+            page = await self._read(tenant_id, what, call)
+            items += page.get("value") or []
+            link, query = page.get("@odata.nextLink"), None
+        return items
+
     async def get_application(self, tenant_id: str, app_id: str) -> Application:
-        client = self._client(tenant_id)
-        config = RequestConfiguration(
-            query_parameters=ApplicationsRequestBuilder.ApplicationsRequestBuilderGetQueryParameters(
-                filter=f"appId eq '{_guid(app_id)}'", select=_SELECT
-            )
-        )
-
-        async def call() -> Application:
-            page = await client.applications.get(request_configuration=config)
-            found = (page.value if page else None) or []
-            if not found:
-                raise AppNotFound(
-                    f"no app registration with appId {app_id} exists in tenant {tenant_id}", code="AppNotFound"
-                )
-            return _application(found[0])
-
-        return await self._read(tenant_id, f"reading app {app_id}", call)
+        params = {"$filter": f"appId eq '{_guid(app_id)}'", "$select": _SELECT}
+        found = await self._pages(tenant_id, f"reading app {app_id}", "/applications", params)
+        if not found:
+            raise AppNotFound(f"no app registration with appId {app_id} exists in tenant {tenant_id}",
+                              code="AppNotFound")
+        return _application_of(found[0])
 
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:
+        from msgraph.generated.applications.item.add_password.add_password_post_request_body import (
+            AddPasswordPostRequestBody,
+        )
+        from msgraph.generated.models.password_credential import PasswordCredential
+
         client = self._client(tenant_id)
         body = AddPasswordPostRequestBody(
             password_credential=PasswordCredential(display_name=display_name, end_date_time=end)
@@ -215,6 +307,10 @@ class GraphDirectory:
         return NewCredential(_credential(created), Secret(created.secret_text))
 
     async def remove_password(self, tenant_id: str, object_id: str, key_id: str) -> None:
+        from msgraph.generated.applications.item.remove_password.remove_password_post_request_body import (
+            RemovePasswordPostRequestBody,
+        )
+
         client = self._client(tenant_id)
         body = RemovePasswordPostRequestBody(key_id=uuid.UUID(key_id))
 
@@ -231,22 +327,22 @@ class GraphDirectory:
         """The rotator's own service principal in the tenant: GET /servicePrincipals(appId='{client id}').
 
         Looked up by the client id the rotator signs in with (not from the access token, which a client must treat
-        as opaque); cached, since it does not change. None when no client id is configured (a system-assigned
-        identity): the ownership check is then left to the write's own 403.
+        as opaque); cached (a bounded few), since it does not change. None when no client id is configured (a
+        system-assigned identity): the ownership check is then left to the write's own 403.
         """
         if not self._rotator_client_id:
             return None
         cached = self._principals.get(tenant_id)
         if cached is not None:
             return cached
-        client = self._client(tenant_id)
-        builder = client.service_principals_with_app_id(self._rotator_client_id)
+        url = f"/servicePrincipals(appId='{self._rotator_client_id}')"
 
         async def call() -> Principal:
-            sp = await builder.get()
-            if sp is None or not sp.id:
+            sp = await self._get(tenant_id, url, {"$select": "id,appId,displayName"})
+            if not sp.get("id"):
                 raise NotFound(f"no service principal of {self._rotator_client_id}", code="ServicePrincipalNotFound")
-            return Principal(str(sp.id), str(sp.app_id or self._rotator_client_id), sp.display_name or "")
+            return Principal(str(sp["id"]), str(sp.get("appId") or self._rotator_client_id),
+                             sp.get("displayName") or "")
 
         try:
             principal = await self._read(tenant_id, "reading the rotator's service principal", call)
@@ -256,55 +352,36 @@ class GraphDirectory:
                 "admin consent is missing", code="ServicePrincipalNotFound",
             ) from error
         self._principals[tenant_id] = principal
+        while len(self._principals) > TENANTS_CACHED:
+            self._principals.popitem(last=False)
         return principal
 
     async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
-        principal = await self.rotator_principal(tenant_id)
+        # The principal and the owners are independent reads: one round trip instead of two.
+        principal, owners = await asyncio.gather(
+            self.rotator_principal(tenant_id),
+            self._pages(tenant_id, f"listing the owners of {object_id}", f"/applications/{object_id}/owners",
+                        {"$select": "id"}),
+        )
         if principal is None:
             return Ownership(True, None)
-        client = self._client(tenant_id)
-        owners: set[str] = set()
-        link: str | None = None
-        while True:
-
-            async def call(url: str | None = link) -> Any:
-                builder = client.applications.by_application_id(object_id).owners
-                return await (builder.with_url(url) if url else builder).get()
-
-            page = await self._read(tenant_id, f"listing the owners of {object_id}", call)
-            owners |= {str(o.id).lower() for o in (page.value if page else None) or [] if o.id}
-            link = page.odata_next_link if page else None
-            if not link:
-                break
-        return Ownership(principal.object_id.lower() in owners, principal)
+        ids = {str(o.get("id")).lower() for o in owners if o.get("id")}
+        return Ownership(principal.object_id.lower() in ids, principal)
 
     async def find_applications(self, tenant_id: str, name_prefixes: Sequence[str]) -> list[Application]:
-        client = self._client(tenant_id)
         found: dict[str, Application] = {}
         for prefix in name_prefixes:
             escaped = prefix.replace("'", "''")
-            config = RequestConfiguration(
-                query_parameters=ApplicationsRequestBuilder.ApplicationsRequestBuilderGetQueryParameters(
-                    filter=f"startswith(displayName,'{escaped}')", select=_SELECT, top=999
-                )
-            )
-            link: str | None = None
-            while True:
-
-                async def call(url: str | None = link, c: RequestConfiguration[Any] = config) -> Any:
-                    builder = client.applications.with_url(url) if url else client.applications
-                    return await builder.get(request_configuration=None if url else c)
-
-                page = await self._read(tenant_id, "listing apps", call)
-                for app in (page.value if page else None) or []:
-                    found[str(app.id)] = _application(app)
-                link = page.odata_next_link if page else None
-                if not link:
-                    break
+            params = {"$filter": f"startswith(displayName,'{escaped}')", "$select": _SELECT, "$top": "999"}
+            for doc in await self._pages(tenant_id, "listing apps", "/applications", params):
+                app = _application_of(doc)
+                found[app.object_id] = app
         return sorted(found.values(), key=lambda a: a.display_name.lower())
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._reads.aclose()
+        if self._writes is not None:
+            await self._writes.aclose()
 
 
 def _guid(value: str) -> str:
