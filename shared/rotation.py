@@ -88,19 +88,17 @@ class Engine:
     async def _pass(self, actor: Actor, *, assess_only: bool = False, only_in_flight: bool = False) -> PassSummary:
         started = time.monotonic()
         targets = [t for t, _ in await self.state.list_targets() if t.enabled]
-        bound = asyncio.Semaphore(self.config.scan_concurrency)
 
         async def one(target: Target) -> Outcome:
-            async with bound:
-                if only_in_flight:
-                    return await self.advance(target.tenant_id, target.app_id, actor, only_in_flight=True)
-                return await self.advance(target.tenant_id, target.app_id, actor, assess_only=assess_only)
+            if only_in_flight:
+                return await self.advance(target.tenant_id, target.app_id, actor, only_in_flight=True)
+            return await self.advance(target.tenant_id, target.app_id, actor, assess_only=assess_only)
 
         in_flight = [t for t in targets if t.state.stage is not Stage.IDLE]
         resting = [t for t in targets if t.state.stage is Stage.IDLE]
-        outcomes = list(await asyncio.gather(*(one(t) for t in in_flight)))
+        outcomes = await self._each(in_flight, one)
         if not only_in_flight:
-            outcomes += await asyncio.gather(*(one(t) for t in resting))
+            outcomes += await self._each(resting, one)
         summary = PassSummary(outcomes, int((time.monotonic() - started) * 1000))
         log.info(
             "resume pass finished" if only_in_flight else "rotation pass finished",
@@ -115,6 +113,19 @@ class Engine:
             },
         )
         return summary
+
+    async def _each(self, targets: list[Target], work: Callable[[Target], Awaitable[Outcome]]) -> list[Outcome]:
+        """`work` on every target, SCAN_CONCURRENCY at once: that many workers take the next target in turn, so a
+        pass over thousands holds that many tasks, not one per target."""
+        outcomes: list[Outcome | None] = [None] * len(targets)
+        queue = iter(enumerate(targets))
+
+        async def worker() -> None:
+            for index, target in queue:
+                outcomes[index] = await work(target)
+
+        await asyncio.gather(*(worker() for _ in range(min(self.config.scan_concurrency, len(targets)))))
+        return [o for o in outcomes if o is not None]
 
     async def rotate_now(
         self, tenant_id: str, app_id: str, *, force: bool = False, dry_run: bool = False,
@@ -203,6 +214,10 @@ class Engine:
         if leased_by_other(target, self.owner, now):
             return outcome(target, "busy", message="another run holds this target")
         run = Advance(self.ports, self.config, self.owner, target, etag, actor)
+        if target.state.stage is Stage.IDLE and not force:
+            # Assessed before any write: the lease is taken with the first step that has work to do (reserving a
+            # rotation, retiring credentials), so a healthy target costs one read and at most one write.
+            return await self._advance(run, force, assess_only)
         try:
             await run.take_lease()
         except Conflict:

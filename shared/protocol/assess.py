@@ -79,10 +79,12 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
     now = run.now()
     seen = observed(run.target, found, now)
     if not reserve or not (found.status.needs_rotation or force):
-        await run.save(seen)
+        await run.record_observation(seen)
         return False
+    # The reservation and the lease are one ETag-guarded write: an idle target was assessed without the lease.
     await run.save(
         seen.with_state(
+            **run.lease(),
             stage=Stage.CREATING,
             stage_since=now,
             rotation_id=new_rotation_id(),

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 
@@ -126,7 +126,25 @@ class Advance:
 
     async def take_lease(self) -> None:
         """Claim the target for this advance (Conflict when another runner wrote the row first)."""
-        await self.save(self.target.with_state(lease_owner=self.owner, lease_until=self.now() + self.config.lease))
+        await self.save(self.target.with_state(**self.lease()))
+
+    def lease(self) -> dict[str, object]:
+        """The row's lease fields for this advance (to write with the step that needs it)."""
+        return {"lease_owner": self.owner, "lease_until": self.now() + self.config.lease}
+
+    async def hold_lease(self) -> None:
+        """Take the lease unless this advance holds it: an idle target is assessed without it, and leased only when
+        there is work to do (ETag-guarded: Conflict when another runner changed the row since it was read)."""
+        s = self.target.state
+        if s.lease_owner != self.owner or s.lease_until is None or s.lease_until <= self.now():
+            await self.take_lease()
+
+    async def record_observation(self, seen: Target) -> None:
+        """Write what an assessment found, only when it differs from the row by more than the time it was checked:
+        a daily pass over healthy targets writes a row when its days left moved, never three times."""
+        if replace(seen.observed, checked_at=None) != replace(self.target.observed, checked_at=None) \
+                or seen.state != self.target.state:
+            await self.save(seen)
 
     async def release(self) -> None:
         if self.target.state.lease_owner != self.owner:

@@ -82,10 +82,14 @@ async def retire(run: Advance) -> None:
 
     Every removal is tried, whatever happened to the one before; each failure is recorded and all are reported.
     """
-    proven = await sync_proof(run)
-    state = run.target.state
     # The snapshot read earlier in this advance is enough: only credentials listed in it are removed.
     app = await run.application()
+    awaiting = any(a.awaiting_sync for a in run.target.state.acks.values())
+    removable, _ = retirement_plan(app.credentials, run.target.state, run.now(), run.config.retire_other_expired)
+    if awaiting or removable:
+        await run.hold_lease()  # work to do: an idle target was assessed without the lease
+    proven = await sync_proof(run)
+    state = run.target.state
     removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
                                        sync_proven=proven)
     if len(others) != run.target.observed.other_credentials:

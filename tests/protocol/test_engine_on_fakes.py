@@ -28,3 +28,32 @@ async def test_a_healthy_target_is_left_alone() -> None:
     outcome = await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
     assert outcome.result == "healthy" and world.row(target).state.stage is Stage.IDLE
     assert world.secrets.of(target) == [] and world.faults.counts["directory.add_password"] == 0
+
+
+async def test_a_healthy_target_is_assessed_without_a_lease_and_written_only_when_its_observation_changed() -> None:
+    world = FakeWorld()
+    target = world.seed(days_left=300)
+    world.clock.advance(timedelta(hours=1))  # 299 days and 23 hours left: 299 days
+    await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert world.faults.counts["state.replace_target"] == 1, "the observation, in one write: no lease, no release"
+    assert world.row(target).observed.days_left == 299 and world.row(target).state.lease_owner == ""
+
+    world.clock.advance(timedelta(hours=1))
+    await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert world.faults.counts["state.replace_target"] == 1, "nothing but the time of the check changed: no write"
+
+    world.clock.advance(timedelta(days=1))
+    await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert world.faults.counts["state.replace_target"] == 2 and world.row(target).observed.days_left == 298
+
+
+async def test_a_due_target_is_reserved_and_leased_in_one_write() -> None:
+    world = FakeWorld()
+    target = world.seed(days_left=10)
+    world.faults.crash("state.replace_target", when="after", nth=1)
+    try:
+        await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    except BaseException:  # noqa: BLE001 - the fakes' Crash, as the process dies
+        pass
+    row = world.row(target)
+    assert row.state.stage is Stage.CREATING and row.state.lease_owner and row.state.rotation_id
