@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from shared.domain import Actor, Stage
-from tests.fakes import FakeWorld
+from tests.fakes import Crash, FakeWorld
 
 
 async def test_a_due_target_is_rotated_delivered_and_its_old_secret_retired_after_grace() -> None:
@@ -51,9 +53,7 @@ async def test_a_due_target_is_reserved_and_leased_in_one_write() -> None:
     world = FakeWorld()
     target = world.seed(days_left=10)
     world.faults.crash("state.replace_target", when="after", nth=1)
-    try:
+    with pytest.raises(Crash):  # the process dies right after the write
         await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
-    except BaseException:  # noqa: BLE001 - the fakes' Crash, as the process dies
-        pass
     row = world.row(target)
     assert row.state.stage is Stage.CREATING and row.state.lease_owner and row.state.rotation_id
