@@ -7,23 +7,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from azure.data.tables.aio import TableServiceClient
-from azure.keyvault.secrets.aio import SecretClient
-
-from shared.adapters.graph import GraphDirectory
-from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
-from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
-from shared.adapters.queues import WORK_QUEUE_NAME, StorageWorkQueue
-from shared.adapters.tables import TablesConsentStore, TablesStateStore
-from shared.alerts import LogAlerter, WebhookAlerter
 from shared.clock import SystemClock
 from shared.ports import Alerter, Clock, Destination
 from shared.rotation import Engine, EngineConfig
 from shared.settings import IdentityMode, Settings, SettingsError
 from shared.telemetry import configure_telemetry
+
+if TYPE_CHECKING:
+    from shared.adapters.graph import GraphDirectory
+    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
+    from shared.adapters.queues import StorageWorkQueue
+    from shared.adapters.tables import TablesConsentStore, TablesStateStore
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
@@ -90,6 +87,18 @@ async def services(
     config: EngineConfig | None = None,
 ) -> AsyncIterator[Services]:
     """Build the adapters from settings (the environment by default); close them on exit."""
+    # The SDKs are imported here, not at module import: `import function_app` (the host's indexing of every
+    # function) stays light, and a route that never builds the services never loads them.
+    from azure.data.tables.aio import TableServiceClient
+    from azure.keyvault.secrets.aio import SecretClient
+
+    from shared.adapters.graph import GraphDirectory
+    from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
+    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
+    from shared.adapters.queues import WORK_QUEUE_NAME, StorageWorkQueue
+    from shared.adapters.tables import TablesConsentStore, TablesStateStore
+    from shared.alerts import LogAlerter, WebhookAlerter
+
     settings = settings or Settings.from_env(os.environ)
     table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
     clock = clock or DEFAULTS.get("clock") or SystemClock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import ssl
+from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlparse
 
@@ -30,6 +31,10 @@ GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope, not a secret
 _KNOWN_AUTHORITIES = {"login.microsoftonline.com", "login.microsoftonline.us", "login.chinacloudapi.cn"}
 _AADSTS = re.compile(r"AADSTS\d+")
+# Customer tenants whose credential (and its token cache) stays cached: a pass works on SCAN_CONCURRENCY of them at
+# once, so memory stays flat however many customers there are. A credential dropped here needs no close: the
+# transport it uses is shared and closed with the Credentials.
+TENANTS_CACHED = 256
 
 
 def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
@@ -74,7 +79,7 @@ class Credentials:
         self._settings = settings
         self._transport = transport
         self._home: AsyncTokenCredential | None = None
-        self._per_tenant: dict[str, AsyncTokenCredential] = {}
+        self._per_tenant: OrderedDict[str, AsyncTokenCredential] = OrderedDict()
         self._exchange: SyncManagedIdentityCredential | None = None
 
     def home(self) -> AsyncTokenCredential:
@@ -98,11 +103,15 @@ class Credentials:
                 )
             return self.home()
         cached = self._per_tenant.get(tenant_id)
-        if cached is None:
-            cached = ClientAssertionCredential(
-                tenant_id, s.msp_app_client_id, self._assertion, transport=self._transport, **authority_options(s)
-            )
-            self._per_tenant[tenant_id] = cached
+        if cached is not None:
+            self._per_tenant.move_to_end(tenant_id)
+            return cached
+        cached = ClientAssertionCredential(
+            tenant_id, s.msp_app_client_id, self._assertion, transport=self._transport, **authority_options(s)
+        )
+        self._per_tenant[tenant_id] = cached
+        while len(self._per_tenant) > TENANTS_CACHED:
+            self._per_tenant.popitem(last=False)
         return cached
 
     def _assertion(self) -> str:

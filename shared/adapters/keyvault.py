@@ -144,6 +144,9 @@ class KeyVaultSecretStore:
     def __init__(self, client: SecretClient, writes: WriteBudget | None = None) -> None:
         self._client = client
         self._writes = writes or WriteBudget(limit=DEFAULT_WRITES_PER_WINDOW)
+        # Destination credentials by name, read once per store: a store lives for one invocation (a pass), so
+        # every rotation of the pass shares one read of the Proofpoint account and the portal's auth.
+        self._named: dict[str, asyncio.Future[Secret]] = {}
 
     async def store_pending(self, target: Target, rotation_id: str, credential: Credential, secret: Secret) -> str:
         tags = {
@@ -204,6 +207,19 @@ class KeyVaultSecretStore:
         return Secret(bundle.value)
 
     async def get_named(self, name: str) -> Secret:
+        """A destination credential, read once per store (concurrent callers share the read; a failure is not
+        kept)."""
+        pending = self._named.get(name)
+        if pending is None:
+            pending = self._named[name] = asyncio.ensure_future(self._read_named(name))
+        try:
+            return await asyncio.shield(pending)
+        except RotationError:
+            if self._named.get(name) is pending:
+                del self._named[name]
+            raise
+
+    async def _read_named(self, name: str) -> Secret:
         try:
             bundle = await self._client.get_secret(name)
         except AzureError as error:
