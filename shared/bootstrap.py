@@ -95,9 +95,10 @@ async def services(
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
-    from shared.adapters.queues import WORK_QUEUE_NAME, StorageWorkQueue
+    from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
     from shared.alerts import LogAlerter, WebhookAlerter
+    from shared.work import WORK_QUEUE_NAME
 
     settings = settings or Settings.from_env(os.environ)
     table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
@@ -147,8 +148,8 @@ async def services(
                                        credentials.home(), transport, name=name)
     try:
         consents = TablesConsentStore(table_service, prefix=table_prefix)
-        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                       queue)
+        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes),
+                       consents, queue)
     finally:
         if queue is not None:
             await queue.close()

@@ -244,8 +244,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _work(args: argparse.Namespace) -> int:
     from shared import bootstrap
-    from shared.adapters.queues import WORK_QUEUE_NAME
     from shared.local_queue import QueueHost, app_queue_functions
+    from shared.work import WORK_QUEUE_NAME
 
     settings = Settings.from_env(os.environ)
     if not settings.work_queue_connection_string:

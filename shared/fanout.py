@@ -25,11 +25,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from shared.adapters.queues import POISON_QUEUE_NAME
 from shared.domain import Actor, Stage, Target, actor_of
 from shared.errors import NotFound, RotationError
 from shared.ports import Alert, Event, Work, WorkQueue
 from shared.rotation import Engine, Outcome
+from shared.work import POISON_QUEUE_NAME
 
 log = logging.getLogger(__name__)
 

@@ -217,7 +217,7 @@ class Engine:
         if target.state.stage is Stage.IDLE and not force:
             # Assessed before any write: the lease is taken with the first step that has work to do (reserving a
             # rotation, retiring credentials), so a healthy target costs one read and at most one write.
-            return await self._advance(run, force, assess_only)
+            return await self._advance(run, force, assess_only, reserve_only)
         try:
             await run.take_lease()
         except Conflict:

@@ -1,14 +1,8 @@
-"""The rotation work queue on Azure Storage queues (azure-storage-queue): what the timers fan out, one message per
-customer with work, taken by the queue-triggered function `advance_target`.
-
-Messages are JSON, Base64-encoded: the Functions host's queue trigger decodes Base64 (host.json
-`extensions.queues.messageEncoding`), as the SDK's `TextBase64EncodePolicy` encodes. A message carries ids and who
-asked, never a secret.
-"""
+"""The rotation work queue on Azure Storage queues (azure-storage-queue); its names and message format are
+shared/work.py. The SDK's `TextBase64EncodePolicy` encodes each message as the host's queue trigger decodes it."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -17,32 +11,9 @@ from azure.storage.queue.aio import QueueClient
 
 from shared.errors import Unreachable
 from shared.ports import Work
+from shared.work import WORK_QUEUE_NAME, work_message
 
-WORK_QUEUE_NAME = "rotation-work"
-POISON_QUEUE_NAME = f"{WORK_QUEUE_NAME}-poison"  # where the host moves a message after maxDequeueCount failures
 MAX_DELAY_SECONDS = 7 * 24 * 3600  # the service's limit on a message's initial invisibility
-
-
-class MalformedWork(ValueError):
-    """A message that is not a work item of this app (dropped with an error log; never retried)."""
-
-
-def work_message(work: Work) -> str:
-    """The message text of a work item."""
-    return json.dumps({"v": 1, "tenantId": work.tenant_id, "appId": work.app_id, "actor": work.actor,
-                       "reason": work.reason}, separators=(",", ":"))
-
-
-def parse_work(text: str | bytes) -> Work:
-    """The work item of a message text; MalformedWork when it is not one."""
-    try:
-        doc: Any = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise MalformedWork(f"not JSON: {error}") from None
-    fields = ("tenantId", "appId", "actor", "reason")
-    if not isinstance(doc, dict) or doc.get("v") != 1 or not all(isinstance(doc.get(f), str) for f in fields):
-        raise MalformedWork("not a version-1 work item with tenantId, appId, actor and reason")
-    return Work(doc["tenantId"], doc["appId"], doc["actor"], doc["reason"])
 
 
 class StorageWorkQueue:

@@ -12,10 +12,10 @@ import logging
 
 import azure.functions as func
 
-from shared.adapters.queues import POISON_QUEUE_NAME, WORK_QUEUE_NAME, MalformedWork, parse_work
 from shared.bootstrap import services
 from shared.fanout import poisoned, work_on
 from shared.ports import Work
+from shared.work import POISON_QUEUE_NAME, WORK_QUEUE_NAME, MalformedWork, parse_work
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 log = logging.getLogger(__name__)

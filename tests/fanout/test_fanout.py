@@ -16,10 +16,10 @@ import azure.functions.timer as timer
 import pytest
 from azure.storage.queue.aio import QueueClient
 
-from shared.adapters.queues import parse_work, work_message
 from shared.domain import Stage
 from shared.local_queue import QueueHost, QueueOptions
 from shared.ports import Work
+from shared.work import parse_work, work_message
 from tests.api.conftest import Api, functions
 from tests.rotation.conftest import Customer, Rotator, World
 from tests.rotation.test_crash import CRASH_POINTS, kill_at
