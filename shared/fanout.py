@@ -34,6 +34,7 @@ from shared.work import POISON_QUEUE_NAME
 log = logging.getLogger(__name__)
 
 BUSY_MARGIN_SECONDS = 30  # after a held lease runs out, before the target is looked at again
+RETIRE = "retire"  # the reason of a message sent to retire superseded credentials (its target is idle)
 
 
 @dataclass
@@ -88,7 +89,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
                                                                 "error_code": result.error_code,
                                                                 "error": result.message})
             elif retirement_due(target, engine.clock.now()):
-                await put(target, "retire")
+                await put(target, RETIRE)
 
     await asyncio.gather(*(plan(t) for t in targets))
     summary.duration_ms = int((time.monotonic() - started) * 1000)
@@ -103,11 +104,17 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
 
 async def work_on(engine: Engine, queue: WorkQueue, work: Work) -> Outcome:
     """Advance the message's target as far as it goes now. Held by another runner: look again once that lease has
-    run out (a new message with that delay), so a crashed runner's rotation is finished by a worker."""
-    result = await engine.advance(work.tenant_id, work.app_id, work.actor)
+    run out (a new message with that delay), so a crashed runner's rotation is finished by a worker.
+
+    A message never starts a rotation: every rotation is reserved before its message is sent (by the timer's plan
+    or an operator's request), so a message whose target is idle again (a duplicate, a late copy) only retires when
+    it was sent to retire, and is otherwise done."""
+    retiring = work.reason == RETIRE
+    result = await engine.advance(work.tenant_id, work.app_id, work.actor, only_in_flight=not retiring)
     if result.result == "busy":
         delay = int(engine.config.lease.total_seconds()) + BUSY_MARGIN_SECONDS
-        await queue.enqueue(Work(work.tenant_id, work.app_id, work.actor, "busy-retry"), delay_seconds=delay)
+        again = RETIRE if retiring else "busy-retry"
+        await queue.enqueue(Work(work.tenant_id, work.app_id, work.actor, again), delay_seconds=delay)
     log.info("work done", extra={"event": "work", "target": f"{work.tenant_id}/{work.app_id}",
                                  "reason": work.reason, "result": result.result, "stage": result.stage})
     return result

@@ -227,6 +227,25 @@ class StateStore(Protocol):
         """A target's audit events, newest first."""
         ...
 
+    async def record_request(self, request: RotationRequest) -> None:
+        """Keep who asked for a rotation and of which target, by rotation id (what GET /api/rotations/{id} reads)."""
+        ...
+
+    async def request(self, rotation_id: str) -> RotationRequest:
+        """The rotation request with this id; NotFound when there is none."""
+        ...
+
+
+@dataclass(frozen=True)
+class RotationRequest:
+    """An operator's request for a rotation, accepted and queued: the rotation id it was reserved under."""
+
+    rotation_id: str
+    tenant_id: str
+    app_id: str
+    actor: str
+    at: datetime
+
 
 @dataclass(frozen=True)
 class Consent:

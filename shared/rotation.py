@@ -129,10 +129,11 @@ class Engine:
 
     async def rotate_now(
         self, tenant_id: str, app_id: str, *, force: bool = False, dry_run: bool = False,
-        actor: Actor | str = Actor.MANUAL,
+        actor: Actor | str = Actor.MANUAL, reserve_only: bool = False,
     ) -> Outcome:
         """An operator's immediate rotation of one target, through the same protocol; `actor` is who asked
-        (e.g. "manual:alice@msp.example"), recorded on every audit event of the rotation.
+        (e.g. "manual:alice@msp.example"), recorded on every audit event of the rotation. With reserve_only the
+        rotation is only reserved (result "reserved", its rotation id) for a queue worker to take further.
 
         The checks (nothing in flight, not leased, outside the cool-down) and the lease are one decision: the lease
         is written only if the row is still the one checked (ETag), and the rotation then runs on that leased row.
@@ -148,7 +149,7 @@ class Engine:
                 await run.take_lease()
             except Conflict:
                 continue  # the row changed since it was checked: check the new one
-            return await self._advance(run, force=True)
+            return await self._advance(run, force=True, reserve_only=reserve_only)
         raise Conflict(f"{tenant_id}/{app_id} keeps changing; try again", code="RotationInFlight")
 
     def _may_rotate(self, target: Target, force: bool) -> None:

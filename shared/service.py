@@ -10,8 +10,9 @@ from typing import Any
 
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
-from shared.ports import Directory, Event, SecretStore, StateStore
+from shared.ports import Directory, Event, RotationRequest, SecretStore, StateStore, Work, WorkQueue
 from shared.registry import status_document
+from shared.rotation import Engine, Outcome
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
@@ -268,3 +269,70 @@ def _credential_role(key_id: str, current: str, new: str, superseded: Sequence[s
     if key_id in superseded:
         return "superseded"
     return None
+
+
+# ------------------------------------------------------------------------------------------ manual rotations
+# POST /api/rotations reserves the rotation (the same ETag-guarded checks and write as any rotation), keeps who
+# asked under its rotation id, and enqueues it for a queue worker; GET /api/rotations/{rotationId} reports it.
+
+ROTATION_STATES = ("queued", "running", "needs-human", "succeeded", "failed")
+
+
+async def accept_rotation(
+    engine: Engine, queue: WorkQueue, tenant_id: str, app_id: str, *, force: bool, actor: str, hold_seconds: int = 0,
+) -> tuple[Outcome, RotationRequest | None]:
+    """Reserve a manual rotation and enqueue it (visible after `hold_seconds`); the request, or None with the
+    outcome when nothing was reserved (the tenant refused, the app is gone: a final answer, nothing queued).
+
+    Conflict (in flight, cool-down) and NotFound come before anything is written. A failure after the reservation
+    leaves the rotation in flight: the resume timer enqueues it again, so it is never lost."""
+    reserved = await engine.rotate_now(tenant_id, app_id, force=force, actor=actor, reserve_only=True)
+    if reserved.result != "reserved":
+        return reserved, None
+    request = RotationRequest(reserved.rotation_id, tenant_id, app_id, actor, engine.clock.now())
+    await engine.state.record_request(request)
+    await queue.enqueue(Work(tenant_id, app_id, actor, "manual"), delay_seconds=hold_seconds)
+    return reserved, request
+
+
+async def rotation_report(state: StateStore, rotation_id: str) -> dict[str, Any]:
+    """Where a requested rotation stands; NotFound when no such rotation was requested, or its target is gone."""
+    request = await state.request(rotation_id)
+    target, _ = await state.get_target(request.tenant_id, request.app_id)
+    return rotation_progress(request, target, await state.events(request.tenant_id, request.app_id, 200))
+
+
+def rotation_progress(request: RotationRequest, target: Target, events: Sequence[Event]) -> dict[str, Any]:
+    """A rotation's state from its target's row and its audit events (newest first): queued (reserved, no step
+    taken yet), running, needs-human (in flight, waiting for a person), succeeded (finished), failed (ended
+    without finishing: refused, abandoned)."""
+    mine = [e for e in events if e.rotation_id == request.rotation_id]
+    s = target.state
+    in_flight = s.rotation_id == request.rotation_id and s.stage is not Stage.IDLE
+    failure = next((e for e in mine if e.error_code), None)
+    if in_flight:
+        started = any(e.step != "reserve" for e in mine)
+        state = "needs-human" if target.observed.needs_human else "running" if started else "queued"
+    elif any(e.step == "finish" and e.outcome == "ok" for e in mine):
+        state, failure = "succeeded", None
+    else:
+        state = "failed"
+    error_code = failure.error_code if failure else (target.observed.error_code if state == "failed" else "")
+    message = failure.detail if failure else (target.observed.needs_human if state == "needs-human" else "")
+    return {
+        "rotationId": request.rotation_id,
+        "tenantId": request.tenant_id,
+        "appId": request.app_id,
+        "customer": target.customer,
+        "requestedBy": request.actor,
+        "requestedAt": request.at.isoformat(),
+        "state": state,
+        "stage": s.stage.value if in_flight else Stage.IDLE.value,
+        "errorCode": error_code or None,
+        "message": message or None,
+        "steps": [
+            {"at": e.at.isoformat() if e.at else None, "step": e.step, "outcome": e.outcome,
+             "errorCode": e.error_code or None}
+            for e in reversed(mine)
+        ],
+    }

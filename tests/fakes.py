@@ -18,7 +18,17 @@ from datetime import UTC, datetime, timedelta
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
-from shared.ports import Alert, Confirmation, Delivery, Event, NewCredential, Ownership, Principal, StoredVersion
+from shared.ports import (
+    Alert,
+    Confirmation,
+    Delivery,
+    Event,
+    NewCredential,
+    Ownership,
+    Principal,
+    RotationRequest,
+    StoredVersion,
+)
 from shared.protocol.context import EngineConfig
 from shared.rotation import Engine
 
@@ -138,6 +148,7 @@ class FakeState:
         self.faults = faults
         self.rows: dict[tuple[str, str], tuple[Target, str]] = {}
         self.events_: list[Event] = []
+        self.requests: dict[str, RotationRequest] = {}
         self.writes = 0
         self.watch: Callable[[], None] = lambda: None
 
@@ -196,6 +207,16 @@ class FakeState:
         await self.faults.before("state.events")
         mine = [e for e in self.events_ if (e.tenant_id, e.app_id) == (tenant_id, app_id)]
         return list(reversed(mine))[:limit]
+
+    async def record_request(self, request: RotationRequest) -> None:
+        await self.faults.before("state.record_request")
+        self.requests[request.rotation_id] = request
+
+    async def request(self, rotation_id: str) -> RotationRequest:
+        found = self.requests.get(rotation_id)
+        if found is None:
+            raise NotFound(f"no rotation {rotation_id}", code="RotationNotFound")
+        return found
 
 
 @dataclass

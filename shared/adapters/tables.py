@@ -1,5 +1,6 @@
-"""State on Azure Tables: the targets table (registry + protocol state), the events table (audit log) and the
-consents table (customer tenants' admin consent, and the consent links already answered)."""
+"""State on Azure Tables: the targets table (registry + protocol state), the events table (audit log), the rotations
+table (who asked for each manual rotation, by rotation id) and the consents table (customer tenants' admin consent,
+and the consent links already answered)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.domain import Ack, DestinationConfig, Observation, Policy, RotationState, Stage, Target
 from shared.errors import Conflict, NotFound, RotationError
-from shared.ports import Consent, Event
+from shared.ports import Consent, Event, RotationRequest
 
 _EPOCH_LIMIT_MS = 10**13
 
@@ -171,6 +172,7 @@ class TablesStateStore:
         self._targets: TableClient = service.get_table_client(f"{prefix}targets")
         self._events: TableClient = service.get_table_client(f"{prefix}events")
         self._seen: TableClient = service.get_table_client(f"{prefix}seenevents")
+        self._requests: TableClient = service.get_table_client(f"{prefix}rotations")
         self._ready = False
         self._creating = asyncio.Lock()
 
@@ -180,7 +182,7 @@ class TablesStateStore:
         async with self._creating:  # the first calls of a concurrent pass wait for one creation
             if self._ready:
                 return
-            for table in (self._targets, self._events, self._seen):
+            for table in (self._targets, self._events, self._seen, self._requests):
                 try:
                     await self._service.create_table_if_not_exists(table.table_name)
                 except AzureError as error:
@@ -290,6 +292,26 @@ class TablesStateStore:
             raise _translate(error, "events") from error
         return found
 
+    async def record_request(self, request: RotationRequest) -> None:
+        await self._ensure()
+        row = {"PartitionKey": request.rotation_id, "RowKey": "", "TenantId": request.tenant_id,
+               "AppId": request.app_id, "Actor": request.actor, "At": _iso(request.at)}
+        try:
+            await self._requests.upsert_entity(row, mode=UpdateMode.REPLACE)
+        except AzureError as error:
+            raise _translate(error, f"rotation {request.rotation_id}") from error
+
+    async def request(self, rotation_id: str) -> RotationRequest:
+        await self._ensure()
+        try:
+            e = await self._requests.get_entity(rotation_id, "")
+        except ResourceNotFoundError:
+            raise NotFound(f"no rotation {rotation_id} was requested", code="RotationNotFound") from None
+        except AzureError as error:
+            raise _translate(error, f"rotation {rotation_id}") from error
+        return RotationRequest(rotation_id, e["TenantId"], e["AppId"], e.get("Actor", ""),
+                               _dt(e.get("At")) or datetime.now(UTC))
+
     async def claim_event(self, event_id: str, now: datetime, keep: timedelta) -> bool:
         """Record an Event Grid event id as handled; False when it was seen within `keep` (a replay or a copy).
 
@@ -338,10 +360,10 @@ class TablesStateStore:
             pass  # housekeeping only: the next event tries again
 
     async def all_rows(self) -> list[dict[str, Any]]:
-        """Every row of both tables, as stored: for tests that prove no secret is ever written."""
+        """Every row of the state tables, as stored: for tests that prove no secret is ever written."""
         await self._ensure()
         rows: list[dict[str, Any]] = []
-        for table in (self._targets, self._events):
+        for table in (self._targets, self._events, self._requests):
             rows += [dict(e) async for e in table.list_entities()]
         return rows
 

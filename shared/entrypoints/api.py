@@ -7,9 +7,11 @@ the result; every client mistake is refused before anything is read or written.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
-from dataclasses import asdict
+import re
+from dataclasses import asdict, replace
 from datetime import timedelta
 from importlib import resources
 from typing import Any
@@ -34,6 +36,7 @@ from shared.registry import InvalidTarget, check_policy, parse_target, refuse_se
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 AUTH = func.AuthLevel.FUNCTION
+ROTATION_ID = re.compile(r"[0-9a-fA-F]{32}")  # shared.domain.new_rotation_id: uuid4().hex
 
 
 def _body(req: func.HttpRequest, *, refuse_secrets: bool = True) -> Any:
@@ -186,24 +189,80 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(doc)
 
 
+# How long `?wait=true` works on a rotation in this invocation: under the 230 s the platform's front end gives an
+# HTTP answer, with room for the reservation before and the answer after.
+WAIT_SECONDS = 180
+
+
+def _wait(req: func.HttpRequest) -> bool:
+    raw = req.params.get("wait")
+    if raw is None or raw.lower() == "false":
+        return False
+    if raw.lower() == "true":
+        return True
+    raise HttpError(400, "InvalidQuery", "wait must be true or false")
+
+
+def _rotation_location(rotation_id: str) -> dict[str, str]:
+    return {"Location": f"/api/rotations/{rotation_id}"}
+
+
 @bp.route(route="rotations", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def rotations(req: func.HttpRequest) -> func.HttpResponse:
-    """POST /api/rotations {"tenantId", "appId", "force"?, "dryRun"?}: rotate one target now; the outcome, never
-    the secret."""
+    """POST /api/rotations[?wait=true] {"tenantId", "appId", "force"?, "dryRun"?}: rotate one target now.
+
+    The rotation is reserved and queued for a worker: 202 Accepted at once, `Location: /api/rotations/{rotationId}`
+    reporting it as it moves. With wait=true this invocation works on it (up to WAIT_SECONDS) and answers the
+    outcome (200); a rotation that takes longer answers 202 and a worker finishes it. A dry run, or a rotation
+    the tenant refuses before anything is reserved, answers its outcome at once (200). Never the secret."""
     allow(req, "POST")
     who = authorize(req, Role.OPERATE)
+    wait = _wait(req)
     body = _fields(_body(req), {"tenantId", "appId"}, {"force", "dryRun"})
     tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
     force, dry_run = _bool_field(body, "force"), _bool_field(body, "dryRun")
+    actor = actor_of(Actor.MANUAL, who.name)
     async with services() as svc:
-        outcome = await svc.engine.rotate_now(
-            tenant_id, app_id, force=force, dry_run=dry_run, actor=actor_of(Actor.MANUAL, who.name)
+        if dry_run:
+            preview = await svc.engine.rotate_now(tenant_id, app_id, force=force, dry_run=True, actor=actor)
+            return json_response(asdict(preview))
+        # With wait, the message is held back past this invocation's bound: a worker takes it only if we do not
+        # finish (we time out, or the instance dies with the lease held).
+        hold = WAIT_SECONDS + int(svc.engine.config.lease.total_seconds()) if wait else 0
+        reserved, request = await service.accept_rotation(
+            svc.engine, svc.work_queue, tenant_id, app_id, force=force, actor=actor, hold_seconds=hold
         )
-    if outcome.result == "busy":
-        # Another run took the target between our check and our lease: the same answer as a rotation in flight.
-        raise HttpError(409, "RotationInFlight", outcome.message or "another run holds this target")
-    return json_response(asdict(outcome))
+        if request is None:
+            if reserved.result == "busy":
+                # Another run took the target between our check and our lease: as a rotation in flight.
+                raise HttpError(409, "RotationInFlight", reserved.message or "another run holds this target")
+            return json_response(asdict(reserved))
+        where = _rotation_location(request.rotation_id)
+        if wait:
+            try:
+                done = await asyncio.wait_for(svc.engine.advance(tenant_id, app_id, actor), WAIT_SECONDS)
+            except TimeoutError:
+                done = None
+            if done is not None and done.result != "busy":
+                return json_response(asdict(replace(done, rotation_id=request.rotation_id)), headers=where)
+        report = await service.rotation_report(svc.state, request.rotation_id)
+    return json_response(report, 202, headers={**where, "Retry-After": "5"})
+
+
+@bp.route(route="rotations/{rotationId}", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def rotation(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/rotations/{rotationId}: where a requested rotation stands (queued, running, needs-human,
+    succeeded, failed), its stage and its steps so far."""
+    allow(req, "GET")
+    authorize(req, Role.READ)
+    rotation_id = (req.route_params or {}).get("rotationId", "")
+    if not ROTATION_ID.fullmatch(rotation_id):
+        raise HttpError(400, "InvalidRotationId", "rotationId must be the 32 hexadecimal digits a rotation returned")
+    async with services() as svc:
+        report = await service.rotation_report(svc.state, rotation_id.lower())  # NotFound: 404
+    return json_response(report)
 
 
 @bp.route(route="acknowledgements", methods=ALL_METHODS, auth_level=AUTH)

@@ -226,6 +226,7 @@ class Advance:
 
     async def abandon(self, step: str, error: RotationError) -> NoReturn:
         """End this rotation without a new secret (the old one stays untouched), tell a human, stop."""
+        await self.event("abandon", "failed", error)  # while the row still names the rotation
         await self.move(Stage.IDLE, rotation_id="", new_key_id="", new_version="", new_expires=None, replaces=())
         await self.save(self.target.with_observed(last_outcome=f"failed: {error.code}", error_code=error.code,
                                                   error_message=error.message))
@@ -241,6 +242,7 @@ class Advance:
         target with what could still be observed (its secret's lifetime when the app was read)."""
         now = self.now()
         target = seen or self.target
+        rotation_id = target.state.rotation_id  # the event names the rotation this refusal ended
         if target.state.stage is not Stage.IDLE:
             target = target.with_state(stage=Stage.IDLE, stage_since=now, rotation_id="", new_key_id="",
                                        new_version="", new_expires=None, replaces=())
@@ -250,7 +252,7 @@ class Advance:
             status=status.value, checked_at=now, error_code=error.code, error_message=error.message,
             **({"days_left": None, "expires": None} if unread else {}),
         ))
-        await self.event(step, status.value, error)
+        await self.event(step, status.value, error, rotation_id=rotation_id)
         await self.alert(status.value, error.message, error_code=error.code, **(details or {}))
         raise self.stop(status.value, error) from error
 

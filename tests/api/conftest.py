@@ -26,6 +26,7 @@ rotator = rotation.rotator  # and the same `rotator` (the engine's services with
 JSON = {"Content-Type": "application/json"}
 OPERATOR = "operator@msp.example"
 BOTH_ROLES = (Role.READ.value, Role.OPERATE.value)
+WAIT = {"wait": "true"}  # POST /api/rotations works on the rotation in the call and answers its outcome
 ROUTES = {
     "me": "me",
     "openapi": "openapi.json",
@@ -34,6 +35,7 @@ ROUTES = {
     "details": "targets/{tenantId}/{appId}/details",
     "status": "status",
     "rotations": "rotations",
+    "rotation": "rotations/{rotationId}",
     "acknowledgements": "acknowledgements",
     "discover": "discover/{tenantId}",
     "push": "push",

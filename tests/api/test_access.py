@@ -10,7 +10,7 @@ import pytest
 
 from shared.entrypoints.access import PRINCIPAL_HEADER, Caller, Role, authorize, platform_headers, principal
 from shared.entrypoints.web import HttpError
-from tests.api.conftest import OPERATOR, Api, ids
+from tests.api.conftest import OPERATOR, WAIT, Api, ids
 from tests.rotation.conftest import World
 
 READER = ("reader@msp.example", (Role.READ.value,))
@@ -129,7 +129,7 @@ async def test_an_operator_registers_and_rotates_and_is_the_audit_actor(api: Api
     c = world.seed_customer("Operated", 10)
     created = await api.put(c, {"customer": "Operated"})
     assert created.status == 201
-    rotated = await api.call("rotations", "POST", {}, {**ids(c), "force": True}, caller=OPERATOR_ONLY)
+    rotated = await api.call("rotations", "POST", {}, {**ids(c), "force": True}, caller=OPERATOR_ONLY, params=WAIT)
     assert rotated.status == 200 and rotated.body["result"] in ("rotated", "push-incomplete"), rotated.text
     events = await svc.state.events(c.tenant_id, c.app_id, limit=100)
     registry = [e for e in events if e.step == "registry"]

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from shared import bootstrap
 from shared.clock import SystemClock
-from tests.api.conftest import Api, ids
+from tests.api.conftest import WAIT, Api, ids
 from tests.rotation.conftest import World
 
 WEBHOOK_SECRET = "alert-webhook"
@@ -70,7 +70,7 @@ async def test_a_condition_posts_once_a_day(api: Api, world: World, webhook: Rec
     caplog.set_level(logging.DEBUG)
     c = world.seed_customer("Woodgrove", 3)
     await api.put(c, {"customer": "Woodgrove", "destinations": [NOTIFY]})
-    first = await api.call("rotations", "POST", body=ids(c))
+    first = await api.call("rotations", "POST", body=ids(c), params=WAIT)
     assert first.status == 200, first.body
     assert first.body["result"] == "push-incomplete"
     [posted] = webhook.by_condition("notify-only-waiting")
@@ -102,7 +102,7 @@ async def test_a_failed_post_is_retried_by_the_next_occurrence(api: Api, world: 
     webhook.statuses = [500]
     c = world.seed_customer("Litware", 3)
     await api.put(c, {"customer": "Litware", "destinations": [NOTIFY]})
-    await api.call("rotations", "POST", body=ids(c))
+    await api.call("rotations", "POST", body=ids(c), params=WAIT)
     assert len(webhook.by_condition("notify-only-waiting")) == 1  # answered 500
     await api.call("push", "POST", body=ids(c))
     assert len(webhook.by_condition("notify-only-waiting")) == 2  # the claim was given back: posted again
@@ -124,5 +124,5 @@ async def test_without_the_setting_alerts_are_only_logged(api: Api, world: World
     monkeypatch.delitem(bootstrap.DEFAULTS, "alerter")
     c = world.seed_customer("Quiet", 3)
     await api.put(c, {"destinations": [NOTIFY]})
-    assert (await api.call("rotations", "POST", body=ids(c))).body["result"] == "push-incomplete"
+    assert (await api.call("rotations", "POST", body=ids(c), params=WAIT)).body["result"] == "push-incomplete"
     assert receiver.received == []

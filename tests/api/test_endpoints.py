@@ -8,7 +8,7 @@ from datetime import timedelta
 from shared import bootstrap
 from shared.clock import SystemClock
 from shared.domain import Stage
-from tests.api.conftest import Api, ids
+from tests.api.conftest import WAIT, Api, ids
 from tests.rotation.conftest import ACCOUNT_SECRET, World
 
 
@@ -98,7 +98,7 @@ async def test_manual_rotation_dry_run_cooldown_force_and_in_flight(api: Api, wo
     assert dry.status == 200 and dry.body["result"] == "would-rotate" and dry.body["status"] == "healthy"
     assert [x["keyId"] for x in world.credentials(c)] == [c.key_id], "a dry run changes nothing"
 
-    rotated = await api.call("rotations", "POST", body=request)
+    rotated = await api.call("rotations", "POST", body=request, params=WAIT)
     assert rotated.status == 200, rotated.text
     assert rotated.body["result"] == "rotated" and rotated.body["stage"] == "idle"
     made = [x for x in world.credentials(c) if x["keyId"] != c.key_id]
@@ -108,7 +108,7 @@ async def test_manual_rotation_dry_run_cooldown_force_and_in_flight(api: Api, wo
     repeat = await api.call("rotations", "POST", body=request)
     assert (repeat.status, repeat.code) == (409, "CoolDown")
     assert len(world.credentials(c)) == 2, "a refused repeat changes nothing"
-    forced = await api.call("rotations", "POST", body={**request, "force": True})
+    forced = await api.call("rotations", "POST", body={**request, "force": True}, params=WAIT)
     assert forced.status == 200 and forced.body["result"] == "rotated"
 
     target, etag = await svc.state.get_target(c.tenant_id, c.app_id)
@@ -124,10 +124,10 @@ async def test_cooldown_ends(api: Api, world: World, monkeypatch) -> None:  # ty
     c = world.seed_customer("Later", 200)
     await api.put(c)
     request = {"tenantId": c.tenant_id, "appId": c.app_id}
-    assert (await api.call("rotations", "POST", body=request)).body["result"] == "rotated"
+    assert (await api.call("rotations", "POST", body=request, params=WAIT)).body["result"] == "rotated"
     monkeypatch.setenv("MANUAL_COOLDOWN_MINUTES", "30")
     monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(minutes=31)))
-    later = await api.call("rotations", "POST", body=request)
+    later = await api.call("rotations", "POST", body=request, params=WAIT)
     assert later.status == 200 and later.body["result"] == "rotated"
 
 
@@ -136,7 +136,7 @@ async def test_notify_only_waits_for_an_acknowledgement_then_finishes(api: Api, 
     helpdesk = {"name": "helpdesk", "kind": "notify-only", "options": {"instructions": "the Proofpoint console"}}
     await api.put(c, {"customer": "Northwind", "destinations": [helpdesk]})
     request = {"tenantId": c.tenant_id, "appId": c.app_id}
-    waiting = await api.call("rotations", "POST", body=request)
+    waiting = await api.call("rotations", "POST", body=request, params=WAIT)
     assert waiting.status == 200 and waiting.body["result"] == "push-incomplete", waiting.text
     assert any(a.condition == "notify-only-waiting" for a in api.alerter.raised)
     status = (await api.call("status")).body["targets"][0]
@@ -207,7 +207,7 @@ async def test_openapi_is_served(api: Api) -> None:
 async def test_put_after_a_rotation_keeps_its_state(api: Api, world: World) -> None:
     c = world.seed_customer("Keep", 10)
     await api.put(c)
-    assert (await api.call("rotations", "POST", body=ids(c))).body["result"] == "rotated"
+    assert (await api.call("rotations", "POST", body=ids(c), params=WAIT)).body["result"] == "rotated"
     before = (await api.call("status")).body["targets"][0]
     assert (await api.put(c, {"customer": "Keep renamed"})).status == 200
     after = (await api.call("status")).body["targets"][0]

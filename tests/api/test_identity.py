@@ -12,7 +12,7 @@ import pytest
 
 from shared.adapters.identity import GRAPH_SCOPE, Credentials, close_transport, shared_transport
 from shared.settings import IdentityMode
-from tests.api.conftest import Api, ids
+from tests.api.conftest import WAIT, Api, ids
 from tests.rotation.conftest import ROTATOR_ROLE, World, random_secret
 
 MSP_TENANT = "5a1d0000-0000-4000-8000-000000000001"
@@ -58,7 +58,7 @@ async def test_federated_tokens_for_two_tenants_and_a_rotation_in_each(api: Api,
 
     for customer in (first, second):
         await api.put(customer)
-        reply = await api.call("rotations", "POST", body=ids(customer))
+        reply = await api.call("rotations", "POST", body=ids(customer), params=WAIT)
         assert reply.status == 200 and reply.body["result"] == "rotated", reply.text
         made = [c for c in world.credentials(customer) if c["keyId"] != customer.key_id]
         assert len(made) == 1 and "rotation" in made[0]["displayName"]
@@ -93,7 +93,7 @@ async def test_managed_identity_mode_rotates_in_its_own_tenant_only(api: Api, wo
 
     target = {"tenantId": tenant_id, "appId": app_id}
     assert (await api.call("target", "PUT", target, {"customer": "Contoso MSP"})).status == 201
-    reply = await api.call("rotations", "POST", body=target)
+    reply = await api.call("rotations", "POST", body=target, params=WAIT)
     assert reply.status == 200 and reply.body["result"] == "rotated", reply.text
     home = next(t for t in world.sb.control.state()["tenants"] if t["id"] == MSP_TENANT)
     app = next(a for a in home["applications"] if a["appId"] == app_id)

@@ -115,14 +115,28 @@ async def test_a_message_delivered_twice_makes_one_credential(
     api: Api, world: World, host: QueueHost, rotator: Rotator
 ) -> None:
     due = await registered_due(api, world, "Twice")
+    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))  # reserves it, sends one message
     async with rotator() as svc:
-        for _ in range(3):  # at-least-once: the same work, three times, taken in one batch side by side
-            await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "manual:ops", "due"))
-    await host.drain()
+        for _ in range(2):  # at-least-once: the same work three times, taken in one batch side by side
+            await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "timer", "due"))
+    assert await host.drain() == 3
     target = await read(api, due)
     assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated"
     assert len(made_by_rotator(world, due)) == 1
     assert len([v for v in world.versions(due) if v["tags"].get("stage") == "current"]) == 1
+
+
+async def test_a_message_never_starts_a_rotation_by_itself(
+    api: Api, world: World, host: QueueHost, rotator: Rotator
+) -> None:
+    """Every rotation is reserved before its message is sent; a stray message for an idle, due target (a copy that
+    outlived its rotation, or one sent by anything else) leaves it to the timer's plan."""
+    due = await registered_due(api, world, "Stray")
+    async with rotator() as svc:
+        await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "timer", "due"))
+    assert await host.drain() == 1
+    assert not made_by_rotator(world, due)
+    assert (await read(api, due)).state.stage is Stage.IDLE
 
 
 async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lease(
