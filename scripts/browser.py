@@ -49,12 +49,16 @@ def chromium_missing() -> str | None:
 
 @contextmanager
 def serving(
-    env: dict[str, str], *, caller: str, roles: Sequence[str], table_prefix: str = "", timeout: float = 120.0
+    env: dict[str, str], *, caller: str, roles: Sequence[str], table_prefix: str = "", work_queue: str = "",
+    timeout: float = 120.0,
 ) -> Iterator[str]:
-    """`python -m shared serve` on a free loopback port as `caller` with `roles`; yields its base URL."""
+    """`python -m shared serve` (the HTTP functions and a queue worker) on a free loopback port as `caller` with
+    `roles`; yields its base URL."""
     command = [sys.executable, "-m", "shared"]
     if table_prefix:
         command += ["--table-prefix", table_prefix]
+    if work_queue:
+        command += ["--work-queue", work_queue]
     command += ["serve", "--port", "0", "--as", caller, "--roles", ",".join(roles)]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True

@@ -6,7 +6,8 @@
     python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
     python -m shared targets import FILE      (a JSON list of target documents)
     python -m shared targets list
-    python -m shared serve [--port N] [--as NAME] [--roles R1,R2]   (the HTTP functions on 127.0.0.1, as `func start`)
+    python -m shared serve [--port N] [--as NAME] [--roles R1,R2] [--no-worker]
+                                            (the HTTP functions on 127.0.0.1 and a queue worker, as `func start`)
     python -m shared resume                   (take only the rotations in flight further)
     python -m shared consent-url TENANT_ID [--json]   (a signed admin-consent link for a customer tenant)
 
@@ -208,6 +209,7 @@ def parser() -> argparse.ArgumentParser:
     # For tests: a private set of tables, and a clock far enough ahead to take over a crashed run's lease.
     p.add_argument("--clock-offset-seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     p.add_argument("--table-prefix", default="", help=argparse.SUPPRESS)
+    p.add_argument("--work-queue", default="", help=argparse.SUPPRESS)  # tests: a private work queue
     sub = p.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="every target with its secret's lifetime and rotation stage")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -234,39 +236,26 @@ def parser() -> argparse.ArgumentParser:
                             "in as this caller")
     serve.add_argument("--roles", default=None, metavar="R1,R2",
                        help="app roles of the --as caller, comma-separated (e.g. Rotator.Read,Rotator.Operate)")
+    serve.add_argument("--no-worker", action="store_true",
+                       help="do not take work from the rotation queue beside the HTTP functions (as `func start` "
+                            "runs the queue trigger; on by default when WORK_QUEUE is set)")
     work = sub.add_parser("work", help="take work from the rotation queue (WORK_QUEUE, Azurite) as the Functions host "
                                        "runs advance_target: a local worker")
     work.add_argument("--until-empty", action="store_true", help="stop once no message is visible")
-    work.add_argument("--queue", default="", help=argparse.SUPPRESS)  # tests: a private queue
     work.add_argument("--invisible-seconds", type=int, default=600, help=argparse.SUPPRESS)
     return p
 
 
 def _work(args: argparse.Namespace) -> int:
-    from shared import bootstrap
-    from shared.local_queue import QueueHost, app_queue_functions
-    from shared.work import WORK_QUEUE_NAME
+    from shared.local_queue import work_queue_forever
 
     settings = Settings.from_env(os.environ)
     if not settings.work_queue_connection_string:
         raise SettingsError("WORK_QUEUE (a connection string, e.g. Azurite's) is required for a local worker")
     _test_defaults(args)
-    queue = args.queue or WORK_QUEUE_NAME
-    bootstrap.DEFAULTS["work_queue"] = queue
-    work, poison = app_queue_functions()
-
-    async def loop() -> None:
-        async with QueueHost(settings.work_queue_connection_string, queue, work, poison,
-                             invisible_while_working=timedelta(seconds=args.invisible_seconds)) as host:
-            while True:
-                ran = await host.drain()
-                if args.until_empty:
-                    print(f"ran {ran} message(s); the queue has nothing visible", flush=True)
-                    return
-                await asyncio.sleep(1 if ran else 5)
-
     try:
-        asyncio.run(loop())
+        asyncio.run(work_queue_forever(settings.work_queue_connection_string, until_empty=args.until_empty,
+                                       invisible=timedelta(seconds=args.invisible_seconds)))
     except KeyboardInterrupt:
         pass
     return 0
@@ -279,12 +268,14 @@ def _test_defaults(args: argparse.Namespace) -> None:
         bootstrap.DEFAULTS["table_prefix"] = args.table_prefix
     if args.clock_offset_seconds:
         bootstrap.DEFAULTS["clock"] = SystemClock(timedelta(seconds=args.clock_offset_seconds))
+    if args.work_queue:
+        bootstrap.DEFAULTS["work_queue"] = args.work_queue
 
 
 def _serve(args: argparse.Namespace) -> int:
     from shared import local_host
 
-    Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start, not at the first call
+    settings = Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start
     _test_defaults(args)
     roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
     principal = None
@@ -292,8 +283,9 @@ def _serve(args: argparse.Namespace) -> int:
         principal = local_host.principal_headers(args.caller or "local-user", roles)
         print(f"Signing in requests without X-MS-CLIENT-PRINCIPAL as {args.caller or 'local-user'!r} with roles "
               f"{roles or 'none'} (local stand-in for App Service Authentication)", flush=True)
+    worker = settings.work_queue_connection_string if not args.no_worker else ""
     try:
-        asyncio.run(local_host.serve(args.port, principal))
+        asyncio.run(local_host.serve(args.port, principal, work_queue_connection=worker))
     except KeyboardInterrupt:
         pass
     return 0

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import inspect
 import json
 import logging
@@ -254,15 +255,24 @@ def _response(result: Any) -> web.Response:
     return response
 
 
-def app_routes() -> list[Route]:
-    """The routes of the real function app (function_app.app), each function taken once per process."""
+@functools.cache
+def indexed_functions() -> tuple[Any, ...]:
+    """The real function app's functions (function_app.app), as the host indexes them: taken once per process
+    (`get_functions()` a second time fails on duplicate names)."""
     import function_app
 
-    return http_routes(function_app.app.get_functions())
+    return tuple(function_app.app.get_functions())
 
 
-async def serve(port: int, principal: Mapping[str, str] | None = None, announce: bool = True) -> None:
-    """Serve the function app on 127.0.0.1:port (0: a free port) until cancelled."""
+def app_routes() -> list[Route]:
+    """The routes of the real function app's HTTP functions."""
+    return http_routes(indexed_functions())
+
+
+async def serve(port: int, principal: Mapping[str, str] | None = None, announce: bool = True, *,
+                work_queue_connection: str = "") -> None:
+    """Serve the function app on 127.0.0.1:port (0: a free port) until cancelled; with a work queue connection
+    string, also take work from the rotation queue, as `func start` runs the queue trigger beside HTTP."""
     host = LocalHost(app_routes(), principal)
     runner = web.AppRunner(host.application(), access_log=None)
     await runner.setup()
@@ -274,6 +284,12 @@ async def serve(port: int, principal: Mapping[str, str] | None = None, announce:
         for route in host.routes:
             print(f"  {','.join(sorted(route.methods)):<40} /{ROUTE_PREFIX}/{route.template}", flush=True)
     try:
+        if work_queue_connection:
+            from shared.local_queue import work_queue_forever
+
+            if announce:
+                print("Taking work from the rotation queue (advance_target, poisoned_work)", flush=True)
+            await work_queue_forever(work_queue_connection)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

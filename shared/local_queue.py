@@ -137,7 +137,25 @@ class QueueHost:
 
 def app_queue_functions() -> tuple[QueueFunction, QueueFunction]:
     """The function app's own queue functions (advance_target, poisoned_work), as the host indexes them."""
-    import function_app
+    from shared.local_host import indexed_functions
 
-    functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    functions = {f.get_function_name(): f.get_user_function() for f in indexed_functions()}
     return functions["advance_target"], functions["poisoned_work"]
+
+
+async def work_queue_forever(connection_string: str, *, until_empty: bool = False,
+                             invisible: timedelta = timedelta(minutes=10)) -> None:
+    """Take work from the rotation queue (bootstrap's work queue name) as the host runs the queue trigger: a batch
+    whenever messages are visible, polling every 5 s when none are (host.json's maxPollingInterval is 10 s)."""
+    from shared import bootstrap
+    from shared.work import WORK_QUEUE_NAME
+
+    queue = bootstrap.DEFAULTS.get("work_queue") or WORK_QUEUE_NAME
+    work, poison = app_queue_functions()
+    async with QueueHost(connection_string, queue, work, poison, invisible_while_working=invisible) as host:
+        while True:
+            ran = await host.drain()
+            if until_empty:
+                print(f"ran {ran} message(s); the queue has nothing visible", flush=True)
+                return
+            await asyncio.sleep(1 if ran else 5)

@@ -641,22 +641,53 @@ function askRotate(d) {
   $("confirm-cancel").focus();
 }
 
+// POST /api/rotations answers 202 at once (the rotation reserved and queued for a worker) with the rotation's
+// id; the page then follows GET /api/rotations/{id} until it rests, showing the stage as the worker moves it.
+// A 200 is a final answer: the tenant refused before anything was reserved.
+const ROTATION_KIND = { succeeded: "good", failed: "bad", "needs-human": "bad" };
+const ROTATION_FOLLOW_MS = 15 * 60 * 1000;
+
+function rotationText(r) {
+  const parts = [`Rotation: ${r.state === "succeeded" ? "rotated" : r.state}`];
+  if (r.stage && r.stage !== "idle") parts.push(`stage ${r.stage}`);
+  if (r.errorCode) parts.push(r.errorCode);
+  return parts.join(" · ") + (r.message ? ` — ${r.message}` : "");
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+async function follow(key, accepted) {
+  const until = Date.now() + ROTATION_FOLLOW_MS;
+  let r = accepted;
+  while (!(r.state in ROTATION_KIND) && Date.now() < until) {
+    state.actionResult = { key, kind: "", text: r.state === "queued" ? "Rotation queued: a worker takes it in a moment…" : `${rotationText(r)}…` };
+    if (state.selected === key) await loadDetails();
+    await sleep(PROGRESS_MS);
+    r = await api(`/api/rotations/${encodeURIComponent(r.rotationId)}`);
+  }
+  return r;
+}
+
 async function rotate(key, force) {
   const d = state.targets.find((t) => keyOf(t) === key) || state.details;
   state.progress = { key, running: true, result: null };
-  state.actionResult = { key, kind: "", text: "Rotating… the steps show as they complete." };
+  state.actionResult = { key, kind: "", text: "Starting the rotation…" };
   renderDetail();
-  const poll = setInterval(() => { if (state.selected === key) loadDetails(); }, PROGRESS_MS);
   try {
-    const outcome = await api("/api/rotations", { method: "POST", body: JSON.stringify({ tenantId: d.tenantId, appId: d.appId, force }) });
-    state.progress = { key, running: false, result: outcome };
-    state.actionResult = { key, kind: GOOD.has(outcome.result) ? "good" : BAD.has(outcome.result) ? "bad" : "", text: outcomeText("Rotation", outcome) };
+    const answer = await api("/api/rotations", { method: "POST", body: JSON.stringify({ tenantId: d.tenantId, appId: d.appId, force }) });
+    if (answer.rotationId) {
+      const r = await follow(key, answer);
+      const rested = r.state in ROTATION_KIND;
+      state.progress = { key, running: false, result: { result: r.state === "succeeded" ? "rotated" : r.state } };
+      state.actionResult = { key, kind: ROTATION_KIND[r.state] || "", text: rested ? rotationText(r) : `${rotationText(r)} — still going: see the audit trail.` };
+    } else {
+      state.progress = { key, running: false, result: answer };
+      state.actionResult = { key, kind: GOOD.has(answer.result) ? "good" : BAD.has(answer.result) ? "bad" : "", text: outcomeText("Rotation", answer) };
+    }
   } catch (error) {
     state.progress = null;
     const hint = error.code === "CoolDown" ? " Tick Force to rotate again within the cool-down." : "";
     state.actionResult = { key, kind: "bad", text: `Rotation refused: ${error.code}: ${error.message}.${hint}` };
-  } finally {
-    clearInterval(poll);
   }
   await refresh();
 }

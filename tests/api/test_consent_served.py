@@ -39,7 +39,7 @@ def served(world: World) -> Iterator[str]:
     env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent",
            "ALLOW_FUNCTION_KEY_CALLERS": "true"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port)],
+        [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port), "--no-worker"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:

@@ -66,8 +66,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             subprocess.run([sys.executable, "-m", "shared", "--table-prefix", prefix, *args], cwd=ROOT, env=env,
                            check=False, capture_output=True, timeout=120)
         operator = stack.enter_context(
-            serving(env, caller="operator@msp.example", roles=[READ, OPERATE], table_prefix=prefix))
-        reader = stack.enter_context(serving(env, caller="reader@msp.example", roles=[READ], table_prefix=prefix))
+            serving(env, caller="operator@msp.example", roles=[READ, OPERATE], table_prefix=prefix,
+                    work_queue=f"{prefix}-work"))
+        reader = stack.enter_context(serving(env, caller="reader@msp.example", roles=[READ], table_prefix=prefix,
+                                             work_queue=f"{prefix}-work"))
         playwright = stack.enter_context(sync_playwright())
         browser = launch(playwright)
         stack.callback(browser.close)

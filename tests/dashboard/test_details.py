@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from shared import bootstrap
 from shared.domain import Ack, DestinationConfig, Stage, Target
 from shared.service import StatusPolicy, open_alerts, planned_rotation
-from tests.api.conftest import Api, ids
+from tests.api.conftest import WAIT, Api, ids
 from tests.rotation.conftest import ACCOUNT_SECRET, World
 
 
@@ -19,7 +19,7 @@ async def rotated_customer(api: Api, world: World):  # type: ignore[no-untyped-d
         {"name": "proofpoint", "kind": "proofpoint",
          "options": {"stack": c.stack, "domain": c.domain, "account_secret": ACCOUNT_SECRET}}]}
     assert (await api.put(c, doc)).status == 201
-    rotated = await api.call("rotations", "POST", body={**ids(c)})
+    rotated = await api.call("rotations", "POST", body={**ids(c)}, params=WAIT)
     assert rotated.body["result"] == "rotated", rotated.text
     return c
 

@@ -146,13 +146,13 @@ async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lea
     await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
     # A worker process takes the message and is killed while the new secret is being verified; the message it
     # held becomes visible again after 2 s (the host renews it only while its worker is alive).
-    await asyncio.to_thread(kill_at, world, due, DURING_VERIFICATION, "work", "--until-empty", "--queue", world.queue,
-                            "--invisible-seconds", "2")
+    await asyncio.to_thread(kill_at, world, due, DURING_VERIFICATION, "--work-queue", world.queue, "work",
+                            "--until-empty", "--invisible-seconds", "2")
     assert (await read(api, due)).state.stage is Stage.PENDING
     await asyncio.sleep(2.5)
 
     # Another worker, a lease later: the redelivered message finishes the rotation.
-    later = world.cli("work", "--until-empty", "--queue", world.queue, offset=6 * 60)
+    later = world.cli("--work-queue", world.queue, "work", "--until-empty", offset=6 * 60)
     assert await asyncio.to_thread(later.wait, 240) == 0, later.output()
     target = await read(api, due)
     assert target.state.stage is Stage.IDLE and target.observed.last_outcome == "rotated", later.output()

@@ -44,7 +44,8 @@ def serving(world: World, *options: str, env: dict[str, str] | None = None) -> I
     log = Path(name)
     with os.fdopen(handle, "wb") as sink:
         process = subprocess.Popen(
-            [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", "0", *options],
+            [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "--work-queue", world.queue, "serve",
+             "--port", "0", *options],
             cwd=ROOT, env={**os.environ, **world.env, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT,
         )
     try:
