@@ -7,7 +7,7 @@ CHECKOV := .tools/checkov/bin/checkov
 # Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench bench-sweep chromium
+.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench bench-fanout bench-sweep chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
@@ -15,6 +15,7 @@ help:
 	@echo "make demo   - the whole job end to end against the local sandbox"
 	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - CPU, memory, cold start and Key Vault writes against issue 13's goals (print figures)"
+	@echo "make bench-fanout - 1,000 due customers drained by 1, 2 and 4 queue workers (print figures)"
 	@echo "make bench-sweep - rotations per second at several SCAN_CONCURRENCY values (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
@@ -68,6 +69,10 @@ serve: $(VENV)/.installed $(AZURITE)
 
 bench: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.lean $(BENCH_ARGS)
+	scripts/with-azurite.sh $(PY) -m benchmarks.fanout $(FANOUT_ARGS)
+
+bench-fanout: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh $(PY) -m benchmarks.fanout $(FANOUT_ARGS)
 
 bench-sweep: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.scale
