@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -164,6 +164,24 @@ def _translate(error: AzureError, what: str) -> RotationError:
     return RotationError(f"the state store failed on {what}: {type(error).__name__}", code="StateStoreError")
 
 
+# The tables this process has created or found, by account and name. A store is built per invocation, the tables
+# are made once per process: a create per table per request costs round trips, and a burst of them is what made
+# Azurite drop connections under concurrent requests (a 502 StateStoreError for a plain read).
+_CREATED: set[tuple[str, str]] = set()
+
+
+async def _create_tables(service: TableServiceClient, tables: Sequence[TableClient]) -> None:
+    for table in tables:
+        key = (service.url, table.table_name)
+        if key in _CREATED:
+            continue
+        try:
+            await service.create_table_if_not_exists(table.table_name)
+        except AzureError as error:
+            raise _translate(error, f"table {table.table_name}") from error
+        _CREATED.add(key)
+
+
 class TablesStateStore:
     """StateStore on Azure Tables (Azurite locally). Tables are created on first use."""
 
@@ -182,11 +200,7 @@ class TablesStateStore:
         async with self._creating:  # the first calls of a concurrent pass wait for one creation
             if self._ready:
                 return
-            for table in (self._targets, self._events, self._seen, self._requests):
-                try:
-                    await self._service.create_table_if_not_exists(table.table_name)
-                except AzureError as error:
-                    raise _translate(error, f"table {table.table_name}") from error
+            await _create_tables(self._service, (self._targets, self._events, self._seen, self._requests))
             self._ready = True
 
     async def list_targets(self) -> list[tuple[Target, str]]:
@@ -382,10 +396,7 @@ class TablesConsentStore:
 
     async def _ensure(self) -> None:
         if not self._ready:
-            try:
-                await self._service.create_table_if_not_exists(self._table.table_name)
-            except AzureError as error:
-                raise _translate(error, f"table {self._table.table_name}") from error
+            await _create_tables(self._service, (self._table,))
             self._ready = True
 
     async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
