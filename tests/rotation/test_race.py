@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from shared.errors import Conflict
-from tests.api.conftest import Api, api  # noqa: F401 - `api` is a fixture used here
+from tests.api.conftest import WAIT, Api, api  # noqa: F401 - `api` is a fixture used here
 from tests.rotation.conftest import Customer, Rotator, World
 from tests.rotation.safety import (
     Point,
@@ -36,8 +36,9 @@ async def manual_by_engine(rotator: Rotator, customer: Customer) -> str:
 
 
 async def manual_by_http(api: Api, customer: Customer) -> str:  # noqa: F811
-    """POST /api/rotations without force: "rotated", or the 409's error code."""
-    reply = await api.call("rotations", "POST", body={"tenantId": customer.tenant_id, "appId": customer.app_id})
+    """POST /api/rotations?wait=true without force: "rotated", or the 409's error code."""
+    reply = await api.call("rotations", "POST", body={"tenantId": customer.tenant_id, "appId": customer.app_id},
+                           params=WAIT)
     if reply.status == 409:
         return f"409 {reply.code}"
     assert reply.status == 200, reply.text
