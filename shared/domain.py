@@ -19,7 +19,8 @@ LIFETIME_MARGIN_DAYS = 7
 ROTATOR_MARK = "sync-secret-rotator"
 # \A and \Z, not ^ and $: `$` also matches before a trailing newline, which let "<guid>\n" through.
 GUID = re.compile(r"\A[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z")
-_ROTATION_ID = re.compile(r"\brotation ([0-9a-f]{32})\b")
+ROTATION_ID = re.compile(r"\A[0-9a-fA-F]{32}\Z")  # what new_rotation_id makes: uuid4().hex
+_ROTATION_IN_NAME = re.compile(r"\brotation ([0-9a-f]{32})\b")
 
 
 class Secret:
@@ -114,7 +115,7 @@ class Credential:
     @property
     def rotation_id(self) -> str | None:
         """The rotation that created this credential, if the rotator did."""
-        match = _ROTATION_ID.search(self.display_name or "")
+        match = _ROTATION_IN_NAME.search(self.display_name or "")
         return match.group(1) if match else None
 
     def expired(self, now: datetime) -> bool:

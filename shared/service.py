@@ -275,7 +275,7 @@ def _credential_role(key_id: str, current: str, new: str, superseded: Sequence[s
 # POST /api/rotations reserves the rotation (the same ETag-guarded checks and write as any rotation), keeps who
 # asked under its rotation id, and enqueues it for a queue worker; GET /api/rotations/{rotationId} reports it.
 
-ROTATION_STATES = ("queued", "running", "needs-human", "succeeded", "failed")
+ROTATION_STATES = ("queued", "running", "needs-human", "succeeded", "failed")  # what rotation_progress says
 
 
 async def accept_rotation(

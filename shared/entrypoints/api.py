@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import re
 from dataclasses import asdict, replace
 from datetime import timedelta
 from importlib import resources
@@ -20,7 +19,7 @@ import azure.functions as func
 
 from shared import service
 from shared.bootstrap import Services, services
-from shared.domain import DESTINATION_NAME, GUID, Actor, actor_of
+from shared.domain import DESTINATION_NAME, GUID, ROTATION_ID, Actor, actor_of
 from shared.entrypoints.access import Role, authorize, caller
 from shared.entrypoints.web import (
     ALL_METHODS,
@@ -36,7 +35,6 @@ from shared.registry import InvalidTarget, check_policy, parse_target, refuse_se
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 AUTH = func.AuthLevel.FUNCTION
-ROTATION_ID = re.compile(r"[0-9a-fA-F]{32}")  # shared.domain.new_rotation_id: uuid4().hex
 
 
 def _body(req: func.HttpRequest, *, refuse_secrets: bool = True) -> Any:

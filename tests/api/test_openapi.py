@@ -186,6 +186,7 @@ def test_closed_sets_are_enums_taken_from_the_code() -> None:
     assert status_query["schema"]["items"]["enum"] == list(service.STATUSES)
     assert status_query["schema"]["minItems"] == 1
     assert schemas["Stage"]["enum"] == [s.value for s in Stage]
+    assert schemas["RotationProgress"]["properties"]["state"]["enum"] == list(service.ROTATION_STATES)
     assert schemas["Outcome"]["properties"]["status"]["enum"] == [*statuses, ""]
     assert schemas["Outcome"]["properties"]["stage"]["enum"] == [*(s.value for s in Stage), ""]
     assert schemas["DestinationKind"]["enum"] == list(KINDS)

@@ -7,13 +7,12 @@ Real parts: the app's HTTP and queue functions, Azurite's queue and table servic
 from __future__ import annotations
 
 import pytest
-from azure.storage.queue import TextBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from shared.adapters.queues import StorageWorkQueue
 from shared.entrypoints import api as api_functions
 from shared.local_queue import QueueHost
 from shared.ports import Work
-from shared.work import work_message
 from tests.api.conftest import WAIT, Api, Reply, ids
 from tests.fanout.test_fanout import connection, host, made_by_rotator, queued, registered_due
 from tests.rotation.conftest import Customer, World
@@ -32,6 +31,14 @@ async def report(api: Api, accepted: Reply) -> Reply:
     reply = await api.call("rotation", route={"rotationId": location.rsplit("/", 1)[1]}, caller=READER)
     assert reply.status == 200, reply.text
     return reply
+
+
+async def accepted_rotation(api: Api, world: World, name: str) -> tuple[Customer, Reply]:
+    """A due customer registered through the API, and the 202 its manual rotation was answered with."""
+    customer = await registered_due(api, world, name)
+    accepted = await api.call("rotations", "POST", body=ids(customer))
+    assert accepted.status == 202, accepted.text
+    return customer, accepted
 
 
 async def waiting_messages(world: World) -> int:
@@ -72,9 +79,7 @@ async def test_a_manual_rotation_is_accepted_at_once_and_a_worker_finishes_it(
 async def test_a_second_request_while_queued_is_refused_and_a_copy_of_the_message_makes_no_second_credential(
     api: Api, world: World, host: QueueHost
 ) -> None:
-    customer = await registered_due(api, world, "Twice")
-    accepted = await api.call("rotations", "POST", body=ids(customer))
-    assert accepted.status == 202
+    customer, accepted = await accepted_rotation(api, world, "Twice")
 
     again = await api.call("rotations", "POST", body={**ids(customer), "force": True})
     assert (again.status, again.code) == (409, "RotationInFlight")
@@ -90,10 +95,11 @@ async def test_a_second_request_while_queued_is_refused_and_a_copy_of_the_messag
 
 async def send_copy(world: World, customer: Customer) -> None:
     """A copy of the message POST /api/rotations sends, as the service delivers a message twice."""
-    work = Work(customer.tenant_id, customer.app_id, "manual:operator@msp.example", "manual")
-    async with QueueClient.from_connection_string(connection(), world.queue,
-                                                  message_encode_policy=TextBase64EncodePolicy()) as client:
-        await client.send_message(work_message(work))
+    queue = StorageWorkQueue.build(connection(), "", None, name=world.queue)
+    try:
+        await queue.enqueue(Work(customer.tenant_id, customer.app_id, "manual:operator@msp.example", "manual"))
+    finally:
+        await queue.close()
 
 
 async def test_wait_true_answers_the_outcome_and_holds_the_message_back(
@@ -130,9 +136,7 @@ async def test_wait_true_that_runs_out_of_time_answers_202_and_leaves_the_rotati
 async def test_a_rotation_the_tenant_refuses_after_it_was_queued_reports_failed(
     api: Api, world: World, host: QueueHost
 ) -> None:
-    customer = await registered_due(api, world, "Refused")
-    accepted = await api.call("rotations", "POST", body=ids(customer))
-    assert accepted.status == 202
+    customer, accepted = await accepted_rotation(api, world, "Refused")
     world.sb.control.add_fault("graph", method="POST", path="addPassword$", status=400,
                                code="CredentialTypeNotAllowedAsPerAppPolicy", count=None,
                                message="Credential type not allowed as per assigned policy.")
