@@ -167,8 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     state_dir = Path(tempfile.mkdtemp(prefix="rotator-fanout-"))
     try:
         with running(state_dir) as sb:
-            runs = [measure(sb, args, int(w)) for w in args.workers.split(",")]
-        report(runs, args)
+            runs: list[dict[str, Any]] = []
+            for w in args.workers.split(","):
+                runs.append(measure(sb, args, int(w)))
+                report(runs, args)  # each row as soon as it is measured: a run stopped later keeps the figures
         print("\nRESULT " + json.dumps([{k: v for k, v in r.items() if k != "kv_windows"} for r in runs]))
     finally:
         shutil.rmtree(state_dir, ignore_errors=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
@@ -50,7 +52,8 @@ def engine_config(settings: Settings) -> EngineConfig:
 
 @dataclass
 class Services:
-    """Everything an entry point needs, built once per invocation and closed after it."""
+    """Everything an entry point needs: the adapters (shared by a worker process's invocations, see
+    invocation_services) and an engine."""
 
     settings: Settings
     engine: Engine
@@ -86,7 +89,26 @@ async def services(
     work_queue: str = "",
     config: EngineConfig | None = None,
 ) -> AsyncIterator[Services]:
-    """Build the adapters from settings (the environment by default); close them on exit."""
+    """Build the adapters from settings (the environment by default); close them on exit (the command line, one
+    process per command). The function app's entry points use invocation_services() instead."""
+    built, close = await _build(settings or Settings.from_env(os.environ), clock=clock, alerter=alerter,
+                                table_prefix=table_prefix, work_queue=work_queue, config=config)
+    try:
+        yield built
+    finally:
+        await close()
+
+
+async def _build(
+    settings: Settings,
+    *,
+    clock: Clock | None,
+    alerter: Alerter | None,
+    table_prefix: str,
+    work_queue: str,
+    config: EngineConfig | None,
+) -> tuple[Services, Callable[[], Awaitable[None]]]:
+    """The adapters and an engine over them, and the coroutine function that closes them."""
     # The SDKs are imported here, not at module import: `import function_app` (the host's indexing of every
     # function) stays light, and a route that never builds the services never loads them.
     from azure.data.tables.aio import TableServiceClient
@@ -100,7 +122,6 @@ async def services(
     from shared.alerts import LogAlerter, WebhookAlerter
     from shared.work import WORK_QUEUE_NAME
 
-    settings = settings or Settings.from_env(os.environ)
     table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
     clock = clock or DEFAULTS.get("clock") or SystemClock()
     alerter = alerter or DEFAULTS.get("alerter")
@@ -130,7 +151,8 @@ async def services(
                 secrets, settings.alert_webhook_secret_name, table_service.get_table_client(f"{table_prefix}alerts"),
                 clock, ca_bundle=settings.ca_bundle,
             )
-    directory = GraphDirectory(credentials, settings.graph_base_url, settings.ca_bundle, rotator_client_id(settings))
+    directory = GraphDirectory(credentials, settings.graph_base_url, transport.session, settings.ca_bundle,
+                               rotator_client_id(settings))
     engine = Engine(
         state=state,
         directory=directory,
@@ -146,11 +168,8 @@ async def services(
         name = work_queue or DEFAULTS.get("work_queue") or WORK_QUEUE_NAME
         queue = StorageWorkQueue.build(settings.work_queue_connection_string, settings.work_queue_endpoint,
                                        credentials.home(), transport, name=name)
-    try:
-        consents = TablesConsentStore(table_service, prefix=table_prefix)
-        yield Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes),
-                       consents, queue)
-    finally:
+
+    async def close() -> None:
         if queue is not None:
             await queue.close()
         await directory.close()
@@ -159,3 +178,85 @@ async def services(
         await credentials.close()
         await close_transport(transport)
 
+    consents = TablesConsentStore(table_service, prefix=table_prefix)
+    return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
+                    queue), close
+
+
+# ------------------------------------------------------------------------------------------------ per process
+
+
+@dataclass
+class _Shared:
+    """The services one event loop's invocations share, and how many invocations are using them now."""
+
+    loop: asyncio.AbstractEventLoop
+    services: Services
+    close: Callable[[], Awaitable[None]]
+    users: int = 0
+    retired: bool = False
+
+
+_SHARED: dict[tuple[Any, ...], _Shared] = {}
+_BUILDING: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
+@asynccontextmanager
+async def invocation_services() -> AsyncIterator[Services]:
+    """The services of one function invocation: the worker process's clients, credentials and connection pool,
+    built by its first invocation and reused by every later one on the same event loop (as Microsoft's "Manage
+    connections in Azure Functions" asks: a client per invocation costs a TLS context, new connections and new
+    tokens each time, about a second of CPU here), with an engine of the invocation's own: its own lease owner, so
+    two invocations running at once in one process never mistake each other's lease for their own.
+
+    The services are keyed by the settings and the test seams (DEFAULTS); a change of either builds new ones, and
+    the old are closed when the last invocation using them ends. close_invocation_services() closes them all.
+    """
+    loop = asyncio.get_running_loop()
+    settings = Settings.from_env(os.environ)
+    key = (loop, settings, DEFAULTS.get("table_prefix", ""), DEFAULTS.get("work_queue", ""),
+           id(DEFAULTS.get("clock")), id(DEFAULTS.get("alerter")))
+    shared = _SHARED.get(key)
+    if shared is None:
+        lock = _BUILDING.setdefault(loop, asyncio.Lock())
+        async with lock:  # invocations arriving together in a fresh process build the services once
+            shared = _SHARED.get(key)
+            if shared is None:
+                built, close = await _build(settings, clock=None, alerter=None, table_prefix="", work_queue="",
+                                            config=None)
+                shared = _SHARED[key] = _Shared(loop, built, close)
+                await _retire_others(key)
+    shared.users += 1
+    try:
+        yield replace(shared.services, engine=shared.services.engine.renewed())
+    finally:
+        shared.users -= 1
+        if shared.retired and shared.users == 0:
+            await shared.close()
+
+
+async def _retire_others(current: tuple[Any, ...]) -> None:
+    """Services of other keys on this loop are closed once unused; those of a closed loop are forgotten (their
+    connections went with the loop)."""
+    loop = current[0]
+    for key, shared in list(_SHARED.items()):
+        if key == current:
+            continue
+        if shared.loop.is_closed():
+            del _SHARED[key]
+        elif shared.loop is loop:
+            del _SHARED[key]
+            shared.retired = True
+            if shared.users == 0:
+                await shared.close()
+
+
+async def close_invocation_services() -> None:
+    """Close the shared services of the running event loop (at shutdown: `python -m shared serve`, the tests)."""
+    loop = asyncio.get_running_loop()
+    for key, shared in list(_SHARED.items()):
+        if shared.loop is loop:
+            del _SHARED[key]
+            shared.retired = True
+            if shared.users == 0:
+                await shared.close()

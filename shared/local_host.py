@@ -38,6 +38,8 @@ import azure.functions as func
 from aiohttp import web
 from azure.functions.http import HttpResponseConverter
 
+from shared.bootstrap import close_invocation_services
+
 log = logging.getLogger(__name__)
 
 ROUTE_PREFIX = "api"  # host.json's extensions.http.routePrefix (not set: the default)
@@ -293,3 +295,4 @@ async def serve(port: int, principal: Mapping[str, str] | None = None, announce:
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()
+        await close_invocation_services()

@@ -152,10 +152,13 @@ async def work_queue_forever(connection_string: str, *, until_empty: bool = Fals
 
     queue = bootstrap.DEFAULTS.get("work_queue") or WORK_QUEUE_NAME
     work, poison = app_queue_functions()
-    async with QueueHost(connection_string, queue, work, poison, invisible_while_working=invisible) as host:
-        while True:
-            ran = await host.drain()
-            if until_empty:
-                print(f"ran {ran} message(s); the queue has nothing visible", flush=True)
-                return
-            await asyncio.sleep(1 if ran else 5)
+    try:
+        async with QueueHost(connection_string, queue, work, poison, invisible_while_working=invisible) as host:
+            while True:
+                ran = await host.drain()
+                if until_empty:
+                    print(f"ran {ran} message(s); the queue has nothing visible", flush=True)
+                    return
+                await asyncio.sleep(1 if ran else 5)
+    finally:
+        await bootstrap.close_invocation_services()

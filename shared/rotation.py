@@ -72,6 +72,13 @@ class Engine:
         self.config = config
         self.owner = uuid.uuid4().hex
 
+    def renewed(self) -> Engine:
+        """An engine over the same ports and settings with a lease owner of its own (one per invocation)."""
+        p = self.ports
+        return Engine(state=p.state, directory=p.directory, secrets=p.secrets, probe=p.probe,
+                      destinations=p.destinations, alerter=p.alerter, clock=p.clock, config=self.config,
+                      sleep=p.sleep)
+
     # ---------------------------------------------------------------- entry points
 
     async def run_pass(self, actor: Actor = Actor.TIMER, *, assess_only: bool = False) -> PassSummary:

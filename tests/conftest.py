@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from sandbox.client import tables_origin
 from sandbox.launch import RunningSandbox, SandboxStartError, running
+from shared import bootstrap
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 240.0  # generous: 2 cores shared with much other work can make a start take minutes
@@ -37,3 +38,11 @@ def sb(sandbox: SandboxHandle) -> SandboxHandle:
     """The sandbox, emptied (reset) for this test."""
     sandbox.control.reset()
     return sandbox
+
+
+@pytest.fixture(autouse=True)
+async def invocation_services_closed() -> AsyncIterator[None]:
+    """The services the functions share within a process are closed after each test, as the host's would be at
+    shutdown: no test inherits another's clients, tokens or caches."""
+    yield
+    await bootstrap.close_invocation_services()

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
+import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import aiohttp
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.adapters.identity import GRAPH_SCOPE, Credentials, unreachable
+from shared.adapters.identity import GRAPH_SCOPE, Credentials, tls_context, unreachable
 from shared.domain import Application, Credential, Secret
 from shared.errors import (
     Ambiguous,
@@ -36,9 +38,13 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _SELECT = "id,appId,displayName,passwordCredentials"
 _READ_ATTEMPTS = 4
+_READ_TIMEOUT = aiohttp.ClientTimeout(total=30)
 # Tenants whose clients (credential, Graph client) stay cached: enough for every target worked on at once, so a
 # pass over thousands of customers keeps a bounded number (each holds a token cache and a pipeline).
 TENANTS_CACHED = 256
+# How long the rotator's service principal in a tenant is trusted from cache: the services live as long as the worker
+# process, and a customer who removes and grants consent again gets a new service principal.
+PRINCIPAL_TTL_SECONDS = 3600.0
 
 
 class GraphAnswer(Exception):
@@ -82,7 +88,7 @@ def _translate(
     if isinstance(error, GraphAnswer):
         return _answer(error.status, error.code, error.message, error.retry_after, tenant_id, what,
                        creating=creating, writing=writing)
-    if isinstance(error, httpx.HTTPError):
+    if isinstance(error, httpx.HTTPError | aiohttp.ClientError | TimeoutError | json.JSONDecodeError):
         text = f"{what} in tenant {tenant_id}: {type(error).__name__}"
         return Ambiguous(text, code="NetworkError") if creating else RotationError(text, code="NetworkError")
     from kiota_abstractions.api_error import APIError
@@ -184,17 +190,20 @@ class GraphDirectory:
     """
 
     def __init__(
-        self, credentials: Credentials, base_url: str, ca_bundle: str = "", rotator_client_id: str = ""
+        self, credentials: Credentials, base_url: str, session: aiohttp.ClientSession, ca_bundle: str = "",
+        rotator_client_id: str = "",
     ) -> None:
         self._credentials = credentials
         # The client id the rotator signs in to customer tenants with (the MSP app, or the managed identity):
         # its service principal there is who must own the target apps.
         self._rotator_client_id = rotator_client_id
-        self._principals: OrderedDict[str, Principal] = OrderedDict()
+        self._principals: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.monotonic: Callable[[], float] = time.monotonic
         self._base_url = base_url.rstrip("/")
-        self._verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=ca_bundle) if ca_bundle else True
-        self._reads = httpx.AsyncClient(verify=self._verify, timeout=httpx.Timeout(30.0),
-                                        limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
+        self._verify = tls_context(ca_bundle)
+        # Reads share the process's aiohttp session (its pool and TLS context) with the Azure SDK clients: httpx's
+        # pool costs about ten times the CPU per request at the concurrency of a pass (docs/benchmarks.md).
+        self._reads = session
         self._writes: httpx.AsyncClient | None = None
         self._clients: OrderedDict[str, GraphServiceClient] = OrderedDict()
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -235,18 +244,19 @@ class GraphDirectory:
     async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """One plain GET of Graph JSON with the tenant's token; an error answer raised as GraphAnswer."""
         token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
-        response = await self._reads.get(url if url.startswith("https://") else self._base_url + url, params=params,
-                                         headers={"Authorization": f"Bearer {token.token}",
-                                                  "Accept": "application/json"})
-        if response.status_code >= 400:
-            code, message = "GraphError", f"HTTP {response.status_code}"
-            try:
-                error = response.json().get("error") or {}
-                code, message = error.get("code") or code, error.get("message") or message
-            except ValueError:
-                pass
-            raise GraphAnswer(response.status_code, code, message, _seconds(response.headers.get("Retry-After")))
-        doc: dict[str, Any] = response.json()
+        async with self._reads.get(url if url.startswith("https://") else self._base_url + url, params=params,
+                                   headers={"Authorization": f"Bearer {token.token}", "Accept": "application/json"},
+                                   timeout=_READ_TIMEOUT, allow_redirects=False) as response:
+            body = await response.read()
+            if response.status >= 400:
+                code, message = "GraphError", f"HTTP {response.status}"
+                try:
+                    error = json.loads(body).get("error") or {}
+                    code, message = error.get("code") or code, error.get("message") or message
+                except (ValueError, AttributeError):
+                    pass
+                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
+        doc: dict[str, Any] = json.loads(body)
         return doc
 
     async def _read(
@@ -327,14 +337,15 @@ class GraphDirectory:
         """The rotator's own service principal in the tenant: GET /servicePrincipals(appId='{client id}').
 
         Looked up by the client id the rotator signs in with (not from the access token, which a client must treat
-        as opaque); cached (a bounded few), since it does not change. None when no client id is configured (a
-        system-assigned identity): the ownership check is then left to the write's own 403.
+        as opaque); cached (a bounded few, for PRINCIPAL_TTL_SECONDS), since it changes only with a new consent. None
+        when no client id is configured (a system-assigned identity): the ownership check is then left to the
+        write's own 403.
         """
         if not self._rotator_client_id:
             return None
         cached = self._principals.get(tenant_id)
-        if cached is not None:
-            return cached
+        if cached is not None and self.monotonic() - cached[0] < PRINCIPAL_TTL_SECONDS:
+            return cached[1]
         url = f"/servicePrincipals(appId='{self._rotator_client_id}')"
 
         async def call() -> Principal:
@@ -351,7 +362,8 @@ class GraphDirectory:
                 f"the rotator (client id {self._rotator_client_id}) has no service principal in tenant {tenant_id}: "
                 "admin consent is missing", code="ServicePrincipalNotFound",
             ) from error
-        self._principals[tenant_id] = principal
+        self._principals[tenant_id] = (self.monotonic(), principal)
+        self._principals.move_to_end(tenant_id)
         while len(self._principals) > TENANTS_CACHED:
             self._principals.popitem(last=False)
         return principal
@@ -378,8 +390,13 @@ class GraphDirectory:
                 found[app.object_id] = app
         return sorted(found.values(), key=lambda a: a.display_name.lower())
 
+    @property
+    def closed(self) -> bool:
+        """True once the session its reads go through is closed (with the services)."""
+        return bool(self._reads.closed)
+
     async def close(self) -> None:
-        await self._reads.aclose()
+        """Close the write client; the read session is the transport's, closed with it."""
         if self._writes is not None:
             await self._writes.aclose()
 

@@ -10,6 +10,7 @@ code runs locally, in tests and in Azure.
 
 from __future__ import annotations
 
+import functools
 import re
 import ssl
 from collections import OrderedDict
@@ -37,6 +38,13 @@ _AADSTS = re.compile(r"AADSTS\d+")
 TENANTS_CACHED = 256
 
 
+@functools.cache
+def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
+    """The TLS context of every client of this process, built once per CA bundle: loading a CA bundle costs about
+    100 ms of CPU here, too much to pay per invocation or per client."""
+    return ssl.create_default_context(cafile=ca_bundle or None)
+
+
 def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
     """One HTTP transport for every Azure SDK client and credential of an invocation.
 
@@ -44,8 +52,8 @@ def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
     the sandbox's CA is loaded once (a per-request `connection_verify` path would build an SSL context, and a new
     TLS connection, for every request). Must be created inside the running event loop; close with close_transport.
     """
-    context = ssl.create_default_context(cafile=settings.ca_bundle or None)
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context, limit=pool_size))
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls_context(settings.ca_bundle),
+                                                                   limit=pool_size))
     return AioHttpTransport(session=session, session_owner=False)
 
 

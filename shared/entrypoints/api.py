@@ -18,7 +18,7 @@ from typing import Any
 import azure.functions as func
 
 from shared import service
-from shared.bootstrap import Services, services
+from shared.bootstrap import Services, invocation_services
 from shared.domain import DESTINATION_NAME, GUID, ROTATION_ID, Actor, actor_of
 from shared.entrypoints.access import Role, authorize, caller
 from shared.entrypoints.web import (
@@ -114,7 +114,7 @@ async def targets(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/targets: every registered target (the registry view)."""
     allow(req, "GET")
     authorize(req, Role.READ)
-    async with services() as svc:
+    async with invocation_services() as svc:
         found = await svc.state.list_targets()
     docs = sorted((target_document(t) for t, _ in found), key=lambda d: (d["customer"].lower(), d["tenantId"]))
     return json_response({"targets": docs})
@@ -130,7 +130,7 @@ async def target(req: func.HttpRequest) -> func.HttpResponse:
     tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     if method == "PUT":
         body = _body(req, refuse_secrets=False)  # parse_target names the field
-        async with services() as svc:
+        async with invocation_services() as svc:
             settings = svc.settings
             parsed = parse_target(body, tenant_id=tenant_id, app_id=app_id,
                                   allowed_hosts=settings.destination_allowed_hosts)
@@ -138,7 +138,7 @@ async def target(req: func.HttpRequest) -> func.HttpResponse:
             created = await service.put_target(svc.state, parsed, actor=who.name, at=svc.engine.clock.now())
             stored, _ = await svc.state.get_target(tenant_id, app_id)
         return json_response(target_document(stored), 201 if created else 200)
-    async with services() as svc:
+    async with invocation_services() as svc:
         if method == "DELETE":
             await service.delete_target(svc.state, tenant_id, app_id, actor=who.name, at=svc.engine.clock.now())
             return func.HttpResponse(status_code=204)
@@ -160,7 +160,7 @@ async def status(req: func.HttpRequest) -> func.HttpResponse:
         if unknown:
             raise HttpError(400, "InvalidQuery", f"unknown status {', '.join(repr(s) for s in unknown)}; one or more "
                             f"of {', '.join(service.STATUSES)}, comma-separated")
-    async with services() as svc:
+    async with invocation_services() as svc:
         docs = await service.list_status(svc.state, wanted, _status_policy(svc), svc.engine.clock.now())
     return json_response({"targets": docs})
 
@@ -180,7 +180,7 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET")
     authorize(req, Role.READ)
     tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
-    async with services() as svc:
+    async with invocation_services() as svc:
         doc = await service.target_details(
             svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now()
         )
@@ -221,7 +221,7 @@ async def rotations(req: func.HttpRequest) -> func.HttpResponse:
     tenant_id, app_id = _guid_field(body, "tenantId"), _guid_field(body, "appId")
     force, dry_run = _bool_field(body, "force"), _bool_field(body, "dryRun")
     actor = actor_of(Actor.MANUAL, who.name)
-    async with services() as svc:
+    async with invocation_services() as svc:
         if dry_run:
             preview = await svc.engine.rotate_now(tenant_id, app_id, force=force, dry_run=True, actor=actor)
             return json_response(asdict(preview))
@@ -258,7 +258,7 @@ async def rotation(req: func.HttpRequest) -> func.HttpResponse:
     rotation_id = (req.route_params or {}).get("rotationId", "")
     if not ROTATION_ID.fullmatch(rotation_id):
         raise HttpError(400, "InvalidRotationId", "rotationId must be the 32 hexadecimal digits a rotation returned")
-    async with services() as svc:
+    async with invocation_services() as svc:
         report = await service.rotation_report(svc.state, rotation_id.lower())  # NotFound: 404
     return json_response(report)
 
@@ -276,7 +276,7 @@ async def acknowledgements(req: func.HttpRequest) -> func.HttpResponse:
     destination = body["destination"]
     if not isinstance(destination, str) or not DESTINATION_NAME.fullmatch(destination):
         raise HttpError(422, "InvalidRequest", "destination must be the destination's name")
-    async with services() as svc:
+    async with invocation_services() as svc:
         outcome = await svc.engine.acknowledge(
             tenant_id, app_id, destination, key_id, actor_of(Actor.MANUAL, who.name)
         )
@@ -290,7 +290,7 @@ async def discover(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET")
     authorize(req, Role.READ)
     tenant_id = path_guid(req, "tenantId")
-    async with services() as svc:
+    async with invocation_services() as svc:
         patterns = svc.settings.discovery_name_patterns
         apps = await service.discover(svc.directory, svc.state, tenant_id, patterns, svc.engine.clock.now())
     return json_response({"tenantId": tenant_id, "patterns": list(patterns), "applications": apps})

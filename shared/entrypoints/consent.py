@@ -18,7 +18,7 @@ from typing import Any
 import azure.functions as func
 
 from shared import onboarding
-from shared.bootstrap import services
+from shared.bootstrap import invocation_services
 from shared.consent import ConsentRefused
 from shared.entrypoints.access import Role, authorize
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, path_guid
@@ -159,7 +159,7 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
     an admin-consent link."""
     allow(req, "GET")
     params = {k: v for k, v in req.params.items() if isinstance(v, str)}
-    async with services() as svc:
+    async with invocation_services() as svc:
         now = svc.engine.clock.now()
         owner = f"the MSP app's service principal (app id {svc.settings.msp_app_client_id})"
         try:
@@ -184,7 +184,7 @@ async def consent_url(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET")
     authorize(req, Role.OPERATE)
     tenant_id = path_guid(req, "tenantId")
-    async with services() as svc:
+    async with invocation_services() as svc:
         try:
             link = await onboarding.consent_link(svc.consent_keys, svc.settings, tenant_id, svc.engine.clock.now())
         except ConsentUnavailable as error:

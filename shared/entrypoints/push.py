@@ -16,7 +16,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.bootstrap import services
+from shared.bootstrap import invocation_services
 from shared.domain import Actor, actor_of, target_of_secret
 from shared.entrypoints.access import Role, authorize
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, read_json
@@ -42,7 +42,7 @@ async def push(req: func.HttpRequest) -> func.HttpResponse:
     if not isinstance(body, dict) or set(body) != {"tenantId", "appId"}:
         raise HttpError(422, "InvalidRequest", 'send {"tenantId": GUID, "appId": GUID}')
     tenant_id, app_id = guid(body.get("tenantId"), "tenantId"), guid(body.get("appId"), "appId")
-    async with services() as svc:
+    async with invocation_services() as svc:
         outcome = await svc.engine.push_now(tenant_id, app_id, actor_of(Actor.MANUAL, who.name))
     return json_response(asdict(outcome))
 
@@ -67,7 +67,7 @@ async def push_events(event: func.EventGridEvent) -> None:
                                          "outcome": "ignored"})
         return
     tenant_id, app_id = target
-    async with services() as svc:
+    async with invocation_services() as svc:
         now = svc.engine.clock.now()
         if event_id and not await svc.state.claim_event(event_id, now, timedelta(hours=EVENT_SEEN_HOURS)):
             log.info("event replayed", extra={"event": "push-event", "event_id": event_id, "outcome": "duplicate",

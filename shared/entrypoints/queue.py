@@ -12,7 +12,7 @@ import logging
 
 import azure.functions as func
 
-from shared.bootstrap import services
+from shared.bootstrap import invocation_services
 from shared.fanout import poisoned, work_on
 from shared.ports import Work
 from shared.work import POISON_QUEUE_NAME, WORK_QUEUE_NAME, MalformedWork, parse_work
@@ -37,7 +37,7 @@ async def advance_target(message: func.QueueMessage) -> None:
     work = _work(message)
     if work is None:
         return
-    async with services() as svc:
+    async with invocation_services() as svc:
         await work_on(svc.engine, svc.work_queue, work)
 
 
@@ -47,5 +47,5 @@ async def poisoned_work(message: func.QueueMessage) -> None:
     work = _work(message)
     if work is None:
         return
-    async with services() as svc:
+    async with invocation_services() as svc:
         await poisoned(svc.engine, work)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from shared.bootstrap import services
+from shared.bootstrap import invocation_services
 from shared.domain import Actor
 from shared.fanout import plan_pass
 
@@ -17,12 +17,12 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 async def rotation_timer(timer: func.TimerRequest) -> None:
     """Assess every enabled target, reserve the due ones, enqueue every target with work (due, in flight,
     retirement due)."""
-    async with services() as svc:
+    async with invocation_services() as svc:
         await plan_pass(svc.engine, svc.work_queue, Actor.TIMER)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RESUME_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def resume_timer(timer: func.TimerRequest) -> None:
     """Enqueue the rotations in flight (creating, pending, verified, pushed); idle targets are not touched."""
-    async with services() as svc:
+    async with invocation_services() as svc:
         await plan_pass(svc.engine, svc.work_queue, Actor.TIMER, only_in_flight=True)
