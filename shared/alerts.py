@@ -10,7 +10,6 @@ that day's row in the `alerts` table posts, every later one only logs.
 from __future__ import annotations
 
 import logging
-import ssl
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlparse
@@ -21,6 +20,7 @@ from azure.data.tables.aio import TableClient
 
 from shared.errors import RotationError
 from shared.ports import Alert, Clock, SecretStore
+from shared.tls import tls_context
 
 log = logging.getLogger(__name__)
 WEBHOOK_TIMEOUT_SECONDS = 15
@@ -156,7 +156,7 @@ class WebhookAlerter:
             raise RotationError(
                 f"Key Vault secret {self._secret_name!r} must hold an https:// webhook URL", code="WebhookUrlInvalid"
             )
-        tls: ssl.SSLContext | bool = ssl.create_default_context(cafile=self._ca_bundle) if self._ca_bundle else True
+        tls = tls_context(self._ca_bundle)
         try:
             async with (
                 aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_SECONDS)) as session,

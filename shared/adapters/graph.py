@@ -15,7 +15,7 @@ import aiohttp
 import httpx
 from azure.core.exceptions import ClientAuthenticationError
 
-from shared.adapters.identity import GRAPH_SCOPE, Credentials, tls_context, unreachable
+from shared.adapters.identity import GRAPH_SCOPE, Credentials, unreachable
 from shared.domain import Application, Credential, Secret
 from shared.errors import (
     Ambiguous,
@@ -29,6 +29,7 @@ from shared.errors import (
     Unreachable,
 )
 from shared.ports import NewCredential, Ownership, Principal
+from shared.tls import tls_context
 
 if TYPE_CHECKING:
     from kiota_abstractions.api_error import APIError

@@ -10,9 +10,7 @@ code runs locally, in tests and in Azure.
 
 from __future__ import annotations
 
-import functools
 import re
-import ssl
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlparse
@@ -27,6 +25,7 @@ from azure.identity.aio import ClientAssertionCredential, ClientSecretCredential
 from shared.domain import Secret
 from shared.errors import Unreachable
 from shared.settings import IdentityMode, Settings
+from shared.tls import tls_context
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope, not a secret
@@ -36,13 +35,6 @@ _AADSTS = re.compile(r"AADSTS\d+")
 # once, so memory stays flat however many customers there are. A credential dropped here needs no close: the
 # transport it uses is shared and closed with the Credentials.
 TENANTS_CACHED = 256
-
-
-@functools.cache
-def tls_context(ca_bundle: str = "") -> ssl.SSLContext:
-    """The TLS context of every client of this process, built once per CA bundle: loading a CA bundle costs about
-    100 ms of CPU here, too much to pay per invocation or per client."""
-    return ssl.create_default_context(cafile=ca_bundle or None)
 
 
 def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:

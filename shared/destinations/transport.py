@@ -13,6 +13,7 @@ environment are ignored. DESTINATION_ALLOWED_HOSTS lists hosts exempt from these
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -23,6 +24,8 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import NameResolutionError, NewConnectionError
+
+from shared.tls import tls_context
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -167,6 +170,16 @@ class _GuardedAdapter(HTTPAdapter):
         http = type("GuardedHTTPPool", (HTTPConnectionPool,),
                     {"ConnectionCls": _pinned(HTTPConnection, self._allowed, self._resolve)})
         self.poolmanager.pool_classes_by_scheme = {"https": https, "http": http}
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        """Verify as requests does, against a CA store loaded once per process (tls_context): requests hands urllib3
+        a bundle path, which it loads into a new context on every new connection (about 100 ms of CPU here). The
+        verify=True store is the system's, as for the Azure SDK clients."""
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+        if url.lower().startswith("https") and verify and not (isinstance(verify, str) and os.path.isdir(verify)):
+            # `conn` is the pool: what it gives each new connection.
+            conn.conn_kw["ssl_context"] = tls_context("" if verify is True else str(verify))
+            conn.ca_certs = None
 
 
 class GuardedSession(requests.Session):

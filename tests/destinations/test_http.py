@@ -151,3 +151,17 @@ async def test_a_slow_portal_times_out(sb: Any, store: KeyVaultSecretStore, capl
 async def test_an_expiry_without_timezone_is_taken_as_utc(sb: Any, http: HttpDestination) -> None:
     await http.deliver(portal(sb), delivery(expires=datetime(2030, 1, 2, 3, 4, 5) + timedelta(0)))
     assert received(sb)[0]["body"]["expiresOn"] == "2030-01-02T03:04:05Z"
+
+
+async def test_the_portals_certificate_is_still_verified_against_the_trusted_store(
+    sb: Any, store: KeyVaultSecretStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The CA store is loaded once per process, and verification stays on: the system's store (verify=True) does not
+    trust the sandbox's CA, so nothing is delivered; the sandbox's CA does, for a second connection too."""
+    allowed = settings_of(sb).destination_allowed_hosts  # the sandbox is on loopback
+    system_store = HttpDestination(store, verify=True, allowed_hosts=allowed)
+    error = await failure(system_store, portal(sb), caplog)
+    assert error.code == "HttpDestinationUnavailable" and received(sb) == []
+    for _ in range(2):  # each delivery opens a session and a connection of its own
+        await HttpDestination(store, verify=sb.ca_file, allowed_hosts=allowed).deliver(portal(sb), delivery())
+    assert len(received(sb)) == 2
