@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from sandbox.client import tables_origin
 from sandbox.launch import RunningSandbox, SandboxStartError, running
@@ -40,9 +41,17 @@ def sb(sandbox: SandboxHandle) -> SandboxHandle:
     return sandbox
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def invocation_services_closed() -> AsyncIterator[None]:
     """The services the functions share within a process are closed after each test, as the host's would be at
     shutdown: no test inherits another's clients, tokens or caches."""
     yield
     await bootstrap.close_invocation_services()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test on the session's event loop closes the shared services after it (a synchronous test, such as the
+    browser's, runs no loop of its own to close them on)."""
+    for item in items:
+        if pytest_asyncio.is_async_test(item):
+            item.fixturenames.append("invocation_services_closed")  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ _AADSTS = re.compile(r"AADSTS\d+")
 # once, so memory stays flat however many customers there are. A credential dropped here needs no close: the
 # transport it uses is shared and closed with the Credentials.
 TENANTS_CACHED = 256
+KEEPALIVE_SECONDS = 4.0
 
 
 def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
@@ -44,8 +45,12 @@ def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
     the sandbox's CA is loaded once (a per-request `connection_verify` path would build an SSL context, and a new
     TLS connection, for every request). Must be created inside the running event loop; close with close_transport.
     """
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls_context(settings.ca_bundle),
-                                                                   limit=pool_size))
+    # The pool outlives invocations (bootstrap.invocation_services), so a connection may idle between them: the
+    # client closes an idle one after KEEPALIVE_SECONDS, before a server does (Node's default, Azurite's, is 5 s).
+    # A request sent on a connection the server is closing at that moment is reset, and so are its retries when
+    # every pooled connection went stale together.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(
+        ssl=tls_context(settings.ca_bundle), limit=pool_size, keepalive_timeout=KEEPALIVE_SECONDS))
     return AioHttpTransport(session=session, session_owner=False)
 
 
