@@ -238,17 +238,13 @@ async def invocation_services() -> AsyncIterator[Services]:
 async def _retire_others(current: tuple[Any, ...]) -> None:
     """Services of other keys on this loop are closed once unused; those of a closed loop are forgotten (their
     connections went with the loop)."""
-    loop = current[0]
     for key, shared in list(_SHARED.items()):
         if key == current:
             continue
         if shared.loop.is_closed():
             del _SHARED[key]
-        elif shared.loop is loop:
-            del _SHARED[key]
-            shared.retired = True
-            if shared.users == 0:
-                await shared.close()
+        elif shared.loop is current[0]:
+            await _retire(key)
 
 
 async def close_invocation_services() -> None:
@@ -256,7 +252,12 @@ async def close_invocation_services() -> None:
     loop = asyncio.get_running_loop()
     for key, shared in list(_SHARED.items()):
         if shared.loop is loop:
-            del _SHARED[key]
-            shared.retired = True
-            if shared.users == 0:
-                await shared.close()
+            await _retire(key)
+
+
+async def _retire(key: tuple[Any, ...]) -> None:
+    """No new invocation gets these services; they are closed now if unused, else by the last user's exit."""
+    shared = _SHARED.pop(key)
+    shared.retired = True
+    if shared.users == 0:
+        await shared.close()
