@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.lean import register, seed
-from benchmarks.scale import LATENCY_SERVICES, PORTAL_PATH, _terminate, add_latency, seed_accounts, table
+from benchmarks.scale import LATENCY_SERVICES, PORTAL_PATH, _terminate, add_latency, cpu_seconds, seed_accounts, table
 from sandbox.launch import RunningSandbox as Sandbox
 from sandbox.launch import running
 
@@ -71,11 +71,35 @@ async def results(env: dict[str, str], prefix: str) -> Counter[str]:
         return Counter(t.observed.last_outcome or t.state.stage.value for t, _ in await state.list_targets())
 
 
-def drain(env: dict[str, str], prefix: str, queue: str, workers: int, budget: int, timeout: float
+def azurite_pids() -> list[int]:
+    """Azurite's processes (Tables and Queues), started by scripts/with-azurite.sh, our parent."""
+    parent = os.getppid()
+    try:
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    except OSError:
+        return []
+    found = []
+    for child in children:
+        try:
+            if b"azurite" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+        except OSError:
+            continue
+    return found
+
+
+def equipment_cpu(sb: Sandbox) -> float:
+    """CPU seconds used so far by the test equipment on this machine: the sandbox and Azurite."""
+    return sum(cpu_seconds(pid) or 0.0 for pid in [sb.pid, *azurite_pids()])
+
+
+def drain(sb: Sandbox, env: dict[str, str], prefix: str, queue: str, workers: int, budget: int, timeout: float
           ) -> dict[str, Any]:
-    """W worker processes at once, each with its share of the Key Vault budget; wall time until the last exits."""
+    """W worker processes at once, each with its share of the Key Vault budget; wall time until the last exits,
+    the workers' CPU and the equipment's (sandbox and Azurite) CPU meanwhile."""
     extra = {"KEY_VAULT_WRITES_PER_10S": str(max(1, budget // workers))}
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    equipment_before = equipment_cpu(sb)
     started = time.perf_counter()
     processes = [
         subprocess.Popen([sys.executable, "-m", "shared", "--table-prefix", prefix, "--work-queue", queue, "work",
@@ -96,8 +120,8 @@ def drain(env: dict[str, str], prefix: str, queue: str, workers: int, budget: in
     wall = time.perf_counter() - started
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "codes": codes, "errors": errors, "budget_each": int(extra[
-        "KEY_VAULT_WRITES_PER_10S"])}
+    return {"wall_s": wall, "cpu_s": cpu, "equipment_cpu_s": equipment_cpu(sb) - equipment_before, "codes": codes,
+            "errors": errors, "budget_each": int(extra["KEY_VAULT_WRITES_PER_10S"])}
 
 
 def measure(sb: Sandbox, args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -117,7 +141,7 @@ def measure(sb: Sandbox, args: argparse.Namespace, workers: int) -> dict[str, An
     step(f"{workers} worker(s): planning (reserve and enqueue) ...")
     planned = asyncio.run(plan(env, prefix, queue))
     step(f"{workers} worker(s): draining the queue ...")
-    drained = drain(env, prefix, queue, workers, args.kv_budget, args.timeout)
+    drained = drain(sb, env, prefix, queue, workers, args.kv_budget, args.timeout)
     writes = control.keyvault_writes()
     control.clear_faults()
     return {"workers": workers, "planned": planned, **drained, "results": asyncio.run(results(env, prefix)),
@@ -134,13 +158,24 @@ def report(runs: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
         rows.append([str(r["workers"]), f"{r['planned']['wall_s']:.1f}", str(sum(r["planned"]["enqueued"].values())),
                      ", ".join(f"{k} {v}" for k, v in sorted(r["results"].items())), f"{r['wall_s']:.1f}",
                      f"{rate:.1f}", f"{rate / base_rate:.2f}x" if base_rate else "-", f"{r['cpu_s']:.0f}",
-                     f"{1000 * r['cpu_s'] / max(1, rotated):.0f}", str(r["budget_each"]), str(r["kv_max"])])
+                     f"{1000 * r['cpu_s'] / max(1, rotated):.0f}",
+                     f"{1000 * r['equipment_cpu_s'] / max(1, rotated):.0f}", str(r["budget_each"]), str(r["kv_max"])])
         for error in r["errors"]:
             print(f"  {r['workers']} worker(s): a worker failed: {error}")
     print(f"\nFan-out: {args.targets} due customers, {args.latency_ms:g} ms on every service, drained by W worker "
           f"processes (`python -m shared work`), Key Vault budget {args.kv_budget} per 10 s shared out:")
     print(table(rows, ["W", "plan s", "enqueued", "results", "drain s", "rotations/s", "speed-up", "CPU s",
-                       "CPU ms/rotation", "KV budget each", "KV creates max/10 s"]))
+                       "CPU ms/rotation", "sandbox+Azurite CPU ms/rotation", "KV budget each",
+                       "KV creates max/10 s"]))
+    if base and base["results"].get("rotated"):
+        # What this machine's cores allow whatever the number of workers: every rotation costs the workers' CPU and
+        # the equipment's (which a real deployment does not pay on its own instances).
+        per_rotation = (base["cpu_s"] + base["equipment_cpu_s"]) / base["results"]["rotated"]
+        bound = (os.cpu_count() or 1) / per_rotation
+        print(f"\nCPU bound of this machine: a rotation costs {1000 * per_rotation:.0f} ms of CPU in all (worker "
+              f"{1000 * base['cpu_s'] / base['results']['rotated']:.0f}, sandbox and Azurite "
+              f"{1000 * base['equipment_cpu_s'] / base['results']['rotated']:.0f}); {os.cpu_count()} cores allow at "
+              f"most {bound:.2f} rotations/s, {bound / base_rate:.2f}x the rate of one worker")
     two = next((r for r in runs if r["workers"] == 2), None)
     if base and two:
         ratio = (two["results"].get("rotated", 0) / two["wall_s"]) / base_rate if base_rate else 0
