@@ -34,7 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.lean import register, seed
-from benchmarks.scale import LATENCY_SERVICES, PORTAL_PATH, _terminate, add_latency, cpu_seconds, seed_accounts, table
+from benchmarks.scale import (
+    LATENCY_SERVICES,
+    PORTAL_PATH,
+    _terminate,
+    add_latency,
+    azurite_pids,
+    cpu_seconds,
+    seed_accounts,
+    table,
+)
 from sandbox.launch import RunningSandbox as Sandbox
 from sandbox.launch import running
 
@@ -69,23 +78,6 @@ async def results(env: dict[str, str], prefix: str) -> Counter[str]:
     async with TableServiceClient.from_connection_string(env["STATE_TABLES_CONNECTION_STRING"]) as service:
         state = TablesStateStore(service, prefix=prefix)
         return Counter(t.observed.last_outcome or t.state.stage.value for t, _ in await state.list_targets())
-
-
-def azurite_pids() -> list[int]:
-    """Azurite's processes (Tables and Queues), started by scripts/with-azurite.sh, our parent."""
-    parent = os.getppid()
-    try:
-        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    except OSError:
-        return []
-    found = []
-    for child in children:
-        try:
-            if b"azurite" in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(int(child))
-        except OSError:
-            continue
-    return found
 
 
 def equipment_cpu(sb: Sandbox) -> float:
@@ -170,12 +162,11 @@ def report(runs: Sequence[dict[str, Any]], args: argparse.Namespace) -> None:
     if base and base["results"].get("rotated"):
         # What this machine's cores allow whatever the number of workers: every rotation costs the workers' CPU and
         # the equipment's (which a real deployment does not pay on its own instances).
-        per_rotation = (base["cpu_s"] + base["equipment_cpu_s"]) / base["results"]["rotated"]
-        bound = (os.cpu_count() or 1) / per_rotation
-        print(f"\nCPU bound of this machine: a rotation costs {1000 * per_rotation:.0f} ms of CPU in all (worker "
-              f"{1000 * base['cpu_s'] / base['results']['rotated']:.0f}, sandbox and Azurite "
-              f"{1000 * base['equipment_cpu_s'] / base['results']['rotated']:.0f}); {os.cpu_count()} cores allow at "
-              f"most {bound:.2f} rotations/s, {bound / base_rate:.2f}x the rate of one worker")
+        worker, equipment = (1000 * base[k] / base["results"]["rotated"] for k in ("cpu_s", "equipment_cpu_s"))
+        bound = (os.cpu_count() or 1) / ((worker + equipment) / 1000)
+        print(f"\nCPU bound of this machine: a rotation costs {worker + equipment:.0f} ms of CPU in all (worker "
+              f"{worker:.0f}, sandbox and Azurite {equipment:.0f}); {os.cpu_count()} cores allow at most "
+              f"{bound:.2f} rotations/s, {bound / base_rate:.2f}x the rate of one worker")
     two = next((r for r in runs if r["workers"] == 2), None)
     if base and two:
         ratio = (two["results"].get("rotated", 0) / two["wall_s"]) / base_rate if base_rate else 0

@@ -131,20 +131,27 @@ def cpu_seconds(pid: int | str) -> float | None:
         return None
 
 
-def azurite_pid() -> int | None:
-    """Azurite, started by scripts/with-azurite.sh (our parent), if it can be found among its children."""
+def azurite_pids() -> list[int]:
+    """Azurite's processes (Tables, then Queues), started by scripts/with-azurite.sh (our parent), as found among
+    its children."""
     parent = os.getppid()
     try:
         children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
     except OSError:
-        return None
+        return []
+    found = []
     for child in children:
         try:
             if b"azurite" in Path(f"/proc/{child}/cmdline").read_bytes():
-                return int(child)
+                found.append(int(child))
         except OSError:
             continue
-    return None
+    return found
+
+
+def azurite_pid() -> int | None:
+    """Azurite's first process (its Tables service), if it can be found."""
+    return next(iter(azurite_pids()), None)
 
 
 def percentile(values: Sequence[float], q: float) -> float:
