@@ -11,7 +11,7 @@ CHROMIUM := /usr/bin/chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
-	@echo "make test-exhaustive - the long sweeps of real kills and faults (about 30 minutes)"
+	@echo "make test-exhaustive - the long sweeps of real kills and faults (1 minute on a quiet 2-core machine, 30 on a slow one)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
 	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
 	@echo "make bench  - CPU, memory, cold start and Key Vault writes against issue 13's goals (print figures)"
@@ -43,8 +43,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(PY) -m mypy shared sandbox
 
-# The exhaustive sweeps of real kills (every state write, 20 random kills, every fault after the work) take about
-# 30 minutes on 2 cores: `make test` runs a sample of each, `make test-exhaustive` runs all of them.
+# The exhaustive sweeps of real kills (every state write, 20 random kills, every fault after the work) take 1 minute
+# on a quiet 2-core machine and about 30 on a slow one (docs/benchmarks.md): `make test` runs a sample of each,
+# `make test-exhaustive` runs all of them.
 PYTEST_MARKS ?= not exhaustive
 
 pytest: $(VENV)/.installed $(AZURITE) $(CHECKOV) chromium
