@@ -96,13 +96,14 @@ async def worker_pass(kind: str, prefix: str, concurrency: int) -> dict[str, Any
     started = time.perf_counter()
     async with services(settings, clock=SystemClock(), table_prefix=prefix, alerter=LogAlerter(),
                         config=config) as svc:
+        built = time.perf_counter() - started  # the SDKs' imports and the clients' construction
         summary = await svc.engine.run_pass(Actor.TIMER)
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
     stop.set()
     await watcher
     return {
-        "kind": kind, "targets": len(summary.outcomes), "wall_s": wall, "cpu_s": cpu,
+        "kind": kind, "targets": len(summary.outcomes), "wall_s": wall, "build_s": built, "cpu_s": cpu,
         "by_result": Counter(o.result for o in summary.outcomes),
         "errors": Counter(f"{o.result}: {o.error_code}" for o in summary.outcomes
                           if o.result not in ("healthy", "rotated")).most_common(3),
@@ -332,7 +333,8 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             [f"scan {n} healthy @{args.latency_ms:g} ms: wall vs latency bound ({n} x 2 calls x "
              f"{args.latency_ms:g} ms / {conc} = {bound:.1f} s)", f"{scan['wall_s']:.1f} s = "
              f"{scan['wall_s'] / bound:.1f}x", "<= 2x", verdict(scan["wall_s"] <= 2 * bound)],
-            ["scan: speed-up over concurrency 1 (its sample extrapolated to N)",
+            [f"scan: speed-up over concurrency 1 (its sample extrapolated to N; at most {conc}x at concurrency "
+             f"{conc} when waiting is all)",
              f"{serial_n:.0f} s / {scan['wall_s']:.1f} s = {serial_n / scan['wall_s']:.0f}x", ">= 50x",
              verdict(serial_n / scan["wall_s"] >= 50)],
             ["scan: CPU per healthy customer", f"{1000 * scan['cpu_s'] / n:.1f} ms", "<= 5 ms",
@@ -354,7 +356,8 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
         ]
     if "failed" not in cold:
         goals += [
-            [f"cold: first pass over {cold['targets']} healthy @0 ms, fresh process", f"{cold['wall_s']:.2f} s",
+            [f"cold: first pass over {cold['targets']} healthy @0 ms, fresh process (services built in "
+             f"{cold['build_s']:.2f} s, then the pass)", f"{cold['wall_s']:.2f} s",
              "<= 0.3 s", verdict(cold["wall_s"] <= 0.3)],
             ["cold: longest event-loop stall in that pass", f"{1000 * cold['longest_stall_s']:.0f} ms", "<= 100 ms",
              verdict(cold["longest_stall_s"] <= 0.1)],

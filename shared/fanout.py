@@ -59,7 +59,9 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
     started = time.monotonic()
     summary = PlanSummary()
     label = actor_of(actor)
-    targets = [t for t, _ in await engine.state.list_targets() if t.enabled]
+    # Each target is assessed from the row the listing returned (with its ETag), not read again (Engine.advance).
+    rows = {t.key: (t, etag) for t, etag in await engine.state.list_targets() if t.enabled}
+    targets = [t for t, _ in rows.values()]
     bound = asyncio.Semaphore(engine.config.scan_concurrency)
 
     async def put(target: Target, reason: str) -> None:
@@ -79,7 +81,8 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
                 return
             if only_in_flight:
                 return
-            result = await engine.advance(target.tenant_id, target.app_id, actor, reserve_only=True)
+            result = await engine.advance(target.tenant_id, target.app_id, actor, reserve_only=True,
+                                          listed=rows[target.key])
             summary.looked_at += 1
             if result.result in ("reserved", "in-flight"):
                 await put(target, "due" if result.result == "reserved" else "in-flight")

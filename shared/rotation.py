@@ -94,12 +94,13 @@ class Engine:
 
     async def _pass(self, actor: Actor, *, assess_only: bool = False, only_in_flight: bool = False) -> PassSummary:
         started = time.monotonic()
-        targets = [t for t, _ in await self.state.list_targets() if t.enabled]
+        # Each target is advanced from the row the listing returned (with its ETag), not read again.
+        rows = {t.key: (t, etag) for t, etag in await self.state.list_targets() if t.enabled}
+        targets = [t for t, _ in rows.values()]
 
         async def one(target: Target) -> Outcome:
-            if only_in_flight:
-                return await self.advance(target.tenant_id, target.app_id, actor, only_in_flight=True)
-            return await self.advance(target.tenant_id, target.app_id, actor, assess_only=assess_only)
+            return await self.advance(target.tenant_id, target.app_id, actor, only_in_flight=only_in_flight,
+                                      assess_only=assess_only, listed=rows[target.key])
 
         in_flight = [t for t in targets if t.state.stage is not Stage.IDLE]
         resting = [t for t in targets if t.state.stage is Stage.IDLE]
@@ -207,30 +208,54 @@ class Engine:
 
     async def advance(
         self, tenant_id: str, app_id: str, actor: Actor | str, *, force: bool = False, assess_only: bool = False,
-        only_in_flight: bool = False, reserve_only: bool = False,
+        only_in_flight: bool = False, reserve_only: bool = False, listed: tuple[Target, str] | None = None,
     ) -> Outcome:
         """Take one target as far through the protocol as it can go now (with only_in_flight: only a target
         whose rotation is in flight, decided on the row the lease is taken on; with reserve_only: an idle target is
-        assessed and, when due, reserved (stage creating, result "reserved") for a queue worker to take further)."""
+        assessed and, when due, reserved (stage creating, result "reserved") for a queue worker to take further).
+
+        `listed` is the row and ETag a pass's listing returned: the target is advanced from it without reading it
+        again. Every write is ETag-guarded, so a row changed since the listing is never overwritten; when that
+        attempt ends busy having written nothing (a write lost to a newer row, or a lease seen in the listing), the
+        target is read again and advanced from the row as it is now.
+        """
+        def on(target: Target, etag: str) -> Awaitable[tuple[Outcome, bool]]:
+            return self._advance_row(target, etag, actor, force=force, assess_only=assess_only,
+                                     only_in_flight=only_in_flight, reserve_only=reserve_only)
+
+        if listed is not None:
+            result, wrote = await on(*listed)
+            if result.result != "busy" or wrote:
+                return result
         try:
             target, etag = await self.state.get_target(tenant_id, app_id)
         except NotFound as error:
             return Outcome(tenant_id, app_id, "failed", error_code=error.code, message=error.message)
+        result, _ = await on(target, etag)
+        return result
+
+    async def _advance_row(
+        self, target: Target, etag: str, actor: Actor | str, *, force: bool, assess_only: bool,
+        only_in_flight: bool, reserve_only: bool,
+    ) -> tuple[Outcome, bool]:
+        """advance() on a row read with `etag`; the outcome, and whether any write of the row succeeded."""
         if only_in_flight and target.state.stage is Stage.IDLE:
-            return outcome(target, "skipped", message="nothing in flight")
+            return outcome(target, "skipped", message="nothing in flight"), False
         now = self.clock.now()
         if leased_by_other(target, self.owner, now):
-            return outcome(target, "busy", message="another run holds this target")
+            return outcome(target, "busy", message="another run holds this target"), False
         run = Advance(self.ports, self.config, self.owner, target, etag, actor)
         if target.state.stage is Stage.IDLE and not force:
             # Assessed before any write: the lease is taken with the first step that has work to do (reserving a
-            # rotation, retiring credentials), so a healthy target costs one read and at most one write.
-            return await self._advance(run, force, assess_only, reserve_only)
-        try:
-            await run.take_lease()
-        except Conflict:
-            return outcome(target, "busy", message="another run took this target first")
-        return await self._advance(run, force, assess_only, reserve_only)
+            # rotation, retiring credentials), so a healthy target costs at most one write.
+            result = await self._advance(run, force, assess_only, reserve_only)
+        else:
+            try:
+                await run.take_lease()
+            except Conflict:
+                return outcome(target, "busy", message="another run took this target first"), False
+            result = await self._advance(run, force, assess_only, reserve_only)
+        return result, run.etag != etag
 
     async def _advance(
         self, run: Advance, force: bool = False, assess_only: bool = False, reserve_only: bool = False

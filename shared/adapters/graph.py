@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 import uuid
 from collections import OrderedDict
@@ -12,7 +13,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
-import httpx
 from azure.core.exceptions import ClientAuthenticationError
 
 from shared.adapters.identity import GRAPH_SCOPE, Credentials, unreachable
@@ -32,6 +32,7 @@ from shared.ports import NewCredential, Ownership, Principal
 from shared.tls import tls_context
 
 if TYPE_CHECKING:
+    import httpx
     from kiota_abstractions.api_error import APIError
     from msgraph.generated.models.password_credential import PasswordCredential
     from msgraph.graph_service_client import GraphServiceClient
@@ -89,7 +90,11 @@ def _translate(
     if isinstance(error, GraphAnswer):
         return _answer(error.status, error.code, error.message, error.retry_after, tenant_id, what,
                        creating=creating, writing=writing)
-    if isinstance(error, httpx.HTTPError | aiohttp.ClientError | TimeoutError | json.JSONDecodeError):
+    # httpx carries msgraph-sdk's writes only and is imported with them (it costs a fresh process 25-90 ms).
+    httpx = sys.modules.get("httpx")
+    if isinstance(error, aiohttp.ClientError | TimeoutError | json.JSONDecodeError) or (
+        httpx is not None and isinstance(error, httpx.HTTPError)
+    ):
         text = f"{what} in tenant {tenant_id}: {type(error).__name__}"
         return Ambiguous(text, code="NetworkError") if creating else RotationError(text, code="NetworkError")
     from kiota_abstractions.api_error import APIError
@@ -215,6 +220,7 @@ class GraphDirectory:
         if client is not None:
             self._clients.move_to_end(tenant_id)
             return client
+        import httpx
         from kiota_authentication_azure.azure_identity_authentication_provider import (
             AzureIdentityAuthenticationProvider,
         )
