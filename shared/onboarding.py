@@ -154,7 +154,7 @@ async def _candidate(directory: Directory, tenant_id: str, app: dict[str, Any]) 
     owned: bool | None
     principal = None
     try:
-        ownership = await directory.ownership(tenant_id, app["objectId"])
+        ownership = await directory.ownership(tenant_id, app["appId"])
         owned, principal = ownership.owned, ownership.principal
     except RotationError:
         owned = None

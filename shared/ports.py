@@ -125,9 +125,9 @@ class Directory(Protocol):
         """The app registration with its password credentials (never their values). Read-only."""
         ...
 
-    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
-        """Whether the rotator's service principal is among the app's owners (writes need it with OwnedBy).
-        Read-only."""
+    async def ownership(self, tenant_id: str, app_id: str) -> Ownership:
+        """Whether the rotator's service principal is among the owners of the app with this appId (writes need
+        it with OwnedBy). Read-only; addressed like get_application, so the two reads can go side by side."""
         ...
 
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:

@@ -107,8 +107,9 @@ class Faults:
         self._strike(call, "after")
 
     async def _wait(self, call: str, when: str) -> None:
+        n = self.counts[call]  # this call's number: others of the same port may start while it is held
         for hold in self.holds:
-            if hold.call == call and hold.when == when and hold.nth == self.counts[call]:
+            if hold.call == call and hold.when == when and hold.nth == n:
                 hold.reached.set()
                 await hold.released.wait()
 
@@ -288,9 +289,10 @@ class FakeDirectory:
         app = self.app(tenant_id, app_id)
         return self._add(tenant_id, app, "Vircom Portal FIX", self.clock.now() + timedelta(days=days_left)).credential
 
-    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
+    async def ownership(self, tenant_id: str, app_id: str) -> Ownership:
         await self.faults.before("directory.ownership")
-        key, _ = self._find(tenant_id, object_id)
+        app = self.app(tenant_id, app_id)
+        key, _ = self._find(tenant_id, app.object_id)
         return Ownership(key not in self.unowned, ROTATOR)
 
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:

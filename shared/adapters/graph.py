@@ -375,12 +375,13 @@ class GraphDirectory:
             self._principals.popitem(last=False)
         return principal
 
-    async def ownership(self, tenant_id: str, object_id: str) -> Ownership:
-        # The principal and the owners are independent reads: one round trip instead of two.
+    async def ownership(self, tenant_id: str, app_id: str) -> Ownership:
+        # The principal and the owners are independent reads: one round trip instead of two. The app is addressed
+        # by its appId (GET /applications(appId='{appId}')/owners), so this needs no read of the app first.
         principal, owners = await asyncio.gather(
             self.rotator_principal(tenant_id),
-            self._pages(tenant_id, f"listing the owners of {object_id}", f"/applications/{object_id}/owners",
-                        {"$select": "id"}),
+            self._pages(tenant_id, f"listing the owners of app {app_id}",
+                        f"/applications(appId='{_guid(app_id)}')/owners", {"$select": "id"}),
         )
         if principal is None:
             return Ownership(True, None)

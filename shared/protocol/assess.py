@@ -6,7 +6,8 @@ without a rotation id, and two runners cannot both reserve.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+from collections.abc import Awaitable, Mapping
 from datetime import datetime
 
 from shared.domain import (
@@ -21,7 +22,7 @@ from shared.domain import (
     renew_before,
 )
 from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
-from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory
+from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership
 from shared.protocol.context import Advance, EngineConfig, Outcome
 from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
 
@@ -37,14 +38,28 @@ def failed_status(error: RotationError) -> AssessmentStatus:
     return AssessmentStatus.APP_NOT_FOUND if isinstance(error, AppNotFound) else AssessmentStatus.UNREACHABLE
 
 
+async def app_and_ownership(
+    reading: Awaitable[Application], directory: Directory, target: Target
+) -> tuple[Application, Ownership]:
+    """The app registration (`reading` it) and who owns it, read side by side: one round trip, since both address
+    the app by its appId. When both fail, the app read's error is the one raised."""
+    app, ownership = await asyncio.gather(
+        reading, directory.ownership(target.tenant_id, target.app_id), return_exceptions=True
+    )
+    if isinstance(app, BaseException):
+        raise app
+    if isinstance(ownership, BaseException):
+        raise ownership
+    return app, ownership
+
+
 async def observe(run: Advance) -> Assessment:
     """Read the app registration and assess it; record and alert a target that cannot be read, or that the rotator
     may read but not change (Application.ReadWrite.OwnedBy reads every app, writes only owned ones), and stop."""
     now = run.now()
     try:
         run.forget_application()
-        app = await run.application()
-        ownership = await run.ports.directory.ownership(run.target.tenant_id, app.object_id)
+        app, ownership = await app_and_ownership(run.application(), run.ports.directory, run.target)
     except (AppNotFound, Unreachable) as error:
         await run.refused("assess", failed_status(error), error)
     found = assessment(run.target, app, now, run.config)
@@ -113,8 +128,8 @@ async def preview(
                        stage=target.state.stage.value, days_left=days_left, error_code=code, message=message)
 
     try:
-        app = await directory.get_application(target.tenant_id, target.app_id)
-        ownership = await directory.ownership(target.tenant_id, app.object_id)
+        app, ownership = await app_and_ownership(
+            directory.get_application(target.tenant_id, target.app_id), directory, target)
     except (AppNotFound, Unreachable) as error:
         return would_fail(failed_status(error), error.code, error.message)
     found = assessment(target, app, now, config)

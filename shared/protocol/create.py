@@ -100,7 +100,7 @@ async def add_password(run: Advance, app: Application, asked: int) -> tuple[NewC
 async def rotator_principal(run: Advance, app: Application) -> Principal | None:
     """The service principal to name in a not-owner alert, when Graph tells it."""
     try:
-        return (await run.ports.directory.ownership(run.target.tenant_id, app.object_id)).principal
+        return (await run.ports.directory.ownership(run.target.tenant_id, app.app_id)).principal
     except RotationError:
         return None
 

@@ -37,10 +37,14 @@ async def test_two_manual_rotations_racing_around_a_finishing_rotation_make_one_
 async def test_a_manual_rotation_racing_another_makes_one_credential_and_the_loser_is_told() -> None:
     world = FakeWorld()
     target = world.seed(days_left=200)
+    # Both read the row while it is idle and unleased; the winner goes on first and finishes its rotation.
+    first = world.faults.hold("state.get_target", when="after", nth=1)
     hold = world.faults.hold("state.get_target", when="after", nth=2)
     winner_task = asyncio.create_task(world.engine().rotate_now(target.tenant_id, target.app_id))
     loser_task = asyncio.create_task(world.engine().rotate_now(target.tenant_id, target.app_id))
+    await asyncio.wait_for(first.reached.wait(), 5)
     await asyncio.wait_for(hold.reached.wait(), 5)
+    first.released.set()
     assert (await winner_task).result == "rotated"
     hold.released.set()
     with pytest.raises(Conflict) as refused:

@@ -141,6 +141,11 @@ def test_get_by_app_id_and_owners(sb: SandboxHandle) -> None:
     assert app["id"] == PPE_OBJECT and app["@odata.context"].endswith("$metadata#applications/$entity")
     owners = call(sb, "GET", f"/applications/{PPE_OBJECT}/owners", bearer).json()["value"]
     assert [o["appId"] for o in owners] == [sb.settings["MSP_APP_CLIENT_ID"]]
+    # application-list-owners: "GET /applications(appId='{appId}')/owners" addresses the app by its client id too.
+    by_app_id = call(sb, "GET", f"/applications(appId='{PPE_APP}')/owners", bearer, params={"$select": "id"})
+    assert [o["id"] for o in by_app_id.json()["value"]] == [o["id"] for o in owners]
+    missing = call(sb, "GET", f"/applications(appId='{uuid.uuid4()}')/owners", bearer)
+    assert_graph_error(missing, 404, "Request_ResourceNotFound")
 
 
 def test_add_and_remove_password(sb: SandboxHandle) -> None:
