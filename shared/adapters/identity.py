@@ -10,12 +10,14 @@ code runs locally, in tests and in Azure.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlparse
 
 import aiohttp
+from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.credentials_async import AsyncTokenCredential
 from azure.core.exceptions import ClientAuthenticationError
 from azure.core.pipeline.transport import AioHttpTransport
@@ -77,6 +79,35 @@ def unreachable(error: ClientAuthenticationError, tenant_id: str) -> Unreachable
     return Unreachable(f"cannot authenticate to tenant {tenant_id}: {first}", code=code)
 
 
+class OneRequestAtATime(AsyncTokenCredential):
+    """A credential whose callers wait for each other's token request instead of each making their own.
+
+    azure-identity's async credentials ask the identity platform whenever their cache has no valid token, so
+    requests sent side by side with an empty cache (an assessment's Graph reads, a pass's first Tables and Key Vault
+    calls) would each fetch one. Here the first caller fetches it and the others then find it in the cache.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+        self._lock = asyncio.Lock()
+
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        async with self._lock:
+            token: AccessToken = await self._inner.get_token(*scopes, **kwargs)
+            return token
+
+    async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
+        async with self._lock:
+            info: AccessTokenInfo = await self._inner.get_token_info(*scopes, options=options)
+            return info
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
 class Credentials:
     """Builds and caches the credentials of one process."""
 
@@ -93,7 +124,7 @@ class Credentials:
             kwargs: dict[str, Any] = {"transport": self._transport}
             if self._settings.managed_identity_client_id:
                 kwargs["client_id"] = self._settings.managed_identity_client_id
-            self._home = ManagedIdentityCredential(**kwargs)
+            self._home = OneRequestAtATime(ManagedIdentityCredential(**kwargs))
         return self._home
 
     def graph(self, tenant_id: str) -> AsyncTokenCredential:
@@ -111,9 +142,9 @@ class Credentials:
         if cached is not None:
             self._per_tenant.move_to_end(tenant_id)
             return cached
-        cached = ClientAssertionCredential(
+        cached = OneRequestAtATime(ClientAssertionCredential(
             tenant_id, s.msp_app_client_id, self._assertion, transport=self._transport, **authority_options(s)
-        )
+        ))
         self._per_tenant[tenant_id] = cached
         while len(self._per_tenant) > TENANTS_CACHED:
             self._per_tenant.popitem(last=False)

@@ -108,3 +108,30 @@ async def test_managed_identity_mode_rotates_in_its_own_tenant_only(api: Api, wo
     outcome = await api.call("rotations", "POST", body=ids(customer))
     assert outcome.body["result"] == "unreachable", outcome.text
     assert world.credentials(customer) == [c for c in world.credentials(customer) if c["keyId"] == customer.key_id]
+
+
+async def test_reads_side_by_side_with_an_empty_cache_ask_entra_for_one_token(world: World) -> None:
+    """An assessment's Graph reads go out together: the first asks Entra ID for the tenant's token, the others wait
+    for it and take it from the cache (azure-identity alone would send one token request per read)."""
+    import asyncio
+
+    settings = world.settings()
+    customer = world.seed_customer("Contoso", 10)
+    control = world.sb.control
+    hold = control.add_hold("entra", method="POST", path=f"^/{customer.tenant_id}/oauth2/v2.0/token$", count=10)
+    transport = shared_transport(settings, pool_size=8)
+    credentials = Credentials(settings, transport)
+    try:
+        credential = credentials.graph(customer.tenant_id)
+        reads = [asyncio.create_task(credential.get_token(GRAPH_SCOPE)) for _ in range(5)]
+        await asyncio.to_thread(control.wait_held, hold)
+        await asyncio.sleep(0.3)  # time for any other request to reach the sandbox
+        assert control.waiting(hold) == 1, "one token request for the tenant"
+        control.release(hold)
+        tokens = {t.token for t in await asyncio.gather(*reads)}
+        assert len(tokens) == 1 and claims(tokens.pop())["tid"] == customer.tenant_id
+        assert control.held(hold) == 1, "no second request once the first was answered"
+    finally:
+        control.release_all()
+        await credentials.close()
+        await close_transport(transport)
