@@ -1,8 +1,11 @@
 """Local stand-in for the Functions host's queue trigger (Core Tools cannot be installed here): takes real messages
 from a Storage queue (Azurite) and calls the queue-triggered function with them as the host does.
 
-What the host does and this copies (Azure Functions queue trigger docs, "Poison messages" and host.json settings):
-- messages are received in batches of `batchSize`, each invisible for the time it is being worked on;
+What the host does and this copies (Azure Functions queue trigger docs, "Concurrency", "Poison messages" and
+host.json settings):
+- messages are received in batches of `batchSize`, each invisible for the time it is being worked on; when the
+  messages being worked on get down to `newBatchThreshold`, the next batch is received (at most batchSize +
+  newBatchThreshold at once, no waiting for a whole batch to end);
 - the body is Base64-decoded (`messageEncoding: base64`) and the function gets an `azure.functions.QueueMessage`
   built by the worker's own converter, with the id, dequeue count, times and pop receipt as trigger metadata;
 - the message is deleted when the function returns; when it raises, the message becomes visible again after
@@ -42,6 +45,11 @@ class QueueOptions:
     batch_size: int = 16
     max_dequeue_count: int = 5
     visibility_timeout: timedelta = timedelta(0)
+    new_batch_threshold: int | None = None  # the host's default: half the batch size
+
+    @property
+    def threshold(self) -> int:
+        return self.batch_size // 2 if self.new_batch_threshold is None else self.new_batch_threshold
 
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> QueueOptions:
@@ -51,6 +59,7 @@ class QueueOptions:
             batch_size=int(queues.get("batchSize", 16)),
             max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
             visibility_timeout=timedelta(hours=h, minutes=m, seconds=s),
+            new_batch_threshold=int(queues["newBatchThreshold"]) if "newBatchThreshold" in queues else None,
         )
 
 
@@ -92,24 +101,29 @@ class QueueHost:
         await self.queue.close()
         await self.poison_queue.close()
 
-    async def drain(self, *, max_rounds: int = 1000) -> int:
-        """Run both functions until both queues have nothing visible; the number of invocations."""
+    async def drain(self, *, max_receives: int = 10000) -> int:
+        """Run both functions until both queues have nothing visible and nothing is being worked on; the number of
+        invocations. A new batch is received whenever the messages in flight are down to newBatchThreshold."""
         calls = 0
-        for _ in range(max_rounds):
-            done = await self.run_batch(self.queue, self.work, poisonable=True)
-            done += await self.run_batch(self.poison_queue, self.poison, poisonable=False)
-            if not done:
+        working: set[asyncio.Task[None]] = set()
+        for _ in range(max_receives):
+            if len(working) <= self.options.threshold:
+                for client, function, poisonable in ((self.queue, self.work, True),
+                                                     (self.poison_queue, self.poison, False)):
+                    for message in await self._receive(client):
+                        working.add(asyncio.create_task(self._invoke(client, function, message, poisonable)))
+            if not working:
                 return calls
-            calls += done
-        return calls
+            done, working = await asyncio.wait(working, return_when=asyncio.FIRST_COMPLETED)
+            calls += len(done)
+            for task in done:
+                task.result()
+        raise RuntimeError(f"the queues were not drained after {max_receives} receives")
 
-    async def run_batch(self, client: QueueClient, function: QueueFunction, *, poisonable: bool) -> int:
-        """One batch: receive up to batchSize visible messages and run them side by side; how many ran."""
-        messages = [m async for m in client.receive_messages(
+    async def _receive(self, client: QueueClient) -> list[QueueMessage]:
+        return [m async for m in client.receive_messages(
             messages_per_page=self.options.batch_size, max_messages=self.options.batch_size,
             visibility_timeout=self.invisible)]
-        await asyncio.gather(*(self._invoke(client, function, m, poisonable) for m in messages))
-        return len(messages)
 
     async def _invoke(self, client: QueueClient, function: QueueFunction, message: QueueMessage,
                       poisonable: bool) -> None:
