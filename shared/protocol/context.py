@@ -117,7 +117,11 @@ class Advance:
     # ---------------------------------------------------------------- the row
 
     async def save(self, target: Target) -> None:
-        """Write the row if nobody else did since we read it (Conflict otherwise)."""
+        """Write the row if nobody else did since we read it (Conflict otherwise). A row this advance holds the
+        lease on is written with the lease renewed, so a rotation longer than the lease stays leased while each of
+        its steps is shorter than it."""
+        if target.state.lease_owner == self.owner and target.state.lease_until is not None:
+            target = target.with_state(lease_until=self.now() + self.config.lease)
         self.etag = await self.ports.state.replace_target(target, self.etag)
         self.target = target
 
