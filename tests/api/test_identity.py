@@ -124,7 +124,7 @@ async def test_reads_side_by_side_with_an_empty_cache_ask_entra_for_one_token(wo
     try:
         credential = credentials.graph(customer.tenant_id)
         reads = [asyncio.create_task(credential.get_token(GRAPH_SCOPE)) for _ in range(5)]
-        await asyncio.to_thread(control.wait_held, hold)
+        await asyncio.to_thread(control.wait_held, hold, 60.0)
         await asyncio.sleep(0.3)  # time for any other request to reach the sandbox
         assert control.waiting(hold) == 1, "one token request for the tenant"
         control.release(hold)

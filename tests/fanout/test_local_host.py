@@ -45,7 +45,7 @@ async def test_the_next_batch_is_received_when_the_messages_in_flight_are_down_t
             if body == "slow":
                 # Held until a message of the second batch has started: a host that waited for whole batches
                 # would never start one, and this would time out.
-                for _ in range(200):
+                for _ in range(1000):
                     if len(started) >= 3:
                         break
                     await asyncio.sleep(0.01)
