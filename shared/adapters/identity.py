@@ -84,20 +84,24 @@ class OneRequestAtATime(AsyncTokenCredential):
 
     azure-identity's async credentials ask the identity platform whenever their cache has no valid token, so
     requests sent side by side with an empty cache (an assessment's Graph reads, a pass's first Tables and Key Vault
-    calls) would each fetch one. Here the first caller fetches it and the others then find it in the cache.
+    calls) would each fetch one. Here the first caller for a scope fetches it and the others then find it in the
+    cache; callers for another scope (the managed identity serves Tables, Key Vault and the queue) do not wait.
     """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._lock = asyncio.Lock()
+        self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
+
+    def _lock(self, scopes: tuple[str, ...]) -> asyncio.Lock:
+        return self._locks.setdefault(scopes, asyncio.Lock())
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
-        async with self._lock:
+        async with self._lock(scopes):
             token: AccessToken = await self._inner.get_token(*scopes, **kwargs)
             return token
 
     async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
-        async with self._lock:
+        async with self._lock(scopes):
             info: AccessTokenInfo = await self._inner.get_token_info(*scopes, options=options)
             return info
 
