@@ -60,8 +60,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
     summary = PlanSummary()
     label = actor_of(actor)
     # Each target is assessed from the row the listing returned (with its ETag), not read again (Engine.advance).
-    rows = {t.key: (t, etag) for t, etag in await engine.state.list_targets() if t.enabled}
-    targets = [t for t, _ in rows.values()]
+    rows = [(t, etag) for t, etag in await engine.state.list_targets() if t.enabled]
     bound = asyncio.Semaphore(engine.config.scan_concurrency)
 
     async def put(target: Target, reason: str) -> None:
@@ -74,7 +73,8 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
             log.error("could not enqueue work", extra={"event": "fanout", "target": target.key,
                                                        "error_code": error.code})
 
-    async def plan(target: Target) -> None:
+    async def plan(row: tuple[Target, str]) -> None:
+        target = row[0]
         async with bound:
             if target.state.stage is not Stage.IDLE:
                 await put(target, "in-flight")
@@ -82,7 +82,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
             if only_in_flight:
                 return
             result = await engine.advance(target.tenant_id, target.app_id, actor, reserve_only=True,
-                                          listed=rows[target.key])
+                                          listed=row)
             summary.looked_at += 1
             if result.result in ("reserved", "in-flight"):
                 await put(target, "due" if result.result == "reserved" else "in-flight")
@@ -94,12 +94,12 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
             elif retirement_due(target, engine.clock.now()):
                 await put(target, RETIRE)
 
-    await asyncio.gather(*(plan(t) for t in targets))
+    await asyncio.gather(*(plan(row) for row in rows))
     summary.duration_ms = int((time.monotonic() - started) * 1000)
     log.info(
         "resume fan-out finished" if only_in_flight else "rotation fan-out finished",
         extra={"event": "fanout", "kind": "resume" if only_in_flight else "rotation", "actor": label,
-               "targets": len(targets), "enqueued": dict(summary.enqueued), "failed": summary.failed,
+               "targets": len(rows), "enqueued": dict(summary.enqueued), "failed": summary.failed,
                "duration_ms": summary.duration_ms},
     )
     return summary

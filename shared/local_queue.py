@@ -101,12 +101,12 @@ class QueueHost:
         await self.queue.close()
         await self.poison_queue.close()
 
-    async def drain(self, *, max_receives: int = 10000) -> int:
+    async def drain(self, *, max_rounds: int = 10000) -> int:
         """Run both functions until both queues have nothing visible and nothing is being worked on; the number of
         invocations. A new batch is received whenever the messages in flight are down to newBatchThreshold."""
         calls = 0
         working: set[asyncio.Task[None]] = set()
-        for _ in range(max_receives):
+        for _ in range(max_rounds):
             if len(working) <= self.options.threshold:
                 for client, function, poisonable in ((self.queue, self.work, True),
                                                      (self.poison_queue, self.poison, False)):
@@ -118,7 +118,7 @@ class QueueHost:
             calls += len(done)
             for task in done:
                 task.result()
-        raise RuntimeError(f"the queues were not drained after {max_receives} receives")
+        raise RuntimeError(f"the queues were not drained after {max_rounds} rounds")
 
     async def _receive(self, client: QueueClient) -> list[QueueMessage]:
         return [m async for m in client.receive_messages(

@@ -95,15 +95,15 @@ class Engine:
     async def _pass(self, actor: Actor, *, assess_only: bool = False, only_in_flight: bool = False) -> PassSummary:
         started = time.monotonic()
         # Each target is advanced from the row the listing returned (with its ETag), not read again.
-        rows = {t.key: (t, etag) for t, etag in await self.state.list_targets() if t.enabled}
-        targets = [t for t, _ in rows.values()]
+        rows = [(t, etag) for t, etag in await self.state.list_targets() if t.enabled]
 
-        async def one(target: Target) -> Outcome:
+        async def one(row: tuple[Target, str]) -> Outcome:
+            target = row[0]
             return await self.advance(target.tenant_id, target.app_id, actor, only_in_flight=only_in_flight,
-                                      assess_only=assess_only, listed=rows[target.key])
+                                      assess_only=assess_only, listed=row)
 
-        in_flight = [t for t in targets if t.state.stage is not Stage.IDLE]
-        resting = [t for t in targets if t.state.stage is Stage.IDLE]
+        in_flight = [r for r in rows if r[0].state.stage is not Stage.IDLE]
+        resting = [r for r in rows if r[0].state.stage is Stage.IDLE]
         outcomes = await self._each(in_flight, one)
         if not only_in_flight:
             outcomes += await self._each(resting, one)
@@ -122,17 +122,18 @@ class Engine:
         )
         return summary
 
-    async def _each(self, targets: list[Target], work: Callable[[Target], Awaitable[Outcome]]) -> list[Outcome]:
+    async def _each(self, rows: list[tuple[Target, str]],
+                    work: Callable[[tuple[Target, str]], Awaitable[Outcome]]) -> list[Outcome]:
         """`work` on every target, SCAN_CONCURRENCY at once: that many workers take the next target in turn, so a
         pass over thousands holds that many tasks, not one per target."""
-        outcomes: list[Outcome | None] = [None] * len(targets)
-        queue = iter(enumerate(targets))
+        outcomes: list[Outcome | None] = [None] * len(rows)
+        queue = iter(enumerate(rows))
 
         async def worker() -> None:
-            for index, target in queue:
-                outcomes[index] = await work(target)
+            for index, row in queue:
+                outcomes[index] = await work(row)
 
-        await asyncio.gather(*(worker() for _ in range(min(self.config.scan_concurrency, len(targets)))))
+        await asyncio.gather(*(worker() for _ in range(min(self.config.scan_concurrency, len(rows)))))
         return [o for o in outcomes if o is not None]
 
     async def rotate_now(

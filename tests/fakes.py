@@ -291,8 +291,9 @@ class FakeDirectory:
 
     async def ownership(self, tenant_id: str, app_id: str) -> Ownership:
         await self.faults.before("directory.ownership")
-        app = self.app(tenant_id, app_id)
-        key, _ = self._find(tenant_id, app.object_id)
+        key = (tenant_id, app_id)
+        if key not in self.apps:
+            raise AppNotFound(f"no app registration with appId {app_id} in tenant {tenant_id}", code="AppNotFound")
         return Ownership(key not in self.unowned, ROTATOR)
 
     async def add_password(self, tenant_id: str, object_id: str, display_name: str, end: datetime) -> NewCredential:

@@ -93,7 +93,10 @@ class OneRequestAtATime(AsyncTokenCredential):
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
 
     def _lock(self, scopes: tuple[str, ...]) -> asyncio.Lock:
-        return self._locks.setdefault(scopes, asyncio.Lock())
+        lock = self._locks.get(scopes)
+        if lock is None:
+            lock = self._locks[scopes] = asyncio.Lock()
+        return lock
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         async with self._lock(scopes):

@@ -3,6 +3,7 @@ managed identity's token for api://AzureADTokenExchange) and managed identity (s
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
@@ -113,8 +114,6 @@ async def test_managed_identity_mode_rotates_in_its_own_tenant_only(api: Api, wo
 async def test_reads_side_by_side_with_an_empty_cache_ask_entra_for_one_token(world: World) -> None:
     """An assessment's Graph reads go out together: the first asks Entra ID for the tenant's token, the others wait
     for it and take it from the cache (azure-identity alone would send one token request per read)."""
-    import asyncio
-
     settings = world.settings()
     customer = world.seed_customer("Contoso", 10)
     control = world.sb.control
