@@ -4,7 +4,9 @@ import azure.functions as func
 
 from shared.entrypoints import api, consent, dashboard, push, queue, timer
 
-app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+# ANONYMOUS at the Functions host: App Service Authentication signs callers in and the code checks app roles
+# (shared/entrypoints/access.py); a FUNCTION-level route would refuse every signed-in caller without a key.
+app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 app.register_functions(timer.bp)
 app.register_functions(push.bp)
 app.register_functions(queue.bp)

@@ -52,8 +52,6 @@ param mspAppClientId string = ''
 @description('Client id of the Entra app operators sign in through (App Service Authentication, app roles Rotator.Read and Rotator.Operate). Empty: the MSP app (mspAppClientId). With neither, the API answers 401 until infra/scripts/create-msp-app.sh has run and azd provision again.')
 param authClientId string = ''
 
-@description('Keep function keys working for automation (App Service Authentication lets unauthenticated requests through, the code accepts them as the function-key caller). Off by default: every operator signs in with Entra ID and needs an app role.')
-param allowFunctionKeyCallers bool = false
 
 @description('NCRONTAB schedule of the timer pass (six fields, UTC). Default: daily at 06:00.')
 param rotationSchedule string = '0 0 6 * * *'
@@ -236,7 +234,6 @@ module functionApp './app/function-app.bicep' = {
     applicationInsightsConnectionString: monitoring.outputs.applicationInsightsConnectionString
     maximumInstanceCount: maximumInstanceCount
     authClientId: !empty(authClientId) ? authClientId : mspAppClientId
-    allowFunctionKeyCallers: allowFunctionKeyCallers
     appSettings: {
       ROTATION_SCHEDULE: rotationSchedule
       RESUME_SCHEDULE: resumeSchedule
@@ -269,7 +266,6 @@ module functionApp './app/function-app.bicep' = {
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
       // Callers must sign in (App Service Authentication) and hold an app role; 'true' keeps function keys too.
-      ALLOW_FUNCTION_KEY_CALLERS: 'false'
       // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)

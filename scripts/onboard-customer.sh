@@ -25,9 +25,10 @@ Usage: $0 <consent-url|assign|register|all> --tenant <customer tenant id> [optio
   --account-secret NAME Key Vault secret holding the Proofpoint admin JSON (register; default proofpoint-api-account)
   --url URL             the function app, e.g. https://func-xyz.azurewebsites.net (default: \$ROTATOR_URL)
 Environment (consent-url, register: the rotator's API at --url):
-  ROTATOR_TOKEN         an Entra access token for the rotator's API, e.g.
-                        az account get-access-token --resource api://<MSP app client id> --query accessToken -o tsv
-  ROTATOR_FUNCTION_KEY  or a function key (only when the app accepts function-key callers)
+  ROTATOR_TOKEN         an Entra access token for the rotator's API (the caller needs the app role Rotator.Operate):
+                        a person: az account get-access-token --resource api://<MSP app client id> --query accessToken -o tsv
+                        automation (its own service principal, client credentials): see infra/README.md
+                        Unset: the script asks az for one (--resource api://\$MSP_APP_CLIENT_ID).
 USAGE
 }
 
@@ -112,13 +113,15 @@ assign() {
 auth=""
 check_api() {  # run in the script's own shell (not in $(...)), so that its exit stops the script
   [ -n "$url" ] || { echo "--url (or ROTATOR_URL) is required" >&2; exit 2; }
-  if [ -n "${ROTATOR_TOKEN:-}" ]; then
-    auth="Authorization: Bearer $ROTATOR_TOKEN"
-  elif [ -n "${ROTATOR_FUNCTION_KEY:-}" ]; then
-    auth="x-functions-key: $ROTATOR_FUNCTION_KEY"
-  else
-    echo "ROTATOR_TOKEN (an Entra token for the rotator's API) or ROTATOR_FUNCTION_KEY is required" >&2; exit 2
+  # App Service Authentication takes an Entra token; there are no function keys (every route is anonymous at the
+  # Functions host and the code checks the caller's app role).
+  local token=${ROTATOR_TOKEN:-}
+  if [ -z "$token" ] && [ -n "$msp_app" ] && command -v az >/dev/null 2>&1; then
+    token=$(az account get-access-token --resource "api://$msp_app" --query accessToken -o tsv) || token=""
   fi
+  [ -n "$token" ] || { echo "ROTATOR_TOKEN (an Entra access token for the rotator's API) is required," \
+    "or MSP_APP_CLIENT_ID with a signed-in az" >&2; exit 2; }
+  auth="Authorization: Bearer $token"
 }
 
 api() {  # api METHOD PATH [BODY]

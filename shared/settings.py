@@ -69,8 +69,6 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RETIRE_UNMANAGED_EXPIRED", "false", "Also remove expired credentials the rotator did not create."),
     Setting("ALERT_WEBHOOK_SECRET_NAME", "", "Key Vault secret holding a Teams/Slack webhook URL for alerts."),
     Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
-    Setting("ALLOW_FUNCTION_KEY_CALLERS", "false",
-            "Accept callers without an Entra sign-in (a function key only) as operators, for automation."),
     Setting("CONSENT_REDIRECT_URI", "",
             "Where Entra sends a customer admin after consent: https://<app host>/api/consent (default: from the "
             "platform's WEBSITE_HOSTNAME); must be a redirect URI registered on the MSP app."),
@@ -100,11 +98,6 @@ def _bool(name: str, raw: str) -> bool:
     if lowered in ("false", "0", "no", ""):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def allow_function_key_callers(env: Mapping[str, str]) -> bool:
-    """ALLOW_FUNCTION_KEY_CALLERS alone: read on every request by the access check (no other setting needed)."""
-    return _bool("ALLOW_FUNCTION_KEY_CALLERS", env.get("ALLOW_FUNCTION_KEY_CALLERS", ""))
 
 
 def allowed_hosts(raw: str) -> frozenset[str]:
@@ -163,7 +156,6 @@ class Settings:
     retire_unmanaged_expired: bool
     alert_webhook_secret_name: str
     ca_bundle: str
-    allow_function_key_callers: bool
     consent_redirect_uri: str
     consent_link_hours: int
     destination_allowed_hosts: frozenset[str]
@@ -228,7 +220,6 @@ class Settings:
             retire_unmanaged_expired=_bool("RETIRE_UNMANAGED_EXPIRED", raw["RETIRE_UNMANAGED_EXPIRED"]),
             alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
             ca_bundle=raw["CA_BUNDLE"],
-            allow_function_key_callers=_bool("ALLOW_FUNCTION_KEY_CALLERS", raw["ALLOW_FUNCTION_KEY_CALLERS"]),
             consent_redirect_uri=_redirect_uri(raw["CONSENT_REDIRECT_URI"], env.get("WEBSITE_HOSTNAME", "")),
             consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),
             destination_allowed_hosts=allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"]),

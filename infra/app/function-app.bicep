@@ -42,9 +42,6 @@ param appSettings object
 @description('Client id of the Entra app operators sign in through (App Service Authentication): the MSP\'s app, which defines the app roles Rotator.Read and Rotator.Operate (infra/scripts/create-msp-app.sh). Empty: no identity provider yet, every request outside the excluded paths gets 401.')
 param authClientId string = ''
 
-@description('Keep function keys working for automation: App Service Authentication lets unauthenticated requests through (AllowAnonymous) and the code accepts a request without a signed-in principal as the function-key caller (ALLOW_FUNCTION_KEY_CALLERS, set by main.bicep). Off by default: every caller must sign in.')
-param allowFunctionKeyCallers bool = false
-
 @description('Most instances Flex Consumption may scale out to.')
 @minValue(1)
 @maxValue(1000)
@@ -165,10 +162,9 @@ resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
 // with the extension's system key (AzureFunction endpoint type, app/keyvault-events.bicep) and which
 // cannot present an Entra token.
 var authIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
-var authExcludedPaths = [
-  '/api/consent'
-  '/runtime/webhooks/eventgrid'
-]
+// The platform's behaviour for unauthenticated callers, shared with the local host (python -m shared serve) so the
+// two cannot drift: AllowAnonymous, the code decides (401 JSON for the API, a sign-in redirect for the dashboard).
+var easyAuth = loadJsonContent('easy-auth.json')
 
 resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_13: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; the site itself is checked (Easy Auth is this authsettingsV2 resource).
@@ -184,14 +180,8 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     platform: {
       enabled: true
     }
-    globalValidation: {
-      requireAuthentication: !allowFunctionKeyCallers
-      unauthenticatedClientAction: allowFunctionKeyCallers ? 'AllowAnonymous' : 'Return401'
-      excludedPaths: authExcludedPaths
-    }
-    httpSettings: {
-      requireHttps: true
-    }
+    globalValidation: easyAuth.globalValidation
+    httpSettings: easyAuth.httpSettings
     identityProviders: {
       azureActiveDirectory: {
         enabled: !empty(authClientId)
@@ -207,11 +197,7 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
         }
       }
     }
-    login: {
-      tokenStore: {
-        enabled: false
-      }
-    }
+    login: easyAuth.login
   }
 }
 

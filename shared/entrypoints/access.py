@@ -4,9 +4,12 @@ With Easy Auth in front of the app (infra: authsettingsV2, requireAuthentication
 with the MSP's Entra app and injects `X-MS-CLIENT-PRINCIPAL`: base64 of the JSON
 `{"auth_typ", "name_typ", "role_typ", "claims": [{"typ", "val"}]}`. App roles arrive as claims whose `typ` is
 `roles` (or the principal's `role_typ`). External requests cannot set the header: the platform removes it
-(learn.microsoft.com/azure/app-service/configure-authentication-user-identities). The code enforces the roles
-itself; a request without the header is refused unless ALLOW_FUNCTION_KEY_CALLERS keeps function keys for
-automation (the platform checked the key before the code runs).
+(learn.microsoft.com/azure/app-service/configure-authentication-user-identities). Every HTTP function is
+ANONYMOUS at the Functions host (a FUNCTION-level trigger would need a key, which a signed-in caller never carries:
+azure-functions-host `FunctionAuthorizationHandler.cs`, `AuthUtility.cs`), and App Service Authentication lets
+unauthenticated requests through (infra/app/easy-auth.json, AllowAnonymous): the code enforces the roles itself
+and refuses a request without the header. Automation signs in too: an Entra token of its own service principal
+holding an app role (client credentials), validated by the platform like a person's.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import unicodedata
 import uuid
 from dataclasses import dataclass
@@ -24,7 +26,6 @@ from typing import Any
 import azure.functions as func
 
 from shared.entrypoints.web import HttpError
-from shared.settings import allow_function_key_callers
 
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
 PRINCIPAL_NAME_HEADER = "X-MS-CLIENT-PRINCIPAL-NAME"
@@ -51,16 +52,13 @@ class Role(str, Enum):
     OPERATE = "Rotator.Operate"  # registry changes, rotations, acknowledgements, direct pushes (includes READ)
 
 
-FUNCTION_KEY = "function-key"
-
-
 @dataclass(frozen=True)
 class Caller:
     """A signed-in caller: its name (UPN, or app:<client id>), its app roles, and how it signed in."""
 
     name: str
     roles: frozenset[str]
-    kind: str  # "user" | "app" | "function-key"
+    kind: str  # "user" | "app"
 
     def has(self, role: Role) -> bool:
         # Operate includes Read: an operator who may rotate may also look.
@@ -136,12 +134,10 @@ def principal(req: func.HttpRequest) -> Caller | None:
 
 
 def caller(req: func.HttpRequest) -> Caller:
-    """The signed-in caller; without a principal, the function-key caller when ALLOW_FUNCTION_KEY_CALLERS is on."""
+    """The signed-in caller (401 Unauthenticated without one)."""
     found = principal(req)
     if found is not None:
         return found
-    if allow_function_key_callers(os.environ):
-        return Caller(FUNCTION_KEY, frozenset(r.value for r in Role), FUNCTION_KEY)
     raise _unauthenticated("sign in: this API needs an Entra ID caller (App Service Authentication)")
 
 

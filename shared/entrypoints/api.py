@@ -34,7 +34,9 @@ from shared.entrypoints.web import (
 from shared.registry import InvalidTarget, check_policy, parse_target, refuse_secret_values, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-AUTH = func.AuthLevel.FUNCTION
+# Anonymous at the Functions host; App Service Authentication signs the caller in and `authorize` checks the
+# role (shared/entrypoints/access.py).
+AUTH = func.AuthLevel.ANONYMOUS
 
 
 def _body(req: func.HttpRequest, *, refuse_secrets: bool = True) -> Any:

@@ -177,7 +177,7 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
         return _success_page(result, svc.settings.discovery_name_patterns)
 
 
-@bp.route(route="consent-url/{tenantId}", methods=ALL_METHODS, auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="consent-url/{tenantId}", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 @handled
 async def consent_url(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/consent-url/{tenantId}: a signed admin-consent link for a customer tenant (Rotator.Operate)."""

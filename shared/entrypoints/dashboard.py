@@ -12,15 +12,22 @@ import functools
 import hashlib
 from dataclasses import dataclass
 from importlib import resources
+from urllib.parse import urlencode
 
 import azure.functions as func
 
+from shared.entrypoints.access import principal
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
-# Anonymous at the Functions host: a browser cannot send a function key. App Service Authentication signs the
-# caller in before the request gets here, and the data comes from the API routes, which check the roles.
+# Anonymous at the Functions host: a browser cannot send a function key. App Service Authentication lets
+# unauthenticated requests through (infra/app/easy-auth.json), so the page itself sends a browser without a session
+# to the platform's sign-in, which brings it back here; the data comes from the API routes, which check the roles.
 AUTH = func.AuthLevel.ANONYMOUS
+# App Service Authentication's login endpoint for Entra ID and its return parameter
+# (learn.microsoft.com/azure/app-service/configure-authentication-customize-sign-in-out).
+LOGIN_PATH = "/.auth/login/aad"
+PAGE_PATH = "/api/dashboard"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -101,8 +108,13 @@ def _response(req: func.HttpRequest, asset: Asset, cache_control: str) -> func.H
 @bp.route(route="dashboard", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def dashboard(req: func.HttpRequest) -> func.HttpResponse:
-    """GET /api/dashboard: the page an MSP engineer keeps open."""
+    """GET /api/dashboard: the page an MSP engineer keeps open; a browser without a session goes to sign in first."""
     allow(req, "GET", "HEAD")
+    if principal(req) is None:
+        return func.HttpResponse(status_code=302, headers={
+            **SECURITY_HEADERS, "Cache-Control": "no-store",
+            "Location": f"{LOGIN_PATH}?{urlencode({'post_login_redirect_uri': PAGE_PATH})}",
+        })
     return _response(req, page(), "no-cache")
 
 

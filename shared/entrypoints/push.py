@@ -32,7 +32,7 @@ EVENT_SEEN_HOURS = 25
 _MAX_EVENT_ID = 128
 
 
-@bp.route(route="push", methods=ALL_METHODS, auth_level=func.AuthLevel.FUNCTION)
+@bp.route(route="push", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 @handled
 async def push(req: func.HttpRequest) -> func.HttpResponse:
     """Push one target's verified secret to its destinations now (role Rotator.Operate)."""

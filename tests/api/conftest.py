@@ -3,7 +3,6 @@ with a func.HttpRequest, against the sandbox and Azurite, on the test's own tabl
 
 from __future__ import annotations
 
-import functools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ import pytest
 from shared import bootstrap
 from shared.alerts import LogAlerter
 from shared.entrypoints.access import Role, platform_headers
+from shared.local_host import indexed_functions
 from shared.settings import SETTINGS
 from tests.openapi_check import check_response
 from tests.rotation import conftest as rotation
@@ -46,12 +46,10 @@ ROUTES = {
 }
 
 
-@functools.cache
 def app_functions() -> tuple[Any, ...]:
-    """The app's functions: `get_functions()` only once per process (a second call fails on duplicate names)."""
-    import function_app
-
-    return tuple(function_app.app.get_functions())
+    """The app's functions: `get_functions()` only once per process (a second call fails on duplicate names), so
+    taken from the local host's one indexing of the app."""
+    return indexed_functions()
 
 
 def functions() -> dict[str, Callable[[func.HttpRequest], Any]]:

@@ -10,7 +10,7 @@ import pytest
 
 from shared.entrypoints.access import PRINCIPAL_HEADER, Caller, Role, authorize, platform_headers, principal
 from shared.entrypoints.web import HttpError
-from tests.api.conftest import OPERATOR, WAIT, Api, ids
+from tests.api.conftest import OPERATOR, WAIT, Api, app_functions, ids
 from tests.rotation.conftest import World
 
 READER = ("reader@msp.example", (Role.READ.value,))
@@ -63,8 +63,7 @@ def test_a_principal_that_is_not_the_platforms_is_unauthenticated(header: str) -
     assert (caught.value.status, caught.value.code) == (401, "Unauthenticated")
 
 
-def test_a_missing_role_is_forbidden_and_no_principal_is_unauthenticated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ALLOW_FUNCTION_KEY_CALLERS", raising=False)
+def test_a_missing_role_is_forbidden_and_no_principal_is_unauthenticated() -> None:
     with pytest.raises(HttpError) as forbidden:
         authorize(request(platform_headers(*READER)), Role.OPERATE)
     assert (forbidden.value.status, forbidden.value.code) == (403, "Forbidden")
@@ -73,13 +72,23 @@ def test_a_missing_role_is_forbidden_and_no_principal_is_unauthenticated(monkeyp
     assert (anonymous.value.status, anonymous.value.code) == (401, "Unauthenticated")
 
 
-def test_function_key_callers_only_when_the_setting_allows(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ALLOW_FUNCTION_KEY_CALLERS", "true")
-    found = authorize(request({}), Role.OPERATE)
-    assert found == Caller("function-key", frozenset({"Rotator.Read", "Rotator.Operate"}), "function-key")
-    # A signed-in caller is still held to its roles.
-    with pytest.raises(HttpError):
-        authorize(request(platform_headers(*READER)), Role.OPERATE)
+@pytest.mark.parametrize("setting", ["ALLOW_FUNCTION_KEY_CALLERS", "ALLOW_ANONYMOUS"])
+def test_no_setting_lets_a_caller_without_a_principal_in(monkeypatch: pytest.MonkeyPatch, setting: str) -> None:
+    """The function-key operator mode is gone: whatever the environment says, no principal is 401."""
+    monkeypatch.setenv(setting, "true")
+    with pytest.raises(HttpError) as anonymous:
+        authorize(request({"x-functions-key": "a-key", "code": "a-key"}), Role.READ)
+    assert (anonymous.value.status, anonymous.value.code) == (401, "Unauthenticated")
+
+
+def test_every_http_function_is_anonymous_at_the_host() -> None:
+    """A FUNCTION- or ADMIN-level trigger needs a key that an App Service Authentication caller never carries
+    (azure-functions-host FunctionAuthorizationHandler.cs): each route is anonymous and checks roles in code."""
+    levels = {
+        function.get_function_name(): str(getattr(binding.auth_level, "value", binding.auth_level)).upper()
+        for function in app_functions() for binding in function.get_bindings() if binding.type == "httpTrigger"
+    }
+    assert len(levels) >= 10 and set(levels.values()) == {"ANONYMOUS"}, levels
 
 
 # ----------------------------------------------------------------------------------------- through the functions

@@ -36,10 +36,10 @@ def served(world: World) -> Iterator[str]:
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     register_redirect_uris(world.sb, f"{base}/api/consent")
-    env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent",
-           "ALLOW_FUNCTION_KEY_CALLERS": "true"}
+    env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port), "--no-worker"],
+        [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port), "--no-worker",
+         "--as", "operator@msp.example", "--roles", "Rotator.Operate"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -58,7 +58,7 @@ def served(world: World) -> Iterator[str]:
 
 
 def _script(*args: str, base: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "ROTATOR_FUNCTION_KEY": "local-key"}
+    env = {"PATH": os.environ["PATH"], "ROTATOR_TOKEN": "local-stand-in"}
     return subprocess.run(["bash", str(SCRIPT), *args, "--url", base], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 

@@ -14,7 +14,7 @@ import schemathesis
 from shared import service
 from shared.destinations import KINDS
 from shared.domain import AssessmentStatus, Stage, SyncVerdict
-from shared.entrypoints.access import FUNCTION_KEY, Role
+from shared.entrypoints.access import Role
 from shared.entrypoints.api import openapi_document
 from shared.entrypoints.dashboard import CONTENT_TYPES
 from tests.api.conftest import ROUTES, Api, app_functions
@@ -196,7 +196,7 @@ def test_closed_sets_are_enums_taken_from_the_code() -> None:
     assert service.ALERTING_STATUSES <= alerts
     me = schemas["Me"]["properties"]
     assert set(me["roles"]["items"]["enum"]) == {r.value for r in Role}
-    assert set(me["kind"]["enum"]) == {"user", "app", FUNCTION_KEY}
+    assert set(me["kind"]["enum"]) == {"user", "app"}
     asset = openapi_document()["paths"]["/api/dashboard/{asset}"]
     assert asset["parameters"][0]["schema"]["enum"] == list(CONTENT_TYPES)
     media = set(asset["get"]["responses"]["200"]["content"])

@@ -11,6 +11,7 @@ import azure.functions as func
 import pytest
 
 from shared.entrypoints import dashboard
+from shared.entrypoints.access import platform_headers
 from tests.api.conftest import functions
 
 
@@ -18,7 +19,8 @@ async def get(route: str, asset: str | None = None, *, method: str = "GET", head
               params: dict[str, str] | None = None) -> func.HttpResponse:
     name = "dashboard" if asset is None else "dashboard_asset"
     url = "http://localhost/api/dashboard" + (f"/{asset}" if asset else "")
-    request = func.HttpRequest(method, url, headers=headers or {}, params=params or {},
+    signed_in = {**platform_headers("reader@msp.example", {"Rotator.Read"}), **(headers or {})}
+    request = func.HttpRequest(method, url, headers=signed_in, params=params or {},
                                route_params={"asset": asset} if asset else {}, body=b"")
     response: func.HttpResponse = await functions()[name](request)
     return response
@@ -55,6 +57,17 @@ async def test_the_page_is_html_under_a_strict_content_security_policy() -> None
     assert csp["require-trusted-types-for"] == ["'script'"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     assert response.headers["Cache-Control"] == "no-cache"
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_browser_without_a_session_is_sent_to_sign_in_and_back(method: str) -> None:
+    """No principal: App Service Authentication's login endpoint, returning to the page; no page, never cached."""
+    request = func.HttpRequest(method, "http://localhost/api/dashboard", headers={}, params={}, route_params={},
+                               body=b"")
+    response: func.HttpResponse = await functions()["dashboard"](request)
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fdashboard"
+    assert response.headers["Cache-Control"] == "no-store" and response.get_body() == b""
 
 
 async def test_the_page_has_no_inline_script_or_style_and_references_hashed_assets() -> None:

@@ -1,8 +1,8 @@
-"""App Service Authentication (Easy Auth) in front of the operator API, as agreed with the code
-(shared/entrypoints/access.py reads the X-MS-CLIENT-PRINCIPAL header the platform injects):
-requireAuthentication with 401 for the unauthenticated, the MSP tenant's issuer and the MSP app, the
-anonymous consent callback and the Event Grid extension path excluded, and one switch,
-allowFunctionKeyCallers, that lets function-key callers through (AllowAnonymous) and tells the code so."""
+"""App Service Authentication (Easy Auth) in front of the HTTP functions, as agreed with the code
+(shared/entrypoints/access.py reads the X-MS-CLIENT-PRINCIPAL header the platform injects): the platform
+behaviour comes from infra/app/easy-auth.json, the one file the local host reads too; AllowAnonymous, so the
+code decides (401 JSON for the API, a sign-in redirect for the dashboard); the MSP tenant's issuer and the MSP
+app; no function-key mode."""
 
 from __future__ import annotations
 
@@ -11,10 +11,7 @@ from typing import Any
 
 from tests.infra.bicep_model import FUNCTION_APP, INFRA, MAIN, body, parse, resources
 
-# The two paths that must not need a sign-in: Entra's admin-consent redirect (a browser with no token,
-# trusted only through the rotator's signed state) and the Functions host's Event Grid extension endpoint,
-# which Event Grid calls for an AzureFunction endpoint with the extension's system key, never a token.
-EXCLUDED = ["/api/consent", "/runtime/webhooks/eventgrid"]
+EASY_AUTH = INFRA / "app/easy-auth.json"
 
 
 def _auth() -> dict[str, Any]:
@@ -29,57 +26,37 @@ def _auth() -> dict[str, Any]:
     return properties
 
 
-def _evaluate(expression: Any, allow_function_key_callers: bool) -> Any:
-    """The value of the few expressions used here for one setting of allowFunctionKeyCallers."""
-    if expression == "allowFunctionKeyCallers":
-        return allow_function_key_callers
-    if isinstance(expression, dict) and "operator" in expression:
-        operator = expression["operator"]
-        operands = operator["operands"]
-        if operator["type"] == "not":
-            return not _evaluate(operands["bool_value"], allow_function_key_callers)
-        if operator["type"] == "conditional":
-            chosen = (
-                operands["true_value"]
-                if _evaluate(operands["condition"], allow_function_key_callers)
-                else (operands["false_value"])
-            )
-            return _evaluate(chosen, allow_function_key_callers)
-    return expression
+def _settings() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(EASY_AUTH.read_text())
+    return loaded
 
 
 def test_the_platform_module_is_always_on() -> None:
     # While it is on, external requests cannot set X-MS-CLIENT-PRINCIPAL; the code trusts that header.
     assert _auth()["platform"] == {"enabled": True}
-    assert _auth()["httpSettings"]["requireHttps"] is True
+    assert _settings()["httpSettings"]["requireHttps"] is True
 
 
-def test_by_default_every_caller_must_sign_in() -> None:
-    validation = _auth()["globalValidation"]
-    assert _evaluate(validation["requireAuthentication"], False) is True
-    assert _evaluate(validation["unauthenticatedClientAction"], False) == "Return401"
+def test_the_bicep_takes_the_platform_behaviour_from_the_file_the_local_host_reads() -> None:
+    variable = parse(FUNCTION_APP)["variables"]["easyAuth"]["value"]["function"]
+    assert variable["type"] == "load_json_content" and variable["parameters"]["file_path"] == "easy-auth.json"
+    for section in ("globalValidation", "httpSettings", "login"):
+        assert _auth()[section] == f"easyAuth.{section}", section
+
+
+def test_unauthenticated_callers_reach_the_code_which_decides() -> None:
+    validation = _settings()["globalValidation"]
+    assert validation["unauthenticatedClientAction"] == "AllowAnonymous"
+    assert validation["requireAuthentication"] is False
+    assert validation["excludedPaths"] == []
+
+
+def test_there_is_no_function_key_mode() -> None:
     for path in (FUNCTION_APP, MAIN):
-        assert parse(path)["parameters"]["allowFunctionKeyCallers"]["default"] is False
+        assert "allowFunctionKeyCallers" not in parse(path)["parameters"], path
+        assert "ALLOW_FUNCTION_KEY_CALLERS" not in path.read_text(), path
     given = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
-    assert given["allowFunctionKeyCallers"]["value"] == "${ALLOW_FUNCTION_KEY_CALLERS=false}"
-
-
-def test_function_key_callers_are_let_through_only_when_asked() -> None:
-    validation = _auth()["globalValidation"]
-    assert _evaluate(validation["requireAuthentication"], True) is False
-    assert _evaluate(validation["unauthenticatedClientAction"], True) == "AllowAnonymous"
-    call = body(next(m for m in parse(MAIN)["modules"].values() if m["detail"]["path"] == "./app/function-app.bicep"))
-    assert call["params"]["allowFunctionKeyCallers"] == "allowFunctionKeyCallers"
-
-
-def test_only_the_consent_callback_and_the_event_grid_extension_skip_sign_in() -> None:
-    validation = _auth()["globalValidation"]
-    assert validation["excludedPaths"] == "authExcludedPaths"
-    assert parse(FUNCTION_APP)["variables"]["authExcludedPaths"]["value"] == EXCLUDED
-    # The Event Grid path is excluded because the subscription is of endpoint type AzureFunction.
-    events = INFRA / "app/keyvault-events.bicep"
-    subscription = next(iter(resources(events, "Microsoft.EventGrid/systemTopics/eventSubscriptions").values()))
-    assert subscription["config"]["properties"]["destination"]["endpointType"] == "AzureFunction"
+    assert "allowFunctionKeyCallers" not in given
 
 
 def test_tokens_come_from_the_msp_tenant_for_the_msp_app() -> None:
@@ -88,12 +65,12 @@ def test_tokens_come_from_the_msp_tenant_for_the_msp_app() -> None:
     issuer = parse(FUNCTION_APP)["variables"]["authIssuer"]["value"]
     assert issuer == "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
     assert aad["validation"]["allowedAudiences"] == ["authClientId", "api://${authClientId}"]
-    # No client id yet (before create-msp-app.sh): no provider, so every request outside the excluded
-    # paths gets 401 rather than reaching the code unauthenticated.
+    # No client id yet (before create-msp-app.sh): no provider, so no request carries a principal and the code
+    # answers 401 to every operator route.
     assert aad["enabled"]["operator"]["type"] == "not"
     assert aad["enabled"]["operator"]["operands"]["bool_value"]["function"]["type"] == "empty"
     call = body(next(m for m in parse(MAIN)["modules"].values() if m["detail"]["path"] == "./app/function-app.bicep"))
     # `!empty(authClientId) ? authClientId : mspAppClientId` (pycep nests the `!` around the whole conditional)
     chosen = json.dumps(call["params"]["authClientId"])
     assert all(f'"{name}"' in chosen for name in ("authClientId", "mspAppClientId")) and '"empty"' in chosen
-    assert _auth()["login"]["tokenStore"]["enabled"] is False  # no tokens kept on the platform
+    assert _settings()["login"]["tokenStore"]["enabled"] is False  # no tokens kept on the platform
