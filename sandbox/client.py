@@ -38,6 +38,17 @@ class SandboxClient:
         result: dict[str, str] = self._call("GET", "/msp")
         return result
 
+    def msp_api(self) -> dict[str, Any]:
+        """The rotator's API in the MSP tenant: appId, issuer, app roles, users, automation principals (with their
+        client secrets: keep them out of logs)."""
+        result: dict[str, Any] = self._call("GET", "/msp/api")
+        return result
+
+    def add_redirect_uri(self, app_id: str, uri: str) -> list[str]:
+        """Register a web redirect URI on an app ("msp-app" or an appId); kept across reset."""
+        result: list[str] = self._call("POST", f"/applications/{app_id}/redirectUris", {"uri": uri})["redirectUris"]
+        return result
+
     def add_fault(
         self,
         service: str,

@@ -1,17 +1,35 @@
-"""The Entra ID (Azure AD) stand-in: OpenID discovery, the v2.0 token endpoint for app-only tokens, and the v2.0
-admin-consent endpoint a customer's admin opens in a browser."""
+"""The Entra ID (Azure AD) stand-in: OpenID discovery and signing keys, the v2.0 token endpoint (client credentials
+and authorization code with PKCE), the authorize endpoint with its sign-in page, and the v2.0 admin-consent endpoint
+a customer's admin opens in a browser."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import html
+import secrets
 import uuid
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox.world import AUDIENCES, EXCHANGE_AUDIENCE, GRAPH_AUDIENCE, AuthError, EntraError, World
+from sandbox.world import (
+    AUDIENCES,
+    CODE_LIFETIME,
+    EXCHANGE_AUDIENCE,
+    GRAPH_AUDIENCE,
+    Application,
+    AuthCode,
+    AuthError,
+    EntraError,
+    ServicePrincipal,
+    Tenant,
+    User,
+    World,
+)
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -37,15 +55,84 @@ def _entra_error(exc: EntraError) -> web.Response:
     return web.json_response(error_body(exc.error, exc.aadsts, [exc.code]), status=exc.status)
 
 
-def _audience(scope: str) -> str:
-    """The resource a `<resource>/.default` scope names."""
-    resource = scope.strip().split(" ")[0].removesuffix("/.default").rstrip("/")
-    if resource not in AUDIENCES:
-        raise EntraError(
-            400, "invalid_resource", 500011,
-            f"The resource principal named {resource} was not found in the tenant.",
-        )
-    return resource
+OIDC_SCOPES = ("openid", "profile", "email", "offline_access")
+# Tenant aliases the v2.0 endpoints accept besides a tenant id (v2-protocols.md "Endpoints"); `consumers` (personal
+# Microsoft accounts) has no users here.
+ALIASES = ("common", "organizations")
+
+
+@dataclass(frozen=True)
+class Resource:
+    """The one resource a token request's scopes name: the token's audience and, for an API registered in the
+    directory, its application (None for Microsoft's resources, which get the v1-shaped token as before)."""
+
+    audience: str
+    app: Application | None
+    scopes: tuple[str, ...]  # the resource's scopes asked for, without its prefix (".default" included)
+
+
+def _resource(world: World, tenant: Tenant | None, scope: str) -> Resource | None:
+    """The resource the scope names (None when it names only OpenID scopes); EntraError as Entra refuses."""
+    found: dict[str, Resource] = {}
+    for item in scope.split():
+        if item.lower() in OIDC_SCOPES:
+            continue
+        prefix, _, name = item.rpartition("/")
+        if not prefix:  # a bare scope such as User.Read is Microsoft Graph's
+            prefix, name = GRAPH_AUDIENCE, item
+        app: Application | None = None
+        if prefix.rstrip("/") in AUDIENCES:
+            audience = prefix.rstrip("/")
+        else:
+            app = next((a for t in world.directory.tenants.values() for a in t.applications.values()
+                        if prefix in (a.app_id, *a.identifier_uris)), None)
+            if app is None or (tenant is not None and app.app_id not in tenant.service_principals):
+                where = f" in the tenant named {tenant.name}" if tenant is not None else ""
+                raise EntraError(400, "invalid_resource", 500011,
+                                 f"The resource principal named {prefix} was not found{where}. This can happen if the "
+                                 "application has not been installed by the administrator of the tenant or "
+                                 "consented to by any user in the tenant.")
+            if name != ".default" and name not in app.scopes:
+                raise EntraError(400, "invalid_scope", 70011, "The provided value for the input parameter 'scope' "
+                                 f"is not valid. The scope {item} is not valid.")
+            audience = app.app_id if app.access_token_version == 2 else prefix
+        known = found.get(audience)
+        found[audience] = Resource(audience, app, (*(known.scopes if known else ()), name))
+    if len(found) > 1:
+        raise EntraError(400, "invalid_scope", 700022, "The provided value for the input parameter scope is not "
+                         "valid because it contains more than one resource.")
+    return next(iter(found.values()), None)
+
+
+def _pairwise_sub(object_id: str, client_id: str) -> str:
+    """`sub`: "a pairwise identifier that's unique to a particular application ID" (access-token-claims-reference)."""
+    digest = hashlib.sha256(f"{object_id}:{client_id}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _app_token(world: World, tenant_id: str, client_id: str, sp: ServicePrincipal, resource: Resource,
+               azpacr: str) -> tuple[str, dt.datetime]:
+    """A client-credentials token: v1-shaped for Microsoft's resources, v2.0 for an API that asks for v2.0 tokens
+    (roles = the app roles assigned to the caller; AADSTS501051 when the API requires an assignment and there is
+    none)."""
+    if resource.app is None or resource.app.access_token_version != 2:
+        return world.mint_token(tenant_id=tenant_id, app_id=client_id, object_id=sp.id, audience=resource.audience,
+                                roles=list(sp.roles))
+    if resource.scopes != (".default",):
+        raise EntraError(400, "invalid_scope", 1002012, f"The provided value for scope {' '.join(resource.scopes)} "
+                         "is not valid. Client credential flows must have a scope value with /.default suffixed to "
+                         "the resource identifier (application ID URI).")
+    tenant = world.directory.tenants[tenant_id]
+    roles = world.roles_of(tenant, resource.app.app_id, sp.id)
+    if roles is None:
+        raise EntraError(400, "invalid_client", 501051, f"Application '{client_id}'({sp.display_name}) is not "
+                         f"assigned to a role for the application '{resource.app.app_id}'"
+                         f"({resource.app.display_name}).")
+    claims: dict[str, Any] = {"aud": resource.audience, "tid": tenant_id, "azp": client_id, "azpacr": azpacr,
+                              "oid": sp.id, "sub": sp.id, "idtyp": "app"}
+    if roles:
+        claims["roles"] = roles
+    return world.mint_v2_token(claims)
 
 
 def _assertion_subject(world: World, tenant_id: str, app_id: str, assertion: str) -> None:
@@ -118,20 +205,297 @@ def _consent_request(world: World, tenant_id: str, query: dict[str, str]) -> tup
     return redirect_uri, scope
 
 
+def _tenants_for(world: World, tenant_id: str) -> list[Tenant]:
+    """The tenants whose users may sign in at this endpoint: the tenant, or every one for common/organizations."""
+    if tenant_id in ALIASES:
+        return list(world.directory.tenants.values())
+    tenant = world.directory.tenants.get(tenant_id)
+    if tenant is None:
+        raise EntraError(400, "invalid_tenant", 90002, f"Tenant '{tenant_id}' not found. Check to make sure you "
+                         "have the correct tenant ID and are signing into the correct cloud.")
+    return [tenant]
+
+
+def _authorize_request(world: World, tenant_id: str, query: dict[str, str]) -> Application:
+    """What Entra checks before it trusts the redirect URI: tenant, client_id, redirect_uri (EntraError, shown on
+    the sign-in error page, never redirected)."""
+    tenants = _tenants_for(world, tenant_id)
+    client_id = query.get("client_id", "")
+    if not client_id:
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'client_id'.")
+    app = world.directory.find_application(client_id)
+    if app is None or (tenant_id not in ALIASES and client_id not in tenants[0].service_principals):
+        name = tenants[0].name if tenant_id not in ALIASES else tenant_id
+        raise EntraError(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not "
+                         f"found in the directory '{name}'. This can happen if the application has not been installed "
+                         "by the administrator of the tenant or consented to by any user in the tenant. You may have "
+                         "sent your authentication request to the wrong tenant.")
+    redirect_uri = query.get("redirect_uri", "")
+    if not redirect_uri:
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'redirect_uri'.")
+    if redirect_uri not in app.redirect_uris:
+        raise EntraError(400, "invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
+                         f"does not match the redirect URIs configured for the application '{client_id}'. Make sure "
+                         "the redirect URI sent in the request matches one added to your application in the Azure "
+                         "portal.")
+    return app
+
+
+def _check_protocol(world: World, app: Application, query: dict[str, str]) -> str:
+    """The checks whose failures Entra sends back to the (now trusted) redirect URI; the response mode."""
+    response_type = set(query.get("response_type", "").split())
+    if "code" not in response_type or not response_type <= {"code", "id_token"}:
+        raise EntraError(400, "unsupported_response_type", 70005, "The application requested an unsupported "
+                         f"response type '{query.get('response_type', '')}'. This flow supports 'code' and "
+                         "'code id_token'.")
+    mode = query.get("response_mode") or ("fragment" if "id_token" in response_type else "query")
+    if mode not in ("query", "fragment", "form_post") or (mode == "query" and "id_token" in response_type):
+        raise EntraError(400, "invalid_request", 70007, f"The application requested an unsupported response mode "
+                         f"'{mode}' for this response type.")
+    scope = query.get("scope", "")
+    if not scope.strip():
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'scope'.")
+    if "id_token" in response_type:
+        if not app.id_token_issuance:
+            raise EntraError(400, "unsupported_response_type", 700054, "Response_type 'id_token' is not enabled "
+                             "for the application.")
+        if "openid" not in scope.split():
+            raise EntraError(400, "invalid_request", 70005, "response_type 'id_token' requires the 'openid' scope.")
+        if not query.get("nonce"):
+            raise EntraError(400, "invalid_request", 900144,
+                             "The request body must contain the following parameter: 'nonce'.")
+    _resource(world, None, scope)  # every scope must name something that exists
+    challenge, method = query.get("code_challenge"), query.get("code_challenge_method")
+    if method is not None and not challenge:
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'code_challenge'.")
+    if method not in (None, "S256", "plain"):
+        raise EntraError(400, "invalid_request", 9002313, f"Invalid request. The code_challenge_method '{method}' "
+                         "is not supported: use S256 or plain.")
+    if challenge is not None and not 43 <= len(challenge) <= 128:
+        raise EntraError(400, "invalid_request", 501491, "Invalid size of Code_Challenge parameter.")
+    return mode
+
+
+def _send(redirect_uri: str, mode: str, params: dict[str, str]) -> web.Response:
+    """Deliver an authorize answer to the app: a redirect with a query or fragment, or an auto-posting form."""
+    if mode == "form_post":
+        fields = "".join(f'<input type="hidden" name="{html.escape(k)}" value="{html.escape(v)}">'
+                         for k, v in params.items())
+        body = (
+            "<!doctype html><html><head><title>Working...</title></head>"
+            '<body onload="document.forms[0].submit()">'
+            f'<form method="POST" name="hiddenform" action="{html.escape(redirect_uri)}">{fields}'
+            "<noscript><p>Script is disabled. Click Submit to continue.</p><input type=\"submit\" value=\"Submit\">"
+            "</noscript></form></body></html>"
+        )
+        return web.Response(text=body, content_type="text/html")
+    joiner = "#" if mode == "fragment" else ("&" if "?" in redirect_uri else "?")
+    raise web.HTTPFound(f"{redirect_uri}{joiner}{urlencode(params)}")
+
+
+def _send_error(redirect_uri: str, mode: str, exc: EntraError, state: str | None) -> web.Response:
+    params = {"error": exc.error, "error_description": exc.aadsts, **({"state": state} if state is not None else {})}
+    return _send(redirect_uri, mode, params)
+
+
+def _pick_account_page(world: World, tenant_id: str, ctx: str, app: Application, tenants: list[Tenant],
+                       login_hint: str | None) -> web.Response:
+    """Entra's account picker: the tenant's users as buttons of one form (no passwords in the sandbox)."""
+    buttons = "".join(
+        f'<li><button type="submit" name="login_hint" value="{html.escape(u.user_principal_name)}"'
+        f'{" autofocus" if login_hint and login_hint.lower() == u.user_principal_name.lower() else ""}>'
+        f"{html.escape(u.display_name)} &lt;{html.escape(u.user_principal_name)}&gt;</button></li>"
+        for t in tenants for u in sorted(t.users.values(), key=lambda u: u.user_principal_name)
+    )
+    body = (
+        "<!doctype html><html><head><title>Sign in to your account</title></head><body>"
+        f"<h1>Pick an account</h1><p>to continue to {html.escape(app.display_name)}</p>"
+        f'<form id="pick-account" method="POST" action="/{html.escape(tenant_id)}/login">'
+        f'<input type="hidden" name="ctx" value="{html.escape(ctx)}"><ul>{buttons}</ul></form></body></html>'
+    )
+    return web.Response(text=body, content_type="text/html")
+
+
+def _signed_in_user(world: World, tenant_id: str, login_hint: str) -> tuple[Tenant, User]:
+    for tenant in _tenants_for(world, tenant_id):
+        user = tenant.user_by_name(login_hint)
+        if user is not None:
+            return tenant, user
+    raise EntraError(400, "invalid_request", 50034, f"The user account {login_hint} does not exist in the "
+                     f"'{tenant_id}' directory. To sign into this application, the account must be added to the "
+                     "directory.")
+
+
+def _check_assignment(world: World, tenant: Tenant, app: Application, user: User) -> list[str]:
+    """The user's app roles on the app signed into; AADSTS50105 when the app requires an assignment and the user has
+    none, AADSTS65001 when the app has no service principal in the user's tenant (nobody consented)."""
+    if app.app_id not in tenant.service_principals:
+        raise EntraError(400, "invalid_grant", 65001, f"The user or administrator has not consented to use the "
+                         f"application with ID '{app.app_id}' named '{app.display_name}'. Send an interactive "
+                         "authorization request for this user and resource.")
+    roles = world.roles_of(tenant, app.app_id, user.id)
+    if roles is None:
+        raise EntraError(400, "invalid_request", 50105, f"Your administrator has configured the application "
+                         f"{app.display_name} ('{app.app_id}') to block users unless they are specifically granted "
+                         f"('assigned') access to the application. The signed in user '{user.user_principal_name}' "
+                         "is blocked because they are not a direct member of a group with access, nor had access "
+                         "directly assigned by an administrator. Please contact your administrator to assign access "
+                         "to this application.")
+    return roles
+
+
+def _id_token(world: World, tenant: Tenant, user: User, client_id: str, roles: list[str], scopes: list[str],
+              nonce: str | None, code: str | None = None) -> str:
+    """An ID token (id-token-claims-reference.md): aud = the client, the user's oid, a pairwise sub, the app roles
+    assigned to the user; name and preferred_username with the profile scope; c_hash beside a code."""
+    claims: dict[str, Any] = {"aud": client_id, "tid": tenant.id, "oid": user.id,
+                              "sub": _pairwise_sub(user.id, client_id)}
+    if "profile" in scopes:
+        claims.update(name=user.display_name, preferred_username=user.user_principal_name)
+    if nonce is not None:
+        claims["nonce"] = nonce
+    if roles:
+        claims["roles"] = roles
+    if code is not None:
+        digest = hashlib.sha256(code.encode()).digest()
+        claims["c_hash"] = base64.urlsafe_b64encode(digest[:16]).rstrip(b"=").decode()
+    token, _ = world.mint_v2_token(claims)
+    return token
+
+
+def _user_access_token(world: World, tenant: Tenant, user: User, client_id: str, azpacr: str,
+                       resource: Resource | None, scopes: list[str]) -> tuple[str, dt.datetime, str]:
+    """A delegated access token and the scope it carries: for an API asking for v2.0 tokens, aud = its client id,
+    scp, the user's roles on it; otherwise (Microsoft Graph, the default) v1-shaped as the sandbox's Graph reads."""
+    if resource is not None and resource.app is not None and resource.app.access_token_version == 2:
+        api = resource.app
+        granted = sorted(api.scopes) if ".default" in resource.scopes else list(resource.scopes)
+        roles = world.roles_of(tenant, api.app_id, user.id)
+        if roles is None:
+            raise EntraError(400, "invalid_grant", 50105, f"The signed in user '{user.user_principal_name}' is not "
+                             f"assigned to a role for the application '{api.app_id}'({api.display_name}).")
+        claims: dict[str, Any] = {
+            "aud": api.app_id, "tid": tenant.id, "azp": client_id, "azpacr": azpacr, "oid": user.id,
+            "sub": _pairwise_sub(user.id, client_id), "scp": " ".join(granted), "idtyp": "user",
+            "name": user.display_name, "preferred_username": user.user_principal_name,
+        }
+        if roles:
+            claims["roles"] = roles
+        token, expires = world.mint_v2_token(claims)
+        return token, expires, " ".join(f"{api.identifier_uris[0] if api.identifier_uris else api.app_id}/{s}"
+                                        for s in granted)
+    audience = resource.audience if resource is not None else GRAPH_AUDIENCE
+    granted = [s for s in resource.scopes if s != ".default"] if resource is not None else []
+    granted = granted or ["User.Read"]
+    now = world.now()
+    expires = now + dt.timedelta(hours=1)
+    v1 = {
+        "iss": world.issuer(tenant.id), "aud": audience, "tid": tenant.id, "appid": client_id, "appidacr": azpacr,
+        "oid": user.id, "sub": _pairwise_sub(user.id, client_id), "scp": " ".join(granted),
+        "name": user.display_name, "upn": user.user_principal_name, "unique_name": user.user_principal_name,
+        "idtyp": "user", "iat": int(now.timestamp()), "nbf": int(now.timestamp()), "exp": int(expires.timestamp()),
+        "ver": "1.0", "uti": uuid.uuid4().hex,
+    }
+    return world.sign(v1), expires, " ".join([*(f"{audience}/{s}" for s in granted), *(
+        s for s in scopes if s in OIDC_SCOPES and s != "offline_access")])
+
+
+def _authenticate_client(world: World, tenant_id: str, client_id: str, fields: dict[str, str]) -> str:
+    """Check a confidential client's credential; its `azpacr` ("1" secret, "2" assertion)."""
+    if "client_assertion" in fields:
+        if fields.get("client_assertion_type") != ASSERTION_TYPE:
+            raise EntraError(400, "invalid_request", 50027, "Invalid client_assertion_type.")
+        _assertion_subject(world, tenant_id, client_id, fields["client_assertion"])
+        world.app_in_tenant(tenant_id, client_id)
+        return "2"
+    if "client_secret" in fields:
+        world.authenticate_secret(tenant_id, client_id, fields["client_secret"])
+        return "1"
+    raise EntraError(401, "invalid_client", 7000218, "The request body must contain the following parameter: "
+                     "'client_assertion' or 'client_secret'.")
+
+
+def _verifier_matches(code: AuthCode, verifier: str | None) -> bool:
+    """RFC 7636 section 4.6: BASE64URL(SHA256(verifier)) for S256, the verifier itself for plain."""
+    if code.code_challenge is None:
+        return True
+    if not verifier:
+        return False
+    if code.code_challenge_method == "S256":
+        computed = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
+    else:
+        computed = verifier
+    return secrets.compare_digest(computed, code.code_challenge)
+
+
+def _redeem_code(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """`grant_type=authorization_code` (v2-oauth2-auth-code-flow.md "Redeem a code for an access token")."""
+    for name in ("client_id", "code", "redirect_uri"):
+        if not fields.get(name):
+            raise EntraError(400, "invalid_request", 900144,
+                             f"The request body must contain the following parameter: '{name}'.")
+    client_id = fields["client_id"]
+    code = world.auth_codes.get(fields["code"])
+    if code is None or code.client_id != client_id:
+        raise EntraError(400, "invalid_grant", 70000, "The provided value for the 'code' parameter is not valid.")
+    if tenant_id not in (code.tenant_id, *ALIASES):
+        raise EntraError(400, "invalid_grant", 700005, "Provided Authorization Code is intended to use against "
+                         "other tenant, thus rejected.")
+    azpacr = _authenticate_client(world, code.tenant_id, client_id, fields)
+    if code.redeemed:
+        raise EntraError(400, "invalid_grant", 54005, "OAuth2 Authorization code was already redeemed, please retry "
+                         "with a new valid code or use an existing refresh token.")
+    code.redeemed = True  # presented by its client: spent, whatever the outcome (the strictest reading)
+    if world.now() >= code.issued_at + CODE_LIFETIME:
+        raise EntraError(400, "invalid_grant", 70008, "The provided authorization code or refresh token has expired "
+                         "due to inactivity. Send a new interactive authorization request for this user and "
+                         "resource.")
+    if fields["redirect_uri"] != code.redirect_uri:
+        raise EntraError(400, "invalid_grant", 500112, f"The reply address '{fields['redirect_uri']}' does not "
+                         f"match the reply address '{code.redirect_uri}' provided when requesting Authorization code.")
+    if not _verifier_matches(code, fields.get("code_verifier")):
+        raise EntraError(400, "invalid_grant", 501481, "The Code_Verifier does not match the code_challenge "
+                         "supplied in the authorization request.")
+    tenant = world.directory.tenants[code.tenant_id]
+    user = tenant.users[code.user_id]
+    scopes = fields.get("scope", "").split() or code.scopes
+    resource = _resource(world, tenant, " ".join(scopes))
+    access_token, expires, granted = _user_access_token(world, tenant, user, client_id, azpacr, resource, scopes)
+    lifetime = int((expires - world.now()).total_seconds()) - 1
+    answer: dict[str, Any] = {"token_type": "Bearer", "scope": granted, "expires_in": lifetime,
+                              "ext_expires_in": lifetime, "access_token": access_token}
+    if "openid" in code.scopes:
+        app = world.directory.find_application(client_id)
+        assert app is not None  # the code was issued to it
+        roles = world.roles_of(tenant, app.app_id, user.id) or []
+        answer["id_token"] = _id_token(world, tenant, user, client_id, roles, code.scopes, code.nonce)
+    return answer
+
+
 def build_app(world: World) -> web.Application:
     """Routes azure-identity and MSAL call: discovery and the token endpoint."""
     routes = web.RouteTableDef()
 
     @routes.get("/{tenant}/v2.0/.well-known/openid-configuration")
     async def openid_configuration(request: web.Request) -> web.Response:
-        base = f"{world.urls['entra']}/{request.match_info['tenant']}"
+        """v2.0 discovery (v2-protocols-oidc.md): for common/organizations the issuer is the template
+        `.../{tenantid}/v2.0`, as Entra publishes it."""
+        tenant_id = request.match_info["tenant"]
+        base = f"{world.urls['entra']}/{tenant_id}"
+        issuer = world.issuer("{tenantid}" if tenant_id in ALIASES else tenant_id)
         return web.json_response(
             {
-                "issuer": f"{base}/v2.0",
+                "issuer": issuer,
                 "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
                 "token_endpoint": f"{base}/oauth2/v2.0/token",
                 "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
                 "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
                 "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
                 "subject_types_supported": ["pairwise"],
                 "id_token_signing_alg_values_supported": ["RS256"],
@@ -139,9 +503,73 @@ def build_app(world: World) -> web.Application:
                     "client_secret_post", "private_key_jwt", "client_secret_basic"
                 ],
                 "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "acr", "nonce",
+                                     "preferred_username", "name", "tid", "ver", "at_hash", "c_hash", "email"],
                 "tenant_region_scope": None,
             }
         )
+
+    @routes.get("/{tenant}/discovery/v2.0/keys")
+    async def keys(request: web.Request) -> web.Response:
+        """The signing keys (JWKS) of every token this sandbox issues; /common/ serves the same keys."""
+        tenant_id = request.match_info["tenant"]
+        try:
+            _tenants_for(world, tenant_id)
+        except EntraError as exc:
+            return _entra_error(exc)
+        return web.json_response(world.jwks("{tenantid}" if tenant_id in ALIASES else tenant_id))
+
+    @routes.get("/{tenant}/oauth2/v2.0/authorize")
+    async def authorize(request: web.Request) -> web.Response:
+        """Check the request, then show the account picker; errors before the redirect URI is trusted are shown on
+        Entra's error page, later ones go back to the app."""
+        tenant_id = request.match_info["tenant"]
+        query = dict(request.query)
+        try:
+            app = _authorize_request(world, tenant_id, query)
+        except EntraError as exc:
+            return _sign_in_error_page(exc)
+        mode = query.get("response_mode") or "query"
+        try:
+            mode = _check_protocol(world, app, query)
+        except EntraError as exc:
+            return _send_error(query["redirect_uri"], "fragment" if mode == "query" and "id_token" in query.get(
+                "response_type", "") else mode, exc, query.get("state"))
+        ctx = secrets.token_urlsafe(24)
+        world.sign_ins[ctx] = {**query, "response_mode": mode, "tenant": tenant_id}
+        return _pick_account_page(world, tenant_id, ctx, app, _tenants_for(world, tenant_id),
+                                  query.get("login_hint"))
+
+    @routes.post("/{tenant}/login")
+    async def login(request: web.Request) -> web.Response:
+        """The account picked on the sign-in page: an authorization code (and an ID token in the hybrid flow) for
+        the app, or AADSTS50105 on Entra's error page when the app requires an assignment the user lacks."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        pending = world.sign_ins.pop(form.get("ctx", ""), None)
+        if pending is None:
+            return _sign_in_error_page(EntraError(400, "invalid_request", 90007, "Bad request. The passed session "
+                                                  "ID can't be parsed."))
+        app = world.directory.find_application(pending["client_id"])
+        assert app is not None  # checked when the page was shown
+        try:
+            tenant, user = _signed_in_user(world, pending["tenant"], form.get("login_hint", ""))
+            roles = _check_assignment(world, tenant, app, user)
+        except EntraError as exc:
+            return _sign_in_error_page(exc)
+        code = secrets.token_urlsafe(48)
+        scopes = pending["scope"].split()
+        world.auth_codes[code] = AuthCode(
+            client_id=app.app_id, redirect_uri=pending["redirect_uri"], tenant_id=tenant.id, user_id=user.id,
+            scopes=scopes, nonce=pending.get("nonce"), code_challenge=pending.get("code_challenge"),
+            code_challenge_method=pending.get("code_challenge_method", "plain"), issued_at=world.now(),
+        )
+        params = {"code": code}
+        if "id_token" in pending["response_type"].split():
+            params["id_token"] = _id_token(world, tenant, user, app.app_id, roles, scopes, pending.get("nonce"), code)
+        if "state" in pending:
+            params["state"] = pending["state"]
+        params["session_state"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant.id}:{user.id}"))
+        return _send(pending["redirect_uri"], pending["response_mode"], params)
 
     @routes.post("/{tenant}/oauth2/v2.0/token")
     async def token(request: web.Request) -> web.Response:
@@ -149,29 +577,27 @@ def build_app(world: World) -> web.Application:
         fields = {k: str(v) for k, v in form.items()}
         tenant_id = request.match_info["tenant"]
         try:
-            if fields.get("grant_type") != "client_credentials":
-                raise EntraError(400, "unsupported_grant_type", 70003,
-                                 "The app requested an unsupported grant type. Only client_credentials is supported.")
+            grant = fields.get("grant_type")
+            if grant == "authorization_code":
+                return web.json_response(_redeem_code(world, tenant_id, fields))
+            if grant != "client_credentials":
+                raise EntraError(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant "
+                                 "type. Supported: client_credentials and authorization_code.")
             app_id = fields.get("client_id", "")
             if not app_id:
                 raise EntraError(400, "invalid_request", 900144,
                                  "The request body must contain the following parameter: 'client_id'.")
-            audience = _audience(fields.get("scope", ""))
-            if "client_assertion" in fields:
-                if fields.get("client_assertion_type") != ASSERTION_TYPE:
-                    raise EntraError(400, "invalid_request", 50027, "Invalid client_assertion_type.")
-                _assertion_subject(world, tenant_id, app_id, fields["client_assertion"])
-                _, _, sp = world.app_in_tenant(tenant_id, app_id)
-            elif "client_secret" in fields:
-                sp = world.authenticate_secret(tenant_id, app_id, fields["client_secret"])
-            else:
-                raise EntraError(401, "invalid_client", 7000218, "The request body must contain the following "
-                                 "parameter: 'client_assertion' or 'client_secret'.")
+            tenant = world.directory.tenants.get(tenant_id)
+            resource = _resource(world, tenant, fields.get("scope", "").split(" ")[0])
+            if resource is None:
+                raise EntraError(400, "invalid_scope", 1002012, f"The provided value for scope "
+                                 f"{fields.get('scope', '')} is not valid. Client credential flows must have a scope "
+                                 "value with /.default suffixed to the resource identifier (application ID URI).")
+            azpacr = _authenticate_client(world, tenant_id, app_id, fields)
+            _, _, sp = world.app_in_tenant(tenant_id, app_id)
+            access_token, expires = _app_token(world, tenant_id, app_id, sp, resource, azpacr)
         except EntraError as exc:
             return _entra_error(exc)
-        access_token, expires = world.mint_token(
-            tenant_id=tenant_id, app_id=app_id, object_id=sp.id, audience=audience, roles=list(sp.roles)
-        )
         lifetime = int((expires - world.now()).total_seconds()) - 1
         return web.json_response(
             {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token}

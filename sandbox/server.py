@@ -25,6 +25,8 @@ from yarl import URL
 
 from sandbox import entra, graph, identity
 from sandbox.world import (
+    API_SCOPE,
+    AUTOMATION_APPS,
     DEFAULT_CONSENT_REDIRECT_URI,
     MI_CLIENT_ID,
     MI_PRINCIPAL_ID,
@@ -357,6 +359,54 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
                 "appObjectId": MSP_APP_OBJECT_ID,
             }
         )
+
+    @routes.get("/msp/api")
+    async def msp_api(request: web.Request) -> web.Response:
+        """The rotator's API as App Service Authentication and its callers see it: the MSP app's id, issuer and
+        app roles, the MSP users (no passwords: the sign-in page picks one) and the automation principals with their
+        client secrets (made at start; the control API is loopback test equipment, never logged)."""
+        tenant = world.directory.tenants[MSP_TENANT_ID]
+        api = tenant.service_principals[MSP_APP_ID]
+        app = world.directory.find_application(MSP_APP_ID)
+        assert app is not None  # re-created by every reset
+        role_of = {r.id: r.value for r in app.app_roles}
+
+        def roles(principal_id: str) -> list[str]:
+            return sorted(role_of[a.app_role_id] for a in api.assigned_to if a.principal_id == principal_id)
+
+        return web.json_response({
+            "tenantId": MSP_TENANT_ID,
+            "appId": MSP_APP_ID,
+            "identifierUri": app.identifier_uris[0],
+            "issuer": world.issuer(MSP_TENANT_ID),
+            "openidConfiguration": f"{world.urls['entra']}/{MSP_TENANT_ID}/v2.0/.well-known/openid-configuration",
+            "appRoles": [r.value for r in app.app_roles],
+            "scope": f"{app.identifier_uris[0]}/{API_SCOPE}",
+            "appRoleAssignmentRequired": api.app_role_assignment_required,
+            "redirectUris": list(app.redirect_uris),
+            "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name,
+                       "roles": roles(u.id)} for u in tenant.users.values()],
+            "automation": [{"appId": app_id, "servicePrincipalId": sp_id, "displayName": name,
+                            "clientSecret": world.automation_secrets[app_id], "roles": roles(sp_id)}
+                           for app_id, _, sp_id, name, _ in AUTOMATION_APPS],
+        })
+
+    @routes.post("/applications/{app_id}/redirectUris")
+    async def add_redirect_uri(request: web.Request) -> web.Response:
+        """Register a web redirect URI on an app, as `az ad app update --web-redirect-uris` would (appending);
+        kept across reset. Entra accepts http only for localhost (reply-url.md)."""
+        uri = (await body(request)).get("uri")
+        parsed = urlparse(uri) if isinstance(uri, str) else None
+        if parsed is None or not parsed.netloc or parsed.fragment or not (
+            parsed.scheme == "https" or (parsed.scheme == "http" and parsed.hostname in ("localhost", "127.0.0.1"))
+        ):
+            return web.json_response({"error": "uri must be an absolute https URI (http only on localhost or "
+                                      "127.0.0.1), without a fragment"}, status=400)
+        try:
+            uris = world.add_redirect_uri(world.directory.resolve_app_id(request.match_info["app_id"]), str(uri))
+        except KeyError:
+            return web.json_response({"error": "no such application"}, status=404)
+        return web.json_response({"redirectUris": uris})
 
     def match(doc: dict[str, Any]) -> Match:
         if doc.get("service") not in SERVICES:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 import random
 import re
 import secrets
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from sandbox import seeddates
 
@@ -30,6 +34,27 @@ MSP_APP_OBJECT_ID = "5a1d0000-0000-4000-8000-000000000005"
 MSP_APP_SP_ID = "5a1d0000-0000-4000-8000-000000000006"
 MSP_APP_NAME = "Sync-secret rotator (MSP)"
 MI_NAME = "id-sync-secret-rotator"
+# The MSP app is also the rotator's own API (App Service Authentication's client id): its app roles, its delegated
+# scope, the MSP's users and automation principals that call it (sandbox/README.md, "The rotator's API").
+ROLE_READ = "Rotator.Read"
+ROLE_OPERATE = "Rotator.Operate"
+ROLE_READ_ID = "5a1d0000-0000-4000-8000-000000000010"
+ROLE_OPERATE_ID = "5a1d0000-0000-4000-8000-000000000011"
+SCOPE_ID = "5a1d0000-0000-4000-8000-000000000012"
+API_SCOPE = "user_impersonation"
+# (object id, userPrincipalName, displayName, app role or None)
+MSP_USERS = (
+    ("5a1d0000-0000-4000-8000-000000000020", "operator@msp.example", "Olivia Operator", ROLE_OPERATE),
+    ("5a1d0000-0000-4000-8000-000000000021", "reader@msp.example", "Rafael Reader", ROLE_READ),
+    ("5a1d0000-0000-4000-8000-000000000022", "nobody@msp.example", "Nora Nobody", None),
+)
+# Automation callers: their own app registrations in the MSP tenant, (appId, object id, SP id, name, app role).
+AUTOMATION_APPS = (
+    ("5a1d0000-0000-4000-8000-000000000030", "5a1d0000-0000-4000-8000-000000000031",
+     "5a1d0000-0000-4000-8000-000000000032", "Rotator automation (operate)", ROLE_OPERATE),
+    ("5a1d0000-0000-4000-8000-000000000033", "5a1d0000-0000-4000-8000-000000000034",
+     "5a1d0000-0000-4000-8000-000000000035", "Rotator automation (read)", ROLE_READ),
+)
 KEY_VAULT_ROLE = "Key Vault Secrets Officer"
 # Microsoft Graph's appId and the ids of its application permissions the rotator asks for (the permissions
 # reference, learn.microsoft.com/graph/permissions-reference): consent grants the roles an app's
@@ -46,6 +71,8 @@ OWNED_BY_ROLE_ID = "18a4783c-866b-4cc7-a460-3d5e5662c884"
 DEFAULT_CONSENT_REDIRECT_URI = "http://localhost:7071/api/consent"
 
 TOKEN_LIFETIME = dt.timedelta(hours=1)
+# "Authorization codes are short lived. Typically, they expire after about 10 minutes." (v2-oauth2-auth-code-flow.md)
+CODE_LIFETIME = dt.timedelta(minutes=10)
 # The tenant default app management policy (policies/defaultAppManagementPolicy) has this fixed id in Graph.
 DEFAULT_POLICY_ID = "00000000-0000-0000-0000-000000000000"
 _DURATION = re.compile(
@@ -244,6 +271,35 @@ class FederatedCredential:
     audiences: list[str]
 
 
+@dataclass(frozen=True)
+class AppRole:
+    """One of an application's appRoles."""
+
+    id: str
+    value: str
+    allowed_member_types: tuple[str, ...] = ("User", "Application")
+
+    def to_graph(self) -> dict[str, Any]:
+        return {"id": self.id, "value": self.value, "displayName": self.value, "description": self.value,
+                "allowedMemberTypes": list(self.allowed_member_types), "isEnabled": True}
+
+
+@dataclass(frozen=True)
+class AppRoleAssignment:
+    """An appRoleAssignment on a resource's service principal: a user or service principal holds one app role."""
+
+    principal_id: str
+    principal_type: str  # User | ServicePrincipal
+    app_role_id: str
+
+
+@dataclass
+class User:
+    id: str
+    user_principal_name: str
+    display_name: str
+
+
 @dataclass
 class Application:
     id: str
@@ -259,6 +315,13 @@ class Application:
     required_resource_access: list[dict[str, Any]] = field(default_factory=list)
     policy: AppManagementPolicy | None = None  # an appManagementPolicy applied to this app
     redirect_uris: list[str] = field(default_factory=list)  # web.redirectUris
+    app_roles: list[AppRole] = field(default_factory=list)  # appRoles
+    scopes: dict[str, str] = field(default_factory=dict)  # api.oauth2PermissionScopes: value -> id
+    access_token_version: int | None = None  # api.requestedAccessTokenVersion (None = 1)
+    id_token_issuance: bool = False  # web.implicitGrantSettings.enableIdTokenIssuance (the hybrid flow needs it)
+
+    def role(self, value: str) -> AppRole | None:
+        return next((r for r in self.app_roles if r.value == value), None)
 
     def graph_roles(self) -> list[str]:
         """The Microsoft Graph application permissions (by name) its requiredResourceAccess lists."""
@@ -278,6 +341,9 @@ class ServicePrincipal:
     app_owner_tenant_id: str | None
     kind: str = "Application"  # or "ManagedIdentity"
     roles: list[str] = field(default_factory=list)
+    # As a resource: whether callers need an app role assignment, and the assignments to it (appRoleAssignedTo).
+    app_role_assignment_required: bool = False
+    assigned_to: list[AppRoleAssignment] = field(default_factory=list)
 
 
 @dataclass
@@ -288,6 +354,10 @@ class Tenant:
     consent_decision: str = "accept"  # what its admin answers on the admin-consent page: accept | decline
     applications: dict[str, Application] = field(default_factory=dict)  # by object id
     service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # by appId
+    users: dict[str, User] = field(default_factory=dict)  # by object id
+
+    def user_by_name(self, upn: str) -> User | None:
+        return next((u for u in self.users.values() if u.user_principal_name.lower() == upn.lower()), None)
 
 
 class Directory:
@@ -315,13 +385,39 @@ class Directory:
             required_resource_access=[
                 {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OWNED_BY_ROLE_ID, "type": "Role"}]}
             ],
-            redirect_uris=[DEFAULT_CONSENT_REDIRECT_URI],
+            redirect_uris=[DEFAULT_CONSENT_REDIRECT_URI, *self._world.run_time_redirect_uris.get(MSP_APP_ID, [])],
+            # The rotator's API (App Service Authentication's client id): app roles for users and applications, one
+            # delegated scope, v2.0 access tokens, and ID tokens from the authorize endpoint (the hybrid flow).
+            identifier_uris=[f"api://{MSP_APP_ID}"],
+            app_roles=[AppRole(ROLE_READ_ID, ROLE_READ), AppRole(ROLE_OPERATE_ID, ROLE_OPERATE)],
+            scopes={API_SCOPE: SCOPE_ID},
+            access_token_version=2,
+            id_token_issuance=True,
         )
         msp.applications[app.id] = app
-        msp.service_principals[MSP_APP_ID] = ServicePrincipal(MSP_APP_SP_ID, MSP_APP_ID, MSP_APP_NAME, msp.id)
+        api = ServicePrincipal(MSP_APP_SP_ID, MSP_APP_ID, MSP_APP_NAME, msp.id, app_role_assignment_required=True)
+        msp.service_principals[MSP_APP_ID] = api
         msp.service_principals[MI_CLIENT_ID] = ServicePrincipal(
             MI_PRINCIPAL_ID, MI_CLIENT_ID, MI_NAME, None, kind="ManagedIdentity", roles=[KEY_VAULT_ROLE]
         )
+        role_ids = {ROLE_READ: ROLE_READ_ID, ROLE_OPERATE: ROLE_OPERATE_ID}
+        for user_id, upn, name, role in MSP_USERS:
+            msp.users[user_id] = User(user_id, upn, name)
+            if role is not None:
+                api.assigned_to.append(AppRoleAssignment(user_id, "User", role_ids[role]))
+        for app_id, object_id, sp_id, name, role in AUTOMATION_APPS:
+            automation = Application(
+                id=object_id, app_id=app_id, display_name=name, sign_in_audience="AzureADMyOrg", home_tenant_id=msp.id,
+                created=now - dt.timedelta(days=30),
+                passwords=[PasswordCredential(
+                    key_id=str(uuid.uuid5(uuid.NAMESPACE_URL, app_id)), display_name="automation",
+                    secret_text=self._world.automation_secrets[app_id], start=now - dt.timedelta(days=1),
+                    end=now + dt.timedelta(days=365), created_at=now - dt.timedelta(days=1),
+                )],
+            )
+            msp.applications[automation.id] = automation
+            msp.service_principals[app_id] = ServicePrincipal(sp_id, app_id, name, msp.id)
+            api.assigned_to.append(AppRoleAssignment(sp_id, "ServicePrincipal", role_ids[role]))
 
     def resolve_app_id(self, name: str) -> str:
         """Seed documents may say "msp-app" or "managed-identity" instead of a GUID."""
@@ -386,6 +482,13 @@ class Directory:
                 for role in grant.get("roles", []):
                     if role not in sp.roles:
                         sp.roles.append(role)
+            for user_doc in tenant_doc.get("users", []):
+                user = User(user_doc.get("id") or str(uuid.uuid4()), user_doc["userPrincipalName"],
+                            user_doc.get("displayName", user_doc["userPrincipalName"]))
+                tenant.users[user.id] = user
+            for assignment in tenant_doc.get("appRoleAssignments", []):
+                self.assign_app_role(tenant, assignment["principal"], self.resolve_app_id(assignment["resource"]),
+                                     assignment["appRole"])
             # Owners may name apps granted later in the same document, so resolve them last.
             for app_doc in tenant_doc.get("applications", []):
                 app = next(a for a in tenant.applications.values() if a.app_id == self.resolve_app_id(app_doc["appId"]))
@@ -393,6 +496,25 @@ class Directory:
                     sp = self.ensure_service_principal(tenant, self.resolve_app_id(owner))
                     if sp.id not in app.owners:
                         app.owners.append(sp.id)
+
+    def assign_app_role(self, tenant: Tenant, principal: str, resource_app_id: str, role_value: str) -> None:
+        """Assign an app role of a resource to a user (by userPrincipalName) or an app's service principal (by
+        appId) in the tenant, as `POST /servicePrincipals/{resource}/appRoleAssignedTo` does."""
+        resource_app = self.find_application(resource_app_id)
+        resource = tenant.service_principals.get(resource_app_id)
+        role = resource_app.role(role_value) if resource_app else None
+        if resource is None or role is None:
+            raise ValueError(f"no app role {role_value!r} of {resource_app_id} in tenant {tenant.id}")
+        user = tenant.user_by_name(principal)
+        if user is not None:
+            assignment = AppRoleAssignment(user.id, "User", role.id)
+        else:
+            if "Application" not in role.allowed_member_types:
+                raise ValueError(f"app role {role_value!r} is not assignable to applications")
+            sp = self.ensure_service_principal(tenant, self.resolve_app_id(principal))
+            assignment = AppRoleAssignment(sp.id, "ServicePrincipal", role.id)
+        if assignment not in resource.assigned_to:
+            resource.assigned_to.append(assignment)
 
     def _seed_application(self, tenant: Tenant, doc: dict[str, Any]) -> None:
         now = self._world.now()
@@ -414,12 +536,29 @@ class Directory:
         app.required_resource_access = doc.get("requiredResourceAccess", app.required_resource_access)
         if "web" in doc:
             app.redirect_uris = list(doc["web"].get("redirectUris", app.redirect_uris))
+            for uri in self._world.run_time_redirect_uris.get(app.app_id, []):
+                if uri not in app.redirect_uris:
+                    app.redirect_uris.append(uri)
+            grants = doc["web"].get("implicitGrantSettings", {})
+            app.id_token_issuance = bool(grants.get("enableIdTokenIssuance", app.id_token_issuance))
+        if "appRoles" in doc:
+            app.app_roles = [AppRole(r.get("id") or str(uuid.uuid4()), r["value"],
+                                     tuple(r.get("allowedMemberTypes", ["User", "Application"])))
+                             for r in doc["appRoles"]]
+        api_doc = doc.get("api", {})
+        if "requestedAccessTokenVersion" in api_doc:
+            app.access_token_version = api_doc["requestedAccessTokenVersion"]
+        if "oauth2PermissionScopes" in api_doc:
+            app.scopes = {s["value"]: s.get("id") or str(uuid.uuid4()) for s in api_doc["oauth2PermissionScopes"]}
         if doc.get("createdDateTime"):
             app.created = seeddates.resolve(doc["createdDateTime"], now)
         if "appManagementPolicy" in doc:
             app.policy = AppManagementPolicy.from_seed(doc["appManagementPolicy"], str(uuid.uuid4()))
         # Entra creates the service principal in the home tenant along with the registration.
-        self.ensure_service_principal(tenant, app.app_id).display_name = app.display_name
+        sp = self.ensure_service_principal(tenant, app.app_id)
+        sp.display_name = app.display_name
+        if "appRoleAssignmentRequired" in doc:
+            sp.app_role_assignment_required = bool(doc["appRoleAssignmentRequired"])
         for cred in doc.get("passwordCredentials", []):
             end = seeddates.resolve(cred["endDateTime"], now)
             app.passwords.append(
@@ -452,7 +591,12 @@ class Directory:
                             "displayName": app.display_name,
                             "signInAudience": app.sign_in_audience,
                             "owners": list(app.owners),
-                            "web": {"redirectUris": list(app.redirect_uris)},
+                            "web": {"redirectUris": list(app.redirect_uris), "implicitGrantSettings": {
+                                "enableIdTokenIssuance": app.id_token_issuance}},
+                            "identifierUris": list(app.identifier_uris),
+                            "appRoles": [r.to_graph() for r in app.app_roles],
+                            "api": {"requestedAccessTokenVersion": app.access_token_version,
+                                    "oauth2PermissionScopes": [{"id": i, "value": v} for v, i in app.scopes.items()]},
                             "appManagementPolicy": app.policy.to_graph("restrictions") if app.policy else None,
                             "passwordCredentials": [
                                 {**p.to_graph(with_secret=True), "propagationDelaySeconds": (
@@ -463,9 +607,14 @@ class Directory:
                         for app in tenant.applications.values()
                     ],
                     "servicePrincipals": [
-                        {"id": sp.id, "appId": sp.app_id, "displayName": sp.display_name, "roles": list(sp.roles)}
+                        {"id": sp.id, "appId": sp.app_id, "displayName": sp.display_name, "roles": list(sp.roles),
+                         "appRoleAssignmentRequired": sp.app_role_assignment_required,
+                         "appRoleAssignedTo": [{"principalId": a.principal_id, "principalType": a.principal_type,
+                                                "appRoleId": a.app_role_id} for a in sp.assigned_to]}
                         for sp in tenant.service_principals.values()
                     ],
+                    "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name}
+                              for u in tenant.users.values()],
                 }
             )
         return out
@@ -475,6 +624,33 @@ def _seconds(value: object) -> dt.timedelta:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ValueError(f"a delay must be a non-negative number of seconds, not {value!r}")
     return dt.timedelta(seconds=float(value))
+
+
+def _b64uint(value: int) -> str:
+    """A JWK integer (RFC 7518 section 6.3.1): big-endian bytes, base64url without padding."""
+    return base64.urlsafe_b64encode(value.to_bytes((value.bit_length() + 7) // 8, "big")).rstrip(b"=").decode()
+
+
+def _thumbprint(key: rsa.RSAPublicKey) -> str:
+    """A key id shaped like Entra's (a base64url SHA-1 thumbprint, 27 characters)."""
+    der = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()  # noqa: S324 (an id, not security)
+
+
+@dataclass
+class AuthCode:
+    """An authorization code Entra issued after a sign-in, redeemable once within CODE_LIFETIME."""
+
+    client_id: str
+    redirect_uri: str
+    tenant_id: str
+    user_id: str
+    scopes: list[str]
+    nonce: str | None
+    code_challenge: str | None
+    code_challenge_method: str
+    issued_at: dt.datetime
+    redeemed: bool = False
 
 
 class RandomPropagation:
@@ -501,7 +677,16 @@ class World:
         self.urls: dict[str, str] = {"entra": "https://127.0.0.1"}
         self.identity_header = secrets.token_urlsafe(24)
         self.msp_tenant_id = MSP_TENANT_ID
-        self._signing_key = secrets.token_bytes(32)
+        # One RSA key per process, as Entra signs with RS256 and publishes the public half at jwks_uri; never written.
+        self._signing_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_id = _thumbprint(self._signing_key.public_key())
+        # The automation principals' client secrets: made at start, kept across reset, given out by GET /msp/api.
+        self.automation_secrets = {app_id: new_secret_text() for app_id, *_ in AUTOMATION_APPS}
+        # Redirect URIs registered at run time (POST /applications/{appId}/redirectUris), kept across reset: the
+        # local host registers its dynamic port once.
+        self.run_time_redirect_uris: dict[str, list[str]] = {}
+        self.auth_codes: dict[str, AuthCode] = {}
+        self.sign_ins: dict[str, dict[str, str]] = {}  # pending authorize requests, by the sign-in page's ctx
         self.directory = Directory(self)
         self.keyvault: ServiceState = _EmptyState()
         self.proofpoint: ServiceState = _EmptyState()
@@ -523,6 +708,8 @@ class World:
         self.propagation_delay = dt.timedelta(0)
         self.propagation_delays = {}
         self.random_propagation = None
+        self.auth_codes = {}
+        self.sign_ins = {}
         self.directory.reset()
         for state in self._states().values():
             state.reset()
@@ -587,10 +774,33 @@ class World:
 
     # Tokens
 
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A JWT signed RS256 with the key published at jwks_uri (its `kid` in the header, as Entra's)."""
+        return jwt.encode(claims, self._signing_key, algorithm="RS256", headers={"kid": self.key_id, "typ": "JWT"})
+
+    def jwks(self, tenant_id: str) -> dict[str, Any]:
+        """The JSON Web Key Set Entra serves at `/{tenant}/discovery/v2.0/keys`."""
+        numbers = self._signing_key.public_key().public_numbers()
+        return {"keys": [{
+            "kty": "RSA", "use": "sig", "kid": self.key_id, "x5t": self.key_id,
+            "n": _b64uint(numbers.n), "e": _b64uint(numbers.e),
+            "issuer": f"{self.urls['entra']}/{tenant_id}/v2.0",
+        }]}
+
+    def mint_v2_token(self, claims: dict[str, Any], lifetime: dt.timedelta = TOKEN_LIFETIME) -> tuple[str, dt.datetime]:
+        """A v2.0 token (access or ID) with the common claims (iat, nbf, exp, ver, uti) added; and its expiry."""
+        now = self.now()
+        expires = now + lifetime
+        body = {
+            "iss": self.issuer(claims["tid"]), "iat": int(now.timestamp()), "nbf": int(now.timestamp()),
+            "exp": int(expires.timestamp()), **claims, "ver": "2.0", "uti": uuid.uuid4().hex,
+        }
+        return self.sign(body), expires
+
     def mint_token(
         self, *, tenant_id: str, app_id: str, object_id: str, audience: str, roles: list[str]
     ) -> tuple[str, dt.datetime]:
-        """An access token (JWT, HS256) shaped like Entra's app-only tokens, and its expiry."""
+        """An access token (JWT, RS256) shaped like Entra's app-only tokens for a resource URI, and its expiry."""
         now = self.now()
         expires = now + TOKEN_LIFETIME
         claims = {
@@ -608,13 +818,13 @@ class World:
             "idtyp": "app",
             "uti": uuid.uuid4().hex,
         }
-        return jwt.encode(claims, self._signing_key, algorithm="HS256"), expires
+        return self.sign(claims), expires
 
     def decode_token(self, token: str) -> dict[str, Any]:
         """The claims of a token this sandbox signed; raises AuthError when invalid or expired."""
         try:
             claims: dict[str, Any] = jwt.decode(
-                token, self._signing_key, algorithms=["HS256"],
+                token, self._signing_key.public_key(), algorithms=["RS256"],
                 options={"verify_exp": False, "verify_nbf": False, "verify_iat": False, "verify_aud": False},
             )
         except jwt.PyJWTError as exc:
@@ -641,7 +851,7 @@ class World:
             raise AuthError(401, "InvalidAuthenticationToken", "Access token validation failure. Invalid audience.")
         return Claims(
             tenant_id=claims["tid"],
-            app_id=claims["appid"],
+            app_id=claims.get("appid") or claims["azp"],
             object_id=claims["oid"],
             audience=claims["aud"],
             roles=list(claims.get("roles", [])),
@@ -690,6 +900,33 @@ class World:
             401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
             f"request is the client secret value, not the client secret ID, for a secret added to app '{app_id}'."
         )
+
+    def roles_of(self, tenant: Tenant, resource_app_id: str, principal_id: str) -> list[str] | None:
+        """The app roles (values) a user or service principal holds on a resource in the tenant; None when the
+        resource requires an assignment (appRoleAssignmentRequired) and the principal has none."""
+        resource_sp = tenant.service_principals.get(resource_app_id)
+        resource_app = self.directory.find_application(resource_app_id)
+        if resource_sp is None or resource_app is None:
+            return []
+        by_id = {r.id: r.value for r in resource_app.app_roles}
+        held = [by_id[a.app_role_id] for a in resource_sp.assigned_to
+                if a.principal_id == principal_id and a.app_role_id in by_id]
+        if not held and resource_sp.app_role_assignment_required:
+            return None
+        return sorted(set(held))
+
+    def add_redirect_uri(self, app_id: str, uri: str) -> list[str]:
+        """Register a web redirect URI on an app (as `az ad app update --web-redirect-uris` would); kept across
+        reset. KeyError when no such app."""
+        app = self.directory.find_application(app_id)
+        if app is None:
+            raise KeyError(app_id)
+        uris = self.run_time_redirect_uris.setdefault(app_id, [])
+        if uri not in uris:
+            uris.append(uri)
+        if uri not in app.redirect_uris:
+            app.redirect_uris.append(uri)
+        return list(app.redirect_uris)
 
     def check_client_secret(
         self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
