@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urljoin, urlsplit
 
 import requests
 
@@ -166,3 +168,65 @@ def tables_origin(connection_string: str) -> str:
             split = urlsplit(value)
             return f"{split.scheme}://{split.netloc}"
     raise ValueError("the connection string has no TableEndpoint")
+
+
+@dataclass(frozen=True)
+class SignInAnswer:
+    """What Entra sends the app's redirect URI after a sign-in: where, how (GET or POST) and the parameters (`code`,
+    `state`, `id_token`, or `error` and `error_description`)."""
+
+    redirect_uri: str
+    method: str
+    params: dict[str, str]
+
+
+class _Forms(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.forms: list[tuple[str, dict[str, list[str]]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        named = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.forms.append((named.get("action", ""), {}))
+        elif tag in ("input", "button") and self.forms and named.get("name"):
+            self.forms[-1][1].setdefault(named["name"], []).append(named.get("value", ""))
+
+
+def _only_form(page: str) -> tuple[str, dict[str, list[str]]]:
+    parser = _Forms()
+    parser.feed(page)
+    if len(parser.forms) != 1:
+        raise ValueError("expected one form on the page")
+    return parser.forms[0]
+
+
+def sign_in_as(authorize_url: str, user_principal_name: str, ca_file: str) -> SignInAnswer:
+    """Play the browser at the sandbox's Entra: open an authorize URL (as the app's /.auth/login/aad redirect names
+    it), pick the user on the account picker, and return what Entra sends to the redirect URI. Raises
+    PermissionError with Entra's error text when Entra shows its error page instead (AADSTS50011, AADSTS50105...)."""
+    with requests.Session() as browser:
+        page = browser.get(authorize_url, allow_redirects=False, verify=ca_file, timeout=30)
+        if page.status_code in (301, 302, 303):  # a protocol error sent straight back to the app
+            return _redirected(page.headers["Location"])
+        if page.status_code != 200:
+            raise PermissionError(page.text)
+        action, fields = _only_form(page.text)
+        if "ctx" not in fields:  # a protocol error posted straight back to the app (response_mode=form_post)
+            return SignInAnswer(action, "POST", {k: v[0] for k, v in fields.items()})
+        if user_principal_name not in fields.get("login_hint", []):
+            raise LookupError(f"{user_principal_name} is not offered on the sign-in page")
+        answer = browser.post(urljoin(authorize_url, action), data={"ctx": fields["ctx"][0],
+                              "login_hint": user_principal_name}, allow_redirects=False, verify=ca_file, timeout=30)
+    if answer.status_code in (301, 302, 303):
+        return _redirected(answer.headers["Location"])
+    if answer.status_code != 200:
+        raise PermissionError(answer.text)
+    target, posted = _only_form(answer.text)  # response_mode=form_post: the auto-posting form
+    return SignInAnswer(target, "POST", {k: v[0] for k, v in posted.items()})
+
+
+def _redirected(location: str) -> SignInAnswer:
+    parts = urlsplit(location)
+    params = dict(parse_qsl(parts.fragment or parts.query))
+    return SignInAnswer(f"{parts.scheme}://{parts.netloc}{parts.path}", "GET", params)

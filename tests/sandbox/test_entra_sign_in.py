@@ -21,6 +21,7 @@ import pytest
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from sandbox.client import sign_in_as
 from tests.conftest import SandboxHandle
 from tests.material import client_secret
 
@@ -466,3 +467,26 @@ def test_the_seed_names_users_and_automation_principals_and_keeps_secrets_out_of
         if path.is_file():
             text = path.read_text(errors="replace")
             assert not any(s in text for s in secrets_made), path.name
+
+
+def test_sign_in_as_plays_the_browser_for_the_local_hosts_tests(sb: SandboxHandle, callback: str) -> None:
+    """sandbox.client.sign_in_as: open the authorize URL the app redirects to, pick a user, get what Entra posts to
+    the callback; Entra's error page raises."""
+    api = _api(sb)
+    nonce = secrets.token_urlsafe(8)
+    query = {"client_id": api["appId"], "response_type": "code id_token", "redirect_uri": callback,
+             "scope": "openid profile email", "state": "st", "nonce": nonce, "response_mode": "form_post"}
+    url = f"{sb.endpoints['entra']}/{api['tenantId']}/oauth2/v2.0/authorize?{urlencode(query)}"
+    answer = sign_in_as(url, "reader@msp.example", sb.ca_file)
+    assert answer.redirect_uri == callback and answer.method == "POST" and answer.params["state"] == "st"
+    assert _verify(sb, answer.params["id_token"], api["appId"], api["tenantId"])["roles"] == ["Rotator.Read"]
+    assert _redeem(sb, answer.params["code"], "").status_code == 200  # no PKCE asked, none checked
+    with pytest.raises(PermissionError, match="AADSTS50105"):
+        sign_in_as(url, "nobody@msp.example", sb.ca_file)
+    with pytest.raises(LookupError):
+        sign_in_as(url, "someone@elsewhere.example", sb.ca_file)
+    with pytest.raises(PermissionError, match="AADSTS50011"):
+        sign_in_as(url.replace("127.0.0.1%3A", "localhost%3A"), "reader@msp.example", sb.ca_file)
+    refused = sign_in_as(url.replace("nonce=", "x="), "reader@msp.example", sb.ca_file)  # hybrid without a nonce
+    assert refused.method == "POST" and refused.params["error"] == "invalid_request"
+    assert refused.params["error_description"].startswith("AADSTS900144")
