@@ -571,6 +571,20 @@ def build_app(world: World) -> web.Application:
         params["session_state"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tenant.id}:{user.id}"))
         return _send(pending["redirect_uri"], pending["response_mode"], params)
 
+    @routes.get("/{tenant}/oauth2/v2.0/logout")
+    async def logout(request: web.Request) -> web.Response:
+        """Sign-out (v2-protocols-oidc.md "Send a sign-out request"): the sandbox keeps no session, so this only
+        returns the browser to `post_logout_redirect_uri` when an app registers it as a redirect URI (the strictest
+        reading), else shows Entra's generic signed-out page."""
+        target = request.query.get("post_logout_redirect_uri", "")
+        registered = any(target in app.redirect_uris for t in world.directory.tenants.values()
+                         for app in t.applications.values())
+        if target and registered:
+            raise web.HTTPFound(target)
+        return web.Response(text="<!doctype html><html><head><title>Sign out</title></head><body><h1>You signed "
+                            "out of your account</h1><p>It's a good idea to close all browser windows.</p></body>"
+                            "</html>", content_type="text/html")
+
     @routes.post("/{tenant}/oauth2/v2.0/token")
     async def token(request: web.Request) -> web.Response:
         form = await request.post()

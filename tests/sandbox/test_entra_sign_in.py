@@ -490,3 +490,16 @@ def test_sign_in_as_plays_the_browser_for_the_local_hosts_tests(sb: SandboxHandl
     refused = sign_in_as(url.replace("nonce=", "x="), "reader@msp.example", sb.ca_file)  # hybrid without a nonce
     assert refused.method == "POST" and refused.params["error"] == "invalid_request"
     assert refused.params["error_description"].startswith("AADSTS900144")
+
+
+def test_logout_returns_only_to_a_registered_uri(sb: SandboxHandle, callback: str) -> None:
+    api = _api(sb)
+    end_session = requests.get(api["openidConfiguration"], verify=sb.ca_file, timeout=10).json()["end_session_endpoint"]
+
+    def logout(target: str) -> requests.Response:
+        return requests.get(end_session, params={"post_logout_redirect_uri": target}, allow_redirects=False,
+                            verify=sb.ca_file, timeout=10)
+
+    assert logout(callback).headers["Location"] == callback
+    stranger = logout("https://elsewhere.example/")
+    assert stranger.status_code == 200 and "Location" not in stranger.headers and "signed out" in stranger.text
