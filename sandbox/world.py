@@ -38,8 +38,9 @@ MI_NAME = "id-sync-secret-rotator"
 # scope, the MSP's users and automation principals that call it (sandbox/README.md, "The rotator's API").
 ROLE_READ = "Rotator.Read"
 ROLE_OPERATE = "Rotator.Operate"
-ROLE_READ_ID = "5a1d0000-0000-4000-8000-000000000010"
-ROLE_OPERATE_ID = "5a1d0000-0000-4000-8000-000000000011"
+# The app roles' fixed ids are the ones infra/scripts/create-msp-app.sh registers on the real app.
+ROLE_READ_ID = "5d0c3f0e-7c4b-4f2a-9a51-2f6e8b1c7a01"
+ROLE_OPERATE_ID = "9b7e2a64-1d3f-4c8e-b0a2-6c5d4e3f2a02"
 SCOPE_ID = "5a1d0000-0000-4000-8000-000000000012"
 API_SCOPE = "user_impersonation"
 # (object id, userPrincipalName, displayName, app role or None)
