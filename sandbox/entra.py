@@ -12,7 +12,7 @@ import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote_plus, urlencode
 
 from aiohttp import web
 
@@ -419,6 +419,26 @@ def _authenticate_client(world: World, tenant_id: str, client_id: str, fields: d
                      "'client_assertion' or 'client_secret'.")
 
 
+def _basic_credentials(header: str | None, fields: dict[str, str]) -> None:
+    """client_secret_basic: "The Basic auth pattern of instead providing credentials in the Authorization header, per
+    RFC 6749 (section 2.3.1) is also supported" (v2-oauth2-auth-code-flow.md): form-urlencoded id and secret."""
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic" or not encoded.strip():
+        return
+    try:
+        client_id, sep, secret = base64.b64decode(encoded.strip(), validate=True).decode().partition(":")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise EntraError(401, "invalid_client", 7000215, "The Authorization header's client credentials could "
+                         "not be read.") from exc
+    if not sep or ("client_secret" in fields or "client_assertion" in fields):
+        raise EntraError(401, "invalid_client", 7000215, "Use one client authentication method, in the header or "
+                         "in the body.")
+    client_id, secret = unquote_plus(client_id), unquote_plus(secret)
+    if fields.setdefault("client_id", client_id) != client_id:
+        raise EntraError(401, "invalid_client", 7000215, "The client_id does not match the Authorization header.")
+    fields["client_secret"] = secret
+
+
 def _verifier_matches(code: AuthCode, verifier: str | None) -> bool:
     """RFC 7636 section 4.6: BASE64URL(SHA256(verifier)) for S256, the verifier itself for plain."""
     if code.code_challenge is None:
@@ -591,6 +611,7 @@ def build_app(world: World) -> web.Application:
         fields = {k: str(v) for k, v in form.items()}
         tenant_id = request.match_info["tenant"]
         try:
+            _basic_credentials(request.headers.get("Authorization"), fields)
             grant = fields.get("grant_type")
             if grant == "authorization_code":
                 return web.json_response(_redeem_code(world, tenant_id, fields))

@@ -14,7 +14,7 @@ import ssl
 import uuid
 from html.parser import HTMLParser
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit
 
 import jwt
 import pytest
@@ -503,3 +503,22 @@ def test_logout_returns_only_to_a_registered_uri(sb: SandboxHandle, callback: st
     assert logout(callback).headers["Location"] == callback
     stranger = logout("https://elsewhere.example/")
     assert stranger.status_code == 200 and "Location" not in stranger.headers and "signed out" in stranger.text
+
+
+def test_client_secret_basic_authenticates_like_the_form(sb: SandboxHandle) -> None:
+    """RFC 6749 section 2.3.1: form-urlencoded client id and secret in an Authorization: Basic header."""
+    api = _api(sb)
+    caller = _automation(sb, "Rotator.Operate")
+
+    def basic(secret: str) -> requests.Response:
+        pair = f"{quote_plus(caller['appId'])}:{quote_plus(secret)}".encode()
+        return requests.post(f"{sb.endpoints['entra']}/{api['tenantId']}/oauth2/v2.0/token",
+                             data={"grant_type": "client_credentials", "scope": f"api://{api['appId']}/.default"},
+                             headers={"Authorization": "Basic " + base64.b64encode(pair).decode()},
+                             verify=sb.ca_file, timeout=10)
+
+    good = basic(caller["clientSecret"])
+    assert good.status_code == 200, good.text
+    assert _verify(sb, good.json()["access_token"], api["appId"], api["tenantId"])["azp"] == caller["appId"]
+    wrong = basic(client_secret("bad"))
+    assert wrong.status_code == 401 and _aadsts(wrong) == 7000215
