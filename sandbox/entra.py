@@ -8,6 +8,7 @@ import base64
 import datetime as dt
 import hashlib
 import html
+import re
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -47,8 +48,11 @@ def error_body(error: str, description: str, codes: list[int]) -> dict[str, Any]
 
 
 def fault_body(status: int, code: str | None, message: str | None) -> dict[str, Any]:
-    """An injected fault in Entra's error format."""
-    return error_body(code or "temporarily_unavailable", message or "AADSTS50196: Injected fault.", [])
+    """An injected fault in Entra's error format; a message starting `AADSTS<n>:` puts n in `error_codes`, as Entra
+    lists the code of its description there."""
+    description = message or "AADSTS50196: Injected fault."
+    found = re.match(r"AADSTS(\d+):", description)
+    return error_body(code or "temporarily_unavailable", description, [int(found.group(1))] if found else [])
 
 
 def _entra_error(exc: EntraError) -> web.Response:

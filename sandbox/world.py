@@ -345,6 +345,7 @@ class ServicePrincipal:
     # As a resource: whether callers need an app role assignment, and the assignments to it (appRoleAssignedTo).
     app_role_assignment_required: bool = False
     assigned_to: list[AppRoleAssignment] = field(default_factory=list)
+    account_enabled: bool = True  # Graph's servicePrincipal.accountEnabled: false refuses its sign-ins (7000112)
 
 
 @dataclass
@@ -356,9 +357,26 @@ class Tenant:
     applications: dict[str, Application] = field(default_factory=dict)  # by object id
     service_principals: dict[str, ServicePrincipal] = field(default_factory=dict)  # by appId
     users: dict[str, User] = field(default_factory=dict)  # by object id
+    # Conditional Access policies for workload identities, as seeded (Graph's conditionalAccessPolicy shape).
+    conditional_access: list[dict[str, Any]] = field(default_factory=list)
 
     def user_by_name(self, upn: str) -> User | None:
         return next((u for u in self.users.values() if u.user_principal_name.lower() == upn.lower()), None)
+
+    def blocked_by_conditional_access(self, app_id: str) -> bool:
+        """An enabled policy whose grant control is `block` names this app's service principal (by appId, or all
+        of them with ServicePrincipalsInMyTenant)."""
+        for policy in self.conditional_access:
+            if policy.get("state", "enabled") != "enabled":
+                continue  # disabled, or report-only (enabledForReportingButNotEnforced): nothing is refused
+            clients = (policy.get("conditions") or {}).get("clientApplications") or {}
+            included = {str(i).lower() for i in clients.get("includeServicePrincipals", [])}
+            excluded = {str(i).lower() for i in clients.get("excludeServicePrincipals", [])}
+            controls = (policy.get("grantControls") or {}).get("builtInControls", [])
+            if "block" in controls and app_id.lower() not in excluded \
+                    and (app_id.lower() in included or "serviceprincipalsinmytenant" in included):
+                return True
+        return False
 
 
 class Directory:
@@ -478,6 +496,11 @@ class Directory:
                 )
             for app_doc in tenant_doc.get("applications", []):
                 self._seed_application(tenant, app_doc)
+            if "conditionalAccessPolicies" in tenant_doc:
+                policies = tenant_doc["conditionalAccessPolicies"]
+                if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
+                    raise TypeError("conditionalAccessPolicies must be a list of objects")
+                tenant.conditional_access = list(policies)  # replaces the tenant's policies
             for grant in tenant_doc.get("grants", []):
                 sp = self.ensure_service_principal(tenant, self.resolve_app_id(grant["appId"]))
                 for role in grant.get("roles", []):
@@ -490,6 +513,12 @@ class Directory:
             for assignment in tenant_doc.get("appRoleAssignments", []):
                 self.assign_app_role(tenant, assignment["principal"], self.resolve_app_id(assignment["resource"]),
                                      assignment["appRole"])
+            for sp_doc in tenant_doc.get("servicePrincipals", []):
+                sp = self.ensure_service_principal(tenant, self.resolve_app_id(sp_doc["appId"]))
+                if "accountEnabled" in sp_doc:
+                    if not isinstance(sp_doc["accountEnabled"], bool):
+                        raise TypeError("accountEnabled must be true or false")
+                    sp.account_enabled = sp_doc["accountEnabled"]
             # Owners may name apps granted later in the same document, so resolve them last.
             for app_doc in tenant_doc.get("applications", []):
                 app = next(a for a in tenant.applications.values() if a.app_id == self.resolve_app_id(app_doc["appId"]))
@@ -611,11 +640,13 @@ class Directory:
                         {"id": sp.id, "appId": sp.app_id, "displayName": sp.display_name, "roles": list(sp.roles),
                          "appRoleAssignmentRequired": sp.app_role_assignment_required,
                          "appRoleAssignedTo": [{"principalId": a.principal_id, "principalType": a.principal_type,
-                                                "appRoleId": a.app_role_id} for a in sp.assigned_to]}
+                                                "appRoleId": a.app_role_id} for a in sp.assigned_to],
+                         "accountEnabled": sp.account_enabled}
                         for sp in tenant.service_principals.values()
                     ],
                     "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name}
                               for u in tenant.users.values()],
+                    "conditionalAccessPolicies": list(tenant.conditional_access),
                 }
             )
         return out
@@ -883,8 +914,21 @@ class World:
         self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
     ) -> ServicePrincipal:
         """The service principal a client secret signs in as (now, or at `at`); EntraError as Entra would refuse."""
-        _, app, sp = self.app_in_tenant(tenant_id, app_id)
+        tenant, app, sp = self.app_in_tenant(tenant_id, app_id)
+        if not sp.account_enabled:
+            # The service principal is disabled (Graph: accountEnabled false), whatever the secret.
+            raise EntraError(400, "unauthorized_client", 7000112,
+                             f"Application '{app_id}'({app.display_name}) is disabled.")
         now = at or self.now()
+        self._check_secret(app, app_id, secret, now)
+        if tenant.blocked_by_conditional_access(app_id):
+            # Conditional Access applies to the signed-in principal: judged once the secret was accepted.
+            raise EntraError(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. "
+                             "The access policy does not allow token issuance.")
+        return sp
+
+    def _check_secret(self, app: Application, app_id: str, secret: str, now: dt.datetime) -> None:
+        """EntraError unless the secret is one of the app's, started, not expired and propagated."""
         for cred in app.passwords:
             if not secrets.compare_digest(cred.secret_text, secret):
                 continue
@@ -895,7 +939,7 @@ class World:
                 )
             delay = self.propagation_delay if cred.propagation_delay is None else cred.propagation_delay
             if cred.start <= now and now - cred.created_at >= delay:
-                return sp
+                return
             break
         raise EntraError(
             401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "

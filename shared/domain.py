@@ -75,6 +75,31 @@ class Stage(str, Enum):
     PUSHED = "pushed"
 
 
+# The token endpoint's answers to a new secret that mean "not propagated yet": a new secret takes seconds (observed
+# 4-18 s, no SLA) to reach every replica of the identity platform, and until then Entra answers AADSTS7000215
+# "Invalid client secret provided", the same code as a wrong secret (DESIGN.md). Every other refusal of a secret the
+# rotator just made names a cause that waiting does not remove (Microsoft's AADSTS reference,
+# MicrosoftDocs/entra-docs docs/identity-platform/reference-error-codes.md): AADSTS7000112 the application is
+# disabled, AADSTS53003 blocked by Conditional Access, AADSTS700016 the application is not in the tenant (the app
+# exists: the rotator just added a password to it), AADSTS7000222 the secret has expired, AADSTS90002 the tenant is
+# not found, AADSTS7000218 no secret sent, AADSTS50034 no such account.
+NOT_PROPAGATED = frozenset({"AADSTS7000215"})
+
+
+@dataclass(frozen=True)
+class TokenRefusal:
+    """The identity platform's refusal of a client-credentials token: its AADSTS code ("" when it named none) and
+    its first sentence (never the secret)."""
+
+    code: str
+    message: str
+
+    @property
+    def not_propagated(self) -> bool:
+        """The refusal a secret gives until it has propagated: waiting may help; nothing else does."""
+        return self.code in NOT_PROPAGATED
+
+
 class VersionStage(str, Enum):
     """Where one stored version of a target's secret stands: written, in use, superseded, or dead."""
 

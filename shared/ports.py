@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
+from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 
 
 @dataclass(frozen=True)
@@ -147,8 +147,11 @@ class Directory(Protocol):
 class TokenProbe(Protocol):
     """Proves a secret works: a client-credentials token for the app in its tenant."""
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
-        """None when a token was issued; otherwise the identity platform's error (e.g. AADSTS7000215)."""
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
+        """None when a token was issued; otherwise the identity platform's refusal (e.g. AADSTS7000215).
+
+        Raises RotationError when the identity platform gave no answer about the secret (an outage, a dropped
+        connection, a throttled or transient error): that says nothing about the secret."""
         ...
 
 

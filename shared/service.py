@@ -11,6 +11,7 @@ from typing import Any
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
 from shared.ports import Directory, Event, RotationRequest, SecretStore, StateStore, Work, WorkQueue
+from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
 from shared.rotation import Engine, Outcome
 
@@ -100,7 +101,10 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     waiting = [d for d in target.destinations if d.kind == "notify-only" and not _acknowledged(target, d.name)]
     if s.stage is Stage.VERIFIED and waiting:
         alerts.append("notify-only-waiting")
-    if o.needs_human and "destination-failing" not in alerts and "notify-only-waiting" not in alerts:
+    verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
+    if verify_flag:
+        alerts.append(verify_flag)  # the new secret was refused, or never started working: named as alerted
+    elif o.needs_human and "destination-failing" not in alerts and "notify-only-waiting" not in alerts:
         alerts.append("needs-human")
     return alerts
 

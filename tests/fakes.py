@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.domain import Application, Credential, DestinationConfig, Secret, Target, VersionStage
+from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
 from shared.ports import (
     Alert,
@@ -328,21 +328,29 @@ class FakeDirectory:
                 if t == tenant_id and any(a.display_name.startswith(p) for p in name_prefixes)]
 
 
+INVALID_SECRET = TokenRefusal("AADSTS7000215", "AADSTS7000215: Invalid client secret provided.")
+
+
 class FakeProbe:
-    """The token endpoint: a token for a live credential's value, once it has propagated."""
+    """The token endpoint: a token for a live credential's value, once it has propagated; a refusal set in
+    `refusals` (the app disabled, Conditional Access...) answers every request for that app first, as Entra does."""
 
     def __init__(self, faults: Faults, directory: FakeDirectory) -> None:
         self.faults = faults
         self.directory = directory
+        self.refusals: dict[tuple[str, str], TokenRefusal] = {}
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
         await self.faults.before("probe.try_token")
+        refused = self.refusals.get((tenant_id, app_id))
+        if refused is not None:
+            return refused
         now = self.directory.clock.now()
         for c in self.directory.live(tenant_id, app_id):
             held = self.directory.values[c.key_id]
             if held.secret == secret.reveal():
-                return None if now >= held.working_from else "AADSTS7000215: Invalid client secret provided."
-        return "AADSTS7000215: Invalid client secret provided."
+                return None if now >= held.working_from else INVALID_SECRET
+        return INVALID_SECRET
 
 
 @dataclass

@@ -19,13 +19,13 @@ from urllib.parse import urlparse
 import aiohttp
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.core.credentials_async import AsyncTokenCredential
-from azure.core.exceptions import ClientAuthenticationError
+from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.identity import ManagedIdentityCredential as SyncManagedIdentityCredential
 from azure.identity.aio import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
 
-from shared.domain import Secret
-from shared.errors import Unreachable
+from shared.domain import Secret, TokenRefusal
+from shared.errors import RotationError, Unreachable
 from shared.settings import IdentityMode, Settings
 from shared.tls import tls_context
 
@@ -174,6 +174,32 @@ class Credentials:
         self._home = None
 
 
+# Answers of the token endpoint that say nothing about the secret: the service is busy or failing (Microsoft's AADSTS
+# reference: 50033 RetryableError, 90006 ExternalServerRetryableError, 90024 RequestBudgetExceededError "a transient
+# error", 90033 MSODS unavailable; OAuth's `temporarily_unavailable`), or answered with a server error.
+_TRANSIENT_CODES = frozenset({"AADSTS50033", "AADSTS90006", "AADSTS90024", "AADSTS90033"})
+_OAUTH_ERROR = re.compile(r"error '\((\w+)\)")
+
+
+def refusal_of(error: ClientAuthenticationError) -> TokenRefusal:
+    """Entra's refusal as the protocol needs it: the AADSTS code and Entra's first sentence; RotationError when the
+    answer was a transient failure, which says nothing about the secret."""
+    text = str(error.message or error)
+    match = _AADSTS.search(text)
+    code = match.group(0) if match else ""
+    # Entra's first sentence, after the code: "AADSTS7000112: Application '<id>'(<name>) is disabled."
+    first = text[match.end():].lstrip(": ") if match else text
+    first = first.replace("\r", "\n").split("\n")[0].split(" Trace ID")[0]
+    first = (first.split(". ")[0].rstrip(".") + ".")[:300]
+    status = getattr(error.response, "status_code", None) if error.response is not None else None
+    oauth = _OAUTH_ERROR.search(str(error.message or error))
+    if code in _TRANSIENT_CODES or (status is not None and (status >= 500 or status == 429)) \
+            or (oauth is not None and oauth.group(1) == "temporarily_unavailable"):
+        raise RotationError(f"the token endpoint failed (HTTP {status}): {code} {first}".replace("  ", " "),
+                            code="TokenEndpointUnavailable")
+    return TokenRefusal(code, f"{code}: {first}" if code else first)
+
+
 class EntraTokenProbe:
     """TokenProbe: asks the identity platform for a client-credentials token with a secret."""
 
@@ -181,7 +207,7 @@ class EntraTokenProbe:
         self._settings = settings
         self._transport = transport
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> str | None:
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
         s = self._settings
         credential = ClientSecretCredential(
             tenant_id, app_id, secret.reveal(), transport=self._transport, **authority_options(s)
@@ -190,6 +216,11 @@ class EntraTokenProbe:
             await credential.get_token(GRAPH_SCOPE)
             return None
         except ClientAuthenticationError as error:
-            return unreachable(error, tenant_id).message
+            return refusal_of(error)
+        except AzureError as error:
+            # No answer (a dropped connection, a timeout): nothing is known about the secret. Only the type is kept:
+            # an SDK error's text may quote the request.
+            raise RotationError(f"the token endpoint did not answer ({type(error).__name__})",
+                                code="TokenEndpointUnavailable") from None
         finally:
             await credential.close()

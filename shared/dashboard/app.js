@@ -46,7 +46,7 @@ const ALERT_LABELS = {
   "expired": "expired", "unreachable": "unreachable", "app-not-found": "app not found", "not-owner": "not owner",
   "policy-blocked": "policy blocked", "foreign-credential": "foreign credential", "stuck": "stuck",
   "destination-failing": "destination failing", "notify-only-waiting": "waiting for acknowledgement",
-  "needs-human": "needs a human",
+  "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
 };
 
 const state = {

@@ -219,3 +219,54 @@ def test_new_secret_waits_for_propagation(sb: SandboxHandle) -> None:
     assert aadsts(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=created["secretText"])) == 7000215
     time.sleep(0.6)
     assert token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=created["secretText"]).status_code == 200
+
+
+def refusal(response: requests.Response) -> tuple[int, str, int, str]:
+    body = response.json()
+    return response.status_code, body["error"], aadsts(response), body["error_description"]
+
+
+def test_a_disabled_service_principal_is_refused_with_7000112_whatever_the_secret(sb: SandboxHandle) -> None:
+    seed_customer(sb)
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "servicePrincipals": [{"appId": PPE_APP, "accountEnabled": False}]}]})
+    for secret in (SECRET, "wrong"):
+        status, error, code, description = refusal(token_request(sb, CUSTOMER, client_id=PPE_APP,
+                                                                 client_secret=secret))
+        assert (status, error, code) == (400, "unauthorized_client", 7000112)
+        assert description.startswith(f"AADSTS7000112: Application '{PPE_APP}'(Proofpoint Essentials) is disabled.")
+    sps = {sp["appId"]: sp for sp in next(t for t in sb.control.state()["tenants"]
+                                          if t["id"] == CUSTOMER)["servicePrincipals"]}
+    assert sps[PPE_APP]["accountEnabled"] is False
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "servicePrincipals": [{"appId": PPE_APP, "accountEnabled": True}]}]})
+    assert token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET).status_code == 200
+
+
+BLOCK = {"displayName": "Block the Proofpoint app", "state": "enabled",
+         "conditions": {"clientApplications": {"includeServicePrincipals": [PPE_APP]}},
+         "grantControls": {"operator": "OR", "builtInControls": ["block"]}}
+
+
+def test_a_conditional_access_block_refuses_a_good_secret_with_53003(sb: SandboxHandle) -> None:
+    seed_customer(sb)
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "conditionalAccessPolicies": [BLOCK]}]})
+    status, error, code, description = refusal(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET))
+    assert (status, error, code) == (400, "invalid_grant", 53003)
+    assert description.startswith("AADSTS53003: Access has been blocked by Conditional Access policies.")
+    # The secret is judged first: a wrong one is still "invalid secret".
+    assert aadsts(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret="wrong")) == 7000215
+    for lifted in ([{**BLOCK, "state": "enabledForReportingButNotEnforced"}], [{**BLOCK, "conditions": {
+            "clientApplications": {"includeServicePrincipals": ["ServicePrincipalsInMyTenant"],
+                                   "excludeServicePrincipals": [PPE_APP]}}}], []):
+        sb.control.seed({"tenants": [{"id": CUSTOMER, "conditionalAccessPolicies": lifted}]})
+        assert token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET).status_code == 200, lifted
+    sb.control.seed({"tenants": [{"id": CUSTOMER, "conditionalAccessPolicies": [{**BLOCK, "conditions": {
+        "clientApplications": {"includeServicePrincipals": ["ServicePrincipalsInMyTenant"]}}}]}]})
+    assert aadsts(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET)) == 53003
+
+
+def test_an_injected_fault_with_an_aadsts_message_lists_its_code(sb: SandboxHandle) -> None:
+    seed_customer(sb)
+    sb.control.add_fault("entra", path="/token$", status=400, code="invalid_request",
+                         message="AADSTS90002: Tenant 'x' not found.")
+    assert refusal(token_request(sb, CUSTOMER, client_id=PPE_APP, client_secret=SECRET))[:3] == \
+        (400, "invalid_request", 90002)
