@@ -349,6 +349,13 @@ def foreign_credential(credentials: tuple[Credential, ...], known: Credential, n
     return max(newer, key=_issued) if newer else None
 
 
+def credential_of(credentials: tuple[Credential, ...], value: Secret, now: datetime) -> Credential | None:
+    """The live credential a secret value belongs to, as far as Graph lets anyone tell: Graph never returns a value,
+    only its `hint` (the first three characters); the one live credential with that hint, else None (unknown)."""
+    matches = [c for c in credentials if not c.expired(now) and c.hint and value.reveal().startswith(c.hint)]
+    return matches[0] if len(matches) == 1 else None
+
+
 def assess(app: Application, now: datetime, renew_before_days: int, known_key_id: str = "") -> Assessment:
     """Classify an app's sync secret as healthy, due, expired, missing, or taken over by a foreign credential.
 

@@ -34,6 +34,7 @@ class StoredVersion:
     created: datetime | None
     enabled: bool = True
     labels: Mapping[str, str] = field(default_factory=dict, compare=False)
+    author: str = ""  # who wrote a version by hand, when they said so (its `author` tag); Key Vault records no writer
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,9 @@ class SecretStore(Protocol):
         """Every version of the target's secret, oldest first; empty when the secret does not exist yet."""
         ...
 
-    async def promote(self, target: Target, version: StoredVersion) -> None:
-        """Mark the version `current`. Idempotent."""
+    async def promote(self, target: Target, version: StoredVersion, key_id: str = "") -> None:
+        """Mark the version `current`, and with `key_id` name the credential it holds (a version the rotator did
+        not write carries none until then). Idempotent."""
         ...
 
     async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:

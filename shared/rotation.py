@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from shared.domain import Ack, Actor, Stage, Target, actor_of
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
+from shared.protocol.adopt import adopt
 from shared.protocol.assess import consider, preview
 from shared.protocol.context import Advance, EngineConfig, Outcome, Ports, Stop, leased_by_other, outcome
 from shared.protocol.create import create
@@ -181,6 +182,24 @@ class Engine:
         if target.state.stage in (Stage.VERIFIED, Stage.PUSHED):
             return await self.advance(tenant_id, app_id, actor)
         return outcome(target, "nothing-to-push", message=f"stage is {target.state.stage.value}")
+
+    async def adopt_version(self, tenant_id: str, app_id: str, version: str,
+                            actor: Actor | str = Actor.EVENT) -> Outcome:
+        """A version of the target's Key Vault secret that someone wrote by hand: prove it, then push it through the
+        protocol (shared/protocol/adopt.py). Results: rotated / push-incomplete (adopted), own-version,
+        already-adopted, unknown-version, not-adopted (refused or not adoptable now), busy, failed."""
+        target, etag = await self.state.get_target(tenant_id, app_id)
+        run = Advance(self.ports, self.config, self.owner, target, etag, actor)
+        try:
+            await adopt(run, version)
+        except Stop as stop:
+            return stop.outcome
+        except Conflict as error:
+            return run.outcome("busy", error_code=error.code, message=error.message)
+        except RotationError as error:
+            await run.event("adopt", "failed", error)
+            return run.outcome("failed", error_code=error.code, message=error.message)
+        return await self._advance(run)  # the row is `verified` and leased: push, finish, release
 
     async def acknowledge(
         self, tenant_id: str, app_id: str, destination: str, key_id: str, actor: Actor | str = Actor.MANUAL

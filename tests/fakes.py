@@ -270,8 +270,9 @@ class FakeDirectory:
 
     def _add(self, tenant_id: str, app: Application, display_name: str, end: datetime,
              start: datetime | None = None) -> NewCredential:
-        credential = Credential(str(uuid.uuid4()), display_name, start or self.clock.now(), end, hint="abc")
         value = random.token_urlsafe(30)
+        # Graph's hint: the first three characters of the secret.
+        credential = Credential(str(uuid.uuid4()), display_name, start or self.clock.now(), end, hint=value[:3])
         self.values[credential.key_id] = FakeCredential(credential, value, self.clock.now() + self.propagation)
         self.apps[(tenant_id, app.app_id)] = replace(app, credentials=(*app.credentials, credential))
         self.watch()
@@ -362,9 +363,11 @@ class FakeVersion:
     stage: VersionStage | None
     expires: datetime | None
     created: datetime
+    author: str = ""
 
     def stored(self) -> StoredVersion:
-        return StoredVersion(self.version, self.rotation_id, self.key_id, self.stage, self.expires, self.created)
+        return StoredVersion(self.version, self.rotation_id, self.key_id, self.stage, self.expires, self.created,
+                             author=self.author)
 
 
 class FakeSecrets:
@@ -403,9 +406,18 @@ class FakeSecrets:
         await self.faults.before("secrets.versions")
         return [v.stored() for v in self.of(target)]
 
-    async def promote(self, target: Target, version: StoredVersion) -> None:
+    def write_by_hand(self, target: Target, value: str, *, author: str = "", expires: datetime | None = None) -> str:
+        """A version a person wrote (the portal, `az keyvault secret set`): none of the rotator's tags."""
+        version = uuid.uuid4().hex
+        self.versions_.setdefault(target.secret_name, []).append(
+            FakeVersion(version, value, "", "", None, expires, self.clock.now(), author))
+        return version
+
+    async def promote(self, target: Target, version: StoredVersion, key_id: str = "") -> None:
         await self.faults.before("secrets.promote")
         self._set(target, version.version, VersionStage.CURRENT)
+        if key_id:
+            next(v for v in self.of(target) if v.version == version.version).key_id = key_id
         await self.faults.after("secrets.promote")
 
     async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:

@@ -115,6 +115,9 @@ def write_budget(vault_url: str, limit: int) -> WriteBudget:
 # The tags of a rotated version (README, "Where things are kept"): only this adapter knows them.
 STAGE, ROTATION_ID, KEY_ID, TENANT_ID, APP_ID, EXPIRES = "stage", "rotation-id", "key-id", "tenant-id", "app-id", \
     "expires"
+# Key Vault's secret attributes name no writer (created/updated times only): a person writing a version by hand may
+# say who they are in this tag, which the audit trail then records.
+AUTHOR = "author"
 
 
 def _stage(tags: Mapping[str, str]) -> VersionStage | None:
@@ -135,6 +138,7 @@ def _stored(p: SecretProperties) -> StoredVersion:
         created=p.created_on,
         enabled=bool(p.enabled),
         labels=tags,
+        author=tags.get(AUTHOR, "")[:200],
     )
 
 
@@ -180,18 +184,19 @@ class KeyVaultSecretStore:
         found = [v for v in await self.versions(target) if v.rotation_id == rotation_id and v.key_id]
         return found[-1] if found else None
 
-    async def promote(self, target: Target, version: StoredVersion) -> None:
-        await self._tag(target, version, VersionStage.CURRENT)
+    async def promote(self, target: Target, version: StoredVersion, key_id: str = "") -> None:
+        await self._tag(target, version, VersionStage.CURRENT, {KEY_ID: key_id} if key_id else {})
 
     async def demote(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
         await self._tag(target, version, stage)
 
-    async def _tag(self, target: Target, version: StoredVersion, stage: VersionStage) -> None:
+    async def _tag(self, target: Target, version: StoredVersion, stage: VersionStage,
+                   more: Mapping[str, str] | None = None) -> None:
         name = target.secret_name
         try:
             # Key Vault replaces the whole tag set: keep every other tag as it was.
             await self._client.update_secret_properties(
-                name, version.version, tags={**version.labels, STAGE: stage.value}
+                name, version.version, tags={**version.labels, **(more or {}), STAGE: stage.value}
             )
         except AzureError as error:
             raise _translate(error, f"tagging {name}/{version.version}") from error

@@ -30,6 +30,15 @@ from shared.ports import Consent, Event, RotationRequest
 _EPOCH_LIMIT_MS = 10**13
 
 
+
+def _event_key(event_id: str) -> str:
+    """The row key of an event id. Keys may not hold / \\ # ? or control characters (Tables' key rules) and are at
+    most 1 KiB: an id with any of those, non-ASCII text, or longer than 128 characters is stored by its hash, so two
+    ids never share a key (never truncated)."""
+    clean = len(event_id) <= 128 and event_id.isascii() \
+        and all(c.isprintable() and c not in "/\\#?" for c in event_id)
+    return event_id if clean else "sha256-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()
+
 def _iso(value: datetime | None) -> str | None:
     return value.astimezone(UTC).isoformat() if value is not None else None
 
@@ -326,6 +335,18 @@ class TablesStateStore:
         return RotationRequest(rotation_id, e["TenantId"], e["AppId"], e.get("Actor", ""),
                                _dt(e.get("At")) or datetime.now(UTC))
 
+    async def event_seen(self, event_id: str, now: datetime) -> bool:
+        """Whether an Event Grid event id was recorded (claim_event) and has not expired."""
+        await self._ensure()
+        try:
+            existing = await self._seen.get_entity(_event_key(event_id), "")
+        except ResourceNotFoundError:
+            return False
+        except AzureError as error:
+            raise _translate(error, "event id") from error
+        expires = _dt(existing.get("ExpiresAt"))
+        return expires is not None and expires > now
+
     async def claim_event(self, event_id: str, now: datetime, keep: timedelta) -> bool:
         """Record an Event Grid event id as handled; False when it was seen within `keep` (a replay or a copy).
 
@@ -333,10 +354,7 @@ class TablesStateStore:
         expired rows are removed on each call so the table stays small without a sweeper.
         """
         await self._ensure()
-        # Keys may not hold / \\ # ? or control characters (Tables' key rules): an id with any of those, or with
-        # non-ASCII text, is stored by its hash, so two ids never share a key.
-        clean = event_id.isascii() and all(c.isprintable() and c not in "/\\#?" for c in event_id)
-        key = event_id if clean else "sha256-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()
+        key = _event_key(event_id)
         row = {"PartitionKey": key, "RowKey": "", "SeenAt": _iso(now), "ExpiresAt": _iso(now + keep)}
         try:
             await self._seen.create_entity(row)

@@ -28,8 +28,10 @@ async def finish(run: Advance) -> None:
         # Never demote anything without the new version to promote: Key Vault would be left without a `current`.
         raise RotationError(f"Key Vault version {s.new_version} of rotation {s.rotation_id} is gone",
                             code="NewVersionMissing")
-    if new.stage is not VersionStage.CURRENT:
-        await secrets.promote(run.target, new)
+    if new.stage is not VersionStage.CURRENT or (s.new_key_id and new.key_id != s.new_key_id):
+        # An adopted hand-written version learns here which credential it holds (its key id), as the rotator's own
+        # versions carry it from their first write.
+        await secrets.promote(run.target, new, s.new_key_id)
     run.forget_application()  # read after the new credential was made: retirement below uses it too
     app = await run.application()
     now = run.now()

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
-from shared.domain import Stage, TokenRefusal
+from shared.domain import Secret, Stage, TokenRefusal
 from shared.errors import RotationError
 from shared.protocol.context import Advance
 
@@ -30,37 +30,43 @@ async def verify(run: Advance) -> None:
     s = run.target.state
     secret = await run.ports.secrets.value(run.target, s.new_version)
     started = time.monotonic()
-    deadline = (s.stage_since or run.now()) + run.config.verify_timeout
-    delay = 1.0
-    while True:
-        try:
-            refusal = await run.ports.probe.try_token(run.target.tenant_id, run.target.app_id, secret)
-        except RotationError as error:
-            # No verdict on the secret (the token endpoint failed or did not answer): wait like propagation, and
-            # past the bound end this advance as failed; the next pass asks again.
-            if run.now() >= deadline:
-                await run.event("verify", "failed", error, started=started)
-                raise
-            await run.ports.sleep(_pause(run, deadline, delay))
-            delay = min(delay * 2, MAX_DELAY_SECONDS)
-            continue
-        if refusal is None:
-            break
-        if not refusal.not_propagated:
-            await needs_human(run, VERIFY_REFUSED, refusal, started,
-                              f"Entra ID refused the new secret: {refusal.message}")
-        if run.now() >= deadline:
-            waited = int(run.config.verify_timeout.total_seconds())
-            await needs_human(run, VERIFY_TIMEOUT, refusal, started,
-                              f"the new secret still gets no token {waited} s after it was stored: {refusal.message}")
-        await run.ports.sleep(_pause(run, deadline, delay))
-        delay = min(delay * 2, MAX_DELAY_SECONDS)
+    try:
+        refusal = await prove(run, secret, s.stage_since or run.now())
+    except RotationError as error:
+        await run.event("verify", "failed", error, started=started)
+        raise
+    if refusal is not None and not refusal.not_propagated:
+        await needs_human(run, VERIFY_REFUSED, refusal, started, f"Entra ID refused the new secret: {refusal.message}")
+    if refusal is not None:
+        waited = int(run.config.verify_timeout.total_seconds())
+        await needs_human(run, VERIFY_TIMEOUT, refusal, started,
+                          f"the new secret still gets no token {waited} s after it was stored: {refusal.message}")
     await run.event("verify", "ok", started=started)
     verified = run.target.with_state(stage=Stage.VERIFIED, stage_since=run.now())
     if run.target.observed.needs_human.startswith(VERIFY_FLAGS):
         # The cause was fixed: the flag this step raised goes with the verification, in one write.
         verified = verified.with_observed(needs_human="", error_code="", error_message="")
     await run.save(verified)
+
+
+async def prove(run: Advance, secret: Secret, since: datetime) -> TokenRefusal | None:
+    """Ask for a client-credentials token with `secret` until one is issued (None), or Entra refuses it for a cause
+    other than propagation, or VERIFY_TIMEOUT after `since` (when the value was written) it still answers "not
+    propagated yet": that refusal. An answer that says nothing about the secret (the token endpoint failed) is asked
+    again until the same bound, then raised (RotationError)."""
+    deadline = since + run.config.verify_timeout
+    delay = 1.0
+    while True:
+        try:
+            refusal = await run.ports.probe.try_token(run.target.tenant_id, run.target.app_id, secret)
+        except RotationError:
+            if run.now() >= deadline:
+                raise
+        else:
+            if refusal is None or not refusal.not_propagated or run.now() >= deadline:
+                return refusal
+        await run.ports.sleep(_pause(run, deadline, delay))
+        delay = min(delay * 2, MAX_DELAY_SECONDS)
 
 
 def _pause(run: Advance, deadline: datetime, delay: float) -> float:

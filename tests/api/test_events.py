@@ -1,31 +1,36 @@
 """Key Vault's events through the native Event Grid trigger (`push_events`), invoked as the host invokes it: one
-func.EventGridEvent per call. Replays and copies push once, unknown or malformed events are skipped, and the
-old webhook handshake is gone from POST /api/push."""
+func.EventGridEvent per call. A version written by hand is adopted (proven, pushed, finished) once however many
+copies arrive; the rotator's own versions, a value that gets no token, other vaults, other secrets and malformed
+events push nothing; an invocation that could not finish raises, so Event Grid delivers it again."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from typing import Any
 
 import azure.functions as func
+import pytest
 
-from shared.domain import Actor, Stage
-from shared.entrypoints.push import EVENT_SEEN_HOURS
+from shared.domain import Actor, Stage, Target
+from shared.entrypoints.push import EVENT_SEEN_HOURS, EventNotHandled, event_key
 from tests.api.conftest import Api, app_functions, functions
-from tests.rotation.conftest import Rotator, World
-from tests.rotation.test_push_retire import assert_delivered_everywhere, org, setup
+from tests.rotation.conftest import Customer, Rotator, World, random_secret
+from tests.rotation.test_push_retire import assert_delivered_everywhere, org, portal_secrets, setup
 
 NEW_VERSION = "Microsoft.KeyVault.SecretNewVersionCreated"
 
 
-def event(name: str, event_id: str = "ev-1", *, data: Any = None, event_type: str = NEW_VERSION) -> func.EventGridEvent:
+def event(world: World, name: str, version: str, event_id: str | None = "ev-1", *, data: Any = None,
+          event_type: str = NEW_VERSION, vault: str | None = None) -> func.EventGridEvent:
     """An event as the Functions host hands it to the trigger (Key Vault's event schema)."""
+    vault_url = vault or world.env["KEY_VAULT_URL"]
     return func.EventGridEvent(
-        id=event_id,
+        id=event_id,  # type: ignore[arg-type]
         data=data if data is not None else {
-            "Id": f"https://kv-demo.vault.azure.net/secrets/{name}/abc", "VaultName": "kv-demo",
-            "ObjectType": "Secret", "ObjectName": name, "Version": "abc"},
+            "Id": f"{vault_url}/secrets/{name}/{version}", "VaultName": "kv-demo",
+            "ObjectType": "Secret", "ObjectName": name, "Version": version, "NBF": None, "EXP": None},
         topic="/subscriptions/x/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-demo",
         subject=name,
         event_type=event_type,
@@ -38,81 +43,167 @@ async def deliver(e: func.EventGridEvent) -> None:
     await functions()["push_events"](e)
 
 
+async def deliver_until_done(e: func.EventGridEvent, attempts: int = 20) -> int:
+    """As Event Grid does: deliver again while the invocation raises; how many raised."""
+    for failed in range(attempts):
+        try:
+            await deliver(e)
+            return failed
+        except EventNotHandled:
+            await asyncio.sleep(0.2)
+    raise AssertionError("never handled")
+
+
 def test_push_events_is_an_event_grid_trigger() -> None:
     function = next(f for f in app_functions() if f.get_function_name() == "push_events")
     (binding,) = function.get_bindings()
     assert binding.type == "eventGridTrigger"
 
 
-async def verified(world: World, rotator: Rotator, name: str) -> Any:
-    """A target whose first push failed: its new secret is verified and waits to be pushed."""
-    due = world.seed_customer(name, 12)
-    world.sb.control.add_fault("proofpoint", method="PUT", status=503, count=1)
-    await setup(world, rotator, due)
-    async with rotator(RETIRE_GRACE_HOURS="0") as svc:
-        first = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
-        assert first.result == "push-incomplete"
-        target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
-    assert target.state.stage is Stage.VERIFIED
-    return due, target
+def write_by_hand(world: World, c: Customer, *, in_entra: bool = True, author: str = "alice@msp.example") -> tuple[
+        str, str]:
+    """A person adds a secret to the app in the Entra portal (or not) and pastes it into Key Vault: (version, value)."""
+    value = random_secret()
+    if in_entra:
+        world.sb.control.seed({"tenants": [{"id": c.tenant_id, "applications": [{"appId": c.app_id,
+            "passwordCredentials": [{"displayName": "added in the portal", "secretText": value,
+                                     "endDateTime": "+200d"}]}]}]})
+    version = uuid.uuid4().hex
+    name = Target(c.tenant_id, c.app_id).secret_name
+    tags = {"author": author} if author else {}
+    world.sb.control.seed({"keyvault": {"secrets": [{"name": name, "value": value, "version": version,
+                                                     "tags": tags}]}})
+    return version, value
 
 
-async def test_a_new_version_event_pushes_once_and_copies_and_replays_are_skipped(
+def proofpoint_puts(world: World, c: Customer) -> int:
+    return len(org(world, c)["puts"])
+
+
+async def test_a_hand_written_version_is_adopted_once_however_many_copies_arrive(
     api: Api, world: World, rotator: Rotator
 ) -> None:
-    due, target = await verified(world, rotator, "Evented")
-    puts_before = len([r for r in world.sb.control.state()["proofpoint"].get("requests", [])])
-    # 300 copies of one event, delivered concurrently as Event Grid may (at most 16 invocations at a time, as a
-    # host would run them: each builds its own clients, and Azurite on a test machine resets hundreds at once).
+    c = world.seed_customer("Handmade", 100)
+    await setup(world, rotator, c)
+    version, value = write_by_hand(world, c)
+    name = Target(c.tenant_id, c.app_id).secret_name
+    # 100 copies, concurrently, some without an id, as Event Grid may repeat a delivery (at most 16 invocations at a
+    # time, as a host would run them); each that raises is delivered again.
     gate = asyncio.Semaphore(16)
 
-    async def copy() -> None:
+    async def copy(n: int) -> int:
         async with gate:
-            await deliver(event(target.secret_name, "ev-300"))
+            return await deliver_until_done(event(world, name, version, None if n % 3 == 0 else f"ev-{n}"))
 
-    await asyncio.gather(*(copy() for _ in range(300)))
-    await assert_delivered_everywhere(world, rotator, due)
+    await asyncio.gather(*(copy(n) for n in range(100)))
+    key_id = await assert_delivered_everywhere(world, rotator, c)
+    assert org(world, c)["settings"]["ad_key"] == value
+    credential = next(cred for cred in world.credentials(c) if cred["secretText"] == value)
+    assert key_id == credential["keyId"]
+    (current,) = [v for v in world.versions(c) if v["tags"].get("stage") == "current"]
+    assert current["version"] == version and current["tags"]["key-id"] == key_id
+    assert current["tags"]["author"] == "alice@msp.example"
     async with rotator() as svc:
-        events = await svc.state.events(due.tenant_id, due.app_id, limit=500)
-    pushes = [e for e in events if e.step.startswith("push:") and e.actor == "event"]
-    # The portal took the secret in the first advance; the events push Proofpoint's, once.
-    assert [(e.step, e.outcome) for e in pushes] == [("push:proofpoint", "ok")]
-    assert puts_before is not None
-    # A later replay of the same id changes nothing either.
-    settings_before = org(world, due)["settings"]
-    await deliver(event(target.secret_name, "ev-300"))
-    assert org(world, due)["settings"] == settings_before
+        events = await svc.state.events(c.tenant_id, c.app_id, limit=500)
+        rows = await svc.state.all_rows()
+    adopted = [e for e in events if e.step == "adopt"]
+    assert [(e.outcome, e.actor) for e in adopted] == [("ok", "event")]
+    assert f"hand-written version {version} (by alice@msp.example)" in adopted[0].detail
+    assert sorted((e.step, e.outcome) for e in events if e.step.startswith("push:")) == \
+        [("push:proofpoint", "ok"), ("push:vircom-portal", "ok")]
+    assert value not in repr(rows) and value not in repr(events)
+    # A later replay changes nothing.
+    puts = proofpoint_puts(world, c)
+    assert puts == 1
+    await deliver(event(world, name, version, "ev-later"))
+    assert proofpoint_puts(world, c) == puts
+
+
+async def test_the_rotators_own_versions_push_nothing(api: Api, world: World, rotator: Rotator) -> None:
+    c = world.seed_customer("Own", 12)
+    await setup(world, rotator, c)
     async with rotator() as svc:
-        assert len(await svc.state.events(due.tenant_id, due.app_id, limit=500)) == len(events)
+        assert (await svc.engine.advance(c.tenant_id, c.app_id, Actor.TIMER)).result == "rotated"
+    name = Target(c.tenant_id, c.app_id).secret_name
+    puts, portal = proofpoint_puts(world, c), len(portal_secrets(world, c))
+    assert (puts, portal) == (1, 1)
+    for v in world.versions(c):
+        await deliver(event(world, name, v["version"], f"ev-{v['version']}"))
+    assert (proofpoint_puts(world, c), len(portal_secrets(world, c))) == (puts, portal)
+    async with rotator() as svc:
+        events = await svc.state.events(c.tenant_id, c.app_id, limit=500)
+    assert not [e for e in events if e.step == "adopt"]
+
+
+async def test_a_hand_written_value_that_gets_no_token_is_alerted_and_never_pushed(
+    api: Api, world: World, rotator: Rotator
+) -> None:
+    c = world.seed_customer("Typo", 100)
+    await setup(world, rotator, c)
+    before = org(world, c)["settings"]
+    version, value = write_by_hand(world, c, in_entra=False, author="")
+    name = Target(c.tenant_id, c.app_id).secret_name
+    await deliver_until_done(event(world, name, version, "ev-typo"))
+    assert org(world, c)["settings"] == before and value not in portal_secrets(world, c)
+    async with rotator() as svc:
+        events = await svc.state.events(c.tenant_id, c.app_id, limit=50)
+        target, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+        assert await svc.state.event_seen(event_key(world.env["KEY_VAULT_URL"], name, version),
+                                          svc.engine.clock.now())
+    (refused,) = [e for e in events if e.step == "adopt"]
+    assert (refused.outcome, refused.error_code) == ("refused", "AADSTS7000215")
+    assert "author not recorded" in refused.detail and value not in refused.detail
+    assert target.state.stage is Stage.IDLE and not target.state.current_version
+
+
+async def test_other_vaults_other_secrets_and_malformed_events_are_skipped_and_never_stop_the_others(
+    api: Api, world: World, rotator: Rotator
+) -> None:
+    c = world.seed_customer("Batch", 100)
+    await setup(world, rotator, c)
+    version, value = write_by_hand(world, c)
+    name = Target(c.tenant_id, c.app_id).secret_name
+    other = "ppsync-11111111-2222-4333-8444-555555555555-11111111-2222-4333-8444-555555555555"
+    batch = [
+        event(world, other, "0" * 32, "ev-unknown"),  # a secret of a target that is not registered
+        event(world, "proofpoint-api-account", "1" * 32, "ev-other-secret"),
+        event(world, name, version, "ev-other-vault", vault="https://kv-someone-else.vault.azure.net"),
+        event(world, name, version, "ev-string", data="not an object"),
+        event(world, name, version, "ev-list", data=[1, 2]),
+        event(world, name, version, "ev-validation", data={"validationCode": "abc"},
+              event_type="Microsoft.EventGrid.SubscriptionValidationEvent"),
+        event(world, name + "\n", version, "ev-newline"),
+        event(world, name, "2" * 32, "x" * 5000),  # an unknown version, with an id far past any key length
+    ]
+    for e in batch:
+        await deliver(e)  # each returns normally: acknowledged, nothing retried
+    assert org(world, c)["settings"]["ad_key"] != value
+    await deliver_until_done(event(world, name, version, "ev-good"))
+    assert org(world, c)["settings"]["ad_key"] == value
 
 
 async def test_a_replay_after_the_expiry_is_handled_again(api: Api, world: World, svc) -> None:  # type: ignore[no-untyped-def]
     now = dt.datetime(2026, 11, 27, 10, tzinfo=dt.UTC)
     keep = dt.timedelta(hours=EVENT_SEEN_HOURS)
     assert await svc.state.claim_event("ev-x", now, keep) is True
+    assert await svc.state.event_seen("ev-x", now + keep - dt.timedelta(seconds=1)) is True
     assert await svc.state.claim_event("ev-x", now + keep - dt.timedelta(seconds=1), keep) is False
+    assert await svc.state.event_seen("ev-x", now + keep + dt.timedelta(seconds=1)) is False
     assert await svc.state.claim_event("ev-x", now + keep + dt.timedelta(seconds=1), keep) is True
     assert await svc.state.claim_event("ev/with#odd?chars\n", now, keep) is True
+    # Long ids are hashed whole, never cut: two that share their first 1,000 characters are two events.
+    long_a, long_b = "a" * 1000 + "1", "a" * 1000 + "2"
+    assert await svc.state.claim_event(long_a, now, keep) is True
+    assert await svc.state.event_seen(long_b, now) is False
+    assert await svc.state.claim_event(long_b, now, keep) is True
 
 
-async def test_unknown_targets_and_malformed_events_are_skipped_and_never_stop_the_others(
-    api: Api, world: World, rotator: Rotator
-) -> None:
-    due, target = await verified(world, rotator, "Batch")
-    other = "ppsync-11111111-2222-4333-8444-555555555555-11111111-2222-4333-8444-555555555555"
-    batch = [
-        event(other, "ev-unknown"),  # a rotated secret of a target no longer registered
-        event("proofpoint-api-account", "ev-other-secret"),
-        event("x", "ev-string", data="not an object"),
-        event("x", "ev-list", data=[1, 2]),
-        event("x", "ev-validation", data={"validationCode": "abc"},
-              event_type="Microsoft.EventGrid.SubscriptionValidationEvent"),
-        event(target.secret_name + "\n", "ev-newline"),
-        event(target.secret_name, "ev-good"),
-    ]
-    for e in batch:
-        await deliver(e)  # each returns normally: acknowledged, nothing retried
-    await assert_delivered_everywhere(world, rotator, due)
+def test_the_event_key_is_the_version_and_never_truncated() -> None:
+    vault = "https://kv.vault.azure.net"
+    name = "ppsync-" + "a" * 300
+    assert event_key(vault, name, "1" * 32) == event_key("https://KV.vault.azure.net", name.upper(), "1" * 32)
+    assert event_key(vault, name, "1" * 32) != event_key(vault, name, "2" * 32)
+    assert event_key(vault, name + "x", "1" * 32) != event_key(vault, name + "y", "1" * 32)
 
 
 async def test_push_no_longer_answers_event_grid_handshakes(api: Api) -> None:
@@ -122,3 +213,9 @@ async def test_push_no_longer_answers_event_grid_handshakes(api: Api) -> None:
     reply = await api.call("push", "POST", body=handshake)
     assert (reply.status, reply.code) == (422, "InvalidRequest")
     assert "512d38b6" not in reply.text
+
+
+@pytest.fixture(autouse=True)
+def _quick_verify(monkeypatch: pytest.MonkeyPatch, world: World) -> None:
+    """A value that gets no token is judged within seconds, not the default two minutes."""
+    world.env["VERIFY_TIMEOUT_SECONDS"] = "3"

@@ -29,9 +29,9 @@ async def test_direct_push_request_and_its_own_new_version_event_while_rotating(
     await register(api, due)
     reply = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.app_id})
     assert reply.status == 200 and reply.body["result"] == "nothing-to-push"
-    # The rotator's own Key Vault write raises an event while the rotation is still in flight: a no-op.
+    # An event announcing a version Key Vault does not hold (the rotator's own versions: tests/api/test_events.py).
     target = await read(api, due)
-    await functions()["push_events"](event(target.secret_name))
+    await functions()["push_events"](event(world, target.secret_name, "0" * 32))
     assert (await read(api, due)).state == target.state
     missing = await api.call("push", "POST", body={"tenantId": due.tenant_id, "appId": due.tenant_id})
     assert missing.status == 404
