@@ -1,6 +1,16 @@
-// Optional: an Event Grid system topic on the vault, subscribed to the push function, so that a new
-// secret version (written by the rotator, or by an operator by hand) is pushed to the destinations
-// within seconds instead of at the next timer pass.
+// Optional: an Event Grid system topic on the vault, subscribed to the push function, so that a
+// version of a customer's secret (`ppsync-<tenant>-<app>`) that a person wrote by hand is adopted:
+// the function (shared/entrypoints/push.py, shared/protocol/adopt.py) proves the value with a
+// client-credentials token for the customer's app, finds its Entra ID credential, and pushes it to the
+// destinations through the rotation protocol within seconds, then makes it `current`; a value that
+// gets no token raises an alert and is never pushed. The rotator's own writes (its `pending` versions,
+// which carry its tags) raise events too, and are ignored: the rotation that wrote them pushes them
+// once verified. Without this module a hand-written version is not adopted (the rotator keeps
+// rotating its own secrets; docs/api.md, "Key Vault events").
+//
+// Event Grid delivers at least once: the function keys each event by the version it announces and
+// records it as handled only once done; when it cannot finish (the target busy, a service failing) it
+// fails the delivery, and the retry policy below delivers it again.
 //
 // The subscription's endpoint type is AzureFunction: Event Grid delivers to the function's native
 // Event Grid trigger (shared/entrypoints/push.py, push_events) through the Functions host's Event
