@@ -1,6 +1,7 @@
 """Per-application propagation delays of 0-300 s (sandbox time, seeded), most longer than VERIFY_TIMEOUT_SECONDS:
-the timer pass leaves those targets `pending`, and the short-cadence resume passes (RESUME_SCHEDULE, every 15
-minutes) finish every one of them within two passes, without starting anything new.
+the timer pass leaves those targets `pending`, flagged `verify-timeout` for a human, and the short-cadence resume
+passes (RESUME_SCHEDULE, every 15 minutes; one token request each) finish every one of them within two passes,
+clearing the flag, without starting anything new.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ async def test_per_app_propagation_delays_converge_within_two_resume_passes(worl
     results = {o.app_id: o.result for o in summary.outcomes}
     assert results[customers[0].app_id] == "rotated"
     assert all(results[c.app_id] == "unverified" for c in customers if delays[c.app_id] > 5), results
+    async with rotator(**settings) as svc:
+        for c in customers:
+            if delays[c.app_id] > 5:
+                held, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+                assert held.observed.needs_human.startswith("verify-timeout") and \
+                    held.observed.error_code == "AADSTS7000215"
 
     async with rotator(**settings) as svc:
         await svc.state.create_target(idle_but_due.target(destinations(world, idle_but_due)))
@@ -52,3 +59,4 @@ async def test_per_app_propagation_delays_converge_within_two_resume_passes(worl
             break
     for c in customers:
         assert_converged(world, c, rotations=1, target=rows[c.app_id])
+        assert rows[c.app_id].observed.needs_human == ""

@@ -17,7 +17,8 @@ from shared.errors import RotationError
 def entra_error(status: int, error: str, description: str) -> ClientAuthenticationError:
     """The exception azure-identity raises for an error body (its _raise_for_error wording)."""
     message = f"Microsoft Entra ID error '({error}) {description}'"
-    return ClientAuthenticationError(message=message, response=SimpleNamespace(status_code=status, reason="", headers={}))
+    response = SimpleNamespace(status_code=status, reason="", headers={})
+    return ClientAuthenticationError(message=message, response=response)
 
 
 TRACE = "\r\nTrace ID: 0000aaaa\r\nCorrelation ID: bbbb\r\nTimestamp: 2026-12-06 10:00:00Z"
