@@ -38,6 +38,8 @@ async def adopt(run: Advance, version_id: str) -> None:
         raise run.stop("already-adopted", message=f"version {version_id} is already adopted")
     if stored is None or not stored.enabled:
         raise run.stop("unknown-version", message=f"no enabled version {version_id} of {t.secret_name}")
+    if not t.enabled:
+        raise run.stop("not-adopted", message=f"{t.key} is disabled in the registry: nothing is pushed for it")
     if leased_by_other(t, run.owner, run.now()):
         raise Conflict(f"another run holds {t.key}", code="Busy")
     written = described(stored)

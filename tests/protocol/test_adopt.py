@@ -163,3 +163,13 @@ async def test_a_late_copy_of_the_event_never_brings_back_a_superseded_value() -
     held = dict(world.destination.held)
     assert await adopt(world, target, version) == "already-adopted"
     assert world.destination.held == held and world.converged(target) == []
+
+
+async def test_nothing_is_adopted_for_a_disabled_target() -> None:
+    world = FakeWorld()
+    target = world.seed(days_left=100)
+    world.state._write(replace(world.row(target), enabled=False))
+    _, value = hand_made(world, target)
+    version = world.secrets.write_by_hand(target, value)
+    assert await adopt(world, target, version) == "not-adopted"
+    assert world.destination.deliveries == [] and world.faults.counts["probe.try_token"] == 0
