@@ -11,7 +11,7 @@ import pytest
 
 from shared.domain import Actor, Stage, Target, VersionStage
 from shared.protocol.adopt import HAND_WRITTEN_NOT_ADOPTED, HAND_WRITTEN_REFUSED
-from tests.fakes import Crash, FakeWorld
+from tests.fakes import WRITES, Crash, FakeWorld
 
 
 def hand_made(world: FakeWorld, target: Target, days: int = 200) -> tuple[str, str]:
@@ -129,19 +129,52 @@ async def test_an_unidentified_credential_needs_an_expiry_on_the_version() -> No
     assert world.destination.held["proofpoint"] == value
 
 
-@pytest.mark.parametrize(("call", "when"), [
-    ("secrets.versions", "before"), ("probe.try_token", "before"), ("state.replace_target", "before"),
-    ("state.replace_target", "after"), ("state.record", "after"), ("destination.proofpoint", "after"),
-    ("secrets.promote", "after"),
-])
-async def test_a_crash_while_adopting_is_finished_by_the_event_retry_or_the_resume_pass(call: str, when: str) -> None:
-    world = FakeWorld()
+def adoption_setup(world: FakeWorld) -> tuple[Target, str, str, str]:
+    """A registered target, then a secret made by hand in Entra ID and pasted into Key Vault."""
     target = world.seed(days_left=100)
     key_id, value = hand_made(world, target)
-    version = world.secrets.write_by_hand(target, value)
-    world.faults.crash(call, when=when, nth=world.faults.counts.get(call, 0) + 1)
+    return target, key_id, value, world.secrets.write_by_hand(target, value, author="carol")
+
+
+async def adoption_calls() -> list[str]:
+    world = FakeWorld()
+    target, _, _, version = adoption_setup(world)
+    start = len(world.faults.log)
+    assert await adopt(world, target, version) == "rotated"
+    return world.faults.log[start:]
+
+
+def adoption_points() -> list[tuple[str, int, str]]:
+    import asyncio
+
+    points: list[tuple[str, int, str]] = []
+    seen: dict[str, int] = {}
+    for call in asyncio.run(adoption_calls()):
+        seen[call] = seen.get(call, 0) + 1
+        for when in ("before", "after") if call.startswith(WRITES) else ("before",):
+            points.append((call, seen[call], when))
+    return points
+
+
+ADOPTION_POINTS = adoption_points()
+
+
+def test_the_adoption_crash_points_cover_its_write_and_the_finish() -> None:
+    calls = {c for c, _, _ in ADOPTION_POINTS}
+    assert {"probe.try_token", "state.replace_target", "destination.proofpoint", "secrets.promote"} <= calls
+
+
+@pytest.mark.parametrize(("call", "nth", "when"), ADOPTION_POINTS,
+                         ids=[f"{w}-{c}#{n}" for c, n, w in ADOPTION_POINTS])
+async def test_a_crash_at_any_call_of_an_adoption_is_finished_by_the_event_retry_or_the_resume_pass(
+    call: str, nth: int, when: str,
+) -> None:
+    world = FakeWorld()
+    target, key_id, value, version = adoption_setup(world)
+    world.faults.crash(call, when=when, nth=world.faults.counts.get(call, 0) + nth)
     with pytest.raises(Crash):
         await adopt(world, target, version)
+    assert world.violations == []
     world.restart()
     # Event Grid delivers the event again (the invocation died), and the resume pass runs.
     assert await adopt(world, target, version) in ("rotated", "already-adopted")
@@ -150,6 +183,7 @@ async def test_a_crash_while_adopting_is_finished_by_the_event_retry_or_the_resu
     row = world.row(target)
     assert (row.state.current_version, row.state.current_key_id) == (version, key_id)
     assert world.destination.held == {"proofpoint": value, "portal": value}
+    assert [e.outcome for e in world.state.events_ if e.step == "adopt"].count("ok") <= 2
 
 
 async def test_a_late_copy_of_the_event_never_brings_back_a_superseded_value() -> None:
