@@ -110,6 +110,12 @@ def test_open_alerts_name_the_conditions_a_human_must_handle() -> None:
     assert open_alerts(stuck, policy, now) == ["stuck"]
     failing = target.with_state(push_failures={"portal": 2}).with_observed(status="not-owner")
     assert open_alerts(failing, policy, now) == ["not-owner", "destination-failing"]
+    refused = target.with_state(stage=Stage.PENDING, stage_since=now - timedelta(minutes=5)).with_observed(
+        needs_human="verify-refused: Entra ID refused the new secret: AADSTS7000112: ...", error_code="AADSTS7000112")
+    assert open_alerts(refused, policy, now) == ["verify-refused"]
+    slow = refused.with_observed(needs_human="verify-timeout: the new secret still gets no token ...")
+    assert open_alerts(slow.with_state(stage_since=now - timedelta(hours=25)), policy, now) == \
+        ["stuck", "verify-timeout"]
     assert planned_rotation(target, policy) is None
     expiring = target.with_observed(expires=now + timedelta(days=40))
     assert planned_rotation(expiring, policy) == now + timedelta(days=10)
