@@ -102,3 +102,34 @@ async def test_an_expired_secret_is_refused_as_entra_refuses_it(world: World, ro
     assert wrong.message == "AADSTS7000215: Invalid client secret provided."
     assert c.secret not in refusal.message
 
+
+
+@pytest.mark.parametrize(("status", "error", "description"), [
+    (400, "unauthorized_client", "AADSTS700016: Application with identifier '{app}' was not found in the directory "
+     "'Contoso'. This can happen if the application has not been installed by the administrator of the tenant."),
+    (401, "invalid_client", "AADSTS7000222: The provided client secret keys for app '{app}' are expired. Visit the "
+     "Azure portal to create new keys for your app."),
+    (400, "invalid_request", "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct "
+     "tenant ID and are signing into the correct cloud."),
+    (401, "invalid_client", "AADSTS7000218: The request body must contain the following parameter: "
+     "'client_assertion' or 'client_secret'."),
+])
+async def test_any_other_refusal_from_entra_ends_after_one_token_request(
+    world: World, rotator: Rotator, status: int, error: str, description: str,
+) -> None:
+    """Entra's other refusals, played by the sandbox's fault API in Entra's error format, for the first token request
+    only: a second request would get a token (the secret works), so ending `unverified` proves there was one."""
+    c = world.seed_customer("Other", 10)
+    await setup(world, rotator, c)
+    code = description.split(":")[0]
+    world.sb.control.add_fault("entra", method="POST", path="/token$", client_id=c.app_id, status=status,
+                               code=error, message=description.format(app=c.app_id, tenant=c.tenant_id), count=1)
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter, VERIFY_TIMEOUT_SECONDS="120") as svc:
+        outcome = await svc.engine.advance(c.tenant_id, c.app_id, Actor.TIMER)
+        target, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+    assert (outcome.result, outcome.error_code) == ("unverified", code)
+    assert world.sb.control.faults() == [], "the refusal was served"
+    assert target.state.stage is Stage.PENDING and target.observed.error_code == code
+    assert [a.details["error_code"] for a in alerter.raised if a.condition == "verify-refused"] == [code]
+    assert outcome.message.endswith(".") and "Trace ID" not in outcome.message  # Entra's first sentence only
