@@ -128,10 +128,25 @@ param enableKeyVaultEvents bool = false
 ])
 param storageSkuName string = 'Standard_ZRS'
 
-@description('Most instances the function app may scale out to.')
+// Flex Consumption's limit, per function group: default 100, allowed 1 to 1000 (learn.microsoft.com/azure/
+// azure-functions/event-driven-scaling, "Limit scale-out"). Capped at 125 here so that the Key Vault write budget
+// below gives every instance at least one write per 10 s and the instances together stay within the budget.
+@description('Most on-demand instances each function group may scale out to (Flex Consumption\'s default is 100). At most 125: every instance gets KEY_VAULT_WRITES_PER_10S = 250 / (2 x this) secret writes, at least one.')
 @minValue(1)
-@maxValue(1000)
-param maximumInstanceCount int = 40
+@maxValue(125)
+param maximumInstanceCount int = 100
+
+// The Key Vault write budget (KEY_VAULT_WRITES_PER_10S, per instance). Key Vault allows 300 secret creates per 10 s
+// per vault (learn.microsoft.com/azure/key-vault/general/service-limits); the rotator keeps to 250, leaving 50 for
+// operators storing destination credentials. Flex Consumption scales each function group on its own instances, up to
+// maximumInstanceCount each ("per-function scaling", event-driven-scaling): two groups write secret versions, the
+// queue worker (advance_target: every rotation of a pass) and the HTTP functions (POST /api/rotations?wait=true
+// rotates inline; the consent signing key); the timers, the poison queue and the Event Grid push create none.
+// So at most 2 x maximumInstanceCount instances write at once, each within its share: floor(250 / (2 x N)), which
+// is at least 1 because N <= 125. tests/infra/test_key_vault_budget.py checks this for every allowed N.
+var keyVaultWriteBudget = 250
+var keyVaultWritingGroups = 2
+var keyVaultWritesPerInstance = keyVaultWriteBudget / (keyVaultWritingGroups * maximumInstanceCount)
 
 var abbrs = loadJsonContent('./abbreviations.json')
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
@@ -254,10 +269,9 @@ module functionApp './app/function-app.bicep' = {
       SECRET_LIFETIME_DAYS: string(secretLifetimeDays)
       RETIRE_GRACE_HOURS: string(retireGraceHours)
       SCAN_CONCURRENCY: '32'
-      // Key Vault allows 300 secret creates per 10 s per vault, and the queue workers write on every instance
-      // the platform scales to: each instance's share of 250 (the margin for manual rotations), so the vault
-      // never gets more however far the app scales out (README, "Key Vault's write limit").
-      KEY_VAULT_WRITES_PER_10S: string(max(1, 250 / maximumInstanceCount))
+      // Each instance's share of the vault's write limit (keyVaultWritesPerInstance above; README, "Key Vault's
+      // write limit"), so the vault never gets more than 250 creates in 10 s however far the app scales out.
+      KEY_VAULT_WRITES_PER_10S: string(keyVaultWritesPerInstance)
       PUSH_MAX_ATTEMPTS: '5'
       MANUAL_COOLDOWN_MINUTES: '60'
       STUCK_AFTER_HOURS: '24'
@@ -265,7 +279,6 @@ module functionApp './app/function-app.bicep' = {
       DISCOVERY_NAME_PATTERNS: discoveryNamePatterns
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
-      // Callers must sign in (App Service Authentication) and hold an app role; 'true' keeps function keys too.
       // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)

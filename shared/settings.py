@@ -59,7 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SCAN_CONCURRENCY", "32", "Targets assessed and rotated at once."),
     Setting("KEY_VAULT_WRITES_PER_10S", "250",
             "Secret writes this instance makes to the vault in any 10 seconds (Key Vault allows 300 per vault): with "
-            "several instances writing to one vault, 250 divided by their number."),
+            "several instances writing to one vault, 250 divided by their number (Bicep: 2 x maximumInstanceCount)."),
     Setting("PUSH_MAX_ATTEMPTS", "5", "Failed pushes to one destination before a human is alerted."),
     Setting("MANUAL_COOLDOWN_MINUTES", "60", "A manual rotation within this time of the last one needs force."),
     Setting("STUCK_AFTER_HOURS", "24", "A rotation in one stage longer than this raises an alert."),

@@ -39,13 +39,18 @@ param applicationInsightsConnectionString string
 @description('The product\'s own settings (those in shared/settings.py), merged with the runtime settings below.')
 param appSettings object
 
-@description('Client id of the Entra app operators sign in through (App Service Authentication): the MSP\'s app, which defines the app roles Rotator.Read and Rotator.Operate (infra/scripts/create-msp-app.sh). Empty: no identity provider yet, every request outside the excluded paths gets 401.')
+@description('Client id of the Entra app operators sign in through (App Service Authentication): the MSP\'s app, which defines the app roles Rotator.Read and Rotator.Operate (infra/scripts/create-msp-app.sh). Empty: no identity provider yet, no request carries a principal and every operator route answers 401.')
 param authClientId string = ''
 
-@description('Most instances Flex Consumption may scale out to.')
+// Flex Consumption: "By default, apps running in a Flex Consumption plan have limit of 100 overall instances.
+// Currently the lowest maximum instance count value is 1, and the highest supported maximum instance count value is
+// 1000", and it "applies to on-demand instances in each per-function scale group (function group) rather than to the
+// app's combined instances" (learn.microsoft.com/azure/azure-functions/event-driven-scaling, "Limit scale-out").
+// main.bicep passes a lower cap (the Key Vault write budget).
+@description('Most on-demand instances each function group may scale out to (Flex Consumption: default 100, allowed 1 to 1000).')
 @minValue(1)
 @maxValue(1000)
-param maximumInstanceCount int = 40
+param maximumInstanceCount int = 100
 
 @description('Memory of one instance in MB.')
 @allowed([
@@ -73,6 +78,12 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 // Settings the Functions host and platform read (never the product's code): identity-based storage,
 // Entra-authenticated telemetry. FUNCTIONS_WORKER_RUNTIME and FUNCTIONS_EXTENSION_VERSION must NOT be
 // set on Flex Consumption (functionAppConfig.runtime replaces them; the platform rejects them).
+// OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID is read by App Service Authentication, not by the code: the browser sign-in
+// (authorization code flow) proves the MSP app with a client assertion from this managed identity, which the app
+// trusts through its federated credential (infra/scripts/create-msp-app.sh), instead of a client secret. Its value is
+// the client id of the identity, not of the app (learn.microsoft.com/azure/app-service/configure-authentication-
+// provider-aad, "Use a managed identity instead of a secret"). The docs ask for a slot-sticky setting; Flex
+// Consumption has no deployment slots.
 var runtimeSettings = {
   AzureWebJobsStorage__credential: 'managedidentity'
   AzureWebJobsStorage__clientId: identityClientId
@@ -81,6 +92,7 @@ var runtimeSettings = {
   AzureWebJobsStorage__tableServiceUri: storageTableEndpoint
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID: identityClientId
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
@@ -154,13 +166,12 @@ resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
 }
 
 // App Service Authentication ("Easy Auth") in front of every HTTP function: the platform validates the
-// caller's Entra ID token (issued by the MSP's tenant for the MSP's app) and injects the caller as the
-// X-MS-CLIENT-PRINCIPAL header, which external requests cannot set while the module is enabled; the
-// code reads the app roles (Rotator.Read, Rotator.Operate) from it (shared/entrypoints/access.py).
-// Excluded paths skip the module: the anonymous admin-consent callback (a browser redirect from Entra,
-// trusted only through its signed state) and the Event Grid extension endpoint, which Event Grid calls
-// with the extension's system key (AzureFunction endpoint type, app/keyvault-events.bicep) and which
-// cannot present an Entra token.
+// caller's Entra ID token or sign-in session (issued by the MSP's tenant for the MSP's app) and injects the caller
+// as the X-MS-CLIENT-PRINCIPAL header, which external requests cannot set while the module is enabled; the
+// code reads the app roles (Rotator.Read, Rotator.Operate) from it (shared/entrypoints/access.py). Requests
+// without a caller reach the code too (AllowAnonymous, easy-auth.json): the admin-consent callback, which trusts
+// only its signed state, and the Event Grid extension endpoint, which the Functions host checks against the
+// extension's system key (AzureFunction endpoint type, app/keyvault-events.bicep).
 var authIssuer = '${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0'
 // The platform's behaviour for unauthenticated callers, shared with the local host (python -m shared serve) so the
 // two cannot drift: AllowAnonymous, the code decides (401 JSON for the API, a sign-in redirect for the dashboard).
@@ -176,6 +187,13 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: Checkov reads every Microsoft.Web/sites/* resource as a site, but this is a config child resource, not a site; public network access is a site property (skipped there with its reason).
   parent: functionApp
   name: 'authsettingsV2'
+  // One write to the site's configuration at a time: ARM deploys sibling resources in parallel, and parallel
+  // writes to Microsoft.Web/sites/config race and lose settings (Azure/azure-dev PR 3125, "Serialize updates for
+  // config-appsettings and config-logs"; Azure/reliable-web-app-pattern-dotnet PR 132). The identity provider
+  // also names an app setting (clientSecretSettingName) that must exist before it is used.
+  dependsOn: [
+    appSettingsConfig
+  ]
   properties: {
     platform: {
       enabled: true
@@ -188,6 +206,9 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
         registration: {
           clientId: authClientId
           openIdIssuer: authIssuer
+          // The browser sign-in (/.auth/login/aad, the dashboard) redeems its authorization code with a client
+          // assertion from the managed identity, not a secret (runtimeSettings above). Bearer tokens need none.
+          clientSecretSettingName: 'OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID'
         }
         validation: {
           allowedAudiences: [
@@ -202,9 +223,13 @@ resource authSettings 'Microsoft.Web/sites/config@2024-04-01' = {
 }
 
 // Deployment goes through azd (Entra ID); basic (user name and password) publishing stays off.
+// These are writes to the site too: after the configuration, one at a time (as above).
 resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: functionApp
   name: 'ftp'
+  dependsOn: [
+    authSettings
+  ]
   properties: {
     allow: false
   }
@@ -213,6 +238,9 @@ resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@
 resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: functionApp
   name: 'scm'
+  dependsOn: [
+    ftpCredentials
+  ]
   properties: {
     allow: false
   }

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.infra.bicep_model import FUNCTION_APP, INFRA, MAIN, body, parse, resources
+from tests.infra.bicep_model import FUNCTION_APP, INFRA, MAIN, body, parse, resources, runtime_settings
 
 EASY_AUTH = INFRA / "app/easy-auth.json"
 
@@ -61,7 +61,8 @@ def test_there_is_no_function_key_mode() -> None:
 
 def test_tokens_come_from_the_msp_tenant_for_the_msp_app() -> None:
     aad = _auth()["identityProviders"]["azureActiveDirectory"]
-    assert aad["registration"] == {"clientId": "authClientId", "openIdIssuer": "authIssuer"}
+    assert aad["registration"]["clientId"] == "authClientId"
+    assert aad["registration"]["openIdIssuer"] == "authIssuer"
     issuer = parse(FUNCTION_APP)["variables"]["authIssuer"]["value"]
     assert issuer == "${environment().authentication.loginEndpoint}${tenant().tenantId}/v2.0"
     assert aad["validation"]["allowedAudiences"] == ["authClientId", "api://${authClientId}"]
@@ -74,3 +75,39 @@ def test_tokens_come_from_the_msp_tenant_for_the_msp_app() -> None:
     chosen = json.dumps(call["params"]["authClientId"])
     assert all(f'"{name}"' in chosen for name in ("authClientId", "mspAppClientId")) and '"empty"' in chosen
     assert _settings()["login"]["tokenStore"]["enabled"] is False  # no tokens kept on the platform
+
+
+def test_the_browser_sign_in_proves_the_app_with_the_managed_identity_not_a_secret() -> None:
+    # learn.microsoft.com/azure/app-service/configure-authentication-provider-aad, "Use a managed identity instead
+    # of a secret": clientSecretSettingName names OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID, an app setting holding the
+    # client id of the user-assigned identity the app registration trusts (create-msp-app.sh's federated credential).
+    registration = _auth()["identityProviders"]["azureActiveDirectory"]["registration"]
+    assert registration["clientSecretSettingName"] == "OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"
+    assert runtime_settings()["OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID"] == "identityClientId"
+    assert "clientSecretCertificateThumbprint" not in registration
+    assert not any("SECRET" in name for name in runtime_settings()), "no client secret setting beside it"
+
+
+def _site_children() -> dict[str, dict[str, Any]]:
+    return {name: r["config"] for name, r in parse(FUNCTION_APP)["resources"].items()
+            if r["type"].startswith("Microsoft.Web/sites/") and r["config"].get("parent") == "functionApp"}
+
+
+def test_writes_to_the_site_happen_one_at_a_time_app_settings_first() -> None:
+    # ARM deploys siblings in parallel; parallel writes to a site's configuration race and lose settings
+    # (Azure/azure-dev PR 3125). Every child of the site must depend on exactly the one before it: a single chain.
+    children = _site_children()
+    assert len(children) >= 4
+    after = {name: list(config.get("dependsOn") or []) for name, config in children.items()}
+    first = [name for name, deps in after.items() if not deps]
+    assert first == ["appSettingsConfig"], after
+    chain = first
+    while True:
+        following = [name for name, deps in after.items() if deps == [chain[-1]]]
+        assert len(following) <= 1, f"{following} all wait only for {chain[-1]}: they would run in parallel"
+        if not following:
+            break
+        chain.append(following[0])
+    assert sorted(chain) == sorted(children), f"not one chain: {after}"
+    names = [children[name]["name"] for name in chain]
+    assert names.index("appsettings") < names.index("authsettingsV2")
