@@ -9,12 +9,18 @@
 # Afterwards: `azd provision` (sets MSP_APP_CLIENT_ID and IDENTITY_MODE on the app), and in each
 # customer tenant an admin grants consent through the printed URL.
 #
-# Operators sign in to the rotator's API through the same app (App Service Authentication, see
-# infra/README.md): this script also defines its app roles Rotator.Read and Rotator.Operate (fixed ids,
-# so re-running changes nothing), sets its identifier URI api://<client id> (the token audience), makes
-# role assignment required on its service principal in the MSP tenant (only assigned people get a
-# token) and registers the web redirect URI https://<function app host>/api/consent, to which Entra's
-# admin-consent endpoint returns (it refuses a redirect_uri that is not registered, AADSTS500113/50011).
+# Operators sign in to the rotator's API through the same app (App Service Authentication, see infra/README.md,
+# "Sign-in"). This script also configures everything that needs:
+# - app roles Rotator.Read and Rotator.Operate (people and applications), fixed ids so re-running changes nothing;
+# - the identifier URI api://<client id> (the token audience) and version 2 access tokens;
+# - the delegated scope user_impersonation, with the Azure CLI pre-authorized for it, so that
+#   `az account get-access-token --resource api://<client id>` works without AADSTS65001;
+# - role assignment required on its service principal in the MSP tenant (only assigned people and apps get a token);
+# - the web redirect URIs https://<app host>/.auth/login/aad/callback (the browser sign-in of /api/dashboard) and
+#   https://<app host>/api/consent (Entra's admin-consent endpoint refuses an unregistered one, AADSTS500113/50011).
+# The browser sign-in needs no client secret: App Service Authentication redeems the code with a client assertion from
+# the managed identity, which the app trusts through the federated credential below (infra/app/function-app.bicep).
+# Re-running updates what differs and never adds a second app, credential, scope or redirect URI.
 #
 # Usage: infra/scripts/create-msp-app.sh [--name DISPLAY_NAME] [--all]
 #   --name  display name of the app (default: "Sync-secret rotator")
@@ -22,6 +28,10 @@
 set -euo pipefail
 
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000
+# The Azure CLI's public client id (Azure/azure-cli, src/azure-cli-core/azure/cli/core/_profile.py: _AZURE_CLI_CLIENT_ID).
+AZURE_CLI_APP_ID=04b07795-8ddb-461a-bbee-02f9e1bf7b46
+# The user_impersonation scope's id, fixed for the same reason as the app roles' ids (below).
+USER_IMPERSONATION_ID=3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03
 display_name="Sync-secret rotator"
 role=Application.ReadWrite.OwnedBy
 credential_name=rotator-managed-identity
@@ -29,7 +39,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --name) display_name="$2"; shift 2 ;;
     --all) role=Application.ReadWrite.All; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -40,6 +50,17 @@ env_value() {
     value=$(azd env get-value "$1" 2>/dev/null || true)
   fi
   printf '%s' "$value"
+}
+
+# A JSON array as az prints it (-o json), with one more item; empty output (a missing property) is an empty array.
+json_append() {
+  local array
+  array=$(printf '%s' "$1" | tr -d '\n')
+  if [[ "$array" =~ ^[[:space:]]*(\[[[:space:]]*\])?[[:space:]]*$ ]]; then
+    printf '[%s]' "$2"
+  else
+    printf '%s, %s]' "${array%]*}" "$2"
+  fi
 }
 
 principal_id=$(env_value AZURE_IDENTITY_PRINCIPAL_ID)
@@ -74,21 +95,85 @@ app_roles='[
 az ad app update --id "$app_id" --app-roles "$app_roles" --identifier-uris "api://$app_id"
 echo "App roles Rotator.Read and Rotator.Operate defined; identifier URI api://$app_id"
 
-# The admin-consent callback (issue 9): https://<function app host>/api/consent as a web redirect URI,
-# added to the ones already registered (never replacing them).
+# The API's delegated side, through Microsoft Graph (az ad app update has no options for these). Graph replaces a
+# collection it is sent and refuses to delete or change an enabled scope, so the current lists are read and only what
+# is missing is added. Sources: Microsoft Graph apiApplication, permissionScope and preAuthorizedApplication resource
+# types (microsoftgraph/microsoft-graph-docs-contrib, api-reference/v1.0/resources/).
+object_id=$(az ad app show --id "$app_id" --query id -o tsv)
+graph_app="https://graph.microsoft.com/v1.0/applications/$object_id"
+patch_app() {
+  az rest --method PATCH --uri "$graph_app" --headers Content-Type=application/json --body "$1" --output none
+}
+
+# Version 2 access tokens: issuer https://login.microsoftonline.com/<tenant>/v2.0, the issuer App Service
+# Authentication validates (infra/app/function-app.bicep). Unset means version 1 (apiApplication.requestedAccessTokenVersion).
+if [ "$(az ad app show --id "$app_id" --query api.requestedAccessTokenVersion -o tsv)" = 2 ]; then
+  echo "Access tokens are version 2"
+else
+  patch_app '{"api": {"requestedAccessTokenVersion": 2}}'
+  echo "Access tokens set to version 2"
+fi
+
+# The delegated scope people's tools ask for (learn.microsoft.com/azure/app-service/configure-authentication-provider-aad:
+# "Expose an API", scope user_impersonation). Type Admin: no user consents to another client on their own; the Azure
+# CLI needs no consent, being pre-authorized below. An existing user_impersonation (e.g. added in the portal) is kept.
+scope_id=$(az ad app show --id "$app_id" --query "api.oauth2PermissionScopes[?value=='user_impersonation'].id | [0]" -o tsv)
+if [ -n "$scope_id" ]; then
+  echo "Scope user_impersonation exists"
+else
+  scope_id=$USER_IMPERSONATION_ID
+  scopes=$(az ad app show --id "$app_id" --query api.oauth2PermissionScopes -o json)
+  scope="{\"id\": \"$scope_id\", \"value\": \"user_impersonation\", \"type\": \"Admin\", \"isEnabled\": true,
+    \"adminConsentDisplayName\": \"Access the sync-secret rotator\",
+    \"adminConsentDescription\": \"Call the sync-secret rotator's API as the signed-in person, within the app roles they hold.\",
+    \"userConsentDisplayName\": \"Access the sync-secret rotator\",
+    \"userConsentDescription\": \"Call the sync-secret rotator's API as you, within the app roles you hold.\"}"
+  patch_app "{\"api\": {\"oauth2PermissionScopes\": $(json_append "$scopes" "$scope")}}"
+  echo "Scope user_impersonation added"
+fi
+
+# The Azure CLI pre-authorized for that scope: without it `az account get-access-token --resource api://<client id>`
+# fails with AADSTS65001, consent_required (Azure/azure-cli#15056; Azure/azure-cli#29071 shows the pre-authorized CLI
+# getting its token). A separate request from the scope's: Graph does not find a scope defined in the same request
+# (microsoftgraph/microsoft-graph-docs#20177). Other pre-authorized clients are kept.
+cli_scopes=$(az ad app show --id "$app_id" \
+  --query "api.preAuthorizedApplications[?appId=='$AZURE_CLI_APP_ID'].delegatedPermissionIds[]" -o tsv)
+if printf '%s\n' "$cli_scopes" | grep -qxF "$scope_id"; then
+  echo "Azure CLI pre-authorized for user_impersonation"
+else
+  ids=""
+  for id in $cli_scopes "$scope_id"; do ids="${ids:+$ids, }\"$id\""; done
+  others=$(az ad app show --id "$app_id" --query "api.preAuthorizedApplications[?appId!='$AZURE_CLI_APP_ID']" -o json)
+  patch_app "{\"api\": {\"preAuthorizedApplications\": $(json_append "$others" \
+    "{\"appId\": \"$AZURE_CLI_APP_ID\", \"delegatedPermissionIds\": [$ids]}")}}"
+  echo "Azure CLI pre-authorized for user_impersonation"
+fi
+
+# Web redirect URIs, added to the ones already registered (never replacing them):
+# - https://<app host>/.auth/login/aad/callback: where Entra returns a browser signing in through App Service
+#   Authentication (the dashboard sends it to /.auth/login/aad; learn.microsoft.com/azure/app-service/
+#   configure-authentication-provider-aad, "Redirect URI ... /.auth/login/aad/callback");
+# - https://<app host>/api/consent: the admin-consent callback (issue 9).
+# No implicit grant (ID token issuance) is enabled: the code flow's credential is the managed identity.
 app_url=$(env_value AZURE_FUNCTION_APP_URL)
 if [ -n "$app_url" ]; then
-  consent_uri="${app_url%/}/consent"
+  origin=$(printf '%s' "$app_url" | sed -E 's#^(https://[^/]+).*$#\1#')
   existing=$(az ad app show --id "$app_id" --query "web.redirectUris" -o tsv)
-  if printf '%s\n' "$existing" | grep -qxF "$consent_uri"; then
-    echo "Redirect URI $consent_uri already registered"
-  else
+  missing=()
+  for uri in "$origin/.auth/login/aad/callback" "${app_url%/}/consent"; do
+    if printf '%s\n' "$existing" | grep -qxF "$uri"; then
+      echo "Redirect URI $uri already registered"
+    else
+      missing+=("$uri")
+    fi
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
     # shellcheck disable=SC2086 # one URI per word on purpose
-    az ad app update --id "$app_id" --web-redirect-uris $existing "$consent_uri"
-    echo "Registered redirect URI $consent_uri"
+    az ad app update --id "$app_id" --web-redirect-uris $existing "${missing[@]}"
+    echo "Registered redirect URIs ${missing[*]}"
   fi
 else
-  echo "AZURE_FUNCTION_APP_URL is unknown: run azd provision, then this script again to register the consent redirect URI" >&2
+  echo "AZURE_FUNCTION_APP_URL is unknown: run azd provision, then this script again to register the sign-in and consent redirect URIs" >&2
 fi
 
 # Only people (or apps) assigned a role get a token for the rotator's API in the MSP tenant.
@@ -98,20 +183,29 @@ if [ -z "$sp_id" ]; then
 fi
 az ad sp update --id "$sp_id" --set appRoleAssignmentRequired=true
 
-# The federated credential: tokens the managed identity gets for api://AzureADTokenExchange (issued by
-# the MSP tenant, subject = the identity's object id) are accepted as this app's client assertion.
+# The federated credential: tokens the managed identity gets for api://AzureADTokenExchange (issued by the MSP tenant,
+# subject = the identity's object id) are accepted as this app's client assertion, by the rotator (customer tenants)
+# and by App Service Authentication (the browser sign-in). A credential of that name with another subject (the
+# identity was recreated, e.g. after azd down) is updated: the old subject no longer exists.
 issuer="https://login.microsoftonline.com/$msp_tenant_id/v2.0"
-if az ad app federated-credential show --id "$app_id" --federated-credential-id "$credential_name" >/dev/null 2>&1; then
-  echo "Federated credential $credential_name already exists"
-else
-  az ad app federated-credential create --id "$app_id" --parameters "{
+credential="{
     \"name\": \"$credential_name\",
     \"issuer\": \"$issuer\",
     \"subject\": \"$principal_id\",
     \"audiences\": [\"api://AzureADTokenExchange\"],
     \"description\": \"The sync-secret rotator's user-assigned managed identity\"
-  }" --output none
+  }"
+trusted=$(az ad app federated-credential show --id "$app_id" --federated-credential-id "$credential_name" \
+  --query "[issuer, subject]" -o tsv 2>/dev/null || true)
+if [ -z "$trusted" ]; then
+  az ad app federated-credential create --id "$app_id" --parameters "$credential" --output none
   echo "Created federated credential $credential_name (issuer $issuer, subject $principal_id)"
+elif [ "$trusted" = "$(printf '%s\n%s' "$issuer" "$principal_id")" ]; then
+  echo "Federated credential $credential_name already trusts $principal_id"
+else
+  az ad app federated-credential update --id "$app_id" --federated-credential-id "$credential_name" \
+    --parameters "$credential" --output none
+  echo "Updated federated credential $credential_name to trust $principal_id"
 fi
 
 if command -v azd >/dev/null 2>&1; then
@@ -120,8 +214,10 @@ if command -v azd >/dev/null 2>&1; then
   echo "azd environment updated: run 'azd provision' to apply IDENTITY_MODE and MSP_APP_CLIENT_ID."
 fi
 echo
-echo "Sign-in: assign people the app roles in the MSP tenant (infra/README.md, 'Operators and app roles'):"
+echo "Sign-in: assign people the app roles in the MSP tenant (infra/README.md, 'Sign-in'):"
 echo "  Enterprise applications > $display_name > Users and groups > Add assignment > Rotator.Read or Rotator.Operate"
+echo "  Then: a browser opens ${app_url%/api}/api/dashboard; a CLI token: az account get-access-token --resource api://$app_id"
+echo "  Automation: its own app registration with an app role assignment (infra/README.md, 'Automation')."
 echo "Consent, once per customer tenant (a Global or Privileged Role Administrator of that tenant): the link"
 echo "  from 'scripts/onboard-customer.sh consent-url <tenant>' or GET /api/consent-url/<tenant> (it carries"
 echo "  the registered redirect_uri and a signed state)."

@@ -1,10 +1,15 @@
-"""infra/scripts/create-msp-app.sh defines the API's app roles and registers the consent redirect URI.
+"""infra/scripts/create-msp-app.sh configures the MSP app for every way in: the browser sign-in (redirect URI, no
+secret), a person's CLI token (version 2 tokens, the user_impersonation scope, the Azure CLI pre-authorized), the app
+roles with assignment required, the admin-consent callback and the managed identity's federated credential.
 
-The script runs against stand-ins for `az` and `azd` that answer the queries it makes as the real CLIs do
-and record every call with its exact arguments; the test reads what would have been sent to Entra ID."""
+The script runs against a stand-in for `az` (tests/infra/fake_az.py) that keeps a small Entra directory in a file,
+answers the script's `--query` with JMESPath as az does and applies writes with Microsoft Graph's rules (a collection
+is replaced whole, an enabled scope or role cannot be removed or changed, a pre-authorization must name an existing
+scope). The tests read the directory the script leaves behind, and run it twice to prove a re-run changes nothing."""
 
 from __future__ import annotations
 
+import copy
 import json
 import subprocess
 import sys
@@ -16,36 +21,23 @@ import pytest
 from tests.infra.bicep_model import INFRA
 
 SCRIPT = INFRA / "scripts" / "create-msp-app.sh"
+FAKE_AZ = Path(__file__).with_name("fake_az.py")
 APP_ID = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
-SP_ID = "7a6b5c4d-3e2f-4a1b-9c8d-7e6f5a4b3c2d"
+OBJECT_ID = "5e4d3c2b-1a09-4f8e-8d7c-6b5a49382716"
 MSP_TENANT = "11111111-2222-4333-8444-555555555555"
-GRAPH_ROLE = "18a4783c-866b-4cc7-a460-3d5e5662c884"
+PRINCIPAL = "3c2b1a09-8f7e-4d6c-9b5a-493827161504"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+OWNED_BY = "18a4783c-866b-4cc7-a460-3d5e5662c884"  # Application.ReadWrite.OwnedBy, an application role of Graph
 APP_URL = "https://func-rotator-abc.azurewebsites.net/api"
-# The ids are part of the contract: a role id must never change once people are assigned to it.
+CALLBACK = "https://func-rotator-abc.azurewebsites.net/.auth/login/aad/callback"
+CONSENT = f"{APP_URL}/consent"
+AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
+# The ids are part of the contract: a role id must never change once people are assigned to it, nor a scope's.
 ROLE_IDS = {
     "Rotator.Read": "5d0c3f0e-7c4b-4f2a-9a51-2f6e8b1c7a01",
     "Rotator.Operate": "9b7e2a64-1d3f-4c8e-b0a2-6c5d4e3f2a02",
 }
-
-_AZ = """#!{python} -S
-import json, sys
-args = sys.argv[1:]
-with open({log!r}, "a") as log:
-    log.write(json.dumps(["az", *args]) + "\\n")
-joined = " ".join(args)
-if joined.startswith("account show"):
-    print({tenant!r})
-elif joined.startswith("ad app list"):
-    print({app!r})
-elif joined.startswith("ad sp show --id 00000003-0000-0000-c000-000000000000"):
-    print({graph_role!r})
-elif joined.startswith("ad app show") and "web.redirectUris" in joined:
-    print(open({redirects!r}).read(), end="")
-elif joined.startswith("ad app federated-credential show"):
-    print("{{}}")
-elif joined.startswith("ad sp show --id " + {app!r}):
-    print({sp!r})
-"""
+SCOPE_ID = "3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03"
 
 _AZD = """#!{python} -S
 import json, sys
@@ -54,60 +46,145 @@ with open({log!r}, "a") as log:
 """
 
 
-def _run(tmp_path: Path, registered: list[str], app_url: str | None = APP_URL) -> list[list[str]]:
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    log = tmp_path / "calls"
-    redirects = tmp_path / "redirects"
-    redirects.write_text("".join(f"{uri}\n" for uri in registered))
-    values = {
-        "python": sys.executable,
-        "log": str(log),
-        "redirects": str(redirects),
-        "tenant": MSP_TENANT,
-        "app": APP_ID,
-        "sp": SP_ID,
-        "graph_role": GRAPH_ROLE,
+def _application(**changes: Any) -> dict[str, Any]:
+    """An app registration as Graph holds it, named as the script looks it up."""
+    app: dict[str, Any] = {
+        "id": OBJECT_ID, "appId": APP_ID, "displayName": "Sync-secret rotator", "signInAudience": "AzureADMultipleOrgs",
+        "identifierUris": [], "appRoles": [], "requiredResourceAccess": [],
+        "web": {"redirectUris": [], "implicitGrantSettings": {"enableIdTokenIssuance": False,
+                                                              "enableAccessTokenIssuance": False}},
+        "api": {"requestedAccessTokenVersion": None, "oauth2PermissionScopes": [], "preAuthorizedApplications": [],
+                "knownClientApplications": [], "acceptMappedClaims": None},
+        "federatedIdentityCredentials": [],
     }
-    for name, template in (("az", _AZ), ("azd", _AZD)):
-        path = bin_dir / name
-        path.write_text(template.format(**values))
-        path.chmod(0o755)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "AZURE_IDENTITY_PRINCIPAL_ID": "3c2b1a09-8f7e-4d6c-9b5a-493827161504"}
-    if app_url:
-        env["AZURE_FUNCTION_APP_URL"] = app_url
-    subprocess.run(["bash", str(SCRIPT)], env=env, check=True, capture_output=True, text=True, timeout=900)
-    return [json.loads(line) for line in log.read_text().splitlines()]
+    for name, value in changes.items():
+        if name in ("api", "web"):
+            app[name].update(value)
+        else:
+            app[name] = value
+    return app
 
 
-def _argument(call: list[str], flag: str) -> list[str]:
-    """The values after `flag` up to the next flag."""
-    start = call.index(flag) + 1
-    end = next((i for i in range(start, len(call)) if call[i].startswith("--")), len(call))
-    return call[start:end]
+class Directory:
+    """The stand-in's Entra directory (one JSON file) and the bin folder holding `az` and `azd`."""
+
+    def __init__(self, root: Path, applications: list[dict[str, Any]] | None = None) -> None:
+        self.root = root
+        self.state = root / "directory.json"
+        self.log = root / "calls"
+        graph = {"id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "appId": GRAPH_APP_ID,
+                 "appRoleAssignmentRequired": False,
+                 "appRoles": [{"id": OWNED_BY, "value": "Application.ReadWrite.OwnedBy",
+                               "allowedMemberTypes": ["Application"]}]}
+        self.state.write_text(json.dumps({"tenantId": MSP_TENANT, "applications": applications or [],
+                                          "servicePrincipals": [graph], "changes": []}))
+        bin_dir = root / "bin"
+        bin_dir.mkdir()
+        (bin_dir / "az").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_AZ}" "$@"\n')
+        (bin_dir / "azd").write_text(_AZD.format(python=sys.executable, log=str(self.log)))
+        for name in ("az", "azd"):
+            (bin_dir / name).chmod(0o755)
+        self.path = f"{bin_dir}:/usr/bin:/bin"
+
+    def run(self, app_url: str | None = APP_URL, principal: str = PRINCIPAL) -> list[list[str]]:
+        """Run the script once; the calls it made."""
+        self.log.write_text("")
+        env = {"PATH": self.path, "AZURE_IDENTITY_PRINCIPAL_ID": principal, "FAKE_AZ_STATE": str(self.state),
+               "FAKE_AZ_LOG": str(self.log)}
+        if app_url:
+            env["AZURE_FUNCTION_APP_URL"] = app_url
+        result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr
+        return [json.loads(line) for line in self.log.read_text().splitlines()]
+
+    def read(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.state.read_text())
+        return data
+
+    def app(self) -> dict[str, Any]:
+        named = "Sync-secret rotator"
+        apps: list[dict[str, Any]] = [a for a in self.read()["applications"] if a["displayName"] == named]
+        assert len(apps) == 1, "exactly one app registration"
+        return apps[0]
+
+    def service_principal(self) -> dict[str, Any]:
+        app_id = self.app()["appId"]
+        found: list[dict[str, Any]] = [sp for sp in self.read()["servicePrincipals"] if sp["appId"] == app_id]
+        assert len(found) == 1, "exactly one service principal"
+        return found[0]
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Directory:
+    return Directory(tmp_path, [_application()])
 
 
 def _updates(calls: list[list[str]], flag: str) -> list[list[str]]:
     return [c for c in calls if c[:4] == ["az", "ad", "app", "update"] and flag in c]
 
 
-def test_the_api_app_roles_are_defined_with_fixed_ids(tmp_path: Path) -> None:
-    calls = _run(tmp_path, [])
-    role_updates = _updates(calls, "--app-roles")
-    assert len(role_updates) == 1
-    roles: list[dict[str, Any]] = json.loads(_argument(role_updates[0], "--app-roles")[0])
-    assert {r["value"]: r["id"] for r in roles} == ROLE_IDS
-    for role in roles:
+def test_the_api_app_roles_are_defined_with_fixed_ids(directory: Directory) -> None:
+    directory.run()
+    app = directory.app()
+    assert {r["value"]: r["id"] for r in app["appRoles"]} == ROLE_IDS
+    for role in app["appRoles"]:
         assert role["isEnabled"] is True
         assert set(role["allowedMemberTypes"]) == {"User", "Application"}  # people and automation
         assert role["displayName"] and role["description"]
-    assert _argument(role_updates[0], "--identifier-uris") == [f"api://{APP_ID}"]
-    assert _argument(role_updates[0], "--id") == [APP_ID]
+    assert app["identifierUris"] == [f"api://{APP_ID}"]
 
 
-def test_role_assignment_is_required_in_the_msp_tenant(tmp_path: Path) -> None:
-    calls = _run(tmp_path, [])
-    assert ["az", "ad", "sp", "update", "--id", SP_ID, "--set", "appRoleAssignmentRequired=true"] in calls
+def test_role_assignment_is_required_in_the_msp_tenant(directory: Directory) -> None:
+    directory.run()
+    assert directory.service_principal()["appRoleAssignmentRequired"] is True
+
+
+def test_access_tokens_are_version_2(directory: Directory) -> None:
+    # Issuer https://login.microsoftonline.com/<tenant>/v2.0 and audience the client id: what Easy Auth validates.
+    directory.run()
+    assert directory.app()["api"]["requestedAccessTokenVersion"] == 2
+
+
+def test_the_user_impersonation_scope_is_exposed_and_the_azure_cli_pre_authorized(directory: Directory) -> None:
+    calls = directory.run()
+    api = directory.app()["api"]
+    [scope] = api["oauth2PermissionScopes"]
+    assert (scope["id"], scope["value"], scope["isEnabled"]) == (SCOPE_ID, "user_impersonation", True)
+    assert scope["type"] == "Admin" and scope["adminConsentDisplayName"] and scope["adminConsentDescription"]
+    assert api["preAuthorizedApplications"] == [{"appId": AZURE_CLI, "delegatedPermissionIds": [SCOPE_ID]}]
+    patches = [json.loads(c[c.index("--body") + 1]) for c in calls if c[:2] == ["az", "rest"]]
+    assert all(c[c.index("--uri") + 1] == f"https://graph.microsoft.com/v1.0/applications/{OBJECT_ID}"
+               for c in calls if c[:2] == ["az", "rest"])
+    # Two requests: Graph does not see a scope defined in the same request (the stand-in refuses it too).
+    assert not any({"oauth2PermissionScopes", "preAuthorizedApplications"} <= set(p["api"]) for p in patches)
+
+
+def test_a_scope_made_elsewhere_and_other_clients_are_kept(tmp_path: Path) -> None:
+    portal_scope = {"id": "aaaaaaaa-1111-4222-8333-444444444444", "value": "user_impersonation", "type": "User",
+                    "isEnabled": True, "adminConsentDisplayName": "Access", "adminConsentDescription": "Access",
+                    "userConsentDisplayName": "Access", "userConsentDescription": "Access"}
+    other_scope = {**portal_scope, "id": "bbbbbbbb-1111-4222-8333-444444444444", "value": "Reports.Read"}
+    visual_studio = {"appId": "872cd9fa-d31f-45e0-9eab-6e460a02d1f1", "delegatedPermissionIds": [other_scope["id"]]}
+    directory = Directory(tmp_path, [_application(api={"oauth2PermissionScopes": [portal_scope, other_scope],
+                                                       "preAuthorizedApplications": [visual_studio]})])
+    directory.run()
+    api = directory.app()["api"]
+    assert api["oauth2PermissionScopes"] == [portal_scope, other_scope]  # an enabled scope cannot change anyway
+    assert api["preAuthorizedApplications"] == [
+        visual_studio, {"appId": AZURE_CLI, "delegatedPermissionIds": [portal_scope["id"]]}]
+
+
+def test_a_new_scope_is_added_beside_other_scopes(tmp_path: Path) -> None:
+    other_scope = {"id": "bbbbbbbb-1111-4222-8333-444444444444", "value": "Reports.Read", "type": "User",
+                   "isEnabled": True, "adminConsentDisplayName": "Reports", "adminConsentDescription": "Reports"}
+    cli_for_reports = {"appId": AZURE_CLI, "delegatedPermissionIds": [other_scope["id"]]}
+    directory = Directory(tmp_path, [_application(api={"oauth2PermissionScopes": [other_scope],
+                                                       "preAuthorizedApplications": [cli_for_reports]})])
+    directory.run()
+    api = directory.app()["api"]
+    assert [s["id"] for s in api["oauth2PermissionScopes"]] == [other_scope["id"], SCOPE_ID]
+    assert api["preAuthorizedApplications"] == [
+        {"appId": AZURE_CLI, "delegatedPermissionIds": [other_scope["id"], SCOPE_ID]}]
 
 
 @pytest.mark.parametrize(
@@ -115,19 +192,92 @@ def test_role_assignment_is_required_in_the_msp_tenant(tmp_path: Path) -> None:
     [[], ["https://portal.example/callback"], ["https://a.example/x", "https://b.example/y"]],
     ids=["none", "one-other", "two-others"],
 )
-def test_the_consent_redirect_uri_is_added_to_the_registered_ones(tmp_path: Path, registered: list[str]) -> None:
-    calls = _run(tmp_path, registered)
-    updates = _updates(calls, "--web-redirect-uris")
-    assert len(updates) == 1
-    assert _argument(updates[0], "--web-redirect-uris") == [*registered, f"{APP_URL}/consent"]
+def test_the_sign_in_and_consent_redirect_uris_are_added_to_the_registered_ones(
+    tmp_path: Path, registered: list[str]
+) -> None:
+    directory = Directory(tmp_path, [_application(web={"redirectUris": registered})])
+    calls = directory.run()
+    assert len(_updates(calls, "--web-redirect-uris")) == 1
+    assert directory.app()["web"]["redirectUris"] == [*registered, CALLBACK, CONSENT]
 
 
-def test_a_registered_consent_redirect_uri_is_left_alone(tmp_path: Path) -> None:
-    calls = _run(tmp_path, ["https://portal.example/callback", f"{APP_URL}/consent"])
+def test_only_the_missing_redirect_uri_is_added(tmp_path: Path) -> None:
+    directory = Directory(tmp_path, [_application(web={"redirectUris": ["https://portal.example/callback", CONSENT]})])
+    directory.run()
+    assert directory.app()["web"]["redirectUris"] == ["https://portal.example/callback", CONSENT, CALLBACK]
+
+
+def test_registered_redirect_uris_are_left_alone(tmp_path: Path) -> None:
+    directory = Directory(tmp_path, [_application(web={"redirectUris": [CONSENT, CALLBACK]})])
+    calls = directory.run()
     assert not _updates(calls, "--web-redirect-uris")
 
 
-def test_without_the_app_url_no_redirect_uri_is_guessed(tmp_path: Path) -> None:
-    calls = _run(tmp_path, [], app_url=None)
-    assert not _updates(calls, "--web-redirect-uris")
+def test_without_the_app_url_no_redirect_uri_is_guessed(directory: Directory) -> None:
+    calls = directory.run(app_url=None)
+    assert directory.app()["web"]["redirectUris"] == []
     assert ["azd", "env", "set", "MSP_APP_CLIENT_ID", APP_ID] in calls
+
+
+def test_the_browser_sign_in_needs_no_secret_and_no_implicit_grant(directory: Directory) -> None:
+    calls = directory.run()
+    assert not [c for c in calls if c[:4] == ["az", "ad", "app", "credential"]]  # no `credential reset`: no secret
+    assert not [c for c in calls if any(word in " ".join(c) for word in ("passwordCredentials", "addPassword",
+                                                                           "keyCredentials", "enableIdTokenIssuance"))]
+    app = directory.app()
+    assert "passwordCredentials" not in app
+    assert app["web"]["implicitGrantSettings"] == {"enableIdTokenIssuance": False, "enableAccessTokenIssuance": False}
+
+
+def test_the_app_trusts_the_managed_identity(directory: Directory) -> None:
+    directory.run()
+    [credential] = directory.app()["federatedIdentityCredentials"]
+    assert credential["name"] == "rotator-managed-identity"
+    assert credential["issuer"] == f"https://login.microsoftonline.com/{MSP_TENANT}/v2.0"
+    assert credential["subject"] == PRINCIPAL
+    assert credential["audiences"] == ["api://AzureADTokenExchange"]
+
+
+def test_a_recreated_identity_is_trusted_in_place_of_the_old_one(directory: Directory) -> None:
+    directory.run()
+    recreated = "7d6c5b4a-3928-4716-a5b4-c3d2e1f0a9b8"
+    directory.run(principal=recreated)
+    [credential] = directory.app()["federatedIdentityCredentials"]
+    assert credential["subject"] == recreated
+
+
+@pytest.mark.parametrize("existing", [False, True], ids=["new-app", "existing-app"])
+def test_a_second_run_changes_nothing(tmp_path: Path, existing: bool) -> None:
+    directory = Directory(tmp_path, [_application()] if existing else [])
+    directory.run()
+    first = directory.read()
+    assert first["changes"], "the first run configured the app"
+    calls = directory.run()
+    second = directory.read()
+    assert second["changes"] == first["changes"], "the second run changed the directory"
+    assert {k: v for k, v in second.items() if k != "changes"} == {k: v for k, v in first.items() if k != "changes"}
+    assert not [c for c in calls if "create" in c[:5] or c[:2] == ["az", "rest"]]
+    app = directory.app()
+    assert len(app["web"]["redirectUris"]) == 2 and len(app["federatedIdentityCredentials"]) == 1
+
+
+def test_the_stand_in_refuses_what_graph_refuses(directory: Directory) -> None:
+    # The rules the tests above rely on: without them a script that breaks Graph's rules would pass here.
+    env = {"FAKE_AZ_STATE": str(directory.state), "FAKE_AZ_LOG": str(directory.log)}
+    uri = f"https://graph.microsoft.com/v1.0/applications/{OBJECT_ID}"
+
+    def patch(body: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(FAKE_AZ), "rest", "--method", "PATCH", "--uri", uri, "--body",
+                               json.dumps(body)], env=env, capture_output=True, text=True, timeout=60)
+
+    scope = {"id": SCOPE_ID, "value": "user_impersonation", "type": "Admin", "isEnabled": True}
+    cli = {"appId": AZURE_CLI, "delegatedPermissionIds": [SCOPE_ID]}
+    together = patch({"api": {"oauth2PermissionScopes": [scope], "preAuthorizedApplications": [cli]}})
+    assert together.returncode == 1 and "cannot be found" in together.stderr
+    assert patch({"api": {"oauth2PermissionScopes": [scope]}}).returncode == 0
+    changed = copy.deepcopy(scope) | {"type": "User"}
+    refused = patch({"api": {"oauth2PermissionScopes": [changed]}})
+    assert refused.returncode == 1 and "CannotDeleteOrUpdateEnabledEntitlement" in refused.stderr
+    assert patch({"api": {"oauth2PermissionScopes": []}}).returncode == 1
+    assert patch({"api": {"requestedAccessTokenVersion": 2}}).returncode == 0
+    assert directory.app()["api"]["oauth2PermissionScopes"] == [scope]  # the other api properties stayed
