@@ -39,7 +39,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --name) display_name="$2"; shift 2 ;;
     --all) role=Application.ReadWrite.All; shift ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
