@@ -49,7 +49,7 @@ param identityMode string = 'managed-identity'
 @description('Federated mode: client id of the MSP\'s multi-tenant app registration (infra/scripts/create-msp-app.sh prints it). Empty in managed-identity mode.')
 param mspAppClientId string = ''
 
-@description('Client id of the Entra app operators sign in through (App Service Authentication, app roles Rotator.Read and Rotator.Operate). Empty: the MSP app (mspAppClientId). With neither, the API answers 401 until infra/scripts/create-msp-app.sh has run and azd provision again.')
+@description('Client id of the Entra app operators sign in through (App Service Authentication, app roles Rotator.Read and Rotator.Operate). Empty: the MSP app (mspAppClientId). With neither, the API answers 401 until infra/scripts/create-msp-app.sh has run and azd provision again. Another app needs what that script sets on the MSP app: the sign-in redirect URI, the federated credential of the managed identity (the browser sign-in uses it), version 2 tokens, the scope and the app roles.')
 param authClientId string = ''
 
 

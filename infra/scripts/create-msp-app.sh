@@ -28,7 +28,7 @@
 set -euo pipefail
 
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000
-# The Azure CLI's public client id (Azure/azure-cli, src/azure-cli-core/azure/cli/core/_profile.py: _AZURE_CLI_CLIENT_ID).
+# The Azure CLI's public client id (Azure/azure-cli, src/azure-cli-core/azure/cli/core/auth/identity.py: AZURE_CLI_CLIENT_ID).
 AZURE_CLI_APP_ID=04b07795-8ddb-461a-bbee-02f9e1bf7b46
 # The user_impersonation scope's id, fixed for the same reason as the app roles' ids (below).
 USER_IMPERSONATION_ID=3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03
@@ -83,7 +83,10 @@ az ad app update --id "$app_id" --sign-in-audience AzureADMultipleOrgs \
   --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [{\"id\": \"$role_id\", \"type\": \"Role\"}]}]"
 
 # App roles of the rotator's API (shared/entrypoints/access.py). The ids are fixed: Entra refuses to
-# delete or change an enabled role, and the same ids make every run identical.
+# delete or change an enabled role, and the same ids make every run identical. allowedMemberTypes User and
+# Application: people (and groups) get them by assignment, automation as application permissions (Graph appRole
+# resource type; Entra "Add app roles to your application and receive them in the token",
+# MicrosoftDocs/entra-docs docs/identity-platform/howto-add-app-roles-in-apps.md).
 app_roles='[
   {"id": "5d0c3f0e-7c4b-4f2a-9a51-2f6e8b1c7a01", "value": "Rotator.Read", "displayName": "Rotator reader",
    "description": "Read status, discovery, the dashboard and the OpenAPI document of the sync-secret rotator.",
@@ -176,7 +179,10 @@ else
   echo "AZURE_FUNCTION_APP_URL is unknown: run azd provision, then this script again to register the sign-in and consent redirect URIs" >&2
 fi
 
-# Only people (or apps) assigned a role get a token for the rotator's API in the MSP tenant.
+# Only people (or apps) assigned a role get a token for the rotator's API in the MSP tenant: the service principal's
+# appRoleAssignmentRequired (Graph servicePrincipal resource type: "Specifies whether users or other service
+# principals need to be granted an app role assignment for this service principal before users can sign in or apps
+# can get tokens"); Entra answers AADSTS50105 to an unassigned person and AADSTS501051 to an unassigned application.
 sp_id=$(az ad sp show --id "$app_id" --query id -o tsv 2>/dev/null || true)
 if [ -z "$sp_id" ]; then
   sp_id=$(az ad sp create --id "$app_id" --query id -o tsv)
