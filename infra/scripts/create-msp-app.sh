@@ -22,9 +22,11 @@
 # the managed identity, which the app trusts through the federated credential below (infra/app/function-app.bicep).
 # Re-running updates what differs and never adds a second app, credential, scope or redirect URI.
 #
-# Usage: infra/scripts/create-msp-app.sh [--name DISPLAY_NAME] [--all]
-#   --name  display name of the app (default: "Sync-secret rotator")
-#   --all   request Application.ReadWrite.All instead of Application.ReadWrite.OwnedBy
+# Usage: infra/scripts/create-msp-app.sh [--name DISPLAY_NAME] [--all] [--sign-in-only]
+#   --name          display name of the app (default: "Sync-secret rotator")
+#   --all           request Application.ReadWrite.All instead of Application.ReadWrite.OwnedBy
+#   --sign-in-only  single-tenant mode (IDENTITY_MODE=managed-identity stays): an app for sign-in alone, in this
+#                   tenant only, with no Graph permission and no consent URI; sets AUTH_CLIENT_ID, not MSP_APP_CLIENT_ID
 set -euo pipefail
 
 GRAPH_APP_ID=00000003-0000-0000-c000-000000000000
@@ -35,11 +37,13 @@ USER_IMPERSONATION_ID=3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03
 display_name="Sync-secret rotator"
 role=Application.ReadWrite.OwnedBy
 credential_name=rotator-managed-identity
+sign_in_only=false
 while [ $# -gt 0 ]; do
   case "$1" in
     --name) display_name="$2"; shift 2 ;;
     --all) role=Application.ReadWrite.All; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --sign-in-only) sign_in_only=true; shift ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -67,20 +71,23 @@ principal_id=$(env_value AZURE_IDENTITY_PRINCIPAL_ID)
 [ -n "$principal_id" ] || { echo "AZURE_IDENTITY_PRINCIPAL_ID is unknown: run azd provision first" >&2; exit 1; }
 msp_tenant_id=$(az account show --query tenantId -o tsv)
 
+if [ "$sign_in_only" = true ]; then audience=AzureADMyOrg; else audience=AzureADMultipleOrgs; fi
 app_id=$(az ad app list --display-name "$display_name" --query "[0].appId" -o tsv)
 if [ -z "$app_id" ]; then
-  app_id=$(az ad app create --display-name "$display_name" --sign-in-audience AzureADMultipleOrgs \
-    --query appId -o tsv)
+  app_id=$(az ad app create --display-name "$display_name" --sign-in-audience "$audience" --query appId -o tsv)
   echo "Created app registration $display_name ($app_id)"
 else
   echo "Found app registration $display_name ($app_id)"
 fi
 
-role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
-  --query "appRoles[?value=='$role' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
-[ -n "$role_id" ] || { echo "Graph has no application role $role" >&2; exit 1; }
-az ad app update --id "$app_id" --sign-in-audience AzureADMultipleOrgs \
-  --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [{\"id\": \"$role_id\", \"type\": \"Role\"}]}]"
+# The MSP mode's Graph permission, asked of each customer tenant through consent; sign-in alone needs none.
+if [ "$sign_in_only" = false ]; then
+  role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
+    --query "appRoles[?value=='$role' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
+  [ -n "$role_id" ] || { echo "Graph has no application role $role" >&2; exit 1; }
+  az ad app update --id "$app_id" --sign-in-audience AzureADMultipleOrgs \
+    --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [{\"id\": \"$role_id\", \"type\": \"Role\"}]}]"
+fi
 
 # App roles of the rotator's API (shared/entrypoints/access.py). The ids are fixed: Entra refuses to
 # delete or change an enabled role, and the same ids make every run identical. allowedMemberTypes User and
@@ -162,8 +169,10 @@ app_url=$(env_value AZURE_FUNCTION_APP_URL)
 if [ -n "$app_url" ]; then
   origin=$(printf '%s' "$app_url" | sed -E 's#^(https://[^/]+).*$#\1#')
   existing=$(az ad app show --id "$app_id" --query "web.redirectUris" -o tsv)
+  wanted=("$origin/.auth/login/aad/callback")
+  [ "$sign_in_only" = true ] || wanted+=("${app_url%/}/consent")
   missing=()
-  for uri in "$origin/.auth/login/aad/callback" "${app_url%/}/consent"; do
+  for uri in "${wanted[@]}"; do
     if printf '%s\n' "$existing" | grep -qxF "$uri"; then
       echo "Redirect URI $uri already registered"
     else
@@ -215,15 +224,21 @@ else
 fi
 
 if command -v azd >/dev/null 2>&1; then
-  azd env set IDENTITY_MODE federated
-  azd env set MSP_APP_CLIENT_ID "$app_id"
-  echo "azd environment updated: run 'azd provision' to apply IDENTITY_MODE and MSP_APP_CLIENT_ID."
+  if [ "$sign_in_only" = true ]; then
+    azd env set AUTH_CLIENT_ID "$app_id"
+    echo "azd environment updated: run 'azd provision' to apply AUTH_CLIENT_ID."
+  else
+    azd env set IDENTITY_MODE federated
+    azd env set MSP_APP_CLIENT_ID "$app_id"
+    echo "azd environment updated: run 'azd provision' to apply IDENTITY_MODE and MSP_APP_CLIENT_ID."
+  fi
 fi
 echo
 echo "Sign-in: assign people the app roles in the MSP tenant (infra/README.md, 'Sign-in'):"
 echo "  Enterprise applications > $display_name > Users and groups > Add assignment > Rotator.Read or Rotator.Operate"
 echo "  Then: a browser opens ${app_url%/api}/api/dashboard; a CLI token: az account get-access-token --resource api://$app_id"
 echo "  Automation: its own app registration with an app role assignment (infra/README.md, 'Automation')."
+[ "$sign_in_only" = false ] || exit 0
 echo "Consent, once per customer tenant (a Global or Privileged Role Administrator of that tenant): the link"
 echo "  from 'scripts/onboard-customer.sh consent-url <tenant>' or GET /api/consent-url/<tenant> (it carries"
 echo "  the registered redirect_uri and a signed state)."

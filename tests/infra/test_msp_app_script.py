@@ -86,14 +86,14 @@ class Directory:
             (bin_dir / name).chmod(0o755)
         self.path = f"{bin_dir}:/usr/bin:/bin"
 
-    def run(self, app_url: str | None = APP_URL, principal: str = PRINCIPAL) -> list[list[str]]:
+    def run(self, app_url: str | None = APP_URL, principal: str = PRINCIPAL, *options: str) -> list[list[str]]:
         """Run the script once; the calls it made."""
         self.log.write_text("")
         env = {"PATH": self.path, "AZURE_IDENTITY_PRINCIPAL_ID": principal, "FAKE_AZ_STATE": str(self.state),
                "FAKE_AZ_LOG": str(self.log)}
         if app_url:
             env["AZURE_FUNCTION_APP_URL"] = app_url
-        result = subprocess.run(["bash", str(SCRIPT)], env=env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(["bash", str(SCRIPT), *options], env=env, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
@@ -281,3 +281,22 @@ def test_the_stand_in_refuses_what_graph_refuses(directory: Directory) -> None:
     assert patch({"api": {"oauth2PermissionScopes": []}}).returncode == 1
     assert patch({"api": {"requestedAccessTokenVersion": 2}}).returncode == 0
     assert directory.app()["api"]["oauth2PermissionScopes"] == [scope]  # the other api properties stayed
+
+
+def test_sign_in_only_configures_a_single_tenant_app_for_sign_in_alone(tmp_path: Path) -> None:
+    # Single-tenant mode keeps the managed identity's own Graph permission: the app is for sign-in only.
+    directory = Directory(tmp_path)
+    calls = directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
+    app = directory.app()
+    assert app["signInAudience"] == "AzureADMyOrg" and app["requiredResourceAccess"] == []
+    assert app["web"]["redirectUris"] == [CALLBACK]  # no admin-consent callback: no customer tenants
+    assert {r["value"] for r in app["appRoles"]} == set(ROLE_IDS)
+    assert app["api"]["requestedAccessTokenVersion"] == 2
+    assert app["api"]["preAuthorizedApplications"][0]["appId"] == AZURE_CLI
+    assert [c["subject"] for c in app["federatedIdentityCredentials"]] == [PRINCIPAL]  # the browser sign-in's
+    assert directory.service_principal()["appRoleAssignmentRequired"] is True
+    azd = [c for c in calls if c[0] == "azd"]
+    assert azd == [["azd", "env", "set", "AUTH_CLIENT_ID", app["appId"]]]  # IDENTITY_MODE is left alone
+    before = directory.read()["changes"]
+    directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
+    assert directory.read()["changes"] == before  # a re-run changes nothing
