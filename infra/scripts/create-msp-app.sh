@@ -125,15 +125,16 @@ else
 fi
 
 # The delegated scope people's tools ask for (learn.microsoft.com/azure/app-service/configure-authentication-provider-aad:
-# "Expose an API", scope user_impersonation). Type Admin: no user consents to another client on their own; the Azure
-# CLI needs no consent, being pre-authorized below. An existing user_impersonation (e.g. added in the portal) is kept.
+# "Expose an API", scope user_impersonation, "Who can consent: Admins and users", i.e. type User). The gate is the app
+# role (assignment required, roles checked by the code), not consent; the Azure CLI needs none, being pre-authorized
+# below. An existing user_impersonation (e.g. added in the portal) is kept.
 scope_id=$(az ad app show --id "$app_id" --query "api.oauth2PermissionScopes[?value=='user_impersonation'].id | [0]" -o tsv)
 if [ -n "$scope_id" ]; then
   echo "Scope user_impersonation exists"
 else
   scope_id=$USER_IMPERSONATION_ID
   scopes=$(az ad app show --id "$app_id" --query api.oauth2PermissionScopes -o json)
-  scope="{\"id\": \"$scope_id\", \"value\": \"user_impersonation\", \"type\": \"Admin\", \"isEnabled\": true,
+  scope="{\"id\": \"$scope_id\", \"value\": \"user_impersonation\", \"type\": \"User\", \"isEnabled\": true,
     \"adminConsentDisplayName\": \"Access the sync-secret rotator\",
     \"adminConsentDescription\": \"Call the sync-secret rotator's API as the signed-in person, within the app roles they hold.\",
     \"userConsentDisplayName\": \"Access the sync-secret rotator\",

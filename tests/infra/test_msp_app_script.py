@@ -150,7 +150,7 @@ def test_the_user_impersonation_scope_is_exposed_and_the_azure_cli_pre_authorize
     api = directory.app()["api"]
     [scope] = api["oauth2PermissionScopes"]
     assert (scope["id"], scope["value"], scope["isEnabled"]) == (SCOPE_ID, "user_impersonation", True)
-    assert scope["type"] == "Admin" and scope["adminConsentDisplayName"] and scope["adminConsentDescription"]
+    assert scope["type"] == "User" and scope["adminConsentDisplayName"] and scope["userConsentDescription"]
     assert api["preAuthorizedApplications"] == [{"appId": AZURE_CLI, "delegatedPermissionIds": [SCOPE_ID]}]
     patches = [json.loads(c[c.index("--body") + 1]) for c in calls if c[:2] == ["az", "rest"]]
     assert all(c[c.index("--uri") + 1] == f"https://graph.microsoft.com/v1.0/applications/{OBJECT_ID}"
