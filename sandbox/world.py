@@ -38,10 +38,10 @@ MI_NAME = "id-sync-secret-rotator"
 # scope, the MSP's users and automation principals that call it (sandbox/README.md, "The rotator's API").
 ROLE_READ = "Rotator.Read"
 ROLE_OPERATE = "Rotator.Operate"
-# The app roles' fixed ids are the ones infra/scripts/create-msp-app.sh registers on the real app.
+# The app roles' and the scope's fixed ids are the ones infra/scripts/create-msp-app.sh registers on the real app.
 ROLE_READ_ID = "5d0c3f0e-7c4b-4f2a-9a51-2f6e8b1c7a01"
 ROLE_OPERATE_ID = "9b7e2a64-1d3f-4c8e-b0a2-6c5d4e3f2a02"
-SCOPE_ID = "5a1d0000-0000-4000-8000-000000000012"
+SCOPE_ID = "3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03"
 API_SCOPE = "user_impersonation"
 # (object id, userPrincipalName, displayName, app role or None)
 MSP_USERS = (

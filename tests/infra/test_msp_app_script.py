@@ -300,3 +300,13 @@ def test_sign_in_only_configures_a_single_tenant_app_for_sign_in_alone(tmp_path:
     before = directory.read()["changes"]
     directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
     assert directory.read()["changes"] == before  # a re-run changes nothing
+
+
+def test_the_sandbox_models_the_app_the_script_registers() -> None:
+    """The sandbox's MSP app carries the script's role and scope ids: a token the sandbox issues names what a real
+    deployment's tokens would."""
+    from sandbox import world
+
+    script = SCRIPT.read_text()
+    assert {world.ROLE_READ: world.ROLE_READ_ID, world.ROLE_OPERATE: world.ROLE_OPERATE_ID} == ROLE_IDS
+    assert f"USER_IMPERSONATION_ID={world.SCOPE_ID}\n" in script and world.SCOPE_ID == SCOPE_ID
