@@ -2,15 +2,18 @@
 
 `{base}/{stack}/api/v1/orgs/{domain}/settings/azure` (GET, PUT), `{base}/{stack}/api/v1/endpoints/{domain}` and
 `{base}/{stack}/api/v1/me`. The settings endpoint is undocumented; its only public client (PSProofpoint's
-Set-ProofpointAzureSync) PUTs exactly the fifteen WRITABLE fields. Where the real behaviour is unknown the sandbox
-takes the strictest plausible one (sandbox/README.md): a PUT carrying any other field is refused (strict mode, on
-by default), `sync_frequency` is an integer number of hours, saving never counts as a sync, and the org's sync
-runs on the sandbox clock every `sync_frequency` hours with the stored key, as Proofpoint's own sync does.
+Set-ProofpointAzureSync) PUTs the fifteen WRITABLE fields. Where the real behaviour is unknown the sandbox takes
+the strictest plausible one (sandbox/README.md): a PUT carrying a field the org's GET does not show is refused
+(strict mode, on by default), a value in another JSON type than the stored one is refused, a PUT either merges
+or replaces the whole settings object (`putSemantics`, per org or global: a full replace resets every field the
+PUT leaves out), saving never counts as a sync, and the org's sync runs on the sandbox clock every
+`sync_frequency` hours with the stored key, as Proofpoint's own sync does.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -49,8 +52,20 @@ DEFAULTS: dict[str, Any] = {
     "sync_frequency": 24,
     **{name: name not in ("disable_login", "remove_deleted_users", "remove_deleted_groups") for name in BOOLEAN_FIELDS},
 }
-# Read-only fields older seeds put under "settings"; they are Proofpoint's state, not settings.
+# Proofpoint's own sync state (older seeds put these under "settings"): shown by GET, moved only by the sync, and
+# ignored in a PUT body (a client that sends back what GET showed sends them too).
 _STATE_FIELDS = ("secret_expiry", "last_successful_sync", "last_sync_status")
+# How a PUT treats the settings it leaves out: "merge" keeps them, "replace" resets them (known fields to null,
+# unknown ones removed). Unknown on the real service; the default comes from SANDBOX_PROOFPOINT_PUT so the whole
+# suite can run under either.
+PUT_SEMANTICS = ("merge", "replace")
+
+
+def default_semantics() -> str:
+    value = os.environ.get("SANDBOX_PROOFPOINT_PUT", "merge").strip().lower() or "merge"
+    if value not in PUT_SEMANTICS:
+        raise ValueError(f"SANDBOX_PROOFPOINT_PUT must be one of {PUT_SEMANTICS}, got {value!r}")
+    return value
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 _MAX_SLOTS = 1000  # scheduled syncs evaluated after a clock jump (older ones cannot change the outcome)
 
@@ -90,7 +105,9 @@ class Org:
     domain: str
     stack: str
     tenant_id: str
-    settings: dict[str, Any] = field(default_factory=dict)  # the writable fields (ad_key in clear)
+    # The settings object: the writable fields (ad_key in clear) and any other field seeded under extraFields
+    # (tenant_id, ...), each in the JSON type it was seeded or PUT in.
+    settings: dict[str, Any] = field(default_factory=dict)
     next_sync: dt.datetime | None = None
     last_successful_sync: dt.datetime | None = None
     last_sync_status: str | None = None
@@ -100,7 +117,7 @@ class Org:
     reports_expiry: bool = False  # GET shows secret_expiry
     ad_key_on_get: str = "masked"  # "masked" ("********" when set) or "absent" (GET never shows the field)
     hidden: tuple[str, ...] = ()  # writable fields this org's GET does not return
-    extra: dict[str, Any] = field(default_factory=dict)  # other read-only fields GET returns as seeded
+    semantics: str | None = None  # "merge" or "replace" for this org; None: the global setting
     puts: list[dict[str, Any]] = field(default_factory=list)  # bodies received, ad_key replaced by "***"
 
     def public_settings(self) -> dict[str, Any]:
@@ -111,7 +128,6 @@ class Org:
             out["ad_key"] = MASK if self.settings.get("ad_key") else ""
         for name in self.hidden:
             out.pop(name, None)
-        out.update(self.extra)
         if self.reports_sync:
             out["last_successful_sync"] = iso(self.last_successful_sync) if self.last_successful_sync else None
             out["last_sync_status"] = self.last_sync_status
@@ -131,16 +147,20 @@ class ProofpointState:
         self.accounts: dict[str, Account] = {}
         self.orgs: dict[str, Org] = {}
         self.strict = True
+        self.semantics = default_semantics()
 
     def reset(self) -> None:
         self.accounts.clear()
         self.orgs.clear()
         self.strict = True
+        self.semantics = default_semantics()
 
     def seed(self, section: dict[str, Any]) -> None:
         now = self._world.now()
         if "strict" in section:
             self.strict = bool(section["strict"])
+        if "putSemantics" in section:
+            self.semantics = _semantics(section["putSemantics"])
         for doc in section.get("accounts", []):
             self.accounts[doc["user"].lower()] = Account(doc["user"], doc["password"], list(doc.get("domains", [])))
         for doc in section.get("orgs", []):
@@ -156,11 +176,15 @@ class ProofpointState:
         unknown = set(given) - set(WRITABLE)
         if unknown:
             raise ValueError(f"not Azure AD sync settings: {sorted(unknown)} (read-only ones go in extraFields)")
-        errors = _validate(given, strict=True)
+        errors = _validate(given)
         if errors:
             raise ValueError(f"invalid Proofpoint settings: {errors}")
         given.pop("primary_domain", None)
-        org = Org(doc["domain"], stack, doc["tenantId"], {**DEFAULTS, **given})
+        others = {k: v for k, v in doc.get("extraFields", {}).items() if k not in _STATE_FIELDS}
+        clash = set(others) & set(WRITABLE)
+        if clash:
+            raise ValueError(f"writable settings go under settings, not extraFields: {sorted(clash)}")
+        org = Org(doc["domain"], stack, doc["tenantId"], {**DEFAULTS, **given, **others})
 
         def moment(key: str) -> dt.datetime | None:
             value = state.get(key)
@@ -175,7 +199,8 @@ class ProofpointState:
         if org.ad_key_on_get not in ("masked", "absent"):
             raise ValueError("adKeyOnGet must be 'masked' or 'absent'")
         org.hidden = tuple(doc.get("getOmits", ()))
-        org.extra = {k: v for k, v in doc.get("extraFields", {}).items() if k not in _STATE_FIELDS}
+        if "putSemantics" in doc:
+            org.semantics = _semantics(doc["putSemantics"])
         next_sync = doc.get("nextSync")
         org.next_sync = seeddates.resolve(next_sync, now) if isinstance(next_sync, str) else now + org.frequency()
         return org
@@ -184,6 +209,7 @@ class ProofpointState:
         self.run_due_syncs()
         return {
             "strict": self.strict,
+            "putSemantics": self.semantics,
             "accounts": [
                 {"user": a.user, "password": a.password, "domains": a.domains} for a in self.accounts.values()
             ],
@@ -193,6 +219,7 @@ class ProofpointState:
                     "stack": o.stack,
                     "tenantId": o.tenant_id,
                     "settings": dict(o.settings),
+                    "putSemantics": o.semantics or self.semantics,
                     "lastSuccessfulSync": iso(o.last_successful_sync) if o.last_successful_sync else None,
                     "lastSyncStatus": o.last_sync_status,
                     "lastSyncError": o.last_sync_error,
@@ -282,49 +309,93 @@ class ProofpointState:
         return org
 
     def update(self, org: Org, body: dict[str, Any]) -> Org:
-        """Merge a PUT body into the org's settings after validating it and testing the credentials."""
+        """Apply a PUT body to the org's settings (merged, or replacing them) after validating it and testing the
+        credentials; nothing changes when anything is refused."""
         org.puts.append({k: ("***" if k == "ad_key" else v) for k, v in body.items()})
-        errors = _validate(body, strict=self.strict)
+        errors = _validate(body)
+        if self.strict:
+            shown = set(org.public_settings()) | {"ad_key", "primary_domain"}
+            errors += [{"field": name, "message": "is not an Azure AD sync setting of this organization"}
+                       for name in body if name not in shown]
+            errors += _type_changes(org.settings, body)
         if "primary_domain" in body and str(body["primary_domain"]).lower() != org.domain.lower():
             errors.append({"field": "primary_domain", "message": f"must be this organization's ({org.domain})"})
         if errors:
             raise ApiError(422, {"errors": errors})
-        changes = {k: v for k, v in body.items() if k in WRITABLE and k != "primary_domain"}
+        # Proofpoint's own sync state is never written by a PUT (ignored when sent back as GET showed it).
+        changes = {k: v for k, v in body.items() if k not in _STATE_FIELDS and k != "primary_domain"}
         if changes.get("ad_key") == MASK:
             # Writing back the masked value read by GET keeps the stored key, as a UI form would.
-            del changes["ad_key"]
-        merged = {**org.settings, **changes}
-        if "ad_key" in changes or "application_id" in changes:
+            changes["ad_key"] = org.settings.get("ad_key") or ""
+        if (org.semantics or self.semantics) == "replace":
+            # A full replace: the PUT is the whole settings object. A known field left out becomes null (a key left
+            # out becomes blank); an unknown one is gone.
+            merged: dict[str, Any] = {name: None for name in WRITABLE if name != "primary_domain"}
+            merged["ad_key"] = ""
+            merged.update(changes)
+        else:
+            merged = {**org.settings, **changes}
+        app_id, key = merged.get("application_id") or "", merged.get("ad_key") or ""
+        if key != (org.settings.get("ad_key") or "") or app_id != (org.settings.get("application_id") or ""):
             # Save tests the connection; it is not a sync (last_successful_sync moves only when the sync runs).
-            reason = self._world.check_client_secret(org.tenant_id, merged["application_id"], merged["ad_key"])
+            reason = self._world.check_client_secret(org.tenant_id, app_id, key) if app_id and key else \
+                "the application id and key are required"
             if reason is not None:
                 raise ApiError(422, {"errors": [{"field": "ad_key", "message": reason}]})
-        if merged["sync_frequency"] != org.settings.get("sync_frequency"):
-            org.next_sync = self._world.now() + dt.timedelta(hours=int(merged["sync_frequency"]))
+        if merged.get("sync_frequency") != org.settings.get("sync_frequency"):
+            org.next_sync = self._world.now() + dt.timedelta(hours=int(merged.get("sync_frequency") or 24))
         org.settings = merged
         return org
 
 
-def _validate(body: dict[str, Any], *, strict: bool) -> list[dict[str, str]]:
+def _semantics(value: Any) -> str:
+    if value not in PUT_SEMANTICS:
+        raise ValueError(f"putSemantics must be one of {PUT_SEMANTICS}, got {value!r}")
+    return str(value)
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _type_changes(stored: dict[str, Any], body: dict[str, Any]) -> list[dict[str, str]]:
+    """A value sent in another JSON type than the org stores it in is refused (assumed: the strictest reading)."""
+    return [
+        {"field": name, "message": f"must be a {_json_type(stored[name])} (as stored), not a {_json_type(value)}"}
+        for name, value in body.items()
+        if name in stored and name not in _STATE_FIELDS and stored[name] is not None and value is not None
+        and _json_type(stored[name]) != _json_type(value)
+    ]
+
+
+def _validate(body: dict[str, Any]) -> list[dict[str, str]]:
+    """The rules on the known fields' values (whatever the org stores)."""
     errors = []
-    if strict:
-        for name in body:
-            if name not in WRITABLE:
-                errors.append({"field": name, "message": "is not a writable Azure AD sync setting"})
     for name in BOOLEAN_FIELDS:
-        if name in body and not isinstance(body[name], bool):
-            errors.append({"field": name, "message": "must be a boolean (true or false)"})
+        # PSProofpoint sends the flags as the strings "true"/"false"; JSON booleans are the other plausible form.
+        if name in body and body[name] is not None and not isinstance(body[name], bool) \
+                and body[name] not in ("true", "false"):
+            errors.append({"field": name, "message": "must be true or false"})
     frequency = body.get("sync_frequency")
-    if "sync_frequency" in body and (isinstance(frequency, bool) or not isinstance(frequency, int)
-                                     or not 1 <= frequency <= 168):
+    if "sync_frequency" in body and frequency is not None and (
+            isinstance(frequency, bool) or not isinstance(frequency, int) or not 1 <= frequency <= 168):
         errors.append({"field": "sync_frequency", "message": "must be an integer number of hours (1-168)"})
     for name in ("ad_key", "default_user_role_name", "primary_domain"):
-        if name in body and not isinstance(body[name], str):
+        if name in body and not isinstance(body[name], str) and not (body[name] is None and name != "ad_key"):
             errors.append({"field": name, "message": "must be a string"})
     if "ad_key" in body and body["ad_key"] == "":
         errors.append({"field": "ad_key", "message": "may not be blank"})
     app_id = body.get("application_id", "")
-    if "application_id" in body and (not isinstance(app_id, str) or not _GUID.match(app_id)):
+    if "application_id" in body and app_id not in (None, "") and (not isinstance(app_id, str)
+                                                                    or not _GUID.match(app_id)):
         errors.append({"field": "application_id", "message": "must be a valid application (client) ID (a GUID)"})
     return errors
 

@@ -226,6 +226,9 @@ class RotationState:
     replaces: tuple[str, ...] = ()
     acks: dict[str, Ack] = field(default_factory=dict)
     push_failures: dict[str, int] = field(default_factory=dict)
+    # Destinations held for a human after a push changed their other settings (drift): name -> the key id pushed.
+    # A held destination is not pushed again for that key (a re-push would read the changed settings as the norm).
+    held: dict[str, str] = field(default_factory=dict)
     current_key_id: str = ""
     current_version: str = ""
     superseded: tuple[str, ...] = ()

@@ -51,3 +51,12 @@ class NotFound(RotationError):
 
 class DestinationRejected(RotationError):
     """A destination refused the secret (e.g. Proofpoint 422); retrying the same value will not help."""
+
+
+class DestinationDrift(DestinationRejected):
+    """A destination stored the secret but changed other settings it should have kept (`fields`): the destination
+    is held for a human, never acknowledged, so the old secret stays."""
+
+    def __init__(self, message: str, *, code: str, fields: tuple[str, ...]) -> None:
+        super().__init__(message, code=code)
+        self.fields = fields

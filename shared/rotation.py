@@ -204,15 +204,17 @@ class Engine:
     async def acknowledge(
         self, tenant_id: str, app_id: str, destination: str, key_id: str, actor: Actor | str = Actor.MANUAL
     ) -> Outcome:
-        """A human confirms a destination holds the rotating secret (notify-only); finish when all confirmed."""
+        """A human confirms a destination holds the rotating secret (notify-only, or one held after its push changed
+        other settings: the human checked and restored them); finish when all confirmed."""
         target, etag = await self.state.get_target(tenant_id, app_id)
         config = next((d for d in target.destinations if d.name == destination), None)
         if config is None:
             raise NotFound(f"{target.key} has no destination named {destination!r}", code="DestinationNotFound")
-        if config.kind != "notify-only":
-            raise Conflict(f"destination {destination!r} is {config.kind}: the rotator confirms it itself",
-                           code="NotNotifyOnly")
         s = target.state
+        held = bool(s.new_key_id) and s.held.get(destination) == s.new_key_id
+        if config.kind != "notify-only" and not held:
+            raise Conflict(f"destination {destination!r} is {config.kind}: the rotator confirms it itself (a human "
+                           "acknowledges it only when it is held after drift)", code="NotNotifyOnly")
         if s.stage is not Stage.VERIFIED or not s.new_key_id:
             raise Conflict(f"{target.key} has no verified secret waiting for acknowledgement (stage {s.stage.value})",
                            code="NothingToAcknowledge")
@@ -220,8 +222,9 @@ class Engine:
             raise Conflict(f"key {key_id} is not the one being rolled out ({s.new_key_id})", code="KeyMismatch")
         acks = {**s.acks, destination: Ack(s.new_key_id, self.clock.now())}
         failures = {k: v for k, v in s.push_failures.items() if k != destination}
+        holds = {k: v for k, v in s.held.items() if k != destination}
         # ETag-guarded: a concurrent push or acknowledgement makes this a 409, never a lost update.
-        await self.state.replace_target(target.with_state(acks=acks, push_failures=failures), etag)
+        await self.state.replace_target(target.with_state(acks=acks, push_failures=failures, held=holds), etag)
         await self.state.record(Event(tenant_id, app_id, f"push:{destination}", "acknowledged", actor_of(actor),
                                       s.rotation_id, at=self.clock.now()))
         return await self.push_now(tenant_id, app_id, actor)

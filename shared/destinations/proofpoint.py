@@ -1,11 +1,14 @@
 """Proofpoint Essentials (kind "proofpoint"): the org's Azure AD sync settings, read, written, read back.
 
-The settings endpoint is not in Proofpoint's published API guide; its only public client (PSProofpoint's
-Set-ProofpointAzureSync) PUTs exactly the WRITABLE fields below. So the adapter PUTs only those, with the values
-the GET showed (the application id and key replaced), leaves out what the GET did not show rather than invent it
-(that client turns a missing flag into false, which would switch the customer's sync off), and treats every other
-field as Proofpoint's own (read-only, optional). It then reads back what Proofpoint shows and says which
-confirmation was available.
+The settings endpoint is not in Proofpoint's published API guide. Its only public client, PSProofpoint's
+Set-ProofpointAzureSync (github.com/Midnigh7/PSProofpoint, psproofpoint/public/Set-ProofpointAzureSync.ps1 at
+bd0c124), builds its body from parameters, not from the GET: the ten flags as the strings "true"/"false",
+`sync_frequency` an [int], `application_id` from `$azureAppId`, a variable it never sets, and every error swallowed
+by `catch { Write-Output "$_" }`: nothing public shows a PUT that worked, nor the types Proofpoint stores, nor
+whether a PUT merges or replaces. So the adapter sends back the object the GET returned, every field in the type it
+came in, unknown fields (`tenant_id`, ...) kept, changing only the secret (`ad_key`) and, when it names another
+app, `application_id`; then it reads the settings back and compares every field. Anything else changed (a field
+dropped, a type or a value changed) is drift: `DestinationDrift`, never an acknowledgement.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote, urlparse
 
 import requests
@@ -32,15 +35,17 @@ from shared.destinations.http import (
     send,
     status_error,
 )
-from shared.destinations.options import check_options, check_secret_name
+from shared.destinations.options import check_options, check_secret_name, looks_like_secret
 from shared.domain import DestinationConfig
-from shared.errors import RotationError
+from shared.errors import DestinationDrift, RotationError
 from shared.ports import Confirmation, Delivery, DestinationCheck, SecretStore
 
 logger = logging.getLogger(__name__)
 
 STACKS = ("us1", "us2", "us3", "us4", "us5", "eu1")
 OPTIONS = ("stack", "base_url", "domain", "account_secret")
+# The fields PSProofpoint's Set-ProofpointAzureSync PUTs: the settings Proofpoint is known to have. The check warns
+# about those the GET does not show (a full-replace PUT could reset them; no client can send what it cannot read).
 FLAGS = (
     "disable_login",
     "sync_active_users",
@@ -53,8 +58,16 @@ FLAGS = (
     "update_groups",
     "remove_deleted_groups",
 )
-# Exactly what PSProofpoint's Set-ProofpointAzureSync PUTs (sync_frequency an integer of hours, flags booleans).
-WRITABLE = ("primary_domain", "application_id", "ad_key", "default_user_role_name", "sync_frequency", *FLAGS)
+KNOWN_SETTINGS = ("primary_domain", "application_id", "ad_key", "default_user_role_name", "sync_frequency", *FLAGS)
+SECRET_FIELD: Final = "ad_key"  # noqa: S105 (the field's name, not a value)
+APP_FIELD: Final = "application_id"
+# Proofpoint's own sync state, read by community scripts: its sync moves them (it may run between the GET and the
+# read-back, and reads the new credential's expiry), a PUT never should. Every other field must read back as sent.
+MOVED_BY_PROOFPOINT = frozenset({"last_successful_sync", "last_sync_status", "secret_expiry"})
+# Field names whose values are never shown (the check's output, drift messages): the secret and anything like it.
+_SECRET_NAME = re.compile(r"key|secret|passw|pwd|token|credential|auth", re.IGNORECASE)
+HIDDEN = "(hidden)"
+NEW_SECRET_SHOWN = "(the new secret)"  # noqa: S105 (a placeholder in the preview)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 _STACK_TOKEN = re.compile(r"(?<![a-z0-9])(us[1-5]|eu1)(?![a-z0-9])", re.IGNORECASE)
 _KIND = "proofpoint"
@@ -100,38 +113,95 @@ def _account(raw: str, name: str) -> tuple[str, str]:
     return doc["user"], doc["password"]
 
 
-def writable_body(current: Mapping[str, Any], app_id: str, secret: str) -> dict[str, Any]:
-    """The PUT body: the public client's fields as the GET showed them, the application id and key replaced.
+def _not_shown(settings: Mapping[str, Any]) -> list[str]:
+    """The settings Proofpoint is known to have (PSProofpoint sends them) that this GET does not show."""
+    return [name for name in KNOWN_SETTINGS if name not in settings and name not in (SECRET_FIELD, APP_FIELD)]
 
-    A field the GET did not show is left out, never defaulted; a value that cannot be sent in the type the
-    client sends (an integer of hours, a JSON boolean) is left out too rather than guessed.
-    """
-    body: dict[str, Any] = {}
-    for name in WRITABLE:
-        if name in ("application_id", "ad_key") or name not in current:
-            continue
-        value = _as_sent(name, current[name])
-        if value is not None:
-            body[name] = value
-    body["application_id"] = app_id
-    body["ad_key"] = secret
+
+def same_app(shown: Any, app_id: str) -> bool:
+    """Whether the GET's application_id names this app (GUIDs compare without case)."""
+    return isinstance(shown, str) and shown.strip().lower() == app_id.lower()
+
+
+def put_body(current: Mapping[str, Any], app_id: str, secret: str) -> dict[str, Any]:
+    """The PUT body: the object the GET returned, every field as it came (type, value, order), the secret set, and
+    `application_id` set only when the GET shows it naming another app (or none). Nothing the GET did not return is
+    added but the secret: a field invented here would be a guess at Proofpoint's schema."""
+    body = dict(current)
+    if APP_FIELD in current and not same_app(current[APP_FIELD], app_id):
+        body[APP_FIELD] = app_id
+    body[SECRET_FIELD] = secret
     return body
 
 
-def _as_sent(name: str, value: Any) -> Any:
-    if name in FLAGS:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        return None
-    if name == "sync_frequency":
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.strip().isdigit():
-            return int(value)
-        return None
-    return value if isinstance(value, str) and value else None
+def changed_fields(current: Mapping[str, Any], app_id: str) -> tuple[str, ...]:
+    """The fields a push changes in this org's settings."""
+    return (SECRET_FIELD, *((APP_FIELD,) if APP_FIELD in current and not same_app(current[APP_FIELD], app_id) else ()))
+
+
+def json_type(value: Any) -> str:
+    """The JSON type of a parsed value: a flag sent as "true" is a string, 24 a number, true a boolean."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def secret_like(name: str, value: Any = None) -> bool:
+    """A field whose value is never shown: named like a credential, or holding something shaped like one."""
+    return bool(_SECRET_NAME.search(name)) or (isinstance(value, str) and looks_like_secret(value))
+
+
+def _shown(name: str, value: Any) -> str:
+    if secret_like(name, value):
+        return "a hidden value"
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def drift(before: Mapping[str, Any], seen: Mapping[str, Any]) -> list[str]:
+    """What the read-back shows differently from the GET before the push, besides the secret, the app id and
+    Proofpoint's own sync state: each field named with what happened (values of secret-like fields never shown).
+    Fields Proofpoint added are not drift: nothing the org had was lost or changed."""
+    found = []
+    for name, value in before.items():
+        if name in (SECRET_FIELD, APP_FIELD) or name in MOVED_BY_PROOFPOINT:
+            continue  # the secret and the app id are the confirmation's to judge (not confirmed, not drift)
+        if name not in seen:
+            found.append(f"{name} dropped")
+        elif json_type(seen[name]) != json_type(value):
+            found.append(f"{name} changed type ({json_type(value)} to {json_type(seen[name])})")
+        elif seen[name] != value:
+            found.append(f"{name} changed ({_shown(name, value)} to {_shown(name, seen[name])})")
+    return found
+
+
+def masked(value: Any, scrub: Scrubber, name: str = "") -> Any:
+    """A settings object fit to show: secret-like values hidden, the account password scrubbed, recursively."""
+    if isinstance(value, dict):
+        return {k: masked(v, scrub, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, scrub, name) for v in value]
+    if name and secret_like(name, value) and value not in (None, ""):
+        return HIDDEN
+    return scrub(value) if isinstance(value, str) else value
+
+
+def key_shown(settings: Mapping[str, Any]) -> str:
+    """How the GET shows the key: absent, blank, masked (only '*') or a value (which the check hides)."""
+    if SECRET_FIELD not in settings:
+        return "absent"
+    value = settings[SECRET_FIELD]
+    if value in (None, ""):
+        return "blank"
+    if isinstance(value, str) and set(value) == {"*"}:
+        return "masked"
+    return "a value that is not a mask (hidden here)"
 
 
 def parse_sync_time(value: Any) -> datetime | None:
@@ -275,15 +345,47 @@ class ProofpointDestination:
     @staticmethod
     def _available(settings: Mapping[str, Any]) -> str:
         """Which confirmations a push will have, from what the GET shows."""
-        shown = ["application_id" if "application_id" in settings else "no application_id",
-                 "ad_key" if "ad_key" in settings else "no ad_key",
+        shown = ["application_id" if APP_FIELD in settings else "no application_id",
+                 "ad_key" if SECRET_FIELD in settings else "no ad_key",
                  "last_successful_sync (retirement waits for Proofpoint's sync)"
                  if "last_successful_sync" in settings else "no last_successful_sync (no sync proof)"]
-        missing = [name for name in WRITABLE if name not in settings and name not in ("ad_key", "application_id")]
         text = "settings show " + ", ".join(shown)
+        missing = _not_shown(settings)
         if missing:
-            text += f"; not shown, so never sent: {', '.join(missing)}"
+            text += f"; not shown, so never sent (a full-replace PUT would reset them): {', '.join(missing)}"
         return text
+
+    async def preview(self, config: DestinationConfig, app_id: str) -> dict[str, Any]:
+        """What a push to this org would do, changing nothing: the settings as Proofpoint returns them and the PUT a
+        push would send, secret-like values hidden and the account password never shown."""
+        api = self._api(config)
+        headers = await self._headers(config)
+        scrub = Scrubber(headers["X-Password"])
+        url = self._settings_url(api, config)
+        current = await in_thread(self._get, url, headers, self._failure(config), scrub)
+        shown = masked(current, scrub)
+        put = {**masked(put_body(current, app_id, NEW_SECRET_SHOWN), scrub), SECRET_FIELD: NEW_SECRET_SHOWN}
+        notes = [f"ad_key: the GET shows {key_shown(current)}"]
+        if APP_FIELD not in current:
+            notes.append("application_id: not shown, so not sent; the push cannot confirm which app Proofpoint uses")
+        elif not same_app(current[APP_FIELD], app_id):
+            notes.append(f"application_id: the org names {_shown(APP_FIELD, current[APP_FIELD])}; a push sets this "
+                         f"target's app {app_id}")
+        missing = _not_shown(current)
+        if missing:
+            notes.append(f"not shown by the GET, so never sent (a full-replace PUT would reset them): "
+                         f"{', '.join(missing)}")
+        notes.append("last_successful_sync: reported, the old secret goes only after Proofpoint's next sync"
+                     if "last_successful_sync" in current else
+                     "last_successful_sync: not reported, the read-back is the only proof")
+        return {
+            "url": scrub(url),
+            "get": shown,
+            "put": put,
+            "changes": list(changed_fields(current, app_id)),
+            "hidden": sorted(str(k) for k, v in shown.items() if v == HIDDEN and k != SECRET_FIELD),
+            "notes": notes,
+        }
 
     def _get(self, url: str, headers: Mapping[str, str], failure: Failure, scrub: Scrubber) -> dict[str, Any]:
         with self._session_factory() as session:
@@ -301,9 +403,10 @@ class ProofpointDestination:
                              verify=self._verify, failure=failure, scrub=scrub)
                 return self._settings_of(reply, failure, scrub)
 
-            body = writable_body(call("GET"), delivery.app_id, delivery.secret.reveal())
+            before = call("GET")
+            body = put_body(before, delivery.app_id, delivery.secret.reveal())
             call("PUT", body)
-            return self._confirm(call("GET"), body, delivery, failure)
+            return self._confirm(before, call("GET"), delivery, failure, scrub)
 
     @staticmethod
     def _settings_of(reply: Reply, failure: Failure, scrub: Scrubber) -> dict[str, Any]:
@@ -316,29 +419,37 @@ class ProofpointDestination:
 
     @staticmethod
     def _confirm(
-        seen: Mapping[str, Any], sent: Mapping[str, Any], delivery: Delivery, failure: Failure
+        before: Mapping[str, Any], seen: Mapping[str, Any], delivery: Delivery, failure: Failure, scrub: Scrubber
     ) -> Confirmation:
-        """What is observable after the write: the application id, a key being set, the settings sent, the sync."""
+        """What is observable after the write: the application id, a key being set, every other field as sent (else
+        drift), the sync."""
         problems = []
         checks: list[str] = []
-        if "application_id" in seen:
-            if str(seen.get("application_id") or "").lower() != delivery.app_id.lower():
-                problems.append(f"application_id is {seen.get('application_id')!r}, expected {delivery.app_id!r}")
+        if APP_FIELD in before:
+            if not same_app(seen.get(APP_FIELD), delivery.app_id):
+                shown = seen.get(APP_FIELD) if APP_FIELD in seen else "not shown"
+                problems.append(f"application_id is {shown!r}, expected {delivery.app_id!r}")
             else:
                 checks.append("application-id")
-        if "ad_key" in seen:
-            # Proofpoint never shows the key in clear: set (masked) is all that can be seen.
-            if not seen.get("ad_key"):
+        if SECRET_FIELD in seen:
+            # Proofpoint shows the key masked, if at all: set is all that can be seen.
+            if not seen.get(SECRET_FIELD):
                 problems.append("no key is set")
             else:
                 checks.append("ad-key-present")
-        for name, value in sent.items():
-            if name not in ("ad_key", "application_id") and name in seen and _as_sent(name, seen[name]) != value:
-                problems.append(f"{name} is {seen[name]!r}, sent {value!r}")
         if problems:
             # Accepted but not visible: maybe eventual consistency, maybe ignored; a retry re-pushes the same value.
-            raise RotationError(f"{failure.label}: the new settings did not read back: {'; '.join(problems)}",
+            raise RotationError(scrub(f"{failure.label}: the new settings did not read back: {'; '.join(problems)}"),
                                 code="ProofpointNotConfirmed")
+        changed = drift(before, seen)
+        if changed:
+            # The key is stored but the org's other settings are not what they were: a human must look before the
+            # old secret may go (a retry would read the changed settings as the new normal and miss it).
+            raise DestinationDrift(
+                scrub(f"{failure.label}: the push changed settings it should have kept: {'; '.join(changed)}"),
+                code="ProofpointDrift", fields=tuple(c.split(" ", 1)[0] for c in changed),
+            )
+        checks.append("settings-kept")
         reported = "last_successful_sync" in seen
         if reported:
             checks.append("sync-reported")

@@ -109,6 +109,7 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
             new_version="",
             new_expires=None,
             push_failures={},
+            held={},
         )
     )
     await run.event("reserve", "ok", detail=f"status {found.status.value}")

@@ -1,7 +1,8 @@
 """Stage verified: deliver the new secret to every destination that has not confirmed it; then `pushed`.
 
 Each acknowledgement is recorded as it comes, so a re-run delivers only to the destinations still missing (and
-re-delivering the same value is harmless).
+re-delivering the same value is harmless). A destination whose push changed its other settings (drift) is held
+for a human instead: never acknowledged by the rotator, never pushed again for that key.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import time
 
 from shared.domain import DestinationConfig, Stage, all_acknowledged
-from shared.errors import DestinationRejected, RotationError
+from shared.errors import DestinationDrift, DestinationRejected, RotationError
 from shared.ports import Delivery
 from shared.protocol.context import Advance
 from shared.sync_proof import acknowledgement
@@ -18,7 +19,9 @@ from shared.sync_proof import acknowledgement
 async def deliver(run: Advance) -> None:
     """Push to each destination still waiting; stop with push-incomplete unless all confirmed."""
     s = run.target.state
-    waiting = [d for d in run.target.destinations if (a := s.acks.get(d.name)) is None or a.key_id != s.new_key_id]
+    waiting = [d for d in run.target.destinations
+               if ((a := s.acks.get(d.name)) is None or a.key_id != s.new_key_id)
+               and s.held.get(d.name) != s.new_key_id]
     if waiting:
         secret = await run.ports.secrets.value(run.target, s.new_version)
         assert s.new_expires is not None
@@ -44,9 +47,18 @@ async def deliver_one(run: Advance, config: DestinationConfig, delivery: Deliver
     except RotationError as error:
         failures = dict(run.target.state.push_failures)
         failures[config.name] = failures.get(config.name, 0) + 1
-        await run.save(run.target.with_state(push_failures=failures))
+        if isinstance(error, DestinationDrift):
+            # Held for this key: the next pass must not re-push and read the changed settings as the norm.
+            held = {**run.target.state.held, config.name: delivery.key_id}
+            await run.save(run.target.with_state(push_failures=failures, held=held)
+                           .with_observed(needs_human=f"{config.name}: {error.message}"))
+        else:
+            await run.save(run.target.with_state(push_failures=failures))
         await run.event(f"push:{config.name}", "failed", error, started=started)
-        if error.code == "AwaitingAcknowledgement":
+        if isinstance(error, DestinationDrift):
+            await run.alert(f"{config.kind}-drift", f"{config.name}: {error.message}", destination=config.name,
+                            error_code=error.code, fields=",".join(error.fields))
+        elif error.code == "AwaitingAcknowledgement":
             await run.alert("notify-only-waiting", error.message, destination=config.name)
         elif failures[config.name] >= run.config.push_max_attempts or isinstance(error, DestinationRejected):
             await run.save(run.target.with_observed(needs_human=f"{config.name}: {error.message}"))

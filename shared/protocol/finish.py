@@ -57,6 +57,7 @@ async def finish(run: Advance) -> None:
             new_expires=None,
             replaces=(),
             push_failures={},
+            held={},
         ).with_observed(
             status=AssessmentStatus.HEALTHY.value,
             days_left=days_until(s.new_expires, now) if s.new_expires else None,

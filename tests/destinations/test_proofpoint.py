@@ -1,4 +1,7 @@
-"""The Proofpoint Essentials adapter against the sandbox's Proofpoint, with the account read from its Key Vault."""
+"""The Proofpoint Essentials adapter against the sandbox's Proofpoint, with the account read from its Key Vault.
+
+Every test runs under both PUT semantics the sandbox models (merge, full replace): which one Proofpoint has is
+unknown, and the adapter must be right under either."""
 
 from __future__ import annotations
 
@@ -6,13 +9,23 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+import requests
 
 from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.destinations import ProofpointDestination, build_destinations
-from shared.destinations.proofpoint import FLAGS
+from shared.destinations import proofpoint as proofpoint_module
+from shared.destinations.proofpoint import FLAGS, KNOWN_SETTINGS
 from shared.destinations.transport import guarded_sessions
 from shared.domain import DestinationConfig
-from shared.errors import Ambiguous, DestinationRejected, NotFound, RotationError, Throttled, Unreachable
+from shared.errors import (
+    Ambiguous,
+    DestinationDrift,
+    DestinationRejected,
+    NotFound,
+    RotationError,
+    Throttled,
+    Unreachable,
+)
 from tests.destinations import (
     APP,
     DOMAIN,
@@ -20,7 +33,9 @@ from tests.destinations import (
     OLD_SECRET,
     OTHER_APP,
     PP_PASSWORD,
+    PP_USER,
     STACK,
+    SYNCED_AT,
     TENANT,
     WRONG_SECRET,
     assert_no_secret,
@@ -30,6 +45,13 @@ from tests.destinations import (
 )
 
 pytestmark = pytest.mark.sandbox
+
+
+@pytest.fixture(params=["merge", "replace"], autouse=True)
+def semantics(request: pytest.FixtureRequest, store: KeyVaultSecretStore, sb: Any) -> str:
+    """The sandbox's PUT semantics for this test (after the destinations' seed)."""
+    sb.control.seed({"proofpoint": {"putSemantics": request.param}})
+    return str(request.param)
 
 
 def config(**options: str) -> DestinationConfig:
@@ -58,6 +80,15 @@ def org_state(sb: Any, domain: str = DOMAIN) -> dict[str, Any]:
     return next(o for o in sb.control.state()["proofpoint"]["orgs"] if o["domain"] == domain)
 
 
+def proofpoint_get(sb: Any) -> dict[str, Any]:
+    """The org's settings as Proofpoint's GET returns them (as the channel admin)."""
+    response = requests.get(f"{sb.endpoints['proofpoint']}/{STACK}/api/v1/orgs/{DOMAIN}/settings/azure",
+                            headers={"X-User": PP_USER, "X-Password": PP_PASSWORD}, verify=sb.ca_file, timeout=10)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 def reseed_org(sb: Any, **org: Any) -> None:
     """The destinations' org again, with other settings or another GET shape."""
     settings = {"application_id": APP, "ad_key": OLD_SECRET, "sync_frequency": 168, "add_users": False,
@@ -76,36 +107,82 @@ async def test_delivers_the_secret_and_proofpoint_syncs_with_it(
     assert stored["ad_key"] == NEW_SECRET
     # Settings the rotator does not own kept their values.
     assert stored["sync_frequency"] == 168 and stored["add_users"] is False and stored["remove_deleted_users"] is True
-    assert confirmation.checks == ("application-id", "ad-key-present", "sync-reported")
+    assert confirmation.checks == ("application-id", "ad-key-present", "settings-kept", "sync-reported")
     assert confirmation.sync_reported and confirmation.sync_seen == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     [result] = [r for r in sb.control.proofpoint_sync() if r["domain"] == DOMAIN]
     assert result["ok"], result["error"]
     assert org_state(sb)["lastSyncStatus"] == "success"
     assert any(r.__dict__.get("outcome") == "ok" and r.__dict__.get("destination") == "proofpoint"
-               and r.__dict__.get("confirmation") == "application-id,ad-key-present,sync-reported"
+               and r.__dict__.get("confirmation") == "application-id,ad-key-present,settings-kept,sync-reported"
                for r in caplog.records)
     for record in caplog.records:
         assert NEW_SECRET not in record.getMessage() and PP_PASSWORD not in repr(record.__dict__)
 
 
-async def test_the_put_carries_exactly_the_public_clients_fields(sb: Any, proofpoint: ProofpointDestination) -> None:
-    # The GET shows read-only fields (secret_expiry, last_successful_sync, tenant_id, ...): none is written back.
+async def test_the_put_sends_back_what_the_get_returned_changing_only_the_key(
+    sb: Any, proofpoint: ProofpointDestination
+) -> None:
+    # Fields outside the public client's list (tenant_id, license_tier, ...) and Proofpoint's own sync state come back
+    # as they were shown: a full-replace PUT that left them out would reset them.
     reseed_org(sb, extraFields={"secret_expiry": "+20d", "last_successful_sync": "-1h", "tenant_id": TENANT,
-                                "license_tier": "pro", "connected": True})
+                                "license_tier": "pro", "connected": True, "max_users": 250})
+    before = proofpoint_get(sb)
     await proofpoint.deliver(config(), delivery())
     [put] = org_state(sb)["puts"]
-    assert set(put) == {"primary_domain", "application_id", "ad_key", "disable_login", "default_user_role_name",
-                        "sync_frequency", "sync_active_users", "sync_distribution_groups", "sync_security_groups",
-                        "add_users", "update_users", "remove_deleted_users", "add_groups", "update_groups",
-                        "remove_deleted_groups"}
-    assert put["sync_frequency"] == 168 and put["primary_domain"] == DOMAIN and put["application_id"] == APP
-    assert all(isinstance(put[name], bool) for name in FLAGS)
+    assert list(put) == list(before)  # the same fields, in the same order, nothing added
+    assert {k: v for k, v in put.items() if k != "ad_key"} == {k: v for k, v in before.items() if k != "ad_key"}
+    assert put["ad_key"] == "***"  # the sandbox records the key hidden; it holds the new one
+    assert org_settings(sb)["ad_key"] == NEW_SECRET
+    after = proofpoint_get(sb)
+    assert after["tenant_id"] == TENANT and after["license_tier"] == "pro" and after["connected"] is True
+    assert after["max_users"] == 250
+
+
+async def test_types_come_back_as_they_were_shown(sb: Any, proofpoint: ProofpointDestination) -> None:
+    # This org stores some flags as the strings PSProofpoint sends, others as JSON booleans, its frequency an integer.
+    reseed_org(sb, settings={"add_users": "false", "update_users": "true", "sync_security_groups": True},
+               extraFields={"tenant_id": TENANT, "seats": 40})
+    before = proofpoint_get(sb)
+    await proofpoint.deliver(config(), delivery())
+    [put] = org_state(sb)["puts"]
+    assert put["add_users"] == "false" and put["update_users"] == "true"  # strings stay strings
+    assert put["sync_security_groups"] is True and put["remove_deleted_users"] is True  # booleans stay booleans
+    assert put["sync_frequency"] == 168 and type(put["sync_frequency"]) is int  # integers stay integers
+    assert put["seats"] == 40 and type(put["seats"]) is int
+    after = proofpoint_get(sb)
+    for name, value in before.items():
+        if name not in ("ad_key", "last_successful_sync", "last_sync_status", "secret_expiry"):
+            assert after[name] == value and type(after[name]) is type(value), name
+
+
+async def test_the_application_id_is_set_only_when_the_org_names_another_app(
+    sb: Any, proofpoint: ProofpointDestination
+) -> None:
+    # The same app, spelt otherwise: untouched (GUIDs compare without case).
+    assert proofpoint_module.put_body({"application_id": APP.upper()}, APP, "s")["application_id"] == APP.upper()
+    for other in ("", OTHER_APP):  # not configured yet, or another app
+        reseed_org(sb, settings={"application_id": other})
+        await proofpoint.deliver(config(), delivery())
+        [put] = org_state(sb)["puts"]
+        assert put["application_id"] == APP and org_settings(sb)["application_id"] == APP
+
+
+async def test_a_field_the_get_does_not_show_is_never_sent(sb: Any, proofpoint: ProofpointDestination) -> None:
+    reseed_org(sb, adKeyOnGet="absent", getOmits=["remove_deleted_users", "sync_security_groups"],
+               extraFields={"tenant_id": TENANT})
+    before = proofpoint_get(sb)
+    await proofpoint.deliver(config(), delivery())
+    [put] = org_state(sb)["puts"]
+    assert set(put) == set(before) | {"ad_key"}  # the key is the one field added
+    assert not {"remove_deleted_users", "sync_security_groups"} & set(put)
     assert org_settings(sb)["ad_key"] == NEW_SECRET
 
 
-async def test_a_flag_the_get_does_not_show_is_left_out_never_sent_as_false(
-    sb: Any, proofpoint: ProofpointDestination
+async def test_a_flag_the_get_does_not_show_keeps_its_value_under_a_merging_put(
+    sb: Any, proofpoint: ProofpointDestination, semantics: str
 ) -> None:
+    if semantics == "replace":
+        pytest.skip("under a full replace no client can keep what the GET does not show; the check warns of it")
     reseed_org(sb, getOmits=["remove_deleted_users", "sync_security_groups", "sync_frequency"])
     await proofpoint.deliver(config(), delivery())
     [put] = org_state(sb)["puts"]
@@ -115,11 +192,57 @@ async def test_a_flag_the_get_does_not_show_is_left_out_never_sent_as_false(
     assert stored["sync_frequency"] == 168 and stored["ad_key"] == NEW_SECRET
 
 
+def old_writable_body(current: dict[str, Any], app_id: str, secret: str) -> dict[str, Any]:
+    """The adapter's former body: only the fifteen fields PSProofpoint sends, flags made booleans, tenant_id and
+    every other field dropped."""
+    body = {k: current[k] for k in KNOWN_SETTINGS if k in current}
+    body.update({k: v == "true" if isinstance(v, str) else v for k, v in body.items() if k in FLAGS})
+    return {**body, "application_id": app_id, "ad_key": secret}
+
+
+async def test_the_former_body_dropping_tenant_id_is_caught_as_drift_under_a_full_replace(
+    sb: Any, proofpoint: ProofpointDestination, semantics: str, caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reseed_org(sb, extraFields={"tenant_id": TENANT, "last_successful_sync": SYNCED_AT})
+    monkeypatch.setattr(proofpoint_module, "put_body", old_writable_body)
+    if semantics == "merge":
+        # A merging PUT keeps what the body left out: the former body did no harm there.
+        await proofpoint.deliver(config(), delivery())
+        assert proofpoint_get(sb)["tenant_id"] == TENANT
+        return
+    error = await failure(proofpoint, caplog)
+    assert isinstance(error, DestinationDrift) and error.code == "ProofpointDrift"
+    assert error.fields == ("tenant_id",) and "tenant_id dropped" in error.message
+    assert "tenant_id" not in proofpoint_get(sb)  # the damage the read-back found
+
+
+async def test_drift_names_each_changed_field_and_never_a_secret_like_value(
+    sb: Any, proofpoint: ProofpointDestination, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    reseed_org(sb, settings={"add_users": "false"}, extraFields={"tenant_id": TENANT, "api_token": "tok-1"})
+
+    def careless(current: dict[str, Any], app_id: str, secret: str) -> dict[str, Any]:
+        # Converts a string flag to a boolean, changes a value and a secret-like field: each must be named.
+        return {**current, "add_users": False, "sync_frequency": 12, "api_token": "tok-2", "ad_key": secret}
+
+    monkeypatch.setattr(proofpoint_module, "put_body", careless)
+    sb.control.seed({"proofpoint": {"strict": False}})  # a lenient Proofpoint that takes a type change
+    assert proofpoint_get(sb)["add_users"] == "false"
+    error = await failure(proofpoint, caplog)
+    assert isinstance(error, DestinationDrift)
+    assert set(error.fields) == {"add_users", "sync_frequency", "api_token"}
+    assert "add_users changed type (string to boolean)" in error.message
+    assert "sync_frequency changed (168 to 12)" in error.message
+    assert "api_token changed (a hidden value to a hidden value)" in error.message
+    assert "tok-1" not in error.message and "tok-2" not in error.message
+
+
 async def test_confirmation_says_what_proofpoint_showed(sb: Any, proofpoint: ProofpointDestination) -> None:
     # This org's GET shows neither the key (not even masked) nor its sync: only the application id is provable.
     reseed_org(sb, adKeyOnGet="absent", reportsSync=False)
     confirmation = await proofpoint.deliver(config(), delivery())
-    assert confirmation.checks == ("application-id",)
+    assert confirmation.checks == ("application-id", "settings-kept")
     assert not confirmation.sync_reported and confirmation.sync_seen is None
     assert await proofpoint.last_sync(config()) is None
 

@@ -1,5 +1,5 @@
-"""Proofpoint Essentials stand-in: auth, stacks, masking, strict PUT, credential checks, the scheduled sync,
-endpoints and /me, faults."""
+"""Proofpoint Essentials stand-in: auth, stacks, masking, strict PUT, merge and full-replace PUTs, types kept,
+credential checks, the scheduled sync, endpoints and /me, faults."""
 
 from __future__ import annotations
 
@@ -112,23 +112,108 @@ def test_put_merges_and_saving_is_not_a_sync(sb: Any) -> None:
     assert org_state(sb)["settings"]["ad_key"] == NEW_SECRET
 
 
-@pytest.mark.parametrize("field", ["secret_expiry", "last_successful_sync", "tenant_id", "last_sync_status",
-                                   "whatever"])
-def test_strict_mode_refuses_any_field_the_public_client_does_not_send(sb: Any, field: str) -> None:
+@pytest.mark.parametrize("field", ["whatever", "license_tier", "remove_deleted_users"])
+def test_strict_mode_refuses_a_field_the_orgs_get_does_not_show(sb: Any, field: str) -> None:
     seed(sb)
-    response = call(sb, "PUT", ADMIN, json={"add_users": False, field: "2030-01-01T00:00:00Z"})
+    sb.control.seed({"proofpoint": {"orgs": [{"domain": "contoso.com", "stack": "us2", "tenantId": TENANT,
+                                              "settings": {"application_id": APP, "ad_key": SECRET},
+                                              "getOmits": ["remove_deleted_users"]}]}})
+    response = call(sb, "PUT", ADMIN, json={"add_users": False, field: True})
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == [field]
     assert org_state(sb)["settings"]["add_users"] is True  # nothing changed
 
 
-def test_strict_mode_off_ignores_read_only_fields(sb: Any) -> None:
+def test_what_the_get_showed_can_be_sent_back_whole(sb: Any) -> None:
     seed(sb)
-    sb.control.seed({"proofpoint": {"strict": False}})
-    response = call(sb, "PUT", ADMIN, json={"add_users": False, "secret_expiry": "2030-01-01", "tenant_id": "x"})
+    add_new_secret(sb)
+    shown = call(sb, "GET", ADMIN).json()
+    response = call(sb, "PUT", ADMIN, json={**shown, "ad_key": NEW_SECRET, "last_successful_sync": "2030-01-01"})
     assert response.status_code == 200, response.text
     body = call(sb, "GET", ADMIN).json()
-    assert body["add_users"] is False and body["tenant_id"] == TENANT and not body["secret_expiry"].startswith("2030")
+    # Proofpoint's own sync state is not written by a PUT; every other field reads back as it was.
+    assert body["last_successful_sync"] == shown["last_successful_sync"]
+    assert {k: v for k, v in body.items() if k != "ad_key"} == {k: v for k, v in shown.items() if k != "ad_key"}
+    assert org_state(sb)["settings"]["ad_key"] == NEW_SECRET
+
+
+def test_strict_mode_off_takes_any_field_but_not_proofpoints_own_state(sb: Any) -> None:
+    seed(sb)
+    sb.control.seed({"proofpoint": {"strict": False}})
+    response = call(sb, "PUT", ADMIN, json={"add_users": "false", "secret_expiry": "2030-01-01", "new_field": 3})
+    assert response.status_code == 200, response.text
+    body = call(sb, "GET", ADMIN).json()
+    assert body["add_users"] == "false" and body["new_field"] == 3 and not body["secret_expiry"].startswith("2030")
+
+
+@pytest.mark.parametrize(("field", "value"), [("add_users", "false"), ("sync_frequency", "24"), ("tenant_id", 7)])
+def test_strict_mode_refuses_a_value_in_another_type_than_stored(sb: Any, field: str, value: Any) -> None:
+    seed(sb)
+    before = org_state(sb)["settings"]
+    response = call(sb, "PUT", ADMIN, json={field: value})
+    assert response.status_code == 422, response.text
+    errors = response.json()["errors"]
+    assert {e["field"] for e in errors} == {field} and any("as stored" in e["message"] for e in errors)
+    assert org_state(sb)["settings"] == before
+
+
+def seed_typed(sb: Any, semantics: str) -> None:
+    """An org whose flags are partly the strings PSProofpoint sends, with unknown fields of several types."""
+    seed(sb)
+    sb.control.seed({"proofpoint": {"orgs": [{
+        "domain": "contoso.com", "stack": "us2", "tenantId": TENANT, "putSemantics": semantics,
+        "settings": {"application_id": APP, "ad_key": SECRET, "add_users": "true", "update_users": False},
+        "extraFields": {"tenant_id": TENANT, "seats": 40, "connected": True, "last_successful_sync": "-1h"}}]}})
+
+
+@pytest.mark.parametrize("semantics", ["merge", "replace"])
+def test_types_and_unknown_fields_are_kept_as_sent(sb: Any, semantics: str) -> None:
+    seed_typed(sb, semantics)
+    shown = call(sb, "GET", ADMIN).json()
+    assert shown["add_users"] == "true" and shown["update_users"] is False and shown["seats"] == 40
+    assert shown["tenant_id"] == TENANT and shown["connected"] is True
+    assert call(sb, "PUT", ADMIN, json={**shown, "add_users": "false"}).status_code == 200
+    body = call(sb, "GET", ADMIN).json()
+    assert body["add_users"] == "false" and type(body["seats"]) is int and body["update_users"] is False
+    assert {k: v for k, v in body.items() if k != "add_users"} == {k: v for k, v in shown.items() if k != "add_users"}
+
+
+def test_a_merging_put_keeps_what_it_leaves_out(sb: Any) -> None:
+    seed_typed(sb, "merge")
+    assert call(sb, "PUT", ADMIN, json={"add_users": "false"}).status_code == 200
+    body = call(sb, "GET", ADMIN).json()
+    assert body["tenant_id"] == TENANT and body["seats"] == 40 and body["sync_frequency"] == 24
+    assert org_state(sb)["settings"]["ad_key"] == SECRET and org_state(sb)["putSemantics"] == "merge"
+
+
+def test_a_full_replace_resets_what_it_leaves_out(sb: Any) -> None:
+    seed_typed(sb, "replace")
+    shown = call(sb, "GET", ADMIN).json()
+    kept = {k: v for k, v in shown.items() if k not in ("tenant_id", "seats", "update_users")}
+    response = call(sb, "PUT", ADMIN, json=kept)
+    assert response.status_code == 200, response.text
+    body = call(sb, "GET", ADMIN).json()
+    assert "tenant_id" not in body and "seats" not in body  # unknown fields left out are gone
+    assert body["update_users"] is None  # a known field left out is reset
+    assert body["add_users"] == "true" and body["application_id"] == APP
+    assert org_state(sb)["settings"]["ad_key"] == SECRET  # the masked key written back keeps the key
+    assert org_state(sb)["putSemantics"] == "replace"
+
+
+def test_a_full_replace_without_the_key_clears_it_and_is_refused(sb: Any) -> None:
+    seed_typed(sb, "replace")
+    response = call(sb, "PUT", ADMIN, json={"add_users": "true"})
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "ad_key"
+    assert org_state(sb)["settings"]["ad_key"] == SECRET and org_state(sb)["settings"]["tenant_id"] == TENANT
+
+
+def test_put_semantics_is_global_or_per_org_and_checked(sb: Any) -> None:
+    seed(sb)
+    assert sb.control.state()["proofpoint"]["putSemantics"] == "merge"
+    sb.control.seed({"proofpoint": {"putSemantics": "replace"}})
+    assert org_state(sb)["putSemantics"] == "replace"
+    with pytest.raises(Exception, match="putSemantics"):
+        sb.control.seed({"proofpoint": {"putSemantics": "patch"}})
 
 
 @pytest.mark.parametrize("value", ["daily", "24", 24.0, True, 0, 169])
