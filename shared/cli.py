@@ -10,6 +10,9 @@
                                             (the HTTP functions on 127.0.0.1 and a queue worker, as `func start`)
     python -m shared resume                   (take only the rotations in flight further)
     python -m shared consent-url TENANT_ID [--json]   (a signed admin-consent link for a customer tenant)
+    python -m shared proofpoint-check TENANT_ID APP_ID [--json]
+                                            (the Proofpoint org's sync settings and the PUT a push would send,
+                                             secrets hidden; changes nothing)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -36,7 +39,7 @@ from shared.errors import RotationError
 from shared.onboarding import ConsentUnavailable, consent_link
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
-from shared.service import put_target
+from shared.service import proofpoint_check, put_target
 from shared.settings import Settings, SettingsError, allowed_hosts
 
 EXIT_OK, EXIT_FAILED, EXIT_NEEDS_HUMAN = 0, 1, 2
@@ -150,6 +153,25 @@ async def _consent_url(svc: Services, tenant_id: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+async def _proofpoint_check(svc: Services, tenant_id: str, app_id: str, as_json: bool) -> int:
+    doc = await proofpoint_check(svc.state, svc.engine.ports.destinations, tenant_id, app_id)
+    if as_json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for entry in doc["destinations"]:
+            print(f"{entry['name']}: {entry['domain']} on {entry['stack'] or entry['url'] or '?'}")
+            if entry["error"]:
+                print(f"  {entry['error']['code']}: {entry['error']['message']}")
+                continue
+            print(f"  GET {entry['url']} (as Proofpoint returned it, secrets hidden):")
+            print("    " + json.dumps(entry["get"], indent=2).replace("\n", "\n    "))
+            print(f"  PUT a push would send (changing {', '.join(entry['changes'])}):")
+            print("    " + json.dumps(entry["put"], indent=2).replace("\n", "\n    "))
+            for note in entry["notes"]:
+                print(f"  - {note}")
+    return EXIT_FAILED if any(e["error"] for e in doc["destinations"]) else EXIT_OK
+
+
 def _guid(text: str) -> str:
     if not GUID.fullmatch(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a tenant id (a GUID)")
@@ -229,6 +251,11 @@ def parser() -> argparse.ArgumentParser:
     link = sub.add_parser("consent-url", help="a signed admin-consent link for a customer tenant (federated mode)")
     link.add_argument("tenant_id", type=_guid, help="the customer's Entra tenant id")
     link.add_argument("--json", action="store_true", help="machine-readable output")
+    check = sub.add_parser("proofpoint-check", help="a target's Proofpoint org: its sync settings as Proofpoint "
+                                                    "returns them and the PUT a push would send (changes nothing)")
+    check.add_argument("tenant_id", type=_guid)
+    check.add_argument("app_id", type=_guid)
+    check.add_argument("--json", action="store_true", help="machine-readable output")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1, as `func start` does")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
     serve.add_argument("--as", dest="caller", metavar="NAME",
@@ -307,6 +334,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _rotate(svc, args.tenant_id, args.app_id, args.force, args.dry_run)
         if args.command == "consent-url":
             return await _consent_url(svc, args.tenant_id, args.json)
+        if args.command == "proofpoint-check":
+            return await _proofpoint_check(svc, args.tenant_id, args.app_id, args.json)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 
@@ -322,6 +322,15 @@ class CheckableDestination(Protocol):
 
     async def check(self, config: DestinationConfig) -> DestinationCheck:
         """Never raises for the destination's own answers: they become `problems`."""
+        ...
+
+
+@runtime_checkable
+class PreviewableDestination(Protocol):
+    """A destination that can show what a push would send, changing nothing (the Proofpoint check)."""
+
+    async def preview(self, config: DestinationConfig, app_id: str) -> dict[str, Any]:
+        """What the destination shows now and what a push would send, secrets hidden; RotationError on failure."""
         ...
 
 

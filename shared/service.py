@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
-from shared.ports import Directory, Event, RotationRequest, SecretStore, StateStore, Work, WorkQueue
+from shared.ports import (
+    Destination,
+    Directory,
+    Event,
+    PreviewableDestination,
+    RotationRequest,
+    SecretStore,
+    StateStore,
+    Work,
+    WorkQueue,
+)
 from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
 from shared.rotation import Engine, Outcome
@@ -340,3 +350,29 @@ def rotation_progress(request: RotationRequest, target: Target, events: Sequence
             for e in reversed(mine)
         ],
     }
+
+
+async def proofpoint_check(
+    state: StateStore, destinations: Mapping[str, Destination], tenant_id: str, app_id: str
+) -> dict[str, Any]:
+    """For each Proofpoint destination of a target: the org's sync settings as Proofpoint returns them and the PUT a
+    push would send, secrets hidden. Reads only: an MSP checks one org before enabling the destination."""
+    target, _ = await state.get_target(tenant_id, app_id)  # NotFound -> 404
+    configs = [d for d in target.destinations if d.kind == "proofpoint"]
+    if not configs:
+        raise NotFound(f"{target.key} has no proofpoint destination", code="DestinationNotFound")
+    adapter = destinations.get("proofpoint")
+    results = []
+    for config in configs:
+        entry: dict[str, Any] = {"name": config.name, "domain": config.options.get("domain", ""),
+                                 "stack": config.options.get("stack") or None, "url": None, "get": None,
+                                 "put": None, "changes": [], "hidden": [], "notes": [], "error": None}
+        try:
+            if not isinstance(adapter, PreviewableDestination):
+                raise RotationError("no Proofpoint adapter can preview here", code="UnknownKind")
+            entry.update(await adapter.preview(config, target.app_id))
+        except RotationError as error:
+            entry["error"] = {"code": error.code, "message": error.message}
+        results.append(entry)
+    return {"tenantId": target.tenant_id, "appId": target.app_id, "customer": target.customer,
+            "destinations": results}

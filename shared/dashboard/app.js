@@ -61,6 +61,7 @@ const state = {
   detailsError: null,
   progress: null, // {key, running, result, error}
   actionResult: null, // {key, kind, text}
+  proofpointCheck: null, // {key, loading, body, error}: what Proofpoint shows and what a push would send
 };
 
 // ---------------------------------------------------------------- helpers
@@ -572,7 +573,7 @@ function renderDetail() {
     body.append(h("p", { class: "muted" }, "Loading credentials, Key Vault versions and audit trail…"));
     return;
   }
-  body.append(destinationsSection(d), entraSection(d), vaultSection(d), auditSection(d));
+  body.append(destinationsSection(d), proofpointCheckSection(d), entraSection(d), vaultSection(d), auditSection(d));
 }
 
 function progressSection(d) {
@@ -728,6 +729,49 @@ function destinationsSection(d) {
   });
   return h("section", {}, h("h3", {}, "Destinations"),
     table(["Destination", "Kind", "Current key", "Last acknowledgement", "Failed pushes", ""], rows, "No destinations registered."));
+}
+
+// GET /api/targets/{tenant}/{app}/proofpoint-check (Rotator.Operate): the org's settings as Proofpoint returns them
+// and the PUT a push would send, secrets hidden by the API; shown as text only (textContent), never as markup.
+async function checkProofpoint(d) {
+  const key = keyOf(d);
+  state.proofpointCheck = { key, loading: true, body: null, error: null };
+  renderDetail();
+  try {
+    const body = await api(`/api/targets/${key}/proofpoint-check`);
+    state.proofpointCheck = { key, loading: false, body, error: null };
+  } catch (error) {
+    state.proofpointCheck = { key, loading: false, body: null, error };
+  }
+  if (state.selected === key) renderDetail();
+}
+
+function proofpointCheckSection(d) {
+  if (!canOperate() || !d.destinations.some((x) => x.kind === "proofpoint")) return "";
+  const c = state.proofpointCheck && state.proofpointCheck.key === keyOf(d) ? state.proofpointCheck : null;
+  const section = h("section", { id: "proofpoint-check", "aria-live": "polite" }, h("h3", {}, "Proofpoint check"),
+    h("div", { class: "action-bar" },
+      h("button", { type: "button", class: "btn ghost", id: "action-proofpoint-check", disabled: Boolean(c && c.loading), onclick: () => checkProofpoint(d) }, "Check Proofpoint"),
+      h("span", { class: "muted" }, "Reads the org's Azure AD sync settings and shows the PUT a push would send; changes nothing.")));
+  if (!c) return section;
+  if (c.loading) section.append(h("p", { class: "muted" }, "Reading Proofpoint…"));
+  else if (c.error) section.append(sectionError(c.error));
+  else {
+    for (const entry of c.body.destinations) {
+      section.append(h("h4", {}, `${entry.name} · ${entry.domain}`, entry.stack ? ` · ${entry.stack}` : ""));
+      if (entry.error) {
+        section.append(h("p", { class: "section-error", "data-check-error": entry.name }, `${entry.error.code}: ${entry.error.message}`));
+        continue;
+      }
+      section.append(
+        h("p", { class: "muted" }, `GET ${entry.url} (as Proofpoint returned it, secrets hidden)`),
+        h("pre", { class: "check-json", "data-check": "get" }, JSON.stringify(entry.get, null, 2)),
+        h("p", { class: "muted" }, `PUT a push would send (changing ${entry.changes.join(", ")})`),
+        h("pre", { class: "check-json", "data-check": "put" }, JSON.stringify(entry.put, null, 2)),
+        h("ul", { class: "notes" }, entry.notes.map((n) => h("li", {}, n))));
+    }
+  }
+  return section;
 }
 
 function entraSection(d) {

@@ -189,6 +189,21 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(doc)
 
 
+@bp.route(route="targets/{tenantId}/{appId}/proofpoint-check", methods=ALL_METHODS,
+          auth_level=func.AuthLevel.ANONYMOUS)
+@handled
+async def proofpoint_check(req: func.HttpRequest) -> func.HttpResponse:
+    """GET /api/targets/{tenantId}/{appId}/proofpoint-check: each Proofpoint destination's sync settings as Proofpoint
+    returns them and the PUT a push would send, secrets hidden; changes nothing. Rotator.Operate: it signs in to
+    Proofpoint with the MSP's admin account and shows another system's configuration, as the dry run does."""
+    allow(req, "GET")
+    authorize(req, Role.OPERATE)
+    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
+    async with invocation_services() as svc:
+        doc = await service.proofpoint_check(svc.state, svc.engine.ports.destinations, tenant_id, app_id)
+    return json_response(doc)
+
+
 # How long `?wait=true` works on a rotation in this invocation: under the 230 s the platform's front end gives an
 # HTTP answer, with room for the reservation before and the answer after.
 WAIT_SECONDS = 180

@@ -33,6 +33,7 @@ ROUTES = {
     "targets": "targets",
     "target": "targets/{tenantId}/{appId}",
     "details": "targets/{tenantId}/{appId}/details",
+    "proofpoint_check": "targets/{tenantId}/{appId}/proofpoint-check",
     "status": "status",
     "rotations": "rotations",
     "rotation": "rotations/{rotationId}",

@@ -186,7 +186,7 @@ def test_a_read_only_caller_sees_no_action_buttons_and_the_api_refuses_it(reader
     page = reader.open(f"#/target/{CONTOSO}/{app_id}")
     page.wait_for_selector("#detail-body h3:text('Credentials in Entra ID')")
     assert page.locator("#caller").inner_text().endswith("Read")
-    assert page.locator("#action-rotate, #action-dry-run, [data-ack]").count() == 0
+    assert page.locator("#action-rotate, #action-dry-run, [data-ack], #action-proofpoint-check").count() == 0
     status = page.evaluate(
         """async ([tenantId, appId]) => (await fetch('/api/rotations', {method: 'POST',
              headers: {'Content-Type': 'application/json'}, body: JSON.stringify({tenantId, appId})})).status""",
@@ -215,6 +215,23 @@ def test_one_customer_shows_credentials_vault_destinations_and_audit(operator: P
     assert entra.first.locator("code").inner_text().endswith("…")  # the hint, never more
     assert body.locator("section:has(h3:text('Destinations')) tbody tr").count() == 2
     assert "assess" in body.locator(".audit").inner_text()
+
+
+def test_the_proofpoint_check_shows_the_get_and_the_put_with_no_secret(operator: Page) -> None:
+    app_id = app_ids()[NORTHWIND]
+    page = operator.open(f"#/target/{NORTHWIND}/{app_id}")
+    page.wait_for_selector("#action-proofpoint-check:not([disabled])")
+    page.click("#action-proofpoint-check")
+    page.wait_for_selector('#proofpoint-check pre[data-check="put"]')
+    shown = json.loads(page.locator('#proofpoint-check pre[data-check="get"]').inner_text())
+    put = json.loads(page.locator('#proofpoint-check pre[data-check="put"]').inner_text())
+    assert shown["ad_key"] == "(hidden)" and put["ad_key"] == "(the new secret)"
+    assert shown["application_id"] == put["application_id"] == app_id
+    seed = Path(SEED).read_text()
+    secrets = [o["settings"]["ad_key"] for o in json.loads(seed)["proofpoint"]["orgs"]]
+    secrets += [a["password"] for a in json.loads(seed)["proofpoint"]["accounts"]]
+    text = page.locator("#detail-body").inner_text()
+    assert secrets and not [s for s in secrets if s in text]
 
 
 def test_a_rotation_started_on_the_page_changes_the_status(operator: Page) -> None:

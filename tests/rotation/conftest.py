@@ -219,3 +219,11 @@ def rotator(world: World) -> Rotator:
 async def svc(rotator: Rotator) -> AsyncIterator[Services]:
     async with rotator() as built:
         yield built
+
+
+@pytest.fixture(params=["merge", "replace"])
+def put_semantics(request: pytest.FixtureRequest, world: World) -> str:
+    """The sandbox Proofpoint's PUT semantics for this test (unknown on the real service: the rotation must hold
+    under either)."""
+    world.sb.control.seed({"proofpoint": {"putSemantics": request.param}})
+    return str(request.param)

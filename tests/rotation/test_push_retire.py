@@ -67,7 +67,7 @@ async def after_proofpoints_sync(world: World, rotator: Rotator, at: timedelta |
 
 
 async def test_one_pass_delivers_everywhere_and_retires_after_the_grace_period(
-    world: World, rotator: Rotator
+    world: World, rotator: Rotator, put_semantics: str
 ) -> None:
     due = world.seed_customer("Fabrikam", 12)
     expired = world.seed_customer("Contoso", -10)
@@ -91,7 +91,7 @@ async def test_one_pass_delivers_everywhere_and_retires_after_the_grace_period(
     assert portal_secrets(world, healthy) == []
 
 
-async def test_pushing_the_same_version_twice_is_harmless(world: World, rotator: Rotator) -> None:
+async def test_pushing_the_same_version_twice_is_harmless(world: World, rotator: Rotator, put_semantics: str) -> None:
     due = world.seed_customer("Twice", 12)
     await setup(world, rotator, due)
     world.sb.control.add_fault("proofpoint", method="PUT", status=503, count=1)

@@ -31,7 +31,7 @@ def proofpoint_status(doc: dict[str, object]) -> dict[str, object]:
 
 
 async def test_the_old_secret_is_kept_until_proofpoints_sync_runs_after_the_push(
-    world: World, rotator: Rotator
+    world: World, rotator: Rotator, put_semantics: str
 ) -> None:
     due = world.seed_customer("Synced", 12)
     await setup(world, rotator, due)
@@ -42,7 +42,8 @@ async def test_the_old_secret_is_kept_until_proofpoints_sync_runs_after_the_push
     assert due.key_id in live_key_ids(world, due)
     doc = await status(rotator, due)
     pp = proofpoint_status(doc)
-    assert pp["sync"] == "waiting" and pp["confirmation"] == ["application-id", "ad-key-present", "sync-reported"]
+    assert pp["sync"] == "waiting"
+    assert pp["confirmation"] == ["application-id", "ad-key-present", "settings-kept", "sync-reported"]
     assert not doc["needsHuman"]
 
     world.sb.control.set_clock(DAY_AND_AN_HOUR.total_seconds())  # Proofpoint's daily sync ran, with the new key
@@ -105,4 +106,5 @@ async def test_where_proofpoint_reports_no_sync_the_read_back_is_the_proof(world
         await svc.engine.run_pass(Actor.TIMER)
     assert due.key_id not in live_key_ids(world, due)
     pp = proofpoint_status(await status(rotator, due))
-    assert pp["sync"] == "not-reported" and pp["confirmation"] == ["application-id", "ad-key-present"]
+    assert pp["sync"] == "not-reported"
+    assert pp["confirmation"] == ["application-id", "ad-key-present", "settings-kept"]
