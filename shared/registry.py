@@ -247,6 +247,7 @@ def status_document(target: Target) -> dict[str, Any]:
                 "syncAfter": _iso(ack.sync_after) if ack else None,
                 "syncedAt": _iso(ack.synced_at) if ack else None,
                 "failures": s.push_failures.get(d.name, 0),
+                "held": bool(s.new_key_id) and s.held.get(d.name) == s.new_key_id,
             }
             for d in target.destinations
         ],

@@ -106,7 +106,10 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
         alerts.append(o.status)
     if s.stage is not Stage.IDLE and s.stage_since is not None and now - s.stage_since > policy.stuck_after:
         alerts.append("stuck")
-    if any(count > 0 for count in s.push_failures.values()):
+    held = {name for name, key_id in s.held.items() if s.new_key_id and key_id == s.new_key_id}
+    if held:
+        alerts.append("proofpoint-drift")  # only Proofpoint's read-back finds drift
+    if any(count > 0 for name, count in s.push_failures.items() if name not in held):
         alerts.append("destination-failing")
     waiting = [d for d in target.destinations if d.kind == "notify-only" and not _acknowledged(target, d.name)]
     if s.stage is Stage.VERIFIED and waiting:
@@ -114,7 +117,7 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
     if verify_flag:
         alerts.append(verify_flag)  # the new secret was refused, or never started working: named as alerted
-    elif o.needs_human and "destination-failing" not in alerts and "notify-only-waiting" not in alerts:
+    elif o.needs_human and not {"destination-failing", "notify-only-waiting", "proofpoint-drift"} & set(alerts):
         alerts.append("needs-human")
     return alerts
 

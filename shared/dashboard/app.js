@@ -45,7 +45,8 @@ const STAGE_HELP = {
 const ALERT_LABELS = {
   "expired": "expired", "unreachable": "unreachable", "app-not-found": "app not found", "not-owner": "not owner",
   "policy-blocked": "policy blocked", "foreign-credential": "foreign credential", "stuck": "stuck",
-  "destination-failing": "destination failing", "notify-only-waiting": "waiting for acknowledgement",
+  "destination-failing": "destination failing", "proofpoint-drift": "Proofpoint settings changed",
+  "notify-only-waiting": "waiting for acknowledgement",
   "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
 };
 
@@ -717,11 +718,12 @@ function table(headers, rows, emptyText) {
 function destinationsSection(d) {
   const waitingFor = d.stage === "verified" ? d.newKeyId : null;
   const rows = d.destinations.map((x) => {
-    const canAck = canOperate() && x.kind === "notify-only" && waitingFor && !x.acknowledged;
+    // A human acknowledges a notify-only destination, or one held after its push changed other settings (drift).
+    const canAck = canOperate() && (x.kind === "notify-only" || x.held) && waitingFor && !x.acknowledged;
     return [
       h("strong", {}, x.name),
       x.kind,
-      x.acknowledged ? h("span", { class: "ok-text" }, "confirmed") : h("span", { class: "warn-text" }, d.currentKeyId || d.stage !== "idle" ? "waiting" : "not rotated yet"),
+      x.acknowledged ? h("span", { class: "ok-text" }, "confirmed") : h("span", { class: "warn-text" }, x.held ? "held: settings changed" : d.currentKeyId || d.stage !== "idle" ? "waiting" : "not rotated yet"),
       x.acknowledgedAt ? h("span", { title: dateTime(x.acknowledgedAt) }, date(x.acknowledgedAt), " ", h("span", { class: "muted" }, `key ${short(x.acknowledgedKeyId)}`)) : "—",
       x.failures ? h("span", { class: "alert-badge" }, `${x.failures} failed`) : "0",
       canAck ? h("button", { type: "button", class: "btn small", "data-ack": x.name, onclick: () => acknowledge(d, x) }, "Acknowledge") : "",

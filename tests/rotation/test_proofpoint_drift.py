@@ -3,6 +3,7 @@ for a human, alerted as proofpoint-drift naming the fields, and the old secret s
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from shared.alerts import LogAlerter
 from shared.destinations import proofpoint as proofpoint_module
 from shared.domain import Actor, Stage
 from shared.errors import Conflict
+from shared.registry import status_document
+from shared.service import StatusPolicy, open_alerts
 from tests.destinations.test_proofpoint import old_writable_body
 from tests.rotation.conftest import Customer, Rotator, World
 from tests.rotation.test_push_retire import DAY_AND_AN_HOUR, after_proofpoints_sync, org, setup
@@ -46,6 +49,10 @@ async def test_the_former_body_under_a_full_replace_is_drift_held_alerted_and_re
     assert alert.details["error_code"] == "ProofpointDrift"
     assert "destination-failing" not in [a.condition for a in alerter.raised]
     assert "tenant_id" in target.observed.needs_human
+    [pp] = [d for d in status_document(target)["destinations"] if d["name"] == "proofpoint"]
+    assert pp["held"] is True and pp["acknowledged"] is False
+    assert "proofpoint-drift" in open_alerts(target, StatusPolicy(), datetime.now(UTC))
+    assert "destination-failing" not in open_alerts(target, StatusPolicy(), datetime.now(UTC))
     puts = len(org(world, due)["puts"])
 
     # Proofpoint's sync ran with the new key, the grace period is over: still nothing retired, nothing re-pushed
