@@ -2,7 +2,7 @@
 
 Conditions the engine raises: expired, unreachable, app-not-found, not-owner, policy-blocked, lifetime-capped,
 foreign-credential, verify-refused, verify-timeout, hand-written-unverified, hand-written-not-adopted,
-destination-failing, stuck, notify-only-waiting, rotation-failed.
+destination-failing, proofpoint-drift, stuck, notify-only-waiting, rotation-failed.
 Every alert is logged (`event=alert`; Application Insights alert rules query these). The webhook (a Teams or Slack
 incoming webhook) is told at most once per condition, target (and destination) and UTC day: the first writer of
 that day's row in the `alerts` table posts, every later one only logs.
