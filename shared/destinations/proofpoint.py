@@ -182,13 +182,14 @@ def drift(before: Mapping[str, Any], seen: Mapping[str, Any]) -> list[str]:
 
 
 def masked(value: Any, scrub: Scrubber, name: str = "") -> Any:
-    """A settings object fit to show: secret-like values hidden, the account password scrubbed, recursively."""
+    """A settings object fit to show: secret-like values hidden whole (a field named like a credential hides
+    whatever it holds, nested or not), the account password scrubbed, recursively."""
+    if name and value not in (None, "") and (secret_like(name) or secret_like(name, value)):
+        return HIDDEN
     if isinstance(value, dict):
         return {k: masked(v, scrub, str(k)) for k, v in value.items()}
     if isinstance(value, list):
         return [masked(v, scrub, name) for v in value]
-    if name and secret_like(name, value) and value not in (None, ""):
-        return HIDDEN
     return scrub(value) if isinstance(value, str) else value
 
 

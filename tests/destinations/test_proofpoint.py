@@ -410,3 +410,4 @@ async def test_a_put_that_is_not_visible_on_read_back_is_not_confirmed(
     error = await failure(proofpoint, caplog)
     assert error.code == "ProofpointNotConfirmed" and "application_id" in error.message
     assert org_settings(sb)["ad_key"] == OLD_SECRET
+
