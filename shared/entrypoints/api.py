@@ -189,8 +189,7 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     return json_response(doc)
 
 
-@bp.route(route="targets/{tenantId}/{appId}/proofpoint-check", methods=ALL_METHODS,
-          auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route="targets/{tenantId}/{appId}/proofpoint-check", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def proofpoint_check(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/targets/{tenantId}/{appId}/proofpoint-check: each Proofpoint destination's sync settings as Proofpoint
