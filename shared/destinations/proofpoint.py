@@ -184,7 +184,7 @@ def drift(before: Mapping[str, Any], seen: Mapping[str, Any]) -> list[str]:
 def masked(value: Any, scrub: Scrubber, name: str = "") -> Any:
     """A settings object fit to show: secret-like values hidden whole (a field named like a credential hides
     whatever it holds, nested or not), the account password scrubbed, recursively."""
-    if name and value not in (None, "") and (secret_like(name) or secret_like(name, value)):
+    if name and value not in (None, "") and secret_like(name, value):
         return HIDDEN
     if isinstance(value, dict):
         return {k: masked(v, scrub, str(k)) for k, v in value.items()}
@@ -422,14 +422,14 @@ class ProofpointDestination:
     def _confirm(
         before: Mapping[str, Any], seen: Mapping[str, Any], delivery: Delivery, failure: Failure, scrub: Scrubber
     ) -> Confirmation:
-        """What is observable after the write: the application id, a key being set, every other field as sent (else
-        drift), the sync."""
+        """What is observable after the write: the application id, a key being set, every other field as the first
+        GET showed it (else drift), the sync."""
         problems = []
         checks: list[str] = []
         if APP_FIELD in before:
             if not same_app(seen.get(APP_FIELD), delivery.app_id):
-                shown = seen.get(APP_FIELD) if APP_FIELD in seen else "not shown"
-                problems.append(f"application_id is {shown!r}, expected {delivery.app_id!r}")
+                shown = _shown(APP_FIELD, seen[APP_FIELD]) if APP_FIELD in seen else "not shown"
+                problems.append(f"application_id is {shown}, expected {delivery.app_id!r}")
             else:
                 checks.append("application-id")
         if SECRET_FIELD in seen:
