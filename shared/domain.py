@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
+from typing import Any
 
 MAX_LIFETIME_DAYS = 730
 # When a tenant's app-management policy refuses a lifetime, shorter ones are tried in this order...
@@ -194,6 +195,14 @@ class Ack:
         return self.sync_after is not None and self.synced_at is None
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A destination's settings as first read for a key, before any push of it (no secret value in them)."""
+
+    key_id: str
+    settings: dict[str, Any]
+
+
 class SyncVerdict(str, Enum):
     """Whether a destination's own sync has proved it uses the pushed secret."""
 
@@ -229,6 +238,8 @@ class RotationState:
     # Destinations held for a human after a push changed their other settings (drift): name -> the key id pushed.
     # A held destination is not pushed again for that key (a re-push would read the changed settings as the norm).
     held: dict[str, str] = field(default_factory=dict)
+    # What each such destination showed before the first push of the key (written before that push).
+    baselines: dict[str, Baseline] = field(default_factory=dict)
     current_key_id: str = ""
     current_version: str = ""
     superseded: tuple[str, ...] = ()

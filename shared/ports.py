@@ -65,6 +65,9 @@ class Delivery:
     customer: str = ""
     secret_name: str = ""  # where a human finds the value (Key Vault secret name and version)
     version: str = ""
+    # The destination's settings as first read for this key (BaselineDestination), kept in the state row so that a
+    # push re-run after a crash compares its read-back with the settings before the first PUT, not after it.
+    baseline: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +325,15 @@ class CheckableDestination(Protocol):
 
     async def check(self, config: DestinationConfig) -> DestinationCheck:
         """Never raises for the destination's own answers: they become `problems`."""
+        ...
+
+
+@runtime_checkable
+class BaselineDestination(Protocol):
+    """A destination whose push must keep its other settings: their state before the first push is recorded."""
+
+    async def baseline(self, config: DestinationConfig) -> dict[str, Any]:
+        """The settings a push must keep, JSON, with no secret value in it (it is stored); read-only."""
         ...
 
 

@@ -23,7 +23,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.domain import Ack, DestinationConfig, Observation, Policy, RotationState, Stage, Target
+from shared.domain import Ack, Baseline, DestinationConfig, Observation, Policy, RotationState, Stage, Target
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Consent, Event, RotationRequest
 
@@ -77,6 +77,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "Acks": json.dumps({k: _ack_doc(a) for k, a in s.acks.items()}),
             "PushFailures": json.dumps(s.push_failures),
             "Held": json.dumps(s.held),
+            "Baselines": json.dumps({k: {"keyId": b.key_id, "settings": b.settings} for k, b in s.baselines.items()}),
             "CurrentKeyId": s.current_key_id,
             "CurrentVersion": s.current_version,
             "Superseded": json.dumps(list(s.superseded)),
@@ -138,6 +139,8 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             acks=acks,
             push_failures={k: int(v) for k, v in json.loads(e.get("PushFailures") or "{}").items()},
             held={str(k): str(v) for k, v in json.loads(e.get("Held") or "{}").items()},
+            baselines={str(k): Baseline(str(b["keyId"]), dict(b["settings"]))
+                       for k, b in json.loads(e.get("Baselines") or "{}").items()},
             current_key_id=e.get("CurrentKeyId", ""),
             current_version=e.get("CurrentVersion", ""),
             superseded=tuple(json.loads(e.get("Superseded") or "[]")),

@@ -67,6 +67,7 @@ MOVED_BY_PROOFPOINT = frozenset({"last_successful_sync", "last_sync_status", "se
 # Field names whose values are never shown (the check's output, drift messages): the secret and anything like it.
 _SECRET_NAME = re.compile(r"key|secret|passw|pwd|token|credential|auth", re.IGNORECASE)
 HIDDEN = "(hidden)"
+_KEPT_TYPE_ONLY = "(hidden "  # a stored baseline keeps "(hidden string)" for a secret-like value
 NEW_SECRET_SHOWN = "(the new secret)"  # noqa: S105 (a placeholder in the preview)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 _STACK_TOKEN = re.compile(r"(?<![a-z0-9])(us[1-5]|eu1)(?![a-z0-9])", re.IGNORECASE)
@@ -164,19 +165,38 @@ def _shown(name: str, value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _marker(value: Any) -> str | None:
+    """The JSON type a stored baseline kept of a secret-like value (its value is never stored), else None."""
+    if isinstance(value, str) and value.startswith(_KEPT_TYPE_ONLY) and value.endswith(")"):
+        return value[len(_KEPT_TYPE_ONLY):-1]
+    return None
+
+
+def kept(settings: Mapping[str, Any], scrub: Scrubber) -> dict[str, Any]:
+    """The settings a push must keep, fit for the state store: the secret, the app id and Proofpoint's sync state
+    left out, and of a value that is or holds anything the check would hide (a secret-like value, the account
+    password) only its JSON type."""
+    return {
+        name: f"{_KEPT_TYPE_ONLY}{json_type(value)})" if masked(value, scrub, name) != value else value
+        for name, value in settings.items()
+        if name not in (SECRET_FIELD, APP_FIELD) and name not in MOVED_BY_PROOFPOINT
+    }
+
+
 def drift(before: Mapping[str, Any], seen: Mapping[str, Any]) -> list[str]:
-    """What the read-back shows differently from the GET before the push, besides the secret, the app id and
-    Proofpoint's own sync state: each field named with what happened (values of secret-like fields never shown).
-    Fields Proofpoint added are not drift: nothing the org had was lost or changed."""
+    """What the read-back shows differently from the settings before the push (a GET, or a stored baseline), besides
+    the secret, the app id and Proofpoint's own sync state: each field named with what happened (values of
+    secret-like fields never shown). Fields Proofpoint added are not drift: nothing the org had was lost or changed."""
     found = []
     for name, value in before.items():
         if name in (SECRET_FIELD, APP_FIELD) or name in MOVED_BY_PROOFPOINT:
             continue  # the secret and the app id are the confirmation's to judge (not confirmed, not drift)
+        kind = _marker(value) or json_type(value)
         if name not in seen:
             found.append(f"{name} dropped")
-        elif json_type(seen[name]) != json_type(value):
-            found.append(f"{name} changed type ({json_type(value)} to {json_type(seen[name])})")
-        elif seen[name] != value:
+        elif json_type(seen[name]) != kind:
+            found.append(f"{name} changed type ({kind} to {json_type(seen[name])})")
+        elif seen[name] != value and _marker(value) is None:
             found.append(f"{name} changed ({_shown(name, value)} to {_shown(name, seen[name])})")
     return found
 
@@ -409,6 +429,14 @@ class ProofpointDestination:
             call("PUT", body)
             return self._confirm(before, call("GET"), delivery, failure, scrub)
 
+    async def baseline(self, config: DestinationConfig) -> dict[str, Any]:
+        """The org's settings a push must keep (see `kept`), read before the first push of a key and stored."""
+        api = self._api(config)
+        headers = await self._headers(config)
+        scrub = Scrubber(headers["X-Password"])
+        current = await in_thread(self._get, self._settings_url(api, config), headers, self._failure(config), scrub)
+        return kept(current, scrub)
+
     @staticmethod
     def _settings_of(reply: Reply, failure: Failure, scrub: Scrubber) -> dict[str, Any]:
         if not 200 <= reply.status <= 299:
@@ -420,7 +448,7 @@ class ProofpointDestination:
 
     @staticmethod
     def _confirm(
-        before: Mapping[str, Any], seen: Mapping[str, Any], delivery: Delivery, failure: Failure, scrub: Scrubber
+        before: Mapping[str, Any], seen: Mapping[str, Any], delivery: Delivery, failure: Failure, scrub: Scrubber,
     ) -> Confirmation:
         """What is observable after the write: the application id, a key being set, every other field as the first
         GET showed it (else drift), the sync."""
@@ -442,7 +470,11 @@ class ProofpointDestination:
             # Accepted but not visible: maybe eventual consistency, maybe ignored; a retry re-pushes the same value.
             raise RotationError(scrub(f"{failure.label}: the new settings did not read back: {'; '.join(problems)}"),
                                 code="ProofpointNotConfirmed")
-        changed = drift(before, seen)
+        # Against the settings before the first push of this key (recorded by the engine: a re-run after a crash
+        # reads them from the row) and against this push's own first read.
+        changed = drift(delivery.baseline, seen) if delivery.baseline is not None else []
+        named = {c.split(" ", 1)[0] for c in changed}
+        changed += [c for c in drift(before, seen) if c.split(" ", 1)[0] not in named]
         if changed:
             # The key is stored but the org's other settings are not what they were: a human must look before the
             # old secret may go (a retry would read the changed settings as the new normal and miss it).

@@ -110,6 +110,7 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
             new_expires=None,
             push_failures={},
             held={},
+            baselines={},
         )
     )
     await run.event("reserve", "ok", detail=f"status {found.status.value}")

@@ -7,13 +7,21 @@ for a human instead: never acknowledged by the rotator, never pushed again for t
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from dataclasses import replace
 
-from shared.domain import DestinationConfig, Stage, all_acknowledged
+from shared.domain import Baseline, DestinationConfig, Stage, all_acknowledged
 from shared.errors import DestinationDrift, DestinationRejected, RotationError
-from shared.ports import Delivery
+from shared.ports import BaselineDestination, Delivery, Destination
 from shared.protocol.context import Advance
 from shared.sync_proof import acknowledgement
+
+logger = logging.getLogger(__name__)
+# A baseline larger than this is not stored (one Tables string property holds 64 KiB, and the row holds more): that
+# destination's push then compares its read-back with its own first read, as a destination without a baseline does.
+MAX_BASELINE_CHARS = 16 * 1024
 
 
 async def deliver(run: Advance) -> None:
@@ -43,7 +51,7 @@ async def deliver_one(run: Advance, config: DestinationConfig, delivery: Deliver
     try:
         if destination is None:
             raise DestinationRejected(f"no destination adapter of kind {config.kind!r}", code="UnknownKind")
-        confirmation = await destination.deliver(config, delivery)
+        confirmation = await destination.deliver(config, await with_baseline(run, config, destination, delivery))
     except RotationError as error:
         failures = dict(run.target.state.push_failures)
         failures[config.name] = failures.get(config.name, 0) + 1
@@ -72,3 +80,23 @@ async def deliver_one(run: Advance, config: DestinationConfig, delivery: Deliver
     failures = {k: v for k, v in run.target.state.push_failures.items() if k != config.name}
     await run.save(run.target.with_state(acks=acks, push_failures=failures))
     await run.event(f"push:{config.name}", "ok", started=started, detail=", ".join(ack.checks))
+
+
+async def with_baseline(
+    run: Advance, config: DestinationConfig, destination: Destination, delivery: Delivery
+) -> Delivery:
+    """The delivery with the destination's settings before the first push of this key: read and recorded in the row
+    before that push on the first attempt, taken from the row on every later one (a push re-run after a crash must
+    compare with the settings before the first PUT, which may have changed them)."""
+    if not isinstance(destination, BaselineDestination):
+        return delivery
+    stored = run.target.state.baselines.get(config.name)
+    if stored is None or stored.key_id != delivery.key_id:
+        settings = await destination.baseline(config)
+        if len(json.dumps(settings)) > MAX_BASELINE_CHARS:
+            logger.warning("destination baseline too large to keep", extra={
+                "destination": config.name, "tenant_id": delivery.tenant_id, "app_id": delivery.app_id})
+            return delivery
+        stored = Baseline(delivery.key_id, settings)
+        await run.save(run.target.with_state(baselines={**run.target.state.baselines, config.name: stored}))
+    return replace(delivery, baseline=stored.settings)

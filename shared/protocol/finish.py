@@ -58,6 +58,7 @@ async def finish(run: Advance) -> None:
             replaces=(),
             push_failures={},
             held={},
+            baselines={},
         ).with_observed(
             status=AssessmentStatus.HEALTHY.value,
             days_left=days_until(s.new_expires, now) if s.new_expires else None,

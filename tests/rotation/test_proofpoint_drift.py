@@ -102,3 +102,37 @@ async def test_a_held_destination_is_the_only_non_notify_destination_a_human_may
         with pytest.raises(Conflict) as refused:
             await svc.engine.acknowledge(due.tenant_id, due.app_id, "proofpoint", target.state.new_key_id)
     assert refused.value.code == "NotNotifyOnly"
+
+
+async def test_drift_is_still_caught_when_the_push_is_re_run_after_a_lost_answer(
+    world: World, rotator: Rotator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first PUT is applied (tenant_id reset by the full replace) but its answer is lost: the re-run reads the
+    # settings as the first PUT left them. Its read-back is compared with the settings recorded before that PUT.
+    due = world.seed_customer("Crashed", 12)
+    with_tenant_id(world, due)
+    world.sb.control.seed({"proofpoint": {"putSemantics": "replace"}})
+    await setup(world, rotator, due)
+    monkeypatch.setattr(proofpoint_module, "put_body", old_writable_body)
+    world.sb.control.add_fault("proofpoint", method="PUT", when="after", drop=True)
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter) as svc:
+        first = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
+        target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+        secret = (await svc.secrets.value(target, target.state.new_version)).reveal()
+    assert first.result == "push-incomplete" and not target.state.held
+    assert "tenant_id" not in org(world, due)["settings"]  # the first PUT took effect
+    baseline = target.state.baselines["proofpoint"]
+    assert baseline.key_id == target.state.new_key_id and baseline.settings["tenant_id"] == due.tenant_id
+    stored = repr(baseline)
+    assert secret not in stored and due.secret not in stored and world.proofpoint_password not in stored
+    assert "ad_key" not in baseline.settings and "last_successful_sync" not in baseline.settings
+
+    async with rotator(alerter=alerter) as svc:
+        again = await svc.engine.advance(due.tenant_id, due.app_id, Actor.TIMER)
+        target, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert again.result == "push-incomplete"
+    assert target.state.held == {"proofpoint": target.state.new_key_id}
+    [alert] = [a for a in alerter.raised if a.condition == "proofpoint-drift"]
+    assert alert.details["fields"] == "tenant_id"
+    assert due.key_id in [k["keyId"] for k in world.credentials(due)], "the old secret stays live"

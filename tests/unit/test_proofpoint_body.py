@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from shared.destinations.http import Scrubber
-from shared.destinations.proofpoint import HIDDEN, changed_fields, drift, masked, put_body
+from shared.destinations.proofpoint import HIDDEN, changed_fields, drift, kept, masked, put_body
 
 APP = "d0a70000-0000-4000-8000-0000000000d2"
 OTHER = "d0a70000-0000-4000-8000-0000000000d3"
@@ -50,3 +50,17 @@ def test_what_the_check_shows_hides_every_secret_like_value_and_the_password() -
     assert shown == {"ad_key": HIDDEN, "api_token": HIDDEN, "credentials": HIDDEN, "note": "uses *** here",
                      "opaque": HIDDEN, "tenant_id": TENANT, "add_users": "true", "sync_frequency": 24,
                      "blank_key": "", "nested": {"secret": HIDDEN, "list": ["***"]}}
+
+
+def test_a_stored_baseline_keeps_no_secret_and_still_finds_drift() -> None:
+    scrub = Scrubber("plainpass")
+    got = {"ad_key": "********", "application_id": APP, "api_token": "abc", "tenant_id": TENANT,
+           "note": "uses plainpass here", "seats": 40, "last_successful_sync": "2026-01-01T00:00:00Z"}
+    baseline = kept(got, scrub)
+    assert baseline == {"api_token": "(hidden string)", "tenant_id": TENANT, "note": "(hidden string)", "seats": 40}
+    assert "abc" not in repr(baseline) and "plainpass" not in repr(baseline)
+    # A secret-like value is compared by type only; everything else by value.
+    assert drift(baseline, {**got, "api_token": "xyz"}) == []
+    assert drift(baseline, {**got, "api_token": 5}) == ["api_token changed type (string to number)"]
+    assert drift(baseline, {k: v for k, v in got.items() if k != "tenant_id"}) == ["tenant_id dropped"]
+    assert drift(baseline, {**got, "seats": 41}) == ["seats changed (40 to 41)"]
