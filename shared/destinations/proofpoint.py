@@ -367,7 +367,7 @@ class ProofpointDestination:
     def _available(settings: Mapping[str, Any]) -> str:
         """Which confirmations a push will have, from what the GET shows."""
         shown = ["application_id" if APP_FIELD in settings else "no application_id",
-                 "ad_key" if SECRET_FIELD in settings else "no ad_key",
+                 f"ad_key ({key_shown(settings)})" if SECRET_FIELD in settings else "no ad_key",
                  "last_successful_sync (retirement waits for Proofpoint's sync)"
                  if "last_successful_sync" in settings else "no last_successful_sync (no sync proof)"]
         text = "settings show " + ", ".join(shown)

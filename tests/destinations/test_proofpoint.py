@@ -270,7 +270,7 @@ async def test_the_registration_check_tests_login_stack_and_settings(
     good = await proofpoint.check(config())
     assert good.ok, good.problems
     assert "admin login ok" in good.findings and f"{DOMAIN} is on {STACK}" in good.findings
-    assert any("last_successful_sync" in f for f in good.findings)
+    assert any("last_successful_sync" in f and "ad_key (masked)" in f for f in good.findings)
 
     wrong_stack = await proofpoint.check(config(stack="eu1"))
     assert not wrong_stack.ok and f"lives on {STACK}, not eu1" in wrong_stack.problems[0]
