@@ -41,7 +41,7 @@ lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
 typecheck: $(VENV)/.installed
-	$(PY) -m mypy shared sandbox
+	$(PY) -m mypy shared sandbox devhost
 
 # The exhaustive sweeps of real kills (every state write, 20 random kills, every fault after the work) take 1 minute
 # on a quiet 2-core machine and about 30 on a slow one (docs/benchmarks.md): `make test` runs a sample of each,

@@ -6,8 +6,9 @@
     python -m shared rotate TENANT_ID APP_ID [--force] [--dry-run]
     python -m shared targets import FILE      (a JSON list of target documents)
     python -m shared targets list
-    python -m shared serve [--port N] [--as NAME] [--roles R1,R2] [--no-worker]
-                                            (the HTTP functions on 127.0.0.1 and a queue worker, as `func start`)
+    python -m shared serve [--port N] [--keys-file PATH] [--no-worker]
+                                            (a checkout only: the HTTP functions on 127.0.0.1 as the Functions host
+                                            serves them behind App Service Authentication, and a queue worker)
     python -m shared resume                   (take only the rotations in flight further)
     python -m shared consent-url TENANT_ID [--json]   (a signed admin-consent link for a customer tenant)
     python -m shared proofpoint-check TENANT_ID APP_ID [--json]
@@ -256,13 +257,12 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("tenant_id", type=_guid)
     check.add_argument("app_id", type=_guid)
     check.add_argument("--json", action="store_true", help="machine-readable output")
-    serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1, as `func start` does")
+    serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1 as the Functions host "
+                                         "does in Azure, behind App Service Authentication (a checkout only: devhost/)")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
-    serve.add_argument("--as", dest="caller", metavar="NAME",
-                       help="LOCAL ONLY stand-in for Easy Auth: sign requests that carry no X-MS-CLIENT-PRINCIPAL "
-                            "in as this caller")
-    serve.add_argument("--roles", default=None, metavar="R1,R2",
-                       help="app roles of the --as caller, comma-separated (e.g. Rotator.Read,Rotator.Operate)")
+    serve.add_argument("--keys-file", type=Path, default=None,
+                       help="where the host writes the function keys it makes at start (default: a new temporary "
+                            "folder; the path is printed, the keys never are)")
     serve.add_argument("--no-worker", action="store_true",
                        help="do not take work from the rotation queue beside the HTTP functions (as `func start` "
                             "runs the queue trigger; on by default when WORK_QUEUE is set)")
@@ -273,9 +273,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def _work(args: argparse.Namespace) -> int:
-    from shared.local_queue import work_queue_forever
+DEVHOST_MISSING = ("the local Functions host (devhost/) is test equipment and is not deployed: `serve` and `work` run "
+                   "only in a checkout of the repository")
 
+
+def _devhost(module: str) -> Any:
+    """A module of the local host, imported only when asked for: the deployed package never imports devhost."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"devhost.{module}")
+    except ModuleNotFoundError as error:
+        if error.name in ("devhost", f"devhost.{module}"):
+            raise SettingsError(DEVHOST_MISSING) from None
+        raise
+
+
+def _work(args: argparse.Namespace) -> int:
+    work_queue_forever = _devhost("queues").work_queue_forever
     settings = Settings.from_env(os.environ)
     if not settings.work_queue_connection_string:
         raise SettingsError("WORK_QUEUE (a connection string, e.g. Azurite's) is required for a local worker")
@@ -300,19 +315,17 @@ def _test_defaults(args: argparse.Namespace) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from shared import local_host
-
+    host = _devhost("host")
     settings = Settings.from_env(os.environ)  # a missing or malformed setting stops the server at start
     _test_defaults(args)
-    roles = [r.strip() for r in (args.roles or "").split(",") if r.strip()]
-    principal = None
-    if args.caller is not None or roles:
-        principal = local_host.principal_headers(args.caller or "local-user", roles)
-        print(f"Signing in requests without X-MS-CLIENT-PRINCIPAL as {args.caller or 'local-user'!r} with roles "
-              f"{roles or 'none'} (local stand-in for App Service Authentication)", flush=True)
     worker = settings.work_queue_connection_string if not args.no_worker else ""
+    keys_file = args.keys_file
+    if keys_file is None:
+        import tempfile
+
+        keys_file = Path(tempfile.mkdtemp(prefix="rotator-host-keys-")) / "keys.json"
     try:
-        asyncio.run(local_host.serve(args.port, principal, work_queue_connection=worker))
+        asyncio.run(host.serve(args.port, keys_file, work_queue_connection=worker))
     except KeyboardInterrupt:
         pass
     return 0

@@ -11,10 +11,10 @@ from typing import Any
 import azure.functions as func
 import pytest
 
+from devhost.app import indexed_functions
 from shared import bootstrap
 from shared.alerts import LogAlerter
 from shared.entrypoints.access import Role, platform_headers
-from shared.local_host import indexed_functions
 from shared.settings import SETTINGS
 from tests.openapi_check import check_response
 from tests.rotation import conftest as rotation

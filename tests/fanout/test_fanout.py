@@ -16,8 +16,8 @@ import azure.functions.timer as timer
 import pytest
 from azure.storage.queue.aio import QueueClient
 
+from devhost.queues import QueueHost, QueueOptions
 from shared.domain import Stage
-from shared.local_queue import QueueHost, QueueOptions
 from shared.ports import Work
 from shared.work import parse_work, work_message
 from tests.api.conftest import Api, functions

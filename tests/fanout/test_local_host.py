@@ -1,4 +1,4 @@
-"""The local stand-in for the host's queue trigger (shared/local_queue.py) against Azurite's queue service: it
+"""The local stand-in for the host's queue trigger (devhost/queues.py) against Azurite's queue service: it
 receives the next batch when the messages in flight are down to newBatchThreshold, as the host does ("Concurrency"
 in the Azure Queue storage trigger docs: at most batchSize + newBatchThreshold at once), not when a batch ends."""
 
@@ -15,7 +15,7 @@ import azure.functions as func
 import pytest
 from azure.storage.queue.aio import QueueClient
 
-from shared.local_queue import QueueHost, QueueOptions
+from devhost.queues import QueueHost, QueueOptions
 
 pytestmark = pytest.mark.azurite
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 from azure.storage.queue.aio import QueueClient
 
+from devhost.queues import QueueHost
 from shared.adapters.queues import StorageWorkQueue
 from shared.entrypoints import api as api_functions
-from shared.local_queue import QueueHost
 from shared.ports import Work
 from tests.api.conftest import WAIT, Api, Reply, ids
 from tests.fanout.test_fanout import connection, host, made_by_rotator, queued, registered_due

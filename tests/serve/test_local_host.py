@@ -13,7 +13,7 @@ import azure.functions as func
 import pytest
 from aiohttp import web
 
-from shared.local_host import LocalHost, RouteTemplateError, http_routes, parse_template, principal_headers
+from devhost.host import LocalHost, RouteTemplateError, http_routes, parse_template, principal_headers
 
 echo_app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 

@@ -1,36 +1,37 @@
-"""`python -m shared serve`: the function app's HTTP functions on a loopback aiohttp server, as `func start` serves
-them (Core Tools cannot be installed here).
+"""`python -m shared serve`: the function app's HTTP functions on a loopback aiohttp server, as the Functions host
+serves them in Azure, with App Service Authentication in front (Core Tools cannot be installed here, and `func start`
+would ignore keys and sign-in alike).
 
-What the Functions host does and this server copies:
+What the Functions host does and this server copies (Azure/azure-functions-host; learn.microsoft.com/azure/
+azure-functions/functions-bindings-http-webhook-trigger):
 - every HTTP-triggered function of `function_app.app` is served at `/api/<route>`; route templates as the host
   (ASP.NET Core routing) matches them: literal segments case-insensitive, `{name}` one segment, `{name?}` an
   optional last segment, `{*name}` the rest of the path, constraints `int`, `long`, `bool`, `guid`, `alpha`; a
   trailing slash is ignored; literal routes win over parameterised ones;
 - a method the function is not registered for, or a path no route matches, gets a bare 404 (the host's answer);
+- each function's `authLevel` is enforced (`devhost.keys`, from the host's FunctionAuthorizationHandler.cs,
+  AuthUtility.cs, AuthenticationLevelHandler.cs): ANONYMOUS needs nothing, FUNCTION a key of that function or a host
+  key (`x-functions-key` header or `code` query parameter), ADMIN the master key; otherwise 401 with an empty body,
+  before the function runs. The keys are made at start and written to a file (never printed or logged);
 - the function gets a real `azure.functions.HttpRequest` (method, full URL, headers, query and route parameters,
   body bytes) and its `HttpResponse` is turned into the HTTP answer by the worker's own converter (status, headers,
-  `content-type` from the mimetype, body); an exception in the function is a bare 500, as on the host;
-- `authLevel` is ignored, as `func start` ignores function keys locally.
+  `content-type` from the mimetype, body); an exception in the function is a bare 500, as on the host.
 
-The local stand-in for App Service Authentication (Easy Auth): with `--as NAME` / `--roles R1,R2`, a request that
-carries no `X-MS-CLIENT-PRINCIPAL` header gets one built as the platform builds it (base64 JSON with `auth_typ`,
-`name_typ`, `role_typ` and `claims`, one `roles` claim per role), plus `X-MS-CLIENT-PRINCIPAL-NAME`, `-ID` and
-`-IDP`. LOCAL ONLY: in Azure the platform signs the caller in and strips any such header a client sends; here a
-request's own header passes through unchanged, so that tests can play several callers against one server.
+In front of the host, App Service Authentication as `infra/app/easy-auth.json` and the Bicep configure it
+(`devhost.easyauth`): a client-sent `X-MS-CLIENT-PRINCIPAL` never reaches the code; a valid Entra bearer token or
+sign-in session becomes the principal the platform injects; `/.auth/login/aad`, `/.auth/me`, `/.auth/logout`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import functools
 import inspect
-import json
 import logging
+import os
 import re
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -38,15 +39,16 @@ import azure.functions as func
 from aiohttp import web
 from azure.functions.http import HttpResponseConverter
 
+from devhost.app import indexed_functions
+from devhost.easyauth import EasyAuth, Provider, Settings, without_client_principal
+from devhost.keys import ANONYMOUS, HostKeys, admitted, presented_key
+from devhost.queues import work_queue_forever
 from shared.bootstrap import close_invocation_services
 
 log = logging.getLogger(__name__)
 
 ROUTE_PREFIX = "api"  # host.json's extensions.http.routePrefix (not set: the default)
 MAX_BODY_BYTES = 100 * 1024 * 1024  # the host's default maxRequestBodySize
-PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
-ROLE_CLAIM = "roles"
-NAME_CLAIM = "name"
 
 _CONSTRAINTS = {
     "int": re.compile(r"-?\d+"),
@@ -86,6 +88,7 @@ class Route:
     methods: frozenset[str]
     binding_name: str
     user_function: Any
+    auth_level: str = ANONYMOUS  # the trigger's authLevel: ANONYMOUS, FUNCTION or ADMIN
 
     @property
     def precedence(self) -> tuple[int, ...]:
@@ -155,26 +158,9 @@ def http_routes(functions: Iterable[Any]) -> list[Route]:
                 methods=frozenset(str(getattr(m, "value", m)).upper() for m in methods),
                 binding_name=binding.name,
                 user_function=function.get_user_function(),
+                auth_level=str(getattr(binding.auth_level, "value", binding.auth_level) or "FUNCTION").upper(),
             ))
     return sorted(routes, key=lambda r: r.precedence)
-
-
-def principal_headers(name: str, roles: Sequence[str]) -> dict[str, str]:
-    """The headers App Service Authentication injects for a signed-in Entra ID caller with these app roles."""
-    object_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"local-caller:{name}"))
-    claims = [
-        {"typ": NAME_CLAIM, "val": name},
-        {"typ": "preferred_username", "val": name},
-        {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier", "val": object_id},
-        *({"typ": ROLE_CLAIM, "val": role} for role in roles),
-    ]
-    principal = {"auth_typ": "aad", "claims": claims, "name_typ": NAME_CLAIM, "role_typ": ROLE_CLAIM}
-    return {
-        PRINCIPAL_HEADER: base64.b64encode(json.dumps(principal).encode()).decode(),
-        "X-MS-CLIENT-PRINCIPAL-NAME": name,
-        "X-MS-CLIENT-PRINCIPAL-ID": object_id,
-        "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
-    }
 
 
 def _joined(pairs: Iterable[tuple[str, str]], separator: str) -> dict[str, str]:
@@ -196,11 +182,13 @@ def _path_segments(raw_path: str) -> list[str] | None:
 
 
 class LocalHost:
-    """Serves routes as the Functions host does; `principal` headers stand in for Easy Auth when set."""
+    """Serves routes as the Functions host does, behind App Service Authentication when `easy_auth` is given."""
 
-    def __init__(self, routes: Sequence[Route], principal: Mapping[str, str] | None = None) -> None:
+    def __init__(self, routes: Sequence[Route], keys: HostKeys | None = None,
+                 easy_auth: EasyAuth | None = None) -> None:
         self.routes = list(routes)
-        self.principal = dict(principal or {})
+        self.keys = keys or HostKeys.generate(r.function_name for r in self.routes)
+        self.easy_auth = easy_auth
 
     def application(self) -> web.Application:
         """An aiohttp app whose one middleware answers every request: aiohttp's own routing never decides."""
@@ -219,17 +207,27 @@ class LocalHost:
         return None
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        # The platform's module first: it sees every request, strips what only it may set, signs callers in.
+        headers = without_client_principal(_joined(request.headers.items(), ","))
+        if self.easy_auth is not None:
+            if request.path.lower().startswith(self.easy_auth.settings.api_prefix.lower() + "/"):
+                return await self.easy_auth.endpoint(request)
+            refusal, identity = await self.easy_auth.authenticate(request)
+            if refusal is not None:
+                return refusal
+            headers.update(identity)
         parts = _path_segments(request.raw_path.split("?", 1)[0])
         found = self.find(request.method.upper(), parts) if parts is not None else None
         if found is None:
             return web.Response(status=404)
         route, params = found
-        headers = _joined(request.headers.items(), ",")
-        if self.principal and not any(k.lower() == PRINCIPAL_HEADER.lower() for k in headers):
-            headers.update(self.principal)
+        query = _joined(request.query.items(), ",")
+        presented = presented_key(request.headers, request.query)
+        if not admitted(route.auth_level, self.keys, presented, route.function_name):
+            return web.Response(status=401)  # FunctionInvocationMiddleware: UnauthorizedResult, no body
         http_request = func.HttpRequest(
-            request.method.upper(), str(request.url), headers=headers, params=_joined(request.query.items(), ","),
-            route_params=params, body=await request.read(),
+            request.method.upper(), str(request.url), headers=headers, params=query, route_params=params,
+            body=await request.read(),
         )
         arguments = {route.binding_name: http_request}
         try:
@@ -257,25 +255,23 @@ def _response(result: Any) -> web.Response:
     return response
 
 
-@functools.cache
-def indexed_functions() -> tuple[Any, ...]:
-    """The real function app's functions (function_app.app), as the host indexes them: taken once per process
-    (`get_functions()` a second time fails on duplicate names)."""
-    import function_app
-
-    return tuple(function_app.app.get_functions())
-
-
 def app_routes() -> list[Route]:
     """The routes of the real function app's HTTP functions."""
     return http_routes(indexed_functions())
 
 
-async def serve(port: int, principal: Mapping[str, str] | None = None, announce: bool = True, *,
-                work_queue_connection: str = "") -> None:
-    """Serve the function app on 127.0.0.1:port (0: a free port) until cancelled; with a work queue connection
-    string, also take work from the rotation queue, as `func start` runs the queue trigger beside HTTP."""
-    host = LocalHost(app_routes(), principal)
+async def serve(port: int, keys_file: Path, announce: bool = True, *, work_queue_connection: str = "",
+                environment: dict[str, str] | None = None) -> None:
+    """Serve the function app on 127.0.0.1:port (0: a free port) until cancelled, behind App Service Authentication
+    configured from infra/app/easy-auth.json and the provider settings in `environment`; the host's keys go to
+    `keys_file`. With a work queue connection string, also take work from the rotation queue, as the host runs the
+    queue trigger beside HTTP."""
+
+    routes = app_routes()
+    keys = HostKeys.generate(r.function_name for r in routes)
+    keys.write(keys_file)
+    provider = Provider.from_environment(environment if environment is not None else dict(os.environ))
+    host = LocalHost(routes, keys, EasyAuth(Settings.load(), provider))
     runner = web.AppRunner(host.application(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -284,11 +280,18 @@ async def serve(port: int, principal: Mapping[str, str] | None = None, announce:
     if announce:
         print(f"Serving the function app at http://127.0.0.1:{bound}/api/ (Ctrl-C stops)", flush=True)
         for route in host.routes:
-            print(f"  {','.join(sorted(route.methods)):<40} /{ROUTE_PREFIX}/{route.template}", flush=True)
+            print(f"  {','.join(sorted(route.methods)):<40} /{ROUTE_PREFIX}/{route.template} [{route.auth_level}]",
+                  flush=True)
+        print(f"Function keys (as `az functionapp keys list` shows them): {keys_file}", flush=True)
+        if provider.enabled:
+            print(f"App Service Authentication: Entra ID issuer {provider.issuer}, client {provider.client_id}; sign "
+                  f"in at http://127.0.0.1:{bound}/.auth/login/aad (callback "
+                  f"http://127.0.0.1:{bound}/.auth/login/aad/callback)", flush=True)
+        else:
+            print("App Service Authentication: no identity provider (no AUTH_CLIENT_ID or MSP_APP_CLIENT_ID): nobody "
+                  "signs in", flush=True)
     try:
         if work_queue_connection:
-            from shared.local_queue import work_queue_forever
-
             if announce:
                 print("Taking work from the rotation queue (advance_target, poisoned_work)", flush=True)
             await work_queue_forever(work_queue_connection)

@@ -32,6 +32,10 @@ from azure.functions.queue import QueueMessageInConverter
 from azure.storage.queue import QueueMessage
 from azure.storage.queue.aio import QueueClient
 
+from devhost.app import indexed_functions
+from shared import bootstrap
+from shared.work import WORK_QUEUE_NAME
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -151,8 +155,6 @@ class QueueHost:
 
 def app_queue_functions() -> tuple[QueueFunction, QueueFunction]:
     """The function app's own queue functions (advance_target, poisoned_work), as the host indexes them."""
-    from shared.local_host import indexed_functions
-
     functions = {f.get_function_name(): f.get_user_function() for f in indexed_functions()}
     return functions["advance_target"], functions["poisoned_work"]
 
@@ -161,9 +163,6 @@ async def work_queue_forever(connection_string: str, *, until_empty: bool = Fals
                              invisible: timedelta = timedelta(minutes=10)) -> None:
     """Take work from the rotation queue (bootstrap's work queue name) as the host runs the queue trigger: a batch
     whenever messages are visible, polling every 5 s when none are (host.json's maxPollingInterval is 10 s)."""
-    from shared import bootstrap
-    from shared.work import WORK_QUEUE_NAME
-
     queue = bootstrap.DEFAULTS.get("work_queue") or WORK_QUEUE_NAME
     work, poison = app_queue_functions()
     try:
