@@ -1,9 +1,14 @@
-"""`python -m shared serve` in its own process against the sandbox and Azurite, on the test's own tables."""
+"""`python -m shared serve` in its own process against the sandbox and Azurite, on the test's own tables; and the two
+ways a caller signs in to it, as in Azure: a bearer token of one of the sandbox's automation principals (client
+credentials, its app role in `roles`), or a user of the MSP tenant signed in through App Service Authentication's
+redirect to Entra's sign-in page (`signed_in`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -11,12 +16,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from sandbox.launch import stop
-from tests.conftest import ROOT
+from tests.conftest import ROOT, SandboxHandle
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import World
 
@@ -31,9 +40,14 @@ class Served:
     url: str  # http://127.0.0.1:PORT
     process: subprocess.Popen[bytes]
     log: Path  # its stdout and stderr
+    keys_file: Path  # the function keys the host made at start
 
     def output(self) -> str:
         return self.log.read_bytes().decode(errors="replace")
+
+    def keys(self) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(self.keys_file.read_text())
+        return found
 
 
 @contextmanager
@@ -42,10 +56,11 @@ def serving(world: World, *options: str, env: dict[str, str] | None = None) -> I
     goes to a file: a pipe nobody reads would fill with its log and stop it."""
     handle, name = tempfile.mkstemp(prefix="serve-", suffix=".log")
     log = Path(name)
+    keys_file = Path(tempfile.mkdtemp(prefix="serve-keys-")) / "keys.json"
     with os.fdopen(handle, "wb") as sink:
         process = subprocess.Popen(
             [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "--work-queue", world.queue, "serve",
-             "--port", "0", *options],
+             "--port", "0", "--keys-file", str(keys_file), *options],
             cwd=ROOT, env={**os.environ, **world.env, **(env or {})}, stdout=sink, stderr=subprocess.STDOUT,
         )
     try:
@@ -54,10 +69,73 @@ def serving(world: World, *options: str, env: dict[str, str] | None = None) -> I
             if process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"serve did not start (exit {process.poll()}): {log.read_text()[-3000:]}")
             time.sleep(0.2)
-        yield Served(found.group(1), process, log)
+        yield Served(found.group(1), process, log, keys_file)
     finally:
         stop(process, timeout=30)
         log.unlink(missing_ok=True)
+        shutil.rmtree(keys_file.parent, ignore_errors=True)
+
+
+def automation_token(sb: SandboxHandle, role: str) -> str:
+    """An access token for the rotator's API (`api://<MSP app>/.default`) of the sandbox's automation principal that
+    holds exactly `role`, from Entra's token endpoint (client credentials), as automation gets one in Azure."""
+    api = sb.control.msp_api()
+    principal = next(a for a in api["automation"] if a["roles"] == [role])
+    answer = requests.post(f"{sb.endpoints['entra']}/{api['tenantId']}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": principal["appId"], "client_secret": principal["clientSecret"],
+        "scope": f"{api['identifierUri']}/.default"}, verify=sb.ca_file, timeout=30)
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["access_token"])
+
+
+def bearer(sb: SandboxHandle, role: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {automation_token(sb, role)}"}
+
+
+def register_callback(sb: SandboxHandle, url: str) -> None:
+    """The local host's sign-in callback as a redirect URI of the MSP app (`az ad app update --web-redirect-uris`)."""
+    sb.control.add_redirect_uri("msp-app", f"{url}/.auth/login/aad/callback")
+
+
+class _Picker(HTMLParser):
+    """The sign-in page's one form: its action and hidden fields, and the accounts offered."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action = ""
+        self.fields: dict[str, str] = {}
+        self.accounts: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        if tag == "form":
+            self.action = a.get("action", "")
+        elif tag == "input" and a.get("type") == "hidden":
+            self.fields[a["name"]] = a.get("value", "")
+        elif tag == "button" and a.get("name") == "login_hint":
+            self.accounts.append(a.get("value", ""))
+
+
+def signed_in(sb: SandboxHandle, url: str, upn: str, then: str = "/api/me") -> requests.Session:
+    """A browser-like session signed in as `upn` the way a person signs in: `/.auth/login/aad`, Entra's sign-in page
+    (the account picked), the callback, and back to `then` with the session cookie."""
+    session = requests.Session()  # (a session's own `verify` loses to REQUESTS_CA_BUNDLE: given on each call)
+    start = session.get(f"{url}/.auth/login/aad", params={"post_login_redirect_uri": then}, allow_redirects=False,
+                        timeout=30)
+    assert start.status_code == 302, start.text
+    page = session.get(start.headers["Location"], verify=sb.ca_file, timeout=30)
+    assert page.status_code == 200 and "Pick an account" in page.text, page.text
+    picker = _Picker()
+    picker.feed(page.text)
+    assert upn in picker.accounts, picker.accounts
+    entra = urlsplit(start.headers["Location"])
+    picked = session.post(f"{entra.scheme}://{entra.netloc}{picker.action}", data={**picker.fields, "login_hint": upn},
+                          allow_redirects=False, verify=sb.ca_file, timeout=30)
+    assert picked.status_code == 302 and picked.headers["Location"].startswith(f"{url}/.auth/login/aad/callback"), \
+        picked.text
+    back = session.get(picked.headers["Location"], allow_redirects=False, timeout=30)
+    assert back.status_code == 302 and back.headers["Location"] == then, (back.status_code, back.text)
+    return session
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:

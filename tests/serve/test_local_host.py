@@ -1,21 +1,30 @@
 """The local server serves HTTP functions as the Functions host does: routes, methods, parameters, body, headers,
-responses; and stands in for Easy Auth only when asked, only on requests without a principal."""
+responses, each function's authLevel with the keys it made; and App Service Authentication in front, from settings
+(every unauthenticatedClientAction, excluded paths, header stripping, bearer tokens checked against a JWKS)."""
 
 from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import azure.functions as func
+import jwt
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devhost.host import LocalHost, RouteTemplateError, http_routes, parse_template, principal_headers
+from devhost.easyauth import EasyAuth, Provider, Settings
+from devhost.host import LocalHost, RouteTemplateError, http_routes, parse_template
+from devhost.keys import HostKeys
+from tests.conftest import ROOT
 
-echo_app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+echo_app = func.FunctionApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 
 
 def _echo(req: func.HttpRequest, function: str) -> func.HttpResponse:
@@ -72,17 +81,33 @@ async def broken(req: func.HttpRequest) -> func.HttpResponse:
     raise RuntimeError("boom")
 
 
+@echo_app.route(route="keyed", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def keyed(req: func.HttpRequest) -> func.HttpResponse:
+    return _echo(req, "keyed")
+
+
+@echo_app.route(route="other-keyed", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+async def other_keyed(req: func.HttpRequest) -> func.HttpResponse:
+    return _echo(req, "other_keyed")
+
+
+@echo_app.route(route="admin-only", methods=["GET"], auth_level=func.AuthLevel.ADMIN)
+async def admin_only(req: func.HttpRequest) -> func.HttpResponse:
+    return _echo(req, "admin_only")
+
+
 @echo_app.schedule(schedule="0 0 6 * * *", arg_name="timer")
 def not_http(timer: func.TimerRequest) -> None:
     """A timer: never served over HTTP."""
 
 
 ROUTES = http_routes(echo_app.get_functions())
-PRINCIPAL = principal_headers("alice@msp.example", ["Rotator.Read", "Rotator.Operate"])
+KEYS = HostKeys.generate(r.function_name for r in ROUTES)
 
 
-async def _serve(principal: dict[str, str] | None) -> AsyncIterator[str]:
-    runner = web.AppRunner(LocalHost(ROUTES, principal).application(), access_log=None)
+@asynccontextmanager
+async def _serve(easy_auth: EasyAuth | None = None) -> AsyncIterator[str]:
+    runner = web.AppRunner(LocalHost(ROUTES, KEYS, easy_auth).application(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -94,13 +119,7 @@ async def _serve(principal: dict[str, str] | None) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def base() -> AsyncIterator[str]:
-    async for url in _serve(None):
-        yield url
-
-
-@pytest.fixture
-async def signed_in() -> AsyncIterator[str]:
-    async for url in _serve(PRINCIPAL):
+    async with _serve() as url:
         yield url
 
 
@@ -154,7 +173,7 @@ async def test_method_query_body_and_headers_reach_the_function(base: str) -> No
     assert got["body"] == '{"x": 1}'
     assert got["headers"]["content-type"] == "application/json" and got["headers"]["x-trace"] == "t-1"
     assert got["url"].endswith("/api/items?a=1&b=two%20words&a=3")
-    assert "x-ms-client-principal" not in got["headers"]  # no stand-in for Easy Auth unless asked
+    assert "x-ms-client-principal" not in got["headers"]  # nobody signed in: no principal
     assert (await echo("DELETE", f"{base}/api/items/7/part"))["method"] == "DELETE"
 
 
@@ -172,21 +191,201 @@ async def test_a_function_that_raises_is_a_bare_500(base: str) -> None:
     assert (status, body) == (500, b"")
 
 
-async def test_the_easy_auth_stand_in_signs_in_requests_without_a_principal(signed_in: str) -> None:
-    got = await echo("GET", f"{signed_in}/api/items")
-    principal = json.loads(base64.b64decode(got["headers"]["x-ms-client-principal"]))
-    assert principal["auth_typ"] == "aad" and principal["name_typ"] == "name" and principal["role_typ"] == "roles"
-    claims = [(c["typ"], c["val"]) for c in principal["claims"]]
-    assert ("name", "alice@msp.example") in claims and ("preferred_username", "alice@msp.example") in claims
-    assert [v for t, v in claims if t == "roles"] == ["Rotator.Read", "Rotator.Operate"]
-    assert got["headers"]["x-ms-client-principal-name"] == "alice@msp.example"
-    assert got["headers"]["x-ms-client-principal-idp"] == "aad"
-    own = base64.b64encode(json.dumps({"auth_typ": "aad", "claims": []}).encode()).decode()
-    got = await echo("GET", f"{signed_in}/api/items", headers={"X-MS-CLIENT-PRINCIPAL": own})
-    assert got["headers"]["x-ms-client-principal"] == own  # a request's own principal passes through unchanged
-
-
 @pytest.mark.parametrize("template", ["a/{b?}/c", "{*rest}/x", "a/{b:regex(x)}", "a/{b}c", "a//b", "a/{b=1}"])
 def test_templates_the_host_would_read_differently_are_refused_at_start(template: str) -> None:
     with pytest.raises(RouteTemplateError):
         parse_template(template)
+
+
+# ------------------------------------------------------------------------------------------------------- authLevel
+
+
+@pytest.mark.parametrize("path", ["/api/keyed", "/api/admin-only"])
+async def test_a_keyed_function_without_a_key_is_refused_by_the_host_with_an_empty_401(base: str, path: str) -> None:
+    for headers, query in (({}, ""), ({"x-functions-key": "not-a-key"}, ""), ({}, "?code=not-a-key"),
+                           ({"x-functions-key": ""}, "?code=")):
+        status, _, body = await fetch("GET", base + path + query, headers=headers)
+        assert (status, body) == (401, b""), (headers, query)
+
+
+async def test_a_function_key_opens_its_function_and_a_host_key_every_function_level_route(base: str) -> None:
+    own = KEYS.functions["keyed"]["default"]
+    host = KEYS.host["default"]
+    assert (await echo("GET", f"{base}/api/keyed", headers={"x-functions-key": own}))["function"] == "keyed"
+    assert (await echo("GET", f"{base}/api/keyed?code={own}"))["function"] == "keyed"
+    assert (await echo("GET", f"{base}/api/other-keyed?code={host}"))["function"] == "other_keyed"
+    # Another function's key is no key for this one; neither a function nor a host key opens an ADMIN function.
+    assert (await fetch("GET", f"{base}/api/other-keyed?code={own}"))[0] == 401
+    for key in (own, host):
+        assert (await fetch("GET", f"{base}/api/admin-only", headers={"x-functions-key": key}))[0] == 401
+    # The header wins over the query parameter (AuthenticationLevelHandler reads it first).
+    assert (await fetch("GET", f"{base}/api/keyed?code={own}", headers={"x-functions-key": "wrong"}))[0] == 401
+
+
+async def test_the_master_key_opens_every_level(base: str) -> None:
+    for path in ("/api/keyed", "/api/admin-only", "/api/items"):
+        assert (await fetch("GET", f"{base}{path}", headers={"x-functions-key": KEYS.master}))[0] == 200, path
+
+
+def test_keys_are_written_for_their_owner_only(tmp_path: Any) -> None:
+    path = tmp_path / "keys.json"
+    KEYS.write(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    written = json.loads(path.read_text())
+    assert written["masterKey"] == KEYS.master and written["functionKeys"] == {"default": KEYS.host["default"]}
+    assert set(written["functions"]) == {r.function_name for r in ROUTES}
+
+
+# ------------------------------------------------------------------------------------ App Service Authentication
+SIGNING_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+OTHER_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+CLIENT = "a1b2c3d4-0000-4000-8000-000000000001"
+
+
+@asynccontextmanager
+async def _issuer() -> AsyncIterator[str]:
+    """An OpenID issuer publishing SIGNING_KEY (kid "k1") at its jwks_uri."""
+    public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(SIGNING_KEY.public_key()))
+    routes = web.RouteTableDef()
+    holder: dict[str, str] = {}
+
+    @routes.get("/tenant/v2.0/.well-known/openid-configuration")
+    async def configuration(request: web.Request) -> web.Response:
+        return web.json_response({"issuer": holder["issuer"], "jwks_uri": holder["base"] + "/tenant/keys",
+                                  "authorization_endpoint": holder["base"] + "/tenant/authorize",
+                                  "token_endpoint": holder["base"] + "/tenant/token"})
+
+    @routes.get("/tenant/keys")
+    async def keys(request: web.Request) -> web.Response:
+        return web.json_response({"keys": [{**public, "kid": "k1", "use": "sig"}]})
+
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    holder["base"] = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    holder["issuer"] = holder["base"] + "/tenant/v2.0"
+    try:
+        yield holder["issuer"]
+    finally:
+        await runner.cleanup()
+
+
+def _token(issuer: str, *, key: Any = SIGNING_KEY, kid: str = "k1", aud: str = CLIENT, expires_in: int = 3600,
+           **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": issuer, "aud": aud, "iat": now, "nbf": now, "exp": now + expires_in, "oid": "oid-1",
+            "azp": "automation-app", "idtyp": "app", "roles": ["Rotator.Read", "Rotator.Operate"], **claims}
+    return jwt.encode(body, key, "RS256", headers={"kid": kid})
+
+
+def _settings(action: str, require: bool = True, excluded: tuple[str, ...] = ()) -> Settings:
+    return Settings.from_document({"globalValidation": {"requireAuthentication": require,
+                                                        "unauthenticatedClientAction": action,
+                                                        "excludedPaths": list(excluded)}})
+
+
+@asynccontextmanager
+async def _behind(settings: Settings) -> AsyncIterator[tuple[str, str]]:
+    async with _issuer() as issuer:
+        provider = Provider(CLIENT, issuer, (CLIENT, f"api://{CLIENT}"))
+        async with _serve(EasyAuth(settings, provider)) as url:
+            yield url, issuer
+
+
+def test_the_deployed_settings_are_read_from_the_file_the_bicep_loads() -> None:
+    deployed = json.loads((ROOT / "infra/app/easy-auth.json").read_text())
+    settings = Settings.load()
+    assert settings.unauthenticated_action == deployed["globalValidation"]["unauthenticatedClientAction"]
+    assert settings.require_authentication is deployed["globalValidation"]["requireAuthentication"]
+    assert settings.token_store is deployed["login"]["tokenStore"]["enabled"]
+
+
+@pytest.mark.parametrize(("action", "status"), [("Return401", 401), ("Return403", 403), ("RedirectToLoginPage", 302),
+                                                 ("AllowAnonymous", 200)])
+async def test_each_unauthenticated_client_action(action: str, status: int) -> None:
+    async with _behind(_settings(action, excluded=("/api/text",))) as (url, issuer):
+        got, headers, _ = await fetch("GET", f"{url}/api/items?x=1", allow_redirects=False)
+        assert got == status
+        if action == "RedirectToLoginPage":
+            assert headers["Location"] == "/.auth/login/aad?post_login_redirect_uri=%2Fapi%2Fitems%3Fx%3D1"
+        # An excluded path reaches the code unauthenticated; a valid token always does.
+        assert (await fetch("GET", f"{url}/api/text", allow_redirects=False))[0] == 202
+        signed = await echo("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {_token(issuer)}"})
+        assert "x-ms-client-principal" in signed["headers"]
+
+
+async def test_without_require_authentication_every_action_lets_the_unauthenticated_through() -> None:
+    async with _behind(_settings("Return401", require=False)) as (url, _):
+        assert (await fetch("GET", f"{url}/api/items"))[0] == 200
+
+
+async def test_a_valid_token_becomes_the_principal_the_platform_injects() -> None:
+    async with _behind(_settings("AllowAnonymous", require=False)) as (url, issuer):
+        token = _token(issuer, aud=f"api://{CLIENT}", preferred_username="ops@msp.example")
+        got = await echo("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {token}"})
+    principal = json.loads(base64.b64decode(got["headers"]["x-ms-client-principal"]))
+    assert principal["auth_typ"] == "aad" and principal["role_typ"].endswith("/claims/role")
+    claims = [(c["typ"], c["val"]) for c in principal["claims"]]
+    assert [v for t, v in claims if t == "roles"] == ["Rotator.Read", "Rotator.Operate"]  # one entry per value
+    assert ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid-1") in claims  # mapped
+    assert ("preferred_username", "ops@msp.example") in claims  # kept
+    assert got["headers"]["x-ms-client-principal-name"] == "ops@msp.example"
+    assert (got["headers"]["x-ms-client-principal-id"], got["headers"]["x-ms-client-principal-idp"]) == ("oid-1", "aad")
+
+
+@pytest.mark.parametrize("case", ["other-key", "unknown-kid", "other-audience", "other-issuer", "expired",
+                                  "not-yet-valid", "hs256", "garbage"])
+async def test_an_invalid_token_is_refused_401_even_under_allow_anonymous(case: str) -> None:
+    async with _behind(_settings("AllowAnonymous", require=False)) as (url, issuer):
+        token = {
+            "other-key": lambda: _token(issuer, key=OTHER_KEY),
+            "unknown-kid": lambda: _token(issuer, kid="k2"),
+            "other-audience": lambda: _token(issuer, aud="api://someone-else"),
+            "other-issuer": lambda: _token(issuer.replace("/tenant/", "/other/")),
+            "expired": lambda: _token(issuer, expires_in=-400),  # past the 5-minute clock skew
+            "not-yet-valid": lambda: _token(issuer, nbf=int(time.time()) + 900),
+            "hs256": lambda: jwt.encode({"iss": issuer, "aud": CLIENT, "exp": int(time.time()) + 60}, "k" * 32,
+                                        "HS256", headers={"kid": "k1"}),
+            "garbage": lambda: "not.a.jwt",
+        }[case]()
+        status, headers, body = await fetch("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {token}"})
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer") and body == b""
+
+
+async def test_a_client_sent_principal_never_reaches_the_code() -> None:
+    forged = {"X-MS-CLIENT-PRINCIPAL": base64.b64encode(b'{"auth_typ":"aad","claims":[]}').decode(),
+              "X-MS-CLIENT-PRINCIPAL-NAME": "admin@msp.example", "X-MS-CLIENT-PRINCIPAL-ID": "x",
+              "x-ms-client-principal-idp": "aad", "X-MS-TOKEN-AAD-ID-TOKEN": "t"}
+    async with _behind(_settings("AllowAnonymous", require=False)) as (url, issuer):
+        got = await echo("GET", f"{url}/api/items", headers=forged)
+        assert not [h for h in got["headers"] if h.startswith(("x-ms-client-principal", "x-ms-token"))]
+        signed = await echo("GET", f"{url}/api/items", headers={**forged, "Authorization": f"Bearer {_token(issuer)}"})
+        assert signed["headers"]["x-ms-client-principal-name"] != "admin@msp.example"
+    # Without App Service Authentication in front at all, the host still never passes them on.
+    async with _serve() as bare:
+        got = await echo("GET", f"{bare}/api/items", headers=forged)
+    assert not [h for h in got["headers"] if h.startswith("x-ms-client-principal")]
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "evil"])
+async def test_sign_in_accepts_only_a_path_on_this_app_as_where_to_return(target: str) -> None:
+    async with _behind(_settings("AllowAnonymous", require=False)) as (url, issuer):
+        status, _, _ = await fetch("GET", f"{url}/.auth/login/aad", params={"post_login_redirect_uri": target},
+                                   allow_redirects=False)
+        assert status == 403
+        status, headers, _ = await fetch("GET", f"{url}/.auth/login/aad",
+                                         params={"post_login_redirect_uri": "/api/items"}, allow_redirects=False)
+    location = urlsplit(headers["Location"])
+    assert status == 302 and headers["Location"].startswith(issuer.removesuffix("/v2.0") + "/authorize?")
+    query = dict(parse_qsl(location.query))
+    assert query["redirect_uri"] == f"{url}/.auth/login/aad/callback" and query["client_id"] == CLIENT
+    assert query["code_challenge_method"] == "S256" and query["response_type"] == "code"
+    assert query["state"] and query["nonce"] and len(query["code_challenge"]) == 43
+
+
+async def test_the_token_store_off_means_no_auth_me_and_unknown_auth_paths_are_404() -> None:
+    async with _behind(_settings("AllowAnonymous", require=False)) as (url, _):
+        assert (await fetch("GET", f"{url}/.auth/me"))[0] == 404
+        assert (await fetch("GET", f"{url}/.auth/nothing"))[0] == 404

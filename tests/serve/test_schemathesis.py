@@ -1,6 +1,7 @@
 """schemathesis against `python -m shared serve`: for every operation of the served OpenAPI document, cases generated
 from the document are sent to the real function app (sandbox and Azurite behind it), signed in as the platform signs
-in an operator with both roles, and each answer must be no server error and exactly what the document says (status,
+in an automation principal holding Rotator.Operate (a bearer token from the sandbox's Entra ID, validated by the
+local App Service Authentication), and each answer must be no server error and exactly what the document says (status,
 content type, headers, body schema). A bounded number of cases per operation, deterministic (derandomized), so a
 failure is reproducible; the number of cases is reported at the end of the session.
 
@@ -30,30 +31,28 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from shared.entrypoints.access import Role, platform_headers
 from shared.entrypoints.api import openapi_document
 from tests.openapi_check import HTTP_METHODS
 from tests.rotation.conftest import ACCOUNT_SECRET, World
-from tests.serve.conftest import SUMMARY, Served, serving
+from tests.serve.conftest import SUMMARY, Served, bearer, serving
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,
           response_schema_conformance]
 # Cases per operation: enough to walk every documented answer, bounded for `make test` on 2 cores.
 EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "15"))
-OPERATOR = platform_headers("operator@msp.example", (Role.READ.value, Role.OPERATE.value))
 # Reads and re-registrations may name the seeded target (so that 200s with real data are checked too); a delete
 # may not (the reads after it would only see 404s), and rotations and pushes name targets in their bodies.
 SEEDED_IDS_FOR = {"GET", "PUT"}
 
 
-def register(served: Served, world: World) -> dict[str, str]:
+def register(served: Served, world: World, operator: dict[str, str]) -> dict[str, str]:
     """A registered target whose app exists in the sandbox (so that reads of it answer 200 with real data)."""
     world.seed_accounts()
     c = world.seed_customer("Conformance", 10)
     doc = {"customer": "Conformance", "destinations": [
         {"name": "proofpoint", "kind": "proofpoint",
          "options": {"stack": c.stack, "domain": c.domain, "account_secret": ACCOUNT_SECRET}}]}
-    put = requests.put(f"{served.url}/api/targets/{c.tenant_id}/{c.app_id}", json=doc, headers=OPERATOR, timeout=120)
+    put = requests.put(f"{served.url}/api/targets/{c.tenant_id}/{c.app_id}", json=doc, headers=operator, timeout=120)
     assert put.status_code == 201, put.text
     return {"tenantId": c.tenant_id, "appId": c.app_id}
 
@@ -73,21 +72,22 @@ def generate(strategy: Any) -> list[Any]:
     return cases
 
 
-def send(case: Any, base: str) -> str | None:
+def send(case: Any, base: str, operator: dict[str, str]) -> str | None:
     """Send one case and run the checks on the answer: schemathesis's report of what failed, or None."""
-    response = case.call(base_url=base, headers=OPERATOR, timeout=120)
+    response = case.call(base_url=base, headers=operator, timeout=120)
     try:
-        case.validate_response(response, checks=CHECKS, headers=OPERATOR)
+        case.validate_response(response, checks=CHECKS, headers=operator)
     except (AssertionError, BaseExceptionGroup) as failure:  # what failed, the answer, a curl command to replay it
         return f"{case.operation.label}: {failure}"
     return None
 
 
 def test_the_served_api_answers_as_its_openapi_document_says(world: World, request: pytest.FixtureRequest) -> None:
+    operator = bearer(world.sb, "Rotator.Operate")
     with serving(world) as served:
-        seeded = register(served, world)
+        seeded = register(served, world, operator)
         # The document as the app serves it, which is what clients read.
-        schema = schemathesis.openapi.from_url(f"{served.url}/api/openapi.json", headers=OPERATOR, timeout=120)
+        schema = schemathesis.openapi.from_url(f"{served.url}/api/openapi.json", headers=operator, timeout=120)
         started = time.monotonic()
         counts: dict[str, int] = {}
         # Cases of the next operation are generated while those of the last are being answered. The first case is
@@ -108,11 +108,11 @@ def test_the_served_api_answers_as_its_openapi_document_says(world: World, reque
                 cases = generate(strategy)
                 counts[operation.label] = len(cases)
                 if not first and cases:
-                    first.append(send(cases.pop(0), served.url))
-                sent += [pool.submit(send, case, served.url) for case in cases]
+                    first.append(send(cases.pop(0), served.url, operator))
+                sent += [pool.submit(send, case, served.url, operator) for case in cases]
             failures = [f for f in [*first, *(future.result() for future in sent)] if f]
         elapsed = time.monotonic() - started
-        after = requests.get(f"{served.url}/api/status", headers=OPERATOR, timeout=120)
+        after = requests.get(f"{served.url}/api/status", headers=operator, timeout=120)
 
     total = sum(counts.values())
     request.config.stash.setdefault(SUMMARY, []).append(

@@ -11,22 +11,20 @@ import uuid
 import requests
 
 from shared.cli import EXIT_FAILED
-from shared.entrypoints.access import Role, platform_headers
 from shared.entrypoints.api import openapi_document
 from tests.conftest import ROOT
 from tests.openapi_check import check_response
 from tests.rotation.conftest import World
-from tests.serve.conftest import serving
-
-OPERATOR = platform_headers("operator@msp.example", (Role.READ.value, Role.OPERATE.value))
+from tests.serve.conftest import bearer, serving
 
 
 def test_the_real_functions_answer_as_documented(world: World) -> None:
+    operator = bearer(world.sb, "Rotator.Operate")
     with serving(world) as served:
-        document = requests.get(f"{served.url}/api/openapi.json", headers=OPERATOR, timeout=60)
+        document = requests.get(f"{served.url}/api/openapi.json", headers=operator, timeout=60)
         anonymous = requests.get(f"{served.url}/api/targets", timeout=60)
-        wrong_method = requests.request("TRACE", f"{served.url}/api/targets", headers=OPERATOR, timeout=60)
-        no_route = requests.get(f"{served.url}/api/no-such-route", headers=OPERATOR, timeout=60)
+        wrong_method = requests.request("TRACE", f"{served.url}/api/targets", headers=operator, timeout=60)
+        no_route = requests.get(f"{served.url}/api/no-such-route", headers=operator, timeout=60)
     assert document.status_code == 200 and document.json() == openapi_document()
     for path, method, reply in (("/api/openapi.json", "GET", document), ("/api/targets", "GET", anonymous),
                                 ("/api/targets", "TRACE", wrong_method)):
@@ -37,9 +35,10 @@ def test_the_real_functions_answer_as_documented(world: World) -> None:
 
 def test_writes_through_the_server_land_in_the_tables_it_was_given(world: World) -> None:
     tenant, app = str(uuid.uuid4()), str(uuid.uuid4())
+    operator = bearer(world.sb, "Rotator.Operate")
     with serving(world) as served:
         reply = requests.put(f"{served.url}/api/targets/{tenant}/{app}", json={"customer": "Served Ltd"},
-                             headers=OPERATOR, timeout=60)
+                             headers=operator, timeout=60)
     assert reply.status_code == 201, reply.text
     listed = subprocess.run(
         [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "targets", "list"],
