@@ -13,7 +13,7 @@ help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
 	@echo "make test-exhaustive - the long sweeps of real kills and faults (1 minute on a quiet 2-core machine, 30 on a slow one)"
 	@echo "make demo   - the whole job end to end against the local sandbox"
-	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed); SERVE_ARGS=..."
+	@echo "make serve  - the HTTP API on http://127.0.0.1:7071/api/ against the sandbox (demo seed), sign-in as in Azure; SERVE_PORT=..."
 	@echo "make bench  - CPU, memory, cold start and Key Vault writes against issue 13's goals (print figures)"
 	@echo "make bench-fanout - 1,000 due customers drained by 1, 2 and 4 queue workers (print figures)"
 	@echo "make bench-sweep - rotations per second at several SCAN_CONCURRENCY values (print figures)"

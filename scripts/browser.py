@@ -1,28 +1,36 @@
 """The local server and Debian's Chromium for the dashboard: what the browser tests and `make demo` share.
 
-`serving` runs `python -m shared serve` (the function app's HTTP functions on 127.0.0.1, signed in through the
-local stand-in for App Service Authentication) until the block ends; `launch` starts Chromium through Playwright
-by its executable path (Playwright's own browser download is never used).
+`serving` runs `python -m shared serve` (the function app's HTTP functions on 127.0.0.1 behind the local App Service
+Authentication, devhost/) until the block ends; `launch` starts Chromium through Playwright by its executable path
+(Playwright's own browser download is never used), trusting the sandbox's TLS certificate by its public key only
+(`--ignore-certificate-errors-spki-list`: every other certificate error still stops the browser); `sign_in` signs a
+person in as in Azure: the dashboard sends the browser to `/.auth/login/aad`, Entra's (the sandbox's) sign-in page
+offers the MSP tenant's users, the callback brings it back to the page with a session cookie.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
+import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sandbox.launch import stop
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# No network of its own (updates, sync, QUIC probes): the browser talks to the local server only.
+# No network of its own (updates, sync, QUIC probes): the browser talks to the local server and the sandbox only.
 CHROMIUM_ARGS = (
     "--headless",
     "--no-sandbox",
@@ -34,6 +42,7 @@ CHROMIUM_ARGS = (
     "--disable-sync",
 )
 _SERVING = re.compile(r"Serving the function app at (http://127\.0\.0\.1:\d+)/api/")
+SIGN_IN_TIMEOUT_MS = 120_000
 
 
 def chromium_missing() -> str | None:
@@ -49,17 +58,17 @@ def chromium_missing() -> str | None:
 
 @contextmanager
 def serving(
-    env: dict[str, str], *, caller: str, roles: Sequence[str], table_prefix: str = "", work_queue: str = "",
-    timeout: float = 120.0,
+    env: dict[str, str], *, table_prefix: str = "", work_queue: str = "", port: int = 0, timeout: float = 120.0,
 ) -> Iterator[str]:
-    """`python -m shared serve` (the HTTP functions and a queue worker) on a free loopback port as `caller` with
-    `roles`; yields its base URL."""
+    """`python -m shared serve` (the HTTP functions behind App Service Authentication, and a queue worker) on a
+    loopback port (0: a free one); yields its base URL. Its function keys go to a private temporary folder."""
     command = [sys.executable, "-m", "shared"]
     if table_prefix:
         command += ["--table-prefix", table_prefix]
     if work_queue:
         command += ["--work-queue", work_queue]
-    command += ["serve", "--port", "0", "--as", caller, "--roles", ",".join(roles)]
+    keys = tempfile.TemporaryDirectory(prefix="rotator-host-keys-")
+    command += ["serve", "--port", str(port), "--keys-file", str(Path(keys.name) / "keys.json")]
     process = subprocess.Popen(
         command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -87,24 +96,60 @@ def serving(
         yield url[0]
     finally:
         stop(process)
+        keys.cleanup()
 
 
-def launch(playwright: Any) -> Any:
-    """Debian's Chromium, headless, through Playwright's sync API."""
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=list(CHROMIUM_ARGS), timeout=120_000)
+def spki_hash(pem: str) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a certificate: the form `--ignore-certificate-errors-spki-list`
+    takes."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = x509.load_pem_x509_certificate(pem.encode()).public_key()
+    return base64.b64encode(hashlib.sha256(key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+                            .digest()).decode()
 
 
-def screenshot(url: str, path: Path, width: int = 1280, height: int = 800) -> None:
-    """A browser screenshot of the dashboard at `url` once it has loaded its data."""
+def trusted_keys(ca_file: str, endpoints: Sequence[str]) -> list[str]:
+    """The public-key hashes of the sandbox's CA and of the certificates its HTTPS endpoints present."""
+    hashes = {spki_hash(Path(ca_file).read_text())}
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint)
+        if parts.scheme == "https" and parts.hostname:
+            hashes.add(spki_hash(ssl.get_server_certificate((parts.hostname, parts.port or 443))))
+    return sorted(hashes)
+
+
+def launch(playwright: Any, trust: Sequence[str] = ()) -> Any:
+    """Debian's Chromium, headless, through Playwright's sync API; `trust`: public-key hashes whose certificates it
+    accepts although no CA it knows signed them (the sandbox's)."""
+    args = list(CHROMIUM_ARGS)
+    if trust:
+        args.append(f"--ignore-certificate-errors-spki-list={','.join(trust)}")
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args, timeout=120_000)
+
+
+def sign_in(page: Any, base: str, upn: str, then: str = "/api/dashboard") -> None:
+    """Open `then` on the local server and sign in as `upn` where it sends the browser: App Service Authentication's
+    login, Entra's account picker (the account chosen), the callback, and back to `then`."""
+    page.goto(f"{base}{then}", timeout=SIGN_IN_TIMEOUT_MS)
+    page.wait_for_selector("text=Pick an account", timeout=SIGN_IN_TIMEOUT_MS)
+    page.click(f'button[name="login_hint"][value="{upn}"]', timeout=SIGN_IN_TIMEOUT_MS)
+    page.wait_for_url(f"{base}{then}", timeout=SIGN_IN_TIMEOUT_MS)
+
+
+def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800) -> None:
+    """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data."""
     from playwright.sync_api import sync_playwright
 
     path.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
-        browser = launch(playwright)
+        browser = launch(playwright, trust)
         try:
             page = browser.new_page(viewport={"width": width, "height": height})
-            page.goto(url, timeout=120_000)
+            sign_in(page, base, upn)
             page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+            page.wait_for_selector("#caller:not([hidden])", timeout=120_000)
             page.screenshot(path=str(path), timeout=120_000)
         finally:
             browser.close()

@@ -5,7 +5,9 @@ by the MSP app, Tailspin's tenant blocking client secrets: both need a human), r
 with two destinations each (Proofpoint Essentials and the MSP portal), shows their secrets' lifetime, runs one
 timer pass with the grace period at zero, a second one a day later (once Proofpoint's own sync has run with the
 new secrets, which is when the old ones are retired), and shows what changed everywhere. Ends with a browser
-screenshot of the dashboard (.demo/dashboard.png) taken through the local server. Stops everything at the end.
+screenshot of the dashboard (.demo/dashboard.png) taken through the local server after signing in as
+operator@msp.example through App Service Authentication's redirect to the sandbox's Entra sign-in page. Stops
+everything at the end.
 """
 
 from __future__ import annotations
@@ -20,13 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from sandbox.client import SandboxClient
-from sandbox.launch import running
-from scripts.browser import chromium_missing, screenshot, serving
+from sandbox.launch import RunningSandbox, running
+from scripts.browser import chromium_missing, screenshot, serving, trusted_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
 SCREENSHOT = ROOT / ".demo" / "dashboard.png"
 PORTAL_PATH = "/api/office365/azure-ad"
+OPERATOR = "operator@msp.example"  # the sandbox's MSP user holding Rotator.Operate
 DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
 CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the seed
     "c0a70000-0000-4000-8000-00000000c001": ("Contoso", "contoso.com", "us1"),
@@ -141,22 +144,25 @@ def main() -> int:
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
         banner("The dashboard")
-        dashboard(env)
+        dashboard(env, sandbox)
         return 0
 
 
-def dashboard(env: dict[str, str]) -> None:
-    """A browser screenshot of the dashboard, served by `python -m shared serve` over the demo's state."""
+def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
+    """A browser screenshot of the dashboard, served by `python -m shared serve` over the demo's state, taken after
+    operator@msp.example signed in as in Azure (the page's redirect, Entra's sign-in page, the callback)."""
     missing = chromium_missing()
     if missing:
         print(f"No screenshot of the dashboard: {missing}", flush=True)
     else:
-        roles = ["Rotator.Read", "Rotator.Operate"]
-        with serving(env, caller="operator@msp.example", roles=roles) as url:
-            screenshot(f"{url}/api/dashboard", SCREENSHOT)
-        print(f"Screenshot of the dashboard (Chromium, 1280x800): {SCREENSHOT.relative_to(ROOT)}", flush=True)
-    print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser "
-          "(the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
+        with serving(env) as url:
+            sandbox.control.add_redirect_uri("msp-app", f"{url}/.auth/login/aad/callback")
+            screenshot(url, SCREENSHOT, upn=OPERATOR,
+                       trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
+        print(f"Screenshot of the dashboard after {OPERATOR} signed in (Chromium, 1280x800): "
+              f"{SCREENSHOT.relative_to(ROOT)}", flush=True)
+    print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser and sign in "
+          "on the sandbox's Entra page (the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,41 +1,61 @@
-"""`make serve`: the function app's HTTP API on 127.0.0.1 against the local sandbox (demo seed) and Azurite.
+"""`make serve`: the function app's HTTP API on http://127.0.0.1:7071 against the local sandbox (demo seed) and
+Azurite, behind the local App Service Authentication, as in Azure: nobody is signed in for you.
 
-Starts the sandbox with the demo's three customers, registers them, then runs `python -m shared serve` with the
-sandbox's settings until Ctrl-C. SERVE_ARGS passes options to `serve` (default: signed in, through the local
-stand-in for Easy Auth, as an operator holding both app roles).
+Starts the sandbox in `.sandbox/serve/` with the demo's customers, registers them, registers the local sign-in callback
+(`http://127.0.0.1:7071/.auth/login/aad/callback`) on the MSP app as `az ad app update --web-redirect-uris` would, then
+runs `python -m shared serve` with the sandbox's settings until Ctrl-C, and says how to sign in:
+- a person: open the dashboard; App Service Authentication sends the browser to the sandbox's Entra sign-in page,
+  which offers the MSP tenant's users (operator@ holds Rotator.Operate, reader@ Rotator.Read, nobody@ no role);
+- automation: a bearer token of the sandbox's automation principal, `python -m scripts.token --role Rotator.Operate`.
+SERVE_PORT changes the port.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shlex
+import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from sandbox.launch import running
+from scripts.browser import trusted_keys
 from scripts.demo import SEED, targets
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_ARGS = "--port 7071 --as operator@msp.example --roles Rotator.Read,Rotator.Operate"
+STATE = ROOT / ".sandbox" / "serve"  # where `python -m scripts.token` finds the running sandbox
 
 
 def main() -> int:
     if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
         raise SystemExit("run through `make serve` (it starts Azurite and sets STATE_TABLES_CONNECTION_STRING)")
-    serve_args = shlex.split(os.environ.get("SERVE_ARGS") or DEFAULT_ARGS)
-    with tempfile.TemporaryDirectory(prefix="rotator-serve-") as directory, running(Path(directory), SEED) as sandbox:
+    port = int(os.environ.get("SERVE_PORT") or 7071)
+    base = f"http://127.0.0.1:{port}"
+    shutil.rmtree(STATE, ignore_errors=True)
+    STATE.mkdir(parents=True)
+    with running(STATE, SEED) as sandbox:
         env = {**os.environ, **sandbox.settings}
         registry = sandbox.state_dir / "targets.json"
         registry.write_text(json.dumps(targets(sandbox.control.state(), sandbox.endpoints), indent=2))
         subprocess.run([sys.executable, "-m", "shared", "targets", "import", str(registry)], cwd=ROOT, env=env,
                        check=True)
-        print(f"Sandbox control (its state, clock and faults): {sandbox.endpoints['control']}", flush=True)
+        sandbox.control.add_redirect_uri("msp-app", f"{base}/.auth/login/aad/callback")
+        users = sandbox.control.msp_api()["users"]
+        spki = ",".join(trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
+        print(f"""
+Sign in as in Azure (App Service Authentication, emulated by devhost/ from infra/app/easy-auth.json):
+  A person: open {base}/api/dashboard in a browser; it goes to the sandbox's Entra sign-in page, which offers
+{chr(10).join(f"    {u['userPrincipalName']:<24} {', '.join(u['roles']) or 'no app role'}" for u in users)}
+    The sandbox serves HTTPS with its own CA ({sandbox.ca_file}): trust it in the browser, or start Chromium with
+    --user-data-dir=$(mktemp -d) --ignore-certificate-errors-spki-list={spki}
+  Automation: a bearer token of the sandbox's automation principal (client credentials), e.g.
+    curl -H "Authorization: Bearer $(.venv/bin/python -m scripts.token --role Rotator.Operate)" {base}/api/status
+Sandbox control (its state, clock and faults): {sandbox.endpoints['control']}
+""", flush=True)
         try:
-            return subprocess.run([sys.executable, "-m", "shared", "serve", *serve_args], cwd=ROOT, env=env,
-                                  check=False).returncode
+            return subprocess.run([sys.executable, "-m", "shared", "serve", "--port", str(port), "--keys-file",
+                                   str(STATE / "host-keys.json")], cwd=ROOT, env=env, check=False).returncode
         except KeyboardInterrupt:
             return 0
 

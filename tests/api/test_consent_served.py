@@ -19,6 +19,7 @@ from sandbox.launch import stop
 from tests.conftest import ROOT
 from tests.rotation.conftest import World
 from tests.sandbox.test_admin_consent import register_redirect_uris
+from tests.serve.conftest import automation_token
 
 SCRIPT = ROOT / "scripts" / "onboard-customer.sh"
 
@@ -39,7 +40,7 @@ def served(world: World) -> Iterator[str]:
     env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent"}
     process = subprocess.Popen(
         [sys.executable, "-m", "shared", "--table-prefix", world.prefix, "serve", "--port", str(port), "--no-worker",
-         "--as", "operator@msp.example", "--roles", "Rotator.Operate"],
+         "--keys-file", str(world.sb.state_dir / f"keys-{port}.json")],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -57,15 +58,18 @@ def served(world: World) -> Iterator[str]:
         stop(process, timeout=30)
 
 
-def _script(*args: str, base: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "ROTATOR_TOKEN": "local-stand-in"}
+def _script(*args: str, base: str, token: str) -> subprocess.CompletedProcess[str]:
+    """The script as an MSP engineer runs it, with a token for the API from Entra (the sandbox's automation principal
+    holding Rotator.Operate), which the served app's App Service Authentication validates."""
+    env = {"PATH": os.environ["PATH"], "ROTATOR_TOKEN": token}
     return subprocess.run(["bash", str(SCRIPT), *args, "--url", base], env=env, capture_output=True, text=True,
                           timeout=120, check=False)
 
 
 def test_the_script_link_leads_the_admin_through_entra_to_the_consent_page(world: World, served: str) -> None:
     c = world.seed_customer("Walkthrough", 20, consent=False, owned=False)
-    made = _script("consent-url", "--tenant", c.tenant_id, base=served)
+    token = automation_token(world.sb, "Rotator.Operate")
+    made = _script("consent-url", "--tenant", c.tenant_id, base=served, token=token)
     assert made.returncode == 0, made.stderr
     link = next(line.strip() for line in made.stdout.splitlines() if "/adminconsent?" in line)
     query = dict(parse_qsl(urlparse(link).query))
@@ -81,7 +85,7 @@ def test_the_script_link_leads_the_admin_through_entra_to_the_consent_page(world
     # The link is good once: the same answer again is refused, and the script now says the tenant consented.
     again = requests.get(page.url, timeout=60)
     assert again.status_code == 409 and "StateReplayed" in again.text
-    second = _script("consent-url", "--tenant", c.tenant_id, base=served)
+    second = _script("consent-url", "--tenant", c.tenant_id, base=served, token=token)
     assert "consented already" in second.stdout
 
 
@@ -91,3 +95,11 @@ def test_the_script_needs_a_credential_for_the_api(world: World, served: str) ->
                             env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60,
                             check=False)
     assert result.returncode == 2 and "ROTATOR_TOKEN" in result.stderr
+
+
+@pytest.mark.parametrize("role", ["Rotator.Read", None])
+def test_the_script_is_refused_without_the_operate_role(world: World, served: str, role: str | None) -> None:
+    c = world.seed_customer("Noop", 20, consent=False, owned=False)
+    token = automation_token(world.sb, role) if role else "not-a-token"
+    result = _script("consent-url", "--tenant", c.tenant_id, base=served, token=token)
+    assert result.returncode != 0 and "/adminconsent?" not in result.stdout

@@ -1,8 +1,11 @@
 """The dashboard in a real browser: Debian's Chromium through Playwright, against `python -m shared serve` with the
 sandbox (demo seed: Contoso expired, Fabrikam due, Northwind healthy) and Azurite behind it.
 
-One sandbox, one set of tables and one browser for the module; two servers: an operator (Rotator.Read and
-Rotator.Operate) and a read-only caller (Rotator.Read). Every page fails its test on a console error.
+One sandbox, one set of tables, one server and one browser for the module. People sign in as in Azure: the page
+sends the browser to App Service Authentication's login, the sandbox's Entra ID shows its account picker, the
+callback brings it back with a session. Two users of the MSP tenant: an operator (Rotator.Operate) and a read-only
+caller (Rotator.Read), each signed in once; the browser trusts the sandbox's certificate by its public key only.
+Every page fails its test on a console error.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any
 import pytest
 
 from sandbox.launch import running
-from scripts.browser import chromium_missing, launch, serving
+from scripts.browser import chromium_missing, launch, serving, sign_in, trusted_keys
 from scripts.demo import SEED, targets
 from tests.conftest import ROOT, STARTUP_TIMEOUT
 
@@ -36,13 +39,16 @@ TAILSPIN = "7a150000-0000-4000-8000-00000000d001"  # a tenant policy blocks pass
 WAIT_MS = 60_000  # generous: the machine may be busy; conditions are awaited, never slept on
 
 
+OPERATOR, READER, NOBODY = "operator@msp.example", "reader@msp.example", "nobody@msp.example"
+
+
 @dataclass
 class Stack:
-    operator: str
-    reader: str
+    url: str
     browser: Any
     env: dict[str, str]
     prefix: str
+    sessions: dict[str, Any]  # upn -> the browser's storage state once signed in (its session cookie)
 
 
 @pytest.fixture(scope="module")
@@ -65,28 +71,32 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for args in (["targets", "import", str(registry)], ["check"]):
             subprocess.run([sys.executable, "-m", "shared", "--table-prefix", prefix, *args], cwd=ROOT, env=env,
                            check=False, capture_output=True, timeout=120)
-        operator = stack.enter_context(
-            serving(env, caller="operator@msp.example", roles=[READ, OPERATE], table_prefix=prefix,
-                    work_queue=f"{prefix}-work"))
-        reader = stack.enter_context(serving(env, caller="reader@msp.example", roles=[READ], table_prefix=prefix,
-                                             work_queue=f"{prefix}-work"))
+        url = stack.enter_context(serving(env, table_prefix=prefix, work_queue=f"{prefix}-work"))
+        sandbox.control.add_redirect_uri("msp-app", f"{url}/.auth/login/aad/callback")
         playwright = stack.enter_context(sync_playwright())
-        browser = launch(playwright)
+        browser = launch(playwright, trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
         stack.callback(browser.close)
-        yield Stack(operator, reader, browser, env, prefix)
+        sessions = {}
+        for upn in (OPERATOR, READER):
+            context = browser.new_context()
+            sign_in(context.new_page(), url, upn)
+            sessions[upn] = context.storage_state()
+            context.close()
+        yield Stack(url, browser, env, prefix, sessions)
 
 
 class Page:
     """A browser page on the dashboard that records console errors and uncaught exceptions."""
 
-    def __init__(self, stack: Stack, base: str, width: int = 1280, height: int = 800) -> None:
-        self.context = stack.browser.new_context(viewport={"width": width, "height": height})
+    def __init__(self, stack: Stack, upn: str | None, width: int = 1280, height: int = 800) -> None:
+        self.context = stack.browser.new_context(viewport={"width": width, "height": height},
+                                                 storage_state=stack.sessions[upn] if upn else None)
         self.context.set_default_timeout(WAIT_MS)
         self.page = self.context.new_page()
         self.errors: list[str] = []
         self.page.on("console", self._console)
         self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
-        self.base = base
+        self.base = stack.url
 
     def _console(self, message: Any) -> None:
         if message.type == "error":
@@ -107,14 +117,14 @@ class Page:
 
 @pytest.fixture
 def operator(stack: Stack) -> Iterator[Page]:
-    page = Page(stack, stack.operator)
+    page = Page(stack, OPERATOR)
     yield page
     page.close()
 
 
 @pytest.fixture
 def reader(stack: Stack) -> Iterator[Page]:
-    page = Page(stack, stack.reader)
+    page = Page(stack, READER)
     yield page
     page.close()
 
@@ -257,7 +267,7 @@ def test_a_rotation_started_on_the_page_changes_the_status(operator: Page) -> No
 
 
 def test_phone_width_has_no_horizontal_scroll(stack: Stack) -> None:
-    phone = Page(stack, stack.reader, width=390, height=844)
+    phone = Page(stack, READER, width=390, height=844)
     try:
         page = phone.open()
         page.wait_for_selector("#fleet-body tr")
@@ -269,7 +279,7 @@ def test_phone_width_has_no_horizontal_scroll(stack: Stack) -> None:
 
 def test_empty_and_error_states(stack: Stack) -> None:
     """The page's answer to an empty registry and to a failing API (the API's answers replaced in the browser)."""
-    empty = Page(stack, stack.reader)
+    empty = Page(stack, READER)
     try:
         empty.page.route("**/api/status", lambda route: route.fulfill(
             status=200, content_type="application/json", body='{"targets": []}'))
@@ -278,7 +288,7 @@ def test_empty_and_error_states(stack: Stack) -> None:
         assert "No customers registered yet" in page.locator("#fleet-empty").inner_text()
     finally:
         empty.close()
-    failing = Page(stack, stack.reader)
+    failing = Page(stack, READER)
     try:
         failing.page.route("**/api/status", lambda route: route.fulfill(
             status=502, content_type="application/json",
@@ -290,3 +300,37 @@ def test_empty_and_error_states(stack: Stack) -> None:
         failing.errors = [e for e in failing.errors if "502" not in e]
     finally:
         failing.close()
+
+
+def test_a_browser_without_a_session_signs_in_through_the_redirect_and_comes_back(stack: Stack) -> None:
+    fresh = Page(stack, None)
+    try:
+        page = fresh.page
+        page.goto(f"{stack.url}/api/dashboard#/target/{CONTOSO}/{app_ids()[CONTOSO]}")
+        # Entra's (the sandbox's) account picker, reached through App Service Authentication's login
+        page.wait_for_selector("text=Pick an account")
+        assert page.url.startswith(stack.env["AZURE_AUTHORITY_HOST"]) and "/oauth2/v2.0/authorize?" in page.url
+        offered = {b.get_attribute("value") for b in page.locator('button[name="login_hint"]').all()}
+        assert {OPERATOR, READER, NOBODY} <= offered
+        page.click(f'button[name="login_hint"][value="{OPERATOR}"]')
+        page.wait_for_url(f"{stack.url}/api/dashboard")
+        page.wait_for_selector("body[data-ready=true]")
+        assert page.locator("#caller").inner_text().startswith(OPERATOR)
+        cookies = {c["name"]: c for c in fresh.context.cookies()}
+        assert cookies["AppServiceAuthSession"]["httpOnly"] and cookies["AppServiceAuthSession"]["sameSite"] == "Lax"
+    finally:
+        fresh.close()
+
+
+def test_a_user_without_an_app_role_is_stopped_at_entra(stack: Stack) -> None:
+    fresh = Page(stack, None)
+    try:
+        page = fresh.page
+        page.goto(f"{stack.url}/api/dashboard")
+        page.click(f'button[name="login_hint"][value="{NOBODY}"]')
+        page.wait_for_selector("text=AADSTS50105")
+        assert not [c for c in fresh.context.cookies() if c["name"] == "AppServiceAuthSession"]
+        # Entra's error page is itself a 400, which the browser reports; nothing else may be
+        fresh.errors = [e for e in fresh.errors if "400" not in e]
+    finally:
+        fresh.close()
