@@ -135,7 +135,10 @@ def sign_in(page: Any, base: str, upn: str, then: str = "/api/dashboard") -> Non
     page.goto(f"{base}{then}", timeout=SIGN_IN_TIMEOUT_MS)
     page.wait_for_selector("text=Pick an account", timeout=SIGN_IN_TIMEOUT_MS)
     page.click(f'button[name="login_hint"][value="{upn}"]', timeout=SIGN_IN_TIMEOUT_MS)
-    page.wait_for_url(f"{base}{then}", timeout=SIGN_IN_TIMEOUT_MS)
+    page.wait_for_url(re.compile(f"^{re.escape(base)}/"), timeout=SIGN_IN_TIMEOUT_MS)  # back on this app
+    if page.url != f"{base}{then}":  # the callback refused the sign-in: say why rather than wait
+        raise RuntimeError(f"the sign-in as {upn} did not come back to {then}: {page.url}: "
+                           f"{page.inner_text('body')[:500]}")
 
 
 def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800) -> None:

@@ -155,8 +155,8 @@ ROLE_TYPE = "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"
 
 
 def platform_headers(name: str, roles: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> dict[str, str]:
-    """The headers App Service Authentication injects for a signed-in Entra user: for tests and the local server
-    (`python -m shared serve --as NAME --roles ...`), never trusted from anywhere but the platform in Azure."""
+    """The headers App Service Authentication injects for a signed-in Entra user: for tests that call the functions
+    directly (what the platform hands the code). The local host (devhost/) strips them from clients, as Azure does."""
     claims = [
         {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier",
          "val": str(uuid.uuid5(uuid.NAMESPACE_URL, f"principal:{name}"))},
