@@ -36,13 +36,14 @@ What the platform does and this copies, with the public source of each:
   additional details on the authenticated user by calling /.auth/me", configure-authentication-user-identities;
   learn.microsoft.com/azure/app-service/configure-authentication-oauth-tokens): with it off (infra/app/easy-auth.json)
   the endpoint answers 404, as reported for the module without a token store (microsoft/azure-container-apps#479).
-- `/.auth/logout` ends the session and returns to `post_logout_redirect_uri` (relative) or `/.auth/logout/complete`
-  (configure-authentication-customize-sign-in-out, "Sign out of a session").
+- `/.auth/logout` ends the session, signs out at Entra's `end_session_endpoint` and returns to
+  `post_logout_redirect_uri` (relative) or `/.auth/logout/complete` (configure-authentication-customize-sign-in-out,
+  "Sign out of a session").
 
 Local differences, stated: the host serves plain HTTP on loopback (`httpSettings.requireHttps` is the front end's
 job in Azure); the code flow asks for `response_mode=query` where the platform uses `form_post` (a SameSite=Lax
 cookie over plain HTTP does not come back on a cross-site POST); the session is kept in this process (the platform's
-cookie carries it, encrypted); sign-out does not visit Entra's end-session endpoint.
+cookie carries it, encrypted).
 """
 
 from __future__ import annotations
@@ -357,7 +358,7 @@ class EasyAuth:
         if rest == "/me":
             return self._me(request)
         if rest == "/logout":
-            return self._logout(request)
+            return await self._logout(request)
         if rest == "/logout/complete":
             return web.Response(text="You have successfully signed out.", content_type="text/plain")
         return web.Response(status=404)
@@ -452,10 +453,21 @@ class EasyAuth:
             "expires_on": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(session.expires)),
         }])
 
-    def _logout(self, request: web.Request) -> web.StreamResponse:
+    async def _logout(self, request: web.Request) -> web.StreamResponse:
+        """End the session here, then sign out at the provider (its end_session_endpoint), which returns the browser
+        to the post-logout path (configure-authentication-customize-sign-in-out, "Sign out of a session")."""
         self.sessions.pop(request.cookies.get(SESSION_COOKIE, ""), None)
         target = request.query.get("post_logout_redirect_uri", "")
         location = target if target and safe_redirect(target) else f"{self.settings.api_prefix}/logout/complete"
+        if self.provider.enabled:
+            try:
+                await self.metadata.refresh()
+                end_session = self.metadata.config.get("end_session_endpoint")
+            except (aiohttp.ClientError, OSError, KeyError, ValueError):
+                end_session = None  # the provider cannot be reached: the local session is ended all the same
+            if end_session:
+                back = f"{request.scheme}://{request.host}{location}"
+                location = f"{end_session}?{urlencode({'post_logout_redirect_uri': back})}"
         response = web.Response(status=302, headers={"Location": location, "Cache-Control": "no-store"})
         response.del_cookie(SESSION_COOKIE, path="/")
         return response

@@ -115,6 +115,9 @@ def test_a_person_signs_in_through_the_redirect_and_keeps_a_session(world: World
     assert page.status_code == 200 and refused.status_code == 403
     assert me_endpoint.status_code == 404
     assert out.status_code == 302 and _unauthenticated(after)
+    # signed out at Entra too, which is asked to return the browser to the platform's signed-out page
+    assert out.headers["Location"].startswith(world.env["AZURE_AUTHORITY_HOST"])
+    assert "/oauth2/v2.0/logout?post_logout_redirect_uri=http" in out.headers["Location"]
 
 
 def test_the_callback_refuses_an_unknown_state_or_another_browser(world: World) -> None:
