@@ -16,14 +16,13 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
+from sandbox.client import sign_in_as
 from sandbox.launch import stop
 from tests.conftest import ROOT, SandboxHandle
 from tests.rotation import conftest as rotation
@@ -97,47 +96,15 @@ def register_callback(sb: SandboxHandle, url: str) -> None:
     sb.control.add_redirect_uri("msp-app", f"{url}/.auth/login/aad/callback")
 
 
-class _Picker(HTMLParser):
-    """The sign-in page's one form: its action and hidden fields, and the accounts offered."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-        self.accounts: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = a.get("action", "")
-        elif tag == "input" and a.get("type") == "hidden":
-            self.fields[a["name"]] = a.get("value", "")
-        elif tag == "button" and a.get("name") == "login_hint":
-            self.accounts.append(a.get("value", ""))
-
-
 def signed_in(sb: SandboxHandle, url: str, upn: str, then: str = "/api/me") -> requests.Session:
     """A browser-like session signed in as `upn` the way a person signs in: `/.auth/login/aad`, Entra's sign-in page
-    (the account picked), the callback, and back to `then` with the session cookie."""
-    session = requests.Session()  # (a session's own `verify` loses to REQUESTS_CA_BUNDLE: given on each call)
+    (the account picked, `sandbox.client.sign_in_as`), the callback, and back to `then` with the session cookie."""
+    session = requests.Session()
     start = session.get(f"{url}/.auth/login/aad", params={"post_login_redirect_uri": then}, allow_redirects=False,
                         timeout=30)
     assert start.status_code == 302, start.text
-    page = session.get(start.headers["Location"], verify=sb.ca_file, timeout=30)
-    assert page.status_code == 200 and "Pick an account" in page.text, page.text
-    picker = _Picker()
-    picker.feed(page.text)
-    assert upn in picker.accounts, picker.accounts
-    entra = urlsplit(start.headers["Location"])
-    picked = session.post(f"{entra.scheme}://{entra.netloc}{picker.action}", data={**picker.fields, "login_hint": upn},
-                          allow_redirects=False, verify=sb.ca_file, timeout=30)
-    assert picked.status_code == 302 and picked.headers["Location"].startswith(f"{url}/.auth/login/aad/callback"), \
-        picked.text
-    back = session.get(picked.headers["Location"], allow_redirects=False, timeout=30)
+    answer = sign_in_as(start.headers["Location"], upn, sb.ca_file)
+    assert (answer.redirect_uri, answer.method) == (f"{url}/.auth/login/aad/callback", "GET"), answer
+    back = session.get(answer.redirect_uri, params=answer.params, allow_redirects=False, timeout=30)
     assert back.status_code == 302 and back.headers["Location"] == then, (back.status_code, back.text)
     return session
-
-
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
-    for line in config.stash.get(SUMMARY, []):
-        terminalreporter.write_line(line)

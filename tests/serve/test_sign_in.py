@@ -15,6 +15,7 @@ from aiohttp import web
 
 from devhost.easyauth import EasyAuth, Provider, Settings
 from devhost.host import LocalHost
+from sandbox.client import sign_in_as
 from shared.entrypoints.access import platform_headers
 from tests.rotation.conftest import World
 from tests.serve.conftest import automation_token, bearer, register_callback, serving, signed_in
@@ -171,3 +172,11 @@ async def test_a_wrong_nonce_in_the_id_token_is_refused(world: World) -> None:
     assert (await easy.validate(token, (audience, world.env["MSP_APP_CLIENT_ID"])))["roles"] == [READ]
     with pytest.raises(InvalidToken):
         await easy.validate(token, (audience, world.env["MSP_APP_CLIENT_ID"]), nonce="the-one-we-sent")
+
+
+def test_a_user_without_an_app_role_is_stopped_at_entra(world: World) -> None:
+    with serving(world) as served:
+        register_callback(world.sb, served.url)
+        start = requests.get(f"{served.url}/.auth/login/aad", allow_redirects=False, timeout=60)
+        with pytest.raises(PermissionError, match="AADSTS50105"):
+            sign_in_as(start.headers["Location"], "nobody@msp.example", world.sb.ca_file)
