@@ -308,7 +308,10 @@ class EasyAuth:
             raise InvalidToken("not a JWT") from error
         if header.get("alg") != "RS256":
             raise InvalidToken("not signed with RS256")
-        key = await self.metadata.key(str(header.get("kid", "")))
+        try:
+            key = await self.metadata.key(str(header.get("kid", "")))
+        except (aiohttp.ClientError, OSError, KeyError, ValueError) as error:
+            raise InvalidToken("the issuer's signing keys cannot be read") from error
         try:
             claims: dict[str, Any] = jwt.decode(
                 token, key, algorithms=["RS256"], audience=list(audiences), issuer=self.provider.issuer,
@@ -378,7 +381,11 @@ class EasyAuth:
         verifier, nonce = secrets.token_urlsafe(48), secrets.token_urlsafe(24)
         challenge = base64.urlsafe_b64encode(hashlib.sha256(verifier.encode()).digest()).rstrip(b"=").decode()
         redirect_uri = self._callback_uri(request)
-        self.logins[state] = _Login(binding, verifier, nonce, redirect_uri, target, time.monotonic())
+        now = time.monotonic()  # sign-ins never finished are forgotten once they could no longer finish
+        lifetime = self.settings.nonce_lifetime.total_seconds()
+        for stale in [k for k, v in self.logins.items() if now - v.started > lifetime]:
+            del self.logins[stale]
+        self.logins[state] = _Login(binding, verifier, nonce, redirect_uri, target, now)
         query = {"client_id": self.provider.client_id, "response_type": "code", "redirect_uri": redirect_uri,
                  "scope": SIGN_IN_SCOPES, "state": state, "nonce": nonce, "code_challenge": challenge,
                  "code_challenge_method": "S256", "response_mode": "query"}

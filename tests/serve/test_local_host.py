@@ -389,3 +389,13 @@ async def test_the_token_store_off_means_no_auth_me_and_unknown_auth_paths_are_4
     async with _behind(_settings("AllowAnonymous", require=False)) as (url, _):
         assert (await fetch("GET", f"{url}/.auth/me"))[0] == 404
         assert (await fetch("GET", f"{url}/.auth/nothing"))[0] == 404
+
+
+async def test_a_token_is_refused_when_the_issuers_keys_cannot_be_read() -> None:
+    async with _issuer() as issuer:
+        token = _token(issuer)
+    # the issuer is gone: nothing can prove the signature, so nothing is let in as that caller
+    provider = Provider(CLIENT, issuer, (CLIENT,))
+    async with _serve(EasyAuth(_settings("AllowAnonymous", require=False), provider)) as url:
+        status, headers, _ = await fetch("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {token}"})
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
