@@ -43,7 +43,8 @@ What the platform does and this copies, with the public source of each:
 Local differences, stated: the host serves plain HTTP on loopback (`httpSettings.requireHttps` is the front end's
 job in Azure); the code flow asks for `response_mode=query` where the platform uses `form_post` (a SameSite=Lax
 cookie over plain HTTP does not come back on a cross-site POST); the session is kept in this process (the platform's
-cookie carries it, encrypted).
+cookie carries it, encrypted); `preserveUrlFragmentsForLogins` is not modelled (the fragment never reaches a server);
+the 401/403 of Return401/Return403 carry no body here.
 """
 
 from __future__ import annotations

@@ -264,7 +264,7 @@ def parser() -> argparse.ArgumentParser:
                        help="where the host writes the function keys it makes at start (default: a new temporary "
                             "folder; the path is printed, the keys never are)")
     serve.add_argument("--no-worker", action="store_true",
-                       help="do not take work from the rotation queue beside the HTTP functions (as `func start` "
+                       help="do not take work from the rotation queue beside the HTTP functions (as the Functions host "
                             "runs the queue trigger; on by default when WORK_QUEUE is set)")
     work = sub.add_parser("work", help="take work from the rotation queue (WORK_QUEUE, Azurite) as the Functions host "
                                        "runs advance_target: a local worker")
