@@ -217,7 +217,9 @@ def without_client_principal(headers: Mapping[str, str]) -> dict[str, str]:
 
 def safe_redirect(target: str) -> bool:
     """A post-login/-logout target the platform follows without allowedExternalRedirectUrls: a path on this app."""
-    return target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target
+    # Browsers drop tabs and newlines from URLs ("/\t/evil" becomes "//evil"): no control character or space either.
+    return (target.startswith("/") and not target.startswith(("//", "/\\")) and "\\" not in target
+            and not any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in target))
 
 
 def unauthenticated_answer(settings: Settings, path: str, path_and_query: str) -> web.Response | None:

@@ -369,7 +369,8 @@ async def test_a_client_sent_principal_never_reaches_the_code() -> None:
     assert not [h for h in got["headers"] if h.startswith("x-ms-client-principal")]
 
 
-@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "evil"])
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "evil",
+                                    "/\t/evil.example", "/\n/evil.example", " //evil.example"])
 async def test_sign_in_accepts_only_a_path_on_this_app_as_where_to_return(target: str) -> None:
     async with _behind(_settings("AllowAnonymous", require=False)) as (url, issuer):
         status, _, _ = await fetch("GET", f"{url}/.auth/login/aad", params={"post_login_redirect_uri": target},
