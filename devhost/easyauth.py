@@ -330,19 +330,21 @@ class EasyAuth:
     async def authenticate(self, request: web.Request) -> tuple[web.StreamResponse | None, dict[str, str]]:
         """(a refusal, or None) and the identity headers to add for the code (empty: anonymous)."""
         path = request.path
-        if self.settings.excluded(path) or not self.provider.enabled:
+        if self.settings.excluded(path):
             return None, {}
-        authorization = request.headers.get("Authorization", "")
-        if authorization[:7].lower() == "bearer ":
-            try:
-                claims = await self.validate(authorization[7:].strip(), self.provider.allowed_audiences)
-            except InvalidToken:
-                return web.Response(status=401, headers={
-                    "WWW-Authenticate": f'Bearer realm="{request.host}", error="invalid_token"'}), {}
-            return None, principal_headers(claims)
-        session = self._session(request)
-        if session is not None:
-            return None, principal_headers(session.claims)
+        # Without an identity provider (no client id yet) nobody can sign in: every caller is unauthenticated.
+        if self.provider.enabled:
+            authorization = request.headers.get("Authorization", "")
+            if authorization[:7].lower() == "bearer ":
+                try:
+                    claims = await self.validate(authorization[7:].strip(), self.provider.allowed_audiences)
+                except InvalidToken:
+                    return web.Response(status=401, headers={
+                        "WWW-Authenticate": f'Bearer realm="{request.host}", error="invalid_token"'}), {}
+                return None, principal_headers(claims)
+            session = self._session(request)
+            if session is not None:
+                return None, principal_headers(session.claims)
         return unauthenticated_answer(self.settings, path, request.path_qs), {}
 
     def _session(self, request: web.Request) -> _Session | None:

@@ -400,3 +400,17 @@ async def test_a_token_is_refused_when_the_issuers_keys_cannot_be_read() -> None
     async with _serve(EasyAuth(_settings("AllowAnonymous", require=False), provider)) as url:
         status, headers, _ = await fetch("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {token}"})
     assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_without_an_identity_provider_nobody_signs_in_and_the_action_still_applies() -> None:
+    """No client id yet (before create-msp-app.sh): the module has no provider; Return401 refuses everyone, a token
+    included, and AllowAnonymous lets everyone through unauthenticated."""
+    async with _issuer() as issuer:
+        token = _token(issuer)
+        for action, expected in (("Return401", 401), ("AllowAnonymous", 200)):
+            async with _serve(EasyAuth(_settings(action), Provider("", issuer, ()))) as url:
+                status, _, body = await fetch("GET", f"{url}/api/items", headers={"Authorization": f"Bearer {token}"})
+                assert status == expected, action
+                if status == 200:
+                    assert b"x-ms-client-principal" not in body
+                assert (await fetch("GET", f"{url}/.auth/login/aad", allow_redirects=False))[0] == 404
