@@ -30,8 +30,11 @@ What the platform does and this copies, with the public source of each:
   post-login path; only relative paths are accepted, others are refused as the platform refuses URLs outside
   `allowedExternalRedirectUrls` (learn.microsoft.com/azure/app-service/configure-authentication-customize-sign-in-out,
   "Use multiple sign-in providers", "Limit the domain of sign-in accounts"; overview-authentication-authorization,
-  "Server-directed flow"). The session lives `login.cookieExpiration.timeToExpiration` (FixedTime); `login.nonce`
-  bounds how long a sign-in may take and whether the ID token's nonce is checked.
+  "Server-directed flow"). The code is redeemed with a client assertion from the managed identity named by
+  `OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID`, the `clientSecretSettingName` the Bicep sets (configure-authentication-
+  provider-aad, "Use a managed identity instead of a secret"). The session lives
+  `login.cookieExpiration.timeToExpiration` (FixedTime); `login.nonce` bounds how long a sign-in may take and whether
+  the ID token's nonce is checked.
 - `/.auth/me` answers only with the token store on ("If the token store is enabled for your app, you can also obtain
   additional details on the authenticated user by calling /.auth/me", configure-authentication-user-identities;
   learn.microsoft.com/azure/app-service/configure-authentication-oauth-tokens): with it off (infra/app/easy-auth.json)
@@ -155,10 +158,10 @@ class Provider:
     client_id: str
     issuer: str
     allowed_audiences: tuple[str, ...]
-    # How the code flow authenticates the app at Entra's token endpoint: a client secret (clientSecretSettingName,
-    # MICROSOFT_PROVIDER_AUTHENTICATION_SECRET) or the app's managed identity as a federated credential
-    # (OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID); without either, the sign-in cannot finish.
-    client_secret: str = ""
+    # How the code flow proves the app at Entra's token endpoint, as the Bicep configures it: clientSecretSettingName
+    # names OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID, so the platform sends a client assertion from that managed
+    # identity, which the app trusts through its federated credential (learn.microsoft.com/azure/app-service/
+    # configure-authentication-provider-aad, "Use a managed identity instead of a secret"). Bearer tokens need none.
     identity_endpoint: str = ""
     identity_header: str = ""
     identity_client_id: str = ""
@@ -177,9 +180,10 @@ class Provider:
             client_id=client_id,
             issuer=f"{authority}/{tenant}/v2.0",
             allowed_audiences=(client_id, f"api://{client_id}") if client_id else (),
-            client_secret=env.get("MICROSOFT_PROVIDER_AUTHENTICATION_SECRET", ""),
             identity_endpoint=env.get("IDENTITY_ENDPOINT", ""),
             identity_header=env.get("IDENTITY_HEADER", ""),
+            # The Bicep gives OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID the identity's client id, as it gives
+            # AZURE_CLIENT_ID; the sandbox's settings name only the latter.
             identity_client_id=env.get("OVERRIDE_USE_MI_FIC_ASSERTION_CLIENTID") or env.get("AZURE_CLIENT_ID", ""),
             ca_bundle=env.get("CA_BUNDLE", ""),
         )
@@ -427,10 +431,9 @@ class EasyAuth:
         return response
 
     async def _client_credential(self) -> dict[str, str]:
-        if self.provider.client_secret:
-            return {"client_secret": self.provider.client_secret}
+        """The managed identity's token for api://AzureADTokenExchange, as the app's client assertion."""
         if not self.provider.identity_endpoint:
-            raise ValueError("no client credential for the code flow (a secret or a managed identity)")
+            raise ValueError("no managed identity to prove the app with (IDENTITY_ENDPOINT)")
         query = {"resource": "api://AzureADTokenExchange", "api-version": "2019-08-01"}
         if self.provider.identity_client_id:
             query["client_id"] = self.provider.identity_client_id
