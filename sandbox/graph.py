@@ -360,7 +360,9 @@ def build_app(world: World) -> web.Application:
         raise _not_found(str(key_id))
 
     async def json_body(request: web.Request) -> dict[str, Any]:
-        if not request.can_read_body:
+        # Whether the request has a body, not whether its stream is still unread: the sandbox's fault and hold
+        # middleware reads the body to match on it (aiohttp caches it), and the handler must see the same request.
+        if not request.body_exists:
             return {}
         try:
             doc = await request.json()

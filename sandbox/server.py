@@ -137,7 +137,9 @@ class Controls:
         matches = self._matches()
         client_id = await _client_id(request) if any(m.client_id for m in matches) else None
         body = ""
-        if any(m.body for m in matches) and request.can_read_body:
+        # `body_exists`, not `can_read_body`: the latter turns False once anything (the client id's form) read the
+        # stream, though `read()`, `json()`, `text()` and `post()` still answer from aiohttp's cache.
+        if any(m.body for m in matches) and request.body_exists:
             body = (await request.read()).decode("utf-8", errors="replace")  # cached: the handler reads it again
         return Seen(client_id, body)
 
@@ -320,7 +322,7 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
     routes = web.RouteTableDef()
 
     async def body(request: web.Request) -> dict[str, Any]:
-        if not request.can_read_body:
+        if not request.body_exists:
             return {}
         try:
             doc = await request.json()

@@ -430,3 +430,49 @@ def test_tokens_minted_on_a_moved_clock_are_valid_on_that_clock(sb: SandboxHandl
         assert older.status_code == 200  # within its hour
     else:
         assert older.status_code == 401 and older.json()["error"]["code"] == "InvalidAuthenticationToken"
+
+
+# ---------------------------------------------------------------- test equipment does not change what it observes
+
+
+def graph_post(sb: SandboxHandle, bearer: str, action: str, doc: dict[str, object]) -> requests.Response:
+    return requests.post(
+        f"{sb.endpoints['graph']}/v1.0/applications(appId='{PPE}')/{action}", json=doc,
+        headers={"Authorization": f"Bearer {bearer}"}, verify=sb.ca_file, timeout=10,
+    )
+
+
+@pytest.mark.parametrize("installed", ["fault-no-match", "fault-match-latency", "hold-no-match", "hold-and-client-id"])
+def test_a_body_matching_fault_or_hold_leaves_graph_the_request_body(sb: SandboxHandle, installed: str) -> None:
+    """Matching reads the body; addPassword and removePassword must still see it (display name, end, key id)."""
+    seed_app(sb)
+    bearer = msp_token(sb)
+    if installed == "fault-no-match":
+        sb.control.add_fault("graph", method="POST", body_match="never-in-a-body", status=500, count=None)
+    elif installed == "fault-match-latency":
+        sb.control.add_fault("graph", method="POST", body_match="displayName|keyId", latency_ms=1, count=None)
+    elif installed == "hold-no-match":
+        sb.control.add_hold("graph", method="POST", body_match="never-in-a-body")
+    else:
+        sb.control.add_hold("graph", method="POST", body_match="never-in-a-body", client_id="nobody")
+    end = "2027-06-01T00:00:00Z"
+    added = graph_post(sb, bearer, "addPassword",
+                       {"passwordCredential": {"displayName": "ppsync-rot-1", "endDateTime": end}})
+    assert added.status_code == 200, added.text
+    assert added.json()["displayName"] == "ppsync-rot-1" and added.json()["endDateTime"].startswith("2027-06-01")
+    [stored] = passwords(sb)
+    assert stored["displayName"] == "ppsync-rot-1"
+    removed = graph_post(sb, bearer, "removePassword", {"keyId": added.json()["keyId"]})
+    assert removed.status_code == 204, removed.text
+    assert passwords(sb) == []
+
+
+def test_a_body_matching_hold_on_the_token_endpoint_sees_the_form_beside_a_client_id_match(
+    sb: SandboxHandle,
+) -> None:
+    """The client id is read from the form first; the body match must still see the same form."""
+    seed_app(sb)
+    sb.control.add_fault("entra", path="/token$", client_id=PPE, body_match="client_secret=wrong", status=503,
+                         count=None)
+    assert token(sb, PPE, client_secret="wrong").status_code == 503  # both matched
+    assert token(sb, PPE, client_secret="other").status_code == 401  # body differs: served, and refused
