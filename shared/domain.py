@@ -244,6 +244,9 @@ class RotationState:
     current_version: str = ""
     superseded: tuple[str, ...] = ()
     retire_after: datetime | None = None
+    # Credentials being removed (written before the first removePassword, cleared once their Key Vault versions are
+    # tagged `retired`): a crash in between leaves it set, so the next pass reconciles the tags from Entra ID.
+    retiring: tuple[str, ...] = ()
     lease_owner: str = ""
     lease_until: datetime | None = None
 

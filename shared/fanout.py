@@ -48,9 +48,10 @@ class PlanSummary:
 
 
 def retirement_due(target: Target, now: datetime) -> bool:
-    """An idle target with superseded credentials whose grace period is over."""
+    """An idle target with superseded credentials whose grace period is over, or whose last retirement stopped
+    between a removal and its Key Vault tags (the row still lists what it was removing)."""
     s = target.state
-    return bool(s.superseded) and (s.retire_after is None or s.retire_after <= now)
+    return bool(s.retiring) or (bool(s.superseded) and (s.retire_after is None or s.retire_after <= now))
 
 
 async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER, *,

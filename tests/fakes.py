@@ -595,6 +595,13 @@ class FakeWorld:
         for v in versions:
             if v.stage is VersionStage.RETIRED and v.key_id in live:
                 problems.append(f"version of live credential {v.key_id} tagged retired")
+        for v in versions:
+            # Tags follow what Entra ID holds: a version whose credential is gone (or expired) is `retired`.
+            if v.stage is not VersionStage.RETIRED and v.key_id not in live:
+                problems.append(f"dead version {v.version} of gone credential {v.key_id} tagged {v.stage}")
+        values = [v.value for v in versions]
+        if len(values) != len(set(values)):
+            problems.append("one value stored in two Key Vault versions")
         if row.state.stage.value != "idle":
             problems.append(f"stage {row.state.stage.value}")
         made = [c for c in self.directory.live(target.tenant_id, target.app_id) if c.rotation_id]

@@ -82,6 +82,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "CurrentVersion": s.current_version,
             "Superseded": json.dumps(list(s.superseded)),
             "RetireAfter": _iso(s.retire_after),
+            "Retiring": json.dumps(list(s.retiring)) if s.retiring else None,  # absent on almost every row
             "LeaseOwner": s.lease_owner,
             "LeaseUntil": _iso(s.lease_until),
             "Status": o.status,
@@ -145,6 +146,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             current_version=e.get("CurrentVersion", ""),
             superseded=tuple(json.loads(e.get("Superseded") or "[]")),
             retire_after=_dt(e.get("RetireAfter")),
+            retiring=tuple(json.loads(e.get("Retiring") or "[]")),
             lease_owner=e.get("LeaseOwner", ""),
             lease_until=_dt(e.get("LeaseUntil")),
         ),

@@ -38,6 +38,9 @@ class EngineConfig:
     store_attempts: int = 3
     create_attempts: int = 3
     sync_window: timedelta = timedelta(hours=24)  # a destination's own sync must prove the new secret within this
+    # A side effect (addPassword, a Key Vault write, removePassword, a push, a tag move) starts only with more than
+    # this left of the lease, so it is answered before the lease runs out (every write request is cut at 30 s).
+    lease_margin: timedelta = timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,19 @@ class Advance:
         there is work to do (ETag-guarded: Conflict when another runner changed the row since it was read)."""
         s = self.target.state
         if s.lease_owner != self.owner or s.lease_until is None or s.lease_until <= self.now():
+            await self.take_lease()
+
+    def lease_held(self) -> bool:
+        """This advance holds the lease with more than the margin left (no other runner can have taken over)."""
+        s = self.target.state
+        return s.lease_owner == self.owner and s.lease_until is not None \
+            and s.lease_until - self.now() > self.config.lease_margin
+
+    async def keep_lease(self) -> None:
+        """Before a side effect: a runner whose lease has (nearly) passed renews it by an ETag-guarded write, which
+        raises Conflict when another runner wrote the row since; free while the lease has more than the margin left
+        (every write of the row renews it)."""
+        if not self.lease_held():
             await self.take_lease()
 
     async def record_observation(self, seen: Target) -> None:

@@ -14,6 +14,7 @@ from shared.domain import (
     Application,
     AssessmentStatus,
     Stage,
+    VersionStage,
     credential_display_name,
     lifetime_days,
     new_rotation_id,
@@ -23,6 +24,7 @@ from shared.domain import (
 from shared.errors import (
     Ambiguous,
     AppNotFound,
+    Conflict,
     NotOwner,
     PolicyBlocked,
     PolicyLifetime,
@@ -55,16 +57,34 @@ async def create(run: Advance) -> None:
                            new_expires=stored.expires)
             return
         # The value of these credentials is lost: remove them, then start over with a new id.
+        await run.keep_lease()
         for credential in mine:
             await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, credential.key_id)
         await run.event("recover", "removed-lost-credential", detail=f"{len(mine)} credential(s)")
         await run.move(Stage.CREATING, rotation_id=new_rotation_id())
         return
     asked = lifetime_days(run.target.policy, run.config.lifetime_days)
+    # Reading the app may have taken long: a runner whose lease has passed must not start a side effect.
+    await run.keep_lease()
     new, made = await add_password(run, app, asked)
+    await still_ours(run, app, new)
     await store(run, app, new)
     # Recorded once the value is safe in Key Vault: no write stands between addPassword and the store.
     await lifetime_accepted(run, asked, made)
+
+
+async def still_ours(run: Advance, app: Application, new: NewCredential) -> None:
+    """After addPassword answered: when the answer came so late that the lease may have passed, make sure no other
+    runner took the rotation over (an ETag-guarded renewal). If one did, its own credential carries this rotation
+    id too; ours is a second one whose value only this runner holds: remove it, store nothing, stop."""
+    try:
+        await run.keep_lease()
+    except Conflict as lost:
+        await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, new.credential.key_id)
+        await run.event("create", "late-removed", lost,
+                        detail=f"key {new.credential.key_id}: answered after the lease passed; another runner "
+                               "took the rotation over")
+        raise run.stop("busy", lost) from lost
 
 
 async def add_password(run: Advance, app: Application, asked: int) -> tuple[NewCredential, int]:
@@ -164,6 +184,7 @@ async def store(run: Advance, app: Application, new: NewCredential) -> None:
     for attempt in range(1, cfg.store_attempts + 1):
         if attempt > 1:
             await run.ports.sleep((last_error.retry_after if last_error else None) or 1.0 * (attempt - 1))
+        await run.keep_lease()
         try:
             version = await secrets.store_pending(run.target, rotation_id, new.credential, new.secret)
         except RotationError as error:
@@ -177,11 +198,31 @@ async def store(run: Advance, app: Application, new: NewCredential) -> None:
                     return
             continue
         await run.event("store", "ok", started=started, detail=f"version {version}")
+        await stored_in_time(run, app, new, version)
         await pending(run, new.credential.key_id, version, new.credential.end)
         return
     assert last_error is not None
     # Every write was refused, or is known not to have taken effect: no version holds the value.
     await compensate(run, app, new.credential.key_id, last_error)
+
+
+async def stored_in_time(run: Advance, app: Application, new: NewCredential, version: str) -> None:
+    """After the Key Vault write answered: when so late that another runner may have taken the rotation over (it
+    then removes our credential, whose value it cannot find, and starts over), the version must not stay behind
+    as a `pending` one of a credential that is gone: tag it `retired` once Entra ID shows the credential gone."""
+    try:
+        await run.keep_lease()
+    except Conflict as lost:
+        run.forget_application()
+        held = {c.key_id for c in (await run.application()).credentials}
+        if new.credential.key_id not in held:
+            for stored in await run.ports.secrets.versions(run.target):
+                if stored.version == version and stored.stage is VersionStage.PENDING:
+                    await run.ports.secrets.demote(run.target, stored, VersionStage.RETIRED)
+        # Else the credential is live and the runner that took over adopts this version (found by rotation id),
+        # or removes the credential, and its finish then retires the version (tags follow Entra ID).
+        await run.event("store", "late", lost, detail=f"version {version}: answered after the lease passed")
+        raise run.stop("busy", lost) from lost
 
 
 async def stored_after_all(run: Advance, error: RotationError) -> StoredVersion | None:

@@ -5,8 +5,10 @@ superseded ones only once every destination that reports its own sync (Proofpoin
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from datetime import datetime
 
-from shared.domain import AssessmentStatus, Stage, VersionStage, days_until, retirement_plan
+from shared.domain import AssessmentStatus, Credential, Stage, VersionStage, days_until, retirement_plan
 from shared.errors import RotationError
 from shared.ports import StoredVersion
 from shared.protocol.context import Advance
@@ -35,13 +37,7 @@ async def finish(run: Advance) -> None:
     run.forget_application()  # read after the new credential was made: retirement below uses it too
     app = await run.application()
     now = run.now()
-    live = {c.key_id for c in app.credentials if not c.expired(now)}
-    for version in versions:
-        if version.version == new.version:
-            continue
-        wanted = superseded_stage(version, live)
-        if wanted is not None and wanted is not version.stage:
-            await secrets.demote(run.target, version, wanted)
+    await reconcile_tags(run, versions, live_keys(app.credentials, now), keep=new.version)
     superseded = tuple(sorted((set(s.superseded) | set(s.replaces)) - {s.new_key_id}))
     await run.save(
         run.target.with_state(
@@ -73,24 +69,47 @@ async def finish(run: Advance) -> None:
     await run.event("finish", "ok", detail=f"current key {s.new_key_id}", rotation_id=s.rotation_id)
 
 
+def live_keys(credentials: Iterable[Credential], now: datetime) -> set[str]:
+    return {c.key_id for c in credentials if not c.expired(now)}
+
+
 def superseded_stage(version: StoredVersion, live: set[str]) -> VersionStage | None:
-    """The stage of a version that is not the new one: `retired` once its credential is gone, else `previous`
-    for one that was `current` (or still `previous`); None leaves it as it is (pending, unknown, retired)."""
-    if version.stage not in (VersionStage.CURRENT, VersionStage.PREVIOUS):
+    """The stage of a version that is not the one in use: derived from what Entra ID holds, never from what one
+    pass did. `retired` once its credential is gone or expired (a `pending` one too: left by a rotation that was
+    abandoned or taken over, or by a late write); else `previous` for one that was `current`; None leaves it as
+    it is (a live pending one, unknown, retired)."""
+    if version.stage not in (VersionStage.CURRENT, VersionStage.PREVIOUS, VersionStage.PENDING):
         return None
-    return VersionStage.PREVIOUS if version.key_id in live else VersionStage.RETIRED
+    if version.key_id not in live:
+        return VersionStage.RETIRED
+    return VersionStage.PREVIOUS if version.stage is VersionStage.CURRENT else None
+
+
+async def reconcile_tags(run: Advance, versions: Iterable[StoredVersion], live: set[str], keep: str) -> None:
+    """Move every version's tag to what Entra ID holds now (`superseded_stage`), all but `keep`, the version in
+    use (never demoted: Key Vault keeps a `current`). Idempotent: a re-run after a crash moves what is left."""
+    for version in versions:
+        if version.version == keep:
+            continue
+        wanted = superseded_stage(version, live)
+        if wanted is not None and wanted is not version.stage:
+            await run.ports.secrets.demote(run.target, version, wanted)
 
 
 async def retire(run: Advance) -> None:
-    """Idle: remove superseded credentials after the grace period, and expired ones, by the rules.
+    """Idle: remove superseded credentials after the grace period, and expired ones, by the rules; then tag the
+    Key Vault versions of every credential gone `retired`.
 
     Every removal is tried, whatever happened to the one before; each failure is recorded and all are reported.
+    The keys being removed are written to the row (`retiring`) before the first removal and cleared only once the
+    tags follow Entra ID, so a crash between a removal and its tag move is finished by the next pass. A healthy
+    target with nothing retiring reads nothing from Key Vault.
     """
     # The snapshot read earlier in this advance is enough: only credentials listed in it are removed.
     app = await run.application()
     awaiting = any(a.awaiting_sync for a in run.target.state.acks.values())
     removable, _ = retirement_plan(app.credentials, run.target.state, run.now(), run.config.retire_other_expired)
-    if awaiting or removable:
+    if awaiting or removable or run.target.state.retiring:
         await run.hold_lease()  # work to do: an idle target was assessed without the lease
     proven = await sync_proof(run)
     state = run.target.state
@@ -99,6 +118,10 @@ async def retire(run: Advance) -> None:
     if len(others) != run.target.observed.other_credentials:
         # Reported, never removed: live credentials someone else made on the app.
         await run.save(run.target.with_observed(other_credentials=len(others)))
+    if removals:
+        retiring = tuple(dict.fromkeys((*state.retiring, *(r.key_id for r in removals))))
+        if retiring != state.retiring:
+            await run.save(run.target.with_state(retiring=retiring))  # before the first removal (write-ahead)
     present = {c.key_id for c in app.credentials}
     failures: list[str] = []
     for removal in removals:
@@ -111,16 +134,20 @@ async def retire(run: Advance) -> None:
             continue
         present.discard(removal.key_id)
         await run.event("retire", removal.reason, started=started, detail=f"key {removal.key_id}")
-    remaining = tuple(k for k in state.superseded if k in present)
-    if remaining != state.superseded:
-        await run.save(run.target.with_state(superseded=remaining))
-    gone = {r.key_id for r in removals} - present
-    if gone:
+    state = run.target.state
+    retiring = state.retiring
+    if retiring:
         try:
-            await mark_retired(run, gone)
+            live = live_keys((c for c in app.credentials if c.key_id in present), run.now())
+            await reconcile_tags(run, await run.ports.secrets.versions(run.target), live,
+                                 keep=state.current_version)
+            retiring = tuple(k for k in retiring if k in present)  # a failed removal is retried next pass
         except RotationError as error:
             await run.event("retire", "tag-failed", error)
             failures.append(f"Key Vault tags: {error.code}")
+    remaining = tuple(k for k in state.superseded if k in present)
+    if remaining != state.superseded or retiring != state.retiring:
+        await run.save(run.target.with_state(superseded=remaining, retiring=retiring))
     if failures:
         raise RotationError(f"{len(failures)} retirement step(s) failed: {'; '.join(failures)}",
                             code="RetirementIncomplete")
@@ -152,10 +179,3 @@ async def sync_proof(run: Advance) -> bool:
     if check.confirmed or needs_human != flagged:
         await run.save(run.target.with_state(acks=check.acks).with_observed(needs_human=needs_human))
     return check.all_confirmed
-
-
-async def mark_retired(run: Advance, key_ids: set[str]) -> None:
-    """Tag the stored versions of removed credentials `retired` (after the removal, never before)."""
-    for version in await run.ports.secrets.versions(run.target):
-        if version.key_id in key_ids and version.stage in (VersionStage.CURRENT, VersionStage.PREVIOUS):
-            await run.ports.secrets.demote(run.target, version, VersionStage.RETIRED)

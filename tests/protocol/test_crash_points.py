@@ -45,6 +45,8 @@ SCENARIOS: dict[str, tuple[Scenario, bool]] = {
     "first": (first_rotation, False),
     "second within grace": (second_rotation, True),
     "third after grace": (third_rotation, True),
+    # No new rotation: an idle pass after the grace removes the superseded credential and moves its version's tag.
+    "retirement after grace": (third_rotation, False),
 }
 
 

@@ -122,6 +122,13 @@ def assert_converged(world: World, customer: Customer, *, rotations: int, target
     assert now["value"] == by_key[target.state.current_key_id]["secretText"]
     for name, value in destination_values(world, customer).items():
         assert value == now["value"], f"{name} does not hold the current secret"
+    live = {c["keyId"] for c in world.credentials(customer)}
+    for version in world.versions(customer):
+        # Tags follow what Entra ID holds: a version whose credential is gone is `retired`, never left behind.
+        assert version["tags"].get("stage") == "retired" or version["tags"].get("key-id") in live, (
+            f"dead version of a gone credential: {version['tags']}")
+    stored = [v["value"] for v in world.versions(customer)]
+    assert len(stored) == len(set(stored)), "one value stored in two Key Vault versions (a write sent twice)"
     assert_safe_now(world, customer, rotated_before=True)
 
 
