@@ -118,6 +118,7 @@ async def _build(
     from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
     from shared.adapters.queues import StorageWorkQueue
+    from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
     from shared.alerts import LogAlerter, WebhookAlerter
     from shared.work import WORK_QUEUE_NAME
@@ -135,12 +136,15 @@ async def _build(
     else:
         table_service = TableServiceClient(settings.tables_endpoint, credential=credentials.home(), transport=transport)
     state = TablesStateStore(table_service, prefix=table_prefix)
+    vault_transport = send_once_transport(transport)
     secret_client = SecretClient(
         settings.key_vault_url,
         credentials.home(),
         # The challenge names vault.azure.net; a vault elsewhere (the sandbox) cannot match it.
         verify_challenge_resource=".vault." in (urlparse(settings.key_vault_url).hostname or ""),
-        transport=transport,
+        # A set-secret is never sent twice (a lost answer would store the value in two versions): see retries.py.
+        transport=vault_transport,
+        retry_policy=SendOnceRetryPolicy(key_vault_write_once),
     )
     writes = write_budget(settings.key_vault_url, settings.key_vault_writes_per_10s)
     secrets = KeyVaultSecretStore(secret_client, writes)
@@ -176,6 +180,7 @@ async def _build(
         await secrets.close()
         await state.close()
         await credentials.close()
+        await close_transport(vault_transport)
         await close_transport(transport)
 
     consents = TablesConsentStore(table_service, prefix=table_prefix)

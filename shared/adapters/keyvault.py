@@ -112,6 +112,11 @@ def write_budget(vault_url: str, limit: int) -> WriteBudget:
     return budget
 
 
+# A write is answered well within the lease's margin (EngineConfig.lease_margin) or given up (azure-core's default
+# waits 300 s, the whole lease): a side effect never starts with less of the lease left than it may take.
+WRITE_TIMEOUT_SECONDS = 30
+
+
 # The tags of a rotated version (README, "Where things are kept"): only this adapter knows them.
 STAGE, ROTATION_ID, KEY_ID, TENANT_ID, APP_ID, EXPIRES = "stage", "rotation-id", "key-id", "tenant-id", "app-id", \
     "expires"
@@ -165,7 +170,8 @@ class KeyVaultSecretStore:
         try:
             async with self._writes.write():
                 stored = await self._client.set_secret(
-                    name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=credential.end
+                    name, secret.reveal(), tags=tags, content_type=CONTENT_TYPE, expires_on=credential.end,
+                    connection_timeout=WRITE_TIMEOUT_SECONDS, read_timeout=WRITE_TIMEOUT_SECONDS,
                 )
         except AzureError as error:
             raise _translate(error, f"storing a version of {name}") from None
@@ -196,7 +202,8 @@ class KeyVaultSecretStore:
         try:
             # Key Vault replaces the whole tag set: keep every other tag as it was.
             await self._client.update_secret_properties(
-                name, version.version, tags={**version.labels, **(more or {}), STAGE: stage.value}
+                name, version.version, tags={**version.labels, **(more or {}), STAGE: stage.value},
+                connection_timeout=WRITE_TIMEOUT_SECONDS, read_timeout=WRITE_TIMEOUT_SECONDS,
             )
         except AzureError as error:
             raise _translate(error, f"tagging {name}/{version.version}") from error

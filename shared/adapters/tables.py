@@ -248,14 +248,31 @@ class TablesStateStore:
 
     async def replace_target(self, target: Target, etag: str) -> str:
         await self._ensure()
+        entity = target_to_entity(target)
         try:
             meta = await self._targets.update_entity(
-                target_to_entity(target), mode=UpdateMode.REPLACE, etag=etag,
-                match_condition=MatchConditions.IfNotModified,
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified,
             )
+        except ResourceModifiedError as error:
+            # The SDK's retry policy (after a 5xx or a lost answer) and aiohttp (after a dropped connection) send
+            # this PUT again; when the first one was applied, the second answers 412 to its own write. The guard
+            # kept the row safe either way; tell the two apart by reading it: our row as written is our write.
+            mine = await self._written(entity)
+            if mine is None:
+                raise _translate(error, f"target {target.key}") from error
+            return mine
         except AzureError as error:
             raise _translate(error, f"target {target.key}") from error
         return _etag(meta)
+
+    async def _written(self, entity: Mapping[str, Any]) -> str | None:
+        """The row's ETag when it holds exactly `entity` (every property, none more), else None."""
+        try:
+            stored = await self._targets.get_entity(entity["PartitionKey"], entity["RowKey"])
+        except AzureError:
+            return None
+        same = dict(stored) == dict(entity)
+        return _etag(stored.metadata) if same else None
 
     async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None:
         await self._ensure()
@@ -368,6 +385,11 @@ class TablesStateStore:
         except ResourceExistsError:
             try:
                 existing = await self._seen.get_entity(key, "")
+                if dict(existing) == row:
+                    # Our own insert, sent again by the SDK's retry after its answer was lost (a copy of the event
+                    # would carry its own SeenAt): the claim is ours.
+                    await self._purge_seen(now)
+                    return True
                 expires = _dt(existing.get("ExpiresAt"))
                 if expires is not None and expires > now:
                     return False

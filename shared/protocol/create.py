@@ -241,6 +241,7 @@ async def pending(run: Advance, key_id: str, version: str, expires: datetime) ->
 
 async def compensate(run: Advance, app: Application, key_id: str, error: RotationError) -> NoReturn:
     """Key Vault kept failing: remove the new credential so no live credential has a value nobody holds."""
+    await run.keep_lease()
     await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, key_id)
     await run.event("compensate", "removed-new-credential", error)
     await run.abandon("store", error)

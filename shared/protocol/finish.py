@@ -125,6 +125,7 @@ async def retire(run: Advance) -> None:
     present = {c.key_id for c in app.credentials}
     failures: list[str] = []
     for removal in removals:
+        await run.keep_lease()
         started = time.monotonic()
         try:
             await run.ports.directory.remove_password(run.target.tenant_id, app.object_id, removal.key_id)
