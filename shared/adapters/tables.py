@@ -146,7 +146,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             current_version=e.get("CurrentVersion", ""),
             superseded=tuple(json.loads(e.get("Superseded") or "[]")),
             retire_after=_dt(e.get("RetireAfter")),
-            retiring=tuple(json.loads(e.get("Retiring") or "[]")),
+            retiring=tuple(json.loads(e["Retiring"])) if e.get("Retiring") else (),
             lease_owner=e.get("LeaseOwner", ""),
             lease_until=_dt(e.get("LeaseUntil")),
         ),
