@@ -1,8 +1,9 @@
 """Issue 22, items 9 and 10, with the real SDKs against the sandbox, for the timer pass and for a queue worker.
 
-9. A runner has read the app; its addPassword is held past the 5-minute lease; another runner takes the rotation
-   over and finishes it; then the held request reaches Graph. The late credential is removed by the runner that
-   made it as soon as the answer comes, and its value never reaches Key Vault (no dead `pending` version).
+9. A runner has read the app; its addPassword (or its Key Vault write) is held past the 5-minute lease; another
+   runner takes the rotation over and finishes it; then the held request lands. The late credential is removed by
+   the runner that made it as soon as the answer comes, and its value never reaches Key Vault; a late version is
+   tagged `retired` (its credential is gone): no dead `pending` version.
 10. The rotator is SIGKILLed between removePassword and the Key Vault tag move of a retirement (after the grace):
    the next pass tags the removed credential's version `retired` (tags follow what Entra ID holds).
 The invariants are read from the services (tests/rotation/safety.py)."""
@@ -10,6 +11,7 @@ The invariants are read from the services (tests/rotation/safety.py)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -56,32 +58,45 @@ async def wait_held(world: World, hold: str, task: asyncio.Task[object]) -> None
     for _ in range(600):
         if await asyncio.to_thread(world.sb.control.waiting, hold) >= 1:
             return
-        assert not task.done(), f"the runner ended before its addPassword: {task.result()}"
+        assert not task.done(), f"the runner ended before the held request: {task.result()}"
         await asyncio.sleep(0.05)
-    raise AssertionError("addPassword was never held")
+    raise AssertionError("the request was never held")
 
 
+# What is held past the lease: the runner's addPassword, or its Key Vault write (the credential made).
+HELD = {"addPassword": ("graph", "POST", "/addPassword$"), "Key Vault write": ("keyvault", "PUT", "{secret}$")}
+
+
+@pytest.mark.parametrize("held", list(HELD))
 @pytest.mark.parametrize("runner", RUNNERS)
-async def test_a_late_add_password_after_the_lease_passed_leaves_nothing_behind(
-    world: World, rotator: Rotator, runner: Runner,
+async def test_a_request_answered_after_the_lease_passed_leaves_nothing_behind(
+    world: World, rotator: Rotator, runner: Runner, held: str,
 ) -> None:
     customer, first_key = await rotated_once(world, rotator, "Late")
     async with rotator() as svc:  # a second rotation, reserved as the timer's plan reserves it
         await svc.engine.advance(customer.tenant_id, customer.app_id, Actor.MANUAL, force=True, reserve_only=True)
-    hold = world.sb.control.add_hold("graph", method="POST", path="/addPassword$")
+    service, method, path = HELD[held]
+    hold = world.sb.control.add_hold(service, method=method, path=path.format(secret=secret_path(customer)))
     async with rotator() as slow:
         first = asyncio.create_task(runner(slow, customer))
         await wait_held(world, hold, first)
+        started = time.monotonic()
         slow.engine.clock.offset = TAKE_OVER  # type: ignore[attr-defined]  # its request waits 6 minutes
         async with rotator(TAKE_OVER) as other:  # another runner takes the rotation over and finishes it
             await runner(other, customer)
             finished, _ = await other.state.get_target(customer.tenant_id, customer.app_id)
         assert finished.state.current_key_id not in ("", first_key), "the other runner finished the rotation"
-        world.sb.control.release(hold)  # the late request reaches Graph: a second credential of the rotation
+        # The held runner must still be waiting for its answer (its requests are cut at 30 s).
+        assert time.monotonic() - started < 25, "the other runner took too long for the test to make its point"
+        world.sb.control.release(hold)  # the late request lands: a second credential, or a version of one
         await asyncio.wait_for(first, 60)
     keys = [c["keyId"] for c in made(world, customer)]
-    assert sorted(keys) == sorted([first_key, finished.state.current_key_id]), "the late credential is gone"
-    assert len(world.versions(customer)) == 2, "its value never reached Key Vault"
+    assert sorted(keys) == sorted([first_key, finished.state.current_key_id]), "no late credential is left"
+    if held == "addPassword":
+        assert len(world.versions(customer)) == 2, "its value never reached Key Vault"
+    else:
+        late = [v for v in world.versions(customer) if v["tags"]["key-id"] not in (first_key, *keys)]
+        assert [v["tags"]["stage"] for v in late] == ["retired"], "the late version is retired at once"
     assert_converged(world, customer, rotations=2, target=finished)
 
 
