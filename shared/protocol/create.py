@@ -64,8 +64,6 @@ async def create(run: Advance) -> None:
         await run.move(Stage.CREATING, rotation_id=new_rotation_id())
         return
     asked = lifetime_days(run.target.policy, run.config.lifetime_days)
-    # Reading the app may have taken long: a runner whose lease has passed must not start a side effect.
-    await run.keep_lease()
     new, made = await add_password(run, app, asked)
     await still_ours(run, app, new)
     await store(run, app, new)
@@ -143,6 +141,9 @@ async def add_password_once(run: Advance, app: Application, lifetime: int) -> Ne
     rotation_id = run.target.state.rotation_id
     end = run.now() + timedelta(days=lifetime)
     for attempt in range(1, cfg.create_attempts + 1):
+        # Reading the app, or waiting out throttling, may have taken long: a runner whose lease has passed must not
+        # start a side effect (Conflict when another runner took the rotation over meanwhile: nothing is sent).
+        await run.keep_lease()
         try:
             new = await run.ports.directory.add_password(
                 run.target.tenant_id, app.object_id, credential_display_name(rotation_id), end

@@ -16,6 +16,7 @@ from datetime import timedelta
 import pytest
 
 from shared.domain import Actor, Target, VersionStage
+from shared.errors import Throttled
 from shared.fanout import plan_pass, work_on
 from shared.ports import Work
 from tests.fakes import Crash, FakeWorld
@@ -151,3 +152,24 @@ async def test_a_healthy_pass_reads_nothing_from_key_vault() -> None:
     start = len(world.faults.log)
     await world.engine().run_pass(Actor.TIMER)
     assert [c for c in world.faults.log[start:] if c.startswith("secrets.")] == []
+
+
+async def test_no_add_password_after_a_throttling_wait_that_outlived_the_lease() -> None:
+    """Graph throttles addPassword for longer than the lease; meanwhile another runner takes the rotation over. The
+    waiting runner sends no second addPassword (it would make a credential of a rotation it no longer holds)."""
+    world = FakeWorld()
+    target = world.seed(days_left=10)
+    world.faults.add("directory.add_password",
+                     lambda: Throttled("busy", code="Directory_ConcurrencyViolation", retry_after=400))
+
+    async def slow_sleep(seconds: float) -> None:
+        world.clock.advance(timedelta(seconds=seconds))
+        row, etag = await world.state.get_target(target.tenant_id, target.app_id)
+        await world.state.replace_target(row.with_state(lease_owner="another-runner",
+                                                        lease_until=world.clock.now() + world.config.lease), etag)
+
+    world.clock.sleep = slow_sleep  # type: ignore[method-assign]
+    outcome = await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert outcome.result == "busy", outcome
+    assert world.faults.counts["directory.add_password"] == 1, "not sent again once the lease was lost"
+    assert len(world.directory.live(target.tenant_id, target.app_id)) == 1, "only the customer's own secret"
