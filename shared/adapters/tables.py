@@ -28,6 +28,10 @@ from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Consent, Event, RotationRequest
 
 _EPOCH_LIMIT_MS = 10**13
+# A single-use row (an event id seen, a consent link used) carries the random id of the call that inserted it: the
+# SDK's retry policy re-sends an insert (POST) after a 500/503/504, and when the first was stored the second answers
+# 409 to its own row. The claim tells that from another writer's row.
+CLAIM = "Claim"
 
 
 
@@ -308,6 +312,10 @@ class TablesStateStore:
         )
         try:
             await self._events.create_entity(entity)
+        except ResourceExistsError:
+            # The row key is this record's own (a random suffix): the SDK's retry re-sent the insert after the
+            # answer to the first was lost, and that one was written.
+            return
         except AzureError as error:
             raise _translate(error, "event") from error
 
@@ -379,15 +387,15 @@ class TablesStateStore:
         """
         await self._ensure()
         key = _event_key(event_id)
-        row = {"PartitionKey": key, "RowKey": "", "SeenAt": _iso(now), "ExpiresAt": _iso(now + keep)}
+        row = {"PartitionKey": key, "RowKey": "", "SeenAt": _iso(now), "ExpiresAt": _iso(now + keep),
+               CLAIM: uuid.uuid4().hex}
         try:
             await self._seen.create_entity(row)
         except ResourceExistsError:
             try:
                 existing = await self._seen.get_entity(key, "")
-                if dict(existing) == row:
-                    # Our own insert, sent again by the SDK's retry after its answer was lost (a copy of the event
-                    # would carry its own SeenAt): the claim is ours.
+                if existing.get(CLAIM) == row[CLAIM]:
+                    # Our own insert, re-sent by the SDK's retry after its answer was lost: the claim is ours.
                     await self._purge_seen(now)
                     return True
                 expires = _dt(existing.get("ExpiresAt"))
@@ -448,14 +456,23 @@ class TablesConsentStore:
 
     async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
         await self._ensure()
+        claim = uuid.uuid4().hex
         try:
             await self._table.create_entity(
-                {"PartitionKey": tenant_id, "RowKey": f"state-{nonce}", "Expires": _iso(expires)}
+                {"PartitionKey": tenant_id, "RowKey": f"state-{nonce}", "Expires": _iso(expires), CLAIM: claim}
             )
         except ResourceExistsError as error:
+            if await self._claimed_by(tenant_id, f"state-{nonce}", claim):
+                return  # our own insert, re-sent by the SDK's retry after its answer was lost
             raise Conflict("this consent link was used already", code="StateReplayed") from error
         except AzureError as error:
             raise _translate(error, "consent link") from error
+
+    async def _claimed_by(self, partition: str, row: str, claim: str) -> bool:
+        try:
+            return (await self._table.get_entity(partition, row)).get(CLAIM) == claim
+        except AzureError:
+            return False
 
     async def record_consent(self, consent: Consent) -> None:
         await self._ensure()

@@ -15,9 +15,10 @@ import pytest
 from azure.data.tables.aio import TableServiceClient
 
 from sandbox.client import through_tables_proxy
-from shared.adapters.tables import TablesStateStore
+from shared.adapters.tables import TablesConsentStore, TablesStateStore
 from shared.domain import Stage, Target
 from shared.errors import Conflict
+from shared.ports import Event
 
 pytestmark = pytest.mark.sandbox
 
@@ -80,3 +81,29 @@ async def test_an_event_claim_whose_answer_was_lost_is_still_ours(sb: Any, store
     assert await store.claim_event("ev-lost-answer", now, keep) is True
     assert sb.control.faults() == [], "the fault struck"
     assert await store.claim_event("ev-lost-answer", now + timedelta(seconds=1), keep) is False, "a later copy"
+
+
+async def test_an_audit_record_whose_answer_was_lost_is_written_once_and_not_reported_failed(
+    sb: Any, store: TablesStateStore,
+) -> None:
+    tenant, app = str(uuid.uuid4()), str(uuid.uuid4())
+    at = datetime(2026, 12, 6, 10, tzinfo=UTC)
+    await store.record(Event(tenant, app, "warm-up", "ok", "timer", at=at))  # the table exists before the fault
+    sb.control.add_fault("tables", method="POST", path=r"events$", when="after", status=500)
+    await store.record(Event(tenant, app, "create", "ok", "timer", at=at))  # raised Conflict before
+    assert sb.control.faults() == [], "the fault struck"
+    assert [e.step for e in await store.events(tenant, app)].count("create") == 1
+
+
+async def test_a_consent_link_whose_use_was_answered_late_is_not_called_a_replay(sb: Any) -> None:
+    proxied = through_tables_proxy(os.environ["STATE_TABLES_CONNECTION_STRING"], sb.endpoints["tables"])
+    service = TableServiceClient.from_connection_string(proxied, retry_backoff_factor=0.01)
+    consents = TablesConsentStore(service, prefix="t" + uuid.uuid4().hex[:10])
+    tenant, expires = str(uuid.uuid4()), datetime(2026, 12, 6, 11, tzinfo=UTC)
+    await consents.use_state(tenant, "warm-up", expires)  # the table exists before the fault is armed
+    sb.control.add_fault("tables", method="POST", path=r"consents$", when="after", status=503)
+    await consents.use_state(tenant, "nonce-1", expires)  # StateReplayed before: its own insert, re-sent
+    assert sb.control.faults() == [], "the fault struck"
+    with pytest.raises(Conflict):
+        await consents.use_state(tenant, "nonce-1", expires)  # a real replay of the link
+    await service.close()
