@@ -103,7 +103,8 @@ def assert_safe_now(world: World, customer: Customer, *, rotated_before: bool) -
 
 
 def assert_converged(world: World, customer: Customer, *, rotations: int, target: Any) -> None:
-    """After recovery: the DESIGN.md invariants, exactly `rotations` rotator-made credentials, one `current`.
+    """After recovery: the DESIGN.md invariants, exactly `rotations` rotator-made credentials, one `current`, no
+    version of a gone credential left untagged `retired`, no value stored in two versions.
 
     `target` is the rotator's row (idle); its current key must be what Key Vault and every destination hold.
     """
