@@ -187,8 +187,10 @@ async function refresh() {
     else showBanner(`Could not load the status (${error.code}: ${error.message}). Showing the last known state; retrying every ${REFRESH_MS / 1000} s.`);
     state.loadError = error;
   }
-  render();
+  // The open customer's details are read before anything is drawn, so the page never shows a fresh status beside
+  // an older stage (a finished rotation's result next to a stepper still at "verified").
   if (state.selected) await loadDetails();
+  render();
 }
 
 async function loadDetails() {

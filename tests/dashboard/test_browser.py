@@ -259,6 +259,7 @@ def test_a_rotation_started_on_the_page_changes_the_status(operator: Page) -> No
     page.wait_for_selector(f'#fleet-body tr[data-key="{FABRIKAM}/{app_id}"][data-status="healthy"]')
     page.wait_for_selector("#action-result:text('Rotation: rotated')")
     assert operator.row(FABRIKAM).locator(".cell-destinations").inner_text() == "2/2 confirmed"
+    # Drawn from the same refresh as the result: every step done, not the stage the last poll saw.
     assert page.locator(".stepper li.done").count() == 5
     assert page.locator("#detail-body .audit").inner_text().count("manual") >= 1
     # the other customers are untouched
