@@ -37,8 +37,19 @@ wait_for "$queue_port" "$queue_pid" queue
 account="AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 export STATE_TABLES_CONNECTION_STRING="DefaultEndpointsProtocol=http;$account;TableEndpoint=http://127.0.0.1:$table_port/devstoreaccount1;"
 export WORK_QUEUE="DefaultEndpointsProtocol=http;$account;QueueEndpoint=http://127.0.0.1:$queue_port/devstoreaccount1;"
+# The command runs as a job of its own (job control on: its own process group, SIGINT not ignored) and the script
+# waits for it, so that a SIGTERM (a service manager, `kill`, or make forwarding its own) reaches the command at once
+# instead of after it ends (bash runs a trap only once a foreground command returns). Each signal goes to the
+# command's whole process group, as Ctrl-C in a terminal does; the command stops what it started, then the EXIT
+# trap stops Azurite.
 set +e
-"$@"
+set -m
+"$@" &
+child=$!
+set +m
+trap 'kill -TERM -- "-$child" 2>/dev/null; wait "$child"; exit 143' TERM
+trap 'kill -INT -- "-$child" 2>/dev/null; wait "$child"; exit 130' INT
+wait "$child"
 rc=$?
 set -e
 exit $rc

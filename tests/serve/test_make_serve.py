@@ -1,0 +1,81 @@
+"""`make serve` as a newcomer and a service manager meet it: every customer assessed before the first request, and
+SIGTERM to the outermost process stops everything it started (the local host, the sandbox, Azurite), as Ctrl-C
+does (issue 22, item 8)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def make_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, dict[str, str]]]:
+    """What `make serve` runs (scripts/with-azurite.sh python -m scripts.serve), listening; killed whole at the end."""
+    port = _free_port()
+    env = {**os.environ, "SERVE_PORT": str(port), "SERVE_STATE_DIR": str(tmp_path / "serve")}
+    for name in ("STATE_TABLES_CONNECTION_STRING", "WORK_QUEUE"):  # its own Azurite, as `make serve` starts
+        env.pop(name, None)
+    process = subprocess.Popen(["scripts/with-azurite.sh", sys.executable, "-m", "scripts.serve"], cwd=ROOT, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"make serve did not listen (exit code {process.poll()})") from None
+                time.sleep(0.3)
+        yield process, f"http://127.0.0.1:{port}", env
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+def test_every_customer_is_assessed_before_the_first_request(
+        make_serve: tuple[subprocess.Popen[bytes], str, dict[str, str]]) -> None:
+    _, base, env = make_serve
+    token = subprocess.run([sys.executable, "-m", "scripts.token", "--role", "Rotator.Read"], cwd=ROOT, env=env,
+                           capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+    status = requests.get(f"{base}/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+    assert status.status_code == 200, status.text
+    targets = status.json()["targets"]
+    assert len(targets) == 5
+    assert {t["customer"]: t["status"] for t in targets} == {
+        "Contoso": "expired", "Fabrikam": "due", "Northwind": "healthy", "Adatum": "not-owner",
+        "Tailspin": "due"}  # its tenant policy shows only when a rotation tries addPassword
+
+
+def test_sigterm_to_make_serve_stops_every_process_it_started(
+        make_serve: tuple[subprocess.Popen[bytes], str, dict[str, str]]) -> None:
+    process, _, _ = make_serve
+    started = psutil.Process(process.pid).children(recursive=True)
+    commands = [" ".join(p.cmdline()) for p in started]
+    for part in ("-m scripts.serve", "-m sandbox", "-m shared", "azurite-table", "azurite-queue"):
+        assert any(part in c for c in commands), (part, commands)
+    process.send_signal(signal.SIGTERM)  # to the outermost process only, as `kill PID` sends it
+    assert process.wait(timeout=60) == 143
+    _, alive = psutil.wait_procs(started, timeout=30)
+    assert alive == [], [" ".join(p.cmdline()) for p in alive]
