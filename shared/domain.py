@@ -6,6 +6,7 @@ Nothing here does I/O; every function takes plain data (and the time) and return
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -122,6 +123,28 @@ def actor_of(kind: Actor | str, name: str = "") -> str:
     """The audit actor: the kind, and who when known (e.g. "manual:alice@msp.com")."""
     label = kind.value if isinstance(kind, Actor) else kind
     return f"{label}:{name}" if name else label
+
+
+# Who an actor names (a caller's UPN, app:<client id>, oid:<object id>): as the HTTP API takes it from the platform's
+# principal (shared/entrypoints/access.py), at most this long, one line, no control or format characters.
+ACTOR_NAME_MAX = 256
+
+
+def valid_actor(text: str) -> bool:
+    """An audit actor as the rotator makes them: a kind ("timer", "event", "manual"), optionally ":" and a name by
+    the rules of a signed-in caller's name. Anything else (from a queue message, say) is not an actor."""
+    kind, colon, name = text.partition(":")
+    if kind not in {a.value for a in Actor}:
+        return False
+    if not colon:
+        return True
+    return 0 < len(name) <= ACTOR_NAME_MAX and name == name.strip() and not any(map(unprintable, name))
+
+
+def unprintable(c: str) -> bool:
+    """A control, format (zero-width), private-use or unassigned character, or a line/paragraph separator: never
+    part of a name shown in an audit row."""
+    return unicodedata.category(c) in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp")
 
 
 # A destination's name: operators type it into acknowledgements, so letters, digits and inner spaces/./_/- only.

@@ -10,6 +10,13 @@ azure-functions-host `FunctionAuthorizationHandler.cs`, `AuthUtility.cs`), and A
 unauthenticated requests through (infra/app/easy-auth.json, AllowAnonymous): the code enforces the roles itself
 and refuses a request without the header. Automation signs in too: an Entra token of its own service principal
 holding an app role (client credentials), validated by the platform like a person's.
+
+Only what the deployment configures is trusted: the principal's `auth_typ` ("the name of the identity provider that
+App Service authentication uses", learn.microsoft.com/azure/app-service/configure-authentication-user-identities,
+"Decode the client principal header") must be `aad`, the provider name App Service gives Microsoft Entra ID
+(`/.auth/login/aad`, `X-MS-TOKEN-AAD-*`, `X-MS-CLIENT-PRINCIPAL-IDP: aad`): the only provider infra configures. A role
+is an exact string, compared as it arrives: a value with a space, a tab, a newline, a no-break space or a
+zero-width character around or inside it is not the role.
 """
 
 from __future__ import annotations
@@ -17,7 +24,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import unicodedata
 import uuid
 from dataclasses import dataclass
 from enum import Enum
@@ -25,6 +31,7 @@ from typing import Any
 
 import azure.functions as func
 
+from shared.domain import ACTOR_NAME_MAX, unprintable
 from shared.entrypoints.web import HttpError
 
 PRINCIPAL_HEADER = "X-MS-CLIENT-PRINCIPAL"
@@ -41,8 +48,11 @@ _LOGIN_CLAIMS = (
 _DISPLAY_CLAIMS = ("name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 _APP_CLAIMS = ("appid", "azp")
 _OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
+PROVIDER_HEADER = "X-MS-CLIENT-PRINCIPAL-IDP"
+# The identity providers this deployment configures in App Service Authentication (infra: azureActiveDirectory only).
+ACCEPTED_PROVIDERS = frozenset({"aad"})
 _MAX_HEADER = 16 * 1024
-_MAX_NAME = 256
+_MAX_NAME = ACTOR_NAME_MAX
 
 
 class Role(str, Enum):
@@ -71,8 +81,8 @@ def _unauthenticated(message: str) -> HttpError:
 
 def _clean(value: str) -> str:
     """A claim value fit for audit rows and responses: no control characters, bounded."""
-    text = "".join(c for c in value if unicodedata.category(c)[0] != "C").strip()
-    return text[:_MAX_NAME]
+    text = "".join(c for c in value if not unprintable(c)).strip()
+    return text[:_MAX_NAME].strip()
 
 
 def _claims(raw: str) -> dict[str, Any]:
@@ -88,6 +98,11 @@ def _claims(raw: str) -> dict[str, Any]:
         isinstance(c, dict) and isinstance(c.get("typ"), str) and isinstance(c.get("val"), str) for c in claims
     ):
         raise _unauthenticated(f"{PRINCIPAL_HEADER} carries no claims list of {{typ, val}}")
+    provider = doc.get("auth_typ")
+    if not isinstance(provider, str) or provider not in ACCEPTED_PROVIDERS:
+        # Exact: " aad", "AAD" or "aad\n" is not what the platform writes for an Entra ID sign-in.
+        raise _unauthenticated(f"{PRINCIPAL_HEADER} is not from an identity provider this deployment accepts "
+                               f"({', '.join(sorted(ACCEPTED_PROVIDERS))})")
     principal: dict[str, Any] = doc
     return principal
 
@@ -98,6 +113,9 @@ def principal(req: func.HttpRequest) -> Caller | None:
     if raw is None or raw == "":
         return None
     doc = _claims(raw)
+    idp = req.headers.get(PROVIDER_HEADER)
+    if idp is not None and idp != doc["auth_typ"]:
+        raise _unauthenticated(f"{PROVIDER_HEADER} and {PRINCIPAL_HEADER} name different identity providers")
     claims: list[dict[str, str]] = doc["claims"]
 
     def first(*types: str) -> str:
@@ -110,7 +128,8 @@ def principal(req: func.HttpRequest) -> Caller | None:
     role_types = {ROLE_CLAIM}
     if isinstance(doc.get("role_typ"), str) and doc["role_typ"]:
         role_types.add(doc["role_typ"])
-    roles = frozenset(_clean(c["val"]) for c in claims if c["typ"] in role_types and _clean(c["val"]))
+    # Exact values, never cleaned: a role that is only equal after trimming or removing characters is another role.
+    roles = frozenset(c["val"] for c in claims if c["typ"] in role_types)
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
     is_app = first("idtyp") == "app"
     person = ""
@@ -169,5 +188,5 @@ def platform_headers(name: str, roles: frozenset[str] | set[str] | list[str] | t
     return {
         PRINCIPAL_HEADER: base64.b64encode(json.dumps(doc).encode("utf-8")).decode("ascii"),
         PRINCIPAL_NAME_HEADER: name,
-        "X-MS-CLIENT-PRINCIPAL-IDP": "aad",
+        PROVIDER_HEADER: "aad",
     }

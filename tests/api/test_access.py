@@ -52,6 +52,76 @@ def test_an_app_only_caller_is_named_by_its_client_id() -> None:
     assert found == Caller("app:5a1d0000-0000-4000-8000-000000000009", frozenset({"Rotator.Operate"}), "app")
 
 
+def principal_doc(roles: list[str], **extra: object) -> dict[str, object]:
+    """A principal as App Service Authentication writes it for an Entra ID sign-in, with these role values."""
+    doc: dict[str, object] = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",
+                              "claims": [{"typ": "preferred_username", "val": "mallory@msp.example"},
+                                         *({"typ": "roles", "val": r} for r in roles)]}
+    doc.update(extra)
+    return doc
+
+
+# Each is another string than the role: around it, inside it, other Unicode forms and cases.
+NOT_THE_ROLE = [
+    " {}", "{} ", "{}\n", "\n{}", "{}\r\n", "\t{}", "{}\t", "{}\x00", "{}\u00a0", "\u00a0{}", "\u200b{}", "{}\u200b",
+    "\ufeff{}", "{}\u2028", "{}\u3000", "{}\u200d", "{}\u2060",
+]
+INSIDE = [
+    ("Rotator.\tOperate", "Rotator.\tRead"), ("Rotator.\u00a0Operate", "Rotator.\u00a0Read"),
+    ("Rotator.\u200bOperate", "Rotator.\u200bRead"), ("Rotator .Operate", "Rotator .Read"),
+    # a soft hyphen inside; a fullwidth letter (NFKC makes it the ASCII one)
+    ("Rotator.Ope\u00adrate", "Rotator.Re\u00adad"), ("Rotator.\uff2fperate", "Rotator.\uff32ead"),
+    ("rotator.operate", "rotator.read"), ("ROTATOR.OPERATE", "ROTATOR.READ"), ("Rotator.Operate.", "Rotator.Read."),
+    ("Rotator\u2024Operate", "Rotator\u2024Read"),  # one dot leader, NFKC of which is "."
+]
+
+
+@pytest.mark.parametrize("role", [Role.OPERATE, Role.READ])
+@pytest.mark.parametrize("shape", NOT_THE_ROLE + [f"inside:{i}" for i in range(len(INSIDE))])
+def test_a_role_is_compared_exactly_never_cleaned(role: Role, shape: str) -> None:
+    if shape.startswith("inside:"):
+        pair = INSIDE[int(shape.split(":")[1])]
+        value = pair[0] if role is Role.OPERATE else pair[1]
+    else:
+        value = shape.format(role.value)
+    assert value != role.value
+    found = principal(request({PRINCIPAL_HEADER: encoded(principal_doc([value]))}))
+    assert found is not None and not found.has(Role.READ) and not found.has(Role.OPERATE)
+    with pytest.raises(HttpError) as refused:
+        authorize(request({PRINCIPAL_HEADER: encoded(principal_doc([value]))}), role)
+    assert (refused.value.status, refused.value.code) == (403, "Forbidden")
+    # The exact value beside it still counts.
+    exact = principal(request({PRINCIPAL_HEADER: encoded(principal_doc([value, role.value]))}))
+    assert exact is not None and exact.has(role)
+
+
+@pytest.mark.parametrize("provider", [
+    "github", "google", "facebook", "twitter", "apple", "microsoftaccount", "my-oidc", "oidc", "custom", "", "AAD",
+    " aad", "aad ", "aad\n", "aad\u200b", "a\u00adad", "\uff41ad", None, 1, ["aad"], {"aad": True}, "missing",
+])
+def test_only_the_identity_provider_the_deployment_configures_signs_in(provider: object) -> None:
+    """App Service writes `auth_typ: aad` for Entra ID, the only provider infra configures; another provider, or none,
+    gets no roles however many it lists."""
+    doc = principal_doc([Role.OPERATE.value, Role.READ.value])
+    if provider == "missing":
+        del doc["auth_typ"]
+    else:
+        doc["auth_typ"] = provider
+    with pytest.raises(HttpError) as refused:
+        authorize(request({PRINCIPAL_HEADER: encoded(doc)}), Role.READ)
+    assert (refused.value.status, refused.value.code) == (401, "Unauthenticated")
+
+
+@pytest.mark.parametrize("idp", ["github", "", "AAD", "aad "])
+def test_a_provider_header_that_contradicts_the_principal_is_unauthenticated(idp: str) -> None:
+    headers = {PRINCIPAL_HEADER: encoded(principal_doc([Role.OPERATE.value])), "X-MS-CLIENT-PRINCIPAL-IDP": idp}
+    with pytest.raises(HttpError) as refused:
+        authorize(request(headers), Role.READ)
+    assert (refused.value.status, refused.value.code) == (401, "Unauthenticated")
+    del headers["X-MS-CLIENT-PRINCIPAL-IDP"]
+    assert authorize(request(headers), Role.OPERATE).name == "mallory@msp.example"
+
+
 @pytest.mark.parametrize("header", [
     "not base64!", encoded([1, 2]), encoded({"claims": "x"}), encoded({"claims": [{"typ": 1, "val": "x"}]}),
     encoded({"claims": [{"typ": "roles", "val": "Rotator.Operate"}]}),  # nobody named
@@ -145,3 +215,20 @@ async def test_an_operator_registers_and_rotates_and_is_the_audit_actor(api: Api
     assert [e.actor for e in registry] == [f"manual:{OPERATOR}"]
     steps = [e for e in events if e.step != "registry"]
     assert steps and {e.actor for e in steps} == {"manual:alice@msp.example"}
+
+
+async def test_a_near_role_or_another_provider_changes_nothing_through_the_functions(api: Api, world: World,
+                                                                                      svc) -> None:  # type: ignore[no-untyped-def]
+    c = world.seed_customer("Guarded", 10)
+    assert (await api.put(c)).status == 201
+    rows_before = await svc.state.all_rows()
+    for doc, status in ((principal_doc([" Rotator.Operate", "Rotator.Read\n"]), 403),
+                        (principal_doc(["Rotator.Operate"], auth_typ="github"), 401),
+                        (principal_doc(["Rotator.Operate"], auth_typ=""), 401)):
+        headers = {"Content-Type": "application/json", PRINCIPAL_HEADER: encoded(doc)}
+        for function, method, route, body in (("status", "GET", {}, None), ("target", "GET", ids(c), None),
+                                              ("rotations", "POST", {}, {**ids(c), "force": True}),
+                                              ("target", "DELETE", ids(c), None)):
+            reply = await api.call(function, method, route, body, headers=headers, caller=None)
+            assert reply.status == status, (doc, function, reply.text)
+    assert await svc.state.all_rows() == rows_before
