@@ -36,9 +36,15 @@ class HttpError(Exception):
         self.headers = headers or {}
 
 
+# On every JSON answer, errors included: they carry customer data (tenants, apps, expiries, who rotated what), which
+# no browser, proxy or CDN may keep (RFC 9111 section 5.2.2.5), and they are never to be read as another media type.
+JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> func.HttpResponse:
     return func.HttpResponse(
-        json.dumps(body, default=str), status_code=status, mimetype="application/json", headers=headers
+        json.dumps(body, default=str), status_code=status, mimetype="application/json",
+        headers={**(headers or {}), **JSON_HEADERS},  # last: no route can make an answer cacheable
     )
 
 

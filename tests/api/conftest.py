@@ -111,6 +111,11 @@ class Api:
         check_response(f"/api/{ROUTES[function]}", method, response.status_code, answered, body, route)
         text = body.decode()
         is_json = (response.mimetype or "").endswith("json")
+        if is_json:
+            # Every JSON answer, errors included, carries customer data or says something about it: never cached.
+            cache = {k.lower(): v for k, v in response.headers.items()}
+            assert cache.get("cache-control") == "no-store", (function, method, response.status_code)
+            assert cache.get("x-content-type-options") == "nosniff", (function, method, response.status_code)
         return Reply(response.status_code, json.loads(text) if text and is_json else None, dict(response.headers), text)
 
     async def put(self, customer: Customer, doc: dict[str, Any] | None = None) -> Reply:

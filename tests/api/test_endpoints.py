@@ -213,3 +213,31 @@ async def test_put_after_a_rotation_keeps_its_state(api: Api, world: World) -> N
     after = (await api.call("status")).body["targets"][0]
     assert after["customer"] == "Keep renamed"
     assert after["currentKeyId"] == before["currentKeyId"] and after["lastRotationAt"] == before["lastRotationAt"]
+
+
+async def test_no_json_answer_is_cacheable_errors_included(api: Api, world: World) -> None:
+    """Customer data (status, targets, details, a rotation's report, who is calling, discovery) and every error say
+    `Cache-Control: no-store`: no browser, proxy or CDN keeps them (the helper checks every answer; these name the
+    routes one by one, with their refusals)."""
+    c = world.seed_customer("Uncached", 10)
+    assert (await api.put(c)).status == 201
+    rotated = await api.call("rotations", "POST", {}, {**ids(c), "force": True}, params=WAIT)
+    replies = [
+        rotated,
+        await api.call("status"), await api.call("targets"), await api.call("target", "GET", ids(c)),
+        await api.call("details", "GET", ids(c)), await api.call("me"), await api.call("openapi"),
+        await api.call("discover", "GET", {"tenantId": c.tenant_id}),
+        await api.call("rotation", "GET", {"rotationId": rotated.headers["Location"].rsplit("/", 1)[1]}),
+        # and refusals: unauthenticated, forbidden, not found, bad path, wrong method, bad body, unknown rotation
+        await api.call("status", caller=None), await api.call("targets", caller=("guest@msp.example", ())),
+        await api.call("target", "GET", {"tenantId": c.tenant_id, "appId": str(uuid.uuid4())}),
+        await api.call("target", "GET", {"tenantId": "x", "appId": c.app_id}),
+        await api.call("status", "POST"), await api.call("rotations", "POST", {}, {"tenantId": 1}),
+        await api.call("rotation", "GET", {"rotationId": "ab" * 16}),
+        await api.call("dashboard_asset", "GET", {"asset": "nope.js"}),
+    ]
+    assert [r.status for r in replies] == [200, 200, 200, 200, 200, 200, 200, 200, 200,
+                                           401, 403, 404, 400, 405, 422, 404, 404], [r.text for r in replies]
+    for reply in replies:
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff"
