@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -120,6 +121,25 @@ def verify(text: str, key: bytes, now: datetime) -> ConsentState:
         raise ConsentRefused("StateExpired", f"this consent link expired at {claims.expires.isoformat()}; "
                              "ask your MSP for a new link (consent links are valid for a limited time)")
     return claims
+
+
+# Entra's error answer: an OAuth 2.0 `error` code (RFC 6749 section 4.1.2.1, and those Microsoft's identity platform
+# adds: learn.microsoft.com/entra/identity-platform/reference-error-codes) and an `error_description` that starts with
+# an AADSTS number ("AADSTS65004: User declined to consent ..."). Only a known code is repeated.
+OAUTH_ERRORS = frozenset({
+    "invalid_request", "unauthorized_client", "access_denied", "unsupported_response_type", "invalid_scope",
+    "server_error", "temporarily_unavailable", "consent_required", "interaction_required", "login_required",
+    "invalid_client", "invalid_grant", "invalid_resource",
+})
+_AADSTS = re.compile(r"\AAADSTS(\d{1,7})\b")
+
+
+def entra_error_code(error: str, description: str) -> str:
+    """The codes of Entra's error answer, never its free text: `access_denied (AADSTS65004)`, or less, or ""."""
+    code = error if error in OAUTH_ERRORS else ""
+    number = _AADSTS.match(description)
+    aadsts = f"AADSTS{number.group(1)}" if number else ""
+    return f"{code} ({aadsts})" if code and aadsts else code or aadsts
 
 
 def admin_consent_url(authority: str, tenant_id: str, client_id: str, redirect_uri: str, state: str,

@@ -16,13 +16,13 @@ from typing import Any
 
 from shared import consent
 from shared.consent import ConsentRefused
+from shared.domain import GUID
 from shared.errors import Conflict, RotationError
 from shared.ports import Consent, ConsentKeys, ConsentStore, Directory, Principal, StateStore
 from shared.service import discover
 from shared.settings import IdentityMode, Settings
 
 # The longest error text from Entra shown back on the page (its descriptions carry trace ids, not secrets).
-MAX_ENTRA_TEXT = 500
 
 
 class ConsentUnavailable(Exception):
@@ -88,7 +88,7 @@ class ConsentResult:
 
 
 def _param(params: Mapping[str, str], name: str) -> str:
-    return (params.get(name) or "").strip()
+    return params.get(name) or ""  # exact, as Entra sends it: " <tenant>\n" is not a tenant id
 
 
 async def _verified(keys: ConsentKeys, text: str, now: datetime) -> consent.ConsentState:
@@ -102,17 +102,20 @@ async def _verified(keys: ConsentKeys, text: str, now: datetime) -> consent.Cons
 
 async def entra_refusal(keys: ConsentKeys, params: Mapping[str, str], now: datetime) -> ConsentRefused:
     """Entra answered with an error (the admin declined, or a policy stopped the consent). Nothing is recorded and
-    the link stays usable, so the admin may try again."""
-    error = _param(params, "error")[:64]
-    description = _param(params, "error_description")[:MAX_ENTRA_TEXT]
-    tenant = ""
+    the link stays usable, so the admin may try again.
+
+    The callback is anonymous: anyone can send a browser here with any `error_description` ("sign in again at
+    https://evil.example ..."). So no free text from the query is ever shown, and Entra's error code (the OAuth
+    `error`, and the AADSTS number of its description) only with a state this rotator signed."""
     try:
         tenant = (await _verified(keys, _param(params, "state"), now)).tenant_id
     except ConsentRefused:
-        pass
-    where = f" for tenant {tenant}" if tenant else ""
-    return ConsentRefused("ConsentDenied", f"Entra ID did not grant consent{where}: {error}"
-                          + (f" ({description})" if description else ""))
+        return ConsentRefused("ConsentDenied", "Entra ID did not grant consent, and this answer carries no valid "
+                              "consent link of this rotator, so nothing else from it is shown: open the consent "
+                              "link your MSP sent")
+    code = consent.entra_error_code(_param(params, "error"), _param(params, "error_description"))
+    return ConsentRefused("ConsentDenied", f"Entra ID did not grant consent for tenant {tenant}"
+                          + (f": {code}" if code else ""))
 
 
 async def complete_consent(
@@ -127,6 +130,10 @@ async def complete_consent(
     tenant = _param(params, "tenant").lower()
     if not tenant:
         raise ConsentRefused("MissingParameter", "the answer names no tenant; open the consent link again")
+    if not GUID.fullmatch(tenant):
+        # Never echoed: it is whatever the query said, of any length.
+        raise ConsentRefused("TenantMismatch", f"this consent link was made for tenant {claims.tenant_id}, but the "
+                             "answer names no tenant id; sign in to the customer's tenant and open it again")
     if tenant != claims.tenant_id:
         raise ConsentRefused("TenantMismatch", f"this consent link was made for tenant {claims.tenant_id}, but the "
                              f"admin consented in tenant {tenant}; sign in to the customer's tenant and open it again")

@@ -75,7 +75,7 @@ def _refused(req: func.HttpRequest, refusal: ConsentRefused) -> func.HttpRespons
     status = STATUS.get(refusal.code, 400)
     if _wants_json(req):
         return json_response({"error": {"code": refusal.code, "message": refusal.message}}, status,
-                             {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+                             {"Referrer-Policy": "no-referrer"})
     body = (
         "<h1 class=\"bad\">Consent not completed</h1>"
         f"<p>{html.escape(_sentence(refusal.message))}</p>"
@@ -173,7 +173,7 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
         log.info("consent recorded for tenant %s; %d candidate app(s)", result.consent.tenant_id,
                  len(result.candidates))
         if _wants_json(req):
-            return json_response(_result_document(result), 200, {"Cache-Control": "no-store"})
+            return json_response(_result_document(result))
         return _success_page(result, svc.settings.discovery_name_patterns)
 
 
@@ -191,5 +191,5 @@ async def consent_url(req: func.HttpRequest) -> func.HttpResponse:
             raise HttpError(409, error.code, error.message) from None
         recorded = await svc.consents.consent(tenant_id)
     link["consentedAt"] = recorded.consented_at.isoformat() if recorded else None
-    return json_response(link, headers={"Cache-Control": "no-store"})
+    return json_response(link)
 

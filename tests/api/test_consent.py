@@ -281,3 +281,84 @@ async def test_the_command_line_makes_the_same_kind_of_link(api: Api, world: Wor
     assert (await consent_page(api, answer)).status == 200
     bad = world.cli("consent-url", "not-a-tenant")
     assert bad.wait(timeout=120) == 2 and "not a tenant id" in bad.output()
+
+
+# What anyone can put in the anonymous callback's query: a sentence to phish with, markup, other scripts, a lot.
+HOSTILE_DESCRIPTIONS = [
+    "Your session expired: sign in again at https://evil.example/login to keep your mail flowing",
+    "AADSTS50020: sign in again at https://evil.example",
+    "<b>Call +1 555 0100 now</b> to restore access",
+    "".join(chr(ord(c) + 0xFEE0) if c != " " else c for c in "Sign in at evil.example"),  # fullwidth forms
+    "Please\u200b visit\u00a0evil.example\r\nTrace ID: 1",
+    "z" * 100_000,
+]
+HOSTILE_ERRORS = ["access_denied", "sign_in_again_at_evil_example", "<script>alert(1)</script>", "e" * 10_000]
+
+
+@pytest.mark.parametrize("state", ["missing", "garbage", "forged", "huge"])
+@pytest.mark.parametrize("error", HOSTILE_ERRORS)
+async def test_without_a_valid_state_no_text_of_the_query_is_shown(
+    api: Api, world: World, svc: bootstrap.Services, state: str, error: str
+) -> None:
+    c = world.seed_customer("Phishco", 40, consent=False, owned=False)
+    genuine = answer_of(open_in_browser(api, (await link_for(api, c.tenant_id))["url"]))["state"]
+    states = {"garbage": "v1.bm90LWpzb24.c2ln", "forged": genuine[:-4] + ("AAAA" if not genuine.endswith("AAAA")
+                                                                          else "BBBB"), "huge": "x" * 5000}
+    for description in HOSTILE_DESCRIPTIONS:
+        params = {"error": error, "error_description": description}
+        if state != "missing":
+            params["state"] = states[state]
+        for accept in (JSON, HTML):
+            reply = await consent_page(api, params, accept)
+            assert reply.status == 400 and "ConsentDenied" in reply.text, reply.text[:300]
+            shown = reply.text.lower()
+            for word in ("evil", "555", "\uff45\uff56\uff49\uff4c", "zzzzzzzz", "trace id", "sign_in", "script",
+                         "eeeeeeee", "aadsts", "access_denied", c.tenant_id):
+                assert word not in shown, (word, reply.text[:500])
+            assert len(reply.text) < 4000
+    assert await consent_record(svc, c.tenant_id) is None
+
+
+async def test_with_a_valid_state_only_entras_codes_are_shown(api: Api, world: World, svc: bootstrap.Services) -> None:
+    c = world.seed_customer("Declineco", 40, consent=False, owned=False)
+    genuine = answer_of(open_in_browser(api, (await link_for(api, c.tenant_id))["url"]))["state"]
+    cases = [
+        ("access_denied", "AADSTS65004: User declined to consent to access the app.", "access_denied (AADSTS65004)"),
+        ("consent_required", "AADSTS50020: sign in again at https://evil.example", "consent_required (AADSTS50020)"),
+        ("sign_in_again_at_evil_example", "Sign in again at https://evil.example", None),
+        ("access_denied", "sign in at https://evil.example, AADSTS90000", "access_denied"),
+        ("<b>x</b>", "AADSTS65004: " + "z" * 100_000, "AADSTS65004"),
+        ("access_denied", "AADSTS65004zzz", "access_denied"),
+    ]
+    for error, description, shown in cases:
+        for accept in (JSON, HTML):
+            reply = await consent_page(api, {"error": error, "error_description": description, "state": genuine},
+                                       accept)
+            assert reply.status == 400 and "ConsentDenied" in reply.text and c.tenant_id in reply.text
+            text = reply.text.lower()
+            assert not any(w in text for w in ("evil", "declined", "zzzz", "sign_in", "&lt;b&gt;", "<b>x")), text
+            if shown is None:
+                assert "aadsts" not in text and "access_denied" not in text
+            else:
+                assert shown.lower() in text
+    assert await consent_record(svc, c.tenant_id) is None
+
+
+@pytest.mark.parametrize("tenant", [
+    "t" * 100_000, "<script>alert(1)</script>", "sign in again at https://evil.example", "{tenant}\n", " {tenant}x",
+    "{tenant}" * 3, "{other}%0a", "\u0000{other}",
+])
+async def test_a_tenant_that_is_not_a_tenant_id_is_never_echoed(
+    api: Api, world: World, svc: bootstrap.Services, tenant: str
+) -> None:
+    c = world.seed_customer("Echoco", 40, consent=False, owned=False)
+    other = world.seed_customer("Otherco", 40, consent=False, owned=False)
+    answer = answer_of(open_in_browser(api, (await link_for(api, c.tenant_id))["url"]))
+    sent = tenant.format(tenant=c.tenant_id, other=other.tenant_id)
+    for accept in (JSON, HTML):
+        reply = await consent_page(api, {**answer, "tenant": sent}, accept)
+        assert reply.status == 400 and "TenantMismatch" in reply.text, reply.text[:300]
+        assert len(reply.text) < 4000 and "ttttttttt" not in reply.text and "evil" not in reply.text
+        assert "script" not in reply.text and other.tenant_id not in reply.text
+    assert await consent_record(svc, c.tenant_id) is None
+    assert (await consent_page(api, answer)).status == 200  # the link was not used up
