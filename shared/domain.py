@@ -495,3 +495,12 @@ def retirement_plan(
         elif not credential.expired(now):
             others.append(credential)
     return removals, others
+
+
+def retirement_due(target: Target, now: datetime) -> bool:
+    """An idle target with superseded credentials whose grace period is over, or whose last retirement stopped
+    between a removal and its Key Vault tags (the row still lists what it was removing): the one piece of work on an
+    idle target that a queue message may carry (the timer decided it; a worker does it, never starting a rotation)."""
+    s = target.state
+    return s.stage is Stage.IDLE and (
+        bool(s.retiring) or (bool(s.superseded) and (s.retire_after is None or s.retire_after <= now)))

@@ -23,18 +23,17 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 
-from shared.domain import Actor, Stage, Target, actor_of
+from shared.domain import Actor, Stage, Target, actor_of, retirement_due
 from shared.errors import NotFound, RotationError
-from shared.ports import Alert, Event, Work, WorkQueue
+from shared.ports import Alert, Event, Work, WorkQueue, WorkReason
 from shared.rotation import Engine, Outcome
 from shared.work import POISON_QUEUE_NAME
 
 log = logging.getLogger(__name__)
 
 BUSY_MARGIN_SECONDS = 30  # after a held lease runs out, before the target is looked at again
-RETIRE = "retire"  # the reason of a message sent to retire superseded credentials (its target is idle)
+RETIRE = WorkReason.RETIRE  # the reason of a message sent to retire superseded credentials (its target is idle)
 
 
 @dataclass
@@ -47,13 +46,6 @@ class PlanSummary:
     duration_ms: int = 0
 
 
-def retirement_due(target: Target, now: datetime) -> bool:
-    """An idle target with superseded credentials whose grace period is over, or whose last retirement stopped
-    between a removal and its Key Vault tags (the row still lists what it was removing)."""
-    s = target.state
-    return bool(s.retiring) or (bool(s.superseded) and (s.retire_after is None or s.retire_after <= now))
-
-
 async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER, *,
                     only_in_flight: bool = False) -> PlanSummary:
     """Enqueue every enabled target with work; reserve the due ones first (see the module's docstring)."""
@@ -64,10 +56,10 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
     rows = [(t, etag) for t, etag in await engine.state.list_targets() if t.enabled]
     bound = asyncio.Semaphore(engine.config.scan_concurrency)
 
-    async def put(target: Target, reason: str) -> None:
+    async def put(target: Target, reason: WorkReason) -> None:
         try:
             await queue.enqueue(Work(target.tenant_id, target.app_id, label, reason))
-            summary.enqueued[reason] += 1
+            summary.enqueued[reason.value] += 1
         except RotationError as error:
             # The reservation (if any) stays in flight: the resume timer enqueues it again.
             summary.failed += 1
@@ -78,7 +70,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
         target = row[0]
         async with bound:
             if target.state.stage is not Stage.IDLE:
-                await put(target, "in-flight")
+                await put(target, WorkReason.IN_FLIGHT)
                 return
             if only_in_flight:
                 return
@@ -86,7 +78,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
                                           listed=row)
             summary.looked_at += 1
             if result.result in ("reserved", "in-flight"):
-                await put(target, "due" if result.result == "reserved" else "in-flight")
+                await put(target, WorkReason.DUE if result.result == "reserved" else WorkReason.IN_FLIGHT)
             elif result.result == "failed":
                 summary.failed += 1
                 log.warning("could not assess a target", extra={"event": "fanout", "target": target.key,
@@ -110,24 +102,28 @@ async def work_on(engine: Engine, queue: WorkQueue, work: Work) -> Outcome:
     """Advance the message's target as far as it goes now. Held by another runner: look again once that lease has
     run out (a new message with that delay), so a crashed runner's rotation is finished by a worker.
 
-    A message never starts a rotation: every rotation is reserved before its message is sent (by the timer's plan
-    or an operator's request), so a message whose target is idle again (a duplicate, a late copy) only retires when
-    it was sent to retire, and is otherwise done."""
+    A message never starts a rotation, whatever its reason: it advances only what the target's row already decided,
+    a rotation reserved (by the timer's plan or an operator's request) or in flight, or, for a retire message, a
+    retirement whose grace period is over (removing credentials, reserving nothing). A message whose target is idle
+    with nothing due (a duplicate, a late copy, one written by anything else) does nothing."""
     retiring = work.reason == RETIRE
-    result = await engine.advance(work.tenant_id, work.app_id, work.actor, only_in_flight=not retiring)
+    result = await engine.advance(work.tenant_id, work.app_id, work.actor, only_in_flight=not retiring,
+                                  retire_only=retiring)
     if result.result == "busy":
         delay = int(engine.config.lease.total_seconds()) + BUSY_MARGIN_SECONDS
-        again = RETIRE if retiring else "busy-retry"
+        again = RETIRE if retiring else WorkReason.BUSY_RETRY
         await queue.enqueue(Work(work.tenant_id, work.app_id, work.actor, again), delay_seconds=delay)
     log.info("work done", extra={"event": "work", "target": f"{work.tenant_id}/{work.app_id}",
-                                 "reason": work.reason, "result": result.result, "stage": result.stage})
+                                 "reason": WorkReason(work.reason).value, "result": result.result,
+                                 "stage": result.stage})
     return result
 
 
 async def poisoned(engine: Engine, work: Work) -> None:
     """A work message the workers failed on every time (host.json's maxDequeueCount): tell a human, and mark the
     target so status shows it (cleared by its next finished rotation)."""
-    message = (f"every attempt to work on this customer failed ({work.reason}) and the message went to the poison "
+    reason = WorkReason(work.reason).value
+    message = (f"every attempt to work on this customer failed ({reason}) and the message went to the poison "
                f"queue {POISON_QUEUE_NAME}: see the function's logs, fix the cause, then rotate again or wait for "
                f"the next timer")
     try:
@@ -138,11 +134,11 @@ async def poisoned(engine: Engine, work: Work) -> None:
         return
     await engine.ports.alerter.raise_alert(
         Alert("poison-message", target.tenant_id, target.app_id, message, target.customer,
-              {"reason": work.reason, "queue": POISON_QUEUE_NAME})
+              {"reason": reason, "queue": POISON_QUEUE_NAME})
     )
     await engine.state.record(Event(target.tenant_id, target.app_id, "queue", "poisoned", work.actor,
                                     target.state.rotation_id, at=engine.clock.now(), error_code="PoisonMessage",
-                                    detail=f"work {work.reason} poisoned"))
+                                    detail=f"work {reason} poisoned"))
     try:
         await engine.state.replace_target(target.with_observed(needs_human=message), etag)
     except RotationError:

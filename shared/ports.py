@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
@@ -367,6 +368,17 @@ class Alerter(Protocol):
     async def raise_alert(self, alert: Alert) -> None: ...
 
 
+class WorkReason(str, Enum):
+    """Why a message was sent. Each names work already decided: a rotation reserved (DUE by the timer, MANUAL by an
+    operator) or in flight (IN_FLIGHT, BUSY_RETRY), or a retirement whose grace is over (RETIRE). None starts one."""
+
+    DUE = "due"
+    MANUAL = "manual"
+    IN_FLIGHT = "in-flight"
+    BUSY_RETRY = "busy-retry"
+    RETIRE = "retire"
+
+
 @dataclass(frozen=True)
 class Work:
     """One customer with work for a queue worker: advance this target (at-least-once; the lease and ETags make a
@@ -375,7 +387,7 @@ class Work:
     tenant_id: str
     app_id: str
     actor: str
-    reason: str  # due, in-flight, retire, busy-retry, manual
+    reason: WorkReason
 
 
 class WorkQueue(Protocol):

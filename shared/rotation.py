@@ -15,12 +15,21 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from shared.domain import Ack, Actor, Stage, Target, actor_of
+from shared.domain import Ack, Actor, Stage, Target, actor_of, retirement_due
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
 from shared.protocol.adopt import adopt
 from shared.protocol.assess import consider, preview
-from shared.protocol.context import Advance, EngineConfig, Outcome, Ports, Stop, leased_by_other, outcome
+from shared.protocol.context import (
+    Advance,
+    AuditUnwritten,
+    EngineConfig,
+    Outcome,
+    Ports,
+    Stop,
+    leased_by_other,
+    outcome,
+)
 from shared.protocol.create import create
 from shared.protocol.deliver import deliver
 from shared.protocol.finish import finish, retire
@@ -231,11 +240,14 @@ class Engine:
 
     async def advance(
         self, tenant_id: str, app_id: str, actor: Actor | str, *, force: bool = False, assess_only: bool = False,
-        only_in_flight: bool = False, reserve_only: bool = False, listed: tuple[Target, str] | None = None,
+        only_in_flight: bool = False, reserve_only: bool = False, retire_only: bool = False,
+        listed: tuple[Target, str] | None = None,
     ) -> Outcome:
         """Take one target as far through the protocol as it can go now (with only_in_flight: only a target
         whose rotation is in flight, decided on the row the lease is taken on; with reserve_only: an idle target is
-        assessed and, when due, reserved (stage creating, result "reserved") for a queue worker to take further).
+        assessed and, when due, reserved (stage creating, result "reserved") for a queue worker to take further;
+        with retire_only: a rotation in flight, or an idle target's retirement whose grace is over, never a new
+        rotation).
 
         `listed` is the row and ETag a pass's listing returned: the target is advanced from it without reading it
         again. Every write is ETag-guarded, so a row changed since the listing is never overwritten; when that
@@ -244,7 +256,8 @@ class Engine:
         """
         def on(target: Target, etag: str) -> Awaitable[tuple[Outcome, bool]]:
             return self._advance_row(target, etag, actor, force=force, assess_only=assess_only,
-                                     only_in_flight=only_in_flight, reserve_only=reserve_only)
+                                     only_in_flight=only_in_flight, reserve_only=reserve_only,
+                                     retire_only=retire_only)
 
         if listed is not None:
             result, wrote = await on(*listed)
@@ -259,39 +272,47 @@ class Engine:
 
     async def _advance_row(
         self, target: Target, etag: str, actor: Actor | str, *, force: bool, assess_only: bool,
-        only_in_flight: bool, reserve_only: bool,
+        only_in_flight: bool, reserve_only: bool, retire_only: bool = False,
     ) -> tuple[Outcome, bool]:
         """advance() on a row read with `etag`; the outcome, and whether any write of the row succeeded."""
+        now = self.clock.now()
         if only_in_flight and target.state.stage is Stage.IDLE:
             return outcome(target, "skipped", message="nothing in flight"), False
-        now = self.clock.now()
+        if retire_only and target.state.stage is Stage.IDLE and not retirement_due(target, now):
+            return outcome(target, "skipped", message="nothing in flight, no retirement due"), False
         if leased_by_other(target, self.owner, now):
             return outcome(target, "busy", message="another run holds this target"), False
         run = Advance(self.ports, self.config, self.owner, target, etag, actor)
         if target.state.stage is Stage.IDLE and not force:
             # Assessed before any write: the lease is taken with the first step that has work to do (reserving a
             # rotation, retiring credentials), so a healthy target costs at most one write.
-            result = await self._advance(run, force, assess_only, reserve_only)
+            result = await self._advance(run, force, assess_only, reserve_only, retire_only)
         else:
             try:
                 await run.take_lease()
             except Conflict:
                 return outcome(target, "busy", message="another run took this target first"), False
-            result = await self._advance(run, force, assess_only, reserve_only)
+            result = await self._advance(run, force, assess_only, reserve_only, retire_only)
         return result, run.etag != etag
 
     async def _advance(
-        self, run: Advance, force: bool = False, assess_only: bool = False, reserve_only: bool = False
+        self, run: Advance, force: bool = False, assess_only: bool = False, reserve_only: bool = False,
+        retire_only: bool = False,
     ) -> Outcome:
         """Run the protocol on a target whose lease this advance holds; release the lease at the end."""
         try:
             if reserve_only:
                 return await self._reserve(run, force)
+            if retire_only and run.target.state.stage is Stage.IDLE:
+                return await self._retire(run)
             return await self._go(run, force, assess_only)
         except Stop as stop:
             return stop.outcome
         except Conflict as error:
             return run.outcome("busy", error_code=error.code, message=error.message)
+        except AuditUnwritten as error:
+            # Told already (an error log holding the event, an alert); writing "advance failed" would fail alike.
+            return run.outcome("failed", error_code=error.code, message=error.message)
         except RotationError as error:
             await run.event("advance", "failed", error)
             return run.outcome("failed", error_code=error.code, message=error.message)
@@ -305,6 +326,14 @@ class Engine:
             return run.outcome("reserved")
         if run.target.state.stage is not Stage.IDLE:
             return run.outcome("in-flight")
+        return run.outcome(run.target.observed.status or "checked")
+
+    @staticmethod
+    async def _retire(run: Advance) -> Outcome:
+        """An idle target's due retirement: assess it (recording what is seen, reserving nothing, even when due) and
+        remove what the retirement rules allow."""
+        await consider(run, force=False, reserve=False)
+        await retire(run)
         return run.outcome(run.target.observed.status or "checked")
 
     @staticmethod

@@ -20,6 +20,7 @@ from shared.ports import (
     StateStore,
     Work,
     WorkQueue,
+    WorkReason,
 )
 from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
@@ -308,7 +309,7 @@ async def accept_rotation(
         return reserved, None
     request = RotationRequest(reserved.rotation_id, tenant_id, app_id, actor, engine.clock.now())
     await engine.state.record_request(request)
-    await queue.enqueue(Work(tenant_id, app_id, actor, "manual"), delay_seconds=hold_seconds)
+    await queue.enqueue(Work(tenant_id, app_id, actor, WorkReason.MANUAL), delay_seconds=hold_seconds)
     return reserved, request
 
 

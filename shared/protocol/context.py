@@ -92,6 +92,10 @@ def leased_by_other(target: Target, owner: str, now: datetime) -> bool:
     return bool(s.lease_owner) and s.lease_owner != owner and s.lease_until is not None and s.lease_until > now
 
 
+class AuditUnwritten(RotationError):
+    """A step's audit record could not be written: the advance stops (logged whole and alerted first)."""
+
+
 class Stop(Exception):
     """Ends one advance early with an outcome (a step that cannot progress now)."""
 
@@ -113,6 +117,9 @@ class Advance:
         self.etag = etag
         self.actor = actor_of(actor)  # "timer", "event", "manual:alice@msp.example": on every audit event
         self._app: Application | None = None
+        # True from addPassword's answer until its value is in Key Vault: the one window where stopping would leave
+        # a live credential whose value nobody holds, so a failed audit write there is told but does not stop.
+        self.value_only_in_memory = False
 
     def now(self) -> datetime:
         return self.ports.clock.now()
@@ -227,8 +234,24 @@ class Advance:
         )
         try:
             await self.ports.state.record(record)
-        except RotationError:
-            log.warning("audit record not written", extra={"event": "audit", "target": self.target.key})
+        except RotationError as error:
+            # The audit trail must not silently lose a step: the event goes to the log whole (nothing in it is
+            # secret), a human is told, and this advance stops here, a point every step survives (a crash could
+            # have struck here too); the row says where the rotation stands and the next run takes it on.
+            log.error("audit record not written: %s %s of %s", step, outcome, self.target.key, extra={
+                "event": "audit-unwritten", "target": self.target.key, "tenant_id": record.tenant_id,
+                "app_id": record.app_id, "rotation_id": record.rotation_id, "step": step, "outcome": outcome,
+                "actor": record.actor, "at": record.at.isoformat() if record.at else "",
+                "duration_ms": duration, "error_code": record.error_code, "detail": record.detail,
+                "audit_error_code": error.code,
+            })
+            await self.alert("audit-unwritten", f"the audit record of step {step} ({outcome}) could not be written "
+                             f"({error.code}); the function's log holds it; the rotation stops at its next step that "
+                             "can stop safely and goes on at the next run", step=step, error_code=error.code)
+            if self.value_only_in_memory:
+                return  # the store comes first; its own audit record stops the advance if the store is still down
+            raise AuditUnwritten(f"the audit record of step {step} could not be written ({error.code})",
+                                 code="AuditWriteFailed") from error
 
     async def alert(self, condition: str, message: str, **details: str) -> None:
         await self.ports.alerter.raise_alert(

@@ -93,6 +93,7 @@ async def add_password(run: Advance, app: Application, asked: int) -> tuple[NewC
     while True:
         try:
             new = await add_password_once(run, app, lifetime)
+            run.value_only_in_memory = True
             break
         except PolicyLifetime as error:
             renew = renew_before(run.target.policy, run.config.renew_before_days)
@@ -188,12 +189,14 @@ async def store(run: Advance, app: Application, new: NewCredential) -> None:
         await run.keep_lease()
         try:
             version = await secrets.store_pending(run.target, rotation_id, new.credential, new.secret)
+            run.value_only_in_memory = False  # in Key Vault under the rotation id: recovery finds it from here
         except RotationError as error:
             last_error = error
             await run.event("store", "retry" if attempt < cfg.store_attempts else "failed", error)
             if isinstance(error, Ambiguous):
                 found = await stored_after_all(run, error)
                 if found is not None:
+                    run.value_only_in_memory = False
                     await run.event("store", "found-after-error", detail=f"version {found.version}")
                     await pending(run, found.key_id, found.version, found.expires or new.credential.end)
                     return

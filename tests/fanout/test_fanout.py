@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -18,7 +19,7 @@ from azure.storage.queue.aio import QueueClient
 
 from devhost.queues import QueueHost, QueueOptions
 from shared.domain import Stage
-from shared.ports import Work
+from shared.ports import Work, WorkReason
 from shared.work import parse_work, work_message
 from tests.api.conftest import Api, functions
 from tests.rotation.conftest import Customer, Rotator, World
@@ -126,17 +127,47 @@ async def test_a_message_delivered_twice_makes_one_credential(
     assert len([v for v in world.versions(due) if v["tags"].get("stage") == "current"]) == 1
 
 
-async def test_a_message_never_starts_a_rotation_by_itself(
+async def test_a_message_never_starts_a_rotation_by_itself_whatever_its_reason(
     api: Api, world: World, host: QueueHost, rotator: Rotator
 ) -> None:
     """Every rotation is reserved before its message is sent; a stray message for an idle, due target (a copy that
-    outlived its rotation, or one sent by anything else) leaves it to the timer's plan."""
+    outlived its rotation, or one sent by anything else), with any reason, retire included, leaves it to the
+    timer's plan."""
     due = await registered_due(api, world, "Stray")
+    before = (await read(api, due)).state
     async with rotator() as svc:
-        await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "timer", "due"))
-    assert await host.drain() == 1
+        for reason in WorkReason:
+            await svc.work_queue.enqueue(Work(due.tenant_id, due.app_id, "manual:mallory@msp.example", reason))
+    assert await host.drain() == len(WorkReason)
+    assert not made_by_rotator(world, due) and world.versions(due) == []
+    assert (await read(api, due)).state == before
+    assert await queued(world) == [] and await queued(world, poison=True) == []
+
+
+async def test_a_message_that_breaks_the_format_is_dropped_and_changes_nothing(
+    api: Api, world: World, host: QueueHost
+) -> None:
+    """Ids that are not GUIDs, an unknown reason, an actor no caller can have (40,000 characters, a newline): dropped
+    with an error log, never retried, never poisoned, and nothing is written (no row, no audit event)."""
+    due = await registered_due(api, world, "Malformed")
+    before = await read(api, due)
+    bad = [
+        {"actor": "manual:" + "m" * 40_000}, {"actor": "manual:alice\nbob"}, {"actor": "root"},
+        {"reason": "rotate"}, {"reason": "DUE"}, {"tenantId": "contoso"}, {"appId": due.app_id + "\n"},
+        {"extra": "x"},
+    ]
+    async with QueueClient.from_connection_string(connection(), world.queue) as client:
+        for change in bad:
+            doc = {"v": 1, "tenantId": due.tenant_id, "appId": due.app_id, "actor": "timer", "reason": "retire",
+                   **change}
+            await client.send_message(base64.b64encode(json.dumps(doc).encode()).decode())
+    assert await host.drain() == len(bad)
+    assert await queued(world) == [] and await queued(world, poison=True) == []
+    after = await read(api, due)
+    assert after.state == before.state and after.observed == before.observed
     assert not made_by_rotator(world, due)
-    assert (await read(api, due)).state.stage is Stage.IDLE
+    details = await api.call("details", "GET", {"tenantId": due.tenant_id, "appId": due.app_id})
+    assert [e for e in details.body["events"] if e["step"] != "registry"] == []
 
 
 async def test_a_worker_killed_mid_rotation_is_finished_by_another_after_the_lease(
