@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
@@ -27,17 +26,25 @@ _CREDENTIAL_WORDS = (
 _SECRET_SHAPES = (
     # Entra ID client secrets: 3 characters, a digit, "Q~", then 31-34 more (learn.microsoft.com: new secrets).
     re.compile(r"[A-Za-z0-9_~.\-]{3}\dQ~[A-Za-z0-9_~.\-]{20,}"),
-    # HTTP auth header values anywhere in a value ("Authorization: Bearer ...", "Basic dXNlcjpwdw==").
-    re.compile(r"\b(bearer|sharedaccesssignature|negotiate|ntlm|digest)\s+[A-Za-z0-9\-._~+/=]{6,}", re.IGNORECASE),
+    # HTTP auth header values anywhere in a value ("Authorization: Bearer ...", "Basic dXNlcjpwdw=="); a scheme's
+    # name followed by a word ("Bearer Logistics", "Digest Systems Ltd") is a name, not a credential.
+    re.compile(r"\bbearer\s+(?:[A-Za-z0-9\-._~+/]*[0-9\-._~+/][A-Za-z0-9\-._~+/]*={0,2}(?![A-Za-z0-9\-._~+/=])"
+               r"|[A-Za-z]{20,})", re.IGNORECASE),
+    re.compile(r"\b(negotiate|ntlm|sharedaccesssignature)\s+[A-Za-z0-9+/]{20,}", re.IGNORECASE),
+    re.compile(r"\bdigest\s+[a-z]+\s*=", re.IGNORECASE),
     re.compile(r"\bauthorization\s*[:=]\s*\S", re.IGNORECASE),
     # JWTs.
     re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),
     # Connection strings and SAS: AccountKey=..., SharedAccessKey=..., Password=..., sig=...
     re.compile(rf"(^|[;&?#\s])({_CREDENTIAL_WORDS})\s*=\s*[^;&\s]", re.IGNORECASE),
-    # Credential JSON (or Python-ish) objects: {"user": .., "pwd": ..}.
-    re.compile(rf"[\"']({_CREDENTIAL_WORDS}|user|username)[\"']\s*[:=,]", re.IGNORECASE),
-    # PEM private keys.
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
+    # Credential JSON (or Python-ish) objects: {"user": .., "pwd": ..} (not a quoted word in a sentence: "the
+    # 'Secret', then Save").
+    re.compile(rf"[\"']({_CREDENTIAL_WORDS}|user|username)[\"']\s*[:=]", re.IGNORECASE),
+    # PEM blocks (keys, certificates: never a name).
+    re.compile(r"-----BEGIN [A-Z0-9 ]+-----"),
+    # Webhook URLs whose path is the credential (Slack, Teams' Office 365 connectors, Discord).
+    re.compile(r"hooks\.slack\.com/(services|workflows|triggers)/|\.webhook\.office\.com/webhook|"
+               r"discord(app)?\.com/api/webhooks/", re.IGNORECASE),
     # Hex keys and tokens (32+ hex digits in one run: a GUID has at most 12).
     re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{32,}(?![0-9A-Fa-f])"),
 )
@@ -74,34 +81,49 @@ def _basic_credentials(text: str) -> bool:
     return False
 
 
-_MIXED_PIECE = re.compile(r"[A-Za-z][0-9]+[A-Za-z]")
+# A token cut into the pieces names are made of: words (capitalised or not), acronyms, numbers.
+_SEGMENT = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
+_WORD = re.compile(r"[A-Z]?[a-z]{3,}")
+_VOWELS = frozenset("aeiouy")
+_CONSONANTS_5 = re.compile(r"[^aeiouy]{5}")
+_VOWELS_4 = re.compile(r"[aeiouy]{4}")
 
 
-def _class(c: str) -> int:
-    return 0 if c.islower() else 1 if c.isupper() else 2 if c.isdigit() else 3
+def _word(segment: str) -> bool:
+    """A piece that reads as a word (Contoso, Proofpoint, Tenant, portal): 3+ lower-case letters after an optional
+    capital, a fifth of them vowels or more, no five consonants or four vowels in a row."""
+    low = segment.lower()
+    return (_WORD.fullmatch(segment) is not None and sum(c in _VOWELS for c in low) * 5 >= len(low)
+            and _CONSONANTS_5.search(low) is None and _VOWELS_4.search(low) is None)
 
 
 def _random_token(token: str) -> bool:
-    # A long token of mixed case and digits without separators reads as a random key, not a name. With dashes (as
-    # base64url has), only when it switches between lower case, upper case and digits about as often as random text
-    # (6 in 10 characters on average; dashed names such as Contoso-Portal-Auth-Tenant2026 switch 1 in 3).
-    if (
-        len(token) < 24
-        or re.fullmatch(r"[A-Za-z0-9+/=_-]+", token) is None
-        or not any(c.islower() for c in token)
-        or not any(c.isupper() for c in token)
-        or not any(c.isdigit() for c in token)
-    ):
+    """A long token of both cases without the shape of a name: a random key (base64, base64url, an API key).
+
+    MSPs name things ContosoProofpointApiKey2026 and Vircom-Portal-Auth-Key-Tenant-A1: mostly words, in few pieces.
+    Random text of the same alphabet falls into many short pieces, few of them words. Measured on generated keys
+    (`secrets`), a 24-character one passes for a name about once in a thousand, a 32-character one a few times in
+    100,000, a 43-character one (32 bytes, base64url) about once in 300,000; tests/destinations/test_secret_shapes.py
+    holds the table of names and secret shapes."""
+    if (len(token) < 24 or _KEY_ALPHABET.fullmatch(token) is None
+            or not any(c.islower() for c in token) or not any(c.isupper() for c in token)):
         return False
-    if "-" not in token:
-        return True
-    letters = token.replace("-", "").replace("_", "")
-    switches = sum(1 for a, b in itertools.pairwise(letters) if _class(a) != _class(b))
-    # Or one long piece of both cases with a digit between letters ("Hst8Qaesr5aodj"): words and numbers do not mix so.
-    return switches * 5 >= len(letters) * 2 or any(
-        len(piece) >= 10 and _MIXED_PIECE.search(piece) is not None and piece.lower() != piece != piece.upper()
-        for piece in re.split(r"[-_]", token)
-    )
+    pieces = [p for p in re.split(r"[^A-Za-z0-9]+", token) if p]
+    if len(pieces) >= 3 and all(len(_SEGMENT.findall(p)) <= 2 for p in pieces):
+        # Short pieces between separators (KV-PPE-Contoso-EU1-2026-Q4): named by hand; base64url has a separator
+        # in about 1 of 32 characters, so its pieces are long and mixed.
+        return False
+    length = sum(map(len, pieces))
+    segments = [s for p in pieces for s in _SEGMENT.findall(p)]
+    worded = sum(len(s) for s in segments if _word(s)) / length
+    density = len(segments) / length
+    if length >= 32:  # more text, more evidence: a name this long is made of words
+        return not (worded >= 0.6 and density <= 0.3)
+    return not (worded >= 0.5 and density <= 0.32)
+
+
+_KEY_ALPHABET = re.compile(r"[A-Za-z0-9+/=_-]+")
+_PATH_SPLIT = re.compile(r"[/.@\\]+")
 
 
 def looks_like_secret(value: str) -> bool:
@@ -109,7 +131,11 @@ def looks_like_secret(value: str) -> bool:
     for form in {value, normalised(value)}:
         if any(shape.search(form) for shape in _SECRET_SHAPES) or _basic_credentials(form):
             return True
-        if _random_token(form.strip()) or any(_random_token(t) for t in _TOKEN_SPLIT.split(form)):
+        tokens = _TOKEN_SPLIT.split(form)
+        if _random_token(form.strip()) or any(_random_token(t) for t in tokens):
+            return True
+        # A key inside a URL path or a dotted name (hooks.example/services/T0/B0/<key>): its pieces too.
+        if any(_random_token(piece) for t in tokens for piece in _PATH_SPLIT.split(t)):
             return True
     return False
 

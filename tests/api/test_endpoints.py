@@ -241,3 +241,36 @@ async def test_no_json_answer_is_cacheable_errors_included(api: Api, world: Worl
     for reply in replies:
         headers = {k.lower(): v for k, v in reply.headers.items()}
         assert headers["cache-control"] == "no-store" and headers["x-content-type-options"] == "nosniff"
+
+
+async def test_names_an_msp_gives_things_are_registered_and_secret_values_are_not(api: Api, world: World,
+                                                                                  svc) -> None:  # type: ignore[no-untyped-def]
+    """The names of issue 22 in every place a name goes (customer, Key Vault secret name, destination name,
+    instructions, an acknowledgement's destination); a secret value in the same places is 422 and never echoed."""
+    from tests.destinations.test_secret_shapes import SECRET_SHAPES
+
+    c = world.seed_customer("Named", 100)
+    for name in ("Vircom-Portal-Auth-Key-Tenant-A1", "Vircom-Portal-Auth-Key-Tenant-B2", "ContosoProofpointApiKey2026"):
+        doc = {"customer": name, "destinations": [
+            {"name": name, "kind": "notify-only", "options": {"instructions": f"Paste it for {name}, then Save"}},
+            {"name": "portal", "kind": "http", "options": {"url": "https://portal.msp.example/api/aad",
+                                                           "auth_secret": name}},
+            {"name": "pp", "kind": "proofpoint", "options": {"stack": "us1", "domain": "contoso.com",
+                                                             "account_secret": name}}]}
+        stored = await api.put(c, doc)
+        assert stored.status in (200, 201), (name, stored.text)
+        assert stored.body["customer"] == name and stored.body["destinations"][0]["name"] == name
+        ack = await api.call("acknowledgements", "POST", {}, {**ids(c), "destination": name, "keyId": c.app_id})
+        assert (ack.status, ack.code) == (409, "NothingToAcknowledge"), (name, ack.text)
+    rows = await svc.state.all_rows()
+    for shape, make in SECRET_SHAPES[::7]:
+        value = make()
+        for doc in ({"customer": value},
+                    {"customer": "Named", "destinations": [{"name": "n", "kind": "notify-only",
+                                                            "options": {"instructions": value}}]}):
+            refused = await api.put(c, doc)
+            assert (refused.status, refused.code) == (422, "InvalidTarget"), (shape, refused.text)
+            assert value not in refused.text
+        ack = await api.call("acknowledgements", "POST", {}, {**ids(c), "destination": value, "keyId": c.app_id})
+        assert ack.status == 422 and value not in ack.text, (shape, ack.text)
+    assert await svc.state.all_rows() == rows
