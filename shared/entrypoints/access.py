@@ -1,15 +1,15 @@
 """Who may call: the caller from App Service Authentication's `X-MS-CLIENT-PRINCIPAL` header, and its app roles.
 
 With Easy Auth in front of the app (infra: authsettingsV2, requireAuthentication), the platform signs the caller in
-with the MSP's Entra app and injects `X-MS-CLIENT-PRINCIPAL`: base64 of the JSON
-`{"auth_typ", "name_typ", "role_typ", "claims": [{"typ", "val"}]}`. App roles arrive as claims whose `typ` is
-`roles` (or the principal's `role_typ`). External requests cannot set the header: the platform removes it
-(learn.microsoft.com/azure/app-service/configure-authentication-user-identities). Every HTTP function is
-ANONYMOUS at the Functions host (a FUNCTION-level trigger would need a key, which a signed-in caller never carries:
+with the MSP's Entra app and injects `X-MS-CLIENT-PRINCIPAL`: base64 of the JSON `{"auth_typ", "name_typ",
+"role_typ", "claims": [{"typ", "val"}]}`. App roles arrive as claims whose `typ` is `roles` (or the role claim type
+App Service names in `role_typ`). External requests cannot set the header: the platform removes it
+(learn.microsoft.com/azure/app-service/configure-authentication-user-identities). Every HTTP function is ANONYMOUS
+at the Functions host (a FUNCTION-level trigger would need a key, which a signed-in caller never carries:
 azure-functions-host `FunctionAuthorizationHandler.cs`, `AuthUtility.cs`), and App Service Authentication lets
-unauthenticated requests through (infra/app/easy-auth.json, AllowAnonymous): the code enforces the roles itself
-and refuses a request without the header. Automation signs in too: an Entra token of its own service principal
-holding an app role (client credentials), validated by the platform like a person's.
+unauthenticated requests through (infra/app/easy-auth.json, AllowAnonymous): the code enforces the roles itself and
+refuses a request without the header. Automation signs in too: an Entra token of its own service principal holding
+an app role (client credentials), validated by the platform like a person's.
 
 Only what the deployment configures is trusted: the principal's `auth_typ` ("the name of the identity provider that
 App Service authentication uses", learn.microsoft.com/azure/app-service/configure-authentication-user-identities,
@@ -125,9 +125,11 @@ def principal(req: func.HttpRequest) -> Caller | None:
                     return _clean(claim["val"])
         return ""
 
+    # App roles only: the `roles` claim, or the role claim type App Service names in `role_typ` for Entra ID. A
+    # role_typ naming another claim (groups, name, preferred_username) would make a group or a user name a role.
     role_types = {ROLE_CLAIM}
-    if isinstance(doc.get("role_typ"), str) and doc["role_typ"]:
-        role_types.add(doc["role_typ"])
+    if doc.get("role_typ") == ROLE_TYPE:
+        role_types.add(ROLE_TYPE)
     # Exact values, never cleaned: a role that is only equal after trimming or removing characters is another role.
     roles = frozenset(c["val"] for c in claims if c["typ"] in role_types)
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""

@@ -44,6 +44,18 @@ def test_roles_under_the_principals_role_type_count_too() -> None:
     assert found is not None and found.roles == frozenset({"Rotator.Read"}) and not found.has(Role.OPERATE)
 
 
+@pytest.mark.parametrize("role_typ", ["groups", "name", "preferred_username", "wids", "scp",
+                                      "http://schemas.microsoft.com/ws/2008/06/identity/claims/groupsid"])
+def test_a_role_type_naming_another_claim_makes_no_role(role_typ: str) -> None:
+    """A group, a user name or a scope that happens to read "Rotator.Operate" is not the app role."""
+    doc = {"auth_typ": "aad", "name_typ": "name", "role_typ": role_typ,
+           "claims": [{"typ": "preferred_username", "val": "Rotator.Operate"},
+                      {"typ": "name", "val": "Rotator.Operate"}, {"typ": role_typ, "val": "Rotator.Operate"},
+                      {"typ": role_typ, "val": "Rotator.Read"}]}
+    found = principal(request({PRINCIPAL_HEADER: encoded(doc)}))
+    assert found is not None and found.roles == frozenset() and not found.has(Role.READ)
+
+
 def test_an_app_only_caller_is_named_by_its_client_id() -> None:
     doc = {"auth_typ": "aad", "claims": [{"typ": "idtyp", "val": "app"}, {"typ": "name", "val": "looks-like-a-user"},
                                          {"typ": "appid", "val": "5a1d0000-0000-4000-8000-000000000009"},
