@@ -42,7 +42,7 @@ def parse_work(text: str | bytes) -> Work:
         doc: Any = json.loads(text)
     except (ValueError, UnicodeDecodeError, RecursionError) as error:
         raise MalformedWork(f"not JSON: {error.__class__.__name__}") from None
-    if not isinstance(doc, dict) or set(doc) != _FIELDS or doc["v"] != 1 or isinstance(doc["v"], bool):
+    if not isinstance(doc, dict) or set(doc) != _FIELDS or type(doc["v"]) is not int or doc["v"] != 1:
         raise MalformedWork("not a version-1 work item of exactly v, tenantId, appId, actor and reason")
     tenant_id, app_id, actor, reason = doc["tenantId"], doc["appId"], doc["actor"], doc["reason"]
     if not all(isinstance(i, str) and GUID.fullmatch(i) for i in (tenant_id, app_id)):

@@ -67,8 +67,8 @@ def doc(**changes: object) -> str:
     doc(actor="root:alice"), doc(actor=""), doc(actor="Timer"), doc(actor="timer\u200b"), doc(actor="manual:a\u200bb"),
     doc(actor="manual:a\u2028b"), doc(actor="manual:\x1b[31mred"), doc(actor=5), doc(actor=None),
     # not the format
-    doc(v=2), doc(v=True), doc(v="1"), doc(v=...), doc(reason=...), doc(extra="x"), "[]", "null", "not json",
-    '{"v": 1, "v": 1}', "[" * 100_000,
+    doc(v=2), doc(v=True), doc(v="1"), doc(v=1.0), doc(v=...), doc(reason=...), doc(extra="x"), "[]", "null",
+    "not json", '{"v": 1, "v": 1}', "[" * 100_000,
 ])
 def test_a_message_that_is_not_exactly_a_work_item_is_refused(text: str) -> None:
     with pytest.raises(MalformedWork) as refused:
