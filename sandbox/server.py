@@ -39,10 +39,11 @@ from sandbox.world import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "identity", "tables")
+SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables")
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
-OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState"}
+OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
+                    "webhooks": "WebhooksState"}
 
 
 @dataclass

@@ -723,6 +723,7 @@ class World:
         self.keyvault: ServiceState = _EmptyState()
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
+        self.webhooks: ServiceState = _EmptyState()
 
     def now(self) -> dt.datetime:
         """The sandbox clock: real UTC now plus the offset set through the control API."""
@@ -732,7 +733,8 @@ class World:
         return f"{self.urls['entra']}/{tenant_id}/v2.0"
 
     def _states(self) -> dict[str, ServiceState]:
-        return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal}
+        return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
+                "webhooks": self.webhooks}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""

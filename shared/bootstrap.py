@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
+    from shared.alerts import AlertBook
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
@@ -63,6 +64,7 @@ class Services:
     consent_keys: KeyVaultConsentKeys
     consents: TablesConsentStore
     queue: StorageWorkQueue | None = None  # None when no work queue is configured (the command line needs none)
+    alerts: AlertBook | None = None  # the alert book and its channel (the test alert reads the channel)
 
     @property
     def work_queue(self) -> StorageWorkQueue:
@@ -120,7 +122,7 @@ async def _build(
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
-    from shared.alerts import LogAlerter, WebhookAlerter
+    from shared.alerts import AlertBook, WebhookPost, build_channel
     from shared.work import WORK_QUEUE_NAME
 
     table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
@@ -148,13 +150,12 @@ async def _build(
     )
     writes = write_budget(settings.key_vault_url, settings.key_vault_writes_per_10s)
     secrets = KeyVaultSecretStore(secret_client, writes)
-    if alerter is None:
-        alerter = LogAlerter()
-        if settings.alert_webhook_secret_name:
-            alerter = WebhookAlerter(
-                secrets, settings.alert_webhook_secret_name, table_service.get_table_client(f"{table_prefix}alerts"),
-                clock, ca_bundle=settings.ca_bundle,
-            )
+    channel = None
+    if settings.alert_webhook_secret_name:
+        channel = build_channel(settings.alert_webhook_kind, WebhookPost(
+            secrets, settings.alert_webhook_secret_name, ca_bundle=settings.ca_bundle))
+    book = AlertBook(table_service.get_table_client(f"{table_prefix}alerts"), clock, channel)
+    alerter = alerter or book
     directory = GraphDirectory(credentials, settings.graph_base_url, transport.session, settings.ca_bundle,
                                rotator_client_id(settings))
     engine = Engine(
@@ -185,7 +186,7 @@ async def _build(
 
     consents = TablesConsentStore(table_service, prefix=table_prefix)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                    queue), close
+                    queue, book), close
 
 
 # ------------------------------------------------------------------------------------------------ per process

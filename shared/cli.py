@@ -14,6 +14,7 @@
     python -m shared proofpoint-check TENANT_ID APP_ID [--json]
                                             (the Proofpoint org's sync settings and the PUT a push would send,
                                              secrets hidden; changes nothing)
+    python -m shared alert-test [--as NAME]   (post a test alert to the alert channel; audited; exit 1 if refused)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -225,6 +226,22 @@ async def _list(svc: Services) -> int:
     return 0
 
 
+async def _alert_test(svc: Services, sender: str) -> int:
+    from shared.alerts import send_test_alert
+
+    who = sender or f"cli:{_login()}"
+    answer = await send_test_alert(svc.alerts.channel if svc.alerts else None, svc.state, who, svc.engine.clock.now())
+    print(json.dumps(answer, indent=2))
+    return EXIT_OK if answer["delivered"] else EXIT_FAILED
+
+
+def _login() -> str:
+    try:
+        return os.getlogin()
+    except OSError:
+        return os.environ.get("USER", "unknown")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m shared", description="The sync-secret rotator, outside Functions.",
                                 epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -257,6 +274,10 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("tenant_id", type=_guid)
     check.add_argument("app_id", type=_guid)
     check.add_argument("--json", action="store_true", help="machine-readable output")
+    test = sub.add_parser("alert-test", help="post a test alert to the alert channel (ALERT_WEBHOOK_KIND) and print "
+                                             "what was sent and the channel's HTTP status")
+    test.add_argument("--as", dest="sender", default="", metavar="NAME",
+                      help="who sends it, for the audit log (default: the login name)")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1 as the Functions host "
                                          "does in Azure, behind App Service Authentication (a checkout only: devhost/)")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
@@ -349,6 +370,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _consent_url(svc, args.tenant_id, args.json)
         if args.command == "proofpoint-check":
             return await _proofpoint_check(svc, args.tenant_id, args.app_id, args.json)
+        if args.command == "alert-test":
+            return await _alert_test(svc, args.sender)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

@@ -363,9 +363,13 @@ class Clock(Protocol):
 
 
 class Alerter(Protocol):
-    """Tells a human about a condition; never raises (an alert that cannot be sent is logged)."""
+    """Tells a human about a condition, and that it cleared; never raises (an alert that cannot be sent is logged)."""
 
     async def raise_alert(self, alert: Alert) -> None: ...
+
+    async def settle(self, tenant_id: str, app_id: str, holding: frozenset[tuple[str, str]]) -> None:
+        """Resolve the target's open conditions not in `holding` ((condition, destination) pairs), once each."""
+        ...
 
 
 class WorkReason(str, Enum):

@@ -299,7 +299,9 @@ class Engine:
         self, run: Advance, force: bool = False, assess_only: bool = False, reserve_only: bool = False,
         retire_only: bool = False,
     ) -> Outcome:
-        """Run the protocol on a target whose lease this advance holds; release the lease at the end."""
+        """Run the protocol on a target whose lease this advance holds; release the lease at the end, then settle
+        the target's alerts by the row it ended with."""
+        started = run.target
         try:
             if reserve_only:
                 return await self._reserve(run, force)
@@ -318,6 +320,7 @@ class Engine:
             return run.outcome("failed", error_code=error.code, message=error.message)
         finally:
             await run.release()
+            await run.settle_alerts(started)
 
     @staticmethod
     async def _reserve(run: Advance, force: bool) -> Outcome:

@@ -67,7 +67,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DISCOVERY_NAME_PATTERNS", "PPE,Proofpoint,ModusCloud",
             "Comma-separated display-name prefixes of Proofpoint app registrations."),
     Setting("RETIRE_UNMANAGED_EXPIRED", "false", "Also remove expired credentials the rotator did not create."),
-    Setting("ALERT_WEBHOOK_SECRET_NAME", "", "Key Vault secret holding a Teams/Slack webhook URL for alerts."),
+    Setting("ALERT_WEBHOOK_SECRET_NAME", "",
+            "Key Vault secret holding the alert channel's webhook URL (Teams Workflows, Slack or a JSON receiver)."),
+    Setting("ALERT_WEBHOOK_KIND", "",
+            "The alert channel's kind: teams (a Workflows webhook, Adaptive Cards), slack (an incoming webhook) or "
+            "json (a generic JSON body); required with ALERT_WEBHOOK_SECRET_NAME."),
     Setting("CA_BUNDLE", "", "Local sandbox only: a CA certificate file to trust."),
     Setting("CONSENT_REDIRECT_URI", "",
             "Where Entra sends a customer admin after consent: https://<app host>/api/consent (default: from the "
@@ -79,6 +83,22 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
 )
 
+
+
+# The alert channel kinds (shared/alerts: one module each; a test holds the two lists equal).
+ALERT_WEBHOOK_KINDS = ("teams", "slack", "json")
+
+
+def _alert_webhook_kind(raw: str, secret_name: str) -> str:
+    """ALERT_WEBHOOK_KIND, required when a webhook is configured: one body cannot suit every service."""
+    kind = raw.strip().lower()
+    kinds = ", ".join(ALERT_WEBHOOK_KINDS)
+    if kind and kind not in ALERT_WEBHOOK_KINDS:
+        raise SettingsError(f"ALERT_WEBHOOK_KIND must be one of {kinds}, got {raw!r}")
+    if secret_name and not kind:
+        raise SettingsError(f"ALERT_WEBHOOK_KIND is required with ALERT_WEBHOOK_SECRET_NAME: one of {kinds} (teams "
+                            "for a Teams Workflows webhook; Office 365 connector URLs are retired)")
+    return kind
 
 
 def _int(name: str, raw: str, low: int, high: int) -> int:
@@ -155,6 +175,7 @@ class Settings:
     discovery_name_patterns: tuple[str, ...]
     retire_unmanaged_expired: bool
     alert_webhook_secret_name: str
+    alert_webhook_kind: str
     ca_bundle: str
     consent_redirect_uri: str
     consent_link_hours: int
@@ -219,6 +240,7 @@ class Settings:
             discovery_name_patterns=patterns,
             retire_unmanaged_expired=_bool("RETIRE_UNMANAGED_EXPIRED", raw["RETIRE_UNMANAGED_EXPIRED"]),
             alert_webhook_secret_name=raw["ALERT_WEBHOOK_SECRET_NAME"],
+            alert_webhook_kind=_alert_webhook_kind(raw["ALERT_WEBHOOK_KIND"], raw["ALERT_WEBHOOK_SECRET_NAME"]),
             ca_bundle=raw["CA_BUNDLE"],
             consent_redirect_uri=_redirect_uri(raw["CONSENT_REDIRECT_URI"], env.get("WEBSITE_HOSTNAME", "")),
             consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),

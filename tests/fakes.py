@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from shared.conditions import RESOLVABLE
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
 from shared.ports import (
@@ -481,11 +482,28 @@ class FakeDestination:
 
 
 class FakeAlerter:
+    """Keeps every alert raised, the conditions open per target, and those resolved (the alert book's contract
+    without its daily claim)."""
+
     def __init__(self) -> None:
         self.raised: list[Alert] = []
+        self.open: dict[tuple[str, str], set[tuple[str, str]]] = {}
+        self.resolved: list[tuple[str, str, str, str]] = []
 
     async def raise_alert(self, alert: Alert) -> None:
         self.raised.append(alert)
+        if alert.condition in RESOLVABLE:
+            key = (alert.tenant_id, alert.app_id)
+            self.open.setdefault(key, set()).add((alert.condition, alert.details.get("destination", "")))
+
+    async def settle(self, tenant_id: str, app_id: str, holding: frozenset[tuple[str, str]]) -> None:
+        still = self.open.get((tenant_id, app_id), set())
+        for condition, destination in sorted(still - holding):
+            self.resolved.append((tenant_id, app_id, condition, destination))
+        self.open[(tenant_id, app_id)] = still & holding
+
+    def resolved_conditions(self) -> list[str]:
+        return [condition for _, _, condition, _ in self.resolved]
 
     def conditions(self) -> list[str]:
         return [a.condition for a in self.raised]

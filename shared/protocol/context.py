@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from shared.conditions import holding, may_hold_any
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of
 from shared.errors import RotationError
 from shared.ports import Alert, Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
@@ -257,6 +258,16 @@ class Advance:
         await self.ports.alerter.raise_alert(
             Alert(condition, self.target.tenant_id, self.target.app_id, message, self.target.customer, details)
         )
+
+    async def settle_alerts(self, started: Target) -> None:
+        """After an advance: resolve the target's open alerts its row no longer shows. A row that neither started nor
+        ended with a possible condition (a healthy idle target) costs no look into the alert book."""
+        now = self.now()
+        if not (may_hold_any(started, now, self.config.stuck_after)
+                or may_hold_any(self.target, now, self.config.stuck_after)):
+            return
+        await self.ports.alerter.settle(self.target.tenant_id, self.target.app_id,
+                                        holding(self.target, now, self.config.stuck_after))
 
     def outcome(self, result: str, **extra: str) -> Outcome:
         return outcome(self.target, result, **extra)

@@ -44,6 +44,7 @@ ROUTES = {
     "dashboard_asset": "dashboard/{asset}",
     "consent": "consent",
     "consent_url": "consent-url/{tenantId}",
+    "alert_test": "alerts/test",
 }
 
 

@@ -1,0 +1,265 @@
+"""The alert book: each condition of each target told at most once a UTC day while it holds, and resolved once.
+
+One row per condition, target (and destination) in the `alerts` table (partition: the target) records the UTC day
+it was last told (`Day`), whether the channel took it (`Told`), when a post began (`Attempt`), and, once the
+condition cleared, when (`ResolvedAt`) and that the resolved note went out (`Closed`). Every write is ETag-guarded,
+so of two runners only the one whose write lands logs and posts:
+
+- `event=alert` is logged when the day's claim is won, never again that day (the e-mail rule counts these);
+- the channel is posted with the claim; a refused or unreachable post is retried by the next occurrence that day
+  (the log record is not repeated), a post cut by a crash once `Attempt` is older than RETRY_AFTER;
+- `settle` runs after each advance of a target that may carry a condition: an open condition the row no longer
+  holds is claimed (`ResolvedAt`), logged once (`event=alert-resolved`) and its resolved note posted once; one still
+  holding is told again on a new day (a condition the engine raises only on entering it still reaches a human daily).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+from azure.data.tables.aio import TableClient
+
+from shared.alerts.channel import AlertChannel, Notice, NoticeKind
+from shared.conditions import RESOLVABLE, Condition
+from shared.errors import RotationError
+from shared.ports import Alert, Clock
+
+log = logging.getLogger(__name__)
+# A post still "in flight" after this long was cut (a crash, a lost worker): the next occurrence tries again.
+RETRY_AFTER = timedelta(seconds=60)
+_CONFLICT = (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError)
+
+
+def _safe(part: str) -> str:
+    """A Tables key part: no character Tables refuses in keys."""
+    return "".join("-" if c in "/\\#?" or ord(c) < 32 else c for c in part)
+
+
+def row_keys(tenant_id: str, app_id: str, condition: str, destination: str) -> tuple[str, str]:
+    """The (PartitionKey, RowKey) of one condition of one target (and destination)."""
+    return _safe(f"{tenant_id}_{app_id}"), _safe(f"{condition}_{destination}" if destination else condition)
+
+
+def alert_record(alert: Alert, *, resolved: bool = False) -> None:
+    """The structured log record the e-mail rule reads (infra/app/alerts.bicep): one per claim, never a secret."""
+    destination = alert.details.get("destination", "")
+    extra = {
+        "event": "alert-resolved" if resolved else "alert",
+        "condition": alert.condition,
+        "tenant_id": alert.tenant_id,
+        "app_id": alert.app_id,
+        "customer": alert.customer,
+        "destination": destination,
+        **{f"detail_{k}": v for k, v in alert.details.items() if k != "destination"},
+    }
+    if resolved:
+        log.warning("RESOLVED %s (%s/%s)", alert.condition, alert.tenant_id, alert.app_id, extra=extra)
+    else:
+        log.warning("ALERT %s: %s (%s/%s)", alert.condition, alert.message, alert.tenant_id, alert.app_id,
+                    extra=extra)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of the book, as read."""
+
+    entity: Mapping[str, Any]
+    etag: str
+
+    @property
+    def alert(self) -> Alert:
+        e = self.entity
+        details = json.loads(e.get("Details") or "{}")
+        return Alert(e["Condition"], e["TenantId"], e["AppId"], e.get("Message", ""), e.get("Customer", ""),
+                     {str(k): str(v) for k, v in details.items()})
+
+    @property
+    def condition(self) -> Condition:
+        return self.entity["Condition"], self.entity.get("Destination", "")
+
+    def get(self, name: str, default: Any = "") -> Any:
+        return self.entity.get(name, default)
+
+
+class AlertBook:
+    """The production alerter: the once-a-day claims and the resolutions, logged always and posted to the channel
+    when one is configured (None: the log records alone, which the e-mail rule reads)."""
+
+    def __init__(self, table: TableClient, clock: Clock, channel: AlertChannel | None = None) -> None:
+        self._table = table
+        self._clock = clock
+        self.channel = channel
+        self._table_ready = False
+
+    # ------------------------------------------------------------------ raise
+
+    async def raise_alert(self, alert: Alert) -> None:
+        """Log and tell this condition unless it was told today; never raises."""
+        now = self._clock.now().astimezone(UTC)
+        try:
+            await self._raise(alert, now)
+        except AzureError as error:
+            # Without the book, one more message beats a silent condition.
+            log.warning("alert book unavailable (%s); telling anyway", type(error).__name__,
+                        extra={"event": "alert-book", "condition": alert.condition, "outcome": "unavailable"})
+            alert_record(alert)
+            await self._deliver(alert, NoticeKind.ALERT, now)
+
+    async def _raise(self, alert: Alert, now: datetime) -> None:
+        await self._ensure_table()
+        day = now.date().isoformat()
+        pk, rk = row_keys(alert.tenant_id, alert.app_id, alert.condition, alert.details.get("destination", ""))
+        for _ in range(3):  # a lost ETag race is decided by reading the winner's row
+            row = await self._read(pk, rk)
+            fields = self._fields(alert, now, day)
+            try:
+                if row is None:
+                    etag = (await self._table.create_entity({"PartitionKey": pk, "RowKey": rk, **fields,
+                                                              "OpenedAt": now.isoformat()}))["etag"]
+                    await self._announce(alert, now, pk, rk, etag)
+                elif row.get("Day") != day:
+                    etag = await self._update(pk, rk, row.etag, {**fields, "OpenedAt": self._opened(row, now)})
+                    await self._announce(alert, now, pk, rk, etag)
+                elif row.get("ResolvedAt"):
+                    # Back the day it cleared: open again, quietly (told today already).
+                    await self._update(pk, rk, row.etag, {"ResolvedAt": "", "Closed": False, "Message": alert.message})
+                elif not row.get("Told", False) and self._may_retry(row, now):
+                    etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
+                    await self._post(alert, NoticeKind.ALERT, now, pk, rk, etag)
+                return
+            except _CONFLICT:
+                continue
+
+    def _fields(self, alert: Alert, now: datetime, day: str) -> dict[str, Any]:
+        told = self.channel is None  # with no channel the log record is the whole telling
+        return {"Condition": alert.condition, "TenantId": alert.tenant_id, "AppId": alert.app_id,
+                "Destination": alert.details.get("destination", ""), "Customer": alert.customer,
+                "Message": alert.message[:4000], "Details": json.dumps(dict(alert.details))[:8000], "Day": day,
+                "Told": told, "Attempt": "" if told else now.isoformat(), "ResolvedAt": "", "Closed": False}
+
+    @staticmethod
+    def _opened(row: Row, now: datetime) -> str:
+        return now.isoformat() if row.get("Closed", False) else row.get("OpenedAt") or now.isoformat()
+
+    async def _announce(self, alert: Alert, now: datetime, pk: str, rk: str, etag: str) -> None:
+        alert_record(alert)
+        if self.channel is not None:
+            await self._post(alert, NoticeKind.ALERT, now, pk, rk, etag)
+
+    # ------------------------------------------------------------------ settle
+
+    async def settle(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None:
+        """Resolve this target's open conditions that no longer hold (once each), tell again on a new day those
+        still holding, forget closed rows of earlier days; never raises."""
+        now = self._clock.now().astimezone(UTC)
+        try:
+            await self._ensure_table()
+            pk, _ = row_keys(tenant_id, app_id, "", "")
+            rows = [Row(e, str(e.metadata["etag"])) async for e in
+                    self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})]
+        except AzureError as error:
+            log.warning("alert book unreadable (%s); resolutions wait for the next pass", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id,
+                               "app_id": app_id})
+            return
+        for row in rows:
+            try:
+                await self._settle_row(row, holding, now)
+            except _CONFLICT:
+                continue  # another runner moved this row first: it settles it
+            except AzureError as error:
+                log.warning("alert book write failed (%s)", type(error).__name__,
+                            extra={"event": "alert-book", "outcome": "failed", "condition": row.get("Condition")})
+
+    async def _settle_row(self, row: Row, holding: frozenset[Condition], now: datetime) -> None:
+        day = now.date().isoformat()
+        pk, rk = row.entity["PartitionKey"], row.entity["RowKey"]
+        if row.get("Closed", False) or row.get("Condition") not in RESOLVABLE:
+            if row.get("Day") != day:  # a closed condition or a one-off notice of an earlier day: nothing to keep
+                await self._table.delete_entity(pk, rk, etag=row.etag, match_condition=MatchConditions.IfNotModified)
+            return
+        if row.condition in holding:
+            if not row.get("ResolvedAt") and row.get("Day") != day:
+                await self._raise(row.alert, now)  # still holds on a new day: told again (claim, log, post)
+            return
+        if not row.get("ResolvedAt"):
+            closed = self.channel is None
+            etag = await self._update(pk, rk, row.etag, {"ResolvedAt": now.isoformat(), "Closed": closed,
+                                                         "Attempt": "" if closed else now.isoformat()})
+            alert_record(row.alert, resolved=True)
+            if not closed:
+                await self._post(row.alert, NoticeKind.RESOLVED, now, pk, rk, etag)
+        elif self.channel is not None and self._may_retry(row, now):
+            etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
+            await self._post(row.alert, NoticeKind.RESOLVED, now, pk, rk, etag)
+
+    # ------------------------------------------------------------------ the channel
+
+    @staticmethod
+    def _may_retry(row: Row, now: datetime) -> bool:
+        """No post in flight: none began, or the last began longer ago than a post can take (it was cut)."""
+        began = row.get("Attempt")
+        return not began or now - datetime.fromisoformat(began) > RETRY_AFTER
+
+    async def _post(self, alert: Alert, kind: NoticeKind, now: datetime, pk: str, rk: str, etag: str) -> None:
+        """Post, then record the outcome on the row: told (or closed), or the attempt given back for the next
+        occurrence. A row changed meanwhile keeps the newer state."""
+        ok = await self._deliver(alert, kind, now)
+        done = {"Told": True} if kind is NoticeKind.ALERT else {"Closed": True}
+        try:
+            await self._update(pk, rk, etag, {**done, "Attempt": ""} if ok else {"Attempt": ""})
+        except (*_CONFLICT, AzureError):
+            pass
+
+    async def _deliver(self, alert: Alert, kind: NoticeKind, now: datetime) -> bool:
+        """One post to the channel; True when it answered 2xx. Logged without the URL either way."""
+        if self.channel is None:
+            return True
+        notice = Notice(kind, alert.condition, alert.tenant_id, alert.app_id, alert.message, now, alert.customer,
+                        alert.details)
+        extra = {"event": "alert-webhook", "kind": kind.value, "channel": self.channel.kind,
+                 "condition": alert.condition, "tenant_id": alert.tenant_id, "app_id": alert.app_id}
+        try:
+            status = await (self.channel.resolve(notice) if kind is NoticeKind.RESOLVED else self.channel.send(notice))
+        except RotationError as error:
+            log.error("alert channel failed: %s", error.message,
+                      extra={**extra, "outcome": "failed", "error_code": error.code})
+            return False
+        if not 200 <= status < 300:
+            log.error("alert channel answered HTTP %s", status, extra={**extra, "outcome": "rejected",
+                                                                      "status": status})
+            return False
+        log.info("alert posted to the channel", extra={**extra, "outcome": "posted", "status": status})
+        return True
+
+    # ------------------------------------------------------------------ the table
+
+    async def _read(self, pk: str, rk: str) -> Row | None:
+        try:
+            entity = await self._table.get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+        return Row(entity, str(entity.metadata["etag"]))
+
+    async def _update(self, pk: str, rk: str, etag: str, fields: Mapping[str, Any]) -> str:
+        """Merge fields into the row if nobody wrote it since `etag` (ResourceModifiedError otherwise)."""
+        answer = await self._table.update_entity({"PartitionKey": pk, "RowKey": rk, **fields}, mode=UpdateMode.MERGE,
+                                                 etag=etag, match_condition=MatchConditions.IfNotModified)
+        return str(answer["etag"])
+
+    async def _ensure_table(self) -> None:
+        if self._table_ready:
+            return
+        try:
+            await self._table.create_table()
+        except ResourceExistsError:
+            pass
+        self._table_ready = True

@@ -1,0 +1,57 @@
+"""Teams channel: a Workflows webhook ("When a Teams webhook request is received") takes Adaptive Cards only.
+
+Microsoft is retiring Office 365 connectors in Teams (their MessageCard can no longer reach a new channel); the
+Workflows webhook that replaces them posts the Adaptive Cards of a message's `attachments`, each
+`{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": <card>}`
+(MicrosoftDocs/msteams-docs: msteams-platform/webhooks-and-connectors/how-to/connectors-using.md, "Send Adaptive
+Cards using an incoming webhook"; add-incoming-webhook.md for the Workflows app). The card is pinned to version 1.5,
+which Teams renders, and uses only TextBlock and FactSet; tests validate it against the published schema
+(microsoft/AdaptiveCards schemas/1.5.0/adaptive-card.json).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shared.alerts.channel import Notice, NoticeKind, Post
+
+CARD_VERSION = "1.5"
+CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
+_COLOUR = {NoticeKind.ALERT: "Attention", NoticeKind.RESOLVED: "Good", NoticeKind.TEST: "Accent"}
+
+
+def card(notice: Notice) -> dict[str, Any]:
+    """The Adaptive Card of a notice (title, the engine's message, its facts)."""
+    return {
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": CARD_VERSION,
+        "fallbackText": f"{notice.title}: {notice.message}",
+        "body": [
+            {"type": "TextBlock", "text": notice.title, "weight": "Bolder", "size": "Medium",
+             "color": _COLOUR[notice.kind], "wrap": True},
+            {"type": "TextBlock", "text": notice.message, "wrap": True},
+            {"type": "FactSet", "facts": [{"title": name, "value": value} for name, value in notice.facts()]},
+        ],
+    }
+
+
+def message(notice: Notice) -> dict[str, Any]:
+    """The body a Workflows webhook accepts: a message with the card as its one attachment."""
+    return {"type": "message",
+            "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card(notice)}]}
+
+
+class TeamsChannel:
+    """Posts Adaptive Card messages to a Teams Workflows webhook."""
+
+    kind = "teams"
+
+    def __init__(self, post: Post) -> None:
+        self._post = post
+
+    async def send(self, notice: Notice) -> int:
+        return await self._post(message(notice))
+
+    async def resolve(self, notice: Notice) -> int:
+        return await self._post(message(notice))

@@ -1,0 +1,55 @@
+"""Which alert conditions a target's row says hold now: the alert book resolves the open ones that no longer do.
+
+Pure: a function of the row and the time. A condition is named as the engine names it in its alerts, with the
+destination it concerns ("" when it concerns the whole target). Conditions that are one-off notices of an event
+(`lifetime-capped`, `poison-message`) are not states: they are told once a day and never resolved.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from shared.domain import Stage, Target
+from shared.sync_proof import SYNC_NOT_CONFIRMED
+
+Condition = tuple[str, str]  # (condition, destination or "")
+
+# Statuses that are themselves a condition (the assessment alerts on each and records it as the status).
+STATUS_CONDITIONS = frozenset(
+    {"expired", "unreachable", "app-not-found", "not-owner", "policy-blocked", "foreign-credential"}
+)
+# Every condition that holds while the row says so, and so clears: the alert book resolves these.
+RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
+                                  "rotation-failed"}
+
+
+def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:
+    """The resolvable conditions of this target that hold now, by its row."""
+    s, o = target.state, target.observed
+    held: set[Condition] = set()
+    if o.status in STATUS_CONDITIONS:
+        held.add((o.status, ""))
+    if s.stage is not Stage.IDLE and s.stage_since is not None and now - s.stage_since > stuck_after:
+        held.add(("stuck", ""))
+    held |= {("destination-failing", name) for name, count in s.push_failures.items() if count > 0}
+    if s.stage is Stage.VERIFIED:
+        held |= {("notify-only-waiting", d.name) for d in target.destinations
+                 if d.kind == "notify-only" and not acknowledged(target, d.name)}
+    if o.needs_human.startswith(SYNC_NOT_CONFIRMED):
+        held.add((SYNC_NOT_CONFIRMED, ""))
+    if o.last_outcome.startswith("failed"):
+        # An abandoned rotation; the next one that finishes records "rotated".
+        held.add(("rotation-failed", ""))
+    return frozenset(held)
+
+
+def acknowledged(target: Target, destination: str) -> bool:
+    """The destination confirmed the secret being rolled out."""
+    ack = target.state.acks.get(destination)
+    return ack is not None and ack.key_id == target.state.new_key_id
+
+
+def may_hold_any(target: Target, now: datetime, stuck_after: timedelta) -> bool:
+    """Whether this row could carry an open condition: an idle row with none holding (a healthy target, the most
+    of a daily pass) needs no look into the alert book."""
+    return target.state.stage is not Stage.IDLE or bool(holding(target, now, stuck_after))
