@@ -83,8 +83,17 @@ param discoveryNamePatterns string = 'PPE,Proofpoint,ModusCloud'
 @description('Also remove expired credentials the rotator did not create.')
 param retireUnmanagedExpired bool = false
 
-@description('Name of a Key Vault secret holding a Teams or Slack incoming-webhook URL for alerts; empty for e-mail only. (The name, not the URL: the URL is a secret and lives only in the vault.)')
+@description('Name of a Key Vault secret holding the alert channel\'s webhook URL (a Teams Workflows webhook, a Slack incoming webhook or a JSON receiver); empty for e-mail only. (The name, not the URL: the URL is a secret and lives only in the vault.)')
 param alertWebhookSecretName string = ''
+
+@description('The alert channel\'s kind, required with alertWebhookSecretName: teams (Workflows webhook, Adaptive Cards), slack (incoming webhook) or json (the generic body of docs/api.md).')
+@allowed([
+  ''
+  'teams'
+  'slack'
+  'json'
+])
+param alertWebhookKind string = ''
 
 @description('Where Entra returns a customer admin after consent; empty for https://<the app\'s default host>/api/consent (the URI infra/scripts/create-msp-app.sh registers). Set it when the app is reached through a custom domain, and register the same URI on the MSP app.')
 param consentRedirectUri string = ''
@@ -279,6 +288,7 @@ module functionApp './app/function-app.bicep' = {
       DISCOVERY_NAME_PATTERNS: discoveryNamePatterns
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
+      ALERT_WEBHOOK_KIND: alertWebhookKind
       // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)

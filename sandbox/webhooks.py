@@ -10,7 +10,8 @@ Each refuses what the real service refuses (sources in sandbox/README.md, "Alert
 - `POST /slack/{token}`: a body that is not a JSON object is 400 `invalid_payload`; one with neither a non-empty
   `text` nor `blocks` is 400 `no_text`; accepted: 200 `ok` (text/plain), as Slack's incoming webhooks answer.
 - `POST /json/{token}`: any JSON object, 200 `{}`; anything else 400.
-A token not seeded is 404 (Slack: `no_service`). Everything received is kept for the tests, with its path's kind.
+A Teams message over 28 KB is 413. A token not seeded is 404 (Slack: `no_service`). Everything received is
+kept for the tests, with its path's kind.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 KINDS = ("teams", "slack", "json")
 ADAPTIVE = "application/vnd.microsoft.card.adaptive"
+TEAMS_MAX_BYTES = 28 * 1024  # Teams' message size limit (msteams-docs, add-incoming-webhook.md)
 
 
 def fault_body(status: int, code: str | None, message: str | None) -> dict[str, Any]:
@@ -102,6 +104,10 @@ def build_app(world: World) -> web.Application:
         if kind not in KINDS or not state().known(kind, token):
             return web.Response(status=404, text="no_service")
         text = await request.text()
+        if kind == "teams" and len(text.encode()) > TEAMS_MAX_BYTES:
+            state().received.append({"kind": kind, "body": None, "accepted": False, "status": 413,
+                                     "at": iso(world.now())})
+            return web.json_response({"error": {"code": "MessageTooLarge", "message": "over 28 KB"}}, status=413)
         try:
             body: Any = json.loads(text)
         except ValueError:

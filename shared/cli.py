@@ -236,10 +236,12 @@ async def _alert_test(svc: Services, sender: str) -> int:
 
 
 def _login() -> str:
+    import getpass
+
     try:
-        return os.getlogin()
-    except OSError:
-        return os.environ.get("USER", "unknown")
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
 
 
 def parser() -> argparse.ArgumentParser:

@@ -1,7 +1,23 @@
-// Alerts that reach a human by e-mail: (1) every alert event the rotator logs (a log record with
-// custom dimension event=alert plus condition, tenant_id, app_id; exported by
-// azure-monitor-opentelemetry to the AppTraces table), one alert per condition and target; (2) the
-// daily timer pass did not run, which no in-app alert can report.
+// Alerts that reach a human by e-mail: (1) a condition that needs a human is open for a target (the
+// rotator's alert book logs `event=alert` at most once per condition, target and UTC day while the
+// condition holds, and `event=alert-resolved` once when it clears; azure-monitor-opentelemetry exports
+// both to the AppTraces table); (2) the daily timer pass did not run, which no in-app alert can report.
+//
+// Rule (1) is stateful (autoMitigate: true). Azure Monitor's "Alerts and state"
+// (MicrosoftDocs/azure-monitor-docs, articles/azure-monitor/alerts/alerts-overview.md): "Stateless alerts
+// fire each time the condition is met, even if fired previously. Stateful alerts fire when the rule
+// conditions are met, and will not fire again or trigger any more actions until the conditions are
+// resolved", each time series of a rule split by dimensions on its own (alerts-create-log-alert-rule.md,
+// "Split by dimensions"); a stateful log search alert with a 5 to 15 minute frequency resolves once its
+// condition is not met for two or three frequency periods, and the action group is told then too. The
+// query asks "is this condition of this target open": the latest of its records over the last two days
+// is an `alert`. So the e-mail goes out once when a condition opens (at most once per condition, target
+// and day: the book writes one record a day), never again while it holds, and Azure's "Resolved" e-mail
+// follows the rotator's `alert-resolved` record (or two days without any record: the target was removed).
+// muteActionsDuration is not used: the docs do not say it mutes one time series rather than the whole
+// rule, and muting the rule for a day would silence every other target's new condition.
+// Limits (service-limits, "Log alerts"): a stateful rule fires at most 300 alerts per evaluation and holds
+// at most 5,000 fired at once; a mass outage beyond that fires over several evaluations.
 
 @description('Name prefix of the alert rules.')
 param namePrefix string
@@ -46,12 +62,17 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
+// One row per open condition: the latest alert record of each (condition, target, destination) over two
+// days, when it is not a resolution. No datetime column is returned: every row counts, whatever its age.
 var alertEventsQuery = '''
 AppTraces
-| where tostring(Properties["event"]) == "alert"
-| extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"])
-| extend Customer = tostring(Properties["customer"])
-| project TimeGenerated, Condition, TenantId, AppId, Customer, Message
+| where TimeGenerated > ago(2d)
+| extend Event = tostring(Properties["event"])
+| where Event in ("alert", "alert-resolved")
+| extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"]), Destination = tostring(Properties["destination"]), Customer = tostring(Properties["customer"])
+| summarize arg_max(TimeGenerated, Event, Customer, Message) by Condition, TenantId, AppId, Destination
+| where Event == "alert"
+| project Condition, TenantId, AppId, Destination, Customer, Message
 '''
 
 resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
@@ -60,14 +81,16 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   tags: tags
   properties: {
     displayName: 'Sync-secret rotator: needs a human'
-    description: 'The rotator logged an alert event (push failed repeatedly, rotation stuck, secret expired, ...). Dimensions name the condition, the customer tenant and the app.'
+    description: 'A condition that needs a human is open (push failed repeatedly, rotation stuck, secret expired, ...): fired once when the rotator first logs it, resolved when the rotator logs it resolved. Dimensions name the condition, the customer tenant, the app and the destination.'
     severity: 1
     enabled: true
     scopes: [
       logAnalyticsWorkspaceId
     ]
-    evaluationFrequency: 'PT5M'
-    windowSize: 'PT5M'
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    // The query looks back two days itself (the book writes a record a day while a condition holds).
+    overrideQueryTimeRange: 'P2D'
     // AppTraces has no rows until the app logs; do not fail the deployment on that.
     skipQueryValidation: true
     criteria: {
@@ -99,6 +122,13 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
                 '*'
               ]
             }
+            {
+              name: 'Destination'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
           ]
           failingPeriods: {
             numberOfEvaluationPeriods: 1
@@ -107,8 +137,8 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
         }
       ]
     }
-    // Each event is a fact to act on, not a state that clears itself.
-    autoMitigate: false
+    // Stateful: one notification when a condition opens, one when it resolves (see the header).
+    autoMitigate: true
     actions: {
       actionGroups: [
         actionGroup.id

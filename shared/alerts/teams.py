@@ -16,6 +16,9 @@ from typing import Any
 from shared.alerts.channel import Notice, NoticeKind, Post
 
 CARD_VERSION = "1.5"
+# Teams refuses a message over 28 KB (msteams-docs, add-incoming-webhook.md): the engine's texts are cut well below.
+MAX_MESSAGE_BYTES = 28 * 1024
+_TEXT, _FACT, _FACTS = 3000, 500, 20
 CARD_CONTENT_TYPE = "application/vnd.microsoft.card.adaptive"
 _COLOUR = {NoticeKind.ALERT: "Attention", NoticeKind.RESOLVED: "Good", NoticeKind.TEST: "Accent"}
 
@@ -26,12 +29,13 @@ def card(notice: Notice) -> dict[str, Any]:
         "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
         "type": "AdaptiveCard",
         "version": CARD_VERSION,
-        "fallbackText": f"{notice.title}: {notice.message}",
+        "fallbackText": f"{notice.title}: {notice.message}"[:_TEXT],
         "body": [
-            {"type": "TextBlock", "text": notice.title, "weight": "Bolder", "size": "Medium",
+            {"type": "TextBlock", "text": notice.title[:_FACT], "weight": "Bolder", "size": "Medium",
              "color": _COLOUR[notice.kind], "wrap": True},
-            {"type": "TextBlock", "text": notice.message, "wrap": True},
-            {"type": "FactSet", "facts": [{"title": name, "value": value} for name, value in notice.facts()]},
+            {"type": "TextBlock", "text": notice.message[:_TEXT], "wrap": True},
+            {"type": "FactSet", "facts": [{"title": name[:_FACT], "value": value[:_FACT]}
+                                          for name, value in notice.facts()[:_FACTS]]},
         ],
     }
 

@@ -195,11 +195,18 @@ def test_alert_events_reach_the_parameterised_address() -> None:
     assert group["emailReceivers"][0]["emailAddress"] == "alertEmail"
     rules = resources(path, "Microsoft.Insights/scheduledQueryRules")
     query = parse(path)["variables"]["alertEventsQuery"]["value"]
-    assert 'Properties["event"]) == "alert"' in query
-    assert all(k in query for k in ('"condition"', '"tenant_id"', '"app_id"'))
+    # The records the alert book writes (shared/alerts/book.py), by the names it logs them with.
+    assert 'Event in ("alert", "alert-resolved")' in query and 'where Event == "alert"' in query
+    assert all(k in query for k in ('"condition"', '"tenant_id"', '"app_id"', '"destination"'))
+    assert "arg_max(TimeGenerated, Event" in query and "ago(2d)" in query
     alert_rule = rules["alertEvents"]["config"]["properties"]
     assert alert_rule["criteria"]["allOf"][0]["query"] == "alertEventsQuery"
-    assert {d["name"] for d in alert_rule["criteria"]["allOf"][0]["dimensions"]} == {"Condition", "TenantId", "AppId"}
+    assert {d["name"] for d in alert_rule["criteria"]["allOf"][0]["dimensions"]} == {
+        "Condition", "TenantId", "AppId", "Destination"}
+    # Stateful: fired once per open condition and resolved by the rotator's record, never once per evaluation.
+    assert alert_rule["autoMitigate"] is True and "muteActionsDuration" not in alert_rule
+    assert alert_rule["overrideQueryTimeRange"] == "P2D"
+    assert alert_rule["evaluationFrequency"] == alert_rule["windowSize"] == "PT15M"
     assert all(r["config"]["properties"]["actions"]["actionGroups"] == ["actionGroup.id"] for r in rules.values())
     assert body(parse(MAIN)["modules"]["alerts"])["params"]["alertEmail"] == "alertEmail"
 

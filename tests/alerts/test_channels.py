@@ -1,0 +1,101 @@
+"""Each channel kind's body, as its service takes it: the Teams card against the published Adaptive Card schema,
+Slack's text and blocks within Block Kit's limits, the JSON body's documented keys. Pure: no network."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from shared.alerts import CHANNELS, Notice, NoticeKind
+from shared.alerts.json_webhook import SCHEMA, body
+from shared.alerts.slack import payload
+from shared.alerts.teams import MAX_MESSAGE_BYTES, message
+from shared.settings import ALERT_WEBHOOK_KINDS, Settings, SettingsError
+from tests.alerts.schema import assert_adaptive_card, card_errors
+
+AT = datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
+TENANT, APP = "8b6f3f7e-2b1a-4c55-9d8e-1f2a3b4c5d6e", "0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6"
+
+
+def notices() -> list[Notice]:
+    long = "x" * 5000
+    return [
+        Notice(NoticeKind.ALERT, "destination-failing", TENANT, APP, "helpdesk: HTTP 500 <b>&amp;</b> *bold*", AT,
+               "Woodgrove", {"destination": "helpdesk", "error_code": "DestinationUnavailable", "attempts": "5"}),
+        Notice(NoticeKind.RESOLVED, "stuck", TENANT, APP, "rotation 1234 has been in stage verified", AT, ""),
+        Notice(NoticeKind.TEST, "test", "", "", "A test alert sent by alice@msp.example", AT,
+               details={"sentBy": "alice@msp.example"}),
+        Notice(NoticeKind.ALERT, "expired", TENANT, APP, long, AT, "C" * 400, {f"k{i}": long for i in range(14)}),
+    ]
+
+
+@pytest.mark.parametrize("notice", notices(), ids=lambda n: f"{n.kind.value}-{n.condition}")
+def test_teams_sends_an_adaptive_card_the_schema_accepts(notice: Notice) -> None:
+    sent = message(notice)
+    assert_adaptive_card(sent)
+    texts = [b.get("text", "") for b in sent["attachments"][0]["content"]["body"]]
+    assert notice.title.startswith(texts[0]) and notice.message.startswith(texts[1]) and texts[1]
+    assert len(json.dumps(sent).encode()) < MAX_MESSAGE_BYTES
+
+
+def test_the_schema_check_refuses_what_teams_would_not_render() -> None:
+    card = message(notices()[0])["attachments"][0]["content"]
+    assert card_errors({**card, "body": [{"type": "TextBlock", "text": "x", "color": "Purple"}]})
+    assert card_errors({**card, "body": [{"type": "MessageCard", "text": "x"}]})
+    assert card_errors({**card, "unknown": 1})
+
+
+@pytest.mark.parametrize("notice", notices(), ids=lambda n: f"{n.kind.value}-{n.condition}")
+def test_slack_gets_text_and_blocks_within_block_kit_limits(notice: Notice) -> None:
+    sent = payload(notice)
+    assert sent["text"].strip() and len(sent["text"]) <= 3000
+    header, section, *fields = sent["blocks"]
+    assert header["type"] == "header" and header["text"]["type"] == "plain_text"
+    assert 0 < len(header["text"]["text"]) <= 150
+    assert section["type"] == "section" and len(section["text"]["text"]) <= 3000
+    assert fields and all(len(f["fields"]) <= 10 for f in fields)
+    assert all(len(f["text"]) <= 2000 for block in fields for f in block["fields"])
+    assert sum(len(b["fields"]) for b in fields) == len(notice.facts())
+    # Slack's control characters never reach it raw: a message cannot become a link or a mention.
+    assert "<" not in sent["text"] and "<" not in section["text"]["text"]
+
+
+def test_slack_escapes_its_control_characters() -> None:
+    sent = payload(notices()[0])
+    assert "&lt;b&gt;&amp;amp;&lt;/b&gt;" in sent["blocks"][1]["text"]["text"]
+
+
+@pytest.mark.parametrize("notice", notices(), ids=lambda n: f"{n.kind.value}-{n.condition}")
+def test_the_json_body_is_the_documented_one(notice: Notice) -> None:
+    sent = body(notice)
+    assert set(sent) == {"schema", "kind", "condition", "tenantId", "appId", "customer", "destination", "title",
+                         "message", "details", "at"}
+    assert sent["schema"] == SCHEMA and sent["kind"] == notice.kind.value and sent["at"] == AT.isoformat()
+    assert sent["details"] == dict(notice.details) and sent["destination"] == notice.details.get("destination", "")
+
+
+def test_every_kind_the_setting_accepts_has_a_channel_module() -> None:
+    assert set(CHANNELS) == set(ALERT_WEBHOOK_KINDS)
+    assert all(CHANNELS[k](lambda b: None).kind == k for k in CHANNELS)  # type: ignore[arg-type,return-value]
+
+
+BASE = {"KEY_VAULT_URL": "https://kv.vault.azure.net", "STATE_TABLES_ENDPOINT": "https://st.table.core.windows.net"}
+
+
+@pytest.mark.parametrize(("env", "problem"), [
+    ({"ALERT_WEBHOOK_SECRET_NAME": "hook"}, "ALERT_WEBHOOK_KIND is required"),
+    ({"ALERT_WEBHOOK_SECRET_NAME": "hook", "ALERT_WEBHOOK_KIND": "messagecard"}, "must be one of teams, slack, json"),
+    ({"ALERT_WEBHOOK_KIND": "office365"}, "must be one of"),
+])
+def test_the_channel_kind_is_validated_at_start(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(SettingsError, match=problem):
+        Settings.from_env({**BASE, **env})
+
+
+@pytest.mark.parametrize("kind", ["teams", "Slack", "json"])
+def test_a_known_kind_is_taken(kind: str) -> None:
+    settings = Settings.from_env({**BASE, "ALERT_WEBHOOK_SECRET_NAME": "hook", "ALERT_WEBHOOK_KIND": kind})
+    assert settings.alert_webhook_kind == kind.lower()
+    assert Settings.from_env(BASE).alert_webhook_kind == ""  # no channel: e-mail only
