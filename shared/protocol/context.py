@@ -121,6 +121,7 @@ class Advance:
         # True from addPassword's answer until its value is in Key Vault: the one window where stopping would leave
         # a live credential whose value nobody holds, so a failed audit write there is told but does not stop.
         self.value_only_in_memory = False
+        self.alerted = False  # this advance raised an alert: settle it even if the row shows nothing at either end
 
     def now(self) -> datetime:
         return self.ports.clock.now()
@@ -255,15 +256,17 @@ class Advance:
                                  code="AuditWriteFailed") from error
 
     async def alert(self, condition: str, message: str, **details: str) -> None:
+        self.alerted = True
         await self.ports.alerter.raise_alert(
             Alert(condition, self.target.tenant_id, self.target.app_id, message, self.target.customer, details)
         )
 
     async def settle_alerts(self, started: Target) -> None:
         """After an advance: resolve the target's open alerts its row no longer shows. A row that neither started nor
-        ended with a possible condition (a healthy idle target) costs no look into the alert book."""
+        ended with a possible condition, and raised none (a healthy idle target), costs no look into the alert book
+        (an expired secret rotated in one advance opens and clears its condition in it: that is settled)."""
         now = self.now()
-        if not (may_hold_any(started, now, self.config.stuck_after)
+        if not (self.alerted or may_hold_any(started, now, self.config.stuck_after)
                 or may_hold_any(self.target, now, self.config.stuck_after)):
             return
         await self.ports.alerter.settle(self.target.tenant_id, self.target.app_id,
