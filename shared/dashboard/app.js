@@ -832,6 +832,43 @@ function renderCaller() {
   el.replaceChildren(state.me.name || "signed in", " · ", h("span", { class: "role" }, roles.length ? roles.join(", ") : "no role"));
   el.title = canOperate() ? "You may run and rotate" : "Read only: actions are hidden";
   el.hidden = false;
+  renderAlertTest();
+}
+
+// ---------------------------------------------------------------- the alert channel's test (operators only)
+
+function renderAlertTest() {
+  const existing = $("alert-test");
+  if (!canOperate()) {
+    if (existing) existing.remove();
+    return;
+  }
+  if (existing) return;
+  const result = h("span", { id: "alert-test-result", class: "muted", "aria-live": "polite" });
+  const button = h("button", {
+    type: "button", id: "alert-test-send", class: "btn ghost",
+    title: "Post a test alert to the alert channel (Teams, Slack or JSON webhook); audited with your name",
+    onclick: () => sendTestAlert(button, result),
+  }, "Send test alert");
+  $("caller").before(h("span", { id: "alert-test", class: "alert-test" }, button, result));
+}
+
+async function sendTestAlert(button, result) {
+  button.disabled = true;
+  result.textContent = "Sending…";
+  try {
+    const answer = await api("/api/alerts/test", { method: "POST", body: "{}" });
+    const status = answer.status === null ? "no answer" : `HTTP ${answer.status}`;
+    result.textContent = answer.delivered
+      ? `Test alert sent to the ${answer.channel} channel (${status})`
+      : `Test alert not delivered to the ${answer.channel} channel (${status}, ${answer.errorCode})`;
+    result.dataset.outcome = answer.delivered ? "delivered" : "failed";
+  } catch (error) {
+    result.textContent = `Test alert not sent: ${error.message} (${error.code})`;
+    result.dataset.outcome = "failed";
+  } finally {
+    button.disabled = false;
+  }
 }
 
 function render() {

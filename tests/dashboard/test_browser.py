@@ -335,3 +335,14 @@ def test_a_user_without_an_app_role_is_stopped_at_entra(stack: Stack) -> None:
         fresh.errors = [e for e in fresh.errors if "400" not in e]
     finally:
         fresh.close()
+
+
+def test_an_operator_sends_a_test_alert_a_reader_sees_no_button(operator: Page, reader: Page) -> None:
+    page = operator.open()
+    page.click("#alert-test-send")
+    # This stack configures no alert channel: the page says so in text, from the API's 409.
+    result = page.locator("#alert-test-result[data-outcome=failed]")
+    result.wait_for()
+    assert "NoAlertChannel" in result.inner_text() and "ALERT_WEBHOOK_KIND" in result.inner_text()
+    operator.errors = [e for e in operator.errors if "409" not in e]  # the refused request's own console line
+    assert reader.open().locator("#alert-test-send").count() == 0
