@@ -4,6 +4,7 @@ Workflows, Slack and a JSON receiver accept them; a test alert from the API; the
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -237,3 +238,24 @@ async def test_an_unreachable_channel_hides_the_url(
     assert reply.body["delivered"] is False and reply.body["errorCode"] == "WebhookUnreachable"
     assert reply.body["status"] is None and "s3cr3t" not in reply.text
     assert not [r for r in caplog.records if "s3cr3t" in r.getMessage() or "s3cr3t" in str(r.__dict__)]
+
+
+async def test_the_command_line_sends_a_test_alert(api: Api, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    slack = configure(world, monkeypatch, "slack")
+    world.env.update({"ALERT_WEBHOOK_SECRET_NAME": WEBHOOK_SECRET, "ALERT_WEBHOOK_KIND": "slack"})
+    run = world.cli("alert-test", "--as", "ops-script")
+    assert run.wait(120) == 0, run.output()
+    out = run.output()
+    answer = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    assert (answer["channel"], answer["status"], answer["delivered"]) == ("slack", 200, True)
+    assert slack.token not in out
+    [post] = slack.received()
+    assert post["accepted"] and "ops-script" in post["body"]["text"]
+    async with bootstrap.services() as svc:
+        [audit] = await svc.state.events("rotator", "alerts")
+    assert (audit.step, audit.outcome, audit.actor) == ("alert-test", "delivered", "ops-script")
+    # No channel configured: exit 1 and the reason, nothing posted.
+    world.env["ALERT_WEBHOOK_SECRET_NAME"] = ""
+    refused = world.cli("alert-test")
+    assert refused.wait(120) == 1 and "NoAlertChannel" in refused.output()
+    assert len(slack.received()) == 1
