@@ -105,7 +105,8 @@ class WebhookPost:
                 return response.status
         except (aiohttp.ClientError, TimeoutError) as error:
             # The exception's text can carry the URL: only its type is kept.
-            raise RotationError(f"the alert webhook is unreachable: {type(error).__name__}",
+            raise RotationError(f"the alert webhook (Key Vault secret {self.secret_name!r}) is unreachable: "
+                                f"{type(error).__name__}",
                                 code="WebhookUnreachable") from None
 
 

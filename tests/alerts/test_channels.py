@@ -4,14 +4,17 @@ Slack's text and blocks within Block Kit's limits, the JSON body's documented ke
 from __future__ import annotations
 
 import json
+import traceback
 from datetime import UTC, datetime
 
 import pytest
 
-from shared.alerts import CHANNELS, Notice, NoticeKind
+from shared.alerts import CHANNELS, Notice, NoticeKind, WebhookPost
 from shared.alerts.json_webhook import SCHEMA, body
 from shared.alerts.slack import payload
 from shared.alerts.teams import MAX_MESSAGE_BYTES, message
+from shared.domain import Secret
+from shared.errors import RotationError
 from shared.settings import ALERT_WEBHOOK_KINDS, Settings, SettingsError
 from tests.alerts.schema import assert_adaptive_card, card_errors
 
@@ -99,3 +102,27 @@ def test_a_known_kind_is_taken(kind: str) -> None:
     settings = Settings.from_env({**BASE, "ALERT_WEBHOOK_SECRET_NAME": "hook", "ALERT_WEBHOOK_KIND": kind})
     assert settings.alert_webhook_kind == kind.lower()
     assert Settings.from_env(BASE).alert_webhook_kind == ""  # no channel: e-mail only
+
+
+class OneSecret:
+    """The secret store's one call the webhook post makes."""
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    async def get_named(self, name: str) -> Secret:
+        return Secret(self.value)
+
+
+@pytest.mark.parametrize("url", ["https://127.0.0.1:9/hook/s3cr3t-p?sig=s3cr3t-q",  # nothing listens: unreachable
+                                 "ftp://hooks.example/s3cr3t-p?sig=s3cr3t-q",
+                                 "http://hooks.example/s3cr3t-p?sig=s3cr3t-q"])  # http only on loopback
+async def test_a_failed_post_never_carries_the_url(url: str) -> None:
+    post = WebhookPost(OneSecret(url), "alert-webhook")  # type: ignore[arg-type]
+    with pytest.raises(RotationError) as caught:
+        await post({"text": "x"})
+    error = caught.value
+    shown = "".join(traceback.format_exception(error)) + repr(error) + str(error.message)
+    assert "s3cr3t" not in shown, shown
+    assert "alert-webhook" in error.message  # named by its secret, for the operator to find
+    assert error.code in ("WebhookUnreachable", "WebhookUrlInvalid")
