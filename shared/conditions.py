@@ -21,6 +21,8 @@ STATUS_CONDITIONS = frozenset(
 # Every condition that holds while the row says so, and so clears: the alert book resolves these.
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
                                   "rotation-failed"}
+# One-off notices of an event: told at most once a day, never resolved.
+NOTICES = frozenset({"lifetime-capped", "poison-message"})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:

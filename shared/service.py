@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from shared.conditions import STATUS_CONDITIONS, acknowledged
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
 from shared.ports import (
@@ -77,10 +78,9 @@ async def delete_target(
 
 
 STATUSES = (*(s.value for s in AssessmentStatus), "unknown")
-# Statuses that are themselves a condition a human must handle (the engine alerts on each).
-ALERTING_STATUSES = frozenset(
-    {"expired", "unreachable", "app-not-found", "not-owner", "policy-blocked", "foreign-credential"}
-)
+# Statuses that are themselves a condition a human must handle (the engine alerts on each; the alert book resolves
+# each when the status moves on: one list for both).
+ALERTING_STATUSES = STATUS_CONDITIONS
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
         alerts.append("proofpoint-drift")  # only Proofpoint's read-back finds drift
     if any(count > 0 for name, count in s.push_failures.items() if name not in held):
         alerts.append("destination-failing")
-    waiting = [d for d in target.destinations if d.kind == "notify-only" and not _acknowledged(target, d.name)]
+    waiting = [d for d in target.destinations if d.kind == "notify-only" and not acknowledged(target, d.name)]
     if s.stage is Stage.VERIFIED and waiting:
         alerts.append("notify-only-waiting")
     verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
@@ -121,11 +121,6 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     elif o.needs_human and not {"destination-failing", "notify-only-waiting", "proofpoint-drift"} & set(alerts):
         alerts.append("needs-human")
     return alerts
-
-
-def _acknowledged(target: Target, destination: str) -> bool:
-    ack = target.state.acks.get(destination)
-    return ack is not None and ack.key_id == target.state.new_key_id
 
 
 def status_view(target: Target, policy: StatusPolicy, now: datetime) -> dict[str, Any]:
