@@ -67,6 +67,11 @@ def alert_record(alert: Alert, *, resolved: bool = False) -> None:
                     extra=extra)
 
 
+def kept_details(details: Mapping[str, str]) -> dict[str, str]:
+    """The details as the row keeps them: bounded well under a Tables property's 64 KiB, and still valid JSON."""
+    return {str(k)[:100]: str(v)[:1000] for k, v in list(details.items())[:20]}
+
+
 @dataclass(frozen=True)
 class Row:
     """One row of the book, as read."""
@@ -142,7 +147,7 @@ class AlertBook:
         told = self.channel is None  # with no channel the log record is the whole telling
         return {"Condition": alert.condition, "TenantId": alert.tenant_id, "AppId": alert.app_id,
                 "Destination": alert.details.get("destination", ""), "Customer": alert.customer,
-                "Message": alert.message[:4000], "Details": json.dumps(dict(alert.details))[:8000], "Day": day,
+                "Message": alert.message[:4000], "Details": json.dumps(kept_details(alert.details)), "Day": day,
                 "Told": told, "Attempt": "" if told else now.isoformat(), "ResolvedAt": "", "Closed": False}
 
     @staticmethod
@@ -175,8 +180,9 @@ class AlertBook:
                 await self._settle_row(row, holding, now)
             except _CONFLICT:
                 continue  # another runner moved this row first: it settles it
-            except AzureError as error:
-                log.warning("alert book write failed (%s)", type(error).__name__,
+            except (AzureError, KeyError, ValueError) as error:
+                # A row this code cannot read or write is left for the next pass; the others are settled.
+                log.warning("alert book row not settled (%s)", type(error).__name__,
                             extra={"event": "alert-book", "outcome": "failed", "condition": row.get("Condition")})
 
     async def _settle_row(self, row: Row, holding: frozenset[Condition], now: datetime) -> None:

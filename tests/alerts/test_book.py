@@ -203,3 +203,15 @@ def test_notice_titles_name_the_customer() -> None:
     assert Notice(NoticeKind.RESOLVED, "stuck", T, A, "m", at).title == f"Sync-secret rotator: resolved: stuck ({T})"
 
 
+
+
+async def test_long_details_and_an_unreadable_row_never_break_a_settle(table: TableClient) -> None:
+    clock, channel = Clock(), Channel()
+    book = AlertBook(table, clock, channel)
+    huge = Alert("stuck", T, A, "m" * 10_000, "Woodgrove", {f"k{i}": "v" * 5000 for i in range(40)})
+    await book.raise_alert(huge)
+    await table.create_entity({"PartitionKey": f"{T}_{A}", "RowKey": "garbled", "Condition": "stuck",
+                               "Details": "{not json"})
+    await book.settle(T, A, frozenset())  # never raises
+    [resolved] = channel.of(NoticeKind.RESOLVED)
+    assert len(resolved.details) == 20 and all(len(v) == 1000 for v in resolved.details.values())
