@@ -88,6 +88,7 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
                 await put(target, RETIRE)
 
     await asyncio.gather(*(plan(row) for row in rows))
+    await engine.ports.alerter.redeliver()  # what the alert channel refused since: a resolved note, today's alert
     summary.duration_ms = int((time.monotonic() - started) * 1000)
     log.info(
         "resume fan-out finished" if only_in_flight else "rotation fan-out finished",

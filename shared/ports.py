@@ -371,6 +371,10 @@ class Alerter(Protocol):
         """Resolve the target's open conditions not in `holding` ((condition, destination) pairs), once each."""
         ...
 
+    async def redeliver(self) -> None:
+        """Post again what the channel refused or never got: today's alerts, resolved notes (each pass calls it)."""
+        ...
+
 
 class WorkReason(str, Enum):
     """Why a message was sent. Each names work already decided: a rotation reserved (DUE by the timer, MANUAL by an

@@ -117,6 +117,7 @@ class Engine:
         outcomes = await self._each(in_flight, one)
         if not only_in_flight:
             outcomes += await self._each(resting, one)
+        await self.ports.alerter.redeliver()
         summary = PassSummary(outcomes, int((time.monotonic() - started) * 1000))
         log.info(
             "resume pass finished" if only_in_flight else "rotation pass finished",

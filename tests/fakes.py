@@ -489,6 +489,7 @@ class FakeAlerter:
         self.raised: list[Alert] = []
         self.open: dict[tuple[str, str], set[tuple[str, str]]] = {}
         self.resolved: list[tuple[str, str, str, str]] = []
+        self.redelivered = 0  # passes that swept the book for refused posts
 
     async def raise_alert(self, alert: Alert) -> None:
         self.raised.append(alert)
@@ -501,6 +502,9 @@ class FakeAlerter:
         for condition, destination in sorted(still - holding):
             self.resolved.append((tenant_id, app_id, condition, destination))
         self.open[(tenant_id, app_id)] = still & holding
+
+    async def redeliver(self) -> None:
+        self.redelivered += 1
 
     def resolved_conditions(self) -> list[str]:
         return [condition for _, _, condition, _ in self.resolved]

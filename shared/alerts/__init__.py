@@ -60,6 +60,9 @@ class LogAlerter:
     async def settle(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None:
         self.settled.append((tenant_id, app_id, holding))
 
+    async def redeliver(self) -> None:
+        pass  # nothing is posted, so nothing waits
+
 
 # The audit partition of the rotator's own events that concern no target (a test alert).
 ROTATOR_AUDIT = ("rotator", "alerts")

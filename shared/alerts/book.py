@@ -10,7 +10,8 @@ so of two runners only the one whose write lands logs and posts:
   (the log record is not repeated), a post cut by a crash once `Attempt` is older than RETRY_AFTER;
 - `settle` runs after each advance of a target that may carry a condition: an open condition the row no longer
   holds is claimed (`ResolvedAt`), logged once (`event=alert-resolved`) and its resolved note posted once; one still
-  holding is told again on a new day (a condition the engine raises only on entering it still reaches a human daily).
+  holding is told again on a new day (a condition the engine raises only on entering it still reaches a human daily);
+- `redeliver` runs after each pass: what the channel refused (a resolved note, today's alert) is posted again.
 """
 
 from __future__ import annotations
@@ -206,6 +207,38 @@ class AlertBook:
         elif self.channel is not None and self._may_retry(row, now):
             etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
             await self._post(row.alert, NoticeKind.RESOLVED, now, pk, rk, etag)
+
+    async def redeliver(self) -> None:
+        """Post again, once their attempt is no longer in flight, the alerts of today the channel has not taken and
+        every resolved note it has not taken: a target that went quiet after its condition cleared is not settled
+        again, so each pass sweeps the book for them (two filtered queries; never raises)."""
+        if self.channel is None:
+            return
+        now = self._clock.now().astimezone(UTC)
+        day = now.date().isoformat()
+        try:
+            await self._ensure_table()
+            # azure-data-tables substitutes "@day" only as a word of its own: hence the space before ")".
+            rows = [Row(e, str(e.metadata["etag"])) async for e in self._table.query_entities(
+                "(Closed eq false and ResolvedAt ne '') or (Told eq false and ResolvedAt eq '' and Day eq @day )",
+                parameters={"day": day})]
+        except AzureError as error:
+            log.warning("alert book unreadable (%s); nothing redelivered", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable"})
+            return
+        for row in rows:
+            if not self._may_retry(row, now):
+                continue
+            pk, rk = row.entity["PartitionKey"], row.entity["RowKey"]
+            kind = NoticeKind.RESOLVED if row.get("ResolvedAt") else NoticeKind.ALERT
+            try:
+                etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
+                await self._post(row.alert, kind, now, pk, rk, etag)
+            except _CONFLICT:
+                continue
+            except (AzureError, KeyError, ValueError) as error:
+                log.warning("alert not redelivered (%s)", type(error).__name__,
+                            extra={"event": "alert-book", "outcome": "failed", "condition": row.get("Condition")})
 
     # ------------------------------------------------------------------ the channel
 

@@ -215,3 +215,28 @@ async def test_long_details_and_an_unreadable_row_never_break_a_settle(table: Ta
     await book.settle(T, A, frozenset())  # never raises
     [resolved] = channel.of(NoticeKind.RESOLVED)
     assert len(resolved.details) == 20 and all(len(v) == 1000 for v in resolved.details.values())
+
+
+async def test_each_pass_redelivers_what_the_channel_refused(table: TableClient,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    clock, channel = Clock(), Channel()
+    book = AlertBook(table, clock, channel)
+    await book.raise_alert(STUCK)
+    channel.answers = [503]
+    await book.settle(T, A, frozenset())  # the resolved note is refused; the target is quiet from now on
+    channel.answers = [500]
+    await book.raise_alert(FAILING)  # today's alert refused too
+    await book.redeliver()
+    assert {(n.kind, n.condition) for n in channel.sent[-2:]} == {
+        (NoticeKind.RESOLVED, "stuck"), (NoticeKind.ALERT, "destination-failing")}
+    sent = len(channel.sent)
+    await book.redeliver()
+    assert len(channel.sent) == sent, "delivered: never again"
+    assert records(caplog, "alert-resolved") == 1 and records(caplog, "alert", "destination-failing") == 1
+    # An alert refused yesterday is not redelivered today: today's occurrence tells it afresh.
+    channel.answers = [500]
+    await book.raise_alert(Alert("expired", T, A, "expired", "Woodgrove"))
+    clock.at += timedelta(days=1)
+    await book.redeliver()
+    assert len(channel.sent) == sent + 1
