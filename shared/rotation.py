@@ -312,6 +312,7 @@ class Engine:
         except Stop as stop:
             return stop.outcome
         except Conflict as error:
+            run.stale = True
             return run.outcome("busy", error_code=error.code, message=error.message)
         except AuditUnwritten as error:
             # Told already (an error log holding the event, an alert); writing "advance failed" would fail alike.

@@ -122,6 +122,7 @@ class Advance:
         # a live credential whose value nobody holds, so a failed audit write there is told but does not stop.
         self.value_only_in_memory = False
         self.alerted = False  # this advance raised an alert: settle it even if the row shows nothing at either end
+        self.stale = False  # another runner wrote the row since: its row, not ours, says what holds
 
     def now(self) -> datetime:
         return self.ports.clock.now()
@@ -266,6 +267,8 @@ class Advance:
         ended with a possible condition, and raised none (a healthy idle target), costs no look into the alert book
         (an expired secret rotated in one advance opens and clears its condition in it: that is settled)."""
         now = self.now()
+        if self.stale:
+            return  # resolving by an outdated row could close what the other runner just raised
         if not (self.alerted or may_hold_any(started, now, self.config.stuck_after)
                 or may_hold_any(self.target, now, self.config.stuck_after)):
             return

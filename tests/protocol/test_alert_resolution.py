@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from shared.domain import Actor, Stage
-from shared.errors import Unreachable
+from shared.errors import Conflict, Unreachable
 from tests.fakes import FakeWorld
 
 
@@ -65,3 +65,18 @@ async def test_a_healthy_target_is_not_looked_up_in_the_alert_book() -> None:
     assert settled == [expired.tenant_id]
     assert world.alerter.resolved == [(expired.tenant_id, expired.app_id, "expired", "")]
     assert target.tenant_id not in settled
+
+
+async def test_an_advance_that_lost_its_row_to_another_runner_resolves_nothing() -> None:
+    world = FakeWorld(push_max_attempts=1)
+    target = world.seed(days_left=10)
+    world.faults.add("destination.portal", lambda: Unreachable("portal: HTTP 503", code="Unavailable"), times=1)
+    await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert "destination-failing" in world.alerter.conditions()
+    # The next advance takes its lease, records the portal's acknowledgement (its row shows no failure any more),
+    # then loses its next write to another runner (a Conflict): it ends busy with a row that is no longer the stored
+    # one, and must not resolve by it.
+    nth = world.faults.counts["state.replace_target"] + 3
+    world.faults.add("state.replace_target", lambda: Conflict("the row changed", code="Conflict"), nth=nth)
+    outcome = await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    assert outcome.result == "busy" and world.alerter.resolved == []
