@@ -4,8 +4,10 @@ Slack's text and blocks within Block Kit's limits, the JSON body's documented ke
 from __future__ import annotations
 
 import json
+import re
 import traceback
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +128,15 @@ async def test_a_failed_post_never_carries_the_url(url: str) -> None:
     assert "s3cr3t" not in shown, shown
     assert "alert-webhook" in error.message  # named by its secret, for the operator to find
     assert error.code in ("WebhookUnreachable", "WebhookUrlInvalid")
+
+
+def test_the_api_document_and_the_bicep_offer_exactly_the_channel_kinds() -> None:
+    from shared.entrypoints.api import openapi_document
+
+    result = openapi_document()["components"]["schemas"]["TestAlertResult"]
+    assert result["properties"]["channel"]["enum"] == list(ALERT_WEBHOOK_KINDS)
+    main = (Path(__file__).resolve().parents[2] / "infra" / "main.bicep").read_text()
+    allowed = re.search(r"@allowed\(\[([^\]]*)\]\)\s*param alertWebhookKind string = ''", main)
+    assert allowed is not None
+    assert re.findall(r"'([^']*)'", allowed.group(1)) == ["", *ALERT_WEBHOOK_KINDS]
+    assert "ALERT_WEBHOOK_KIND: alertWebhookKind" in main
