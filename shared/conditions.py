@@ -19,10 +19,13 @@ STATUS_CONDITIONS = frozenset(
     {"expired", "unreachable", "app-not-found", "not-owner", "policy-blocked", "foreign-credential"}
 )
 # Every condition that holds while the row says so, and so clears: the alert book resolves these.
+# The verify step's flags (shared/protocol/verify.py, which imports this module's users: named here, tested equal).
+VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
-                                  "rotation-failed"}
-# One-off notices of an event: told at most once a day, never resolved.
-NOTICES = frozenset({"lifetime-capped", "poison-message"})
+                                  "rotation-failed", *VERIFY_FLAGS}
+# One-off notices of an event (a capped lifetime, a poisoned message, a version written by hand into Key Vault that
+# gets no token or cannot be adopted now): told at most once a day, never resolved.
+NOTICES = frozenset({"lifetime-capped", "poison-message", "hand-written-unverified", "hand-written-not-adopted"})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:
@@ -39,6 +42,9 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
                  if d.kind == "notify-only" and not acknowledged(target, d.name)}
     if o.needs_human.startswith(SYNC_NOT_CONFIRMED):
         held.add((SYNC_NOT_CONFIRMED, ""))
+    if s.stage is Stage.PENDING:
+        # The new secret was refused, or never started working: the flag goes when it is verified.
+        held |= {(flag, "") for flag in VERIFY_FLAGS if o.needs_human.startswith(flag)}
     if o.last_outcome.startswith("failed"):
         # An abandoned rotation; the next one that finishes records "rotated".
         held.add(("rotation-failed", ""))

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from shared.conditions import NOTICES, RESOLVABLE, holding, may_hold_any
 from shared.domain import Ack, DestinationConfig, Stage, Target
+from shared.protocol.adopt import HAND_WRITTEN_NOT_ADOPTED, HAND_WRITTEN_REFUSED
+from shared.protocol.verify import VERIFY_FLAGS
 from shared.sync_proof import SYNC_NOT_CONFIRMED
 
 NOW = datetime(2026, 12, 6, 6, 0, tzinfo=UTC)
@@ -41,8 +43,19 @@ def test_each_part_of_the_row_shows_its_condition() -> None:
         (SYNC_NOT_CONFIRMED, "")}
     assert holding(t.with_observed(last_outcome="failed: CreateFailed"), NOW, DAY) == {("rotation-failed", "")}
     assert holding(t.with_observed(last_outcome="rotated"), NOW, DAY) == frozenset()
+    refused = t.with_state(stage=Stage.PENDING, stage_since=NOW).with_observed(
+        needs_human="verify-refused: Entra ID refused the new secret")
+    assert holding(refused, NOW, DAY) == {("verify-refused", "")}
+    assert holding(refused.with_state(stage=Stage.VERIFIED, new_key_id="k"), NOW, DAY) == {
+        ("notify-only-waiting", "helpdesk")}, "verified: the flag no longer counts"
     in_flight = t.with_state(stage=Stage.CREATING, stage_since=NOW)
     assert holding(in_flight, NOW, DAY) == frozenset() and may_hold_any(in_flight, NOW, DAY)
+
+
+def test_the_verify_flags_are_the_verify_steps() -> None:
+    from shared import conditions
+
+    assert conditions.VERIFY_FLAGS == VERIFY_FLAGS
 
 
 def test_every_condition_the_code_raises_is_resolvable_or_a_notice() -> None:
@@ -51,7 +64,7 @@ def test_every_condition_the_code_raises_is_resolvable_or_a_notice() -> None:
         text = source.read_text()
         raised |= set(re.findall(r"\balert\(\s*\"([a-z-]+)\"", text))
         raised |= set(re.findall(r"\bAlert\(\s*\"([a-z-]+)\"", text))
-    raised.add(SYNC_NOT_CONFIRMED)  # raised by its constant's name
+    raised |= {SYNC_NOT_CONFIRMED, *VERIFY_FLAGS, HAND_WRITTEN_REFUSED, HAND_WRITTEN_NOT_ADOPTED}  # by constant
     assert {"expired", "stuck", "notify-only-waiting", "destination-failing", "rotation-failed"} <= raised
     assert raised - {"test"} <= RESOLVABLE | NOTICES, raised - RESOLVABLE - NOTICES
     assert not RESOLVABLE & NOTICES
