@@ -1,8 +1,9 @@
 """Alerts: conditions that need a human, told once a day while they hold and resolved once when they clear.
 
 Conditions the engine raises: expired, unreachable, app-not-found, not-owner, policy-blocked, foreign-credential,
-stuck, destination-failing, notify-only-waiting, sync-not-confirmed, rotation-failed (each resolved when the row no
-longer shows it, shared/conditions.py), and the one-off notices lifetime-capped and poison-message. The alert book
+verify-refused, verify-timeout, stuck, destination-failing, notify-only-waiting, sync-not-confirmed,
+rotation-failed (each resolved when the row no longer shows it, shared/conditions.py), and the one-off notices
+lifetime-capped, poison-message, hand-written-unverified and hand-written-not-adopted. The alert book
 (book.py) logs `event=alert` at most once per condition, target (and destination) and UTC day, `event=alert-resolved`
 once when a condition clears, and posts both to the alert channel when one is configured: a Teams Workflows webhook,
 a Slack incoming webhook or a generic JSON webhook (ALERT_WEBHOOK_KIND), its URL in Key Vault
