@@ -23,6 +23,15 @@ STATUS_CONDITIONS = frozenset(
 VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
                                   "rotation-failed", *VERIFY_FLAGS}
+# A destination whose push changed its other settings is held for a human: "<kind>-drift" (proofpoint-drift).
+DRIFT_SUFFIX = "-drift"
+
+
+def resolvable(condition: str) -> bool:
+    """A condition the row shows while it holds (so the alert book resolves it), not a one-off notice."""
+    return condition in RESOLVABLE or condition.endswith(DRIFT_SUFFIX)
+
+
 # One-off notices of an event (a capped lifetime, a poisoned message, a version written by hand into Key Vault that
 # gets no token or cannot be adopted now): told at most once a day, never resolved.
 NOTICES = frozenset({"lifetime-capped", "poison-message", "hand-written-unverified", "hand-written-not-adopted"})
@@ -37,6 +46,9 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
     if s.stage is not Stage.IDLE and s.stage_since is not None and now - s.stage_since > stuck_after:
         held.add(("stuck", ""))
     held |= {("destination-failing", name) for name, count in s.push_failures.items() if count > 0}
+    kinds = {d.name: d.kind for d in target.destinations}
+    held |= {(f"{kinds.get(name, 'destination')}{DRIFT_SUFFIX}", name) for name, key_id in s.held.items()
+             if s.new_key_id and key_id == s.new_key_id}
     if s.stage is Stage.VERIFIED:
         held |= {("notify-only-waiting", d.name) for d in target.destinations
                  if d.kind == "notify-only" and not acknowledged(target, d.name)}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
-from shared.conditions import RESOLVABLE
+from shared.conditions import resolvable
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
 from shared.ports import (
@@ -493,7 +493,7 @@ class FakeAlerter:
 
     async def raise_alert(self, alert: Alert) -> None:
         self.raised.append(alert)
-        if alert.condition in RESOLVABLE:
+        if resolvable(alert.condition):
             key = (alert.tenant_id, alert.app_id)
             self.open.setdefault(key, set()).add((alert.condition, alert.details.get("destination", "")))
 

@@ -29,7 +29,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.alerts.channel import AlertChannel, Notice, NoticeKind
-from shared.conditions import RESOLVABLE, Condition
+from shared.conditions import Condition, resolvable
 from shared.errors import RotationError
 from shared.ports import Alert, Clock
 
@@ -189,7 +189,7 @@ class AlertBook:
     async def _settle_row(self, row: Row, holding: frozenset[Condition], now: datetime) -> None:
         day = now.date().isoformat()
         pk, rk = row.entity["PartitionKey"], row.entity["RowKey"]
-        if row.get("Closed", False) or row.get("Condition") not in RESOLVABLE:
+        if row.get("Closed", False) or not resolvable(row.get("Condition")):
             if row.get("Day") != day:  # a closed condition or a one-off notice of an earlier day: nothing to keep
                 await self._table.delete_entity(pk, rk, etag=row.etag, match_condition=MatchConditions.IfNotModified)
             return

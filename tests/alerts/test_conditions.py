@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shared.conditions import NOTICES, RESOLVABLE, holding, may_hold_any
+from shared.conditions import NOTICES, RESOLVABLE, holding, may_hold_any, resolvable
 from shared.domain import Ack, DestinationConfig, Stage, Target
 from shared.protocol.adopt import HAND_WRITTEN_NOT_ADOPTED, HAND_WRITTEN_REFUSED
 from shared.protocol.verify import VERIFY_FLAGS
@@ -43,6 +43,10 @@ def test_each_part_of_the_row_shows_its_condition() -> None:
         (SYNC_NOT_CONFIRMED, "")}
     assert holding(t.with_observed(last_outcome="failed: CreateFailed"), NOW, DAY) == {("rotation-failed", "")}
     assert holding(t.with_observed(last_outcome="rotated"), NOW, DAY) == frozenset()
+    pp = Target("t", "a", "Contoso", destinations=(DestinationConfig("pp", "proofpoint"),))
+    drifted = pp.with_state(stage=Stage.VERIFIED, stage_since=NOW, new_key_id="k2", held={"pp": "k2"})
+    assert holding(drifted, NOW, DAY) == {("proofpoint-drift", "pp")}
+    assert holding(drifted.with_state(new_key_id="", held={"pp": "k2"}), NOW, DAY) == frozenset(), "rotation over"
     refused = t.with_state(stage=Stage.PENDING, stage_since=NOW).with_observed(
         needs_human="verify-refused: Entra ID refused the new secret")
     assert holding(refused, NOW, DAY) == {("verify-refused", "")}
@@ -64,7 +68,10 @@ def test_every_condition_the_code_raises_is_resolvable_or_a_notice() -> None:
         text = source.read_text()
         raised |= set(re.findall(r"\balert\(\s*\"([a-z-]+)\"", text))
         raised |= set(re.findall(r"\bAlert\(\s*\"([a-z-]+)\"", text))
+        raised |= {f"{kind}-drift" for kind in re.findall(r"\balert\(\s*f\"\{config\.kind\}-drift\"", text)
+                   and ["proofpoint"]}
     raised |= {SYNC_NOT_CONFIRMED, *VERIFY_FLAGS, HAND_WRITTEN_REFUSED, HAND_WRITTEN_NOT_ADOPTED}  # by constant
     assert {"expired", "stuck", "notify-only-waiting", "destination-failing", "rotation-failed"} <= raised
-    assert raised - {"test"} <= RESOLVABLE | NOTICES, raised - RESOLVABLE - NOTICES
+    assert {c for c in raised - {"test"} if not resolvable(c)} <= NOTICES
+    assert "proofpoint-drift" in raised and resolvable("proofpoint-drift")
     assert not RESOLVABLE & NOTICES
