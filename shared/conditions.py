@@ -32,9 +32,10 @@ def resolvable(condition: str) -> bool:
     return condition in RESOLVABLE or condition.endswith(DRIFT_SUFFIX)
 
 
-# One-off notices of an event (a capped lifetime, a poisoned message, a version written by hand into Key Vault that
-# gets no token or cannot be adopted now): told at most once a day, never resolved.
-NOTICES = frozenset({"lifetime-capped", "poison-message", "hand-written-unverified", "hand-written-not-adopted"})
+# One-off notices of an event (a capped lifetime, a poisoned message, an audit record not written, a version written
+# by hand into Key Vault that gets no token or cannot be adopted now): told at most once a day, never resolved.
+NOTICES = frozenset({"lifetime-capped", "poison-message", "audit-unwritten", "hand-written-unverified",
+                     "hand-written-not-adopted"})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:

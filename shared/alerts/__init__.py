@@ -3,7 +3,8 @@
 Conditions the engine raises: expired, unreachable, app-not-found, not-owner, policy-blocked, foreign-credential,
 verify-refused, verify-timeout, stuck, destination-failing, notify-only-waiting, sync-not-confirmed,
 rotation-failed (each resolved when the row no longer shows it, shared/conditions.py), and the one-off notices
-lifetime-capped, poison-message, hand-written-unverified and hand-written-not-adopted. The alert book
+lifetime-capped, poison-message, audit-unwritten, hand-written-unverified and hand-written-not-adopted; a
+destination held for drift (proofpoint-drift) resolves too. The alert book
 (book.py) logs `event=alert` at most once per condition, target (and destination) and UTC day, `event=alert-resolved`
 once when a condition clears, and posts both to the alert channel when one is configured: a Teams Workflows webhook,
 a Slack incoming webhook or a generic JSON webhook (ALERT_WEBHOOK_KIND), its URL in Key Vault
