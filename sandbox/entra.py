@@ -193,11 +193,7 @@ def _consent_request(world: World, tenant_id: str, query: dict[str, str]) -> tup
         # The admin-consent endpoint documents redirect_uri as required: the strictest reading refuses its absence.
         raise EntraError(400, "invalid_request", 900144,
                          "The request body must contain the following parameter: 'redirect_uri'.")
-    if redirect_uri not in app.redirect_uris:
-        raise EntraError(400, "invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                         f"does not match the redirect URIs configured for the application '{client_id}'. Make sure "
-                         "the redirect URI sent in the request matches one added to your application in the Azure "
-                         "portal.")
+    _registered(app, client_id, redirect_uri)
     scope = query.get("scope", "")
     if not scope:
         raise EntraError(400, "invalid_request", 900144,
@@ -207,6 +203,15 @@ def _consent_request(world: World, tenant_id: str, query: dict[str, str]) -> tup
             raise EntraError(400, "invalid_scope", 70011, f"The provided request must include a 'scope' input "
                              f"parameter. The provided value for the input parameter 'scope' is not valid: {item}")
     return redirect_uri, scope
+
+
+def _registered(app: Application, client_id: str, redirect_uri: str) -> None:
+    """AADSTS50011 unless the redirect URI is one the app registers (exact match): Entra shows it, never redirects."""
+    if redirect_uri not in app.redirect_uris:
+        raise EntraError(400, "invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
+                         f"does not match the redirect URIs configured for the application '{client_id}'. Make sure "
+                         "the redirect URI sent in the request matches one added to your application in the Azure "
+                         "portal.")
 
 
 def _tenants_for(world: World, tenant_id: str) -> list[Tenant]:
@@ -239,11 +244,7 @@ def _authorize_request(world: World, tenant_id: str, query: dict[str, str]) -> A
     if not redirect_uri:
         raise EntraError(400, "invalid_request", 900144,
                          "The request body must contain the following parameter: 'redirect_uri'.")
-    if redirect_uri not in app.redirect_uris:
-        raise EntraError(400, "invalid_request", 50011, f"The redirect URI '{redirect_uri}' specified in the request "
-                         f"does not match the redirect URIs configured for the application '{client_id}'. Make sure "
-                         "the redirect URI sent in the request matches one added to your application in the Azure "
-                         "portal.")
+    _registered(app, client_id, redirect_uri)
     return app
 
 
