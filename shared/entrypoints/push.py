@@ -14,6 +14,7 @@ by the rotator is not adopted twice).
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 from dataclasses import asdict
 from datetime import timedelta
@@ -70,7 +71,29 @@ def new_version_of(event: func.EventGridEvent, vault_url: str) -> tuple[str, str
     if (theirs.scheme, theirs.netloc.lower()) != (ours.scheme, ours.netloc.lower()) \
             or theirs.path.rstrip("/").lower() != expected.lower():
         return None
+    # Every field that names a vault must name ours: an event whose VaultName or topic (the vault's resource id,
+    # .../providers/Microsoft.KeyVault/vaults/<name>) contradicts its Id is not Key Vault's (Key Vault's event schema,
+    # learn.microsoft.com/azure/event-grid/event-schema-key-vault). A vault's name is its host's first label; a
+    # vault served at an address (the local sandbox) has no name to compare, and only its Id is checked.
+    vault_name = _vault_name(ours.hostname or "")
+    if vault_name is not None:
+        named = data.get("VaultName")
+        if named is not None and (not isinstance(named, str) or named.lower() != vault_name):
+            return None
+        topic = event.topic
+        if topic and not topic.lower().rstrip("/").endswith(f"/providers/microsoft.keyvault/vaults/{vault_name}"):
+            return None
     return name, version
+
+
+def _vault_name(host: str) -> str | None:
+    """The vault's name from its host (`<name>.vault.azure.net` and the sovereign clouds' suffixes), or None for an
+    address."""
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        return host.split(".", 1)[0].lower() or None
 
 
 def event_key(vault_url: str, name: str, version: str) -> str:

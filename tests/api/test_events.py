@@ -14,7 +14,7 @@ import azure.functions as func
 import pytest
 
 from shared.domain import Actor, Stage, Target
-from shared.entrypoints.push import EVENT_SEEN_HOURS, EventNotHandled, event_key
+from shared.entrypoints.push import EVENT_SEEN_HOURS, EventNotHandled, event_key, new_version_of
 from tests.api.conftest import Api, app_functions, functions
 from tests.rotation.conftest import Customer, Rotator, World, random_secret
 from tests.rotation.test_push_retire import assert_delivered_everywhere, org, portal_secrets, setup
@@ -219,3 +219,42 @@ async def test_push_no_longer_answers_event_grid_handshakes(api: Api) -> None:
 def _quick_verify(monkeypatch: pytest.MonkeyPatch, world: World) -> None:
     """A value that gets no token is judged within seconds, not the default two minutes."""
     world.env["VERIFY_TIMEOUT_SECONDS"] = "3"
+
+
+VAULT = "https://kv-rotator-x1.vault.azure.net"
+TOPIC = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.KeyVault/vaults/kv-rotator-x1"
+
+
+def _named_event(vault_name: Any = "kv-rotator-x1", topic: str | None = TOPIC,
+                 host: str = VAULT) -> func.EventGridEvent:
+    data = {"Id": f"{host}/secrets/ppsync-a-b/0123456789abcdef0123456789abcdef", "ObjectType": "Secret",
+            "ObjectName": "ppsync-a-b", "Version": "0123456789abcdef0123456789abcdef", "NBF": None, "EXP": None}
+    if vault_name is not None:
+        data["VaultName"] = vault_name
+    return func.EventGridEvent(id="ev", data=data, topic=topic, subject="ppsync-a-b",  # type: ignore[arg-type]
+                               event_type=NEW_VERSION, event_time=dt.datetime(2026, 12, 6, tzinfo=dt.UTC),
+                               data_version="1")
+
+
+@pytest.mark.parametrize("vault_name, topic", [
+    ("kv-rotator-x1", TOPIC), ("KV-Rotator-X1", TOPIC.upper()), (None, TOPIC), ("kv-rotator-x1", None),
+])
+def test_an_event_of_our_vault_is_ours(vault_name: Any, topic: str | None) -> None:
+    assert new_version_of(_named_event(vault_name, topic), VAULT + "/") == (
+        "ppsync-a-b", "0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.parametrize("vault_name, topic", [
+    ("kv-other", TOPIC),  # VaultName names another vault
+    ("kv-rotator-x1", TOPIC.replace("kv-rotator-x1", "kv-other")),  # so does the topic
+    ("kv-rotator-x1", TOPIC + "-2"),  # a vault whose name starts like ours
+    ("kv-rotator-x1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Storage/storageAccounts/kvrotatorx1"),
+    ("", TOPIC), (17, TOPIC), (["kv-rotator-x1"], TOPIC),
+])
+def test_an_event_naming_another_vault_anywhere_is_not_ours(vault_name: Any, topic: str) -> None:
+    assert new_version_of(_named_event(vault_name, topic), VAULT + "/") is None
+
+
+def test_an_event_whose_id_names_another_vault_is_not_ours() -> None:
+    other = _named_event(host="https://kv-other.vault.azure.net")
+    assert new_version_of(other, VAULT + "/") is None
