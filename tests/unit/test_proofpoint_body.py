@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from shared.destinations.http import Scrubber
 from shared.destinations.proofpoint import HIDDEN, changed_fields, drift, kept, masked, put_body
 
@@ -42,9 +44,10 @@ def test_drift_compares_types_values_and_presence_but_not_the_key_the_app_or_pro
 
 def test_what_the_check_shows_hides_every_secret_like_value_and_the_password() -> None:
     scrub = Scrubber("plainpass")
+    entra_like = "Hst" + "8Q~" + secrets.token_urlsafe(27)[:31]  # made at run time: no secret-shaped literal in git
     shown = masked(
         {"ad_key": "********", "api_token": "abc", "credentials": {"value": "plain"}, "note": "uses plainpass here",
-         "opaque": "Hst8Q~aesr5aodjGk2Ld9QzX1rT0yUvWq3e7JnB", "tenant_id": TENANT, "add_users": "true",
+         "opaque": entra_like, "tenant_id": TENANT, "add_users": "true",
          "sync_frequency": 24, "blank_key": "", "nested": {"secret": 5, "list": ["plainpass"]}},
         scrub)
     assert shown == {"ad_key": HIDDEN, "api_token": HIDDEN, "credentials": HIDDEN, "note": "uses *** here",
