@@ -14,15 +14,13 @@ a Slack incoming webhook or a generic JSON webhook (ALERT_WEBHOOK_KIND), its URL
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
 
+from shared.alerts import json_webhook, slack, teams
 from shared.alerts.book import AlertBook
-from shared.alerts.channel import AlertChannel, Notice, NoticeKind, Post, WebhookPost
-from shared.alerts.json_webhook import JsonChannel
-from shared.alerts.slack import SlackChannel
-from shared.alerts.teams import TeamsChannel
+from shared.alerts.channel import AlertChannel, Notice, NoticeKind, Post, PostingChannel, WebhookPost
 from shared.conditions import Condition
 from shared.errors import Conflict, RotationError
 from shared.ports import Alert, Event, StateStore
@@ -32,17 +30,17 @@ __all__ = ["CHANNELS", "AlertBook", "AlertChannel", "LogAlerter", "Notice", "Not
 
 log = logging.getLogger(__name__)
 
-# Every channel kind by its ALERT_WEBHOOK_KIND name (settings.py validates the name against these keys).
-CHANNELS: dict[str, Callable[[Post], AlertChannel]] = {
-    TeamsChannel.kind: TeamsChannel,
-    SlackChannel.kind: SlackChannel,
-    JsonChannel.kind: JsonChannel,
+# Every channel kind's body by its ALERT_WEBHOOK_KIND name (settings.py validates the name against these keys).
+CHANNELS: dict[str, Callable[[Notice], Mapping[str, Any]]] = {
+    teams.KIND: teams.message,
+    slack.KIND: slack.payload,
+    json_webhook.KIND: json_webhook.body,
 }
 
 
 def build_channel(kind: str, post: Post) -> AlertChannel:
     """The channel of this kind posting through `post`."""
-    return CHANNELS[kind](post)
+    return PostingChannel(kind, CHANNELS[kind], post)
 
 
 class LogAlerter:

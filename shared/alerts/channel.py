@@ -71,7 +71,8 @@ class AlertChannel(Protocol):
     """A channel kind: sends an alert (or a test) and a resolved note; each answers the channel's HTTP status.
     RotationError (WebhookUrlInvalid, WebhookUnreachable) when nothing was answered; never the URL."""
 
-    kind: str
+    @property
+    def kind(self) -> str: ...
 
     async def send(self, notice: Notice) -> int: ...
 
@@ -112,3 +113,19 @@ class WebhookPost:
 
 # What a channel kind posts its body with (a WebhookPost; tests may pass a recorder).
 Post = Callable[[Mapping[str, Any]], Awaitable[int]]
+
+
+@dataclass(frozen=True)
+class PostingChannel:
+    """A channel kind that posts one body per notice (alert, test or resolved note alike): `render` is the kind's
+    own body (Teams' Adaptive Card message, Slack's text and blocks, the generic JSON)."""
+
+    kind: str
+    render: Callable[[Notice], Mapping[str, Any]]
+    post: Post
+
+    async def send(self, notice: Notice) -> int:
+        return await self.post(self.render(notice))
+
+    async def resolve(self, notice: Notice) -> int:
+        return await self.post(self.render(notice))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.alerts.channel import Notice, Post
+from shared.alerts.channel import Notice
 
 SCHEMA = "sync-secret-rotator.alert/1"
 
@@ -31,16 +31,4 @@ def body(notice: Notice) -> dict[str, Any]:
     }
 
 
-class JsonChannel:
-    """Posts the generic JSON body."""
-
-    kind = "json"
-
-    def __init__(self, post: Post) -> None:
-        self._post = post
-
-    async def send(self, notice: Notice) -> int:
-        return await self._post(body(notice))
-
-    async def resolve(self, notice: Notice) -> int:
-        return await self._post(body(notice))
+KIND = "json"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.alerts.channel import Notice, Post
+from shared.alerts.channel import Notice
 
 
 def escape(text: str) -> str:
@@ -32,16 +32,4 @@ def payload(notice: Notice) -> dict[str, Any]:
     }
 
 
-class SlackChannel:
-    """Posts `text` + `blocks` messages to a Slack incoming webhook."""
-
-    kind = "slack"
-
-    def __init__(self, post: Post) -> None:
-        self._post = post
-
-    async def send(self, notice: Notice) -> int:
-        return await self._post(payload(notice))
-
-    async def resolve(self, notice: Notice) -> int:
-        return await self._post(payload(notice))
+KIND = "slack"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.alerts.channel import Notice, NoticeKind, Post
+from shared.alerts.channel import Notice, NoticeKind
 
 CARD_VERSION = "1.5"
 # Teams refuses a message over 28 KB (msteams-docs, add-incoming-webhook.md): the engine's texts are cut well below.
@@ -46,16 +46,4 @@ def message(notice: Notice) -> dict[str, Any]:
             "attachments": [{"contentType": CARD_CONTENT_TYPE, "contentUrl": None, "content": card(notice)}]}
 
 
-class TeamsChannel:
-    """Posts Adaptive Card messages to a Teams Workflows webhook."""
-
-    kind = "teams"
-
-    def __init__(self, post: Post) -> None:
-        self._post = post
-
-    async def send(self, notice: Notice) -> int:
-        return await self._post(message(notice))
-
-    async def resolve(self, notice: Notice) -> int:
-        return await self._post(message(notice))
+KIND = "teams"
