@@ -5,10 +5,8 @@ Entra (the sandbox), which redirects to the app's /api/consent, which records th
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from urllib.parse import parse_qsl, urlparse
 
@@ -19,22 +17,15 @@ from sandbox.launch import stop
 from tests.conftest import ROOT
 from tests.rotation.conftest import World
 from tests.sandbox.test_admin_consent import register_redirect_uris
-from tests.serve.conftest import automation_token
+from tests.serve.conftest import automation_token, free_port, wait_for_listener
 
 SCRIPT = ROOT / "scripts" / "onboard-customer.sh"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def served(world: World) -> Iterator[str]:
     """The function app on a loopback port, its consent redirect URI registered on the sandbox's MSP app."""
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     register_redirect_uris(world.sb, f"{base}/api/consent")
     env = {**os.environ, **world.env, "CONSENT_REDIRECT_URI": f"{base}/api/consent"}
@@ -44,15 +35,7 @@ def served(world: World) -> Iterator[str]:
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("python -m shared serve did not start") from None
-                time.sleep(0.2)
+        wait_for_listener(port, process, 60, "python -m shared serve")
         yield base
     finally:
         stop(process, timeout=30)

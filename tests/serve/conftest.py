@@ -9,6 +9,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -73,6 +74,27 @@ def serving(world: World, *options: str, env: dict[str, str] | None = None) -> I
         stop(process, timeout=30)
         log.unlink(missing_ok=True)
         shutil.rmtree(keys_file.parent, ignore_errors=True)
+
+
+def free_port() -> int:
+    """A loopback port free now, for a server that must be told its port (a registered redirect URI names it)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_for_listener(port: int, process: subprocess.Popen[Any], timeout: float, what: str) -> None:
+    """Until something accepts connections on the port; RuntimeError when the process ends or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not listen on port {port} (exit code {process.poll()})") from None
+            time.sleep(0.2)
 
 
 def automation_token(sb: SandboxHandle, role: str) -> str:

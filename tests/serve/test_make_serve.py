@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,36 +15,23 @@ import psutil
 import pytest
 import requests
 
+from tests.serve.conftest import free_port, wait_for_listener
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture
 def make_serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, dict[str, str]]]:
     """What `make serve` runs (scripts/with-azurite.sh python -m scripts.serve), listening; killed whole at the end."""
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "SERVE_PORT": str(port), "SERVE_STATE_DIR": str(tmp_path / "serve")}
     for name in ("STATE_TABLES_CONNECTION_STRING", "WORK_QUEUE"):  # its own Azurite, as `make serve` starts
         env.pop(name, None)
     process = subprocess.Popen(["scripts/with-azurite.sh", sys.executable, "-m", "scripts.serve"], cwd=ROOT, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"make serve did not listen (exit code {process.poll()})") from None
-                time.sleep(0.3)
+        wait_for_listener(port, process, 180, "make serve")
         yield process, f"http://127.0.0.1:{port}", env
     finally:
         if process.poll() is None:
