@@ -180,3 +180,62 @@ def test_a_user_without_an_app_role_is_stopped_at_entra(world: World) -> None:
         start = requests.get(f"{served.url}/.auth/login/aad", allow_redirects=False, timeout=60)
         with pytest.raises(PermissionError, match="AADSTS50105"):
             sign_in_as(start.headers["Location"], "nobody@msp.example", world.sb.ca_file)
+
+
+# Every operation the OpenAPI document says needs a signed-in caller (it documents 401), and the role it needs
+# (docs/api.md's table). A route added to the document without a row here fails the test below.
+_T, _A, _R = str(uuid.uuid4()), str(uuid.uuid4()), uuid.uuid4().hex
+ROUTE_ROLES = {
+    ("GET", "/api/openapi.json"): READ,
+    ("GET", "/api/me"): None,  # any signed-in caller
+    ("GET", "/api/status"): READ,
+    ("GET", "/api/targets"): READ,
+    ("GET", "/api/targets/{tenantId}/{appId}"): READ,
+    ("GET", "/api/targets/{tenantId}/{appId}/details"): READ,
+    ("GET", "/api/rotations/{rotationId}"): READ,
+    ("GET", "/api/discover/{tenantId}"): READ,
+    ("PUT", "/api/targets/{tenantId}/{appId}"): OPERATE,
+    ("DELETE", "/api/targets/{tenantId}/{appId}"): OPERATE,
+    ("GET", "/api/targets/{tenantId}/{appId}/proofpoint-check"): OPERATE,
+    ("POST", "/api/rotations"): OPERATE,
+    ("POST", "/api/acknowledgements"): OPERATE,
+    ("POST", "/api/push"): OPERATE,
+    ("GET", "/api/consent-url/{tenantId}"): OPERATE,
+    ("POST", "/api/alerts/test"): OPERATE,
+}
+
+
+def _documented_signed_in_operations() -> set[tuple[str, str]]:
+    from shared.entrypoints.api import openapi_document
+
+    document = openapi_document()
+    return {(method.upper(), path) for path, operations in document["paths"].items()
+            for method, operation in operations.items()
+            if isinstance(operation, dict) and "401" in operation.get("responses", {})}
+
+
+def test_the_role_table_names_every_operation_that_needs_a_sign_in() -> None:
+    assert set(ROUTE_ROLES) == _documented_signed_in_operations()
+
+
+def test_every_operator_route_with_only_a_bearer_token(world: World) -> None:
+    """No credential: 401 JSON; a token without the role: 403 before the request is even read; a token with it:
+    past both (whatever the route then says of the made-up ids and the empty body)."""
+    tokens = {READ: bearer(world.sb, READ), OPERATE: bearer(world.sb, OPERATE)}
+    answers: dict[tuple[str, str], dict[str, int]] = {}
+    with serving(world) as served:
+        for (method, template), role in ROUTE_ROLES.items():
+            path = template.format(tenantId=_T, appId=_A, rotationId=_R)
+            send = {"json": {}} if method in ("POST", "PUT") else {}
+            seen = answers.setdefault((method, template), {})
+            anonymous = requests.request(method, served.url + path, timeout=60, **send)  # type: ignore[arg-type]
+            assert _unauthenticated(anonymous), (method, template, anonymous.status_code, anonymous.text)
+            for held, token in tokens.items():
+                reply = requests.request(method, served.url + path, headers=token, timeout=60,
+                                         **send)  # type: ignore[arg-type]
+                seen[held] = reply.status_code
+                if role == OPERATE and held == READ:
+                    assert reply.status_code == 403 and reply.json()["error"]["code"] == "Forbidden", (method, path)
+                else:
+                    assert reply.status_code not in (401, 403), (method, path, held, reply.text)
+    assert len(answers) == len(ROUTE_ROLES)
