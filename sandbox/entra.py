@@ -132,8 +132,10 @@ def _app_token(world: World, tenant_id: str, client_id: str, sp: ServicePrincipa
         raise EntraError(400, "invalid_client", 501051, f"Application '{client_id}'({sp.display_name}) is not "
                          f"assigned to a role for the application '{resource.app.app_id}'"
                          f"({resource.app.display_name}).")
+    # No `idtyp`: Entra adds it to an app-only token only as an optional claim the API's registration asks for
+    # (access-token-claims-reference.md), and create-msp-app.sh asks for none; the code must tell an app without it.
     claims: dict[str, Any] = {"aud": resource.audience, "tid": tenant_id, "azp": client_id, "azpacr": azpacr,
-                              "oid": sp.id, "sub": sp.id, "idtyp": "app"}
+                              "oid": sp.id, "sub": sp.id}
     if roles:
         claims["roles"] = roles
     return world.mint_v2_token(claims)

@@ -47,6 +47,7 @@ _LOGIN_CLAIMS = (
 )
 _DISPLAY_CLAIMS = ("name", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/name")
 _APP_CLAIMS = ("appid", "azp")
+_SCOPE_CLAIMS = ("scp", "http://schemas.microsoft.com/identity/claims/scope")
 _OBJECT_ID_CLAIMS = ("http://schemas.microsoft.com/identity/claims/objectidentifier", "oid")
 PROVIDER_HEADER = "X-MS-CLIENT-PRINCIPAL-IDP"
 # The identity providers this deployment configures in App Service Authentication (infra: azureActiveDirectory only).
@@ -133,7 +134,12 @@ def principal(req: func.HttpRequest) -> Caller | None:
     # Exact values, never cleaned: a role that is only equal after trimming or removing characters is another role.
     roles = frozenset(c["val"] for c in claims if c["typ"] in role_types)
     name_typ = doc.get("name_typ") if isinstance(doc.get("name_typ"), str) else ""
-    is_app = first("idtyp") == "app"
+    # An app-only token (client credentials) is told by `idtyp: app` only where the app registration asks for that
+    # optional claim; without it, by what it lacks: a delegated access token always carries `scp` and an ID token
+    # a sign-in name, an app-only one neither (learn.microsoft.com/entra/identity-platform/
+    # access-token-claims-reference: `idtyp`, `scp`, `roles`).
+    is_app = first("idtyp") == "app" or (
+        not first(*_LOGIN_CLAIMS) and not first(*_SCOPE_CLAIMS) and bool(first(*_APP_CLAIMS)))
     person = ""
     if not is_app:
         # The sign-in name (UPN) first: it is what an auditor recognises; a display name last.
@@ -146,7 +152,7 @@ def principal(req: func.HttpRequest) -> Caller | None:
     if person:
         return Caller(person, roles, "user")
     app = first(*_APP_CLAIMS)
-    if app:
+    if app and (is_app or not first(*_OBJECT_ID_CLAIMS)):  # a person named by nothing else is their object id
         return Caller(f"app:{app}", roles, "app")
     object_id = first(*_OBJECT_ID_CLAIMS)
     if object_id:

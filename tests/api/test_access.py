@@ -64,6 +64,29 @@ def test_an_app_only_caller_is_named_by_its_client_id() -> None:
     assert found == Caller("app:5a1d0000-0000-4000-8000-000000000009", frozenset({"Rotator.Operate"}), "app")
 
 
+@pytest.mark.parametrize("name_header", [None, "5a1d0000-0000-4000-8000-000000000030"])
+def test_an_app_only_caller_without_idtyp_is_still_an_app(name_header: str | None) -> None:
+    """Entra adds idtyp only as an optional claim: an app-only token is the one with no scope and no sign-in name,
+    whatever name the platform puts in X-MS-CLIENT-PRINCIPAL-NAME."""
+    doc = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",
+           "claims": [{"typ": "azp", "val": "5a1d0000-0000-4000-8000-000000000030"},
+                      {"typ": "http://schemas.microsoft.com/identity/claims/objectidentifier",
+                       "val": "5a1d0000-0000-4000-8000-000000000031"},
+                      {"typ": "roles", "val": "Rotator.Operate"}]}
+    headers = {PRINCIPAL_HEADER: encoded(doc), **({"X-MS-CLIENT-PRINCIPAL-NAME": name_header} if name_header else {})}
+    found = principal(request(headers))
+    assert found == Caller("app:5a1d0000-0000-4000-8000-000000000030", frozenset({"Rotator.Operate"}), "app")
+
+
+@pytest.mark.parametrize("scope_type", ["scp", "http://schemas.microsoft.com/identity/claims/scope"])
+def test_a_delegated_token_without_a_sign_in_name_is_a_person(scope_type: str) -> None:
+    doc = {"auth_typ": "aad", "claims": [{"typ": "azp", "val": "04b07795-8ddb-461a-bbee-02f9e1bf7b46"},
+                                         {"typ": scope_type, "val": "user_impersonation"},
+                                         {"typ": "oid", "val": "5a1d0000-0000-4000-8000-000000000020"}]}
+    found = principal(request({PRINCIPAL_HEADER: encoded(doc)}))
+    assert found is not None and found.kind == "user"
+
+
 def principal_doc(roles: list[str], **extra: object) -> dict[str, object]:
     """A principal as App Service Authentication writes it for an Entra ID sign-in, with these role values."""
     doc: dict[str, object] = {"auth_typ": "aad", "name_typ": "name", "role_typ": "roles",

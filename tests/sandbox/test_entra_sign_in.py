@@ -201,7 +201,7 @@ def test_automation_principal_gets_a_v2_token_with_its_app_role(sb: SandboxHandl
     assert response.status_code == 200, response.text
     claims = _verify(sb, response.json()["access_token"], api["appId"], api["tenantId"])
     assert claims["iss"] == f"{sb.endpoints['entra']}/{api['tenantId']}/v2.0" == api["issuer"]
-    assert claims["ver"] == "2.0" and claims["idtyp"] == "app" and claims["roles"] == [role]
+    assert claims["ver"] == "2.0" and "idtyp" not in claims and "scp" not in claims and claims["roles"] == [role]
     assert claims["azp"] == caller["appId"] and claims["azpacr"] == "1" and claims["tid"] == api["tenantId"]
     assert claims["oid"] == claims["sub"] == caller["servicePrincipalId"]
     assert "scp" not in claims and "appid" not in claims
