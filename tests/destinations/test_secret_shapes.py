@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import secrets
 import string
 import uuid
@@ -25,6 +26,9 @@ from shared.domain import DESTINATION_NAME, DestinationConfig
 NAMES = [
     # Key Vault secret names (letters, digits, dashes), as MSPs name them
     "Vircom-Portal-Auth-Key-Tenant-A1", "Vircom-Portal-Auth-Key-Tenant-B2", "ContosoProofpointApiKey2026",
+    # ... ending in a short tag of their own (a commit or ticket hash), and long one-case names with a number
+    "WingtipToys-PPE-Key-b7e2c9d4", "kv-ppe-fabrikam-9f8e7d6c", "Contoso-Sync-Key-1a2b3c4d",
+    "contosoproofpointsyncsecretname2026", "PROOFPOINT-ESSENTIALS-SYNC-CONTOSO-EU1",
     "proofpoint-api-account", "vircom-portal-auth", "Contoso-Portal-Auth-Tenant2026",
     "FabrikamProofpointEssentialsSync", "NorthwindTradersApiKeyProd01", "PPE-Sync-Secret-Contoso-2026",
     "AdventureWorksCycles2026Q3", "ProofpointAccountWideWorldImporters", "MspPortalAuthHeaderTenantA1B2",
@@ -103,6 +107,7 @@ def zero_width(value: str) -> str:
 
 
 PRIVATE = "PRIVATE" + " KEY"
+_SEEDED = random.Random(2026)
 SECRET_SHAPES: list[tuple[str, Callable[[], str]]] = [
     *((f"entra-client-secret-{d}", lambda d=d: entra_secret(d)) for d in range(10)),  # type: ignore[misc]
     ("entra-secret-in-a-sentence", lambda: f"the new secret is {entra_secret(8)} (copied from the portal)"),
@@ -172,6 +177,11 @@ SECRET_SHAPES: list[tuple[str, Callable[[], str]]] = [
     ("client-secret-assignment", lambda: f"client_secret={entra_secret(3)}"),
     ("fullwidth-entra-secret", lambda: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "}" else c
                                                for c in entra_secret(5))),
+    # one-case keys: base32 (Azure DevOps tokens, TOTP seeds) and base36, made at run time from a fixed seed (about
+    # 1 in 3,000 random ones of these lengths passes for a name: measured, docs in shared/destinations/options.py)
+    ("base32-lower", lambda: "".join(_SEEDED.choice("abcdefghijklmnopqrstuvwxyz234567") for _ in range(52))),
+    ("base32-padded", lambda: base64.b32encode(_SEEDED.randbytes(32)).decode()),
+    ("base36-upper", lambda: "".join(_SEEDED.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(48))),
 ]
 
 
