@@ -32,7 +32,7 @@ from shared.protocol.context import (
 )
 from shared.protocol.create import create
 from shared.protocol.deliver import deliver
-from shared.protocol.finish import finish, retire
+from shared.protocol.finish import finish, follow_entra, retire
 from shared.protocol.verify import verify
 
 __all__ = ["Engine", "EngineConfig", "Outcome", "PassSummary"]
@@ -331,6 +331,10 @@ class Engine:
             return run.outcome("reserved")
         if run.target.state.stage is not Stage.IDLE:
             return run.outcome("in-flight")
+        # A key the row knows that is gone from the app just read (deleted by hand): its Key Vault tags follow now,
+        # not only once a retirement is due; a target with no such key reads nothing from Key Vault.
+        app = await run.application()
+        await follow_entra(run, app, {c.key_id for c in app.credentials})
         return run.outcome(run.target.observed.status or "checked")
 
     @staticmethod

@@ -8,7 +8,16 @@ import time
 from collections.abc import Iterable
 from datetime import datetime
 
-from shared.domain import AssessmentStatus, Credential, Stage, VersionStage, days_until, retirement_plan
+from shared.domain import (
+    Application,
+    AssessmentStatus,
+    Credential,
+    RotationState,
+    Stage,
+    VersionStage,
+    days_until,
+    retirement_plan,
+)
 from shared.errors import RotationError
 from shared.ports import StoredVersion
 from shared.protocol.context import Advance
@@ -96,20 +105,48 @@ async def reconcile_tags(run: Advance, versions: Iterable[StoredVersion], live: 
             await run.ports.secrets.demote(run.target, version, wanted)
 
 
+def gone_keys(state: RotationState, present: set[str]) -> tuple[str, ...]:
+    """The keys the row knows from superseded versions (`superseded`, `retiring`) that Entra ID no longer holds:
+    removed by this pass, by one killed before its tag move, or by hand (the Entra portal). Read from the app this
+    pass has already read: the signal that the Key Vault tags must be reconciled."""
+    return tuple(k for k in dict.fromkeys((*state.retiring, *state.superseded)) if k not in present)
+
+
+async def follow_entra(run: Advance, app: Application, present: set[str]) -> str:
+    """When a key the row knows is gone from Entra ID (`gone_keys`): tag its Key Vault versions as Entra ID holds
+    now (`reconcile_tags`), then forget it. The row keeps the key until the tags moved, so a kill in between is
+    finished by the next pass. Reads nothing from Key Vault when no known key is gone. Returns what failed (the
+    tags, recorded as an event; the key stays known and the next pass tries again), or "" when nothing did."""
+    if not gone_keys(run.target.state, present):
+        return ""
+    await run.hold_lease()  # work to do: an idle target was assessed without the lease
+    state = run.target.state
+    live = live_keys((c for c in app.credentials if c.key_id in present), run.now())
+    try:
+        await reconcile_tags(run, await run.ports.secrets.versions(run.target), live, keep=state.current_version)
+    except RotationError as error:
+        await run.event("retire", "tag-failed", error)
+        return f"Key Vault tags: {error.code}"
+    await run.save(run.target.with_state(superseded=tuple(k for k in state.superseded if k in present),
+                                         retiring=tuple(k for k in state.retiring if k in present)))
+    return ""
+
+
 async def retire(run: Advance) -> None:
     """Idle: remove superseded credentials after the grace period, and expired ones, by the rules; then tag the
-    Key Vault versions of every credential gone `retired`.
+    Key Vault versions of every credential gone `retired` (`follow_entra`), whoever removed it.
 
     Every removal is tried, whatever happened to the one before; each failure is recorded and all are reported.
     The keys being removed are written to the row (`retiring`) before the first removal and cleared only once the
     tags follow Entra ID, so a crash between a removal and its tag move is finished by the next pass. A healthy
-    target with nothing retiring reads nothing from Key Vault.
+    target with no known key gone from Entra ID reads nothing from Key Vault.
     """
     # The snapshot read earlier in this advance is enough: only credentials listed in it are removed.
     app = await run.application()
+    present = {c.key_id for c in app.credentials}
     awaiting = any(a.awaiting_sync for a in run.target.state.acks.values())
     removable, _ = retirement_plan(app.credentials, run.target.state, run.now(), run.config.retire_other_expired)
-    if awaiting or removable or run.target.state.retiring:
+    if awaiting or removable or run.target.state.retiring or gone_keys(run.target.state, present):
         await run.hold_lease()  # work to do: an idle target was assessed without the lease
     proven = await sync_proof(run)
     state = run.target.state
@@ -122,7 +159,6 @@ async def retire(run: Advance) -> None:
         retiring = tuple(dict.fromkeys((*state.retiring, *(r.key_id for r in removals))))
         if retiring != state.retiring:
             await run.save(run.target.with_state(retiring=retiring))  # before the first removal (write-ahead)
-    present = {c.key_id for c in app.credentials}
     failures: list[str] = []
     for removal in removals:
         await run.keep_lease()
@@ -133,22 +169,10 @@ async def retire(run: Advance) -> None:
             await run.event("retire", "failed", error, started=started, detail=f"key {removal.key_id}")
             failures.append(f"key {removal.key_id}: {error.code}")
             continue
-        present.discard(removal.key_id)
+        present.discard(removal.key_id)  # a failed removal stays present: retried next pass
         await run.event("retire", removal.reason, started=started, detail=f"key {removal.key_id}")
-    state = run.target.state
-    retiring = state.retiring
-    if retiring:
-        try:
-            live = live_keys((c for c in app.credentials if c.key_id in present), run.now())
-            await reconcile_tags(run, await run.ports.secrets.versions(run.target), live,
-                                 keep=state.current_version)
-            retiring = tuple(k for k in retiring if k in present)  # a failed removal is retried next pass
-        except RotationError as error:
-            await run.event("retire", "tag-failed", error)
-            failures.append(f"Key Vault tags: {error.code}")
-    remaining = tuple(k for k in state.superseded if k in present)
-    if remaining != state.superseded or retiring != state.retiring:
-        await run.save(run.target.with_state(superseded=remaining, retiring=retiring))
+    if tags_failed := await follow_entra(run, app, present):
+        failures.append(tags_failed)
     if failures:
         raise RotationError(f"{len(failures)} retirement step(s) failed: {'; '.join(failures)}",
                             code="RetirementIncomplete")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -20,7 +21,7 @@ from shared.errors import Throttled
 from shared.fanout import plan_pass, work_on
 from shared.ports import Work
 from tests.fakes import Crash, FakeWorld
-from tests.protocol.test_crash_points import third_rotation
+from tests.protocol.test_crash_points import second_rotation, third_rotation
 
 
 class ListQueue:
@@ -149,6 +150,67 @@ async def test_a_healthy_pass_reads_nothing_from_key_vault() -> None:
     await world.engine().run_pass(Actor.TIMER)  # the retirement
     assert world.converged(target) == []
     world.clock.advance(timedelta(days=1))
+    start = len(world.faults.log)
+    await world.engine().run_pass(Actor.TIMER)
+    assert [c for c in world.faults.log[start:] if c.startswith("secrets.")] == []
+
+
+async def previous_deleted_by_hand(world: FakeWorld) -> tuple[Target, str]:
+    """Two rotations within the grace (a `previous` version whose credential is live), then an admin deletes that
+    credential in the Entra portal: no pass of the rotator removed it. Returns the target and the version."""
+    target = await second_rotation(world)
+    await world.engine().advance(target.tenant_id, target.app_id, Actor.MANUAL, force=True)
+    (previous,) = world.secrets.staged(target, VersionStage.PREVIOUS)
+    assert previous.key_id in world.row(target).state.superseded
+    key = (target.tenant_id, target.app_id)
+    app = world.directory.apps[key]
+    world.directory.apps[key] = replace(
+        app, credentials=tuple(c for c in app.credentials if c.key_id != previous.key_id))
+    return target, previous.version
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+async def test_a_credential_deleted_by_hand_has_its_version_tagged_retired_by_the_next_pass(runner: Runner) -> None:
+    world = FakeWorld()
+    target, version = await previous_deleted_by_hand(world)
+    for _ in range(3):
+        world.clock.advance(timedelta(hours=1))
+        await runner(world, target)
+        assert dead_versions(world, target) == []
+    assert {v.version: v.stage for v in world.secrets.of(target)}[version] is VersionStage.RETIRED
+    assert world.converged(target) == []
+    gone = {v.key_id for v in world.secrets.of(target) if v.version == version}
+    assert not gone & set(world.row(target).state.superseded), "forgotten once its version is retired"
+
+
+@pytest.mark.parametrize("runner", RUNNERS)
+@pytest.mark.parametrize(("call", "when"), [("secrets.versions", "before"), ("secrets.demote", "before"),
+                                            ("secrets.demote", "after")])
+async def test_a_kill_before_the_row_forgets_a_key_deleted_by_hand_is_finished_by_the_next_pass(
+    runner: Runner, call: str, when: str,
+) -> None:
+    """The row keeps the key until its version is tagged: a kill between the tag move and the row write (or
+    before the move) leaves the key known, so the next pass moves the tag."""
+    world = FakeWorld()
+    target, _ = await previous_deleted_by_hand(world)
+    world.clock.advance(timedelta(hours=1))
+    world.faults.crash(call, when=when, nth=world.faults.counts[call] + 1)
+    with pytest.raises(Crash):
+        await runner(world, target)
+    world.restart()
+    world.clock.advance(timedelta(hours=1))
+    await runner(world, target)
+    assert dead_versions(world, target) == []
+    assert world.converged(target) == []
+
+
+async def test_once_the_tags_follow_a_hand_deletion_a_pass_reads_nothing_from_key_vault() -> None:
+    world = FakeWorld()
+    target, _ = await previous_deleted_by_hand(world)
+    world.clock.advance(timedelta(hours=1))
+    await world.engine().run_pass(Actor.TIMER)  # the tag follows the deletion
+    assert dead_versions(world, target) == []
+    world.clock.advance(timedelta(hours=1))
     start = len(world.faults.log)
     await world.engine().run_pass(Actor.TIMER)
     assert [c for c in world.faults.log[start:] if c.startswith("secrets.")] == []

@@ -163,3 +163,21 @@ async def test_a_kill_between_a_removal_and_its_tag_move_is_finished_by_the_next
     assert_converged(world, customer, rotations=1, target=target)
 
 
+
+
+async def test_a_credential_deleted_by_hand_has_its_version_retired_by_the_next_pass(
+    world: World, rotator: Rotator,
+) -> None:
+    """Within the grace, an admin deletes the superseded credential (Graph removePassword, as the Entra portal
+    does): no pass of the rotator removed it, yet the next timer pass tags its version `retired` and only then
+    forgets its key."""
+    customer, first_key = await rotated_once(world, rotator, "ByHand")
+    async with rotator() as svc:
+        outcome = await svc.engine.advance(customer.tenant_id, customer.app_id, Actor.MANUAL, force=True)
+        assert outcome.result == "rotated", outcome
+        await svc.directory.remove_password(customer.tenant_id, customer.object_id, first_key)
+    assert [v["tags"]["key-id"] for v in tagged(world, customer, "previous")] == [first_key]
+    target = await recover(world, rotator, customer, passes=1, offset=timedelta(hours=1))
+    assert [v["tags"]["key-id"] for v in tagged(world, customer, "previous")] == []
+    assert first_key in [v["tags"]["key-id"] for v in tagged(world, customer, "retired")]
+    assert first_key not in target.state.superseded
