@@ -11,6 +11,8 @@ so of two runners only the one whose write lands logs and posts:
 - `settle` runs after each advance of a target that may carry a condition: an open condition the row no longer
   holds is claimed (`ResolvedAt`), logged once (`event=alert-resolved`) and its resolved note posted once; one still
   holding is told again on a new day (a condition the engine raises only on entering it still reaches a human daily);
+  one back the day it cleared is reopened quietly (`Quiet`: no second alert that day), and if it clears again it
+  clears quietly (no second record or note: one resolution per alert people were told);
 - `redeliver` runs after each pass: what the channel refused (a resolved note, today's alert) is posted again.
 """
 
@@ -135,8 +137,9 @@ class AlertBook:
                     etag = await self._update(pk, rk, row.etag, {**fields, "OpenedAt": self._opened(row, now)})
                     await self._announce(alert, now, pk, rk, etag)
                 elif row.get("ResolvedAt"):
-                    # Back the day it cleared: open again, quietly (told today already).
-                    await self._update(pk, rk, row.etag, {"ResolvedAt": "", "Closed": False, "Message": alert.message})
+                    # Back the day it cleared: open again, quietly (told today already). `Quiet` makes its next
+                    # clearing quiet too; `Closed` is kept, so a resolved note the channel has not taken is still owed.
+                    await self._update(pk, rk, row.etag, {"ResolvedAt": "", "Quiet": True, "Message": alert.message})
                 elif not row.get("Told", False) and self._may_retry(row, now):
                     etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
                     await self._post(alert, NoticeKind.ALERT, now, pk, rk, etag)
@@ -149,7 +152,8 @@ class AlertBook:
         return {"Condition": alert.condition, "TenantId": alert.tenant_id, "AppId": alert.app_id,
                 "Destination": alert.details.get("destination", ""), "Customer": alert.customer,
                 "Message": alert.message[:4000], "Details": json.dumps(kept_details(alert.details)), "Day": day,
-                "Told": told, "Attempt": "" if told else now.isoformat(), "ResolvedAt": "", "Closed": False}
+                "Told": told, "Attempt": "" if told else now.isoformat(), "ResolvedAt": "", "Closed": False,
+                "Quiet": False}
 
     @staticmethod
     def _opened(row: Row, now: datetime) -> str:
@@ -189,13 +193,22 @@ class AlertBook:
     async def _settle_row(self, row: Row, holding: frozenset[Condition], now: datetime) -> None:
         day = now.date().isoformat()
         pk, rk = row.entity["PartitionKey"], row.entity["RowKey"]
-        if row.get("Closed", False) or not resolvable(row.get("Condition")):
+        quiet = bool(row.get("Quiet", False)) and not row.get("ResolvedAt")  # reopened quietly, open now
+        if (row.get("Closed", False) and not quiet) or not resolvable(row.get("Condition")):
             if row.get("Day") != day:  # a closed condition or a one-off notice of an earlier day: nothing to keep
                 await self._table.delete_entity(pk, rk, etag=row.etag, match_condition=MatchConditions.IfNotModified)
             return
         if row.condition in holding:
             if not row.get("ResolvedAt") and row.get("Day") != day:
                 await self._raise(row.alert, now)  # still holds on a new day: told again (claim, log, post)
+            return
+        if quiet:
+            # Cleared again after a quiet reopening: people heard one alert and one resolution already, so no
+            # second record or note; a note the channel has not taken yet (Closed false) is still redelivered.
+            etag = await self._update(pk, rk, row.etag, {"ResolvedAt": now.isoformat(), "Quiet": False})
+            if not row.get("Closed", False) and self.channel is not None and self._may_retry(row, now):
+                etag = await self._update(pk, rk, etag, {"Attempt": now.isoformat()})
+                await self._post(row.alert, NoticeKind.RESOLVED, now, pk, rk, etag)
             return
         if not row.get("ResolvedAt"):
             closed = self.channel is None

@@ -142,6 +142,53 @@ async def test_once_a_day_while_it_holds_and_a_flap_is_not_a_second_record(
     assert records(caplog, "alert") == 2 and len(channel.of(NoticeKind.ALERT)) == 2
 
 
+@pytest.mark.parametrize("channel_kind", ["json", None])
+async def test_a_quiet_reopening_clears_quietly_and_is_told_the_next_day(
+    table: TableClient, caplog: pytest.LogCaptureFixture, channel_kind: str | None
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock, channel = Clock(), Channel()
+    book = AlertBook(table, clock, channel if channel_kind else None)
+    await book.raise_alert(STUCK)
+    # Clears, comes back, clears, comes back and clears again the same UTC day: one alert, one resolution.
+    for _ in range(3):
+        await book.settle(T, A, frozenset())
+        clock.at += timedelta(minutes=5)
+        await book.raise_alert(STUCK)
+        clock.at += timedelta(minutes=5)
+    await book.settle(T, A, frozenset())
+    await book.redeliver()
+    assert records(caplog, "alert") == 1 and records(caplog, "alert-resolved") == 1
+    if channel_kind:
+        assert [n.kind for n in channel.sent] == [NoticeKind.ALERT, NoticeKind.RESOLVED]
+    # Quietly open again, and still open the next day: that day's alert is told as any other, and it resolves.
+    await book.raise_alert(STUCK)
+    clock.at += timedelta(days=1)
+    held = frozenset({("stuck", "")})
+    await book.settle(T, A, held)
+    await book.settle(T, A, frozenset())
+    assert records(caplog, "alert") == 2 and records(caplog, "alert-resolved") == 2
+    if channel_kind:
+        assert [n.kind for n in channel.sent] == [NoticeKind.ALERT, NoticeKind.RESOLVED] * 2
+
+
+async def test_a_quiet_reopening_still_owes_a_resolved_note_the_channel_refused(
+    table: TableClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock, channel = Clock(), Channel()
+    book = AlertBook(table, clock, channel)
+    await book.raise_alert(STUCK)
+    channel.answers = [503]
+    await book.settle(T, A, frozenset())  # the resolved note refused
+    await book.raise_alert(STUCK)  # back the same day: quietly
+    clock.at += RETRY_AFTER + timedelta(seconds=1)
+    await book.settle(T, A, frozenset())  # clears again: the note still owed is posted, no second record
+    await book.redeliver()
+    assert [n.kind for n in channel.sent] == [NoticeKind.ALERT, NoticeKind.RESOLVED, NoticeKind.RESOLVED]
+    assert records(caplog, "alert-resolved") == 1 and records(caplog, "alert") == 1
+
+
 async def test_destinations_are_conditions_of_their_own(table: TableClient, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     clock, channel = Clock(), Channel()
