@@ -1,19 +1,31 @@
-// Alerts that reach a human by e-mail: (1) a condition that needs a human is open for a target (the
-// rotator's alert book logs `event=alert` at most once per condition, target and UTC day while the
+// Alerts that reach a human by e-mail: (1) a condition that needs a human is open for a target, or a
+// one-off notice is told (the rotator's alert book logs `event=alert` at most once per condition, target and UTC day while the
 // condition holds, and `event=alert-resolved` once when it clears; azure-monitor-opentelemetry exports
 // both to the AppTraces table); (2) the daily timer pass did not run, which no in-app alert can report.
 //
-// Rule (1) is stateful (autoMitigate: true). Azure Monitor's "Alerts and state"
-// (MicrosoftDocs/azure-monitor-docs, articles/azure-monitor/alerts/alerts-overview.md): "Stateless alerts
-// fire each time the condition is met, even if fired previously. Stateful alerts fire when the rule
-// conditions are met, and will not fire again or trigger any more actions until the conditions are
-// resolved", each time series of a rule split by dimensions on its own (alerts-create-log-alert-rule.md,
-// "Split by dimensions"); a stateful log search alert with a 5 to 15 minute frequency resolves once its
-// condition is not met for two or three frequency periods, and the action group is told then too. The
-// query asks "is this condition of this target open": the latest of its records over the last two days
-// is an `alert`. So the e-mail goes out once when a condition opens (at most once per condition, target
-// and day: the book writes one record a day), never again while it holds, and Azure's "Resolved" e-mail
-// follows the rotator's `alert-resolved` record (or two days without any record: the target was removed).
+// Rule (1) is split in two, because the records are of two kinds (shared/conditions.py):
+// - (1a) resolvable conditions (RESOLVABLE: stuck, expired, destination-failing, ...) hold and clear: a
+//   stateful rule (autoMitigate: true) fires once per open condition and its "Resolved" e-mail follows
+//   the rotator's `alert-resolved` record (or two days without any record: the target was removed).
+// - (1b) one-off notices (NOTICES: lifetime-capped, poison-message, ...) are told and never resolved:
+//   a stateless rule (autoMitigate: false) e-mails each `alert` record of one once. Under the stateful
+//   rule a notice kept its alert fired for the two-day look-back, so the next day's notice sent no
+//   e-mail, and a "Resolved" e-mail came when the record aged out although nothing had cleared.
+// Azure Monitor's "Alerts and state" (MicrosoftDocs/azure-monitor-docs,
+// articles/azure-monitor/alerts/alerts-overview.md): "Stateless alerts fire each time the condition is
+// met, even if fired previously. Stateful alerts fire when the rule conditions are met, and will not fire
+// again or trigger any more actions until the conditions are resolved", each time series of a rule split
+// by dimensions on its own (alerts-create-log-alert-rule.md, "Split by dimensions"); a stateful log
+// search alert with a 5 to 15 minute frequency resolves once its condition is not met for two or three
+// frequency periods, and the action group is told then too. autoMitigate is the scheduledQueryRules
+// property that makes a log search rule stateful ("whether the alert should be automatically resolved
+// or not", Microsoft.Insights/scheduledQueryRules 2023-12-01 reference).
+// (1a) asks "is this condition of this target open": the latest of its records over the last two days is
+// an `alert`. So the e-mail goes out once when a condition opens, never again while it holds.
+// (1b) asks "was a notice told in this 15-minute window": the book tells each notice at most once per
+// target and UTC day, so each day's notice is one e-mail, and nothing ever resolves.
+// The two queries split the records by the one list `noticeConditions` (tests/infra check it equals
+// shared.conditions.NOTICES), so no record reaches both rules and none neither.
 // muteActionsDuration is not used: the docs do not say it mutes one time series rather than the whole
 // rule, and muting the rule for a day would silence every other target's new condition.
 // Limits (service-limits, "Log alerts"): a stateful rule fires at most 300 alerts per evaluation and holds
@@ -62,18 +74,40 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = {
   }
 }
 
-// One row per open condition: the latest alert record of each (condition, target, destination) over two
-// days, when it is not a resolution. No datetime column is returned: every row counts, whatever its age.
-var alertEventsQuery = '''
+// The one-off notices (shared/conditions.py NOTICES; tests/infra check the two lists are equal).
+var noticeConditions = [
+  'audit-unwritten'
+  'hand-written-not-adopted'
+  'hand-written-unverified'
+  'lifetime-capped'
+  'poison-message'
+]
+
+// (1a) One row per open resolvable condition: the latest alert record of each (condition, target,
+// destination) over two days, when it is not a resolution. No datetime column is returned: every row
+// counts, whatever its age.
+var alertEventsQuery = format('''
 AppTraces
 | where TimeGenerated > ago(2d)
 | extend Event = tostring(Properties["event"])
 | where Event in ("alert", "alert-resolved")
 | extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"]), Destination = tostring(Properties["destination"]), Customer = tostring(Properties["customer"])
+| where Condition !in (dynamic({0}))
 | summarize arg_max(TimeGenerated, Event, Customer, Message) by Condition, TenantId, AppId, Destination
 | where Event == "alert"
 | project Condition, TenantId, AppId, Destination, Customer, Message
-'''
+''', string(noticeConditions))
+
+// (1b) One row per notice told in the rule's 15-minute window (the window bounds TimeGenerated; no
+// datetime column is returned, so the rows are counted over the window as one).
+var noticeEventsQuery = format('''
+AppTraces
+| extend Event = tostring(Properties["event"])
+| where Event == "alert"
+| extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"]), Destination = tostring(Properties["destination"]), Customer = tostring(Properties["customer"])
+| where Condition in (dynamic({0}))
+| project Condition, TenantId, AppId, Destination, Customer, Message
+''', string(noticeConditions))
 
 resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
   name: '${namePrefix}-alert-events'
@@ -139,6 +173,76 @@ resource alertEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
     }
     // Stateful: one notification when a condition opens, one when it resolves (see the header).
     autoMitigate: true
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+resource noticeEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-notice-events'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync-secret rotator: notice'
+    description: 'A one-off notice that needs a human (lifetime capped, poison message, audit record not written, hand-written secret version not adopted or unverified): one e-mail each time the rotator tells it (at most once per notice, target and UTC day), never resolved. Dimensions name the notice, the customer tenant, the app and the destination.'
+    severity: 1
+    enabled: true
+    scopes: [
+      logAnalyticsWorkspaceId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    // AppTraces has no rows until the app logs; do not fail the deployment on that.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: noticeEventsQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'Condition'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'TenantId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'AppId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'Destination'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    // Stateless: each notice told is its own e-mail; nothing to resolve (see the header).
+    autoMitigate: false
     actions: {
       actionGroups: [
         actionGroup.id

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.conditions import NOTICES, RESOLVABLE
 from tests.infra.bicep_model import (
     FUNCTION_APP,
     INFRA,
@@ -194,7 +195,7 @@ def test_alert_events_reach_the_parameterised_address() -> None:
     group = _one(path, "Microsoft.Insights/actionGroups")["properties"]
     assert group["emailReceivers"][0]["emailAddress"] == "alertEmail"
     rules = resources(path, "Microsoft.Insights/scheduledQueryRules")
-    query = parse(path)["variables"]["alertEventsQuery"]["value"]
+    query = _format_query(parse(path)["variables"]["alertEventsQuery"]["value"])[0]
     # The records the alert book writes (shared/alerts/book.py), by the names it logs them with.
     assert 'Event in ("alert", "alert-resolved")' in query and 'where Event == "alert"' in query
     assert all(k in query for k in ('"condition"', '"tenant_id"', '"app_id"', '"destination"'))
@@ -209,6 +210,42 @@ def test_alert_events_reach_the_parameterised_address() -> None:
     assert alert_rule["evaluationFrequency"] == alert_rule["windowSize"] == "PT15M"
     assert all(r["config"]["properties"]["actions"]["actionGroups"] == ["actionGroup.id"] for r in rules.values())
     assert body(parse(MAIN)["modules"]["alerts"])["params"]["alertEmail"] == "alertEmail"
+
+
+def _format_query(value: Any) -> tuple[str, str]:
+    """The format string of a `format(<multi-line string>, string(x))` query, and the variable x it is filled from."""
+    call = value["function"]
+    assert call["type"] == "format"
+    arg = call["parameters"]["arg_1"]["function"]
+    assert arg["type"] == "string"
+    return call["parameters"]["format_string"], arg["parameters"]["value_to_convert"]
+
+
+def test_one_off_notices_e_mail_each_time_and_conditions_resolve() -> None:
+    """Resolvable conditions go to the stateful rule (fired once, resolved by the rotator's record); one-off notices,
+    which never resolve, to a stateless rule that e-mails each one told: no rule reads both or neither."""
+    path = INFRA / "app/alerts.bicep"
+    variables = parse(path)["variables"]
+    # The notices the rules split on are exactly the book's one-off notices, and none is a resolvable condition.
+    notices = variables["noticeConditions"]["value"]
+    assert sorted(notices) == sorted(NOTICES) and not set(notices) & RESOLVABLE
+    stateful, filled_a = _format_query(variables["alertEventsQuery"]["value"])
+    stateless, filled_b = _format_query(variables["noticeEventsQuery"]["value"])
+    assert filled_a == filled_b == "noticeConditions"
+    assert "| where Condition !in (dynamic({0}))" in stateful and "| where Condition in (dynamic({0}))" in stateless
+    # The notice rule counts alert records only (a notice has no resolution) within its own window.
+    assert 'where Event == "alert"' in stateless and "alert-resolved" not in stateless and "ago(" not in stateless
+    assert "TimeGenerated" not in stateless.split("| project")[-1]
+    rules = {name: r["config"]["properties"] for name, r in
+             resources(path, "Microsoft.Insights/scheduledQueryRules").items()}
+    notice_rule = rules["noticeEvents"]
+    assert notice_rule["criteria"]["allOf"][0]["query"] == "noticeEventsQuery"
+    assert notice_rule["autoMitigate"] is False and "overrideQueryTimeRange" not in notice_rule
+    assert notice_rule["evaluationFrequency"] == notice_rule["windowSize"] == "PT15M"
+    assert {d["name"] for d in notice_rule["criteria"]["allOf"][0]["dimensions"]} == {
+        "Condition", "TenantId", "AppId", "Destination"}
+    assert rules["alertEvents"]["autoMitigate"] is True
+    assert notice_rule["actions"]["actionGroups"] == ["actionGroup.id"]
 
 
 def test_key_vault_events_are_optional_and_reach_the_push_function() -> None:
