@@ -269,11 +269,13 @@ class Advance:
         now = self.now()
         if self.stale:
             return  # resolving by an outdated row could close what the other runner just raised
-        if not (self.alerted or may_hold_any(started, now, self.config.stuck_after)
-                or may_hold_any(self.target, now, self.config.stuck_after)):
+        # The conditions of the row it ended with are derived once (a daily pass does this for every customer); the
+        # row it started with is looked at only when the advance wrote another one.
+        held = holding(self.target, now, self.config.stuck_after)
+        if not (self.alerted or held or self.target.state.stage is not Stage.IDLE
+                or (started is not self.target and may_hold_any(started, now, self.config.stuck_after))):
             return
-        await self.ports.alerter.settle(self.target.tenant_id, self.target.app_id,
-                                        holding(self.target, now, self.config.stuck_after))
+        await self.ports.alerter.settle(self.target.tenant_id, self.target.app_id, held)
 
     def outcome(self, result: str, **extra: str) -> Outcome:
         return outcome(self.target, result, **extra)
