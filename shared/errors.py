@@ -60,3 +60,12 @@ class DestinationDrift(DestinationRejected):
     def __init__(self, message: str, *, code: str, fields: tuple[str, ...]) -> None:
         super().__init__(message, code=code)
         self.fields = fields
+
+
+class PartnerRefused(RotationError):
+    """A customer-tenant change through the partner relationship was refused; `fix` tells the admin what to do
+    (e.g. the GDAP role to add to the relationship)."""
+
+    def __init__(self, message: str, *, code: str, fix: str) -> None:
+        super().__init__(message, code=code)
+        self.fix = fix

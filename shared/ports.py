@@ -405,3 +405,129 @@ class WorkQueue(Protocol):
         """Add one message, visible after `delay_seconds`; RotationError (Unreachable) when the queue cannot be
         written."""
         ...
+
+
+# --- Partner relationship (issue 23): a signed-in partner admin's delegated access through GDAP ------------------
+
+
+@dataclass(frozen=True)
+class PartnerAdmin:
+    """The account of the partner (MSP) tenant that signed in for an onboarding run; named in the audit trail."""
+
+    tenant_id: str
+    object_id: str
+    user_principal_name: str
+    display_name: str
+
+
+@dataclass(frozen=True)
+class GdapCustomer:
+    """A customer tenant the partner has an active GDAP relationship with, and what the signed-in admin may do there.
+
+    `roles` are Entra built-in role template ids (shared.partner_roles) the admin holds in that tenant through the
+    active relationships' access assignments (the relationship grants a role and assigns it to a partner security
+    group the admin is a member of); an empty set means a relationship without any role usable by this admin.
+    """
+
+    tenant_id: str
+    display_name: str
+    relationship_ids: tuple[str, ...]
+    roles: frozenset[str]
+
+
+class InstallMethod(str, Enum):
+    """How the MSP app is put into a customer tenant with its Graph application permissions."""
+
+    PARTNER_CENTER = "partner-center"  # Partner Center's application-consent API (as CIPP's Set-CIPPCPVConsent)
+    GRAPH = "graph"  # Graph under GDAP: create the service principal, then app role assignments
+
+
+@dataclass(frozen=True)
+class Installed:
+    """The MSP app's service principal in a customer tenant after install_app."""
+
+    service_principal_id: str
+    created: bool  # False when the service principal was there already
+    roles_granted: tuple[str, ...]  # Graph app role values newly assigned by this call (empty when all were there)
+
+
+class PartnerSession(Protocol):
+    """One signed-in partner admin's delegated access (GDAP) to customer tenants; changes are made as that admin.
+
+    Idempotent: each call succeeds when what it asks is there already (and says so). Errors: PartnerRefused (the
+    service refused: a missing GDAP role, consent refused, relationship not active; `code` and `fix` say which),
+    Throttled (nothing happened; retry after a wait), Ambiguous (may have taken effect: check, then retry),
+    RotationError (anything else). Never holds or exposes a token outside itself.
+    """
+
+    admin: PartnerAdmin
+
+    async def customers(self) -> list[GdapCustomer]:
+        """Customer tenants with an active GDAP relationship, with the roles this admin holds in each."""
+        ...
+
+    async def domains(self, tenant_id: str) -> list[str]:
+        """The customer tenant's verified domain names (to find its Proofpoint org), default domain first."""
+        ...
+
+    async def install_app(self, tenant_id: str, graph_roles: Sequence[str], method: InstallMethod) -> Installed:
+        """Put the MSP app's service principal into the tenant with these Graph application permissions (values such
+        as `Application.ReadWrite.OwnedBy`)."""
+        ...
+
+    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        """Add a service principal as owner of an app registration; False when it was an owner already."""
+        ...
+
+    async def remove_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        """Remove a service principal from an app's owners; False when it was not an owner."""
+        ...
+
+    async def remove_app(self, tenant_id: str) -> bool:
+        """Delete the MSP app's service principal from the tenant (offboarding); False when it was not there."""
+        ...
+
+    async def close(self) -> None:
+        """Forget every token this session holds."""
+        ...
+
+
+# --- Sign-in evidence (issue 24): which credential of an app signed in, from Entra's own records ------------------
+
+
+@dataclass(frozen=True)
+class CredentialSignIns:
+    """What Entra recorded of one credential (by key id) signing in as the app's service principal."""
+
+    key_id: str
+    first_sign_in: datetime | None  # the earliest sign-in seen since the window's start (None: none seen)
+    last_sign_in: datetime | None  # the latest sign-in seen (None: none seen)
+    last_ip_address: str | None = None  # where the log has it (service-principal sign-ins carry ipAddress)
+    last_resource: str | None = None  # the resource the token was for (e.g. "Microsoft Graph"), where the log has it
+
+
+@dataclass(frozen=True)
+class SignInEvidence:
+    """Sign-in evidence for one app of one tenant, or why the tenant cannot give it.
+
+    `available` is False when the tenant does not allow the read (no permission, no licence, API refused); `code`
+    is then the service's own error code and `reason` a sentence for a person; `credentials` is empty. Sign-in logs
+    appear minutes after the sign-in: `read_at` is when Entra was asked, not when the last sign-in happened.
+    """
+
+    available: bool
+    read_at: datetime
+    since: datetime
+    credentials: Mapping[str, CredentialSignIns] = field(default_factory=dict)
+    code: str = ""
+    reason: str = ""
+
+
+class SignInLog(Protocol):
+    """Entra ID's records of an app's service-principal sign-ins per credential (Graph sign-in logs / reports)."""
+
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+        """Per credential key id, the first and last sign-in since `since`. A tenant that refuses the read (no
+        permission, no licence) gives `available=False` with the code, never an exception; Throttled and
+        RotationError for a service that gave no answer."""
+        ...
