@@ -128,6 +128,40 @@ class SandboxClient:
         self._call("POST", "/settings", {"random_propagation": {"seed": seed, "min_seconds": min_seconds,
                                                                  "max_seconds": max_seconds}})
 
+    def set_sign_in_delay(self, seconds: float) -> None:
+        """How long after a sign-in its record appears in the sign-in log (sandbox seconds; 120 after reset)."""
+        self._call("POST", "/settings", {"sign_in_delay_seconds": seconds})
+
+    def set_sign_in_addresses(self, *, proofpoint: str | None = None, token_endpoint: str | None = None,
+                              peer: bool = False) -> None:
+        """The IP address sign-ins are logged from: Proofpoint's stand-in, and token endpoint clients (`peer=True`:
+        the request's own address again)."""
+        addresses: dict[str, str | None] = {}
+        if proofpoint is not None:
+            addresses["proofpoint"] = proofpoint
+        if token_endpoint is not None or peer:
+            addresses["token_endpoint"] = None if peer else token_endpoint
+        self._call("POST", "/settings", {"sign_in_addresses": addresses})
+
+    def sign_in(self, tenant_id: str, app_id: str, secret: str, *, ip_address: str | None = None,
+                at: str | None = None, resource: str | None = None) -> str | None:
+        """Another client signs in with the app's secret (now, or `at`, e.g. "-2h"); None when Entra accepted it,
+        else the AADSTS description. Logged in the tenant's sign-in log either way."""
+        body: dict[str, Any] = {"tenantId": tenant_id, "appId": app_id, "secret": secret}
+        if ip_address is not None:
+            body["ipAddress"] = ip_address
+        if at is not None:
+            body["at"] = at
+        if resource is not None:
+            body["resourceDisplayName"] = resource
+        answer = self._call("POST", "/sign-in", body)
+        return None if answer["ok"] else str(answer["error"])
+
+    def sign_ins(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Every sign-in the tenant's log holds, visible yet or not (`visibleAt`), oldest first."""
+        tenant = next(t for t in self.state()["tenants"] if t["id"] == tenant_id)
+        return list(tenant["signIns"])
+
     def set_tables_upstream(self, url: str | None) -> None:
         """Where the `tables` proxy forwards (Azurite's Table endpoint); kept across reset."""
         self._call("POST", "/settings", {"tables_upstream": url})

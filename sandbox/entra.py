@@ -11,7 +11,7 @@ import html
 import re
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
 
@@ -22,11 +22,13 @@ from sandbox.world import (
     CODE_LIFETIME,
     EXCHANGE_AUDIENCE,
     GRAPH_AUDIENCE,
+    RESOURCE_NAMES,
     Application,
     AuthCode,
     AuthError,
     EntraError,
     ServicePrincipal,
+    SignInSource,
     Tenant,
     User,
     World,
@@ -411,19 +413,35 @@ def _user_access_token(world: World, tenant: Tenant, user: User, client_id: str,
         s for s in scopes if s in OIDC_SCOPES and s != "offline_access")])
 
 
-def _authenticate_client(world: World, tenant_id: str, client_id: str, fields: dict[str, str]) -> str:
-    """Check a confidential client's credential; its `azpacr` ("1" secret, "2" assertion)."""
+def _authenticate_client(world: World, tenant_id: str, client_id: str, fields: dict[str, str],
+                         source: SignInSource | None = None) -> str:
+    """Check a confidential client's credential; its `azpacr` ("1" secret, "2" assertion). With a `source` (the
+    client-credentials grant: a service-principal sign-in) the attempt lands in the tenant's sign-in log."""
     if "client_assertion" in fields:
         if fields.get("client_assertion_type") != ASSERTION_TYPE:
             raise EntraError(400, "invalid_request", 50027, "Invalid client_assertion_type.")
         _assertion_subject(world, tenant_id, client_id, fields["client_assertion"])
         world.app_in_tenant(tenant_id, client_id)
+        if source is not None:
+            world.record_assertion_sign_in(tenant_id, client_id, replace(
+                source, credential_type="federatedIdentityCredential"))
         return "2"
     if "client_secret" in fields:
-        world.authenticate_secret(tenant_id, client_id, fields["client_secret"])
+        world.authenticate_secret(tenant_id, client_id, fields["client_secret"], source=source)
         return "1"
     raise EntraError(401, "invalid_client", 7000218, "The request body must contain the following parameter: "
                      "'client_assertion' or 'client_secret'.")
+
+
+def _sign_in_source(world: World, request: web.Request, audience: str) -> SignInSource:
+    """Where a client-credentials request comes from (the `token_endpoint` address knob, else the peer address) and
+    the resource its token is for, as the sign-in log records them."""
+    address = world.sign_in_addresses.get("token_endpoint") or request.remote or "127.0.0.1"
+    resource_id, name = RESOURCE_NAMES.get(audience, (audience, audience))
+    app = world.directory.find_application(audience)
+    if app is not None:
+        resource_id, name = app.app_id, app.display_name
+    return SignInSource(address, resource_id, name)
 
 
 def _basic_credentials(header: str | None, fields: dict[str, str]) -> None:
@@ -635,7 +653,8 @@ def build_app(world: World) -> web.Application:
                 raise EntraError(400, "invalid_scope", 1002012, f"The provided value for scope "
                                  f"{fields.get('scope', '')} is not valid. Client credential flows must have a scope "
                                  "value with /.default suffixed to the resource identifier (application ID URI).")
-            azpacr = _authenticate_client(world, tenant_id, app_id, fields)
+            azpacr = _authenticate_client(world, tenant_id, app_id, fields,
+                                          _sign_in_source(world, request, resource.audience))
             _, _, sp = world.app_in_tenant(tenant_id, app_id)
             access_token, expires = _app_token(world, tenant_id, app_id, sp, resource, azpacr)
         except EntraError as exc:

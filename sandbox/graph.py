@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox import seeddates
+from sandbox import seeddates, signinlog
 from sandbox.world import (
     GRAPH_AUDIENCE,
     Application,
@@ -38,6 +38,7 @@ _APP_PATH = re.compile(
     r"^/applications(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))"
     r"(?:/(?:microsoft\.graph\.)?(?P<action>addPassword|removePassword|owners))?$"
 )
+_SIGN_INS = re.compile(r"^/(?P<version>v1\.0|beta)/auditLogs/signIns/?$", re.IGNORECASE)
 _SP_PATH = re.compile(r"^/servicePrincipals(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))$")
 _EQ = re.compile(r"^(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'$")
 _STARTSWITH = re.compile(r"^startswith\(\s*(?P<field>\w+)\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)$")
@@ -374,8 +375,14 @@ def build_app(world: World) -> web.Application:
 
     async def route(request: web.Request, claims: Claims) -> web.Response:
         path = re.sub(r"/+", "/", request.path)
+        if (log := _SIGN_INS.match(path)) and request.method == "GET":
+            try:
+                return signinlog.list_sign_ins(world, request, claims, tenant_of(claims), log["version"].lower())
+            except signinlog.SignInQueryError as exc:
+                raise GraphError(exc.status, exc.code, exc.message) from exc
         if not path.startswith("/v1.0/"):
-            raise GraphError(400, "BadRequest", "Invalid version: only v1.0 is served by the sandbox.")
+            raise GraphError(400, "BadRequest", "Invalid version: only v1.0 (and beta's auditLogs/signIns) is served "
+                             "by the sandbox.")
         path = path.removeprefix("/v1.0").rstrip("/")
         tenant = tenant_of(claims)
         method = request.method

@@ -237,7 +237,7 @@ class ProofpointState:
         """One sync of one org at `at`, signing in with its stored application id and key."""
         app_id, key = org.settings.get("application_id") or "", org.settings.get("ad_key") or ""
         error = (
-            self._world.check_client_secret(org.tenant_id, app_id, key, at)
+            self._world.check_client_secret(org.tenant_id, app_id, key, at, self._world.proofpoint_source())
             if app_id and key
             else "Azure AD sync is not configured."
         )
@@ -338,7 +338,8 @@ class ProofpointState:
         app_id, key = merged.get("application_id") or "", merged.get("ad_key") or ""
         if key != (org.settings.get("ad_key") or "") or app_id != (org.settings.get("application_id") or ""):
             # Save tests the connection; it is not a sync (last_successful_sync moves only when the sync runs).
-            reason = self._world.check_client_secret(org.tenant_id, app_id, key) if app_id and key else \
+            reason = self._world.check_client_secret(org.tenant_id, app_id, key, None,
+                                                     self._world.proofpoint_source()) if app_id and key else \
                 "the application id and key are required"
             if reason is not None:
                 raise ApiError(422, {"errors": [{"field": "ad_key", "message": reason}]})

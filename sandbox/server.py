@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import importlib
+import ipaddress
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ import trustme
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from sandbox import entra, graph, identity
+from sandbox import entra, graph, identity, seeddates
 from sandbox.world import (
     API_SCOPE,
     AUTOMATION_APPS,
@@ -33,6 +34,7 @@ from sandbox.world import (
     MSP_APP_ID,
     MSP_APP_OBJECT_ID,
     MSP_TENANT_ID,
+    SignInSource,
     World,
 )
 
@@ -502,6 +504,7 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
         doc = await body(request)
         try:
             world.configure_propagation(doc)
+            world.configure_sign_ins(doc)
             if "tables_upstream" in doc:
                 tables.upstream = _upstream(doc["tables_upstream"])
             if "keyvault_create_limit" in doc:
@@ -511,7 +514,24 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
                 world.keyvault.create_limit = limit  # type: ignore[attr-defined]
         except (KeyError, TypeError, ValueError) as exc:
             return web.json_response({"error": f"bad settings: {exc!r}"}, status=400)
-        return web.json_response({**world.propagation_settings(), "tables_upstream": tables.upstream})
+        return web.json_response({**world.propagation_settings(), **world.sign_in_settings(),
+                                  "tables_upstream": tables.upstream})
+
+    @routes.post("/sign-in")
+    async def sign_in(request: web.Request) -> web.Response:
+        """Another client (a forgotten integration, a hand-pasted key somewhere) signs in with an app's secret from
+        an address of its own: judged and logged as the token endpoint would, without a token."""
+        doc = await body(request)
+        try:
+            tenant_id, app_id, secret = str(doc["tenantId"]), str(doc["appId"]), str(doc["secret"])
+            address = str(ipaddress.ip_address(doc.get("ipAddress") or "203.0.113.7"))
+            at = seeddates.resolve(doc["at"], world.now()) if doc.get("at") else None
+        except (KeyError, ValueError, TypeError) as exc:
+            return web.json_response({"error": f"bad sign-in: {exc!r}"}, status=400)
+        resource = str(doc.get("resourceDisplayName") or "Microsoft Graph")
+        source = SignInSource(address, str(doc.get("resourceId") or "00000003-0000-0000-c000-000000000000"), resource)
+        error = world.check_client_secret(tenant_id, world.directory.resolve_app_id(app_id), secret, at, source)
+        return web.json_response({"ok": error is None, "error": error})
 
     @routes.get("/keyvault/writes")
     async def keyvault_writes(request: web.Request) -> web.Response:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
 import random
 import re
 import secrets
@@ -65,6 +66,9 @@ GRAPH_APP_ROLES = {
     "18a4783c-866b-4cc7-a460-3d5e5662c884": "Application.ReadWrite.OwnedBy",
     "1bfefb4e-e0b5-418b-a88f-73c46d2cc8e9": "Application.ReadWrite.All",
     "9a5d68dd-52b0-4cc2-bd40-abcf44ac3a30": "Application.Read.All",
+    # The sign-in log's two permissions (signin-list.md: "AuditLog.Read.All and Directory.Read.All").
+    "b0afded3-3588-46d8-8b3d-9842eff778da": "AuditLog.Read.All",
+    "7ab1d382-f21e-4acd-a863-ba3e13f7da61": "Directory.Read.All",
 }
 OWNED_BY_ROLE_ID = "18a4783c-866b-4cc7-a460-3d5e5662c884"
 # The consent redirect URI registered on the sandbox's MSP app by default: `func start`'s (and
@@ -80,6 +84,21 @@ _DURATION = re.compile(
     r"^P(?:(?P<w>\d+)W)?(?:(?P<d>\d+)D)?(?:T(?:(?P<h>\d+)H)?(?:(?P<m>\d+)M)?(?:(?P<s>\d+(?:\.\d+)?)S)?)?$"
 )
 _SECRET_ALPHABET = string.ascii_letters + string.digits + "~_.-"
+# Entra's sign-in logs (sandbox/README.md, "Sign-in logs"): a record appears minutes after the sign-in ("Sign-ins:
+# 2 mins P95, 5 mins P99", reference-reports-latencies.md) and is kept 30 days with Entra ID P1/P2 (7 days free,
+# reference-reports-data-retention.md; the free tier cannot read them over Graph at all).
+DEFAULT_SIGN_IN_DELAY = dt.timedelta(minutes=2)
+SIGN_IN_RETENTION = dt.timedelta(days=30)
+ENTRA_LICENSES = ("free", "P1", "P2")
+# Where the sign-ins of Proofpoint's stand-in come from by default: an address of TEST-NET-2 (RFC 5737), public-looking
+# and never the loopback address the rotator's own requests come from. Not a claim about Proofpoint's real ranges.
+DEFAULT_PROOFPOINT_ADDRESS = "198.51.100.25"
+# Resources a client-credentials token can be for, as the sign-in log names them (resourceId = the resource's appId).
+RESOURCE_NAMES = {
+    GRAPH_AUDIENCE: ("00000003-0000-0000-c000-000000000000", "Microsoft Graph"),
+    VAULT_AUDIENCE: ("cfa8b339-82a2-471a-a3c9-0fc0be7a4093", "Azure Key Vault"),
+    EXCHANGE_AUDIENCE: ("", "api://AzureADTokenExchange"),  # not a resource application: no id to name
+}
 
 
 class AuthError(Exception):
@@ -301,6 +320,75 @@ class User:
     display_name: str
 
 
+@dataclass(frozen=True)
+class SignInSource:
+    """Where a sign-in comes from and what it is for, as the sign-in log records it."""
+
+    ip_address: str
+    resource_id: str = RESOURCE_NAMES[GRAPH_AUDIENCE][0]
+    resource_display_name: str = RESOURCE_NAMES[GRAPH_AUDIENCE][1]
+    # beta signIn.clientCredentialType: clientSecret | federatedIdentityCredential
+    credential_type: str = "clientSecret"
+
+
+@dataclass(frozen=True)
+class SignInRecord:
+    """One service-principal sign-in as Entra's sign-in log keeps it (beta signIn, event type servicePrincipal)."""
+
+    id: str
+    created: dt.datetime
+    tenant_id: str  # the tenant the service principal signed in to (resourceTenantId): the log it lands in
+    app_id: str
+    app_display_name: str
+    service_principal_id: str
+    key_id: str | None  # servicePrincipalCredentialKeyId: the credential used (None when no credential matched)
+    source: SignInSource
+    error_code: int = 0
+    failure_reason: str | None = None
+
+    def to_graph(self, home_tenant_id: str | None) -> dict[str, Any]:
+        """The record in the beta signIn resource's shape (signin.md), service-principal properties filled."""
+        ok = self.error_code == 0
+        return {
+            "id": self.id,
+            # Graph writes sign-in times with fractional seconds ("2020-03-13T19:15:41.6195833Z", signin-list.md).
+            "createdDateTime": self.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "appId": self.app_id,
+            "appDisplayName": self.app_display_name,
+            "servicePrincipalId": self.service_principal_id,
+            "servicePrincipalName": self.app_display_name,
+            "servicePrincipalCredentialKeyId": self.key_id,
+            "servicePrincipalCredentialThumbprint": "",
+            "clientCredentialType": self.source.credential_type,
+            "ipAddress": self.source.ip_address,
+            "resourceDisplayName": self.source.resource_display_name,
+            "resourceId": self.source.resource_id,
+            "resourceTenantId": self.tenant_id,
+            "homeTenantId": home_tenant_id or self.tenant_id,
+            "userId": "",
+            "userDisplayName": None,
+            "userPrincipalName": None,
+            "isInteractive": False,
+            "signInEventTypes": ["servicePrincipal"],
+            "authenticationProtocol": "none",
+            "conditionalAccessStatus": "notApplied",
+            "correlationId": str(uuid.uuid5(uuid.NAMESPACE_URL, self.id)),
+            "uniqueTokenIdentifier": base64.urlsafe_b64encode(uuid.UUID(self.id).bytes).rstrip(b"=").decode(),
+            "status": {
+                "errorCode": self.error_code,
+                "failureReason": None if ok else self.failure_reason,
+                "additionalDetails": None,
+            },
+            "location": {"city": None, "state": None, "countryOrRegion": None, "geoCoordinates": None},
+        }
+
+    def dump(self, delay: dt.timedelta) -> dict[str, Any]:
+        return {"id": self.id, "createdDateTime": iso(self.created), "visibleAt": iso(self.created + delay),
+                "appId": self.app_id, "keyId": self.key_id, "ipAddress": self.source.ip_address,
+                "resourceDisplayName": self.source.resource_display_name, "errorCode": self.error_code,
+                "clientCredentialType": self.source.credential_type}
+
+
 @dataclass
 class Application:
     id: str
@@ -359,6 +447,9 @@ class Tenant:
     users: dict[str, User] = field(default_factory=dict)  # by object id
     # Conditional Access policies for workload identities, as seeded (Graph's conditionalAccessPolicy shape).
     conditional_access: list[dict[str, Any]] = field(default_factory=list)
+    # Its Microsoft Entra ID edition: reading the sign-in logs over Graph needs P1 or P2.
+    entra_license: str = "free"
+    sign_ins: list[SignInRecord] = field(default_factory=list)  # its sign-in log, in the order the sign-ins happened
 
     def user_by_name(self, upn: str) -> User | None:
         return next((u for u in self.users.values() if u.user_principal_name.lower() == upn.lower()), None)
@@ -496,6 +587,12 @@ class Directory:
                 )
             for app_doc in tenant_doc.get("applications", []):
                 self._seed_application(tenant, app_doc)
+            if "entraIdLicense" in tenant_doc:
+                if tenant_doc["entraIdLicense"] not in ENTRA_LICENSES:
+                    raise ValueError(f"entraIdLicense must be one of {ENTRA_LICENSES}")
+                tenant.entra_license = tenant_doc["entraIdLicense"]
+            for sign_in in tenant_doc.get("signIns", []):
+                tenant.sign_ins.append(self._seed_sign_in(tenant, sign_in))
             if "conditionalAccessPolicies" in tenant_doc:
                 policies = tenant_doc["conditionalAccessPolicies"]
                 if not isinstance(policies, list) or not all(isinstance(p, dict) for p in policies):
@@ -526,6 +623,26 @@ class Directory:
                     sp = self.ensure_service_principal(tenant, self.resolve_app_id(owner))
                     if sp.id not in app.owners:
                         app.owners.append(sp.id)
+
+    def _seed_sign_in(self, tenant: Tenant, doc: dict[str, Any]) -> SignInRecord:
+        """A past sign-in of an app of the tenant (or of one consented to there), e.g. an old key's last use."""
+        app_id = self.resolve_app_id(doc["appId"])
+        sp = tenant.service_principals.get(app_id)
+        if sp is None:
+            raise ValueError(f"signIns: app {app_id} has no service principal in tenant {tenant.id}")
+        now = self._world.now()
+        error = doc.get("errorCode", 0)
+        if not isinstance(error, int) or isinstance(error, bool):
+            raise TypeError("signIns[].errorCode must be an integer (0 = success)")
+        source = SignInSource(str(doc.get("ipAddress") or DEFAULT_PROOFPOINT_ADDRESS))
+        if "resourceDisplayName" in doc:
+            source = SignInSource(source.ip_address, str(doc.get("resourceId") or ""), str(doc["resourceDisplayName"]))
+        return SignInRecord(
+            id=str(uuid.uuid4()), created=seeddates.resolve(doc.get("createdDateTime") or "now", now),
+            tenant_id=tenant.id, app_id=app_id, app_display_name=sp.display_name, service_principal_id=sp.id,
+            key_id=str(doc["keyId"]).lower() if doc.get("keyId") else None, source=source, error_code=error,
+            failure_reason=doc.get("failureReason") or (None if error == 0 else f"AADSTS{error}"),
+        )
 
     def assign_app_role(self, tenant: Tenant, principal: str, resource_app_id: str, role_value: str) -> None:
         """Assign an app role of a resource to a user (by userPrincipalName) or an app's service principal (by
@@ -647,9 +764,19 @@ class Directory:
                     "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name}
                               for u in tenant.users.values()],
                     "conditionalAccessPolicies": list(tenant.conditional_access),
+                    "entraIdLicense": tenant.entra_license,
+                    "signIns": [r.dump(self._world.sign_in_delay) for r in tenant.sign_ins],
                 }
             )
         return out
+
+
+_DEFAULT_ADDRESSES: dict[str, str | None] = {"proofpoint": DEFAULT_PROOFPOINT_ADDRESS, "token_endpoint": None}
+
+
+def _matching_key(app: Application, secret: str) -> str | None:
+    """The key id of the app's credential that is this secret (a refused one too: expired, not yet valid)."""
+    return next((c.key_id for c in app.passwords if secrets.compare_digest(c.secret_text, secret)), None)
 
 
 def _seconds(value: object) -> dt.timedelta:
@@ -706,6 +833,10 @@ class World:
         self.propagation_delay = dt.timedelta(0)
         self.propagation_delays: dict[str, dt.timedelta] = {}  # per appId (lower case), fixed at addPassword
         self.random_propagation: RandomPropagation | None = None
+        self.sign_in_delay = DEFAULT_SIGN_IN_DELAY
+        # Where sign-ins come from: "proofpoint" (the stand-in's syncs and Save test), "token_endpoint" (any HTTP
+        # client of the token endpoint; None = the request's peer address).
+        self.sign_in_addresses: dict[str, str | None] = dict(_DEFAULT_ADDRESSES)
         self.urls: dict[str, str] = {"entra": "https://127.0.0.1"}
         self.identity_header = secrets.token_urlsafe(24)
         self.msp_tenant_id = MSP_TENANT_ID
@@ -742,6 +873,8 @@ class World:
         self.propagation_delay = dt.timedelta(0)
         self.propagation_delays = {}
         self.random_propagation = None
+        self.sign_in_delay = DEFAULT_SIGN_IN_DELAY
+        self.sign_in_addresses = dict(_DEFAULT_ADDRESSES)
         self.auth_codes = {}
         self.sign_ins = {}
         self.directory.reset()
@@ -755,11 +888,21 @@ class World:
             if name in doc:
                 state.seed(doc[name])
 
+    def catch_up(self) -> None:
+        """Run what the sandbox clock says has happened by now elsewhere (Proofpoint's scheduled syncs, which sign in
+        and so land in the sign-in log) before anything reads the directory's state."""
+        run_due_syncs = getattr(self.proofpoint, "run_due_syncs", None)
+        if run_due_syncs is not None:
+            run_due_syncs()
+
     def dump(self) -> dict[str, Any]:
+        self.catch_up()
         state: dict[str, Any] = {
             "clockOffsetSeconds": self.clock_offset.total_seconds(),
             "propagationDelaySeconds": self.propagation_delay.total_seconds(),
             "propagationDelays": {k: v.total_seconds() for k, v in self.propagation_delays.items()},
+            "signInDelaySeconds": self.sign_in_delay.total_seconds(),
+            "signInAddresses": dict(self.sign_in_addresses),
             "tenants": self.directory.dump(),
         }
         for name, service in self._states().items():
@@ -795,6 +938,46 @@ class World:
             self.random_propagation = None if spec is None else RandomPropagation(
                 int(spec["seed"]), _seconds(spec.get("min_seconds", 0)), _seconds(spec["max_seconds"])
             )
+
+    def configure_sign_ins(self, doc: dict[str, Any]) -> None:
+        """Apply the sign-in log keys of a POST /settings document (ValueError/TypeError when malformed)."""
+        if "sign_in_delay_seconds" in doc:
+            self.sign_in_delay = _seconds(doc["sign_in_delay_seconds"])
+        addresses = doc.get("sign_in_addresses")
+        if addresses is not None:
+            if not isinstance(addresses, dict):
+                raise TypeError("sign_in_addresses must map proofpoint / token_endpoint to an IP address")
+            for name, value in addresses.items():
+                if name not in _DEFAULT_ADDRESSES:
+                    raise ValueError(f"sign_in_addresses: unknown source {name!r} (proofpoint, token_endpoint)")
+                if value is not None:
+                    ipaddress.ip_address(value)  # ValueError when not an address
+                elif name == "proofpoint":
+                    raise ValueError("sign_in_addresses.proofpoint must be an address")
+                self.sign_in_addresses[name] = value
+
+    def sign_in_settings(self) -> dict[str, Any]:
+        return {"sign_in_delay_seconds": self.sign_in_delay.total_seconds(),
+                "sign_in_addresses": dict(self.sign_in_addresses)}
+
+    def visible_sign_ins(self, tenant: Tenant) -> list[SignInRecord]:
+        """The tenant's sign-in log as a reader sees it now: past the reporting delay, within retention."""
+        now = self.now()
+        return [r for r in tenant.sign_ins
+                if r.created + self.sign_in_delay <= now and r.created >= now - SIGN_IN_RETENTION]
+
+    def proofpoint_source(self) -> SignInSource:
+        """Proofpoint's sync reads users and groups through Microsoft Graph."""
+        return SignInSource(self.sign_in_addresses["proofpoint"] or DEFAULT_PROOFPOINT_ADDRESS)
+
+    def _record_sign_in(self, tenant: Tenant, app: Application, sp: ServicePrincipal, key_id: str | None,
+                        source: SignInSource, at: dt.datetime, error: EntraError | None) -> None:
+        tenant.sign_ins.append(SignInRecord(
+            id=str(uuid.uuid4()), created=at, tenant_id=tenant.id, app_id=sp.app_id,
+            app_display_name=app.display_name, service_principal_id=sp.id, key_id=key_id, source=source,
+            error_code=0 if error is None else error.code,
+            failure_reason=None if error is None else error.description,
+        ))
 
     def propagation_settings(self) -> dict[str, Any]:
         rnd = self.random_propagation
@@ -913,24 +1096,43 @@ class World:
         return tenant, app, sp
 
     def authenticate_secret(
-        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None,
+        source: SignInSource | None = None,
     ) -> ServicePrincipal:
-        """The service principal a client secret signs in as (now, or at `at`); EntraError as Entra would refuse."""
+        """The service principal a client secret signs in as (now, or at `at`); EntraError as Entra would refuse.
+
+        With a `source`, the attempt lands in the tenant's sign-in log, success or failure, as Entra logs every
+        service-principal sign-in (concept-service-principal-sign-ins.md); an unknown tenant or app leaves none.
+        """
         tenant, app, sp = self.app_in_tenant(tenant_id, app_id)
-        if not sp.account_enabled:
-            # The service principal is disabled (Graph: accountEnabled false), whatever the secret.
-            raise EntraError(400, "unauthorized_client", 7000112,
-                             f"Application '{app_id}'({app.display_name}) is disabled.")
         now = at or self.now()
-        self._check_secret(app, app_id, secret, now)
-        if tenant.blocked_by_conditional_access(app_id):
-            # Conditional Access applies to the signed-in principal: judged once the secret was accepted.
-            raise EntraError(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access policies. "
-                             "The access policy does not allow token issuance.")
+        key_id: str | None = None
+        try:
+            if not sp.account_enabled:
+                # The service principal is disabled (Graph: accountEnabled false), whatever the secret.
+                raise EntraError(400, "unauthorized_client", 7000112,
+                                 f"Application '{app_id}'({app.display_name}) is disabled.")
+            key_id = self._check_secret(app, app_id, secret, now)
+            if tenant.blocked_by_conditional_access(app_id):
+                # Conditional Access applies to the signed-in principal: judged once the secret was accepted.
+                raise EntraError(400, "invalid_grant", 53003, "Access has been blocked by Conditional Access "
+                                 "policies. The access policy does not allow token issuance.")
+        except EntraError as exc:
+            if source is not None:
+                self._record_sign_in(tenant, app, sp, key_id or _matching_key(app, secret), source, now, exc)
+            raise
+        if source is not None:
+            self._record_sign_in(tenant, app, sp, key_id, source, now, None)
         return sp
 
-    def _check_secret(self, app: Application, app_id: str, secret: str, now: dt.datetime) -> None:
-        """EntraError unless the secret is one of the app's, started, not expired and propagated."""
+    def record_assertion_sign_in(self, tenant_id: str, app_id: str, source: SignInSource) -> None:
+        """A client-assertion (federated credential) sign-in: logged with no credential key id."""
+        tenant, app, sp = self.app_in_tenant(tenant_id, app_id)
+        self._record_sign_in(tenant, app, sp, None, source, self.now(), None)
+
+    def _check_secret(self, app: Application, app_id: str, secret: str, now: dt.datetime) -> str:
+        """The key id of the app's credential the secret is; EntraError unless it is one of the app's, started, not
+        expired and propagated."""
         for cred in app.passwords:
             if not secrets.compare_digest(cred.secret_text, secret):
                 continue
@@ -941,7 +1143,7 @@ class World:
                 )
             delay = self.propagation_delay if cred.propagation_delay is None else cred.propagation_delay
             if cred.start <= now and now - cred.created_at >= delay:
-                return
+                return cred.key_id
             break
         raise EntraError(
             401, "invalid_client", 7000215, "Invalid client secret provided. Ensure the secret being sent in the "
@@ -976,11 +1178,13 @@ class World:
         return list(app.redirect_uris)
 
     def check_client_secret(
-        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None
+        self, tenant_id: str, app_id: str, secret: str, at: dt.datetime | None = None,
+        source: SignInSource | None = None,
     ) -> str | None:
-        """None when Entra would issue a token for the app in the tenant with that secret now (or at `at`)."""
+        """None when Entra would issue a token for the app in the tenant with that secret now (or at `at`); with a
+        `source` the attempt is a sign-in and lands in the tenant's sign-in log."""
         try:
-            self.authenticate_secret(tenant_id, app_id, secret, at)
+            self.authenticate_secret(tenant_id, app_id, secret, at, source)
         except EntraError as exc:
             return exc.aadsts
         return None
