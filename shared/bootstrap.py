@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
     from shared.adapters.queues import StorageWorkQueue
+    from shared.adapters.signins import GraphSignInLog
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
     from shared.alerts import AlertBook
 
@@ -65,6 +66,8 @@ class Services:
     consents: TablesConsentStore
     queue: StorageWorkQueue | None = None  # None when no work queue is configured (the command line needs none)
     alerts: AlertBook | None = None  # the alert book and its channel (the test alert reads the channel)
+    # Entra's sign-in log per credential (the SignInLog port); a tenant that refuses it says so per read.
+    sign_in_log: GraphSignInLog | None = None
 
     @property
     def work_queue(self) -> StorageWorkQueue:
@@ -121,6 +124,7 @@ async def _build(
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
+    from shared.adapters.signins import GraphSignInLog
     from shared.adapters.tables import TablesConsentStore, TablesStateStore
     from shared.alerts import AlertBook, WebhookPost, build_channel
     from shared.work import WORK_QUEUE_NAME
@@ -185,8 +189,10 @@ async def _build(
         await close_transport(transport)
 
     consents = TablesConsentStore(table_service, prefix=table_prefix)
+    # Plain reads on the process's session with the tenant credentials, as the directory's reads: nothing to close.
+    sign_in_log = GraphSignInLog(credentials, settings.graph_base_url, transport.session, clock)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                    queue, book), close
+                    queue, book, sign_in_log), close
 
 
 # ------------------------------------------------------------------------------------------------ per process

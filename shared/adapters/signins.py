@@ -1,0 +1,163 @@
+"""Sign-in evidence from Entra ID's sign-in log (Microsoft Graph beta `/auditLogs/signIns`).
+
+Why this read (docs/evidence.md, "Reading the evidence"): only the beta sign-in log carries, per service-principal
+sign-in, the credential used (`servicePrincipalCredentialKeyId`) with its exact time, address and resource; v1.0's
+signIn has neither the key id nor the `signInEventTypes` filter. The beta reports (`appCredentialSignInActivities`)
+give only a last sign-in per key, at a granularity and freshness Microsoft does not document, and no first sign-in
+since the push: they cannot say "the new key signed in after the push". One app's service-principal sign-ins since
+the push are few (a sync a day, a few probes), so one filtered request usually answers.
+
+msgraph-sdk serves v1.0 only (the beta models are another package, msgraph-beta-sdk, not installed): the read is a
+plain GET on the same aiohttp session and with the same tenant credential as shared/adapters/graph.py's reads, and
+its error answers are translated by the same rules.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiohttp
+
+from shared.adapters.graph import GraphAnswer, _seconds, _translate, _when
+from shared.adapters.identity import GRAPH_SCOPE, Credentials
+from shared.errors import RotationError, Throttled
+from shared.ports import Clock, CredentialSignIns, SignInEvidence
+
+# Graph's documented maximum page of the sign-in log (signin-list.md: "The maximum and default page size is 1,000").
+PAGE_SIZE = 1000
+_ATTEMPTS = 4
+_TIMEOUT = aiohttp.ClientTimeout(total=60)
+PERMISSION_DENIED = "Authorization_RequestDenied"
+NO_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+# The refusals that mean "this tenant does not let us read its sign-in log": answered per target, never raised.
+REASONS = {
+    PERMISSION_DENIED: "the rotator may not read this tenant's sign-in logs: grant it the Microsoft Graph "
+                       "application permissions AuditLog.Read.All and Directory.Read.All (admin consent)",
+    NO_PREMIUM: "Entra ID refuses to give this tenant's sign-in logs: the tenant needs a Microsoft Entra ID P1 or "
+                "P2 licence, and the rotator both AuditLog.Read.All and Directory.Read.All",
+}
+
+
+def beta_url(graph_base_url: str) -> str:
+    """The beta endpoint beside the configured v1.0 one (https://graph.microsoft.com/v1.0 -> .../beta)."""
+    base = graph_base_url.rstrip("/")
+    root, _, version = base.rpartition("/")
+    return f"{root}/beta" if version.lower() == "v1.0" else f"{base}/beta"
+
+
+def _filter(app_id: str, since: datetime) -> str:
+    # The time is written to the second, rounded down: a sign-in in the same second as `since` is still asked for,
+    # and dropped below if it came before `since`.
+    moment = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return (f"appId eq '{app_id}' and signInEventTypes/any(t: t eq 'servicePrincipal') "
+            f"and status/errorCode eq 0 and createdDateTime ge {moment}")
+
+
+@dataclass
+class _Tally:
+    """What the log showed so far of one key's sign-ins."""
+
+    first: datetime
+    last: datetime
+    last_ip: str | None
+    last_resource: str | None
+
+    def add(self, when: datetime, ip: str | None, resource: str | None) -> None:
+        self.first = min(self.first, when)
+        if when >= self.last:
+            self.last, self.last_ip, self.last_resource = when, ip, resource
+
+
+class GraphSignInLog:
+    """SignInLog over the beta sign-in log: one app's successful service-principal sign-ins since a moment, paged,
+    reduced per credential key id as the pages arrive."""
+
+    def __init__(self, credentials: Credentials, graph_base_url: str, session: aiohttp.ClientSession,
+                 clock: Clock) -> None:
+        self._credentials = credentials
+        self._url = beta_url(graph_base_url) + "/auditLogs/signIns"
+        self._session = session
+        self._clock = clock
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+        read_at = self._clock.now()
+        tallies: dict[str, _Tally] = {}
+        try:
+            async for row in self._rows(tenant_id, app_id, since):
+                key_id = str(row.get("servicePrincipalCredentialKeyId") or "").lower()
+                when = _when(row.get("createdDateTime"))
+                if not key_id or when is None or when < since:
+                    continue  # a federated or certificate-less sign-in names no key; a moment before the window
+                ip, resource = row.get("ipAddress") or None, row.get("resourceDisplayName") or None
+                if key_id in tallies:
+                    tallies[key_id].add(when, ip, resource)
+                else:
+                    tallies[key_id] = _Tally(when, when, ip, resource)
+        except _Refused as refused:
+            return SignInEvidence(False, read_at, since, code=refused.code, reason=REASONS[refused.code])
+        credentials = {k: CredentialSignIns(k, t.first, t.last, t.last_ip, t.last_resource)
+                       for k, t in tallies.items()}
+        return SignInEvidence(True, read_at, since, credentials)
+
+    async def _rows(self, tenant_id: str, app_id: str, since: datetime) -> AsyncIterator[dict[str, Any]]:
+        """Every row of every page, a page at a time (following @odata.nextLink)."""
+        link: str | None = self._url
+        params: dict[str, str] | None = {"$filter": _filter(app_id, since), "$top": str(PAGE_SIZE)}
+        while link:
+            page = await self._page(tenant_id, app_id, link, params)
+            for row in page.get("value") or []:
+                if isinstance(row, dict):
+                    yield row
+            link, params = page.get("@odata.nextLink"), None
+
+    async def _page(self, tenant_id: str, app_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        """One page; throttling and transient server errors retried (a read changes nothing), refusals raised."""
+        what = f"reading the sign-in log of app {app_id}"
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._get(tenant_id, url, params)
+            except GraphAnswer as answer:
+                if answer.status == 403 and answer.code in REASONS:
+                    raise _Refused(answer.code) from answer
+                error = _translate(answer, tenant_id, what)
+            except Exception as failure:  # the transport's and the credential's errors, translated as graph.py does
+                error = _translate(failure, tenant_id, what)
+            if isinstance(error, Throttled) and attempt < _ATTEMPTS:
+                await self.sleep(error.retry_after or float(attempt))
+                continue
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
+        async with self._session.get(url, params=params, timeout=_TIMEOUT, allow_redirects=False,
+                                     headers={"Authorization": f"Bearer {token.token}",
+                                              "Accept": "application/json"}) as response:
+            body = await response.read()
+            if response.status >= 400:
+                code, message = "GraphError", f"HTTP {response.status}"
+                try:
+                    error = json.loads(body).get("error") or {}
+                    code, message = error.get("code") or code, error.get("message") or message
+                except (ValueError, AttributeError):
+                    pass
+                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise RotationError(f"the sign-in log of tenant {tenant_id} answered something else than a page",
+                                code="UnexpectedAnswer")
+        return doc
+
+
+class _Refused(Exception):
+    """The tenant refuses the read for want of a permission or a licence (Graph's code)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.code = code
