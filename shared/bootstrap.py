@@ -162,6 +162,9 @@ async def _build(
     alerter = alerter or book
     directory = GraphDirectory(credentials, settings.graph_base_url, transport.session, settings.ca_bundle,
                                rotator_client_id(settings))
+    # Entra's sign-in log (the SignInLog port): plain reads on the process's session with the tenant credentials, as
+    # the directory's reads; nothing to close.
+    sign_in_log = GraphSignInLog(credentials, settings.graph_base_url, transport.session, clock)
     engine = Engine(
         state=state,
         directory=directory,
@@ -189,8 +192,6 @@ async def _build(
         await close_transport(transport)
 
     consents = TablesConsentStore(table_service, prefix=table_prefix)
-    # Plain reads on the process's session with the tenant credentials, as the directory's reads: nothing to close.
-    sign_in_log = GraphSignInLog(credentials, settings.graph_base_url, transport.session, clock)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
                     queue, book, sign_in_log), close
 
