@@ -7,8 +7,9 @@ issue that both are needed) and `api-reference/beta/resources/signin.md` (servic
 signInEventTypes; v1.0's signIn has neither); MicrosoftDocs/SupportArticles-docs `b2c-or-tenant-premium-license-
 sign-in-activities.md` (403 `Authentication_RequestFromNonPremiumTenantOrB2CTenant` "Neither tenant is B2C or tenant
 doesn't have premium license" without Entra ID P1/P2); MicrosoftDocs/entra-docs `concept-service-principal-sign-
-ins.md` and the Graph how-to that filters `signInEventTypes/any(t: t eq 'servicePrincipal')` ("Without an event-type
-filter, the List signIns API returns only interactive user sign-ins by default").
+ins.md`; Microsoft Entra Health's page on app-only agent sign-ins (learn.microsoft.com/entra/identity/monitoring-
+health), which filters `signInEventTypes/any(t: t eq 'servicePrincipal')`: "Without an event-type filter, the List
+signIns API returns only interactive user sign-ins by default".
 """
 
 from __future__ import annotations
