@@ -162,10 +162,13 @@ def list_sign_ins(world: World, request: web.Request, claims: Claims, tenant: Te
     ascending = order in ("createddatetime", "createddatetime asc")
     # Stable order: by time, then by the order the sign-ins happened in.
     ordered = sorted(enumerate(records), key=lambda item: (item[1].created, item[0]), reverse=not ascending)
+    homes: dict[str, str | None] = {}  # appId -> its home tenant, looked up once per app
     rows = []
     for _, record in ordered:
-        app = world.directory.find_application(record.app_id)
-        row = record.to_graph(app.home_tenant_id if app else None)
+        if record.app_id not in homes:
+            app = world.directory.find_application(record.app_id)
+            homes[record.app_id] = app.home_tenant_id if app else None
+        row = record.to_graph(homes[record.app_id])
         if all(p(row) for p in predicates):
             rows.append(row)
     chunk = rows[offset:offset + top]

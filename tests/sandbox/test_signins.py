@@ -315,3 +315,25 @@ def test_no_secret_reaches_the_log_or_the_state(sb: SandboxHandle) -> None:
     text = read(sb, token(sb)).text + str(sb.control.sign_ins(TENANT))
     for secret in (Keys.new, Keys.expired, Keys.old):
         assert secret not in text
+
+
+def test_a_federated_credential_sign_in_is_logged_without_a_key_id(sb: SandboxHandle) -> None:
+    """The MSP app signs in to the customer tenant with the managed identity's assertion: a service-principal
+    sign-in of the MSP app in that tenant, no password credential named."""
+    seed(sb)
+    sb.control.seed({"tenants": [{"id": TENANT, "grants": [{"appId": "msp-app", "roles": []}]}]})
+    sb.control.set_sign_in_delay(0)
+    assertion = requests.get(
+        sb.settings["IDENTITY_ENDPOINT"],
+        params={"resource": "api://AzureADTokenExchange", "api-version": "2019-08-01"},
+        headers={"X-IDENTITY-HEADER": sb.settings["IDENTITY_HEADER"]}, timeout=10,
+    ).json()["access_token"]
+    response = requests.post(f"{sb.endpoints['entra']}/{TENANT}/oauth2/v2.0/token", data={
+        "grant_type": "client_credentials", "client_id": sb.settings["MSP_APP_CLIENT_ID"],
+        "client_assertion": assertion,
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "scope": "https://graph.microsoft.com/.default"}, verify=sb.ca_file, timeout=10)
+    assert response.status_code == 200, response.text
+    found = of_app(rows(sb, token(sb)), sb.settings["MSP_APP_CLIENT_ID"])
+    assert [(r["clientCredentialType"], r["servicePrincipalCredentialKeyId"]) for r in found] == [
+        ("federatedIdentityCredential", None)]
