@@ -34,17 +34,21 @@ NO_PREMIUM = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
 Row = dict[str, Any]
 Predicate = Callable[[Row], bool]
 
-_STRING_EQ = re.compile(r"^(?P<field>appId|servicePrincipalId|servicePrincipalCredentialKeyId|ipAddress|"
-                        r"appDisplayName|resourceId|id)\s+eq\s+'(?P<value>(?:[^']|'')*)'$", re.IGNORECASE)
+# The properties and operators the beta signIn resource documents as filterable ("Supports `$filter` (...)",
+# signin.md); servicePrincipalCredentialKeyId documents none, createdDateTime only eq, le, ge, status only errorCode eq.
+_EQ_FIELDS = ("appId", "appDisplayName", "id", "ipAddress", "resourceDisplayName", "resourceId", "servicePrincipalId",
+              "correlationId")
+_STARTSWITH_FIELDS = ("appDisplayName", "ipAddress", "servicePrincipalId")
+_STRING_EQ = re.compile(r"^(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'$", re.IGNORECASE)
+_STARTSWITH = re.compile(r"^startswith\(\s*(?P<field>\w+)\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)$", re.IGNORECASE)
 _EVENT_TYPE = re.compile(r"^signInEventTypes/any\(\s*(?P<var>\w+)\s*:\s*(?P=var)\s+eq\s+'(?P<value>\w+)'\s*\)$",
                          re.IGNORECASE)
-_CREATED = re.compile(r"^createdDateTime\s+(?P<op>ge|gt|le|lt|eq)\s+(?P<value>\d{4}-\d\d-\d\dT[\d:.]+Z?)$",
+_CREATED = re.compile(r"^createdDateTime\s+(?P<op>ge|le|eq)\s+(?P<value>\d{4}-\d\d-\d\dT[\d:.]+Z?)$",
                       re.IGNORECASE)
-_ERROR_CODE = re.compile(r"^status/errorCode\s+(?P<op>eq|ne)\s+(?P<value>-?\d+)$", re.IGNORECASE)
-_V1_ONLY_BETA = ("signineventtypes", "serviceprincipalcredentialkeyid", "serviceprincipalid")
+_ERROR_CODE = re.compile(r"^status/errorCode\s+eq\s+(?P<value>-?\d+)$", re.IGNORECASE)
+_V1_ONLY_BETA = ("signineventtypes", "serviceprincipalcredentialkeyid")
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": lambda a, b: a == b, "ne": lambda a, b: a != b, "ge": lambda a, b: a >= b, "gt": lambda a, b: a > b,
-    "le": lambda a, b: a <= b, "lt": lambda a, b: a < b,
+    "eq": lambda a, b: a == b, "ge": lambda a, b: a >= b, "le": lambda a, b: a <= b,
 }
 EventTypes = set[str]
 
@@ -71,11 +75,12 @@ def _clause(text: str, event_types: EventTypes) -> Predicate | None:
     if match := _EVENT_TYPE.match(text):
         event_types.add(match["value"])
         return None
-    if match := _STRING_EQ.match(text):
-        field = next(f for f in ("appId", "servicePrincipalId", "servicePrincipalCredentialKeyId", "ipAddress",
-                                 "appDisplayName", "resourceId", "id") if f.lower() == match["field"].lower())
+    if (match := _STRING_EQ.match(text)) and (name := _named(match["field"], _EQ_FIELDS)):
         value = match["value"].replace("''", "'").lower()
-        return lambda row: str(row.get(field) or "").lower() == value
+        return lambda row: str(row.get(name) or "").lower() == value
+    if (match := _STARTSWITH.match(text)) and (prefixed := _named(match["field"], _STARTSWITH_FIELDS)):
+        prefix = match["value"].replace("''", "'").lower()
+        return lambda row: str(row.get(prefixed) or "").lower().startswith(prefix)
     if match := _CREATED.match(text):
         try:
             moment = parse_iso(match["value"])
@@ -84,9 +89,13 @@ def _clause(text: str, event_types: EventTypes) -> Predicate | None:
         compare = _COMPARE[match["op"].lower()]
         return lambda row: compare(parse_iso(row["createdDateTime"]), moment)
     if match := _ERROR_CODE.match(text):
-        code, compare = int(match["value"]), _COMPARE[match["op"].lower()]
-        return lambda row: compare(row["status"]["errorCode"], code)
+        code = int(match["value"])
+        return lambda row: row["status"]["errorCode"] == code
     raise _bad(f"'{text}' is not supported")
+
+
+def _named(name: str, fields: tuple[str, ...]) -> str | None:
+    return next((f for f in fields if f.lower() == name.lower()), None)
 
 
 def parse_filter(text: str, beta: bool) -> tuple[list[Predicate], EventTypes]:
@@ -162,13 +171,9 @@ def list_sign_ins(world: World, request: web.Request, claims: Claims, tenant: Te
     ascending = order in ("createddatetime", "createddatetime asc")
     # Stable order: by time, then by the order the sign-ins happened in.
     ordered = sorted(enumerate(records), key=lambda item: (item[1].created, item[0]), reverse=not ascending)
-    homes: dict[str, str | None] = {}  # appId -> its home tenant, looked up once per app
     rows = []
     for _, record in ordered:
-        if record.app_id not in homes:
-            app = world.directory.find_application(record.app_id)
-            homes[record.app_id] = app.home_tenant_id if app else None
-        row = record.to_graph(homes[record.app_id])
+        row = record.to_graph()
         if all(p(row) for p in predicates):
             rows.append(row)
     chunk = rows[offset:offset + top]

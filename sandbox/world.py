@@ -346,13 +346,12 @@ class SignInRecord:
     error_code: int = 0
     failure_reason: str | None = None
 
-    def to_graph(self, home_tenant_id: str | None) -> dict[str, Any]:
+    def to_graph(self) -> dict[str, Any]:
         """The record in the beta signIn resource's shape (signin.md), service-principal properties filled."""
         ok = self.error_code == 0
         return {
             "id": self.id,
-            # Graph writes sign-in times with fractional seconds ("2020-03-13T19:15:41.6195833Z", signin-list.md).
-            "createdDateTime": self.created.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "createdDateTime": _fraction(self.created),
             "appId": self.app_id,
             "appDisplayName": self.app_display_name,
             "servicePrincipalId": self.service_principal_id,
@@ -364,7 +363,9 @@ class SignInRecord:
             "resourceDisplayName": self.source.resource_display_name,
             "resourceId": self.source.resource_id,
             "resourceTenantId": self.tenant_id,
-            "homeTenantId": home_tenant_id or self.tenant_id,
+            # "Not applicable in Managed Identity or service principal sign ins" (signin.md, homeTenantId).
+            "homeTenantId": None,
+            "federatedCredentialId": None,
             "userId": "",
             "userDisplayName": None,
             "userPrincipalName": None,
@@ -383,7 +384,7 @@ class SignInRecord:
         }
 
     def dump(self, delay: dt.timedelta) -> dict[str, Any]:
-        return {"id": self.id, "createdDateTime": iso(self.created), "visibleAt": iso(self.created + delay),
+        return {"id": self.id, "createdDateTime": _fraction(self.created), "visibleAt": _fraction(self.created + delay),
                 "appId": self.app_id, "keyId": self.key_id, "ipAddress": self.source.ip_address,
                 "resourceDisplayName": self.source.resource_display_name, "errorCode": self.error_code,
                 "clientCredentialType": self.source.credential_type}
@@ -772,6 +773,11 @@ class Directory:
 
 
 _DEFAULT_ADDRESSES: dict[str, str | None] = {"proofpoint": DEFAULT_PROOFPOINT_ADDRESS, "token_endpoint": None}
+
+
+def _fraction(moment: dt.datetime) -> str:
+    """A sign-in time as Graph writes it, with fractional seconds ("2020-03-13T19:15:41.6195833Z", signin-list.md)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _matching_key(app: Application, secret: str) -> str | None:

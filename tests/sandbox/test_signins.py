@@ -173,7 +173,7 @@ def test_another_client_signs_in_through_the_control_api_from_its_address(sb: Sa
         (EXPIRED_KEY, "203.0.113.7", 7000222), (OLD_KEY, "203.0.113.50", 0)]
 
 
-def test_filters_by_app_key_and_time_and_without_the_event_type_shows_no_service_principal(sb: SandboxHandle) -> None:
+def test_filters_by_app_address_and_time_and_without_the_event_type_no_service_principal(sb: SandboxHandle) -> None:
     seed(sb)
     sb.control.set_sign_in_delay(0)
     for at, secret in (("-3h", Keys.old), ("-2h", Keys.new), ("-1h", Keys.old)):
@@ -181,13 +181,17 @@ def test_filters_by_app_key_and_time_and_without_the_event_type_shows_no_service
     bearer = token(sb)
     mine = rows(sb, bearer, {"$filter": f"appId eq '{PPE_APP}' and {FILTER}"})
     assert len(mine) == 3 and {r["appId"] for r in mine} == {PPE_APP}
-    keyed = rows(sb, bearer, {"$filter": f"({FILTER}) and (servicePrincipalCredentialKeyId eq '{OLD_KEY}')"})
-    assert len(keyed) == 2
+    assert sb.control.sign_in(TENANT, PPE_APP, Keys.old, at="-30m", ip_address="192.0.2.60") is None
+    addressed = rows(sb, bearer, {"$filter": f"({FILTER}) and (startswith(ipAddress,'192.0.2.'))"})
+    assert [(r["servicePrincipalCredentialKeyId"], r["ipAddress"]) for r in addressed] == [(OLD_KEY, "192.0.2.60")]
+    assert len(rows(sb, bearer, {"$filter": f"{FILTER} and ipAddress eq '203.0.113.7'"})) == 3
     since = sb.control.sign_ins(TENANT)[1]["createdDateTime"]
-    recent = rows(sb, bearer, {"$filter": f"appId eq '{PPE_APP}' and {FILTER} and createdDateTime ge {since}"})
+    until = sb.control.sign_ins(TENANT)[2]["createdDateTime"]
+    recent = rows(sb, bearer, {"$filter": f"appId eq '{PPE_APP}' and {FILTER} and createdDateTime ge {since} "
+                                          f"and createdDateTime le {until}"})
     assert [r["servicePrincipalCredentialKeyId"] for r in recent] == [OLD_KEY, NEW_KEY]
     oldest_first = rows(sb, bearer, {"$filter": f"appId eq '{PPE_APP}' and {FILTER}", "$orderby": "createdDateTime"})
-    assert [r["createdDateTime"] for r in oldest_first] == sorted(r["createdDateTime"] for r in mine)
+    assert [r["createdDateTime"] for r in oldest_first] == sorted(r["createdDateTime"] for r in mine + addressed)
     # The default event type is interactive user sign-ins: none of these.
     plain = requests.get(f"{sb.endpoints['graph']}/beta/auditLogs/signIns",
                          headers={"Authorization": f"Bearer {bearer}"}, verify=sb.ca_file, timeout=10)
@@ -220,8 +224,12 @@ def test_a_page_size_outside_1_to_1000_is_refused(sb: SandboxHandle, top: str) -
     assert response.status_code == 400 and response.json()["error"]["code"] == "BadRequest"
 
 
-@pytest.mark.parametrize("clause", ["appId ne 'x'", "startswith(appDisplayName,'P')", f"{FILTER} or appId eq 'x'",
-                                    "createdDateTime ge yesterday"])
+@pytest.mark.parametrize("clause", [
+    "appId ne 'x'", "startswith(appId,'a')", f"{FILTER} or appId eq 'x'", "createdDateTime ge yesterday",
+    # Documented as not filterable (signin.md): the key id at all, createdDateTime with gt/lt, errorCode with ne.
+    f"servicePrincipalCredentialKeyId eq '{OLD_KEY}'", "createdDateTime gt 2026-01-01T00:00:00Z",
+    "createdDateTime lt 2026-01-01T00:00:00Z", "status/errorCode ne 0",
+])
 def test_a_filter_outside_the_served_subset_is_refused_not_ignored(sb: SandboxHandle, clause: str) -> None:
     seed(sb)
     response = read(sb, token(sb), {"$filter": clause})
