@@ -23,7 +23,8 @@ from typing import Any
 
 import aiohttp
 
-from shared.adapters.graph import GraphAnswer, _seconds, _translate, _when
+# The plain-read helpers of the directory adapter: the same error translation and time parsing for every Graph read.
+from shared.adapters.graph import GraphAnswer, _guid, _seconds, _translate, _when
 from shared.adapters.identity import GRAPH_SCOPE, Credentials
 from shared.errors import RotationError, Throttled
 from shared.ports import Clock, CredentialSignIns, SignInEvidence
@@ -54,7 +55,7 @@ def _filter(app_id: str, since: datetime) -> str:
     # The time is written to the second, rounded down: a sign-in in the same second as `since` is still asked for,
     # and dropped below if it came before `since`.
     moment = since.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return (f"appId eq '{app_id}' and signInEventTypes/any(t: t eq 'servicePrincipal') "
+    return (f"appId eq '{_guid(app_id)}' and signInEventTypes/any(t: t eq 'servicePrincipal') "
             f"and status/errorCode eq 0 and createdDateTime ge {moment}")
 
 

@@ -11,7 +11,7 @@ import pytest
 from shared.adapters.signins import NO_PREMIUM, PAGE_SIZE, PERMISSION_DENIED, GraphSignInLog, beta_url
 from shared.bootstrap import Services
 from shared.domain import Secret
-from shared.errors import RotationError, Throttled
+from shared.errors import AppNotFound, RotationError, Throttled
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import ROTATOR_ROLE, Customer, World, random_secret
 
@@ -144,6 +144,12 @@ async def test_throttling_is_waited_out_then_raised_as_throttled(world: World, s
         await reader.credential_sign_ins(customer.tenant_id, customer.app_id, since)
     assert raised.value.retry_after == 2
     world.sb.control.clear_faults()
+
+
+async def test_an_app_id_that_is_no_guid_never_reaches_the_filter(world: World, svc: Services) -> None:
+    customer = licensed(world, "Guarded")
+    with pytest.raises(AppNotFound):
+        await log(svc).credential_sign_ins(customer.tenant_id, "x' or appId ne 'y", datetime.now(UTC))
 
 
 async def test_another_refusal_is_an_error_not_missing_evidence(world: World, svc: Services) -> None:
