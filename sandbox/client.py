@@ -176,6 +176,29 @@ class SandboxClient:
         result: dict[str, Any] = self._call("GET", "/keyvault/writes")
         return result
 
+    def partner(self) -> dict[str, Any]:
+        """The partner relationship: the partner admin, its groups, GDAP relationships, Partner Center consents."""
+        result: dict[str, Any] = self._call("GET", "/msp/partner")
+        return result
+
+    def seed_gdap_customers(self, count: int, *, start: int = 1, missing_role_every: int = 0,
+                            proofpoint_app: bool = True) -> list[str]:
+        """Seed `count` customer tenants with active GDAP relationships (sandbox.gdap.customers_seed); their ids."""
+        from sandbox.gdap import customers_seed
+
+        doc = customers_seed(count, start=start, missing_role_every=missing_role_every,
+                             proofpoint_app=proofpoint_app)
+        self.seed(doc)
+        return [t["id"] for t in doc["tenants"]]
+
+    def set_service_principal_delay(self, seconds: float) -> None:
+        """How long a service principal made by Graph or Partner Center stays unknown to the token endpoint."""
+        self._call("POST", "/settings", {"service_principal_delay_seconds": seconds})
+
+    def set_device_code_interval(self, seconds: int) -> None:
+        """The polling interval the device code endpoint tells clients (5 s, Entra's, until the next reset)."""
+        self._call("POST", "/settings", {"device_code_interval_seconds": seconds})
+
     def proofpoint_sync(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("POST", "/proofpoint/sync")["results"]
         return result
@@ -264,3 +287,22 @@ def _redirected(location: str) -> SignInAnswer:
     parts = urlsplit(location)
     params = dict(parse_qsl(parts.fragment or parts.query))
     return SignInAnswer(f"{parts.scheme}://{parts.netloc}{parts.path}", "GET", params)
+
+
+def answer_device_code(entra_url: str, user_code: str, user_principal_name: str, ca_file: str, *,
+                       approve: bool = True) -> str:
+    """Play the user at the device code verification page: enter the code, pick the account, Continue (or Cancel);
+    the page's heading. PermissionError with Entra's text when the code is refused."""
+    with requests.Session() as browser:
+        picker = browser.post(f"{entra_url}/devicelogin", data={"otc": user_code}, verify=ca_file, timeout=30)
+        if picker.status_code != 200:
+            raise PermissionError(picker.text)
+        action, fields = _only_form(picker.text)
+        if user_principal_name not in fields.get("login_hint", []):
+            raise LookupError(f"{user_principal_name} is not offered on the sign-in page")
+        done = browser.post(urljoin(entra_url + "/", action.lstrip("/")), data={
+            "otc": fields["otc"][0], "login_hint": user_principal_name,
+            "decision": "approve" if approve else "decline"}, verify=ca_file, timeout=30)
+    if done.status_code != 200:
+        raise PermissionError(done.text)
+    return done.text

@@ -20,13 +20,17 @@ from aiohttp import web
 from sandbox.world import (
     AUDIENCES,
     CODE_LIFETIME,
+    DEVICE_CODE_LIFETIME,
     EXCHANGE_AUDIENCE,
     GRAPH_AUDIENCE,
+    REFRESH_LIFETIME,
     RESOURCE_NAMES,
     Application,
     AuthCode,
     AuthError,
+    DeviceCode,
     EntraError,
+    RefreshGrant,
     ServicePrincipal,
     SignInSource,
     Tenant,
@@ -377,7 +381,8 @@ def _id_token(world: World, tenant: Tenant, user: User, client_id: str, roles: l
 
 
 def _user_access_token(world: World, tenant: Tenant, user: User, client_id: str, azpacr: str,
-                       resource: Resource | None, scopes: list[str]) -> tuple[str, dt.datetime, str]:
+                       resource: Resource | None, scopes: list[str], home: Tenant | None = None,
+                       granted_scopes: set[str] | None = None) -> tuple[str, dt.datetime, str]:
     """A delegated access token and the scope it carries: for an API asking for v2.0 tokens, aud = its client id,
     scp, the user's roles on it; otherwise (Microsoft Graph, the default) v1-shaped as the sandbox's Graph reads."""
     if resource is not None and resource.app is not None and resource.app.access_token_version == 2:
@@ -398,8 +403,11 @@ def _user_access_token(world: World, tenant: Tenant, user: User, client_id: str,
         return token, expires, " ".join(f"{api.identifier_uris[0] if api.identifier_uris else api.app_id}/{s}"
                                         for s in granted)
     audience = resource.audience if resource is not None else GRAPH_AUDIENCE
-    granted = [s for s in resource.scopes if s != ".default"] if resource is not None else []
-    granted = granted or ["User.Read"]
+    asked = [s for s in resource.scopes if s != ".default"] if resource is not None else []
+    if granted_scopes is not None:  # a tenant where the user is a foreign principal: only what was consented there
+        granted = sorted(granted_scopes) if not asked else [s for s in asked if s in granted_scopes]
+    else:
+        granted = asked or ["User.Read"]
     now = world.now()
     expires = now + dt.timedelta(hours=1)
     v1 = {
@@ -409,6 +417,13 @@ def _user_access_token(world: World, tenant: Tenant, user: User, client_id: str,
         "idtyp": "user", "iat": int(now.timestamp()), "nbf": int(now.timestamp()), "exp": int(expires.timestamp()),
         "ver": "1.0", "uti": uuid.uuid4().hex,
     }
+    # wids: "the tenant-wide roles assigned to this user" (access-token-claims-reference.md); for a GDAP foreign
+    # principal, the roles its active relationships give it there, and idp names the user's home tenant.
+    wids = world.gdap.roles_in(tenant.id, user.id) if home is not None else tenant.directory_roles.get(user.id, set())
+    if wids:
+        v1["wids"] = sorted(wids)
+    if home is not None:
+        v1["idp"] = f"https://sts.windows.net/{home.id}/"
     return world.sign(v1), expires, " ".join([*(f"{audience}/{s}" for s in granted), *(
         s for s in scopes if s in OIDC_SCOPES and s != "offline_access")])
 
@@ -518,7 +533,151 @@ def _redeem_code(world: World, tenant_id: str, fields: dict[str, str]) -> dict[s
         assert app is not None  # the code was issued to it
         roles = world.roles_of(tenant, app.app_id, user.id) or []
         answer["id_token"] = _id_token(world, tenant, user, client_id, roles, code.scopes, code.nonce)
+    if "offline_access" in code.scopes:
+        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=False)
     return answer
+
+
+def _new_refresh_token(world: World, client_id: str, tenant: Tenant, user: User, *, public: bool) -> str:
+    """An opaque refresh token ("opaque to the client", refresh-tokens.md), remembered by the sandbox only."""
+    token = "1.A" + secrets.token_urlsafe(96)
+    world.refresh_tokens[token] = RefreshGrant(client_id, user.id, tenant.id, public, world.now())
+    return token
+
+
+def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """`grant_type=refresh_token` (v2-oauth2-auth-code-flow.md "Refresh the access token"), in the user's tenant or
+    in another one where the user is a GDAP foreign principal (the partner admin in a customer tenant).
+
+    Assumed, strictest plausible: in a customer tenant the user must hold a role there through an active GDAP
+    relationship (else AADSTS50020, as for any user foreign to the tenant); the client must have a service principal
+    there with delegated permissions consented for all principals (else AADSTS65001); the token's `scp` is what was
+    consented there, narrowed to the scopes asked."""
+    for name in ("client_id", "refresh_token"):
+        if not fields.get(name):
+            raise EntraError(400, "invalid_request", 900144,
+                             f"The request body must contain the following parameter: '{name}'.")
+    client_id = fields["client_id"]
+    grant = world.refresh_tokens.get(fields["refresh_token"])
+    if grant is None or grant.client_id != client_id:
+        raise EntraError(400, "invalid_grant", 9002313, "Invalid request. Request is malformed or invalid.")
+    if world.now() >= grant.issued_at + REFRESH_LIFETIME:
+        raise EntraError(400, "invalid_grant", 700082, "The refresh token has expired due to inactivity. The token "
+                         "was issued on " + grant.issued_at.isoformat() + " and was inactive for 90.00:00:00.")
+    home = world.directory.tenants[grant.home_tenant_id]
+    target = home if tenant_id in ALIASES else world.directory.tenants.get(tenant_id)
+    if target is None:
+        raise EntraError(400, "invalid_tenant", 90002, f"Tenant '{tenant_id}' not found. Check to make sure you "
+                         "have the correct tenant ID and are signing into the correct cloud.")
+    if grant.public and not ("client_assertion" in fields or "client_secret" in fields):
+        azpacr = "0"
+    else:
+        azpacr = _authenticate_client(world, home.id, client_id, fields)
+    user = home.users.get(grant.user_id)
+    if user is None:
+        raise EntraError(400, "invalid_grant", 50173, "The provided grant has expired due to it being revoked.")
+    app = world.directory.find_application(client_id)
+    assert app is not None  # a grant is only issued to a registered app
+    granted: set[str] | None = None
+    foreign: Tenant | None = None
+    if target.id != home.id:
+        foreign = home
+        if not world.gdap.roles_in(target.id, user.id):
+            raise EntraError(400, "invalid_grant", 50020, f"User account '{user.user_principal_name}' from identity "
+                             f"provider 'https://sts.windows.net/{home.id}/' does not exist in tenant '{target.name}' "
+                             f"and cannot access the application '{client_id}'({app.display_name}) in that tenant. "
+                             "The account needs to be added as an external user in the tenant first.")
+        granted = target.delegated_grants.get(client_id, set())
+        if client_id not in target.service_principals or not granted:
+            raise EntraError(400, "invalid_grant", 65001, f"The user or administrator has not consented to use the "
+                             f"application with ID '{client_id}' named '{app.display_name}'. Send an interactive "
+                             "authorization request for this user and resource.")
+    resource = _resource(world, target, fields.get("scope", ""))
+    scopes = fields.get("scope", "").split()
+    access_token, expires, scope = _user_access_token(world, target, user, client_id, azpacr, resource, scopes,
+                                                      home=foreign, granted_scopes=granted)
+    lifetime = int((expires - world.now()).total_seconds()) - 1
+    return {"token_type": "Bearer", "scope": scope, "expires_in": lifetime, "ext_expires_in": lifetime,
+            "access_token": access_token,
+            "refresh_token": _new_refresh_token(world, client_id, home, user, public=grant.public)}
+
+
+DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def _start_device_code(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """`POST /{tenant}/oauth2/v2.0/devicecode` (v2-oauth2-device-code.md "Device authorization request")."""
+    _tenants_for(world, tenant_id)
+    client_id = fields.get("client_id", "")
+    if not client_id:
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'client_id'.")
+    if world.directory.find_application(client_id) is None:
+        raise EntraError(400, "unauthorized_client", 700016, f"Application with identifier '{client_id}' was not "
+                         "found in the directory.")
+    scope = fields.get("scope", "")
+    if not scope.strip():
+        raise EntraError(400, "invalid_request", 900144,
+                         "The request body must contain the following parameter: 'scope'.")
+    _resource(world, None, scope)
+    device_code = secrets.token_urlsafe(48)
+    user_code = "".join(secrets.choice("ABCDEFGHJKLMNPQRSTUVWXYZ23456789") for _ in range(9))
+    world.device_codes[device_code] = DeviceCode(user_code, client_id, tenant_id, scope.split(), world.now(),
+                                                 world.device_code_interval)
+    uri = f"{world.urls['entra']}/devicelogin"
+    return {"user_code": user_code, "device_code": device_code, "verification_uri": uri,
+            "expires_in": int(DEVICE_CODE_LIFETIME.total_seconds()), "interval": world.device_code_interval,
+            "message": f"To sign in, use a web browser to open the page {uri} and enter the code {user_code} to "
+                       "authenticate."}
+
+
+def _redeem_device_code(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """The token request of the device code flow: the errors of v2-oauth2-device-code.md "Expected errors"
+    (authorization_pending, authorization_declined, bad_verification_code, expired_token) and RFC 8628's slow_down
+    when polled more often than `interval` (assumed: Microsoft's page does not list it)."""
+    client_id, code = fields.get("client_id", ""), fields.get("device_code", "")
+    device = world.device_codes.get(code)
+    if device is None or device.client_id != client_id or device.decision == "redeemed":
+        raise EntraError(400, "bad_verification_code", 70018, "The provided value for the input parameter "
+                         "'device_code' is not valid.")
+    now = world.now()
+    if now >= device.issued_at + DEVICE_CODE_LIFETIME:
+        raise EntraError(400, "expired_token", 70019, "Verification code expired.")
+    app = world.directory.find_application(client_id)
+    assert app is not None  # checked when the code was issued
+    public = not ("client_assertion" in fields or "client_secret" in fields)
+    if public and not app.is_fallback_public_client:
+        raise EntraError(401, "invalid_client", 7000218, "The request body must contain the following parameter: "
+                         "'client_assertion' or 'client_secret'.")
+    if device.decision == "declined":
+        raise EntraError(400, "authorization_declined", 70000, "The end user denied the authorization request.")
+    if device.decision == "pending":
+        too_soon = device.last_poll is not None and (now - device.last_poll).total_seconds() < device.interval
+        device.last_poll = now
+        if too_soon:
+            raise EntraError(400, "slow_down", 70016, "OAuth 2.0 device flow error. Poll less often.")
+        raise EntraError(400, "authorization_pending", 70016, "OAuth 2.0 device flow error. Authorization is "
+                         "pending. Continue polling.")
+    azpacr = "0" if public else _authenticate_client(world, str(device.user_tenant_id), client_id, fields)
+    device.decision = "redeemed"
+    tenant = world.directory.tenants[str(device.user_tenant_id)]
+    user = tenant.users[str(device.user_id)]
+    resource = _resource(world, tenant, " ".join(device.scopes))
+    access_token, expires, scope = _user_access_token(world, tenant, user, client_id, azpacr, resource,
+                                                      device.scopes)
+    lifetime = int((expires - now).total_seconds()) - 1
+    answer: dict[str, Any] = {"token_type": "Bearer", "scope": scope, "expires_in": lifetime,
+                              "ext_expires_in": lifetime, "access_token": access_token}
+    if "openid" in device.scopes:
+        answer["id_token"] = _id_token(world, tenant, user, client_id, [], device.scopes, None)
+    if "offline_access" in device.scopes:
+        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=public)
+    return answer
+
+
+def _device_page(title: str, body: str) -> web.Response:
+    return web.Response(text=f"<!doctype html><html><head><title>{html.escape(title)}</title></head><body>{body}"
+                        "</body></html>", content_type="text/html")
 
 
 def build_app(world: World) -> web.Application:
@@ -640,9 +799,14 @@ def build_app(world: World) -> web.Application:
             grant = fields.get("grant_type")
             if grant == "authorization_code":
                 return web.json_response(_redeem_code(world, tenant_id, fields))
+            if grant == "refresh_token":
+                return web.json_response(_redeem_refresh_token(world, tenant_id, fields))
+            if grant == DEVICE_CODE_GRANT:
+                return web.json_response(_redeem_device_code(world, tenant_id, fields))
             if grant != "client_credentials":
                 raise EntraError(400, "unsupported_grant_type", 70003, "The app requested an unsupported grant "
-                                 "type. Supported: client_credentials and authorization_code.")
+                                 "type. Supported: client_credentials, authorization_code, refresh_token and "
+                                 f"{DEVICE_CODE_GRANT}.")
             app_id = fields.get("client_id", "")
             if not app_id:
                 raise EntraError(400, "invalid_request", 900144,
@@ -663,6 +827,55 @@ def build_app(world: World) -> web.Application:
         return web.json_response(
             {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access_token}
         )
+
+    @routes.post("/{tenant}/oauth2/v2.0/devicecode")
+    async def device_code(request: web.Request) -> web.Response:
+        fields = {k: str(v) for k, v in (await request.post()).items()}
+        try:
+            return web.json_response(_start_device_code(world, request.match_info["tenant"], fields))
+        except EntraError as exc:
+            return _entra_error(exc)
+
+    @routes.get("/devicelogin")
+    async def device_login(request: web.Request) -> web.Response:
+        """The verification page (microsoft.com/devicelogin): the user types the code shown by the device."""
+        return _device_page("Enter code", '<h1>Enter code</h1><form id="enter-code" method="POST" '
+                            'action="/devicelogin"><input name="otc" value=""><button type="submit">Next</button>'
+                            "</form>")
+
+    @routes.post("/devicelogin")
+    async def device_login_code(request: web.Request) -> web.Response:
+        """The code entered: the account picker of the code's tenant (every tenant for common/organizations), with
+        a Continue (approve) or Cancel (decline) choice per account."""
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        otc = form.get("otc", "").strip().upper()
+        device = next((d for d in world.device_codes.values() if d.user_code == otc and d.decision == "pending"
+                       and world.now() < d.issued_at + DEVICE_CODE_LIFETIME), None)
+        if device is None:
+            return _sign_in_error_page(EntraError(400, "invalid_request", 70018, "The code you entered has expired "
+                                                  "or is not valid."))
+        if "login_hint" in form:
+            try:
+                tenant, user = _signed_in_user(world, device.tenant_id, form["login_hint"])
+            except EntraError as exc:
+                return _sign_in_error_page(exc)
+            if form.get("decision") == "decline":
+                device.decision = "declined"
+                return _device_page("Sign in", "<h1>You have declined to sign in</h1>")
+            device.decision, device.user_tenant_id, device.user_id = "approved", tenant.id, user.id
+            return _device_page("Sign in", "<h1>You have signed in</h1><p>You may now close this window.</p>")
+        app = world.directory.find_application(device.client_id)
+        buttons = "".join(
+            f'<li><button type="submit" name="login_hint" value="{html.escape(u.user_principal_name)}">'
+            f"{html.escape(u.display_name)} &lt;{html.escape(u.user_principal_name)}&gt;</button></li>"
+            for t in _tenants_for(world, device.tenant_id)
+            for u in sorted(t.users.values(), key=lambda u: u.user_principal_name))
+        return _device_page("Sign in", f"<h1>Pick an account</h1><p>to continue to "
+                            f"{html.escape(app.display_name if app else device.client_id)}</p>"
+                            '<form id="pick-account" method="POST" action="/devicelogin">'
+                            f'<input type="hidden" name="otc" value="{html.escape(otc)}">'
+                            '<select name="decision"><option value="approve">Continue</option>'
+                            f'<option value="decline">Cancel</option></select><ul>{buttons}</ul></form>')
 
     @routes.get("/{tenant}/v2.0/adminconsent")
     async def admin_consent(request: web.Request) -> web.Response:

@@ -7,12 +7,13 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox import seeddates, signinlog
+from sandbox import graph_delegated, seeddates, signinlog
 from sandbox.world import (
     GRAPH_AUDIENCE,
     Application,
@@ -91,6 +92,10 @@ def _not_found(what: str) -> GraphError:
 
 def _unsupported(detail: str) -> GraphError:
     return GraphError(400, "Request_UnsupportedQuery", f"Unsupported query: {detail}")
+
+
+_ERRORS = SimpleNamespace(not_found=_not_found, error=GraphError,
+                          bad_request=lambda code, message: GraphError(400, code, message))
 
 
 def application_json(app: Application, tenant: Tenant) -> dict[str, Any]:
@@ -269,8 +274,9 @@ def build_app(world: World) -> web.Application:
 
     def require_some_role(claims: Claims) -> None:
         # permissions-reference.md: OwnedBy lists and reads every application and service principal of the
-        # tenant (and their owners); only writes need ownership (see writable).
-        if not set(claims.roles) & (READ_ALL | {OWNED_BY}):
+        # tenant (and their owners); only writes need ownership (see writable). A delegated token reads with the
+        # same permissions as scopes (any member may read app registrations: users' default permissions).
+        if not set(claims.roles) & (READ_ALL | {OWNED_BY}) and not set(claims.scopes) & READ_ALL:
             raise _denied()
 
     def find_app(tenant: Tenant, object_id: str | None, app_id: str | None) -> Application:
@@ -386,6 +392,11 @@ def build_app(world: World) -> web.Application:
         path = path.removeprefix("/v1.0").rstrip("/")
         tenant = tenant_of(claims)
         method = request.method
+        if claims.delegated:
+            answer = await graph_delegated.route(world, request, claims, tenant, path, page, Query, _ERRORS,
+                                                 service_principal_json)
+            if answer is not None:
+                return answer
         if path in ("/applications", "/applications/$count") and method == "GET":
             return list_applications(request, claims, tenant, count_only=path.endswith("$count"))
         if path == "/servicePrincipals" and method == "GET":
@@ -434,6 +445,9 @@ def build_app(world: World) -> web.Application:
             response = web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
         except GraphError as exc:
             response = web.json_response(error_body(exc.code, exc.message, request_id), status=exc.status)
+        except graph_delegated.Denied:
+            denied = _denied()
+            response = web.json_response(error_body(denied.code, denied.message, request_id), status=denied.status)
         response.headers["request-id"] = request_id
         response.headers["client-request-id"] = request_id
         return response

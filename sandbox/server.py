@@ -24,7 +24,7 @@ import trustme
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from sandbox import entra, graph, identity, seeddates
+from sandbox import entra, graph, identity, partner_center, seeddates
 from sandbox.world import (
     API_SCOPE,
     AUTOMATION_APPS,
@@ -34,6 +34,8 @@ from sandbox.world import (
     MSP_APP_ID,
     MSP_APP_OBJECT_ID,
     MSP_TENANT_ID,
+    PARTNER_ADMIN_ID,
+    PARTNER_ADMIN_UPN,
     SignInSource,
     World,
 )
@@ -41,7 +43,7 @@ from sandbox.world import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables")
+SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter")
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
@@ -365,6 +367,19 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
             }
         )
 
+    @routes.get("/msp/partner")
+    async def msp_partner(request: web.Request) -> web.Response:
+        """The partner relationship: the partner admin, its groups, and every GDAP relationship with its access
+        assignments (as seeded under `gdap`) and Partner Center's application consents."""
+        tenant = world.directory.tenants[MSP_TENANT_ID]
+        return web.json_response({
+            "tenantId": MSP_TENANT_ID,
+            "admin": {"id": PARTNER_ADMIN_ID, "userPrincipalName": PARTNER_ADMIN_UPN},
+            "groups": [{"id": g.id, "displayName": g.display_name, "members": list(g.members)}
+                       for g in tenant.groups.values()],
+            **world.gdap.dump(),
+        })
+
     @routes.get("/msp/api")
     async def msp_api(request: web.Request) -> web.Response:
         """The rotator's API as App Service Authentication and its callers see it: the MSP app's id, issuer and
@@ -571,12 +586,14 @@ def build_apps(world: World, controls: Controls, tables: TablesProxy) -> dict[st
         "graph": graph.build_app(world),
         "identity": identity.build_app(world),
         "tables": tables.build_app(),
+        "partnercenter": partner_center.build_app(world),
     }
     formatters: dict[str, FaultFormatter] = {
         "entra": entra.fault_body,
         "graph": graph.fault_body,
         "identity": entra.fault_body,
         "tables": _tables_fault_body,
+        "partnercenter": partner_center.fault_body,
     }
     for name in OPTIONAL_MODULES:
         module = _load_optional(world, name)
@@ -641,6 +658,7 @@ class Sandbox:
             "KEY_VAULT_URL": self.endpoints["keyvault"],
             "PROOFPOINT_BASE_URL": self.endpoints["proofpoint"] + "/{stack}/api/v1",
             "PORTAL_BASE_URL": self.endpoints["portal"],
+            "PARTNER_CENTER_URL": self.endpoints["partnercenter"],
             "IDENTITY_ENDPOINT": self.endpoints["identity"] + "/msi/token",
             "IDENTITY_HEADER": self.world.identity_header,
             "AZURE_CLIENT_ID": MI_CLIENT_ID,

@@ -23,7 +23,10 @@ from sandbox import seeddates
 GRAPH_AUDIENCE = "https://graph.microsoft.com"
 VAULT_AUDIENCE = "https://vault.azure.net"
 EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
-AUDIENCES = (GRAPH_AUDIENCE, VAULT_AUDIENCE, EXCHANGE_AUDIENCE)
+# Partner Center's resource: tokens for `https://api.partnercenter.microsoft.com/user_impersonation` (Partner Center
+# REST "Authentication": App+User tokens for this audience).
+PARTNER_CENTER_AUDIENCE = "https://api.partnercenter.microsoft.com"
+AUDIENCES = (GRAPH_AUDIENCE, VAULT_AUDIENCE, EXCHANGE_AUDIENCE, PARTNER_CENTER_AUDIENCE)
 
 # Fixed, well-known ids so that tests and the demo can name the MSP's own identities.
 MSP_TENANT_ID = "5a1d0000-0000-4000-8000-000000000001"
@@ -58,6 +61,13 @@ AUTOMATION_APPS = (
      "5a1d0000-0000-4000-8000-000000000035", "Rotator automation (read)", ROLE_READ),
 )
 KEY_VAULT_ROLE = "Key Vault Secrets Officer"
+# The partner (MSP) tenant's admin who onboards customers through GDAP, and the partner security groups the GDAP
+# relationships' access assignments name (issue 23's contract GUIDs). The admin may operate the rotator.
+PARTNER_ADMIN_ID = "5a1d0000-0000-4000-8000-000000000040"
+PARTNER_ADMIN_UPN = "partner-admin@msp.example"
+PARTNER_ADMIN_NAME = "Paula Partner-Admin"
+PARTNER_GROUPS = (("5a1d0000-0000-4000-8000-000000000041", "GDAP App Admins"),
+                  ("5a1d0000-0000-4000-8000-000000000042", "GDAP Privileged Role Admins"))
 # Microsoft Graph's appId and the ids of its application permissions the rotator asks for (the permissions
 # reference, learn.microsoft.com/graph/permissions-reference): consent grants the roles an app's
 # requiredResourceAccess lists.
@@ -135,6 +145,11 @@ class Claims:
     audience: str
     roles: list[str]
     expires_at: dt.datetime
+    # A delegated (user) token: its `scp` scopes, and the issuer of the user's home tenant when the user signs in
+    # to another tenant (a GDAP foreign principal: `idp`).
+    scopes: tuple[str, ...] = ()
+    delegated: bool = False
+    identity_provider: str | None = None
 
 
 class ServiceState(Protocol):
@@ -409,6 +424,8 @@ class Application:
     scopes: dict[str, str] = field(default_factory=dict)  # api.oauth2PermissionScopes: value -> id
     access_token_version: int | None = None  # api.requestedAccessTokenVersion (None = 1)
     id_token_issuance: bool = False  # web.implicitGrantSettings.enableIdTokenIssuance (the hybrid flow needs it)
+    # isFallbackPublicClient: "Allow public client flows" (the device code flow redeems without a client credential)
+    is_fallback_public_client: bool = False
 
     def role(self, value: str) -> AppRole | None:
         return next((r for r in self.app_roles if r.value == value), None)
@@ -435,6 +452,16 @@ class ServicePrincipal:
     app_role_assignment_required: bool = False
     assigned_to: list[AppRoleAssignment] = field(default_factory=list)
     account_enabled: bool = True  # Graph's servicePrincipal.accountEnabled: false refuses its sign-ins (7000112)
+    created_at: dt.datetime | None = None  # set when made at run time (Graph, Partner Center): see sp_delay
+
+
+@dataclass
+class Group:
+    """A security group of a tenant (the partner's groups that GDAP access assignments name)."""
+
+    id: str
+    display_name: str
+    members: list[str] = field(default_factory=list)  # user object ids
 
 
 @dataclass
@@ -451,6 +478,14 @@ class Tenant:
     # Its Microsoft Entra ID edition: reading the sign-in logs over Graph needs P1 or P2.
     entra_license: str = "free"
     sign_ins: list[SignInRecord] = field(default_factory=list)  # its sign-in log, in the order the sign-ins happened
+    groups: dict[str, Group] = field(default_factory=dict)  # by object id
+    directory_roles: dict[str, set[str]] = field(default_factory=dict)  # user object id -> role template ids
+    domains: list[str] = field(default_factory=list)  # verified domains besides the initial onmicrosoft.com one
+    # oauth2PermissionGrants for all principals: client appId -> the Graph delegated scopes admin-consented
+    delegated_grants: dict[str, set[str]] = field(default_factory=dict)
+
+    def initial_domain(self) -> str:
+        return re.sub(r"[^a-z0-9]", "", self.name.lower()) + ".onmicrosoft.com"
 
     def user_by_name(self, upn: str) -> User | None:
         return next((u for u in self.users.values() if u.user_principal_name.lower() == upn.lower()), None)
@@ -504,6 +539,7 @@ class Directory:
             scopes={API_SCOPE: SCOPE_ID},
             access_token_version=2,
             id_token_issuance=True,
+            is_fallback_public_client=True,  # create-msp-app.sh allows public client flows (the CLI's device code)
         )
         msp.applications[app.id] = app
         api = ServicePrincipal(MSP_APP_SP_ID, MSP_APP_ID, MSP_APP_NAME, msp.id, app_role_assignment_required=True)
@@ -516,6 +552,10 @@ class Directory:
             msp.users[user_id] = User(user_id, upn, name)
             if role is not None:
                 api.assigned_to.append(AppRoleAssignment(user_id, "User", role_ids[role]))
+        msp.users[PARTNER_ADMIN_ID] = User(PARTNER_ADMIN_ID, PARTNER_ADMIN_UPN, PARTNER_ADMIN_NAME)
+        api.assigned_to.append(AppRoleAssignment(PARTNER_ADMIN_ID, "User", role_ids[ROLE_OPERATE]))
+        for group_id, group_name in PARTNER_GROUPS:
+            msp.groups[group_id] = Group(group_id, group_name, [PARTNER_ADMIN_ID])
         for app_id, object_id, sp_id, name, role in AUTOMATION_APPS:
             automation = Application(
                 id=object_id, app_id=app_id, display_name=name, sign_in_audience="AzureADMyOrg", home_tenant_id=msp.id,
@@ -608,6 +648,19 @@ class Directory:
                 user = User(user_doc.get("id") or str(uuid.uuid4()), user_doc["userPrincipalName"],
                             user_doc.get("displayName", user_doc["userPrincipalName"]))
                 tenant.users[user.id] = user
+                if "directoryRoles" in user_doc:  # Entra built-in roles, by template id or display name
+                    tenant.directory_roles[user.id] = {role_template_id(r) for r in user_doc["directoryRoles"]}
+            for domain in tenant_doc.get("domains", []):
+                if domain.lower() not in (d.lower() for d in tenant.domains):
+                    tenant.domains.append(domain)
+            for group_doc in tenant_doc.get("groups", []):
+                group = tenant.groups.setdefault(group_doc["id"], Group(group_doc["id"], group_doc["displayName"]))
+                for upn in group_doc.get("members", []):
+                    member = tenant.user_by_name(upn)
+                    if member is None:
+                        raise ValueError(f"group member {upn!r} is not a user of tenant {tenant.id}")
+                    if member.id not in group.members:
+                        group.members.append(member.id)
             for assignment in tenant_doc.get("appRoleAssignments", []):
                 self.assign_app_role(tenant, assignment["principal"], self.resolve_app_id(assignment["resource"]),
                                      assignment["appRole"])
@@ -762,8 +815,13 @@ class Directory:
                          "accountEnabled": sp.account_enabled}
                         for sp in tenant.service_principals.values()
                     ],
-                    "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name}
+                    "users": [{"id": u.id, "userPrincipalName": u.user_principal_name, "displayName": u.display_name,
+                               "directoryRoles": sorted(tenant.directory_roles.get(u.id, ()))}
                               for u in tenant.users.values()],
+                    "groups": [{"id": g.id, "displayName": g.display_name, "members": list(g.members)}
+                               for g in tenant.groups.values()],
+                    "domains": [tenant.initial_domain(), *tenant.domains],
+                    "delegatedGrants": {k: sorted(v) for k, v in tenant.delegated_grants.items()},
                     "conditionalAccessPolicies": list(tenant.conditional_access),
                     "entraIdLicense": tenant.entra_license,
                     "signIns": [r.dump(self._world.sign_in_delay) for r in tenant.sign_ins],
@@ -818,6 +876,64 @@ class AuthCode:
     redeemed: bool = False
 
 
+# "refresh tokens ... have a default lifetime of 90 days" (refresh-tokens.md, "Token lifetime")
+REFRESH_LIFETIME = dt.timedelta(days=90)
+# The device authorization response's defaults (v2-oauth2-device-code.md "Device authorization response"): the code
+# lives 15 minutes and the client polls every 5 seconds.
+DEVICE_CODE_LIFETIME = dt.timedelta(minutes=15)
+DEVICE_CODE_INTERVAL = 5
+
+
+@dataclass
+class RefreshGrant:
+    """What a refresh token stands for: a user's sign-in to a client, redeemable in other tenants and resources."""
+
+    client_id: str
+    user_id: str
+    home_tenant_id: str
+    public: bool  # issued to a public client (device code): redeemed without a client credential
+    issued_at: dt.datetime
+
+
+@dataclass
+class DeviceCode:
+    """A pending device authorization (RFC 8628) and what the user answered on the verification page."""
+
+    user_code: str
+    client_id: str
+    tenant_id: str
+    scopes: list[str]
+    issued_at: dt.datetime
+    interval: int
+    last_poll: dt.datetime | None = None
+    decision: str = "pending"  # pending | approved | declined | redeemed
+    user_tenant_id: str | None = None
+    user_id: str | None = None
+
+
+# Entra built-in roles by display name (permissions-reference.md): seed documents may name a role either way.
+ROLE_TEMPLATE_IDS = {
+    "Global Administrator": "62e90394-69f5-4237-9190-012177145e10",
+    "Privileged Role Administrator": "e8611ab8-c189-46e8-94e1-60213ab1f814",
+    "Application Administrator": "9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3",
+    "Cloud Application Administrator": "158c047a-c907-4556-b7ef-446551a6b5f7",
+    "Directory Readers": "88d8e3e3-8f55-4a1e-953a-9b9898b8876b",
+    "Helpdesk Administrator": "729827e3-9c14-49f7-bb1b-9608f156bbb8",
+    "User Administrator": "fe930be7-5e62-47db-91af-98c3a49a38b1",
+}
+
+
+def role_template_id(name_or_id: str) -> str:
+    """A role's template id from its display name or id (ValueError for an unknown name that is not a GUID)."""
+    if name_or_id in ROLE_TEMPLATE_IDS:
+        return ROLE_TEMPLATE_IDS[name_or_id]
+    try:
+        return str(uuid.UUID(name_or_id))
+    except ValueError as exc:
+        raise ValueError(f"unknown Entra role {name_or_id!r}: a template id or one of {sorted(ROLE_TEMPLATE_IDS)}") \
+            from exc
+
+
 class RandomPropagation:
     """Seeded random propagation delays, uniform in [low, high], one draw per new secret (reproducible order)."""
 
@@ -856,7 +972,15 @@ class World:
         self.run_time_redirect_uris: dict[str, list[str]] = {}
         self.auth_codes: dict[str, AuthCode] = {}
         self.sign_ins: dict[str, dict[str, str]] = {}  # pending authorize requests, by the sign-in page's ctx
+        self.refresh_tokens: dict[str, RefreshGrant] = {}
+        self.device_codes: dict[str, DeviceCode] = {}  # by device_code
+        self.device_code_interval = DEVICE_CODE_INTERVAL
+        # How long a service principal made at run time (Graph, Partner Center) stays unknown to the token endpoint.
+        self.sp_delay = dt.timedelta(0)
         self.directory = Directory(self)
+        from sandbox.gdap import GdapState  # the partner relationships (GDAP, Partner Center consents)
+
+        self.gdap = GdapState(self)
         self.keyvault: ServiceState = _EmptyState()
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
@@ -871,7 +995,7 @@ class World:
 
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
-                "webhooks": self.webhooks}
+                "webhooks": self.webhooks, "gdap": self.gdap}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""
@@ -883,6 +1007,10 @@ class World:
         self.sign_in_addresses = dict(_DEFAULT_ADDRESSES)
         self.auth_codes = {}
         self.sign_ins = {}
+        self.refresh_tokens = {}
+        self.device_codes = {}
+        self.device_code_interval = DEVICE_CODE_INTERVAL
+        self.sp_delay = dt.timedelta(0)
         self.directory.reset()
         for state in self._states().values():
             state.reset()
@@ -939,6 +1067,10 @@ class World:
                     self.propagation_delays.pop(str(app_id).lower(), None)
                 else:
                     self.propagation_delays[str(app_id).lower()] = _seconds(seconds)
+        if "service_principal_delay_seconds" in doc:
+            self.sp_delay = _seconds(doc["service_principal_delay_seconds"])
+        if "device_code_interval_seconds" in doc:
+            self.device_code_interval = int(_seconds(doc["device_code_interval_seconds"]).total_seconds())
         if "random_propagation" in doc:
             spec = doc["random_propagation"]
             self.random_propagation = None if spec is None else RandomPropagation(
@@ -988,6 +1120,8 @@ class World:
     def propagation_settings(self) -> dict[str, Any]:
         rnd = self.random_propagation
         return {
+            "service_principal_delay_seconds": self.sp_delay.total_seconds(),
+            "device_code_interval_seconds": self.device_code_interval,
             "propagation_delay_seconds": self.propagation_delay.total_seconds(),
             "propagation_delays": {k: v.total_seconds() for k, v in self.propagation_delays.items()},
             "random_propagation": None if rnd is None else {
@@ -1079,6 +1213,9 @@ class World:
             audience=claims["aud"],
             roles=list(claims.get("roles", [])),
             expires_at=dt.datetime.fromtimestamp(claims["exp"], dt.UTC),
+            scopes=tuple(str(claims.get("scp", "")).split()),
+            delegated="scp" in claims,
+            identity_provider=claims.get("idp"),
         )
 
     # Client credentials
@@ -1093,6 +1230,8 @@ class World:
             )
         app = self.directory.find_application(app_id)
         sp = tenant.service_principals.get(app_id)
+        if sp is not None and sp.created_at is not None and self.now() < sp.created_at + self.sp_delay:
+            sp = None  # made moments ago: not yet replicated to the token service (an assumed, configurable delay)
         if app is None or sp is None:
             raise EntraError(
                 400, "unauthorized_client", 700016, f"Application with identifier '{app_id}' was not found in the "

@@ -32,13 +32,14 @@ def openid(sb: SandboxHandle, tenant: str = CUSTOMER) -> requests.Response:
 
 def test_files_and_settings(sb: SandboxHandle) -> None:
     assert set(sb.endpoints) == {"entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "control",
-                                 "identity", "tables"}
+                                 "identity", "tables", "partnercenter"}
     assert sb.endpoints["identity"].startswith("http://127.0.0.1:")
     assert sb.endpoints["tables"].startswith("http://127.0.0.1:")  # plain http, as Azurite
     plain = ("identity", "tables")
     assert all(url.startswith("https://127.0.0.1:") for name, url in sb.endpoints.items() if name not in plain)
     assert sb.settings["GRAPH_BASE_URL"] == sb.endpoints["graph"] + "/v1.0"
     assert sb.settings["PROOFPOINT_BASE_URL"] == sb.endpoints["proofpoint"] + "/{stack}/api/v1"
+    assert sb.settings["PARTNER_CENTER_URL"] == sb.endpoints["partnercenter"]
     assert sb.settings["CA_BUNDLE"] == sb.ca_file and sb.settings["IDENTITY_MODE"] == "federated"
 
 

@@ -456,7 +456,7 @@ def test_the_seed_names_users_and_automation_principals_and_keeps_secrets_out_of
     api = _api(sb)
     assert {u["userPrincipalName"]: u["roles"] for u in api["users"]} == {
         "operator@msp.example": ["Rotator.Operate"], "reader@msp.example": ["Rotator.Read"],
-        "nobody@msp.example": []}
+        "nobody@msp.example": [], "partner-admin@msp.example": ["Rotator.Operate"]}
     assert sorted(a["roles"][0] for a in api["automation"]) == ["Rotator.Operate", "Rotator.Read"]
     assert api["appRoles"] == ["Rotator.Read", "Rotator.Operate"] and api["appRoleAssignmentRequired"] is True
     secrets_made = [a["clientSecret"] for a in api["automation"]]
