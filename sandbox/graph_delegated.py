@@ -54,7 +54,7 @@ MEMBER_READ = {"User.Read", "GroupMember.Read.All", "Directory.Read.All", "Direc
 _RELATIONSHIP = re.compile(r"^/tenantRelationships/delegatedAdminRelationships/(?P<id>[^/]+)"
                            r"(?P<sub>/accessAssignments)?$")
 _SP = re.compile(r"^/servicePrincipals(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))"
-                 r"(?P<sub>/appRoleAssignedTo(?:/(?P<assignment>[^/]+))?)?$")
+                 r"(?:(?P<sub>/appRoleAssignedTo(?:/(?P<assignment>[^/]+))?)|(?P<held>/appRoleAssignments))?$")
 _OWNER_REF = re.compile(r"^/applications(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))/owners"
                         r"(?:/(?P<owner>[^/]+))?/\$ref$")
 
@@ -185,6 +185,14 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
         if found is None:
             raise errors.not_found(match["id"] or match["app_id"] or "")
         sp = found
+        if method == "GET" and match["held"]:
+            # The app role assignments the principal holds (servicePrincipal-list-approleassignments.md).
+            require(claims, APP_READ)
+            graph = graph_service_principal(tenant)
+            rows = [a for a in _assignments(tenant, graph) if a["principalId"] == sp.id]
+            return page(request, rows, query(request), f"servicePrincipals('{sp.id}')/appRoleAssignments")
+        if match["held"]:
+            return None
         if method == "GET" and not match["sub"]:
             require(claims, APP_READ)
             return web.json_response({"@odata.context": f"{base}/$metadata#servicePrincipals/$entity",

@@ -650,6 +650,10 @@ class Directory:
                 tenant.users[user.id] = user
                 if "directoryRoles" in user_doc:  # Entra built-in roles, by template id or display name
                     tenant.directory_roles[user.id] = {role_template_id(r) for r in user_doc["directoryRoles"]}
+            for client, scopes in (tenant_doc.get("delegatedGrants") or {}).items():
+                # oauth2PermissionGrants (consentType AllPrincipals) of a client on Microsoft Graph
+                self.ensure_service_principal(tenant, self.resolve_app_id(client))
+                tenant.delegated_grants.setdefault(self.resolve_app_id(client), set()).update(scopes)
             for domain in tenant_doc.get("domains", []):
                 if domain.lower() not in (d.lower() for d in tenant.domains):
                     tenant.domains.append(domain)

@@ -231,6 +231,8 @@ def test_graph_under_gdap_assigns_the_permission_adds_the_owner_and_app_only_tok
     assert duplicate.status_code == 400 and "already exists" in duplicate.json()["error"]["message"]
     listed = _graph(sb, "GET", f"/servicePrincipals/{graph_sp['id']}/appRoleAssignedTo", token).json()["value"]
     assert [(a["principalId"], a["appRoleId"]) for a in listed] == [(msp_sp["id"], OWNED_BY_ID)]
+    held = _graph(sb, "GET", f"/servicePrincipals/{msp_sp['id']}/appRoleAssignments", token).json()["value"]
+    assert [(a["resourceId"], a["appRoleId"]) for a in held] == [(graph_sp["id"], OWNED_BY_ID)]
 
     app = customers_seed(1)["tenants"][0]["applications"][0]["appId"]
     app_object = next(a["id"] for t in sb.control.state()["tenants"] if t["id"] == customers[0]
