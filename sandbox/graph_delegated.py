@@ -34,11 +34,11 @@ GLOBAL_ADMIN = ROLE_TEMPLATE_IDS["Global Administrator"]
 PRIVILEGED_ROLE_ADMIN = ROLE_TEMPLATE_IDS["Privileged Role Administrator"]
 APP_ADMIN = ROLE_TEMPLATE_IDS["Application Administrator"]
 CLOUD_APP_ADMIN = ROLE_TEMPLATE_IDS["Cloud Application Administrator"]
-# delegate-by-task.md ("Least privileged roles by task", Applications / Enterprise applications): creating an
-# enterprise application and managing app owners need Cloud Application Administrator or Application Administrator;
-# granting an application permission of Microsoft Graph (an app role assignment on Graph's service principal) needs
-# Privileged Role Administrator (permissions-reference.md: Application Administrator "can't grant ... application
-# permissions for Microsoft Graph").
+# delegate-by-task.md ("Least privileged roles by task", Enterprise applications): "Create enterprise application"
+# and "Update enterprise application owners": Cloud Application Administrator, Application Administrator; "Consent to
+# application permissions to Microsoft Graph": Privileged Role Administrator only (permissions-reference.md,
+# Application Administrator: "with the exception of application permissions for Microsoft Graph"). Global
+# Administrator may do all.
 APP_MANAGERS = {GLOBAL_ADMIN, APP_ADMIN, CLOUD_APP_ADMIN}
 GRAPH_GRANTERS = {GLOBAL_ADMIN, PRIVILEGED_ROLE_ADMIN}
 # Graph's own service principal: one per tenant, with the application permissions as its app roles.

@@ -10,9 +10,10 @@ and admin-consents the DELEGATED scopes only.
 
 Assumed, the strictest plausible (Microsoft does not publish the refusals): only an App+User token of the partner
 tenant is served (app-only: 403); the customer must have an active GDAP relationship (else 403) in which the user
-holds Application Administrator, Cloud Application Administrator, Privileged Role Administrator or Global
-Administrator (the roles that may create an enterprise app and consent delegated permissions; else 403); a second
-POST for the same application answers 409. Error bodies carry Partner Center's fields `code`, `description`,
+holds Application Administrator, Cloud Application Administrator or Global Administrator ("Least privileged roles by
+task", Enterprise applications: "Create enterprise application" and "Consent to any delegated permissions" are Cloud
+Application Administrator's, with Application Administrator; else 403); a second POST for the same application
+answers 409. Error bodies carry Partner Center's fields `code`, `description`,
 `data`, `source`.
 """
 
@@ -25,10 +26,10 @@ from typing import Any
 from aiohttp import web
 
 from sandbox.gdap import Consent
-from sandbox.graph_delegated import APP_MANAGERS, GRAPH_GRANTERS
+from sandbox.graph_delegated import APP_MANAGERS
 from sandbox.world import PARTNER_CENTER_AUDIENCE, AuthError, Claims, World
 
-CONSENTING_ROLES = APP_MANAGERS | GRAPH_GRANTERS
+CONSENTING_ROLES = APP_MANAGERS
 
 
 class PartnerCenterError(Exception):
@@ -72,7 +73,7 @@ def build_app(world: World) -> web.Application:
         if not world.gdap.roles_in(customer_id, claims.object_id) & CONSENTING_ROLES:
             raise PartnerCenterError(403, 403, "The user does not hold a role in the customer tenant that may "
                                      "consent to applications (Application Administrator, Cloud Application "
-                                     "Administrator, Privileged Role Administrator or Global Administrator).")
+                                     "Administrator or Global Administrator).")
         return customer_id
 
     async def answer(request: web.Request, work: Any) -> web.Response:

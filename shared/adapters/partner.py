@@ -4,13 +4,14 @@ application-consent API (the control-panel-vendor path CIPP uses).
 
 Which call needs which GDAP role (docs/onboarding.md has the table with its sources):
 - Partner Center `applicationconsents` (makes the MSP app's service principal and consents its delegated Graph
-  scopes): the admin must hold, through an active relationship, a role that may consent to an app (Application
-  Administrator or Cloud Application Administrator; Privileged Role Administrator and Global Administrator also).
-- Graph `POST /servicePrincipals`, owners `$ref`, `DELETE /servicePrincipals/{id}`: Application Administrator or
-  Cloud Application Administrator (Microsoft Entra "Least privileged roles by task").
-- Graph `appRoleAssignedTo` on Microsoft Graph's service principal (an application permission of Graph):
-  Privileged Role Administrator (Application Administrator "can't grant ... application permissions for Microsoft
-  Graph", Entra built-in roles reference).
+  scopes): Cloud Application Administrator or Application Administrator ("Create enterprise application", "Consent
+  to any delegated permissions"); Partner Center does not publish its check, the sandbox assumes this one.
+- Graph `POST /servicePrincipals`, owners `$ref`, `DELETE /servicePrincipals/{id}`: Cloud Application
+  Administrator or Application Administrator ("Least privileged roles by task", Enterprise applications).
+- Graph `appRoleAssignedTo` on Microsoft Graph's service principal: Privileged Role Administrator ("Consent to
+  application permissions to Microsoft Graph"; Application Administrator consents "with the exception of
+  application permissions for Microsoft Graph", Entra built-in roles reference).
+Global Administrator may do each.
 Both install methods end with the Graph app role assignments: Partner Center consents delegated scopes only.
 
 Every call is made with the admin's delegated token for that tenant (shared.adapters.delegated); no token leaves it.
