@@ -163,6 +163,19 @@ class DelegatedSignIn:
                 raise error.translated() from None
             return self._signed_in(answer, scopes)
 
+    async def resume(self, refresh_token: str) -> PartnerAdmin:
+        """Sign in again from a refresh token kept (in Key Vault) at the admin's request: a resumed run."""
+        self._refresh = refresh_token
+        self._tokens.clear()
+        form = {"grant_type": "refresh_token", "client_id": self._client_id, "refresh_token": refresh_token,
+                "scope": " ".join(SIGN_IN_SCOPES)}
+        try:
+            answer = await self._post(self._home, form, confidential=self._client_assertion is not None)
+        except _OAuthError as error:
+            self._refresh = None
+            raise error.translated() from None
+        return self._signed_in(answer, SIGN_IN_SCOPES)
+
     def _signed_in(self, answer: dict[str, Any], scopes: Sequence[str]) -> PartnerAdmin:
         claims = _claims(str(answer["access_token"]))
         self._refresh = answer.get("refresh_token") or self._refresh

@@ -256,3 +256,28 @@ async def test_no_token_in_logs_or_errors(sb: SandboxHandle, http: aiohttp.Clien
     assert not any(token in text for token in held)
     await session.close()
     assert sign_in.refresh_token_for_vault() is None
+    with pytest.raises(PartnerRefused) as gone:
+        await sign_in.access_token(tenant)
+    assert gone.value.code == "NotSignedIn"
+
+
+async def test_a_run_resumes_from_a_kept_refresh_token_and_a_bad_one_is_refused(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    tenant = sb.control.seed_gdap_customers(1)[0]
+    first = _sign_in(sb, http)
+    await _device(sb, first)
+    kept = first.refresh_token_for_vault()
+    assert kept
+    await first.close()
+    again = _sign_in(sb, http)
+    admin = await again.resume(kept)
+    assert admin.user_principal_name == ADMIN
+    session = GdapPartnerSession(again, app_id=sb.settings["MSP_APP_CLIENT_ID"],
+                                 graph_base_url=sb.settings["GRAPH_BASE_URL"],
+                                 partner_center_url=sb.settings["PARTNER_CENTER_URL"], session=http,
+                                 ca_bundle=sb.ca_file)
+    assert [c.tenant_id for c in await session.customers()] == [tenant]
+    sb.control.set_clock(91 * 24 * 3600)  # past the refresh token's 90 days
+    with pytest.raises(PartnerRefused) as expired:
+        await _sign_in(sb, http).resume(kept)
+    assert expired.value.code == "SignInExpired" and kept not in str(expired.value)

@@ -13,7 +13,7 @@ import jwt
 import pytest
 import requests
 
-from sandbox.client import answer_device_code
+from sandbox.client import answer_device_code, sign_in_as
 from sandbox.gdap import customers_seed
 from tests.conftest import SandboxHandle
 
@@ -304,3 +304,26 @@ def test_two_hundred_customers_seed_quickly_with_stable_ids(sb: SandboxHandle) -
     assert len(partner["relationships"]) == 200 and partner["admin"]["userPrincipalName"] == ADMIN
     lacking = [r for r in partner["relationships"] if len(r["accessDetails"]["unifiedRoles"]) == 1]
     assert len(lacking) == 20
+
+
+def test_a_customer_admin_picks_their_account_on_the_authorize_page_of_their_tenant(sb: SandboxHandle) -> None:
+    tenant = str(uuid.uuid4())
+    sb.control.seed({"tenants": [{"id": tenant, "name": "Picker", "grants": [{"appId": "msp-app"}], "users": [
+        {"userPrincipalName": "appadmin@picker.example", "directoryRoles": ["Application Administrator"]}]}]})
+    redirect = "http://localhost:7071/api/consent"
+    query = {"client_id": MSP_APP, "response_type": "code", "redirect_uri": redirect, "response_mode": "query",
+             "scope": "Application.ReadWrite.All offline_access", "state": "s"}
+    url = f"{sb.endpoints['entra']}/{tenant}/oauth2/v2.0/authorize?" + "&".join(
+        f"{k}={requests.utils.quote(v, safe='')}" for k, v in query.items())
+    with pytest.raises(LookupError):  # the partner admin is not a user of this tenant: not offered
+        sign_in_as(url, ADMIN, sb.ca_file)
+    answer = sign_in_as(url, "appadmin@picker.example", sb.ca_file)
+    assertion = requests.get(sb.settings["IDENTITY_ENDPOINT"], params={
+        "resource": "api://AzureADTokenExchange", "api-version": "2019-08-01"}, headers={
+        "X-IDENTITY-HEADER": sb.settings["IDENTITY_HEADER"]}, timeout=10).json()["access_token"]
+    tokens = _token(sb, tenant, grant_type="authorization_code", client_id=MSP_APP, code=answer.params["code"],
+                    redirect_uri=redirect, client_assertion=assertion,
+                    client_assertion_type="urn:ietf:params:oauth:client-assertion-type:jwt-bearer").json()
+    claims = _claims(tokens["access_token"])
+    assert claims["tid"] == tenant and claims["wids"] == ["9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"]
+    assert "idp" not in claims and tokens["refresh_token"]
