@@ -89,6 +89,14 @@ if [ "$sign_in_only" = false ]; then
     --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [{\"id\": \"$role_id\", \"type\": \"Role\"}]}]"
 fi
 
+# Bulk onboarding's command line signs the partner admin in with the device code flow, a public client flow: Entra
+# redeems a device code without a client credential only when the app allows public client flows
+# (isFallbackPublicClient; "Microsoft identity platform and the OAuth 2.0 device authorization grant flow"), else
+# AADSTS7000218. The browser sign-in and the rotator's own tokens keep using the federated credential.
+if [ "$sign_in_only" = false ]; then
+  az ad app update --id "$app_id" --is-fallback-public-client true
+fi
+
 # App roles of the rotator's API (shared/entrypoints/access.py). The ids are fixed: Entra refuses to
 # delete or change an enabled role, and the same ids make every run identical. allowedMemberTypes User and
 # Application: people (and groups) get them by assignment, automation as application permissions (Graph appRole

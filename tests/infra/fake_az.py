@@ -104,7 +104,7 @@ def _new_application(display_name: str, audience: str) -> dict[str, Any]:
                                                               "enableAccessTokenIssuance": False}},
         "api": {"requestedAccessTokenVersion": None, "oauth2PermissionScopes": [], "preAuthorizedApplications": [],
                 "knownClientApplications": [], "acceptMappedClaims": None},
-        "federatedIdentityCredentials": [],
+        "federatedIdentityCredentials": [], "isFallbackPublicClient": None,
     }
 
 
@@ -158,8 +158,13 @@ def run(args: list[str], state: dict[str, Any]) -> None:
             body["identifierUris"] = options["--identifier-uris"]
         if "--web-redirect-uris" in options:
             body["web"] = {"redirectUris": options["--web-redirect-uris"]}
+        if "--is-fallback-public-client" in options:
+            value = _one(options, "--is-fallback-public-client")
+            if value not in ("true", "false"):
+                raise AzError("argument --is-fallback-public-client: invalid choice (choose from 'false', 'true')")
+            body["isFallbackPublicClient"] = value == "true"
         unknown = set(options) - {"--id", "--sign-in-audience", "--required-resource-accesses", "--app-roles",
-                                  "--identifier-uris", "--web-redirect-uris"}
+                                  "--identifier-uris", "--web-redirect-uris", "--is-fallback-public-client"}
         if unknown:
             raise AzError(f"the stand-in does not model {sorted(unknown)}")
         _patch_application(app, body)

@@ -295,11 +295,17 @@ def test_sign_in_only_configures_a_single_tenant_app_for_sign_in_alone(tmp_path:
     assert app["api"]["preAuthorizedApplications"][0]["appId"] == AZURE_CLI
     assert [c["subject"] for c in app["federatedIdentityCredentials"]] == [PRINCIPAL]  # the browser sign-in's
     assert directory.service_principal()["appRoleAssignmentRequired"] is True
+    assert app["isFallbackPublicClient"] is None  # no bulk onboarding from a single-tenant app: no device code
     azd = [c for c in calls if c[0] == "azd"]
     assert azd == [["azd", "env", "set", "AUTH_CLIENT_ID", app["appId"]]]  # IDENTITY_MODE is left alone
     before = directory.read()["changes"]
     directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
     assert directory.read()["changes"] == before  # a re-run changes nothing
+
+
+def test_public_client_flows_are_allowed_for_the_device_code_sign_in(directory: Directory) -> None:
+    directory.run(APP_URL, PRINCIPAL)
+    assert directory.app()["isFallbackPublicClient"] is True
 
 
 def test_the_sandbox_models_the_app_the_script_registers() -> None:
@@ -310,3 +316,5 @@ def test_the_sandbox_models_the_app_the_script_registers() -> None:
     script = SCRIPT.read_text()
     assert {world.ROLE_READ: world.ROLE_READ_ID, world.ROLE_OPERATE: world.ROLE_OPERATE_ID} == ROLE_IDS
     assert f"USER_IMPERSONATION_ID={world.SCOPE_ID}\n" in script and world.SCOPE_ID == SCOPE_ID
+    msp_app = world.World().directory.find_application(world.MSP_APP_ID)
+    assert msp_app is not None and msp_app.is_fallback_public_client  # as the script sets it
