@@ -156,7 +156,8 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
                      "accessDetails": {"unifiedRoles": [{"roleDefinitionId": r} for r in a.roles]},
                      "createdDateTime": iso(relationship.created), "lastModifiedDateTime": iso(relationship.created)}
                     for a in relationship.assignments]
-            return page(request, rows, query(request), "accessAssignments")
+            return page(request, rows, query(request),
+                        f"tenantRelationships/delegatedAdminRelationships/{relationship.id}/accessAssignments")
         return None
 
     if path == "/servicePrincipals" and method == "POST":
@@ -190,7 +191,7 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
             require(claims, APP_READ)
             graph = graph_service_principal(tenant)
             rows = [a for a in _assignments(tenant, graph) if a["principalId"] == sp.id]
-            return page(request, rows, query(request), f"servicePrincipals('{sp.id}')/appRoleAssignments")
+            return page(request, rows, query(request), f"servicePrincipals/{sp.id}/appRoleAssignments")
         if match["held"]:
             return None
         if method == "GET" and not match["sub"]:
@@ -207,8 +208,8 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
             return web.Response(status=204)
         if match["sub"] and method == "GET" and not match["assignment"]:
             require(claims, APP_READ)
-            return page(request, _assignments(tenant, sp), query(request), f"servicePrincipals('{sp.id}')/"
-                        "appRoleAssignedTo")
+            return page(request, _assignments(tenant, sp), query(request),
+                        f"servicePrincipals/{sp.id}/appRoleAssignedTo")
         if match["sub"] and method == "POST" and not match["assignment"]:
             grants_graph = sp.app_id == GRAPH_APP_ID
             require(claims, ASSIGN, GRAPH_GRANTERS if grants_graph else APP_MANAGERS | GRAPH_GRANTERS, held)

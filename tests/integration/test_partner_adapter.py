@@ -281,3 +281,11 @@ async def test_a_run_resumes_from_a_kept_refresh_token_and_a_bad_one_is_refused(
     with pytest.raises(PartnerRefused) as expired:
         await _sign_in(sb, http).resume(kept)
     assert expired.value.code == "SignInExpired" and kept not in str(expired.value)
+
+
+async def test_customers_follow_every_page_of_relationships(sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    ids = sb.control.seed_gdap_customers(130, missing_role_every=13)  # Graph pages at 100 by default
+    session = await _session(sb, http)
+    customers = await session.customers()
+    assert sorted(c.tenant_id for c in customers) == sorted(ids)
+    assert sum(partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR not in c.roles for c in customers) == 10
