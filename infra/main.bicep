@@ -267,6 +267,7 @@ module functionApp './app/function-app.bicep' = {
       MSP_TENANT_ID: tenant().tenantId
       AZURE_AUTHORITY_HOST: environment().authentication.loginEndpoint
       GRAPH_BASE_URL: 'https://graph.microsoft.com/v1.0'
+      PARTNER_CENTER_URL: 'https://api.partnercenter.microsoft.com'
       KEY_VAULT_URL: keyVault.outputs.uri
       STATE_TABLES_ENDPOINT: storage.outputs.tableEndpoint
       // The rotation work queue's identity-based connection (the queue trigger's `connection` and the timers).

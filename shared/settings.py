@@ -45,6 +45,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("MSP_TENANT_ID", "", "The MSP's own tenant (home of the identity and the Key Vault)."),
     Setting("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com", "Entra ID authority."),
     Setting("GRAPH_BASE_URL", "https://graph.microsoft.com/v1.0", "Microsoft Graph endpoint."),
+    Setting("PARTNER_CENTER_URL", "https://api.partnercenter.microsoft.com",
+            "Partner Center REST API (bulk onboarding's application consents through the partner relationship)."),
     Setting("KEY_VAULT_URL", None, "The vault holding rotated secrets and destination credentials.", True),
     Setting("STATE_TABLES_ENDPOINT", "", "Table endpoint of the function's storage account (identity access)."),
     Setting("STATE_TABLES_CONNECTION_STRING", "", "Local only (Azurite): a Tables connection string."),
@@ -157,6 +159,7 @@ class Settings:
     msp_tenant_id: str
     authority_host: str
     graph_base_url: str
+    partner_center_url: str
     key_vault_url: str
     tables_endpoint: str
     tables_connection_string: str = field(repr=False)
@@ -222,6 +225,7 @@ class Settings:
             msp_tenant_id=raw["MSP_TENANT_ID"],
             authority_host=_https_url("AZURE_AUTHORITY_HOST", raw["AZURE_AUTHORITY_HOST"]),
             graph_base_url=_https_url("GRAPH_BASE_URL", raw["GRAPH_BASE_URL"]),
+            partner_center_url=_https_url("PARTNER_CENTER_URL", raw["PARTNER_CENTER_URL"]),
             key_vault_url=_https_url("KEY_VAULT_URL", raw["KEY_VAULT_URL"]),
             tables_endpoint=raw["STATE_TABLES_ENDPOINT"],
             tables_connection_string=raw["STATE_TABLES_CONNECTION_STRING"],

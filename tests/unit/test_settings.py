@@ -17,6 +17,7 @@ def test_defaults() -> None:
     assert s.rotation_schedule == "0 0 6 * * *"
     assert s.key_vault_url == "https://kv-demo.vault.azure.net"
     assert s.discovery_name_patterns == ("PPE", "Proofpoint", "ModusCloud")
+    assert s.partner_center_url == "https://api.partnercenter.microsoft.com"
 
 
 @pytest.mark.parametrize(
@@ -34,6 +35,7 @@ def test_defaults() -> None:
         ({"RETIRE_UNMANAGED_EXPIRED": "maybe"}, "RETIRE_UNMANAGED_EXPIRED"),
         ({"PROOFPOINT_BASE_URL": "https://us1.proofpointessentials.com/api/v1"}, "PROOFPOINT_BASE_URL"),
         ({"DISCOVERY_NAME_PATTERNS": " , "}, "DISCOVERY_NAME_PATTERNS"),
+        ({"PARTNER_CENTER_URL": "http://api.partnercenter.microsoft.com"}, "PARTNER_CENTER_URL"),
     ],
 )
 def test_a_bad_setting_is_named(env: dict[str, str], named: str) -> None:
