@@ -29,6 +29,7 @@ import aiohttp
 
 from shared.errors import PartnerRefused, RotationError, Throttled
 from shared.ports import PartnerAdmin
+from shared.settings import Settings
 from shared.tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,15 @@ class DelegatedSignIn:
         self.admin: PartnerAdmin | None = None
         self.monotonic: Callable[[], float] = time.monotonic
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+    @classmethod
+    def for_settings(cls, settings: Settings, session: aiohttp.ClientSession, *, tenant_id: str | None = None,
+                     client_assertion: Callable[[], Awaitable[str]] | None = None) -> DelegatedSignIn:
+        """A sign-in to the MSP app at the MSP tenant (or `tenant_id`, a customer's admin at their own tenant);
+        with `client_assertion` a confidential client (the web flow), without it a public one (device code)."""
+        return cls(authority=settings.authority_host, client_id=settings.msp_app_client_id,
+                   home_tenant_id=tenant_id or settings.msp_tenant_id, session=session,
+                   ca_bundle=settings.ca_bundle, client_assertion=client_assertion)
 
     # Signing in
 

@@ -167,6 +167,11 @@ class Credentials:
             self._exchange = SyncManagedIdentityCredential(**kwargs)
         return str(self._exchange.get_token(TOKEN_EXCHANGE_SCOPE).token)
 
+    async def client_assertion(self) -> str:
+        """The MSP app's client assertion (the managed identity's token for api://AzureADTokenExchange): what a
+        delegated sign-in to the MSP app (shared.adapters.delegated) authenticates the rotator with."""
+        return await asyncio.to_thread(self._assertion)
+
     async def close(self) -> None:
         for credential in [*self._per_tenant.values(), *([self._home] if self._home else [])]:
             await credential.close()

@@ -31,6 +31,7 @@ from shared import partner_roles
 from shared.adapters.delegated import GRAPH, PARTNER_CENTER, DelegatedSignIn
 from shared.errors import Ambiguous, NotFound, PartnerRefused, RotationError, Throttled
 from shared.ports import GdapCustomer, Installed, InstallMethod, PartnerAdmin
+from shared.settings import Settings
 from shared.tls import tls_context
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,13 @@ class GdapPartnerSession:
         self._session = session
         self._tls = tls_context(ca_bundle)
         self._relationships: dict[str, tuple[str, ...]] = {}  # customer tenant -> active relationship ids
+
+    @classmethod
+    def for_settings(cls, settings: Settings, sign_in: DelegatedSignIn, session: aiohttp.ClientSession
+                     ) -> GdapPartnerSession:
+        """The session of a signed-in admin, against the endpoints the settings name."""
+        return cls(sign_in, app_id=settings.msp_app_client_id, graph_base_url=settings.graph_base_url,
+                   partner_center_url=settings.partner_center_url, session=session, ca_bundle=settings.ca_bundle)
 
     # PartnerSession
 
