@@ -19,6 +19,7 @@ Every call is made with the admin's delegated token for that tenant (shared.adap
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Sequence
@@ -43,6 +44,9 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Set-CIPPCPVConsent asks for broader ones (Directory.ReadWrite.All, DelegatedPermissionGrant.ReadWrite.All).
 CUSTOMER_DELEGATED_SCOPES = ("Application.ReadWrite.All", "AppRoleAssignment.ReadWrite.All", "Domain.Read.All")
 _TIMEOUT = aiohttp.ClientTimeout(total=30)
+# Relationships whose access assignments are read at once: one read each, so 200 customers take 200 reads; a few at
+# a time keeps the wall time down without a burst Graph would throttle.
+_READS_AT_ONCE = 8
 _APP_ROLES = {partner_roles.APPLICATION_ADMINISTRATOR, partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}
 
 
@@ -83,14 +87,19 @@ class GdapPartnerSession:
                                           {"$filter": "status eq 'active'"}, "reading the GDAP relationships")
         groups = {g["id"] for g in await self._pages(home, "/me/transitiveMemberOf", {"$select": "id"},
                                                      "reading the admin's groups")}
+        active = [r for r in relationships if r.get("status") == "active"]
+        bound = asyncio.Semaphore(_READS_AT_ONCE)
+
+        async def assignments_of(relationship: dict[str, Any]) -> list[dict[str, Any]]:
+            async with bound:
+                return await self._pages(
+                    home, f"/tenantRelationships/delegatedAdminRelationships/{quote(relationship['id'])}"
+                    "/accessAssignments", None, "reading a relationship's access assignments")
+
+        every = await asyncio.gather(*(assignments_of(r) for r in active))
         found: dict[str, GdapCustomer] = {}
-        for relationship in relationships:
-            if relationship.get("status") != "active":
-                continue
+        for relationship, assignments in zip(active, every, strict=True):
             granted = {r["roleDefinitionId"] for r in relationship.get("accessDetails", {}).get("unifiedRoles", [])}
-            assignments = await self._pages(
-                home, f"/tenantRelationships/delegatedAdminRelationships/{quote(relationship['id'])}"
-                "/accessAssignments", None, "reading a relationship's access assignments")
             roles = {r["roleDefinitionId"] for a in assignments if a.get("status") == "active"
                      and a.get("accessContainer", {}).get("accessContainerId") in groups
                      for r in a.get("accessDetails", {}).get("unifiedRoles", [])} & granted
@@ -117,8 +126,9 @@ class GdapPartnerSession:
         sp = await self._service_principal(tenant_id, self._app_id)
         if sp is None:
             if method is InstallMethod.PARTNER_CENTER:
-                raise RotationError(f"Partner Center consented the MSP app in tenant {tenant_id} but Graph does not "
-                                    "show its service principal yet: retry in a minute", code="NotYetVisible")
+                # Nothing is lost by waiting: the consent is made (a retry answers 409 and goes on from here).
+                raise Throttled(f"Partner Center consented the MSP app in tenant {tenant_id} but Graph does not show "
+                                "its service principal yet", code="NotYetVisible", retry_after=10.0)
             sp = await self._create_service_principal(tenant_id)
             created = True
         granted = await self._grant(tenant_id, sp["id"], graph_roles)

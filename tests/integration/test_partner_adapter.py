@@ -289,3 +289,18 @@ async def test_customers_follow_every_page_of_relationships(sb: SandboxHandle, h
     customers = await session.customers()
     assert sorted(c.tenant_id for c in customers) == sorted(ids)
     assert sum(partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR not in c.roles for c in customers) == 10
+
+
+async def test_a_consent_graph_does_not_show_yet_is_throttled_and_a_retry_completes(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    tenant = sb.control.seed_gdap_customers(1)[0]
+    session = await _session(sb, http)
+    # Graph's directory replicates behind Partner Center: the service principal is not found yet, once.
+    msp_app = sb.settings["MSP_APP_CLIENT_ID"]
+    sb.control.add_fault("graph", method="GET", path=rf"/servicePrincipals\(appId='{msp_app}'\)", status=404,
+                         code="Request_ResourceNotFound")
+    with pytest.raises(Throttled) as throttled:
+        await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
+    assert throttled.value.code == "NotYetVisible" and throttled.value.retry_after
+    retried = await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
+    assert not retried.created and retried.roles_granted == ROLES  # the consent answered 409: made the first time
