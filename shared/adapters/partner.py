@@ -123,14 +123,22 @@ class GdapPartnerSession:
         created = False
         if method is InstallMethod.PARTNER_CENTER:
             created = await self._consent(tenant_id)
-        sp = await self._service_principal(tenant_id, self._app_id)
-        if sp is None:
-            if method is InstallMethod.PARTNER_CENTER:
+            sp = await self._consented_service_principal(tenant_id)
+            if sp is None and not created:
+                # A consent Partner Center still records whose service principal was deleted since (offboarded by
+                # hand): withdraw it and consent again, as CIPP's Set-CIPPCPVConsent does.
+                await self._withdraw_consent(tenant_id)
+                created = await self._consent(tenant_id)
+                sp = await self._consented_service_principal(tenant_id)
+            if sp is None:
                 # Nothing is lost by waiting: the consent is made (a retry answers 409 and goes on from here).
                 raise Throttled(f"Partner Center consented the MSP app in tenant {tenant_id} but Graph does not show "
                                 "its service principal yet", code="NotYetVisible", retry_after=10.0)
-            sp = await self._create_service_principal(tenant_id)
-            created = True
+        else:
+            sp = await self._service_principal(tenant_id, self._app_id)
+            if sp is None:
+                sp = await self._create_service_principal(tenant_id)
+                created = True
         granted = await self._grant(tenant_id, sp["id"], graph_roles)
         log.info("msp app installed", extra={"tenant": tenant_id, "method": method.value, "created": created,
                                              "granted": list(granted), "admin": self.admin.user_principal_name})
@@ -170,6 +178,12 @@ class GdapPartnerSession:
             if answer.status == 404:
                 return False
             raise self._refused(answer, tenant_id, "removing the MSP app", _APP_ROLES, creating=False) from None
+        try:
+            # Partner Center's record of the consent goes too when there is one; the service principal is what
+            # mattered, and a stale record is withdrawn by the next install anyway.
+            await self._withdraw_consent(tenant_id)
+        except RotationError as error:
+            log.warning("partner center consent left in place", extra={"tenant": tenant_id, "code": error.code})
         return True
 
     async def close(self) -> None:
@@ -197,6 +211,28 @@ class GdapPartnerSession:
                 ) from None
             raise self._refused(answer, tenant_id, "the Partner Center consent", _APP_ROLES, creating=True) from None
         return True
+
+    async def _withdraw_consent(self, tenant_id: str) -> None:
+        """DELETE Partner Center's application consent of the MSP app (gone already: fine)."""
+        url = f"{self._partner_center}/v1/customers/{quote(tenant_id)}/applicationconsents/{quote(self._app_id)}"
+        token = await self._sign_in.access_token(self.admin.tenant_id, PARTNER_CENTER)
+        try:
+            await self._request("DELETE", url, token, partner_center=True)
+        except _Answer as answer:
+            if answer.status == 404:
+                return
+            raise self._refused(answer, tenant_id, "withdrawing the Partner Center consent", _APP_ROLES,
+                                creating=False) from None
+
+    async def _consented_service_principal(self, tenant_id: str) -> dict[str, Any] | None:
+        """The MSP app's service principal after a consent; None when Graph does not show it, or Entra will not
+        give the admin a token for the tenant because the app is not there (AADSTS65001)."""
+        try:
+            return await self._service_principal(tenant_id, self._app_id)
+        except PartnerRefused as refused:
+            if refused.code == "AppNotConsented":
+                return None
+            raise
 
     async def _service_principal(self, tenant_id: str, app_id: str) -> dict[str, Any] | None:
         try:

@@ -304,3 +304,26 @@ async def test_a_consent_graph_does_not_show_yet_is_throttled_and_a_retry_comple
     assert throttled.value.code == "NotYetVisible" and throttled.value.retry_after
     retried = await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
     assert not retried.created and retried.roles_granted == ROLES  # the consent answered 409: made the first time
+
+
+async def test_offboarding_withdraws_the_consent_and_a_stale_consent_is_renewed(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    first, second = sb.control.seed_gdap_customers(2)
+    session = await _session(sb, http)
+    await session.install_app(first, ROLES, InstallMethod.PARTNER_CENTER)
+    assert await session.remove_app(first) is True
+    assert _msp_sp(sb, first) is None and sb.control.partner()["applicationConsents"] == []
+    again = await session.install_app(first, ROLES, InstallMethod.PARTNER_CENTER)
+    assert again.created and again.roles_granted == ROLES
+
+    # The service principal deleted by hand (the portal), Partner Center still recording the consent.
+    installed = await session.install_app(second, ROLES, InstallMethod.PARTNER_CENTER)
+    token = await session._sign_in.access_token(second)  # the test deletes as an admin would in the portal
+    deleted = await asyncio.to_thread(requests.delete, f"{sb.settings['GRAPH_BASE_URL']}/servicePrincipals/"
+                                      f"{installed.service_principal_id}", headers={"Authorization": f"Bearer {token}"},
+                                      verify=sb.ca_file, timeout=10)
+    assert deleted.status_code == 204
+    assert len([c for c in sb.control.partner()["applicationConsents"] if c["customerTenantId"] == second]) == 1
+    renewed = await session.install_app(second, ROLES, InstallMethod.PARTNER_CENTER)
+    assert renewed.created and renewed.roles_granted == ROLES
+    assert renewed.service_principal_id != installed.service_principal_id
