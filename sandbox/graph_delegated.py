@@ -130,6 +130,9 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
         return page(request, value, query(request), "domains")
     if path.startswith("/tenantRelationships/"):
         require(claims, GDAP_READ)
+        top = request.query.get("$top", "")
+        if top.isdigit() and int(top) > 300:  # the GDAP list pages: "$top supports up to 300 objects"
+            raise errors.bad_request("Request_BadRequest", "The $top value must be at most 300.")
         if tenant.id != world.msp_tenant_id:
             raise Denied  # the relationships are the partner tenant's
         now = world.now()
@@ -151,7 +154,7 @@ async def route(world: World, request: web.Request, claims: Claims, tenant: Tena
             if not match["sub"]:
                 return web.json_response({"@odata.context": f"{base}/$metadata#delegatedAdminRelationships/$entity",
                                           **relationship.to_graph(now)})
-            rows = [{"id": a.id, "status": a.status,
+            rows = [{"@odata.type": "#microsoft.graph.delegatedAdminAccessAssignment", "id": a.id, "status": a.status,
                      "accessContainer": {"accessContainerId": a.group_id, "accessContainerType": "securityGroup"},
                      "accessDetails": {"unifiedRoles": [{"roleDefinitionId": r} for r in a.roles]},
                      "createdDateTime": iso(relationship.created), "lastModifiedDateTime": iso(relationship.created)}

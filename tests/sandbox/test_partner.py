@@ -139,6 +139,8 @@ def test_gdap_reads_list_relationships_with_roles_and_access_assignments(sb: San
                          "/accessAssignments", token).json()["value"]
     assert {a["accessContainer"]["accessContainerId"] for a in assignments} == {
         "5a1d0000-0000-4000-8000-000000000041", "5a1d0000-0000-4000-8000-000000000042"}
+    assert _graph(sb, "GET", "/tenantRelationships/delegatedAdminRelationships?$top=301", token).status_code == 400
+    assert len(_graph(sb, "GET", "/tenantRelationships/delegatedAdminRelationships?$top=2", token).json()["value"]) == 2
     everything = _graph(sb, "GET", "/tenantRelationships/delegatedAdminRelationships", token).json()["value"]
     assert "terminated" in {r["status"] for r in everything}
     groups = _graph(sb, "GET", "/me/transitiveMemberOf", token).json()["value"]
