@@ -9,12 +9,14 @@ permissions with Graph (app role assignments) in the customer tenant: the consen
 and admin-consents the DELEGATED scopes only.
 
 Assumed, the strictest plausible (Microsoft does not publish the refusals): only an App+User token of the partner
-tenant is served (app-only: 403); the customer must have an active GDAP relationship (else 403) in which the user
-holds Application Administrator, Cloud Application Administrator or Global Administrator ("Least privileged roles by
-task", Enterprise applications: "Create enterprise application" and "Consent to any delegated permissions" are Cloud
-Application Administrator's, with Application Administrator; else 403); a second POST for the same application
-answers 409. Error bodies carry Partner Center's fields `code`, `description`,
-`data`, `source`.
+tenant is served (app-only: 403); the user must hold Partner Center's Admin agent role (the AdminAgents group of the
+partner tenant; else 403 "The supplied role does not have the rights to perform the requested operation.", the text
+Partner Center gives a user without the role an operation needs); the customer must have an active GDAP
+relationship (else 403) in which the user holds Application Administrator, Cloud Application Administrator or
+Global Administrator ("Least privileged roles by task", Enterprise applications: "Create enterprise application" and
+"Consent to any delegated permissions" are Cloud Application Administrator's, with Application Administrator; else
+403); a second POST for the same application answers 409. Error bodies carry Partner Center's fields `code`,
+`description`, `data`, `source`.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from aiohttp import web
 
 from sandbox.gdap import Consent
 from sandbox.graph_delegated import APP_MANAGERS
-from sandbox.world import PARTNER_CENTER_AUDIENCE, AuthError, Claims, World
+from sandbox.world import ADMIN_AGENTS_GROUP, PARTNER_CENTER_AUDIENCE, AuthError, Claims, World
 
 CONSENTING_ROLES = APP_MANAGERS
 
@@ -60,6 +62,12 @@ def build_app(world: World) -> web.Application:
             raise PartnerCenterError(403, 403, "This API supports App+User authentication only.")
         if claims.tenant_id != world.msp_tenant_id:
             raise PartnerCenterError(403, 403, "The caller is not a user of the partner tenant.")
+        agents = world.directory.tenants[world.msp_tenant_id].groups.get(ADMIN_AGENTS_GROUP[0])
+        if agents is None or claims.object_id not in agents.members:
+            # Partner Center's answer to a user without the Partner Center role the operation needs (as
+            # Partner-Center-PowerShell#61 and Partner-Center-SDK-Samples#35 quote it).
+            raise PartnerCenterError(403, 403, "The supplied role does not have the rights to perform the requested "
+                                     "operation.")
         return claims
 
     def customer(request: web.Request, claims: Claims) -> str:

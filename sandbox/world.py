@@ -68,6 +68,9 @@ PARTNER_ADMIN_UPN = "partner-admin@msp.example"
 PARTNER_ADMIN_NAME = "Paula Partner-Admin"
 PARTNER_GROUPS = (("5a1d0000-0000-4000-8000-000000000041", "GDAP App Admins"),
                   ("5a1d0000-0000-4000-8000-000000000042", "GDAP Privileged Role Admins"))
+# Partner Center's "Admin agent" role is membership of the partner tenant's AdminAgents group (Partner Center,
+# "Assign roles and permissions to users": the roles are security groups of the partner tenant).
+ADMIN_AGENTS_GROUP = ("5a1d0000-0000-4000-8000-000000000043", "AdminAgents")
 # Microsoft Graph's appId and the ids of its application permissions the rotator asks for (the permissions
 # reference, learn.microsoft.com/graph/permissions-reference): consent grants the roles an app's
 # requiredResourceAccess lists.
@@ -554,7 +557,7 @@ class Directory:
                 api.assigned_to.append(AppRoleAssignment(user_id, "User", role_ids[role]))
         msp.users[PARTNER_ADMIN_ID] = User(PARTNER_ADMIN_ID, PARTNER_ADMIN_UPN, PARTNER_ADMIN_NAME)
         api.assigned_to.append(AppRoleAssignment(PARTNER_ADMIN_ID, "User", role_ids[ROLE_OPERATE]))
-        for group_id, group_name in PARTNER_GROUPS:
+        for group_id, group_name in (*PARTNER_GROUPS, ADMIN_AGENTS_GROUP):
             msp.groups[group_id] = Group(group_id, group_name, [PARTNER_ADMIN_ID])
         for app_id, object_id, sp_id, name, role in AUTOMATION_APPS:
             automation = Application(

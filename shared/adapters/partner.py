@@ -202,6 +202,13 @@ class GdapPartnerSession:
         except _Answer as answer:
             if answer.status == 409:
                 return False
+            if answer.status == 403 and "supplied role" in answer.message:
+                raise PartnerRefused(
+                    f"Partner Center refused the application consent for tenant {tenant_id}: {answer.message}",
+                    code="NotAdminAgent",
+                    fix=f"Give {self.admin.user_principal_name} the Admin agent role in Partner Center (Account "
+                        "settings > User management), or sign in with an admin agent.",
+                ) from None
             if answer.status in (403, 404):
                 raise PartnerRefused(
                     f"Partner Center refused the application consent for tenant {tenant_id}: {answer.message}",

@@ -22,6 +22,7 @@ from shared.adapters.delegated import DelegatedSignIn, pkce
 from shared.adapters.partner import GdapPartnerSession
 from shared.errors import PartnerRefused, RotationError, Throttled
 from shared.ports import InstallMethod
+from shared.settings import Settings
 from tests.conftest import SandboxHandle
 
 pytestmark = pytest.mark.sandbox
@@ -327,3 +328,23 @@ async def test_offboarding_withdraws_the_consent_and_a_stale_consent_is_renewed(
     renewed = await session.install_app(second, ROLES, InstallMethod.PARTNER_CENTER)
     assert renewed.created and renewed.roles_granted == ROLES
     assert renewed.service_principal_id != installed.service_principal_id
+
+
+async def test_partner_center_refuses_a_user_who_is_not_an_admin_agent(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    tenant = sb.control.seed_gdap_customers(1)[0]
+    helper = "helper@msp.example"
+    sb.control.seed({"tenants": [{"id": sb.settings["MSP_TENANT_ID"], "users": [{"userPrincipalName": helper}],
+                                  "groups": [{"id": APP_ADMINS_GROUP, "displayName": "GDAP App Admins",
+                                              "members": [helper]},
+                                             {"id": "5a1d0000-0000-4000-8000-000000000042",
+                                              "displayName": "GDAP Privileged Role Admins", "members": [helper]}]}]})
+    sign_in = _sign_in(sb, http)
+    await _device(sb, sign_in, upn=helper)
+    settings = Settings.from_env({**sb.settings, "STATE_TABLES_CONNECTION_STRING": "UseDevelopmentStorage=true"})
+    session = GdapPartnerSession.for_settings(settings, sign_in, http)
+    assert (await session.customers())[0].roles  # GDAP gives the roles ...
+    with pytest.raises(PartnerRefused) as refused:  # ... but Partner Center wants its own role too
+        await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
+    assert refused.value.code == "NotAdminAgent" and helper in refused.value.fix
+    assert _msp_sp(sb, tenant) is None

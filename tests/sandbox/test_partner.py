@@ -144,7 +144,7 @@ def test_gdap_reads_list_relationships_with_roles_and_access_assignments(sb: San
     everything = _graph(sb, "GET", "/tenantRelationships/delegatedAdminRelationships", token).json()["value"]
     assert "terminated" in {r["status"] for r in everything}
     groups = _graph(sb, "GET", "/me/transitiveMemberOf", token).json()["value"]
-    assert {g["displayName"] for g in groups} == {"GDAP App Admins", "GDAP Privileged Role Admins"}
+    assert {g["displayName"] for g in groups} == {"GDAP App Admins", "GDAP Privileged Role Admins", "AdminAgents"}
     customers_seen = _graph(sb, "GET", "/tenantRelationships/delegatedAdminCustomers", token).json()["value"]
     assert {c["tenantId"] for c in customers_seen} == set(customers)
     no_scope = _device_sign_in(sb, scope="User.Read")["access_token"]
