@@ -209,6 +209,14 @@ class GdapPartnerSession:
                     fix=f"Give {self.admin.user_principal_name} the Admin agent role in Partner Center (Account "
                         "settings > User management), or sign in with an admin agent.",
                 ) from None
+            if answer.status == 403 and "no active" in answer.message:
+                raise PartnerRefused(
+                    f"Partner Center refused the application consent for tenant {tenant_id}: {answer.message}",
+                    code="RelationshipNotActive",
+                    fix="The GDAP relationship with this customer is not active (expired, terminated or not yet "
+                        "approved): renew it or have the customer approve a new one (Partner Center > Customers > "
+                        "Admin relationships), then run again.",
+                ) from None
             if answer.status in (403, 404):
                 raise PartnerRefused(
                     f"Partner Center refused the application consent for tenant {tenant_id}: {answer.message}",

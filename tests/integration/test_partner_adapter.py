@@ -169,6 +169,14 @@ async def test_partner_center_refuses_an_admin_without_a_consenting_role(
     with pytest.raises(PartnerRefused) as unknown:
         await session.install_app(str(uuid.uuid4()), ROLES, InstallMethod.PARTNER_CENTER)
     assert unknown.value.code == "NotACustomer"
+    expired = str(uuid.uuid4())
+    sb.control.seed({"gdap": {"relationships": [{"customer": {"tenantId": expired, "displayName": "Lapsed"},
+                                                 "roles": ["Application Administrator"], "endDateTime": "-1d",
+                                                 "accessAssignments": [{"group": APP_ADMINS_GROUP,
+                                                                        "roles": ["Application Administrator"]}]}]}})
+    with pytest.raises(PartnerRefused) as lapsed:
+        await session.install_app(expired, ROLES, InstallMethod.PARTNER_CENTER)
+    assert lapsed.value.code == "RelationshipNotActive" and "renew" in lapsed.value.fix
 
 
 async def test_owner_and_removal_refused_without_application_administrator(
