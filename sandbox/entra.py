@@ -11,6 +11,7 @@ import html
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import unquote_plus, urlencode
@@ -534,15 +535,26 @@ def _redeem_code(world: World, tenant_id: str, fields: dict[str, str]) -> dict[s
         roles = world.roles_of(tenant, app.app_id, user.id) or []
         answer["id_token"] = _id_token(world, tenant, user, client_id, roles, code.scopes, code.nonce)
     if "offline_access" in code.scopes:
-        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=False)
+        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=False,
+                                                     scopes=code.scopes)
     return answer
 
 
-def _new_refresh_token(world: World, client_id: str, tenant: Tenant, user: User, *, public: bool) -> str:
+def _new_refresh_token(world: World, client_id: str, tenant: Tenant, user: User, *, public: bool,
+                       scopes: Sequence[str]) -> str:
     """An opaque refresh token ("opaque to the client", refresh-tokens.md), remembered by the sandbox only."""
     token = "1.A" + secrets.token_urlsafe(96)
-    world.refresh_tokens[token] = RefreshGrant(client_id, user.id, tenant.id, public, world.now())
+    world.refresh_tokens[token] = RefreshGrant(client_id, user.id, tenant.id, public, world.now(), tuple(scopes))
     return token
+
+
+def _consented_graph_scopes(grant: RefreshGrant, tenant: Tenant) -> set[str]:
+    """The Graph scopes the user consented to at sign-in and the tenant's admin consented for the client: what
+    `.default` stands for in a delegated request ("the scopes the user has consented to", v2-permissions-and-consent.md
+    "The /.default scope")."""
+    mine = {s.rpartition("/")[2] if "/" in s else s for s in grant.scopes
+            if s.lower() not in OIDC_SCOPES and (s.startswith(GRAPH_AUDIENCE) or "/" not in s)}
+    return mine | tenant.delegated_grants.get(grant.client_id, set())
 
 
 def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -593,13 +605,17 @@ def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) 
                              f"application with ID '{client_id}' named '{app.display_name}'. Send an interactive "
                              "authorization request for this user and resource.")
     resource = _resource(world, target, fields.get("scope", ""))
+    if foreign is None and resource is not None and resource.audience == GRAPH_AUDIENCE \
+            and resource.scopes == (".default",):
+        granted = _consented_graph_scopes(grant, target) or None
     scopes = fields.get("scope", "").split()
     access_token, expires, scope = _user_access_token(world, target, user, client_id, azpacr, resource, scopes,
                                                       home=foreign, granted_scopes=granted)
     lifetime = int((expires - world.now()).total_seconds()) - 1
     return {"token_type": "Bearer", "scope": scope, "expires_in": lifetime, "ext_expires_in": lifetime,
             "access_token": access_token,
-            "refresh_token": _new_refresh_token(world, client_id, home, user, public=grant.public)}
+            "refresh_token": _new_refresh_token(world, client_id, home, user, public=grant.public,
+                                                scopes=grant.scopes)}
 
 
 DEVICE_CODE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -671,7 +687,8 @@ def _redeem_device_code(world: World, tenant_id: str, fields: dict[str, str]) ->
     if "openid" in device.scopes:
         answer["id_token"] = _id_token(world, tenant, user, client_id, [], device.scopes, None)
     if "offline_access" in device.scopes:
-        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=public)
+        answer["refresh_token"] = _new_refresh_token(world, client_id, tenant, user, public=public,
+                                                     scopes=device.scopes)
     return answer
 
 

@@ -900,6 +900,7 @@ class RefreshGrant:
     home_tenant_id: str
     public: bool  # issued to a public client (device code): redeemed without a client credential
     issued_at: dt.datetime
+    scopes: tuple[str, ...] = ()  # what the user consented to at sign-in (`.default` later stands for these)
 
 
 @dataclass

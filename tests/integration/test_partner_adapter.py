@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -356,3 +357,12 @@ async def test_partner_center_refuses_a_user_who_is_not_an_admin_agent(
         await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
     assert refused.value.code == "NotAdminAgent" and helper in refused.value.fix
     assert _msp_sp(sb, tenant) is None
+
+
+async def test_an_expired_partner_tenant_token_is_renewed_with_the_scopes_consented_at_sign_in(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    ids = sb.control.seed_gdap_customers(1)
+    session = await _session(sb, http)
+    later = time.monotonic() + 2 * 3600
+    session._sign_in.monotonic = lambda: later  # every cached token has expired: each is renewed from the refresh
+    assert [c.tenant_id for c in await session.customers()] == ids
