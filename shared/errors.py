@@ -37,6 +37,11 @@ class Throttled(RotationError):
     """The service asked us to slow down (429, or 503 concurrency violation); safe to retry after a wait."""
 
 
+class StaleDeltaLink(RotationError):
+    """Graph no longer knows a delta token (expired, or its sync state gone): the inventory pass starts over with a
+    full read."""
+
+
 class Ambiguous(RotationError):
     """The request may or may not have taken effect (network error, timeout): never retry a create blindly."""
 

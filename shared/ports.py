@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
+from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind
 
 
 @dataclass(frozen=True)
@@ -530,4 +531,62 @@ class SignInLog(Protocol):
         """Per credential key id, the first and last sign-in since `since`. A tenant that refuses the read (no
         permission, no licence) gives `available=False` with the code, never an exception; Throttled and
         RotationError for a service that gave no answer."""
+        ...
+
+
+# --- Credential inventory (issue 25): every credential of every consented tenant, detect only --------------------
+
+
+class InventoryStore(Protocol):
+    """The inventory: one row per credential (shared.inventory.InventoryCredential), and per tenant and object kind
+    the delta link the next pass resumes from. Holds no secret value (Graph never lists one).
+
+    Errors: RotationError (the store failed; a write may or may not have taken effect: every write is idempotent,
+    so the pass repeats it).
+    """
+
+    async def list_credentials(self, query: InventoryQuery | None = None) -> list[InventoryCredential]:
+        """The credentials matching `query` (all without one), ordered by tenant, object kind, object, key id."""
+        ...
+
+    def stream(self, tenant_id: str = "") -> AsyncIterator[InventoryCredential]:
+        """Every credential (of one tenant, when given) page by page, never the whole fleet in memory."""
+        ...
+
+    async def put_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str,
+                         credentials: Sequence[InventoryCredential]) -> None:
+        """The object's credentials become exactly `credentials` (an empty list removes its rows). Idempotent."""
+        ...
+
+    async def remove_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
+        """Remove every row of an object that left the tenant. Idempotent: succeeds when already gone."""
+        ...
+
+    async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
+        """The ids of the tenant's objects of this kind that hold at least one stored credential."""
+        ...
+
+    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
+        """Where the tenant's next delta pass of this kind starts; None before the first full read finished."""
+        ...
+
+    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
+        """Keep the delta link a finished pass ended with (None forgets it: the next pass reads everything)."""
+        ...
+
+    async def remove_tenant(self, tenant_id: str) -> None:
+        """Forget a tenant's credentials and delta links (offboarding). Idempotent."""
+        ...
+
+
+class InventorySource(Protocol):
+    """Graph's applications and servicePrincipals of a tenant, read page by page (delta queries), read-only.
+
+    Errors: StaleDeltaLink (restart with a full read), Unreachable (consent, permission, unknown tenant),
+    Throttled (after the adapter's own waits ran out), RotationError (anything else).
+    """
+
+    def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None) -> AsyncIterator[InventoryPage]:
+        """The pages of a full read (no delta link) or of the changes since `delta_link`; the last page carries
+        the next delta link."""
         ...

@@ -12,13 +12,14 @@ import asyncio
 import secrets as random
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from shared.conditions import resolvable
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
+from shared.inventory import InventoryCredential, InventoryQuery, ObjectKind
 from shared.ports import (
     Alert,
     Confirmation,
@@ -631,3 +632,60 @@ class FakeWorld:
         if unused:
             problems.append(f"{len(unused)} live rotator credential(s) neither current nor superseded")
         return problems
+
+
+class FakeInventory:
+    """The inventory store: rows by (tenant, object kind, object id, key id), delta links by (tenant, kind)."""
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.rows: dict[tuple[str, str, str, str], InventoryCredential] = {}
+        self.links: dict[tuple[str, str], str] = {}
+        self.writes = 0
+
+    async def list_credentials(self, query: InventoryQuery | None = None) -> list[InventoryCredential]:
+        await self.faults.before("inventory.list_credentials")
+        wanted = query or InventoryQuery()
+        return [self.rows[key] for key in sorted(self.rows) if wanted.matches(self.rows[key])]
+
+    async def stream(self, tenant_id: str = "") -> AsyncIterator[InventoryCredential]:
+        for key in sorted(self.rows):
+            if not tenant_id or key[0] == tenant_id:
+                yield self.rows[key]
+
+    async def put_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str,
+                         credentials: Sequence[InventoryCredential]) -> None:
+        await self.faults.before("inventory.put_object")
+        self._drop(tenant_id, object_kind, object_id)
+        for credential in credentials:
+            self.rows[credential.key] = credential
+        self.writes += 1
+        await self.faults.after("inventory.put_object")
+
+    async def remove_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
+        await self.faults.before("inventory.remove_object")
+        self._drop(tenant_id, object_kind, object_id)
+        self.writes += 1
+
+    def _drop(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
+        for key in [k for k in self.rows if k[:3] == (tenant_id, object_kind.value, object_id)]:
+            del self.rows[key]
+
+    async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
+        return {k[2] for k in self.rows if k[:2] == (tenant_id, object_kind.value)}
+
+    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
+        return self.links.get((tenant_id, object_kind.value))
+
+    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
+        await self.faults.before("inventory.save_delta_link")
+        if link is None:
+            self.links.pop((tenant_id, object_kind.value), None)
+        else:
+            self.links[(tenant_id, object_kind.value)] = link
+
+    async def remove_tenant(self, tenant_id: str) -> None:
+        for key in [k for k in self.rows if k[0] == tenant_id]:
+            del self.rows[key]
+        for link in [k for k in self.links if k[0] == tenant_id]:
+            del self.links[link]

@@ -1,0 +1,210 @@
+"""The credential inventory (issue 25): every secret and certificate of every consented tenant, detect only.
+
+Plain data and pure decisions; nothing here does I/O. The adapter (shared/adapters/inventory.py) reads Graph's
+applications and servicePrincipals (delta queries), the store (shared/adapters/tables.py) keeps one row per
+credential, and the daily pass (shared/inventory_pass.py) joins them. Nothing is ever written to these apps:
+rotation stays for the registered targets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+# Microsoft's own tenant: a service principal whose appOwnerOrganizationId is this belongs to a Microsoft
+# first-party application (Microsoft Graph, Office 365 Exchange Online, ...). Its credentials are Microsoft's to
+# manage; the inventory shows them, marked, so an engineer does not chase them.
+# (MicrosoftDocs/entra-docs, "Verify first-party Microsoft applications in sign-in reports";
+# Graph servicePrincipal resource, appOwnerOrganizationId.)
+MICROSOFT_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+
+
+class ObjectKind(str, Enum):
+    """Which directory object a credential sits on (Graph's resource names, as they appear in @odata.type)."""
+
+    APPLICATION = "application"
+    SERVICE_PRINCIPAL = "servicePrincipal"
+
+
+class CredentialKind(str, Enum):
+    """passwordCredentials (client secrets) or keyCredentials (certificates)."""
+
+    PASSWORD = "password"  # noqa: S105 - the kind's name, not a password
+    CERTIFICATE = "certificate"
+
+
+@dataclass(frozen=True)
+class InventoryCredential:
+    """One credential (secret or certificate) of an app registration or service principal in a customer tenant.
+
+    Never holds a secret: Graph lists credentials without their values (`secretText` is null on reads) and the
+    certificate's public `key` is not asked for. `usage` is the keyCredential's "Sign" or "Verify" ("" for a
+    password); `saml` marks a service principal's SAML token-signing certificate (its thumbprint is the
+    principal's preferredTokenSigningKeyThumbprint). `managed`: the app is a registered target of the rotator.
+    `first_party`: a Microsoft first-party service principal.
+    """
+
+    tenant_id: str
+    customer: str
+    object_kind: ObjectKind
+    object_id: str
+    app_id: str
+    display_name: str  # the application's or service principal's name
+    owners: tuple[str, ...]
+    credential_kind: CredentialKind
+    usage: str  # "Sign" | "Verify" | ""
+    key_id: str
+    hint: str
+    credential_name: str  # the credential's own displayName
+    start: datetime | None
+    end: datetime | None  # Graph allows a credential without endDateTime; it never expires
+    managed: bool = False
+    first_party: bool = False
+    saml: bool = False
+
+    @property
+    def key(self) -> tuple[str, str, str, str]:
+        """What names one credential across the fleet."""
+        return (self.tenant_id, self.object_kind.value, self.object_id, self.key_id)
+
+    def days_left(self, now: datetime) -> int | None:
+        """Whole days until the credential ends (negative once it ended); None when it has no end."""
+        if self.end is None:
+            return None
+        return (self.end - now).days
+
+    def expired(self, now: datetime) -> bool:
+        return self.end is not None and self.end <= now
+
+
+@dataclass(frozen=True)
+class InventoryQuery:
+    """Which inventory credentials to list; every field left at its default matches everything."""
+
+    tenant_id: str = ""
+    credential_kind: CredentialKind | None = None
+    object_kind: ObjectKind | None = None
+    managed: bool | None = None
+    first_party: bool | None = None
+    ends_before: datetime | None = None  # credentials without an end never match
+
+    def matches(self, credential: InventoryCredential) -> bool:
+        if self.tenant_id and credential.tenant_id != self.tenant_id:
+            return False
+        if self.credential_kind is not None and credential.credential_kind is not self.credential_kind:
+            return False
+        if self.object_kind is not None and credential.object_kind is not self.object_kind:
+            return False
+        if self.managed is not None and credential.managed != self.managed:
+            return False
+        if self.first_party is not None and credential.first_party != self.first_party:
+            return False
+        if self.ends_before is not None and (credential.end is None or credential.end >= self.ends_before):
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class DirectoryObject:
+    """An application or service principal as a delta page gives it: only the properties the inventory selects."""
+
+    object_kind: ObjectKind
+    object_id: str
+    app_id: str
+    display_name: str
+    password_credentials: tuple[Mapping[str, Any], ...] = ()
+    key_credentials: tuple[Mapping[str, Any], ...] = ()
+    app_owner_organization_id: str = ""  # service principals only
+    preferred_token_signing_key_thumbprint: str = ""  # service principals only (SAML)
+    owners: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Removed:
+    """A delta page's `@removed` entry: the object left the tenant (deleted, or no longer visible)."""
+
+    object_kind: ObjectKind
+    object_id: str
+
+
+@dataclass(frozen=True)
+class InventoryPage:
+    """One page of a read: its objects and removals, and on the last page the delta link for the next pass."""
+
+    objects: tuple[DirectoryObject, ...] = ()
+    removed: tuple[Removed, ...] = ()
+    delta_link: str | None = None
+
+
+@dataclass(frozen=True)
+class TenantPass:
+    """What one inventory pass of one tenant and object kind did."""
+
+    tenant_id: str
+    object_kind: ObjectKind
+    full: bool  # a full read (first pass, or the delta link was gone/expired)
+    objects: int = 0
+    removed: int = 0
+    credentials: int = 0
+    restarted: bool = False  # a stale delta token forced the full read
+    error: str = ""
+    pages: int = 0
+
+
+def credentials_of(
+    obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Iterable[str] = ()
+) -> list[InventoryCredential]:
+    """Every credential of one directory object as inventory rows (pure)."""
+    managed = obj.app_id in set(managed_app_ids)
+    first_party = (obj.object_kind is ObjectKind.SERVICE_PRINCIPAL
+                   and obj.app_owner_organization_id.lower() == MICROSOFT_TENANT)
+    signing = obj.preferred_token_signing_key_thumbprint.upper()
+    common = dict(tenant_id=tenant_id, customer=customer, object_kind=obj.object_kind, object_id=obj.object_id,
+                  app_id=obj.app_id, display_name=obj.display_name, owners=obj.owners, managed=managed,
+                  first_party=first_party)
+    found: list[InventoryCredential] = []
+    for raw in obj.password_credentials:
+        found.append(InventoryCredential(
+            **common,  # type: ignore[arg-type]
+            credential_kind=CredentialKind.PASSWORD, usage="", key_id=str(raw.get("keyId") or ""),
+            hint=str(raw.get("hint") or ""), credential_name=str(raw.get("displayName") or ""),
+            start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime"))))
+    for raw in obj.key_credentials:
+        thumbprint = thumbprint_of(raw.get("customKeyIdentifier"))
+        found.append(InventoryCredential(
+            **common,  # type: ignore[arg-type]
+            credential_kind=CredentialKind.CERTIFICATE, usage=str(raw.get("usage") or ""),
+            key_id=str(raw.get("keyId") or ""), hint=thumbprint[:8],
+            credential_name=str(raw.get("displayName") or ""),
+            start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime")),
+            saml=bool(signing) and thumbprint == signing))
+    return found
+
+
+def thumbprint_of(custom_key_identifier: object) -> str:
+    """A keyCredential's customKeyIdentifier (Edm.Binary, base64 in JSON: the certificate's SHA-1 thumbprint
+    bytes) as the upper-case hex that preferredTokenSigningKeyThumbprint uses; "" when absent or not base64."""
+    if not isinstance(custom_key_identifier, str) or not custom_key_identifier:
+        return ""
+    try:
+        return base64.b64decode(custom_key_identifier, validate=True).hex().upper()
+    except (binascii.Error, ValueError):
+        return ""
+
+
+def parse_time(value: object) -> datetime | None:
+    """Graph's DateTimeOffset ("2027-01-01T00:00:00Z", with or without fractions) as an aware datetime."""
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def unseen(stored: Iterable[str], seen: Sequence[str] | set[str]) -> list[str]:
+    """The stored objects a full read did not return: they left the tenant while no delta link was kept."""
+    seen_set = seen if isinstance(seen, set) else set(seen)
+    return sorted(object_id for object_id in stored if object_id not in seen_set)
