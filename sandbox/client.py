@@ -199,6 +199,15 @@ class SandboxClient:
         """The polling interval the device code endpoint tells clients (5 s, Entra's, until the next reset)."""
         self._call("POST", "/settings", {"device_code_interval_seconds": seconds})
 
+    def inventory_change(self, tenant_id: str, change: dict[str, Any]) -> list[str]:
+        """Change generated objects of a tenant's population (sandbox/inventory.py InventoryState.change); the ids."""
+        result: list[str] = self._call("POST", f"/inventory/{tenant_id}/changes", change)["ids"]
+        return result
+
+    def inventory_sync_reset(self, tenant_id: str) -> None:
+        """Graph's synchronization reset of a tenant: every earlier delta token meets 410 Gone."""
+        self._call("POST", f"/inventory/{tenant_id}/reset")
+
     def proofpoint_sync(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self._call("POST", "/proofpoint/sync")["results"]
         return result

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox import graph_delegated, seeddates, signinlog
+from sandbox import graph_delegated, inventory, seeddates, signinlog
 from sandbox.world import (
     GRAPH_AUDIENCE,
     Application,
@@ -397,6 +397,14 @@ def build_app(world: World) -> web.Application:
                                                  service_principal_json)
             if answer is not None:
                 return answer
+        if (delta := inventory.DELTA_PATH.match(path)) and method == "GET":
+            require_some_role(claims)  # application-delta.md: Application.ReadWrite.OwnedBy is enough
+            try:
+                return inventory.handle_delta(world, request, tenant, delta["set"], graph_base())
+            except inventory.DeltaError as exc:
+                response = web.json_response(error_body(exc.code, exc.message), status=exc.status)
+                response.headers.update(exc.headers)
+                return response
         if path in ("/applications", "/applications/$count") and method == "GET":
             return list_applications(request, claims, tenant, count_only=path.endswith("$count"))
         if path == "/servicePrincipals" and method == "GET":

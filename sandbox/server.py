@@ -24,7 +24,7 @@ import trustme
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from sandbox import entra, graph, identity, partner_center, seeddates
+from sandbox import entra, graph, identity, inventory, partner_center, seeddates
 from sandbox.world import (
     API_SCOPE,
     AUTOMATION_APPS,
@@ -562,6 +562,7 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
             return web.json_response({"error": "the proofpoint module is not mounted"}, status=501)
         return web.json_response({"results": sync()})
 
+    inventory.add_control_routes(routes, world)
     app = web.Application()
     app.add_routes(routes)
     return app
@@ -581,6 +582,7 @@ def _load_optional(world: World, name: str) -> ModuleType | None:
 
 def build_apps(world: World, controls: Controls, tables: TablesProxy) -> dict[str, web.Application]:
     """One aiohttp application per listener, each service wrapped in its faults/holds middleware."""
+    world.inventory = inventory.InventoryState(world)  # served by Graph's listener (delta queries)
     apps: dict[str, web.Application] = {
         "entra": entra.build_app(world),
         "graph": graph.build_app(world),

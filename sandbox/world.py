@@ -993,6 +993,7 @@ class World:
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
         self.webhooks: ServiceState = _EmptyState()
+        self.inventory: ServiceState = _EmptyState()  # sandbox/inventory.py: delta queries, generated populations
 
     def now(self) -> dt.datetime:
         """The sandbox clock: real UTC now plus the offset set through the control API."""
@@ -1003,7 +1004,7 @@ class World:
 
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
-                "webhooks": self.webhooks, "gdap": self.gdap}
+                "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""

@@ -1,0 +1,561 @@
+"""Graph's delta queries over a tenant's applications and service principals, and tenants full of them.
+
+`GET /v1.0/applications/delta` and `GET /v1.0/servicePrincipals/delta` (also `.../microsoft.graph.delta()`, as the
+SDKs spell it) over every tenant of the world: its seeded objects (sandbox/world.py) and, when the control API gave
+it one, a generated population of many applications and service principals (secrets, certificates, SAML signing
+certificates, Microsoft first-party principals, some expired) that costs no memory until something changes.
+
+What it models, and where each behaviour is documented (sandbox/README.md, "Inventory: delta queries"):
+- microsoftgraph/microsoft-graph-docs-contrib `concepts/delta-query-overview.md`: a round of pages linked by
+  `@odata.nextLink` (`$skiptoken`) ending with an `@odata.deltaLink` (`$deltatoken`); query parameters ($select) are
+  given once and encoded into the tokens; updated instances "are represented by their id with *at least* the
+  properties that have been updated" (here: exactly those, the strictest reading), removed ones by `id` and
+  `@removed` {"reason": "changed"|"deleted"}, which "can be returned in the initial delta query response" too;
+  "if a change occurs to a property that is not selected, the resource ... does not appear"; the number of objects
+  per page varies and `$top` has limited support (here: pages of PAGE_SIZE whatever $top says); "Synchronization
+  reset": `410 Gone` with a `Location` header holding the initial query (here after the control API's reset);
+  "Token duration": seven days for directory objects, then "a 40X-series error with error codes such as
+  `syncStateNotFound`" (here: 400 `syncStateNotFound`, a 40X other than the reset's 410, so a client that looks only
+  at 410 fails).
+- `api-reference/v1.0/api/application-delta.md`, `serviceprincipal-delta.md`: Application.ReadWrite.OwnedBy is the
+  least privileged application permission (so the rotator's consent suffices); `$select` "always returns the id".
+- `api-reference/v1.0/resources/serviceprincipal.md`: appOwnerOrganizationId (Microsoft's first-party apps carry
+  f8cdef31-a31e-4b4a-93e4-5f571e91255a), preferredSingleSignOnMode, preferredTokenSigningKeyThumbprint;
+  `serviceprincipal-addtokensigningcertificate.md`: a SAML signing certificate is a Sign keyCredential, a Verify
+  keyCredential and a passwordCredential sharing one customKeyIdentifier (the thumbprint).
+- Throttling (429 with Retry-After) is the faults control's (`POST /faults` with status 429 and retry_after on a
+  delta path), as for every other Graph route.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import hashlib
+import json
+import random
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+from aiohttp import web
+
+from sandbox.world import Tenant, World, iso
+
+PAGE_SIZE = 100
+TOKEN_LIFETIME = dt.timedelta(days=7)
+MICROSOFT_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
+ENTITY_SETS = {"applications": "application", "servicePrincipals": "servicePrincipal"}
+DELTA_PATH = re.compile(r"^/(?P<set>applications|servicePrincipals)/(?:microsoft\.graph\.)?delta(?:\(\))?$")
+
+APP_PROPERTIES = ("id", "appId", "displayName", "createdDateTime", "deletedDateTime", "signInAudience",
+                  "publisherDomain", "passwordCredentials", "keyCredentials", "tags")
+SP_PROPERTIES = ("id", "appId", "displayName", "appDisplayName", "appOwnerOrganizationId", "accountEnabled",
+                 "servicePrincipalType", "preferredSingleSignOnMode", "preferredTokenSigningKeyThumbprint",
+                 "passwordCredentials", "keyCredentials", "tags", "deletedDateTime")
+PROPERTIES = {"application": APP_PROPERTIES, "servicePrincipal": SP_PROPERTIES}
+
+_APP_NAMES = ("Veeam Backup for Microsoft 365", "Datto RMM", "Autotask PSA connector", "Hudu documentation",
+              "IT Glue sync", "NinjaOne", "ConnectWise Manage", "Acronis Cyber Protect", "Power BI gateway",
+              "Barracuda Email Protection", "Mimecast sync", "KnowBe4 user sync", "Dropsuite backup",
+              "Liongard inspector", "Huntress M365", "SkyKick cloud backup", "AvePoint backup", "Sophos Central")
+_SAML_NAMES = ("Salesforce", "ServiceNow", "Zoom", "Atlassian Cloud", "Workday", "Dropbox Business", "Slack",
+               "DocuSign", "Box", "AWS IAM Identity Center")
+_MS_NAMES = ("Microsoft Graph", "Office 365 Exchange Online", "Office 365 SharePoint Online", "Microsoft Teams",
+             "Azure Portal", "Microsoft Intune", "Windows Azure Active Directory", "Microsoft Azure CLI",
+             "Office 365 Management APIs", "Microsoft Defender for Cloud Apps", "Power BI Service",
+             "Skype for Business")
+_THIRD_NAMES = ("Adobe Acrobat", "Zoom for Outlook", "Calendly", "Grammarly", "Miro", "Trello", "Asana",
+                "Smartsheet", "Lucidchart", "Webex")
+
+
+class DeltaError(Exception):
+    """A refused delta request: status, Graph's error code and message, and headers to add (Location)."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(f"{status} {code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or {}
+
+
+@dataclass
+class Tracked:
+    """One object's change history, on the tenant's change sequence."""
+
+    kind: str
+    order: tuple[int, int, str]  # where it sits in a full read: (source, index, id)
+    created: int
+    changed: dict[str, int] = field(default_factory=dict)  # property -> seq of its last change
+    removed: int | None = None
+    fingerprint: dict[str, str] = field(default_factory=dict)  # seeded objects: property -> json of its value
+
+
+@dataclass
+class Population:
+    """A generated population: N applications and M service principals, computed from the seed on demand."""
+
+    seed: str
+    applications: int
+    service_principals: int
+    epoch: dt.datetime  # the credentials' dates are relative to this moment
+
+
+@dataclass
+class TenantInventory:
+    """A tenant's change tracking: a sequence, overrides of generated objects, what each token may still see."""
+
+    seq: int = 0
+    reset_seq: int = 0  # a token issued before this seq meets 410 Gone (a synchronization reset)
+    population: Population | None = None
+    overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # object id -> json (None: deleted)
+    added: dict[str, list[str]] = field(default_factory=lambda: {"application": [], "servicePrincipal": []})
+    tracked: dict[str, Tracked] = field(default_factory=dict)  # object id -> history (changed or seeded objects)
+
+    def bump(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+def _rng(*parts: object) -> random.Random:
+    digest = hashlib.sha256(":".join(str(p) for p in parts).encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))  # test data, not a secret
+
+
+def _guid(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def _thumbprint(rng: random.Random) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(20))
+
+
+def _password(rng: random.Random, epoch: dt.datetime, name: str, days: int, custom: bytes | None = None
+              ) -> dict[str, Any]:
+    end = epoch + dt.timedelta(days=days, seconds=rng.randrange(86400))
+    hint = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789~.") for _ in range(3))
+    return {"customKeyIdentifier": base64.b64encode(custom).decode() if custom else None, "displayName": name,
+            "endDateTime": iso(end), "hint": None if custom else hint, "keyId": _guid(rng), "secretText": None,
+            "startDateTime": iso(end - dt.timedelta(days=rng.choice((180, 365, 730))))}
+
+
+def _certificate(rng: random.Random, epoch: dt.datetime, name: str, days: int, usage: str, thumb: bytes
+                 ) -> dict[str, Any]:
+    end = epoch + dt.timedelta(days=days, seconds=rng.randrange(86400))
+    # The public `key` is left out: Graph returns it only when a single object is read with $select=keyCredentials.
+    return {"customKeyIdentifier": base64.b64encode(thumb).decode(), "displayName": name, "endDateTime": iso(end),
+            "key": None, "keyId": _guid(rng), "startDateTime": iso(end - dt.timedelta(days=365 * 3)),
+            "type": "AsymmetricX509Cert", "usage": usage}
+
+
+def generated_application(tenant_id: str, pop: Population, index: int) -> dict[str, Any]:
+    """The index-th generated application of a tenant: 15 % without credentials, some expired, some with certs."""
+    rng = _rng(pop.seed, tenant_id, "application", index)
+    name = f"{rng.choice(_APP_NAMES)} {index + 1}"
+    passwords, keys = [], []
+    if rng.random() >= 0.15:
+        for n in range(rng.choice((1, 1, 1, 2, 3))):
+            passwords.append(_password(rng, pop.epoch, f"secret {n + 1}", rng.randrange(-120, 730)))
+    if rng.random() < 0.2:
+        keys.append(_certificate(rng, pop.epoch, f"CN={name}", rng.randrange(-60, 1095), "Verify", _thumbprint(rng)))
+    return {"id": _guid(rng), "appId": _guid(rng), "displayName": name,
+            "createdDateTime": iso(pop.epoch - dt.timedelta(days=rng.randrange(30, 2000))), "deletedDateTime": None,
+            "signInAudience": "AzureADMyOrg", "publisherDomain": f"{tenant_id[:8]}.onmicrosoft.com",
+            "passwordCredentials": passwords, "keyCredentials": keys, "tags": []}
+
+
+def generated_service_principal(tenant_id: str, pop: Population, index: int) -> dict[str, Any]:
+    """The index-th generated service principal: 60 % Microsoft first-party, 25 % other vendors' multi-tenant
+    apps, 10 % SAML apps with a signing certificate, 5 % the tenant's own apps."""
+    rng = _rng(pop.seed, tenant_id, "servicePrincipal", index)
+    draw = rng.random()
+    passwords: list[dict[str, Any]] = []
+    keys: list[dict[str, Any]] = []
+    mode, thumbprint = None, None
+    if draw < 0.6:
+        name, owner = rng.choice(_MS_NAMES), MICROSOFT_TENANT
+        if rng.random() < 0.05:  # some Microsoft principals carry credentials of their own; Microsoft renews them
+            keys.append(_certificate(rng, pop.epoch, "CN=Microsoft", rng.randrange(-30, 365), "Verify",
+                                     _thumbprint(rng)))
+    elif draw < 0.85:
+        name, owner = rng.choice(_THIRD_NAMES), _guid(rng)
+    elif draw < 0.95:
+        name, owner, mode = rng.choice(_SAML_NAMES), tenant_id, "saml"
+        thumb = _thumbprint(rng)
+        days = rng.randrange(-45, 1095)
+        subject = "CN=Microsoft Azure Federated SSO Certificate"
+        keys += [_certificate(rng, pop.epoch, subject, days, "Sign", thumb),
+                 _certificate(rng, pop.epoch, subject, days, "Verify", thumb)]
+        passwords.append(_password(rng, pop.epoch, subject, days, custom=thumb))
+        thumbprint = thumb.hex().upper()
+    else:
+        name, owner = rng.choice(_APP_NAMES), tenant_id
+    name = f"{name} ({index + 1})"
+    return {"id": _guid(rng), "appId": _guid(rng), "displayName": name, "appDisplayName": name,
+            "appOwnerOrganizationId": owner, "accountEnabled": True, "servicePrincipalType": "Application",
+            "preferredSingleSignOnMode": mode, "preferredTokenSigningKeyThumbprint": thumbprint,
+            "passwordCredentials": passwords, "keyCredentials": keys, "tags": [], "deletedDateTime": None}
+
+
+def _seeded_application(app: Any, tenant: Tenant) -> dict[str, Any]:
+    return {"id": app.id, "appId": app.app_id, "displayName": app.display_name, "createdDateTime": iso(app.created),
+            "deletedDateTime": None, "signInAudience": app.sign_in_audience,
+            "publisherDomain": f"{tenant.id[:8]}.onmicrosoft.com",
+            "passwordCredentials": [p.to_graph() for p in app.passwords], "keyCredentials": [], "tags": []}
+
+
+def _seeded_service_principal(sp: Any) -> dict[str, Any]:
+    return {"id": sp.id, "appId": sp.app_id, "displayName": sp.display_name, "appDisplayName": sp.display_name,
+            "appOwnerOrganizationId": sp.app_owner_tenant_id, "accountEnabled": sp.account_enabled,
+            "servicePrincipalType": sp.kind, "preferredSingleSignOnMode": None,
+            "preferredTokenSigningKeyThumbprint": None, "passwordCredentials": [], "keyCredentials": [], "tags": [],
+            "deletedDateTime": None}
+
+
+class InventoryState:
+    """The inventory part of the world (`world.inventory`): populations, overrides, change tracking."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.tenants: dict[str, TenantInventory] = {}
+        self.page_size = PAGE_SIZE
+        self.token_lifetime = TOKEN_LIFETIME
+
+    def reset(self) -> None:
+        self.tenants = {}
+        self.page_size = PAGE_SIZE
+        self.token_lifetime = TOKEN_LIFETIME
+
+    def dump(self) -> dict[str, Any]:
+        return {"pageSize": self.page_size, "tokenLifetimeDays": self.token_lifetime.total_seconds() / 86400,
+                "tenants": {tid: {"seq": t.seq, "population": None if t.population is None else {
+                    "applications": t.population.applications, "servicePrincipals": t.population.service_principals},
+                    "changed": len(t.overrides)} for tid, t in self.tenants.items()}}
+
+    def seed(self, section: dict[str, Any]) -> None:
+        """`{"pageSize": 100, "tokenLifetimeDays": 7, "populations": [{"tenants": [ids], "applications": 100,
+        "servicePrincipals": 300, "seed": "x"}]}`; the tenants must exist in the directory."""
+        if "pageSize" in section:
+            size = int(section["pageSize"])
+            if not 1 <= size <= 999:
+                raise ValueError("pageSize must be 1..999")
+            self.page_size = size
+        if "tokenLifetimeDays" in section:
+            self.token_lifetime = dt.timedelta(days=float(section["tokenLifetimeDays"]))
+        for doc in section.get("populations", []):
+            apps, sps = int(doc.get("applications", 100)), int(doc.get("servicePrincipals", 300))
+            if apps < 0 or sps < 0:
+                raise ValueError("applications and servicePrincipals must be >= 0")
+            for tenant_id in doc["tenants"]:
+                if tenant_id not in self.world.directory.tenants:
+                    raise KeyError(f"no tenant {tenant_id}")
+                self.tenant(tenant_id).population = Population(str(doc.get("seed", "inventory")), apps, sps,
+                                                               self.world.now())
+
+    def tenant(self, tenant_id: str) -> TenantInventory:
+        return self.tenants.setdefault(tenant_id, TenantInventory())
+
+    # --- the objects of a tenant, in full-read order ------------------------------------------------------------
+
+    def _generated(self, tenant_id: str, inv: TenantInventory, kind: str, index: int) -> dict[str, Any]:
+        assert inv.population is not None
+        if kind == "application":
+            return generated_application(tenant_id, inv.population, index)
+        return generated_service_principal(tenant_id, inv.population, index)
+
+    def objects(self, tenant: Tenant, kind: str, after: tuple[int, int, str] | None = None
+                ) -> Iterator[tuple[tuple[int, int, str], dict[str, Any]]]:
+        """Every live object of the kind, with its place in the order, starting after `after`."""
+        inv = self.tenant(tenant.id)
+        pop = inv.population
+        count = 0 if pop is None else (pop.applications if kind == "application" else pop.service_principals)
+        start = 0 if after is None or after[0] > 0 else after[1] + 1
+        if after is None or after[0] == 0:
+            for index in range(start, count):
+                obj = self._generated(tenant.id, inv, kind, index)
+                if obj["id"] in inv.overrides:
+                    override = inv.overrides[obj["id"]]
+                    if override is None:
+                        continue
+                    obj = override
+                yield (0, index, obj["id"]), obj
+        if after is None or after[0] <= 1:
+            added = inv.added[kind]
+            start = 0 if after is None or after[0] == 0 else after[1] + 1
+            for index in range(start, len(added)):
+                override = inv.overrides.get(added[index])
+                if override is not None:
+                    yield (1, index, added[index]), override
+        seeded = self._seeded(tenant, kind)
+        for object_id in sorted(seeded):
+            place = (2, 0, object_id)
+            if after is None or place > after:
+                yield place, seeded[object_id]
+
+    def _seeded(self, tenant: Tenant, kind: str) -> dict[str, dict[str, Any]]:
+        if kind == "application":
+            return {a.id: _seeded_application(a, tenant) for a in tenant.applications.values()}
+        return {sp.id: _seeded_service_principal(sp) for sp in tenant.service_principals.values()}
+
+    def observe(self, tenant: Tenant, kind: str) -> None:
+        """Notice what changed in the tenant's seeded objects (the rotator's addPassword, a seed) since last time."""
+        inv = self.tenant(tenant.id)
+        seeded = self._seeded(tenant, kind)
+        for object_id, obj in seeded.items():
+            prints = {p: json.dumps(obj.get(p), sort_keys=True) for p in PROPERTIES[kind]}
+            tracked = inv.tracked.get(object_id)
+            if tracked is None or tracked.removed is not None:
+                inv.tracked[object_id] = Tracked(kind, (2, 0, object_id), inv.bump(), fingerprint=prints)
+                continue
+            changed = [p for p in prints if prints[p] != tracked.fingerprint.get(p)]
+            if changed:
+                seq = inv.bump()
+                tracked.changed.update({p: seq for p in changed})
+                tracked.fingerprint = prints
+        for object_id, tracked in inv.tracked.items():
+            if tracked.kind == kind and tracked.order[0] == 2 and tracked.removed is None and object_id not in seeded:
+                tracked.removed = inv.bump()
+
+    # --- changes made through the control API --------------------------------------------------------------------
+
+    def change(self, tenant_id: str, doc: dict[str, Any]) -> dict[str, Any]:
+        """Change generated objects: `{"kind": "application"|"servicePrincipal", "op": "renew"|"expire"|"delete"|
+        "add", "count": n}` (or `"fraction": 0.01`; or `"ids": [...]`); renew adds a password credential ending in
+        `days` (default 365), expire sets every credential's end to `days` (default -1) from now."""
+        tenant = self.world.directory.tenants[tenant_id]
+        inv = self.tenant(tenant_id)
+        kind, op = doc.get("kind", "application"), doc.get("op", "renew")
+        if kind not in PROPERTIES or op not in ("renew", "expire", "delete", "add"):
+            raise ValueError("kind must be application|servicePrincipal, op renew|expire|delete|add")
+        rng = _rng("change", tenant_id, inv.seq, kind, op)
+        now = self.world.now()
+        if op == "add":
+            made = []
+            for _ in range(int(doc.get("count", 1))):
+                obj = (generated_application if kind == "application" else generated_service_principal)(
+                    tenant_id, Population(f"added-{inv.seq}-{rng.random()}", 1, 1, now), 0)
+                inv.overrides[obj["id"]] = obj
+                inv.added[kind].append(obj["id"])
+                inv.tracked[obj["id"]] = Tracked(kind, (1, len(inv.added[kind]) - 1, obj["id"]), inv.bump())
+                made.append(obj["id"])
+            return {"ids": made}
+        live = [(place, obj) for place, obj in self.objects(tenant, kind) if place[0] < 2]
+        if "ids" in doc:
+            wanted = set(doc["ids"])
+            chosen = [(p, o) for p, o in live if o["id"] in wanted]
+        else:
+            count = int(doc["count"]) if "count" in doc else max(1, round(len(live) * float(doc.get("fraction", 0))))
+            chosen = rng.sample(live, min(count, len(live)))
+        for place, obj in chosen:
+            seq = inv.bump()
+            tracked = inv.tracked.setdefault(obj["id"], Tracked(kind, place, 0))
+            if op == "delete":
+                inv.overrides[obj["id"]] = None
+                tracked.removed = seq
+                continue
+            obj = json.loads(json.dumps(obj))
+            if op == "renew":
+                obj["passwordCredentials"].append(_password(rng, now, "renewed", int(doc.get("days", 365))))
+                tracked.changed["passwordCredentials"] = seq
+            else:
+                end = iso(now + dt.timedelta(days=int(doc.get("days", -1))))
+                for prop in ("passwordCredentials", "keyCredentials"):
+                    for credential in obj[prop]:
+                        credential["endDateTime"] = end
+                    if obj[prop]:
+                        tracked.changed[prop] = seq
+            inv.overrides[obj["id"]] = obj
+        return {"ids": [obj["id"] for _, obj in chosen]}
+
+    # --- the delta function --------------------------------------------------------------------------------------
+
+    def delta(self, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str) -> dict[str, Any]:
+        kind = ENTITY_SETS[entity_set]
+        query = request.query
+        known = {k.lower() for k in query}
+        if known - {"$select", "$deltatoken", "$skiptoken", "$top"}:
+            raise DeltaError(400, "Request_UnsupportedQuery",
+                             f"Unsupported query parameters for delta: {sorted(known - {'$select', '$top'})}.")
+        inv = self.tenant(tenant.id)
+        self.observe(tenant, kind)
+        now = self.world.now()
+        # An empty $deltatoken is the initial query (what a 410's Location names): a full read.
+        delta_token = _param(query, "$deltatoken") or None
+        skip_token = _param(query, "$skiptoken") or None
+        if delta_token is not None and skip_token is not None:
+            raise DeltaError(400, "Request_BadRequest", "$deltatoken and $skiptoken cannot be combined.")
+        if delta_token is not None or skip_token is not None:
+            state = _decode(delta_token or skip_token or "", tenant.id, kind)
+            if state["round"] < inv.reset_seq:
+                params = {"$select": ",".join(state["select"])} if state["select"] else {}
+                initial = f"{graph_base}/{entity_set}/delta?" + urlencode({**params, "$deltatoken": ""})
+                raise DeltaError(410, "resyncRequired", "The delta token is no longer valid: a full synchronization "
+                                 "of the tenant is required.", {"Location": initial})
+            if now - dt.datetime.fromtimestamp(state["issued"], dt.UTC) > self.token_lifetime:
+                raise DeltaError(400, "syncStateNotFound", "The sync state generation is not found; the delta token "
+                                 "has expired. Start a full synchronization.")
+            select = state["select"]
+            if delta_token is not None:  # a new round of changes since the token's
+                state = {"mode": "changes", "since": state["round"], "round": inv.seq, "after": None,
+                         "select": select, "issued": now.timestamp()}
+        else:  # a full read; $top is accepted and ignored (the page size is the sandbox's)
+            select = _select_list(_param(query, "$select"), kind)
+            state = {"mode": "full", "since": None, "round": inv.seq, "after": None, "select": select,
+                     "issued": now.timestamp()}
+        after = tuple(state["after"]) if state["after"] else None
+        items, last = self._page(tenant, inv, kind, state, after)  # type: ignore[arg-type]
+        body: dict[str, Any] = {
+            "@odata.context": f"{graph_base}/$metadata#{entity_set}"
+                              + (f"({','.join(select)})" if select else ""),
+        }
+        token_state = {**state, "tenant": tenant.id, "kind": kind}
+        if last is not None:
+            token_state["after"] = list(last)
+            body["@odata.nextLink"] = f"{graph_base}/{entity_set}/delta?$skiptoken={_encode(token_state)}"
+        else:
+            final = {"mode": "changes", "round": state["round"], "after": None, "select": select,
+                     "issued": now.timestamp(), "tenant": tenant.id, "kind": kind}
+            body["@odata.deltaLink"] = f"{graph_base}/{entity_set}/delta?$deltatoken={_encode(final)}"
+        body["value"] = items
+        return body
+
+    def _page(self, tenant: Tenant, inv: TenantInventory, kind: str, state: dict[str, Any],
+              after: tuple[int, int, str] | None) -> tuple[list[dict[str, Any]], tuple[int, int, str] | None]:
+        select = state["select"]
+        items: list[dict[str, Any]] = []
+        place: tuple[int, int, str] | None = None
+        if state["mode"] == "full":
+            for place, obj in self.objects(tenant, kind, after):
+                items.append(_selected(obj, select))
+                if len(items) == self.page_size:
+                    return items, place
+            # Objects removed since the population was made, which "can be returned in the initial response".
+            for tracked_id, tracked in sorted(inv.tracked.items(), key=lambda t: t[1].order):
+                if tracked.kind == kind and tracked.removed is not None:
+                    items.append({"id": tracked_id, "@removed": {"reason": "changed"}})
+            return items, None
+        since = state["since"]
+        changed = sorted(((t.order, oid, t) for oid, t in inv.tracked.items() if t.kind == kind
+                          and max([t.created, t.removed or 0, *t.changed.values()]) > since), key=lambda x: x[0])
+        current = {obj_id: obj for obj_id, obj in self._current(tenant, inv, kind, [oid for _, oid, _ in changed])}
+        for order, object_id, tracked in changed:
+            if after is not None and order <= after:
+                continue
+            place = order
+            if tracked.removed is not None and tracked.removed > since:
+                if tracked.created <= since:
+                    items.append({"id": object_id, "@removed": {"reason": "changed"}})
+            elif object_id in current:
+                obj = current[object_id]
+                if tracked.created > since:
+                    items.append(_selected(obj, select))
+                else:
+                    props = [p for p, seq in tracked.changed.items() if seq > since
+                             and (not select or p.lower() in {s.lower() for s in select})]
+                    if not props:
+                        continue
+                    items.append({"id": object_id, **{p: obj.get(p) for p in props}})
+            if len(items) == self.page_size:
+                return items, place
+        return items, None
+
+    def _current(self, tenant: Tenant, inv: TenantInventory, kind: str, ids: list[str]
+                 ) -> Iterator[tuple[str, dict[str, Any]]]:
+        wanted = set(ids)
+        seeded = self._seeded(tenant, kind)
+        for object_id in wanted:
+            if object_id in seeded:
+                yield object_id, seeded[object_id]
+            elif inv.overrides.get(object_id) is not None:
+                yield object_id, inv.overrides[object_id]  # type: ignore[misc]
+
+    def sync_reset(self, tenant_id: str) -> None:
+        """Graph's synchronization reset (tenant maintenance or migration): every older token meets 410 Gone."""
+        inv = self.tenant(tenant_id)
+        inv.reset_seq = inv.bump()
+
+
+def _param(query: Any, name: str) -> str | None:
+    for key, value in query.items():
+        if key.lower() == name:
+            return str(value)
+    return None
+
+
+def _select_list(text: str | None, kind: str) -> list[str]:
+    if not text:
+        return []
+    names = {p.lower(): p for p in PROPERTIES[kind]}
+    chosen = []
+    for raw in text.split(","):
+        name = raw.strip()
+        if name.lower() not in names:
+            raise DeltaError(400, "Request_BadRequest",
+                             f"Could not find a property named '{name}' on type 'microsoft.graph.{kind}'.")
+        chosen.append(names[name.lower()])
+    return chosen
+
+
+def _selected(obj: dict[str, Any], select: list[str]) -> dict[str, Any]:
+    if not select:
+        return obj
+    return {"id": obj["id"], **{p: obj.get(p) for p in select if p != "id"}}
+
+
+def _encode(state: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(state, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode(token: str, tenant_id: str, kind: str) -> dict[str, Any]:
+    try:
+        state = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(state, dict) or state.get("tenant") != tenant_id or state.get("kind") != kind:
+            raise ValueError("token of another tenant or collection")
+        return state
+    except (ValueError, binascii.Error, UnicodeDecodeError) as exc:
+        raise DeltaError(400, "Request_BadRequest", "The delta or skip token is malformed.") from exc
+
+
+def handle_delta(world: World, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str
+                 ) -> web.Response:
+    """The delta function's answer (DeltaError for Graph's refusals)."""
+    state = world.inventory
+    if not isinstance(state, InventoryState):
+        raise DeltaError(501, "NotImplemented", "The inventory module is not mounted.")
+    return web.json_response(state.delta(request, tenant, entity_set, graph_base))
+
+
+def add_control_routes(routes: web.RouteTableDef, world: World) -> None:
+    """`POST /inventory/{tenant}/changes` (InventoryState.change), `POST /inventory/{tenant}/reset` (a sync reset)."""
+
+    def state() -> InventoryState:
+        inventory = world.inventory
+        if not isinstance(inventory, InventoryState):
+            raise web.HTTPNotImplemented(text='{"error": "the inventory module is not mounted"}')
+        return inventory
+
+    def answer(action: Callable[[], Any]) -> web.Response:
+        try:
+            return web.json_response(action())
+        except KeyError as exc:
+            return web.json_response({"error": f"no such tenant: {exc}"}, status=404)
+        except (ValueError, TypeError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+
+    @routes.post("/inventory/{tenant}/changes")
+    async def changes(request: web.Request) -> web.Response:
+        doc = await request.json() if request.body_exists else {}
+        return answer(lambda: state().change(request.match_info["tenant"], doc))
+
+    @routes.post("/inventory/{tenant}/reset")
+    async def reset(request: web.Request) -> web.Response:
+        tenant_id = request.match_info["tenant"]
+        if tenant_id not in world.directory.tenants:
+            return web.json_response({"error": f"no such tenant: {tenant_id}"}, status=404)
+        state().sync_reset(tenant_id)
+        return web.json_response({"ok": True})
