@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
 from typing import Any
@@ -43,10 +43,11 @@ class InventoryCredential:
     """One credential (secret or certificate) of an app registration or service principal in a customer tenant.
 
     Never holds a secret: Graph lists credentials without their values (`secretText` is null on reads) and the
-    certificate's public `key` is not asked for. `usage` is the keyCredential's "Sign" or "Verify" ("" for a
-    password); `saml` marks a service principal's SAML token-signing certificate (its thumbprint is the
-    principal's preferredTokenSigningKeyThumbprint). `managed`: the app is a registered target of the rotator.
-    `first_party`: a Microsoft first-party service principal.
+    certificate's public `key` is not asked for. `hint`: a secret's first characters as Graph gives them, a
+    certificate's SHA-1 thumbprint (upper-case hex, from customKeyIdentifier). `usage`: the keyCredential's "Sign"
+    or "Verify" ("" for a password). `saml`: part of a service principal's SAML token-signing certificate (its
+    thumbprint is the principal's preferredTokenSigningKeyThumbprint). `managed`: the app is a registered target
+    of the rotator. `first_party`: a Microsoft first-party service principal.
     """
 
     tenant_id: str
@@ -111,17 +112,21 @@ class InventoryQuery:
 
 @dataclass(frozen=True)
 class DirectoryObject:
-    """An application or service principal as a delta page gives it: only the properties the inventory selects."""
+    """An application or service principal as a delta page gives it: only the properties the inventory selects.
+
+    A delta round represents an updated object "by its id with at least the properties that have been updated"
+    (delta-query-overview.md): a property left out of the page is None here, and keeps what the store holds.
+    """
 
     object_kind: ObjectKind
     object_id: str
-    app_id: str
-    display_name: str
-    password_credentials: tuple[Mapping[str, Any], ...] = ()
-    key_credentials: tuple[Mapping[str, Any], ...] = ()
-    app_owner_organization_id: str = ""  # service principals only
-    preferred_token_signing_key_thumbprint: str = ""  # service principals only (SAML)
-    owners: tuple[str, ...] = ()
+    app_id: str | None = None
+    display_name: str | None = None
+    password_credentials: tuple[Mapping[str, Any], ...] | None = None
+    key_credentials: tuple[Mapping[str, Any], ...] | None = None
+    app_owner_organization_id: str | None = None  # service principals only
+    preferred_token_signing_key_thumbprint: str | None = None  # service principals only (SAML)
+    owners: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,32 +162,65 @@ class TenantPass:
 
 
 def credentials_of(
-    obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Iterable[str] = ()
+    obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Iterable[str] = (),
+    stored: Sequence[InventoryCredential] = (),
 ) -> list[InventoryCredential]:
-    """Every credential of one directory object as inventory rows (pure)."""
-    managed = obj.app_id in set(managed_app_ids)
-    first_party = (obj.object_kind is ObjectKind.SERVICE_PRINCIPAL
-                   and obj.app_owner_organization_id.lower() == MICROSOFT_TENANT)
-    signing = obj.preferred_token_signing_key_thumbprint.upper()
+    """Every credential of one directory object as inventory rows (pure). `stored`: the object's rows from the
+    store, which fill in what a partial (delta) object left out."""
+    base = stored[0] if stored else None
+    app_id = obj.app_id if obj.app_id is not None else (base.app_id if base else "")
+    display_name = obj.display_name if obj.display_name is not None else (base.display_name if base else "")
+    owners = obj.owners if obj.owners is not None else (base.owners if base else ())
+    if obj.app_owner_organization_id is not None:
+        first_party = (obj.object_kind is ObjectKind.SERVICE_PRINCIPAL
+                       and obj.app_owner_organization_id.lower() == MICROSOFT_TENANT)
+    else:
+        first_party = base.first_party if base else False
+    managed = app_id in set(managed_app_ids)
     common = dict(tenant_id=tenant_id, customer=customer, object_kind=obj.object_kind, object_id=obj.object_id,
-                  app_id=obj.app_id, display_name=obj.display_name, owners=obj.owners, managed=managed,
-                  first_party=first_party)
+                  app_id=app_id, display_name=display_name, owners=owners, managed=managed, first_party=first_party)
     found: list[InventoryCredential] = []
-    for raw in obj.password_credentials:
-        found.append(InventoryCredential(
-            **common,  # type: ignore[arg-type]
-            credential_kind=CredentialKind.PASSWORD, usage="", key_id=str(raw.get("keyId") or ""),
-            hint=str(raw.get("hint") or ""), credential_name=str(raw.get("displayName") or ""),
-            start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime"))))
-    for raw in obj.key_credentials:
-        thumbprint = thumbprint_of(raw.get("customKeyIdentifier"))
-        found.append(InventoryCredential(
-            **common,  # type: ignore[arg-type]
-            credential_kind=CredentialKind.CERTIFICATE, usage=str(raw.get("usage") or ""),
-            key_id=str(raw.get("keyId") or ""), hint=thumbprint[:8],
-            credential_name=str(raw.get("displayName") or ""),
-            start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime")),
-            saml=bool(signing) and thumbprint == signing))
+    was_saml = {row.key_id for row in stored if row.saml}
+    signing = (obj.preferred_token_signing_key_thumbprint or "").upper()
+
+    def is_saml(thumbprint: str, key_id: str) -> bool:
+        if not thumbprint:
+            return False
+        if obj.preferred_token_signing_key_thumbprint is not None:
+            return thumbprint == signing
+        return key_id in was_saml
+
+    if obj.password_credentials is None:
+        found += [replace(row, **common) for row in stored  # type: ignore[arg-type]
+                  if row.credential_kind is CredentialKind.PASSWORD]
+    else:
+        for raw in obj.password_credentials:
+            # A SAML signing certificate's private-key password carries the certificate's thumbprint
+            # (serviceprincipal-addtokensigningcertificate.md); a client secret carries a hint instead.
+            thumbprint = thumbprint_of(raw.get("customKeyIdentifier"))
+            key_id = str(raw.get("keyId") or "")
+            found.append(InventoryCredential(
+                **common,  # type: ignore[arg-type]
+                credential_kind=CredentialKind.PASSWORD, usage="", key_id=key_id,
+                hint=str(raw.get("hint") or thumbprint), credential_name=str(raw.get("displayName") or ""),
+                start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime")),
+                saml=is_saml(thumbprint, key_id)))
+    if obj.key_credentials is None:
+        rows = [row for row in stored if row.credential_kind is CredentialKind.CERTIFICATE]
+        if obj.preferred_token_signing_key_thumbprint is not None:
+            # The signing certificate moved to one the store already holds: its thumbprint is kept in the hint.
+            rows = [replace(row, saml=bool(signing) and row.hint == signing) for row in rows]
+        found += [replace(row, **common) for row in rows]  # type: ignore[arg-type]
+    else:
+        for raw in obj.key_credentials:
+            thumbprint = thumbprint_of(raw.get("customKeyIdentifier"))
+            key_id = str(raw.get("keyId") or "")
+            found.append(InventoryCredential(
+                **common,  # type: ignore[arg-type]
+                credential_kind=CredentialKind.CERTIFICATE, usage=str(raw.get("usage") or ""),
+                key_id=key_id, hint=thumbprint, credential_name=str(raw.get("displayName") or ""),
+                start=parse_time(raw.get("startDateTime")), end=parse_time(raw.get("endDateTime")),
+                saml=is_saml(thumbprint, key_id)))
     return found
 
 

@@ -553,13 +553,19 @@ class InventoryStore(Protocol):
         """Every credential (of one tenant, when given) page by page, never the whole fleet in memory."""
         ...
 
-    async def put_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str,
-                         credentials: Sequence[InventoryCredential]) -> None:
-        """The object's credentials become exactly `credentials` (an empty list removes its rows). Idempotent."""
+    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
+                                 ) -> list[InventoryCredential]:
+        """The stored credentials of one object (empty when none)."""
         ...
 
-    async def remove_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
-        """Remove every row of an object that left the tenant. Idempotent: succeeds when already gone."""
+    async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
+                          objects: Mapping[str, Sequence[InventoryCredential]]) -> None:
+        """Each object's credentials become exactly the given ones (an empty list removes its rows); batched.
+        Idempotent."""
+        ...
+
+    async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
+        """Remove every row of objects that left the tenant. Idempotent: succeeds when already gone."""
         ...
 
     async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:

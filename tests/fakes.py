@@ -12,7 +12,7 @@ import asyncio
 import secrets as random
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -653,18 +653,24 @@ class FakeInventory:
             if not tenant_id or key[0] == tenant_id:
                 yield self.rows[key]
 
-    async def put_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str,
-                         credentials: Sequence[InventoryCredential]) -> None:
-        await self.faults.before("inventory.put_object")
-        self._drop(tenant_id, object_kind, object_id)
-        for credential in credentials:
-            self.rows[credential.key] = credential
-        self.writes += 1
-        await self.faults.after("inventory.put_object")
+    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
+                                 ) -> list[InventoryCredential]:
+        return [row for key, row in sorted(self.rows.items()) if key[:3] == (tenant_id, object_kind.value, object_id)]
 
-    async def remove_object(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
-        await self.faults.before("inventory.remove_object")
-        self._drop(tenant_id, object_kind, object_id)
+    async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
+                          objects: Mapping[str, Sequence[InventoryCredential]]) -> None:
+        await self.faults.before("inventory.put_objects")
+        for object_id, credentials in objects.items():
+            self._drop(tenant_id, object_kind, object_id)
+            for credential in credentials:
+                self.rows[credential.key] = credential
+        self.writes += 1
+        await self.faults.after("inventory.put_objects")
+
+    async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
+        await self.faults.before("inventory.remove_objects")
+        for object_id in object_ids:
+            self._drop(tenant_id, object_kind, object_id)
         self.writes += 1
 
     def _drop(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:

@@ -61,7 +61,7 @@ def test_saml_signing_certificate_is_marked_by_the_preferred_thumbprint() -> Non
     assert rows["k-s"].saml and rows["k-v"].saml and not rows["k-o"].saml
     assert rows["k-s"].usage == "Sign" and rows["k-v"].usage == "Verify"
     assert rows["k-o"].expired(NOW) and rows["k-o"].days_left(NOW) is not None and rows["k-o"].days_left(NOW) < 0  # type: ignore[operator]
-    assert rows["k-s"].hint == THUMB[:8]
+    assert rows["k-s"].hint == THUMB
 
 
 def test_first_party_only_for_service_principals_owned_by_microsoft() -> None:
