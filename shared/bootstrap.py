@@ -20,6 +20,8 @@ from shared.telemetry import configure_telemetry
 
 if TYPE_CHECKING:
     from shared.adapters.graph import GraphDirectory
+    from shared.adapters.inventory import GraphInventory
+    from shared.adapters.inventory_tables import TablesInventoryStore
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.signins import GraphSignInLog
@@ -68,6 +70,9 @@ class Services:
     alerts: AlertBook | None = None  # the alert book and its channel (the test alert reads the channel)
     # Entra's sign-in log per credential (the SignInLog port); a tenant that refuses it says so per read.
     sign_in_log: GraphSignInLog | None = None
+    # The credential inventory (issue 25): Graph's delta reads of every app and service principal, and their rows.
+    inventory_source: GraphInventory | None = None
+    inventory: TablesInventoryStore | None = None
 
     @property
     def work_queue(self) -> StorageWorkQueue:
@@ -121,6 +126,8 @@ async def _build(
 
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
+    from shared.adapters.inventory import GraphInventory
+    from shared.adapters.inventory_tables import TablesInventoryStore
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
@@ -192,8 +199,10 @@ async def _build(
         await close_transport(transport)
 
     consents = TablesConsentStore(table_service, prefix=table_prefix)
+    inventory_source = GraphInventory(credentials, settings.graph_base_url, transport.session)
+    inventory = TablesInventoryStore(table_service, prefix=table_prefix)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                    queue, book, sign_in_log), close
+                    queue, book, sign_in_log, inventory_source, inventory), close
 
 
 # ------------------------------------------------------------------------------------------------ per process

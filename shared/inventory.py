@@ -146,7 +146,7 @@ class InventoryPage:
     delta_link: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass
 class TenantPass:
     """What one inventory pass of one tenant and object kind did."""
 

@@ -559,9 +559,9 @@ class InventoryStore(Protocol):
         ...
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
-                          objects: Mapping[str, Sequence[InventoryCredential]]) -> None:
+                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
         """Each object's credentials become exactly the given ones (an empty list removes its rows); batched.
-        Idempotent."""
+        Idempotent. `replacing=False`: the caller knows none of these objects has rows stored (no lookup)."""
         ...
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:

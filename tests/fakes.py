@@ -658,7 +658,7 @@ class FakeInventory:
         return [row for key, row in sorted(self.rows.items()) if key[:3] == (tenant_id, object_kind.value, object_id)]
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
-                          objects: Mapping[str, Sequence[InventoryCredential]]) -> None:
+                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
         await self.faults.before("inventory.put_objects")
         for object_id, credentials in objects.items():
             self._drop(tenant_id, object_kind, object_id)

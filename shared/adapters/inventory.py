@@ -1,0 +1,156 @@
+"""The inventory's reads: a tenant's applications and service principals through Graph's delta queries.
+
+Why delta (docs/inventory.md): `GET /applications/delta` and `/servicePrincipals/delta` accept
+Application.ReadWrite.OwnedBy, the permission the rotator already holds (application-delta.md,
+serviceprincipal-delta.md: least privileged application permission), so after one full read a daily pass reads only
+what changed. `$select` names the properties once; Graph encodes it into the nextLink/deltaLink
+(delta-query-overview.md). A stale link (a 410 Gone synchronization reset, or an expired token answered with a 40X
+and `syncStateNotFound`/`resyncRequired`) raises StaleDeltaLink: the pass starts over with a full read.
+
+Pages are plain GETs on the process's aiohttp session with the tenant's Graph credential, parsed with `json` (no
+msgraph-sdk models: their deserialisation costs milliseconds per object, docs/benchmarks.md), yielded one at a time:
+a tenant's objects are never all held at once. Read-only: nothing here writes to Graph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from shared.adapters.graph import GraphAnswer, _seconds, _translate
+from shared.adapters.identity import GRAPH_SCOPE, Credentials
+from shared.errors import RotationError, StaleDeltaLink, Throttled
+from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
+
+_ATTEMPTS = 5
+_TIMEOUT = aiohttp.ClientTimeout(total=60)
+ENTITY_SET = {ObjectKind.APPLICATION: "applications", ObjectKind.SERVICE_PRINCIPAL: "servicePrincipals"}
+SELECT = {
+    ObjectKind.APPLICATION: "id,appId,displayName,passwordCredentials,keyCredentials",
+    ObjectKind.SERVICE_PRINCIPAL: "id,appId,displayName,appOwnerOrganizationId,preferredTokenSigningKeyThumbprint,"
+                                  "passwordCredentials,keyCredentials",
+}
+# Graph's answers that say a delta or skip token is no longer known (delta-query-overview.md: "Synchronization
+# reset" and "Token duration"); compared in lower case, as the docs spell them both ways.
+STALE_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
+
+
+def stale(answer: GraphAnswer) -> bool:
+    """A delta answer that means "start over with a full read"."""
+    return answer.status == 410 or answer.code.lower() in STALE_CODES
+
+
+def _credentials(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...] | None:
+    if name not in doc:
+        return None
+    value = doc.get(name) or []
+    return tuple(c for c in value if isinstance(c, dict))
+
+
+def _text(doc: dict[str, Any], name: str) -> str | None:
+    if name not in doc:
+        return None
+    value = doc.get(name)
+    return "" if value is None else str(value)
+
+
+def object_of(kind: ObjectKind, doc: dict[str, Any]) -> DirectoryObject | Removed:
+    """One item of a delta page: an object (properties absent from a partial one left None) or a removal."""
+    object_id = str(doc.get("id") or "")
+    if "@removed" in doc:
+        return Removed(kind, object_id)
+    return DirectoryObject(
+        object_kind=kind, object_id=object_id, app_id=_text(doc, "appId"), display_name=_text(doc, "displayName"),
+        password_credentials=_credentials(doc, "passwordCredentials"),
+        key_credentials=_credentials(doc, "keyCredentials"),
+        app_owner_organization_id=_text(doc, "appOwnerOrganizationId"),
+        preferred_token_signing_key_thumbprint=_text(doc, "preferredTokenSigningKeyThumbprint"),
+    )
+
+
+def page_of(kind: ObjectKind, doc: dict[str, Any]) -> InventoryPage:
+    objects: list[DirectoryObject] = []
+    removed: list[Removed] = []
+    for item in doc.get("value") or []:
+        if isinstance(item, dict) and item.get("id"):
+            parsed = object_of(kind, item)
+            (removed if isinstance(parsed, Removed) else objects).append(parsed)  # type: ignore[arg-type]
+    link = doc.get("@odata.deltaLink")
+    return InventoryPage(tuple(objects), tuple(removed), str(link) if link else None)
+
+
+class GraphInventory:
+    """InventorySource over Graph's delta functions; throttling and transient errors retried per page."""
+
+    def __init__(self, credentials: Credentials, graph_base_url: str, session: aiohttp.ClientSession) -> None:
+        self._credentials = credentials
+        self._base = graph_base_url.rstrip("/")
+        self._session = session
+        self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+        self.calls = 0
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        link: str | None = delta_link or f"{self._base}/{ENTITY_SET[object_kind]}/delta"
+        params: dict[str, str] | None = None if delta_link else {"$select": SELECT[object_kind]}
+        while link:
+            if not self._ours(link):
+                # A link is sent with the tenant's token: never to another host than the configured Graph.
+                raise StaleDeltaLink(f"a delta link of tenant {tenant_id} names another host than Graph's",
+                                     code="ForeignDeltaLink")
+            doc = await self._page(tenant_id, object_kind, link, params)
+            page = page_of(object_kind, doc)
+            next_link = doc.get("@odata.nextLink")
+            if not next_link and not page.delta_link:
+                raise RotationError(f"a delta page of tenant {tenant_id} ended with neither nextLink nor deltaLink",
+                                    code="UnexpectedAnswer")
+            yield page
+            link, params = (str(next_link) if next_link else None), None
+
+    def _ours(self, link: str) -> bool:
+        return urlsplit(link)[:2] == urlsplit(self._base)[:2]
+
+    async def _page(self, tenant_id: str, kind: ObjectKind, url: str, params: dict[str, str] | None
+                    ) -> dict[str, Any]:
+        what = f"reading the {ENTITY_SET[kind]} of the inventory"
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                return await self._get(tenant_id, url, params)
+            except GraphAnswer as answer:
+                if stale(answer):
+                    raise StaleDeltaLink(f"{what} in tenant {tenant_id}: {answer.message}", code=answer.code) \
+                        from answer
+                error = _translate(answer, tenant_id, what)
+            except Exception as failure:  # the transport's and the credential's errors, translated as graph.py does
+                error = _translate(failure, tenant_id, what)
+            if isinstance(error, Throttled) and attempt < _ATTEMPTS:
+                await self.sleep(error.retry_after or float(attempt))
+                continue
+            raise error
+        raise AssertionError("unreachable")
+
+    async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
+        self.calls += 1
+        async with self._session.get(url, params=params, timeout=_TIMEOUT, allow_redirects=False,
+                                     headers={"Authorization": f"Bearer {token.token}",
+                                              "Accept": "application/json"}) as response:
+            body = await response.read()
+            if response.status >= 400:
+                code, message = "GraphError", f"HTTP {response.status}"
+                try:
+                    error = json.loads(body).get("error") or {}
+                    code, message = error.get("code") or code, error.get("message") or message
+                except (ValueError, AttributeError):
+                    pass
+                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
+        doc = json.loads(body)
+        if not isinstance(doc, dict):
+            raise RotationError(f"Graph answered tenant {tenant_id}'s delta read with something else than a page",
+                                code="UnexpectedAnswer")
+        return doc

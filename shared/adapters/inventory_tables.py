@@ -1,0 +1,206 @@
+"""The credential inventory on Azure Tables: table `inventory`, one row per credential, one partition per tenant
+(row key `<objectKind>|<objectId>|<keyId>`, so one object's rows are a key range and one object's writes are one
+entity-group transaction); table `inventorylinks`, per tenant and object kind the delta link the next pass resumes
+from. No row holds a secret: Graph lists credentials without their values."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from shared.adapters.tables import _create_tables, _dt, _iso, _translate
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
+
+BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transaction, one partition
+_FEW = 4  # up to this many objects, their rows are looked up one object at a time; more: the kind's key range
+
+
+def row_key(kind: ObjectKind | str, object_id: str, key_id: str = "") -> str:
+    return f"{ObjectKind(kind).value}|{object_id}|{key_id}"
+
+
+RANGE = "PartitionKey eq @tenant and RowKey ge @low and RowKey lt @high"
+
+
+def _range(tenant_id: str, prefix: str) -> dict[str, Any]:
+    # "~" sorts after every character of a GUID and of "|": the range [prefix, prefix~) is the prefix's rows.
+    return {"tenant": tenant_id, "low": prefix, "high": prefix + "~"}
+
+
+def to_entity(c: InventoryCredential) -> dict[str, Any]:
+    entity = {
+        "PartitionKey": c.tenant_id, "RowKey": row_key(c.object_kind, c.object_id, c.key_id),
+        "Customer": c.customer, "ObjectKind": c.object_kind.value, "ObjectId": c.object_id, "AppId": c.app_id,
+        "DisplayName": c.display_name, "Owners": json.dumps(list(c.owners)), "CredentialKind": c.credential_kind.value,
+        "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint, "CredentialName": c.credential_name,
+        "Start": _iso(c.start), "End": _iso(c.end), "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
+    }
+    return {k: v for k, v in entity.items() if v is not None}
+
+
+def to_credential(e: Mapping[str, Any]) -> InventoryCredential:
+    return InventoryCredential(
+        tenant_id=str(e["PartitionKey"]), customer=str(e.get("Customer", "")),
+        object_kind=ObjectKind(e["ObjectKind"]), object_id=str(e["ObjectId"]), app_id=str(e.get("AppId", "")),
+        display_name=str(e.get("DisplayName", "")), owners=tuple(json.loads(e.get("Owners") or "[]")),
+        credential_kind=CredentialKind(e["CredentialKind"]), usage=str(e.get("Usage", "")),
+        key_id=str(e.get("KeyId", "")), hint=str(e.get("Hint", "")), credential_name=str(e.get("CredentialName", "")),
+        start=_dt(e.get("Start")), end=_dt(e.get("End")), managed=bool(e.get("Managed", False)),
+        first_party=bool(e.get("FirstParty", False)), saml=bool(e.get("Saml", False)),
+    )
+
+
+class TablesInventoryStore:
+    """InventoryStore on Azure Tables (Azurite locally); tables created on first use."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        self._service = service
+        self._rows: TableClient = service.get_table_client(f"{prefix}inventory")
+        self._links: TableClient = service.get_table_client(f"{prefix}inventorylinks")
+        self._ready = False
+        self._creating = asyncio.Lock()
+
+    async def _ensure(self) -> None:
+        if self._ready:
+            return
+        async with self._creating:
+            if not self._ready:
+                await _create_tables(self._service, (self._rows, self._links))
+                self._ready = True
+
+    async def list_credentials(self, query: InventoryQuery | None = None) -> list[InventoryCredential]:
+        wanted = query or InventoryQuery()
+        return [c async for c in self.stream(wanted.tenant_id) if wanted.matches(c)]
+
+    async def stream(self, tenant_id: str = "") -> AsyncIterator[InventoryCredential]:
+        await self._ensure()
+        try:
+            if tenant_id:
+                pages = self._rows.query_entities("PartitionKey eq @tenant", parameters={"tenant": tenant_id})
+            else:
+                pages = self._rows.list_entities()
+            async for entity in pages:
+                yield to_credential(entity)
+        except AzureError as error:
+            raise _translate(error, "the inventory") from error
+
+    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
+                                 ) -> list[InventoryCredential]:
+        await self._ensure()
+        try:
+            return [to_credential(e) async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, row_key(object_kind, object_id)))]
+        except AzureError as error:
+            raise _translate(error, f"the inventory of object {object_id}") from error
+
+    async def _keys(self, tenant_id: str, kind: ObjectKind, object_ids: Sequence[str]) -> list[str]:
+        """The stored row keys of these objects (of the whole kind's range when they are many: one query)."""
+        prefixes = [row_key(kind, object_id) for object_id in object_ids]
+        if len(prefixes) > _FEW:
+            wanted = set(object_ids)
+            keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, f"{kind.value}|"), select=["RowKey"])]
+            return [k for k in keys if k.split("|")[1] in wanted]
+        found: list[str] = []
+        for prefix in prefixes:
+            found += [str(e["RowKey"]) async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, prefix), select=["RowKey"])]
+        return found
+
+    async def _submit(self, tenant_id: str, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        for start in range(0, len(operations), BATCH):
+            chunk = operations[start:start + BATCH]
+            try:
+                await self._rows.submit_transaction(chunk)  # type: ignore[arg-type]
+            except TableTransactionError:
+                # Another writer removed a row first (a delete of a missing row fails the whole batch): one by one.
+                for operation, entity in chunk:
+                    try:
+                        if operation == "delete":
+                            await self._rows.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                        else:
+                            await self._rows.upsert_entity(entity, mode=UpdateMode.REPLACE)
+                    except ResourceNotFoundError:
+                        pass
+
+    async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
+                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
+        if not objects:
+            return
+        await self._ensure()
+        try:
+            stored = await self._keys(tenant_id, object_kind, list(objects)) if replacing else []
+            upserts = [to_entity(c) for rows in objects.values() for c in rows]
+            kept = {e["RowKey"] for e in upserts}
+            operations: list[tuple[str, dict[str, Any]]] = [
+                ("delete", {"PartitionKey": tenant_id, "RowKey": key}) for key in stored if key not in kept]
+            operations += [("upsert", e) for e in upserts]
+            await self._submit(tenant_id, operations)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
+        if not object_ids:
+            return
+        await self._ensure()
+        try:
+            stored = await self._keys(tenant_id, object_kind, object_ids)
+            await self._submit(tenant_id, [("delete", {"PartitionKey": tenant_id, "RowKey": k}) for k in stored])
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
+        await self._ensure()
+        try:
+            return {str(e["RowKey"]).split("|")[1] async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, f"{object_kind.value}|"), select=["RowKey"])}
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
+        await self._ensure()
+        try:
+            entity = await self._links.get_entity(tenant_id, object_kind.value)
+        except ResourceNotFoundError:
+            return None
+        except AzureError as error:
+            raise _translate(error, f"the delta link of tenant {tenant_id}") from error
+        link = entity.get("Link")
+        return str(link) if link else None
+
+    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
+        await self._ensure()
+        try:
+            if link is None:
+                try:
+                    await self._links.delete_entity(tenant_id, object_kind.value)
+                except ResourceNotFoundError:
+                    pass
+                return
+            await self._links.upsert_entity({"PartitionKey": tenant_id, "RowKey": object_kind.value, "Link": link},
+                                            mode=UpdateMode.REPLACE)
+        except AzureError as error:
+            raise _translate(error, f"the delta link of tenant {tenant_id}") from error
+
+    async def remove_tenant(self, tenant_id: str) -> None:
+        await self._ensure()
+        try:
+            keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
+                "PartitionKey eq @tenant", parameters={"tenant": tenant_id}, select=["RowKey"])]
+            await self._submit(tenant_id, [("delete", {"PartitionKey": tenant_id, "RowKey": k}) for k in keys])
+            for kind in ObjectKind:
+                await self.save_delta_link(tenant_id, kind, None)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def all_rows(self) -> list[dict[str, Any]]:
+        """Every row of both tables as stored: for tests that prove nothing secret is written."""
+        await self._ensure()
+        rows = [dict(e) async for e in self._rows.list_entities()]
+        return rows + [dict(e) async for e in self._links.list_entities()]

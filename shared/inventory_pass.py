@@ -1,0 +1,154 @@
+"""The daily inventory pass: every credential of every customer tenant, read from Graph into the inventory store.
+
+Per tenant and object kind (applications, service principals): the first pass reads everything (a delta round
+without a token) and keeps the delta link it ends with; later passes read only what changed since that link. A
+stale link (Graph's synchronization reset, or a token past its seven days) forgets the link and reads everything
+again; objects the store holds that the full read did not return are removed (they left while no link was kept).
+
+Crash-safe by order: a page's rows are written before the next page is read, and the delta link is saved only
+after its round's last page is written, so a pass killed anywhere repeats at most one round on the next run (every
+write is idempotent). Detect only: nothing is written to Graph.
+
+Runs apart from the rotation timer (its own schedule, INVENTORY_SCHEDULE): the healthy scan of registered targets
+does no inventory work and gets no slower (docs/inventory.md, docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+
+from shared.domain import Target
+from shared.errors import RotationError, StaleDeltaLink
+from shared.inventory import DirectoryObject, InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
+from shared.ports import InventorySource, InventoryStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CustomerTenant:
+    """A tenant to take inventory of: its customer's name and the apps the rotator manages there."""
+
+    tenant_id: str
+    customer: str
+    managed_app_ids: frozenset[str] = frozenset()
+
+
+def customers_of(targets: Iterable[Target]) -> list[CustomerTenant]:
+    """One entry per tenant of the registered targets (every such tenant consented to the rotator's app)."""
+    by_tenant: dict[str, tuple[str, set[str]]] = {}
+    for target in targets:
+        name, apps = by_tenant.setdefault(target.tenant_id, (target.customer, set()))
+        apps.add(target.app_id)
+        if not name and target.customer:
+            by_tenant[target.tenant_id] = (target.customer, apps)
+    return [CustomerTenant(t, name, frozenset(apps)) for t, (name, apps) in sorted(by_tenant.items())]
+
+
+def _partial(obj: DirectoryObject) -> bool:
+    return obj.app_id is None or obj.display_name is None or obj.password_credentials is None \
+        or obj.key_credentials is None
+
+
+async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
+                      stored_ids: set[str] | None, result: TenantPass) -> None:
+    """One page into the store: removals, then each object's rows (partial objects completed from the store)."""
+    if page.removed:
+        await store.remove_objects(tenant.tenant_id, kind, [r.object_id for r in page.removed])
+        result.removed += len(page.removed)
+    rows: dict[str, list[InventoryCredential]] = {}
+    for obj in page.objects:
+        stored = await store.object_credentials(tenant.tenant_id, kind, obj.object_id) if _partial(obj) else []
+        found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
+        if found or stored_ids is None or obj.object_id in stored_ids:
+            rows[obj.object_id] = found  # an object without credentials and nothing stored needs no write
+        result.credentials += len(found)
+    result.objects += len(page.objects)
+    if rows:
+        # A first read of objects the store never held needs no lookup of their old rows.
+        replacing = stored_ids is None or any(object_id in stored_ids for object_id in rows)
+        await store.put_objects(tenant.tenant_id, kind, rows, replacing=replacing)
+
+
+async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
+                 link: str | None) -> TenantPass:
+    full = link is None
+    result = TenantPass(tenant.tenant_id, kind, full=full)
+    stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
+    seen: set[str] = set()
+    final: str | None = None
+    async for page in source.read(tenant.tenant_id, kind, link):
+        result.pages += 1
+        await _write_page(store, tenant, kind, page, stored_ids, result)
+        if full:
+            seen.update(o.object_id for o in page.objects)
+        final = page.delta_link or final
+    if full and stored_ids:
+        gone = sorted(stored_ids - seen)
+        if gone:
+            await store.remove_objects(tenant.tenant_id, kind, gone)
+            result.removed += len(gone)
+    await store.save_delta_link(tenant.tenant_id, kind, final)
+    return result
+
+
+async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
+                         kind: ObjectKind) -> TenantPass:
+    """One tenant's objects of one kind: a delta round from the stored link, or a full read (none, or stale)."""
+    link = await store.delta_link(tenant.tenant_id, kind)
+    try:
+        return await _round(source, store, tenant, kind, link)
+    except StaleDeltaLink as stale:
+        log.info("inventory.restart", extra={"tenant": tenant.tenant_id, "kind": kind.value, "code": stale.code})
+        await store.save_delta_link(tenant.tenant_id, kind, None)
+    try:
+        return replace(await _round(source, store, tenant, kind, None), restarted=True)
+    except StaleDeltaLink as again:  # a full read's own nextLink went stale: the next pass tries again
+        raise RotationError(f"Graph reset the full read of tenant {tenant.tenant_id}: {again}",
+                            code=again.code) from again
+
+
+@dataclass
+class InventorySummary:
+    """One inventory pass over the fleet."""
+
+    passes: list[TenantPass] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # tenant id -> error code
+    duration_ms: int = 0
+
+    @property
+    def credentials(self) -> int:
+        return sum(p.credentials for p in self.passes)
+
+
+async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant
+                           ) -> list[TenantPass]:
+    """Both kinds of one tenant, side by side."""
+    done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind) for kind in ObjectKind))
+    return list(done)
+
+
+async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],
+                        concurrency: int) -> InventorySummary:
+    """Take inventory of every tenant, `concurrency` tenants at once; a tenant that fails is reported, not fatal."""
+    started = time.monotonic()
+    summary = InventorySummary()
+    bound = asyncio.Semaphore(concurrency)
+
+    async def one(tenant: CustomerTenant) -> None:
+        async with bound:
+            try:
+                summary.passes += await inventory_tenant(source, store, tenant)
+            except RotationError as error:
+                summary.failed[tenant.tenant_id] = error.code
+                log.warning("inventory.failed", extra={"tenant": tenant.tenant_id, "code": error.code})
+
+    await asyncio.gather(*(one(t) for t in tenants))
+    summary.duration_ms = int((time.monotonic() - started) * 1000)
+    log.info("inventory.pass", extra={"tenants": len(tenants), "failed": len(summary.failed),
+                                      "credentials": summary.credentials, "duration_ms": summary.duration_ms})
+    return summary

@@ -1,0 +1,195 @@
+"""The inventory pass (shared/inventory_pass.py) with the real adapters as bootstrap builds them: Graph's delta reads
+over real HTTPS against the sandbox, the Tables store on Azurite. First a full read, then only changes; `@removed`;
+a stale delta token (seven days, or a synchronization reset) forces a full read that also sweeps what left; a
+throttled page is retried; tenants stay apart; first-party and SAML credentials are marked, the rotator's own
+targets `managed`; nothing is written to Graph and no secret reaches the store."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from sandbox.inventory import Population, generated_application, generated_service_principal
+from shared.bootstrap import Services
+from shared.domain import Target
+from shared.inventory import MICROSOFT_TENANT, CredentialKind, InventoryQuery, ObjectKind
+from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
+from tests.rotation import conftest as rotation
+from tests.rotation.conftest import Customer, World
+
+world, rotator, svc = rotation.world, rotation.rotator, rotation.svc  # the rotation tests' fixtures
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.azurite]
+
+APPS, SPS, PAGE = 24, 60, 20
+
+
+def populate(world: World, name: str, *, apps: int = APPS, sps: int = SPS) -> Customer:
+    customer = world.seed_customer(name, 40)
+    world.sb.control.seed({"inventory": {"pageSize": PAGE, "populations": [
+        {"tenants": [customer.tenant_id], "applications": apps, "servicePrincipals": sps, "seed": name}]}})
+    return customer
+
+
+def tenant_of(customer: Customer) -> CustomerTenant:
+    return CustomerTenant(customer.tenant_id, customer.name, frozenset({customer.app_id}))
+
+
+async def rows(svc: Services, customer: Customer, **query: Any) -> list[Any]:
+    assert svc.inventory is not None
+    return await svc.inventory.list_credentials(InventoryQuery(tenant_id=customer.tenant_id, **query))
+
+
+def delta_reads(svc: Services) -> int:
+    assert svc.inventory_source is not None
+    return svc.inventory_source.calls
+
+
+async def test_the_first_pass_reads_everything_and_marks_managed_first_party_and_saml(world: World,
+                                                                                      svc: Services) -> None:
+    customer = populate(world, "Inventoried")
+    assert svc.inventory_source is not None and svc.inventory is not None
+    passes = await inventory_tenant(svc.inventory_source, svc.inventory, tenant_of(customer))
+    by_kind = {p.object_kind: p for p in passes}
+    assert all(p.full and not p.restarted and not p.error for p in passes)
+    assert by_kind[ObjectKind.APPLICATION].objects == APPS + 1  # + the seeded Proofpoint app
+    assert by_kind[ObjectKind.SERVICE_PRINCIPAL].pages == 4  # 60 generated + the rotator's own, 20 a page
+    stored = await rows(svc, customer)
+    # Exactly the credentials the generator made (computed here from the same seed) plus the Proofpoint secret.
+    apps = [generated_application(customer.tenant_id, _pop(world, customer), i) for i in range(APPS)]
+    sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
+    want = {c["keyId"] for o in apps + sps for c in o["passwordCredentials"] + o["keyCredentials"]}
+    assert {r.key_id for r in stored} == want | {customer.key_id}
+    [managed] = [r for r in stored if r.managed]
+    assert (managed.key_id, managed.app_id, managed.display_name) == (customer.key_id, customer.app_id,
+                                                                       "Proofpoint Essentials")
+    first_party = {o["id"] for o in sps if o["appOwnerOrganizationId"] == MICROSOFT_TENANT}
+    assert {r.object_id for r in stored if r.first_party} <= first_party
+    assert all(r.first_party == (r.object_id in first_party) for r in stored)
+    saml_sps = {o["id"] for o in sps if o["preferredTokenSigningKeyThumbprint"]}
+    assert saml_sps and {r.object_id for r in stored if r.saml} == saml_sps
+    for row in (r for r in stored if r.saml):
+        assert row.hint == next(o for o in sps if o["id"] == row.object_id)["preferredTokenSigningKeyThumbprint"]
+    assert {r.usage for r in stored if r.credential_kind is CredentialKind.CERTIFICATE} <= {"Sign", "Verify"}
+    for kind in ObjectKind:
+        assert await svc.inventory.delta_link(customer.tenant_id, kind)
+
+
+def _pop(world: World, customer: Customer) -> Population:
+    # The population's epoch (when it was seeded) moves only the credentials' dates, never their ids.
+    return Population(customer.name, APPS, SPS, datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
+
+
+async def test_the_next_pass_reads_only_changes(world: World, svc: Services) -> None:
+    customer = populate(world, "Changing")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    await inventory_tenant(source, store, tenant_of(customer))
+    before = {r.key for r in await rows(svc, customer)}
+    control = world.sb.control
+    renewed = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "count": 2,
+                                                            "days": 12})
+    removed = control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "delete",
+                                                            "ids": [r.object_id for r in await rows(svc, customer)
+                                                                    if r.saml][:1]})
+    added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 1})
+    calls = delta_reads(svc)
+    passes = await inventory_tenant(source, store, tenant_of(customer))
+    assert delta_reads(svc) - calls == 2  # one page per kind
+    assert not any(p.full for p in passes)
+    assert sum(p.objects for p in passes) == 3 and sum(p.removed for p in passes) == 1
+    after = await rows(svc, customer)
+    for object_id in renewed:
+        mine = [r for r in after if r.object_id == object_id]
+        assert any(r.credential_name == "renewed" and r.days_left(datetime.now(UTC)) in (11, 12) for r in mine)
+        # The partial object (only passwordCredentials came) kept its name and appId from the store.
+        assert all(r.display_name and r.app_id for r in mine)
+        old = {k for k in before if k[2] == object_id}
+        assert old < {r.key for r in mine}
+    assert not [r for r in after if r.object_id == removed[0]]
+    assert [r for r in after if r.object_id == added[0]]
+    assert (await inventory_tenant(source, store, tenant_of(customer)))[0].objects == 0
+
+
+async def test_a_stale_delta_token_forces_a_full_read_that_sweeps_what_left(world: World, svc: Services,
+                                                                            rotator: rotation.Rotator) -> None:
+    customer = populate(world, "Stale")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    await inventory_tenant(source, store, tenant_of(customer))
+    control = world.sb.control
+    gone = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "delete", "count": 3})
+    gone = [g for g in gone if any(r.object_id == g for r in await rows(svc, customer))]
+    control.set_clock(8 * 86400)  # the delta links are past Graph's seven days
+    async with rotator(timedelta(days=8)) as later:  # a process eight days on (its tokens are new)
+        assert later.inventory_source is not None and later.inventory is not None
+        passes = await inventory_tenant(later.inventory_source, later.inventory, tenant_of(customer))
+        assert all(p.restarted and p.full for p in passes)
+        after = await rows(later, customer)
+        assert not {r.object_id for r in after} & set(gone)
+        control.inventory_sync_reset(customer.tenant_id)  # and Graph's 410 Gone synchronization reset
+        passes = await inventory_tenant(later.inventory_source, later.inventory, tenant_of(customer))
+        assert all(p.restarted for p in passes)
+        assert {r.key for r in await rows(later, customer)} == {r.key for r in after}
+
+
+async def test_a_throttled_page_is_retried_after_its_retry_after(world: World, svc: Services) -> None:
+    customer = populate(world, "Throttled")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    source.sleep = sleep
+    world.sb.control.add_fault("graph", path=r"/servicePrincipals/delta", status=429, retry_after=3, count=2,
+                               skip=1)  # the second and third page requests
+    passes = await inventory_tenant(source, store, tenant_of(customer))
+    assert waits == [3.0, 3.0]
+    tenant = next(t for t in world.sb.control.state()["tenants"] if t["id"] == customer.tenant_id)
+    seeded = len(tenant["servicePrincipals"])
+    assert {p.object_kind: p.objects for p in passes}[ObjectKind.SERVICE_PRINCIPAL] == SPS + seeded
+
+
+async def test_tenants_stay_apart_and_a_failing_tenant_does_not_stop_the_others(world: World,
+                                                                               svc: Services) -> None:
+    one, two = populate(world, "Alpha"), populate(world, "Beta", apps=5, sps=5)
+    missing = CustomerTenant("c0000000-0000-4000-8000-0000000002ff", "Nobody")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    summary = await run_inventory(source, store, [tenant_of(one), tenant_of(two), missing], concurrency=4)
+    assert set(summary.failed) == {missing.tenant_id}
+    mine, theirs = await rows(svc, one), await rows(svc, two)
+    assert mine and theirs and not {r.object_id for r in mine} & {r.object_id for r in theirs}
+    assert {r.customer for r in mine} == {"Alpha"} and {r.customer for r in theirs} == {"Beta"}
+    await store.remove_tenant(two.tenant_id)
+    assert await rows(svc, two) == [] and await rows(svc, one)
+    assert await store.delta_link(two.tenant_id, ObjectKind.APPLICATION) is None
+
+
+async def test_nothing_is_written_to_graph_and_no_secret_reaches_the_store(world: World, svc: Services) -> None:
+    customer = populate(world, "Untouched")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    guard = world.sb.control.add_fault("graph", method="POST", status=500, count=1)
+    patch = world.sb.control.add_fault("graph", method="PATCH", status=500, count=1)
+    await inventory_tenant(source, store, tenant_of(customer))
+    world.sb.control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "count": 3})
+    await inventory_tenant(source, store, tenant_of(customer))
+    left = {f["id"] for f in world.sb.control.faults()}
+    assert {guard, patch} <= left  # neither fault was ever struck: no write reached Graph
+    dump = json.dumps(await store.all_rows(), default=str)
+    assert customer.secret not in dump and customer.secret[3:12] not in dump
+    assert "secretText" not in dump
+
+
+def test_customers_of_groups_targets_by_tenant() -> None:
+    from shared.inventory_pass import customers_of
+
+    targets = [Target("t1", "a1", "Contoso"), Target("t1", "a2", ""), Target("t2", "a3", "Fabrikam")]
+    assert customers_of(targets) == [CustomerTenant("t1", "Contoso", frozenset({"a1", "a2"})),
+                                     CustomerTenant("t2", "Fabrikam", frozenset({"a3"}))]
