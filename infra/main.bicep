@@ -59,6 +59,9 @@ param rotationSchedule string = '0 0 6 * * *'
 @description('NCRONTAB schedule of the resume pass, which takes only rotations in flight further (six fields, UTC). Default: every 15 minutes.')
 param resumeSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB schedule of the credential inventory pass (every app and service principal credential of every customer tenant; six fields, UTC). Default: daily at 02:30.')
+param inventorySchedule string = '0 30 2 * * *'
+
 @description('Proofpoint Essentials API base URL; {stack} is replaced per customer (us1..us5, eu1).')
 param proofpointBaseUrl string = 'https://{stack}.proofpointessentials.com/api/v1'
 
@@ -261,6 +264,8 @@ module functionApp './app/function-app.bicep' = {
     appSettings: {
       ROTATION_SCHEDULE: rotationSchedule
       RESUME_SCHEDULE: resumeSchedule
+      INVENTORY_SCHEDULE: inventorySchedule
+      INVENTORY_CONCURRENCY: '32'
       IDENTITY_MODE: identityMode
       AZURE_CLIENT_ID: identity.outputs.clientId
       MSP_APP_CLIENT_ID: mspAppClientId

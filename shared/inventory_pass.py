@@ -20,8 +20,12 @@ import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from shared.domain import Target
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
 from shared.errors import RotationError, StaleDeltaLink
 from shared.inventory import DirectoryObject, InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
 from shared.ports import InventorySource, InventoryStore
@@ -152,3 +156,11 @@ async def run_inventory(source: InventorySource, store: InventoryStore, tenants:
     log.info("inventory.pass", extra={"tenants": len(tenants), "failed": len(summary.failed),
                                       "credentials": summary.credentials, "duration_ms": summary.duration_ms})
     return summary
+
+
+async def take_inventory(svc: Services) -> InventorySummary:
+    """The timer's pass: every tenant of the registered targets, with the services bootstrap built."""
+    if svc.inventory_source is None or svc.inventory is None:
+        raise RotationError("the inventory is not configured", code="InventoryUnavailable")
+    tenants = customers_of(target for target, _ in await svc.state.list_targets())
+    return await run_inventory(svc.inventory_source, svc.inventory, tenants, svc.settings.inventory_concurrency)

@@ -79,6 +79,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Where Entra sends a customer admin after consent: https://<app host>/api/consent (default: from the "
             "platform's WEBSITE_HOSTNAME); must be a redirect URI registered on the MSP app."),
     Setting("CONSENT_LINK_HOURS", "72", "How long a consent link stays valid (hours)."),
+    Setting("INVENTORY_SCHEDULE", "0 30 2 * * *",
+            "NCRONTAB schedule of the credential inventory pass: every app and service principal credential of every "
+            "customer tenant, read with Graph delta queries (default daily 02:30 UTC, apart from the rotation pass)."),
+    Setting("INVENTORY_CONCURRENCY", "32", "Tenants the inventory pass reads at once."),
     Setting("DESTINATION_ALLOWED_HOSTS", "",
             "Local sandbox only: comma list of hosts (e.g. 127.0.0.1) a destination may use although they are "
             "loopback or private; never set in Azure."),
@@ -184,6 +188,8 @@ class Settings:
     consent_link_hours: int
     destination_allowed_hosts: frozenset[str]
     appinsights_connection_string: str = field(repr=False)
+    inventory_schedule: str = "0 30 2 * * *"
+    inventory_concurrency: int = 32
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -250,4 +256,6 @@ class Settings:
             consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),
             destination_allowed_hosts=allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"]),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
+            inventory_schedule=raw["INVENTORY_SCHEDULE"],
+            inventory_concurrency=_int("INVENTORY_CONCURRENCY", raw["INVENTORY_CONCURRENCY"], 1, 512),
         )

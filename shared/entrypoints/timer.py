@@ -1,6 +1,7 @@
-"""The timer triggers: the daily rotation fan-out (ROTATION_SCHEDULE) and the short-cadence resume fan-out
-(RESUME_SCHEDULE); never on startup. Each only decides which customers have work and enqueues one message per
-customer on the rotation work queue (shared/fanout.py); `advance_target` (entrypoints/queue.py) does the work."""
+"""The timer triggers: the daily rotation fan-out (ROTATION_SCHEDULE), the short-cadence resume fan-out
+(RESUME_SCHEDULE) and the credential inventory (INVENTORY_SCHEDULE); never on startup. The first two only decide
+which customers have work and enqueue one message per customer on the rotation work queue (shared/fanout.py);
+`advance_target` (entrypoints/queue.py) does the work. The inventory reads every tenant's credentials itself."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import azure.functions as func
 from shared.bootstrap import invocation_services
 from shared.domain import Actor
 from shared.fanout import plan_pass
+from shared.inventory_pass import take_inventory
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -26,3 +28,11 @@ async def resume_timer(timer: func.TimerRequest) -> None:
     """Enqueue the rotations in flight (creating, pending, verified, pushed); idle targets are not touched."""
     async with invocation_services() as svc:
         await plan_pass(svc.engine, svc.work_queue, Actor.TIMER, only_in_flight=True)
+
+
+@bp.timer_trigger(arg_name="timer", schedule="%INVENTORY_SCHEDULE%", run_on_startup=False, use_monitor=True)
+async def inventory_timer(timer: func.TimerRequest) -> None:
+    """The credential inventory: every app and service principal credential of every customer tenant, read-only,
+    on its own schedule so the rotation pass's healthy scan does no inventory work (shared/inventory_pass.py)."""
+    async with invocation_services() as svc:
+        await take_inventory(svc)
