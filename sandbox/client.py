@@ -204,6 +204,11 @@ class SandboxClient:
         result: list[str] = self._call("POST", f"/inventory/{tenant_id}/changes", change)["ids"]
         return result
 
+    def inventory_changes(self, tenant_ids: list[str], change: dict[str, Any]) -> int:
+        """The same change in many tenants at once; how many objects changed."""
+        result: int = self._call("POST", "/inventory/changes", {**change, "tenants": tenant_ids})["changed"]
+        return result
+
     def inventory_sync_reset(self, tenant_id: str) -> None:
         """Graph's synchronization reset of a tenant: every earlier delta token meets 410 Gone."""
         self._call("POST", f"/inventory/{tenant_id}/reset")

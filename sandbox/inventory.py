@@ -552,6 +552,13 @@ def add_control_routes(routes: web.RouteTableDef, world: World) -> None:
         doc = await request.json() if request.body_exists else {}
         return answer(lambda: state().change(request.match_info["tenant"], doc))
 
+    @routes.post("/inventory/changes")
+    async def fleet_changes(request: web.Request) -> web.Response:
+        """The same change in many tenants at once: `{"tenants": [...], ...}` (benchmarks' daily churn)."""
+        doc = await request.json() if request.body_exists else {}
+        tenants = doc.pop("tenants", []) if isinstance(doc, dict) else []
+        return answer(lambda: {"changed": sum(len(state().change(t, dict(doc))["ids"]) for t in tenants)})
+
     @routes.post("/inventory/{tenant}/reset")
     async def reset(request: web.Request) -> web.Response:
         tenant_id = request.match_info["tenant"]
