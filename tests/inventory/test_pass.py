@@ -1,0 +1,162 @@
+"""The inventory pass's logic on fakes (a scripted Graph and the in-memory store): a crash at any write repeats at
+most one round and converges; partial delta objects keep what the store holds; a stale link restarts with a full
+read that sweeps what left; removals of objects never stored are harmless; a tenant that keeps failing is reported,
+the others go on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shared.errors import StaleDeltaLink, Throttled
+from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
+from shared.inventory_pass import CustomerTenant, inventory_kind, run_inventory
+from tests.fakes import Crash, FakeInventory, Faults
+
+APP = ObjectKind.APPLICATION
+TENANT = CustomerTenant("t-1", "Contoso", frozenset({"app-managed"}))
+
+
+def secret(key_id: str, end: str = "2027-06-01T00:00:00Z") -> dict[str, str]:
+    return {"keyId": key_id, "hint": "abc", "displayName": "s", "endDateTime": end}
+
+
+def app(object_id: str, *keys: str, name: str | None = None) -> DirectoryObject:
+    return DirectoryObject(APP, object_id, app_id=f"app-{object_id}", display_name=name or f"App {object_id}",
+                           password_credentials=tuple(secret(k) for k in keys), key_credentials=())
+
+
+class ScriptedGraph:
+    """Graph's delta function for one tenant: the objects now, and which changed since each link it handed out."""
+
+    def __init__(self, objects: list[DirectoryObject], page: int = 2) -> None:
+        self.objects = {o.object_id: o for o in objects}
+        self.page = page
+        self.links: dict[str, list[DirectoryObject | Removed]] = {}
+        self.stale: set[str] = set()
+        self.reads: list[str | None] = []
+        self.throttle_next = 0
+
+    def change(self, item: DirectoryObject | Removed) -> None:
+        for pending in self.links.values():
+            pending.append(item)
+        if isinstance(item, Removed):
+            self.objects.pop(item.object_id, None)
+        elif item.object_id in self.objects and item.password_credentials is not None:
+            old = self.objects[item.object_id]
+            self.objects[item.object_id] = DirectoryObject(APP, old.object_id, old.app_id, old.display_name,
+                                                           item.password_credentials, old.key_credentials)
+        else:
+            self.objects[item.object_id] = item
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        self.reads.append(delta_link)
+        if delta_link in self.stale:
+            raise StaleDeltaLink("gone", code="syncStateNotFound")
+        items: list[DirectoryObject | Removed] = (list(self.objects.values()) if delta_link is None
+                                                  else list(self.links[delta_link]))
+        new_link = f"link-{len(self.links) + 1}"
+        self.links[new_link] = []
+        for start in range(0, max(len(items), 1), self.page):
+            if self.throttle_next:
+                self.throttle_next -= 1
+                raise Throttled("slow down", code="TooManyRequests")
+            chunk = items[start:start + self.page]
+            last = start + self.page >= len(items)
+            yield InventoryPage(tuple(i for i in chunk if isinstance(i, DirectoryObject)),
+                                tuple(i for i in chunk if isinstance(i, Removed)), new_link if last else None)
+
+
+async def keys(store: FakeInventory) -> set[tuple[str, str]]:
+    return {(r.object_id, r.key_id) for r in await store.list_credentials()}
+
+
+async def test_first_full_then_only_changes() -> None:
+    graph = ScriptedGraph([app("a", "k1"), app("b"), app("c", "k2", "k3"), app("managed", "k4")])
+    store = FakeInventory()
+    first = await inventory_kind(graph, store, TENANT, APP)
+    assert first.full and first.objects == 4 and first.credentials == 4 and first.pages == 2
+    assert await keys(store) == {("a", "k1"), ("c", "k2"), ("c", "k3"), ("managed", "k4")}
+    graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k1"), secret("k9"))))  # partial
+    graph.change(Removed(APP, "c"))
+    graph.change(Removed(APP, "never-stored"))
+    second = await inventory_kind(graph, store, TENANT, APP)
+    assert not second.full and second.objects == 1 and second.removed == 2
+    assert await keys(store) == {("a", "k1"), ("a", "k9"), ("managed", "k4")}
+    kept = [r for r in await store.list_credentials() if r.object_id == "a"]
+    assert {(r.display_name, r.app_id, r.customer) for r in kept} == {("App a", "app-a", "Contoso")}
+    assert graph.reads == [None, "link-1"] and store.links[("t-1", "application")] == "link-2"
+
+
+async def test_an_object_without_credentials_costs_no_write_on_a_full_read() -> None:
+    graph = ScriptedGraph([app("x"), app("y")])
+    store = FakeInventory()
+    await inventory_kind(graph, store, TENANT, APP)
+    assert store.writes == 0 and await keys(store) == set()
+
+
+@pytest.mark.parametrize("nth", [1, 2])
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_crash_at_any_write_repeats_the_round_and_converges(nth: int, when: str) -> None:
+    objects = [app("a", "k1"), app("b", "k2"), app("c", "k3"), app("d", "k4"), app("e", "k5")]
+    faults = Faults()
+    faults.crash("inventory.put_objects", when=when, nth=nth)
+    store = FakeInventory(faults)
+    graph = ScriptedGraph(objects)
+    with pytest.raises(Crash):
+        await inventory_kind(graph, store, TENANT, APP)
+    assert ("t-1", "application") not in store.links  # the link is saved only after its round
+    faults.revive()
+    graph.change(Removed(APP, "a"))  # changes meanwhile are not lost either
+    await inventory_kind(graph, store, TENANT, APP)
+    assert await keys(store) == {("b", "k2"), ("c", "k3"), ("d", "k4"), ("e", "k5")}
+
+
+async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> None:
+    faults = Faults()
+    store = FakeInventory(faults)
+    graph = ScriptedGraph([app("a", "k1")])
+    await inventory_kind(graph, store, TENANT, APP)
+    graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k2"),)))
+    faults.crash("inventory.save_delta_link", nth=2)
+    with pytest.raises(Crash):
+        await inventory_kind(graph, store, TENANT, APP)
+    faults.revive()
+    await inventory_kind(graph, store, TENANT, APP)  # the same round again, from the old link
+    assert graph.reads[-1] == "link-1" and await keys(store) == {("a", "k2")}
+
+
+async def test_a_stale_link_restarts_with_a_full_read_that_sweeps_what_left() -> None:
+    graph = ScriptedGraph([app("a", "k1"), app("b", "k2")])
+    store = FakeInventory()
+    await inventory_kind(graph, store, TENANT, APP)
+    graph.objects.pop("b")  # left while the link went stale: no @removed will ever say so
+    graph.stale.add("link-1")
+    result = await inventory_kind(graph, store, TENANT, APP)
+    assert result.restarted and result.full and result.removed == 1
+    assert await keys(store) == {("a", "k1")} and graph.reads == [None, "link-1", None]
+
+
+async def test_a_tenant_that_keeps_failing_is_reported_and_the_others_go_on() -> None:
+    stale_always = ScriptedGraph([app("a", "k1")])
+    stale_always.stale.add(None)  # type: ignore[arg-type]
+    store = FakeInventory()
+    summary = await run_inventory(stale_always, store, [TENANT], concurrency=2)
+    assert summary.failed == {"t-1": "syncStateNotFound"}
+    healthy = ScriptedGraph([app("a", "k1")])
+    healthy.throttle_next = 1  # the adapter retries throttling; one that escapes it fails this tenant only
+    other = CustomerTenant("t-2", "Fabrikam")
+    summary = await run_inventory(healthy, store, [other], concurrency=2)
+    assert summary.failed == {"t-2": "TooManyRequests"}
+    summary = await run_inventory(healthy, store, [other], concurrency=2)
+    assert not summary.failed and {r.tenant_id for r in await store.list_credentials()} == {"t-2"}
+
+
+async def test_managed_marks_the_registered_targets_app() -> None:
+    graph = ScriptedGraph([app("managed", "k1"), app("other", "k2")])
+    graph.objects["managed"] = DirectoryObject(APP, "managed", "app-managed", "PPE", (secret("k1"),), ())
+    store = FakeInventory()
+    await inventory_kind(graph, store, TENANT, APP)
+    assert {r.object_id: r.managed for r in await store.list_credentials()} == {"managed": True, "other": False}
