@@ -15,6 +15,8 @@
                                             (the Proofpoint org's sync settings and the PUT a push would send,
                                              secrets hidden; changes nothing)
     python -m shared alert-test [--as NAME]   (post a test alert to the alert channel; audited; exit 1 if refused)
+    python -m shared inventory scan           (the credential inventory pass now, as INVENTORY_SCHEDULE runs it;
+                                             exit 1 if a tenant could not be read)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -235,6 +237,19 @@ async def _alert_test(svc: Services, sender: str) -> int:
     return EXIT_OK if answer["delivered"] else EXIT_FAILED
 
 
+async def _inventory_scan(svc: Services) -> int:
+    from shared.inventory_pass import take_inventory
+
+    summary = await take_inventory(svc)
+    print(json.dumps({
+        "credentials": summary.credentials, "failed": summary.failed, "durationMs": summary.duration_ms,
+        "passes": [{"tenantId": p.tenant_id, "objectKind": p.object_kind.value, "full": p.full,
+                    "restarted": p.restarted, "objects": p.objects, "removed": p.removed,
+                    "credentials": p.credentials} for p in summary.passes],
+    }, indent=2))
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
 def _login() -> str:
     import getpass
 
@@ -280,6 +295,10 @@ def parser() -> argparse.ArgumentParser:
                                              "what was sent and the channel's HTTP status")
     test.add_argument("--as", dest="sender", default="", metavar="NAME",
                       help="who sends it, for the audit log (default: the login name)")
+    inventory = sub.add_parser("inventory", help="the credential inventory: every app and service principal "
+                                                 "credential of every customer tenant (docs/inventory.md)")
+    isub = inventory.add_subparsers(dest="inventory_command", required=True)
+    isub.add_parser("scan", help="read every customer tenant's credentials now (first a full read, then changes)")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1 as the Functions host "
                                          "does in Azure, behind App Service Authentication (a checkout only: devhost/)")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
@@ -374,6 +393,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _proofpoint_check(svc, args.tenant_id, args.app_id, args.json)
         if args.command == "alert-test":
             return await _alert_test(svc, args.sender)
+        if args.command == "inventory" and args.inventory_command == "scan":
+            return await _inventory_scan(svc)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

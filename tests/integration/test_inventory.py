@@ -193,3 +193,19 @@ def test_customers_of_groups_targets_by_tenant() -> None:
     targets = [Target("t1", "a1", "Contoso"), Target("t1", "a2", ""), Target("t2", "a3", "Fabrikam")]
     assert customers_of(targets) == [CustomerTenant("t1", "Contoso", frozenset({"a1", "a2"})),
                                      CustomerTenant("t2", "Fabrikam", frozenset({"a3"}))]
+
+
+async def test_the_command_line_scans_every_registered_tenant(world: World, svc: Services) -> None:
+    customer = populate(world, "Commanded", apps=6, sps=6)
+    await svc.state.create_target(customer.target())
+    process = world.cli("inventory", "scan")
+    assert process.wait(timeout=120) == 0, process.output()
+    output = process.output()
+    report = json.loads(output[output.index("{"):])
+    assert {(p["tenantId"], p["objectKind"], p["full"]) for p in report["passes"]} == {
+        (customer.tenant_id, "application", True), (customer.tenant_id, "servicePrincipal", True)}
+    assert report["failed"] == {} and report["credentials"] == len(await rows(svc, customer))
+    process = world.cli("inventory", "scan")
+    assert process.wait(timeout=120) == 0, process.output()
+    output = process.output()
+    assert not any(p["full"] for p in json.loads(output[output.index("{"):])["passes"])
