@@ -84,12 +84,22 @@ def worker(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.CRITICAL)
     import function_app  # noqa: F401 - what a fresh Functions worker imports first
 
-    result = asyncio.run(worker_pass(args.prefix, args.concurrency))
+    profile = os.environ.get("BENCH_PROFILE")  # a path: the pass runs under cProfile, its stats written there
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(asyncio.run, worker_pass(args.prefix, args.concurrency))
+        profiler.dump_stats(profile)
+    else:
+        result = asyncio.run(worker_pass(args.prefix, args.concurrency))
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 
 
 def run_worker(env: dict[str, str], prefix: str, concurrency: int, timeout: float) -> dict[str, Any]:
+    if os.environ.get("BENCH_PROFILE"):
+        env = {**env, "BENCH_PROFILE": f"{os.environ['BENCH_PROFILE']}.{uuid.uuid4().hex[:6]}"}
     process = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.inventory", "worker", "--prefix", prefix, "--concurrency",
          str(concurrency)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

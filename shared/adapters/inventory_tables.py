@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
-from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
+from azure.core.rest import HttpRequest
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.tables import _create_tables, _dt, _iso, _translate
 from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
 
+_STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transaction, one partition
 _FEW = 4  # up to this many objects, their rows are looked up one object at a time; more: the kind's key range
+
+
+def _key(value: str) -> str:
+    """A key inside an entity's address: quotes doubled (OData), then percent-encoded."""
+    return quote(value.replace("'", "''"), safe="")
 
 
 def row_key(kind: ObjectKind | str, object_id: str, key_id: str = "") -> str:
@@ -117,7 +127,7 @@ class TablesInventoryStore:
         for start in range(0, len(operations), BATCH):
             chunk = operations[start:start + BATCH]
             try:
-                await self._rows.submit_transaction(chunk)  # type: ignore[arg-type]
+                await self._transaction(chunk)
             except TableTransactionError:
                 # Another writer removed a row first (a delete of a missing row fails the whole batch): one by one.
                 for operation, entity in chunk:
@@ -128,6 +138,45 @@ class TablesInventoryStore:
                             await self._rows.upsert_entity(entity, mode=UpdateMode.REPLACE)
                     except ResourceNotFoundError:
                         pass
+
+    async def _transaction(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        """One entity-group transaction (`POST /$batch`), its multipart body written here.
+
+        azure-data-tables' `submit_transaction` builds and parses the multipart body with the standard library's
+        `email` package: about 4 ms of CPU per entity (docs/benchmarks.md, "Credential inventory"), 15 times the
+        inventory's whole budget per tenant. The body is the documented format ("Performing entity group
+        transactions", Azure Storage REST reference): a changeset of PUT (insert or replace) and DELETE (`If-Match:
+        *`) requests; it is sent through the SDK's own pipeline (its authentication, retries and headers)."""
+        client = self._rows
+        batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
+        parts = []
+        for operation, entity in operations:
+            target = (f"{client.url}/{client.table_name}(PartitionKey='{_key(entity['PartitionKey'])}',"
+                      f"RowKey='{_key(entity['RowKey'])}')")
+            if operation == "delete":
+                parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
+                             f"\r\n\r\nDELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
+                             f"\r\nIf-Match: *\r\nDataServiceVersion: 3.0\r\n\r\n")
+            else:
+                body = json.dumps(entity, separators=(",", ":"))
+                parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
+                             f"\r\n\r\nPUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
+                             f"Accept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0\r\n"
+                             f"Content-Length: {len(body.encode())}\r\n\r\n{body}\r\n")
+        content = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
+                   + "".join(parts) + f"--{changeset}--\r\n--{batch}--\r\n").encode()
+        request = HttpRequest("POST", f"{client.scheme}://{client._primary_hostname}/$batch", content=content,
+                              headers={"Content-Type": f"multipart/mixed; boundary={batch}",
+                                       "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
+                                       "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json"})
+        response = await client._client.send_request(request, stream=True)
+        answer = await response.read()
+        if response.status_code != 202:
+            raise HttpResponseError(message=f"entity group transaction answered {response.status_code}",
+                                    response=response)
+        statuses = [int(code) for code in _STATUS.findall(answer)]
+        if not statuses or any(not 200 <= code < 300 for code in statuses):
+            raise TableTransactionError(message=f"entity group transaction refused: {statuses[:1]}")
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
