@@ -163,7 +163,7 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
             print(f"{name}: worker failed: {r['failed']}")
             return
         calls = r["graph_calls"] + n  # + one token request per tenant (the credential caches it for the pass)
-        bound = calls * lat / conc
+        bound = max(calls * lat / conc, 1e-9)
         r["bound_s"] = bound
         rows.append([name, str(r["tenants"]), str(r["failed"]), str(r["graph_calls"]), str(r["credentials"]),
                      f"{r['wall_s']:.1f}", f"{bound:.1f}", f"{r['wall_s'] / bound:.2f}x",

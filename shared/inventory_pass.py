@@ -27,7 +27,7 @@ from shared.domain import Target
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 from shared.errors import RotationError, StaleDeltaLink
-from shared.inventory import DirectoryObject, InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
+from shared.inventory import InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
 from shared.ports import InventorySource, InventoryStore
 
 log = logging.getLogger(__name__)
@@ -53,33 +53,39 @@ def customers_of(targets: Iterable[Target]) -> list[CustomerTenant]:
     return [CustomerTenant(t, name, frozenset(apps)) for t, (name, apps) in sorted(by_tenant.items())]
 
 
-def _partial(obj: DirectoryObject) -> bool:
-    return obj.app_id is None or obj.display_name is None or obj.password_credentials is None \
-        or obj.key_credentials is None
-
-
 async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
                       stored_ids: set[str] | None, result: TenantPass) -> None:
-    """One page into the store: removals, then each object's rows (partial objects completed from the store)."""
+    """One page into the store: removals, then each object's rows.
+
+    In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
+    complete a partial object (only what changed comes) and say which old rows to replace. In a full read, objects
+    the store never held (`stored_ids`) need no lookup, and those without credentials no write either."""
     if page.removed:
         await store.remove_objects(tenant.tenant_id, kind, [r.object_id for r in page.removed])
         result.removed += len(page.removed)
+    held: dict[str, list[InventoryCredential]] = {}
+    if stored_ids is None and page.objects:
+        held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
     rows: dict[str, list[InventoryCredential]] = {}
+    known: dict[str, list[str]] = {}
     for obj in page.objects:
-        stored = await store.object_credentials(tenant.tenant_id, kind, obj.object_id) if _partial(obj) else []
+        stored = held.get(obj.object_id, [])
         found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
-        if found or stored_ids is None or obj.object_id in stored_ids:
-            rows[obj.object_id] = found  # an object without credentials and nothing stored needs no write
         result.credentials += len(found)
+        if stored_ids is None:
+            known[obj.object_id] = [r.key_id for r in stored]
+        elif obj.object_id not in stored_ids:
+            if not found:
+                continue  # nothing stored, nothing to store
+            known[obj.object_id] = []
+        rows[obj.object_id] = found
     result.objects += len(page.objects)
     if rows:
-        # A first read of objects the store never held needs no lookup of their old rows.
-        replacing = stored_ids is None or any(object_id in stored_ids for object_id in rows)
-        await store.put_objects(tenant.tenant_id, kind, rows, replacing=replacing)
+        await store.put_objects(tenant.tenant_id, kind, rows, stored=known)
 
 
 async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                 link: str | None) -> TenantPass:
+                 link: str | None) -> tuple[TenantPass, str | None]:
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
@@ -96,21 +102,20 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
         if gone:
             await store.remove_objects(tenant.tenant_id, kind, gone)
             result.removed += len(gone)
-    await store.save_delta_link(tenant.tenant_id, kind, final)
-    return result
+    return result, final
 
 
 async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
-                         kind: ObjectKind) -> TenantPass:
-    """One tenant's objects of one kind: a delta round from the stored link, or a full read (none, or stale)."""
-    link = await store.delta_link(tenant.tenant_id, kind)
+                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, str | None]:
+    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass and
+    the delta link to keep (the caller saves it once the round's rows are written)."""
     try:
         return await _round(source, store, tenant, kind, link)
     except StaleDeltaLink as stale:
         log.info("inventory.restart", extra={"tenant": tenant.tenant_id, "kind": kind.value, "code": stale.code})
-        await store.save_delta_link(tenant.tenant_id, kind, None)
     try:
-        return replace(await _round(source, store, tenant, kind, None), restarted=True)
+        result, final = await _round(source, store, tenant, kind, None)
+        return replace(result, restarted=True), final
     except StaleDeltaLink as again:  # a full read's own nextLink went stale: the next pass tries again
         raise RotationError(f"Graph reset the full read of tenant {tenant.tenant_id}: {again}",
                             code=again.code) from again
@@ -129,11 +134,14 @@ class InventorySummary:
         return sum(p.credentials for p in self.passes)
 
 
-async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant
-                           ) -> list[TenantPass]:
-    """Both kinds of one tenant, side by side."""
-    done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind) for kind in ObjectKind))
-    return list(done)
+async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
+                           kinds: Sequence[ObjectKind] = tuple(ObjectKind)) -> list[TenantPass]:
+    """Both kinds of one tenant side by side, from the delta links stored; the new links are saved last, together
+    (a crash before repeats the rounds: every write is idempotent)."""
+    links = await store.delta_links(tenant.tenant_id)
+    done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds))
+    await store.save_delta_links(tenant.tenant_id, {result.object_kind: link for result, link in done})
+    return [result for result, _ in done]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],

@@ -553,15 +553,16 @@ class InventoryStore(Protocol):
         """Every credential (of one tenant, when given) page by page, never the whole fleet in memory."""
         ...
 
-    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
-                                 ) -> list[InventoryCredential]:
-        """The stored credentials of one object (empty when none)."""
+    async def objects_credentials(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                                  ) -> dict[str, list[InventoryCredential]]:
+        """The stored credentials of these objects, by object id (objects without rows left out)."""
         ...
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
-                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
+                          objects: Mapping[str, Sequence[InventoryCredential]], *,
+                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
         """Each object's credentials become exactly the given ones (an empty list removes its rows); batched.
-        Idempotent. `replacing=False`: the caller knows none of these objects has rows stored (no lookup)."""
+        Idempotent. `stored`: the key ids the caller knows each object holds now (no lookup for those objects)."""
         ...
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
@@ -572,12 +573,12 @@ class InventoryStore(Protocol):
         """The ids of the tenant's objects of this kind that hold at least one stored credential."""
         ...
 
-    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
-        """Where the tenant's next delta pass of this kind starts; None before the first full read finished."""
+    async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
+        """Where the tenant's next delta rounds start, per object kind (a kind without one reads everything)."""
         ...
 
-    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
-        """Keep the delta link a finished pass ended with (None forgets it: the next pass reads everything)."""
+    async def save_delta_links(self, tenant_id: str, links: Mapping[ObjectKind, str | None]) -> None:
+        """Keep the delta links finished rounds ended with (None forgets a kind's; kinds not named are kept)."""
         ...
 
     async def remove_tenant(self, tenant_id: str) -> None:

@@ -653,12 +653,18 @@ class FakeInventory:
             if not tenant_id or key[0] == tenant_id:
                 yield self.rows[key]
 
-    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
-                                 ) -> list[InventoryCredential]:
-        return [row for key, row in sorted(self.rows.items()) if key[:3] == (tenant_id, object_kind.value, object_id)]
+    async def objects_credentials(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                                  ) -> dict[str, list[InventoryCredential]]:
+        await self.faults.before("inventory.objects_credentials")
+        found: dict[str, list[InventoryCredential]] = {}
+        for key, row in sorted(self.rows.items()):
+            if key[:2] == (tenant_id, object_kind.value) and key[2] in object_ids:
+                found.setdefault(key[2], []).append(row)
+        return found
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
-                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
+                          objects: Mapping[str, Sequence[InventoryCredential]], *,
+                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
         await self.faults.before("inventory.put_objects")
         for object_id, credentials in objects.items():
             self._drop(tenant_id, object_kind, object_id)
@@ -680,15 +686,16 @@ class FakeInventory:
     async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
         return {k[2] for k in self.rows if k[:2] == (tenant_id, object_kind.value)}
 
-    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
-        return self.links.get((tenant_id, object_kind.value))
+    async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
+        return {ObjectKind(k[1]): link for k, link in self.links.items() if k[0] == tenant_id}
 
-    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
-        await self.faults.before("inventory.save_delta_link")
-        if link is None:
-            self.links.pop((tenant_id, object_kind.value), None)
-        else:
-            self.links[(tenant_id, object_kind.value)] = link
+    async def save_delta_links(self, tenant_id: str, links: Mapping[ObjectKind, str | None]) -> None:
+        await self.faults.before("inventory.save_delta_links")
+        for kind, link in links.items():
+            if link is None:
+                self.links.pop((tenant_id, kind.value), None)
+            else:
+                self.links[(tenant_id, kind.value)] = link
 
     async def remove_tenant(self, tenant_id: str) -> None:
         for key in [k for k in self.rows if k[0] == tenant_id]:

@@ -1,7 +1,7 @@
 """The credential inventory on Azure Tables: table `inventory`, one row per credential, one partition per tenant
 (row key `<objectKind>|<objectId>|<keyId>`, so one object's rows are a key range and one object's writes are one
-entity-group transaction); table `inventorylinks`, per tenant and object kind the delta link the next pass resumes
-from. No row holds a secret: Graph lists credentials without their values."""
+entity-group transaction); table `inventorylinks`, one row per tenant holding per object kind the delta link the
+next pass resumes from. No row holds a secret: Graph lists credentials without their values."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from shared.adapters.tables import _create_tables, _dt, _iso, _translate
 from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
+LINKS_ROW = "links"  # table `inventorylinks`: one row per tenant, a property per object kind
 BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transaction, one partition
 _FEW = 4  # up to this many objects, their rows are looked up one object at a time; more: the kind's key range
 
@@ -100,28 +101,39 @@ class TablesInventoryStore:
         except AzureError as error:
             raise _translate(error, "the inventory") from error
 
-    async def object_credentials(self, tenant_id: str, object_kind: ObjectKind, object_id: str
-                                 ) -> list[InventoryCredential]:
+    async def objects_credentials(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                                  ) -> dict[str, list[InventoryCredential]]:
+        if not object_ids:
+            return {}
         await self._ensure()
+        found: dict[str, list[InventoryCredential]] = {}
         try:
-            return [to_credential(e) async for e in self._rows.query_entities(
-                RANGE, parameters=_range(tenant_id, row_key(object_kind, object_id)))]
+            for entity in await self._rows_of(tenant_id, object_kind, object_ids):
+                credential = to_credential(entity)
+                found.setdefault(credential.object_id, []).append(credential)
         except AzureError as error:
-            raise _translate(error, f"the inventory of object {object_id}") from error
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        return found
+
+    async def _rows_of(self, tenant_id: str, kind: ObjectKind, object_ids: Sequence[str],
+                       select: list[str] | None = None) -> list[dict[str, Any]]:
+        """The stored rows of these objects: a key-range query per object (side by side) when they are few, the
+        kind's whole range filtered here when they are many."""
+        if len(object_ids) > _FEW:
+            wanted = set(object_ids)
+            return [e async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, f"{kind.value}|"), select=select)
+                if str(e["RowKey"]).split("|")[1] in wanted]
+
+        async def one(object_id: str) -> list[dict[str, Any]]:
+            return [e async for e in self._rows.query_entities(
+                RANGE, parameters=_range(tenant_id, row_key(kind, object_id)), select=select)]
+
+        return [e for rows in await asyncio.gather(*(one(o) for o in object_ids)) for e in rows]
 
     async def _keys(self, tenant_id: str, kind: ObjectKind, object_ids: Sequence[str]) -> list[str]:
-        """The stored row keys of these objects (of the whole kind's range when they are many: one query)."""
-        prefixes = [row_key(kind, object_id) for object_id in object_ids]
-        if len(prefixes) > _FEW:
-            wanted = set(object_ids)
-            keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
-                RANGE, parameters=_range(tenant_id, f"{kind.value}|"), select=["RowKey"])]
-            return [k for k in keys if k.split("|")[1] in wanted]
-        found: list[str] = []
-        for prefix in prefixes:
-            found += [str(e["RowKey"]) async for e in self._rows.query_entities(
-                RANGE, parameters=_range(tenant_id, prefix), select=["RowKey"])]
-        return found
+        """The stored row keys of these objects."""
+        return [str(e["RowKey"]) for e in await self._rows_of(tenant_id, kind, object_ids, select=["RowKey"])]
 
     async def _submit(self, tenant_id: str, operations: list[tuple[str, dict[str, Any]]]) -> None:
         for start in range(0, len(operations), BATCH):
@@ -179,16 +191,20 @@ class TablesInventoryStore:
             raise TableTransactionError(message=f"entity group transaction refused: {statuses[:1]}")
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
-                          objects: Mapping[str, Sequence[InventoryCredential]], *, replacing: bool = True) -> None:
+                          objects: Mapping[str, Sequence[InventoryCredential]], *,
+                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
         if not objects:
             return
         await self._ensure()
+        known = stored or {}
         try:
-            stored = await self._keys(tenant_id, object_kind, list(objects)) if replacing else []
+            unknown = [object_id for object_id in objects if object_id not in known]
+            keys = await self._keys(tenant_id, object_kind, unknown) if unknown else []
+            keys += [row_key(object_kind, o, k) for o in objects if o in known for k in known[o]]
             upserts = [to_entity(c) for rows in objects.values() for c in rows]
             kept = {e["RowKey"] for e in upserts}
             operations: list[tuple[str, dict[str, Any]]] = [
-                ("delete", {"PartitionKey": tenant_id, "RowKey": key}) for key in stored if key not in kept]
+                ("delete", {"PartitionKey": tenant_id, "RowKey": key}) for key in keys if key not in kept]
             operations += [("upsert", e) for e in upserts]
             await self._submit(tenant_id, operations)
         except AzureError as error:
@@ -212,30 +228,26 @@ class TablesInventoryStore:
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 
-    async def delta_link(self, tenant_id: str, object_kind: ObjectKind) -> str | None:
+    async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
         await self._ensure()
         try:
-            entity = await self._links.get_entity(tenant_id, object_kind.value)
+            entity = await self._links.get_entity(tenant_id, LINKS_ROW)
         except ResourceNotFoundError:
-            return None
+            return {}
         except AzureError as error:
-            raise _translate(error, f"the delta link of tenant {tenant_id}") from error
-        link = entity.get("Link")
-        return str(link) if link else None
+            raise _translate(error, f"the delta links of tenant {tenant_id}") from error
+        return {kind: str(entity[kind.value]) for kind in ObjectKind if entity.get(kind.value)}
 
-    async def save_delta_link(self, tenant_id: str, object_kind: ObjectKind, link: str | None) -> None:
+    async def save_delta_links(self, tenant_id: str, links: Mapping[ObjectKind, str | None]) -> None:
+        if not links:
+            return
         await self._ensure()
+        # MERGE: a kind not named keeps its link; "" is "none" (a merge cannot remove a property).
+        entity = {"PartitionKey": tenant_id, "RowKey": LINKS_ROW, **{k.value: v or "" for k, v in links.items()}}
         try:
-            if link is None:
-                try:
-                    await self._links.delete_entity(tenant_id, object_kind.value)
-                except ResourceNotFoundError:
-                    pass
-                return
-            await self._links.upsert_entity({"PartitionKey": tenant_id, "RowKey": object_kind.value, "Link": link},
-                                            mode=UpdateMode.REPLACE)
+            await self._links.upsert_entity(entity, mode=UpdateMode.MERGE)
         except AzureError as error:
-            raise _translate(error, f"the delta link of tenant {tenant_id}") from error
+            raise _translate(error, f"the delta links of tenant {tenant_id}") from error
 
     async def remove_tenant(self, tenant_id: str) -> None:
         await self._ensure()
@@ -243,8 +255,10 @@ class TablesInventoryStore:
             keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
                 "PartitionKey eq @tenant", parameters={"tenant": tenant_id}, select=["RowKey"])]
             await self._submit(tenant_id, [("delete", {"PartitionKey": tenant_id, "RowKey": k}) for k in keys])
-            for kind in ObjectKind:
-                await self.save_delta_link(tenant_id, kind, None)
+            try:
+                await self._links.delete_entity(tenant_id, LINKS_ROW)
+            except ResourceNotFoundError:
+                pass
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shared.errors import StaleDeltaLink, Throttled
-from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
-from shared.inventory_pass import CustomerTenant, inventory_kind, run_inventory
+from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, TenantPass
+from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
 from tests.fakes import Crash, FakeInventory, Faults
 
 APP = ObjectKind.APPLICATION
@@ -69,6 +69,12 @@ class ScriptedGraph:
                                 tuple(i for i in chunk if isinstance(i, Removed)), new_link if last else None)
 
 
+async def inventory_kind(graph: ScriptedGraph, store: FakeInventory, tenant: CustomerTenant, kind: ObjectKind
+                         ) -> TenantPass:
+    [result] = await inventory_tenant(graph, store, tenant, kinds=(kind,))
+    return result
+
+
 async def keys(store: FakeInventory) -> set[tuple[str, str]]:
     return {(r.object_id, r.key_id) for r in await store.list_credentials()}
 
@@ -120,7 +126,7 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     graph = ScriptedGraph([app("a", "k1")])
     await inventory_kind(graph, store, TENANT, APP)
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k2"),)))
-    faults.crash("inventory.save_delta_link", nth=2)
+    faults.crash("inventory.save_delta_links", nth=2)
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
     faults.revive()
