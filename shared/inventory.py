@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -162,7 +162,7 @@ class TenantPass:
 
 
 def credentials_of(
-    obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Iterable[str] = (),
+    obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Collection[str] = (),
     stored: Sequence[InventoryCredential] = (),
 ) -> list[InventoryCredential]:
     """Every credential of one directory object as inventory rows (pure). `stored`: the object's rows from the
@@ -176,11 +176,11 @@ def credentials_of(
                        and obj.app_owner_organization_id.lower() == MICROSOFT_TENANT)
     else:
         first_party = base.first_party if base else False
-    managed = app_id in set(managed_app_ids)
+    managed = app_id in managed_app_ids
     common = dict(tenant_id=tenant_id, customer=customer, object_kind=obj.object_kind, object_id=obj.object_id,
                   app_id=app_id, display_name=display_name, owners=owners, managed=managed, first_party=first_party)
     found: list[InventoryCredential] = []
-    was_saml = {row.key_id for row in stored if row.saml}
+    was_saml = {row.key_id for row in stored if row.saml} if stored else set()
     signing = (obj.preferred_token_signing_key_thumbprint or "").upper()
 
     def is_saml(thumbprint: str, key_id: str) -> bool:

@@ -27,8 +27,14 @@ BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transact
 _FEW = 4  # up to this many objects, their rows are looked up one object at a time; more: the kind's key range
 
 
+_PLAIN = re.compile(r"[A-Za-z0-9._~|-]*")
+
+
 def _key(value: str) -> str:
-    """A key inside an entity's address: quotes doubled (OData), then percent-encoded."""
+    """A key inside an entity's address: quotes doubled (OData), then percent-encoded (a GUID with `|`, the usual
+    key, takes the fast path: urllib's quote costs more than the rest of the row)."""
+    if _PLAIN.fullmatch(value):
+        return value.replace("|", "%7C")
     return quote(value.replace("'", "''"), safe="")
 
 
