@@ -139,9 +139,15 @@ async def inventory_tenant(source: InventorySource, store: InventoryStore, tenan
     """Both kinds of one tenant side by side, from the delta links stored; the new links are saved last, together
     (a crash before repeats the rounds: every write is idempotent)."""
     links = await store.delta_links(tenant.tenant_id)
-    done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds))
-    await store.save_delta_links(tenant.tenant_id, {result.object_kind: link for result, link in done})
-    return [result for result, _ in done]
+    done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds),
+                                return_exceptions=True)
+    finished = [d for d in done if not isinstance(d, BaseException)]
+    if finished:  # a kind that finished keeps its progress even when the other failed
+        await store.save_delta_links(tenant.tenant_id, {result.object_kind: link for result, link in finished})
+    for failure in done:
+        if isinstance(failure, BaseException):
+            raise failure
+    return [result for result, _ in finished]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],

@@ -37,6 +37,7 @@ class ScriptedGraph:
         self.stale: set[str] = set()
         self.reads: list[str | None] = []
         self.throttle_next = 0
+        self.failing: set[ObjectKind] = set()
 
     def change(self, item: DirectoryObject | Removed) -> None:
         for pending in self.links.values():
@@ -53,6 +54,8 @@ class ScriptedGraph:
     async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
                    ) -> AsyncIterator[InventoryPage]:
         self.reads.append(delta_link)
+        if object_kind in self.failing:
+            raise Throttled("slow down", code="TooManyRequests")
         if delta_link in self.stale:
             raise StaleDeltaLink("gone", code="syncStateNotFound")
         items: list[DirectoryObject | Removed] = (list(self.objects.values()) if delta_link is None
@@ -166,3 +169,13 @@ async def test_managed_marks_the_registered_targets_app() -> None:
     store = FakeInventory()
     await inventory_kind(graph, store, TENANT, APP)
     assert {r.object_id: r.managed for r in await store.list_credentials()} == {"managed": True, "other": False}
+
+
+async def test_a_kind_that_fails_does_not_cost_the_other_its_progress() -> None:
+    graph = ScriptedGraph([app("a", "k1")])
+    graph.failing.add(ObjectKind.SERVICE_PRINCIPAL)
+    store = FakeInventory()
+    with pytest.raises(Throttled):
+        await inventory_tenant(graph, store, TENANT)
+    assert set(await store.delta_links("t-1")) == {APP}  # the applications' round is kept
+    assert await keys(store) == {("a", "k1")}
