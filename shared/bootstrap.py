@@ -202,7 +202,7 @@ async def _build(
     inventory_source = GraphInventory(credentials, settings.graph_base_url, transport.session)
     inventory = TablesInventoryStore(table_service, prefix=table_prefix)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                    queue, book, sign_in_log, inventory_source, inventory), close
+                    queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory), close
 
 
 # ------------------------------------------------------------------------------------------------ per process
