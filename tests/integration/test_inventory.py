@@ -239,3 +239,27 @@ async def test_the_store_writes_odd_keys_and_survives_a_row_removed_by_another_w
     assert [r.key_id for r in await mine(odd)] == ["k2"]
     await store.remove_objects(tenant, ObjectKind.APPLICATION, [odd, "never-there"])
     assert await store.object_ids(tenant, ObjectKind.APPLICATION) == set()
+
+
+async def test_many_objects_rows_are_found_in_chunks_and_by_the_kinds_range(world: World, svc: Services) -> None:
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert store is not None
+    tenant = "c0000000-0000-4000-8000-0000000002fd"
+
+    def row(object_id: str, key_id: str, kind: ObjectKind = ObjectKind.APPLICATION) -> InventoryCredential:
+        return InventoryCredential(tenant, "Many", kind, object_id, "app", "App", (), CredentialKind.PASSWORD, "",
+                                   key_id, "", "", None, None)
+
+    ids = [f"o{n:02d}" for n in range(40)]
+    await store.put_objects(tenant, ObjectKind.APPLICATION, {o: [row(o, "k1"), row(o, "k2")] for o in ids},
+                            stored={o: [] for o in ids})
+    sp = row("o01", "sp", ObjectKind.SERVICE_PRINCIPAL)
+    await store.put_objects(tenant, ObjectKind.SERVICE_PRINCIPAL, {"o01": [sp]}, stored={"o01": []})
+    for wanted in (ids[:1], ids[3:12], ids[:30]):  # one query; two (7 ranges a query); the kind's whole range
+        found = await store.objects_credentials(tenant, ObjectKind.APPLICATION, wanted)
+        assert sorted(found) == sorted(wanted)
+        assert all(sorted(r.key_id for r in rows) == ["k1", "k2"] for rows in found.values())
+    assert [r.key_id for r in (await store.objects_credentials(tenant, ObjectKind.SERVICE_PRINCIPAL, ["o01"]))["o01"]
+            ] == ["sp"]
