@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import Enum
@@ -157,7 +157,6 @@ class TenantPass:
     removed: int = 0
     credentials: int = 0
     restarted: bool = False  # a stale delta token forced the full read
-    error: str = ""
     pages: int = 0
 
 
@@ -240,9 +239,3 @@ def parse_time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def unseen(stored: Iterable[str], seen: Sequence[str] | set[str]) -> list[str]:
-    """The stored objects a full read did not return: they left the tenant while no delta link was kept."""
-    seen_set = seen if isinstance(seen, set) else set(seen)
-    return sorted(object_id for object_id in stored if object_id not in seen_set)

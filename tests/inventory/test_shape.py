@@ -13,7 +13,6 @@ from shared.inventory import (
     ObjectKind,
     credentials_of,
     thumbprint_of,
-    unseen,
 )
 
 TENANT = "11111111-1111-4111-8111-111111111111"
@@ -95,6 +94,3 @@ def test_thumbprint_of_refuses_what_is_not_base64() -> None:
     assert thumbprint_of(THUMB_B64) == THUMB
     assert thumbprint_of("not base64!") == "" and thumbprint_of(None) == ""
 
-
-def test_unseen_lists_what_a_full_read_no_longer_returned() -> None:
-    assert unseen({"a", "b", "c"}, {"b"}) == ["a", "c"]
