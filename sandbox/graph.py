@@ -400,7 +400,7 @@ def build_app(world: World) -> web.Application:
         if (delta := inventory.DELTA_PATH.match(path)) and method == "GET":
             require_some_role(claims)  # application-delta.md: Application.ReadWrite.OwnedBy is enough
             try:
-                return inventory.handle_delta(world, request, tenant, delta["set"], graph_base())
+                return inventory.handle_delta(world, request, tenant, delta["set"], graph_base(), claims.app_id)
             except inventory.DeltaError as exc:
                 response = web.json_response(error_body(exc.code, exc.message), status=exc.status)
                 response.headers.update(exc.headers)

@@ -23,8 +23,12 @@ What it models, and where each behaviour is documented (sandbox/README.md, "Inve
   f8cdef31-a31e-4b4a-93e4-5f571e91255a), preferredSingleSignOnMode, preferredTokenSigningKeyThumbprint;
   `serviceprincipal-addtokensigningcertificate.md`: a SAML signing certificate is a Sign keyCredential, a Verify
   keyCredential and a passwordCredential sharing one customKeyIdentifier (the thumbprint).
-- Throttling (429 with Retry-After) is the faults control's (`POST /faults` with status 429 and retry_after on a
-  delta path), as for every other Graph route.
+- Throttling: `concepts/throttling-limits.md`, "Identity and access service limits": resource units per
+  application+tenant pair (3,500 per 10 seconds for a tenant under 50 users, the smallest: the strictest) and per
+  application across tenants (150,000 per 20 seconds); a GET on a path not listed costs 1 unit and `$select` takes
+  1 off (never below 1). Past a limit: 429 `TooManyRequests` with `Retry-After` (seconds until the window frees
+  a unit) and `x-ms-throttle-scope` (`Tenant_Application/Read/<app>/<tenant>` or `Application/Read/<app>/...`).
+  Limits lowered through the seed (`throttle`) for tests; the faults control injects a 429 anywhere too.
 """
 
 from __future__ import annotations
@@ -34,9 +38,12 @@ import binascii
 import datetime as dt
 import hashlib
 import json
+import math
 import random
 import re
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +55,9 @@ from sandbox.world import Tenant, World, iso
 
 PAGE_SIZE = 100
 TOKEN_LIFETIME = dt.timedelta(days=7)
+# (units, window seconds): per application+tenant pair (S tenants), per application across all tenants.
+TENANT_APP_LIMIT = (3500, 10.0)
+APP_LIMIT = (150_000, 20.0)
 MICROSOFT_TENANT = "f8cdef31-a31e-4b4a-93e4-5f571e91255a"
 ENTITY_SETS = {"applications": "application", "servicePrincipals": "servicePrincipal"}
 DELTA_PATH = re.compile(r"^/(?P<set>applications|servicePrincipals)/(?:microsoft\.graph\.)?delta(?:\(\))?$")
@@ -225,11 +235,33 @@ class InventoryState:
         self.tenants: dict[str, TenantInventory] = {}
         self.page_size = PAGE_SIZE
         self.token_lifetime = TOKEN_LIFETIME
+        self.limits = {"tenantApp": TENANT_APP_LIMIT, "app": APP_LIMIT}
+        self.spent: dict[tuple[str, str], deque[float]] = {}
 
     def reset(self) -> None:
         self.tenants = {}
         self.page_size = PAGE_SIZE
         self.token_lifetime = TOKEN_LIFETIME
+        self.limits = {"tenantApp": TENANT_APP_LIMIT, "app": APP_LIMIT}
+        self.spent = {}
+
+    def charge(self, app_id: str, tenant_id: str) -> None:
+        """One resource unit against the application+tenant pair's and the application's windows, or 429."""
+        now = time.monotonic()
+        scopes = (("tenantApp", (app_id, tenant_id), f"Tenant_Application/Read/{app_id}/{tenant_id}"),
+                  ("app", (app_id, ""), f"Application/Read/{app_id}/{tenant_id}"))
+        for name, key, scope in scopes:
+            units, window = self.limits[name]
+            spent = self.spent.setdefault(key, deque())
+            while spent and spent[0] <= now - window:
+                spent.popleft()
+            if len(spent) >= units:
+                wait = max(1, math.ceil(spent[0] + window - now))
+                raise DeltaError(429, "TooManyRequests", "Too many requests.",
+                                 {"Retry-After": str(wait), "x-ms-throttle-scope": scope,
+                                  "x-ms-throttle-information": "ResourceUnitLimitExceeded"})
+        for _, key, _ in scopes:
+            self.spent[key].append(now)
 
     def dump(self) -> dict[str, Any]:
         return {"pageSize": self.page_size, "tokenLifetimeDays": self.token_lifetime.total_seconds() / 86400,
@@ -247,6 +279,10 @@ class InventoryState:
             self.page_size = size
         if "tokenLifetimeDays" in section:
             self.token_lifetime = dt.timedelta(days=float(section["tokenLifetimeDays"]))
+        for name, doc in (section.get("throttle") or {}).items():  # {"tenantApp": [units, seconds], "app": [...]}
+            if name not in self.limits or len(doc) != 2 or int(doc[0]) < 1 or float(doc[1]) <= 0:
+                raise ValueError("throttle: tenantApp or app, each [units >= 1, seconds > 0]")
+            self.limits[name] = (int(doc[0]), float(doc[1]))
         for doc in section.get("populations", []):
             apps, sps = int(doc.get("applications", 100)), int(doc.get("servicePrincipals", 300))
             if apps < 0 or sps < 0:
@@ -521,12 +557,13 @@ def _decode(token: str, tenant_id: str, kind: str) -> dict[str, Any]:
         raise DeltaError(400, "Request_BadRequest", "The delta or skip token is malformed.") from exc
 
 
-def handle_delta(world: World, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str
-                 ) -> web.Response:
-    """The delta function's answer (DeltaError for Graph's refusals)."""
+def handle_delta(world: World, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str,
+                 app_id: str = "") -> web.Response:
+    """The delta function's answer (DeltaError for Graph's refusals, throttling included)."""
     state = world.inventory
     if not isinstance(state, InventoryState):
         raise DeltaError(501, "NotImplemented", "The inventory module is not mounted.")
+    state.charge(app_id, tenant.id)
     return web.json_response(state.delta(request, tenant, entity_set, graph_base))
 
 

@@ -181,3 +181,23 @@ def test_a_throttled_page_answers_429_with_retry_after(sb: SandboxHandle) -> Non
     answer = get(sb, "servicePrincipals/delta", bearer(sb))
     assert answer.status_code == 429 and answer.headers["Retry-After"] == "2"
     assert get(sb, "servicePrincipals/delta", bearer(sb)).status_code == 200
+
+
+def test_resource_units_per_app_and_tenant_and_per_app_answer_429_with_retry_after(sb: SandboxHandle) -> None:
+    seed(sb)
+    sb.control.seed({"inventory": {"throttle": {"tenantApp": [3, 60], "app": [5, 60]}}})
+    mine, theirs = bearer(sb, TENANT), bearer(sb, OTHER)
+    for _ in range(3):
+        assert get(sb, "applications/delta", mine).status_code == 200
+    refused = get(sb, "applications/delta", mine)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "TooManyRequests"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.headers["x-ms-throttle-scope"] == f"Tenant_Application/Read/{READER}/{TENANT}"
+    for _ in range(2):  # another tenant has its own pair budget, but the application's is shared: 5 in all
+        assert get(sb, "servicePrincipals/delta", theirs).status_code == 200
+    refused = get(sb, "servicePrincipals/delta", theirs)
+    assert refused.status_code == 429
+    assert refused.headers["x-ms-throttle-scope"].startswith(f"Application/Read/{READER}")
+    response = requests.post(f"{sb.endpoints['control']}/seed", json={"inventory": {"throttle": {"app": [0, 1]}}},
+                             verify=sb.ca_file, timeout=10)
+    assert response.status_code == 400
