@@ -181,12 +181,12 @@ def generated_application(tenant_id: str, pop: Population, index: int) -> dict[s
 
 def generated_service_principal(tenant_id: str, pop: Population, index: int) -> dict[str, Any]:
     """The index-th generated service principal: 60 % Microsoft first-party, 25 % other vendors' multi-tenant
-    apps, 10 % SAML apps with a signing certificate, 5 % the tenant's own apps."""
+    apps, 10 % SAML apps with a signing certificate, 3 % the tenant's own apps, 2 % managed identities."""
     rng = _rng(pop.seed, tenant_id, "servicePrincipal", index)
     draw = rng.random()
     passwords: list[dict[str, Any]] = []
     keys: list[dict[str, Any]] = []
-    mode, thumbprint = None, None
+    mode, thumbprint, kind = None, None, "Application"
     if draw < 0.6:
         name, owner = rng.choice(_MS_NAMES), MICROSOFT_TENANT
         if rng.random() < 0.05:  # some Microsoft principals carry credentials of their own; Microsoft renews them
@@ -203,11 +203,14 @@ def generated_service_principal(tenant_id: str, pop: Population, index: int) -> 
                  _certificate(rng, pop.epoch, subject, days, "Verify", thumb)]
         passwords.append(_password(rng, pop.epoch, subject, days, custom=thumb))
         thumbprint = thumb.hex().upper()
-    else:
+    elif draw < 0.98:
         name, owner = rng.choice(_APP_NAMES), tenant_id
+    else:  # a managed identity: Azure keeps its certificate (about 90 days, renewed by itself)
+        name, owner, kind = f"mi-{rng.choice(_APP_NAMES).split()[0].lower()}", None, "ManagedIdentity"
+        keys.append(_certificate(rng, pop.epoch, f"CN={name}", rng.randrange(1, 90), "Verify", _thumbprint(rng)))
     name = f"{name} ({index + 1})"
     return {"id": _guid(rng), "appId": _guid(rng), "displayName": name, "appDisplayName": name,
-            "appOwnerOrganizationId": owner, "accountEnabled": True, "servicePrincipalType": "Application",
+            "appOwnerOrganizationId": owner, "accountEnabled": True, "servicePrincipalType": kind,
             "preferredSingleSignOnMode": mode, "preferredTokenSigningKeyThumbprint": thumbprint,
             "passwordCredentials": passwords, "keyCredentials": keys, "tags": [], "deletedDateTime": None}
 

@@ -47,7 +47,8 @@ class InventoryCredential:
     certificate's SHA-1 thumbprint (upper-case hex, from customKeyIdentifier). `usage`: the keyCredential's "Sign"
     or "Verify" ("" for a password). `saml`: part of a service principal's SAML token-signing certificate (its
     thumbprint is the principal's preferredTokenSigningKeyThumbprint). `managed`: the app is a registered target
-    of the rotator. `first_party`: a Microsoft first-party service principal.
+    of the rotator. `first_party`: credentials Microsoft keeps, not the customer: a Microsoft first-party service
+    principal's, or a managed identity's (Azure rotates its certificate by itself).
     """
 
     tenant_id: str
@@ -125,6 +126,7 @@ class DirectoryObject:
     password_credentials: tuple[Mapping[str, Any], ...] | None = None
     key_credentials: tuple[Mapping[str, Any], ...] | None = None
     app_owner_organization_id: str | None = None  # service principals only
+    service_principal_type: str | None = None  # service principals only: "Application", "ManagedIdentity", ...
     preferred_token_signing_key_thumbprint: str | None = None  # service principals only (SAML)
     owners: tuple[str, ...] | None = None
 
@@ -170,9 +172,10 @@ def credentials_of(
     app_id = obj.app_id if obj.app_id is not None else (base.app_id if base else "")
     display_name = obj.display_name if obj.display_name is not None else (base.display_name if base else "")
     owners = obj.owners if obj.owners is not None else (base.owners if base else ())
-    if obj.app_owner_organization_id is not None:
-        first_party = (obj.object_kind is ObjectKind.SERVICE_PRINCIPAL
-                       and obj.app_owner_organization_id.lower() == MICROSOFT_TENANT)
+    if obj.app_owner_organization_id is not None or obj.service_principal_type is not None:
+        first_party = obj.object_kind is ObjectKind.SERVICE_PRINCIPAL and (
+            (obj.app_owner_organization_id or "").lower() == MICROSOFT_TENANT
+            or (obj.service_principal_type or "") == "ManagedIdentity")
     else:
         first_party = base.first_party if base else False
     managed = app_id in managed_app_ids

@@ -32,8 +32,8 @@ _TIMEOUT = aiohttp.ClientTimeout(total=60)
 ENTITY_SET = {ObjectKind.APPLICATION: "applications", ObjectKind.SERVICE_PRINCIPAL: "servicePrincipals"}
 SELECT = {
     ObjectKind.APPLICATION: "id,appId,displayName,passwordCredentials,keyCredentials",
-    ObjectKind.SERVICE_PRINCIPAL: "id,appId,displayName,appOwnerOrganizationId,preferredTokenSigningKeyThumbprint,"
-                                  "passwordCredentials,keyCredentials",
+    ObjectKind.SERVICE_PRINCIPAL: "id,appId,displayName,appOwnerOrganizationId,servicePrincipalType,"
+                                  "preferredTokenSigningKeyThumbprint,passwordCredentials,keyCredentials",
 }
 # Graph's answers that say a delta or skip token is no longer known (delta-query-overview.md: "Synchronization
 # reset" and "Token duration"); compared in lower case, as the docs spell them both ways.
@@ -69,6 +69,7 @@ def object_of(kind: ObjectKind, doc: dict[str, Any]) -> DirectoryObject | Remove
         password_credentials=_credentials(doc, "passwordCredentials"),
         key_credentials=_credentials(doc, "keyCredentials"),
         app_owner_organization_id=_text(doc, "appOwnerOrganizationId"),
+        service_principal_type=_text(doc, "servicePrincipalType"),
         preferred_token_signing_key_thumbprint=_text(doc, "preferredTokenSigningKeyThumbprint"),
     )
 

@@ -66,7 +66,8 @@ async def test_the_first_pass_reads_everything_and_marks_managed_first_party_and
     [managed] = [r for r in stored if r.managed]
     assert (managed.key_id, managed.app_id, managed.display_name) == (customer.key_id, customer.app_id,
                                                                        "Proofpoint Essentials")
-    first_party = {o["id"] for o in sps if o["appOwnerOrganizationId"] == MICROSOFT_TENANT}
+    first_party = {o["id"] for o in sps if o["appOwnerOrganizationId"] == MICROSOFT_TENANT
+                   or o["servicePrincipalType"] == "ManagedIdentity"}
     assert {r.object_id for r in stored if r.first_party} <= first_party
     assert all(r.first_party == (r.object_id in first_party) for r in stored)
     saml_sps = {o["id"] for o in sps if o["preferredTokenSigningKeyThumbprint"]}

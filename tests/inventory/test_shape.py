@@ -63,13 +63,17 @@ def test_saml_signing_certificate_is_marked_by_the_preferred_thumbprint() -> Non
     assert rows["k-s"].hint == THUMB
 
 
-def test_first_party_only_for_service_principals_owned_by_microsoft() -> None:
+def test_first_party_for_microsofts_service_principals_and_managed_identities() -> None:
     sp = DirectoryObject(object_kind=ObjectKind.SERVICE_PRINCIPAL, object_id="s", app_id="a", display_name="Graph",
                          password_credentials=({"keyId": "k"},), app_owner_organization_id=MICROSOFT_TENANT.upper())
     assert credentials_of(sp, TENANT, "c")[0].first_party
     other = DirectoryObject(object_kind=ObjectKind.SERVICE_PRINCIPAL, object_id="s", app_id="a", display_name="X",
                             password_credentials=({"keyId": "k"},), app_owner_organization_id=TENANT)
     assert not credentials_of(other, TENANT, "c")[0].first_party
+    identity = DirectoryObject(object_kind=ObjectKind.SERVICE_PRINCIPAL, object_id="s", app_id="a", display_name="mi",
+                               key_credentials=({"keyId": "k"},), app_owner_organization_id="",
+                               service_principal_type="ManagedIdentity")
+    assert credentials_of(identity, TENANT, "c")[0].first_party  # Azure rotates a managed identity's certificate
 
 
 def test_a_credential_without_end_never_expires_and_never_matches_ends_before() -> None:
