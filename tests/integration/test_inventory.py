@@ -7,6 +7,7 @@ targets `managed`; nothing is written to Graph and no secret reaches the store."
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -171,7 +172,9 @@ async def test_tenants_stay_apart_and_a_failing_tenant_does_not_stop_the_others(
     assert await store.delta_links(two.tenant_id) == {}
 
 
-async def test_nothing_is_written_to_graph_and_no_secret_reaches_the_store(world: World, svc: Services) -> None:
+async def test_nothing_is_written_to_graph_and_no_secret_reaches_the_store(world: World, svc: Services,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     customer = populate(world, "Untouched")
     source, store = svc.inventory_source, svc.inventory
     assert source is not None and store is not None
@@ -185,6 +188,8 @@ async def test_nothing_is_written_to_graph_and_no_secret_reaches_the_store(world
     dump = json.dumps(await store.all_rows(), default=str)
     assert customer.secret not in dump and customer.secret[3:12] not in dump
     assert "secretText" not in dump
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
+    assert customer.secret not in logged and "$deltatoken" not in logged.lower()  # nor the tenant's delta links
 
 
 def test_customers_of_groups_targets_by_tenant() -> None:
