@@ -1,7 +1,16 @@
 """The credential inventory on Azure Tables: table `inventory`, one row per credential, one partition per tenant
 (row key `<objectKind>|<objectId>|<keyId>`, so one object's rows are a key range and one object's writes are one
-entity-group transaction); table `inventorylinks`, one row per tenant holding per object kind the delta link the
-next pass resumes from. No row holds a secret: Graph lists credentials without their values."""
+entity-group transaction), and per tenant and object kind one index row (`_index|<objectKind>`) holding the delta
+link the next pass resumes from and which key ids each object holds. No row holds a secret: Graph lists credentials
+without their values.
+
+Why the index row (docs/inventory.md, "Where it is kept"): with it the pass never queries. A delta round finds the
+stored rows of a changed object by point reads (PartitionKey + RowKey: the one access Azure Tables serves from its
+index; a filter on several RowKey ranges joined with `or` is a partition scan, and Azurite scans the whole table
+for every query), and a full read knows which objects to sweep without reading the partition. The index row is
+written in the same entity-group transaction as the rows it describes (one partition), so the two never disagree
+after a crash; between its transactions it may name rows that are gone (a superset), never miss one.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +18,9 @@ import asyncio
 import json
 import re
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -22,8 +33,15 @@ from shared.adapters.tables import _create_tables, _dt, _iso, _translate
 from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
-LINKS_ROW = "links"  # table `inventorylinks`: one row per tenant, a property per object kind
+INDEX_ROW = "_index|"  # + the object kind ("#", "/", "\\" and "?" are not allowed in a key; "_" sorts before "a")
 BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transaction, one partition
+# A string property holds at most 64 KiB (32 K UTF-16 characters) and an entity at most 1 MiB (Azure Tables data
+# model): the index is cut into properties I0, I1, ... of CHUNK characters; past MAX_CHUNKS (about 20,000 objects
+# with credentials) the row says `Overflow` and that tenant's kind is looked up by key-range queries instead.
+CHUNK = 30_000
+MAX_CHUNKS = 28
+_CACHED = 1024  # tenants' index rows kept between calls (a pass holds INVENTORY_CONCURRENCY tenants at once)
+_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 _FEW = 28  # up to this many objects, their rows are looked up by their key ranges; more: the kind's whole range
 RANGES_PER_QUERY = 7
 
@@ -55,7 +73,8 @@ def to_entity(c: InventoryCredential) -> dict[str, Any]:
     entity = {
         "PartitionKey": c.tenant_id, "RowKey": row_key(c.object_kind, c.object_id, c.key_id),
         "Customer": c.customer, "ObjectKind": c.object_kind.value, "ObjectId": c.object_id, "AppId": c.app_id,
-        "DisplayName": c.display_name, "Owners": json.dumps(list(c.owners)), "CredentialKind": c.credential_kind.value,
+        "DisplayName": c.display_name, "Owners": _JSON.encode(list(c.owners)) if c.owners else "[]",
+        "CredentialKind": c.credential_kind.value,
         "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint, "CredentialName": c.credential_name,
         "Start": _iso(c.start), "End": _iso(c.end), "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
     }
@@ -74,23 +93,94 @@ def to_credential(e: Mapping[str, Any]) -> InventoryCredential:
     )
 
 
+Change = tuple[str, str, str, dict[str, Any]]  # "upsert" | "delete", object id, key id, the entity (or its keys)
+
+
+def _address(tenant_id: str, kind: ObjectKind, object_id: str, key_id: str) -> dict[str, Any]:
+    return {"PartitionKey": tenant_id, "RowKey": row_key(kind, object_id, key_id)}
+
+
+@dataclass
+class _Index:
+    """One tenant's objects of one kind as its index row says: the delta link and each object's key ids."""
+
+    link: str = ""
+    objects: dict[str, set[str]] = field(default_factory=dict)
+    complete: bool = True  # False: too many objects for one row; their rows are found by key-range queries
+
+
+def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link}
+    text = _JSON.encode({o: sorted(keys) for o, keys in index.objects.items() if keys}) if index.complete else ""
+    chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
+    if not index.complete or len(chunks) > MAX_CHUNKS:
+        index.complete = False
+        entity["Overflow"] = True
+        return entity
+    entity["Chunks"] = len(chunks)
+    entity.update({f"I{i}": chunk for i, chunk in enumerate(chunks)})
+    return entity
+
+
+def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
+    if entity.get("Overflow"):
+        return _Index(str(entity.get("Link") or ""), {}, complete=False)
+    text = "".join(str(entity.get(f"I{i}", "")) for i in range(int(entity.get("Chunks") or 0)))
+    objects = {o: set(keys) for o, keys in json.loads(text).items()} if text else {}
+    return _Index(str(entity.get("Link") or ""), objects)
+
+
 class TablesInventoryStore:
-    """InventoryStore on Azure Tables (Azurite locally); tables created on first use."""
+    """InventoryStore on Azure Tables (Azurite locally); the table created on first use."""
 
     def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
         self._service = service
         self._rows: TableClient = service.get_table_client(f"{prefix}inventory")
-        self._links: TableClient = service.get_table_client(f"{prefix}inventorylinks")
         self._ready = False
         self._creating = asyncio.Lock()
+        # (tenant, kind) -> its index as last read or written by this process; delta_links (a tenant's pass
+        # starts there) reads it afresh, so another writer's rows are seen by the next pass.
+        self._indexes: OrderedDict[tuple[str, ObjectKind], _Index] = OrderedDict()
 
     async def _ensure(self) -> None:
         if self._ready:
             return
         async with self._creating:
             if not self._ready:
-                await _create_tables(self._service, (self._rows, self._links))
+                await _create_tables(self._service, (self._rows,))
                 self._ready = True
+
+    # -------------------------------------------------------------------------------------------- the index rows
+
+    async def _index(self, tenant_id: str, kind: ObjectKind, fresh: bool = False) -> _Index:
+        key = (tenant_id, kind)
+        index = None if fresh else self._indexes.get(key)
+        if index is None:
+            try:
+                index = _index_of_entity(await self._rows.get_entity(tenant_id, INDEX_ROW + kind.value))
+            except ResourceNotFoundError:
+                index = _Index()  # never taken: no rows (every row is written with its index row)
+            if not index.complete:
+                # Too large for its row: which objects hold rows, from the kind's key range (key ids as needed).
+                index.objects = {o: set() for o in await self._query_object_ids(tenant_id, kind)}
+            self._indexes[key] = index
+        self._indexes.move_to_end(key)
+        while len(self._indexes) > _CACHED:
+            self._indexes.popitem(last=False)
+        return index
+
+    async def _held_keys(self, tenant_id: str, kind: ObjectKind, index: _Index, object_ids: Sequence[str]
+                         ) -> dict[str, set[str]]:
+        """The key ids the store may hold for these objects (objects holding none left out)."""
+        if index.complete:
+            return {o: index.objects[o] for o in object_ids if index.objects.get(o)}
+        held: dict[str, set[str]] = {}
+        for key in await self._keys(tenant_id, kind, [o for o in object_ids if o in index.objects]):
+            _, object_id, key_id = key.split("|", 2)
+            held.setdefault(object_id, set()).add(key_id)
+        return held
+
+    # -------------------------------------------------------------------------------------------- reads
 
     async def list_credentials(self, query: InventoryQuery | None = None) -> list[InventoryCredential]:
         wanted = query or InventoryQuery()
@@ -104,7 +194,8 @@ class TablesInventoryStore:
             else:
                 pages = self._rows.list_entities()
             async for entity in pages:
-                yield to_credential(entity)
+                if not str(entity["RowKey"]).startswith(INDEX_ROW):
+                    yield to_credential(entity)
         except AzureError as error:
             raise _translate(error, "the inventory") from error
 
@@ -115,12 +206,41 @@ class TablesInventoryStore:
         await self._ensure()
         found: dict[str, list[InventoryCredential]] = {}
         try:
-            for entity in await self._rows_of(tenant_id, object_kind, object_ids):
+            index = await self._index(tenant_id, object_kind)
+            entities: Sequence[Mapping[str, Any]]
+            if index.complete:
+                entities = await self._point_reads(tenant_id, [
+                    row_key(object_kind, o, k) for o in object_ids for k in sorted(index.objects.get(o, ()))])
+            else:
+                entities = await self._rows_of(tenant_id, object_kind, object_ids)
+            for entity in entities:
                 credential = to_credential(entity)
                 found.setdefault(credential.object_id, []).append(credential)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
         return found
+
+    async def _point_reads(self, tenant_id: str, keys: Sequence[str]) -> Sequence[Mapping[str, Any]]:
+        """Rows by their keys, side by side; a key the index named but whose row is gone is skipped."""
+        async def one(key: str) -> Mapping[str, Any] | None:
+            try:
+                return await self._rows.get_entity(tenant_id, key)
+            except ResourceNotFoundError:
+                return None
+
+        return [e for e in await asyncio.gather(*(one(k) for k in keys)) if e is not None]
+
+    async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
+        await self._ensure()
+        try:
+            index = await self._index(tenant_id, object_kind)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        return {o for o, keys in index.objects.items() if keys or not index.complete}
+
+    async def _query_object_ids(self, tenant_id: str, kind: ObjectKind) -> set[str]:
+        return {str(e["RowKey"]).split("|")[1] async for e in self._rows.query_entities(
+            RANGE, parameters=_range(tenant_id, f"{kind.value}|"), select=["RowKey"])}
 
     async def _rows_of(self, tenant_id: str, kind: ObjectKind, object_ids: Sequence[str],
                        select: list[str] | None = None) -> list[dict[str, Any]]:
@@ -147,24 +267,58 @@ class TablesInventoryStore:
         return [e for rows in await asyncio.gather(*(some(c) for c in chunks)) for e in rows]
 
     async def _keys(self, tenant_id: str, kind: ObjectKind, object_ids: Sequence[str]) -> list[str]:
-        """The stored row keys of these objects."""
+        """The stored row keys of these objects (by query: for an index too large for its row)."""
         return [str(e["RowKey"]) for e in await self._rows_of(tenant_id, kind, object_ids, select=["RowKey"])]
 
-    async def _submit(self, tenant_id: str, operations: list[tuple[str, dict[str, Any]]]) -> None:
-        for start in range(0, len(operations), BATCH):
-            chunk = operations[start:start + BATCH]
+    # -------------------------------------------------------------------------------------------- writes
+
+    async def _write(self, tenant_id: str, kind: ObjectKind, index: _Index, changes: Sequence[Change]) -> None:
+        """The changes in entity-group transactions of up to BATCH operations, each carrying the kind's index row as
+        it stands once that transaction is done: atomic, so the index row and the rows never disagree. Should any
+        write fail, this process forgets its copy of the index (the stored row is the truth)."""
+        per = BATCH - 1
+        try:
+            for start in range(0, len(changes), per):
+                chunk = changes[start:start + per]
+                before = {object_id: set(index.objects.get(object_id, ())) for _, object_id, _, _ in chunk}
+                for operation, object_id, key_id, _ in chunk:
+                    keys = index.objects.setdefault(object_id, set())
+                    if operation == "delete":
+                        keys.discard(key_id)
+                    else:
+                        keys.add(key_id)
+                after = ("upsert", _index_entity(tenant_id, kind, index))
+                operations = [(operation, entity) for operation, _, _, entity in chunk]
+                try:
+                    await self._transaction([*operations, after])
+                except TableTransactionError:
+                    # Another writer removed a row first (a delete of a missing row fails the whole batch): one by
+                    # one, after an index row naming the old rows and the new (never missing a row meanwhile).
+                    both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in before.items()}}
+                    wider = _index_entity(tenant_id, kind, _Index(index.link, both, index.complete))
+                    await self._one_by_one([("upsert", wider), *operations, after])
+                for object_id in before:
+                    if not index.objects.get(object_id):
+                        index.objects.pop(object_id, None)
+        except BaseException:
+            self._indexes.pop((tenant_id, kind), None)
+            raise
+
+    async def _submit(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        try:
+            await self._transaction(operations)
+        except TableTransactionError:
+            await self._one_by_one(operations)
+
+    async def _one_by_one(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
+        for operation, entity in operations:
             try:
-                await self._transaction(chunk)
-            except TableTransactionError:
-                # Another writer removed a row first (a delete of a missing row fails the whole batch): one by one.
-                for operation, entity in chunk:
-                    try:
-                        if operation == "delete":
-                            await self._rows.delete_entity(entity["PartitionKey"], entity["RowKey"])
-                        else:
-                            await self._rows.upsert_entity(entity, mode=UpdateMode.REPLACE)
-                    except ResourceNotFoundError:
-                        pass
+                if operation == "delete":
+                    await self._rows.delete_entity(entity["PartitionKey"], entity["RowKey"])
+                else:
+                    await self._rows.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            except ResourceNotFoundError:
+                pass
 
     async def _transaction(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
         """One entity-group transaction (`POST /$batch`), its multipart body written here.
@@ -185,7 +339,7 @@ class TablesInventoryStore:
                              f"\r\n\r\nDELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
                              f"\r\nIf-Match: *\r\nDataServiceVersion: 3.0\r\n\r\n")
             else:
-                body = json.dumps(entity, separators=(",", ":"))
+                body = _JSON.encode(entity)
                 parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
                              f"\r\n\r\nPUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
                              f"Accept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0\r\n"
@@ -213,15 +367,17 @@ class TablesInventoryStore:
         await self._ensure()
         known = stored or {}
         try:
-            unknown = [object_id for object_id in objects if object_id not in known]
-            keys = await self._keys(tenant_id, object_kind, unknown) if unknown else []
-            keys += [row_key(object_kind, o, k) for o in objects if o in known for k in known[o]]
-            upserts = [to_entity(c) for rows in objects.values() for c in rows]
-            kept = {e["RowKey"] for e in upserts}
-            operations: list[tuple[str, dict[str, Any]]] = [
-                ("delete", {"PartitionKey": tenant_id, "RowKey": key}) for key in keys if key not in kept]
-            operations += [("upsert", e) for e in upserts]
-            await self._submit(tenant_id, operations)
+            index = await self._index(tenant_id, object_kind)
+            held = await self._held_keys(tenant_id, object_kind, index, [o for o in objects if o not in known])
+            changes: list[Change] = []
+            for object_id, rows in objects.items():
+                keys = {c.key_id for c in rows}
+                before = set(known[object_id]) if object_id in known else held.get(object_id, set())
+                changes += [("delete", object_id, k, _address(tenant_id, object_kind, object_id, k))
+                            for k in sorted(before - keys)]
+                changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
+            if changes:
+                await self._write(tenant_id, object_kind, index, changes)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 
@@ -230,37 +386,34 @@ class TablesInventoryStore:
             return
         await self._ensure()
         try:
-            stored = await self._keys(tenant_id, object_kind, object_ids)
-            await self._submit(tenant_id, [("delete", {"PartitionKey": tenant_id, "RowKey": k}) for k in stored])
-        except AzureError as error:
-            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
-
-    async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
-        await self._ensure()
-        try:
-            return {str(e["RowKey"]).split("|")[1] async for e in self._rows.query_entities(
-                RANGE, parameters=_range(tenant_id, f"{object_kind.value}|"), select=["RowKey"])}
+            index = await self._index(tenant_id, object_kind)
+            held = await self._held_keys(tenant_id, object_kind, index, object_ids)
+            changes: list[Change] = [("delete", o, k, _address(tenant_id, object_kind, o, k))
+                                     for o, keys in held.items() for k in sorted(keys)]
+            if changes:
+                await self._write(tenant_id, object_kind, index, changes)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 
     async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
         await self._ensure()
         try:
-            entity = await self._links.get_entity(tenant_id, LINKS_ROW)
-        except ResourceNotFoundError:
-            return {}
+            indexes = await asyncio.gather(*(self._index(tenant_id, kind, fresh=True) for kind in ObjectKind))
         except AzureError as error:
             raise _translate(error, f"the delta links of tenant {tenant_id}") from error
-        return {kind: str(entity[kind.value]) for kind in ObjectKind if entity.get(kind.value)}
+        return {kind: index.link for kind, index in zip(ObjectKind, indexes, strict=True) if index.link}
 
     async def save_delta_links(self, tenant_id: str, links: Mapping[ObjectKind, str | None]) -> None:
         if not links:
             return
         await self._ensure()
-        # MERGE: a kind not named keeps its link; "" is "none" (a merge cannot remove a property).
-        entity = {"PartitionKey": tenant_id, "RowKey": LINKS_ROW, **{k.value: v or "" for k, v in links.items()}}
         try:
-            await self._links.upsert_entity(entity, mode=UpdateMode.MERGE)
+            entities = []
+            for kind, link in links.items():
+                index = await self._index(tenant_id, kind)
+                index.link = link or ""
+                entities.append(("upsert", _index_entity(tenant_id, kind, index)))
+            await self._submit(entities)  # both kinds' rows in one transaction (one partition)
         except AzureError as error:
             raise _translate(error, f"the delta links of tenant {tenant_id}") from error
 
@@ -269,16 +422,15 @@ class TablesInventoryStore:
         try:
             keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
                 "PartitionKey eq @tenant", parameters={"tenant": tenant_id}, select=["RowKey"])]
-            await self._submit(tenant_id, [("delete", {"PartitionKey": tenant_id, "RowKey": k}) for k in keys])
-            try:
-                await self._links.delete_entity(tenant_id, LINKS_ROW)
-            except ResourceNotFoundError:
-                pass
+            for start in range(0, len(keys), BATCH):
+                await self._submit([("delete", {"PartitionKey": tenant_id, "RowKey": k})
+                                    for k in keys[start:start + BATCH]])
+            for kind in ObjectKind:
+                self._indexes.pop((tenant_id, kind), None)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 
     async def all_rows(self) -> list[dict[str, Any]]:
-        """Every row of both tables as stored: for tests that prove nothing secret is written."""
+        """Every row as stored (credentials and index rows): for tests that prove nothing secret is written."""
         await self._ensure()
-        rows = [dict(e) async for e in self._rows.list_entities()]
-        return rows + [dict(e) async for e in self._links.list_entities()]
+        return [dict(e) async for e in self._rows.list_entities()]

@@ -84,7 +84,8 @@ def _pop(world: World, customer: Customer) -> Population:
     return Population(customer.name, APPS, SPS, datetime.fromisoformat("2026-01-01T00:00:00+00:00"))
 
 
-async def test_the_next_pass_reads_only_changes(world: World, svc: Services) -> None:
+async def test_the_next_pass_reads_only_changes(world: World, svc: Services,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     customer = populate(world, "Changing")
     source, store = svc.inventory_source, svc.inventory
     assert source is not None and store is not None
@@ -98,8 +99,17 @@ async def test_the_next_pass_reads_only_changes(world: World, svc: Services) -> 
                                                                     if r.saml][:1]})
     added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 1})
     calls = delta_reads(svc)
+    queries: list[str] = []
+    real = store._rows.query_entities
+
+    def spy(query_filter: str, **kwargs: Any) -> Any:
+        queries.append(query_filter)
+        return real(query_filter, **kwargs)
+
+    monkeypatch.setattr(store._rows, "query_entities", spy)
     passes = await inventory_tenant(source, store, tenant_of(customer))
     assert delta_reads(svc) - calls == 2  # one page per kind
+    assert queries == []  # the changed objects' rows by point reads (their keys from the index row), no scan
     assert not any(p.full for p in passes)
     assert sum(p.objects for p in passes) == 3 and sum(p.removed for p in passes) == 1
     after = await rows(svc, customer)
@@ -235,21 +245,28 @@ async def test_the_store_writes_odd_keys_and_survives_a_row_removed_by_another_w
     odd = "obj 'quoted' %41 é"  # Tables keys refuse / \\ # ?; Graph's ids are GUIDs anyway
     await store.put_objects(tenant, ObjectKind.APPLICATION, {odd: [row(odd, "k1"), row(odd, "k2")]}, stored={odd: []})
     assert {r.key_id for r in await mine(odd)} == {"k1", "k2"}
-    # Another writer removed k2 after this one looked: the batch's delete fails, the rows are written one by one.
-    await store._submit(tenant, [("delete", {"PartitionKey": tenant, "RowKey": row_key("application", odd, "gone")}),
-                                 ("upsert", {"PartitionKey": tenant, "RowKey": row_key("application", odd, "k3"),
-                                             "ObjectKind": "application", "ObjectId": odd,
-                                             "CredentialKind": "password", "KeyId": "k3"})])
-    assert {r.key_id for r in await mine(odd)} == {"k1", "k2", "k3"}
-    await store.put_objects(tenant, ObjectKind.APPLICATION, {odd: [row(odd, "k2")]})
-    assert [r.key_id for r in await mine(odd)] == ["k2"]
+    # Another writer removed k2 behind the store's back: its index still names k2 (the index may name rows that are
+    # gone, never miss one). A read skips the missing row; the next write's delete of it fails the whole batch, and
+    # the rows are written one by one.
+    assert store._rows is not None
+    await store._rows.delete_entity(tenant, row_key("application", odd, "k2"))
+    assert [r.key_id for r in await mine(odd)] == ["k1"]
+    await store.put_objects(tenant, ObjectKind.APPLICATION, {odd: [row(odd, "k3")]})
+    assert [r.key_id for r in await mine(odd)] == ["k3"]
+    assert [r.key_id for r in await store.list_credentials(InventoryQuery(tenant_id=tenant))] == ["k3"]
     await store.remove_objects(tenant, ObjectKind.APPLICATION, [odd, "never-there"])
     assert await store.object_ids(tenant, ObjectKind.APPLICATION) == set()
 
 
-async def test_many_objects_rows_are_found_in_chunks_and_by_the_kinds_range(world: World, svc: Services) -> None:
+@pytest.mark.parametrize("overflow", [False, True], ids=["indexed", "overflow"])
+async def test_many_objects_rows_are_found_by_the_index_row_or_by_key_ranges(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch, overflow: bool) -> None:
+    from shared.adapters import inventory_tables
     from shared.inventory import InventoryCredential
 
+    if overflow:  # an index too large for its row (1 MiB an entity): rows are found by key-range queries instead
+        monkeypatch.setattr(inventory_tables, "CHUNK", 40)
+        monkeypatch.setattr(inventory_tables, "MAX_CHUNKS", 2)
     store = svc.inventory
     assert store is not None
     tenant = "c0000000-0000-4000-8000-0000000002fd"
@@ -263,9 +280,33 @@ async def test_many_objects_rows_are_found_in_chunks_and_by_the_kinds_range(worl
                             stored={o: [] for o in ids})
     sp = row("o01", "sp", ObjectKind.SERVICE_PRINCIPAL)
     await store.put_objects(tenant, ObjectKind.SERVICE_PRINCIPAL, {"o01": [sp]}, stored={"o01": []})
-    for wanted in (ids[:1], ids[3:12], ids[:30]):  # one query; two (7 ranges a query); the kind's whole range
-        found = await store.objects_credentials(tenant, ObjectKind.APPLICATION, wanted)
-        assert sorted(found) == sorted(wanted)
+    await store.save_delta_links(tenant, {ObjectKind.APPLICATION: "https://graph/next"})
+    # Another process (nothing cached) finds the same rows, from the index row or, when it overflowed, by queries.
+    fresh = inventory_tables.TablesInventoryStore(store._service, prefix=store._rows.table_name[:-len("inventory")])
+    queries: list[str] = []
+    real = fresh._rows.query_entities
+
+    def spy(query_filter: str, **kwargs: Any) -> Any:
+        queries.append(query_filter)
+        return real(query_filter, **kwargs)
+
+    monkeypatch.setattr(fresh._rows, "query_entities", spy)
+    assert await fresh.delta_links(tenant) == {ObjectKind.APPLICATION: "https://graph/next"}
+    for wanted in (ids[:1], ids[3:12], ids[:30], [*ids[:2], "never-there"]):
+        found = await fresh.objects_credentials(tenant, ObjectKind.APPLICATION, wanted)
+        assert sorted(found) == sorted(o for o in wanted if o in ids)
         assert all(sorted(r.key_id for r in rows) == ["k1", "k2"] for rows in found.values())
-    assert [r.key_id for r in (await store.objects_credentials(tenant, ObjectKind.SERVICE_PRINCIPAL, ["o01"]))["o01"]
+    assert [r.key_id for r in (await fresh.objects_credentials(tenant, ObjectKind.SERVICE_PRINCIPAL, ["o01"]))["o01"]
             ] == ["sp"]
+    assert await fresh.object_ids(tenant, ObjectKind.APPLICATION) == set(ids)
+    await fresh.put_objects(tenant, ObjectKind.APPLICATION, {"o00": [row("o00", "k3")]})
+    await fresh.remove_objects(tenant, ObjectKind.APPLICATION, ids[1:20])
+    assert bool(queries) == overflow  # with the index row: point reads only, never a query (a scan on Azurite)
+    # What the fresh store wrote, the first store (its cache stale) sees from the next pass on (delta_links).
+    await store.delta_links(tenant)
+    assert await store.object_ids(tenant, ObjectKind.APPLICATION) == {"o00", *ids[20:]}
+    stored = await store.list_credentials(InventoryQuery(tenant_id=tenant, object_kind=ObjectKind.APPLICATION))
+    assert sorted((r.object_id, r.key_id) for r in stored) == sorted(
+        [("o00", "k3")] + [(o, k) for o in ids[20:] for k in ("k1", "k2")])
+    index_row = await store._rows.get_entity(tenant, inventory_tables.INDEX_ROW + "application")
+    assert bool(index_row.get("Overflow")) == overflow
