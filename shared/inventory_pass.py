@@ -53,35 +53,66 @@ def customers_of(targets: Iterable[Target]) -> list[CustomerTenant]:
     return [CustomerTenant(t, name, frozenset(apps)) for t, (name, apps) in sorted(by_tenant.items())]
 
 
+# A full read's rows are gathered over pages into writes of about this many rows (one entity-group transaction of
+# 100 operations holds 99 and the index row): a page of 100 objects holds about 65 credentials, and every write costs
+# a request. Safe to gather: the delta link is saved only after the round's last write, and every write repeats.
+FULL_READ_ROWS = 99
+
+
+@dataclass
+class _Pending:
+    """Rows of a full read not yet written: each object's credentials and the key ids it is known to hold."""
+
+    rows: dict[str, list[InventoryCredential]] = field(default_factory=dict)
+    known: dict[str, list[str]] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, object_id: str, found: list[InventoryCredential], known: list[str] | None) -> None:
+        self.count += len(found) - len(self.rows.get(object_id, ()))
+        self.rows[object_id] = found
+        if known is not None:
+            self.known[object_id] = known
+
+    def drop(self, object_id: str) -> None:
+        self.count -= len(self.rows.pop(object_id, ()))
+        self.known.pop(object_id, None)
+
+    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
+        if self.rows:
+            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known)
+        self.rows, self.known, self.count = {}, {}, 0
+
+
 async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
-                      stored_ids: set[str] | None, result: TenantPass) -> None:
+                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> None:
     """One page into the store: removals, then each object's rows.
 
     In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
-    complete a partial object (only what changed comes) and say which old rows to replace. In a full read, objects
-    the store never held (`stored_ids`) need no lookup, and those without credentials no write either."""
+    complete a partial object (only what changed comes) and say which old rows to replace; the page is written
+    before the next is read. In a full read, objects the store never held (`stored_ids`) need no lookup, those
+    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS)."""
     if page.removed:
+        for gone in page.removed:  # an object gathered from an earlier page and removed since is not written
+            pending.drop(gone.object_id)
         await store.remove_objects(tenant.tenant_id, kind, [r.object_id for r in page.removed])
         result.removed += len(page.removed)
     held: dict[str, list[InventoryCredential]] = {}
     if stored_ids is None and page.objects:
         held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
-    rows: dict[str, list[InventoryCredential]] = {}
-    known: dict[str, list[str]] = {}
     for obj in page.objects:
         stored = held.get(obj.object_id, [])
         found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
         result.credentials += len(found)
         if stored_ids is None:
-            known[obj.object_id] = [r.key_id for r in stored]
+            pending.add(obj.object_id, found, [r.key_id for r in stored])
         elif obj.object_id not in stored_ids:
-            if not found:
-                continue  # nothing stored, nothing to store
-            known[obj.object_id] = []
-        rows[obj.object_id] = found
+            if found:  # nothing stored, nothing to store
+                pending.add(obj.object_id, found, [])
+        else:
+            pending.add(obj.object_id, found, None)
     result.objects += len(page.objects)
-    if rows:
-        await store.put_objects(tenant.tenant_id, kind, rows, stored=known)
+    if stored_ids is None or pending.count >= FULL_READ_ROWS:
+        await pending.write(store, tenant, kind)
 
 
 async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
@@ -91,12 +122,14 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
     seen: set[str] = set()
     final: str | None = None
+    pending = _Pending()
     async for page in source.read(tenant.tenant_id, kind, link):
         result.pages += 1
-        await _write_page(store, tenant, kind, page, stored_ids, result)
+        await _write_page(store, tenant, kind, page, stored_ids, result, pending)
         if full:
             seen.update(o.object_id for o in page.objects)
         final = page.delta_link or final
+    await pending.write(store, tenant, kind)
     if full and stored_ids:
         gone = sorted(stored_ids - seen)
         if gone:

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from shared import inventory_pass
 from shared.errors import StaleDeltaLink, Throttled
 from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, TenantPass
 from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
@@ -108,7 +109,9 @@ async def test_an_object_without_credentials_costs_no_write_on_a_full_read() -> 
 
 @pytest.mark.parametrize("nth", [1, 2])
 @pytest.mark.parametrize("when", ["before", "after"])
-async def test_a_crash_at_any_write_repeats_the_round_and_converges(nth: int, when: str) -> None:
+async def test_a_crash_at_any_write_repeats_the_round_and_converges(nth: int, when: str,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", 2)  # a write every two rows: several writes to cut
     objects = [app("a", "k1"), app("b", "k2"), app("c", "k3"), app("d", "k4"), app("e", "k5")]
     faults = Faults()
     faults.crash("inventory.put_objects", when=when, nth=nth)
@@ -179,3 +182,30 @@ async def test_a_kind_that_fails_does_not_cost_the_other_its_progress() -> None:
         await inventory_tenant(graph, store, TENANT)
     assert set(await store.delta_links("t-1")) == {APP}  # the applications' round is kept
     assert await keys(store) == {("a", "k1")}
+
+
+class PagedGraph:
+    """A full read whose pages are given as they are (an initial round may carry `@removed` entries too)."""
+
+    def __init__(self, pages: list[InventoryPage]) -> None:
+        self.pages = pages
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        for page in self.pages:
+            yield page
+
+
+@pytest.mark.parametrize("rows_per_write", [1, 2, 99])
+async def test_a_full_read_gathers_rows_over_pages_and_never_writes_an_object_removed_on_a_later_page(
+        rows_per_write: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", rows_per_write)
+    graph = PagedGraph([InventoryPage((app("a", "k1"), app("b", "k2", "k3"))),
+                        InventoryPage((app("c", "k4"), app("empty")), (Removed(APP, "a"),)),
+                        InventoryPage((app("d", "k5"),), (), "link-1")])
+    store = FakeInventory()
+    result = await inventory_kind(graph, store, TENANT, APP)  # type: ignore[arg-type]
+    assert await keys(store) == {("b", "k2"), ("b", "k3"), ("c", "k4"), ("d", "k5")}
+    assert result.objects == 5 and result.removed == 1 and store.links[("t-1", "application")] == "link-1"
+    puts = store.writes - 1  # the removal of "a" is one write
+    assert puts == {1: 3, 2: 2, 99: 1}[rows_per_write]  # a write per page, or rows gathered over pages
