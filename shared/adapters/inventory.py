@@ -45,17 +45,18 @@ def stale(answer: GraphAnswer) -> bool:
     return answer.status == 410 or answer.code.lower() in STALE_CODES
 
 
-def _credentials(doc: dict[str, Any], name: str) -> tuple[dict[str, Any], ...] | None:
-    if name not in doc:
-        return None
-    value = doc.get(name) or []
-    return tuple(c for c in value if isinstance(c, dict))
+_ABSENT = object()
 
 
-def _text(doc: dict[str, Any], name: str) -> str | None:
-    if name not in doc:
+def _credentials(value: Any) -> tuple[dict[str, Any], ...] | None:
+    if value is _ABSENT:
         return None
-    value = doc.get(name)
+    return tuple(c for c in value if isinstance(c, dict)) if value else ()
+
+
+def _text(value: Any) -> str | None:
+    if value is _ABSENT:
+        return None
     return "" if value is None else str(value)
 
 
@@ -64,13 +65,12 @@ def object_of(kind: ObjectKind, doc: dict[str, Any]) -> DirectoryObject | Remove
     object_id = str(doc.get("id") or "")
     if "@removed" in doc:
         return Removed(kind, object_id)
+    get = doc.get
     return DirectoryObject(
-        object_kind=kind, object_id=object_id, app_id=_text(doc, "appId"), display_name=_text(doc, "displayName"),
-        password_credentials=_credentials(doc, "passwordCredentials"),
-        key_credentials=_credentials(doc, "keyCredentials"),
-        app_owner_organization_id=_text(doc, "appOwnerOrganizationId"),
-        service_principal_type=_text(doc, "servicePrincipalType"),
-        preferred_token_signing_key_thumbprint=_text(doc, "preferredTokenSigningKeyThumbprint"),
+        kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)),
+        _credentials(get("passwordCredentials", _ABSENT)), _credentials(get("keyCredentials", _ABSENT)),
+        _text(get("appOwnerOrganizationId", _ABSENT)), _text(get("servicePrincipalType", _ABSENT)),
+        _text(get("preferredTokenSigningKeyThumbprint", _ABSENT)),
     )
 
 

@@ -70,15 +70,20 @@ def _range(tenant_id: str, prefix: str) -> dict[str, Any]:
 
 
 def to_entity(c: InventoryCredential) -> dict[str, Any]:
-    entity = {
-        "PartitionKey": c.tenant_id, "RowKey": row_key(c.object_kind, c.object_id, c.key_id),
-        "Customer": c.customer, "ObjectKind": c.object_kind.value, "ObjectId": c.object_id, "AppId": c.app_id,
+    kind = c.object_kind.value
+    entity: dict[str, Any] = {
+        "PartitionKey": c.tenant_id, "RowKey": f"{kind}|{c.object_id}|{c.key_id}",
+        "Customer": c.customer, "ObjectKind": kind, "ObjectId": c.object_id, "AppId": c.app_id,
         "DisplayName": c.display_name, "Owners": _JSON.encode(list(c.owners)) if c.owners else "[]",
-        "CredentialKind": c.credential_kind.value,
-        "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint, "CredentialName": c.credential_name,
-        "Start": _iso(c.start), "End": _iso(c.end), "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
+        "CredentialKind": c.credential_kind.value, "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint,
+        "CredentialName": c.credential_name, "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
     }
-    return {k: v for k, v in entity.items() if v is not None}
+    # Tables stores no null: a credential without a start or an end has no such property.
+    if c.start is not None:
+        entity["Start"] = _iso(c.start)
+    if c.end is not None:
+        entity["End"] = _iso(c.end)
+    return entity
 
 
 def to_credential(e: Mapping[str, Any]) -> InventoryCredential:
