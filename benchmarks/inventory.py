@@ -10,7 +10,9 @@ Graph's delta page of 100 objects), adds `--latency-ms` to every request to Grap
 2. daily: after `--changed` of each tenant's objects of each kind changed (a new secret each), the delta pass.
 
 Each worker reports wall time, CPU time of the pass (process time after the services are built and the targets
-listed; that setup's CPU apart), peak RSS, Graph calls and credentials stored. Printed against
+listed; that setup's CPU apart), peak RSS, Graph calls and credentials stored; the conductor adds the sandbox's
+and Azurite's CPU over the same pass (apart: on Azure neither runs on the rotator's instance), the CPU floor they
+make together on this machine's cores, and the load average before and after. Printed against
 issue 25's goals: wall within 2x of the latency bound (calls x latency / concurrency), CPU per tenant <= 15 ms, peak
 RSS <= 300 MB, the daily pass at most a third of the first's wall and CPU. The goal names 5,000 tenants; on a loaded
 2-core machine run a smaller `--tenants` and read the per-tenant figures (the report extrapolates). It asserts
@@ -147,10 +149,13 @@ def conduct(sb: Sandbox, args: argparse.Namespace) -> dict[str, Any]:
                     control.inventory_changes(ids[start:start + CHANGE_BATCH],
                                               {"kind": kind, "op": "renew", "fraction": args.changed})
         before = {k: cpu_seconds(p) if p else None for k, p in pids.items()}
+        load_before = os.getloadavg()[0]
         step(f"{name}: inventory of {args.tenants} tenants at concurrency {args.concurrency} ...")
         figures[name] = run_worker(c.env, prefix, args.concurrency, args.timeout)
         after = {k: cpu_seconds(p) if p else None for k, p in pids.items()}
         figures[name]["others_cpu_s"] = {k: (after[k] or 0) - (before[k] or 0) for k in pids}
+        # The machine's 1-minute load before and after: other work on a shared machine stretches the wall time.
+        figures[name]["load"] = [round(load_before, 1), round(os.getloadavg()[0], 1)]
         step(f"{name}: {json.dumps(figures[name])}")
     control.clear_faults()
     return figures
@@ -170,20 +175,26 @@ def report(f: dict[str, Any], args: argparse.Namespace) -> None:
         calls = r["graph_calls"] + n  # + one token request per tenant (the credential caches it for the pass)
         bound = max(calls * lat / conc, 1e-9)
         r["bound_s"] = bound
+        # On this machine the emulators run beside the rotator (on Azure they do not run on its instance): all
+        # three processes' CPU over the cores is a floor under the wall time that Azure would not have.
+        floor = (r["cpu_s"] + sum(r["others_cpu_s"].values())) / (os.cpu_count() or 1)
+        r["cpu_floor_s"] = floor
         rows.append([name, str(r["tenants"]), str(r["failed"]), str(r["graph_calls"]), str(r["credentials"]),
-                     f"{r['wall_s']:.1f}", f"{bound:.1f}", f"{r['wall_s'] / bound:.2f}x",
+                     f"{r['wall_s']:.1f}", f"{bound:.1f}", f"{r['wall_s'] / bound:.2f}x", f"{floor:.1f}",
                      f"{1000 * r['cpu_s'] / n:.1f}", f"{r['peak_rss_kb'] / 1024:.0f}",
-                     f"{r['others_cpu_s'].get('sandbox', 0):.0f}/{r['others_cpu_s'].get('azurite', 0):.0f}"])
+                     f"{r['others_cpu_s'].get('sandbox', 0):.0f}/{r['others_cpu_s'].get('azurite', 0):.0f}",
+                     "/".join(str(x) for x in r.get("load", []))])
     print()
     print(f"Inventory: {n} tenants x ({args.apps} applications + {args.sps} service principals), "
           f"{args.latency_ms:g} ms on Graph and Entra ID, concurrency {conc}, daily churn {args.changed:.0%}")
     print(table(rows, ["pass", "tenants", "failed", "graph calls", "credentials", "wall s", "bound s", "wall/bound",
-                       "CPU ms/tenant", "peak RSS MB", "sandbox/azurite CPU s"]))
+                       "CPU floor s", "CPU ms/tenant", "peak RSS MB", "sandbox/azurite CPU s", "load"]))
     first, daily = f["first"], f["daily"]
     cpu_ms = 1000 * first["cpu_s"] / n
     checks = [
         ("first: wall within 2x of the latency bound", first["wall_s"] <= 2 * first["bound_s"],
-         f"{first['wall_s']:.1f} s vs {first['bound_s']:.1f} s"),
+         f"{first['wall_s']:.1f} s vs {first['bound_s']:.1f} s (the three processes' CPU floor here: "
+         f"{first['cpu_floor_s']:.1f} s)"),
         ("first: CPU per tenant <= 15 ms", cpu_ms <= GOAL_CPU_MS, f"{cpu_ms:.1f} ms"),
         ("first: peak RSS <= 300 MB", first["peak_rss_kb"] / 1024 <= GOAL_RSS_MB,
          f"{first['peak_rss_kb'] / 1024:.0f} MB"),
