@@ -441,6 +441,8 @@ class TablesInventoryStore:
         try:
             keys = [str(e["RowKey"]) async for e in self._rows.query_entities(
                 "PartitionKey eq @tenant", parameters={"tenant": tenant_id}, select=["RowKey"])]
+            # The index rows last: cut short, what is left is still named by them (a later full read sweeps it).
+            keys.sort(key=lambda k: k.startswith(INDEX_ROW))
             for start in range(0, len(keys), BATCH):
                 await self._submit([("delete", {"PartitionKey": tenant_id, "RowKey": k})
                                     for k in keys[start:start + BATCH]])
