@@ -6,10 +6,13 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind
+
+if TYPE_CHECKING:  # the run state's records live with the engine that makes them
+    from shared.bulk_onboarding import Run, TenantProgress
 
 
 @dataclass(frozen=True)
@@ -596,4 +599,63 @@ class InventorySource(Protocol):
     def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None) -> AsyncIterator[InventoryPage]:
         """The pages of a full read (no delta link) or of the changes since `delta_link`; the last page carries
         the next delta link."""
+
+# --- Bulk onboarding (issue 23): Proofpoint's org list, and the state of onboarding runs ----------------------------
+
+
+@dataclass(frozen=True)
+class ProofpointOrg:
+    """A customer org under the MSP's Proofpoint Essentials channel org (GET /orgs/{channel domain}/orgs)."""
+
+    name: str
+    primary_domain: str
+    domains: tuple[str, ...] = ()
+    stack: str = ""
+
+
+class ProofpointOrgs(Protocol):
+    """The orgs the MSP's Proofpoint account sees. Errors: Throttled, Unreachable (the account is refused),
+    RotationError."""
+
+    async def child_orgs(self) -> list[ProofpointOrg]:
+        """Every customer org under the channel org."""
+        ...
+
+
+class OnboardingRuns(Protocol):
+    """Bulk-onboarding runs: a run row and a row per tenant, each ETag-guarded. Never holds a token or a secret.
+
+    Errors: NotFound (no such run or tenant), Conflict (the ETag no longer matches; the row exists already),
+    RotationError (the store failed)."""
+
+    async def create_run(self, run: Run) -> str:
+        """Insert a run; its ETag."""
+        ...
+
+    async def get_run(self, run_id: str) -> tuple[Run, str]:
+        """The run and its ETag."""
+        ...
+
+    async def replace_run(self, run: Run, etag: str) -> str:
+        """Write the run if it still has `etag`; the new ETag."""
+        ...
+
+    async def list_runs(self, limit: int = 20) -> list[Run]:
+        """The latest runs, newest first."""
+        ...
+
+    async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:
+        """Insert a tenant's row; its ETag. Conflict when it exists."""
+        ...
+
+    async def get_tenant(self, run_id: str, tenant_id: str) -> tuple[TenantProgress, str]:
+        """One tenant's row and its ETag."""
+        ...
+
+    async def replace_tenant(self, run_id: str, progress: TenantProgress, etag: str) -> str:
+        """Write a tenant's row if it still has `etag`; the new ETag."""
+        ...
+
+    async def tenants(self, run_id: str) -> list[tuple[TenantProgress, str]]:
+        """Every tenant row of the run with its ETag."""
         ...

@@ -16,18 +16,34 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
+from shared import partner_roles
+from shared.bulk_onboarding import Run, TenantProgress
 from shared.conditions import resolvable
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
-from shared.errors import AppNotFound, Conflict, NotFound, NotOwner, PolicyBlocked, PolicyLifetime, RotationError
+from shared.errors import (
+    AppNotFound,
+    Conflict,
+    NotFound,
+    NotOwner,
+    PartnerRefused,
+    PolicyBlocked,
+    PolicyLifetime,
+    RotationError,
+)
 from shared.inventory import InventoryCredential, InventoryQuery, ObjectKind
 from shared.ports import (
     Alert,
     Confirmation,
     Delivery,
     Event,
+    GdapCustomer,
+    Installed,
+    InstallMethod,
     NewCredential,
     Ownership,
+    PartnerAdmin,
     Principal,
+    ProofpointOrg,
     RotationRequest,
     StoredVersion,
 )
@@ -702,3 +718,196 @@ class FakeInventory:
             del self.rows[key]
         for link in [k for k in self.links if k[0] == tenant_id]:
             del self.links[link]
+
+# --- Bulk onboarding (issue 23): the partner admin's delegated session, Proofpoint's org list, the run state -------
+
+PARTNER_TENANT = "5a1d0000-0000-4000-8000-000000000001"
+PARTNER_ADMIN = PartnerAdmin(PARTNER_TENANT, "5a1d0000-0000-4000-8000-000000000040", "partner-admin@msp.example",
+                             "Partner Admin")
+# What the services themselves demand of the signed-in admin's roles (Graph's and Entra's documented roles per call,
+# modelled here independently of the engine's own table): creating a service principal and adding an owner need an
+# application administrator; granting one of Microsoft Graph's application permissions needs Privileged Role
+# Administrator; Global Administrator may do everything.
+_APP_ADMINS = {partner_roles.APPLICATION_ADMINISTRATOR, partner_roles.CLOUD_APPLICATION_ADMINISTRATOR,
+               partner_roles.GLOBAL_ADMINISTRATOR}
+_GRANTERS = {partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR, partner_roles.GLOBAL_ADMINISTRATOR}
+ALL_ROLES = frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR, partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR})
+
+
+@dataclass
+class FakeCustomerTenant:
+    customer: GdapCustomer
+    domains: list[str]
+    service_principal: str = ""
+    granted: set[str] = field(default_factory=set)
+    owners: dict[str, set[str]] = field(default_factory=dict)  # application object id -> owner principal ids
+
+
+class FakePartnerSession:
+    """A partner admin's delegated GDAP session: customers, their domains, the MSP app's install, owners.
+
+    Each call refuses as the service does when the admin's roles in the tenant lack what it needs (PartnerRefused
+    with the role), and is idempotent (it says when what it asks was there already). `refresh_token` stands for the
+    token the real session holds: it must never reach a log, a row or a response."""
+
+    def __init__(self, faults: Faults, directory: FakeDirectory | None = None) -> None:
+        self.faults = faults
+        self.directory = directory
+        self.admin = PARTNER_ADMIN
+        self.tenants: dict[str, FakeCustomerTenant] = {}
+        self.closed = False
+        self.refresh_token = Secret("0.AXoA" + random.token_urlsafe(60))
+
+    def add_customer(self, name: str, roles: frozenset[str] = ALL_ROLES, domains: Sequence[str] = (),
+                     tenant_id: str = "") -> FakeCustomerTenant:
+        tenant_id = tenant_id or str(uuid.uuid4())
+        customer = GdapCustomer(tenant_id, name, (str(uuid.uuid4()),), roles)
+        domain = name.lower().replace(" ", "") + ".example"
+        self.tenants[tenant_id] = FakeCustomerTenant(customer, list(domains) or [domain])
+        return self.tenants[tenant_id]
+
+    def _tenant(self, tenant_id: str) -> FakeCustomerTenant:
+        tenant = self.tenants.get(tenant_id)
+        if tenant is None:
+            raise PartnerRefused(f"no active GDAP relationship with {tenant_id}", code="Authorization_RequestDenied",
+                                 fix="renew the relationship")
+        return tenant
+
+    @staticmethod
+    def _needs(tenant: FakeCustomerTenant, roles: set[str], what: str) -> None:
+        if not roles & tenant.customer.roles:
+            raise PartnerRefused(f"Insufficient privileges to complete the operation ({what}).",
+                                 code="Authorization_RequestDenied", fix=f"a role that may {what}")
+
+    async def customers(self) -> list[GdapCustomer]:
+        await self.faults.before("partner.customers")
+        return [t.customer for t in self.tenants.values()]
+
+    async def domains(self, tenant_id: str) -> list[str]:
+        await self.faults.before("partner.domains")
+        return list(self._tenant(tenant_id).domains)
+
+    async def install_app(self, tenant_id: str, graph_roles: Sequence[str], method: InstallMethod) -> Installed:
+        await self.faults.before("partner.install_app")
+        tenant = self._tenant(tenant_id)
+        self._needs(tenant, _APP_ADMINS, "create service principals")
+        created = not tenant.service_principal
+        missing = [r for r in graph_roles if r not in tenant.granted]
+        if missing:
+            self._needs(tenant, _GRANTERS, "grant Microsoft Graph application permissions")
+        if created:
+            tenant.service_principal = ROTATOR.object_id
+        tenant.granted.update(missing)
+        await self.faults.after("partner.install_app")
+        return Installed(tenant.service_principal, created, tuple(missing))
+
+    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        await self.faults.before("partner.add_owner")
+        tenant = self._tenant(tenant_id)
+        self._needs(tenant, _APP_ADMINS, "manage application owners")
+        owners = tenant.owners.setdefault(application_object_id, set())
+        added = principal_id not in owners
+        owners.add(principal_id)
+        if self.directory is not None:
+            key, _ = self.directory._find(tenant_id, application_object_id)
+            self.directory.unowned.discard(key)
+        await self.faults.after("partner.add_owner")
+        return added
+
+    async def remove_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        await self.faults.before("partner.remove_owner")
+        owners = self._tenant(tenant_id).owners.get(application_object_id, set())
+        present = principal_id in owners
+        owners.discard(principal_id)
+        return present
+
+    async def remove_app(self, tenant_id: str) -> bool:
+        await self.faults.before("partner.remove_app")
+        tenant = self._tenant(tenant_id)
+        present = bool(tenant.service_principal)
+        tenant.service_principal, tenant.granted = "", set()
+        return present
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class FakeProofpointOrgs:
+    """Proofpoint's child orgs of the MSP's channel org."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.orgs: list[ProofpointOrg] = []
+
+    async def child_orgs(self) -> list[ProofpointOrg]:
+        await self.faults.before("proofpoint.child_orgs")
+        return list(self.orgs)
+
+
+class FakeRuns:
+    """The onboarding run state: a run row and a row per tenant, each with an ETag changed by every write."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.runs_: dict[str, tuple[Run, str]] = {}
+        self.rows: dict[tuple[str, str], tuple[TenantProgress, str]] = {}
+        self.writes = 0
+
+    def _etag(self) -> str:
+        self.writes += 1
+        return f"W/{self.writes}"
+
+    async def create_run(self, run: Run) -> str:
+        await self.faults.before("runs.create_run")
+        if run.run_id in self.runs_:
+            raise Conflict("run exists", code="RunExists")
+        etag = self._etag()
+        self.runs_[run.run_id] = (run, etag)
+        return etag
+
+    async def get_run(self, run_id: str) -> tuple[Run, str]:
+        await self.faults.before("runs.get_run")
+        if run_id not in self.runs_:
+            raise NotFound(f"no onboarding run {run_id}", code="RunNotFound")
+        return self.runs_[run_id]
+
+    async def replace_run(self, run: Run, etag: str) -> str:
+        await self.faults.before("runs.replace_run")
+        if self.runs_[run.run_id][1] != etag:
+            raise Conflict("run changed", code="UpdateConditionNotSatisfied")
+        new = self._etag()
+        self.runs_[run.run_id] = (run, new)
+        await self.faults.after("runs.replace_run")
+        return new
+
+    async def list_runs(self, limit: int = 20) -> list[Run]:
+        return sorted((r for r, _ in self.runs_.values()), key=lambda r: r.started_at, reverse=True)[:limit]
+
+    async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:
+        await self.faults.before("runs.create_tenant")
+        key = (run_id, progress.tenant_id)
+        if key in self.rows:
+            raise Conflict("tenant row exists", code="EntityAlreadyExists")
+        etag = self._etag()
+        self.rows[key] = (progress, etag)
+        return etag
+
+    async def get_tenant(self, run_id: str, tenant_id: str) -> tuple[TenantProgress, str]:
+        await self.faults.before("runs.get_tenant")
+        if (run_id, tenant_id) not in self.rows:
+            raise NotFound(f"no tenant {tenant_id} in run {run_id}", code="TenantNotInRun")
+        return self.rows[(run_id, tenant_id)]
+
+    async def replace_tenant(self, run_id: str, progress: TenantProgress, etag: str) -> str:
+        await self.faults.before("runs.replace_tenant")
+        key = (run_id, progress.tenant_id)
+        if self.rows[key][1] != etag:
+            raise Conflict("tenant row changed", code="UpdateConditionNotSatisfied")
+        new = self._etag()
+        self.rows[key] = (progress, new)
+        await self.faults.after("runs.replace_tenant")
+        return new
+
+    async def tenants(self, run_id: str) -> list[tuple[TenantProgress, str]]:
+        await self.faults.before("runs.tenants")
+        return [row for (r, _), row in self.rows.items() if r == run_id]

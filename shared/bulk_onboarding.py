@@ -1,0 +1,742 @@
+"""Bulk onboarding through the partner relationship (issue 23): one signed-in partner admin, many customer tenants.
+
+For each customer picked (or all), in the admin's delegated context (a PartnerSession):
+1. `roles`: the admin's GDAP roles in that tenant against what the install method needs; a missing role stops the
+   tenant before anything is tried, naming the role and the fix;
+2. `install`: the MSP app's service principal with its Graph application permissions (GRAPH_APP_PERMISSIONS);
+3. `owner`: the Proofpoint app found by discovery (shared.service.discover), the MSP app's service principal added
+   as its owner (none found, several found: the tenant stops with the cause and the fix; an explicit appId decides);
+4. `register`: the target with its destinations (the Proofpoint org from Proofpoint's org list matched on the
+   tenant's verified domains; the destinations from the MSP's template, ONBOARDING_DESTINATIONS);
+5. `dry-run`: the rotation engine's dry run of the new target, its outcome recorded.
+
+Run state (ports.OnboardingRuns): a run row and a row per tenant with each step's outcome, ETag-guarded. A step's
+side effect is idempotent (the session's calls say "there already"; a target that exists is kept), and the step is
+recorded done only after it, so a crash anywhere is resumed by running the tenant again from its first step not
+done. A second run skips a tenant whose Proofpoint app is registered already. Every change in a customer tenant is
+audited with the admin's name (the audit log of the target's table, as rotations are): `started` before the call,
+its outcome after, so an interrupted change is visible in the trail.
+
+The progress document (`run_document`) is what the API, the CLI and the dashboard show; its shape is in
+docs/api.md ("Bulk onboarding").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from shared import partner_roles
+from shared.domain import GUID, DestinationConfig, Target, actor_of
+from shared.errors import Ambiguous, Conflict, NotFound, PartnerRefused, RotationError, Throttled
+from shared.ports import (
+    Clock,
+    Directory,
+    Event,
+    GdapCustomer,
+    InstallMethod,
+    OnboardingRuns,
+    PartnerSession,
+    ProofpointOrg,
+    ProofpointOrgs,
+    StateStore,
+)
+
+log = logging.getLogger(__name__)
+
+# The MSP app's Microsoft Graph application permissions, in ONE place: bulk onboarding installs them, the consent
+# link asks for the app's configured permissions (which infra/scripts/create-msp-app.sh sets from the same list; a
+# test holds them equal). Application.ReadWrite.OwnedBy: rotate secrets of the apps it owns (DESIGN.md, Identity);
+# AuditLog.Read.All: the sign-in evidence of issue 24 (Graph sign-in logs and reports).
+GRAPH_APP_PERMISSIONS: tuple[str, ...] = ("Application.ReadWrite.OwnedBy", "AuditLog.Read.All")
+
+ONBOARDING_ACTOR = "onboarding"  # the audit actor kind of a change made by a bulk-onboarding run
+
+
+class Step(str, Enum):
+    """The steps of one tenant's onboarding, in order."""
+
+    ROLES = "roles"
+    INSTALL = "install"
+    OWNER = "owner"
+    REGISTER = "register"
+    DRY_RUN = "dry-run"
+
+
+STEPS: tuple[Step, ...] = tuple(Step)
+
+
+class TenantState(str, Enum):
+    """Where one tenant of a run stands."""
+
+    PENDING = "pending"  # not started (or interrupted before its first step was recorded)
+    RUNNING = "running"  # a worker has it
+    DONE = "done"  # every step done
+    FAILED = "failed"  # a step stopped it: `error` names the cause and the fix
+    SKIPPED = "skipped"  # onboarded already (its Proofpoint app is registered)
+
+
+FINISHED = frozenset({TenantState.DONE, TenantState.FAILED, TenantState.SKIPPED})
+
+
+class RunState(str, Enum):
+    """Where a run stands: running until every tenant finished (done, failed or skipped)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+
+
+# ------------------------------------------------------------------------------------------------ required roles
+# Which GDAP role (any one of each set) a step needs in the customer tenant, per install method. Sources:
+# - creating the service principal and adding an owner to an application: Application Administrator or Cloud
+#   Application Administrator (Microsoft Entra "Least privileged roles by task", MicrosoftDocs/entra-docs
+#   docs/identity/role-based-access-control/delegate-by-task.md: "Create service principal", "Manage application
+#   owners"; Graph `POST /servicePrincipals` and `POST /applications/{id}/owners/$ref` permission sections);
+# - granting a Microsoft Graph application permission (an app role assignment to Graph's service principal):
+#   Privileged Role Administrator (delegate-by-task.md, "Grant consent to application permissions for Microsoft
+#   Graph"; the Graph API page lists more roles for app role assignments in general, not for Graph's own roles);
+# - Partner Center's application consent grants the same application permissions in the customer tenant: the
+#   strictest plausible reading is that the relationship must carry the same roles as the Graph path (the
+#   partner-center requirement is to be narrowed only with a documented source).
+# Global Administrator covers every step.
+APP_ADMINS = frozenset({partner_roles.APPLICATION_ADMINISTRATOR, partner_roles.CLOUD_APPLICATION_ADMINISTRATOR,
+                        partner_roles.GLOBAL_ADMINISTRATOR})
+GRANT_ADMINS = frozenset({partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR, partner_roles.GLOBAL_ADMINISTRATOR})
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A step needs one of `any_of` (role template ids); `preferred` is the least-privileged one to add."""
+
+    step: Step
+    what: str
+    any_of: frozenset[str]
+    preferred: str
+
+
+REQUIREMENTS: Mapping[InstallMethod, tuple[Requirement, ...]] = {
+    InstallMethod.GRAPH: (
+        Requirement(Step.INSTALL, "create the MSP app's service principal", APP_ADMINS,
+                    partner_roles.CLOUD_APPLICATION_ADMINISTRATOR),
+        Requirement(Step.INSTALL, "grant the MSP app its Microsoft Graph application permissions", GRANT_ADMINS,
+                    partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR),
+        Requirement(Step.OWNER, "add the MSP app as owner of the Proofpoint app", APP_ADMINS,
+                    partner_roles.CLOUD_APPLICATION_ADMINISTRATOR),
+    ),
+    InstallMethod.PARTNER_CENTER: (
+        Requirement(Step.INSTALL, "consent to the MSP app through Partner Center", APP_ADMINS,
+                    partner_roles.CLOUD_APPLICATION_ADMINISTRATOR),
+        Requirement(Step.INSTALL, "grant the MSP app its Microsoft Graph application permissions", GRANT_ADMINS,
+                    partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR),
+        Requirement(Step.OWNER, "add the MSP app as owner of the Proofpoint app", APP_ADMINS,
+                    partner_roles.CLOUD_APPLICATION_ADMINISTRATOR),
+    ),
+}
+
+
+def missing_roles(customer: GdapCustomer, method: InstallMethod) -> list[Requirement]:
+    """The requirements the admin's roles in this tenant do not meet (empty: every step may be tried)."""
+    return [r for r in REQUIREMENTS[method] if not r.any_of & customer.roles]
+
+
+def roles_refusal(customer: GdapCustomer, missing: Sequence[Requirement]) -> PartnerRefused:
+    """The refusal naming each missing role and the fix, before anything was tried."""
+    roles = sorted({partner_roles.name(r.preferred) for r in missing})
+    held = sorted(partner_roles.name(r) for r in customer.roles) or ["none"]
+    needs = "; ".join(f"to {r.what}: {' or '.join(sorted(partner_roles.name(x) for x in r.any_of))}" for r in missing)
+    return PartnerRefused(
+        f"the GDAP relationship with {customer.display_name or customer.tenant_id} does not give you "
+        f"{' and '.join(roles)} ({needs}); your roles there: {', '.join(held)}",
+        code="GdapRoleMissing",
+        fix=f"add {' and '.join(roles)} to the GDAP relationship with this customer (Partner Center > Customers > "
+            "Admin relationships) and assign it to a security group you are a member of, then resume the run",
+    )
+
+
+# ------------------------------------------------------------------------------------------------ Proofpoint orgs
+
+
+def match_orgs(orgs: Sequence[ProofpointOrg], domains: Sequence[str]) -> list[ProofpointOrg]:
+    """The Proofpoint orgs whose domains include one of the tenant's verified domains (case-insensitive)."""
+    mine = {d.lower() for d in domains}
+    return [o for o in orgs if mine & {d.lower() for d in (o.primary_domain, *o.domains)}]
+
+
+# ------------------------------------------------------------------------------------------------ the template
+# ONBOARDING_DESTINATIONS: the MSP's destinations for every onboarded customer, a JSON list of destination
+# documents as PUT /api/targets takes them, whose option values may name these placeholders.
+PLACEHOLDERS = ("tenantId", "customer", "domain", "stack")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
+DEFAULT_TEMPLATE: tuple[Mapping[str, Any], ...] = (
+    {"name": "proofpoint", "kind": "proofpoint",
+     "options": {"stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},
+)
+
+
+class InvalidTemplate(ValueError):
+    """The destinations template breaks a rule; the message says which."""
+
+
+def render_destinations(template: Sequence[Mapping[str, Any]], values: Mapping[str, str],
+                        allowed_hosts: frozenset[str] = frozenset()) -> tuple[DestinationConfig, ...]:
+    """The template's destinations for one customer, validated as the registry validates a target's."""
+    from shared.registry import InvalidTarget, parse_destination
+
+    def fill(text: str) -> str:
+        def one(m: re.Match[str]) -> str:
+            if m.group(1) not in PLACEHOLDERS:
+                raise InvalidTemplate(f"unknown placeholder {{{m.group(1)}}}; known: "
+                                      + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
+            return values.get(m.group(1), "")
+        return _PLACEHOLDER.sub(one, text)
+
+    out = []
+    for index, doc in enumerate(template):
+        if not isinstance(doc, Mapping) or not isinstance(doc.get("options", {}), Mapping):
+            raise InvalidTemplate(f"destinations[{index}] must be an object with an options object")
+        filled = {**doc, "options": {k: fill(v) if isinstance(v, str) else v
+                                     for k, v in doc.get("options", {}).items()}}
+        try:
+            out.append(parse_destination(filled, index, allowed_hosts))
+        except InvalidTarget as error:
+            raise InvalidTemplate(error.message) from None
+    if len({d.name for d in out}) != len(out):
+        raise InvalidTemplate("destination names must be unique")
+    return tuple(out)
+
+
+def check_template(template: Sequence[Mapping[str, Any]], allowed_hosts: frozenset[str] = frozenset()) -> None:
+    """Raise InvalidTemplate unless the template renders to valid destinations for a sample customer."""
+    if not isinstance(template, list | tuple) or not template:
+        raise InvalidTemplate("must be a non-empty JSON list of destinations")
+    render_destinations(template, {"tenantId": "00000000-0000-4000-8000-000000000000", "customer": "Contoso",
+                                   "domain": "contoso.com", "stack": "us1"}, allowed_hosts)
+
+
+# ------------------------------------------------------------------------------------------------ run state
+
+
+@dataclass(frozen=True)
+class StepRecord:
+    """How one step of one tenant ended (never a secret)."""
+
+    state: str  # done | failed | skipped
+    at: datetime
+    detail: str = ""
+    code: str = ""
+
+
+@dataclass(frozen=True)
+class TenantPick:
+    """A customer picked for a run, with what the admin decided for it (an app, a Proofpoint org's domain)."""
+
+    tenant_id: str
+    app_id: str = ""
+    proofpoint_domain: str = ""
+
+
+@dataclass(frozen=True)
+class TenantProgress:
+    """One tenant of a run: each step's outcome and what the run learned (the app, the org)."""
+
+    tenant_id: str
+    customer: str = ""
+    state: TenantState = TenantState.PENDING
+    steps: Mapping[str, StepRecord] = field(default_factory=dict)
+    app_id: str = ""  # the Proofpoint app: picked by the admin, or found by discovery
+    app_object_id: str = ""
+    proofpoint_domain: str = ""  # picked by the admin, or matched from Proofpoint's org list
+    service_principal_id: str = ""
+    error_code: str = ""
+    error_message: str = ""
+    fix: str = ""
+    updated_at: datetime | None = None
+    worker: str = ""  # who has it while running (a process's id); a resume takes it over
+
+    def done(self, step: Step) -> bool:
+        record = self.steps.get(step.value)
+        return record is not None and record.state in ("done", "skipped")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A bulk-onboarding run: who started it, how, and whether it finished."""
+
+    run_id: str
+    admin_upn: str
+    admin_name: str
+    method: InstallMethod
+    plan_only: bool  # check roles and Proofpoint orgs only; change nothing
+    started_at: datetime
+    state: RunState = RunState.RUNNING
+    finished_at: datetime | None = None
+    keep_session: bool = False
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+RUN_ID = re.compile(r"\A[0-9a-f]{32}\Z")
+
+
+# ------------------------------------------------------------------------------------------------ the document
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def tenant_document(p: TenantProgress) -> dict[str, Any]:
+    return {
+        "tenantId": p.tenant_id,
+        "customer": p.customer,
+        "state": p.state.value,
+        "appId": p.app_id or None,
+        "proofpointDomain": p.proofpoint_domain or None,
+        "error": {"code": p.error_code, "message": p.error_message, "fix": p.fix or None} if p.error_code else None,
+        "steps": [
+            {"step": s.value, "state": r.state if r else "pending", "at": _iso(r.at) if r else None,
+             "detail": (r.detail or None) if r else None, "code": (r.code or None) if r else None}
+            for s in STEPS for r in (p.steps.get(s.value),)
+        ],
+        "updatedAt": _iso(p.updated_at),
+    }
+
+
+def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
+    """The progress of a run as the API, the CLI and the dashboard show it (docs/api.md, "Bulk onboarding")."""
+    counts = {s.value: 0 for s in TenantState}
+    for t in tenants:
+        counts[t.state.value] += 1
+    return {
+        "runId": run.run_id,
+        "state": run.state.value,
+        "startedBy": run.admin_upn,
+        "startedAt": run.started_at.isoformat(),
+        "finishedAt": _iso(run.finished_at),
+        "method": run.method.value,
+        "planOnly": run.plan_only,
+        "keepSession": run.keep_session,
+        "counts": {"total": len(tenants), **counts},
+        "tenants": [tenant_document(t) for t in sorted(tenants, key=lambda t: (t.customer.lower(), t.tenant_id))],
+    }
+
+
+def customers_document(customers: Sequence[GdapCustomer], registered: set[str],
+                       method: InstallMethod = InstallMethod.GRAPH) -> list[dict[str, Any]]:
+    """The GDAP customers with the admin's roles in each, what is missing for `method`, and whether registered."""
+    return [
+        {
+            "tenantId": c.tenant_id,
+            "customer": c.display_name,
+            "roles": sorted(partner_roles.name(r) for r in c.roles),
+            "missingRoles": sorted({partner_roles.name(r.preferred) for r in missing_roles(c, method)}),
+            "registered": c.tenant_id.lower() in registered,
+        }
+        for c in sorted(customers, key=lambda c: (c.display_name.lower(), c.tenant_id))
+    ]
+
+
+# ------------------------------------------------------------------------------------------------ the engine
+
+
+@dataclass(frozen=True)
+class OnboardingConfig:
+    """The knobs of bulk onboarding (from Settings; tests set them directly)."""
+
+    concurrency: int = 8  # tenants worked on at once (ONBOARDING_CONCURRENCY)
+    template: Sequence[Mapping[str, Any]] = DEFAULT_TEMPLATE
+    name_patterns: Sequence[str] = ("PPE", "Proofpoint", "ModusCloud")
+    msp_app_id: str = ""  # the MSP app's client id: the audit trail's app id for its install in a customer tenant
+    throttle_attempts: int = 5  # tries of one call the service throttles (each after the wait it asked for)
+    max_wait_seconds: float = 120.0
+    allowed_hosts: frozenset[str] = frozenset()
+
+
+class TenantStopped(Exception):
+    """A step stopped this tenant: code, message and fix are shown to the admin."""
+
+    def __init__(self, step: Step, code: str, message: str, fix: str = "") -> None:
+        super().__init__(message)
+        self.step, self.code, self.message, self.fix = step, code, message, fix
+
+
+ProgressCallback = Callable[[TenantProgress], Awaitable[None] | None]
+DryRun = Callable[[str, str, str], Awaitable[dict[str, str]]]  # (tenant, app, actor) -> result, message, code
+
+
+class BulkOnboarding:
+    """Runs the steps for each tenant of a run, recording each in the run state; resumable and idempotent."""
+
+    def __init__(self, *, runs: OnboardingRuns, state: StateStore, directory: Directory, orgs: ProofpointOrgs,
+                 dry_run: DryRun, clock: Clock, config: OnboardingConfig,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+        self.runs, self.state, self.directory, self.orgs = runs, state, directory, orgs
+        self.dry_run, self.clock, self.config, self.sleep = dry_run, clock, config, sleep
+        self.worker = uuid.uuid4().hex
+        self._orgs: list[ProofpointOrg] | None = None
+        self._orgs_lock = asyncio.Lock()
+
+    # ---------------------------------------------------------------- entry points
+
+    async def start(self, session: PartnerSession, picks: Sequence[TenantPick] | None, method: InstallMethod, *,
+                    plan_only: bool = False, keep_session: bool = False) -> Run:
+        """Record a new run for the picked customers (None: every GDAP customer) and return it; nothing is done in
+        any tenant yet (`work` does it). NotFound when a picked tenant is not a GDAP customer of the partner."""
+        customers = {c.tenant_id.lower(): c for c in await session.customers()}
+        if picks is None:
+            picks = [TenantPick(t) for t in sorted(customers)]
+        unknown = [p.tenant_id for p in picks if p.tenant_id.lower() not in customers]
+        if unknown:
+            raise NotFound(f"not a customer with an active GDAP relationship: {', '.join(unknown)}",
+                           code="CustomerNotFound")
+        if not picks:
+            raise NotFound("the partner has no customer with an active GDAP relationship", code="NoCustomers")
+        admin = session.admin
+        run = Run(new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
+                  self.clock.now(), keep_session=keep_session)
+        await self.runs.create_run(run)
+        for p in picks:
+            c = customers[p.tenant_id.lower()]
+            await self.runs.create_tenant(run.run_id, TenantProgress(
+                c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
+                proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
+        log.info("onboarding run started", extra={"event": "onboarding-run", "run_id": run.run_id,
+                                                  "tenants": len(picks), "method": method.value,
+                                                  "actor": admin.user_principal_name})
+        return run
+
+    async def work(self, session: PartnerSession, run_id: str, *, on_progress: ProgressCallback | None = None,
+                   budget_seconds: float | None = None) -> dict[str, Any]:
+        """Work every tenant of the run not finished yet (a resume is the same call), `concurrency` at once; the
+        progress document at the end. With a budget, no tenant is started after it (an HTTP request is cut at
+        230 s): the run stays `running` and a resume goes on."""
+        run, _ = await self.runs.get_run(run_id)
+        if session.admin.user_principal_name.lower() != run.admin_upn.lower():
+            # The audit trail names who made each change: one run, one admin.
+            raise Conflict(f"run {run_id} was started by {run.admin_upn}; sign in as that admin to resume it, or "
+                           "start a new run", code="RunOwnedByOther")
+        customers = {c.tenant_id.lower(): c for c in await session.customers()}
+        deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
+        todo = [t for t, _ in await self.runs.tenants(run_id) if t.state not in FINISHED]
+        queue = iter(todo)
+
+        async def worker() -> None:
+            for progress in queue:
+                if deadline is not None and time.monotonic() > deadline:
+                    return
+                final = await self._tenant(session, run, customers.get(progress.tenant_id), progress.tenant_id)
+                if final is not None and on_progress is not None:
+                    result = on_progress(final)
+                    if result is not None:
+                        await result
+
+        await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(todo)) or 1)))
+        return await self.finish_if_done(run_id)
+
+    async def finish_if_done(self, run_id: str) -> dict[str, Any]:
+        """Mark the run finished when every tenant is; its progress document either way."""
+        run, etag = await self.runs.get_run(run_id)
+        tenants = [t for t, _ in await self.runs.tenants(run_id)]
+        if run.state is RunState.RUNNING and all(t.state in FINISHED for t in tenants):
+            run = replace(run, state=RunState.FINISHED, finished_at=self.clock.now())
+            try:
+                await self.runs.replace_run(run, etag)
+            except Conflict:
+                run, _ = await self.runs.get_run(run_id)  # another worker finished it
+        return run_document(run, tenants)
+
+    async def progress(self, run_id: str) -> dict[str, Any]:
+        run, _ = await self.runs.get_run(run_id)
+        return run_document(run, [t for t, _ in await self.runs.tenants(run_id)])
+
+    # ---------------------------------------------------------------- one tenant
+
+    async def _tenant(self, session: PartnerSession, run: Run, customer: GdapCustomer | None,
+                      tenant_id: str) -> TenantProgress | None:
+        """Take the tenant's row (ETag), run its steps not done, record each; the final row, or None when another
+        worker has it."""
+        progress, etag = await self.runs.get_tenant(run.run_id, tenant_id)
+        if progress.state in FINISHED:
+            return None
+        progress = replace(progress, state=TenantState.RUNNING, worker=self.worker, updated_at=self.clock.now())
+        try:
+            etag = await self.runs.replace_tenant(run.run_id, progress, etag)
+        except Conflict:
+            return None  # another worker took it between our read and our write
+        writer = _Writer(self.runs, run.run_id, progress, etag, self.clock)
+        try:
+            await self._tenant_steps(session, run, customer, writer)
+        except Conflict:
+            return None  # another worker (a concurrent resume) took the row over: it goes on from there
+        except RotationError as error:
+            # The run state or the audit log failed: the tenant stays `running` and a resume takes it further.
+            log.warning("onboarding tenant interrupted", extra={"event": "onboarding-tenant", "run_id": run.run_id,
+                                                                 "tenant_id": tenant_id, "error_code": error.code})
+            return None
+        log.info("onboarding tenant finished", extra={"event": "onboarding-tenant", "run_id": run.run_id,
+                                                      "tenant_id": tenant_id, "state": writer.progress.state.value,
+                                                      "error_code": writer.progress.error_code})
+        return writer.progress
+
+    async def _tenant_steps(self, session: PartnerSession, run: Run, customer: GdapCustomer | None,
+                            writer: _Writer) -> None:
+        try:
+            if customer is None:
+                raise TenantStopped(Step.ROLES, "RelationshipNotActive",
+                                    "the partner no longer has an active GDAP relationship with this customer",
+                                    "renew the GDAP relationship in Partner Center, then resume the run")
+            await self._steps(session, run, customer, writer)
+            await writer.save(state=TenantState.SKIPPED if writer.skipped_all else TenantState.DONE,
+                              error_code="", error_message="", fix="")
+        except TenantStopped as stop:
+            await writer.step(stop.step, "failed", stop.message, stop.code)
+            await writer.save(state=TenantState.FAILED, error_code=stop.code, error_message=stop.message,
+                              fix=stop.fix)
+
+    async def _steps(self, session: PartnerSession, run: Run, customer: GdapCustomer, w: _Writer) -> None:
+        actor = actor_of(ONBOARDING_ACTOR, run.admin_upn)
+        tenant = customer.tenant_id.lower()
+        if not w.progress.steps and await self._registered(tenant, w.progress.app_id):
+            w.skipped_all = True
+            for step in STEPS:
+                await w.step(step, "skipped", "onboarded already: its Proofpoint app is registered")
+            return
+        # 1. roles: checked again on a resume (the admin may have fixed the relationship)
+        missing = missing_roles(customer, run.method)
+        if missing:
+            refusal = roles_refusal(customer, missing)
+            raise TenantStopped(Step.ROLES, refusal.code, refusal.message, refusal.fix)
+        if not w.progress.done(Step.ROLES):
+            await w.step(Step.ROLES, "done", "has " + ", ".join(sorted(partner_roles.name(r) for r in customer.roles)))
+        if run.plan_only:
+            await self._plan(session, tenant, w)
+            return
+        # 2. install
+        if not w.progress.done(Step.INSTALL):
+            installed = await self._change(
+                Step.INSTALL, tenant, self.config.msp_app_id, "service-principal", actor,
+                lambda: session.install_app(tenant, GRAPH_APP_PERMISSIONS, run.method),
+                lambda i: ("created" if i.created else "present") + (
+                    f"; granted {', '.join(i.roles_granted)}" if i.roles_granted else "; permissions present"))
+            w.progress = replace(w.progress, service_principal_id=installed.service_principal_id)
+            await w.step(Step.INSTALL, "done", ("service principal created" if installed.created
+                                                else "service principal there already")
+                         + (f", granted {', '.join(installed.roles_granted)}" if installed.roles_granted
+                            else ", permissions there already"))
+        # 3. owner
+        if not w.progress.done(Step.OWNER):
+            app_id, object_id = await self._proofpoint_app(tenant, w.progress.app_id)
+            w.progress = replace(w.progress, app_id=app_id, app_object_id=object_id)
+            principal = w.progress.service_principal_id
+            added = await self._change(
+                Step.OWNER, tenant, app_id, "owner", actor,
+                lambda: session.add_owner(tenant, object_id, principal),
+                lambda a: "added" if a else "present")
+            await w.step(Step.OWNER, "done", ("MSP app added as owner" if added else "MSP app is an owner already")
+                         + f" of app {app_id}")
+        # 4. register
+        if not w.progress.done(Step.REGISTER):
+            org = await self._org(session, tenant, w.progress.proofpoint_domain)
+            w.progress = replace(w.progress, proofpoint_domain=org.primary_domain.lower())
+            destinations = render_destinations(
+                self.config.template, {"tenantId": tenant, "customer": customer.display_name,
+                                       "domain": org.primary_domain.lower(), "stack": org.stack},
+                self.config.allowed_hosts)
+            target = Target(tenant, w.progress.app_id, customer.display_name[:200], destinations=destinations)
+            created = await self._change(Step.REGISTER, tenant, target.app_id, "registry", actor,
+                                         lambda: self._register(target), lambda c: "created" if c else "present")
+            await w.step(Step.REGISTER, "done", ("registered" if created else "registered already")
+                         + f" with Proofpoint org {org.primary_domain.lower()}")
+        # 5. dry run
+        if not w.progress.done(Step.DRY_RUN):
+            outcome = await self.dry_run(tenant, w.progress.app_id, actor)
+            await w.step(Step.DRY_RUN, "done", f"{outcome.get('result', '')}: {outcome.get('message', '')}".strip(": "),
+                         outcome.get("code", ""))
+
+    async def _plan(self, session: PartnerSession, tenant: str, w: _Writer) -> None:
+        """Plan only: the Proofpoint org is matched too (nothing is changed anywhere); the rest is skipped."""
+        org = await self._org(session, tenant, w.progress.proofpoint_domain)
+        w.progress = replace(w.progress, proofpoint_domain=org.primary_domain.lower())
+        for step in (Step.INSTALL, Step.OWNER, Step.DRY_RUN):
+            await w.step(step, "skipped", "plan only")
+        await w.step(Step.REGISTER, "skipped", f"plan only: Proofpoint org {org.primary_domain.lower()}")
+
+    async def _registered(self, tenant: str, app_id: str) -> bool:
+        targets = [t for t, _ in await self.state.list_targets() if t.tenant_id.lower() == tenant]
+        return any(not app_id or t.app_id.lower() == app_id for t in targets)
+
+    async def _register(self, target: Target) -> bool:
+        try:
+            await self.state.create_target(target)
+            return True
+        except Conflict:
+            return False  # registered already (by this run before a crash, or by hand): kept as it is
+
+    async def _proofpoint_app(self, tenant: str, picked: str) -> tuple[str, str]:
+        """The Proofpoint app: the one picked, or the only one discovery finds (shared.service.discover)."""
+        from shared.service import discover
+
+        try:
+            found = await self._retry(lambda: discover(self.directory, self.state, tenant,
+                                                       self.config.name_patterns, self.clock.now()))
+        except RotationError as error:
+            raise TenantStopped(Step.OWNER, error.code, f"the Proofpoint app could not be looked for: "
+                                f"{error.message}", "resume the run in a few minutes (a new service principal "
+                                "can take minutes to reach Graph)") from None
+        if picked:
+            chosen = [a for a in found if a["appId"].lower() == picked]
+            if not chosen:
+                raise TenantStopped(Step.OWNER, "AppNotFound", f"no app registration with appId {picked} among the "
+                                    f"tenant's Proofpoint-like apps ({', '.join(self.config.name_patterns)})",
+                                    "check the appId (GET /api/discover/{tenantId}) and start a run for this tenant "
+                                    "with the right one")
+            return chosen[0]["appId"].lower(), chosen[0]["objectId"]
+        if not found:
+            raise TenantStopped(Step.OWNER, "ProofpointAppNotFound", "no app registration named like "
+                                f"{', '.join(self.config.name_patterns)} in this tenant",
+                                "create the Proofpoint sync app (Proofpoint's Azure AD sync guide), or name the app "
+                                "with appId for this tenant in a new run")
+        if len(found) > 1:
+            names = ", ".join(f"{a['displayName']} ({a['appId']})" for a in found)
+            raise TenantStopped(Step.OWNER, "SeveralProofpointApps", f"{len(found)} candidate apps: {names}",
+                                "pick one: start a run for this tenant with its appId")
+        return found[0]["appId"].lower(), found[0]["objectId"]
+
+    async def _org(self, session: PartnerSession, tenant: str, picked: str) -> ProofpointOrg:
+        """The customer's Proofpoint org: the one picked, or the one whose domain is a verified domain of the tenant."""
+        orgs = await self._org_list()
+        if picked:
+            chosen = [o for o in orgs if picked in {d.lower() for d in (o.primary_domain, *o.domains)}]
+            if not chosen:
+                raise TenantStopped(Step.REGISTER, "ProofpointOrgNotFound", f"no Proofpoint org with domain {picked} "
+                                    "among the orgs the MSP's Proofpoint account sees",
+                                    "check the domain in Proofpoint (Customers), or give another one")
+            return chosen[0]
+        domains = await self._retry(lambda: session.domains(tenant))
+        matched = match_orgs(orgs, domains)
+        if not matched:
+            raise TenantStopped(Step.REGISTER, "ProofpointOrgNotFound", "no Proofpoint org the MSP's Proofpoint "
+                                f"account sees has one of the tenant's verified domains ({', '.join(domains[:5])}"
+                                f"{', ...' if len(domains) > 5 else ''})",
+                                "add the customer in Proofpoint, or name its org's primary domain "
+                                "(proofpointDomain) for this tenant in a new run")
+        if len(matched) > 1:
+            raise TenantStopped(Step.REGISTER, "SeveralProofpointOrgs", f"{len(matched)} Proofpoint orgs match the "
+                                f"tenant's domains: {', '.join(o.primary_domain for o in matched)}",
+                                "name one (proofpointDomain) for this tenant in a new run")
+        return matched[0]
+
+    async def _org_list(self) -> list[ProofpointOrg]:
+        async with self._orgs_lock:  # once per run worker, not once per tenant
+            if self._orgs is None:
+                try:
+                    self._orgs = await self._retry(self.orgs.child_orgs)
+                except RotationError as error:
+                    raise TenantStopped(Step.REGISTER, error.code, f"Proofpoint's org list could not be read: "
+                                        f"{error.message}", "check the Proofpoint account (Key Vault secret "
+                                        "proofpoint-api-account) and PROOFPOINT_CHANNEL_DOMAIN, then resume") from None
+            return self._orgs
+
+    async def _change(self, step: Step, tenant: str, app_id: str, what: str, actor: str,
+                      call: Callable[[], Awaitable[Any]], describe: Callable[[Any], str]) -> Any:
+        """A change in the customer tenant: audited before (started) and after (its outcome), throttling retried;
+        a refusal stops the tenant with its fix."""
+        audit_app = app_id or self.config.msp_app_id
+        await self.state.record(Event(tenant, audit_app, f"onboarding-{what}", "started", actor, at=self.clock.now()))
+        started = time.monotonic()
+        try:
+            result = await self._retry(call)
+        except PartnerRefused as error:
+            await self._audit(tenant, audit_app, what, "refused", actor, started, error.code, error.message)
+            raise TenantStopped(step, error.code, error.message, error.fix) from None
+        except RotationError as error:
+            await self._audit(tenant, audit_app, what, "failed", actor, started, error.code, error.message)
+            fix = ("resume the run: the call may have taken effect, and every step checks before it changes"
+                   if isinstance(error, Ambiguous) else "resume the run later")
+            raise TenantStopped(step, error.code, error.message, fix) from None
+        await self._audit(tenant, audit_app, what, describe(result), actor, started)
+        return result
+
+    async def _audit(self, tenant: str, app_id: str, what: str, outcome: str, actor: str, started: float,
+                     code: str = "", detail: str = "") -> None:
+        await self.state.record(Event(tenant, app_id, f"onboarding-{what}", outcome, actor,
+                                      duration_ms=int((time.monotonic() - started) * 1000), error_code=code,
+                                      detail=detail[:500], at=self.clock.now()))
+
+    async def _retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
+        """The call, again after the wait the service asked for while it throttles (nothing happened then)."""
+        for attempt in range(1, self.config.throttle_attempts + 1):
+            try:
+                return await call()
+            except Throttled as error:
+                if attempt == self.config.throttle_attempts:
+                    raise
+                await self.sleep(min(error.retry_after or 2.0 ** attempt, self.config.max_wait_seconds))
+        raise AssertionError("unreachable")
+
+
+class _Writer:
+    """The tenant's row as this worker holds it: each step recorded with the ETag of the last write."""
+
+    def __init__(self, runs: OnboardingRuns, run_id: str, progress: TenantProgress, etag: str, clock: Clock) -> None:
+        self.runs, self.run_id, self.progress, self.etag, self.clock = runs, run_id, progress, etag, clock
+        self.skipped_all = False
+
+    async def step(self, step: Step, state: str, detail: str = "", code: str = "") -> None:
+        steps = {**self.progress.steps, step.value: StepRecord(state, self.clock.now(), detail[:500], code)}
+        await self.save(steps=steps)
+
+    async def save(self, **changes: Any) -> None:
+        self.progress = replace(self.progress, updated_at=self.clock.now(), **changes)
+        self.etag = await self.runs.replace_tenant(self.run_id, self.progress, self.etag)
+
+
+def parse_picks(value: object) -> list[TenantPick] | None:
+    """The tenants of a run request: "all" (None), or a list of tenant ids or {tenantId, appId?, proofpointDomain?}.
+    ValueError naming the field otherwise."""
+    if value == "all":
+        return None
+    if not isinstance(value, list) or not value or len(value) > 5000:
+        raise ValueError('tenants: must be "all" or a list of 1 to 5000 tenants')
+    picks: list[TenantPick] = []
+    for i, item in enumerate(value):
+        doc = {"tenantId": item} if isinstance(item, str) else item
+        if not isinstance(doc, dict) or set(doc) - {"tenantId", "appId", "proofpointDomain"}:
+            raise ValueError(f"tenants[{i}]: must be a tenant id or an object with tenantId, appId, proofpointDomain")
+        tenant, app, domain = doc.get("tenantId"), doc.get("appId", ""), doc.get("proofpointDomain", "")
+        if not isinstance(tenant, str) or not GUID.fullmatch(tenant):
+            raise ValueError(f"tenants[{i}].tenantId: must be a GUID")
+        if not isinstance(app, str) or (app and not GUID.fullmatch(app)):
+            raise ValueError(f"tenants[{i}].appId: must be a GUID")
+        if not isinstance(domain, str) or (domain and not _DOMAIN.fullmatch(domain)):
+            raise ValueError(f"tenants[{i}].proofpointDomain: must be a domain name")
+        picks.append(TenantPick(tenant.lower(), app.lower(), domain.lower()))
+    if len({p.tenant_id for p in picks}) != len(picks):
+        raise ValueError("tenants: each tenant at most once")
+    return picks
+
+
+_DOMAIN = re.compile(r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.IGNORECASE)
+
+
+def engine_dry_run(engine: Any) -> DryRun:
+    """The rotation engine's dry run of one target (shared.rotation.Engine.rotate_now with dry_run), as a step."""
+
+    async def dry_run(tenant_id: str, app_id: str, actor: str) -> dict[str, str]:
+        try:
+            o = await engine.rotate_now(tenant_id, app_id, force=True, dry_run=True, actor=actor)
+        except RotationError as error:
+            return {"result": "failed", "message": error.message, "code": error.code}
+        return {"result": o.result, "message": o.message, "code": o.error_code}
+
+    return dry_run
