@@ -85,6 +85,7 @@ class TenantState(str, Enum):
 
 
 FINISHED = frozenset({TenantState.DONE, TenantState.FAILED, TenantState.SKIPPED})
+ONBOARDED = frozenset({TenantState.DONE, TenantState.SKIPPED})
 
 
 class RunState(str, Enum):
@@ -404,12 +405,14 @@ class BulkOnboarding:
         admin = session.admin
         run = Run(new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
                   self.clock.now(), keep_session=keep_session)
-        await self.runs.create_run(run)
+        # The tenants' rows first, the run's row last: a run that exists has all its tenants (a crash before the
+        # run's row leaves rows nobody lists, and the admin starts again).
         for p in picks:
             c = customers[p.tenant_id.lower()]
             await self.runs.create_tenant(run.run_id, TenantProgress(
                 c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
                 proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
+        await self.runs.create_run(run)
         log.info("onboarding run started", extra={"event": "onboarding-run", "run_id": run.run_id,
                                                   "tenants": len(picks), "method": method.value,
                                                   "actor": admin.user_principal_name})
@@ -420,14 +423,18 @@ class BulkOnboarding:
         """Work every tenant of the run not finished yet (a resume is the same call), `concurrency` at once; the
         progress document at the end. With a budget, no tenant is started after it (an HTTP request is cut at
         230 s): the run stays `running` and a resume goes on."""
-        run, _ = await self.runs.get_run(run_id)
+        run, etag = await self.runs.get_run(run_id)
         if session.admin.user_principal_name.lower() != run.admin_upn.lower():
             # The audit trail names who made each change: one run, one admin.
             raise Conflict(f"run {run_id} was started by {run.admin_upn}; sign in as that admin to resume it, or "
                            "start a new run", code="RunOwnedByOther")
         customers = {c.tenant_id.lower(): c for c in await session.customers()}
         deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
-        todo = [t for t, _ in await self.runs.tenants(run_id) if t.state not in FINISHED]
+        # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
+        todo = [t for t, _ in await self.runs.tenants(run_id) if t.state not in ONBOARDED]
+        if todo and run.state is RunState.FINISHED:
+            run = replace(run, state=RunState.RUNNING, finished_at=None)
+            await self.runs.replace_run(run, etag)
         queue = iter(todo)
 
         async def worker() -> None:
@@ -466,7 +473,7 @@ class BulkOnboarding:
         """Take the tenant's row (ETag), run its steps not done, record each; the final row, or None when another
         worker has it."""
         progress, etag = await self.runs.get_tenant(run.run_id, tenant_id)
-        if progress.state in FINISHED:
+        if progress.state in ONBOARDED:
             return None
         progress = replace(progress, state=TenantState.RUNNING, worker=self.worker, updated_at=self.clock.now())
         try:

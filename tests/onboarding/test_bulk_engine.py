@@ -1,0 +1,487 @@
+"""Bulk onboarding on the fakes (tests/fakes.py): each step, each refusal with its cause and fix, idempotent re-runs,
+a crash before and after every port call of a run (resumed by a new process), throttling, the concurrency bound, and
+no secret in the run state, the audit log, the logs or the progress document."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from shared import partner_roles
+from shared.bulk_onboarding import (
+    GRAPH_APP_PERMISSIONS,
+    BulkOnboarding,
+    InvalidTemplate,
+    OnboardingConfig,
+    TenantPick,
+    check_template,
+    engine_dry_run,
+    parse_picks,
+    render_destinations,
+)
+from shared.errors import Conflict, NotFound, Throttled
+from shared.ports import InstallMethod, PartnerAdmin, ProofpointOrg
+from tests.fakes import (
+    ROTATOR,
+    WRITES,
+    Crash,
+    FakePartnerSession,
+    FakeProofpointOrgs,
+    FakeRuns,
+    FakeWorld,
+)
+
+MSP_APP = ROTATOR.app_id
+ADMIN = "partner-admin@msp.example"
+
+
+class BulkWorld:
+    """The fakes of one MSP: customers under GDAP, their Proofpoint apps and orgs; a run is worked by `process()`."""
+
+    def __init__(self, **config: Any) -> None:
+        self.world = FakeWorld()
+        self.faults = self.world.faults
+        self.session = FakePartnerSession(self.faults, self.world.directory)
+        self.orgs = FakeProofpointOrgs(self.faults)
+        self.runs = FakeRuns(self.faults)
+        self.sleeps: list[float] = []
+        self.config = OnboardingConfig(msp_app_id=MSP_APP, **config)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def process(self) -> BulkOnboarding:
+        """A process working runs (a new one after a crash)."""
+        return BulkOnboarding(runs=self.runs, state=self.world.state, directory=self.world.directory, orgs=self.orgs,
+                              dry_run=engine_dry_run(self.world.engine()), clock=self.world.clock,
+                              config=self.config, sleep=self._sleep)
+
+    def customer(self, name: str, *, roles: frozenset[str] | None = None, apps: int = 1, org: bool = True,
+                 stack: str = "us2") -> str:
+        """A GDAP customer with `apps` Proofpoint apps (not owned by the MSP app yet) and, with `org`, its org."""
+        kwargs = {"roles": roles} if roles is not None else {}
+        tenant = self.session.add_customer(name, **kwargs).customer.tenant_id
+        for _ in range(apps):
+            app_id = str(uuid.uuid4())
+            self.world.directory.add_app(tenant, app_id, days_left=200)
+            self.world.directory.unowned.add((tenant, app_id))
+        if org:
+            domain = self.session.tenants[tenant].domains[0]
+            self.orgs.orgs.append(ProofpointOrg(name, domain, (domain,), stack))
+        return tenant
+
+    def apps(self, tenant: str) -> list[str]:
+        return [a for (t, a) in self.world.directory.apps if t == tenant]
+
+    async def run(self, picks: Sequence[TenantPick] | None = None, method: InstallMethod = InstallMethod.GRAPH,
+                  **options: Any) -> dict[str, Any]:
+        engine = self.process()
+        run = await engine.start(self.session, picks, method, **options)
+        return await engine.work(self.session, run.run_id)
+
+    def events(self, step: str) -> list[Any]:
+        return [e for e in self.world.state.events_ if e.step == step]
+
+
+def tenant_doc(doc: dict[str, Any], tenant_id: str) -> dict[str, Any]:
+    return next(t for t in doc["tenants"] if t["tenantId"] == tenant_id)
+
+
+def steps(t: dict[str, Any]) -> dict[str, str]:
+    return {s["step"]: s["state"] for s in t["steps"]}
+
+
+async def test_every_step_for_every_customer() -> None:
+    w = BulkWorld()
+    tenants = [w.customer(n) for n in ("Contoso", "Fabrikam", "Northwind")]
+    doc = await w.run()
+    assert doc["state"] == "finished"
+    assert doc["counts"] == {"total": 3, "pending": 0, "running": 0, "done": 3, "failed": 0, "skipped": 0}
+    assert doc["startedBy"] == ADMIN
+    for tenant in tenants:
+        t = tenant_doc(doc, tenant)
+        assert steps(t) == dict.fromkeys(("roles", "install", "owner", "register", "dry-run"), "done")
+        fake = w.session.tenants[tenant]
+        assert fake.service_principal == ROTATOR.object_id
+        assert fake.granted == set(GRAPH_APP_PERMISSIONS) == {"Application.ReadWrite.OwnedBy", "AuditLog.Read.All"}
+        (app_id,) = w.apps(tenant)
+        app = w.world.directory.app(tenant, app_id)
+        assert fake.owners[app.object_id] == {ROTATOR.object_id}
+        target = w.world.state.target(tenant, app_id)
+        assert t["appId"] == app_id and t["proofpointDomain"] == fake.domains[0]
+        (dest,) = target.destinations
+        assert (dest.kind, dest.options["domain"], dest.options["stack"]) == ("proofpoint", fake.domains[0], "us2")
+        assert target.customer == fake.customer.display_name
+        # the dry run of a manual rotation of the registered target, owned now (else it would say not-owner)
+        assert t["steps"][4]["detail"].startswith("would-rotate: would add a secret"), t["steps"][4]
+        assert "push it to 1 destination(s)" in t["steps"][4]["detail"]
+    # audit: each change in a customer tenant, with the admin's name, started then done
+    actor = f"onboarding:{ADMIN}"
+    for step, outcome in (("onboarding-service-principal", "created; granted Application.ReadWrite.OwnedBy, "
+                           "AuditLog.Read.All"), ("onboarding-owner", "added"), ("onboarding-registry", "created")):
+        events = w.events(step)
+        assert Counter(e.outcome for e in events) == {"started": 3, outcome: 3}, step
+        assert {e.actor for e in events} == {actor}
+    assert {e.app_id for e in w.events("onboarding-service-principal")} == {MSP_APP}
+
+
+async def test_a_missing_gdap_role_stops_that_tenant_before_anything_is_tried() -> None:
+    w = BulkWorld()
+    ok = w.customer("Contoso")
+    no_grant = w.customer("Fabrikam", roles=frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))
+    no_app_admin = w.customer("Tailspin", roles=frozenset({partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR}))
+    readers = w.customer("Adatum", roles=frozenset({partner_roles.DIRECTORY_READERS}))
+    doc = await w.run()
+    assert tenant_doc(doc, ok)["state"] == "done"
+    expected = {no_grant: ["Privileged Role Administrator"], no_app_admin: ["Cloud Application Administrator"],
+                readers: ["Cloud Application Administrator", "Privileged Role Administrator"]}
+    for tenant, roles in expected.items():
+        t = tenant_doc(doc, tenant)
+        assert t["state"] == "failed" and t["error"]["code"] == "GdapRoleMissing"
+        for role in roles:
+            assert role in t["error"]["message"] and role in t["error"]["fix"]
+        assert "GDAP relationship" in t["error"]["fix"]
+        assert steps(t)["roles"] == "failed" and steps(t)["install"] == "pending"
+        fake = w.session.tenants[tenant]
+        assert not fake.service_principal and not fake.granted and not fake.owners
+        assert not [e for e in w.world.state.events_ if e.tenant_id == tenant]
+    assert w.faults.counts["partner.install_app"] == 1  # only Contoso's: nothing tried where a role is missing
+    assert "Directory Readers" in tenant_doc(doc, readers)["error"]["message"]  # what the admin has there
+
+
+async def test_global_administrator_is_enough_and_partner_center_has_the_same_checks() -> None:
+    w = BulkWorld()
+    ga = w.customer("Contoso", roles=frozenset({partner_roles.GLOBAL_ADMINISTRATOR}))
+    missing = w.customer("Fabrikam", roles=frozenset({partner_roles.APPLICATION_ADMINISTRATOR}))
+    doc = await w.run(method=InstallMethod.PARTNER_CENTER)
+    assert doc["method"] == "partner-center"
+    assert tenant_doc(doc, ga)["state"] == "done"
+    assert tenant_doc(doc, missing)["error"]["code"] == "GdapRoleMissing"
+
+
+async def test_the_service_refusing_a_change_names_its_code_and_stops_only_that_tenant() -> None:
+    """The roles looked enough, but the service refused (a relationship changed since the list was read)."""
+    w = BulkWorld()
+    a, b = w.customer("Contoso"), w.customer("Fabrikam")
+    w.session.tenants[b].customer = w.session.tenants[b].customer.__class__(
+        b, "Fabrikam", ("r",), frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    # the session the run works with reports the roles; the service itself refuses the grant
+    real = w.session.customers
+
+    async def claims_all_roles() -> list[Any]:
+        return [c.__class__(c.tenant_id, c.display_name, c.relationship_ids,
+                            frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR,
+                                       partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR})) for c in await real()]
+
+    w.session.customers = claims_all_roles  # type: ignore[method-assign]
+    doc = await engine.work(w.session, run.run_id)
+    t = tenant_doc(doc, b)
+    assert t["state"] == "failed" and t["error"]["code"] == "Authorization_RequestDenied"
+    assert steps(t)["install"] == "failed"
+    assert tenant_doc(doc, a)["state"] == "done"
+    refused = [e for e in w.events("onboarding-service-principal") if e.tenant_id == b]
+    assert [e.outcome for e in refused] == ["started", "refused"]
+    assert refused[1].error_code == "Authorization_RequestDenied"
+
+
+async def test_no_proofpoint_app_and_several_candidates_stop_with_the_fix_then_an_explicit_app_id_decides() -> None:
+    w = BulkWorld()
+    none = w.customer("Contoso", apps=0)
+    several = w.customer("Fabrikam", apps=2)
+    doc = await w.run()
+    t = tenant_doc(doc, none)
+    assert (t["state"], t["error"]["code"]) == ("failed", "ProofpointAppNotFound")
+    assert "PPE, Proofpoint, ModusCloud" in t["error"]["message"]
+    t = tenant_doc(doc, several)
+    assert (t["state"], t["error"]["code"]) == ("failed", "SeveralProofpointApps")
+    assert all(app in t["error"]["message"] for app in w.apps(several)) and "appId" in t["error"]["fix"]
+    assert steps(t)["install"] == "done" and steps(t)["owner"] == "failed"
+    assert not w.world.state.rows  # nothing registered
+    chosen = w.apps(several)[1]
+    again = await w.run([TenantPick(several, app_id=chosen)])
+    assert tenant_doc(again, several)["state"] == "done"
+    assert [a for (t_, a) in w.world.state.rows if t_ == several] == [chosen]
+    wrong = str(uuid.uuid4())
+    doc = await w.run([TenantPick(none, app_id=wrong)])
+    assert tenant_doc(doc, none)["error"]["code"] == "AppNotFound"
+
+
+async def test_proofpoint_org_matched_on_verified_domains_none_several_or_picked() -> None:
+    w = BulkWorld()
+    alias = w.customer("Contoso", org=False)
+    w.session.tenants[alias].domains = ["contoso.onmicrosoft.com", "contoso.com"]
+    w.orgs.orgs.append(ProofpointOrg("Contoso Ltd", "contoso.com", ("contoso.com",), "eu1"))
+    missing = w.customer("Fabrikam", org=False)
+    twice = w.customer("Tailspin", org=False)
+    w.session.tenants[twice].domains = ["tailspin.example", "tailspin-mail.example"]
+    w.orgs.orgs += [ProofpointOrg("Tailspin", "tailspin.example", (), "us1"),
+                    ProofpointOrg("Tailspin Mail", "tailspin-mail.example", (), "us1")]
+    doc = await w.run()
+    t = tenant_doc(doc, alias)
+    assert t["state"] == "done" and t["proofpointDomain"] == "contoso.com"
+    (dest,) = w.world.state.target(alias, t["appId"]).destinations
+    assert (dest.options["domain"], dest.options["stack"]) == ("contoso.com", "eu1")
+    t = tenant_doc(doc, missing)
+    assert t["error"]["code"] == "ProofpointOrgNotFound" and "fabrikam.example" in t["error"]["message"]
+    t = tenant_doc(doc, twice)
+    assert t["error"]["code"] == "SeveralProofpointOrgs" and "proofpointDomain" in t["error"]["fix"]
+    assert w.faults.counts["proofpoint.child_orgs"] == 1  # the org list is read once per process
+    again = await w.run([TenantPick(twice, proofpoint_domain="tailspin-mail.example")])
+    assert tenant_doc(again, twice)["proofpointDomain"] == "tailspin-mail.example"
+
+
+async def test_a_second_run_skips_what_is_done_and_changes_nothing() -> None:
+    w = BulkWorld()
+    tenants = [w.customer(n) for n in ("Contoso", "Fabrikam")]
+    await w.run()
+    calls, events, rows = Counter(w.faults.counts), len(w.world.state.events_), dict(w.world.state.rows)
+    doc = await w.run()
+    assert doc["counts"]["skipped"] == 2 and doc["state"] == "finished"
+    assert all(set(steps(tenant_doc(doc, t)).values()) == {"skipped"} for t in tenants)
+    for call in ("partner.install_app", "partner.add_owner", "state.create_target", "state.record"):
+        assert w.faults.counts[call] == calls[call], call
+    assert len(w.world.state.events_) == events and w.world.state.rows == rows
+
+
+async def test_re_running_the_steps_never_duplicates_owners_targets_or_grants() -> None:
+    """A tenant onboarded by hand halfway (service principal there, owner added) and one registered by hand under
+    another app: the run completes what is missing and says what was there."""
+    w = BulkWorld()
+    half = w.customer("Contoso")
+    fake = w.session.tenants[half]
+    (app_id,) = w.apps(half)
+    await w.session.install_app(half, GRAPH_APP_PERMISSIONS[:1], InstallMethod.GRAPH)
+    await w.session.add_owner(half, w.world.directory.app(half, app_id).object_id, ROTATOR.object_id)
+    doc = await w.run()
+    t = tenant_doc(doc, half)
+    assert t["state"] == "done"
+    install = next(s for s in t["steps"] if s["step"] == "install")["detail"]
+    assert install == "service principal there already, granted AuditLog.Read.All"
+    assert "owner already" in next(s for s in t["steps"] if s["step"] == "owner")["detail"]
+    assert fake.granted == set(GRAPH_APP_PERMISSIONS)
+    assert list(fake.owners.values()) == [{ROTATOR.object_id}]
+
+
+async def test_plan_only_changes_nothing() -> None:
+    w = BulkWorld()
+    ok = w.customer("Contoso")
+    missing = w.customer("Fabrikam", roles=frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))
+    doc = await w.run(plan_only=True)
+    assert doc["planOnly"] is True
+    t = tenant_doc(doc, ok)
+    assert t["state"] == "done" and steps(t) == {"roles": "done", "install": "skipped", "owner": "skipped",
+                                                 "register": "skipped", "dry-run": "skipped"}
+    assert t["proofpointDomain"] == "contoso.example"
+    assert tenant_doc(doc, missing)["error"]["code"] == "GdapRoleMissing"
+    for call in ("partner.install_app", "partner.add_owner", "state.create_target", "state.record"):
+        assert w.faults.counts[call] == 0, call
+
+
+async def test_throttled_calls_are_retried_after_the_wait_asked_for() -> None:
+    w = BulkWorld()
+    a = w.customer("Contoso")
+    w.faults.add("partner.install_app", lambda: Throttled("slow down", code="TooManyRequests", retry_after=7),
+                 times=2)
+    w.faults.add("partner.domains", lambda: Throttled("slow down", code="TooManyRequests", retry_after=3))
+    doc = await w.run()
+    assert tenant_doc(doc, a)["state"] == "done"
+    assert sorted(w.sleeps) == [3, 7, 7]
+    assert w.faults.counts["partner.install_app"] == 3
+
+
+async def test_throttling_that_does_not_end_fails_the_tenant_with_a_fix_and_a_resume_finishes_it() -> None:
+    w = BulkWorld(throttle_attempts=3)
+    a, b = w.customer("Contoso"), w.customer("Fabrikam")
+    w.faults.add("partner.add_owner", lambda: Throttled("slow down", code="TooManyRequests", retry_after=1), times=3)
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    doc = await engine.work(w.session, run.run_id)
+    failed = [t for t in doc["tenants"] if t["state"] == "failed"]
+    assert len(failed) == 1 and failed[0]["error"]["code"] == "TooManyRequests"
+    assert "resume" in failed[0]["error"]["fix"]
+    assert doc["counts"]["done"] == 1 and doc["state"] == "finished"
+    resumed = await w.process().work(w.session, run.run_id)
+    assert {tenant_doc(resumed, t)["state"] for t in (a, b)} == {"done"}
+    assert tenant_doc(resumed, failed[0]["tenantId"])["error"] is None
+
+
+async def test_concurrency_is_bounded_by_the_setting() -> None:
+    w = BulkWorld(concurrency=3)
+    for i in range(10):
+        w.customer(f"Customer {i}")
+    busy, peak = 0, 0
+    real = w.session.install_app
+
+    async def counted(*args: Any) -> Any:
+        nonlocal busy, peak
+        busy += 1
+        peak = max(peak, busy)
+        await asyncio.sleep(0.001)
+        try:
+            return await real(*args)
+        finally:
+            busy -= 1
+
+    w.session.install_app = counted  # type: ignore[method-assign]
+    doc = await w.run()
+    assert doc["counts"]["done"] == 10
+    assert peak == 3
+
+
+async def test_a_run_is_resumed_only_by_the_admin_who_started_it() -> None:
+    w = BulkWorld()
+    w.customer("Contoso")
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    other = FakePartnerSession(w.faults, w.world.directory)
+    other.tenants = w.session.tenants
+    other.admin = PartnerAdmin(other.admin.tenant_id, str(uuid.uuid4()), "someone@msp.example", "Someone")
+    with pytest.raises(Conflict) as error:
+        await engine.work(other, run.run_id)
+    assert error.value.code == "RunOwnedByOther"
+    assert not w.faults.counts["partner.install_app"]
+
+
+async def test_picking_a_tenant_without_gdap_is_refused_before_anything_is_written() -> None:
+    w = BulkWorld()
+    w.customer("Contoso")
+    with pytest.raises(NotFound) as error:
+        await w.process().start(w.session, [TenantPick(str(uuid.uuid4()))], InstallMethod.GRAPH)
+    assert error.value.code == "CustomerNotFound"
+    assert not w.runs.rows and not w.runs.runs_
+
+
+async def test_the_budget_leaves_the_rest_for_a_resume() -> None:
+    w = BulkWorld(concurrency=1)
+    for i in range(3):
+        w.customer(f"Customer {i}")
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    doc = await engine.work(w.session, run.run_id, budget_seconds=0)
+    assert doc["state"] == "running" and doc["counts"]["pending"] + doc["counts"]["done"] == 3
+    assert doc["counts"]["pending"] >= 2
+    doc = await w.process().work(w.session, run.run_id)
+    assert doc["state"] == "finished" and doc["counts"]["done"] == 3
+
+
+# ------------------------------------------------------------------------------------------------ crash at every call
+
+
+async def _reference_calls() -> list[tuple[str, int]]:
+    w = BulkWorld()
+    _setup(w)
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    w.faults.counts.clear()
+    await engine.work(w.session, run.run_id)
+    return [(call, n) for call, count in sorted(w.faults.counts.items()) for n in range(1, count + 1)]
+
+
+def _setup(w: BulkWorld) -> list[str]:
+    return [w.customer("Contoso"), w.customer("Fabrikam"),
+            w.customer("Tailspin", roles=frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))]
+
+
+CRASH_POINTS = asyncio.run(_reference_calls())
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize(("call", "nth"), CRASH_POINTS, ids=[f"{c}#{n}" for c, n in CRASH_POINTS])
+async def test_a_crash_at_any_call_is_resumed_without_duplicates(call: str, nth: int, when: str) -> None:
+    if when == "after" and not (call.startswith(WRITES) or call.startswith(("partner.install_app",
+                                                                           "partner.add_owner", "runs.replace"))):
+        pytest.skip("no work is done by this call: a crash after it is a crash before the next")
+    w = BulkWorld(concurrency=2)
+    a, b, c = _setup(w)
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    w.faults.counts.clear()
+    w.faults.crash(call, when=when, nth=nth)
+    with pytest.raises(Crash):
+        await engine.work(w.session, run.run_id)
+    w.faults.revive()
+    doc = await w.process().work(w.session, run.run_id)
+    assert doc["state"] == "finished"
+    assert [tenant_doc(doc, t)["state"] for t in (a, b, c)] == ["done", "done", "failed"]
+    assert tenant_doc(doc, c)["error"]["code"] == "GdapRoleMissing"
+    for tenant in (a, b):
+        fake = w.session.tenants[tenant]
+        assert fake.granted == set(GRAPH_APP_PERMISSIONS)
+        assert list(fake.owners.values()) == [{ROTATOR.object_id}]
+        assert [k for k in w.world.state.rows if k[0] == tenant] == [(tenant, w.apps(tenant)[0])]
+        t = tenant_doc(doc, tenant)
+        assert set(steps(t).values()) == {"done"}
+        # the trail has every change, each started and ended once (a crash between them shows as a second start)
+        for step in ("onboarding-service-principal", "onboarding-owner", "onboarding-registry"):
+            outcomes = [e.outcome for e in w.events(step) if e.tenant_id == tenant]
+            assert outcomes.count("started") in (1, 2), (step, outcomes)
+            ended = [o for o in outcomes if o != "started"]
+            assert ended and ended[-1] in ("created; granted Application.ReadWrite.OwnedBy, AuditLog.Read.All",
+                                           "present; permissions present", "added", "present", "created"), outcomes
+        created = [e for e in w.events("onboarding-registry") if e.tenant_id == tenant and e.outcome == "created"]
+        assert len(created) <= 1
+
+
+# ------------------------------------------------------------------------------------------------ no secrets
+
+
+async def test_no_token_or_secret_value_in_rows_events_logs_or_the_document(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    w = BulkWorld()
+    for name in ("Contoso", "Fabrikam"):
+        w.customer(name)
+    w.customer("Tailspin", apps=2)
+    doc = await w.run()
+    secrets = [w.session.refresh_token.reveal(), *(v.secret for v in w.world.directory.values.values())]
+    assert len(secrets) == 5
+    stored = json.dumps(doc) + repr(w.runs.rows) + repr(w.runs.runs_) + repr(w.world.state.events_) \
+        + repr(w.world.state.rows) + caplog.text + "".join(repr(r.__dict__) for r in caplog.records)
+    for value in secrets:
+        assert value not in stored
+    assert "onboarding tenant finished" in caplog.text  # the logs were captured
+
+
+# ------------------------------------------------------------------------------------------------ pure parts
+
+
+def test_the_template_fills_placeholders_and_is_validated() -> None:
+    template = [
+        {"name": "proofpoint", "kind": "proofpoint",
+         "options": {"stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},
+        {"name": "portal", "kind": "notify-only", "options": {"instructions": "Paste it for {customer} ({tenantId})"}},
+    ]
+    check_template(template)
+    dests = render_destinations(template, {"tenantId": "t1", "customer": "Contoso", "domain": "contoso.com",
+                                           "stack": "eu1"})
+    assert dests[0].options == {"stack": "eu1", "domain": "contoso.com", "account_secret": "proofpoint-api-account"}
+    assert dests[1].options["instructions"] == "Paste it for Contoso (t1)"
+    for bad, why in (([], "non-empty"), ([{"name": "p", "kind": "proofpoint", "options": {"domain": "{nope}"}}],
+                                         "unknown placeholder {nope}"),
+                     ([{"name": "p", "kind": "proofpoint", "options": {"stack": "{stack}"}}], "domain"),
+                     ([template[0], template[0]], "unique"),
+                     ([{"name": "x", "kind": "carrier-pigeon"}], "kind")):
+        with pytest.raises(InvalidTemplate, match=why):
+            check_template(bad)
+
+
+def test_run_requests_name_all_or_valid_tenants() -> None:
+    t = str(uuid.uuid4()).upper()
+    assert parse_picks("all") is None
+    assert parse_picks([t]) == [TenantPick(t.lower())]
+    app = str(uuid.uuid4())
+    assert parse_picks([{"tenantId": t, "appId": app, "proofpointDomain": "Contoso.com"}]) == [
+        TenantPick(t.lower(), app, "contoso.com")]
+    for bad, field in (("some", "tenants"), ([], "tenants"), (["x"], "tenants[0].tenantId"),
+                       ([{"tenantId": t, "secret": "x"}], "tenants[0]"), ([{"tenantId": t, "appId": "x"}], "appId"),
+                       ([{"tenantId": t, "proofpointDomain": "not a domain"}], "proofpointDomain"), ([t, t], "once")):
+        with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
+            parse_picks(bad)
