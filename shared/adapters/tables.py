@@ -23,9 +23,10 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared.bulk_onboarding import Run, RunState, StepRecord, TenantProgress, TenantState
 from shared.domain import Ack, Baseline, DestinationConfig, Observation, Policy, RotationState, Stage, Target
 from shared.errors import Conflict, NotFound, RotationError
-from shared.ports import Consent, Event, RotationRequest
+from shared.ports import Consent, Event, InstallMethod, RotationRequest
 
 _EPOCH_LIMIT_MS = 10**13
 # A single-use row (an event id seen, a consent link used) carries the random id of the call that inserted it: the
@@ -503,5 +504,144 @@ class TablesConsentStore:
 
     async def all_rows(self) -> list[dict[str, Any]]:
         """Every row as stored: for tests that prove nothing secret or unexpected is written."""
+        await self._ensure()
+        return [dict(e) async for e in self._table.list_entities()]
+
+
+class TablesOnboardingRuns:
+    """OnboardingRuns on Azure Tables: one partition per run; row `run` is the run, row `tenant-<id>` each tenant
+    with its steps (a JSON property). Every write is ETag-guarded; nothing secret is ever a property."""
+
+    def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
+        self._service = service
+        self._table: TableClient = service.get_table_client(f"{prefix}onboarding")
+        self._ready = False
+
+    async def _ensure(self) -> None:
+        if not self._ready:
+            await _create_tables(self._service, (self._table,))
+            self._ready = True
+
+    @staticmethod
+    def _run_entity(run: Run) -> dict[str, Any]:
+        return _drop_none({
+            "PartitionKey": run.run_id, "RowKey": "run", "AdminUpn": run.admin_upn, "AdminName": run.admin_name,
+            "Method": run.method.value, "PlanOnly": run.plan_only, "StartedAt": _iso(run.started_at),
+            "State": run.state.value, "FinishedAt": _iso(run.finished_at), "KeepSession": run.keep_session,
+        })
+
+    @staticmethod
+    def _run(e: Mapping[str, Any]) -> Run:
+        return Run(e["PartitionKey"], e.get("AdminUpn", ""), e.get("AdminName", ""), InstallMethod(e["Method"]),
+                   bool(e.get("PlanOnly", False)), _dt(e.get("StartedAt")) or datetime.now(UTC),
+                   RunState(e.get("State", "running")), _dt(e.get("FinishedAt")), bool(e.get("KeepSession", False)))
+
+    @staticmethod
+    def _tenant_entity(run_id: str, p: TenantProgress) -> dict[str, Any]:
+        steps = {name: {"state": r.state, "at": _iso(r.at), "detail": r.detail, "code": r.code}
+                 for name, r in p.steps.items()}
+        return _drop_none({
+            "PartitionKey": run_id, "RowKey": f"tenant-{p.tenant_id}", "TenantId": p.tenant_id,
+            "Customer": p.customer, "State": p.state.value, "Steps": json.dumps(steps), "AppId": p.app_id,
+            "AppObjectId": p.app_object_id, "ProofpointDomain": p.proofpoint_domain,
+            "ServicePrincipalId": p.service_principal_id, "ErrorCode": p.error_code,
+            "ErrorMessage": p.error_message, "Fix": p.fix, "UpdatedAt": _iso(p.updated_at), "Worker": p.worker,
+        })
+
+    @staticmethod
+    def _tenant(e: Mapping[str, Any]) -> TenantProgress:
+        steps = {name: StepRecord(d["state"], _dt(d.get("at")) or datetime.now(UTC), d.get("detail", ""),
+                                  d.get("code", ""))
+                 for name, d in json.loads(e.get("Steps") or "{}").items()}
+        return TenantProgress(
+            e["TenantId"], e.get("Customer", ""), TenantState(e.get("State", "pending")), steps, e.get("AppId", ""),
+            e.get("AppObjectId", ""), e.get("ProofpointDomain", ""), e.get("ServicePrincipalId", ""),
+            e.get("ErrorCode", ""), e.get("ErrorMessage", ""), e.get("Fix", ""), _dt(e.get("UpdatedAt")),
+            e.get("Worker", ""))
+
+    async def _insert(self, entity: dict[str, Any], what: str) -> str:
+        await self._ensure()
+        try:
+            return _etag(await self._table.create_entity(entity))
+        except ResourceExistsError as error:
+            # The SDK re-sends an insert whose answer was lost: our own row as written is our write.
+            mine = await self._same(entity)
+            if mine is not None:
+                return mine
+            raise Conflict(f"{what} exists already", code="EntityAlreadyExists") from error
+        except AzureError as error:
+            raise _translate(error, what) from error
+
+    async def _same(self, entity: Mapping[str, Any]) -> str | None:
+        try:
+            stored = await self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
+        except AzureError:
+            return None
+        return _etag(stored.metadata) if dict(stored) == dict(entity) else None
+
+    async def _replace(self, entity: dict[str, Any], etag: str, what: str) -> str:
+        await self._ensure()
+        try:
+            return _etag(await self._table.update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified))
+        except ResourceModifiedError as error:
+            mine = await self._same(entity)  # a retried PUT whose first copy was applied
+            if mine is None:
+                raise Conflict(f"{what} was changed by another writer", code="UpdateConditionNotSatisfied") \
+                    from error
+            return mine
+        except AzureError as error:
+            raise _translate(error, what) from error
+
+    async def _get(self, row: str, run_id: str, what: str, code: str) -> Any:
+        await self._ensure()
+        try:
+            return await self._table.get_entity(run_id, row)
+        except ResourceNotFoundError:
+            raise NotFound(f"{what} not found", code=code) from None
+        except AzureError as error:
+            raise _translate(error, what) from error
+
+    async def create_run(self, run: Run) -> str:
+        return await self._insert(self._run_entity(run), f"onboarding run {run.run_id}")
+
+    async def get_run(self, run_id: str) -> tuple[Run, str]:
+        e = await self._get("run", run_id, f"onboarding run {run_id}", "RunNotFound")
+        return self._run(e), _etag(e.metadata)
+
+    async def replace_run(self, run: Run, etag: str) -> str:
+        return await self._replace(self._run_entity(run), etag, f"onboarding run {run.run_id}")
+
+    async def list_runs(self, limit: int = 20) -> list[Run]:
+        await self._ensure()
+        try:
+            runs = [self._run(e) async for e in self._table.query_entities("RowKey eq 'run'")]
+        except AzureError as error:
+            raise _translate(error, "onboarding runs") from error
+        return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
+
+    async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:
+        return await self._insert(self._tenant_entity(run_id, progress),
+                                  f"tenant {progress.tenant_id} of run {run_id}")
+
+    async def get_tenant(self, run_id: str, tenant_id: str) -> tuple[TenantProgress, str]:
+        e = await self._get(f"tenant-{tenant_id}", run_id, f"tenant {tenant_id} of run {run_id}", "TenantNotInRun")
+        return self._tenant(e), _etag(e.metadata)
+
+    async def replace_tenant(self, run_id: str, progress: TenantProgress, etag: str) -> str:
+        return await self._replace(self._tenant_entity(run_id, progress), etag,
+                                   f"tenant {progress.tenant_id} of run {run_id}")
+
+    async def tenants(self, run_id: str) -> list[tuple[TenantProgress, str]]:
+        await self._ensure()
+        try:
+            query = self._table.query_entities(
+                "PartitionKey eq @run and RowKey ge 'tenant-' and RowKey lt 'tenant.'", parameters={"run": run_id})
+            return [(self._tenant(e), _etag(e.metadata)) async for e in query]
+        except AzureError as error:
+            raise _translate(error, f"tenants of run {run_id}") from error
+
+    async def all_rows(self) -> list[dict[str, Any]]:
+        """Every row as stored: for tests that prove no token or secret is ever written."""
         await self._ensure()
         return [dict(e) async for e in self._table.list_entities()]
