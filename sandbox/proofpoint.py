@@ -1,7 +1,8 @@
 """Proofpoint Essentials' API: the Azure AD sync settings, the org's endpoints, the signed-in account.
 
-`{base}/{stack}/api/v1/orgs/{domain}/settings/azure` (GET, PUT), `{base}/{stack}/api/v1/endpoints/{domain}` and
-`{base}/{stack}/api/v1/me`. The settings endpoint is undocumented; its only public client (PSProofpoint's
+`{base}/{stack}/api/v1/orgs/{domain}/settings/azure` (GET, PUT), `{base}/{stack}/api/v1/orgs/{channel}/orgs` (a
+channel org's customer orgs), `{base}/{stack}/api/v1/endpoints/{domain}` and `{base}/{stack}/api/v1/me`. The settings
+endpoint is undocumented; its only public client (PSProofpoint's
 Set-ProofpointAzureSync) PUTs the fifteen WRITABLE fields. Where the real behaviour is unknown the sandbox takes
 the strictest plausible one (sandbox/README.md): a PUT carrying a field the org's GET does not show is refused
 (strict mode, on by default), a value in another JSON type than the stored one is refused, a PUT either merges
@@ -119,6 +120,9 @@ class Org:
     hidden: tuple[str, ...] = ()  # writable fields this org's GET does not return
     semantics: str | None = None  # "merge" or "replace" for this org; None: the global setting
     puts: list[dict[str, Any]] = field(default_factory=list)  # bodies received, ad_key replaced by "***"
+    name: str = ""  # the org's name as the child-org list shows it
+    parent: str = ""  # the primary domain of the channel org it belongs to ("" for none)
+    domains: list[str] = field(default_factory=list)  # its other domains (GET of an org returns all of them)
 
     def public_settings(self) -> dict[str, Any]:
         """Settings as GET returns them: the key masked or left out, never in clear."""
@@ -139,6 +143,15 @@ class Org:
         return dt.timedelta(hours=int(self.settings.get("sync_frequency") or 24))
 
 
+@dataclass
+class Channel:
+    """A channel (partner) org: the MSP's own org in Proofpoint, parent of its customers' orgs."""
+
+    domain: str
+    stack: str
+    name: str
+
+
 class ProofpointState:
     """Accounts (X-User/X-Password) and orgs with their Azure AD sync settings and sync history."""
 
@@ -146,12 +159,14 @@ class ProofpointState:
         self._world = world
         self.accounts: dict[str, Account] = {}
         self.orgs: dict[str, Org] = {}
+        self.channels: dict[str, Channel] = {}
         self.strict = True
         self.semantics = default_semantics()
 
     def reset(self) -> None:
         self.accounts.clear()
         self.orgs.clear()
+        self.channels.clear()
         self.strict = True
         self.semantics = default_semantics()
 
@@ -163,6 +178,11 @@ class ProofpointState:
             self.semantics = _semantics(section["putSemantics"])
         for doc in section.get("accounts", []):
             self.accounts[doc["user"].lower()] = Account(doc["user"], doc["password"], list(doc.get("domains", [])))
+        for doc in section.get("channels", []):
+            if doc.get("stack", "us1") not in STACKS:
+                raise ValueError(f"unknown Proofpoint stack {doc.get('stack')!r}; one of {STACKS}")
+            self.channels[doc["domain"].lower()] = Channel(doc["domain"].lower(), doc.get("stack", "us1"),
+                                                           doc.get("name", doc["domain"]))
         for doc in section.get("orgs", []):
             self.orgs[doc["domain"].lower()] = self._seed_org(doc, now)
 
@@ -184,7 +204,9 @@ class ProofpointState:
         clash = set(others) & set(WRITABLE)
         if clash:
             raise ValueError(f"writable settings go under settings, not extraFields: {sorted(clash)}")
-        org = Org(doc["domain"], stack, doc["tenantId"], {**DEFAULTS, **given, **others})
+        org = Org(doc["domain"], stack, doc["tenantId"], {**DEFAULTS, **given, **others},
+                  name=doc.get("name", doc["domain"]), parent=doc.get("parent", "").lower(),
+                  domains=[d.lower() for d in doc.get("domains", [])])
 
         def moment(key: str) -> dt.datetime | None:
             value = state.get(key)
@@ -213,9 +235,13 @@ class ProofpointState:
             "accounts": [
                 {"user": a.user, "password": a.password, "domains": a.domains} for a in self.accounts.values()
             ],
+            "channels": [{"domain": c.domain, "stack": c.stack, "name": c.name} for c in self.channels.values()],
             "orgs": [
                 {
                     "domain": o.domain,
+                    "name": o.name,
+                    "parent": o.parent,
+                    "domains": list(o.domains),
                     "stack": o.stack,
                     "tenantId": o.tenant_id,
                     "settings": dict(o.settings),
@@ -307,6 +333,22 @@ class ProofpointState:
         if org is None or (org.stack != stack and not any_stack):
             raise ApiError(404, {"error": f"Organization '{domain}' not found."})
         return org
+
+    def children(self, account: Account, stack: str, channel: str) -> list[dict[str, Any]]:
+        """The customer orgs of a channel org (GET /orgs/{domain}/orgs; PSProofpoint's Get-ProofpointOrg -Children),
+        asked of the channel's own stack by an account that administers it. Each org is shown by its name, primary
+        domain and every domain (Proofpoint's API guide: a GET of an org returns all its domains); the entry's
+        exact fields are not published, so the sandbox shows only these (the strictest reading for a client)."""
+        if stack not in STACKS:
+            raise ApiError(404, {"error": f"Unknown stack '{stack}'."})
+        if not account.administers(channel):
+            raise ApiError(403, {"detail": f"You do not have permission to manage the organization '{channel}'."})
+        found = self.channels.get(channel.lower())
+        if found is None or found.stack != stack:
+            raise ApiError(404, {"error": f"Organization '{channel}' not found."})
+        return [{"name": o.name, "primary_domain": o.domain.lower(),
+                 "domains": [{"name": d} for d in [o.domain.lower(), *o.domains]]}
+                for o in self.orgs.values() if o.parent == found.domain]
 
     def update(self, org: Org, body: dict[str, Any]) -> Org:
         """Apply a PUT body to the org's settings (merged, or replacing them) after validating it and testing the
@@ -451,9 +493,14 @@ def build_app(world: World) -> web.Application:
         account = account_of(request)
         return web.json_response({"primary_email": account.user, "channel_admin": "*" in account.domains})
 
+    async def get_children(request: web.Request) -> web.Response:
+        children = state().children(account_of(request), request.match_info["stack"], request.match_info["domain"])
+        return web.json_response({"orgs": children})
+
     app = web.Application(middlewares=[errors])
     app.router.add_get("/{stack}/api/v1/orgs/{domain}/settings/azure", get_settings)
     app.router.add_put("/{stack}/api/v1/orgs/{domain}/settings/azure", put_settings)
+    app.router.add_get("/{stack}/api/v1/orgs/{domain}/orgs", get_children)
     app.router.add_get("/{stack}/api/v1/endpoints/{domain}", get_endpoints)
     app.router.add_get("/{stack}/api/v1/me", get_me)
     return app

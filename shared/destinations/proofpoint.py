@@ -38,7 +38,7 @@ from shared.destinations.http import (
 from shared.destinations.options import check_options, check_secret_name, looks_like_secret
 from shared.domain import DestinationConfig
 from shared.errors import DestinationDrift, RotationError
-from shared.ports import Confirmation, Delivery, DestinationCheck, SecretStore
+from shared.ports import Confirmation, Delivery, DestinationCheck, ProofpointOrg, SecretStore
 
 logger = logging.getLogger(__name__)
 
@@ -499,3 +499,61 @@ class ProofpointDestination:
                    "confirmation": ",".join(confirmation.checks) if confirmation else "",
                    "duration_ms": int((time.monotonic() - started) * 1000)},
         )
+
+
+def child_orgs_of(body: Any, stack: str) -> list[ProofpointOrg]:
+    """The customer orgs in Proofpoint's answer to `GET /orgs/{channel}/orgs`: `{"orgs": [...]}` (PSProofpoint's
+    Get-ProofpointOrg -Children reads `.orgs`), each named by its `primary_domain` (the API guide: an organization is
+    identified by its primary domain, and a GET of it returns all its domains). The other domains are read where the
+    answer lists them (as strings, or objects with `name` or `domain`); an entry without a primary domain is
+    skipped. Every org is taken to be on the channel's stack (an org on another one fails the dry run's check)."""
+    entries = body.get("orgs") if isinstance(body, dict) else None
+    if not isinstance(entries, list):
+        raise RotationError("Proofpoint's org list: no orgs list in the answer", code="ProofpointUnexpectedAnswer")
+    found = []
+    for entry in entries:
+        primary = entry.get("primary_domain") if isinstance(entry, dict) else None
+        if not isinstance(primary, str) or not _DOMAIN.fullmatch(primary):
+            continue
+        domains = []
+        for d in entry.get("domains") or ():
+            name = d if isinstance(d, str) else (d.get("name") or d.get("domain")) if isinstance(d, dict) else None
+            if isinstance(name, str) and _DOMAIN.fullmatch(name):
+                domains.append(name.lower())
+        found.append(ProofpointOrg(str(entry.get("name") or primary), primary.lower(), tuple(domains), stack))
+    return found
+
+
+class ProofpointOrgList:
+    """ProofpointOrgs: the customer orgs under the MSP's channel org, read with the MSP's Proofpoint account."""
+
+    def __init__(self, secrets: SecretStore, *, base_url: str, channel_domain: str, stack: str,
+                 account_secret: str, verify: str | bool = True,
+                 timeout: Timeout = DEFAULT_TIMEOUT,
+                 session_factory: Callable[[], requests.Session] = requests.Session) -> None:
+        self._secrets = secrets
+        self._url = f"{base_url.rstrip('/').format(stack=stack)}/orgs/{quote(channel_domain.lower(), safe='')}/orgs"
+        self._stack = stack
+        self._channel = channel_domain.lower()
+        self._account_secret = account_secret
+        self._verify = verify
+        self._timeout = timeout
+        self._session_factory = session_factory
+
+    async def child_orgs(self) -> list[ProofpointOrg]:
+        user, password = _account((await self._secrets.get_named(self._account_secret)).reveal(),
+                                  self._account_secret)
+        headers = {"X-User": user, "X-Password": password, "Accept": "application/json"}
+        failure = Failure(f"Proofpoint ({self._stack}, channel {self._channel})", "Proofpoint",
+                          "ProofpointOrgNotFound")
+        scrub = Scrubber(password)
+
+        def get() -> Reply:
+            with self._session_factory() as session:
+                return send(session, "GET", self._url, headers=headers, body=None, timeout=self._timeout,
+                            verify=self._verify, failure=failure, scrub=scrub)
+
+        reply = await in_thread(get)
+        if not 200 <= reply.status <= 299:
+            raise status_error(reply, failure, scrub)
+        return child_orgs_of(reply.body, self._stack)
