@@ -106,6 +106,26 @@ param consentRedirectUri string = ''
 @maxValue(720)
 param consentLinkHours int = 72
 
+@description('Bulk onboarding: the destinations of every onboarded customer, a JSON list as PUT /api/targets takes them (option values may use {tenantId}, {customer}, {domain}, {stack}); empty for one Proofpoint destination with the account proofpointAccountSecretName.')
+param onboardingDestinations string = ''
+
+@description('Bulk onboarding: the primary domain of the MSP\'s own (channel) org in Proofpoint Essentials, whose customer orgs are matched to customer tenants by domain.')
+param proofpointChannelDomain string = ''
+
+@description('The Proofpoint Essentials stack of the MSP\'s channel org.')
+@allowed([
+  'us1'
+  'us2'
+  'us3'
+  'us4'
+  'us5'
+  'eu1'
+])
+param proofpointChannelStack string = 'us1'
+
+@description('Key Vault secret holding the MSP\'s Proofpoint Essentials account as JSON {user, password}.')
+param proofpointAccountSecretName string = 'proofpoint-api-account'
+
 @description('Key Vault network rules (networkAcls). The default allows any network with Entra ID RBAC as the gate, because Flex Consumption without VNet integration has no fixed outbound address.')
 param keyVaultNetworkAcls object = {
   bypass: 'AzureServices'
@@ -298,6 +318,11 @@ module functionApp './app/function-app.bicep' = {
       // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)
+      ONBOARDING_CONCURRENCY: '8'
+      ONBOARDING_DESTINATIONS: onboardingDestinations
+      PROOFPOINT_CHANNEL_DOMAIN: proofpointChannelDomain
+      PROOFPOINT_CHANNEL_STACK: proofpointChannelStack
+      PROOFPOINT_ACCOUNT_SECRET: proofpointAccountSecretName
     }
   }
 }

@@ -176,10 +176,15 @@ def match_orgs(orgs: Sequence[ProofpointOrg], domains: Sequence[str]) -> list[Pr
 # documents as PUT /api/targets takes them, whose option values may name these placeholders.
 PLACEHOLDERS = ("tenantId", "customer", "domain", "stack")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z]+)\}")
-DEFAULT_TEMPLATE: tuple[Mapping[str, Any], ...] = (
-    {"name": "proofpoint", "kind": "proofpoint",
-     "options": {"stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},
-)
+
+
+def default_template(account_secret: str = "proofpoint-api-account") -> tuple[dict[str, Any], ...]:  # noqa: S107
+    """One Proofpoint destination: the customer's org, with the MSP's Proofpoint account (a Key Vault secret)."""
+    return ({"name": "proofpoint", "kind": "proofpoint",
+             "options": {"stack": "{stack}", "domain": "{domain}", "account_secret": account_secret}},)
+
+
+DEFAULT_TEMPLATE = default_template()
 
 
 class InvalidTemplate(ValueError):

@@ -6,9 +6,12 @@ one and that ``local.settings.example.json`` lists each one (no drift).
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 from urllib.parse import urlparse
 
 from shared.domain import GUID, renewal_problem
@@ -87,6 +90,18 @@ SETTINGS: tuple[Setting, ...] = (
             "Local sandbox only: comma list of hosts (e.g. 127.0.0.1) a destination may use although they are "
             "loopback or private; never set in Azure."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
+    Setting("ONBOARDING_CONCURRENCY", "8", "Bulk onboarding: customer tenants worked on at once (1-64)."),
+    Setting("ONBOARDING_DESTINATIONS", "",
+            "Bulk onboarding: the destinations of every onboarded customer, a JSON list as PUT /api/targets takes "
+            "them, option values may use {tenantId}, {customer}, {domain} and {stack} (the customer's Proofpoint "
+            "org); empty: one Proofpoint destination with the account PROOFPOINT_ACCOUNT_SECRET."),
+    Setting("PROOFPOINT_CHANNEL_DOMAIN", "",
+            "Bulk onboarding: the primary domain of the MSP's own (channel) org in Proofpoint Essentials, whose "
+            "customer orgs are matched to customer tenants by domain; empty: bulk onboarding cannot register."),
+    Setting("PROOFPOINT_CHANNEL_STACK", "us1", "The Proofpoint stack (us1..us5, eu1) of the MSP's channel org."),
+    Setting("PROOFPOINT_ACCOUNT_SECRET", "proofpoint-api-account",
+            "Key Vault secret holding the MSP's Proofpoint account as JSON {user, password}: what bulk onboarding "
+            "reads the org list with and what the default destinations template names."),
 )
 
 
@@ -124,6 +139,40 @@ def _bool(name: str, raw: str) -> bool:
     if lowered in ("false", "0", "no", ""):
         return False
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _onboarding_destinations(raw: str, account_secret: str,
+                             hosts: frozenset[str]) -> tuple[dict[str, Any], ...]:
+    """The destinations template of bulk onboarding, validated by rendering it for a sample customer."""
+    from shared.bulk_onboarding import InvalidTemplate, check_template, default_template
+
+    if not raw.strip():
+        return default_template(account_secret)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        raise SettingsError("ONBOARDING_DESTINATIONS must be a JSON list of destinations") from None
+    try:
+        check_template(doc, hosts)
+    except InvalidTemplate as error:
+        raise SettingsError(f"ONBOARDING_DESTINATIONS: {error}") from None
+    return tuple(doc)
+
+
+_DOMAIN_NAME = re.compile(r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.IGNORECASE)
+PROOFPOINT_STACKS = ("us1", "us2", "us3", "us4", "us5", "eu1")
+
+
+def _channel_domain(raw: str) -> str:
+    if raw and not _DOMAIN_NAME.fullmatch(raw.strip()):
+        raise SettingsError(f"PROOFPOINT_CHANNEL_DOMAIN must be a domain name, got {raw!r}")
+    return raw.strip().lower()
+
+
+def _stack(raw: str) -> str:
+    if raw not in PROOFPOINT_STACKS:
+        raise SettingsError(f"PROOFPOINT_CHANNEL_STACK must be one of {', '.join(PROOFPOINT_STACKS)}, got {raw!r}")
+    return raw
 
 
 def allowed_hosts(raw: str) -> frozenset[str]:
@@ -190,6 +239,11 @@ class Settings:
     appinsights_connection_string: str = field(repr=False)
     inventory_schedule: str = "0 30 2 * * *"
     inventory_concurrency: int = 32
+    onboarding_concurrency: int = 8
+    onboarding_destinations: tuple[dict[str, Any], ...] = ()
+    proofpoint_channel_domain: str = ""
+    proofpoint_channel_stack: str = "us1"
+    proofpoint_account_secret: str = "proofpoint-api-account"  # noqa: S105 (a Key Vault secret's name)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -258,4 +312,11 @@ class Settings:
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
             inventory_schedule=raw["INVENTORY_SCHEDULE"],
             inventory_concurrency=_int("INVENTORY_CONCURRENCY", raw["INVENTORY_CONCURRENCY"], 1, 512),
+            onboarding_concurrency=_int("ONBOARDING_CONCURRENCY", raw["ONBOARDING_CONCURRENCY"], 1, 64),
+            onboarding_destinations=_onboarding_destinations(
+                raw["ONBOARDING_DESTINATIONS"], raw["PROOFPOINT_ACCOUNT_SECRET"],
+                allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"])),
+            proofpoint_channel_domain=_channel_domain(raw["PROOFPOINT_CHANNEL_DOMAIN"]),
+            proofpoint_channel_stack=_stack(raw["PROOFPOINT_CHANNEL_STACK"]),
+            proofpoint_account_secret=raw["PROOFPOINT_ACCOUNT_SECRET"],
         )

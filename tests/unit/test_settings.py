@@ -70,3 +70,26 @@ def test_the_consent_redirect_uri_comes_from_the_app_host_unless_set() -> None:
 def test_a_consent_redirect_uri_entra_would_not_accept_is_refused(uri: str) -> None:
     with pytest.raises(SettingsError, match="CONSENT_REDIRECT_URI"):
         Settings.from_env({**BASE, "CONSENT_REDIRECT_URI": uri})
+
+
+def test_bulk_onboarding_settings_default_and_validated() -> None:
+    s = Settings.from_env(BASE)
+    assert (s.onboarding_concurrency, s.proofpoint_channel_domain, s.proofpoint_channel_stack) == (8, "", "us1")
+    assert s.onboarding_destinations == ({"name": "proofpoint", "kind": "proofpoint", "options": {
+        "stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},)
+    custom = ('[{"name": "pp", "kind": "proofpoint", "options": {"stack": "{stack}", "domain": "{domain}", '
+              '"account_secret": "pp-account"}}, {"name": "portal", "kind": "notify-only", '
+              '"options": {"instructions": "Paste it into the portal for {customer}"}}]')
+    s = Settings.from_env({**BASE, "ONBOARDING_DESTINATIONS": custom, "PROOFPOINT_CHANNEL_DOMAIN": "MSP.example",
+                           "PROOFPOINT_CHANNEL_STACK": "eu1", "PROOFPOINT_ACCOUNT_SECRET": "pp-account"})
+    assert [d["name"] for d in s.onboarding_destinations] == ["pp", "portal"]
+    assert (s.proofpoint_channel_domain, s.proofpoint_channel_stack) == ("msp.example", "eu1")
+    for env, named in (({"ONBOARDING_CONCURRENCY": "0"}, "ONBOARDING_CONCURRENCY"),
+                       ({"ONBOARDING_DESTINATIONS": "{"}, "ONBOARDING_DESTINATIONS must be a JSON list"),
+                       ({"ONBOARDING_DESTINATIONS": "[]"}, "ONBOARDING_DESTINATIONS: must be a non-empty"),
+                       ({"ONBOARDING_DESTINATIONS": '[{"name": "p", "kind": "proofpoint", "options": '
+                                                    '{"domain": "{org}"}}]'}, "unknown placeholder"),
+                       ({"PROOFPOINT_CHANNEL_DOMAIN": "not a domain"}, "PROOFPOINT_CHANNEL_DOMAIN"),
+                       ({"PROOFPOINT_CHANNEL_STACK": "us9"}, "PROOFPOINT_CHANNEL_STACK")):
+        with pytest.raises(SettingsError, match=named):
+            Settings.from_env({**BASE, **env})
