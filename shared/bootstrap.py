@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,8 +26,10 @@ if TYPE_CHECKING:
     from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.signins import GraphSignInLog
-    from shared.adapters.tables import TablesConsentStore, TablesStateStore
+    from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
     from shared.alerts import AlertBook
+    from shared.bulk_onboarding import BulkOnboarding
+    from shared.ports import PartnerSessions, ProofpointOrgs
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
@@ -73,6 +76,26 @@ class Services:
     # The credential inventory (issue 25): Graph's delta reads of every app and service principal, and their rows.
     inventory_source: GraphInventory | None = None
     inventory: TablesInventoryStore | None = None
+    onboarding_runs: TablesOnboardingRuns | None = None  # bulk onboarding's run state
+    proofpoint_orgs: ProofpointOrgs | None = None  # Proofpoint's org list (bulk onboarding's register step)
+    # Partner sessions kept in Key Vault between a web-started run's invocations: the delegated adapter's (branch
+    # `partner`); None until it is built, and the onboarding routes that need a session answer 503 without it.
+    partner_sessions: PartnerSessions | None = None
+
+    def bulk_onboarding(self) -> BulkOnboarding:
+        """The bulk-onboarding engine over these services (its dry run is this invocation's engine's)."""
+        from shared.bulk_onboarding import BulkOnboarding, OnboardingConfig, engine_dry_run
+
+        assert self.onboarding_runs is not None and self.proofpoint_orgs is not None  # built by _build
+        s = self.settings
+        config = OnboardingConfig(
+            concurrency=s.onboarding_concurrency,
+            template=json.loads(s.onboarding_destinations) if s.onboarding_destinations else default_template(s),
+            name_patterns=s.discovery_name_patterns, msp_app_id=rotator_client_id(s),
+            allowed_hosts=s.destination_allowed_hosts)
+        return BulkOnboarding(runs=self.onboarding_runs, state=self.state, directory=self.directory,
+                              orgs=self.proofpoint_orgs, dry_run=engine_dry_run(self.engine), clock=self.engine.clock,
+                              config=config)
 
     @property
     def work_queue(self) -> StorageWorkQueue:
@@ -80,6 +103,36 @@ class Services:
         if self.queue is None:
             raise SettingsError("WORK_QUEUE__queueServiceUri (or, locally, WORK_QUEUE) is required to fan work out")
         return self.queue
+
+
+def default_template(settings: Settings) -> tuple[dict[str, Any], ...]:
+    from shared.bulk_onboarding import default_template as template
+
+    return template(settings.proofpoint_account_secret)
+
+
+class _NoChannel:
+    """ProofpointOrgs without PROOFPOINT_CHANNEL_DOMAIN: every read says what to set."""
+
+    async def child_orgs(self) -> list[Any]:
+        from shared.errors import RotationError
+
+        raise RotationError("PROOFPOINT_CHANNEL_DOMAIN is not set: the rotator cannot read the MSP's Proofpoint "
+                            "org list", code="ProofpointChannelNotSet")
+
+
+def proofpoint_orgs(settings: Settings, secrets: KeyVaultSecretStore) -> ProofpointOrgs:
+    """Proofpoint's org list of the MSP's channel org (PROOFPOINT_CHANNEL_DOMAIN)."""
+    from shared.destinations.proofpoint import ProofpointOrgList
+    from shared.destinations.transport import guarded_sessions
+
+    if not settings.proofpoint_channel_domain:
+        return _NoChannel()
+    return ProofpointOrgList(secrets, base_url=settings.proofpoint_base_url,
+                             channel_domain=settings.proofpoint_channel_domain,
+                             stack=settings.proofpoint_channel_stack,
+                             account_secret=settings.proofpoint_account_secret, verify=settings.ca_bundle or True,
+                             session_factory=guarded_sessions(settings.destination_allowed_hosts))
 
 
 def destinations(settings: Settings, secrets: KeyVaultSecretStore) -> dict[str, Destination]:
@@ -132,7 +185,7 @@ async def _build(
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
     from shared.adapters.signins import GraphSignInLog
-    from shared.adapters.tables import TablesConsentStore, TablesStateStore
+    from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
     from shared.alerts import AlertBook, WebhookPost, build_channel
     from shared.work import WORK_QUEUE_NAME
 
@@ -202,7 +255,10 @@ async def _build(
     inventory_source = GraphInventory(credentials, settings.graph_base_url, transport.session)
     inventory = TablesInventoryStore(table_service, prefix=table_prefix)
     return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
-                    queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory), close
+                    queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory,
+                    onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
+                    proofpoint_orgs=proofpoint_orgs(settings, secrets),
+                    partner_sessions=DEFAULTS.get("partner_sessions")), close
 
 
 # ------------------------------------------------------------------------------------------------ per process
@@ -237,7 +293,7 @@ async def invocation_services() -> AsyncIterator[Services]:
     loop = asyncio.get_running_loop()
     settings = Settings.from_env(os.environ)
     key = (loop, settings, DEFAULTS.get("table_prefix", ""), DEFAULTS.get("work_queue", ""),
-           id(DEFAULTS.get("clock")), id(DEFAULTS.get("alerter")))
+           id(DEFAULTS.get("clock")), id(DEFAULTS.get("alerter")), id(DEFAULTS.get("partner_sessions")))
     shared = _SHARED.get(key)
     if shared is None:
         lock = _BUILDING.setdefault(loop, asyncio.Lock())

@@ -45,6 +45,7 @@ from shared.ports import (
     InstallMethod,
     OnboardingRuns,
     PartnerSession,
+    PartnerSessions,
     ProofpointOrg,
     ProofpointOrgs,
     StateStore,
@@ -89,8 +90,10 @@ ONBOARDED = frozenset({TenantState.DONE, TenantState.SKIPPED})
 
 
 class RunState(str, Enum):
-    """Where a run stands: running until every tenant finished (done, failed or skipped)."""
+    """Where a run stands: signed in (the web sign-in, no customer picked yet), running until every tenant finished
+    (done, failed or skipped), then finished."""
 
+    SIGNED_IN = "signed-in"
     RUNNING = "running"
     FINISHED = "finished"
 
@@ -395,9 +398,16 @@ class BulkOnboarding:
     # ---------------------------------------------------------------- entry points
 
     async def start(self, session: PartnerSession, picks: Sequence[TenantPick] | None, method: InstallMethod, *,
-                    plan_only: bool = False, keep_session: bool = False) -> Run:
-        """Record a new run for the picked customers (None: every GDAP customer) and return it; nothing is done in
-        any tenant yet (`work` does it). NotFound when a picked tenant is not a GDAP customer of the partner."""
+                    plan_only: bool = False, keep_session: bool = False, run_id: str = "") -> Run:
+        """Record the run for the picked customers (None: every GDAP customer) and return it; nothing is done in
+        any tenant yet (`work` does it). With `run_id`, the run the web sign-in made (signed-in) is started.
+        NotFound when a picked tenant is not a GDAP customer of the partner; Conflict when the run was started."""
+        signed: tuple[Run, str] | None = None
+        if run_id:
+            signed = await self.runs.get_run(run_id)
+            _same_admin(signed[0], session)
+            if signed[0].state is not RunState.SIGNED_IN:
+                raise Conflict(f"run {run_id} was started already; watch it, or resume it", code="RunStarted")
         customers = {c.tenant_id.lower(): c for c in await session.customers()}
         if picks is None:
             picks = [TenantPick(t) for t in sorted(customers)]
@@ -408,16 +418,24 @@ class BulkOnboarding:
         if not picks:
             raise NotFound("the partner has no customer with an active GDAP relationship", code="NoCustomers")
         admin = session.admin
-        run = Run(new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
+        run = Run(run_id or new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
                   self.clock.now(), keep_session=keep_session)
-        # The tenants' rows first, the run's row last: a run that exists has all its tenants (a crash before the
-        # run's row leaves rows nobody lists, and the admin starts again).
+        # The tenants' rows first, the run's row last: a run that is running has all its tenants (a crash before
+        # the run's row leaves rows nobody works, and the admin starts again).
         for p in picks:
             c = customers[p.tenant_id.lower()]
-            await self.runs.create_tenant(run.run_id, TenantProgress(
-                c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
-                proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
-        await self.runs.create_run(run)
+            try:
+                await self.runs.create_tenant(run.run_id, TenantProgress(
+                    c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
+                    proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
+            except Conflict:
+                if signed is None:
+                    raise
+                # A start of this signed-in run interrupted after this row: the row stands.
+        if signed is None:
+            await self.runs.create_run(run)
+        else:
+            await self.runs.replace_run(run, signed[1])
         log.info("onboarding run started", extra={"event": "onboarding-run", "run_id": run.run_id,
                                                   "tenants": len(picks), "method": method.value,
                                                   "actor": admin.user_principal_name})
@@ -429,10 +447,10 @@ class BulkOnboarding:
         progress document at the end. With a budget, no tenant is started after it (an HTTP request is cut at
         230 s): the run stays `running` and a resume goes on."""
         run, etag = await self.runs.get_run(run_id)
-        if session.admin.user_principal_name.lower() != run.admin_upn.lower():
-            # The audit trail names who made each change: one run, one admin.
-            raise Conflict(f"run {run_id} was started by {run.admin_upn}; sign in as that admin to resume it, or "
-                           "start a new run", code="RunOwnedByOther")
+        _same_admin(run, session)
+        if run.state is RunState.SIGNED_IN:
+            raise Conflict(f"run {run_id} has no customers yet: start it with the customers picked",
+                           code="RunNotStarted")
         customers = {c.tenant_id.lower(): c for c in await session.customers()}
         deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
         # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
@@ -695,6 +713,54 @@ class BulkOnboarding:
                     raise
                 await self.sleep(min(error.retry_after or 2.0 ** attempt, self.config.max_wait_seconds))
         raise AssertionError("unreachable")
+
+
+def _same_admin(run: Run, session: PartnerSession) -> None:
+    """The audit trail names who made each change: one run, one admin."""
+    if session.admin.user_principal_name.lower() != run.admin_upn.lower():
+        raise Conflict(f"run {run.run_id} was started by {run.admin_upn}; sign in as that admin to go on with it, "
+                       "or start a new run", code="RunOwnedByOther")
+
+
+# ------------------------------------------------------------------------------------------------ the session
+# A run started on the command line holds its session in the process. A run started on the dashboard spans several
+# invocations (the sign-in's callback, the pick, each resume): its session's refresh token is kept in Key Vault under
+# the run's name (PartnerSessions) and forgotten when the run finishes, unless the admin asked to keep it
+# (keepSession), then until they forget it (DELETE /api/onboarding/runs/{runId}/session, `onboard forget`).
+SESSION_SECRET_PREFIX = "onboarding-session-"  # noqa: S105 (a Key Vault secret name's prefix)
+
+
+def session_secret_name(run_id: str) -> str:
+    """The Key Vault secret that holds a run's partner session while it needs one."""
+    return f"{SESSION_SECRET_PREFIX}{run_id}"
+
+
+async def signed_in(runs: OnboardingRuns, sessions: PartnerSessions, session: PartnerSession, clock: Clock,
+                    run_id: str = "") -> Run:
+    """The web sign-in's hand-over: a new run (signed-in, no customer picked yet) holding the session in Key Vault,
+    or, with `run_id`, that run's session renewed (to resume it). Conflict when the run is another admin's."""
+    if run_id:
+        run, _ = await runs.get_run(run_id)
+        _same_admin(run, session)
+        await sessions.keep(session_secret_name(run.run_id), session)
+        return run
+    admin = session.admin
+    run = Run(new_run_id(), admin.user_principal_name, admin.display_name, InstallMethod.GRAPH, False, clock.now(),
+              state=RunState.SIGNED_IN)
+    await sessions.keep(session_secret_name(run.run_id), session)  # first: a run never lacks its session
+    await runs.create_run(run)
+    return run
+
+
+async def release_session(runs: OnboardingRuns, sessions: PartnerSessions, run_id: str, *,
+                          force: bool = False) -> bool:
+    """Forget the run's kept session once the run finished (unless the admin asked to keep it), or now with
+    `force`; True when it was forgotten."""
+    run, _ = await runs.get_run(run_id)
+    if force or (run.state is RunState.FINISHED and not run.keep_session):
+        await sessions.forget(session_secret_name(run_id))
+        return True
+    return False
 
 
 class _Writer:

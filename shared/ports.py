@@ -659,3 +659,20 @@ class OnboardingRuns(Protocol):
     async def tenants(self, run_id: str) -> list[tuple[TenantProgress, str]]:
         """Every tenant row of the run with its ETag."""
         ...
+
+
+class PartnerSessions(Protocol):
+    """Partner sessions kept between invocations (a web-started onboarding run): the session's refresh token in Key
+    Vault under a name, never anywhere else. Errors: NotFound (no such session kept), RotationError."""
+
+    async def keep(self, name: str, session: PartnerSession) -> None:
+        """Store what reopens the session (its refresh token) as the Key Vault secret `name` (replaced if there)."""
+        ...
+
+    async def open(self, name: str) -> PartnerSession:
+        """The session kept under `name`; the caller closes it."""
+        ...
+
+    async def forget(self, name: str) -> None:
+        """Delete the kept session; succeeds when it is gone already."""
+        ...

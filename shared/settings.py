@@ -11,7 +11,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 from urllib.parse import urlparse
 
 from shared.domain import GUID, renewal_problem
@@ -141,13 +140,12 @@ def _bool(name: str, raw: str) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
-def _onboarding_destinations(raw: str, account_secret: str,
-                             hosts: frozenset[str]) -> tuple[dict[str, Any], ...]:
-    """The destinations template of bulk onboarding, validated by rendering it for a sample customer."""
+def _onboarding_destinations(raw: str, account_secret: str, hosts: frozenset[str]) -> str:
+    """The destinations template of bulk onboarding (JSON), validated by rendering it for a sample customer."""
     from shared.bulk_onboarding import InvalidTemplate, check_template, default_template
 
     if not raw.strip():
-        return default_template(account_secret)
+        return json.dumps(default_template(account_secret))
     try:
         doc = json.loads(raw)
     except ValueError:
@@ -156,7 +154,7 @@ def _onboarding_destinations(raw: str, account_secret: str,
         check_template(doc, hosts)
     except InvalidTemplate as error:
         raise SettingsError(f"ONBOARDING_DESTINATIONS: {error}") from None
-    return tuple(doc)
+    return json.dumps(doc)
 
 
 _DOMAIN_NAME = re.compile(r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.IGNORECASE)
@@ -240,7 +238,7 @@ class Settings:
     inventory_schedule: str = "0 30 2 * * *"
     inventory_concurrency: int = 32
     onboarding_concurrency: int = 8
-    onboarding_destinations: tuple[dict[str, Any], ...] = ()
+    onboarding_destinations: str = ""  # the validated template, JSON (Settings is hashable: a key of the services)
     proofpoint_channel_domain: str = ""
     proofpoint_channel_stack: str = "us1"
     proofpoint_account_secret: str = "proofpoint-api-account"  # noqa: S105 (a Key Vault secret's name)

@@ -911,3 +911,27 @@ class FakeRuns:
     async def tenants(self, run_id: str) -> list[tuple[TenantProgress, str]]:
         await self.faults.before("runs.tenants")
         return [row for (r, _), row in self.rows.items() if r == run_id]
+
+
+class FakePartnerSessions:
+    """Partner sessions kept by name, as the delegated adapter keeps their refresh tokens in Key Vault: `vault`
+    holds what would be stored (the token), by secret name."""
+
+    def __init__(self) -> None:
+        self.vault: dict[str, Secret] = {}
+        self.sessions: dict[str, FakePartnerSession] = {}
+        self.opened = 0
+
+    async def keep(self, name: str, session: FakePartnerSession) -> None:  # type: ignore[override]
+        self.vault[name] = session.refresh_token
+        self.sessions[name] = session
+
+    async def open(self, name: str) -> FakePartnerSession:
+        if name not in self.vault:
+            raise NotFound(f"no partner session kept as {name}", code="PartnerSessionNotFound")
+        self.opened += 1
+        return self.sessions[name]
+
+    async def forget(self, name: str) -> None:
+        self.vault.pop(name, None)
+        self.sessions.pop(name, None)

@@ -485,3 +485,72 @@ def test_run_requests_name_all_or_valid_tenants() -> None:
                        ([{"tenantId": t, "proofpointDomain": "not a domain"}], "proofpointDomain"), ([t, t], "once")):
         with pytest.raises(ValueError, match=field.replace("[", r"\[").replace("]", r"\]")):
             parse_picks(bad)
+
+
+# ------------------------------------------------------------------------------------------------ the web flow
+
+
+async def test_a_web_run_keeps_its_session_under_its_name_until_it_finishes() -> None:
+    from shared.bulk_onboarding import RunState, release_session, session_secret_name, signed_in
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    a = w.customer("Contoso")
+    w.customer("Fabrikam")
+    sessions = FakePartnerSessions()
+    run = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    name = session_secret_name(run.run_id)
+    assert run.state is RunState.SIGNED_IN and list(sessions.vault) == [name]
+    engine = w.process()
+    with pytest.raises(Conflict) as error:
+        await engine.work(w.session, run.run_id)
+    assert error.value.code == "RunNotStarted"
+    await engine.start(await sessions.open(name), [TenantPick(a)], InstallMethod.GRAPH, run_id=run.run_id)
+    with pytest.raises(Conflict) as error:  # started once only
+        await engine.start(w.session, [TenantPick(a)], InstallMethod.GRAPH, run_id=run.run_id)
+    assert error.value.code == "RunStarted"
+    assert not await release_session(w.runs, sessions, run.run_id)  # still running: the session is needed
+    doc = await engine.work(await sessions.open(name), run.run_id)
+    assert doc["state"] == "finished" and doc["counts"]["total"] == 1
+    assert await release_session(w.runs, sessions, run.run_id)
+    assert not sessions.vault
+    # resuming later needs a new sign-in, which renews the run's session
+    again = await signed_in(w.runs, sessions, w.session, w.world.clock, run.run_id)
+    assert again.run_id == run.run_id and list(sessions.vault) == [name]
+
+
+async def test_a_kept_session_stays_after_the_run_until_forgotten() -> None:
+    from shared.bulk_onboarding import release_session, session_secret_name, signed_in
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    sessions = FakePartnerSessions()
+    run = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    engine = w.process()
+    await engine.start(w.session, None, InstallMethod.GRAPH, run_id=run.run_id, keep_session=True)
+    doc = await engine.work(w.session, run.run_id)
+    assert doc["state"] == "finished" and doc["keepSession"] is True
+    assert not await release_session(w.runs, sessions, run.run_id)
+    assert list(sessions.vault) == [session_secret_name(run.run_id)]
+    assert await release_session(w.runs, sessions, run.run_id, force=True)
+    assert not sessions.vault
+
+
+async def test_another_admin_cannot_take_over_a_signed_in_run() -> None:
+    from shared.bulk_onboarding import signed_in
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    sessions = FakePartnerSessions()
+    run = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    other = FakePartnerSession(w.faults, w.world.directory)
+    other.tenants = w.session.tenants
+    other.admin = PartnerAdmin(other.admin.tenant_id, str(uuid.uuid4()), "someone@msp.example", "Someone")
+    for attempt in (w.process().start(other, None, InstallMethod.GRAPH, run_id=run.run_id),
+                    signed_in(w.runs, sessions, other, w.world.clock, run.run_id)):
+        with pytest.raises(Conflict) as error:
+            await attempt
+        assert error.value.code == "RunOwnedByOther"
+    assert sessions.sessions[f"onboarding-session-{run.run_id}"] is w.session

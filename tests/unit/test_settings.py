@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from shared.settings import IdentityMode, Settings, SettingsError
@@ -75,14 +77,15 @@ def test_a_consent_redirect_uri_entra_would_not_accept_is_refused(uri: str) -> N
 def test_bulk_onboarding_settings_default_and_validated() -> None:
     s = Settings.from_env(BASE)
     assert (s.onboarding_concurrency, s.proofpoint_channel_domain, s.proofpoint_channel_stack) == (8, "", "us1")
-    assert s.onboarding_destinations == ({"name": "proofpoint", "kind": "proofpoint", "options": {
-        "stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},)
+    assert json.loads(s.onboarding_destinations) == [{"name": "proofpoint", "kind": "proofpoint", "options": {
+        "stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}}]
+    hash(s)  # the services are keyed by the settings
     custom = ('[{"name": "pp", "kind": "proofpoint", "options": {"stack": "{stack}", "domain": "{domain}", '
               '"account_secret": "pp-account"}}, {"name": "portal", "kind": "notify-only", '
               '"options": {"instructions": "Paste it into the portal for {customer}"}}]')
     s = Settings.from_env({**BASE, "ONBOARDING_DESTINATIONS": custom, "PROOFPOINT_CHANNEL_DOMAIN": "MSP.example",
                            "PROOFPOINT_CHANNEL_STACK": "eu1", "PROOFPOINT_ACCOUNT_SECRET": "pp-account"})
-    assert [d["name"] for d in s.onboarding_destinations] == ["pp", "portal"]
+    assert [d["name"] for d in json.loads(s.onboarding_destinations)] == ["pp", "portal"]
     assert (s.proofpoint_channel_domain, s.proofpoint_channel_stack) == ("msp.example", "eu1")
     for env, named in (({"ONBOARDING_CONCURRENCY": "0"}, "ONBOARDING_CONCURRENCY"),
                        ({"ONBOARDING_DESTINATIONS": "{"}, "ONBOARDING_DESTINATIONS must be a JSON list"),
