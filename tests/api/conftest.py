@@ -45,6 +45,12 @@ ROUTES = {
     "consent": "consent",
     "consent_url": "consent-url/{tenantId}",
     "alert_test": "alerts/test",
+    "onboarding_runs": "onboarding/runs",
+    "onboarding_run": "onboarding/runs/{runId}",
+    "onboarding_customers": "onboarding/runs/{runId}/customers",
+    "onboarding_start": "onboarding/runs/{runId}/start",
+    "onboarding_resume": "onboarding/runs/{runId}/resume",
+    "onboarding_session": "onboarding/runs/{runId}/session",
 }
 
 

@@ -202,6 +202,12 @@ ROUTE_ROLES = {
     ("POST", "/api/push"): OPERATE,
     ("GET", "/api/consent-url/{tenantId}"): OPERATE,
     ("POST", "/api/alerts/test"): OPERATE,
+    ("GET", "/api/onboarding/runs"): READ,
+    ("GET", "/api/onboarding/runs/{runId}"): READ,
+    ("GET", "/api/onboarding/runs/{runId}/customers"): OPERATE,
+    ("POST", "/api/onboarding/runs/{runId}/start"): OPERATE,
+    ("POST", "/api/onboarding/runs/{runId}/resume"): OPERATE,
+    ("DELETE", "/api/onboarding/runs/{runId}/session"): OPERATE,
 }
 
 
@@ -225,7 +231,7 @@ def test_every_operator_route_with_only_a_bearer_token(world: World) -> None:
     answers: dict[tuple[str, str], dict[str, int]] = {}
     with serving(world) as served:
         for (method, template), role in ROUTE_ROLES.items():
-            path = template.format(tenantId=_T, appId=_A, rotationId=_R)
+            path = template.format(tenantId=_T, appId=_A, rotationId=_R, runId=_R)
             send = {"json": {}} if method in ("POST", "PUT") else {}
             seen = answers.setdefault((method, template), {})
             anonymous = requests.request(method, served.url + path, timeout=60, **send)  # type: ignore[arg-type]

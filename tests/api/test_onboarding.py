@@ -1,0 +1,148 @@
+"""Bulk onboarding over HTTP: a run the dashboard's partner sign-in made, its customers, its start, its progress and
+its session, against the sandbox (Graph for discovery and the dry run, Proofpoint's org list, Key Vault) and
+Azurite; the partner admin's delegated session is a fake (tests/fakes.py) until the delegated adapter lands. Every
+answer is checked against the OpenAPI document (tests/api/conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+import pytest
+
+from shared import bootstrap, partner_roles
+from shared.bulk_onboarding import session_secret_name, signed_in
+from shared.entrypoints.access import Role
+from tests.api.conftest import OPERATOR, Api
+from tests.fakes import FakePartnerSession, FakePartnerSessions, Faults
+from tests.rotation.conftest import Customer, customer_seed
+
+pytestmark = pytest.mark.sandbox
+CHANNEL = "msp-onboarding.example"
+READER = ("reader@msp.example", (Role.READ.value,))
+
+
+class Onboarding:
+    def __init__(self, api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.api = api
+        self.sessions = FakePartnerSessions()
+        self.session = FakePartnerSession(Faults())
+        monkeypatch.setitem(bootstrap.DEFAULTS, "partner_sessions", self.sessions)
+        monkeypatch.setenv("PROOFPOINT_CHANNEL_DOMAIN", CHANNEL)
+        monkeypatch.setenv("PROOFPOINT_CHANNEL_STACK", "us1")
+        api.world.seed_accounts()
+        api.world.sb.control.seed({"proofpoint": {"channels": [{"domain": CHANNEL, "stack": "us1"}]}})
+
+    def customer(self, name: str, roles: frozenset[str] | None = None) -> Customer:
+        """A customer tenant in the sandbox (its Proofpoint app; the MSP app consented and owner, as after the
+        partner session's install and owner steps), its Proofpoint org under the channel, and its GDAP entry."""
+        customer, seed = customer_seed(name, days_left=200)
+        seed["proofpoint"]["orgs"][0].update({"parent": CHANNEL, "name": name})
+        self.api.world.sb.control.seed(seed)
+        kwargs = {"roles": roles} if roles is not None else {}
+        self.session.add_customer(name, domains=[customer.domain], tenant_id=customer.tenant_id, **kwargs)
+        return customer
+
+    async def sign_in(self) -> str:
+        async with bootstrap.services() as svc:
+            assert svc.onboarding_runs is not None
+            run = await signed_in(svc.onboarding_runs, self.sessions, self.session, svc.engine.clock)
+        return run.run_id
+
+
+@pytest.fixture
+def onboarding(api: Api, monkeypatch: pytest.MonkeyPatch) -> Onboarding:
+    return Onboarding(api, monkeypatch)
+
+
+async def test_a_signed_in_run_lists_customers_starts_and_reports_each_tenant(onboarding: Onboarding) -> None:
+    api = onboarding.api
+    contoso = onboarding.customer("Contoso")
+    fabrikam = onboarding.customer("Fabrikam", roles=frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))
+    run_id = await onboarding.sign_in()
+    route = {"runId": run_id}
+    signed = await api.call("onboarding_run", route=route)
+    assert signed.status == 200 and signed.body["state"] == "signed-in" and signed.body["tenants"] == []
+
+    listed = await api.call("onboarding_customers", route=route)
+    assert listed.status == 200 and listed.body["admin"] == "partner-admin@msp.example"
+    by_tenant = {c["tenantId"]: c for c in listed.body["customers"]}
+    assert by_tenant[contoso.tenant_id]["missingRoles"] == [] and not by_tenant[contoso.tenant_id]["registered"]
+    assert by_tenant[fabrikam.tenant_id]["missingRoles"] == ["Privileged Role Administrator"]
+
+    started = await api.call("onboarding_start", "POST", route, {"tenants": "all", "method": "graph"})
+    assert started.status == 200, started.body
+    doc = started.body
+    assert doc["state"] == "finished" and doc["counts"]["done"] == 1 and doc["counts"]["failed"] == 1
+    tenants = {t["tenantId"]: t for t in doc["tenants"]}
+    done = tenants[contoso.tenant_id]
+    assert done["appId"] == contoso.app_id and done["proofpointDomain"] == contoso.domain
+    assert [s["state"] for s in done["steps"]] == ["done"] * 5
+    assert done["steps"][4]["detail"].startswith("would-rotate")  # the dry run, through Graph, of the new target
+    failed = tenants[fabrikam.tenant_id]
+    assert failed["error"]["code"] == "GdapRoleMissing" and "Privileged Role Administrator" in failed["error"]["fix"]
+
+    target = await api.call("target", route={"tenantId": contoso.tenant_id, "appId": contoso.app_id})
+    assert target.status == 200
+    assert target.body["destinations"] == [{"name": "proofpoint", "kind": "proofpoint", "options": {
+        "stack": "us1", "domain": contoso.domain, "account_secret": "proofpoint-api-account"}}]
+    again = await api.call("onboarding_run", route=route, caller=READER)
+    assert again.status == 200 and again.body == doc
+    runs = await api.call("onboarding_runs", caller=READER)
+    assert [r["runId"] for r in runs.body["runs"]] == [run_id] and "tenants" not in runs.body["runs"][0]
+    # the session was forgotten with the run's end: a resume needs a new sign-in
+    assert not onboarding.sessions.vault
+    resumed = await api.call("onboarding_resume", "POST", route)
+    assert (resumed.status, resumed.code) == (404, "PartnerSessionNotFound")
+    token = onboarding.session.refresh_token.reveal()
+    for reply in (signed, listed, started, again, runs, resumed):
+        assert token not in reply.text
+
+
+async def test_a_kept_session_is_forgotten_on_request(onboarding: Onboarding) -> None:
+    api = onboarding.api
+    onboarding.customer("Contoso")
+    run_id = await onboarding.sign_in()
+    route = {"runId": run_id}
+    reply = await api.call("onboarding_start", "POST", route, {"tenants": "all", "keepSession": True,
+                                                                "planOnly": True})
+    assert reply.status == 200 and reply.body["planOnly"] and reply.body["keepSession"]
+    assert list(onboarding.sessions.vault) == [session_secret_name(run_id)]
+    assert (await api.call("onboarding_session", "DELETE", route, caller=READER)).status == 403
+    gone = await api.call("onboarding_session", "DELETE", route)
+    assert gone.status == 204 and not onboarding.sessions.vault
+    assert (await api.call("onboarding_session", "DELETE", route)).status == 204  # gone already: still 204
+
+
+async def test_refusals_are_json_with_a_code_and_change_nothing(onboarding: Onboarding, api: Api,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    onboarding.customer("Contoso")
+    run_id = await onboarding.sign_in()
+    route = {"runId": run_id}
+    unknown = {"runId": uuid.uuid4().hex}
+    cases: list[tuple[str, str, dict[str, str], Any, tuple[str, Any], int, str]] = [
+        ("onboarding_run", "GET", {"runId": "nope"}, None, (OPERATOR, (Role.OPERATE.value,)), 400, "InvalidRunId"),
+        ("onboarding_run", "GET", unknown, None, READER, 404, "RunNotFound"),
+        ("onboarding_start", "POST", route, {"tenants": "all"}, READER, 403, "Forbidden"),
+        ("onboarding_start", "POST", route, {}, (OPERATOR, (Role.OPERATE.value,)), 422, "InvalidRequest"),
+        ("onboarding_start", "POST", route, {"tenants": ["x"]}, (OPERATOR, (Role.OPERATE.value,)), 422,
+         "InvalidRequest"),
+        ("onboarding_start", "POST", route, {"tenants": "all", "method": "fax"}, (OPERATOR, (Role.OPERATE.value,)),
+         422, "InvalidRequest"),
+        ("onboarding_start", "POST", route, {"tenants": [str(uuid.uuid4())]}, (OPERATOR, (Role.OPERATE.value,)),
+         404, "CustomerNotFound"),
+        ("onboarding_resume", "POST", route, None, (OPERATOR, (Role.OPERATE.value,)), 409, "RunNotStarted"),
+        ("onboarding_customers", "GET", route, None, READER, 403, "Forbidden"),
+        ("onboarding_start", "POST", unknown, {"tenants": "all"}, (OPERATOR, (Role.OPERATE.value,)), 404,
+         "PartnerSessionNotFound"),
+    ]
+    for function, method, where, body, caller, status, code in cases:
+        reply = await api.call(function, method, where, body, caller=caller)
+        assert (reply.status, reply.code) == (status, code), (function, where, body, reply.text)
+    doc = (await api.call("onboarding_run", route=route)).body
+    assert doc["state"] == "signed-in" and doc["tenants"] == []
+    monkeypatch.setitem(bootstrap.DEFAULTS, "partner_sessions", None)
+    reply = await api.call("onboarding_start", "POST", route, {"tenants": "all"})
+    assert (reply.status, reply.code) == (503, "PartnerSessionUnavailable")
+    assert json.loads(reply.text)["error"]["message"]
