@@ -258,7 +258,19 @@ async def _build(
                     queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory,
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
-                    partner_sessions=DEFAULTS.get("partner_sessions")), close
+                    partner_sessions=_partner_sessions(settings, secret_client, transport)), close
+
+
+def _partner_sessions(settings: Settings, client: Any, transport: Any) -> PartnerSessions | None:
+    """Partner sessions kept in Key Vault (federated mode: the MSP app the partner admin signs in to)."""
+    if "partner_sessions" in DEFAULTS:
+        seam: PartnerSessions | None = DEFAULTS["partner_sessions"]
+        return seam
+    if settings.identity_mode is not IdentityMode.FEDERATED:
+        return None
+    from shared.adapters.partner_sessions import KeyVaultPartnerSessions
+
+    return KeyVaultPartnerSessions(client, settings, transport.session)
 
 
 # ------------------------------------------------------------------------------------------------ per process

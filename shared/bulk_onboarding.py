@@ -56,8 +56,9 @@ log = logging.getLogger(__name__)
 # The MSP app's Microsoft Graph application permissions, in ONE place: bulk onboarding installs them, the consent
 # link asks for the app's configured permissions (which infra/scripts/create-msp-app.sh sets from the same list; a
 # test holds them equal). Application.ReadWrite.OwnedBy: rotate secrets of the apps it owns (DESIGN.md, Identity);
-# AuditLog.Read.All: the sign-in evidence of issue 24 (Graph sign-in logs and reports).
-GRAPH_APP_PERMISSIONS: tuple[str, ...] = ("Application.ReadWrite.OwnedBy", "AuditLog.Read.All")
+# AuditLog.Read.All and Directory.Read.All: the sign-in evidence of issue 24 (Graph's List signIns needs both,
+# microsoft-graph-docs-contrib api-reference/beta/api/signin-list.md).
+GRAPH_APP_PERMISSIONS: tuple[str, ...] = ("Application.ReadWrite.OwnedBy", "AuditLog.Read.All", "Directory.Read.All")
 
 ONBOARDING_ACTOR = "onboarding"  # the audit actor kind of a change made by a bulk-onboarding run
 

@@ -17,6 +17,8 @@
     python -m shared alert-test [--as NAME]   (post a test alert to the alert channel; audited; exit 1 if refused)
     python -m shared inventory scan           (the credential inventory pass now, as INVENTORY_SCHEDULE runs it;
                                              exit 1 if a tenant could not be read)
+    python -m shared onboard list|run|status|runs|resume|forget
+                                            (bulk onboarding through GDAP, device code sign-in: shared/onboard_cli.py)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -36,6 +38,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from shared import onboard_cli
 from shared.bootstrap import Services, services
 from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
@@ -312,6 +315,7 @@ def parser() -> argparse.ArgumentParser:
                                        "runs advance_target: a local worker")
     work.add_argument("--until-empty", action="store_true", help="stop once no message is visible")
     work.add_argument("--invisible-seconds", type=int, default=600, help=argparse.SUPPRESS)
+    onboard_cli.add_parser(sub)
     return p
 
 
@@ -395,6 +399,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _alert_test(svc, args.sender)
         if args.command == "inventory" and args.inventory_command == "scan":
             return await _inventory_scan(svc)
+        if args.command == "onboard":
+            return await onboard_cli.main(svc, args)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

@@ -231,6 +231,12 @@ class DelegatedSignIn:
         """The current refresh token, for a caller that was asked to keep it (and keeps it in Key Vault only)."""
         return self._refresh
 
+    @property
+    def public_client(self) -> bool:
+        """Signed in as a public client (the device code flow): its refresh token is redeemed without the
+        client assertion."""
+        return self._client_assertion is None
+
     async def close(self) -> None:
         """Forget every token."""
         self._refresh = None

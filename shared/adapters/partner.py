@@ -140,7 +140,7 @@ class GdapPartnerSession:
                 sp = await self._create_service_principal(tenant_id)
                 created = True
         granted = await self._grant(tenant_id, sp["id"], graph_roles)
-        log.info("msp app installed", extra={"tenant": tenant_id, "method": method.value, "created": created,
+        log.info("msp app installed", extra={"tenant": tenant_id, "method": method.value, "sp_created": created,
                                              "granted": list(granted), "admin": self.admin.user_principal_name})
         return Installed(service_principal_id=str(sp["id"]), created=created, roles_granted=granted)
 
@@ -185,6 +185,11 @@ class GdapPartnerSession:
         except RotationError as error:
             log.warning("partner center consent left in place", extra={"tenant": tenant_id, "code": error.code})
         return True
+
+    @property
+    def sign_in(self) -> DelegatedSignIn:
+        """The delegated sign-in this session's tokens come from (to keep it in Key Vault when asked)."""
+        return self._sign_in
 
     async def close(self) -> None:
         await self._sign_in.close()

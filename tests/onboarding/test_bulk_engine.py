@@ -110,7 +110,8 @@ async def test_every_step_for_every_customer() -> None:
         assert steps(t) == dict.fromkeys(("roles", "install", "owner", "register", "dry-run"), "done")
         fake = w.session.tenants[tenant]
         assert fake.service_principal == ROTATOR.object_id
-        assert fake.granted == set(GRAPH_APP_PERMISSIONS) == {"Application.ReadWrite.OwnedBy", "AuditLog.Read.All"}
+        assert fake.granted == set(GRAPH_APP_PERMISSIONS) == {"Application.ReadWrite.OwnedBy", "AuditLog.Read.All",
+                                                              "Directory.Read.All"}
         (app_id,) = w.apps(tenant)
         app = w.world.directory.app(tenant, app_id)
         assert fake.owners[app.object_id] == {ROTATOR.object_id}
@@ -125,7 +126,8 @@ async def test_every_step_for_every_customer() -> None:
     # audit: each change in a customer tenant, with the admin's name, started then done
     actor = f"onboarding:{ADMIN}"
     for step, outcome in (("onboarding-service-principal", "created; granted Application.ReadWrite.OwnedBy, "
-                           "AuditLog.Read.All"), ("onboarding-owner", "added"), ("onboarding-registry", "created")):
+                           "AuditLog.Read.All, Directory.Read.All"), ("onboarding-owner", "added"),
+                          ("onboarding-registry", "created")):
         events = w.events(step)
         assert Counter(e.outcome for e in events) == {"started": 3, outcome: 3}, step
         assert {e.actor for e in events} == {actor}
@@ -265,7 +267,7 @@ async def test_re_running_the_steps_never_duplicates_owners_targets_or_grants() 
     t = tenant_doc(doc, half)
     assert t["state"] == "done"
     install = next(s for s in t["steps"] if s["step"] == "install")["detail"]
-    assert install == "service principal there already, granted AuditLog.Read.All"
+    assert install == "service principal there already, granted AuditLog.Read.All, Directory.Read.All"
     assert "owner already" in next(s for s in t["steps"] if s["step"] == "owner")["detail"]
     assert fake.granted == set(GRAPH_APP_PERMISSIONS)
     assert list(fake.owners.values()) == [{ROTATOR.object_id}]
@@ -425,7 +427,8 @@ async def test_a_crash_at_any_call_is_resumed_without_duplicates(call: str, nth:
             outcomes = [e.outcome for e in w.events(step) if e.tenant_id == tenant]
             assert outcomes.count("started") in (1, 2), (step, outcomes)
             ended = [o for o in outcomes if o != "started"]
-            assert ended and ended[-1] in ("created; granted Application.ReadWrite.OwnedBy, AuditLog.Read.All",
+            assert ended and ended[-1] in ("created; granted Application.ReadWrite.OwnedBy, AuditLog.Read.All, "
+                                           "Directory.Read.All",
                                            "present; permissions present", "added", "present", "created"), outcomes
         created = [e for e in w.events("onboarding-registry") if e.tenant_id == tenant and e.outcome == "created"]
         assert len(created) <= 1

@@ -1,0 +1,107 @@
+"""Bulk onboarding end to end against the sandbox, every adapter real: the partner admin's device code sign-in, the
+GDAP customers and roles (shared.adapters.partner), Partner Center's consent and Graph's app role assignments and
+owners as the admin, discovery and the dry run as the rotator's own identity, Proofpoint's org list, the run state
+and audit on Azurite, and the session kept in and deleted from Key Vault."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+
+from shared.adapters.partner import CUSTOMER_DELEGATED_SCOPES
+from shared.bootstrap import services
+from shared.bulk_onboarding import GRAPH_APP_PERMISSIONS, release_session, session_secret_name, signed_in
+from shared.ports import InstallMethod
+from tests.onboarding import gdap_world
+from tests.onboarding.gdap_world import CHANNEL, app_id, domain, signed_in_session, tenant_id
+from tests.rotation.conftest import World
+
+pytestmark = pytest.mark.sandbox
+
+
+def tenant_state(world: World, tenant: str) -> dict[str, Any]:
+    return next(t for t in world.sb.control.state()["tenants"] if t["id"] == tenant)
+
+
+@pytest.mark.parametrize("method", [InstallMethod.PARTNER_CENTER, InstallMethod.GRAPH])
+async def test_one_sign_in_onboards_every_gdap_customer(world: World, method: InstallMethod,
+                                                        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    gdap_world.seed(world.sb.control, 4, missing_role_every=4)  # customer 4's relationship lacks PRA
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL)
+    msp_app = settings.msp_app_client_id
+    if method is InstallMethod.GRAPH:
+        # The Graph method needs the MSP app consented once in the tenant (docs/partner-access.md): a consent made
+        # by hand earlier, without the application permissions.
+        world.sb.control.seed({"tenants": [{"id": tenant_id(n),
+                                            "delegatedGrants": {msp_app: list(CUSTOMER_DELEGATED_SCOPES)}}
+                                           for n in range(1, 5)]})
+    async with services(settings, table_prefix=world.prefix) as svc, aiohttp.ClientSession() as http:
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        engine = svc.bulk_onboarding()
+        run = await engine.start(session, None, method)
+        doc = await engine.work(session, run.run_id)
+        assert doc["state"] == "finished", json.dumps(doc, indent=1)
+        states = {t["tenantId"]: t for t in doc["tenants"]}
+        for n in (1, 2, 3):
+            t = states[tenant_id(n)]
+            assert t["state"] == "done", t
+            assert (t["appId"], t["proofpointDomain"]) == (app_id(n), domain(n))
+            target, _ = await svc.state.get_target(tenant_id(n), app_id(n))
+            assert target.destinations[0].options["domain"] == domain(n)
+            # in the tenant: the MSP app's service principal, its Graph permissions, owner of the Proofpoint app
+            tenant = tenant_state(world, tenant_id(n))
+            sp = next(s for s in tenant["servicePrincipals"] if s["appId"] == msp_app)
+            app = next(a for a in tenant["applications"] if a["appId"] == app_id(n))
+            assert sp["id"] in json.dumps(app.get("owners", []))
+            assert set(GRAPH_APP_PERMISSIONS) <= set(json.dumps(tenant).split('"')), "permissions granted"
+            events = await svc.state.events(tenant_id(n), app_id(n))
+            assert {e.actor for e in events if e.step.startswith("onboarding")} == {
+                "onboarding:partner-admin@msp.example"}
+        refused = states[tenant_id(4)]
+        assert refused["state"] == "failed" and refused["error"]["code"] == "GdapRoleMissing"
+        assert "Privileged Role Administrator" in refused["error"]["fix"]
+        if method is InstallMethod.PARTNER_CENTER:  # nothing was tried there (with Graph, the consent made one)
+            assert not any(s["appId"] == msp_app
+                           for s in tenant_state(world, tenant_id(4)).get("servicePrincipals", []))
+        # a second run: the onboarded are skipped, nothing is changed again
+        again = await engine.work(session, (await engine.start(session, None, method)).run_id)
+        assert again["counts"]["skipped"] == 3 and again["counts"]["failed"] == 1
+        await session.close()
+    assert "refresh_token" not in caplog.text.lower().replace("refresh_token_for_vault", "")
+
+
+async def test_a_web_run_keeps_its_session_in_key_vault_until_it_ends(world: World) -> None:
+    gdap_world.seed(world.sb.control, 1)
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL)
+    async with services(settings, table_prefix=world.prefix) as svc, aiohttp.ClientSession() as http:
+        assert svc.partner_sessions is not None and svc.onboarding_runs is not None
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        run = await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock)
+        name = session_secret_name(run.run_id)
+        kept = world.sb.control.state()["keyvault"]["secrets"][name]
+        assert kept[-1]["content_type"] == "application/x-partner-session"
+        assert kept[-1]["tags"] == {"purpose": "onboarding-session"}
+        engine = svc.bulk_onboarding()
+        await engine.start(session, None, InstallMethod.PARTNER_CENTER, run_id=run.run_id)
+        doc = await engine.work(session, run.run_id)
+        assert doc["counts"]["done"] == 1
+        # the next invocation opens the kept session: its refresh token works in the customer tenant
+        reopened = await svc.partner_sessions.open(name)
+        assert reopened.admin.user_principal_name == "partner-admin@msp.example"
+        assert domain(1) in await reopened.domains(tenant_id(1))
+        assert await release_session(svc.onboarding_runs, svc.partner_sessions, run.run_id)
+        await reopened.close()
+        assert name not in world.sb.control.state()["keyvault"]["secrets"]
+        # signed in again for the same run (to resume it): the deleted name is recovered and written again
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock, run.run_id)
+        assert name in world.sb.control.state()["keyvault"]["secrets"]
+        await session.close()
