@@ -342,7 +342,7 @@ def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
 
 
 def customers_document(customers: Sequence[GdapCustomer], registered: set[str],
-                       method: InstallMethod = InstallMethod.GRAPH) -> list[dict[str, Any]]:
+                       method: InstallMethod = InstallMethod.PARTNER_CENTER) -> list[dict[str, Any]]:
     """The GDAP customers with the admin's roles in each, what is missing for `method`, and whether registered."""
     return [
         {

@@ -111,7 +111,7 @@ async def onboarding_customers(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET")
     authorize(req, Role.OPERATE)
     run_id = _run_id(req)
-    method = req.params.get("method") or InstallMethod.GRAPH.value
+    method = req.params.get("method") or InstallMethod.PARTNER_CENTER.value
     if method not in {m.value for m in InstallMethod}:
         raise HttpError(400, "InvalidQuery", "method must be graph or partner-center")
     async with invocation_services() as svc:
@@ -141,7 +141,7 @@ async def onboarding_start(req: func.HttpRequest) -> func.HttpResponse:
         picks = parse_picks(body["tenants"])
     except ValueError as error:
         raise HttpError(422, "InvalidRequest", str(error)) from None
-    method = body.get("method", InstallMethod.GRAPH.value)
+    method = body.get("method", InstallMethod.PARTNER_CENTER.value)
     if method not in {m.value for m in InstallMethod}:
         raise HttpError(422, "InvalidRequest", "method must be graph or partner-center")
     plan_only, keep = _bool_field(body, "planOnly"), _bool_field(body, "keepSession")

@@ -1,0 +1,56 @@
+"""`python -m shared onboard` in its own process against the sandbox: the device code printed as az prints it, the
+admin approving it at the sandbox's verification page, a line per tenant as it finishes, the exit code, and the run's
+status afterwards (no sign-in)."""
+
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from sandbox.client import answer_device_code
+from tests.onboarding import gdap_world
+from tests.onboarding.gdap_world import ADMIN, CHANNEL, tenant_id
+from tests.rotation.conftest import Rotating, World
+
+pytestmark = pytest.mark.sandbox
+PROMPT = re.compile(r"To sign in, use a web browser to open the page (\S+) and enter the code (\S+) to authenticate")
+
+
+def approve(world: World, process: Rotating, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not (found := PROMPT.search(process.output())):
+        assert process.poll() is None, process.output()
+        assert time.monotonic() < deadline, process.output()
+        time.sleep(0.2)
+    assert found.group(1).endswith("/devicelogin")
+    answer_device_code(world.sb.endpoints["entra"], found.group(2), ADMIN, world.sb.ca_file)
+
+
+def test_onboard_run_signs_in_with_a_device_code_and_prints_each_tenant(world: World) -> None:
+    gdap_world.seed(world.sb.control, 3, missing_role_every=3)
+    world.sb.control.set_device_code_interval(1)
+    world.env["PROOFPOINT_CHANNEL_DOMAIN"] = CHANNEL
+    process = world.cli("onboard", "run", "--all")
+    approve(world, process)
+    assert process.wait(timeout=300) == 2, process.output()  # a tenant needs a human
+    out = process.output()
+    assert f"Signed in as {ADMIN}." in out
+    assert re.search(rf"^done +Customer 0001 \({tenant_id(1)}\): registered with Proofpoint org customer0001\.example"
+                     r"; would-rotate", out, re.MULTILINE), out
+    assert re.search(rf"^done +Customer 0002 \({tenant_id(2)}\)", out, re.MULTILINE), out
+    assert re.search(rf"^failed +Customer 0003 \({tenant_id(3)}\)\n +GdapRoleMissing: .*Privileged Role "
+                     r"Administrator.*\n +fix: add Privileged Role Administrator", out, re.MULTILINE), out
+    run_id = re.search(r"^Run ([0-9a-f]{32}) finished: 2 onboarded, 0 onboarded before, 1 failed", out, re.MULTILINE)
+    assert run_id, out
+    assert "refresh" not in out.lower()
+
+    status = world.cli("onboard", "status", run_id.group(1))
+    assert status.wait(timeout=120) == 2
+    assert "GdapRoleMissing" in status.output() and "Customer 0001" in status.output()
+
+    again = world.cli("onboard", "run", "--tenant", tenant_id(1))
+    approve(world, again)
+    assert again.wait(timeout=300) == 0, again.output()  # onboarded before: skipped, nothing to do
+    assert re.search(r"^skipped +Customer 0001", again.output(), re.MULTILINE), again.output()
