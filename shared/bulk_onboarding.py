@@ -395,6 +395,14 @@ class BulkOnboarding:
         self.worker = uuid.uuid4().hex
         self._orgs: list[ProofpointOrg] | None = None
         self._orgs_lock = asyncio.Lock()
+        self._customers: tuple[PartnerSession, dict[str, GdapCustomer]] | None = None
+        self._registered: set[tuple[str, str]] = set()
+
+    async def _customers_of(self, session: PartnerSession) -> dict[str, GdapCustomer]:
+        """The session's GDAP customers by tenant id, read once per session (start and work share them)."""
+        if self._customers is None or self._customers[0] is not session:
+            self._customers = (session, {c.tenant_id.lower(): c for c in await session.customers()})
+        return self._customers[1]
 
     # ---------------------------------------------------------------- entry points
 
@@ -409,7 +417,7 @@ class BulkOnboarding:
             _same_admin(signed[0], session)
             if signed[0].state is not RunState.SIGNED_IN:
                 raise Conflict(f"run {run_id} was started already; watch it, or resume it", code="RunStarted")
-        customers = {c.tenant_id.lower(): c for c in await session.customers()}
+        customers = await self._customers_of(session)
         if picks is None:
             picks = [TenantPick(t) for t in sorted(customers)]
         unknown = [p.tenant_id for p in picks if p.tenant_id.lower() not in customers]
@@ -452,7 +460,10 @@ class BulkOnboarding:
         if run.state is RunState.SIGNED_IN:
             raise Conflict(f"run {run_id} has no customers yet: start it with the customers picked",
                            code="RunNotStarted")
-        customers = {c.tenant_id.lower(): c for c in await session.customers()}
+        customers = await self._customers_of(session)
+        # What is registered, read once per call (not a scan of the registry per tenant): a tenant is skipped only
+        # on its first visit, and only for a target registered before the run came to it.
+        self._registered = {(t.tenant_id.lower(), t.app_id.lower()) for t, _ in await self.state.list_targets()}
         deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
         # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
         todo = [t for t, _ in await self.runs.tenants(run_id) if t.state not in ONBOARDED]
@@ -471,7 +482,19 @@ class BulkOnboarding:
                     if result is not None:
                         await result
 
-        await asyncio.gather(*(worker() for _ in range(min(self.config.concurrency, len(todo)) or 1)))
+        # A task group: when a worker dies (a bug, the process killed) the others are stopped with it, never left
+        # writing the run state behind a resume.
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.config.concurrency, len(todo)) or 1):
+                    group.create_task(worker())
+        except BaseExceptionGroup as failed:
+            # The first failure stopped the run (the others are mostly its echo: calls after the process died);
+            # it is raised as a caller expects it, the others are logged.
+            for other in failed.exceptions[1:]:
+                log.error("onboarding worker stopped too: %s", type(other).__name__,
+                          extra={"event": "onboarding-run", "run_id": run_id})
+            raise failed.exceptions[0] from None
         return await self.finish_if_done(run_id)
 
     async def finish_if_done(self, run_id: str) -> dict[str, Any]:
@@ -537,7 +560,7 @@ class BulkOnboarding:
     async def _steps(self, session: PartnerSession, run: Run, customer: GdapCustomer, w: _Writer) -> None:
         actor = actor_of(ONBOARDING_ACTOR, run.admin_upn)
         tenant = customer.tenant_id.lower()
-        if not w.progress.steps and await self._registered(tenant, w.progress.app_id):
+        if not w.progress.steps and self._onboarded(tenant, w.progress.app_id):
             w.skipped_all = True
             for step in STEPS:
                 await w.step(step, "skipped", "onboarded already: its Proofpoint app is registered")
@@ -602,9 +625,8 @@ class BulkOnboarding:
             await w.step(step, "skipped", "plan only")
         await w.step(Step.REGISTER, "skipped", f"plan only: Proofpoint org {org.primary_domain.lower()}")
 
-    async def _registered(self, tenant: str, app_id: str) -> bool:
-        targets = [t for t, _ in await self.state.list_targets() if t.tenant_id.lower() == tenant]
-        return any(not app_id or t.app_id.lower() == app_id for t in targets)
+    def _onboarded(self, tenant: str, app_id: str) -> bool:
+        return any(t == tenant and (not app_id or a == app_id) for t, a in self._registered)
 
     async def _register(self, target: Target) -> bool:
         try:

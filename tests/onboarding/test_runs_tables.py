@@ -95,7 +95,7 @@ async def test_a_run_on_tables_interrupted_and_resumed_with_no_secret_in_any_row
     middle = await process().progress(run.run_id)
     assert middle["state"] == "running" and middle["counts"]["done"] < 3
     doc = await process().work(w.session, run.run_id)
-    assert doc["state"] == "finished"
+    assert doc["state"] == "finished", json.dumps(doc, indent=1)
     assert [tenant_doc(doc, t)["state"] for t in tenants] == ["done"] * 3
     assert tenant_doc(doc, missing)["error"]["code"] == "GdapRoleMissing"
     registered = {(t.tenant_id, t.app_id) for t, _ in await state.list_targets()}
