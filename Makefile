@@ -7,7 +7,7 @@ CHECKOV := .tools/checkov/bin/checkov
 # Debian's Chromium, driven by Playwright (tests/dashboard, the demo's screenshot); installed with apt-get.
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench bench-fanout bench-sweep bench-inventory chromium
+.PHONY: help test test-exhaustive checks demo serve lint typecheck pytest sandbox clean bench bench-fanout bench-sweep bench-inventory bench-onboarding chromium
 
 help:
 	@echo "make test   - lint, type-check and run every test (starts and stops Azurite)"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-fanout - 1,000 due customers drained by 1, 2 and 4 queue workers (print figures)"
 	@echo "make bench-sweep - rotations per second at several SCAN_CONCURRENCY values (print figures)"
 	@echo "make bench-inventory - the credential inventory's first and daily pass (INVENTORY_ARGS=--tenants 5000)"
+	@echo "make bench-onboarding - bulk onboarding of 200 GDAP customers, one sign-in, 50 ms per call (print figures)"
 	@echo "make clean  - remove the virtual environment, node_modules and caches"
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
@@ -82,6 +83,9 @@ bench-sweep: $(VENV)/.installed $(AZURITE)
 # The credential inventory's first and daily pass (issue 25); INVENTORY_ARGS="--tenants 5000" for the goal's size.
 bench-inventory: $(VENV)/.installed $(AZURITE)
 	scripts/with-azurite.sh $(PY) -m benchmarks.inventory $(INVENTORY_ARGS)
+
+bench-onboarding: $(VENV)/.installed $(AZURITE)
+	scripts/with-azurite.sh $(PY) -m benchmarks.onboarding $(ONBOARDING_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools node_modules .mypy_cache .ruff_cache .pytest_cache .hypothesis .sandbox .demo
