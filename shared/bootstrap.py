@@ -20,6 +20,7 @@ from shared.settings import IdentityMode, Settings, SettingsError
 from shared.telemetry import configure_telemetry
 
 if TYPE_CHECKING:
+    from shared.adapters.delegated import DelegatedSignIn
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.inventory import GraphInventory
     from shared.adapters.inventory_tables import TablesInventoryStore
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
     from shared.alerts import AlertBook
     from shared.bulk_onboarding import BulkOnboarding
-    from shared.ports import PartnerSessions, ProofpointOrgs
+    from shared.ports import PartnerSession, PartnerSessions, ProofpointOrgs
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
@@ -81,6 +82,20 @@ class Services:
     # Partner sessions kept in Key Vault between a web-started run's invocations: the delegated adapter's (branch
     # `partner`); None until it is built, and the onboarding routes that need a session answer 503 without it.
     partner_sessions: PartnerSessions | None = None
+    http: Any = None  # the process's pooled aiohttp session (the delegated partner adapters' HTTP client)
+
+    def delegated_sign_in(self, *, confidential: bool = True) -> DelegatedSignIn:
+        """A partner admin's delegated sign-in to the MSP app over this process's HTTP pool: the dashboard's
+        (authorization code, the rotator a confidential client) or, with confidential=False, a device code's."""
+        from shared.adapters.partner_sessions import sign_in
+
+        return sign_in(self.settings, self.http, confidential=confidential)
+
+    def partner_session(self, signed_in: DelegatedSignIn) -> PartnerSession:
+        """The GDAP session of a signed-in partner admin (what bulk onboarding works with)."""
+        from shared.adapters.partner_sessions import partner_session
+
+        return partner_session(self.settings, signed_in, self.http)
 
     def bulk_onboarding(self) -> BulkOnboarding:
         """The bulk-onboarding engine over these services (its dry run is this invocation's engine's)."""
@@ -258,7 +273,8 @@ async def _build(
                     queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory,
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
-                    partner_sessions=_partner_sessions(settings, secret_client, transport)), close
+                    partner_sessions=_partner_sessions(settings, secret_client, transport),
+                    http=transport.session), close
 
 
 def _partner_sessions(settings: Settings, client: Any, transport: Any) -> PartnerSessions | None:
