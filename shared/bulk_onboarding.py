@@ -36,7 +36,7 @@ from typing import Any
 
 from shared import partner_roles
 from shared.domain import GUID, DestinationConfig, Target, actor_of
-from shared.errors import Ambiguous, Conflict, NotFound, PartnerRefused, RotationError, Throttled
+from shared.errors import Ambiguous, Conflict, NotFound, PartnerRefused, RotationError, Throttled, Unreachable
 from shared.ports import (
     Clock,
     Directory,
@@ -368,6 +368,11 @@ class OnboardingConfig:
     name_patterns: Sequence[str] = ("PPE", "Proofpoint", "ModusCloud")
     msp_app_id: str = ""  # the MSP app's client id: the audit trail's app id for its install in a customer tenant
     throttle_attempts: int = 5  # tries of one call the service throttles (each after the wait it asked for)
+    # A service principal made moments ago is not yet known to the token service (Entra answers AADSTS700016 for a
+    # while; the sandbox models it): discovery, the rotator's first call as itself in the tenant, waits this long
+    # between this many tries before the tenant stops with "resume later".
+    propagation_attempts: int = 6
+    propagation_wait: float = 10.0
     max_wait_seconds: float = 120.0
     allowed_hosts: frozenset[str] = frozenset()
 
@@ -639,9 +644,20 @@ class BulkOnboarding:
         """The Proofpoint app: the one picked, or the only one discovery finds (shared.service.discover)."""
         from shared.service import discover
 
+        async def look() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = await self._retry(lambda: discover(
+                self.directory, self.state, tenant, self.config.name_patterns, self.clock.now()))
+            return found
+
         try:
-            found = await self._retry(lambda: discover(self.directory, self.state, tenant,
-                                                       self.config.name_patterns, self.clock.now()))
+            for attempt in range(1, self.config.propagation_attempts + 1):
+                try:
+                    found = await look()
+                    break
+                except Unreachable:
+                    if attempt == self.config.propagation_attempts:
+                        raise
+                    await self.sleep(self.config.propagation_wait)
         except RotationError as error:
             raise TenantStopped(Step.OWNER, error.code, f"the Proofpoint app could not be looked for: "
                                 f"{error.message}", "resume the run in a few minutes (a new service principal "

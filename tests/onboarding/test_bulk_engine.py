@@ -557,3 +557,22 @@ async def test_another_admin_cannot_take_over_a_signed_in_run() -> None:
             await attempt
         assert error.value.code == "RunOwnedByOther"
     assert sessions.sessions[f"onboarding-session-{run.run_id}"] is w.session
+
+
+async def test_a_service_principal_not_yet_known_to_the_token_service_is_waited_for() -> None:
+    """Entra answers AADSTS700016 for a service principal made moments ago: discovery waits and tries again, and a
+    tenant where it never arrives stops with the code and "resume later"."""
+    from shared.errors import Unreachable
+
+    w = BulkWorld(propagation_attempts=3, propagation_wait=10.0)
+    a = w.customer("Contoso")
+    w.faults.add("directory.find_applications", lambda: Unreachable("AADSTS700016: not found", code="AADSTS700016"),
+                 times=2)
+    doc = await w.run()
+    assert tenant_doc(doc, a)["state"] == "done" and w.sleeps == [10.0, 10.0]
+    b = w.customer("Fabrikam")
+    w.faults.add("directory.find_applications", lambda: Unreachable("AADSTS700016: not found", code="AADSTS700016"),
+                 nth=w.faults.counts["directory.find_applications"] + 1, times=3)
+    doc = await w.run([TenantPick(b)])
+    t = tenant_doc(doc, b)
+    assert t["error"]["code"] == "AADSTS700016" and "resume the run in a few minutes" in t["error"]["fix"]

@@ -113,3 +113,30 @@ async def test_a_web_run_keeps_its_session_in_key_vault_until_it_ends(world: Wor
         await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock, run.run_id)
         assert name in world.sb.control.state()["keyvault"]["secrets"]
         await session.close()
+
+
+async def test_a_new_service_principal_not_yet_known_to_the_token_service_is_waited_for(world: World) -> None:
+    """The sandbox's service-principal delay: the rotator's own token in a tenant the MSP app was just put in is
+    refused (AADSTS700016) for a while; discovery waits for it and the tenant is onboarded in the same run."""
+    from dataclasses import replace
+
+    gdap_world.seed(world.sb.control, 1)
+    world.sb.control.set_service_principal_delay(2)
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL)
+    async with services(settings, table_prefix=world.prefix) as svc, aiohttp.ClientSession() as http:
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        engine = svc.bulk_onboarding()
+        engine.config = replace(engine.config, propagation_wait=1.0)
+        waits: list[float] = []
+        sleep = engine.sleep
+
+        async def counted(seconds: float) -> None:
+            waits.append(seconds)
+            await sleep(seconds)
+
+        engine.sleep = counted
+        doc = await engine.work(session, (await engine.start(session, None, InstallMethod.PARTNER_CENTER)).run_id)
+        await session.close()
+    assert doc["counts"]["done"] == 1, json.dumps(doc, indent=1)
+    assert waits and set(waits) == {1.0}
