@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import re
 import time
+import uuid
 
 import pytest
 
 from sandbox.client import answer_device_code
+from sandbox.gdap import APP_ADMIN_GROUP, PRIVILEGED_GROUP
 from tests.onboarding import gdap_world
 from tests.onboarding.gdap_world import ADMIN, CHANNEL, tenant_id
 from tests.rotation.conftest import Rotating, World
@@ -54,3 +56,37 @@ def test_onboard_run_signs_in_with_a_device_code_and_prints_each_tenant(world: W
     approve(world, again)
     assert again.wait(timeout=300) == 0, again.output()  # onboarded before: skipped, nothing to do
     assert re.search(r"^skipped +Customer 0001", again.output(), re.MULTILINE), again.output()
+
+
+def test_keep_session_keeps_the_sign_in_in_key_vault_for_a_resume_until_forgotten(world: World) -> None:
+    gdap_world.seed(world.sb.control, 2, missing_role_every=2)
+    world.sb.control.set_device_code_interval(1)
+    world.env["PROOFPOINT_CHANNEL_DOMAIN"] = CHANNEL
+    process = world.cli("onboard", "run", "--all", "--keep-session")
+    approve(world, process)
+    assert process.wait(timeout=300) == 2, process.output()
+    run_id = re.search(r"^Run ([0-9a-f]{32}) finished", process.output(), re.MULTILINE)
+    assert run_id, process.output()
+    name = f"onboarding-session-{run_id.group(1)}"
+    assert f"The session is kept in Key Vault as {name}" in process.output()
+    assert name in world.sb.control.state()["keyvault"]["secrets"]
+
+    # the relationship gets its missing role; the resume uses the kept session: no device code this time
+    world.sb.control.seed({"gdap": {"relationships": [{
+        "id": f"{uuid.uuid5(uuid.NAMESPACE_URL, 'sandbox-gdap-relationship-2')}-{tenant_id(2)}",
+        "displayName": "MSP onboarding Customer 0002",
+        "customer": {"tenantId": tenant_id(2), "displayName": "Customer 0002"}, "status": "active",
+        "roles": ["Application Administrator", "Privileged Role Administrator"],
+        "accessAssignments": [
+            {"group": APP_ADMIN_GROUP, "roles": ["Application Administrator"]},
+            {"group": PRIVILEGED_GROUP, "roles": ["Privileged Role Administrator"]}]}]}})
+    resumed = world.cli("onboard", "resume", run_id.group(1))
+    assert resumed.wait(timeout=300) == 0, resumed.output()
+    assert f"Using the session kept for run {run_id.group(1)}." in resumed.output()
+    assert "enter the code" not in resumed.output()
+    assert re.search(r"^done +Customer 0002", resumed.output(), re.MULTILINE), resumed.output()
+    assert name in world.sb.control.state()["keyvault"]["secrets"]  # kept: the run asked for it
+
+    forgot = world.cli("onboard", "forget", run_id.group(1))
+    assert forgot.wait(timeout=120) == 0, forgot.output()
+    assert name not in world.sb.control.state()["keyvault"]["secrets"]
