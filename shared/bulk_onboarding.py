@@ -458,8 +458,8 @@ class BulkOnboarding:
     async def work(self, session: PartnerSession, run_id: str, *, on_progress: ProgressCallback | None = None,
                    budget_seconds: float | None = None) -> dict[str, Any]:
         """Work every tenant of the run not finished yet (a resume is the same call), `concurrency` at once; the
-        progress document at the end. With a budget, no tenant is started after it (an HTTP request is cut at
-        230 s): the run stays `running` and a resume goes on."""
+        progress document at the end. With a budget, no worker starts another tenant after it (an HTTP request is
+        cut at 230 s): the run stays `running` and a resume goes on."""
         run, etag = await self.runs.get_run(run_id)
         _same_admin(run, session)
         if run.state is RunState.SIGNED_IN:
@@ -478,9 +478,11 @@ class BulkOnboarding:
         queue = iter(todo)
 
         async def worker() -> None:
+            done = 0
             for progress in queue:
-                if deadline is not None and time.monotonic() > deadline:
-                    return
+                if done and deadline is not None and time.monotonic() > deadline:
+                    return  # each worker finishes one tenant at least, so every request moves the run on
+                done += 1
                 final = await self._tenant(session, run, customers.get(progress.tenant_id), progress.tenant_id)
                 if final is not None and on_progress is not None:
                     result = on_progress(final)

@@ -146,3 +146,27 @@ async def test_refusals_are_json_with_a_code_and_change_nothing(onboarding: Onbo
     reply = await api.call("onboarding_start", "POST", route, {"tenants": "all"})
     assert (reply.status, reply.code) == (503, "PartnerSessionUnavailable")
     assert json.loads(reply.text)["error"]["message"]
+
+
+async def test_a_run_longer_than_a_request_answers_202_and_resume_goes_on(onboarding: Onboarding,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.entrypoints import onboarding as routes
+
+    api = onboarding.api
+    first, second = onboarding.customer("Contoso"), onboarding.customer("Fabrikam")
+    run_id = await onboarding.sign_in()
+    route = {"runId": run_id}
+    monkeypatch.setattr(routes, "BUDGET_SECONDS", 0.0)  # the request's time is up after the first tenant
+    monkeypatch.setenv("ONBOARDING_CONCURRENCY", "1")
+    started = await api.call("onboarding_start", "POST", route, {"tenants": "all"})
+    assert started.status == 202, started.body
+    assert started.headers["Retry-After"] == "2" and started.headers["Location"] == f"/api/onboarding/runs/{run_id}"
+    assert started.body["state"] == "running" and started.body["counts"]["done"] == 1
+    assert started.body["counts"]["pending"] == 1
+    assert onboarding.sessions.vault  # still needed
+    monkeypatch.setattr(routes, "BUDGET_SECONDS", 150.0)
+    resumed = await api.call("onboarding_resume", "POST", route)
+    assert resumed.status == 200 and resumed.body["state"] == "finished"
+    assert {t["tenantId"] for t in resumed.body["tenants"] if t["state"] == "done"} == {first.tenant_id,
+                                                                                        second.tenant_id}
+    assert not onboarding.sessions.vault
