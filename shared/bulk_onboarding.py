@@ -648,7 +648,7 @@ class BulkOnboarding:
 
         async def look() -> list[dict[str, Any]]:
             found: list[dict[str, Any]] = await self._retry(lambda: discover(
-                self.directory, self.state, tenant, self.config.name_patterns, self.clock.now()))
+                self.directory, self.state, tenant, self.config.name_patterns, self.clock.now(), self._registered))
             return found
 
         try:

@@ -145,17 +145,21 @@ async def list_status(
 
 
 async def discover(
-    directory: Directory, state: StateStore, tenant_id: str, name_prefixes: Sequence[str], now: datetime
+    directory: Directory, state: StateStore, tenant_id: str, name_prefixes: Sequence[str], now: datetime,
+    registered_apps: Collection[tuple[str, str]] | None = None,
 ) -> list[dict[str, Any]]:
     """The app registrations of a tenant whose names start with a Proofpoint pattern, with their secrets' expiry
-    and whether each is registered already (for onboarding)."""
+    and whether each is registered already (for onboarding). `registered_apps` ((tenant id, app id), lower case):
+    what the caller read of the registry already (bulk onboarding, once per run), instead of reading it again."""
     try:
         apps = await directory.find_applications(tenant_id, name_prefixes)
     except Unreachable as error:
         if error.code == UNKNOWN_TENANT:
             raise NotFound(f"tenant {tenant_id} does not exist", code="TenantNotFound") from error
         raise
-    registered = {t.app_id.lower() for t, _ in await state.list_targets() if t.tenant_id.lower() == tenant_id.lower()}
+    pairs = registered_apps if registered_apps is not None else {
+        (t.tenant_id.lower(), t.app_id.lower()) for t, _ in await state.list_targets()}
+    registered = {app for tenant, app in pairs if tenant == tenant_id.lower()}
     return [discovery_document(app, now, app.app_id.lower() in registered) for app in apps]
 
 

@@ -576,3 +576,14 @@ async def test_a_service_principal_not_yet_known_to_the_token_service_is_waited_
     doc = await w.run([TenantPick(b)])
     t = tenant_doc(doc, b)
     assert t["error"]["code"] == "AADSTS700016" and "resume the run in a few minutes" in t["error"]["fix"]
+
+
+async def test_the_registry_is_read_once_per_run_not_once_per_tenant() -> None:
+    """Discovery's `registered` flag and the skip of onboarded tenants come from one read of the registry per run: a
+    run over many customers does not read the whole registry for each."""
+    w = BulkWorld()
+    for i in range(6):
+        w.customer(f"Customer {i}")
+    await w.run()
+    assert w.faults.counts["state.list_targets"] == 1
+    assert w.faults.counts["directory.find_applications"] == 6
