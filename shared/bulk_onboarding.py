@@ -382,7 +382,8 @@ class TenantStopped(Exception):
 
     def __init__(self, step: Step, code: str, message: str, fix: str = "") -> None:
         super().__init__(message)
-        self.step, self.code, self.message, self.fix = step, code, message, fix
+        # Bounded: they are stored in the tenant's row (an Azure Tables property holds at most 64 KiB).
+        self.step, self.code, self.message, self.fix = step, code[:100], message[:1000], fix[:1000]
 
 
 ProgressCallback = Callable[[TenantProgress], Awaitable[None] | None]
