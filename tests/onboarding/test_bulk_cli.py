@@ -52,6 +52,14 @@ def test_onboard_run_signs_in_with_a_device_code_and_prints_each_tenant(world: W
     assert status.wait(timeout=120) == 2
     assert "GdapRoleMissing" in status.output() and "Customer 0001" in status.output()
 
+    listing = world.cli("onboard", "list")
+    approve(world, listing)
+    assert listing.wait(timeout=120) == 0, listing.output()
+    assert re.search(rf"^{tenant_id(1)}  Customer 0001  \[Application Administrator, Privileged Role Administrator\]"
+                     r"  registered$", listing.output(), re.MULTILINE), listing.output()
+    assert re.search(rf"^{tenant_id(3)}  Customer 0003  \[Application Administrator\]  missing: Privileged Role "
+                     r"Administrator$", listing.output(), re.MULTILINE), listing.output()
+
     again = world.cli("onboard", "run", "--tenant", tenant_id(1))
     approve(world, again)
     assert again.wait(timeout=300) == 0, again.output()  # onboarded before: skipped, nothing to do
