@@ -125,6 +125,10 @@ param proofpointChannelStack string = 'us1'
 
 @description('Key Vault secret holding the MSP\'s Proofpoint Essentials account as JSON {user, password}.')
 param proofpointAccountSecretName string = 'proofpoint-api-account'
+@description('Days an offboarded customer\'s Key Vault versions are kept (tagged retain-until) before the daily timer deletes the secret; the vault\'s soft delete then keeps it recoverable for its own 90 days.')
+@minValue(1)
+@maxValue(3650)
+param offboardRetentionDays int = 90
 
 @description('Key Vault network rules (networkAcls). The default allows any network with Entra ID RBAC as the gate, because Flex Consumption without VNet integration has no fixed outbound address.')
 param keyVaultNetworkAcls object = {
@@ -323,6 +327,7 @@ module functionApp './app/function-app.bicep' = {
       PROOFPOINT_CHANNEL_DOMAIN: proofpointChannelDomain
       PROOFPOINT_CHANNEL_STACK: proofpointChannelStack
       PROOFPOINT_ACCOUNT_SECRET: proofpointAccountSecretName
+      OFFBOARD_RETENTION_DAYS: string(offboardRetentionDays)
     }
   }
 }

@@ -40,6 +40,10 @@ _APP_PATH = re.compile(
     r"(?:/(?:microsoft\.graph\.)?(?P<action>addPassword|removePassword|owners))?$"
 )
 _SIGN_INS = re.compile(r"^/(?P<version>v1\.0|beta)/auditLogs/signIns/?$", re.IGNORECASE)
+# DELETE /applications/{id}/owners/{id}/$ref (application-delete-owners.md): removing an owner reference.
+_OWNER_REF_PATH = re.compile(
+    r"^/applications(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))/owners/(?P<owner>[^/]+)/\$ref$"
+)
 _SP_PATH = re.compile(r"^/servicePrincipals(?:/(?P<id>[^/()]+)|\(appId='(?P<app_id>[^']*)'\))$")
 _EQ = re.compile(r"^(?P<field>\w+)\s+eq\s+'(?P<value>(?:[^']|'')*)'$")
 _STARTSWITH = re.compile(r"^startswith\(\s*(?P<field>\w+)\s*,\s*'(?P<value>(?:[^']|'')*)'\s*\)$")
@@ -366,6 +370,19 @@ def build_app(world: World) -> web.Application:
                 return web.Response(status=204)
         raise _not_found(str(key_id))
 
+    def remove_owner(claims: Claims, tenant: Tenant, ref: re.Match[str]) -> web.Response:
+        """application-delete-owners.md: application permission Application.ReadWrite.OwnedBy (on an app the caller
+        owns) or Application.ReadWrite.All; 204 No Content. An object that is not an owner answers 404, as Graph
+        answers a reference that is not there (Request_ResourceNotFound)."""
+        require_some_role(claims)
+        app = find_app(tenant, ref["id"], ref["app_id"])
+        if not writable(claims, app):
+            raise _denied()
+        if ref["owner"] not in app.owners:
+            raise _not_found(ref["owner"])
+        app.owners.remove(ref["owner"])
+        return web.Response(status=204)
+
     async def json_body(request: web.Request) -> dict[str, Any]:
         # Whether the request has a body, not whether its stream is still unread: the sandbox's fault and hold
         # middleware reads the body to match on it (aiohttp caches it), and the handler must see the same request.
@@ -420,6 +437,8 @@ def build_app(world: World) -> web.Application:
             body = {"@odata.context": context("servicePrincipals", select, single=True)}
             body.update(_select(service_principal_json(sp), select))
             return web.json_response(body)
+        if (ref := _OWNER_REF_PATH.match(path)) and method == "DELETE":
+            return remove_owner(claims, tenant, ref)
         match = _APP_PATH.match(path)
         if match is None:
             raise GraphError(400, "BadRequest", f"Resource not found for the segment '{path.strip('/')}'.")

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.inventory import GraphInventory
     from shared.adapters.inventory_tables import TablesInventoryStore
-    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore
+    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretRetention, KeyVaultSecretStore
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.signins import GraphSignInLog
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
@@ -83,6 +83,14 @@ class Services:
     # `partner`); None until it is built, and the onboarding routes that need a session answer 503 without it.
     partner_sessions: PartnerSessions | None = None
     http: Any = None  # the process's pooled aiohttp session (the delegated partner adapters' HTTP client)
+    retention: KeyVaultSecretRetention | None = None  # offboarded customers' Key Vault versions (shared.offboarding)
+
+    @property
+    def secret_retention(self) -> KeyVaultSecretRetention:
+        """The retention of offboarded customers' secrets; built with every service set but a test's."""
+        if self.retention is None:
+            raise SettingsError("no Key Vault retention was built for these services")
+        return self.retention
 
     def delegated_sign_in(self, *, confidential: bool = True) -> DelegatedSignIn:
         """A partner admin's delegated sign-in to the MSP app over this process's HTTP pool: the dashboard's
@@ -196,7 +204,7 @@ async def _build(
     from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
     from shared.adapters.inventory import GraphInventory
     from shared.adapters.inventory_tables import TablesInventoryStore
-    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretStore, write_budget
+    from shared.adapters.keyvault import KeyVaultConsentKeys, KeyVaultSecretRetention, KeyVaultSecretStore, write_budget
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
     from shared.adapters.signins import GraphSignInLog
@@ -274,7 +282,7 @@ async def _build(
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
                     partner_sessions=_partner_sessions(settings, secret_client, transport),
-                    http=transport.session), close
+                    http=transport.session, retention=KeyVaultSecretRetention(secret_client)), close
 
 
 def _partner_sessions(settings: Settings, client: Any, transport: Any) -> PartnerSessions | None:

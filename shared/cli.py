@@ -19,6 +19,9 @@
                                              exit 1 if a tenant could not be read)
     python -m shared onboard list|run|status|runs|resume|forget
                                             (bulk onboarding through GDAP, device code sign-in: shared/onboard_cli.py)
+    python -m shared offboard TENANT_ID APP_ID [--remove-owner] [--remove-app] [--as NAME] [--json]
+                                            (remove a customer; exit 2 when a step is left to a person)
+    python -m shared retention-sweep          (delete offboarded customers' secrets whose retention has passed)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -43,6 +46,7 @@ from shared.bootstrap import Services, services
 from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
 from shared.errors import RotationError
+from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document, sweep_retention
 from shared.onboarding import ConsentUnavailable, consent_link
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
@@ -251,6 +255,32 @@ async def _inventory_scan(svc: Services) -> int:
                     "credentials": p.credentials} for p in summary.passes],
     }, indent=2))
     return EXIT_FAILED if summary.failed else EXIT_OK
+def _offboard_ports(svc: Services) -> OffboardPorts:
+    return OffboardPorts(svc.state, svc.directory, svc.secrets, svc.secret_retention, svc.engine.clock.now,
+                         svc.settings.msp_app_client_id)
+
+
+async def _offboard(svc: Services, args: argparse.Namespace) -> int:
+    options = OffboardOptions(remove_owner=args.remove_owner, remove_app=args.remove_app)
+    result = await offboard(_offboard_ports(svc), args.tenant_id, args.app_id, options,
+                            retention_days=svc.settings.offboard_retention_days,
+                            actor=args.actor or f"cli:{_login()}")
+    if args.json:
+        print(json.dumps(offboarded_document(result), indent=2))
+    else:
+        print(f"{result.customer or result.tenant_id}: offboarded by {result.actor}; the Key Vault versions of "
+              f"{result.secret_name} are kept until {result.retained_until:%Y-%m-%d}")
+        for step in result.steps:
+            print(f"  {step.name:<9} {step.outcome:<12} {step.detail}")
+            if step.command:
+                print(f"  {'':<9} {'':<12} run: {step.command}")
+    return EXIT_NEEDS_HUMAN if any(s.outcome in ("failed", "manual") for s in result.steps) else EXIT_OK
+
+
+async def _retention_sweep(svc: Services) -> int:
+    deleted = await sweep_retention(svc.secret_retention, svc.state, svc.engine.clock.now())
+    print(json.dumps({"deleted": deleted}, indent=2))
+    return EXIT_OK
 
 
 def _login() -> str:
@@ -302,6 +332,20 @@ def parser() -> argparse.ArgumentParser:
                                                  "credential of every customer tenant (docs/inventory.md)")
     isub = inventory.add_subparsers(dest="inventory_command", required=True)
     isub.add_parser("scan", help="read every customer tenant's credentials now (first a full read, then changes)")
+    off = sub.add_parser("offboard", help="remove a customer: stop rotating (a rotation in flight is compensated or "
+                                          "kept safe), keep its Key Vault versions OFFBOARD_RETENTION_DAYS, audit it")
+    off.add_argument("tenant_id", type=_guid)
+    off.add_argument("app_id", type=_guid)
+    off.add_argument("--remove-owner", action="store_true",
+                     help="also remove the rotator's service principal from the app's owners")
+    off.add_argument("--remove-app", action="store_true",
+                     help="also remove the MSP app's service principal from the tenant (prints the command an admin "
+                          "of the tenant runs)")
+    off.add_argument("--as", dest="actor", default="", metavar="NAME",
+                     help="who offboards, for the audit log (default: the login name)")
+    off.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_parser("retention-sweep", help="delete the Key Vault secrets of offboarded customers whose retention "
+                                           "has passed (what the daily timer does)")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1 as the Functions host "
                                          "does in Azure, behind App Service Authentication (a checkout only: devhost/)")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
@@ -401,6 +445,10 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _inventory_scan(svc)
         if args.command == "onboard":
             return await onboard_cli.main(svc, args)
+        if args.command == "offboard":
+            return await _offboard(svc, args)
+        if args.command == "retention-sweep":
+            return await _retention_sweep(svc)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

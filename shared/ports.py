@@ -152,6 +152,12 @@ class Directory(Protocol):
         """App registrations whose display name starts with one of the prefixes. Read-only."""
         ...
 
+    async def remove_owner(self, tenant_id: str, object_id: str, principal_id: str) -> bool:
+        """Remove a service principal from the app's owners (DELETE /applications/{id}/owners/{id}/$ref; the
+        application permission Application.ReadWrite.OwnedBy allows it on an owned app). False when it was not an
+        owner (idempotent)."""
+        ...
+
 
 class TokenProbe(Protocol):
     """Proves a secret works: a client-credentials token for the app in its tenant."""
@@ -675,4 +681,21 @@ class PartnerSessions(Protocol):
 
     async def forget(self, name: str) -> None:
         """Delete the kept session; succeeds when it is gone already."""
+# --- Offboarding (issue 23): what is kept of a customer that left ------------------------------------------------
+
+
+class SecretRetention(Protocol):
+    """The retention of an offboarded customer's stored secret versions (Key Vault): kept, tagged with the date
+    after which they go, then deleted (soft-delete: recoverable for the vault's own retention)."""
+
+    async def retain(self, target: Target, until: datetime) -> int:
+        """Tag every stored version of the target's secret with `until`; how many versions were tagged."""
+        ...
+
+    async def due(self, now: datetime) -> list[str]:
+        """Names of secrets whose latest version's retention has passed."""
+        ...
+
+    async def delete(self, name: str) -> bool:
+        """Delete the secret (every version; soft-deleted); False when it was gone already."""
         ...

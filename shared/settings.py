@@ -85,6 +85,9 @@ SETTINGS: tuple[Setting, ...] = (
             "NCRONTAB schedule of the credential inventory pass: every app and service principal credential of every "
             "customer tenant, read with Graph delta queries (default daily 02:30 UTC, apart from the rotation pass)."),
     Setting("INVENTORY_CONCURRENCY", "32", "Tenants the inventory pass reads at once."),
+    Setting("OFFBOARD_RETENTION_DAYS", "90",
+            "Days an offboarded customer's Key Vault versions are kept before the daily timer deletes the secret "
+            "(soft-delete: the vault's own 90-day recovery follows)."),
     Setting("DESTINATION_ALLOWED_HOSTS", "",
             "Local sandbox only: comma list of hosts (e.g. 127.0.0.1) a destination may use although they are "
             "loopback or private; never set in Azure."),
@@ -233,6 +236,7 @@ class Settings:
     ca_bundle: str
     consent_redirect_uri: str
     consent_link_hours: int
+    offboard_retention_days: int
     destination_allowed_hosts: frozenset[str]
     appinsights_connection_string: str = field(repr=False)
     inventory_schedule: str = "0 30 2 * * *"
@@ -306,6 +310,7 @@ class Settings:
             ca_bundle=raw["CA_BUNDLE"],
             consent_redirect_uri=_redirect_uri(raw["CONSENT_REDIRECT_URI"], env.get("WEBSITE_HOSTNAME", "")),
             consent_link_hours=_int("CONSENT_LINK_HOURS", raw["CONSENT_LINK_HOURS"], 1, 24 * 30),
+            offboard_retention_days=_int("OFFBOARD_RETENTION_DAYS", raw["OFFBOARD_RETENTION_DAYS"], 1, 3650),
             destination_allowed_hosts=allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"]),
             appinsights_connection_string=raw["APPLICATIONINSIGHTS_CONNECTION_STRING"],
             inventory_schedule=raw["INVENTORY_SCHEDULE"],

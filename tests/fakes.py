@@ -52,6 +52,7 @@ from shared.rotation import Engine
 
 # The calls that change something: a fault or crash "after" one strikes once the work is done.
 WRITES = ("state.replace_target", "state.record", "directory.add_password", "directory.remove_password",
+          "directory.remove_owner", "retention.retain", "retention.delete",
           "secrets.store_pending", "secrets.promote", "secrets.demote", "destination.")
 
 START = datetime(2026, 11, 1, 6, 0, tzinfo=UTC)
@@ -345,6 +346,16 @@ class FakeDirectory:
         await self.faults.before("directory.find_applications")
         return [a for (t, _), a in self.apps.items()
                 if t == tenant_id and any(a.display_name.startswith(p) for p in name_prefixes)]
+
+    async def remove_owner(self, tenant_id: str, object_id: str, principal_id: str) -> bool:
+        """As Graph with OwnedBy: the rotator may remove itself from an app it owns; afterwards it owns it no more."""
+        await self.faults.before("directory.remove_owner")
+        key, _ = self._find(tenant_id, object_id)
+        if principal_id != ROTATOR.object_id or key in self.unowned:
+            return False
+        self.unowned.add(key)
+        await self.faults.after("directory.remove_owner")
+        return True
 
 
 INVALID_SECRET = TokenRefusal("AADSTS7000215", "AADSTS7000215: Invalid client secret provided.")
@@ -935,3 +946,31 @@ class FakePartnerSessions:
     async def forget(self, name: str) -> None:
         self.vault.pop(name, None)
         self.sessions.pop(name, None)
+class FakeRetention:
+    """Key Vault's retention of an offboarded target's versions: `until` per secret name (its latest version's tag);
+    deleted names move to `deleted` (soft-deleted)."""
+
+    def __init__(self, faults: Faults, secrets: FakeSecrets) -> None:
+        self.faults = faults
+        self.secrets = secrets
+        self.until: dict[str, datetime] = {}
+        self.deleted: list[str] = []
+
+    async def retain(self, target: Target, until: datetime) -> int:
+        await self.faults.before("retention.retain")
+        versions = self.secrets.of(target)
+        if versions:
+            self.until[target.secret_name] = until
+        await self.faults.after("retention.retain")
+        return len(versions)
+
+    async def due(self, now: datetime) -> list[str]:
+        return sorted(n for n, until in self.until.items() if until <= now and n not in self.deleted)
+
+    async def delete(self, name: str) -> bool:
+        await self.faults.before("retention.delete")
+        if name in self.deleted or name not in self.until:
+            return False
+        self.deleted.append(name)
+        await self.faults.after("retention.delete")
+        return True

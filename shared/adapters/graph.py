@@ -340,6 +340,20 @@ class GraphDirectory:
             # Already gone: removal is idempotent, as a re-run after a crash needs it to be.
             return
 
+    async def remove_owner(self, tenant_id: str, object_id: str, principal_id: str) -> bool:
+        client = self._client(tenant_id)
+
+        async def call() -> None:
+            owners = client.applications.by_application_id(object_id).owners
+            await owners.by_directory_object_id(principal_id).ref.delete()
+
+        try:
+            await self._read(tenant_id, f"removing owner {principal_id} of app {object_id}", call, writing=True)
+        except (AppNotFound, NotFound):
+            # 404: the principal is not (or no longer) an owner; the caller read the app just before.
+            return False
+        return True
+
     async def rotator_principal(self, tenant_id: str) -> Principal | None:
         """The rotator's own service principal in the tenant: GET /servicePrincipals(appId='{client id}').
 

@@ -9,6 +9,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 from azure.core.exceptions import (
     AzureError,
@@ -300,3 +301,62 @@ class KeyVaultConsentKeys:
         if not bundle.value or bundle.properties.enabled is False:
             return None
         return self._decode(bundle.value)
+
+
+RETAIN_UNTIL = "retain-until"  # an offboarded target's versions: when the daily timer may delete the secret
+_TARGET_SECRET_PREFIX = "ppsync-"  # noqa: S105 - the prefix of secret names (Target.secret_name)
+
+
+def _retained_until(tags: Mapping[str, str] | None) -> datetime | None:
+    raw = (tags or {}).get(RETAIN_UNTIL, "")
+    try:
+        moment = datetime.fromisoformat(raw) if raw else None
+    except ValueError:
+        return None  # a tag edited by hand into something else: never a reason to delete
+    return moment if moment is None or moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+class KeyVaultSecretRetention:
+    """SecretRetention in Key Vault: every version of an offboarded target's secret tagged `retain-until`; the
+    secret deleted once the tag of its latest version has passed (a target registered again writes versions without
+    it, so a secret in use again is never due). Deleting is Key Vault's soft delete: with purge protection (as
+    infra/core/security/key-vault.bicep deploys) the secret stays recoverable for the vault's 90 days."""
+
+    def __init__(self, client: SecretClient) -> None:
+        self._client = client  # tag updates and deletes are not creates: outside the write budget
+
+    async def retain(self, target: Target, until: datetime) -> int:
+        name = target.secret_name
+        tagged = 0
+        try:
+            async for p in self._client.list_properties_of_secret_versions(name):
+                tags = {**(p.tags or {}), RETAIN_UNTIL: until.astimezone(UTC).isoformat()}
+                if p.tags == tags:
+                    continue  # already tagged so (a second offboarding after a crash)
+                await self._client.update_secret_properties(
+                    name, p.version, tags=tags,
+                    connection_timeout=WRITE_TIMEOUT_SECONDS, read_timeout=WRITE_TIMEOUT_SECONDS,
+                )
+                tagged += 1
+        except ResourceNotFoundError:
+            return tagged
+        except AzureError as error:
+            raise _translate(error, f"tagging the versions of {name} for retention") from error
+        return tagged
+
+    async def due(self, now: datetime) -> list[str]:
+        try:
+            return [p.name async for p in self._client.list_properties_of_secrets()
+                    if p.name and p.name.startswith(_TARGET_SECRET_PREFIX)
+                    and (until := _retained_until(p.tags)) is not None and until <= now]
+        except AzureError as error:
+            raise _translate(error, "listing the vault's secrets") from error
+
+    async def delete(self, name: str) -> bool:
+        try:
+            await self._client.delete_secret(name)
+        except ResourceNotFoundError:
+            return False
+        except AzureError as error:
+            raise _translate(error, f"deleting {name}") from error
+        return True

@@ -31,6 +31,7 @@ from shared.entrypoints.web import (
     path_guid,
     read_json,
 )
+from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document
 from shared.registry import InvalidTarget, check_policy, parse_target, refuse_secret_values, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -146,6 +147,27 @@ async def target(req: func.HttpRequest) -> func.HttpResponse:
             return func.HttpResponse(status_code=204)
         stored, _ = await svc.state.get_target(tenant_id, app_id)
     return json_response(target_document(stored))
+
+
+@bp.route(route="targets/{tenantId}/{appId}/offboard", methods=ALL_METHODS, auth_level=AUTH)
+@handled
+async def offboard_target(req: func.HttpRequest) -> func.HttpResponse:
+    """POST /api/targets/{tenantId}/{appId}/offboard {"removeOwner"?, "removeApp"?}: remove a customer
+    (Rotator.Operate). Stops rotating (a rotation in flight is compensated or kept safe), keeps the Key Vault
+    versions for OFFBOARD_RETENTION_DAYS, optionally removes the rotator from the app's owners; removing the MSP
+    app's service principal needs an admin of the tenant, so the answer gives their command. Every step audited
+    with the caller."""
+    allow(req, "POST")
+    who = authorize(req, Role.OPERATE)
+    tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
+    body = _fields(_body(req), set(), {"removeOwner", "removeApp"})
+    options = OffboardOptions(remove_owner=_bool_field(body, "removeOwner"), remove_app=_bool_field(body, "removeApp"))
+    async with invocation_services() as svc:
+        ports = OffboardPorts(svc.state, svc.directory, svc.secrets, svc.secret_retention, svc.engine.clock.now,
+                              svc.settings.msp_app_client_id)
+        result = await offboard(ports, tenant_id, app_id, options,
+                                retention_days=svc.settings.offboard_retention_days, actor=who.name)
+    return json_response(offboarded_document(result))
 
 
 @bp.route(route="status", methods=ALL_METHODS, auth_level=AUTH)

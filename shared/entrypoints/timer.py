@@ -5,12 +5,18 @@ which customers have work and enqueue one message per customer on the rotation w
 
 from __future__ import annotations
 
+import logging
+
 import azure.functions as func
 
 from shared.bootstrap import invocation_services
 from shared.domain import Actor
+from shared.errors import RotationError
 from shared.fanout import plan_pass
 from shared.inventory_pass import take_inventory
+from shared.offboarding import sweep_retention
+
+log = logging.getLogger(__name__)
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
@@ -21,6 +27,12 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
     retirement due)."""
     async with invocation_services() as svc:
         await plan_pass(svc.engine, svc.work_queue, Actor.TIMER)
+        try:
+            # Offboarded customers whose Key Vault retention (OFFBOARD_RETENTION_DAYS) has passed: once a day is
+            # enough, and a failure here must not cost the pass (the next day tries again).
+            await sweep_retention(svc.secret_retention, svc.state, svc.engine.clock.now())
+        except RotationError as error:
+            log.warning("retention sweep failed: %s (%s)", error.code, error.message)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RESUME_SCHEDULE%", run_on_startup=False, use_monitor=True)

@@ -34,6 +34,7 @@ ROUTES = {
     "target": "targets/{tenantId}/{appId}",
     "details": "targets/{tenantId}/{appId}/details",
     "proofpoint_check": "targets/{tenantId}/{appId}/proofpoint-check",
+    "offboard_target": "targets/{tenantId}/{appId}/offboard",
     "status": "status",
     "rotations": "rotations",
     "rotation": "rotations/{rotationId}",

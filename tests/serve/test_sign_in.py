@@ -197,6 +197,7 @@ ROUTE_ROLES = {
     ("PUT", "/api/targets/{tenantId}/{appId}"): OPERATE,
     ("DELETE", "/api/targets/{tenantId}/{appId}"): OPERATE,
     ("GET", "/api/targets/{tenantId}/{appId}/proofpoint-check"): OPERATE,
+    ("POST", "/api/targets/{tenantId}/{appId}/offboard"): OPERATE,
     ("POST", "/api/rotations"): OPERATE,
     ("POST", "/api/acknowledgements"): OPERATE,
     ("POST", "/api/push"): OPERATE,
