@@ -1,0 +1,262 @@
+"""The consent page's second click on the fakes (shared/onevisit.py): the state (signed, bound to tenant, app and step,
+expiring, good once), the PKCE verifier, each step and refusal with its fix, the token never kept."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import pytest
+
+from shared import consent, onevisit
+from shared.consent import ConsentRefused
+from shared.domain import Target
+from shared.errors import Conflict, PartnerRefused, Unreachable
+from shared.onevisit import Registration, RegistrationStopped, VisitPorts
+from shared.ports import PartnerAdmin
+from tests.fakes import ROTATOR, FakeWorld
+
+NOW = datetime(2026, 12, 6, 16, 0, tzinfo=UTC)
+TENANT = "c0000000-0000-4000-8000-000000000001"
+ADMIN = PartnerAdmin(TENANT, "c0000000-0000-4000-8000-0000000000ad", "admin@contoso.example", "Contoso Admin")
+
+
+class Keys:
+    def __init__(self) -> None:
+        self.keys = {"v1": secrets.token_bytes(32)}
+
+    async def signing_key(self) -> tuple[str, bytes]:
+        return "v1", self.keys["v1"]
+
+    async def key(self, version: str) -> bytes | None:
+        return self.keys.get(version)
+
+
+class Consents:
+    def __init__(self) -> None:
+        self.used: set[tuple[str, str]] = set()
+
+    async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
+        if (tenant_id, nonce) in self.used:
+            raise Conflict("used", code="StateReplayed")
+        self.used.add((tenant_id, nonce))
+
+    async def record_consent(self, record: object) -> None: ...
+
+    async def consent(self, tenant_id: str) -> None:
+        return None
+
+
+@dataclass
+class Session:
+    """The admin's delegated session: adds owners in the fake directory as Graph would."""
+
+    world: FakeWorld
+    refuse: PartnerRefused | None = None
+    domain_names: list[str] = field(default_factory=lambda: ["contoso.example", "contoso.onmicrosoft.com"])
+    closed: bool = False
+    admin: PartnerAdmin = ADMIN
+
+    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        if self.refuse is not None:
+            raise self.refuse
+        key, _ = self.world.directory._find(tenant_id, application_object_id)
+        assert principal_id == ROTATOR.object_id
+        if key not in self.world.directory.unowned:
+            return False
+        self.world.directory.unowned.discard(key)
+        return True
+
+    async def domains(self, tenant_id: str) -> list[str]:
+        return list(self.domain_names)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class Setup:
+    world: FakeWorld
+    keys: Keys
+    consents: Consents
+    session: Session
+    redeemed: list[tuple[str, str, str]] = field(default_factory=list)
+    register_error: RegistrationStopped | None = None
+    redeem_error: Exception | None = None
+
+    def ports(self) -> VisitPorts:
+        async def redeem(tenant: str, code: str, verifier: str, redirect_uri: str,
+                         scopes: Sequence[str]) -> Session:
+            if self.redeem_error is not None:
+                raise self.redeem_error
+            self.redeemed.append((tenant, code, verifier))
+            return self.session
+
+        async def register(tenant: str, app_id: str, name: str, domains: Sequence[str]) -> Registration:
+            if self.register_error is not None:
+                raise self.register_error
+            target = Target(tenant, app_id, "Contoso")
+            await self.world.state.create_target(target)
+            return Registration(target, True, f"registered {name} with Proofpoint org {domains[0]}")
+
+        async def dry_run(tenant: str, app_id: str, actor: str) -> Mapping[str, Any]:
+            return {"result": "would-rotate", "message": "10 days left"}
+
+        return VisitPorts(self.keys, self.consents, self.world.directory, self.world.state,  # type: ignore[arg-type]
+                          redeem, register, dry_run, "https://rotator.example/api/consent")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def setup() -> Setup:
+    world = FakeWorld()
+    world.directory.add_app(TENANT, APP, 10)
+    world.directory.unowned.add((TENANT, APP))
+    return Setup(world, Keys(), Consents(), Session(world))
+
+
+APP = "a0000000-0000-4000-8000-000000000001"
+
+
+async def link(s: Setup, tenant: str = TENANT, app: str = APP) -> dict[str, str]:
+    url = await onevisit.owner_link(s.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
+                                    "https://rotator.example/api/consent", tenant, app, NOW)
+    return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
+
+
+async def answer(s: Setup, query: dict[str, str], code: str = "the-code") -> onevisit.VisitResult:
+    return await onevisit.complete(s.ports(), {"code": code, "state": query["state"]}, NOW + timedelta(minutes=1))
+
+
+async def test_the_link_asks_entra_for_a_code_with_pkce_at_the_customers_tenant(setup: Setup) -> None:
+    url = await onevisit.owner_link(setup.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
+                                    "https://rotator.example/api/consent", TENANT, APP, NOW)
+    parsed = urlparse(url)
+    query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
+    assert parsed.path == f"/{TENANT}/oauth2/v2.0/authorize"
+    assert query["response_type"] == "code" and query["code_challenge_method"] == "S256"
+    assert query["redirect_uri"] == "https://rotator.example/api/consent"
+    assert "https://graph.microsoft.com/Application.ReadWrite.All" in query["scope"].split()
+    claims = onevisit.verify(query["state"], setup.keys.keys["v1"], NOW)
+    assert (claims.tenant_id, claims.app_id, claims.step) == (TENANT, APP, "owner")
+    # The challenge is the verifier's, and the verifier is nowhere in the link.
+    v = onevisit.verifier(setup.keys.keys["v1"], claims.nonce)
+    assert query["code_challenge"] == onevisit.challenge(v) and v not in url
+    assert onevisit.is_visit_state(query["state"]) and not onevisit.is_visit_state("v1.x.y")
+
+
+async def test_the_second_click_adds_the_owner_registers_and_dry_runs(setup: Setup) -> None:
+    query = await link(setup)
+    result = await answer(setup, query)
+
+    assert result.ok and result.admin == "admin@contoso.example" and result.app_name == "Proofpoint Essentials"
+    assert [(s.name, s.outcome) for s in result.steps] == [
+        ("sign-in", "done"), ("owner", "done"), ("register", "done"), ("dry-run", "done")]
+    owner = result.steps[1].detail
+    assert ROTATOR.object_id in owner and APP in owner and "Proofpoint Essentials" in owner
+    assert (TENANT, APP) not in setup.world.directory.unowned
+    assert setup.world.state.target(TENANT, APP).customer == "Contoso"
+    # Redeemed with the verifier the link's challenge was made from; the session closed after.
+    [(tenant, code, verifier)] = setup.redeemed
+    assert tenant == TENANT and code == "the-code" and onevisit.challenge(verifier) == query["code_challenge"]
+    assert setup.session.closed
+    audit = [e for e in setup.world.state.events_ if e.step == "onevisit"]
+    assert [e.outcome for e in audit] == ["owner added", "registered"]
+    assert {e.actor for e in audit} == {"manual:admin@contoso.example"}
+
+
+async def test_a_replayed_answer_changes_nothing(setup: Setup) -> None:
+    query = await link(setup)
+    await answer(setup, query)
+    setup.world.directory.unowned.add((TENANT, APP))  # someone removed the owner since: a replay must not re-add
+    events = len(setup.world.state.events_)
+    with pytest.raises(ConsentRefused) as refused:
+        await answer(setup, query, code="another-code")
+    assert refused.value.code == "StateReplayed"
+    assert len(setup.redeemed) == 1 and (TENANT, APP) in setup.world.directory.unowned
+    assert len(setup.world.state.events_) == events
+
+
+@pytest.mark.parametrize("tamper", ["tenant", "app", "step", "signature", "expired", "consent-state", "missing",
+                                    "unknown-key"])
+async def test_an_answer_the_rotator_did_not_sign_for_this_tenant_app_and_step_is_refused(
+    setup: Setup, tamper: str
+) -> None:
+    query = await link(setup)
+    state = query["state"]
+    _, payload, signature = state.split(".")
+    doc = json.loads(onevisit._unb64(payload))
+    key = setup.keys.keys["v1"]
+    now = NOW + timedelta(minutes=1)
+
+    def resigned(**changes: Any) -> str:
+        body = onevisit._b64(json.dumps({**doc, **changes}).encode())
+        return f"o1.{body}.{onevisit._b64(onevisit._mac(key, onevisit._STATE_LABEL, body))}"
+
+    if tamper == "tenant":  # signed for another tenant, then its payload edited
+        state = f"o1.{onevisit._b64(json.dumps({**doc, 't': str(uuid.uuid4())}).encode())}.{signature}"
+    elif tamper == "app":
+        state = f"o1.{onevisit._b64(json.dumps({**doc, 'a': str(uuid.uuid4())}).encode())}.{signature}"
+    elif tamper == "step":
+        state = resigned(s="register")
+    elif tamper == "signature":
+        state = f"o1.{payload}.{onevisit._b64(b'x' * 32)}"
+    elif tamper == "expired":
+        now = NOW + onevisit.LIFETIME + timedelta(seconds=1)
+    elif tamper == "consent-state":  # the first click's state is not the second's
+        state, _ = consent.sign(key, "v1", TENANT, NOW, timedelta(hours=1))
+    elif tamper == "missing":
+        state = ""
+    elif tamper == "unknown-key":
+        setup.keys.keys = {"v2": secrets.token_bytes(32)}
+    with pytest.raises(ConsentRefused) as refused:
+        await onevisit.complete(setup.ports(), {"code": "c", "state": state}, now)
+    assert refused.value.code in {"InvalidState", "StateExpired", "MissingState"}
+    assert setup.redeemed == [] and setup.consents.used == set() and (TENANT, APP) in setup.world.directory.unowned
+
+
+async def test_entras_refusal_shows_only_its_codes(setup: Setup) -> None:
+    query = await link(setup)
+    params = {"state": query["state"], "error": "access_denied",
+              "error_description": "AADSTS65004: sign in again at https://evil.example"}
+    with pytest.raises(ConsentRefused) as refused:
+        await onevisit.complete(setup.ports(), params, NOW)
+    assert refused.value.code == "SignInDenied" and "AADSTS65004" in refused.value.message
+    assert "evil" not in refused.value.message and setup.redeemed == []
+
+
+async def test_an_admin_without_the_role_is_told_which_role(setup: Setup) -> None:
+    setup.session.refuse = PartnerRefused("Insufficient privileges to complete the operation.",
+                                          code="Authorization_RequestDenied", fix="")
+    result = await answer(setup, await link(setup))
+    assert not result.ok and [s.name for s in result.steps] == ["sign-in", "owner"]
+    owner = result.steps[-1]
+    assert owner.outcome == "failed" and "Application Administrator" in owner.fix and APP in owner.detail
+    assert setup.world.state.rows == {} and setup.session.closed
+    assert any(e.outcome == "owner refused" for e in setup.world.state.events_)
+
+
+async def test_an_owner_already_in_place_is_said_and_registration_goes_on(setup: Setup) -> None:
+    setup.world.directory.unowned.clear()
+    result = await answer(setup, await link(setup))
+    assert [(s.name, s.outcome) for s in result.steps][1:3] == [("owner", "already"), ("register", "done")]
+
+
+async def test_a_registration_that_cannot_be_made_names_the_fix(setup: Setup) -> None:
+    setup.register_error = RegistrationStopped("no Proofpoint org of the MSP matches contoso.example",
+                                               code="ProofpointOrgNotFound", fix="your MSP registers it by hand")
+    result = await answer(setup, await link(setup))
+    assert [(s.name, s.outcome) for s in result.steps][1:] == [("owner", "done"), ("register", "failed")]
+    assert result.steps[-1].fix == "your MSP registers it by hand"
+
+
+async def test_a_sign_in_the_token_endpoint_refuses_is_a_failed_step_with_the_fix(setup: Setup) -> None:
+    setup.redeem_error = Unreachable("AADSTS50105: the user is not assigned", code="AADSTS50105")
+    result = await answer(setup, await link(setup))
+    assert [(s.name, s.outcome, s.code) for s in result.steps] == [("sign-in", "failed", "AADSTS50105")]
+    assert "Application Administrator" in result.steps[0].fix
