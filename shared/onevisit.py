@@ -36,14 +36,14 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from shared import consent
 from shared.consent import ConsentRefused
 from shared.domain import GUID, Actor, Target, actor_of
-from shared.errors import AppNotFound, Conflict, PartnerRefused, RotationError
-from shared.ports import ConsentKeys, ConsentStore, Directory, Event, PartnerSession, StateStore
+from shared.errors import AppNotFound, Conflict, NotFound, PartnerRefused, RotationError
+from shared.ports import ConsentKeys, ConsentStore, Directory, Event, PartnerAdmin, ProofpointOrgs, StateStore
 
 VERSION = "o1"
 STEP_OWNER = "owner"
@@ -234,10 +234,23 @@ class Registration:
     detail: str
 
 
+class AdminSession(Protocol):
+    """What the second click needs of the admin's delegated session (a PartnerSession has it: the same adapter, with
+    the customer's tenant as home). Errors as PartnerSession's."""
+
+    admin: PartnerAdmin
+
+    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool: ...
+
+    async def domains(self, tenant_id: str) -> list[str]: ...
+
+    async def close(self) -> None: ...
+
+
 # Redeems an authorization code at the customer's tenant with its PKCE verifier (the rotator's client assertion as
 # its credential) into the admin's delegated session (shared.adapters.delegated, branch `partner`): (tenant, code,
 # verifier, redirect URI, scopes).
-Redeem = Callable[[str, str, str, str, Sequence[str]], Awaitable[PartnerSession]]
+Redeem = Callable[[str, str, str, str, Sequence[str]], Awaitable[AdminSession]]
 # Registers the target: (tenant, app id, app display name, the tenant's verified domains).
 Register = Callable[[str, str, str, Sequence[str]], Awaitable[Registration]]
 # The engine's dry run of a target: (tenant, app id, actor) -> {"result", "message"}.
@@ -306,7 +319,7 @@ async def complete(ports: VisitPorts, params: Mapping[str, str], now: datetime) 
         await session.close()  # the admin's token is forgotten with this request
 
 
-async def _steps(ports: VisitPorts, session: PartnerSession, claims: VisitState) -> VisitResult:
+async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -> VisitResult:
     admin = session.admin.user_principal_name or session.admin.object_id
     actor = actor_of(Actor.MANUAL, admin)
     steps = [VisitStep("sign-in", "done", f"signed in as {admin}")]
@@ -377,7 +390,7 @@ async def _steps(ports: VisitPorts, session: PartnerSession, claims: VisitState)
 
 
 def _owner_fix(error: PartnerRefused) -> str:
-    if error.code in ("Authorization_RequestDenied", "Forbidden", "403"):
+    if error.code in ("Authorization_RequestDenied", "MissingGdapRole", "Forbidden", "403"):
         return (f"sign in with an account holding {OWNER_ROLES} in this tenant (adding an owner to an app "
                 "registration needs one of them), then open the link on the consent page again")
     return error.fix or "open the link on the consent page again"
@@ -387,3 +400,59 @@ async def _audit(ports: VisitPorts, tenant: str, app_id: str, outcome: str, acto
     await ports.state.record(Event(tenant, app_id, "onevisit", outcome, actor, error_code=code,
                                    detail="the customer's admin, on the consent page's second click"))
 
+
+
+# --- The registrar: the Proofpoint org matched on the tenant's domains, the MSP's destinations template ------------
+
+
+@dataclass(frozen=True)
+class TemplateRegistrar:
+    """Registers the target as bulk onboarding does (shared.bulk_onboarding): the Proofpoint org of the MSP's channel
+    whose domains include one of the tenant's verified domains, and the MSP's destinations template rendered for it."""
+
+    state: StateStore
+    orgs: ProofpointOrgs | None  # None: no channel org configured (PROOFPOINT_CHANNEL_DOMAIN)
+    template: Sequence[Mapping[str, Any]]
+    allowed_hosts: frozenset[str] = frozenset()
+
+    async def __call__(self, tenant_id: str, app_id: str, app_name: str, domains: Sequence[str]) -> Registration:
+        from shared.bulk_onboarding import InvalidTemplate, match_orgs, render_destinations
+
+        by_hand = (f"your MSP registers {app_name} (app id {app_id}) itself: the rotator is its owner now, so "
+                   "nothing more is needed from you")
+        try:
+            found, _ = await self.state.get_target(tenant_id, app_id)
+            return Registration(found, False, f"{app_name} (app id {app_id}) is registered already, for customer "
+                                f"{found.customer or tenant_id}")
+        except NotFound:
+            pass
+        if self.orgs is None:
+            raise RegistrationStopped("the MSP has not named its Proofpoint channel org (PROOFPOINT_CHANNEL_DOMAIN), "
+                                      "so the customer's org cannot be found", code="ProofpointChannelMissing",
+                                      fix=by_hand)
+        matched = match_orgs(await self.orgs.child_orgs(), domains)
+        shown = ", ".join(domains[:5]) or "none"
+        if not matched:
+            raise RegistrationStopped(f"no Proofpoint Essentials org of the MSP has one of this tenant's domains "
+                                      f"({shown})", code="ProofpointOrgNotFound", fix=by_hand)
+        if len(matched) > 1:
+            names = ", ".join(o.primary_domain for o in matched)
+            raise RegistrationStopped(f"several Proofpoint Essentials orgs match this tenant's domains ({names})",
+                                      code="ProofpointOrgAmbiguous", fix=by_hand)
+        org = matched[0]
+        values = {"tenantId": tenant_id, "customer": org.name, "domain": org.primary_domain.lower(),
+                  "stack": org.stack}
+        try:
+            destinations = render_destinations(self.template, values, self.allowed_hosts)
+        except InvalidTemplate as error:
+            raise RegistrationStopped(f"the MSP's destinations template does not fit: {error}",
+                                      code="InvalidTemplate", fix=by_hand) from None
+        target = Target(tenant_id, app_id, (org.name or app_name)[:200], destinations=destinations)
+        try:
+            await self.state.create_target(target)
+        except Conflict:
+            return Registration(target, False, f"{app_name} (app id {app_id}) is registered already")
+        names = ", ".join(d.name for d in destinations)
+        return Registration(target, True, f"{app_name} (app id {app_id}) registered for customer {target.customer}: "
+                            f"Proofpoint Essentials org {org.primary_domain.lower()} ({org.stack}); destinations "
+                            f"{names}")

@@ -603,6 +603,7 @@ function actionsSection(d) {
   const section = h("section", { class: "action-bar", "aria-label": "Actions" },
     h("button", { type: "button", class: "btn ghost", id: "action-dry-run", disabled: busy, onclick: () => dryRun(d) }, "Dry run"),
     h("button", { type: "button", class: "btn danger", id: "action-rotate", disabled: busy, onclick: () => askRotate(d) }, "Rotate now…"),
+    h("button", { type: "button", class: "btn ghost", id: "action-offboard", disabled: Boolean(state.progress && state.progress.running), onclick: () => askOffboard(d) }, "Offboard…"),
     h("span", { class: "muted" }, busy ? "A rotation is in flight." : "A dry run shows what a rotation would do and changes nothing."));
   const wrap = h("div", {}, section);
   const r = state.actionResult && state.actionResult.key === keyOf(d) ? state.actionResult : null;
@@ -643,6 +644,46 @@ function askRotate(d) {
   dialog.dataset.key = keyOf(d);
   dialog.showModal();
   $("confirm-cancel").focus();
+}
+
+// POST /api/targets/{tenant}/{app}/offboard (Rotator.Operate): stop rotating this customer, keep its Key Vault
+// versions for the stated retention, optionally remove the rotator from the app's owners and the MSP app from the
+// tenant. The answer lists each step; one left to a person carries the command to run.
+function askOffboard(d) {
+  const dialog = $("offboard");
+  $("offboard-title").textContent = `Offboard ${d.customer || "this customer"}?`;
+  $("offboard-text").textContent = "The rotator stops rotating this app's secret and removes it from its registry. "
+    + "A rotation in flight is undone if no destination holds its secret yet, else both secrets stay. "
+    + "The secret's Key Vault versions are kept for the retention period, then deleted. Nothing is changed in Proofpoint.";
+  $("offboard-owner").checked = false;
+  $("offboard-app").checked = false;
+  dialog.dataset.key = keyOf(d);
+  dialog.showModal();
+  $("offboard-cancel").focus();
+}
+
+function offboardText(answer) {
+  const steps = answer.steps.map((s) => `${s.name}: ${s.outcome}${s.command ? ` (run: ${s.command})` : ""}`);
+  return `Offboarded by ${answer.actor}; Key Vault versions kept until ${date(answer.retainedUntil)}. ${steps.join(" · ")}`;
+}
+
+async function offboard(key, removeOwner, removeApp) {
+  const d = state.targets.find((t) => keyOf(t) === key) || state.details;
+  state.actionResult = { key, kind: "", text: "Offboarding…" };
+  renderDetail();
+  try {
+    const answer = await api(`/api/targets/${key}/offboard`, { method: "POST", body: JSON.stringify({ removeOwner, removeApp }) });
+    const failed = answer.steps.some((s) => s.outcome === "failed" || s.outcome === "manual");
+    const notice = $("notice");
+    notice.className = `action-result ${failed ? "bad" : "good"}`;
+    notice.textContent = `${d.customer || key}: ${offboardText(answer)}`;
+    notice.hidden = false;
+    closeDetail();
+  } catch (error) {
+    state.actionResult = { key, kind: "bad", text: `Offboarding refused: ${error.code}: ${error.message}` };
+    renderDetail();
+  }
+  await refresh();
 }
 
 // POST /api/rotations answers 202 at once (the rotation reserved and queued for a worker) with the rotation's
@@ -897,6 +938,12 @@ function wire() {
     });
   }
   $("confirm-cancel").addEventListener("click", () => $("confirm").close("cancel"));
+  $("offboard-cancel").addEventListener("click", () => $("offboard").close("cancel"));
+  $("offboard-confirm").addEventListener("click", () => {
+    const dialog = $("offboard");
+    dialog.close("offboard");
+    offboard(dialog.dataset.key, $("offboard-owner").checked, $("offboard-app").checked);
+  });
   $("confirm-rotate").addEventListener("click", () => {
     const dialog = $("confirm");
     const force = $("confirm-force").checked;
@@ -905,7 +952,7 @@ function wire() {
   });
   document.addEventListener("keydown", (event) => {
     const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName);
-    if (event.key === "Escape" && state.selected && !$("confirm").open) closeDetail();
+    if (event.key === "Escape" && state.selected && !$("confirm").open && !$("offboard").open) closeDetail();
     else if (event.key === "/" && !typing) { event.preventDefault(); $("search").focus(); }
     else if (event.key === "r" && !typing && !event.ctrlKey && !event.metaKey) refresh();
   });

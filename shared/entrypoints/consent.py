@@ -12,17 +12,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import json
 import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
+import aiohttp
 import azure.functions as func
 
-from shared import onboarding
-from shared.bootstrap import invocation_services
+from shared import onboarding, onevisit
+from shared.bootstrap import Services, invocation_services
 from shared.consent import ConsentRefused
 from shared.entrypoints.access import Role, authorize
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, path_guid
 from shared.onboarding import ConsentResult, ConsentUnavailable
+from shared.ports import PartnerSession
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -36,6 +42,8 @@ STYLE = (
     "th,td{text-align:left;vertical-align:top;padding:8px;border-bottom:1px solid #e6e9ee;font-size:14px}"
     "th{background:#f7f8fa;font-weight:600}.soon{color:#8a5300;font-weight:600}.expired{color:#a4262c;"
     "font-weight:600}"
+    "a.button{display:inline-block;margin-top:6px;padding:6px 12px;border-radius:4px;background:#0f5bbf;color:#fff;"
+    "text-decoration:none;font-weight:600}ol.steps li{margin:6px 0}.fix{color:#5b6472}"
 )
 _STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode("utf-8")).digest()).decode("ascii")
 PAGE_HEADERS = {
@@ -84,14 +92,15 @@ def _refused(req: func.HttpRequest, refusal: ConsentRefused) -> func.HttpRespons
     return _page("Consent not completed", body, status)
 
 
-def _result_document(result: ConsentResult) -> dict[str, Any]:
+def _result_document(result: ConsentResult, links: dict[str, str]) -> dict[str, Any]:
     return {
         "tenantId": result.consent.tenant_id,
         "consentedAt": result.consent.consented_at.isoformat(),
         "owner": result.owner,
         "discoveryError": result.discovery_error,
         "applications": [
-            {**c.app, "ownedByRotator": c.owned, "nextStep": c.next_step, "command": c.command or None}
+            {**c.app, "ownedByRotator": c.owned, "nextStep": c.next_step, "command": c.command or None,
+             "secondClick": links.get(c.app["appId"])}
             for c in result.candidates
         ],
     }
@@ -110,7 +119,7 @@ def _expiry_cell(app: dict[str, Any]) -> str:
     return "<br>".join(lines)
 
 
-def _success_page(result: ConsentResult, patterns: tuple[str, ...]) -> func.HttpResponse:
+def _success_page(result: ConsentResult, patterns: tuple[str, ...], links: dict[str, str]) -> func.HttpResponse:
     tenant = html.escape(result.consent.tenant_id)
     parts = [
         "<h1 class=\"ok\">Consent recorded</h1>",
@@ -139,8 +148,8 @@ def _success_page(result: ConsentResult, patterns: tuple[str, ...]) -> func.Http
             owned = {True: "yes", False: "no", None: "unknown"}[c.owned]
             rows.append(
                 f"<tr><td>{html.escape(c.app['displayName'])}<br><code>{html.escape(c.app['appId'])}</code></td>"
-                f"<td>{_expiry_cell(c.app)}</td><td>{owned}</td><td>{html.escape(c.next_step)}"
-                + (f"<br><code>{html.escape(c.command)}</code>" if c.command else "") + "</td></tr>"
+                f"<td>{_expiry_cell(c.app)}</td><td>{owned}</td><td>{_next_step(c, links.get(c.app['appId']))}"
+                "</td></tr>"
             )
         parts.append(
             "<table><thead><tr><th>App registration</th><th>Secrets expire</th><th>Rotator is owner</th>"
@@ -152,6 +161,134 @@ def _success_page(result: ConsentResult, patterns: tuple[str, ...]) -> func.Http
     return _page("Consent recorded", "".join(parts), 200)
 
 
+def _next_step(c: onboarding.Candidate, link: str | None) -> str:
+    if link:
+        # A plain link (no script, no form): Entra's sign-in at the tenant, which returns here with a code.
+        return (f"<a class=\"button\" href=\"{html.escape(link)}\">Add the rotator as owner and register</a>"
+                "<br><span class=\"muted\">Sign in again as an admin of this tenant (Application Administrator, "
+                "Cloud Application Administrator or Global Administrator); the rotator adds itself as owner of this "
+                "app and registers it. Or by hand:</span>"
+                + (f"<br><code>{html.escape(c.command)}</code>" if c.command else ""))
+    return html.escape(c.next_step) + (f"<br><code>{html.escape(c.command)}</code>" if c.command else "")
+
+
+async def _second_click_links(svc: Services, result: ConsentResult, now: datetime) -> dict[str, str]:
+    """The second click's link for each app the rotator does not watch yet (by app id)."""
+    s = svc.settings
+    links = {}
+    for c in result.candidates:
+        if not c.app["registered"]:
+            links[c.app["appId"]] = await onevisit.owner_link(
+                svc.consent_keys, s.authority_host, s.msp_app_client_id, s.consent_redirect_uri,
+                result.consent.tenant_id, c.app["appId"], now)
+    return links
+
+
+_OUTCOME = {"done": "Done", "already": "Already so", "failed": "Failed", "skipped": "Not done"}
+
+
+def _visit_document(result: onevisit.VisitResult) -> dict[str, Any]:
+    return {
+        "tenantId": result.tenant_id, "appId": result.app_id, "appName": result.app_name, "admin": result.admin,
+        "ok": result.ok,
+        "steps": [{"name": s.name, "outcome": s.outcome, "detail": s.detail, "fix": s.fix or None,
+                   "code": s.code or None} for s in result.steps],
+    }
+
+
+def _visit_page(result: onevisit.VisitResult) -> func.HttpResponse:
+    title = "Rotator added as owner and registered" if result.ok else "Not completed"
+    named = f"{result.app_name} (app id {result.app_id})" if result.app_name else f"app id {result.app_id}"
+    items = []
+    for step in result.steps:
+        css = "ok" if step.outcome in ("done", "already") else "bad"
+        items.append(
+            f"<li><strong class=\"{css}\">{_OUTCOME.get(step.outcome, step.outcome)}</strong> "
+            f"({html.escape(step.name)}): {html.escape(_sentence(step.detail))}"
+            + (f"<br><span class=\"fix\">What to do: {html.escape(_sentence(step.fix))}</span>" if step.fix else "")
+            + (f" <code>{html.escape(step.code)}</code>" if step.code else "") + "</li>")
+    body = (
+        f"<h1 class=\"{'ok' if result.ok else 'bad'}\">{title}</h1>"
+        f"<p>Tenant <code>{html.escape(result.tenant_id)}</code>, {html.escape(named)}"
+        + (f", signed in as {html.escape(result.admin)}" if result.admin else "") + ".</p>"
+        f"<ol class=\"steps\">{''.join(items)}</ol>"
+        + ("<p>You may close this page: the rotator now looks after this app's secret.</p>" if result.ok else
+           "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>")
+    )
+    return _page(title, body, 200)
+
+
+class _VisitSession:
+    """The admin's delegated session for one second click, and the HTTP session it runs on: closed together."""
+
+    def __init__(self, session: PartnerSession, http: aiohttp.ClientSession) -> None:
+        self.admin = session.admin
+        self._session = session
+        self._http = http
+
+    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        return await self._session.add_owner(tenant_id, application_object_id, principal_id)
+
+    async def domains(self, tenant_id: str) -> list[str]:
+        return await self._session.domains(tenant_id)
+
+    async def close(self) -> None:
+        try:
+            await self._session.close()  # the admin's tokens forgotten
+        finally:
+            await self._http.close()
+
+
+def visit_ports(svc: Services) -> onevisit.VisitPorts:
+    """The second click's ports over the real services: the admin's sign-in and Graph calls (the delegated adapter of
+    bulk onboarding, with the customer's tenant as home), the registrar of bulk onboarding, this engine's dry run."""
+    from shared.adapters.delegated import DelegatedSignIn
+    from shared.adapters.identity import client_assertion
+    from shared.adapters.partner import GdapPartnerSession
+    from shared.bootstrap import default_template
+
+    s = svc.settings
+
+    async def redeem(tenant: str, code: str, verifier: str, redirect_uri: str,
+                     scopes: Sequence[str]) -> onevisit.AdminSession:
+        http = aiohttp.ClientSession()
+        try:
+            sign_in = DelegatedSignIn(authority=s.authority_host, client_id=s.msp_app_client_id,
+                                      home_tenant_id=tenant, session=http, ca_bundle=s.ca_bundle,
+                                      client_assertion=client_assertion(s))
+            await sign_in.redeem_code(code, redirect_uri, verifier, scopes)
+            session = GdapPartnerSession(sign_in, app_id=s.msp_app_client_id, graph_base_url=s.graph_base_url,
+                                         partner_center_url="", session=http, ca_bundle=s.ca_bundle)
+        except BaseException:
+            await http.close()
+            raise
+        return _VisitSession(session, http)
+
+    async def dry_run(tenant: str, app_id: str, actor: str) -> dict[str, Any]:
+        return asdict(await svc.engine.rotate_now(tenant, app_id, dry_run=True, actor=actor))
+
+    template = json.loads(s.onboarding_destinations) if s.onboarding_destinations else default_template(s)
+    register = onevisit.TemplateRegistrar(svc.state, svc.proofpoint_orgs if s.proofpoint_channel_domain else None,
+                                          template, s.destination_allowed_hosts)
+    return onevisit.VisitPorts(svc.consent_keys, svc.consents, svc.directory, svc.state, redeem, register, dry_run,
+                               s.consent_redirect_uri)
+
+
+async def _second_click(req: func.HttpRequest, params: dict[str, str]) -> func.HttpResponse:
+    """The answer to the second click (a one-visit state): sign-in, owner, registration, dry run."""
+    async with invocation_services() as svc:
+        try:
+            result = await onevisit.complete(visit_ports(svc), params, svc.engine.clock.now())
+        except ConsentRefused as refusal:
+            log.warning("second click refused: %s", refusal.code)
+            return _refused(req, refusal)
+    log.info("second click for tenant %s app %s: %s", result.tenant_id, result.app_id,
+             ", ".join(f"{s.name} {s.outcome}" for s in result.steps))
+    if _wants_json(req):
+        return json_response(_visit_document(result))
+    return _visit_page(result)
+
+
 @bp.route(route="consent", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
 @handled
 async def consent(req: func.HttpRequest) -> func.HttpResponse:
@@ -159,6 +296,8 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
     an admin-consent link."""
     allow(req, "GET")
     params = {k: v for k, v in req.params.items() if isinstance(v, str)}
+    if onevisit.is_visit_state(params.get("state") or ""):
+        return await _second_click(req, params)
     async with invocation_services() as svc:
         now = svc.engine.clock.now()
         owner = f"the MSP app's service principal (app id {svc.settings.msp_app_client_id})"
@@ -172,9 +311,10 @@ async def consent(req: func.HttpRequest) -> func.HttpResponse:
             return _refused(req, refusal)
         log.info("consent recorded for tenant %s; %d candidate app(s)", result.consent.tenant_id,
                  len(result.candidates))
+        links = await _second_click_links(svc, result, now)
         if _wants_json(req):
-            return json_response(_result_document(result))
-        return _success_page(result, svc.settings.discovery_name_patterns)
+            return json_response(_result_document(result, links))
+        return _success_page(result, svc.settings.discovery_name_patterns, links)
 
 
 @bp.route(route="consent-url/{tenantId}", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)

@@ -196,7 +196,8 @@ def test_a_read_only_caller_sees_no_action_buttons_and_the_api_refuses_it(reader
     page = reader.open(f"#/target/{CONTOSO}/{app_id}")
     page.wait_for_selector("#detail-body h3:text('Credentials in Entra ID')")
     assert page.locator("#caller").inner_text().endswith("Read")
-    assert page.locator("#action-rotate, #action-dry-run, [data-ack], #action-proofpoint-check").count() == 0
+    actions = "#action-rotate, #action-dry-run, [data-ack], #action-proofpoint-check, #action-offboard"
+    assert page.locator(actions).count() == 0
     status = page.evaluate(
         """async ([tenantId, appId]) => (await fetch('/api/rotations', {method: 'POST',
              headers: {'Content-Type': 'application/json'}, body: JSON.stringify({tenantId, appId})})).status""",
@@ -346,3 +347,24 @@ def test_an_operator_sends_a_test_alert_a_reader_sees_no_button(operator: Page, 
     assert "NoAlertChannel" in result.inner_text() and "ALERT_WEBHOOK_KIND" in result.inner_text()
     operator.errors = [e for e in operator.errors if "409" not in e]  # the refused request's own console line
     assert reader.open().locator("#alert-test-send").count() == 0
+
+
+def test_an_operator_offboards_a_customer_after_confirming(operator: Page) -> None:
+    # Last in the module: Tailspin leaves the fleet for good.
+    app_id = app_ids()[TAILSPIN]
+    page = operator.open(f"#/target/{TAILSPIN}/{app_id}")
+    page.wait_for_selector("#action-offboard:not([disabled])")
+    page.click("#action-offboard")
+    dialog = page.locator("#offboard")
+    assert dialog.is_visible() and "Tailspin" in dialog.inner_text()
+    page.click("#offboard-cancel")  # cancelled: nothing is sent
+    assert not dialog.is_visible() and operator.row(TAILSPIN).count() == 1
+    page.click("#action-offboard")
+    page.check("#offboard-owner")
+    page.click("#offboard-confirm")
+    page.wait_for_selector("#notice:not([hidden])")
+    notice = page.locator("#notice").inner_text()
+    assert "Tailspin" in notice and "owner: done" in notice and "registry: done" in notice
+    assert "operator@msp.example" in notice
+    page.wait_for_function(f"() => !document.querySelector('#fleet-body tr[data-key^=\"{TAILSPIN}/\"]')")
+    assert operator.row(CONTOSO).count() == 1  # the others stay

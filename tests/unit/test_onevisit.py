@@ -15,12 +15,13 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 
 from shared import consent, onevisit
+from shared.bulk_onboarding import DEFAULT_TEMPLATE
 from shared.consent import ConsentRefused
 from shared.domain import Target
 from shared.errors import Conflict, PartnerRefused, Unreachable
-from shared.onevisit import Registration, RegistrationStopped, VisitPorts
-from shared.ports import PartnerAdmin
-from tests.fakes import ROTATOR, FakeWorld
+from shared.onevisit import Registration, RegistrationStopped, TemplateRegistrar, VisitPorts
+from shared.ports import PartnerAdmin, ProofpointOrg
+from tests.fakes import ROTATOR, FakeProofpointOrgs, FakeWorld
 
 NOW = datetime(2026, 12, 6, 16, 0, tzinfo=UTC)
 TENANT = "c0000000-0000-4000-8000-000000000001"
@@ -260,3 +261,44 @@ async def test_a_sign_in_the_token_endpoint_refuses_is_a_failed_step_with_the_fi
     result = await answer(setup, await link(setup))
     assert [(s.name, s.outcome, s.code) for s in result.steps] == [("sign-in", "failed", "AADSTS50105")]
     assert "Application Administrator" in result.steps[0].fix
+
+
+# --- The registrar: as bulk onboarding registers ------------------------------------------------------------------
+
+
+def registrar(world: FakeWorld, *orgs: ProofpointOrg, configured: bool = True) -> TemplateRegistrar:
+    listing = FakeProofpointOrgs(world.faults)
+    listing.orgs = list(orgs)
+    return TemplateRegistrar(world.state, listing if configured else None, DEFAULT_TEMPLATE)
+
+
+CONTOSO = ProofpointOrg("Contoso Ltd", "contoso.example", ("contoso.example", "mail.contoso.example"), "us2")
+
+
+async def test_the_registrar_matches_the_org_by_domain_and_renders_the_template() -> None:
+    world = FakeWorld()
+    other = ProofpointOrg("Fabrikam", "fabrikam.example", (), "eu1")
+    done = await registrar(world, other, CONTOSO)(TENANT, APP, "PPE Sync", ["Mail.Contoso.Example", "x.onmicrosoft"])
+    assert done.created and "contoso.example" in done.detail and "us2" in done.detail and APP in done.detail
+    target = world.state.target(TENANT, APP)
+    assert target.customer == "Contoso Ltd"
+    [proofpoint] = target.destinations
+    assert proofpoint.kind == "proofpoint" and proofpoint.options["domain"] == "contoso.example"
+    assert proofpoint.options["stack"] == "us2"
+    again = await registrar(world, CONTOSO)(TENANT, APP, "PPE Sync", ["contoso.example"])
+    assert not again.created and "registered already" in again.detail
+
+
+@pytest.mark.parametrize(("orgs", "configured", "code"), [
+    ((), True, "ProofpointOrgNotFound"),
+    ((CONTOSO, ProofpointOrg("Contoso EU", "contoso.example", (), "eu1")), True, "ProofpointOrgAmbiguous"),
+    ((CONTOSO,), False, "ProofpointChannelMissing"),
+])
+async def test_the_registrar_stops_with_the_cause_when_it_cannot_tell_the_org(
+    orgs: tuple[ProofpointOrg, ...], configured: bool, code: str
+) -> None:
+    world = FakeWorld()
+    with pytest.raises(RegistrationStopped) as stopped:
+        await registrar(world, *orgs, configured=configured)(TENANT, APP, "PPE", ["contoso.example"])
+    assert stopped.value.code == code and "registers" in stopped.value.fix
+    assert world.state.rows == {}
