@@ -36,7 +36,9 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +50,7 @@ from shared.domain import GUID, Actor, Target
 from shared.errors import RotationError
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document, sweep_retention
 from shared.onboarding import ConsentUnavailable, consent_link
+from shared.ports import PartnerSession
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
 from shared.service import proofpoint_check, put_target
@@ -260,11 +263,38 @@ def _offboard_ports(svc: Services) -> OffboardPorts:
                          svc.settings.msp_app_client_id)
 
 
+@asynccontextmanager
+async def _partner_sign_in(svc: Services) -> AsyncIterator[PartnerSession]:
+    """A partner admin's GDAP session, signed in with the device code flow (the MSP app as a public client); every
+    token forgotten at the end."""
+    import aiohttp
+
+    from shared.adapters.delegated import PARTNER_CENTER, DelegatedSignIn
+    from shared.adapters.partner import GdapPartnerSession
+
+    s = svc.settings
+    async with aiohttp.ClientSession() as http:
+        sign_in = DelegatedSignIn(authority=s.authority_host, client_id=s.msp_app_client_id,
+                                  home_tenant_id=s.msp_tenant_id, session=http, ca_bundle=s.ca_bundle)
+        prompt = await sign_in.start_device_code()
+        print(prompt.message, file=sys.stderr, flush=True)
+        await sign_in.wait_device_code(prompt)
+        session = GdapPartnerSession(sign_in, app_id=s.msp_app_client_id, graph_base_url=s.graph_base_url,
+                                     partner_center_url=PARTNER_CENTER, session=http, ca_bundle=s.ca_bundle)
+        try:
+            yield session
+        finally:
+            await session.close()
+
+
 async def _offboard(svc: Services, args: argparse.Namespace) -> int:
     options = OffboardOptions(remove_owner=args.remove_owner, remove_app=args.remove_app)
-    result = await offboard(_offboard_ports(svc), args.tenant_id, args.app_id, options,
-                            retention_days=svc.settings.offboard_retention_days,
-                            actor=args.actor or f"cli:{_login()}")
+    async with AsyncExitStack() as stack:
+        partner = await stack.enter_async_context(_partner_sign_in(svc)) if args.sign_in else None
+        ports = replace(_offboard_ports(svc), partner=partner)
+        result = await offboard(ports, args.tenant_id, args.app_id, options,
+                                retention_days=svc.settings.offboard_retention_days,
+                                actor=args.actor or f"cli:{_login()}")
     if args.json:
         print(json.dumps(offboarded_document(result), indent=2))
     else:
@@ -341,6 +371,9 @@ def parser() -> argparse.ArgumentParser:
     off.add_argument("--remove-app", action="store_true",
                      help="also remove the MSP app's service principal from the tenant (prints the command an admin "
                           "of the tenant runs)")
+    off.add_argument("--sign-in", action="store_true",
+                     help="sign in as a partner admin (device code) to remove the MSP app through GDAP (needs Cloud "
+                          "Application Administrator or Application Administrator in the customer's tenant)")
     off.add_argument("--as", dest="actor", default="", metavar="NAME",
                      help="who offboards, for the audit log (default: the login name)")
     off.add_argument("--json", action="store_true", help="machine-readable output")

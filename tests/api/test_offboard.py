@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 
+from sandbox.client import answer_device_code
 from shared.entrypoints.access import Role
 from tests.api.conftest import WAIT, Api, ids
-from tests.rotation.conftest import Customer, World
+from tests.rotation.conftest import Customer, Rotating, World
 
 
 def owners(world: World, c: Customer) -> list[str]:
@@ -90,3 +92,43 @@ async def test_the_command_line_offboards_and_the_sweep_deletes_after_the_retent
     assert json.loads(late.output()) == {"deleted": [name]}
     vault = world.sb.control.state()["keyvault"]
     assert name not in vault["secrets"] and name in vault["deleted"]  # soft-deleted: recoverable
+
+
+async def test_a_partner_admin_removes_the_msp_app_through_gdap_from_the_command_line(api: Api, world: World) -> None:
+    sb = world.sb
+    sb.control.set_device_code_interval(1)
+    tenant = sb.control.seed_gdap_customers(1, start=7101)[0]
+    customer = next(t for t in sb.control.state()["tenants"] if t["id"] == tenant)
+    app = customer["applications"][0]
+    # The MSP app installed there (its service principal with the Graph permission, and the delegated scopes the
+    # partner admin's calls need, as the Partner Center consent makes them) and owner of the Proofpoint app.
+    sb.control.seed({"tenants": [{"id": tenant, "grants": [{"appId": "msp-app",
+                                                             "roles": ["Application.ReadWrite.OwnedBy"]}],
+                                  "delegatedGrants": {"msp-app": ["Application.ReadWrite.All", "Domain.Read.All"]},
+                                  "applications": [{"appId": app["appId"], "owners": ["msp-app"]}]}]})
+    c = Customer("Gdapco", tenant, app["appId"], app["id"], "", "", "customer7101.example")
+    assert (await api.put(c)).status == 201
+
+    off = world.cli("offboard", tenant, app["appId"], "--remove-owner", "--remove-app", "--sign-in", "--json")
+    code = await wait_for_code(off)
+    await asyncio.to_thread(answer_device_code, sb.endpoints["entra"], code, "partner-admin@msp.example", sb.ca_file)
+    assert await asyncio.to_thread(off.wait, 120) == 0, off.output()
+    doc = json.loads(off.output()[off.output().index("{"):])
+    steps = {s["name"]: s for s in doc["steps"]}
+    assert steps["owner"]["outcome"] == "done" and steps["app"]["outcome"] == "done"
+    assert "partner-admin@msp.example" in steps["app"]["detail"]
+    msp = sb.control.msp()["appId"]
+    after = next(t for t in sb.control.state()["tenants"] if t["id"] == tenant)
+    assert [s for s in after["servicePrincipals"] if s["appId"] == msp] == []
+    assert (await api.call("target", "GET", ids(c))).code == "TargetNotFound"
+
+
+async def wait_for_code(process: Rotating) -> str:
+    """The user code the device code prompt shows ("... enter the code ABCD1234 to authenticate")."""
+    for _ in range(600):
+        match = re.search(r"enter the code (\S+)", process.output())
+        if match:
+            return match.group(1)
+        assert process.poll() is None, process.output()
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no device code prompt: {process.output()}")
