@@ -4,11 +4,11 @@ What is decided here (docs/onboarding.md, "Removing a customer"):
 - The rotator stops first: the row is disabled and leased in one ETag-guarded write (passes list enabled targets only;
   a runner holding the lease makes offboarding wait: 409, nothing changed).
 - A rotation in flight is compensated or kept, never left with a live credential whose value nobody holds:
-  `creating` (addPassword may have run, its value maybe not stored): a credential of that rotation whose value is not
-  in Key Vault is removed (as the protocol's own recovery does); `pending`, or `verified` with no destination
-  holding the new key: nobody uses the new credential, so it is removed and its version tagged `retired`; the old
-  secret stays, in use. `verified` with some destination holding the new key, or `pushed`: both secrets are in use
-  somewhere and both values are in Key Vault, so both stay.
+  `creating` (addPassword may have run, its value maybe not stored) and `pending` (stored, not yet proven): nothing
+  is pushed before `verified`, so no destination uses the new credential: it is removed (as the protocol's own
+  recovery removes a credential whose value is lost) and its version tagged `retired`; the old secret stays, in use.
+  `verified` and `pushed`: a destination may hold the new secret, even without its acknowledgement recorded (a push
+  answered, then the process died), so both secrets stay live, both values in Key Vault.
 - The Key Vault versions are kept for OFFBOARD_RETENTION_DAYS (each tagged `retain-until`), so the MSP can still
   hand the current secret to whoever takes over; after that the daily timer deletes the secret (Key Vault
   soft-delete: recoverable for the vault's own soft-delete retention, then purged by Key Vault).
@@ -135,12 +135,12 @@ async def _settle_rotation(run: _Run) -> None:
     if s.stage is Stage.IDLE:
         await run.step("rotation", "already", "no rotation in flight")
         return
-    held_by = sorted(name for name, ack in s.acks.items() if s.new_key_id and ack.key_id == s.new_key_id)
-    if s.stage is Stage.PUSHED or (s.stage is Stage.VERIFIED and held_by):
-        await run.step("rotation", "kept", f"rotation {s.rotation_id} ({s.stage.value}) already gave the new secret "
-                       f"(key {s.new_key_id}) to {', '.join(held_by) or 'every destination'}: it and the secret it "
-                       "replaces stay live in Entra ID, both values in Key Vault (nothing is removed that a "
-                       "destination may use)")
+    if s.stage in (Stage.VERIFIED, Stage.PUSHED):
+        held_by = sorted(name for name, ack in s.acks.items() if s.new_key_id and ack.key_id == s.new_key_id)
+        told = f"confirmed by {', '.join(held_by)}" if held_by else "being pushed"
+        await run.step("rotation", "kept", f"rotation {s.rotation_id} ({s.stage.value}): the new secret (key "
+                       f"{s.new_key_id}) is {told}, so a destination may use it: it and the secret it replaces stay "
+                       "live in Entra ID, both values in Key Vault (nothing a destination may use is removed)")
         return
     try:
         removed = await _remove_rotation_credentials(run)

@@ -653,7 +653,7 @@ function askOffboard(d) {
   const dialog = $("offboard");
   $("offboard-title").textContent = `Offboard ${d.customer || "this customer"}?`;
   $("offboard-text").textContent = "The rotator stops rotating this app's secret and removes it from its registry. "
-    + "A rotation in flight is undone if no destination holds its secret yet, else both secrets stay. "
+    + "A rotation in flight is undone if nothing was pushed yet, else both secrets stay. "
     + "The secret's Key Vault versions are kept for the retention period, then deleted. Nothing is changed in Proofpoint.";
   $("offboard-owner").checked = false;
   $("offboard-app").checked = false;

@@ -213,10 +213,25 @@ def new_ids(credentials: list) -> list[str]:  # type: ignore[type-arg]
     return [c.key_id for c in credentials]
 
 
-@pytest.mark.parametrize("stage", [Stage.VERIFIED, Stage.PUSHED])
-async def test_a_rotation_a_destination_already_holds_is_kept_with_both_values_in_key_vault(stage: Stage) -> None:
+async def verified_pushed_but_not_acknowledged(world: FakeWorld) -> Target:
+    """The push to proofpoint answered, then the process died before the acknowledgement was written."""
+    target = world.seed(days_left=10)
+    world.faults.crash("destination.proofpoint", when="after")
+    with pytest.raises(Crash):
+        await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
+    world.faults.revive()
+    world.clock.advance(world.config.lease + timedelta(seconds=1))
+    row = world.row(target)
+    assert row.state.stage is Stage.VERIFIED and row.state.acks == {}
+    assert world.destination.held["proofpoint"] == world.directory.values[row.state.new_key_id].secret
+    return target
+
+
+@pytest.mark.parametrize("stage", [Stage.VERIFIED, Stage.PUSHED, "unacknowledged"])
+async def test_a_rotation_a_destination_may_hold_is_kept_with_both_values_in_key_vault(stage: Stage | str) -> None:
     world = FakeWorld()
-    target = await in_flight(world, stage)
+    target = await (verified_pushed_but_not_acknowledged(world) if stage == "unacknowledged"
+                    else in_flight(world, stage))  # type: ignore[arg-type]
     live_before = {c.key_id for c in world.directory.live(target.tenant_id, target.app_id)}
 
     result = await go(world, target)
