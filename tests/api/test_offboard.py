@@ -6,11 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import azure.functions.timer as timer
+import pytest
 
 from sandbox.client import answer_device_code
+from shared import bootstrap
+from shared.clock import SystemClock
 from shared.entrypoints.access import Role
-from tests.api.conftest import WAIT, Api, ids
+from tests.api.conftest import WAIT, Api, functions, ids
 from tests.rotation.conftest import Customer, Rotating, World
 
 
@@ -132,3 +137,23 @@ async def wait_for_code(process: Rotating) -> str:
         assert process.poll() is None, process.output()
         await asyncio.sleep(0.1)
     raise AssertionError(f"no device code prompt: {process.output()}")
+
+
+async def test_the_daily_timer_deletes_an_offboarded_secret_once_its_retention_is_over(
+    api: Api, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await rotated(api, world, "Retired")
+    kept = world.seed_customer("Kept", 300)  # registered: its secret is never the sweep's
+    assert (await api.put(kept)).status == 201
+    name = f"ppsync-{c.tenant_id}-{c.app_id}"
+    assert (await api.call("offboard_target", "POST", ids(c), {})).status == 200
+    timer_function = functions()["rotation_timer"]
+
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(days=89)))
+    await timer_function(timer.TimerRequest(past_due=False))
+    assert name in world.sb.control.state()["keyvault"]["secrets"]
+
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(days=91)))
+    await timer_function(timer.TimerRequest(past_due=False))
+    vault = world.sb.control.state()["keyvault"]
+    assert name not in vault["secrets"] and name in vault["deleted"]

@@ -96,3 +96,14 @@ def test_bulk_onboarding_settings_default_and_validated() -> None:
                        ({"PROOFPOINT_CHANNEL_STACK": "us9"}, "PROOFPOINT_CHANNEL_STACK")):
         with pytest.raises(SettingsError, match=named):
             Settings.from_env({**BASE, **env})
+
+
+@pytest.mark.parametrize(("raw", "days"), [("", 90), ("1", 1), ("3650", 3650)])
+def test_the_offboarding_retention(raw: str, days: int) -> None:
+    assert Settings.from_env({**BASE, "OFFBOARD_RETENTION_DAYS": raw}).offboard_retention_days == days
+
+
+@pytest.mark.parametrize("raw", ["0", "3651", "-1", "ninety"])
+def test_a_bad_offboarding_retention_is_named(raw: str) -> None:
+    with pytest.raises(SettingsError, match="OFFBOARD_RETENTION_DAYS"):
+        Settings.from_env({**BASE, "OFFBOARD_RETENTION_DAYS": raw})
