@@ -179,13 +179,16 @@ def authorize_url(authority: str, tenant_id: str, client_id: str, redirect_uri: 
     return f"{authority.rstrip('/')}/{tenant_id}/oauth2/v2.0/authorize?{query}"
 
 
-async def owner_link(keys: ConsentKeys, authority: str, client_id: str, redirect_uri: str, tenant_id: str,
-                     app_id: str, now: datetime) -> str:
-    """The second click's link for one app of the tenant."""
+async def owner_links(keys: ConsentKeys, authority: str, client_id: str, redirect_uri: str, tenant_id: str,
+                      app_ids: Sequence[str], now: datetime) -> dict[str, str]:
+    """The second click's link for each app of the tenant (by app id), each with a state of its own."""
     version, key = await keys.signing_key()
-    state, claims = sign(key, version, tenant_id, app_id, now)
-    return authorize_url(authority, claims.tenant_id, client_id, redirect_uri, state,
-                         challenge(verifier(key, claims.nonce)))
+    links = {}
+    for app_id in app_ids:
+        state, claims = sign(key, version, tenant_id, app_id, now)
+        links[app_id] = authorize_url(authority, claims.tenant_id, client_id, redirect_uri, state,
+                                      challenge(verifier(key, claims.nonce)))
+    return links
 
 
 # --- The answer: trust it, spend it, redeem the code, then the steps ----------------------------------------------

@@ -175,13 +175,11 @@ def _next_step(c: onboarding.Candidate, link: str | None) -> str:
 async def _second_click_links(svc: Services, result: ConsentResult, now: datetime) -> dict[str, str]:
     """The second click's link for each app the rotator does not watch yet (by app id)."""
     s = svc.settings
-    links = {}
-    for c in result.candidates:
-        if not c.app["registered"]:
-            links[c.app["appId"]] = await onevisit.owner_link(
-                svc.consent_keys, s.authority_host, s.msp_app_client_id, s.consent_redirect_uri,
-                result.consent.tenant_id, c.app["appId"], now)
-    return links
+    apps = [c.app["appId"] for c in result.candidates if not c.app["registered"]]
+    if not apps:
+        return {}
+    return await onevisit.owner_links(svc.consent_keys, s.authority_host, s.msp_app_client_id, s.consent_redirect_uri,
+                                      result.consent.tenant_id, apps, now)
 
 
 _OUTCOME = {"done": "Done", "already": "Already so", "failed": "Failed", "skipped": "Not done"}
@@ -212,8 +210,8 @@ def _visit_page(result: onevisit.VisitResult) -> func.HttpResponse:
         f"<p>Tenant <code>{html.escape(result.tenant_id)}</code>, {html.escape(named)}"
         + (f", signed in as {html.escape(result.admin)}" if result.admin else "") + ".</p>"
         f"<ol class=\"steps\">{''.join(items)}</ol>"
-        + ("<p>You may close this page: the rotator now looks after this app's secret.</p>" if result.ok else
-           "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>")
+        + ("<p>You may close this page: the rotator now looks after this app's secret.</p>" if result.ok else "")
+        + "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>"
     )
     return _page(title, body, 200)
 

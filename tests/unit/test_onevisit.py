@@ -125,8 +125,8 @@ APP = "a0000000-0000-4000-8000-000000000001"
 
 
 async def link(s: Setup, tenant: str = TENANT, app: str = APP) -> dict[str, str]:
-    url = await onevisit.owner_link(s.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
-                                    "https://rotator.example/api/consent", tenant, app, NOW)
+    url = (await onevisit.owner_links(s.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
+                                      "https://rotator.example/api/consent", tenant, [app], NOW))[app]
     return {k: v[0] for k, v in parse_qs(urlparse(url).query).items()}
 
 
@@ -135,8 +135,8 @@ async def answer(s: Setup, query: dict[str, str], code: str = "the-code") -> one
 
 
 async def test_the_link_asks_entra_for_a_code_with_pkce_at_the_customers_tenant(setup: Setup) -> None:
-    url = await onevisit.owner_link(setup.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
-                                    "https://rotator.example/api/consent", TENANT, APP, NOW)
+    url = (await onevisit.owner_links(setup.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
+                                      "https://rotator.example/api/consent", TENANT, [APP], NOW))[APP]
     parsed = urlparse(url)
     query = {k: v[0] for k, v in parse_qs(parsed.query).items()}
     assert parsed.path == f"/{TENANT}/oauth2/v2.0/authorize"
@@ -302,3 +302,13 @@ async def test_the_registrar_stops_with_the_cause_when_it_cannot_tell_the_org(
         await registrar(world, *orgs, configured=configured)(TENANT, APP, "PPE", ["contoso.example"])
     assert stopped.value.code == code and "registers" in stopped.value.fix
     assert world.state.rows == {}
+
+
+async def test_each_app_gets_a_link_bound_to_it(setup: Setup) -> None:
+    other = "a0000000-0000-4000-8000-000000000002"
+    links = await onevisit.owner_links(setup.keys, "https://login.example", "c11e0000-0000-4000-8000-000000000001",
+                                       "https://rotator.example/api/consent", TENANT, [APP, other], NOW)
+    states = {app: dict(parse_qs(urlparse(url).query))["state"][0] for app, url in links.items()}
+    claims = {app: onevisit.verify(state, setup.keys.keys["v1"], NOW) for app, state in states.items()}
+    assert {app: c.app_id for app, c in claims.items()} == {APP: APP, other: other}
+    assert claims[APP].nonce != claims[other].nonce
