@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlparse
 
@@ -116,6 +117,7 @@ async def test_one_visit_consents_adds_the_owner_registers_and_dry_runs(
     # Never the code, the token or a secret: not in the answer, not in the logs.
     said = reply.text + caplog.text + json.dumps([e.detail for e in events])
     assert signed.params["code"] not in said and c.secret not in said
+    assert not re.search(r"eyJ[\w-]*\.eyJ", said)  # no JWT (the admin's access or ID token: header.payload)
 
     # The page a browser gets says the same, with the app's name and id.
     again = await visit.api.call("consent", params=signed.params, headers=HTML)
@@ -130,6 +132,8 @@ async def test_an_admin_without_application_administrator_is_told_and_nothing_ch
     reply, _ = await visit.second_click(c, CLERK.format(c.domain), HTML)
     assert reply.status == 200
     assert "Not completed" in reply.text and "Application Administrator" in reply.text
+    assert "<script" not in reply.text and "script-src" not in reply.headers["Content-Security-Policy"]
+    assert reply.headers["Cache-Control"] == "no-store" and reply.headers["Referrer-Policy"] == "no-referrer"
     assert "Proofpoint Essentials" in reply.text and c.app_id in reply.text
     assert owners(world, c) == []
     assert [t for t, _ in await svc.state.list_targets() if t.tenant_id == c.tenant_id] == []
