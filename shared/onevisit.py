@@ -61,6 +61,13 @@ SCOPES = (
     "openid",
     "profile",
 )
+# What the admin does when the token endpoint refuses the code (the delegated adapter's codes for Entra's AADSTS).
+SIGN_IN_FIXES = {
+    "AppNotConsented": "the consent has not reached Entra's sign-in yet: wait a minute, then open the link on the "
+                       "consent page again",
+    "SignInExpired": "the sign-in took too long: open the link on the consent page again",
+    "TokenEndpointUnavailable": "Entra did not answer: open the link on the consent page again in a moment",
+}
 # What a customer's admin needs for step 3 (delegate-by-task.md, "Manage application owners"; Graph's owner $ref).
 OWNER_ROLES = "Application Administrator, Cloud Application Administrator or Global Administrator"
 
@@ -312,8 +319,9 @@ async def complete(ports: VisitPorts, params: Mapping[str, str], now: datetime) 
     try:
         session = await ports.redeem(claims.tenant_id, code, verifier(key, claims.nonce), ports.redirect_uri, SCOPES)
     except RotationError as error:
-        fix = getattr(error, "fix", "") or "open the link on the consent page again and sign in with an account of " \
-            f"this tenant holding {OWNER_ROLES}"
+        # The adapter's own fixes speak to a partner admin (GDAP, Partner Center): this is the customer's admin.
+        fix = SIGN_IN_FIXES.get(error.code, "open the link on the consent page again and sign in with an account of "
+                                f"this tenant holding {OWNER_ROLES}")
         return VisitResult(claims.tenant_id, claims.app_id, "", "", (
             VisitStep("sign-in", "failed", f"the sign-in could not be completed: {error.message}", fix, error.code),))
     try:

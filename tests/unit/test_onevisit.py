@@ -312,3 +312,11 @@ async def test_each_app_gets_a_link_bound_to_it(setup: Setup) -> None:
     claims = {app: onevisit.verify(state, setup.keys.keys["v1"], NOW) for app, state in states.items()}
     assert {app: c.app_id for app, c in claims.items()} == {APP: APP, other: other}
     assert claims[APP].nonce != claims[other].nonce
+
+
+async def test_a_partner_flavoured_fix_is_never_shown_to_the_customers_admin(setup: Setup) -> None:
+    setup.redeem_error = PartnerRefused("Entra refused the sign-in: AADSTS65001", code="AppNotConsented",
+                                        fix="install it with the Partner Center method")
+    result = await answer(setup, await link(setup))
+    [step] = result.steps
+    assert step.code == "AppNotConsented" and "Partner Center" not in step.fix and "wait a minute" in step.fix
