@@ -6,15 +6,15 @@ import asyncio
 import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from shared.clock import SystemClock
-from shared.ports import Alerter, Clock, Destination
+from shared.ports import Alerter, Clock, Destination, PartnerSession
 from shared.rotation import Engine, EngineConfig
 from shared.settings import IdentityMode, Settings, SettingsError
 from shared.telemetry import configure_telemetry
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
     from shared.alerts import AlertBook
     from shared.bulk_onboarding import BulkOnboarding
+    from shared.onevisit import AdminSession, VisitPorts
     from shared.ports import PartnerSession, PartnerSessions, ProofpointOrgs
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
@@ -375,3 +376,32 @@ async def _retire(key: tuple[Any, ...]) -> None:
     shared.retired = True
     if shared.users == 0:
         await shared.close()
+
+
+# ------------------------------------------------------------------------------------- the consent's second click
+
+
+def visit_ports(svc: Services) -> VisitPorts:
+    """The second click's ports over the real services: the admin's sign-in at their own tenant and their Graph calls
+    (the partner adapters, the customer's tenant as home; the rotator a confidential client), the registrar of bulk
+    onboarding, this engine's dry run."""
+    from shared.adapters.delegated import DelegatedSignIn
+    from shared.adapters.partner_sessions import client_assertion
+    from shared.onevisit import TemplateRegistrar, VisitPorts
+
+    s = svc.settings
+
+    async def redeem(tenant: str, code: str, verifier: str, redirect_uri: str,
+                     scopes: Sequence[str]) -> AdminSession:
+        sign_in = DelegatedSignIn.for_settings(s, svc.http, tenant_id=tenant, client_assertion=client_assertion(s))
+        await sign_in.redeem_code(code, redirect_uri, verifier, scopes)
+        return svc.partner_session(sign_in)  # its close() forgets the admin's tokens
+
+    async def dry_run(tenant: str, app_id: str, actor: str) -> dict[str, Any]:
+        return asdict(await svc.engine.rotate_now(tenant, app_id, dry_run=True, actor=actor))
+
+    template = json.loads(s.onboarding_destinations) if s.onboarding_destinations else default_template(s)
+    register = TemplateRegistrar(svc.state, svc.proofpoint_orgs if s.proofpoint_channel_domain else None,
+                                 template, s.destination_allowed_hosts)
+    return VisitPorts(svc.consent_keys, svc.consents, svc.directory, svc.state, redeem, register, dry_run,
+                      s.consent_redirect_uri)

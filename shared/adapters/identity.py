@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlparse
 
@@ -178,26 +177,6 @@ class Credentials:
             await credential.close()
         self._per_tenant.clear()
         self._home = None
-
-
-def client_assertion(settings: Settings) -> Callable[[], Awaitable[str]]:
-    """The MSP app's client assertion for a confidential sign-in (the authorization code flow's token request): the
-    managed identity's token for api://AzureADTokenExchange, as the federated credential trusts it (no secret of our
-    own). The synchronous credential caches its token; each call runs it in a worker thread."""
-    kwargs: dict[str, Any] = {}
-    if settings.managed_identity_client_id:
-        kwargs["client_id"] = settings.managed_identity_client_id
-    credential = SyncManagedIdentityCredential(**kwargs)
-
-    async def assertion() -> str:
-        try:
-            token = await asyncio.to_thread(credential.get_token, TOKEN_EXCHANGE_SCOPE)
-        except AzureError as error:
-            raise RotationError(f"the managed identity gave no client assertion ({type(error).__name__})",
-                                code="ClientAssertionUnavailable") from None
-        return str(token.token)
-
-    return assertion
 
 
 # Answers of the token endpoint that say nothing about the secret: the service is busy or failing (Microsoft's AADSTS

@@ -1,6 +1,9 @@
 """Customer consent: GET /api/consent-url/{tenantId} (an operator makes a link) and GET /api/consent (where Entra's
 admin-consent endpoint returns the customer's admin, the answer to the portal's CONFIGURE button).
 
+/api/consent also takes the answer to the consent page's second click (a one-visit state, shared.onevisit): the
+same admin signed in at their tenant, the rotator adds itself as owner, registers the app, dry-runs it, and says so.
+
 /api/consent is anonymous at the host and excluded from App Service Authentication (a browser redirect from Entra
 carries neither a function key nor a sign-in); it trusts only a state the rotator signed (shared.consent). It
 answers with a page (or JSON when the client asks for it with `Accept: application/json`), served with no script,
@@ -12,23 +15,18 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
-import json
 import logging
-from collections.abc import Sequence
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import azure.functions as func
 
 from shared import onboarding, onevisit
-from shared.bootstrap import Services, invocation_services
+from shared.bootstrap import Services, invocation_services, visit_ports
 from shared.consent import ConsentRefused
 from shared.entrypoints.access import Role, authorize
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, path_guid
 from shared.onboarding import ConsentResult, ConsentUnavailable
-from shared.ports import PartnerSession
 
 log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -214,62 +212,6 @@ def _visit_page(result: onevisit.VisitResult) -> func.HttpResponse:
         + "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>"
     )
     return _page(title, body, 200)
-
-
-class _VisitSession:
-    """The admin's delegated session for one second click, and the HTTP session it runs on: closed together."""
-
-    def __init__(self, session: PartnerSession, http: aiohttp.ClientSession) -> None:
-        self.admin = session.admin
-        self._session = session
-        self._http = http
-
-    async def add_owner(self, tenant_id: str, application_object_id: str, principal_id: str) -> bool:
-        return await self._session.add_owner(tenant_id, application_object_id, principal_id)
-
-    async def domains(self, tenant_id: str) -> list[str]:
-        return await self._session.domains(tenant_id)
-
-    async def close(self) -> None:
-        try:
-            await self._session.close()  # the admin's tokens forgotten
-        finally:
-            await self._http.close()
-
-
-def visit_ports(svc: Services) -> onevisit.VisitPorts:
-    """The second click's ports over the real services: the admin's sign-in and Graph calls (the delegated adapter of
-    bulk onboarding, with the customer's tenant as home), the registrar of bulk onboarding, this engine's dry run."""
-    from shared.adapters.delegated import DelegatedSignIn
-    from shared.adapters.identity import client_assertion
-    from shared.adapters.partner import GdapPartnerSession
-    from shared.bootstrap import default_template
-
-    s = svc.settings
-
-    async def redeem(tenant: str, code: str, verifier: str, redirect_uri: str,
-                     scopes: Sequence[str]) -> onevisit.AdminSession:
-        http = aiohttp.ClientSession()
-        try:
-            sign_in = DelegatedSignIn(authority=s.authority_host, client_id=s.msp_app_client_id,
-                                      home_tenant_id=tenant, session=http, ca_bundle=s.ca_bundle,
-                                      client_assertion=client_assertion(s))
-            await sign_in.redeem_code(code, redirect_uri, verifier, scopes)
-            session = GdapPartnerSession(sign_in, app_id=s.msp_app_client_id, graph_base_url=s.graph_base_url,
-                                         partner_center_url="", session=http, ca_bundle=s.ca_bundle)
-        except BaseException:
-            await http.close()
-            raise
-        return _VisitSession(session, http)
-
-    async def dry_run(tenant: str, app_id: str, actor: str) -> dict[str, Any]:
-        return asdict(await svc.engine.rotate_now(tenant, app_id, dry_run=True, actor=actor))
-
-    template = json.loads(s.onboarding_destinations) if s.onboarding_destinations else default_template(s)
-    register = onevisit.TemplateRegistrar(svc.state, svc.proofpoint_orgs if s.proofpoint_channel_domain else None,
-                                          template, s.destination_allowed_hosts)
-    return onevisit.VisitPorts(svc.consent_keys, svc.consents, svc.directory, svc.state, redeem, register, dry_run,
-                               s.consent_redirect_uri)
 
 
 async def _second_click(req: func.HttpRequest, params: dict[str, str]) -> func.HttpResponse:
