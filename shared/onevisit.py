@@ -65,8 +65,8 @@ SCOPES = (
 SIGN_IN_FIXES = {
     "AppNotConsented": "the consent has not reached Entra's sign-in yet: wait a minute, then open the link on the "
                        "consent page again",
-    "SignInExpired": "the sign-in took too long: open the link on the consent page again",
-    "TokenEndpointUnavailable": "Entra did not answer: open the link on the consent page again in a moment",
+    "SignInExpired": "the sign-in took too long: sign in again (the button below)",
+    "TokenEndpointUnavailable": "Entra did not answer: sign in again in a moment (the button below)",
 }
 # What a customer's admin needs for step 3 (delegate-by-task.md, "Manage application owners"; Graph's owner $ref).
 OWNER_ROLES = "Application Administrator, Cloud Application Administrator or Global Administrator"
@@ -226,6 +226,11 @@ class VisitResult:
     def ok(self) -> bool:
         return all(s.outcome in ("done", "already") for s in self.steps)
 
+    @property
+    def retryable(self) -> bool:
+        """Another sign-in may fix it (the sign-in or the owner failed); a registration the MSP makes is not."""
+        return any(s.outcome == "failed" and s.name in ("sign-in", "owner") for s in self.steps)
+
 
 class RegistrationStopped(RotationError):
     """The target could not be registered (no Proofpoint org matches the tenant, several do...); `fix` says what."""
@@ -320,7 +325,7 @@ async def complete(ports: VisitPorts, params: Mapping[str, str], now: datetime) 
         session = await ports.redeem(claims.tenant_id, code, verifier(key, claims.nonce), ports.redirect_uri, SCOPES)
     except RotationError as error:
         # The adapter's own fixes speak to a partner admin (GDAP, Partner Center): this is the customer's admin.
-        fix = SIGN_IN_FIXES.get(error.code, "open the link on the consent page again and sign in with an account of "
+        fix = SIGN_IN_FIXES.get(error.code, "sign in again (the button below) with an account of "
                                 f"this tenant holding {OWNER_ROLES}")
         return VisitResult(claims.tenant_id, claims.app_id, "", "", (
             VisitStep("sign-in", "failed", f"the sign-in could not be completed: {error.message}", fix, error.code),))
@@ -349,8 +354,8 @@ async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -
         return result()
     except RotationError as error:
         steps.append(VisitStep("owner", "failed", f"the rotator could not read the app: {error.message}",
-                               "consent can take a few minutes to reach Microsoft Graph: open the link again "
-                               "shortly", error.code))
+                               "consent can take a few minutes to reach Microsoft Graph: sign in again shortly "
+                               "(the button below)", error.code))
         return result()
     named = f"{app.display_name} (app id {app.app_id})"
     principal = ownership.principal
@@ -370,7 +375,7 @@ async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -
             return result(app.display_name)
         except RotationError as error:
             steps.append(VisitStep("owner", "failed", f"adding the owner of {named} failed: {error.message}",
-                                   "open the link on the consent page again", error.code))
+                                   "sign in again (the button below)", error.code))
             return result(app.display_name)
         steps.append(VisitStep("owner", "done" if added else "already",
                                f"{principal.describe()} {'added as' if added else 'is already an'} owner of {named}"))
@@ -403,8 +408,8 @@ async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -
 def _owner_fix(error: PartnerRefused) -> str:
     if error.code in ("Authorization_RequestDenied", "MissingGdapRole", "Forbidden", "403"):
         return (f"sign in with an account holding {OWNER_ROLES} in this tenant (adding an owner to an app "
-                "registration needs one of them), then open the link on the consent page again")
-    return error.fix or "open the link on the consent page again"
+                "registration needs one of them): the button below signs in again")
+    return "sign in again (the button below)"
 
 
 async def _audit(ports: VisitPorts, tenant: str, app_id: str, outcome: str, actor: str, code: str = "") -> None:

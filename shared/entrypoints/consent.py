@@ -172,27 +172,29 @@ def _next_step(c: onboarding.Candidate, link: str | None) -> str:
 
 async def _second_click_links(svc: Services, result: ConsentResult, now: datetime) -> dict[str, str]:
     """The second click's link for each app the rotator does not watch yet (by app id)."""
-    s = svc.settings
     apps = [c.app["appId"] for c in result.candidates if not c.app["registered"]]
-    if not apps:
-        return {}
+    return await _links(svc, result.consent.tenant_id, apps, now) if apps else {}
+
+
+async def _links(svc: Services, tenant_id: str, apps: list[str], now: datetime | None = None) -> dict[str, str]:
+    s = svc.settings
     return await onevisit.owner_links(svc.consent_keys, s.authority_host, s.msp_app_client_id, s.consent_redirect_uri,
-                                      result.consent.tenant_id, apps, now)
+                                      tenant_id, apps, now or svc.engine.clock.now())
 
 
 _OUTCOME = {"done": "Done", "already": "Already so", "failed": "Failed", "skipped": "Not done"}
 
 
-def _visit_document(result: onevisit.VisitResult) -> dict[str, Any]:
+def _visit_document(result: onevisit.VisitResult, retry: str | None) -> dict[str, Any]:
     return {
         "tenantId": result.tenant_id, "appId": result.app_id, "appName": result.app_name, "admin": result.admin,
-        "ok": result.ok,
+        "ok": result.ok, "retry": retry,
         "steps": [{"name": s.name, "outcome": s.outcome, "detail": s.detail, "fix": s.fix or None,
                    "code": s.code or None} for s in result.steps],
     }
 
 
-def _visit_page(result: onevisit.VisitResult) -> func.HttpResponse:
+def _visit_page(result: onevisit.VisitResult, retry: str | None) -> func.HttpResponse:
     title = "Rotator added as owner and registered" if result.ok else "Not completed"
     named = f"{result.app_name} (app id {result.app_id})" if result.app_name else f"app id {result.app_id}"
     items = []
@@ -209,6 +211,7 @@ def _visit_page(result: onevisit.VisitResult) -> func.HttpResponse:
         + (f", signed in as {html.escape(result.admin)}" if result.admin else "") + ".</p>"
         f"<ol class=\"steps\">{''.join(items)}</ol>"
         + ("<p>You may close this page: the rotator now looks after this app's secret.</p>" if result.ok else "")
+        + (f"<p><a class=\"button\" href=\"{html.escape(retry)}\">Sign in again and retry</a></p>" if retry else "")
         + "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>"
     )
     return _page(title, body, 200)
@@ -222,11 +225,13 @@ async def _second_click(req: func.HttpRequest, params: dict[str, str]) -> func.H
         except ConsentRefused as refusal:
             log.warning("second click refused: %s", refusal.code)
             return _refused(req, refusal)
+        # A state is good once, so a failed visit offers a fresh link: the admin may retry at once (another account).
+        retry = (await _links(svc, result.tenant_id, [result.app_id]))[result.app_id] if result.retryable else None
     log.info("second click for tenant %s app %s: %s", result.tenant_id, result.app_id,
              ", ".join(f"{s.name} {s.outcome}" for s in result.steps))
     if _wants_json(req):
-        return json_response(_visit_document(result))
-    return _visit_page(result)
+        return json_response(_visit_document(result, retry))
+    return _visit_page(result, retry)
 
 
 @bp.route(route="consent", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)

@@ -135,8 +135,21 @@ async def test_an_admin_without_application_administrator_is_told_and_nothing_ch
     assert "<script" not in reply.text and "script-src" not in reply.headers["Content-Security-Policy"]
     assert reply.headers["Cache-Control"] == "no-store" and reply.headers["Referrer-Policy"] == "no-referrer"
     assert "Proofpoint Essentials" in reply.text and c.app_id in reply.text
+    assert "Sign in again and retry" in reply.text
     assert owners(world, c) == []
     assert [t for t, _ in await svc.state.list_targets() if t.tenant_id == c.tenant_id] == []
+
+
+async def test_a_failed_visit_offers_a_fresh_link_and_the_right_admin_completes_it(visit: Visit) -> None:
+    world = visit.api.world
+    c = visit.customer("Retryco")
+    failed, spent = await visit.second_click(c, CLERK.format(c.domain))
+    assert failed.body["ok"] is False and failed.body["retry"]
+    assert dict(parse_qsl(urlparse(failed.body["retry"]).query))["state"] != spent["state"]
+    signed = sign_in_as(failed.body["retry"], ADMIN.format(c.domain), world.sb.ca_file)
+    done = await visit.api.call("consent", params=signed.params, headers=JSON)
+    assert done.body["ok"] is True and done.body["retry"] is None
+    assert owners(world, c) == [msp_principal(world, c)]
 
 
 async def test_a_replayed_answer_changes_nothing(visit: Visit, svc: bootstrap.Services) -> None:
@@ -177,4 +190,5 @@ async def test_no_proofpoint_org_for_the_tenant_leaves_the_owner_and_says_the_ms
     steps = {s["name"]: s for s in reply.body["steps"]}
     assert steps["owner"]["outcome"] == "done" and steps["register"]["outcome"] == "failed"
     assert steps["register"]["code"] == "ProofpointOrgNotFound" and "MSP registers" in steps["register"]["fix"]
+    assert reply.body["retry"] is None  # another sign-in would not help: the MSP registers it
     assert owners(visit.api.world, c) == [msp_principal(visit.api.world, c)]
