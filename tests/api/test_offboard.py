@@ -52,6 +52,7 @@ async def test_offboarding_stops_rotating_keeps_the_versions_removes_the_owner_a
     versions = world.versions(c)
     until = reply.body["retainedUntil"]
     assert versions and all(v["tags"]["retain-until"] == until for v in versions)
+    assert {v["tags"]["stage"] for v in versions} == {"current"}  # the rotator's own tags kept beside it
     assert datetime.fromisoformat(until) > datetime.now(UTC)
     # Audited with who, never a secret anywhere.
     events = await svc.state.events(c.tenant_id, c.app_id)
