@@ -36,8 +36,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -50,7 +50,6 @@ from shared.domain import GUID, Actor, Target
 from shared.errors import RotationError
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document, sweep_retention
 from shared.onboarding import ConsentUnavailable, consent_link
-from shared.ports import PartnerSession
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
 from shared.service import proofpoint_check, put_target
@@ -263,34 +262,12 @@ def _offboard_ports(svc: Services) -> OffboardPorts:
                          svc.settings.msp_app_client_id)
 
 
-@asynccontextmanager
-async def _partner_sign_in(svc: Services) -> AsyncIterator[PartnerSession]:
-    """A partner admin's GDAP session, signed in with the device code flow (the MSP app as a public client); every
-    token forgotten at the end."""
-    import aiohttp
-
-    from shared.adapters.delegated import PARTNER_CENTER, DelegatedSignIn
-    from shared.adapters.partner import GdapPartnerSession
-
-    s = svc.settings
-    async with aiohttp.ClientSession() as http:
-        sign_in = DelegatedSignIn(authority=s.authority_host, client_id=s.msp_app_client_id,
-                                  home_tenant_id=s.msp_tenant_id, session=http, ca_bundle=s.ca_bundle)
-        prompt = await sign_in.start_device_code()
-        print(prompt.message, file=sys.stderr, flush=True)
-        await sign_in.wait_device_code(prompt)
-        session = GdapPartnerSession(sign_in, app_id=s.msp_app_client_id, graph_base_url=s.graph_base_url,
-                                     partner_center_url=PARTNER_CENTER, session=http, ca_bundle=s.ca_bundle)
-        try:
-            yield session
-        finally:
-            await session.close()
-
-
 async def _offboard(svc: Services, args: argparse.Namespace) -> int:
     options = OffboardOptions(remove_owner=args.remove_owner, remove_app=args.remove_app)
     async with AsyncExitStack() as stack:
-        partner = await stack.enter_async_context(_partner_sign_in(svc)) if args.sign_in else None
+        # The same device code sign-in as `onboard` (the prompt on stderr: stdout stays the answer, e.g. --json).
+        partner = (await stack.enter_async_context(onboard_cli.device_code_session(svc, sys.stderr))
+                   if args.sign_in else None)
         ports = replace(_offboard_ports(svc), partner=partner)
         result = await offboard(ports, args.tenant_id, args.app_id, options,
                                 retention_days=svc.settings.offboard_retention_days,
