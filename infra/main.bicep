@@ -125,6 +125,7 @@ param proofpointChannelStack string = 'us1'
 
 @description('Key Vault secret holding the MSP\'s Proofpoint Essentials account as JSON {user, password}.')
 param proofpointAccountSecretName string = 'proofpoint-api-account'
+
 @description('Days an offboarded customer\'s Key Vault versions are kept (tagged retain-until) before the daily timer deletes the secret; the vault\'s soft delete then keeps it recoverable for its own 90 days.')
 @minValue(1)
 @maxValue(3650)

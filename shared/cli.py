@@ -19,7 +19,7 @@
                                              exit 1 if a tenant could not be read)
     python -m shared onboard list|run|status|runs|resume|forget
                                             (bulk onboarding through GDAP, device code sign-in: shared/onboard_cli.py)
-    python -m shared offboard TENANT_ID APP_ID [--remove-owner] [--remove-app] [--as NAME] [--json]
+    python -m shared offboard TENANT_ID APP_ID [--remove-owner] [--remove-app [--sign-in]] [--as NAME] [--json]
                                             (remove a customer; exit 2 when a step is left to a person)
     python -m shared retention-sweep          (delete offboarded customers' secrets whose retention has passed)
 

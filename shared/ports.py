@@ -681,6 +681,9 @@ class PartnerSessions(Protocol):
 
     async def forget(self, name: str) -> None:
         """Delete the kept session; succeeds when it is gone already."""
+        ...
+
+
 # --- Offboarding (issue 23): what is kept of a customer that left ------------------------------------------------
 
 

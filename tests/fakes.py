@@ -946,6 +946,8 @@ class FakePartnerSessions:
     async def forget(self, name: str) -> None:
         self.vault.pop(name, None)
         self.sessions.pop(name, None)
+
+
 class FakeRetention:
     """Key Vault's retention of an offboarded target's versions: `until` per secret name (its latest version's tag);
     deleted names move to `deleted` (soft-deleted)."""
