@@ -31,13 +31,13 @@ import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import urlencode
 
 from shared import consent
-from shared.errors import Conflict
+from shared.errors import Conflict, PartnerRefused
 from shared.ports import ConsentKeys, ConsentStore
 
 VERSION = "s1"
@@ -187,9 +187,22 @@ def authorize_url(authority: str, tenant_id: str, client_id: str, redirect_uri: 
 # --- The callback: trust the answer, spend the state, redeem the code ---------------------------------------------
 
 T = TypeVar("T")
-# Redeems an authorization code with its PKCE verifier at the partner tenant's token endpoint (the rotator's client
-# assertion as its credential): shared.adapters.delegated, branch `partner`.
-Redeem = Callable[[str, str, str], Awaitable[T]]
+
+
+@dataclass(frozen=True)
+class Redemption:
+    """What the token endpoint needs to redeem the code (the code and the verifier hidden from repr), and the run
+    the sign-in resumes ("" for a new one)."""
+
+    code: str = field(repr=False)
+    code_verifier: str = field(repr=False)
+    redirect_uri: str
+    run_id: str
+
+
+# Redeems the code at the partner tenant's token endpoint with the rotator's client assertion
+# (shared.adapters.delegated) and hands the partner session on (bulk onboarding); PartnerRefused when Entra refuses.
+Redeem = Callable[[Redemption], Awaitable[T]]
 
 
 def _param(params: Mapping[str, str], name: str) -> str:
@@ -232,4 +245,8 @@ async def complete(keys: ConsentKeys, consents: ConsentStore, partner_tenant: st
     key = await keys.key(claims.key_version)
     if key is None:  # the version was read a moment ago; a vault that lost it since is refused as unknown
         raise _invalid("unknown key")
-    return claims, await redeem(code, verifier(key, claims.nonce), redirect_uri)
+    try:
+        return claims, await redeem(Redemption(code, verifier(key, claims.nonce), redirect_uri, claims.run_id))
+    except PartnerRefused as refused:
+        raise SignInRefused(refused.code, f"{refused.message}; {refused.fix}" if refused.fix else refused.message,
+                            400) from None

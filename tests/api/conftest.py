@@ -52,6 +52,8 @@ ROUTES = {
     "onboarding_start": "onboarding/runs/{runId}/start",
     "onboarding_resume": "onboarding/runs/{runId}/resume",
     "onboarding_session": "onboarding/runs/{runId}/session",
+    "onboarding_signin": "onboarding/signin",
+    "onboarding_callback": "onboarding/callback",
 }
 
 

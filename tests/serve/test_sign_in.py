@@ -22,6 +22,7 @@ from tests.serve.conftest import automation_token, bearer, register_callback, se
 from tests.serve.test_local_host import KEYS, ROUTES
 
 READ, OPERATE = "Rotator.Read", "Rotator.Operate"
+PERSON = "Rotator.Operate, a person"
 # Operator routes and the role each needs (docs/api.md); every one is tried with no credential, each role's token.
 READ_ROUTES = [("GET", "/api/status"), ("GET", "/api/targets"), ("GET", "/api/me"), ("GET", "/api/openapi.json")]
 
@@ -209,6 +210,9 @@ ROUTE_ROLES = {
     ("POST", "/api/onboarding/runs/{runId}/start"): OPERATE,
     ("POST", "/api/onboarding/runs/{runId}/resume"): OPERATE,
     ("DELETE", "/api/onboarding/runs/{runId}/session"): OPERATE,
+    # The partner sign-in sends a browser to Entra: Rotator.Operate, and a person (an app's token: PersonRequired).
+    ("GET", "/api/onboarding/signin"): PERSON,
+    ("GET", "/api/onboarding/callback"): PERSON,
 }
 
 
@@ -241,8 +245,11 @@ def test_every_operator_route_with_only_a_bearer_token(world: World) -> None:
                 reply = requests.request(method, served.url + path, headers=token, timeout=60,
                                          **send)  # type: ignore[arg-type]
                 seen[held] = reply.status_code
-                if role == OPERATE and held == READ:
+                if role in (OPERATE, PERSON) and held == READ:
                     assert reply.status_code == 403 and reply.json()["error"]["code"] == "Forbidden", (method, path)
+                elif role == PERSON:  # these bearer tokens are apps' (client credentials)
+                    code = reply.json()["error"]["code"]
+                    assert reply.status_code == 403 and code == "PersonRequired", (method, path)
                 else:
                     assert reply.status_code not in (401, 403), (method, path, held, reply.text)
     assert len(answers) == len(ROUTE_ROLES)

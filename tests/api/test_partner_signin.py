@@ -1,0 +1,288 @@
+"""The partner admin's web sign-in for bulk onboarding: GET /api/onboarding/signin sends the browser to Entra (the
+sandbox's, which refuses an unregistered redirect URI and checks PKCE as Entra does), Entra returns it to GET
+/api/onboarding/callback, which trusts only a state this rotator signed for this operator, unexpired, once, and
+redeems the code with the verifier whose challenge it sent. Nothing is redeemed on any refusal.
+
+The redemption and the hand-over to bulk onboarding (`partner_signin.handoff`: shared/adapters/delegated.py and the
+bulk engine) are replaced here by a recorder, which proves what the callback hands on."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlparse
+
+import pytest
+
+from sandbox.client import SignInAnswer, sign_in_as
+from shared import bootstrap
+from shared import onboarding_signin as signin
+from shared.clock import SystemClock
+from shared.entrypoints import partner_signin
+from shared.entrypoints.access import Role
+from shared.errors import PartnerRefused
+from tests.api.conftest import Api, Reply
+from tests.rotation.conftest import World
+
+OPERATOR = ("olga@msp.example", (Role.OPERATE.value,))
+OTHER_OPERATOR = ("otto@msp.example", (Role.OPERATE.value,))
+READER = ("rita@msp.example", (Role.READ.value,))
+JSON = {"Accept": "application/json"}
+HTML = {"Accept": "text/html,application/xhtml+xml"}
+CALLBACK = "http://localhost/api/onboarding/callback"  # the origin the test's requests come to
+PARTNER_ADMIN = "operator@msp.example"  # a user of the MSP (partner) tenant in the sandbox's seed
+
+
+class Recorder:
+    """Stands in for the code's redemption and the hand-over to bulk onboarding."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, signin.Redemption]] = []
+        self.refuse: PartnerRefused | None = None
+
+    async def __call__(self, svc: bootstrap.Services, operator: str, redemption: signin.Redemption) -> str:
+        self.calls.append((operator, redemption))
+        if self.refuse is not None:
+            raise self.refuse
+        return f"{partner_signin.DASHBOARD_VIEW}/signed-in"
+
+
+@pytest.fixture
+def handed(api: Api, monkeypatch: pytest.MonkeyPatch) -> Recorder:
+    recorder = Recorder()
+    monkeypatch.setattr(partner_signin, "handoff", recorder)
+    return recorder
+
+
+@pytest.fixture
+def clock(api: Api, monkeypatch: pytest.MonkeyPatch) -> SystemClock:
+    shifted = SystemClock()
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", shifted)
+    return shifted
+
+
+async def start(api: Api, caller: tuple[str, tuple[str, ...]] = OPERATOR, **params: str) -> dict[str, str]:
+    reply = await api.call("onboarding_signin", caller=caller, headers=JSON, params=params)
+    assert reply.status == 302, reply.text
+    assert reply.headers["Cache-Control"] == "no-store" and reply.headers["Referrer-Policy"] == "no-referrer"
+    location = urlparse(reply.headers["Location"])
+    query = dict(parse_qsl(location.query))
+    query["_path"] = location.path
+    query["_url"] = reply.headers["Location"]
+    return query
+
+
+def entra(world: World, url: str, upn: str = PARTNER_ADMIN) -> SignInAnswer:
+    world.sb.control.add_redirect_uri("msp-app", CALLBACK)
+    return sign_in_as(url, upn, world.sb.ca_file)
+
+
+async def callback(api: Api, params: dict[str, str], caller: tuple[str, tuple[str, ...]] = OPERATOR,
+                   accept: dict[str, str] = JSON) -> Reply:
+    return await api.call("onboarding_callback", caller=caller, headers=accept, params=params)
+
+
+async def test_the_sign_in_goes_to_the_partner_tenant_with_s256_and_comes_back_with_a_code(
+        api: Api, world: World, handed: Recorder) -> None:
+    sent = await start(api)
+    assert sent["_path"] == f"/{world.env['MSP_TENANT_ID']}/oauth2/v2.0/authorize"
+    assert sent["client_id"] == world.env["MSP_APP_CLIENT_ID"] and sent["redirect_uri"] == CALLBACK
+    assert sent["response_type"] == "code" and sent["code_challenge_method"] == "S256"
+    assert "offline_access" in sent["scope"].split() and "code_verifier" not in sent["_url"]
+    answer = entra(world, sent["_url"])
+    assert answer.redirect_uri == CALLBACK and answer.params["state"] == sent["state"]
+    reply = await callback(api, answer.params)
+    assert reply.status == 303, reply.text
+    assert reply.headers["Location"] == "/api/dashboard#/onboarding/signed-in"
+    assert reply.headers["Cache-Control"] == "no-store" and reply.headers["Referrer-Policy"] == "no-referrer"
+    [(operator, redemption)] = handed.calls
+    assert operator == OPERATOR[0] and redemption.code == answer.params["code"]
+    assert redemption.redirect_uri == CALLBACK and redemption.run_id == ""
+    # the verifier handed on is the one whose challenge went to Entra, and never travelled
+    assert signin.challenge(redemption.code_verifier) == sent["code_challenge"]
+    assert redemption.code_verifier not in sent["_url"] and redemption.code_verifier not in str(answer.params)
+    assert redemption.code not in repr(redemption) and redemption.code_verifier not in repr(redemption)
+
+
+def redeem_at_entra(world: World, code: str, code_verifier: str) -> Any:
+    """Entra's token request for the code as the rotator makes it: the MSP app, with a client assertion from the
+    managed identity (the sandbox's identity endpoint, as App Service's)."""
+    import requests
+
+    identity = {"X-IDENTITY-HEADER": world.env["IDENTITY_HEADER"]}
+    assertion = requests.get(world.env["IDENTITY_ENDPOINT"], headers=identity,
+                             params={"resource": "api://AzureADTokenExchange", "api-version": "2019-08-01",
+                                     "client_id": world.env.get("AZURE_CLIENT_ID", "")}, timeout=30)
+    assert assertion.status_code == 200, assertion.text
+    return requests.post(
+        f"{world.env['AZURE_AUTHORITY_HOST']}/{world.env['MSP_TENANT_ID']}/oauth2/v2.0/token",
+        data={"grant_type": "authorization_code", "client_id": world.env["MSP_APP_CLIENT_ID"], "code": code,
+              "redirect_uri": CALLBACK, "code_verifier": code_verifier,
+              "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+              "client_assertion": assertion.json()["access_token"]},
+        verify=world.sb.ca_file, timeout=30)
+
+
+@pytest.mark.parametrize("right", [True, False])
+async def test_entra_redeems_the_code_only_with_the_verifier_handed_on(
+        api: Api, world: World, handed: Recorder, right: bool) -> None:
+    """Entra's token endpoint (the sandbox's, RFC 7636 section 4.6) checks the verifier against the challenge the
+    sign-in sent: the one the callback hands on works; any other is refused (AADSTS501481)."""
+    sent = await start(api)
+    answer = entra(world, sent["_url"])
+    await callback(api, answer.params)
+    [(_, redemption)] = handed.calls
+    other = signin.verifier(bytes(32), "0" * 32)
+    token = redeem_at_entra(world, redemption.code, redemption.code_verifier if right else other)
+    if right:
+        assert token.status_code == 200, token.text
+        assert token.json()["access_token"]
+    else:
+        assert token.status_code == 400 and "AADSTS501481" in token.text
+
+
+async def test_a_callback_on_another_host_is_refused_by_entra(api: Api, world: World) -> None:
+    """The callback is on the origin the request came to (as App Service Authentication's own); a request that
+    reached the app under a forged Host makes a redirect URI the MSP app does not have, which Entra refuses."""
+    import azure.functions as func
+
+    forged = func.HttpRequest("GET", "https://evil.example/api/onboarding/signin", headers={}, body=b"")
+    assert partner_signin.redirect_uri(forged) == "https://evil.example/api/onboarding/callback"
+    sent = await start(api)
+    url = sent["_url"].replace(quote(CALLBACK, safe=""), quote(partner_signin.redirect_uri(forged), safe=""))
+    assert url != sent["_url"]
+    world.sb.control.add_redirect_uri("msp-app", CALLBACK)
+    with pytest.raises(PermissionError, match="AADSTS50011"):
+        sign_in_as(url, PARTNER_ADMIN, world.sb.ca_file)
+
+
+async def test_a_replayed_answer_is_refused_before_anything_is_redeemed(
+        api: Api, world: World, handed: Recorder) -> None:
+    answer = entra(world, (await start(api))["_url"])
+    assert (await callback(api, answer.params)).status == 303
+    again = await callback(api, answer.params)
+    assert again.status == 409 and again.code == "StateReplayed"
+    assert len(handed.calls) == 1
+
+
+async def test_an_expired_sign_in_is_refused(api: Api, world: World, handed: Recorder, clock: SystemClock) -> None:
+    answer = entra(world, (await start(api))["_url"])
+    clock.offset = signin.LIFETIME
+    reply = await callback(api, answer.params)
+    assert reply.status == 400 and reply.code == "StateExpired"
+    clock.offset = timedelta(0)
+    assert handed.calls == []
+
+
+async def test_another_operator_cannot_finish_it_and_does_not_spend_it(
+        api: Api, world: World, handed: Recorder) -> None:
+    answer = entra(world, (await start(api))["_url"])
+    reply = await callback(api, answer.params, caller=OTHER_OPERATOR)
+    assert reply.status == 403 and reply.code == "OtherOperator"
+    assert handed.calls == []
+    assert (await callback(api, answer.params)).status == 303  # its own operator still can, once
+    assert [operator for operator, _ in handed.calls] == [OPERATOR[0]]
+
+
+@pytest.mark.parametrize("caller,status,code", [(None, 401, "Unauthenticated"), (READER, 403, "Forbidden")])
+async def test_both_routes_need_an_operator(api: Api, handed: Recorder, caller: Any, status: int, code: str) -> None:
+    for route in ("onboarding_signin", "onboarding_callback"):
+        reply = await api.call(route, caller=caller, headers=JSON, params={"code": "x", "state": "s1.a.b"})
+        assert (reply.status, reply.code) == (status, code)
+    assert handed.calls == []
+
+
+async def test_an_app_cannot_sign_a_partner_admin_in(api: Api, handed: Recorder) -> None:
+    from shared.entrypoints.access import PRINCIPAL_HEADER, PRINCIPAL_NAME_HEADER, platform_headers
+
+    headers = platform_headers("x", [Role.OPERATE.value])
+    import base64
+    import json
+
+    doc = json.loads(base64.b64decode(headers[PRINCIPAL_HEADER]))
+    doc["claims"] = [{"typ": "appid", "val": "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"},
+                     {"typ": "roles", "val": Role.OPERATE.value}]
+    headers[PRINCIPAL_HEADER] = base64.b64encode(json.dumps(doc).encode()).decode()
+    del headers[PRINCIPAL_NAME_HEADER]
+    reply = await api.call("onboarding_signin", caller=None, headers={**JSON, **headers})
+    assert reply.status == 403 and reply.code == "PersonRequired"
+
+
+async def test_entra_s_refusal_is_told_by_its_codes_only(api: Api, world: World, handed: Recorder) -> None:
+    sent = await start(api)
+    lure = "AADSTS65004: User declined. Sign in again at https://evil.example/login"
+    reply = await callback(api, {"error": "access_denied", "error_description": lure, "state": sent["state"]},
+                           accept=HTML)
+    assert reply.status == 400 and "SignInDenied" in reply.text
+    assert "access_denied (AADSTS65004)" in reply.text and "evil.example" not in reply.text
+    assert reply.headers["Cache-Control"] == "no-store" and "script-src" not in reply.headers["Content-Security-Policy"]
+    # without a state of ours, not even the codes
+    forged = await callback(api, {"error": "access_denied", "error_description": lure, "state": "s1.e30.x"})
+    assert forged.status == 400 and forged.code == "InvalidState" and "AADSTS" not in forged.text
+    assert handed.calls == []
+
+
+@pytest.mark.parametrize("params,code", [
+    ({}, "MissingState"),
+    ({"code": "abc"}, "MissingState"),
+    ({"code": "abc", "state": "v1.e30.x"}, "InvalidState"),
+    ({"code": "abc", "state": "s1." + "A" * 2000 + ".x"}, "InvalidState"),
+])
+async def test_answers_without_a_state_of_ours_are_refused(
+        api: Api, handed: Recorder, params: dict[str, str], code: str) -> None:
+    reply = await callback(api, params)
+    assert reply.status == 400 and reply.code == code
+    assert handed.calls == []
+
+
+async def test_an_answer_without_a_code_is_refused_and_stays_usable(api: Api, world: World, handed: Recorder) -> None:
+    answer = entra(world, (await start(api))["_url"])
+    reply = await callback(api, {"state": answer.params["state"]})
+    assert reply.status == 400 and reply.code == "MissingParameter"
+    assert (await callback(api, answer.params)).status == 303
+
+
+async def test_a_resumed_run_is_carried_through_the_state(api: Api, world: World, handed: Recorder) -> None:
+    sent = await start(api, run="0123456789abcdef0123456789abcdef")
+    answer = entra(world, sent["_url"])
+    assert (await callback(api, answer.params)).status == 303
+    assert handed.calls[0][1].run_id == "0123456789abcdef0123456789abcdef"
+    bad = await api.call("onboarding_signin", caller=OPERATOR, headers=JSON, params={"run": "../etc"})
+    assert bad.status == 400 and bad.code == "InvalidParameter"
+
+
+async def test_a_refused_redemption_names_the_cause_and_the_fix(api: Api, world: World, handed: Recorder) -> None:
+    handed.refuse = PartnerRefused("Entra ID refused the code (AADSTS70008)", code="CodeExpired",
+                                   fix="sign in again")
+    answer = entra(world, (await start(api))["_url"])
+    reply = await callback(api, answer.params, accept=HTML)
+    assert reply.status == 400 and "CodeExpired" in reply.text and "sign in again" in reply.text
+
+
+async def test_without_the_partner_adapter_the_callback_says_so(api: Api, world: World) -> None:
+    """Until shared/adapters/delegated.py lands, the trusted answer ends in a 502 naming what is missing."""
+    answer = entra(world, (await start(api))["_url"])
+    reply = await callback(api, answer.params)
+    assert reply.status == 502 and reply.code == "PartnerSignInUnavailable"
+
+
+async def test_single_tenant_mode_has_no_partner_sign_in(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IDENTITY_MODE", "managed-identity")
+    reply = await api.call("onboarding_signin", caller=OPERATOR, headers=JSON)
+    assert reply.status == 409 and reply.code == "OnboardingNotApplicable"
+
+
+async def test_no_code_or_verifier_is_logged(api: Api, world: World, handed: Recorder,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    sent = await start(api)
+    answer = entra(world, sent["_url"])
+    await callback(api, answer.params)
+    await callback(api, answer.params)  # the replay's refusal too
+    [(_, redemption)] = handed.calls
+    # the product's records and its SDKs' (urllib3's are the test's own browser at the sandbox)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records if not r.name.startswith("urllib3"))
+    assert "partner sign-in" in logged
+    for secret in (redemption.code, redemption.code_verifier, sent["state"]):
+        assert secret not in logged
