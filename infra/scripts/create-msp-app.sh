@@ -16,8 +16,9 @@
 # - the delegated scope user_impersonation, with the Azure CLI pre-authorized for it, so that
 #   `az account get-access-token --resource api://<client id>` works without AADSTS65001;
 # - role assignment required on its service principal in the MSP tenant (only assigned people and apps get a token);
-# - the web redirect URIs https://<app host>/.auth/login/aad/callback (the browser sign-in of /api/dashboard) and
-#   https://<app host>/api/consent (Entra's admin-consent endpoint refuses an unregistered one, AADSTS500113/50011).
+# - the web redirect URIs https://<app host>/.auth/login/aad/callback (the browser sign-in of /api/dashboard),
+#   https://<app host>/api/consent (Entra's admin-consent endpoint refuses an unregistered one, AADSTS500113/50011)
+#   and https://<app host>/api/onboarding/callback (the partner admin's sign-in for bulk onboarding).
 # The browser sign-in needs no client secret: App Service Authentication redeems the code with a client assertion from
 # the managed identity, which the app trusts through the federated credential below (infra/app/function-app.bicep).
 # Re-running updates what differs and never adds a second app, credential, scope or redirect URI.
@@ -172,14 +173,16 @@ fi
 # - https://<app host>/.auth/login/aad/callback: where Entra returns a browser signing in through App Service
 #   Authentication (the dashboard sends it to /.auth/login/aad; learn.microsoft.com/azure/app-service/
 #   configure-authentication-provider-aad, "Redirect URI ... /.auth/login/aad/callback");
-# - https://<app host>/api/consent: the admin-consent callback (issue 9).
+# - https://<app host>/api/consent: the admin-consent callback (issue 9);
+# - https://<app host>/api/onboarding/callback: the partner admin's sign-in for bulk onboarding (authorization code
+#   with PKCE, redeemed with the managed identity's client assertion; issue 23).
 # No implicit grant (ID token issuance) is enabled: the code flow's credential is the managed identity.
 app_url=$(env_value AZURE_FUNCTION_APP_URL)
 if [ -n "$app_url" ]; then
   origin=$(printf '%s' "$app_url" | sed -E 's#^(https://[^/]+).*$#\1#')
   existing=$(az ad app show --id "$app_id" --query "web.redirectUris" -o tsv)
   wanted=("$origin/.auth/login/aad/callback")
-  [ "$sign_in_only" = true ] || wanted+=("${app_url%/}/consent")
+  [ "$sign_in_only" = true ] || wanted+=("${app_url%/}/consent" "${app_url%/}/onboarding/callback")
   missing=()
   for uri in "${wanted[@]}"; do
     if printf '%s\n' "$existing" | grep -qxF "$uri"; then

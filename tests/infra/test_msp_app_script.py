@@ -31,6 +31,7 @@ OWNED_BY = "18a4783c-866b-4cc7-a460-3d5e5662c884"  # Application.ReadWrite.Owned
 APP_URL = "https://func-rotator-abc.azurewebsites.net/api"
 CALLBACK = "https://func-rotator-abc.azurewebsites.net/.auth/login/aad/callback"
 CONSENT = f"{APP_URL}/consent"
+ONBOARDING = f"{APP_URL}/onboarding/callback"  # the partner admin's sign-in for bulk onboarding (issue 23)
 AZURE_CLI = "04b07795-8ddb-461a-bbee-02f9e1bf7b46"
 # The ids are part of the contract: a role id must never change once people are assigned to it, nor a scope's.
 ROLE_IDS = {
@@ -198,17 +199,18 @@ def test_the_sign_in_and_consent_redirect_uris_are_added_to_the_registered_ones(
     directory = Directory(tmp_path, [_application(web={"redirectUris": registered})])
     calls = directory.run()
     assert len(_updates(calls, "--web-redirect-uris")) == 1
-    assert directory.app()["web"]["redirectUris"] == [*registered, CALLBACK, CONSENT]
+    assert directory.app()["web"]["redirectUris"] == [*registered, CALLBACK, CONSENT, ONBOARDING]
 
 
 def test_only_the_missing_redirect_uri_is_added(tmp_path: Path) -> None:
     directory = Directory(tmp_path, [_application(web={"redirectUris": ["https://portal.example/callback", CONSENT]})])
     directory.run()
-    assert directory.app()["web"]["redirectUris"] == ["https://portal.example/callback", CONSENT, CALLBACK]
+    assert directory.app()["web"]["redirectUris"] == ["https://portal.example/callback", CONSENT, CALLBACK,
+                                                      ONBOARDING]
 
 
 def test_registered_redirect_uris_are_left_alone(tmp_path: Path) -> None:
-    directory = Directory(tmp_path, [_application(web={"redirectUris": [CONSENT, CALLBACK]})])
+    directory = Directory(tmp_path, [_application(web={"redirectUris": [CONSENT, CALLBACK, ONBOARDING]})])
     calls = directory.run()
     assert not _updates(calls, "--web-redirect-uris")
 
@@ -258,7 +260,7 @@ def test_a_second_run_changes_nothing(tmp_path: Path, existing: bool) -> None:
     assert {k: v for k, v in second.items() if k != "changes"} == {k: v for k, v in first.items() if k != "changes"}
     assert not [c for c in calls if "create" in c[:5] or c[:2] == ["az", "rest"]]
     app = directory.app()
-    assert len(app["web"]["redirectUris"]) == 2 and len(app["federatedIdentityCredentials"]) == 1
+    assert len(app["web"]["redirectUris"]) == 3 and len(app["federatedIdentityCredentials"]) == 1
 
 
 def test_the_stand_in_refuses_what_graph_refuses(directory: Directory) -> None:
@@ -289,7 +291,7 @@ def test_sign_in_only_configures_a_single_tenant_app_for_sign_in_alone(tmp_path:
     calls = directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
     app = directory.app()
     assert app["signInAudience"] == "AzureADMyOrg" and app["requiredResourceAccess"] == []
-    assert app["web"]["redirectUris"] == [CALLBACK]  # no admin-consent callback: no customer tenants
+    assert app["web"]["redirectUris"] == [CALLBACK]  # no admin-consent or onboarding callback: no customer tenants
     assert {r["value"] for r in app["appRoles"]} == set(ROLE_IDS)
     assert app["api"]["requestedAccessTokenVersion"] == 2
     assert app["api"]["preAuthorizedApplications"][0]["appId"] == AZURE_CLI
