@@ -861,6 +861,315 @@ function auditSection(d) {
     items.length ? h("ol", { class: "audit" }, items) : h("p", { class: "muted" }, "No events yet."));
 }
 
+// ---------------------------------------------------------------- onboarding customers (issue 23)
+// The partner admin signs in (GET /api/onboarding/signin: Entra's sign-in of the partner tenant, back through
+// /api/onboarding/callback); the page then lists the GDAP customers (GET /api/onboarding/customers) with the admin's
+// roles in each and what the chosen install method still needs, starts a run for those picked
+// (POST /api/onboarding/runs) and shows each tenant's steps as they happen (GET /api/onboarding/runs/{runId}, every
+// second while it runs); a failed tenant names its cause and fix, and the run can be resumed
+// (POST /api/onboarding/runs/{runId}/resume, or a new partner sign-in when the session has ended).
+
+const ONBOARD_STEPS = ["roles", "install", "owner", "register", "dry-run"];
+const ONBOARD_STEP_LABELS = { roles: "GDAP roles", install: "Install app", owner: "Owner", register: "Register", "dry-run": "Dry run" };
+const TENANT_STATES = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed", skipped: "Onboarded already" };
+const INSTALL_METHODS = {
+  graph: "Graph under GDAP: create the service principal, assign its Graph permissions",
+  "partner-center": "Partner Center application consent (as CIPP does)",
+};
+// The answers that mean "the partner admin must sign in (again)": no partner session for this operator, or it ended.
+const PARTNER_SIGN_IN_CODES = new Set(["PartnerSignInRequired", "PartnerSessionExpired", "PartnerSessionMissing"]);
+const RUN_ID = /^[0-9A-Za-z-]{1,64}$/;
+
+const onboarding = {
+  open: false,
+  runId: null,
+  customers: null, // {admin, customers: [...]}
+  customersError: null,
+  picked: new Set(),
+  method: "graph",
+  planOnly: false,
+  starting: false,
+  startError: null,
+  run: null,
+  runError: null,
+  resuming: false,
+  timer: null,
+};
+
+const signInHref = (runId) => `/api/onboarding/signin${runId ? `?run=${encodeURIComponent(runId)}` : ""}`;
+const needsPartnerSignIn = (error) => Boolean(error) && (PARTNER_SIGN_IN_CODES.has(error.code) || error.status === 428);
+
+function showView(name) {
+  const onboardingView = name === "onboarding";
+  for (const el of document.querySelectorAll('[data-view="fleet"]')) el.hidden = onboardingView;
+  $("onboarding").hidden = !onboardingView;
+  $("nav-fleet").toggleAttribute("aria-current", !onboardingView);
+  if (!onboardingView) $("nav-fleet").setAttribute("aria-current", "page");
+  if (onboardingView) $("nav-onboarding").setAttribute("aria-current", "page");
+  else $("nav-onboarding").removeAttribute("aria-current");
+}
+
+function openOnboarding(runId) {
+  const wasOpen = onboarding.open;
+  onboarding.open = true;
+  if (state.selected) closeDetail({ push: false });
+  showView("onboarding");
+  if (runId !== onboarding.runId) {
+    onboarding.runId = runId;
+    onboarding.run = null;
+    onboarding.runError = null;
+  }
+  renderOnboarding();
+  if (!wasOpen) $("onboarding").focus();
+  if (runId) loadRun();
+  else loadCustomers();
+}
+
+function closeOnboarding() {
+  onboarding.open = false;
+  onboarding.runId = null;
+  clearTimeout(onboarding.timer);
+  showView("fleet");
+}
+
+async function loadCustomers() {
+  onboarding.customersError = null;
+  try {
+    onboarding.customers = await api(`/api/onboarding/customers?method=${encodeURIComponent(onboarding.method)}`);
+    const known = new Set(onboarding.customers.customers.map((c) => c.tenantId));
+    onboarding.picked = new Set([...onboarding.picked].filter((t) => known.has(t)));
+  } catch (error) {
+    onboarding.customers = null;
+    onboarding.customersError = error;
+  }
+  if (onboarding.open && !onboarding.runId) renderOnboarding();
+}
+
+async function loadRun() {
+  const runId = onboarding.runId;
+  clearTimeout(onboarding.timer);
+  try {
+    const run = await api(`/api/onboarding/runs/${encodeURIComponent(runId)}`);
+    if (onboarding.runId !== runId) return;
+    onboarding.run = run;
+    onboarding.runError = null;
+  } catch (error) {
+    if (onboarding.runId !== runId) return;
+    onboarding.runError = error;
+  }
+  if (!onboarding.open || onboarding.runId !== runId) return;
+  renderOnboarding();
+  // Progress as it happens: every second while the run works, then the fleet picks up what it registered.
+  if (onboarding.run && onboarding.run.state === "running") onboarding.timer = setTimeout(loadRun, PROGRESS_MS);
+  else if (onboarding.run) refresh();
+}
+
+async function startRun() {
+  const all = onboarding.customers.customers;
+  const picked = all.filter((c) => onboarding.picked.has(c.tenantId)).map((c) => c.tenantId);
+  if (!picked.length) return;
+  onboarding.starting = true;
+  onboarding.startError = null;
+  renderOnboarding();
+  try {
+    const run = await api("/api/onboarding/runs", {
+      method: "POST",
+      body: JSON.stringify({ tenants: picked.length === all.length ? "all" : picked, method: onboarding.method, planOnly: onboarding.planOnly }),
+    });
+    onboarding.starting = false;
+    onboarding.picked = new Set();
+    location.hash = `#/onboarding/run/${run.runId}`;
+  } catch (error) {
+    onboarding.starting = false;
+    onboarding.startError = error;
+    renderOnboarding();
+  }
+}
+
+async function resumeRun() {
+  const runId = onboarding.runId;
+  onboarding.resuming = true;
+  onboarding.runError = null;
+  renderOnboarding();
+  try {
+    onboarding.run = await api(`/api/onboarding/runs/${encodeURIComponent(runId)}/resume`, { method: "POST", body: "{}" });
+  } catch (error) {
+    onboarding.runError = error;
+  }
+  onboarding.resuming = false;
+  if (onboarding.runId === runId) loadRun();
+}
+
+function partnerSignInCard(runId, why) {
+  return h("div", { class: "signin-card", id: "partner-sign-in" },
+    h("h3", {}, runId ? "Sign in with your partner account to resume" : "Sign in with your partner account"),
+    h("p", {}, why || "A partner admin of the MSP's tenant signs in once. The rotator then lists every customer you have an active GDAP relationship with, and onboards the ones you pick in your name: each change in a customer tenant is in its audit trail with your account."),
+    h("p", { class: "muted" }, "Entra ID's sign-in page opens; the rotator keeps no password and, unless you ask, no token after the run."),
+    h("a", { class: "btn", id: "partner-sign-in-link", href: signInHref(runId) }, runId ? "Sign in and resume" : "Sign in with the partner account"));
+}
+
+function errorBox(error) {
+  return h("p", { class: "section-error", "data-code": error.code }, `${error.code}: ${error.message}`);
+}
+
+function customersSection() {
+  const section = h("section", { class: "onboard-customers" });
+  if (onboarding.customersError) {
+    if (needsPartnerSignIn(onboarding.customersError) || onboarding.customersError.status === 404) {
+      section.append(partnerSignInCard(null));
+    } else {
+      section.append(errorBox(onboarding.customersError), partnerSignInCard(null, "Sign in again with the partner account, or try again later."));
+    }
+    return section;
+  }
+  if (!onboarding.customers) {
+    section.append(h("p", { class: "muted" }, "Reading the partner relationships…"));
+    return section;
+  }
+  const { admin, customers } = onboarding.customers;
+  section.append(h("p", { class: "signed-in-as" }, "Partner admin: ",
+    h("strong", { id: "partner-admin" }, (admin && (admin.userPrincipalName || admin.displayName)) || "signed in"), " · ",
+    h("a", { href: signInHref(null) }, "sign in as someone else")));
+  if (!customers.length) {
+    section.append(h("div", { class: "empty" }, h("strong", {}, "No customer with an active GDAP relationship"),
+      "The partner tenant has no active GDAP relationship this account can see. Create one in Partner Center, then sign in again."));
+    return section;
+  }
+  const choosable = customers.filter((c) => !c.registered);
+  const allPicked = choosable.length > 0 && choosable.every((c) => onboarding.picked.has(c.tenantId));
+  const pickAll = h("input", {
+    type: "checkbox", id: "pick-all", checked: allPicked, "aria-label": "Pick every customer not onboarded yet",
+    onchange: (event) => {
+      onboarding.picked = event.target.checked ? new Set(choosable.map((c) => c.tenantId)) : new Set();
+      renderOnboarding();
+    },
+  });
+  const rows = customers.map((c) => {
+    const box = h("input", {
+      type: "checkbox", "data-pick": c.tenantId, checked: onboarding.picked.has(c.tenantId),
+      "aria-label": `Onboard ${c.customer || c.tenantId}`,
+      onchange: (event) => {
+        if (event.target.checked) onboarding.picked.add(c.tenantId);
+        else onboarding.picked.delete(c.tenantId);
+        renderOnboarding();
+      },
+    });
+    return h("tr", { "data-tenant": c.tenantId, class: c.registered ? "registered" : null },
+      h("td", {}, box),
+      h("td", {}, h("div", { class: "customer-name" }, c.customer || "(no name)"), h("div", { class: "ids" }, c.tenantId)),
+      h("td", {}, c.roles.length ? c.roles.map((r) => h("span", { class: "badge" }, r)) : h("span", { class: "muted" }, "no role for you")),
+      h("td", { "data-missing": c.missingRoles.join(",") }, c.missingRoles.length
+        ? c.missingRoles.map((r) => h("span", { class: "alert-badge", title: `Add ${r} to the GDAP relationship with ${c.customer}, assigned to a security group you are in` }, `needs ${r}`))
+        : h("span", { class: "ok-text" }, "none")),
+      h("td", {}, c.registered ? h("span", { class: "badge green" }, "onboarded") : h("span", { class: "muted" }, "not yet")));
+  });
+  const count = onboarding.picked.size;
+  const method = h("select", {
+    id: "install-method",
+    onchange: (event) => { onboarding.method = event.target.value; loadCustomers(); },
+  }, Object.entries(INSTALL_METHODS).map(([value, text]) => h("option", { value, selected: value === onboarding.method }, text)));
+  const missingPicked = customers.filter((c) => onboarding.picked.has(c.tenantId) && c.missingRoles.length).length;
+  section.append(
+    h("div", { class: "table-wrap" }, h("table", { id: "onboard-customers" },
+      h("thead", {}, h("tr", {},
+        h("th", { scope: "col" }, pickAll),
+        h("th", { scope: "col" }, "Customer"),
+        h("th", { scope: "col" }, "Your GDAP roles"),
+        h("th", { scope: "col" }, "Missing for this method"),
+        h("th", { scope: "col" }, "Rotator"))),
+      h("tbody", {}, rows))),
+    h("div", { class: "action-bar" },
+      h("label", { class: "select" }, h("span", { class: "field-label" }, "Install method "), method),
+      h("label", { class: "check" }, h("input", { type: "checkbox", id: "plan-only", checked: onboarding.planOnly,
+        onchange: (event) => { onboarding.planOnly = event.target.checked; } }), "Plan only (check roles and Proofpoint orgs; change nothing)"),
+      h("button", { type: "button", class: "btn", id: "start-onboarding", disabled: !count || onboarding.starting, onclick: startRun },
+        onboarding.starting ? "Starting…" : `Onboard ${count} customer${count === 1 ? "" : "s"}`),
+      missingPicked ? h("span", { class: "warn-text" }, `${missingPicked} picked lack a GDAP role: they will stop at the roles step, naming it`) : null),
+    onboarding.startError ? (needsPartnerSignIn(onboarding.startError) ? partnerSignInCard(null, "The partner sign-in has ended: sign in again.") : errorBox(onboarding.startError)) : "");
+  return section;
+}
+
+function stepPill(step) {
+  const s = step.state || "pending";
+  const text = `${ONBOARD_STEP_LABELS[step.step] || step.step}: ${s}${step.detail ? ` · ${step.detail}` : ""}`;
+  return h("li", { class: `step ${s}`, "data-step": step.step, "data-state": s, title: text },
+    h("span", { class: "visually-hidden" }, text), h("span", { "aria-hidden": "true" }, ONBOARD_STEP_LABELS[step.step] || step.step));
+}
+
+function tenantRow(t) {
+  const dry = t.steps.find((x) => x.step === "dry-run");
+  const cells = [
+    h("td", {}, h("div", { class: "customer-name" }, t.customer || "(no name)"), h("div", { class: "ids" }, t.tenantId)),
+    h("td", {}, h("span", { class: `chip t-${t.state}`, "data-state": t.state }, TENANT_STATES[t.state] || t.state)),
+    h("td", {}, h("ol", { class: "steps", "aria-label": "Steps" }, t.steps.map(stepPill))),
+  ];
+  const outcome = h("td", { class: "outcome" });
+  if (t.error) {
+    outcome.append(
+      h("div", { class: "tenant-error", "data-code": t.error.code }, h("strong", {}, t.error.code), ": ", t.error.message),
+      t.error.fix ? h("div", { class: "fix" }, h("strong", {}, "Fix: "), t.error.fix) : null);
+  }
+  if (dry && dry.state !== "pending" && dry.detail) outcome.append(h("div", { class: "dry-run", "data-dry-run": dry.state }, h("strong", {}, "Dry run: "), dry.detail));
+  if (t.appId && (t.state === "done" || t.state === "skipped")) {
+    outcome.append(h("a", { href: `#/target/${t.tenantId}/${t.appId}`, class: "open-target" }, "Open in the fleet"));
+  }
+  if (!outcome.childNodes.length) outcome.append(h("span", { class: "muted" }, t.state === "running" ? "working…" : "—"));
+  return h("tr", { "data-tenant": t.tenantId, "data-state": t.state }, ...cells, outcome);
+}
+
+function runSection() {
+  const section = h("section", { class: "onboard-run" });
+  const run = onboarding.run;
+  if (!run) {
+    section.append(onboarding.runError ? errorBox(onboarding.runError) : h("p", { class: "muted" }, "Loading the run…"));
+    return section;
+  }
+  const c = run.counts;
+  const finished = c.done + c.failed + c.skipped;
+  const meter = h("div", { class: "bar run-bar", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": String(c.total), "aria-valuenow": String(finished), "aria-label": "Tenants finished" }, h("span"));
+  meter.firstChild.style.width = `${c.total ? Math.round((finished / c.total) * 100) : 0}%`;
+  section.append(
+    h("div", { class: "facts" },
+      fact("Run", run.state === "running" ? "running" : "finished", run.planOnly ? "plan only: nothing changed" : INSTALL_METHODS[run.method] || run.method),
+      fact("Started by", run.startedBy, dateTime(run.startedAt)),
+      fact("Tenants", `${finished} of ${c.total} finished`, `${c.done} done · ${c.failed} failed · ${c.skipped} onboarded already`),
+      run.finishedAt ? fact("Finished", date(run.finishedAt), dateTime(run.finishedAt)) : null),
+    meter,
+    h("p", { id: "run-summary", class: "run-summary", "data-state": run.state },
+      run.state === "running" ? `Working: ${c.running} running, ${c.pending} waiting.` :
+        c.failed ? `Finished: ${c.failed} tenant${c.failed === 1 ? "" : "s"} need${c.failed === 1 ? "s" : ""} a fix (below), then resume.` : "Finished: every tenant is onboarded."),
+    h("div", { class: "table-wrap" }, h("table", { id: "onboard-run" },
+      h("thead", {}, h("tr", {}, ["Customer", "State", "Steps", "Outcome"].map((x) => h("th", { scope: "col" }, x)))),
+      h("tbody", {}, run.tenants.map(tenantRow)))));
+  const canResume = canOperate() && (c.failed > 0 || run.state === "running");
+  if (canResume) {
+    section.append(h("div", { class: "action-bar" },
+      h("button", { type: "button", class: "btn", id: "resume-run", disabled: onboarding.resuming, onclick: resumeRun }, onboarding.resuming ? "Resuming…" : "Resume"),
+      h("span", { class: "muted" }, "Runs every tenant not finished again from its first step not done; what is done is skipped."),
+      h("a", { href: signInHref(run.runId), class: "btn ghost small", id: "resume-sign-in" }, "Sign in again and resume")));
+  }
+  if (onboarding.runError) {
+    section.append(needsPartnerSignIn(onboarding.runError)
+      ? partnerSignInCard(run.runId, "The partner sign-in of this run has ended (no token is kept after a run): sign in again to resume it.")
+      : errorBox(onboarding.runError));
+  }
+  section.append(h("p", {}, h("a", { href: "#/onboarding" }, "Onboard more customers")));
+  return section;
+}
+
+function renderOnboarding() {
+  const body = $("onboarding-body");
+  if (!canOperate()) {
+    body.replaceChildren(h("p", { class: "section-error" }, "Onboarding changes customer tenants: it needs the Rotator.Operate role."));
+    return;
+  }
+  body.replaceChildren(onboarding.runId ? runSection() : customersSection());
+}
+
+function renderOnboardingNav() {
+  $("nav-onboarding").hidden = !canOperate();
+}
+
 // ---------------------------------------------------------------- the page
 
 function renderCaller() {
@@ -874,6 +1183,7 @@ function renderCaller() {
   el.title = canOperate() ? "You may run and rotate" : "Read only: actions are hidden";
   el.hidden = false;
   renderAlertTest();
+  renderOnboardingNav();
 }
 
 // ---------------------------------------------------------------- the alert channel's test (operators only)
@@ -920,6 +1230,13 @@ function render() {
 }
 
 function fromHash() {
+  const onboardingMatch = /^#\/onboarding(?:\/run\/([^/?#]+))?\/?$/.exec(location.hash);
+  if (onboardingMatch) {
+    const runId = onboardingMatch[1] && RUN_ID.test(onboardingMatch[1]) ? onboardingMatch[1] : null;
+    openOnboarding(runId);
+    return;
+  }
+  if (onboarding.open) closeOnboarding();
   const match = /^#\/target\/([0-9a-fA-F-]{36})\/([0-9a-fA-F-]{36})$/.exec(location.hash);
   if (match) openDetail(`${match[1]}/${match[2]}`, { push: false });
   else if (state.selected) closeDetail({ push: false });
