@@ -863,11 +863,17 @@ function auditSection(d) {
 
 // ---------------------------------------------------------------- onboarding customers (issue 23)
 // The partner admin signs in (GET /api/onboarding/signin: Entra's sign-in of the partner tenant, back through
-// /api/onboarding/callback); the page then lists the GDAP customers (GET /api/onboarding/customers) with the admin's
-// roles in each and what the chosen install method still needs, starts a run for those picked
-// (POST /api/onboarding/runs) and shows each tenant's steps as they happen (GET /api/onboarding/runs/{runId}, every
-// second while it runs); a failed tenant names its cause and fix, and the run can be resumed
-// (POST /api/onboarding/runs/{runId}/resume, or a new partner sign-in when the session has ended).
+// /api/onboarding/callback, which makes a run in the state `signed-in` holding the partner session and sends the
+// browser to #/onboarding/run/{runId}); the page then lists the GDAP customers with the admin's roles in each and what
+// the chosen install method still needs, starts the run for those picked and shows each tenant's steps as they happen
+// (the run's progress document, every second while it runs); a failed tenant names its cause and fix, and the run
+// can be resumed (or signed in again when its session has ended). The routes are bulk onboarding's (docs/api.md).
+const ONBOARDING_API = {
+  run: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}`,
+  customers: (runId, method) => `/api/onboarding/runs/${encodeURIComponent(runId)}/customers?method=${encodeURIComponent(method)}`,
+  start: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/start`,
+  resume: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/resume`,
+};
 
 const ONBOARD_STEPS = ["roles", "install", "owner", "register", "dry-run"];
 const ONBOARD_STEP_LABELS = { roles: "GDAP roles", install: "Install app", owner: "Owner", register: "Register", "dry-run": "Dry run" };
@@ -877,8 +883,8 @@ const INSTALL_METHODS = {
   "partner-center": "Partner Center application consent (as CIPP does)",
 };
 // The answers that mean "the partner admin must sign in (again)": no partner session for this operator, or it ended.
-const PARTNER_SIGN_IN_CODES = new Set(["PartnerSignInRequired", "PartnerSessionExpired", "PartnerSessionMissing"]);
-const RUN_ID = /^[0-9A-Za-z-]{1,64}$/;
+const PARTNER_SIGN_IN_CODES = new Set(["PartnerSessionNotFound", "NotSignedIn", "invalid_grant", "SignInExpired"]);
+const RUN_ID = /^[0-9a-f]{32}$/;
 
 const onboarding = {
   open: false,
@@ -888,11 +894,9 @@ const onboarding = {
   picked: new Set(),
   method: "graph",
   planOnly: false,
-  starting: false,
-  startError: null,
+  driving: false, // a start or resume request is working on the run
   run: null,
   runError: null,
-  resuming: false,
   timer: null,
 };
 
@@ -918,11 +922,13 @@ function openOnboarding(runId) {
     onboarding.runId = runId;
     onboarding.run = null;
     onboarding.runError = null;
+    onboarding.customers = null;
+    onboarding.customersError = null;
+    onboarding.picked = new Set();
   }
   renderOnboarding();
   if (!wasOpen) $("onboarding").focus();
   if (runId) loadRun();
-  else loadCustomers();
 }
 
 function closeOnboarding() {
@@ -933,26 +939,31 @@ function closeOnboarding() {
 }
 
 async function loadCustomers() {
+  const runId = onboarding.runId;
   onboarding.customersError = null;
   try {
-    onboarding.customers = await api(`/api/onboarding/customers?method=${encodeURIComponent(onboarding.method)}`);
+    const customers = await api(ONBOARDING_API.customers(runId, onboarding.method));
+    if (onboarding.runId !== runId) return;
+    onboarding.customers = customers;
     const known = new Set(onboarding.customers.customers.map((c) => c.tenantId));
     onboarding.picked = new Set([...onboarding.picked].filter((t) => known.has(t)));
   } catch (error) {
     onboarding.customers = null;
     onboarding.customersError = error;
   }
-  if (onboarding.open && !onboarding.runId) renderOnboarding();
+  if (onboarding.open && onboarding.runId === runId) renderOnboarding();
 }
 
 async function loadRun() {
   const runId = onboarding.runId;
   clearTimeout(onboarding.timer);
   try {
-    const run = await api(`/api/onboarding/runs/${encodeURIComponent(runId)}`);
+    const run = await api(ONBOARDING_API.run(runId));
     if (onboarding.runId !== runId) return;
     onboarding.run = run;
     onboarding.runError = null;
+    // Signed in, nothing picked yet: the customers to pick from, with the admin's roles in each.
+    if (run.state === "signed-in" && !onboarding.driving && !onboarding.customers) await loadCustomers();
   } catch (error) {
     if (onboarding.runId !== runId) return;
     onboarding.runError = error;
@@ -960,44 +971,44 @@ async function loadRun() {
   if (!onboarding.open || onboarding.runId !== runId) return;
   renderOnboarding();
   // Progress as it happens: every second while the run works, then the fleet picks up what it registered.
-  if (onboarding.run && onboarding.run.state === "running") onboarding.timer = setTimeout(loadRun, PROGRESS_MS);
+  if (onboarding.driving || (onboarding.run && onboarding.run.state === "running")) onboarding.timer = setTimeout(loadRun, PROGRESS_MS);
   else if (onboarding.run) refresh();
 }
 
-async function startRun() {
+// Work happens inside the start and resume requests (each for up to 150 s; 202 while the run goes on), so the page
+// drives the run: it calls resume again while the answer says `running`, and meanwhile reads the progress every
+// second to show each tenant as it happens.
+async function drive(first) {
+  const runId = onboarding.runId;
+  onboarding.driving = true;
+  onboarding.runError = null;
+  loadRun();
+  try {
+    let doc = await first();
+    while (doc && doc.state === "running" && onboarding.runId === runId && onboarding.open) {
+      onboarding.run = doc;
+      doc = await api(ONBOARDING_API.resume(runId), { method: "POST", body: "{}" });
+    }
+    if (doc && onboarding.runId === runId) onboarding.run = doc;
+  } catch (error) {
+    if (onboarding.runId === runId) onboarding.runError = error;
+  } finally {
+    onboarding.driving = false;
+  }
+  if (onboarding.runId === runId) loadRun();
+}
+
+function startRun() {
   const all = onboarding.customers.customers;
   const picked = all.filter((c) => onboarding.picked.has(c.tenantId)).map((c) => c.tenantId);
   if (!picked.length) return;
-  onboarding.starting = true;
-  onboarding.startError = null;
-  renderOnboarding();
-  try {
-    const run = await api("/api/onboarding/runs", {
-      method: "POST",
-      body: JSON.stringify({ tenants: picked.length === all.length ? "all" : picked, method: onboarding.method, planOnly: onboarding.planOnly }),
-    });
-    onboarding.starting = false;
-    onboarding.picked = new Set();
-    location.hash = `#/onboarding/run/${run.runId}`;
-  } catch (error) {
-    onboarding.starting = false;
-    onboarding.startError = error;
-    renderOnboarding();
-  }
+  const body = JSON.stringify({ tenants: picked.length === all.length ? "all" : picked, method: onboarding.method, planOnly: onboarding.planOnly });
+  onboarding.picked = new Set();
+  drive(() => api(ONBOARDING_API.start(onboarding.runId), { method: "POST", body }));
 }
 
-async function resumeRun() {
-  const runId = onboarding.runId;
-  onboarding.resuming = true;
-  onboarding.runError = null;
-  renderOnboarding();
-  try {
-    onboarding.run = await api(`/api/onboarding/runs/${encodeURIComponent(runId)}/resume`, { method: "POST", body: "{}" });
-  } catch (error) {
-    onboarding.runError = error;
-  }
-  onboarding.resuming = false;
-  if (onboarding.runId === runId) loadRun();
+function resumeRun() {
+  drive(() => api(ONBOARDING_API.resume(onboarding.runId), { method: "POST", body: "{}" }));
 }
 
 function partnerSignInCard(runId, why) {
@@ -1015,8 +1026,8 @@ function errorBox(error) {
 function customersSection() {
   const section = h("section", { class: "onboard-customers" });
   if (onboarding.customersError) {
-    if (needsPartnerSignIn(onboarding.customersError) || onboarding.customersError.status === 404) {
-      section.append(partnerSignInCard(null));
+    if (needsPartnerSignIn(onboarding.customersError)) {
+      section.append(partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again."));
     } else {
       section.append(errorBox(onboarding.customersError), partnerSignInCard(null, "Sign in again with the partner account, or try again later."));
     }
@@ -1028,7 +1039,7 @@ function customersSection() {
   }
   const { admin, customers } = onboarding.customers;
   section.append(h("p", { class: "signed-in-as" }, "Partner admin: ",
-    h("strong", { id: "partner-admin" }, (admin && (admin.userPrincipalName || admin.displayName)) || "signed in"), " · ",
+    h("strong", { id: "partner-admin" }, (typeof admin === "string" ? admin : admin && (admin.userPrincipalName || admin.displayName)) || "signed in"), " · ",
     h("a", { href: signInHref(null) }, "sign in as someone else")));
   if (!customers.length) {
     section.append(h("div", { class: "empty" }, h("strong", {}, "No customer with an active GDAP relationship"),
@@ -1082,10 +1093,10 @@ function customersSection() {
       h("label", { class: "select" }, h("span", { class: "field-label" }, "Install method "), method),
       h("label", { class: "check" }, h("input", { type: "checkbox", id: "plan-only", checked: onboarding.planOnly,
         onchange: (event) => { onboarding.planOnly = event.target.checked; } }), "Plan only (check roles and Proofpoint orgs; change nothing)"),
-      h("button", { type: "button", class: "btn", id: "start-onboarding", disabled: !count || onboarding.starting, onclick: startRun },
-        onboarding.starting ? "Starting…" : `Onboard ${count} customer${count === 1 ? "" : "s"}`),
+      h("button", { type: "button", class: "btn", id: "start-onboarding", disabled: !count, onclick: startRun },
+        `Onboard ${count} customer${count === 1 ? "" : "s"}`),
       missingPicked ? h("span", { class: "warn-text" }, `${missingPicked} picked lack a GDAP role: they will stop at the roles step, naming it`) : null),
-    onboarding.startError ? (needsPartnerSignIn(onboarding.startError) ? partnerSignInCard(null, "The partner sign-in has ended: sign in again.") : errorBox(onboarding.startError)) : "");
+    onboarding.runError ? (needsPartnerSignIn(onboarding.runError) ? partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again.") : errorBox(onboarding.runError)) : "");
   return section;
 }
 
@@ -1130,21 +1141,22 @@ function runSection() {
   meter.firstChild.style.width = `${c.total ? Math.round((finished / c.total) * 100) : 0}%`;
   section.append(
     h("div", { class: "facts" },
-      fact("Run", run.state === "running" ? "running" : "finished", run.planOnly ? "plan only: nothing changed" : INSTALL_METHODS[run.method] || run.method),
+      fact("Run", run.state, run.planOnly ? "plan only: nothing changed" : INSTALL_METHODS[run.method] || run.method),
       fact("Started by", run.startedBy, dateTime(run.startedAt)),
       fact("Tenants", `${finished} of ${c.total} finished`, `${c.done} done · ${c.failed} failed · ${c.skipped} onboarded already`),
       run.finishedAt ? fact("Finished", date(run.finishedAt), dateTime(run.finishedAt)) : null),
     meter,
     h("p", { id: "run-summary", class: "run-summary", "data-state": run.state },
+      run.state === "signed-in" ? "Starting: recording the customers picked…" :
       run.state === "running" ? `Working: ${c.running} running, ${c.pending} waiting.` :
         c.failed ? `Finished: ${c.failed} tenant${c.failed === 1 ? "" : "s"} need${c.failed === 1 ? "s" : ""} a fix (below), then resume.` : "Finished: every tenant is onboarded."),
     h("div", { class: "table-wrap" }, h("table", { id: "onboard-run" },
       h("thead", {}, h("tr", {}, ["Customer", "State", "Steps", "Outcome"].map((x) => h("th", { scope: "col" }, x)))),
       h("tbody", {}, run.tenants.map(tenantRow)))));
-  const canResume = canOperate() && (c.failed > 0 || run.state === "running");
+  const canResume = canOperate() && run.state !== "signed-in" && (c.failed > 0 || c.pending > 0 || run.state === "running");
   if (canResume) {
     section.append(h("div", { class: "action-bar" },
-      h("button", { type: "button", class: "btn", id: "resume-run", disabled: onboarding.resuming, onclick: resumeRun }, onboarding.resuming ? "Resuming…" : "Resume"),
+      h("button", { type: "button", class: "btn", id: "resume-run", disabled: onboarding.driving, onclick: resumeRun }, onboarding.driving ? "Working…" : "Resume"),
       h("span", { class: "muted" }, "Runs every tenant not finished again from its first step not done; what is done is skipped."),
       h("a", { href: signInHref(run.runId), class: "btn ghost small", id: "resume-sign-in" }, "Sign in again and resume")));
   }
@@ -1163,7 +1175,9 @@ function renderOnboarding() {
     body.replaceChildren(h("p", { class: "section-error" }, "Onboarding changes customer tenants: it needs the Rotator.Operate role."));
     return;
   }
-  body.replaceChildren(onboarding.runId ? runSection() : customersSection());
+  if (!onboarding.runId) body.replaceChildren(partnerSignInCard(null));
+  else if (onboarding.run && onboarding.run.state === "signed-in" && !onboarding.driving) body.replaceChildren(customersSection());
+  else body.replaceChildren(runSection());
 }
 
 function renderOnboardingNav() {
