@@ -21,7 +21,9 @@ from urllib.parse import urlsplit
 import azure.functions as func
 
 from shared import onboarding_signin as signin
+from shared.adapters.delegated import SIGN_IN_SCOPES
 from shared.bootstrap import Services, invocation_services
+from shared.bulk_onboarding import RUN_ID
 from shared.entrypoints.access import Caller, Role, authorize
 from shared.entrypoints.consent import PAGE_HEADERS, STYLE
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response
@@ -33,15 +35,6 @@ bp = func.Blueprint()  # type: ignore[no-untyped-call]
 
 CALLBACK_PATH = "/api/onboarding/callback"
 DASHBOARD_VIEW = "/api/dashboard#/onboarding"
-# What the partner admin's sign-in asks for, in the partner tenant: the GDAP relationships and the admin's own group
-# memberships (which partner security groups carry the roles), delegated; offline_access for the refresh token
-# through which the run gets tokens for each customer tenant and for Partner Center (one resource per token
-# request: Entra refuses scopes of two resources in one, AADSTS28000/700022).
-SIGN_IN_SCOPES = (
-    "https://graph.microsoft.com/DelegatedAdminRelationship.Read.All",
-    "https://graph.microsoft.com/GroupMember.Read.All",
-    "offline_access",
-)
 
 
 async def handoff(svc: Services, operator: str, redemption: signin.Redemption) -> str:
@@ -111,13 +104,12 @@ async def onboarding_signin(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET")
     operator = _operator(req)
     run_id = req.params.get("run") or ""
+    if run_id and not RUN_ID.fullmatch(run_id):
+        raise HttpError(400, "InvalidRunId", "run must be the 32 hex digits of an onboarding run")
     async with invocation_services() as svc:
         _check_deployment(svc.settings)
-        try:
-            version, key = await svc.consent_keys.signing_key()
-            state, claims = signin.begin(key, version, operator.name, svc.engine.clock.now(), run_id)
-        except ValueError:
-            raise HttpError(400, "InvalidParameter", "run must be a run id (letters, digits and hyphens)") from None
+        version, key = await svc.consent_keys.signing_key()
+        state, claims = signin.begin(key, version, operator.name, svc.engine.clock.now(), run_id)
         url = signin.authorize_url(
             svc.settings.authority_host, svc.settings.msp_tenant_id, svc.settings.msp_app_client_id,
             redirect_uri(req), SIGN_IN_SCOPES, state,

@@ -249,7 +249,7 @@ async def test_a_resumed_run_is_carried_through_the_state(api: Api, world: World
     assert (await callback(api, answer.params)).status == 303
     assert handed.calls[0][1].run_id == "0123456789abcdef0123456789abcdef"
     bad = await api.call("onboarding_signin", caller=OPERATOR, headers=JSON, params={"run": "../etc"})
-    assert bad.status == 400 and bad.code == "InvalidParameter"
+    assert bad.status == 400 and bad.code == "InvalidRunId"
 
 
 async def test_a_refused_redemption_names_the_cause_and_the_fix(api: Api, world: World, handed: Recorder) -> None:
