@@ -33,9 +33,9 @@ OPERATOR = "operator@msp.example"  # the sandbox's MSP user holding Rotator.Oper
 DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
 CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the seed
     "c0a70000-0000-4000-8000-00000000c001": ("Contoso", "contoso.com", "us1"),
-    "fab10000-0000-4000-8000-00000000f001": ("Fabrikam", "fabrikam.com", "us2"),
-    "90e70000-0000-4000-8000-00000000e001": ("Northwind", "northwindtraders.com", "eu1"),
-    "ada70000-0000-4000-8000-00000000a001": ("Adatum", "adatum.com", "us3"),
+    "fab10000-0000-4000-8000-00000000f001": ("Fabrikam", "fabrikam.com", "us1"),
+    "90e70000-0000-4000-8000-00000000e001": ("Northwind", "northwindtraders.com", "us1"),
+    "ada70000-0000-4000-8000-00000000a001": ("Adatum", "adatum.com", "us1"),
     "7a150000-0000-4000-8000-00000000d001": ("Tailspin", "tailspintoys.com", "us1"),
 }
 

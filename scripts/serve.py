@@ -2,7 +2,8 @@
 Azurite, behind the local App Service Authentication, as in Azure: nobody is signed in for you.
 
 Starts the sandbox in `.sandbox/serve/` with the demo's customers, registers them, registers the local sign-in callback
-(`http://127.0.0.1:7071/.auth/login/aad/callback`) on the MSP app as `az ad app update --web-redirect-uris` would, then
+(`http://127.0.0.1:7071/.auth/login/aad/callback`) and the partner sign-in's callback
+(`http://127.0.0.1:7071/api/onboarding/callback`) on the MSP app as `az ad app update --web-redirect-uris` would, then
 runs `python -m shared serve` with the sandbox's settings until Ctrl-C, and says how to sign in:
 - a person: open the dashboard; App Service Authentication sends the browser to the sandbox's Entra sign-in page,
   which offers the MSP tenant's users (operator@ holds Rotator.Operate, reader@ Rotator.Read, nobody@ no role);
@@ -56,6 +57,9 @@ def main() -> int:
         subprocess.run([sys.executable, "-m", "shared", "check"], cwd=ROOT, env=env, check=False,
                        stdout=subprocess.DEVNULL)  # exit 2 (something needs a human) is the demo seed's normal state
         sandbox.control.add_redirect_uri("msp-app", f"{base}/.auth/login/aad/callback")
+        # The partner admin's sign-in for bulk onboarding (the dashboard's "Onboard customers"), as create-msp-app.sh
+        # registers it in Azure.
+        sandbox.control.add_redirect_uri("msp-app", f"{base}/api/onboarding/callback")
         users = sandbox.control.msp_api()["users"]
         spki = ",".join(trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
         print(f"""

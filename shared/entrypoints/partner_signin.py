@@ -18,16 +18,17 @@ import logging
 from functools import partial
 from urllib.parse import urlsplit
 
+import aiohttp
 import azure.functions as func
 
 from shared import onboarding_signin as signin
 from shared.adapters.delegated import SIGN_IN_SCOPES
 from shared.bootstrap import Services, invocation_services
-from shared.bulk_onboarding import RUN_ID
+from shared.bulk_onboarding import RUN_ID, signed_in
 from shared.entrypoints.access import Caller, Role, authorize
 from shared.entrypoints.consent import PAGE_HEADERS, STYLE
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response
-from shared.errors import RotationError
+from shared.errors import Conflict, NotFound, RotationError
 from shared.settings import IdentityMode, Settings
 
 log = logging.getLogger(__name__)
@@ -38,10 +39,28 @@ DASHBOARD_VIEW = "/api/dashboard#/onboarding"
 
 
 async def handoff(svc: Services, operator: str, redemption: signin.Redemption) -> str:
-    """Redeem the code (shared.adapters.delegated, branch `partner`) and hand the partner session to bulk
-    onboarding (branch `bulk`): a new run's customer list, or the run resumed; where the dashboard goes next."""
-    raise RotationError("this build has no partner adapter to redeem the sign-in with (shared/adapters/delegated.py)",
-                        code="PartnerSignInUnavailable")
+    """Redeem the code as the rotator's confidential client (shared.adapters.delegated, with the managed identity's
+    client assertion), open the partner admin's GDAP session, and hand it to bulk onboarding: a new run signed in
+    with no customer picked yet, or the run to resume, its session kept in Key Vault under the run's name
+    (shared.bulk_onboarding.signed_in). Where the dashboard goes next: that run's page."""
+    from shared.adapters.partner_sessions import partner_session, sign_in
+
+    if svc.partner_sessions is None or svc.onboarding_runs is None:
+        raise RotationError("this deployment keeps no partner session between requests (IDENTITY_MODE is not "
+                            "federated)", code="PartnerSessionUnavailable")
+    async with aiohttp.ClientSession() as http:
+        delegated = sign_in(svc.settings, http, confidential=True)
+        await delegated.redeem_code(redemption.code, redemption.redirect_uri, redemption.code_verifier)
+        session = partner_session(svc.settings, delegated, http)
+        try:
+            run = await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock,
+                                  redemption.run_id)
+        except (Conflict, NotFound) as refused:
+            raise signin.SignInRefused(refused.code, refused.message, 409 if isinstance(refused, Conflict)
+                                       else 404) from None
+        finally:
+            await session.close()
+    return f"{DASHBOARD_VIEW}/run/{run.run_id}"
 
 
 def _wants_json(req: func.HttpRequest) -> bool:

@@ -8,6 +8,7 @@ bulk engine) are replaced here by a recorder, which proves what the callback han
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import timedelta
 from typing import Any
@@ -32,6 +33,7 @@ JSON = {"Accept": "application/json"}
 HTML = {"Accept": "text/html,application/xhtml+xml"}
 CALLBACK = "http://localhost/api/onboarding/callback"  # the origin the test's requests come to
 PARTNER_ADMIN = "operator@msp.example"  # a user of the MSP (partner) tenant in the sandbox's seed
+PARTNER = "partner-admin@msp.example"  # the partner admin, in the GDAP groups (sandbox/README.md)
 
 
 class Recorder:
@@ -260,11 +262,39 @@ async def test_a_refused_redemption_names_the_cause_and_the_fix(api: Api, world:
     assert reply.status == 400 and "CodeExpired" in reply.text and "sign in again" in reply.text
 
 
-async def test_without_the_partner_adapter_the_callback_says_so(api: Api, world: World) -> None:
-    """Until shared/adapters/delegated.py lands, the trusted answer ends in a 502 naming what is missing."""
-    answer = entra(world, (await start(api))["_url"])
+async def test_the_partner_admin_signs_in_and_a_run_holds_the_session(api: Api, world: World) -> None:
+    """The real hand-over, over HTTPS to the sandbox: the code redeemed with the verifier and the rotator's client
+    assertion, a run signed in with no customer picked yet, the partner session in Key Vault under the run's name
+    (never in the answer or the run's document), the GDAP customers read through it; a second sign-in for that run
+    renews its session."""
+    tenants = world.sb.control.seed_gdap_customers(2, start=9101, missing_role_every=2)
+    answer = entra(world, (await start(api))["_url"], PARTNER)
     reply = await callback(api, answer.params)
-    assert reply.status == 502 and reply.code == "PartnerSignInUnavailable"
+    assert reply.status == 303, reply.text
+    location = reply.headers["Location"]
+    assert location.startswith("/api/dashboard#/onboarding/run/")
+    run_id = location.rsplit("/", 1)[1]
+    run = await api.call("onboarding_run", route={"runId": run_id}, headers=JSON)
+    assert run.status == 200 and run.body["state"] == "signed-in" and run.body["startedBy"] == PARTNER
+    kept = world.sb.control.state()["keyvault"]["secrets"][f"onboarding-session-{run_id}"]
+    refresh = json.loads(kept[-1]["value"])["refreshToken"]
+    assert refresh and refresh not in reply.text and refresh not in run.text
+    customers = await api.call("onboarding_customers", route={"runId": run_id}, headers=JSON)
+    assert customers.status == 200, customers.text
+    found = {c["tenantId"]: c for c in customers.body["customers"]}
+    assert set(tenants) <= set(found)
+    assert [found[t]["missingRoles"] for t in tenants] == [[], ["Privileged Role Administrator"]]
+    # signing in again for this run renews its kept session (a new version), the same run
+    again = entra(world, (await start(api, run=run_id))["_url"], PARTNER)
+    renewed = await callback(api, again.params)
+    assert renewed.status == 303 and renewed.headers["Location"] == location
+    assert len(world.sb.control.state()["keyvault"]["secrets"][f"onboarding-session-{run_id}"]) == len(kept) + 1
+
+
+async def test_resuming_a_run_that_is_not_there_is_refused(api: Api, world: World) -> None:
+    answer = entra(world, (await start(api, run="0" * 32))["_url"], PARTNER)
+    reply = await callback(api, answer.params)
+    assert reply.status == 404 and reply.code == "RunNotFound"
 
 
 async def test_single_tenant_mode_has_no_partner_sign_in(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
