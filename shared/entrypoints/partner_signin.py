@@ -18,7 +18,6 @@ import logging
 from functools import partial
 from urllib.parse import urlsplit
 
-import aiohttp
 import azure.functions as func
 
 from shared import onboarding_signin as signin
@@ -43,23 +42,19 @@ async def handoff(svc: Services, operator: str, redemption: signin.Redemption) -
     client assertion), open the partner admin's GDAP session, and hand it to bulk onboarding: a new run signed in
     with no customer picked yet, or the run to resume, its session kept in Key Vault under the run's name
     (shared.bulk_onboarding.signed_in). Where the dashboard goes next: that run's page."""
-    from shared.adapters.partner_sessions import partner_session, sign_in
-
     if svc.partner_sessions is None or svc.onboarding_runs is None:
         raise RotationError("this deployment keeps no partner session between requests (IDENTITY_MODE is not "
                             "federated)", code="PartnerSessionUnavailable")
-    async with aiohttp.ClientSession() as http:
-        delegated = sign_in(svc.settings, http, confidential=True)
-        await delegated.redeem_code(redemption.code, redemption.redirect_uri, redemption.code_verifier)
-        session = partner_session(svc.settings, delegated, http)
-        try:
-            run = await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock,
-                                  redemption.run_id)
-        except (Conflict, NotFound) as refused:
-            raise signin.SignInRefused(refused.code, refused.message, 409 if isinstance(refused, Conflict)
-                                       else 404) from None
-        finally:
-            await session.close()
+    delegated = svc.delegated_sign_in(confidential=True)
+    await delegated.redeem_code(redemption.code, redemption.redirect_uri, redemption.code_verifier)
+    session = svc.partner_session(delegated)
+    try:
+        run = await signed_in(svc.onboarding_runs, svc.partner_sessions, session, svc.engine.clock, redemption.run_id)
+    except (Conflict, NotFound) as refused:
+        raise signin.SignInRefused(refused.code, refused.message, 409 if isinstance(refused, Conflict)
+                                   else 404) from None
+    finally:
+        await session.close()  # the run's copy is in Key Vault; this one's tokens are forgotten
     return f"{DASHBOARD_VIEW}/run/{run.run_id}"
 
 
