@@ -896,7 +896,8 @@ const onboarding = {
   planOnly: false,
   driving: false, // a start or resume request is working on the run
   run: null,
-  runError: null,
+  runError: null, // the progress could not be read
+  actionError: null, // the last start or resume was refused (kept until the next one)
   timer: null,
 };
 
@@ -922,6 +923,7 @@ function openOnboarding(runId) {
     onboarding.runId = runId;
     onboarding.run = null;
     onboarding.runError = null;
+    onboarding.actionError = null;
     onboarding.customers = null;
     onboarding.customersError = null;
     onboarding.picked = new Set();
@@ -981,7 +983,7 @@ async function loadRun() {
 async function drive(first) {
   const runId = onboarding.runId;
   onboarding.driving = true;
-  onboarding.runError = null;
+  onboarding.actionError = null;
   loadRun();
   try {
     let doc = await first();
@@ -991,7 +993,7 @@ async function drive(first) {
     }
     if (doc && onboarding.runId === runId) onboarding.run = doc;
   } catch (error) {
-    if (onboarding.runId === runId) onboarding.runError = error;
+    if (onboarding.runId === runId) onboarding.actionError = error;
   } finally {
     onboarding.driving = false;
   }
@@ -1011,8 +1013,8 @@ function resumeRun() {
   drive(() => api(ONBOARDING_API.resume(onboarding.runId), { method: "POST", body: "{}" }));
 }
 
-function partnerSignInCard(runId, why) {
-  return h("div", { class: "signin-card", id: "partner-sign-in" },
+function partnerSignInCard(runId, why, code) {
+  return h("div", { class: "signin-card", id: "partner-sign-in", "data-code": code || null },
     h("h3", {}, runId ? "Sign in with your partner account to resume" : "Sign in with your partner account"),
     h("p", {}, why || "A partner admin of the MSP's tenant signs in once. The rotator then lists every customer you have an active GDAP relationship with, and onboards the ones you pick in your name: each change in a customer tenant is in its audit trail with your account."),
     h("p", { class: "muted" }, "Entra ID's sign-in page opens; the rotator keeps no password and, unless you ask, no token after the run."),
@@ -1027,7 +1029,7 @@ function customersSection() {
   const section = h("section", { class: "onboard-customers" });
   if (onboarding.customersError) {
     if (needsPartnerSignIn(onboarding.customersError)) {
-      section.append(partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again."));
+      section.append(partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again.", onboarding.customersError.code));
     } else {
       section.append(errorBox(onboarding.customersError), partnerSignInCard(null, "Sign in again with the partner account, or try again later."));
     }
@@ -1096,7 +1098,7 @@ function customersSection() {
       h("button", { type: "button", class: "btn", id: "start-onboarding", disabled: !count, onclick: startRun },
         `Onboard ${count} customer${count === 1 ? "" : "s"}`),
       missingPicked ? h("span", { class: "warn-text" }, `${missingPicked} picked lack a GDAP role: they will stop at the roles step, naming it`) : null),
-    onboarding.runError ? (needsPartnerSignIn(onboarding.runError) ? partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again.") : errorBox(onboarding.runError)) : "");
+    onboarding.actionError ? (needsPartnerSignIn(onboarding.actionError) ? partnerSignInCard(onboarding.runId, "The partner sign-in has ended: sign in again.", onboarding.actionError.code) : errorBox(onboarding.actionError)) : "");
   return section;
 }
 
@@ -1160,11 +1162,12 @@ function runSection() {
       h("span", { class: "muted" }, "Runs every tenant not finished again from its first step not done; what is done is skipped."),
       h("a", { href: signInHref(run.runId), class: "btn ghost small", id: "resume-sign-in" }, "Sign in again and resume")));
   }
-  if (onboarding.runError) {
-    section.append(needsPartnerSignIn(onboarding.runError)
-      ? partnerSignInCard(run.runId, "The partner sign-in of this run has ended (no token is kept after a run): sign in again to resume it.")
-      : errorBox(onboarding.runError));
+  if (onboarding.actionError) {
+    section.append(needsPartnerSignIn(onboarding.actionError)
+      ? partnerSignInCard(run.runId, "The partner sign-in of this run has ended (no token is kept after a run): sign in again to resume it.", onboarding.actionError.code)
+      : errorBox(onboarding.actionError));
   }
+  if (onboarding.runError) section.append(errorBox(onboarding.runError));
   section.append(h("p", {}, h("a", { href: "#/onboarding" }, "Onboard more customers")));
   return section;
 }

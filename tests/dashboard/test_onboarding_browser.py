@@ -1,0 +1,172 @@
+"""Bulk onboarding on the dashboard in a real browser (Debian's Chromium through Playwright), against
+`python -m shared serve` with the sandbox (the demo seed: six customers with GDAP relationships, Woodgrove's lacking
+Privileged Role Administrator) and Azurite behind it; nobody registered yet.
+
+The operator signs in to the dashboard as in Azure, opens "Onboard customers", signs the partner admin in on the
+sandbox's Entra sign-in page (authorization code with PKCE, back through /api/onboarding/callback), sees the GDAP
+customers with their roles and what is missing, picks all and starts; each tenant finishes on the page, Woodgrove
+failing at the roles step naming the role and the fix. Once the role is added to the relationship, Resume onboards
+it. Every page fails its test on a console error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from typing import Any
+
+import pytest
+
+from sandbox.launch import running
+from scripts.browser import chromium_missing, launch, serving, sign_in, trusted_keys
+from scripts.demo import SEED
+from tests.conftest import STARTUP_TIMEOUT
+
+pytestmark = [pytest.mark.sandbox, pytest.mark.azurite]
+
+OPERATOR, PARTNER = "operator@msp.example", "partner-admin@msp.example"
+WOODGROVE = "b0b00000-0000-4000-8000-00000000b001"  # its GDAP relationship lacks Privileged Role Administrator
+PRIVILEGED_GROUP = "5a1d0000-0000-4000-8000-000000000042"
+WAIT_MS = 90_000  # generous: the machine may be busy; conditions are awaited, never slept on
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    missing = chromium_missing()
+    if missing:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"the browser tests must run in CI: {missing}")
+        pytest.skip(f"no browser: {missing}")
+    if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
+        pytest.skip("needs Azurite: run through scripts/with-azurite.sh (make test does)")
+    from playwright.sync_api import sync_playwright
+
+    prefix = f"onb{uuid.uuid4().hex[:8]}"
+    with ExitStack() as stack:
+        sandbox = stack.enter_context(running(tmp_path_factory.mktemp("onboarding"), SEED, timeout=STARTUP_TIMEOUT))
+        env = {**os.environ, **sandbox.settings, "PROOFPOINT_CHANNEL_DOMAIN": "msp.example",
+               "VERIFY_TIMEOUT_SECONDS": "30"}
+        url = stack.enter_context(serving(env, table_prefix=prefix, work_queue=f"{prefix}-work"))
+        for path in ("/.auth/login/aad/callback", "/api/onboarding/callback"):
+            sandbox.control.add_redirect_uri("msp-app", f"{url}{path}")
+        playwright = stack.enter_context(sync_playwright())
+        browser = launch(playwright, trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
+        stack.callback(browser.close)
+        yield {"url": url, "browser": browser, "sandbox": sandbox}
+
+
+@pytest.fixture
+def page(stack: dict[str, Any]) -> Iterator[Any]:
+    context = stack["browser"].new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(WAIT_MS)
+    opened = context.new_page()
+    errors: list[str] = []
+    base = stack["url"]
+    # The one refusal this test provokes: a resume after the run's session was forgotten (the page then offers the
+    # partner sign-in); Chromium logs every 4xx answer to a fetch as a console error.
+    expected = re.compile(re.escape(base) + r"/api/onboarding/runs/[0-9a-f]{32}/resume$")
+
+    def console(message: Any) -> None:
+        # The dashboard's own errors; Entra's (the sandbox's) sign-in pages are not under test here.
+        url = str(message.location.get("url", ""))
+        if message.type != "error" or not url.startswith(base):
+            return
+        if "status of 404" in message.text and expected.match(url):
+            return
+        errors.append(f"console.error: {message.text} ({url})")
+
+    opened.on("console", console)
+    opened.on("pageerror", lambda e: errors.append(f"uncaught: {e}"))
+    sign_in(opened, base, OPERATOR)
+    yield opened
+    context.close()
+    assert errors == [], errors
+
+
+def tenant_row(page: Any, tenant_id: str) -> Any:
+    return page.locator(f'#onboard-run tr[data-tenant="{tenant_id}"]')
+
+
+def test_the_partner_admin_onboards_every_customer_and_a_resume_finishes_the_one_missing_a_role(
+        stack: dict[str, Any], page: Any) -> None:
+    base, sandbox = stack["url"], stack["sandbox"]
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    assert page.locator("#onboarding").is_visible() and not page.locator("#fleet").is_visible()
+
+    # The partner sign-in: Entra's (the sandbox's) account picker, the partner admin chosen, back on the run.
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    assert "code_challenge_method=S256" in page.url and "code_verifier" not in page.url
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_url(re.compile(re.escape(base) + r"/api/dashboard#/onboarding/run/[0-9a-f]{32}$"))
+    assert "code=" not in page.url and "state=" not in page.url  # the callback's URL is not kept
+    run_id = page.url.rsplit("/", 1)[1]
+
+    # The GDAP customers with the admin's roles and what the method still needs.
+    page.wait_for_selector("#onboard-customers tbody tr")
+    assert page.locator("#partner-admin").inner_text() == PARTNER
+    rows = page.locator("#onboard-customers tbody tr")
+    assert rows.count() == 6
+    woodgrove = page.locator(f'#onboard-customers tr[data-tenant="{WOODGROVE}"]')
+    assert "needs Privileged Role Administrator" in woodgrove.inner_text()
+    assert woodgrove.locator("td[data-missing]").get_attribute("data-missing") == "Privileged Role Administrator"
+    page.select_option("#install-method", "partner-center")
+    page.wait_for_selector("#onboard-customers tbody tr")
+    page.check("#pick-all")
+    assert page.locator("#start-onboarding").inner_text() == "Onboard 6 customers"
+    page.click("#start-onboarding")
+
+    # Each tenant as it happens, to the end: five done, Woodgrove stopped at the roles step naming the role.
+    page.wait_for_selector('#run-summary[data-state="finished"]')
+    states = {row.get_attribute("data-tenant"): row.get_attribute("data-state")
+              for row in page.locator("#onboard-run tbody tr").all()}
+    assert len(states) == 6 and states.pop(WOODGROVE) == "failed" and set(states.values()) == {"done"}
+    failed = tenant_row(page, WOODGROVE)
+    assert failed.locator(".tenant-error").get_attribute("data-code") == "GdapRoleMissing"
+    assert "Privileged Role Administrator" in failed.locator(".tenant-error").inner_text()
+    assert "Privileged Role Administrator" in failed.locator(".fix").inner_text()
+    assert failed.locator('.step[data-step="roles"]').get_attribute("data-state") == "failed"
+    assert failed.locator('.step[data-step="install"]').get_attribute("data-state") == "pending"
+    done = page.locator('#onboard-run tbody tr[data-state="done"]').first
+    assert [done.locator(f'.step[data-step="{s}"]').get_attribute("data-state")
+            for s in ("roles", "install", "owner", "register", "dry-run")] == ["done"] * 5
+    assert done.locator(".dry-run").count() == 1 and done.locator("a.open-target").count() == 1
+    # The run finished: no refresh token is kept after it (its Key Vault secret deleted), none was ever shown
+    vault = sandbox.control.state()["keyvault"]
+    name = f"onboarding-session-{run_id}"
+    assert name not in vault["secrets"] and name in vault["deleted"]
+    assert json.loads(vault["deleted"][name]["versions"][-1]["value"])["refreshToken"] not in page.content()
+
+    # The fix: the relationship gets the role (as the MSP would in Partner Center). Resume: the run's session was
+    # forgotten when it finished, so the page asks for the partner sign-in again, for this run, then resumes it.
+    relationship = next(r for r in sandbox.control.partner()["relationships"]
+                        if r["customer"]["tenantId"] == WOODGROVE)
+    sandbox.control.seed({"gdap": {"relationships": [{
+        "id": relationship["id"], "displayName": relationship["displayName"],
+        "customer": {"tenantId": WOODGROVE, "displayName": "Woodgrove"}, "status": "active",
+        "roles": ["Application Administrator", "Privileged Role Administrator"],
+        "accessAssignments": [{"group": "5a1d0000-0000-4000-8000-000000000041", "roles": ["Application Administrator"]},
+                              {"group": PRIVILEGED_GROUP, "roles": ["Privileged Role Administrator"]}]}]}})
+    page.click("#resume-run")
+    page.wait_for_selector("#partner-sign-in-link")
+    assert page.locator("#partner-sign-in").get_attribute("data-code") == "PartnerSessionNotFound"
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_url(f"{base}/api/dashboard#/onboarding/run/{run_id}")
+    page.wait_for_selector("#resume-run")
+    page.click("#resume-run")
+    page.wait_for_selector(f'#onboard-run tr[data-tenant="{WOODGROVE}"][data-state="done"]')
+    page.wait_for_selector('#run-summary[data-state="finished"]')
+    assert page.locator("#resume-run").count() == 0  # nothing left to resume
+    assert name not in sandbox.control.state()["keyvault"]["secrets"]  # forgotten again at the end
+
+    # The fleet now lists the onboarded customers (registered by the run).
+    page.click("a.open-target >> nth=0")
+    page.wait_for_selector("#detail:not([hidden])")
+    assert page.locator("#fleet").is_visible()
