@@ -156,3 +156,35 @@ def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: 
             page.screenshot(path=str(path), timeout=120_000)
         finally:
             browser.close()
+
+
+def onboard_all(base: str, path: Path, *, operator: str, partner: str, trust: Sequence[str], method: str,
+                width: int = 1280, height: int = 900) -> str:
+    """Bulk onboarding on the dashboard as a person does it: `operator` signs in, opens Onboard customers, signs
+    `partner` in on Entra's (the sandbox's) page, picks every customer, starts with `method` and waits for the run to
+    finish; a screenshot of the result at `path`. Returns the run's id."""
+    from playwright.sync_api import sync_playwright
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, trust)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.set_default_timeout(SIGN_IN_TIMEOUT_MS)
+            sign_in(page, base, operator)
+            page.goto(f"{base}/api/dashboard#/onboarding")
+            page.click("#partner-sign-in-link")
+            page.wait_for_selector("text=Pick an account")
+            page.click(f'button[name="login_hint"][value="{partner}"]')
+            page.wait_for_url(re.compile(re.escape(base) + r"/api/dashboard#/onboarding/run/[0-9a-f]{32}$"))
+            run_id = str(page.url).rsplit("/", 1)[1]
+            page.wait_for_selector("#onboard-customers tbody tr")
+            page.select_option("#install-method", method)
+            page.wait_for_selector("#onboard-customers tbody tr")
+            page.check("#pick-all")
+            page.click("#start-onboarding")
+            page.wait_for_selector('#run-summary[data-state="finished"]')
+            page.screenshot(path=str(path), full_page=True)
+            return run_id
+        finally:
+            browser.close()

@@ -1,8 +1,14 @@
 """`make demo`: the whole job end to end against the local sandbox and Azurite.
 
-Starts the sandbox with five customers (Contoso expired, Fabrikam due, Northwind healthy; Adatum's app not owned
-by the MSP app, Tailspin's tenant blocking client secrets: both need a human), registers them
-with two destinations each (Proofpoint Essentials and the MSP portal), shows their secrets' lifetime, runs one
+Starts the sandbox with six customers of the MSP, each with a GDAP relationship with the MSP's partner tenant
+(Contoso expired, Fabrikam due, Northwind healthy; Adatum's app not owned by the MSP app yet; Tailspin's tenant
+blocking client secrets; Woodgrove's relationship lacking Privileged Role Administrator). Onboards them in one step
+from the partner relationship: on the dashboard, operator@msp.example opens Onboard customers, signs the partner
+admin in (the sandbox's Entra sign-in page), picks every customer and starts; each is put in place (the MSP app by
+Partner Center's consent with its Graph permissions, the owner of its Proofpoint app, the registration with its
+Proofpoint org and the portal, a dry run) and Woodgrove stops at the roles step naming the role; a screenshot of the
+result (.demo/onboarding.png). Without Chromium the same run is made on the command line
+(`python -m shared onboard run --all`, the device code answered on the sandbox's verification page). Then it runs one
 timer pass with the grace period at zero, a second one a day later (once Proofpoint's own sync has run with the
 new secrets, which is when the old ones are retired), and shows what changed everywhere. Ends with a browser
 screenshot of the dashboard (.demo/dashboard.png) taken through the local server after signing in as
@@ -23,11 +29,14 @@ from typing import Any
 
 from sandbox.client import SandboxClient
 from sandbox.launch import RunningSandbox, running
-from scripts.browser import chromium_missing, screenshot, serving, trusted_keys
+from scripts.browser import chromium_missing, onboard_all, screenshot, serving, trusted_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
 SCREENSHOT = ROOT / ".demo" / "dashboard.png"
+ONBOARDING_SCREENSHOT = ROOT / ".demo" / "onboarding.png"
+PARTNER_ADMIN = "partner-admin@msp.example"  # the partner tenant's admin, in its GDAP groups (sandbox/README.md)
+CHANNEL = "msp.example"  # the MSP's own (channel) org in Proofpoint; the customers' orgs are its children
 PORTAL_PATH = "/api/office365/azure-ad"
 OPERATOR = "operator@msp.example"  # the sandbox's MSP user holding Rotator.Operate
 DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
@@ -37,6 +46,7 @@ CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the se
     "90e70000-0000-4000-8000-00000000e001": ("Northwind", "northwindtraders.com", "us1"),
     "ada70000-0000-4000-8000-00000000a001": ("Adatum", "adatum.com", "us1"),
     "7a150000-0000-4000-8000-00000000d001": ("Tailspin", "tailspintoys.com", "us1"),
+    "b0b00000-0000-4000-8000-00000000b001": ("Woodgrove", "woodgrovebank.com", "us1"),
 }
 
 
@@ -45,10 +55,11 @@ def banner(text: str) -> None:
 
 
 def targets(state: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, Any]]:
-    """Registry documents for the seeded customers (what an operator would PUT to /api/targets)."""
+    """Registry documents for the seeded customers but Woodgrove (what an operator would PUT to /api/targets, as the
+    browser tests register them directly)."""
     docs = []
     for tenant in state["tenants"]:
-        if tenant["id"] not in CUSTOMERS:
+        if tenant["id"] not in CUSTOMERS or CUSTOMERS[tenant["id"]][0] == "Woodgrove":
             continue
         name, domain, stack = CUSTOMERS[tenant["id"]]
         docs.append(
@@ -65,6 +76,16 @@ def targets(state: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, 
             }
         )
     return docs
+
+
+def destinations_template(endpoints: dict[str, str]) -> list[dict[str, Any]]:
+    """ONBOARDING_DESTINATIONS: what every onboarded customer is registered with (its Proofpoint org, the portal)."""
+    return [
+        {"name": "proofpoint", "kind": "proofpoint",
+         "options": {"stack": "{stack}", "domain": "{domain}", "account_secret": "proofpoint-api-account"}},
+        {"name": "vircom-portal", "kind": "http",
+         "options": {"preset": "vircom-portal", "url": endpoints["portal"] + PORTAL_PATH}},
+    ]
 
 
 def cli(env: dict[str, str], *args: str) -> None:
@@ -115,20 +136,20 @@ def main() -> int:
     if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
         raise SystemExit("run through `make demo` (it starts Azurite and sets STATE_TABLES_CONNECTION_STRING)")
     with tempfile.TemporaryDirectory(prefix="rotator-demo-") as directory, running(Path(directory), SEED) as sandbox:
-        state_dir, endpoints, control = sandbox.state_dir, sandbox.endpoints, sandbox.control
+        endpoints, control = sandbox.endpoints, sandbox.control
         env = {
             **os.environ,
             **sandbox.settings,
             "RETIRE_GRACE_HOURS": "0",  # the demo retires old secrets at once; the default waits 24 hours
             "VERIFY_TIMEOUT_SECONDS": "30",
         }
-        registry = state_dir / "targets.json"
-        registry.write_text(json.dumps(targets(control.state(), endpoints), indent=2))
+        env.update({"PROOFPOINT_CHANNEL_DOMAIN": CHANNEL,
+                    "ONBOARDING_DESTINATIONS": json.dumps(destinations_template(endpoints))})
 
         banner("The MSP's customers today (before the rotator)")
         world_table(control)
-        banner("Register the customers with their destinations")
-        cli(env, "targets", "import", str(registry))
+        banner("Onboard every customer from the partner relationship (GDAP), in one step")
+        onboard(env, sandbox)
         banner("Check every customer's sync secret (rotates nothing)")
         cli(env, "check")
         cli(env, "status")
@@ -149,6 +170,52 @@ def main() -> int:
         control.set_clock(0)
         dashboard(env, sandbox)
         return 0
+
+
+def onboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
+    """Bulk onboarding as an MSP engineer does it: on the dashboard (the partner admin's sign-in, every customer
+    picked, Partner Center's consent), or, without a browser, on the command line with the device code flow."""
+    missing = chromium_missing()
+    if missing:
+        print(f"No browser ({missing}): the same run on the command line", flush=True)
+        onboard_on_the_command_line(env, sandbox)
+        return
+    with serving(env) as url:
+        for path in ("/.auth/login/aad/callback", "/api/onboarding/callback"):
+            sandbox.control.add_redirect_uri("msp-app", f"{url}{path}")
+        print(f"{OPERATOR} opens Onboard customers on the dashboard and signs {PARTNER_ADMIN} in; every customer "
+              "picked; the MSP app put in place by Partner Center's consent", flush=True)
+        run_id = onboard_all(url, ONBOARDING_SCREENSHOT, operator=OPERATOR, partner=PARTNER_ADMIN,
+                             trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]),
+                             method="partner-center")
+    cli(env, "onboard", "status", run_id)
+    print(f"Screenshot of the onboarding run (Chromium): {ONBOARDING_SCREENSHOT.relative_to(ROOT)}", flush=True)
+
+
+def onboard_on_the_command_line(env: dict[str, str], sandbox: RunningSandbox) -> None:
+    """`python -m shared onboard run --all`, its device code entered on the sandbox's verification page as the
+    partner admin would."""
+    import re
+    import threading
+
+    from sandbox.client import answer_device_code
+
+    sandbox.control.set_device_code_interval(1)
+    print("$ python -m shared onboard run --all", flush=True)
+    process = subprocess.Popen([sys.executable, "-m", "shared", "onboard", "run", "--all"], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+
+    def approve(code: str) -> None:
+        answer_device_code(sandbox.endpoints["entra"], code, PARTNER_ADMIN, sandbox.ca_file)
+
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        found = re.search(r"enter the code (\S+)", line)
+        if found:
+            threading.Thread(target=approve, args=(found.group(1),), daemon=True).start()
+    if process.wait() not in (0, 2):  # 2: Woodgrove needs a human (its missing role), as intended
+        raise SystemExit(f"python -m shared onboard run failed with exit code {process.returncode}")
 
 
 def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:

@@ -879,8 +879,8 @@ const ONBOARD_STEPS = ["roles", "install", "owner", "register", "dry-run"];
 const ONBOARD_STEP_LABELS = { roles: "GDAP roles", install: "Install app", owner: "Owner", register: "Register", "dry-run": "Dry run" };
 const TENANT_STATES = { pending: "Waiting", running: "Running", done: "Done", failed: "Failed", skipped: "Onboarded already" };
 const INSTALL_METHODS = {
+  "partner-center": "Partner Center application consent, then its Graph permissions (as CIPP does)",
   graph: "Graph under GDAP: create the service principal, assign its Graph permissions",
-  "partner-center": "Partner Center application consent (as CIPP does)",
 };
 // The answers that mean "the partner admin must sign in (again)": no partner session for this operator, or it ended.
 const PARTNER_SIGN_IN_CODES = new Set(["PartnerSessionNotFound", "NotSignedIn", "invalid_grant", "SignInExpired"]);
@@ -892,7 +892,7 @@ const onboarding = {
   customers: null, // {admin, customers: [...]}
   customersError: null,
   picked: new Set(),
-  method: "graph",
+  method: "partner-center", // as the command line's default: the consent also lets the admin's token into the tenant
   planOnly: false,
   driving: false, // a start or resume request is working on the run
   run: null,

@@ -26,7 +26,7 @@ def test_demo_seed_sync_state_and_credentials(sb: Any) -> None:
     vault = Vault(sb)
     account = json.loads(vault.call("GET", "/secrets/proofpoint-api-account/").json()["value"])
     org = requests.get(
-        f"{sb.endpoints['proofpoint']}/eu1/api/v1/orgs/northwindtraders.com/settings/azure",
+        f"{sb.endpoints['proofpoint']}/us1/api/v1/orgs/northwindtraders.com/settings/azure",  # the channel's stack
         headers={"X-User": account["user"], "X-Password": account["password"]},
         verify=sb.ca_file,
         timeout=10,
