@@ -1172,8 +1172,17 @@ function runSection() {
   return section;
 }
 
+// The view is redrawn whole (every second while a run works, at each pick): the control that had the focus gets it
+// back, so a keyboard user picking customers or waiting on Resume is not sent to the top of the page.
+function focusKey(el) {
+  if (!el || !$("onboarding-body").contains(el)) return null;
+  if (el.dataset && el.dataset.pick) return `[data-pick="${CSS.escape(el.dataset.pick)}"]`;
+  return el.id ? `#${CSS.escape(el.id)}` : null;
+}
+
 function renderOnboarding() {
   const body = $("onboarding-body");
+  const focused = focusKey(document.activeElement);
   if (!canOperate()) {
     body.replaceChildren(h("p", { class: "section-error" }, "Onboarding changes customer tenants: it needs the Rotator.Operate role."));
     return;
@@ -1181,6 +1190,12 @@ function renderOnboarding() {
   if (!onboarding.runId) body.replaceChildren(partnerSignInCard(null));
   else if (onboarding.run && onboarding.run.state === "signed-in" && !onboarding.driving) body.replaceChildren(customersSection());
   else body.replaceChildren(runSection());
+  const again = focused && body.querySelector(focused);
+  if (again) again.focus();
+  // One persistent live region says what changed (a run's summary), not the whole table every second.
+  const summary = $("run-summary");
+  const said = summary ? summary.textContent : "";
+  if ($("onboarding-status").textContent !== said) $("onboarding-status").textContent = said;
 }
 
 function renderOnboardingNav() {

@@ -30,7 +30,7 @@ pytestmark = [pytest.mark.sandbox, pytest.mark.azurite]
 
 OPERATOR, PARTNER = "operator@msp.example", "partner-admin@msp.example"
 WOODGROVE = "b0b00000-0000-4000-8000-00000000b001"  # its GDAP relationship lacks Privileged Role Administrator
-PRIVILEGED_GROUP = "5a1d0000-0000-4000-8000-000000000042"
+APP_GROUP, PRIVILEGED_GROUP = "5a1d0000-0000-4000-8000-000000000041", "5a1d0000-0000-4000-8000-000000000042"
 WAIT_MS = 90_000  # generous: the machine may be busy; conditions are awaited, never slept on
 
 
@@ -150,7 +150,7 @@ def test_the_partner_admin_onboards_every_customer_and_a_resume_finishes_the_one
         "id": relationship["id"], "displayName": relationship["displayName"],
         "customer": {"tenantId": WOODGROVE, "displayName": "Woodgrove"}, "status": "active",
         "roles": ["Application Administrator", "Privileged Role Administrator"],
-        "accessAssignments": [{"group": "5a1d0000-0000-4000-8000-000000000041", "roles": ["Application Administrator"]},
+        "accessAssignments": [{"group": APP_GROUP, "roles": ["Application Administrator"]},
                               {"group": PRIVILEGED_GROUP, "roles": ["Privileged Role Administrator"]}]}]}})
     page.click("#resume-run")
     page.wait_for_selector("#partner-sign-in-link")
@@ -170,3 +170,33 @@ def test_the_partner_admin_onboards_every_customer_and_a_resume_finishes_the_one
     page.click("a.open-target >> nth=0")
     page.wait_for_selector("#detail:not([hidden])")
     assert page.locator("#fleet").is_visible()
+
+
+def test_names_from_the_partner_relationship_are_shown_as_text_and_picking_keeps_the_focus(
+        stack: dict[str, Any], page: Any) -> None:
+    """A customer's name comes from another tenant (its GDAP relationship): markup in it is text on the page. Picking
+    with the keyboard keeps the focus on the checkbox while the view is redrawn."""
+    base, sandbox = stack["url"], stack["sandbox"]
+    hostile = '<img src=x onerror="document.body.dataset.owned=1"><b id="injected">Evil</b>'
+    tenant = "e0170000-0000-4000-8000-00000000e666"
+    sandbox.control.seed({"gdap": {"relationships": [{
+        "displayName": "hostile", "customer": {"tenantId": tenant, "displayName": hostile}, "status": "active",
+        "roles": ["Application Administrator"],
+        "accessAssignments": [{"group": APP_GROUP, "roles": ["Application Administrator"]}],
+    }]}})
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_selector(f'#onboard-customers tr[data-tenant="{tenant}"]')
+    row = page.locator(f'#onboard-customers tr[data-tenant="{tenant}"]')
+    assert row.locator(".customer-name").inner_text() == hostile
+    assert page.locator("#injected").count() == 0 and page.get_attribute("body", "data-owned") is None
+    box = row.locator(f'input[data-pick="{tenant}"]')
+    box.focus()
+    page.keyboard.press("Space")
+    page.wait_for_selector("#start-onboarding:not([disabled])")
+    assert page.evaluate("document.activeElement.dataset.pick") == tenant
+    assert page.locator(f'input[data-pick="{tenant}"]').is_checked()
+    assert page.locator("#start-onboarding").inner_text() == "Onboard 1 customer"
