@@ -291,6 +291,18 @@ async def test_the_partner_admin_signs_in_and_a_run_holds_the_session(api: Api, 
     assert len(world.sb.control.state()["keyvault"]["secrets"][f"onboarding-session-{run_id}"]) == len(kept) + 1
 
 
+async def test_another_partner_admin_cannot_take_a_run_over(api: Api, world: World) -> None:
+    """A run's changes are audited with its admin's name: signing in as another account of the partner tenant for
+    that run is refused (409 RunOwnedByOther, a page) and the run's kept session stays the first admin's."""
+    first = await callback(api, entra(world, (await start(api))["_url"], PARTNER).params)
+    run_id = first.headers["Location"].rsplit("/", 1)[1]
+    kept = world.sb.control.state()["keyvault"]["secrets"][f"onboarding-session-{run_id}"]
+    other = entra(world, (await start(api, run=run_id))["_url"], PARTNER_ADMIN)  # operator@: another account
+    reply = await callback(api, other.params, accept=HTML)
+    assert reply.status == 409 and "RunOwnedByOther" in reply.text and PARTNER in reply.text
+    assert world.sb.control.state()["keyvault"]["secrets"][f"onboarding-session-{run_id}"] == kept
+
+
 async def test_resuming_a_run_that_is_not_there_is_refused(api: Api, world: World) -> None:
     answer = entra(world, (await start(api, run="0" * 32))["_url"], PARTNER)
     reply = await callback(api, answer.params)
