@@ -869,6 +869,7 @@ function auditSection(d) {
 // (the run's progress document, every second while it runs); a failed tenant names its cause and fix, and the run
 // can be resumed (or signed in again when its session has ended). The routes are bulk onboarding's (docs/api.md).
 const ONBOARDING_API = {
+  runs: "/api/onboarding/runs",
   run: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}`,
   customers: (runId, method) => `/api/onboarding/runs/${encodeURIComponent(runId)}/customers?method=${encodeURIComponent(method)}`,
   start: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/start`,
@@ -899,6 +900,8 @@ const onboarding = {
   runError: null, // the progress could not be read
   actionError: null, // the last start or resume was refused (kept until the next one)
   timer: null,
+  runs: null, // the latest runs (GET /api/onboarding/runs), to find one again and resume it
+  runsError: null,
 };
 
 const signInHref = (runId) => `/api/onboarding/signin${runId ? `?run=${encodeURIComponent(runId)}` : ""}`;
@@ -931,6 +934,36 @@ function openOnboarding(runId) {
   renderOnboarding();
   if (!wasOpen) $("onboarding").focus();
   if (runId) loadRun();
+  else loadRuns();
+}
+
+async function loadRuns() {
+  try {
+    onboarding.runs = (await api(ONBOARDING_API.runs)).runs;
+    onboarding.runsError = null;
+  } catch (error) {
+    onboarding.runsError = error;
+  }
+  if (onboarding.open && !onboarding.runId) renderOnboarding();
+}
+
+function runsSection() {
+  const section = h("section", { class: "onboard-runs", "aria-labelledby": "runs-title" }, h("h3", { id: "runs-title" }, "Latest runs"));
+  if (onboarding.runsError) section.append(errorBox(onboarding.runsError));
+  else if (!onboarding.runs) section.append(h("p", { class: "muted" }, "Loading…"));
+  else if (!onboarding.runs.length) section.append(h("p", { class: "muted" }, "No onboarding run yet."));
+  else section.append(h("div", { class: "table-wrap" }, h("table", { id: "onboard-runs" },
+    h("thead", {}, h("tr", {}, ["Started", "Partner admin", "Run", "Tenants", ""].map((x) => h("th", { scope: "col" }, x)))),
+    h("tbody", {}, onboarding.runs.map((r) => {
+      const c = r.counts;
+      return h("tr", { "data-run": r.runId, "data-state": r.state },
+        h("td", {}, dateTime(r.startedAt)),
+        h("td", {}, r.startedBy),
+        h("td", {}, r.state, r.planOnly ? h("span", { class: "badge grey" }, " plan only") : ""),
+        h("td", {}, c.total ? `${c.done} done · ${c.failed} failed · ${c.skipped} onboarded already · ${c.pending + c.running} not finished` : "no customer picked yet"),
+        h("td", {}, h("a", { href: `#/onboarding/run/${r.runId}` }, c.failed || c.pending || c.running ? "Open to resume" : "Open")));
+    })))));
+  return section;
 }
 
 function closeOnboarding() {
@@ -1187,7 +1220,7 @@ function renderOnboarding() {
     body.replaceChildren(h("p", { class: "section-error" }, "Onboarding changes customer tenants: it needs the Rotator.Operate role."));
     return;
   }
-  if (!onboarding.runId) body.replaceChildren(partnerSignInCard(null));
+  if (!onboarding.runId) body.replaceChildren(partnerSignInCard(null), runsSection());
   else if (onboarding.run && onboarding.run.state === "signed-in" && !onboarding.driving) body.replaceChildren(customersSection());
   else body.replaceChildren(runSection());
   const again = focused && body.querySelector(focused);

@@ -166,6 +166,14 @@ def test_the_partner_admin_onboards_every_customer_and_a_resume_finishes_the_one
     assert page.locator("#resume-run").count() == 0  # nothing left to resume
     assert name not in sandbox.control.state()["keyvault"]["secrets"]  # forgotten again at the end
 
+    # The run is in the latest runs of the onboarding page, to find it again.
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector(f'#onboard-runs tr[data-run="{run_id}"]')
+    assert page.locator(f'#onboard-runs tr[data-run="{run_id}"]').get_attribute("data-state") == "finished"
+    assert "6 done" in page.locator(f'#onboard-runs tr[data-run="{run_id}"]').inner_text()
+    page.goto(f"{base}/api/dashboard#/onboarding/run/{run_id}")
+    page.wait_for_selector("a.open-target")
+
     # The fleet now lists the onboarded customers (registered by the run).
     page.click("a.open-target >> nth=0")
     page.wait_for_selector("#detail:not([hidden])")
