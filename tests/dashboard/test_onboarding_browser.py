@@ -208,3 +208,16 @@ def test_names_from_the_partner_relationship_are_shown_as_text_and_picking_keeps
     assert page.evaluate("document.activeElement.dataset.pick") == tenant
     assert page.locator(f'input[data-pick="{tenant}"]').is_checked()
     assert page.locator("#start-onboarding").inner_text() == "Onboard 1 customer"
+
+
+def test_the_onboarding_view_fits_a_phone(stack: dict[str, Any], page: Any) -> None:
+    """At phone width the page itself never scrolls sideways (an operator's header too, with its test-alert button
+    and the views): the tables scroll inside their own frame."""
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{stack['url']}/api/dashboard#/onboarding")
+    page.wait_for_selector("#onboard-runs tbody tr")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    page.click('#onboard-runs tr[data-state="finished"] a')
+    page.wait_for_selector("#onboard-run tbody tr")
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert page.locator("#partner-sign-in-link, #resume-run, #onboard-run").first.is_visible()
