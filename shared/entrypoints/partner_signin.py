@@ -55,6 +55,10 @@ async def handoff(svc: Services, operator: str, redemption: signin.Redemption) -
                                    else 404) from None
     finally:
         await session.close()  # the run's copy is in Key Vault; this one's tokens are forgotten
+    # Who on the dashboard let which partner admin in, for which run (the run itself names the partner admin).
+    log.info("partner session handed to bulk onboarding", extra={
+        "event": "onboarding-signin", "actor": operator, "admin": session.admin.user_principal_name,
+        "run_id": run.run_id, "outcome": "resumed" if redemption.run_id else "signed-in"})
     return f"{DASHBOARD_VIEW}/run/{run.run_id}"
 
 

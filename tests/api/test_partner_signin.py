@@ -262,11 +262,13 @@ async def test_a_refused_redemption_names_the_cause_and_the_fix(api: Api, world:
     assert reply.status == 400 and "CodeExpired" in reply.text and "sign in again" in reply.text
 
 
-async def test_the_partner_admin_signs_in_and_a_run_holds_the_session(api: Api, world: World) -> None:
+async def test_the_partner_admin_signs_in_and_a_run_holds_the_session(api: Api, world: World,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
     """The real hand-over, over HTTPS to the sandbox: the code redeemed with the verifier and the rotator's client
     assertion, a run signed in with no customer picked yet, the partner session in Key Vault under the run's name
     (never in the answer or the run's document), the GDAP customers read through it; a second sign-in for that run
     renews its session."""
+    caplog.set_level(logging.DEBUG)
     tenants = world.sb.control.seed_gdap_customers(2, start=9101, missing_role_every=2)
     answer = entra(world, (await start(api))["_url"], PARTNER)
     reply = await callback(api, answer.params)
@@ -284,6 +286,11 @@ async def test_the_partner_admin_signs_in_and_a_run_holds_the_session(api: Api, 
     found = {c["tenantId"]: c for c in customers.body["customers"]}
     assert set(tenants) <= set(found)
     assert [found[t]["missingRoles"] for t in tenants] == [[], ["Privileged Role Administrator"]]
+    # neither the code nor the refresh token is in any record of the product or its SDKs (urllib3's are the test's
+    # own browser at the sandbox)
+    logged = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records if not r.name.startswith("urllib3"))
+    assert "partner session handed to bulk onboarding" in logged
+    assert answer.params["code"] not in logged and refresh not in logged
     # signing in again for this run renews its kept session (a new version), the same run
     again = entra(world, (await start(api, run=run_id))["_url"], PARTNER)
     renewed = await callback(api, again.params)
