@@ -874,6 +874,7 @@ const ONBOARDING_API = {
   customers: (runId, method) => `/api/onboarding/runs/${encodeURIComponent(runId)}/customers?method=${encodeURIComponent(method)}`,
   start: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/start`,
   resume: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/resume`,
+  session: (runId) => `/api/onboarding/runs/${encodeURIComponent(runId)}/session`,
 };
 
 const ONBOARD_STEPS = ["roles", "install", "owner", "register", "dry-run"];
@@ -895,6 +896,8 @@ const onboarding = {
   picked: new Set(),
   method: "partner-center", // as the command line's default: the consent also lets the admin's token into the tenant
   planOnly: false,
+  keepSession: false, // keep the partner sign-in in Key Vault after the run (for later resumes), until forgotten
+  forgotten: false,
   driving: false, // a start or resume request is working on the run
   run: null,
   runError: null, // the progress could not be read
@@ -927,6 +930,7 @@ function openOnboarding(runId) {
     onboarding.run = null;
     onboarding.runError = null;
     onboarding.actionError = null;
+    onboarding.forgotten = false;
     onboarding.customers = null;
     onboarding.customersError = null;
     onboarding.picked = new Set();
@@ -1037,9 +1041,20 @@ function startRun() {
   const all = onboarding.customers.customers;
   const picked = all.filter((c) => onboarding.picked.has(c.tenantId)).map((c) => c.tenantId);
   if (!picked.length) return;
-  const body = JSON.stringify({ tenants: picked.length === all.length ? "all" : picked, method: onboarding.method, planOnly: onboarding.planOnly });
+  const body = JSON.stringify({ tenants: picked.length === all.length ? "all" : picked, method: onboarding.method, planOnly: onboarding.planOnly, keepSession: onboarding.keepSession });
   onboarding.picked = new Set();
   drive(() => api(ONBOARDING_API.start(onboarding.runId), { method: "POST", body }));
+}
+
+async function forgetSession() {
+  const runId = onboarding.runId;
+  try {
+    await api(ONBOARDING_API.session(runId), { method: "DELETE" });
+    if (onboarding.runId === runId) onboarding.forgotten = true;
+  } catch (error) {
+    if (onboarding.runId === runId) onboarding.actionError = error;
+  }
+  renderOnboarding();
 }
 
 function resumeRun() {
@@ -1128,6 +1143,8 @@ function customersSection() {
       h("label", { class: "select" }, h("span", { class: "field-label" }, "Install method "), method),
       h("label", { class: "check" }, h("input", { type: "checkbox", id: "plan-only", checked: onboarding.planOnly,
         onchange: (event) => { onboarding.planOnly = event.target.checked; } }), "Plan only (check roles and Proofpoint orgs; change nothing)"),
+      h("label", { class: "check" }, h("input", { type: "checkbox", id: "keep-session", checked: onboarding.keepSession,
+        onchange: (event) => { onboarding.keepSession = event.target.checked; } }), "Keep my sign-in after the run (in Key Vault, for later resumes, until forgotten)"),
       h("button", { type: "button", class: "btn", id: "start-onboarding", disabled: !count, onclick: startRun },
         `Onboard ${count} customer${count === 1 ? "" : "s"}`),
       missingPicked ? h("span", { class: "warn-text" }, `${missingPicked} picked lack a GDAP role: they will stop at the roles step, naming it`) : null),
@@ -1201,6 +1218,14 @@ function runSection() {
       : errorBox(onboarding.actionError));
   }
   if (onboarding.runError) section.append(errorBox(onboarding.runError));
+  if (canOperate() && run.keepSession && run.state !== "signed-in") {
+    // The admin asked to keep the sign-in: it stays in Key Vault until forgotten here (or `onboard forget`).
+    section.append(h("div", { class: "action-bar" },
+      onboarding.forgotten
+        ? h("span", { class: "ok-text", id: "session-forgotten" }, "The kept sign-in was deleted from Key Vault.")
+        : h("button", { type: "button", class: "btn ghost", id: "forget-session", onclick: forgetSession }, "Forget the kept sign-in"),
+      h("span", { class: "muted" }, "This run keeps the partner admin's sign-in (a refresh token) in Key Vault so that it can be resumed later.")));
+  }
   section.append(h("p", {}, h("a", { href: "#/onboarding" }, "Onboard more customers")));
   return section;
 }

@@ -221,3 +221,26 @@ def test_the_onboarding_view_fits_a_phone(stack: dict[str, Any], page: Any) -> N
     page.wait_for_selector("#onboard-run tbody tr")
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     assert page.locator("#partner-sign-in-link, #resume-run, #onboard-run").first.is_visible()
+
+
+def test_a_sign_in_kept_at_the_admins_request_stays_until_forgotten(stack: dict[str, Any], page: Any) -> None:
+    """Only when asked is the partner sign-in kept after the run (in Key Vault, never elsewhere); the run's page
+    forgets it (DELETE .../session)."""
+    base, sandbox = stack["url"], stack["sandbox"]
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_selector("#onboard-customers tbody tr")
+    run_id = page.url.rsplit("/", 1)[1]
+    assert not page.locator("#keep-session").is_checked()  # not kept unless asked
+    page.check(f'input[data-pick="{WOODGROVE}"]')  # onboarded by the first test: skipped, quickly
+    page.check("#keep-session")
+    page.click("#start-onboarding")
+    page.wait_for_selector('#run-summary[data-state="finished"]')
+    name = f"onboarding-session-{run_id}"
+    assert name in sandbox.control.state()["keyvault"]["secrets"]  # kept after the run, as asked
+    page.click("#forget-session")
+    page.wait_for_selector("#session-forgotten")
+    assert name not in sandbox.control.state()["keyvault"]["secrets"]
