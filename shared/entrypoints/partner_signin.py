@@ -144,7 +144,14 @@ async def onboarding_callback(req: func.HttpRequest) -> func.HttpResponse:
     """GET /api/onboarding/callback?code=…&state=… (or error, error_description, state): Entra's answer to the
     partner sign-in; the operator who started it only, once, within its lifetime."""
     allow(req, "GET")
-    operator = _operator(req)
+    try:
+        operator = _operator(req)
+    except HttpError as error:
+        if error.status != 401 or "text/html" not in (req.headers.get("accept") or "").lower():
+            raise
+        # A browser (it asks for HTML) whose dashboard session ended during the partner sign-in: a page.
+        return _refused(req, signin.SignInRefused(error.code, "your dashboard session ended during the partner "
+                                                  "sign-in; open the dashboard, sign in and start again", 401))
     params = {k: v for k, v in req.params.items() if isinstance(v, str)}
     async with invocation_services() as svc:
         _check_deployment(svc.settings)

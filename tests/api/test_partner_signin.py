@@ -195,6 +195,14 @@ async def test_both_routes_need_an_operator(api: Api, handed: Recorder, caller: 
     assert handed.calls == []
 
 
+async def test_a_browser_whose_dashboard_session_ended_gets_a_page(api: Api, world: World, handed: Recorder) -> None:
+    answer = entra(world, (await start(api))["_url"])
+    reply = await callback(api, answer.params, caller=None, accept=HTML)
+    assert reply.status == 401 and "Unauthenticated" in reply.text and "session ended" in reply.text
+    assert reply.headers["Cache-Control"] == "no-store" and handed.calls == []
+    assert (await callback(api, answer.params)).status == 303  # not spent: signed in again, it goes on
+
+
 async def test_an_app_cannot_sign_a_partner_admin_in(api: Api, handed: Recorder) -> None:
     from shared.entrypoints.access import PRINCIPAL_HEADER, PRINCIPAL_NAME_HEADER, platform_headers
 
