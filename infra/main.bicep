@@ -80,6 +80,11 @@ param secretLifetimeDays int = 180
 @maxValue(2160)
 param retireGraceHours int = 24
 
+@description('Where Entra sign-in logs are readable: hours a superseded credential must not have signed in before it is removed (the log keeps 30 days).')
+@minValue(1)
+@maxValue(720)
+param retireQuietHours int = 24
+
 @description('Comma-separated display-name prefixes that identify Proofpoint sync app registrations during discovery.')
 param discoveryNamePatterns string = 'PPE,Proofpoint,ModusCloud'
 
@@ -308,6 +313,7 @@ module functionApp './app/function-app.bicep' = {
       RENEW_BEFORE_DAYS: string(renewBeforeDays)
       SECRET_LIFETIME_DAYS: string(secretLifetimeDays)
       RETIRE_GRACE_HOURS: string(retireGraceHours)
+      RETIRE_QUIET_HOURS: string(retireQuietHours)
       SCAN_CONCURRENCY: '32'
       // Each instance's share of the vault's write limit (keyVaultWritesPerInstance above; README, "Key Vault's
       // write limit"), so the vault never gets more than 250 creates in 10 s however far the app scales out.

@@ -50,6 +50,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         renew_before_days=settings.renew_before_days,
         lifetime_days=settings.secret_lifetime_days,
         retire_grace=timedelta(hours=settings.retire_grace_hours),
+        retire_quiet=timedelta(hours=settings.retire_quiet_hours),
         verify_timeout=timedelta(seconds=settings.verify_timeout_seconds),
         push_max_attempts=settings.push_max_attempts,
         scan_concurrency=settings.scan_concurrency,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.domain import Stage, Target
+from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, HOLDS
 from shared.sync_proof import SYNC_NOT_CONFIRMED
 
 Condition = tuple[str, str]  # (condition, destination or "")
@@ -22,7 +23,7 @@ STATUS_CONDITIONS = frozenset(
 # The verify step's flags (shared/protocol/verify.py, which imports this module's users: named here, tested equal).
 VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
-                                  "rotation-failed", *VERIFY_FLAGS}
+                                  "rotation-failed", *VERIFY_FLAGS, *HOLDS}
 # A destination whose push changed its other settings is held for a human: "<kind>-drift" (proofpoint-drift).
 DRIFT_SUFFIX = "-drift"
 
@@ -34,8 +35,9 @@ def resolvable(condition: str) -> bool:
 
 # One-off notices of an event (a capped lifetime, a poisoned message, an audit record not written, a version written
 # by hand into Key Vault that gets no token or cannot be adopted now): told at most once a day, never resolved.
+# A tenant refusing the sign-in log is told once when first seen (sign-in-evidence-unavailable), never as an alarm.
 NOTICES = frozenset({"lifetime-capped", "poison-message", "audit-unwritten", "hand-written-unverified",
-                     "hand-written-not-adopted"})
+                     "hand-written-not-adopted", EVIDENCE_UNAVAILABLE})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:
@@ -58,6 +60,9 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
     if s.stage is Stage.PENDING:
         # The new secret was refused, or never started working: the flag goes when it is verified.
         held |= {(flag, "") for flag in VERIFY_FLAGS if o.needs_human.startswith(flag)}
+    if o.evidence_hold:
+        # The sign-in evidence keeps a superseded key (old-key-still-used, new-key-unused) while the row says so.
+        held.add((o.evidence_hold.split(":", 1)[0], ""))
     if o.last_outcome.startswith("failed"):
         # An abandoned rotation; the next one that finishes records "rotated".
         held.add(("rotation-failed", ""))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import unicodedata
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -196,6 +197,7 @@ class Policy:
 
     renew_before_days: int | None = None
     lifetime_days: int | None = None
+    retire_quiet_hours: int | None = None  # how long a superseded key must not have signed in before it goes
 
 
 @dataclass(frozen=True)
@@ -275,6 +277,34 @@ class RotationState:
 
 
 @dataclass(frozen=True)
+class CredentialSignIns:
+    """What Entra recorded of one credential (by key id) signing in as the app's service principal."""
+
+    key_id: str
+    first_sign_in: datetime | None  # the earliest sign-in seen since the window's start (None: none seen)
+    last_sign_in: datetime | None  # the latest sign-in seen (None: none seen)
+    last_ip_address: str | None = None  # where the log has it (service-principal sign-ins carry ipAddress)
+    last_resource: str | None = None  # the resource the token was for (e.g. "Microsoft Graph"), where the log has it
+
+
+@dataclass(frozen=True)
+class SignInEvidence:
+    """Sign-in evidence for one app of one tenant, or why the tenant cannot give it.
+
+    `available` is False when the tenant does not allow the read (no permission, no licence, API refused); `code`
+    is then the service's own error code and `reason` a sentence for a person; `credentials` is empty. Sign-in logs
+    appear minutes after the sign-in: `read_at` is when Entra was asked, not when the last sign-in happened.
+    """
+
+    available: bool
+    read_at: datetime
+    since: datetime
+    credentials: Mapping[str, CredentialSignIns] = field(default_factory=dict)
+    code: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Observation:
     """What the last look at a target found, and how its last rotation ended."""
 
@@ -289,6 +319,12 @@ class Observation:
     needs_human: str = ""
     other_credentials: int = 0  # live credentials on the app that the rotator neither made nor replaced
     lifetime_cap_days: int | None = None  # the lifetime a tenant policy accepted when it refused a longer one
+    # The last sign-in evidence read for the target (only while a superseded key waits for retirement), kept for the
+    # status documents and to tell a tenant's refusal once.
+    sign_ins: SignInEvidence | None = None
+    # What that evidence holds against retiring, while it does: "<condition>: <what a human must know>"
+    # (old-key-still-used, new-key-unused); "" when nothing.
+    evidence_hold: str = ""
 
 
 @dataclass(frozen=True)
@@ -468,12 +504,14 @@ def retirement_plan(
     now: datetime,
     remove_other_expired: bool,
     sync_proven: bool = True,
+    keep: frozenset[str] = frozenset(),
 ) -> tuple[list[Removal], list[Credential]]:
     """Which credentials to remove now, and which other live ones to report and leave alone.
 
     Never the credential in use or one being rolled out. Superseded credentials only after the grace
-    period and once every destination that reports its own sync has synced with the new secret (`sync_proven`);
-    expired ones created by the rotator always, others only when configured.
+    period and once every destination that reports its own sync has synced with the new secret, and the sign-in
+    evidence (where there is some) allows it (`sync_proven`), never one in `keep` (a superseded key that still
+    signs in); expired ones created by the rotator always, others only when configured.
     """
     in_use_now = in_use(credentials, now, state.current_key_id)
     protected = {k for k in (state.current_key_id, state.new_key_id, in_use_now.key_id if in_use_now else "") if k}
@@ -484,7 +522,7 @@ def retirement_plan(
         if credential.key_id in protected:
             continue
         if credential.key_id in state.superseded:
-            if grace_over:
+            if grace_over and credential.key_id not in keep:
                 removals.append(Removal(credential.key_id, "superseded"))
         elif credential.expired(now) and (credential.rotation_id or remove_other_expired):
             removals.append(Removal(credential.key_id, "expired"))

@@ -9,6 +9,8 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
+from shared.domain import CredentialSignIns as CredentialSignIns  # the row keeps the evidence: domain records
+from shared.domain import SignInEvidence as SignInEvidence
 from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind
 
 if TYPE_CHECKING:  # the run state's records live with the engine that makes them
@@ -503,34 +505,7 @@ class PartnerSession(Protocol):
 
 
 # --- Sign-in evidence (issue 24): which credential of an app signed in, from Entra's own records ------------------
-
-
-@dataclass(frozen=True)
-class CredentialSignIns:
-    """What Entra recorded of one credential (by key id) signing in as the app's service principal."""
-
-    key_id: str
-    first_sign_in: datetime | None  # the earliest sign-in seen since the window's start (None: none seen)
-    last_sign_in: datetime | None  # the latest sign-in seen (None: none seen)
-    last_ip_address: str | None = None  # where the log has it (service-principal sign-ins carry ipAddress)
-    last_resource: str | None = None  # the resource the token was for (e.g. "Microsoft Graph"), where the log has it
-
-
-@dataclass(frozen=True)
-class SignInEvidence:
-    """Sign-in evidence for one app of one tenant, or why the tenant cannot give it.
-
-    `available` is False when the tenant does not allow the read (no permission, no licence, API refused); `code`
-    is then the service's own error code and `reason` a sentence for a person; `credentials` is empty. Sign-in logs
-    appear minutes after the sign-in: `read_at` is when Entra was asked, not when the last sign-in happened.
-    """
-
-    available: bool
-    read_at: datetime
-    since: datetime
-    credentials: Mapping[str, CredentialSignIns] = field(default_factory=dict)
-    code: str = ""
-    reason: str = ""
+# CredentialSignIns and SignInEvidence are domain records (shared/domain.py: a target's row keeps the last evidence).
 
 
 class SignInLog(Protocol):

@@ -15,14 +15,16 @@ from shared.domain import (
     Ack,
     DestinationConfig,
     Policy,
+    SignInEvidence,
     Target,
     lifetime_days,
     renew_before,
     renewal_problem,
 )
+from shared.sign_in_proof import MAX_QUIET_HOURS
 
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
-_POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays"}
+_POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays", "retireQuietHours"}
 _DESTINATION_FIELDS = {"name", "kind", "options"}
 # Azure Tables: a string property holds at most 64 KiB of UTF-16 (learn.microsoft.com/rest/api/storageservices/
 # understanding-the-table-service-data-model); the destinations are stored as one JSON string property.
@@ -70,6 +72,8 @@ def parse_policy(value: object) -> Policy:
     policy = Policy(
         renew_before_days=_int(doc.get("renewBeforeDays"), "policy.renewBeforeDays", 1, 365),
         lifetime_days=_int(doc.get("lifetimeDays"), "policy.lifetimeDays", 1, MAX_LIFETIME_DAYS),
+        # Entra keeps sign-in logs 30 days: a longer quiet period could never be seen to have passed.
+        retire_quiet_hours=_int(doc.get("retireQuietHours"), "policy.retireQuietHours", 1, MAX_QUIET_HOURS),
     )
     if policy.renew_before_days is not None and policy.lifetime_days is not None:
         problem = renewal_problem(policy.renew_before_days, policy.lifetime_days)
@@ -191,6 +195,8 @@ def target_document(target: Target) -> dict[str, Any]:
         policy["renewBeforeDays"] = target.policy.renew_before_days
     if target.policy.lifetime_days is not None:
         policy["lifetimeDays"] = target.policy.lifetime_days
+    if target.policy.retire_quiet_hours is not None:
+        policy["retireQuietHours"] = target.policy.retire_quiet_hours
     return {
         "tenantId": target.tenant_id,
         "appId": target.app_id,
@@ -235,6 +241,7 @@ def status_document(target: Target) -> dict[str, Any]:
         "retireAfter": _iso(s.retire_after),
         "otherLiveCredentials": o.other_credentials,
         "lifetimeCapDays": o.lifetime_cap_days,
+        "signInEvidence": sign_in_document(o.sign_ins),
         "destinations": [
             {
                 "name": d.name,
@@ -250,5 +257,29 @@ def status_document(target: Target) -> dict[str, Any]:
                 "held": bool(s.new_key_id) and s.held.get(d.name) == s.new_key_id,
             }
             for d in target.destinations
+        ],
+    }
+
+
+def sign_in_document(evidence: SignInEvidence | None) -> dict[str, Any] | None:
+    """The last sign-in evidence read for a target (null: never read, no superseded key has waited since): whether the
+    tenant allows the read (else its code and why), when it was read, from when, and each credential's sign-ins."""
+    if evidence is None:
+        return None
+    return {
+        "available": evidence.available,
+        "code": evidence.code or None,
+        "reason": evidence.reason or None,
+        "readAt": _iso(evidence.read_at),
+        "since": _iso(evidence.since),
+        "credentials": [
+            {
+                "keyId": c.key_id,
+                "firstSignIn": _iso(c.first_sign_in),
+                "lastSignIn": _iso(c.last_sign_in),
+                "lastSignInIp": c.last_ip_address,
+                "lastSignInResource": c.last_resource,
+            }
+            for c in sorted(evidence.credentials.values(), key=lambda c: c.key_id)
         ],
     }

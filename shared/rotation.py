@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 
 from shared.domain import Ack, Actor, Stage, Target, actor_of, retirement_due
 from shared.errors import Conflict, NotFound, RotationError
-from shared.ports import Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
+from shared.ports import (
+    Alerter,
+    Clock,
+    Destination,
+    Directory,
+    Event,
+    SecretStore,
+    SignInLog,
+    StateStore,
+    TokenProbe,
+)
 from shared.protocol.adopt import adopt
 from shared.protocol.assess import consider, preview
 from shared.protocol.context import (
@@ -71,8 +81,9 @@ class Engine:
         clock: Clock,
         config: EngineConfig,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        sign_ins: SignInLog | None = None,
     ) -> None:
-        self.ports = Ports(state, directory, secrets, probe, destinations, alerter, clock, sleep)
+        self.ports = Ports(state, directory, secrets, probe, destinations, alerter, clock, sleep, sign_ins)
         self.state = state
         self.directory = directory
         self.secrets = secrets
@@ -87,7 +98,7 @@ class Engine:
         p = self.ports
         return Engine(state=p.state, directory=p.directory, secrets=p.secrets, probe=p.probe,
                       destinations=p.destinations, alerter=p.alerter, clock=p.clock, config=self.config,
-                      sleep=p.sleep)
+                      sleep=p.sleep, sign_ins=p.sign_ins)
 
     # ---------------------------------------------------------------- entry points
 

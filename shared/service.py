@@ -115,6 +115,8 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     waiting = [d for d in target.destinations if d.kind == "notify-only" and not acknowledged(target, d.name)]
     if s.stage is Stage.VERIFIED and waiting:
         alerts.append("notify-only-waiting")
+    if o.evidence_hold:
+        alerts.append(o.evidence_hold.split(":", 1)[0])  # old-key-still-used, new-key-unused: the sign-in evidence
     verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
     if verify_flag:
         alerts.append(verify_flag)  # the new secret was refused, or never started working: named as alerted
@@ -184,6 +186,10 @@ def discovery_document(app: Application, now: datetime, registered: bool) -> dic
     }
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
 def _error(error: RotationError) -> dict[str, str]:
     return {"code": error.code, "message": error.message}
 
@@ -199,6 +205,7 @@ async def target_details(
     target, _ = await state.get_target(tenant_id, app_id)  # NotFound -> 404
     doc = status_view(target, policy, now)
     s = target.state
+    signed = target.observed.sign_ins.credentials if target.observed.sign_ins else {}
 
     async def entra() -> dict[str, Any]:
         try:
@@ -221,6 +228,10 @@ async def target_details(
                     "madeByRotator": c.rotation_id is not None,
                     "rotationId": c.rotation_id,
                     "role": _credential_role(c.key_id, s.current_key_id, s.new_key_id, s.superseded),
+                    # From the last sign-in evidence read (null where it saw none, or none was read).
+                    "firstSignIn": _iso(seen.first_sign_in) if (seen := signed.get(c.key_id)) else None,
+                    "lastSignIn": _iso(seen.last_sign_in) if seen else None,
+                    "lastSignInIp": seen.last_ip_address if seen else None,
                 }
                 for c in sorted(app.credentials, key=lambda c: c.end, reverse=True)
             ],

@@ -60,6 +60,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RENEW_BEFORE_DAYS", "30", "Rotate when a secret has at most this many days left."),
     Setting("SECRET_LIFETIME_DAYS", "180", "Lifetime of a new secret in days (at most 730)."),
     Setting("RETIRE_GRACE_HOURS", "24", "Hours a superseded credential stays live after every destination confirmed."),
+    Setting("RETIRE_QUIET_HOURS", "24",
+            "Where Entra's sign-in logs are readable: a superseded credential goes only once it has not signed in for "
+            "this many hours (1 to 720: the log keeps 30 days); a target's policy may override it."),
     Setting("SCAN_CONCURRENCY", "32", "Targets assessed and rotated at once."),
     Setting("KEY_VAULT_WRITES_PER_10S", "250",
             "Secret writes this instance makes to the vault in any 10 seconds (Key Vault allows 300 per vault): with "
@@ -223,6 +226,7 @@ class Settings:
     renew_before_days: int
     secret_lifetime_days: int
     retire_grace_hours: int
+    retire_quiet_hours: int
     scan_concurrency: int
     key_vault_writes_per_10s: int
     push_max_attempts: int
@@ -297,6 +301,7 @@ class Settings:
             renew_before_days=renew,
             secret_lifetime_days=lifetime,
             retire_grace_hours=_int("RETIRE_GRACE_HOURS", raw["RETIRE_GRACE_HOURS"], 0, 24 * 90),
+            retire_quiet_hours=_int("RETIRE_QUIET_HOURS", raw["RETIRE_QUIET_HOURS"], 1, 30 * 24),
             scan_concurrency=_int("SCAN_CONCURRENCY", raw["SCAN_CONCURRENCY"], 1, 512),
             key_vault_writes_per_10s=_int("KEY_VAULT_WRITES_PER_10S", raw["KEY_VAULT_WRITES_PER_10S"], 1, 300),
             push_max_attempts=_int("PUSH_MAX_ATTEMPTS", raw["PUSH_MAX_ATTEMPTS"], 1, 100),

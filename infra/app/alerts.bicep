@@ -81,6 +81,7 @@ var noticeConditions = [
   'hand-written-unverified'
   'lifetime-capped'
   'poison-message'
+  'sign-in-evidence-unavailable'
 ]
 
 // (1a) One row per open resolvable condition: the latest alert record of each (condition, target,

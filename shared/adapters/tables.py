@@ -24,7 +24,18 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.bulk_onboarding import Run, RunState, StepRecord, TenantProgress, TenantState
-from shared.domain import Ack, Baseline, DestinationConfig, Observation, Policy, RotationState, Stage, Target
+from shared.domain import (
+    Ack,
+    Baseline,
+    CredentialSignIns,
+    DestinationConfig,
+    Observation,
+    Policy,
+    RotationState,
+    SignInEvidence,
+    Stage,
+    Target,
+)
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import Consent, Event, InstallMethod, RotationRequest
 
@@ -68,6 +79,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "Enabled": target.enabled,
             "RenewBeforeDays": target.policy.renew_before_days,
             "LifetimeDays": target.policy.lifetime_days,
+            "RetireQuietHours": target.policy.retire_quiet_hours,
             "Destinations": json.dumps(
                 [{"name": d.name, "kind": d.kind, "options": d.options} for d in target.destinations]
             ),
@@ -101,8 +113,33 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "NeedsHuman": o.needs_human,
             "OtherCredentials": o.other_credentials,
             "LifetimeCapDays": o.lifetime_cap_days,
+            "SignIns": _sign_ins_doc(o.sign_ins),  # absent on every row that never waited to retire a key
+            "EvidenceHold": o.evidence_hold or None,
         }
     )
+
+
+def _sign_ins_doc(evidence: SignInEvidence | None) -> str | None:
+    if evidence is None:
+        return None
+    return json.dumps({
+        "available": evidence.available, "readAt": _iso(evidence.read_at), "since": _iso(evidence.since),
+        "code": evidence.code, "reason": evidence.reason,
+        "credentials": [{"keyId": c.key_id, "first": _iso(c.first_sign_in), "last": _iso(c.last_sign_in),
+                         "ip": c.last_ip_address, "resource": c.last_resource} for c in evidence.credentials.values()],
+    })
+
+
+def _sign_ins(raw: Any) -> SignInEvidence | None:
+    if not isinstance(raw, str) or not raw:
+        return None
+    doc = json.loads(raw)
+    credentials = [CredentialSignIns(str(c["keyId"]), _dt(c.get("first")), _dt(c.get("last")), c.get("ip"),
+                                     c.get("resource")) for c in doc.get("credentials") or ()]
+    return SignInEvidence(bool(doc["available"]), _dt(doc["readAt"]) or datetime.min.replace(tzinfo=UTC),
+                          _dt(doc["since"]) or datetime.min.replace(tzinfo=UTC),
+                          {c.key_id: c for c in credentials}, str(doc.get("code") or ""),
+                          str(doc.get("reason") or ""))
 
 
 def _ack_doc(ack: Ack) -> dict[str, Any]:
@@ -128,7 +165,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
         app_id=e["RowKey"],
         customer=e.get("Customer", ""),
         enabled=bool(e.get("Enabled", True)),
-        policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays")),
+        policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays"), e.get("RetireQuietHours")),
         destinations=tuple(
             DestinationConfig(d["name"], d["kind"], dict(d.get("options") or {}))
             for d in json.loads(e.get("Destinations") or "[]")
@@ -167,6 +204,8 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             needs_human=e.get("NeedsHuman", ""),
             other_credentials=int(e.get("OtherCredentials", 0)),
             lifetime_cap_days=e.get("LifetimeCapDays"),
+            sign_ins=_sign_ins(e.get("SignIns")),
+            evidence_hold=e.get("EvidenceHold", ""),
         ),
     )
 

@@ -17,7 +17,18 @@ from typing import NoReturn
 from shared.conditions import holding, may_hold_any
 from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of
 from shared.errors import RotationError
-from shared.ports import Alert, Alerter, Clock, Destination, Directory, Event, SecretStore, StateStore, TokenProbe
+from shared.ports import (
+    Alert,
+    Alerter,
+    Clock,
+    Destination,
+    Directory,
+    Event,
+    SecretStore,
+    SignInLog,
+    StateStore,
+    TokenProbe,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +50,8 @@ class EngineConfig:
     store_attempts: int = 3
     create_attempts: int = 3
     sync_window: timedelta = timedelta(hours=24)  # a destination's own sync must prove the new secret within this
+    # A superseded key goes only once it has not signed in for this long (where sign-in evidence is available).
+    retire_quiet: timedelta = timedelta(hours=24)
     # A side effect (addPassword, a Key Vault write, removePassword, a push, a tag move) starts only with more than
     # this left of the lease, so it is answered before the lease runs out (every write request is cut at 30 s).
     lease_margin: timedelta = timedelta(seconds=60)
@@ -56,6 +69,7 @@ class Ports:
     alerter: Alerter
     clock: Clock
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
+    sign_ins: SignInLog | None = None  # Entra's sign-in records; None: retirement relies on the destinations alone
 
 
 @dataclass(frozen=True)

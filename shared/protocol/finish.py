@@ -1,6 +1,7 @@
 """Stage pushed: the new version becomes `current` in Key Vault, the old one `previous`; back to idle.
 Stage idle: remove superseded credentials after the grace period, and expired ones, by the retirement rules;
-superseded ones only once every destination that reports its own sync (Proofpoint) has synced since the push."""
+superseded ones only once every destination that reports its own sync (Proofpoint) has synced since the push, and,
+where Entra's sign-in records are readable, the new key signed in since the push and the old one went quiet."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from shared.domain import (
 from shared.errors import RotationError
 from shared.ports import StoredVersion
 from shared.protocol.context import Advance
+from shared.protocol.evidence import sign_in_proof
 from shared.sync_proof import SYNC_NOT_CONFIRMED, check_syncs
 
 
@@ -149,9 +151,11 @@ async def retire(run: Advance) -> None:
     if awaiting or removable or run.target.state.retiring or gone_keys(run.target.state, present):
         await run.hold_lease()  # work to do: an idle target was assessed without the lease
     proven = await sync_proof(run)
+    # Where Entra's sign-in records are readable: the new key signed in since the push, the old ones went quiet.
+    evidence = await sign_in_proof(run, app)
     state = run.target.state
     removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
-                                       sync_proven=proven)
+                                       sync_proven=proven and evidence.allows, keep=evidence.keep)
     if len(others) != run.target.observed.other_credentials:
         # Reported, never removed: live credentials someone else made on the app.
         await run.save(run.target.with_observed(other_credentials=len(others)))
@@ -170,7 +174,9 @@ async def retire(run: Advance) -> None:
             failures.append(f"key {removal.key_id}: {error.code}")
             continue
         present.discard(removal.key_id)  # a failed removal stays present: retried next pass
-        await run.event("retire", removal.reason, started=started, detail=f"key {removal.key_id}")
+        # A superseded key's record names the evidence that let it go (sign-ins, or the destinations' syncs).
+        basis = f"; {evidence.basis}" if removal.reason == "superseded" and evidence.basis else ""
+        await run.event("retire", removal.reason, started=started, detail=f"key {removal.key_id}{basis}")
     if tags_failed := await follow_entra(run, app, present):
         failures.append(tags_failed)
     if failures:

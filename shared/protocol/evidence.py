@@ -1,0 +1,79 @@
+"""Stage idle, a superseded key waiting: what Entra ID's sign-in records say about retiring it (shared/sign_in_proof).
+
+Read only while a superseded key of the app waits for retirement (the grace period and after): a healthy target
+costs nothing. The evidence read is kept on the row (the status documents show it); a tenant that refuses the read
+is told once (a notice) and the retirement falls back to the destinations' own proof.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+from shared.domain import Application
+from shared.errors import RotationError
+from shared.protocol.context import Advance
+from shared.sign_in_proof import (
+    EVIDENCE_UNAVAILABLE,
+    EvidenceVerdict,
+    fallback_basis,
+    judge,
+    pushed_at,
+    quiet_period,
+    window_start,
+)
+
+NO_EVIDENCE = EvidenceVerdict(allows=True)
+
+
+async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
+    """The sign-in evidence's verdict on this target's superseded keys (`allows` True with no evidence to wait for).
+
+    A read that fails (throttled, Graph down) keeps every superseded key this pass and is recorded as an event; a
+    verdict that holds the old key for a human (old-key-still-used, new-key-unused) is alerted on entering it,
+    before the row records it, so a crash in between alerts again rather than never.
+    """
+    s, o = run.target.state, run.target.observed
+    present = {c.key_id for c in app.credentials}
+    waiting = [k for k in s.superseded if k in present]
+    log = run.ports.sign_ins
+    if not waiting or not s.current_key_id or log is None:
+        if o.evidence_hold:  # the keys it held went (retired, removed by hand): nothing holds any more
+            await run.save(run.target.with_observed(evidence_hold=""))
+        return replace(NO_EVIDENCE, basis=_fallback(run))
+    now = run.now()
+    quiet = quiet_period(run.target.policy, run.config.retire_quiet)
+    finished = s.retire_after - run.config.retire_grace if s.retire_after else None
+    pushed = pushed_at(s, finished) or now
+    try:
+        evidence = await log.credential_sign_ins(run.target.tenant_id, app.app_id, window_start(pushed, now, quiet))
+    except RotationError as error:
+        await run.event("sign-ins", "unreadable", error)
+        return EvidenceVerdict(allows=False)
+    if not evidence.available:
+        if o.sign_ins is None or o.sign_ins.available:
+            # A notice, once: the tenant's answer is kept on the row, so the next read that is refused alike is quiet.
+            await run.event("sign-ins", "unavailable", detail=f"{evidence.code}: {evidence.reason}")
+            await run.alert(EVIDENCE_UNAVAILABLE, f"sign-in evidence is not available ({evidence.code}): "
+                            f"{evidence.reason}; retirement relies on the destinations' own proof",
+                            code=evidence.code)
+        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=""))
+        return replace(NO_EVIDENCE, basis=_fallback(run))
+    grace_over = s.retire_after is not None and now >= s.retire_after
+    verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over)
+    condition = verdict.hold.split(":", 1)[0]
+    if verdict.hold and not o.evidence_hold.startswith(condition + ":"):
+        await run.event("sign-ins", condition, detail=verdict.hold)
+        await run.alert(condition, verdict.hold.split(": ", 1)[1])
+    await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold))
+    return verdict
+
+
+def _fallback(run: Advance) -> str:
+    """The audit sentence of a retirement the sign-in log did not decide: the destinations' syncs it relied on."""
+    s = run.target.state
+    synced: list[tuple[str, datetime]] = []
+    for name, ack in s.acks.items():
+        if ack.key_id == s.current_key_id and ack.synced_at is not None:
+            synced.append((name, ack.synced_at))
+    return fallback_basis(run.target.observed.sign_ins, synced)

@@ -1,0 +1,118 @@
+"""Retirement on Entra ID's own sign-in records: which credential of the app actually signed in, and when.
+
+A destination's acknowledgement proves it stored the new key; Proofpoint's `last_successful_sync` proves a sync
+worked, not with which key. Entra's sign-in log names the credential of every service-principal sign-in
+(`servicePrincipalCredentialKeyId`), so where the tenant lets the rotator read it, a superseded key goes only once
+the new key has signed in since the push and the old one has been quiet for the quiet period. Pure: plain data in,
+a verdict out; the protocol step (shared/protocol/evidence.py) reads the log and acts on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.domain import CredentialSignIns, Policy, RotationState, SignInEvidence
+
+OLD_KEY_STILL_USED = "old-key-still-used"  # a superseded key signed in since the push, after the grace period
+NEW_KEY_UNUSED = "new-key-unused"  # no sign-in with the new key within the sync window after the push
+EVIDENCE_UNAVAILABLE = "sign-in-evidence-unavailable"  # a notice: the tenant refuses the read (permission, licence)
+HOLDS = (OLD_KEY_STILL_USED, NEW_KEY_UNUSED)
+
+# The rotator signs in with the new key itself, before any push (the verify step's token probe), and Entra records
+# that like any sign-in. Only a sign-in later than the push by this much counts as someone else's: it absorbs the
+# skew between our clock and Entra's `createdDateTime` (the probe is seconds before the push).
+SELF_SIGN_IN_MARGIN = timedelta(minutes=5)
+# Entra keeps sign-in logs 30 days (Microsoft Entra ID P1/P2; data retention docs): nothing older can be asked.
+LOG_RETENTION = timedelta(days=30)
+# The quiet period may not outlast what the log can show.
+MAX_QUIET_HOURS = 30 * 24
+
+
+def quiet_period(policy: Policy, default: timedelta) -> timedelta:
+    """How long a superseded key must not have signed in before it may go: the target's override, else the setting."""
+    return timedelta(hours=policy.retire_quiet_hours) if policy.retire_quiet_hours is not None else default
+
+
+def pushed_at(state: RotationState, finished_at: datetime | None) -> datetime | None:
+    """When the key in use was first handed to a destination (its earliest acknowledgement); the rotation's end
+    when no destination acknowledged it (a target without destinations)."""
+    times = [a.at for a in state.acks.values() if a.key_id == state.current_key_id]
+    return min(times) if times else finished_at
+
+
+def window_start(pushed: datetime, now: datetime, quiet: timedelta) -> datetime:
+    """Where the sign-in read must start: early enough to see both the new key's first sign-in since the push and
+    any sign-in of the old ones within the quiet period; never before what the log keeps."""
+    return max(min(pushed, now - quiet), now - LOG_RETENTION)
+
+
+def counts(moment: datetime | None, pushed: datetime) -> bool:
+    """A sign-in that proves someone other than the rotator used a key after the push (the probe never does)."""
+    return moment is not None and moment > pushed + SELF_SIGN_IN_MARGIN
+
+
+@dataclass(frozen=True)
+class EvidenceVerdict:
+    """What the sign-in evidence says about retiring the superseded keys now."""
+
+    allows: bool  # the new key is proven in use (or there is no evidence to wait for: the fallback)
+    keep: frozenset[str] = frozenset()  # superseded keys that signed in within the quiet period: kept
+    hold: str = ""  # "<condition>: <message>" while the evidence holds the old key back for a human; else ""
+    basis: str = ""  # the evidence behind a retirement, for its audit record
+
+
+def judge(
+    evidence: SignInEvidence, new_key: str, superseded: Iterable[str], pushed: datetime, now: datetime,
+    quiet: timedelta, window: timedelta, grace_over: bool,
+) -> EvidenceVerdict:
+    """Judge the superseded keys by what Entra recorded (evidence.available: the caller falls back otherwise).
+
+    The new key must have signed in after the push (`counts`); each superseded key must not have signed in within
+    `quiet` of `now`. After the grace period, a superseded key that signed in since the push and is still within
+    the quiet period raises old-key-still-used; a new key with no sign-in `window` after the push, new-key-unused.
+    """
+    new = evidence.credentials.get(new_key) or CredentialSignIns(new_key, None, None)
+    new_used = counts(new.last_sign_in, pushed)
+    olds = [evidence.credentials.get(k) or CredentialSignIns(k, None, None) for k in superseded]
+    recent = [c for c in olds if c.last_sign_in is not None and c.last_sign_in > now - quiet]
+    still_used = [c for c in recent if counts(c.last_sign_in, pushed)]
+    hold = ""
+    if grace_over and still_used:
+        hold = f"{OLD_KEY_STILL_USED}: " + "; ".join(_old_use(c, pushed, quiet) for c in still_used)
+    elif grace_over and not new_used and now >= pushed + window:
+        hold = (f"{NEW_KEY_UNUSED}: Entra ID records no sign-in with the new key {new_key} since it was pushed at "
+                f"{_at(pushed)} (log read at {_at(evidence.read_at)}); the old key is kept until it does")
+    first = new.first_sign_in if counts(new.first_sign_in, pushed) else new.last_sign_in
+    quiet_olds = ", ".join(
+        f"{c.key_id} last at {_at(c.last_sign_in)}" if c.last_sign_in else f"{c.key_id} none since "
+        f"{_at(evidence.since)}" for c in olds if c not in recent)
+    basis = (f"sign-in evidence read at {_at(evidence.read_at)}: new key {new_key} signed in at {_at(first)} "
+             f"(pushed at {_at(pushed)}); old key(s) quiet for {_hours(quiet)}: {quiet_olds or 'none'}")
+    return EvidenceVerdict(new_used, frozenset(c.key_id for c in recent), hold, basis if new_used else "")
+
+
+def fallback_basis(evidence: SignInEvidence | None, synced: Iterable[tuple[str, datetime]]) -> str:
+    """The audit sentence of a retirement without sign-in evidence: why there is none, and the destinations' own
+    syncs it relied on instead."""
+    why = (f"the tenant refuses the sign-in log ({evidence.code})" if evidence is not None and not evidence.available
+           else "sign-in logs are not read")
+    syncs = ", ".join(f"{name} sync at {_at(at)}" for name, at in synced)
+    proof = syncs or "every destination's acknowledgement"
+    return f"no sign-in evidence: {why}; proof: {proof}"
+
+
+def _old_use(c: CredentialSignIns, pushed: datetime, quiet: timedelta) -> str:
+    where = ", ".join(p for p in (f"from {c.last_ip_address}" if c.last_ip_address else "",
+                                  f"for {c.last_resource}" if c.last_resource else "") if p)
+    return (f"the superseded key {c.key_id} signed in at {_at(c.last_sign_in)}{' ' + where if where else ''}, after "
+            f"the new key was pushed at {_at(pushed)}; it is kept until it has been quiet for {_hours(quiet)}")
+
+
+def _hours(span: timedelta) -> str:
+    return f"{int(span.total_seconds() // 3600)} h"
+
+
+def _at(moment: datetime | None) -> str:
+    return moment.isoformat() if moment else "never"
