@@ -81,13 +81,21 @@ else
   echo "Found app registration $display_name ($app_id)"
 fi
 
-# The MSP mode's Graph permission, asked of each customer tenant through consent; sign-in alone needs none.
+# The MSP mode's Graph permissions, asked of each customer tenant through consent (the `.default` scope takes what
+# the registration requests); sign-in alone needs none. AuditLog.Read.All and Directory.Read.All read the sign-in log,
+# the evidence that the new secret is in use before the old one goes (List signIns: "requires consent to both",
+# microsoftgraph/microsoft-graph-docs-contrib api-reference/beta/api/signin-list.md). A tenant that declines them,
+# or has no Entra ID P1/P2 licence, still rotates: retirement then relies on Proofpoint's own sync (README).
 if [ "$sign_in_only" = false ]; then
-  role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
-    --query "appRoles[?value=='$role' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
-  [ -n "$role_id" ] || { echo "Graph has no application role $role" >&2; exit 1; }
+  accesses=""
+  for permission in "$role" AuditLog.Read.All Directory.Read.All; do
+    role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
+      --query "appRoles[?value=='$permission' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
+    [ -n "$role_id" ] || { echo "Graph has no application role $permission" >&2; exit 1; }
+    accesses="${accesses:+$accesses, }{\"id\": \"$role_id\", \"type\": \"Role\"}"
+  done
   az ad app update --id "$app_id" --sign-in-audience AzureADMultipleOrgs \
-    --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [{\"id\": \"$role_id\", \"type\": \"Role\"}]}]"
+    --required-resource-accesses "[{\"resourceAppId\": \"$GRAPH_APP_ID\", \"resourceAccess\": [$accesses]}]"
 fi
 
 # Bulk onboarding's command line signs the partner admin in with the device code flow, a public client flow: Entra

@@ -28,6 +28,9 @@ MSP_TENANT = "11111111-2222-4333-8444-555555555555"
 PRINCIPAL = "3c2b1a09-8f7e-4d6c-9b5a-493827161504"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 OWNED_BY = "18a4783c-866b-4cc7-a460-3d5e5662c884"  # Application.ReadWrite.OwnedBy, an application role of Graph
+# The sign-in log's two (microsoft-graph-docs-contrib concepts/permissions-reference.md: the application role ids).
+AUDIT_LOG_READ_ALL = "b0afded3-3588-46d8-8b3d-9842eff778da"
+DIRECTORY_READ_ALL = "7ab1d382-f21e-4acd-a863-ba3e13f7da61"
 APP_URL = "https://func-rotator-abc.azurewebsites.net/api"
 CALLBACK = "https://func-rotator-abc.azurewebsites.net/.auth/login/aad/callback"
 CONSENT = f"{APP_URL}/consent"
@@ -76,7 +79,11 @@ class Directory:
         graph = {"id": "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d", "appId": GRAPH_APP_ID,
                  "appRoleAssignmentRequired": False,
                  "appRoles": [{"id": OWNED_BY, "value": "Application.ReadWrite.OwnedBy",
-                               "allowedMemberTypes": ["Application"]}]}
+                               "allowedMemberTypes": ["Application"]},
+                              {"id": AUDIT_LOG_READ_ALL, "value": "AuditLog.Read.All",
+                               "allowedMemberTypes": ["User", "Application"]},
+                              {"id": DIRECTORY_READ_ALL, "value": "Directory.Read.All",
+                               "allowedMemberTypes": ["User", "Application"]}]}
         self.state.write_text(json.dumps({"tenantId": MSP_TENANT, "applications": applications or [],
                                           "servicePrincipals": [graph], "changes": []}))
         bin_dir = root / "bin"
@@ -122,6 +129,16 @@ def directory(tmp_path: Path) -> Directory:
 
 def _updates(calls: list[list[str]], flag: str) -> list[list[str]]:
     return [c for c in calls if c[:4] == ["az", "ad", "app", "update"] and flag in c]
+
+
+def test_consent_asks_for_the_sign_in_log_beside_the_rotator_s_own_permission(directory: Directory) -> None:
+    """The customer's admin consent (`.default`) grants what the registration requests: the app's own role and the
+    two the sign-in log needs (AuditLog.Read.All and Directory.Read.All), as application permissions of Graph."""
+    directory.run()
+    requested = directory.app()["requiredResourceAccess"]
+    assert [r["resourceAppId"] for r in requested] == [GRAPH_APP_ID]
+    assert requested[0]["resourceAccess"] == [{"id": role, "type": "Role"}
+                                              for role in (OWNED_BY, AUDIT_LOG_READ_ALL, DIRECTORY_READ_ALL)]
 
 
 def test_the_api_app_roles_are_defined_with_fixed_ids(directory: Directory) -> None:
