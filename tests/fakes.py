@@ -19,7 +19,17 @@ from datetime import UTC, datetime, timedelta
 from shared import partner_roles
 from shared.bulk_onboarding import Run, TenantProgress
 from shared.conditions import resolvable
-from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
+from shared.domain import (
+    Application,
+    Credential,
+    CredentialSignIns,
+    DestinationConfig,
+    Secret,
+    SignInEvidence,
+    Target,
+    TokenRefusal,
+    VersionStage,
+)
 from shared.errors import (
     AppNotFound,
     Conflict,
@@ -361,14 +371,60 @@ class FakeDirectory:
 INVALID_SECRET = TokenRefusal("AADSTS7000215", "AADSTS7000215: Invalid client secret provided.")
 
 
+@dataclass(frozen=True)
+class SignIn:
+    """One service-principal sign-in as Entra's log records it (no secret: the credential's key id)."""
+
+    tenant_id: str
+    app_id: str
+    key_id: str
+    at: datetime
+    ip: str = ""
+    resource: str = "Microsoft Graph"
+
+
+class FakeSignInLog:
+    """Entra's sign-in log: every token issued for a credential is recorded (the rotator's own probe too, as Entra
+    does), visible `delay` after it happened; `refusal` (code, reason) answers a tenant that does not allow the read.
+    Reading is the call "sign_ins.read" (read-only)."""
+
+    def __init__(self, faults: Faults, clock: FakeClock) -> None:
+        self.faults = faults
+        self.clock = clock
+        self.records: list[SignIn] = []
+        self.delay = timedelta(0)
+        self.refusal: tuple[str, str] | None = None
+        self.reads: list[datetime] = []  # the `since` of every read
+
+    def sign_in(self, tenant_id: str, app_id: str, key_id: str, *, ip: str = "", at: datetime | None = None,
+                resource: str = "Microsoft Graph") -> None:
+        self.records.append(SignIn(tenant_id, app_id, key_id, at or self.clock.now(), ip, resource))
+
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+        await self.faults.before("sign_ins.read")
+        now = self.clock.now()
+        self.reads.append(since)
+        if self.refusal is not None:
+            return SignInEvidence(False, now, since, code=self.refusal[0], reason=self.refusal[1])
+        seen: dict[str, CredentialSignIns] = {}
+        for r in sorted(self.records, key=lambda r: r.at):
+            if (r.tenant_id, r.app_id) != (tenant_id, app_id) or r.at < since or r.at > now - self.delay:
+                continue
+            first = seen[r.key_id].first_sign_in if r.key_id in seen else r.at
+            seen[r.key_id] = CredentialSignIns(r.key_id, first, r.at, r.ip or None, r.resource or None)
+        return SignInEvidence(True, now, since, seen)
+
+
 class FakeProbe:
     """The token endpoint: a token for a live credential's value, once it has propagated; a refusal set in
-    `refusals` (the app disabled, Conditional Access...) answers every request for that app first, as Entra does."""
+    `refusals` (the app disabled, Conditional Access...) answers every request for that app first, as Entra does.
+    A token issued is a sign-in in `log`, when one is given."""
 
-    def __init__(self, faults: Faults, directory: FakeDirectory) -> None:
+    def __init__(self, faults: Faults, directory: FakeDirectory, log: FakeSignInLog | None = None) -> None:
         self.faults = faults
         self.directory = directory
         self.refusals: dict[tuple[str, str], TokenRefusal] = {}
+        self.log = log
 
     async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
         await self.faults.before("probe.try_token")
@@ -379,7 +435,11 @@ class FakeProbe:
         for c in self.directory.live(tenant_id, app_id):
             held = self.directory.values[c.key_id]
             if held.secret == secret.reveal():
-                return None if now >= held.working_from else INVALID_SECRET
+                if now < held.working_from:
+                    return INVALID_SECRET
+                if self.log is not None:
+                    self.log.sign_in(tenant_id, app_id, c.key_id, ip="198.51.100.1")  # the rotator's own address
+                return None
         return INVALID_SECRET
 
 
@@ -548,13 +608,15 @@ def rotation_error(code: str = "InternalServerError") -> Callable[[], RotationEr
 class FakeWorld:
     """Every port faked, sharing one clock and one set of faults; watches the invariants at every write."""
 
-    def __init__(self, **config: object) -> None:
+    def __init__(self, *, evidence: bool = False, **config: object) -> None:
         self.faults = Faults()
         self.clock = FakeClock()
         self.state = FakeState(self.faults)
         self.directory = FakeDirectory(self.faults, self.clock)
         self.secrets = FakeSecrets(self.faults, self.clock)
-        self.probe = FakeProbe(self.faults, self.directory)
+        self.sign_ins = FakeSignInLog(self.faults, self.clock)  # records every sign-in; read only with `evidence`
+        self.evidence = evidence
+        self.probe = FakeProbe(self.faults, self.directory, self.sign_ins)
         self.destination = FakeDestination(self.faults)
         self.alerter = FakeAlerter()
         self.config = EngineConfig(**config)  # type: ignore[arg-type]
@@ -566,7 +628,7 @@ class FakeWorld:
         """A rotator process (a new lease owner each time)."""
         return Engine(state=self.state, directory=self.directory, secrets=self.secrets, probe=self.probe,
                       destinations={"fake": self.destination}, alerter=self.alerter, clock=self.clock,
-                      config=self.config, sleep=self.clock.sleep)
+                      config=self.config, sleep=self.clock.sleep, sign_ins=self.sign_ins if self.evidence else None)
 
     def restart(self) -> Engine:
         """After a crash: a new process, once the dead one's lease has run out."""
@@ -586,11 +648,15 @@ class FakeWorld:
                 self.destination.held[name] = self.directory.values[credential.key_id].secret
         return target
 
-    def sync(self, target: Target, name: str) -> bool:
-        """The destination's own scheduled sync, now: it signs in with the value it holds; True when that worked."""
-        if self.destination.held.get(name) not in self.live_values(target).values():
+    def sync(self, target: Target, name: str, ip: str = "203.0.113.10") -> bool:
+        """The destination's own scheduled sync, now: it signs in with the value it holds (a sign-in in Entra's log,
+        from `ip`); True when that worked."""
+        held = self.destination.held.get(name)
+        key_id = next((k for k, v in self.live_values(target).items() if v == held), None)
+        if key_id is None:
             return False
         self.destination.synced[name] = self.clock.now()
+        self.sign_ins.sign_in(target.tenant_id, target.app_id, key_id, ip=ip)
         return True
 
     def row(self, target: Target) -> Target:
