@@ -259,6 +259,7 @@ async def _build(
         alerter=alerter,
         clock=clock,
         config=config or engine_config(settings),
+        sign_ins=sign_in_log,  # retirement waits for the new key's sign-in where the tenant allows the read
     )
     queue = None
     if settings.work_queue_connection_string or settings.work_queue_endpoint:
