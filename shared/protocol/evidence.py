@@ -37,9 +37,11 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
     present = {c.key_id for c in app.credentials}
     waiting = [k for k in s.superseded if k in present]
     log = run.ports.sign_ins
-    if not waiting or not s.current_key_id or log is None:
+    if not waiting:  # a healthy target (the daily scan's most): decided from the row, nothing read
         if o.evidence_hold:  # the keys it held went (retired, removed by hand): nothing holds any more
             await run.save(run.target.with_observed(evidence_hold=""))
+        return NO_EVIDENCE
+    if not s.current_key_id or log is None:
         return replace(NO_EVIDENCE, basis=_fallback(run))
     now = run.now()
     quiet = quiet_period(run.target.policy, run.config.retire_quiet)

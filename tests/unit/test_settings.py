@@ -16,6 +16,7 @@ def test_defaults() -> None:
     s = Settings.from_env(BASE)
     assert s.identity_mode is IdentityMode.MANAGED_IDENTITY
     assert (s.renew_before_days, s.secret_lifetime_days, s.retire_grace_hours) == (30, 180, 24)
+    assert s.retire_quiet_hours == 24
     assert s.rotation_schedule == "0 0 6 * * *"
     assert s.key_vault_url == "https://kv-demo.vault.azure.net"
     assert s.discovery_name_patterns == ("PPE", "Proofpoint", "ModusCloud")
@@ -35,6 +36,9 @@ def test_defaults() -> None:
         ({"SECRET_LIFETIME_DAYS": "731"}, "SECRET_LIFETIME_DAYS"),
         ({"SCAN_CONCURRENCY": "0"}, "SCAN_CONCURRENCY"),
         ({"RETIRE_UNMANAGED_EXPIRED": "maybe"}, "RETIRE_UNMANAGED_EXPIRED"),
+        ({"RETIRE_QUIET_HOURS": "0"}, "RETIRE_QUIET_HOURS"),
+        ({"RETIRE_QUIET_HOURS": "721"}, "RETIRE_QUIET_HOURS"),  # the sign-in log keeps 30 days
+        ({"RETIRE_QUIET_HOURS": "a day"}, "RETIRE_QUIET_HOURS"),
         ({"PROOFPOINT_BASE_URL": "https://us1.proofpointessentials.com/api/v1"}, "PROOFPOINT_BASE_URL"),
         ({"DISCOVERY_NAME_PATTERNS": " , "}, "DISCOVERY_NAME_PATTERNS"),
         ({"PARTNER_CENTER_URL": "http://api.partnercenter.microsoft.com"}, "PARTNER_CENTER_URL"),
@@ -107,3 +111,11 @@ def test_the_offboarding_retention(raw: str, days: int) -> None:
 def test_a_bad_offboarding_retention_is_named(raw: str) -> None:
     with pytest.raises(SettingsError, match="OFFBOARD_RETENTION_DAYS"):
         Settings.from_env({**BASE, "OFFBOARD_RETENTION_DAYS": raw})
+
+
+def test_the_quiet_period_reaches_the_engine() -> None:
+    from datetime import timedelta
+
+    from shared.bootstrap import engine_config
+
+    assert engine_config(Settings.from_env({**BASE, "RETIRE_QUIET_HOURS": "720"})).retire_quiet == timedelta(days=30)
