@@ -6,8 +6,12 @@ falls back to Proofpoint's own sync and says so."""
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import timedelta
 from typing import Any
+
+import pytest
 
 from shared.alerts import LogAlerter
 from shared.domain import Actor
@@ -76,8 +80,9 @@ async def test_the_old_key_waits_for_the_new_keys_sign_in_past_the_logs_delay(wo
 
 
 async def test_an_old_key_another_client_still_uses_is_kept_and_alerted_naming_its_address(
-    world: World, rotator: Rotator
+    world: World, rotator: Rotator, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     due = licensed(world, "Forgotten")
     world.sb.control.set_sign_in_delay(0)
     await setup(world, rotator, due)
@@ -103,6 +108,14 @@ async def test_an_old_key_another_client_still_uses_is_kept_and_alerted_naming_i
     later = DAY_AND_AN_HOUR + timedelta(hours=24, minutes=10)
     await run_pass(world, rotator, later, alerter)
     assert due.key_id not in live_key_ids(world, due)
+    # Neither secret is in the rows (the evidence kept on the target's), the audit trail, the alerts or the log.
+    new_secret = next(v["value"] for v in world.versions(due) if v["tags"].get("stage") == "current")
+    async with rotator(later) as svc:
+        stored = json.dumps(await svc.state.all_rows(), default=str)
+        trail = json.dumps([vars(e) for e in await svc.state.events(due.tenant_id, due.app_id, 100)], default=str)
+    told = json.dumps([vars(a) for a in alerter.raised], default=str) + caplog.text
+    for secret in (due.secret, new_secret):
+        assert secret not in stored and secret not in trail and secret not in told
 
 
 async def test_a_tenant_without_the_licence_falls_back_to_proofpoints_sync_and_says_so(
