@@ -84,6 +84,8 @@ GRAPH_APP_ROLES = {
     "7ab1d382-f21e-4acd-a863-ba3e13f7da61": "Directory.Read.All",
 }
 OWNED_BY_ROLE_ID = "18a4783c-866b-4cc7-a460-3d5e5662c884"
+AUDIT_LOG_ROLE_ID = "b0afded3-3588-46d8-8b3d-9842eff778da"
+DIRECTORY_READ_ROLE_ID = "7ab1d382-f21e-4acd-a863-ba3e13f7da61"
 # The consent redirect URI registered on the sandbox's MSP app by default: `func start`'s (and
 # `python -m shared serve`'s) default address, as infra/scripts/create-msp-app.sh registers the app's own.
 DEFAULT_CONSENT_REDIRECT_URI = "http://localhost:7071/api/consent"
@@ -530,9 +532,12 @@ class Directory:
             home_tenant_id=msp.id,
             created=now,
             federated=[FederatedCredential(self._world.issuer(msp.id), MI_PRINCIPAL_ID, [EXCHANGE_AUDIENCE])],
-            # What infra/scripts/create-msp-app.sh registers: Graph's Application.ReadWrite.OwnedBy, the redirect URI.
+            # What infra/scripts/create-msp-app.sh registers: Graph's Application.ReadWrite.OwnedBy and the sign-in
+            # log's AuditLog.Read.All and Directory.Read.All (consent grants all three), the redirect URI.
             required_resource_access=[
-                {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [{"id": OWNED_BY_ROLE_ID, "type": "Role"}]}
+                {"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+                    {"id": OWNED_BY_ROLE_ID, "type": "Role"}, {"id": AUDIT_LOG_ROLE_ID, "type": "Role"},
+                    {"id": DIRECTORY_READ_ROLE_ID, "type": "Role"}]}
             ],
             redirect_uris=[DEFAULT_CONSENT_REDIRECT_URI, *self._world.run_time_redirect_uris.get(MSP_APP_ID, [])],
             # The rotator's API (App Service Authentication's client id): app roles for users and applications, one

@@ -83,7 +83,8 @@ async def test_consent_is_recorded_and_the_page_shows_the_proofpoint_app_and_its
 
     answer = answer_of(open_in_browser(api, link["url"]))
     assert answer["admin_consent"] == "True" and answer["tenant"] == c.tenant_id
-    assert msp_roles_in(world, c.tenant_id) == [ROTATOR_ROLE]  # Entra granted what the MSP app requires
+    # Entra granted what the MSP app requires: its own role and the sign-in log's two (the evidence of retirement).
+    assert msp_roles_in(world, c.tenant_id) == [ROTATOR_ROLE, "AuditLog.Read.All", "Directory.Read.All"]
 
     page = await consent_page(api, answer, HTML)
     assert page.status == 200

@@ -337,3 +337,7 @@ def test_the_sandbox_models_the_app_the_script_registers() -> None:
     assert f"USER_IMPERSONATION_ID={world.SCOPE_ID}\n" in script and world.SCOPE_ID == SCOPE_ID
     msp_app = world.World().directory.find_application(world.MSP_APP_ID)
     assert msp_app is not None and msp_app.is_fallback_public_client  # as the script sets it
+    # and the Graph application permissions the script requests (consent grants them in each customer tenant).
+    assert msp_app.required_resource_access == [{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
+        {"id": role, "type": "Role"} for role in (OWNED_BY, AUDIT_LOG_READ_ALL, DIRECTORY_READ_ALL)]}]
+    assert msp_app.graph_roles() == ["Application.ReadWrite.OwnedBy", "AuditLog.Read.All", "Directory.Read.All"]

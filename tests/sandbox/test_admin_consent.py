@@ -60,7 +60,8 @@ def test_consent_grants_the_required_permissions_and_redirects_with_the_answer(s
     assert f"{location.scheme}://{location.netloc}{location.path}" == REGISTERED
     assert dict(parse_qsl(location.query)) == {
         "admin_consent": "True", "tenant": tenant, "scope": GRAPH_DEFAULT, "state": "abc"}
-    assert _roles(sb, tenant, app) == ["Application.ReadWrite.OwnedBy"]
+    # What the MSP app requests (infra/scripts/create-msp-app.sh): its own role and the sign-in log's two.
+    assert _roles(sb, tenant, app) == ["Application.ReadWrite.OwnedBy", "AuditLog.Read.All", "Directory.Read.All"]
 
 
 def test_a_declining_admin_is_sent_back_with_the_error_and_nothing_granted(sb: SandboxHandle) -> None:
