@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Single-tenant mode (IDENTITY_MODE=managed-identity): grants the rotator's managed identity the
-# Microsoft Graph application permission it needs. Bicep cannot do this: app role assignments are
+# Microsoft Graph application permissions it needs (its own role, and AuditLog.Read.All and Directory.Read.All for
+# the sign-in log). Bicep cannot do this: app role assignments are
 # Microsoft Graph objects, not Azure resources.
 #
 # Run once, by a Privileged Role Administrator (or Global Administrator) of the tenant, after
@@ -22,7 +23,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --all) role=Application.ReadWrite.All; shift ;;
     --owner-of) owned_apps+=("$2"); shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -34,23 +35,27 @@ fi
 [ -n "$principal_id" ] || { echo "AZURE_IDENTITY_PRINCIPAL_ID is unknown: run azd provision first" >&2; exit 1; }
 
 graph_sp_id=$(az ad sp show --id "$GRAPH_APP_ID" --query id -o tsv)
-role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
-  --query "appRoles[?value=='$role' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
-[ -n "$role_id" ] || { echo "Graph has no application role $role" >&2; exit 1; }
-
-existing=$(az rest --method GET \
-  --uri "https://graph.microsoft.com/v1.0/servicePrincipals/$principal_id/appRoleAssignments" \
-  --query "value[?appRoleId=='$role_id'].id | [0]" -o tsv)
-if [ -n "$existing" ]; then
-  echo "Already granted: $role to $principal_id"
-else
-  az rest --method POST \
+# Beside the rotator's own role, the sign-in log's two: retirement waits for evidence that the new secret is in use
+# where the log is readable (List signIns needs both; signin-list.md). Without an Entra ID P1/P2 licence the log
+# stays closed and retirement relies on Proofpoint's own sync (docs/evidence.md).
+for permission in "$role" AuditLog.Read.All Directory.Read.All; do
+  role_id=$(az ad sp show --id "$GRAPH_APP_ID" \
+    --query "appRoles[?value=='$permission' && contains(allowedMemberTypes, 'Application')].id | [0]" -o tsv)
+  [ -n "$role_id" ] || { echo "Graph has no application role $permission" >&2; exit 1; }
+  existing=$(az rest --method GET \
     --uri "https://graph.microsoft.com/v1.0/servicePrincipals/$principal_id/appRoleAssignments" \
-    --headers "Content-Type=application/json" \
-    --body "{\"principalId\": \"$principal_id\", \"resourceId\": \"$graph_sp_id\", \"appRoleId\": \"$role_id\"}" \
-    --output none
-  echo "Granted: $role to $principal_id"
-fi
+    --query "value[?appRoleId=='$role_id'].id | [0]" -o tsv)
+  if [ -n "$existing" ]; then
+    echo "Already granted: $permission to $principal_id"
+  else
+    az rest --method POST \
+      --uri "https://graph.microsoft.com/v1.0/servicePrincipals/$principal_id/appRoleAssignments" \
+      --headers "Content-Type=application/json" \
+      --body "{\"principalId\": \"$principal_id\", \"resourceId\": \"$graph_sp_id\", \"appRoleId\": \"$role_id\"}" \
+      --output none
+    echo "Granted: $permission to $principal_id"
+  fi
+done
 
 for app_id in "${owned_apps[@]}"; do
   if az ad app owner list --id "$app_id" --query "[?id=='$principal_id'].id | [0]" -o tsv | grep -q .; then

@@ -29,6 +29,7 @@ from typing import Any
 import jmespath
 
 GRAPH = "https://graph.microsoft.com/v1.0/applications/"
+SERVICE_PRINCIPALS = "https://graph.microsoft.com/v1.0/servicePrincipals/"
 
 
 class AzError(Exception):
@@ -129,6 +130,23 @@ def _patch_application(app: dict[str, Any], body: dict[str, Any]) -> None:
             app[name] = copy.deepcopy(value)
 
 
+def _app_role_assignments(state: dict[str, Any], method: str, principal: str, options: dict[str, list[str]]) -> None:
+    """GET / POST /servicePrincipals/{id}/appRoleAssignments (serviceprincipal-post-approleassignments.md): the
+    assignments the principal holds; a new one must name the principal itself, an existing resource and one of its
+    application roles, and an assignment already made answers 400 Permission being assigned already exists."""
+    held = state.setdefault("appRoleAssignments", [])
+    if method == "GET":
+        _print({"value": [a for a in held if a["principalId"] == principal]}, options)
+        return
+    body = json.loads(_one(options, "--body", "-b"))
+    resource = _sp(state, body["resourceId"])
+    if body["principalId"] != principal or not any(r["id"] == body["appRoleId"] for r in resource["appRoles"]):
+        raise AzError("Bad Request: Permission being assigned was not found on application")
+    if any(a["principalId"] == principal and a["appRoleId"] == body["appRoleId"] for a in held):
+        raise AzError("Bad Request: Permission being assigned already exists on the object")
+    held.append({"id": str(uuid.uuid4()), **body})
+
+
 def run(args: list[str], state: dict[str, Any]) -> None:
     """One az command against the directory in `state` (changed in place)."""
     leading = list(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
@@ -208,6 +226,9 @@ def run(args: list[str], state: dict[str, Any]) -> None:
     elif command.startswith("rest"):
         method = _one(options, "--method", "-m").upper()
         uri = _one(options, "--uri", "--url", "-u")
+        if uri.startswith(SERVICE_PRINCIPALS) and uri.endswith("/appRoleAssignments") and method in ("GET", "POST"):
+            _app_role_assignments(state, method, uri[len(SERVICE_PRINCIPALS):-len("/appRoleAssignments")], options)
+            return
         if method != "PATCH" or not uri.startswith(GRAPH):
             raise AzError(f"the stand-in does not model {method} {uri}")
         _patch_application(_app(state, uri[len(GRAPH):]), json.loads(_one(options, "--body", "-b")))
