@@ -2,7 +2,7 @@
 sandbox (whose token endpoint logs every client-credentials sign-in, Proofpoint's syncs and the rotator's own probe
 alike, visible after the log's delay), Azurite for the state. The old key goes only once the new key signed in after
 the push; one still used by another client is kept and alerted, naming its address; a tenant without the licence
-falls back to Proofpoint's own sync and says so."""
+or the permission falls back to Proofpoint's own sync and says so."""
 
 from __future__ import annotations
 
@@ -118,19 +118,25 @@ async def test_an_old_key_another_client_still_uses_is_kept_and_alerted_naming_i
         assert secret not in stored and secret not in trail and secret not in told
 
 
-async def test_a_tenant_without_the_licence_falls_back_to_proofpoints_sync_and_says_so(
-    world: World, rotator: Rotator
+@pytest.mark.parametrize(("roles", "licence", "code"), [
+    (READER_ROLES, "free", "Authentication_RequestFromNonPremiumTenantOrB2CTenant"),  # consented, no P1/P2
+    ((ROTATOR_ROLE,), "P1", "Authorization_RequestDenied"),  # licensed, AuditLog.Read.All not consented
+], ids=["no-licence", "no-permission"])
+async def test_a_tenant_that_refuses_the_log_falls_back_to_proofpoints_sync_and_says_so(
+    world: World, rotator: Rotator, roles: tuple[str, ...], licence: str, code: str
 ) -> None:
-    due = world.seed_customer("Unlicensed", 12, roles=READER_ROLES)  # the permissions, but a free tenant
+    due = world.seed_customer("Unlicensed", 12, roles=roles)
+    world.sb.control.seed({"tenants": [{"id": due.tenant_id, "entraIdLicense": licence}]})
     await setup(world, rotator, due)
     alerter = LogAlerter()
     await run_pass(world, rotator, timedelta(0), alerter)
     doc = (await status(rotator, due, timedelta(0)))["signInEvidence"]
-    assert doc["available"] is False and doc["code"] == "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+    assert doc["available"] is False and doc["code"] == code
     assert doc["credentials"] == [] and doc["reason"]
     assert due.key_id in live_key_ids(world, due), "Proofpoint has not synced since the push"
     await run_pass(world, rotator, DAY_AND_AN_HOUR, alerter)
     assert due.key_id not in live_key_ids(world, due), "Proofpoint's own sync is the proof, as before"
     assert [a.condition for a in alerter.raised].count(EVIDENCE_UNAVAILABLE) == 1
     [detail] = await retire_details(rotator, due, DAY_AND_AN_HOUR)
-    assert "no sign-in evidence" in detail and "proofpoint sync at" in detail
+    assert f"no sign-in evidence: the tenant refuses the sign-in log ({code})" in detail
+    assert "proofpoint sync at" in detail
