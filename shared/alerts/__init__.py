@@ -2,8 +2,9 @@
 
 Conditions the engine raises: expired, unreachable, app-not-found, not-owner, policy-blocked, foreign-credential,
 verify-refused, verify-timeout, stuck, destination-failing, notify-only-waiting, sync-not-confirmed,
-rotation-failed (each resolved when the row no longer shows it, shared/conditions.py), and the one-off notices
-lifetime-capped, poison-message, audit-unwritten, hand-written-unverified and hand-written-not-adopted; a
+rotation-failed, old-key-still-used, new-key-unused (each resolved when the row no longer shows it,
+shared/conditions.py), and the one-off notices lifetime-capped, poison-message, audit-unwritten,
+hand-written-unverified, hand-written-not-adopted and sign-in-evidence-unavailable; a
 destination held for drift (proofpoint-drift) resolves too. The alert book
 (book.py) logs `event=alert` at most once per condition, target (and destination) and UTC day, `event=alert-resolved`
 once when a condition clears, and posts both to the alert channel when one is configured: a Teams Workflows webhook,
