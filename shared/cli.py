@@ -114,10 +114,16 @@ def status_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 **d,
                 "expiresOn": (d["expires"] or "")[:10],
                 "delivered": delivered,
-                "status": d["status"] + (" (needs human)" if d["needsHuman"] else ""),
+                "status": d["status"] + (" (needs human)" if d["needsHuman"] or _evidence_hold(d) else ""),
             }
         )
     return rows
+
+
+def _evidence_hold(doc: dict[str, Any]) -> bool:
+    """The sign-in evidence keeps an old key for a human (old-key-still-used, new-key-unused)."""
+    evidence = doc.get("signInEvidence")
+    return bool(evidence and evidence.get("hold"))
 
 
 async def _status(svc: Services, as_json: bool) -> int:

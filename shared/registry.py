@@ -241,7 +241,7 @@ def status_document(target: Target) -> dict[str, Any]:
         "retireAfter": _iso(s.retire_after),
         "otherLiveCredentials": o.other_credentials,
         "lifetimeCapDays": o.lifetime_cap_days,
-        "signInEvidence": sign_in_document(o.sign_ins),
+        "signInEvidence": sign_in_document(o.sign_ins, o.evidence_hold),
         "destinations": [
             {
                 "name": d.name,
@@ -261,13 +261,15 @@ def status_document(target: Target) -> dict[str, Any]:
     }
 
 
-def sign_in_document(evidence: SignInEvidence | None) -> dict[str, Any] | None:
+def sign_in_document(evidence: SignInEvidence | None, hold: str = "") -> dict[str, Any] | None:
     """The last sign-in evidence read for a target (null: never read, no superseded key has waited since): whether the
-    tenant allows the read (else its code and why), when it was read, from when, and each credential's sign-ins."""
+    tenant allows the read (else its code and why), when it was read, from when, each credential's sign-ins, and what
+    it holds against retiring the old key for a human (old-key-still-used, new-key-unused: the alert's text)."""
     if evidence is None:
         return None
     return {
         "available": evidence.available,
+        "hold": hold or None,
         "code": evidence.code or None,
         "reason": evidence.reason or None,
         "readAt": _iso(evidence.read_at),

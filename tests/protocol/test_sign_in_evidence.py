@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 
+from shared.cli import status_rows
 from shared.domain import Actor, Target
 from shared.ports import Event
 from shared.registry import status_document
@@ -92,6 +93,10 @@ async def test_an_old_key_still_used_after_the_grace_is_kept_and_alerted_once_na
     row = world.row(target)
     assert row.observed.evidence_hold.startswith(f"{OLD_KEY_STILL_USED}: ")
     assert OLD_KEY_STILL_USED in open_alerts(row, StatusPolicy(), world.clock.now())
+    shown = status_document(row)
+    hold = shown["signInEvidence"]["hold"]
+    assert hold == row.observed.evidence_hold and "192.0.2.55" in hold
+    assert status_rows([shown])[0]["status"] == "healthy (needs human)"  # python -m shared status
 
     world.clock.advance(timedelta(hours=2))
     world.sign_ins.sign_in(target.tenant_id, target.app_id, old, ip="192.0.2.55")  # still at it
@@ -104,6 +109,8 @@ async def test_an_old_key_still_used_after_the_grace_is_kept_and_alerted_once_na
     await timer(world, target)
     assert old not in live(world, target) and world.converged(target) == []
     assert world.row(target).observed.evidence_hold == ""
+    assert status_document(world.row(target))["signInEvidence"]["hold"] is None
+    assert status_rows([status_document(world.row(target))])[0]["status"] == "healthy"
     assert OLD_KEY_STILL_USED in world.alerter.resolved_conditions()
 
 
