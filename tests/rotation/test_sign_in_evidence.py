@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shared.alerts import LogAlerter
-from shared.domain import Actor
+from shared.domain import Actor, SignInEvidence
 from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts
 from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, OLD_KEY_STILL_USED
@@ -27,9 +27,9 @@ DAY_AND_AN_HOUR = timedelta(hours=25)
 GRACE_OVER = {"RETIRE_GRACE_HOURS": "0"}
 
 
-def licensed(world: World, name: str) -> Customer:
+def licensed(world: World, name: str, days_left: int = 12) -> Customer:
     """A customer whose tenant lets the rotator read its sign-in log (P1, both permissions consented)."""
-    customer = world.seed_customer(name, 12, roles=READER_ROLES)
+    customer = world.seed_customer(name, days_left, roles=READER_ROLES)
     world.sb.control.seed({"tenants": [{"id": customer.tenant_id, "entraIdLicense": "P1"}]})
     return customer
 
@@ -140,3 +140,25 @@ async def test_a_tenant_that_refuses_the_log_falls_back_to_proofpoints_sync_and_
     [detail] = await retire_details(rotator, due, DAY_AND_AN_HOUR)
     assert f"no sign-in evidence: the tenant refuses the sign-in log ({code})" in detail
     assert "proofpoint sync at" in detail
+
+
+async def test_the_daily_scan_reads_the_log_only_for_a_target_whose_old_key_waits(
+    world: World, rotator: Rotator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from shared.adapters.signins import GraphSignInLog
+
+    reads: list[str] = []
+    real = GraphSignInLog.credential_sign_ins
+
+    async def counted(self: GraphSignInLog, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+        reads.append(tenant_id)
+        return await real(self, tenant_id, app_id, since)
+
+    monkeypatch.setattr(GraphSignInLog, "credential_sign_ins", counted)
+    healthy = [licensed(world, f"Healthy{i}", days_left=300) for i in range(3)]
+    due = licensed(world, "Due")
+    await setup(world, rotator, *healthy, due)
+    await run_pass(world, rotator, timedelta(0))
+    assert reads == [due.tenant_id], "the rotation's retire step only"
+    await run_pass(world, rotator, HOUR)
+    assert reads == [due.tenant_id] * 2, "the old key waits: read again; the healthy ones never"
