@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from shared.adapters.queues import StorageWorkQueue
     from shared.adapters.signins import GraphSignInLog
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
+    from shared.adapters.warning_rules import TablesWarningRules
     from shared.alerts import AlertBook
     from shared.bulk_onboarding import BulkOnboarding
     from shared.onevisit import AdminSession, VisitPorts
@@ -86,6 +87,8 @@ class Services:
     partner_sessions: PartnerSessions | None = None
     http: Any = None  # the process's pooled aiohttp session (the delegated partner adapters' HTTP client)
     retention: KeyVaultSecretRetention | None = None  # offboarded customers' Key Vault versions (shared.offboarding)
+    # Staged warnings (issue 25): per customer thresholds, exclusions and snoozes.
+    warning_rules: TablesWarningRules | None = None
 
     @property
     def secret_retention(self) -> KeyVaultSecretRetention:
@@ -211,6 +214,7 @@ async def _build(
     from shared.adapters.retries import SendOnceRetryPolicy, key_vault_write_once, send_once_transport
     from shared.adapters.signins import GraphSignInLog
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
+    from shared.adapters.warning_rules import TablesWarningRules
     from shared.alerts import AlertBook, WebhookPost, build_channel
     from shared.work import WORK_QUEUE_NAME
 
@@ -285,7 +289,8 @@ async def _build(
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
                     partner_sessions=_partner_sessions(settings, secret_client, transport),
-                    http=transport.session, retention=KeyVaultSecretRetention(secret_client)), close
+                    http=transport.session, retention=KeyVaultSecretRetention(secret_client),
+                    warning_rules=TablesWarningRules(table_service, prefix=table_prefix)), close
 
 
 def _partner_sessions(settings: Settings, client: Any, transport: Any) -> PartnerSessions | None:

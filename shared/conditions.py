@@ -28,9 +28,19 @@ RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-w
 DRIFT_SUFFIX = "-drift"
 
 
+# Staged expiry warnings (shared/expiry_warnings.py): `expiring-<days>d` per credential, told once (never again
+# daily), resolved once when the credential is renewed or removed; settled by the warnings pass, not by a target's.
+STAGE_PREFIX = "expiring-"
+
+
+def staged(condition: str) -> bool:
+    """A staged expiry warning: told once per credential and threshold, not once a day."""
+    return condition.startswith(STAGE_PREFIX)
+
+
 def resolvable(condition: str) -> bool:
     """A condition the row shows while it holds (so the alert book resolves it), not a one-off notice."""
-    return condition in RESOLVABLE or condition.endswith(DRIFT_SUFFIX)
+    return condition in RESOLVABLE or condition.endswith(DRIFT_SUFFIX) or staged(condition)
 
 
 # One-off notices of an event (a capped lifetime, a poisoned message, an audit record not written, a version written

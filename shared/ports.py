@@ -15,6 +15,8 @@ from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery,
 
 if TYPE_CHECKING:  # the run state's records live with the engine that makes them
     from shared.bulk_onboarding import Run, TenantProgress
+    from shared.conditions import Condition
+    from shared.expiry_warnings import Exclusion
 
 
 @dataclass(frozen=True)
@@ -677,3 +679,37 @@ class SecretRetention(Protocol):
     async def delete(self, name: str) -> bool:
         """Delete the secret (every version; soft-deleted); False when it was gone already."""
         ...
+
+
+class WarningRules(Protocol):
+    """Per customer warning thresholds and the exclusions and snoozes from warnings (who, why, until), kept apart
+    from the inventory so a full re-read never loses them.
+
+    Errors: NotFound (no such exclusion), RotationError (the store failed).
+    """
+
+    async def thresholds(self) -> dict[str, tuple[int, ...]]:
+        """The thresholds each customer tenant chose (tenants not listed use the defaults)."""
+        ...
+
+    async def put_thresholds(self, tenant_id: str, days: tuple[int, ...], by: str, at: datetime) -> None: ...
+
+    async def exclusions(self, tenant_id: str = "") -> list[Exclusion]:
+        """Every exclusion and snooze (of one tenant when given), lapsed snoozes included, oldest first."""
+        ...
+
+    async def add_exclusion(self, exclusion: Exclusion) -> None: ...
+
+    async def remove_exclusion(self, exclusion_id: str) -> Exclusion:
+        """Lift an exclusion; NotFound when there is none of that id."""
+        ...
+
+
+class WarningBook(Protocol):
+    """The alert book's side the staged warnings use (shared.alerts.book.AlertBook)."""
+
+    async def raise_alert(self, alert: Alert) -> None: ...
+
+    async def settle_stages(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None: ...
+
+    async def staged_apps(self, tenant_id: str) -> set[str]: ...

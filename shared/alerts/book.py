@@ -31,7 +31,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.alerts.channel import AlertChannel, Notice, NoticeKind
-from shared.conditions import Condition, resolvable
+from shared.conditions import STAGE_PREFIX, Condition, resolvable, staged
 from shared.errors import RotationError
 from shared.ports import Alert, Clock
 
@@ -129,6 +129,13 @@ class AlertBook:
             row = await self._read(pk, rk)
             fields = self._fields(alert, now, day)
             try:
+                if row is not None and staged(alert.condition) and not row.get("ResolvedAt"):
+                    # A staged warning is told once per credential, not once a day: only a post the channel did
+                    # not take is tried again.
+                    if not row.get("Told", False) and self._may_retry(row, now):
+                        etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
+                        await self._post(alert, NoticeKind.ALERT, now, pk, rk, etag)
+                    return
                 if row is None:
                     etag = (await self._table.create_entity({"PartitionKey": pk, "RowKey": rk, **fields,
                                                               "OpenedAt": now.isoformat()}))["etag"]
@@ -181,6 +188,8 @@ class AlertBook:
                                "app_id": app_id})
             return
         for row in rows:
+            if staged(row.get("Condition")):
+                continue  # the warnings pass settles staged warnings (settle_stages), not a target's advance
             try:
                 await self._settle_row(row, holding, now)
             except _CONFLICT:
@@ -220,6 +229,56 @@ class AlertBook:
         elif self.channel is not None and self._may_retry(row, now):
             etag = await self._update(pk, rk, row.etag, {"Attempt": now.isoformat()})
             await self._post(row.alert, NoticeKind.RESOLVED, now, pk, rk, etag)
+
+    async def settle_stages(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None:
+        """Settle the staged expiry warnings of one app of a tenant: one no longer holding is resolved with its note
+        once (renewed or removed), or closed without a note when a tighter threshold of the same credential holds
+        (superseded); one still holding is never told again. Never raises."""
+        now = self._clock.now().astimezone(UTC)
+        try:
+            await self._ensure_table()
+            pk, _ = row_keys(tenant_id, app_id, "", "")
+            rows = [Row(e, str(e.metadata["etag"])) async for e in
+                    self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})]
+        except AzureError as error:
+            log.warning("alert book unreadable (%s); warnings settle at the next pass", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id,
+                               "app_id": app_id})
+            return
+        credentials_held = {place for condition, place in holding if staged(condition)}
+        for row in rows:
+            if not staged(row.get("Condition")):
+                continue
+            try:
+                if (row.condition not in holding and not row.get("ResolvedAt")
+                        and row.get("Destination") in credentials_held):
+                    # Superseded by a tighter threshold of the same credential: people were told, and are told again
+                    # by the tighter warning; the looser one goes without a note.
+                    await self._table.delete_entity(row.entity["PartitionKey"], row.entity["RowKey"], etag=row.etag,
+                                                    match_condition=MatchConditions.IfNotModified)
+                    continue
+                await self._settle_row(row, holding, now)
+            except _CONFLICT:
+                continue
+            except (AzureError, KeyError, ValueError) as error:
+                log.warning("alert book row not settled (%s)", type(error).__name__,
+                            extra={"event": "alert-book", "outcome": "failed", "condition": row.get("Condition")})
+
+    async def staged_apps(self, tenant_id: str) -> set[str]:
+        """The app ids of a tenant that have staged warnings in the book (open or owing a note): what to settle
+        besides the apps with warnings holding (one query per tenant; empty when unreadable)."""
+        try:
+            await self._ensure_table()
+            # Partition keys are "<tenant>_<app>"; "`" is the character after "_", closing the tenant's range.
+            low, high = _safe(f"{tenant_id}_"), _safe(f"{tenant_id}`")
+            return {str(e.get("AppId", "")) async for e in self._table.query_entities(
+                "PartitionKey ge @low and PartitionKey lt @high and Condition ge @first and Condition lt @last",
+                parameters={"low": low, "high": high, "first": STAGE_PREFIX, "last": STAGE_PREFIX[:-1] + "."},
+                select=["AppId"])}
+        except AzureError as error:
+            log.warning("alert book unreadable (%s)", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id})
+            return set()
 
     async def redeliver(self) -> None:
         """Post again, once their attempt is no longer in flight, the alerts of today the channel has not taken and

@@ -15,6 +15,7 @@ from shared.errors import RotationError
 from shared.fanout import plan_pass
 from shared.inventory_pass import take_inventory
 from shared.offboarding import sweep_retention
+from shared.warning_pass import take_warnings
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,8 @@ async def resume_timer(timer: func.TimerRequest) -> None:
 @bp.timer_trigger(arg_name="timer", schedule="%INVENTORY_SCHEDULE%", run_on_startup=False, use_monitor=True)
 async def inventory_timer(timer: func.TimerRequest) -> None:
     """The credential inventory: every app and service principal credential of every customer tenant, read-only,
-    on its own schedule so the rotation pass's healthy scan does no inventory work (shared/inventory_pass.py)."""
+    on its own schedule so the rotation pass's healthy scan does no inventory work (shared/inventory_pass.py); then
+    the staged expiry warnings over what it read (shared/warning_pass.py)."""
     async with invocation_services() as svc:
         await take_inventory(svc)
+        await take_warnings(svc)

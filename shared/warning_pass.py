@@ -1,0 +1,113 @@
+"""The warnings pass: after each inventory pass, every customer tenant's credentials (the inventory's rows and the
+registered targets' current secrets) judged against the customer's thresholds and exclusions, due warnings told
+through the alert book, and warnings no longer holding settled (shared/expiry_warnings.py says how)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from shared.domain import Target
+from shared.errors import RotationError
+from shared.expiry_warnings import Exclusion, alert_of, holding_by_app, judge, thresholds_for
+from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
+from shared.ports import InventoryStore, WarningBook, WarningRules
+
+if TYPE_CHECKING:
+    from shared.bootstrap import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WarningSummary:
+    """What one warnings pass did."""
+
+    tenants: int = 0
+    credentials: int = 0
+    due: int = 0  # warnings due (each told once by the book; told again only if the channel refused it)
+    failed: list[str] = field(default_factory=list)
+    duration_ms: int = 0
+
+
+def target_credentials(targets: Sequence[Target], known_key_ids: set[str]) -> list[InventoryCredential]:
+    """Each registered target's current secret, as the rotation pass last observed it, when the inventory does not
+    hold it yet (a tenant not inventoried yet, or a secret rotated since its last read)."""
+    found = []
+    for t in targets:
+        key_id, end = t.state.current_key_id, t.observed.expires
+        if not key_id or end is None or key_id in known_key_ids:
+            continue
+        found.append(InventoryCredential(
+            tenant_id=t.tenant_id, customer=t.customer, object_kind=ObjectKind.APPLICATION, object_id=t.app_id,
+            app_id=t.app_id, display_name=t.customer, owners=(), credential_kind=CredentialKind.PASSWORD, usage="",
+            key_id=key_id, hint="", credential_name="", start=None, end=end, managed=True))
+    return found
+
+
+async def warn_tenant(tenant_id: str, targets: Sequence[Target], inventory: InventoryStore, book: WarningBook,
+                      thresholds: tuple[int, ...], exclusions: Sequence[Exclusion], renew_before: Mapping[str, int],
+                      now: datetime) -> tuple[int, int]:
+    """Judge one tenant, tell what is due, settle every app with staged warnings; (credentials, due)."""
+    credentials = [c async for c in inventory.stream(tenant_id)]
+    credentials += target_credentials(targets, {c.key_id for c in credentials})
+    verdicts = judge(credentials, thresholds, exclusions, now, renew_before)
+    due = 0
+    for verdict in verdicts:
+        if verdict.warns:
+            due += 1
+            await book.raise_alert(alert_of(verdict))
+    held = holding_by_app(verdicts)
+    for app_id in sorted(set(held) | await book.staged_apps(tenant_id)):
+        await book.settle_stages(tenant_id, app_id, held.get(app_id, frozenset()))
+    return len(credentials), due
+
+
+async def run_warnings(inventory: InventoryStore, rules: WarningRules, book: WarningBook, targets: Sequence[Target],
+                       now: datetime, renew_before_days: int, concurrency: int = 8) -> WarningSummary:
+    """Every tenant of the registered targets, `concurrency` at a time; a tenant that fails is reported, the
+    others go on (its warnings wait for the next pass: nothing is lost, the book is idempotent)."""
+    started = time.monotonic()
+    chosen = await rules.thresholds()
+    exclusions = await rules.exclusions()
+    by_tenant: dict[str, list[Target]] = {}
+    for t in targets:
+        by_tenant.setdefault(t.tenant_id, []).append(t)
+    summary = WarningSummary(tenants=len(by_tenant))
+    bound = asyncio.Semaphore(max(1, concurrency))
+
+    async def one(tenant_id: str, own: list[Target]) -> None:
+        renew_before = {t.app_id: t.policy.renew_before_days or renew_before_days for t in own}
+        async with bound:
+            try:
+                counted, due = await warn_tenant(
+                    tenant_id, own, inventory, book, thresholds_for(tenant_id, chosen),
+                    [e for e in exclusions if e.tenant_id == tenant_id], renew_before, now)
+            except RotationError as error:
+                summary.failed.append(tenant_id)
+                log.warning("warnings not judged for a tenant: %s", error.message,
+                            extra={"event": "warnings.tenant", "tenant_id": tenant_id, "outcome": "failed",
+                                   "error_code": error.code})
+                return
+        summary.credentials += counted
+        summary.due += due
+
+    await asyncio.gather(*(one(tenant, own) for tenant, own in sorted(by_tenant.items())))
+    summary.duration_ms = int((time.monotonic() - started) * 1000)
+    log.info("warnings.pass", extra={"tenants": summary.tenants, "due": summary.due, "failed": len(summary.failed),
+                                     "duration_ms": summary.duration_ms})
+    return summary
+
+
+async def take_warnings(svc: Services) -> WarningSummary:
+    """The pass the inventory timer runs after the inventory, with the services bootstrap built."""
+    if svc.inventory is None or svc.warning_rules is None or svc.alerts is None:
+        raise RotationError("the inventory or the alert book is not configured", code="InventoryUnavailable")
+    targets = [t for t, _ in await svc.state.list_targets()]
+    return await run_warnings(svc.inventory, svc.warning_rules, svc.alerts, targets, svc.engine.clock.now(),
+                              svc.settings.renew_before_days, svc.settings.inventory_concurrency)
