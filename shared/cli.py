@@ -22,6 +22,15 @@
     python -m shared offboard TENANT_ID APP_ID [--remove-owner] [--remove-app [--sign-in]] [--as NAME] [--json]
                                             (remove a customer; exit 2 when a step is left to a person)
     python -m shared retention-sweep          (delete offboarded customers' secrets whose retention has passed)
+    python -m shared inventory export --format csv|json [--tenant T] [--customer NAME] [--days-left N]
+                                      [--kind password|certificate] [--managed true|false] [--excluded true|false]
+                                            (every credential of every customer, streamed to stdout)
+    python -m shared exclusions list [--tenant T]
+    python -m shared exclusions add TENANT_ID --scope credential|app|customer [--app-id ID] [--key-id ID]
+                                   --why TEXT [--snooze --until DATE] [--until DATE] [--as NAME]
+    python -m shared exclusions lift EXCLUSION_ID [--as NAME]
+    python -m shared warnings thresholds TENANT_ID [DAYS ...] [--as NAME]   (show, or set, a customer's thresholds)
+    python -m shared warnings run             (the staged expiry warnings now, as after the inventory timer)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -296,6 +305,99 @@ async def _retention_sweep(svc: Services) -> int:
     return EXIT_OK
 
 
+async def _inventory_export(svc: Services, args: argparse.Namespace) -> int:
+    """Every matching credential to stdout, one tenant's rows at a time (never the fleet in memory)."""
+    from shared.inventory_view import InvalidFilter, csv_text, parse_filters, rows
+
+    params = {name: str(value) for name, value in (
+        ("tenantId", args.tenant), ("customer", args.customer), ("daysLeft", args.days_left), ("kind", args.kind),
+        ("managed", args.managed), ("excluded", args.excluded)) if value is not None}
+    try:
+        filters = parse_filters(params, GUID)
+    except InvalidFilter as error:
+        print(f"invalid filter: {error.message}", file=sys.stderr)
+        return EXIT_NEEDS_HUMAN
+    if svc.inventory is None or svc.warning_rules is None:
+        raise RotationError("the inventory is not configured", code="InventoryUnavailable")
+    tenants = sorted({t.tenant_id for t, _ in await svc.state.list_targets()})
+    found = rows(svc.inventory, tenants, filters, await svc.warning_rules.exclusions(),
+                 await svc.warning_rules.thresholds(), svc.engine.clock.now())
+    first = True
+    if args.format == "csv":
+        sys.stdout.write(csv_text([]))
+    else:
+        sys.stdout.write("[")
+    async for _, doc in found:
+        if args.format == "csv":
+            sys.stdout.write(csv_text([doc], header=False))
+        else:
+            sys.stdout.write(("\n" if first else ",\n") + json.dumps(doc))
+        first = False
+    if args.format == "json":
+        sys.stdout.write("\n]\n")
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+async def _exclusions(svc: Services, args: argparse.Namespace) -> int:
+    import uuid
+    from datetime import datetime
+
+    from shared.expiry_warnings import InvalidRule, exclusion_document, new_exclusion
+    from shared.warning_pass import exclude, lift
+
+    if svc.warning_rules is None:
+        raise RotationError("the warning rules are not configured", code="InventoryUnavailable")
+    now = svc.engine.clock.now()
+    if args.exclusions_command == "list":
+        print(json.dumps([exclusion_document(e, now) for e in await svc.warning_rules.exclusions(args.tenant or "")],
+                         indent=2))
+        return EXIT_OK
+    if args.exclusions_command == "lift":
+        lifted = await lift(svc.warning_rules, svc.state, args.exclusion_id, args.sender or _login(), now)
+        print(json.dumps(exclusion_document(lifted, now), indent=2))
+        return EXIT_OK
+    try:
+        until = datetime.fromisoformat(args.until.replace("Z", "+00:00")) if args.until else None
+        made = new_exclusion(str(uuid.uuid4()), args.tenant_id, args.scope, app_id=args.app_id or "",
+                             key_id=args.key_id or "", snooze=args.snooze, until=until,
+                             by=args.sender or _login(), why=args.why, now=now)
+    except InvalidRule as error:
+        print(f"{error.code}: {error.message}", file=sys.stderr)
+        return EXIT_NEEDS_HUMAN
+    except ValueError:
+        print("InvalidRequest: --until must be a date-time like 2027-01-31T00:00:00Z", file=sys.stderr)
+        return EXIT_NEEDS_HUMAN
+    await exclude(svc.warning_rules, svc.state, made)
+    print(json.dumps(exclusion_document(made, now), indent=2))
+    return EXIT_OK
+
+
+async def _warnings(svc: Services, args: argparse.Namespace) -> int:
+    from shared.expiry_warnings import DEFAULT_THRESHOLDS, InvalidRule, parse_thresholds
+    from shared.warning_pass import set_thresholds, take_warnings
+
+    if args.warnings_command == "run":
+        summary = await take_warnings(svc)
+        print(json.dumps({"tenants": summary.tenants, "credentials": summary.credentials, "due": summary.due,
+                          "failed": summary.failed, "durationMs": summary.duration_ms}, indent=2))
+        return EXIT_FAILED if summary.failed else EXIT_OK
+    if svc.warning_rules is None:
+        raise RotationError("the warning rules are not configured", code="InventoryUnavailable")
+    if args.days:
+        try:
+            days = parse_thresholds(list(args.days))
+        except InvalidRule as error:
+            print(f"{error.code}: {error.message}", file=sys.stderr)
+            return EXIT_NEEDS_HUMAN
+        await set_thresholds(svc.warning_rules, svc.state, args.tenant_id, days, args.sender or _login(),
+                             svc.engine.clock.now())
+    chosen = (await svc.warning_rules.thresholds()).get(args.tenant_id)
+    print(json.dumps({"tenantId": args.tenant_id, "days": list(chosen or DEFAULT_THRESHOLDS),
+                      "default": chosen is None}))
+    return EXIT_OK
+
+
 def _login() -> str:
     import getpass
 
@@ -362,6 +464,37 @@ def parser() -> argparse.ArgumentParser:
     off.add_argument("--json", action="store_true", help="machine-readable output")
     sub.add_parser("retention-sweep", help="delete the Key Vault secrets of offboarded customers whose retention "
                                            "has passed (what the daily timer does)")
+    export = isub.add_parser("export", help="every credential of every customer to stdout as CSV or JSON (streamed)")
+    export.add_argument("--format", choices=("csv", "json"), default="json")
+    export.add_argument("--tenant", type=_guid, default=None, help="only this customer tenant")
+    export.add_argument("--customer", default=None, help="only customers whose name contains this (any case)")
+    export.add_argument("--days-left", type=int, default=None, help="only credentials ending within N days")
+    export.add_argument("--kind", choices=("password", "certificate"), default=None)
+    export.add_argument("--managed", choices=("true", "false"), default=None)
+    export.add_argument("--excluded", choices=("true", "false"), default=None)
+    exclusions = sub.add_parser("exclusions", help="exclusions and snoozes from expiry warnings (audited)")
+    xsub = exclusions.add_subparsers(dest="exclusions_command", required=True)
+    xlist = xsub.add_parser("list", help="every exclusion and snooze, lapsed ones included")
+    xlist.add_argument("--tenant", type=_guid, default=None)
+    xadd = xsub.add_parser("add", help="exclude a credential, an app or a customer, or snooze it until a date")
+    xadd.add_argument("tenant_id", type=_guid)
+    xadd.add_argument("--scope", choices=("credential", "app", "customer"), required=True)
+    xadd.add_argument("--app-id", type=_guid, default=None, help="the app (scope app)")
+    xadd.add_argument("--key-id", type=_guid, default=None, help="the credential's key id (scope credential)")
+    xadd.add_argument("--why", required=True, help="why the warnings are not wanted (kept and shown)")
+    xadd.add_argument("--until", default=None, help="end date-time with a time zone (required with --snooze)")
+    xadd.add_argument("--snooze", action="store_true", help="a snooze: needs --until")
+    xadd.add_argument("--as", dest="sender", default="", metavar="NAME", help="who (default: the login name)")
+    xlift = xsub.add_parser("lift", help="lift an exclusion or snooze now")
+    xlift.add_argument("exclusion_id", type=_guid)
+    xlift.add_argument("--as", dest="sender", default="", metavar="NAME", help="who (default: the login name)")
+    warnings = sub.add_parser("warnings", help="staged expiry warnings (thresholds per customer)")
+    wsub = warnings.add_subparsers(dest="warnings_command", required=True)
+    wsub.add_parser("run", help="judge every customer's credentials and tell the due warnings now")
+    thresholds = wsub.add_parser("thresholds", help="show a customer's warning thresholds, or set them")
+    thresholds.add_argument("tenant_id", type=_guid)
+    thresholds.add_argument("days", type=int, nargs="*", help="the new thresholds in days (none: show)")
+    thresholds.add_argument("--as", dest="sender", default="", metavar="NAME", help="who (default: the login name)")
     serve = sub.add_parser("serve", help="serve the function app's HTTP functions on 127.0.0.1 as the Functions host "
                                          "does in Azure, behind App Service Authentication (a checkout only: devhost/)")
     serve.add_argument("--port", type=int, default=7071, help="port on 127.0.0.1 (default 7071; 0 picks a free one)")
@@ -465,6 +598,12 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _offboard(svc, args)
         if args.command == "retention-sweep":
             return await _retention_sweep(svc)
+        if args.command == "inventory" and args.inventory_command == "export":
+            return await _inventory_export(svc, args)
+        if args.command == "exclusions":
+            return await _exclusions(svc, args)
+        if args.command == "warnings":
+            return await _warnings(svc, args)
         if args.targets_command == "import":
             return await _import(svc, args.targets)
         return await _list(svc)

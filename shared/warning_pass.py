@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from shared.domain import Target
+from shared.domain import Actor, Target, actor_of
 from shared.errors import RotationError
 from shared.expiry_warnings import Exclusion, alert_of, holding_by_app, judge, thresholds_for
 from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
-from shared.ports import InventoryStore, WarningBook, WarningRules
+from shared.ports import Event, InventoryStore, StateStore, WarningBook, WarningRules
 
 if TYPE_CHECKING:
     from shared.bootstrap import Services
@@ -111,3 +111,33 @@ async def take_warnings(svc: Services) -> WarningSummary:
     targets = [t for t, _ in await svc.state.list_targets()]
     return await run_warnings(svc.inventory, svc.warning_rules, svc.alerts, targets, svc.engine.clock.now(),
                               svc.settings.renew_before_days, svc.settings.inventory_concurrency)
+
+
+# ------------------------------------------------------------------ the rules, audited (API and command line)
+
+async def exclude(rules: WarningRules, state: StateStore, made: Exclusion) -> None:
+    """Keep an exclusion or snooze and audit who made it, why and until."""
+    await rules.add_exclusion(made)
+    until = made.until.isoformat() if made.until else "lifted"
+    await state.record(Event(made.tenant_id, made.app_id, "warnings", "snoozed" if made.until else "excluded",
+                             actor_of(Actor.MANUAL, made.by), detail=f"{made.scope.value} "
+                             f"{made.key_id or made.app_id or made.tenant_id} until {until}: {made.why}"[:1000],
+                             at=made.at))
+
+
+async def lift(rules: WarningRules, state: StateStore, exclusion_id: str, by: str, at: datetime) -> Exclusion:
+    """Lift an exclusion or snooze (NotFound when none has that id) and audit who lifted it."""
+    lifted = await rules.remove_exclusion(exclusion_id)
+    await state.record(Event(lifted.tenant_id, lifted.app_id, "warnings", "exclusion-lifted",
+                             actor_of(Actor.MANUAL, by), detail=f"{lifted.scope.value} "
+                             f"{lifted.key_id or lifted.app_id or lifted.tenant_id}, made by {lifted.by}: "
+                             f"{lifted.why}"[:1000], at=at))
+    return lifted
+
+
+async def set_thresholds(rules: WarningRules, state: StateStore, tenant_id: str, days: tuple[int, ...], by: str,
+                         at: datetime) -> None:
+    """Keep a customer's thresholds and audit the change."""
+    await rules.put_thresholds(tenant_id, days, by, at)
+    await state.record(Event(tenant_id, "", "warnings", "thresholds-set", actor_of(Actor.MANUAL, by),
+                             detail=",".join(str(d) for d in days), at=at))

@@ -54,6 +54,10 @@ ROUTES = {
     "onboarding_session": "onboarding/runs/{runId}/session",
     "onboarding_signin": "onboarding/signin",
     "onboarding_callback": "onboarding/callback",
+    "inventory": "inventory",
+    "exclusions": "exclusions",
+    "exclusion": "exclusions/{exclusionId}",
+    "warning_thresholds": "warning-thresholds/{tenantId}",
 }
 
 
