@@ -237,7 +237,7 @@ def alert_of(verdict: Verdict) -> Alert:
     left = verdict.days_left if verdict.days_left is not None else 0
     message = (f"{what} {c.hint or c.key_id[:8]} of {where} '{c.display_name}' expires in {left} day"
                f"{'' if left == 1 else 's'} ({end}); warning at {verdict.stage} days")
-    details = {"destination": place, "credential": place, "threshold": str(verdict.stage), "days_left": str(left),
+    details = {"destination": place, "threshold": str(verdict.stage), "days_left": str(left),
                "ends": end, "object_kind": c.object_kind.value, "object_id": c.object_id, "key_id": c.key_id,
                "credential_kind": c.credential_kind.value, "display_name": c.display_name,
                "managed": str(c.managed).lower()}

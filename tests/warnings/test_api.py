@@ -180,3 +180,24 @@ async def test_a_customer_s_thresholds(api: Api, world: World) -> None:
     async with bootstrap.services() as svc:
         [event] = await svc.state.events(one, "")
     assert (event.outcome, event.detail) == ("thresholds-set", "45,7")
+
+
+async def test_no_secret_reaches_the_listing_the_export_or_an_exclusion(api: Api, world: World) -> None:
+    from shared.inventory_pass import take_inventory
+
+    customer = world.seed_customer("Northwind", 12)
+    world.seed_accounts()
+    await register(api, customer)
+    async with bootstrap.services() as svc:
+        summary = await take_inventory(svc)
+    assert summary.failed == {} and summary.credentials >= 1
+    listing = await api.call("inventory", params={"tenantId": customer.tenant_id}, caller=READER)
+    exported = await api.call("inventory", params={"tenantId": customer.tenant_id, "format": "csv"}, caller=READER)
+    [mine] = [d for d in listing.body["credentials"] if d["keyId"] == customer.key_id]
+    assert mine["managed"] and mine["hint"] == customer.secret[:3] and mine["daysLeft"] in (11, 12)
+    for text in (listing.text, exported.text):
+        assert customer.secret not in text and customer.secret[3:12] not in text
+    reply = await api.call("exclusions", "POST", body={"tenantId": customer.tenant_id, "scope": "customer",
+                                                       "why": f"old secret {customer.secret}"})
+    assert reply.status == 422 and customer.secret not in reply.text
+    assert (await api.call("exclusions", caller=READER)).body == {"exclusions": []}

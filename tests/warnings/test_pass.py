@@ -1,0 +1,93 @@
+"""The warnings pass on fakes: registered targets' current secrets join the inventory's rows, exclusions and
+thresholds per tenant, a failing tenant reported while the others are judged, and the book asked to settle every app
+that holds or held a staged warning."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from shared.conditions import Condition
+from shared.domain import Observation, RotationState, Target
+from shared.errors import RotationError
+from shared.expiry_warnings import Exclusion, new_exclusion
+from shared.ports import Alert
+from shared.warning_pass import run_warnings, target_credentials
+from tests.fakes import FakeInventory
+from tests.warnings.test_rules import APP, KEY, NOW, OTHER_T, T, cred
+
+
+class Book:
+    def __init__(self, held_before: dict[str, set[str]] | None = None) -> None:
+        self.raised: list[Alert] = []
+        self.settled: dict[tuple[str, str], frozenset[Condition]] = {}
+        self.held_before = held_before or {}
+
+    async def raise_alert(self, alert: Alert) -> None:
+        self.raised.append(alert)
+
+    async def settle_stages(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None:
+        self.settled[(tenant_id, app_id)] = holding
+
+    async def staged_apps(self, tenant_id: str) -> set[str]:
+        return self.held_before.get(tenant_id, set())
+
+
+class Rules:
+    def __init__(self, thresholds: dict[str, tuple[int, ...]] | None = None,
+                 exclusions: list[Exclusion] | None = None) -> None:
+        self._thresholds = thresholds or {}
+        self._exclusions = exclusions or []
+
+    async def thresholds(self) -> dict[str, tuple[int, ...]]:
+        return self._thresholds
+
+    async def exclusions(self, tenant_id: str = "") -> list[Exclusion]:
+        return [e for e in self._exclusions if not tenant_id or e.tenant_id == tenant_id]
+
+
+def target(tenant: str, app: str, key: str, days: int | None, renew_before: int | None = None) -> Target:
+    t = Target(tenant, app, "Contoso", state=RotationState(current_key_id=key),
+               observed=Observation(expires=None if days is None else NOW + timedelta(days=days, hours=1)))
+    if renew_before is not None:
+        t = replace(t, policy=replace(t.policy, renew_before_days=renew_before))
+    return t
+
+
+def test_a_targets_current_secret_counts_once_whether_or_not_the_inventory_holds_it() -> None:
+    t = target(T, APP, KEY, 5)
+    [synthetic] = target_credentials([t], set())
+    assert (synthetic.key_id, synthetic.managed, synthetic.days_left(NOW)) == (KEY, True, 5)
+    assert target_credentials([t], {KEY}) == []
+    assert target_credentials([target(T, APP, "", 5), target(T, APP, KEY, None)], set()) == []
+
+
+async def test_the_pass_judges_every_tenant_with_its_own_rules_and_reports_a_failing_one() -> None:
+    inventory = FakeInventory()
+    backup = cred(20, key="k-backup", app="app-backup")
+    other = cred(20, key="k-other", app="app-other", tenant=OTHER_T)
+    await inventory.put_objects(T, backup.object_kind, {backup.object_id: [backup]})
+    await inventory.put_objects(OTHER_T, other.object_kind, {other.object_id: [other]})
+    snooze = new_exclusion("s", OTHER_T, "customer", snooze=True, until=NOW + timedelta(days=3), by="ann",
+                           why="merger", now=NOW)
+    book = Book(held_before={T: {"app-gone"}})
+    # The target's secret: 1 day left; its rotator renews at 10 days, so only the customer's 2-day threshold applies.
+    targets = [target(T, APP, KEY, 1, renew_before=10), target(OTHER_T, "app-x", "k-x", 300)]
+    summary = await run_warnings(inventory, Rules({T: (21, 2)}, [snooze]), book, targets, NOW, 30)
+    assert sorted((a.app_id, a.condition) for a in book.raised) == [(APP, "expiring-2d"),
+                                                                    ("app-backup", "expiring-21d")]
+    assert book.settled[(T, "app-gone")] == frozenset()  # a warning held before and gone now: resolved
+    assert book.settled[(OTHER_T, "app-other")] == frozenset({("expiring-30d", "application:k-other")})
+    assert (summary.tenants, summary.due, summary.failed) == (2, 2, [])
+
+    class Broken(FakeInventory):
+        def stream(self, tenant_id: str = ""):  # type: ignore[no-untyped-def]
+            if tenant_id == OTHER_T:
+                raise RotationError("the state store failed", code="StateStoreError")
+            return super().stream(tenant_id)
+
+    broken = Broken()
+    broken.rows = inventory.rows
+    book = Book()
+    summary = await run_warnings(broken, Rules(), book, targets, NOW, 30)
+    assert summary.failed == [OTHER_T] and summary.due == 2
