@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from shared.domain import Actor, Target, actor_of
-from shared.errors import RotationError
+from shared.errors import NotFound, RotationError
 from shared.expiry_warnings import Exclusion, alert_of, holding_by_app, judge, thresholds_for
 from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
 from shared.ports import Event, InventoryStore, StateStore, WarningBook, WarningRules
@@ -115,8 +115,16 @@ async def take_warnings(svc: Services) -> WarningSummary:
 
 # ------------------------------------------------------------------ the rules, audited (API and command line)
 
+async def _registered(state: StateStore, tenant_id: str) -> None:
+    """NotFound (TenantNotFound) unless a target of this tenant is registered: a rule for a tenant the rotator
+    does not watch would silently do nothing."""
+    if not any(t.tenant_id == tenant_id for t, _ in await state.list_targets()):
+        raise NotFound(f"tenant {tenant_id} is not a registered customer tenant", code="TenantNotFound")
+
+
 async def exclude(rules: WarningRules, state: StateStore, made: Exclusion) -> None:
-    """Keep an exclusion or snooze and audit who made it, why and until."""
+    """Keep an exclusion or snooze and audit who made it, why and until; TenantNotFound for an unknown tenant."""
+    await _registered(state, made.tenant_id)
     await rules.add_exclusion(made)
     until = made.until.isoformat() if made.until else "lifted"
     await state.record(Event(made.tenant_id, made.app_id, "warnings", "snoozed" if made.until else "excluded",
@@ -137,7 +145,8 @@ async def lift(rules: WarningRules, state: StateStore, exclusion_id: str, by: st
 
 async def set_thresholds(rules: WarningRules, state: StateStore, tenant_id: str, days: tuple[int, ...], by: str,
                          at: datetime) -> None:
-    """Keep a customer's thresholds and audit the change."""
+    """Keep a customer's thresholds and audit the change; TenantNotFound for an unknown tenant."""
+    await _registered(state, tenant_id)
     await rules.put_thresholds(tenant_id, days, by, at)
     await state.record(Event(tenant_id, "", "warnings", "thresholds-set", actor_of(Actor.MANUAL, by),
                              detail=",".join(str(d) for d in days), at=at))

@@ -129,6 +129,9 @@ async def test_exclusions_and_snoozes_are_kept_with_who_why_until_audited_and_ro
         assert reply.status == 422, bad
     assert (await api.call("exclusions", "POST", body={"tenantId": one, "scope": "customer", "why": "x"},
                            caller=READER)).status == 403
+    stranger = str(uuid.uuid4())  # no target registered there: the exclusion would silently do nothing
+    reply = await api.call("exclusions", "POST", body={"tenantId": stranger, "scope": "customer", "why": "x"})
+    assert (reply.status, reply.code) == (404, "TenantNotFound")
     assert (await api.call("exclusions", caller=READER)).body == before == {"exclusions": []}
 
     until = (SystemClock().now() + timedelta(days=20)).isoformat()
@@ -171,6 +174,8 @@ async def test_a_customer_s_thresholds(api: Api, world: World) -> None:
         assert reply.status == 422, bad
     assert (await api.call("warning_thresholds", "PUT", route={"tenantId": one}, body={"days": [9]},
                            caller=READER)).status == 403
+    reply = await api.call("warning_thresholds", "PUT", route={"tenantId": str(uuid.uuid4())}, body={"days": [7]})
+    assert (reply.status, reply.code) == (404, "TenantNotFound")
     reply = await api.call("warning_thresholds", "PUT", route={"tenantId": one}, body={"days": [7, 45]})
     assert reply.status == 200 and reply.body == {"tenantId": one, "days": [45, 7], "default": False}
     assert (await api.call("warning_thresholds", route={"tenantId": one}, caller=READER)).body["days"] == [45, 7]
