@@ -11,14 +11,14 @@ import pytest
 from azure.data.tables.aio import TableClient
 
 from shared.alerts import AlertBook, NoticeKind
-from shared.expiry_warnings import DEFAULT_THRESHOLDS, alert_of, holding_by_app, judge
+from shared.expiry_warnings import DEFAULT_THRESHOLDS, alert_of, holding_by_app, judge, new_exclusion
 from tests.alerts.test_book import Channel, Clock, table  # noqa: F401 - the Azurite table fixture
 from tests.warnings.test_rules import APP, KEY, NOW, T, cred
 
 
-async def daily(book: AlertBook, credentials: list, clock: Clock) -> None:
+async def daily(book: AlertBook, credentials: list, clock: Clock, exclusions: tuple = ()) -> None:
     """What the warnings pass does for one tenant."""
-    verdicts = judge(credentials, DEFAULT_THRESHOLDS, [], clock.now())
+    verdicts = judge(credentials, DEFAULT_THRESHOLDS, exclusions, clock.now())
     for v in verdicts:
         if v.warns:
             await book.raise_alert(alert_of(v))
@@ -89,3 +89,22 @@ async def test_a_targets_own_settling_leaves_staged_warnings_alone(table: TableC
     await book.settle(T, APP, frozenset())
     assert told(channel, NoticeKind.RESOLVED) == [] and await book.staged_apps(T) == {APP}
     assert await book.staged_apps("99999999-9999-4999-8999-999999999999") == set()
+
+
+async def test_an_exclusion_keeps_an_open_warning_quiet_and_a_lapsed_snooze_tells_the_next_threshold(
+        table: TableClient) -> None:  # noqa: F811
+    clock, channel = Clock(NOW), Channel()
+    book = AlertBook(table, clock, channel)
+    expiring = cred(20)  # 30-day threshold crossed
+    await daily(book, [expiring], clock)
+    snooze = new_exclusion("s", T, "credential", key_id=KEY, snooze=True, until=NOW + timedelta(days=10), by="ann",
+                           why="vendor renews it", now=NOW)
+    for day in range(1, 10):  # snoozed: the open 30-day warning gets no note, the 14-day threshold is not told
+        clock.at = NOW + timedelta(days=day)
+        await daily(book, [expiring], clock, (snooze,))
+    assert told(channel, NoticeKind.ALERT) == ["expiring-30d"] and told(channel, NoticeKind.RESOLVED) == []
+    clock.at = NOW + timedelta(days=10, hours=1)  # the snooze lapsed, 9 days left
+    await daily(book, [expiring], clock, (snooze,))
+    await daily(book, [expiring], clock, (snooze,))
+    assert told(channel, NoticeKind.ALERT) == ["expiring-30d", "expiring-14d"]
+    assert told(channel, NoticeKind.RESOLVED) == []
