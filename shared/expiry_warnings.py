@@ -190,7 +190,8 @@ class Verdict:
     @property
     def warns(self) -> bool:
         """A warning is due (the book tells it once): crossed, not renewed, not excluded, not yet expired."""
-        return self.holding is not None and self.exclusion is None and (self.days_left or 0) >= 0
+        return (self.holding is not None and self.exclusion is None and self.days_left is not None
+                and self.days_left >= 0)
 
 
 def judge(credentials: Sequence[InventoryCredential], thresholds: Sequence[int], exclusions: Iterable[Exclusion],

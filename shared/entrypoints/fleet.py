@@ -24,6 +24,7 @@ from shared.expiry_warnings import (
     parse_thresholds,
 )
 from shared.inventory_view import DEFAULT_PAGE, MAX_PAGE, InvalidFilter, csv_text, page, parse_filters
+from shared.ports import InventoryStore, WarningRules
 from shared.registry import InvalidTarget, refuse_secret_values
 from shared.warning_pass import exclude, lift, set_thresholds
 
@@ -32,7 +33,7 @@ AUTH = func.AuthLevel.ANONYMOUS  # App Service Authentication signs the caller i
 _QUERY = {"tenantId", "customer", "daysLeft", "kind", "managed", "excluded", "format", "limit", "cursor"}
 
 
-def _stores(svc: Services) -> tuple[Any, Any]:
+def _stores(svc: Services) -> tuple[InventoryStore, WarningRules]:
     if svc.inventory is None or svc.warning_rules is None:
         raise RotationError("the inventory is not configured", code="InventoryUnavailable")
     return svc.inventory, svc.warning_rules
