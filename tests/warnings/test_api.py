@@ -206,3 +206,28 @@ async def test_no_secret_reaches_the_listing_the_export_or_an_exclusion(api: Api
                                                        "why": f"old secret {customer.secret}"})
     assert reply.status == 422 and customer.secret not in reply.text
     assert (await api.call("exclusions", caller=READER)).body == {"exclusions": []}
+
+
+async def test_thousands_of_rows_come_in_pages_that_resume_exactly(api: Api, world: World) -> None:
+    customer = world.seed_customer("Contoso", 200)
+    world.seed_accounts()
+    await register(api, customer)
+    many = {f"o-{i:04d}": [row(customer.tenant_id, "Contoso", f"o-{i:04d}", str(uuid.UUID(int=i * 8 + j)), i % 90)
+                           for j in range(5)] for i in range(500)}
+    async with bootstrap.services() as svc:
+        assert svc.inventory is not None
+        await svc.inventory.put_objects(customer.tenant_id, ObjectKind.APPLICATION, many,
+                                        stored={object_id: [] for object_id in many})
+    seen: list[str] = []
+    params = {"limit": "1000"}
+    pages = 0
+    while True:
+        reply = await api.call("inventory", params=params, caller=READER)
+        pages += 1
+        seen += [d["keyId"] for d in reply.body["credentials"]]
+        if reply.body["next"] is None:
+            break
+        params = {"limit": "1000", "cursor": reply.body["next"]}
+    assert pages == 3 and len(seen) == len(set(seen)) == 2500
+    reply = await api.call("inventory", params={"daysLeft": "9", "format": "csv", "limit": "5000"}, caller=READER)
+    assert reply.text.count("\r\n") == 1 + 5 * sum(1 for i in range(500) if i % 90 <= 9)
