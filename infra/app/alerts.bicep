@@ -93,7 +93,7 @@ AppTraces
 | extend Event = tostring(Properties["event"])
 | where Event in ("alert", "alert-resolved")
 | extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"]), Destination = tostring(Properties["destination"]), Customer = tostring(Properties["customer"])
-| where Condition !in (dynamic({0}))
+| where Condition !in (dynamic({0})) and Condition !startswith "expiring-"
 | summarize arg_max(TimeGenerated, Event, Customer, Message) by Condition, TenantId, AppId, Destination
 | where Event == "alert"
 | project Condition, TenantId, AppId, Destination, Customer, Message
@@ -243,6 +243,97 @@ resource noticeEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       ]
     }
     // Stateless: each notice told is its own e-mail; nothing to resolve (see the header).
+    autoMitigate: false
+    actions: {
+      actionGroups: [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// (1c) Staged expiry warnings (shared/expiry_warnings.py, conditions `expiring-<days>d`): the book tells each
+// threshold once per credential, never again daily, and logs one resolution when the credential is renewed or removed.
+// Under the stateful rule (1a) a warning's only record would age out of its two-day look-back and send a "Resolved"
+// e-mail although nothing was renewed; so a stateless rule e-mails each record once, the alert and later its
+// resolution (the Event dimension tells which).
+var warningEventsQuery = '''
+AppTraces
+| extend Event = tostring(Properties["event"])
+| where Event in ("alert", "alert-resolved")
+| extend Condition = tostring(Properties["condition"]), TenantId = tostring(Properties["tenant_id"]), AppId = tostring(Properties["app_id"]), Destination = tostring(Properties["destination"]), Customer = tostring(Properties["customer"])
+| where Condition startswith "expiring-"
+| project Event, Condition, TenantId, AppId, Destination, Customer, Message
+'''
+
+resource warningEvents 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: '${namePrefix}-warning-events'
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Sync-secret rotator: credential expiring'
+    description: 'A staged expiry warning (a credential of a customer app crossed one of its customer\'s thresholds, e.g. 30 days), or its resolution once the credential was renewed or removed: one e-mail per record, each told once per threshold and credential. Dimensions name the event, the threshold, the customer tenant, the app and the credential.'
+    severity: 3
+    enabled: true
+    scopes: [
+      logAnalyticsWorkspaceId
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    // AppTraces has no rows until the app logs; do not fail the deployment on that.
+    skipQueryValidation: true
+    criteria: {
+      allOf: [
+        {
+          query: warningEventsQuery
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          dimensions: [
+            {
+              name: 'Event'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'Condition'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'TenantId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'AppId'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+            {
+              name: 'Destination'
+              operator: 'Include'
+              values: [
+                '*'
+              ]
+            }
+          ]
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    // Stateless: each record is its own e-mail; the rotator's resolution record is the "resolved" one.
     autoMitigate: false
     actions: {
       actionGroups: [
