@@ -83,7 +83,8 @@ class Scope(str, Enum):
 
 @dataclass(frozen=True)
 class Exclusion:
-    """An exclusion (no end: until it is lifted) or a snooze (an end) from warnings, with who, why and when."""
+    """An exclusion (no end: until it is lifted) or a snooze (an end) from warnings, with who, why and when; a lifted
+    one is kept, with who lifted it and when (its own record of what happened, whatever the audit log holds)."""
 
     exclusion_id: str
     tenant_id: str
@@ -94,13 +95,15 @@ class Exclusion:
     by: str
     why: str
     at: datetime
+    lifted_by: str = ""
+    lifted_at: datetime | None = None
 
     @property
     def kind(self) -> str:
         return "exclusion" if self.until is None else "snooze"
 
     def active(self, now: datetime) -> bool:
-        return self.until is None or now < self.until
+        return self.lifted_at is None and (self.until is None or now < self.until)
 
     def covers(self, credential: InventoryCredential) -> bool:
         if credential.tenant_id != self.tenant_id:
@@ -248,7 +251,8 @@ def alert_of(verdict: Verdict) -> Alert:
 def exclusion_document(e: Exclusion, now: datetime) -> dict[str, object]:
     return {"id": e.exclusion_id, "tenantId": e.tenant_id, "scope": e.scope.value, "appId": e.app_id or None,
             "keyId": e.key_id or None, "kind": e.kind, "until": e.until.isoformat() if e.until else None,
-            "by": e.by, "why": e.why, "at": e.at.isoformat(), "active": e.active(now)}
+            "by": e.by, "why": e.why, "at": e.at.isoformat(), "active": e.active(now),
+            "liftedBy": e.lifted_by or None, "liftedAt": e.lifted_at.isoformat() if e.lifted_at else None}
 
 
 def thresholds_for(tenant_id: str, chosen: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:

@@ -700,8 +700,9 @@ class WarningRules(Protocol):
 
     async def add_exclusion(self, exclusion: Exclusion) -> None: ...
 
-    async def remove_exclusion(self, exclusion_id: str) -> Exclusion:
-        """Lift an exclusion; NotFound when there is none of that id."""
+    async def lift_exclusion(self, exclusion_id: str, by: str, at: datetime) -> Exclusion:
+        """Lift an exclusion (kept, marked lifted by whom and when); NotFound when there is none of that id,
+        Conflict (AlreadyLifted) when it was lifted before."""
         ...
 
 

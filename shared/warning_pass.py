@@ -134,8 +134,9 @@ async def exclude(rules: WarningRules, state: StateStore, made: Exclusion) -> No
 
 
 async def lift(rules: WarningRules, state: StateStore, exclusion_id: str, by: str, at: datetime) -> Exclusion:
-    """Lift an exclusion or snooze (NotFound when none has that id) and audit who lifted it."""
-    lifted = await rules.remove_exclusion(exclusion_id)
+    """Lift an exclusion or snooze (NotFound when none has that id, Conflict when lifted before) and audit who
+    lifted it."""
+    lifted = await rules.lift_exclusion(exclusion_id, by, at)
     await state.record(Event(lifted.tenant_id, lifted.app_id, "warnings", "exclusion-lifted",
                              actor_of(Actor.MANUAL, by), detail=f"{lifted.scope.value} "
                              f"{lifted.key_id or lifted.app_id or lifted.tenant_id}, made by {lifted.by}: "

@@ -1,17 +1,21 @@
 """Warning thresholds and exclusions on Azure Tables: table `warningrules`, partition `thresholds` (row key: the
-tenant) and partition `exclusions` (row key: the exclusion id). A lifted exclusion is deleted here; the audit log
-keeps who made it, who lifted it, why and until."""
+tenant) and partition `exclusions` (row key: the exclusion id). A lifted exclusion stays, marked with who lifted it
+and when: with who made it, why and until, the row is its own record, whatever the audit log holds."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
+from azure.core import MatchConditions
 from azure.core.exceptions import AzureError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.tables import _create_tables, _dt, _iso, _translate
+from shared.errors import Conflict
 from shared.expiry_warnings import Exclusion, Scope
 
 THRESHOLDS, EXCLUSIONS = "thresholds", "exclusions"
@@ -20,7 +24,7 @@ THRESHOLDS, EXCLUSIONS = "thresholds", "exclusions"
 def to_entity(e: Exclusion) -> dict[str, Any]:
     entity = {"PartitionKey": EXCLUSIONS, "RowKey": e.exclusion_id, "TenantId": e.tenant_id, "Scope": e.scope.value,
               "AppId": e.app_id, "KeyId": e.key_id, "Until": _iso(e.until), "By": e.by, "Why": e.why,
-              "At": _iso(e.at)}
+              "At": _iso(e.at), "LiftedBy": e.lifted_by or None, "LiftedAt": _iso(e.lifted_at)}
     return {k: v for k, v in entity.items() if v is not None}
 
 
@@ -28,7 +32,8 @@ def to_exclusion(e: Any) -> Exclusion:
     at = _dt(e.get("At"))
     assert at is not None  # written with every exclusion
     return Exclusion(str(e["RowKey"]), str(e["TenantId"]), Scope(e["Scope"]), str(e.get("AppId", "")),
-                     str(e.get("KeyId", "")), _dt(e.get("Until")), str(e.get("By", "")), str(e.get("Why", "")), at)
+                     str(e.get("KeyId", "")), _dt(e.get("Until")), str(e.get("By", "")), str(e.get("Why", "")), at,
+                     str(e.get("LiftedBy", "")), _dt(e.get("LiftedAt")))
 
 
 class TablesWarningRules:
@@ -56,7 +61,7 @@ class TablesWarningRules:
         except AzureError as error:
             raise _translate(error, "the warning thresholds") from error
 
-    async def put_thresholds(self, tenant_id: str, days: tuple[int, ...], by: str, at: Any) -> None:
+    async def put_thresholds(self, tenant_id: str, days: tuple[int, ...], by: str, at: datetime) -> None:
         await self._ensure()
         try:
             await self._table.upsert_entity({"PartitionKey": THRESHOLDS, "RowKey": tenant_id,
@@ -83,11 +88,16 @@ class TablesWarningRules:
         except AzureError as error:
             raise _translate(error, f"exclusion {exclusion.exclusion_id}") from error
 
-    async def remove_exclusion(self, exclusion_id: str) -> Exclusion:
+    async def lift_exclusion(self, exclusion_id: str, by: str, at: datetime) -> Exclusion:
         await self._ensure()
         try:
             entity = await self._table.get_entity(EXCLUSIONS, exclusion_id)
-            await self._table.delete_entity(EXCLUSIONS, exclusion_id)
+            if entity.get("LiftedAt"):
+                raise Conflict(f"exclusion {exclusion_id} was lifted before", code="AlreadyLifted")
+            # ETag-guarded: of two operators lifting it at once, one wins and the other is told it was lifted.
+            await self._table.update_entity({"PartitionKey": EXCLUSIONS, "RowKey": exclusion_id, "LiftedBy": by,
+                                             "LiftedAt": _iso(at)}, mode=UpdateMode.MERGE,
+                                            etag=entity.metadata["etag"], match_condition=MatchConditions.IfNotModified)
         except AzureError as error:
             raise _translate(error, f"exclusion {exclusion_id}") from error
-        return to_exclusion(entity)
+        return replace(to_exclusion(entity), lifted_by=by, lifted_at=at)

@@ -155,8 +155,16 @@ async def test_exclusions_and_snoozes_are_kept_with_who_why_until_audited_and_ro
 
     lifted = await api.call("exclusion", "DELETE", route={"exclusionId": snooze.body["id"]})
     assert lifted.status == 200 and lifted.body["id"] == snooze.body["id"]
-    assert (await api.call("exclusion", "DELETE", route={"exclusionId": snooze.body["id"]})).code == "NotFound"
+    assert lifted.body["liftedBy"] == "operator@msp.example" and lifted.body["active"] is False
+    again = await api.call("exclusion", "DELETE", route={"exclusionId": snooze.body["id"]})
+    assert (again.status, again.code) == (409, "AlreadyLifted")
+    unknown = await api.call("exclusion", "DELETE", route={"exclusionId": str(uuid.uuid4())})
+    assert (unknown.status, unknown.code) == (404, "NotFound")
     assert await keys(api, excluded="true") == ["5", "6"]
+    # The lifted snooze stays listed, inactive, with who made and who lifted it.
+    [kept] = [e for e in (await api.call("exclusions", caller=READER)).body["exclusions"]
+              if e["id"] == snooze.body["id"]]
+    assert (kept["active"], kept["by"], kept["liftedBy"]) == (False, "operator@msp.example", "operator@msp.example")
     async with bootstrap.services() as svc:
         trail = await svc.state.events(one, backup_app)
     assert [(e.step, e.outcome, e.actor) for e in trail] == [
