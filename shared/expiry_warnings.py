@@ -211,7 +211,9 @@ def judge(credentials: Sequence[InventoryCredential], thresholds: Sequence[int],
     for c in credentials:
         days = c.days_left(now)
         own = thresholds
-        if c.managed and c.app_id in renew_before:
+        if c.first_party:
+            own = []  # Microsoft's own service principals: Microsoft renews their credentials; listed, never warned
+        elif c.managed and c.app_id in renew_before:
             own = [t for t in thresholds if t < renew_before[c.app_id]]
         crossed = stage(days, own)
         verdicts.append(Verdict(

@@ -106,6 +106,14 @@ def test_a_managed_credential_warns_only_once_the_rotator_should_have_renewed_it
     assert v.holding == ("expiring-14d", f"application:{KEY}") and v.warns
 
 
+def test_a_microsoft_first_party_credential_is_never_warned_of() -> None:
+    from dataclasses import replace
+
+    [v] = judge([replace(cred(3, object_kind=ObjectKind.SERVICE_PRINCIPAL), first_party=True)], DEFAULT_THRESHOLDS,
+                [], NOW)
+    assert v.holding is None and not v.warns
+
+
 def exclusion(scope: str, **kw: object) -> object:
     base: dict = dict(app_id="", key_id="", snooze=False, until=None, by="ann@msp.example", why="vendor renews it",
                       now=NOW)
