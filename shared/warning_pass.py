@@ -9,13 +9,13 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from shared.domain import Actor, Target, actor_of
 from shared.errors import NotFound, RotationError
 from shared.expiry_warnings import Exclusion, alert_of, holding_by_app, judge, thresholds_for
-from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
 from shared.ports import Event, InventoryStore, StateStore, WarningBook, WarningRules
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class WarningSummary:
     """What one warnings pass did."""
 
     tenants: int = 0
-    credentials: int = 0
+    credentials: int = 0  # judged: those ending within the loosest threshold, and their objects' others
     due: int = 0  # warnings due (each told once by the book; told again only if the channel refused it)
     failed: list[str] = field(default_factory=list)
     duration_ms: int = 0
@@ -53,10 +53,24 @@ def target_credentials(targets: Sequence[Target], known_key_ids: set[str]) -> li
 async def warn_tenant(tenant_id: str, targets: Sequence[Target], inventory: InventoryStore, book: WarningBook,
                       thresholds: tuple[int, ...], exclusions: Sequence[Exclusion], renew_before: Mapping[str, int],
                       now: datetime) -> tuple[int, int]:
-    """Judge one tenant, tell what is due, settle every app with staged warnings; (credentials, due)."""
-    credentials = [c async for c in inventory.stream(tenant_id)]
-    credentials += target_credentials(targets, {c.key_id for c in credentials})
-    verdicts = judge(credentials, thresholds, exclusions, now, renew_before)
+    """Judge one tenant, tell what is due, settle every app with staged warnings; (credentials, due).
+
+    Only what can warn is read: the credentials ending within the loosest threshold (InventoryQuery.ends_before, which
+    a store may answer server-side), and the other credentials of their objects, which say whether they were renewed.
+    """
+    horizon = now + timedelta(days=max(thresholds, default=0) + 1)
+    near = await inventory.list_credentials(InventoryQuery(tenant_id=tenant_id, ends_before=horizon))
+    objects: dict[ObjectKind, set[str]] = {}
+    for c in near:
+        objects.setdefault(c.object_kind, set()).add(c.object_id)
+    credentials = {c.key: c for c in near}
+    for kind, ids in objects.items():
+        for rows in (await inventory.objects_credentials(tenant_id, kind, sorted(ids))).values():
+            credentials.update((c.key, c) for c in rows)
+    found = list(credentials.values())
+    found += target_credentials(targets, {c.key_id for c in found})
+    credentials_count = len(found)
+    verdicts = judge(found, thresholds, exclusions, now, renew_before)
     due = 0
     for verdict in verdicts:
         if verdict.warns:
@@ -65,7 +79,7 @@ async def warn_tenant(tenant_id: str, targets: Sequence[Target], inventory: Inve
     held = holding_by_app(verdicts)
     for app_id in sorted(set(held) | await book.staged_apps(tenant_id)):
         await book.settle_stages(tenant_id, app_id, held.get(app_id, frozenset()))
-    return len(credentials), due
+    return credentials_count, due
 
 
 async def run_warnings(inventory: InventoryStore, rules: WarningRules, book: WarningBook, targets: Sequence[Target],

@@ -81,13 +81,23 @@ async def test_the_pass_judges_every_tenant_with_its_own_rules_and_reports_a_fai
     assert (summary.tenants, summary.due, summary.failed) == (2, 2, [])
 
     class Broken(FakeInventory):
-        def stream(self, tenant_id: str = ""):  # type: ignore[no-untyped-def]
-            if tenant_id == OTHER_T:
+        async def list_credentials(self, query=None):  # type: ignore[no-untyped-def]
+            if query is not None and query.tenant_id == OTHER_T:
                 raise RotationError("the state store failed", code="StateStoreError")
-            return super().stream(tenant_id)
+            return await super().list_credentials(query)
 
     broken = Broken()
     broken.rows = inventory.rows
     book = Book()
     summary = await run_warnings(broken, Rules(), book, targets, NOW, 30)
     assert summary.failed == [OTHER_T] and summary.due == 2
+
+
+async def test_a_renewal_far_beyond_the_thresholds_is_seen_although_only_near_credentials_are_listed() -> None:
+    inventory = FakeInventory()
+    old, new, far_app = cred(5, key="k-old"), cred(700, key="k-new"), cred(400, key="k-far", app="app-far")
+    await inventory.put_objects(T, old.object_kind, {old.object_id: [old, new], far_app.object_id: [far_app]})
+    book = Book(held_before={T: {APP}})
+    summary = await run_warnings(inventory, Rules(), book, [target(T, "app-x", "k-x", 300)], NOW, 30)
+    assert book.raised == [] and book.settled == {(T, APP): frozenset()}  # renewed: its warning resolves
+    assert summary.credentials == 3  # the near one, its renewal, the target's own; not the far app's
