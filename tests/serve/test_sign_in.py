@@ -213,6 +213,12 @@ ROUTE_ROLES = {
     # The partner sign-in sends a browser to Entra: Rotator.Operate, and a person (an app's token: PersonRequired).
     ("GET", "/api/onboarding/signin"): PERSON,
     ("GET", "/api/onboarding/callback"): PERSON,
+    ("GET", "/api/inventory"): READ,
+    ("GET", "/api/exclusions"): READ,
+    ("POST", "/api/exclusions"): OPERATE,
+    ("DELETE", "/api/exclusions/{exclusionId}"): OPERATE,
+    ("GET", "/api/warning-thresholds/{tenantId}"): READ,
+    ("PUT", "/api/warning-thresholds/{tenantId}"): OPERATE,
 }
 
 
@@ -236,7 +242,7 @@ def test_every_operator_route_with_only_a_bearer_token(world: World) -> None:
     answers: dict[tuple[str, str], dict[str, int]] = {}
     with serving(world) as served:
         for (method, template), role in ROUTE_ROLES.items():
-            path = template.format(tenantId=_T, appId=_A, rotationId=_R, runId=_R)
+            path = template.format(tenantId=_T, appId=_A, rotationId=_R, runId=_R, exclusionId=_T)
             send = {"json": {}} if method in ("POST", "PUT") else {}
             seen = answers.setdefault((method, template), {})
             anonymous = requests.request(method, served.url + path, timeout=60, **send)  # type: ignore[arg-type]
