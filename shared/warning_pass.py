@@ -96,7 +96,8 @@ async def run_warnings(inventory: InventoryStore, rules: WarningRules, book: War
     bound = asyncio.Semaphore(max(1, concurrency))
 
     async def one(tenant_id: str, own: list[Target]) -> None:
-        renew_before = {t.app_id: t.policy.renew_before_days or renew_before_days for t in own}
+        # A disabled target is not renewed by the rotator: its credentials are warned of at every threshold.
+        renew_before = {t.app_id: t.policy.renew_before_days or renew_before_days for t in own if t.enabled}
         async with bound:
             try:
                 counted, due = await warn_tenant(

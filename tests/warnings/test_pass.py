@@ -101,3 +101,12 @@ async def test_a_renewal_far_beyond_the_thresholds_is_seen_although_only_near_cr
     summary = await run_warnings(inventory, Rules(), book, [target(T, "app-x", "k-x", 300)], NOW, 30)
     assert book.raised == [] and book.settled == {(T, APP): frozenset()}  # renewed: its warning resolves
     assert summary.credentials == 3  # the near one, its renewal, the target's own; not the far app's
+
+
+async def test_a_disabled_targets_secret_is_warned_of_at_every_threshold() -> None:
+    enabled, disabled = target(T, APP, KEY, 25), replace(target(T, APP, KEY, 25), enabled=False)
+    book = Book()
+    await run_warnings(FakeInventory(), Rules(), book, [enabled], NOW, 30)
+    assert book.raised == []  # the rotator renews it at 30 days: no warning of its own lead time
+    await run_warnings(FakeInventory(), Rules(), book, [disabled], NOW, 30)
+    assert [a.condition for a in book.raised] == ["expiring-30d"]
