@@ -208,10 +208,13 @@ def judge(credentials: Sequence[InventoryCredential], thresholds: Sequence[int],
     for c in credentials:
         by_object.setdefault((c.object_kind, c.object_id), []).append(c)
     verdicts = []
+    companions = {c.key for c in credentials} - {c.key for c in one_per_certificate(credentials)}
     for c in credentials:
         days = c.days_left(now)
         own = thresholds
-        if c.first_party:
+        if c.key in companions:
+            own = []  # the same certificate's other half (Verify, or a SAML key's password): told once, by its Sign
+        elif c.first_party:
             own = []  # Microsoft's own service principals: Microsoft renews their credentials; listed, never warned
         elif c.managed and c.app_id in renew_before:
             own = [t for t in thresholds if t < renew_before[c.app_id]]
@@ -220,6 +223,27 @@ def judge(credentials: Sequence[InventoryCredential], thresholds: Sequence[int],
             c, days, crossed, covering(c, exclusions, now),
             crossed is not None and renewed(c, by_object[(c.object_kind, c.object_id)], now, crossed)))
     return verdicts
+
+
+_THUMBPRINT = re.compile(r"^[0-9A-F]{40}$")
+
+
+def one_per_certificate(credentials: Iterable[InventoryCredential]) -> list[InventoryCredential]:
+    """The credentials with one certificate's companions left out: an object lists one certificate as several
+    credentials with its thumbprint and end (a SAML signing certificate as keyCredentials Sign and Verify and a
+    passwordCredential for its private key: servicePrincipal addTokenSigningCertificate), one warning is enough. The
+    one kept: Sign, then Verify, then the password; the lowest key id among equals."""
+    rank = {"Sign": 0, "Verify": 1}
+    kept: dict[tuple[object, ...], InventoryCredential] = {}
+    for c in credentials:
+        group: tuple[object, ...] = ((c.object_kind, c.object_id, c.hint, c.end) if _THUMBPRINT.match(c.hint)
+                                     else c.key)
+        best = kept.get(group)
+        order = (rank.get(c.usage, 2) if c.credential_kind is CredentialKind.CERTIFICATE else 3, c.key_id)
+        if best is None or order < (rank.get(best.usage, 2) if best.credential_kind is CredentialKind.CERTIFICATE
+                                    else 3, best.key_id):
+            kept[group] = c
+    return list(kept.values())
 
 
 def holding_by_app(verdicts: Iterable[Verdict]) -> dict[str, frozenset[Condition]]:

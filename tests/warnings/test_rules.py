@@ -106,6 +106,24 @@ def test_a_managed_credential_warns_only_once_the_rotator_should_have_renewed_it
     assert v.holding == ("expiring-14d", f"application:{KEY}") and v.warns
 
 
+def test_one_certificate_listed_as_several_credentials_warns_once() -> None:
+    from dataclasses import replace
+
+    thumb = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
+    sign = replace(cred(20, key="k-sign", kind=CredentialKind.CERTIFICATE, usage="Sign"), hint=thumb, saml=True)
+    verify = replace(sign, key_id="k-verify", usage="Verify")
+    private = replace(sign, key_id="k-pass", credential_kind=CredentialKind.PASSWORD, usage="")
+    other = replace(sign, key_id="k-other", hint="B" * 40)  # another certificate on the same object
+    warned = sorted(v.credential.key_id for v in judge([private, verify, sign, other], DEFAULT_THRESHOLDS, [], NOW)
+                    if v.warns)
+    assert warned == ["k-other", "k-sign"]
+    # An app's certificate (Verify only) and client secrets with the same hint and end are not companions.
+    secrets_ = [replace(cred(20, key=f"k-{i}"), hint="Xy1") for i in range(2)]
+    assert sum(v.warns for v in judge(secrets_, DEFAULT_THRESHOLDS, [], NOW)) == 2
+    [v] = judge([verify], DEFAULT_THRESHOLDS, [], NOW)
+    assert v.warns
+
+
 def test_a_microsoft_first_party_credential_is_never_warned_of() -> None:
     from dataclasses import replace
 
