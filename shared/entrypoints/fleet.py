@@ -23,7 +23,15 @@ from shared.expiry_warnings import (
     new_exclusion,
     parse_thresholds,
 )
-from shared.inventory_view import DEFAULT_PAGE, MAX_PAGE, InvalidFilter, csv_text, page, parse_filters
+from shared.inventory_view import (
+    DEFAULT_PAGE,
+    MAX_PAGE,
+    InvalidFilter,
+    csv_text,
+    decode_cursor,
+    page,
+    parse_filters,
+)
 from shared.ports import InventoryStore, WarningRules
 from shared.registry import InvalidTarget, refuse_secret_values
 from shared.warning_pass import exclude, lift, set_thresholds
@@ -77,6 +85,8 @@ async def inventory(req: func.HttpRequest) -> func.HttpResponse:
         raise HttpError(400, "InvalidQuery", "format must be json or csv")
     try:
         filters = parse_filters(params, GUID)
+        if params.get("cursor"):
+            decode_cursor(params["cursor"])  # refused before anything is read
         limit = int(params.get("limit", DEFAULT_PAGE))
     except InvalidFilter as error:
         raise HttpError(400, "InvalidQuery", error.message) from None
@@ -87,11 +97,8 @@ async def inventory(req: func.HttpRequest) -> func.HttpResponse:
     async with invocation_services() as svc:
         store, rules = _stores(svc)
         tenants = sorted({t.tenant_id for t, _ in await svc.state.list_targets()})
-        try:
-            found = await page(store, tenants, filters, await rules.exclusions(), await rules.thresholds(),
-                               svc.engine.clock.now(), params.get("cursor") or None, limit)
-        except InvalidFilter as error:
-            raise HttpError(400, "InvalidQuery", error.message) from None
+        found = await page(store, tenants, filters, await rules.exclusions(), await rules.thresholds(),
+                           svc.engine.clock.now(), params.get("cursor") or None, limit)
     headers = {}
     if found.next_cursor:
         # RFC 8288: a documentation tool follows rel="next" until there is none.
