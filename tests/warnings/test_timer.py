@@ -5,10 +5,12 @@ exactly the credentials the rules say are due told once each; a second run tells
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 import azure.functions.timer as timer
 import pytest
 
+from shared import bootstrap
 from shared.bootstrap import services
 from shared.expiry_warnings import DEFAULT_THRESHOLDS, judge, slot
 from shared.inventory import InventoryQuery
@@ -22,9 +24,23 @@ def told(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
                   if getattr(r, "event", "") == "alert" and str(getattr(r, "condition", "")).startswith("expiring-"))
 
 
+class Frozen:
+    """One instant for the pass and for the expectation: a credential crossing a day boundary between the two
+    would otherwise make them disagree."""
+
+    def __init__(self) -> None:
+        self.at = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.at
+
+
 async def test_the_timer_warns_of_exactly_the_due_credentials_once(api: Api, world: World,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                                   caplog: pytest.LogCaptureFixture,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.INFO)
+    clock = Frozen()
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", clock)
     customer = world.seed_customer("Populous", 200)
     world.sb.control.seed({"inventory": {"populations": [
         {"tenants": [customer.tenant_id], "applications": 40, "servicePrincipals": 80, "seed": "warnings"}]}})
@@ -36,11 +52,12 @@ async def test_the_timer_warns_of_exactly_the_due_credentials_once(api: Api, wor
     async with services() as svc:
         assert svc.inventory is not None
         rows = await svc.inventory.list_credentials(InventoryQuery(tenant_id=customer.tenant_id))
-        verdicts = judge(rows, DEFAULT_THRESHOLDS, [], svc.engine.clock.now(),
+        assert svc.engine.clock.now() == clock.at
+        verdicts = judge(rows, DEFAULT_THRESHOLDS, [], clock.at,
                          {customer.app_id: svc.settings.renew_before_days})
     due = sorted((v.holding[0], slot(v.credential)) for v in verdicts if v.warns and v.holding)
     assert due, "the population should hold credentials inside a threshold"
-    assert any(r.first_party for r in rows) and any(r.expired(svc.engine.clock.now()) for r in rows)
+    assert any(r.first_party for r in rows) and any(r.expired(clock.at) for r in rows)
     assert told(caplog) == due
     assert not any(v.credential.first_party for v in verdicts if v.warns)
 
