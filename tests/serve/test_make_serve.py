@@ -53,14 +53,23 @@ def test_every_customer_is_assessed_before_the_first_request(
         "Tailspin": "due"}  # its tenant policy shows only when a rotation tries addPassword
 
 
+def _command(p: psutil.Process) -> str:
+    """A process's command line; empty for one that already exited (a zombie not yet reaped, or gone): a short-lived
+    child of the tree can end between listing the tree and reading its command line."""
+    try:
+        return " ".join(p.cmdline())
+    except (psutil.ZombieProcess, psutil.NoSuchProcess):
+        return ""
+
+
 def test_sigterm_to_make_serve_stops_every_process_it_started(
         make_serve: tuple[subprocess.Popen[bytes], str, dict[str, str]]) -> None:
     process, _, _ = make_serve
     started = psutil.Process(process.pid).children(recursive=True)
-    commands = [" ".join(p.cmdline()) for p in started]
+    commands = [_command(p) for p in started]
     for part in ("-m scripts.serve", "-m sandbox", "-m shared", "azurite-table", "azurite-queue"):
         assert any(part in c for c in commands), (part, commands)
     process.send_signal(signal.SIGTERM)  # to the outermost process only, as `kill PID` sends it
     assert process.wait(timeout=60) == 143
     _, alive = psutil.wait_procs(started, timeout=30)
-    assert alive == [], [" ".join(p.cmdline()) for p in alive]
+    assert alive == [], [_command(p) for p in alive]
