@@ -62,6 +62,9 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
     kinds = {d.name: d.kind for d in target.destinations}
     held |= {(f"{kinds.get(name, 'destination')}{DRIFT_SUFFIX}", name) for name, key_id in s.held.items()
              if s.new_key_id and key_id == s.new_key_id}
+    # Drift an assessment found between a destination's report and Entra ID (shared/drift.py), until a check no
+    # longer finds it or a rotation pushed the key again.
+    held |= {(f"{kinds.get(name, 'destination')}{DRIFT_SUFFIX}", name) for name in o.drift}
     if s.stage is Stage.VERIFIED:
         held |= {("notify-only-waiting", d.name) for d in target.destinations
                  if d.kind == "notify-only" and not acknowledged(target, d.name)}

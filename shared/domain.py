@@ -325,6 +325,11 @@ class Observation:
     # What that evidence holds against retiring, while it does: "<condition>: <what a human must know>"
     # (old-key-still-used, new-key-unused); "" when nothing.
     evidence_hold: str = ""
+    # Drift between a destination's report and Entra ID (shared/drift.py): destination name -> what differs.
+    drift: dict[str, str] = field(default_factory=dict)
+    # The credential each destination demonstrably uses (its reported expiry names it): destination -> key id.
+    uses: dict[str, str] = field(default_factory=dict)
+    drift_checked_at: datetime | None = None  # when the destinations were last read for drift
 
 
 @dataclass(frozen=True)
@@ -432,17 +437,26 @@ def credential_of(credentials: tuple[Credential, ...], value: Secret, now: datet
     return matches[0] if len(matches) == 1 else None
 
 
-def assess(app: Application, now: datetime, renew_before_days: int, known_key_id: str = "") -> Assessment:
+def assess(
+    app: Application, now: datetime, renew_before_days: int, known_key_id: str = "", used_key_id: str = ""
+) -> Assessment:
     """Classify an app's sync secret as healthy, due, expired, missing, or taken over by a foreign credential.
 
     A foreign credential (newer, live, not made by the rotator, found once the rotator has delivered one) is taken
-    as the one in use: its expiry decides when to rotate, and a rotation never supersedes it.
+    as the one in use: its expiry decides when to rotate, and a rotation never supersedes it. `used_key_id`, the
+    credential a destination demonstrably uses (its reported expiry names it), overrides that guess: the foreign
+    credential is the one it names, or none when it names the rotator's own.
     """
     current = in_use(app.credentials, now, known_key_id)
     if current is None:
         return Assessment(AssessmentStatus.MISSING)
     replaces = (current.key_id,)
     foreign = foreign_credential(app.credentials, current, now) if current.key_id == known_key_id else None
+    used = next((c for c in app.credentials if c.key_id == used_key_id), None) if used_key_id else None
+    if used is not None and current.key_id == known_key_id:
+        newer = used.rotation_id is None and used.key_id != known_key_id and not used.expired(now) \
+            and _issued(used) > _issued(current)
+        foreign = used if newer else None
     if foreign is not None:
         current = foreign
     left = days_left(current, now)

@@ -361,6 +361,30 @@ class PreviewableDestination(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ReportedUse:
+    """What a destination reports of the app and secret it uses (no secret): its application id (None when not
+    shown), the expiry as shown and the instants it may mean, and its own sync state."""
+
+    destination: str
+    app_id: str | None = None
+    expiry_shown: str | None = None  # None: not reported (absent or null)
+    expiry_from: datetime | None = None  # None with a shown expiry: unreadable
+    expiry_to: datetime | None = None
+    sync_status: str | None = None
+    last_sync: datetime | None = None
+
+
+@runtime_checkable
+class UsageReporter(Protocol):
+    """A destination that reports which app and secret it uses (Proofpoint's sync settings), read for drift."""
+
+    async def reported_use(self, config: DestinationConfig) -> ReportedUse:
+        """What the destination shows of the app and secret it uses, changing nothing (RotationError when it
+        cannot be read)."""
+        ...
+
+
 @runtime_checkable
 class SyncReporter(Protocol):
     """A destination that reports its own sync with the secret (Proofpoint's last_successful_sync)."""

@@ -242,6 +242,7 @@ def status_document(target: Target) -> dict[str, Any]:
         "otherLiveCredentials": o.other_credentials,
         "lifetimeCapDays": o.lifetime_cap_days,
         "signInEvidence": sign_in_document(o.sign_ins, o.evidence_hold),
+        "driftCheckedAt": _iso(o.drift_checked_at),
         "destinations": [
             {
                 "name": d.name,
@@ -255,6 +256,8 @@ def status_document(target: Target) -> dict[str, Any]:
                 "syncedAt": _iso(ack.synced_at) if ack else None,
                 "failures": s.push_failures.get(d.name, 0),
                 "held": bool(s.new_key_id) and s.held.get(d.name) == s.new_key_id,
+                "drift": o.drift.get(d.name),
+                "usesKeyId": o.uses.get(d.name),
             }
             for d in target.destinations
         ],

@@ -108,8 +108,8 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     if s.stage is not Stage.IDLE and s.stage_since is not None and now - s.stage_since > policy.stuck_after:
         alerts.append("stuck")
     held = {name for name, key_id in s.held.items() if s.new_key_id and key_id == s.new_key_id}
-    if held:
-        alerts.append("proofpoint-drift")  # only Proofpoint's read-back finds drift
+    if held or o.drift:
+        alerts.append("proofpoint-drift")  # only Proofpoint's read-back and report find drift
     if any(count > 0 for name, count in s.push_failures.items() if name not in held):
         alerts.append("destination-failing")
     waiting = [d for d in target.destinations if d.kind == "notify-only" and not acknowledged(target, d.name)]
@@ -232,6 +232,7 @@ async def target_details(
                     "firstSignIn": _iso(seen.first_sign_in) if (seen := signed.get(c.key_id)) else None,
                     "lastSignIn": _iso(seen.last_sign_in) if seen else None,
                     "lastSignInIp": seen.last_ip_address if seen else None,
+                    "usedBy": sorted(n for n, k in target.observed.uses.items() if k == c.key_id),
                 }
                 for c in sorted(app.credentials, key=lambda c: c.end, reverse=True)
             ],

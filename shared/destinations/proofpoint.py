@@ -18,7 +18,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 from urllib.parse import quote, urlparse
 
@@ -38,7 +38,7 @@ from shared.destinations.http import (
 from shared.destinations.options import check_options, check_secret_name, looks_like_secret
 from shared.domain import DestinationConfig
 from shared.errors import DestinationDrift, RotationError
-from shared.ports import Confirmation, Delivery, DestinationCheck, ProofpointOrg, SecretStore
+from shared.ports import Confirmation, Delivery, DestinationCheck, ProofpointOrg, ReportedUse, SecretStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,8 @@ HIDDEN = "(hidden)"
 _KEPT_TYPE_ONLY = "(hidden "  # a stored baseline keeps "(hidden string)" for a secret-like value
 NEW_SECRET_SHOWN = "(the new secret)"  # noqa: S105 (a placeholder in the preview)
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z][A-Za-z _-]{0,31}")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 _STACK_TOKEN = re.compile(r"(?<![a-z0-9])(us[1-5]|eu1)(?![a-z0-9])", re.IGNORECASE)
 _KIND = "proofpoint"
 
@@ -236,6 +238,60 @@ def parse_sync_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+# How `secret_expiry` may be written is undocumented (community scripts only print it). Strictest plausible reading
+# (shared/drift.py): an instant with an offset, to the minute; a local time without one, in any zone from UTC-12
+# to UTC+14; a date alone, any moment of that day in any such zone.
+_PRECISION = timedelta(minutes=1)
+_EAST, _WEST = timedelta(hours=14), timedelta(hours=12)
+
+
+def expiry_window(value: Any) -> tuple[datetime, datetime] | None:
+    """The instants Proofpoint's `secret_expiry` text may mean (see above), or None when it is not a date."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
+            return midnight - _EAST, midnight + timedelta(days=1) + _WEST
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        local = moment.replace(tzinfo=UTC)
+        return local - _EAST - _PRECISION, local + _WEST + _PRECISION
+    moment = moment.astimezone(UTC)
+    return moment - _PRECISION, moment + _PRECISION
+
+
+def reported_use(name: str, settings: Mapping[str, Any]) -> ReportedUse:
+    """What an org's settings show of the app and the secret its sync uses (never the secret)."""
+    app = settings.get(APP_FIELD)
+    expiry = settings.get("secret_expiry")
+    shown = None if expiry in (None, "") else str(expiry)
+    window = expiry_window(expiry) if shown is not None else None
+    status = settings.get("last_sync_status")
+    # Only a GUID or a date is ever repeated (in alerts, the row, the log): anything else there could be a key
+    # pasted into the wrong field, and is named, never shown.
+    if APP_FIELD not in settings or app is None:
+        app_id = None
+    elif isinstance(app, str) and (app.strip() == "" or _GUID.fullmatch(app.strip())):
+        app_id = app.strip()
+    else:
+        app_id = "(not an application id; hidden)"
+    return ReportedUse(
+        destination=name,
+        app_id=app_id,
+        expiry_shown=(shown if window else "(not a date; hidden)") if shown is not None else None,
+        expiry_from=window[0] if window else None,
+        expiry_to=window[1] if window else None,
+        sync_status=(status if _WORD.fullmatch(status) else "(unrecognised)") if isinstance(status, str) and status
+        else None,
+        last_sync=parse_sync_time(settings.get("last_successful_sync")),
+    )
+
+
 def stacks_named(body: Any) -> set[str]:
     """The stacks an /endpoints answer names (its exact shape is undocumented: every string is searched)."""
     found: set[str] = set()
@@ -314,6 +370,14 @@ class ProofpointDestination:
         scrub = Scrubber(headers["X-Password"])
         settings = await in_thread(self._get, self._settings_url(api, config), headers, self._failure(config), scrub)
         return parse_sync_time(settings.get("last_successful_sync"))
+
+    async def reported_use(self, config: DestinationConfig) -> ReportedUse:
+        """The app and secret the org's sync uses, as its settings show them (one GET, changing nothing)."""
+        api = self._api(config)
+        headers = await self._headers(config)
+        scrub = Scrubber(headers["X-Password"])
+        settings = await in_thread(self._get, self._settings_url(api, config), headers, self._failure(config), scrub)
+        return reported_use(config.name, settings)
 
     async def check(self, config: DestinationConfig) -> DestinationCheck:
         """A live check of the registration, changing nothing: the admin login (GET /me), the org's stack

@@ -7,13 +7,16 @@ without a rotation id, and two runners cannot both reserve.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from shared.conditions import DRIFT_SUFFIX
 from shared.domain import (
     Application,
     Assessment,
     AssessmentStatus,
+    DestinationConfig,
     Stage,
     Target,
     assess,
@@ -21,8 +24,9 @@ from shared.domain import (
     new_rotation_id,
     renew_before,
 )
+from shared.drift import DriftFinding, drift_check_due, drift_message, find_drift
 from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
-from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership
+from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership, UsageReporter
 from shared.protocol.context import Advance, EngineConfig, Outcome
 from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
 
@@ -53,9 +57,10 @@ async def app_and_ownership(
     return app, ownership
 
 
-async def observe(run: Advance) -> Assessment:
+async def observe(run: Advance) -> tuple[Assessment, Target]:
     """Read the app registration and assess it; record and alert a target that cannot be read, or that the rotator
-    may read but not change (Application.ReadWrite.OwnedBy reads every app, writes only owned ones), and stop."""
+    may read but not change (Application.ReadWrite.OwnedBy reads every app, writes only owned ones), and stop.
+    Returns the assessment and the target with it recorded (and, when due, what its destinations report)."""
     now = run.now()
     try:
         run.forget_application()
@@ -71,9 +76,58 @@ async def observe(run: Advance) -> Assessment:
         denied = NotOwner(not_owner_message(app, ownership.principal), code="NotOwner")
         await run.refused("assess", AssessmentStatus.NOT_OWNER, denied, seen=observed(run.target, found, now),
                           details=owner_details(ownership.principal))
+    found, seen = await drift_checked(run, app, found, now)
     if found.foreign is not None:
         await run.alert("foreign-credential", foreign_message(found.foreign), **foreign_details(found.foreign))
-    return found
+    return found, seen
+
+
+async def drift_checked(
+    run: Advance, app: Application, found: Assessment, now: datetime
+) -> tuple[Assessment, Target]:
+    """When due (`drift_check_due`, or a foreign credential not yet seen in use), read what each destination that
+    reports it says of the app and secret it uses: the credential it demonstrably uses decides which foreign
+    credential is adopted (none when it uses the rotator's key), and what differs is drift, recorded and alerted.
+    A healthy target is read once a week; a target due, expired or missing is about to be rotated (the push reads
+    the settings anyway)."""
+    seen = observed(run.target, found, now)
+    t, last = run.target, run.target.observed.drift_checked_at
+    reporters: list[tuple[DestinationConfig, UsageReporter]] = []
+    for config in t.destinations:
+        destination = run.ports.destinations.get(config.kind)
+        if isinstance(destination, UsageReporter):
+            reporters.append((config, destination))
+    unconfirmed = found.foreign is not None and found.foreign.key_id not in t.observed.uses.values() \
+        and (last is None or now - last >= timedelta(days=1))
+    if not reporters or found.status.needs_rotation or not (unconfirmed or drift_check_due(t, now)):
+        return found, seen
+    started = time.monotonic()
+    findings: list[DriftFinding] = []
+    for reporting, reporter in reporters:
+        try:
+            report = await reporter.reported_use(reporting)
+        except RotationError as error:
+            # Read again at the next pass that finds it due; what was known stays as it was.
+            await run.event("drift-check", "unreadable", error, started=started)
+            return found, seen
+        findings.append(find_drift(report, t, app, now))
+    uses = {f.destination: f.uses.key_id for f in findings if f.uses is not None}
+    used = {u for u in uses.values()}
+    if len(used) == 1:
+        # The credential the destinations demonstrably use decides the foreign one (never a guess when they say).
+        found = assess(app, now, renew_before(t.policy, run.config.renew_before_days), t.state.current_key_id,
+                       used_key_id=next(iter(used)))
+        seen = observed(t, found, now)
+    drift = {f.destination: "; ".join(f.problems) for f in findings if f.problems}
+    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now)
+    if drift != t.observed.drift:
+        await run.event("drift-check", "drift" if drift else "cleared", started=started,
+                        detail=drift_message(drift) if drift else "the destinations use this app and its key")
+    kinds = {c.name: c.kind for c in t.destinations}
+    for name, text in sorted(drift.items()):
+        await run.alert(f"{kinds[name]}{DRIFT_SUFFIX}", f"{name}: {text}", destination=name,
+                        error_code="ProofpointDrift" if kinds[name] == "proofpoint" else "DestinationDrift")
+    return found, seen
 
 
 def observed(target: Target, found: Assessment, now: datetime) -> Target:
@@ -90,9 +144,8 @@ def observed(target: Target, found: Assessment, now: datetime) -> Target:
 
 async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
     """Assess the target; reserve a rotation (stage creating) when it is due or forced. True when reserved."""
-    found = await observe(run)
+    found, seen = await observe(run)
     now = run.now()
-    seen = observed(run.target, found, now)
     if not reserve or not (found.status.needs_rotation or force):
         await run.record_observation(seen)
         return False

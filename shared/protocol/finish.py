@@ -75,6 +75,8 @@ async def finish(run: Advance) -> None:
             needs_human="",
             error_code="",
             error_message="",
+            drift={},  # the push read its app id and key back: what an earlier check found is gone (drift.py)
+            uses={},
         )
     )
     await run.event("finish", "ok", detail=f"current key {s.new_key_id}", rotation_id=s.rotation_id)

@@ -1,0 +1,127 @@
+"""Drift between what Proofpoint says it uses and the app registration in Entra ID (pure).
+
+Proofpoint's sync settings (GET /orgs/{domain}/settings/azure) show `application_id`, and community scripts read
+`secret_expiry` and the sync state from the same answer. None of it is documented, so `secret_expiry` is read as an
+interval of instants it may mean (`ReportedUse.expiry_from`/`expiry_to`, made by the adapter from the text) and a
+credential matches when its end falls inside it: a date with a time and an offset within a minute, a time without
+an offset in any zone from UTC-12 to UTC+14, a date alone any time of that day in any such zone (the strictest
+plausible reading: no format is assumed, so no healthy target is flagged because of how a date is written).
+
+Drift is what a human must look at: Proofpoint naming another application, an expiry matching no live credential
+of the app (a key of another app pasted by hand, or a key since removed), or one matching only a credential the
+rotator did not make while the rotator's own key is in use (a key pasted by hand, a portal FIX). A newer credential
+the rotator did not make that Proofpoint's expiry names is the one Proofpoint uses: adopted, as a foreign credential
+is (never removed; rotated only when due), and not drift.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from shared.domain import Application, Credential, Target
+from shared.ports import ReportedUse
+
+# How often a healthy idle target's Proofpoint settings are read for drift: once a week, each target on its own day
+# of the week (a stable hash of its key), so a daily pass reads a seventh of them (docs/benchmarks.md).
+DRIFT_CHECK_DAYS = 7
+
+SYNC_FAILING_AFTER = timedelta(hours=48)
+
+
+@dataclass(frozen=True)
+class DriftFinding:
+    """One destination's drift verdict: the credential it demonstrably uses (None when it cannot be told) and what
+    differs (empty: no drift)."""
+
+    destination: str
+    uses: Credential | None
+    problems: tuple[str, ...] = ()
+
+
+def matching(credentials: tuple[Credential, ...], start: datetime, end: datetime) -> list[Credential]:
+    """The credentials whose end falls inside [start, end] (expired ones too: Proofpoint may hold a dead key)."""
+    return [c for c in credentials if start <= c.end <= end]
+
+
+def _made_by_rotator(credential: Credential) -> bool:
+    return credential.rotation_id is not None
+
+
+def _issued(credential: Credential) -> datetime:
+    return credential.start if credential.start is not None else credential.end
+
+
+def find_drift(report: ReportedUse, target: Target, app: Application, now: datetime) -> DriftFinding:
+    """Compare one destination's report with the app registration: which credential it uses, and any drift."""
+    problems: list[str] = []
+    if report.app_id is not None and report.app_id.strip().lower() != target.app_id.lower():
+        shown = report.app_id.strip() or "no application"
+        problems.append(f"Proofpoint's sync uses application {shown!r}, not the registered app {target.app_id}")
+        # Its expiry then belongs to that other app's key: nothing on this app can match it.
+        return DriftFinding(report.destination, None, tuple(problems))
+    uses: Credential | None = None
+    if report.expiry_shown is not None:
+        if report.expiry_from is None or report.expiry_to is None:
+            problems.append(f"Proofpoint's secret_expiry is {report.expiry_shown}")
+        else:
+            uses, problem = _expiry_match(report, target, app, now)
+            if problem:
+                problems.append(problem)
+    if failing(report, now):
+        last = report.last_sync.isoformat() if report.last_sync else "never"
+        problems.append(f"Proofpoint's sync is failing (last status {report.sync_status}, last successful: {last})")
+    return DriftFinding(report.destination, uses, tuple(problems))
+
+
+def failing(report: ReportedUse, now: datetime) -> bool:
+    """Proofpoint's sync has not succeeded for two days: one failed sync (an outage) is not yet drift."""
+    if report.sync_status is None or report.sync_status.strip().lower() in ("success", "succeeded", "ok"):
+        return False
+    return report.last_sync is None or now - report.last_sync > SYNC_FAILING_AFTER
+
+
+def _expiry_match(
+    report: ReportedUse, target: Target, app: Application, now: datetime
+) -> tuple[Credential | None, str]:
+    """The credential the reported expiry names, and the drift it shows ("" for none)."""
+    assert report.expiry_from is not None and report.expiry_to is not None
+    found = matching(app.credentials, report.expiry_from, report.expiry_to)
+    shown = report.expiry_shown
+    if not found:
+        return None, (f"Proofpoint's secret expires {shown}, which matches no credential of app {target.app_id} "
+                      "(a key of another app pasted by hand, or a key since removed)")
+    current = target.state.current_key_id
+    mine = next((c for c in found if c.key_id == current), None)
+    if mine is not None:
+        return (mine if len(found) == 1 else None), ""
+    if len(found) > 1:
+        return None, ""  # several credentials end within the expiry's reach: it cannot tell which (not drift)
+    used = found[0]
+    if not current:
+        return used, ""  # the rotator has delivered nothing yet: whichever key Proofpoint holds is the starting one
+    known = next((c for c in app.credentials if c.key_id == current), None)
+    if _made_by_rotator(used):
+        return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} that the rotator replaced, not key "
+                      f"{current} it delivered last")
+    if known is not None and not used.expired(now) and _issued(used) > _issued(known):
+        return used, ""  # a newer key someone else made, and Proofpoint uses it: adopted (foreign-credential)
+    return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} ('{used.display_name}'), which the "
+                  f"rotator did not make (pasted by hand, or a portal FIX), not key {current} it delivered")
+
+
+def drift_check_due(target: Target, now: datetime, every_days: int = DRIFT_CHECK_DAYS) -> bool:
+    """Whether this idle target's destinations are read for drift in this pass: on its own day of the week (a
+    stable hash of its key), or whenever the last check is older than the period and a day."""
+    last = target.observed.drift_checked_at
+    if last is not None and now - last < timedelta(days=every_days) - timedelta(hours=12):
+        return False
+    if last is not None and now - last >= timedelta(days=every_days + 1):
+        return True
+    return zlib.crc32(target.key.lower().encode()) % every_days == now.date().toordinal() % every_days
+
+
+def drift_message(findings: dict[str, str]) -> str:
+    """The alert's and status's sentence for a target's drift (destination: what differs)."""
+    return "; ".join(f"{name}: {text}" for name, text in sorted(findings.items()))

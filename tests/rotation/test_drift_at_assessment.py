@@ -1,0 +1,138 @@
+"""Drift at assessment, end to end: the real Proofpoint adapter reads the sandbox org's settings, the real Graph
+adapter the app, and each case ends as an MSP engineer needs it (an alert naming what differs, the row showing it,
+the status document and the open alerts; or a newer key Proofpoint uses adopted, and one it does not use not)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from shared.alerts import LogAlerter
+from shared.domain import Actor
+from shared.registry import status_document
+from shared.service import StatusPolicy, open_alerts
+from tests.rotation.conftest import Customer, Rotator, World, customer_seed, random_secret
+from tests.rotation.test_push_retire import destinations
+
+ROTATION = "0123456789abcdef0123456789abcdef"
+
+
+def seed(world: World, name: str, *, credentials: list[dict[str, Any]], held: str, expiry: str | None,
+         app_id: str | None = None) -> Customer:
+    """A customer whose app has `credentials` and whose Proofpoint org holds the value of key `held`, showing
+    `expiry` as its secret_expiry (None: not shown) and `app_id` as its application (default: the customer's)."""
+    customer, doc = customer_seed(name, None)
+    app = doc["tenants"][0]["applications"][0]
+    app["passwordCredentials"] = credentials
+    value = next(c["secretText"] for c in credentials if c["keyId"] == held)
+    customer.key_id, customer.secret = held, value
+    org = doc["proofpoint"]["orgs"][0]
+    org["settings"] = {"application_id": app_id or customer.app_id, "ad_key": value}
+    org["extraFields"] = {"last_successful_sync": "-2h", "last_sync_status": "success"}
+    if expiry is not None:
+        org["extraFields"]["secret_expiry"] = expiry
+    org["nextSync"] = "+20h"  # its next sync is after this test's pass
+    world.sb.control.seed(doc)
+    return customer
+
+
+def credential(display: str, start: str, end: str) -> dict[str, Any]:
+    return {"keyId": str(uuid.uuid4()), "displayName": display, "secretText": random_secret(),
+            "startDateTime": start, "endDateTime": end}
+
+
+async def register(world: World, rotator: Rotator, customer: Customer, current_key_id: str = "") -> None:
+    """Registered as after earlier passes: last read for drift 9 days ago (so this pass reads it)."""
+    async with rotator() as svc:
+        target = customer.target(destinations(world, customer)).with_state(current_key_id=current_key_id)
+        await svc.state.create_target(target.with_observed(
+            drift_checked_at=datetime.now(UTC) - timedelta(days=9)))
+
+
+def drift_alerts(alerter: LogAlerter, customer: Customer) -> list[str]:
+    return [a.message for a in alerter.raised if a.condition == "proofpoint-drift" and a.app_id == customer.app_id]
+
+
+async def test_each_kind_of_drift_is_found_alerted_and_shown(world: World, rotator: Rotator) -> None:
+    world.seed_accounts()
+    made: dict[str, tuple[Customer, str]] = {}
+    for name, other_app, expiry_of in [
+        ("Healthy", None, "mine"), ("OtherApp", str(uuid.uuid4()), "mine"), ("Unknown", None, "+100d"),
+        ("HandPasted", None, "hand"),
+    ]:
+        m = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+150d")
+        h = credential("created by hand", "-300d", "+60d")
+        expiry = {"mine": "+150d", "hand": "+60d"}.get(expiry_of, expiry_of)
+        held = h["keyId"] if expiry_of == "hand" else m["keyId"]
+        c = seed(world, name, credentials=[m, h], held=held, expiry=expiry, app_id=other_app)
+        made[name] = (c, m["keyId"])
+        await register(world, rotator, c, current_key_id=m["keyId"])
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        rows = {name: (await svc.state.get_target(c.tenant_id, c.app_id))[0] for name, (c, _) in made.items()}
+    now = datetime.now(UTC)
+
+    healthy, mine_key = made["Healthy"][0], made["Healthy"][1]
+    assert rows["Healthy"].observed.status == "healthy" and rows["Healthy"].observed.drift == {}
+    assert rows["Healthy"].observed.uses == {"proofpoint": mine_key}
+    assert drift_alerts(alerter, healthy) == []
+    assert "proofpoint-drift" not in open_alerts(rows["Healthy"], StatusPolicy(), now)
+
+    [other] = drift_alerts(alerter, made["OtherApp"][0])
+    assert "uses application" in other and made["OtherApp"][0].app_id in other
+    [unknown] = drift_alerts(alerter, made["Unknown"][0])
+    assert "matches no credential" in unknown
+    [pasted] = drift_alerts(alerter, made["HandPasted"][0])
+    assert made["HandPasted"][0].key_id in pasted and "did not make" in pasted
+    for name in ("OtherApp", "Unknown", "HandPasted"):
+        row = rows[name]
+        assert row.observed.status == "healthy", "drift changes nothing on the app: a human decides"
+        assert set(row.observed.drift) == {"proofpoint"}
+        assert "proofpoint-drift" in open_alerts(row, StatusPolicy(), now)
+        [pp] = [d for d in status_document(row)["destinations"] if d["name"] == "proofpoint"]
+        assert pp["drift"] == row.observed.drift["proofpoint"]
+        assert len(world.credentials(made[name][0])) == 2, "nothing removed, nothing added"
+    for message in (other, unknown, pasted):
+        assert all(c.secret not in message for c, _ in made.values())
+
+    # The next pass of the same week reads nothing from Proofpoint, and the drift stays shown.
+    async with rotator(alerter=LogAlerter()) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        again, _ = await svc.state.get_target(made["Unknown"][0].tenant_id, made["Unknown"][0].app_id)
+    assert again.observed.drift == rows["Unknown"].observed.drift
+    assert again.observed.drift_checked_at == rows["Unknown"].observed.drift_checked_at
+
+
+async def test_a_newer_key_proofpoint_uses_is_adopted_and_one_it_does_not_use_is_not(
+    world: World, rotator: Rotator
+) -> None:
+    world.seed_accounts()
+    outcomes = {}
+    for name, proofpoint_holds in (("Adopted", "fix"), ("NotAdopted", "mine")):
+        mine = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+150d")
+        fix = credential("Vircom Portal FIX", "-1d", "+700d")
+        held = fix if proofpoint_holds == "fix" else mine
+        c = seed(world, name, credentials=[mine, fix], held=held["keyId"],
+                 expiry="+700d" if proofpoint_holds == "fix" else "+150d")
+        await register(world, rotator, c, current_key_id=mine["keyId"])
+        outcomes[name] = (c, mine["keyId"], fix["keyId"])
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        rows = {n: (await svc.state.get_target(c.tenant_id, c.app_id))[0] for n, (c, _, _) in outcomes.items()}
+
+    adopted, mine_key, fix_key = outcomes["Adopted"]
+    row = rows["Adopted"]
+    assert row.observed.status == "foreign-credential" and row.observed.drift == {}
+    assert row.observed.uses == {"proofpoint": fix_key} and row.observed.days_left is not None
+    assert row.observed.days_left >= 698, "the adopted key's expiry decides the next rotation"
+    assert {k["keyId"] for k in world.credentials(adopted)} == {mine_key, fix_key}, "never removed"
+    assert [a.condition for a in alerter.raised if a.app_id == adopted.app_id] == ["foreign-credential"]
+
+    not_adopted, mine_key, fix_key = outcomes["NotAdopted"]
+    row = rows["NotAdopted"]
+    assert row.observed.status == "healthy", "Proofpoint uses the rotator's key: the other one is not adopted"
+    assert row.observed.uses == {"proofpoint": mine_key} and 148 <= (row.observed.days_left or 0) <= 150
+    assert [a.condition for a in alerter.raised if a.app_id == not_adopted.app_id] == []
