@@ -118,6 +118,10 @@ class Org:
     reports_expiry: bool = False  # GET shows secret_expiry
     ad_key_on_get: str = "masked"  # "masked" ("********" when set) or "absent" (GET never shows the field)
     hidden: tuple[str, ...] = ()  # writable fields this org's GET does not return
+    # How the GET writes `secret_expiry` (unknown on the real service): "iso" (UTC, as Graph), "date" (the date in
+    # `expiryOffset`'s zone), "local" (that zone's wall time, no offset), "offset" (that zone's time with its offset).
+    expiry_format: str = "iso"
+    expiry_offset: dt.timedelta = dt.timedelta(0)
     semantics: str | None = None  # "merge" or "replace" for this org; None: the global setting
     puts: list[dict[str, Any]] = field(default_factory=list)  # bodies received, ad_key replaced by "***"
     name: str = ""  # the org's name as the child-org list shows it
@@ -136,8 +140,21 @@ class Org:
             out["last_successful_sync"] = iso(self.last_successful_sync) if self.last_successful_sync else None
             out["last_sync_status"] = self.last_sync_status
         if self.reports_expiry:
-            out["secret_expiry"] = iso(self.secret_expiry) if self.secret_expiry else None
+            out["secret_expiry"] = self.expiry_shown()
         return out
+
+    def expiry_shown(self) -> str | None:
+        """`secret_expiry` as this org's GET writes it (`expiry_format`)."""
+        if self.secret_expiry is None:
+            return None
+        if self.expiry_format == "iso":
+            return iso(self.secret_expiry)
+        local = self.secret_expiry.astimezone(dt.timezone(self.expiry_offset))
+        if self.expiry_format == "date":
+            return local.date().isoformat()
+        if self.expiry_format == "local":
+            return local.replace(tzinfo=None).isoformat(timespec="seconds")
+        return local.isoformat(timespec="seconds")
 
     def frequency(self) -> dt.timedelta:
         return dt.timedelta(hours=int(self.settings.get("sync_frequency") or 24))
@@ -221,6 +238,13 @@ class ProofpointState:
         if org.ad_key_on_get not in ("masked", "absent"):
             raise ValueError("adKeyOnGet must be 'masked' or 'absent'")
         org.hidden = tuple(doc.get("getOmits", ()))
+        org.expiry_format = doc.get("expiryFormat", "iso")
+        if org.expiry_format not in ("iso", "date", "local", "offset"):
+            raise ValueError("expiryFormat must be 'iso', 'date', 'local' or 'offset'")
+        hours = doc.get("expiryOffsetHours", 0)
+        if not isinstance(hours, int | float) or isinstance(hours, bool) or not -12 <= hours <= 14:
+            raise ValueError("expiryOffsetHours must be a number of hours from -12 to 14")
+        org.expiry_offset = dt.timedelta(hours=hours)
         if "putSemantics" in doc:
             org.semantics = _semantics(doc["putSemantics"])
         next_sync = doc.get("nextSync")

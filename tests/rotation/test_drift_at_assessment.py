@@ -19,7 +19,7 @@ ROTATION = "0123456789abcdef0123456789abcdef"
 
 
 def seed(world: World, name: str, *, credentials: list[dict[str, Any]], held: str, expiry: str | None,
-         app_id: str | None = None) -> Customer:
+         app_id: str | None = None, **shown: Any) -> Customer:
     """A customer whose app has `credentials` and whose Proofpoint org holds the value of key `held`, showing
     `expiry` as its secret_expiry (None: not shown) and `app_id` as its application (default: the customer's)."""
     customer, doc = customer_seed(name, None)
@@ -33,6 +33,7 @@ def seed(world: World, name: str, *, credentials: list[dict[str, Any]], held: st
     if expiry is not None:
         org["extraFields"]["secret_expiry"] = expiry
     org["nextSync"] = "+20h"  # its next sync is after this test's pass
+    org.update(shown)  # expiryFormat, expiryOffsetHours
     world.sb.control.seed(doc)
     return customer
 
@@ -136,3 +137,31 @@ async def test_a_newer_key_proofpoint_uses_is_adopted_and_one_it_does_not_use_is
     assert row.observed.status == "healthy", "Proofpoint uses the rotator's key: the other one is not adopted"
     assert row.observed.uses == {"proofpoint": mine_key} and 148 <= (row.observed.days_left or 0) <= 150
     assert [a.condition for a in alerter.raised if a.app_id == not_adopted.app_id] == []
+
+
+FORMATS = [("iso", 0), ("date", 0), ("date", 14), ("date", -12), ("local", 0), ("local", 9.5), ("local", -8),
+           ("offset", 5.75), ("offset", -3)]
+
+
+async def test_no_false_drift_however_proofpoint_writes_the_expiry(world: World, rotator: Rotator) -> None:
+    """A healthy target whose Proofpoint org writes secret_expiry as a date, a local time or with an offset, in zones
+    from UTC-12 to UTC+14 (the date itself differs by zone): no drift, and the key
+    Proofpoint uses is identified."""
+    world.seed_accounts()
+    made = []
+    for n, (shape, hours) in enumerate(FORMATS):
+        mine = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+3623h")
+        # A hand-made key ending two days later: near enough to tempt a loose comparison, far enough for a strict one.
+        other = credential("created by hand", "-300d", "+3671h")
+        c = seed(world, f"Format{n}", credentials=[mine, other], held=mine["keyId"], expiry="+3623h",
+                 expiryFormat=shape, expiryOffsetHours=hours)
+        await register(world, rotator, c, current_key_id=mine["keyId"])
+        made.append((c, mine["keyId"], shape, hours))
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        for c, key_id, shape, hours in made:
+            row, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+            assert row.observed.drift == {}, (shape, hours, row.observed.drift)
+            assert row.observed.uses == {"proofpoint": key_id}, (shape, hours)
+    assert [a.condition for a in alerter.raised] == []
