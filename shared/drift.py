@@ -112,14 +112,14 @@ def _expiry_match(
 
 
 def drift_check_due(target: Target, now: datetime, every_days: int = DRIFT_CHECK_DAYS) -> bool:
-    """Whether this idle target's destinations are read for drift in this pass: on its own day of the week (a
-    stable hash of its key), or whenever the last check is older than the period and a day."""
+    """Whether this idle target's destinations are read for drift in this pass: at its first assessment (a customer
+    just onboarded is checked at once), then on its own day of the week (a stable hash of its key, so a daily pass
+    reads a seventh of the fleet), or whenever the last check is older than the period and a day (a missed day)."""
     last = target.observed.drift_checked_at
-    if last is not None and now - last < timedelta(days=every_days) - timedelta(hours=12):
-        return False
-    if last is not None and now - last >= timedelta(days=every_days + 1):
+    if last is None or now - last >= timedelta(days=every_days + 1):
         return True
-    return zlib.crc32(target.key.lower().encode()) % every_days == now.date().toordinal() % every_days
+    return now - last >= timedelta(hours=12) and \
+        zlib.crc32(target.key.lower().encode()) % every_days == now.date().toordinal() % every_days
 
 
 def drift_message(findings: dict[str, str]) -> str:
