@@ -101,6 +101,10 @@ def _expiry_match(
     used = found[0]
     if not current:
         return used, ""  # the rotator has delivered nothing yet: whichever key Proofpoint holds is the starting one
+    if used.key_id in target.state.superseded and not synced_since_push(target, report.destination):
+        # The key the last rotation replaced, shown until Proofpoint's own sync runs with the new one (its
+        # secret_expiry moves with its sync): expected, not drift. After that sync it would be.
+        return used, ""
     known = next((c for c in app.credentials if c.key_id == current), None)
     if _made_by_rotator(used):
         return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} that the rotator replaced, not key "
@@ -109,6 +113,12 @@ def _expiry_match(
         return used, ""  # a newer key someone else made, and Proofpoint uses it: adopted (foreign-credential)
     return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} ('{used.display_name}'), which the "
                   f"rotator did not make (pasted by hand, or a portal FIX), not key {current} it delivered")
+
+
+def synced_since_push(target: Target, destination: str) -> bool:
+    """The destination's own sync has run since it was given the key in use (its acknowledgement says so)."""
+    ack = target.state.acks.get(destination)
+    return ack is not None and ack.key_id == target.state.current_key_id and ack.synced_at is not None
 
 
 def drift_check_due(target: Target, now: datetime, every_days: int = DRIFT_CHECK_DAYS) -> bool:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.destinations.proofpoint import expiry_window, reported_use
-from shared.domain import Application, AssessmentStatus, Credential, RotationState, Target, assess
+from shared.domain import Ack, Application, AssessmentStatus, Credential, RotationState, Target, assess
 from shared.drift import DRIFT_CHECK_DAYS, drift_check_due, find_drift
 
 NOW = datetime(2026, 12, 6, 9, 30, tzinfo=UTC)
@@ -97,6 +97,19 @@ def test_a_key_the_rotator_replaced_still_in_proofpoint_is_drift() -> None:
                      NOW + timedelta(days=10))
     used, problems = drift_of(settings((NOW + timedelta(days=10)).isoformat()), MINE, old)
     assert used == "k-old-mine" and "replaced" in problems
+
+
+def test_the_replaced_key_until_proofpoints_sync_is_not_drift_after_it_is() -> None:
+    # Pushed, not yet synced: Proofpoint's secret_expiry still names the key the rotation replaced (HAND_OLD).
+    waiting = target().with_state(superseded=("k-hand",), acks={"proofpoint": Ack("k-mine", NOW - timedelta(hours=2),
+                                                                               sync_after=NOW - timedelta(hours=2))})
+    report = reported_use("proofpoint", settings("2027-02-01T08:00:00Z"))
+    assert find_drift(report, waiting, app(MINE, HAND_OLD), NOW).problems == ()
+    synced = waiting.with_state(acks={"proofpoint": Ack("k-mine", NOW - timedelta(hours=2),
+                                                        sync_after=NOW - timedelta(hours=2),
+                                                        synced_at=NOW - timedelta(hours=1))})
+    [problem] = find_drift(report, synced, app(MINE, HAND_OLD), NOW).problems
+    assert "k-hand" in problem
 
 
 def test_a_newer_key_proofpoint_uses_is_adopted_not_drift() -> None:

@@ -165,3 +165,32 @@ async def test_no_false_drift_however_proofpoint_writes_the_expiry(world: World,
             assert row.observed.drift == {}, (shape, hours, row.observed.drift)
             assert row.observed.uses == {"proofpoint": key_id}, (shape, hours)
     assert [a.condition for a in alerter.raised] == []
+
+
+async def test_a_rotation_is_no_drift_before_or_after_proofpoints_sync(world: World, rotator: Rotator) -> None:
+    """Right after a push Proofpoint still reports the replaced key's expiry until its own sync runs: not drift;
+    after the sync it reports the new key's, which it is then seen to use."""
+    world.seed_accounts()
+    hand = credential("created by hand", "-300d", "+12d")
+    due = seed(world, "Rotated", credentials=[hand], held=hand["keyId"], expiry="+12d")
+    async with rotator() as svc:
+        await svc.state.create_target(due.target(destinations(world, due)))
+    alerter = LogAlerter()
+    async with rotator(alerter=alerter) as svc:
+        await svc.engine.run_pass(Actor.TIMER)  # rotates (a due target is not read for drift: the push reads it)
+        await svc.engine.run_pass(Actor.TIMER)  # its first check: Proofpoint has not synced since the push
+        row, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert row.observed.last_outcome == "rotated" and row.observed.drift_checked_at is not None
+    assert row.observed.drift == {} and row.observed.uses == {"proofpoint": hand["keyId"]}
+    assert "proofpoint-drift" not in [a.condition for a in alerter.raised]
+
+    later = timedelta(hours=25)  # Proofpoint's daily sync ran with the new key, and a week passed for the check
+    world.sb.control.set_clock(later.total_seconds())
+    async with rotator(later) as svc:
+        target = row.with_observed(drift_checked_at=datetime.now(UTC) - timedelta(days=9))
+        _, etag = await svc.state.get_target(due.tenant_id, due.app_id)
+        await svc.state.replace_target(target, etag)
+        await svc.engine.run_pass(Actor.TIMER)
+        row, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert row.observed.drift == {}
+    assert row.observed.uses == {"proofpoint": row.state.current_key_id} != {"proofpoint": hand["keyId"]}
