@@ -141,8 +141,11 @@ def sign_in(page: Any, base: str, upn: str, then: str = "/api/dashboard") -> Non
                            f"{page.inner_text('body')[:500]}")
 
 
-def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800) -> None:
-    """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data."""
+def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800,
+               views: Sequence[tuple[str, Path]] = ()) -> None:
+    """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data; then one of
+    each customer view in `views` (its "#/target/<tenant>/<app>" fragment, where to save it), once its credentials
+    are shown."""
     from playwright.sync_api import sync_playwright
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +157,11 @@ def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: 
             page.wait_for_selector("body[data-ready=true]", timeout=120_000)
             page.wait_for_selector("#caller:not([hidden])", timeout=120_000)
             page.screenshot(path=str(path), timeout=120_000)
+            for fragment, view in views:
+                page.set_viewport_size({"width": width, "height": 2 * height})  # the panel's sections, unscrolled
+                page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
+                page.wait_for_selector("#detail:not([hidden]) #credentials tbody tr", timeout=120_000)
+                page.screenshot(path=str(view), timeout=120_000)
         finally:
             browser.close()
 

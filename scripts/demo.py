@@ -227,10 +227,13 @@ def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
     else:
         with serving(env) as url:
             sandbox.control.add_redirect_uri("msp-app", f"{url}/.auth/login/aad/callback")
+            apps = {t["id"]: t["applications"][0]["appId"] for t in sandbox.control.state()["tenants"]}
+            views = [(f"#/target/{tenant}/{apps[tenant]}", path) for tenant, path in VIEWS.items()]
             screenshot(url, SCREENSHOT, upn=OPERATOR,
-                       trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
+                       trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]), views=views)
         print(f"Screenshot of the dashboard after {OPERATOR} signed in (Chromium, 1280x800): "
-              f"{SCREENSHOT.relative_to(ROOT)}", flush=True)
+              f"{SCREENSHOT.relative_to(ROOT)}; customer views: "
+              f"{', '.join(str(p.relative_to(ROOT)) for p in VIEWS.values())}", flush=True)
     print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser and sign in "
           "on the sandbox's Entra page (the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
 

@@ -45,10 +45,23 @@ const STAGE_HELP = {
 const ALERT_LABELS = {
   "expired": "expired", "unreachable": "unreachable", "app-not-found": "app not found", "not-owner": "not owner",
   "policy-blocked": "policy blocked", "foreign-credential": "foreign credential", "stuck": "stuck",
-  "destination-failing": "destination failing", "proofpoint-drift": "Proofpoint settings changed",
+  "destination-failing": "destination failing", "proofpoint-drift": "Proofpoint drift",
+  "old-key-still-used": "old key still used", "new-key-unused": "new key unused",
   "notify-only-waiting": "waiting for acknowledgement",
   "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
 };
+
+// Conditions shown beside the status as chips and filterable like a status (the value "flag:<condition>"): what an
+// engineer deciding whether an old secret may go must see at once, from the status document's open alerts.
+const FLAGS = {
+  "old-key-still-used": "Old key still used",
+  "proofpoint-drift": "Drift",
+};
+const FLAG_HELP = {
+  "old-key-still-used": "A superseded key still signs in (Entra ID's sign-in log): it is kept until it is quiet.",
+  "proofpoint-drift": "Proofpoint's settings do not match the app registration (another app, an unknown secret, a key the rotator did not make, its settings changed by a push).",
+};
+const flagged = (t, flag) => (t.alerts || []).includes(flag);
 
 const state = {
   targets: [],
@@ -122,6 +135,14 @@ const known = (status) => Object.hasOwn(STATUSES, status);
 const statusClass = (status) => (known(status) ? `s-${status}` : "s-other");
 const label = (status) => (known(status) ? STATUSES[status] : status);
 const canOperate = () => Boolean(state.me && state.me.roles && state.me.roles.includes(OPERATE));
+
+function flagChip(flag) {
+  return h("span", { class: `chip flag flag-${flag}`, title: FLAG_HELP[flag], "data-flag": flag }, FLAGS[flag]);
+}
+
+function flagChips(t) {
+  return Object.keys(FLAGS).filter((f) => flagged(t, f)).map(flagChip);
+}
 
 function chip(status) {
   return h("span", { class: `chip ${statusClass(status)}`, title: STATUS_HELP[status] || "", "data-status": status },
@@ -223,7 +244,9 @@ function hideBanner() {
 function visibleTargets() {
   const needle = state.search.trim().toLowerCase();
   return state.targets.filter((t) => {
-    if (state.status && t.status !== state.status) return false;
+    if (state.status.startsWith("flag:")) {
+      if (!flagged(t, state.status.slice(5))) return false;
+    } else if (state.status && t.status !== state.status) return false;
     if (!needle) return true;
     return [t.customer, t.tenantId, t.appId].some((v) => (v || "").toLowerCase().includes(needle));
   });
@@ -279,12 +302,23 @@ function renderCounts() {
   list.append(button("", state.targets.length, "Customers"));
   const statuses = [...STATUS_ORDER.filter((s) => counts.has(s)), ...[...counts.keys()].filter((s) => !known(s)).sort()];
   for (const s of statuses) list.append(button(s, counts.get(s), label(s)));
+  const flags = Object.keys(FLAGS).map((f) => [f, state.targets.filter((t) => flagged(t, f)).length]);
+  for (const [f, n] of flags) {
+    if (!n) continue;
+    const item = button(`flag:${f}`, n, FLAGS[f]);
+    const b = item.querySelector("button");
+    b.className = `count flag flag-${f}`;
+    b.dataset.flag = f;
+    b.title = `Show only customers with "${FLAGS[f].toLowerCase()}": ${FLAG_HELP[f]}`;
+    list.append(item);
+  }
 
   const select = $("status-filter");
   const current = state.status;
   select.replaceChildren(h("option", { value: "" }, "All statuses"),
     ...[...STATUS_ORDER, ...[...counts.keys()].filter((s) => !known(s))].map((s) =>
-      h("option", { value: s }, `${label(s)} (${counts.get(s) || 0})`)));
+      h("option", { value: s }, `${label(s)} (${counts.get(s) || 0})`)),
+    ...flags.map(([f, n]) => h("option", { value: `flag:${f}` }, `${FLAGS[f]} (${n})`)));
   select.value = current;
 }
 
@@ -342,7 +376,7 @@ function renderFleet() {
     h("td", { class: "cell-customer", "data-label": "Customer" },
       h("div", { class: "customer-name" }, t.customer || "(no name)"),
       h("div", { class: "ids", title: `tenant ${t.tenantId}\napp ${t.appId}` }, `${short(t.tenantId)} · app ${short(t.appId)}`)),
-    h("td", { class: "cell-status", "data-label": "Status" }, chip(t.status), t.enabled === false ? h("span", { class: "badge grey" }, " disabled") : null),
+    h("td", { class: "cell-status", "data-label": "Status" }, chip(t.status), ...flagChips(t), t.enabled === false ? h("span", { class: "badge grey" }, " disabled") : null),
     h("td", { "data-label": "Days left" }, daysCell(t, scale)),
     h("td", { class: "nowrap", "data-label": "Expires" }, date(t.expires)),
     h("td", { class: "cell-stage", "data-label": "Rotation" }, stageCell(t)),
@@ -548,7 +582,7 @@ function renderDetail() {
   const summary = state.targets.find((t) => keyOf(t) === key);
   const d = state.details || summary;
   const title = $("detail-title");
-  title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "");
+  title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "", ...(d ? flagChips(d) : []));
   const [tenantId, appId] = key.split("/");
   $("detail-ids").textContent = `tenant ${tenantId} · app ${appId}`;
   const body = $("detail-body");
@@ -568,6 +602,10 @@ function renderDetail() {
     fact("Last checked", d.checkedAt ? ago(d.checkedAt) || date(d.checkedAt) : "never", d.checkedAt ? dateTime(d.checkedAt) : null)));
   if (d.error) body.append(sectionError(d.error));
   if (d.needsHuman) body.append(h("p", { class: "section-error" }, `Needs a human: ${d.needsHuman}`));
+  for (const x of d.destinations || []) {
+    // What a drift check found: Proofpoint using another app, a secret matching no credential the rotator made...
+    if (x.drift) body.append(h("p", { class: "section-error", "data-drift": x.name }, `Drift at ${x.name}: ${x.drift}`));
+  }
   if (d.alerts && d.alerts.length) body.append(h("p", {}, "Open alerts: ", alertsCell(d)));
 
   body.append(progressSection(d));
@@ -769,11 +807,14 @@ function destinationsSection(d) {
       x.acknowledged ? h("span", { class: "ok-text" }, "confirmed") : h("span", { class: "warn-text" }, x.held ? "held: settings changed" : d.currentKeyId || d.stage !== "idle" ? "waiting" : "not rotated yet"),
       x.acknowledgedAt ? h("span", { title: dateTime(x.acknowledgedAt) }, date(x.acknowledgedAt), " ", h("span", { class: "muted" }, `key ${short(x.acknowledgedKeyId)}`)) : "—",
       x.failures ? h("span", { class: "alert-badge" }, `${x.failures} failed`) : "0",
+      x.drift ? h("span", { class: "alert-badge", title: x.drift }, "drift")
+        : x.usesKeyId ? h("span", { class: "ok-text", title: d.driftCheckedAt ? `checked ${dateTime(d.driftCheckedAt)}` : "" }, `key ${short(x.usesKeyId)}`)
+          : h("span", { class: "muted" }, d.driftCheckedAt ? "not told" : "not checked"),
       canAck ? h("button", { type: "button", class: "btn small", "data-ack": x.name, onclick: () => acknowledge(d, x) }, "Acknowledge") : "",
     ];
   });
   return h("section", {}, h("h3", {}, "Destinations"),
-    table(["Destination", "Kind", "Current key", "Last acknowledgement", "Failed pushes", ""], rows, "No destinations registered."));
+    table(["Destination", "Kind", "Current key", "Acknowledged", "Failed", "Uses", ""], rows, "No destinations registered."));
 }
 
 // GET /api/targets/{tenant}/{app}/proofpoint-check (Rotator.Operate): the org's settings as Proofpoint returns them
@@ -819,19 +860,46 @@ function proofpointCheckSection(d) {
   return section;
 }
 
+// Who made a credential, as far as anyone can tell: the rotator (its display name carries the rotation id), or
+// someone else (the portal's FIX, a person); and whether Proofpoint demonstrably uses it (its reported expiry).
+function madeBy(c) {
+  return c.madeByRotator ? h("span", { class: "badge", title: c.displayName }, "rotator")
+    : h("span", {}, h("span", { class: "badge grey", title: c.displayName || "" }, "someone else"),
+      c.displayName ? h("div", { class: "muted small" }, c.displayName) : "");
+}
+
+// A credential's first or last sign-in from the last sign-in evidence read (Entra ID's sign-in log), or why there is
+// none: never read (read only while a superseded key waits to retire), or the tenant cannot say (no licence, no
+// permission: its reason).
+function signInCell(d, c, which) {
+  const e = d.signInEvidence;
+  if (!e) return h("span", { class: "muted", title: "Entra ID's sign-in log is read while a superseded key waits for retirement" }, "not read");
+  if (!e.available) return h("span", { class: "muted", "data-signin": "unavailable", title: e.code || "" }, `not available: ${e.reason || e.code || "the tenant does not say"}`);
+  const at = c[which];
+  if (!at) return h("span", { class: "muted", title: `read ${dateTime(e.readAt)}` }, `none since ${date(e.since)}`);
+  const where = which === "lastSignIn" && c.lastSignInIp ? ` from ${c.lastSignInIp}` : "";
+  return h("span", { title: `${dateTime(at)}${where} (read ${dateTime(e.readAt)})`, "data-signin": which }, dateTime(at), where ? h("span", { class: "muted" }, where) : "");
+}
+
 function entraSection(d) {
   const e = d.entra;
   const section = h("section", {}, h("h3", {}, "Credentials in Entra ID", e.displayName ? h("span", { class: "muted" }, ` · ${e.displayName}`) : ""));
   if (e.error) section.append(sectionError(e.error));
   const roleBadge = { current: ["in use", "green"], "rolling-out": ["rolling out", ""], superseded: ["superseded", "grey"] };
-  section.append(table(["Hint", "Start", "End", "Days left", "Made by", ""], e.credentials.map((c) => [
+  const rows = e.credentials.map((c) => [
     h("code", {}, c.hint ? `${c.hint}…` : "—"),
+    madeBy(c),
     date(c.start),
-    date(c.end),
-    c.expired ? h("span", { class: "alert-badge" }, "expired") : c.daysLeft,
-    c.madeByRotator ? h("span", { class: "badge", title: c.displayName }, "rotator") : h("span", { class: "badge grey", title: c.displayName || "" }, c.displayName || "someone else"),
-    c.role ? h("span", { class: `badge ${roleBadge[c.role][1]}` }, roleBadge[c.role][0]) : "",
-  ]), e.error ? "" : "The app registration has no client secret."));
+    h("span", { title: dateTime(c.end) }, date(c.end), " ", c.expired ? h("span", { class: "alert-badge" }, "expired") : h("span", { class: "muted" }, `${c.daysLeft} d`)),
+    signInCell(d, c, "firstSignIn"),
+    signInCell(d, c, "lastSignIn"),
+    h("span", {},
+      c.role ? h("span", { class: `badge ${roleBadge[c.role][1]}` }, roleBadge[c.role][0]) : "",
+      (c.usedBy || []).length ? h("span", { class: "badge green", "data-used-by": c.usedBy.join(","), title: "Its expiry is the one Proofpoint reports" }, `${c.usedBy.join(", ")} uses it`) : ""),
+  ]);
+  const t = table(["Hint", "Made by", "Created", "Expires", "First sign-in", "Last sign-in", ""], rows, e.error ? "" : "The app registration has no client secret.");
+  t.id = "credentials";
+  section.append(t);
   return section;
 }
 
