@@ -173,20 +173,20 @@ def test_the_expiry_window_of_each_format(shown: str, inside: datetime, outside:
     assert window[0].tzinfo is not None and window[0].utcoffset() == window[1].utcoffset() == timedelta(0)
 
 
-def test_each_target_is_checked_at_once_then_once_a_week_on_its_own_day() -> None:
+def test_each_target_is_checked_at_once_then_once_a_period_on_its_own_day() -> None:
     fresh = [Target(f"{i:08d}-0000-0000-0000-000000000000", APP) for i in range(700)]
     assert all(drift_check_due(t, NOW) for t in fresh), "a customer never checked is checked at its first pass"
     targets = [t.with_observed(drift_checked_at=NOW - timedelta(days=1)) for t in fresh]
     days = [NOW + timedelta(days=d) for d in range(DRIFT_CHECK_DAYS)]
     per_day = [sum(drift_check_due(t, day) for t in targets) for day in days]
-    assert sum(per_day) == len(targets), "each target exactly once in a week"
-    assert max(per_day) < 2 * len(targets) / DRIFT_CHECK_DAYS, "spread over the week"
+    assert sum(per_day) == len(targets), "each target exactly once in a period"
+    assert max(per_day) < 2 * len(targets) / DRIFT_CHECK_DAYS, "spread over the period"
     target = targets[0]
     [own_day] = [day for day in days if drift_check_due(target, day)]
     checked = target.with_observed(drift_checked_at=own_day)
     first_again = next(d for d in range(1, 3 * DRIFT_CHECK_DAYS)
                        if drift_check_due(checked, own_day + timedelta(days=d)))
-    assert first_again == DRIFT_CHECK_DAYS, "a week later, on its own day again"
+    assert first_again == DRIFT_CHECK_DAYS, "a period later, on its own day again"
     assert not drift_check_due(checked, own_day + timedelta(hours=2)), "not twice on its day"
     missed = target.with_observed(drift_checked_at=own_day - timedelta(days=DRIFT_CHECK_DAYS + 1))
     assert drift_check_due(missed, own_day + timedelta(days=1)), "a missed day is caught up"

@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.alerts import LogAlerter
 from shared.domain import Actor
+from shared.drift import DRIFT_CHECK_DAYS
 from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts
 from tests.rotation.conftest import Customer, Rotator, World, customer_seed, random_secret
@@ -44,11 +45,11 @@ def credential(display: str, start: str, end: str) -> dict[str, Any]:
 
 
 async def register(world: World, rotator: Rotator, customer: Customer, current_key_id: str = "") -> None:
-    """Registered as after earlier passes: last read for drift 9 days ago (so this pass reads it)."""
+    """Registered as after earlier passes: last read for drift more than a period ago (so this pass reads it)."""
     async with rotator() as svc:
         target = customer.target(destinations(world, customer)).with_state(current_key_id=current_key_id)
         await svc.state.create_target(target.with_observed(
-            drift_checked_at=datetime.now(UTC) - timedelta(days=9)))
+            drift_checked_at=datetime.now(UTC) - timedelta(days=DRIFT_CHECK_DAYS + 2)))
 
 
 def drift_alerts(alerter: LogAlerter, customer: Customer) -> list[str]:
@@ -98,7 +99,7 @@ async def test_each_kind_of_drift_is_found_alerted_and_shown(world: World, rotat
     for message in (other, unknown, pasted):
         assert all(c.secret not in message for c, _ in made.values())
 
-    # The next pass of the same week reads nothing from Proofpoint, and the drift stays shown.
+    # The next pass of the same day reads nothing from Proofpoint, and the drift stays shown.
     async with rotator(alerter=LogAlerter()) as svc:
         await svc.engine.run_pass(Actor.TIMER)
         again, _ = await svc.state.get_target(made["Unknown"][0].tenant_id, made["Unknown"][0].app_id)
@@ -184,10 +185,10 @@ async def test_a_rotation_is_no_drift_before_or_after_proofpoints_sync(world: Wo
     assert row.observed.drift == {} and row.observed.uses == {"proofpoint": hand["keyId"]}
     assert "proofpoint-drift" not in [a.condition for a in alerter.raised]
 
-    later = timedelta(hours=25)  # Proofpoint's daily sync ran with the new key, and a week passed for the check
+    later = timedelta(hours=25)  # Proofpoint's daily sync ran with the new key, and a period passed for the check
     world.sb.control.set_clock(later.total_seconds())
     async with rotator(later) as svc:
-        target = row.with_observed(drift_checked_at=datetime.now(UTC) - timedelta(days=9))
+        target = row.with_observed(drift_checked_at=datetime.now(UTC) - timedelta(days=DRIFT_CHECK_DAYS + 2))
         _, etag = await svc.state.get_target(due.tenant_id, due.app_id)
         await svc.state.replace_target(target, etag)
         await svc.engine.run_pass(Actor.TIMER)
