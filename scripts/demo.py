@@ -73,6 +73,7 @@ def targets(state: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, 
                     {"name": "vircom-portal", "kind": "http",
                      "options": {"preset": "vircom-portal", "url": endpoints["portal"] + PORTAL_PATH}},
                 ],
+                **({"policy": POLICIES[tenant["id"]]} if tenant["id"] in POLICIES else {}),
             }
         )
     return docs

@@ -1,9 +1,9 @@
 """The customer view's credentials and the fleet's flags in a real browser (Debian's Chromium through Playwright),
 against `python -m shared serve` with the sandbox and Azurite behind it (issue 24).
 
-The demo's customers plus Wingtip (scripts/demo.py's DRIFT_SEED: its Proofpoint org syncs with another app than
-the registered one), registered and checked by the real command line: Wingtip's drift is found by the product, not
-planted. The sign-in evidence is written into two rows as the evidence step stores it (Observation.sign_ins,
+The demo's customers plus scripts/demo.py's EXTRA_SEED (Wingtip: its Proofpoint org syncs with another app than the
+registered one; Litware), registered and checked by the real command line: Wingtip's drift is found by the product,
+not planted. The sign-in evidence is written into two rows as the evidence step stores it (Observation.sign_ins,
 evidence_hold): Northwind with Entra's sign-ins of its key and a superseded key still signing in (old-key-still-used),
 Adatum with a tenant that cannot say (no licence): the page must show each as the status and details documents
 give it. Every page fails its test on a console error.
@@ -27,7 +27,7 @@ import pytest
 
 from sandbox.launch import running
 from scripts.browser import chromium_missing, launch, serving, sign_in, trusted_keys
-from scripts.demo import DRIFT_SEED, SEED, targets
+from scripts.demo import EXTRA_SEED, SEED, targets
 from shared.bootstrap import services
 from shared.domain import CredentialSignIns, SignInEvidence
 from shared.settings import Settings
@@ -43,7 +43,7 @@ NO_LICENCE = "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
 
 
 def app_ids() -> dict[str, str]:
-    docs = [json.loads(Path(p).read_text()) for p in (SEED, DRIFT_SEED)]
+    docs = [json.loads(Path(p).read_text()) for p in (SEED, EXTRA_SEED)]
     return {t["id"]: t["applications"][0]["appId"] for d in docs for t in d["tenants"]}
 
 
@@ -82,7 +82,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     prefix = f"cred{uuid.uuid4().hex[:8]}"
     with ExitStack() as stack:
         sandbox = stack.enter_context(running(tmp_path_factory.mktemp("credentials"), SEED, timeout=STARTUP_TIMEOUT))
-        sandbox.control.seed(json.loads(DRIFT_SEED.read_text()))
+        sandbox.control.seed(json.loads(EXTRA_SEED.read_text()))
         env = {**os.environ, **sandbox.settings, "VERIFY_TIMEOUT_SECONDS": "30"}
         registry = sandbox.state_dir / "targets.json"
         registry.write_text(json.dumps(targets(sandbox.control.state(), sandbox.endpoints)))
@@ -130,11 +130,11 @@ def test_the_fleet_shows_each_flag_as_a_chip_and_filters_by_it(operator: Page) -
     page.click('.count[data-flag="old-key-still-used"]')
     assert visible_customers(page) == ["Northwind"]
     page.click('.count[data-flag="old-key-still-used"]')
-    assert len(visible_customers(page)) == 6
+    assert len(visible_customers(page)) == 7
     page.select_option("#status-filter", "flag:proofpoint-drift")
     assert visible_customers(page) == ["Wingtip"]
     page.select_option("#status-filter", "")
-    assert len(visible_customers(page)) == 6
+    assert len(visible_customers(page)) == 7
 
 
 def credential_rows(page: Any) -> Any:
