@@ -16,6 +16,7 @@ from shared.domain import (
     Application,
     Assessment,
     AssessmentStatus,
+    Credential,
     DestinationConfig,
     Stage,
     Target,
@@ -29,6 +30,8 @@ from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
 from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership, UsageReporter
 from shared.protocol.context import Advance, EngineConfig, Outcome
 from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
+
+SIGN_IN_LOG_KEPT = timedelta(days=30)  # Entra keeps sign-ins 30 days (P1/P2): no read reaches further back
 
 
 def assessment(target: Target, app: Application, now: datetime, config: EngineConfig) -> Assessment:
@@ -112,11 +115,16 @@ async def drift_checked(
             return found, seen
         findings.append(find_drift(report, t, app, now))
     uses = {f.destination: f.uses.key_id for f in findings if f.uses is not None}
-    used = {u for u in uses.values()}
+    used = set(uses.values())
     if len(used) == 1:
         # The credential the destinations demonstrably use decides the foreign one (never a guess when they say).
-        found = assess(app, now, renew_before(t.policy, run.config.renew_before_days), t.state.current_key_id,
-                       used_key_id=next(iter(used)))
+        renew = renew_before(t.policy, run.config.renew_before_days)
+        found = assess(app, now, renew, t.state.current_key_id, used_key_id=next(iter(used)))
+        if found.foreign is not None and not await signed_in(run, app, found.foreign, now, started):
+            # Where Entra's sign-in log can say, a key Proofpoint names but that never signed in is not yet shown in
+            # use: not adopted; it is looked at again the next day (not in `uses`), and adopted once it signs in.
+            found = assess(app, now, renew, t.state.current_key_id, used_key_id=t.state.current_key_id)
+            uses = {name: key for name, key in uses.items() if key not in used}
         seen = observed(t, found, now)
     drift = {f.destination: "; ".join(f.problems) for f in findings if f.problems}
     seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now)
@@ -128,6 +136,35 @@ async def drift_checked(
         await run.alert(f"{kinds[name]}{DRIFT_SUFFIX}", f"{name}: {text}", destination=name,
                         error_code="ProofpointDrift" if kinds[name] == "proofpoint" else "DestinationDrift")
     return found, seen
+
+
+async def signed_in(run: Advance, app: Application, candidate: Credential, now: datetime, started: float) -> bool:
+    """Whether a newer credential someone else made, which a destination names, signed in since it was made, where
+    Entra's sign-in log can say (True when it cannot: no log, a tenant that refuses the read, a failed read; the
+    destination's word is then the proof, as before). Read only for such a credential: rare, never on a healthy scan.
+    """
+    log = run.ports.sign_ins
+    if log is None:
+        return True
+    since = max(candidate.start or now - SIGN_IN_LOG_KEPT, now - SIGN_IN_LOG_KEPT)
+    try:
+        evidence = await log.credential_sign_ins(run.target.tenant_id, app.app_id, since)
+    except RotationError as error:
+        await run.event("drift-check", "sign-ins unreadable", error, started=started)
+        return True
+    if not evidence.available:
+        return True
+    seen = evidence.credentials.get(candidate.key_id)
+    if seen is None or seen.last_sign_in is None:
+        await run.event("drift-check", "not-adopted", started=started,
+                        detail=f"key {candidate.key_id} is named by the destination's expiry but has not signed in "
+                               f"since {since.isoformat()} (sign-in log read at {evidence.read_at.isoformat()})")
+        return False
+    where = f" from {seen.last_ip_address}" if seen.last_ip_address else ""
+    await run.event("drift-check", "adopted", started=started,
+                    detail=f"key {candidate.key_id} is named by the destination's expiry and signed in at "
+                           f"{seen.last_sign_in.isoformat()}{where}")
+    return True
 
 
 def observed(target: Target, found: Assessment, now: datetime) -> Target:

@@ -20,12 +20,15 @@ ROTATION = "0123456789abcdef0123456789abcdef"
 
 
 def seed(world: World, name: str, *, credentials: list[dict[str, Any]], held: str, expiry: str | None,
-         app_id: str | None = None, **shown: Any) -> Customer:
+         app_id: str | None = None, sign_in_log: bool = False, **shown: Any) -> Customer:
     """A customer whose app has `credentials` and whose Proofpoint org holds the value of key `held`, showing
     `expiry` as its secret_expiry (None: not shown) and `app_id` as its application (default: the customer's)."""
     customer, doc = customer_seed(name, None)
     app = doc["tenants"][0]["applications"][0]
     app["passwordCredentials"] = credentials
+    if sign_in_log:  # the tenant lets the rotator read its sign-in log (docs/evidence.md)
+        doc["tenants"][0]["entraIdLicense"] = "P1"
+        doc["tenants"][0]["grants"][0]["roles"] += ["AuditLog.Read.All", "Directory.Read.All"]
     value = next(c["secretText"] for c in credentials if c["keyId"] == held)
     customer.key_id, customer.secret = held, value
     org = doc["proofpoint"]["orgs"][0]
@@ -195,3 +198,37 @@ async def test_a_rotation_is_no_drift_before_or_after_proofpoints_sync(world: Wo
         row, _ = await svc.state.get_target(due.tenant_id, due.app_id)
     assert row.observed.drift == {}
     assert row.observed.uses == {"proofpoint": row.state.current_key_id} != {"proofpoint": hand["keyId"]}
+
+
+async def test_where_the_sign_in_log_can_say_a_newer_key_is_adopted_only_once_it_signed_in(
+    world: World, rotator: Rotator
+) -> None:
+    """Proofpoint's expiry names a newer key someone else made: in a tenant whose sign-in log the rotator may read,
+    it is adopted only when that key has signed in (here by Proofpoint's own sync an hour ago); one that never
+    signed in is not adopted yet (the rotator's key still decides) and is looked at again the next day."""
+    world.seed_accounts()
+    made = {}
+    for name, synced in (("SignedIn", True), ("NeverSignedIn", False)):
+        mine = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+150d")
+        fix = credential("Vircom Portal FIX", "-2d", "+700d")
+        c = seed(world, name, credentials=[mine, fix], held=fix["keyId"], expiry="+700d", sign_in_log=True,
+                 nextSync="-1h" if synced else "+20h")
+        await register(world, rotator, c, current_key_id=mine["keyId"])
+        made[name] = (c, mine["keyId"], fix["keyId"])
+    async with rotator(alerter=LogAlerter()) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        rows = {n: (await svc.state.get_target(c.tenant_id, c.app_id))[0] for n, (c, _, _) in made.items()}
+        events = {n: await svc.state.events(c.tenant_id, c.app_id) for n, (c, _, _) in made.items()}
+
+    _, _, fix_key = made["SignedIn"]
+    assert rows["SignedIn"].observed.status == "foreign-credential"
+    assert rows["SignedIn"].observed.uses == {"proofpoint": fix_key}
+    [adopted] = [e for e in events["SignedIn"] if e.step == "drift-check" and e.outcome == "adopted"]
+    assert fix_key in adopted.detail and "signed in at" in adopted.detail
+
+    _, _, fix_key = made["NeverSignedIn"]
+    row = rows["NeverSignedIn"]
+    assert row.observed.status == "healthy" and 148 <= (row.observed.days_left or 0) <= 150
+    assert row.observed.uses == {} and row.observed.drift == {}
+    [waiting] = [e for e in events["NeverSignedIn"] if e.step == "drift-check" and e.outcome == "not-adopted"]
+    assert fix_key in waiting.detail
