@@ -8,6 +8,8 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from shared.alerts import LogAlerter
 from shared.domain import Actor
 from shared.drift import DRIFT_CHECK_DAYS
@@ -59,7 +61,9 @@ def drift_alerts(alerter: LogAlerter, customer: Customer) -> list[str]:
     return [a.message for a in alerter.raised if a.condition == "proofpoint-drift" and a.app_id == customer.app_id]
 
 
-async def test_each_kind_of_drift_is_found_alerted_and_shown(world: World, rotator: Rotator) -> None:
+async def test_each_kind_of_drift_is_found_alerted_and_shown(
+    world: World, rotator: Rotator, caplog: pytest.LogCaptureFixture
+) -> None:
     world.seed_accounts()
     made: dict[str, tuple[Customer, str]] = {}
     for name, other_app, expiry_of in [
@@ -101,6 +105,12 @@ async def test_each_kind_of_drift_is_found_alerted_and_shown(world: World, rotat
         assert len(world.credentials(made[name][0])) == 2, "nothing removed, nothing added"
     for message in (other, unknown, pasted):
         assert all(c.secret not in message for c, _ in made.values())
+    logged = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
+    assert "proofpoint-drift" in logged
+    for c, _ in made.values():
+        assert c.secret not in logged and world.proofpoint_password not in logged
+    for row in rows.values():
+        assert all(c.secret not in repr(row) for c, _ in made.values()), "nor in the state store"
 
     # The next pass of the same day reads nothing from Proofpoint, and the drift stays shown.
     async with rotator(alerter=LogAlerter()) as svc:
