@@ -330,3 +330,32 @@ def test_throttling_fault_answers_429_with_retry_after(sb: Any) -> None:
     assert response.status_code == 429 and response.headers["Retry-After"] == "7"
     assert isinstance(response.json()["message"], str)
     assert call(sb, "PUT", ADMIN, json={"add_users": True}).status_code == 200
+
+
+@pytest.mark.parametrize(("shape", "hours", "pattern"), [
+    ("iso", 0, r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z"),
+    ("date", 14, r"\d{4}-\d{2}-\d{2}"),
+    ("local", -8, r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}"),
+    ("offset", 5.75, r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\+05:45"),
+])
+def test_secret_expiry_is_written_in_the_orgs_format(sb: Any, shape: str, hours: float, pattern: str) -> None:
+    import datetime as dt
+    import re
+
+    seed(sb)
+    sb.control.seed({"proofpoint": {"orgs": [
+        {"domain": "contoso.com", "stack": "us2", "tenantId": TENANT,
+         "settings": {"application_id": APP, "ad_key": SECRET, "sync_frequency": 24},
+         "extraFields": {"secret_expiry": "2027-05-05T17:42:11Z"}, "expiryFormat": shape,
+         "expiryOffsetHours": hours}]}})
+    shown = call(sb, "GET", ADMIN).json()["secret_expiry"]
+    assert re.fullmatch(pattern, shown), shown
+    instant = dt.datetime(2027, 5, 5, 17, 42, 11, tzinfo=dt.UTC)
+    local = instant.astimezone(dt.timezone(dt.timedelta(hours=hours)))
+    assert shown.startswith(local.date().isoformat())
+
+
+@pytest.mark.parametrize("bad", [{"expiryFormat": "epoch"}, {"expiryOffsetHours": 15}, {"expiryOffsetHours": True}])
+def test_an_unknown_expiry_format_is_refused_at_seed(sb: Any, bad: dict[str, Any]) -> None:
+    with pytest.raises(Exception, match="expiry"):
+        sb.control.seed({"proofpoint": {"orgs": [{"domain": "x.example", "stack": "us1", "tenantId": TENANT, **bad}]}})
