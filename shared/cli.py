@@ -123,7 +123,8 @@ def status_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 **d,
                 "expiresOn": (d["expires"] or "")[:10],
                 "delivered": delivered,
-                "status": d["status"] + (" (needs human)" if d["needsHuman"] or _evidence_hold(d) else ""),
+                "status": d["status"] + (" (needs human)" if d["needsHuman"] or _evidence_hold(d) else "")
+                + (" (drift)" if any(x["drift"] for x in d["destinations"]) else ""),
             }
         )
     return rows
@@ -156,7 +157,11 @@ async def _run(svc: Services, assess_only: bool = False, resume: bool = False) -
     print(table(rows, (("customer", "CUSTOMER"), ("app", "APP ID"), ("status", "STATUS"), ("result", "RESULT"),
                        ("stage", "STAGE"), ("error", "ERROR"))))
     print(f"\n{len(rows)} target(s) in {summary.duration_ms} ms: {summary.by_result}")
-    return exit_code(summary.outcomes)
+    # Drift leaves a target's status as it is (nothing is changed for it), but a human must look: the row says so.
+    drifted = sorted(t.customer or t.key for t, _ in await svc.state.list_targets() if t.observed.drift)
+    if drifted:
+        print(f"drift between Proofpoint and Entra ID (proofpoint-drift): {', '.join(drifted)}")
+    return exit_code(summary.outcomes) or (EXIT_NEEDS_HUMAN if drifted else EXIT_OK)
 
 
 async def _rotate(svc: Services, tenant_id: str, app_id: str, force: bool, dry_run: bool) -> int:

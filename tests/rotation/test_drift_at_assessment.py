@@ -242,3 +242,16 @@ async def test_where_the_sign_in_log_can_say_a_newer_key_is_adopted_only_once_it
     assert row.observed.uses == {} and row.observed.drift == {}
     [waiting] = [e for e in events["NeverSignedIn"] if e.step == "drift-check" and e.outcome == "not-adopted"]
     assert fix_key in waiting.detail
+
+
+async def test_the_command_line_says_drift_and_exits_2(world: World, rotator: Rotator) -> None:
+    world.seed_accounts()
+    mine = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+150d")
+    c = seed(world, "Elsewhere", credentials=[mine], held=mine["keyId"], expiry="+150d", app_id=str(uuid.uuid4()))
+    await register(world, rotator, c, current_key_id=mine["keyId"])
+    check = world.cli("check")
+    assert check.wait(timeout=120) == 2, check.output()
+    assert "drift between Proofpoint and Entra ID (proofpoint-drift): Elsewhere" in check.output()
+    status = world.cli("status")
+    assert status.wait(timeout=60) == 0
+    assert "healthy (drift)" in status.output()
