@@ -100,8 +100,12 @@ async def drift_checked(
         destination = run.ports.destinations.get(config.kind)
         if isinstance(destination, UsageReporter):
             reporters.append((config, destination))
-    unconfirmed = found.foreign is not None and found.foreign.key_id not in t.observed.uses.values() \
-        and (last is None or now - last >= timedelta(days=1))
+    # A newer credential someone else made, not yet seen in use: looked at daily while it is new (the sign-in log's
+    # 30 days), then on the regular schedule (a destination that never reports an expiry cannot confirm it).
+    foreign = found.foreign
+    unconfirmed = foreign is not None and foreign.key_id not in t.observed.uses.values() \
+        and (last is None or now - last >= timedelta(days=1)) \
+        and (foreign.start is None or now - foreign.start <= SIGN_IN_LOG_KEPT)
     if not reporters or found.status.needs_rotation or not (unconfirmed or drift_check_due(t, now)):
         return found, seen
     started = time.monotonic()

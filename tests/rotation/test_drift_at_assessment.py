@@ -255,3 +255,28 @@ async def test_the_command_line_says_drift_and_exits_2(world: World, rotator: Ro
     status = world.cli("status")
     assert status.wait(timeout=60) == 0
     assert "healthy (drift)" in status.output()
+
+
+async def test_a_newer_key_not_adopted_yet_is_looked_at_the_next_day_and_adopted_once_it_signed_in(
+    world: World, rotator: Rotator
+) -> None:
+    world.seed_accounts()
+    mine = credential(f"sync-secret-rotator rotation {ROTATION}", "-30d", "+150d")
+    fix = credential("Vircom Portal FIX", "-2d", "+700d")
+    c = seed(world, "LaterSignIn", credentials=[mine, fix], held=fix["keyId"], expiry="+700d", sign_in_log=True,
+             nextSync="+20h")
+    await register(world, rotator, c, current_key_id=mine["keyId"])
+    async with rotator() as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        first, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+    assert first.observed.status == "healthy" and first.observed.uses == {}
+
+    later = timedelta(hours=25)  # Proofpoint's sync at +20 h signed in with the FIX key; a day since the check
+    world.sb.control.set_clock(later.total_seconds())
+    async with rotator(later) as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        row, _ = await svc.state.get_target(c.tenant_id, c.app_id)
+    assert row.observed.status == "foreign-credential"
+    assert row.observed.uses == {"proofpoint": fix["keyId"]}
+    assert row.observed.drift_checked_at is not None and first.observed.drift_checked_at is not None
+    assert row.observed.drift_checked_at > first.observed.drift_checked_at
