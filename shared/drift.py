@@ -59,8 +59,9 @@ def find_drift(report: ReportedUse, target: Target, app: Application, now: datet
     """Compare one destination's report with the app registration: which credential it uses, and any drift."""
     problems: list[str] = []
     if report.app_id is not None and report.app_id.strip().lower() != target.app_id.lower():
-        shown = report.app_id.strip() or "no application"
-        problems.append(f"Proofpoint's sync uses application {shown!r}, not the registered app {target.app_id}")
+        shown = report.app_id.strip()
+        problems.append(f"Proofpoint's sync uses application {shown!r}, not the registered app {target.app_id}"
+                        if shown else f"Proofpoint's sync names no application (the registered app is {target.app_id})")
         # Its expiry then belongs to that other app's key: nothing on this app can match it.
         return DriftFinding(report.destination, None, tuple(problems))
     uses: Credential | None = None

@@ -73,6 +73,15 @@ def test_proofpoint_using_another_application_is_drift() -> None:
     assert OTHER_APP in problems and APP in problems
 
 
+def test_no_application_in_proofpoint_is_drift() -> None:
+    used, problems = drift_of(settings("2027-05-05", app_id=""), MINE)
+    assert used is None and "names no application" in problems and APP in problems
+
+
+def test_the_same_application_in_another_case_is_no_drift() -> None:
+    assert drift_of(settings("2027-05-05", app_id=f" {APP.upper()} "), MINE) == ("k-mine", "")
+
+
 def test_an_application_id_that_is_not_a_guid_is_named_never_shown() -> None:
     pasted = "Xy7~Q.aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789"
     _, problems = drift_of(settings("2027-05-05", app_id=pasted), MINE)
