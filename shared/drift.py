@@ -104,11 +104,16 @@ def _expiry_match(
     used = found[0]
     if not current:
         return used, ""  # the rotator has delivered nothing yet: whichever key Proofpoint holds is the starting one
-    if used.key_id in target.state.superseded and not synced_since_push(target, report.destination):
+    if used.key_id in target.state.superseded and not synced_since_push(target, report):
         # The key the last rotation replaced, shown until Proofpoint's own sync runs with the new one (its
-        # secret_expiry moves with its sync): expected, not drift. After that sync it would be.
-        return used, ""
+        # secret_expiry moves with its sync): expected, not drift, and no proof of use (retirement must not wait on
+        # it: its own sync proof decides). After that sync it is drift, and a key in use.
+        return None, ""
     known = next((c for c in app.credentials if c.key_id == current), None)
+    if used.key_id in target.state.superseded:
+        return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} that the last rotation replaced, still "
+                      f"used after Proofpoint's sync (pasted back by hand, or the push did not take), not key "
+                      f"{current}; it is kept until Proofpoint uses the new one")
     if _made_by_rotator(used):
         return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} that the rotator replaced, not key "
                       f"{current} it delivered last")
@@ -118,10 +123,15 @@ def _expiry_match(
                   f"rotator did not make (pasted by hand, or a portal FIX), not key {current} it delivered")
 
 
-def synced_since_push(target: Target, destination: str) -> bool:
-    """The destination's own sync has run since it was given the key in use (its acknowledgement says so)."""
-    ack = target.state.acks.get(destination)
-    return ack is not None and ack.key_id == target.state.current_key_id and ack.synced_at is not None
+def synced_since_push(target: Target, report: ReportedUse) -> bool:
+    """The destination's own sync has run since it was given the key in use: its acknowledgement says so, or the
+    report itself shows a successful sync later than the moment the acknowledgement waits for (the retire step that
+    records it may come later in the same pass)."""
+    ack = target.state.acks.get(report.destination)
+    if ack is None or ack.key_id != target.state.current_key_id:
+        return False
+    return ack.synced_at is not None or (
+        ack.sync_after is not None and report.last_sync is not None and report.last_sync > ack.sync_after)
 
 
 def drift_check_due(target: Target, now: datetime, every_days: int = DRIFT_CHECK_DAYS) -> bool:

@@ -156,8 +156,12 @@ async def retire(run: Advance) -> None:
     # Where Entra's sign-in records are readable: the new key signed in since the push, the old ones went quiet.
     evidence = await sign_in_proof(run, app)
     state = run.target.state
+    # A key a destination demonstrably uses (its reported expiry names it, after its sync: shared/drift.py) is never
+    # removed, whatever else allows it: the drift alert tells a human; the next check (daily while drift holds)
+    # frees it.
+    reported = frozenset(run.target.observed.uses.values())
     removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
-                                       sync_proven=proven and evidence.allows, keep=evidence.keep)
+                                       sync_proven=proven and evidence.allows, keep=evidence.keep | reported)
     if len(others) != run.target.observed.other_credentials:
         # Reported, never removed: live credentials someone else made on the app.
         await run.save(run.target.with_observed(other_credentials=len(others)))

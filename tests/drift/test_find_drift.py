@@ -113,12 +113,18 @@ def test_the_replaced_key_until_proofpoints_sync_is_not_drift_after_it_is() -> N
     waiting = target().with_state(superseded=("k-hand",), acks={"proofpoint": Ack("k-mine", NOW - timedelta(hours=2),
                                                                                sync_after=NOW - timedelta(hours=2))})
     report = reported_use("proofpoint", settings("2027-02-01T08:00:00Z"))
-    assert find_drift(report, waiting, app(MINE, HAND_OLD), NOW).problems == ()
+    before = find_drift(report, waiting, app(MINE, HAND_OLD), NOW)
+    assert before.problems == () and before.uses is None, "expected, and no proof of use: retirement does not wait"
     synced = waiting.with_state(acks={"proofpoint": Ack("k-mine", NOW - timedelta(hours=2),
                                                         sync_after=NOW - timedelta(hours=2),
                                                         synced_at=NOW - timedelta(hours=1))})
-    [problem] = find_drift(report, synced, app(MINE, HAND_OLD), NOW).problems
-    assert "k-hand" in problem
+    after = find_drift(report, synced, app(MINE, HAND_OLD), NOW)
+    [problem] = after.problems
+    assert "k-hand" in problem and after.uses == HAND_OLD, "in use: retirement keeps it"
+    # The report itself shows a sync after the push (the retire step has not recorded it yet): the same verdict.
+    shown = reported_use("proofpoint", settings("2027-02-01T08:00:00Z",
+                                                last_successful_sync=(NOW - timedelta(minutes=30)).isoformat()))
+    assert find_drift(shown, waiting, app(MINE, HAND_OLD), NOW).uses == HAND_OLD
 
 
 def test_a_newer_key_proofpoint_uses_is_adopted_not_drift() -> None:

@@ -4,6 +4,7 @@ the status document and the open alerts; or a newer key Proofpoint uses adopted,
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -195,7 +196,7 @@ async def test_a_rotation_is_no_drift_before_or_after_proofpoints_sync(world: Wo
         await svc.engine.run_pass(Actor.TIMER)  # its first check: Proofpoint has not synced since the push
         row, _ = await svc.state.get_target(due.tenant_id, due.app_id)
     assert row.observed.last_outcome == "rotated" and row.observed.drift_checked_at is not None
-    assert row.observed.drift == {} and row.observed.uses == {"proofpoint": hand["keyId"]}
+    assert row.observed.drift == {} and row.observed.uses == {}, "expected before its sync, and no proof of use"
     assert "proofpoint-drift" not in [a.condition for a in alerter.raised]
 
     later = timedelta(hours=25)  # Proofpoint's daily sync ran with the new key, and a period passed for the check
@@ -280,3 +281,36 @@ async def test_a_newer_key_not_adopted_yet_is_looked_at_the_next_day_and_adopted
     assert row.observed.uses == {"proofpoint": fix["keyId"]}
     assert row.observed.drift_checked_at is not None and first.observed.drift_checked_at is not None
     assert row.observed.drift_checked_at > first.observed.drift_checked_at
+
+
+async def test_a_replaced_key_pasted_back_into_proofpoint_is_drift_and_never_retired(
+    world: World, rotator: Rotator
+) -> None:
+    """After a push, someone pastes the old key back into Proofpoint, whose next sync then succeeds with it (the
+    sync proof alone would let the old key go). Its secret_expiry names the old key after that sync: drift, and the
+    key Proofpoint uses is kept (a free tenant: no sign-in log to tell)."""
+    import requests
+
+    world.seed_accounts()
+    hand = credential("created by hand", "-300d", "+12d")
+    due = seed(world, "PastedBack", credentials=[hand], held=hand["keyId"], expiry="+12d")
+    async with rotator() as svc:
+        await svc.state.create_target(due.target(destinations(world, due)))
+    async with rotator(RETIRE_GRACE_HOURS="0") as svc:
+        await svc.engine.run_pass(Actor.TIMER)  # rotated; the old key waits for Proofpoint's sync
+    settings_url = f"{world.sb.endpoints['proofpoint']}/{due.stack}/api/v1/orgs/{due.domain}/settings/azure"
+    pasted = await asyncio.to_thread(
+        requests.put, settings_url, json={"ad_key": hand["secretText"]}, verify=world.sb.ca_file, timeout=10,
+        headers={"X-User": world.proofpoint_user, "X-Password": world.proofpoint_password})
+    assert pasted.status_code == 200, pasted.text
+
+    later = timedelta(hours=25)  # Proofpoint's sync ran, with the old key
+    world.sb.control.set_clock(later.total_seconds())
+    alerter = LogAlerter()
+    async with rotator(later, alerter=alerter, RETIRE_GRACE_HOURS="0") as svc:
+        await svc.engine.run_pass(Actor.TIMER)
+        row, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert hand["keyId"] in [k["keyId"] for k in world.credentials(due)], "the key Proofpoint uses stays"
+    assert row.observed.uses == {"proofpoint": hand["keyId"]}
+    assert "replaced" in row.observed.drift["proofpoint"]
+    assert "proofpoint-drift" in [a.condition for a in alerter.raised]
