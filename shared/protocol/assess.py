@@ -91,8 +91,9 @@ async def drift_checked(
     """When due (`drift_check_due`, or a foreign credential not yet seen in use), read what each destination that
     reports it says of the app and secret it uses: the credential it demonstrably uses decides which foreign
     credential is adopted (none when it uses the rotator's key), and what differs is drift, recorded and alerted.
-    A healthy target is read every two weeks (DRIFT_CHECK_DAYS); a target due, expired or missing is about to be
-    rotated (the push reads the settings anyway)."""
+    A healthy target is read every two weeks (DRIFT_CHECK_DAYS), one with drift daily, one whose replaced key waits
+    for retirement at every pass; a target due, expired or missing is about to be rotated (the push reads the
+    settings anyway)."""
     seen = observed(run.target, found, now)
     t, last = run.target, run.target.observed.drift_checked_at
     reporters: list[tuple[DestinationConfig, UsageReporter]] = []
@@ -108,7 +109,11 @@ async def drift_checked(
         and (foreign.start is None or now - foreign.start <= SIGN_IN_LOG_KEPT)
     # While drift holds, looked at daily: a human who fixed Proofpoint sees it clear the next day.
     drifting = bool(t.observed.drift) and (last is None or now - last >= timedelta(days=1))
-    if not reporters or found.status.needs_rotation or not (unconfirmed or drifting or drift_check_due(t, now)):
+    # While a replaced key waits for retirement, at every pass: the key Proofpoint still uses must never be removed
+    # (finish.retire keeps what `uses` names), and Proofpoint's sync decides when it stops using it.
+    retiring = bool(t.state.superseded)
+    if not reporters or found.status.needs_rotation \
+            or not (unconfirmed or drifting or retiring or drift_check_due(t, now)):
         return found, seen
     started = time.monotonic()
     findings: list[DriftFinding] = []

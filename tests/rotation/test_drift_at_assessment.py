@@ -295,9 +295,15 @@ async def test_a_replaced_key_pasted_back_into_proofpoint_is_drift_and_never_ret
     hand = credential("created by hand", "-300d", "+12d")
     due = seed(world, "PastedBack", credentials=[hand], held=hand["keyId"], expiry="+12d")
     async with rotator() as svc:
-        await svc.state.create_target(due.target(destinations(world, due)))
+        # Read for drift just before (its regular check is two weeks away): the replaced key must be watched anyway.
+        await svc.state.create_target(due.target(destinations(world, due)).with_observed(
+            drift_checked_at=datetime.now(UTC)))
     async with rotator(RETIRE_GRACE_HOURS="0") as svc:
         await svc.engine.run_pass(Actor.TIMER)  # rotated; the old key waits for Proofpoint's sync
+    async with rotator(timedelta(hours=1), RETIRE_GRACE_HOURS="0") as svc:
+        await svc.engine.run_pass(Actor.TIMER)  # before Proofpoint's sync: the replaced key is expected there
+        early, _ = await svc.state.get_target(due.tenant_id, due.app_id)
+    assert early.observed.drift == {} and early.observed.uses == {}
     settings_url = f"{world.sb.endpoints['proofpoint']}/{due.stack}/api/v1/orgs/{due.domain}/settings/azure"
     pasted = await asyncio.to_thread(
         requests.put, settings_url, json={"ad_key": hand["secretText"]}, verify=world.sb.ca_file, timeout=10,
