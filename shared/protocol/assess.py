@@ -250,6 +250,9 @@ async def preview(
         if cap is not None and cap < lifetime else ""
     )
     note = f"; {foreign_message(found.foreign)}" if found.foreign else ""
+    if target.observed.drift:
+        # What the last drift check found: a push sets this app and the new key in Proofpoint, which resolves it.
+        note += f"; drift found at {drift_message(target.observed.drift)} (a push sets this app and the new key)"
     checks = await check_destinations(destinations, target)
     problems = [f"{c.destination}: {p}" for c in checks for p in c.problems]
     if problems:
