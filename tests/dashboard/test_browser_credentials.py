@@ -176,3 +176,17 @@ def test_drift_is_spelled_out_on_the_customer_view(operator: Page) -> None:
     assert row.locator("[data-used-by]").count() == 0, "Proofpoint uses none of this app's credentials"
     assert page.locator("#detail-title .chip.flag-proofpoint-drift").count() == 1
     assert "Wt6-demo" not in page.content() and "Wt7-demo" not in page.content()
+
+
+def test_phone_width_with_the_chips_and_the_credentials_has_no_horizontal_scroll(stack: Stack) -> None:
+    phone = Page(stack, OPERATOR, width=390, height=844)
+    try:
+        page = phone.open()
+        page.wait_for_selector(".chip.flag")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        page = phone.open(f"#/target/{NORTHWIND}/{app_ids()[NORTHWIND]}")
+        page.wait_for_selector("#credentials tbody tr")
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert page.locator("#credentials").is_visible()
+    finally:
+        phone.close()
