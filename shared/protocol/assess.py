@@ -112,8 +112,8 @@ async def drift_checked(
     # While a replaced key waits for retirement, at every pass: the key Proofpoint still uses must never be removed
     # (finish.retire keeps what `uses` names), and Proofpoint's sync decides when it stops using it.
     retiring = bool(t.state.superseded)
-    if not reporters or found.status.needs_rotation \
-            or not (unconfirmed or drifting or retiring or drift_check_due(t, now)):
+    scheduled = drift_check_due(t, now)
+    if not reporters or found.status.needs_rotation or not (unconfirmed or drifting or retiring or scheduled):
         return found, seen
     started = time.monotonic()
     findings: list[DriftFinding] = []
@@ -138,7 +138,10 @@ async def drift_checked(
             uses = {name: key for name, key in uses.items() if key not in used}
         seen = observed(t, found, now)
     drift = {f.destination: "; ".join(f.problems) for f in findings if f.problems}
-    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now)
+    # A check out of schedule that changed nothing leaves the row as it was: a target whose replaced key waits is read
+    # at every pass, and is not written for it.
+    changed = drift != t.observed.drift or uses != t.observed.uses
+    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now if scheduled or changed else last)
     if drift != t.observed.drift:
         await run.event("drift-check", "drift" if drift else "cleared", started=started,
                         detail=drift_message(drift) if drift else "the destinations use this app and its key")
