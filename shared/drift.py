@@ -9,9 +9,11 @@ plausible reading: no format is assumed, so no healthy target is flagged because
 
 Drift is what a human must look at: Proofpoint naming another application, an expiry matching no live credential
 of the app (a key of another app pasted by hand, or a key since removed), or one matching only a credential the
-rotator did not make while the rotator's own key is in use (a key pasted by hand, a portal FIX). A newer credential
-the rotator did not make that Proofpoint's expiry names is the one Proofpoint uses: adopted, as a foreign credential
-is (never removed; rotated only when due), and not drift.
+rotator did not make while the rotator's own key is in use (a key pasted by hand, a portal FIX), or the key the last
+rotation replaced still named after Proofpoint's own sync (pasted back, or a push that did not take: that key is
+then in use, and the retire step keeps it). A newer credential the rotator did not make that Proofpoint's expiry
+names is the one Proofpoint uses: adopted, as a foreign credential is (never removed; rotated only when due), and
+not drift (where Entra's sign-in log can say, once it has signed in: shared/protocol/assess.py).
 """
 
 from __future__ import annotations
