@@ -37,6 +37,16 @@ SCREENSHOT = ROOT / ".demo" / "dashboard.png"
 ONBOARDING_SCREENSHOT = ROOT / ".demo" / "onboarding.png"
 PARTNER_ADMIN = "partner-admin@msp.example"  # the partner tenant's admin, in its GDAP groups (sandbox/README.md)
 CHANNEL = "msp.example"  # the MSP's own (channel) org in Proofpoint; the customers' orgs are its children
+# Issue 24, seeded beside demo.json and registered directly (no GDAP relationship): Wingtip, whose Proofpoint org
+# syncs with another app than the registered one (drift), and Litware, whose tenant lets the rotator read Entra's
+# sign-in log; the customer views shown: Litware's credentials after its rotation (the new key signed in from
+# Proofpoint's sync, the old one quiet since the push and kept for its quiet period) and Wingtip's drift.
+EXTRA_SEED = ROOT / "sandbox" / "seeds" / "demo-issue24.json"
+EXTRA = {"3d1f0000-0000-4000-8000-00000000b001": ("Wingtip", "wingtiptoys.com", "us4"),
+         "1a7a0000-0000-4000-8000-0000000017a1": ("Litware", "litwareinc.com", "us2")}
+VIEWS = {"1a7a0000-0000-4000-8000-0000000017a1": ROOT / ".demo" / "customer-litware.png",
+         "3d1f0000-0000-4000-8000-00000000b001": ROOT / ".demo" / "customer-wingtip.png"}
+POLICIES = {"1a7a0000-0000-4000-8000-0000000017a1": {"retireQuietHours": 48}}  # Litware: the old key waits 48 h
 PORTAL_PATH = "/api/office365/azure-ad"
 OPERATOR = "operator@msp.example"  # the sandbox's MSP user holding Rotator.Operate
 DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
@@ -47,6 +57,7 @@ CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the se
     "ada70000-0000-4000-8000-00000000a001": ("Adatum", "adatum.com", "us1"),
     "7a150000-0000-4000-8000-00000000d001": ("Tailspin", "tailspintoys.com", "us1"),
     "b0b00000-0000-4000-8000-00000000b001": ("Woodgrove", "woodgrovebank.com", "us1"),
+    **EXTRA,
 }
 
 
@@ -147,10 +158,17 @@ def main() -> int:
         env.update({"PROOFPOINT_CHANNEL_DOMAIN": CHANNEL,
                     "ONBOARDING_DESTINATIONS": json.dumps(destinations_template(endpoints))})
 
+        control.seed(json.loads(EXTRA_SEED.read_text()))
+
         banner("The MSP's customers today (before the rotator)")
         world_table(control)
         banner("Onboard every customer from the partner relationship (GDAP), in one step")
         onboard(env, sandbox)
+        banner("Register Wingtip and Litware (no partner relationship) with their destinations")
+        extra = sandbox.state_dir / "extra-targets.json"
+        extra.write_text(json.dumps([d for d in targets(control.state(), endpoints) if d["tenantId"] in EXTRA],
+                                    indent=2))
+        cli(env, "targets", "import", str(extra))
         banner("Check every customer's sync secret (rotates nothing)")
         cli(env, "check")
         cli(env, "status")
