@@ -2,7 +2,19 @@
 
 import azure.functions as func
 
-from shared.entrypoints import alerts, api, consent, dashboard, fleet, onboarding, partner_signin, push, queue, timer
+from shared.entrypoints import (
+    alerts,
+    api,
+    consent,
+    dashboard,
+    fleet,
+    onboarding,
+    partner_signin,
+    push,
+    queue,
+    reports,
+    timer,
+)
 
 # ANONYMOUS at the Functions host: App Service Authentication signs callers in and the code checks app roles
 # (shared/entrypoints/access.py); a FUNCTION-level route would refuse every signed-in caller without a key.
@@ -17,3 +29,4 @@ app.register_functions(alerts.bp)
 app.register_functions(onboarding.bp)
 app.register_functions(partner_signin.bp)
 app.register_functions(fleet.bp)
+app.register_functions(reports.bp)

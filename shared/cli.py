@@ -31,6 +31,8 @@
     python -m shared exclusions lift EXCLUSION_ID [--as NAME]
     python -m shared warnings thresholds TENANT_ID [DAYS ...] [--as NAME]   (show, or set, a customer's thresholds)
     python -m shared warnings run             (the staged expiry warnings now, as after the inventory timer)
+    python -m shared report TENANT_ID [--format html|pdf] [--days N] [--out FILE]
+                                            (a customer's credential report; to stdout, or FILE)
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
@@ -211,6 +213,12 @@ def _guid(text: str) -> str:
     return text.lower()
 
 
+def _period(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 366:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days from 1 to 366")
+    return int(text)
+
+
 def read_documents(path: Path) -> list[object]:
     """The target documents of an import file: a JSON list (InvalidTarget otherwise)."""
     try:
@@ -341,6 +349,23 @@ async def _inventory_export(svc: Services, args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write("\n]\n")
     sys.stdout.flush()
+    return EXIT_OK
+
+
+async def _report(svc: Services, args: argparse.Namespace) -> int:
+    """A customer's credential report (docs/reports.md) as HTML or PDF, to a file or stdout."""
+    from shared.customer_report import gather, policy_from, render_html, render_pdf
+
+    if svc.inventory is None or svc.warning_rules is None:
+        raise RotationError("the inventory is not configured", code="InventoryUnavailable")
+    found = await gather(svc.state, svc.inventory, svc.warning_rules, args.tenant_id, policy_from(svc.settings),
+                         svc.engine.clock.now(), args.days)
+    data = render_pdf(found) if args.format == "pdf" else render_html(found).encode()
+    if args.out:
+        await asyncio.to_thread(Path(args.out).write_bytes, data)
+    else:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
     return EXIT_OK
 
 
@@ -477,6 +502,12 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--kind", choices=("password", "certificate"), default=None)
     export.add_argument("--managed", choices=("true", "false"), default=None)
     export.add_argument("--excluded", choices=("true", "false"), default=None)
+    report = sub.add_parser("report", help="a customer's credential report: every credential, what the rotator did, "
+                                           "what needs the customer (docs/reports.md)")
+    report.add_argument("tenant_id", type=_guid)
+    report.add_argument("--format", choices=("html", "pdf"), default="html")
+    report.add_argument("--days", type=_period, default=30, help="the period of activity shown (1 to 366 days)")
+    report.add_argument("--out", default=None, help="write to this file (default: stdout)")
     exclusions = sub.add_parser("exclusions", help="exclusions and snoozes from expiry warnings (audited)")
     xsub = exclusions.add_subparsers(dest="exclusions_command", required=True)
     xlist = xsub.add_parser("list", help="every exclusion and snooze, lapsed ones included")
@@ -607,6 +638,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _inventory_export(svc, args)
         if args.command == "exclusions":
             return await _exclusions(svc, args)
+        if args.command == "report":
+            return await _report(svc, args)
         if args.command == "warnings":
             return await _warnings(svc, args)
         if args.targets_command == "import":

@@ -58,6 +58,7 @@ ROUTES = {
     "exclusions": "exclusions",
     "exclusion": "exclusions/{exclusionId}",
     "warning_thresholds": "warning-thresholds/{tenantId}",
+    "report": "reports/{tenantId}",
 }
 
 
@@ -78,6 +79,7 @@ class Reply:
     body: Any
     headers: dict[str, str]
     text: str
+    data: bytes = b""
 
     @property
     def code(self) -> str | None:
@@ -123,14 +125,15 @@ class Api:
             answered["Content-Type"] = response.mimetype  # what the worker sends from the mimetype
         # Every answer a test gets must be one the OpenAPI document describes (status, headers, body schema).
         check_response(f"/api/{ROUTES[function]}", method, response.status_code, answered, body, route)
-        text = body.decode()
+        text = body.decode("utf-8", "replace")  # a PDF's bytes too (kept whole in `data`)
         is_json = (response.mimetype or "").endswith("json")
         if is_json:
             # Every JSON answer, errors included, carries customer data or says something about it: never cached.
             cache = {k.lower(): v for k, v in response.headers.items()}
             assert cache.get("cache-control") == "no-store", (function, method, response.status_code)
             assert cache.get("x-content-type-options") == "nosniff", (function, method, response.status_code)
-        return Reply(response.status_code, json.loads(text) if text and is_json else None, dict(response.headers), text)
+        return Reply(response.status_code, json.loads(text) if text and is_json else None, dict(response.headers), text,
+                     body)
 
     async def put(self, customer: Customer, doc: dict[str, Any] | None = None) -> Reply:
         return await self.call("target", "PUT", ids(customer), doc if doc is not None else {"customer": customer.name})

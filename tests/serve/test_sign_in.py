@@ -219,6 +219,7 @@ ROUTE_ROLES = {
     ("DELETE", "/api/exclusions/{exclusionId}"): OPERATE,
     ("GET", "/api/warning-thresholds/{tenantId}"): READ,
     ("PUT", "/api/warning-thresholds/{tenantId}"): OPERATE,
+    ("GET", "/api/reports/{tenantId}"): READ,
 }
 
 

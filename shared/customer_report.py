@@ -1,0 +1,323 @@
+"""The per-customer report (issue 25): every credential of one customer's tenant with its expiry, what the rotator
+did in the period (the audit log), and what needs the customer. Built from the stores once (`gather`), then rendered
+by pure functions as HTML (served by the app) or PDF (fpdf2: pure Python, no system library, so it runs on Linux
+Functions as is). Metadata only: Graph never lists a secret's value, and no value is ever read here."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from shared.errors import NotFound
+from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion, covering, renewed, stage
+from shared.inventory import InventoryCredential
+from shared.ports import Event, InventoryStore, StateStore, WarningRules
+from shared.service import StatusPolicy, status_view
+from shared.settings import Settings
+
+MAX_PERIOD_DAYS = 366
+DEFAULT_PERIOD_DAYS = 30
+EVENTS_PER_APP = 500  # a month of a target's audit log is a few dozen events; the cap bounds a runaway one
+
+
+@dataclass(frozen=True)
+class Line:
+    """One credential as the report shows it."""
+
+    credential: InventoryCredential
+    days_left: int | None
+    threshold: int | None  # the tightest warning threshold crossed (None: none)
+    exclusion: Exclusion | None
+    renewed: bool  # a newer credential of the same object, kind and usage outlives the threshold
+
+    @property
+    def needs_customer(self) -> bool:
+        """Inside a warning threshold and nobody else will act: not the rotator's (managed), not Microsoft's
+        (first party), not renewed already, not excluded or snoozed by the MSP."""
+        c = self.credential
+        return (self.threshold is not None and not c.managed and not c.first_party and not self.renewed
+                and self.exclusion is None)
+
+
+@dataclass(frozen=True)
+class CustomerReport:
+    tenant_id: str
+    customer: str
+    since: datetime
+    until: datetime
+    lines: tuple[Line, ...]  # soonest end first; credentials without an end last
+    targets: tuple[Mapping[str, Any], ...]  # the registered sync apps' status documents (service.status_view)
+    activity: tuple[Event, ...]  # the audit events of the period, newest first
+
+    @property
+    def needs(self) -> list[str]:
+        """What needs the customer, one sentence each."""
+        found = []
+        for t in self.targets:
+            for alert in t.get("alerts") or ():
+                found.append(f"Proofpoint sync app {t['appId']}: {ALERT_TEXT.get(alert, alert)}.")
+        for line in self.lines:
+            if line.needs_customer:
+                c = line.credential
+                what = f"the {_kind(c)} {_name(c)} of {c.display_name or c.app_id} ({_object(c)})"
+                owners = f"; owner: {', '.join(c.owners)}" if c.owners else ""
+                if line.days_left is not None and line.days_left < 0:
+                    found.append(f"Renew or remove {what}: it ended on {_day(c.end)}{owners}.")
+                else:
+                    found.append(f"Renew {what}: it ends on {_day(c.end)}, in {line.days_left} day(s){owners}.")
+        return found
+
+    def app_name(self, app_id: str) -> str:
+        """The app's display name as the inventory holds it (its id when unknown; "tenant" for tenant-wide events)."""
+        if not app_id:
+            return "tenant"
+        return next((x.credential.display_name for x in self.lines
+                     if x.credential.app_id == app_id and x.credential.display_name), app_id)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "credentials": len(self.lines),
+            "expired": sum(1 for x in self.lines if x.days_left is not None and x.days_left < 0),
+            "warned": sum(1 for x in self.lines if x.threshold is not None),
+            "managed": sum(1 for x in self.lines if x.credential.managed),
+            "excluded": sum(1 for x in self.lines if x.exclusion is not None),
+            "need you": len(self.needs),
+        }
+
+
+# The dashboard's names for a target's open alerts (service.open_alerts), said for a customer.
+ALERT_TEXT = {
+    "stuck": "a rotation has not finished; the MSP is looking at it",
+    "proofpoint-drift": "Proofpoint holds another secret than the rotator gave it",
+    "destination-failing": "a destination refuses the new secret",
+    "notify-only-waiting": "the new secret waits to be pasted by hand",
+    "needs-human": "the rotator needs a person to act",
+}
+
+
+def lines_of(credentials: Iterable[InventoryCredential], exclusions: Sequence[Exclusion],
+             thresholds: Sequence[int], now: datetime) -> tuple[Line, ...]:
+    """The report's lines of one tenant's credentials (pure)."""
+    rows = list(credentials)
+    by_object: dict[tuple[str, str], list[InventoryCredential]] = {}
+    for c in rows:
+        by_object.setdefault((c.object_kind.value, c.object_id), []).append(c)
+    lines = []
+    for c in rows:
+        left = c.days_left(now)
+        crossed = stage(left, thresholds)
+        siblings = by_object[(c.object_kind.value, c.object_id)]
+        lines.append(Line(c, left, crossed, covering(c, exclusions, now),
+                          crossed is not None and renewed(c, siblings, now, crossed)))
+    far = datetime.max.replace(tzinfo=now.tzinfo)
+    lines.sort(key=lambda x: (x.credential.end or far, x.credential.display_name.lower(), x.credential.key_id))
+    return tuple(lines)
+
+
+async def gather(state: StateStore, inventory: InventoryStore, rules: WarningRules, tenant_id: str,
+                 policy: StatusPolicy, now: datetime, days: int = DEFAULT_PERIOD_DAYS) -> CustomerReport:
+    """Read one customer's report from the stores. NotFound (TenantNotFound) when no target of the tenant is
+    registered: the report is for customers. `policy`: what the dashboard's status of a target uses too."""
+    tenant_id = tenant_id.lower()
+    targets = [t for t, _ in await state.list_targets() if t.tenant_id.lower() == tenant_id]
+    if not targets:
+        raise NotFound(f"no customer with tenant {tenant_id} is registered", code="TenantNotFound")
+    since = now - timedelta(days=days)
+    exclusions = await rules.exclusions(tenant_id)
+    chosen = (await rules.thresholds()).get(tenant_id, DEFAULT_THRESHOLDS)
+    lines = lines_of([c async for c in inventory.stream(tenant_id)], exclusions, chosen, now)
+    activity: list[Event] = []
+    for app_id in sorted({t.app_id for t in targets} | {""}):  # "": the tenant's own events (thresholds)
+        activity += [e for e in await state.events(tenant_id, app_id, EVENTS_PER_APP)
+                     if e.at is not None and since <= e.at <= now]
+    app_events = {e.app_id for e in activity}
+    for e in exclusions:  # exclusions of apps that are not targets are logged under that app's id
+        if e.app_id and e.app_id not in app_events and e.app_id not in {t.app_id for t in targets}:
+            app_events.add(e.app_id)
+            activity += [x for x in await state.events(tenant_id, e.app_id, EVENTS_PER_APP)
+                         if x.at is not None and since <= x.at <= now]
+    activity.sort(key=lambda e: e.at or now, reverse=True)
+    customer = next((t.customer for t in targets if t.customer), "") or next(
+        (x.credential.customer for x in lines if x.credential.customer), tenant_id)
+    return CustomerReport(tenant_id, customer, since, now, lines, tuple(status_view(t, policy, now) for t in targets),
+                          tuple(activity))
+
+
+def policy_from(settings: Settings) -> StatusPolicy:
+    """The status policy the dashboard uses (api.py), from the app settings."""
+    return StatusPolicy(renew_before_days=settings.renew_before_days,
+                        stuck_after=timedelta(hours=settings.stuck_after_hours))
+
+
+# ------------------------------------------------------------------------------------------------ words
+
+
+def _day(moment: datetime | None) -> str:
+    return moment.strftime("%Y-%m-%d") if moment else "never"
+
+
+def _kind(c: InventoryCredential) -> str:
+    if c.saml:
+        return "SAML signing certificate"
+    return "client secret" if c.credential_kind.value == "password" else "certificate"
+
+
+def _name(c: InventoryCredential) -> str:
+    label = c.credential_name or c.hint or c.key_id[:8]
+    return f"'{label}'"
+
+
+def _object(c: InventoryCredential) -> str:
+    return "app registration" if c.object_kind.value == "application" else "enterprise app"
+
+
+def state_of(line: Line) -> str:
+    """One word or two for a line's state, the same in HTML and PDF."""
+    if line.exclusion is not None:
+        return f"{line.exclusion.kind} ({line.exclusion.why})"
+    if line.credential.first_party:
+        return "Microsoft's"
+    if line.credential.managed:
+        return "rotated by us"
+    if line.renewed:
+        return "renewed"
+    if line.days_left is not None and line.days_left < 0:
+        return "expired"
+    if line.threshold is not None:
+        return f"within {line.threshold} d"
+    return "ok"
+
+
+def event_text(e: Event) -> str:
+    parts = [e.step, e.outcome]
+    if e.rotation_id:
+        parts.append(f"rotation {e.rotation_id[:8]}")
+    if e.error_code:
+        parts.append(e.error_code)
+    if e.detail:
+        parts.append(e.detail)
+    return " · ".join(p for p in parts if p)
+
+
+def _left(days: int | None) -> str:
+    return "—" if days is None else str(days)
+
+
+# ------------------------------------------------------------------------------------------------ HTML
+
+_CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2rem;color:#1b1b1b}h1{font-size:1.5rem;margin:0}
+.sub{color:#555;margin:.2rem 0 1.5rem}table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
+th,td{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}th{background:#f3f3f3}
+.num{text-align:right}.expired td{color:#a40000}.warn td{color:#8a5300}.muted td{color:#888}
+.needs li{margin:.2rem 0}.counts span{display:inline-block;margin-right:1.2rem}
+@media print{body{margin:0}}
+"""
+
+
+def render_html(report: CustomerReport) -> str:
+    """The report as one self-contained HTML page (every name from the tenant escaped)."""
+    e = html.escape
+    counts = report.counts
+    out = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        f"<title>Credential report: {e(report.customer)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>Credential report: {e(report.customer)}</h1>",
+        f"<p class=sub>Tenant {e(report.tenant_id)} · period {_day(report.since)} to {_day(report.until)}</p>",
+        "<p class=counts>" + "".join(f"<span><b>{v}</b> {e(k)}</span>" for k, v in counts.items()) + "</p>",
+        "<h2>What needs you</h2>",
+    ]
+    needs = report.needs
+    out.append("<ul class=needs>" + "".join(f"<li>{e(n)}</li>" for n in needs) + "</ul>" if needs
+               else "<p>Nothing: every credential is renewed, rotated by us, or far from its end.</p>")
+    out.append("<h2>Credentials</h2><table><thead><tr><th>Object</th><th>Credential</th><th>Kind</th><th>Ends</th>"
+               "<th class=num>Days left</th><th>State</th><th>Owners</th></tr></thead><tbody>")
+    for line in report.lines:
+        c = line.credential
+        css = ("muted" if line.exclusion is not None or c.first_party else
+               "expired" if line.days_left is not None and line.days_left < 0 and not line.renewed else
+               "warn" if line.needs_customer else "")
+        out.append(
+            f"<tr class='{css}' data-key-id='{e(c.key_id)}'><td>{e(c.display_name or c.app_id)}"
+            f"<br><small>{e(_object(c))} · {e(c.app_id)}</small></td><td>{e(c.credential_name or c.hint)}</td>"
+            f"<td>{e(_kind(c))}{' (' + e(c.usage) + ')' if c.usage else ''}</td><td>{_day(c.end)}</td>"
+            f"<td class=num>{_left(line.days_left)}</td><td>{e(state_of(line))}</td>"
+            f"<td>{e(', '.join(c.owners))}</td></tr>")
+    if not report.lines:
+        out.append("<tr><td colspan=7>The inventory holds no credential of this tenant yet.</td></tr>")
+    out.append("</tbody></table><h2>What the rotator did</h2>")
+    if report.activity:
+        out.append("<table><thead><tr><th>When (UTC)</th><th>App</th><th>What</th><th>Who</th></tr></thead><tbody>")
+        for ev in report.activity:
+            at = ev.at.strftime("%Y-%m-%d %H:%M") if ev.at else ""
+            out.append(f"<tr><td>{at}</td><td>{e(report.app_name(ev.app_id))}</td><td>{e(event_text(ev))}</td>"
+                       f"<td>{e(ev.actor)}</td></tr>")
+        out.append("</tbody></table>")
+    else:
+        out.append("<p>Nothing in this period.</p>")
+    out.append("</body></html>")
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------------ PDF
+
+
+def _latin(text: str) -> str:
+    # fpdf2's core fonts (Helvetica) are Latin-1: other characters become '?', never an error mid-report.
+    return text.replace("·", "-").replace("—", "-").encode("latin-1", "replace").decode("latin-1")
+
+
+def render_pdf(report: CustomerReport) -> bytes:
+    """The report as a PDF (A4 landscape) made with fpdf2."""
+    from fpdf import FPDF  # imported here: only a report request pays for it
+    from fpdf.fonts import FontFace
+
+    pdf = FPDF(orientation="L", format="A4")
+    pdf.set_title(_latin(f"Credential report: {report.customer}"))
+    pdf.set_creation_date(report.until)
+    pdf.set_auto_page_break(True, margin=12)
+    pdf.add_page()
+    pdf.set_font("Helvetica", "B", 16)
+    pdf.cell(0, 9, _latin(f"Credential report: {report.customer}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("Helvetica", "", 9)
+    pdf.cell(0, 6, _latin(f"Tenant {report.tenant_id} - period {_day(report.since)} to {_day(report.until)} - "
+                          + ", ".join(f"{v} {k}" for k, v in report.counts.items())), new_x="LMARGIN", new_y="NEXT")
+
+    def heading(text: str) -> None:
+        pdf.ln(3)
+        pdf.set_font("Helvetica", "B", 12)
+        pdf.cell(0, 8, _latin(text), new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("Helvetica", "", 8)
+
+    heading("What needs you")
+    for sentence in report.needs or ["Nothing: every credential is renewed, rotated by us, or far from its end."]:
+        pdf.multi_cell(0, 5, _latin(f"- {sentence}"), new_x="LMARGIN", new_y="NEXT")
+    heading("Credentials")
+    grey, red, amber = FontFace(color=(140, 140, 140)), FontFace(color=(164, 0, 0)), FontFace(color=(138, 83, 0))
+    with pdf.table(col_widths=(60, 50, 36, 22, 16, 50, 33), text_align="LEFT", line_height=5,
+                   headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235))) as table:
+        table.row(["Object", "Credential", "Kind", "Ends", "Days", "State", "Owners"])
+        for line in report.lines:
+            c = line.credential
+            style = (grey if line.exclusion is not None or c.first_party else
+                     red if line.days_left is not None and line.days_left < 0 and not line.renewed else
+                     amber if line.needs_customer else None)
+            table.row([_latin(x) for x in (
+                f"{c.display_name or c.app_id} ({_object(c)})", c.credential_name or c.hint,
+                _kind(c) + (f" ({c.usage})" if c.usage else ""), _day(c.end), _left(line.days_left),
+                state_of(line), ", ".join(c.owners))], style=style)
+    heading("What the rotator did")
+    if report.activity:
+        with pdf.table(col_widths=(30, 70, 140, 27), text_align="LEFT", line_height=5,
+                       headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235))) as table:
+            table.row(["When (UTC)", "App", "What", "Who"])
+            for ev in report.activity:
+                table.row([_latin(x) for x in (ev.at.strftime("%Y-%m-%d %H:%M") if ev.at else "",
+                                               report.app_name(ev.app_id), event_text(ev), ev.actor)])
+    else:
+        pdf.cell(0, 6, "Nothing in this period.", new_x="LMARGIN", new_y="NEXT")
+    return bytes(pdf.output())
