@@ -20,6 +20,7 @@ from shared.settings import Settings
 
 MAX_PERIOD_DAYS = 366
 DEFAULT_PERIOD_DAYS = 30
+NOTHING_NEEDED = "Nothing: every credential is renewed, managed by the rotator, or far from its end."
 EVENTS_PER_APP = 500  # a month of a target's audit log is a few dozen events; the cap bounds a runaway one
 
 
@@ -182,10 +183,11 @@ def state_of(line: Line) -> str:
     if line.credential.first_party:
         return "Microsoft's"
     if line.credential.managed:
-        return "rotated by us"
+        return "managed by the rotator"
+    expired = line.days_left is not None and line.days_left < 0
     if line.renewed:
-        return "renewed"
-    if line.days_left is not None and line.days_left < 0:
+        return "expired, renewed" if expired else "renewed"
+    if expired:
         return "expired"
     if line.threshold is not None:
         return f"within {line.threshold} d"
@@ -233,7 +235,7 @@ def render_html(report: CustomerReport) -> str:
     ]
     needs = report.needs
     out.append("<ul class=needs>" + "".join(f"<li>{e(n)}</li>" for n in needs) + "</ul>" if needs
-               else "<p>Nothing: every credential is renewed, rotated by us, or far from its end.</p>")
+               else f"<p>{NOTHING_NEEDED}</p>")
     out.append("<h2>Credentials</h2><table><thead><tr><th>Object</th><th>Credential</th><th>Kind</th><th>Ends</th>"
                "<th class=num>Days left</th><th>State</th><th>Owners</th></tr></thead><tbody>")
     for line in report.lines:
@@ -294,7 +296,7 @@ def render_pdf(report: CustomerReport) -> bytes:
         pdf.set_font("Helvetica", "", 8)
 
     heading("What needs you")
-    for sentence in report.needs or ["Nothing: every credential is renewed, rotated by us, or far from its end."]:
+    for sentence in report.needs or [NOTHING_NEEDED]:
         pdf.multi_cell(0, 5, _latin(f"- {sentence}"), new_x="LMARGIN", new_y="NEXT")
     heading("Credentials")
     grey, red, amber = FontFace(color=(140, 140, 140)), FontFace(color=(164, 0, 0)), FontFace(color=(138, 83, 0))

@@ -62,7 +62,7 @@ async def test_the_report_lists_every_credential_the_rotations_and_what_needs_th
     table = page.text.split("<h2>Credentials</h2>")[1].split("</table>")[0]
     shown = [row.split("'>", 1)[0] for row in table.split("data-key-id='")[1:]]
     assert shown == [x.credential.key_id for x in after.lines]  # soonest end first
-    for line in after.lines:  # each row says its state: rotated by us, Microsoft's, renewed, expired, excluded ...
+    for line in after.lines:  # each row says its state: managed, Microsoft's, renewed, expired, excluded ...
         row = table.split(f"data-key-id='{line.credential.key_id}'")[1].split("</tr>")[0]
         assert f"<td>{html.escape(state_of(line))}</td>" in row
     assert f"class='muted' data-key-id='{excluded.key_id}'" in page.text and "the vendor renews this one" in page.text
