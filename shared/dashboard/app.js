@@ -519,6 +519,12 @@ function renderTimeline() {
         svg.append(plan);
       }
     }
+    for (const c of otherCredentialsOf(t)) {
+      const cx = Math.min(Math.max(x(new Date(c.end)), left), width - right);
+      const other = h("svg:circle", { cx, cy: y, r: compact ? 2 : 3.5, class: "other-credential", "data-key-id": c.keyId });
+      other.append(h("svg:title", {}, `${name}: ${c.displayName || c.appId}, ${credentialKind(c)} ends ${date(c.end)}`));
+      svg.append(other);
+    }
     const when = clampedLeft ? `expired ${date(t.expires)}` : `expires ${date(t.expires)}`;
     const mark = h("svg:g", {
       class: "mark", tabindex: "0", role: "button", "data-key": keyOf(t), "data-status": t.status,
@@ -555,6 +561,8 @@ function openDetail(key, { push = true } = {}) {
   renderFleet();
   $("detail-title").focus();
   loadDetails();
+  const tenantId = key.split("/")[0];
+  if (creds.tenant.id !== tenantId) loadTenantCredentials(tenantId);
 }
 
 function closeDetail({ push = true } = {}) {
@@ -614,7 +622,8 @@ function renderDetail() {
     body.append(h("p", { class: "muted" }, "Loading credentials, Key Vault versions and audit trail…"));
     return;
   }
-  body.append(destinationsSection(d), proofpointCheckSection(d), entraSection(d), vaultSection(d), auditSection(d));
+  body.append(destinationsSection(d), proofpointCheckSection(d), entraSection(d), tenantCredentialsSection(d), vaultSection(d),
+    auditSection(d));
 }
 
 function progressSection(d) {
@@ -1328,6 +1337,246 @@ function renderOnboardingNav() {
   $("nav-onboarding").hidden = !canOperate();
 }
 
+// ---------------------------------------------------------------- all credentials (the inventory, issue 25)
+
+// The inventory can hold millions of rows across a fleet: the view asks the server for a window (ending within N
+// days, kind, managed, excluded) and holds at most CREDENTIAL_CAP rows; sorting and searching work on those.
+const CREDENTIAL_PAGE = 1000;
+const CREDENTIAL_CAP = 5000;
+const CREDENTIAL_STATES = {
+  expired: "Expired", due: "Inside a warning", healthy: "Not yet due", microsoft: "Microsoft's", excluded: "Excluded",
+};
+const CREDENTIAL_HELP = {
+  expired: "Its end has passed",
+  due: "Inside one of the customer's warning thresholds (default 60, 30, 14, 7, 1 days)",
+  healthy: "Outside every warning threshold, or no end",
+  microsoft: "A Microsoft first-party service principal's or a managed identity's: Microsoft renews it",
+  excluded: "An exclusion or snooze covers it: listed, no warning",
+};
+const creds = {
+  rows: [], loaded: false, error: null, truncated: false, state: "", search: "",
+  sort: { key: "daysLeft", dir: 1 },
+  tenant: { id: null, rows: [], error: null, loaded: false }, // the open customer's other credentials
+};
+
+function credentialState(c) {
+  if (c.excluded) return "excluded";
+  if (c.firstParty) return "microsoft";
+  if (c.daysLeft !== null && c.daysLeft < 0) return "expired";
+  if (c.warningThreshold !== null) return "due";
+  return "healthy";
+}
+
+function credentialChip(c) {
+  const s = credentialState(c);
+  return h("span", { class: `chip s-${s}`, title: CREDENTIAL_HELP[s], "data-state": s }, CREDENTIAL_STATES[s]);
+}
+
+function credentialKind(c) {
+  if (c.saml) return `SAML certificate${c.usage ? ` (${c.usage})` : ""}`;
+  if (c.credentialKind === "password") return "Client secret";
+  return `Certificate${c.usage ? ` (${c.usage})` : ""}`;
+}
+
+async function fetchInventory(params, cap) {
+  const rows = [];
+  let cursor = null;
+  do {
+    const query = new URLSearchParams({ ...params, limit: String(CREDENTIAL_PAGE) });
+    if (cursor) query.set("cursor", cursor);
+    const body = await api(`/api/inventory?${query}`);
+    rows.push(...body.credentials);
+    cursor = body.next;
+  } while (cursor && rows.length < cap);
+  return { rows, truncated: Boolean(cursor) };
+}
+
+function credentialParams() {
+  const params = {};
+  const pick = (id, name) => { const v = $(id).value; if (v) params[name] = v; };
+  pick("credentials-window", "daysLeft");
+  pick("credentials-kind", "kind");
+  pick("credentials-managed", "managed");
+  pick("credentials-excluded", "excluded");
+  return params;
+}
+
+async function loadCredentials() {
+  const asked = JSON.stringify(credentialParams());
+  try {
+    const found = await fetchInventory(credentialParams(), CREDENTIAL_CAP);
+    if (JSON.stringify(credentialParams()) !== asked) return; // the filters changed meanwhile: a newer load wins
+    creds.rows = found.rows;
+    creds.truncated = found.truncated;
+    creds.error = null;
+  } catch (error) {
+    creds.error = error;
+  }
+  creds.loaded = true;
+  renderCredentials();
+  renderTimeline();
+}
+
+function visibleCredentials() {
+  const needle = creds.search.trim().toLowerCase();
+  return creds.rows.filter((c) => {
+    if (creds.state && credentialState(c) !== creds.state) return false;
+    if (!needle) return true;
+    return [c.customer, c.tenantId, c.displayName, c.appId, c.credentialName, c.hint, c.keyId, ...(c.owners || [])]
+      .some((v) => (v || "").toLowerCase().includes(needle));
+  });
+}
+
+const CREDENTIAL_ORDER = Object.keys(CREDENTIAL_STATES);
+
+function credentialSortValue(c, key) {
+  switch (key) {
+    case "customer": return (c.customer || c.tenantId).toLowerCase();
+    case "app": return (c.displayName || c.appId).toLowerCase();
+    case "kind": return credentialKind(c);
+    case "daysLeft": return c.daysLeft ?? Number.POSITIVE_INFINITY;
+    case "end": return c.end ? Date.parse(c.end) : Number.POSITIVE_INFINITY;
+    case "state": return CREDENTIAL_ORDER.indexOf(credentialState(c));
+    case "owners": return (c.owners || []).join(", ").toLowerCase() || "\uffff";
+    default: return 0;
+  }
+}
+
+function sortedCredentials(rows) {
+  const { key, dir } = creds.sort;
+  return [...rows].sort((a, b) => {
+    const x = credentialSortValue(a, key);
+    const y = credentialSortValue(b, key);
+    if (x < y) return -dir;
+    if (x > y) return dir;
+    return (a.daysLeft ?? Infinity) - (b.daysLeft ?? Infinity);
+  });
+}
+
+function renderCredentialStates() {
+  const counts = new Map();
+  for (const c of creds.rows) counts.set(credentialState(c), (counts.get(credentialState(c)) || 0) + 1);
+  const button = (s, n, text) => h("li", {}, h("button", {
+    type: "button", class: `count ${s ? `s-${s}` : "total"}`, "aria-pressed": String(creds.state === s),
+    "data-state": s || "all", title: s ? CREDENTIAL_HELP[s] : "Every credential in the window",
+    onclick: () => { creds.state = creds.state === s ? "" : s; renderCredentials(); },
+  }, h("span", { class: "n" }, n), h("span", { class: "label" }, text)));
+  $("credentials-states").replaceChildren(button("", creds.rows.length, "Credentials"),
+    ...CREDENTIAL_ORDER.filter((s) => counts.has(s)).map((s) => button(s, counts.get(s), CREDENTIAL_STATES[s])));
+}
+
+function reportLinks(tenantId) {
+  return h("span", { class: "report-links" },
+    h("a", { href: `/api/reports/${tenantId}`, target: "_blank", rel: "noopener", title: "The customer's credential report" }, "Report"),
+    " · ",
+    h("a", { href: `/api/reports/${tenantId}?format=pdf`, title: "The same report as a PDF" }, "PDF"));
+}
+
+function credentialRow(c, { customer = true } = {}) {
+  const ex = c.excluded;
+  const why = ex ? `${ex.kind === "snooze" ? "Snoozed" : "Excluded"} by ${ex.by}${ex.until ? ` until ${date(ex.until)}` : ""}: ${ex.why}` : null;
+  return h("tr", {
+    class: ex ? "excluded" : null, "data-key-id": c.keyId, "data-state": credentialState(c), title: why,
+  },
+  customer ? h("td", { class: "cell-customer", "data-label": "Customer" },
+    h("div", { class: "customer-name" }, c.customer || "(no name)"),
+    h("div", { class: "ids" }, short(c.tenantId), " · ", reportLinks(c.tenantId))) : null,
+  h("td", { "data-label": "Application" },
+    h("div", {}, c.displayName || "(no name)"),
+    h("div", { class: "ids", title: `appId ${c.appId}\nobject ${c.objectId}` },
+      `${c.objectKind === "application" ? "app registration" : "enterprise app"} · ${short(c.appId)}`)),
+  h("td", { "data-label": "Credential" }, h("div", {}, credentialKind(c)),
+    h("div", { class: "ids", title: `key ${c.keyId}` }, [c.credentialName, c.hint].filter(Boolean).join(" · ") || short(c.keyId))),
+  h("td", { class: "num", "data-label": "Days left" }, c.daysLeft ?? "—"),
+  h("td", { class: "nowrap", "data-label": "Ends" }, c.end ? date(c.end) : "never"),
+  h("td", { "data-label": "State" }, credentialChip(c),
+    c.managed ? h("span", { class: "badge green", title: "A registered target's app: the rotator renews its sync secret" }, "managed") : null,
+    ex ? h("div", { class: "muted exclusion-why" }, why) : null),
+  h("td", { "data-label": "Owners" }, (c.owners || []).join(", ") || h("span", { class: "muted" }, "—")));
+}
+
+function renderCredentials() {
+  renderCredentialStates();
+  const rows = sortedCredentials(visibleCredentials());
+  $("credentials-body").replaceChildren(...rows.map((c) => credentialRow(c)));
+  for (const th of document.querySelectorAll("#credentials-table th[data-sort]")) {
+    th.setAttribute("aria-sort", th.dataset.sort === creds.sort.key ? (creds.sort.dir > 0 ? "ascending" : "descending") : "none");
+  }
+  $("credentials-count").textContent = creds.loaded
+    ? `${rows.length} of ${creds.rows.length}${creds.truncated ? ` (the first ${creds.rows.length}: narrow the filters for the rest)` : ""}` : "";
+  const empty = $("credentials-empty");
+  empty.replaceChildren();
+  empty.hidden = true;
+  if (creds.error) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, "The inventory could not be loaded"), `${creds.error.code}: ${creds.error.message}`);
+  } else if (!creds.loaded) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, "Loading the credentials…"));
+  } else if (!rows.length) {
+    empty.hidden = false;
+    empty.append(h("strong", {}, "No credential matches"),
+      creds.rows.length ? "Nothing fits the state and search." : "The inventory holds none in this window: it fills after the daily inventory pass.");
+  }
+}
+
+async function loadTenantCredentials(tenantId) {
+  creds.tenant = { id: tenantId, rows: [], error: null, loaded: false };
+  try {
+    const found = await fetchInventory({ tenantId }, CREDENTIAL_CAP);
+    if (creds.tenant.id !== tenantId) return;
+    creds.tenant = { id: tenantId, rows: found.rows, error: null, loaded: true };
+  } catch (error) {
+    if (creds.tenant.id !== tenantId) return;
+    creds.tenant = { id: tenantId, rows: [], error, loaded: true };
+  }
+  if (state.selected && state.selected.startsWith(`${tenantId}/`)) renderDetail();
+}
+
+function tenantCredentialsSection(d) {
+  const section = h("section", { id: "tenant-credentials" },
+    h("h3", {}, "The tenant's other credentials ", reportLinks(d.tenantId)));
+  const t = creds.tenant;
+  if (t.id !== d.tenantId || !t.loaded) {
+    section.append(h("p", { class: "muted" }, "Loading…"));
+    return section;
+  }
+  if (t.error) {
+    section.append(sectionError(t.error));
+    return section;
+  }
+  const others = sortedCredentials(t.rows.filter((c) => c.appId !== d.appId));
+  if (!others.length) {
+    section.append(h("p", { class: "muted" }, "None: the inventory holds no other credential of this tenant (yet)."));
+    return section;
+  }
+  section.append(h("div", { class: "table-wrap" }, h("table", { class: "credentials" },
+    h("thead", {}, h("tr", {}, ["Application", "Credential", "Days left", "Ends", "State", "Owners"].map((x) => h("th", { scope: "col" }, x)))),
+    h("tbody", {}, others.map((c) => credentialRow(c, { customer: false }))))));
+  return section;
+}
+
+function otherCredentialsOf(t) {
+  // What the timeline plots beside a customer's sync secret: the loaded window's credentials of its tenant.
+  if (!$("timeline-others").checked) return [];
+  return creds.rows.filter((c) => c.tenantId === t.tenantId && c.appId !== t.appId && c.end && !c.excluded);
+}
+
+function wireCredentials() {
+  $("credentials-search").addEventListener("input", (event) => { creds.search = event.target.value; renderCredentials(); });
+  for (const id of ["credentials-window", "credentials-kind", "credentials-managed", "credentials-excluded"]) {
+    $(id).addEventListener("change", () => { creds.loaded = false; renderCredentials(); loadCredentials(); });
+  }
+  for (const th of document.querySelectorAll("#credentials-table th[data-sort]")) {
+    th.querySelector("button").addEventListener("click", () => {
+      const key = th.dataset.sort;
+      creds.sort = { key, dir: creds.sort.key === key ? -creds.sort.dir : 1 };
+      renderCredentials();
+    });
+  }
+  $("timeline-others").addEventListener("change", () => renderTimeline());
+}
+
 // ---------------------------------------------------------------- the page
 
 function renderCaller() {
@@ -1401,6 +1650,7 @@ function fromHash() {
 }
 
 function wire() {
+  wireCredentials();
   $("refresh").addEventListener("click", () => refresh());
   $("search").addEventListener("input", (event) => { state.search = event.target.value; renderFleet(); renderTimeline(); });
   $("status-filter").addEventListener("change", (event) => { state.status = event.target.value; render(); });
@@ -1442,6 +1692,7 @@ async function start() {
   render();
   await loadMe();
   await refresh();
+  await loadCredentials();
   fromHash();
   document.body.dataset.ready = "true";
 }

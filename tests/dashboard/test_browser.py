@@ -68,7 +68,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         env = {**os.environ, **sandbox.settings, "VERIFY_TIMEOUT_SECONDS": "30", "RETIRE_GRACE_HOURS": "0"}
         registry = sandbox.state_dir / "targets.json"
         registry.write_text(json.dumps(targets(sandbox.control.state(), sandbox.endpoints)))
-        for args in (["targets", "import", str(registry)], ["check"]):
+        # the inventory too: Fabrikam's other apps and service principals (the seed's population), for the
+        # "All credentials" view (tests/dashboard/test_credentials_browser.py)
+        for args in (["targets", "import", str(registry)], ["check"], ["inventory", "scan"]):
             subprocess.run([sys.executable, "-m", "shared", "--table-prefix", prefix, *args], cwd=ROOT, env=env,
                            check=False, capture_output=True, timeout=120)
         url = stack.enter_context(serving(env, table_prefix=prefix, work_queue=f"{prefix}-work"))
@@ -143,7 +145,8 @@ def test_the_page_lists_the_demo_customers_with_their_statuses(reader: Page) -> 
     assert statuses(reader) == {"Contoso": "expired", "Fabrikam": "due", "Northwind": "healthy",
                                 "Adatum": "not-owner", "Tailspin": "due"}
     assert reader.row(CONTOSO).locator(".chip").inner_text() == "Expired"
-    counts = {b.get_attribute("data-status"): b.locator(".n").inner_text() for b in page.locator(".count").all()}
+    counts = {b.get_attribute("data-status"): b.locator(".n").inner_text()
+              for b in page.locator("#counts .count").all()}
     assert counts == {"all": "5", "expired": "1", "due": "2", "healthy": "1", "not-owner": "1"}
     # days left as a bar, expiry date, destinations: nothing delivered yet
     assert reader.row(NORTHWIND).locator(".days .num").inner_text() in {"299", "300"}
