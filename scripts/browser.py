@@ -142,10 +142,10 @@ def sign_in(page: Any, base: str, upn: str, then: str = "/api/dashboard") -> Non
 
 
 def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800,
-               views: Sequence[tuple[str, Path]] = ()) -> None:
-    """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data; then one of
-    each customer view in `views` (its "#/target/<tenant>/<app>" fragment, where to save it), once its credentials
-    are shown."""
+               views: Sequence[tuple[str, Path]] = (), selector: str | None = None) -> None:
+    """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data (of one
+    element only, when `selector` names it); then one of each customer view in `views` (its
+    "#/target/<tenant>/<app>" fragment, where to save it), once its credentials are shown."""
     from playwright.sync_api import sync_playwright
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -156,7 +156,10 @@ def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: 
             sign_in(page, base, upn)
             page.wait_for_selector("body[data-ready=true]", timeout=120_000)
             page.wait_for_selector("#caller:not([hidden])", timeout=120_000)
-            page.screenshot(path=str(path), timeout=120_000)
+            if selector:
+                page.locator(selector).screenshot(path=str(path), timeout=120_000)
+            else:
+                page.screenshot(path=str(path), timeout=120_000)
             for fragment, view in views:
                 page.set_viewport_size({"width": width, "height": 2 * height})  # the panel's sections, unscrolled
                 page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)

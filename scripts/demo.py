@@ -47,6 +47,9 @@ EXTRA = {"3d1f0000-0000-4000-8000-00000000b001": ("Wingtip", "wingtiptoys.com", 
 VIEWS = {"1a7a0000-0000-4000-8000-0000000017a1": ROOT / ".demo" / "customer-litware.png",
          "3d1f0000-0000-4000-8000-00000000b001": ROOT / ".demo" / "customer-wingtip.png"}
 POLICIES = {"1a7a0000-0000-4000-8000-0000000017a1": {"retireQuietHours": 48}}  # Litware: the old key waits 48 h
+CREDENTIALS_SCREENSHOT = ROOT / ".demo" / "credentials.png"  # the dashboard's "All credentials" view
+REPORT = ROOT / ".demo" / "fabrikam-report"  # .pdf, .png (its first page) and .html
+FABRIKAM = "fab10000-0000-4000-8000-00000000f001"  # rotated by the demo; other credentials expiring (the seed)
 PORTAL_PATH = "/api/office365/azure-ad"
 OPERATOR = "operator@msp.example"  # the sandbox's MSP user holding Rotator.Operate
 DAY_LATER = timedelta(hours=25)  # past Proofpoint's daily sync (sync_frequency 24 in the seed)
@@ -183,6 +186,10 @@ def main() -> int:
         cli(env, "--clock-offset-seconds", day_later, "status")
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
+        banner("Every other credential of the customers (the inventory) and Fabrikam's report")
+        cli(env, "inventory", "scan")
+        cli(env, "inventory", "export", "--format", "csv", "--days-left", "90", "--tenant", FABRIKAM)
+        report(env)
         banner("The dashboard")
         # Entra's clock back with ours: its tokens would otherwise start a day in the future, and App Service
         # Authentication refuses a token before its nbf.
@@ -237,6 +244,20 @@ def onboard_on_the_command_line(env: dict[str, str], sandbox: RunningSandbox) ->
         raise SystemExit(f"python -m shared onboard run failed with exit code {process.returncode}")
 
 
+def report(env: dict[str, str]) -> None:
+    """Fabrikam's credential report as the MSP would send it: the PDF, its first page as PNG (pypdfium2), the HTML."""
+    import pypdfium2 as pdfium
+
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    for fmt in ("pdf", "html"):
+        cli(env, "report", FABRIKAM, "--format", fmt, "--out", str(REPORT.with_suffix(f".{fmt}")))
+    pdf = pdfium.PdfDocument(REPORT.with_suffix(".pdf"))
+    pdf[0].render(scale=2).to_pil().save(REPORT.with_suffix(".png"))
+    print(f"Fabrikam's report: {REPORT.with_suffix('.pdf').relative_to(ROOT)} ({len(pdf)} page(s)), first page "
+          f"{REPORT.with_suffix('.png').relative_to(ROOT)}, HTML {REPORT.with_suffix('.html').relative_to(ROOT)}",
+          flush=True)
+
+
 def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
     """A browser screenshot of the dashboard, served by `python -m shared serve` over the demo's state, taken after
     operator@msp.example signed in as in Azure (the page's redirect, Entra's sign-in page, the callback)."""
@@ -250,9 +271,12 @@ def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
             views = [(f"#/target/{tenant}/{apps[tenant]}", path) for tenant, path in VIEWS.items()]
             screenshot(url, SCREENSHOT, upn=OPERATOR,
                        trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]), views=views)
+            screenshot(url, CREDENTIALS_SCREENSHOT, upn=OPERATOR, height=1400, selector="#credentials",
+                       trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
         print(f"Screenshot of the dashboard after {OPERATOR} signed in (Chromium, 1280x800): "
               f"{SCREENSHOT.relative_to(ROOT)}; customer views: "
-              f"{', '.join(str(p.relative_to(ROOT)) for p in VIEWS.values())}", flush=True)
+              f"{', '.join(str(p.relative_to(ROOT)) for p in VIEWS.values())}; its All credentials view: "
+              f"{CREDENTIALS_SCREENSHOT.relative_to(ROOT)}", flush=True)
     print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser and sign in "
           "on the sandbox's Entra page (the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
 
