@@ -6,7 +6,7 @@ Functions as is). Metadata only: Graph never lists a secret's value, and no valu
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,13 +33,19 @@ class Line:
     threshold: int | None  # the tightest warning threshold crossed (None: none)
     exclusion: Exclusion | None
     renewed: bool  # a newer credential of the same object, kind and usage outlives the threshold
+    paused: bool = False  # a registered target's app whose target is disabled: the rotator does not renew it
+
+    @property
+    def rotated(self) -> bool:
+        """The rotator renews it: a registered target's app, the target enabled."""
+        return self.credential.managed and not self.paused
 
     @property
     def needs_customer(self) -> bool:
-        """Inside a warning threshold and nobody else will act: not the rotator's (managed), not Microsoft's
-        (first party), not renewed already, not excluded or snoozed by the MSP."""
+        """Inside a warning threshold and nobody else will act: not the rotator's (managed and enabled), not
+        Microsoft's (first party), not renewed already, not excluded or snoozed by the MSP."""
         c = self.credential
-        return (self.threshold is not None and not c.managed and not c.first_party and not self.renewed
+        return (self.threshold is not None and not self.rotated and not c.first_party and not self.renewed
                 and self.exclusion is None)
 
 
@@ -101,8 +107,8 @@ ALERT_TEXT = {
 
 
 def lines_of(credentials: Iterable[InventoryCredential], exclusions: Sequence[Exclusion],
-             thresholds: Sequence[int], now: datetime) -> tuple[Line, ...]:
-    """The report's lines of one tenant's credentials (pure)."""
+             thresholds: Sequence[int], now: datetime, paused_app_ids: Collection[str] = ()) -> tuple[Line, ...]:
+    """The report's lines of one tenant's credentials (pure). `paused_app_ids`: the apps of disabled targets."""
     rows = list(credentials)
     by_object: dict[tuple[str, str], list[InventoryCredential]] = {}
     for c in rows:
@@ -113,7 +119,8 @@ def lines_of(credentials: Iterable[InventoryCredential], exclusions: Sequence[Ex
         crossed = stage(left, thresholds)
         siblings = by_object[(c.object_kind.value, c.object_id)]
         lines.append(Line(c, left, crossed, covering(c, exclusions, now),
-                          crossed is not None and renewed(c, siblings, now, crossed)))
+                          crossed is not None and renewed(c, siblings, now, crossed),
+                          c.managed and c.app_id in paused_app_ids))
     far = datetime.max.replace(tzinfo=now.tzinfo)
     lines.sort(key=lambda x: (x.credential.end or far, x.credential.display_name.lower(), x.credential.key_id))
     return tuple(lines)
@@ -130,7 +137,8 @@ async def gather(state: StateStore, inventory: InventoryStore, rules: WarningRul
     since = now - timedelta(days=days)
     exclusions = await rules.exclusions(tenant_id)
     chosen = (await rules.thresholds()).get(tenant_id, DEFAULT_THRESHOLDS)
-    lines = lines_of([c async for c in inventory.stream(tenant_id)], exclusions, chosen, now)
+    lines = lines_of([c async for c in inventory.stream(tenant_id)], exclusions, chosen, now,
+                     {t.app_id for t in targets if not t.enabled})
     activity: list[Event] = []
     for app_id in sorted({t.app_id for t in targets} | {""}):  # "": the tenant's own events (thresholds)
         activity += [e for e in await state.events(tenant_id, app_id, EVENTS_PER_APP)
@@ -182,8 +190,10 @@ def state_of(line: Line) -> str:
         return f"{line.exclusion.kind} ({line.exclusion.why})"
     if line.credential.first_party:
         return "Microsoft's"
-    if line.credential.managed:
+    if line.rotated:
         return "managed by the rotator"
+    if line.paused:
+        return "rotation disabled"
     expired = line.days_left is not None and line.days_left < 0
     if line.renewed:
         return "expired, renewed" if expired else "renewed"

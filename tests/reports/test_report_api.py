@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import html
 import io
+import logging
 
 import azure.functions.timer as timer
 import pypdfium2 as pdfium
+import pytest
 
 from shared.bootstrap import services
 from shared.customer_report import CustomerReport, gather, policy_from, state_of
@@ -22,18 +24,21 @@ READER = ("reader@msp.example", ("Rotator.Read",))
 
 
 async def population(api: Api, world: World):  # type: ignore[no-untyped-def]
-    customer = world.seed_customer("Populous", 12)  # the sync secret is due: the rotation timer renews it
+    customer = world.seed_customer("Populous", 12)  # the sync secret is due: an operator rotates it now
     world.sb.control.seed({"inventory": {"populations": [
         {"tenants": [customer.tenant_id], "applications": 12, "servicePrincipals": 20, "seed": "report"}]}})
     world.seed_accounts()
     await register(api, customer)
-    await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
+    rotated = await api.call("rotations", "POST", body={"tenantId": customer.tenant_id, "appId": customer.app_id},
+                             params={"wait": "true"})
+    assert rotated.status == 200 and rotated.body["result"] == "rotated", rotated.body
     await functions()["inventory_timer"](timer.TimerRequest(past_due=False))
     return customer
 
 
 async def test_the_report_lists_every_credential_the_rotations_and_what_needs_the_customer(
-        api: Api, world: World) -> None:
+        api: Api, world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
     customer = await population(api, world)
     async with services() as svc:
         assert svc.inventory is not None and svc.warning_rules is not None
@@ -41,7 +46,8 @@ async def test_the_report_lists_every_credential_the_rotations_and_what_needs_th
         events = await svc.state.events(customer.tenant_id, customer.app_id, 100)
         expected: CustomerReport = await gather(svc.state, svc.inventory, svc.warning_rules, customer.tenant_id,
                                                 policy_from(svc.settings), svc.engine.clock.now())
-    assert len(rows) > 10 and events and expected.needs, (len(rows), events)
+    assert len(rows) > 10 and expected.needs
+    assert {e.step for e in events} >= {"create", "store", "verify", "finish"}, events
     excluded = next(x.credential for x in expected.lines if x.needs_customer)
     reply = await api.call("exclusions", "POST", body={
         "tenantId": customer.tenant_id, "scope": "credential", "keyId": excluded.key_id,
@@ -78,8 +84,11 @@ async def test_the_report_lists_every_credential_the_rotations_and_what_needs_th
     text = "\n".join(doc[i].get_textpage().get_text_range() for i in range(len(doc))).replace("\r", "")
     assert "Populous" in text and "the vendor renews this one" in text
     assert all(r.display_name in text for r in rows if r.display_name)
-    for out in (page.text, text):
-        assert customer.secret not in out and customer.secret[3:12] not in out
+    rotated = [v["value"] for v in world.versions(customer)]  # the secret the rotation made, and the seeded one
+    assert rotated and all(len(v) > 12 for v in rotated)
+    for out in (page.text, text, caplog.text):
+        for secret in (customer.secret, *rotated):
+            assert secret not in out and secret[3:12] not in out
 
 
 async def test_bad_requests_are_refused_and_only_customers_have_reports(api: Api, world: World) -> None:

@@ -86,3 +86,13 @@ def test_a_pdf_of_hundreds_of_credentials_pages_and_keeps_every_row() -> None:
     assert len(doc) > 5
     text = pdf_text(data)
     assert all(f"App {i:03d}" in text for i in range(300))
+
+
+def test_a_disabled_targets_secret_needs_the_customer_the_rotator_does_not_renew_it() -> None:
+    managed = cred(5, managed=True)
+    running = report([managed])
+    assert running.needs == [] and running.lines[0].rotated
+    paused = CustomerReport(T, "Contoso", NOW - timedelta(days=30), NOW,
+                            lines_of([managed], [], DEFAULT_THRESHOLDS, NOW, {APP}), (), ())
+    assert paused.lines[0].paused and len(paused.needs) == 1 and "in 5 day(s)" in paused.needs[0]
+    assert "<td>rotation disabled</td>" in render_html(paused)
