@@ -98,6 +98,14 @@ class CustomerReport:
 
 # The dashboard's names for a target's open alerts (service.open_alerts), said for a customer.
 ALERT_TEXT = {
+    "expired": "its sync secret has expired; Proofpoint no longer receives user changes",
+    "unreachable": "the rotator cannot reach the tenant (admin consent withdrawn or permission missing)",
+    "app-not-found": "the app registration is gone from the tenant",
+    "not-owner": "the rotator is not an owner of the app registration; add it as owner so it can renew the secret",
+    "policy-blocked": "a tenant app-management policy refuses new client secrets; an exception is needed",
+    "foreign-credential": "someone else added a secret to the app; the rotator leaves it alone",
+    "verify-refused": "the new secret was refused when tested",
+    "verify-timeout": "the new secret did not start working in time",
     "stuck": "a rotation has not finished; the MSP is looking at it",
     "proofpoint-drift": "Proofpoint holds another secret than the rotator gave it",
     "destination-failing": "a destination refuses the new secret",

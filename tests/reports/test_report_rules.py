@@ -96,3 +96,13 @@ def test_a_disabled_targets_secret_needs_the_customer_the_rotator_does_not_renew
                             lines_of([managed], [], DEFAULT_THRESHOLDS, NOW, {APP}), (), ())
     assert paused.lines[0].paused and len(paused.needs) == 1 and "in 5 day(s)" in paused.needs[0]
     assert "<td>rotation disabled</td>" in render_html(paused)
+
+
+def test_every_condition_a_targets_status_can_alert_on_is_said_in_words() -> None:
+    from shared.conditions import STATUS_CONDITIONS, VERIFY_FLAGS
+    from shared.customer_report import ALERT_TEXT
+
+    named = {"stuck", "proofpoint-drift", "destination-failing", "notify-only-waiting", "needs-human"}
+    assert set(STATUS_CONDITIONS) | set(VERIFY_FLAGS) | named <= set(ALERT_TEXT)
+    r = report([], targets=({"appId": APP, "alerts": ["not-owner"]},))
+    assert r.needs == [f"Proofpoint sync app {APP}: {ALERT_TEXT['not-owner']}."]
