@@ -1472,27 +1472,27 @@ function reportLinks(tenantId) {
     h("a", { href: `/api/reports/${tenantId}?format=pdf`, title: "The same report as a PDF" }, "PDF"));
 }
 
-function credentialRow(c, { customer = true } = {}) {
+function credentialRow(c, { compact = false } = {}) {
   const ex = c.excluded;
   const why = ex ? `${ex.kind === "snooze" ? "Snoozed" : "Excluded"} by ${ex.by}${ex.until ? ` until ${date(ex.until)}` : ""}: ${ex.why}` : null;
   return h("tr", {
     class: ex ? "excluded" : null, "data-key-id": c.keyId, "data-state": credentialState(c), title: why,
   },
-  customer ? h("td", { class: "cell-customer", "data-label": "Customer" },
+  compact ? null : h("td", { class: "cell-customer", "data-label": "Customer" },
     h("div", { class: "customer-name" }, c.customer || "(no name)"),
-    h("div", { class: "ids" }, short(c.tenantId), " · ", reportLinks(c.tenantId))) : null,
+    h("div", { class: "ids" }, short(c.tenantId), " · ", reportLinks(c.tenantId))),
   h("td", { "data-label": "Application" },
     h("div", {}, c.displayName || "(no name)"),
     h("div", { class: "ids", title: `appId ${c.appId}\nobject ${c.objectId}` },
       `${c.objectKind === "application" ? "app registration" : "enterprise app"} · ${short(c.appId)}`)),
   h("td", { "data-label": "Credential" }, h("div", {}, credentialKind(c)),
     h("div", { class: "ids", title: `key ${c.keyId}` }, [c.credentialName, c.hint].filter(Boolean).join(" · ") || short(c.keyId))),
-  h("td", { class: "num", "data-label": "Days left" }, c.daysLeft ?? "—"),
-  h("td", { class: "nowrap", "data-label": "Ends" }, c.end ? date(c.end) : "never"),
+  h("td", { class: "num", "data-label": "Days left", title: c.end ? `ends ${date(c.end)}` : "no end" }, c.daysLeft ?? "—"),
+  compact ? null : h("td", { class: "nowrap", "data-label": "Ends" }, c.end ? date(c.end) : "never"),
   h("td", { "data-label": "State" }, credentialChip(c),
     c.managed ? h("span", { class: "badge green", title: "A registered target's app: the rotator renews its sync secret" }, "managed") : null,
     ex ? h("div", { class: "muted exclusion-why" }, why) : null),
-  h("td", { "data-label": "Owners" }, (c.owners || []).join(", ") || h("span", { class: "muted" }, "—")));
+  compact ? null : h("td", { "data-label": "Owners" }, (c.owners || []).join(", ") || h("span", { class: "muted" }, "—")));
 }
 
 function renderCredentials() {
@@ -1551,8 +1551,8 @@ function tenantCredentialsSection(d) {
     return section;
   }
   section.append(h("div", { class: "table-wrap" }, h("table", { class: "credentials" },
-    h("thead", {}, h("tr", {}, ["Application", "Credential", "Days left", "Ends", "State", "Owners"].map((x) => h("th", { scope: "col" }, x)))),
-    h("tbody", {}, others.map((c) => credentialRow(c, { customer: false }))))));
+    h("thead", {}, h("tr", {}, ["Application", "Credential", "Days", "State"].map((x) => h("th", { scope: "col" }, x)))),
+    h("tbody", {}, others.map((c) => credentialRow(c, { compact: true }))))));
   return section;
 }
 
