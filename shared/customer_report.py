@@ -148,15 +148,11 @@ async def gather(state: StateStore, inventory: InventoryStore, rules: WarningRul
     lines = lines_of([c async for c in inventory.stream(tenant_id)], exclusions, chosen, now,
                      {t.app_id for t in targets if not t.enabled})
     activity: list[Event] = []
-    for app_id in sorted({t.app_id for t in targets} | {""}):  # "": the tenant's own events (thresholds)
+    # Each target's events, the tenant's own ("": thresholds, credential and customer exclusions) and those of the
+    # apps an app exclusion names (logged under that app's id).
+    for app_id in sorted({t.app_id for t in targets} | {""} | {e.app_id for e in exclusions}):
         activity += [e for e in await state.events(tenant_id, app_id, EVENTS_PER_APP)
                      if e.at is not None and since <= e.at <= now]
-    app_events = {e.app_id for e in activity}
-    for e in exclusions:  # exclusions of apps that are not targets are logged under that app's id
-        if e.app_id and e.app_id not in app_events and e.app_id not in {t.app_id for t in targets}:
-            app_events.add(e.app_id)
-            activity += [x for x in await state.events(tenant_id, e.app_id, EVENTS_PER_APP)
-                         if x.at is not None and since <= x.at <= now]
     activity.sort(key=lambda e: e.at or now, reverse=True)
     customer = next((t.customer for t in targets if t.customer), "") or next(
         (x.credential.customer for x in lines if x.credential.customer), tenant_id)

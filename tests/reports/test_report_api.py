@@ -21,12 +21,20 @@ from tests.rotation.conftest import World
 from tests.rotation.test_entrypoints import register
 
 READER = ("reader@msp.example", ("Rotator.Read",))
+BACKUP_APP, BACKUP_KEY = "b4c6b4c6-0000-4000-8000-00000000b4c6", "b4c6b4c6-0000-4000-8000-0000000000e1"
+BACKUP_SECRET = "Bk8Q~backup-connector-secret-value-0123456789"
 
 
 async def population(api: Api, world: World):  # type: ignore[no-untyped-def]
     customer = world.seed_customer("Populous", 12)  # the sync secret is due: an operator rotates it now
-    world.sb.control.seed({"inventory": {"populations": [
-        {"tenants": [customer.tenant_id], "applications": 12, "servicePrincipals": 20, "seed": "report"}]}})
+    # one app whose secret surely needs the customer (the generated population varies with the tenant id), and its
+    # secret's value, which must appear nowhere
+    world.sb.control.seed({"tenants": [{"id": customer.tenant_id, "applications": [
+        {"appId": BACKUP_APP, "displayName": "Backup connector",
+         "passwordCredentials": [{"keyId": BACKUP_KEY, "displayName": "nightly", "endDateTime": "+9d",
+                                  "secretText": BACKUP_SECRET}]}]}],
+        "inventory": {"populations": [
+            {"tenants": [customer.tenant_id], "applications": 12, "servicePrincipals": 20, "seed": "report"}]}})
     world.seed_accounts()
     await register(api, customer)
     rotated = await api.call("rotations", "POST", body={"tenantId": customer.tenant_id, "appId": customer.app_id},
@@ -46,7 +54,7 @@ async def test_the_report_lists_every_credential_the_rotations_and_what_needs_th
         events = await svc.state.events(customer.tenant_id, customer.app_id, 100)
         expected: CustomerReport = await gather(svc.state, svc.inventory, svc.warning_rules, customer.tenant_id,
                                                 policy_from(svc.settings), svc.engine.clock.now())
-    assert len(rows) > 10 and expected.needs
+    assert len(rows) > 10 and any(BACKUP_KEY == x.credential.key_id and x.needs_customer for x in expected.lines)
     assert {e.step for e in events} >= {"create", "store", "verify", "finish"}, events
     excluded = next(x.credential for x in expected.lines if x.needs_customer)
     reply = await api.call("exclusions", "POST", body={
@@ -87,7 +95,7 @@ async def test_the_report_lists_every_credential_the_rotations_and_what_needs_th
     rotated = [v["value"] for v in world.versions(customer)]  # the secret the rotation made, and the seeded one
     assert rotated and all(len(v) > 12 for v in rotated)
     for out in (page.text, text, caplog.text):
-        for secret in (customer.secret, *rotated):
+        for secret in (customer.secret, BACKUP_SECRET, *rotated):
             assert secret not in out and secret[3:12] not in out
 
 
