@@ -163,7 +163,7 @@ def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: 
             for fragment, view in views:
                 page.set_viewport_size({"width": width, "height": 2 * height})  # the panel's sections, unscrolled
                 page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
-                page.wait_for_selector("#detail:not([hidden]) #credentials tbody tr", timeout=120_000)
+                page.wait_for_selector("#detail:not([hidden]) #entra-credentials tbody tr", timeout=120_000)
                 page.screenshot(path=str(view), timeout=120_000)
         finally:
             browser.close()

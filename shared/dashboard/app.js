@@ -907,7 +907,7 @@ function entraSection(d) {
       (c.usedBy || []).length ? h("span", { class: "badge green", "data-used-by": c.usedBy.join(","), title: "Its expiry is the one Proofpoint reports" }, `${c.usedBy.join(", ")} uses it`) : ""),
   ]);
   const t = table(["Hint", "Made by", "Created", "Expires", "First sign-in", "Last sign-in", ""], rows, e.error ? "" : "The app registration has no client secret.");
-  t.id = "credentials";
+  t.id = "entra-credentials";
   section.append(t);
   return section;
 }

@@ -138,12 +138,12 @@ def test_the_fleet_shows_each_flag_as_a_chip_and_filters_by_it(operator: Page) -
 
 
 def credential_rows(page: Any) -> Any:
-    return page.locator("#credentials tbody tr")
+    return page.locator("#entra-credentials tbody tr")
 
 
 def test_the_customer_view_lists_each_credential_with_who_made_it_its_dates_and_sign_ins(operator: Page) -> None:
     page = operator.open(f"#/target/{NORTHWIND}/{app_ids()[NORTHWIND]}")
-    page.wait_for_selector("#credentials tbody tr")
+    page.wait_for_selector("#entra-credentials tbody tr")
     [row] = credential_rows(page).all()
     cells = row.locator("td").all_inner_texts()
     assert cells[0].endswith("…") and len(cells[0]) <= 4, "the hint, never more"
@@ -159,7 +159,7 @@ def test_the_customer_view_lists_each_credential_with_who_made_it_its_dates_and_
 
 def test_a_tenant_that_cannot_say_shows_why(operator: Page) -> None:
     page = operator.open(f"#/target/{ADATUM}/{app_ids()[ADATUM]}")
-    page.wait_for_selector("#credentials tbody tr")
+    page.wait_for_selector("#entra-credentials tbody tr")
     row = credential_rows(page).first
     reasons = row.locator('[data-signin="unavailable"]').all_inner_texts()
     assert reasons == ["not available: the tenant has no Microsoft Entra ID P1 or P2 licence"] * 2
@@ -169,7 +169,7 @@ def test_a_tenant_that_cannot_say_shows_why(operator: Page) -> None:
 def test_drift_is_spelled_out_on_the_customer_view(operator: Page) -> None:
     ids = app_ids()
     page = operator.open(f"#/target/{WINGTIP}/{ids[WINGTIP]}")
-    page.wait_for_selector("#credentials tbody tr")
+    page.wait_for_selector("#entra-credentials tbody tr")
     text = page.locator('[data-drift="proofpoint"]').inner_text()
     assert "a1b2c3d4-0000-4000-8000-00000000b0a2" in text and ids[WINGTIP] in text
     [row] = credential_rows(page).all()
@@ -185,8 +185,8 @@ def test_phone_width_with_the_chips_and_the_credentials_has_no_horizontal_scroll
         page.wait_for_selector(".chip.flag")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         page = phone.open(f"#/target/{NORTHWIND}/{app_ids()[NORTHWIND]}")
-        page.wait_for_selector("#credentials tbody tr")
+        page.wait_for_selector("#entra-credentials tbody tr")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
-        assert page.locator("#credentials").is_visible()
+        assert page.locator("#entra-credentials").is_visible()
     finally:
         phone.close()
