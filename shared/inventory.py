@@ -168,6 +168,8 @@ def credentials_of(
 ) -> list[InventoryCredential]:
     """Every credential of one directory object as inventory rows (pure). `stored`: the object's rows from the
     store, which fill in what a partial (delta) object left out."""
+    if not stored and not obj.password_credentials and not obj.key_credentials:
+        return []  # most service principals hold no credential: nothing to build (the full read's hot path)
     base = stored[0] if stored else None
     app_id = obj.app_id if obj.app_id is not None else (base.app_id if base else "")
     display_name = obj.display_name if obj.display_name is not None else (base.display_name if base else "")

@@ -98,3 +98,16 @@ def test_thumbprint_of_refuses_what_is_not_base64() -> None:
     assert thumbprint_of(THUMB_B64) == THUMB
     assert thumbprint_of("not base64!") == "" and thumbprint_of(None) == ""
 
+
+
+def test_an_object_without_credentials_yields_no_row_and_empties_what_the_store_held() -> None:
+    # The full read's fast path (most service principals hold nothing) must not change what a delta round does
+    # with the same object: empty collections clear its stored rows, absent ones keep them.
+    empty = app(password_credentials=(), key_credentials=())
+    assert credentials_of(empty, TENANT, "Contoso") == []
+    assert credentials_of(app(password_credentials=None, key_credentials=None), TENANT, "Contoso") == []
+    held = credentials_of(app(), TENANT, "Contoso")
+    assert credentials_of(empty, TENANT, "Contoso", stored=held) == []
+    [kept] = credentials_of(app(password_credentials=None, key_credentials=None, display_name=None), TENANT,
+                            "Contoso", stored=held)
+    assert (kept.key_id, kept.display_name) == ("k-1", "Backup")
