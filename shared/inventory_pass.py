@@ -5,9 +5,9 @@ without a token) and keeps the delta link it ends with; later passes read only w
 stale link (Graph's synchronization reset, or a token past its seven days) forgets the link and reads everything
 again; objects the store holds that the full read did not return are removed (they left while no link was kept).
 
-Crash-safe by order: a page's rows are written before the next page is read, and the delta link is saved only
-after its round's last page is written, so a pass killed anywhere repeats at most one round on the next run (every
-write is idempotent). Detect only: nothing is written to Graph.
+Crash-safe by order: a page's rows are written before the next page is read, and the delta link is saved with
+its round's last write (in the same transaction) or after it, never before, so a pass killed anywhere repeats at
+most one round on the next run (every write is idempotent). Detect only: nothing is written to Graph.
 
 Runs apart from the rotation timer (its own schedule, INVENTORY_SCHEDULE): the healthy scan of registered targets
 does no inventory work and gets no slower (docs/inventory.md, docs/benchmarks.md).
@@ -77,20 +77,27 @@ class _Pending:
         self.count -= len(self.rows.pop(object_id, ()))
         self.known.pop(object_id, None)
 
-    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
-        if self.rows:
-            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known)
+    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
+                    delta_link: str | None = None) -> bool:
+        """Write what is gathered; with `delta_link` (the round's last write) the link goes in the same write.
+        False: nothing to write, so the link (if any) is not saved here."""
+        wrote = bool(self.rows)
+        if wrote:
+            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known, delta_link=delta_link)
         self.rows, self.known, self.count = {}, {}, 0
+        return wrote
 
 
 async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
-                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> None:
-    """One page into the store: removals, then each object's rows.
+                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> bool:
+    """One page into the store: removals, then each object's rows; True when the page's delta link (the round's
+    last page) was saved with its write.
 
     In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
     complete a partial object (only what changed comes) and say which old rows to replace; the page is written
     before the next is read. In a full read, objects the store never held (`stored_ids`) need no lookup, those
-    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS)."""
+    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS). The last page's write
+    carries the round's delta link (one request less per kind than a separate save of the link)."""
     if page.removed:
         for gone in page.removed:  # an object gathered from an earlier page and removed since is not written
             pending.drop(gone.object_id)
@@ -104,51 +111,59 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
         found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
         result.credentials += len(found)
         if stored_ids is None:
-            pending.add(obj.object_id, found, [r.key_id for r in stored])
+            if found or stored:  # an object that held nothing and holds nothing costs no write
+                pending.add(obj.object_id, found, [r.key_id for r in stored])
         elif obj.object_id not in stored_ids:
             if found:  # nothing stored, nothing to store
                 pending.add(obj.object_id, found, [])
         else:
             pending.add(obj.object_id, found, None)
     result.objects += len(page.objects)
+    if page.delta_link:
+        return await pending.write(store, tenant, kind, page.delta_link)
     if stored_ids is None or pending.count >= FULL_READ_ROWS:
         await pending.write(store, tenant, kind)
+    return False
 
 
 async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                 link: str | None) -> tuple[TenantPass, str | None]:
+                 link: str | None) -> tuple[TenantPass, str | None, bool]:
+    """The round's pass, its delta link, and whether that link is saved already (with the round's last write)."""
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
     seen: set[str] = set()
     final: str | None = None
+    saved = False
     pending = _Pending()
     async for page in source.read(tenant.tenant_id, kind, link):
         result.pages += 1
-        await _write_page(store, tenant, kind, page, stored_ids, result, pending)
         if full:
             seen.update(o.object_id for o in page.objects)
+            if page.delta_link and stored_ids:
+                # The last page: what the store held and the read did not return left meanwhile; swept before
+                # the last write, which saves the link (a crash before it repeats the whole round).
+                gone = sorted(stored_ids - seen)
+                if gone:
+                    await store.remove_objects(tenant.tenant_id, kind, gone)
+                    result.removed += len(gone)
+        saved = await _write_page(store, tenant, kind, page, stored_ids, result, pending) or saved
         final = page.delta_link or final
     await pending.write(store, tenant, kind)
-    if full and stored_ids:
-        gone = sorted(stored_ids - seen)
-        if gone:
-            await store.remove_objects(tenant.tenant_id, kind, gone)
-            result.removed += len(gone)
-    return result, final
+    return result, final, saved
 
 
 async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
-                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, str | None]:
-    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass and
-    the delta link to keep (the caller saves it once the round's rows are written)."""
+                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, str | None, bool]:
+    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass, the
+    delta link to keep, and whether the round's last write saved it already (else the caller saves it)."""
     try:
         return await _round(source, store, tenant, kind, link)
     except StaleDeltaLink as stale:
         log.info("inventory.restart", extra={"tenant": tenant.tenant_id, "kind": kind.value, "code": stale.code})
     try:
-        result, final = await _round(source, store, tenant, kind, None)
-        return replace(result, restarted=True), final
+        result, final, saved = await _round(source, store, tenant, kind, None)
+        return replace(result, restarted=True), final, saved
     except StaleDeltaLink as again:  # a full read's own nextLink went stale: the next pass tries again
         raise RotationError(f"Graph reset the full read of tenant {tenant.tenant_id}: {again}",
                             code=again.code) from again
@@ -169,18 +184,20 @@ class InventorySummary:
 
 async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
                            kinds: Sequence[ObjectKind] = tuple(ObjectKind)) -> list[TenantPass]:
-    """Both kinds of one tenant side by side, from the delta links stored; the new links are saved last, together
-    (a crash before repeats the rounds: every write is idempotent)."""
+    """Both kinds of one tenant side by side, from the delta links stored. A round's link is saved with its last
+    write, or, when that page wrote nothing, here after the rounds, together (a crash before repeats the round:
+    every write is idempotent)."""
     links = await store.delta_links(tenant.tenant_id)
     done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds),
                                 return_exceptions=True)
     finished = [d for d in done if not isinstance(d, BaseException)]
-    if finished:  # a kind that finished keeps its progress even when the other failed
-        await store.save_delta_links(tenant.tenant_id, {result.object_kind: link for result, link in finished})
+    unsaved = {result.object_kind: link for result, link, saved in finished if not saved}
+    if unsaved:  # a kind that finished keeps its progress even when the other failed
+        await store.save_delta_links(tenant.tenant_id, unsaved)
     for failure in done:
         if isinstance(failure, BaseException):
             raise failure
-    return [result for result, _ in finished]
+    return [result for result, _, _ in finished]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],

@@ -570,9 +570,11 @@ class InventoryStore(Protocol):
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
-                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
+                          stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
         """Each object's credentials become exactly the given ones (an empty list removes its rows); batched.
-        Idempotent. `stored`: the key ids the caller knows each object holds now (no lookup for those objects)."""
+        Idempotent. `stored`: the key ids the caller knows each object holds now (no lookup for those objects).
+        `delta_link`: also keep it as the kind's delta link, saved with the write's last rows, never before them
+        (a round's last write: one request instead of a separate save_delta_links)."""
         ...
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:

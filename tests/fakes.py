@@ -757,12 +757,14 @@ class FakeInventory:
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
-                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
+                          stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
         await self.faults.before("inventory.put_objects")
         for object_id, credentials in objects.items():
             self._drop(tenant_id, object_kind, object_id)
             for credential in credentials:
                 self.rows[credential.key] = credential
+        if delta_link is not None:
+            self.links[(tenant_id, object_kind.value)] = delta_link
         self.writes += 1
         await self.faults.after("inventory.put_objects")
 

@@ -291,14 +291,19 @@ class TablesInventoryStore:
 
     # -------------------------------------------------------------------------------------------- writes
 
-    async def _write(self, tenant_id: str, kind: ObjectKind, index: _Index, changes: Sequence[Change]) -> None:
+    async def _write(self, tenant_id: str, kind: ObjectKind, index: _Index, changes: Sequence[Change],
+                     delta_link: str | None = None) -> None:
         """The changes in entity-group transactions of up to BATCH operations, each carrying the kind's index row as
-        it stands once that transaction is done: atomic, so the index row and the rows never disagree. Should any
-        write fail, this process forgets its copy of the index (the stored row is the truth)."""
+        it stands once that transaction is done: atomic, so the index row and the rows never disagree. A new
+        `delta_link` goes into the last transaction's index row only (saved with the last rows, never before).
+        Should any write fail, this process forgets its copy of the index (the stored row is the truth)."""
         per = BATCH - 1
         try:
             for start in range(0, len(changes), per):
                 chunk = changes[start:start + per]
+                old_link = index.link
+                if delta_link is not None and start + per >= len(changes):
+                    index.link = delta_link
                 before = {object_id: set(index.objects.get(object_id, ())) for _, object_id, _, _ in chunk}
                 for operation, object_id, key_id, _ in chunk:
                     keys = index.objects.setdefault(object_id, set())
@@ -314,7 +319,7 @@ class TablesInventoryStore:
                     # Another writer removed a row first (a delete of a missing row fails the whole batch): one by
                     # one, after an index row naming the old rows and the new (never missing a row meanwhile).
                     both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in before.items()}}
-                    wider = _index_entity(tenant_id, kind, _Index(index.link, both, index.complete))
+                    wider = _index_entity(tenant_id, kind, _Index(old_link, both, index.complete))
                     await self._one_by_one([("upsert", wider), *operations, after])
                 for object_id in before:
                     if not index.objects.get(object_id):
@@ -380,8 +385,10 @@ class TablesInventoryStore:
 
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
-                          stored: Mapping[str, Sequence[str]] | None = None) -> None:
+                          stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
         if not objects:
+            if delta_link is not None:
+                await self.save_delta_links(tenant_id, {object_kind: delta_link})
             return
         await self._ensure()
         known = stored or {}
@@ -396,7 +403,9 @@ class TablesInventoryStore:
                             for k in sorted(before - keys)]
                 changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
             if changes:
-                await self._write(tenant_id, object_kind, index, changes)
+                await self._write(tenant_id, object_kind, index, changes, delta_link)
+            elif delta_link is not None:
+                await self.save_delta_links(tenant_id, {object_kind: delta_link})
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 

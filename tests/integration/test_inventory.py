@@ -316,3 +316,44 @@ async def test_many_objects_rows_are_found_by_the_index_row_or_by_key_ranges(
         [("o00", "k3")] + [(o, k) for o in ids[20:] for k in ("k1", "k2")])
     index_row = await store._rows.get_entity(tenant, inventory_tables.INDEX_ROW + "application")
     assert bool(index_row.get("Overflow")) == overflow
+
+
+async def test_a_write_carrying_the_delta_link_saves_it_with_its_last_transaction_only(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.adapters.inventory_tables import TablesInventoryStore
+    from shared.errors import RotationError
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert isinstance(store, TablesInventoryStore)
+    tenant = "c0000000-0000-4000-8000-0000000003fe"
+    kind = ObjectKind.SERVICE_PRINCIPAL
+
+    def rows(n: int, key: str) -> dict[str, list[InventoryCredential]]:
+        return {f"o{i:03}": [InventoryCredential(tenant, "Big", kind, f"o{i:03}", "app", "SP", (),
+                                                 CredentialKind.PASSWORD, "", key, "h", "n", None, None)]
+                for i in range(n)}
+
+    await store.save_delta_links(tenant, {kind: "https://graph/old"})
+    sent: list[list[str]] = []
+    real = store._transaction
+
+    async def second_fails(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        sent.append([str(e.get("Link", "")) for _, e in operations if str(e["RowKey"]).startswith("_index|")])
+        if len(sent) == 2:
+            raise RotationError("cut", code="Crash")  # not a TableTransactionError: no one-by-one retry
+        await real(operations)
+
+    monkeypatch.setattr(store, "_transaction", second_fails)
+    with pytest.raises(RotationError):  # 150 rows: two transactions; the second never lands
+        await store.put_objects(tenant, kind, rows(150, "k1"), stored={}, delta_link="https://graph/new")
+    assert sent == [["https://graph/old"], ["https://graph/new"]]  # the first one still carries the old link
+    assert (await store.delta_links(tenant))[kind] == "https://graph/old"
+    sent.clear()
+    monkeypatch.setattr(store, "_transaction", real)
+    await store.put_objects(tenant, kind, rows(150, "k2"), delta_link="https://graph/new")
+    assert (await store.delta_links(tenant))[kind] == "https://graph/new"
+    assert {r.key_id for r in await store.list_credentials(InventoryQuery(tenant_id=tenant))} == {"k2"}
+    # No rows to write: the link alone is saved.
+    await store.put_objects(tenant, kind, {}, delta_link="https://graph/newer")
+    assert (await store.delta_links(tenant))[kind] == "https://graph/newer"

@@ -132,12 +132,34 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     graph = ScriptedGraph([app("a", "k1")])
     await inventory_kind(graph, store, TENANT, APP)
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k2"),)))
-    faults.crash("inventory.save_delta_links", nth=2)
+    faults.crash("inventory.put_objects", nth=2)  # the delta round's write, which carries its link
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
+    assert store.links[("t-1", "application")] == "link-1"
     faults.revive()
     await inventory_kind(graph, store, TENANT, APP)  # the same round again, from the old link
     assert graph.reads[-1] == "link-1" and await keys(store) == {("a", "k2")}
+
+
+async def test_the_link_rides_on_the_rounds_last_write_and_is_saved_apart_only_when_that_page_wrote_nothing(
+) -> None:
+    faults = Faults()
+    store = FakeInventory(faults)
+    graph = ScriptedGraph([app("a", "k1"), app("b", "k2"), app("c")])
+    faults.crash("inventory.save_delta_links")  # any separate save of a link would crash
+    await inventory_kind(graph, store, TENANT, APP)  # the last page (c, no credential) writes the gathered rows
+    graph.change(DirectoryObject(APP, "b", password_credentials=(secret("k3"),)))
+    await inventory_kind(graph, store, TENANT, APP)
+    assert store.links[("t-1", "application")] == "link-2" and await keys(store) == {("a", "k1"), ("b", "k3")}
+    # A round whose last page has nothing to write (an object without credentials changed its name): the link is
+    # saved on its own, after the round; a crash there repeats the round from the old link.
+    graph.change(DirectoryObject(APP, "c", display_name="renamed"))
+    with pytest.raises(Crash):
+        await inventory_kind(graph, store, TENANT, APP)
+    assert store.links[("t-1", "application")] == "link-2"
+    faults.revive()
+    await inventory_kind(graph, store, TENANT, APP)
+    assert graph.reads[-1] == "link-2" and store.links[("t-1", "application")] == "link-4"  # the repeat's link
 
 
 async def test_a_stale_link_restarts_with_a_full_read_that_sweeps_what_left() -> None:
