@@ -53,9 +53,9 @@ def customers_of(targets: Iterable[Target]) -> list[CustomerTenant]:
     return [CustomerTenant(t, name, frozenset(apps)) for t, (name, apps) in sorted(by_tenant.items())]
 
 
-# A full read's rows are gathered over pages into writes of about this many rows (one entity-group transaction of
+# A full read's rows are gathered over pages into writes of at most this many rows (one entity-group transaction of
 # 100 operations holds 99 and the index row): a page of 100 objects holds about 65 credentials, and every write costs
-# a request. Safe to gather: the delta link is saved only after the round's last write, and every write repeats.
+# a request. Safe to gather: the delta link is saved with the round's last write, and every write repeats.
 FULL_READ_ROWS = 99
 
 
@@ -86,6 +86,22 @@ class _Pending:
             await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known, delta_link=delta_link)
         self.rows, self.known, self.count = {}, {}, 0
         return wrote
+
+    async def write_full(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
+        """Write the first objects whose rows fill one transaction (FULL_READ_ROWS), keep the rest gathered: writes
+        stay full, and the round's last page almost always has rows to carry its delta link (no request of its
+        own). An object's rows are never split between writes."""
+        batch: dict[str, list[InventoryCredential]] = {}
+        size = 0
+        for object_id, found in self.rows.items():
+            if batch and size + len(found) > FULL_READ_ROWS:
+                break
+            batch[object_id] = found
+            size += len(found)
+        known = {o: self.known[o] for o in batch if o in self.known}
+        await store.put_objects(tenant.tenant_id, kind, batch, stored=known)
+        for object_id in batch:
+            self.drop(object_id)
 
 
 async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
@@ -121,8 +137,10 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
     result.objects += len(page.objects)
     if page.delta_link:
         return await pending.write(store, tenant, kind, page.delta_link)
-    if stored_ids is None or pending.count >= FULL_READ_ROWS:
+    if stored_ids is None:
         await pending.write(store, tenant, kind)
+    while pending.count > FULL_READ_ROWS:  # a remainder stays for the last page to carry the link
+        await pending.write_full(store, tenant, kind)
     return False
 
 
