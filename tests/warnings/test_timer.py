@@ -5,6 +5,7 @@ exactly the credentials the rules say are due told once each; a second run tells
 from __future__ import annotations
 
 import logging
+import secrets
 from datetime import UTC, datetime
 
 import azure.functions.timer as timer
@@ -42,8 +43,16 @@ async def test_the_timer_warns_of_exactly_the_due_credentials_once(api: Api, wor
     clock = Frozen()
     monkeypatch.setitem(bootstrap.DEFAULTS, "clock", clock)
     customer = world.seed_customer("Populous", 200)
-    world.sb.control.seed({"inventory": {"populations": [
-        {"tenants": [customer.tenant_id], "applications": 40, "servicePrincipals": 80, "seed": "warnings"}]}})
+    # The generated population varies with the (random) tenant id, so one app is seeded with a secret surely inside
+    # a threshold and one already expired: the test must not depend on the draw (it once drew none inside).
+    world.sb.control.seed({"tenants": [{"id": customer.tenant_id, "applications": [
+        {"appId": "b4c6b4c6-0000-4000-8000-00000000b4c7", "displayName": "Backup connector", "passwordCredentials": [
+            {"keyId": "b4c6b4c6-0000-4000-8000-0000000000e2", "displayName": "nightly", "endDateTime": "+9d",
+             "secretText": secrets.token_urlsafe(30)},
+            {"keyId": "b4c6b4c6-0000-4000-8000-0000000000e3", "displayName": "old", "endDateTime": "-3d",
+             "secretText": secrets.token_urlsafe(30)}]}]}],
+        "inventory": {"populations": [
+            {"tenants": [customer.tenant_id], "applications": 40, "servicePrincipals": 80, "seed": "warnings"}]}})
     world.seed_accounts()
     await register(api, customer)
 
