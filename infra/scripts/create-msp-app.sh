@@ -4,7 +4,7 @@
 # identity. The rotator then gets tokens for the app in each customer tenant with no secret of its
 # own. Bicep cannot do this: app registrations are Microsoft Graph objects.
 #
-# Run once in the MSP's tenant by an Application Administrator (or Cloud Application Administrator),
+# Run once in the MSP's (partner) tenant by an Application Administrator (or Cloud Application Administrator),
 # after `azd provision`. Idempotent: finds the app by display name and the credential by name.
 # Afterwards: `azd provision` (sets MSP_APP_CLIENT_ID and IDENTITY_MODE on the app), and in each
 # customer tenant an admin grants consent through the printed URL.
@@ -18,7 +18,9 @@
 # - role assignment required on its service principal in the MSP tenant (only assigned people and apps get a token);
 # - the web redirect URIs https://<app host>/.auth/login/aad/callback (the browser sign-in of /api/dashboard),
 #   https://<app host>/api/consent (Entra's admin-consent endpoint refuses an unregistered one, AADSTS500113/50011)
-#   and https://<app host>/api/onboarding/callback (the partner admin's sign-in for bulk onboarding).
+#   and https://<app host>/api/onboarding/callback (the partner admin's sign-in for bulk onboarding);
+# - admin consent in the partner tenant for that sign-in: Graph's DelegatedAdminRelationship.Read.All (with User.Read,
+#   offline_access, openid, profile) and Partner Center's user_impersonation (not asked of customer tenants).
 # The browser sign-in needs no client secret: App Service Authentication redeems the code with a client assertion from
 # the managed identity, which the app trusts through the federated credential below (infra/app/function-app.bicep).
 # Re-running updates what differs and never adds a second app, credential, scope or redirect URI.
@@ -44,7 +46,7 @@ while [ $# -gt 0 ]; do
     --name) display_name="$2"; shift 2 ;;
     --all) role=Application.ReadWrite.All; shift ;;
     --sign-in-only) sign_in_only=true; shift ;;
-    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
 done
@@ -217,6 +219,54 @@ if [ -z "$sp_id" ]; then
   sp_id=$(az ad sp create --id "$app_id" --query id -o tsv)
 fi
 az ad sp update --id "$sp_id" --set appRoleAssignmentRequired=true
+
+# The partner admin's sign-in for bulk onboarding (shared/adapters/delegated.py) asks the partner tenant for Graph's
+# DelegatedAdminRelationship.Read.All (admin consent required, Graph permissions reference) and then redeems its refresh
+# token for Partner Center's user_impersonation: without consent to both Entra answers AADSTS65001. Both are granted
+# here once, for all users of the partner tenant (oauth2PermissionGrant, consentType AllPrincipals): Partner Center's
+# "Partner API authentication" has its app (fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd) granted user_impersonation with
+# "Grant admin consent" in the partner tenant, and CIPP (KelvinTegelaar/CIPP-API Add-CIPPDelegatedPermission) makes
+# the same grants through Graph, creating Partner Center's service principal where missing. They are NOT put in the
+# registration's requiredResourceAccess: a customer's admin consent (`.default`) asks for every resource listed there
+# and fails with AADSTS650052 in a tenant without Partner Center's service principal (CIPP strips Partner Center from
+# what it pushes to customers for that reason). An Application Administrator may grant delegated permissions of any
+# API (Entra "Grant tenant-wide admin consent to an application", prerequisites). Re-running adds only missing scopes.
+PARTNER_CENTER_APP_ID=fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd
+SIGN_IN_GRAPH_SCOPES="DelegatedAdminRelationship.Read.All User.Read offline_access openid profile"
+grant_delegated() {  # grant_delegated RESOURCE_APP_ID NAME "SCOPE ..."
+  local resource_id grant_id current scope merged grants mine
+  resource_id=$(az ad sp show --id "$1" --query id -o tsv 2>/dev/null || true)
+  if [ -z "$resource_id" ]; then
+    resource_id=$(az ad sp create --id "$1" --query id -o tsv)
+    echo "Created the service principal of $2 in the partner tenant"
+  fi
+  grants="https://graph.microsoft.com/v1.0/servicePrincipals/$sp_id/oauth2PermissionGrants"
+  mine="value[?resourceId=='$resource_id' && consentType=='AllPrincipals']"
+  grant_id=$(az rest --method GET --uri "$grants" --query "$mine.id | [0]" -o tsv)
+  if [ -z "$grant_id" ]; then
+    az rest --method POST --uri "https://graph.microsoft.com/v1.0/oauth2PermissionGrants" \
+      --headers Content-Type=application/json --output none --body "{\"clientId\": \"$sp_id\",
+      \"consentType\": \"AllPrincipals\", \"resourceId\": \"$resource_id\", \"scope\": \"$3\"}"
+    echo "Admin consent granted in the partner tenant: $2 $3"
+    return
+  fi
+  current=$(az rest --method GET --uri "$grants" --query "$mine.scope | [0]" -o tsv)
+  merged=$current
+  for scope in $3; do
+    [[ " $current " == *" $scope "* ]] || merged="${merged:+$merged }$scope"
+  done
+  if [ "$merged" = "$current" ]; then
+    echo "Admin consent in the partner tenant already covers $2 $3"
+  else
+    az rest --method PATCH --uri "https://graph.microsoft.com/v1.0/oauth2PermissionGrants/$grant_id" \
+      --headers Content-Type=application/json --output none --body "{\"scope\": \"$merged\"}"
+    echo "Admin consent in the partner tenant extended: $2 $merged"
+  fi
+}
+if [ "$sign_in_only" = false ]; then
+  grant_delegated "$GRAPH_APP_ID" "Microsoft Graph" "$SIGN_IN_GRAPH_SCOPES"
+  grant_delegated "$PARTNER_CENTER_APP_ID" "Partner Center" user_impersonation
+fi
 
 # The federated credential: tokens the managed identity gets for api://AzureADTokenExchange (issued by the MSP tenant,
 # subject = the identity's object id) are accepted as this app's client assertion, by the rotator (customer tenants)

@@ -11,6 +11,11 @@ rules for the application resource, the strictest where documentation and report
   this property must first be set to false"; Graph answers CannotDeleteOrUpdateEnabledEntitlement);
 - `api.preAuthorizedApplications` may name only scopes that exist before the request: a scope defined in the same
   request is not found (microsoftgraph/microsoft-graph-docs#20177, msgraph-sdk-dotnet#2044).
+- `ad sp create --id` for an app of another tenant (Microsoft's Partner Center) makes its service principal only when
+  the app is one Microsoft publishes (the state's `publishedApps`), as Graph's POST /servicePrincipals {appId};
+- an oauth2PermissionGrant (oauth2permissiongrant-post.md, -update.md) names existing client and resource service
+  principals and only scopes the resource publishes (strictest plausible), and a second grant for all principals of
+  the same client and resource is refused (an update extends the one there).
 Every call is appended to the log; a write that changes the directory is also counted in `changes`.
 Usage: FAKE_AZ_STATE=<state.json> FAKE_AZ_LOG=<calls> python fake_az.py <az arguments>
 """
@@ -30,6 +35,7 @@ import jmespath
 
 GRAPH = "https://graph.microsoft.com/v1.0/applications/"
 SERVICE_PRINCIPALS = "https://graph.microsoft.com/v1.0/servicePrincipals/"
+GRANTS = "https://graph.microsoft.com/v1.0/oauth2PermissionGrants"
 
 
 class AzError(Exception):
@@ -147,6 +153,39 @@ def _app_role_assignments(state: dict[str, Any], method: str, principal: str, op
     held.append({"id": str(uuid.uuid4()), **body})
 
 
+def _check_scopes(state: dict[str, Any], resource_id: str, scope: str) -> None:
+    published = {s["value"] for s in _sp(state, resource_id).get("oauth2PermissionScopes", [])}
+    unknown = set(scope.split()) - published
+    if unknown or not scope.split():
+        raise AzError(f"Bad Request: Invalid value specified for property 'scope' of resource 'OAuth2PermissionGrant': "
+                      f"{sorted(unknown)}")
+
+
+def _permission_grants(state: dict[str, Any], method: str, uri: str, options: dict[str, list[str]]) -> None:
+    """GET /servicePrincipals/{id}/oauth2PermissionGrants, POST /oauth2PermissionGrants, PATCH .../{id}."""
+    grants = state.setdefault("oauth2PermissionGrants", [])
+    if method == "GET":
+        client = uri[len(SERVICE_PRINCIPALS):-len("/oauth2PermissionGrants")]
+        _print({"value": [g for g in grants if g["clientId"] == client]}, options)
+        return
+    body = json.loads(_one(options, "--body", "-b"))
+    if method == "POST" and uri == GRANTS:
+        _sp(state, body["clientId"])
+        _check_scopes(state, body["resourceId"], body["scope"])
+        if body.get("consentType") != "AllPrincipals":
+            raise AzError("the stand-in models grants for all principals only")
+        if any(g["clientId"] == body["clientId"] and g["resourceId"] == body["resourceId"]
+               and g["consentType"] == "AllPrincipals" for g in grants):
+            raise AzError("Conflict: Permission entry already exists.")
+        grants.append({"id": str(uuid.uuid4()), **body})
+        return
+    found = [g for g in grants if uri == f"{GRANTS}/{g['id']}"]
+    if method != "PATCH" or not found or set(body) != {"scope"}:
+        raise AzError(f"the stand-in does not model {method} {uri} {sorted(body)}")
+    _check_scopes(state, found[0]["resourceId"], body["scope"])
+    found[0]["scope"] = body["scope"]
+
+
 def run(args: list[str], state: dict[str, Any]) -> None:
     """One az command against the directory in `state` (changed in place)."""
     leading = list(itertools.takewhile(lambda arg: not arg.startswith("-"), args))
@@ -212,10 +251,13 @@ def run(args: list[str], state: dict[str, Any]) -> None:
     elif command.startswith("ad sp show"):
         _print(_sp(state, _one(options, "--id")), options)
     elif command.startswith("ad sp create"):
-        app = _app(state, _one(options, "--id"))
+        key = _one(options, "--id")
+        published = [a for a in state.get("publishedApps", []) if a["appId"] == key]
+        app = copy.deepcopy(published[0]) if published else {"appId": _app(state, key)["appId"]}
         if any(sp["appId"] == app["appId"] for sp in state["servicePrincipals"]):
             raise AzError("Bad Request: The service principal already exists.")
-        sp = {"id": str(uuid.uuid4()), "appId": app["appId"], "appRoleAssignmentRequired": False, "appRoles": []}
+        sp = {"appRoles": [], "oauth2PermissionScopes": [], **app, "id": str(uuid.uuid4()),
+              "appRoleAssignmentRequired": False}
         state["servicePrincipals"].append(sp)
         _print(sp, options)
     elif command.startswith("ad sp update"):
@@ -228,6 +270,9 @@ def run(args: list[str], state: dict[str, Any]) -> None:
         uri = _one(options, "--uri", "--url", "-u")
         if uri.startswith(SERVICE_PRINCIPALS) and uri.endswith("/appRoleAssignments") and method in ("GET", "POST"):
             _app_role_assignments(state, method, uri[len(SERVICE_PRINCIPALS):-len("/appRoleAssignments")], options)
+            return
+        if uri.startswith(GRANTS) or (uri.startswith(SERVICE_PRINCIPALS) and uri.endswith("/oauth2PermissionGrants")):
+            _permission_grants(state, method, uri, options)
             return
         if method != "PATCH" or not uri.startswith(GRAPH):
             raise AzError(f"the stand-in does not model {method} {uri}")

@@ -42,6 +42,18 @@ ROLE_IDS = {
     "Rotator.Operate": "9b7e2a64-1d3f-4c8e-b0a2-6c5d4e3f2a02",
 }
 SCOPE_ID = "3f1c6a2e-8d4b-4e7a-9c15-0b2d7e6f4a03"
+# "Microsoft Partner Center" (Partner Center's "Partner API authentication").
+PARTNER_CENTER_APP_ID = "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd"
+# Graph's delegated scopes a partner tenant's Graph service principal publishes (a few; ids as in the permissions
+# reference) and Partner Center's one scope (its id as Microsoft's Partner Center app registration samples use it).
+GRAPH_SCOPES = {"DelegatedAdminRelationship.Read.All": "0c0064ea-477b-4130-82a5-4c2cc4ff68aa",
+                "User.Read": "e1fe6dd8-ba31-4d61-89e7-88639da4683d",
+                "offline_access": "7427e0e9-2fba-42fe-b0c0-848c9e6a8182",
+                "openid": "37f7f235-527c-4136-accd-4a02d197296e", "profile": "14dad69e-099b-42c9-810b-d002981feec1",
+                "Application.ReadWrite.All": "bdfbf15f-ee85-4955-8675-146e8e5296b5"}
+PARTNER_CENTER = {"appId": PARTNER_CENTER_APP_ID, "displayName": "Microsoft Partner Center", "appRoles": [],
+                  "oauth2PermissionScopes": [{"id": "1cebfa2a-fb4d-419e-b5f9-839b4383e05a",
+                                              "value": "user_impersonation"}]}
 
 _AZD = """#!{python} -S
 import json, sys
@@ -83,9 +95,12 @@ class Directory:
                               {"id": AUDIT_LOG_READ_ALL, "value": "AuditLog.Read.All",
                                "allowedMemberTypes": ["User", "Application"]},
                               {"id": DIRECTORY_READ_ALL, "value": "Directory.Read.All",
-                               "allowedMemberTypes": ["User", "Application"]}]}
+                               "allowedMemberTypes": ["User", "Application"]}],
+                 "oauth2PermissionScopes": [{"id": i, "value": v} for v, i in GRAPH_SCOPES.items()]}
+        # Microsoft's multi-tenant apps a service principal can be made for (Partner Center has none yet here).
         self.state.write_text(json.dumps({"tenantId": MSP_TENANT, "applications": applications or [],
-                                          "servicePrincipals": [graph], "changes": []}))
+                                          "servicePrincipals": [graph], "publishedApps": [PARTNER_CENTER],
+                                          "changes": []}))
         bin_dir = root / "bin"
         bin_dir.mkdir()
         (bin_dir / "az").write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE_AZ}" "$@"\n')
@@ -170,9 +185,10 @@ def test_the_user_impersonation_scope_is_exposed_and_the_azure_cli_pre_authorize
     assert (scope["id"], scope["value"], scope["isEnabled"]) == (SCOPE_ID, "user_impersonation", True)
     assert scope["type"] == "User" and scope["adminConsentDisplayName"] and scope["userConsentDescription"]
     assert api["preAuthorizedApplications"] == [{"appId": AZURE_CLI, "delegatedPermissionIds": [SCOPE_ID]}]
-    patches = [json.loads(c[c.index("--body") + 1]) for c in calls if c[:2] == ["az", "rest"]]
+    app_patches = [c for c in calls if c[:2] == ["az", "rest"] and "/applications/" in c[c.index("--uri") + 1]]
+    patches = [json.loads(c[c.index("--body") + 1]) for c in app_patches]
     assert all(c[c.index("--uri") + 1] == f"https://graph.microsoft.com/v1.0/applications/{OBJECT_ID}"
-               for c in calls if c[:2] == ["az", "rest"])
+               for c in app_patches) and len(patches) >= 2
     # Two requests: Graph does not see a scope defined in the same request (the stand-in refuses it too).
     assert not any({"oauth2PermissionScopes", "preAuthorizedApplications"} <= set(p["api"]) for p in patches)
 
@@ -275,7 +291,7 @@ def test_a_second_run_changes_nothing(tmp_path: Path, existing: bool) -> None:
     second = directory.read()
     assert second["changes"] == first["changes"], "the second run changed the directory"
     assert {k: v for k, v in second.items() if k != "changes"} == {k: v for k, v in first.items() if k != "changes"}
-    assert not [c for c in calls if "create" in c[:5] or c[:2] == ["az", "rest"]]
+    assert not [c for c in calls if "create" in c[:5] or (c[:2] == ["az", "rest"] and "GET" not in c)]
     app = directory.app()
     assert len(app["web"]["redirectUris"]) == 3 and len(app["federatedIdentityCredentials"]) == 1
 
@@ -341,3 +357,86 @@ def test_the_sandbox_models_the_app_the_script_registers() -> None:
     assert msp_app.required_resource_access == [{"resourceAppId": GRAPH_APP_ID, "resourceAccess": [
         {"id": role, "type": "Role"} for role in (OWNED_BY, AUDIT_LOG_READ_ALL, DIRECTORY_READ_ALL)]}]
     assert msp_app.graph_roles() == ["Application.ReadWrite.OwnedBy", "AuditLog.Read.All", "Directory.Read.All"]
+
+
+def _grants(directory: Directory) -> dict[str, str]:
+    """The MSP app's delegated grants for all principals in the partner tenant: resource appId -> scope."""
+    state = directory.read()
+    by_id = {sp["id"]: sp["appId"] for sp in state["servicePrincipals"]}
+    client = directory.service_principal()["id"]
+    found = [g for g in state.get("oauth2PermissionGrants", []) if g["clientId"] == client]
+    assert all(g["consentType"] == "AllPrincipals" for g in found)
+    assert len({g["resourceId"] for g in found}) == len(found), "one grant per resource"
+    return {by_id[g["resourceId"]]: g["scope"] for g in found}
+
+
+def test_the_partner_tenant_consents_once_to_what_the_partner_sign_in_asks(directory: Directory) -> None:
+    """The partner admin's sign-in (SIGN_IN_SCOPES) and its refresh for Partner Center's user_impersonation get admin
+    consent in the partner tenant, Partner Center's service principal made there first; else AADSTS65001."""
+    from shared.adapters.delegated import PARTNER_CENTER_SCOPE, SIGN_IN_SCOPES
+
+    directory.run()
+    grants = _grants(directory)
+    assert set(grants) == {GRAPH_APP_ID, PARTNER_CENTER_APP_ID}
+    assert set(grants[GRAPH_APP_ID].split()) == {s.rpartition("/")[2] for s in SIGN_IN_SCOPES}
+    assert grants[PARTNER_CENTER_APP_ID] == PARTNER_CENTER_SCOPE.rpartition("/")[2] == "user_impersonation"
+    assert [sp["appId"] for sp in directory.read()["servicePrincipals"]].count(PARTNER_CENTER_APP_ID) == 1
+
+
+def test_customers_consent_asks_for_graph_application_roles_only(directory: Directory) -> None:
+    """A customer's admin consent (`.default`) asks for every resource the registration lists: Partner Center there
+    would fail with AADSTS650052 in a tenant without its service principal, delegated scopes would widen the consent."""
+    directory.run()
+    required = directory.app()["requiredResourceAccess"]
+    assert [r["resourceAppId"] for r in required] == [GRAPH_APP_ID]
+    assert {a["type"] for a in required[0]["resourceAccess"]} == {"Role"}
+
+
+def test_an_existing_grant_is_extended_and_its_other_scopes_kept(tmp_path: Path) -> None:
+    directory = Directory(tmp_path, [_application()])
+    state = directory.read()
+    sp = {"id": "7d6c5b4a-3928-4716-a5b4-c3d2e1f00a1b", "appId": APP_ID, "appRoles": [],
+          "appRoleAssignmentRequired": True}
+    partner_center = {**PARTNER_CENTER, "id": "2b3c4d5e-6f70-4819-a2b3-c4d5e6f70819"}
+    graph_id = state["servicePrincipals"][0]["id"]
+    state["servicePrincipals"] += [sp, partner_center]
+    state["oauth2PermissionGrants"] = [
+        {"id": "g1", "clientId": sp["id"], "consentType": "AllPrincipals", "resourceId": graph_id,
+         "scope": "Application.ReadWrite.All User.Read"},
+        {"id": "g2", "clientId": sp["id"], "consentType": "AllPrincipals", "resourceId": partner_center["id"],
+         "scope": "user_impersonation"}]
+    directory.state.write_text(json.dumps(state))
+    calls = directory.run()
+    grants = _grants(directory)
+    assert grants[GRAPH_APP_ID].split()[:2] == ["Application.ReadWrite.All", "User.Read"]  # kept, in place
+    assert set(grants[GRAPH_APP_ID].split()) == set(GRAPH_SCOPES)  # the sign-in's added
+    assert grants[PARTNER_CENTER_APP_ID] == "user_impersonation"
+    writes = [c for c in calls if c[:2] == ["az", "rest"] and "oauth2PermissionGrants" in " ".join(c)
+              and "GET" not in c]
+    assert len(writes) == 1 and "PATCH" in writes[0] and writes[0][writes[0].index("--uri") + 1].endswith("/g1")
+    assert not [c for c in calls if c[:4] == ["az", "ad", "sp", "create"]]
+
+
+def test_sign_in_only_grants_nothing_in_the_tenant(tmp_path: Path) -> None:
+    directory = Directory(tmp_path, [_application()])
+    directory.run(APP_URL, PRINCIPAL, "--sign-in-only")
+    assert not directory.read().get("oauth2PermissionGrants")
+    assert PARTNER_CENTER_APP_ID not in [sp["appId"] for sp in directory.read()["servicePrincipals"]]
+
+
+def test_the_stand_in_refuses_a_second_grant_and_an_unpublished_scope(directory: Directory) -> None:
+    directory.run()
+    env = {"FAKE_AZ_STATE": str(directory.state), "FAKE_AZ_LOG": str(directory.log)}
+    graph_id = directory.read()["servicePrincipals"][0]["id"]
+
+    def post(scope: str) -> subprocess.CompletedProcess[str]:
+        body = {"clientId": directory.service_principal()["id"], "consentType": "AllPrincipals",
+                "resourceId": graph_id, "scope": scope}
+        return subprocess.run([sys.executable, str(FAKE_AZ), "rest", "--method", "POST", "--uri",
+                               "https://graph.microsoft.com/v1.0/oauth2PermissionGrants", "--body", json.dumps(body)],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    again = post("User.Read")
+    assert again.returncode == 1 and "already exists" in again.stderr
+    unknown = post("Not.A.Scope")
+    assert unknown.returncode == 1 and "scope" in unknown.stderr
