@@ -24,6 +24,7 @@ from sandbox.world import (
     DEVICE_CODE_LIFETIME,
     EXCHANGE_AUDIENCE,
     GRAPH_AUDIENCE,
+    PARTNER_CENTER_AUDIENCE,
     REFRESH_LIFETIME,
     RESOURCE_NAMES,
     Application,
@@ -557,6 +558,19 @@ def _consented_graph_scopes(grant: RefreshGrant, tenant: Tenant) -> set[str]:
     return mine | tenant.delegated_grants.get(grant.client_id, set())
 
 
+def _check_partner_center_consent(grant: RefreshGrant, tenant: Tenant, app: Application) -> None:
+    """A delegated token for Partner Center needs consent to its user_impersonation in the user's tenant: the
+    tenant's admin consent (Partner Center's "Partner API authentication": "Grant admin consent" for the app's
+    user_impersonation) or the user's own at sign-in. Else AADSTS65001, as for any resource not consented to
+    (troubleshoot-consent-issues); strictest plausible: Partner Center's own consent rules are not published."""
+    asked = {s for s in grant.scopes if s.rstrip("/").lower().startswith(PARTNER_CENTER_AUDIENCE)}
+    if asked or "user_impersonation" in tenant.partner_center_grants.get(grant.client_id, set()):
+        return
+    raise EntraError(400, "invalid_grant", 65001, "The user or administrator has not consented to use the application "
+                     f"with ID '{grant.client_id}' named '{app.display_name}'. Send an interactive authorization "
+                     "request for this user and resource.")
+
+
 def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) -> dict[str, Any]:
     """`grant_type=refresh_token` (v2-oauth2-auth-code-flow.md "Refresh the access token"), in the user's tenant or
     in another one where the user is a GDAP foreign principal (the partner admin in a customer tenant).
@@ -605,6 +619,8 @@ def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) 
                              f"application with ID '{client_id}' named '{app.display_name}'. Send an interactive "
                              "authorization request for this user and resource.")
     resource = _resource(world, target, fields.get("scope", ""))
+    if foreign is None and resource is not None and resource.audience == PARTNER_CENTER_AUDIENCE:
+        _check_partner_center_consent(grant, target, app)
     if foreign is None and resource is not None and resource.audience == GRAPH_AUDIENCE \
             and resource.scopes == (".default",):
         granted = _consented_graph_scopes(grant, target) or None

@@ -488,6 +488,8 @@ class Tenant:
     domains: list[str] = field(default_factory=list)  # verified domains besides the initial onmicrosoft.com one
     # oauth2PermissionGrants for all principals: client appId -> the Graph delegated scopes admin-consented
     delegated_grants: dict[str, set[str]] = field(default_factory=dict)
+    # oauth2PermissionGrants for all principals on Partner Center: client appId -> its scopes (user_impersonation)
+    partner_center_grants: dict[str, set[str]] = field(default_factory=dict)
 
     def initial_domain(self) -> str:
         return re.sub(r"[^a-z0-9]", "", self.name.lower()) + ".onmicrosoft.com"
@@ -561,6 +563,9 @@ class Directory:
             if role is not None:
                 api.assigned_to.append(AppRoleAssignment(user_id, "User", role_ids[role]))
         msp.users[PARTNER_ADMIN_ID] = User(PARTNER_ADMIN_ID, PARTNER_ADMIN_UPN, PARTNER_ADMIN_NAME)
+        # create-msp-app.sh's one-time admin consent in the partner tenant to Partner Center's user_impersonation
+        # (the partner admin's refresh for Partner Center needs it: AADSTS65001 otherwise).
+        msp.partner_center_grants[MSP_APP_ID] = {"user_impersonation"}
         api.assigned_to.append(AppRoleAssignment(PARTNER_ADMIN_ID, "User", role_ids[ROLE_OPERATE]))
         for group_id, group_name in (*PARTNER_GROUPS, ADMIN_AGENTS_GROUP):
             msp.groups[group_id] = Group(group_id, group_name, [PARTNER_ADMIN_ID])
@@ -662,6 +667,9 @@ class Directory:
                 # oauth2PermissionGrants (consentType AllPrincipals) of a client on Microsoft Graph
                 self.ensure_service_principal(tenant, self.resolve_app_id(client))
                 tenant.delegated_grants.setdefault(self.resolve_app_id(client), set()).update(scopes)
+            for client, scopes in (tenant_doc.get("partnerCenterGrants") or {}).items():
+                # the client's grant on Partner Center for all principals, replaced ([] withdraws it)
+                tenant.partner_center_grants[self.resolve_app_id(client)] = set(scopes)
             for domain in tenant_doc.get("domains", []):
                 if domain.lower() not in (d.lower() for d in tenant.domains):
                     tenant.domains.append(domain)
@@ -834,6 +842,7 @@ class Directory:
                                for g in tenant.groups.values()],
                     "domains": [tenant.initial_domain(), *tenant.domains],
                     "delegatedGrants": {k: sorted(v) for k, v in tenant.delegated_grants.items()},
+                    "partnerCenterGrants": {k: sorted(v) for k, v in tenant.partner_center_grants.items() if v},
                     "conditionalAccessPolicies": list(tenant.conditional_access),
                     "entraIdLicense": tenant.entra_license,
                     "signIns": [r.dump(self._world.sign_in_delay) for r in tenant.sign_ins],

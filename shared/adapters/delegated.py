@@ -80,6 +80,11 @@ _REFUSALS = {
     "AADSTS90002": ("TenantNotFound", "No tenant has this id: check the customer's tenant id."),
     "AADSTS50105": ("NotAssigned", "Assign the admin an app role of the MSP app (Rotator.Operate)."),
 }
+# AADSTS65001 for Partner Center's token means the partner tenant never consented to its user_impersonation.
+_PARTNER_CENTER_NOT_CONSENTED = (
+    "PartnerCenterNotConsented", "The partner tenant has not consented to the MSP app's use of Partner Center "
+    "(user_impersonation): an Application Administrator of the partner tenant runs infra/scripts/create-msp-app.sh "
+    "once (it grants that admin consent), or grants it under Enterprise applications > the MSP app > Permissions.")
 
 
 class DelegatedSignIn:
@@ -217,6 +222,10 @@ class DelegatedSignIn:
             try:
                 answer = await self._post(tenant_id, form, confidential=self._client_assertion is not None)
             except _OAuthError as error:
+                if resource == PARTNER_CENTER and error.description.startswith("AADSTS65001"):
+                    name, fix = _PARTNER_CENTER_NOT_CONSENTED
+                    raise PartnerRefused(f"Entra refused the Partner Center token: {error.description}", code=name,
+                                         fix=fix) from None
                 raise error.translated() from None
             self._refresh = answer.get("refresh_token") or self._refresh
             return self._keep(tenant_id, resource, answer)

@@ -366,3 +366,22 @@ async def test_an_expired_partner_tenant_token_is_renewed_with_the_scopes_consen
     later = time.monotonic() + 2 * 3600
     session._sign_in.monotonic = lambda: later  # every cached token has expired: each is renewed from the refresh
     assert [c.tenant_id for c in await session.customers()] == ids
+
+
+async def test_partner_center_needs_the_partner_tenants_consent_and_the_refusal_names_the_script(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    """Without the one-time admin consent to Partner Center's user_impersonation in the partner tenant (what
+    infra/scripts/create-msp-app.sh grants) Entra refuses the Partner Center token (AADSTS65001): the install stops
+    before any write, names the fix, and completes once the consent is there."""
+    tenant = sb.control.seed_gdap_customers(1)[0]
+    msp, app = sb.settings["MSP_TENANT_ID"], sb.settings["MSP_APP_CLIENT_ID"]
+    sb.control.seed({"tenants": [{"id": msp, "partnerCenterGrants": {app: []}}]})
+    session = await _session(sb, http)
+    with pytest.raises(PartnerRefused) as refused:
+        await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
+    assert refused.value.code == "PartnerCenterNotConsented" and "AADSTS65001" in str(refused.value)
+    assert "create-msp-app.sh" in refused.value.fix
+    assert _msp_sp(sb, tenant) is None  # nothing was done in the customer tenant
+    sb.control.seed({"tenants": [{"id": msp, "partnerCenterGrants": {app: ["user_impersonation"]}}]})
+    installed = await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
+    assert installed.created and installed.roles_granted == ROLES

@@ -329,3 +329,19 @@ def test_a_customer_admin_picks_their_account_on_the_authorize_page_of_their_ten
     claims = _claims(tokens["access_token"])
     assert claims["tid"] == tenant and claims["wids"] == ["9b895d92-2cd3-44c7-9d02-a6ac2d5ea5c3"]
     assert "idp" not in claims and tokens["refresh_token"]
+
+
+def test_partner_center_tokens_need_the_partner_tenants_consent_to_user_impersonation(sb: SandboxHandle) -> None:
+    """The partner tenant's admin consent to Partner Center's user_impersonation (create-msp-app.sh grants it; the
+    default world has it) is what lets the admin's refresh token reach Partner Center: withdrawn, AADSTS65001."""
+    msp = next(t for t in sb.control.state()["tenants"] if t["id"] == MSP)
+    assert msp["partnerCenterGrants"] == {MSP_APP: ["user_impersonation"]}
+    sb.control.seed({"tenants": [{"id": MSP, "partnerCenterGrants": {MSP_APP: []}}]})
+    refresh = _device_sign_in(sb)["refresh_token"]
+    refused = _refresh(sb, refresh, MSP, PC_SCOPE)
+    assert refused.status_code == 400 and _code(refused) == 65001 and "access_token" not in refused.json()
+    graph = _refresh(sb, refresh, MSP, f"{GRAPH}/.default")  # Graph in the partner tenant is unaffected
+    assert graph.status_code == 200, graph.text
+    sb.control.seed({"tenants": [{"id": MSP, "partnerCenterGrants": {MSP_APP: ["user_impersonation"]}}]})
+    allowed = _refresh(sb, refresh, MSP, PC_SCOPE)
+    assert allowed.status_code == 200 and _claims(allowed.json()["access_token"])["aud"] == PC_SCOPE.rpartition("/")[0]
