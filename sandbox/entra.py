@@ -23,6 +23,7 @@ from sandbox.world import (
     CODE_LIFETIME,
     DEVICE_CODE_LIFETIME,
     EXCHANGE_AUDIENCE,
+    GRAPH_APP_ID,
     GRAPH_AUDIENCE,
     PARTNER_CENTER_AUDIENCE,
     REFRESH_LIFETIME,
@@ -212,6 +213,16 @@ def _consent_request(world: World, tenant_id: str, query: dict[str, str]) -> tup
         if item not in ("openid", "profile", "email", "offline_access") and item != f"{GRAPH_AUDIENCE}/.default":
             raise EntraError(400, "invalid_scope", 70011, f"The provided request must include a 'scope' input "
                              f"parameter. The provided value for the input parameter 'scope' is not valid: {item}")
+    # `.default` consents to every resource the registration lists: one without a service principal in the tenant
+    # (e.g. Partner Center in a customer's tenant) fails the whole consent (AADSTS650052, Entra's error code
+    # reference). Microsoft Graph is in every tenant.
+    for resource in app.required_resource_access:
+        resource_app_id = str(resource.get("resourceAppId", ""))
+        if resource_app_id != GRAPH_APP_ID and resource_app_id not in tenant.service_principals:
+            raise EntraError(400, "invalid_client", 650052, "The app needs access to a service "
+                             f"(\"{resource_app_id}\") that your organization \"{tenant.name}\" has not subscribed "
+                             "to or enabled. Contact your IT Admin to review the configuration of your service "
+                             "subscriptions.")
     return redirect_uri, scope
 
 

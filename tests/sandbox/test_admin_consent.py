@@ -11,6 +11,7 @@ from urllib.parse import parse_qsl, urlencode, urlparse
 import pytest
 import requests
 
+from sandbox import world
 from tests.conftest import SandboxHandle
 
 GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
@@ -127,3 +128,24 @@ def test_an_unknown_tenant_and_a_single_tenant_app_are_refused(sb: SandboxHandle
     sb.control.seed({"tenants": [{"id": home, "applications": [
         {"appId": local_app, "web": {"redirectUris": [REGISTERED]}}]}]})
     assert _aadsts(_open(sb, _tenant(sb), client_id=local_app, scope=GRAPH_DEFAULT, redirect_uri=REGISTERED)) == 50194
+
+
+def test_a_resource_without_a_service_principal_in_the_tenant_fails_the_consent_with_aadsts650052(
+        sb: SandboxHandle) -> None:
+    """Why create-msp-app.sh keeps Partner Center out of the registration's requiredResourceAccess: `.default` asks
+    for every resource listed, and a customer tenant without Partner Center's service principal refuses it all."""
+    register_redirect_uris(sb, REGISTERED)
+    msp = sb.control.msp()
+    partner_center = "fa3d9a0c-3fb0-42cc-9193-47c7ecd2edbd"
+    registered = world.World().directory.find_application(world.MSP_APP_ID)
+    assert registered is not None
+    required = [*registered.required_resource_access, {"resourceAppId": partner_center, "resourceAccess": [
+        {"id": "1cebfa2a-fb4d-419e-b5f9-839b4383e05a", "type": "Scope"}]}]
+    sb.control.seed({"tenants": [{"id": msp["tenantId"], "applications": [
+        {"appId": "msp-app", "requiredResourceAccess": required}]}]})
+    tenant = _tenant(sb)
+    query = {"client_id": msp["appId"], "scope": GRAPH_DEFAULT, "redirect_uri": REGISTERED}
+    assert _aadsts(_open(sb, tenant, **query)) == 650052
+    assert _roles(sb, tenant, msp["appId"]) is None  # nothing granted
+    with_partner_center = _tenant(sb, grants=[{"appId": partner_center}])
+    assert _open(sb, with_partner_center, **query).status_code == 302
