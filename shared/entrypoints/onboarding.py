@@ -47,6 +47,11 @@ def _run_id(req: func.HttpRequest) -> str:
     return value
 
 
+def _is_method(value: object) -> bool:
+    """An install method's name: a string (never a set lookup of an unhashable value), one of InstallMethod."""
+    return isinstance(value, str) and value in {m.value for m in InstallMethod}
+
+
 def _federated(svc: Services) -> None:
     if svc.settings.identity_mode is not IdentityMode.FEDERATED:
         raise HttpError(409, "OnboardingNotApplicable", "IDENTITY_MODE is managed-identity: the rotator works in its "
@@ -112,7 +117,7 @@ async def onboarding_customers(req: func.HttpRequest) -> func.HttpResponse:
     authorize(req, Role.OPERATE)
     run_id = _run_id(req)
     method = req.params.get("method") or InstallMethod.PARTNER_CENTER.value
-    if method not in {m.value for m in InstallMethod}:
+    if not _is_method(method):
         raise HttpError(400, "InvalidQuery", "method must be graph or partner-center")
     async with invocation_services() as svc:
         _federated(svc)
@@ -142,7 +147,7 @@ async def onboarding_start(req: func.HttpRequest) -> func.HttpResponse:
     except ValueError as error:
         raise HttpError(422, "InvalidRequest", str(error)) from None
     method = body.get("method", InstallMethod.PARTNER_CENTER.value)
-    if method not in {m.value for m in InstallMethod}:
+    if not _is_method(method):  # any JSON type may come: a list or an object is not hashable
         raise HttpError(422, "InvalidRequest", "method must be graph or partner-center")
     plan_only, keep = _bool_field(body, "planOnly"), _bool_field(body, "keepSession")
     async with invocation_services() as svc:
