@@ -289,6 +289,15 @@ class Run:
     state: RunState = RunState.RUNNING
     finished_at: datetime | None = None
     keep_session: bool = False
+    # The start that won a signed-in run (web sign-in): its tenants' rows are under their own key (tenants_key), so
+    # rows a lost or interrupted start wrote are never worked nor shown. Empty for a run started in one go (the CLI).
+    start_id: str = ""
+
+
+def tenants_key(run: Run) -> str:
+    """Where the run's tenant rows are (ports.OnboardingRuns' run_id for tenants): the run's own id, or for a
+    signed-in run started later, the run's id with the winning start's id."""
+    return f"{run.run_id}.{run.start_id}" if run.start_id else run.run_id
 
 
 def new_run_id() -> str:
@@ -433,24 +442,26 @@ class BulkOnboarding:
         if not picks:
             raise NotFound("the partner has no customer with an active GDAP relationship", code="NoCustomers")
         admin = session.admin
+        # A signed-in run may see several starts (a retry after a crash, two tabs at once): each writes its rows under
+        # its own key, and only the one whose run row lands (ETag-guarded) is the run's; the others' rows are left
+        # aside, never worked nor shown.
         run = Run(run_id or new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
-                  self.clock.now(), keep_session=keep_session)
+                  self.clock.now(), keep_session=keep_session, start_id=uuid.uuid4().hex if signed else "")
         # The tenants' rows first, the run's row last: a run that is running has all its tenants (a crash before
         # the run's row leaves rows nobody works, and the admin starts again).
         for p in picks:
             c = customers[p.tenant_id.lower()]
-            try:
-                await self.runs.create_tenant(run.run_id, TenantProgress(
-                    c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
-                    proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
-            except Conflict:
-                if signed is None:
-                    raise
-                # A start of this signed-in run interrupted after this row: the row stands.
+            await self.runs.create_tenant(tenants_key(run), TenantProgress(
+                c.tenant_id.lower(), c.display_name, app_id=p.app_id.lower(),
+                proofpoint_domain=p.proofpoint_domain.lower(), updated_at=self.clock.now()))
         if signed is None:
             await self.runs.create_run(run)
         else:
-            await self.runs.replace_run(run, signed[1])
+            try:
+                await self.runs.replace_run(run, signed[1])
+            except Conflict:
+                raise Conflict(f"run {run_id} was started already (by another request); watch it, or resume it",
+                               code="RunStarted") from None
         log.info("onboarding run started", extra={"event": "onboarding-run", "run_id": run.run_id,
                                                   "tenants": len(picks), "method": method.value,
                                                   "actor": admin.user_principal_name})
@@ -472,7 +483,7 @@ class BulkOnboarding:
         self._registered = {(t.tenant_id.lower(), t.app_id.lower()) for t, _ in await self.state.list_targets()}
         deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
         # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
-        todo = [t for t, _ in await self.runs.tenants(run_id) if t.state not in ONBOARDED]
+        todo = [t for t, _ in await self.runs.tenants(tenants_key(run)) if t.state not in ONBOARDED]
         if todo and run.state is RunState.FINISHED:
             run = replace(run, state=RunState.RUNNING, finished_at=None)
             await self.runs.replace_run(run, etag)
@@ -508,7 +519,7 @@ class BulkOnboarding:
     async def finish_if_done(self, run_id: str) -> dict[str, Any]:
         """Mark the run finished when every tenant is; its progress document either way."""
         run, etag = await self.runs.get_run(run_id)
-        tenants = [t for t, _ in await self.runs.tenants(run_id)]
+        tenants = [t for t, _ in await self.runs.tenants(tenants_key(run))]
         if run.state is RunState.RUNNING and all(t.state in FINISHED for t in tenants):
             run = replace(run, state=RunState.FINISHED, finished_at=self.clock.now())
             try:
@@ -519,7 +530,7 @@ class BulkOnboarding:
 
     async def progress(self, run_id: str) -> dict[str, Any]:
         run, _ = await self.runs.get_run(run_id)
-        return run_document(run, [t for t, _ in await self.runs.tenants(run_id)])
+        return run_document(run, [t for t, _ in await self.runs.tenants(tenants_key(run))])
 
     # ---------------------------------------------------------------- one tenant
 
@@ -527,15 +538,15 @@ class BulkOnboarding:
                       tenant_id: str) -> TenantProgress | None:
         """Take the tenant's row (ETag), run its steps not done, record each; the final row, or None when another
         worker has it."""
-        progress, etag = await self.runs.get_tenant(run.run_id, tenant_id)
+        progress, etag = await self.runs.get_tenant(tenants_key(run), tenant_id)
         if progress.state in ONBOARDED:
             return None
         progress = replace(progress, state=TenantState.RUNNING, worker=self.worker, updated_at=self.clock.now())
         try:
-            etag = await self.runs.replace_tenant(run.run_id, progress, etag)
+            etag = await self.runs.replace_tenant(tenants_key(run), progress, etag)
         except Conflict:
             return None  # another worker took it between our read and our write
-        writer = _Writer(self.runs, run.run_id, progress, etag, self.clock)
+        writer = _Writer(self.runs, tenants_key(run), progress, etag, self.clock)
         try:
             await self._tenant_steps(session, run, customer, writer)
         except Conflict:

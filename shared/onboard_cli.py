@@ -34,6 +34,7 @@ from shared.bulk_onboarding import (
     customers_document,
     release_session,
     session_secret_name,
+    tenants_key,
 )
 from shared.domain import GUID
 from shared.errors import NotFound
@@ -237,7 +238,7 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
             return EXIT_OK
         run = await engine.start(session, picks_of(args), InstallMethod(args.method), plan_only=args.plan_only,
                                  keep_session=args.keep_session)
-        print(f"Run {run.run_id}: {sum(1 for _ in await engine.runs.tenants(run.run_id))} customer(s), method "
+        print(f"Run {run.run_id}: {sum(1 for _ in await engine.runs.tenants(tenants_key(run)))} customer(s), method "
               f"{run.method.value}{', plan only' if run.plan_only else ''}. "
               f"`python -m shared onboard status {run.run_id}` shows it.", file=out, flush=True)
         return await _work(svc, engine, session, run.run_id, args.keep_session, args.json, out)

@@ -573,13 +573,15 @@ class TablesOnboardingRuns:
             "PartitionKey": run.run_id, "RowKey": "run", "AdminUpn": run.admin_upn, "AdminName": run.admin_name,
             "Method": run.method.value, "PlanOnly": run.plan_only, "StartedAt": _iso(run.started_at),
             "State": run.state.value, "FinishedAt": _iso(run.finished_at), "KeepSession": run.keep_session,
+            "StartId": run.start_id,
         })
 
     @staticmethod
     def _run(e: Mapping[str, Any]) -> Run:
         return Run(e["PartitionKey"], e.get("AdminUpn", ""), e.get("AdminName", ""), InstallMethod(e["Method"]),
                    bool(e.get("PlanOnly", False)), _dt(e.get("StartedAt")) or datetime.now(UTC),
-                   RunState(e.get("State", "running")), _dt(e.get("FinishedAt")), bool(e.get("KeepSession", False)))
+                   RunState(e.get("State", "running")), _dt(e.get("FinishedAt")), bool(e.get("KeepSession", False)),
+                   str(e.get("StartId", "")))
 
     @staticmethod
     def _tenant_entity(run_id: str, p: TenantProgress) -> dict[str, Any]:

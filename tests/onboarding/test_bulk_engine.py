@@ -587,3 +587,50 @@ async def test_the_registry_is_read_once_per_run_not_once_per_tenant() -> None:
     await w.run()
     assert w.faults.counts["state.list_targets"] == 1
     assert w.faults.counts["directory.find_applications"] == 6
+
+
+async def test_a_start_interrupted_before_the_run_row_leaves_nothing_a_later_start_works() -> None:
+    """A start of a signed-in run that crashed after writing some tenants' rows (another pick, another appId): the
+    next start works exactly its own pick, with its own choices."""
+    from shared.bulk_onboarding import signed_in
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    a, b, c = w.customer("Contoso"), w.customer("Fabrikam"), w.customer("Northwind")
+    run = await signed_in(w.runs, FakePartnerSessions(), w.session, w.world.clock)
+    w.faults.crash("runs.replace_run")
+    with pytest.raises(Crash):
+        await w.process().start(w.session, [TenantPick(a, str(uuid.uuid4())), TenantPick(c)], InstallMethod.GRAPH,
+                                run_id=run.run_id)
+    w.faults.revive()
+    engine = w.process()
+    await engine.start(w.session, [TenantPick(a), TenantPick(b)], InstallMethod.GRAPH, run_id=run.run_id)
+    assert {t["tenantId"] for t in (await engine.progress(run.run_id))["tenants"]} == {a, b}
+    doc = await engine.work(w.session, run.run_id)
+    assert doc["state"] == "finished" and doc["counts"]["total"] == 2 and doc["counts"]["done"] == 2
+    assert tenant_doc(doc, a)["appId"] == w.apps(a)[0]  # the later start's choice (discovery), not the lost one's
+    assert not w.session.tenants[c].service_principal
+
+
+async def test_two_starts_at_once_the_run_works_exactly_the_winners_pick() -> None:
+    """Two starts of one signed-in run at once (two tabs): one wins, the other gets RunStarted, and the run works
+    exactly the winner's tenants, not the loser's rows."""
+    from shared.bulk_onboarding import signed_in
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    a, b = w.customer("Contoso"), w.customer("Fabrikam")
+    run = await signed_in(w.runs, FakePartnerSessions(), w.session, w.world.clock)
+    hold = w.faults.hold("runs.replace_run")  # the first start waits just before its run row
+    loser = asyncio.create_task(w.process().start(w.session, [TenantPick(a)], InstallMethod.GRAPH,
+                                                  run_id=run.run_id))
+    await hold.reached.wait()
+    engine = w.process()
+    await engine.start(w.session, [TenantPick(b)], InstallMethod.GRAPH, run_id=run.run_id)
+    hold.released.set()
+    with pytest.raises(Conflict) as error:
+        await loser
+    assert error.value.code == "RunStarted"
+    doc = await engine.work(w.session, run.run_id)
+    assert [t["tenantId"] for t in doc["tenants"]] == [b] and doc["counts"]["done"] == 1
+    assert not w.session.tenants[a].service_principal
