@@ -288,12 +288,12 @@ async def _build(
                     queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory,
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
-                    partner_sessions=_partner_sessions(settings, secret_client, transport),
+                    partner_sessions=_partner_sessions(settings, secret_client, transport, clock),
                     http=transport.session, retention=KeyVaultSecretRetention(secret_client),
                     warning_rules=TablesWarningRules(table_service, prefix=table_prefix)), close
 
 
-def _partner_sessions(settings: Settings, client: Any, transport: Any) -> PartnerSessions | None:
+def _partner_sessions(settings: Settings, client: Any, transport: Any, clock: Clock) -> PartnerSessions | None:
     """Partner sessions kept in Key Vault (federated mode: the MSP app the partner admin signs in to)."""
     if "partner_sessions" in DEFAULTS:
         seam: PartnerSessions | None = DEFAULTS["partner_sessions"]
@@ -302,7 +302,7 @@ def _partner_sessions(settings: Settings, client: Any, transport: Any) -> Partne
         return None
     from shared.adapters.partner_sessions import KeyVaultPartnerSessions
 
-    return KeyVaultPartnerSessions(client, settings, transport.session)
+    return KeyVaultPartnerSessions(client, settings, transport.session, clock)
 
 
 # ------------------------------------------------------------------------------------------------ per process

@@ -30,7 +30,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
@@ -781,6 +781,13 @@ def _same_admin(run: Run, session: PartnerSession) -> None:
 # the run's name (PartnerSessions) and forgotten when the run finishes, unless the admin asked to keep it
 # (keepSession), then until they forget it (DELETE /api/onboarding/runs/{runId}/session, `onboard forget`).
 SESSION_SECRET_PREFIX = "onboarding-session-"  # noqa: S105 (a Key Vault secret name's prefix)
+# How long a kept session may be opened: a run's, from its (latest) sign-in, long enough for a large run driven
+# from the dashboard, short enough that an abandoned tab leaves no usable token behind for long; one the admin asked
+# to keep (keepSession), the refresh token's own lifetime (90 days, sliding: Microsoft identity platform "Refresh
+# tokens", MicrosoftDocs/entra-docs docs/identity-platform/refresh-tokens.md). Past it, `open` refuses it and the
+# daily sweep (sweep_sessions) deletes it.
+SESSION_LIFETIME = timedelta(hours=8)
+KEPT_SESSION_LIFETIME = timedelta(days=90)
 
 
 def session_secret_name(run_id: str) -> str:
@@ -795,14 +802,31 @@ async def signed_in(runs: OnboardingRuns, sessions: PartnerSessions, session: Pa
     if run_id:
         run, _ = await runs.get_run(run_id)
         _same_admin(run, session)
-        await sessions.keep(session_secret_name(run.run_id), session)
+        await sessions.keep(session_secret_name(run.run_id), session, session_expiry(run, clock.now()))
         return run
     admin = session.admin
     run = Run(new_run_id(), admin.user_principal_name, admin.display_name, InstallMethod.GRAPH, False, clock.now(),
               state=RunState.SIGNED_IN)
-    await sessions.keep(session_secret_name(run.run_id), session)  # first: a run never lacks its session
+    # first: a run never lacks its session
+    await sessions.keep(session_secret_name(run.run_id), session, session_expiry(run, clock.now()))
     await runs.create_run(run)
     return run
+
+
+def session_expiry(run: Run, now: datetime) -> datetime:
+    """When the run's kept session expires, kept at `now`: hours, or the token's lifetime with keepSession."""
+    return now + (KEPT_SESSION_LIFETIME if run.keep_session else SESSION_LIFETIME)
+
+
+async def sweep_sessions(sessions: PartnerSessions, now: datetime) -> int:
+    """Delete every kept session past its expiry (a run abandoned after sign-in, a tab closed mid-run, a release
+    that failed); how many. Once a day from the rotation timer."""
+    names = await sessions.expired(now)
+    for name in names:
+        await sessions.forget(name)
+    if names:
+        log.info("expired partner sessions forgotten", extra={"event": "onboarding-session", "count": len(names)})
+    return len(names)
 
 
 async def release_session(runs: OnboardingRuns, sessions: PartnerSessions, run_id: str, *,

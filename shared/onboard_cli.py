@@ -21,6 +21,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from typing import Any, TextIO
 
 import aiohttp
@@ -33,11 +34,12 @@ from shared.bulk_onboarding import (
     TenantProgress,
     customers_document,
     release_session,
+    session_expiry,
     session_secret_name,
     tenants_key,
 )
 from shared.domain import GUID
-from shared.errors import NotFound
+from shared.errors import NotFound, RotationError
 from shared.ports import InstallMethod, PartnerSession
 
 EXIT_OK, EXIT_FAILED, EXIT_NEEDS_HUMAN = 0, 1, 2
@@ -139,6 +141,9 @@ async def kept_or_new_session(svc: Services, run_id: str, out: TextIO) -> AsyncI
             session = await svc.partner_sessions.open(session_secret_name(run_id))
         except NotFound:
             pass
+        except RotationError as error:  # expired or revoked refresh token, an unreadable secret: sign in anew
+            print(f"The session kept for run {run_id} cannot be used ({error.code}): signing in again with a device "
+                  "code.", file=out, flush=True)
         else:
             print(f"Using the session kept for run {run_id}.", file=out, flush=True)
             try:
@@ -183,7 +188,9 @@ async def _work(svc: Services, engine: BulkOnboarding, session: PartnerSession, 
     doc = await engine.work(session, run_id, on_progress=show)
     if svc.partner_sessions is not None:
         if keep:
-            await svc.partner_sessions.keep(session_secret_name(run_id), session)
+            run, _ = await engine.runs.get_run(run_id)
+            await svc.partner_sessions.keep(session_secret_name(run_id), session,
+                                            session_expiry(replace(run, keep_session=True), engine.clock.now()))
             print(f"The session is kept in Key Vault as {session_secret_name(run_id)}: "
                   f"`python -m shared onboard forget {run_id}` deletes it.", file=out)
         else:

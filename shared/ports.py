@@ -674,8 +674,9 @@ class PartnerSessions(Protocol):
     """Partner sessions kept between invocations (a web-started onboarding run): the session's refresh token in Key
     Vault under a name, never anywhere else. Errors: NotFound (no such session kept), RotationError."""
 
-    async def keep(self, name: str, session: PartnerSession) -> None:
-        """Store what reopens the session (its refresh token) as the Key Vault secret `name` (replaced if there)."""
+    async def keep(self, name: str, session: PartnerSession, expires_on: datetime) -> None:
+        """Store what reopens the session (its refresh token) as the Key Vault secret `name` (replaced if there),
+        expiring at `expires_on` (the secret's `exp`: not opened after it, and swept)."""
         ...
 
     async def open(self, name: str) -> PartnerSession:
@@ -684,6 +685,10 @@ class PartnerSessions(Protocol):
 
     async def forget(self, name: str) -> None:
         """Delete the kept session; succeeds when it is gone already."""
+        ...
+
+    async def expired(self, now: datetime) -> list[str]:
+        """The names of the kept sessions whose expiry has passed (or, written without one, older than a day)."""
         ...
 
 

@@ -999,11 +999,17 @@ class FakePartnerSessions:
     def __init__(self) -> None:
         self.vault: dict[str, Secret] = {}
         self.sessions: dict[str, FakePartnerSession] = {}
+        self.expires: dict[str, datetime] = {}
         self.opened = 0
 
-    async def keep(self, name: str, session: FakePartnerSession) -> None:  # type: ignore[override]
+    async def keep(self, name: str, session: FakePartnerSession,  # type: ignore[override]
+                   expires_on: datetime) -> None:
         self.vault[name] = session.refresh_token
         self.sessions[name] = session
+        self.expires[name] = expires_on
+
+    async def expired(self, now: datetime) -> list[str]:
+        return [n for n in self.vault if self.expires[n] <= now]
 
     async def open(self, name: str) -> FakePartnerSession:
         if name not in self.vault:
@@ -1014,6 +1020,7 @@ class FakePartnerSessions:
     async def forget(self, name: str) -> None:
         self.vault.pop(name, None)
         self.sessions.pop(name, None)
+        self.expires.pop(name, None)
 
 
 class FakeRetention:

@@ -1134,6 +1134,20 @@ async function forgetSession() {
   renderOnboarding();
 }
 
+// Any run that may hold the partner admin's sign-in (a refresh token in Key Vault) offers to forget it: one signed in
+// for and not started, one not finished (a tab closed mid-run), one kept at the admin's request. Unforgotten, a run's
+// sign-in expires 8 hours after it was made (a kept one after 90 days) and the daily sweep deletes it.
+function forgetSessionBar(run) {
+  const why = run.keepSession
+    ? "This run keeps the partner admin's sign-in (a refresh token) in Key Vault so that it can be resumed later."
+    : "Until this run finishes, the partner admin's sign-in (a refresh token) is kept in Key Vault, at most 8 hours; forget it if you leave the run here.";
+  return h("div", { class: "action-bar" },
+    onboarding.forgotten
+      ? h("span", { class: "ok-text", id: "session-forgotten" }, "The sign-in was deleted from Key Vault.")
+      : h("button", { type: "button", class: "btn ghost", id: "forget-session", onclick: forgetSession }, run.keepSession ? "Forget the kept sign-in" : "Forget the sign-in"),
+    h("span", { class: "muted" }, why));
+}
+
 function resumeRun() {
   drive(() => api(ONBOARDING_API.resume(onboarding.runId), { method: "POST", body: "{}" }));
 }
@@ -1168,6 +1182,7 @@ function customersSection() {
   section.append(h("p", { class: "signed-in-as" }, "Partner admin: ",
     h("strong", { id: "partner-admin" }, (typeof admin === "string" ? admin : admin && (admin.userPrincipalName || admin.displayName)) || "signed in"), " · ",
     h("a", { href: signInHref(null) }, "sign in as someone else")));
+  if (onboarding.run) section.append(forgetSessionBar(onboarding.run));
   if (!customers.length) {
     section.append(h("div", { class: "empty" }, h("strong", {}, "No customer with an active GDAP relationship"),
       "The partner tenant has no active GDAP relationship this account can see. Create one in Partner Center, then sign in again."));
@@ -1295,14 +1310,7 @@ function runSection() {
       : errorBox(onboarding.actionError));
   }
   if (onboarding.runError) section.append(errorBox(onboarding.runError));
-  if (canOperate() && run.keepSession && run.state !== "signed-in") {
-    // The admin asked to keep the sign-in: it stays in Key Vault until forgotten here (or `onboard forget`).
-    section.append(h("div", { class: "action-bar" },
-      onboarding.forgotten
-        ? h("span", { class: "ok-text", id: "session-forgotten" }, "The kept sign-in was deleted from Key Vault.")
-        : h("button", { type: "button", class: "btn ghost", id: "forget-session", onclick: forgetSession }, "Forget the kept sign-in"),
-      h("span", { class: "muted" }, "This run keeps the partner admin's sign-in (a refresh token) in Key Vault so that it can be resumed later.")));
-  }
+  if (canOperate() && (run.keepSession || run.state !== "finished")) section.append(forgetSessionBar(run));
   section.append(h("p", {}, h("a", { href: "#/onboarding" }, "Onboard more customers")));
   return section;
 }

@@ -24,6 +24,7 @@ from shared.bulk_onboarding import (
     customers_document,
     parse_picks,
     release_session,
+    session_expiry,
     session_secret_name,
 )
 from shared.entrypoints.access import Role, authorize
@@ -155,8 +156,11 @@ async def onboarding_start(req: func.HttpRequest) -> func.HttpResponse:
         engine = svc.bulk_onboarding()
         session = await _session(svc, run_id)
         try:
-            await engine.start(session, picks, InstallMethod(method), plan_only=plan_only, keep_session=keep,
-                               run_id=run_id)
+            run = await engine.start(session, picks, InstallMethod(method), plan_only=plan_only, keep_session=keep,
+                                     run_id=run_id)
+            if keep and svc.partner_sessions is not None:  # kept for the token's lifetime, not the run's hours
+                await svc.partner_sessions.keep(session_secret_name(run_id), session,
+                                                session_expiry(run, engine.clock.now()))
             log.info("onboarding run started on the dashboard", extra={
                 "event": "onboarding-run", "run_id": run_id, "actor": operator.name})
             doc = await _work(svc, engine, session, run_id)

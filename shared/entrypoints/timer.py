@@ -10,6 +10,7 @@ import logging
 import azure.functions as func
 
 from shared.bootstrap import invocation_services
+from shared.bulk_onboarding import sweep_sessions
 from shared.domain import Actor
 from shared.errors import RotationError
 from shared.fanout import plan_pass
@@ -34,6 +35,13 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
             await sweep_retention(svc.secret_retention, svc.state, svc.engine.clock.now())
         except RotationError as error:
             log.warning("retention sweep failed: %s (%s)", error.code, error.message)
+        if svc.partner_sessions is not None:
+            try:
+                # Partner sessions (refresh tokens) of onboarding runs past their expiry: an abandoned sign-in or
+                # a tab closed mid-run leaves none behind for more than a day past it.
+                await sweep_sessions(svc.partner_sessions, svc.engine.clock.now())
+            except RotationError as error:
+                log.warning("partner session sweep failed: %s (%s)", error.code, error.message)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RESUME_SCHEDULE%", run_on_startup=False, use_monitor=True)

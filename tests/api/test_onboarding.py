@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from shared import bootstrap, partner_roles
-from shared.bulk_onboarding import session_secret_name, signed_in
+from shared.bulk_onboarding import KEPT_SESSION_LIFETIME, session_secret_name, signed_in
 from shared.entrypoints.access import Role
 from tests.api.conftest import OPERATOR, Api
 from tests.fakes import FakePartnerSession, FakePartnerSessions, Faults
@@ -109,6 +110,9 @@ async def test_a_kept_session_is_forgotten_on_request(onboarding: Onboarding) ->
                                                                 "planOnly": True})
     assert reply.status == 200 and reply.body["planOnly"] and reply.body["keepSession"]
     assert list(onboarding.sessions.vault) == [session_secret_name(run_id)]
+    # kept at the start for the refresh token's own lifetime, not the hours of a run's session
+    left = onboarding.sessions.expires[session_secret_name(run_id)] - datetime.now(UTC)
+    assert KEPT_SESSION_LIFETIME - timedelta(hours=1) < left <= KEPT_SESSION_LIFETIME
     assert (await api.call("onboarding_session", "DELETE", route, caller=READER)).status == 403
     gone = await api.call("onboarding_session", "DELETE", route)
     assert gone.status == 204 and not onboarding.sessions.vault

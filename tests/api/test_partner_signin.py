@@ -343,3 +343,33 @@ async def test_no_code_or_verifier_is_logged(api: Api, world: World, handed: Rec
     assert "partner sign-in" in logged
     for secret in (redemption.code, redemption.code_verifier, sent["state"]):
         assert secret not in logged
+
+
+async def test_an_abandoned_sign_in_expires_and_the_daily_sweep_deletes_its_session(
+        api: Api, world: World, clock: SystemClock) -> None:
+    """A run signed in for and never started (the tab closed): its session's Key Vault secret carries an expiry
+    (`exp`, SESSION_LIFETIME after the sign-in); past it the run's session is refused (Key Vault itself would still
+    answer it) and the rotation timer's daily sweep deletes it, and only it."""
+    from shared.bulk_onboarding import SESSION_LIFETIME, sweep_sessions
+
+    reply = await callback(api, entra(world, (await start(api))["_url"], PARTNER).params)
+    run_id = reply.headers["Location"].rsplit("/", 1)[1]
+    name = f"onboarding-session-{run_id}"
+    signed_at = clock.now()
+    exp = world.sb.control.state()["keyvault"]["secrets"][name][-1]["exp"]
+    assert exp is not None and abs(exp - (signed_at + SESSION_LIFETIME).timestamp()) < 120
+    async with bootstrap.services() as svc:
+        assert svc.partner_sessions is not None
+        assert await sweep_sessions(svc.partner_sessions, clock.now() + SESSION_LIFETIME / 2) == 0
+    assert name in world.sb.control.state()["keyvault"]["secrets"]
+    assert (await api.call("onboarding_customers", route={"runId": run_id}, headers=JSON)).status == 200
+    clock.offset = SESSION_LIFETIME + timedelta(minutes=5)
+    refused = await api.call("onboarding_customers", route={"runId": run_id}, headers=JSON)
+    assert refused.status == 404 and refused.code == "PartnerSessionNotFound"
+    assert name in world.sb.control.state()["keyvault"]["secrets"]  # refused, not yet deleted
+    async with bootstrap.services() as svc:
+        assert svc.partner_sessions is not None
+        assert await sweep_sessions(svc.partner_sessions, svc.engine.clock.now()) == 1
+    state = world.sb.control.state()["keyvault"]
+    assert name not in state["secrets"] and name in state["deleted"]
+    assert state["secrets"], "other secrets of the vault are not swept"

@@ -244,3 +244,20 @@ def test_a_sign_in_kept_at_the_admins_request_stays_until_forgotten(stack: dict[
     page.click("#forget-session")
     page.wait_for_selector("#session-forgotten")
     assert name not in sandbox.control.state()["keyvault"]["secrets"]
+
+
+def test_a_sign_in_left_before_the_start_is_forgotten_from_the_pick(stack: dict[str, Any], page: Any) -> None:
+    """A run signed in for and not started holds the partner sign-in in Key Vault (until it expires): the pick page
+    offers to forget it now (DELETE .../session), as any run that holds one does."""
+    base, sandbox = stack["url"], stack["sandbox"]
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_selector("#onboard-customers tbody tr")
+    name = f"onboarding-session-{page.url.rsplit('/', 1)[1]}"
+    assert name in sandbox.control.state()["keyvault"]["secrets"]
+    page.click("#forget-session")
+    page.wait_for_selector("#session-forgotten")
+    assert name not in sandbox.control.state()["keyvault"]["secrets"]

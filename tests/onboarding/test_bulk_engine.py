@@ -634,3 +634,36 @@ async def test_two_starts_at_once_the_run_works_exactly_the_winners_pick() -> No
     doc = await engine.work(w.session, run.run_id)
     assert [t["tenantId"] for t in doc["tenants"]] == [b] and doc["counts"]["done"] == 1
     assert not w.session.tenants[a].service_principal
+
+
+async def test_the_sweep_forgets_exactly_the_sessions_past_their_expiry() -> None:
+    """A run signed in and abandoned, a run abandoned mid-way, a run whose admin kept the session: the sweep deletes
+    the first two once SESSION_LIFETIME has passed since their sign-in, the kept one only after its own lifetime."""
+    from datetime import timedelta
+
+    from shared.bulk_onboarding import (
+        KEPT_SESSION_LIFETIME,
+        SESSION_LIFETIME,
+        session_expiry,
+        session_secret_name,
+        signed_in,
+        sweep_sessions,
+    )
+    from tests.fakes import FakePartnerSessions
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    sessions = FakePartnerSessions()
+    now = w.world.clock.now()
+    abandoned = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    mid = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    await w.process().start(w.session, None, InstallMethod.GRAPH, run_id=mid.run_id)
+    kept_run = await signed_in(w.runs, sessions, w.session, w.world.clock)
+    started = await w.process().start(w.session, None, InstallMethod.GRAPH, run_id=kept_run.run_id,
+                                      keep_session=True)
+    await sessions.keep(session_secret_name(kept_run.run_id), w.session, session_expiry(started, now))
+    assert await sweep_sessions(sessions, now + SESSION_LIFETIME - timedelta(minutes=1)) == 0
+    assert await sweep_sessions(sessions, now + SESSION_LIFETIME) == 2
+    assert list(sessions.vault) == [session_secret_name(kept_run.run_id)]
+    assert abandoned.run_id != mid.run_id
+    assert await sweep_sessions(sessions, now + KEPT_SESSION_LIFETIME) == 1 and not sessions.vault
