@@ -705,7 +705,14 @@ class BulkOnboarding:
                                     "among the orgs the MSP's Proofpoint account sees",
                                     "check the domain in Proofpoint (Customers), or give another one")
             return chosen[0]
-        domains = await self._retry(lambda: session.domains(tenant))
+        try:
+            domains = await self._retry(lambda: session.domains(tenant))
+        except RotationError as error:
+            # The customer's refusal or outage, not the run state's: the tenant stops with it (left `running`, it
+            # would look interrupted forever, and a plan-only run in a tenant the MSP app is not in yet meets it).
+            raise TenantStopped(Step.REGISTER, error.code, f"the tenant's verified domains could not be read: "
+                                f"{error.message}", "resume the run later, or name the customer's Proofpoint org "
+                                "(proofpointDomain) for this tenant") from None
         matched = match_orgs(orgs, domains)
         if not matched:
             raise TenantStopped(Step.REGISTER, "ProofpointOrgNotFound", "no Proofpoint org the MSP's Proofpoint "

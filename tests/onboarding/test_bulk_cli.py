@@ -98,3 +98,24 @@ def test_keep_session_keeps_the_sign_in_in_key_vault_for_a_resume_until_forgotte
     forgot = world.cli("onboard", "forget", run_id.group(1))
     assert forgot.wait(timeout=120) == 0, forgot.output()
     assert name not in world.sb.control.state()["keyvault"]["secrets"]
+
+
+def test_resume_with_a_kept_session_entra_no_longer_honours_signs_in_anew(world: World) -> None:
+    """The kept refresh token has expired at Entra (90 days inactive: AADSTS700082): `onboard resume` says so in one
+    line and falls back to a device code sign-in, instead of failing."""
+    gdap_world.seed(world.sb.control, 1)
+    world.sb.control.set_device_code_interval(1)
+    world.env["PROOFPOINT_CHANNEL_DOMAIN"] = CHANNEL
+    process = world.cli("onboard", "run", "--all", "--keep-session")
+    approve(world, process)
+    assert process.wait(timeout=300) == 0, process.output()
+    run_id = re.search(r"^Run ([0-9a-f]{32}) finished", process.output(), re.MULTILINE)
+    assert run_id, process.output()
+    world.sb.control.set_clock(91 * 86400)  # Entra's clock: the kept token inactive for more than 90 days
+    resumed = world.cli("onboard", "resume", run_id.group(1))
+    approve(world, resumed)
+    assert resumed.wait(timeout=300) == 0, resumed.output()
+    out = resumed.output()
+    assert f"The session kept for run {run_id.group(1)} cannot be used (" in out
+    assert "signing in again with a device code" in out and f"Signed in as {ADMIN}." in out
+    assert "Traceback" not in out and "refresh_token" not in out.lower()

@@ -667,3 +667,20 @@ async def test_the_sweep_forgets_exactly_the_sessions_past_their_expiry() -> Non
     assert list(sessions.vault) == [session_secret_name(kept_run.run_id)]
     assert abandoned.run_id != mid.run_id
     assert await sweep_sessions(sessions, now + KEPT_SESSION_LIFETIME) == 1 and not sessions.vault
+
+
+async def test_a_tenant_whose_domains_cannot_be_read_fails_with_the_cause_not_stuck_running() -> None:
+    """Reading the customer's verified domains (to match its Proofpoint org) refused or failing is the tenant's
+    failure with its cause and fix, in a plan-only run too; the run finishes (it was left `running` before)."""
+    from shared.errors import PartnerRefused, Unreachable
+
+    for plan_only, error in ((True, PartnerRefused("AADSTS65001: consent missing", code="AADSTS65001", fix="consent")),
+                             (False, Unreachable("Graph answered 503", code="ServiceUnavailable"))):
+        w = BulkWorld()
+        a = w.customer("Contoso")
+        w.faults.add("partner.domains", lambda e=error: e, times=10)  # type: ignore[misc]
+        doc = await w.run(plan_only=plan_only)
+        t = tenant_doc(doc, a)
+        assert doc["state"] == "finished" and t["state"] == "failed", doc
+        assert t["error"]["code"] == error.code and "verified domains could not be read" in t["error"]["message"]
+        assert "proofpointDomain" in t["error"]["fix"]
