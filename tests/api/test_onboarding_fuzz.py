@@ -92,3 +92,20 @@ async def test_offboard_bodies(api: Api, fuzzed: Customer, data: st.DataObject) 
     route = {"tenantId": data.draw(path_values | st.just(fuzzed.tenant_id)), "appId": fuzzed.app_id}
     await check(api, "offboard_target", "POST", route, body)
     assert (await api.call("target", "GET", {"tenantId": fuzzed.tenant_id, "appId": fuzzed.app_id})).status == 200
+
+
+@FUZZ
+@given(data=st.data(), method=METHODS,
+       hdrs=st.sampled_from([{}, {"Accept": "text/html"}, {"Accept": "application/json"}]),
+       function=st.sampled_from(["onboarding_signin", "onboarding_callback", "consent", "consent_url"]))
+async def test_sign_in_consent_and_one_visit_queries(api: Api, run_id: str, data: st.DataObject, method: str,
+                                                     hdrs: dict[str, str], function: str) -> None:
+    """The partner sign-in, its callback and the consent page (where the one-visit flow returns): any query, any
+    method; a refusal never reaches Entra's token endpoint, so nothing is redeemed or written."""
+    names = st.sampled_from(["run", "code", "state", "error", "error_description", "admin_consent", "tenant",
+                             "session_state", "x"])
+    values = st.text(max_size=30) | st.sampled_from(["", run_id, "x" * 3000, "visit.abc", "True"]) | guids
+    route = {"tenantId": data.draw(path_values)}
+    await check(api, function, method, route, raw=b"", hdrs=hdrs,
+                params=data.draw(st.dictionaries(names, values, max_size=4)))
+    await _untouched(run_id)
