@@ -26,11 +26,6 @@ async def test_probe_persistent_read_failure_tells_a_human() -> None:
         await timer(world, target)
     row = world.row(target)
     doc = status_document(row)
-    print("LIVE old?", old in live(world, target))
-    print("ALERTS", world.alerter.conditions())
-    print("OPEN", open_alerts(row, StatusPolicy(), world.clock.now()))
-    print("STATUS", doc.get("status"), doc.get("needsHuman"), doc.get("signInEvidence"))
-    print("EVENTS", [(e.step, e.outcome) for e in events(world, target)][-5:])
     assert world.alerter.conditions() or open_alerts(row, StatusPolicy(), world.clock.now()), "nobody told"
 
 
@@ -49,8 +44,6 @@ async def test_probe_refusal_after_hold_drops_a_key_in_use() -> None:
     world.clock.advance(timedelta(hours=1))
     world.sign_ins.sign_in(target.tenant_id, target.app_id, old, ip="192.0.2.55")
     await timer(world, target)
-    print("old live after refusal:", old in live(world, target), world.alerter.resolved_conditions())
-    print("RESOLVED", world.alerter.resolved_conditions(), [e.detail for e in events(world, target) if e.step == "retire"])
     assert old in live(world, target), "a key last seen in use was removed on the fallback"
 
 
@@ -70,5 +63,16 @@ async def test_probe_daily_consumer_of_old_key_is_not_judged_quiet() -> None:
     world.sign_ins.sign_in(target.tenant_id, target.app_id, old, ip="192.0.2.55")  # the daily job, again
     world.clock.advance(timedelta(minutes=1))
     await timer(world, target)
-    print("old live:", old in live(world, target), world.alerter.conditions())
     assert old in live(world, target), "an old key used every day was removed as quiet"
+
+
+@pytest.mark.xfail(strict=True, reason="review24 defect")
+def test_probe_two_matching_keys_neither_the_rotators_is_drift() -> None:
+    from datetime import UTC, datetime
+
+    from shared.domain import Credential
+    from tests.drift.test_find_drift import MINE, NOW, drift_of, settings
+    one = Credential("k-hand1", "created by hand", NOW - timedelta(days=300), datetime(2027, 2, 1, 8, tzinfo=UTC))
+    two = Credential("k-hand2", "created by hand", NOW - timedelta(days=200), datetime(2027, 2, 1, 20, tzinfo=UTC))
+    _, problems = drift_of(settings("2027-02-01"), MINE, one, two)
+    assert problems, "Proofpoint's expiry names no key of the rotator's: drift, whichever of the two it is"
