@@ -10,7 +10,7 @@ from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts
 from shared.sign_in_proof import OLD_KEY_STILL_USED
 from tests.fakes import rotation_error
-from tests.protocol.test_sign_in_evidence import NOT_LICENSED, events, evidence_world, live, rotate, timer
+from tests.protocol.test_sign_in_evidence import NOT_LICENSED, evidence_world, live, rotate, timer
 
 
 @pytest.mark.xfail(strict=True, reason="review24 defect")
