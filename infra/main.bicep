@@ -83,7 +83,7 @@ param retireGraceHours int = 24
 @description('Where Entra sign-in logs are readable: hours a superseded credential must not have signed in before it is removed (the log keeps 30 days).')
 @minValue(1)
 @maxValue(720)
-param retireQuietHours int = 24
+param retireQuietHours int = 26
 
 @description('Comma-separated display-name prefixes that identify Proofpoint sync app registrations during discovery.')
 param discoveryNamePatterns string = 'PPE,Proofpoint,ModusCloud'

@@ -60,7 +60,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RENEW_BEFORE_DAYS", "30", "Rotate when a secret has at most this many days left."),
     Setting("SECRET_LIFETIME_DAYS", "180", "Lifetime of a new secret in days (at most 730)."),
     Setting("RETIRE_GRACE_HOURS", "24", "Hours a superseded credential stays live after every destination confirmed."),
-    Setting("RETIRE_QUIET_HOURS", "24",
+    Setting("RETIRE_QUIET_HOURS", "26",
             "Where Entra's sign-in logs are readable: a superseded credential goes only once it has not signed in for "
             "this many hours (1 to 720: the log keeps 30 days); a target's policy may override it."),
     Setting("SCAN_CONCURRENCY", "32", "Targets assessed and rotated at once."),

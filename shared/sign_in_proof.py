@@ -24,6 +24,10 @@ HOLDS = (OLD_KEY_STILL_USED, NEW_KEY_UNUSED)
 # that like any sign-in. Only a sign-in later than the push by this much counts as someone else's: it absorbs the
 # skew between our clock and Entra's `createdDateTime` (the probe is seconds before the push).
 SELF_SIGN_IN_MARGIN = timedelta(minutes=5)
+# Entra's sign-in log lags: a sign-in is listed about 2 minutes later (P95), up to 5 (P99; docs/evidence.md, the
+# sources table). A read at `now` may miss the last LOG_DELAY, so the quiet period is judged over quiet + LOG_DELAY:
+# a consumer that signs in once per quiet period, just before a read, still has its previous sign-in inside it.
+LOG_DELAY = timedelta(minutes=5)
 # Entra keeps sign-in logs 30 days (Microsoft Entra ID P1/P2; data retention docs): nothing older can be asked.
 LOG_RETENTION = timedelta(days=30)
 # The quiet period may not outlast what the log can show.
@@ -44,8 +48,9 @@ def pushed_at(state: RotationState, finished_at: datetime | None) -> datetime | 
 
 def window_start(pushed: datetime, now: datetime, quiet: timedelta) -> datetime:
     """Where the sign-in read must start: early enough to see both the new key's first sign-in since the push and
-    any sign-in of the old ones within the quiet period; never before what the log keeps."""
-    return max(min(pushed, now - quiet), now - LOG_RETENTION)
+    any sign-in of the old ones within the quiet period (widened by the log's delay); never before what the log
+    keeps."""
+    return max(min(pushed, now - quiet - LOG_DELAY), now - LOG_RETENTION)
 
 
 def counts(moment: datetime | None, pushed: datetime) -> bool:
@@ -70,13 +75,14 @@ def judge(
     """Judge the superseded keys by what Entra recorded (evidence.available: the caller falls back otherwise).
 
     The new key must have signed in after the push (`counts`); each superseded key must not have signed in within
-    `quiet` of `now`. After the grace period, a superseded key that signed in since the push and is still within
+    `quiet` plus the log's delay of `now` (a sign-in the read cannot show yet is covered by the one before it).
+    After the grace period, a superseded key that signed in since the push and is still within
     the quiet period raises old-key-still-used; a new key with no sign-in `window` after the push, new-key-unused.
     """
     new = evidence.credentials.get(new_key) or CredentialSignIns(new_key, None, None)
     new_used = counts(new.last_sign_in, pushed)
     olds = [evidence.credentials.get(k) or CredentialSignIns(k, None, None) for k in superseded]
-    recent = [c for c in olds if c.last_sign_in is not None and c.last_sign_in > now - quiet]
+    recent = [c for c in olds if c.last_sign_in is not None and c.last_sign_in > now - quiet - LOG_DELAY]
     still_used = [c for c in recent if counts(c.last_sign_in, pushed)]
     hold = ""
     if grace_over and still_used:

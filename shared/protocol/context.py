@@ -51,7 +51,7 @@ class EngineConfig:
     create_attempts: int = 3
     sync_window: timedelta = timedelta(hours=24)  # a destination's own sync must prove the new secret within this
     # A superseded key goes only once it has not signed in for this long (where sign-in evidence is available).
-    retire_quiet: timedelta = timedelta(hours=24)
+    retire_quiet: timedelta = timedelta(hours=26)
     # A side effect (addPassword, a Key Vault write, removePassword, a push, a tag move) starts only with more than
     # this left of the lease, so it is answered before the lease runs out (every write request is cut at 30 s).
     lease_margin: timedelta = timedelta(seconds=60)

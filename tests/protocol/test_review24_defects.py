@@ -48,7 +48,6 @@ async def test_probe_refusal_after_hold_drops_a_key_in_use() -> None:
     assert old in live(world, target), "a key last seen in use was removed on the fallback"
 
 
-@pytest.mark.xfail(strict=True, reason="review24 defect")
 async def test_probe_daily_consumer_of_old_key_is_not_judged_quiet() -> None:
     # A forgotten integration signs in with the old key once a day, a minute before the timer; Entra's log lags 2 min.
     world, target = evidence_world(retire_grace=timedelta(hours=24))

@@ -16,7 +16,7 @@ def test_defaults() -> None:
     s = Settings.from_env(BASE)
     assert s.identity_mode is IdentityMode.MANAGED_IDENTITY
     assert (s.renew_before_days, s.secret_lifetime_days, s.retire_grace_hours) == (30, 180, 24)
-    assert s.retire_quiet_hours == 24
+    assert s.retire_quiet_hours == 26
     assert s.rotation_schedule == "0 0 6 * * *"
     assert s.key_vault_url == "https://kv-demo.vault.azure.net"
     assert s.discovery_name_patterns == ("PPE", "Proofpoint", "ModusCloud")
