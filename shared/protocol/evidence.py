@@ -2,7 +2,8 @@
 
 Read only while a superseded key of the app waits for retirement (the grace period and after): a healthy target
 costs nothing. The evidence read is kept on the row (the status documents show it); a tenant that refuses the read
-is told once (a notice) and the retirement falls back to the destinations' own proof.
+is told once (a notice) and the retirement falls back to the destinations' own proof, except for a key the last
+readable log showed still in use (an open old-key-still-used): that one is kept.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from shared.errors import RotationError
 from shared.protocol.context import Advance
 from shared.sign_in_proof import (
     EVIDENCE_UNAVAILABLE,
+    OLD_KEY_STILL_USED,
     EvidenceVerdict,
     fallback_basis,
     judge,
@@ -59,6 +61,13 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
             await run.alert(EVIDENCE_UNAVAILABLE, f"sign-in evidence is not available ({evidence.code}): "
                             f"{evidence.reason}; retirement relies on the destinations' own proof",
                             code=evidence.code)
+        held = _still_used(o.evidence_hold, waiting)
+        if held:
+            # The last readable log showed these keys in use after the push: losing the log proves nothing about them,
+            # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
+            # them by hand; the other superseded keys fall back to the destinations' own proof.
+            await run.save(run.target.with_observed(sign_ins=evidence))
+            return EvidenceVerdict(allows=True, keep=held, hold=o.evidence_hold, basis=_fallback(run))
         await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=""))
         return replace(NO_EVIDENCE, basis=_fallback(run))
     grace_over = s.retire_after is not None and now >= s.retire_after
@@ -69,6 +78,13 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         await run.alert(condition, verdict.hold.split(": ", 1)[1])
     await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold))
     return verdict
+
+
+def _still_used(hold: str, waiting: list[str]) -> frozenset[str]:
+    """The superseded keys an open old-key-still-used hold names (the hold's text names each key it keeps)."""
+    if not hold.startswith(OLD_KEY_STILL_USED + ":"):
+        return frozenset()
+    return frozenset(k for k in waiting if k in hold)
 
 
 def _fallback(run: Advance) -> str:

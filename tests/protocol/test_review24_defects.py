@@ -30,7 +30,6 @@ async def test_probe_persistent_read_failure_tells_a_human() -> None:
     assert told or status_document(row).get("needsHuman"), "nobody told"
 
 
-@pytest.mark.xfail(strict=True, reason="review24 defect")
 async def test_probe_refusal_after_hold_drops_a_key_in_use() -> None:
     world, target = evidence_world(retire_grace=timedelta(hours=1))
     world.destination.reports_sync.add("proofpoint")

@@ -247,3 +247,29 @@ async def test_a_crash_anywhere_in_a_retirement_on_evidence_converges(used: bool
         assert world.row(target).observed.evidence_hold.startswith(OLD_KEY_STILL_USED)
     else:
         assert old not in live(world, target) and world.converged(target) == []
+
+
+async def test_a_key_last_seen_in_use_stays_while_the_log_is_refused_and_goes_once_a_readable_log_shows_it_quiet() -> (
+        None):
+    world, target = evidence_world(retire_grace=timedelta(hours=1))
+    world.destination.reports_sync.add("proofpoint")
+    old = await rotate(world, target)
+    world.clock.advance(timedelta(minutes=30))
+    assert world.sync(target, "proofpoint")
+    world.clock.advance(timedelta(hours=1))
+    world.sign_ins.sign_in(target.tenant_id, target.app_id, old, ip="192.0.2.55")
+    await timer(world, target)
+    hold = world.row(target).observed.evidence_hold
+    assert hold.startswith(f"{OLD_KEY_STILL_USED}: ")
+    # The tenant refuses the log for days: the key stays, the hold (and its open alert) with it.
+    world.sign_ins.refusal = NOT_LICENSED
+    for _ in range(3):
+        world.clock.advance(timedelta(days=1))
+        await timer(world, target)
+        assert old in live(world, target)
+        assert world.row(target).observed.evidence_hold == hold
+        assert OLD_KEY_STILL_USED in open_alerts(world.row(target), StatusPolicy(), world.clock.now())
+    # The log is readable again and shows the key quiet for the quiet period: it goes, the hold clears.
+    world.sign_ins.refusal = None
+    await timer(world, target)
+    assert old not in live(world, target) and world.row(target).observed.evidence_hold == ""
