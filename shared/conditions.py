@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.domain import Stage, Target
-from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, HOLDS
+from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, EVIDENCE_UNREADABLE, HOLDS, unreadable
 from shared.sync_proof import SYNC_NOT_CONFIRMED
 
 Condition = tuple[str, str]  # (condition, destination or "")
@@ -23,7 +23,7 @@ STATUS_CONDITIONS = frozenset(
 # The verify step's flags (shared/protocol/verify.py, which imports this module's users: named here, tested equal).
 VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
-                                  "rotation-failed", *VERIFY_FLAGS, *HOLDS}
+                                  "rotation-failed", *VERIFY_FLAGS, *HOLDS, EVIDENCE_UNREADABLE}
 # A destination whose push changed its other settings is held for a human: "<kind>-drift" (proofpoint-drift).
 DRIFT_SUFFIX = "-drift"
 
@@ -76,6 +76,8 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
     if o.evidence_hold:
         # The sign-in evidence keeps a superseded key (old-key-still-used, new-key-unused) while the row says so.
         held.add((o.evidence_hold.split(":", 1)[0], ""))
+    if unreadable(o.sign_ins_unreadable_since, now):
+        held.add((EVIDENCE_UNREADABLE, ""))  # until a sign-in read answers again
     if o.last_outcome.startswith("failed"):
         # An abandoned rotation; the next one that finishes records "rotated".
         held.add(("rotation-failed", ""))

@@ -325,6 +325,8 @@ class Observation:
     # What that evidence holds against retiring, while it does: "<condition>: <what a human must know>"
     # (old-key-still-used, new-key-unused); "" when nothing.
     evidence_hold: str = ""
+    # When the sign-in read first failed outright (the first of the failures in a row); None once a read answers.
+    sign_ins_unreadable_since: datetime | None = None
     # Drift between a destination's report and Entra ID (shared/drift.py): destination name -> what differs.
     drift: dict[str, str] = field(default_factory=dict)
     # The credential each destination demonstrably uses (its reported expiry names it): destination -> key id.

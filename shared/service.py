@@ -26,6 +26,7 @@ from shared.ports import (
 from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
 from shared.rotation import Engine, Outcome
+from shared.sign_in_proof import EVIDENCE_UNREADABLE, unreadable
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
@@ -117,6 +118,8 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
         alerts.append("notify-only-waiting")
     if o.evidence_hold:
         alerts.append(o.evidence_hold.split(":", 1)[0])  # old-key-still-used, new-key-unused: the sign-in evidence
+    if unreadable(o.sign_ins_unreadable_since, now):
+        alerts.append(EVIDENCE_UNREADABLE)  # the sign-in read has failed on every pass for about a day
     verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
     if verify_flag:
         alerts.append(verify_flag)  # the new secret was refused, or never started working: named as alerted

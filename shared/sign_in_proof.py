@@ -19,6 +19,16 @@ OLD_KEY_STILL_USED = "old-key-still-used"  # a superseded key signed in since th
 NEW_KEY_UNUSED = "new-key-unused"  # no sign-in with the new key within the sync window after the push
 EVIDENCE_UNAVAILABLE = "sign-in-evidence-unavailable"  # a notice: the tenant refuses the read (permission, licence)
 HOLDS = (OLD_KEY_STILL_USED, NEW_KEY_UNUSED)
+# The read failed outright (throttled, Graph down, a 400) on every pass for about a day: every superseded key is kept
+# meanwhile, so without a human it would wait for ever. Resolvable: it clears with the next read that answers.
+EVIDENCE_UNREADABLE = "sign-in-evidence-unreadable"
+# "About a day": the daily pass after the first failure (the timer's runs are a day apart, give or take its jitter).
+UNREADABLE_AFTER = timedelta(hours=20)
+
+
+def unreadable(since: datetime | None, now: datetime) -> bool:
+    """Whether the sign-in read has failed on every pass since `since` for long enough to need a human."""
+    return since is not None and now - since >= UNREADABLE_AFTER
 
 # The rotator signs in with the new key itself, before any push (the verify step's token probe), and Entra records
 # that like any sign-in. Only a sign-in later than the push by this much counts as someone else's: it absorbs the

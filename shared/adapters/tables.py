@@ -115,6 +115,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "LifetimeCapDays": o.lifetime_cap_days,
             "SignIns": _sign_ins_doc(o.sign_ins),  # absent on every row that never waited to retire a key
             "EvidenceHold": o.evidence_hold or None,
+            "SignInsUnreadableSince": _iso(o.sign_ins_unreadable_since),
             "Drift": json.dumps(o.drift) if o.drift else None,  # absent on almost every row
             "Uses": json.dumps(o.uses) if o.uses else None,
             "DriftCheckedAt": _iso(o.drift_checked_at),
@@ -209,6 +210,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             lifetime_cap_days=e.get("LifetimeCapDays"),
             sign_ins=_sign_ins(e.get("SignIns")),
             evidence_hold=e.get("EvidenceHold", ""),
+            sign_ins_unreadable_since=_dt(e.get("SignInsUnreadableSince")),
             drift={str(k): str(v) for k, v in json.loads(e.get("Drift") or "{}").items()},
             uses={str(k): str(v) for k, v in json.loads(e.get("Uses") or "{}").items()},
             drift_checked_at=_dt(e.get("DriftCheckedAt")),

@@ -16,12 +16,14 @@ from shared.errors import RotationError
 from shared.protocol.context import Advance
 from shared.sign_in_proof import (
     EVIDENCE_UNAVAILABLE,
+    EVIDENCE_UNREADABLE,
     OLD_KEY_STILL_USED,
     EvidenceVerdict,
     fallback_basis,
     judge,
     pushed_at,
     quiet_period,
+    unreadable,
     window_start,
 )
 
@@ -40,8 +42,8 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
     waiting = [k for k in s.superseded if k in present]
     log = run.ports.sign_ins
     if not waiting:  # a healthy target (the daily scan's most): decided from the row, nothing read
-        if o.evidence_hold:  # the keys it held went (retired, removed by hand): nothing holds any more
-            await run.save(run.target.with_observed(evidence_hold=""))
+        if o.evidence_hold or o.sign_ins_unreadable_since:  # the keys it held went (retired, removed by hand)
+            await run.save(run.target.with_observed(evidence_hold="", sign_ins_unreadable_since=None))
         return NO_EVIDENCE
     if not s.current_key_id or log is None:
         return replace(NO_EVIDENCE, basis=_fallback(run))
@@ -53,6 +55,15 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         evidence = await log.credential_sign_ins(run.target.tenant_id, app.app_id, window_start(pushed, now, quiet))
     except RotationError as error:
         await run.event("sign-ins", "unreadable", error)
+        since = o.sign_ins_unreadable_since or now
+        if unreadable(since, now):
+            # Every pass for about a day: every old key is kept meanwhile, so a human must look. Alerted on each such
+            # pass (the alert book tells it once a day) before the row records it; resolved by the next read.
+            await run.alert(EVIDENCE_UNREADABLE, f"the sign-in log of tenant {run.target.tenant_id} could not be "
+                            f"read on any pass since {since.isoformat()} ({error.code}); the superseded key(s) "
+                            f"{', '.join(waiting)} are kept until it can", code=error.code)
+        if since != o.sign_ins_unreadable_since:
+            await run.save(run.target.with_observed(sign_ins_unreadable_since=since))
         return EvidenceVerdict(allows=False)
     if not evidence.available:
         if o.sign_ins is None or o.sign_ins.available:
@@ -66,9 +77,9 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
             # The last readable log showed these keys in use after the push: losing the log proves nothing about them,
             # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
             # them by hand; the other superseded keys fall back to the destinations' own proof.
-            await run.save(run.target.with_observed(sign_ins=evidence))
+            await run.save(run.target.with_observed(sign_ins=evidence, sign_ins_unreadable_since=None))
             return EvidenceVerdict(allows=True, keep=held, hold=o.evidence_hold, basis=_fallback(run))
-        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=""))
+        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold="", sign_ins_unreadable_since=None))
         return replace(NO_EVIDENCE, basis=_fallback(run))
     grace_over = s.retire_after is not None and now >= s.retire_after
     verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over)
@@ -76,7 +87,8 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
     if verdict.hold and not o.evidence_hold.startswith(condition + ":"):
         await run.event("sign-ins", condition, detail=verdict.hold)
         await run.alert(condition, verdict.hold.split(": ", 1)[1])
-    await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold))
+    await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold,
+                                            sign_ins_unreadable_since=None))
     return verdict
 
 

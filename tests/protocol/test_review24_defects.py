@@ -13,7 +13,6 @@ from tests.fakes import rotation_error
 from tests.protocol.test_sign_in_evidence import NOT_LICENSED, evidence_world, live, rotate, timer
 
 
-@pytest.mark.xfail(strict=True, reason="review24 defect")
 async def test_probe_persistent_read_failure_tells_a_human() -> None:
     world, target = evidence_world(retire_grace=timedelta(hours=1))
     old = await rotate(world, target)

@@ -15,7 +15,7 @@ from shared.domain import Actor, Target
 from shared.ports import Event
 from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts, target_details
-from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, NEW_KEY_UNUSED, OLD_KEY_STILL_USED
+from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, EVIDENCE_UNREADABLE, NEW_KEY_UNUSED, OLD_KEY_STILL_USED
 from tests.fakes import WRITES, Crash, FakeWorld, rotation_error
 
 NOT_LICENSED = ("Authentication_RequestFromNonPremiumTenantOrB2CTenant",
@@ -273,3 +273,31 @@ async def test_a_key_last_seen_in_use_stays_while_the_log_is_refused_and_goes_on
     world.sign_ins.refusal = None
     await timer(world, target)
     assert old not in live(world, target) and world.row(target).observed.evidence_hold == ""
+
+
+async def test_a_read_that_fails_for_about_a_day_raises_a_resolvable_condition_that_clears_when_it_answers() -> None:
+    world, target = evidence_world(retire_grace=timedelta(hours=1))
+    old = await rotate(world, target)
+    world.clock.advance(timedelta(hours=1))
+    world.sync(target, "proofpoint")
+    failing = world.faults.counts["sign_ins.read"] + 1
+    world.faults.add("sign_ins.read", rotation_error("TooManyRequests"), nth=failing, times=3)
+    # The first failures (the first pass, a retry an hour later): kept, recorded, nobody alarmed yet.
+    await timer(world, target)
+    world.clock.advance(timedelta(hours=1))
+    await timer(world, target)
+    assert old in live(world, target) and EVIDENCE_UNREADABLE not in world.alerter.conditions()
+    assert EVIDENCE_UNREADABLE not in open_alerts(world.row(target), StatusPolicy(), world.clock.now())
+    # Still failing at the next daily pass: a human is told, the status shows it.
+    world.clock.advance(timedelta(days=1))
+    await timer(world, target)
+    assert old in live(world, target)
+    [alert] = [a for a in world.alerter.raised if a.condition == EVIDENCE_UNREADABLE]
+    assert old in alert.message and "TooManyRequests" in alert.message
+    assert EVIDENCE_UNREADABLE in open_alerts(world.row(target), StatusPolicy(), world.clock.now())
+    # The log answers again: the condition resolves and the retirement goes on by the evidence.
+    world.clock.advance(timedelta(days=1))
+    await timer(world, target)
+    assert EVIDENCE_UNREADABLE in world.alerter.resolved_conditions()
+    assert world.row(target).observed.sign_ins_unreadable_since is None
+    assert EVIDENCE_UNREADABLE not in open_alerts(world.row(target), StatusPolicy(), world.clock.now())

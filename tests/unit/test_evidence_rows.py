@@ -25,15 +25,18 @@ def test_the_evidence_and_its_hold_survive_the_row() -> None:
     back = entity_to_target(target_to_entity(target))
     assert back.observed.sign_ins == evidence and back.observed.evidence_hold == target.observed.evidence_hold
     assert back.policy.retire_quiet_hours == 72
+    failing = entity_to_target(target_to_entity(target.with_observed(sign_ins_unreadable_since=AT)))
+    assert failing.observed.sign_ins_unreadable_since == AT
     refused = SignInEvidence(False, AT, AT, code="Authorization_RequestDenied", reason="no AuditLog.Read.All")
     assert entity_to_target(target_to_entity(target.with_observed(sign_ins=refused))).observed.sign_ins == refused
 
 
 def test_a_row_that_never_read_evidence_stores_nothing_for_it() -> None:
     entity = target_to_entity(Target(TENANT, APP))
-    assert not {"SignIns", "EvidenceHold", "RetireQuietHours"} & set(entity)
+    assert not {"SignIns", "EvidenceHold", "RetireQuietHours", "SignInsUnreadableSince"} & set(entity)
     back = entity_to_target(entity)
     assert back.observed.sign_ins is None and back.observed.evidence_hold == ""
+    assert back.observed.sign_ins_unreadable_since is None
     assert status_document(back)["signInEvidence"] is None
 
 
