@@ -11,9 +11,10 @@ Drift is what a human must look at: Proofpoint naming another application, an ex
 of the app (a key of another app pasted by hand, or a key since removed), or one matching only a credential the
 rotator did not make while the rotator's own key is in use (a key pasted by hand, a portal FIX), or the key the last
 rotation replaced still named after Proofpoint's own sync (pasted back, or a push that did not take: that key is
-then in use, and the retire step keeps it). A newer credential the rotator did not make that Proofpoint's expiry
-names is the one Proofpoint uses: adopted, as a foreign credential is (never removed; rotated only when due), and
-not drift (where Entra's sign-in log can say, once it has signed in: shared/protocol/assess.py).
+then in use, and the retire step keeps it), or several keys none of which is the rotator's (which one cannot be
+told, but not the rotator's: a replaced key among them is kept). A newer credential the rotator did not make that
+Proofpoint's expiry names is the one Proofpoint uses: adopted, as a foreign credential is (never removed; rotated
+only when due), and not drift (where Entra's sign-in log can say, once it has signed in: shared/protocol/assess.py).
 """
 
 from __future__ import annotations
@@ -101,11 +102,12 @@ def _expiry_match(
     mine = next((c for c in found if c.key_id == current), None)
     if mine is not None:
         return (mine if len(found) == 1 else None), ""
-    if len(found) > 1:
-        return None, ""  # several credentials end within the expiry's reach: it cannot tell which (not drift)
-    used = found[0]
     if not current:
-        return used, ""  # the rotator has delivered nothing yet: whichever key Proofpoint holds is the starting one
+        # The rotator has delivered nothing yet: whichever key Proofpoint holds is the starting one (one it can tell).
+        return (found[0] if len(found) == 1 else None), ""
+    if len(found) > 1:
+        return None, _ambiguous(found, target, report, current)
+    used = found[0]
     if used.key_id in target.state.superseded and not synced_since_push(target, report):
         # The key the last rotation replaced, shown until Proofpoint's own sync runs with the new one (its
         # secret_expiry moves with its sync): expected, not drift, and no proof of use (retirement must not wait on
@@ -123,6 +125,20 @@ def _expiry_match(
         return used, ""  # a newer key someone else made, and Proofpoint uses it: adopted (foreign-credential)
     return used, (f"Proofpoint's secret expires {shown}: key {used.key_id} ('{used.display_name}'), which the "
                   f"rotator did not make (pasted by hand, or a portal FIX), not key {current} it delivered")
+
+
+def _ambiguous(found: list[Credential], target: Target, report: ReportedUse, current: str) -> str:
+    """Several credentials end within the expiry's reach and none is the rotator's key: which one Proofpoint uses
+    cannot be told, but it is not the rotator's, so that is drift naming every candidate (a superseded one among them
+    is then kept from retirement: shared/protocol/finish.py keeps a superseded key the drift names). Before
+    Proofpoint's own sync since the push, a superseded key among them is the expected old one: not drift yet."""
+    superseded = [c for c in found if c.key_id in target.state.superseded]
+    if superseded and not synced_since_push(target, report):
+        return ""
+    names = ", ".join(f"{c.key_id} ('{c.display_name}')" for c in found)
+    return (f"Proofpoint's secret expires {report.expiry_shown}, which matches keys {names} of app {target.app_id}, "
+            f"none of them key {current} the rotator delivered; which one it uses cannot be told"
+            + ("; the superseded one(s) among them are kept until this is resolved" if superseded else ""))
 
 
 def synced_since_push(target: Target, report: ReportedUse) -> bool:

@@ -159,7 +159,11 @@ async def retire(run: Advance) -> None:
     # A key a destination demonstrably uses (its reported expiry names it, after its sync: shared/drift.py) is never
     # removed, whatever else allows it: the drift alert tells a human; the next check (daily while drift holds)
     # frees it.
-    reported = frozenset(run.target.observed.uses.values())
+    # A superseded key a drift finding names (Proofpoint's expiry matching several keys, none the rotator's: it may
+    # be the one in use) is kept alike until the drift clears.
+    drift = run.target.observed.drift.values()
+    named = frozenset(k for k in state.superseded if any(k in text for text in drift))
+    reported = frozenset(run.target.observed.uses.values()) | named
     removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
                                        sync_proven=proven and evidence.allows, keep=evidence.keep | reported)
     if len(others) != run.target.observed.other_credentials:

@@ -153,6 +153,31 @@ def test_before_the_first_rotation_any_live_key_proofpoint_uses_is_no_drift() ->
 def test_two_keys_within_the_expirys_reach_cannot_be_told_apart_and_are_not_drift() -> None:
     twin = Credential("k-twin", "created by hand", NOW - timedelta(days=1), MINE.end + timedelta(hours=5))
     assert drift_of(settings("2027-05-05"), MINE, twin) == (None, "")
+    # Before the first rotation, either may be the starting key: no drift.
+    assert drift_of(settings("2027-05-05"), MINE, twin, current="") == (None, "")
+
+
+def test_several_matching_keys_none_the_rotators_is_drift_naming_each() -> None:
+    one = Credential("k-a", "created by hand", NOW - timedelta(days=300), datetime(2027, 2, 1, 8, tzinfo=UTC))
+    two = Credential("k-b", "Vircom Portal FIX", NOW - timedelta(days=2), datetime(2027, 2, 1, 20, tzinfo=UTC))
+    three = Credential("k-c", "created by hand", NOW - timedelta(days=100), datetime(2027, 2, 1, 23, tzinfo=UTC))
+    for keys in ((one, two), (one, two, three), (two, three)):
+        used, problems = drift_of(settings("2027-02-01"), MINE, *keys)
+        assert used is None and "cannot be told" in problems and "k-mine" in problems
+        assert all(k.key_id in problems for k in keys)
+
+
+def test_several_matching_keys_with_a_superseded_one_are_drift_after_the_sync_only() -> None:
+    one = Credential("k-a", "created by hand", NOW - timedelta(days=300), datetime(2027, 2, 1, 8, tzinfo=UTC))
+    two = Credential("k-b", "created by hand", NOW - timedelta(days=200), datetime(2027, 2, 1, 20, tzinfo=UTC))
+    ack = Ack("k-mine", NOW - timedelta(hours=2), sync_after=NOW - timedelta(hours=2))
+    waiting = target().with_state(superseded=("k-a",), acks={"proofpoint": ack})
+    report = reported_use("proofpoint", settings("2027-02-01"))
+    assert find_drift(report, waiting, app(MINE, one, two), NOW).problems == (), "the old key until the sync"
+    synced = waiting.with_state(acks={"proofpoint": Ack("k-mine", ack.at, sync_after=ack.sync_after,
+                                                        synced_at=NOW - timedelta(hours=1))})
+    [problem] = find_drift(report, synced, app(MINE, one, two), NOW).problems
+    assert "k-a" in problem and "k-b" in problem and "kept" in problem
 
 
 def test_a_failing_sync_for_two_days_is_drift_one_failure_is_not() -> None:

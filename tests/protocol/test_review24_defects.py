@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts
 from shared.sign_in_proof import OLD_KEY_STILL_USED
@@ -64,7 +62,6 @@ async def test_probe_daily_consumer_of_old_key_is_not_judged_quiet() -> None:
     assert old in live(world, target), "an old key used every day was removed as quiet"
 
 
-@pytest.mark.xfail(strict=True, reason="review24 defect")
 def test_probe_two_matching_keys_neither_the_rotators_is_drift() -> None:
     from datetime import UTC, datetime
 
