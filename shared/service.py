@@ -9,7 +9,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from shared.conditions import STATUS_CONDITIONS, acknowledged
-from shared.domain import Actor, Application, AssessmentStatus, Stage, Target, actor_of, days_left, renew_before
+from shared.domain import (
+    Actor,
+    Application,
+    AssessmentStatus,
+    Credential,
+    Stage,
+    Target,
+    actor_of,
+    days_left,
+    renew_before,
+)
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
 from shared.ports import (
     Destination,
@@ -26,7 +36,7 @@ from shared.ports import (
 from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
 from shared.rotation import Engine, Outcome
-from shared.sign_in_proof import EVIDENCE_UNREADABLE, unreadable
+from shared.sign_in_proof import EVIDENCE_UNREADABLE, SELF_SIGN_IN_MARGIN, unreadable
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
@@ -233,6 +243,9 @@ async def target_details(
                     "role": _credential_role(c.key_id, s.current_key_id, s.new_key_id, s.superseded),
                     # From the last sign-in evidence read (null where it saw none, or none was read).
                     "firstSignIn": _iso(seen.first_sign_in) if (seen := signed.get(c.key_id)) else None,
+                    # The rotator's own verify probe is the new key's first sign-in in the log: said so, not shown
+                    # as if a destination had used it (a sign-in by 5 minutes after the push is never anyone else's).
+                    "firstSignInBy": "rotator-probe" if seen and _probe(target, c, seen.first_sign_in) else None,
                     "lastSignIn": _iso(seen.last_sign_in) if seen else None,
                     "lastSignInIp": seen.last_ip_address if seen else None,
                     "usedBy": sorted(n for n, k in target.observed.uses.items() if k == c.key_id),
@@ -290,6 +303,16 @@ async def target_details(
         "keyVault": vault_doc,
         "events": events,
     }
+
+
+def _probe(target: Target, credential: Credential, first: datetime | None) -> bool:
+    """Whether a credential's first logged sign-in is the rotator's verify probe: a key the rotator made, in use or
+    rolling out, whose first sign-in is not later than its first push plus the self-sign-in margin (or not pushed)."""
+    s = target.state
+    if first is None or credential.rotation_id is None or credential.key_id not in (s.current_key_id, s.new_key_id):
+        return False
+    pushes = [a.at for a in s.acks.values() if a.key_id == credential.key_id]
+    return not pushes or first <= min(pushes) + SELF_SIGN_IN_MARGIN
 
 
 def _credential_role(key_id: str, current: str, new: str, superseded: Sequence[str]) -> str | None:

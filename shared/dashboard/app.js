@@ -887,6 +887,10 @@ function signInCell(d, c, which) {
   const at = c[which];
   if (!at) return h("span", { class: "muted", title: `read ${dateTime(e.readAt)}` }, `none since ${date(e.since)}`);
   const where = which === "lastSignIn" && c.lastSignInIp ? ` from ${c.lastSignInIp}` : "";
+  if (which === "firstSignIn" && c.firstSignInBy === "rotator-probe") {
+    // The rotator's own verify probe (before or right at the push), not a destination using the key.
+    return h("span", { title: `${dateTime(at)}: the rotator's own check of the new key (read ${dateTime(e.readAt)})`, "data-signin": which, "data-signin-by": "rotator-probe" }, dateTime(at), h("span", { class: "muted" }, " rotator's check"));
+  }
   return h("span", { title: `${dateTime(at)}${where} (read ${dateTime(e.readAt)})`, "data-signin": which }, dateTime(at), where ? h("span", { class: "muted" }, where) : "");
 }
 

@@ -6,12 +6,13 @@ a crash at any point of a retirement on evidence converges."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
 
 from shared.cli import status_rows
-from shared.domain import Actor, Target
+from shared.domain import Actor, CredentialSignIns, Target
 from shared.ports import Event
 from shared.registry import status_document
 from shared.service import StatusPolicy, open_alerts, target_details
@@ -192,7 +193,28 @@ async def test_the_details_show_each_credentials_sign_ins() -> None:
     by_key = {c["keyId"]: c for c in doc["entra"]["credentials"]}
     assert by_key[old]["lastSignIn"] == world.clock.now().isoformat() and by_key[old]["lastSignInIp"] == "192.0.2.55"
     new = world.row(target).state.current_key_id
-    assert by_key[new]["firstSignIn"] is not None and by_key[new]["lastSignInIp"] == "198.51.100.1"  # the probe
+    # The new key's only sign-in is the rotator's own verify probe: shown, and said to be the probe.
+    assert by_key[new]["firstSignIn"] is not None and by_key[new]["lastSignInIp"] == "198.51.100.1"
+    assert by_key[new]["firstSignInBy"] == "rotator-probe" and by_key[old]["firstSignInBy"] is None
+    # Proofpoint's sync signs in with it after the push: its first sign-in is still the probe (earlier), labelled so;
+    # a key whose first logged sign-in is after the push plus the margin is not.
+    world.clock.advance(timedelta(hours=2))
+    assert world.sync(target, "proofpoint")
+    world.clock.advance(timedelta(minutes=10))
+    await timer(world, target)
+    doc = await target_details(world.state, world.directory, world.secrets, target.tenant_id, target.app_id,
+                               StatusPolicy(), world.clock.now())
+    by_key = {c["keyId"]: c for c in doc["entra"]["credentials"]}
+    assert by_key[new]["firstSignInBy"] == "rotator-probe" and by_key[new]["lastSignIn"] != by_key[new]["firstSignIn"]
+    pushed = min(a.at for a in world.row(target).state.acks.values() if a.key_id == new)
+    row = world.row(target)
+    assert row.observed.sign_ins is not None
+    later = CredentialSignIns(new, pushed + timedelta(minutes=6), pushed + timedelta(hours=2))
+    moved = replace(row.observed.sign_ins, credentials={**row.observed.sign_ins.credentials, new: later})
+    world.state._write(row.with_observed(sign_ins=moved))
+    doc = await target_details(world.state, world.directory, world.secrets, target.tenant_id, target.app_id,
+                               StatusPolicy(), world.clock.now())
+    assert {c["keyId"]: c for c in doc["entra"]["credentials"]}[new]["firstSignInBy"] is None
 
 
 # ------------------------------------------------------------------------------------------ crash safety
