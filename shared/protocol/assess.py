@@ -91,7 +91,7 @@ async def drift_checked(
     """When due (`drift_check_due`, or a foreign credential not yet seen in use), read what each destination that
     reports it says of the app and secret it uses: the credential it demonstrably uses decides which foreign
     credential is adopted (none when it uses the rotator's key), and what differs is drift, recorded and alerted.
-    A healthy target is read every two weeks (DRIFT_CHECK_DAYS), one with drift daily, one whose replaced key waits
+    A healthy target is read every 30 days (DRIFT_CHECK_DAYS), one with drift daily, one whose replaced key waits
     for retirement at every pass; a target due, expired or missing is about to be rotated (the push reads the
     settings anyway)."""
     seen = observed(run.target, found, now)

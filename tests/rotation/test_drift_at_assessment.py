@@ -295,7 +295,7 @@ async def test_a_replaced_key_pasted_back_into_proofpoint_is_drift_and_never_ret
     hand = credential("created by hand", "-300d", "+12d")
     due = seed(world, "PastedBack", credentials=[hand], held=hand["keyId"], expiry="+12d")
     async with rotator() as svc:
-        # Read for drift just before (its regular check is two weeks away): the replaced key must be watched anyway.
+        # Read for drift just before (its regular check is a period away): the replaced key must be watched anyway.
         await svc.state.create_target(due.target(destinations(world, due)).with_observed(
             drift_checked_at=datetime.now(UTC)))
     async with rotator(RETIRE_GRACE_HOURS="0") as svc:
