@@ -157,7 +157,8 @@ def synced_since_push(target: Target, report: ReportedUse) -> bool:
 def drift_check_due(target: Target, now: datetime, every_days: int = DRIFT_CHECK_DAYS) -> bool:
     """Whether this idle target's destinations are read for drift in this pass: at its first assessment (a customer
     just onboarded is checked at once), then on its own day of the period (a stable hash of its key, so a daily pass
-    reads a DRIFT_CHECK_DAYS-th of the fleet), or whenever the last check is older than the period and a day (a missed day)."""
+    reads one period's share of the fleet), or whenever the last check is older than the period and a day (a missed
+    day)."""
     last = target.observed.drift_checked_at
     if last is None or now - last >= timedelta(days=every_days + 1):
         return True
