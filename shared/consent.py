@@ -12,17 +12,13 @@ A state is `v1.<payload>.<signature>`, both base64url without padding; the paylo
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import hmac
-import json
 import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
+from shared import sealed
 from shared.domain import GUID
 
 VERSION = "v1"
@@ -49,16 +45,7 @@ class ConsentState:
     key_version: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, payload: str) -> bytes:
-    return hmac.new(key, f"{VERSION}.{payload}".encode("ascii"), hashlib.sha256).digest()
+_PREFIX = f"{VERSION}.".encode("ascii")  # what the signature covers before the payload (the version)
 
 
 def sign(key: bytes, key_version: str, tenant_id: str, now: datetime, lifetime: timedelta,
@@ -71,8 +58,7 @@ def sign(key: bytes, key_version: str, tenant_id: str, now: datetime, lifetime: 
         key_version=key_version,
     )
     doc = {"t": state.tenant_id, "n": state.nonce, "e": int(state.expires.timestamp()), "k": key_version}
-    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    return f"{VERSION}.{payload}.{_b64(_mac(key, payload))}", state
+    return sealed.seal(key, _PREFIX, VERSION, doc), state
 
 
 def _invalid(why: str) -> ConsentRefused:
@@ -84,39 +70,19 @@ def unverified(text: str) -> ConsentState:
     """The claims of a state before its signature is checked: only to know which key to check it with."""
     if not text:
         raise ConsentRefused("MissingState", "the answer carries no state: open the consent link your MSP sent")
-    if len(text) > MAX_STATE_LENGTH:
-        raise _invalid("too long")
-    parts = text.split(".")
-    if len(parts) != 3 or parts[0] != VERSION:
-        raise _invalid("not in the rotator's format")
-    try:
-        doc = json.loads(_unb64(parts[1]))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise _invalid("unreadable") from None
-    if not isinstance(doc, dict):
-        raise _invalid("unreadable")
+    doc = sealed.opened(text, VERSION, MAX_STATE_LENGTH, _invalid)
     tenant, nonce, expires, key_version = doc.get("t"), doc.get("n"), doc.get("e"), doc.get("k")
     if not (isinstance(tenant, str) and GUID.fullmatch(tenant) and isinstance(nonce, str) and 16 <= len(nonce) <= 64
-            and nonce.isalnum() and isinstance(expires, int) and not isinstance(expires, bool)
-            and isinstance(key_version, str) and 0 < len(key_version) <= 64 and key_version.isalnum()):
+            and nonce.isalnum() and isinstance(key_version, str) and 0 < len(key_version) <= 64
+            and key_version.isalnum()):
         raise _invalid("incomplete")
-    try:
-        moment = datetime.fromtimestamp(expires, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise _invalid("incomplete") from None
-    return ConsentState(tenant.lower(), nonce, moment, key_version)
+    return ConsentState(tenant.lower(), nonce, sealed.moment(expires, _invalid), key_version)
 
 
 def verify(text: str, key: bytes, now: datetime) -> ConsentState:
     """The state's claims once its signature matches `key` and it has not expired; ConsentRefused otherwise."""
     claims = unverified(text)
-    _, payload, signature = text.split(".")
-    try:
-        given = _unb64(signature)
-    except (binascii.Error, ValueError):
-        raise _invalid("bad signature") from None
-    if not hmac.compare_digest(given, _mac(key, payload)):
-        raise _invalid("bad signature")
+    sealed.check_signature(text, key, _PREFIX, _invalid)
     if now >= claims.expires:
         raise ConsentRefused("StateExpired", f"this consent link expired at {claims.expires.isoformat()}; "
                              "ask your MSP for a new link (consent links are valid for a limited time)")

@@ -23,11 +23,8 @@ the consent store (ports.ConsentStore.use_state) before it redeems anything. No 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import hmac
-import json
 import re
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
@@ -36,7 +33,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 from urllib.parse import urlencode
 
-from shared import consent
+from shared import consent, sealed
 from shared.errors import Conflict, PartnerRefused
 from shared.ports import ConsentKeys, ConsentStore
 
@@ -72,31 +69,19 @@ class SignInState:
     run_id: str = ""
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, label: bytes, text: str) -> bytes:
-    return hmac.new(key, label + text.encode("utf-8"), hashlib.sha256).digest()
-
-
 def operator_tag(key: bytes, operator: str) -> str:
     """The operator's name as the state carries it: a keyed hash, so the state names nobody."""
-    return _b64(_mac(key, _OPERATOR_LABEL, operator)[:18])
+    return sealed.b64(sealed.mac(key, _OPERATOR_LABEL, operator)[:18])
 
 
 def verifier(key: bytes, nonce: str) -> str:
     """The PKCE code verifier of the sign-in with this nonce: 43 characters of base64url (RFC 7636 section 4.1)."""
-    return _b64(_mac(key, _VERIFIER_LABEL, nonce))
+    return sealed.b64(sealed.mac(key, _VERIFIER_LABEL, nonce))
 
 
 def challenge(code_verifier: str) -> str:
     """The S256 code challenge of a verifier (RFC 7636 section 4.2)."""
-    return _b64(hashlib.sha256(code_verifier.encode("ascii")).digest())
+    return sealed.b64(hashlib.sha256(code_verifier.encode("ascii")).digest())
 
 
 def begin(key: bytes, key_version: str, operator: str, now: datetime, run_id: str = "",
@@ -113,8 +98,7 @@ def begin(key: bytes, key_version: str, operator: str, now: datetime, run_id: st
     )
     doc = {"o": state.operator_tag, "n": state.nonce, "e": int(state.expires.timestamp()), "k": key_version,
            "r": run_id}
-    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    return f"{VERSION}.{payload}.{_b64(_mac(key, _STATE_LABEL, payload))}", state
+    return sealed.seal(key, _STATE_LABEL, VERSION, doc), state
 
 
 def _invalid(why: str) -> SignInRefused:
@@ -127,41 +111,21 @@ def unverified(text: str) -> SignInState:
     if not text:
         raise SignInRefused("MissingState", "the sign-in answer carries no state; start the partner sign-in again "
                             "from the dashboard's onboarding page")
-    if len(text) > MAX_STATE_LENGTH:
-        raise _invalid("too long")
-    parts = text.split(".")
-    if len(parts) != 3 or parts[0] != VERSION:
-        raise _invalid("not in the rotator's format")
-    try:
-        doc = json.loads(_unb64(parts[1]))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise _invalid("unreadable") from None
-    if not isinstance(doc, dict):
-        raise _invalid("unreadable")
+    doc = sealed.opened(text, VERSION, MAX_STATE_LENGTH, _invalid)
     tag, nonce, expires, key_version, run_id = doc.get("o"), doc.get("n"), doc.get("e"), doc.get("k"), doc.get("r")
     if not (isinstance(tag, str) and 0 < len(tag) <= 64 and isinstance(nonce, str) and len(nonce) == 32
-            and all(c in "0123456789abcdef" for c in nonce) and isinstance(expires, int)
-            and not isinstance(expires, bool) and isinstance(key_version, str) and 0 < len(key_version) <= 64
-            and key_version.isalnum() and isinstance(run_id, str) and (run_id == "" or _RUN_ID.fullmatch(run_id))):
+            and all(c in "0123456789abcdef" for c in nonce) and isinstance(key_version, str)
+            and 0 < len(key_version) <= 64 and key_version.isalnum() and isinstance(run_id, str)
+            and (run_id == "" or _RUN_ID.fullmatch(run_id))):
         raise _invalid("incomplete")
-    try:
-        moment = datetime.fromtimestamp(expires, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise _invalid("incomplete") from None
-    return SignInState(tag, nonce, moment, key_version, run_id)
+    return SignInState(tag, nonce, sealed.moment(expires, _invalid), key_version, run_id)
 
 
 def verify(text: str, key: bytes, now: datetime, operator: str) -> SignInState:
     """The state's claims once its signature matches `key`, it has not expired and `operator` started it;
     SignInRefused otherwise (InvalidState, StateExpired, OtherOperator)."""
     claims = unverified(text)
-    _, payload, signature = text.split(".")
-    try:
-        given = _unb64(signature)
-    except (binascii.Error, ValueError):
-        raise _invalid("bad signature") from None
-    if not hmac.compare_digest(given, _mac(key, _STATE_LABEL, payload)):
-        raise _invalid("bad signature")
+    sealed.check_signature(text, key, _STATE_LABEL, _invalid)
     if now >= claims.expires:
         raise SignInRefused("StateExpired", f"this sign-in expired at {claims.expires.isoformat()} (a partner sign-in "
                             f"is good for {int(LIFETIME.total_seconds() // 60)} minutes); start it again")

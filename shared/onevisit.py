@@ -27,11 +27,7 @@ no consent state is a one-visit state and no signature is ever a verifier.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import hmac
-import json
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
-from shared import consent
+from shared import consent, sealed
 from shared.consent import ConsentRefused
 from shared.domain import GUID, Actor, Target, actor_of
 from shared.errors import AppNotFound, Conflict, NotFound, PartnerRefused, RotationError
@@ -84,18 +80,6 @@ class VisitState:
     key_version: str
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _mac(key: bytes, label: bytes, text: str) -> bytes:
-    return hmac.new(key, label + text.encode("utf-8"), hashlib.sha256).digest()
-
-
 def is_visit_state(text: str) -> bool:
     """Whether an answer at /api/consent belongs to the second click (its state is a one-visit state)."""
     return text.startswith(f"{VERSION}.")
@@ -108,18 +92,17 @@ def sign(key: bytes, key_version: str, tenant_id: str, app_id: str, now: datetim
                         (now + lifetime).astimezone(UTC).replace(microsecond=0), key_version)
     doc = {"t": claims.tenant_id, "a": claims.app_id, "s": claims.step, "n": claims.nonce,
            "e": int(claims.expires.timestamp()), "k": key_version}
-    payload = _b64(json.dumps(doc, separators=(",", ":")).encode("utf-8"))
-    return f"{VERSION}.{payload}.{_b64(_mac(key, _STATE_LABEL, payload))}", claims
+    return sealed.seal(key, _STATE_LABEL, VERSION, doc), claims
 
 
 def verifier(key: bytes, nonce: str) -> str:
     """The PKCE code verifier of the sign-in with this nonce: 43 characters of base64url (RFC 7636 section 4.1)."""
-    return _b64(_mac(key, _VERIFIER_LABEL, nonce))
+    return sealed.b64(sealed.mac(key, _VERIFIER_LABEL, nonce))
 
 
 def challenge(code_verifier: str) -> str:
     """The S256 code challenge of a verifier (RFC 7636 section 4.2)."""
-    return _b64(hashlib.sha256(code_verifier.encode("ascii")).digest())
+    return sealed.b64(hashlib.sha256(code_verifier.encode("ascii")).digest())
 
 
 def _invalid(why: str) -> ConsentRefused:
@@ -131,41 +114,20 @@ def unverified(text: str) -> VisitState:
     """The claims of a state before its signature is checked: only to know which key version to check it with."""
     if not text:
         raise ConsentRefused("MissingState", "the answer carries no state: open the link on the consent page again")
-    if len(text) > MAX_STATE_LENGTH:
-        raise _invalid("too long")
-    parts = text.split(".")
-    if len(parts) != 3 or parts[0] != VERSION:
-        raise _invalid("not in the rotator's format")
-    try:
-        doc = json.loads(_unb64(parts[1]))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
-        raise _invalid("unreadable") from None
-    if not isinstance(doc, dict):
-        raise _invalid("unreadable")
+    doc = sealed.opened(text, VERSION, MAX_STATE_LENGTH, _invalid)
     tenant, app, step, nonce, expires, version = (doc.get(k) for k in ("t", "a", "s", "n", "e", "k"))
     if not (isinstance(tenant, str) and GUID.fullmatch(tenant) and isinstance(app, str) and GUID.fullmatch(app)
             and step == STEP_OWNER and isinstance(nonce, str) and len(nonce) == 32
-            and all(c in "0123456789abcdef" for c in nonce) and isinstance(expires, int)
-            and not isinstance(expires, bool) and isinstance(version, str) and 0 < len(version) <= 64
+            and all(c in "0123456789abcdef" for c in nonce) and isinstance(version, str) and 0 < len(version) <= 64
             and version.isalnum()):
         raise _invalid("incomplete")
-    try:
-        moment = datetime.fromtimestamp(expires, UTC)
-    except (OverflowError, OSError, ValueError):
-        raise _invalid("incomplete") from None
-    return VisitState(tenant.lower(), app.lower(), step, nonce, moment, version)
+    return VisitState(tenant.lower(), app.lower(), step, nonce, sealed.moment(expires, _invalid), version)
 
 
 def verify(text: str, key: bytes, now: datetime) -> VisitState:
     """The state's claims once its signature matches `key` and it has not expired; ConsentRefused otherwise."""
     claims = unverified(text)
-    _, payload, signature = text.split(".")
-    try:
-        given = _unb64(signature)
-    except (binascii.Error, ValueError):
-        raise _invalid("bad signature") from None
-    if not hmac.compare_digest(given, _mac(key, _STATE_LABEL, payload)):
-        raise _invalid("bad signature")
+    sealed.check_signature(text, key, _STATE_LABEL, _invalid)
     if now >= claims.expires:
         raise ConsentRefused("StateExpired", f"this link expired at {claims.expires.isoformat()} (it is good for "
                              f"{int(LIFETIME.total_seconds() // 60)} minutes); open the consent page's link again, "

@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import pytest
 
-from shared import consent, onevisit
+from shared import consent, onevisit, sealed
 from shared.bulk_onboarding import DEFAULT_TEMPLATE
 from shared.consent import ConsentRefused
 from shared.domain import Target
@@ -191,22 +191,22 @@ async def test_an_answer_the_rotator_did_not_sign_for_this_tenant_app_and_step_i
     query = await link(setup)
     state = query["state"]
     _, payload, signature = state.split(".")
-    doc = json.loads(onevisit._unb64(payload))
+    doc = json.loads(sealed.unb64(payload))
     key = setup.keys.keys["v1"]
     now = NOW + timedelta(minutes=1)
 
     def resigned(**changes: Any) -> str:
-        body = onevisit._b64(json.dumps({**doc, **changes}).encode())
-        return f"o1.{body}.{onevisit._b64(onevisit._mac(key, onevisit._STATE_LABEL, body))}"
+        body = sealed.b64(json.dumps({**doc, **changes}).encode())
+        return f"o1.{body}.{sealed.b64(sealed.mac(key, onevisit._STATE_LABEL, body))}"
 
     if tamper == "tenant":  # signed for another tenant, then its payload edited
-        state = f"o1.{onevisit._b64(json.dumps({**doc, 't': str(uuid.uuid4())}).encode())}.{signature}"
+        state = f"o1.{sealed.b64(json.dumps({**doc, 't': str(uuid.uuid4())}).encode())}.{signature}"
     elif tamper == "app":
-        state = f"o1.{onevisit._b64(json.dumps({**doc, 'a': str(uuid.uuid4())}).encode())}.{signature}"
+        state = f"o1.{sealed.b64(json.dumps({**doc, 'a': str(uuid.uuid4())}).encode())}.{signature}"
     elif tamper == "step":
         state = resigned(s="register")
     elif tamper == "signature":
-        state = f"o1.{payload}.{onevisit._b64(b'x' * 32)}"
+        state = f"o1.{payload}.{sealed.b64(b'x' * 32)}"
     elif tamper == "expired":
         now = NOW + onevisit.LIFETIME + timedelta(seconds=1)
     elif tamper == "consent-state":  # the first click's state is not the second's
