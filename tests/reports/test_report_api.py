@@ -17,12 +17,13 @@ from shared.bootstrap import services
 from shared.customer_report import CustomerReport, gather, policy_from, state_of
 from shared.inventory import InventoryQuery
 from tests.api.conftest import Api, functions
+from tests.material import client_secret
 from tests.rotation.conftest import World
 from tests.rotation.test_entrypoints import register
 
 READER = ("reader@msp.example", ("Rotator.Read",))
 BACKUP_APP, BACKUP_KEY = "b4c6b4c6-0000-4000-8000-00000000b4c6", "b4c6b4c6-0000-4000-8000-0000000000e1"
-BACKUP_SECRET = "Bk8Q~backup-connector-secret-value-0123456789"
+BACKUP_SECRET = client_secret("bkp")  # made at run time (tests/material.py): nothing secret-shaped is committed
 
 
 async def population(api: Api, world: World):  # type: ignore[no-untyped-def]
