@@ -33,6 +33,7 @@ from shared.tls import tls_context
 
 if TYPE_CHECKING:
     import httpx
+    from azure.core.credentials_async import AsyncTokenCredential
     from kiota_abstractions.api_error import APIError
     from msgraph.generated.models.password_credential import PasswordCredential
     from msgraph.graph_service_client import GraphServiceClient
@@ -250,20 +251,9 @@ class GraphDirectory:
 
     async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None = None) -> dict[str, Any]:
         """One plain GET of Graph JSON with the tenant's token; an error answer raised as GraphAnswer."""
-        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
-        async with self._reads.get(url if url.startswith("https://") else self._base_url + url, params=params,
-                                   headers={"Authorization": f"Bearer {token.token}", "Accept": "application/json"},
-                                   timeout=_READ_TIMEOUT, allow_redirects=False) as response:
-            body = await response.read()
-            if response.status >= 400:
-                code, message = "GraphError", f"HTTP {response.status}"
-                try:
-                    error = json.loads(body).get("error") or {}
-                    code, message = error.get("code") or code, error.get("message") or message
-                except (ValueError, AttributeError):
-                    pass
-                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
-        doc: dict[str, Any] = json.loads(body)
+        doc: dict[str, Any] = await get_json(self._reads, self._credentials.graph(tenant_id),
+                                             url if url.startswith("https://") else self._base_url + url, params,
+                                             _READ_TIMEOUT)
         return doc
 
     async def _read(
@@ -428,3 +418,44 @@ def _guid(value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError as error:
         raise AppNotFound(f"{value!r} is not an application (client) id", code="InvalidAppId") from error
+
+
+async def get_json(session: aiohttp.ClientSession, credential: AsyncTokenCredential, url: str,
+                   params: dict[str, str] | None, limit: aiohttp.ClientTimeout) -> Any:
+    """One plain GET of Graph JSON with a token of `credential` (never following a redirect); an error answer
+    raised as GraphAnswer with Graph's own code and message."""
+    token = await credential.get_token(GRAPH_SCOPE)
+    headers = {"Authorization": f"Bearer {token.token}", "Accept": "application/json"}
+    async with session.get(url, params=params, timeout=limit, allow_redirects=False, headers=headers) as response:
+        body = await response.read()
+        if response.status >= 400:
+            code, message = "GraphError", f"HTTP {response.status}"
+            try:
+                error = json.loads(body).get("error") or {}
+                code, message = error.get("code") or code, error.get("message") or message
+            except (ValueError, AttributeError):
+                pass
+            raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
+    return json.loads(body)
+
+
+async def read_retrying(fetch: Callable[[], Awaitable[T]], tenant_id: str, what: str, attempts: int,
+                        sleep: Callable[[float], Awaitable[None]],
+                        refusal: Callable[[GraphAnswer], Exception | None] = lambda answer: None) -> T:
+    """A read (it changes nothing) retried while Graph throttles or has a transient error, after the wait it asks
+    for; the reader's own `refusal` of an answer raised as it is, every other error translated as graph.py does."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await fetch()
+        except GraphAnswer as answer:
+            refused = refusal(answer)
+            if refused is not None:
+                raise refused from answer
+            error = _translate(answer, tenant_id, what)
+        except Exception as failure:  # the transport's and the credential's errors
+            error = _translate(failure, tenant_id, what)
+        if isinstance(error, Throttled) and attempt < attempts:
+            await sleep(error.retry_after or float(attempt))
+            continue
+        raise error
+    raise AssertionError("unreachable")

@@ -15,16 +15,15 @@ a tenant's objects are never all held at once. Read-only: nothing here writes to
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from shared.adapters.graph import GraphAnswer, _seconds, _translate
-from shared.adapters.identity import GRAPH_SCOPE, Credentials
-from shared.errors import RotationError, StaleDeltaLink, Throttled
+from shared.adapters.graph import GraphAnswer, get_json, read_retrying
+from shared.adapters.identity import Credentials
+from shared.errors import RotationError, StaleDeltaLink
 from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
 
 _ATTEMPTS = 5
@@ -119,38 +118,18 @@ class GraphInventory:
     async def _page(self, tenant_id: str, kind: ObjectKind, url: str, params: dict[str, str] | None
                     ) -> dict[str, Any]:
         what = f"reading the {ENTITY_SET[kind]} of the inventory"
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return await self._get(tenant_id, url, params)
-            except GraphAnswer as answer:
-                if stale(answer):
-                    raise StaleDeltaLink(f"{what} in tenant {tenant_id}: {answer.message}", code=answer.code) \
-                        from answer
-                error = _translate(answer, tenant_id, what)
-            except Exception as failure:  # the transport's and the credential's errors, translated as graph.py does
-                error = _translate(failure, tenant_id, what)
-            if isinstance(error, Throttled) and attempt < _ATTEMPTS:
-                await self.sleep(error.retry_after or float(attempt))
-                continue
-            raise error
-        raise AssertionError("unreachable")
+
+        def refusal(answer: GraphAnswer) -> Exception | None:
+            if stale(answer):
+                return StaleDeltaLink(f"{what} in tenant {tenant_id}: {answer.message}", code=answer.code)
+            return None
+
+        return await read_retrying(lambda: self._get(tenant_id, url, params), tenant_id, what, _ATTEMPTS,
+                                   self.sleep, refusal)
 
     async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
-        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
         self.calls += 1
-        async with self._session.get(url, params=params, timeout=_TIMEOUT, allow_redirects=False,
-                                     headers={"Authorization": f"Bearer {token.token}",
-                                              "Accept": "application/json"}) as response:
-            body = await response.read()
-            if response.status >= 400:
-                code, message = "GraphError", f"HTTP {response.status}"
-                try:
-                    error = json.loads(body).get("error") or {}
-                    code, message = error.get("code") or code, error.get("message") or message
-                except (ValueError, AttributeError):
-                    pass
-                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
-        doc = json.loads(body)
+        doc = await get_json(self._session, self._credentials.graph(tenant_id), url, params, _TIMEOUT)
         if not isinstance(doc, dict):
             raise RotationError(f"Graph answered tenant {tenant_id}'s delta read with something else than a page",
                                 code="UnexpectedAnswer")

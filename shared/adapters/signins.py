@@ -15,7 +15,6 @@ its error answers are translated by the same rules.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,9 +23,9 @@ from typing import Any
 import aiohttp
 
 # The plain-read helpers of the directory adapter: the same error translation and time parsing for every Graph read.
-from shared.adapters.graph import GraphAnswer, _guid, _seconds, _translate, _when
-from shared.adapters.identity import GRAPH_SCOPE, Credentials
-from shared.errors import RotationError, Throttled
+from shared.adapters.graph import GraphAnswer, _guid, _when, get_json, read_retrying
+from shared.adapters.identity import Credentials
+from shared.errors import RotationError
 from shared.ports import Clock, CredentialSignIns, SignInEvidence
 
 # Graph's documented maximum page of the sign-in log (signin-list.md: "The maximum and default page size is 1,000").
@@ -120,36 +119,15 @@ class GraphSignInLog:
     async def _page(self, tenant_id: str, app_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         """One page; throttling and transient server errors retried (a read changes nothing), refusals raised."""
         what = f"reading the sign-in log of app {app_id}"
-        for attempt in range(1, _ATTEMPTS + 1):
-            try:
-                return await self._get(tenant_id, url, params)
-            except GraphAnswer as answer:
-                if answer.status == 403 and answer.code in REASONS:
-                    raise _Refused(answer.code) from answer
-                error = _translate(answer, tenant_id, what)
-            except Exception as failure:  # the transport's and the credential's errors, translated as graph.py does
-                error = _translate(failure, tenant_id, what)
-            if isinstance(error, Throttled) and attempt < _ATTEMPTS:
-                await self.sleep(error.retry_after or float(attempt))
-                continue
-            raise error
-        raise AssertionError("unreachable")
+
+        def refusal(answer: GraphAnswer) -> Exception | None:
+            return _Refused(answer.code) if answer.status == 403 and answer.code in REASONS else None
+
+        return await read_retrying(lambda: self._get(tenant_id, url, params), tenant_id, what, _ATTEMPTS,
+                                   self.sleep, refusal)
 
     async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
-        token = await self._credentials.graph(tenant_id).get_token(GRAPH_SCOPE)
-        async with self._session.get(url, params=params, timeout=_TIMEOUT, allow_redirects=False,
-                                     headers={"Authorization": f"Bearer {token.token}",
-                                              "Accept": "application/json"}) as response:
-            body = await response.read()
-            if response.status >= 400:
-                code, message = "GraphError", f"HTTP {response.status}"
-                try:
-                    error = json.loads(body).get("error") or {}
-                    code, message = error.get("code") or code, error.get("message") or message
-                except (ValueError, AttributeError):
-                    pass
-                raise GraphAnswer(response.status, code, message, _seconds(response.headers.get("Retry-After")))
-        doc = json.loads(body)
+        doc = await get_json(self._session, self._credentials.graph(tenant_id), url, params, _TIMEOUT)
         if not isinstance(doc, dict):
             raise RotationError(f"the sign-in log of tenant {tenant_id} answered something else than a page",
                                 code="UnexpectedAnswer")
