@@ -177,17 +177,8 @@ class AlertBook:
         """Resolve this target's open conditions that no longer hold (once each), tell again on a new day those
         still holding, forget closed rows of earlier days; never raises."""
         now = self._clock.now().astimezone(UTC)
-        try:
-            await self._ensure_table()
-            pk, _ = row_keys(tenant_id, app_id, "", "")
-            rows = [Row(e, str(e.metadata["etag"])) async for e in
-                    self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})]
-        except AzureError as error:
-            log.warning("alert book unreadable (%s); resolutions wait for the next pass", type(error).__name__,
-                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id,
-                               "app_id": app_id})
-            return
-        for row in rows:
+        rows = await self._rows(tenant_id, app_id, "resolutions wait for the next pass")
+        for row in rows or ():
             if staged(row.get("Condition")):
                 continue  # the warnings pass settles staged warnings (settle_stages), not a target's advance
             try:
@@ -198,6 +189,20 @@ class AlertBook:
                 # A row this code cannot read or write is left for the next pass; the others are settled.
                 log.warning("alert book row not settled (%s)", type(error).__name__,
                             extra={"event": "alert-book", "outcome": "failed", "condition": row.get("Condition")})
+
+    async def _rows(self, tenant_id: str, app_id: str, then: str) -> list[Row] | None:
+        """Every row of one target's partition; None (logged, saying what waits: `then`) when the book is
+        unreadable."""
+        try:
+            await self._ensure_table()
+            pk, _ = row_keys(tenant_id, app_id, "", "")
+            return [Row(e, str(e.metadata["etag"])) async for e in
+                    self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})]
+        except AzureError as error:
+            log.warning("alert book unreadable (%s); %s", type(error).__name__, then,
+                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id,
+                               "app_id": app_id})
+            return None
 
     async def _settle_row(self, row: Row, holding: frozenset[Condition], now: datetime) -> None:
         day = now.date().isoformat()
@@ -235,15 +240,8 @@ class AlertBook:
         once (renewed or removed), or closed without a note when a tighter threshold of the same credential holds
         (superseded); one still holding is never told again. Never raises."""
         now = self._clock.now().astimezone(UTC)
-        try:
-            await self._ensure_table()
-            pk, _ = row_keys(tenant_id, app_id, "", "")
-            rows = [Row(e, str(e.metadata["etag"])) async for e in
-                    self._table.query_entities("PartitionKey eq @pk", parameters={"pk": pk})]
-        except AzureError as error:
-            log.warning("alert book unreadable (%s); warnings settle at the next pass", type(error).__name__,
-                        extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id,
-                               "app_id": app_id})
+        rows = await self._rows(tenant_id, app_id, "warnings settle at the next pass")
+        if rows is None:
             return
         credentials_held = {place for condition, place in holding if staged(condition)}
         for row in rows:
