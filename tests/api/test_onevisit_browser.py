@@ -4,14 +4,14 @@ rotator as owner and register", picks their account at Entra and comes back to a
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 import requests
 
-from scripts.browser import chromium_missing, launch, trusted_keys
+from scripts.browser import launch, trusted_keys
 from tests.api.test_consent_served import served  # noqa: F401 - the served function app fixture
+from tests.browsers import require_chromium
 from tests.rotation.conftest import World, customer_seed
 from tests.serve.conftest import automation_token
 
@@ -31,11 +31,7 @@ def channel(world: World) -> Iterator[None]:
 
 @pytest.fixture
 def browser(world: World) -> Iterator[object]:
-    missing = chromium_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser tests must run in CI: {missing}")
-        pytest.skip(f"no browser: {missing}")
+    require_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from sandbox.launch import running
-from scripts.browser import chromium_missing, launch, serving, sign_in, trusted_keys
+from scripts.browser import launch, serving, sign_in, trusted_keys
 from scripts.demo import SEED, targets
+from tests.browsers import require_chromium
 from tests.conftest import ROOT, STARTUP_TIMEOUT
 
 pytestmark = [pytest.mark.sandbox, pytest.mark.azurite]
@@ -53,13 +54,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    missing = chromium_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser tests must run in CI: {missing}")
-        pytest.skip(f"no browser: {missing}")
-    if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
-        pytest.skip("needs Azurite: run through scripts/with-azurite.sh (make test does)")
+    require_chromium(azurite=True)
     from playwright.sync_api import sync_playwright
 
     prefix = f"dash{uuid.uuid4().hex[:8]}"

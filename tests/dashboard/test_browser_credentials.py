@@ -26,11 +26,12 @@ from typing import Any
 import pytest
 
 from sandbox.launch import running
-from scripts.browser import chromium_missing, launch, serving, sign_in, trusted_keys
+from scripts.browser import launch, serving, sign_in, trusted_keys
 from scripts.demo import EXTRA_SEED, SEED, targets
 from shared.bootstrap import services
 from shared.domain import CredentialSignIns, SignInEvidence
 from shared.settings import Settings
+from tests.browsers import require_chromium
 from tests.conftest import ROOT, STARTUP_TIMEOUT
 from tests.dashboard.test_browser import ADATUM, NORTHWIND, OPERATOR, Page, Stack
 
@@ -70,13 +71,7 @@ async def plant_evidence(env: dict[str, str], prefix: str) -> None:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    missing = chromium_missing()
-    if missing:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the browser tests must run in CI: {missing}")
-        pytest.skip(f"no browser: {missing}")
-    if not os.environ.get("STATE_TABLES_CONNECTION_STRING"):
-        pytest.skip("needs Azurite: run through scripts/with-azurite.sh (make test does)")
+    require_chromium(azurite=True)
     from playwright.sync_api import sync_playwright
 
     prefix = f"cred{uuid.uuid4().hex[:8]}"
