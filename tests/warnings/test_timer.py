@@ -14,6 +14,7 @@ import pytest
 from shared import bootstrap
 from shared.bootstrap import services
 from shared.expiry_warnings import DEFAULT_THRESHOLDS, judge, slot
+from sandbox.inventory import MICROSOFT_TENANT, Population, generated_service_principal
 from shared.inventory import InventoryQuery
 from tests.api.conftest import Api, functions
 from tests.rotation.conftest import World
@@ -23,6 +24,19 @@ from tests.rotation.test_entrypoints import register
 def told(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
     return sorted((r.condition, r.destination) for r in caplog.records  # type: ignore[attr-defined]
                   if getattr(r, "event", "") == "alert" and str(getattr(r, "condition", "")).startswith("expiring-"))
+
+
+def seed_with_microsoft_credentials(tenant_id: str, service_principals: int) -> str:
+    """A population seed whose draw, for this (random) tenant id, holds a Microsoft first-party principal with a
+    credential of its own: about one draw in twelve holds none, and the test must not depend on the draw."""
+    epoch = datetime.now(UTC)
+    for attempt in range(100):
+        seed = f"warnings-{attempt}"
+        pop = Population(seed, 0, service_principals, epoch)
+        if any(sp["appOwnerOrganizationId"] == MICROSOFT_TENANT and sp["keyCredentials"]
+               for sp in (generated_service_principal(tenant_id, pop, i) for i in range(service_principals))):
+            return seed
+    raise AssertionError("no seed gives a Microsoft principal with a credential")
 
 
 class Frozen:
@@ -52,7 +66,8 @@ async def test_the_timer_warns_of_exactly_the_due_credentials_once(api: Api, wor
             {"keyId": "b4c6b4c6-0000-4000-8000-0000000000e3", "displayName": "old", "endDateTime": "-3d",
              "secretText": secrets.token_urlsafe(30)}]}]}],
         "inventory": {"populations": [
-            {"tenants": [customer.tenant_id], "applications": 40, "servicePrincipals": 80, "seed": "warnings"}]}})
+            {"tenants": [customer.tenant_id], "applications": 40, "servicePrincipals": 80,
+             "seed": seed_with_microsoft_credentials(customer.tenant_id, 80)}]}})
     world.seed_accounts()
     await register(api, customer)
 
