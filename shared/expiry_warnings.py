@@ -4,10 +4,12 @@ verdicts and alert conditions out; the pass (shared/warning_pass.py) reads the s
 A threshold is an alert condition per credential, `expiring-<days>d`, told through the alert book (one row per
 condition and credential, so each threshold fires once per credential) and resolved once, with a note, when the
 credential is renewed (its object holds a newer credential of the same kind that ends beyond the threshold) or
-removed. Only the tightest threshold a credential has crossed holds: when it crosses the next one, the looser
-warning is closed without a note (people were told; the tighter warning carries on). An excluded or snoozed
-credential raises nothing new, and keeps a warning it already had open without a note; an expired credential raises
-nothing new either (the inventory shows it expired).
+removed, or excluded for good (an exclusion without an end). Only the tightest threshold a credential has crossed
+holds: when it crosses the next one, the looser warning is closed without a note (people were told; the tighter
+warning carries on). An excluded or snoozed credential raises nothing new; a snoozed one keeps a warning it already
+had open without a note (the snooze defers it: when it lapses, the warnings resume); an expired credential raises
+nothing new either (the inventory shows it expired). A tenant that leaves the inventory (its last registered target
+removed) has each of its open warnings resolved (shared/warning_pass.py).
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ class Verdict:
         """The staged condition that holds (a warning open for it stays open), None when none does."""
         if self.stage is None or self.renewed:
             return None
+        if self.exclusion is not None and self.exclusion.until is None:
+            return None  # excluded for good: the warning told is resolved, not left open for ever
         return condition_name(self.stage), slot(self.credential)
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -736,6 +736,11 @@ class WarningRules(Protocol):
         Conflict (AlreadyLifted) when it was lifted before."""
         ...
 
+    async def prune_exclusions(self, now: datetime, keep_lifted: timedelta) -> list[Exclusion]:
+        """Remove the records that no longer apply: snoozes past their end (returned, for the audit log) and
+        exclusions lifted more than `keep_lifted` ago (audited when lifted). An exclusion without an end stays."""
+        ...
+
 
 class WarningBook(Protocol):
     """The alert book's side the staged warnings use (shared.alerts.book.AlertBook)."""
@@ -745,3 +750,8 @@ class WarningBook(Protocol):
     async def settle_stages(self, tenant_id: str, app_id: str, holding: frozenset[Condition]) -> None: ...
 
     async def staged_apps(self, tenant_id: str) -> set[str]: ...
+
+    async def staged_tenants(self) -> set[str]:
+        """The tenants with staged warnings in the book (open or owing a note): a tenant whose registered targets
+        are all gone is settled too, so no warning told stays open for ever."""
+        ...

@@ -113,6 +113,11 @@ async def run_warnings(inventory: InventoryStore, rules: WarningRules, book: War
         summary.due += due
 
     await asyncio.gather(*(one(tenant, own) for tenant, own in sorted(by_tenant.items())))
+    # A tenant whose registered targets are all gone (removed, offboarded) leaves the inventory: nothing judges its
+    # credentials any more, so each warning it was told is resolved now, once, not left open for ever.
+    for tenant_id in sorted(await book.staged_tenants() - set(by_tenant)):
+        for app_id in sorted(await book.staged_apps(tenant_id)):
+            await book.settle_stages(tenant_id, app_id, frozenset())
     summary.duration_ms = int((time.monotonic() - started) * 1000)
     log.info("warnings.pass", extra={"tenants": summary.tenants, "due": summary.due, "failed": len(summary.failed),
                                      "duration_ms": summary.duration_ms})
@@ -124,11 +129,35 @@ async def take_warnings(svc: Services) -> WarningSummary:
     if svc.inventory is None or svc.warning_rules is None or svc.alerts is None:
         raise RotationError("the inventory or the alert book is not configured", code="InventoryUnavailable")
     targets = [t for t, _ in await svc.state.list_targets()]
+    await prune_rules(svc.warning_rules, svc.state, svc.engine.clock.now())
     return await run_warnings(svc.inventory, svc.warning_rules, svc.alerts, targets, svc.engine.clock.now(),
                               svc.settings.renew_before_days, svc.settings.inventory_concurrency)
 
 
 # ------------------------------------------------------------------ the rules, audited (API and command line)
+
+# A lifted exclusion's record is kept this long after its lift (the report of the month shows it), then pruned: the
+# audit log keeps who made it, why, who lifted it and when.
+KEEP_LIFTED = timedelta(days=90)
+
+
+async def prune_rules(rules: WarningRules, state: StateStore, now: datetime) -> list[Exclusion]:
+    """Prune the exclusions that no longer apply (each warnings pass): snoozes past their end, each audited as
+    ended, and lifted records older than KEEP_LIFTED. A lapsed snooze covers nothing already (Exclusion.active):
+    pruning keeps the list of what silences warnings short and true. A store that fails is logged; the pass goes on."""
+    try:
+        ended = await rules.prune_exclusions(now, KEEP_LIFTED)
+    except RotationError as error:
+        log.warning("exclusions not pruned: %s", error.message,
+                    extra={"event": "warnings.prune", "outcome": "failed", "error_code": error.code})
+        return []
+    for e in ended:
+        until = e.until.isoformat() if e.until else ""
+        await state.record(Event(e.tenant_id, e.app_id, "warnings", "snooze-ended", actor_of(Actor.TIMER),
+                                 detail=f"{e.scope.value} {e.key_id or e.app_id or e.tenant_id} until {until}, "
+                                 f"made by {e.by}: {e.why}"[:1000], at=now))
+    return ended
+
 
 async def _registered(state: StateStore, tenant_id: str) -> None:
     """NotFound (TenantNotFound) unless a target of this tenant is registered: a rule for a tenant the rotator

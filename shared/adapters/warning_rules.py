@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import AzureError
+from azure.core.exceptions import AzureError, ResourceModifiedError, ResourceNotFoundError
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
@@ -101,3 +101,26 @@ class TablesWarningRules:
         except AzureError as error:
             raise _translate(error, f"exclusion {exclusion_id}") from error
         return replace(to_exclusion(entity), lifted_by=by, lifted_at=at)
+
+    async def prune_exclusions(self, now: datetime, keep_lifted: timedelta) -> list[Exclusion]:
+        await self._ensure()
+        pruned: list[Exclusion] = []
+        try:
+            entities = [e async for e in self._table.query_entities("PartitionKey eq @pk",
+                                                                    parameters={"pk": EXCLUSIONS})]
+            for entity in entities:
+                e = to_exclusion(entity)
+                lapsed = e.lifted_at is None and e.until is not None and e.until <= now
+                forgotten = e.lifted_at is not None and e.lifted_at <= now - keep_lifted
+                if not (lapsed or forgotten):
+                    continue
+                try:  # ETag-guarded: a snooze lifted meanwhile is the lifter's to record, not ours
+                    await self._table.delete_entity(EXCLUSIONS, e.exclusion_id, etag=entity.metadata["etag"],
+                                                    match_condition=MatchConditions.IfNotModified)
+                except (ResourceModifiedError, ResourceNotFoundError):
+                    continue
+                if lapsed:
+                    pruned.append(e)
+        except AzureError as error:
+            raise _translate(error, "the exclusions") from error
+        return pruned

@@ -278,6 +278,19 @@ class AlertBook:
                         extra={"event": "alert-book", "outcome": "unavailable", "tenant_id": tenant_id})
             return set()
 
+    async def staged_tenants(self) -> set[str]:
+        """The tenants with staged warnings in the book (one filtered query over the book; empty when unreadable):
+        the warnings pass settles them even when none of their targets is registered any more."""
+        try:
+            await self._ensure_table()
+            return {str(e.get("TenantId", "")) async for e in self._table.query_entities(
+                "Condition ge @first and Condition lt @last",
+                parameters={"first": STAGE_PREFIX, "last": STAGE_PREFIX[:-1] + "."}, select=["TenantId"])}
+        except AzureError as error:
+            log.warning("alert book unreadable (%s)", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable"})
+            return set()
+
     async def redeliver(self) -> None:
         """Post again, once their attempt is no longer in flight, the alerts of today the channel has not taken and
         every resolved note it has not taken: a target that went quiet after its condition cleared is not settled

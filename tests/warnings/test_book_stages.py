@@ -108,3 +108,32 @@ async def test_an_exclusion_keeps_an_open_warning_quiet_and_a_lapsed_snooze_tell
     await daily(book, [expiring], clock, (snooze,))
     assert told(channel, NoticeKind.ALERT) == ["expiring-30d", "expiring-14d"]
     assert told(channel, NoticeKind.RESOLVED) == []
+
+
+async def test_an_exclusion_without_end_resolves_the_open_warning_once(table: TableClient) -> None:  # noqa: F811
+    clock, channel = Clock(NOW), Channel()
+    book = AlertBook(table, clock, channel)
+    await daily(book, [cred(20)], clock)
+    excluded = new_exclusion("x", T, "app", app_id=APP, snooze=False, until=None, by="ann",
+                             why="the vendor renews it in its own portal", now=NOW)
+    for day in range(1, 4):  # excluded for good: one resolved note, then quiet, no tighter threshold told
+        clock.at = NOW + timedelta(days=day)
+        await daily(book, [cred(20 - day)], clock, (excluded,))
+    assert told(channel, NoticeKind.ALERT) == ["expiring-30d"]
+    assert told(channel, NoticeKind.RESOLVED) == ["expiring-30d"]
+    assert await book.staged_tenants() == set()  # nothing left open or owing a note
+
+
+async def test_the_book_names_every_tenant_with_staged_warnings(table: TableClient) -> None:  # noqa: F811
+    clock, channel = Clock(NOW), Channel()
+    book = AlertBook(table, clock, channel)
+    other = "99999999-9999-4999-8999-999999999999"
+    for v in judge([cred(10), cred(5, tenant=other)], DEFAULT_THRESHOLDS, (), NOW):
+        await book.raise_alert(alert_of(v))
+    await book.settle(T, APP, frozenset())  # a target's own condition settling leaves staged rows alone
+    assert await book.staged_tenants() == {T, other}
+    await book.settle_stages(other, APP, frozenset())  # what the pass does once the tenant left the inventory
+    clock.at += timedelta(days=1)
+    await book.settle_stages(other, APP, frozenset())
+    assert told(channel, NoticeKind.RESOLVED) == ["expiring-7d"]
+    assert await book.staged_tenants() == {T}

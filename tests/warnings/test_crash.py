@@ -46,6 +46,9 @@ class Cut:
     async def staged_apps(self, tenant_id: str) -> set[str]:
         return await self.book.staged_apps(tenant_id)
 
+    async def staged_tenants(self) -> set[str]:
+        return await self.book.staged_tenants()
+
 
 async def fleet() -> tuple[FakeInventory, list[Any]]:
     inventory = FakeInventory()

@@ -32,6 +32,9 @@ class Book:
     async def staged_apps(self, tenant_id: str) -> set[str]:
         return self.held_before.get(tenant_id, set())
 
+    async def staged_tenants(self) -> set[str]:
+        return {t for t, apps in self.held_before.items() if apps}
+
 
 class Rules:
     def __init__(self, thresholds: dict[str, tuple[int, ...]] | None = None,
@@ -110,3 +113,14 @@ async def test_a_disabled_targets_secret_is_warned_of_at_every_threshold() -> No
     assert book.raised == []  # the rotator renews it at 30 days: no warning of its own lead time
     await run_warnings(FakeInventory(), Rules(), book, [disabled], NOW, 30)
     assert [a.condition for a in book.raised] == ["expiring-30d"]
+
+
+async def test_a_tenant_whose_last_target_left_has_every_warning_it_was_told_resolved() -> None:
+    inventory = FakeInventory()
+    left_behind = cred(5, key="k-gone", app="app-backup", tenant=OTHER_T)  # rows of a tenant no longer registered
+    await inventory.put_objects(OTHER_T, left_behind.object_kind, {left_behind.object_id: [left_behind]})
+    book = Book(held_before={OTHER_T: {"app-backup", APP}, T: {"app-t"}})
+    summary = await run_warnings(inventory, Rules(), book, [target(T, APP, KEY, 300)], NOW, 30)
+    assert book.raised == []  # nothing new is told of a tenant the rotator no longer watches
+    assert book.settled[(OTHER_T, "app-backup")] == frozenset() and book.settled[(OTHER_T, APP)] == frozenset()
+    assert book.settled[(T, "app-t")] == frozenset() and summary.tenants == 1

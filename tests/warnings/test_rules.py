@@ -144,7 +144,7 @@ def test_exclusions_cover_a_credential_an_app_or_a_customer_and_silence_new_warn
     for ex in (exclusion("credential", key_id=KEY), exclusion("app", app_id=APP), exclusion("customer")):
         [v] = judge([near], DEFAULT_THRESHOLDS, [ex], NOW)  # type: ignore[list-item]
         assert v.exclusion is ex and not v.warns
-        assert v.holding is not None  # a warning already open stays open, without a note
+        assert v.holding is None  # excluded for good: a warning already open is resolved, not left open
     other = exclusion("credential", key_id=KEY2)
     [v] = judge([near], DEFAULT_THRESHOLDS, [other], NOW)  # type: ignore[list-item]
     assert v.exclusion is None and v.warns
@@ -157,6 +157,8 @@ def test_a_snooze_silences_until_its_end_then_the_warning_is_due() -> None:
                            why="change window next week", now=NOW)
     assert snooze.kind == "snooze" and snooze.scope is Scope.APP
     assert covering(cred(5), [snooze], NOW) is snooze
+    [v] = judge([cred(5)], DEFAULT_THRESHOLDS, [snooze], NOW)
+    assert not v.warns and v.holding is not None  # snoozed: a warning already open stays open, without a note
     later = NOW + timedelta(days=2, seconds=1)
     [v] = judge([cred(3)], DEFAULT_THRESHOLDS, [snooze], later)
     assert v.exclusion is None and v.warns
