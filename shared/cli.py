@@ -332,9 +332,11 @@ async def _inventory_export(svc: Services, args: argparse.Namespace) -> int:
         return EXIT_NEEDS_HUMAN
     if svc.inventory is None or svc.warning_rules is None:
         raise RotationError("the inventory is not configured", code="InventoryUnavailable")
-    tenants = sorted({t.tenant_id for t, _ in await svc.state.list_targets()})
+    targets = [t for t, _ in await svc.state.list_targets()]
+    tenants = sorted({t.tenant_id for t in targets})
     found = rows(svc.inventory, tenants, filters, await svc.warning_rules.exclusions(),
-                 await svc.warning_rules.thresholds(), svc.engine.clock.now())
+                 await svc.warning_rules.thresholds(), svc.engine.clock.now(),
+                 paused={(t.tenant_id, t.app_id) for t in targets if not t.enabled})
     first = True
     if args.format == "csv":
         sys.stdout.write(csv_text([]))

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.credential_state import Line
+from shared.credential_state import lines_of as credential_lines
 from shared.errors import NotFound
-from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion, covering, renewed, stage
+from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion
 from shared.inventory import InventoryCredential
 from shared.ports import Event, InventoryStore, StateStore, WarningRules
 from shared.service import StatusPolicy, status_view
@@ -22,31 +24,6 @@ MAX_PERIOD_DAYS = 366
 DEFAULT_PERIOD_DAYS = 30
 NOTHING_NEEDED = "Nothing: every credential is renewed, managed by the rotator, or far from its end."
 EVENTS_PER_APP = 500  # a month of a target's audit log is a few dozen events; the cap bounds a runaway one
-
-
-@dataclass(frozen=True)
-class Line:
-    """One credential as the report shows it."""
-
-    credential: InventoryCredential
-    days_left: int | None
-    threshold: int | None  # the tightest warning threshold crossed (None: none)
-    exclusion: Exclusion | None
-    renewed: bool  # a newer credential of the same object, kind and usage outlives the threshold
-    paused: bool = False  # a registered target's app whose target is disabled: the rotator does not renew it
-
-    @property
-    def rotated(self) -> bool:
-        """The rotator renews it: a registered target's app, the target enabled."""
-        return self.credential.managed and not self.paused
-
-    @property
-    def needs_customer(self) -> bool:
-        """Inside a warning threshold and nobody else will act: not the rotator's (managed and enabled), not
-        Microsoft's (first party), not renewed already, not excluded or snoozed by the MSP."""
-        c = self.credential
-        return (self.threshold is not None and not self.rotated and not c.first_party and not self.renewed
-                and self.exclusion is None)
 
 
 @dataclass(frozen=True)
@@ -116,19 +93,9 @@ ALERT_TEXT = {
 
 def lines_of(credentials: Iterable[InventoryCredential], exclusions: Sequence[Exclusion],
              thresholds: Sequence[int], now: datetime, paused_app_ids: Collection[str] = ()) -> tuple[Line, ...]:
-    """The report's lines of one tenant's credentials (pure). `paused_app_ids`: the apps of disabled targets."""
-    rows = list(credentials)
-    by_object: dict[tuple[str, str], list[InventoryCredential]] = {}
-    for c in rows:
-        by_object.setdefault((c.object_kind.value, c.object_id), []).append(c)
-    lines = []
-    for c in rows:
-        left = c.days_left(now)
-        crossed = stage(left, thresholds)
-        siblings = by_object[(c.object_kind.value, c.object_id)]
-        lines.append(Line(c, left, crossed, covering(c, exclusions, now),
-                          crossed is not None and renewed(c, siblings, now, crossed),
-                          c.managed and c.app_id in paused_app_ids))
+    """The report's lines of one tenant's credentials (pure), soonest end first, those without an end last.
+    `paused_app_ids`: the apps of disabled targets."""
+    lines = credential_lines(credentials, exclusions, thresholds, now, paused_app_ids)
     far = datetime.max.replace(tzinfo=now.tzinfo)
     lines.sort(key=lambda x: (x.credential.end or far, x.credential.display_name.lower(), x.credential.key_id))
     return tuple(lines)
@@ -189,23 +156,8 @@ def _object(c: InventoryCredential) -> str:
 
 
 def state_of(line: Line) -> str:
-    """One word or two for a line's state, the same in HTML and PDF."""
-    if line.exclusion is not None:
-        return f"{line.exclusion.kind} ({line.exclusion.why})"
-    if line.credential.first_party:
-        return "Microsoft's"
-    if line.rotated:
-        return "managed by the rotator"
-    if line.paused:
-        return "rotation disabled"
-    expired = line.days_left is not None and line.days_left < 0
-    if line.renewed:
-        return "expired, renewed" if expired else "renewed"
-    if expired:
-        return "expired"
-    if line.threshold is not None:
-        return f"within {line.threshold} d"
-    return "ok"
+    """One word or two for a line's state: the words the API, the export and the dashboard show too."""
+    return line.words
 
 
 def event_text(e: Event) -> str:

@@ -8,12 +8,13 @@ import base64
 import binascii
 import csv
 import io
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion, covering, stage
+from shared.credential_state import Line, lines_of
+from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion
 from shared.inventory import CredentialKind, InventoryCredential
 from shared.ports import InventoryStore
 
@@ -21,7 +22,8 @@ MAX_PAGE = 5000
 DEFAULT_PAGE = 1000
 COLUMNS = ("tenantId", "customer", "objectKind", "objectId", "appId", "displayName", "owners", "credentialKind",
            "usage", "keyId", "hint", "credentialName", "start", "end", "daysLeft", "warningThreshold", "managed",
-           "firstParty", "saml", "excluded", "exclusionKind", "exclusionBy", "exclusionWhy", "exclusionUntil")
+           "firstParty", "saml", "state", "stateText", "excluded", "exclusionKind", "exclusionBy", "exclusionWhy",
+           "exclusionUntil")
 
 
 class InvalidFilter(ValueError):
@@ -108,16 +110,18 @@ def position(c: InventoryCredential) -> str:
     return "|".join(c.key[1:])
 
 
-def document(c: InventoryCredential, exclusion: Exclusion | None, thresholds: Sequence[int], now: datetime
-             ) -> dict[str, Any]:
-    left = c.days_left(now)
+def document(line: Line) -> dict[str, Any]:
+    """One credential as the API, the export and the dashboard show it; `state` and `stateText` are the report's
+    words for it (shared/credential_state.py)."""
+    c, exclusion = line.credential, line.exclusion
     return {
         "tenantId": c.tenant_id, "customer": c.customer, "objectKind": c.object_kind.value, "objectId": c.object_id,
         "appId": c.app_id, "displayName": c.display_name, "owners": list(c.owners),
         "credentialKind": c.credential_kind.value, "usage": c.usage, "keyId": c.key_id, "hint": c.hint,
         "credentialName": c.credential_name, "start": c.start.isoformat() if c.start else None,
-        "end": c.end.isoformat() if c.end else None, "daysLeft": left, "warningThreshold": stage(left, thresholds),
+        "end": c.end.isoformat() if c.end else None, "daysLeft": line.days_left, "warningThreshold": line.threshold,
         "managed": c.managed, "firstParty": c.first_party, "saml": c.saml,
+        "state": line.state.value, "stateText": line.words,
         "excluded": None if exclusion is None else {
             "id": exclusion.exclusion_id, "kind": exclusion.kind, "scope": exclusion.scope.value, "by": exclusion.by,
             "why": exclusion.why, "until": exclusion.until.isoformat() if exclusion.until else None},
@@ -131,9 +135,11 @@ class Page:
 
 
 async def rows(inventory: InventoryStore, tenants: Sequence[str], filters: Filters, exclusions: Iterable[Exclusion],
-               thresholds: Mapping[str, tuple[int, ...]], now: datetime, after: tuple[str, str] | None = None
-               ) -> AsyncIterator[tuple[InventoryCredential, dict[str, Any]]]:
-    """Every matching credential, tenant by tenant (one tenant's rows streamed at a time), after the cursor."""
+               thresholds: Mapping[str, tuple[int, ...]], now: datetime, after: tuple[str, str] | None = None,
+               paused: Collection[tuple[str, str]] = ()) -> AsyncIterator[tuple[InventoryCredential, dict[str, Any]]]:
+    """Every matching credential, tenant by tenant (one tenant's rows streamed at a time), after the cursor.
+    `paused`: (tenant, app id) of disabled targets. One object's rows are judged together (a store streams them
+    adjacent, in key order), so a renewed credential says so, as in the report."""
     by_tenant: dict[str, list[Exclusion]] = {}
     for e in exclusions:
         by_tenant.setdefault(e.tenant_id, []).append(e)
@@ -144,22 +150,38 @@ async def rows(inventory: InventoryStore, tenants: Sequence[str], filters: Filte
             continue
         own = by_tenant.get(tenant, [])
         chosen = thresholds.get(tenant, DEFAULT_THRESHOLDS)
+        stopped = {app for t, app in paused if t == tenant}
+        held: list[InventoryCredential] = []
         async for c in inventory.stream(tenant):
-            if after is not None and tenant == after[0] and position(c) <= after[1]:
-                continue
-            exclusion = covering(c, own, now)
-            if filters.matches(c, exclusion, now):
-                yield c, document(c, exclusion, chosen, now)
+            if held and (held[0].object_kind, held[0].object_id) != (c.object_kind, c.object_id):
+                for found in _judged(held, own, chosen, now, stopped, filters, after):
+                    yield found
+                held = []
+            held.append(c)
+        for found in _judged(held, own, chosen, now, stopped, filters, after):
+            yield found
+
+
+def _judged(held: Sequence[InventoryCredential], exclusions: Sequence[Exclusion], thresholds: Sequence[int],
+            now: datetime, paused: Collection[str], filters: Filters, after: tuple[str, str] | None
+            ) -> Iterable[tuple[InventoryCredential, dict[str, Any]]]:
+    for line in lines_of(held, exclusions, thresholds, now, paused):
+        c = line.credential
+        if after is not None and c.tenant_id == after[0] and position(c) <= after[1]:
+            continue
+        if filters.matches(c, line.exclusion, now):
+            yield c, document(line)
 
 
 async def page(inventory: InventoryStore, tenants: Sequence[str], filters: Filters, exclusions: Iterable[Exclusion],
-               thresholds: Mapping[str, tuple[int, ...]], now: datetime, cursor: str | None, limit: int) -> Page:
+               thresholds: Mapping[str, tuple[int, ...]], now: datetime, cursor: str | None, limit: int,
+               paused: Collection[tuple[str, str]] = ()) -> Page:
     """One page of at most `limit` rows and the cursor of the next (None on the last)."""
     found: list[dict[str, Any]] = []
     last: InventoryCredential | None = None
     more = False
     async for c, doc in rows(inventory, tenants, filters, exclusions, thresholds, now,
-                             decode_cursor(cursor) if cursor else None):
+                             decode_cursor(cursor) if cursor else None, paused):
         if len(found) == limit:
             more = True
             break

@@ -1355,15 +1355,24 @@ function renderOnboardingNav() {
 // days, kind, managed, excluded) and holds at most CREDENTIAL_CAP rows; sorting and searching work on those.
 const CREDENTIAL_PAGE = 1000;
 const CREDENTIAL_CAP = 5000;
+// The API says each credential's state (`state`, `stateText`: shared/credential_state.py), in the words the
+// customer report uses: the view never works it out again, so the two cannot disagree.
 const CREDENTIAL_STATES = {
-  expired: "Expired", due: "Inside a warning", healthy: "Not yet due", microsoft: "Microsoft's", excluded: "Excluded",
+  expired: "Expired", due: "Inside a warning", paused: "Rotation disabled", "expired-renewed": "Expired, renewed",
+  renewed: "Renewed", healthy: "Not yet due", rotated: "Managed by the rotator", microsoft: "Microsoft's",
+  snoozed: "Snoozed", excluded: "Excluded",
 };
 const CREDENTIAL_HELP = {
-  expired: "Its end has passed",
+  expired: "Its end has passed and nothing newer replaces it",
   due: "Inside one of the customer's warning thresholds (default 60, 30, 14, 7, 1 days)",
+  paused: "A registered target's app whose rotation is disabled: nobody renews it by itself",
+  "expired-renewed": "Its end has passed; a newer credential of the same app outlives it (remove the old one)",
+  renewed: "Inside a warning threshold, but a newer credential of the same app outlives it",
   healthy: "Outside every warning threshold, or no end",
+  rotated: "A registered target's app: the rotator renews its sync secret",
   microsoft: "A Microsoft first-party service principal's or a managed identity's: Microsoft renews it",
-  excluded: "An exclusion or snooze covers it: listed, no warning",
+  snoozed: "A snooze covers it until a date: listed, no warning",
+  excluded: "An exclusion covers it: listed, no warning",
 };
 const creds = {
   rows: [], loaded: false, error: null, truncated: false, state: "", search: "",
@@ -1372,16 +1381,14 @@ const creds = {
 };
 
 function credentialState(c) {
-  if (c.excluded) return "excluded";
-  if (c.firstParty) return "microsoft";
-  if (c.daysLeft !== null && c.daysLeft < 0) return "expired";
-  if (c.warningThreshold !== null) return "due";
-  return "healthy";
+  return c.state in CREDENTIAL_STATES ? c.state : "healthy";
 }
 
 function credentialChip(c) {
   const s = credentialState(c);
-  return h("span", { class: `chip s-${s}`, title: CREDENTIAL_HELP[s], "data-state": s }, CREDENTIAL_STATES[s]);
+  // An exclusion's reason is shown under the chip: the chip says only which kind covers it.
+  const words = c.excluded ? CREDENTIAL_STATES[s] : c.stateText || CREDENTIAL_STATES[s];
+  return h("span", { class: `chip s-${s}`, title: CREDENTIAL_HELP[s], "data-state": s }, words);
 }
 
 function credentialKind(c) {

@@ -96,9 +96,11 @@ async def inventory(req: func.HttpRequest) -> func.HttpResponse:
         raise HttpError(400, "InvalidQuery", f"limit must be a whole number from 1 to {MAX_PAGE}")
     async with invocation_services() as svc:
         store, rules = _stores(svc)
-        tenants = sorted({t.tenant_id for t, _ in await svc.state.list_targets()})
+        targets = [t for t, _ in await svc.state.list_targets()]
+        tenants = sorted({t.tenant_id for t in targets})
         found = await page(store, tenants, filters, await rules.exclusions(), await rules.thresholds(),
-                           svc.engine.clock.now(), params.get("cursor") or None, limit)
+                           svc.engine.clock.now(), params.get("cursor") or None, limit,
+                           {(t.tenant_id, t.app_id) for t in targets if not t.enabled})
     headers = {}
     if found.next_cursor:
         # RFC 8288: a documentation tool follows rel="next" until there is none.
