@@ -69,7 +69,7 @@ async def worker_pass(prefix: str, concurrency: int) -> dict[str, Any]:
         listed = time.perf_counter()
         cpu_listed = time.process_time()
         summary = await run_inventory(svc.inventory_source, svc.inventory, tenants, concurrency)
-        calls = svc.inventory_source.calls
+        calls = svc.inventory_source.calls + svc.inventory_source.owner_calls  # delta pages and owners reads
     wall = time.perf_counter() - listed
     cpu_end = time.process_time()
     return {

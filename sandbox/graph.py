@@ -422,6 +422,17 @@ def build_app(world: World) -> web.Application:
                 response = web.json_response(error_body(exc.code, exc.message), status=exc.status)
                 response.headers.update(exc.headers)
                 return response
+        if (owned := inventory.OWNERS_PATH.match(path)) and method == "GET":
+            require_some_role(claims)  # application-list-owners.md: Application.Read.All (OwnedBy reads too)
+            try:
+                answer = inventory.handle_owners(world, request, tenant, owned["set"], owned["id"], graph_base(),
+                                                 claims.app_id)
+            except inventory.DeltaError as exc:
+                response = web.json_response(error_body(exc.code, exc.message), status=exc.status)
+                response.headers.update(exc.headers)
+                return response
+            if answer is not None:
+                return answer
         if path in ("/applications", "/applications/$count") and method == "GET":
             return list_applications(request, claims, tenant, count_only=path.endswith("$count"))
         if path == "/servicePrincipals" and method == "GET":

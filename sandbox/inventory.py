@@ -29,6 +29,14 @@ What it models, and where each behaviour is documented (sandbox/README.md, "Inve
   1 off (never below 1). Past a limit: 429 `TooManyRequests` with `Retry-After` (seconds until the window frees
   a unit) and `x-ms-throttle-scope` (`Tenant_Application/Read/<app>/<tenant>` or `Application/Read/<app>/...`).
   Limits lowered through the seed (`throttle`) for tests; the faults control injects a 429 anywhere too.
+- Owners: `GET /applications/{id}/owners` and `/servicePrincipals/{id}/owners` (application-list-owners.md,
+  serviceprincipal-list-owners.md): a directoryObject collection, each with its `@odata.type` (users and service
+  principals), `$select` honoured (`id` and the type always); 404 `Request_ResourceNotFound` for an id the tenant
+  does not hold. Owners are a relationship, not a property: the delta functions never carry them, take no `$expand`
+  (400, as any other unsupported parameter) and an owner change alone brings nothing into a delta round (delta-query-
+  overview.md: relationships are tracked as `@delta` annotations for users and groups only; the strictest reading).
+  Generated objects: 30 % without owner, most with one or two users, some with a service principal; Microsoft's
+  first-party principals and managed identities none. Each read costs a resource unit like a delta page.
 """
 
 from __future__ import annotations
@@ -83,6 +91,31 @@ _THIRD_NAMES = ("Adobe Acrobat", "Zoom for Outlook", "Calendly", "Grammarly", "M
                 "Smartsheet", "Lucidchart", "Webex")
 
 
+OWNERS_PATH = re.compile(r"^/(?P<set>applications|servicePrincipals)/(?P<id>[^/()]+)/owners$")
+_FIRST = ("Ann", "Bruno", "Chen", "Dana", "Elif", "Farah", "Goran", "Hana", "Ivo", "Jun", "Kofi", "Lena", "Mateo",
+          "Nika", "Olga", "Priya")
+_LAST = ("Lee", "Novak", "Okafor", "Silva", "Tanaka", "Weber", "Young", "Zhou", "Ivanova", "Kowalski", "Haddad")
+
+
+def generated_owners(tenant_id: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+    """The owners of a generated object (computed from its id, like the object itself)."""
+    if obj.get("appOwnerOrganizationId") == MICROSOFT_TENANT or obj.get("servicePrincipalType") == "ManagedIdentity":
+        return []
+    rng = _rng("owners", tenant_id, obj["id"])
+    draw = rng.random()
+    count = 0 if draw < 0.3 else 1 if draw < 0.8 else 2
+    owners: list[dict[str, Any]] = []
+    for _ in range(count):
+        first, last = rng.choice(_FIRST), rng.choice(_LAST)
+        owners.append({"@odata.type": "#microsoft.graph.user", "id": _guid(rng), "displayName": f"{first} {last}",
+                       "userPrincipalName": f"{first}.{last}@{tenant_id[:8]}.onmicrosoft.com".lower(),
+                       "mail": None})
+    if rng.random() < 0.1:
+        owners.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": _guid(rng),
+                       "displayName": "Deployment pipeline", "appId": _guid(rng), "userPrincipalName": None})
+    return owners
+
+
 class DeltaError(Exception):
     """A refused delta request: status, Graph's error code and message, and headers to add (Location)."""
 
@@ -126,6 +159,7 @@ class TenantInventory:
     overrides: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # object id -> json (None: deleted)
     added: dict[str, list[str]] = field(default_factory=lambda: {"application": [], "servicePrincipal": []})
     tracked: dict[str, Tracked] = field(default_factory=dict)  # object id -> history (changed or seeded objects)
+    ids: dict[str, tuple[str, int]] | None = None  # the population's object ids -> (kind, index), made on demand
 
     def bump(self) -> int:
         self.seq += 1
@@ -503,6 +537,49 @@ class InventoryState:
                 return items, place
         return items, None
 
+    def find(self, tenant: Tenant, kind: str, object_id: str) -> dict[str, Any] | None:
+        """A live generated or added object of the tenant by id (None: none such; seeded objects are the world's)."""
+        inv = self.tenant(tenant.id)
+        if object_id in inv.overrides:
+            return inv.overrides[object_id]
+        if inv.population is None:
+            return None
+        if inv.ids is None:  # the population's ids, once per tenant (a population is fixed once seeded)
+            inv.ids = {}
+            for name, count in (("application", inv.population.applications),
+                                ("servicePrincipal", inv.population.service_principals)):
+                for index in range(count):
+                    inv.ids[self._generated(tenant.id, inv, name, index)["id"]] = (name, index)
+        place = inv.ids.get(object_id)
+        if place is None or place[0] != kind:
+            return None
+        return self._generated(tenant.id, inv, kind, place[1])
+
+    def owners(self, request: web.Request, tenant: Tenant, entity_set: str, object_id: str, graph_base: str
+               ) -> dict[str, Any] | None:
+        """The owners page of an object (None: a seeded application, whose owners the world keeps)."""
+        kind = ENTITY_SETS[entity_set]
+        known = {k.lower() for k in request.query}
+        if known - {"$select", "$top"}:
+            raise DeltaError(400, "Request_UnsupportedQuery",
+                             f"Unsupported query parameters for owners: {sorted(known - {'$select', '$top'})}.")
+        if kind == "application" and object_id in tenant.applications:
+            return None
+        if kind == "servicePrincipal" and object_id in tenant.service_principals:
+            value: list[dict[str, Any]] = []  # the world models no owner of a service principal
+        else:
+            obj = self.find(tenant, kind, object_id)
+            if obj is None:
+                raise DeltaError(404, "Request_ResourceNotFound",
+                                 f"Resource '{object_id}' does not exist or one of its queried reference-property "
+                                 "objects are not present.")
+            value = generated_owners(tenant.id, obj)
+        select = [p.strip() for p in (_param(request.query, "$select") or "").split(",") if p.strip()]
+        if select:
+            value = [{"@odata.type": o["@odata.type"], "id": o["id"], **{p: o.get(p) for p in select if p != "id"}}
+                     for o in value]
+        return {"@odata.context": f"{graph_base}/$metadata#directoryObjects", "value": value}
+
     def _current(self, tenant: Tenant, inv: TenantInventory, kind: str, ids: list[str]
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
         wanted = set(ids)
@@ -568,6 +645,17 @@ def handle_delta(world: World, request: web.Request, tenant: Tenant, entity_set:
         raise DeltaError(501, "NotImplemented", "The inventory module is not mounted.")
     state.charge(app_id, tenant.id)
     return web.json_response(state.delta(request, tenant, entity_set, graph_base))
+
+
+def handle_owners(world: World, request: web.Request, tenant: Tenant, entity_set: str, object_id: str,
+                  graph_base: str, app_id: str = "") -> web.Response | None:
+    """An owners answer (DeltaError for Graph's refusals, throttling included); None for a seeded application."""
+    state = world.inventory
+    if not isinstance(state, InventoryState):
+        return None
+    state.charge(app_id, tenant.id)
+    body = state.owners(request, tenant, entity_set, object_id, graph_base)
+    return None if body is None else web.json_response(body)
 
 
 def add_control_routes(routes: web.RouteTableDef, world: World) -> None:

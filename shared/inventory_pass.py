@@ -104,8 +104,32 @@ class _Pending:
             self.drop(object_id)
 
 
-async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
-                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> bool:
+# Owners reads of one page at once (one request each, for the objects holding credentials: shared/adapters/inventory.py
+# says why not $expand): a page's reads overlap, bounded so one tenant does not spend Graph's per-tenant budget alone.
+OWNER_READS = 8
+
+
+async def read_owners(source: InventorySource, tenant_id: str, kind: ObjectKind,
+                      built: dict[str, list[InventoryCredential]]) -> None:
+    """Fill in the owners of the page's objects that hold credentials (a new or changed object: what a delta round
+    brings), in place. Microsoft's first-party principals and managed identities are left out: they have no owner in
+    the customer's tenant and are never the customer's to renew."""
+    wanted = [object_id for object_id, rows in built.items() if rows and not rows[0].first_party]
+    if not wanted:
+        return
+    bound = asyncio.Semaphore(OWNER_READS)
+
+    async def one(object_id: str) -> None:
+        async with bound:
+            owners = await source.owners(tenant_id, kind, object_id)
+        built[object_id] = [replace(row, owners=owners) for row in built[object_id]]
+
+    await asyncio.gather(*(one(object_id) for object_id in wanted))
+
+
+async def _write_page(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
+                      page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending
+                      ) -> bool:
     """One page into the store: removals, then each object's rows; True when the page's delta link (the round's
     last page) was saved with its write.
 
@@ -122,9 +146,12 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
     held: dict[str, list[InventoryCredential]] = {}
     if stored_ids is None and page.objects:
         held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
+    built = {obj.object_id: credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids,
+                                           held.get(obj.object_id, [])) for obj in page.objects}
+    await read_owners(source, tenant.tenant_id, kind, built)
     for obj in page.objects:
         stored = held.get(obj.object_id, [])
-        found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
+        found = built[obj.object_id]
         result.credentials += len(found)
         if stored_ids is None:
             if found or stored:  # an object that held nothing and holds nothing costs no write
@@ -165,7 +192,7 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
                 if gone:
                     await store.remove_objects(tenant.tenant_id, kind, gone)
                     result.removed += len(gone)
-        saved = await _write_page(store, tenant, kind, page, stored_ids, result, pending) or saved
+        saved = await _write_page(source, store, tenant, kind, page, stored_ids, result, pending) or saved
         final = page.delta_link or final
     await pending.write(store, tenant, kind)
     return result, final, saved

@@ -609,6 +609,10 @@ class InventorySource(Protocol):
         """The pages of a full read (no delta link) or of the changes since `delta_link`; the last page carries
         the next delta link."""
 
+    async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
+        """The owners of one application or service principal (users by principal name, service principals by
+        display name), sorted; () when it has none or is gone."""
+
 # --- Bulk onboarding (issue 23): Proofpoint's org list, and the state of onboarding runs ----------------------------
 
 

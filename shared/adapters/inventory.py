@@ -23,7 +23,7 @@ import aiohttp
 
 from shared.adapters.graph import GraphAnswer, get_json, read_retrying
 from shared.adapters.identity import Credentials
-from shared.errors import RotationError, StaleDeltaLink
+from shared.errors import NotFound, RotationError, StaleDeltaLink
 from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
 
 _ATTEMPTS = 5
@@ -34,6 +34,16 @@ SELECT = {
     ObjectKind.SERVICE_PRINCIPAL: "id,appId,displayName,appOwnerOrganizationId,servicePrincipalType,"
                                   "preferredTokenSigningKeyThumbprint,passwordCredentials,keyCredentials",
 }
+# Owners (applications and service principals: users or service principals). Not a delta property: the delta
+# functions take $select and a $filter on ids, no $expand (application-delta.md, serviceprincipal-delta.md;
+# delta-query-overview.md: relationships are tracked as `@delta` annotations for users and groups only), and an
+# owner added or removed does not bring the object into a delta round. A list with `$expand=owners` (not delta)
+# pages at most 100 objects and expands at most 20 owners without a nextLink (query-parameters.md, known issue
+# 13635): truncation nobody would notice. So each object that holds credentials has its owners read once with
+# `GET /{set}/{id}/owners?$select=...` (application-list-owners.md, serviceprincipal-list-owners.md:
+# Application.Read.All least privileged) when it first appears or changes: a daily pass reads only the changed ones.
+OWNER_SELECT = "id,displayName,userPrincipalName"
+
 # Graph's answers that say a delta or skip token is no longer known (delta-query-overview.md: "Synchronization
 # reset" and "Token duration"); compared in lower case, as the docs spell them both ways.
 STALE_CODES = frozenset({"syncstatenotfound", "resyncrequired", "syncstateinvalid"})
@@ -92,7 +102,8 @@ class GraphInventory:
         self._base = graph_base_url.rstrip("/")
         self._session = session
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
-        self.calls = 0
+        self.calls = 0  # delta pages read
+        self.owner_calls = 0  # owners pages read
 
     async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
                    ) -> AsyncIterator[InventoryPage]:
@@ -112,6 +123,29 @@ class GraphInventory:
             yield page
             link, params = (str(next_link) if next_link else None), None
 
+    async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
+        """The object's owners, each as its user principal name (a user) or display name (a service principal),
+        sorted; () when it has none or was deleted meanwhile (404). Pages followed."""
+        link: str | None = f"{self._base}/{ENTITY_SET[object_kind]}/{object_id}/owners"
+        params: dict[str, str] | None = {"$select": OWNER_SELECT}
+        what = f"reading the owners of an object of the {ENTITY_SET[object_kind]}"
+        names: set[str] = set()
+        while link:
+            if not self._ours(link):
+                raise RotationError(f"an owners page of tenant {tenant_id} names another host than Graph's",
+                                    code="UnexpectedAnswer")
+            try:
+                doc = await read_retrying(
+                lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
+                tenant_id, what, _ATTEMPTS, self.sleep, _gone)
+            except NotFound:
+                return ()
+            names.update(owner_name(item) for item in doc.get("value") or [] if isinstance(item, dict))
+            next_link = doc.get("@odata.nextLink")
+            link, params = (str(next_link) if next_link else None), None
+        names.discard("")
+        return tuple(sorted(names, key=str.lower))
+
     def _ours(self, link: str) -> bool:
         return urlsplit(link)[:2] == urlsplit(self._base)[:2]
 
@@ -124,13 +158,30 @@ class GraphInventory:
                 return StaleDeltaLink(f"{what} in tenant {tenant_id}: {answer.message}", code=answer.code)
             return None
 
-        return await read_retrying(lambda: self._get(tenant_id, url, params), tenant_id, what, _ATTEMPTS,
+        return await read_retrying(lambda: self._get_page(tenant_id, url, params), tenant_id, what, _ATTEMPTS,
                                    self.sleep, refusal)
 
-    async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+    async def _get_owners(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+        self.owner_calls += 1
+        return await self._get(tenant_id, url, params)
+
+    async def _get_page(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         self.calls += 1
+        return await self._get(tenant_id, url, params)
+
+    async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         doc = await get_json(self._session, self._credentials.graph(tenant_id), url, params, _TIMEOUT)
         if not isinstance(doc, dict):
             raise RotationError(f"Graph answered tenant {tenant_id}'s delta read with something else than a page",
                                 code="UnexpectedAnswer")
         return doc
+
+
+def _gone(answer: GraphAnswer) -> Exception | None:
+    """An owners read of an object deleted since the page listed it: nothing to show, not an error."""
+    return NotFound(answer.message, code=answer.code) if answer.status == 404 else None
+
+
+def owner_name(doc: dict[str, Any]) -> str:
+    """How an owner is shown: a user's principal name, else the display name (a service principal), else its id."""
+    return str(doc.get("userPrincipalName") or doc.get("displayName") or doc.get("id") or "")

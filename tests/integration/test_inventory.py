@@ -357,3 +357,62 @@ async def test_a_write_carrying_the_delta_link_saves_it_with_its_last_transactio
     # No rows to write: the link alone is saved.
     await store.put_objects(tenant, kind, {}, delta_link="https://graph/newer")
     assert (await store.delta_links(tenant))[kind] == "https://graph/newer"
+
+
+async def test_owners_are_read_once_per_object_holding_credentials_then_only_for_changed_ones(
+        world: World, svc: Services) -> None:
+    from sandbox.inventory import generated_owners
+
+    customer = populate(world, "Owned")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    await inventory_tenant(source, store, tenant_of(customer))
+    stored = await rows(svc, customer)
+    apps = [generated_application(customer.tenant_id, _pop(world, customer), i) for i in range(APPS)]
+    sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
+    generated = {o["id"]: o for o in apps + sps}
+
+    def names(obj: dict[str, Any]) -> tuple[str, ...]:
+        found = {o.get("userPrincipalName") or o["displayName"] for o in generated_owners(customer.tenant_id, obj)}
+        return tuple(sorted(found, key=str.lower))
+
+    for row in stored:
+        if row.object_id in generated:  # the owners Graph lists: users by principal name, principals by name
+            assert row.owners == names(generated[row.object_id]), row.display_name
+    assert any(len(r.owners) >= 1 for r in stored) and any(r.owners == () for r in stored)
+    assert all(r.owners == () for r in stored if r.first_party)
+    holding = {(r.object_kind, r.object_id) for r in stored if not r.first_party}
+    assert source.owner_calls == len(holding)  # one read per object holding credentials, none for the others
+    # The Proofpoint app (seeded) is owned by the rotator's service principal: Graph names it.
+    [proofpoint] = [r for r in stored if r.managed]
+    assert proofpoint.owners and all(o for o in proofpoint.owners)
+    # A daily round: only the changed object's owners are read again.
+    changed = sorted(r.object_id for r in stored if r.object_kind is ObjectKind.APPLICATION and not r.managed)[:1]
+    world.sb.control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "ids": changed})
+    before = source.owner_calls
+    await inventory_tenant(source, store, tenant_of(customer))
+    assert source.owner_calls - before == 1
+
+
+async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(world: World, svc: Services) -> None:
+    import aiohttp
+
+    from shared.adapters.graph import GraphAnswer, get_json
+
+    customer = populate(world, "Expand")
+    source = svc.inventory_source
+    assert source is not None
+    # The adapter's own session, credential and Graph base: the requests the product would send.
+    session, credential, base = source._session, source._credentials.graph(customer.tenant_id), source._base
+    limit = aiohttp.ClientTimeout(total=30)
+    with pytest.raises(GraphAnswer) as refused:
+        await get_json(session, credential, f"{base}/applications/delta", {"$expand": "owners"}, limit)
+    assert refused.value.status == 400
+    app = generated_application(customer.tenant_id, _pop(world, customer), 0)
+    doc = await get_json(session, credential, f"{base}/applications/{app['id']}/owners",
+                         {"$select": "id,userPrincipalName"}, limit)
+    assert all(set(o) <= {"@odata.type", "id", "userPrincipalName"} for o in doc["value"])
+    with pytest.raises(GraphAnswer) as missing:
+        await get_json(session, credential, f"{base}/applications/{'0' * 8}-0000-4000-8000-{'0' * 12}/owners",
+                       None, limit)
+    assert (missing.value.status, missing.value.code) == (404, "Request_ResourceNotFound")

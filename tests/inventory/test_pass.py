@@ -39,6 +39,12 @@ class ScriptedGraph:
         self.reads: list[str | None] = []
         self.throttle_next = 0
         self.failing: set[ObjectKind] = set()
+        self.owned: dict[str, tuple[str, ...]] = {}  # object id -> its owners now
+        self.owner_reads: list[str] = []
+
+    async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
+        self.owner_reads.append(object_id)
+        return self.owned.get(object_id, ())
 
     def change(self, item: DirectoryObject | Removed) -> None:
         for pending in self.links.values():
@@ -217,6 +223,9 @@ class PagedGraph:
         for page in self.pages:
             yield page
 
+    async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
+        return ()
+
 
 @pytest.mark.parametrize("rows_per_write", [1, 2, 99])
 async def test_a_full_read_gathers_rows_over_pages_and_never_writes_an_object_removed_on_a_later_page(
@@ -249,3 +258,30 @@ async def test_a_full_reads_last_empty_page_still_carries_the_link_on_a_write(
     await inventory_kind(graph, store, TENANT, APP)  # type: ignore[arg-type]
     assert store.links[("t-1", "application")] == "link-1"
     assert await keys(store) == {("a", "k1"), ("b", "k2"), ("c", "k3")}
+
+
+async def test_owners_are_read_for_objects_holding_credentials_when_they_appear_or_change() -> None:
+    microsoft = DirectoryObject(ObjectKind.SERVICE_PRINCIPAL, "ms", app_id="app-ms", display_name="Microsoft Graph",
+                                password_credentials=(), key_credentials=(secret("k-ms"),),
+                                app_owner_organization_id="f8cdef31-a31e-4b4a-93e4-5f571e91255a")
+    graph = ScriptedGraph([app("a", "k1"), app("b"), app("c", "k2", "k3")])
+    graph.owned = {"a": ("ann@contoso.com",), "b": ("bob@contoso.com",), "c": ("Backup Service", "cy@contoso.com")}
+    store = FakeInventory()
+    await inventory_kind(graph, store, TENANT, APP)
+    assert sorted(graph.owner_reads) == ["a", "c"]  # "b" holds no credential: no read
+    owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
+    assert owners == {("a", "k1"): ("ann@contoso.com",), ("c", "k2"): ("Backup Service", "cy@contoso.com"),
+                      ("c", "k3"): ("Backup Service", "cy@contoso.com")}
+    # A daily round reads the owners of what changed only; the others keep theirs.
+    graph.owner_reads.clear()
+    graph.owned["a"] = ("dee@contoso.com",)
+    graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k1"), secret("k9"))))
+    await inventory_kind(graph, store, TENANT, APP)
+    assert graph.owner_reads == ["a"]
+    owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
+    assert owners[("a", "k9")] == owners[("a", "k1")] == ("dee@contoso.com",)
+    assert owners[("c", "k2")] == ("Backup Service", "cy@contoso.com")
+    # Microsoft's principals have no owner in the customer's tenant: never asked.
+    sp_graph = ScriptedGraph([microsoft])
+    await inventory_kind(sp_graph, store, TENANT, ObjectKind.SERVICE_PRINCIPAL)
+    assert sp_graph.owner_reads == [] and any(r.object_id == "ms" for r in await store.list_credentials())
