@@ -6,9 +6,12 @@ Functions as is). Metadata only: Graph never lists a secret's value, and no valu
 from __future__ import annotations
 
 import html
+import unicodedata
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from shared.credential_state import Line
@@ -234,58 +237,117 @@ def render_html(report: CustomerReport) -> str:
 # ------------------------------------------------------------------------------------------------ PDF
 
 
-def _latin(text: str) -> str:
-    # fpdf2's core fonts (Helvetica) are Latin-1: other characters become '?', never an error mid-report.
-    return text.replace("·", "-").replace("—", "-").encode("latin-1", "replace").decode("latin-1")
+# The PDF's fonts ship in the package (shared/fonts/, each licence beside it): DejaVu Sans (Latin, Greek, Cyrillic,
+# many symbols, some emoji; Bitstream Vera licence), and for what it lacks Droid Sans Fallback (Chinese, Japanese;
+# Apache 2.0) and NanumSquare (Korean Hangul; SIL OFL 1.1). A fallback is loaded only when a report needs it (parsing
+# a 4 MB font costs 0.2 s); fpdf2 embeds only the glyphs used (subsetting). A character no font has is drawn as
+# U+FFFD, never dropped in silence.
+FONTS = Path(__file__).parent / "fonts"
+MAIN_FONT, MAIN_BOLD = "DejaVuSans.ttf", "DejaVuSans-Bold.ttf"
+FALLBACK_FONTS = {"DroidFallback": "DroidSansFallbackFull.ttf", "Nanum": "NanumSquareR.ttf"}  # tried in this order
+MISSING = "\ufffd"
+
+
+@cache
+def font_characters(name: str) -> frozenset[int]:
+    """The code points a shipped font draws (read once per process)."""
+    from fontTools.ttLib import TTFont  # fpdf2's own dependency
+
+    with TTFont(FONTS / name, lazy=True) as font:
+        return frozenset(font.getBestCmap())
+
+
+def printable(text: str) -> tuple[str, frozenset[str]]:
+    """The text as the PDF's fonts can draw it, and the fallback fonts it needs: control characters become spaces,
+    an invisible joiner or variation selector no font draws is left out (emoji sequences), any other character no
+    font has becomes U+FFFD."""
+    main = font_characters(MAIN_FONT)
+    out: list[str] = []
+    needs: set[str] = set()
+    for ch in text:
+        code = ord(ch)
+        if code in main:
+            out.append(ch)
+            continue
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            out.append(" ")
+            continue
+        fallback = next((name for name, file in FALLBACK_FONTS.items() if code in font_characters(file)), None)
+        if fallback is not None:
+            out.append(ch)
+            needs.add(fallback)
+        elif unicodedata.category(ch) not in ("Mn", "Cf"):
+            out.append(MISSING)
+    return "".join(out), frozenset(needs)
 
 
 def render_pdf(report: CustomerReport) -> bytes:
-    """The report as a PDF (A4 landscape) made with fpdf2."""
+    """The report as a PDF (A4 landscape) made with fpdf2, in Unicode fonts shipped with the app."""
     from fpdf import FPDF  # imported here: only a report request pays for it
     from fpdf.fonts import FontFace
 
+    grey, red, amber = FontFace(color=(140, 140, 140)), FontFace(color=(164, 0, 0)), FontFace(color=(138, 83, 0))
+    title = f"Credential report: {report.customer}"
+    summary = (f"Tenant {report.tenant_id} · period {_day(report.since)} to {_day(report.until)} · "
+               + ", ".join(f"{v} {k}" for k, v in report.counts.items()))
+    needs = [f"- {sentence}" for sentence in report.needs or [NOTHING_NEEDED]]
+    credentials: list[tuple[FontFace | None, list[str]]] = []
+    for line in report.lines:
+        c = line.credential
+        style = (grey if line.exclusion is not None or c.first_party else
+                 red if line.days_left is not None and line.days_left < 0 and not line.renewed else
+                 amber if line.needs_customer else None)
+        credentials.append((style, [
+            f"{c.display_name or c.app_id} ({_object(c)})", c.credential_name or c.hint,
+            _kind(c) + (f" ({c.usage})" if c.usage else ""), _day(c.end), _left(line.days_left), state_of(line),
+            ", ".join(c.owners)]))
+    activity = [[ev.at.strftime("%Y-%m-%d %H:%M") if ev.at else "", report.app_name(ev.app_id), event_text(ev),
+                 ev.actor] for ev in report.activity]
+    texts = [title, summary, *needs, *(x for _, row in credentials for x in row), *(x for row in activity for x in row)]
+    drawn = {text: printable(text) for text in texts}
+
+    def p(text: str) -> str:
+        return drawn[text][0] if text in drawn else printable(text)[0]
+
     pdf = FPDF(orientation="L", format="A4")
-    pdf.set_title(_latin(f"Credential report: {report.customer}"))
+    pdf.add_font("DejaVu", "", str(FONTS / MAIN_FONT))
+    pdf.add_font("DejaVu", "B", str(FONTS / MAIN_BOLD))
+    needed = [name for name in FALLBACK_FONTS if any(name in fallbacks for _, fallbacks in drawn.values())]
+    for name in needed:
+        pdf.add_font(name, "", str(FONTS / FALLBACK_FONTS[name]))
+    if needed:
+        pdf.set_fallback_fonts(needed, exact_match=False)  # bold text too: the fallbacks have no bold
+    pdf.set_title(p(title))
     pdf.set_creation_date(report.until)
     pdf.set_auto_page_break(True, margin=12)
     pdf.add_page()
-    pdf.set_font("Helvetica", "B", 16)
-    pdf.cell(0, 9, _latin(f"Credential report: {report.customer}"), new_x="LMARGIN", new_y="NEXT")
-    pdf.set_font("Helvetica", "", 9)
-    pdf.cell(0, 6, _latin(f"Tenant {report.tenant_id} - period {_day(report.since)} to {_day(report.until)} - "
-                          + ", ".join(f"{v} {k}" for k, v in report.counts.items())), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "B", 16)
+    pdf.cell(0, 9, p(title), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("DejaVu", "", 9)
+    pdf.multi_cell(0, 5, p(summary), new_x="LMARGIN", new_y="NEXT")
 
     def heading(text: str) -> None:
         pdf.ln(3)
-        pdf.set_font("Helvetica", "B", 12)
-        pdf.cell(0, 8, _latin(text), new_x="LMARGIN", new_y="NEXT")
-        pdf.set_font("Helvetica", "", 8)
+        pdf.set_font("DejaVu", "B", 12)
+        pdf.cell(0, 8, text, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("DejaVu", "", 8)
 
     heading("What needs you")
-    for sentence in report.needs or [NOTHING_NEEDED]:
-        pdf.multi_cell(0, 5, _latin(f"- {sentence}"), new_x="LMARGIN", new_y="NEXT")
+    for sentence in needs:
+        pdf.multi_cell(0, 5, p(sentence), new_x="LMARGIN", new_y="NEXT")
     heading("Credentials")
-    grey, red, amber = FontFace(color=(140, 140, 140)), FontFace(color=(164, 0, 0)), FontFace(color=(138, 83, 0))
-    with pdf.table(col_widths=(60, 50, 36, 22, 16, 50, 33), text_align="LEFT", line_height=5,
+    with pdf.table(col_widths=(58, 45, 34, 22, 14, 40, 54), text_align="LEFT", line_height=5,
                    headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235))) as table:
         table.row(["Object", "Credential", "Kind", "Ends", "Days", "State", "Owners"])
-        for line in report.lines:
-            c = line.credential
-            style = (grey if line.exclusion is not None or c.first_party else
-                     red if line.days_left is not None and line.days_left < 0 and not line.renewed else
-                     amber if line.needs_customer else None)
-            table.row([_latin(x) for x in (
-                f"{c.display_name or c.app_id} ({_object(c)})", c.credential_name or c.hint,
-                _kind(c) + (f" ({c.usage})" if c.usage else ""), _day(c.end), _left(line.days_left),
-                state_of(line), ", ".join(c.owners))], style=style)
+        for style, row in credentials:
+            table.row([p(x) for x in row], style=style)
     heading("What the rotator did")
-    if report.activity:
+    if activity:
         with pdf.table(col_widths=(30, 70, 140, 27), text_align="LEFT", line_height=5,
                        headings_style=FontFace(emphasis="BOLD", fill_color=(235, 235, 235))) as table:
             table.row(["When (UTC)", "App", "What", "Who"])
-            for ev in report.activity:
-                table.row([_latin(x) for x in (ev.at.strftime("%Y-%m-%d %H:%M") if ev.at else "",
-                                               report.app_name(ev.app_id), event_text(ev), ev.actor)])
+            for row in activity:
+                table.row([p(x) for x in row])
     else:
         pdf.cell(0, 6, "Nothing in this period.", new_x="LMARGIN", new_y="NEXT")
     return bytes(pdf.output())

@@ -75,7 +75,7 @@ def test_names_from_the_tenant_are_escaped_in_html_and_kept_readable_in_pdf() ->
     assert "push · acknowledged · rotation abcdef01 · &lt;b&gt;" in page
     text = pdf_text(render_pdf(r))
     assert "<script>alert(1)</script> Café" in text and "certificate (Verify)" in text
-    assert "push - acknowledged - rotation abcdef01" in text and "What needs you" in text
+    assert "push · acknowledged · rotation abcdef01" in text and "What needs you" in text  # as in HTML
 
 
 def test_a_pdf_of_hundreds_of_credentials_pages_and_keeps_every_row() -> None:
