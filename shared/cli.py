@@ -300,6 +300,9 @@ async def _offboard(svc: Services, args: argparse.Namespace) -> int:
         result = await offboard(ports, args.tenant_id, args.app_id, options,
                                 retention_days=svc.settings.offboard_retention_days,
                                 actor=args.actor or f"cli:{_login()}")
+    from shared.inventory_pass import forget_unregistered
+
+    await forget_unregistered(svc, args.tenant_id)  # the tenant's last target: its inventory goes too
     if args.json:
         print(json.dumps(offboarded_document(result), indent=2))
     else:

@@ -273,3 +273,17 @@ async def take_inventory(svc: Services) -> InventorySummary:
         raise RotationError("the inventory is not configured", code="InventoryUnavailable")
     tenants = customers_of(target for target, _ in await svc.state.list_targets())
     return await run_inventory(svc.inventory_source, svc.inventory, tenants, svc.settings.inventory_concurrency)
+
+
+async def forget_unregistered(svc: Services, tenant_id: str) -> bool:
+    """After a target is removed or offboarded: when no target of its tenant is left, forget the tenant's inventory
+    (credential metadata and owners' names, personal data the MSP no longer has a reason to keep) and its delta
+    links; True when forgotten. Its open warnings are resolved by the next warnings pass (staged_tenants)."""
+    if svc.inventory is None:
+        return False
+    tenant_id = tenant_id.lower()
+    if any(t.tenant_id.lower() == tenant_id for t, _ in await svc.state.list_targets()):
+        return False
+    await svc.inventory.remove_tenant(tenant_id)
+    log.info("inventory.forgotten", extra={"tenant": tenant_id})
+    return True

@@ -31,6 +31,7 @@ from shared.entrypoints.web import (
     path_guid,
     read_json,
 )
+from shared.inventory_pass import forget_unregistered
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document
 from shared.registry import InvalidTarget, check_policy, parse_target, refuse_secret_values, target_document
 
@@ -144,6 +145,7 @@ async def target(req: func.HttpRequest) -> func.HttpResponse:
     async with invocation_services() as svc:
         if method == "DELETE":
             await service.delete_target(svc.state, tenant_id, app_id, actor=who.name, at=svc.engine.clock.now())
+            await forget_unregistered(svc, tenant_id)  # the tenant's last target: its inventory goes too
             return func.HttpResponse(status_code=204)
         stored, _ = await svc.state.get_target(tenant_id, app_id)
     return json_response(target_document(stored))
@@ -167,6 +169,7 @@ async def offboard_target(req: func.HttpRequest) -> func.HttpResponse:
                               svc.settings.msp_app_client_id)
         result = await offboard(ports, tenant_id, app_id, options,
                                 retention_days=svc.settings.offboard_retention_days, actor=who.name)
+        await forget_unregistered(svc, tenant_id)  # the tenant's last target: its inventory goes too
     return json_response(offboarded_document(result))
 
 

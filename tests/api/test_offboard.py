@@ -158,3 +158,26 @@ async def test_the_daily_timer_deletes_an_offboarded_secret_once_its_retention_i
     await timer_function(timer.TimerRequest(past_due=False))
     vault = world.sb.control.state()["keyvault"]
     assert name not in vault["secrets"] and name in vault["deleted"]
+
+
+async def test_the_last_target_of_a_tenant_leaving_takes_its_inventory_with_it(
+    api: Api, world: World, svc  # type: ignore[no-untyped-def]
+) -> None:
+    from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
+
+    def row(c: Customer, key: str) -> InventoryCredential:
+        return InventoryCredential(c.tenant_id, c.name, ObjectKind.APPLICATION, f"obj-{key}", f"app-{key}", "Backup",
+                                   ("ann@contoso.example",), CredentialKind.PASSWORD, "", key, "abc", "nightly",
+                                   None, datetime(2027, 1, 1, tzinfo=UTC))
+
+    offboarded, deleted = world.seed_customer("Offboarded", 200), world.seed_customer("Deleted", 200)
+    for c in (offboarded, deleted):
+        assert (await api.put(c)).status == 201
+        await svc.inventory.put_objects(c.tenant_id, ObjectKind.APPLICATION, {f"obj-{c.name}": [row(c, c.name)]},
+                                        delta_link=f"https://graph.example/delta?{c.name}")
+    reply = await api.call("offboard_target", "POST", ids(offboarded), {})
+    assert reply.status == 200, reply.text
+    assert (await api.call("target", "DELETE", ids(deleted))).status == 204
+    for c in (offboarded, deleted):  # credential metadata, owners' names and delta links: gone with the customer
+        assert [r async for r in svc.inventory.stream(c.tenant_id)] == []
+        assert await svc.inventory.delta_links(c.tenant_id) == {}

@@ -285,3 +285,21 @@ async def test_owners_are_read_for_objects_holding_credentials_when_they_appear_
     sp_graph = ScriptedGraph([microsoft])
     await inventory_kind(sp_graph, store, TENANT, ObjectKind.SERVICE_PRINCIPAL)
     assert sp_graph.owner_reads == [] and any(r.object_id == "ms" for r in await store.list_credentials())
+
+
+async def test_a_tenant_is_forgotten_only_once_its_last_target_is_gone() -> None:
+    from types import SimpleNamespace
+
+    from shared.domain import Target
+    from shared.inventory_pass import forget_unregistered
+    from tests.fakes import FakeState
+
+    state, store = FakeState(Faults()), FakeInventory()
+    await inventory_kind(ScriptedGraph([app("a", "k1")]), store, TENANT, APP)
+    await state.create_target(Target("t-1", "app-kept", "Contoso"))
+    svc = SimpleNamespace(state=state, inventory=store)
+    assert not await forget_unregistered(svc, "T-1")  # type: ignore[arg-type]  # another target of the tenant stays
+    assert await keys(store) == {("a", "k1")}
+    state.rows.clear()
+    assert await forget_unregistered(svc, "t-1")  # type: ignore[arg-type]
+    assert await keys(store) == set() and store.links == {}
