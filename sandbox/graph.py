@@ -433,6 +433,16 @@ def build_app(world: World) -> web.Application:
                 return response
             if answer is not None:
                 return answer
+        if path in ("/applications", "/servicePrincipals") and method == "GET" and any(
+                k.lower() == "$expand" for k in request.query):
+            require_some_role(claims)  # application-list.md, serviceprincipal-list.md: $expand supported
+            try:
+                return inventory.handle_expanded_list(world, request, tenant, path.strip("/"), graph_base(),
+                                                      claims.app_id)
+            except inventory.DeltaError as exc:
+                response = web.json_response(error_body(exc.code, exc.message), status=exc.status)
+                response.headers.update(exc.headers)
+                return response
         if path in ("/applications", "/applications/$count") and method == "GET":
             return list_applications(request, claims, tenant, count_only=path.endswith("$count"))
         if path == "/servicePrincipals" and method == "GET":

@@ -37,6 +37,13 @@ What it models, and where each behaviour is documented (sandbox/README.md, "Inve
   overview.md: relationships are tracked as `@delta` annotations for users and groups only; the strictest reading).
   Generated objects: 30 % without owner, most with one or two users, some with a service principal; Microsoft's
   first-party principals and managed identities none. Each read costs a resource unit like a delta page.
+  The list with owners expanded, `GET /applications?$expand=owners($select=...)` (and `/servicePrincipals`;
+  application-list.md, serviceprincipal-list.md support `$expand`): pages of at most **100** objects whatever `$top`
+  asks (Graph known issue 13635: "$expand on directory objects returns a maximum of 100 objects"), each object's
+  `owners` cut at **20** with no nextLink of their own (query-parameters.md: `$expand` "typically returns a maximum
+  of 20 items for the expanded relationship and has no @odata.nextLink"); `$expand` of anything but owners is 400.
+  The control API's `{"op": "owners", "ids": [...], "count": n}` gives objects n user owners (an owner change: no
+  delta round sees it).
 """
 
 from __future__ import annotations
@@ -97,19 +104,29 @@ _FIRST = ("Ann", "Bruno", "Chen", "Dana", "Elif", "Farah", "Goran", "Hana", "Ivo
 _LAST = ("Lee", "Novak", "Okafor", "Silva", "Tanaka", "Weber", "Young", "Zhou", "Ivanova", "Kowalski", "Haddad")
 
 
+EXPANDED_OWNERS = 20  # query-parameters.md: $expand returns at most 20 items of the relationship, no nextLink
+EXPAND_PAGE = 100  # known issue 13635: a list with $expand returns at most 100 directory objects a page
+_EXPAND = re.compile(r"^owners(?:\(\$select=(?P<select>[A-Za-z,]+)\))?$")
+
+
+def owner_user(tenant_id: str, rng: random.Random, n: int | None = None) -> dict[str, Any]:
+    """A user owner; `n` makes its principal name unique among many."""
+    first, last = rng.choice(_FIRST), rng.choice(_LAST)
+    local = f"{first}.{last}{'' if n is None else n}".lower()
+    return {"@odata.type": "#microsoft.graph.user", "id": _guid(rng), "displayName": f"{first} {last}",
+            "userPrincipalName": f"{local}@{tenant_id[:8]}.onmicrosoft.com", "mail": None}
+
+
 def generated_owners(tenant_id: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
     """The owners of a generated object (computed from its id, like the object itself)."""
+    if "_owners" in obj:  # set through the control API
+        return list(obj["_owners"])
     if obj.get("appOwnerOrganizationId") == MICROSOFT_TENANT or obj.get("servicePrincipalType") == "ManagedIdentity":
         return []
     rng = _rng("owners", tenant_id, obj["id"])
     draw = rng.random()
     count = 0 if draw < 0.3 else 1 if draw < 0.8 else 2
-    owners: list[dict[str, Any]] = []
-    for _ in range(count):
-        first, last = rng.choice(_FIRST), rng.choice(_LAST)
-        owners.append({"@odata.type": "#microsoft.graph.user", "id": _guid(rng), "displayName": f"{first} {last}",
-                       "userPrincipalName": f"{first}.{last}@{tenant_id[:8]}.onmicrosoft.com".lower(),
-                       "mail": None})
+    owners = [owner_user(tenant_id, rng) for _ in range(count)]
     if rng.random() < 0.1:
         owners.append({"@odata.type": "#microsoft.graph.servicePrincipal", "id": _guid(rng),
                        "displayName": "Deployment pipeline", "appId": _guid(rng), "userPrincipalName": None})
@@ -403,8 +420,8 @@ class InventoryState:
         tenant = self.world.directory.tenants[tenant_id]
         inv = self.tenant(tenant_id)
         kind, op = doc.get("kind", "application"), doc.get("op", "renew")
-        if kind not in PROPERTIES or op not in ("renew", "expire", "delete", "add"):
-            raise ValueError("kind must be application|servicePrincipal, op renew|expire|delete|add")
+        if kind not in PROPERTIES or op not in ("renew", "expire", "delete", "add", "owners"):
+            raise ValueError("kind must be application|servicePrincipal, op renew|expire|delete|add|owners")
         rng = _rng("change", tenant_id, inv.seq, kind, op)
         now = self.world.now()
         if op == "add":
@@ -424,6 +441,13 @@ class InventoryState:
         else:
             count = int(doc["count"]) if "count" in doc else max(1, round(len(live) * float(doc.get("fraction", 0))))
             chosen = rng.sample(live, min(count, len(live)))
+        if op == "owners":  # a relationship: no property changes, so no delta round will show it
+            rng_owners = _rng("owners-set", tenant_id, inv.seq)
+            for _, obj in chosen:
+                obj = json.loads(json.dumps(obj))
+                obj["_owners"] = [owner_user(tenant_id, rng_owners, n) for n in range(int(doc.get("owners", 1)))]
+                inv.overrides[obj["id"]] = obj
+            return {"ids": [obj["id"] for _, obj in chosen]}
         for place, obj in chosen:
             seq = inv.bump()
             tracked = inv.tracked.setdefault(obj["id"], Tracked(kind, place, 0))
@@ -573,12 +597,64 @@ class InventoryState:
                 raise DeltaError(404, "Request_ResourceNotFound",
                                  f"Resource '{object_id}' does not exist or one of its queried reference-property "
                                  "objects are not present.")
-            value = generated_owners(tenant.id, obj)
+            value = self.owners_of(tenant, kind, obj)
         select = [p.strip() for p in (_param(request.query, "$select") or "").split(",") if p.strip()]
         if select:
             value = [{"@odata.type": o["@odata.type"], "id": o["id"], **{p: o.get(p) for p in select if p != "id"}}
                      for o in value]
         return {"@odata.context": f"{graph_base}/$metadata#directoryObjects", "value": value}
+
+    def owners_of(self, tenant: Tenant, kind: str, obj: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every owner of a live object: a seeded application's are the world's service principals."""
+        if kind == "application" and obj["id"] in tenant.applications:
+            from sandbox.graph import service_principal_json  # the world's principals as Graph shows them
+
+            app = tenant.applications[obj["id"]]
+            return [{"@odata.type": "#microsoft.graph.servicePrincipal", **service_principal_json(sp)}
+                    for sp in tenant.service_principals.values() if sp.id in app.owners]
+        if kind == "servicePrincipal" and obj["id"] in tenant.service_principals:
+            return []
+        return generated_owners(tenant.id, obj)
+
+    def expanded_list(self, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str
+                      ) -> dict[str, Any]:
+        """`GET /{set}?$expand=owners(...)`: every object, at most EXPAND_PAGE a page, owners cut at
+        EXPANDED_OWNERS."""
+        kind = ENTITY_SETS[entity_set]
+        known = {k.lower() for k in request.query}
+        if known - {"$select", "$expand", "$top", "$skiptoken"}:
+            raise DeltaError(400, "Request_UnsupportedQuery", "The sandbox serves $select, $expand=owners, $top and "
+                             "$skiptoken on a list with $expand.")
+        expand = _EXPAND.match((_param(request.query, "$expand") or "").strip())
+        if expand is None:
+            raise DeltaError(400, "Request_BadRequest", "Only $expand=owners (with an optional $select) is served.")
+        owner_select = [p for p in (expand["select"] or "").split(",") if p]
+        select = _select_list(_param(request.query, "$select"), kind)
+        try:
+            top = int(_param(request.query, "$top") or EXPAND_PAGE)
+            offset = int(base64.urlsafe_b64decode((_param(request.query, "$skiptoken") or "MA==").encode()))
+        except ValueError as exc:
+            raise DeltaError(400, "Request_BadRequest", "Invalid $top or $skiptoken.") from exc
+        size = max(1, min(top, EXPAND_PAGE))
+        items: list[dict[str, Any]] = []
+        more = False
+        for n, (_, obj) in enumerate(self.objects(tenant, kind)):
+            if n < offset:
+                continue
+            if len(items) == size:
+                more = True
+                break
+            owners = self.owners_of(tenant, kind, obj)[:EXPANDED_OWNERS]
+            if owner_select:
+                owners = [{"@odata.type": o["@odata.type"], "id": o["id"],
+                           **{p: o.get(p) for p in owner_select if p != "id"}} for o in owners]
+            items.append({**_selected(obj, select), "owners": owners})
+        body: dict[str, Any] = {"@odata.context": f"{graph_base}/$metadata#{entity_set}", "value": items}
+        if more:
+            params = {k: v for k, v in request.query.items() if k.lower() != "$skiptoken"}
+            token = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
+            body["@odata.nextLink"] = f"{graph_base}/{entity_set}?" + urlencode({**params, "$skiptoken": token})
+        return body
 
     def _current(self, tenant: Tenant, inv: TenantInventory, kind: str, ids: list[str]
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -619,7 +695,7 @@ def _select_list(text: str | None, kind: str) -> list[str]:
 
 def _selected(obj: dict[str, Any], select: list[str]) -> dict[str, Any]:
     if not select:
-        return obj
+        return {k: v for k, v in obj.items() if k != "_owners"}
     return {"id": obj["id"], **{p: obj.get(p) for p in select if p != "id"}}
 
 
@@ -656,6 +732,16 @@ def handle_owners(world: World, request: web.Request, tenant: Tenant, entity_set
     state.charge(app_id, tenant.id)
     body = state.owners(request, tenant, entity_set, object_id, graph_base)
     return None if body is None else web.json_response(body)
+
+
+def handle_expanded_list(world: World, request: web.Request, tenant: Tenant, entity_set: str, graph_base: str,
+                         app_id: str = "") -> web.Response:
+    """A list with `$expand=owners` (DeltaError for Graph's refusals, throttling included)."""
+    state = world.inventory
+    if not isinstance(state, InventoryState):
+        raise DeltaError(501, "NotImplemented", "The inventory module is not mounted.")
+    state.charge(app_id, tenant.id)
+    return web.json_response(state.expanded_list(request, tenant, entity_set, graph_base))
 
 
 def add_control_routes(routes: web.RouteTableDef, world: World) -> None:

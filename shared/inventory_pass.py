@@ -110,26 +110,39 @@ OWNER_READS = 8
 
 
 async def read_owners(source: InventorySource, tenant_id: str, kind: ObjectKind,
-                      built: dict[str, list[InventoryCredential]]) -> None:
-    """Fill in the owners of the page's objects that hold credentials (a new or changed object: what a delta round
-    brings), in place. Microsoft's first-party principals and managed identities are left out: they have no owner in
-    the customer's tenant and are never the customer's to renew."""
+                      built: dict[str, list[InventoryCredential]],
+                      listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
+    """Fill in the owners of the page's objects that hold credentials (a new or changed object: what a round
+    brings), in place: from a full read's listing (`listed`) when it has them, else one read per object.
+    Microsoft's first-party principals and managed identities are left out: they have no owner in the customer's
+    tenant and are never the customer's to renew."""
     wanted = [object_id for object_id, rows in built.items() if rows and not rows[0].first_party]
     if not wanted:
         return
     bound = asyncio.Semaphore(OWNER_READS)
 
     async def one(object_id: str) -> None:
-        async with bound:
-            owners = await source.owners(tenant_id, kind, object_id)
+        owners = listed.get(object_id) if listed is not None else None
+        if owners is None:  # not listed (a delta round, created meanwhile) or cut by the listing
+            async with bound:
+                owners = await source.owners(tenant_id, kind, object_id)
         built[object_id] = [replace(row, owners=owners) for row in built[object_id]]
 
     await asyncio.gather(*(one(object_id) for object_id in wanted))
 
 
+async def list_owners(source: InventorySource, tenant_id: str, kind: ObjectKind) -> dict[str, tuple[str, ...] | None]:
+    """A full read's owners of every object of the kind (a page of 100 a request: shared/adapters/inventory.py).
+    Held for the round: object ids and a few names each, a few hundred per tenant and kind."""
+    listed: dict[str, tuple[str, ...] | None] = {}
+    async for page in source.owner_listing(tenant_id, kind):
+        listed.update(page)
+    return listed
+
+
 async def _write_page(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                      page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending
-                      ) -> bool:
+                      page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending,
+                      listed: dict[str, tuple[str, ...] | None] | None = None) -> bool:
     """One page into the store: removals, then each object's rows; True when the page's delta link (the round's
     last page) was saved with its write.
 
@@ -148,7 +161,7 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
         held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
     built = {obj.object_id: credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids,
                                            held.get(obj.object_id, [])) for obj in page.objects}
-    await read_owners(source, tenant.tenant_id, kind, built)
+    await read_owners(source, tenant.tenant_id, kind, built, listed)
     for obj in page.objects:
         stored = held.get(obj.object_id, [])
         found = built[obj.object_id]
@@ -177,6 +190,7 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
+    listed = await list_owners(source, tenant.tenant_id, kind) if full else None
     seen: set[str] = set()
     final: str | None = None
     saved = False
@@ -192,7 +206,7 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
                 if gone:
                     await store.remove_objects(tenant.tenant_id, kind, gone)
                     result.removed += len(gone)
-        saved = await _write_page(source, store, tenant, kind, page, stored_ids, result, pending) or saved
+        saved = await _write_page(source, store, tenant, kind, page, stored_ids, result, pending, listed) or saved
         final = page.delta_link or final
     await pending.write(store, tenant, kind)
     return result, final, saved

@@ -613,6 +613,11 @@ class InventorySource(Protocol):
         """The owners of one application or service principal (users by principal name, service principals by
         display name), sorted; () when it has none or is gone."""
 
+    def owner_listing(self, tenant_id: str, object_kind: ObjectKind
+                      ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        """Every object of the kind with its owners, page by page (for a full read): object id -> owners, or None
+        when the listing may have cut them (read those with `owners`)."""
+
 # --- Bulk onboarding (issue 23): Proofpoint's org list, and the state of onboarding runs ----------------------------
 
 

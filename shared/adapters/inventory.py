@@ -37,11 +37,14 @@ SELECT = {
 # Owners (applications and service principals: users or service principals). Not a delta property: the delta
 # functions take $select and a $filter on ids, no $expand (application-delta.md, serviceprincipal-delta.md;
 # delta-query-overview.md: relationships are tracked as `@delta` annotations for users and groups only), and an
-# owner added or removed does not bring the object into a delta round. A list with `$expand=owners` (not delta)
-# pages at most 100 objects and expands at most 20 owners without a nextLink (query-parameters.md, known issue
-# 13635): truncation nobody would notice. So each object that holds credentials has its owners read once with
-# `GET /{set}/{id}/owners?$select=...` (application-list-owners.md, serviceprincipal-list-owners.md:
-# Application.Read.All least privileged) when it first appears or changes: a daily pass reads only the changed ones.
+# owner added or removed does not bring the object into a delta round. So:
+# - a full read first lists the kind with `$expand=owners($select=...)` (application-list.md, serviceprincipal-
+#   list.md): pages of at most 100 objects (Graph known issue 13635), each object's owners cut at 20 with no nextLink
+#   (query-parameters.md); an object listed with 20 owners may have more, and has them read one by one;
+# - a delta round reads `GET /{set}/{id}/owners?$select=...` (application-list-owners.md, serviceprincipal-list-
+#   owners.md: Application.Read.All least privileged) for each changed object holding credentials: about 1 % a day.
+# An object the listing did not see (created between the two reads) is read one by one too.
+EXPANDED_OWNERS = 20
 OWNER_SELECT = "id,displayName,userPrincipalName"
 
 # Graph's answers that say a delta or skip token is no longer known (delta-query-overview.md: "Synchronization
@@ -145,6 +148,31 @@ class GraphInventory:
             link, params = (str(next_link) if next_link else None), None
         names.discard("")
         return tuple(sorted(names, key=str.lower))
+
+    async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
+                            ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        """Every object of the kind with its owners, a page at a time: object id -> owners (sorted), or None when
+        the listing may have cut them (EXPANDED_OWNERS): read those with `owners`."""
+        link: str | None = f"{self._base}/{ENTITY_SET[object_kind]}"
+        params: dict[str, str] | None = {"$select": "id", "$expand": f"owners($select={OWNER_SELECT})",
+                                         "$top": "100"}
+        what = f"listing the owners of the {ENTITY_SET[object_kind]}"
+        while link:
+            if not self._ours(link):
+                raise RotationError(f"an owners page of tenant {tenant_id} names another host than Graph's",
+                                    code="UnexpectedAnswer")
+            doc = await read_retrying(
+                lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
+                tenant_id, what, _ATTEMPTS, self.sleep)
+            found: dict[str, tuple[str, ...] | None] = {}
+            for item in doc.get("value") or []:
+                if isinstance(item, dict) and item.get("id"):
+                    owners = [o for o in item.get("owners") or [] if isinstance(o, dict)]
+                    found[str(item["id"])] = (None if len(owners) >= EXPANDED_OWNERS else
+                                              tuple(sorted({owner_name(o) for o in owners} - {""}, key=str.lower)))
+            yield found
+            next_link = doc.get("@odata.nextLink")
+            link, params = (str(next_link) if next_link else None), None
 
     def _ours(self, link: str) -> bool:
         return urlsplit(link)[:2] == urlsplit(self._base)[:2]

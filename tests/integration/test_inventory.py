@@ -359,18 +359,22 @@ async def test_a_write_carrying_the_delta_link_saves_it_with_its_last_transactio
     assert (await store.delta_links(tenant))[kind] == "https://graph/newer"
 
 
-async def test_owners_are_read_once_per_object_holding_credentials_then_only_for_changed_ones(
+async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_objects_are_read(
         world: World, svc: Services) -> None:
     from sandbox.inventory import generated_owners
 
     customer = populate(world, "Owned")
     source, store = svc.inventory_source, svc.inventory
     assert source is not None and store is not None
+    apps = [generated_application(customer.tenant_id, _pop(world, customer), i) for i in range(APPS)]
+    crowded = next(a["id"] for a in apps if a["passwordCredentials"])
+    # An app with 25 owners: the list's $expand gives 20 and no nextLink, so the pass reads it one by one.
+    world.sb.control.inventory_change(customer.tenant_id, {"kind": "application", "op": "owners",
+                                                           "ids": [crowded], "owners": 25})
     await inventory_tenant(source, store, tenant_of(customer))
     stored = await rows(svc, customer)
-    apps = [generated_application(customer.tenant_id, _pop(world, customer), i) for i in range(APPS)]
     sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
-    generated = {o["id"]: o for o in apps + sps}
+    generated = {o["id"]: o for o in apps + sps if o["id"] != crowded}
 
     def names(obj: dict[str, Any]) -> tuple[str, ...]:
         found = {o.get("userPrincipalName") or o["displayName"] for o in generated_owners(customer.tenant_id, obj)}
@@ -379,15 +383,17 @@ async def test_owners_are_read_once_per_object_holding_credentials_then_only_for
     for row in stored:
         if row.object_id in generated:  # the owners Graph lists: users by principal name, principals by name
             assert row.owners == names(generated[row.object_id]), row.display_name
-    assert any(len(r.owners) >= 1 for r in stored) and any(r.owners == () for r in stored)
+    assert {len(r.owners) for r in stored if r.object_id == crowded} == {25}
+    assert any(r.owners for r in stored) and any(r.owners == () for r in stored)
     assert all(r.owners == () for r in stored if r.first_party)
-    holding = {(r.object_kind, r.object_id) for r in stored if not r.first_party}
-    assert source.owner_calls == len(holding)  # one read per object holding credentials, none for the others
+    # One listing page per kind (100 objects a page with $expand) and the crowded app's own read: not one per object.
+    assert source.owner_calls == 3
     # The Proofpoint app (seeded) is owned by the rotator's service principal: Graph names it.
     [proofpoint] = [r for r in stored if r.managed]
-    assert proofpoint.owners and all(o for o in proofpoint.owners)
-    # A daily round: only the changed object's owners are read again.
-    changed = sorted(r.object_id for r in stored if r.object_kind is ObjectKind.APPLICATION and not r.managed)[:1]
+    assert proofpoint.owners and all(proofpoint.owners)
+    # A daily round: only the changed object's owners are read again, one by one.
+    changed = sorted(r.object_id for r in stored if r.object_kind is ObjectKind.APPLICATION and not r.managed
+                     and r.object_id != crowded)[:1]
     world.sb.control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "ids": changed})
     before = source.owner_calls
     await inventory_tenant(source, store, tenant_of(customer))
@@ -399,7 +405,7 @@ async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(worl
 
     from shared.adapters.graph import GraphAnswer, get_json
 
-    customer = populate(world, "Expand")
+    customer = populate(world, "Expand", sps=130)
     source = svc.inventory_source
     assert source is not None
     # The adapter's own session, credential and Graph base: the requests the product would send.
@@ -416,3 +422,13 @@ async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(worl
         await get_json(session, credential, f"{base}/applications/{'0' * 8}-0000-4000-8000-{'0' * 12}/owners",
                        None, limit)
     assert (missing.value.status, missing.value.code) == (404, "Request_ResourceNotFound")
+    # The list with $expand: 100 objects a page whatever $top asks, then a nextLink with the rest.
+    first = await get_json(session, credential, f"{base}/servicePrincipals",
+                           {"$select": "id", "$expand": "owners($select=id,userPrincipalName)", "$top": "999"}, limit)
+    assert len(first["value"]) == 100 and all(set(o) == {"id", "owners"} for o in first["value"])
+    rest = await get_json(session, credential, first["@odata.nextLink"], None, limit)
+    assert len(rest["value"]) >= 30 and "@odata.nextLink" not in rest  # 130 generated + the seeded principals
+    assert not {o["id"] for o in first["value"]} & {o["id"] for o in rest["value"]}
+    with pytest.raises(GraphAnswer) as other:
+        await get_json(session, credential, f"{base}/applications", {"$expand": "memberOf"}, limit)
+    assert other.value.status == 400

@@ -41,10 +41,22 @@ class ScriptedGraph:
         self.failing: set[ObjectKind] = set()
         self.owned: dict[str, tuple[str, ...]] = {}  # object id -> its owners now
         self.owner_reads: list[str] = []
+        self.cut: set[str] = set()  # objects whose expanded owners the listing cuts (20 or more)
+        self.unlisted: set[str] = set()  # objects created between the listing and the delta read
+        self.listings = 0
 
     async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
         self.owner_reads.append(object_id)
         return self.owned.get(object_id, ())
+
+    async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
+                            ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        """Graph's list with $expand=owners: every object now (the unlisted ones created after it), owners cut for
+        those in `cut`."""
+        self.listings += 1
+        ids = [i for i in self.objects if i not in self.unlisted]
+        for start in range(0, len(ids), self.page):
+            yield {i: None if i in self.cut else self.owned.get(i, ()) for i in ids[start:start + self.page]}
 
     def change(self, item: DirectoryObject | Removed) -> None:
         for pending in self.links.values():
@@ -226,6 +238,10 @@ class PagedGraph:
     async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
         return ()
 
+    async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
+                            ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        yield {}
+
 
 @pytest.mark.parametrize("rows_per_write", [1, 2, 99])
 async def test_a_full_read_gathers_rows_over_pages_and_never_writes_an_object_removed_on_a_later_page(
@@ -260,29 +276,34 @@ async def test_a_full_reads_last_empty_page_still_carries_the_link_on_a_write(
     assert await keys(store) == {("a", "k1"), ("b", "k2"), ("c", "k3")}
 
 
-async def test_owners_are_read_for_objects_holding_credentials_when_they_appear_or_change() -> None:
+async def test_owners_come_from_the_full_reads_listing_and_are_read_one_by_one_only_when_needed() -> None:
     microsoft = DirectoryObject(ObjectKind.SERVICE_PRINCIPAL, "ms", app_id="app-ms", display_name="Microsoft Graph",
                                 password_credentials=(), key_credentials=(secret("k-ms"),),
                                 app_owner_organization_id="f8cdef31-a31e-4b4a-93e4-5f571e91255a")
-    graph = ScriptedGraph([app("a", "k1"), app("b"), app("c", "k2", "k3")])
-    graph.owned = {"a": ("ann@contoso.com",), "b": ("bob@contoso.com",), "c": ("Backup Service", "cy@contoso.com")}
+    graph = ScriptedGraph([app("a", "k1"), app("b"), app("c", "k2", "k3"), app("d", "k4"), app("e", "k5")])
+    graph.owned = {"a": ("ann@contoso.com",), "b": ("bob@contoso.com",), "c": ("Backup Service", "cy@contoso.com"),
+                   "d": tuple(f"u{i}@contoso.com" for i in range(25)), "e": ("eve@contoso.com",)}
+    graph.cut = {"d"}  # 20 or more owners: the listing may have cut them
+    graph.unlisted = {"e"}  # created after the listing
     store = FakeInventory()
     await inventory_kind(graph, store, TENANT, APP)
-    assert sorted(graph.owner_reads) == ["a", "c"]  # "b" holds no credential: no read
+    assert graph.listings == 1 and sorted(graph.owner_reads) == ["d", "e"]  # "b" holds no credential: never read
     owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
-    assert owners == {("a", "k1"): ("ann@contoso.com",), ("c", "k2"): ("Backup Service", "cy@contoso.com"),
-                      ("c", "k3"): ("Backup Service", "cy@contoso.com")}
-    # A daily round reads the owners of what changed only; the others keep theirs.
+    assert owners[("a", "k1")] == ("ann@contoso.com",) and owners[("e", "k5")] == ("eve@contoso.com",)
+    assert owners[("c", "k2")] == owners[("c", "k3")] == ("Backup Service", "cy@contoso.com")
+    assert len(owners[("d", "k4")]) == 25
+    # A daily round reads the owners of what changed only, one by one (no listing); the others keep theirs.
     graph.owner_reads.clear()
     graph.owned["a"] = ("dee@contoso.com",)
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k1"), secret("k9"))))
     await inventory_kind(graph, store, TENANT, APP)
-    assert graph.owner_reads == ["a"]
+    assert graph.owner_reads == ["a"] and graph.listings == 1
     owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
     assert owners[("a", "k9")] == owners[("a", "k1")] == ("dee@contoso.com",)
     assert owners[("c", "k2")] == ("Backup Service", "cy@contoso.com")
-    # Microsoft's principals have no owner in the customer's tenant: never asked.
+    # Microsoft's principals have no owner in the customer's tenant: never asked one by one.
     sp_graph = ScriptedGraph([microsoft])
+    sp_graph.cut = {"ms"}
     await inventory_kind(sp_graph, store, TENANT, ObjectKind.SERVICE_PRINCIPAL)
     assert sp_graph.owner_reads == [] and any(r.object_id == "ms" for r in await store.list_credentials())
 
