@@ -18,8 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import date
 from typing import TYPE_CHECKING
 
 from shared.domain import Target
@@ -161,7 +163,11 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
         held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
     built = {obj.object_id: credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids,
                                            held.get(obj.object_id, [])) for obj in page.objects}
-    await read_owners(source, tenant.tenant_id, kind, built, listed)
+    # A delta round reads the owners of objects new to the store only: an object held keeps the owners it has (an
+    # owner change is not what brings an object into a round), refreshed weekly by refresh_owners.
+    new = built if stored_ids is not None else {o: rows for o, rows in built.items() if not held.get(o)}
+    await read_owners(source, tenant.tenant_id, kind, new, listed)
+    built.update(new)
     for obj in page.objects:
         stored = held.get(obj.object_id, [])
         found = built[obj.object_id]
@@ -228,6 +234,39 @@ async def inventory_kind(source: InventorySource, store: InventoryStore, tenant:
                             code=again.code) from again
 
 
+# An owner added or removed never brings an object into a delta round (docs/inventory.md): each tenant's owners are
+# listed again once a week, on a day of its own (its id's hash), so the fleet's listings spread over the week.
+OWNERS_REFRESH_DAYS = 7
+
+
+def owners_refresh_due(tenant_id: str, today: date) -> bool:
+    """Whether today is the tenant's day to list its owners again (once every OWNERS_REFRESH_DAYS)."""
+    return (today.toordinal() + zlib.crc32(tenant_id.lower().encode())) % OWNERS_REFRESH_DAYS == 0
+
+
+async def refresh_owners(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
+                         kinds: Sequence[ObjectKind]) -> int:
+    """List the owners of the kinds again and rewrite the rows of objects whose owners changed (a delta round does
+    not see owner changes); the number of objects rewritten. Microsoft's principals are left alone."""
+    listed = {kind: await list_owners(source, tenant.tenant_id, kind) for kind in kinds}
+    held: dict[tuple[ObjectKind, str], list[InventoryCredential]] = {}
+    async for row in store.stream(tenant.tenant_id):
+        if row.object_kind in listed and not row.first_party:
+            held.setdefault((row.object_kind, row.object_id), []).append(row)
+    rewritten = 0
+    for kind in kinds:
+        built = {object_id: rows for (k, object_id), rows in held.items()
+                 if k is kind and object_id in listed[kind]}  # an object not listed left: the next round says so
+        before = {object_id: rows[0].owners for object_id, rows in built.items()}
+        await read_owners(source, tenant.tenant_id, kind, built, listed[kind])
+        changed = {object_id: rows for object_id, rows in built.items() if rows[0].owners != before[object_id]}
+        if changed:
+            await store.put_objects(tenant.tenant_id, kind, changed,
+                                    stored={object_id: [r.key_id for r in rows] for object_id, rows in changed.items()})
+            rewritten += len(changed)
+    return rewritten
+
+
 @dataclass
 class InventorySummary:
     """One inventory pass over the fleet."""
@@ -242,10 +281,12 @@ class InventorySummary:
 
 
 async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
-                           kinds: Sequence[ObjectKind] = tuple(ObjectKind)) -> list[TenantPass]:
+                           kinds: Sequence[ObjectKind] = tuple(ObjectKind), today: date | None = None
+                           ) -> list[TenantPass]:
     """Both kinds of one tenant side by side, from the delta links stored. A round's link is saved with its last
     write, or, when that page wrote nothing, here after the rounds, together (a crash before repeats the round:
-    every write is idempotent)."""
+    every write is idempotent). `today`: on the tenant's weekly day, the owners of the kinds read by delta are
+    listed again (refresh_owners)."""
     links = await store.delta_links(tenant.tenant_id)
     done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds),
                                 return_exceptions=True)
@@ -256,11 +297,14 @@ async def inventory_tenant(source: InventorySource, store: InventoryStore, tenan
     for failure in done:
         if isinstance(failure, BaseException):
             raise failure
+    delta_kinds = [result.object_kind for result, _, _ in finished if not result.full]
+    if today is not None and delta_kinds and owners_refresh_due(tenant.tenant_id, today):
+        await refresh_owners(source, store, tenant, delta_kinds)
     return [result for result, _, _ in finished]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],
-                        concurrency: int) -> InventorySummary:
+                        concurrency: int, today: date | None = None) -> InventorySummary:
     """Take inventory of every tenant, `concurrency` tenants at once; a tenant that fails is reported, not fatal."""
     started = time.monotonic()
     summary = InventorySummary()
@@ -269,7 +313,7 @@ async def run_inventory(source: InventorySource, store: InventoryStore, tenants:
     async def one(tenant: CustomerTenant) -> None:
         async with bound:
             try:
-                summary.passes += await inventory_tenant(source, store, tenant)
+                summary.passes += await inventory_tenant(source, store, tenant, today=today)
             except RotationError as error:
                 summary.failed[tenant.tenant_id] = error.code
                 log.warning("inventory.failed", extra={"tenant": tenant.tenant_id, "code": error.code})
@@ -286,7 +330,8 @@ async def take_inventory(svc: Services) -> InventorySummary:
     if svc.inventory_source is None or svc.inventory is None:
         raise RotationError("the inventory is not configured", code="InventoryUnavailable")
     tenants = customers_of(target for target, _ in await svc.state.list_targets())
-    return await run_inventory(svc.inventory_source, svc.inventory, tenants, svc.settings.inventory_concurrency)
+    return await run_inventory(svc.inventory_source, svc.inventory, tenants, svc.settings.inventory_concurrency,
+                               svc.engine.clock.now().date())
 
 
 async def forget_unregistered(svc: Services, tenant_id: str) -> bool:

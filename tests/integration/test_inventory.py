@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ from sandbox.inventory import Population, generated_application, generated_servi
 from shared.bootstrap import Services
 from shared.domain import Target
 from shared.inventory import MICROSOFT_TENANT, CredentialKind, InventoryQuery, ObjectKind
-from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
+from shared.inventory_pass import CustomerTenant, inventory_tenant, owners_refresh_due, run_inventory
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import Customer, World
 
@@ -375,6 +375,7 @@ async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_obj
     stored = await rows(svc, customer)
     sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
     generated = {o["id"]: o for o in apps + sps if o["id"] != crowded}
+    apps_by_id = {a["id"]: a for a in apps}
 
     def names(obj: dict[str, Any]) -> tuple[str, ...]:
         found = {o.get("userPrincipalName") or o["displayName"] for o in generated_owners(customer.tenant_id, obj)}
@@ -391,13 +392,24 @@ async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_obj
     # The Proofpoint app (seeded) is owned by the rotator's service principal: Graph names it.
     [proofpoint] = [r for r in stored if r.managed]
     assert proofpoint.owners and all(proofpoint.owners)
-    # A daily round: only the changed object's owners are read again, one by one.
+    # A daily round reads the owners of new objects only; an owner change alone is seen on the tenant's weekly day.
     changed = sorted(r.object_id for r in stored if r.object_kind is ObjectKind.APPLICATION and not r.managed
                      and r.object_id != crowded)[:1]
-    world.sb.control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "ids": changed})
+    control = world.sb.control
+    control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "ids": changed})
+    control.inventory_change(customer.tenant_id, {"kind": "application", "op": "owners", "ids": changed,
+                                                  "owners": 2})
+    added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 3})
     before = source.owner_calls
-    await inventory_tenant(source, store, tenant_of(customer))
-    assert source.owner_calls - before == 1
+    day = next(date(2026, 12, d) for d in range(1, 8) if owners_refresh_due(customer.tenant_id, date(2026, 12, d)))
+    await inventory_tenant(source, store, tenant_of(customer), today=day + timedelta(days=1))
+    after = await rows(svc, customer)
+    holding_added = {r.object_id for r in after if r.object_id in added}
+    assert source.owner_calls - before == len(holding_added)  # one read per new object holding credentials
+    assert {r.owners for r in after if r.object_id == changed[0]} == {names(apps_by_id[changed[0]])}
+    await inventory_tenant(source, store, tenant_of(customer), today=day)  # its weekly day: listed again
+    [owners] = {r.owners for r in await rows(svc, customer) if r.object_id == changed[0]}
+    assert len(owners) == 2 and owners != names(apps_by_id[changed[0]])
 
 
 async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(world: World, svc: Services) -> None:

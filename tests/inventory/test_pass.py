@@ -6,13 +6,14 @@ the others go on."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import date, timedelta
 
 import pytest
 
 from shared import inventory_pass
 from shared.errors import StaleDeltaLink, Throttled
 from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, TenantPass
-from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
+from shared.inventory_pass import CustomerTenant, inventory_tenant, owners_refresh_due, run_inventory
 from tests.fakes import Crash, FakeInventory, Faults
 
 APP = ObjectKind.APPLICATION
@@ -292,15 +293,29 @@ async def test_owners_come_from_the_full_reads_listing_and_are_read_one_by_one_o
     assert owners[("a", "k1")] == ("ann@contoso.com",) and owners[("e", "k5")] == ("eve@contoso.com",)
     assert owners[("c", "k2")] == owners[("c", "k3")] == ("Backup Service", "cy@contoso.com")
     assert len(owners[("d", "k4")]) == 25
-    # A daily round reads the owners of what changed only, one by one (no listing); the others keep theirs.
+    # A daily round reads the owners of objects new to the store only, one by one (no listing); a changed object
+    # keeps the owners it has (delta never says owners changed) until its tenant's weekly listing.
     graph.owner_reads.clear()
-    graph.owned["a"] = ("dee@contoso.com",)
+    graph.owned.update({"a": ("dee@contoso.com",), "f": ("fay@contoso.com",), "c": ("cy@contoso.com",)})
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k1"), secret("k9"))))
+    graph.change(app("f", "k6"))
     await inventory_kind(graph, store, TENANT, APP)
-    assert graph.owner_reads == ["a"] and graph.listings == 1
+    assert graph.owner_reads == ["f"] and graph.listings == 1
+    owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
+    assert owners[("a", "k9")] == owners[("a", "k1")] == ("ann@contoso.com",)
+    assert owners[("f", "k6")] == ("fay@contoso.com",)
+    # The tenant's weekly day: its owners are listed again and the objects whose owners changed are rewritten.
+    day = next(date(2026, 12, d) for d in range(1, 8) if owners_refresh_due(TENANT.tenant_id, date(2026, 12, d)))
+    assert not owners_refresh_due(TENANT.tenant_id, day + timedelta(days=1))
+    writes = store.writes
+    await inventory_tenant(graph, store, TENANT, kinds=(APP,), today=day + timedelta(days=1))
+    assert graph.listings == 1 and store.writes == writes  # not its day, nothing changed: nothing read or written
+    await inventory_tenant(graph, store, TENANT, kinds=(APP,), today=day)
+    assert graph.listings == 2
     owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
     assert owners[("a", "k9")] == owners[("a", "k1")] == ("dee@contoso.com",)
-    assert owners[("c", "k2")] == ("Backup Service", "cy@contoso.com")
+    assert owners[("c", "k2")] == owners[("c", "k3")] == ("cy@contoso.com",)
+    assert owners[("e", "k5")] == ("eve@contoso.com",) and len(owners[("d", "k4")]) == 25
     # Microsoft's principals have no owner in the customer's tenant: never asked one by one.
     sp_graph = ScriptedGraph([microsoft])
     sp_graph.cut = {"ms"}
