@@ -148,6 +148,16 @@ class InventoryPage:
     delta_link: str | None = None
 
 
+@dataclass(frozen=True)
+class RoundEnd:
+    """A round's last write: each object's credentials as they now are (an empty list removes its rows), the key ids
+    the caller knows each object holds (objects not named are looked up), and the delta link to keep with them."""
+
+    objects: Mapping[str, Sequence[InventoryCredential]]
+    stored: Mapping[str, Sequence[str]] | None = None
+    delta_link: str | None = None
+
+
 @dataclass
 class TenantPass:
     """What one inventory pass of one tenant and object kind did."""

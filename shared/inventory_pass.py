@@ -27,7 +27,7 @@ from shared.domain import Target
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 from shared.errors import RotationError, StaleDeltaLink
-from shared.inventory import InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
+from shared.inventory import InventoryCredential, InventoryPage, ObjectKind, RoundEnd, TenantPass, credentials_of
 from shared.ports import InventorySource, InventoryStore
 
 log = logging.getLogger(__name__)
@@ -77,15 +77,16 @@ class _Pending:
         self.count -= len(self.rows.pop(object_id, ()))
         self.known.pop(object_id, None)
 
-    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                    delta_link: str | None = None) -> bool:
-        """Write what is gathered; with `delta_link` (the round's last write) the link goes in the same write.
-        False: nothing to write, so the link (if any) is not saved here."""
-        wrote = bool(self.rows)
-        if wrote:
-            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known, delta_link=delta_link)
+    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
+        """Write what is gathered (a delta round's page before the next is read)."""
+        if self.rows:
+            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known)
         self.rows, self.known, self.count = {}, {}, 0
-        return wrote
+
+    def end(self, delta_link: str | None) -> RoundEnd:
+        """What is gathered, as the round's last write with its delta link (written by the tenant, both kinds'
+        together)."""
+        return RoundEnd(self.rows, self.known, delta_link)
 
     async def write_full(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
         """Write the first objects whose rows fill one transaction (FULL_READ_ROWS), keep the rest gathered: writes
@@ -105,15 +106,14 @@ class _Pending:
 
 
 async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind, page: InventoryPage,
-                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> bool:
-    """One page into the store: removals, then each object's rows; True when the page's delta link (the round's
-    last page) was saved with its write.
+                      stored_ids: set[str] | None, result: TenantPass, pending: _Pending) -> None:
+    """One page into the store: removals, then each object's rows; the round's last page (its delta link) leaves
+    its rows gathered for the tenant's last write, which saves the link with them.
 
     In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
     complete a partial object (only what changed comes) and say which old rows to replace; the page is written
     before the next is read. In a full read, objects the store never held (`stored_ids`) need no lookup, those
-    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS). The last page's write
-    carries the round's delta link (one request less per kind than a separate save of the link)."""
+    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS)."""
     if page.removed:
         for gone in page.removed:  # an object gathered from an earlier page and removed since is not written
             pending.drop(gone.object_id)
@@ -136,23 +136,21 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
             pending.add(obj.object_id, found, None)
     result.objects += len(page.objects)
     if page.delta_link:
-        return await pending.write(store, tenant, kind, page.delta_link)
+        return
     if stored_ids is None:
         await pending.write(store, tenant, kind)
-    while pending.count > FULL_READ_ROWS:  # a remainder stays for the last page to carry the link
+    while pending.count > FULL_READ_ROWS:  # a remainder stays for the last write, which carries the link
         await pending.write_full(store, tenant, kind)
-    return False
 
 
 async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                 link: str | None) -> tuple[TenantPass, str | None, bool]:
-    """The round's pass, its delta link, and whether that link is saved already (with the round's last write)."""
+                 link: str | None) -> tuple[TenantPass, RoundEnd]:
+    """The round's pass, and its last write (the rows still gathered and the delta link), not yet written."""
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
     seen: set[str] = set()
     final: str | None = None
-    saved = False
     pending = _Pending()
     async for page in source.read(tenant.tenant_id, kind, link):
         result.pages += 1
@@ -165,23 +163,22 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
                 if gone:
                     await store.remove_objects(tenant.tenant_id, kind, gone)
                     result.removed += len(gone)
-        saved = await _write_page(store, tenant, kind, page, stored_ids, result, pending) or saved
+        await _write_page(store, tenant, kind, page, stored_ids, result, pending)
         final = page.delta_link or final
-    await pending.write(store, tenant, kind)
-    return result, final, saved
+    return result, pending.end(final)
 
 
 async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
-                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, str | None, bool]:
-    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass, the
-    delta link to keep, and whether the round's last write saved it already (else the caller saves it)."""
+                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, RoundEnd]:
+    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass, and
+    the round's last write with the delta link to keep (the caller writes it)."""
     try:
         return await _round(source, store, tenant, kind, link)
     except StaleDeltaLink as stale:
         log.info("inventory.restart", extra={"tenant": tenant.tenant_id, "kind": kind.value, "code": stale.code})
     try:
-        result, final, saved = await _round(source, store, tenant, kind, None)
-        return replace(result, restarted=True), final, saved
+        result, end = await _round(source, store, tenant, kind, None)
+        return replace(result, restarted=True), end
     except StaleDeltaLink as again:  # a full read's own nextLink went stale: the next pass tries again
         raise RotationError(f"Graph reset the full read of tenant {tenant.tenant_id}: {again}",
                             code=again.code) from again
@@ -202,20 +199,19 @@ class InventorySummary:
 
 async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
                            kinds: Sequence[ObjectKind] = tuple(ObjectKind)) -> list[TenantPass]:
-    """Both kinds of one tenant side by side, from the delta links stored. A round's link is saved with its last
-    write, or, when that page wrote nothing, here after the rounds, together (a crash before repeats the round:
-    every write is idempotent)."""
+    """Both kinds of one tenant side by side, from the delta links stored. The rounds' last rows and their delta
+    links are written here, both kinds' in one write (one partition: a daily pass's tenant ends with one
+    transaction, not one per kind); a crash before it repeats the rounds (every write is idempotent)."""
     links = await store.delta_links(tenant.tenant_id)
     done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds),
                                 return_exceptions=True)
     finished = [d for d in done if not isinstance(d, BaseException)]
-    unsaved = {result.object_kind: link for result, link, saved in finished if not saved}
-    if unsaved:  # a kind that finished keeps its progress even when the other failed
-        await store.save_delta_links(tenant.tenant_id, unsaved)
+    if finished:  # a kind that finished keeps its progress even when the other failed
+        await store.put_rounds(tenant.tenant_id, {result.object_kind: end for result, end in finished})
     for failure in done:
         if isinstance(failure, BaseException):
             raise failure
-    return [result for result, _, _ in finished]
+    return [result for result, _ in finished]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],

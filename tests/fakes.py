@@ -40,7 +40,7 @@ from shared.errors import (
     PolicyLifetime,
     RotationError,
 )
-from shared.inventory import InventoryCredential, InventoryQuery, ObjectKind
+from shared.inventory import InventoryCredential, InventoryQuery, ObjectKind, RoundEnd
 from shared.ports import (
     Alert,
     Confirmation,
@@ -767,6 +767,19 @@ class FakeInventory:
             self.links[(tenant_id, object_kind.value)] = delta_link
         self.writes += 1
         await self.faults.after("inventory.put_objects")
+
+    async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
+        await self.faults.before("inventory.put_rounds")
+        for kind, end in ends.items():
+            for object_id, credentials in end.objects.items():
+                self._drop(tenant_id, kind, object_id)
+                for credential in credentials:
+                    self.rows[credential.key] = credential
+            if end.delta_link is not None:
+                self.links[(tenant_id, kind.value)] = end.delta_link
+        if any(end.objects for end in ends.values()):  # `writes` counts writes of rows (a link alone is not one)
+            self.writes += 1
+        await self.faults.after("inventory.put_rounds")
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
         await self.faults.before("inventory.remove_objects")

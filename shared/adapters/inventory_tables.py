@@ -30,7 +30,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.tables import _create_tables, _dt, _iso, _translate
-from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 INDEX_ROW = "_index|"  # + the object kind ("#", "/", "\\" and "?" are not allowed in a key; "_" sorts before "a")
@@ -112,6 +112,9 @@ class _Index:
     link: str = ""
     objects: dict[str, set[str]] = field(default_factory=dict)
     complete: bool = True  # False: too many objects for one row; their rows are found by key-range queries
+
+
+_Part = tuple[ObjectKind, _Index, Sequence[Change], str | None]  # a kind's index, changes and new delta link
 
 
 def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
@@ -291,41 +294,59 @@ class TablesInventoryStore:
 
     # -------------------------------------------------------------------------------------------- writes
 
-    async def _write(self, tenant_id: str, kind: ObjectKind, index: _Index, changes: Sequence[Change],
-                     delta_link: str | None = None) -> None:
-        """The changes in entity-group transactions of up to BATCH operations, each carrying the kind's index row as
-        it stands once that transaction is done: atomic, so the index row and the rows never disagree. A new
-        `delta_link` goes into the last transaction's index row only (saved with the last rows, never before).
-        Should any write fail, this process forgets its copy of the index (the stored row is the truth)."""
-        per = BATCH - 1
+    async def _write(self, tenant_id: str, parts: Sequence[_Part]) -> None:
+        """The changes of one or more kinds in entity-group transactions of up to BATCH operations (one partition),
+        each carrying the index row of every kind it touches as it stands once that transaction is done: atomic, so
+        the index rows and the rows never disagree. Each kind's new delta link goes into the last transaction's index
+        rows only (saved with the last rows, never before; a kind with a link and no change adds just its index row).
+        Should any write fail, this process forgets its copies of the indexes (the stored rows are the truth)."""
+        flat = [(kind, index, change) for kind, index, changes, _ in parts for change in changes]
+        links = [(kind, index, link) for kind, index, _, link in parts if link is not None]
+        room = BATCH - len(parts)  # a transaction may carry every kind's index row
         try:
-            for start in range(0, len(changes), per):
-                chunk = changes[start:start + per]
-                old_link = index.link
-                if delta_link is not None and start + per >= len(changes):
-                    index.link = delta_link
-                before = {object_id: set(index.objects.get(object_id, ())) for _, object_id, _, _ in chunk}
-                for operation, object_id, key_id, _ in chunk:
+            start = 0
+            while True:
+                chunk = flat[start:start + room]
+                start += room
+                last = start >= len(flat)
+                touched = {kind: index for kind, index, _ in chunk}
+                if last:
+                    touched.update({kind: index for kind, index, _ in links})
+                old_links = {kind: index.link for kind, index in touched.items()}
+                if last:
+                    for _, index, link in links:
+                        index.link = link
+                before = {(kind, object_id): set(index.objects.get(object_id, ()))
+                          for kind, index, (_, object_id, _, _) in chunk}
+                for _, index, (operation, object_id, key_id, _) in chunk:
                     keys = index.objects.setdefault(object_id, set())
                     if operation == "delete":
                         keys.discard(key_id)
                     else:
                         keys.add(key_id)
-                after = ("upsert", _index_entity(tenant_id, kind, index))
-                operations = [(operation, entity) for operation, _, _, entity in chunk]
+                after = [("upsert", _index_entity(tenant_id, kind, index)) for kind, index in touched.items()]
+                operations = [(operation, entity) for _, _, (operation, _, _, entity) in chunk]
                 try:
-                    await self._transaction([*operations, after])
+                    await self._transaction([*operations, *after])
                 except TableTransactionError:
                     # Another writer removed a row first (a delete of a missing row fails the whole batch): one by
-                    # one, after an index row naming the old rows and the new (never missing a row meanwhile).
-                    both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in before.items()}}
-                    wider = _index_entity(tenant_id, kind, _Index(old_link, both, index.complete))
-                    await self._one_by_one([("upsert", wider), *operations, after])
-                for object_id in before:
+                    # one, after index rows naming the old rows and the new (never missing a row meanwhile).
+                    wider = []
+                    for kind, index in touched.items():
+                        old = {o: keys for (k, o), keys in before.items() if k is kind}
+                        both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in old.items()}}
+                        wider.append(("upsert", _index_entity(tenant_id, kind,
+                                                              _Index(old_links[kind], both, index.complete))))
+                    await self._one_by_one([*wider, *operations, *after])
+                for kind, object_id in before:
+                    index = touched[kind]
                     if not index.objects.get(object_id):
                         index.objects.pop(object_id, None)
+                if last:
+                    return
         except BaseException:
-            self._indexes.pop((tenant_id, kind), None)
+            for kind, _, _, _ in parts:
+                self._indexes.pop((tenant_id, kind), None)
             raise
 
     async def _submit(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
@@ -386,28 +407,39 @@ class TablesInventoryStore:
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
                           stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
-        if not objects:
-            if delta_link is not None:
-                await self.save_delta_links(tenant_id, {object_kind: delta_link})
+        await self.put_rounds(tenant_id, {object_kind: RoundEnd(objects, stored, delta_link)})
+
+    async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
+        """Every kind's rows and links in the fewest transactions (one partition): a daily pass's tenant ends with
+        one write for both kinds instead of one per kind (docs/benchmarks.md)."""
+        ends = {kind: end for kind, end in ends.items() if end.objects or end.delta_link is not None}
+        if not ends:
             return
         await self._ensure()
-        known = stored or {}
         try:
-            index = await self._index(tenant_id, object_kind)
-            held = await self._held_keys(tenant_id, object_kind, index, [o for o in objects if o not in known])
-            changes: list[Change] = []
-            for object_id, rows in objects.items():
-                keys = {c.key_id for c in rows}
-                before = set(known[object_id]) if object_id in known else held.get(object_id, set())
-                changes += [("delete", object_id, k, _address(tenant_id, object_kind, object_id, k))
-                            for k in sorted(before - keys)]
-                changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
-            if changes:
-                await self._write(tenant_id, object_kind, index, changes, delta_link)
-            elif delta_link is not None:
-                await self.save_delta_links(tenant_id, {object_kind: delta_link})
+            parts: list[_Part] = []
+            for kind, end in ends.items():
+                index = await self._index(tenant_id, kind)
+                changes = await self._changes(tenant_id, kind, index, end)
+                if changes or end.delta_link is not None:
+                    parts.append((kind, index, changes, end.delta_link))
+            if parts:
+                await self._write(tenant_id, parts)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def _changes(self, tenant_id: str, kind: ObjectKind, index: _Index, end: RoundEnd) -> list[Change]:
+        """Deletes of the keys an object no longer holds, then upserts of its rows, object by object."""
+        known = end.stored or {}
+        held = await self._held_keys(tenant_id, kind, index, [o for o in end.objects if o not in known])
+        changes: list[Change] = []
+        for object_id, rows in end.objects.items():
+            keys = {c.key_id for c in rows}
+            before = set(known[object_id]) if object_id in known else held.get(object_id, set())
+            changes += [("delete", object_id, k, _address(tenant_id, kind, object_id, k))
+                        for k in sorted(before - keys)]
+            changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
+        return changes
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
         if not object_ids:
@@ -419,7 +451,7 @@ class TablesInventoryStore:
             changes: list[Change] = [("delete", o, k, _address(tenant_id, object_kind, o, k))
                                      for o, keys in held.items() for k in sorted(keys)]
             if changes:
-                await self._write(tenant_id, object_kind, index, changes)
+                await self._write(tenant_id, [(object_kind, index, changes, None)])
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 

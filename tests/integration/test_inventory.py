@@ -112,9 +112,19 @@ async def test_the_next_pass_reads_only_changes(world: World, svc: Services,
         return real(query_filter, **kwargs)
 
     monkeypatch.setattr(store._rows, "query_entities", spy)
+    transactions: list[set[str]] = []  # the index rows each entity-group transaction carries
+    real_transaction = store._transaction
+
+    async def counted(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        transactions.append({str(e["RowKey"]) for _, e in operations if str(e["RowKey"]).startswith("_index|")})
+        await real_transaction(operations)
+
+    monkeypatch.setattr(store, "_transaction", counted)
     passes = await inventory_tenant(source, store, tenant_of(customer))
     assert delta_reads(svc) - calls == 2  # one page per kind
     assert queries == []  # the changed objects' rows by point reads (their keys from the index row), no scan
+    # The removal, then one write for both kinds' changed rows and both delta links (not one per kind).
+    assert transactions == [{"_index|servicePrincipal"}, {"_index|application", "_index|servicePrincipal"}]
     assert not any(p.full for p in passes)
     assert sum(p.objects for p in passes) == 6 and sum(p.removed for p in passes) == 1
     after = await rows(svc, customer)
@@ -357,3 +367,52 @@ async def test_a_write_carrying_the_delta_link_saves_it_with_its_last_transactio
     # No rows to write: the link alone is saved.
     await store.put_objects(tenant, kind, {}, delta_link="https://graph/newer")
     assert (await store.delta_links(tenant))[kind] == "https://graph/newer"
+
+
+async def test_both_kinds_last_rows_and_links_share_transactions_and_the_links_ride_on_the_last(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.adapters.inventory_tables import TablesInventoryStore
+    from shared.errors import RotationError
+    from shared.inventory import InventoryCredential, RoundEnd
+
+    store = svc.inventory
+    assert isinstance(store, TablesInventoryStore)
+    tenant = "c0000000-0000-4000-8000-0000000004fe"
+    apps, sps = ObjectKind.APPLICATION, ObjectKind.SERVICE_PRINCIPAL
+
+    def rows(kind: ObjectKind, n: int, key: str) -> dict[str, list[InventoryCredential]]:
+        return {f"o{i:03}": [InventoryCredential(tenant, "Both", kind, f"o{i:03}", "app", "X", (),
+                                                 CredentialKind.PASSWORD, "", key, "h", "n", None, None)]
+                for i in range(n)}
+
+    await store.save_delta_links(tenant, {apps: "https://graph/a-old", sps: "https://graph/s-old"})
+    sent: list[dict[str, str]] = []
+    real = store._transaction
+
+    async def second_fails(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        sent.append({str(e["RowKey"]): str(e.get("Link", "")) for _, e in operations
+                     if str(e["RowKey"]).startswith("_index|")})
+        if len(sent) == 2:
+            raise RotationError("cut", code="Crash")
+        await real(operations)
+
+    monkeypatch.setattr(store, "_transaction", second_fails)
+    ends = {apps: RoundEnd(rows(apps, 60, "k1"), {}, "https://graph/a-new"),
+            sps: RoundEnd(rows(sps, 60, "k1"), {}, "https://graph/s-new")}
+    with pytest.raises(RotationError):  # 120 rows and two index rows: two transactions; the second never lands
+        await store.put_rounds(tenant, ends)
+    assert sent == [{"_index|application": "https://graph/a-old", "_index|servicePrincipal": "https://graph/s-old"},
+                    {"_index|application": "https://graph/a-new", "_index|servicePrincipal": "https://graph/s-new"}]
+    assert await store.delta_links(tenant) == {apps: "https://graph/a-old", sps: "https://graph/s-old"}
+    monkeypatch.setattr(store, "_transaction", real)
+    await store.put_rounds(tenant, ends)  # the repeat converges
+    assert await store.delta_links(tenant) == {apps: "https://graph/a-new", sps: "https://graph/s-new"}
+    assert len(await store.list_credentials(InventoryQuery(tenant_id=tenant))) == 120
+    # A small last write of both kinds: one transaction; a kind with a link and no rows adds its index row only.
+    sent.clear()
+    monkeypatch.setattr(store, "_transaction", second_fails)
+    await store.put_rounds(tenant, {apps: RoundEnd(rows(apps, 3, "k2"), None, "https://graph/a-3"),
+                                    sps: RoundEnd({}, None, "https://graph/s-3")})
+    assert sent == [{"_index|application": "https://graph/a-3", "_index|servicePrincipal": "https://graph/s-3"}]
+    found = await store.list_credentials(InventoryQuery(tenant_id=tenant, object_kind=apps))
+    assert sorted(r.key_id for r in found).count("k2") == 3 and len(found) == 60

@@ -107,19 +107,22 @@ async def test_an_object_without_credentials_costs_no_write_on_a_full_read() -> 
     assert store.writes == 0 and await keys(store) == set()
 
 
-@pytest.mark.parametrize("nth", [1, 2])
+@pytest.mark.parametrize(("write", "nth"), [("inventory.put_objects", 1), ("inventory.put_objects", 2),
+                                            ("inventory.put_objects", 3), ("inventory.put_rounds", 1)])
 @pytest.mark.parametrize("when", ["before", "after"])
-async def test_a_crash_at_any_write_repeats_the_round_and_converges(nth: int, when: str,
+async def test_a_crash_at_any_write_repeats_the_round_and_converges(write: str, nth: int, when: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", 1)  # a write a row, the last two with the link: 4 writes
+    # A write a row, the last two with the link in the tenant's last write: 3 writes of rows, then the last.
+    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", 1)
     objects = [app("a", "k1"), app("b", "k2"), app("c", "k3"), app("d", "k4"), app("e", "k5")]
     faults = Faults()
-    faults.crash("inventory.put_objects", when=when, nth=nth)
+    faults.crash(write, when=when, nth=nth)
     store = FakeInventory(faults)
     graph = ScriptedGraph(objects)
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
-    assert ("t-1", "application") not in store.links  # the link is saved only after its round
+    saved = write == "inventory.put_rounds" and when == "after"  # the last write done, the crash after it
+    assert (("t-1", "application") in store.links) == saved  # the link is saved only with its round's last rows
     faults.revive()
     graph.change(Removed(APP, "a"))  # changes meanwhile are not lost either
     await inventory_kind(graph, store, TENANT, APP)
@@ -132,7 +135,7 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     graph = ScriptedGraph([app("a", "k1")])
     await inventory_kind(graph, store, TENANT, APP)
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k2"),)))
-    faults.crash("inventory.put_objects", nth=2)  # the delta round's write, which carries its link
+    faults.crash("inventory.put_rounds", nth=2)  # the delta round's last write, which carries its link
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
     assert store.links[("t-1", "application")] == "link-1"
@@ -141,25 +144,29 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     assert graph.reads[-1] == "link-1" and await keys(store) == {("a", "k2")}
 
 
-async def test_the_link_rides_on_the_rounds_last_write_and_is_saved_apart_only_when_that_page_wrote_nothing(
+async def test_the_links_ride_on_the_tenants_last_write_with_both_kinds_rows_and_are_never_saved_apart(
 ) -> None:
     faults = Faults()
     store = FakeInventory(faults)
     graph = ScriptedGraph([app("a", "k1"), app("b", "k2"), app("c")])
     faults.crash("inventory.save_delta_links")  # any separate save of a link would crash
-    await inventory_kind(graph, store, TENANT, APP)  # the last page (c, no credential) writes the gathered rows
+    await inventory_tenant(graph, store, TENANT)  # both kinds' last rows and links: one write
+    assert store.writes == 1 and set(await store.delta_links("t-1")) == set(ObjectKind)
     graph.change(DirectoryObject(APP, "b", password_credentials=(secret("k3"),)))
-    await inventory_kind(graph, store, TENANT, APP)
-    assert store.links[("t-1", "application")] == "link-2" and await keys(store) == {("a", "k1"), ("b", "k3")}
-    # A round whose last page has nothing to write (an object without credentials changed its name): the link is
-    # saved on its own, after the round; a crash there repeats the round from the old link.
+    await inventory_tenant(graph, store, TENANT)
+    assert store.writes == 2 and await keys(store) == {("a", "k1"), ("b", "k3")}
+    # A round whose last page has nothing to write (an object without credentials changed its name): its link
+    # goes in the tenant's last write all the same; a crash there repeats the rounds from the old links.
+    links = dict(store.links)
     graph.change(DirectoryObject(APP, "c", display_name="renamed"))
+    faults.crash("inventory.put_rounds", nth=3)  # this pass's last write
     with pytest.raises(Crash):
-        await inventory_kind(graph, store, TENANT, APP)
-    assert store.links[("t-1", "application")] == "link-2"
+        await inventory_tenant(graph, store, TENANT)
+    assert store.links == links
     faults.revive()
-    await inventory_kind(graph, store, TENANT, APP)
-    assert graph.reads[-1] == "link-2" and store.links[("t-1", "application")] == "link-4"  # the repeat's link
+    await inventory_tenant(graph, store, TENANT)
+    assert graph.reads[-2:] == [links[("t-1", "application")], links[("t-1", "servicePrincipal")]]
+    assert store.links != links and await keys(store) == {("a", "k1"), ("b", "k3")}
 
 
 async def test_a_stale_link_restarts_with_a_full_read_that_sweeps_what_left() -> None:
