@@ -376,9 +376,9 @@ class TablesInventoryStore:
         client = self._rows
         batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
         parts = []
+        table = f"{client.url}/{client.table_name}"
         for operation, entity in operations:
-            target = (f"{client.url}/{client.table_name}(PartitionKey='{_key(entity['PartitionKey'])}',"
-                      f"RowKey='{_key(entity['RowKey'])}')")
+            target = f"{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
             if operation == "delete":
                 parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
                              f"\r\n\r\nDELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
@@ -388,7 +388,7 @@ class TablesInventoryStore:
                 parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
                              f"\r\n\r\nPUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
                              f"Accept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0\r\n"
-                             f"Content-Length: {len(body.encode())}\r\n\r\n{body}\r\n")
+                             f"Content-Length: {len(body)}\r\n\r\n{body}\r\n")  # ASCII: its length in bytes
         content = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
                    + "".join(parts) + f"--{changeset}--\r\n--{batch}--\r\n").encode()
         request = HttpRequest("POST", f"{client.scheme}://{client._primary_hostname}/$batch", content=content,
