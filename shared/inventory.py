@@ -149,6 +149,21 @@ class InventoryPage:
 
 
 @dataclass(frozen=True)
+class StoredObject:
+    """What the store knows of an object's rows without reading them (its index): enough to complete a partial delta
+    object whose other collection's rows stay as they are."""
+
+    app_id: str
+    display_name: str
+    customer: str
+    first_party: bool
+    managed: bool
+    passwords: frozenset[str]  # key ids of its passwordCredentials rows
+    certificates: frozenset[str]  # key ids of its keyCredentials rows
+    saml: frozenset[str]  # key ids of its rows marked SAML
+
+
+@dataclass(frozen=True)
 class RoundEnd:
     """A round's last write: each object's credentials as they now are (an empty list removes its rows), the key ids
     the caller knows each object holds (objects not named are looked up), and the delta link to keep with them."""
@@ -184,12 +199,8 @@ def credentials_of(
     app_id = obj.app_id if obj.app_id is not None else (base.app_id if base else "")
     display_name = obj.display_name if obj.display_name is not None else (base.display_name if base else "")
     owners = obj.owners if obj.owners is not None else (base.owners if base else ())
-    if obj.app_owner_organization_id is not None or obj.service_principal_type is not None:
-        first_party = obj.object_kind is ObjectKind.SERVICE_PRINCIPAL and (
-            (obj.app_owner_organization_id or "").lower() == MICROSOFT_TENANT
-            or (obj.service_principal_type or "") == "ManagedIdentity")
-    else:
-        first_party = base.first_party if base else False
+    given = first_party_of(obj)
+    first_party = given if given is not None else (base.first_party if base else False)
     managed = app_id in managed_app_ids
     common = dict(tenant_id=tenant_id, customer=customer, object_kind=obj.object_kind, object_id=obj.object_id,
                   app_id=app_id, display_name=display_name, owners=owners, managed=managed, first_party=first_party)
@@ -239,6 +250,47 @@ def credentials_of(
                 parse_time(get("startDateTime")), parse_time(get("endDateTime")), managed, first_party,
                 is_saml(thumbprint, key_id)))
     return found
+
+
+def first_party_of(obj: DirectoryObject) -> bool | None:
+    """Whether Microsoft keeps the object's credentials (a Microsoft first-party principal, or a managed identity);
+    None when the page left both telling properties out (a partial object)."""
+    if obj.app_owner_organization_id is None and obj.service_principal_type is None:
+        return None
+    return obj.object_kind is ObjectKind.SERVICE_PRINCIPAL and (
+        (obj.app_owner_organization_id or "").lower() == MICROSOFT_TENANT
+        or (obj.service_principal_type or "") == "ManagedIdentity")
+
+
+def completed(obj: DirectoryObject, known: StoredObject, tenant_id: str, customer: str,
+              managed_app_ids: Collection[str]) -> tuple[DirectoryObject, list[InventoryCredential], list[str]] | None:
+    """A partial delta object completed from what the store knows of it, without its rows (pure): the object with
+    its absent collections left empty (their rows stay as they are), the stored rows credentials_of needs (its
+    names, first party, SAML keys), and the key ids of the collections it brings (their old rows to replace).
+    None when the kept rows would change (a new name, appId, first party, managed or customer) or a moved SAML
+    signing certificate needs the stored certificates' thumbprints: then only the rows themselves complete it."""
+    passwords_kept = obj.password_credentials is None and bool(known.passwords)
+    certificates_kept = obj.key_credentials is None and bool(known.certificates)
+    if certificates_kept and obj.preferred_token_signing_key_thumbprint is not None:
+        return None
+    app_id = obj.app_id if obj.app_id is not None else known.app_id
+    display_name = obj.display_name if obj.display_name is not None else known.display_name
+    given = first_party_of(obj)
+    first_party = given if given is not None else known.first_party
+    if (passwords_kept or certificates_kept) and (
+            (app_id, display_name, first_party, customer) != (known.app_id, known.display_name, known.first_party,
+                                                                known.customer)
+            or (app_id in managed_app_ids) != known.managed):
+        return None
+    base = InventoryCredential(tenant_id, known.customer, obj.object_kind, obj.object_id, known.app_id,
+                               known.display_name, (), CredentialKind.PASSWORD, "", "", "", "", None, None,
+                               known.managed, known.first_party)
+    stored = [base, *(replace(base, key_id=key_id, saml=True) for key_id in sorted(known.saml))]
+    brought = replace(obj, password_credentials=obj.password_credentials or (),
+                      key_credentials=obj.key_credentials or ())
+    keys = sorted((known.passwords if obj.password_credentials is not None else frozenset())
+                  | (known.certificates if obj.key_credentials is not None else frozenset()))
+    return brought, stored, keys
 
 
 def thumbprint_of(custom_key_identifier: object) -> str:

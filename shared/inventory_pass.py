@@ -27,7 +27,16 @@ from shared.domain import Target
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 from shared.errors import RotationError, StaleDeltaLink
-from shared.inventory import InventoryCredential, InventoryPage, ObjectKind, RoundEnd, TenantPass, credentials_of
+from shared.inventory import (
+    DirectoryObject,
+    InventoryCredential,
+    InventoryPage,
+    ObjectKind,
+    RoundEnd,
+    TenantPass,
+    completed,
+    credentials_of,
+)
 from shared.ports import InventorySource, InventoryStore
 
 log = logging.getLogger(__name__)
@@ -110,9 +119,11 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
     """One page into the store: removals, then each object's rows; the round's last page (its delta link) leaves
     its rows gathered for the tenant's last write, which saves the link with them.
 
-    In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
-    complete a partial object (only what changed comes) and say which old rows to replace; the page is written
-    before the next is read. In a full read, objects the store never held (`stored_ids`) need no lookup, those
+    In a delta round (`stored_ids` None) a partial object (only what changed comes) is completed from what the
+    store knows of its rows without reading them (its index: names, first party, each key's collection and SAML
+    mark; the rows of a collection left out stay as they are); only an object that cannot be completed so (its
+    kept rows would change) has its rows read, all such in one go. The page is written before the next is read.
+    In a full read, objects the store never held (`stored_ids`) need no lookup, those
     without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS)."""
     if page.removed:
         for gone in page.removed:  # an object gathered from an earlier page and removed since is not written
@@ -120,9 +131,29 @@ async def _write_page(store: InventoryStore, tenant: CustomerTenant, kind: Objec
         await store.remove_objects(tenant.tenant_id, kind, [r.object_id for r in page.removed])
         result.removed += len(page.removed)
     held: dict[str, list[InventoryCredential]] = {}
+    done: dict[str, tuple[DirectoryObject, list[InventoryCredential], list[str], int]] = {}
     if stored_ids is None and page.objects:
-        held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
+        known = await store.objects_known(tenant.tenant_id, kind, [o.object_id for o in page.objects])
+        for obj in page.objects:
+            summary = known.get(obj.object_id)
+            if summary is None:
+                continue
+            made = completed(obj, summary, tenant.tenant_id, tenant.customer, tenant.managed_app_ids)
+            if made is not None:
+                kept = (len(summary.passwords) if obj.password_credentials is None else 0) + (
+                    len(summary.certificates) if obj.key_credentials is None else 0)
+                done[obj.object_id] = (*made, kept)
+        reads = [o.object_id for o in page.objects if o.object_id in known and o.object_id not in done]
+        if reads:
+            held = await store.objects_credentials(tenant.tenant_id, kind, reads)
     for obj in page.objects:
+        if obj.object_id in done:
+            brought, base, keys, kept = done[obj.object_id]
+            found = credentials_of(brought, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, base)
+            result.credentials += len(found) + kept
+            if found or keys:
+                pending.add(obj.object_id, found, keys)
+            continue
         stored = held.get(obj.object_id, [])
         found = credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, stored)
         result.credentials += len(found)

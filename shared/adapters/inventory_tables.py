@@ -30,7 +30,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.tables import _create_tables, _dt, _iso, _translate
-from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 INDEX_ROW = "_index|"  # + the object kind ("#", "/", "\\" and "?" are not allowed in a key; "_" sorts before "a")
@@ -107,19 +107,59 @@ def _address(tenant_id: str, kind: ObjectKind, object_id: str, key_id: str) -> d
 
 @dataclass
 class _Index:
-    """One tenant's objects of one kind as its index row says: the delta link and each object's key ids."""
+    """One tenant's objects of one kind as its index row says: the delta link, each object's key ids and, where
+    known, what its rows say (appId, name, first party, managed; each key's collection and SAML mark), so that a
+    partial delta object is completed without reading its rows."""
 
     link: str = ""
     objects: dict[str, set[str]] = field(default_factory=dict)
     complete: bool = True  # False: too many objects for one row; their rows are found by key-range queries
+    customer: str = ""
+    meta: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # appId, name, first party | managed << 1
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)  # key id -> "p"|"c", + "s" when SAML
+
+    def note(self, object_id: str, key_id: str, entity: Mapping[str, Any]) -> None:
+        """An upserted row: what it says of its object and key."""
+        self.meta[object_id] = (str(entity.get("AppId", "")), str(entity.get("DisplayName", "")),
+                                int(bool(entity.get("FirstParty"))) | int(bool(entity.get("Managed"))) << 1)
+        self.customer = str(entity.get("Customer", self.customer))
+        mark = "p" if entity.get("CredentialKind") == CredentialKind.PASSWORD.value else "c"
+        self.marks.setdefault(object_id, {})[key_id] = mark + ("s" if entity.get("Saml") else "")
+
+    def forget(self, object_id: str, key_id: str | None = None) -> None:
+        if key_id is None:
+            self.meta.pop(object_id, None)
+            self.marks.pop(object_id, None)
+        else:
+            self.marks.get(object_id, {}).pop(key_id, None)
+
+    def known(self, object_id: str) -> StoredObject | None:
+        """What the index says of an object's rows; None when it cannot say all (a row written before the index
+        kept it, or by the fallback's wider index)."""
+        meta, marks, keys = self.meta.get(object_id), self.marks.get(object_id, {}), self.objects.get(object_id, ())
+        if meta is None or any(k not in marks for k in keys):
+            return None
+        return StoredObject(meta[0], meta[1], self.customer, bool(meta[2] & 1), bool(meta[2] & 2),
+                            frozenset(k for k in keys if marks[k][0] == "p"),
+                            frozenset(k for k in keys if marks[k][0] == "c"),
+                            frozenset(k for k in keys if marks[k].endswith("s")))
+
+    def encoded(self, object_id: str, keys: set[str]) -> Any:
+        """The index row's entry of one object: its key ids, or with what its rows say when all of it is known."""
+        meta, marks = self.meta.get(object_id), self.marks.get(object_id, {})
+        if meta is None or any(k not in marks for k in keys):
+            return sorted(keys)
+        return [meta[0], meta[1], meta[2], {k: marks[k] for k in sorted(keys)}]
 
 
 _Part = tuple[ObjectKind, _Index, Sequence[Change], str | None]  # a kind's index, changes and new delta link
 
 
 def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link}
-    text = _JSON.encode({o: sorted(keys) for o, keys in index.objects.items() if keys}) if index.complete else ""
+    entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link,
+                              "Customer": index.customer}
+    text = _JSON.encode({o: index.encoded(o, keys) for o, keys in index.objects.items() if keys}
+                        ) if index.complete else ""
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
     if not index.complete or len(chunks) > MAX_CHUNKS:
         index.complete = False
@@ -134,8 +174,15 @@ def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
     if entity.get("Overflow"):
         return _Index(str(entity.get("Link") or ""), {}, complete=False)
     text = "".join(str(entity.get(f"I{i}", "")) for i in range(int(entity.get("Chunks") or 0)))
-    objects = {o: set(keys) for o, keys in json.loads(text).items()} if text else {}
-    return _Index(str(entity.get("Link") or ""), objects)
+    index = _Index(str(entity.get("Link") or ""), customer=str(entity.get("Customer") or ""))
+    for object_id, entry in (json.loads(text) if text else {}).items():
+        if len(entry) == 4 and isinstance(entry[3], dict):  # [appId, name, flags, {key id: mark}]
+            index.meta[object_id] = (str(entry[0]), str(entry[1]), int(entry[2]))
+            index.marks[object_id] = {str(k): str(m) for k, m in entry[3].items()}
+            index.objects[object_id] = set(index.marks[object_id])
+        else:  # key ids only (an index row written before the index kept what rows say)
+            index.objects[object_id] = {str(k) for k in entry}
+    return index
 
 
 class TablesInventoryStore:
@@ -226,6 +273,19 @@ class TablesInventoryStore:
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
         return found
+
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        if not object_ids:
+            return {}
+        await self._ensure()
+        try:
+            index = await self._index(tenant_id, object_kind)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        if not index.complete:  # too many objects for the row: only their rows tell
+            return {o: None for o in object_ids if o in index.objects}
+        return {o: index.known(o) for o in object_ids if index.objects.get(o)}
 
     async def _point_reads(self, tenant_id: str, keys: Sequence[str]) -> Sequence[Mapping[str, Any]]:
         """Rows by their keys, side by side; a key the index named but whose row is gone is skipped."""
@@ -318,12 +378,14 @@ class TablesInventoryStore:
                         index.link = link
                 before = {(kind, object_id): set(index.objects.get(object_id, ()))
                           for kind, index, (_, object_id, _, _) in chunk}
-                for _, index, (operation, object_id, key_id, _) in chunk:
+                for _, index, (operation, object_id, key_id, entity) in chunk:
                     keys = index.objects.setdefault(object_id, set())
                     if operation == "delete":
                         keys.discard(key_id)
+                        index.forget(object_id, key_id)
                     else:
                         keys.add(key_id)
+                        index.note(object_id, key_id, entity)
                 after = [("upsert", _index_entity(tenant_id, kind, index)) for kind, index in touched.items()]
                 operations = [(operation, entity) for _, _, (operation, _, _, entity) in chunk]
                 try:
@@ -335,13 +397,14 @@ class TablesInventoryStore:
                     for kind, index in touched.items():
                         old = {o: keys for (k, o), keys in before.items() if k is kind}
                         both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in old.items()}}
-                        wider.append(("upsert", _index_entity(tenant_id, kind,
-                                                              _Index(old_links[kind], both, index.complete))))
+                        wider.append(("upsert", _index_entity(tenant_id, kind, _Index(
+                            old_links[kind], both, index.complete, index.customer))))
                     await self._one_by_one([*wider, *operations, *after])
                 for kind, object_id in before:
                     index = touched[kind]
                     if not index.objects.get(object_id):
                         index.objects.pop(object_id, None)
+                        index.forget(object_id)
                 if last:
                     return
         except BaseException:

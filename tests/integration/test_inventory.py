@@ -120,7 +120,18 @@ async def test_the_next_pass_reads_only_changes(world: World, svc: Services,
         await real_transaction(operations)
 
     monkeypatch.setattr(store, "_transaction", counted)
+    reads: list[str] = []
+    real_get = store._get_row
+
+    async def read(tenant_id: str, key: str) -> Any:
+        reads.append(key)
+        return await real_get(tenant_id, key)
+
+    monkeypatch.setattr(store, "_get_row", read)
     passes = await inventory_tenant(source, store, tenant_of(customer))
+    # Only the two index rows are read: the renewed (partial) applications are completed from what the index row
+    # keeps of their rows, without reading them.
+    assert sorted(reads) == ["_index|application", "_index|servicePrincipal"]
     assert delta_reads(svc) - calls == 2  # one page per kind
     assert queries == []  # the changed objects' rows by point reads (their keys from the index row), no scan
     # The removal, then one write for both kinds' changed rows and both delta links (not one per kind).
@@ -416,3 +427,28 @@ async def test_both_kinds_last_rows_and_links_share_transactions_and_the_links_r
     assert sent == [{"_index|application": "https://graph/a-3", "_index|servicePrincipal": "https://graph/s-3"}]
     found = await store.list_credentials(InventoryQuery(tenant_id=tenant, object_kind=apps))
     assert sorted(r.key_id for r in found).count("k2") == 3 and len(found) == 60
+
+
+async def test_an_index_row_that_keeps_only_key_ids_still_finds_the_rows(world: World, svc: Services) -> None:
+    from shared.adapters.inventory_tables import INDEX_ROW, TablesInventoryStore
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert isinstance(store, TablesInventoryStore)
+    tenant = "c0000000-0000-4000-8000-0000000005fe"
+    kind = ObjectKind.APPLICATION
+    mine = [InventoryCredential(tenant, "Old", kind, "o1", "app", "App", (), CredentialKind.PASSWORD, "", k, "h", "n",
+                                None, None) for k in ("k1", "k2")]
+    await store.put_objects(tenant, kind, {"o1": mine}, stored={"o1": []})
+    known = (await store.objects_known(tenant, kind, ["o1", "o2"]))["o1"]
+    assert known is not None and known.passwords == {"k1", "k2"} and known.app_id == "app"
+    # An index row as written before it kept what rows say: its object's key ids only.
+    assert store._rows is not None
+    await store._rows.upsert_entity({"PartitionKey": tenant, "RowKey": INDEX_ROW + kind.value, "Link": "l",
+                                     "Chunks": 1, "I0": json.dumps({"o1": ["k1", "k2"]})})
+    fresh = TablesInventoryStore(store._service, prefix=store._rows.table_name[:-len("inventory")])
+    assert await fresh.objects_known(tenant, kind, ["o1"]) == {"o1": None}  # only its rows can tell
+    assert {r.key_id for r in (await fresh.objects_credentials(tenant, kind, ["o1"]))["o1"]} == {"k1", "k2"}
+    await fresh.put_objects(tenant, kind, {"o1": mine[:1]})  # the next write keeps what the rows say again
+    again = (await fresh.objects_known(tenant, kind, ["o1"]))["o1"]
+    assert again is not None and again.passwords == {"k1"}

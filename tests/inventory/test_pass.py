@@ -5,13 +5,23 @@ the others go on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 
 import pytest
 
 from shared import inventory_pass
 from shared.errors import StaleDeltaLink, Throttled
-from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, TenantPass
+from shared.inventory import (
+    MICROSOFT_TENANT,
+    DirectoryObject,
+    InventoryPage,
+    ObjectKind,
+    Removed,
+    StoredObject,
+    TenantPass,
+)
 from shared.inventory_pass import CustomerTenant, inventory_tenant, run_inventory
 from tests.fakes import Crash, FakeInventory, Faults
 
@@ -256,3 +266,85 @@ async def test_a_full_reads_last_empty_page_still_carries_the_link_on_a_write(
     await inventory_kind(graph, store, TENANT, APP)  # type: ignore[arg-type]
     assert store.links[("t-1", "application")] == "link-1"
     assert await keys(store) == {("a", "k1"), ("b", "k2"), ("c", "k3")}
+
+
+SP = ObjectKind.SERVICE_PRINCIPAL
+THUMB_A, THUMB_B = bytes(range(20)), bytes(range(1, 21))
+
+
+def cert(key_id: str, thumb: bytes, usage: str = "Verify") -> dict[str, str]:
+    return {"keyId": key_id, "customKeyIdentifier": base64.b64encode(thumb).decode(), "usage": usage,
+            "displayName": "CN=sso", "endDateTime": "2027-03-01T00:00:00Z"}
+
+
+def saml_principal(**changes: object) -> DirectoryObject:
+    full = DirectoryObject(SP, "sp-1", "app-sso", "SSO app",
+                           (secret("p1"), {**secret("p-saml"), "customKeyIdentifier": cert("x", THUMB_A)[
+                               "customKeyIdentifier"]}),
+                           (cert("c-sign", THUMB_A, "Sign"), cert("c-verify", THUMB_A), cert("c-other", THUMB_B)),
+                           "0f0f0f0f-0000-4000-8000-000000000000", "Application", THUMB_A.hex().upper())
+    return replace(full, **changes)  # type: ignore[arg-type]
+
+
+class Rounds:
+    """A full read of the given objects, then one delta page with the given partial objects."""
+
+    def __init__(self, full: list[DirectoryObject], changed: list[DirectoryObject]) -> None:
+        self.full, self.changed = full, changed
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        mine = [o for o in (self.changed if delta_link else self.full) if o.object_kind is object_kind]
+        yield InventoryPage(tuple(mine), (), "l2" if delta_link else "l1")
+
+
+class RowsOnly(FakeInventory):
+    """A store whose index says nothing of the rows (an index row written before it kept them): rows are read."""
+
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        return dict.fromkeys(await super().objects_known(tenant_id, object_kind, object_ids))
+
+
+PARTIAL = {  # a partial object as a delta page may bring it: only what changed, by its id
+    "a new secret": dict(password_credentials=(secret("p1"), secret("p2")), key_credentials=None, app_id=None,
+                         display_name=None, app_owner_organization_id=None, service_principal_type=None,
+                         preferred_token_signing_key_thumbprint=None),
+    "a certificate removed": dict(password_credentials=None, key_credentials=(cert("c-sign", THUMB_A, "Sign"),),
+                                  app_id=None, display_name=None, app_owner_organization_id=None,
+                                  service_principal_type=None, preferred_token_signing_key_thumbprint=None),
+    "renamed": dict(password_credentials=None, key_credentials=None, app_id=None, display_name="SSO renamed",
+                    app_owner_organization_id=None, service_principal_type=None,
+                    preferred_token_signing_key_thumbprint=None),
+    "now Microsoft's": dict(password_credentials=None, key_credentials=None, app_id=None, display_name=None,
+                            app_owner_organization_id=MICROSOFT_TENANT, service_principal_type=None,
+                            preferred_token_signing_key_thumbprint=None),
+    "signing moved": dict(password_credentials=None, key_credentials=None, app_id=None, display_name=None,
+                          app_owner_organization_id=None, service_principal_type=None,
+                          preferred_token_signing_key_thumbprint=THUMB_B.hex().upper()),
+    "signing moved with its keys": dict(password_credentials=None, key_credentials=(cert("c-other", THUMB_B, "Sign"),),
+                                        app_id=None, display_name=None, app_owner_organization_id=None,
+                                        service_principal_type=None,
+                                        preferred_token_signing_key_thumbprint=THUMB_B.hex().upper()),
+    "the whole object": {},
+}
+
+
+@pytest.mark.parametrize("change", sorted(PARTIAL))
+@pytest.mark.parametrize("customer", ["Contoso", "Contoso Ltd"])
+async def test_a_partial_object_completed_from_the_index_gives_the_rows_its_stored_rows_give(
+        change: str, customer: str) -> None:
+    partial = saml_principal(**PARTIAL[change])
+    results = []
+    for store in (FakeInventory(), RowsOnly()):
+        source = Rounds([saml_principal()], [partial])
+        await inventory_tenant(source, store, TENANT)  # type: ignore[arg-type]
+        await inventory_tenant(source, store, replace(TENANT, customer=customer))  # type: ignore[arg-type]
+        results.append((await store.list_credentials(), store.faults.counts["inventory.objects_credentials"]))
+    (indexed, point_reads), (by_rows, _) = results
+    assert indexed == by_rows and len(indexed) >= 3
+    # The rows are read only when rows kept as they are would change (a whole object keeps none), or a moved
+    # signing certificate needs the stored certificates' thumbprints.
+    needs_rows = change != "the whole object" and (
+        customer != "Contoso" or change in ("renamed", "now Microsoft's", "signing moved"))
+    assert point_reads == (1 if needs_rows else 0)
