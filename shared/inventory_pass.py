@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING
@@ -29,7 +29,17 @@ from shared.domain import Target
 if TYPE_CHECKING:
     from shared.bootstrap import Services
 from shared.errors import RotationError, StaleDeltaLink
-from shared.inventory import InventoryCredential, InventoryPage, ObjectKind, TenantPass, credentials_of
+from shared.inventory import (
+    DirectoryObject,
+    InventoryCredential,
+    InventoryPage,
+    ObjectKind,
+    RoundEnd,
+    StoredObject,
+    TenantPass,
+    completed,
+    credentials_of,
+)
 from shared.ports import InventorySource, InventoryStore
 
 log = logging.getLogger(__name__)
@@ -79,15 +89,16 @@ class _Pending:
         self.count -= len(self.rows.pop(object_id, ()))
         self.known.pop(object_id, None)
 
-    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                    delta_link: str | None = None) -> bool:
-        """Write what is gathered; with `delta_link` (the round's last write) the link goes in the same write.
-        False: nothing to write, so the link (if any) is not saved here."""
-        wrote = bool(self.rows)
-        if wrote:
-            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known, delta_link=delta_link)
+    async def write(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
+        """Write what is gathered (a delta round's page before the next is read)."""
+        if self.rows:
+            await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known)
         self.rows, self.known, self.count = {}, {}, 0
-        return wrote
+
+    def end(self, delta_link: str | None) -> RoundEnd:
+        """What is gathered, as the round's last write with its delta link (written by the tenant, both kinds'
+        together)."""
+        return RoundEnd(self.rows, self.known, delta_link)
 
     async def write_full(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
         """Write the first objects whose rows fill one transaction (FULL_READ_ROWS), keep the rest gathered: writes
@@ -144,31 +155,55 @@ async def list_owners(source: InventorySource, tenant_id: str, kind: ObjectKind)
 
 async def _write_page(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
                       page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending,
-                      listed: dict[str, tuple[str, ...] | None] | None = None) -> bool:
-    """One page into the store: removals, then each object's rows; True when the page's delta link (the round's
-    last page) was saved with its write.
+                      listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
+    """One page into the store: removals, then each object's rows; the round's last page (its delta link) leaves
+    its rows gathered for the tenant's last write, which saves the link with them.
 
-    In a delta round (`stored_ids` None) the store's rows of the page's objects are read first, in one go: they
-    complete a partial object (only what changed comes) and say which old rows to replace; the page is written
-    before the next is read. In a full read, objects the store never held (`stored_ids`) need no lookup, those
-    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS). The last page's write
-    carries the round's delta link (one request less per kind than a separate save of the link)."""
+    In a delta round (`stored_ids` None) a partial object (only what changed comes) is completed from what the
+    store knows of its rows without reading them (its index: names, first party, each key's collection and SAML
+    mark; the rows of a collection left out stay as they are); only an object that cannot be completed so (its
+    kept rows would change) has its rows read, all such in one go. The page is written before the next is read.
+    In a full read, objects the store never held (`stored_ids`) need no lookup, those
+    without credentials no write either, and rows are gathered over pages (FULL_READ_ROWS)."""
     if page.removed:
         for gone in page.removed:  # an object gathered from an earlier page and removed since is not written
             pending.drop(gone.object_id)
         await store.remove_objects(tenant.tenant_id, kind, [r.object_id for r in page.removed])
         result.removed += len(page.removed)
     held: dict[str, list[InventoryCredential]] = {}
+    done: dict[str, tuple[DirectoryObject, list[InventoryCredential], list[str], int]] = {}
+    known: Mapping[str, StoredObject | None] = {}
     if stored_ids is None and page.objects:
-        held = await store.objects_credentials(tenant.tenant_id, kind, [o.object_id for o in page.objects])
+        known = await store.objects_known(tenant.tenant_id, kind, [o.object_id for o in page.objects])
+        for obj in page.objects:
+            summary = known.get(obj.object_id)
+            if summary is None:
+                continue
+            made = completed(obj, summary, tenant.tenant_id, tenant.customer, tenant.managed_app_ids)
+            if made is not None:
+                kept = (len(summary.passwords) if obj.password_credentials is None else 0) + (
+                    len(summary.certificates) if obj.key_credentials is None else 0)
+                done[obj.object_id] = (*made, kept)
+        reads = [o.object_id for o in page.objects if o.object_id in known and o.object_id not in done]
+        if reads:
+            held = await store.objects_credentials(tenant.tenant_id, kind, reads)
+    # Owners: a full read's from its listing; a delta round's for objects new to the store only (one read each): an
+    # object held keeps the owners it has (an owner change is not what brings an object into a round; the weekly
+    # refresh_owners lists them again).
     built = {obj.object_id: credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids,
-                                           held.get(obj.object_id, [])) for obj in page.objects}
-    # A delta round reads the owners of objects new to the store only: an object held keeps the owners it has (an
-    # owner change is not what brings an object into a round), refreshed weekly by refresh_owners.
-    new = built if stored_ids is not None else {o: rows for o, rows in built.items() if not held.get(o)}
+                                           held.get(obj.object_id, []))
+             for obj in page.objects if obj.object_id not in done}
+    new = built if stored_ids is not None else {o: rows for o, rows in built.items() if o not in known}
     await read_owners(source, tenant.tenant_id, kind, new, listed)
     built.update(new)
     for obj in page.objects:
+        if obj.object_id in done:
+            brought, base, keys, kept = done[obj.object_id]
+            found = credentials_of(brought, tenant.tenant_id, tenant.customer, tenant.managed_app_ids, base)
+            result.credentials += len(found) + kept
+            if found or keys:
+                pending.add(obj.object_id, found, keys)
+            continue
         stored = held.get(obj.object_id, [])
         found = built[obj.object_id]
         result.credentials += len(found)
@@ -182,24 +217,22 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
             pending.add(obj.object_id, found, None)
     result.objects += len(page.objects)
     if page.delta_link:
-        return await pending.write(store, tenant, kind, page.delta_link)
+        return
     if stored_ids is None:
         await pending.write(store, tenant, kind)
-    while pending.count > FULL_READ_ROWS:  # a remainder stays for the last page to carry the link
+    while pending.count > FULL_READ_ROWS:  # a remainder stays for the last write, which carries the link
         await pending.write_full(store, tenant, kind)
-    return False
 
 
 async def _round(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
-                 link: str | None) -> tuple[TenantPass, str | None, bool]:
-    """The round's pass, its delta link, and whether that link is saved already (with the round's last write)."""
+                 link: str | None) -> tuple[TenantPass, RoundEnd]:
+    """The round's pass, and its last write (the rows still gathered and the delta link), not yet written."""
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
     listed = await list_owners(source, tenant.tenant_id, kind) if full else None
     seen: set[str] = set()
     final: str | None = None
-    saved = False
     pending = _Pending()
     async for page in source.read(tenant.tenant_id, kind, link):
         result.pages += 1
@@ -212,23 +245,22 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
                 if gone:
                     await store.remove_objects(tenant.tenant_id, kind, gone)
                     result.removed += len(gone)
-        saved = await _write_page(source, store, tenant, kind, page, stored_ids, result, pending, listed) or saved
+        await _write_page(source, store, tenant, kind, page, stored_ids, result, pending, listed)
         final = page.delta_link or final
-    await pending.write(store, tenant, kind)
-    return result, final, saved
+    return result, pending.end(final)
 
 
 async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
-                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, str | None, bool]:
-    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass, the
-    delta link to keep, and whether the round's last write saved it already (else the caller saves it)."""
+                         kind: ObjectKind, link: str | None) -> tuple[TenantPass, RoundEnd]:
+    """One tenant's objects of one kind: a delta round from `link`, or a full read (none, or stale); the pass, and
+    the round's last write with the delta link to keep (the caller writes it)."""
     try:
         return await _round(source, store, tenant, kind, link)
     except StaleDeltaLink as stale:
         log.info("inventory.restart", extra={"tenant": tenant.tenant_id, "kind": kind.value, "code": stale.code})
     try:
-        result, final, saved = await _round(source, store, tenant, kind, None)
-        return replace(result, restarted=True), final, saved
+        result, end = await _round(source, store, tenant, kind, None)
+        return replace(result, restarted=True), end
     except StaleDeltaLink as again:  # a full read's own nextLink went stale: the next pass tries again
         raise RotationError(f"Graph reset the full read of tenant {tenant.tenant_id}: {again}",
                             code=again.code) from again
@@ -283,24 +315,23 @@ class InventorySummary:
 async def inventory_tenant(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
                            kinds: Sequence[ObjectKind] = tuple(ObjectKind), today: date | None = None
                            ) -> list[TenantPass]:
-    """Both kinds of one tenant side by side, from the delta links stored. A round's link is saved with its last
-    write, or, when that page wrote nothing, here after the rounds, together (a crash before repeats the round:
-    every write is idempotent). `today`: on the tenant's weekly day, the owners of the kinds read by delta are
-    listed again (refresh_owners)."""
+    """Both kinds of one tenant side by side, from the delta links stored. The rounds' last rows and their delta
+    links are written here, both kinds' in one write (one partition: a daily pass's tenant ends with one
+    transaction, not one per kind); a crash before it repeats the rounds (every write is idempotent). `today`: on
+    the tenant's weekly day, the owners of the kinds read by delta are listed again (refresh_owners)."""
     links = await store.delta_links(tenant.tenant_id)
     done = await asyncio.gather(*(inventory_kind(source, store, tenant, kind, links.get(kind)) for kind in kinds),
                                 return_exceptions=True)
     finished = [d for d in done if not isinstance(d, BaseException)]
-    unsaved = {result.object_kind: link for result, link, saved in finished if not saved}
-    if unsaved:  # a kind that finished keeps its progress even when the other failed
-        await store.save_delta_links(tenant.tenant_id, unsaved)
+    if finished:  # a kind that finished keeps its progress even when the other failed
+        await store.put_rounds(tenant.tenant_id, {result.object_kind: end for result, end in finished})
     for failure in done:
         if isinstance(failure, BaseException):
             raise failure
-    delta_kinds = [result.object_kind for result, _, _ in finished if not result.full]
+    delta_kinds = [result.object_kind for result, _ in finished if not result.full]
     if today is not None and delta_kinds and owners_refresh_due(tenant.tenant_id, today):
         await refresh_owners(source, store, tenant, delta_kinds)
-    return [result for result, _, _ in finished]
+    return [result for result, _ in finished]
 
 
 async def run_inventory(source: InventorySource, store: InventoryStore, tenants: Sequence[CustomerTenant],

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.domain import CredentialSignIns as CredentialSignIns  # the row keeps the evidence: domain records
 from shared.domain import SignInEvidence as SignInEvidence
-from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind
+from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 
 if TYPE_CHECKING:  # the run state's records live with the engine that makes them
     from shared.bulk_onboarding import Run, TenantProgress
@@ -568,13 +568,25 @@ class InventoryStore(Protocol):
         """The stored credentials of these objects, by object id (objects without rows left out)."""
         ...
 
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        """The objects among these that hold rows, with what the store knows of each without reading its rows (None:
+        only its rows tell, objects_credentials)."""
+        ...
+
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
                           stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
         """Each object's credentials become exactly the given ones (an empty list removes its rows); batched.
-        Idempotent. `stored`: the key ids the caller knows each object holds now (no lookup for those objects).
+        Idempotent. `stored`: for the objects it names, the key ids of their rows to replace (no lookup for those
+        objects; rows it does not name are kept: a partial delta object's other collection).
         `delta_link`: also keep it as the kind's delta link, saved with the write's last rows, never before them
         (a round's last write: one request instead of a separate save_delta_links)."""
+        ...
+
+    async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
+        """The last writes of one tenant's rounds, every kind's in one go (one partition: as few writes as fit, one
+        for a daily pass): per kind as put_objects, each delta link saved with the last rows, never before them."""
         ...
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:

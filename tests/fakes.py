@@ -40,7 +40,7 @@ from shared.errors import (
     PolicyLifetime,
     RotationError,
 )
-from shared.inventory import InventoryCredential, InventoryQuery, ObjectKind
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 from shared.ports import (
     Alert,
     Confirmation,
@@ -755,24 +755,59 @@ class FakeInventory:
                 found.setdefault(key[2], []).append(row)
         return found
 
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        await self.faults.before("inventory.objects_known")
+        rows: dict[str, list[InventoryCredential]] = {}
+        for key, row in sorted(self.rows.items()):
+            if key[:2] == (tenant_id, object_kind.value) and key[2] in object_ids:
+                rows.setdefault(key[2], []).append(row)
+        known: dict[str, StoredObject | None] = {}
+        for object_id, mine in rows.items():
+            first = mine[0]
+            keys = {kind: frozenset(r.key_id for r in mine if r.credential_kind is kind) for kind in CredentialKind}
+            known[object_id] = StoredObject(first.app_id, first.display_name, first.customer, first.first_party,
+                                            first.managed, keys[CredentialKind.PASSWORD],
+                                            keys[CredentialKind.CERTIFICATE],
+                                            frozenset(r.key_id for r in mine if r.saml), first.owners)
+        return known
+
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
                           stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
         await self.faults.before("inventory.put_objects")
-        for object_id, credentials in objects.items():
-            self._drop(tenant_id, object_kind, object_id)
-            for credential in credentials:
-                self.rows[credential.key] = credential
+        self._put(tenant_id, object_kind, objects, stored)
         if delta_link is not None:
             self.links[(tenant_id, object_kind.value)] = delta_link
         self.writes += 1
         await self.faults.after("inventory.put_objects")
+
+    async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
+        await self.faults.before("inventory.put_rounds")
+        for kind, end in ends.items():
+            self._put(tenant_id, kind, end.objects, end.stored)
+            if end.delta_link is not None:
+                self.links[(tenant_id, kind.value)] = end.delta_link
+        if any(end.objects for end in ends.values()):  # `writes` counts writes of rows (a link alone is not one)
+            self.writes += 1
+        await self.faults.after("inventory.put_rounds")
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
         await self.faults.before("inventory.remove_objects")
         for object_id in object_ids:
             self._drop(tenant_id, object_kind, object_id)
         self.writes += 1
+
+    def _put(self, tenant_id: str, kind: ObjectKind, objects: Mapping[str, Sequence[InventoryCredential]],
+             stored: Mapping[str, Sequence[str]] | None) -> None:
+        for object_id, credentials in objects.items():
+            if stored is not None and object_id in stored:  # only the named rows are replaced, the others kept
+                for key_id in stored[object_id]:
+                    self.rows.pop((tenant_id, kind.value, object_id, key_id), None)
+            else:
+                self._drop(tenant_id, kind, object_id)
+            for credential in credentials:
+                self.rows[credential.key] = credential
 
     def _drop(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> None:
         for key in [k for k in self.rows if k[:3] == (tenant_id, object_kind.value, object_id)]:

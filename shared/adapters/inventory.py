@@ -78,9 +78,15 @@ def object_of(kind: ObjectKind, doc: dict[str, Any]) -> DirectoryObject | Remove
     if "@removed" in doc:
         return Removed(kind, object_id)
     get = doc.get
+    passwords, keys = get("passwordCredentials", _ABSENT), get("keyCredentials", _ABSENT)
+    if not passwords and not keys:
+        # Both given and empty (most service principals, a full read's hot path): no row comes of it, so the
+        # properties that only qualify credentials (first party, SAML) are not parsed.
+        return DirectoryObject(kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)),
+                               (), ())
     return DirectoryObject(
         kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)),
-        _credentials(get("passwordCredentials", _ABSENT)), _credentials(get("keyCredentials", _ABSENT)),
+        _credentials(passwords), _credentials(keys),
         _text(get("appOwnerOrganizationId", _ABSENT)), _text(get("servicePrincipalType", _ABSENT)),
         _text(get("preferredTokenSigningKeyThumbprint", _ABSENT)),
     )

@@ -30,7 +30,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared.adapters.tables import _create_tables, _dt, _iso, _translate
-from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind
+from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
 INDEX_ROW = "_index|"  # + the object kind ("#", "/", "\\" and "?" are not allowed in a key; "_" sorts before "a")
@@ -107,16 +107,68 @@ def _address(tenant_id: str, kind: ObjectKind, object_id: str, key_id: str) -> d
 
 @dataclass
 class _Index:
-    """One tenant's objects of one kind as its index row says: the delta link and each object's key ids."""
+    """One tenant's objects of one kind as its index row says: the delta link, each object's key ids and, where
+    known, what its rows say (appId, name, first party, managed; each key's collection and SAML mark), so that a
+    partial delta object is completed without reading its rows."""
 
     link: str = ""
     objects: dict[str, set[str]] = field(default_factory=dict)
     complete: bool = True  # False: too many objects for one row; their rows are found by key-range queries
+    customer: str = ""
+    meta: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # appId, name, first party | managed << 1
+    marks: dict[str, dict[str, str]] = field(default_factory=dict)  # key id -> "p"|"c", + "s" when SAML
+    owners: dict[str, tuple[str, ...]] = field(default_factory=dict)  # object id -> its rows' owners (when any)
+
+    def note(self, object_id: str, key_id: str, entity: Mapping[str, Any]) -> None:
+        """An upserted row: what it says of its object and key."""
+        self.meta[object_id] = (str(entity.get("AppId", "")), str(entity.get("DisplayName", "")),
+                                int(bool(entity.get("FirstParty"))) | int(bool(entity.get("Managed"))) << 1)
+        self.customer = str(entity.get("Customer", self.customer))
+        owners = tuple(json.loads(entity.get("Owners") or "[]"))
+        if owners:
+            self.owners[object_id] = owners
+        else:
+            self.owners.pop(object_id, None)
+        mark = "p" if entity.get("CredentialKind") == CredentialKind.PASSWORD.value else "c"
+        self.marks.setdefault(object_id, {})[key_id] = mark + ("s" if entity.get("Saml") else "")
+
+    def forget(self, object_id: str, key_id: str | None = None) -> None:
+        if key_id is None:
+            self.meta.pop(object_id, None)
+            self.marks.pop(object_id, None)
+            self.owners.pop(object_id, None)
+        else:
+            self.marks.get(object_id, {}).pop(key_id, None)
+
+    def known(self, object_id: str) -> StoredObject | None:
+        """What the index says of an object's rows; None when it cannot say all (a row written before the index
+        kept it, or by the fallback's wider index)."""
+        meta, marks, keys = self.meta.get(object_id), self.marks.get(object_id, {}), self.objects.get(object_id, ())
+        if meta is None or any(k not in marks for k in keys):
+            return None
+        return StoredObject(meta[0], meta[1], self.customer, bool(meta[2] & 1), bool(meta[2] & 2),
+                            frozenset(k for k in keys if marks[k][0] == "p"),
+                            frozenset(k for k in keys if marks[k][0] == "c"),
+                            frozenset(k for k in keys if marks[k].endswith("s")), self.owners.get(object_id, ()))
+
+    def encoded(self, object_id: str, keys: set[str]) -> Any:
+        """The index row's entry of one object: its key ids, or with what its rows say when all of it is known."""
+        meta, marks = self.meta.get(object_id), self.marks.get(object_id, {})
+        if meta is None or any(k not in marks for k in keys):
+            return sorted(keys)
+        entry = [meta[0], meta[1], meta[2], {k: marks[k] for k in sorted(keys)}]
+        owners = self.owners.get(object_id)
+        return [*entry, list(owners)] if owners else entry
+
+
+_Part = tuple[ObjectKind, _Index, Sequence[Change], str | None]  # a kind's index, changes and new delta link
 
 
 def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
-    entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link}
-    text = _JSON.encode({o: sorted(keys) for o, keys in index.objects.items() if keys}) if index.complete else ""
+    entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link,
+                              "Customer": index.customer}
+    text = _JSON.encode({o: index.encoded(o, keys) for o, keys in index.objects.items() if keys}
+                        ) if index.complete else ""
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
     if not index.complete or len(chunks) > MAX_CHUNKS:
         index.complete = False
@@ -131,8 +183,17 @@ def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
     if entity.get("Overflow"):
         return _Index(str(entity.get("Link") or ""), {}, complete=False)
     text = "".join(str(entity.get(f"I{i}", "")) for i in range(int(entity.get("Chunks") or 0)))
-    objects = {o: set(keys) for o, keys in json.loads(text).items()} if text else {}
-    return _Index(str(entity.get("Link") or ""), objects)
+    index = _Index(str(entity.get("Link") or ""), customer=str(entity.get("Customer") or ""))
+    for object_id, entry in (json.loads(text) if text else {}).items():
+        if len(entry) in (4, 5) and isinstance(entry[3], dict):  # [appId, name, flags, {key id: mark}, owners?]
+            index.meta[object_id] = (str(entry[0]), str(entry[1]), int(entry[2]))
+            index.marks[object_id] = {str(k): str(m) for k, m in entry[3].items()}
+            if len(entry) == 5:
+                index.owners[object_id] = tuple(str(o) for o in entry[4])
+            index.objects[object_id] = set(index.marks[object_id])
+        else:  # key ids only (an index row written before the index kept what rows say)
+            index.objects[object_id] = {str(k) for k in entry}
+    return index
 
 
 class TablesInventoryStore:
@@ -224,6 +285,19 @@ class TablesInventoryStore:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
         return found
 
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        if not object_ids:
+            return {}
+        await self._ensure()
+        try:
+            index = await self._index(tenant_id, object_kind)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        if not index.complete:  # too many objects for the row: only their rows tell
+            return {o: None for o in object_ids if o in index.objects}
+        return {o: index.known(o) for o in object_ids if index.objects.get(o)}
+
     async def _point_reads(self, tenant_id: str, keys: Sequence[str]) -> Sequence[Mapping[str, Any]]:
         """Rows by their keys, side by side; a key the index named but whose row is gone is skipped."""
         return [e for e in await asyncio.gather(*(self._get_row(tenant_id, k) for k in keys)) if e is not None]
@@ -291,41 +365,62 @@ class TablesInventoryStore:
 
     # -------------------------------------------------------------------------------------------- writes
 
-    async def _write(self, tenant_id: str, kind: ObjectKind, index: _Index, changes: Sequence[Change],
-                     delta_link: str | None = None) -> None:
-        """The changes in entity-group transactions of up to BATCH operations, each carrying the kind's index row as
-        it stands once that transaction is done: atomic, so the index row and the rows never disagree. A new
-        `delta_link` goes into the last transaction's index row only (saved with the last rows, never before).
-        Should any write fail, this process forgets its copy of the index (the stored row is the truth)."""
-        per = BATCH - 1
+    async def _write(self, tenant_id: str, parts: Sequence[_Part]) -> None:
+        """The changes of one or more kinds in entity-group transactions of up to BATCH operations (one partition),
+        each carrying the index row of every kind it touches as it stands once that transaction is done: atomic, so
+        the index rows and the rows never disagree. Each kind's new delta link goes into the last transaction's index
+        rows only (saved with the last rows, never before; a kind with a link and no change adds just its index row).
+        Should any write fail, this process forgets its copies of the indexes (the stored rows are the truth)."""
+        flat = [(kind, index, change) for kind, index, changes, _ in parts for change in changes]
+        links = [(kind, index, link) for kind, index, _, link in parts if link is not None]
+        room = BATCH - len(parts)  # a transaction may carry every kind's index row
         try:
-            for start in range(0, len(changes), per):
-                chunk = changes[start:start + per]
-                old_link = index.link
-                if delta_link is not None and start + per >= len(changes):
-                    index.link = delta_link
-                before = {object_id: set(index.objects.get(object_id, ())) for _, object_id, _, _ in chunk}
-                for operation, object_id, key_id, _ in chunk:
+            start = 0
+            while True:
+                chunk = flat[start:start + room]
+                start += room
+                last = start >= len(flat)
+                touched = {kind: index for kind, index, _ in chunk}
+                if last:
+                    touched.update({kind: index for kind, index, _ in links})
+                old_links = {kind: index.link for kind, index in touched.items()}
+                if last:
+                    for _, index, link in links:
+                        index.link = link
+                before = {(kind, object_id): set(index.objects.get(object_id, ()))
+                          for kind, index, (_, object_id, _, _) in chunk}
+                for _, index, (operation, object_id, key_id, entity) in chunk:
                     keys = index.objects.setdefault(object_id, set())
                     if operation == "delete":
                         keys.discard(key_id)
+                        index.forget(object_id, key_id)
                     else:
                         keys.add(key_id)
-                after = ("upsert", _index_entity(tenant_id, kind, index))
-                operations = [(operation, entity) for operation, _, _, entity in chunk]
+                        index.note(object_id, key_id, entity)
+                after = [("upsert", _index_entity(tenant_id, kind, index)) for kind, index in touched.items()]
+                operations = [(operation, entity) for _, _, (operation, _, _, entity) in chunk]
                 try:
-                    await self._transaction([*operations, after])
+                    await self._transaction([*operations, *after])
                 except TableTransactionError:
                     # Another writer removed a row first (a delete of a missing row fails the whole batch): one by
-                    # one, after an index row naming the old rows and the new (never missing a row meanwhile).
-                    both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in before.items()}}
-                    wider = _index_entity(tenant_id, kind, _Index(old_link, both, index.complete))
-                    await self._one_by_one([("upsert", wider), *operations, after])
-                for object_id in before:
+                    # one, after index rows naming the old rows and the new (never missing a row meanwhile).
+                    wider = []
+                    for kind, index in touched.items():
+                        old = {o: keys for (k, o), keys in before.items() if k is kind}
+                        both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in old.items()}}
+                        wider.append(("upsert", _index_entity(tenant_id, kind, _Index(
+                            old_links[kind], both, index.complete, index.customer))))
+                    await self._one_by_one([*wider, *operations, *after])
+                for kind, object_id in before:
+                    index = touched[kind]
                     if not index.objects.get(object_id):
                         index.objects.pop(object_id, None)
+                        index.forget(object_id)
+                if last:
+                    return
         except BaseException:
-            self._indexes.pop((tenant_id, kind), None)
+            for kind, _, _, _ in parts:
+                self._indexes.pop((tenant_id, kind), None)
             raise
 
     async def _submit(self, operations: list[tuple[str, dict[str, Any]]]) -> None:
@@ -355,9 +450,9 @@ class TablesInventoryStore:
         client = self._rows
         batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
         parts = []
+        table = f"{client.url}/{client.table_name}"
         for operation, entity in operations:
-            target = (f"{client.url}/{client.table_name}(PartitionKey='{_key(entity['PartitionKey'])}',"
-                      f"RowKey='{_key(entity['RowKey'])}')")
+            target = f"{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
             if operation == "delete":
                 parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
                              f"\r\n\r\nDELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
@@ -367,7 +462,7 @@ class TablesInventoryStore:
                 parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
                              f"\r\n\r\nPUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
                              f"Accept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0\r\n"
-                             f"Content-Length: {len(body.encode())}\r\n\r\n{body}\r\n")
+                             f"Content-Length: {len(body)}\r\n\r\n{body}\r\n")  # ASCII: its length in bytes
         content = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
                    + "".join(parts) + f"--{changeset}--\r\n--{batch}--\r\n").encode()
         request = HttpRequest("POST", f"{client.scheme}://{client._primary_hostname}/$batch", content=content,
@@ -386,28 +481,39 @@ class TablesInventoryStore:
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
                           stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
-        if not objects:
-            if delta_link is not None:
-                await self.save_delta_links(tenant_id, {object_kind: delta_link})
+        await self.put_rounds(tenant_id, {object_kind: RoundEnd(objects, stored, delta_link)})
+
+    async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
+        """Every kind's rows and links in the fewest transactions (one partition): a daily pass's tenant ends with
+        one write for both kinds instead of one per kind (docs/benchmarks.md)."""
+        ends = {kind: end for kind, end in ends.items() if end.objects or end.delta_link is not None}
+        if not ends:
             return
         await self._ensure()
-        known = stored or {}
         try:
-            index = await self._index(tenant_id, object_kind)
-            held = await self._held_keys(tenant_id, object_kind, index, [o for o in objects if o not in known])
-            changes: list[Change] = []
-            for object_id, rows in objects.items():
-                keys = {c.key_id for c in rows}
-                before = set(known[object_id]) if object_id in known else held.get(object_id, set())
-                changes += [("delete", object_id, k, _address(tenant_id, object_kind, object_id, k))
-                            for k in sorted(before - keys)]
-                changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
-            if changes:
-                await self._write(tenant_id, object_kind, index, changes, delta_link)
-            elif delta_link is not None:
-                await self.save_delta_links(tenant_id, {object_kind: delta_link})
+            parts: list[_Part] = []
+            for kind, end in ends.items():
+                index = await self._index(tenant_id, kind)
+                changes = await self._changes(tenant_id, kind, index, end)
+                if changes or end.delta_link is not None:
+                    parts.append((kind, index, changes, end.delta_link))
+            if parts:
+                await self._write(tenant_id, parts)
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
+    async def _changes(self, tenant_id: str, kind: ObjectKind, index: _Index, end: RoundEnd) -> list[Change]:
+        """Deletes of the keys an object no longer holds, then upserts of its rows, object by object."""
+        known = end.stored or {}
+        held = await self._held_keys(tenant_id, kind, index, [o for o in end.objects if o not in known])
+        changes: list[Change] = []
+        for object_id, rows in end.objects.items():
+            keys = {c.key_id for c in rows}
+            before = set(known[object_id]) if object_id in known else held.get(object_id, set())
+            changes += [("delete", object_id, k, _address(tenant_id, kind, object_id, k))
+                        for k in sorted(before - keys)]
+            changes += [("upsert", object_id, c.key_id, to_entity(c)) for c in rows]
+        return changes
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:
         if not object_ids:
@@ -419,7 +525,7 @@ class TablesInventoryStore:
             changes: list[Change] = [("delete", o, k, _address(tenant_id, object_kind, o, k))
                                      for o, keys in held.items() for k in sorted(keys)]
             if changes:
-                await self._write(tenant_id, object_kind, index, changes)
+                await self._write(tenant_id, [(object_kind, index, changes, None)])
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 

@@ -112,9 +112,30 @@ async def test_the_next_pass_reads_only_changes(world: World, svc: Services,
         return real(query_filter, **kwargs)
 
     monkeypatch.setattr(store._rows, "query_entities", spy)
+    transactions: list[set[str]] = []  # the index rows each entity-group transaction carries
+    real_transaction = store._transaction
+
+    async def counted(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        transactions.append({str(e["RowKey"]) for _, e in operations if str(e["RowKey"]).startswith("_index|")})
+        await real_transaction(operations)
+
+    monkeypatch.setattr(store, "_transaction", counted)
+    reads: list[str] = []
+    real_get = store._get_row
+
+    async def read(tenant_id: str, key: str) -> Any:
+        reads.append(key)
+        return await real_get(tenant_id, key)
+
+    monkeypatch.setattr(store, "_get_row", read)
     passes = await inventory_tenant(source, store, tenant_of(customer))
+    # Only the two index rows are read: the renewed (partial) applications are completed from what the index row
+    # keeps of their rows, without reading them.
+    assert sorted(reads) == ["_index|application", "_index|servicePrincipal"]
     assert delta_reads(svc) - calls == 2  # one page per kind
     assert queries == []  # the changed objects' rows by point reads (their keys from the index row), no scan
+    # The removal, then one write for both kinds' changed rows and both delta links (not one per kind).
+    assert transactions == [{"_index|servicePrincipal"}, {"_index|application", "_index|servicePrincipal"}]
     assert not any(p.full for p in passes)
     assert sum(p.objects for p in passes) == 6 and sum(p.removed for p in passes) == 1
     after = await rows(svc, customer)
@@ -444,3 +465,77 @@ async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(worl
     with pytest.raises(GraphAnswer) as other:
         await get_json(session, credential, f"{base}/applications", {"$expand": "memberOf"}, limit)
     assert other.value.status == 400
+
+
+async def test_both_kinds_last_rows_and_links_share_transactions_and_the_links_ride_on_the_last(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.adapters.inventory_tables import TablesInventoryStore
+    from shared.errors import RotationError
+    from shared.inventory import InventoryCredential, RoundEnd
+
+    store = svc.inventory
+    assert isinstance(store, TablesInventoryStore)
+    tenant = "c0000000-0000-4000-8000-0000000004fe"
+    apps, sps = ObjectKind.APPLICATION, ObjectKind.SERVICE_PRINCIPAL
+
+    def rows(kind: ObjectKind, n: int, key: str) -> dict[str, list[InventoryCredential]]:
+        return {f"o{i:03}": [InventoryCredential(tenant, "Both", kind, f"o{i:03}", "app", "X", (),
+                                                 CredentialKind.PASSWORD, "", key, "h", "n", None, None)]
+                for i in range(n)}
+
+    await store.save_delta_links(tenant, {apps: "https://graph/a-old", sps: "https://graph/s-old"})
+    sent: list[dict[str, str]] = []
+    real = store._transaction
+
+    async def second_fails(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        sent.append({str(e["RowKey"]): str(e.get("Link", "")) for _, e in operations
+                     if str(e["RowKey"]).startswith("_index|")})
+        if len(sent) == 2:
+            raise RotationError("cut", code="Crash")
+        await real(operations)
+
+    monkeypatch.setattr(store, "_transaction", second_fails)
+    ends = {apps: RoundEnd(rows(apps, 60, "k1"), {}, "https://graph/a-new"),
+            sps: RoundEnd(rows(sps, 60, "k1"), {}, "https://graph/s-new")}
+    with pytest.raises(RotationError):  # 120 rows and two index rows: two transactions; the second never lands
+        await store.put_rounds(tenant, ends)
+    assert sent == [{"_index|application": "https://graph/a-old", "_index|servicePrincipal": "https://graph/s-old"},
+                    {"_index|application": "https://graph/a-new", "_index|servicePrincipal": "https://graph/s-new"}]
+    assert await store.delta_links(tenant) == {apps: "https://graph/a-old", sps: "https://graph/s-old"}
+    monkeypatch.setattr(store, "_transaction", real)
+    await store.put_rounds(tenant, ends)  # the repeat converges
+    assert await store.delta_links(tenant) == {apps: "https://graph/a-new", sps: "https://graph/s-new"}
+    assert len(await store.list_credentials(InventoryQuery(tenant_id=tenant))) == 120
+    # A small last write of both kinds: one transaction; a kind with a link and no rows adds its index row only.
+    sent.clear()
+    monkeypatch.setattr(store, "_transaction", second_fails)
+    await store.put_rounds(tenant, {apps: RoundEnd(rows(apps, 3, "k2"), None, "https://graph/a-3"),
+                                    sps: RoundEnd({}, None, "https://graph/s-3")})
+    assert sent == [{"_index|application": "https://graph/a-3", "_index|servicePrincipal": "https://graph/s-3"}]
+    found = await store.list_credentials(InventoryQuery(tenant_id=tenant, object_kind=apps))
+    assert sorted(r.key_id for r in found).count("k2") == 3 and len(found) == 60
+
+
+async def test_an_index_row_that_keeps_only_key_ids_still_finds_the_rows(world: World, svc: Services) -> None:
+    from shared.adapters.inventory_tables import INDEX_ROW, TablesInventoryStore
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert isinstance(store, TablesInventoryStore)
+    tenant = "c0000000-0000-4000-8000-0000000005fe"
+    kind = ObjectKind.APPLICATION
+    mine = [InventoryCredential(tenant, "Old", kind, "o1", "app", "App", (), CredentialKind.PASSWORD, "", k, "h", "n",
+                                None, None) for k in ("k1", "k2")]
+    await store.put_objects(tenant, kind, {"o1": mine}, stored={"o1": []})
+    known = (await store.objects_known(tenant, kind, ["o1", "o2"]))["o1"]
+    assert known is not None and known.passwords == {"k1", "k2"} and known.app_id == "app"
+    # An index row as written before it kept what rows say: its object's key ids only.
+    assert store._rows is not None
+    await store._rows.upsert_entity({"PartitionKey": tenant, "RowKey": INDEX_ROW + kind.value, "Link": "l",
+                                     "Chunks": 1, "I0": json.dumps({"o1": ["k1", "k2"]})})
+    fresh = TablesInventoryStore(store._service, prefix=store._rows.table_name[:-len("inventory")])
+    assert await fresh.objects_known(tenant, kind, ["o1"]) == {"o1": None}  # only its rows can tell
+    assert {r.key_id for r in (await fresh.objects_credentials(tenant, kind, ["o1"]))["o1"]} == {"k1", "k2"}
+    await fresh.put_objects(tenant, kind, {"o1": mine[:1]})  # the next write keeps what the rows say again
+    again = (await fresh.objects_known(tenant, kind, ["o1"]))["o1"]
+    assert again is not None and again.passwords == {"k1"}

@@ -5,14 +5,24 @@ the others go on."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import base64
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
 
 from shared import inventory_pass
 from shared.errors import StaleDeltaLink, Throttled
-from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, TenantPass
+from shared.inventory import (
+    MICROSOFT_TENANT,
+    DirectoryObject,
+    InventoryPage,
+    ObjectKind,
+    Removed,
+    StoredObject,
+    TenantPass,
+)
 from shared.inventory_pass import CustomerTenant, inventory_tenant, owners_refresh_due, run_inventory
 from tests.fakes import Crash, FakeInventory, Faults
 
@@ -126,19 +136,22 @@ async def test_an_object_without_credentials_costs_no_write_on_a_full_read() -> 
     assert store.writes == 0 and await keys(store) == set()
 
 
-@pytest.mark.parametrize("nth", [1, 2])
+@pytest.mark.parametrize(("write", "nth"), [("inventory.put_objects", 1), ("inventory.put_objects", 2),
+                                            ("inventory.put_objects", 3), ("inventory.put_rounds", 1)])
 @pytest.mark.parametrize("when", ["before", "after"])
-async def test_a_crash_at_any_write_repeats_the_round_and_converges(nth: int, when: str,
+async def test_a_crash_at_any_write_repeats_the_round_and_converges(write: str, nth: int, when: str,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", 1)  # a write a row, the last two with the link: 4 writes
+    # A write a row, the last two with the link in the tenant's last write: 3 writes of rows, then the last.
+    monkeypatch.setattr(inventory_pass, "FULL_READ_ROWS", 1)
     objects = [app("a", "k1"), app("b", "k2"), app("c", "k3"), app("d", "k4"), app("e", "k5")]
     faults = Faults()
-    faults.crash("inventory.put_objects", when=when, nth=nth)
+    faults.crash(write, when=when, nth=nth)
     store = FakeInventory(faults)
     graph = ScriptedGraph(objects)
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
-    assert ("t-1", "application") not in store.links  # the link is saved only after its round
+    saved = write == "inventory.put_rounds" and when == "after"  # the last write done, the crash after it
+    assert (("t-1", "application") in store.links) == saved  # the link is saved only with its round's last rows
     faults.revive()
     graph.change(Removed(APP, "a"))  # changes meanwhile are not lost either
     await inventory_kind(graph, store, TENANT, APP)
@@ -151,7 +164,7 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     graph = ScriptedGraph([app("a", "k1")])
     await inventory_kind(graph, store, TENANT, APP)
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k2"),)))
-    faults.crash("inventory.put_objects", nth=2)  # the delta round's write, which carries its link
+    faults.crash("inventory.put_rounds", nth=2)  # the delta round's last write, which carries its link
     with pytest.raises(Crash):
         await inventory_kind(graph, store, TENANT, APP)
     assert store.links[("t-1", "application")] == "link-1"
@@ -160,25 +173,29 @@ async def test_a_crash_before_the_link_is_saved_repeats_the_delta_round() -> Non
     assert graph.reads[-1] == "link-1" and await keys(store) == {("a", "k2")}
 
 
-async def test_the_link_rides_on_the_rounds_last_write_and_is_saved_apart_only_when_that_page_wrote_nothing(
+async def test_the_links_ride_on_the_tenants_last_write_with_both_kinds_rows_and_are_never_saved_apart(
 ) -> None:
     faults = Faults()
     store = FakeInventory(faults)
     graph = ScriptedGraph([app("a", "k1"), app("b", "k2"), app("c")])
     faults.crash("inventory.save_delta_links")  # any separate save of a link would crash
-    await inventory_kind(graph, store, TENANT, APP)  # the last page (c, no credential) writes the gathered rows
+    await inventory_tenant(graph, store, TENANT)  # both kinds' last rows and links: one write
+    assert store.writes == 1 and set(await store.delta_links("t-1")) == set(ObjectKind)
     graph.change(DirectoryObject(APP, "b", password_credentials=(secret("k3"),)))
-    await inventory_kind(graph, store, TENANT, APP)
-    assert store.links[("t-1", "application")] == "link-2" and await keys(store) == {("a", "k1"), ("b", "k3")}
-    # A round whose last page has nothing to write (an object without credentials changed its name): the link is
-    # saved on its own, after the round; a crash there repeats the round from the old link.
+    await inventory_tenant(graph, store, TENANT)
+    assert store.writes == 2 and await keys(store) == {("a", "k1"), ("b", "k3")}
+    # A round whose last page has nothing to write (an object without credentials changed its name): its link
+    # goes in the tenant's last write all the same; a crash there repeats the rounds from the old links.
+    links = dict(store.links)
     graph.change(DirectoryObject(APP, "c", display_name="renamed"))
+    faults.crash("inventory.put_rounds", nth=3)  # this pass's last write
     with pytest.raises(Crash):
-        await inventory_kind(graph, store, TENANT, APP)
-    assert store.links[("t-1", "application")] == "link-2"
+        await inventory_tenant(graph, store, TENANT)
+    assert store.links == links
     faults.revive()
-    await inventory_kind(graph, store, TENANT, APP)
-    assert graph.reads[-1] == "link-2" and store.links[("t-1", "application")] == "link-4"  # the repeat's link
+    await inventory_tenant(graph, store, TENANT)
+    assert graph.reads[-2:] == [links[("t-1", "application")], links[("t-1", "servicePrincipal")]]
+    assert store.links != links and await keys(store) == {("a", "k1"), ("b", "k3")}
 
 
 async def test_a_stale_link_restarts_with_a_full_read_that_sweeps_what_left() -> None:
@@ -339,3 +356,94 @@ async def test_a_tenant_is_forgotten_only_once_its_last_target_is_gone() -> None
     state.rows.clear()
     assert await forget_unregistered(svc, "t-1")  # type: ignore[arg-type]
     assert await keys(store) == set() and store.links == {}
+
+
+SP = ObjectKind.SERVICE_PRINCIPAL
+THUMB_A, THUMB_B = bytes(range(20)), bytes(range(1, 21))
+
+
+def cert(key_id: str, thumb: bytes, usage: str = "Verify") -> dict[str, str]:
+    return {"keyId": key_id, "customKeyIdentifier": base64.b64encode(thumb).decode(), "usage": usage,
+            "displayName": "CN=sso", "endDateTime": "2027-03-01T00:00:00Z"}
+
+
+def saml_principal(**changes: object) -> DirectoryObject:
+    full = DirectoryObject(SP, "sp-1", "app-sso", "SSO app",
+                           (secret("p1"), {**secret("p-saml"), "customKeyIdentifier": cert("x", THUMB_A)[
+                               "customKeyIdentifier"]}),
+                           (cert("c-sign", THUMB_A, "Sign"), cert("c-verify", THUMB_A), cert("c-other", THUMB_B)),
+                           "0f0f0f0f-0000-4000-8000-000000000000", "Application", THUMB_A.hex().upper())
+    return replace(full, **changes)  # type: ignore[arg-type]
+
+
+class Rounds:
+    """A full read of the given objects, then one delta page with the given partial objects."""
+
+    def __init__(self, full: list[DirectoryObject], changed: list[DirectoryObject]) -> None:
+        self.full, self.changed = full, changed
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        mine = [o for o in (self.changed if delta_link else self.full) if o.object_kind is object_kind]
+        yield InventoryPage(tuple(mine), (), "l2" if delta_link else "l1")
+
+    async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
+        return (f"owner-of-{object_id}@contoso.com",)
+
+    async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
+                            ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        # Owners as the full read lists them: a delta round keeps them, by the index path as by the rows path.
+        yield {o.object_id: (f"owner-of-{o.object_id}@contoso.com",) for o in self.full if o.object_kind is object_kind}
+
+
+class RowsOnly(FakeInventory):
+    """A store whose index says nothing of the rows (an index row written before it kept them): rows are read."""
+
+    async def objects_known(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, StoredObject | None]:
+        return dict.fromkeys(await super().objects_known(tenant_id, object_kind, object_ids))
+
+
+PARTIAL = {  # a partial object as a delta page may bring it: only what changed, by its id
+    "a new secret": dict(password_credentials=(secret("p1"), secret("p2")), key_credentials=None, app_id=None,
+                         display_name=None, app_owner_organization_id=None, service_principal_type=None,
+                         preferred_token_signing_key_thumbprint=None),
+    "a certificate removed": dict(password_credentials=None, key_credentials=(cert("c-sign", THUMB_A, "Sign"),),
+                                  app_id=None, display_name=None, app_owner_organization_id=None,
+                                  service_principal_type=None, preferred_token_signing_key_thumbprint=None),
+    "renamed": dict(password_credentials=None, key_credentials=None, app_id=None, display_name="SSO renamed",
+                    app_owner_organization_id=None, service_principal_type=None,
+                    preferred_token_signing_key_thumbprint=None),
+    "now Microsoft's": dict(password_credentials=None, key_credentials=None, app_id=None, display_name=None,
+                            app_owner_organization_id=MICROSOFT_TENANT, service_principal_type=None,
+                            preferred_token_signing_key_thumbprint=None),
+    "signing moved": dict(password_credentials=None, key_credentials=None, app_id=None, display_name=None,
+                          app_owner_organization_id=None, service_principal_type=None,
+                          preferred_token_signing_key_thumbprint=THUMB_B.hex().upper()),
+    "signing moved with its keys": dict(password_credentials=None, key_credentials=(cert("c-other", THUMB_B, "Sign"),),
+                                        app_id=None, display_name=None, app_owner_organization_id=None,
+                                        service_principal_type=None,
+                                        preferred_token_signing_key_thumbprint=THUMB_B.hex().upper()),
+    "the whole object": {},
+}
+
+
+@pytest.mark.parametrize("change", sorted(PARTIAL))
+@pytest.mark.parametrize("customer", ["Contoso", "Contoso Ltd"])
+async def test_a_partial_object_completed_from_the_index_gives_the_rows_its_stored_rows_give(
+        change: str, customer: str) -> None:
+    partial = saml_principal(**PARTIAL[change])
+    results = []
+    for store in (FakeInventory(), RowsOnly()):
+        source = Rounds([saml_principal()], [partial])
+        await inventory_tenant(source, store, TENANT)  # type: ignore[arg-type]
+        await inventory_tenant(source, store, replace(TENANT, customer=customer))  # type: ignore[arg-type]
+        results.append((await store.list_credentials(), store.faults.counts["inventory.objects_credentials"]))
+    (indexed, point_reads), (by_rows, _) = results
+    assert indexed == by_rows and len(indexed) >= 3
+    assert {r.owners for r in indexed} == {("owner-of-sp-1@contoso.com",)}  # owners kept through either path
+    # The rows are read only when rows kept as they are would change (a whole object keeps none), or a moved
+    # signing certificate needs the stored certificates' thumbprints.
+    needs_rows = change != "the whole object" and (
+        customer != "Contoso" or change in ("renamed", "now Microsoft's", "signing moved"))
+    assert point_reads == (1 if needs_rows else 0)
