@@ -65,6 +65,7 @@ def recorded_pages(base: str, apps: int, sps: int, changed: float) -> dict[str, 
         _select_list,
         _selected,
         generated_application,
+        generated_owners,
         generated_service_principal,
     )
     from shared.adapters.inventory import SELECT
@@ -76,7 +77,20 @@ def recorded_pages(base: str, apps: int, sps: int, changed: float) -> dict[str, 
             ("applications", ObjectKind.APPLICATION, generated_application, apps),
             ("servicePrincipals", ObjectKind.SERVICE_PRINCIPAL, generated_service_principal, sps)):
         select = _select_list(SELECT[kind], kind.value)
-        docs = [_selected(generate(RECORDED_TENANT, population, i), select) for i in range(count)]
+        whole = [generate(RECORDED_TENANT, population, i) for i in range(count)]
+        docs = [_selected(obj, select) for obj in whole]
+        # A full read first lists the owners ($expand=owners, 100 objects a page: shared/adapters/inventory.py).
+        listed = [{"id": obj["id"], "owners": [{"@odata.type": o["@odata.type"], "id": o["id"],
+                                                "displayName": o.get("displayName"),
+                                                "userPrincipalName": o.get("userPrincipalName")}
+                                               for o in generated_owners(RECORDED_TENANT, obj)]} for obj in whole]
+        owner_pages = []
+        for number, start in enumerate(range(0, count, PAGE)):
+            listing: dict[str, Any] = {"@odata.context": f"{base}/v1.0/$metadata#{entity_set}",
+                                       "value": listed[start:start + PAGE]}
+            if start + PAGE < count:
+                listing["@odata.nextLink"] = f"{base}/v1.0/{entity_set}?$skiptoken=o{number + 1}"
+            owner_pages.append(json.dumps(listing).encode())
         link = f"{base}/v1.0/{entity_set}/delta"
         # Full pages, then a last one carrying the deltaLink (empty here, as the sandbox's is when its objects fill
         # their pages): 2 pages for 100 applications, 4 for 300 service principals, as benchmarks.inventory reads.
@@ -99,7 +113,7 @@ def recorded_pages(base: str, apps: int, sps: int, changed: float) -> dict[str, 
                 partial.append({"id": doc["id"], "passwordCredentials": [*doc.get("passwordCredentials", []), renewed]})
         changes = json.dumps({"@odata.context": f"{base}/v1.0/$metadata#{entity_set}", "value": partial,
                               "@odata.deltaLink": f"{link}?$deltatoken=d2"}).encode()
-        made[entity_set] = {"pages": pages, "changes": changes, "changed": len(partial)}
+        made[entity_set] = {"pages": pages, "changes": changes, "changed": len(partial), "owners": owner_pages}
     return made
 
 
@@ -131,6 +145,18 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
             skip = query.get("$skiptoken", "s0")
             body = mine["pages"][int(skip[1:])]
         return web.Response(body=body, content_type="application/json")
+
+    async def owner_listing(request: web.Request) -> web.Response:
+        await asyncio.sleep(latency)
+        counts["graph"] += 1
+        pages = recorded[request.match_info["set"]]["owners"]
+        body = pages[int(request.query.get("$skiptoken", "o0")[1:])] if pages else b'{"value": []}'
+        return web.Response(body=body, content_type="application/json")
+
+    async def owners(request: web.Request) -> web.Response:
+        await asyncio.sleep(latency)
+        counts["graph"] += 1
+        return web.json_response({"value": []})  # the recorded changes are of objects held: never asked
 
     async def token(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)
@@ -184,6 +210,8 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
 
     graph = web.Application()
     graph.router.add_get("/v1.0/{set}/delta", delta)
+    graph.router.add_get("/v1.0/{set}", owner_listing)
+    graph.router.add_get("/v1.0/{set}/{id}/owners", owners)
     graph.router.add_post("/{tenant}/oauth2/v2.0/token", token)
     graph.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid)
     plain = web.Application(client_max_size=64 * 1024 * 1024)
@@ -225,7 +253,7 @@ async def worker_pass(tenants: int, concurrency: int, prefix: str) -> dict[str, 
         cpu_before, started = time.process_time(), time.perf_counter()
         summary = await run_inventory(svc.inventory_source, svc.inventory, customers, concurrency)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_before
-        calls = svc.inventory_source.calls
+        calls = svc.inventory_source.calls + svc.inventory_source.owner_calls  # delta pages and owners reads
     return {"tenants": tenants, "wall_s": wall, "cpu_s": cpu, "graph_calls": calls,
             "credentials": summary.credentials, "failed": len(summary.failed),
             "failures": sorted(set(summary.failed.values()))[:3], "full": sum(p.full for p in summary.passes),
