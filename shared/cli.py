@@ -24,6 +24,7 @@
     python -m shared retention-sweep          (delete offboarded customers' secrets whose retention has passed)
     python -m shared inventory export --format csv|json [--tenant T] [--customer NAME] [--days-left N]
                                       [--kind password|certificate] [--managed true|false] [--excluded true|false]
+                                      [--state expired,due,...]
                                             (every credential of every customer, streamed to stdout)
     python -m shared exclusions list [--tenant T]
     python -m shared exclusions add TENANT_ID --scope credential|app|customer [--app-id ID] [--key-id ID]
@@ -327,7 +328,7 @@ async def _inventory_export(svc: Services, args: argparse.Namespace) -> int:
 
     params = {name: str(value) for name, value in (
         ("tenantId", args.tenant), ("customer", args.customer), ("daysLeft", args.days_left), ("kind", args.kind),
-        ("managed", args.managed), ("excluded", args.excluded)) if value is not None}
+        ("managed", args.managed), ("excluded", args.excluded), ("state", args.state)) if value is not None}
     try:
         filters = parse_filters(params, GUID)
     except InvalidFilter as error:
@@ -507,6 +508,7 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--kind", choices=("password", "certificate"), default=None)
     export.add_argument("--managed", choices=("true", "false"), default=None)
     export.add_argument("--excluded", choices=("true", "false"), default=None)
+    export.add_argument("--state", default=None, help="any of these states, comma-separated (e.g. expired,due)")
     report = sub.add_parser("report", help="a customer's credential report: every credential, what the rotator did, "
                                            "what needs the customer (docs/reports.md)")
     report.add_argument("tenant_id", type=_guid)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared.credential_state import Line, lines_of
+from shared.credential_state import CredentialState, Line, lines_of
 from shared.expiry_warnings import DEFAULT_THRESHOLDS, Exclusion
 from shared.inventory import CredentialKind, InventoryCredential
 from shared.ports import InventoryStore
@@ -42,6 +42,7 @@ class Filters:
     credential_kind: CredentialKind | None = None
     managed: bool | None = None
     excluded: bool | None = None
+    states: frozenset[CredentialState] = frozenset()  # any of these states (the report's); empty: any state
 
     def matches(self, c: InventoryCredential, exclusion: Exclusion | None, now: datetime) -> bool:
         if self.tenant_id and c.tenant_id != self.tenant_id:
@@ -86,8 +87,15 @@ def parse_filters(params: Mapping[str, str], guid: Any) -> Filters:
     customer = params.get("customer", "")
     if len(customer) > 200:
         raise InvalidFilter("customer may be at most 200 characters")
+    states: set[CredentialState] = set()
+    for name in params["state"].split(",") if "state" in params else ():
+        try:
+            states.add(CredentialState(name))
+        except ValueError:
+            raise InvalidFilter(f"state must be one or more (comma-separated) of "
+                                f"{', '.join(s.value for s in CredentialState)}") from None
     return Filters(tenant.lower(), customer, days, CredentialKind(kind) if kind else None, flag("managed"),
-                   flag("excluded"))
+                   flag("excluded"), frozenset(states))
 
 
 def encode_cursor(c: InventoryCredential) -> str:
@@ -169,7 +177,7 @@ def _judged(held: Sequence[InventoryCredential], exclusions: Sequence[Exclusion]
         c = line.credential
         if after is not None and c.tenant_id == after[0] and position(c) <= after[1]:
             continue
-        if filters.matches(c, line.exclusion, now):
+        if filters.matches(c, line.exclusion, now) and (not filters.states or line.state in filters.states):
             yield c, document(line)
 
 

@@ -38,7 +38,7 @@ from shared.warning_pass import exclude, lift, set_thresholds
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 AUTH = func.AuthLevel.ANONYMOUS  # App Service Authentication signs the caller in; `authorize` checks the role
-_QUERY = {"tenantId", "customer", "daysLeft", "kind", "managed", "excluded", "format", "limit", "cursor"}
+_QUERY = {"tenantId", "customer", "daysLeft", "kind", "managed", "excluded", "state", "format", "limit", "cursor"}
 
 
 def _stores(svc: Services) -> tuple[InventoryStore, WarningRules]:
