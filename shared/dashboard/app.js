@@ -1509,7 +1509,7 @@ function credentialRow(c, { compact = false } = {}) {
   h("td", { class: "num", "data-label": "Days left", title: c.end ? `ends ${date(c.end)}` : "no end" }, c.daysLeft ?? "—"),
   compact ? null : h("td", { class: "nowrap", "data-label": "Ends" }, c.end ? date(c.end) : "never"),
   h("td", { "data-label": "State" }, credentialChip(c),
-    c.managed ? h("span", { class: "badge green", title: "A registered target's app: the rotator renews its sync secret" }, "managed") : null,
+    c.managed && c.state !== "rotated" ? h("span", { class: "badge green", title: "A registered target's app: the rotator renews its sync secret" }, "managed") : null,
     ex ? h("div", { class: "muted exclusion-why" }, why) : null),
   compact ? null : h("td", { "data-label": "Owners" }, (c.owners || []).join(", ") || h("span", { class: "muted" }, "—")));
 }
