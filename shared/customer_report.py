@@ -50,7 +50,8 @@ class CustomerReport:
             if line.needs_customer:
                 c = line.credential
                 what = f"the {_kind(c)} {_name(c)} of {c.display_name or c.app_id} ({_object(c)})"
-                owners = f"; owner: {', '.join(c.owners)}" if c.owners else ""
+                owners = (f"; owner: {', '.join(c.owners)}" if c.owners else
+                          "; it has no owner in the tenant: name one, so someone answers for it")
                 if line.days_left is not None and line.days_left < 0:
                     found.append(f"Renew or remove {what}: it ended on {_day(c.end)}{owners}.")
                 else:

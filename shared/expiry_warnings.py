@@ -269,12 +269,14 @@ def alert_of(verdict: Verdict) -> Alert:
     where = "app registration" if c.object_kind is ObjectKind.APPLICATION else "enterprise app"
     end = c.end.date().isoformat() if c.end else ""
     left = verdict.days_left if verdict.days_left is not None else 0
+    # Who to ask: the app's owners in the customer's tenant (none: say so, an ownerless app is the MSP's to chase).
+    owners = ", ".join(c.owners) if c.owners else "none in the tenant"
     message = (f"{what} {c.hint or c.key_id[:8]} of {where} '{c.display_name}' expires in {left} day"
-               f"{'' if left == 1 else 's'} ({end}); warning at {verdict.stage} days")
+               f"{'' if left == 1 else 's'} ({end}); warning at {verdict.stage} days; owners: {owners}")
     details = {"destination": place, "threshold": str(verdict.stage), "days_left": str(left),
                "ends": end, "object_kind": c.object_kind.value, "object_id": c.object_id, "key_id": c.key_id,
                "credential_kind": c.credential_kind.value, "display_name": c.display_name,
-               "managed": str(c.managed).lower()}
+               "managed": str(c.managed).lower(), "owners": ", ".join(c.owners)}
     return Alert(name, c.tenant_id, c.app_id, message, c.customer, details)
 
 

@@ -53,6 +53,7 @@ def test_renewed_and_excluded_credentials_do_not_need_the_customer_but_stay_list
     assert by_key[KEY].renewed and not by_key[KEY].needs_customer
     assert by_key[KEY4].exclusion == rule and not by_key[KEY4].needs_customer
     assert len(r.needs) == 1 and "ended on" in r.needs[0] and "Renew or remove" in r.needs[0]
+    assert r.needs[0].endswith("it has no owner in the tenant: name one, so someone answers for it.")
     page = render_html(r)
     assert "vendor renews it" in page and page.count("<tr class=") == 4
     assert "class='muted' data-key-id='" + KEY4 in page and "class='expired' data-key-id='" + KEY3 in page

@@ -3,6 +3,7 @@ it, exclusions and snoozes (validated: a snooze without an end is refused) silen
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -192,3 +193,8 @@ def test_the_alert_names_the_credential_and_its_end_and_never_a_value() -> None:
     assert alert.condition == "expiring-14d" and alert.app_id == APP and alert.customer == "Contoso"
     assert "certificate Xy1" in alert.message and "expires in 13 days" in alert.message
     assert alert.details["destination"] == f"application:{KEY}" and alert.details["ends"] == "2026-12-20"
+    # whom to ask: the app's owners, or that it has none
+    assert alert.message.endswith("owners: none in the tenant") and alert.details["owners"] == ""
+    [owned] = judge([replace(cred(13.5), owners=("ann@contoso.com", "Deploy SP"))], DEFAULT_THRESHOLDS, [], NOW)
+    assert alert_of(owned).message.endswith("owners: ann@contoso.com, Deploy SP")
+    assert alert_of(owned).details["owners"] == "ann@contoso.com, Deploy SP"
