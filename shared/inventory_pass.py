@@ -230,11 +230,26 @@ async def _round(source: InventorySource, store: InventoryStore, tenant: Custome
     full = link is None
     result = TenantPass(tenant.tenant_id, kind, full=full)
     stored_ids = await store.object_ids(tenant.tenant_id, kind) if full else None
-    listed = await list_owners(source, tenant.tenant_id, kind) if full else None
+    # A full read's owner listing runs beside its first delta pages (both are reads): no latency of its own.
+    listing = asyncio.ensure_future(list_owners(source, tenant.tenant_id, kind)) if full else None
+    try:
+        return await _pages(source, store, tenant, kind, link, result, stored_ids, listing)
+    finally:
+        if listing is not None and not listing.done():
+            listing.cancel()
+        elif listing is not None and not listing.cancelled():
+            listing.exception()  # a failed listing is the round's failure, raised already or moot: never "unretrieved"
+
+
+async def _pages(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
+                 link: str | None, result: TenantPass, stored_ids: set[str] | None,
+                 listing: asyncio.Future[dict[str, tuple[str, ...] | None]] | None) -> tuple[TenantPass, RoundEnd]:
+    full = link is None
     seen: set[str] = set()
     final: str | None = None
     pending = _Pending()
     async for page in source.read(tenant.tenant_id, kind, link):
+        listed = await listing if listing is not None else None
         result.pages += 1
         if full:
             seen.update(o.object_id for o in page.objects)
