@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import orjson
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.core.pipeline import AsyncPipeline
 from azure.core.rest import AsyncHttpResponse, HttpRequest
@@ -191,7 +192,7 @@ def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
         return _Index(str(entity.get("Link") or ""), {}, complete=False)
     text = "".join(str(entity.get(f"I{i}", "")) for i in range(int(entity.get("Chunks") or 0)))
     index = _Index(str(entity.get("Link") or ""), customer=str(entity.get("Customer") or ""))
-    for object_id, entry in (json.loads(text) if text else {}).items():
+    for object_id, entry in (orjson.loads(text) if text else {}).items():
         if len(entry) == 4 and isinstance(entry[3], dict):  # [appId, name, flags, {key id: mark}]
             index.meta[object_id] = (str(entry[0]), str(entry[1]), int(entry[2]))
             index.marks[object_id] = {str(k): str(m) for k, m in entry[3].items()}
@@ -346,7 +347,7 @@ class TablesInventoryStore:
         if response.status_code != 200:
             raise HttpResponseError(message=f"reading an inventory row answered {response.status_code}",
                                     response=response)
-        entity: dict[str, Any] = json.loads(body)
+        entity: dict[str, Any] = orjson.loads(body)
         return entity
 
     async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
@@ -475,22 +476,23 @@ class TablesInventoryStore:
         *`) requests; it is sent through the SDK's own pipeline (its authentication, retries and headers)."""
         client = self._rows
         batch, changeset = f"batch_{uuid.uuid4()}", f"changeset_{uuid.uuid4()}"
-        parts = []
+        parts: list[bytes] = []
         table = f"{client.url}/{client.table_name}"
+        head = f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary\r\n\r\n"
         for operation, entity in operations:
             target = f"{table}(PartitionKey='{_key(entity['PartitionKey'])}',RowKey='{_key(entity['RowKey'])}')"
             if operation == "delete":
-                parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
-                             f"\r\n\r\nDELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
-                             f"\r\nIf-Match: *\r\nDataServiceVersion: 3.0\r\n\r\n")
+                parts.append(f"{head}DELETE {target} HTTP/1.1\r\nAccept: application/json;odata=minimalmetadata"
+                             f"\r\nIf-Match: *\r\nDataServiceVersion: 3.0\r\n\r\n".encode())
             else:
-                body = _JSON.encode(entity)
-                parts.append(f"--{changeset}\r\nContent-Type: application/http\r\nContent-Transfer-Encoding: binary"
-                             f"\r\n\r\nPUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
+                # orjson: the standard library's encoder took 4.6 us an entity, a fifth of the row path (UTF-8 JSON,
+                # so the length is taken of the bytes).
+                body = orjson.dumps(entity)
+                parts.append(f"{head}PUT {target} HTTP/1.1\r\nContent-Type: application/json\r\n"
                              f"Accept: application/json;odata=minimalmetadata\r\nDataServiceVersion: 3.0\r\n"
-                             f"Content-Length: {len(body)}\r\n\r\n{body}\r\n")  # ASCII: its length in bytes
-        content = (f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n"
-                   + "".join(parts) + f"--{changeset}--\r\n--{batch}--\r\n").encode()
+                             f"Content-Length: {len(body)}\r\n\r\n".encode() + body + b"\r\n")
+        content = b"".join((f"--{batch}\r\nContent-Type: multipart/mixed; boundary={changeset}\r\n\r\n".encode(),
+                            *parts, f"--{changeset}--\r\n--{batch}--\r\n".encode()))
         request = HttpRequest("POST", f"{client.scheme}://{client._primary_hostname}/$batch", content=content,
                               headers={"Content-Type": f"multipart/mixed; boundary={batch}",
                                        "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
