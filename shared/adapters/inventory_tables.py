@@ -21,6 +21,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ from azure.core.rest import AsyncHttpResponse, HttpRequest
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.adapters.tables import _create_tables, _dt, _iso, _translate
+from shared.adapters.tables import _create_tables, _dt, _translate
 from shared.inventory import CredentialKind, InventoryCredential, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 
 _STATUS = re.compile(rb"^HTTP/1\.1 (\d{3}) ", re.MULTILINE)
@@ -74,6 +75,12 @@ def _range(tenant_id: str, prefix: str) -> dict[str, Any]:
     return {"tenant": tenant_id, "low": prefix, "high": prefix + "~"}
 
 
+def _utc(value: datetime) -> str:
+    """As tables._iso writes a time; Graph's times are parsed in UTC already, so the conversion is skipped for them
+    (two a row: the conversion cost a twentieth of the first pass)."""
+    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
+
+
 def to_entity(c: InventoryCredential) -> dict[str, Any]:
     kind = c.object_kind.value
     entity: dict[str, Any] = {
@@ -85,9 +92,9 @@ def to_entity(c: InventoryCredential) -> dict[str, Any]:
     }
     # Tables stores no null: a credential without a start or an end has no such property.
     if c.start is not None:
-        entity["Start"] = _iso(c.start)
+        entity["Start"] = _utc(c.start)
     if c.end is not None:
-        entity["End"] = _iso(c.end)
+        entity["End"] = _utc(c.end)
     return entity
 
 
