@@ -47,7 +47,8 @@ MAX_CHUNKS = 28
 # What _pipeline leaves out of the SDK's pipeline for the inventory's own requests (by class name).
 _UNUSED_POLICIES = frozenset({"DistributedTracingPolicy", "HttpLoggingPolicy", "NetworkTraceLoggingPolicy",
                               "CustomHookPolicy", "RequestIdPolicy"})
-_CACHED = 1024  # tenants' index rows kept between calls (a pass holds INVENTORY_CONCURRENCY tenants at once)
+_CACHED = 256  # (tenant, kind) indexes kept between calls: a pass holds INVENTORY_CONCURRENCY tenants at once (2 each);
+# about 80 KB each with what the rows say, so at most 20 MB (a tenant's pass reads its own afresh anyway)
 _JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 _FEW = 28  # up to this many objects, their rows are looked up by their key ranges; more: the kind's whole range
 RANGES_PER_QUERY = 7
