@@ -13,9 +13,11 @@ import datetime as dt
 import json
 import time
 
+import orjson
+
 from sandbox.inventory import Population, _select_list, _selected, generated_application, generated_service_principal
 from shared.adapters.inventory import SELECT, page_of
-from shared.adapters.inventory_tables import _JSON, to_entity
+from shared.adapters.inventory_tables import to_entity
 from shared.inventory import ObjectKind, credentials_of
 
 TENANT = "11111111-2222-4333-8444-555555555555"
@@ -37,9 +39,9 @@ def pages(apps: int = 100, sps: int = 300) -> list[tuple[ObjectKind, bytes]]:
 def one_tenant(bodies: list[tuple[ObjectKind, bytes]]) -> int:
     rows = 0
     for kind, body in bodies:
-        for obj in page_of(kind, json.loads(body)).objects:
+        for obj in page_of(kind, orjson.loads(body)).objects:
             for credential in credentials_of(obj, TENANT, "Contoso"):
-                _JSON.encode(to_entity(credential))
+                orjson.dumps(to_entity(credential))
                 rows += 1
     return rows
 

@@ -132,6 +132,14 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
     (state / "ca.pem").write_bytes(ca.cert_pem.bytes())
     indexes: dict[tuple[str, str], bytes] = {}
     counts = {"graph": 0, "token": 0, "batch": 0, "get": 0}
+    peers: dict[str, set[Any]] = {"https": set(), "http": set()}  # the client's connections, by its port
+
+    @web.middleware
+    async def seen(request: web.Request, handler: Any) -> web.StreamResponse:
+        peers["https" if request.secure else "http"].add(request.transport.get_extra_info("peername")
+                                                         if request.transport else None)
+        response: web.StreamResponse = await handler(request)
+        return response
     recorded: dict[str, dict[str, Any]] = {}
 
     async def delta(request: web.Request) -> web.Response:
@@ -205,16 +213,18 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
         return web.Response(body=body, content_type="application/json")
 
     async def figures(request: web.Request) -> web.Response:
-        return web.json_response({**counts, "indexes": len(indexes), "cpu_s": time.process_time(),
+        return web.json_response({**counts, "https_connections": len(peers["https"]),
+                                  "http_connections": len(peers["http"]), "indexes": len(indexes),
+                                  "cpu_s": time.process_time(),
                                   "rss_kb": vm_rss_kb()})
 
-    graph = web.Application()
+    graph = web.Application(middlewares=[seen])
     graph.router.add_get("/v1.0/{set}/delta", delta)
     graph.router.add_get("/v1.0/{set}", owner_listing)
     graph.router.add_get("/v1.0/{set}/{id}/owners", owners)
     graph.router.add_post("/{tenant}/oauth2/v2.0/token", token)
     graph.router.add_get("/{tenant}/v2.0/.well-known/openid-configuration", openid)
-    plain = web.Application(client_max_size=64 * 1024 * 1024)
+    plain = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[seen])
     plain.router.add_get("/msi/token", managed_identity)
     plain.router.add_post(f"/{ACCOUNT}/Tables", create_table)
     plain.router.add_post(f"/{ACCOUNT}/$batch", batch)
@@ -317,7 +327,8 @@ def conduct(args: argparse.Namespace, state: Path) -> None:
                                        text=True)
             result = collect(process, args.timeout)
             after = figures_of(plain)
-            result["standin"] = {k: after[k] - before[k] for k in ("graph", "token", "batch", "get", "cpu_s")}
+            result["standin"] = {k: after[k] - before[k] for k in ("graph", "token", "batch", "get", "cpu_s",
+                                                                   "https_connections", "http_connections")}
             result["standin_rss_mb"] = after["rss_kb"] / 1024
             result["load"] = [round(load, 1), round(os.getloadavg()[0], 1)]
             results[name] = result

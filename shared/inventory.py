@@ -203,8 +203,10 @@ def credentials_of(
     given = first_party_of(obj)
     first_party = given if given is not None else (base.first_party if base else False)
     managed = app_id in managed_app_ids
+    # What the rows kept from the store take on (only a partial object keeps any).
     common = dict(tenant_id=tenant_id, customer=customer, object_kind=obj.object_kind, object_id=obj.object_id,
-                  app_id=app_id, display_name=display_name, owners=owners, managed=managed, first_party=first_party)
+                  app_id=app_id, display_name=display_name, owners=owners, managed=managed,
+                  first_party=first_party) if stored else {}
     found: list[InventoryCredential] = []
     was_saml = {row.key_id for row in stored if row.saml} if stored else set()
     signing = (obj.preferred_token_signing_key_thumbprint or "").upper()

@@ -263,8 +263,9 @@ async def test_the_store_writes_odd_keys_and_survives_a_row_removed_by_another_w
     tenant = "c0000000-0000-4000-8000-0000000002fe"
 
     def row(object_id: str, key_id: str) -> InventoryCredential:
-        return InventoryCredential(tenant, "Odd", ObjectKind.APPLICATION, object_id, "app", "O'Brien & Co #1", (),
-                                   CredentialKind.PASSWORD, "", key_id, "ab~", "it's", None, None)
+        return InventoryCredential(tenant, "Odd", ObjectKind.APPLICATION, object_id, "app",
+                                   "O'Brien & Co #1, Zürich 🚀", (), CredentialKind.PASSWORD, "", key_id, "ab~", "it's",
+                                   None, None)
 
     async def mine(object_id: str) -> list[InventoryCredential]:
         return (await store.objects_credentials(tenant, ObjectKind.APPLICATION, [object_id])).get(object_id, [])
@@ -272,6 +273,7 @@ async def test_the_store_writes_odd_keys_and_survives_a_row_removed_by_another_w
     odd = "obj 'quoted' %41 é"  # Tables keys refuse / \\ # ?; Graph's ids are GUIDs anyway
     await store.put_objects(tenant, ObjectKind.APPLICATION, {odd: [row(odd, "k1"), row(odd, "k2")]}, stored={odd: []})
     assert {r.key_id for r in await mine(odd)} == {"k1", "k2"}
+    assert {r.display_name for r in await mine(odd)} == {"O'Brien & Co #1, Zürich 🚀"}  # UTF-8 in the batch body
     # Another writer removed k2 behind the store's back: its index still names k2 (the index may name rows that are
     # gone, never miss one). A read skips the missing row; the next write's delete of it fails the whole batch, and
     # the rows are written one by one.
