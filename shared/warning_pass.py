@@ -115,7 +115,8 @@ async def run_warnings(inventory: InventoryStore, rules: WarningRules, book: War
     await asyncio.gather(*(one(tenant, own) for tenant, own in sorted(by_tenant.items())))
     # A tenant whose registered targets are all gone (removed, offboarded) leaves the inventory: nothing judges its
     # credentials any more, so each warning it was told is resolved now, once, not left open for ever.
-    for tenant_id in sorted(await book.staged_tenants() - set(by_tenant)):
+    registered = {t.lower() for t in by_tenant}
+    for tenant_id in sorted(t for t in await book.staged_tenants() if t.lower() not in registered):
         for app_id in sorted(await book.staged_apps(tenant_id)):
             await book.settle_stages(tenant_id, app_id, frozenset())
     summary.duration_ms = int((time.monotonic() - started) * 1000)
