@@ -145,18 +145,21 @@ KEEP_LIFTED = timedelta(days=90)
 async def prune_rules(rules: WarningRules, state: StateStore, now: datetime) -> list[Exclusion]:
     """Prune the exclusions that no longer apply (each warnings pass): snoozes past their end, each audited as
     ended, and lifted records older than KEEP_LIFTED. A lapsed snooze covers nothing already (Exclusion.active):
-    pruning keeps the list of what silences warnings short and true. A store that fails is logged; the pass goes on."""
+    pruning keeps the list of what silences warnings short and true. Audited before it is removed, so a crash
+    between the two repeats the record, never loses it. A store that fails is logged; the pass goes on."""
     try:
-        ended = await rules.prune_exclusions(now, KEEP_LIFTED)
+        ended = [e for e in await rules.exclusions()
+                 if e.lifted_at is None and e.until is not None and e.until <= now]
+        for e in ended:
+            until = e.until.isoformat() if e.until else ""
+            await state.record(Event(e.tenant_id, e.app_id, "warnings", "snooze-ended", actor_of(Actor.TIMER),
+                                     detail=f"{e.scope.value} {e.key_id or e.app_id or e.tenant_id} until {until}, "
+                                     f"made by {e.by}: {e.why}"[:1000], at=now))
+        await rules.prune_exclusions(now, KEEP_LIFTED)
     except RotationError as error:
         log.warning("exclusions not pruned: %s", error.message,
                     extra={"event": "warnings.prune", "outcome": "failed", "error_code": error.code})
         return []
-    for e in ended:
-        until = e.until.isoformat() if e.until else ""
-        await state.record(Event(e.tenant_id, e.app_id, "warnings", "snooze-ended", actor_of(Actor.TIMER),
-                                 detail=f"{e.scope.value} {e.key_id or e.app_id or e.tenant_id} until {until}, "
-                                 f"made by {e.by}: {e.why}"[:1000], at=now))
     return ended
 
 

@@ -66,3 +66,33 @@ async def test_a_lifted_exclusion_is_kept_for_the_months_report_then_pruned_with
     assert [e.exclusion_id for e in await rules.exclusions()] == ["x-2"]
     assert await prune_rules(rules, state, NOW + timedelta(days=1) + KEEP_LIFTED) == []
     assert await rules.exclusions() == [] and state.events_ == []
+
+
+async def test_a_crash_between_the_audit_and_the_removal_repeats_the_record_never_loses_it(
+        rules: TablesWarningRules) -> None:
+    from shared.errors import RotationError
+
+    class Failing:
+        def __init__(self, inner: TablesWarningRules) -> None:
+            self.inner, self.fail = inner, True
+
+        async def exclusions(self, tenant_id: str = "") -> list:
+            return await self.inner.exclusions(tenant_id)
+
+        async def prune_exclusions(self, now, keep_lifted):  # type: ignore[no-untyped-def]
+            if self.fail:
+                raise RotationError("the table failed", code="StateStoreError")
+            return await self.inner.prune_exclusions(now, keep_lifted)
+
+    state = FakeState(Faults())
+    await rules.add_exclusion(new_exclusion("s-3", T, "customer", snooze=True, until=NOW + timedelta(days=1),
+                                            by="ann", why="merger", now=NOW))
+    failing = Failing(rules)
+    later = NOW + timedelta(days=2)
+    assert await prune_rules(failing, state, later) == []  # type: ignore[arg-type]  # the store failed: logged
+    assert [e.outcome for e in state.events_] == ["snooze-ended"]  # audited before the removal was tried
+    assert [e.exclusion_id for e in await rules.exclusions()] == ["s-3"]
+    failing.fail = False
+    [ended] = await prune_rules(failing, state, later)  # type: ignore[arg-type]
+    assert ended.exclusion_id == "s-3" and await rules.exclusions() == []
+    assert [e.outcome for e in state.events_] == ["snooze-ended", "snooze-ended"]
