@@ -193,6 +193,22 @@ async def test_a_throttled_page_is_retried_after_its_retry_after(world: World, s
     assert {p.object_kind: p.objects for p in passes}[ObjectKind.SERVICE_PRINCIPAL] == SPS + seeded
 
 
+async def test_a_throttled_owner_listing_page_is_retried_and_the_owners_kept(world: World, svc: Services) -> None:
+    customer = populate(world, "ThrottledOwners")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and store is not None
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    source.sleep = sleep
+    world.sb.control.add_fault("graph", path=r"/applications$", status=429, retry_after=2, count=1)
+    await inventory_tenant(source, store, tenant_of(customer))
+    assert waits == [2.0]
+    assert any(r.owners for r in await rows(svc, customer, object_kind=ObjectKind.APPLICATION) if not r.managed)
+
+
 async def test_tenants_stay_apart_and_a_failing_tenant_does_not_stop_the_others(world: World,
                                                                                svc: Services) -> None:
     one, two = populate(world, "Alpha"), populate(world, "Beta", apps=5, sps=5)
