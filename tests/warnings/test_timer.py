@@ -11,10 +11,10 @@ from datetime import UTC, datetime
 import azure.functions.timer as timer
 import pytest
 
+from sandbox.inventory import MICROSOFT_TENANT, Population, generated_service_principal
 from shared import bootstrap
 from shared.bootstrap import services
 from shared.expiry_warnings import DEFAULT_THRESHOLDS, judge, slot
-from sandbox.inventory import MICROSOFT_TENANT, Population, generated_service_principal
 from shared.inventory import InventoryQuery
 from tests.api.conftest import Api, functions
 from tests.rotation.conftest import World
