@@ -109,6 +109,7 @@ class GraphInventory:
     def __init__(self, credentials: Credentials, graph_base_url: str, session: aiohttp.ClientSession) -> None:
         self._credentials = credentials
         self._base = graph_base_url.rstrip("/")
+        self._origin = urlsplit(self._base)[:2]  # scheme and host: where a link may send the tenant's token
         self._session = session
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
         self.calls = 0  # delta pages read
@@ -181,7 +182,7 @@ class GraphInventory:
             link, params = (str(next_link) if next_link else None), None
 
     def _ours(self, link: str) -> bool:
-        return urlsplit(link)[:2] == urlsplit(self._base)[:2]
+        return urlsplit(link)[:2] == self._origin
 
     async def _page(self, tenant_id: str, kind: ObjectKind, url: str, params: dict[str, str] | None
                     ) -> dict[str, Any]:

@@ -434,11 +434,13 @@ class TablesInventoryStore:
                 if last:
                     for _, index, link in links:
                         index.link = link
-                before = {(kind, object_id): set(index.objects.get(object_id, ()))
-                          for kind, index, (_, object_id, _, _) in chunk}
-                for _, index, (operation, object_id, key_id, entity) in chunk:
+                objects = {(kind, object_id) for kind, _, (_, object_id, _, _) in chunk}
+                deleted: dict[tuple[ObjectKind, str], set[str]] = {}  # what the index named before, besides now
+                for kind, index, (operation, object_id, key_id, entity) in chunk:
                     keys = index.objects.setdefault(object_id, set())
                     if operation == "delete":
+                        if key_id in keys:
+                            deleted.setdefault((kind, object_id), set()).add(key_id)
                         keys.discard(key_id)
                         index.forget(object_id, key_id)
                     else:
@@ -453,12 +455,12 @@ class TablesInventoryStore:
                     # one, after index rows naming the old rows and the new (never missing a row meanwhile).
                     wider = []
                     for kind, index in touched.items():
-                        old = {o: keys for (k, o), keys in before.items() if k is kind}
-                        both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in old.items()}}
+                        gone = {o: keys for (k, o), keys in deleted.items() if k is kind}
+                        both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in gone.items()}}
                         wider.append(("upsert", _index_entity(tenant_id, kind, _Index(
                             old_links[kind], both, index.complete, index.customer))))
                     await self._one_by_one([*wider, *operations, *after])
-                for kind, object_id in before:
+                for kind, object_id in objects:
                     index = touched[kind]
                     if not index.objects.get(object_id):
                         index.objects.pop(object_id, None)
