@@ -5,6 +5,7 @@ import azure.functions as func
 from shared.entrypoints import (
     alerts,
     api,
+    approvals,
     consent,
     dashboard,
     fleet,
@@ -30,3 +31,4 @@ app.register_functions(onboarding.bp)
 app.register_functions(partner_signin.bp)
 app.register_functions(fleet.bp)
 app.register_functions(reports.bp)
+app.register_functions(approvals.bp)

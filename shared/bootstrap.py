@@ -20,6 +20,7 @@ from shared.settings import IdentityMode, Settings, SettingsError
 from shared.telemetry import configure_telemetry
 
 if TYPE_CHECKING:
+    from shared.adapters.approvals import TablesApprovals
     from shared.adapters.delegated import DelegatedSignIn
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.inventory import GraphInventory
@@ -89,6 +90,7 @@ class Services:
     retention: KeyVaultSecretRetention | None = None  # offboarded customers' Key Vault versions (shared.offboarding)
     # Staged warnings (issue 25): per customer thresholds, exclusions and snoozes.
     warning_rules: TablesWarningRules | None = None
+    approvals: TablesApprovals | None = None  # change control's approvals book (issue 26)
 
     @property
     def secret_retention(self) -> KeyVaultSecretRetention:
@@ -205,6 +207,7 @@ async def _build(
     from azure.data.tables.aio import TableServiceClient
     from azure.keyvault.secrets.aio import SecretClient
 
+    from shared.adapters.approvals import TablesApprovals
     from shared.adapters.graph import GraphDirectory
     from shared.adapters.identity import Credentials, EntraTokenProbe, close_transport, shared_transport
     from shared.adapters.inventory import GraphInventory
@@ -216,6 +219,7 @@ async def _build(
     from shared.adapters.tables import TablesConsentStore, TablesOnboardingRuns, TablesStateStore
     from shared.adapters.warning_rules import TablesWarningRules
     from shared.alerts import AlertBook, WebhookPost, build_channel
+    from shared.approval_links import SignedApprovalLinks, base_url
     from shared.work import WORK_QUEUE_NAME
 
     table_prefix = table_prefix or DEFAULTS.get("table_prefix", "")
@@ -251,6 +255,9 @@ async def _build(
     alerter = alerter or book
     directory = GraphDirectory(credentials, settings.graph_base_url, transport.session, settings.ca_bundle,
                                rotator_client_id(settings))
+    consent_keys = KeyVaultConsentKeys(secret_client, writes)
+    approvals = TablesApprovals(table_service, prefix=table_prefix)
+    links = SignedApprovalLinks(consent_keys, base_url(settings.consent_redirect_uri), clock)
     # Entra's sign-in log (the SignInLog port): plain reads on the process's session with the tenant credentials, as
     # the directory's reads; nothing to close.
     sign_in_log = GraphSignInLog(credentials, settings.graph_base_url, transport.session, clock)
@@ -264,6 +271,8 @@ async def _build(
         clock=clock,
         config=config or engine_config(settings),
         sign_ins=sign_in_log,  # retirement waits for the new key's sign-in where the tenant allows the read
+        approvals=approvals,  # change control (issue 26): approval requests, read at the reservation
+        links=links,
     )
     queue = None
     if settings.work_queue_connection_string or settings.work_queue_endpoint:
@@ -284,13 +293,14 @@ async def _build(
     consents = TablesConsentStore(table_service, prefix=table_prefix)
     inventory_source = GraphInventory(credentials, settings.graph_base_url, transport.session)
     inventory = TablesInventoryStore(table_service, prefix=table_prefix)
-    return Services(settings, engine, state, directory, secrets, KeyVaultConsentKeys(secret_client, writes), consents,
+    return Services(settings, engine, state, directory, secrets, consent_keys, consents,
                     queue, book, sign_in_log, inventory_source=inventory_source, inventory=inventory,
                     onboarding_runs=TablesOnboardingRuns(table_service, prefix=table_prefix),
                     proofpoint_orgs=proofpoint_orgs(settings, secrets),
                     partner_sessions=_partner_sessions(settings, secret_client, transport, clock),
                     http=transport.session, retention=KeyVaultSecretRetention(secret_client),
-                    warning_rules=TablesWarningRules(table_service, prefix=table_prefix)), close
+                    warning_rules=TablesWarningRules(table_service, prefix=table_prefix),
+                    approvals=approvals), close
 
 
 def _partner_sessions(settings: Settings, client: Any, transport: Any, clock: Clock) -> PartnerSessions | None:

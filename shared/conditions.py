@@ -24,6 +24,12 @@ STATUS_CONDITIONS = frozenset(
 VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
                                   "rotation-failed", *VERIFY_FLAGS, *HOLDS, EVIDENCE_UNREADABLE}
+# Change control (shared/protocol/change.py): a rotation waiting for a person's decision (told daily while pending),
+# and one that `neverForce` keeps waiting past its force day (told daily while it does); a forced rotation is a notice.
+APPROVAL_REQUESTED = "approval-requested"
+CHANGE_BLOCKING = "change-control-blocking-expiry"
+ROTATION_FORCED = "rotation-forced"
+RESOLVABLE = RESOLVABLE | {APPROVAL_REQUESTED, CHANGE_BLOCKING}
 # A destination whose push changed its other settings is held for a human: "<kind>-drift" (proofpoint-drift).
 DRIFT_SUFFIX = "-drift"
 
@@ -47,7 +53,7 @@ def resolvable(condition: str) -> bool:
 # by hand into Key Vault that gets no token or cannot be adopted now): told at most once a day, never resolved.
 # A tenant refusing the sign-in log is told once when first seen (sign-in-evidence-unavailable), never as an alarm.
 NOTICES = frozenset({"lifetime-capped", "poison-message", "audit-unwritten", "hand-written-unverified",
-                     "hand-written-not-adopted", EVIDENCE_UNAVAILABLE})
+                     "hand-written-not-adopted", EVIDENCE_UNAVAILABLE, ROTATION_FORCED})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:
@@ -78,6 +84,10 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
         held.add((o.evidence_hold.split(":", 1)[0], ""))
     if unreadable(o.sign_ins_unreadable_since, now):
         held.add((EVIDENCE_UNREADABLE, ""))  # until a sign-in read answers again
+    if s.stage is Stage.IDLE and o.waiting == "approval" and o.approval_status == "pending":
+        held.add((APPROVAL_REQUESTED, ""))
+    if s.stage is Stage.IDLE and o.change_blocking:
+        held.add((CHANGE_BLOCKING, ""))
     if o.last_outcome.startswith("failed"):
         # An abandoned rotation; the next one that finishes records "rotated".
         held.add(("rotation-failed", ""))

@@ -14,6 +14,8 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
 
+from shared.change_control import ChangeControl
+
 MAX_LIFETIME_DAYS = 730
 # When a tenant's app-management policy refuses a lifetime, shorter ones are tried in this order...
 LIFETIME_STEPS = (365, 180, 90, 60, 30, 14, 7)
@@ -198,6 +200,7 @@ class Policy:
     renew_before_days: int | None = None
     lifetime_days: int | None = None
     retire_quiet_hours: int | None = None  # how long a superseded key must not have signed in before it goes
+    change_control: ChangeControl | None = None  # when a due rotation may be reserved (None: auto)
 
 
 @dataclass(frozen=True)
@@ -332,6 +335,14 @@ class Observation:
     # The credential each destination demonstrably uses (its reported expiry names it): destination -> key id.
     uses: dict[str, str] = field(default_factory=dict)
     drift_checked_at: datetime | None = None  # when the destinations were last read for drift
+    # Change control (shared/change_control.py): what a due rotation waits for ("window", "approval", ""), when the
+    # reservation looks again (a window's start, a postponement's end, the force day; None: only a decision), the
+    # approval request of the key being replaced and its status, and whether `neverForce` lets the expiry come.
+    waiting: str = ""
+    waiting_until: datetime | None = None
+    approval_id: str = ""
+    approval_status: str = ""
+    change_blocking: bool = False
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from shared.domain import Actor, Stage, Target, actor_of, retirement_due
 from shared.errors import NotFound, RotationError
 from shared.ports import Alert, Event, Work, WorkQueue, WorkReason
+from shared.protocol.change import decided_requests, waiting_due
 from shared.rotation import Engine, Outcome
 from shared.work import POISON_QUEUE_NAME
 
@@ -55,6 +56,8 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
     # Each target is assessed from the row the listing returned (with its ETag), not read again (Engine.advance).
     rows = [(t, etag) for t, etag in await engine.state.list_targets() if t.enabled]
     bound = asyncio.Semaphore(engine.config.scan_concurrency)
+    now = engine.clock.now()
+    decided = await decided_requests(engine.ports.approvals, [t for t, _ in rows]) if only_in_flight else frozenset()
 
     async def put(target: Target, reason: WorkReason) -> None:
         try:
@@ -72,8 +75,8 @@ async def plan_pass(engine: Engine, queue: WorkQueue, actor: Actor = Actor.TIMER
             if target.state.stage is not Stage.IDLE:
                 await put(target, WorkReason.IN_FLIGHT)
                 return
-            if only_in_flight:
-                return
+            if only_in_flight and not waiting_due(target, now, decided):
+                return  # idle: only a rotation whose change-control wait ended (or was decided) is looked at
             result = await engine.advance(target.tenant_id, target.app_id, actor, reserve_only=True,
                                           listed=row)
             summary.looked_at += 1

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from shared.change_control import ApprovalRequest
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.domain import CredentialSignIns as CredentialSignIns  # the row keeps the evidence: domain records
 from shared.domain import SignInEvidence as SignInEvidence
@@ -309,6 +310,42 @@ class ConsentStore(Protocol):
 
     async def consent(self, tenant_id: str) -> Consent | None:
         """The tenant's consent record, if any."""
+        ...
+
+
+class Approvals(Protocol):
+    """The approvals book (change control's approval mode): one request per target, for the key being replaced,
+    changed only by ETag-guarded writes; and the signed approval links already used (each is good once).
+
+    Errors: Conflict (another writer first; a link used before), RotationError (the store failed)."""
+
+    async def get(self, tenant_id: str, app_id: str) -> tuple[ApprovalRequest, str] | None:
+        """The target's request and its ETag, None when it has none."""
+        ...
+
+    async def put(self, request: ApprovalRequest, etag: str | None) -> str:
+        """Write the target's request: insert when `etag` is None, else replace that version (Conflict otherwise)."""
+        ...
+
+    async def remove(self, tenant_id: str, app_id: str, etag: str) -> None:
+        """Delete the target's request if still that version (Conflict otherwise; nothing when gone)."""
+        ...
+
+    async def list_requests(self) -> list[ApprovalRequest]:
+        """Every target's request."""
+        ...
+
+    async def use_link(self, nonce: str, expires: datetime) -> None:
+        """Mark a signed approval link as used; Conflict when it was used before. Atomic (an insert)."""
+        ...
+
+
+class ApprovalLinks(Protocol):
+    """Signed links that take a person from an alert (or a ticket) to the confirmation of one decision on one
+    approval request (shared/approval_links.py)."""
+
+    async def links(self, request: ApprovalRequest) -> dict[str, str]:
+        """Action ("approve", "postpone", "reject") -> link; empty when links cannot be made (no public address)."""
         ...
 
 

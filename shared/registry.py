@@ -8,6 +8,7 @@ from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
+from shared import change_control
 from shared.domain import (
     DESTINATION_NAME,
     GUID,
@@ -24,7 +25,7 @@ from shared.domain import (
 from shared.sign_in_proof import MAX_QUIET_HOURS
 
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
-_POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays", "retireQuietHours"}
+_POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays", "retireQuietHours", "changeControl"}
 _DESTINATION_FIELDS = {"name", "kind", "options"}
 # Azure Tables: a string property holds at most 64 KiB of UTF-16 (learn.microsoft.com/rest/api/storageservices/
 # understanding-the-table-service-data-model); the destinations are stored as one JSON string property.
@@ -74,12 +75,20 @@ def parse_policy(value: object) -> Policy:
         lifetime_days=_int(doc.get("lifetimeDays"), "policy.lifetimeDays", 1, MAX_LIFETIME_DAYS),
         # Entra keeps sign-in logs 30 days: a longer quiet period could never be seen to have passed.
         retire_quiet_hours=_int(doc.get("retireQuietHours"), "policy.retireQuietHours", 1, MAX_QUIET_HOURS),
+        change_control=_change_control(doc.get("changeControl")),
     )
     if policy.renew_before_days is not None and policy.lifetime_days is not None:
         problem = renewal_problem(policy.renew_before_days, policy.lifetime_days)
         if problem:
             raise InvalidTarget("policy", problem)
     return policy
+
+
+def _change_control(value: object) -> change_control.ChangeControl | None:
+    try:
+        return change_control.parse(value)
+    except change_control.InvalidChangeControl as error:
+        raise InvalidTarget(error.field, error.message.removeprefix(f"{error.field}: ")) from None
 
 
 def parse_destination(value: object, index: int, allowed_hosts: frozenset[str] = frozenset()) -> DestinationConfig:
@@ -158,6 +167,9 @@ def check_policy(policy: Policy, default_renew_before_days: int, default_lifetim
             for name, mine in (("renewBeforeDays", policy.renew_before_days), ("lifetimeDays", policy.lifetime_days))
         )
         raise InvalidTarget("policy", f"{problem} ({source})")
+    forcing = change_control.force_problem(policy.change_control, renew)
+    if forcing:
+        raise InvalidTarget("policy.changeControl.forceDaysBeforeExpiry", forcing)
 
 
 def _strings(value: object, path: str) -> Iterator[tuple[str, str]]:
@@ -190,13 +202,15 @@ def _iso(value: datetime | None) -> str | None:
 
 def target_document(target: Target) -> dict[str, Any]:
     """The registry view of a target (what PUT accepts)."""
-    policy: dict[str, int] = {}
+    policy: dict[str, Any] = {}
     if target.policy.renew_before_days is not None:
         policy["renewBeforeDays"] = target.policy.renew_before_days
     if target.policy.lifetime_days is not None:
         policy["lifetimeDays"] = target.policy.lifetime_days
     if target.policy.retire_quiet_hours is not None:
         policy["retireQuietHours"] = target.policy.retire_quiet_hours
+    if target.policy.change_control is not None:
+        policy["changeControl"] = change_control.document(target.policy.change_control)
     return {
         "tenantId": target.tenant_id,
         "appId": target.app_id,

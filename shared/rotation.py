@@ -19,6 +19,8 @@ from shared.domain import Ack, Actor, Stage, Target, actor_of, retirement_due
 from shared.errors import Conflict, NotFound, RotationError
 from shared.ports import (
     Alerter,
+    ApprovalLinks,
+    Approvals,
     Clock,
     Destination,
     Directory,
@@ -30,6 +32,7 @@ from shared.ports import (
 )
 from shared.protocol.adopt import adopt
 from shared.protocol.assess import consider, preview
+from shared.protocol.change import decided_requests, waiting_due
 from shared.protocol.context import (
     Advance,
     AuditUnwritten,
@@ -82,8 +85,11 @@ class Engine:
         config: EngineConfig,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         sign_ins: SignInLog | None = None,
+        approvals: Approvals | None = None,
+        links: ApprovalLinks | None = None,
     ) -> None:
-        self.ports = Ports(state, directory, secrets, probe, destinations, alerter, clock, sleep, sign_ins)
+        self.ports = Ports(state, directory, secrets, probe, destinations, alerter, clock, sleep, sign_ins,
+                           approvals, links)
         self.state = state
         self.directory = directory
         self.secrets = secrets
@@ -98,7 +104,7 @@ class Engine:
         p = self.ports
         return Engine(state=p.state, directory=p.directory, secrets=p.secrets, probe=p.probe,
                       destinations=p.destinations, alerter=p.alerter, clock=p.clock, config=self.config,
-                      sleep=p.sleep, sign_ins=p.sign_ins)
+                      sleep=p.sleep, sign_ins=p.sign_ins, approvals=p.approvals, links=p.links)
 
     # ---------------------------------------------------------------- entry points
 
@@ -128,6 +134,14 @@ class Engine:
         outcomes = await self._each(in_flight, one)
         if not only_in_flight:
             outcomes += await self._each(resting, one)
+        else:
+            # A due rotation whose change-control wait ended (a window opened, a postponement ended, the force day
+            # came) or whose request a person decided is looked at by the short-cadence pass, not a day later.
+            now = self.clock.now()
+            decided = await decided_requests(self.ports.approvals, [t for t, _ in resting])
+            ended = [r for r in resting if waiting_due(r[0], now, decided)]
+            outcomes += await self._each(ended, lambda row: self.advance(
+                row[0].tenant_id, row[0].app_id, actor, assess_only=assess_only, listed=row))
         await self.ports.alerter.redeliver()
         summary = PassSummary(outcomes, int((time.monotonic() - started) * 1000))
         log.info(

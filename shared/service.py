@@ -8,7 +8,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.conditions import STATUS_CONDITIONS, acknowledged
+from shared import change_control
+from shared.approvals import approval_document
+from shared.change_control import ApprovalRequest
+from shared.conditions import APPROVAL_REQUESTED, CHANGE_BLOCKING, STATUS_CONDITIONS, acknowledged
 from shared.domain import (
     Actor,
     Application,
@@ -22,6 +25,7 @@ from shared.domain import (
 )
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
 from shared.ports import (
+    Approvals,
     Destination,
     Directory,
     Event,
@@ -126,6 +130,10 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     waiting = [d for d in target.destinations if d.kind == "notify-only" and not acknowledged(target, d.name)]
     if s.stage is Stage.VERIFIED and waiting:
         alerts.append("notify-only-waiting")
+    if s.stage is Stage.IDLE and o.waiting == "approval" and o.approval_status == "pending":
+        alerts.append(APPROVAL_REQUESTED)  # a due rotation waits for a person's decision
+    if s.stage is Stage.IDLE and o.change_blocking:
+        alerts.append(CHANGE_BLOCKING)  # neverForce keeps it waiting past the force day
     if o.evidence_hold:
         alerts.append(o.evidence_hold.split(":", 1)[0])  # old-key-still-used, new-key-unused: the sign-in evidence
     if unreadable(o.sign_ins_unreadable_since, now):
@@ -138,23 +146,56 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
     return alerts
 
 
-def status_view(target: Target, policy: StatusPolicy, now: datetime) -> dict[str, Any]:
-    """The status document of a target with what the dashboard adds: the planned rotation and open alerts."""
+def status_view(target: Target, policy: StatusPolicy, now: datetime,
+                approval: ApprovalRequest | None = None) -> dict[str, Any]:
+    """The status document of a target with what the dashboard adds: the planned rotation, open alerts, and its
+    change control (mode, what a due rotation waits for, the next window, the force day, the approval request)."""
     planned = planned_rotation(target, policy)
     return {
         **status_document(target),
         "plannedRotation": planned.isoformat() if planned else None,
         "alerts": open_alerts(target, policy, now),
+        **change_view(target, now, approval),
     }
 
 
+def change_view(target: Target, now: datetime, approval: ApprovalRequest | None) -> dict[str, Any]:
+    """A target's change control in its status: `changeMode`, `rotationWaiting` ("window", "approval" or ""),
+    `nextWindow` (window mode: when the next window opens, in UTC and the customer's wall clock), `forceOn` (when a
+    waiting rotation goes ahead anyway; null in auto mode, with neverForce, or before the expiry is known) and
+    `approval` (the request for the key being replaced, as GET /api/approvals lists it; null when none)."""
+    control = target.policy.change_control
+    coming = change_control.next_window(control, now) if control is not None else None
+    forced = None
+    if control is not None and control.mode is not change_control.Mode.AUTO and not control.never_force:
+        forced = change_control.force_on(control, target.observed.expires)
+    return {
+        "changeMode": control.mode.value if control is not None else change_control.Mode.AUTO.value,
+        "rotationWaiting": target.observed.waiting,
+        "nextWindow": {"start": coming.start.isoformat(), "startLocal": coming.local.isoformat(),
+                       "timeZone": coming.time_zone} if coming is not None else None,
+        "forceOn": forced.isoformat() if forced is not None else None,
+        "approval": approval_document(approval) if approval is not None else None,
+    }
+
+
+async def requests_by_target(approvals: Approvals | None) -> dict[tuple[str, str], ApprovalRequest]:
+    """Every target's approval request, by (tenant id, app id) (one read; empty without the book)."""
+    if approvals is None:
+        return {}
+    return {(r.tenant_id, r.app_id): r for r in await approvals.list_requests()}
+
+
 async def list_status(
-    state: StateStore, statuses: Collection[str] = (), policy: StatusPolicy | None = None, now: datetime | None = None
+    state: StateStore, statuses: Collection[str] = (), policy: StatusPolicy | None = None, now: datetime | None = None,
+    approvals: Approvals | None = None,
 ) -> list[dict[str, Any]]:
     """The status view of every target (only those whose status is in `statuses`, when given)."""
     policy = policy or StatusPolicy()
     now = now or datetime.now().astimezone()
-    docs = [status_view(target, policy, now) for target, _ in await state.list_targets()]
+    requests = await requests_by_target(approvals)
+    docs = [status_view(target, policy, now, requests.get((target.tenant_id, target.app_id)))
+            for target, _ in await state.list_targets()]
     docs.sort(key=lambda d: (d["customer"].lower(), d["tenantId"], d["appId"]))
     return [d for d in docs if not statuses or d["status"] in statuses]
 
@@ -209,14 +250,15 @@ def _error(error: RotationError) -> dict[str, str]:
 
 async def target_details(
     state: StateStore, directory: Directory, secrets: SecretStore, tenant_id: str, app_id: str,
-    policy: StatusPolicy, now: datetime, events_limit: int = 100,
+    policy: StatusPolicy, now: datetime, events_limit: int = 100, approvals: Approvals | None = None,
 ) -> dict[str, Any]:
     """Everything about one target for the dashboard: its status, its credentials in Entra ID, its Key Vault
     versions and tags (never values), each destination's acknowledgement and its audit trail.
 
     A failing Graph or Key Vault read is reported in its section (`error`) rather than failing the whole view."""
     target, _ = await state.get_target(tenant_id, app_id)  # NotFound -> 404
-    doc = status_view(target, policy, now)
+    held = await approvals.get(tenant_id, app_id) if approvals is not None else None
+    doc = status_view(target, policy, now, held[0] if held is not None else None)
     s = target.state
     signed = target.observed.sign_ins.credentials if target.observed.sign_ins else {}
 

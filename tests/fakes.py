@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 from shared import partner_roles
 from shared.bulk_onboarding import Run, TenantProgress
+from shared.change_control import ApprovalRequest
 from shared.conditions import resolvable
 from shared.domain import (
     Application,
@@ -601,6 +602,52 @@ class FakeAlerter:
         return [a.condition for a in self.raised]
 
 
+class FakeApprovals:
+    """The approvals book: one request per target with an ETag that changes on every write; the used links."""
+
+    def __init__(self, faults: Faults) -> None:
+        self.faults = faults
+        self.rows: dict[tuple[str, str], tuple[ApprovalRequest, str]] = {}
+        self.links: set[str] = set()
+        self.writes = 0
+
+    async def get(self, tenant_id: str, app_id: str) -> tuple[ApprovalRequest, str] | None:
+        await self.faults.before("approvals.get")
+        return self.rows.get((tenant_id, app_id))
+
+    async def put(self, request: ApprovalRequest, etag: str | None) -> str:
+        await self.faults.before("approvals.put")
+        held = self.rows.get((request.tenant_id, request.app_id))
+        if (held is None) != (etag is None) or (held is not None and held[1] != etag):
+            raise Conflict("the approval was changed by another writer", code="ApprovalChanged")
+        self.writes += 1
+        self.rows[(request.tenant_id, request.app_id)] = (request, f"A/{self.writes}")
+        await self.faults.after("approvals.put")
+        return f"A/{self.writes}"
+
+    async def remove(self, tenant_id: str, app_id: str, etag: str) -> None:
+        await self.faults.before("approvals.remove")
+        held = self.rows.get((tenant_id, app_id))
+        if held is None:
+            return
+        if held[1] != etag:
+            raise Conflict("the approval was changed by another writer", code="ApprovalChanged")
+        del self.rows[(tenant_id, app_id)]
+
+    async def list_requests(self) -> list[ApprovalRequest]:
+        await self.faults.before("approvals.list_requests")
+        return [r for r, _ in self.rows.values()]
+
+    async def use_link(self, nonce: str, expires: datetime) -> None:
+        if nonce in self.links:
+            raise Conflict("this approval link was used already", code="LinkUsed")
+        self.links.add(nonce)
+
+    def request(self, target: Target) -> ApprovalRequest | None:
+        held = self.rows.get((target.tenant_id, target.app_id))
+        return held[0] if held else None
+
+
 def rotation_error(code: str = "InternalServerError") -> Callable[[], RotationError]:
     return lambda: RotationError(f"the service failed ({code})", code=code)
 
@@ -619,6 +666,7 @@ class FakeWorld:
         self.probe = FakeProbe(self.faults, self.directory, self.sign_ins)
         self.destination = FakeDestination(self.faults)
         self.alerter = FakeAlerter()
+        self.approvals = FakeApprovals(self.faults)
         self.config = EngineConfig(**config)  # type: ignore[arg-type]
         self.violations: list[str] = []
         self.secrets.watch = self._watch
@@ -628,7 +676,8 @@ class FakeWorld:
         """A rotator process (a new lease owner each time)."""
         return Engine(state=self.state, directory=self.directory, secrets=self.secrets, probe=self.probe,
                       destinations={"fake": self.destination}, alerter=self.alerter, clock=self.clock,
-                      config=self.config, sleep=self.clock.sleep, sign_ins=self.sign_ins if self.evidence else None)
+                      config=self.config, sleep=self.clock.sleep, sign_ins=self.sign_ins if self.evidence else None,
+                      approvals=self.approvals)
 
     def restart(self) -> Engine:
         """After a crash: a new process, once the dead one's lease has run out."""

@@ -23,6 +23,7 @@ from azure.core.exceptions import (
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
+from shared import change_control
 from shared.bulk_onboarding import Run, RunState, StepRecord, TenantProgress, TenantState
 from shared.domain import (
     Ack,
@@ -80,6 +81,8 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "RenewBeforeDays": target.policy.renew_before_days,
             "LifetimeDays": target.policy.lifetime_days,
             "RetireQuietHours": target.policy.retire_quiet_hours,
+            "ChangeControl": json.dumps(change_control.document(target.policy.change_control))
+            if target.policy.change_control is not None else None,
             "Destinations": json.dumps(
                 [{"name": d.name, "kind": d.kind, "options": d.options} for d in target.destinations]
             ),
@@ -119,6 +122,12 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "Drift": json.dumps(o.drift) if o.drift else None,  # absent on almost every row
             "Uses": json.dumps(o.uses) if o.uses else None,
             "DriftCheckedAt": _iso(o.drift_checked_at),
+            # Change control (absent on every row of a customer in auto mode).
+            "Waiting": o.waiting or None,
+            "WaitingUntil": _iso(o.waiting_until),
+            "ApprovalId": o.approval_id or None,
+            "ApprovalStatus": o.approval_status or None,
+            "ChangeBlocking": o.change_blocking or None,
         }
     )
 
@@ -169,7 +178,8 @@ def entity_to_target(e: dict[str, Any]) -> Target:
         app_id=e["RowKey"],
         customer=e.get("Customer", ""),
         enabled=bool(e.get("Enabled", True)),
-        policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays"), e.get("RetireQuietHours")),
+        policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays"), e.get("RetireQuietHours"),
+                      change_control.parse(json.loads(e["ChangeControl"])) if e.get("ChangeControl") else None),
         destinations=tuple(
             DestinationConfig(d["name"], d["kind"], dict(d.get("options") or {}))
             for d in json.loads(e.get("Destinations") or "[]")
@@ -214,6 +224,11 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             drift={str(k): str(v) for k, v in json.loads(e.get("Drift") or "{}").items()},
             uses={str(k): str(v) for k, v in json.loads(e.get("Uses") or "{}").items()},
             drift_checked_at=_dt(e.get("DriftCheckedAt")),
+            waiting=e.get("Waiting", ""),
+            waiting_until=_dt(e.get("WaitingUntil")),
+            approval_id=e.get("ApprovalId", ""),
+            approval_status=e.get("ApprovalStatus", ""),
+            change_blocking=bool(e.get("ChangeBlocking", False)),
         ),
     )
 

@@ -188,7 +188,8 @@ async def status(req: func.HttpRequest) -> func.HttpResponse:
             raise HttpError(400, "InvalidQuery", f"unknown status {', '.join(repr(s) for s in unknown)}; one or more "
                             f"of {', '.join(service.STATUSES)}, comma-separated")
     async with invocation_services() as svc:
-        docs = await service.list_status(svc.state, wanted, _status_policy(svc), svc.engine.clock.now())
+        docs = await service.list_status(svc.state, wanted, _status_policy(svc), svc.engine.clock.now(),
+                                         approvals=svc.approvals)
     return json_response({"targets": docs})
 
 
@@ -209,7 +210,8 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
     tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
     async with invocation_services() as svc:
         doc = await service.target_details(
-            svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now()
+            svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now(),
+            approvals=svc.approvals,
         )
     return json_response(doc)
 

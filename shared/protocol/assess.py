@@ -28,6 +28,7 @@ from shared.domain import (
 from shared.drift import DriftFinding, drift_check_due, drift_message, find_drift
 from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
 from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership, UsageReporter
+from shared.protocol import change
 from shared.protocol.context import Advance, EngineConfig, Outcome
 from shared.tenant_rules import foreign_details, foreign_message, not_owner_message, owner_details
 
@@ -197,9 +198,25 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
     """Assess the target; reserve a rotation (stage creating) when it is due or forced. True when reserved."""
     found, seen = await observe(run)
     now = run.now()
-    if not reserve or not (found.status.needs_rotation or force):
+    if not found.status.needs_rotation and not force:
+        if run.target.observed.waiting or run.target.observed.approval_id:
+            # Nothing is due any more (rotated by someone else, a policy changed): nothing waits, no request stands.
+            await change.withdraw(run, f"no rotation is due (status {found.status.value})")
+            seen = change.cleared(seen)
         await run.record_observation(seen)
         return False
+    if not reserve:
+        await run.record_observation(seen)
+        return False
+    note = ""
+    if force:
+        note = await change.bypassed(run)
+        seen = change.cleared(seen)
+    else:
+        seen, go, note = await change.gate(run, found, seen)
+        if not go:
+            await run.record_observation(seen)
+            return False
     # The reservation and the lease are one ETag-guarded write: an idle target was assessed without the lease.
     await run.save(
         seen.with_state(
@@ -217,7 +234,7 @@ async def consider(run: Advance, force: bool, reserve: bool = True) -> bool:
             baselines={},
         )
     )
-    await run.event("reserve", "ok", detail=f"status {found.status.value}")
+    await run.event("reserve", "ok", detail=f"status {found.status.value}{note}")
     return True
 
 

@@ -20,6 +20,8 @@ from shared.errors import RotationError
 from shared.ports import (
     Alert,
     Alerter,
+    ApprovalLinks,
+    Approvals,
     Clock,
     Destination,
     Directory,
@@ -70,6 +72,8 @@ class Ports:
     clock: Clock
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep)
     sign_ins: SignInLog | None = None  # Entra's sign-in records; None: retirement relies on the destinations alone
+    approvals: Approvals | None = None  # change control's approvals book; None: approval mode cannot be served
+    links: ApprovalLinks | None = None  # signed links to decide a request from its alert; None: none in alerts
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ ROUTES = {
     "exclusion": "exclusions/{exclusionId}",
     "warning_thresholds": "warning-thresholds/{tenantId}",
     "report": "reports/{tenantId}",
+    "approvals": "approvals",
+    "approval": "approvals/{tenantId}/{appId}",
 }
 
 
