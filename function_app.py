@@ -5,6 +5,7 @@ import azure.functions as func
 from shared.entrypoints import (
     alerts,
     api,
+    approval_links,
     approvals,
     consent,
     dashboard,
@@ -32,3 +33,4 @@ app.register_functions(partner_signin.bp)
 app.register_functions(fleet.bp)
 app.register_functions(reports.bp)
 app.register_functions(approvals.bp)
+app.register_functions(approval_links.bp)

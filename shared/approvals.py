@@ -63,6 +63,11 @@ def clean_reason(reason: object) -> str:
         raise InvalidDecision("InvalidReason", f"reason must be text of at most {MAX_REASON} characters")
     if any(unprintable(c) for c in reason):
         raise InvalidDecision("InvalidReason", "reason must be one line of text (no control characters)")
+    from shared.destinations.options import looks_like_secret
+
+    if any(looks_like_secret(word) for word in [reason, *reason.split()]):
+        # It would be stored, audited and shown: never a secret value (the message does not repeat it).
+        raise InvalidDecision("InvalidReason", "reason looks like it holds a secret value; leave it out")
     return reason.strip()
 
 

@@ -61,6 +61,7 @@ ROUTES = {
     "report": "reports/{tenantId}",
     "approvals": "approvals",
     "approval": "approvals/{tenantId}/{appId}",
+    "approval_link": "approval-links",
 }
 
 
