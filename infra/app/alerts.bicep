@@ -81,6 +81,7 @@ var noticeConditions = [
   'hand-written-unverified'
   'lifetime-capped'
   'poison-message'
+  'rotation-forced'
   'sign-in-evidence-unavailable'
 ]
 
