@@ -8,9 +8,12 @@ its own, so no consent or one-visit state is an approval link and no approval li
 - Bound to the request and the action: a link made for "approve" cannot reject, and one made for a request that a
   newer one replaced (a postponement ended, the key changed) is refused as stale.
 - Expiring (LIFETIME) and good once: the POST spends the nonce (an insert in the approvals book) before it decides.
-- GET never acts: it answers a confirmation page whose form POSTs. Mail and chat scanners fetch links before a
-  person does (Microsoft Defender for Office 365 Safe Links scans URLs at the time of click and can detonate them;
-  Teams fetches a link's page to build its preview card): a GET that acted would approve by itself.
+- GET never acts: it answers a confirmation page whose form POSTs. Mail and chat fetch links before a person does:
+  Microsoft Defender for Office 365 Safe Links scans "URLs ... prior to message delivery, regardless of whether the
+  URLs are rewritten or not" (learn.microsoft.com/defender-office-365/safe-links-about, MicrosoftDocs/defender-docs
+  defender-office-365/safe-links-about.md), and "for any publicly accessible link Teams already shows a preview of
+  the link including information like an image, title and a description" (devblogs.microsoft.com/microsoft365dev/
+  add-rich-previews-to-messages-using-link-unfurling): a GET that acted would decide by itself.
 - The actor is the signed-in Rotator.Operate user, as on the dashboard: the link is no credential (a forwarded or
   scanned link approves nothing without an operator's sign-in), so it may sit in an alert, a ticket, a log. The
   audit record names the user and that the decision came through a signed link.
