@@ -33,7 +33,24 @@ def notices() -> list[Notice]:
         Notice(NoticeKind.TEST, "test", "", "", "A test alert sent by alice@msp.example", AT,
                details={"sentBy": "alice@msp.example"}),
         Notice(NoticeKind.ALERT, "expired", TENANT, APP, long, AT, "C" * 400, {f"k{i}": long for i in range(14)}),
+        Notice(NoticeKind.ALERT, "approval-requested", TENANT, APP, "a rotation waits for approval", AT, "Contoso",
+               {"requestId": "ab" * 16, **{f"{a}Link": f"https://rotator.example/api/approval-links?link=a1.{a}.x"
+                                           for a in ("approve", "postpone", "reject")}}),
     ]
+
+
+def test_teams_shows_signed_links_as_buttons_on_an_alert_only() -> None:
+    asking = notices()[-1]
+    card = message(asking)["attachments"][0]["content"]
+    assert [(a["type"], a["title"]) for a in card["actions"]] == [
+        ("Action.OpenUrl", "Approve…"), ("Action.OpenUrl", "Postpone…"), ("Action.OpenUrl", "Reject…")]
+    assert card["actions"][0]["url"] == asking.details["approveLink"]
+    facts = [f["title"] for f in card["body"][2]["facts"]]
+    assert "requestId" in facts and not any(name.endswith("Link") for name in facts)
+    resolved = Notice(NoticeKind.RESOLVED, asking.condition, TENANT, APP, "", AT, details=asking.details)
+    assert "actions" not in message(resolved)["attachments"][0]["content"]
+    odd = Notice(NoticeKind.ALERT, "x", TENANT, APP, "m", AT, details={"approveLink": "javascript:alert(1)"})
+    assert "actions" not in message(odd)["attachments"][0]["content"]
 
 
 @pytest.mark.parametrize("notice", notices(), ids=lambda n: f"{n.kind.value}-{n.condition}")
