@@ -48,9 +48,13 @@ def approval_document(r: ApprovalRequest) -> dict[str, Any]:
     }
 
 
-async def list_approvals(approvals: Approvals, status: ApprovalStatus | None = None) -> list[dict[str, Any]]:
-    """Every target's request (only those with `status`, when given), the oldest request first."""
-    found = [r for r in await approvals.list_requests() if status is None or r.status is status]
+async def list_approvals(approvals: Approvals, state: StateStore,
+                         status: ApprovalStatus | None = None) -> list[dict[str, Any]]:
+    """Every registered target's request (only those with `status`, when given), the oldest request first. A request
+    whose target was removed from the registry since is not listed (nothing rotates it any more)."""
+    registered = {(t.tenant_id, t.app_id) for t, _ in await state.list_targets()}
+    found = [r for r in await approvals.list_requests()
+             if (status is None or r.status is status) and (r.tenant_id, r.app_id) in registered]
     found.sort(key=lambda r: (r.requested_at, r.customer.lower(), r.tenant_id, r.app_id))
     return [approval_document(r) for r in found]
 
@@ -109,6 +113,7 @@ async def decide_request(
     held = await approvals.get(tenant_id, app_id)
     if held is None:
         raise NotFound(f"{tenant_id}/{app_id} has no approval request", code="ApprovalNotFound")
+    await state.get_target(tenant_id, app_id)  # NotFound (TargetNotFound) when it was removed from the registry
     request, etag = held
     if request.request_id != request_id.lower():
         raise Conflict(f"request {request_id} is not the current request of {tenant_id}/{app_id} (a newer one, "

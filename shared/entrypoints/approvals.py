@@ -45,7 +45,7 @@ async def approvals(req: func.HttpRequest) -> func.HttpResponse:
                             f"{', '.join(s.value for s in ApprovalStatus)}")
         wanted = ApprovalStatus(raw)
     async with invocation_services() as svc:
-        docs = await list_approvals(_book(svc), wanted)
+        docs = await list_approvals(_book(svc), svc.state, wanted)
     return json_response({"approvals": docs})
 
 

@@ -178,3 +178,13 @@ async def test_window_mode_status_shows_the_next_window_and_nothing_secret_is_st
     assert doc["nextWindow"]["start"][11:16] == soon.strftime("%H:%M")
     text = repr(rows) + repr(doc)
     assert c.secret not in text and world.proofpoint_password not in text
+
+
+async def test_a_removed_customers_request_is_not_listed_nor_decided(api: Api, world: World) -> None:
+    c = world.seed_customer("Leaving", 12)
+    await register(api, c, APPROVAL)
+    request_id = await requested(api, world, c)
+    assert (await api.call("target", "DELETE", ids(c))).status == 204
+    assert (await api.call("approvals")).body["approvals"] == []
+    gone = await api.call("approval", "POST", ids(c), {"requestId": request_id, "action": "approve"})
+    assert (gone.status, gone.code) == (404, "TargetNotFound")
