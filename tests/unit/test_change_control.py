@@ -8,6 +8,8 @@ from datetime import UTC, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shared.change_control import (
     Approval,
@@ -233,3 +235,39 @@ def test_force_days_must_be_below_the_renew_before_days() -> None:
     assert not force_problem(ChangeControl(Mode.WINDOW, force_days_before_expiry=29), 30)
     assert not force_problem(ChangeControl(Mode.WINDOW, force_days_before_expiry=30, never_force=True), 30)
     assert not force_problem(ChangeControl(Mode.AUTO, force_days_before_expiry=30), 30)
+
+
+# Zones with unusual rules: a 30-minute DST (Lord Howe), a negative DST (Dublin: winter is the "daylight" offset),
+# a +5:45 offset (Kathmandu), southern-hemisphere DST (Santiago, Sydney), DST suspended for Ramadan (Casablanca).
+ZONES = ("Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Europe/Dublin", "Asia/Kathmandu",
+         "America/Santiago", "Australia/Sydney", "Africa/Casablanca", "UTC")
+_times = st.builds(time, st.integers(0, 23), st.sampled_from([0, 15, 30, 45]))
+_windows = st.lists(st.builds(Window, st.frozensets(st.integers(0, 6), min_size=1), _times, _times),
+                    min_size=1, max_size=3)
+_instants = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2027, 12, 31)).map(
+    lambda d: d.replace(tzinfo=UTC, microsecond=0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.sampled_from(ZONES), _windows, _instants)
+def test_the_next_window_is_the_first_moment_a_window_opens(zone: str, windows: list[Window], now: datetime) -> None:
+    control = ChangeControl(Mode.WINDOW, zone, tuple(windows))
+    coming = next_window(control, now)
+    if coming is None:
+        # None opens: the windows cover every moment (a 24-hour window on every day), so none ever closes.
+        assert all(in_window(control, now + timedelta(minutes=15 * k)) for k in range(8 * 96))
+        return
+    assert coming.start > now and in_window(control, coming.start)
+    assert not in_window(control, coming.start - timedelta(seconds=1)), "an opening, not the middle of a window"
+    assert coming.local == coming.start.astimezone(ZoneInfo(zone))
+    if not in_window(control, now):
+        # Nothing in between is inside a window (checked every 15 minutes: window edges are on quarter hours, and
+        # a DST jump moves the wall clock by whole quarter hours in every zone here).
+        moment = now + timedelta(minutes=15) - timedelta(seconds=now.minute % 15 * 60 + now.second)
+        while moment < coming.start:
+            assert not in_window(control, moment), (moment, coming)
+            moment += timedelta(minutes=15)
+    decision = decide(control, now, now + timedelta(days=365))
+    assert decision.verdict is (Verdict.ALLOWED if in_window(control, now) else Verdict.WAITING)
+    if decision.verdict is Verdict.WAITING:
+        assert decision.look_again == coming.start
