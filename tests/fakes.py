@@ -633,6 +633,7 @@ class FakeApprovals:
         if held[1] != etag:
             raise Conflict("the approval was changed by another writer", code="ApprovalChanged")
         del self.rows[(tenant_id, app_id)]
+        await self.faults.after("approvals.remove")
 
     async def list_requests(self) -> list[ApprovalRequest]:
         await self.faults.before("approvals.list_requests")

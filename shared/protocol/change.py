@@ -70,6 +70,14 @@ async def gate(run: Advance, found: Assessment, seen: Target) -> tuple[Target, b
         return cleared(seen), True, f"; change control ({control.mode.value}): {decision.why}"
     if decision.request == "new":
         mine = await _ask(run, held, key, expires, decision)
+    named = run.target.observed.approval_id
+    if mine is not None and mine.status is ApprovalStatus.PENDING and mine.request_id != named:
+        # Audited when the row first names the request (the request is written first): a crash in between makes
+        # the next pass audit it then, so no request goes unaudited (a crash after the record repeats it, at most).
+        after = f" after the postponement to {held[0].until.isoformat()}" if held is not None \
+            and held[0].request_id != mine.request_id and held[0].status is ApprovalStatus.POSTPONED \
+            and held[0].until else ""
+        await run.event("approval", "requested", detail=f"request {mine.request_id} for key {key or '(none)'}{after}")
     status = mine.status.value if mine is not None else ""
     waiting = decision.waiting_for if decision.verdict is Verdict.WAITING else ""
     seen = seen.with_observed(waiting=waiting, waiting_until=decision.look_again,
@@ -148,9 +156,6 @@ async def _ask(run: Advance, held: tuple[ApprovalRequest, str] | None, key: str,
         if again is None:
             raise
         return again[0]
-    await run.event("approval", "requested", detail=f"request {request.request_id} for key {key or '(none)'}"
-                    + (f" after the postponement to {held[0].until.isoformat()}" if held is not None
-                       and held[0].status is ApprovalStatus.POSTPONED and held[0].until else ""))
     return request
 
 
