@@ -14,6 +14,8 @@ from shared.approvals import decide_request
 from shared.change_control import ApprovalStatus, ChangeControl, Mode, Window
 from shared.domain import Actor, Policy, Stage, Target
 from shared.errors import Conflict
+from shared.fanout import plan_pass
+from shared.ports import Work
 from tests.fakes import Crash, FakeWorld
 
 BERLIN = "Europe/Berlin"
@@ -251,3 +253,37 @@ async def test_a_manual_rotation_in_approval_mode_withdraws_the_pending_request(
     # The next passes ask nothing: the new key is healthy.
     await world.engine().run_pass()
     assert world.approvals.request(target) is None and world.row(target).observed.waiting == ""
+
+
+class ListQueue:
+    """The work queue: what was enqueued."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def enqueue(self, work: Work, delay_seconds: int = 0) -> None:
+        self.sent.append((work.tenant_id, work.reason.value))
+
+
+async def test_the_resume_timers_plan_reserves_a_wait_that_ended_and_nothing_else() -> None:
+    world = FakeWorld()
+    at(world, datetime(2026, 12, 2, 6, 0, tzinfo=UTC))
+    windowed = controlled(world, world.seed(days_left=20), ChangeControl(Mode.WINDOW, BERLIN, SATURDAY_NIGHT))
+    asking = controlled(world, world.seed(days_left=20), ChangeControl(Mode.APPROVAL, BERLIN))
+    healthy = world.seed(days_left=200)
+    queue = ListQueue()
+    await plan_pass(world.engine(), queue)  # the daily plan: both wait, nothing is reserved
+    assert queue.sent == [] and world.approvals.request(asking) is not None
+    await plan_pass(world.engine(), queue, only_in_flight=True)
+    assert queue.sent == [], "nothing ended yet: the resume plan reads no target further"
+    request = world.approvals.request(asking)
+    assert request is not None
+    await decide_request(world.approvals, world.state, asking.tenant_id, asking.app_id, request.request_id,
+                         "approve", actor="manual:ann@msp.example", now=world.clock.now())
+    await plan_pass(world.engine(), queue, only_in_flight=True)
+    assert queue.sent == [(asking.tenant_id, "due")], "the decided request is reserved and queued"
+    at(world, datetime(2026, 12, 5, 21, 1, tzinfo=UTC))  # Saturday 22:01 in Berlin
+    await plan_pass(world.engine(), queue, only_in_flight=True)
+    assert (windowed.tenant_id, "due") in queue.sent
+    assert healthy.tenant_id not in {t for t, _ in queue.sent}
+    assert world.row(windowed).state.stage is Stage.CREATING
