@@ -10,14 +10,18 @@ a stale page or link never decides the wrong rotation.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from shared.change_control import ApprovalRequest, ApprovalStatus
 from shared.domain import ACTOR_NAME_MAX, unprintable
-from shared.errors import Conflict, NotFound
-from shared.ports import Approvals, Event, StateStore
+from shared.errors import Conflict, NotFound, RotationError
+from shared.ports import Approvals, Event, StateStore, Work, WorkQueue, WorkReason
+from shared.rotation import Engine, Outcome
+
+log = logging.getLogger(__name__)
 
 ACTIONS = {"approve": ApprovalStatus.APPROVED, "postpone": ApprovalStatus.POSTPONED,
            "reject": ApprovalStatus.REJECTED}
@@ -136,3 +140,22 @@ async def decide_request(
         detail += f" ({via})"
     await state.record(Event(tenant_id, app_id, "approval", decided.status.value, actor, at=now, detail=detail))
     return decided
+
+
+async def decide_and_reserve(
+    approvals: Approvals, engine: Engine, queue: WorkQueue | None, tenant_id: str, app_id: str, request_id: str,
+    action: str, *, actor: str, until: object = None, reason: object = None, via: str = "",
+) -> tuple[ApprovalRequest, Outcome]:
+    """Record the decision, then assess the target at once: an approved rotation is reserved and queued for a worker
+    (as the timer's plan does); a postponed or rejected one records that it waits, and the alert asking for a
+    decision is resolved. A crash between the two is taken up by the resume timer (the decision is in the book)."""
+    decided = await decide_request(approvals, engine.state, tenant_id, app_id, request_id, action, actor=actor,
+                                   now=engine.clock.now(), until=until, reason=reason, via=via)
+    outcome = await engine.advance(tenant_id, app_id, actor, reserve_only=True)
+    if outcome.result == "reserved" and queue is not None:
+        try:
+            await queue.enqueue(Work(tenant_id, app_id, actor, WorkReason.DUE))
+        except RotationError as error:
+            # The rotation is reserved (in flight): the resume timer enqueues it again, so it is never lost.
+            log.warning("approved rotation reserved but not queued (%s): the resume timer takes it", error.code)
+    return decided, outcome

@@ -55,7 +55,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from shared import onboard_cli
+from shared import approvals_cli, onboard_cli
 from shared.bootstrap import Services, services
 from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
@@ -552,6 +552,7 @@ def parser() -> argparse.ArgumentParser:
     work.add_argument("--until-empty", action="store_true", help="stop once no message is visible")
     work.add_argument("--invisible-seconds", type=int, default=600, help=argparse.SUPPRESS)
     onboard_cli.add_parser(sub)
+    approvals_cli.add_parser(sub)
     return p
 
 
@@ -637,6 +638,8 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _inventory_scan(svc)
         if args.command == "onboard":
             return await onboard_cli.main(svc, args)
+        if args.command == "approvals":
+            return await approvals_cli.main(svc, args)
         if args.command == "offboard":
             return await _offboard(svc, args)
         if args.command == "retention-sweep":

@@ -9,24 +9,21 @@ is picked up by the resume timer (the decision is in the approvals book).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict
 from typing import Any
 
 import azure.functions as func
 
-from shared.approvals import InvalidDecision, approval_document, decide_request, list_approvals
+from shared import approvals as approvals_service
+from shared.approvals import InvalidDecision, approval_document, list_approvals
 from shared.bootstrap import Services, invocation_services
 from shared.change_control import ApprovalRequest, ApprovalStatus
 from shared.domain import ROTATION_ID, Actor, actor_of
 from shared.entrypoints.access import Role, authorize
 from shared.entrypoints.api import _body, _fields
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response, path_guid
-from shared.errors import RotationError
-from shared.ports import Work, WorkReason
 from shared.protocol.context import Outcome
 
-log = logging.getLogger(__name__)
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 AUTH = func.AuthLevel.ANONYMOUS  # App Service Authentication signs the caller in; `authorize` checks the role
 
@@ -79,19 +76,10 @@ def _book(svc: Services) -> Any:
 async def decide_and_reserve(svc: Services, tenant_id: str, app_id: str, request_id: str, action: str, *,
                              actor: str, until: object = None, reason: object = None,
                              via: str = "") -> tuple[ApprovalRequest, Outcome]:
-    """Record the decision, then assess the target at once: an approved rotation is reserved and queued (a
-    postponed or rejected one records that it waits, and the alert asking for a decision is resolved)."""
-    now = svc.engine.clock.now()
+    """The decision and the reservation that follows (shared/approvals.py); a bad decision is a 400."""
     try:
-        decided = await decide_request(_book(svc), svc.state, tenant_id, app_id, request_id, action, actor=actor,
-                                       now=now, until=until, reason=reason, via=via)
+        return await approvals_service.decide_and_reserve(_book(svc), svc.engine, svc.queue, tenant_id, app_id,
+                                                          request_id, action, actor=actor, until=until,
+                                                          reason=reason, via=via)
     except InvalidDecision as error:
         raise HttpError(400, error.code, error.message) from None
-    outcome = await svc.engine.advance(tenant_id, app_id, actor, reserve_only=True)
-    if outcome.result == "reserved" and svc.queue is not None:
-        try:
-            await svc.queue.enqueue(Work(tenant_id, app_id, actor, WorkReason.DUE))
-        except RotationError as error:
-            # The rotation is reserved (in flight): the resume timer enqueues it again, so it is never lost.
-            log.warning("approved rotation reserved but not queued (%s): the resume timer takes it", error.code)
-    return decided, outcome

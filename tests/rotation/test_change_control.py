@@ -123,3 +123,27 @@ async def test_never_force_is_told_once_a_day_by_the_alert_book(world: World, ro
             and getattr(r, "event", "") == "alert"]
     assert len(told) == 2, "once on each day"
     assert world.versions(c) == [] and len(world.credentials(c)) == 1
+
+
+async def test_the_command_line_lists_and_decides_requests(world: World, rotator: Rotator) -> None:
+    import json
+
+    c = await registered(world, rotator, "Console", 20, ChangeControl(Mode.APPROVAL, "UTC"))
+    run = world.cli("run")
+    assert run.wait(timeout=120) == 0, run.output()
+    listing = world.cli("approvals", "list", "--status", "pending", "--json")
+    assert listing.wait(timeout=60) == 0, listing.output()
+    (request,) = json.loads(listing.output())
+    assert request["tenantId"] == c.tenant_id and request["status"] == "pending"
+    decide = world.cli("approvals", "decide", c.tenant_id, c.app_id, request["requestId"], "reject",
+                       "--reason", "year-end freeze", "--as", "carol@msp.example")
+    assert decide.wait(timeout=120) == 0, decide.output()
+    assert '"decidedBy": "manual:carol@msp.example"' in decide.output()
+    again = world.cli("approvals", "decide", c.tenant_id, c.app_id, request["requestId"], "approve")
+    assert again.wait(timeout=120) == 2 and "NotPending" in again.output()
+    late = world.cli("approvals", "decide", c.tenant_id, c.app_id, request["requestId"], "postpone")
+    assert late.wait(timeout=120) == 2 and "InvalidUntil" in late.output()
+    async with rotator() as svc:
+        events = await svc.state.events(c.tenant_id, c.app_id, 100)
+    assert any(e.step == "approval" and e.outcome == "rejected" and "command line" in e.detail for e in events)
+    assert world.versions(c) == []
