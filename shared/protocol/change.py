@@ -205,7 +205,7 @@ async def decided_requests(approvals: Approvals | None, rows: Sequence[Target]) 
 
 
 async def bypassed(run: Advance) -> str:
-    """An operator's rotation now (or an adoption) goes ahead whatever the change control says: an MSP engineer who
+    """An operator's rotation now goes ahead whatever the change control says: an MSP engineer who
     presses "rotate now" expects it to happen. What it bypassed is audited with the reservation, and a request
     waiting for a decision is withdrawn (the key it was for is being replaced)."""
     control = run.target.policy.change_control

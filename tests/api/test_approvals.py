@@ -4,6 +4,8 @@ queues and then rotates, the status fields the dashboard reads, and no secret in
 
 from __future__ import annotations
 
+import json
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -60,7 +62,10 @@ async def test_a_bad_change_control_is_refused_naming_the_field_and_changes_noth
     assert (await api.call("target", "GET", ids(c))).status == 404
 
 
-async def test_approve_reserves_queues_and_rotates_with_the_decision_audited(api: Api, world: World) -> None:
+async def test_approve_reserves_queues_and_rotates_with_the_decision_audited(
+    api: Api, world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     c = world.seed_customer("Approver", 12)
     await register(api, c, APPROVAL)
     request_id = await requested(api, world, c)
@@ -99,6 +104,12 @@ async def test_approve_reserves_queues_and_rotates_with_the_decision_audited(api
     after = (await api.call("status")).body["targets"][0]
     assert after["rotationWaiting"] == "" and "approval-requested" not in after["alerts"]
     assert after["approval"]["status"] == "approved"  # kept as the record of who approved
+    # No secret, old or new, in any log record, answer or row of the approvals book.
+    secrets = {c.secret, world.proofpoint_password, *(v["value"] for v in world.versions(c))}
+    async with bootstrap.services() as svc:
+        rows = repr(await svc.approvals.all_rows())  # type: ignore[union-attr]
+    seen = caplog.text + rows + json.dumps(after) + json.dumps(decided.body)
+    assert len(secrets) == 3 and not any(secret in seen for secret in secrets)
 
 
 async def test_bad_decisions_are_400s_and_change_nothing(api: Api, world: World) -> None:
