@@ -199,3 +199,25 @@ async def test_a_removed_customers_request_is_not_listed_nor_decided(api: Api, w
     assert (await api.call("approvals")).body["approvals"] == []
     gone = await api.call("approval", "POST", ids(c), {"requestId": request_id, "action": "approve"})
     assert (gone.status, gone.code) == (404, "TargetNotFound")
+
+
+async def test_rotate_now_goes_ahead_outside_the_window_as_documented(api: Api, world: World) -> None:
+    c = world.seed_customer("Urgent", 12)
+    later = datetime.now(UTC) + timedelta(hours=5)
+    window = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "start": later.strftime("%H:%M"),
+              "end": (later + timedelta(hours=1)).strftime("%H:%M")}
+    await register(api, c, {"mode": "window", "timeZone": "America/New_York", "windows": [window]})
+    world.seed_accounts()
+    async with bootstrap.services() as svc:
+        assert (await svc.engine.advance(c.tenant_id, c.app_id, Actor.TIMER)).result == "due"
+    assert (await api.call("status")).body["targets"][0]["rotationWaiting"] == "window"
+    reply = await api.call("rotations", "POST", body={"tenantId": c.tenant_id, "appId": c.app_id},
+                           params={"wait": "true"})
+    assert reply.status == 200 and reply.body["result"] == "rotated", reply.body
+    async with bootstrap.services() as svc:
+        events = await svc.state.events(c.tenant_id, c.app_id, 100)
+    reserve = next(e for e in events if e.step == "reserve")
+    assert reserve.actor == "manual:operator@msp.example"
+    assert "manual rotation OUTSIDE the maintenance windows, next window" in reserve.detail
+    assert "America/New_York" in reserve.detail
+    assert (await api.call("status")).body["targets"][0]["rotationWaiting"] == ""
