@@ -19,10 +19,11 @@ crosses midnight (22:00-02:00 is open from 22:00 on its day to 02:00 the next da
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from enum import Enum
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() order
 DEFAULT_FORCE_DAYS = 7
@@ -274,13 +275,24 @@ def _hhmm(value: object, where: str) -> time:
     return time(hours, minutes)
 
 
+# Names the zone database holds that are no customer's zone: the host's own setting and the "zone unknown" filler.
+_NOT_A_ZONE = frozenset({"localtime", "Factory"})
+
+
+@functools.cache
+def _zones() -> frozenset[str]:
+    """The IANA keys of the zone database (the system's, else the tzdata package): read once per process."""
+    return frozenset(available_timezones()) - _NOT_A_ZONE
+
+
 def zone_known(name: str) -> bool:
-    """Whether `name` is an IANA time zone the zone database holds (e.g. "Europe/Berlin")."""
-    if not name or len(name) > 64 or name != name.strip() or name.startswith("/") or ".." in name:
+    """Whether `name` is an IANA time zone key (e.g. "Europe/Berlin"): one of the database's keys, never a path into it
+    (a directory such as "Europe", a file such as "zone.tab", "../"), so opening it cannot fail."""
+    if not name or len(name) > 64 or name not in _zones():
         return False
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         return False
     return True
 
@@ -296,7 +308,7 @@ def parse(value: object, where: str = "policy.changeControl") -> ChangeControl |
         raise InvalidChangeControl(where, f"unknown field(s) {', '.join(unknown)}; allowed: "
                                    f"{', '.join(sorted(_FIELDS))}")
     raw_mode = value.get("mode", Mode.AUTO.value)
-    if raw_mode not in {m.value for m in Mode}:
+    if not isinstance(raw_mode, str) or raw_mode not in {m.value for m in Mode}:
         raise InvalidChangeControl(f"{where}.mode", "must be auto, window or approval")
     mode = Mode(raw_mode)
     zone = value.get("timeZone", "UTC")

@@ -206,8 +206,17 @@ def test_parse_round_trips_and_refuses_what_is_wrong() -> None:
     assert parse({"mode": "approval"}) == ChangeControl(Mode.APPROVAL)
     bad = [
         ({"mode": "sometimes"}, "mode"),
+        ({"mode": {"window": True}}, "mode"),
+        ({"mode": ["window"]}, "mode"),
         ({"mode": "window", "timeZone": "Mars/Olympus", "windows": doc["windows"]}, "timeZone"),
         ({"timeZone": "../../etc/passwd"}, "timeZone"),
+        ({"timeZone": "Europe"}, "timeZone"),  # a directory of the database, not a zone
+        ({"timeZone": "zone.tab"}, "timeZone"),
+        ({"timeZone": "localtime"}, "timeZone"),  # the host's own zone, whatever it is
+        ({"timeZone": "right/UTC"}, "timeZone"),
+        ({"timeZone": "Europe/Berlin\n"}, "timeZone"),
+        ({"timeZone": "UTC\x00"}, "timeZone"),
+        ({"timeZone": 3}, "timeZone"),
         ({"mode": "window", "windows": []}, "windows"),
         ({"mode": "window"}, "windows"),
         ({"mode": "approval", "windows": doc["windows"]}, "windows"),
