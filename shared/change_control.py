@@ -285,10 +285,11 @@ def _zones() -> frozenset[str]:
     return frozenset(available_timezones()) - _NOT_A_ZONE
 
 
-def zone_known(name: str) -> bool:
+def zone_known(name: str, *, listed: bool = True) -> bool:
     """Whether `name` is an IANA time zone key (e.g. "Europe/Berlin"): one of the database's keys, never a path into it
-    (a directory such as "Europe", a file such as "zone.tab", "../"), so opening it cannot fail."""
-    if not name or len(name) > 64 or name not in _zones():
+    (a directory such as "Europe", a file such as "zone.tab", "../"), so opening it cannot fail. `listed=False`
+    skips the database's listing (about 0.1 s, once per process) for a name checked so when it was stored."""
+    if not name or len(name) > 64 or (listed and name not in _zones()):
         return False
     try:
         ZoneInfo(name)
@@ -297,8 +298,9 @@ def zone_known(name: str) -> bool:
     return True
 
 
-def parse(value: object, where: str = "policy.changeControl") -> ChangeControl | None:
-    """A change-control document (None: absent, auto); InvalidChangeControl naming the field otherwise."""
+def parse(value: object, where: str = "policy.changeControl", *, stored: bool = False) -> ChangeControl | None:
+    """A change-control document (None: absent, auto); InvalidChangeControl naming the field otherwise. `stored`: a
+    document read back from the registry, whose time zone was checked against the database's keys when written."""
     if value is None:
         return None
     if not isinstance(value, dict):
@@ -312,7 +314,7 @@ def parse(value: object, where: str = "policy.changeControl") -> ChangeControl |
         raise InvalidChangeControl(f"{where}.mode", "must be auto, window or approval")
     mode = Mode(raw_mode)
     zone = value.get("timeZone", "UTC")
-    if not isinstance(zone, str) or not zone_known(zone):
+    if not isinstance(zone, str) or not zone_known(zone, listed=not stored):
         shown = repr(zone)[:80]
         raise InvalidChangeControl(f"{where}.timeZone", f"{shown} is not an IANA time zone (e.g. Europe/Berlin, "
                                    "America/New_York, UTC)")

@@ -179,7 +179,8 @@ def entity_to_target(e: dict[str, Any]) -> Target:
         customer=e.get("Customer", ""),
         enabled=bool(e.get("Enabled", True)),
         policy=Policy(e.get("RenewBeforeDays"), e.get("LifetimeDays"), e.get("RetireQuietHours"),
-                      change_control.parse(json.loads(e["ChangeControl"])) if e.get("ChangeControl") else None),
+                      change_control.parse(json.loads(e["ChangeControl"]), stored=True)
+                      if e.get("ChangeControl") else None),
         destinations=tuple(
             DestinationConfig(d["name"], d["kind"], dict(d.get("options") or {}))
             for d in json.loads(e.get("Destinations") or "[]")
