@@ -98,7 +98,8 @@ async def gate(run: Advance, found: Assessment, seen: Target) -> tuple[Target, b
                         f"{mine.request_id}, the secret expires at {_iso(expires) or 'an unknown time'}"
                         + (f", it goes ahead anyway from {_iso(decision.force_on)}" if decision.force_on
                            and not control.never_force else "")
-                        + "): approve, postpone or reject it on the dashboard or through a link below",
+                        + "): approve, postpone or reject it on the dashboard"
+                        + (" or through a link below" if links else ""),
                         requestId=mine.request_id, **{f"{action}Link": url for action, url in links.items()})
     return seen, False, ""
 
