@@ -29,6 +29,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # datetime.weekday() o
 DEFAULT_FORCE_DAYS = 7
 MAX_FORCE_DAYS = 90
 MAX_WINDOWS = 14
+MIN_WINDOW_MINUTES = 30  # twice the resume timer's default cadence (RESUME_SCHEDULE, every 15 minutes)
 _HHMM_LENGTH = 5
 
 
@@ -351,8 +352,14 @@ def _windows(value: object, where: str) -> tuple[Window, ...]:
                 or len(set(days)) != len(days):
             raise InvalidChangeControl(f"{at}.days", f"must be a non-empty list of distinct days from "
                                        f"{', '.join(DAYS)}")
-        found.append(Window(frozenset(DAYS.index(d) for d in days), _hhmm(doc["start"], f"{at}.start"),
-                            _hhmm(doc["end"], f"{at}.end")))
+        start, end = _hhmm(doc["start"], f"{at}.start"), _hhmm(doc["end"], f"{at}.end")
+        minutes = (end.hour * 60 + end.minute - start.hour * 60 - start.minute) % (24 * 60) or 24 * 60
+        if minutes < MIN_WINDOW_MINUTES:
+            # The resume timer looks every 15 minutes (RESUME_SCHEDULE): a shorter window could open and close
+            # between two looks, and the rotation would wait for ever.
+            raise InvalidChangeControl(at, f"is {minutes} minutes long; a window must last at least "
+                                       f"{MIN_WINDOW_MINUTES} minutes")
+        found.append(Window(frozenset(DAYS.index(d) for d in days), start, end))
     return tuple(found)
 
 

@@ -204,6 +204,8 @@ def test_parse_round_trips_and_refuses_what_is_wrong() -> None:
     assert parsed is not None and document(parsed) == doc
     assert parse(None) is None
     assert parse({"mode": "approval"}) == ChangeControl(Mode.APPROVAL)
+    for start, end in (("22:00", "22:30"), ("23:45", "00:15"), ("06:00", "06:00")):  # 30 minutes, 30, 24 hours
+        assert parse({"mode": "window", "windows": [{"days": ["mon"], "start": start, "end": end}]}) is not None
     bad = [
         ({"mode": "sometimes"}, "mode"),
         ({"mode": {"window": True}}, "mode"),
@@ -226,6 +228,8 @@ def test_parse_round_trips_and_refuses_what_is_wrong() -> None:
         ({"mode": "window", "windows": [{"days": ["sunday"], "start": "02:00", "end": "03:00"}]}, "days"),
         ({"mode": "window", "windows": [{"days": [], "start": "02:00", "end": "03:00"}]}, "days"),
         ({"mode": "window", "windows": [{"days": ["sat"], "start": "02:00"}]}, "windows[0]"),
+        ({"mode": "window", "windows": [{"days": ["sat"], "start": "22:00", "end": "22:20"}]}, "windows[0]"),
+        ({"mode": "window", "windows": [{"days": ["sat"], "start": "23:50", "end": "00:10"}]}, "windows[0]"),
         ({"forceDaysBeforeExpiry": 91}, "forceDaysBeforeExpiry"),
         ({"forceDaysBeforeExpiry": -1}, "forceDaysBeforeExpiry"),
         ({"forceDaysBeforeExpiry": True}, "forceDaysBeforeExpiry"),
