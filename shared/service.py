@@ -49,7 +49,7 @@ UNKNOWN_TENANT = "AADSTS90002"
 async def put_target(state: StateStore, target: Target, *, actor: str = "", at: datetime | None = None) -> bool:
     """Register a target, or update its registry fields keeping its protocol state; True when created. The change
     is written to the audit log with the caller as its actor."""
-    created = await _put_target(state, target)
+    created = await _put_target(state, target, at or datetime.now(UTC))
     await _audit(state, target.tenant_id, target.app_id, "created" if created else "updated", actor, at)
     return created
 
@@ -61,7 +61,7 @@ async def _audit(
                              at=at or datetime.now(UTC)))
 
 
-async def _put_target(state: StateStore, target: Target) -> bool:
+async def _put_target(state: StateStore, target: Target, now: datetime) -> bool:
     try:
         await state.create_target(target)
         return True
@@ -74,6 +74,11 @@ async def _put_target(state: StateStore, target: Target) -> bool:
             policy=target.policy,
             destinations=target.destinations,
         )
+        o = current.observed
+        if target.policy.change_control != current.policy.change_control and (o.waiting or o.approval_status):
+            # A rotation waiting for change control is looked at again by the next resume pass (within 15 minutes)
+            # under the new rules, not a day later.
+            updated = updated.with_observed(waiting_until=now)
         await state.replace_target(updated, etag)
         return False
 

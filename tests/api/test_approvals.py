@@ -221,3 +221,18 @@ async def test_rotate_now_goes_ahead_outside_the_window_as_documented(api: Api, 
     assert "manual rotation OUTSIDE the maintenance windows, next window" in reserve.detail
     assert "America/New_York" in reserve.detail
     assert (await api.call("status")).body["targets"][0]["rotationWaiting"] == ""
+
+
+async def test_a_changed_change_control_is_applied_by_the_next_resume_pass(api: Api, world: World) -> None:
+    c = world.seed_customer("Relaxed", 12)
+    await register(api, c, APPROVAL)
+    await requested(api, world, c)
+    reply = await api.put(c, {"customer": c.name, "destinations": [proofpoint(c)],
+                              "policy": {"changeControl": {"mode": "auto"}}})
+    assert reply.status == 200 and reply.body["policy"]["changeControl"]["mode"] == "auto"
+    async with bootstrap.services() as svc:
+        resumed = await svc.engine.resume_pass()
+        events = await svc.state.events(c.tenant_id, c.app_id, 100)
+    assert [o.result for o in resumed.outcomes] == ["rotated"]
+    assert (await api.call("approvals")).body["approvals"] == [], "the pending request was withdrawn"
+    assert any(e.step == "approval" and e.outcome == "withdrawn" for e in events)
