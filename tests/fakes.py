@@ -60,6 +60,7 @@ from shared.ports import (
 )
 from shared.protocol.context import EngineConfig
 from shared.rotation import Engine
+from shared.tickets.port import TicketDraft, TicketError, TicketRef, TicketRoute
 
 # The calls that change something: a fault or crash "after" one strikes once the work is done.
 WRITES = ("state.replace_target", "state.record", "directory.add_password", "directory.remove_password",
@@ -1136,3 +1137,82 @@ class FakeRetention:
         self.deleted.append(name)
         await self.faults.after("retention.delete")
         return True
+
+
+@dataclass
+class FakeTicket:
+    """One ticket as the fake PSA holds it."""
+
+    id: str
+    key: str
+    title: str
+    body: str
+    route: TicketRoute
+    notes: list[str] = field(default_factory=list)
+    status: str = "New"
+    closed: bool = False
+
+
+class FakeDesk:
+    """A PSA (the TicketDesk port) in memory: tickets by id, each with its notes and status. `faults` makes any call
+    (`desk.find_open`, `desk.open`, `desk.add_note`, `desk.close`, `desk.check`) fail or crash before or after its
+    work, as the other fakes do; `down(n)` answers TicketSystemUnreachable to the next n calls, then recovers."""
+
+    kind = "fake"
+
+    def __init__(self, faults: Faults | None = None) -> None:
+        self.faults = faults or Faults()
+        self.tickets: dict[str, FakeTicket] = {}
+        self._down = 0
+        self.refused_while_down = 0
+
+    def down(self, calls: int, code: str = "TicketSystemUnreachable") -> None:
+        self._down = calls
+        self._down_code = code
+
+    async def _call(self, name: str) -> None:
+        await self.faults.before(f"desk.{name}")
+        if self._down > 0:
+            self._down -= 1
+            self.refused_while_down += 1
+            raise TicketError("the PSA is unreachable: ClientConnectorError", code=self._down_code,
+                              retry_after=30 if self._down_code == "TicketThrottled" else None)
+
+    async def find_open(self, draft: TicketDraft) -> TicketRef | None:
+        await self._call("find_open")
+        found = next((t for t in self.tickets.values() if t.key == draft.key and not t.closed), None)
+        await self.faults.after("desk.find_open")
+        return TicketRef(found.id, f"T{found.id}", f"https://psa.example/tickets/{found.id}") if found else None
+
+    async def open(self, draft: TicketDraft) -> TicketRef:
+        await self._call("open")
+        number = str(1000 + len(self.tickets))
+        self.tickets[number] = FakeTicket(number, draft.key, draft.title, draft.body, draft.route,
+                                          status=draft.route.status or "New")
+        await self.faults.after("desk.open")
+        return TicketRef(number, f"T{number}", f"https://psa.example/tickets/{number}")
+
+    async def add_note(self, ticket: TicketRef, text: str) -> None:
+        await self._call("add_note")
+        if ticket.id not in self.tickets:
+            raise TicketError(f"ticket {ticket.id} not found", code="TicketNotFound", status=404)
+        self.tickets[ticket.id].notes.append(text)
+        await self.faults.after("desk.add_note")
+
+    async def close(self, ticket: TicketRef, text: str, route: TicketRoute) -> None:
+        await self._call("close")
+        if ticket.id not in self.tickets:
+            raise TicketError(f"ticket {ticket.id} not found", code="TicketNotFound", status=404)
+        t = self.tickets[ticket.id]
+        t.notes.append(text)
+        t.closed, t.status = True, route.closed_status or "Closed"
+        await self.faults.after("desk.close")
+
+    async def check(self, route: TicketRoute) -> None:
+        await self._call("check")
+
+    def open_for(self, key: str) -> list[FakeTicket]:
+        return [t for t in self.tickets.values() if t.key == key and not t.closed]
+
+    def of(self, key: str) -> list[FakeTicket]:
+        return [t for t in self.tickets.values() if t.key == key]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -105,6 +105,8 @@ class AlertBook:
         self._table = table
         self._clock = clock
         self.channel = channel
+        # What follows the book after each pass (redeliver): the ticket book's reconcile, when tickets are configured.
+        self.followers: list[Callable[[], Awaitable[Any]]] = []
         self._table_ready = False
 
     # ------------------------------------------------------------------ raise
@@ -292,6 +294,28 @@ class AlertBook:
             return set()
 
     async def redeliver(self) -> None:
+        """After each pass: post again what the channel has not taken, then let each follower (the ticket book,
+        shared/tickets/book.py) converge to the book's open rows; never raises."""
+        await self._repost()
+        for follow in self.followers:
+            try:
+                await follow()
+            except Exception as error:
+                log.error("alert book follower failed (%s)", type(error).__name__,
+                          extra={"event": "alert-book", "outcome": "follower-failed"})
+
+    async def open_rows(self) -> list[Mapping[str, Any]] | None:
+        """Every row not resolved (a condition holding, a notice of the day), as stored; None when unreadable (a
+        follower then changes nothing: an unreadable book is not an empty one)."""
+        try:
+            await self._ensure_table()
+            return [e async for e in self._table.query_entities("ResolvedAt eq ''")]
+        except AzureError as error:
+            log.warning("alert book unreadable (%s)", type(error).__name__,
+                        extra={"event": "alert-book", "outcome": "unavailable"})
+            return None
+
+    async def _repost(self) -> None:
         """Post again, once their attempt is no longer in flight, the alerts of today the channel has not taken and
         every resolved note it has not taken: a target that went quiet after its condition cleared is not settled
         again, so each pass sweeps the book for them (two filtered queries; never raises)."""
