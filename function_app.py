@@ -15,6 +15,7 @@ from shared.entrypoints import (
     push,
     queue,
     reports,
+    tickets,
     timer,
 )
 
@@ -34,3 +35,4 @@ app.register_functions(fleet.bp)
 app.register_functions(reports.bp)
 app.register_functions(approvals.bp)
 app.register_functions(approval_links.bp)
+app.register_functions(tickets.bp)

@@ -103,6 +103,22 @@ param alertWebhookSecretName string = ''
 ])
 param alertWebhookKind string = ''
 
+@description('The PSA that gets a ticket per customer and condition: connectwise, autotask, halopsa or webhook (a JSON receiver); empty for no tickets (docs/tickets.md).')
+@allowed([
+  ''
+  'connectwise'
+  'autotask'
+  'halopsa'
+  'webhook'
+])
+param ticketSystem string = ''
+
+@description('Name of the Key Vault secret holding the ticket system\'s configuration and credentials as JSON (docs/tickets-<kind>.md); required with ticketSystem. (The name, not the value: the PSA key lives only in the vault.)')
+param ticketSecretName string = ''
+
+@description('Ticket routing as JSON {default, conditions, companies} (docs/tickets.md, "Routing"); empty for every condition that clears on the desk\'s defaults.')
+param ticketRouting string = ''
+
 @description('Where Entra returns a customer admin after consent; empty for https://<the app\'s default host>/api/consent (the URI infra/scripts/create-msp-app.sh registers). Set it when the app is reached through a custom domain, and register the same URI on the MSP app.')
 param consentRedirectUri string = ''
 
@@ -326,6 +342,10 @@ module functionApp './app/function-app.bicep' = {
       RETIRE_UNMANAGED_EXPIRED: retireUnmanagedExpired ? 'true' : 'false'
       ALERT_WEBHOOK_SECRET_NAME: alertWebhookSecretName
       ALERT_WEBHOOK_KIND: alertWebhookKind
+      // Tickets (docs/tickets.md): the PSA's credentials are read from the vault by this secret name, never set here.
+      TICKET_SYSTEM: ticketSystem
+      TICKET_SECRET_NAME: ticketSecretName
+      TICKET_ROUTING: ticketRouting
       // Empty: the code uses https://<WEBSITE_HOSTNAME>/api/consent, the URI create-msp-app.sh registers.
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from shared.bulk_onboarding import BulkOnboarding
     from shared.onevisit import AdminSession, VisitPorts
     from shared.ports import PartnerSession, PartnerSessions, ProofpointOrgs
+    from shared.tickets.book import TicketBook
 
 # The test seam: keyword defaults for services() when an entry point calls it bare (tests set `table_prefix`,
 # `clock`, `alerter`); always empty in production, where every setting comes from the environment.
@@ -91,6 +92,8 @@ class Services:
     # Staged warnings (issue 25): per customer thresholds, exclusions and snoozes.
     warning_rules: TablesWarningRules | None = None
     approvals: TablesApprovals | None = None  # change control's approvals book (issue 26)
+    # Tickets (issue 26): the ticket book following the alert book; None when TICKET_SYSTEM is not set.
+    tickets: TicketBook | None = None
 
     @property
     def secret_retention(self) -> KeyVaultSecretRetention:
@@ -253,6 +256,7 @@ async def _build(
             secrets, settings.alert_webhook_secret_name, ca_bundle=settings.ca_bundle))
     book = AlertBook(table_service.get_table_client(f"{table_prefix}alerts"), clock, channel)
     alerter = alerter or book
+    tickets = ticket_book(settings, table_service, table_prefix, clock, secrets, book, state)
     directory = GraphDirectory(credentials, settings.graph_base_url, transport.session, settings.ca_bundle,
                                rotator_client_id(settings))
     consent_keys = KeyVaultConsentKeys(secret_client, writes)
@@ -300,7 +304,25 @@ async def _build(
                     partner_sessions=_partner_sessions(settings, secret_client, transport, clock),
                     http=transport.session, retention=KeyVaultSecretRetention(secret_client),
                     warning_rules=TablesWarningRules(table_service, prefix=table_prefix),
-                    approvals=approvals), close
+                    approvals=approvals, tickets=tickets), close
+
+
+def ticket_book(settings: Settings, table_service: Any, table_prefix: str, clock: Clock, secrets: Any, book: AlertBook,
+                state: Any) -> TicketBook | None:
+    """The ticket book following the alert book after each pass (TICKET_SYSTEM set), or None."""
+    if not settings.ticket_system:
+        return None
+    from shared.tickets.book import TicketBook
+    from shared.tickets.routing import parse_routing
+    from shared.tickets.service import desk_factory
+
+    tickets = TicketBook(table_service.get_table_client(f"{table_prefix}tickets"), clock,
+                         parse_routing(settings.ticket_routing),
+                         desk_factory(settings.ticket_system, settings.ticket_secret_name, secrets,
+                                      ca_bundle=settings.ca_bundle),
+                         kind=settings.ticket_system, open_rows=book.open_rows, audit=state.record)
+    book.followers.append(tickets.reconcile)
+    return tickets
 
 
 def _partner_sessions(settings: Settings, client: Any, transport: Any, clock: Clock) -> PartnerSessions | None:

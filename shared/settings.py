@@ -104,11 +104,40 @@ SETTINGS: tuple[Setting, ...] = (
             "Bulk onboarding: the primary domain of the MSP's own (channel) org in Proofpoint Essentials, whose "
             "customer orgs are matched to customer tenants by domain; empty: bulk onboarding cannot register."),
     Setting("PROOFPOINT_CHANNEL_STACK", "us1", "The Proofpoint stack (us1..us5, eu1) of the MSP's channel org."),
+    Setting("TICKET_SYSTEM", "",
+            "The PSA tickets go to: connectwise, autotask, halopsa or webhook (a JSON receiver); empty: no tickets "
+            "(docs/tickets.md)."),
+    Setting("TICKET_SECRET_NAME", "",
+            "Key Vault secret holding the ticket system's configuration and credentials as JSON (each kind's fields: "
+            "docs/tickets-<kind>.md); required with TICKET_SYSTEM."),
+    Setting("TICKET_ROUTING", "",
+            "Which conditions get a ticket and where it is filed, JSON {default, conditions, companies} "
+            "(docs/tickets.md, \"Routing\"); empty: every condition that clears, on the desk's defaults."),
     Setting("PROOFPOINT_ACCOUNT_SECRET", "proofpoint-api-account",
             "Key Vault secret holding the MSP's Proofpoint account as JSON {user, password}: what bulk onboarding "
             "reads the org list with and what the default destinations template names."),
 )
 
+
+
+def _tickets(system: str, secret_name: str, routing: str) -> dict[str, str]:
+    """TICKET_SYSTEM (a desk kind), TICKET_SECRET_NAME (required with it) and TICKET_ROUTING (valid JSON routing)."""
+    from shared.tickets import KINDS
+    from shared.tickets.routing import RoutingError, parse_routing
+
+    kind = system.strip().lower()
+    if kind and kind not in KINDS:
+        raise SettingsError(f"TICKET_SYSTEM must be one of {', '.join(KINDS)} (or empty for no tickets), got "
+                            f"{system!r}")
+    if kind and not secret_name.strip():
+        raise SettingsError("TICKET_SECRET_NAME is required with TICKET_SYSTEM: the Key Vault secret holding the "
+                            f"{kind} configuration and credentials as JSON (docs/tickets-{kind}.md)")
+    try:
+        parse_routing(routing)
+    except RoutingError as error:
+        raise SettingsError(str(error)) from None
+    return {"ticket_system": kind, "ticket_secret_name": secret_name.strip() if kind else "",
+            "ticket_routing": routing}
 
 
 # The alert channel kinds (shared/alerts: one module each; a test holds the two lists equal).
@@ -250,6 +279,9 @@ class Settings:
     proofpoint_channel_domain: str = ""
     proofpoint_channel_stack: str = "us1"
     proofpoint_account_secret: str = "proofpoint-api-account"  # noqa: S105 (a Key Vault secret's name)
+    ticket_system: str = ""  # one of shared.tickets.KINDS, or "" for no tickets
+    ticket_secret_name: str = ""
+    ticket_routing: str = ""  # the validated TICKET_ROUTING JSON (parse with shared.tickets.routing.parse_routing)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -327,4 +359,5 @@ class Settings:
             proofpoint_channel_domain=_channel_domain(raw["PROOFPOINT_CHANNEL_DOMAIN"]),
             proofpoint_channel_stack=_stack(raw["PROOFPOINT_CHANNEL_STACK"]),
             proofpoint_account_secret=raw["PROOFPOINT_ACCOUNT_SECRET"],
+            **_tickets(raw["TICKET_SYSTEM"], raw["TICKET_SECRET_NAME"], raw["TICKET_ROUTING"]),
         )

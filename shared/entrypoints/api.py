@@ -190,6 +190,10 @@ async def status(req: func.HttpRequest) -> func.HttpResponse:
     async with invocation_services() as svc:
         docs = await service.list_status(svc.state, wanted, _status_policy(svc), svc.engine.clock.now(),
                                          approvals=svc.approvals)
+        from shared.tickets.service import with_tickets
+
+        # Each target's open PSA tickets (number and link), for the dashboard: one read of the ticket book.
+        docs = with_tickets(docs, await svc.tickets.open_tickets() if svc.tickets is not None else [])
     return json_response({"targets": docs})
 
 

@@ -178,7 +178,7 @@ class TicketBook:
         self._table = table
         self._clock = clock
         self.routing = routing
-        self._desk_factory = desk
+        self.desk_factory = desk
         self.kind = kind
         self._open_rows = open_rows
         self._audit = audit
@@ -213,7 +213,7 @@ class TicketBook:
         if not work:
             return counts
         try:
-            desk = await self._desk_factory()
+            desk = await self.desk_factory()
         except TicketError as error:
             self._failed("build", None, error)
             return {**counts, "failed": len(work)}

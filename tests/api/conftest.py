@@ -62,6 +62,8 @@ ROUTES = {
     "approvals": "approvals",
     "approval": "approvals/{tenantId}/{appId}",
     "approval_link": "approval-links",
+    "tickets": "tickets",
+    "ticket_test": "tickets/test",
 }
 
 

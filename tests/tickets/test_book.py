@@ -263,6 +263,6 @@ async def test_an_unreadable_alert_book_closes_nothing(tables: Tables) -> None:
     async def unreadable() -> None:
         return None
 
-    blind = TicketBook(tables.tickets, clock, ROUTING, book._desk_factory, kind="fake", open_rows=unreadable)
+    blind = TicketBook(tables.tickets, clock, ROUTING, book.desk_factory, kind="fake", open_rows=unreadable)
     assert (await blind.reconcile())["skipped"] == 1
     assert [t.closed for t in desk.tickets.values()] == [False]
