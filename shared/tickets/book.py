@@ -20,8 +20,9 @@ is down costs each pass one call and never blocks a rotation; a refusal that nee
 unknown board) is kept on the row (`ErrorCode`, GET /api/tickets shows it) and logged. A condition that clears and
 comes back later gets a new ticket naming the previous one: a closed ticket stays closed (see docs/tickets.md).
 The staged expiry warnings get one ticket per credential (condition `expiring:<credential>`), noted at each tighter
-threshold and closed when the credential is renewed or removed. A note may be repeated after a crash between the
-PSA's answer and our record (the PSA cannot be asked whether it holds it); a ticket never is.
+threshold and closed when the credential is renewed or removed. A note (or a close's resolving note) may be repeated
+after a crash between the PSA's answer and our record (the PSA cannot be asked whether it holds it); a ticket never
+is.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ log = logging.getLogger(__name__)
 RETRY_AFTER = timedelta(seconds=120)
 _CONFLICT = (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError)
 ACTOR = "tickets"  # who the audit trail names for the ticket book's steps
+# PSA calls one pass makes at most: a first pass over a large fleet (or a PSA back after a long outage) is spread
+# over the next passes instead of holding this one for minutes; what is left is done by the next pass.
+MAX_STEPS_PER_PASS = 200
+# A closed row is kept this long (for the previous ticket's number should the condition come back), then forgotten.
+KEEP_CLOSED = timedelta(days=30)
 
 
 class State:
@@ -202,9 +208,12 @@ class TicketBook:
             return {**counts, "skipped": 1}  # an unreadable book is never read as "everything cleared"
         held = holdings(rows)
         work: list[tuple[tuple[str, str], Holding | None, Ticket | None]] = []
+        forget = self._clock.now().astimezone(UTC) - KEEP_CLOSED
         for key in sorted(set(held) | set(tickets)):
             ticket, holding = tickets.get(key), held.get(key)
             if holding is None and (ticket is None or ticket.state == State.CLOSED):
+                if ticket is not None and str(ticket.get("ClosedAt")) < forget.isoformat():
+                    await self._forget(ticket)
                 continue
             if holding is not None and (ticket is None or ticket.state == State.CLOSED) and \
                     self.routing.route(holding.alert_condition, holding.tenant_id) is None:
@@ -212,6 +221,7 @@ class TicketBook:
             work.append((key, holding, ticket))
         if not work:
             return counts
+        work = work[:MAX_STEPS_PER_PASS]
         try:
             desk = await self.desk_factory()
         except TicketError as error:
@@ -437,6 +447,14 @@ class TicketBook:
             return []
         return sorted(rows, key=lambda t: (str(t.get("Customer")).lower(), str(t.get("TenantId")),
                                            str(t.get("Condition"))))
+
+    async def _forget(self, ticket: Ticket) -> None:
+        """Delete a row closed longer than KEEP_CLOSED (unless it changed since it was read)."""
+        try:
+            await self._table.delete_entity(ticket.entity["PartitionKey"], ticket.entity["RowKey"], etag=ticket.etag,
+                                            match_condition=MatchConditions.IfNotModified)
+        except (*_CONFLICT, AzureError):
+            pass  # the next pass tries again
 
     async def _update(self, ticket: Ticket, fields: Mapping[str, Any]) -> Ticket:
         """Merge fields into the row if nobody wrote it since it was read (ResourceModifiedError otherwise)."""

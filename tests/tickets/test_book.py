@@ -266,3 +266,54 @@ async def test_an_unreadable_alert_book_closes_nothing(tables: Tables) -> None:
     blind = TicketBook(tables.tickets, clock, ROUTING, book.desk_factory, kind="fake", open_rows=unreadable)
     assert (await blind.reconcile())["skipped"] == 1
     assert [t.closed for t in desk.tickets.values()] == [False]
+
+
+@pytest.mark.parametrize("call", ["desk.find_open", "desk.open", "desk.add_note", "desk.close"])
+@pytest.mark.parametrize("when", ["before", "after"])
+async def test_a_crash_at_any_desk_call_loses_and_duplicates_no_ticket(tables: Tables, call: str, when: str) -> None:
+    """Opened, noted the next day, cleared, back two days later: whichever call the process dies at (before the PSA
+    did it, or after it did and before we recorded it), restarted processes end with the same two tickets."""
+    clock, desk = Clock(), FakeDesk()
+    desk.faults.crash(call, when=when)
+    crashed = 0
+
+    async def stage(holding: list[Alert]) -> None:
+        nonlocal crashed
+        for _ in range(3):
+            try:
+                await run_pass(process(tables, clock, desk)[0], holding)
+                break
+            except Crash:
+                crashed += 1
+                desk.faults.revive()
+                clock.at += RETRY_AFTER + timedelta(seconds=1)  # the restarted process takes the cut claim up
+        await run_pass(process(tables, clock, desk)[0], holding)
+
+    await stage([UNREACHABLE])
+    clock.next_day()
+    await stage([UNREACHABLE])
+    clock.at += timedelta(hours=2)
+    await stage([])
+    clock.next_day()
+    clock.next_day()
+    await stage([UNREACHABLE])
+    assert crashed == 1
+    first, second = desk.of(ticket_key(T, "unreachable"))
+    assert first.closed and not second.closed and f"T{first.id}" in second.body
+    # A note (or the resolving note) the PSA took just before the crash may be repeated: it cannot be asked whether
+    # it holds it. Never missing, and never a second ticket.
+    assert sum("Resolved" in n for n in first.notes) == (2 if (call, when) == ("desk.close", "after") else 1)
+    daily = [n for n in first.notes if "Still holds" in n]
+    assert len(daily) == (2 if (call, when) == ("desk.add_note", "after") else 1)
+    [row] = await rows(tables)
+    assert (row["State"], row["Number"], row["Previous"]) == ("open", f"T{second.id}", f"T{first.id}")
+
+
+async def test_closed_rows_are_forgotten_after_a_month(tables: Tables) -> None:
+    clock, desk = Clock(), FakeDesk()
+    await run_pass(process(tables, clock, desk)[0], [UNREACHABLE])
+    await run_pass(process(tables, clock, desk)[0], [])
+    assert len(await rows(tables)) == 1
+    clock.at += timedelta(days=31)
+    await run_pass(process(tables, clock, desk)[0], [])
+    assert await rows(tables) == []
