@@ -15,6 +15,7 @@
                                             (the Proofpoint org's sync settings and the PUT a push would send,
                                              secrets hidden; changes nothing)
     python -m shared alert-test [--as NAME]   (post a test alert to the alert channel; audited; exit 1 if refused)
+    python -m shared tickets list | tickets test [--as NAME] [--condition C]   (PSA tickets, docs/tickets.md)
     python -m shared inventory scan           (the credential inventory pass now, as INVENTORY_SCHEDULE runs it;
                                              exit 1 if a tenant could not be read)
     python -m shared onboard list|run|status|runs|resume|forget
@@ -275,6 +276,24 @@ async def _alert_test(svc: Services, sender: str) -> int:
     return EXIT_OK if answer["delivered"] else EXIT_FAILED
 
 
+async def _tickets(svc: Services, command: str, sender: str, condition: str) -> int:
+    """`tickets list`: the open tickets and the routing (GET /api/tickets); `tickets test`: a test ticket."""
+    from shared.tickets.routing import Routing, parse_routing
+    from shared.tickets.service import send_test_ticket, tickets_document
+
+    book = svc.tickets
+    routing = book.routing if book is not None else parse_routing(svc.settings.ticket_routing)
+    if command == "list":
+        rows = await book.open_tickets() if book is not None else []
+        print(json.dumps(tickets_document(svc.settings.ticket_system, rows, routing), indent=2))
+        return EXIT_OK
+    answer = await send_test_ticket(book.desk_factory if book is not None else None, svc.settings.ticket_system,
+                                    routing if book is not None else Routing(), svc.state,
+                                    sender or f"cli:{_login()}", svc.engine.clock.now(), condition)
+    print(json.dumps(answer, indent=2))
+    return EXIT_OK if answer["opened"] else EXIT_FAILED
+
+
 async def _inventory_scan(svc: Services) -> int:
     from shared.inventory_pass import take_inventory
 
@@ -479,6 +498,13 @@ def parser() -> argparse.ArgumentParser:
                                              "what was sent and the channel's HTTP status")
     test.add_argument("--as", dest="sender", default="", metavar="NAME",
                       help="who sends it, for the audit log (default: the login name)")
+    tickets = sub.add_parser("tickets", help="PSA tickets (docs/tickets.md): the open ones, or a test ticket")
+    tsub = tickets.add_subparsers(dest="tickets_command", required=True)
+    tsub.add_parser("list", help="every ticket not closed and the routing in force (JSON)")
+    ticket_test = tsub.add_parser("test", help="open a test ticket in TICKET_SYSTEM; exit 1 if refused")
+    ticket_test.add_argument("--as", dest="sender", default="", metavar="NAME",
+                             help="who sends it, for the audit log (default: the login name)")
+    ticket_test.add_argument("--condition", default="", help="file it on this condition's route (default route)")
     inventory = sub.add_parser("inventory", help="the credential inventory: every app and service principal "
                                                  "credential of every customer tenant (docs/inventory.md)")
     isub = inventory.add_subparsers(dest="inventory_command", required=True)
@@ -634,6 +660,9 @@ async def main_async(args: argparse.Namespace) -> int:
             return await _proofpoint_check(svc, args.tenant_id, args.app_id, args.json)
         if args.command == "alert-test":
             return await _alert_test(svc, args.sender)
+        if args.command == "tickets":
+            return await _tickets(svc, args.tickets_command, getattr(args, "sender", ""),
+                                  getattr(args, "condition", ""))
         if args.command == "inventory" and args.inventory_command == "scan":
             return await _inventory_scan(svc)
         if args.command == "onboard":

@@ -187,3 +187,24 @@ async def test_tickets_need_their_roles_and_a_system(api: Api) -> None:
     assert (await api.call("ticket_test", "GET")).status == 405
     bad = await api.call("ticket_test", "POST", body={"condition": "no-such-condition"})
     assert bad.status == 422 and bad.code == "InvalidRequest"
+
+
+async def test_the_command_line_sends_a_test_ticket_and_lists(
+    api: Api, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = configure(world, monkeypatch)
+    world.env.update({"TICKET_SYSTEM": "webhook", "TICKET_SECRET_NAME": DESK_SECRET,
+                      "TICKET_ROUTING": json.dumps(ROUTING)})
+    run = world.cli("tickets", "test", "--as", "ops-script", "--condition", "not-owner")
+    assert run.wait(120) == 0, run.output()
+    out = run.output()
+    answer = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    [ticket] = receiver.tickets()
+    assert (answer["opened"], answer["number"]) == (True, ticket["number"]) and "ops-script" in ticket["text"]
+    assert not receiver.leaked(out)
+    listed = world.cli("tickets", "list")
+    assert listed.wait(120) == 0
+    assert json.loads(listed.output()[listed.output().index("{"):])["system"] == "webhook"
+    world.env["TICKET_SYSTEM"] = ""
+    refused = world.cli("tickets", "test")
+    assert refused.wait(120) == 1 and "NoTicketSystem" in refused.output()

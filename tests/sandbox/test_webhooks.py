@@ -65,3 +65,30 @@ def test_json_takes_an_object_and_unknown_tokens_are_404(sb: Any, tokens: dict[s
     for kind in ("teams", "slack", "json"):
         assert post(sb, kind, "not-the-token", json=body(NOTICE)).status_code == 404
     assert post(sb, "other", tokens["json"], json={}).status_code == 404
+
+
+def test_the_ticket_receiver_keeps_its_published_contract(sb: Any) -> None:
+    sb.control.seed({"webhooks": {"tickets": "tok-tickets", "ticketsAuthorization": "Bearer k"}})
+    auth = {"Authorization": "Bearer k"}
+
+    def send(body: Any, headers: dict[str, str] = auth) -> requests.Response:
+        return post(sb, "tickets", "tok-tickets", json=body, headers=headers)
+
+    opening = {"schema": "sync-secret-rotator.ticket/1", "action": "open", "key": "ssr:t/expired", "title": "x"}
+    assert send(opening, {}).status_code == 401 and send(opening, {"Authorization": "Bearer j"}).status_code == 401
+    assert post(sb, "tickets", "tok-other", json=opening, headers=auth).status_code == 404
+    assert send({**opening, "schema": "sync-secret-rotator.alert/1"}).status_code == 400
+    assert send({**opening, "action": "reopen"}).status_code == 400 and send({**opening, "key": ""}).status_code == 400
+    assert send({**opening, "action": "note", "text": "n"}).status_code == 404  # no ticket for the key yet
+    first = send(opening)
+    assert first.status_code == 201 and set(first.json()) == {"id", "number", "url"}
+    again = send(opening)  # a retried open while the key's ticket is open: the same ticket
+    assert again.status_code == 200 and again.json() == first.json()
+    assert send({**opening, "action": "check"}).status_code == 200
+    assert send({**opening, "action": "close", "text": "r", "route": {"closedStatus": "Done"}}).status_code == 200
+    assert send({**opening, "action": "close", "text": "r"}).status_code == 200  # closed already: done
+    assert send({**opening, "action": "note", "text": "n"}).status_code == 409
+    reopened = send(opening)  # the condition back: a new ticket
+    assert reopened.status_code == 201 and reopened.json()["number"] != first.json()["number"]
+    [one, two] = sb.control.state()["webhooks"]["tickets"]
+    assert (one["closed"], one["closedStatus"], one["notes"], two["closed"]) == (True, "Done", ["r"], False)
