@@ -320,7 +320,8 @@ def ticket_book(settings: Settings, table_service: Any, table_prefix: str, clock
                          parse_routing(settings.ticket_routing),
                          desk_factory(settings.ticket_system, settings.ticket_secret_name, secrets,
                                       ca_bundle=settings.ca_bundle),
-                         kind=settings.ticket_system, open_rows=book.open_rows, audit=state.record)
+                         kind=settings.ticket_system, open_rows=book.open_rows, audit=state.record,
+                         tell=book.raise_alert)
     book.followers.append(tickets.reconcile)
     return tickets
 

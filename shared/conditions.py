@@ -52,8 +52,11 @@ def resolvable(condition: str) -> bool:
 # One-off notices of an event (a capped lifetime, a poisoned message, an audit record not written, a version written
 # by hand into Key Vault that gets no token or cannot be adopted now): told at most once a day, never resolved.
 # A tenant refusing the sign-in log is told once when first seen (sign-in-evidence-unavailable), never as an alarm.
+# The PSA refusing a ticket step for a reason a person must fix (bad credentials, an unknown board): `ticket-refused`
+# (shared/tickets/book.py), told at most once a day per customer while it goes on; never itself a ticket.
+TICKET_REFUSED = "ticket-refused"
 NOTICES = frozenset({"lifetime-capped", "poison-message", "audit-unwritten", "hand-written-unverified",
-                     "hand-written-not-adopted", EVIDENCE_UNAVAILABLE, ROTATION_FORCED})
+                     "hand-written-not-adopted", EVIDENCE_UNAVAILABLE, ROTATION_FORCED, TICKET_REFUSED})
 
 
 def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[Condition]:

@@ -83,6 +83,7 @@ var noticeConditions = [
   'poison-message'
   'rotation-forced'
   'sign-in-evidence-unavailable'
+  'ticket-refused'
 ]
 
 // (1a) One row per open resolvable condition: the latest alert record of each (condition, target,

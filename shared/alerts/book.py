@@ -300,7 +300,7 @@ class AlertBook:
         for follow in self.followers:
             try:
                 await follow()
-            except Exception as error:
+            except Exception as error:  # a follower's defect must not fail the pass that called us
                 log.error("alert book follower failed (%s)", type(error).__name__,
                           extra={"event": "alert-book", "outcome": "follower-failed"})
 

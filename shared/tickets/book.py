@@ -40,8 +40,8 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
-from shared.conditions import staged
-from shared.ports import Clock, Event
+from shared.conditions import TICKET_REFUSED, staged
+from shared.ports import Alert, Clock, Event
 from shared.tickets.port import TicketDesk, TicketDraft, TicketError, TicketRef, TicketRoute
 from shared.tickets.routing import EXPIRING, Routing
 
@@ -141,6 +141,8 @@ OpenRows = Callable[[], Awaitable[Sequence[Mapping[str, Any]] | None]]
 DeskFactory = Callable[[], Awaitable[TicketDesk]]
 # Appends one audit event (StateStore.record).
 Audit = Callable[[Event], Awaitable[None]]
+# Tells people (the alert book's raise_alert): a refusal a person must fix is `ticket-refused`.
+Tell = Callable[[Alert], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,8 @@ class TicketBook:
     """The ticket rows in Tables and the convergence of the alert book's open conditions into them."""
 
     def __init__(self, table: TableClient, clock: Clock, routing: Routing, desk: DeskFactory, *, kind: str,
-                 open_rows: OpenRows, audit: Audit | None = None, concurrency: int = 4) -> None:
+                 open_rows: OpenRows, audit: Audit | None = None, tell: Tell | None = None,
+                 concurrency: int = 4) -> None:
         self._table = table
         self._clock = clock
         self.routing = routing
@@ -188,6 +191,7 @@ class TicketBook:
         self.kind = kind
         self._open_rows = open_rows
         self._audit = audit
+        self._tell = tell
         self._concurrency = concurrency
         self._table_ready = False
 
@@ -226,6 +230,7 @@ class TicketBook:
             desk = await self.desk_factory()
         except TicketError as error:
             self._failed("build", None, error)
+            await self._tell_refused(None, "build", error)
             return {**counts, "failed": len(work)}
         stop = asyncio.Event()
         bound = asyncio.Semaphore(self._concurrency)
@@ -397,9 +402,30 @@ class TicketBook:
         except (*_CONFLICT, AzureError):
             pass
         self._failed(step, ticket, error)
+        if not error.retryable:
+            await self._tell_refused(ticket, step, error)
         if error.retryable or error.code in ("TicketAuthRefused", "TicketConfigInvalid"):
             raise _Stop from error
         raise error
+
+    async def _tell_refused(self, ticket: Ticket | None, step: str, error: TicketError) -> None:
+        """A refusal a person must fix reaches people (e-mail, the channel) as `ticket-refused`, at most once a day
+        per customer (the alert book's claim); never raises."""
+        if self._tell is None:
+            return
+        tenant = str(ticket.get("TenantId")) if ticket is not None else ""
+        apps = [a for a in str(ticket.get("AppIds")).split(",") if a] if ticket is not None else []
+        condition = str(ticket.get("Condition")) if ticket is not None else ""
+        what = f"the {condition} ticket" if condition else "its configuration"
+        try:
+            await self._tell(Alert(TICKET_REFUSED, tenant, apps[0] if apps else "",
+                                   f"the {self.kind} ticket system refused {what} ({step}): {error.code}: "
+                                   f"{error.message}", str(ticket.get("Customer")) if ticket is not None else "",
+                                   {"ticket_system": self.kind, "ticket_condition": condition, "step": step,
+                                    "error_code": error.code}))
+        except Exception as failure:  # telling must not undo the ticket book's own record
+            log.warning("ticket refusal not told (%s)", type(failure).__name__,
+                        extra={"event": "ticket", "outcome": "untold"})
 
     def _failed(self, step: str, ticket: Ticket | None, error: TicketError) -> None:
         extra = {"event": "ticket", "step": step, "outcome": "failed", "kind": self.kind, "error_code": error.code,
@@ -419,7 +445,7 @@ class TicketBook:
         for app_id in app_ids or [""]:
             try:
                 await self._audit(Event(tenant, app_id, "ticket", outcome, ACTOR, detail=detail, at=now))
-            except Exception as error:
+            except Exception as error:  # the audit store failing must not undo the ticket step done
                 log.warning("ticket audit not written (%s)", type(error).__name__,
                             extra={"event": "ticket", "outcome": "audit-unwritten"})
 

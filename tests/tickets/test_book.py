@@ -74,7 +74,8 @@ def process(tables: Tables, clock: Clock, desk: FakeDesk, routing: Routing = ROU
     async def audit(event: Event) -> None:
         tables.audit.append(event)
 
-    book = TicketBook(tables.tickets, clock, routing, build, kind="fake", open_rows=alerts.open_rows, audit=audit)
+    book = TicketBook(tables.tickets, clock, routing, build, kind="fake", open_rows=alerts.open_rows, audit=audit,
+                      tell=alerts.raise_alert)
     alerts.followers.append(book.reconcile)
     return alerts, book
 
@@ -229,8 +230,13 @@ async def test_a_refusal_that_needs_a_person_is_kept_on_the_row_and_others_go_on
     documents = {t.document()["condition"]: t.document() for t in await book.open_tickets()}
     assert {d["errorCode"] for d in documents.values()} == {"TicketRouteUnknown", None}
     assert len(desk.tickets) == 1
+    # People hear of it (e-mail, the channel) as the one-off notice ticket-refused, naming the customer and the code;
+    # it never becomes a ticket itself.
+    [told] = [r for r in await alerts.open_rows() or [] if r["Condition"] == "ticket-refused"]
+    assert told["TenantId"] == T2 and told["AppId"] == A2 and "TicketRouteUnknown" in told["Message"]
     await run_pass(alerts, [UNREACHABLE, NOT_OWNER])  # the fault was once: the next pass opens it
     assert len(desk.tickets) == 2 and all(d.document()["errorCode"] is None for d in await book.open_tickets())
+    assert not [t for t in desk.tickets.values() if "ticket-refused" in t.key]
 
 
 async def test_a_credentials_staged_warnings_are_one_ticket_noted_at_each_threshold(tables: Tables) -> None:
