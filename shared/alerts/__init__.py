@@ -4,7 +4,7 @@ Conditions the engine raises: expired, unreachable, app-not-found, not-owner, po
 verify-refused, verify-timeout, stuck, destination-failing, notify-only-waiting, sync-not-confirmed,
 rotation-failed, old-key-still-used, new-key-unused (each resolved when the row no longer shows it,
 shared/conditions.py), and the one-off notices lifetime-capped, poison-message, audit-unwritten,
-hand-written-unverified, hand-written-not-adopted and sign-in-evidence-unavailable; a
+hand-written-unverified, hand-written-not-adopted, sign-in-evidence-unavailable and ticket-refused; a
 destination held for drift (proofpoint-drift) resolves too. The alert book
 (book.py) logs `event=alert` at most once per condition, target (and destination) and UTC day, `event=alert-resolved`
 once when a condition clears, and posts both to the alert channel when one is configured: a Teams Workflows webhook,
