@@ -28,7 +28,6 @@ is.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
 from shared.conditions import TICKET_REFUSED, staged
+from shared.domain import GUID
 from shared.ports import Alert, Clock, Event
 from shared.tickets.port import TicketDesk, TicketDraft, TicketError, TicketRef, TicketRoute
 from shared.tickets.routing import EXPIRING, Routing
@@ -70,11 +70,6 @@ def ticket_key(tenant_id: str, condition: str) -> str:
     """The dedupe key of one customer's condition: stable across passes, restarts and tickets (a desk writes it, or
     a short hash of it, into the ticket and finds the open one by it)."""
     return f"ssr:{tenant_id.lower()}/{condition}"
-
-
-def short_hash(key: str) -> str:
-    """A short, stable hash of a key for a PSA field that is searched but shown (e.g. a summary suffix)."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
 
 
 def _safe(part: str) -> str:
@@ -126,8 +121,8 @@ def holdings(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Holding
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
     for row in rows:
         tenant, condition = str(row.get("TenantId", "")).lower(), str(row.get("Condition", ""))
-        if not tenant or not condition or row.get("ResolvedAt"):
-            continue
+        if not GUID.fullmatch(tenant) or not condition or row.get("ResolvedAt"):
+            continue  # a condition of no customer tenant (the rotator's own) is no customer's ticket
         if staged(condition):
             condition = f"{EXPIRING}:{row.get('Destination', '')}"
         groups.setdefault((tenant, condition), []).append(row)

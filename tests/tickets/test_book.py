@@ -232,8 +232,10 @@ async def test_a_refusal_that_needs_a_person_is_kept_on_the_row_and_others_go_on
     assert len(desk.tickets) == 1
     # People hear of it (e-mail, the channel) as the one-off notice ticket-refused, naming the customer and the code;
     # it never becomes a ticket itself.
+    [refused] = [d for d in documents.values() if d["errorCode"]]
     [told] = [r for r in await alerts.open_rows() or [] if r["Condition"] == "ticket-refused"]
-    assert told["TenantId"] == T2 and told["AppId"] == A2 and "TicketRouteUnknown" in told["Message"]
+    assert (told["TenantId"], [told["AppId"]]) == (refused["tenantId"], refused["appIds"])
+    assert "TicketRouteUnknown" in told["Message"] and refused["condition"] in told["Message"]
     await run_pass(alerts, [UNREACHABLE, NOT_OWNER])  # the fault was once: the next pass opens it
     assert len(desk.tickets) == 2 and all(d.document()["errorCode"] is None for d in await book.open_tickets())
     assert not [t for t in desk.tickets.values() if "ticket-refused" in t.key]
