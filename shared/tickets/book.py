@@ -29,9 +29,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NoReturn
 
 from azure.core import MatchConditions
@@ -53,6 +53,8 @@ ACTOR = "tickets"  # who the audit trail names for the ticket book's steps
 # PSA calls one pass makes at most: a first pass over a large fleet (or a PSA back after a long outage) is spread
 # over the next passes instead of holding this one for minutes; what is left is done by the next pass.
 MAX_STEPS_PER_PASS = 200
+# A condition not told again for this many UTC days is of a target no longer checked: its ticket is closed.
+UNWATCHED_DAYS = 2
 # A closed row is kept this long (for the previous ticket's number should the condition come back), then forgotten.
 KEEP_CLOSED = timedelta(days=30)
 
@@ -116,13 +118,21 @@ class Holding:
         return out
 
 
-def holdings(rows: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Holding]:
-    """The alert book's open rows grouped by customer and ticket condition (rows of no customer tenant left out)."""
+def holdings(rows: Iterable[Mapping[str, Any]], today: str = "") -> dict[tuple[str, str], Holding]:
+    """The alert book's open rows grouped by customer and ticket condition (rows of no customer tenant left out).
+
+    With `today` (a UTC date), a condition last told more than UNWATCHED_DAYS before it is left out: one that holds
+    is told again every day while its target is checked, so such a row is of a target no longer checked (disabled,
+    offboarded, removed), which nothing will ever resolve; the e-mail rule lets it go after two days too. A staged
+    warning is told once, not daily: it is kept until the warnings pass settles it."""
     groups: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    oldest = (date.fromisoformat(today) - timedelta(days=UNWATCHED_DAYS)).isoformat() if today else ""
     for row in rows:
         tenant, condition = str(row.get("TenantId", "")).lower(), str(row.get("Condition", ""))
         if not GUID.fullmatch(tenant) or not condition or row.get("ResolvedAt"):
             continue  # a condition of no customer tenant (the rotator's own) is no customer's ticket
+        if oldest and not staged(condition) and str(row.get("Day", "")) < oldest:
+            continue
         if staged(condition):
             condition = f"{EXPIRING}:{row.get('Destination', '')}"
         groups.setdefault((tenant, condition), []).append(row)
@@ -205,7 +215,9 @@ class TicketBook:
                         extra={"event": "ticket-book", "outcome": "unavailable"})
         if rows is None or tickets is None:
             return {**counts, "skipped": 1}  # an unreadable book is never read as "everything cleared"
-        held = holdings(rows)
+        today = self._clock.now().astimezone(UTC).date().isoformat()
+        held = holdings(rows, today)
+        unwatched = set(holdings(rows)) - set(held)
         work: list[tuple[tuple[str, str], Holding | None, Ticket | None]] = []
         forget = self._clock.now().astimezone(UTC) - KEEP_CLOSED
         for key in sorted(set(held) | set(tickets)):
@@ -235,7 +247,7 @@ class TicketBook:
                 if stop.is_set():
                     return
                 try:
-                    done = await self._converge(desk, holding, ticket)
+                    done = await self._converge(desk, holding, ticket, unwatched)
                     if done:
                         counts[done] += 1
                 except _Stop:
@@ -255,7 +267,8 @@ class TicketBook:
                                              **counts})
         return counts
 
-    async def _converge(self, desk: TicketDesk, holding: Holding | None, ticket: Ticket | None) -> str:
+    async def _converge(self, desk: TicketDesk, holding: Holding | None, ticket: Ticket | None,
+                        unwatched: Collection[tuple[str, str]] = ()) -> str:
         now = self._clock.now().astimezone(UTC)
         if ticket is not None and ticket.state in (State.OPENING, State.CLOSING) and not self._may_retry(ticket, now):
             return ""  # another runner is at it
@@ -275,7 +288,8 @@ class TicketBook:
                 return ""
             # closing, and it holds again: finish the close; the next pass opens a new ticket
         assert ticket is not None
-        return await self._close(desk, holding, ticket, now)
+        key = (str(ticket.get("TenantId")).lower(), str(ticket.get("Condition")))
+        return await self._close(desk, holding, ticket, now, unwatched=key in unwatched)
 
     def _route_of(self, holding: Holding) -> TicketRoute:
         return self.routing.route(holding.alert_condition, holding.tenant_id) or self.routing.default
@@ -359,7 +373,8 @@ class TicketBook:
                            f"{holding.condition} still holds on {day}", now)
         return "noted"
 
-    async def _close(self, desk: TicketDesk, holding: Holding | None, ticket: Ticket, now: datetime) -> str:
+    async def _close(self, desk: TicketDesk, holding: Holding | None, ticket: Ticket, now: datetime, *,
+                     unwatched: bool = False) -> str:
         tenant, condition = str(ticket.get("TenantId")), str(ticket.get("Condition"))
         customer = str(ticket.get("Customer"))
         route = self.routing.route(str(ticket.get("Routed")), tenant) or self.routing.default
@@ -370,10 +385,14 @@ class TicketBook:
             if ref is None:
                 # Opening was cut and the condition cleared: a ticket made before the cut is found and closed.
                 ref = await desk.find_open(self._draft(tenant, condition, customer, None, route=route))
+            at = now.isoformat(timespec="minutes")
+            text = (f"Closed: the rotator no longer checks {condition} for {customer or tenant} (not told since "
+                    f"{ticket.get('NoteDay') or 'its opening'}: the customer's app was disabled, offboarded or "
+                    f"removed). Closed by the sync-secret rotator ({at} UTC)." if unwatched else
+                    f"Resolved: {condition} no longer holds for {customer or tenant} ({at} UTC). Closed by the "
+                    "sync-secret rotator.")
             if ref is not None:
-                await desk.close(ref, f"Resolved: {condition} no longer holds for {customer or tenant} "
-                                 f"({now.isoformat(timespec='minutes')} UTC). Closed by the sync-secret rotator.",
-                                 route)
+                await desk.close(ref, text, route)
         except TicketError as error:
             if error.code != "TicketNotFound":  # deleted in the PSA: nothing left to close
                 await self._refused(claimed, "close", error)

@@ -325,3 +325,23 @@ async def test_closed_rows_are_forgotten_after_a_month(tables: Tables) -> None:
     clock.at += timedelta(days=31)
     await run_pass(process(tables, clock, desk)[0], [])
     assert await rows(tables) == []
+
+
+async def test_a_condition_of_a_target_no_longer_checked_is_closed_as_such(tables: Tables) -> None:
+    """Offboarded or disabled, a target is no longer advanced: its open condition is never told again nor resolved.
+    Two UTC days later its ticket is closed, saying why; a staged warning (told once, not daily) is kept."""
+    clock, desk = Clock(), FakeDesk()
+    alerts, book = process(tables, clock, desk)
+    expiring = Alert("expiring-30d", T, A, "client secret of 'Payroll' expires in 30 days", "Woodgrove",
+                     {"destination": "app:k1", "display_name": "Payroll"})
+    await alerts.raise_alert(expiring)
+    await run_pass(alerts, [UNREACHABLE])
+    for _ in range(2):
+        clock.next_day()
+        await alerts.redeliver()  # passes that no longer advance the target: nothing tells or settles it
+    assert [t.closed for t in desk.tickets.values()] == [False, False]
+    clock.next_day()
+    await alerts.redeliver()
+    [unreachable] = desk.of(ticket_key(T, "unreachable"))
+    assert unreachable.closed and "no longer checks unreachable" in unreachable.notes[-1]
+    assert [t.get("Condition") for t in await book.open_tickets()] == ["expiring:app:k1"]
