@@ -229,6 +229,9 @@ class TicketBook:
             if holding is not None and (ticket is None or ticket.state == State.CLOSED) and \
                     self.routing.route(holding.alert_condition, holding.tenant_id) is None:
                 continue  # routed to no ticket: an open ticket of an excluded condition still runs its course
+            if holding is not None and ticket is not None and ticket.state == State.OPEN and \
+                    holding.day <= str(ticket.get("NoteDay")):
+                continue  # open and noted for the latest day told: nothing to do (most rows, most passes)
             work.append((key, holding, ticket))
         if not work:
             return counts

@@ -345,3 +345,24 @@ async def test_a_condition_of_a_target_no_longer_checked_is_closed_as_such(table
     [unreachable] = desk.of(ticket_key(T, "unreachable"))
     assert unreachable.closed and "no longer checks unreachable" in unreachable.notes[-1]
     assert [t.get("Condition") for t in await book.open_tickets()] == ["expiring:app:k1"]
+
+
+async def test_a_pass_steps_at_most_its_share_and_the_next_pass_goes_on(
+    tables: Tables, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first pass over many conditions (or a PSA back after a long outage) is spread over passes; tickets already
+    open and noted never take a pass's share."""
+    from shared.tickets import book as ticket_book
+
+    monkeypatch.setattr(ticket_book, "MAX_STEPS_PER_PASS", 2)
+    clock, desk = Clock(), FakeDesk()
+    tenants = [f"{n:08x}-0000-4000-8000-000000000001" for n in range(5)]
+    holding = [Alert("unreachable", t, A, "gone", f"Customer {n}", {}) for n, t in enumerate(tenants)]
+    alerts, _ = process(tables, clock, desk)
+    for _ in range(2):
+        for alert in holding:
+            await alerts.raise_alert(alert)
+        await alerts.redeliver()
+    assert len(desk.tickets) == 4
+    await alerts.redeliver()
+    assert sorted(t.key for t in desk.tickets.values()) == sorted(ticket_key(t, "unreachable") for t in tenants)
