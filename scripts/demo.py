@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -162,6 +163,7 @@ def main() -> int:
                     "ONBOARDING_DESTINATIONS": json.dumps(destinations_template(endpoints))})
 
         control.seed(json.loads(EXTRA_SEED.read_text()))
+        env.update(ticket_receiver(control, endpoints))
 
         banner("The MSP's customers today (before the rotator)")
         world_table(control)
@@ -184,6 +186,8 @@ def main() -> int:
         control.set_clock(DAY_LATER.total_seconds())
         cli(env, "--clock-offset-seconds", day_later, "run")
         cli(env, "--clock-offset-seconds", day_later, "status")
+        banner("The tickets: one per customer and condition still open (the sandbox's JSON ticket receiver)")
+        cli(env, "--clock-offset-seconds", day_later, "tickets", "list")
         banner("What Entra ID, Key Vault, Proofpoint and the portal now hold")
         world_table(control)
         banner("Every other credential of the customers (the inventory) and Fabrikam's report")
@@ -196,6 +200,17 @@ def main() -> int:
         control.set_clock(0)
         dashboard(env, sandbox)
         return 0
+
+
+def ticket_receiver(control: SandboxClient, endpoints: dict[str, str]) -> dict[str, str]:
+    """Tickets to the sandbox's JSON ticket receiver (docs/tickets.md): its URL and key in Key Vault, as in Azure;
+    the app settings that name them."""
+    token, key = secrets.token_hex(12), secrets.token_hex(16)
+    config = {"url": f"{endpoints['webhooks']}/tickets/{token}", "authorization": f"Bearer {key}"}
+    control.seed({"webhooks": {"tickets": token, "ticketsAuthorization": f"Bearer {key}"},
+                  "keyvault": {"secrets": [{"name": "psa-tickets", "value": json.dumps(config)}]}})
+    return {"TICKET_SYSTEM": "webhook", "TICKET_SECRET_NAME": "psa-tickets",
+            "TICKET_ROUTING": json.dumps({"default": {"board": "Security", "closedStatus": "Completed"}})}
 
 
 def onboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
