@@ -68,9 +68,9 @@ def later(monkeypatch: pytest.MonkeyPatch, hours: float) -> None:
     monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(hours=hours)))
 
 
-async def ticket_rows(world: World) -> list[dict[str, Any]]:
+async def ticket_rows(world: World, table_name: str = "tickets") -> list[dict[str, Any]]:
     async with TableClient.from_connection_string(world.env["STATE_TABLES_CONNECTION_STRING"],
-                                                  table_name=f"{world.prefix}tickets") as table:
+                                                  table_name=f"{world.prefix}{table_name}") as table:
         return [dict(e) async for e in table.list_entities()]
 
 
@@ -136,6 +136,9 @@ async def test_a_receiver_refusing_the_key_keeps_the_condition_until_it_is_fixed
     assert receiver.tickets() == []
     [row] = (await api.call("tickets")).body["tickets"]
     assert (row["state"], row["errorCode"], row["number"]) == ("opening", "TicketAuthRefused", None)
+    # People are told: the one-off notice ticket-refused, once a day, naming the customer and the PSA's code.
+    [told] = [r for r in await ticket_rows(world, "alerts") if r["Condition"] == "ticket-refused"]
+    assert (told["TenantId"], told["AppId"]) == (c.tenant_id, c.app_id) and "TicketAuthRefused" in told["Message"]
     # The key is put right: the next pass opens the one ticket (a retried open is the same ticket at the receiver).
     world.sb.control.seed({"webhooks": {"ticketsAuthorization": f"Bearer {receiver.authorization}"}})
     later(monkeypatch, 1)
@@ -144,6 +147,8 @@ async def test_a_receiver_refusing_the_key_keeps_the_condition_until_it_is_fixed
     [row] = (await api.call("tickets")).body["tickets"]
     assert (row["state"], row["errorCode"], row["number"]) == ("open", None, ticket["number"])
     assert not [r for r in caplog.records if receiver.leaked(r.getMessage()) or receiver.leaked(str(r.__dict__))]
+    for table in ("tickets", "alerts", "events"):
+        assert not receiver.leaked(json.dumps(await ticket_rows(world, table), default=str)), table
 
 
 async def test_send_a_test_ticket(api: Api, world: World, monkeypatch: pytest.MonkeyPatch,
