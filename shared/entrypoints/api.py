@@ -217,6 +217,9 @@ async def details(req: func.HttpRequest) -> func.HttpResponse:
             svc.state, svc.directory, svc.secrets, tenant_id, app_id, _status_policy(svc), svc.engine.clock.now(),
             approvals=svc.approvals,
         )
+        from shared.tickets.service import with_tickets
+
+        [doc] = with_tickets([doc], await svc.tickets.open_tickets() if svc.tickets is not None else [])
     return json_response(doc)
 
 

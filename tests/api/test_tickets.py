@@ -96,7 +96,9 @@ async def test_an_unreachable_customer_gets_one_ticket_a_note_a_day_and_it_close
     assert listed.body["routing"]["conditions"] == {"stuck": False}
     [target] = (await api.call("status")).body["targets"]
     assert target["tickets"] == [{"condition": "unreachable", "number": ticket["number"], "url": ticket["url"]}]
-    events = (await api.call("details", "GET", ids(c))).body["events"]
+    details = (await api.call("details", "GET", ids(c))).body
+    assert details["tickets"] == target["tickets"]  # the customer view links them too
+    events = details["events"]
     assert any(e["step"] == "ticket" and e["outcome"] == "opened" and ticket["number"] in e["detail"] for e in events)
 
     # The next UTC day, several passes: one note.
