@@ -218,6 +218,23 @@ class SandboxClient:
         return result
 
 
+    # Autotask PSA (sandbox/psa_autotask.py): its database as tests read it, and what a person does in its UI.
+
+    def autotask(self) -> dict[str, Any]:
+        """The Autotask database: `tickets`, `notes`, `deletedTicketIds`, `threshold`, `rejected`, users, companies."""
+        result: dict[str, Any] = self.state()["autotask"]
+        return result
+
+    def autotask_person_updates(self, ticket_id: int | str, changes: dict[str, Any]) -> dict[str, Any]:
+        """A person edits a ticket in Autotask (e.g. `{"status": 5}` completes it); the ticket afterwards."""
+        result: dict[str, Any] = self._call("POST", f"/autotask/tickets/{ticket_id}", changes)
+        return result
+
+    def autotask_person_deletes(self, ticket_id: int | str) -> None:
+        """A person deletes a ticket in Autotask (its notes go with it)."""
+        self._call("DELETE", f"/autotask/tickets/{ticket_id}")
+
+
 def through_tables_proxy(connection_string: str, proxy_url: str) -> str:
     """The connection string with its TableEndpoint's origin replaced by the sandbox's `tables` proxy."""
     parts = [p for p in connection_string.split(";") if p]

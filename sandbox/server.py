@@ -24,7 +24,7 @@ import trustme
 from aiohttp import ClientSession, web
 from yarl import URL
 
-from sandbox import entra, graph, identity, inventory, partner_center, seeddates
+from sandbox import entra, graph, identity, inventory, partner_center, psa_autotask, seeddates
 from sandbox.world import (
     API_SCOPE,
     AUTOMATION_APPS,
@@ -43,7 +43,8 @@ from sandbox.world import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter")
+SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter",
+            "autotask")
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
@@ -563,6 +564,7 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
         return web.json_response({"results": sync()})
 
     inventory.add_control_routes(routes, world)
+    psa_autotask.add_control_routes(routes, world)
     app = web.Application()
     app.add_routes(routes)
     return app
@@ -597,6 +599,9 @@ def build_apps(world: World, controls: Controls, tables: TablesProxy) -> dict[st
         "tables": _tables_fault_body,
         "partnercenter": partner_center.fault_body,
     }
+    world.autotask = psa_autotask.AutotaskState(world)
+    apps["autotask"] = psa_autotask.build_app(world)
+    formatters["autotask"] = psa_autotask.fault_body
     for name in OPTIONAL_MODULES:
         module = _load_optional(world, name)
         apps[name] = module.build_app(world) if module else web.Application()

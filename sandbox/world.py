@@ -1007,6 +1007,7 @@ class World:
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
         self.webhooks: ServiceState = _EmptyState()
+        self.autotask: ServiceState = _EmptyState()  # sandbox/psa_autotask.py
         self.inventory: ServiceState = _EmptyState()  # sandbox/inventory.py: delta queries, generated populations
 
     def now(self) -> dt.datetime:
@@ -1018,7 +1019,8 @@ class World:
 
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
-                "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory}
+                "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory,
+                "autotask": self.autotask}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""
