@@ -1,0 +1,227 @@
+"""The Autotask desk over real HTTPS against the sandbox's Autotask stand-in: the lifecycle, a crash between the
+PSA's create and our record, what a person does in Autotask meanwhile, and every refusal mapped to the port's codes
+with no credential in a log or an error."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+import pytest
+
+from shared import tickets
+from shared.tickets import TicketDesk, TicketDraft, TicketError, TicketRoute
+from shared.tickets.autotask import DEFAULT_RETRY_AFTER, AutotaskConfig, AutotaskDesk, external_id
+
+pytestmark = pytest.mark.sandbox
+
+USER = "rotator-api@msp.example"
+SECRET = "at-" + secrets.token_urlsafe(24)  # made at run time: nothing secret-shaped is committed
+CODE = "IC" + secrets.token_hex(12).upper()
+CONTOSO, MULLER = 310, 311
+CUSTOMER = "Bäckerei Müller, Zürich 東京"
+
+
+@pytest.fixture
+def at(sb: Any) -> Any:
+    sb.control.seed({"autotask": {"users": [{"userName": USER, "secret": SECRET, "integrationCode": CODE}],
+                                  "companies": [{"id": CONTOSO, "companyName": "Contoso Ltd"},
+                                                {"id": MULLER, "companyName": CUSTOMER}]}})
+    return sb
+
+
+def config(sb: Any, **changes: Any) -> dict[str, Any]:
+    return {"userName": USER, "secret": SECRET, "integrationCode": CODE, "queue": "Monitoring Alert",
+            "zoneInformationUrl": f"{sb.endpoints['autotask']}/atservicesrest/v1.0/zoneInformation", **changes}
+
+
+def desk(sb: Any, **changes: Any) -> TicketDesk:
+    return tickets.desk("autotask", config(sb, **changes), ca_bundle=sb.ca_file)
+
+
+def draft(condition: str = "secret-expired", *, customer: str = "Contoso Ltd", company: int = CONTOSO,
+          title: str = "", route: TicketRoute | None = None) -> TicketDraft:
+    tenant = "6f1c2a8e-0000-4000-8000-00000000c0de"
+    return TicketDraft(key=f"ssr:{tenant}/{condition}", customer=customer, tenant_id=tenant, condition=condition,
+                       title=title or f"Sync-secret rotator: {condition} ({customer})",
+                       body=f"{customer}: {condition}.", route=route or TicketRoute(company=str(company)))
+
+
+async def refused(call: Any) -> TicketError:
+    with pytest.raises(TicketError) as caught:
+        await call
+    return caught.value
+
+
+async def test_open_note_close_and_nothing_open_after(at: Any) -> None:
+    atd = desk(at)
+    ref = await atd.open(draft())
+    state = at.control.autotask()
+    [ticket] = state["tickets"]
+    assert (ref.id, ref.number) == (str(ticket["id"]), ticket["ticketNumber"])
+    assert ref.url == (f"{at.endpoints['autotask']}/Autotask/AutotaskExtend/ExecuteCommand.aspx"
+                       f"?Code=OpenTicketDetail&TicketID={ticket['id']}")
+    assert (ticket["companyID"], ticket["queueID"], ticket["priority"], ticket["status"]) == (CONTOSO, 8, 2, 1)
+    assert ticket["externalID"] == external_id(draft().key) and len(ticket["externalID"]) <= 50
+    await atd.add_note(ref, "Still holds on 2026-12-07 (UTC):\nProofpoint refused the key")
+    await atd.close(ref, "Resolved: secret-expired no longer holds", TicketRoute())
+    state = at.control.autotask()
+    assert state["tickets"][0]["status"] == 5 and state["tickets"][0]["completedDate"]
+    assert [n["description"] for n in state["notes"]] == [
+        "Still holds on 2026-12-07 (UTC):\nProofpoint refused the key", "Resolved: secret-expired no longer holds"]
+    assert await desk(at).find_open(draft()) is None
+
+
+async def test_the_routing_names_labels_or_values_and_the_closed_status(at: Any) -> None:
+    route = TicketRoute(board="level i support", priority="4", ticket_type="Alert", status="In Progress",
+                        closed_status="Waiting Customer", company=str(MULLER))
+    atd = desk(at)
+    ref = await atd.open(draft(route=route, company=MULLER))
+    ticket = at.control.autotask()["tickets"][0]
+    assert (ticket["queueID"], ticket["priority"], ticket["ticketType"], ticket["status"], ticket["companyID"]) == (
+        29682833, 4, 5, 8, MULLER)
+    await atd.close(ref, "resolved", route)
+    assert at.control.autotask()["tickets"][0]["status"] == 7
+    # Moved to the route's closed status: no longer open for this condition.
+    assert await desk(at).find_open(draft(route=route, company=MULLER)) is None
+
+
+async def test_find_open_after_a_crash_finds_the_ticket_made_before_it(at: Any) -> None:
+    # The create happens, its answer is lost (the rotator died or the line dropped): the book asks before opening.
+    at.control.add_fault("autotask", method="POST", path="/Tickets$", when="after", drop=True)
+    error = await refused(desk(at).open(draft()))
+    assert error.code == "TicketSystemUnreachable" and error.retryable
+    [made] = at.control.autotask()["tickets"]
+    found = await desk(at).find_open(draft())  # a fresh desk, as after a restart
+    assert found is not None and (found.id, found.number) == (str(made["id"]), made["ticketNumber"])
+    assert await desk(at).find_open(draft("another-condition")) is None
+    other_customer = TicketDraft(**{**draft().__dict__, "key": "ssr:another-tenant/secret-expired"})
+    assert await desk(at).find_open(other_customer) is None
+
+
+async def test_long_titles_are_trimmed_to_autotask_s_limit_and_non_ascii_names_kept(at: Any) -> None:
+    long_title = f"Sync-secret rotator: {CUSTOMER}: " + "é 東" * 200
+    atd = desk(at)
+    ref = await atd.open(draft(customer=CUSTOMER, company=MULLER, title=long_title))
+    ticket = at.control.autotask()["tickets"][0]
+    assert len(ticket["title"]) == 255 and ticket["title"].endswith("…")
+    assert ticket["title"].startswith(f"Sync-secret rotator: {CUSTOMER}: é 東")
+    assert ticket["description"] == f"{CUSTOMER}: secret-expired."
+    await atd.add_note(ref, f"{CUSTOMER}\n" + "ü" * 40_000)
+    [note] = at.control.autotask()["notes"]
+    assert len(note["description"]) == 32_000 and note["description"].startswith(CUSTOMER)
+    assert len(note["title"]) <= 250 and CUSTOMER in note["title"]
+    huge = TicketDraft(**{**draft("huge").__dict__, "body": "x" * 9000, "title": "t\n" * 300})
+    await atd.open(huge)
+    big = at.control.autotask()["tickets"][1]
+    assert len(big["description"]) == 8000 and len(big["title"]) <= 255 and "\n" not in big["title"]
+
+
+async def test_a_ticket_completed_by_a_person_is_not_written_into_again(at: Any) -> None:
+    atd = desk(at)
+    ref = await atd.open(draft())
+    at.control.autotask_person_updates(ref.id, {"status": 5})
+    error = await refused(atd.add_note(ref, "still holds"))
+    assert error.code == "TicketNotFound" and not error.retryable  # the book opens a new ticket
+    await atd.close(ref, "resolved", TicketRoute())  # already complete: nothing written, no error
+    state = at.control.autotask()
+    assert state["notes"] == [] and state["tickets"][0]["status"] == 5
+    assert await atd.find_open(draft()) is None
+    again = await atd.open(draft())
+    assert again.id != ref.id and (await atd.find_open(draft())) == again
+
+
+async def test_a_deleted_ticket_is_ticket_not_found(at: Any) -> None:
+    atd = desk(at)
+    ref = await atd.open(draft())
+    at.control.autotask_person_deletes(ref.id)
+    for call in (atd.add_note(ref, "still holds"), atd.close(ref, "resolved", TicketRoute())):
+        error = await refused(call)
+        assert (error.code, error.retryable) == ("TicketNotFound", False)
+    assert at.control.autotask()["notes"] == []
+
+
+@pytest.mark.parametrize("changes", [{"secret": "at-not-the-secret"}, {"integrationCode": "WRONGCODE"},
+                                     {"userName": "nobody@msp.example"}])
+async def test_bad_credentials_are_auth_refused_and_change_nothing(at: Any, changes: dict[str, str]) -> None:
+    for call in (desk(at, **changes).open(draft()), desk(at, **changes).check(TicketRoute())):
+        error = await refused(call)
+        assert (error.code, error.retryable) == ("TicketAuthRefused", False)
+    assert at.control.autotask()["tickets"] == []
+
+
+async def test_unknown_routing_names_are_route_unknown_and_open_nothing(at: Any) -> None:
+    for route in (TicketRoute(board="No Such Queue"), TicketRoute(priority="Urgent"), TicketRoute(status="Triage"),
+                  TicketRoute(closed_status="Archived"), TicketRoute(ticket_type="Escalation"),
+                  TicketRoute(board="424242"), TicketRoute(company="999")):
+        error = await refused(desk(at).check(route))
+        assert (error.code, error.retryable) == ("TicketRouteUnknown", False), route
+    error = await refused(desk(at).open(draft(route=TicketRoute(board="No Such Queue", company=str(CONTOSO)))))
+    assert error.code == "TicketRouteUnknown" and "No Such Queue" in error.message
+    # A company Autotask does not have: its own refusal (HTTP 500 with its reasons), kept and not retried.
+    error = await refused(desk(at).open(draft(company=999)))
+    assert (error.code, error.retryable) == ("TicketRequestRefused", False) and "companyID" in error.message
+    assert at.control.autotask()["tickets"] == []
+    await desk(at).check(TicketRoute(company=str(MULLER)))  # the good configuration passes
+
+
+async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
+    at.control.add_fault("autotask", path="/Tickets/query$", status=429, retry_after=7)
+    error = await refused(desk(at).find_open(draft()))
+    assert (error.code, error.retryable, error.retry_after) == ("TicketThrottled", True, 7)
+    at.control.seed({"autotask": {"rateLimit": {"requestsPerHour": 3, "latencySeconds": [0, 0]}}})
+    atd = desk(at)
+    await atd.open(draft())  # picklists, create, read back: the hour's 3 requests
+    error = await refused(atd.add_note(tickets.TicketRef("7001", "T1"), "more"))
+    # Autotask's own 429 carries no Retry-After: the desk names a wait of its own.
+    assert (error.code, error.retry_after) == ("TicketThrottled", DEFAULT_RETRY_AFTER)
+    assert at.control.autotask()["notes"] == []
+
+
+@pytest.mark.parametrize("fault", [{"status": 503, "message": "Service Unavailable"}, {"status": 502},
+                                   {"drop": True}])
+async def test_an_outage_is_unreachable_and_retryable(at: Any, fault: dict[str, Any]) -> None:
+    at.control.add_fault("autotask", count=None, **fault)
+    for call in (desk(at).open(draft()), desk(at).find_open(draft()), desk(at).check(TicketRoute())):
+        error = await refused(call)
+        assert (error.code, error.retryable) == ("TicketSystemUnreachable", True)
+    at.control.clear_faults()
+    assert await desk(at).find_open(draft()) is None and at.control.autotask()["tickets"] == []
+
+
+async def test_no_credential_in_logs_or_errors(at: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    errors: list[TicketError] = []
+    for changes in ({"secret": SECRET + "x"}, {"integrationCode": CODE + "x"}, {"userName": "x" + USER}, {}):
+        try:
+            await desk(at, **changes).open(draft(route=TicketRoute(board="No Such Queue")))
+        except TicketError as error:
+            errors.append(error)
+    at.control.add_fault("autotask", status=500, message=f"echo {SECRET} {CODE}")
+    errors.append(await refused(desk(at).check(TicketRoute())))
+    at.control.add_fault("autotask", method="POST", path="/Tickets$", drop=True)  # a POST is never resent
+    errors.append(await refused(desk(at).open(draft())))
+    assert len(errors) == 6
+    said = caplog.text + "\n".join(f"{e} {e.message!r}" for e in errors)
+    for credential in (SECRET, CODE, USER, USER.replace("@", "%40")):
+        assert credential not in said
+
+
+def test_the_configuration_is_checked_and_names_the_field_never_the_value() -> None:
+    good = {"userName": USER, "secret": SECRET, "integrationCode": CODE, "queue": "Monitoring Alert"}
+    assert isinstance(tickets.desk("autotask", good), AutotaskDesk)
+    for broken in ({k: v for k, v in good.items() if k != "secret"}, {**good, "userName": " "},
+                   {**good, "companyId": "Contoso"}, {**good, "zoneInformationUrl": "http://example.com/zone"},
+                   {**good, "noteType": "first"}, {**good, "apiUrl": "ftp://webservices3.autotask.net"}):
+        with pytest.raises(TicketError) as caught:
+            tickets.desk("autotask", broken)
+        assert caught.value.code == "TicketConfigInvalid" and SECRET not in str(caught.value)
+
+
+def test_credentials_go_only_to_autotask_or_the_discovery_host() -> None:
+    atd = AutotaskDesk(AutotaskConfig.parse({"userName": USER, "secret": SECRET, "integrationCode": CODE}))
+    assert atd._trusted("https://webservices14.autotask.net/ATServicesRest/")
+    for untrusted in ("http://webservices14.autotask.net/ATServicesRest/", "https://autotask.net.evil.example/",
+                      "https://evil.example/ATServicesRest/", "https://webservices.autotask.net@evil.example/"):
+        assert not atd._trusted(untrusted), untrusted
