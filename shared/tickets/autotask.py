@@ -33,6 +33,11 @@ not be determined" TicketAuthRefused; 429 or an error naming a threshold TicketT
 else DEFAULT_RETRY_AFTER: Autotask documents none); other answers carrying Autotask's `{"errors": [...]}` (it
 answers validation failures with 500) TicketRequestRefused with its messages; other 5xx, a timeout or a network
 error TicketSystemUnreachable. No redirect is followed; no credential, URL or username is logged or put in an error.
+
+Sources (each behaviour's, in sandbox/README.md's table): Autotask's REST docs (REST_Security_Auth.htm,
+TicketsEntity.htm, REST_Thresholds_Limits.htm, ThreadLimiting.htm, ExecuteCommand's UsingExecuteCommandAPI.htm);
+its swagger as generated into aenichols/ATREST-CSharp-Client; apigrate/autotask-restapi (README "Error Handling",
+index.js); ecitsolutions/Autotask (field lengths); n8n-nodes-autotask (errors, thread-limit refusals, deep links).
 """
 
 from __future__ import annotations
