@@ -336,13 +336,7 @@ class AutotaskState:
         return note_id
 
     def query(self, body: Any) -> list[dict[str, Any]]:
-        if not isinstance(body, dict) or not isinstance(body.get("filter"), list) or not body["filter"]:
-            raise Refusal(500, "A query needs a 'filter' array with at least one condition.")
-        max_records = body.get("maxRecords", 500)
-        if isinstance(max_records, bool) or not isinstance(max_records, int) or not 1 <= max_records <= 500:
-            raise Refusal(500, "maxRecords must be between 1 and 500.")
-        predicate = _all(body["filter"])
-        found = [t for _, t in sorted(self.tickets.items()) if predicate(t)]
+        found = _query(body, [t for _, t in sorted(self.tickets.items())], tuple(TICKET_FIELDS))
         include = body.get("includeFields")
         if include:
             names = {k.lower(): k for k in TICKET_FIELDS}
@@ -350,7 +344,10 @@ class AutotaskState:
             if None in wanted:
                 raise Refusal(500, "includeFields names a field Tickets does not have.")
             found = [{k: v for k, v in t.items() if k in wanted} for t in found]
-        return [dict(t) for t in found[:max_records]]
+        return [dict(t) for t in found]
+
+    def company_items(self) -> list[dict[str, Any]]:
+        return [{"id": k, "companyName": v, "isActive": True} for k, v in sorted(self.companies.items())]
 
     # What a person does in Autotask's UI (the control API)
 
@@ -365,9 +362,11 @@ class AutotaskState:
         self.notes = [n for n in self.notes if n["ticketID"] != ticket_id]
 
 
-def _field(name: Any) -> str:
-    names = {k.lower(): k for k in TICKET_FIELDS}
-    field = names.get(str(name).lower())
+COMPANY_FIELDS = ("id", "companyName", "isActive")
+
+
+def _field(name: Any, known: tuple[str, ...]) -> str:
+    field = {k.lower(): k for k in known}.get(str(name).lower())
     if field is None:
         raise Refusal(500, f"Unknown field '{name}' in the query filter.")
     return field
@@ -378,7 +377,7 @@ def _key(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
-def _condition(doc: Any) -> Callable[[dict[str, Any]], bool]:
+def _condition(doc: Any, known: tuple[str, ...]) -> Callable[[dict[str, Any]], bool]:
     """One filter expression of Autotask's query language as a predicate."""
     if not isinstance(doc, dict) or "op" not in doc:
         raise Refusal(500, "Each filter expression needs an 'op'.")
@@ -387,9 +386,9 @@ def _condition(doc: Any) -> Callable[[dict[str, Any]], bool]:
         items = doc.get("items")
         if not isinstance(items, list) or not items:
             raise Refusal(500, f"The '{op}' expression needs 'items'.")
-        parts = [_condition(i) for i in items]
+        parts = [_condition(i, known) for i in items]
         return (lambda t: all(p(t) for p in parts)) if op.lower() == "and" else (lambda t: any(p(t) for p in parts))
-    field = _field(doc.get("field"))
+    field = _field(doc.get("field"), known)
     value = doc.get("value")
     tests: dict[str, Callable[[Any], bool]] = {
         "eq": lambda v: v is not None and _key(v) == _key(value),
@@ -414,9 +413,20 @@ def _condition(doc: Any) -> Callable[[dict[str, Any]], bool]:
     return lambda t: test(t.get(field))
 
 
-def _all(filters: list[Any]) -> Callable[[dict[str, Any]], bool]:
-    parts = [_condition(f) for f in filters]  # top-level expressions are ANDed
+def _all(filters: list[Any], known: tuple[str, ...]) -> Callable[[dict[str, Any]], bool]:
+    parts = [_condition(f, known) for f in filters]  # top-level expressions are ANDed
     return lambda t: all(p(t) for p in parts)
+
+
+def _query(body: Any, rows: list[dict[str, Any]], known: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Autotask's query body over rows: `filter` (required, ANDed at the top), `maxRecords` (1..500)."""
+    if not isinstance(body, dict) or not isinstance(body.get("filter"), list) or not body["filter"]:
+        raise Refusal(500, "A query needs a 'filter' array with at least one condition.")
+    max_records = body.get("maxRecords", 500)
+    if isinstance(max_records, bool) or not isinstance(max_records, int) or not 1 <= max_records <= 500:
+        raise Refusal(500, "maxRecords must be between 1 and 500.")
+    predicate = _all(body["filter"], known)
+    return [r for r in rows if predicate(r)][:max_records]
 
 
 def fields_document(state: AutotaskState) -> dict[str, Any]:
@@ -476,6 +486,10 @@ def build_app(world: World) -> web.Application:
         method = request.method
         if parts == ["thresholdinformation"] and method == "GET":
             return web.json_response(state().threshold())
+        if parts == ["companies", "query"] and method == "POST":
+            items = _query(await body(request), state().company_items(), COMPANY_FIELDS)
+            return web.json_response({"items": items, "pageDetails": {
+                "count": len(items), "requestCount": 500, "prevPageUrl": None, "nextPageUrl": None}})
         if parts[:1] == ["companies"] and len(parts) == 2 and method == "GET":
             company_id = _id(parts[1])
             if company_id not in state().companies:

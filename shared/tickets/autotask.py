@@ -6,12 +6,13 @@ Configuration: the JSON object in the Key Vault secret TICKET_SECRET_NAME.
 - `queue` (required unless every route names a board): the default queue, a picklist label ("Monitoring Alert") or
   its value (8). `priority` ("Medium"), `status` ("New"), `closedStatus` ("Complete"), `ticketType` (none):
   defaults, label or value, of the Tickets picklists. `companyId` ("0", Autotask's own company): the default
-  company (account); a route's `company` names a customer's company id.
+  company (organization); a route's `company` names a customer's company by id or by its exact name.
 - `noteType` (1), `notePublish` (1): the TicketNotes picklist values the desk's notes get.
 - `zoneInformationUrl` (default ZONE_INFORMATION_URL): where the API user's zone is discovered; `apiUrl`: a zone's
   API base (`https://webservicesN.autotask.net/ATServicesRest/`) to skip discovery, with `webUrl` for links.
 Routing names (TicketRoute): `board` is the queue, `priority`, `ticket_type`, `status`, `closed_status` name
-picklist labels or values; `company` a company id. They are resolved against `GET
+picklist labels or values; `company` a company id or exact name (`POST /V1.0/Companies/query`, one active
+company by that name, else TicketRouteUnknown). They are resolved against `GET
 /V1.0/Tickets/entityInformation/fields` (a label compares without regard to case; an inactive value is unknown).
 
 The calls (Autotask's REST API; sources in sandbox/README.md, "Autotask PSA"):
@@ -207,7 +208,7 @@ class AutotaskDesk:
                 raise TicketError("Autotask configuration: no queue (set queue, or a board in the routing)",
                                   code="TicketConfigInvalid")
             ticket: dict[str, Any] = {
-                "companyID": self._company(route),
+                "companyID": await self._company(session, route),
                 "title": trimmed(" ".join(draft.title.split()), TITLE_MAX),
                 "description": trimmed(draft.body, DESCRIPTION_MAX),
                 "status": lists.resolve("status", route.status or self._config.status, "status"),
@@ -259,7 +260,7 @@ class AutotaskDesk:
             lists.resolve("status", route.closed_status or self._config.closed_status, "closed status")
             if route.ticket_type or self._config.ticket_type:
                 lists.resolve("ticketType", route.ticket_type or self._config.ticket_type, "ticket type")
-            company = self._company(route)
+            company = await self._company(session, route)
             try:
                 await self._call(session, "GET", f"Companies/{company}", "check")
             except TicketError as error:
@@ -273,11 +274,22 @@ class AutotaskDesk:
     def _session(self) -> aiohttp.ClientSession:
         return aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT_SECONDS))
 
-    def _company(self, route: TicketRoute) -> int:
+    async def _company(self, session: aiohttp.ClientSession, route: TicketRoute) -> int:
+        """The company id a route names: an id as it is, a name looked up (exactly one active company by it)."""
         company = (route.company or self._config.company_id).strip()
-        if not company.isdigit():
-            raise TicketError(f"Autotask company {company!r} is not a company id", code="TicketRouteUnknown")
-        return int(company)
+        if company.isdigit():
+            return int(company)
+        answer = await self._call(session, "POST", "Companies/query", "company", body={
+            "filter": [{"op": "eq", "field": "companyName", "value": company},
+                       {"op": "eq", "field": "isActive", "value": True}],
+            "includeFields": ["id", "companyName"], "maxRecords": 2})
+        items = answer.get("items") if isinstance(answer, dict) else None
+        ids = [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), int)] \
+            if isinstance(items, list) else []
+        if len(ids) != 1:
+            raise TicketError(f"Autotask has {'no' if not ids else 'more than one'} active company named "
+                              f"{company!r}: route its company id", code="TicketRouteUnknown")
+        return int(ids[0])
 
     async def _lists(self, session: aiohttp.ClientSession) -> Picklists:
         if self._picklists is None:

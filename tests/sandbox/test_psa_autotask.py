@@ -98,6 +98,16 @@ def test_picklists_come_from_the_field_definitions_and_unknown_values_are_refuse
     assert at.control.autotask()["tickets"] == []
 
 
+def test_companies_are_read_by_id_and_queried_by_name(at: Any) -> None:
+    assert api(at, "GET", "Companies/310").json()["item"]["companyName"] == "Contoso Ltd"
+    assert api(at, "GET", "Companies/999").status_code == 404
+    found = api(at, "POST", "Companies/query", json={"filter": [{"op": "eq", "field": "CompanyName",
+                                                               "value": "contoso ltd"}]}).json()
+    assert [c["id"] for c in found["items"]] == [310]
+    assert api(at, "POST", "Companies/query", json={"filter": [{"op": "eq", "field": "taxID", "value": 1}]}
+               ).status_code == 500
+
+
 def test_strings_over_their_length_are_refused_not_trimmed(at: Any) -> None:
     for field, length in (("title", 255), ("description", 8000), ("externalID", 50)):
         assert api(at, "POST", "Tickets", json=new_ticket(**{field: "é" * length})).status_code == 200

@@ -87,6 +87,18 @@ async def test_the_routing_names_labels_or_values_and_the_closed_status(at: Any)
     assert await desk(at).find_open(draft(route=route, company=MULLER)) is None
 
 
+async def test_a_route_names_the_customer_s_company_by_id_or_exact_name(at: Any) -> None:
+    at.control.seed({"autotask": {"companies": [{"id": 320, "companyName": "Northwind"},
+                                                {"id": 321, "companyName": "northwind"}]}})
+    ref = await desk(at).open(draft(customer=CUSTOMER, route=TicketRoute(company=CUSTOMER.upper())))
+    assert at.control.autotask()["tickets"][0]["companyID"] == MULLER and ref.number
+    await desk(at).check(TicketRoute(company=CUSTOMER))
+    # Two companies answer to the name: the desk will not guess.
+    error = await refused(desk(at).open(draft("other", route=TicketRoute(company="Northwind"))))
+    assert error.code == "TicketRouteUnknown" and "more than one" in error.message
+    assert len(at.control.autotask()["tickets"]) == 1
+
+
 async def test_find_open_after_a_crash_finds_the_ticket_made_before_it(at: Any) -> None:
     # The create happens, its answer is lost (the rotator died or the line dropped): the book asks before opening.
     at.control.add_fault("autotask", method="POST", path="/Tickets$", when="after", drop=True)
@@ -154,7 +166,7 @@ async def test_bad_credentials_are_auth_refused_and_change_nothing(at: Any, chan
 async def test_unknown_routing_names_are_route_unknown_and_open_nothing(at: Any) -> None:
     for route in (TicketRoute(board="No Such Queue"), TicketRoute(priority="Urgent"), TicketRoute(status="Triage"),
                   TicketRoute(closed_status="Archived"), TicketRoute(ticket_type="Escalation"),
-                  TicketRoute(board="424242"), TicketRoute(company="999")):
+                  TicketRoute(board="424242"), TicketRoute(company="999"), TicketRoute(company="Fabrikam")):
         error = await refused(desk(at).check(route))
         assert (error.code, error.retryable) == ("TicketRouteUnknown", False), route
     error = await refused(desk(at).open(draft(route=TicketRoute(board="No Such Queue", company=str(CONTOSO)))))
