@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
 
 from shared import tickets
 from shared.tickets import TicketDesk, TicketDraft, TicketError, TicketRoute
-from shared.tickets.autotask import DEFAULT_RETRY_AFTER, AutotaskConfig, AutotaskDesk, external_id
+from shared.tickets.autotask import DEFAULT_RETRY_AFTER, AutotaskConfig, AutotaskDesk, _retry_after, external_id
 
 pytestmark = pytest.mark.sandbox
 
@@ -189,6 +191,22 @@ async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
     # Autotask's own 429 carries no Retry-After: the desk names a wait of its own.
     assert (error.code, error.retry_after) == ("TicketThrottled", DEFAULT_RETRY_AFTER)
     assert at.control.autotask()["notes"] == []
+    # A thread-limit refusal may come with another status; its words say what it is.
+    at.control.add_fault("autotask", path="/Tickets/query$", status=500,
+                         message="Itgenatr005: the thread threshold of 3 for this endpoint was exceeded")
+    error = await refused(desk(at).find_open(draft()))
+    assert (error.code, error.retryable, error.retry_after) == ("TicketThrottled", True, DEFAULT_RETRY_AFTER)
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("0", 0.0), (None, DEFAULT_RETRY_AFTER),
+                                                 ("soon", DEFAULT_RETRY_AFTER), ("-5", 0.0)])
+def test_retry_after_is_read_as_seconds(header: str | None, seconds: float) -> None:
+    assert _retry_after(header) == seconds
+
+
+def test_retry_after_as_an_http_date() -> None:
+    later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    assert 110 <= _retry_after(later) <= 121
 
 
 @pytest.mark.parametrize("fault", [{"status": 503, "message": "Service Unavailable"}, {"status": 502},
