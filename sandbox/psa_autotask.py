@@ -17,7 +17,8 @@ Each behaviour names its public source in sandbox/README.md ("Autotask PSA (`aut
   plausible: nothing is trimmed).
 - The threshold: 10,000 requests per rolling hour per database, latency added past 50 % and 75 % of it, then 429
   (REST_Thresholds_Limits.htm, ThreadLimiting.htm); lowered through the seed for tests. No `Retry-After` is sent
-  (none is documented: the strictest plausible).
+  (none is documented: the strictest plausible). Thread limiting: more than 3 concurrent requests of one
+  integration on one endpoint are refused (ThreadLimiting.htm), with a 500 naming the thread threshold.
 Paths are matched without regard to case (clients spell both `ATServicesRest/V1.0` and `atservicesrest/v1.0`).
 """
 
@@ -133,6 +134,10 @@ class AutotaskState:
         self.rejected = 0
         self.requests_per_hour = DEFAULT_REQUESTS_PER_HOUR
         self.latency = (0.5, 1.0)  # seconds added past 50 % and 75 % of the threshold
+        self.thread_limit = 3  # concurrent requests per integration and endpoint (ThreadLimiting.htm)
+        self.service_seconds = 0.0  # how long the database takes over each request (a slow database, for tests)
+        self.in_flight: dict[tuple[str, str], int] = {}
+        self.thread_refusals = 0
         self._next_ticket = 7001
         self._next_note = 30001
         self._numbers: dict[str, int] = {}
@@ -164,6 +169,10 @@ class AutotaskState:
             if "latencySeconds" in limit:
                 half, three_quarters = (float(x) for x in limit["latencySeconds"])
                 self.latency = (half, three_quarters)
+            if "threadLimit" in limit:
+                self.thread_limit = max(1, int(limit["threadLimit"]))
+            if "serviceSeconds" in limit:
+                self.service_seconds = max(0.0, float(limit["serviceSeconds"]))
 
     def dump(self) -> dict[str, Any]:
         self._expire()
@@ -176,6 +185,7 @@ class AutotaskState:
             "deletedTicketIds": list(self.deleted),
             "threshold": self.threshold(),
             "rejected": self.rejected,
+            "threadRefusals": self.thread_refusals,
         }
 
     # Authentication and the threshold
@@ -474,11 +484,22 @@ def build_app(world: World) -> web.Application:
             if not path.startswith(API):
                 raise Refusal(404, "No HTTP resource was found that matches the request URI.")
             parts = path[len(API):].split("/")
-            state().authenticate(request)
-            latency = state().admit()
-            if latency:
-                await asyncio.sleep(latency)
-            return await route(request, parts)
+            user = state().authenticate(request)
+            thread = (user.integration_code, parts[0])
+            if state().in_flight.get(thread, 0) >= state().thread_limit:
+                # Thread limiting: refused under a status other than 429 (n8n-nodes-autotask retryHandler.ts
+                # recognises these by their words), the strictest plausible.
+                state().thread_refusals += 1
+                raise Refusal(500, f"Itgenatr005: the thread threshold of {state().thread_limit} concurrent requests "
+                                   "for this endpoint and integration was exceeded.")
+            state().in_flight[thread] = state().in_flight.get(thread, 0) + 1
+            try:
+                latency = state().admit() + state().service_seconds
+                if latency:
+                    await asyncio.sleep(latency)
+                return await route(request, parts)
+            finally:
+                state().in_flight[thread] = max(0, state().in_flight.get(thread, 1) - 1)  # a reset may intervene
         except Refusal as refusal:
             return refusal.response()
 

@@ -33,7 +33,9 @@ Answers: 401/403 TicketAuthRefused; 500 `{"errors": ["IntegrationCode is invalid
 not be determined" TicketAuthRefused; 429 or an error naming a threshold TicketThrottled (`Retry-After` if sent,
 else DEFAULT_RETRY_AFTER: Autotask documents none); other answers carrying Autotask's `{"errors": [...]}` (it
 answers validation failures with 500) TicketRequestRefused with its messages; other 5xx, a timeout or a network
-error TicketSystemUnreachable. No redirect is followed; no credential, URL or username is logged or put in an error.
+error TicketSystemUnreachable. At most THREAD_LIMIT requests of one desk are in flight at once (Autotask's thread
+limit per endpoint and integration). No redirect is followed; no credential, URL or username is logged or put in an
+error.
 
 Sources (each behaviour's, in sandbox/README.md's table): Autotask's REST docs (REST_Security_Auth.htm,
 TicketsEntity.htm, REST_Thresholds_Limits.htm, ThreadLimiting.htm, ExecuteCommand's UsingExecuteCommandAPI.htm);
@@ -43,6 +45,7 @@ index.js); ecitsolutions/Autotask (field lengths); n8n-nodes-autotask (errors, t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -62,6 +65,7 @@ KIND = "autotask"
 ZONE_INFORMATION_URL = "https://webservices.autotask.net/atservicesrest/v1.0/zoneInformation"
 TIMEOUT_SECONDS = 30
 DEFAULT_RETRY_AFTER = 60.0  # Autotask sends no Retry-After that is documented; its window is a rolling hour
+THREAD_LIMIT = 3  # concurrent requests per endpoint and integration a new integration may make (ThreadLimiting.htm)
 COMPLETE = 5  # Autotask's system status "Complete"
 TITLE_MAX, DESCRIPTION_MAX, NOTE_TITLE_MAX, NOTE_MAX, EXTERNAL_ID_MAX = 255, 8000, 250, 32000, 50
 _AUTH_MESSAGES = ("integrationcode is invalid", "zone information could not be determined")
@@ -176,6 +180,9 @@ class AutotaskDesk:
         self._zone: Zone | None = (Zone(config.api_url.rstrip("/") + "/V1.0", (config.web_url or "").rstrip("/") + "/")
                                    if config.api_url else None)
         self._picklists: Picklists | None = None
+        # The ticket book converges several conditions at once through one desk: never more requests in flight than
+        # Autotask's thread limit, which would refuse the rest.
+        self._threads = asyncio.Semaphore(THREAD_LIMIT)
 
     @property
     def kind(self) -> str:
@@ -361,8 +368,8 @@ class AutotaskDesk:
                     headers: Mapping[str, str], body: Mapping[str, Any] | None = None) -> Any:
         started = time.monotonic()
         try:
-            async with session.request(method, url, headers=headers, json=body, allow_redirects=False,
-                                       ssl=tls_context(self._ca_bundle)) as response:
+            async with self._threads, session.request(method, url, headers=headers, json=body, allow_redirects=False,
+                                                      ssl=tls_context(self._ca_bundle)) as response:
                 status = response.status
                 text = await response.text()
                 retry_after = response.headers.get("Retry-After")

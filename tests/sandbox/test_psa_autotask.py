@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -148,6 +149,22 @@ def test_the_hourly_threshold_adds_latency_then_refuses_with_429(at: Any) -> Non
                                                   "currentTimeframeRequestCount": 8}
     at.control.set_clock(3601)  # the rolling hour has passed
     assert api(at, "POST", "Tickets", json=new_ticket()).status_code == 200
+
+
+def test_more_than_three_concurrent_requests_of_one_integration_on_one_endpoint_are_refused(at: Any) -> None:
+    at.control.seed({"autotask": {"rateLimit": {"serviceSeconds": 0.5}}})
+    with ThreadPoolExecutor(5) as pool:
+        answers = list(pool.map(lambda _: api(at, "POST", "Tickets/query", json={
+            "filter": [{"op": "exist", "field": "id"}]}), range(5)))
+    refused = [a for a in answers if a.status_code != 200]
+    assert len(refused) == 2 and all(a.status_code == 500 and "thread threshold" in a.json()["errors"][0]
+                                     for a in refused)
+    assert at.control.autotask()["threadRefusals"] == 2
+    # Another endpoint is counted apart.
+    with ThreadPoolExecutor(4) as pool:
+        mixed = list(pool.map(lambda path: api(at, "GET", path), ["Tickets/entityInformation/fields"] * 3
+                              + ["Companies/310"]))
+    assert [a.status_code for a in mixed] == [200, 200, 200, 200]
 
 
 def test_an_injected_fault_answers_in_autotask_s_error_format(at: Any) -> None:

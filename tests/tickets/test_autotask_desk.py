@@ -4,6 +4,7 @@ with no credential in a log or an error."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -196,6 +197,16 @@ async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
                          message="Itgenatr005: the thread threshold of 3 for this endpoint was exceeded")
     error = await refused(desk(at).find_open(draft()))
     assert (error.code, error.retryable, error.retry_after) == ("TicketThrottled", True, DEFAULT_RETRY_AFTER)
+
+
+async def test_one_desk_keeps_within_autotask_s_thread_limit(at: Any) -> None:
+    # The ticket book converges several conditions at once through one desk.
+    at.control.seed({"autotask": {"rateLimit": {"serviceSeconds": 0.3}}})
+    atd = desk(at)
+    refs = await asyncio.gather(*(atd.open(draft(f"condition-{n}")) for n in range(6)))
+    assert len({r.id for r in refs}) == 6
+    state = at.control.autotask()
+    assert len(state["tickets"]) == 6 and state["threadRefusals"] == 0
 
 
 @pytest.mark.parametrize(("header", "seconds"), [("7", 7.0), ("0", 0.0), (None, DEFAULT_RETRY_AFTER),
