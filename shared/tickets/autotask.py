@@ -51,7 +51,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlparse
@@ -96,10 +96,11 @@ class Picklists:
         fields = document.get("fields") if isinstance(document, dict) else None
         if not isinstance(fields, list):
             raise TicketError("Autotask's field definitions were unreadable", code="TicketSystemUnreachable")
-        for field in fields:
-            if isinstance(field, dict) and field.get("isPickList") and isinstance(field.get("picklistValues"), list):
-                self._values[str(field.get("name", "")).lower()] = {
-                    str(p.get("value")): str(p.get("label", "")) for p in field["picklistValues"]
+        for definition in fields:
+            if isinstance(definition, dict) and definition.get("isPickList") and \
+                    isinstance(definition.get("picklistValues"), list):
+                self._values[str(definition.get("name", "")).lower()] = {
+                    str(p.get("value")): str(p.get("label", "")) for p in definition["picklistValues"]
                     if isinstance(p, dict) and p.get("isActive", True)}
 
     def resolve(self, field: str, name: str, what: str) -> int:
@@ -117,9 +118,9 @@ class Picklists:
 
 @dataclass(frozen=True)
 class AutotaskConfig:
-    user_name: str
-    secret: str
-    integration_code: str
+    user_name: str = field(repr=False)
+    secret: str = field(repr=False)  # never in a repr: a traceback or a log of the config shows no credential
+    integration_code: str = field(repr=False)
     queue: str = ""
     priority: str = "Medium"
     status: str = "New"

@@ -260,6 +260,12 @@ def test_the_configuration_is_checked_and_names_the_field_never_the_value() -> N
         assert caught.value.code == "TicketConfigInvalid" and SECRET not in str(caught.value)
 
 
+def test_the_configuration_shows_no_credential_in_its_repr() -> None:
+    parsed = AutotaskConfig.parse({"userName": USER, "secret": SECRET, "integrationCode": CODE})
+    shown = repr(parsed) + repr(AutotaskDesk(parsed))
+    assert SECRET not in shown and CODE not in shown and USER not in shown
+
+
 def test_credentials_go_only_to_autotask_or_the_discovery_host() -> None:
     atd = AutotaskDesk(AutotaskConfig.parse({"userName": USER, "secret": SECRET, "integrationCode": CODE}))
     assert atd._trusted("https://webservices14.autotask.net/ATServicesRest/")
