@@ -99,6 +99,11 @@ class Refusal(Exception):
         return web.json_response({"errors": self.messages}, status=self.status)
 
 
+def _units(text: str) -> int:
+    """A string's length as Autotask's .NET validation and nvarchar columns count it: UTF-16 code units."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def fault_body(status: int, code: str | None, message: str | None) -> dict[str, Any]:
     """An injected fault's body, in Autotask's error format."""
     default = "Request rejected: the API request threshold was exceeded." if status == 429 else "Internal error."
@@ -248,7 +253,7 @@ class AutotaskState:
                 problems.append(f"Field '{name}' is read-only.")
             elif value is None:
                 continue
-            elif data_type == "string" and (not isinstance(value, str) or len(value) > length):
+            elif data_type == "string" and (not isinstance(value, str) or _units(value) > length):
                 problems.append(f"Field '{name}' must be a string of at most {length} characters.")
             elif data_type == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
                 problems.append(f"Field '{name}' must be an integer.")
@@ -325,7 +330,7 @@ class AutotaskState:
             if value in (None, ""):
                 if required:
                     problems.append(f"Field '{name}' is required.")
-            elif data_type == "string" and (not isinstance(value, str) or len(value) > length):
+            elif data_type == "string" and (not isinstance(value, str) or _units(value) > length):
                 problems.append(f"Field '{name}' must be a string of at most {length} characters.")
             elif data_type == "integer" and (isinstance(value, bool) or not isinstance(value, int)):
                 problems.append(f"Field '{name}' must be an integer.")

@@ -19,7 +19,7 @@ The calls (Autotask's REST API; sources in sandbox/README.md, "Autotask PSA"):
 - zone discovery `GET {zoneInformationUrl}?user=<userName>` (no credentials) answers the API base `url` and the
   UI's `webUrl`; credentials go only to an https `*.autotask.net` base (or one on the discovery URL's own host);
 - every other call sends the headers `ApiIntegrationCode`, `UserName`, `Secret`;
-- open: `POST /V1.0/Tickets` (companyID, title up to 255 characters, description up to 8000, status, priority,
+- open: `POST /V1.0/Tickets` (companyID, title up to 255 UTF-16 units, description up to 8000, status, priority,
   queueID, ticketType, externalID) answers `{"itemId"}`; then `GET /V1.0/Tickets/{id}` for its ticketNumber;
 - find_open: `POST /V1.0/Tickets/query` on `externalID` (up to 50 characters: "ssr:" and 40 hex digits of the
   SHA-256 of the draft's key), status neither Complete (5) nor the route's closed status;
@@ -77,9 +77,23 @@ def external_id(key: str) -> str:
     return "ssr:" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
+def utf16_length(text: str) -> int:
+    """A string's length as Autotask counts it (.NET strings, SQL Server nvarchar): UTF-16 code units, so a
+    character outside the Basic Multilingual Plane (an emoji, some CJK) counts two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def trimmed(text: str, limit: int) -> str:
-    """`text` within `limit` characters, an ellipsis marking a cut."""
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    """`text` within `limit` UTF-16 code units, an ellipsis marking a cut (never half a surrogate pair)."""
+    if utf16_length(text) <= limit:
+        return text
+    kept, used = [], 1  # the ellipsis is one unit
+    for character in text[:limit]:  # at most `limit` characters can fit: linear whatever the text's length
+        used += 2 if ord(character) > 0xFFFF else 1
+        if used > limit:
+            break
+        kept.append(character)
+    return "".join(kept).rstrip() + "…"
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,10 @@ def test_strings_over_their_length_are_refused_not_trimmed(at: Any) -> None:
         assert api(at, "POST", "Tickets", json=new_ticket(**{field: "é" * length})).status_code == 200
         refused = api(at, "POST", "Tickets", json=new_ticket(**{field: "é" * (length + 1)}))
         assert refused.status_code == 500 and field in refused.json()["errors"][0]
-    assert len(at.control.autotask()["tickets"]) == 3
+    # Autotask counts UTF-16 code units (.NET strings, nvarchar): a key emoji counts two.
+    assert api(at, "POST", "Tickets", json=new_ticket(title="🔑" * 127 + "x")).status_code == 200
+    assert api(at, "POST", "Tickets", json=new_ticket(title="🔑" * 128)).status_code == 500
+    assert len(at.control.autotask()["tickets"]) == 4
 
 
 def test_a_note_on_a_deleted_ticket_and_a_read_of_it_are_404(at: Any) -> None:

@@ -15,7 +15,15 @@ import pytest
 
 from shared import tickets
 from shared.tickets import TicketDesk, TicketDraft, TicketError, TicketRoute
-from shared.tickets.autotask import DEFAULT_RETRY_AFTER, AutotaskConfig, AutotaskDesk, _retry_after, external_id
+from shared.tickets.autotask import (
+    DEFAULT_RETRY_AFTER,
+    AutotaskConfig,
+    AutotaskDesk,
+    _retry_after,
+    external_id,
+    trimmed,
+    utf16_length,
+)
 
 pytestmark = pytest.mark.sandbox
 
@@ -127,9 +135,15 @@ async def test_long_titles_are_trimmed_to_autotask_s_limit_and_non_ascii_names_k
     [note] = at.control.autotask()["notes"]
     assert len(note["description"]) == 32_000 and note["description"].startswith(CUSTOMER)
     assert len(note["title"]) <= 250 and CUSTOMER in note["title"]
+    # Counted as Autotask counts: UTF-16 code units (an emoji is two); never half a surrogate pair.
+    emoji = await atd.open(draft("emoji", title="🔑 Schlüssel " * 40))
+    stored = next(t for t in at.control.autotask()["tickets"] if str(t["id"]) == emoji.id)["title"]
+    assert utf16_length(stored) <= 255 and stored.endswith("…") and stored.encode("utf-8")
+    assert trimmed("🔑" * 200, 255) == "🔑" * 127 + "…"
+    assert trimmed("a" + "🔑" * 200, 255) == "a" + "🔑" * 126 + "…"  # 254 units: no half emoji in the last one
     huge = TicketDraft(**{**draft("huge").__dict__, "body": "x" * 9000, "title": "t\n" * 300})
     await atd.open(huge)
-    big = at.control.autotask()["tickets"][1]
+    big = at.control.autotask()["tickets"][2]
     assert len(big["description"]) == 8000 and len(big["title"]) <= 255 and "\n" not in big["title"]
 
 
