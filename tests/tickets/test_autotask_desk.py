@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from shared import tickets
-from shared.tickets import TicketDesk, TicketDraft, TicketError, TicketRoute
+from shared.tickets import TicketDesk, TicketDraft, TicketError, TicketRef, TicketRoute
 from shared.tickets.autotask import (
     DEFAULT_RETRY_AFTER,
     AutotaskConfig,
@@ -96,6 +96,59 @@ async def test_the_routing_names_labels_or_values_and_the_closed_status(at: Any)
     assert at.control.autotask()["tickets"][0]["status"] == 7
     # Moved to the route's closed status: no longer open for this condition.
     assert await desk(at).find_open(draft(route=route, company=MULLER)) is None
+
+
+async def converge(sb: Any, book: dict[str, TicketRef], holding: set[str], day: str) -> None:
+    """One pass of the ticket book's contract (shared/tickets/book.py), with a fresh desk as after a restart: find
+    before opening, a note on a repeat, close on clearing; a retryable refusal waits for the next pass."""
+    atd = desk(sb)
+    for condition in sorted(holding | set(book)):
+        try:
+            if condition in holding and condition not in book:
+                book[condition] = await atd.find_open(draft(condition)) or await atd.open(draft(condition))
+            elif condition in holding:
+                await atd.add_note(book[condition], f"Still holds on {day}")
+            else:
+                await atd.close(book[condition], f"Resolved on {day}", TicketRoute())
+                del book[condition]
+        except TicketError as error:
+            if error.code == "TicketNotFound":
+                del book[condition]
+            elif not error.retryable:
+                raise
+
+
+async def test_passes_and_restarts_through_an_outage_keep_one_ticket_per_condition(at: Any) -> None:
+    book: dict[str, TicketRef] = {}
+    passes: list[tuple[set[str], dict[str, Any]]] = [
+        ({"expired"}, {}),
+        ({"expired", "drift"}, {"status": 503, "count": 2}),  # Autotask down for this pass's two calls
+        ({"expired", "drift"}, {"method": "POST", "path": "/Tickets$", "when": "after", "drop": True}),  # made, lost
+        ({"expired", "drift"}, {}),
+        ({"drift"}, {}),
+        ({"expired"}, {}),  # expired is back: a new ticket; drift clears
+    ]
+    for day, (holding, fault) in enumerate(passes, start=1):
+        if fault:
+            at.control.add_fault("autotask", **fault)
+        await converge(at, book, holding, f"day {day}")
+        at.control.clear_faults()
+        state = at.control.autotask()
+        for condition in holding:
+            mine = [t for t in state["tickets"] if t["externalID"] == external_id(draft(condition).key)]
+            assert sum(t["status"] != 5 for t in mine) <= 1, (day, condition)
+    tickets_now = at.control.autotask()
+    by_condition = {c: sorted((t for t in tickets_now["tickets"] if t["externalID"] == external_id(draft(c).key)),
+                              key=lambda t: t["id"]) for c in ("expired", "drift")}
+    assert [t["status"] for t in by_condition["expired"]] == [5, 1]  # closed on day 5, a new one on day 6
+    assert [t["status"] for t in by_condition["drift"]] == [5]  # one ticket though its create's answer was lost
+    notes = {t["id"]: [n["description"] for n in tickets_now["notes"] if n["ticketID"] == t["id"]]
+             for c in by_condition.values() for t in c}
+    assert notes[by_condition["expired"][0]["id"]] == ["Still holds on day 3", "Still holds on day 4",
+                                                        "Resolved on day 5"]
+    assert notes[by_condition["drift"][0]["id"]] == ["Still holds on day 5", "Resolved on day 6"]
+    assert notes[by_condition["expired"][1]["id"]] == []
+    assert book.keys() == {"expired"} and book["expired"].id == str(by_condition["expired"][1]["id"])
 
 
 async def test_a_route_names_the_customer_s_company_by_id_or_exact_name(at: Any) -> None:
