@@ -222,7 +222,7 @@ class SandboxClient:
 
     def autotask(self) -> dict[str, Any]:
         """The Autotask database: `tickets`, `notes`, `deletedTicketIds`, `threshold`, `rejected`, users, companies."""
-        result: dict[str, Any] = self.state()["autotask"]
+        result: dict[str, Any] = self.state()["psa_autotask"]
         return result
 
     def autotask_person_updates(self, ticket_id: int | str, changes: dict[str, Any]) -> dict[str, Any]:

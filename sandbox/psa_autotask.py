@@ -1,6 +1,6 @@
-"""Autotask PSA's REST API stand-in (listener `autotask`): zone discovery, Tickets, TicketNotes, picklists, limits.
+"""Autotask PSA's REST API stand-in (listener `psa_autotask`): zone discovery, Tickets, TicketNotes, picklists, limits.
 
-Each behaviour names its public source in sandbox/README.md ("Autotask PSA (`autotask`)"); in short:
+Each behaviour names its public source in sandbox/README.md ("Autotask PSA (`psa_autotask`)"); in short:
 - Zone discovery `GET /atservicesrest/v1.0/zoneInformation?user=<username>`, no credentials, answers `zoneName`,
   `url` (the API base, ending `/ATServicesRest/`), `webUrl`, `ci` (Autotask's swagger, ZoneInformationResultModel);
   an unknown user is 500 `{"errors": ["Zone information could not be determined"]}` (apigrate/autotask-restapi).
@@ -460,10 +460,10 @@ def fields_document(state: AutotaskState) -> dict[str, Any]:
 
 
 def build_app(world: World) -> web.Application:
-    """The Autotask listener, recording into `world.autotask`."""
+    """The Autotask listener, recording into `world.psa_autotask`."""
 
     def state() -> AutotaskState:
-        return cast(AutotaskState, world.autotask)
+        return cast(AutotaskState, world.psa_autotask)
 
     async def body(request: web.Request) -> Any:
         try:
@@ -475,7 +475,7 @@ def build_app(world: World) -> web.Application:
         user = state().users.get(request.query.get("user", "").lower())
         if user is None:
             raise Refusal(500, "Zone information could not be determined")
-        base = world.urls.get("autotask", "")
+        base = world.urls.get("psa_autotask", "")
         return web.json_response({"zoneName": "Sandbox", "url": f"{base}/ATServicesRest/", "webUrl": f"{base}/",
                                   "ci": 1})
 
@@ -564,7 +564,7 @@ def add_control_routes(routes: web.RouteTableDef, world: World) -> None:
     `DELETE /autotask/tickets/{id}` (delete it)."""
 
     def state() -> AutotaskState:
-        autotask = world.autotask
+        autotask = world.psa_autotask
         if not isinstance(autotask, AutotaskState):
             raise web.HTTPNotImplemented(text='{"error": "the autotask module is not mounted"}')
         return autotask

@@ -43,12 +43,14 @@ from sandbox.world import (
 log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-SERVICES = ("entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter",
-            "autotask")
+SERVICES: tuple[str, ...] = (
+    "entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter")
+SERVICES += ("psa_autotask",)  # issue 26: the Autotask PSA stand-in (sandbox/psa_autotask.py)
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
                     "webhooks": "WebhooksState"}
+OPTIONAL_MODULES["psa_autotask"] = "AutotaskState"
 
 
 @dataclass
@@ -564,7 +566,7 @@ def build_control_app(world: World, controls: Controls, tables: TablesProxy) -> 
         return web.json_response({"results": sync()})
 
     inventory.add_control_routes(routes, world)
-    psa_autotask.add_control_routes(routes, world)
+    psa_autotask.add_control_routes(routes, world)  # a person completing or deleting an Autotask ticket
     app = web.Application()
     app.add_routes(routes)
     return app
@@ -599,9 +601,6 @@ def build_apps(world: World, controls: Controls, tables: TablesProxy) -> dict[st
         "tables": _tables_fault_body,
         "partnercenter": partner_center.fault_body,
     }
-    world.autotask = psa_autotask.AutotaskState(world)
-    apps["autotask"] = psa_autotask.build_app(world)
-    formatters["autotask"] = psa_autotask.fault_body
     for name in OPTIONAL_MODULES:
         module = _load_optional(world, name)
         apps[name] = module.build_app(world) if module else web.Application()

@@ -1007,8 +1007,8 @@ class World:
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
         self.webhooks: ServiceState = _EmptyState()
-        self.autotask: ServiceState = _EmptyState()  # sandbox/psa_autotask.py
         self.inventory: ServiceState = _EmptyState()  # sandbox/inventory.py: delta queries, generated populations
+        self.psa_autotask: ServiceState = _EmptyState()  # sandbox/psa_autotask.py: the Autotask PSA stand-in
 
     def now(self) -> dt.datetime:
         """The sandbox clock: real UTC now plus the offset set through the control API."""
@@ -1020,7 +1020,7 @@ class World:
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
                 "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory,
-                "autotask": self.autotask}
+                "psa_autotask": self.psa_autotask}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""

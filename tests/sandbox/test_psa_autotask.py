@@ -20,14 +20,14 @@ CODE = "IC" + secrets.token_hex(12).upper()
 
 @pytest.fixture
 def at(sb: Any) -> Any:
-    sb.control.seed({"autotask": {"users": [{"userName": USER, "secret": SECRET, "integrationCode": CODE}],
+    sb.control.seed({"psa_autotask": {"users": [{"userName": USER, "secret": SECRET, "integrationCode": CODE}],
                                   "companies": [{"id": 310, "companyName": "Contoso Ltd"}]}})
     return sb
 
 
 def api(sb: Any, method: str, path: str, *, headers: dict[str, str] | None = None, **kwargs: Any) -> requests.Response:
     sent = {"ApiIntegrationCode": CODE, "UserName": USER, "Secret": SECRET} if headers is None else headers
-    return requests.request(method, f"{sb.endpoints['autotask']}/ATServicesRest/V1.0/{path}", headers=sent,
+    return requests.request(method, f"{sb.endpoints['psa_autotask']}/ATServicesRest/V1.0/{path}", headers=sent,
                             verify=sb.ca_file, timeout=10, **kwargs)
 
 
@@ -36,7 +36,7 @@ def new_ticket(**fields: Any) -> dict[str, Any]:
 
 
 def test_zone_discovery_needs_no_credentials_and_names_the_api_and_web_urls(at: Any) -> None:
-    base = at.endpoints["autotask"]
+    base = at.endpoints["psa_autotask"]
     zone = requests.get(f"{base}/atservicesrest/v1.0/zoneInformation", params={"user": USER.upper()},
                         verify=at.ca_file, timeout=10)
     assert zone.status_code == 200
@@ -138,7 +138,7 @@ def test_a_person_completing_a_ticket_in_the_ui_is_seen_by_the_api(at: Any) -> N
 
 
 def test_the_hourly_threshold_adds_latency_then_refuses_with_429(at: Any) -> None:
-    at.control.seed({"autotask": {"rateLimit": {"requestsPerHour": 8, "latencySeconds": [0.3, 0.6]}}})
+    at.control.seed({"psa_autotask": {"rateLimit": {"requestsPerHour": 8, "latencySeconds": [0.3, 0.6]}}})
     took = []
     for _ in range(8):
         started = time.monotonic()
@@ -155,7 +155,7 @@ def test_the_hourly_threshold_adds_latency_then_refuses_with_429(at: Any) -> Non
 
 
 def test_more_than_three_concurrent_requests_of_one_integration_on_one_endpoint_are_refused(at: Any) -> None:
-    at.control.seed({"autotask": {"rateLimit": {"serviceSeconds": 0.5}}})
+    at.control.seed({"psa_autotask": {"rateLimit": {"serviceSeconds": 0.5}}})
     with ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda _: api(at, "POST", "Tickets/query", json={
             "filter": [{"op": "exist", "field": "id"}]}), range(5)))
@@ -171,7 +171,7 @@ def test_more_than_three_concurrent_requests_of_one_integration_on_one_endpoint_
 
 
 def test_an_injected_fault_answers_in_autotask_s_error_format(at: Any) -> None:
-    at.control.add_fault("autotask", method="POST", path="/Tickets$", status=503, message="Service Unavailable")
+    at.control.add_fault("psa_autotask", method="POST", path="/Tickets$", status=503, message="Service Unavailable")
     answer = api(at, "POST", "Tickets", json=new_ticket())
     assert (answer.status_code, answer.json()) == (503, {"errors": ["Service Unavailable"]})
     assert at.control.autotask()["tickets"] == []

@@ -36,7 +36,7 @@ CUSTOMER = "Bäckerei Müller, Zürich 東京"
 
 @pytest.fixture
 def at(sb: Any) -> Any:
-    sb.control.seed({"autotask": {"users": [{"userName": USER, "secret": SECRET, "integrationCode": CODE}],
+    sb.control.seed({"psa_autotask": {"users": [{"userName": USER, "secret": SECRET, "integrationCode": CODE}],
                                   "companies": [{"id": CONTOSO, "companyName": "Contoso Ltd"},
                                                 {"id": MULLER, "companyName": CUSTOMER}]}})
     return sb
@@ -44,7 +44,7 @@ def at(sb: Any) -> Any:
 
 def config(sb: Any, **changes: Any) -> dict[str, Any]:
     return {"userName": USER, "secret": SECRET, "integrationCode": CODE, "queue": "Monitoring Alert",
-            "zoneInformationUrl": f"{sb.endpoints['autotask']}/atservicesrest/v1.0/zoneInformation", **changes}
+            "zoneInformationUrl": f"{sb.endpoints['psa_autotask']}/atservicesrest/v1.0/zoneInformation", **changes}
 
 
 def desk(sb: Any, **changes: Any) -> TicketDesk:
@@ -71,7 +71,7 @@ async def test_open_note_close_and_nothing_open_after(at: Any) -> None:
     state = at.control.autotask()
     [ticket] = state["tickets"]
     assert (ref.id, ref.number) == (str(ticket["id"]), ticket["ticketNumber"])
-    assert ref.url == (f"{at.endpoints['autotask']}/Autotask/AutotaskExtend/ExecuteCommand.aspx"
+    assert ref.url == (f"{at.endpoints['psa_autotask']}/Autotask/AutotaskExtend/ExecuteCommand.aspx"
                        f"?Code=OpenTicketDetail&TicketID={ticket['id']}")
     assert (ticket["companyID"], ticket["queueID"], ticket["priority"], ticket["status"]) == (CONTOSO, 8, 2, 1)
     assert ticket["externalID"] == external_id(draft().key) and len(ticket["externalID"]) <= 50
@@ -130,7 +130,7 @@ async def test_passes_and_restarts_through_an_outage_keep_one_ticket_per_conditi
     ]
     for day, (holding, fault) in enumerate(passes, start=1):
         if fault:
-            at.control.add_fault("autotask", **fault)
+            at.control.add_fault("psa_autotask", **fault)
         await converge(at, book, holding, f"day {day}")
         at.control.clear_faults()
         state = at.control.autotask()
@@ -152,7 +152,7 @@ async def test_passes_and_restarts_through_an_outage_keep_one_ticket_per_conditi
 
 
 async def test_a_route_names_the_customer_s_company_by_id_or_exact_name(at: Any) -> None:
-    at.control.seed({"autotask": {"companies": [{"id": 320, "companyName": "Northwind"},
+    at.control.seed({"psa_autotask": {"companies": [{"id": 320, "companyName": "Northwind"},
                                                 {"id": 321, "companyName": "northwind"}]}})
     ref = await desk(at).open(draft(customer=CUSTOMER, route=TicketRoute(company=CUSTOMER.upper())))
     assert at.control.autotask()["tickets"][0]["companyID"] == MULLER and ref.number
@@ -165,7 +165,7 @@ async def test_a_route_names_the_customer_s_company_by_id_or_exact_name(at: Any)
 
 async def test_find_open_after_a_crash_finds_the_ticket_made_before_it(at: Any) -> None:
     # The create happens, its answer is lost (the rotator died or the line dropped): the book asks before opening.
-    at.control.add_fault("autotask", method="POST", path="/Tickets$", when="after", drop=True)
+    at.control.add_fault("psa_autotask", method="POST", path="/Tickets$", when="after", drop=True)
     error = await refused(desk(at).open(draft()))
     assert error.code == "TicketSystemUnreachable" and error.retryable
     [made] = at.control.autotask()["tickets"]
@@ -249,10 +249,10 @@ async def test_unknown_routing_names_are_route_unknown_and_open_nothing(at: Any)
 
 
 async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
-    at.control.add_fault("autotask", path="/Tickets/query$", status=429, retry_after=7)
+    at.control.add_fault("psa_autotask", path="/Tickets/query$", status=429, retry_after=7)
     error = await refused(desk(at).find_open(draft()))
     assert (error.code, error.retryable, error.retry_after) == ("TicketThrottled", True, 7)
-    at.control.seed({"autotask": {"rateLimit": {"requestsPerHour": 3, "latencySeconds": [0, 0]}}})
+    at.control.seed({"psa_autotask": {"rateLimit": {"requestsPerHour": 3, "latencySeconds": [0, 0]}}})
     atd = desk(at)
     await atd.open(draft())  # picklists, create, read back: the hour's 3 requests
     error = await refused(atd.add_note(tickets.TicketRef("7001", "T1"), "more"))
@@ -260,7 +260,7 @@ async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
     assert (error.code, error.retry_after) == ("TicketThrottled", DEFAULT_RETRY_AFTER)
     assert at.control.autotask()["notes"] == []
     # A thread-limit refusal may come with another status; its words say what it is.
-    at.control.add_fault("autotask", path="/Tickets/query$", status=500,
+    at.control.add_fault("psa_autotask", path="/Tickets/query$", status=500,
                          message="Itgenatr005: the thread threshold of 3 for this endpoint was exceeded")
     error = await refused(desk(at).find_open(draft()))
     assert (error.code, error.retryable, error.retry_after) == ("TicketThrottled", True, DEFAULT_RETRY_AFTER)
@@ -268,7 +268,7 @@ async def test_the_threshold_is_throttled_with_retry_after(at: Any) -> None:
 
 async def test_one_desk_keeps_within_autotask_s_thread_limit(at: Any) -> None:
     # The ticket book converges several conditions at once through one desk.
-    at.control.seed({"autotask": {"rateLimit": {"serviceSeconds": 0.3}}})
+    at.control.seed({"psa_autotask": {"rateLimit": {"serviceSeconds": 0.3}}})
     atd = desk(at)
     refs = await asyncio.gather(*(atd.open(draft(f"condition-{n}")) for n in range(6)))
     assert len({r.id for r in refs}) == 6
@@ -290,7 +290,7 @@ def test_retry_after_as_an_http_date() -> None:
 @pytest.mark.parametrize("fault", [{"status": 503, "message": "Service Unavailable"}, {"status": 502},
                                    {"drop": True}])
 async def test_an_outage_is_unreachable_and_retryable(at: Any, fault: dict[str, Any]) -> None:
-    at.control.add_fault("autotask", count=None, **fault)
+    at.control.add_fault("psa_autotask", count=None, **fault)
     for call in (desk(at).open(draft()), desk(at).find_open(draft()), desk(at).check(TicketRoute())):
         error = await refused(call)
         assert (error.code, error.retryable) == ("TicketSystemUnreachable", True)
@@ -306,9 +306,9 @@ async def test_no_credential_in_logs_or_errors(at: Any, caplog: pytest.LogCaptur
             await desk(at, **changes).open(draft(route=TicketRoute(board="No Such Queue")))
         except TicketError as error:
             errors.append(error)
-    at.control.add_fault("autotask", status=500, message=f"echo {SECRET} {CODE}")
+    at.control.add_fault("psa_autotask", status=500, message=f"echo {SECRET} {CODE}")
     errors.append(await refused(desk(at).check(TicketRoute())))
-    at.control.add_fault("autotask", method="POST", path="/Tickets$", drop=True)  # a POST is never resent
+    at.control.add_fault("psa_autotask", method="POST", path="/Tickets$", drop=True)  # a POST is never resent
     errors.append(await refused(desk(at).open(draft())))
     assert len(errors) == 6
     said = caplog.text + "\n".join(f"{e} {e.message!r}" for e in errors)
