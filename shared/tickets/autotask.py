@@ -260,10 +260,12 @@ class AutotaskDesk:
 
     async def close(self, ticket: TicketRef, text: str, route: TicketRoute) -> None:
         async with self._session() as session:
-            closed = await self._status(session, route.closed_status or self._config.closed_status, "closed status")
             item = await self._ticket(session, _ticket_id(ticket), "close")
-            if item.get("status") in (COMPLETE, closed):
-                # Completed by a person (or by an earlier close cut before its record): nothing to write twice.
+            # Completed by a person (or by an earlier close cut before its record): nothing to write twice, and no
+            # status lookup, so a closed status renamed since cannot fail it.
+            closed = COMPLETE if item.get("status") == COMPLETE else \
+                await self._status(session, route.closed_status or self._config.closed_status, "closed status")
+            if item.get("status") == closed:
                 log.info("autotask ticket already closed", extra={"desk": KIND, "ticket": ticket.number})
                 return
             await self._note(session, item, text, "close")

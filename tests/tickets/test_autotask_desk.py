@@ -207,6 +207,7 @@ async def test_a_ticket_completed_by_a_person_is_not_written_into_again(at: Any)
     error = await refused(atd.add_note(ref, "still holds"))
     assert error.code == "TicketNotFound" and not error.retryable  # the book opens a new ticket
     await atd.close(ref, "resolved", TicketRoute())  # already complete: nothing written, no error
+    await atd.close(ref, "resolved", TicketRoute(closed_status="A status renamed since"))  # not even looked up
     state = at.control.autotask()
     assert state["notes"] == [] and state["tickets"][0]["status"] == 5
     assert await atd.find_open(draft()) is None
