@@ -49,6 +49,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -75,6 +76,14 @@ log = logging.getLogger(__name__)
 def external_id(key: str) -> str:
     """What the desk writes into a ticket's externalID for a draft's key (fits Autotask's 50 characters)."""
     return "ssr:" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def api_base(url: str) -> str:
+    """The V1.0 base of a zone's API URL. Zone discovery has answered `https://host//ATServicesRest/` (a doubled
+    slash: KelvinTegelaar/AutotaskAPI, Add-AutotaskAPIAuth.ps1): the path's slashes are collapsed."""
+    parts = urlparse(url.strip())
+    path = re.sub("/+", "/", parts.path).rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{path}/V1.0"
 
 
 def utf16_length(text: str) -> int:
@@ -192,7 +201,7 @@ class AutotaskDesk:
     def __init__(self, config: AutotaskConfig, *, ca_bundle: str = "") -> None:
         self._config = config
         self._ca_bundle = ca_bundle
-        self._zone: Zone | None = (Zone(config.api_url.rstrip("/") + "/V1.0", (config.web_url or "").rstrip("/") + "/")
+        self._zone: Zone | None = (Zone(api_base(config.api_url), (config.web_url or "").rstrip("/") + "/")
                                    if config.api_url else None)
         self._picklists: Picklists | None = None
         # The ticket book converges several conditions at once through one desk: never more requests in flight than
@@ -365,7 +374,7 @@ class AutotaskDesk:
         if not isinstance(base, str) or not self._trusted(base):
             # The credentials go to this base: only Autotask's own hosts (or the discovery host itself) get them.
             raise TicketError("Autotask's zone information named no trusted API URL", code="TicketSystemUnreachable")
-        self._zone = Zone(base.rstrip("/") + "/V1.0", web.rstrip("/") + "/" if isinstance(web, str) else "")
+        self._zone = Zone(api_base(base), web.rstrip("/") + "/" if isinstance(web, str) else "")
         return self._zone
 
     def _trusted(self, base: str) -> bool:

@@ -20,6 +20,7 @@ from shared.tickets.autotask import (
     AutotaskConfig,
     AutotaskDesk,
     _retry_after,
+    api_base,
     external_id,
     trimmed,
     utf16_length,
@@ -332,6 +333,13 @@ def test_the_configuration_shows_no_credential_in_its_repr() -> None:
     parsed = AutotaskConfig.parse({"userName": USER, "secret": SECRET, "integrationCode": CODE})
     shown = repr(parsed) + repr(AutotaskDesk(parsed))
     assert SECRET not in shown and CODE not in shown and USER not in shown
+
+
+@pytest.mark.parametrize("url", ["https://webservices3.autotask.net/ATServicesRest/",
+                                 "https://webservices3.autotask.net//ATServicesRest/",
+                                 "https://webservices3.autotask.net/ATServicesRest"])
+def test_the_api_base_of_a_zone_url(url: str) -> None:
+    assert api_base(url) == "https://webservices3.autotask.net/ATServicesRest/V1.0"
 
 
 def test_credentials_go_only_to_autotask_or_the_discovery_host() -> None:
