@@ -85,6 +85,34 @@ def test_a_ticket_is_created_read_queried_noted_and_completed(at: Any) -> None:
     assert none_open.json()["items"] == []
 
 
+def test_the_query_language(at: Any) -> None:
+    ids = [api(at, "POST", "Tickets", json=new_ticket(title=title, externalID=ext, priority=priority)).json()["itemId"]
+           for title, ext, priority in (("Contoso expired", "ssr:a", 1), ("Fabrikam drift", "ssr:b", 2),
+                                        ("Contoso drift", None, 3))]
+
+    def query(*filters: Any, **extra: Any) -> list[int]:
+        answer = api(at, "POST", "Tickets/query", json={"filter": list(filters), **extra})
+        assert answer.status_code == 200, answer.text
+        return [t["id"] for t in answer.json()["items"]]
+
+    assert query({"op": "beginsWith", "field": "title", "value": "contoso"}) == [ids[0], ids[2]]
+    assert query({"op": "contains", "field": "title", "value": "DRIFT"}) == [ids[1], ids[2]]
+    assert query({"op": "in", "field": "priority", "value": [1, 3]}) == [ids[0], ids[2]]
+    assert query({"op": "notExist", "field": "externalID"}) == [ids[2]]
+    assert query({"op": "or", "items": [{"op": "eq", "field": "externalID", "value": "ssr:b"},
+                                        {"op": "gt", "field": "priority", "value": 2}]}) == [ids[1], ids[2]]
+    assert query({"op": "exist", "field": "id"}, maxRecords=1) == [ids[0]]
+    narrow = api(at, "POST", "Tickets/query", json={"filter": [{"op": "eq", "field": "id", "value": ids[0]}],
+                                                    "includeFields": ["ticketNumber"]}).json()["items"]
+    assert narrow == [{"id": ids[0], "ticketNumber": narrow[0]["ticketNumber"]}]
+    for bad in ({"filter": []}, {}, {"filter": [{"op": "like", "field": "title", "value": "x"}]},
+                {"filter": [{"op": "eq", "field": "nonsense", "value": 1}]},
+                {"filter": [{"op": "eq", "field": "title"}]}, {"filter": [{"op": "exist", "field": "id"}],
+                                                               "maxRecords": 501}):
+        refused = api(at, "POST", "Tickets/query", json=bad)
+        assert refused.status_code == 500 and refused.json()["errors"], bad
+
+
 def test_picklists_come_from_the_field_definitions_and_unknown_values_are_refused(at: Any) -> None:
     fields = {f["name"]: f for f in api(at, "GET", "Tickets/entityInformation/fields").json()["fields"]}
     assert {p["label"] for p in fields["queueID"]["picklistValues"]} >= {"Monitoring Alert", "Level I Support"}
