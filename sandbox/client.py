@@ -230,6 +230,10 @@ class SandboxClient:
         result: dict[str, Any] = self._call("POST", f"/autotask/tickets/{ticket_id}", changes)
         return result
 
+    def autotask_person_unlocks(self, user_name: str) -> None:
+        """A person clears an API user's Locked box in Autotask (after repeated failed sign-ins)."""
+        self._call("POST", f"/autotask/users/{user_name}/unlock")
+
     def autotask_person_deletes(self, ticket_id: int | str) -> None:
         """A person deletes a ticket in Autotask (its notes go with it)."""
         self._call("DELETE", f"/autotask/tickets/{ticket_id}")

@@ -6,7 +6,8 @@ Each behaviour names its public source in sandbox/README.md ("Autotask PSA (`psa
   an unknown user is 500 `{"errors": ["Zone information could not be determined"]}` (apigrate/autotask-restapi).
 - Every other call carries the headers `ApiIntegrationCode`, `UserName`, `Secret`: a wrong user or secret is 401
   (Autotask's "REST API security and authentication"), a wrong integration code 500 `{"errors": ["IntegrationCode is
-  invalid."]}` (apigrate/autotask-restapi README).
+  invalid."]}` (apigrate/autotask-restapi README); repeated wrong secrets lock the API user, who is then refused
+  alike until a person unlocks it ("Adding or editing an API user": Locked).
 - `POST /V1.0/Tickets` answers `{"itemId"}`; `GET /V1.0/Tickets/{id}` `{"item"}` or 404; `POST /V1.0/Tickets/query`
   `{"items", "pageDetails"}` over a filter (ops eq, noteq, gt, gte, lt, lte, beginsWith, endsWith, contains, exist,
   notExist, in, notIn, and/or with `items`); `PATCH /V1.0/Tickets` a sparse update by `id`; `POST
@@ -116,6 +117,8 @@ class ApiUser:
     secret: str
     integration_code: str
     active: bool = True
+    failures: int = 0  # consecutive failed sign-ins
+    locked: bool = False
 
 
 class AutotaskState:
@@ -143,6 +146,7 @@ class AutotaskState:
         self.service_seconds = 0.0  # how long the database takes over each request (a slow database, for tests)
         self.in_flight: dict[tuple[str, str], int] = {}
         self.thread_refusals = 0
+        self.lockout_after = 5  # consecutive failed sign-ins that lock an API user (a system setting; 5 assumed)
         self._next_ticket = 7001
         self._next_note = 30001
         self._numbers: dict[str, int] = {}
@@ -164,6 +168,8 @@ class AutotaskState:
             if key in section:
                 self.picklists[name] = [self._pick(str(v["value"]), str(v["label"]), i, bool(v.get("isActive", True)))
                                         for i, v in enumerate(section[key])]
+        if "lockoutAfter" in section:
+            self.lockout_after = max(1, int(section["lockoutAfter"]))
         limit = section.get("rateLimit")
         if isinstance(limit, dict):
             if "requestsPerHour" in limit:
@@ -182,8 +188,8 @@ class AutotaskState:
     def dump(self) -> dict[str, Any]:
         self._expire()
         return {
-            "users": [{"userName": u.user_name, "integrationCode": u.integration_code, "active": u.active}
-                      for u in self.users.values()],
+            "users": [{"userName": u.user_name, "integrationCode": u.integration_code, "active": u.active,
+                       "locked": u.locked, "failedSignIns": u.failures} for u in self.users.values()],
             "companies": [{"id": k, "companyName": v} for k, v in sorted(self.companies.items())],
             "tickets": [dict(t) for t in self.tickets.values()],
             "notes": [dict(n) for n in self.notes],
@@ -198,8 +204,14 @@ class AutotaskState:
     def authenticate(self, request: web.Request) -> ApiUser:
         user = self.users.get(request.headers.get("UserName", "").lower())
         secret = request.headers.get("Secret", "")
-        if user is None or not user.active or not secrets.compare_digest(user.secret.encode(), secret.encode()):
+        right = user is not None and secrets.compare_digest(user.secret.encode(), secret.encode())
+        if user is not None and not right:
+            user.failures += 1
+            user.locked = user.locked or user.failures >= self.lockout_after
+        if user is None or not right or not user.active or user.locked:
+            # A locked user is refused even with the right secret, and looks the same as a wrong one.
             raise Refusal(401, "Unauthorized: the user name, secret and integration code combination is invalid.")
+        user.failures = 0
         if not secrets.compare_digest(user.integration_code.encode(),
                                       request.headers.get("ApiIntegrationCode", "").encode()):
             raise Refusal(500, "IntegrationCode is invalid.")
@@ -369,6 +381,10 @@ class AutotaskState:
     def person_updates(self, ticket_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         self.update_ticket({**changes, "id": ticket_id})
         return dict(self.tickets[ticket_id])
+
+    def person_unlocks(self, user_name: str) -> None:
+        user = self.users[user_name.lower()]
+        user.locked, user.failures = False, 0
 
     def person_deletes(self, ticket_id: int) -> None:
         self.ticket(ticket_id)
@@ -576,6 +592,14 @@ def add_control_routes(routes: web.RouteTableDef, world: World) -> None:
             return web.json_response(state().person_updates(int(request.match_info["id"]), dict(changes)))
         except Refusal as refusal:
             return web.json_response({"error": refusal.messages}, status=404 if refusal.status == 404 else 400)
+
+    @routes.post("/autotask/users/{name}/unlock")
+    async def person_unlocks(request: web.Request) -> web.Response:
+        try:
+            state().person_unlocks(request.match_info["name"])
+        except KeyError:
+            return web.json_response({"error": "no such API user"}, status=404)
+        return web.json_response({"ok": True})
 
     @routes.delete("/autotask/tickets/{id}")
     async def person_deletes(request: web.Request) -> web.Response:

@@ -58,6 +58,21 @@ def test_credentials_are_three_headers_checked_on_every_call(at: Any) -> None:
     assert at.control.autotask()["tickets"] == []
 
 
+def test_repeated_wrong_secrets_lock_the_api_user_until_a_person_unlocks_it(at: Any) -> None:
+    at.control.seed({"psa_autotask": {"lockoutAfter": 3}})
+    good = {"ApiIntegrationCode": CODE, "UserName": USER, "Secret": SECRET}
+    for _ in range(2):
+        assert api(at, "GET", "Companies/310", headers={**good, "Secret": "wrong"}).status_code == 401
+    assert api(at, "GET", "Companies/310").status_code == 200  # a success clears the count
+    for _ in range(3):
+        assert api(at, "GET", "Companies/310", headers={**good, "Secret": "wrong"}).status_code == 401
+    locked = api(at, "GET", "Companies/310")
+    assert locked.status_code == 401  # the right secret, refused alike
+    assert at.control.autotask()["users"][0]["locked"] is True
+    at.control.autotask_person_unlocks(USER)
+    assert api(at, "GET", "Companies/310").status_code == 200
+
+
 def test_a_ticket_is_created_read_queried_noted_and_completed(at: Any) -> None:
     created = api(at, "POST", "Tickets",
                   json=new_ticket(title="Contoso: Proofpoint a refusé la clé", externalID="ssr:1"))
