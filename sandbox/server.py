@@ -46,11 +46,13 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 SERVICES: tuple[str, ...] = (
     "entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter")
 SERVICES += ("psa_autotask",)  # issue 26: the Autotask PSA stand-in (sandbox/psa_autotask.py)
+SERVICES += ("psa_halopsa",)  # issue 26: the HaloPSA stand-in (sandbox/psa_halopsa.py)
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
                     "webhooks": "WebhooksState"}
 OPTIONAL_MODULES["psa_autotask"] = "AutotaskState"
+OPTIONAL_MODULES["psa_halopsa"] = "HaloPsaState"
 
 
 @dataclass

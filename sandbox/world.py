@@ -1009,6 +1009,7 @@ class World:
         self.webhooks: ServiceState = _EmptyState()
         self.inventory: ServiceState = _EmptyState()  # sandbox/inventory.py: delta queries, generated populations
         self.psa_autotask: ServiceState = _EmptyState()  # sandbox/psa_autotask.py: the Autotask PSA stand-in
+        self.psa_halopsa: ServiceState = _EmptyState()  # sandbox/psa_halopsa.py: the HaloPSA stand-in
 
     def now(self) -> dt.datetime:
         """The sandbox clock: real UTC now plus the offset set through the control API."""
@@ -1020,7 +1021,7 @@ class World:
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
                 "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory,
-                "psa_autotask": self.psa_autotask}
+                "psa_autotask": self.psa_autotask, "psa_halopsa": self.psa_halopsa}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""
