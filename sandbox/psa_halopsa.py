@@ -170,7 +170,8 @@ class HaloPsaState:
             requests, window = int(doc.get("requests", 300)), float(doc.get("window_seconds", 300))
             if requests < 1 or window <= 0:
                 raise ValueError("rate_limit needs requests >= 1 and window_seconds > 0")
-            self.limit = RateLimit(requests, window, bool(doc.get("retry_after", False)))
+            # The requests already counted stay counted: a new limit applies to the same window.
+            self.limit = RateLimit(requests, window, bool(doc.get("retry_after", False)), self.limit.seen)
 
     def dump(self) -> dict[str, Any]:
         return {
