@@ -16,7 +16,16 @@ Configuration (the JSON object in the Key Vault secret TICKET_SECRET_NAME; every
   Note` for both; Halo refuses an action without an outcome).
 - `notes_visible`: `true` shows the notes to the end user (`hiddenfromuser: false`); default `false`.
 
-The calls (sources in sandbox/README.md, "HaloPSA"): `POST {auth_url}/token` (client credentials, form-encoded);
+Sources (each behaviour in detail: sandbox/README.md, "HaloPSA"; Halo's own Swagger lives inside each instance at
+`/api/swagger`): KelvinTegelaar/CIPP-API `Modules/CippExtensions/Public/Halo/` (Get-HaloToken.ps1,
+New-HaloPSATicket.ps1: the token request, the ticket array, `donotapplytemplateintheapi`, actions with an outcome,
+`hasbeenclosed`); homotechsual/HaloAPI (Connect-HaloAPI.ps1: `/auth/token`, `?tenant=`; Classes/HaloAuth.psm1: the
+scopes; Get-HaloTicket.ps1: `search`, `open_only`; New-HaloError.ps1 and the Action E2E test: error bodies;
+Data/Templates/Ticket.json, Action.json: fields, `new_status`; issue 31: the 300-per-5-minutes 429); Halo's guide
+"Creating API Applications" (halocrm.io/guides/article?kbid=1823) and n8n's HaloPSA credential page (the
+Authorisation and Resource Servers, the tenant).
+
+The calls: `POST {auth_url}/token` (client credentials, form-encoded);
 `POST /api/Tickets` with a JSON array of one ticket (`summary`, `details_html`, `client_id`, `team`, `priority_id`,
 `tickettype_id`, `status_id`, `donotapplytemplateintheapi`), answered with the ticket; `GET /api/Tickets?search=
 &open_only=true`; `GET /api/Tickets/{id}`; `POST /api/Actions` with a JSON array of one action (`ticket_id`,
