@@ -40,9 +40,10 @@ UTF-16 code units (the tag kept whole, no surrogate pair split): Halo does not p
 Answers: 400/401 `invalid_client` and 401/403 -> TicketAuthRefused; 400 `invalid_scope` -> TicketAuthRefused; an
 unknown team / priority / type / status / client (checked against the lookups first) -> TicketRouteUnknown; a
 ticket 404 -> TicketNotFound (also a ticket someone closed in Halo when a note is added: the condition needs a
-ticket that people see, so the book opens a new one); 429 (Halo: "Rate Limit Reached - N Requests per rolling 5
-minute window") -> TicketThrottled after `Retry-After`, or the whole window when Halo sends none; a network error,
-a timeout or a 5xx -> TicketSystemUnreachable; any other 4xx -> TicketRequestRefused with Halo's `Message`.
+ticket that people see, so the book opens a new one; closing a ticket someone already closed writes nothing);
+429 (Halo: "Rate Limit Reached - N Requests per rolling 5 minute window") -> TicketThrottled after `Retry-After`,
+or the whole window when Halo sends none; a network error, a timeout or a 5xx -> TicketSystemUnreachable; any
+other 4xx -> TicketRequestRefused with Halo's `Message`.
 """
 
 from __future__ import annotations
@@ -266,8 +267,9 @@ class HaloDesk:
             closed = await self._lookup(session, "/api/Status", "status", route.closed_status or
                                         self.config.closed_status)
             if self._closed(current, closed):
-                # Someone closed it in Halo first: the resolving note is still worth having; the status stays theirs.
-                await self._action(session, ticket, text, self.config.close_outcome)
+                # Someone closed it in Halo first: their status and closure stand, and nothing is written into a closed
+                # ticket (an update could reopen it under a ticket type's rules), as the other desks do.
+                log.info("halopsa ticket already closed", extra={"ticket": ticket.number})
                 return
             await self._action(session, ticket, text, self.config.close_outcome, new_status=closed)
 
