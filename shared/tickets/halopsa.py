@@ -37,7 +37,8 @@ open tickets. The tag has no `[`, `]`, `%` or `_`: Halo's search is assumed to b
 are patterns (the strictest plausible reading; Halo does not publish how it searches). The summary is cut to 255
 UTF-16 code units (the tag kept whole, no surrogate pair split): Halo does not publish its limit either.
 
-Answers: 400/401 `invalid_client` and 401/403 -> TicketAuthRefused; 400 `invalid_scope` -> TicketAuthRefused; an
+Answers: 400/401 `invalid_client` and 401/403 -> TicketAuthRefused (401 on a token kept from an earlier call ->
+TicketSystemUnreachable: a new token is asked next time); 400 `invalid_scope` -> TicketAuthRefused; an
 unknown team / priority / type / status / client (checked against the lookups first) -> TicketRouteUnknown; a
 ticket 404 -> TicketNotFound (also a ticket someone closed in Halo when a note is added: the condition needs a
 ticket that people see, so the book opens a new one; closing a ticket someone already closed writes nothing);
@@ -381,11 +382,17 @@ class HaloDesk:
 
     async def _api(self, session: aiohttp.ClientSession, method: str, path: str, *,
                    params: Mapping[str, str] | None = None, json: Any = None, ticket: TicketRef | None = None) -> Any:
+        cached = self._token is not None and time.monotonic() < self._token_expires - TOKEN_MARGIN_SECONDS
         token = await self._token_for(session)
         status, body, headers = await self._send(session, method, self.config.url + path, f"{method} {path}",
                                                  params=params, json=json, token=token)
         if status == 401:
-            self._token = None  # revoked or expired early: the next call asks for a new one
+            self._token = None  # the next call asks for a new one
+            if cached:
+                # A token kept from an earlier call was refused (revoked, or expired before its expires_in): not the
+                # configuration's fault, so retryable; a token asked for in this very call and refused is.
+                raise TicketError(f"HaloPSA refused the kept access token ({method} {path}): a new one is asked next "
+                                  "time", code="TicketSystemUnreachable", status=401)
         if status == 404 and ticket is not None:
             raise TicketError(f"HaloPSA ticket {ticket.number} was not found (deleted?)", code="TicketNotFound",
                               status=404)

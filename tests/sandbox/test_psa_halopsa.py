@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 import requests
 
+from sandbox.psa_halopsa import like
+
 pytestmark = pytest.mark.sandbox
 
 APP = {"client_id": "halo-app", "client_secret": "halo-secret-1", "scopes": ["edit:tickets", "read:tickets"],
@@ -168,8 +170,8 @@ def test_rate_limit_is_a_rolling_window_seeded_through_the_control_api(halo: Any
     assert halo.control.state()["psa_halopsa"]["throttled"] == 1
     halo.control.set_clock(61)  # the window rolled on
     assert call(halo, "GET", "/api/Team", headers).ok
+    # A new limit counts the requests already in its window (the one just made).
     halo.control.seed({"psa_halopsa": {"rate_limit": {"requests": 1, "window_seconds": 300, "retry_after": True}}})
-    assert call(halo, "GET", "/api/Team", headers).ok
     again = call(halo, "GET", "/api/Team", headers)
     assert again.status_code == 429 and 250 <= int(again.headers["Retry-After"]) <= 300
     refused = halo.control.seed  # a bad rate limit is refused by the control API
@@ -182,3 +184,12 @@ def test_faults_answer_in_halos_error_shape(halo: Any) -> None:
     halo.control.add_fault("psa_halopsa", status=503, path="/api/Tickets")
     failed = call(halo, "GET", "/api/Tickets", headers)
     assert failed.status_code == 503 and failed.json()["ClassName"] == "System.Exception"
+
+
+@pytest.mark.parametrize("term, text, found", [
+    ("ssr-ab", "Expired (ssr-ab12)", True), ("SSR-AB", "expired (ssr-ab12)", True), ("ssr-ac", "ssr-ab", False),
+    ("a%c", "xabbbcx", True), ("a_c", "abc", True), ("a_c", "abbc", False), ("[ab]x", "bx", True),
+    ("[^ab]x", "bx", False), ("[ssr-0123]", "ssr-0123", False), ("50[%]", "50%", True), ("a.b", "axb", False),
+])
+def test_search_is_sql_servers_like(term: str, text: str, found: bool) -> None:
+    assert bool(like(term).search(text)) is found

@@ -346,3 +346,22 @@ async def test_no_secret_in_logs_or_errors(halo: Any, make: Callable[..., HaloDe
     seen += [r.getMessage() + repr(r.__dict__) for r in caplog.records]
     for text in seen:
         assert SECRET not in text and token not in text
+
+
+async def test_a_kept_token_refused_is_retryable_and_renewed(halo: Any, make: Callable[..., HaloDesk]) -> None:
+    halo_desk = make()
+    ticket = await halo_desk.open(draft())
+    halo.control.set_clock(3700)  # Halo's clock says the kept token expired; the desk's own clock does not
+    with pytest.raises(TicketError) as stale:
+        await halo_desk.add_note(ticket, "n")
+    assert stale.value.code == "TicketSystemUnreachable" and stale.value.retryable
+    await halo_desk.add_note(ticket, "n")  # the book's retry: a new token
+    assert len(halo_state(halo)["actions"]) == 1
+
+
+@pytest.mark.parametrize("header, expected", [("17", 17.0), (None, 300.0), ("soon", 300.0),
+                                              ("Wed, 21 Oct 2015 07:28:00 GMT", 1.0)])
+def test_retry_after_reads_seconds_or_a_date(header: str | None, expected: float) -> None:
+    from shared.tickets.halopsa import _retry_after
+
+    assert _retry_after(header) == expected
