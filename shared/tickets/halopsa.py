@@ -126,9 +126,12 @@ class HaloConfig:
 
 
 def _base_url(value: str, field: str) -> str:
-    parsed = urlparse(value.strip())
-    if not parsed.hostname or parsed.scheme != "https" or parsed.username or parsed.password or parsed.query \
-            or parsed.fragment:
+    try:
+        parsed = urlparse(value.strip())
+        usable = bool(parsed.hostname) and parsed.scheme == "https" and parsed.port != 0
+    except ValueError:  # an unclosed IPv6 bracket, a port out of range
+        usable = False
+    if not usable or parsed.username or parsed.password or parsed.query or parsed.fragment:
         raise TicketError(f"HaloPSA `{field}` must be an https:// URL without credentials, query or fragment",
                           code="TicketConfigInvalid")
     return value.strip().rstrip("/")

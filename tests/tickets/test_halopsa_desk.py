@@ -304,6 +304,7 @@ async def test_a_deleted_ticket_is_not_found(halo: Any, make: Callable[..., Halo
     ({"url": ""}, "url"), ({"client_secret": ""}, "client_secret"), ({"client_id": ""}, "client_id"),
     ({"url": "http://halo.example"}, "url"), ({"url": "https://user:pw@halo.example"}, "url"),
     ({"auth_url": "https://halo.example/auth?x=1"}, "auth_url"), ({"notes_visible": "maybe"}, "notes_visible"),
+    ({"url": "https://[::1"}, "url"), ({"url": "https://halo.example:99999"}, "url"),
 ])
 def test_bad_configuration_names_the_field_never_the_secret(changes: dict[str, str], field: str) -> None:
     config = {"url": "https://fabrikam.halopsa.com", "client_id": "rotator", "client_secret": SECRET, **changes}
