@@ -268,13 +268,15 @@ class HaloDesk:
     async def close(self, ticket: TicketRef, text: str, route: TicketRoute) -> None:
         async with self._session() as session:
             current = await self._ticket(session, ticket)
-            closed = await self._lookup(session, "/api/Status", "status", route.closed_status or
-                                        self.config.closed_status)
-            if self._closed(current, closed):
+            if self._closed(current, None):
                 # Someone closed it in Halo first: their status and closure stand, and nothing is written into a closed
                 # ticket (an update could reopen it under a ticket type's rules), as the other desks do.
                 log.info("halopsa ticket already closed", extra={"ticket": ticket.number})
                 return
+            closed = await self._lookup(session, "/api/Status", "status", route.closed_status or
+                                        self.config.closed_status)
+            if closed is not None and str(current.get("status_id")) == str(closed):
+                return  # already in the status it would be moved to
             await self._action(session, ticket, text, self.config.close_outcome, new_status=closed)
 
     async def check(self, route: TicketRoute) -> None:

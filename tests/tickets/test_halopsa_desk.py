@@ -281,6 +281,7 @@ async def test_a_ticket_closed_by_a_person_first(halo: Any, make: Callable[..., 
     assert await halo_desk.find_open(draft()) is None
     # Resolving it writes nothing into the closed ticket: the person's status stands (no reopen, no second close).
     await halo_desk.close(ticket, "Resolved: new secret in place.", TicketRoute())
+    await halo_desk.close(ticket, "again", TicketRoute(closed_status="Archived"))  # its status is not even asked
     state = halo_state(halo)
     assert state["tickets"][0]["status_id"] == 10 and state["actions"] == []
 
