@@ -12,8 +12,8 @@ Configuration (the JSON object in the Key Vault secret TICKET_SECRET_NAME; every
 - `team`, `priority`, `ticket_type`, `status`: defaults for the routing's board / priority / type / new status,
   each a name or an id ("" = Halo's own default).
 - `closed_status`: the status a resolved ticket is moved to (default `Closed`).
-- `note_outcome` / `close_outcome`: the action outcomes of a note and of the resolving note (default `Private
-  Note` for both; Halo refuses an action without an outcome).
+- `note_outcome` / `close_outcome`: the action outcomes (name or id) of a note and of the resolving note (default
+  `Private Note` for both; Halo refuses an action without an outcome).
 - `notes_visible`: `true` shows the notes to the end user (`hiddenfromuser: false`); default `false`.
 
 Sources (each behaviour in detail: sandbox/README.md, "HaloPSA"; Halo's own Swagger lives inside each instance at
@@ -316,8 +316,11 @@ class HaloDesk:
 
     async def _action(self, session: aiohttp.ClientSession, ticket: TicketRef, text: str, outcome: str,
                       new_status: int | None = None) -> None:
-        action: dict[str, Any] = {"ticket_id": int(ticket.id), "outcome": outcome, "note_html": _html(text),
+        action: dict[str, Any] = {"ticket_id": int(ticket.id), "note_html": _html(text),
                                   "hiddenfromuser": not self.config.notes_visible}
+        # An outcome by id (CIPP sends `outcome_id`) or by name (the n8n node and others send `outcome`).
+        by_id = outcome.isascii() and outcome.isdigit()
+        action["outcome_id" if by_id else "outcome"] = int(outcome) if by_id else outcome
         if new_status is not None:
             action["new_status"] = new_status
         await self._api(session, "POST", "/api/Actions", json=[action], ticket=ticket)

@@ -104,8 +104,10 @@ async def test_configured_outcomes_visibility_and_closed_status(halo: Any, make:
     assert [(a["outcome"], a["hiddenfromuser"], a["new_status"]) for a in state["actions"]] == [
         ("Note", False, None), ("Resolved", False, 9)]
     other = await halo_desk.open(draft("t2|expired"))
-    await halo_desk.close(other, "fixed", TicketRoute())
-    assert halo_state(halo)["tickets"][1]["status_id"] == 10  # the configured "Resolved"
+    await make(close_outcome="7", closed_status="Resolved").close(other, "fixed", TicketRoute())  # an outcome by id
+    state = halo_state(halo)
+    assert state["tickets"][1]["status_id"] == 10  # the configured "Resolved"
+    assert (state["actions"][-1]["outcome"], state["actions"][-1]["new_status"]) == ("Private Note", 10)
 
 
 async def test_find_open_after_a_crash_finds_the_one_ticket(halo: Any, make: Callable[..., HaloDesk]) -> None:
