@@ -94,7 +94,7 @@ def summary(title: str, key: str) -> str:
             cut.append(char)
             used += _utf16(char)
         text = "".join(cut).rstrip() + "…"
-    return text + suffix
+    return (text + suffix).lstrip()
 
 
 def _utf16(text: str) -> int:

@@ -241,8 +241,8 @@ async def test_a_redirect_is_never_followed(halo: Any, make: Callable[..., HaloD
 def test_summary_fits_halos_limit_and_keeps_the_tag(length: int, filler: str) -> None:
     title = (filler * length)[:length] if len(filler) == 1 else filler * (length // 2)
     text = summary(title, "t|c")
-    assert utf16(text) <= SUMMARY_LIMIT and text.endswith(f" ({tag('t|c')})")
-    head = text[: -len(f" ({tag('t|c')})")]
+    assert utf16(text) <= SUMMARY_LIMIT and text.endswith(f"({tag('t|c')})") and text == text.strip()
+    head = text[: -len(f"({tag('t|c')})")].rstrip()
     head.encode("utf-8")  # strict: a character cut in two (a lone surrogate) would raise here
     if utf16(title) + len(tag("t|c")) + 3 <= SUMMARY_LIMIT:
         assert head == " ".join(title.split())  # short titles are kept whole
