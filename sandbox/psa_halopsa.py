@@ -161,10 +161,9 @@ class HaloPsaState:
             scopes = frozenset(granted.split() if isinstance(granted, str) else (str(s) for s in granted))
             self.applications[str(app["client_id"])] = Application(
                 str(app["client_id"]), str(app["client_secret"]), scopes, str(app.get("agent") or "API Agent"))
-        for key, attr in (("teams", "teams"), ("priorities", "priorities"), ("ticket_types", "ticket_types"),
-                          ("statuses", "statuses"), ("outcomes", "outcomes"), ("clients", "clients")):
-            if key in section:
-                setattr(self, attr, [dict(item) for item in section[key]])
+        for lookup in ("teams", "priorities", "ticket_types", "statuses", "outcomes", "clients"):
+            if lookup in section:  # a list given replaces the defaults: the instance has exactly these
+                setattr(self, lookup, [dict(item) for item in section[lookup]])
         if "rate_limit" in section:
             doc = section["rate_limit"]
             requests, window = int(doc.get("requests", 300)), float(doc.get("window_seconds", 300))
