@@ -3,7 +3,7 @@ against the sandbox's HaloPSA stand-in: one Halo ticket per customer and conditi
 note a day, a Halo outage and a crash after Halo's create with nothing lost or duplicated, closed when it clears.
 
 The ticket book is the `tickets` branch's (issue 26): until it is merged this module is skipped; checked against
-that branch at 7eaeb15..b2d7ce5 (merged in a scratch worktree: 1 passed)."""
+that branch up to 108ec31 (merged in a scratch worktree: 1 passed)."""
 
 from __future__ import annotations
 
