@@ -1,9 +1,6 @@
 """End to end with HaloPSA: the real alert book and ticket book (Azurite) driving the real HaloPSA desk over HTTPS
 against the sandbox's HaloPSA stand-in: one Halo ticket per customer and condition across passes and restarts, a
-note a day, a Halo outage and a crash after Halo's create with nothing lost or duplicated, closed when it clears.
-
-The ticket book is the `tickets` branch's (issue 26): until it is merged this module is skipped; checked against
-that branch up to 108ec31 (merged in a scratch worktree: 1 passed)."""
+note a day, a Halo outage and a crash after Halo's create with nothing lost or duplicated, closed when it clears."""
 
 from __future__ import annotations
 
@@ -19,12 +16,9 @@ from azure.data.tables.aio import TableClient
 
 from shared.alerts import AlertBook
 from shared.ports import Alert, Event
+from shared.tickets.book import RETRY_AFTER, TicketBook, ticket_key
 from shared.tickets.halopsa import HaloDesk, build, tag
-
-book = pytest.importorskip("shared.tickets.book", reason="the ticket book (the tickets branch) is not merged yet")
-routing = pytest.importorskip("shared.tickets.routing", reason="the ticket routing is not merged yet")
-RETRY_AFTER, TicketBook, ticket_key, parse_routing = book.RETRY_AFTER, book.TicketBook, book.ticket_key, \
-    routing.parse_routing
+from shared.tickets.routing import parse_routing
 
 pytestmark = pytest.mark.sandbox
 
