@@ -1,6 +1,7 @@
 // The dashboard: one module, no dependencies, no build step. It reads the same HTTP API as every other client
-// (/api/status, /api/targets/{t}/{a}/details, /api/me) and acts through it (/api/rotations,
-// /api/acknowledgements); the API enforces the roles, the page only hides what the caller may not do.
+// (/api/status, /api/targets/{t}/{a}/details, /api/me, /api/approvals) and acts through it (/api/rotations,
+// /api/acknowledgements, /api/approvals/{t}/{a}); the API enforces the roles, the page only hides what the caller may
+// not do.
 // Every value from the API reaches the page as text (textContent / attributes), never as markup.
 
 const REFRESH_MS = 30000;
@@ -49,6 +50,7 @@ const ALERT_LABELS = {
   "old-key-still-used": "old key still used", "new-key-unused": "new key unused",
   "notify-only-waiting": "waiting for acknowledgement",
   "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
+  "rotation-forced": "rotated outside change control", "change-control-blocking-expiry": "change control blocks expiry",
 };
 
 // Conditions shown beside the status as chips and filterable like a status (the value "flag:<condition>"): what an
@@ -246,6 +248,8 @@ function visibleTargets() {
   return state.targets.filter((t) => {
     if (state.status.startsWith("flag:")) {
       if (!flagged(t, state.status.slice(5))) return false;
+    } else if (state.status.startsWith("waiting:")) {
+      if (waitingFor(t) !== state.status.slice(8)) return false;
     } else if (state.status && t.status !== state.status) return false;
     if (!needle) return true;
     return [t.customer, t.tenantId, t.appId].some((v) => (v || "").toLowerCase().includes(needle));
@@ -270,6 +274,7 @@ function sortValue(t, key) {
     case "confirmed": { const c = confirmed(t); return c.total ? c.done / c.total : 2; }
     case "lastRotationAt": return t.lastRotationAt ? Date.parse(t.lastRotationAt) : 0;
     case "alerts": return -(t.alerts || []).length;
+    case "change": return changeSortValue(t);
     default: return 0;
   }
 }
@@ -312,13 +317,24 @@ function renderCounts() {
     b.title = `Show only customers with "${FLAGS[f].toLowerCase()}": ${FLAG_HELP[f]}`;
     list.append(item);
   }
+  const waits = Object.keys(WAITING).map((w) => [w, state.targets.filter((t) => waitingFor(t) === w).length]);
+  for (const [w, n] of waits) {
+    if (!n) continue;
+    const item = button(`waiting:${w}`, n, WAITING[w]);
+    const b = item.querySelector("button");
+    b.className = `count waiting waiting-${w}`;
+    b.dataset.waiting = w;
+    b.title = `Show only customers ${WAITING[w].toLowerCase()}: ${WAITING_HELP[w]}`;
+    list.append(item);
+  }
 
   const select = $("status-filter");
   const current = state.status;
   select.replaceChildren(h("option", { value: "" }, "All statuses"),
     ...[...STATUS_ORDER, ...[...counts.keys()].filter((s) => !known(s))].map((s) =>
       h("option", { value: s }, `${label(s)} (${counts.get(s) || 0})`)),
-    ...flags.map(([f, n]) => h("option", { value: `flag:${f}` }, `${FLAGS[f]} (${n})`)));
+    ...flags.map(([f, n]) => h("option", { value: `flag:${f}` }, `${FLAGS[f]} (${n})`)),
+    ...waits.map(([w, n]) => h("option", { value: `waiting:${w}` }, `${WAITING[w]} (${n})`)));
   select.value = current;
 }
 
@@ -353,8 +369,12 @@ function lastRotationCell(t) {
 
 function alertsCell(t) {
   const alerts = t.alerts || [];
-  if (!alerts.length) return h("span", { class: "muted" }, "—");
-  return h("span", {}, alerts.map((a) => h("span", { class: "alert-badge" }, ALERT_LABELS[a] || a)));
+  const tickets = ticketsOf(t);
+  if (!alerts.length && !tickets.length) return h("span", { class: "muted" }, "—");
+  const rest = tickets.filter((k) => !alerts.includes(k.condition));
+  return h("span", {}, alerts.map((a) => h("span", { class: "alert-with-ticket" },
+    h("span", { class: "alert-badge" }, ALERT_LABELS[a] || a),
+    tickets.filter((k) => k.condition === a).map(ticketLink))), rest.map(ticketLink));
 }
 
 function renderFleet() {
@@ -376,10 +396,11 @@ function renderFleet() {
     h("td", { class: "cell-customer", "data-label": "Customer" },
       h("div", { class: "customer-name" }, t.customer || "(no name)"),
       h("div", { class: "ids", title: `tenant ${t.tenantId}\napp ${t.appId}` }, `${short(t.tenantId)} · app ${short(t.appId)}`)),
-    h("td", { class: "cell-status", "data-label": "Status" }, chip(t.status), ...flagChips(t), t.enabled === false ? h("span", { class: "badge grey" }, " disabled") : null),
+    h("td", { class: "cell-status", "data-label": "Status" }, chip(t.status), ...flagChips(t), waitingChip(t), t.enabled === false ? h("span", { class: "badge grey" }, " disabled") : null),
     h("td", { "data-label": "Days left" }, daysCell(t, scale)),
     h("td", { class: "nowrap", "data-label": "Expires" }, date(t.expires)),
     h("td", { class: "cell-stage", "data-label": "Rotation" }, stageCell(t)),
+    h("td", { class: "cell-change", "data-label": "Change control" }, changeCell(t)),
     h("td", { class: "cell-destinations", "data-label": "Destinations" }, destinationsCell(t)),
     h("td", { "data-label": "Last rotation" }, lastRotationCell(t)),
     h("td", { "data-label": "Alerts" }, alertsCell(t)));
@@ -590,7 +611,7 @@ function renderDetail() {
   const summary = state.targets.find((t) => keyOf(t) === key);
   const d = state.details || summary;
   const title = $("detail-title");
-  title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "", ...(d ? flagChips(d) : []));
+  title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "", ...(d ? flagChips(d) : []), (d && waitingChip(d)) || "");
   const [tenantId, appId] = key.split("/");
   $("detail-ids").textContent = `tenant ${tenantId} · app ${appId}`;
   const body = $("detail-body");
@@ -617,7 +638,9 @@ function renderDetail() {
   if (d.alerts && d.alerts.length) body.append(h("p", {}, "Open alerts: ", alertsCell(d)));
 
   body.append(progressSection(d));
+  body.append(changeControlSection(d));
   if (canOperate()) body.append(actionsSection(d));
+  if (ticketsOf(d).length) body.append(ticketsSection(d));
   if (!state.details) {
     body.append(h("p", { class: "muted" }, "Loading credentials, Key Vault versions and audit trail…"));
     return;
@@ -991,14 +1014,17 @@ const onboarding = {
 const signInHref = (runId) => `/api/onboarding/signin${runId ? `?run=${encodeURIComponent(runId)}` : ""}`;
 const needsPartnerSignIn = (error) => Boolean(error) && (PARTNER_SIGN_IN_CODES.has(error.code) || error.status === 428);
 
+// The page's views: the fleet (its cards carry data-view="fleet"), onboarding customers, approvals.
+const VIEW_NAV = { fleet: "nav-fleet", onboarding: "nav-onboarding", approvals: "nav-approvals" };
+
 function showView(name) {
-  const onboardingView = name === "onboarding";
-  for (const el of document.querySelectorAll('[data-view="fleet"]')) el.hidden = onboardingView;
-  $("onboarding").hidden = !onboardingView;
-  $("nav-fleet").toggleAttribute("aria-current", !onboardingView);
-  if (!onboardingView) $("nav-fleet").setAttribute("aria-current", "page");
-  if (onboardingView) $("nav-onboarding").setAttribute("aria-current", "page");
-  else $("nav-onboarding").removeAttribute("aria-current");
+  for (const el of document.querySelectorAll('[data-view="fleet"]')) el.hidden = name !== "fleet";
+  $("onboarding").hidden = name !== "onboarding";
+  $("approvals").hidden = name !== "approvals";
+  for (const [view, id] of Object.entries(VIEW_NAV)) {
+    if (view === name) $(id).setAttribute("aria-current", "page");
+    else $(id).removeAttribute("aria-current");
+  }
 }
 
 function openOnboarding(runId) {
@@ -1596,6 +1622,353 @@ function wireCredentials() {
   $("timeline-others").addEventListener("change", () => renderTimeline());
 }
 
+// ---------------------------------------------------------------- change control, approvals and tickets (issue 26)
+// Per customer (its policy's changeControl): mode auto (a due rotation goes ahead), window (only inside the
+// customer's maintenance windows, in its time zone) or approval (a due rotation waits for Approve, Postpone to a date
+// or Reject). The status document says what a due rotation waits for (`rotationWaiting`), the next window and the
+// approval request; GET /api/approvals lists the requests and POST /api/approvals/{tenantId}/{appId} decides one
+// (Rotator.Operate; 409 once it is no longer pending). Near expiry a rotation is forced unless the customer is set to
+// never force. Tickets (`tickets`: one per open condition in the MSP's PSA) link to the PSA by number.
+
+const WAITING = { approval: "Waiting for approval", window: "Waiting for window" };
+const WAITING_HELP = {
+  approval: "A rotation is due; the customer's change control wants an approval first (Approvals, or the signed link in the alert).",
+  window: "A rotation is due; the customer's change control allows it only inside its maintenance window.",
+};
+const MODES = { auto: "Auto", window: "Window", approval: "Approval" };
+const MODE_HELP = {
+  auto: "A due rotation goes ahead at the next pass.",
+  window: "A due rotation goes ahead only inside the customer's maintenance windows.",
+  approval: "A due rotation waits for an approval.",
+};
+const APPROVAL_STATES = { pending: "Pending", approved: "Approved", postponed: "Postponed", rejected: "Rejected" };
+const DECISIONS = {
+  approve: { title: "Approve", button: "Approve", kind: "" },
+  postpone: { title: "Postpone", button: "Postpone", kind: "" },
+  reject: { title: "Reject", button: "Reject", kind: "danger" },
+};
+const DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+const waitingFor = (t) => (t.rotationWaiting && Object.hasOwn(WAITING, t.rotationWaiting) ? t.rotationWaiting : "");
+const changeControlOf = (t) => t.changeControl || (t.policy && t.policy.changeControl) || null;
+const modeOf = (t) => (changeControlOf(t) && changeControlOf(t).mode) || "auto";
+const ticketsOf = (t) => (Array.isArray(t.tickets) ? t.tickets.filter((k) => k && k.number !== null && k.number !== undefined) : []);
+// The next window's start (an instant): the status document's `nextWindow` as an ISO string or an object holding it.
+const windowStart = (w) => (typeof w === "string" ? w : w && (w.start || w.startUtc || w.utc)) || null;
+const windowEnd = (w) => (w && typeof w === "object" && (w.end || w.endUtc)) || null;
+
+function waitingChip(t) {
+  const w = waitingFor(t);
+  if (!w) return null;
+  return h("span", { class: `chip waiting waiting-${w}`, title: WAITING_HELP[w], "data-waiting": w }, WAITING[w]);
+}
+
+// An instant in the customer's own time zone ("Sat 12 Dec, 22:00 GMT"); the zone's name where the browser lacks it.
+function zoned(iso, timeZone, withDate = true) {
+  if (!iso) return "—";
+  const options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
+  if (withDate) Object.assign(options, { weekday: "short", day: "numeric", month: "short" });
+  try {
+    return new Date(iso).toLocaleString("en-GB", { ...options, timeZone: timeZone || "UTC" });
+  } catch {
+    return `${new Date(iso).toLocaleString("en-GB", { ...options, timeZone: "UTC" })} (${timeZone})`;
+  }
+}
+
+function dayList(days) {
+  const picked = DAY_NAMES.filter((d) => (days || []).includes(d));
+  const name = (d) => d[0].toUpperCase() + d.slice(1);
+  if (picked.length === 7) return "Every day";
+  const first = DAY_NAMES.indexOf(picked[0]);
+  const run = picked.length > 2 && picked.every((d, i) => DAY_NAMES.indexOf(d) === first + i);
+  return run ? `${name(picked[0])}–${name(picked[picked.length - 1])}` : picked.map(name).join(", ");
+}
+
+function windowText(w) {
+  const crosses = w.end <= w.start;
+  return `${dayList(w.days)} ${w.start}–${w.end}${crosses ? " (next day)" : ""}`;
+}
+
+function changeSortValue(t) {
+  const w = waitingFor(t);
+  if (w === "approval") return 0;
+  if (w === "window") return 1;
+  return { approval: 2, window: 3, auto: 4 }[modeOf(t)] ?? 5;
+}
+
+function changeCell(t) {
+  const mode = modeOf(t);
+  const cc = changeControlOf(t);
+  if (mode === "auto") return h("span", { class: "muted", title: MODE_HELP.auto, "data-mode": mode }, "auto");
+  const badge = h("span", { class: `badge mode mode-${mode}`, title: MODE_HELP[mode] || "", "data-mode": mode }, MODES[mode] || mode);
+  if (mode === "window") {
+    const start = windowStart(t.nextWindow);
+    return h("span", {}, badge, " ", start
+      ? h("span", { class: "muted next-window", "data-next-window": start, title: `next window opens ${dateTime(start)}` }, `next ${zoned(start, cc && cc.timeZone)}`)
+      : h("span", { class: "muted" }, cc && cc.timeZone ? cc.timeZone : ""));
+  }
+  if (mode === "approval" && t.approval && t.approval.status === "postponed" && t.approval.until) {
+    return h("span", {}, badge, " ", h("span", { class: "muted" }, `postponed to ${date(t.approval.until)}`));
+  }
+  return badge;
+}
+
+// A ticket in the MSP's PSA: its number, linking to the ticket when the desk gave an http(s) address.
+function ticketLink(k) {
+  let href = null;
+  try {
+    const url = new URL(k.url);
+    if (url.protocol === "https:" || url.protocol === "http:") href = url.href;
+  } catch {
+    href = null;
+  }
+  const text = `Ticket ${String(k.number).startsWith("#") ? "" : "#"}${k.number}`;
+  const title = `${ALERT_LABELS[k.condition] || k.condition}: ticket ${k.number} in the PSA`;
+  return href
+    ? h("a", { class: "ticket", href, target: "_blank", rel: "noopener noreferrer", title, "data-ticket": k.number, "data-condition": k.condition,
+      onclick: (event) => event.stopPropagation() }, text)
+    : h("span", { class: "ticket", title, "data-ticket": k.number, "data-condition": k.condition }, text);
+}
+
+function ticketsSection(d) {
+  const rows = ticketsOf(d).map((k) => [ALERT_LABELS[k.condition] || k.condition, ticketLink(k),
+    (d.alerts || []).includes(k.condition) ? h("span", { class: "warn-text" }, "open") : h("span", { class: "muted" }, "resolved: closing")]);
+  const section = h("section", { id: "tickets" }, h("h3", {}, "Tickets"), table(["Condition", "Ticket", "Condition now"], rows, ""));
+  return section;
+}
+
+function changeControlSection(d) {
+  const cc = changeControlOf(d);
+  const mode = modeOf(d);
+  const section = h("section", { id: "change-control", "data-mode": mode }, h("h3", {}, "Change control"));
+  const facts = [fact("Mode", MODES[mode] || mode, MODE_HELP[mode])];
+  if (mode === "window" && cc) {
+    const start = windowStart(d.nextWindow);
+    const end = windowEnd(d.nextWindow);
+    facts.push(fact("Next window", start ? zoned(start, cc.timeZone) : "—",
+      start ? `${dateTime(start)}${end ? ` to ${zoned(end, cc.timeZone, false)}` : ""}` : null));
+    facts.push(fact("Windows", h("span", { class: "windows" }, (cc.windows || []).map((w) => h("span", { class: "window-text" }, windowText(w)))), cc.timeZone));
+  }
+  if (mode !== "auto" && cc) {
+    facts.push(fact("Forced", cc.neverForce ? "never" : `${cc.forceDaysBeforeExpiry ?? 7} days before expiry`,
+      cc.neverForce ? "an expiring secret raises a loud alert every day instead" : "outside the window or without approval, with an alert"));
+  }
+  section.append(h("div", { class: "facts" }, facts));
+  const w = waitingFor(d);
+  const request = d.approval && d.approval.requestId;
+  if (w && !request) section.append(h("p", { class: "waiting-text", "data-waiting": w }, waitingChip(d), " ", WAITING_HELP[w]));
+  if (request) section.append(approvalBlock({ ...d.approval, tenantId: d.tenantId, appId: d.appId, customer: d.customer }));
+  const r = state.actionResult && state.actionResult.key === keyOf(d) && state.actionResult.approval ? state.actionResult : null;
+  if (r) section.append(h("p", { class: `action-result ${r.kind}`, id: "approval-result", role: "status" }, r.text));
+  return section;
+}
+
+function decisionText(a) {
+  if (a.status === "pending") return a.forceOn ? `forced ${date(a.forceOn)} without a decision` : "never forced";
+  const parts = [`${APPROVAL_STATES[a.status] || a.status} by ${a.decidedBy || "?"}`];
+  if (a.decidedAt) parts.push(dateTime(a.decidedAt));
+  if (a.until) parts.push(`until ${date(a.until)}`);
+  return parts.join(" · ") + (a.reason ? ` — ${a.reason}` : "");
+}
+
+function approvalChip(status) {
+  return h("span", { class: `chip a-${status}`, "data-approval": status }, APPROVAL_STATES[status] || status);
+}
+
+// One approval request in the customer view, with its actions for an operator while it is pending.
+function approvalBlock(a) {
+  return h("div", { class: "approval", "data-request": a.requestId, "data-approval": a.status },
+    h("div", {}, h("strong", {}, "Approval "), approvalChip(a.status),
+      h("span", { class: "muted" }, ` requested ${dateTime(a.requestedAt)}${a.expires ? ` · the secret expires ${date(a.expires)}` : ""}`)),
+    h("div", { class: "muted decision" }, decisionText(a)),
+    a.status === "pending" && canOperate() ? decisionButtons(a) : null);
+}
+
+function decisionButtons(a) {
+  return h("div", { class: "decision-buttons", "aria-label": `Decide on ${a.customer || a.tenantId}` },
+    h("button", { type: "button", class: "btn small", "data-decide": "approve", onclick: () => askDecision(a, "approve") }, "Approve…"),
+    h("button", { type: "button", class: "btn ghost small", "data-decide": "postpone", onclick: () => askDecision(a, "postpone") }, "Postpone…"),
+    h("button", { type: "button", class: "btn ghost small danger-text", "data-decide": "reject", onclick: () => askDecision(a, "reject") }, "Reject…"));
+}
+
+const approvals = { open: false, status: "pending", rows: null, error: null, result: null };
+
+function isoDay(offsetDays) {
+  const d = new Date(Date.now() + offsetDays * DAY);
+  return `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+}
+
+function askDecision(a, action) {
+  const dialog = $("decide");
+  const what = DECISIONS[action];
+  const who = a.customer || a.tenantId;
+  $("decide-title").textContent = `${what.title} ${who}'s rotation?`;
+  $("decide-text").textContent = {
+    approve: `The due rotation of ${who}'s sync secret goes ahead at the next pass: a new secret in Entra ID, Key Vault, Proofpoint and the portal. Audited with your name.`,
+    postpone: `The rotation waits until the date you pick; then a new approval is requested.${a.forceOn ? ` It is still forced on ${date(a.forceOn)}, before the secret expires.` : ""}`,
+    reject: `The rotation does not happen for this secret. ${a.forceOn ? `It is still forced on ${date(a.forceOn)}, before the secret expires.` : "The customer is set to never force: the expiring secret raises an alert every day."}`,
+  }[action];
+  $("decide-until-field").hidden = action !== "postpone";
+  $("decide-until").value = "";
+  $("decide-until").min = isoDay(1);
+  $("decide-reason").value = "";
+  $("decide-reason").required = action === "reject";
+  $("decide-reason-label").textContent = action === "reject" ? "Reason (required, kept in the audit trail)" : "Note (optional, kept in the audit trail)";
+  $("decide-error").hidden = true;
+  const confirm = $("decide-confirm");
+  confirm.textContent = what.button;
+  confirm.className = `btn ${what.kind}`;
+  dialog.dataset.action = action;
+  decision.pending = a;
+  dialog.showModal();
+  (action === "approve" ? $("decide-cancel") : action === "postpone" ? $("decide-until") : $("decide-reason")).focus();
+}
+
+const decision = { pending: null, busy: false };
+
+function decideError(text) {
+  const p = $("decide-error");
+  p.textContent = text;
+  p.hidden = false;
+}
+
+// `until` is the start of the picked day in UTC: the rotation may go ahead from that day on.
+const untilOf = (day) => `${day}T00:00:00Z`;
+
+async function sendDecision() {
+  const a = decision.pending;
+  const action = $("decide").dataset.action;
+  if (!a || decision.busy) return;
+  const body = { requestId: a.requestId, action };
+  const reason = $("decide-reason").value.trim();
+  if (action === "postpone") {
+    const day = $("decide-until").value;
+    if (!day) return decideError("Pick the date the rotation waits until.");
+    if (day < isoDay(1)) return decideError("Pick a date after today.");
+    body.until = untilOf(day);
+  }
+  if (action === "reject" && !reason) return decideError("Say why: the reason is kept in the audit trail and the customer's ticket.");
+  if (reason) body.reason = reason;
+  decision.busy = true;
+  $("decide-confirm").disabled = true;
+  const key = `${a.tenantId}/${a.appId}`;
+  try {
+    const answer = await api(`/api/approvals/${a.tenantId}/${a.appId}`, { method: "POST", body: JSON.stringify(body) });
+    const done = answer && answer.status ? answer : { ...a, status: { approve: "approved", postpone: "postponed", reject: "rejected" }[action] };
+    const text = `${a.customer || a.tenantId}: ${APPROVAL_STATES[done.status] || done.status}${done.decidedBy ? ` by ${done.decidedBy}` : ""}${done.until ? ` until ${date(done.until)}` : ""}.`;
+    approvals.result = { kind: "good", text };
+    state.actionResult = { key, kind: "good", text, approval: true };
+    $("decide").close("done");
+  } catch (error) {
+    if (error.status === 400 || error.status === 422) {
+      decideError(`${error.code}: ${error.message}`);
+      return;
+    }
+    // 409: decided meanwhile (by someone else, or a signed link), or a newer request replaced it: the lists are read again.
+    const text = `${a.customer || a.tenantId}: not recorded: ${error.code}: ${error.message}`;
+    approvals.result = { kind: "bad", text };
+    state.actionResult = { key, kind: "bad", text, approval: true };
+    $("decide").close("refused");
+  } finally {
+    decision.busy = false;
+    $("decide-confirm").disabled = false;
+  }
+  decision.pending = null;
+  if (approvals.open) await loadApprovals();
+  await refresh();
+}
+
+function renderApprovalsNav() {
+  const n = state.targets.filter((t) => waitingFor(t) === "approval").length;
+  const badge = $("nav-approvals-count");
+  badge.textContent = String(n);
+  badge.hidden = !n;
+  $("nav-approvals").title = n ? `${n} customer${n === 1 ? "" : "s"} waiting for approval` : "No rotation waiting for approval";
+}
+
+function openApprovals() {
+  const wasOpen = approvals.open;
+  approvals.open = true;
+  if (state.selected) closeDetail({ push: false });
+  showView("approvals");
+  renderApprovals();
+  if (!wasOpen) $("approvals").focus();
+  loadApprovals();
+}
+
+function closeApprovals() {
+  approvals.open = false;
+  approvals.result = null;
+  showView("fleet");
+}
+
+async function loadApprovals() {
+  const status = approvals.status;
+  try {
+    const body = await api(`/api/approvals?status=${encodeURIComponent(status)}`);
+    if (approvals.status !== status) return;
+    approvals.rows = body.approvals;
+    approvals.error = null;
+  } catch (error) {
+    if (approvals.status !== status) return;
+    approvals.rows = null;
+    approvals.error = error;
+  }
+  if (approvals.open) renderApprovals();
+}
+
+function approvalRow(a) {
+  const key = `${a.tenantId}/${a.appId}`;
+  const target = state.targets.find((t) => keyOf(t) === key);
+  const cc = target ? changeControlOf(target) : null;
+  return h("tr", { "data-key": key, "data-request": a.requestId, "data-approval": a.status },
+    h("td", { class: "cell-customer", "data-label": "Customer" },
+      h("div", { class: "customer-name" }, h("a", { href: `#/target/${key}` }, a.customer || "(no name)")),
+      h("div", { class: "ids", title: `tenant ${a.tenantId}\napp ${a.appId}` }, `${short(a.tenantId)} · app ${short(a.appId)}`)),
+    h("td", { "data-label": "Requested" }, h("span", { title: dateTime(a.requestedAt) }, date(a.requestedAt)), " ", h("span", { class: "muted" }, ago(a.requestedAt))),
+    h("td", { class: "nowrap", "data-label": "Secret expires" }, date(a.expires), target && target.daysLeft !== null && target.daysLeft !== undefined ? h("div", { class: "muted" }, `${target.daysLeft} days left`) : null),
+    h("td", { class: "nowrap", "data-label": "Forced" }, a.forceOn ? date(a.forceOn) : h("span", { class: "warn-text", title: "The customer is set to never force: an expiring secret raises an alert every day" }, "never"),
+      cc && cc.timeZone ? h("div", { class: "muted" }, cc.timeZone) : null),
+    h("td", { "data-label": "Status" }, approvalChip(a.status), h("div", { class: "muted decision" }, decisionText(a))),
+    canOperate() ? h("td", { "data-label": "Decide" }, a.status === "pending" ? decisionButtons({ ...a }) : h("span", { class: "muted" }, "—")) : null);
+}
+
+function renderApprovals() {
+  const body = $("approvals-body");
+  const parts = [];
+  if (approvals.result) parts.push(h("p", { class: `action-result ${approvals.result.kind}`, id: "approvals-result", role: "status" }, approvals.result.text));
+  if (approvals.error) {
+    parts.push(approvals.error.status === 403
+      ? h("p", { class: "section-error", "data-code": approvals.error.code }, "Approvals are decided by operators: your account lacks the Rotator.Operate role. The fleet shows the customers waiting for approval.")
+      : errorBox(approvals.error));
+  } else if (!approvals.rows) {
+    parts.push(h("p", { class: "muted" }, "Loading…"));
+  } else if (!approvals.rows.length) {
+    parts.push(h("div", { class: "empty" }, h("strong", {}, `No ${APPROVAL_STATES[approvals.status].toLowerCase()} approval`),
+      approvals.status === "pending" ? "A customer in approval mode asks here when its secret is due." : ""));
+  } else {
+    const headers = ["Customer", "Requested", "Secret expires", "Forced", "Status", ...(canOperate() ? ["Decide"] : [])];
+    parts.push(h("div", { class: "table-wrap" }, h("table", { id: "approvals-table", class: "fleet approvals-table" },
+      h("thead", {}, h("tr", {}, headers.map((x) => h("th", { scope: "col" }, x)))),
+      h("tbody", {}, approvals.rows.map(approvalRow)))));
+  }
+  if (!canOperate() && !approvals.error) parts.push(h("p", { class: "muted" }, "Read only: operators (Rotator.Operate) approve, postpone or reject."));
+  body.replaceChildren(...parts);
+}
+
+function wireApprovals() {
+  $("approvals-status").addEventListener("change", (event) => {
+    approvals.status = event.target.value;
+    approvals.rows = null;
+    approvals.result = null;
+    renderApprovals();
+    loadApprovals();
+  });
+  $("decide-cancel").addEventListener("click", () => $("decide").close("cancel"));
+  $("decide-confirm").addEventListener("click", () => sendDecision());
+  $("decide").addEventListener("close", () => { if (!decision.busy) decision.pending = null; });
+}
+
 // ---------------------------------------------------------------- the page
 
 function renderCaller() {
@@ -1610,6 +1983,7 @@ function renderCaller() {
   el.hidden = false;
   renderAlertTest();
   renderOnboardingNav();
+  renderApprovalsNav();
 }
 
 // ---------------------------------------------------------------- the alert channel's test (operators only)
@@ -1652,6 +2026,7 @@ function render() {
   renderCounts();
   renderFleet();
   renderTimeline();
+  renderApprovalsNav();
   if (state.selected) renderDetail();
 }
 
@@ -1663,6 +2038,11 @@ function fromHash() {
     return;
   }
   if (onboarding.open) closeOnboarding();
+  if (/^#\/approvals\/?$/.test(location.hash)) {
+    openApprovals();
+    return;
+  }
+  if (approvals.open) closeApprovals();
   const match = /^#\/target\/([0-9a-fA-F-]{36})\/([0-9a-fA-F-]{36})$/.exec(location.hash);
   if (match) openDetail(`${match[1]}/${match[2]}`, { push: false });
   else if (state.selected) closeDetail({ push: false });
@@ -1670,6 +2050,7 @@ function fromHash() {
 
 function wire() {
   wireCredentials();
+  wireApprovals();
   $("refresh").addEventListener("click", () => refresh());
   $("search").addEventListener("input", (event) => { state.search = event.target.value; renderFleet(); renderTimeline(); });
   $("status-filter").addEventListener("change", (event) => { state.status = event.target.value; render(); });
@@ -1696,14 +2077,17 @@ function wire() {
   });
   document.addEventListener("keydown", (event) => {
     const typing = ["INPUT", "SELECT", "TEXTAREA"].includes(document.activeElement?.tagName);
-    if (event.key === "Escape" && state.selected && !$("confirm").open && !$("offboard").open) closeDetail();
+    if (event.key === "Escape" && state.selected && !$("confirm").open && !$("offboard").open && !$("decide").open) closeDetail();
     else if (event.key === "/" && !typing) { event.preventDefault(); $("search").focus(); }
     else if (event.key === "r" && !typing && !event.ctrlKey && !event.metaKey) refresh();
   });
   window.addEventListener("popstate", fromHash);
   let resize = null;
   window.addEventListener("resize", () => { clearTimeout(resize); resize = setTimeout(renderTimeline, 150); });
-  setInterval(() => { if (!state.progress || !state.progress.running) refresh(); }, REFRESH_MS);
+  setInterval(() => {
+    if (!state.progress || !state.progress.running) refresh();
+    if (approvals.open && !$("decide").open) loadApprovals();
+  }, REFRESH_MS);
 }
 
 async function start() {
