@@ -51,6 +51,7 @@ const ALERT_LABELS = {
   "notify-only-waiting": "waiting for acknowledgement",
   "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
   "rotation-forced": "rotated outside change control", "change-control-blocking-expiry": "change control blocks expiry",
+  "approval-requested": "approval requested",
 };
 
 // Conditions shown beside the status as chips and filterable like a status (the value "flag:<condition>"): what an
@@ -570,6 +571,7 @@ function renderTimeline() {
 
 function openDetail(key, { push = true } = {}) {
   if (state.selected !== key) {
+    registryControl.delete(key);
     state.details = null;
     state.detailsError = null;
     state.actionResult = null;
@@ -1627,8 +1629,10 @@ function wireCredentials() {
 // customer's maintenance windows, in its time zone) or approval (a due rotation waits for Approve, Postpone to a date
 // or Reject). The status document says what a due rotation waits for (`rotationWaiting`), the next window and the
 // approval request; GET /api/approvals lists the requests and POST /api/approvals/{tenantId}/{appId} decides one
-// (Rotator.Operate; 409 once it is no longer pending). Near expiry a rotation is forced unless the customer is set to
-// never force. Tickets (`tickets`: one per open condition in the MSP's PSA) link to the PSA by number.
+// (Rotator.Operate; 409 once it is no longer pending; an approval reserves the rotation at once). Near expiry a
+// rotation is forced (`forceOn`) unless the customer is set to never force. The status carries the mode
+// (`changeMode`); the windows, time zone and force settings are the registry's (GET /api/targets/{t}/{a}), read when
+// a customer not in auto mode is opened. Tickets (`tickets`: one per open condition in the MSP's PSA) link to the PSA.
 
 const WAITING = { approval: "Waiting for approval", window: "Waiting for window" };
 const WAITING_HELP = {
@@ -1650,12 +1654,31 @@ const DECISIONS = {
 const DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 
 const waitingFor = (t) => (t.rotationWaiting && Object.hasOwn(WAITING, t.rotationWaiting) ? t.rotationWaiting : "");
-const changeControlOf = (t) => t.changeControl || (t.policy && t.policy.changeControl) || null;
-const modeOf = (t) => (changeControlOf(t) && changeControlOf(t).mode) || "auto";
-const ticketsOf = (t) => (Array.isArray(t.tickets) ? t.tickets.filter((k) => k && k.number !== null && k.number !== undefined) : []);
-// The next window's start (an instant): the status document's `nextWindow` as an ISO string or an object holding it.
-const windowStart = (w) => (typeof w === "string" ? w : w && (w.start || w.startUtc || w.utc)) || null;
-const windowEnd = (w) => (w && typeof w === "object" && (w.end || w.endUtc)) || null;
+const modeOf = (t) => t.changeMode || "auto";
+const ticketsOf = (t) => (Array.isArray(t.tickets) ? t.tickets.filter((k) => k && (k.number || k.url)) : []);
+const windowStart = (t) => (t.nextWindow && t.nextWindow.start) || null; // the next window's opening (UTC)
+const windowZone = (t) => (t.nextWindow && t.nextWindow.timeZone) || null;
+// Who decided: the audit actor ("manual:<the operator's UPN>") shown as the person.
+const person = (actor) => (actor || "").replace(/^manual:/, "");
+
+// A customer's change control as the registry holds it (policy.changeControl), by "tenant/app": read when its view
+// opens (null while loading, an ApiError when it could not be read).
+const registryControl = new Map();
+const changeControlOf = (t) => {
+  const c = registryControl.get(keyOf(t));
+  return c && !(c instanceof Error) ? c : null;
+};
+
+async function loadChangeControl(key) {
+  registryControl.set(key, null);
+  try {
+    const doc = await api(`/api/targets/${key}`);
+    registryControl.set(key, (doc.policy && doc.policy.changeControl) || { mode: "auto" });
+  } catch (error) {
+    registryControl.set(key, error);
+  }
+  if (state.selected === key) renderDetail();
+}
 
 function waitingChip(t) {
   const w = waitingFor(t);
@@ -1698,14 +1721,13 @@ function changeSortValue(t) {
 
 function changeCell(t) {
   const mode = modeOf(t);
-  const cc = changeControlOf(t);
   if (mode === "auto") return h("span", { class: "muted", title: MODE_HELP.auto, "data-mode": mode }, "auto");
   const badge = h("span", { class: `badge mode mode-${mode}`, title: MODE_HELP[mode] || "", "data-mode": mode }, MODES[mode] || mode);
   if (mode === "window") {
-    const start = windowStart(t.nextWindow);
+    const start = windowStart(t);
     return h("span", {}, badge, " ", start
-      ? h("span", { class: "muted next-window", "data-next-window": start, title: `next window opens ${dateTime(start)}` }, `next ${zoned(start, cc && cc.timeZone)}`)
-      : h("span", { class: "muted" }, cc && cc.timeZone ? cc.timeZone : ""));
+      ? h("span", { class: "muted next-window", "data-next-window": start, title: `next window opens ${dateTime(start)} (${windowZone(t)})` }, `next ${zoned(start, windowZone(t))}`)
+      : h("span", { class: "muted" }, "no window"));
   }
   if (mode === "approval" && t.approval && t.approval.status === "postponed" && t.approval.until) {
     return h("span", {}, badge, " ", h("span", { class: "muted" }, `postponed to ${date(t.approval.until)}`));
@@ -1722,12 +1744,13 @@ function ticketLink(k) {
   } catch {
     href = null;
   }
-  const text = `Ticket ${String(k.number).startsWith("#") ? "" : "#"}${k.number}`;
-  const title = `${ALERT_LABELS[k.condition] || k.condition}: ticket ${k.number} in the PSA`;
+  const number = k.number ? String(k.number) : "";
+  const text = number ? `Ticket ${number.startsWith("#") ? "" : "#"}${number}` : "Ticket";
+  const title = `${ALERT_LABELS[k.condition] || k.condition}: ticket ${number} in the PSA`;
   return href
-    ? h("a", { class: "ticket", href, target: "_blank", rel: "noopener noreferrer", title, "data-ticket": k.number, "data-condition": k.condition,
+    ? h("a", { class: "ticket", href, target: "_blank", rel: "noopener noreferrer", title, "data-ticket": number, "data-condition": k.condition,
       onclick: (event) => event.stopPropagation() }, text)
-    : h("span", { class: "ticket", title, "data-ticket": k.number, "data-condition": k.condition }, text);
+    : h("span", { class: "ticket", title, "data-ticket": number, "data-condition": k.condition }, text);
 }
 
 function ticketsSection(d) {
@@ -1738,22 +1761,26 @@ function ticketsSection(d) {
 }
 
 function changeControlSection(d) {
-  const cc = changeControlOf(d);
+  const key = keyOf(d);
   const mode = modeOf(d);
+  if (mode !== "auto" && !registryControl.has(key)) loadChangeControl(key);
+  const cc = changeControlOf(d);
   const section = h("section", { id: "change-control", "data-mode": mode }, h("h3", {}, "Change control"));
   const facts = [fact("Mode", MODES[mode] || mode, MODE_HELP[mode])];
-  if (mode === "window" && cc) {
-    const start = windowStart(d.nextWindow);
-    const end = windowEnd(d.nextWindow);
-    facts.push(fact("Next window", start ? zoned(start, cc.timeZone) : "—",
-      start ? `${dateTime(start)}${end ? ` to ${zoned(end, cc.timeZone, false)}` : ""}` : null));
-    facts.push(fact("Windows", h("span", { class: "windows" }, (cc.windows || []).map((w) => h("span", { class: "window-text" }, windowText(w)))), cc.timeZone));
+  if (mode === "window") {
+    const start = windowStart(d);
+    facts.push(fact("Next window", start ? zoned(start, windowZone(d)) : "none", start ? `${dateTime(start)}` : null));
+    if (cc) facts.push(fact("Windows", h("span", { class: "windows" }, (cc.windows || []).map((w) => h("span", { class: "window-text" }, windowText(w)))), cc.timeZone));
   }
-  if (mode !== "auto" && cc) {
-    facts.push(fact("Forced", cc.neverForce ? "never" : `${cc.forceDaysBeforeExpiry ?? 7} days before expiry`,
-      cc.neverForce ? "an expiring secret raises a loud alert every day instead" : "outside the window or without approval, with an alert"));
+  if (mode === "approval" && cc) facts.push(fact("Time zone", cc.timeZone || "UTC", "of the customer's dates"));
+  if (mode !== "auto") {
+    const never = cc ? cc.neverForce : !d.forceOn;
+    facts.push(fact("Forced", never ? "never" : d.forceOn ? date(d.forceOn) : `${cc ? cc.forceDaysBeforeExpiry : "?"} days before expiry`,
+      never ? "an expiring secret raises a loud alert every day instead" : `${cc ? `${cc.forceDaysBeforeExpiry} days before expiry, ` : ""}outside the window or without approval, with an alert`));
   }
+  const loadError = registryControl.get(key);
   section.append(h("div", { class: "facts" }, facts));
+  if (loadError instanceof Error) section.append(sectionError(loadError));
   const w = waitingFor(d);
   const request = d.approval && d.approval.requestId;
   if (w && !request) section.append(h("p", { class: "waiting-text", "data-waiting": w }, waitingChip(d), " ", WAITING_HELP[w]));
@@ -1765,7 +1792,7 @@ function changeControlSection(d) {
 
 function decisionText(a) {
   if (a.status === "pending") return a.forceOn ? `forced ${date(a.forceOn)} without a decision` : "never forced";
-  const parts = [`${APPROVAL_STATES[a.status] || a.status} by ${a.decidedBy || "?"}`];
+  const parts = [`${APPROVAL_STATES[a.status] || a.status} by ${person(a.decidedBy) || "?"}`];
   if (a.decidedAt) parts.push(dateTime(a.decidedAt));
   if (a.until) parts.push(`until ${date(a.until)}`);
   return parts.join(" · ") + (a.reason ? ` — ${a.reason}` : "");
@@ -1832,9 +1859,6 @@ function decideError(text) {
   p.hidden = false;
 }
 
-// `until` is the start of the picked day in UTC: the rotation may go ahead from that day on.
-const untilOf = (day) => `${day}T00:00:00Z`;
-
 async function sendDecision() {
   const a = decision.pending;
   const action = $("decide").dataset.action;
@@ -1845,7 +1869,7 @@ async function sendDecision() {
     const day = $("decide-until").value;
     if (!day) return decideError("Pick the date the rotation waits until.");
     if (day < isoDay(1)) return decideError("Pick a date after today.");
-    body.until = untilOf(day);
+    body.until = day; // the API takes a date as that day's start in UTC: the rotation may go ahead from then
   }
   if (action === "reject" && !reason) return decideError("Say why: the reason is kept in the audit trail and the customer's ticket.");
   if (reason) body.reason = reason;
@@ -1854,8 +1878,9 @@ async function sendDecision() {
   const key = `${a.tenantId}/${a.appId}`;
   try {
     const answer = await api(`/api/approvals/${a.tenantId}/${a.appId}`, { method: "POST", body: JSON.stringify(body) });
-    const done = answer && answer.status ? answer : { ...a, status: { approve: "approved", postpone: "postponed", reject: "rejected" }[action] };
-    const text = `${a.customer || a.tenantId}: ${APPROVAL_STATES[done.status] || done.status}${done.decidedBy ? ` by ${done.decidedBy}` : ""}${done.until ? ` until ${date(done.until)}` : ""}.`;
+    const done = answer.approval;
+    const going = answer.outcome && answer.outcome.result === "reserved" ? " The rotation is reserved and queued." : "";
+    const text = `${a.customer || a.tenantId}: ${APPROVAL_STATES[done.status] || done.status} by ${person(done.decidedBy)}${done.until ? ` until ${date(done.until)}` : ""}.${going}`;
     approvals.result = { kind: "good", text };
     state.actionResult = { key, kind: "good", text, approval: true };
     $("decide").close("done");
@@ -1920,7 +1945,6 @@ async function loadApprovals() {
 function approvalRow(a) {
   const key = `${a.tenantId}/${a.appId}`;
   const target = state.targets.find((t) => keyOf(t) === key);
-  const cc = target ? changeControlOf(target) : null;
   return h("tr", { "data-key": key, "data-request": a.requestId, "data-approval": a.status },
     h("td", { class: "cell-customer", "data-label": "Customer" },
       h("div", { class: "customer-name" }, h("a", { href: `#/target/${key}` }, a.customer || "(no name)")),
@@ -1928,7 +1952,7 @@ function approvalRow(a) {
     h("td", { "data-label": "Requested" }, h("span", { title: dateTime(a.requestedAt) }, date(a.requestedAt)), " ", h("span", { class: "muted" }, ago(a.requestedAt))),
     h("td", { class: "nowrap", "data-label": "Secret expires" }, date(a.expires), target && target.daysLeft !== null && target.daysLeft !== undefined ? h("div", { class: "muted" }, `${target.daysLeft} days left`) : null),
     h("td", { class: "nowrap", "data-label": "Forced" }, a.forceOn ? date(a.forceOn) : h("span", { class: "warn-text", title: "The customer is set to never force: an expiring secret raises an alert every day" }, "never"),
-      cc && cc.timeZone ? h("div", { class: "muted" }, cc.timeZone) : null),
+      a.forceOn ? h("div", { class: "muted" }, "without a decision") : null),
     h("td", { "data-label": "Status" }, approvalChip(a.status), h("div", { class: "muted decision" }, decisionText(a))),
     canOperate() ? h("td", { "data-label": "Decide" }, a.status === "pending" ? decisionButtons({ ...a }) : h("span", { class: "muted" }, "—")) : null);
 }
