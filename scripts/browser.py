@@ -199,3 +199,23 @@ def onboard_all(base: str, path: Path, *, operator: str, partner: str, trust: Se
             return run_id
         finally:
             browser.close()
+
+
+def view_screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], fragment: str, ready: str,
+                    width: int = 1280, height: int = 800) -> None:
+    """A browser screenshot of one view of the dashboard (its "#/..." fragment, e.g. "#/approvals") once `upn` has
+    signed in and the element `ready` names is shown."""
+    from playwright.sync_api import sync_playwright
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = launch(playwright, trust)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            sign_in(page, base, upn)
+            page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+            page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
+            page.wait_for_selector(ready, timeout=120_000)
+            page.screenshot(path=str(path), timeout=120_000)
+        finally:
+            browser.close()

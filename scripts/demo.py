@@ -24,13 +24,14 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sandbox.client import SandboxClient
 from sandbox.launch import RunningSandbox, running
-from scripts.browser import chromium_missing, onboard_all, screenshot, serving, trusted_keys
+from scripts.browser import chromium_missing, onboard_all, screenshot, serving, trusted_keys, view_screenshot
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "sandbox" / "seeds" / "demo.json"
@@ -46,9 +47,20 @@ EXTRA_SEED = ROOT / "sandbox" / "seeds" / "demo-issue24.json"
 EXTRA = {"3d1f0000-0000-4000-8000-00000000b001": ("Wingtip", "wingtiptoys.com", "us4"),
          "1a7a0000-0000-4000-8000-0000000017a1": ("Litware", "litwareinc.com", "us2")}
 VIEWS = {"1a7a0000-0000-4000-8000-0000000017a1": ROOT / ".demo" / "customer-litware.png",
-         "3d1f0000-0000-4000-8000-00000000b001": ROOT / ".demo" / "customer-wingtip.png"}
+         "3d1f0000-0000-4000-8000-00000000b001": ROOT / ".demo" / "customer-wingtip.png",
+         # issue 26: Trey Research's rotation waiting for approval, with the operator's actions
+         "7e3e0000-0000-4000-8000-00000000e301": ROOT / ".demo" / "customer-trey.png"}
 POLICIES = {"1a7a0000-0000-4000-8000-0000000017a1": {"retireQuietHours": 48}}  # Litware: the old key waits 48 h
 CREDENTIALS_SCREENSHOT = ROOT / ".demo" / "credentials.png"  # the dashboard's "All credentials" view
+# Issue 26, seeded beside demo.json and registered directly with change control in their policy: Trey Research (due,
+# approval mode: the timer pass asks for an approval and waits) and Lucerne Publishing (due, rotations only inside its
+# weekly maintenance window in New York, placed days ahead: it waits for the window). The dashboard's Approvals view.
+CHANGE_SEED = ROOT / "sandbox" / "seeds" / "demo-issue26.json"
+TREY, LUCERNE = "7e3e0000-0000-4000-8000-00000000e301", "1cee0000-0000-4000-8000-00000000c301"
+CHANGE = {TREY: ("Trey Research", "treyresearch.net", "us1"),
+          LUCERNE: ("Lucerne Publishing", "lucernepublishing.com", "us1")}
+LUCERNE_ZONE = "America/New_York"
+APPROVALS_SCREENSHOT = ROOT / ".demo" / "approvals.png"
 REPORT = ROOT / ".demo" / "fabrikam-report"  # .pdf, .png (its first page) and .html
 FABRIKAM = "fab10000-0000-4000-8000-00000000f001"  # rotated by the demo; other credentials expiring (the seed)
 PORTAL_PATH = "/api/office365/azure-ad"
@@ -62,6 +74,7 @@ CUSTOMERS = {  # tenant id -> (name, Proofpoint org domain, stack), as in the se
     "7a150000-0000-4000-8000-00000000d001": ("Tailspin", "tailspintoys.com", "us1"),
     "b0b00000-0000-4000-8000-00000000b001": ("Woodgrove", "woodgrovebank.com", "us1"),
     **EXTRA,
+    **CHANGE,
 }
 
 
@@ -89,9 +102,22 @@ def targets(state: dict[str, Any], endpoints: dict[str, str]) -> list[dict[str, 
                      "options": {"preset": "vircom-portal", "url": endpoints["portal"] + PORTAL_PATH}},
                 ],
                 **({"policy": POLICIES[tenant["id"]]} if tenant["id"] in POLICIES else {}),
+                **({"policy": {"changeControl": change_control(tenant["id"])}} if tenant["id"] in CHANGE else {}),
             }
         )
     return docs
+
+
+def change_control(tenant_id: str, now: datetime | None = None) -> dict[str, Any]:
+    """Issue 26's demo policies: Trey Research approves each rotation; Lucerne Publishing allows them only in a weekly
+    window of its own time zone, on the weekday three days from now (01:00-05:00), so that neither of the demo's two
+    passes (a day apart) falls inside it whatever day the demo runs."""
+    if tenant_id == TREY:
+        return {"mode": "approval", "timeZone": "Europe/London", "forceDaysBeforeExpiry": 7}
+    local = (now or datetime.now(UTC)).astimezone(ZoneInfo(LUCERNE_ZONE)) + timedelta(days=3)
+    day = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")[local.weekday()]
+    return {"mode": "window", "timeZone": LUCERNE_ZONE, "windows": [{"days": [day], "start": "01:00", "end": "05:00"}],
+            "forceDaysBeforeExpiry": 7}
 
 
 def destinations_template(endpoints: dict[str, str]) -> list[dict[str, Any]]:
@@ -163,6 +189,7 @@ def main() -> int:
                     "ONBOARDING_DESTINATIONS": json.dumps(destinations_template(endpoints))})
 
         control.seed(json.loads(EXTRA_SEED.read_text()))
+        control.seed(json.loads(CHANGE_SEED.read_text()))
         env.update(ticket_receiver(control, endpoints))
 
         banner("The MSP's customers today (before the rotator)")
@@ -174,6 +201,12 @@ def main() -> int:
         extra.write_text(json.dumps([d for d in targets(control.state(), endpoints) if d["tenantId"] in EXTRA],
                                     indent=2))
         cli(env, "targets", "import", str(extra))
+        banner("Register Trey Research (approval) and Lucerne Publishing (maintenance window) with change control")
+        changed = sandbox.state_dir / "change-control-targets.json"
+        changed.write_text(json.dumps([d for d in targets(control.state(), endpoints) if d["tenantId"] in CHANGE],
+                                      indent=2))
+        print(json.dumps({CUSTOMERS[t][0]: change_control(t) for t in CHANGE}, indent=2), flush=True)
+        cli(env, "targets", "import", str(changed))
         banner("Check every customer's sync secret (rotates nothing)")
         cli(env, "check")
         cli(env, "status")
@@ -289,10 +322,15 @@ def dashboard(env: dict[str, str], sandbox: RunningSandbox) -> None:
                        trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]), views=views)
             screenshot(url, CREDENTIALS_SCREENSHOT, upn=OPERATOR, height=1400, selector="#credentials",
                        trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
+            # Issue 26: the rotations waiting for a decision (Trey Research), with the operator's actions
+            view_screenshot(url, APPROVALS_SCREENSHOT, upn=OPERATOR, fragment="#/approvals",
+                            ready="#approvals-table tbody tr", height=360,
+                            trust=trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
         print(f"Screenshot of the dashboard after {OPERATOR} signed in (Chromium, 1280x800): "
               f"{SCREENSHOT.relative_to(ROOT)}; customer views: "
               f"{', '.join(str(p.relative_to(ROOT)) for p in VIEWS.values())}; its All credentials view: "
-              f"{CREDENTIALS_SCREENSHOT.relative_to(ROOT)}", flush=True)
+              f"{CREDENTIALS_SCREENSHOT.relative_to(ROOT)}; its Approvals view: "
+              f"{APPROVALS_SCREENSHOT.relative_to(ROOT)}", flush=True)
     print("Open the dashboard live: `make serve`, then http://127.0.0.1:7071/api/dashboard in a browser and sign in "
           "on the sandbox's Entra page (the sandbox with the demo's customers behind it; Ctrl-C stops).", flush=True)
 

@@ -1725,7 +1725,7 @@ function changeCell(t) {
   const badge = h("span", { class: `badge mode mode-${mode}`, title: MODE_HELP[mode] || "", "data-mode": mode }, MODES[mode] || mode);
   if (mode === "window") {
     const start = windowStart(t);
-    return h("span", {}, badge, " ", start
+    return h("span", {}, badge, start
       ? h("span", { class: "muted next-window", "data-next-window": start, title: `next window opens ${dateTime(start)} (${windowZone(t)})` }, `next ${zoned(start, windowZone(t))}`)
       : h("span", { class: "muted" }, "no window"));
   }
@@ -1791,7 +1791,7 @@ function changeControlSection(d) {
 }
 
 function decisionText(a) {
-  if (a.status === "pending") return a.forceOn ? `forced ${date(a.forceOn)} without a decision` : "never forced";
+  if (a.status === "pending") return "waiting for a decision";
   const parts = [`${APPROVAL_STATES[a.status] || a.status} by ${person(a.decidedBy) || "?"}`];
   if (a.decidedAt) parts.push(dateTime(a.decidedAt));
   if (a.until) parts.push(`until ${date(a.until)}`);
