@@ -611,7 +611,8 @@ function renderDetail() {
   const key = state.selected;
   if (!key) return;
   const summary = state.targets.find((t) => keyOf(t) === key);
-  const d = state.details || summary;
+  // The PSA tickets are on the status list only (one read of the ticket book for the fleet): kept beside the details.
+  const d = state.details && summary ? { ...state.details, tickets: state.details.tickets || summary.tickets } : state.details || summary;
   const title = $("detail-title");
   title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "", ...(d ? flagChips(d) : []), (d && waitingChip(d)) || "");
   const [tenantId, appId] = key.split("/");
@@ -1745,7 +1746,7 @@ function ticketLink(k) {
     href = null;
   }
   const number = k.number ? String(k.number) : "";
-  const text = number ? `Ticket ${number.startsWith("#") ? "" : "#"}${number}` : "Ticket";
+  const text = number ? `${number.startsWith("#") ? "" : "#"}${number}` : "ticket";
   const title = `${ALERT_LABELS[k.condition] || k.condition}: ticket ${number} in the PSA`;
   return href
     ? h("a", { class: "ticket", href, target: "_blank", rel: "noopener noreferrer", title, "data-ticket": number, "data-condition": k.condition,

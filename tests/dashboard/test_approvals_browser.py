@@ -7,8 +7,10 @@ caller sees the requests and no action; each decision is in the customer's audit
 
 The registry is the demo's (demo.json and demo-issue26.json) with change control set: Fabrikam, Tailspin and Trey
 Research ask for approval (due in 12, 15 and 10 days: none near its force day), Contoso too but never forced (its
-secret has expired: it keeps waiting, loudly), Lucerne Publishing has a window days ahead. One timer pass before the
-browser opens makes the requests. Every page fails its test on a console error.
+secret has expired: it keeps waiting, loudly), Lucerne Publishing has a window days ahead. Tickets go to the JSON
+webhook desk (TICKET_SYSTEM=webhook) against the sandbox's ticket receiver, which answers each ticket's number and
+address. One timer pass before the browser opens makes the requests and their tickets. Every page fails its test on a
+console error.
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ POLICIES = {
 }
 WAITING_FOR_APPROVAL = {FABRIKAM, TAILSPIN, CONTOSO, TREY}
 BY_OPERATOR = f"manual:{OPERATOR}"  # the audit actor of a decision on the dashboard
+DESK_SECRET = "ticket-desk"  # the Key Vault secret holding the ticket desk's configuration (docs/tickets.md)
+
+
+def ticket_desk(sandbox: Any) -> dict[str, str]:
+    """The sandbox's ticket receiver as the rotator's PSA (its URL token and Authorization in Key Vault): settings."""
+    token, key = f"tk-{uuid.uuid4().hex[:12]}", f"psa-key-{uuid.uuid4().hex[:12]}"
+    config = {"url": f"{sandbox.endpoints['webhooks']}/tickets/{token}", "authorization": f"Bearer {key}"}
+    sandbox.control.seed({"webhooks": {"tickets": token, "ticketsAuthorization": f"Bearer {key}"},
+                          "keyvault": {"secrets": [{"name": DESK_SECRET, "value": json.dumps(config)}]}})
+    return {"TICKET_SYSTEM": "webhook", "TICKET_SECRET_NAME": DESK_SECRET}
 
 
 def shared(env: dict[str, str], prefix: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -58,7 +70,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with ExitStack() as stack:
         sandbox = stack.enter_context(running(tmp_path_factory.mktemp("approvals"), SEED, timeout=STARTUP_TIMEOUT))
         sandbox.control.seed(json.loads(CHANGE_SEED.read_text()))
-        env = {**os.environ, **sandbox.settings, "VERIFY_TIMEOUT_SECONDS": "30", "RETIRE_GRACE_HOURS": "0"}
+        env = {**os.environ, **sandbox.settings, "VERIFY_TIMEOUT_SECONDS": "30", "RETIRE_GRACE_HOURS": "0",
+               **ticket_desk(sandbox)}
         docs = targets(sandbox.control.state(), sandbox.endpoints)
         for doc in docs:
             doc.setdefault("policy", {}).update(POLICIES.get(doc["tenantId"], {}))
@@ -146,6 +159,28 @@ def test_due_customers_wait_for_approval_or_their_window_and_the_fleet_filters_t
     assert [r.get_attribute("data-key").split("/")[0] for r in page.locator("#fleet-body tr").all()] == [LUCERNE]
     assert page.locator("#nav-approvals-count").inner_text() == str(len(WAITING_FOR_APPROVAL))
 
+
+def test_each_open_conditions_ticket_links_to_the_psa(reader: Page) -> None:
+    page = reader.open()
+    page.wait_for_selector("#fleet-body tr")
+    status = {t["tenantId"]: t for t in fetch(page, "/api/status")[1]["targets"]}
+    ticketed = {tenant: t["tickets"] for tenant, t in status.items() if t["tickets"]}
+    # an alert with its ticket number still fits the fleet's table at 1280 px (no sideways scroll)
+    assert page.evaluate("(w => w.scrollWidth <= w.clientWidth)(document.querySelector('#fleet .table-wrap'))")
+    assert {TREY, CONTOSO} <= set(ticketed)  # approval-requested, and Contoso's expiry change control lets come
+    for tenant, tickets in ticketed.items():
+        links = reader.row(tenant).locator("a.ticket")
+        assert sorted((a.get_attribute("data-condition"), a.get_attribute("href"), a.inner_text())
+                      for a in links.all()) == sorted((k["condition"], k["url"], f"#{k['number']}")
+                                                      for k in tickets)
+        for a in links.all():  # beside its condition's alert, opening the PSA in a new tab
+            assert a.get_attribute("target") == "_blank" and "noopener" in a.get_attribute("rel")
+    app_id = status[TREY]["appId"]
+    page = reader.open(f"#/target/{TREY}/{app_id}")
+    page.wait_for_selector("#detail-body .audit li")  # the details read: the tickets stay beside them
+    page.wait_for_selector("#tickets a.ticket")
+    assert {a.get_attribute("href") for a in page.locator("#tickets a.ticket").all()} == {
+        k["url"] for k in ticketed[TREY]}
 
 def test_a_read_only_caller_sees_the_requests_and_no_action(reader: Page) -> None:
     app_id = next(t["appId"] for t in fetch(reader.open(), "/api/status")[1]["targets"] if t["tenantId"] == FABRIKAM)
@@ -259,3 +294,4 @@ def test_a_request_decided_elsewhere_meanwhile_is_refused_and_the_list_read_agai
     page.wait_for_function(f"() => !document.querySelector('#approvals-table tr[data-key^=\"{CONTOSO}/\"]')")
     assert requests(page, "approved")[CONTOSO]["reason"] in (None, "")  # the page's rejection changed nothing
     operator.errors = [e for e in operator.errors if "409" not in e]  # the refused request's own console line
+
