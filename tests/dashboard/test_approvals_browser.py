@@ -182,6 +182,23 @@ def test_each_open_conditions_ticket_links_to_the_psa(reader: Page) -> None:
     assert {a.get_attribute("href") for a in page.locator("#tickets a.ticket").all()} == {
         k["url"] for k in ticketed[TREY]}
 
+def test_the_approvals_and_the_decision_dialog_fit_a_phone(stack: Stack) -> None:
+    phone = Page(stack, OPERATOR, width=390, height=844)
+    try:
+        page = phone.open("#/approvals")
+        row = approvals_row(phone, FABRIKAM)
+        row.wait_for()
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        assert row.locator('[data-decide="postpone"]').is_visible()
+        row.locator('[data-decide="postpone"]').click()
+        box = page.locator("#decide").bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+        assert page.locator("#decide-until").is_visible() and page.locator("#decide-confirm").is_visible()
+        page.click("#decide-cancel")  # nothing sent
+        assert requests(page, "pending")[FABRIKAM]["status"] == "pending"
+    finally:
+        phone.close()
+
 def test_a_read_only_caller_sees_the_requests_and_no_action(reader: Page) -> None:
     app_id = next(t["appId"] for t in fetch(reader.open(), "/api/status")[1]["targets"] if t["tenantId"] == FABRIKAM)
     page = reader.open(f"#/target/{FABRIKAM}/{app_id}")
