@@ -1843,6 +1843,7 @@ function askDecision(a, action) {
   $("decide-reason").required = action === "reject";
   $("decide-reason-label").textContent = action === "reject" ? "Reason (required, kept in the audit trail)" : "Note (optional, kept in the audit trail)";
   $("decide-error").hidden = true;
+  $("decide-hint").hidden = true;
   const confirm = $("decide-confirm");
   confirm.textContent = what.button;
   confirm.className = `btn ${what.kind}`;
@@ -1853,6 +1854,17 @@ function askDecision(a, action) {
 }
 
 const decision = { pending: null, busy: false };
+
+// A postponement past the force day does not hold the rotation past it (expiry is never let through silently): said
+// as the date is picked.
+function forceDayHint() {
+  const a = decision.pending;
+  const day = $("decide-until").value;
+  const hint = $("decide-hint");
+  const past = Boolean(a && a.forceOn && day && `${day}T00:00:00Z` > a.forceOn);
+  hint.textContent = past ? `The rotation is forced on ${date(a.forceOn)}, before this date: it goes ahead then, with an alert.` : "";
+  hint.hidden = !past;
+}
 
 function decideError(text) {
   const p = $("decide-error");
@@ -1992,6 +2004,7 @@ function wireApprovals() {
   $("decide-cancel").addEventListener("click", () => $("decide").close("cancel"));
   $("decide-confirm").addEventListener("click", () => sendDecision());
   $("decide").addEventListener("close", () => { if (!decision.busy) decision.pending = null; });
+  $("decide-until").addEventListener("input", forceDayHint);
 }
 
 // ---------------------------------------------------------------- the page

@@ -256,6 +256,9 @@ def test_an_operator_postpones_to_a_date_picked_in_the_calendar(operator: Page) 
     assert requests(page, "pending")[TREY]["status"] == "pending"
     day = (datetime.now(UTC) + timedelta(days=5)).date().isoformat()
     page.fill("#decide-until", day)
+    # Trey's force day (7 days before its expiry in 10) comes before the date picked: the dialog says so
+    force_on = requests(page, "pending")[TREY]["forceOn"]
+    assert force_on < day and "forced on" in page.locator("#decide-hint").inner_text()
     page.fill("#decide-reason", "month-end freeze at the customer")
     page.click("#decide-confirm")
     page.wait_for_selector("#approvals-result.good")
