@@ -611,8 +611,7 @@ function renderDetail() {
   const key = state.selected;
   if (!key) return;
   const summary = state.targets.find((t) => keyOf(t) === key);
-  // The PSA tickets are on the status list only (one read of the ticket book for the fleet): kept beside the details.
-  const d = state.details && summary ? { ...state.details, tickets: state.details.tickets || summary.tickets } : state.details || summary;
+  const d = state.details || summary;
   const title = $("detail-title");
   title.replaceChildren((d && d.customer) || "Customer", d ? chip(d.status) : "", ...(d ? flagChips(d) : []), (d && waitingChip(d)) || "");
   const [tenantId, appId] = key.split("/");
