@@ -1942,7 +1942,7 @@ function closeApprovals() {
 async function loadApprovals() {
   const status = approvals.status;
   try {
-    const body = await api(`/api/approvals?status=${encodeURIComponent(status)}`);
+    const body = await api(status === "all" ? "/api/approvals" : `/api/approvals?status=${encodeURIComponent(status)}`);
     if (approvals.status !== status) return;
     approvals.rows = body.approvals;
     approvals.error = null;
@@ -1980,7 +1980,7 @@ function renderApprovals() {
   } else if (!approvals.rows) {
     parts.push(h("p", { class: "muted" }, "Loading…"));
   } else if (!approvals.rows.length) {
-    parts.push(h("div", { class: "empty" }, h("strong", {}, `No ${APPROVAL_STATES[approvals.status].toLowerCase()} approval`),
+    parts.push(h("div", { class: "empty" }, h("strong", {}, approvals.status === "all" ? "No approval request yet" : `No ${APPROVAL_STATES[approvals.status].toLowerCase()} approval`),
       approvals.status === "pending" ? "A customer in approval mode asks here when its secret is due." : ""));
   } else {
     const headers = ["Customer", "Requested", "Secret expires", "Forced", "Status", ...(canOperate() ? ["Decide"] : [])];

@@ -313,5 +313,15 @@ def test_a_request_decided_elsewhere_meanwhile_is_refused_and_the_list_read_agai
     assert "not recorded" in page.locator("#approvals-result").inner_text()
     page.wait_for_function(f"() => !document.querySelector('#approvals-table tr[data-key^=\"{CONTOSO}/\"]')")
     assert requests(page, "approved")[CONTOSO]["reason"] in (None, "")  # the page's rejection changed nothing
+    # every request, whatever its status: the decisions made in this module, as the API lists them all
+    page.select_option("#approvals-status", "all")
+    code, body = fetch(page, "/api/approvals")
+    assert code == 200
+    page.wait_for_function(f"() => document.querySelectorAll('#approvals-table tbody tr').length === "
+                           f"{len(body['approvals'])}")
+    shown = {r.get_attribute("data-key").split("/")[0]: r.get_attribute("data-approval")
+             for r in page.locator("#approvals-table tbody tr").all()}
+    assert shown == {a["tenantId"]: a["status"] for a in body["approvals"]}
+    assert {FABRIKAM: "approved", TREY: "postponed", TAILSPIN: "rejected", CONTOSO: "approved"}.items() <= shown.items()
     operator.errors = [e for e in operator.errors if "409" not in e]  # the refused request's own console line
 
