@@ -1687,10 +1687,9 @@ function waitingChip(t) {
 }
 
 // An instant in the customer's own time zone ("Sat 12 Dec, 22:00 GMT"); the zone's name where the browser lacks it.
-function zoned(iso, timeZone, withDate = true) {
+function zoned(iso, timeZone) {
   if (!iso) return "—";
-  const options = { hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
-  if (withDate) Object.assign(options, { weekday: "short", day: "numeric", month: "short" });
+  const options = { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", timeZoneName: "short" };
   try {
     return new Date(iso).toLocaleString("en-GB", { ...options, timeZone: timeZone || "UTC" });
   } catch {
@@ -1707,9 +1706,10 @@ function dayList(days) {
   return run ? `${name(picked[0])}–${name(picked[picked.length - 1])}` : picked.map(name).join(", ");
 }
 
+// A window as the customer set it; one whose end is at or before its start crosses midnight (equal: 24 hours).
 function windowText(w) {
-  const crosses = w.end <= w.start;
-  return `${dayList(w.days)} ${w.start}–${w.end}${crosses ? " (next day)" : ""}`;
+  const note = w.end === w.start ? " (24 hours)" : w.end < w.start ? " (to the next day)" : "";
+  return `${dayList(w.days)} ${w.start}–${w.end}${note}`;
 }
 
 function changeSortValue(t) {
@@ -1831,7 +1831,7 @@ function askDecision(a, action) {
   const who = a.customer || a.tenantId;
   $("decide-title").textContent = `${what.title} ${who}'s rotation?`;
   $("decide-text").textContent = {
-    approve: `The due rotation of ${who}'s sync secret goes ahead at the next pass: a new secret in Entra ID, Key Vault, Proofpoint and the portal. Audited with your name.`,
+    approve: `The due rotation of ${who}'s sync secret is reserved and goes ahead now: a new secret in Entra ID, Key Vault, Proofpoint and the portal. Audited with your name.`,
     postpone: `The rotation waits until the date you pick; then a new approval is requested.${a.forceOn ? ` It is still forced on ${date(a.forceOn)}, before the secret expires.` : ""}`,
     reject: `The rotation does not happen for this secret. ${a.forceOn ? `It is still forced on ${date(a.forceOn)}, before the secret expires.` : "The customer is set to never force: the expiring secret raises an alert every day."}`,
   }[action];
@@ -1883,7 +1883,7 @@ async function sendDecision() {
     if (day < isoDay(1)) return decideError("Pick a date after today.");
     body.until = day; // the API takes a date as that day's start in UTC: the rotation may go ahead from then
   }
-  if (action === "reject" && !reason) return decideError("Say why: the reason is kept in the audit trail and the customer's ticket.");
+  if (action === "reject" && !reason) return decideError("Say why: the reason is kept with the decision and in the customer's audit trail.");
   if (reason) body.reason = reason;
   decision.busy = true;
   $("decide-confirm").disabled = true;
@@ -1975,7 +1975,7 @@ function renderApprovals() {
   if (approvals.result) parts.push(h("p", { class: `action-result ${approvals.result.kind}`, id: "approvals-result", role: "status" }, approvals.result.text));
   if (approvals.error) {
     parts.push(approvals.error.status === 403
-      ? h("p", { class: "section-error", "data-code": approvals.error.code }, "Approvals are decided by operators: your account lacks the Rotator.Operate role. The fleet shows the customers waiting for approval.")
+      ? h("p", { class: "section-error", "data-code": approvals.error.code }, "Your account lacks the Rotator.Read role: ask an administrator of the rotator's app to assign it.")
       : errorBox(approvals.error));
   } else if (!approvals.rows) {
     parts.push(h("p", { class: "muted" }, "Loading…"));
