@@ -1812,10 +1812,13 @@ function approvalBlock(a) {
 }
 
 function decisionButtons(a) {
-  return h("div", { class: "decision-buttons", "aria-label": `Decide on ${a.customer || a.tenantId}` },
-    h("button", { type: "button", class: "btn small", "data-decide": "approve", onclick: () => askDecision(a, "approve") }, "Approve…"),
-    h("button", { type: "button", class: "btn ghost small", "data-decide": "postpone", onclick: () => askDecision(a, "postpone") }, "Postpone…"),
-    h("button", { type: "button", class: "btn ghost small danger-text", "data-decide": "reject", onclick: () => askDecision(a, "reject") }, "Reject…"));
+  const who = a.customer || a.tenantId;
+  const button = (action, cls, text) => h("button", {
+    type: "button", class: cls, "data-decide": action, "aria-label": `${text} ${who}'s rotation…`, onclick: () => askDecision(a, action),
+  }, `${text}…`);
+  return h("div", { class: "decision-buttons", role: "group", "aria-label": `Decide on ${who}'s rotation` },
+    button("approve", "btn small", "Approve"), button("postpone", "btn ghost small", "Postpone"),
+    button("reject", "btn ghost small danger-text", "Reject"));
 }
 
 const approvals = { open: false, status: "pending", rows: null, error: null, result: null };
