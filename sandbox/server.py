@@ -47,12 +47,14 @@ SERVICES: tuple[str, ...] = (
     "entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "identity", "tables", "partnercenter")
 SERVICES += ("psa_autotask",)  # issue 26: the Autotask PSA stand-in (sandbox/psa_autotask.py)
 SERVICES += ("psa_halopsa",)  # issue 26: the HaloPSA stand-in (sandbox/psa_halopsa.py)
+SERVICES += ("psa_connectwise",)  # issue 26: the ConnectWise Manage stand-in (sandbox/psa_connectwise.py)
 WHEN = ("before", "after")
 # Developer B's modules; the sandbox still starts (with an empty app) while one is missing.
 OPTIONAL_MODULES = {"keyvault": "KeyVaultState", "proofpoint": "ProofpointState", "portal": "PortalState",
                     "webhooks": "WebhooksState"}
 OPTIONAL_MODULES["psa_autotask"] = "AutotaskState"
 OPTIONAL_MODULES["psa_halopsa"] = "HaloPsaState"
+OPTIONAL_MODULES["psa_connectwise"] = "ConnectWiseState"
 
 
 @dataclass

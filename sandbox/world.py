@@ -1007,6 +1007,7 @@ class World:
         self.proofpoint: ServiceState = _EmptyState()
         self.portal: ServiceState = _EmptyState()
         self.webhooks: ServiceState = _EmptyState()
+        self.psa_connectwise: ServiceState = _EmptyState()  # sandbox/psa_connectwise.py (ConnectWise Manage)
         self.inventory: ServiceState = _EmptyState()  # sandbox/inventory.py: delta queries, generated populations
         self.psa_autotask: ServiceState = _EmptyState()  # sandbox/psa_autotask.py: the Autotask PSA stand-in
         self.psa_halopsa: ServiceState = _EmptyState()  # sandbox/psa_halopsa.py: the HaloPSA stand-in
@@ -1021,7 +1022,8 @@ class World:
     def _states(self) -> dict[str, ServiceState]:
         return {"keyvault": self.keyvault, "proofpoint": self.proofpoint, "portal": self.portal,
                 "webhooks": self.webhooks, "gdap": self.gdap, "inventory": self.inventory,
-                "psa_autotask": self.psa_autotask, "psa_halopsa": self.psa_halopsa}
+                "psa_autotask": self.psa_autotask, "psa_halopsa": self.psa_halopsa,
+                "psa_connectwise": self.psa_connectwise}
 
     def reset(self) -> None:
         """Empty everything; the MSP tenant and its identities are re-created."""
