@@ -33,7 +33,7 @@ def openid(sb: SandboxHandle, tenant: str = CUSTOMER) -> requests.Response:
 def test_files_and_settings(sb: SandboxHandle) -> None:
     assert set(sb.endpoints) == {"entra", "graph", "keyvault", "proofpoint", "portal", "webhooks", "control",
                                  "identity", "tables", "partnercenter",
-                                 "psa_autotask", "psa_halopsa"}
+                                 "psa_autotask", "psa_halopsa", "psa_connectwise"}
     assert sb.endpoints["identity"].startswith("http://127.0.0.1:")
     assert sb.endpoints["tables"].startswith("http://127.0.0.1:")  # plain http, as Azurite
     plain = ("identity", "tables")
