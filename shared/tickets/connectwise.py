@@ -26,8 +26,9 @@ guide, christaylorcodes/ConnectWiseManageAPI; each cited in sandbox/README.md, "
   characters, filterable by `conditions`), `board`, `company`, `status`, `priority`, `type` by name or id,
   `initialDescription` (the body, the ticket's first Discussion note).
 - find_open: `GET /service/tickets?conditions=externalXRef="ssr:..." and closedFlag=false&orderBy=id asc`.
-- add_note: `POST /service/tickets/{id}/notes` with `internalAnalysisFlag: true` (an Internal note: customers are
-  not mailed the rotator's notes).
+- add_note: `GET /service/tickets/{id}` (a ticket a person closed is TicketNotFound, as a deleted one: a note there
+  would go unseen, so the book opens a new ticket), then `POST /service/tickets/{id}/notes` with
+  `internalAnalysisFlag: true` (an Internal note: customers are not mailed the rotator's notes).
 - close: `GET /service/tickets/{id}` (a ticket a person closed already is left alone), the closed status looked up
   on the ticket's board when none is configured (`GET /service/boards/{id}/statuses?conditions=closedStatus=true`),
   `POST .../notes` (`internalAnalysisFlag` and `resolutionFlag`), `PATCH /service/tickets/{id}` with
@@ -154,8 +155,18 @@ class ConnectWiseDesk:
         return self._ref(created)
 
     async def add_note(self, ticket: TicketRef, text: str) -> None:
-        await self._call("POST", f"/service/tickets/{self._id(ticket)}/notes", ticket=ticket,
-                         json_body={"text": text, "internalAnalysisFlag": True})
+        path = f"/service/tickets/{self._id(ticket)}"
+        current = await self._call("GET", path, ticket=ticket)
+        if not isinstance(current, dict):
+            raise self._odd("the ticket")
+        if current.get("closedFlag") is True:
+            # A person closed it while the condition still holds: a note there would go unseen. As for a deleted
+            # ticket, the book closes its row and the next pass opens a new ticket.
+            status = current.get("status")
+            name = status.get("name") if isinstance(status, dict) else ""
+            raise TicketError(f"ConnectWise ticket {ticket.number} was closed in the PSA (status {name!r})",
+                              code="TicketNotFound")
+        await self._call("POST", path + "/notes", ticket=ticket, json_body={"text": text, "internalAnalysisFlag": True})
 
     async def close(self, ticket: TicketRef, text: str, route: TicketRoute) -> None:
         path = f"/service/tickets/{self._id(ticket)}"

@@ -144,6 +144,12 @@ async def test_a_ticket_a_person_closed_is_left_closed_and_a_deleted_one_is_not_
     for call in (d.add_note(deleted, "again"), d.close(deleted, "resolved", TicketRoute())):
         error = await refused(call)
         assert (error.code, error.retryable, error.status) == ("TicketNotFound", False, 404)
+    # A repeat while the condition holds: a note on the closed ticket would go unseen, so it is not found either
+    # (the book then opens a new ticket); the closed ticket is not reopened nor written to.
+    error = await refused(d.add_note(closed_by_hand, "Still holds"))
+    assert (error.code, error.retryable) == ("TicketNotFound", False)
+    [ticket] = tickets(cw)
+    assert (ticket["closedFlag"], len(ticket["notes"])) == (True, 1)
     assert (await refused(d.add_note(TicketRef(id="not-a-number", number="x"), "n"))).code == "TicketNotFound"
 
 
