@@ -13,10 +13,10 @@ What it copies of the real API (sources for each in sandbox/README.md, "ConnectW
   "resource": "ticket", "field"}]}`; a field too long, `MaxLengthField`. Lengths count UTF-16 code units, as .NET
   strings do (the strictest reading of "characters").
 - `GET /service/tickets?conditions=...` (also `/service/boards`, `/service/boards/{id}/statuses`,
-  `/service/priorities`, `/company/companies`): the conditions language (`field = "text"`, `!=`, `<`, `>`, `<=`,
-  `>=`, `like "a%"`, `contains "x"`, `true`/`false`/`null`/numbers, `and`/`or`, parentheses, `a/b` paths), string
-  comparison case-insensitive as SQL Server's default collation; `orderBy=field asc|desc`, `page`, `pageSize`
-  (25 by default, at most 1000). A field the entity does not have is 400.
+  `/service/boards/{id}/types`, `/service/priorities`, `/company/companies`): the conditions language
+  (`field = "text"`, `!=`, `<`, `>`, `<=`, `>=`, `like "a%"`, `contains "x"`, `true`/`false`/`null`/numbers,
+  `and`/`or`, parentheses, `a/b` paths), string comparison case-insensitive as SQL Server's default collation;
+  `orderBy=field asc|desc`, `page`, `pageSize` (25 by default, at most 1000). A field the entity does not have is 400.
 - `GET|PATCH|DELETE /service/tickets/{id}`: PATCH takes a JSON Patch array (`[{"op": "replace", "path": "status",
   "value": {"name": "Closed"}}]`); a status whose `closedStatus` is set closes the ticket (`closedFlag`,
   `closedDate`, `closedBy`), any other reopens it. A deleted or unknown ticket is 404 `{"code": "NotFound"}`.
@@ -579,6 +579,7 @@ TICKET_FIELDS = frozenset({"id", "summary", "recordType", "board", "status", "co
                            "externalXRef", "closedFlag", "closedDate", "closedBy", "_info"})
 BOARD_FIELDS = frozenset({"id", "name", "inactiveFlag", "projectFlag"})
 STATUS_FIELDS = frozenset({"id", "name", "board", "closedStatus", "defaultFlag", "inactive", "sortOrder"})
+TYPE_FIELDS = frozenset({"id", "name", "board"})
 PRIORITY_FIELDS = frozenset({"id", "name", "defaultFlag", "sortOrder"})
 COMPANY_FIELDS = frozenset({"id", "identifier", "name", "deletedFlag"})
 NOTE_FIELDS = frozenset({"id", "ticketId", "text", "detailDescriptionFlag", "internalAnalysisFlag", "resolutionFlag",
@@ -668,6 +669,13 @@ def build_app(world: World) -> web.Application:
         if not board_id.isdigit() or int(board_id) not in state().boards:
             raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
         return web.json_response(select(state().statuses[int(board_id)], request.query, STATUS_FIELDS))
+
+    @routes.get(API + "/service/boards/{id}/types")
+    async def list_types(request: web.Request) -> web.Response:
+        board_id = request.match_info["id"]
+        if not board_id.isdigit() or int(board_id) not in state().boards:
+            raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
+        return web.json_response(select(state().types[int(board_id)], request.query, TYPE_FIELDS))
 
     @routes.get(API + "/service/priorities")
     async def list_priorities(request: web.Request) -> web.Response:

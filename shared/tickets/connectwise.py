@@ -34,8 +34,8 @@ guide, christaylorcodes/ConnectWiseManageAPI; each cited in sandbox/README.md, "
   `POST .../notes` (`internalAnalysisFlag` and `resolutionFlag`), `PATCH /service/tickets/{id}` with
   `[{"op": "replace", "path": "status", "value": {"name": ...}}]`. A retry after a failed PATCH repeats the
   resolving note (harmless and visible; losing it would not be).
-- check: the board (`GET /service/boards`), its statuses, the company (`GET /company/companies`), the priority
-  (`GET /service/priorities`).
+- check: the board (`GET /service/boards`), its statuses and types (`/service/boards/{id}/statuses`, `/types`), the
+  company (`GET /company/companies`), the priority (`GET /service/priorities`).
 Answers to codes: 401 and 403 (`Security`: the API member's role lacks a right) TicketAuthRefused; 400
 `InvalidObject` whose error is `NotFound` on board / company / status / priority / type TicketRouteUnknown; a 404
 for a ticket TicketNotFound (deleted in the PSA); other 4xx and a redirect TicketRequestRefused; 429 TicketThrottled
@@ -201,6 +201,9 @@ class ConnectWiseDesk:
         if not chosen.closed_status and not any(s.get("closedStatus") is True for s in by_name.values()):
             raise TicketError(f"ConnectWise: the service board {board.get('name')!r} has no closed status",
                               code="TicketRouteUnknown")
+        if chosen.ticket_type:
+            await self._one(f"/service/boards/{board['id']}/types", chosen.ticket_type, "name",
+                            f"type of the service board {board.get('name')!r}:")
         await self._one("/company/companies", chosen.company, "identifier", "company")
         if chosen.priority:
             await self._one("/service/priorities", chosen.priority, "name", "priority")
@@ -329,8 +332,8 @@ def _seconds(value: str) -> float | None:
 
 
 def _required(config: Mapping[str, str], name: str) -> str:
-    value = config.get(name)
-    if not isinstance(value, str) or not value.strip():
+    value = _optional(config, name)
+    if not value:
         raise TicketError(f"the ConnectWise ticket configuration lacks {name!r} (docs/tickets-connectwise.md)",
                           code="TicketConfigInvalid")
     return value.strip()

@@ -195,8 +195,7 @@ async def test_unknown_routing_names_are_route_unknown_on_open_and_on_check(cw: 
     chosen = TicketRoute(**{**vars(route), "company": route.company or site.CUSTOMER_ID})
     error = await refused(d.open(draft(route=chosen)))
     assert (error.code, error.retryable) == ("TicketRouteUnknown", False)
-    if not route.ticket_type:  # check() has no lookup for types (ConnectWise lists them per board)
-        assert (await refused(d.check(chosen))).code == "TicketRouteUnknown"
+    assert (await refused(d.check(chosen))).code == "TicketRouteUnknown"
     assert tickets(cw) == []
 
 
@@ -204,6 +203,7 @@ async def test_check_proves_the_configuration_and_the_closed_status(cw: Any) -> 
     d = make(cw)
     await d.check(TicketRoute(board="Help Desk", status="New", closed_status="Completed", company=site.CUSTOMER_ID,
                               priority="Priority 1 - Emergency Response"))
+    await d.check(TicketRoute(ticket_type="alert", company="株式会社テスト"))
     error = await refused(d.check(TicketRoute(closed_status="In Progress")))  # not a closed status
     assert error.code == "TicketRouteUnknown"
     requests = cw.control.state()["psa_connectwise"]["requests"]
@@ -251,7 +251,7 @@ async def test_faults_map_to_ticket_errors(cw: Any, fault: dict[str, Any], code:
 @pytest.mark.parametrize("config", [
     {"site": ""}, {"site": "http://api-na.myconnectwise.net"}, {"site": "https://user:pw@host"},
     {"site": "https://host/path"}, {"board": ""}, {"company": ""}, {"privateKey": ""}, {"clientId": ""},
-    {"codebase": "../x"},
+    {"codebase": "../x"}, {"board": 12},  # type: ignore[dict-item]
 ])
 def test_a_bad_configuration_is_config_invalid_without_its_secrets(config: dict[str, str]) -> None:
     full = {**site.desk_config("api-na.myconnectwise.net"), **config}
