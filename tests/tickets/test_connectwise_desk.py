@@ -269,3 +269,40 @@ def test_the_desk_and_its_references_show_no_secret() -> None:
     assert build(site.desk_config("https://cw.example.com/", codebase="v2025_1")).find_open is not None
     assert reference("k") == reference("k") != reference("k2")
     assert len(reference("x" * 10_000)) <= 100
+
+
+async def test_passes_and_restarts_keep_one_ticket_per_condition_through_an_outage(
+        cw: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """The book's use of the desk, pass after pass, each pass a new process: find the open ticket, else open one;
+    a repeat adds a note; a PSA outage fails the pass without a second ticket; the condition clearing closes it;
+    its return opens a new one. Nothing on the way logs a key."""
+    caplog.set_level(logging.DEBUG)
+    cw.control.add_fault("psa_connectwise", method="POST", path=r"/service/tickets$", status=503, count=2)
+    conditions = [draft(key=f"tenant-1|{c}", condition=c) for c in ("secret-expiring", "sync-failing")]
+    outcomes = []
+    for n in range(6):
+        d = make(cw)  # a restart: nothing kept in memory between passes
+        for each in conditions:
+            try:
+                found = await d.find_open(each)
+                if found is None:
+                    await d.open(each)
+                    outcomes.append("opened")
+                else:
+                    await d.add_note(found, f"Still holds (pass {n}).")
+                    outcomes.append("noted")
+            except TicketError as error:
+                assert error.retryable
+                outcomes.append(error.code)
+    assert outcomes[:2] == ["TicketSystemUnreachable", "TicketSystemUnreachable"]  # the outage: nothing opened
+    assert outcomes[2:4] == ["opened", "opened"] and set(outcomes[4:]) == {"noted"}
+    assert [len(t["notes"]) for t in tickets(cw)] == [1 + 4, 1 + 4]
+    d = make(cw)
+    first = await d.find_open(conditions[0])
+    assert first is not None
+    await d.close(first, "Resolved.", TicketRoute())
+    assert await d.find_open(conditions[0]) is None
+    again = await d.open(conditions[0])  # it comes back: a new ticket, the closed one untouched
+    assert again.id != first.id and len(tickets(cw)) == 3
+    for secret in site.SECRETS:
+        assert secret not in caplog.text
