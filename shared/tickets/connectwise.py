@@ -85,7 +85,7 @@ def trim_summary(title: str, limit: int = SUMMARY_MAX) -> str:
 
     if units(text) <= limit:
         return text
-    cut = text
+    cut = text[:limit]  # a character is at least one unit
     while units(cut) > limit - 1:  # room for the one-unit ellipsis
         cut = cut[:-1]
     return cut.rstrip() + "…"
