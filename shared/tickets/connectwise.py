@@ -184,7 +184,8 @@ class ConnectWiseDesk:
 
     async def check(self, route: TicketRoute) -> None:
         chosen = self._route(route)
-        board = await self._one("/service/boards", chosen.board, "name", "service board")
+        board = await self._one("/service/boards", chosen.board, "name", "active service board",
+                                also=" and inactiveFlag=false")
         statuses = await self._call("GET", f"/service/boards/{board['id']}/statuses",
                                     params={"pageSize": "1000"})
         if not isinstance(statuses, list):
@@ -204,7 +205,7 @@ class ConnectWiseDesk:
         if chosen.ticket_type:
             await self._one(f"/service/boards/{board['id']}/types", chosen.ticket_type, "name",
                             f"type of the service board {board.get('name')!r}:")
-        await self._one("/company/companies", chosen.company, "identifier", "company")
+        await self._one("/company/companies", chosen.company, "identifier", "company", also=" and deletedFlag=false")
         if chosen.priority:
             await self._one("/service/priorities", chosen.priority, "name", "priority")
 
@@ -242,11 +243,12 @@ class ConnectWiseDesk:
                               "closedStatus in the routing", code="TicketRouteUnknown")
         return str(statuses[0]["id"])
 
-    async def _one(self, path: str, wanted: str, key: str, label: str) -> dict[str, Any]:
-        """The one row of a setup table a routing name or id names; TicketRouteUnknown if none."""
+    async def _one(self, path: str, wanted: str, key: str, label: str, also: str = "") -> dict[str, Any]:
+        """The one row of a setup table a routing name or id names (and `also` holds for); TicketRouteUnknown if
+        none."""
         field = "id" if wanted.isdigit() else key
         value = wanted if wanted.isdigit() else _condition_text(wanted)
-        rows = await self._call("GET", path, params={"conditions": f"{field}={value}", "pageSize": "2"})
+        rows = await self._call("GET", path, params={"conditions": f"{field}={value}{also}", "pageSize": "2"})
         if not isinstance(rows, list):
             raise self._odd(f"the {label} search")
         if not rows or not isinstance(rows[0], dict):

@@ -199,6 +199,18 @@ async def test_unknown_routing_names_are_route_unknown_on_open_and_on_check(cw: 
     assert tickets(cw) == []
 
 
+async def test_an_inactive_board_is_refused_like_an_unknown_one(cw: Any) -> None:
+    old = {"name": "Old Board", "inactive": True,
+           "statuses": [{"name": "New", "default": True}, {"name": "Done", "closed": True}]}
+    boards = [*site.seed()["boards"], old]
+    cw.control.seed({"psa_connectwise": {"boards": boards}})
+    d = make(cw)
+    route = TicketRoute(board="Old Board", company=site.CUSTOMER_ID)
+    assert (await refused(d.check(route))).code == "TicketRouteUnknown"
+    assert (await refused(d.open(draft(route=route)))).code == "TicketRouteUnknown"
+    await d.check(TicketRoute(board="Managed Services"))
+
+
 async def test_check_proves_the_configuration_and_the_closed_status(cw: Any) -> None:
     d = make(cw)
     await d.check(TicketRoute(board="Help Desk", status="New", closed_status="Completed", company=site.CUSTOMER_ID,
