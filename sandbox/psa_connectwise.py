@@ -18,8 +18,10 @@ What it copies of the real API (sources for each in sandbox/README.md, "ConnectW
   `and`/`or`, parentheses, `a/b` paths), string comparison case-insensitive as SQL Server's default collation;
   `orderBy=field asc|desc`, `page`, `pageSize` (25 by default, at most 1000). A field the entity does not have is 400.
 - `GET|PATCH|DELETE /service/tickets/{id}`: PATCH takes a JSON Patch array (`[{"op": "replace", "path": "status",
-  "value": {"name": "Closed"}}]`); a status whose `closedStatus` is set closes the ticket (`closedFlag`,
-  `closedDate`, `closedBy`), any other reopens it. A deleted or unknown ticket is 404 `{"code": "NotFound"}`.
+  "value": {"name": "Closed"}}]`; paths `status`, `board`, `summary`, `priority`); a status whose `closedStatus` is
+  set closes the ticket (`closedFlag`, `closedDate`, `closedBy`), any other reopens it; a ticket moved to another
+  board must get one of that board's statuses in the same patch. A deleted or unknown ticket is 404
+  `{"code": "NotFound"}`.
 - `GET|POST /service/tickets/{id}/notes`: `text` (required) and at least one of `detailDescriptionFlag`,
   `internalAnalysisFlag`, `resolutionFlag` (the strictest plausible rule: a note shows in one of those tabs).
 - Rate limit: past `rateLimit.requests` calls in `rateLimit.seconds` (per login company), 429 with a numeric
@@ -511,8 +513,13 @@ class ConnectWiseState:
             if not isinstance(operation, dict) or operation.get("op") not in ("replace", "add"):
                 raise Refused(400, "InvalidObject", "Each operation must be {op: replace|add, path, value}")
             path, value = str(operation.get("path", "")).strip("/"), operation.get("value")
-            if path == "status":
-                board = self.boards[ticket["board"]["id"]]
+            if path == "board":
+                moved = self.board(value)
+                if moved is None:
+                    raise invalid(_field("board", value), "NotFound", f"Service Board {_named(value)} not found")
+                changed["board"] = {"id": moved["id"], "name": moved["name"]}
+            elif path == "status":
+                board = self.boards[changed["board"]["id"]]
                 status = self._board_status(board, value)
                 if status is None:
                     raise invalid(_field("status", value), "NotFound",
@@ -530,6 +537,11 @@ class ConnectWiseState:
                 changed["priority"] = {"id": priority["id"], "name": priority["name"]}
             else:
                 raise Refused(400, "InvalidObject", f"The path {path!r} cannot be patched on this stand-in")
+        board_id = changed["board"]["id"]
+        if not any(s["id"] == changed["status"]["id"] for s in self.statuses[board_id]):
+            # Statuses belong to a board: a ticket moved to another board needs one of that board's statuses.
+            raise invalid("status/id", "NotFound",
+                          f"Service Status {changed['status']['id']} not found for Service Board {board_id}")
         changed["_info"] = {**ticket["_info"], "lastUpdated": iso(self._world.now()), "updatedBy": member.member_id}
         ticket.clear()
         ticket.update(changed)

@@ -30,7 +30,8 @@ guide, christaylorcodes/ConnectWiseManageAPI; each cited in sandbox/README.md, "
   would go unseen, so the book opens a new ticket), then `POST /service/tickets/{id}/notes` with
   `internalAnalysisFlag: true` (an Internal note: customers are not mailed the rotator's notes).
 - close: `GET /service/tickets/{id}` (a ticket a person closed already is left alone), the closed status looked up
-  on the ticket's board when none is configured (`GET /service/boards/{id}/statuses?conditions=closedStatus=true`),
+  on the ticket's board when none is configured or a person moved the ticket off the routed board
+  (`GET /service/boards/{id}/statuses?conditions=closedStatus=true`),
   `POST .../notes` (`internalAnalysisFlag` and `resolutionFlag`), `PATCH /service/tickets/{id}` with
   `[{"op": "replace", "path": "status", "value": {"name": ...}}]`. A retry after a failed PATCH repeats the
   resolving note (harmless and visible; losing it would not be).
@@ -176,7 +177,13 @@ class ConnectWiseDesk:
         if current.get("closedFlag") is True:
             log.info("connectwise ticket %s was closed in the PSA already; left as it is", ticket.number)
             return
-        closed = self._route(route).closed_status or await self._closed_status(current)
+        chosen = self._route(route)
+        board = current.get("board") if isinstance(current.get("board"), dict) else {}
+        on_routed_board = chosen.board.casefold() in (str(board.get("name", "")).casefold(), str(board.get("id")))
+        # A person may have moved the ticket to another board, where the routed closed status does not exist: then
+        # that board's own closed status.
+        closed = (chosen.closed_status if chosen.closed_status and on_routed_board
+                  else await self._closed_status(current))
         await self._call("POST", path + "/notes", ticket=ticket,
                          json_body={"text": text, "internalAnalysisFlag": True, "resolutionFlag": True})
         await self._call("PATCH", path, ticket=ticket,

@@ -126,6 +126,8 @@ def test_patch_closes_and_reopens_by_status_and_notes_need_a_flag(cw: Any) -> No
     unknown = call(cw, "PATCH", path, json=[{"op": "replace", "path": "status", "value": {"name": "Completed"}}])
     assert (unknown.status_code, unknown.json()["errors"][0]["field"]) == (400, "status/name")
     assert call(cw, "PATCH", path, json={"op": "replace", "path": "status"}).status_code == 400  # not an array
+    moved_alone = call(cw, "PATCH", path, json=[{"op": "replace", "path": "board", "value": {"name": "Help Desk"}}])
+    assert (moved_alone.status_code, moved_alone.json()["errors"][0]["field"]) == (400, "status/id")
     reopened = call(cw, "PATCH", path, json=[{"op": "replace", "path": "status", "value": {"name": "In Progress"}}])
     assert reopened.json()["closedFlag"] is False
     texts = [n["text"] for n in call(cw, "GET", path + "/notes").json()]

@@ -223,6 +223,19 @@ async def test_check_proves_the_configuration_and_the_closed_status(cw: Any) -> 
     assert tickets(cw) == []
 
 
+async def test_a_ticket_a_person_moved_to_another_board_closes_with_that_board_s_closed_status(cw: Any) -> None:
+    d = make(cw)
+    route = TicketRoute(closed_status="Resolved")  # a status of the routed board, Managed Services
+    ref = await d.open(draft(route=route))
+    as_a_person(cw, "PATCH", f"/service/tickets/{ref.id}", [
+        {"op": "replace", "path": "board", "value": {"name": "Help Desk"}},
+        {"op": "replace", "path": "status", "value": {"name": "New"}}])
+    await d.close(ref, "Resolved.", route)
+    [ticket] = tickets(cw)
+    assert (ticket["board"]["name"], ticket["status"]["name"], ticket["closedFlag"]) == ("Help Desk", "Completed",
+                                                                                         True)
+
+
 async def test_a_closed_status_gone_from_the_board_is_route_unknown(cw: Any) -> None:
     d = make(cw)
     ref = await d.open(draft())
