@@ -368,7 +368,7 @@ class ConnectWiseState:
     def authenticate(self, request: web.Request) -> Member:
         """The API member the request authenticates as; Refused(401) otherwise."""
         client_id = request.headers.get("clientId", "")
-        if not client_id or not any(secrets.compare_digest(client_id, known) for known in self.client_ids):
+        if not client_id or not any(_same(client_id, known) for known in self.client_ids):
             raise Refused(401, "Unauthorized", "A valid clientId header is required: "
                                                "https://developer.connectwise.com/ClientID")
         scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
@@ -379,9 +379,8 @@ class ConnectWiseState:
         login, _, private_key = decoded.partition(":")
         company, _, public_key = login.partition("+")
         for member in self.members:
-            if (secrets.compare_digest(company, self.company_id)
-                    and secrets.compare_digest(public_key, member.public_key)
-                    and secrets.compare_digest(private_key, member.private_key)):
+            if (_same(company, self.company_id) and _same(public_key, member.public_key)
+                    and _same(private_key, member.private_key)):
                 return member
         raise Refused(401, "Unauthorized", "Incorrect public/private key")
 
@@ -573,6 +572,11 @@ class ConnectWiseState:
                 "createdBy": member.member_id}
         self.notes[ticket_id].append(note)
         return note
+
+
+def _same(given: str, known: str) -> bool:
+    """A constant-time comparison that takes any text (compare_digest refuses non-ASCII str)."""
+    return secrets.compare_digest(given.encode(), known.encode())
 
 
 def _named(ref: Any) -> str:

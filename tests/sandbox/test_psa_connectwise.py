@@ -45,6 +45,7 @@ def test_authentication_needs_the_keys_of_a_member_of_the_login_company_and_a_cl
         {"clientId": site.CLIENT_ID},  # no Authorization
         {"Authorization": "Bearer " + site.PRIVATE_KEY, "clientId": site.CLIENT_ID},
         {"Authorization": "Basic !!!not-base64", "clientId": site.CLIENT_ID},
+        site.headers(company="Bäckerei", private="schlüssel"),  # non-ASCII credentials are refused, not a 500
     ]
     for headers in wrong:
         answer = call(cw, "GET", "/service/tickets", headers=headers)
