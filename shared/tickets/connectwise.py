@@ -178,7 +178,8 @@ class ConnectWiseDesk:
             log.info("connectwise ticket %s was closed in the PSA already; left as it is", ticket.number)
             return
         chosen = self._route(route)
-        board = current.get("board") if isinstance(current.get("board"), dict) else {}
+        found = current.get("board")
+        board: dict[str, Any] = found if isinstance(found, dict) else {}
         on_routed_board = chosen.board.casefold() in (str(board.get("name", "")).casefold(), str(board.get("id")))
         # A person may have moved the ticket to another board, where the routed closed status does not exist: then
         # that board's own closed status.
@@ -369,6 +370,8 @@ def build(config: Mapping[str, str], *, ca_bundle: str = "") -> TicketDesk:
         raise TicketError("the ConnectWise 'codebase' must look like v4_6_release", code="TicketConfigInvalid")
     company_id, public_key = _required(config, "companyId"), _required(config, "publicKey")
     private_key, client_id = _required(config, "privateKey"), _required(config, "clientId")
+    if not re.fullmatch(r"[\x21-\x7e]+", client_id):  # sent as a header value as it is
+        raise TicketError("the ConnectWise 'clientId' must be the GUID ConnectWise issued", code="TicketConfigInvalid")
     login = base64.b64encode(f"{company_id}+{public_key}:{private_key}".encode()).decode()
     defaults = _Defaults(board=_required(config, "board"), company=_required(config, "company"),
                          priority=_optional(config, "priority"), ticket_type=_optional(config, "type"),

@@ -277,6 +277,7 @@ async def test_faults_map_to_ticket_errors(cw: Any, fault: dict[str, Any], code:
     {"site": ""}, {"site": "http://api-na.myconnectwise.net"}, {"site": "https://user:pw@host"},
     {"site": "https://host/path"}, {"board": ""}, {"company": ""}, {"privateKey": ""}, {"clientId": ""},
     {"codebase": "../x"}, {"board": 12},  # type: ignore[dict-item]
+    {"clientId": "ünïcode-id"}, {"clientId": "two words"},
 ])
 def test_a_bad_configuration_is_config_invalid_without_its_secrets(config: dict[str, str]) -> None:
     full = {**site.desk_config("api-na.myconnectwise.net"), **config}
