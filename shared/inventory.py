@@ -190,16 +190,18 @@ class TenantPass:
 
 def credentials_of(
     obj: DirectoryObject, tenant_id: str, customer: str, managed_app_ids: Collection[str] = (),
-    stored: Sequence[InventoryCredential] = (),
+    stored: Sequence[InventoryCredential] = (), owners: tuple[str, ...] | None = None,
 ) -> list[InventoryCredential]:
     """Every credential of one directory object as inventory rows (pure). `stored`: the object's rows from the
-    store, which fill in what a partial (delta) object left out."""
+    store, which fill in what a partial (delta) object left out. `owners`: the object's owners when they are known
+    apart from it (a full read's owner listing), else the object's own, else its stored rows'."""
     if not stored and not obj.password_credentials and not obj.key_credentials:
         return []  # most service principals hold no credential: nothing to build (the full read's hot path)
     base = stored[0] if stored else None
     app_id = obj.app_id if obj.app_id is not None else (base.app_id if base else "")
     display_name = obj.display_name if obj.display_name is not None else (base.display_name if base else "")
-    owners = obj.owners if obj.owners is not None else (base.owners if base else ())
+    if owners is None:
+        owners = obj.owners if obj.owners is not None else (base.owners if base else ())
     given = first_party_of(obj)
     first_party = given if given is not None else (base.first_party if base else False)
     managed = app_id in managed_app_ids

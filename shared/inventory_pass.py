@@ -39,6 +39,7 @@ from shared.inventory import (
     TenantPass,
     completed,
     credentials_of,
+    first_party_of,
 )
 from shared.ports import InventorySource, InventoryStore
 
@@ -153,6 +154,22 @@ async def list_owners(source: InventorySource, tenant_id: str, kind: ObjectKind)
     return listed
 
 
+def _listed_owners(objects: Sequence[DirectoryObject], listed: Mapping[str, tuple[str, ...] | None] | None
+                   ) -> dict[str, tuple[str, ...]]:
+    """The owners a full read's listing gives of the page's objects that hold credentials, as read_owners would
+    fill them in: not for Microsoft's first-party principals and managed identities, nor where the listing may
+    have cut them (None)."""
+    if not listed:
+        return {}
+    given: dict[str, tuple[str, ...]] = {}
+    for obj in objects:
+        if obj.password_credentials or obj.key_credentials:
+            owners = listed.get(obj.object_id)
+            if owners is not None and not first_party_of(obj):
+                given[obj.object_id] = owners
+    return given
+
+
 async def _write_page(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
                       page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending,
                       listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
@@ -190,10 +207,14 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
     # Owners: a full read's from its listing; a delta round's for objects new to the store only (one read each): an
     # object held keeps the owners it has (an owner change is not what brings an object into a round; the weekly
     # refresh_owners lists them again).
+    # A full read's rows are built with the owners its listing gave (copying every row to add them afterwards cost
+    # a twentieth of the pass); read_owners reads the rest (cut by the listing, or created after it).
+    given = _listed_owners(page.objects, listed) if stored_ids is not None else {}
     built = {obj.object_id: credentials_of(obj, tenant.tenant_id, tenant.customer, tenant.managed_app_ids,
-                                           held.get(obj.object_id, []))
+                                           held.get(obj.object_id, []), given.get(obj.object_id))
              for obj in page.objects if obj.object_id not in done}
-    new = built if stored_ids is not None else {o: rows for o, rows in built.items() if o not in known}
+    new = ({o: rows for o, rows in built.items() if o not in given} if stored_ids is not None
+           else {o: rows for o, rows in built.items() if o not in known})
     await read_owners(source, tenant.tenant_id, kind, new, listed)
     built.update(new)
     for obj in page.objects:

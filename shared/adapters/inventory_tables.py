@@ -83,12 +83,25 @@ def _utc(value: datetime) -> str:
     return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
 
 
+_last_owners: list[Any] = [(), "[]"]  # the owners tuple last encoded and its text
+
+
+def _owners_text(owners: tuple[str, ...]) -> str:
+    """A row's Owners property. An object's rows share one owners tuple and are written one after another: the
+    text is kept for the tuple last seen (the same object, compared by identity), not encoded again for each row."""
+    if not owners:
+        return "[]"
+    if _last_owners[0] is not owners:
+        _last_owners[:] = [owners, _JSON.encode(list(owners))]
+    return str(_last_owners[1])
+
+
 def to_entity(c: InventoryCredential) -> dict[str, Any]:
     kind = c.object_kind.value
     entity: dict[str, Any] = {
         "PartitionKey": c.tenant_id, "RowKey": f"{kind}|{c.object_id}|{c.key_id}",
         "Customer": c.customer, "ObjectKind": kind, "ObjectId": c.object_id, "AppId": c.app_id,
-        "DisplayName": c.display_name, "Owners": _JSON.encode(list(c.owners)) if c.owners else "[]",
+        "DisplayName": c.display_name, "Owners": _owners_text(c.owners),
         "CredentialKind": c.credential_kind.value, "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint,
         "CredentialName": c.credential_name, "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
     }
@@ -135,6 +148,7 @@ class _Index:
     # Each object's entry as JSON, kept until the object changes: every transaction of a pass carries the whole
     # index row, so re-encoding every object each time cost more than the rows' own JSON.
     fragments: dict[str, str] = field(default_factory=dict)
+    last_owners: tuple[str, tuple[str, ...]] = ("[]", ())  # an Owners text last noted, decoded (an object's rows)
 
     def fragment(self, object_id: str, keys: set[str]) -> str:
         text = self.fragments.get(object_id)
@@ -149,7 +163,10 @@ class _Index:
         self.meta[object_id] = (str(entity.get("AppId", "")), str(entity.get("DisplayName", "")),
                                 int(bool(entity.get("FirstParty"))) | int(bool(entity.get("Managed"))) << 1)
         self.customer = str(entity.get("Customer", self.customer))
-        owners = tuple(json.loads(entity.get("Owners") or "[]"))
+        text = entity.get("Owners") or "[]"
+        if text != self.last_owners[0]:  # the object's other rows carry the same text: decoded once
+            self.last_owners = (text, tuple(json.loads(text)))
+        owners = self.last_owners[1]
         if owners:
             self.owners[object_id] = owners
         else:
