@@ -83,6 +83,14 @@ def _utc(value: datetime) -> str:
     return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
 
 
+def ascii_json(value: Any) -> str:
+    """Compact JSON in ASCII (non-ASCII characters escaped, as the standard library's encoder does: an index chunk
+    must fit its property): orjson's text when it is ASCII already, almost always (a tenth of the standard
+    encoder's CPU, which took a twentieth of the first pass); it differs only in leaving DEL unescaped."""
+    text = orjson.dumps(value).decode()
+    return text if text.isascii() else _JSON.encode(value)
+
+
 _last_owners: list[Any] = [(), "[]"]  # the owners tuple last encoded and its text
 
 
@@ -92,7 +100,7 @@ def _owners_text(owners: tuple[str, ...]) -> str:
     if not owners:
         return "[]"
     if _last_owners[0] is not owners:
-        _last_owners[:] = [owners, _JSON.encode(list(owners))]
+        _last_owners[:] = [owners, ascii_json(owners)]
     return str(_last_owners[1])
 
 
@@ -117,7 +125,7 @@ def to_credential(e: Mapping[str, Any]) -> InventoryCredential:
     return InventoryCredential(
         tenant_id=str(e["PartitionKey"]), customer=str(e.get("Customer", "")),
         object_kind=ObjectKind(e["ObjectKind"]), object_id=str(e["ObjectId"]), app_id=str(e.get("AppId", "")),
-        display_name=str(e.get("DisplayName", "")), owners=tuple(json.loads(e.get("Owners") or "[]")),
+        display_name=str(e.get("DisplayName", "")), owners=tuple(orjson.loads(e.get("Owners") or "[]")),
         credential_kind=CredentialKind(e["CredentialKind"]), usage=str(e.get("Usage", "")),
         key_id=str(e.get("KeyId", "")), hint=str(e.get("Hint", "")), credential_name=str(e.get("CredentialName", "")),
         start=_dt(e.get("Start")), end=_dt(e.get("End")), managed=bool(e.get("Managed", False)),
@@ -153,7 +161,7 @@ class _Index:
     def fragment(self, object_id: str, keys: set[str]) -> str:
         text = self.fragments.get(object_id)
         if text is None:
-            text = f"{_JSON.encode(object_id)}:{_JSON.encode(self.encoded(object_id, keys))}"
+            text = f"{ascii_json(object_id)}:{ascii_json(self.encoded(object_id, keys))}"
             self.fragments[object_id] = text
         return text
 
@@ -165,7 +173,7 @@ class _Index:
         self.customer = str(entity.get("Customer", self.customer))
         text = entity.get("Owners") or "[]"
         if text != self.last_owners[0]:  # the object's other rows carry the same text: decoded once
-            self.last_owners = (text, tuple(json.loads(text)))
+            self.last_owners = (text, tuple(orjson.loads(text)))
         owners = self.last_owners[1]
         if owners:
             self.owners[object_id] = owners

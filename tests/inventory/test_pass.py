@@ -5,10 +5,13 @@ the others go on."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
+from typing import Any
 
 import pytest
 
@@ -447,3 +450,68 @@ async def test_a_partial_object_completed_from_the_index_gives_the_rows_its_stor
     needs_rows = change != "the whole object" and (
         customer != "Contoso" or change in ("renamed", "now Microsoft's", "signing moved"))
     assert point_reads == (1 if needs_rows else 0)
+
+
+async def test_a_full_reads_listed_owners_go_to_the_customers_objects_not_to_microsofts() -> None:
+    sp = ObjectKind.SERVICE_PRINCIPAL
+
+    def principal(object_id: str, owner_tenant: str | None, kind: str = "Application") -> DirectoryObject:
+        return DirectoryObject(sp, object_id, app_id=f"app-{object_id}", display_name=object_id,
+                               password_credentials=(secret(f"k-{object_id}"),), key_credentials=(),
+                               app_owner_organization_id=owner_tenant, service_principal_type=kind)
+
+    graph = ScriptedGraph([principal("ms", MICROSOFT_TENANT), principal("mi", None, "ManagedIdentity"),
+                           principal("ours", "t-1"), principal("theirs", "c0ffee00-0000-4000-8000-000000000001")])
+    graph.owned = {o: (f"owner-of-{o}@contoso.com",) for o in ("ms", "mi", "ours", "theirs")}
+    store = FakeInventory()
+    await inventory_kind(graph, store, TENANT, sp)
+    owners = {r.object_id: (r.owners, r.first_party) for r in await store.list_credentials()}
+    assert owners == {"ms": ((), True), "mi": ((), True), "ours": (("owner-of-ours@contoso.com",), False),
+                      "theirs": (("owner-of-theirs@contoso.com",), False)}
+    assert graph.owner_reads == []  # all listed: none read one by one
+
+
+class Recording(ScriptedGraph):
+    """A Graph that notes the collector's thresholds while a pass reads it, and fails on demand."""
+
+    def __init__(self, objects: list[DirectoryObject], fail: bool = False) -> None:
+        super().__init__(objects)
+        self.seen: list[tuple[int, int, int]] = []
+        self.fail = fail
+
+    async def read(self, tenant_id: str, object_kind: ObjectKind, delta_link: str | None
+                   ) -> AsyncIterator[InventoryPage]:
+        self.seen.append(gc.get_threshold())
+        if self.fail:
+            raise RuntimeError("not a RotationError: escapes the pass")
+        async for page in super().read(tenant_id, object_kind, delta_link):
+            yield page
+
+
+async def test_a_pass_collects_garbage_more_rarely_and_gives_the_process_its_thresholds_back() -> None:
+    own = gc.get_threshold()
+    gc.set_threshold(600, 9, 8)  # whatever the process set for itself
+    try:
+        slow, quick = Recording([app("a", "k1")]), Recording([app("b", "k2")])
+        gate = asyncio.Event()
+        original = slow.read
+
+        async def waiting(*args: Any) -> AsyncIterator[InventoryPage]:
+            await gate.wait()  # the slow pass is still running when the quick one ends
+            async for page in original(*args):
+                yield page
+
+        slow.read = waiting  # type: ignore[method-assign]
+        first = asyncio.ensure_future(run_inventory(slow, FakeInventory(), [TENANT], concurrency=1))
+        await asyncio.sleep(0)
+        await run_inventory(quick, FakeInventory(), [CustomerTenant("t-2", "Fabrikam")], concurrency=1)
+        assert gc.get_threshold() == inventory_pass.PASS_GC_THRESHOLDS  # the slow pass goes on
+        gate.set()
+        assert not (await first).failed
+        assert set(slow.seen) == set(quick.seen) == {inventory_pass.PASS_GC_THRESHOLDS}
+        assert gc.get_threshold() == (600, 9, 8)
+        with pytest.raises(RuntimeError):
+            await run_inventory(Recording([app("c", "k3")], fail=True), FakeInventory(), [TENANT], concurrency=1)
+        assert gc.get_threshold() == (600, 9, 8)
+    finally:
+        gc.set_threshold(*own)

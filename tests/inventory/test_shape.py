@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 from datetime import UTC, datetime
 
+import pytest
+
+from shared.adapters.inventory_tables import ascii_json
 from shared.inventory import (
     MICROSOFT_TENANT,
     CredentialKind,
@@ -111,3 +115,13 @@ def test_an_object_without_credentials_yields_no_row_and_empties_what_the_store_
     [kept] = credentials_of(app(password_credentials=None, key_credentials=None, display_name=None), TENANT,
                             "Contoso", stored=held)
     assert (kept.key_id, kept.display_name) == ("k-1", "Backup")
+
+
+@pytest.mark.parametrize("value", [
+    ["ann@contoso.com", "Backup Service"], ["Zoë Müller", "日本語のアプリ"], "a\u0001b\n\"/\\\x7f", [],
+    ["app", "Name", 3, {"k-1": "p", "k-2": "cs"}, ["Ünïcode owner"]],
+])
+def test_the_stores_json_is_ascii_and_says_what_the_standard_encoder_says(value: object) -> None:
+    text = ascii_json(value)
+    assert text.isascii() and json.loads(text) == json.loads(json.dumps(value))
+    assert "\n" not in text and ", " not in text and ": " not in text  # compact, one line
