@@ -24,7 +24,7 @@ import aiohttp
 from shared.adapters.graph import GraphAnswer, get_json, read_retrying
 from shared.adapters.identity import Credentials
 from shared.errors import NotFound, RotationError, StaleDeltaLink
-from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed
+from shared.inventory import DirectoryObject, InventoryPage, ObjectKind, Removed, new_object
 
 _ATTEMPTS = 5
 _TIMEOUT = aiohttp.ClientTimeout(total=60)
@@ -82,9 +82,8 @@ def object_of(kind: ObjectKind, doc: dict[str, Any]) -> DirectoryObject | Remove
     if not passwords and not keys:
         # Both given and empty (most service principals, a full read's hot path): no row comes of it, so the
         # properties that only qualify credentials (first party, SAML) are not parsed.
-        return DirectoryObject(kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)),
-                               (), ())
-    return DirectoryObject(
+        return new_object(kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)), (), ())
+    return new_object(
         kind, object_id, _text(get("appId", _ABSENT)), _text(get("displayName", _ABSENT)),
         _credentials(passwords), _credentials(keys),
         _text(get("appOwnerOrganizationId", _ABSENT)), _text(get("servicePrincipalType", _ABSENT)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime
 
@@ -13,9 +14,12 @@ from shared.inventory import (
     MICROSOFT_TENANT,
     CredentialKind,
     DirectoryObject,
+    InventoryCredential,
     InventoryQuery,
     ObjectKind,
     credentials_of,
+    new_object,
+    positional,
     thumbprint_of,
 )
 
@@ -125,3 +129,18 @@ def test_the_stores_json_is_ascii_and_says_what_the_standard_encoder_says(value:
     text = ascii_json(value)
     assert text.isascii() and json.loads(text) == json.loads(json.dumps(value))
     assert "\n" not in text and ", " not in text and ": " not in text  # compact, one line
+
+
+def test_the_hot_paths_constructor_builds_the_same_frozen_objects() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    values = (TENANT, "Contoso", ObjectKind.APPLICATION, "o-1", "a-1", "App", ("ann@contoso.com",),
+              CredentialKind.PASSWORD, "", "k-1", "abc", "s", start, None, True, False, True)
+    quick, usual = positional(InventoryCredential)(*values), InventoryCredential(*values)
+    assert quick == usual and hash(quick) == hash(usual) and repr(quick) == repr(usual)
+    assert positional(InventoryCredential)(*values[:14]) == InventoryCredential(*values[:14])  # defaults after
+    assert new_object(ObjectKind.APPLICATION, "o-1", "a-1") == DirectoryObject(ObjectKind.APPLICATION, "o-1", "a-1")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.owners = ()  # type: ignore[misc]
+    for wrong in (values[:13], (*values, False)):
+        with pytest.raises(TypeError):
+            positional(InventoryCredential)(*wrong)
