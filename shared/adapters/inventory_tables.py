@@ -16,7 +16,6 @@ after a crash; between its transactions it may name rows that are gone (a supers
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import uuid
 from collections import OrderedDict
@@ -49,7 +48,6 @@ _UNUSED_POLICIES = frozenset({"DistributedTracingPolicy", "HttpLoggingPolicy", "
                               "CustomHookPolicy", "RequestIdPolicy"})
 _CACHED = 256  # (tenant, kind) indexes kept between calls: a pass holds INVENTORY_CONCURRENCY tenants at once (2 each);
 # about 80 KB each with what the rows say, so at most 20 MB (a tenant's pass reads its own afresh anyway)
-_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 _FEW = 28  # up to this many objects, their rows are looked up by their key ranges; more: the kind's whole range
 RANGES_PER_QUERY = 7
 
@@ -83,12 +81,23 @@ def _utc(value: datetime) -> str:
     return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    if code > 0xFFFF:  # a UTF-16 surrogate pair, as JSON spells a character outside the BMP
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+    return f"\\u{code:04x}"
+
+
 def ascii_json(value: Any) -> str:
     """Compact JSON in ASCII (non-ASCII characters escaped, as the standard library's encoder does: an index chunk
-    must fit its property): orjson's text when it is ASCII already, almost always (a tenth of the standard
-    encoder's CPU, which took a twentieth of the first pass); it differs only in leaving DEL unescaped."""
+    must fit its property) by orjson, a tenth of the standard encoder's CPU (which took a twentieth of the first
+    pass). orjson writes non-ASCII characters as they are, only inside strings: each is escaped afterwards."""
     text = orjson.dumps(value).decode()
-    return text if text.isascii() else _JSON.encode(value)
+    return text if text.isascii() else _NON_ASCII.sub(_escaped, text)
 
 
 _last_owners: list[Any] = [(), "[]"]  # the owners tuple last encoded and its text
@@ -153,21 +162,21 @@ class _Index:
     meta: dict[str, tuple[str, str, int]] = field(default_factory=dict)  # appId, name, first party | managed << 1
     marks: dict[str, dict[str, str]] = field(default_factory=dict)  # key id -> "p"|"c", + "s" when SAML
     owners: dict[str, tuple[str, ...]] = field(default_factory=dict)  # object id -> its rows' owners (when any)
-    # Each object's entry as JSON, kept until the object changes: every transaction of a pass carries the whole
-    # index row, so re-encoding every object each time cost more than the rows' own JSON.
-    fragments: dict[str, str] = field(default_factory=dict)
+    # Each object's entry, kept until the object changes (as read from the row, or as `encoded` made it): every
+    # transaction of a pass carries the whole index row, so making every object's entry each time cost more than the
+    # rows' own JSON; the row's text is then one orjson call.
+    entries: dict[str, Any] = field(default_factory=dict)
     last_owners: tuple[str, tuple[str, ...]] = ("[]", ())  # an Owners text last noted, decoded (an object's rows)
 
-    def fragment(self, object_id: str, keys: set[str]) -> str:
-        text = self.fragments.get(object_id)
-        if text is None:
-            text = f"{ascii_json(object_id)}:{ascii_json(self.encoded(object_id, keys))}"
-            self.fragments[object_id] = text
-        return text
+    def entry(self, object_id: str, keys: set[str]) -> Any:
+        made = self.entries.get(object_id)
+        if made is None:
+            made = self.entries[object_id] = self.encoded(object_id, keys)
+        return made
 
     def note(self, object_id: str, key_id: str, entity: Mapping[str, Any]) -> None:
         """An upserted row: what it says of its object and key."""
-        self.fragments.pop(object_id, None)
+        self.entries.pop(object_id, None)
         self.meta[object_id] = (str(entity.get("AppId", "")), str(entity.get("DisplayName", "")),
                                 int(bool(entity.get("FirstParty"))) | int(bool(entity.get("Managed"))) << 1)
         self.customer = str(entity.get("Customer", self.customer))
@@ -183,7 +192,7 @@ class _Index:
         self.marks.setdefault(object_id, {})[key_id] = mark + ("s" if entity.get("Saml") else "")
 
     def forget(self, object_id: str, key_id: str | None = None) -> None:
-        self.fragments.pop(object_id, None)
+        self.entries.pop(object_id, None)
         if key_id is None:
             self.meta.pop(object_id, None)
             self.marks.pop(object_id, None)
@@ -218,8 +227,8 @@ _Part = tuple[ObjectKind, _Index, Sequence[Change], str | None]  # a kind's inde
 def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
     entity: dict[str, Any] = {"PartitionKey": tenant_id, "RowKey": INDEX_ROW + kind.value, "Link": index.link,
                               "Customer": index.customer}
-    text = "{" + ",".join(index.fragment(o, keys) for o, keys in index.objects.items() if keys) + "}" \
-        if index.complete else ""
+    text = ascii_json({o: index.entry(o, keys) for o, keys in index.objects.items() if keys}) if index.complete \
+        else ""
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
     if not index.complete or len(chunks) > MAX_CHUNKS:
         index.complete = False
@@ -242,6 +251,7 @@ def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
             if len(entry) == 5:
                 index.owners[object_id] = tuple(str(o) for o in entry[4])
             index.objects[object_id] = set(index.marks[object_id])
+            index.entries[object_id] = entry  # what `encoded` makes of it: written again as read until it changes
         else:  # key ids only (an index row written before the index kept what rows say)
             index.objects[object_id] = {str(k) for k in entry}
     return index
