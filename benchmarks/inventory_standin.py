@@ -22,6 +22,9 @@ So the figures are the rotator's: its CPU per tenant, its wall against the laten
 per tenant) x latency / concurrency), its peak RSS. What it does not measure: Graph's and Tables' own service times
 (the stand-in answers Tables at once), throttling, and Azurite's or Graph's real answers (benchmarks.inventory and
 the tests do that). The stand-in's CPU is reported beside (it shares the machine's other core).
+
+`INVENTORY_PROFILE=/tmp/p` makes each worker profile its pass with cProfile into `/tmp/p.first` and `/tmp/p.daily`
+(where the CPU goes; the profiler's own cost inflates that run's figures).
 """
 
 from __future__ import annotations
