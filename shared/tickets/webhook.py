@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, quote, unquote, urlparse
 
 import aiohttp
 
@@ -117,7 +117,7 @@ class WebhookDesk:
             except ValueError:
                 answer = {}
             return answer if isinstance(answer, dict) else {}
-        said = self._scrub(_words(text))
+        said = self._scrub(_words(text))[:_MAX_MESSAGE]  # cut after the scrub: a cut secret would no longer match
         message = f"the ticket webhook answered HTTP {status}" + (f": {said}" if said else "")
         if status in (401, 403):
             code = "TicketAuthRefused"
@@ -132,10 +132,14 @@ class WebhookDesk:
         raise TicketError(message, code=code, status=status, retry_after=_seconds(retry_after))
 
     def _scrub(self, text: str) -> str:
-        """The receiver's words without anything of the URL or the header (a receiver may echo the request)."""
+        """The receiver's words without anything of the URL or the header (a receiver may echo the request): the
+        whole, each path segment and each query value (a Logic App's `sig`), as sent and decoded; longest first."""
         parsed = urlparse(self._url)
-        for secret in {self._url, self._authorization, parsed.path, parsed.query, *parsed.path.split("/"),
-                       *self._authorization.split()}:
+        values = [value for _, value in parse_qsl(parsed.query, keep_blank_values=True)]
+        parts = {self._url, self._authorization, parsed.path, parsed.query, *parsed.path.split("/"),
+                 *self._authorization.split(), *values, *(quote(v, safe="") for v in values),
+                 *(unquote(p) for p in parsed.path.split("/"))}
+        for secret in sorted(parts, key=len, reverse=True):
             if secret and len(secret) >= 6:
                 text = text.replace(secret, "[hidden]")
         return text
@@ -154,14 +158,14 @@ def _words(text: str) -> str:
     try:
         body = json.loads(text)
     except ValueError:
-        return " ".join(text.split())[:_MAX_MESSAGE]
+        return " ".join(text.split())  # cut to _MAX_MESSAGE once scrubbed
     if isinstance(body, dict):
         for name in ("message", "error", "detail"):
             value = body.get(name)
             if isinstance(value, dict):
                 value = value.get("message")
             if isinstance(value, str) and value:
-                return value[:_MAX_MESSAGE]
+                return value
     return ""
 
 

@@ -131,3 +131,22 @@ def test_the_configuration_is_checked_before_any_call(config: dict[str, str]) ->
         desk("webhook", config)
     assert invalid.value.code == "TicketConfigInvalid" and not invalid.value.retryable
     assert "hooks.example/x" not in invalid.value.message
+
+
+@pytest.mark.parametrize("echo", ["query", "cut"])
+async def test_a_receiver_echoing_a_credential_never_puts_any_of_it_in_the_error(sb: RunningSandbox, echo: str) -> None:
+    """A receiver's words may echo what it was sent: a SAS signature alone (a query value, as a Logic App URL's
+    `sig`), or the Authorization header where the message is cut at its length limit. No part of either is kept."""
+    token, key = "tk-" + secrets.token_hex(10), "Bearer psa-" + secrets.token_hex(10)
+    sig = secrets.token_urlsafe(24)
+    sb.control.seed({"webhooks": {"tickets": token, "ticketsAuthorization": key}})
+    hook = desk("webhook", {"url": f"{sb.endpoints['webhooks']}/tickets/{token}?sp=run&sig={sig}",
+                            "authorization": key}, ca_bundle=sb.ca_file)
+    said = f"the signature {sig} is not valid" if echo == "query" else "x" * 280 + " got " + key
+    sb.control.add_fault("webhooks", method="POST", path="/tickets/", status=400, message=said)
+    with pytest.raises(TicketError) as refused:
+        await hook.open(draft())
+    text = f"{refused.value} {refused.value.message} {refused.value!r}"
+    assert refused.value.code == "TicketRequestRefused" and "[hidden]" in text, text
+    for secret in (sig, key.split()[1], token):
+        assert not any(secret[i:i + 8] in text for i in range(len(secret) - 7)), (secret, text)
