@@ -182,7 +182,9 @@ def next_window(control: ChangeControl, now: datetime) -> NextWindow | None:
     zone = control.zone
     today = now.astimezone(zone).date()
     best: datetime | None = None
-    for offset in range(-1, 9):
+    # A week and a day covers every weekly window, plus a week more for an occurrence a zone skipped (a day removed
+    # from its calendar, as Pacific/Apia on 30 December 2011, or a window wholly inside a daylight-saving gap).
+    for offset in range(-1, 16):
         day: date = today + timedelta(days=offset)
         for window in control.windows:
             if day.weekday() not in window.days:

@@ -284,3 +284,17 @@ def test_the_next_window_is_the_first_moment_a_window_opens(zone: str, windows: 
     assert decision.verdict is (Verdict.ALLOWED if in_window(control, now) else Verdict.WAITING)
     if decision.verdict is Verdict.WAITING:
         assert decision.look_again == coming.start
+
+
+def test_a_window_whose_day_a_zone_skipped_opens_the_week_after() -> None:
+    """Samoa skipped Friday 30 December 2011 (from UTC-10 to UTC+14, IANA tzdata Pacific/Apia): a Friday window
+    opens on the Friday after, ten days on; the search does not stop after one week and answer none."""
+    control = parse({"mode": "window", "timeZone": "Pacific/Apia",
+                     "windows": [{"days": ["fri"], "start": "10:00", "end": "11:00"}]})
+    assert control is not None
+    now = datetime(2011, 12, 28, tzinfo=UTC)  # Tuesday 27 December, 14:00 in Apia
+    coming = next_window(control, now)
+    assert coming is not None and coming.start == datetime(2012, 1, 5, 20, tzinfo=UTC), coming
+    assert coming.local.replace(tzinfo=None) == datetime(2012, 1, 6, 10)
+    decision = decide(control, now, now + timedelta(days=365))
+    assert decision.verdict is Verdict.WAITING and decision.look_again == coming.start
