@@ -311,7 +311,8 @@ class ConnectWiseDesk:
         errors = [e for e in body.get("errors") or [] if isinstance(e, dict)]
         said = "; ".join([str(body.get("message") or "")] + [str(e.get("message") or "") for e in errors]).strip("; ")
         where = f"ConnectWise {method} {path.split('?')[0]}: HTTP {status} {cw_code}".rstrip()
-        message = self._scrub(f"{where}: {said[:500]}" if said else where)
+        said = self._scrub(said)[:500]  # cut after the scrub: a key straddling the cut would no longer match
+        message = self._scrub(f"{where}: {said}" if said else where)
 
         def error(code: str, after: float | None = None) -> TicketError:
             return TicketError(message, code=code, retry_after=after, status=status)

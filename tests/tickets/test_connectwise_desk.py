@@ -332,3 +332,14 @@ async def test_passes_and_restarts_keep_one_ticket_per_condition_through_an_outa
     assert again.id != first.id and len(tickets(cw)) == 3
     for secret in site.SECRETS:
         assert secret not in caplog.text
+
+
+async def test_a_key_connectwise_echoes_at_the_message_s_length_limit_leaves_nothing_of_itself(cw: Any) -> None:
+    """ConnectWise's words are cut to a length: the cut comes after the keys are scrubbed, or a key straddling it
+    would keep its first characters in the error (and so in the ticket row, GET /api/tickets and the logs)."""
+    said = "x" * 470 + " member key " + site.PRIVATE_KEY
+    cw.control.add_fault("psa_connectwise", method="POST", path=r"/service/tickets$", status=400, message=said)
+    error = await refused(make(cw).open(draft()))
+    text = f"{error} {error.message} {error!r}"
+    secret = site.PRIVATE_KEY
+    assert not any(secret[i:i + 6] in text for i in range(len(secret) - 5)), text
