@@ -359,7 +359,12 @@ class TicketBook:
             return ""
         claimed = await self._update(ticket, {"Attempt": now.isoformat()})
         day = holding.day
-        text = "\n".join([f"Still holds on {day} (UTC):", *holding.lines(day)])
+        # The day's links (an approval request's signed links, which expire: shared/approval_links.py) go with its
+        # note, so the ticket never holds only dead ones.
+        told = [r for r in holding.rows if r.get("Day") == day]
+        links = [f"{k}{' (' + str(r.get('AppId')) + ')' if len(told) > 1 else ''}: {v}"
+                 for r in told for k, v in sorted(_details(r).items()) if k.endswith("Link")]
+        text = "\n".join([f"Still holds on {day} (UTC):", *holding.lines(day), *(["", *links] if links else [])])
         try:
             await desk.add_note(claimed.ref, text)
         except TicketError as error:

@@ -366,3 +366,24 @@ async def test_a_pass_steps_at_most_its_share_and_the_next_pass_goes_on(
     assert len(desk.tickets) == 4
     await alerts.redeliver()
     assert sorted(t.key for t in desk.tickets.values()) == sorted(ticket_key(t, "unreachable") for t in tenants)
+
+
+async def test_a_daily_note_carries_the_days_fresh_approval_links(tables: Tables) -> None:
+    """An approval request's signed links expire after 7 days (shared/approval_links.py): the alert told each day
+    carries fresh ones, and so does the ticket's note of that day, or the ticket would hold only dead links."""
+    clock, desk = Clock(), FakeDesk()
+
+    def asked(day: int) -> Alert:
+        links = {f"{a}Link": f"https://rotator.example/api/approval-links?link=a1.day{day}{a}"
+                 for a in ("approve", "postpone", "reject")}
+        return Alert("approval-requested", T, A, "a rotation waits for approval", "Woodgrove",
+                     {"requestId": "f" * 32, **links})
+
+    await run_pass(process(tables, clock, desk)[0], [asked(0)])
+    [ticket] = desk.of(ticket_key(T, "approval-requested"))
+    assert "link=a1.day0approve" in ticket.body
+    for day in (1, 8):
+        clock.at += timedelta(days=1 if day == 1 else 7)
+        await run_pass(process(tables, clock, desk)[0], [asked(day)])
+        assert all(f"link=a1.day{day}{a}" in ticket.notes[-1] for a in ("approve", "postpone", "reject")), \
+            ticket.notes[-1]
