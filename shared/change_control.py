@@ -322,9 +322,11 @@ def parse(value: object, where: str = "policy.changeControl", *, stored: bool = 
         raise InvalidChangeControl(f"{where}.timeZone", f"{shown} is not an IANA time zone (e.g. Europe/Berlin, "
                                    "America/New_York, UTC)")
     force = value.get("forceDaysBeforeExpiry", DEFAULT_FORCE_DAYS)
-    if isinstance(force, bool) or not isinstance(force, int) or not 0 <= force <= MAX_FORCE_DAYS:
-        raise InvalidChangeControl(f"{where}.forceDaysBeforeExpiry", f"must be a whole number from 0 to "
-                                   f"{MAX_FORCE_DAYS} (days before expiry a waiting rotation goes ahead anyway)")
+    if isinstance(force, bool) or not isinstance(force, int) or not 1 <= force <= MAX_FORCE_DAYS:
+        # 0 would force the rotation only once the secret has expired: the sync would break before it ran.
+        raise InvalidChangeControl(f"{where}.forceDaysBeforeExpiry", f"must be a whole number from 1 to "
+                                   f"{MAX_FORCE_DAYS} (days before expiry a waiting rotation goes ahead anyway; "
+                                   "0 would let the secret expire first: use neverForce to never force)")
     never = value.get("neverForce", False)
     if not isinstance(never, bool):
         raise InvalidChangeControl(f"{where}.neverForce", "must be true or false")

@@ -232,6 +232,7 @@ def test_parse_round_trips_and_refuses_what_is_wrong() -> None:
         ({"mode": "window", "windows": [{"days": ["sat"], "start": "23:50", "end": "00:10"}]}, "windows[0]"),
         ({"forceDaysBeforeExpiry": 91}, "forceDaysBeforeExpiry"),
         ({"forceDaysBeforeExpiry": -1}, "forceDaysBeforeExpiry"),
+        ({"forceDaysBeforeExpiry": 0}, "forceDaysBeforeExpiry"),  # forced only once expired: the sync breaks first
         ({"forceDaysBeforeExpiry": True}, "forceDaysBeforeExpiry"),
         ({"neverForce": "yes"}, "neverForce"),
         ({"windowz": []}, "changeControl"),
