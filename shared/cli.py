@@ -216,7 +216,7 @@ def _guid(text: str) -> str:
 
 
 def _period(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 366:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 366:  # "²".isdigit(), int() refuses it
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of days from 1 to 366")
     return int(text)
 

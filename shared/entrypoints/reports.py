@@ -42,7 +42,8 @@ async def report(req: func.HttpRequest) -> func.HttpResponse:
     if fmt not in ("html", "pdf"):
         raise HttpError(400, "InvalidQuery", "format must be html or pdf")
     days_text = params.get("days", str(DEFAULT_PERIOD_DAYS))
-    if not days_text.isdigit() or not 1 <= int(days_text) <= MAX_PERIOD_DAYS:
+    if not (days_text.isascii() and days_text.isdigit()) or not 1 <= int(days_text) <= MAX_PERIOD_DAYS:
+        # isascii: str.isdigit() also holds for "²", which int() refuses (a 500), and for other scripts' digits
         raise HttpError(400, "InvalidQuery", f"days must be a whole number from 1 to {MAX_PERIOD_DAYS}")
     async with invocation_services() as svc:
         if svc.inventory is None or svc.warning_rules is None:

@@ -107,7 +107,7 @@ async def test_bad_requests_are_refused_and_only_customers_have_reports(api: Api
     await register(api, customer)
     route = {"tenantId": customer.tenant_id}
     for bad in ({"format": "docx"}, {"days": "0"}, {"days": "367"}, {"days": "-1"}, {"days": "x"},
-                {"colour": "red"}):
+                {"days": "\u00b2"}, {"days": "\u0663"}, {"days": " 7"}, {"colour": "red"}):
         reply = await api.call("report", route=route, params=bad, caller=READER)
         assert (reply.status, reply.code) == (400, "InvalidQuery"), bad
     reply = await api.call("report", route={"tenantId": "99999999-9999-4999-8999-999999999999"}, caller=READER)
