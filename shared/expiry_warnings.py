@@ -135,6 +135,12 @@ def new_exclusion(exclusion_id: str, tenant_id: str, scope: str, *, app_id: str 
     why = why.strip()
     if not why or len(why) > MAX_REASON:
         raise InvalidRule(f"why must say, in 1 to {MAX_REASON} characters, why the warnings are not wanted")
+    from shared.destinations.options import looks_like_secret  # lazy, as shared/registry.py does
+
+    # The reason is stored, audited, listed and printed in reports: never a pasted secret, whichever door it came
+    # through (the API, the command line). The message names the field, never the value.
+    if looks_like_secret(why):
+        raise InvalidRule("why looks like a secret value; say why in words, never paste a credential")
     if not by:
         raise InvalidRule("the exclusion needs the name of who made it")
     if snooze and until is None:

@@ -9,6 +9,7 @@ import json
 
 from shared import bootstrap
 from tests.api.conftest import Api
+from tests.material import client_secret
 from tests.rotation.conftest import World
 from tests.warnings.test_api import fleet
 
@@ -33,8 +34,13 @@ async def test_export_exclusions_thresholds_and_warnings_from_the_command_line(a
 
     code, out = run(world, "exclusions", "add", two, "--scope", "customer", "--why", "offboarding", "--snooze")
     assert code == 2 and "SnoozeNeedsEnd" in out
+    leaked = client_secret("cli")  # the API refuses a pasted secret as a reason: the command line too
+    code, out = run(world, "exclusions", "add", two, "--scope", "customer", "--why", f"old secret {leaked}")
+    assert code == 2 and "looks like a secret" in out and leaked not in out and leaked[3:12] not in out
     code, out = run(world, "exclusions", "list")
     assert code == 0 and json.loads(out[out.index("["):]) == []
+    async with bootstrap.services() as svc:
+        assert await svc.state.events(two, "") == []  # nothing audited either
     code, out = run(world, "exclusions", "add", two, "--scope", "customer", "--why", "offboarding", "--as", "ann")
     assert code == 0, out
     made = json.loads(out[out.index("{"):])

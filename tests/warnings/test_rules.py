@@ -23,6 +23,7 @@ from shared.expiry_warnings import (
     threshold_of,
 )
 from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
+from tests.material import client_secret
 
 T = "11111111-1111-4111-8111-111111111111"
 OTHER_T = "22222222-2222-4222-8222-222222222222"
@@ -177,6 +178,7 @@ def test_a_snooze_silences_until_its_end_then_the_warning_is_due() -> None:
     (dict(scope="customer", snooze=True, until=NOW - timedelta(days=1)), "InvalidRequest"),
     (dict(scope="customer", snooze=True, until=NOW + timedelta(days=400)), "InvalidRequest"),
     (dict(scope="customer", snooze=True, until=datetime(2027, 1, 1)), "InvalidRequest"),
+    (dict(scope="customer", why=f"old secret {client_secret()} leaked"), "InvalidRequest"),  # every door: CLI too
 ])
 def test_bad_exclusions_are_refused_with_what_to_send(kw: dict, code: str) -> None:
     base: dict = dict(app_id="", key_id="", snooze=False, until=None, by="ann", why="because", now=NOW)
