@@ -120,6 +120,9 @@ async def exclusions(req: func.HttpRequest) -> func.HttpResponse:
     allow(req, "GET", "POST")
     if req.method.upper() == "GET":
         authorize(req, Role.READ)
+        unknown = sorted(set(req.params) - {"tenantId"})
+        if unknown:  # a misspelt filter (?tenant=) would otherwise list every customer's exclusions
+            raise HttpError(400, "InvalidQuery", f"unknown parameter(s) {', '.join(unknown)}; allowed: tenantId")
         tenant = req.params.get("tenantId", "")
         if tenant and not GUID.fullmatch(tenant):
             raise HttpError(400, "InvalidQuery", "tenantId must be a GUID")

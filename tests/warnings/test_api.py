@@ -151,6 +151,9 @@ async def test_exclusions_and_snoozes_are_kept_with_who_why_until_audited_and_ro
     assert [e["id"] for e in listed] == [snooze.body["id"], excluded.body["id"]] and all(e["active"] for e in listed)
     assert [e["id"] for e in (await api.call("exclusions", params={"tenantId": two}, caller=READER)).body[
         "exclusions"]] == [excluded.body["id"]]
+    for bad in ({"tenant": two}, {"tenantId": "x"}):  # a misspelt filter is refused, not ignored (all listed)
+        reply = await api.call("exclusions", params=bad, caller=READER)
+        assert (reply.status, reply.code) == (400, "InvalidQuery"), bad
 
     assert await keys(api, excluded="true") == ["1", "2", "5", "6"]
     assert await keys(api, excluded="false") == ["3", "4"]
