@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from shared.expiry_warnings import Exclusion, covering, renewed, stage
+from shared.expiry_warnings import Exclusion, covering_certificate, renewed, stage
 from shared.inventory import InventoryCredential
 
 
@@ -110,7 +110,7 @@ def lines_of(credentials: Iterable[InventoryCredential], exclusions: Sequence[Ex
         left = c.days_left(now)
         crossed = stage(left, thresholds)
         siblings = by_object[(c.object_kind.value, c.object_id)]
-        lines.append(Line(c, left, crossed, covering(c, exclusions, now),
+        lines.append(Line(c, left, crossed, covering_certificate(c, siblings, exclusions, now),
                           crossed is not None and renewed(c, siblings, now, crossed),
                           c.managed and c.app_id in paused_app_ids))
     return lines

@@ -163,6 +163,25 @@ def covering(credential: InventoryCredential, exclusions: Iterable[Exclusion], n
     return min(found, key=lambda e: (order[e.scope], e.at)) if found else None
 
 
+def covering_certificate(credential: InventoryCredential, siblings: Iterable[InventoryCredential],
+                         exclusions: Sequence[Exclusion], now: datetime) -> Exclusion | None:
+    """The exclusion covering a credential or, for a certificate, any other credential of the same certificate on
+    the same object (same thumbprint and end: one_per_certificate's companions). A SAML signing certificate is
+    listed as three credentials with three key ids; excluding any of them (say the Verify row of the export) means
+    that certificate, whose warning its Sign row tells. `siblings`: the object's credentials."""
+    found = covering(credential, exclusions, now)
+    if found is not None or not exclusions or not _THUMBPRINT.match(credential.hint):
+        return found
+    for other in siblings:
+        if (other.key != credential.key and other.object_kind is credential.object_kind
+                and other.object_id == credential.object_id and other.hint == credential.hint
+                and other.end == credential.end):
+            found = covering(other, exclusions, now)
+            if found is not None:
+                return found
+    return None
+
+
 def renewed(credential: InventoryCredential, siblings: Iterable[InventoryCredential], now: datetime,
             threshold: int) -> bool:
     """Another credential of the same object, kind and usage ends later and beyond the threshold: renewed."""
@@ -230,7 +249,7 @@ def judge(credentials: Sequence[InventoryCredential], thresholds: Sequence[int],
             own = [t for t in thresholds if t < renew_before[c.app_id]]
         crossed = stage(days, own)
         verdicts.append(Verdict(
-            c, days, crossed, covering(c, exclusions, now),
+            c, days, crossed, covering_certificate(c, by_object[(c.object_kind, c.object_id)], exclusions, now),
             crossed is not None and renewed(c, by_object[(c.object_kind, c.object_id)], now, crossed)))
     return verdicts
 

@@ -200,3 +200,29 @@ def test_the_alert_names_the_credential_and_its_end_and_never_a_value() -> None:
     [owned] = judge([replace(cred(13.5), owners=("ann@contoso.com", "Deploy SP"))], DEFAULT_THRESHOLDS, [], NOW)
     assert alert_of(owned).message.endswith("owners: ann@contoso.com, Deploy SP")
     assert alert_of(owned).details["owners"] == "ann@contoso.com, Deploy SP"
+
+
+def test_excluding_one_half_of_a_certificate_excludes_the_whole_certificate() -> None:
+    """A SAML signing certificate is listed as three credentials (Sign, Verify, its private key's password); an
+    engineer who excludes or snoozes any of its key ids (say the Verify row of the export) silences that certificate:
+    the warning, told by the Sign row, and every listed row show the exclusion. Another certificate still warns."""
+    from shared.credential_state import lines_of
+
+    thumb = "A1B2C3D4E5F60718293A4B5C6D7E8F9012345678"
+    sign = replace(cred(5, key=KEY, kind=CredentialKind.CERTIFICATE, usage="Sign"), hint=thumb, saml=True)
+    verify = replace(sign, key_id=KEY2, usage="Verify")
+    private = replace(sign, key_id="66666666-6666-4666-8666-666666666666", credential_kind=CredentialKind.PASSWORD,
+                      usage="")
+    other = replace(sign, key_id="77777777-7777-4777-8777-777777777777", hint="B" * 40)
+    everything = [sign, verify, private, other]
+    for half in (verify, private, sign):
+        ex = exclusion("credential", key_id=half.key_id)
+        verdicts = {v.credential.key_id: v for v in judge(everything, DEFAULT_THRESHOLDS, [ex], NOW)}  # type: ignore[list-item]
+        assert [k for k, v in verdicts.items() if v.warns] == [other.key_id], half.usage
+        assert verdicts[sign.key_id].exclusion is ex and verdicts[sign.key_id].holding is None
+        shown = {x.credential.key_id: x.exclusion for x in lines_of(everything, [ex], DEFAULT_THRESHOLDS, NOW)}  # type: ignore[list-item]
+        assert shown == {sign.key_id: ex, verify.key_id: ex, private.key_id: ex, other.key_id: None}
+    # Client secrets sharing a hint are not one certificate: excluding one leaves the other warning.
+    a, b = replace(cred(5, key=KEY), hint="Xy1"), replace(cred(5, key=KEY2), hint="Xy1")
+    assert [v.credential.key_id for v in judge([a, b], DEFAULT_THRESHOLDS, [exclusion("credential", key_id=KEY)],  # type: ignore[list-item]
+                                               NOW) if v.warns] == [KEY2]
