@@ -163,7 +163,7 @@ async def prune_rules(rules: WarningRules, state: StateStore, now: datetime) -> 
     return ended
 
 
-async def _registered(state: StateStore, tenant_id: str) -> None:
+async def registered(state: StateStore, tenant_id: str) -> None:
     """NotFound (TenantNotFound) unless a target of this tenant is registered: a rule for a tenant the rotator
     does not watch would silently do nothing."""
     if not any(t.tenant_id == tenant_id for t, _ in await state.list_targets()):
@@ -172,7 +172,7 @@ async def _registered(state: StateStore, tenant_id: str) -> None:
 
 async def exclude(rules: WarningRules, state: StateStore, made: Exclusion) -> None:
     """Keep an exclusion or snooze and audit who made it, why and until; TenantNotFound for an unknown tenant."""
-    await _registered(state, made.tenant_id)
+    await registered(state, made.tenant_id)
     await rules.add_exclusion(made)
     until = made.until.isoformat() if made.until else "lifted"
     await state.record(Event(made.tenant_id, made.app_id, "warnings", "snoozed" if made.until else "excluded",
@@ -195,7 +195,7 @@ async def lift(rules: WarningRules, state: StateStore, exclusion_id: str, by: st
 async def set_thresholds(rules: WarningRules, state: StateStore, tenant_id: str, days: tuple[int, ...], by: str,
                          at: datetime) -> None:
     """Keep a customer's thresholds and audit the change; TenantNotFound for an unknown tenant."""
-    await _registered(state, tenant_id)
+    await registered(state, tenant_id)
     await rules.put_thresholds(tenant_id, days, by, at)
     await state.record(Event(tenant_id, "", "warnings", "thresholds-set", actor_of(Actor.MANUAL, by),
                              detail=",".join(str(d) for d in days), at=at))

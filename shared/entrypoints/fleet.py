@@ -34,7 +34,7 @@ from shared.inventory_view import (
 )
 from shared.ports import InventoryStore, WarningRules
 from shared.registry import InvalidTarget, refuse_secret_values
-from shared.warning_pass import exclude, lift, set_thresholds
+from shared.warning_pass import exclude, lift, registered, set_thresholds
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
 AUTH = func.AuthLevel.ANONYMOUS  # App Service Authentication signs the caller in; `authorize` checks the role
@@ -182,6 +182,8 @@ async def warning_thresholds(req: func.HttpRequest) -> func.HttpResponse:
     if method == "GET":
         async with invocation_services() as svc:
             _, rules = _stores(svc)
+            # As PUT: a tenant the rotator does not watch has no thresholds (the defaults would read as its own).
+            await registered(svc.state, tenant_id)
             chosen = (await rules.thresholds()).get(tenant_id)
         return json_response({"tenantId": tenant_id, "days": list(chosen or DEFAULT_THRESHOLDS),
                               "default": chosen is None})

@@ -193,6 +193,8 @@ async def test_a_customer_s_thresholds(api: Api, world: World) -> None:
                            caller=READER)).status == 403
     reply = await api.call("warning_thresholds", "PUT", route={"tenantId": str(uuid.uuid4())}, body={"days": [7]})
     assert (reply.status, reply.code) == (404, "TenantNotFound")
+    reply = await api.call("warning_thresholds", route={"tenantId": str(uuid.uuid4())}, caller=READER)
+    assert (reply.status, reply.code) == (404, "TenantNotFound")  # not the defaults, as if it were a customer
     reply = await api.call("warning_thresholds", "PUT", route={"tenantId": one}, body={"days": [7, 45]})
     assert reply.status == 200 and reply.body == {"tenantId": one, "days": [45, 7], "default": False}
     assert (await api.call("warning_thresholds", route={"tenantId": one}, caller=READER)).body["days"] == [45, 7]
