@@ -75,10 +75,11 @@ def parse_filters(params: Mapping[str, str], guid: Any) -> Filters:
         raise InvalidFilter("tenantId must be a GUID")
     days: int | None = None
     if "daysLeft" in params:
-        try:
-            days = int(params["daysLeft"])
-        except ValueError:
-            raise InvalidFilter("daysLeft must be a whole number of days from 0 to 3650") from None
+        text = params["daysLeft"]
+        # ASCII digits only: int() also takes " 7", "1_0", "+7" and other scripts' digits ("\u0663")
+        if not (text.isascii() and text.isdigit()):
+            raise InvalidFilter("daysLeft must be a whole number of days from 0 to 3650")
+        days = int(text)
         if not 0 <= days <= 3650:
             raise InvalidFilter("daysLeft must be a whole number of days from 0 to 3650")
     kind = params.get("kind")

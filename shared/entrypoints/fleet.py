@@ -87,12 +87,11 @@ async def inventory(req: func.HttpRequest) -> func.HttpResponse:
         filters = parse_filters(params, GUID)
         if params.get("cursor"):
             decode_cursor(params["cursor"])  # refused before anything is read
-        limit = int(params.get("limit", DEFAULT_PAGE))
     except InvalidFilter as error:
         raise HttpError(400, "InvalidQuery", error.message) from None
-    except ValueError:
-        raise HttpError(400, "InvalidQuery", f"limit must be a whole number from 1 to {MAX_PAGE}") from None
-    if not 1 <= limit <= MAX_PAGE:
+    limit_text = params.get("limit", str(DEFAULT_PAGE))
+    # ASCII digits only: int() also takes " 7", "1_0", "+7" and other scripts' digits
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= (limit := int(limit_text)) <= MAX_PAGE:
         raise HttpError(400, "InvalidQuery", f"limit must be a whole number from 1 to {MAX_PAGE}")
     async with invocation_services() as svc:
         store, rules = _stores(svc)

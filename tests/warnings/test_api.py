@@ -80,6 +80,7 @@ async def test_inventory_filters(api: Api, world: World) -> None:
     assert await keys(api, state="due,expired") == ["1", "5"] and await keys(api, state="rotated") == ["4"]
     assert await keys(api, state="healthy", customer="Tailspin") == ["6"]
     for bad in ({"state": "late"}, {"state": "due,,"}, {"state": "Due"}, {"daysLeft": "soon"}, {"daysLeft": "-1"},
+                {"daysLeft": "\u0663"}, {"daysLeft": " 7"}, {"limit": "1_0"}, {"limit": "\uff15"},
                 {"kind": "key"}, {"managed": "yes"}, {"tenantId": "x"},
                 {"format": "xml"}, {"limit": "0"}, {"limit": "5001"}, {"cursor": "nonsense"}, {"colour": "red"}):
         reply = await api.call("inventory", params=bad, caller=READER)
