@@ -430,7 +430,7 @@ async def _exclusions(svc: Services, args: argparse.Namespace) -> int:
 
 async def _warnings(svc: Services, args: argparse.Namespace) -> int:
     from shared.expiry_warnings import DEFAULT_THRESHOLDS, InvalidRule, parse_thresholds
-    from shared.warning_pass import set_thresholds, take_warnings
+    from shared.warning_pass import registered, set_thresholds, take_warnings
 
     if args.warnings_command == "run":
         summary = await take_warnings(svc)
@@ -447,6 +447,8 @@ async def _warnings(svc: Services, args: argparse.Namespace) -> int:
             return EXIT_NEEDS_HUMAN
         await set_thresholds(svc.warning_rules, svc.state, args.tenant_id, days, args.sender or _login(),
                              svc.engine.clock.now())
+    else:
+        await registered(svc.state, args.tenant_id)  # as the API: no defaults shown for a tenant not watched
     chosen = (await svc.warning_rules.thresholds()).get(args.tenant_id)
     print(json.dumps({"tenantId": args.tenant_id, "days": list(chosen or DEFAULT_THRESHOLDS),
                       "default": chosen is None}))

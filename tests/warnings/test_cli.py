@@ -46,6 +46,9 @@ async def test_export_exclusions_thresholds_and_warnings_from_the_command_line(a
     made = json.loads(out[out.index("{"):])
     assert (made["by"], made["kind"], made["until"]) == ("ann", "exclusion", None)
 
+    stranger = "99999999-9999-4999-8999-999999999999"  # no target registered: no thresholds, as the API answers
+    code, out = run(world, "warnings", "thresholds", stranger)
+    assert code != 0 and "TenantNotFound" in out, out
     code, out = run(world, "warnings", "thresholds", one, "21", "3", "--as", "ann")
     assert code == 0 and json.loads(out[out.index("{"):])["days"] == [21, 3]
 
