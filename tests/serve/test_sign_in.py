@@ -23,6 +23,7 @@ from tests.serve.test_local_host import KEYS, ROUTES
 
 READ, OPERATE = "Rotator.Read", "Rotator.Operate"
 PERSON = "Rotator.Operate, a person"
+JSON_ACCEPT = {"Accept": "application/json"}
 # Operator routes and the role each needs (docs/api.md); every one is tried with no credential, each role's token.
 READ_ROUTES = [("GET", "/api/status"), ("GET", "/api/targets"), ("GET", "/api/me"), ("GET", "/api/openapi.json")]
 
@@ -220,6 +221,12 @@ ROUTE_ROLES = {
     ("GET", "/api/warning-thresholds/{tenantId}"): READ,
     ("PUT", "/api/warning-thresholds/{tenantId}"): OPERATE,
     ("GET", "/api/reports/{tenantId}"): READ,
+    ("GET", "/api/tickets"): READ,
+    ("POST", "/api/tickets/test"): OPERATE,
+    ("GET", "/api/approvals"): READ,
+    ("POST", "/api/approvals/{tenantId}/{appId}"): OPERATE,
+    # The signed link's confirmation form: the decision is the signed-in operator's (the link alone decides nothing).
+    ("POST", "/api/approval-links"): OPERATE,
 }
 
 
@@ -246,10 +253,12 @@ def test_every_operator_route_with_only_a_bearer_token(world: World) -> None:
             path = template.format(tenantId=_T, appId=_A, rotationId=_R, runId=_R, exclusionId=_T)
             send = {"json": {}} if method in ("POST", "PUT") else {}
             seen = answers.setdefault((method, template), {})
-            anonymous = requests.request(method, served.url + path, timeout=60, **send)  # type: ignore[arg-type]
+            # An API client's Accept: the signed link's form route answers a browser (no JSON asked) with a page.
+            anonymous = requests.request(method, served.url + path, headers=JSON_ACCEPT, timeout=60,
+                                         **send)  # type: ignore[arg-type]
             assert _unauthenticated(anonymous), (method, template, anonymous.status_code, anonymous.text)
             for held, token in tokens.items():
-                reply = requests.request(method, served.url + path, headers=token, timeout=60,
+                reply = requests.request(method, served.url + path, headers={**token, **JSON_ACCEPT}, timeout=60,
                                          **send)  # type: ignore[arg-type]
                 seen[held] = reply.status_code
                 if role in (OPERATE, PERSON) and held == READ:
