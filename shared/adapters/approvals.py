@@ -5,7 +5,6 @@ atomically). Every write of a request is ETag-guarded; nothing secret is ever a 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -15,7 +14,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModif
 from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from shared.adapters.tables import CLAIM, _create_tables, _drop_none, _dt, _iso, _translate
+from shared.adapters.tables import _create_tables, _drop_none, _dt, _iso, _translate, _use_once, _written
 from shared.change_control import ApprovalRequest, ApprovalStatus
 from shared.errors import Conflict
 
@@ -74,19 +73,12 @@ class TablesApprovals:
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified))["etag"])
         except (ResourceExistsError, ResourceModifiedError) as error:
             # The SDK re-sends a write whose answer was lost: our own row as written is our write.
-            mine = await self._same(entity)
+            mine = await _written(self._table, entity)
             if mine is not None:
                 return mine
             raise Conflict(f"the {what} was changed by another writer", code="ApprovalChanged") from error
         except AzureError as error:
             raise _translate(error, what) from error
-
-    async def _same(self, entity: Mapping[str, Any]) -> str | None:
-        try:
-            stored = await self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
-        except AzureError:
-            return None
-        return str(stored.metadata["etag"]) if dict(stored) == dict(entity) else None
 
     async def remove(self, tenant_id: str, app_id: str, etag: str) -> None:
         await self._ensure()
@@ -113,20 +105,8 @@ class TablesApprovals:
 
     async def use_link(self, nonce: str, expires: datetime) -> None:
         await self._ensure()
-        claim = uuid.uuid4().hex
-        try:
-            await self._table.create_entity({"PartitionKey": _LINK, "RowKey": nonce, "Expires": _iso(expires),
-                                             CLAIM: claim})
-        except ResourceExistsError as error:
-            try:
-                mine = (await self._table.get_entity(_LINK, nonce)).get(CLAIM) == claim
-            except AzureError:
-                mine = False
-            if mine:
-                return  # our own insert, re-sent by the SDK's retry after its answer was lost
-            raise Conflict("this approval link was used already", code="LinkUsed") from error
-        except AzureError as error:
-            raise _translate(error, "approval link") from error
+        await _use_once(self._table, _LINK, nonce, expires, "approval link",
+                        Conflict("this approval link was used already", code="LinkUsed"))
 
     async def all_rows(self) -> list[dict[str, Any]]:
         """Every row as stored: for tests that prove nothing secret is written."""

@@ -248,6 +248,34 @@ def _translate(error: AzureError, what: str) -> RotationError:
     return RotationError(f"the state store failed on {what}: {type(error).__name__}", code="StateStoreError")
 
 
+async def _written(table: TableClient, entity: Mapping[str, Any]) -> str | None:
+    """The row's ETag when it holds exactly `entity` (every property, none more), else None."""
+    try:
+        stored = await table.get_entity(entity["PartitionKey"], entity["RowKey"])
+    except AzureError:
+        return None
+    return _etag(stored.metadata) if dict(stored) == dict(entity) else None
+
+
+async def _use_once(table: TableClient, partition: str, row: str, expires: datetime, what: str,
+                    used: Conflict) -> None:
+    """Insert the row of a one-time token (a link's nonce); a second use raises `used`. A random claim in the row
+    tells our own insert, re-sent by the SDK's retry after its answer was lost, from another use."""
+    claim = uuid.uuid4().hex
+    try:
+        await table.create_entity({"PartitionKey": partition, "RowKey": row, "Expires": _iso(expires), CLAIM: claim})
+    except ResourceExistsError as error:
+        try:
+            mine = (await table.get_entity(partition, row)).get(CLAIM) == claim
+        except AzureError:
+            mine = False
+        if mine:
+            return
+        raise used from error
+    except AzureError as error:
+        raise _translate(error, what) from error
+
+
 # The tables this process has created or found, by account and name. A store is built per invocation, the tables
 # are made once per process: a create per table per request costs round trips, and a burst of them is what made
 # Azurite drop connections under concurrent requests (a 502 StateStoreError for a plain read).
@@ -325,22 +353,13 @@ class TablesStateStore:
             # The SDK's retry policy (after a 5xx or a lost answer) and aiohttp (after a dropped connection) send
             # this PUT again; when the first one was applied, the second answers 412 to its own write. The guard
             # kept the row safe either way; tell the two apart by reading it: our row as written is our write.
-            mine = await self._written(entity)
+            mine = await _written(self._targets, entity)
             if mine is None:
                 raise _translate(error, f"target {target.key}") from error
             return mine
         except AzureError as error:
             raise _translate(error, f"target {target.key}") from error
         return _etag(meta)
-
-    async def _written(self, entity: Mapping[str, Any]) -> str | None:
-        """The row's ETag when it holds exactly `entity` (every property, none more), else None."""
-        try:
-            stored = await self._targets.get_entity(entity["PartitionKey"], entity["RowKey"])
-        except AzureError:
-            return None
-        same = dict(stored) == dict(entity)
-        return _etag(stored.metadata) if same else None
 
     async def delete_target(self, tenant_id: str, app_id: str, etag: str | None = None) -> None:
         await self._ensure()
@@ -520,23 +539,8 @@ class TablesConsentStore:
 
     async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
         await self._ensure()
-        claim = uuid.uuid4().hex
-        try:
-            await self._table.create_entity(
-                {"PartitionKey": tenant_id, "RowKey": f"state-{nonce}", "Expires": _iso(expires), CLAIM: claim}
-            )
-        except ResourceExistsError as error:
-            if await self._claimed_by(tenant_id, f"state-{nonce}", claim):
-                return  # our own insert, re-sent by the SDK's retry after its answer was lost
-            raise Conflict("this consent link was used already", code="StateReplayed") from error
-        except AzureError as error:
-            raise _translate(error, "consent link") from error
-
-    async def _claimed_by(self, partition: str, row: str, claim: str) -> bool:
-        try:
-            return (await self._table.get_entity(partition, row)).get(CLAIM) == claim
-        except AzureError:
-            return False
+        await _use_once(self._table, tenant_id, f"state-{nonce}", expires, "consent link",
+                        Conflict("this consent link was used already", code="StateReplayed"))
 
     async def record_consent(self, consent: Consent) -> None:
         await self._ensure()
@@ -630,19 +634,12 @@ class TablesOnboardingRuns:
             return _etag(await self._table.create_entity(entity))
         except ResourceExistsError as error:
             # The SDK re-sends an insert whose answer was lost: our own row as written is our write.
-            mine = await self._same(entity)
+            mine = await _written(self._table, entity)
             if mine is not None:
                 return mine
             raise Conflict(f"{what} exists already", code="EntityAlreadyExists") from error
         except AzureError as error:
             raise _translate(error, what) from error
-
-    async def _same(self, entity: Mapping[str, Any]) -> str | None:
-        try:
-            stored = await self._table.get_entity(entity["PartitionKey"], entity["RowKey"])
-        except AzureError:
-            return None
-        return _etag(stored.metadata) if dict(stored) == dict(entity) else None
 
     async def _replace(self, entity: dict[str, Any], etag: str, what: str) -> str:
         await self._ensure()
@@ -650,7 +647,7 @@ class TablesOnboardingRuns:
             return _etag(await self._table.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified))
         except ResourceModifiedError as error:
-            mine = await self._same(entity)  # a retried PUT whose first copy was applied
+            mine = await _written(self._table, entity)  # a retried PUT whose first copy was applied
             if mine is None:
                 raise Conflict(f"{what} was changed by another writer", code="UpdateConditionNotSatisfied") \
                     from error
