@@ -396,16 +396,24 @@ class AlertBook:
         return Row(entity, str(entity.metadata["etag"]))
 
     async def _update(self, pk: str, rk: str, etag: str, fields: Mapping[str, Any]) -> str:
-        """Merge fields into the row if nobody wrote it since `etag` (ResourceModifiedError otherwise)."""
-        answer = await self._table.update_entity({"PartitionKey": pk, "RowKey": rk, **fields}, mode=UpdateMode.MERGE,
-                                                 etag=etag, match_condition=MatchConditions.IfNotModified)
-        return str(answer["etag"])
+        return await merge_row(self._table, pk, rk, etag, fields)
 
     async def _ensure_table(self) -> None:
-        if self._table_ready:
-            return
-        try:
-            await self._table.create_table()
-        except ResourceExistsError:
-            pass
-        self._table_ready = True
+        if not self._table_ready:
+            await create_table(self._table)
+            self._table_ready = True
+
+
+async def merge_row(table: TableClient, pk: str, rk: str, etag: str, fields: Mapping[str, Any]) -> str:
+    """Merge fields into the row if nobody wrote it since `etag` (ResourceModifiedError otherwise); its new ETag."""
+    answer = await table.update_entity({"PartitionKey": pk, "RowKey": rk, **fields}, mode=UpdateMode.MERGE,
+                                       etag=etag, match_condition=MatchConditions.IfNotModified)
+    return str(answer["etag"])
+
+
+async def create_table(table: TableClient) -> None:
+    """Create the book's table; one that exists already is fine."""
+    try:
+        await table.create_table()
+    except ResourceExistsError:
+        pass

@@ -36,9 +36,9 @@ from typing import Any, NoReturn
 
 from azure.core import MatchConditions
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
-from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient
 
+from shared.alerts.book import create_table, merge_row
 from shared.conditions import TICKET_REFUSED, staged
 from shared.domain import GUID
 from shared.ports import Alert, Clock, Event
@@ -506,19 +506,13 @@ class TicketBook:
 
     async def _update(self, ticket: Ticket, fields: Mapping[str, Any]) -> Ticket:
         """Merge fields into the row if nobody wrote it since it was read (ResourceModifiedError otherwise)."""
-        pk, rk = ticket.entity["PartitionKey"], ticket.entity["RowKey"]
-        answer = await self._table.update_entity({"PartitionKey": pk, "RowKey": rk, **fields}, mode=UpdateMode.MERGE,
-                                                 etag=ticket.etag, match_condition=MatchConditions.IfNotModified)
-        return Ticket({**ticket.entity, **fields}, str(answer["etag"]))
+        etag = await merge_row(self._table, ticket.entity["PartitionKey"], ticket.entity["RowKey"], ticket.etag, fields)
+        return Ticket({**ticket.entity, **fields}, etag)
 
     async def _ensure_table(self) -> None:
-        if self._table_ready:
-            return
-        try:
-            await self._table.create_table()
-        except ResourceExistsError:
-            pass
-        self._table_ready = True
+        if not self._table_ready:
+            await create_table(self._table)
+            self._table_ready = True
 
 
 def _details(row: Mapping[str, Any]) -> dict[str, str]:
