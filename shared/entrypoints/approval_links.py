@@ -31,7 +31,7 @@ from shared.change_control import ApprovalRequest, ApprovalStatus
 from shared.domain import Actor, actor_of
 from shared.entrypoints.access import Role, principal
 from shared.entrypoints.approvals import decide_and_reserve
-from shared.entrypoints.consent import _STYLE_HASH, STYLE, _wants_json
+from shared.entrypoints.consent import _STYLE_HASH, _wants_json, page
 from shared.entrypoints.dashboard import LOGIN_PATH
 from shared.entrypoints.web import ALL_METHODS, MAX_BODY_BYTES, HttpError, allow, handled, json_response
 from shared.errors import Conflict, NotFound
@@ -55,14 +55,7 @@ STATUS = {"LinkUsed": 409, "StaleRequest": 409, "NotPending": 409, "Forbidden": 
 
 
 def _page(title: str, body: str, status: int = 200) -> func.HttpResponse:
-    document = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>{html.escape(title)} · sync-secret rotator</title><style>{STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>"
-    )
-    return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
-                             headers=dict(PAGE_HEADERS))
+    return page(title, body, status, PAGE_HEADERS)
 
 
 def _refused(req: func.HttpRequest, code: str, message: str, status: int | None = None) -> func.HttpResponse:

@@ -16,6 +16,7 @@ import base64
 import hashlib
 import html
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -61,7 +62,8 @@ def _wants_json(req: func.HttpRequest) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
-def _page(title: str, body: str, status: int) -> func.HttpResponse:
+def page(title: str, body: str, status: int = 200, headers: Mapping[str, str] = PAGE_HEADERS) -> func.HttpResponse:
+    """A page of the rotator's own: `body` inside its frame and style, with the given security headers."""
     document = (
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
@@ -69,7 +71,7 @@ def _page(title: str, body: str, status: int) -> func.HttpResponse:
         f"<body><main>{body}</main></body></html>"
     )
     return func.HttpResponse(document, status_code=status, mimetype="text/html", charset="utf-8",
-                             headers=dict(PAGE_HEADERS))
+                             headers=dict(headers))
 
 
 def _sentence(text: str) -> str:
@@ -87,7 +89,7 @@ def _refused(req: func.HttpRequest, refusal: ConsentRefused) -> func.HttpRespons
         f"<p>{html.escape(_sentence(refusal.message))}</p>"
         f"<p class=\"muted\">Code: <code>{html.escape(refusal.code)}</code>. Nothing was changed.</p>"
     )
-    return _page("Consent not completed", body, status)
+    return page("Consent not completed", body, status)
 
 
 def _result_document(result: ConsentResult, links: dict[str, str]) -> dict[str, Any]:
@@ -156,7 +158,7 @@ def _success_page(result: ConsentResult, patterns: tuple[str, ...], links: dict[
     if any(c.owned is not True for c in result.candidates):
         parts.append(f"<p class=\"muted\">The owner to add is {html.escape(result.owner)}: the rotator may change "
                      "only the secrets of apps it owns (Application.ReadWrite.OwnedBy).</p>")
-    return _page("Consent recorded", "".join(parts), 200)
+    return page("Consent recorded", "".join(parts), 200)
 
 
 def _next_step(c: onboarding.Candidate, link: str | None) -> str:
@@ -214,7 +216,7 @@ def _visit_page(result: onevisit.VisitResult, retry: str | None) -> func.HttpRes
         + (f"<p><a class=\"button\" href=\"{html.escape(retry)}\">Sign in again and retry</a></p>" if retry else "")
         + "<p class=\"muted\">Your sign-in was used for this page only and is not kept.</p>"
     )
-    return _page(title, body, 200)
+    return page(title, body, 200)
 
 
 async def _second_click(req: func.HttpRequest, params: dict[str, str]) -> func.HttpResponse:

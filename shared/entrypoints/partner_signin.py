@@ -25,7 +25,7 @@ from shared.adapters.delegated import SIGN_IN_SCOPES
 from shared.bootstrap import Services, invocation_services
 from shared.bulk_onboarding import RUN_ID, signed_in
 from shared.entrypoints.access import Caller, Role, authorize
-from shared.entrypoints.consent import PAGE_HEADERS, STYLE
+from shared.entrypoints.consent import _wants_json, page
 from shared.entrypoints.web import ALL_METHODS, HttpError, allow, handled, json_response
 from shared.errors import Conflict, NotFound, RotationError
 from shared.settings import IdentityMode, Settings
@@ -62,11 +62,6 @@ async def handoff(svc: Services, operator: str, redemption: signin.Redemption) -
     return f"{DASHBOARD_VIEW}/run/{run.run_id}"
 
 
-def _wants_json(req: func.HttpRequest) -> bool:
-    accept = (req.headers.get("accept") or "").lower()
-    return "application/json" in accept and "text/html" not in accept
-
-
 def _operator(req: func.HttpRequest) -> Caller:
     caller = authorize(req, Role.OPERATE)
     if caller.kind != "user":
@@ -101,17 +96,11 @@ def _refused(req: func.HttpRequest, refusal: signin.SignInRefused) -> func.HttpR
         return json_response({"error": {"code": refusal.code, "message": refusal.message}}, refusal.status,
                              {"Referrer-Policy": "no-referrer"})
     message = refusal.message[:1].upper() + refusal.message[1:]
-    document = (
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
-        f"<title>Partner sign-in not completed · sync-secret rotator</title><style>{STYLE}</style></head><body><main>"
-        "<h1 class=\"bad\">Partner sign-in not completed</h1>"
-        f"<p id=\"message\">{html.escape(message)}.</p>"
-        f"<p class=\"muted\">Code: <code id=\"code\">{html.escape(refusal.code)}</code>. Nothing was changed in any "
-        f"tenant. Back to the <a href=\"{DASHBOARD_VIEW}\">onboarding page</a>.</p></main></body></html>"
-    )
-    return func.HttpResponse(document, status_code=refusal.status, mimetype="text/html", charset="utf-8",
-                             headers=dict(PAGE_HEADERS))
+    return page("Partner sign-in not completed",
+                "<h1 class=\"bad\">Partner sign-in not completed</h1>"
+                f"<p id=\"message\">{html.escape(message)}.</p>"
+                f"<p class=\"muted\">Code: <code id=\"code\">{html.escape(refusal.code)}</code>. Nothing was changed "
+                f"in any tenant. Back to the <a href=\"{DASHBOARD_VIEW}\">onboarding page</a>.</p>", refusal.status)
 
 
 @bp.route(route="onboarding/signin", methods=ALL_METHODS, auth_level=func.AuthLevel.ANONYMOUS)
