@@ -376,22 +376,34 @@ def build_app(world: World) -> web.Application:
         found = [c for c in state().clients if not term or like(term).search(str(c["name"]))]
         return web.json_response({"record_count": len(found), "clients": found})
 
-    async def body_array(request: web.Request) -> list[dict[str, Any]] | web.Response:
+    async def edit_array(request: web.Request) -> tuple[Token, list[dict[str, Any]]] | web.Response:
+        """An edit's token and its body, a JSON array of objects; a refusal otherwise (the token checked first)."""
+        token = authorized(request, EDIT)
+        if isinstance(token, web.Response):
+            return token
         try:
             doc = json.loads(await request.text())
         except ValueError:
             return _refusal("The request body is not valid JSON")
         if not isinstance(doc, list) or not doc or not all(isinstance(item, dict) for item in doc):
             return _refusal("The request body must be a JSON array of objects")
-        return doc
+        return token, doc
 
-    async def post_tickets(request: web.Request) -> web.StreamResponse:
-        token = authorized(request, EDIT)
+    def ticket_for(request: web.Request, scope: str, ticket_id: int) -> dict[str, Any] | web.Response:
+        """The ticket, for a caller with the scope (401/403, or 404 when there is no such ticket)."""
+        token = authorized(request, scope)
         if isinstance(token, web.Response):
             return token
-        doc = await body_array(request)
-        if isinstance(doc, web.Response):
-            return doc
+        ticket = state().ticket(ticket_id)
+        if ticket is None:
+            return _refusal(f"Ticket {ticket_id} not found", 404)
+        return ticket
+
+    async def post_tickets(request: web.Request) -> web.StreamResponse:
+        edit = await edit_array(request)
+        if isinstance(edit, web.Response):
+            return edit
+        token, doc = edit
         saved = state().save_tickets([dict(entry) for entry in doc], agent(token))
         if isinstance(saved, str):
             return _refusal(saved)
@@ -422,32 +434,24 @@ def build_app(world: World) -> web.Application:
         return web.json_response({"record_count": total, "tickets": found})
 
     async def get_ticket(request: web.Request, ticket_id: int) -> web.StreamResponse:
-        token = authorized(request, READ)
-        if isinstance(token, web.Response):
-            return token
-        ticket = state().ticket(ticket_id)
-        if ticket is None:
-            return _refusal(f"Ticket {ticket_id} not found", 404)
+        ticket = ticket_for(request, READ, ticket_id)
+        if isinstance(ticket, web.Response):
+            return ticket
         return web.json_response(ticket)
 
     async def delete_ticket(request: web.Request, ticket_id: int) -> web.StreamResponse:
-        token = authorized(request, EDIT)
-        if isinstance(token, web.Response):
-            return token
-        ticket = state().ticket(ticket_id)
-        if ticket is None:
-            return _refusal(f"Ticket {ticket_id} not found", 404)
+        ticket = ticket_for(request, EDIT, ticket_id)
+        if isinstance(ticket, web.Response):
+            return ticket
         state().deleted.add(int(ticket["id"]))
         ticket["deleted"] = True
         return web.Response(status=200)
 
     async def post_actions(request: web.Request) -> web.StreamResponse:
-        token = authorized(request, EDIT)
-        if isinstance(token, web.Response):
-            return token
-        doc = await body_array(request)
-        if isinstance(doc, web.Response):
-            return doc
+        edit = await edit_array(request)
+        if isinstance(edit, web.Response):
+            return edit
+        token, doc = edit
         # Checked before anything is saved: one refused entry refuses the whole request.
         for entry in doc:
             if state().ticket(entry.get("ticket_id")) is None:
