@@ -234,10 +234,7 @@ class AutotaskDesk:
         route = draft.route
         async with self._session() as session:
             lists = await self._lists(session)
-            queue = route.board or self._config.queue
-            if not queue:
-                raise TicketError("Autotask configuration: no queue (set queue, or a board in the routing)",
-                                  code="TicketConfigInvalid")
+            queue = self._queue(route)
             ticket: dict[str, Any] = {
                 "companyID": await self._company(session, route),
                 "title": trimmed(" ".join(draft.title.split()), TITLE_MAX),
@@ -280,13 +277,18 @@ class AutotaskDesk:
             await self._note(session, item, text, "close")
             await self._call(session, "PATCH", "Tickets", "close", body={"id": item["id"], "status": closed})
 
+    def _queue(self, route: TicketRoute) -> str:
+        """The route's queue (its board), else the configured one; a TicketConfigInvalid when neither is set."""
+        queue = route.board or self._config.queue
+        if not queue:
+            raise TicketError("Autotask configuration: no queue (set queue, or a board in the routing)",
+                              code="TicketConfigInvalid")
+        return queue
+
     async def check(self, route: TicketRoute) -> None:
         async with self._session() as session:
             lists = await self._lists(session)
-            queue = route.board or self._config.queue
-            if not queue:
-                raise TicketError("Autotask configuration: no queue (set queue, or a board in the routing)",
-                                  code="TicketConfigInvalid")
+            queue = self._queue(route)
             lists.resolve("queueID", queue, "queue")
             lists.resolve("priority", route.priority or self._config.priority, "priority")
             lists.resolve("status", route.status or self._config.status, "status")
