@@ -671,27 +671,24 @@ def build_app(world: World) -> web.Application:
     async def list_boards(request: web.Request) -> web.Response:
         return web.json_response(select(list(state().boards.values()), request.query, BOARD_FIELDS))
 
+    def board_of(request: web.Request) -> int:
+        """The id of the board the path names (Refused 404 when there is no such board)."""
+        board_id = request.match_info["id"]
+        if not board_id.isdigit() or int(board_id) not in state().boards:
+            raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
+        return int(board_id)
+
     @routes.get(API + "/service/boards/{id}")
     async def get_board(request: web.Request) -> web.Response:
-        board_id = request.match_info["id"]
-        board = state().boards.get(int(board_id)) if board_id.isdigit() else None
-        if board is None:
-            raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
-        return web.json_response(board)
+        return web.json_response(state().boards[board_of(request)])
 
     @routes.get(API + "/service/boards/{id}/statuses")
     async def list_statuses(request: web.Request) -> web.Response:
-        board_id = request.match_info["id"]
-        if not board_id.isdigit() or int(board_id) not in state().boards:
-            raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
-        return web.json_response(select(state().statuses[int(board_id)], request.query, STATUS_FIELDS))
+        return web.json_response(select(state().statuses[board_of(request)], request.query, STATUS_FIELDS))
 
     @routes.get(API + "/service/boards/{id}/types")
     async def list_types(request: web.Request) -> web.Response:
-        board_id = request.match_info["id"]
-        if not board_id.isdigit() or int(board_id) not in state().boards:
-            raise Refused(404, "NotFound", f"Board recordId: {board_id} not found.")
-        return web.json_response(select(state().types[int(board_id)], request.query, TYPE_FIELDS))
+        return web.json_response(select(state().types[board_of(request)], request.query, TYPE_FIELDS))
 
     @routes.get(API + "/service/priorities")
     async def list_priorities(request: web.Request) -> web.Response:
