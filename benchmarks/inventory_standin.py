@@ -13,6 +13,9 @@ machine the rotator's process has a core to itself (the sandbox and Azurite cost
   objects and a last page with the deltaLink, built once at start) after `--latency-ms`, as Graph would; a
   `$deltatoken` read gets one recorded page of changes per kind (1 % of the objects: a new secret each, as partial
   objects bringing only passwordCredentials);
+- answers the owners reads: the full read's listing (`$expand=owners`, recorded pages of 100), a list filtered on
+  ids (`$filter=id in (...)`: a daily pass's objects new to the store) and an object's own owners, from the same
+  generated owners;
 - answers Entra's token endpoint (after the same latency) and the managed identity's endpoint with fixed tokens;
 - plays Azure Tables for the one table the pass uses: an entity-group transaction is answered `202` with a `204` per
   operation, and only the index rows it carries are kept (the daily pass reads them back); a point read of another
@@ -116,7 +119,8 @@ def recorded_pages(base: str, apps: int, sps: int, changed: float) -> dict[str, 
                 partial.append({"id": doc["id"], "passwordCredentials": [*doc.get("passwordCredentials", []), renewed]})
         changes = json.dumps({"@odata.context": f"{base}/v1.0/$metadata#{entity_set}", "value": partial,
                               "@odata.deltaLink": f"{link}?$deltatoken=d2"}).encode()
-        made[entity_set] = {"pages": pages, "changes": changes, "changed": len(partial), "owners": owner_pages}
+        made[entity_set] = {"pages": pages, "changes": changes, "changed": len(partial), "owners": owner_pages,
+                            "listed": {item["id"]: item for item in listed}}
     return made
 
 
@@ -160,6 +164,10 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
     async def owner_listing(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)
         counts["graph"] += 1
+        if "$filter" in request.query:  # id in ('a',...): the owners of those objects, as the listing has them
+            listed = recorded[request.match_info["set"]]["listed"]
+            ids = re.findall(r"'([^']*)'", request.query["$filter"])
+            return web.json_response({"value": [listed[i] for i in sorted(set(ids)) if i in listed]})
         pages = recorded[request.match_info["set"]]["owners"]
         body = pages[int(request.query.get("$skiptoken", "o0")[1:])] if pages else b'{"value": []}'
         return web.Response(body=body, content_type="application/json")
@@ -167,7 +175,8 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
     async def owners(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)
         counts["graph"] += 1
-        return web.json_response({"value": []})  # the recorded changes are of objects held: never asked
+        owned = recorded[request.match_info["set"]]["listed"].get(request.match_info["id"])
+        return web.json_response({"value": owned["owners"] if owned else []})
 
     async def token(request: web.Request) -> web.Response:
         await asyncio.sleep(latency)

@@ -42,6 +42,11 @@ What it models, and where each behaviour is documented (sandbox/README.md, "Inve
   asks (Graph known issue 13635: "$expand on directory objects returns a maximum of 100 objects"), each object's
   `owners` cut at **20** with no nextLink of their own (query-parameters.md: `$expand` "typically returns a maximum
   of 20 items for the expanded relationship and has no @odata.nextLink"); `$expand` of anything but owners is 400.
+  The same list filtered on ids, `$filter=id in ('a','b',...)` or `id eq 'a'` (application.md: `id` supports `eq`
+  and `in`; a service principal's `id` taken to be the same directoryObject key): the live objects among them (an id
+  not held is left out), in id order, not the order asked; at most **15** values (known issue 13635: "the request
+  is limited to 15 expressions in the filter clause"; past it 400 `Request_UnsupportedQuery`: the code and text are
+  the sandbox's, the limit Graph's); any other `$filter` 400.
   The control API's `{"op": "owners", "ids": [...], "count": n}` gives objects n user owners (an owner change: no
   delta round sees it).
 """
@@ -622,9 +627,10 @@ class InventoryState:
         EXPANDED_OWNERS."""
         kind = ENTITY_SETS[entity_set]
         known = {k.lower() for k in request.query}
-        if known - {"$select", "$expand", "$top", "$skiptoken"}:
-            raise DeltaError(400, "Request_UnsupportedQuery", "The sandbox serves $select, $expand=owners, $top and "
-                             "$skiptoken on a list with $expand.")
+        if known - {"$select", "$expand", "$top", "$skiptoken", "$filter"}:
+            raise DeltaError(400, "Request_UnsupportedQuery", "The sandbox serves $select, $expand=owners, $top, "
+                             "$skiptoken and $filter on ids on a list with $expand.")
+        wanted = _id_filter(_param(request.query, "$filter"))
         expand = _EXPAND.match((_param(request.query, "$expand") or "").strip())
         if expand is None:
             raise DeltaError(400, "Request_BadRequest", "Only $expand=owners (with an optional $select) is served.")
@@ -638,7 +644,9 @@ class InventoryState:
         size = max(1, min(top, EXPAND_PAGE))
         items: list[dict[str, Any]] = []
         more = False
-        for n, (_, obj) in enumerate(self.objects(tenant, kind)):
+        candidates = (self.objects(tenant, kind) if wanted is None else
+                      ((None, obj) for obj in self._by_ids(tenant, kind, wanted)))
+        for n, (_, obj) in enumerate(candidates):
             if n < offset:
                 continue
             if len(items) == size:
@@ -655,6 +663,13 @@ class InventoryState:
             token = base64.urlsafe_b64encode(str(offset + size).encode()).decode()
             body["@odata.nextLink"] = f"{graph_base}/{entity_set}?" + urlencode({**params, "$skiptoken": token})
         return body
+
+    def _by_ids(self, tenant: Tenant, kind: str, ids: list[str]) -> list[dict[str, Any]]:
+        """The live objects of the kind among `ids` (an id the tenant does not hold is left out, no error), in id
+        order: not the order asked (Graph promises none)."""
+        seeded = self._seeded(tenant, kind)
+        found = {i: seeded.get(i) or self.find(tenant, kind, i) for i in set(ids)}
+        return [obj for _, obj in sorted(found.items()) if obj is not None]
 
     def _current(self, tenant: Tenant, inv: TenantInventory, kind: str, ids: list[str]
                  ) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -677,6 +692,37 @@ def _param(query: Any, name: str) -> str | None:
         if key.lower() == name:
             return str(value)
     return None
+
+
+_FILTER_IDS = re.compile(r"^\s*id\s+(?:eq\s+(?P<one>'(?:[^']|'')*')|in\s*\((?P<many>.*)\))\s*$", re.S)
+_LITERAL = re.compile(r"\s*'((?:[^']|'')*)'\s*(?:,|$)")
+FILTER_IN_LIMIT = 15  # known issue 13635: "the request is limited to 15 expressions in the filter clause"
+
+
+def _id_filter(text: str | None) -> list[str] | None:
+    """`$filter=id eq '...'` or `id in ('...',...)` (application.md: id supports eq and in): the ids, None without
+    a filter. Any other clause is refused, as are more than FILTER_IN_LIMIT values."""
+    if text is None:
+        return None
+    found = _FILTER_IDS.match(text)
+    if found is None:
+        raise DeltaError(400, "Request_UnsupportedQuery",
+                         "The sandbox serves $filter on a list with $expand only as id eq '...' or id in (...).")
+    if found["one"] is not None:
+        return [found["one"][1:-1].replace("''", "'")]
+    values, place, many = [], 0, found["many"]
+    while place < len(many):
+        literal = _LITERAL.match(many, place)
+        if literal is None or literal.end() == place:
+            raise DeltaError(400, "Request_BadRequest", "Invalid filter clause: the values of 'in' are quoted strings.")
+        values.append(literal[1].replace("''", "'"))
+        place = literal.end()
+    if not values or many.rstrip().endswith(","):
+        raise DeltaError(400, "Request_BadRequest", "Invalid filter clause: 'in' needs quoted values, comma-separated.")
+    if len(values) > FILTER_IN_LIMIT:
+        raise DeltaError(400, "Request_UnsupportedQuery",
+                         f"Too many expressions in the filter clause: {len(values)}. Max allowed: {FILTER_IN_LIMIT}.")
+    return values
 
 
 def _select_list(text: str | None, kind: str) -> list[str]:

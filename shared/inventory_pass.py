@@ -120,8 +120,10 @@ class _Pending:
             self.drop(object_id)
 
 
-# Owners reads of one page at once (one request each, for the objects holding credentials: shared/adapters/inventory.py
-# says why not $expand): a page's reads overlap, bounded so one tenant does not spend Graph's per-tenant budget alone.
+# Owners reads of one page at once: the objects a listing did not give (a delta round's new objects, or created
+# after the full read's listing) are read together, 15 ids a request (shared/adapters/inventory.py: `$filter=id in`
+# with `$expand=owners`); those whose owners a listing or that read may have cut (20 or more) one by one. A page's
+# single reads overlap, bounded so one tenant does not spend Graph's per-tenant budget alone.
 OWNER_READS = 8
 
 
@@ -129,17 +131,23 @@ async def read_owners(source: InventorySource, tenant_id: str, kind: ObjectKind,
                       built: dict[str, list[InventoryCredential]],
                       listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
     """Fill in the owners of the page's objects that hold credentials (a new or changed object: what a round
-    brings), in place: from a full read's listing (`listed`) when it has them, else one read per object.
+    brings), in place: from a full read's listing (`listed`) when it has them, else read for several objects at
+    once, and one by one where those answers may have cut them.
     Microsoft's first-party principals and managed identities are left out: they have no owner in the customer's
     tenant and are never the customer's to renew."""
     wanted = [object_id for object_id, rows in built.items() if rows and not rows[0].first_party]
     if not wanted:
         return
+    known = listed or {}
+    found = {object_id: known[object_id] for object_id in wanted if object_id in known}
+    unseen = [object_id for object_id in wanted if object_id not in known]
+    if unseen:  # not listed (a delta round, created meanwhile)
+        found.update(await source.owners_of(tenant_id, kind, unseen))
     bound = asyncio.Semaphore(OWNER_READS)
 
     async def one(object_id: str) -> None:
-        owners = listed.get(object_id) if listed is not None else None
-        if owners is None:  # not listed (a delta round, created meanwhile) or cut by the listing
+        owners = found.get(object_id, ())
+        if owners is None:  # cut by the listing or the filtered read: 20 or more
             async with bound:
                 owners = await source.owners(tenant_id, kind, object_id)
         built[object_id] = [replace(row, owners=owners) for row in built[object_id]]
@@ -206,9 +214,9 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
         reads = [o.object_id for o in page.objects if o.object_id in known and o.object_id not in done]
         if reads:
             held = await store.objects_credentials(tenant.tenant_id, kind, reads)
-    # Owners: a full read's from its listing; a delta round's for objects new to the store only (one read each): an
-    # object held keeps the owners it has (an owner change is not what brings an object into a round; the weekly
-    # refresh_owners lists them again).
+    # Owners: a full read's from its listing; a delta round's for objects new to the store only (read together, 15
+    # a request): an object held keeps the owners it has (an owner change is not what brings an object into a round;
+    # the weekly refresh_owners lists them again).
     # A full read's rows are built with the owners its listing gave (copying every row to add them afterwards cost
     # a twentieth of the pass); read_owners reads the rest (cut by the listing, or created after it).
     given = _listed_owners(page.objects, listed) if stored_ids is not None else {}

@@ -662,6 +662,11 @@ class InventorySource(Protocol):
         """The owners of one application or service principal (users by principal name, service principals by
         display name), sorted; () when it has none or is gone."""
 
+    async def owners_of(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                        ) -> dict[str, tuple[str, ...] | None]:
+        """The owners of several objects in as few requests as Graph allows: object id -> owners (sorted), None
+        where the answer may have cut them (read those with `owners`), () for one gone."""
+
     def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                       ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
         """Every object of the kind with its owners, page by page (for a full read): object id -> owners, or None

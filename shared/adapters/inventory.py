@@ -15,7 +15,7 @@ a tenant's objects are never all held at once. Read-only: nothing here writes to
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -41,10 +41,17 @@ SELECT = {
 # - a full read first lists the kind with `$expand=owners($select=...)` (application-list.md, serviceprincipal-
 #   list.md): pages of at most 100 objects (Graph known issue 13635), each object's owners cut at 20 with no nextLink
 #   (query-parameters.md); an object listed with 20 owners may have more, and has them read one by one;
-# - a delta round reads `GET /{set}/{id}/owners?$select=...` (application-list-owners.md, serviceprincipal-list-
-#   owners.md: Application.Read.All least privileged) for each changed object holding credentials: about 1 % a day.
-# An object the listing did not see (created between the two reads) is read one by one too.
+# - a delta round's new objects holding credentials (about 1 % a day), and those the listing did not see (created
+#   between the two reads), are read FILTER_IDS at a time:
+#   `GET /{set}?$filter=id in ('a','b',...)&$select=id&$expand=owners($select=...)`: `id` supports `$filter`
+#   with `in` (application.md; a service principal's `id` is the same directoryObject key), the lists take
+#   `$filter` with `$expand` (application-list.md, serviceprincipal-list.md; a default query: no ConsistencyLevel
+#   header), and "when using the `in` operator, the request is limited to 15 expressions in the filter clause"
+#   (Graph known issue 13635). Owners cut at 20 there too: those objects are read one by one,
+#   `GET /{set}/{id}/owners?$select=...` (application-list-owners.md, serviceprincipal-list-owners.md:
+#   Application.Read.All least privileged), pages followed.
 EXPANDED_OWNERS = 20
+FILTER_IDS = 15
 OWNER_SELECT = "id,displayName,userPrincipalName"
 
 # Graph's answers that say a delta or skip token is no longer known (delta-query-overview.md: "Synchronization
@@ -155,6 +162,38 @@ class GraphInventory:
         names.discard("")
         return tuple(sorted(names, key=str.lower))
 
+    async def owners_of(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                        ) -> dict[str, tuple[str, ...] | None]:
+        """The owners of several objects, FILTER_IDS a request (the requests side by side): object id -> owners
+        (sorted), None where the answer may have cut them (EXPANDED_OWNERS: read those with `owners`), () for an
+        object Graph no longer holds (deleted meanwhile: it is not in the answer)."""
+        ids = list(dict.fromkeys(object_ids))
+        chunks = [ids[start:start + FILTER_IDS] for start in range(0, len(ids), FILTER_IDS)]
+        found: dict[str, tuple[str, ...] | None] = dict.fromkeys(ids, ())
+        for answer in await asyncio.gather(*(self._owners_filtered(tenant_id, object_kind, c) for c in chunks)):
+            found.update((i, owners) for i, owners in answer.items() if i in found)
+        return found
+
+    async def _owners_filtered(self, tenant_id: str, object_kind: ObjectKind, ids: Sequence[str]
+                               ) -> dict[str, tuple[str, ...] | None]:
+        quoted = ",".join("'" + i.replace("'", "''") + "'" for i in ids)  # OData's string literal: ' doubled
+        link: str | None = f"{self._base}/{ENTITY_SET[object_kind]}"
+        params: dict[str, str] | None = {"$filter": f"id in ({quoted})", "$select": "id",
+                                         "$expand": f"owners($select={OWNER_SELECT})"}
+        what = f"reading the owners of objects of the {ENTITY_SET[object_kind]}"
+        found: dict[str, tuple[str, ...] | None] = {}
+        while link:
+            if not self._ours(link):
+                raise RotationError(f"an owners page of tenant {tenant_id} names another host than Graph's",
+                                    code="UnexpectedAnswer")
+            doc = await read_retrying(
+                lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
+                tenant_id, what, _ATTEMPTS, self.sleep)
+            found.update(expanded_owners(doc))
+            next_link = doc.get("@odata.nextLink")
+            link, params = (str(next_link) if next_link else None), None
+        return found
+
     async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                             ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
         """Every object of the kind with its owners, a page at a time: object id -> owners (sorted), or None when
@@ -170,13 +209,7 @@ class GraphInventory:
             doc = await read_retrying(
                 lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
                 tenant_id, what, _ATTEMPTS, self.sleep)
-            found: dict[str, tuple[str, ...] | None] = {}
-            for item in doc.get("value") or []:
-                if isinstance(item, dict) and item.get("id"):
-                    owners = [o for o in item.get("owners") or [] if isinstance(o, dict)]
-                    found[str(item["id"])] = (None if len(owners) >= EXPANDED_OWNERS else
-                                              tuple(sorted({owner_name(o) for o in owners} - {""}, key=str.lower)))
-            yield found
+            yield expanded_owners(doc)
             next_link = doc.get("@odata.nextLink")
             link, params = (str(next_link) if next_link else None), None
 
@@ -214,6 +247,17 @@ class GraphInventory:
 def _gone(answer: GraphAnswer) -> Exception | None:
     """An owners read of an object deleted since the page listed it: nothing to show, not an error."""
     return NotFound(answer.message, code=answer.code) if answer.status == 404 else None
+
+
+def expanded_owners(doc: dict[str, Any]) -> dict[str, tuple[str, ...] | None]:
+    """A list page with `$expand=owners`: object id -> owners (sorted), None where the expansion may have cut them."""
+    found: dict[str, tuple[str, ...] | None] = {}
+    for item in doc.get("value") or []:
+        if isinstance(item, dict) and item.get("id"):
+            owners = [o for o in item.get("owners") or [] if isinstance(o, dict)]
+            found[str(item["id"])] = (None if len(owners) >= EXPANDED_OWNERS else
+                                      tuple(sorted({owner_name(o) for o in owners} - {""}, key=str.lower)))
+    return found
 
 
 def owner_name(doc: dict[str, Any]) -> str:

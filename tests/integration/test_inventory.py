@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from sandbox.inventory import Population, generated_application, generated_service_principal
+from shared.adapters.inventory import FILTER_IDS
 from shared.bootstrap import Services
 from shared.domain import Target
 from shared.inventory import MICROSOFT_TENANT, CredentialKind, InventoryQuery, ObjectKind
@@ -399,7 +400,7 @@ async def test_a_write_carrying_the_delta_link_saves_it_with_its_last_transactio
 
 
 async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_objects_are_read(
-        world: World, svc: Services) -> None:
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
     from sandbox.inventory import generated_owners
 
     customer = populate(world, "Owned")
@@ -438,13 +439,34 @@ async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_obj
     control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew", "ids": changed})
     control.inventory_change(customer.tenant_id, {"kind": "application", "op": "owners", "ids": changed,
                                                   "owners": 2})
-    added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 3})
+    added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 24})
+    # One of them with 25 owners: the filtered read's $expand gives 20, so it is read one by one.
+    control.inventory_change(customer.tenant_id, {"kind": "application", "op": "owners", "ids": added[:1],
+                                                  "owners": 25})
     before = source.owner_calls
+    asked: list[list[str]] = []  # the ids of each filtered owners read (one or more a delta page)
+    filtered = source._owners_filtered
+
+    async def recorded(tenant_id: str, kind: ObjectKind, ids: Any) -> Any:
+        asked.append(list(ids))
+        return await filtered(tenant_id, kind, ids)
+
+    monkeypatch.setattr(source, "_owners_filtered", recorded)
     day = next(date(2026, 12, d) for d in range(1, 8) if owners_refresh_due(customer.tenant_id, date(2026, 12, d)))
     await inventory_tenant(source, store, tenant_of(customer), today=day + timedelta(days=1))
     after = await rows(svc, customer)
     holding_added = {r.object_id for r in after if r.object_id in added}
-    assert source.owner_calls - before == len(holding_added)  # one read per new object holding credentials
+    assert len(holding_added) > FILTER_IDS and added[0] in holding_added
+    # The new objects holding credentials read together, each once, at most 15 a request ($filter=id in: one or
+    # two a delta page here), the crowded one alone besides: not one request per object.
+    assert sorted(i for ids in asked for i in ids) == sorted(holding_added)
+    assert max(len(ids) for ids in asked) == FILTER_IDS and len(asked) < len(holding_added) / 4
+    assert source.owner_calls - before == len(asked) + 1
+    assert {len(r.owners) for r in after if r.object_id == added[0]} == {25}
+    for row in after:  # the owners the filtered read gave are those the object's own owners read gives
+        if row.object_id in holding_added:
+            assert row.owners == await source.owners(customer.tenant_id, ObjectKind.APPLICATION, row.object_id)
+    assert any(r.owners for r in after if r.object_id in holding_added)
     assert {r.owners for r in after if r.object_id == changed[0]} == {names(apps_by_id[changed[0]])}
     await inventory_tenant(source, store, tenant_of(customer), today=day)  # its weekly day: listed again
     [owners] = {r.owners for r in await rows(svc, customer) if r.object_id == changed[0]}
@@ -483,6 +505,25 @@ async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(worl
     with pytest.raises(GraphAnswer) as other:
         await get_json(session, credential, f"{base}/applications", {"$expand": "memberOf"}, limit)
     assert other.value.status == 400
+    # The list filtered on ids: the objects held among them (an unknown id left out), owners expanded; at most 15.
+    apps = [generated_application(customer.tenant_id, _pop(world, customer), i)["id"] for i in range(3)]
+    unknown = f"{'0' * 8}-0000-4000-8000-{'0' * 12}"
+    expand = {"$select": "id", "$expand": "owners($select=id,userPrincipalName)"}
+    doc = await get_json(session, credential, f"{base}/applications",
+                         {**expand, "$filter": "id in (" + ",".join(f"'{i}'" for i in [*apps, unknown]) + ")"}, limit)
+    assert sorted(o["id"] for o in doc["value"]) == sorted(apps) and "@odata.nextLink" not in doc
+    for item in doc["value"]:
+        alone = await get_json(session, credential, f"{base}/applications/{item['id']}/owners",
+                               {"$select": "id,userPrincipalName"}, limit)
+        assert sorted(o["id"] for o in item["owners"]) == sorted(o["id"] for o in alone["value"])
+    one = await get_json(session, credential, f"{base}/applications", {**expand, "$filter": f"id eq '{apps[1]}'"},
+                         limit)
+    assert [o["id"] for o in one["value"]] == [apps[1]]
+    sixteen = ",".join(f"'{unknown[:-2]}{n:02}'" for n in range(16))
+    for refused_filter in (f"id in ({sixteen})", f"appId eq '{apps[0]}'", "id in ()"):
+        with pytest.raises(GraphAnswer) as bad:
+            await get_json(session, credential, f"{base}/applications", {**expand, "$filter": refused_filter}, limit)
+        assert bad.value.status == 400, refused_filter
 
 
 async def test_both_kinds_last_rows_and_links_share_transactions_and_the_links_ride_on_the_last(

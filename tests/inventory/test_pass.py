@@ -58,10 +58,18 @@ class ScriptedGraph:
         self.cut: set[str] = set()  # objects whose expanded owners the listing cuts (20 or more)
         self.unlisted: set[str] = set()  # objects created between the listing and the delta read
         self.listings = 0
+        self.filtered: list[list[str]] = []  # each read of several objects' owners: the ids asked
 
     async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
         self.owner_reads.append(object_id)
         return self.owned.get(object_id, ())
+
+    async def owners_of(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                        ) -> dict[str, tuple[str, ...] | None]:
+        """Graph's list filtered on ids with $expand=owners: cut for those in `cut`, () for an id no longer held."""
+        self.filtered.append(list(object_ids))
+        return {i: (None if i in self.cut else self.owned.get(i, ())) if i in self.objects else ()
+                for i in object_ids}
 
     async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                             ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
@@ -259,6 +267,10 @@ class PagedGraph:
     async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
         return ()
 
+    async def owners_of(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                        ) -> dict[str, tuple[str, ...] | None]:
+        return dict.fromkeys(object_ids, ())
+
     async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                             ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
         yield {}
@@ -308,22 +320,31 @@ async def test_owners_come_from_the_full_reads_listing_and_are_read_one_by_one_o
     graph.unlisted = {"e"}  # created after the listing
     store = FakeInventory()
     await inventory_kind(graph, store, TENANT, APP)
-    assert graph.listings == 1 and sorted(graph.owner_reads) == ["d", "e"]  # "b" holds no credential: never read
+    # "e" (not listed) read with the others the listing missed, "d" (cut) one by one; "b" holds no credential.
+    assert graph.listings == 1 and graph.filtered == [["e"]] and graph.owner_reads == ["d"]
     owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
     assert owners[("a", "k1")] == ("ann@contoso.com",) and owners[("e", "k5")] == ("eve@contoso.com",)
     assert owners[("c", "k2")] == owners[("c", "k3")] == ("Backup Service", "cy@contoso.com")
     assert len(owners[("d", "k4")]) == 25
-    # A daily round reads the owners of objects new to the store only, one by one (no listing); a changed object
-    # keeps the owners it has (delta never says owners changed) until its tenant's weekly listing.
+    # A daily round reads the owners of objects new to the store only, together (no listing), and one by one only
+    # those that read may have cut; a changed object keeps the owners it has (delta never says owners changed)
+    # until its tenant's weekly listing.
     graph.owner_reads.clear()
-    graph.owned.update({"a": ("dee@contoso.com",), "f": ("fay@contoso.com",), "c": ("cy@contoso.com",)})
+    graph.filtered.clear()
+    graph.owned.update({"a": ("dee@contoso.com",), "f": ("fay@contoso.com",), "c": ("cy@contoso.com",),
+                        "g": tuple(f"g{i}@contoso.com" for i in range(21)), "h": ()})
+    graph.cut.add("g")
     graph.change(DirectoryObject(APP, "a", password_credentials=(secret("k1"), secret("k9"))))
-    graph.change(app("f", "k6"))
+    for new_app in (app("f", "k6"), app("g", "k7"), app("h", "k8"), app("i")):
+        graph.change(new_app)
     await inventory_kind(graph, store, TENANT, APP)
-    assert graph.owner_reads == ["f"] and graph.listings == 1
+    # One read a page (pages of 2: a f | g h | i): "i" holds no credential, not asked; "a" is held, keeps its owners.
+    assert graph.filtered == [["f"], ["g", "h"]] and graph.owner_reads == ["g"]
+    assert graph.listings == 1
     owners = {(r.object_id, r.key_id): r.owners for r in await store.list_credentials()}
     assert owners[("a", "k9")] == owners[("a", "k1")] == ("ann@contoso.com",)
-    assert owners[("f", "k6")] == ("fay@contoso.com",)
+    assert owners[("f", "k6")] == ("fay@contoso.com",) and owners[("h", "k8")] == ()
+    assert len(owners[("g", "k7")]) == 21
     # The tenant's weekly day: its owners are listed again and the objects whose owners changed are rewritten.
     day = next(date(2026, 12, d) for d in range(1, 8) if owners_refresh_due(TENANT.tenant_id, date(2026, 12, d)))
     assert not owners_refresh_due(TENANT.tenant_id, day + timedelta(days=1))
@@ -392,6 +413,10 @@ class Rounds:
 
     async def owners(self, tenant_id: str, object_kind: ObjectKind, object_id: str) -> tuple[str, ...]:
         return (f"owner-of-{object_id}@contoso.com",)
+
+    async def owners_of(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                        ) -> dict[str, tuple[str, ...] | None]:
+        return {i: (f"owner-of-{i}@contoso.com",) for i in object_ids}
 
     async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                             ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
