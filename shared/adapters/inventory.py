@@ -253,10 +253,20 @@ def expanded_owners(doc: dict[str, Any]) -> dict[str, tuple[str, ...] | None]:
     """A list page with `$expand=owners`: object id -> owners (sorted), None where the expansion may have cut them."""
     found: dict[str, tuple[str, ...] | None] = {}
     for item in doc.get("value") or []:
-        if isinstance(item, dict) and item.get("id"):
-            owners = [o for o in item.get("owners") or [] if isinstance(o, dict)]
-            found[str(item["id"])] = (None if len(owners) >= EXPANDED_OWNERS else
-                                      tuple(sorted({owner_name(o) for o in owners} - {""}, key=str.lower)))
+        if not isinstance(item, dict) or not item.get("id"):
+            continue
+        listed = item.get("owners")
+        if not listed:  # most objects: no owner (a full read's listing holds every object of the tenant)
+            found[str(item["id"])] = ()
+            continue
+        owners = [o for o in listed if isinstance(o, dict)]
+        if len(owners) >= EXPANDED_OWNERS:
+            found[str(item["id"])] = None
+        elif len(owners) == 1:  # the next most: one owner, nothing to sort
+            name = owner_name(owners[0])
+            found[str(item["id"])] = (name,) if name else ()
+        else:
+            found[str(item["id"])] = tuple(sorted({owner_name(o) for o in owners} - {""}, key=str.lower))
     return found
 
 

@@ -145,3 +145,25 @@ def test_the_hot_paths_constructor_builds_the_same_frozen_objects() -> None:
     for wrong in (values[:13], (*values, False)):
         with pytest.raises(TypeError):
             positional(InventoryCredential)(*wrong)
+
+
+def test_an_expanded_owners_page_gives_each_object_its_owners_sorted_or_none_when_cut() -> None:
+    from shared.adapters.inventory import EXPANDED_OWNERS, expanded_owners
+
+    user = {"@odata.type": "#microsoft.graph.user", "id": "u1", "displayName": "Ann Lee",
+            "userPrincipalName": "ann@contoso.com"}
+    pipeline = {"@odata.type": "#microsoft.graph.servicePrincipal", "id": "sp1", "displayName": "Deployment pipeline",
+                "userPrincipalName": None}
+    doc = {"value": [
+        {"id": "none", "owners": []}, {"id": "null", "owners": None}, {"id": "absent"},
+        {"id": "one", "owners": [user]}, {"id": "sp", "owners": [pipeline]},
+        {"id": "nameless", "owners": [{"id": ""}]}, {"id": "id-only", "owners": [{"id": "o9"}]},
+        {"id": "two", "owners": [{"userPrincipalName": "Zed@contoso.com"}, user, user, {"displayName": ""}, "junk"]},
+        {"id": "cut", "owners": [{"id": f"o{i}"} for i in range(EXPANDED_OWNERS)]},
+        {"id": "under", "owners": [{"id": f"o{i}"} for i in range(EXPANDED_OWNERS - 1)]},
+        {"owners": [user]}, "junk"]}
+    found = expanded_owners(doc)
+    assert found == {
+        "none": (), "null": (), "absent": (), "one": ("ann@contoso.com",), "sp": ("Deployment pipeline",),
+        "nameless": (), "id-only": ("o9",), "two": ("ann@contoso.com", "Zed@contoso.com"), "cut": None,
+        "under": tuple(sorted(f"o{i}" for i in range(EXPANDED_OWNERS - 1)))}
