@@ -6,15 +6,12 @@ a crash between the PSA's create and our record with nothing lost or duplicated,
 from __future__ import annotations
 
 import asyncio
-import os
-import uuid
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient
 
 from shared.alerts import AlertBook
 from shared.ports import Alert, Event
@@ -22,6 +19,7 @@ from shared.tickets.book import RETRY_AFTER, TicketBook, ticket_key
 from shared.tickets.port import TicketError
 from shared.tickets.routing import Routing, parse_routing
 from tests.fakes import Crash, FakeDesk
+from tests.tickets.conftest import Tables
 
 T, A = "8b6f3f7e-2b1a-4c55-9d8e-1f2a3b4c5d6e", "0d1e2f3a-4b5c-6d7e-8f90-a1b2c3d4e5f6"
 T2, A2 = "5a1c2d3e-0000-4000-8000-00000000000b", "6b2c3d4e-0000-4000-8000-00000000000c"
@@ -39,29 +37,6 @@ class Clock:
 
     def next_day(self) -> None:
         self.at += timedelta(days=1)
-
-
-@dataclass
-class Tables:
-    alerts: TableClient
-    tickets: TableClient
-    audit: list[Event] = field(default_factory=list)
-
-
-@pytest.fixture
-async def tables() -> AsyncIterator[Tables]:
-    connection = os.environ.get("STATE_TABLES_CONNECTION_STRING")
-    if not connection:
-        pytest.fail("STATE_TABLES_CONNECTION_STRING is not set: run through scripts/with-azurite.sh")
-    prefix = f"t{uuid.uuid4().hex[:12]}"
-    alerts = TableClient.from_connection_string(connection, table_name=f"{prefix}alerts")
-    tickets = TableClient.from_connection_string(connection, table_name=f"{prefix}tickets")
-    try:
-        yield Tables(alerts, tickets)
-    finally:
-        for client in (alerts, tickets):
-            await client.delete_table()
-            await client.close()
 
 
 def process(tables: Tables, clock: Clock, desk: FakeDesk, routing: Routing = ROUTING) -> tuple[AlertBook, TicketBook]:

@@ -4,21 +4,19 @@ note a day, a Halo outage and a crash after Halo's create with nothing lost or d
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from azure.data.tables.aio import TableClient
 
 from shared.alerts import AlertBook
 from shared.ports import Alert, Event
 from shared.tickets.book import RETRY_AFTER, TicketBook, ticket_key
 from shared.tickets.halopsa import HaloDesk, build, tag
 from shared.tickets.routing import parse_routing
+from tests.tickets.conftest import Tables
 
 pytestmark = pytest.mark.sandbox
 
@@ -35,28 +33,6 @@ class Clock:
 
     def now(self) -> datetime:
         return self.at
-
-
-@dataclass
-class Tables:
-    alerts: TableClient
-    tickets: TableClient
-
-
-@pytest.fixture
-async def tables() -> AsyncIterator[Tables]:
-    connection = os.environ.get("STATE_TABLES_CONNECTION_STRING")
-    if not connection:
-        pytest.fail("STATE_TABLES_CONNECTION_STRING is not set: run through scripts/with-azurite.sh")
-    prefix = f"h{uuid.uuid4().hex[:12]}"
-    alerts = TableClient.from_connection_string(connection, table_name=f"{prefix}alerts")
-    tickets = TableClient.from_connection_string(connection, table_name=f"{prefix}tickets")
-    try:
-        yield Tables(alerts, tickets)
-    finally:
-        for client in (alerts, tickets):
-            await client.delete_table()
-            await client.close()
 
 
 @pytest.fixture
