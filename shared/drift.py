@@ -2,10 +2,11 @@
 
 Proofpoint's sync settings (GET /orgs/{domain}/settings/azure) show `application_id`, and community scripts read
 `secret_expiry` and the sync state from the same answer. None of it is documented, so `secret_expiry` is read as an
-interval of instants it may mean (`ReportedUse.expiry_from`/`expiry_to`, made by the adapter from the text) and a
-credential matches when its end falls inside it: a date with a time and an offset within a minute, a time without
-an offset in any zone from UTC-12 to UTC+14, a date alone any time of that day in any such zone (the strictest
-plausible reading: no format is assumed, so no healthy target is flagged because of how a date is written).
+set of windows of instants it may mean (`ReportedUse.expiry_windows` within `expiry_from`/`expiry_to`, made by the
+adapter from the text: shared/destinations/proofpoint.py) and a credential matches when its end falls inside one:
+a date with a time and an offset within a minute, a time without an offset in any zone from UTC-12 to UTC+14, a
+date alone any time of that day, a slashed date read both ways (the strictest plausible reading: no format is
+assumed, so no healthy target is flagged because of how a date is written).
 
 Drift is what a human must look at: Proofpoint naming another application, an expiry matching no live credential
 of the app (a key of another app pasted by hand, or a key since removed), or one matching only a credential the
@@ -52,6 +53,14 @@ def matching(credentials: tuple[Credential, ...], start: datetime, end: datetime
     return [c for c in credentials if start <= c.end <= end]
 
 
+def named_by(report: ReportedUse, credentials: tuple[Credential, ...]) -> list[Credential]:
+    """The credentials whose end the reported expiry may mean: inside any of its windows (a date read both ways
+    names the keys of either reading, never those between them)."""
+    assert report.expiry_from is not None and report.expiry_to is not None
+    windows = report.expiry_windows or ((report.expiry_from, report.expiry_to),)
+    return [c for c in credentials if any(start <= c.end <= end for start, end in windows)]
+
+
 def _made_by_rotator(credential: Credential) -> bool:
     return credential.rotation_id is not None
 
@@ -94,8 +103,7 @@ def _expiry_match(
     report: ReportedUse, target: Target, app: Application, now: datetime
 ) -> tuple[Credential | None, str]:
     """The credential the reported expiry names, and the drift it shows ("" for none)."""
-    assert report.expiry_from is not None and report.expiry_to is not None
-    found = matching(app.credentials, report.expiry_from, report.expiry_to)
+    found = named_by(report, app.credentials)
     shown = report.expiry_shown
     if not found:
         return None, (f"Proofpoint's secret expires {shown}, which matches no credential of app {target.app_id} "

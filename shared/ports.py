@@ -408,6 +408,9 @@ class ReportedUse:
     expiry_shown: str | None = None  # None: not reported (absent or null)
     expiry_from: datetime | None = None  # None with a shown expiry: unreadable
     expiry_to: datetime | None = None
+    # The windows the expiry may mean, within [expiry_from, expiry_to] (a slashed date read both ways gives two);
+    # empty: the whole span is one window.
+    expiry_windows: tuple[tuple[datetime, datetime], ...] = ()
     sync_status: str | None = None
     last_sync: datetime | None = None
 

@@ -19,6 +19,7 @@ import re
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, Final
 from urllib.parse import quote, urlparse
 
@@ -239,19 +240,104 @@ def parse_sync_time(value: Any) -> datetime | None:
 
 
 # How `secret_expiry` may be written is undocumented (community scripts only print it). Strictest plausible reading
-# (shared/drift.py): an instant with an offset, to the minute; a local time without one, in any zone from UTC-12
-# to UTC+14; a date alone, any moment of that day in any such zone.
+# (shared/drift.py): every moment the text may mean, so that no healthy target is flagged for how a date is written:
+# an instant with an offset, to the precision written (a minute at least: seconds may be rounded); a local time
+# without one, in any zone from UTC-12 to UTC+14; a date alone, any moment of that day (in its zone when it has one,
+# else in any such zone). Beside ISO 8601 (extended and basic), the forms other software writes dates in: day and
+# month with slashes, dots or dashes, read both ways (3/1/2027 is 1 March in the US, 3 January in Europe: both are
+# kept, as two windows), with an optional 12- or 24-hour time; year/month/day with slashes; an HTTP date (RFC 7231);
+# seconds or milliseconds since 1970 (a number, or digits as text). Anything else is not a date.
 _PRECISION = timedelta(minutes=1)
 _EAST, _WEST = timedelta(hours=14), timedelta(hours=12)
+Window = tuple[datetime, datetime]
+_ZONE = r"(?:\s*(?P<zone>Z|UTC|GMT|[+-]\d{2}(?::?\d{2})?))?"
+_ISO_TEXT = re.compile(r"(?P<y>\d{4})(?P<sep>-?)(?P<m>\d{2})(?P=sep)(?P<d>\d{2})"
+                       r"(?:[T ](?P<H>\d{2})(?::?(?P<M>\d{2})(?::?(?P<S>\d{2})(?:[.,]\d+)?)?)?)?" + _ZONE, re.I)
+_TIME = r"(?:[T ]+(?P<H>\d{1,2}):(?P<M>\d{2})(?::(?P<S>\d{2})(?:[.,]\d+)?)?\s*(?P<ampm>[AP]M)?)?"
+_DAY_MONTH = re.compile(r"(?P<a>\d{1,2})(?P<sep>[/.-])(?P<b>\d{1,2})(?P=sep)(?P<y>\d{4})" + _TIME + _ZONE, re.I)
+_YEAR_FIRST = re.compile(r"(?P<y>\d{4})/(?P<m>\d{1,2})/(?P<d>\d{1,2})" + _TIME + _ZONE, re.I)
+_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
+# Seconds since 1970 from 2001 to 5138; milliseconds for the same span (a secret ends within two years of now).
+_EPOCH_SECONDS, _EPOCH_MILLIS = (1e9, 1e11), (1e12, 1e14)
 
 
-def expiry_window(value: Any) -> tuple[datetime, datetime] | None:
-    """The instants Proofpoint's `secret_expiry` text may mean (see above), or None when it is not a date."""
-    if not isinstance(value, str) or not value.strip():
+def _zone(text: str | None) -> timedelta | None:
+    """The offset a zone suffix names (None: no zone written)."""
+    if not text:
         return None
-    text = value.strip()
+    if text.upper() in ("Z", "UTC", "GMT"):
+        return timedelta(0)
+    digits = text[1:].replace(":", "")
+    span = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
+    return span if text[0] == "+" else -span
+
+
+def _moment(year: int, month: int, day: int, parts: Mapping[str, str | None]) -> Window | None:
+    """The window of one reading of a date with its optional time and zone (None: no such day or time)."""
     try:
-        if len(text) == 10:
+        midnight = datetime(year, month, day, tzinfo=UTC)
+        hour = int(parts.get("H") or 0)
+        ampm = (parts.get("ampm") or "").upper()
+        if ampm and not 1 <= hour <= 12:
+            return None
+        hour = hour % 12 + (12 if ampm == "PM" else 0) if ampm else hour
+        written = midnight.replace(hour=hour, minute=int(parts.get("M") or 0), second=int(parts.get("S") or 0))
+    except ValueError:
+        return None
+    offset = _zone(parts.get("zone"))
+    if offset is not None and abs(offset) > _EAST:
+        return None  # no zone is that far from UTC
+    if parts.get("H") is None:  # a date alone: the whole day
+        if offset is not None:
+            return midnight - offset, midnight + timedelta(days=1) - offset
+        return midnight - _EAST, midnight + timedelta(days=1) + _WEST
+    precision = _PRECISION if parts.get("M") is not None else timedelta(hours=1)
+    if offset is not None:
+        return written - offset - precision, written - offset + precision
+    return written - _EAST - precision, written + _WEST + precision
+
+
+def expiry_windows(value: Any) -> tuple[Window, ...]:
+    """Every window of instants Proofpoint's `secret_expiry` may mean (see above); () when it is not a date."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str) and value.strip().isdigit() and len(value.strip()) in (10, 13):
+        number = float(value.strip())
+    elif isinstance(value, str) and value.strip():
+        return _text_windows(value.strip())
+    else:
+        return ()
+    for (low, high), unit in ((_EPOCH_SECONDS, 1.0), (_EPOCH_MILLIS, 1000.0)):
+        if low <= number < high:
+            moment = datetime.fromtimestamp(number / unit, UTC)
+            return ((moment - _PRECISION, moment + _PRECISION),)
+    return ()
+
+
+def _text_windows(text: str) -> tuple[Window, ...]:
+    readings: list[Window | None] = []
+    if match := _ISO_TEXT.fullmatch(text):
+        readings.append(_moment(int(match["y"]), int(match["m"]), int(match["d"]), match.groupdict()))
+    elif match := _DAY_MONTH.fullmatch(text):
+        a, b = int(match["a"]), int(match["b"])
+        readings += [_moment(int(match["y"]), month, day, match.groupdict()) for month, day in {(a, b), (b, a)}]
+    elif match := _YEAR_FIRST.fullmatch(text):
+        readings.append(_moment(int(match["y"]), int(match["m"]), int(match["d"]), match.groupdict()))
+    elif _HTTP_DATE.fullmatch(text):
+        try:
+            moment = parsedate_to_datetime(text)
+        except (ValueError, TypeError, OverflowError):  # no such day, month or hour: not a date
+            return ()
+        readings.append((moment - _PRECISION, moment + _PRECISION))
+    else:
+        readings.append(_iso_other(text))
+    return tuple(sorted(w for w in readings if w is not None))
+
+
+def _iso_other(text: str) -> Window | None:
+    """What Python's ISO reader takes beyond the forms above (week and ordinal dates)."""
+    try:
+        if len(text) in (8, 10):
             day = date.fromisoformat(text)
             midnight = datetime(day.year, day.month, day.day, tzinfo=UTC)
             return midnight - _EAST, midnight + timedelta(days=1) + _WEST
@@ -265,12 +351,19 @@ def expiry_window(value: Any) -> tuple[datetime, datetime] | None:
     return moment - _PRECISION, moment + _PRECISION
 
 
+def expiry_window(value: Any) -> Window | None:
+    """The span of every instant `secret_expiry` may mean (the windows' hull), or None when it is not a date."""
+    windows = expiry_windows(value)
+    return (windows[0][0], max(end for _, end in windows)) if windows else None
+
+
 def reported_use(name: str, settings: Mapping[str, Any]) -> ReportedUse:
     """What an org's settings show of the app and the secret its sync uses (never the secret)."""
     app = settings.get(APP_FIELD)
     expiry = settings.get("secret_expiry")
-    shown = None if expiry in (None, "") else str(expiry)
-    window = expiry_window(expiry) if shown is not None else None
+    shown = None if expiry is None or expiry == "" else str(expiry)
+    windows = expiry_windows(expiry) if shown is not None else ()
+    window = (windows[0][0], max(end for _, end in windows)) if windows else None
     status = settings.get("last_sync_status")
     # Only a GUID or a date is ever repeated (in alerts, the row, the log): anything else there could be a key
     # pasted into the wrong field, and is named, never shown.
@@ -286,6 +379,7 @@ def reported_use(name: str, settings: Mapping[str, Any]) -> ReportedUse:
         expiry_shown=(shown if window else "(not a date; hidden)") if shown is not None else None,
         expiry_from=window[0] if window else None,
         expiry_to=window[1] if window else None,
+        expiry_windows=windows,
         sync_status=(status if _WORD.fullmatch(status) else "(unrecognised)") if isinstance(status, str) and status
         else None,
         last_sync=parse_sync_time(settings.get("last_successful_sync")),
