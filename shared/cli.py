@@ -109,6 +109,7 @@ STATUS_COLUMNS = (
     ("stage", "STAGE"),
     ("lastOutcome", "LAST OUTCOME"),
     ("delivered", "DESTINATIONS"),
+    ("signInLog", "SIGN-IN LOG"),
 )
 
 
@@ -129,9 +130,22 @@ def status_rows(docs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "delivered": delivered,
                 "status": d["status"] + (" (needs human)" if d["needsHuman"] or _evidence_hold(d) else "")
                 + (" (drift)" if any(x["drift"] for x in d["destinations"]) else ""),
+                "signInLog": sign_in_log(d),
             }
         )
     return rows
+
+
+def sign_in_log(doc: dict[str, Any]) -> str:
+    """What the target's last sign-in evidence read said, in a word and its day: read, refused by the tenant (Graph's
+    code: retirement falls back to Proofpoint's own sync), or not read (no old key has waited since it was added)."""
+    evidence = doc.get("signInEvidence")
+    if not evidence:
+        return "-"
+    day = (evidence.get("readAt") or "")[:10]
+    if not evidence.get("available"):
+        return f"refused {day}: {evidence.get('code') or 'no code'} (fallback: Proofpoint's sync)"
+    return f"read {day}"
 
 
 def _evidence_hold(doc: dict[str, Any]) -> bool:
