@@ -60,6 +60,8 @@ _STATE_FIELDS = ("secret_expiry", "last_successful_sync", "last_sync_status")
 # unknown ones removed). Unknown on the real service; the default comes from SANDBOX_PROOFPOINT_PUT so the whole
 # suite can run under either.
 PUT_SEMANTICS = ("merge", "replace")
+# How a GET may write `secret_expiry` (unknown on the real service): Proofpoint.expiry_shown.
+EXPIRY_FORMATS = ("iso", "date", "local", "offset", "basic", "epoch", "us", "dmy")
 
 
 def default_semantics() -> str:
@@ -143,17 +145,25 @@ class Org:
             out["secret_expiry"] = self.expiry_shown()
         return out
 
-    def expiry_shown(self) -> str | None:
+    def expiry_shown(self) -> str | int | None:
         """`secret_expiry` as this org's GET writes it (`expiry_format`)."""
         if self.secret_expiry is None:
             return None
         if self.expiry_format == "iso":
             return iso(self.secret_expiry)
+        if self.expiry_format == "basic":
+            return self.secret_expiry.astimezone(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+        if self.expiry_format == "epoch":
+            return int(self.secret_expiry.timestamp())
         local = self.secret_expiry.astimezone(dt.timezone(self.expiry_offset))
         if self.expiry_format == "date":
             return local.date().isoformat()
         if self.expiry_format == "local":
             return local.replace(tzinfo=None).isoformat(timespec="seconds")
+        if self.expiry_format == "us":  # .NET's en-US DateTime.ToString(): month/day/year, 12-hour clock
+            return f"{local.month}/{local.day}/{local.year} {local.strftime('%I:%M:%S %p').lstrip('0')}"
+        if self.expiry_format == "dmy":  # day.month.year, 24-hour clock (de-DE and most of Europe)
+            return local.strftime("%d.%m.%Y %H:%M:%S")
         return local.isoformat(timespec="seconds")
 
     def frequency(self) -> dt.timedelta:
@@ -239,8 +249,8 @@ class ProofpointState:
             raise ValueError("adKeyOnGet must be 'masked' or 'absent'")
         org.hidden = tuple(doc.get("getOmits", ()))
         org.expiry_format = doc.get("expiryFormat", "iso")
-        if org.expiry_format not in ("iso", "date", "local", "offset"):
-            raise ValueError("expiryFormat must be 'iso', 'date', 'local' or 'offset'")
+        if org.expiry_format not in EXPIRY_FORMATS:
+            raise ValueError(f"expiryFormat must be one of {', '.join(repr(f) for f in EXPIRY_FORMATS)}")
         hours = doc.get("expiryOffsetHours", 0)
         if not isinstance(hours, int | float) or isinstance(hours, bool) or not -12 <= hours <= 14:
             raise ValueError("expiryOffsetHours must be a number of hours from -12 to 14")

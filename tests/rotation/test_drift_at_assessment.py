@@ -155,7 +155,8 @@ async def test_a_newer_key_proofpoint_uses_is_adopted_and_one_it_does_not_use_is
 
 
 FORMATS = [("iso", 0), ("date", 0), ("date", 14), ("date", -12), ("local", 0), ("local", 9.5), ("local", -8),
-           ("offset", 5.75), ("offset", -3)]
+           ("offset", 5.75), ("offset", -3), ("basic", 0), ("epoch", 0), ("us", -5), ("us", 10), ("dmy", 1),
+           ("dmy", -12)]
 
 
 async def test_no_false_drift_however_proofpoint_writes_the_expiry(world: World, rotator: Rotator) -> None:

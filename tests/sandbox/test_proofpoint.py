@@ -355,7 +355,22 @@ def test_secret_expiry_is_written_in_the_orgs_format(sb: Any, shape: str, hours:
     assert shown.startswith(local.date().isoformat())
 
 
-@pytest.mark.parametrize("bad", [{"expiryFormat": "epoch"}, {"expiryOffsetHours": 15}, {"expiryOffsetHours": True}])
+@pytest.mark.parametrize(("shape", "hours", "written"), [
+    ("basic", 3, "20270505T174211Z"), ("epoch", 0, 1809538931), ("us", -5, "5/5/2027 12:42:11 PM"),
+    ("us", 10, "5/6/2027 3:42:11 AM"), ("dmy", 1, "05.05.2027 18:42:11"),
+])
+def test_secret_expiry_in_the_other_ways_software_writes_dates(sb: Any, shape: str, hours: float,
+                                                                written: str | int) -> None:
+    seed(sb)
+    sb.control.seed({"proofpoint": {"orgs": [
+        {"domain": "contoso.com", "stack": "us2", "tenantId": TENANT,
+         "settings": {"application_id": APP, "ad_key": SECRET, "sync_frequency": 24},
+         "extraFields": {"secret_expiry": "2027-05-05T17:42:11Z"}, "expiryFormat": shape,
+         "expiryOffsetHours": hours}]}})
+    assert call(sb, "GET", ADMIN).json()["secret_expiry"] == written
+
+
+@pytest.mark.parametrize("bad", [{"expiryFormat": "julian"}, {"expiryOffsetHours": 15}, {"expiryOffsetHours": True}])
 def test_an_unknown_expiry_format_is_refused_at_seed(sb: Any, bad: dict[str, Any]) -> None:
     with pytest.raises(Exception, match="expiry"):
         sb.control.seed({"proofpoint": {"orgs": [{"domain": "x.example", "stack": "us1", "tenantId": TENANT, **bad}]}})
