@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from shared.domain import Stage, Target
+from shared.drift import DRIFT_UNREADABLE, drift_unreadable
 from shared.sign_in_proof import EVIDENCE_UNAVAILABLE, EVIDENCE_UNREADABLE, HOLDS, unreadable
 from shared.sync_proof import SYNC_NOT_CONFIRMED
 
@@ -23,7 +24,7 @@ STATUS_CONDITIONS = frozenset(
 # The verify step's flags (shared/protocol/verify.py, which imports this module's users: named here, tested equal).
 VERIFY_FLAGS = ("verify-refused", "verify-timeout")
 RESOLVABLE = STATUS_CONDITIONS | {"stuck", "destination-failing", "notify-only-waiting", SYNC_NOT_CONFIRMED,
-                                  "rotation-failed", *VERIFY_FLAGS, *HOLDS, EVIDENCE_UNREADABLE}
+                                  "rotation-failed", *VERIFY_FLAGS, *HOLDS, EVIDENCE_UNREADABLE, DRIFT_UNREADABLE}
 # Change control (shared/protocol/change.py): a rotation waiting for a person's decision (told daily while pending),
 # and one that `neverForce` keeps waiting past its force day (told daily while it does); a forced rotation is a notice.
 APPROVAL_REQUESTED = "approval-requested"
@@ -87,6 +88,8 @@ def holding(target: Target, now: datetime, stuck_after: timedelta) -> frozenset[
         held.add((o.evidence_hold.split(":", 1)[0], ""))
     if unreadable(o.sign_ins_unreadable_since, now):
         held.add((EVIDENCE_UNREADABLE, ""))  # until a sign-in read answers again
+    if drift_unreadable(o.drift_unreadable_since, now):
+        held.add((DRIFT_UNREADABLE, ""))  # until a drift check or a push reads the settings again
     if s.stage is Stage.IDLE and o.waiting == "approval" and o.approval_status == "pending":
         held.add((APPROVAL_REQUESTED, ""))
     if s.stage is Stage.IDLE and o.change_blocking:

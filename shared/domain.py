@@ -335,6 +335,9 @@ class Observation:
     # The credential each destination demonstrably uses (its reported expiry names it): destination -> key id.
     uses: dict[str, str] = field(default_factory=dict)
     drift_checked_at: datetime | None = None  # when the destinations were last read for drift
+    # When a drift check first failed to read a destination's settings (the first of the failures in a row); None
+    # once a check reads them, or a push did.
+    drift_unreadable_since: datetime | None = None
     # Change control (shared/change_control.py): what a due rotation waits for ("window", "approval", ""), when the
     # reservation looks again (a window's start, a postponement's end, the force day; None: only a decision), the
     # approval request of the key being replaced and its status, and whether `neverForce` lets the expiry come.

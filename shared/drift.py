@@ -37,6 +37,17 @@ DRIFT_CHECK_DAYS = 30
 
 SYNC_FAILING_AFTER = timedelta(hours=48)
 
+# A destination's settings could not be read at any drift check for two days (its login refused, the org gone, the
+# service failing): drift cannot be checked, and the next push would likely fail alike. Resolvable: it clears with the
+# next check that reads them, or a push that does.
+DRIFT_UNREADABLE = "drift-check-unreadable"
+DRIFT_UNREADABLE_AFTER = timedelta(hours=44)  # the third daily check in a row (the timer's jitter allowed for)
+
+
+def drift_unreadable(since: datetime | None, now: datetime) -> bool:
+    """Whether the drift checks have failed to read the settings since `since` for long enough to need a human."""
+    return since is not None and now - since >= DRIFT_UNREADABLE_AFTER
+
 
 @dataclass(frozen=True)
 class DriftFinding:

@@ -23,6 +23,7 @@ from shared.domain import (
     days_left,
     renew_before,
 )
+from shared.drift import DRIFT_UNREADABLE, drift_unreadable
 from shared.errors import Conflict, NotFound, RotationError, Unreachable
 from shared.ports import (
     Approvals,
@@ -143,6 +144,8 @@ def open_alerts(target: Target, policy: StatusPolicy, now: datetime) -> list[str
         alerts.append(o.evidence_hold.split(":", 1)[0])  # old-key-still-used, new-key-unused: the sign-in evidence
     if unreadable(o.sign_ins_unreadable_since, now):
         alerts.append(EVIDENCE_UNREADABLE)  # the sign-in read has failed on every pass for about a day
+    if drift_unreadable(o.drift_unreadable_since, now):
+        alerts.append(DRIFT_UNREADABLE)  # Proofpoint's settings unreadable at every drift check for two days
     verify_flag = next((f for f in VERIFY_FLAGS if s.stage is Stage.PENDING and o.needs_human.startswith(f)), None)
     if verify_flag:
         alerts.append(verify_flag)  # the new secret was refused, or never started working: named as alerted

@@ -122,6 +122,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "Drift": json.dumps(o.drift) if o.drift else None,  # absent on almost every row
             "Uses": json.dumps(o.uses) if o.uses else None,
             "DriftCheckedAt": _iso(o.drift_checked_at),
+            "DriftUnreadableSince": _iso(o.drift_unreadable_since),
             # Change control (absent on every row of a customer in auto mode).
             "Waiting": o.waiting or None,
             "WaitingUntil": _iso(o.waiting_until),
@@ -225,6 +226,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             drift={str(k): str(v) for k, v in json.loads(e.get("Drift") or "{}").items()},
             uses={str(k): str(v) for k, v in json.loads(e.get("Uses") or "{}").items()},
             drift_checked_at=_dt(e.get("DriftCheckedAt")),
+            drift_unreadable_since=_dt(e.get("DriftUnreadableSince")),
             waiting=e.get("Waiting", ""),
             waiting_until=_dt(e.get("WaitingUntil")),
             approval_id=e.get("ApprovalId", ""),

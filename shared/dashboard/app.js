@@ -48,7 +48,7 @@ const ALERT_LABELS = {
   "policy-blocked": "policy blocked", "foreign-credential": "foreign credential", "stuck": "stuck",
   "destination-failing": "destination failing", "proofpoint-drift": "Proofpoint drift",
   "old-key-still-used": "old key still used", "new-key-unused": "new key unused",
-  "sign-in-evidence-unreadable": "sign-in log unreadable",
+  "sign-in-evidence-unreadable": "sign-in log unreadable", "drift-check-unreadable": "Proofpoint settings unreadable",
   "notify-only-waiting": "waiting for acknowledgement",
   "needs-human": "needs a human", "verify-refused": "new secret refused", "verify-timeout": "new secret not working",
   "rotation-forced": "rotated outside change control", "change-control-blocking-expiry": "change control blocks expiry",

@@ -25,7 +25,14 @@ from shared.domain import (
     new_rotation_id,
     renew_before,
 )
-from shared.drift import DriftFinding, drift_check_due, drift_message, find_drift
+from shared.drift import (
+    DRIFT_UNREADABLE,
+    DriftFinding,
+    drift_check_due,
+    drift_message,
+    drift_unreadable,
+    find_drift,
+)
 from shared.errors import AppNotFound, NotOwner, RotationError, Unreachable
 from shared.ports import CheckableDestination, Destination, DestinationCheck, Directory, Ownership, UsageReporter
 from shared.protocol import change
@@ -114,7 +121,10 @@ async def drift_checked(
     # (finish.retire keeps what `uses` names), and Proofpoint's sync decides when it stops using it.
     retiring = bool(t.state.superseded)
     scheduled = drift_check_due(t, now)
-    if not reporters or found.status.needs_rotation or not (unconfirmed or drifting or retiring or scheduled):
+    # While the last checks could not read the settings, at every pass until one does (the condition then clears).
+    retrying = t.observed.drift_unreadable_since is not None
+    if not reporters or found.status.needs_rotation or not (
+            unconfirmed or drifting or retiring or scheduled or retrying):
         return found, seen
     started = time.monotonic()
     findings: list[DriftFinding] = []
@@ -122,9 +132,15 @@ async def drift_checked(
         try:
             report = await reporter.reported_use(reporting)
         except RotationError as error:
-            # Read again at the next pass that finds it due; what was known stays as it was.
+            # Read again at the next pass (the check stays due); what was known stays as it was. Failing for two
+            # days is told (each such pass: the alert book tells it once a day), before the row records it.
             await run.event("drift-check", "unreadable", error, started=started)
-            return found, seen
+            since = t.observed.drift_unreadable_since or now
+            if drift_unreadable(since, now):
+                await run.alert(DRIFT_UNREADABLE, f"{reporting.name}: the {reporting.kind} settings of this customer "
+                                f"could not be read at any drift check since {since.isoformat()} ({error.code}): "
+                                "drift between it and Entra ID cannot be checked", error_code=error.code)
+            return found, seen.with_observed(drift_unreadable_since=since)
         findings.append(find_drift(report, t, app, now))
     uses = {f.destination: f.uses.key_id for f in findings if f.uses is not None}
     used = set(uses.values())
@@ -142,7 +158,8 @@ async def drift_checked(
     # A check out of schedule that changed nothing leaves the row as it was: a target whose replaced key waits is read
     # at every pass, and is not written for it.
     changed = drift != t.observed.drift or uses != t.observed.uses
-    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now if scheduled or changed else last)
+    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now if scheduled or changed else last,
+                              drift_unreadable_since=None)
     if drift != t.observed.drift:
         await run.event("drift-check", "drift" if drift else "cleared", started=started,
                         detail=drift_message(drift) if drift else "the destinations use this app and its key")

@@ -77,6 +77,7 @@ async def finish(run: Advance) -> None:
             error_message="",
             drift={},  # the push read its app id and key back: what an earlier check found is gone (drift.py)
             uses={},
+            drift_unreadable_since=None,  # and it read the settings
         )
     )
     await run.event("finish", "ok", detail=f"current key {s.new_key_id}", rotation_id=s.rotation_id)
