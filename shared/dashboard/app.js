@@ -917,7 +917,11 @@ function signInCell(d, c, which) {
     // The rotator's own verify probe (before or right at the push), not a destination using the key.
     return h("span", { title: `${dateTime(at)}: the rotator's own check of the new key (read ${dateTime(e.readAt)})`, "data-signin": which, "data-signin-by": "rotator-probe" }, dateTime(at), h("span", { class: "muted" }, " rotator's check"));
   }
-  return h("span", { title: `${dateTime(at)}${where} (read ${dateTime(e.readAt)})`, "data-signin": which }, dateTime(at), where ? h("span", { class: "muted" }, where) : "");
+  // The log is read from `since` only: a key made before it may have signed in earlier, so its first sign-in in the
+  // read is not its first ever, and is said to be the first since then.
+  const earlier = which === "firstSignIn" && e.since && (!c.start || new Date(c.start) < new Date(e.since));
+  const since = earlier ? h("span", { class: "muted", "data-signin-since": e.since }, ` (first since ${date(e.since)})`) : "";
+  return h("span", { title: `${dateTime(at)}${where} (read ${dateTime(e.readAt)})`, "data-signin": which }, dateTime(at), where ? h("span", { class: "muted" }, where) : "", since);
 }
 
 function entraSection(d) {

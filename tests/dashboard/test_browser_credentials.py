@@ -147,6 +147,9 @@ def test_the_customer_view_lists_each_credential_with_who_made_it_its_dates_and_
     first, last = row.locator('[data-signin="firstSignIn"]'), row.locator('[data-signin="lastSignIn"]')
     assert first.count() == 1 and last.count() == 1
     assert NEW_IP in last.inner_text() and NEW_IP not in first.inner_text()
+    # The key was made long before the log's read began (two days ago): its first sign-in there is not its first ever.
+    assert "(first since " in first.inner_text() and first.locator("[data-signin-since]").count() == 1
+    assert "first since" not in last.inner_text()
     assert row.locator('[data-used-by="proofpoint"]').inner_text() == "proofpoint uses it"
     assert page.locator("#detail-title .chip.flag-old-key-still-used").count() == 1
     assert "old key still used" in page.locator("#detail-body").inner_text()
