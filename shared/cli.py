@@ -38,7 +38,9 @@
 
 Exit codes (for automation): 0 every target healthy or rotated; 1 a failure (a step failed, bad settings);
 2 something needs a human (a secret expired, a tenant unreachable or the app not found, a secret not verified,
-a push incomplete, not owner, blocked by policy, a foreign credential) or the input is malformed.
+a push incomplete, not owner, blocked by policy, a foreign credential; after `run` or `check` also drift, an old
+key still signing in or a new key unused, a sign-in log or Proofpoint settings unreadable for days) or the input is
+malformed.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -60,13 +62,15 @@ from shared import approvals_cli, onboard_cli
 from shared.bootstrap import Services, services
 from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
+from shared.drift import DRIFT_UNREADABLE
 from shared.errors import RotationError
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document, sweep_retention
 from shared.onboarding import ConsentUnavailable, consent_link
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
 from shared.rotation import Outcome
-from shared.service import proofpoint_check, put_target
+from shared.service import StatusPolicy, open_alerts, proofpoint_check, put_target
 from shared.settings import Settings, SettingsError, allowed_hosts
+from shared.sign_in_proof import EVIDENCE_UNREADABLE, HOLDS
 
 EXIT_OK, EXIT_FAILED, EXIT_NEEDS_HUMAN = 0, 1, 2
 # Statuses and results a pass cannot resolve by itself: a human must act.
@@ -78,7 +82,8 @@ EXIT_CODES = """exit codes:
   0  every target healthy or rotated
   1  a failure (a step failed; bad settings)
   2  something needs a human: expired, unreachable, app-not-found, unverified, push incomplete, not-owner,
-     policy-blocked, foreign-credential; or a malformed input file"""
+     policy-blocked, foreign-credential; after run or check also drift, old-key-still-used, new-key-unused,
+     sign-in-evidence-unreadable, drift-check-unreadable; or a malformed input file"""
 
 
 def exit_code(outcomes: Sequence[Outcome]) -> int:
@@ -176,10 +181,30 @@ async def _run(svc: Services, assess_only: bool = False, resume: bool = False) -
                        ("stage", "STAGE"), ("error", "ERROR"))))
     print(f"\n{len(rows)} target(s) in {summary.duration_ms} ms: {summary.by_result}")
     # Drift leaves a target's status as it is (nothing is changed for it), but a human must look: the row says so.
-    drifted = sorted(t.customer or t.key for t, _ in await svc.state.list_targets() if t.observed.drift)
+    listed = [t for t, _ in await svc.state.list_targets()]
+    drifted = sorted(t.customer or t.key for t in listed if t.observed.drift)
     if drifted:
         print(f"drift between Proofpoint and Entra ID (proofpoint-drift): {', '.join(drifted)}")
-    return exit_code(summary.outcomes) or (EXIT_NEEDS_HUMAN if drifted else EXIT_OK)
+    # Likewise the sign-in evidence keeping an old key (or unreadable), and Proofpoint's settings unreadable: the
+    # targets stay healthy, but each is a condition a human must look at.
+    held = held_for_a_human(listed, svc.engine.clock.now())
+    for condition, customers in held.items():
+        print(f"{condition}: {', '.join(customers)}")
+    return exit_code(summary.outcomes) or (EXIT_NEEDS_HUMAN if drifted or held else EXIT_OK)
+
+
+# Conditions that leave a target's status healthy yet need a human (docs/evidence.md, docs/destinations.md).
+HELD_FOR_A_HUMAN = (*HOLDS, EVIDENCE_UNREADABLE, DRIFT_UNREADABLE)
+
+
+def held_for_a_human(targets: Sequence[Target], now: datetime) -> dict[str, list[str]]:
+    """Each such condition open on some target now, with the customers it holds for."""
+    held: dict[str, list[str]] = {}
+    for target in targets:
+        for condition in open_alerts(target, StatusPolicy(), now):
+            if condition in HELD_FOR_A_HUMAN:
+                held.setdefault(condition, []).append(target.customer or target.key)
+    return {c: sorted(held[c]) for c in HELD_FOR_A_HUMAN if c in held}
 
 
 async def _rotate(svc: Services, tenant_id: str, app_id: str, force: bool, dry_run: bool) -> int:
