@@ -73,6 +73,7 @@ NEW_SECRET_SHOWN = "(the new secret)"  # noqa: S105 (a placeholder in the previe
 _DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z][A-Za-z _-]{0,31}")
 _GUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+_BRACED_GUID = re.compile(r"\{(" + _GUID.pattern + r")\}")
 _STACK_TOKEN = re.compile(r"(?<![a-z0-9])(us[1-5]|eu1)(?![a-z0-9])", re.IGNORECASE)
 _KIND = "proofpoint"
 
@@ -371,6 +372,8 @@ def reported_use(name: str, settings: Mapping[str, Any]) -> ReportedUse:
         app_id = None
     elif isinstance(app, str) and (app.strip() == "" or _GUID.fullmatch(app.strip())):
         app_id = app.strip()
+    elif isinstance(app, str) and (braced := _BRACED_GUID.fullmatch(app.strip())):
+        app_id = braced[1]  # .NET's "B" format of a GUID: the same application
     else:
         app_id = "(not an application id; hidden)"
     return ReportedUse(
