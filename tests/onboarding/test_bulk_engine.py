@@ -674,7 +674,7 @@ async def test_a_tenant_whose_domains_cannot_be_read_fails_with_the_cause_not_st
     failure with its cause and fix, in a plan-only run too; the run finishes (it was left `running` before)."""
     from shared.errors import PartnerRefused, Unreachable
 
-    for plan_only, error in ((True, PartnerRefused("AADSTS65001: consent missing", code="AADSTS65001", fix="consent")),
+    for plan_only, error in ((True, PartnerRefused("403: denied", code="MissingGdapRole", fix="a role")),
                              (False, Unreachable("Graph answered 503", code="ServiceUnavailable"))):
         w = BulkWorld()
         a = w.customer("Contoso")
@@ -684,3 +684,35 @@ async def test_a_tenant_whose_domains_cannot_be_read_fails_with_the_cause_not_st
         assert doc["state"] == "finished" and t["state"] == "failed", doc
         assert t["error"]["code"] == error.code and "verified domains could not be read" in t["error"]["message"]
         assert "proofpointDomain" in t["error"]["fix"]
+
+
+async def test_a_plan_of_a_customer_the_msp_app_is_not_in_yet_is_a_plan_not_a_failure() -> None:
+    """Before the install Entra gives the admin no token in a new customer's tenant (AADSTS65001, the adapter's
+    AppNotConsented), so its verified domains cannot be read: a plan-only run says so for that tenant and finishes
+    it done (roles checked, nothing changed), instead of failing every new customer with "resume later". A picked
+    Proofpoint org is still checked; any other refusal to read the domains still fails the tenant."""
+    from shared.errors import PartnerRefused
+
+    w = BulkWorld()
+    fresh = w.customer("Contoso")
+    picked = w.customer("Fabrikam")
+    w.faults.add("partner.domains", lambda: PartnerRefused("AADSTS65001: not consented", code="AppNotConsented",
+                                                           fix="install it"), times=10)
+    doc = await w.run([TenantPick(fresh), TenantPick(picked, proofpoint_domain="fabrikam.example")], plan_only=True)
+    assert doc["state"] == "finished" and doc["counts"]["failed"] == 0, doc
+    t = tenant_doc(doc, fresh)
+    assert t["state"] == "done" and t["error"] is None and t["proofpointDomain"] is None
+    assert steps(t) == {"roles": "done", "install": "skipped", "owner": "skipped", "register": "skipped",
+                        "dry-run": "skipped"}
+    register = next(s for s in t["steps"] if s["step"] == "register")["detail"]
+    assert "not in this tenant yet" in register and "proofpointDomain" in register
+    assert tenant_doc(doc, picked)["proofpointDomain"] == "fabrikam.example"
+    for call in ("partner.install_app", "partner.add_owner", "state.create_target", "state.record"):
+        assert w.faults.counts[call] == 0, call
+    # a real run of the same customer is not excused: the install came first, so the refusal is the tenant's
+    w2 = BulkWorld()
+    again = w2.customer("Contoso")
+    w2.faults.add("partner.domains", lambda: PartnerRefused("AADSTS65001: not consented", code="AppNotConsented",
+                                                            fix="install it"), times=10)
+    t2 = tenant_doc(await w2.run(), again)
+    assert t2["state"] == "failed" and t2["error"]["code"] == "AppNotConsented"

@@ -140,3 +140,25 @@ async def test_a_new_service_principal_not_yet_known_to_the_token_service_is_wai
         await session.close()
     assert doc["counts"]["done"] == 1, json.dumps(doc, indent=1)
     assert waits and set(waits) == {1.0}
+
+
+async def test_a_plan_only_run_of_new_customers_plans_them_against_the_real_adapters(world: World) -> None:
+    """The sandbox's Entra refuses the admin a token in a tenant the MSP app is not in (AADSTS65001), as Entra does:
+    a plan-only run of new customers (the usual first plan) checks their roles, changes nothing, and says the
+    Proofpoint org is matched after the install; it failed every such tenant with "resume the run later" before."""
+    gdap_world.seed(world.sb.control, 2)
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL)
+    async with services(settings, table_prefix=world.prefix) as svc, aiohttp.ClientSession() as http:
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        engine = svc.bulk_onboarding()
+        run = await engine.start(session, None, InstallMethod.PARTNER_CENTER, plan_only=True)
+        doc = await engine.work(session, run.run_id)
+        await session.close()
+    assert doc["state"] == "finished" and doc["counts"]["done"] == 2 and doc["counts"]["failed"] == 0, doc
+    for n in (1, 2):
+        t = next(t for t in doc["tenants"] if t["tenantId"] == tenant_id(n))
+        assert {s["step"]: s["state"] for s in t["steps"]}["roles"] == "done"
+        assert "not in this tenant yet" in next(s for s in t["steps"] if s["step"] == "register")["detail"]
+        assert not any(s["appId"] == settings.msp_app_client_id
+                       for s in tenant_state(world, tenant_id(n)).get("servicePrincipals", []))
