@@ -892,7 +892,7 @@ def parse_picks(value: object) -> list[TenantPick] | None:
             raise ValueError(f"tenants[{i}].tenantId: must be a GUID")
         if not isinstance(app, str) or (app and not GUID.fullmatch(app)):
             raise ValueError(f"tenants[{i}].appId: must be a GUID")
-        if not isinstance(domain, str) or (domain and not _DOMAIN.fullmatch(domain)):
+        if not isinstance(domain, str) or (domain and not DOMAIN.fullmatch(domain)):
             raise ValueError(f"tenants[{i}].proofpointDomain: must be a domain name")
         picks.append(TenantPick(tenant.lower(), app.lower(), domain.lower()))
     if len({p.tenant_id for p in picks}) != len(picks):
@@ -900,7 +900,7 @@ def parse_picks(value: object) -> list[TenantPick] | None:
     return picks
 
 
-_DOMAIN = re.compile(r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.IGNORECASE)
+DOMAIN = re.compile(r"\A(?=.{1,253}\Z)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\Z", re.IGNORECASE)
 
 
 def engine_dry_run(engine: Any) -> DryRun:

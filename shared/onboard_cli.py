@@ -28,6 +28,7 @@ import aiohttp
 
 from shared.bootstrap import Services
 from shared.bulk_onboarding import (
+    DOMAIN,
     RUN_ID,
     BulkOnboarding,
     TenantPick,
@@ -65,6 +66,22 @@ def _pair(text: str) -> tuple[str, str]:
     return tenant.lower(), value.lower()
 
 
+def _app_pair(text: str) -> tuple[str, str]:
+    """TENANT_ID=APP_ID, both GUIDs: checked here, before any sign-in or change (as the API's parse_picks does)."""
+    tenant, app = _pair(text)
+    if not GUID.fullmatch(app):
+        raise argparse.ArgumentTypeError(f"expected TENANT_ID=APP_ID (the app's GUID), got {text!r}")
+    return tenant, app
+
+
+def _domain_pair(text: str) -> tuple[str, str]:
+    """TENANT_ID=DOMAIN, the domain a domain name (as the API's parse_picks checks it)."""
+    tenant, domain = _pair(text)
+    if not DOMAIN.fullmatch(domain):
+        raise argparse.ArgumentTypeError(f"expected TENANT_ID=DOMAIN (a domain name), got {text!r}")
+    return tenant, domain
+
+
 def add_parser(sub: Any) -> None:
     """The `onboard` command and its subcommands."""
     onboard = sub.add_parser("onboard", help="bulk onboarding through the partner relationship (GDAP)")
@@ -77,9 +94,9 @@ def add_parser(sub: Any) -> None:
     picked = run.add_mutually_exclusive_group(required=True)
     picked.add_argument("--all", action="store_true", help="every customer with an active GDAP relationship")
     picked.add_argument("--tenant", action="append", type=_guid, metavar="TENANT_ID", help="a customer (repeat)")
-    run.add_argument("--app", action="append", type=_pair, default=[], metavar="TENANT_ID=APP_ID",
+    run.add_argument("--app", action="append", type=_app_pair, default=[], metavar="TENANT_ID=APP_ID",
                      help="the Proofpoint app of a tenant where discovery finds none or several")
-    run.add_argument("--proofpoint-domain", action="append", type=_pair, default=[], metavar="TENANT_ID=DOMAIN",
+    run.add_argument("--proofpoint-domain", action="append", type=_domain_pair, default=[], metavar="TENANT_ID=DOMAIN",
                      help="the Proofpoint org (its primary domain) of a tenant whose domains match none or several")
     run.add_argument("--method", choices=METHODS, default=InstallMethod.PARTNER_CENTER.value,
                      help="partner-center (default: Partner Center's application consent, then the Graph "
@@ -101,6 +118,10 @@ def add_parser(sub: Any) -> None:
 
 def picks_of(args: argparse.Namespace) -> list[TenantPick] | None:
     """The tenants of `onboard run`: None for --all; --app and --proofpoint-domain name tenants picked."""
+    for option, pairs in (("--app", args.app), ("--proofpoint-domain", args.proofpoint_domain)):
+        twice = sorted({t for t, _ in pairs if sum(1 for u, _ in pairs if u == t) > 1})
+        if twice:  # which one was meant is not ours to guess (the last one silently won before)
+            raise SystemExit(f"{option} names a tenant more than once: {', '.join(twice)}")
     apps, domains = dict(args.app), dict(args.proofpoint_domain)
     if args.all:
         if apps or domains:
@@ -230,6 +251,7 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
         run, _ = await engine.runs.get_run(args.run_id)
         async with kept_or_new_session(svc, args.run_id, out) as session:
             return await _work(svc, engine, session, args.run_id, run.keep_session, args.json, out)
+    picks = picks_of(args) if command == "run" else None  # a wrong pick stops before the sign-in, not after it
     async with device_code_session(svc, out) as session:
         if command == "list":
             method = InstallMethod(args.method)
@@ -243,7 +265,7 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
                     print(f"{c['tenantId']}  {c['customer']}  [{', '.join(c['roles']) or 'no role'}]"
                           f"{'  registered' if c['registered'] else ''}{missing}")
             return EXIT_OK
-        run = await engine.start(session, picks_of(args), InstallMethod(args.method), plan_only=args.plan_only,
+        run = await engine.start(session, picks, InstallMethod(args.method), plan_only=args.plan_only,
                                  keep_session=args.keep_session)
         print(f"Run {run.run_id}: {sum(1 for _ in await engine.runs.tenants(tenants_key(run)))} customer(s), method "
               f"{run.method.value}{', plan only' if run.plan_only else ''}. "
