@@ -338,6 +338,9 @@ async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -
         except RotationError as error:
             steps.append(VisitStep("owner", "failed", f"adding the owner of {named} failed: {error.message}",
                                    "sign in again (the button below)", error.code))
+            # Audited too: a call cut after Graph took it (a lost connection, a 5xx) may have added the owner, and
+            # every change in the customer's tenant is in the trail with the admin's name.
+            await _audit(ports, tenant, app_id, "owner failed", actor, error.code)
             return result(app.display_name)
         steps.append(VisitStep("owner", "done" if added else "already",
                                f"{principal.describe()} {'added as' if added else 'is already an'} owner of {named}"))

@@ -18,7 +18,7 @@ from shared import consent, onevisit, sealed
 from shared.bulk_onboarding import DEFAULT_TEMPLATE
 from shared.consent import ConsentRefused
 from shared.domain import Target
-from shared.errors import Conflict, PartnerRefused, Unreachable
+from shared.errors import Conflict, PartnerRefused, RotationError, Throttled, Unreachable
 from shared.onevisit import Registration, RegistrationStopped, TemplateRegistrar, VisitPorts
 from shared.ports import PartnerAdmin, ProofpointOrg
 from tests.fakes import ROTATOR, FakeProofpointOrgs, FakeWorld
@@ -320,3 +320,23 @@ async def test_a_partner_flavoured_fix_is_never_shown_to_the_customers_admin(set
     result = await answer(setup, await link(setup))
     [step] = result.steps
     assert step.code == "AppNotConsented" and "Partner Center" not in step.fix and "wait a minute" in step.fix
+
+
+@pytest.mark.parametrize("error", [Unreachable("the connection was lost", code="NetworkError"),
+                                   Throttled("HTTP 503", code="ServiceUnavailable", retry_after=None)])
+async def test_an_owner_call_that_failed_without_a_refusal_is_audited_with_the_admins_name(
+        setup: Setup, error: RotationError) -> None:
+    """A call cut after Graph took it may have added the owner: it is in the audit trail with the admin's name and
+    the error's code, as a refusal is (nothing was audited before)."""
+    session = setup.session
+
+    async def cut(tenant_id: str, application_object_id: str, principal_id: str) -> bool:
+        await Session.add_owner(session, tenant_id, application_object_id, principal_id)  # Graph took it...
+        raise error  # ...and the answer was lost
+
+    session.add_owner = cut  # type: ignore[method-assign]
+    result = await answer(setup, await link(setup))
+    assert [(s.name, s.outcome) for s in result.steps] == [("sign-in", "done"), ("owner", "failed")]
+    [event] = [e for e in setup.world.state.events_ if e.step == "onevisit"]
+    assert (event.outcome, event.actor, event.error_code) == ("owner failed", "manual:admin@contoso.example",
+                                                              error.code)
