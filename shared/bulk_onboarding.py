@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import re
 import time
 import uuid
@@ -783,8 +784,17 @@ class BulkOnboarding:
             except Throttled as error:
                 if attempt == self.config.throttle_attempts:
                     raise
-                await self.sleep(min(error.retry_after or 2.0 ** attempt, self.config.max_wait_seconds))
+                await self.sleep(throttle_wait(error.retry_after, attempt, self.config.max_wait_seconds))
         raise AssertionError("unreachable")
+
+
+def throttle_wait(retry_after: float | None, attempt: int, longest: float) -> float:
+    """Seconds to wait before the next try of a throttled call: the service's Retry-After, at most `longest`; a
+    value that is no wait (absent, zero, negative, not a number: a float parse takes "-5" and "nan") backs off
+    2, 4, 8... seconds instead, so a throttling service is never asked again at once."""
+    if retry_after is None or math.isnan(retry_after) or retry_after <= 0:
+        return min(2.0 ** attempt, longest)
+    return min(retry_after, longest)
 
 
 def _same_admin(run: Run, session: PartnerSession) -> None:

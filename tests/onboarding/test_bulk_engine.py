@@ -716,3 +716,19 @@ async def test_a_plan_of_a_customer_the_msp_app_is_not_in_yet_is_a_plan_not_a_fa
                                                             fix="install it"), times=10)
     t2 = tenant_doc(await w2.run(), again)
     assert t2["state"] == "failed" and t2["error"]["code"] == "AppNotConsented"
+
+
+@pytest.mark.parametrize("retry_after, waits", [(-5.0, [2, 4]), (float("nan"), [2, 4]), (0.0, [2, 4]),
+                                                (None, [2, 4]), (float("inf"), [120, 120]), (1e9, [120, 120]),
+                                                (3.5, [3.5, 3.5])])
+async def test_a_throttled_call_waits_even_when_retry_after_is_no_wait(retry_after: float | None,
+                                                                      waits: list[float]) -> None:
+    """Retry-After as the adapters parse it (float(): "-5", "nan", "inf" pass): a value that is no wait backs off
+    instead of asking the throttling service again at once (it slept 0 s before); a huge one is capped."""
+    w = BulkWorld()
+    a = w.customer("Contoso")
+    w.faults.add("partner.install_app", lambda: Throttled("slow down", code="TooManyRequests",
+                                                          retry_after=retry_after), times=2)
+    doc = await w.run()
+    assert tenant_doc(doc, a)["state"] == "done"
+    assert w.sleeps == waits
