@@ -82,6 +82,22 @@ class GdapPartnerSession:
     # PartnerSession
 
     async def customers(self) -> list[GdapCustomer]:
+        try:
+            return await self._customers()
+        except PartnerRefused as refused:
+            if refused.code != "MissingGdapRole":
+                raise
+            # These reads are in the partner's own tenant: no customer's relationship is missing a role (the fix a
+            # customer tenant's 403 gets), the sign-in is missing what Graph asks for them.
+            raise PartnerRefused(
+                refused.message, code="GdapReadDenied",
+                fix=f"Reading the partner tenant's GDAP relationships needs the MSP app's delegated "
+                    f"DelegatedAdminRelationship.Read.All, admin-consented in the partner tenant (infra/scripts/"
+                    f"create-msp-app.sh grants it; tenantrelationship-list-delegatedadminrelationships.md), and "
+                    f"{self.admin.user_principal_name} signed in again to be asked for it; or sign in with a partner "
+                    "admin whom Graph lets read them.") from None
+
+    async def _customers(self) -> list[GdapCustomer]:
         home = self.admin.tenant_id
         relationships = await self._pages(home, "/tenantRelationships/delegatedAdminRelationships",
                                           {"$filter": "status eq 'active'"}, "reading the GDAP relationships")

@@ -5,6 +5,7 @@ and audit on Azurite, and the session kept in and deleted from Key Vault."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -162,3 +163,32 @@ async def test_a_plan_only_run_of_new_customers_plans_them_against_the_real_adap
         assert "not in this tenant yet" in next(s for s in t["steps"] if s["step"] == "register")["detail"]
         assert not any(s["appId"] == settings.msp_app_client_id
                        for s in tenant_state(world, tenant_id(n)).get("servicePrincipals", []))
+
+
+async def test_a_refused_read_of_the_partners_own_relationships_names_the_partner_side_fix(world: World) -> None:
+    """Graph refuses the GDAP reads to a sign-in without DelegatedAdminRelationship.Read.All (403, as the sandbox's
+    Graph answers a token without the scope): the refusal's fix is about the partner tenant's consent and sign-in, not
+    "add Application Administrator to the relationship with this customer" (what it said before: the customer-tenant
+    fix for a read in the partner's own tenant)."""
+    from sandbox.client import answer_device_code
+    from shared.adapters.delegated import GRAPH
+    from shared.adapters.partner_sessions import partner_session, sign_in
+    from shared.errors import PartnerRefused
+
+    gdap_world.seed(world.sb.control, 1)
+    world.sb.control.set_device_code_interval(1)
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL)
+    async with aiohttp.ClientSession() as http:
+        signing = sign_in(settings, http, confidential=False)
+        prompt = await signing.start_device_code((f"{GRAPH}/User.Read", "offline_access", "openid", "profile"))
+        waiting = asyncio.ensure_future(signing.wait_device_code(prompt))
+        await asyncio.to_thread(answer_device_code, world.sb.endpoints["entra"], prompt.user_code, gdap_world.ADMIN,
+                                world.sb.ca_file)
+        await waiting
+        session = partner_session(settings, signing, http)
+        with pytest.raises(PartnerRefused) as refused:
+            await session.customers()
+        await session.close()
+    assert refused.value.code == "GdapReadDenied"
+    assert "DelegatedAdminRelationship.Read.All" in refused.value.fix and "create-msp-app.sh" in refused.value.fix
+    assert "Application Administrator" not in refused.value.fix
