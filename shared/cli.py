@@ -63,7 +63,7 @@ from shared.bootstrap import Services, services
 from shared.clock import SystemClock
 from shared.domain import GUID, Actor, Target
 from shared.drift import DRIFT_UNREADABLE
-from shared.errors import RotationError
+from shared.errors import PartnerRefused, RotationError
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document, sweep_retention
 from shared.onboarding import ConsentUnavailable, consent_link
 from shared.registry import InvalidTarget, check_policy, parse_target, status_document, target_document
@@ -753,6 +753,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InvalidTarget as error:
         print(f"invalid target: {error.message}", file=sys.stderr)
         return EXIT_NEEDS_HUMAN
+    except PartnerRefused as error:  # a refused sign-in or partner read: the fix is what the admin acts on
+        print(f"{error.code}: {error.message}\nfix: {error.fix}", file=sys.stderr)
+        return EXIT_FAILED
     except RotationError as error:
         print(f"{error.code}: {error.message}", file=sys.stderr)
         return EXIT_FAILED

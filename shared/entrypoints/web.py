@@ -11,7 +11,7 @@ from typing import Any
 import azure.functions as func
 
 from shared.domain import GUID
-from shared.errors import Conflict, NotFound, RotationError
+from shared.errors import Conflict, NotFound, PartnerRefused, RotationError
 from shared.registry import InvalidTarget
 from shared.settings import SettingsError
 
@@ -118,6 +118,9 @@ def handled(handler: Handler) -> Handler:
             return error_response(404, error.code, error.message)
         except Conflict as error:
             return error_response(409, error.code, error.message)
+        except PartnerRefused as error:
+            # The refusal's fix is what the admin acts on (the GDAP role to add, the consent to grant): in the answer.
+            return error_response(502, error.code, f"{error.message}. Fix: {error.fix}" if error.fix else error.message)
         except RotationError as error:
             return error_response(502, error.code, error.message)
         except SettingsError as error:

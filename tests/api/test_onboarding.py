@@ -174,3 +174,19 @@ async def test_a_run_longer_than_a_request_answers_202_and_resume_goes_on(onboar
     assert {t["tenantId"] for t in resumed.body["tenants"] if t["state"] == "done"} == {first.tenant_id,
                                                                                         second.tenant_id}
     assert not onboarding.sessions.vault
+
+
+async def test_a_partner_refusal_answers_its_fix_too(onboarding: Onboarding) -> None:
+    """A PartnerRefused reaching a route (here the GDAP reads behind the customers list) answers its code, its
+    cause AND its fix, the one thing the admin acts on (the answer carried code and message only before)."""
+    from shared.errors import PartnerRefused
+
+    onboarding.customer("Contoso")
+    run_id = await onboarding.sign_in()
+    onboarding.session.faults.add("partner.customers", lambda: PartnerRefused(
+        "reading the GDAP relationships: Insufficient privileges", code="GdapReadDenied",
+        fix="grant DelegatedAdminRelationship.Read.All in the partner tenant"))
+    reply = await onboarding.api.call("onboarding_customers", route={"runId": run_id})
+    assert (reply.status, reply.code) == (502, "GdapReadDenied")
+    message = json.loads(reply.text)["error"]["message"]
+    assert "Insufficient privileges" in message and "grant DelegatedAdminRelationship.Read.All" in message

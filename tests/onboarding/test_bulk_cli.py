@@ -119,3 +119,21 @@ def test_resume_with_a_kept_session_entra_no_longer_honours_signs_in_anew(world:
     assert f"The session kept for run {run_id.group(1)} cannot be used (" in out
     assert "signing in again with a device code" in out and f"Signed in as {ADMIN}." in out
     assert "Traceback" not in out and "refresh_token" not in out.lower()
+
+
+def test_a_declined_sign_in_prints_the_refusal_and_its_fix(world: World) -> None:
+    """The admin cancels on the verification page: the command says why (authorization_declined) AND what to do,
+    and exits 1 (it printed the code and the message only before: the fix was lost)."""
+    gdap_world.seed(world.sb.control, 1)
+    world.sb.control.set_device_code_interval(1)
+    world.env["PROOFPOINT_CHANNEL_DOMAIN"] = CHANNEL
+    process = world.cli("onboard", "list")
+    deadline = time.monotonic() + 60
+    while not (found := PROMPT.search(process.output())):
+        assert process.poll() is None and time.monotonic() < deadline, process.output()
+        time.sleep(0.2)
+    answer_device_code(world.sb.endpoints["entra"], found.group(2), ADMIN, world.sb.ca_file, approve=False)
+    assert process.wait(timeout=120) == 1, process.output()
+    out = process.output()
+    assert "authorization_declined: the sign-in was declined" in out, out
+    assert "fix: Run the command again and approve the sign-in." in out, out
