@@ -728,7 +728,11 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    commands = parser()
+    args = commands.parse_args(argv)
+    if args.command == "offboard" and args.sign_in and not args.remove_app:
+        # The sign-in serves the MSP app's removal only: a partner admin would sign in for nothing.
+        commands.error("offboard: --sign-in goes with --remove-app (it removes the MSP app through GDAP)")
     if getattr(args, "targets_command", None) == "import":
         try:
             hosts = allowed_hosts(os.environ.get("DESTINATION_ALLOWED_HOSTS", ""))

@@ -66,3 +66,13 @@ def test_a_tenant_named_twice_for_one_option_is_refused_before_the_sign_in(
     with pytest.raises(SystemExit) as stopped:
         asyncio.run(onboard_cli.main(Svc(), args))  # type: ignore[arg-type]
     assert f"{option} names a tenant more than once: {TENANT}" in str(stopped.value.code)
+
+
+def test_offboard_sign_in_without_remove_app_is_refused_before_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    """`offboard --sign-in` signs a partner admin in to remove the MSP app; without --remove-app it signed in (a
+    device code to approve) for nothing. Refused by the parser, before any setting is read or tenant touched."""
+    from shared.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["offboard", TENANT, APP, "--sign-in"])
+    assert stopped.value.code == 2 and "--sign-in goes with --remove-app" in capsys.readouterr().err
