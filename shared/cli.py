@@ -346,7 +346,7 @@ async def _inventory_scan(svc: Services) -> int:
     return EXIT_FAILED if summary.failed else EXIT_OK
 def _offboard_ports(svc: Services) -> OffboardPorts:
     return OffboardPorts(svc.state, svc.directory, svc.secrets, svc.secret_retention, svc.engine.clock.now,
-                         svc.settings.msp_app_client_id)
+                         svc.settings.msp_app_client_id, approvals=svc.approvals)
 
 
 async def _offboard(svc: Services, args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 
 from shared.domain import Actor, Stage, Target, VersionStage, actor_of, target_of_secret
 from shared.errors import AppNotFound, Conflict, NotFound, PartnerRefused, RotationError
-from shared.ports import Directory, Event, PartnerSession, SecretRetention, SecretStore, StateStore
+from shared.ports import Approvals, Directory, Event, PartnerSession, SecretRetention, SecretStore, StateStore
 from shared.protocol.context import leased_by_other
 
 STEP = "offboard"
@@ -80,6 +80,7 @@ class OffboardPorts:
     now: Callable[[], datetime]
     msp_app_client_id: str = ""
     partner: PartnerSession | None = None
+    approvals: Approvals | None = None  # change control's book (issue 26): the target's request goes with it
 
 
 class _Run:
@@ -123,6 +124,7 @@ async def offboard(ports: OffboardPorts, tenant_id: str, app_id: str, options: O
         await _remove_owner(run)
     if options.remove_app:
         await _remove_app(run)
+    await _withdraw_approval(run)
     await ports.state.delete_target(tenant_id, app_id, etag)
     await run.step("registry", "done", "the target is removed from the registry")
     return Offboarded(tenant_id, app_id, stopped.customer, who, now, stopped.secret_name, until, tuple(run.steps))
@@ -172,6 +174,29 @@ async def _remove_rotation_credentials(run: _Run) -> list[str]:
     if stored is not None and stored.stage is not VersionStage.RETIRED:
         await ports.secrets.demote(t, stored, VersionStage.RETIRED)
     return removed
+
+
+async def _withdraw_approval(run: _Run) -> None:
+    """Remove the target's approval request (change control), audited: the book is keyed by tenant and app, so a
+    decision made before offboarding (a rejection, an approval of the key still in use) would otherwise decide for the
+    target when it is registered again, and a pending one would be listed and decidable again then."""
+    approvals, t = run.ports.approvals, run.target
+    if approvals is None:
+        return
+    for _ in range(3):
+        held = await approvals.get(t.tenant_id, t.app_id)
+        if held is None:
+            return
+        request, etag = held
+        try:
+            await approvals.remove(t.tenant_id, t.app_id, etag)
+        except Conflict:
+            continue  # decided on the dashboard meanwhile: read it again
+        by = f" by {request.decided_by}" if request.decided_by else ""
+        await run.step("approval", "done", f"approval request {request.request_id} ({request.status.value}{by}) "
+                       "withdrawn with the target")
+        return
+    raise Conflict(f"the approval request of {t.key} keeps changing; offboard it again", code="ApprovalChanged")
 
 
 def _owner_command(tenant_id: str, object_id: str, principal_id: str) -> str:

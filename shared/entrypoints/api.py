@@ -166,7 +166,7 @@ async def offboard_target(req: func.HttpRequest) -> func.HttpResponse:
     options = OffboardOptions(remove_owner=_bool_field(body, "removeOwner"), remove_app=_bool_field(body, "removeApp"))
     async with invocation_services() as svc:
         ports = OffboardPorts(svc.state, svc.directory, svc.secrets, svc.secret_retention, svc.engine.clock.now,
-                              svc.settings.msp_app_client_id)
+                              svc.settings.msp_app_client_id, approvals=svc.approvals)
         result = await offboard(ports, tenant_id, app_id, options,
                                 retention_days=svc.settings.offboard_retention_days, actor=who.name)
         await forget_unregistered(svc, tenant_id)  # the tenant's last target: its inventory goes too

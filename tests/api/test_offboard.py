@@ -181,3 +181,23 @@ async def test_the_last_target_of_a_tenant_leaving_takes_its_inventory_with_it(
     for c in (offboarded, deleted):  # credential metadata, owners' names and delta links: gone with the customer
         assert [r async for r in svc.inventory.stream(c.tenant_id)] == []
         assert await svc.inventory.delta_links(c.tenant_id) == {}
+
+
+async def test_offboarding_withdraws_the_targets_approval_request(api: Api, world: World,
+                                                                   svc) -> None:  # type: ignore[no-untyped-def]
+    """On Azurite's approvals book: the target's request (here rejected before) is withdrawn with the target, a step
+    of its own in the answer (as the OpenAPI document lists it); registered again, no old decision decides for it."""
+    from shared.change_control import ApprovalRequest, ApprovalStatus
+
+    c = world.seed_customer("Leaving", 10)
+    assert (await api.put(c)).status == 201
+    assert svc.approvals is not None
+    await svc.approvals.put(ApprovalRequest(c.tenant_id, c.app_id, "2" * 32, "key-1", ApprovalStatus.REJECTED,
+                                            datetime.now(UTC), decided_by="bob@msp.example"), None)
+    reply = await api.call("offboard_target", "POST", ids(c), {})
+    assert reply.status == 200, reply.text
+    assert [s["name"] for s in reply.body["steps"]] == ["stop", "rotation", "retain", "approval", "registry"]
+    assert "rejected by bob@msp.example" in reply.body["steps"][3]["detail"]
+    assert await svc.approvals.get(c.tenant_id, c.app_id) is None
+    assert (await api.put(c)).status == 201
+    assert (await api.call("approvals", "GET")).body["approvals"] == []

@@ -304,3 +304,52 @@ async def test_retention_sweep_deletes_only_after_the_retention_and_never_a_targ
     assert retention.deleted == [gone.secret_name]
     assert any(e.step == "retention" and e.tenant_id == gone.tenant_id for e in world.state.events_)
     assert await sweep_retention(retention, world.state, world.clock.now()) == []  # once
+
+
+@pytest.mark.parametrize("status", ["pending", "rejected", "approved", "postponed"])
+async def test_the_targets_approval_request_goes_with_it(status: str) -> None:
+    """The approvals book is keyed by tenant and app: a decision made before offboarding (a rejection, an approval of
+    the key still in use) would decide for the target registered again, a pending request would be listed and
+    decidable again. Offboarding withdraws it, audited with who; a decision landing meanwhile (ETag) is read again;
+    a second offboarding after a crash finds nothing to do."""
+    from shared.change_control import ApprovalRequest, ApprovalStatus
+    from tests.fakes import FakeApprovals
+
+    world = FakeWorld()
+    target = world.seed(days_left=10)
+    approvals = FakeApprovals(world.faults)
+    request = ApprovalRequest(target.tenant_id, target.app_id, "1" * 32, "key-1", ApprovalStatus(status),
+                              world.clock.now(), decided_by="" if status == "pending" else "bob@msp.example")
+    await approvals.put(request, None)
+    other = world.seed(days_left=10)  # another target's request stays
+    await approvals.put(replace(request, tenant_id=other.tenant_id, app_id=other.app_id), None)
+    racing = replace(request, status=ApprovalStatus.APPROVED, decided_by="carol@msp.example")
+
+    async def decided_meanwhile() -> None:  # a decision lands between offboarding's read and its remove
+        held = approvals.rows[(target.tenant_id, target.app_id)]
+        await approvals.put(racing, held[1])
+
+    p, _ = ports(world)
+    original_remove = approvals.remove
+    calls = 0
+
+    async def remove(tenant_id: str, app_id: str, etag: str) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await decided_meanwhile()
+        await original_remove(tenant_id, app_id, etag)
+
+    approvals.remove = remove  # type: ignore[method-assign]
+    result = await offboard(replace(p, approvals=approvals), target.tenant_id, target.app_id, OffboardOptions(),
+                            retention_days=90, actor="alice@msp.example")
+    assert await approvals.get(target.tenant_id, target.app_id) is None
+    assert await approvals.get(other.tenant_id, other.app_id) is not None
+    step = next(s for s in result.steps if s.name == "approval")
+    assert step.outcome == "done" and "1" * 32 in step.detail and "approved by carol@msp.example" in step.detail
+    assert [s.name for s in result.steps][-2:] == ["approval", "registry"]
+    [event] = [e for e in world.state.events_ if e.step == "offboard" and e.outcome == "approval: done"]
+    assert event.actor == "manual:alice@msp.example"
+    # registered again: no old decision is there to decide for it
+    await world.state.create_target(replace(target, enabled=True))
+    assert await approvals.get(target.tenant_id, target.app_id) is None
