@@ -438,7 +438,12 @@ class BulkOnboarding:
             picks = [TenantPick(t) for t in sorted(customers)]
         unknown = [p.tenant_id for p in picks if p.tenant_id.lower() not in customers]
         if unknown:
-            raise NotFound(f"not a customer with an active GDAP relationship: {', '.join(unknown)}",
+            # Graph lists active relationships only (the filter keeps the read to a page per 100 customers), so
+            # which of the causes it is goes unsaid: each is named with its fix.
+            raise NotFound(f"not a customer with an active GDAP relationship: {', '.join(unknown)}. Fix: check the "
+                           "tenant id; a relationship that expired or was terminated is renewed, and one awaiting "
+                           "the customer's approval is approved by the customer (Partner Center > Customers > Admin "
+                           "relationships), then start again without it or once it is active",
                            code="CustomerNotFound")
         if not picks:
             raise NotFound("the partner has no customer with an active GDAP relationship", code="NoCustomers")

@@ -360,6 +360,8 @@ async def test_picking_a_tenant_without_gdap_is_refused_before_anything_is_writt
         await w.process().start(w.session, [TenantPick(str(uuid.uuid4()))], InstallMethod.GRAPH)
     assert error.value.code == "CustomerNotFound"
     assert not w.runs.rows and not w.runs.runs_
+    # the refusal names the causes it may be and each one's fix (it named none before)
+    assert all(word in error.value.message for word in ("Fix:", "tenant id", "expired", "renewed", "approval"))
 
 
 async def test_the_budget_leaves_the_rest_for_a_resume() -> None:
