@@ -190,3 +190,29 @@ async def test_a_partner_refusal_answers_its_fix_too(onboarding: Onboarding) -> 
     assert (reply.status, reply.code) == (502, "GdapReadDenied")
     message = json.loads(reply.text)["error"]["message"]
     assert "Insufficient privileges" in message and "grant DelegatedAdminRelationship.Read.All" in message
+
+
+async def test_the_budget_counts_the_starts_own_time(onboarding: Onboarding, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start reads every GDAP customer and writes their rows before it works (minutes for thousands of customers):
+    the request's budget counts that time too, so a start that used it up works one tenant per worker and answers
+    202 (the budget counted from the work's start before, so the request ran past the platform's 230 s cut)."""
+    import asyncio
+
+    from shared.entrypoints import onboarding as routes
+    from tests.fakes import FakePartnerSession
+
+    for name in ("Contoso", "Fabrikam", "Northwind"):
+        onboarding.customer(name)
+    run_id = await onboarding.sign_in()
+    read = FakePartnerSession.customers
+
+    async def slow_customers(self: FakePartnerSession) -> Any:
+        await asyncio.sleep(3.5)  # the GDAP reads of a large partner
+        return await read(self)
+
+    monkeypatch.setattr(FakePartnerSession, "customers", slow_customers)
+    monkeypatch.setattr(routes, "BUDGET_SECONDS", 3.0)
+    monkeypatch.setenv("ONBOARDING_CONCURRENCY", "1")
+    started = await onboarding.api.call("onboarding_start", "POST", {"runId": run_id}, {"tenants": "all"})
+    assert started.status == 202, started.body
+    assert started.body["counts"]["done"] == 1 and started.body["counts"]["pending"] == 2
