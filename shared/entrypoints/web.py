@@ -120,7 +120,8 @@ def handled(handler: Handler) -> Handler:
             return error_response(409, error.code, error.message)
         except PartnerRefused as error:
             # The refusal's fix is what the admin acts on (the GDAP role to add, the consent to grant): in the answer.
-            return error_response(502, error.code, f"{error.message}. Fix: {error.fix}" if error.fix else error.message)
+            text = f"{error.message.rstrip('. ')}. Fix: {error.fix}" if error.fix else error.message
+            return error_response(502, error.code, text)
         except RotationError as error:
             return error_response(502, error.code, error.message)
         except SettingsError as error:
