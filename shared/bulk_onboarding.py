@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Any
+from urllib.parse import quote
 
 from shared import partner_roles
 from shared.domain import GUID, DestinationConfig, Target, actor_of
@@ -201,19 +202,22 @@ def render_destinations(template: Sequence[Mapping[str, Any]], values: Mapping[s
     """The template's destinations for one customer, validated as the registry validates a target's."""
     from shared.registry import InvalidTarget, parse_destination
 
-    def fill(text: str) -> str:
+    def fill(text: str, in_url: bool) -> str:
         def one(m: re.Match[str]) -> str:
             if m.group(1) not in PLACEHOLDERS:
                 raise InvalidTemplate(f"unknown placeholder {{{m.group(1)}}}; known: "
                                       + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS))
-            return values.get(m.group(1), "")
+            value = values.get(m.group(1), "")
+            # In a URL a value is percent-encoded (RFC 3986): a customer named "Contoso Ltd" or "A/B?x" is one path
+            # segment of the template's URL, never a space that voids it or a path or query of its own.
+            return quote(value, safe="") if in_url else value
         return _PLACEHOLDER.sub(one, text)
 
     out = []
     for index, doc in enumerate(template):
         if not isinstance(doc, Mapping) or not isinstance(doc.get("options", {}), Mapping):
             raise InvalidTemplate(f"destinations[{index}] must be an object with an options object")
-        filled = {**doc, "options": {k: fill(v) if isinstance(v, str) else v
+        filled = {**doc, "options": {k: fill(v, k == "url") if isinstance(v, str) else v
                                      for k, v in doc.get("options", {}).items()}}
         try:
             out.append(parse_destination(filled, index, allowed_hosts))
@@ -627,10 +631,17 @@ class BulkOnboarding:
         if not w.progress.done(Step.REGISTER):
             org = await self._org(session, tenant, w.progress.proofpoint_domain)
             w.progress = replace(w.progress, proofpoint_domain=org.primary_domain.lower())
-            destinations = render_destinations(
-                self.config.template, {"tenantId": tenant, "customer": customer.display_name,
-                                       "domain": org.primary_domain.lower(), "stack": org.stack},
-                self.config.allowed_hosts)
+            try:
+                destinations = render_destinations(
+                    self.config.template, {"tenantId": tenant, "customer": customer.display_name,
+                                           "domain": org.primary_domain.lower(), "stack": org.stack},
+                    self.config.allowed_hosts)
+            except InvalidTemplate as error:
+                # The template passed its check at start with a sample customer; this customer's values do not fit
+                # it (a name with a line break in a header, say): this tenant stops, the run goes on.
+                raise TenantStopped(Step.REGISTER, "InvalidTemplate", f"the destinations template does not fit "
+                                    f"this customer: {error}", "change ONBOARDING_DESTINATIONS so that it fits (or "
+                                    "register this customer by hand: PUT /api/targets), then resume the run") from None
             target = Target(tenant, w.progress.app_id, customer.display_name[:200], destinations=destinations)
             created = await self._change(Step.REGISTER, tenant, target.app_id, "registry", actor,
                                          lambda: self._register(target), lambda c: "created" if c else "present")

@@ -734,3 +734,34 @@ async def test_a_throttled_call_waits_even_when_retry_after_is_no_wait(retry_aft
     doc = await w.run()
     assert tenant_doc(doc, a)["state"] == "done"
     assert w.sleeps == waits
+
+
+PORTAL = {"name": "portal", "kind": "http", "options": {"url": "https://portal.example/customers/{customer}/secret",
+                                                         "method": "POST", "auth_secret": "portal-key"}}
+NOTE = {"name": "note", "kind": "notify-only", "options": {"instructions": "Paste it for {customer}"}}
+
+
+@pytest.mark.parametrize("name, path", [("Contoso Ltd", "Contoso%20Ltd"), ("A/B?x=1#y", "A%2FB%3Fx%3D1%23y"),
+                                        ("Ünïcode", "%C3%9Cn%C3%AFcode"), ("Plain", "Plain")])
+def test_a_placeholder_in_a_url_is_one_percent_encoded_path_segment(name: str, path: str) -> None:
+    """A customer's name as Partner Center has it, placed in the template's URL: encoded (RFC 3986), so a space no
+    longer voids the URL and '/', '?', '#' make no path, query or fragment of their own; elsewhere as it is."""
+    dest, note = render_destinations([PORTAL, NOTE], {"tenantId": "t1", "customer": name, "domain": "c.com",
+                                                      "stack": "us1"}, frozenset({"portal.example"}))
+    assert dest.options["url"] == f"https://portal.example/customers/{path}/secret"
+    assert note.options["instructions"] == f"Paste it for {name}"
+
+
+async def test_a_customer_the_template_does_not_fit_stops_alone_with_the_cause() -> None:
+    """The template passed its check with a sample customer; one whose name cannot go where the template puts it
+    (a line break, in the instructions here) stops that tenant at register with the cause and the fix, and the run goes
+    on. Before, InvalidTemplate escaped the engine: the run died (a 500 on the dashboard), the tenant left running."""
+    w = BulkWorld(template=(PORTAL, NOTE), allowed_hosts=frozenset({"portal.example"}))
+    odd = w.customer("Odd\nName")
+    fine = w.customer("Contoso Ltd")
+    doc = await w.run()
+    assert doc["state"] == "finished", doc
+    t = tenant_doc(doc, odd)
+    assert t["state"] == "failed" and t["error"]["code"] == "InvalidTemplate"
+    assert "ONBOARDING_DESTINATIONS" in t["error"]["fix"] and steps(t)["register"] == "failed"
+    assert tenant_doc(doc, fine)["state"] == "done"
