@@ -631,9 +631,12 @@ class BulkOnboarding:
         if not w.progress.done(Step.REGISTER):
             org = await self._org(session, tenant, w.progress.proofpoint_domain)
             w.progress = replace(w.progress, proofpoint_domain=org.primary_domain.lower())
+            from shared.registry import customer_name
+
+            name = customer_name(customer.display_name)  # as the registry takes a name from a person
             try:
                 destinations = render_destinations(
-                    self.config.template, {"tenantId": tenant, "customer": customer.display_name,
+                    self.config.template, {"tenantId": tenant, "customer": name,
                                            "domain": org.primary_domain.lower(), "stack": org.stack},
                     self.config.allowed_hosts)
             except InvalidTemplate as error:
@@ -642,7 +645,7 @@ class BulkOnboarding:
                 raise TenantStopped(Step.REGISTER, "InvalidTemplate", f"the destinations template does not fit "
                                     f"this customer: {error}", "change ONBOARDING_DESTINATIONS so that it fits (or "
                                     "register this customer by hand: PUT /api/targets), then resume the run") from None
-            target = Target(tenant, w.progress.app_id, customer.display_name[:200], destinations=destinations)
+            target = Target(tenant, w.progress.app_id, name, destinations=destinations)
             created = await self._change(Step.REGISTER, tenant, target.app_id, "registry", actor,
                                          lambda: self._register(target), lambda c: "created" if c else "present")
             await w.step(Step.REGISTER, "done", ("registered" if created else "registered already")

@@ -398,6 +398,7 @@ class TemplateRegistrar:
 
     async def __call__(self, tenant_id: str, app_id: str, app_name: str, domains: Sequence[str]) -> Registration:
         from shared.bulk_onboarding import InvalidTemplate, match_orgs, render_destinations
+        from shared.registry import customer_name
 
         by_hand = (f"your MSP registers {app_name} (app id {app_id}) itself: the rotator is its owner now, so "
                    "nothing more is needed from you")
@@ -421,14 +422,15 @@ class TemplateRegistrar:
             raise RegistrationStopped(f"several Proofpoint Essentials orgs match this tenant's domains ({names})",
                                       code="ProofpointOrgAmbiguous", fix=by_hand)
         org = matched[0]
-        values = {"tenantId": tenant_id, "customer": org.name, "domain": org.primary_domain.lower(),
+        name = customer_name(org.name or app_name)  # as the registry takes a name from a person
+        values = {"tenantId": tenant_id, "customer": name, "domain": org.primary_domain.lower(),
                   "stack": org.stack}
         try:
             destinations = render_destinations(self.template, values, self.allowed_hosts)
         except InvalidTemplate as error:
             raise RegistrationStopped(f"the MSP's destinations template does not fit: {error}",
                                       code="InvalidTemplate", fix=by_hand) from None
-        target = Target(tenant_id, app_id, (org.name or app_name)[:200], destinations=destinations)
+        target = Target(tenant_id, app_id, name, destinations=destinations)
         try:
             await self.state.create_target(target)
         except Conflict:

@@ -114,6 +114,15 @@ def parse_destination(value: object, index: int, allowed_hosts: frozenset[str] =
     return config
 
 
+def customer_name(text: str) -> str:
+    """A customer's name from another service (Partner Center's GDAP list, Proofpoint's org list) as the registry
+    would accept it from a person: one line (each control, format or separator character a space, runs of spaces
+    one), NFC, stripped, at most 200 characters. A name is shown in alerts, tickets and exports: it is never a
+    second line there."""
+    spaced = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in text)
+    return " ".join(unicodedata.normalize("NFC", spaced).split())[:200].strip()
+
+
 def parse_target(
     value: object, *, tenant_id: str | None = None, app_id: str | None = None,
     allowed_hosts: frozenset[str] = frozenset(),

@@ -753,11 +753,14 @@ def test_a_placeholder_in_a_url_is_one_percent_encoded_path_segment(name: str, p
 
 
 async def test_a_customer_the_template_does_not_fit_stops_alone_with_the_cause() -> None:
-    """The template passed its check with a sample customer; one whose name cannot go where the template puts it
-    (a line break, in the instructions here) stops that tenant at register with the cause and the fix, and the run goes
-    on. Before, InvalidTemplate escaped the engine: the run died (a 500 on the dashboard), the tenant left running."""
-    w = BulkWorld(template=(PORTAL, NOTE), allowed_hosts=frozenset({"portal.example"}))
-    odd = w.customer("Odd\nName")
+    """The template passed its check with a sample customer ("Contoso"); one whose name makes it too long (an option
+    holds 2,048 characters; the name is here ten times, 200 characters long) stops that tenant at register with the
+    cause and the fix, and the run goes on. Before, InvalidTemplate escaped the engine: the run died (a 500 on the
+    dashboard), the tenant left running."""
+    long_note = {"name": "note", "kind": "notify-only", "options": {"instructions": " ".join(["{customer}"] * 11)}}
+    w = BulkWorld(template=(PORTAL, long_note), allowed_hosts=frozenset({"portal.example"}))
+    check_template([PORTAL, long_note], frozenset({"portal.example"}))
+    odd = w.customer("N" * 200)
     fine = w.customer("Contoso Ltd")
     doc = await w.run()
     assert doc["state"] == "finished", doc
@@ -765,3 +768,17 @@ async def test_a_customer_the_template_does_not_fit_stops_alone_with_the_cause()
     assert t["state"] == "failed" and t["error"]["code"] == "InvalidTemplate"
     assert "ONBOARDING_DESTINATIONS" in t["error"]["fix"] and steps(t)["register"] == "failed"
     assert tenant_doc(doc, fine)["state"] == "done"
+
+
+async def test_a_customer_name_from_partner_center_is_registered_as_the_registry_takes_one() -> None:
+    """Partner Center's display name of a customer is another service's text: registered as the registry takes a
+    name from a person (one line, NFC, no control, format or separator characters, 200 at most), so no alert,
+    ticket or export gets a second line from it. It was stored as it came before."""
+    w = BulkWorld(template=(PORTAL, NOTE), allowed_hosts=frozenset({"portal.example"}))
+    odd = w.customer("  Odd\nName\u200b Ltd\u2028\tCafe\u0301  ")
+    doc = await w.run()
+    assert tenant_doc(doc, odd)["state"] == "done", doc
+    [app] = w.apps(odd)
+    target, _ = await w.world.state.get_target(odd, app)
+    assert target.customer == "Odd Name Ltd Caf\u00e9"
+    assert target.destinations[1].options["instructions"] == "Paste it for Odd Name Ltd Caf\u00e9"

@@ -340,3 +340,12 @@ async def test_an_owner_call_that_failed_without_a_refusal_is_audited_with_the_a
     [event] = [e for e in setup.world.state.events_ if e.step == "onevisit"]
     assert (event.outcome, event.actor, event.error_code) == ("owner failed", "manual:admin@contoso.example",
                                                               error.code)
+
+
+async def test_the_registrar_takes_proofpoints_org_name_as_the_registry_takes_a_name() -> None:
+    """Proofpoint's org name is another service's text: the target's customer is one line, NFC, without control,
+    format or separator characters (it was stored as it came)."""
+    world = FakeWorld()
+    odd = ProofpointOrg("Contoso\r\nLtd\u00a0 (EU)", "contoso.example", (), "us2")
+    done = await registrar(world, odd)(TENANT, APP, "PPE Sync", ["contoso.example"])
+    assert done.created and world.state.target(TENANT, APP).customer == "Contoso Ltd (EU)"
