@@ -469,7 +469,18 @@ def _sign_in_source(world: World, request: web.Request, audience: str) -> SignIn
     app = world.directory.find_application(audience)
     if app is not None:
         resource_id, name = app.app_id, app.display_name
-    return SignInSource(address, resource_id, name)
+    return SignInSource(address, resource_id, name, correlation_id=client_request_id(request))
+
+
+def client_request_id(request: web.Request) -> str | None:
+    """The request's `client-request-id` header (MSAL's name for it: msal/telemetry.py CLIENT_REQUEST_ID), which the
+    sign-in log keeps as the sign-in's correlationId; None when absent or not a GUID (then Entra makes one up: a
+    value it cannot use as a correlation id is not kept, the strictest reading)."""
+    raw = (request.headers.get("client-request-id") or "").strip()
+    try:
+        return str(uuid.UUID(raw)) if raw else None
+    except ValueError:
+        return None
 
 
 def _basic_credentials(header: str | None, fields: dict[str, str]) -> None:

@@ -275,6 +275,10 @@ class RotationState:
     # Credentials being removed (written before the first removePassword, cleared once their Key Vault versions are
     # tagged `retired`): a crash in between leaves it set, so the next pass reconciles the tags from Entra ID.
     retiring: tuple[str, ...] = ()
+    # The request id the rotator's verify probe sent (shared/verify_probe.py), per key it probed: the key rolling out
+    # and the one in use. The sign-in evidence sets those sign-ins aside by id; a key absent here (verified before
+    # probe ids were recorded, or adopted from elsewhere) falls back to the time cut-off.
+    probes: dict[str, str] = field(default_factory=dict)
     lease_owner: str = ""
     lease_until: datetime | None = None
 
@@ -288,6 +292,9 @@ class CredentialSignIns:
     last_sign_in: datetime | None  # the latest sign-in seen (None: none seen)
     last_ip_address: str | None = None  # where the log has it (service-principal sign-ins carry ipAddress)
     last_resource: str | None = None  # the resource the token was for (e.g. "Microsoft Graph"), where the log has it
+    # The earliest sign-in of the rotator's own verify probe, known by its recorded request id (Entra's correlationId);
+    # such sign-ins are kept apart: first_sign_in and last_sign_in are everyone else's.
+    probe_sign_in: datetime | None = None
 
 
 @dataclass(frozen=True)

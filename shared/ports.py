@@ -167,8 +167,11 @@ class Directory(Protocol):
 class TokenProbe(Protocol):
     """Proves a secret works: a client-credentials token for the app in its tenant."""
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret, request_id: str = "") -> TokenRefusal | None:
         """None when a token was issued; otherwise the identity platform's refusal (e.g. AADSTS7000215).
+
+        `request_id` (a GUID) is sent as the token request's `client-request-id`, which Entra's sign-in log keeps
+        as the sign-in's correlationId (shared/verify_probe.py); empty: Entra makes one up.
 
         Raises RotationError when the identity platform gave no answer about the secret (an outage, a dropped
         connection, a throttled or transient error): that says nothing about the secret."""
@@ -577,10 +580,12 @@ class PartnerSession(Protocol):
 class SignInLog(Protocol):
     """Entra ID's records of an app's service-principal sign-ins per credential (Graph sign-in logs / reports)."""
 
-    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
-        """Per credential key id, the first and last sign-in since `since`. A tenant that refuses the read (no
-        permission, no licence) gives `available=False` with the code, never an exception; Throttled and
-        RotationError for a service that gave no answer."""
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime,
+                                  probes: frozenset[str] = frozenset()) -> SignInEvidence:
+        """Per credential key id, the first and last sign-in since `since`. A sign-in whose correlationId is one
+        of `probes` (the rotator's own verify probes, lower case) is not counted there, only in `probe_sign_in`.
+        A tenant that refuses the read (no permission, no licence) gives `available=False` with the code, never an
+        exception; Throttled and RotationError for a service that gave no answer."""
         ...
 
 

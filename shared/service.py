@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared import change_control
+from shared import change_control, verify_probe
 from shared.approvals import approval_document
 from shared.change_control import ApprovalRequest
 from shared.conditions import APPROVAL_REQUESTED, CHANGE_BLOCKING, STATUS_CONDITIONS, acknowledged
@@ -17,6 +17,7 @@ from shared.domain import (
     Application,
     AssessmentStatus,
     Credential,
+    CredentialSignIns,
     Stage,
     Target,
     actor_of,
@@ -292,11 +293,11 @@ async def target_details(
                     "rotationId": c.rotation_id,
                     "role": _credential_role(c.key_id, s.current_key_id, s.new_key_id, s.superseded),
                     # From the last sign-in evidence read (null where it saw none, or none was read).
-                    "firstSignIn": _iso(seen.first_sign_in) if (seen := signed.get(c.key_id)) else None,
+                    "firstSignIn": _iso(_first(target, c, seen)[0]) if (seen := signed.get(c.key_id)) else None,
                     # The rotator's own verify probe is the new key's first sign-in in the log: said so, not shown
-                    # as if a destination had used it (a sign-in by 5 minutes after the push is never anyone else's).
-                    "firstSignInBy": "rotator-probe" if seen and _probe(target, c, seen.first_sign_in) else None,
-                    "lastSignIn": _iso(seen.last_sign_in) if seen else None,
+                    # as if a destination had used it (known by its request id; by time for older rotations).
+                    "firstSignInBy": "rotator-probe" if seen and _first(target, c, seen)[1] else None,
+                    "lastSignIn": _iso(seen.last_sign_in or seen.probe_sign_in) if seen else None,
                     "lastSignInIp": seen.last_ip_address if seen else None,
                     "usedBy": sorted(n for n, k in target.observed.uses.items() if k == c.key_id),
                 }
@@ -353,6 +354,14 @@ async def target_details(
         "keyVault": vault_doc,
         "events": events,
     }
+
+
+def _first(target: Target, credential: Credential, seen: CredentialSignIns) -> tuple[datetime | None, bool]:
+    """A credential's first logged sign-in, and whether it was the rotator's verify probe: by the probe's recorded
+    request id (shared/verify_probe.py) where the row has one for the key, else by time (`_probe`)."""
+    if credential.key_id in target.state.probes:
+        return verify_probe.first_sign_in(seen, identified=True)
+    return seen.first_sign_in, _probe(target, credential, seen.first_sign_in)
 
 
 def _probe(target: Target, credential: Credential, first: datetime | None) -> bool:

@@ -31,8 +31,10 @@ def unreadable(since: datetime | None, now: datetime) -> bool:
     return since is not None and now - since >= UNREADABLE_AFTER
 
 # The rotator signs in with the new key itself, before any push (the verify step's token probe), and Entra records
-# that like any sign-in. Only a sign-in later than the push by this much counts as someone else's: it absorbs the
-# skew between our clock and Entra's `createdDateTime` (the probe is seconds before the push).
+# that like any sign-in. The probe is known by its request id (shared/verify_probe.py: the read sets it aside). Only
+# for a key whose probe id the row does not record (verified before probe ids were kept) a sign-in must be later
+# than the push by this much to count as someone else's: it absorbs the skew between our clock and Entra's
+# `createdDateTime` (the probe is seconds before the push), not a probe stamped later than that.
 SELF_SIGN_IN_MARGIN = timedelta(minutes=5)
 # Entra's sign-in log lags: a sign-in is listed about 2 minutes later (P95), up to 5 (P99; docs/evidence.md, the
 # sources table). A read at `now` may miss the last LOG_DELAY, so the quiet period is judged over quiet + LOG_DELAY:
@@ -63,9 +65,10 @@ def window_start(pushed: datetime, now: datetime, quiet: timedelta) -> datetime:
     return max(min(pushed, now - quiet - LOG_DELAY), now - LOG_RETENTION)
 
 
-def counts(moment: datetime | None, pushed: datetime) -> bool:
-    """A sign-in that proves someone other than the rotator used a key after the push (the probe never does)."""
-    return moment is not None and moment > pushed + SELF_SIGN_IN_MARGIN
+def counts(moment: datetime | None, pushed: datetime, margin: timedelta = SELF_SIGN_IN_MARGIN) -> bool:
+    """A sign-in that proves someone other than the rotator used a key after the push (the probe never does):
+    `margin` 0 where the read already set the probe aside by its id."""
+    return moment is not None and moment > pushed + margin
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ class EvidenceVerdict:
 
 def judge(
     evidence: SignInEvidence, new_key: str, superseded: Iterable[str], pushed: datetime, now: datetime,
-    quiet: timedelta, window: timedelta, grace_over: bool,
+    quiet: timedelta, window: timedelta, grace_over: bool, probe_known: bool = False,
 ) -> EvidenceVerdict:
     """Judge the superseded keys by what Entra recorded (evidence.available: the caller falls back otherwise).
 
@@ -90,7 +93,9 @@ def judge(
     the quiet period raises old-key-still-used; a new key with no sign-in `window` after the push, new-key-unused.
     """
     new = evidence.credentials.get(new_key) or CredentialSignIns(new_key, None, None)
-    new_used = counts(new.last_sign_in, pushed)
+    # probe_known: the read set the new key's probe aside by its request id; else the time cut-off stands for it.
+    margin = timedelta(0) if probe_known else SELF_SIGN_IN_MARGIN
+    new_used = counts(new.last_sign_in, pushed, margin)
     olds = [evidence.credentials.get(k) or CredentialSignIns(k, None, None) for k in superseded]
     recent = [c for c in olds if c.last_sign_in is not None and c.last_sign_in > now - quiet - LOG_DELAY]
     still_used = [c for c in recent if counts(c.last_sign_in, pushed)]
@@ -100,7 +105,7 @@ def judge(
     elif grace_over and not new_used and now >= pushed + window:
         hold = (f"{NEW_KEY_UNUSED}: Entra ID records no sign-in with the new key {new_key} since it was pushed at "
                 f"{_at(pushed)} (log read at {_at(evidence.read_at)}); the old key is kept until it does")
-    first = new.first_sign_in if counts(new.first_sign_in, pushed) else new.last_sign_in
+    first = new.first_sign_in if counts(new.first_sign_in, pushed, margin) else new.last_sign_in
     quiet_olds = ", ".join(
         f"{c.key_id} last at {_at(c.last_sign_in)}" if c.last_sign_in else f"{c.key_id} none since "
         f"{_at(evidence.since)}" for c in olds if c not in recent)

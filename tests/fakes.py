@@ -383,6 +383,7 @@ class SignIn:
     at: datetime
     ip: str = ""
     resource: str = "Microsoft Graph"
+    correlation_id: str = ""  # the token request's client-request-id ("" : Entra makes one up)
 
 
 class FakeSignInLog:
@@ -399,10 +400,12 @@ class FakeSignInLog:
         self.reads: list[datetime] = []  # the `since` of every read
 
     def sign_in(self, tenant_id: str, app_id: str, key_id: str, *, ip: str = "", at: datetime | None = None,
-                resource: str = "Microsoft Graph") -> None:
-        self.records.append(SignIn(tenant_id, app_id, key_id, at or self.clock.now(), ip, resource))
+                resource: str = "Microsoft Graph", correlation_id: str = "") -> None:
+        self.records.append(SignIn(tenant_id, app_id, key_id, at or self.clock.now(), ip, resource,
+                                   correlation_id or str(uuid.uuid4())))
 
-    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime,
+                                  probes: frozenset[str] = frozenset()) -> SignInEvidence:
         await self.faults.before("sign_ins.read")
         now = self.clock.now()
         self.reads.append(since)
@@ -412,8 +415,12 @@ class FakeSignInLog:
         for r in sorted(self.records, key=lambda r: r.at):
             if (r.tenant_id, r.app_id) != (tenant_id, app_id) or r.at < since or r.at > now - self.delay:
                 continue
-            first = seen[r.key_id].first_sign_in if r.key_id in seen else r.at
-            seen[r.key_id] = CredentialSignIns(r.key_id, first, r.at, r.ip or None, r.resource or None)
+            had = seen.get(r.key_id) or CredentialSignIns(r.key_id, None, None)
+            if r.correlation_id.lower() in probes:  # the rotator's own probe, by its request id
+                seen[r.key_id] = replace(had, probe_sign_in=had.probe_sign_in or r.at)
+                continue
+            seen[r.key_id] = replace(had, first_sign_in=had.first_sign_in or r.at, last_sign_in=r.at,
+                                     last_ip_address=r.ip or None, last_resource=r.resource or None)
         return SignInEvidence(True, now, since, seen)
 
 
@@ -427,9 +434,11 @@ class FakeProbe:
         self.directory = directory
         self.refusals: dict[tuple[str, str], TokenRefusal] = {}
         self.log = log
+        self.request_ids: list[str] = []  # the request id of every token request, in order
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret, request_id: str = "") -> TokenRefusal | None:
         await self.faults.before("probe.try_token")
+        self.request_ids.append(request_id)
         refused = self.refusals.get((tenant_id, app_id))
         if refused is not None:
             return refused
@@ -440,7 +449,8 @@ class FakeProbe:
                 if now < held.working_from:
                     return INVALID_SECRET
                 if self.log is not None:
-                    self.log.sign_in(tenant_id, app_id, c.key_id, ip="198.51.100.1")  # the rotator's own address
+                    self.log.sign_in(tenant_id, app_id, c.key_id, ip="198.51.100.1",  # the rotator's own address
+                                     correlation_id=request_id)
                 return None
         return INVALID_SECRET
 

@@ -28,6 +28,7 @@ from shared.domain import Secret, TokenRefusal
 from shared.errors import RotationError, Unreachable
 from shared.settings import IdentityMode, Settings
 from shared.tls import tls_context
+from shared.verify_probe import HEADER
 
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"  # noqa: S105 - a scope, not a secret
@@ -212,10 +213,15 @@ class EntraTokenProbe:
         self._settings = settings
         self._transport = transport
 
-    async def try_token(self, tenant_id: str, app_id: str, secret: Secret) -> TokenRefusal | None:
+    async def try_token(self, tenant_id: str, app_id: str, secret: Secret, request_id: str = "") -> TokenRefusal | None:
         s = self._settings
+        # azure-identity's ClientSecretCredential runs its token request through azure-core's RequestIdPolicy
+        # (azure/identity/_internal/pipeline.py `RequestIdPolicy(**kwargs)`, fed the credential's keyword
+        # arguments), which sends `x-ms-client-request-id` with a fresh uuid1 by default. Named `client-request-id`
+        # and given our id, it sends the header Entra keeps as the sign-in's correlationId, on every retry alike.
+        probe_id = {"request_id_header_name": HEADER, "request_id": request_id} if request_id else {}
         credential = ClientSecretCredential(
-            tenant_id, app_id, secret.reveal(), transport=self._transport, **authority_options(s)
+            tenant_id, app_id, secret.reveal(), transport=self._transport, **authority_options(s), **probe_id
         )
         try:
             await credential.get_token(GRAPH_SCOPE)

@@ -85,15 +85,21 @@ class GraphSignInLog:
         self._clock = clock
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
-    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+    async def credential_sign_ins(self, tenant_id: str, app_id: str, since: datetime,
+                                  probes: frozenset[str] = frozenset()) -> SignInEvidence:
         read_at = self._clock.now()
         tallies: dict[str, _Tally] = {}
+        probed: dict[str, datetime] = {}
         try:
             async for row in self._rows(tenant_id, app_id, since):
                 key_id = str(row.get("servicePrincipalCredentialKeyId") or "").lower()
                 when = _when(row.get("createdDateTime"))
                 if not key_id or when is None or when < since:
                     continue  # a federated or certificate-less sign-in names no key; a moment before the window
+                if str(row.get("correlationId") or "").lower() in probes:
+                    # The rotator's own verify probe (its request id is Entra's correlationId): never anyone's use.
+                    probed[key_id] = min(when, probed.get(key_id, when))
+                    continue
                 ip, resource = row.get("ipAddress") or None, row.get("resourceDisplayName") or None
                 if key_id in tallies:
                     tallies[key_id].add(when, ip, resource)
@@ -101,8 +107,10 @@ class GraphSignInLog:
                     tallies[key_id] = _Tally(when, when, ip, resource)
         except _Refused as refused:
             return SignInEvidence(False, read_at, since, code=refused.code, reason=REASONS[refused.code])
-        credentials = {k: CredentialSignIns(k, t.first, t.last, t.last_ip, t.last_resource)
+        credentials = {k: CredentialSignIns(k, t.first, t.last, t.last_ip, t.last_resource, probed.get(k))
                        for k, t in tallies.items()}
+        credentials.update({k: CredentialSignIns(k, None, None, probe_sign_in=at)
+                            for k, at in probed.items() if k not in tallies})
         return SignInEvidence(True, read_at, since, credentials)
 
     async def _rows(self, tenant_id: str, app_id: str, since: datetime) -> AsyncIterator[dict[str, Any]]:

@@ -103,6 +103,7 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "Superseded": json.dumps(list(s.superseded)),
             "RetireAfter": _iso(s.retire_after),
             "Retiring": json.dumps(list(s.retiring)) if s.retiring else None,  # absent on almost every row
+            "Probes": json.dumps(s.probes) if s.probes else None,  # absent on rows rotated before probe ids
             "LeaseOwner": s.lease_owner,
             "LeaseUntil": _iso(s.lease_until),
             "Status": o.status,
@@ -140,7 +141,9 @@ def _sign_ins_doc(evidence: SignInEvidence | None) -> str | None:
         "available": evidence.available, "readAt": _iso(evidence.read_at), "since": _iso(evidence.since),
         "code": evidence.code, "reason": evidence.reason,
         "credentials": [{"keyId": c.key_id, "first": _iso(c.first_sign_in), "last": _iso(c.last_sign_in),
-                         "ip": c.last_ip_address, "resource": c.last_resource} for c in evidence.credentials.values()],
+                         "ip": c.last_ip_address, "resource": c.last_resource,
+                         **({"probe": _iso(c.probe_sign_in)} if c.probe_sign_in else {})}
+                        for c in evidence.credentials.values()],
     })
 
 
@@ -149,7 +152,7 @@ def _sign_ins(raw: Any) -> SignInEvidence | None:
         return None
     doc = json.loads(raw)
     credentials = [CredentialSignIns(str(c["keyId"]), _dt(c.get("first")), _dt(c.get("last")), c.get("ip"),
-                                     c.get("resource")) for c in doc.get("credentials") or ()]
+                                     c.get("resource"), _dt(c.get("probe"))) for c in doc.get("credentials") or ()]
     return SignInEvidence(bool(doc["available"]), _dt(doc["readAt"]) or datetime.min.replace(tzinfo=UTC),
                           _dt(doc["since"]) or datetime.min.replace(tzinfo=UTC),
                           {c.key_id: c for c in credentials}, str(doc.get("code") or ""),
@@ -205,6 +208,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             superseded=tuple(json.loads(e.get("Superseded") or "[]")),
             retire_after=_dt(e.get("RetireAfter")),
             retiring=tuple(json.loads(e["Retiring"])) if e.get("Retiring") else (),
+            probes={str(k): str(v) for k, v in json.loads(e.get("Probes") or "{}").items()},
             lease_owner=e.get("LeaseOwner", ""),
             lease_until=_dt(e.get("LeaseUntil")),
         ),

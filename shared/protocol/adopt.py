@@ -14,11 +14,12 @@ from __future__ import annotations
 import time
 from typing import NoReturn
 
+from shared import verify_probe
 from shared.domain import Stage, credential_of, new_rotation_id
 from shared.errors import Conflict, RotationError
 from shared.ports import StoredVersion
 from shared.protocol.context import Advance, leased_by_other
-from shared.protocol.verify import prove
+from shared.protocol.verify import prove, with_probe
 
 HAND_WRITTEN_REFUSED = "hand-written-unverified"  # alert: a hand-written value does not get a token; not pushed
 HAND_WRITTEN_NOT_ADOPTED = "hand-written-not-adopted"  # alert: it works, but cannot be adopted now (see message)
@@ -49,7 +50,8 @@ async def adopt(run: Advance, version_id: str) -> None:
                           "RotationInFlight", stored)
     started = time.monotonic()
     secret = await run.ports.secrets.value(t, version_id)
-    refusal = await prove(run, secret, stored.created or run.now())
+    probe_id = verify_probe.adoption_id(version_id)
+    refusal = await prove(run, secret, stored.created or run.now(), probe_id)
     if refusal is not None:
         code = refusal.code or "TokenRefused"
         error = RotationError(f"{written} does not get a token: {refusal.message}; it is not pushed", code=code)
@@ -73,6 +75,7 @@ async def adopt(run: Advance, version_id: str) -> None:
     await run.save(t.with_state(
         stage=Stage.VERIFIED, stage_since=now, rotation_id=new_rotation_id(), actor=run.actor, new_key_id=key_id,
         new_version=version_id, new_expires=expires, replaces=replaces, acks={}, push_failures={}, **run.lease(),
+        probes=with_probe(t.state.probes, current, key_id, probe_id),
     ))
     which = f"credential {key_id}" if key_id else "an unidentified credential (hand-made; Graph shows no matching hint)"
     await run.event("adopt", "ok", started=started, detail=f"{written}: {which}, expires {expires.isoformat()}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import datetime
 
+from shared import verify_probe
 from shared.domain import Application
 from shared.errors import RotationError
 from shared.protocol.context import Advance
@@ -52,7 +53,8 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
     finished = s.retire_after - run.config.retire_grace if s.retire_after else None
     pushed = pushed_at(s, finished) or now
     try:
-        evidence = await log.credential_sign_ins(run.target.tenant_id, app.app_id, window_start(pushed, now, quiet))
+        evidence = await log.credential_sign_ins(run.target.tenant_id, app.app_id, window_start(pushed, now, quiet),
+                                                 verify_probe.recorded(s.probes))
     except RotationError as error:
         await run.event("sign-ins", "unreadable", error)
         since = o.sign_ins_unreadable_since or now
@@ -82,7 +84,8 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold="", sign_ins_unreadable_since=None))
         return replace(NO_EVIDENCE, basis=_fallback(run))
     grace_over = s.retire_after is not None and now >= s.retire_after
-    verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over)
+    verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over,
+                    probe_known=s.current_key_id in s.probes)
     condition = verdict.hold.split(":", 1)[0]
     if verdict.hold and not o.evidence_hold.startswith(condition + ":"):
         await run.event("sign-ins", condition, detail=verdict.hold)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 
+from shared import verify_probe
 from shared.domain import Secret, Stage, TokenRefusal
 from shared.errors import RotationError
 from shared.protocol.context import Advance
@@ -30,8 +31,9 @@ async def verify(run: Advance) -> None:
     s = run.target.state
     secret = await run.ports.secrets.value(run.target, s.new_version)
     started = time.monotonic()
+    probe_id = verify_probe.request_id(s.rotation_id, s.new_key_id)
     try:
-        refusal = await prove(run, secret, s.stage_since or run.now())
+        refusal = await prove(run, secret, s.stage_since or run.now(), probe_id)
     except RotationError as error:
         await run.event("verify", "failed", error, started=started)
         raise
@@ -42,23 +44,27 @@ async def verify(run: Advance) -> None:
         await needs_human(run, VERIFY_TIMEOUT, refusal, started,
                           f"the new secret still gets no token {waited} s after it was stored: {refusal.message}")
     await run.event("verify", "ok", started=started)
-    verified = run.target.with_state(stage=Stage.VERIFIED, stage_since=run.now())
+    # The probe's request id is kept for the key (and the one in use's, no other): the sign-in evidence sets its
+    # sign-ins aside by it. A crash before this write re-runs the probe with the same id.
+    verified = run.target.with_state(stage=Stage.VERIFIED, stage_since=run.now(),
+                                     probes=with_probe(s.probes, s.current_key_id, s.new_key_id, probe_id))
     if run.target.observed.needs_human.startswith(VERIFY_FLAGS):
         # The cause was fixed: the flag this step raised goes with the verification, in one write.
         verified = verified.with_observed(needs_human="", error_code="", error_message="")
     await run.save(verified)
 
 
-async def prove(run: Advance, secret: Secret, since: datetime) -> TokenRefusal | None:
+async def prove(run: Advance, secret: Secret, since: datetime, probe_id: str) -> TokenRefusal | None:
     """Ask for a client-credentials token with `secret` until one is issued (None), or Entra refuses it for a cause
     other than propagation, or VERIFY_TIMEOUT after `since` (when the value was written) it still answers "not
     propagated yet": that refusal. An answer that says nothing about the secret (the token endpoint failed) is asked
-    again until the same bound, then raised (RotationError)."""
+    again until the same bound, then raised (RotationError). Every request sends `probe_id` as its request id, so
+    that Entra's sign-in log names each of them the rotator's (shared/verify_probe.py)."""
     deadline = since + run.config.verify_timeout
     delay = 1.0
     while True:
         try:
-            refusal = await run.ports.probe.try_token(run.target.tenant_id, run.target.app_id, secret)
+            refusal = await run.ports.probe.try_token(run.target.tenant_id, run.target.app_id, secret, probe_id)
         except RotationError:
             if run.now() >= deadline:
                 raise
@@ -67,6 +73,12 @@ async def prove(run: Advance, secret: Secret, since: datetime) -> TokenRefusal |
                 return refusal
         await run.ports.sleep(_pause(run, deadline, delay))
         delay = min(delay * 2, MAX_DELAY_SECONDS)
+
+
+def with_probe(probes: dict[str, str], current: str, key_id: str, probe_id: str) -> dict[str, str]:
+    """The row's probe ids once `key_id` was probed with `probe_id`: kept for that key and the key in use only."""
+    kept = {k: v for k, v in probes.items() if k == current}
+    return {**kept, key_id: probe_id} if key_id else kept
 
 
 def _pause(run: Advance, deadline: datetime, delay: float) -> float:

@@ -193,8 +193,11 @@ async def test_the_details_show_each_credentials_sign_ins() -> None:
     by_key = {c["keyId"]: c for c in doc["entra"]["credentials"]}
     assert by_key[old]["lastSignIn"] == world.clock.now().isoformat() and by_key[old]["lastSignInIp"] == "192.0.2.55"
     new = world.row(target).state.current_key_id
-    # The new key's only sign-in is the rotator's own verify probe: shown, and said to be the probe.
-    assert by_key[new]["firstSignIn"] is not None and by_key[new]["lastSignInIp"] == "198.51.100.1"
+    # The new key's only sign-in is the rotator's own verify probe (known by its request id): shown, and said to be
+    # the probe; no address is given as if someone had used the key from there.
+    assert by_key[new]["firstSignIn"] is not None and by_key[new]["lastSignIn"] == by_key[new]["firstSignIn"]
+    assert by_key[new]["lastSignInIp"] is None
+    assert world.probe.request_ids[-1] == world.row(target).state.probes[new]
     assert by_key[new]["firstSignInBy"] == "rotator-probe" and by_key[old]["firstSignInBy"] is None
     # Proofpoint's sync signs in with it after the push: its first sign-in is still the probe (earlier), labelled so;
     # a key whose first logged sign-in is after the push plus the margin is not.

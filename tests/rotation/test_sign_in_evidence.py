@@ -150,9 +150,10 @@ async def test_the_daily_scan_reads_the_log_only_for_a_target_whose_old_key_wait
     reads: list[str] = []
     real = GraphSignInLog.credential_sign_ins
 
-    async def counted(self: GraphSignInLog, tenant_id: str, app_id: str, since: datetime) -> SignInEvidence:
+    async def counted(self: GraphSignInLog, tenant_id: str, app_id: str, since: datetime,
+                      probes: frozenset[str] = frozenset()) -> SignInEvidence:
         reads.append(tenant_id)
-        return await real(self, tenant_id, app_id, since)
+        return await real(self, tenant_id, app_id, since, probes)
 
     monkeypatch.setattr(GraphSignInLog, "credential_sign_ins", counted)
     healthy = [licensed(world, f"Healthy{i}", days_left=300) for i in range(3)]
