@@ -451,6 +451,7 @@ class FakeProbe:
                 if self.log is not None:
                     self.log.sign_in(tenant_id, app_id, c.key_id, ip="198.51.100.1",  # the rotator's own address
                                      correlation_id=request_id)
+                await self.faults.after("probe.try_token")  # issued (and logged), the answer not yet back
                 return None
         return INVALID_SECRET
 
