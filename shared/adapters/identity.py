@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections import OrderedDict
 from typing import Any
 from urllib.parse import urlparse
@@ -39,6 +40,7 @@ _AADSTS = re.compile(r"AADSTS\d+")
 # transport it uses is shared and closed with the Credentials.
 TENANTS_CACHED = 256
 KEEPALIVE_SECONDS = 4.0
+REFRESH_OFFSET = 300  # azure-identity's DEFAULT_REFRESH_OFFSET: a token this close to its expiry is refreshed
 
 
 def shared_transport(settings: Settings, pool_size: int) -> AioHttpTransport:
@@ -81,17 +83,26 @@ def unreachable(error: ClientAuthenticationError, tenant_id: str) -> Unreachable
 
 
 class OneRequestAtATime(AsyncTokenCredential):
-    """A credential whose callers wait for each other's token request instead of each making their own.
+    """A credential whose callers wait for each other's token request instead of each making their own, and which
+    hands out the token it got for as long as azure-identity would hand out its cached one without asking.
 
     azure-identity's async credentials ask the identity platform whenever their cache has no valid token, so
     requests sent side by side with an empty cache (an assessment's Graph reads, a pass's first Tables and Key Vault
     calls) would each fetch one. Here the first caller for a scope fetches it and the others then find it in the
     cache; callers for another scope (the managed identity serves Tables, Key Vault and the queue) do not wait.
+
+    The token kept: azure-identity answers a cached token's request by searching MSAL's token cache (about 0.05 ms,
+    a tenth of the inventory's per-request CPU: docs/benchmarks.md, sixth round) and returns it unchanged while
+    its refresh status is "not needed" (azure/identity/_internal/utils.py get_refresh_status: before the token's
+    refresh_on and more than DEFAULT_REFRESH_OFFSET, 300 s, before its expiry). The same token is returned here
+    for that time without asking; past it, or for a request with options (claims, tenant, CAE), the credential is
+    asked as before and decides.
     """
 
     def __init__(self, inner: Any) -> None:
         self._inner = inner
         self._locks: dict[tuple[str, ...], asyncio.Lock] = {}
+        self._kept: dict[tuple[str, ...], tuple[AccessToken, float]] = {}  # scopes -> token, kept until
 
     def _lock(self, scopes: tuple[str, ...]) -> asyncio.Lock:
         lock = self._locks.get(scopes)
@@ -100,8 +111,23 @@ class OneRequestAtATime(AsyncTokenCredential):
         return lock
 
     async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        if kwargs:
+            async with self._lock(scopes):
+                asked: AccessToken = await self._inner.get_token(*scopes, **kwargs)
+                return asked
+        kept = self._kept.get(scopes)
+        if kept is not None and time.time() < kept[1]:
+            return kept[0]
         async with self._lock(scopes):
-            token: AccessToken = await self._inner.get_token(*scopes, **kwargs)
+            kept = self._kept.get(scopes)
+            if kept is not None and time.time() < kept[1]:  # fetched by the caller this one waited for
+                return kept[0]
+            info: AccessTokenInfo = await self._inner.get_token_info(*scopes)
+            token = AccessToken(info.token, info.expires_on)
+            until = info.expires_on - REFRESH_OFFSET
+            if info.refresh_on is not None:
+                until = min(until, info.refresh_on)
+            self._kept[scopes] = (token, until)
             return token
 
     async def get_token_info(self, *scopes: str, options: Any = None) -> AccessTokenInfo:
@@ -110,6 +136,7 @@ class OneRequestAtATime(AsyncTokenCredential):
             return info
 
     async def close(self) -> None:
+        self._kept.clear()
         await self._inner.close()
 
     async def __aexit__(self, *exc: object) -> None:
