@@ -264,13 +264,14 @@ def credentials_of(
             get = raw.get
             # A SAML signing certificate's private-key password carries the certificate's thumbprint
             # (serviceprincipal-addtokensigningcertificate.md); a client secret carries a hint instead.
-            thumbprint = thumbprint_of(get("customKeyIdentifier"))
+            custom = get("customKeyIdentifier")  # null on a client secret: no call for it
+            thumbprint = thumbprint_of(custom) if custom else ""
             key_id = str(get("keyId") or "")
             found.append(new(
                 tenant_id, customer, kind, object_id, app_id, display_name, owners, CredentialKind.PASSWORD, "",
                 key_id, str(get("hint") or thumbprint), str(get("displayName") or ""),
                 parse_time(get("startDateTime")), parse_time(get("endDateTime")), managed, first_party,
-                is_saml(thumbprint, key_id)))
+                is_saml(thumbprint, key_id) if thumbprint else False))
     if obj.key_credentials is None:
         rows = [row for row in stored if row.credential_kind is CredentialKind.CERTIFICATE]
         if obj.preferred_token_signing_key_thumbprint is not None:
@@ -286,7 +287,7 @@ def credentials_of(
                 tenant_id, customer, kind, object_id, app_id, display_name, owners, CredentialKind.CERTIFICATE,
                 str(get("usage") or ""), key_id, thumbprint, str(get("displayName") or ""),
                 parse_time(get("startDateTime")), parse_time(get("endDateTime")), managed, first_party,
-                is_saml(thumbprint, key_id)))
+                is_saml(thumbprint, key_id) if thumbprint else False))
     return found
 
 
@@ -346,4 +347,4 @@ def parse_time(value: object) -> datetime | None:
     """Graph's DateTimeOffset ("2027-01-01T00:00:00Z", with or without fractions) as an aware datetime."""
     if not isinstance(value, str) or not value:
         return None
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return datetime.fromisoformat(value)  # Python 3.11 reads the "Z" itself (the same UTC offset as "+00:00")
