@@ -350,6 +350,7 @@ module functionApp './app/function-app.bicep' = {
       CONSENT_REDIRECT_URI: consentRedirectUri
       CONSENT_LINK_HOURS: string(consentLinkHours)
       ONBOARDING_CONCURRENCY: '8'
+      ONBOARDING_RETENTION_DAYS: '90'
       ONBOARDING_DESTINATIONS: onboardingDestinations
       PROOFPOINT_CHANNEL_DOMAIN: proofpointChannelDomain
       PROOFPOINT_CHANNEL_STACK: proofpointChannelStack

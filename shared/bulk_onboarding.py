@@ -310,6 +310,8 @@ def new_run_id() -> str:
 
 
 RUN_ID = re.compile(r"\A[0-9a-f]{32}\Z")
+# Where a page of the run list resumes (ports.OnboardingRuns.list_runs): the last run's place in the index.
+RUN_CURSOR = re.compile(r"\A[0-9]{15}\.[0-9a-f]{32}\Z")
 
 
 # ------------------------------------------------------------------------------------------------ the document
@@ -875,6 +877,40 @@ async def sweep_sessions(sessions: PartnerSessions, now: datetime) -> int:
     if names:
         log.info("expired partner sessions forgotten", extra={"event": "onboarding-session", "count": len(names)})
     return len(names)
+
+
+# How long a finished run's rows are kept (ONBOARDING_RETENTION_DAYS): the run list and `onboard status` show it
+# until then. The audit trail of what a run changed in customer tenants is in the targets' audit log, never pruned.
+RUN_RETENTION = timedelta(days=90)
+
+
+def prunable(run: Run, cutoff: datetime) -> bool:
+    """Whether the run's rows may go: finished before `cutoff`, or signed in before it and never started (its
+    session lasted hours). A run still running is kept whatever its age: an admin may resume it."""
+    if run.state is RunState.FINISHED:
+        return (run.finished_at or run.started_at) <= cutoff
+    return run.state is RunState.SIGNED_IN and run.started_at <= cutoff
+
+
+async def prune_runs(runs: OnboardingRuns, now: datetime, retention: timedelta = RUN_RETENTION) -> int:
+    """Delete the rows of runs past `retention` (prunable), and the rows of losing starts (a retried or concurrent
+    start that did not win the run) of every run made before it; how many runs were deleted. Once a day from the
+    rotation timer; the audit log is not touched."""
+    cutoff = now - retention
+    pruned = 0
+    for run_id, made_at in await runs.old_runs(cutoff):
+        try:
+            run: Run | None = (await runs.get_run(run_id))[0]
+        except NotFound:
+            run = None  # its index entry was written, its run row never (a crash between): nothing to keep
+        if run is None or prunable(run, cutoff):
+            await runs.delete_run(run_id, made_at)
+            pruned += 1
+        else:
+            await runs.delete_starts(run_id, keep=tenants_key(run))
+    if pruned:
+        log.info("old onboarding runs pruned", extra={"event": "onboarding-run", "count": pruned})
+    return pruned
 
 
 async def release_session(runs: OnboardingRuns, sessions: PartnerSessions, run_id: str, *,

@@ -237,7 +237,8 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
             print(summary(doc))
         return exit_code(doc) if doc["state"] != "signed-in" else EXIT_OK
     if command == "runs":
-        for run in await engine.runs.list_runs(20):
+        runs, _ = await engine.runs.list_runs(20)
+        for run in runs:
             print(f"{run.run_id}  {run.state.value:<9} {run.started_at.isoformat()}  {run.admin_upn}  "
                   f"{run.method.value}{'  plan-only' if run.plan_only else ''}")
         return EXIT_OK

@@ -720,8 +720,23 @@ class OnboardingRuns(Protocol):
         """Write the run if it still has `etag`; the new ETag."""
         ...
 
-    async def list_runs(self, limit: int = 20) -> list[Run]:
-        """The latest runs, newest first."""
+    async def list_runs(self, limit: int = 20, cursor: str | None = None) -> tuple[list[Run], str | None]:
+        """A page of runs, newest first (by when each was made), after `cursor`; the next page's cursor (None on
+        the last). Its cost is one page, whatever the history."""
+        ...
+
+    async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
+        """(run id, when it was made) of every run made at or before `before`, oldest first."""
+        ...
+
+    async def delete_run(self, run_id: str, made_at: datetime) -> int:
+        """Delete the run: its row, its tenants' rows, every start's rows, its place in the list; rows deleted.
+        Succeeds when gone already."""
+        ...
+
+    async def delete_starts(self, run_id: str, keep: str) -> int:
+        """Delete the tenant rows of the run's starts (bulk_onboarding.tenants_key) other than `keep`; rows
+        deleted."""
         ...
 
     async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:

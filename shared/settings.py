@@ -96,6 +96,9 @@ SETTINGS: tuple[Setting, ...] = (
             "loopback or private; never set in Azure."),
     Setting("APPLICATIONINSIGHTS_CONNECTION_STRING", "", "Application Insights; telemetry is sent when set."),
     Setting("ONBOARDING_CONCURRENCY", "8", "Bulk onboarding: customer tenants worked on at once (1-64)."),
+    Setting("ONBOARDING_RETENTION_DAYS", "90",
+            "Bulk onboarding: days a finished run's progress rows are kept before the daily timer deletes them "
+            "(1-3650); the audit trail of its changes is kept regardless."),
     Setting("ONBOARDING_DESTINATIONS", "",
             "Bulk onboarding: the destinations of every onboarded customer, a JSON list as PUT /api/targets takes "
             "them, option values may use {tenantId}, {customer}, {domain} and {stack} (the customer's Proofpoint "
@@ -275,6 +278,7 @@ class Settings:
     inventory_schedule: str = "0 30 2 * * *"
     inventory_concurrency: int = 32
     onboarding_concurrency: int = 8
+    onboarding_retention_days: int = 90
     onboarding_destinations: str = ""  # the validated template, JSON (Settings is hashable: a key of the services)
     proofpoint_channel_domain: str = ""
     proofpoint_channel_stack: str = "us1"
@@ -353,6 +357,7 @@ class Settings:
             inventory_schedule=raw["INVENTORY_SCHEDULE"],
             inventory_concurrency=_int("INVENTORY_CONCURRENCY", raw["INVENTORY_CONCURRENCY"], 1, 512),
             onboarding_concurrency=_int("ONBOARDING_CONCURRENCY", raw["ONBOARDING_CONCURRENCY"], 1, 64),
+            onboarding_retention_days=_int("ONBOARDING_RETENTION_DAYS", raw["ONBOARDING_RETENTION_DAYS"], 1, 3650),
             onboarding_destinations=_onboarding_destinations(
                 raw["ONBOARDING_DESTINATIONS"], raw["PROOFPOINT_ACCOUNT_SECRET"],
                 allowed_hosts(raw["DESTINATION_ALLOWED_HOSTS"])),

@@ -1027,6 +1027,7 @@ class FakeRuns:
         self.faults = faults
         self.runs_: dict[str, tuple[Run, str]] = {}
         self.rows: dict[tuple[str, str], tuple[TenantProgress, str]] = {}
+        self.made: dict[str, datetime] = {}  # the run list's index: when each run was made
         self.writes = 0
 
     def _etag(self) -> str:
@@ -1038,6 +1039,7 @@ class FakeRuns:
         if run.run_id in self.runs_:
             raise Conflict("run exists", code="RunExists")
         etag = self._etag()
+        self.made.setdefault(run.run_id, run.started_at)
         self.runs_[run.run_id] = (run, etag)
         return etag
 
@@ -1056,8 +1058,32 @@ class FakeRuns:
         await self.faults.after("runs.replace_run")
         return new
 
-    async def list_runs(self, limit: int = 20) -> list[Run]:
-        return sorted((r for r, _ in self.runs_.values()), key=lambda r: r.started_at, reverse=True)[:limit]
+    @staticmethod
+    def _key(run_id: str, made: datetime) -> str:
+        return f"{10**15 - int(made.timestamp() * 1000):015d}.{run_id}"  # newest first, as the Tables index
+
+    async def list_runs(self, limit: int = 20, cursor: str | None = None) -> tuple[list[Run], str | None]:
+        keys = sorted(k for k in (self._key(r, m) for r, m in self.made.items()) if k > (cursor or ""))
+        page = keys[:limit]
+        runs = [self.runs_[k.split(".")[1]][0] for k in page if k.split(".")[1] in self.runs_]
+        return runs, (page[-1] if len(keys) > limit else None)
+
+    async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
+        return sorted(((r, m) for r, m in self.made.items() if m <= before), key=lambda rm: rm[1])
+
+    async def delete_run(self, run_id: str, made_at: datetime) -> int:
+        deleted = await self.delete_starts(run_id, keep="")
+        deleted += len([k for k in self.rows if k[0] == run_id]) + (run_id in self.runs_)
+        self.rows = {k: v for k, v in self.rows.items() if k[0] != run_id}
+        self.runs_.pop(run_id, None)
+        self.made.pop(run_id, None)
+        return deleted
+
+    async def delete_starts(self, run_id: str, keep: str) -> int:
+        gone = [k for k in self.rows if k[0].startswith(f"{run_id}.") and k[0] != keep]
+        for k in gone:
+            del self.rows[k]
+        return len(gone)
 
     async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:
         await self.faults.before("runs.create_tenant")

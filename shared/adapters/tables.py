@@ -24,7 +24,14 @@ from azure.data.tables import UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from shared import change_control
-from shared.bulk_onboarding import Run, RunState, StepRecord, TenantProgress, TenantState
+from shared.bulk_onboarding import (
+    RUN_CURSOR,
+    Run,
+    RunState,
+    StepRecord,
+    TenantProgress,
+    TenantState,
+)
 from shared.domain import (
     Ack,
     Baseline,
@@ -581,9 +588,31 @@ class TablesConsentStore:
         return [dict(e) async for e in self._table.list_entities()]
 
 
+# The onboarding runs' index: one row per run in one partition, keyed newest first (RUN_INDEX_KEY), so a page of the
+# run list is one range read whatever the history (Azure Tables returns a partition's rows in RowKey order: "Table
+# storage design guidelines", log tail pattern, MicrosoftDocs/azure-databases-docs). Tables this process has
+# indexed (rows written before the index existed copied into it once), by account and name.
+RUN_INDEX = "index"
+RUN_INDEX_DONE = ("layout", "index")  # the marker row: every run row written before the index is in it
+_INDEXED: set[tuple[str, str]] = set()
+_NEWEST = 10**15  # milliseconds since 1970 stay below it until the year 33658
+
+
+def run_index_key(run_id: str, made_at: datetime) -> str:
+    """A run's index RowKey: newer runs sort first (an inverted millisecond time), the run id breaks ties."""
+    return f"{_NEWEST - int(made_at.timestamp() * 1000):015d}.{run_id}"
+
+
+def index_time(key: str) -> str:
+    """The RowKey prefix of runs made at `key`'s time: rows greater than it are older."""
+    return key.split(".", 1)[0]
+
+
 class TablesOnboardingRuns:
     """OnboardingRuns on Azure Tables: one partition per run; row `run` is the run, row `tenant-<id>` each tenant
-    with its steps (a JSON property). Every write is ETag-guarded; nothing secret is ever a property."""
+    with its steps (a JSON property); a signed-in run's starts each under `<run>.<start>`. Partition `index` lists
+    every run newest first (the run list reads a page of it). Every write is ETag-guarded; nothing secret is ever a
+    property."""
 
     def __init__(self, service: TableServiceClient, prefix: str = "") -> None:
         self._service = service
@@ -671,7 +700,41 @@ class TablesOnboardingRuns:
             raise _translate(error, what) from error
 
     async def create_run(self, run: Run) -> str:
+        # The index entry first: a run row is never missing from the list (an entry whose run never landed is
+        # skipped by the list and removed by the prune).
+        await self._index(run.run_id, run.started_at)
         return await self._insert(self._run_entity(run), f"onboarding run {run.run_id}")
+
+    async def _index(self, run_id: str, made_at: datetime) -> None:
+        await self._ensure()
+        entity = {"PartitionKey": RUN_INDEX, "RowKey": run_index_key(run_id, made_at), "RunId": run_id,
+                  "MadeAt": _iso(made_at)}
+        try:
+            await self._table.upsert_entity(entity, mode=UpdateMode.REPLACE)  # idempotent: the same key each time
+        except AzureError as error:
+            raise _translate(error, f"the index entry of onboarding run {run_id}") from error
+
+    async def _indexed(self) -> None:
+        """Copy run rows written before the index existed into it, once per table (the marker row says so)."""
+        await self._ensure()
+        key = (self._service.url, self._table.table_name)
+        if key in _INDEXED:
+            return
+        try:
+            try:
+                await self._table.get_entity(*RUN_INDEX_DONE)
+            except ResourceNotFoundError:
+                # Runs this code made are indexed already (at their making; a dashboard run's startedAt moves
+                # when it is started): only the others are copied. Once per table, then never again.
+                indexed = {e["RunId"] async for e in self._table.query_entities(
+                    "PartitionKey eq @index", parameters={"index": RUN_INDEX}, select=["RunId"])}
+                async for e in self._table.query_entities("RowKey eq 'run'", select=["PartitionKey", "StartedAt"]):
+                    if e["PartitionKey"] not in indexed:
+                        await self._index(e["PartitionKey"], _dt(e.get("StartedAt")) or datetime.now(UTC))
+                await self._table.upsert_entity({"PartitionKey": RUN_INDEX_DONE[0], "RowKey": RUN_INDEX_DONE[1]})
+        except AzureError as error:
+            raise _translate(error, "the onboarding runs' index") from error
+        _INDEXED.add(key)
 
     async def get_run(self, run_id: str) -> tuple[Run, str]:
         e = await self._get("run", run_id, f"onboarding run {run_id}", "RunNotFound")
@@ -680,13 +743,71 @@ class TablesOnboardingRuns:
     async def replace_run(self, run: Run, etag: str) -> str:
         return await self._replace(self._run_entity(run), etag, f"onboarding run {run.run_id}")
 
-    async def list_runs(self, limit: int = 20) -> list[Run]:
-        await self._ensure()
+    async def list_runs(self, limit: int = 20, cursor: str | None = None) -> tuple[list[Run], str | None]:
+        await self._indexed()
+        if cursor is not None and not RUN_CURSOR.fullmatch(cursor):
+            raise ValueError("cursor is not one this store gave")
+        entries: list[tuple[str, str]] = []
         try:
-            runs = [self._run(e) async for e in self._table.query_entities("RowKey eq 'run'")]
+            query = self._table.query_entities("PartitionKey eq @index and RowKey gt @after",
+                                               parameters={"index": RUN_INDEX, "after": cursor or ""},
+                                               select=["RowKey", "RunId"], results_per_page=limit + 1)
+            async for e in query:  # one page of the index: the SDK asks for the next page only if iterated on
+                entries.append((e["RowKey"], e["RunId"]))
+                if len(entries) > limit:
+                    break
         except AzureError as error:
             raise _translate(error, "onboarding runs") from error
-        return sorted(runs, key=lambda r: r.started_at, reverse=True)[:limit]
+        page = entries[:limit]
+        found = await asyncio.gather(*(self._run_or_none(run_id) for _, run_id in page))
+        runs = [r for r in found if r is not None]  # an entry whose run row never landed (or was pruned) is skipped
+        return runs, (page[-1][0] if len(entries) > limit else None)
+
+    async def _run_or_none(self, run_id: str) -> Run | None:
+        try:
+            return (await self.get_run(run_id))[0]
+        except NotFound:
+            return None
+
+    async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
+        await self._indexed()
+        try:
+            query = self._table.query_entities("PartitionKey eq @index and RowKey gt @at", select=["RunId", "MadeAt"],
+                                               parameters={"index": RUN_INDEX,
+                                                           "at": index_time(run_index_key("", before))})
+            found = [(e["RunId"], _dt(e.get("MadeAt")) or before) async for e in query]
+        except AzureError as error:
+            raise _translate(error, "onboarding runs") from error
+        return found[::-1]  # oldest first
+
+    async def _delete_rows(self, filter_: str, parameters: dict[str, str], what: str) -> int:
+        await self._ensure()
+        try:
+            keys = [(e["PartitionKey"], e["RowKey"]) async for e in self._table.query_entities(
+                filter_, parameters=parameters, select=["PartitionKey", "RowKey"])]
+            for partition, row in keys:
+                await self._table.delete_entity(partition, row)  # succeeds when gone already
+        except AzureError as error:
+            raise _translate(error, what) from error
+        return len(keys)
+
+    async def delete_starts(self, run_id: str, keep: str) -> int:
+        # Every start's rows are under `<run>.<start>` (tenants_key): the partitions between "<run>." and "<run>/".
+        starts = "PartitionKey gt @low and PartitionKey lt @high and PartitionKey ne @keep"
+        return await self._delete_rows(starts, {"low": f"{run_id}.", "high": f"{run_id}/", "keep": keep},
+                                       f"the starts of onboarding run {run_id}")
+
+    async def delete_run(self, run_id: str, made_at: datetime) -> int:
+        # The tenants first, the run row next, its index entry last: a delete cut short is found again and finished.
+        deleted = await self.delete_starts(run_id, keep="")
+        deleted += await self._delete_rows("PartitionKey eq @run and RowKey ne 'run'", {"run": run_id},
+                                           f"tenants of onboarding run {run_id}")
+        deleted += await self._delete_rows("PartitionKey eq @run", {"run": run_id}, f"onboarding run {run_id}")
+        try:
+            await self._table.delete_entity(RUN_INDEX, run_index_key(run_id, made_at))
+        except AzureError as error:
+            raise _translate(error, f"the index entry of onboarding run {run_id}") from error
+        return deleted
 
     async def create_tenant(self, run_id: str, progress: TenantProgress) -> str:
         return await self._insert(self._tenant_entity(run_id, progress),

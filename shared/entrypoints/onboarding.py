@@ -14,11 +14,13 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlencode
 
 import azure.functions as func
 
 from shared.bootstrap import Services, invocation_services
 from shared.bulk_onboarding import (
+    RUN_CURSOR,
     RUN_ID,
     BulkOnboarding,
     RunState,
@@ -90,16 +92,37 @@ async def _work(svc: Services, engine: BulkOnboarding, session: PartnerSession, 
     return doc
 
 
+RUNS_PAGE, RUNS_MAX_PAGE = 20, 100
+
+
 @bp.route(route="onboarding/runs", methods=ALL_METHODS, auth_level=AUTH)
 @handled
 async def onboarding_runs(req: func.HttpRequest) -> func.HttpResponse:
-    """GET /api/onboarding/runs: the latest onboarding runs, newest first, with their counts (Rotator.Read)."""
+    """GET /api/onboarding/runs[?limit=&cursor=]: a page of onboarding runs, newest first, with their counts, and
+    the cursor of the next page (Rotator.Read). A page costs the same whatever the history."""
     allow(req, "GET")
     authorize(req, Role.READ)
+    params = dict(req.params)
+    unknown = sorted(set(params) - {"limit", "cursor"})
+    if unknown:
+        raise HttpError(400, "InvalidQuery", f"unknown parameter(s) {', '.join(unknown)}; allowed: cursor, limit")
+    limit_text = params.get("limit", str(RUNS_PAGE))
+    # ASCII digits only: int() also takes " 7", "1_0", "+7" and other scripts' digits
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= (limit := int(limit_text)) <= RUNS_MAX_PAGE:
+        raise HttpError(400, "InvalidQuery", f"limit must be a whole number from 1 to {RUNS_MAX_PAGE}")
+    cursor = params.get("cursor") or None
+    if cursor is not None and not RUN_CURSOR.fullmatch(cursor):
+        raise HttpError(400, "InvalidQuery", "cursor is not one this API gave (the `next` of a previous page)")
     async with invocation_services() as svc:
         engine = svc.bulk_onboarding()
-        docs = [await engine.progress(r.run_id) for r in await engine.runs.list_runs(20)]
-    return json_response({"runs": [{k: v for k, v in d.items() if k != "tenants"} for d in docs]})
+        runs, next_cursor = await engine.runs.list_runs(limit, cursor)
+        docs = [await engine.progress(r.run_id) for r in runs]
+    headers = {}
+    if next_cursor:
+        # RFC 8288, as GET /api/inventory: a client follows rel="next" until there is none.
+        headers["Link"] = f'</api/onboarding/runs?{urlencode({"limit": limit, "cursor": next_cursor})}>; rel="next"'
+    return json_response({"runs": [{k: v for k, v in d.items() if k != "tenants"} for d in docs],
+                          "next": next_cursor}, headers=headers)
 
 
 @bp.route(route="onboarding/runs/{runId}", methods=ALL_METHODS, auth_level=AUTH)

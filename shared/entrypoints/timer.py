@@ -6,11 +6,12 @@ which customers have work and enqueue one message per customer on the rotation w
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 import azure.functions as func
 
 from shared.bootstrap import invocation_services
-from shared.bulk_onboarding import sweep_sessions
+from shared.bulk_onboarding import prune_runs, sweep_sessions
 from shared.domain import Actor
 from shared.errors import RotationError
 from shared.fanout import plan_pass
@@ -42,6 +43,14 @@ async def rotation_timer(timer: func.TimerRequest) -> None:
                 await sweep_sessions(svc.partner_sessions, svc.engine.clock.now())
             except RotationError as error:
                 log.warning("partner session sweep failed: %s (%s)", error.code, error.message)
+        if svc.onboarding_runs is not None:
+            try:
+                # Onboarding runs finished more than ONBOARDING_RETENTION_DAYS ago, and losing starts' rows: the run
+                # state does not grow with history (the audit trail is elsewhere and kept).
+                await prune_runs(svc.onboarding_runs, svc.engine.clock.now(),
+                                 timedelta(days=svc.settings.onboarding_retention_days))
+            except RotationError as error:
+                log.warning("onboarding run prune failed: %s (%s)", error.code, error.message)
 
 
 @bp.timer_trigger(arg_name="timer", schedule="%RESUME_SCHEDULE%", run_on_startup=False, use_monitor=True)

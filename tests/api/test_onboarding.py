@@ -5,6 +5,7 @@ answer is checked against the OpenAPI document (tests/api/conftest.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -216,3 +217,64 @@ async def test_the_budget_counts_the_starts_own_time(onboarding: Onboarding, mon
     started = await onboarding.api.call("onboarding_start", "POST", {"runId": run_id}, {"tenants": "all"})
     assert started.status == 202, started.body
     assert started.body["counts"]["done"] == 1 and started.body["counts"]["pending"] == 2
+
+
+async def test_the_run_list_is_paged_newest_first_and_refuses_a_bad_page(onboarding: Onboarding) -> None:
+    """GET /api/onboarding/runs: pages of `limit`, each with the cursor of the next (and a Link header), newest
+    first; a limit or cursor not one of ours is 400 InvalidQuery."""
+    api = onboarding.api
+    made = []
+    for _ in range(5):
+        made.append(await onboarding.sign_in())
+        await asyncio.sleep(0.005)  # the list orders by the millisecond each run was made
+    seen: list[str] = []
+    params: dict[str, str] = {"limit": "2"}
+    while True:
+        page = await api.call("onboarding_runs", params=params, caller=READER)
+        assert page.status == 200, page.body
+        seen += [r["runId"] for r in page.body["runs"]]
+        if page.body["next"] is None:
+            assert "Link" not in page.headers
+            break
+        assert len(page.body["runs"]) == 2 and page.headers["Link"].endswith('>; rel="next"')
+        params = {"limit": "2", "cursor": page.body["next"]}
+    assert seen == made[::-1]
+    default = await api.call("onboarding_runs", caller=READER)
+    assert [r["runId"] for r in default.body["runs"]] == made[::-1] and default.body["next"] is None
+    for bad in ({"limit": "0"}, {"limit": "101"}, {"limit": " 7"}, {"limit": "٣"}, {"cursor": "x"},
+                {"cursor": "1" * 15 + "." + "G" * 32}, {"page": "2"}):
+        refused = await api.call("onboarding_runs", params=bad, caller=READER)
+        assert (refused.status, refused.code) == (400, "InvalidQuery"), bad
+
+
+async def test_the_daily_timer_prunes_a_finished_run_past_its_retention(onboarding: Onboarding,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rotation timer's daily sweep: a finished run is listed until ONBOARDING_RETENTION_DAYS after it finished,
+    then gone from the list and its progress; the target it registered and its audit stay."""
+    import azure.functions.timer as timer
+
+    from shared.clock import SystemClock
+    from tests.api.conftest import functions
+
+    api = onboarding.api
+    contoso = onboarding.customer("Contoso")
+    run_id = await onboarding.sign_in()
+    started = await api.call("onboarding_start", "POST", {"runId": run_id}, {"tenants": "all", "method": "graph"})
+    assert started.status == 200 and started.body["state"] == "finished"
+    ids = {"tenantId": contoso.tenant_id, "appId": contoso.app_id}
+    async def trail() -> list[object]:
+        async with bootstrap.services() as svc:
+            return list(await svc.state.events(contoso.tenant_id, contoso.app_id))
+
+    audit = await trail()
+    assert any(e.step == "onboarding-owner" for e in audit)  # type: ignore[attr-defined]
+    monkeypatch.setenv("ONBOARDING_RETENTION_DAYS", "30")
+    for days, listed in ((29, [run_id]), (31, [])):
+        monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(days=days)))
+        await functions()["rotation_timer"](timer.TimerRequest(past_due=False))
+        runs = await api.call("onboarding_runs", caller=READER)
+        assert [r["runId"] for r in runs.body["runs"]] == listed
+    gone = await api.call("onboarding_run", route={"runId": run_id}, caller=READER)
+    assert (gone.status, gone.code) == (404, "RunNotFound")
+    assert (await api.call("target", route=ids)).status == 200
+    assert await trail() == audit

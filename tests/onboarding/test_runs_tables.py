@@ -66,7 +66,7 @@ async def test_rows_round_trip_and_writes_are_etag_guarded(service: TableService
         await runs.replace_tenant(run.run_id, tenant, etag)  # the old ETag
     finished = replace(run, state=RunState.FINISHED, finished_at=now)
     await runs.replace_run(finished, run_etag)
-    assert [r.run_id for r in await runs.list_runs()] == [run.run_id]
+    assert [r.run_id for r in (await runs.list_runs())[0]] == [run.run_id]
     assert (await runs.get_run(run.run_id))[0] == finished
     with pytest.raises(NotFound):
         await runs.get_run(uuid.uuid4().hex)
