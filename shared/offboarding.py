@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
+from shared import partner_roles
 from shared.domain import Actor, Stage, Target, VersionStage, actor_of, target_of_secret
 from shared.errors import AppNotFound, Conflict, NotFound, PartnerRefused, RotationError
 from shared.ports import Approvals, Directory, Event, PartnerSession, SecretRetention, SecretStore, StateStore
@@ -111,6 +112,8 @@ async def offboard(ports: OffboardPorts, tenant_id: str, app_id: str, options: O
     if leased_by_other(target, owner, now):
         raise Conflict(f"a run holds {target.key} now (until {target.state.lease_until:%H:%M:%S} UTC); offboard it "
                        "again once it has finished", code="TargetBusy")
+    if options.remove_app and ports.partner is not None and not await _other_targets(ports.state, target):
+        await partner_may_remove_app(ports.partner, tenant_id)  # PartnerRefused before anything changes
     stopped = replace(target, enabled=False).with_state(lease_owner=owner, lease_until=now + LEASE)
     etag = await ports.state.replace_target(stopped, etag)  # Conflict: another writer came first; nothing changed
     run = _Run(ports, stopped, who)
@@ -234,10 +237,41 @@ async def _remove_owner(run: _Run) -> None:
         await run.step("owner", "already", f"{principal.describe()} was not an owner of {app.display_name}")
 
 
+async def _other_targets(state: StateStore, t: Target) -> list[Target]:
+    """The tenant's other registered targets: while there is one, the MSP app stays in the tenant."""
+    return [o for o, _ in await state.list_targets() if o.tenant_id == t.tenant_id and o.app_id != t.app_id]
+
+
+async def partner_may_remove_app(partner: PartnerSession, tenant_id: str) -> None:
+    """PartnerRefused, naming the cause and the fix, unless the signed-in partner admin has an active GDAP
+    relationship with the tenant giving a role that may delete a service principal (Cloud Application Administrator
+    or Application Administrator, Global Administrator: Graph `DELETE /servicePrincipals/{id}`,
+    microsoft-graph-docs-contrib api-reference/v1.0/api/serviceprincipal-delete.md; docs/partner-access.md, "Roles
+    per step"). Checked before anything changes, so a refusal leaves the customer registered to try again."""
+    from shared.bulk_onboarding import APP_ADMINS  # the same roles as the install's (no import cycle at load)
+
+    customer = next((c for c in await partner.customers() if c.tenant_id.lower() == tenant_id.lower()), None)
+    admin = partner.admin.user_principal_name
+    if customer is None:
+        raise PartnerRefused(
+            f"{admin} has no active GDAP relationship with tenant {tenant_id}, so the MSP app cannot be removed "
+            "through the partner; nothing was changed", code="NoGdapRelationship",
+            fix="offboard without removing the app and give the customer's admin the command it answers, or sign "
+                "in as a partner admin whose relationship with this customer is active (Partner Center > Customers "
+                "> Admin relationships)")
+    if not customer.roles & APP_ADMINS:
+        held = ", ".join(sorted(partner_roles.name(r) for r in customer.roles)) or "none"
+        raise PartnerRefused(
+            f"the GDAP relationship with {customer.display_name or tenant_id} does not give {admin} Cloud "
+            f"Application Administrator or Application Administrator (to delete the MSP app's service principal); "
+            f"the roles there: {held}; nothing was changed", code="GdapRoleMissing",
+            fix="add Cloud Application Administrator to the GDAP relationship with this customer and assign it to a "
+                "security group the admin is a member of, then sign in again and offboard")
+
+
 async def _remove_app(run: _Run) -> None:
     t, ports = run.target, run.ports
-    others = [o for o, _ in await ports.state.list_targets()
-              if o.tenant_id == t.tenant_id and o.app_id != t.app_id]
+    others = await _other_targets(ports.state, t)
     if others:
         await run.step("app", "skipped", f"the MSP app stays in tenant {t.tenant_id}: {len(others)} other target(s) "
                        "of the tenant are registered and need it")

@@ -730,9 +730,25 @@ function askOffboard(d) {
     + "The secret's Key Vault versions are kept for the retention period, then deleted. Nothing is changed in Proofpoint.";
   $("offboard-owner").checked = false;
   $("offboard-app").checked = false;
+  partnerSignIns();
   dialog.dataset.key = keyOf(d);
   dialog.showModal();
   $("offboard-cancel").focus();
+}
+
+// The partner sign-ins the MSP app can be removed with: runs a partner admin signed in for on this dashboard
+// (GET /api/onboarding/signin) and never started, newest first; the newest is picked. Their sessions are kept 8 hours:
+// an older one answers PartnerSessionNotFound, shown as any refusal.
+async function partnerSignIns() {
+  const select = $("offboard-partner");
+  select.replaceChildren(h("option", { value: "" }, "no partner sign-in: show the customer's admin the command"));
+  try {
+    const runs = (await api(ONBOARDING_API.runs)).runs.filter((r) => r.state === "signed-in");
+    for (const r of runs) select.append(h("option", { value: r.runId }, `${r.startedBy} (signed in ${dateTime(r.startedAt)})`));
+    if (runs.length) select.value = runs[0].runId;
+  } catch (error) {
+    // Not fatal: offboarding without it gives the command for the customer's admin.
+  }
 }
 
 function offboardText(answer) {
@@ -740,12 +756,13 @@ function offboardText(answer) {
   return `Offboarded by ${answer.actor}; Key Vault versions kept until ${date(answer.retainedUntil)}. ${steps.join(" · ")}`;
 }
 
-async function offboard(key, removeOwner, removeApp) {
+async function offboard(key, removeOwner, removeApp, partnerRun) {
   const d = state.targets.find((t) => keyOf(t) === key) || state.details;
   state.actionResult = { key, kind: "", text: "Offboarding…" };
   renderDetail();
+  const body = removeApp && partnerRun ? { removeOwner, removeApp, partnerRun } : { removeOwner, removeApp };
   try {
-    const answer = await api(`/api/targets/${key}/offboard`, { method: "POST", body: JSON.stringify({ removeOwner, removeApp }) });
+    const answer = await api(`/api/targets/${key}/offboard`, { method: "POST", body: JSON.stringify(body) });
     const failed = answer.steps.some((s) => s.outcome === "failed" || s.outcome === "manual");
     const notice = $("notice");
     notice.className = `action-result ${failed ? "bad" : "good"}`;
@@ -2112,7 +2129,7 @@ function wire() {
   $("offboard-confirm").addEventListener("click", () => {
     const dialog = $("offboard");
     dialog.close("offboard");
-    offboard(dialog.dataset.key, $("offboard-owner").checked, $("offboard-app").checked);
+    offboard(dialog.dataset.key, $("offboard-owner").checked, $("offboard-app").checked, $("offboard-partner").value);
   });
   $("confirm-rotate").addEventListener("click", () => {
     const dialog = $("confirm");

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+from contextlib import AsyncExitStack
 from dataclasses import asdict, replace
 from datetime import timedelta
 from importlib import resources
@@ -19,6 +20,7 @@ import azure.functions as func
 
 from shared import service
 from shared.bootstrap import Services, invocation_services
+from shared.bulk_onboarding import RUN_ID
 from shared.domain import DESTINATION_NAME, GUID, ROTATION_ID, Actor, actor_of
 from shared.entrypoints.access import Role, authorize, caller
 from shared.entrypoints.web import (
@@ -31,8 +33,10 @@ from shared.entrypoints.web import (
     path_guid,
     read_json,
 )
+from shared.errors import PartnerRefused
 from shared.inventory_pass import forget_unregistered
 from shared.offboarding import OffboardOptions, OffboardPorts, offboard, offboarded_document
+from shared.ports import PartnerSession
 from shared.registry import InvalidTarget, check_policy, parse_target, refuse_secret_values, target_document
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -157,20 +161,48 @@ async def offboard_target(req: func.HttpRequest) -> func.HttpResponse:
     """POST /api/targets/{tenantId}/{appId}/offboard {"removeOwner"?, "removeApp"?}: remove a customer
     (Rotator.Operate). Stops rotating (a rotation in flight is compensated or kept safe), keeps the Key Vault
     versions for OFFBOARD_RETENTION_DAYS, optionally removes the rotator from the app's owners; removing the MSP
-    app's service principal needs an admin of the tenant, so the answer gives their command. Every step audited
-    with the caller."""
+    app's service principal needs an admin of the tenant: a partner admin's dashboard sign-in (`partnerRun`) does
+    it through GDAP, else the answer gives the customer's admin their command. Every step audited with the caller."""
     allow(req, "POST")
     who = authorize(req, Role.OPERATE)
     tenant_id, app_id = path_guid(req, "tenantId"), path_guid(req, "appId")
-    body = _fields(_body(req), set(), {"removeOwner", "removeApp"})
+    # Nothing of the body is stored, and a run id (32 hex digits) would look like a secret value to the check.
+    body = _fields(_body(req, refuse_secrets=False), set(), {"removeOwner", "removeApp", "partnerRun"})
     options = OffboardOptions(remove_owner=_bool_field(body, "removeOwner"), remove_app=_bool_field(body, "removeApp"))
+    partner_run = body.get("partnerRun")
+    if partner_run is not None:
+        # The partner admin's dashboard sign-in (GET /api/onboarding/signin): its session, kept in Key Vault under
+        # the run it made, removes the MSP app through GDAP as the CLI's `offboard --sign-in` does.
+        if not isinstance(partner_run, str) or not RUN_ID.fullmatch(partner_run):
+            raise HttpError(422, "InvalidRequest", "partnerRun must be the 32 hex digits of the run a partner "
+                            "sign-in made (GET /api/onboarding/signin)")
+        if not options.remove_app:
+            raise HttpError(422, "InvalidRequest", "partnerRun serves only to remove the MSP app: set removeApp")
     async with invocation_services() as svc:
         ports = OffboardPorts(svc.state, svc.directory, svc.secrets, svc.secret_retention, svc.engine.clock.now,
                               svc.settings.msp_app_client_id, approvals=svc.approvals)
-        result = await offboard(ports, tenant_id, app_id, options,
-                                retention_days=svc.settings.offboard_retention_days, actor=who.name)
+        async with AsyncExitStack() as stack:
+            if partner_run is not None:
+                ports = replace(ports, partner=await _partner_of_run(svc, stack, partner_run))
+            try:
+                result = await offboard(ports, tenant_id, app_id, options,
+                                        retention_days=svc.settings.offboard_retention_days, actor=who.name)
+            except PartnerRefused as refused:  # checked before anything changed: the customer stays registered
+                raise HttpError(409, refused.code, f"{refused.message.rstrip('. ')}. Fix: {refused.fix}") from None
         await forget_unregistered(svc, tenant_id)  # the tenant's last target: its inventory goes too
     return json_response(offboarded_document(result))
+
+
+async def _partner_of_run(svc: Services, stack: AsyncExitStack, run_id: str) -> PartnerSession:
+    """The partner session a dashboard sign-in keeps under its run (closed with `stack`): 404 RunNotFound, 404
+    PartnerSessionNotFound (sign in again), 409 OnboardingNotApplicable without an MSP app."""
+    from shared.entrypoints.onboarding import _federated, _session  # its machinery, not a copy (no cycle at load)
+
+    _federated(svc)
+    await svc.bulk_onboarding().runs.get_run(run_id)
+    session = await _session(svc, run_id)
+    stack.push_async_callback(session.close)
+    return session
 
 
 @bp.route(route="status", methods=ALL_METHODS, auth_level=AUTH)

@@ -256,3 +256,43 @@ def test_a_sign_in_left_before_the_start_is_forgotten_from_the_pick(stack: dict[
     page.click("#forget-session")
     page.wait_for_selector("#session-forgotten")
     assert name not in sandbox.control.state()["keyvault"]["secrets"]
+
+
+def test_an_operator_offboards_a_customer_removing_the_msp_app_with_the_partner_sign_in(
+        stack: dict[str, Any], page: Any) -> None:
+    """Offboarding on the dashboard removes the MSP app's service principal through the partner admin's sign-in
+    (the one bulk onboarding uses), not a command for the customer's admin. Tailspin was onboarded by the first
+    test of the module."""
+    base, sandbox = stack["url"], stack["sandbox"]
+    tailspin, app_id = "7a150000-0000-4000-8000-00000000d001", "a1b2c3d4-0000-4000-8000-00000000d0a1"
+    msp = sandbox.control.msp()["appId"]
+
+    def msp_installed() -> bool:
+        tenant = next(t for t in sandbox.control.state()["tenants"] if t["id"] == tailspin)
+        return any(s["appId"] == msp for s in tenant.get("servicePrincipals", []))
+
+    assert msp_installed()
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_selector("#onboard-customers tbody tr")
+    run_id = page.url.rsplit("/", 1)[1]
+
+    page.goto(f"{base}/api/dashboard#/target/{tailspin}/{app_id}")
+    page.wait_for_selector("#action-offboard:not([disabled])")
+    page.click("#action-offboard")
+    page.wait_for_selector(f'#offboard-partner option[value="{run_id}"]', state="attached")
+    assert page.locator("#offboard-partner").input_value() == run_id  # the newest sign-in, picked
+    assert PARTNER in page.locator(f'#offboard-partner option[value="{run_id}"]').inner_text()
+    page.check("#offboard-app")
+    page.click("#offboard-confirm")
+    page.wait_for_selector("#notice:not([hidden])")
+    notice = page.locator("#notice").inner_text()
+    assert "Tailspin" in notice and "app: done" in notice and "az login" not in notice, notice
+    assert not msp_installed()
+    page.goto(f"{base}/api/dashboard#/onboarding/run/{run_id}")  # the sign-in is forgotten from its run's page
+    page.click("#forget-session")
+    page.wait_for_selector("#session-forgotten")
+    assert f"onboarding-session-{run_id}" not in sandbox.control.state()["keyvault"]["secrets"]

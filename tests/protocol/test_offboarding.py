@@ -9,10 +9,11 @@ from datetime import timedelta
 
 import pytest
 
+from shared import partner_roles
 from shared.domain import Actor, Stage, Target, VersionStage
 from shared.errors import Conflict, NotFound, PartnerRefused, Unreachable
 from shared.offboarding import Offboarded, OffboardOptions, OffboardPorts, offboard, sweep_retention
-from shared.ports import PartnerAdmin
+from shared.ports import GdapCustomer, PartnerAdmin
 from tests.fakes import ROTATOR, Crash, FakeRetention, FakeWorld
 
 ADMIN = PartnerAdmin("5a1d0000-0000-4000-8000-000000000001", "5a1d0000-0000-4000-8000-000000000040",
@@ -21,11 +22,18 @@ ADMIN = PartnerAdmin("5a1d0000-0000-4000-8000-000000000001", "5a1d0000-0000-4000
 
 @dataclass
 class FakePartner:
-    """A partner admin's GDAP session, as far as offboarding uses it: remove_app."""
+    """A partner admin's GDAP session, as far as offboarding uses it: its GDAP customers (the tenants in
+    `relationships`, the installed ones by default, each with `roles`) and remove_app."""
 
     installed: set[str]
     refuse: PartnerRefused | None = None
     admin: PartnerAdmin = ADMIN
+    roles: frozenset[str] = frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR})
+    relationships: set[str] | None = None
+
+    async def customers(self) -> list[GdapCustomer]:
+        tenants = self.installed if self.relationships is None else self.relationships
+        return [GdapCustomer(t, "Contoso", ("rel-1",), self.roles) for t in sorted(tenants)]
 
     async def remove_app(self, tenant_id: str) -> bool:
         if self.refuse is not None:
@@ -141,6 +149,37 @@ async def test_remove_app_refused_by_gdap_names_the_fix() -> None:
     result = await go(world, target, OffboardOptions(remove_app=True), partner)
     app = {s.name: s for s in result.steps}["app"]
     assert app.outcome == "failed" and "Cloud Application Administrator" in app.detail and app.command
+
+
+@pytest.mark.parametrize(("relationships", "roles", "code"), [
+    (set(), frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}), "NoGdapRelationship"),
+    (None, frozenset({partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR}), "GdapRoleMissing"),
+    (None, frozenset(), "GdapRoleMissing"),
+])
+async def test_a_partner_session_that_cannot_remove_the_app_is_refused_before_anything_changes(
+        relationships: set[str] | None, roles: frozenset[str], code: str) -> None:
+    """No active relationship with the tenant, or one giving neither Cloud Application Administrator nor
+    Application Administrator: refused with the cause and the fix, the target still registered, enabled, unaudited."""
+    world = FakeWorld()
+    target = world.seed(days_left=10)
+    before = world.state.events_[:]
+    partner = FakePartner({target.tenant_id}, roles=roles, relationships=relationships)
+    with pytest.raises(PartnerRefused) as refused:
+        await go(world, target, OffboardOptions(remove_owner=True, remove_app=True), partner)
+    assert refused.value.code == code and refused.value.fix and ADMIN.user_principal_name in refused.value.message
+    stored, _ = await world.state.get_target(target.tenant_id, target.app_id)
+    assert stored.enabled and stored.state.lease_owner == target.state.lease_owner
+    assert partner.installed == {target.tenant_id} and world.state.events_ == before
+
+
+@pytest.mark.parametrize("role", [partner_roles.APPLICATION_ADMINISTRATOR,
+                                  partner_roles.CLOUD_APPLICATION_ADMINISTRATOR, partner_roles.GLOBAL_ADMINISTRATOR])
+async def test_any_role_that_may_delete_a_service_principal_is_enough(role: str) -> None:
+    world = FakeWorld()
+    target = world.seed()
+    partner = FakePartner({target.tenant_id}, roles=frozenset({role, partner_roles.PRIVILEGED_ROLE_ADMINISTRATOR}))
+    result = await go(world, target, OffboardOptions(remove_app=True), partner)
+    assert {s.name: s.outcome for s in result.steps}["app"] == "done" and not partner.installed
 
 
 async def test_the_msp_app_stays_while_another_target_of_the_tenant_is_registered() -> None:
