@@ -575,9 +575,38 @@ def _consented_graph_scopes(grant: RefreshGrant, tenant: Tenant) -> set[str]:
     """The Graph scopes the user consented to at sign-in and the tenant's admin consented for the client: what
     `.default` stands for in a delegated request ("the scopes the user has consented to", v2-permissions-and-consent.md
     "The /.default scope")."""
-    mine = {s.rpartition("/")[2] if "/" in s else s for s in grant.scopes
-            if s.lower() not in OIDC_SCOPES and (s.startswith(GRAPH_AUDIENCE) or "/" not in s)}
+    mine = _graph_scope_names(grant.scopes) - ADMIN_CONSENT_SCOPES  # those only the tenant's admin consent gives
     return mine | tenant.delegated_grants.get(grant.client_id, set())
+
+
+# Microsoft Graph delegated permissions whose "Admin consent required" is Yes (Graph permissions reference,
+# microsoft-graph-docs-contrib concepts/permissions-reference.md) that the sandbox enforces at sign-in: the GDAP reads
+# of the partner admin's sign-in. Only the tenant's admin consent for the client (an oauth2PermissionGrant for all
+# principals: "Grant admin consent", what infra/scripts/create-msp-app.sh makes in the partner tenant; seed
+# `delegatedGrants`) lets a user sign in with one. Entra blocks a user who is not an admin from consenting and offers
+# an admin the tenant-wide consent prompt (application-consent-experience.md, "App requires a permission that the
+# user has no right to grant"); the sandbox has no consent prompt, so, strictest, it refuses everybody:
+# AADSTS65001 DelegationDoesNotExist (reference-error-codes.md), `consent_required` back to the app from the sign-in
+# page (OpenID Connect Core 3.1.2.6), `invalid_grant` from the token endpoint. Other admin-consent scopes are not
+# enforced (*not modelled*: the sandbox lets a user consent to them at sign-in).
+ADMIN_CONSENT_SCOPES = frozenset({"DelegatedAdminRelationship.Read.All", "DelegatedAdminRelationship.ReadWrite.All"})
+
+
+def _graph_scope_names(scopes: Sequence[str]) -> set[str]:
+    return {s.rpartition("/")[2] if "/" in s else s for s in scopes
+            if s.lower() not in OIDC_SCOPES and (s.startswith(GRAPH_AUDIENCE) or "/" not in s)}
+
+
+def _check_admin_consent(tenant: Tenant, app: Application, scopes: Sequence[str], error: str) -> None:
+    """EntraError AADSTS65001 (`error`) when a Graph scope asked needs admin consent the tenant has not given the
+    client (ADMIN_CONSENT_SCOPES)."""
+    granted = tenant.delegated_grants.get(app.app_id, set())
+    missing = sorted(s for s in _graph_scope_names(scopes) if s in ADMIN_CONSENT_SCOPES and s not in granted)
+    if missing:
+        raise EntraError(400, error, 65001, f"The user or administrator has not consented to use the application "
+                         f"with ID '{app.app_id}' named '{app.display_name}'. Send an interactive authorization "
+                         f"request for this user and resource. (Admin consent required in tenant '{tenant.name}' "
+                         f"for: {', '.join(missing)}.)")
 
 
 def _check_partner_center_consent(grant: RefreshGrant, tenant: Tenant, app: Application) -> None:
@@ -641,6 +670,8 @@ def _redeem_refresh_token(world: World, tenant_id: str, fields: dict[str, str]) 
                              f"application with ID '{client_id}' named '{app.display_name}'. Send an interactive "
                              "authorization request for this user and resource.")
     resource = _resource(world, target, fields.get("scope", ""))
+    if foreign is None and resource is not None and resource.audience == GRAPH_AUDIENCE:
+        _check_admin_consent(target, app, [s for s in resource.scopes if s != ".default"], "invalid_grant")
     if foreign is None and resource is not None and resource.audience == PARTNER_CENTER_AUDIENCE:
         _check_partner_center_consent(grant, target, app)
     if foreign is None and resource is not None and resource.audience == GRAPH_AUDIENCE \
@@ -715,6 +746,7 @@ def _redeem_device_code(world: World, tenant_id: str, fields: dict[str, str]) ->
     azpacr = "0" if public else _authenticate_client(world, str(device.user_tenant_id), client_id, fields)
     device.decision = "redeemed"
     tenant = world.directory.tenants[str(device.user_tenant_id)]
+    _check_admin_consent(tenant, app, device.scopes, "invalid_grant")
     user = tenant.users[str(device.user_id)]
     resource = _resource(world, tenant, " ".join(device.scopes))
     access_token, expires, scope = _user_access_token(world, tenant, user, client_id, azpacr, resource,
@@ -815,8 +847,12 @@ def build_app(world: World) -> web.Application:
             roles = _check_assignment(world, tenant, app, user)
         except EntraError as exc:
             return _sign_in_error_page(exc)
-        code = secrets.token_urlsafe(48)
         scopes = pending["scope"].split()
+        try:
+            _check_admin_consent(tenant, app, scopes, "consent_required")
+        except EntraError as exc:  # the redirect URI is trusted: the answer goes back to the app
+            return _send_error(pending["redirect_uri"], pending["response_mode"], exc, pending.get("state"))
+        code = secrets.token_urlsafe(48)
         world.auth_codes[code] = AuthCode(
             client_id=app.app_id, redirect_uri=pending["redirect_uri"], tenant_id=tenant.id, user_id=user.id,
             scopes=scopes, nonce=pending.get("nonce"), code_challenge=pending.get("code_challenge"),

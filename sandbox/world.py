@@ -66,6 +66,10 @@ KEY_VAULT_ROLE = "Key Vault Secrets Officer"
 PARTNER_ADMIN_ID = "5a1d0000-0000-4000-8000-000000000040"
 PARTNER_ADMIN_UPN = "partner-admin@msp.example"
 PARTNER_ADMIN_NAME = "Paula Partner-Admin"
+# The partner tenant's admin consent for the MSP app's sign-in (infra/scripts/create-msp-app.sh, SIGN_IN_GRAPH_SCOPES:
+# a test holds them equal), which the default world holds as a deployment that ran the script does.
+PARTNER_SIGN_IN_GRAPH_SCOPES = ("DelegatedAdminRelationship.Read.All", "User.Read", "offline_access", "openid",
+                                "profile")
 PARTNER_GROUPS = (("5a1d0000-0000-4000-8000-000000000041", "GDAP App Admins"),
                   ("5a1d0000-0000-4000-8000-000000000042", "GDAP Privileged Role Admins"))
 # Partner Center's "Admin agent" role is membership of the partner tenant's AdminAgents group (Partner Center,
@@ -570,6 +574,9 @@ class Directory:
         # create-msp-app.sh's one-time admin consent in the partner tenant to Partner Center's user_impersonation
         # (the partner admin's refresh for Partner Center needs it: AADSTS65001 otherwise).
         msp.partner_center_grants[MSP_APP_ID] = {"user_impersonation"}
+        # and to the Graph scopes of the partner admin's sign-in (DelegatedAdminRelationship.Read.All needs it:
+        # AADSTS65001 at sign-in otherwise), the same list as the script's SIGN_IN_GRAPH_SCOPES.
+        msp.delegated_grants[MSP_APP_ID] = set(PARTNER_SIGN_IN_GRAPH_SCOPES)
         api.assigned_to.append(AppRoleAssignment(PARTNER_ADMIN_ID, "User", role_ids[ROLE_OPERATE]))
         for group_id, group_name in (*PARTNER_GROUPS, ADMIN_AGENTS_GROUP):
             msp.groups[group_id] = Group(group_id, group_name, [PARTNER_ADMIN_ID])
@@ -668,7 +675,11 @@ class Directory:
                 if "directoryRoles" in user_doc:  # Entra built-in roles, by template id or display name
                     tenant.directory_roles[user.id] = {role_template_id(r) for r in user_doc["directoryRoles"]}
             for client, scopes in (tenant_doc.get("delegatedGrants") or {}).items():
-                # oauth2PermissionGrants (consentType AllPrincipals) of a client on Microsoft Graph
+                # oauth2PermissionGrants (consentType AllPrincipals) of a client on Microsoft Graph; [] withdraws
+                # the client's grant (its scopes revoked, as deleting the oauth2PermissionGrant does)
+                if not scopes:
+                    tenant.delegated_grants.pop(self.resolve_app_id(client), None)
+                    continue
                 self.ensure_service_principal(tenant, self.resolve_app_id(client))
                 tenant.delegated_grants.setdefault(self.resolve_app_id(client), set()).update(scopes)
             for client, scopes in (tenant_doc.get("partnerCenterGrants") or {}).items():

@@ -193,6 +193,13 @@ async def complete(keys: ConsentKeys, consents: ConsentStore, partner_tenant: st
     claims = await verified(keys, _param(params, "state"), now, operator)
     if _param(params, "error"):
         code = consent.entra_error_code(_param(params, "error"), _param(params, "error_description"))
+        if "AADSTS65001" in code:  # the partner tenant's admin never consented to the sign-in's scopes
+            raise SignInRefused("PartnerSignInNotConsented", "Entra ID did not sign the partner admin in (AADSTS65001: "
+                                "the partner tenant's admin has not consented to the MSP app's sign-in permissions, "
+                                "Microsoft Graph DelegatedAdminRelationship.Read.All); nothing was changed. A Global "
+                                "Administrator of the partner tenant runs infra/scripts/create-msp-app.sh again (it "
+                                "grants that consent) or grants admin consent to the MSP app in the Entra admin "
+                                "center, then sign in again")
         raise SignInRefused("SignInDenied", "Entra ID did not sign the partner admin in"
                             + (f" ({code})" if code else "") + "; nothing was changed. Sign in again with an account "
                             "of the partner tenant that may read its GDAP relationships")

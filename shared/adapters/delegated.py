@@ -80,6 +80,13 @@ _REFUSALS = {
     "AADSTS90002": ("TenantNotFound", "No tenant has this id: check the customer's tenant id."),
     "AADSTS50105": ("NotAssigned", "Assign the admin an app role of the MSP app (Rotator.Operate)."),
 }
+# AADSTS65001 in the partner tenant itself: its admin never consented to the sign-in's Graph scopes
+# (DelegatedAdminRelationship.Read.All needs admin consent: Graph permissions reference).
+_SIGN_IN_NOT_CONSENTED = (
+    "PartnerSignInNotConsented", "The partner tenant's admin has not consented to the MSP app's sign-in permissions "
+    "(Microsoft Graph DelegatedAdminRelationship.Read.All, User.Read): a Global Administrator or Privileged Role "
+    "Administrator of the partner tenant runs infra/scripts/create-msp-app.sh again (it grants that admin consent), "
+    "or grants admin consent under Enterprise applications > the MSP app > Permissions; then sign in again.")
 # AADSTS65001 for Partner Center's token means the partner tenant never consented to its user_impersonation.
 _PARTNER_CENTER_NOT_CONSENTED = (
     "PartnerCenterNotConsented", "The partner tenant has not consented to the MSP app's use of Partner Center "
@@ -137,7 +144,7 @@ class DelegatedSignIn:
         try:
             answer = await self._post(self._home, form, confidential=True)
         except _OAuthError as error:
-            raise error.translated() from None
+            raise error.translated(self._home) from None
         return self._signed_in(answer, scopes)
 
     async def start_device_code(self, scopes: Sequence[str] = SIGN_IN_SCOPES) -> DeviceCodePrompt:
@@ -146,7 +153,7 @@ class DelegatedSignIn:
         try:
             doc = await self._form(url, {"client_id": self._client_id, "scope": " ".join(scopes)}, self._home)
         except _OAuthError as error:
-            raise error.translated() from None
+            raise error.translated(self._home) from None
         self._device = (str(doc["device_code"]), tuple(scopes))
         return DeviceCodePrompt(str(doc["user_code"]), str(doc["verification_uri"]), str(doc.get("message", "")),
                                 int(doc.get("expires_in", 900)), int(doc.get("interval", 5)))
@@ -175,7 +182,7 @@ class DelegatedSignIn:
                     raise PartnerRefused("the device code expired before the sign-in", code="expired_token",
                                          fix="Run the command again and complete the sign-in within "
                                          f"{prompt.expires_in // 60} minutes.") from None
-                raise error.translated() from None
+                raise error.translated(self._home) from None
             return self._signed_in(answer, scopes)
 
     async def resume(self, refresh_token: str) -> PartnerAdmin:
@@ -188,7 +195,7 @@ class DelegatedSignIn:
             answer = await self._post(self._home, form, confidential=self._client_assertion is not None)
         except _OAuthError as error:
             self._refresh = None
-            raise error.translated() from None
+            raise error.translated(self._home) from None
         return self._signed_in(answer, SIGN_IN_SCOPES)
 
     def _signed_in(self, answer: dict[str, Any], scopes: Sequence[str]) -> PartnerAdmin:
@@ -226,7 +233,7 @@ class DelegatedSignIn:
                     name, fix = _PARTNER_CENTER_NOT_CONSENTED
                     raise PartnerRefused(f"Entra refused the Partner Center token: {error.description}", code=name,
                                          fix=fix) from None
-                raise error.translated() from None
+                raise error.translated(self._home) from None
             self._refresh = answer.get("refresh_token") or self._refresh
             return self._keep(tenant_id, resource, answer)
 
@@ -291,8 +298,11 @@ class _OAuthError(Exception):
         super().__init__(f"{error}: {first}")
         self.error, self.description, self.tenant_id = error, first, tenant_id
 
-    def translated(self) -> RotationError:
+    def translated(self, home_tenant_id: str = "") -> RotationError:
         code = self.description.split(":")[0] if self.description.startswith("AADSTS") else ""
+        if code == "AADSTS65001" and home_tenant_id and self.tenant_id.lower() == home_tenant_id.lower():
+            name, fix = _SIGN_IN_NOT_CONSENTED
+            return PartnerRefused(f"Entra refused the partner admin's sign-in: {self.description}", code=name, fix=fix)
         if code in _REFUSALS:
             name, fix = _REFUSALS[code]
             return PartnerRefused(f"Entra refused the sign-in for tenant {self.tenant_id}: {self.description}",

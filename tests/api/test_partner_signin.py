@@ -373,3 +373,22 @@ async def test_an_abandoned_sign_in_expires_and_the_daily_sweep_deletes_its_sess
     state = world.sb.control.state()["keyvault"]
     assert name not in state["secrets"] and name in state["deleted"]
     assert state["secrets"], "other secrets of the vault are not swept"
+
+
+async def test_a_partner_tenant_without_the_sign_in_consent_gets_the_fix_and_nothing_is_made(
+        api: Api, world: World) -> None:
+    """Entra answers consent_required (AADSTS65001) when the partner tenant's admin never consented to
+    DelegatedAdminRelationship.Read.All: the callback names the consent and the script that grants it; no run, no
+    session is made."""
+    msp = world.sb.settings["MSP_TENANT_ID"]
+    world.sb.control.seed({"tenants": [{"id": msp, "delegatedGrants": {world.sb.settings["MSP_APP_CLIENT_ID"]: []}}]})
+    answer = entra(world, (await start(api))["_url"], PARTNER)
+    assert answer.params["error"] == "consent_required" and "code" not in answer.params
+    reply = await callback(api, answer.params)
+    assert (reply.status, reply.code) == (400, "PartnerSignInNotConsented"), reply.text
+    message = reply.body["error"]["message"]
+    assert "DelegatedAdminRelationship.Read.All" in message and "create-msp-app.sh" in message
+    assert "has not consented" in message and answer.params["error_description"] not in message  # codes, not text
+    runs = await api.call("onboarding_runs", headers=JSON)
+    assert runs.body["runs"] == []
+    assert not [n for n in world.sb.control.state()["keyvault"]["secrets"] if n.startswith("onboarding-session-")]

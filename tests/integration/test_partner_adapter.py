@@ -385,3 +385,15 @@ async def test_partner_center_needs_the_partner_tenants_consent_and_the_refusal_
     sb.control.seed({"tenants": [{"id": msp, "partnerCenterGrants": {app: ["user_impersonation"]}}]})
     installed = await session.install_app(tenant, ROLES, InstallMethod.PARTNER_CENTER)
     assert installed.created and installed.roles_granted == ROLES
+
+
+async def test_a_partner_tenant_without_the_sign_in_consent_is_refused_with_the_fix(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    """The partner tenant's admin never consented to DelegatedAdminRelationship.Read.All (create-msp-app.sh not run):
+    the device code sign-in is refused with the partner tenant's fix, not a customer's."""
+    msp = sb.settings["MSP_TENANT_ID"]
+    sb.control.seed({"tenants": [{"id": msp, "delegatedGrants": {sb.settings["MSP_APP_CLIENT_ID"]: []}}]})
+    with pytest.raises(PartnerRefused) as refused:
+        await _device(sb, _sign_in(sb, http))
+    assert refused.value.code == "PartnerSignInNotConsented"
+    assert "create-msp-app.sh" in refused.value.fix and "customer" not in refused.value.fix

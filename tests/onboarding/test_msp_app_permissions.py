@@ -33,3 +33,19 @@ def test_the_script_registers_exactly_the_permissions_bulk_onboarding_grants(tmp
 def test_the_sandbox_msp_app_requests_the_same() -> None:
     msp_app = world.World().directory.find_application(world.MSP_APP_ID)
     assert msp_app is not None and msp_app.graph_roles() == list(GRAPH_APP_PERMISSIONS)
+
+
+def test_the_sandbox_partner_tenant_holds_the_script_s_sign_in_consent() -> None:
+    """The admin consent create-msp-app.sh grants in the partner tenant for the partner admin's sign-in is what the
+    sandbox's default world (the demo's, the tests') holds, and covers every Graph scope the sign-in asks for."""
+    import re
+
+    from shared.adapters.delegated import SIGN_IN_SCOPES
+
+    found = re.search(r'^SIGN_IN_GRAPH_SCOPES="([^"]+)"', SCRIPT.read_text(), re.MULTILINE)
+    assert found is not None
+    script = found.group(1).split()
+    assert script == list(world.PARTNER_SIGN_IN_GRAPH_SCOPES)
+    msp = world.World().directory.tenants[world.MSP_TENANT_ID]
+    assert msp.delegated_grants[world.MSP_APP_ID] == set(script)
+    assert {s.rpartition("/")[2] for s in SIGN_IN_SCOPES} <= set(script)

@@ -345,3 +345,48 @@ def test_partner_center_tokens_need_the_partner_tenants_consent_to_user_imperson
     sb.control.seed({"tenants": [{"id": MSP, "partnerCenterGrants": {MSP_APP: ["user_impersonation"]}}]})
     allowed = _refresh(sb, refresh, MSP, PC_SCOPE)
     assert allowed.status_code == 200 and _claims(allowed.json()["access_token"])["aud"] == PC_SCOPE.rpartition("/")[0]
+
+
+def test_the_gdap_read_scope_needs_the_partner_tenant_s_admin_consent_at_sign_in(sb: SandboxHandle) -> None:
+    """DelegatedAdminRelationship.Read.All needs admin consent (Graph permissions reference): with the partner
+    tenant's consent (what create-msp-app.sh grants, and the default world holds) the partner admin signs in; with
+    it withdrawn, every way in answers AADSTS65001: the sign-in page sends consent_required back to the app, the
+    device code and a refresh for the scope are refused, and `.default` no longer carries it."""
+    from sandbox.world import PARTNER_SIGN_IN_GRAPH_SCOPES
+
+    msp = next(t for t in sb.control.state()["tenants"] if t["id"] == MSP)
+    assert msp["delegatedGrants"][MSP_APP] == sorted(PARTNER_SIGN_IN_GRAPH_SCOPES)
+    refresh = _device_sign_in(sb)["refresh_token"]
+    sb.control.add_redirect_uri("msp-app", "https://localhost/api/onboarding/callback")
+    authorize = (f"{sb.endpoints['entra']}/{MSP}/oauth2/v2.0/authorize?client_id={MSP_APP}&response_type=code"
+                 "&redirect_uri=https%3A%2F%2Flocalhost%2Fapi%2Fonboarding%2Fcallback&response_mode=query"
+                 f"&scope={GRAPH}/DelegatedAdminRelationship.Read.All+offline_access&state=s-1"
+                 "&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256")
+    assert "code" in sign_in_as(authorize, ADMIN, sb.ca_file).params
+
+    sb.control.seed({"tenants": [{"id": MSP, "delegatedGrants": {MSP_APP: []}}]})  # the consent withdrawn
+
+    answer = sign_in_as(authorize, ADMIN, sb.ca_file)
+    assert answer.redirect_uri == "https://localhost/api/onboarding/callback" and "code" not in answer.params
+    assert answer.params["error"] == "consent_required" and answer.params["state"] == "s-1"
+    assert answer.params["error_description"].startswith("AADSTS65001: The user or administrator has not consented")
+    assert "DelegatedAdminRelationship.Read.All" in answer.params["error_description"]
+    start = requests.post(f"{sb.endpoints['entra']}/{MSP}/oauth2/v2.0/devicecode", verify=sb.ca_file, timeout=10,
+                          data={"client_id": MSP_APP, "scope": f"{GRAPH_SCOPES} offline_access"}).json()
+    answer_device_code(sb.endpoints["entra"], start["user_code"], ADMIN, sb.ca_file)
+    refused = _token(sb, MSP, grant_type="urn:ietf:params:oauth:grant-type:device_code", client_id=MSP_APP,
+                     device_code=start["device_code"])
+    assert (refused.status_code, refused.json()["error"], _code(refused)) == (400, "invalid_grant", 65001)
+    explicit = _refresh(sb, refresh, MSP, f"{GRAPH}/DelegatedAdminRelationship.Read.All")
+    assert (explicit.status_code, _code(explicit)) == (400, 65001)
+    default = _refresh(sb, refresh, MSP, f"{GRAPH}/.default")
+    assert default.status_code == 200, default.text
+    token = default.json()["access_token"]
+    assert "DelegatedAdminRelationship" not in _claims(token)["scp"]
+    assert _graph(sb, "GET", "/tenantRelationships/delegatedAdminRelationships", token).status_code == 403
+    # a sign-in without the admin-only scope is not affected
+    plain = authorize.replace(f"{GRAPH}/DelegatedAdminRelationship.Read.All+", "User.Read+")
+    assert "code" in sign_in_as(plain, ADMIN, sb.ca_file).params
+
+    sb.control.seed({"tenants": [{"id": MSP, "delegatedGrants": {MSP_APP: list(PARTNER_SIGN_IN_GRAPH_SCOPES)}}]})
+    assert "code" in sign_in_as(authorize, ADMIN, sb.ca_file).params  # granted again: signs in
