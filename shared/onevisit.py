@@ -28,6 +28,7 @@ no consent state is a one-visit state and no signature is ever a verifier.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from shared.consent import ConsentRefused
 from shared.domain import GUID, Actor, Target, actor_of
 from shared.errors import AppNotFound, Conflict, NotFound, PartnerRefused, RotationError
 from shared.ports import ConsentKeys, ConsentStore, Directory, Event, PartnerAdmin, ProofpointOrgs, StateStore
+
+log = logging.getLogger(__name__)
 
 VERSION = "o1"
 STEP_OWNER = "owner"
@@ -280,9 +283,34 @@ async def complete(ports: VisitPorts, params: Mapping[str, str], now: datetime) 
     try:
         await ports.consents.use_state(claims.tenant_id, claims.nonce, claims.expires)
     except Conflict:
+        if await ports.consents.state_unfinished(claims.tenant_id, claims.nonce):
+            # Spent, but its answer was never given (the process died after the state was spent: before the owner,
+            # after it, during the registration). The code is spent too (Entra redeems one once), so the state cannot
+            # act again; within its window it earns the page it never showed, saying so, whose retry is a fresh
+            # link for the same tenant and app (the entry point's, as for any sign-in that failed), nothing else.
+            return interrupted(claims)
         raise ConsentRefused("StateReplayed", "this sign-in answer was used already: what it did is on the page it "
                              "showed then (and in your MSP's audit trail). Open the consent page's link again to "
                              "retry") from None
+    result = await _signed_in(ports, claims, key, code)
+    try:
+        await ports.consents.finish_state(claims.tenant_id, claims.nonce)
+    except RotationError as error:  # the answer stands; a reload would only offer a fresh link
+        log.warning("one-visit state not marked finished: %s", error.code)
+    return result
+
+
+def interrupted(claims: VisitState) -> VisitResult:
+    """The answer to a second click whose first answer was cut off (the process died) before it was given: nothing
+    done now; the admin signs in again (a fresh link for the same tenant and app) and the steps go on, each one
+    idempotent (an owner added is found in place, a target registered is kept)."""
+    return VisitResult(claims.tenant_id, claims.app_id, "", "", (VisitStep(
+        "sign-in", "failed", f"the rotator was interrupted while it worked on app id {claims.app_id} after your "
+        "sign-in, before it could answer: what it did is in your MSP's audit trail and is kept",
+        "sign in again (the button below) to finish", "VisitInterrupted"),))
+
+
+async def _signed_in(ports: VisitPorts, claims: VisitState, key: bytes, code: str) -> VisitResult:
     try:
         session = await ports.redeem(claims.tenant_id, code, verifier(key, claims.nonce), ports.redirect_uri, SCOPES)
     except RotationError as error:
@@ -328,6 +356,9 @@ async def _steps(ports: VisitPorts, session: AdminSession, claims: VisitState) -
                                "your MSP sets AZURE_CLIENT_ID / MSP_APP_CLIENT_ID", "PrincipalUnknown"))
         return result(app.display_name)
     else:
+        # Intent first: a process that dies between Graph's answer and the outcome's record still leaves the change
+        # in the audit trail (as bulk onboarding records each change: started, then its outcome).
+        await _audit(ports, tenant, app_id, "owner adding", actor)
         try:
             added = await session.add_owner(tenant, app.object_id, principal.object_id)
         except PartnerRefused as error:

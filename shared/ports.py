@@ -307,6 +307,14 @@ class ConsentStore(Protocol):
         """Mark a consent link's state as used; Conflict when it was used before. Atomic (an insert)."""
         ...
 
+    async def finish_state(self, tenant_id: str, nonce: str) -> None:
+        """Record that what a used state started has finished (its answer was given): see `state_unfinished`."""
+        ...
+
+    async def state_unfinished(self, tenant_id: str, nonce: str) -> bool:
+        """Whether the state was used and what it started never finished (the process died on the way)."""
+        ...
+
     async def record_consent(self, consent: Consent) -> None:
         """Record (or renew) a tenant's consent."""
         ...

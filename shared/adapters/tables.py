@@ -555,6 +555,24 @@ class TablesConsentStore:
         await _use_once(self._table, tenant_id, f"state-{nonce}", expires, "consent link",
                         Conflict("this consent link was used already", code="StateReplayed"))
 
+    async def finish_state(self, tenant_id: str, nonce: str) -> None:
+        await self._ensure()
+        try:  # a merge: the row's claim and expiry stay
+            await self._table.update_entity({"PartitionKey": tenant_id, "RowKey": f"state-{nonce}",
+                                             "Finished": True}, mode=UpdateMode.MERGE)
+        except AzureError as error:
+            raise _translate(error, "consent link") from error
+
+    async def state_unfinished(self, tenant_id: str, nonce: str) -> bool:
+        await self._ensure()
+        try:
+            row = await self._table.get_entity(tenant_id, f"state-{nonce}")
+        except ResourceNotFoundError:
+            return False
+        except AzureError as error:
+            raise _translate(error, "consent link") from error
+        return not row.get("Finished", False)
+
     async def record_consent(self, consent: Consent) -> None:
         await self._ensure()
         entity = {

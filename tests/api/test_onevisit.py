@@ -112,7 +112,7 @@ async def test_one_visit_consents_adds_the_owner_registers_and_dry_runs(
     assert "would-rotate" in body["steps"][3]["detail"]  # 20 days left: due
     events = await svc.state.events(c.tenant_id, c.app_id)
     mine = [e for e in events if e.step == "onevisit"]
-    assert {e.outcome for e in mine} == {"owner added", "registered"}
+    assert {e.outcome for e in mine} == {"owner adding", "owner added", "registered"}
     assert {e.actor for e in mine} == {f"manual:{ADMIN.format(c.domain)}"}
     # Never the code, the token or a secret: not in the answer, not in the logs.
     said = reply.text + caplog.text + json.dumps([e.detail for e in events])
@@ -192,3 +192,57 @@ async def test_no_proofpoint_org_for_the_tenant_leaves_the_owner_and_says_the_ms
     assert steps["register"]["code"] == "ProofpointOrgNotFound" and "MSP registers" in steps["register"]["fix"]
     assert reply.body["retry"] is None  # another sign-in would not help: the MSP registers it
     assert owners(visit.api.world, c) == [msp_principal(visit.api.world, c)]
+
+
+async def test_a_visit_cut_off_after_the_owner_is_finished_by_signing_in_again(
+        visit: Visit, svc: bootstrap.Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies after the owner was added, before the registration (Azure Tables keeps the spent state,
+    unfinished): the browser's reload gets the page it never showed, a failed sign-in step VisitInterrupted with a
+    fresh link for the same app, never an action; the admin signs in with it and the visit finishes, the owner
+    kept, registered once."""
+    from shared import onevisit
+    from tests.fakes import Crash
+
+    world = visit.api.world
+    c = visit.customer("Crashvisit")
+    page = await visit.consented(c)
+    [app] = page.body["applications"]
+    signed = sign_in_as(app["secondClick"], ADMIN.format(c.domain), world.sb.ca_file)
+    real = onevisit.TemplateRegistrar.__call__
+
+    async def die(*args: Any, **kwargs: Any) -> Any:
+        raise Crash("the process died during the registration")
+
+    monkeypatch.setattr(onevisit.TemplateRegistrar, "__call__", die)
+    with pytest.raises(Crash):
+        await visit.api.call("consent", params=signed.params, headers=JSON)
+    monkeypatch.setattr(onevisit.TemplateRegistrar, "__call__", real)  # the next process
+    assert owners(world, c) == [msp_principal(world, c)]  # the owner step happened, audited
+    assert sorted(e.outcome for e in await svc.state.events(c.tenant_id, c.app_id) if e.step == "onevisit") == [
+        "owner added", "owner adding"]
+
+    reload = await visit.api.call("consent", params=signed.params, headers=JSON)  # the answer never shown
+    assert reload.status == 200 and reload.body["ok"] is False, reload.text
+    assert [(s["name"], s["outcome"], s["code"]) for s in reload.body["steps"]] == [
+        ("sign-in", "failed", "VisitInterrupted")]
+    assert (reload.body["tenantId"], reload.body["appId"]) == (c.tenant_id, c.app_id)
+    assert [t for t, _ in await svc.state.list_targets() if t.tenant_id == c.tenant_id] == []  # no action
+    retry = reload.body["retry"]
+    assert urlparse(retry).path == f"/{c.tenant_id}/oauth2/v2.0/authorize"
+    assert dict(parse_qsl(urlparse(retry).query))["state"] != signed.params["state"]  # a fresh state
+    html_reload = await visit.api.call("consent", params=signed.params, headers=HTML)
+    assert html_reload.status == 200 and "Sign in again and retry" in html_reload.text
+    assert "interrupted" in html_reload.text
+
+    again = sign_in_as(retry, ADMIN.format(c.domain), world.sb.ca_file)
+    done = await visit.api.call("consent", params=again.params, headers=JSON)
+    assert done.status == 200 and done.body["ok"] is True, done.text
+    assert [(s["name"], s["outcome"]) for s in done.body["steps"]] == [
+        ("sign-in", "done"), ("owner", "already"), ("register", "done"), ("dry-run", "done")]
+    assert owners(world, c) == [msp_principal(world, c)]
+    assert sorted(e.outcome for e in await svc.state.events(c.tenant_id, c.app_id) if e.step == "onevisit") == [
+        "owner added", "owner adding", "registered"]  # each change once
+    finished = await visit.api.call("consent", params=again.params, headers=JSON)  # finished: a replay, as before
+    assert (finished.status, finished.body["error"]["code"]) == (409, "StateReplayed")
+    cut_off = await visit.api.call("consent", params=signed.params, headers=JSON)
+    assert cut_off.body["steps"][0]["code"] == "VisitInterrupted"  # still only a link, never an action

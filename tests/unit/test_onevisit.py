@@ -3,6 +3,7 @@ expiring, good once), the PKCE verifier, each step and refusal with its fix, the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import uuid
@@ -42,11 +43,18 @@ class Keys:
 class Consents:
     def __init__(self) -> None:
         self.used: set[tuple[str, str]] = set()
+        self.finished: set[tuple[str, str]] = set()
 
     async def use_state(self, tenant_id: str, nonce: str, expires: datetime) -> None:
         if (tenant_id, nonce) in self.used:
             raise Conflict("used", code="StateReplayed")
         self.used.add((tenant_id, nonce))
+
+    async def finish_state(self, tenant_id: str, nonce: str) -> None:
+        self.finished.add((tenant_id, nonce))
+
+    async def state_unfinished(self, tenant_id: str, nonce: str) -> bool:
+        return (tenant_id, nonce) in self.used - self.finished
 
     async def record_consent(self, record: object) -> None: ...
 
@@ -102,6 +110,8 @@ class Setup:
         async def register(tenant: str, app_id: str, name: str, domains: Sequence[str]) -> Registration:
             if self.register_error is not None:
                 raise self.register_error
+            if (tenant, app_id) in self.world.state.rows:  # as the registrar: a target there is kept
+                return Registration(self.world.state.target(tenant, app_id), False, f"{name} is registered already")
             target = Target(tenant, app_id, "Contoso")
             await self.world.state.create_target(target)
             return Registration(target, True, f"registered {name} with Proofpoint org {domains[0]}")
@@ -167,7 +177,7 @@ async def test_the_second_click_adds_the_owner_registers_and_dry_runs(setup: Set
     assert tenant == TENANT and code == "the-code" and onevisit.challenge(verifier) == query["code_challenge"]
     assert setup.session.closed
     audit = [e for e in setup.world.state.events_ if e.step == "onevisit"]
-    assert [e.outcome for e in audit] == ["owner added", "registered"]
+    assert [e.outcome for e in audit] == ["owner adding", "owner added", "registered"]
     assert {e.actor for e in audit} == {"manual:admin@contoso.example"}
 
 
@@ -337,7 +347,8 @@ async def test_an_owner_call_that_failed_without_a_refusal_is_audited_with_the_a
     session.add_owner = cut  # type: ignore[method-assign]
     result = await answer(setup, await link(setup))
     assert [(s.name, s.outcome) for s in result.steps] == [("sign-in", "done"), ("owner", "failed")]
-    [event] = [e for e in setup.world.state.events_ if e.step == "onevisit"]
+    intent, event = [e for e in setup.world.state.events_ if e.step == "onevisit"]
+    assert (intent.outcome, intent.actor) == ("owner adding", "manual:admin@contoso.example")
     assert (event.outcome, event.actor, event.error_code) == ("owner failed", "manual:admin@contoso.example",
                                                               error.code)
 
@@ -349,3 +360,65 @@ async def test_the_registrar_takes_proofpoints_org_name_as_the_registry_takes_a_
     odd = ProofpointOrg("Contoso\r\nLtd\u00a0 (EU)", "contoso.example", (), "us2")
     done = await registrar(world, odd)(TENANT, APP, "PPE Sync", ["contoso.example"])
     assert done.created and world.state.target(TENANT, APP).customer == "Contoso Ltd (EU)"
+
+
+@pytest.mark.parametrize("where", ["redeem", "owner", "register", "dry-run", "finish"])
+async def test_a_visit_cut_off_after_its_state_was_spent_is_finished_with_a_fresh_sign_in(
+        setup: Setup, where: str) -> None:
+    """The process dies after the state was spent (before the owner, after it, in the registration, the dry run, or
+    marking the answer given): the same answer again earns no action, only a failed sign-in step VisitInterrupted for
+    the same tenant and app (retryable: a fresh link, within the state's window); a sign-in with that link finishes,
+    the owner kept, nothing twice."""
+    from tests.fakes import Crash
+
+    ports = setup.ports()
+    crashes = {"redeem": "redeem", "register": "register", "dry-run": "dry_run"}
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise Crash(where)
+
+    if where == "owner":  # the owner is added, then the process dies
+        real = setup.session.add_owner
+
+        async def add_then_die(*args: Any) -> bool:
+            await real(*args)
+            raise Crash(where)
+
+        setup.session.add_owner = add_then_die  # type: ignore[method-assign]
+    elif where == "finish":
+        setup.consents.finish_state = crash  # type: ignore[method-assign]
+    else:
+        ports = dataclasses.replace(ports, **{crashes[where]: crash})
+    query = await link(setup)
+    with pytest.raises(Crash):
+        await onevisit.complete(ports, {"code": "the-code", "state": query["state"]}, NOW + timedelta(minutes=1))
+    events = len(setup.world.state.events_)
+    setup.session = Session(setup.world)  # the next process
+    setup.consents.finish_state = Consents.finish_state.__get__(setup.consents)  # type: ignore[method-assign]
+
+    cut = await answer(setup, query, code="the-code")  # the browser reloads the answer it never got
+    assert (cut.tenant_id, cut.app_id, cut.retryable, cut.ok) == (TENANT, APP, True, False)
+    assert [(s.name, s.outcome, s.code) for s in cut.steps] == [("sign-in", "failed", "VisitInterrupted")]
+    assert "sign in again" in cut.steps[0].fix
+    assert len(setup.world.state.events_) == events and len(setup.redeemed) == (0 if where == "redeem" else 1)
+    assert (await answer(setup, query, code="the-code")).steps == cut.steps  # again, until the window ends
+    with pytest.raises(ConsentRefused) as late:  # past the state's window: a new consent link, as before
+        await onevisit.complete(setup.ports(), {"code": "c", "state": query["state"]}, NOW + onevisit.LIFETIME)
+    assert late.value.code == "StateExpired"
+
+    fresh = await link(setup)  # what the entry point offers as the retry of a failed sign-in
+    result = await answer(setup, fresh, code="a-new-code")
+    assert result.ok, result
+    outcomes = dict((s.name, s.outcome) for s in result.steps)
+    assert outcomes["owner"] == ("done" if where == "redeem" else "already")
+    assert outcomes["register"] == ("done" if where in ("redeem", "owner", "register") else "already")
+    assert (TENANT, APP) not in setup.world.directory.unowned
+    assert setup.world.state.target(TENANT, APP).customer == "Contoso"
+    audit = [e.outcome for e in setup.world.state.events_ if e.step == "onevisit"]
+    assert audit == {  # the owner change is in the trail however the first attempt ended; nothing is done twice
+        "redeem": ["owner adding", "owner added", "registered"],
+        "owner": ["owner adding", "registered"],  # the intent, then the owner found in place
+    }.get(where, ["owner adding", "owner added", "registered"]), audit
+    with pytest.raises(ConsentRefused) as replay:  # the finished visit's answer: replayed, as any
+        await answer(setup, fresh, code="a-new-code")
+    assert replay.value.code == "StateReplayed"
