@@ -297,6 +297,9 @@ class Run:
     # The start that won a signed-in run (web sign-in): its tenants' rows are under their own key (tenants_key), so
     # rows a lost or interrupted start wrote are never worked nor shown. Empty for a run started in one go (the CLI).
     start_id: str = ""
+    # A finished run's counts (run_document's), written with its finish so the run list reads no tenant row of it;
+    # None while it runs (a resume of a finished run clears them).
+    counts: Mapping[str, int] | None = None
 
 
 def tenants_key(run: Run) -> str:
@@ -338,11 +341,16 @@ def tenant_document(p: TenantProgress) -> dict[str, Any]:
     }
 
 
-def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
-    """The progress of a run as the API, the CLI and the dashboard show it (docs/api.md, "Bulk onboarding")."""
+def tenant_counts(tenants: Sequence[TenantProgress]) -> dict[str, int]:
+    """How many tenants are in each state, and in all ("total")."""
     counts = {s.value: 0 for s in TenantState}
     for t in tenants:
         counts[t.state.value] += 1
+    return {"total": len(tenants), **counts}
+
+
+def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
+    """The progress of a run as the API, the CLI and the dashboard show it (docs/api.md, "Bulk onboarding")."""
     return {
         "runId": run.run_id,
         "state": run.state.value,
@@ -352,7 +360,7 @@ def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
         "method": run.method.value,
         "planOnly": run.plan_only,
         "keepSession": run.keep_session,
-        "counts": {"total": len(tenants), **counts},
+        "counts": tenant_counts(tenants),
         "tenants": [tenant_document(t) for t in sorted(tenants, key=lambda t: (t.customer.lower(), t.tenant_id))],
     }
 
@@ -497,7 +505,7 @@ class BulkOnboarding:
         # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
         todo = [t for t, _ in await self.runs.tenants(tenants_key(run)) if t.state not in ONBOARDED]
         if todo and run.state is RunState.FINISHED:
-            run = replace(run, state=RunState.RUNNING, finished_at=None)
+            run = replace(run, state=RunState.RUNNING, finished_at=None, counts=None)
             await self.runs.replace_run(run, etag)
         queue = iter(todo)
 
@@ -533,7 +541,7 @@ class BulkOnboarding:
         run, etag = await self.runs.get_run(run_id)
         tenants = [t for t, _ in await self.runs.tenants(tenants_key(run))]
         if run.state is RunState.RUNNING and all(t.state in FINISHED for t in tenants):
-            run = replace(run, state=RunState.FINISHED, finished_at=self.clock.now())
+            run = replace(run, state=RunState.FINISHED, finished_at=self.clock.now(), counts=tenant_counts(tenants))
             try:
                 await self.runs.replace_run(run, etag)
             except Conflict:
@@ -543,6 +551,16 @@ class BulkOnboarding:
     async def progress(self, run_id: str) -> dict[str, Any]:
         run, _ = await self.runs.get_run(run_id)
         return run_document(run, [t for t, _ in await self.runs.tenants(tenants_key(run))])
+
+    async def summary(self, run: Run) -> dict[str, Any]:
+        """The run's document without its tenants (the run list): a finished run's from its own row, else counted
+        from its tenants' rows."""
+        if run.state is RunState.FINISHED and run.counts is not None:
+            doc = run_document(run, [])
+            doc["counts"] = {**doc["counts"], **run.counts}
+        else:
+            doc = run_document(run, [t for t, _ in await self.runs.tenants(tenants_key(run))])
+        return {k: v for k, v in doc.items() if k != "tenants"}
 
     # ---------------------------------------------------------------- one tenant
 

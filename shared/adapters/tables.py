@@ -648,7 +648,7 @@ class TablesOnboardingRuns:
             "PartitionKey": run.run_id, "RowKey": "run", "AdminUpn": run.admin_upn, "AdminName": run.admin_name,
             "Method": run.method.value, "PlanOnly": run.plan_only, "StartedAt": _iso(run.started_at),
             "State": run.state.value, "FinishedAt": _iso(run.finished_at), "KeepSession": run.keep_session,
-            "StartId": run.start_id,
+            "StartId": run.start_id, "Counts": json.dumps(dict(run.counts)) if run.counts is not None else None,
         })
 
     @staticmethod
@@ -656,7 +656,7 @@ class TablesOnboardingRuns:
         return Run(e["PartitionKey"], e.get("AdminUpn", ""), e.get("AdminName", ""), InstallMethod(e["Method"]),
                    bool(e.get("PlanOnly", False)), _dt(e.get("StartedAt")) or datetime.now(UTC),
                    RunState(e.get("State", "running")), _dt(e.get("FinishedAt")), bool(e.get("KeepSession", False)),
-                   str(e.get("StartId", "")))
+                   str(e.get("StartId", "")), json.loads(e["Counts"]) if e.get("Counts") else None)
 
     @staticmethod
     def _tenant_entity(run_id: str, p: TenantProgress) -> dict[str, Any]:

@@ -116,13 +116,12 @@ async def onboarding_runs(req: func.HttpRequest) -> func.HttpResponse:
     async with invocation_services() as svc:
         engine = svc.bulk_onboarding()
         runs, next_cursor = await engine.runs.list_runs(limit, cursor)
-        docs = [await engine.progress(r.run_id) for r in runs]
+        docs = [await engine.summary(r) for r in runs]
     headers = {}
     if next_cursor:
         # RFC 8288, as GET /api/inventory: a client follows rel="next" until there is none.
         headers["Link"] = f'</api/onboarding/runs?{urlencode({"limit": limit, "cursor": next_cursor})}>; rel="next"'
-    return json_response({"runs": [{k: v for k, v in d.items() if k != "tenants"} for d in docs],
-                          "next": next_cursor}, headers=headers)
+    return json_response({"runs": docs, "next": next_cursor}, headers=headers)
 
 
 @bp.route(route="onboarding/runs/{runId}", methods=ALL_METHODS, auth_level=AUTH)

@@ -234,3 +234,39 @@ async def test_a_run_replaced_in_place_keeps_its_place_in_the_list(service: Tabl
     assert await prune_runs(runs, NOW + timedelta(days=88, hours=12), timedelta(days=90)) == 1  # `earlier` only
     assert await prune_runs(runs, NOW + 91 * DAY, timedelta(days=90)) == 1
     assert (await runs.list_runs()) == ([], None)
+
+
+async def test_a_finished_run_is_listed_from_its_own_row_and_a_resume_counts_again(service: TableServiceClient) -> None:
+    """The run list's counts of a finished run come from its row (written with its finish): no tenant row is read
+    for it; a running run's are counted from its tenants; a resume of a finished run clears them."""
+    from shared import partner_roles
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    lacking = w.customer("Tailspin", roles=frozenset({partner_roles.APPLICATION_ADMINISTRATOR}))
+    p = prefix()
+    runs, state = TablesOnboardingRuns(service, p), TablesStateStore(service, p)
+    engine = BulkOnboarding(runs=runs, state=state, directory=w.world.directory, orgs=w.orgs,
+                            dry_run=engine_dry_run(w.world.engine()), clock=w.world.clock, config=w.config)
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    running, _ = await runs.get_run(run.run_id)
+    assert running.counts is None and (await engine.summary(running))["counts"]["pending"] == 2
+    full = await engine.work(w.session, run.run_id)
+    finished, _ = await runs.get_run(run.run_id)
+    assert finished.counts == full["counts"] == {"total": 2, "pending": 0, "running": 0, "done": 1, "failed": 1,
+                                                 "skipped": 0}
+    counting = Counting(runs._table)
+    runs._table = counting
+    summary = await engine.summary(finished)
+    runs._table = counting.table
+    assert counting.read == 0  # nothing but the run row the list read already
+    assert summary == {k: v for k, v in full.items() if k != "tenants"}
+
+    w.session.tenants[lacking].customer = replace(w.session.tenants[lacking].customer,
+                                                  roles=frozenset(partner_roles.NAMES))  # the role added
+    engine = BulkOnboarding(runs=runs, state=state, directory=w.world.directory, orgs=w.orgs,
+                            dry_run=engine_dry_run(w.world.engine()), clock=w.world.clock, config=w.config)
+    await engine.work(w.session, run.run_id)  # the resume (a new process) reopens it, then finishes it again
+    again, _ = await runs.get_run(run.run_id)
+    assert again.counts is not None and again.counts["done"] == 2 and again.counts["failed"] == 0
+    assert (await engine.summary(again))["counts"] == (await engine.progress(run.run_id))["counts"]
