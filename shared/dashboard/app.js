@@ -1032,6 +1032,7 @@ const onboarding = {
   actionError: null, // the last start or resume was refused (kept until the next one)
   timer: null,
   runs: null, // the latest runs (GET /api/onboarding/runs), to find one again and resume it
+  runsNext: null, // the cursor of the next (older) page of runs, null on the last
   runsError: null,
 };
 
@@ -1072,9 +1073,13 @@ function openOnboarding(runId) {
   else loadRuns();
 }
 
-async function loadRuns() {
+// GET /api/onboarding/runs, a page at a time (newest first): "Older runs" asks for the next page by its cursor.
+async function loadRuns(older = false) {
   try {
-    onboarding.runs = (await api(ONBOARDING_API.runs)).runs;
+    const url = older ? `${ONBOARDING_API.runs}?cursor=${encodeURIComponent(onboarding.runsNext)}` : ONBOARDING_API.runs;
+    const page = await api(url);
+    onboarding.runs = older ? [...onboarding.runs, ...page.runs] : page.runs;
+    onboarding.runsNext = page.next;
     onboarding.runsError = null;
   } catch (error) {
     onboarding.runsError = error;
@@ -1098,6 +1103,9 @@ function runsSection() {
         h("td", {}, c.total ? `${c.done} done · ${c.failed} failed · ${c.skipped} onboarded already · ${c.pending + c.running} not finished` : "no customer picked yet"),
         h("td", {}, h("a", { href: `#/onboarding/run/${r.runId}` }, c.failed || c.pending || c.running ? "Open to resume" : "Open")));
     })))));
+  if (onboarding.runs && onboarding.runsNext) {
+    section.append(h("button", { type: "button", class: "btn ghost", id: "older-runs", onclick: () => loadRuns(true) }, "Older runs"));
+  }
   return section;
 }
 

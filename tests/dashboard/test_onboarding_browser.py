@@ -51,7 +51,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         playwright = stack.enter_context(sync_playwright())
         browser = launch(playwright, trusted_keys(sandbox.ca_file, [sandbox.endpoints["entra"]]))
         stack.callback(browser.close)
-        yield {"url": url, "browser": browser, "sandbox": sandbox}
+        yield {"url": url, "browser": browser, "sandbox": sandbox, "prefix": prefix, "env": env}
 
 
 @pytest.fixture
@@ -256,6 +256,45 @@ def test_a_sign_in_left_before_the_start_is_forgotten_from_the_pick(stack: dict[
     page.click("#forget-session")
     page.wait_for_selector("#session-forgotten")
     assert name not in sandbox.control.state()["keyvault"]["secrets"]
+
+
+def test_older_runs_are_a_page_away(stack: dict[str, Any], page: Any) -> None:
+    """The run list shows a page (20, newest first) and "Older runs" the next, by its cursor, until the last."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime, timedelta
+
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.adapters.tables import TablesOnboardingRuns
+    from shared.bulk_onboarding import Run, RunState
+    from shared.ports import InstallMethod
+
+    made = datetime.now(UTC) - timedelta(days=30)  # older than every run the module's tests make
+    old = [Run(uuid.uuid4().hex, PARTNER, "Partner Admin", InstallMethod.GRAPH, False, made - timedelta(hours=i),
+               state=RunState.FINISHED, finished_at=made, counts={"total": 0, "pending": 0, "running": 0, "done": 0,
+                                                                  "failed": 0, "skipped": 0}) for i in range(21)]
+
+    async def write() -> None:
+        service = TableServiceClient.from_connection_string(stack["env"]["STATE_TABLES_CONNECTION_STRING"])
+        async with service:
+            runs = TablesOnboardingRuns(service, stack["prefix"])
+            for run in old:
+                await runs.create_run(run)
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API runs a loop in this thread
+        thread.submit(asyncio.run, write()).result()
+    page.goto(f"{stack['url']}/api/dashboard#/onboarding")
+    page.wait_for_selector("#onboard-runs tbody tr")
+    first = page.locator("#onboard-runs tbody tr").count()
+    assert first == 20 and page.locator("#older-runs").is_visible()
+    assert page.locator(f'#onboard-runs tr[data-run="{old[-1].run_id}"]').count() == 0
+    while page.locator("#older-runs").count():
+        page.click("#older-runs")
+        page.wait_for_function(f"() => document.querySelectorAll('#onboard-runs tbody tr').length > {first}")
+        first = page.locator("#onboard-runs tbody tr").count()
+    rows = [r.get_attribute("data-run") for r in page.locator("#onboard-runs tbody tr").all()]
+    assert rows[-21:] == [r.run_id for r in old] and len(set(rows)) == len(rows)  # each once, oldest last
 
 
 def test_an_operator_offboards_a_customer_removing_the_msp_app_with_the_partner_sign_in(
