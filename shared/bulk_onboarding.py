@@ -468,7 +468,10 @@ class BulkOnboarding:
         run = Run(run_id or new_run_id(), admin.user_principal_name, admin.display_name, method, plan_only,
                   self.clock.now(), keep_session=keep_session, start_id=uuid.uuid4().hex if signed else "")
         # The tenants' rows first, the run's row last: a run that is running has all its tenants (a crash before
-        # the run's row leaves rows nobody works, and the admin starts again).
+        # the run's row leaves rows nobody works, and the admin starts again). A new run's place in the run list
+        # comes before both, so the prune finds and deletes what such a crash left.
+        if signed is None:
+            await self.runs.index_run(run.run_id, run.started_at)
         for p in picks:
             c = customers[p.tenant_id.lower()]
             await self.runs.create_tenant(tenants_key(run), TenantProgress(

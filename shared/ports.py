@@ -733,6 +733,11 @@ class OnboardingRuns(Protocol):
         the last). Its cost is one page, whatever the history."""
         ...
 
+    async def index_run(self, run_id: str, made_at: datetime) -> None:
+        """Give the run its place in the list (create_run does too; idempotent): before its rows, so rows a crash
+        left before the run's row are found by the prune."""
+        ...
+
     async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
         """(run id, when it was made) of every run made at or before `before`, oldest first."""
         ...

@@ -1068,6 +1068,9 @@ class FakeRuns:
         runs = [self.runs_[k.split(".")[1]][0] for k in page if k.split(".")[1] in self.runs_]
         return runs, (page[-1] if len(keys) > limit else None)
 
+    async def index_run(self, run_id: str, made_at: datetime) -> None:
+        self.made.setdefault(run_id, made_at)
+
     async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
         return sorted(((r, m) for r, m in self.made.items() if m <= before), key=lambda rm: rm[1])
 

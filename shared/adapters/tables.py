@@ -720,10 +720,10 @@ class TablesOnboardingRuns:
     async def create_run(self, run: Run) -> str:
         # The index entry first: a run row is never missing from the list (an entry whose run never landed is
         # skipped by the list and removed by the prune).
-        await self._index(run.run_id, run.started_at)
+        await self.index_run(run.run_id, run.started_at)
         return await self._insert(self._run_entity(run), f"onboarding run {run.run_id}")
 
-    async def _index(self, run_id: str, made_at: datetime) -> None:
+    async def index_run(self, run_id: str, made_at: datetime) -> None:
         await self._ensure()
         entity = {"PartitionKey": RUN_INDEX, "RowKey": run_index_key(run_id, made_at), "RunId": run_id,
                   "MadeAt": _iso(made_at)}
@@ -748,7 +748,7 @@ class TablesOnboardingRuns:
                     "PartitionKey eq @index", parameters={"index": RUN_INDEX}, select=["RunId"])}
                 async for e in self._table.query_entities("RowKey eq 'run'", select=["PartitionKey", "StartedAt"]):
                     if e["PartitionKey"] not in indexed:
-                        await self._index(e["PartitionKey"], _dt(e.get("StartedAt")) or datetime.now(UTC))
+                        await self.index_run(e["PartitionKey"], _dt(e.get("StartedAt")) or datetime.now(UTC))
                 await self._table.upsert_entity({"PartitionKey": RUN_INDEX_DONE[0], "RowKey": RUN_INDEX_DONE[1]})
         except AzureError as error:
             raise _translate(error, "the onboarding runs' index") from error

@@ -270,3 +270,30 @@ async def test_a_finished_run_is_listed_from_its_own_row_and_a_resume_counts_aga
     again, _ = await runs.get_run(run.run_id)
     assert again.counts is not None and again.counts["done"] == 2 and again.counts["failed"] == 0
     assert (await engine.summary(again))["counts"] == (await engine.progress(run.run_id))["counts"]
+
+
+async def test_rows_a_start_left_before_its_run_row_are_pruned(service: TableServiceClient) -> None:
+    """A command-line start whose process died after its tenants' rows, before the run's row: never listed, never
+    worked, and deleted by the prune once the retention has passed (its place in the list was written first)."""
+    from tests.fakes import Crash
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    w.customer("Fabrikam")
+    p = prefix()
+    runs = TablesOnboardingRuns(service, p)
+    engine = BulkOnboarding(runs=runs, state=TablesStateStore(service, p), directory=w.world.directory, orgs=w.orgs,
+                            dry_run=engine_dry_run(w.world.engine()), clock=w.world.clock, config=w.config)
+
+    async def die(run: Run) -> str:
+        raise Crash("the process died before the run's row")
+
+    runs.create_run = die  # type: ignore[method-assign]
+    with pytest.raises(Crash):
+        await engine.start(w.session, None, InstallMethod.GRAPH)
+    left = [e for e in await runs.all_rows() if e["PartitionKey"] not in (RUN_INDEX, "layout")]
+    assert len(left) == 2 and (await runs.list_runs()) == ([], None)
+    now = w.world.clock.now()
+    assert await prune_runs(runs, now + timedelta(days=89), timedelta(days=90)) == 0
+    assert await prune_runs(runs, now + timedelta(days=91), timedelta(days=90)) == 1
+    assert [e for e in await runs.all_rows() if e["PartitionKey"] != "layout"] == []
