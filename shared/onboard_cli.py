@@ -108,7 +108,8 @@ def add_parser(sub: Any) -> None:
     status = osub.add_parser("status", help="a run's progress, tenant by tenant (no sign-in)")
     status.add_argument("run_id", type=_run_id)
     status.add_argument("--json", action="store_true")
-    osub.add_parser("runs", help="the latest runs")
+    runs = osub.add_parser("runs", help="the latest runs (20; --all: every run, a page at a time)")
+    runs.add_argument("--all", action="store_true", help="every run kept (ONBOARDING_RETENTION_DAYS), newest first")
     resume = osub.add_parser("resume", help="the tenants of a run not onboarded yet (its kept session, or sign in)")
     resume.add_argument("run_id", type=_run_id)
     resume.add_argument("--json", action="store_true")
@@ -237,10 +238,14 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
             print(summary(doc))
         return exit_code(doc) if doc["state"] != "signed-in" else EXIT_OK
     if command == "runs":
-        runs, _ = await engine.runs.list_runs(20)
-        for run in runs:
-            print(f"{run.run_id}  {run.state.value:<9} {run.started_at.isoformat()}  {run.admin_upn}  "
-                  f"{run.method.value}{'  plan-only' if run.plan_only else ''}")
+        cursor: str | None = None
+        while True:  # a page at a time: the list is never held whole
+            runs, cursor = await engine.runs.list_runs(20, cursor)
+            for run in runs:
+                print(f"{run.run_id}  {run.state.value:<9} {run.started_at.isoformat()}  {run.admin_upn}  "
+                      f"{run.method.value}{'  plan-only' if run.plan_only else ''}")
+            if cursor is None or not args.all:
+                break
         return EXIT_OK
     if command == "forget":
         await engine.runs.get_run(args.run_id)

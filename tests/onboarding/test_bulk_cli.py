@@ -137,3 +137,34 @@ def test_a_declined_sign_in_prints_the_refusal_and_its_fix(world: World) -> None
     out = process.output()
     assert "authorization_declined: the sign-in was declined" in out, out
     assert "fix: Run the command again and approve the sign-in." in out, out
+
+
+def test_onboard_runs_lists_the_latest_page_and_every_run_with_all(world: World) -> None:
+    """`onboard runs` prints the newest 20; `--all` every run kept, newest first, a page at a time."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime, timedelta
+
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.adapters.tables import TablesOnboardingRuns
+    from shared.bulk_onboarding import Run, RunState
+    from shared.ports import InstallMethod
+
+    now = datetime.now(UTC)
+    made = [Run(uuid.uuid4().hex, ADMIN, "Partner Admin", InstallMethod.GRAPH, False, now - timedelta(hours=i),
+                state=RunState.SIGNED_IN) for i in range(23)]
+
+    async def write() -> None:
+        async with TableServiceClient.from_connection_string(world.env["STATE_TABLES_CONNECTION_STRING"]) as service:
+            runs = TablesOnboardingRuns(service, world.prefix)
+            for run in made:
+                await runs.create_run(run)
+
+    with ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, write()).result()
+    for args, count in ((("onboard", "runs"), 20), (("onboard", "runs", "--all"), 23)):
+        process = world.cli(*args)
+        assert process.wait(timeout=120) == 0, process.output()
+        listed = re.findall(r"^([0-9a-f]{32})  signed-in", process.output(), re.MULTILINE)
+        assert listed == [r.run_id for r in made[:count]], process.output()
