@@ -201,3 +201,21 @@ async def test_offboarding_withdraws_the_targets_approval_request(api: Api, worl
     assert await svc.approvals.get(c.tenant_id, c.app_id) is None
     assert (await api.put(c)).status == 201
     assert (await api.call("approvals", "GET")).body["approvals"] == []
+
+
+async def test_the_command_line_s_partner_sign_in_is_refused_before_anything_changes_without_a_relationship(
+        api: Api, world: World) -> None:
+    """`offboard --remove-app --sign-in` for a customer the partner has no GDAP relationship with: the cause and the
+    fix on stderr, exit 1, the customer still registered and enabled."""
+    sb = world.sb
+    sb.control.set_device_code_interval(1)
+    c = world.seed_customer("Direct", 200)
+    assert (await api.put(c)).status == 201
+    off = world.cli("offboard", c.tenant_id, c.app_id, "--remove-app", "--sign-in")
+    code = await wait_for_code(off)
+    await asyncio.to_thread(answer_device_code, sb.endpoints["entra"], code, "partner-admin@msp.example", sb.ca_file)
+    assert await asyncio.to_thread(off.wait, 120) == 1, off.output()
+    assert "NoGdapRelationship: partner-admin@msp.example has no active GDAP relationship" in off.output()
+    assert "fix: offboard without removing the app" in off.output()
+    got = await api.call("target", "GET", ids(c))
+    assert got.status == 200 and got.body["enabled"] is True
