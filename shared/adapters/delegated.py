@@ -164,15 +164,31 @@ class DelegatedSignIn:
         interval = max(prompt.interval, 1)
         deadline = self.monotonic() + prompt.expires_in
         form = {"grant_type": DEVICE_CODE_GRANT, "client_id": self._client_id, "device_code": device_code}
+        wait = float(interval)
+        throttled = 0
         while True:
-            await self.sleep(interval)
+            await self.sleep(wait)
+            wait = float(interval)
             try:
                 answer = await self._post(self._home, form, confidential=False)
+            except Throttled as error:
+                # Entra answers a token request made too often (any flow) with 429 and Retry-After, and a 5xx
+                # without it (MSAL.NET "Client and server throttling"): the code is still good, so wait and poll on
+                # until it expires rather than losing the admin's sign-in.
+                throttled += 1
+                left = deadline - self.monotonic()
+                if left <= 0:
+                    raise
+                wait = min(_device_backoff(error.retry_after, throttled, interval), left)
+                log.info("device code poll throttled", extra={"wait_seconds": wait})
+                continue
             except _OAuthError as error:
+                throttled = 0
                 if error.error == "authorization_pending" and self.monotonic() < deadline:
                     continue
                 if error.error == "slow_down":
-                    interval += 5  # RFC 8628 section 3.5
+                    interval += 5  # RFC 8628 section 3.5: this and every later poll
+                    wait = float(interval)
                     continue
                 if error.error == "authorization_declined":
                     raise PartnerRefused("the sign-in was declined on the verification page",
@@ -328,6 +344,17 @@ def _claims(token: str) -> dict[str, Any]:
     except (IndexError, ValueError):
         return {}
     return doc
+
+
+_DEVICE_BACKOFF_LONGEST = 60.0  # never wait longer than this between two polls of a device code
+
+
+def _device_backoff(retry_after: float | None, attempt: int, interval: int) -> float:
+    """How long to wait after the `attempt`-th throttled poll: Entra's Retry-After when it gave a usable one (never
+    less than the polling interval), else exponential from the interval (1, 2, 4 ... times it), capped."""
+    if retry_after is not None and retry_after == retry_after and retry_after > 0:
+        return min(max(retry_after, float(interval)), _DEVICE_BACKOFF_LONGEST)
+    return min(float(interval) * float(2 ** min(attempt - 1, 10)), _DEVICE_BACKOFF_LONGEST)
 
 
 def _seconds(value: str | None) -> float | None:

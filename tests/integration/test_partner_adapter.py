@@ -220,6 +220,35 @@ async def test_device_code_declined_and_expired(sb: SandboxHandle, http: aiohttp
     assert expired.value.code == "expired_token"
 
 
+async def test_a_throttled_device_code_poll_waits_as_told_and_the_sign_in_completes(
+        sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
+    """Entra's token endpoint answers a poll with 429 and Retry-After (twice), then a 503 without it: the poll waits
+    as told (or backs off), keeps the code and signs the admin in; before, the first 429 ended the sign-in."""
+    sign_in = _sign_in(sb, http)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    sign_in.sleep = sleep
+    sb.control.add_fault("entra", path="/token$", body_match="device_code=", status=429, retry_after=2, count=2)
+    sb.control.add_fault("entra", path="/token$", body_match="device_code=", status=503)  # after the two
+    admin = await _device(sb, sign_in)
+    assert admin.user_principal_name == ADMIN
+    assert waits[:4] == [1.0, 2.0, 2.0, 4.0]  # the interval, Retry-After twice, then backed off (third in a row)
+    assert sb.control.faults() == []  # every fault was met
+
+
+def test_the_device_code_backoff_follows_retry_after_within_bounds() -> None:
+    from shared.adapters.delegated import _device_backoff
+    assert _device_backoff(7, 1, 5) == 7
+    assert _device_backoff(2, 1, 5) == 5  # never faster than the polling interval
+    assert _device_backoff(3600, 1, 5) == 60  # capped
+    assert [_device_backoff(None, n, 5) for n in (1, 2, 3, 4)] == [5, 10, 20, 40]
+    assert _device_backoff(float("nan"), 1, 5) == 5 and _device_backoff(-1, 2, 5) == 10
+
+
 async def test_authorization_code_with_pkce_and_the_client_assertion_then_a_customer_token(
         sb: SandboxHandle, http: aiohttp.ClientSession) -> None:
     tenant = sb.control.seed_gdap_customers(1)[0]
