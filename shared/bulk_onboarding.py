@@ -427,6 +427,7 @@ class BulkOnboarding:
         self._orgs_lock = asyncio.Lock()
         self._customers: tuple[PartnerSession, dict[str, GdapCustomer]] | None = None
         self._registered: set[tuple[str, str]] = set()
+        self._disabled: dict[tuple[str, str], Target] = {}  # registered but disabled: paused, or half-offboarded
 
     async def _customers_of(self, session: PartnerSession) -> dict[str, GdapCustomer]:
         """The session's GDAP customers by tenant id, read once per session (start and work share them)."""
@@ -503,7 +504,9 @@ class BulkOnboarding:
         customers = await self._customers_of(session)
         # What is registered, read once per call (not a scan of the registry per tenant): a tenant is skipped only
         # on its first visit, and only for a target registered before the run came to it.
-        self._registered = {(t.tenant_id.lower(), t.app_id.lower()) for t, _ in await self.state.list_targets()}
+        targets = [t for t, _ in await self.state.list_targets()]
+        self._registered = {(t.tenant_id.lower(), t.app_id.lower()) for t in targets}
+        self._disabled = {(t.tenant_id.lower(), t.app_id.lower()): t for t in targets if not t.enabled}
         deadline = time.monotonic() + budget_seconds if budget_seconds is not None else None
         # A resume takes the failed tenants again too: the admin fixed the cause (a role, a pick) or it passed.
         todo = [t for t, _ in await self.runs.tenants(tenants_key(run)) if t.state not in ONBOARDED]
@@ -612,7 +615,13 @@ class BulkOnboarding:
     async def _steps(self, session: PartnerSession, run: Run, customer: GdapCustomer, w: _Writer) -> None:
         actor = actor_of(ONBOARDING_ACTOR, run.admin_upn)
         tenant = customer.tenant_id.lower()
-        if not w.progress.steps and self._onboarded(tenant, w.progress.app_id):
+        # A tenant stopped only because its target was disabled is looked at afresh: re-enabled, it is onboarded.
+        fresh = not w.progress.steps or w.progress.error_code in DISABLED_CODES
+        if fresh and not self._onboarded(tenant, w.progress.app_id):
+            disabled = self._disabled_target(tenant, w.progress.app_id)
+            if disabled is not None:
+                raise disabled_stop(disabled)
+        if fresh and self._onboarded(tenant, w.progress.app_id):
             w.skipped_all = True
             for step in STEPS:
                 await w.step(step, "skipped", "onboarded already: its Proofpoint app is registered")
@@ -700,7 +709,13 @@ class BulkOnboarding:
                      "after the install, or name it (proofpointDomain) to check it now")
 
     def _onboarded(self, tenant: str, app_id: str) -> bool:
-        return any(t == tenant and (not app_id or a == app_id) for t, a in self._registered)
+        """Registered and enabled (a disabled target is not onboarded: it is paused or being offboarded)."""
+        return any(t == tenant and (not app_id or a == app_id) and (t, a) not in self._disabled
+                   for t, a in self._registered)
+
+    def _disabled_target(self, tenant: str, app_id: str) -> Target | None:
+        return next((target for (t, a), target in sorted(self._disabled.items())
+                     if t == tenant and (not app_id or a == app_id)), None)
 
     async def _register(self, target: Target) -> bool:
         try:
@@ -837,6 +852,27 @@ def throttle_wait(retry_after: float | None, attempt: int, longest: float) -> fl
     if retry_after is None or math.isnan(retry_after) or retry_after <= 0:
         return min(2.0 ** attempt, longest)
     return min(retry_after, longest)
+
+
+# A tenant whose target is registered but disabled: offboarding began and did not finish (the offboarding's lease
+# owner is left on the row: shared.offboarding), or someone paused it (enabled false). Neither is "onboarded".
+OFFBOARDING_LEASE_PREFIX = "offboard-"
+DISABLED_CODES = frozenset({"TargetOffboarding", "TargetDisabled"})
+
+
+def disabled_stop(target: Target) -> TenantStopped:
+    """The stop for a registered target that is disabled, naming both ways on (finish the offboarding, re-enable)."""
+    where = f"{target.tenant_id}/{target.app_id}"
+    finish = (f"finish the offboarding (POST /api/targets/{where}/offboard, or `python -m shared offboard "
+              f"{target.tenant_id} {target.app_id}`), then resume the run to onboard it anew")
+    enable = (f"re-enable it (GET /api/targets/{where}, then PUT it back with \"enabled\": true), then resume the "
+              "run")
+    if target.state.lease_owner.startswith(OFFBOARDING_LEASE_PREFIX):
+        return TenantStopped(Step.REGISTER, "TargetOffboarding", f"app {target.app_id} of this customer is being "
+                             "offboarded: its offboarding began and did not finish (the target is registered and "
+                             "disabled)", f"{finish}; or, to keep the customer, {enable}")
+    return TenantStopped(Step.REGISTER, "TargetDisabled", f"app {target.app_id} of this customer is registered but "
+                         "disabled (paused): no pass rotates it", f"{enable}; or, to remove the customer, {finish}")
 
 
 def _same_admin(run: Run, session: PartnerSession) -> None:

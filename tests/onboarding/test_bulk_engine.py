@@ -10,6 +10,7 @@ import logging
 import uuid
 from collections import Counter
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -782,3 +783,58 @@ async def test_a_customer_name_from_partner_center_is_registered_as_the_registry
     target, _ = await w.world.state.get_target(odd, app)
     assert target.customer == "Odd Name Ltd Caf\u00e9"
     assert target.destinations[1].options["instructions"] == "Paste it for Odd Name Ltd Caf\u00e9"
+
+
+async def test_a_half_offboarded_or_paused_target_is_reported_with_both_ways_on_not_skipped_as_onboarded() -> None:
+    """Issue 23 re-check: a customer whose offboarding stopped halfway (its target registered and disabled) and one
+    paused by hand showed as "onboarded already" in a new run. Each stops at register naming what it is and both
+    fixes; nothing is changed in the tenant; once re-enabled a resume skips it as onboarded, once the offboarding is
+    finished a resume onboards it anew."""
+    from dataclasses import replace
+
+    from shared.offboarding import OffboardOptions, OffboardPorts, offboard
+    from tests.fakes import Crash, FakeRetention
+
+    w = BulkWorld()
+    leaving, paused, onboarded = (w.customer(n) for n in ("Contoso", "Fabrikam", "Northwind"))
+    await w.run()
+    ports = OffboardPorts(w.world.state, w.world.directory, w.world.secrets,
+                          FakeRetention(w.faults, w.world.secrets), w.world.clock.now,
+                          "c11e0000-0000-4000-8000-000000000001", None)
+    (leaving_app,) = w.apps(leaving)
+    w.faults.crash("state.delete_target")  # the offboarding dies before its last step
+    with pytest.raises(Crash):
+        await offboard(ports, leaving, leaving_app, OffboardOptions(), retention_days=90, actor="alice@msp.example")
+    w.faults.revive()
+    (target, etag), = [(t, e) for t, e in await w.world.state.list_targets() if t.tenant_id == paused]
+    await w.world.state.replace_target(replace(target, enabled=False), etag)
+    calls = Counter(w.faults.counts)
+
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    doc = await engine.work(w.session, run.run_id)
+    for call in ("partner.install_app", "partner.add_owner", "state.create_target"):
+        assert w.faults.counts[call] == calls[call], call
+    assert tenant_doc(doc, onboarded)["state"] == "skipped"
+    off = tenant_doc(doc, leaving)
+    assert off["state"] == "failed" and off["error"]["code"] == "TargetOffboarding"
+    assert steps(off)["register"] == "failed" and steps(off)["install"] == "pending"
+    assert "being offboarded" in off["error"]["message"] and leaving_app in off["error"]["message"]
+    assert f"/api/targets/{leaving}/{leaving_app}/offboard" in off["error"]["fix"]
+    assert '"enabled": true' in off["error"]["fix"]
+    stopped = tenant_doc(doc, paused)
+    assert stopped["state"] == "failed" and stopped["error"]["code"] == "TargetDisabled"
+    assert "paused" in stopped["error"]["message"] and '"enabled": true' in stopped["error"]["fix"]
+    assert "offboard" in stopped["error"]["fix"]
+
+    # The fixes: the paused one re-enabled, the offboarding finished (once its lease has run out).
+    (target, etag), = [(t, e) for t, e in await w.world.state.list_targets() if t.tenant_id == paused]
+    await w.world.state.replace_target(replace(target, enabled=True), etag)
+    w.world.clock.advance(timedelta(minutes=6))
+    await offboard(ports, leaving, leaving_app, OffboardOptions(), retention_days=90, actor="alice@msp.example")
+    doc = await w.process().work(w.session, run.run_id)
+    assert tenant_doc(doc, paused)["state"] == "skipped"
+    assert set(steps(tenant_doc(doc, paused)).values()) == {"skipped"}
+    again = tenant_doc(doc, leaving)
+    assert again["state"] == "done" and again["error"] is None
+    assert w.faults.counts["state.create_target"] == calls["state.create_target"] + 1
