@@ -128,7 +128,7 @@ class Services:
             allowed_hosts=s.destination_allowed_hosts)
         return BulkOnboarding(runs=self.onboarding_runs, state=self.state, directory=self.directory,
                               orgs=self.proofpoint_orgs, dry_run=engine_dry_run(self.engine), clock=self.engine.clock,
-                              config=config)
+                              config=config, queue=self.queue)
 
     @property
     def work_queue(self) -> StorageWorkQueue:

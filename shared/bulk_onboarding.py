@@ -37,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from shared import partner_roles
-from shared.domain import GUID, DestinationConfig, Target, actor_of
+from shared.domain import GUID, Actor, DestinationConfig, Target, actor_of
 from shared.errors import Ambiguous, Conflict, NotFound, PartnerRefused, RotationError, Throttled, Unreachable
 from shared.ports import (
     Clock,
@@ -51,6 +51,9 @@ from shared.ports import (
     ProofpointOrg,
     ProofpointOrgs,
     StateStore,
+    Work,
+    WorkQueue,
+    WorkReason,
 )
 
 log = logging.getLogger(__name__)
@@ -419,8 +422,9 @@ class BulkOnboarding:
 
     def __init__(self, *, runs: OnboardingRuns, state: StateStore, directory: Directory, orgs: ProofpointOrgs,
                  dry_run: DryRun, clock: Clock, config: OnboardingConfig,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, queue: WorkQueue | None = None) -> None:
         self.runs, self.state, self.directory, self.orgs = runs, state, directory, orgs
+        self.queue = queue  # the work queue: a registered customer's first inventory is sent there
         self.dry_run, self.clock, self.config, self.sleep = dry_run, clock, config, sleep
         self.worker = uuid.uuid4().hex
         self._orgs: list[ProofpointOrg] | None = None
@@ -680,8 +684,9 @@ class BulkOnboarding:
             target = Target(tenant, w.progress.app_id, name, destinations=destinations)
             created = await self._change(Step.REGISTER, tenant, target.app_id, "registry", actor,
                                          lambda: self._register(target), lambda c: "created" if c else "present")
+            inventory = await self._start_inventory(tenant, target.app_id, run.admin_upn)
             await w.step(Step.REGISTER, "done", ("registered" if created else "registered already")
-                         + f" with Proofpoint org {org.primary_domain.lower()}")
+                         + f" with Proofpoint org {org.primary_domain.lower()}; {inventory}")
         # 5. dry run
         if not w.progress.done(Step.DRY_RUN):
             outcome = await self.dry_run(tenant, w.progress.app_id, actor)
@@ -707,6 +712,22 @@ class BulkOnboarding:
                      "plan only: the MSP app is not in this tenant yet, so its verified domains cannot be read (Entra "
                      "gives no token there before the install, AADSTS65001); the run matches its Proofpoint org "
                      "after the install, or name it (proofpointDomain) to check it now")
+
+    async def _start_inventory(self, tenant: str, app_id: str, admin_upn: str) -> str:
+        """Send the tenant's first credential inventory to the work queue (a worker reads it, not this run: one
+        message, milliseconds); what the register step says about it. Sent before the step is recorded, so a crash
+        between sends it again on the resume: a repeat costs the worker a delta round. Without a queue, or when it
+        cannot be written, the tenant waits for the daily pass (INVENTORY_SCHEDULE) and the step says so."""
+        later = "its first credential inventory comes with the next daily inventory pass"
+        if self.queue is None:
+            return later
+        try:
+            await self.queue.enqueue(Work(tenant, app_id, actor_of(Actor.MANUAL, admin_upn), WorkReason.INVENTORY))
+        except RotationError as error:
+            log.warning("first inventory not queued", extra={"event": "onboarding-tenant", "tenant_id": tenant,
+                                                             "error_code": error.code})
+            return f"{later} (the work queue answered {error.code})"
+        return "its first credential inventory is queued"
 
     def _onboarded(self, tenant: str, app_id: str) -> bool:
         """Registered and enabled (a disabled target is not onboarded: it is paused or being offboarded)."""

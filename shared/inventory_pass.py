@@ -437,6 +437,31 @@ async def take_inventory(svc: Services) -> InventorySummary:
                                svc.engine.clock.now().date())
 
 
+async def inventory_now(svc: Services, tenant_id: str) -> list[TenantPass]:
+    """One tenant's inventory now, as the daily pass takes it (a queue message's work: onboarding sends one when it
+    registers a customer). Only a tenant with a registered target (one offboarded meanwhile is not read); from its
+    stored delta links, so a repeated message costs a delta round. A failure is logged, not raised: the daily pass
+    takes the tenant again, and a retried message would only repeat the read."""
+    if svc.inventory_source is None or svc.inventory is None:
+        log.warning("inventory.unavailable", extra={"tenant": tenant_id})
+        return []
+    tenant_id = tenant_id.lower()
+    tenants = [t for t in customers_of(target for target, _ in await svc.state.list_targets())
+               if t.tenant_id.lower() == tenant_id]
+    if not tenants:
+        log.info("inventory.not-registered", extra={"tenant": tenant_id})
+        return []
+    started = time.monotonic()
+    try:
+        passes = await inventory_tenant(svc.inventory_source, svc.inventory, tenants[0])
+    except RotationError as error:
+        log.warning("inventory.failed", extra={"tenant": tenant_id, "code": error.code})
+        return []
+    log.info("inventory.tenant", extra={"tenant": tenant_id, "credentials": sum(p.credentials for p in passes),
+                                        "duration_ms": int((time.monotonic() - started) * 1000)})
+    return passes
+
+
 async def forget_unregistered(svc: Services, tenant_id: str) -> bool:
     """After a target is removed or offboarded: when no target of its tenant is left, forget the tenant's inventory
     (credential metadata and owners' names, personal data the MSP no longer has a reason to keep) and its delta

@@ -467,13 +467,16 @@ class Alerter(Protocol):
 
 class WorkReason(str, Enum):
     """Why a message was sent. Each names work already decided: a rotation reserved (DUE by the timer, MANUAL by an
-    operator) or in flight (IN_FLIGHT, BUSY_RETRY), or a retirement whose grace is over (RETIRE). None starts one."""
+    operator) or in flight (IN_FLIGHT, BUSY_RETRY), or a retirement whose grace is over (RETIRE). None starts one.
+    INVENTORY is no rotation work: the tenant's credential inventory now (read-only), sent when onboarding registers
+    a customer so its first inventory does not wait for the daily pass."""
 
     DUE = "due"
     MANUAL = "manual"
     IN_FLIGHT = "in-flight"
     BUSY_RETRY = "busy-retry"
     RETIRE = "retire"
+    INVENTORY = "inventory"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The queue triggers: `advance_target` takes one customer's work from the rotation work queue; `poisoned_work`
+"""The queue triggers: `advance_target` takes one customer's work from the rotation work queue (a rotation's, or an
+`inventory` message's: that tenant's credential inventory now, shared.inventory_pass.inventory_now); `poisoned_work`
 takes what the host moved to the poison queue after `maxDequeueCount` failed attempts (host.json).
 
 The connection `WORK_QUEUE` is identity-based in Azure (WORK_QUEUE__queueServiceUri, __credential, __clientId) and a
@@ -14,7 +15,8 @@ import azure.functions as func
 
 from shared.bootstrap import invocation_services
 from shared.fanout import poisoned, work_on
-from shared.ports import Work
+from shared.inventory_pass import inventory_now
+from shared.ports import Work, WorkReason
 from shared.work import POISON_QUEUE_NAME, WORK_QUEUE_NAME, MalformedWork, parse_work
 
 bp = func.Blueprint()  # type: ignore[no-untyped-call]
@@ -38,6 +40,9 @@ async def advance_target(message: func.QueueMessage) -> None:
     if work is None:
         return
     async with invocation_services() as svc:
+        if work.reason is WorkReason.INVENTORY:
+            await inventory_now(svc, work.tenant_id)  # a newly onboarded tenant's first inventory (read-only)
+            return
         await work_on(svc.engine, svc.work_queue, work)
 
 

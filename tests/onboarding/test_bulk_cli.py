@@ -40,7 +40,7 @@ def test_onboard_run_signs_in_with_a_device_code_and_prints_each_tenant(world: W
     out = process.output()
     assert f"Signed in as {ADMIN}." in out
     assert re.search(rf"^done +Customer 0001 \({tenant_id(1)}\): registered with Proofpoint org customer0001\.example"
-                     r"; would-rotate", out, re.MULTILINE), out
+                     r"; its first credential inventory [^;\n]+; would-rotate", out, re.MULTILINE), out
     assert re.search(rf"^done +Customer 0002 \({tenant_id(2)}\)", out, re.MULTILINE), out
     assert re.search(rf"^failed +Customer 0003 \({tenant_id(3)}\)\n +GdapRoleMissing: .*Privileged Role "
                      r"Administrator.*\n +fix: add Privileged Role Administrator", out, re.MULTILINE), out

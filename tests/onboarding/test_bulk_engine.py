@@ -28,7 +28,7 @@ from shared.bulk_onboarding import (
     render_destinations,
 )
 from shared.errors import Conflict, NotFound, Throttled
-from shared.ports import InstallMethod, PartnerAdmin, ProofpointOrg
+from shared.ports import InstallMethod, PartnerAdmin, ProofpointOrg, Work, WorkReason
 from tests.fakes import (
     ROTATOR,
     WRITES,
@@ -43,6 +43,19 @@ MSP_APP = ROTATOR.app_id
 ADMIN = "partner-admin@msp.example"
 
 
+class FakeWorkQueue:
+    """The work queue (ports.WorkQueue): what was sent, each send a call the faults can strike."""
+
+    def __init__(self, faults: Any) -> None:
+        self.faults = faults
+        self.sent: list[Work] = []
+
+    async def enqueue(self, work: Work, delay_seconds: int = 0) -> None:
+        await self.faults.before("queue.enqueue")
+        self.sent.append(work)
+        await self.faults.after("queue.enqueue")
+
+
 class BulkWorld:
     """The fakes of one MSP: customers under GDAP, their Proofpoint apps and orgs; a run is worked by `process()`."""
 
@@ -52,6 +65,7 @@ class BulkWorld:
         self.session = FakePartnerSession(self.faults, self.world.directory)
         self.orgs = FakeProofpointOrgs(self.faults)
         self.runs = FakeRuns(self.faults)
+        self.queue = FakeWorkQueue(self.faults)
         self.sleeps: list[float] = []
         self.config = OnboardingConfig(msp_app_id=MSP_APP, **config)
 
@@ -62,7 +76,7 @@ class BulkWorld:
         """A process working runs (a new one after a crash)."""
         return BulkOnboarding(runs=self.runs, state=self.world.state, directory=self.world.directory, orgs=self.orgs,
                               dry_run=engine_dry_run(self.world.engine()), clock=self.world.clock,
-                              config=self.config, sleep=self._sleep)
+                              config=self.config, sleep=self._sleep, queue=self.queue)
 
     def customer(self, name: str, *, roles: frozenset[str] | None = None, apps: int = 1, org: bool = True,
                  stack: str = "us2") -> str:
@@ -435,6 +449,9 @@ async def test_a_crash_at_any_call_is_resumed_without_duplicates(call: str, nth:
                                            "present; permissions present", "added", "present", "created"), outcomes
         created = [e for e in w.events("onboarding-registry") if e.tenant_id == tenant and e.outcome == "created"]
         assert len(created) <= 1
+        # its first inventory was sent (twice at most: a crash between the send and the step's record)
+        assert 1 <= w.queue.sent.count(Work(tenant, w.apps(tenant)[0], f"manual:{ADMIN}", WorkReason.INVENTORY)) <= 2
+    assert not [m for m in w.queue.sent if m.tenant_id == c]
 
 
 # ------------------------------------------------------------------------------------------------ no secrets
@@ -838,3 +855,43 @@ async def test_a_half_offboarded_or_paused_target_is_reported_with_both_ways_on_
     again = tenant_doc(doc, leaving)
     assert again["state"] == "done" and again["error"] is None
     assert w.faults.counts["state.create_target"] == calls["state.create_target"] + 1
+
+
+async def test_a_registered_customer_s_first_inventory_is_queued_once_not_left_for_the_daily_pass() -> None:
+    """Issue 25 via the issue 23 re-check: a tenant onboarded waited for the next daily inventory pass. Register sends
+    one `inventory` message per customer registered (the worker reads it); none for a tenant skipped, failed before
+    register or only planned; a queue that cannot be written costs nothing but the wait, and the step says so."""
+    from shared.errors import Unreachable
+
+    w = BulkWorld()
+    first, second = w.customer("Contoso"), w.customer("Fabrikam")
+    lacking = w.customer("Tailspin", roles=frozenset({partner_roles.CLOUD_APPLICATION_ADMINISTRATOR}))
+    await w.run(plan_only=True)
+    assert w.queue.sent == []
+    doc = await w.run()
+    assert sorted(w.queue.sent, key=lambda m: m.tenant_id) == sorted(
+        (Work(t, w.apps(t)[0], f"manual:{ADMIN}", WorkReason.INVENTORY) for t in (first, second)),
+        key=lambda m: m.tenant_id)
+    for t in (first, second):
+        register = next(s for s in tenant_doc(doc, t)["steps"] if s["step"] == "register")
+        assert register["detail"].endswith("; its first credential inventory is queued")
+    assert tenant_doc(doc, lacking)["state"] == "failed"
+    await w.run()  # a second run skips them: nothing sent again
+    assert len(w.queue.sent) == 2
+
+    down = w.customer("Northwind")
+    w.faults.add("queue.enqueue", lambda: Unreachable("queue down", code="QueueUnavailable"),
+                 nth=w.faults.counts["queue.enqueue"] + 1)
+    doc = await w.run([TenantPick(down)])
+    t = tenant_doc(doc, down)
+    assert t["state"] == "done" and len(w.queue.sent) == 2
+    register = next(s for s in t["steps"] if s["step"] == "register")["detail"]
+    assert "comes with the next daily inventory pass (the work queue answered QueueUnavailable)" in register
+
+    alone = w.customer("Adatum")
+    engine = w.process()
+    engine.queue = None  # a process without a work queue (the command line without WORK_QUEUE)
+    run = await engine.start(w.session, [TenantPick(alone)], InstallMethod.GRAPH)
+    doc = await engine.work(w.session, run.run_id)
+    assert next(s for s in tenant_doc(doc, alone)["steps"] if s["step"] == "register")["detail"].endswith(
+        "its first credential inventory comes with the next daily inventory pass")
