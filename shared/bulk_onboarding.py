@@ -24,6 +24,7 @@ docs/api.md ("Bulk onboarding").
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import re
@@ -277,7 +278,10 @@ class TenantProgress:
     error_message: str = ""
     fix: str = ""
     updated_at: datetime | None = None
-    worker: str = ""  # who has it while running (a process's id); a resume takes it over
+    worker: str = ""  # who has it while running (a process's id)
+    # The worker's claim: until then no other resumer works this tenant (two tabs, the CLI and the dashboard); renewed
+    # with every write and before every wait, cleared when the tenant finishes. A crashed worker's runs out.
+    claimed_until: datetime | None = None
 
     def done(self, step: Step) -> bool:
         record = self.steps.get(step.value)
@@ -402,6 +406,14 @@ class OnboardingConfig:
     propagation_wait: float = 10.0
     max_wait_seconds: float = 120.0
     allowed_hosts: frozenset[str] = frozenset()
+
+
+# How long a worker's claim on a tenant lasts past its last write (or past the wait it is in): longer than any one
+# call takes (a token endpoint or Graph call gives up after 30 s), short enough that a tenant whose worker died is
+# resumed minutes later.
+TENANT_CLAIM = timedelta(minutes=3)
+# The tenant this task works on (each worker of `work` is a task of its own): a wait renews its claim first.
+_working: contextvars.ContextVar[_Writer | None] = contextvars.ContextVar("onboarding_tenant", default=None)
 
 
 class TenantStopped(Exception):
@@ -579,23 +591,33 @@ class BulkOnboarding:
         """Take the tenant's row (ETag), run its steps not done, record each; the final row, or None when another
         worker has it."""
         progress, etag = await self.runs.get_tenant(tenants_key(run), tenant_id)
-        if progress.state in ONBOARDED:
-            return None
-        progress = replace(progress, state=TenantState.RUNNING, worker=self.worker, updated_at=self.clock.now())
+        if progress.state in ONBOARDED or claimed(progress, self.clock.now()):
+            return None  # onboarded, or another resumer works on it now (its claim has not run out)
+        now = self.clock.now()
+        progress = replace(progress, state=TenantState.RUNNING, worker=self.worker, updated_at=now,
+                           claimed_until=now + TENANT_CLAIM)
         try:
             etag = await self.runs.replace_tenant(tenants_key(run), progress, etag)
         except Conflict:
             return None  # another worker took it between our read and our write
         writer = _Writer(self.runs, tenants_key(run), progress, etag, self.clock)
+        working = _working.set(writer)
         try:
             await self._tenant_steps(session, run, customer, writer)
         except Conflict:
-            return None  # another worker (a concurrent resume) took the row over: it goes on from there
+            return None  # another worker took the row over (after our claim ran out): it goes on from there
         except RotationError as error:
-            # The run state or the audit log failed: the tenant stays `running` and a resume takes it further.
+            # The run state or the audit log failed: the tenant stays `running` and a resume takes it further (at
+            # once when the claim can still be given up; else once it runs out).
             log.warning("onboarding tenant interrupted", extra={"event": "onboarding-tenant", "run_id": run.run_id,
                                                                  "tenant_id": tenant_id, "error_code": error.code})
+            try:
+                await writer.save(release=True)
+            except RotationError:
+                pass
             return None
+        finally:
+            _working.reset(working)
         log.info("onboarding tenant finished", extra={"event": "onboarding-tenant", "run_id": run.run_id,
                                                       "tenant_id": tenant_id, "state": writer.progress.state.value,
                                                       "error_code": writer.progress.error_code})
@@ -762,7 +784,7 @@ class BulkOnboarding:
                 except Unreachable:
                     if attempt == self.config.propagation_attempts:
                         raise
-                    await self.sleep(self.config.propagation_wait)
+                    await self._wait(self.config.propagation_wait)
         except RotationError as error:
             raise TenantStopped(Step.OWNER, error.code, f"the Proofpoint app could not be looked for: "
                                 f"{error.message}", "resume the run in a few minutes (a new service principal "
@@ -854,6 +876,13 @@ class BulkOnboarding:
                                       duration_ms=int((time.monotonic() - started) * 1000), error_code=code,
                                       detail=detail[:500], at=self.clock.now()))
 
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, the tenant being worked on kept claimed through the wait (a throttled call may wait minutes)."""
+        writer = _working.get()
+        if writer is not None:
+            await writer.save(hold=seconds)
+        await self.sleep(seconds)
+
     async def _retry(self, call: Callable[[], Awaitable[Any]]) -> Any:
         """The call, again after the wait the service asked for while it throttles (nothing happened then)."""
         for attempt in range(1, self.config.throttle_attempts + 1):
@@ -862,7 +891,7 @@ class BulkOnboarding:
             except Throttled as error:
                 if attempt == self.config.throttle_attempts:
                     raise
-                await self.sleep(throttle_wait(error.retry_after, attempt, self.config.max_wait_seconds))
+                await self._wait(throttle_wait(error.retry_after, attempt, self.config.max_wait_seconds))
         raise AssertionError("unreachable")
 
 
@@ -894,6 +923,12 @@ def disabled_stop(target: Target) -> TenantStopped:
                              "disabled)", f"{finish}; or, to keep the customer, {enable}")
     return TenantStopped(Step.REGISTER, "TargetDisabled", f"app {target.app_id} of this customer is registered but "
                          "disabled (paused): no pass rotates it", f"{enable}; or, to remove the customer, {finish}")
+
+
+def claimed(progress: TenantProgress, now: datetime) -> bool:
+    """Another worker works on this tenant now: it is running under a claim that has not run out."""
+    return (progress.state is TenantState.RUNNING and progress.claimed_until is not None
+            and progress.claimed_until > now)
 
 
 def _same_admin(run: Run, session: PartnerSession) -> None:
@@ -1013,8 +1048,13 @@ class _Writer:
         steps = {**self.progress.steps, step.value: StepRecord(state, self.clock.now(), detail[:500], code)}
         await self.save(steps=steps)
 
-    async def save(self, **changes: Any) -> None:
-        self.progress = replace(self.progress, updated_at=self.clock.now(), **changes)
+    async def save(self, *, hold: float = 0.0, release: bool = False, **changes: Any) -> None:
+        """Write the row, renewing the claim (for `hold` seconds more) while the tenant runs; a finished tenant, or
+        `release`, gives it up."""
+        now = self.clock.now()
+        progress = replace(self.progress, updated_at=now, **changes)
+        keep = progress.state is TenantState.RUNNING and not release
+        self.progress = replace(progress, claimed_until=now + TENANT_CLAIM + timedelta(seconds=hold) if keep else None)
         self.etag = await self.runs.replace_tenant(self.run_id, self.progress, self.etag)
 
 

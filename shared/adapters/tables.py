@@ -668,6 +668,7 @@ class TablesOnboardingRuns:
             "AppObjectId": p.app_object_id, "ProofpointDomain": p.proofpoint_domain,
             "ServicePrincipalId": p.service_principal_id, "ErrorCode": p.error_code,
             "ErrorMessage": p.error_message, "Fix": p.fix, "UpdatedAt": _iso(p.updated_at), "Worker": p.worker,
+            "ClaimedUntil": _iso(p.claimed_until),
         })
 
     @staticmethod
@@ -679,7 +680,7 @@ class TablesOnboardingRuns:
             e["TenantId"], e.get("Customer", ""), TenantState(e.get("State", "pending")), steps, e.get("AppId", ""),
             e.get("AppObjectId", ""), e.get("ProofpointDomain", ""), e.get("ServicePrincipalId", ""),
             e.get("ErrorCode", ""), e.get("ErrorMessage", ""), e.get("Fix", ""), _dt(e.get("UpdatedAt")),
-            e.get("Worker", ""))
+            e.get("Worker", ""), _dt(e.get("ClaimedUntil")))
 
     async def _insert(self, entity: dict[str, Any], what: str) -> str:
         await self._ensure()

@@ -18,6 +18,7 @@ import pytest
 from shared import partner_roles
 from shared.bulk_onboarding import (
     GRAPH_APP_PERMISSIONS,
+    TENANT_CLAIM,
     BulkOnboarding,
     InvalidTemplate,
     OnboardingConfig,
@@ -428,6 +429,11 @@ async def test_a_crash_at_any_call_is_resumed_without_duplicates(call: str, nth:
     with pytest.raises(Crash):
         await engine.work(w.session, run.run_id)
     w.faults.revive()
+    # The dead worker's claim holds its tenants until it runs out: a resume at once leaves them running.
+    claimed = [t["tenantId"] for t in (await w.process().progress(run.run_id))["tenants"] if t["state"] == "running"]
+    early = await w.process().work(w.session, run.run_id)
+    assert sorted(t["tenantId"] for t in early["tenants"] if t["state"] == "running") == sorted(claimed)
+    w.world.clock.advance(TENANT_CLAIM)
     doc = await w.process().work(w.session, run.run_id)
     assert doc["state"] == "finished"
     assert [tenant_doc(doc, t)["state"] for t in (a, b, c)] == ["done", "done", "failed"]
@@ -895,3 +901,53 @@ async def test_a_registered_customer_s_first_inventory_is_queued_once_not_left_f
     doc = await engine.work(w.session, run.run_id)
     assert next(s for s in tenant_doc(doc, alone)["steps"] if s["step"] == "register")["detail"].endswith(
         "its first credential inventory comes with the next daily inventory pass")
+
+
+async def test_two_resumes_at_once_work_each_tenant_once_each_change_and_audit_event_once() -> None:
+    """Issue 23 re-check: a second resume (another tab, the CLI beside the dashboard) took over a tenant another
+    worker was in the middle of, so its calls and audit events repeated. The worker's claim keeps the second resumer
+    off it; the second works what nobody holds, and both runs end with every tenant done once."""
+    w = BulkWorld(concurrency=1)
+    first, second = w.customer("Contoso"), w.customer("Fabrikam")
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    hold = w.faults.hold("partner.add_owner", nth=1)  # the first worker is in its first tenant's owner call
+    working = asyncio.create_task(engine.work(w.session, run.run_id))
+    await asyncio.wait_for(hold.reached.wait(), 5)
+    other = await w.process().work(w.session, run.run_id)  # the second resume, meanwhile
+    held = [t for t in other["tenants"] if t["state"] == "running"]
+    assert len(held) == 1 and steps(held[0])["install"] == "done" and steps(held[0])["owner"] == "pending"
+    assert other["counts"]["done"] == 1 and other["state"] == "running"
+    hold.released.set()
+    doc = await working
+    assert doc["state"] == "finished" and doc["counts"]["done"] == 2
+    assert w.faults.counts["partner.install_app"] == 2 and w.faults.counts["partner.add_owner"] == 2
+    assert w.faults.counts["state.create_target"] == 2
+    for tenant in (first, second):
+        for step in ("onboarding-service-principal", "onboarding-owner", "onboarding-registry"):
+            outcomes = [e.outcome for e in w.events(step) if e.tenant_id == tenant]
+            assert len(outcomes) == 2 and outcomes[0] == "started", (step, outcomes)
+        assert [m.tenant_id for m in w.queue.sent].count(tenant) == 1
+
+
+async def test_a_claim_is_kept_through_a_long_throttling_wait_and_given_up_when_the_tenant_ends() -> None:
+    """A throttled call may wait minutes (Retry-After up to max_wait_seconds, five tries): the claim is renewed
+    before each wait so it covers it, and cleared once the tenant finished."""
+    w = BulkWorld(max_wait_seconds=600)
+    tenant = w.customer("Contoso")
+    engine = w.process()
+    run = await engine.start(w.session, None, InstallMethod.GRAPH)
+    claims: list[Any] = []
+
+    async def sleep(seconds: float) -> None:
+        row, _ = await w.runs.get_tenant(run.run_id, tenant)
+        claims.append(row.claimed_until - w.world.clock.now())
+        w.world.clock.advance(timedelta(seconds=seconds))
+
+    engine.sleep = sleep
+    w.faults.add("partner.install_app", lambda: Throttled("slow down", code="TooManyRequests", retry_after=500))
+    doc = await engine.work(w.session, run.run_id)
+    assert doc["counts"]["done"] == 1
+    assert claims == [timedelta(seconds=500) + TENANT_CLAIM]
+    row, _ = await w.runs.get_tenant(run.run_id, tenant)
+    assert row.claimed_until is None

@@ -192,3 +192,36 @@ async def test_a_refused_read_of_the_partners_own_relationships_names_the_partne
     assert refused.value.code == "GdapReadDenied"
     assert "DelegatedAdminRelationship.Read.All" in refused.value.fix and "create-msp-app.sh" in refused.value.fix
     assert "Application Administrator" not in refused.value.fix
+
+
+async def test_two_resumes_at_once_make_each_change_and_audit_event_once(world: World) -> None:
+    """Two resumes of one run at the same time (two tabs, or the CLI beside the dashboard), every adapter real and
+    the run state on Azurite: while the first is inside a tenant's owner call (held by the sandbox), the second
+    leaves that tenant to it (the worker's claim on the row) and works only what nobody holds. Every change in a
+    customer tenant and every audit event happens once."""
+    gdap_world.seed(world.sb.control, 3)
+    # One tenant at a time per resume: the first holds exactly the tenant it is in.
+    settings = world.settings(PROOFPOINT_CHANNEL_DOMAIN=CHANNEL, ONBOARDING_CONCURRENCY="1")
+    async with services(settings, table_prefix=world.prefix) as svc, aiohttp.ClientSession() as http:
+        session = await signed_in_session(settings, http, world.sb.control, world.sb.endpoints["entra"],
+                                          world.sb.ca_file)
+        run = await svc.bulk_onboarding().start(session, None, InstallMethod.PARTNER_CENTER)
+        hold = world.sb.control.add_hold("graph", method="POST", path=r"/owners/\$ref$")
+        first = asyncio.create_task(svc.bulk_onboarding().work(session, run.run_id))
+        await asyncio.to_thread(world.sb.control.wait_held, hold, 60)
+        second = await svc.bulk_onboarding().work(session, run.run_id)  # the other tab, meanwhile
+        running = [t for t in second["tenants"] if t["state"] == "running"]
+        assert len(running) == 1 and second["counts"]["done"] == 2, json.dumps(second, indent=1)
+        world.sb.control.release(hold)
+        doc = await first
+        assert doc["state"] == "finished" and doc["counts"]["done"] == 3, json.dumps(doc, indent=1)
+        for n in (1, 2, 3):
+            events = await svc.state.events(tenant_id(n), app_id(n))
+            for step, outcome in (("onboarding-owner", "added"), ("onboarding-registry", "created")):
+                assert sorted(e.outcome for e in events if e.step == step) == [outcome, "started"], step
+            sp_events = [e.outcome for e in await svc.state.events(tenant_id(n), settings.msp_app_client_id)
+                         if e.step == "onboarding-service-principal"]
+            assert len(sp_events) == 2 and sp_events.count("started") == 1, sp_events
+            app = next(a for a in tenant_state(world, tenant_id(n))["applications"] if a["appId"] == app_id(n))
+            assert len(app.get("owners", [])) == 1
+        await session.close()
