@@ -30,7 +30,7 @@ import math
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
@@ -372,9 +372,21 @@ def run_document(run: Run, tenants: Sequence[TenantProgress]) -> dict[str, Any]:
     }
 
 
+def disabled_tenants(targets: Iterable[Target]) -> set[str]:
+    """The tenants (lower case) whose every registered target is disabled: paused, or an offboarding not finished.
+    Registered, but not onboarded: a run stops them with the two ways on (disabled_stop)."""
+    enabled: dict[str, bool] = {}
+    for t in targets:
+        tenant = t.tenant_id.lower()
+        enabled[tenant] = enabled.get(tenant, False) or t.enabled
+    return {tenant for tenant, any_enabled in enabled.items() if not any_enabled}
+
+
 def customers_document(customers: Sequence[GdapCustomer], registered: set[str],
-                       method: InstallMethod = InstallMethod.PARTNER_CENTER) -> list[dict[str, Any]]:
-    """The GDAP customers with the admin's roles in each, what is missing for `method`, and whether registered."""
+                       method: InstallMethod = InstallMethod.PARTNER_CENTER,
+                       disabled: Collection[str] = ()) -> list[dict[str, Any]]:
+    """The GDAP customers with the admin's roles in each, what is missing for `method`, whether registered, and
+    whether every target registered there is disabled (`disabled`: the pick offers it again)."""
     return [
         {
             "tenantId": c.tenant_id,
@@ -382,6 +394,7 @@ def customers_document(customers: Sequence[GdapCustomer], registered: set[str],
             "roles": sorted(partner_roles.name(r) for r in c.roles),
             "missingRoles": sorted({partner_roles.name(r.preferred) for r in missing_roles(c, method)}),
             "registered": c.tenant_id.lower() in registered,
+            "disabled": c.tenant_id.lower() in disabled,
         }
         for c in sorted(customers, key=lambda c: (c.display_name.lower(), c.tenant_id))
     ]

@@ -34,6 +34,7 @@ from shared.bulk_onboarding import (
     TenantPick,
     TenantProgress,
     customers_document,
+    disabled_tenants,
     release_session,
     session_expiry,
     session_secret_name,
@@ -261,15 +262,17 @@ async def main(svc: Services, args: argparse.Namespace, out: TextIO = sys.stderr
     async with device_code_session(svc, out) as session:
         if command == "list":
             method = InstallMethod(args.method)
-            registered = {t.tenant_id.lower() for t, _ in await svc.state.list_targets()}
-            docs = customers_document(await session.customers(), registered, method)
+            targets = [t for t, _ in await svc.state.list_targets()]
+            docs = customers_document(await session.customers(), {t.tenant_id.lower() for t in targets}, method,
+                                      disabled_tenants(targets))
             if args.json:
                 print(json.dumps(docs, indent=2))
             else:
                 for c in docs:
                     missing = f"  missing: {', '.join(c['missingRoles'])}" if c["missingRoles"] else ""
                     print(f"{c['tenantId']}  {c['customer']}  [{', '.join(c['roles']) or 'no role'}]"
-                          f"{'  registered' if c['registered'] else ''}{missing}")
+                          f"{'  registered' if c['registered'] else ''}"
+                          f"{' (disabled: finish its offboarding, or re-enable it)' if c['disabled'] else ''}{missing}")
             return EXIT_OK
         run = await engine.start(session, picks, InstallMethod(args.method), plan_only=args.plan_only,
                                  keep_session=args.keep_session)

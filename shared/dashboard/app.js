@@ -1250,7 +1250,9 @@ function customersSection() {
       "The partner tenant has no active GDAP relationship this account can see. Create one in Partner Center, then sign in again."));
     return section;
   }
-  const choosable = customers.filter((c) => !c.registered);
+  // A registered customer whose targets are all disabled (paused, or its offboarding not finished) is not onboarded:
+  // it can be picked, and the run says what to do with it.
+  const choosable = customers.filter((c) => !c.registered || c.disabled);
   const allPicked = choosable.length > 0 && choosable.every((c) => onboarding.picked.has(c.tenantId));
   const pickAll = h("input", {
     type: "checkbox", id: "pick-all", checked: allPicked, "aria-label": "Pick every customer not onboarded yet",
@@ -1276,7 +1278,9 @@ function customersSection() {
       h("td", { "data-missing": c.missingRoles.join(",") }, c.missingRoles.length
         ? c.missingRoles.map((r) => h("span", { class: "alert-badge", title: `Add ${r} to the GDAP relationship with ${c.customer}, assigned to a security group you are in` }, `needs ${r}`))
         : h("span", { class: "ok-text" }, "none")),
-      h("td", {}, c.registered ? h("span", { class: "badge green" }, "onboarded") : h("span", { class: "muted" }, "not yet")));
+      h("td", {}, c.disabled
+        ? h("span", { class: "alert-badge", title: "Registered but disabled: paused, or its offboarding did not finish. Finish the offboarding, or re-enable the target" }, "disabled")
+        : c.registered ? h("span", { class: "badge green" }, "onboarded") : h("span", { class: "muted" }, "not yet")));
   });
   const count = onboarding.picked.size;
   const method = h("select", {

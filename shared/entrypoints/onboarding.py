@@ -25,6 +25,7 @@ from shared.bulk_onboarding import (
     BulkOnboarding,
     RunState,
     customers_document,
+    disabled_tenants,
     parse_picks,
     release_session,
     session_expiry,
@@ -156,9 +157,11 @@ async def onboarding_customers(req: func.HttpRequest) -> func.HttpResponse:
             customers = await session.customers()
         finally:
             await session.close()
-        registered = {t.tenant_id.lower() for t, _ in await svc.state.list_targets()}
+        targets = [t for t, _ in await svc.state.list_targets()]
+    registered = {t.tenant_id.lower() for t in targets}
     return json_response({"runId": run_id, "admin": run.admin_upn, "method": method,
-                          "customers": customers_document(customers, registered, InstallMethod(method))})
+                          "customers": customers_document(customers, registered, InstallMethod(method),
+                                                          disabled_tenants(targets))})
 
 
 @bp.route(route="onboarding/runs/{runId}/start", methods=ALL_METHODS, auth_level=AUTH)

@@ -278,3 +278,27 @@ async def test_the_daily_timer_prunes_a_finished_run_past_its_retention(onboardi
     assert (gone.status, gone.code) == (404, "RunNotFound")
     assert (await api.call("target", route=ids)).status == 200
     assert await trail() == audit
+
+
+async def test_a_paused_customer_is_listed_as_disabled_pickable_and_its_run_says_what_to_do(
+        onboarding: Onboarding) -> None:
+    """A customer registered but disabled (paused, or its offboarding not finished) is no "onboarded" customer: the
+    pick list says `disabled` (the dashboard offers it again), and a run stops it with the fixes, changing nothing."""
+    api = onboarding.api
+    paused, fresh = onboarding.customer("Contoso"), onboarding.customer("Fabrikam")
+    put = await api.put(paused, {"customer": "Contoso", "enabled": False})
+    assert put.status == 201, put.body
+    run_id = await onboarding.sign_in()
+    route = {"runId": run_id}
+    listed = await api.call("onboarding_customers", route=route)
+    assert listed.status == 200
+    by_tenant = {c["tenantId"]: c for c in listed.body["customers"]}
+    assert (by_tenant[paused.tenant_id]["registered"], by_tenant[paused.tenant_id]["disabled"]) == (True, True)
+    assert (by_tenant[fresh.tenant_id]["registered"], by_tenant[fresh.tenant_id]["disabled"]) == (False, False)
+    started = await api.call("onboarding_start", "POST", route, {"tenants": [paused.tenant_id], "method": "graph"})
+    assert started.status == 200, started.body
+    (tenant,) = started.body["tenants"]
+    assert tenant["state"] == "failed" and tenant["error"]["code"] == "TargetDisabled"
+    assert f"/api/targets/{paused.tenant_id}/{paused.app_id}" in tenant["error"]["fix"]
+    target = await api.call("target", route={"tenantId": paused.tenant_id, "appId": paused.app_id})
+    assert target.status == 200 and target.body["enabled"] is False and target.body["destinations"] == []
