@@ -30,6 +30,7 @@ from shared.bootstrap import Services
 from shared.bulk_onboarding import (
     DOMAIN,
     RUN_ID,
+    TENANT_CLAIM,
     BulkOnboarding,
     TenantPick,
     TenantProgress,
@@ -199,8 +200,11 @@ def exit_code(doc: dict[str, Any]) -> int:
 
 def summary(doc: dict[str, Any]) -> str:
     c = doc["counts"]
+    held = (f" {c['running']} running: another resume works on them (the dashboard, another terminal), or one that "
+            f"stopped holds them until its claim runs out ({int(TENANT_CLAIM.total_seconds()) // 60} minutes); resume "
+            "again then." if c["running"] else "")
     return (f"Run {doc['runId']} {doc['state']}: {c['done']} onboarded, {c['skipped']} onboarded before, "
-            f"{c['failed']} failed, {c['pending'] + c['running']} not finished (of {c['total']}).")
+            f"{c['failed']} failed, {c['pending'] + c['running']} not finished (of {c['total']}).{held}")
 
 
 async def _work(svc: Services, engine: BulkOnboarding, session: PartnerSession, run_id: str, keep: bool,

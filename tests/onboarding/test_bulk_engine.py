@@ -918,6 +918,8 @@ async def test_two_resumes_at_once_work_each_tenant_once_each_change_and_audit_e
     held = [t for t in other["tenants"] if t["state"] == "running"]
     assert len(held) == 1 and steps(held[0])["install"] == "done" and steps(held[0])["owner"] == "pending"
     assert other["counts"]["done"] == 1 and other["state"] == "running"
+    from shared.onboard_cli import summary
+    assert "1 running: another resume works on them" in summary(other) and "(3 minutes)" in summary(other)
     hold.released.set()
     doc = await working
     assert doc["state"] == "finished" and doc["counts"]["done"] == 2
