@@ -217,6 +217,11 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
 
     async def entity(request: web.Request) -> web.Response:
         counts["get"] += 1
+        if request.match_info["address"].endswith("()"):  # a query: a tenant's index rows (their key range)
+            partition = re.search(r"PartitionKey eq '([^']*)'", request.query.get("$filter", ""))
+            tenant = partition.group(1) if partition else ""
+            found = b",".join(body for (p, _), body in sorted(indexes.items()) if p == tenant)
+            return web.Response(body=b'{"value":[' + found + b"]}", content_type="application/json")
         found = re.match(r"^[^(]+\(PartitionKey='([^']*)',RowKey='([^']*)'\)$", request.match_info["address"])
         body = indexes.get((found.group(1), found.group(2).replace("%7C", "|"))) if found else None
         if body is None:

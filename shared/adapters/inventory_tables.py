@@ -300,21 +300,54 @@ class TablesInventoryStore:
 
     # -------------------------------------------------------------------------------------------- the index rows
 
-    async def _index(self, tenant_id: str, kind: ObjectKind, fresh: bool = False) -> _Index:
-        key = (tenant_id, kind)
-        index = None if fresh else self._indexes.get(key)
+    async def _index(self, tenant_id: str, kind: ObjectKind) -> _Index:
+        index = self._indexes.get((tenant_id, kind))
         if index is None:
-            entity = await self._get_row(tenant_id, INDEX_ROW + kind.value)
-            # None: never taken, no rows (every row is written with its index row)
-            index = _index_of_entity(entity) if entity is not None else _Index()
-            if not index.complete:
-                # Too large for its row: which objects hold rows, from the kind's key range (key ids as needed).
-                index.objects = {o: set() for o in await self._query_object_ids(tenant_id, kind)}
-            self._indexes[key] = index
+            return await self._keep(tenant_id, kind, await self._get_row(tenant_id, INDEX_ROW + kind.value))
+        self._indexes.move_to_end((tenant_id, kind))
+        return index
+
+    async def _keep(self, tenant_id: str, kind: ObjectKind, entity: Mapping[str, Any] | None) -> _Index:
+        """The kind's index as its row says (None: never taken, no rows: every row is written with its index row),
+        kept for the calls that follow."""
+        index = _index_of_entity(entity) if entity is not None else _Index()
+        if not index.complete:
+            # Too large for its row: which objects hold rows, from the kind's key range (key ids as needed).
+            index.objects = {o: set() for o in await self._query_object_ids(tenant_id, kind)}
+        key = (tenant_id, kind)
+        self._indexes[key] = index
         self._indexes.move_to_end(key)
         while len(self._indexes) > _CACHED:
             self._indexes.popitem(last=False)
         return index
+
+    async def _index_rows(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Every kind's index row of a tenant by one request (a pass starts there: one read, was one per kind): a
+        range query on the partition's `_index|` keys (Query Entities, `GET /table()?$filter=PartitionKey eq .. and
+        RowKey ge .. and RowKey lt ..`, Azure Storage REST reference; within one partition the service reads only the
+        key range: "Range query" in the Table design guide), read as _get_row reads one row. A query may answer in
+        parts (`x-ms-continuation-NextPartitionKey` / `NextRowKey` headers, "Query timeout and pagination"): followed
+        until none."""
+        client = self._rows
+        tenant = tenant_id.replace("'", "''")
+        query = {"$filter": f"PartitionKey eq '{tenant}' and RowKey ge '{INDEX_ROW}' and RowKey lt '{INDEX_ROW}~'"}
+        url = f"{client.scheme}://{client._primary_hostname}/{client.table_name}()"
+        rows: dict[str, dict[str, Any]] = {}
+        while True:
+            request = HttpRequest("GET", url, params=query, headers={
+                "x-ms-version": client.api_version, "DataServiceVersion": "3.0",
+                "MaxDataServiceVersion": "3.0;NetFx", "Accept": "application/json;odata=nometadata"})
+            response = await self._send(request)
+            body = await response.read()
+            if response.status_code != 200:
+                raise HttpResponseError(message=f"reading the inventory's index rows answered {response.status_code}",
+                                        response=response)
+            rows.update((str(e["RowKey"]), e) for e in orjson.loads(body).get("value", ()))
+            partition = response.headers.get("x-ms-continuation-NextPartitionKey")
+            if not partition:
+                return rows
+            query = {**query, "NextPartitionKey": partition,
+                     "NextRowKey": response.headers.get("x-ms-continuation-NextRowKey", "")}
 
     async def _held_keys(self, tenant_id: str, kind: ObjectKind, index: _Index, object_ids: Sequence[str]
                          ) -> dict[str, set[str]]:
@@ -617,7 +650,8 @@ class TablesInventoryStore:
     async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
         await self._ensure()
         try:
-            indexes = await asyncio.gather(*(self._index(tenant_id, kind, fresh=True) for kind in ObjectKind))
+            rows = await self._index_rows(tenant_id)  # afresh: another writer's rows are seen by the next pass
+            indexes = [await self._keep(tenant_id, kind, rows.get(INDEX_ROW + kind.value)) for kind in ObjectKind]
         except AzureError as error:
             raise _translate(error, f"the delta links of tenant {tenant_id}") from error
         return {kind: index.link for kind, index in zip(ObjectKind, indexes, strict=True) if index.link}

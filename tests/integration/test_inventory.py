@@ -122,17 +122,23 @@ async def test_the_next_pass_reads_only_changes(world: World, svc: Services,
 
     monkeypatch.setattr(store, "_transaction", counted)
     reads: list[str] = []
-    real_get = store._get_row
+    real_get, real_index_rows = store._get_row, store._index_rows
 
     async def read(tenant_id: str, key: str) -> Any:
         reads.append(key)
         return await real_get(tenant_id, key)
 
+    async def read_index_rows(tenant_id: str) -> Any:
+        found = await real_index_rows(tenant_id)
+        reads.append(" ".join(sorted(found)))
+        return found
+
     monkeypatch.setattr(store, "_get_row", read)
+    monkeypatch.setattr(store, "_index_rows", read_index_rows)
     passes = await inventory_tenant(source, store, tenant_of(customer))
-    # Only the two index rows are read: the renewed (partial) applications are completed from what the index row
-    # keeps of their rows, without reading them.
-    assert sorted(reads) == ["_index|application", "_index|servicePrincipal"]
+    # Only the two index rows are read, by one request: the renewed (partial) applications are completed from what
+    # the index row keeps of their rows, without reading them.
+    assert reads == ["_index|application _index|servicePrincipal"]
     assert delta_reads(svc) - calls == 2  # one page per kind
     assert queries == []  # the changed objects' rows by point reads (their keys from the index row), no scan
     # The removal, then one write for both kinds' changed rows and both delta links (not one per kind).
