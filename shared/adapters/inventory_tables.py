@@ -75,10 +75,17 @@ def _range(tenant_id: str, prefix: str) -> dict[str, Any]:
     return {"tenant": tenant_id, "low": prefix, "high": prefix + "~"}
 
 
-def _utc(value: datetime) -> str:
-    """As tables._iso writes a time; Graph's times are parsed in UTC already, so the conversion is skipped for them
-    (two a row: the conversion cost a twentieth of the first pass)."""
-    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
+def _utc(value: datetime) -> datetime:
+    """A time in UTC, written as tables._iso writes one (`isoformat()`, `+00:00`) by orjson when the entity is: its
+    text is the same (tested), and formatting two times a row apart cost 3 us a row, a twentieth of the first pass.
+    Graph's times are parsed in UTC already, so the conversion is skipped for them."""
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _texts(entity: Mapping[str, Any]) -> dict[str, Any]:
+    """An entity with its times as text, for the SDK (which would store a datetime as an `Edm.DateTime` property,
+    not the string every row holds)."""
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in entity.items()}
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
@@ -122,7 +129,8 @@ def to_entity(c: InventoryCredential) -> dict[str, Any]:
         "CredentialKind": c.credential_kind.value, "Usage": c.usage, "KeyId": c.key_id, "Hint": c.hint,
         "CredentialName": c.credential_name, "Managed": c.managed, "FirstParty": c.first_party, "Saml": c.saml,
     }
-    # Tables stores no null: a credential without a start or an end has no such property.
+    # Tables stores no null: a credential without a start or an end has no such property. The times stay datetimes
+    # until the body is written (_utc).
     if c.start is not None:
         entity["Start"] = _utc(c.start)
     if c.end is not None:
@@ -552,7 +560,7 @@ class TablesInventoryStore:
                 if operation == "delete":
                     await self._rows.delete_entity(entity["PartitionKey"], entity["RowKey"])
                 else:
-                    await self._rows.upsert_entity(entity, mode=UpdateMode.REPLACE)
+                    await self._rows.upsert_entity(_texts(entity), mode=UpdateMode.REPLACE)
             except ResourceNotFoundError:
                 pass
 

@@ -310,6 +310,49 @@ async def test_the_store_writes_odd_keys_and_survives_a_row_removed_by_another_w
     assert await store.object_ids(tenant, ObjectKind.APPLICATION) == set()
 
 
+async def test_times_are_stored_as_the_same_iso_text_by_the_batch_and_by_the_one_by_one_writes(
+        world: World, svc: Services) -> None:
+    """The store's batch body writes a row's times by orjson, the one-by-one fallback through the SDK: both store the
+    text `isoformat()` gives in UTC (a string property, never an `Edm.DateTime`), and read back the same instants."""
+    from datetime import timezone
+
+    from shared.adapters.inventory_tables import row_key
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert store is not None and store._rows is not None
+    tenant = "c0000000-0000-4000-8000-0000000003fe"
+    times = [(datetime(2026, 12, 1, 1, 2, 3, 4500, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+             (datetime(2027, 3, 4, 5, 6, 7, tzinfo=timezone(timedelta(hours=5, minutes=30))), None),
+             (None, datetime(2001, 1, 1, tzinfo=timezone(timedelta(hours=-8))))]
+
+    def row(key_id: str, start: datetime | None, end: datetime | None) -> InventoryCredential:
+        return InventoryCredential(tenant, "Times", ObjectKind.APPLICATION, "obj", "app", "Times", (),
+                                   CredentialKind.PASSWORD, "", key_id, "ab~", "n", start, end)
+
+    async def stored() -> dict[str, tuple[Any, Any]]:
+        return {str(e["RowKey"]).rsplit("|", 1)[1]: (e.get("Start"), e.get("End"))
+                async for e in store._rows.query_entities("PartitionKey eq @t", parameters={"t": tenant})
+                if not str(e["RowKey"]).startswith("_index")}
+
+    def text(value: datetime | None) -> str | None:
+        return value.astimezone(UTC).isoformat() if value is not None else None
+
+    await store.put_objects(tenant, ObjectKind.APPLICATION, {"obj": [row(f"k{i}", *t) for i, t in enumerate(times)]},
+                            stored={"obj": []})
+    written = await stored()
+    assert written == {f"k{i}": (text(s), text(e)) for i, (s, e) in enumerate(times)}
+    assert all(type(v) is str for pair in written.values() for v in pair if v is not None)
+    # Another writer removed k0: the next write's batch fails and its rows go one by one through the SDK.
+    await store._rows.delete_entity(tenant, row_key("application", "obj", "k0"))
+    await store.put_objects(tenant, ObjectKind.APPLICATION, {"obj": [row(f"j{i}", *t) for i, t in enumerate(times)]})
+    written = await stored()
+    assert written == {f"j{i}": (text(s), text(e)) for i, (s, e) in enumerate(times)}
+    assert all(type(v) is str for pair in written.values() for v in pair if v is not None)
+    read = {r.key_id: (r.start, r.end) for r in await store.list_credentials(InventoryQuery(tenant_id=tenant))}
+    assert read == {f"j{i}": t for i, t in enumerate(times)}
+
+
 @pytest.mark.parametrize("overflow", [False, True], ids=["indexed", "overflow"])
 async def test_many_objects_rows_are_found_by_the_index_row_or_by_key_ranges(
         world: World, svc: Services, monkeypatch: pytest.MonkeyPatch, overflow: bool) -> None:
