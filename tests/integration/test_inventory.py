@@ -353,6 +353,142 @@ async def test_times_are_stored_as_the_same_iso_text_by_the_batch_and_by_the_one
     assert read == {f"j{i}": t for i, t in enumerate(times)}
 
 
+async def test_the_store_sends_straight_on_the_session_and_falls_back_to_the_sdk_pipeline(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store's batches and reads go straight onto the process's aiohttp session, signed by the SDK's policies
+    (Azurite checks the Shared Key signature); a dropped connection or an unexpected answer sends the request again
+    through the SDK's pipeline (its retries), and a refusal still surfaces as the SDK's error, translated."""
+    import base64
+    import os
+    import re
+
+    import aiohttp
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.adapters.inventory_tables import TablesInventoryStore, _Direct
+    from shared.errors import RotationError
+    from shared.inventory import InventoryCredential
+
+    store = svc.inventory
+    assert store is not None
+    tenant = "c0000000-0000-4000-8000-0000000004fe"
+    runs: list[str] = []
+    pipeline = store._pipeline()
+    real_run = pipeline.run
+
+    async def counted(request: Any, **kwargs: Any) -> Any:
+        runs.append(request.method)
+        return await real_run(request, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run", counted)
+
+    def row(object_id: str, key_id: str) -> InventoryCredential:
+        return InventoryCredential(tenant, "Direct", ObjectKind.APPLICATION, object_id, "app", "Direct", (),
+                                   CredentialKind.PASSWORD, "", key_id, "ab~", "n", None, None)
+
+    async def round_trip(object_id: str) -> None:
+        await store.put_objects(tenant, ObjectKind.APPLICATION, {object_id: [row(object_id, "k1")]}, delta_link="L")
+        assert (await store.delta_links(tenant)) == {ObjectKind.APPLICATION: "L"}
+        found = await store.objects_credentials(tenant, ObjectKind.APPLICATION, [object_id])
+        assert [c.key_id for c in found[object_id]] == ["k1"]
+
+    await round_trip("straight")
+    assert runs == []  # a batch, the index query and a point read, none through the pipeline
+    real_send = _Direct.send
+
+    async def dropped(self: _Direct, request: Any) -> Any:
+        raise aiohttp.ClientConnectionError("connection reset")
+
+    monkeypatch.setattr(_Direct, "send", dropped)
+    await round_trip("dropped")
+    assert runs == ["POST", "GET", "GET"]
+
+    async def busy(self: _Direct, request: Any) -> Any:
+        await real_send(self, request)  # sent, then answered as if the server were busy
+        return 503, {}, b""
+
+    runs.clear()
+    monkeypatch.setattr(_Direct, "send", busy)
+    await round_trip("busy")
+    assert runs == ["POST", "GET", "GET"]
+    monkeypatch.setattr(_Direct, "send", real_send)
+    # A refusal (a wrong account key: 403 on the direct send and on the SDK's) is the SDK's error, translated.
+    direct = store._direct()
+    assert direct is not None
+    connection = os.environ["STATE_TABLES_CONNECTION_STRING"]
+    wrong = re.sub(r"AccountKey=[^;]+", "AccountKey=" + base64.b64encode(b"not the key").decode(), connection)
+    transport = AioHttpTransport(session=direct.session, session_owner=False)
+    refused_store = TablesInventoryStore(TableServiceClient.from_connection_string(wrong, transport=transport),
+                                         prefix=store._rows.table_name.removesuffix("inventory"))
+    refused_store._ready = True
+    for call in (refused_store.put_objects(tenant, ObjectKind.APPLICATION, {"no": [row("no", "k1")]}),
+                 refused_store.delta_links(tenant), refused_store.objects_credentials(
+                     tenant, ObjectKind.APPLICATION, ["straight"])):
+        with pytest.raises(RotationError) as refused:
+            await call
+        assert refused.value.code == "StateStoreError" and "HttpResponseError" in str(refused.value)
+    assert (await store.delta_links(tenant)) == {ObjectKind.APPLICATION: "L"}  # nothing written by the refused
+
+
+async def test_the_store_signs_its_direct_requests_with_the_managed_identitys_bearer_token() -> None:
+    """On Azure the store reaches Tables with the function's managed identity (bootstrap: `credential=home`): the
+    direct send takes the SDK's bearer token policy, which asks the credential for a `https://storage.azure.com`
+    token and sends it (over TLS only), with the SDK's `x-ms-date`, `x-ms-version` and user agent. A local TLS
+    server stands for Tables here (Azurite takes Shared Key only over plain HTTP)."""
+    import ssl
+
+    import aiohttp
+    import trustme
+    from aiohttp import web
+    from azure.core.credentials import AccessToken
+    from azure.core.pipeline.transport import AioHttpTransport
+    from azure.data.tables.aio import TableServiceClient
+
+    from shared.adapters.inventory_tables import TablesInventoryStore
+
+    class Identity:
+        scopes: list[tuple[str, ...]] = []
+
+        async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+            self.scopes.append(scopes)
+            return AccessToken("mi-token", int(datetime.now(UTC).timestamp()) + 3600)
+
+    seen: list[Any] = []
+
+    async def entity(request: web.Request) -> web.Response:
+        seen.append(request.headers)
+        return web.json_response({"odata.error": {"code": "ResourceNotFound", "message": {"value": "none"}}},
+                                 status=404)
+
+    ca = trustme.CA()
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    client_tls = ssl.create_default_context()
+    ca.configure_trust(client_tls)
+    app = web.Application()
+    app.router.add_get("/account/{address}", entity)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    port = runner.addresses[0][1]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=client_tls)) as session:
+        service = TableServiceClient(f"https://127.0.0.1:{port}/account", credential=Identity(),
+                                     transport=AioHttpTransport(session=session, session_owner=False))
+        store = TablesInventoryStore(service)
+        direct = store._direct()
+        assert direct is not None and type(direct.auth).__name__ == "AsyncBearerTokenChallengePolicy"
+        runs: list[Any] = []
+        store._pipeline().run = lambda *a, **k: runs.append(a)  # type: ignore[method-assign]
+        assert await store._get_row("t1", "_index|application") is None
+        assert runs == []  # answered on the direct send (404: no such row)
+    await runner.cleanup()
+    assert Identity.scopes == [("https://storage.azure.com/.default",)]
+    assert [h["Authorization"] for h in seen] == ["Bearer mi-token"]
+    assert seen[0]["x-ms-version"] and seen[0]["x-ms-date"] and "azsdk-python-data-tables" in seen[0]["User-Agent"]
+
+
 @pytest.mark.parametrize("overflow", [False, True], ids=["indexed", "overflow"])
 async def test_many_objects_rows_are_found_by_the_index_row_or_by_key_ranges(
         world: World, svc: Services, monkeypatch: pytest.MonkeyPatch, overflow: bool) -> None:
