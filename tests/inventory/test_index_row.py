@@ -1,0 +1,72 @@
+"""The inventory store's index row (shared/adapters/inventory_tables.py): what one index row says survives its
+encoding and decoding exactly, a decoded index changed by a write encodes that change and nothing else, and an index
+row written before the index kept what rows say (key ids only) still names its objects."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import orjson
+
+from shared.adapters.inventory_tables import _Index, _index_entity, _index_of_entity, to_entity
+from shared.inventory import CredentialKind, InventoryCredential, ObjectKind
+
+TENANT = "11111111-1111-4111-8111-111111111111"
+
+
+def row(object_id: str, key_id: str, *, name: str = "App", owners: tuple[str, ...] = (), saml: bool = False,
+        kind: CredentialKind = CredentialKind.PASSWORD, managed: bool = False) -> InventoryCredential:
+    return InventoryCredential(TENANT, "Contoso", ObjectKind.SERVICE_PRINCIPAL, object_id, f"app-{object_id}", name,
+                               owners, kind, "Verify" if saml else "", key_id, "h", "n",
+                               datetime(2026, 1, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC), managed, True, saml)
+
+
+def noted(rows: list[InventoryCredential]) -> _Index:
+    index = _Index("https://graph/delta?token=1")
+    for r in rows:
+        index.objects.setdefault(r.object_id, set()).add(r.key_id)
+        index.note(r.object_id, r.key_id, to_entity(r))
+    return index
+
+
+ROWS = [row("o1", "k1"), row("o1", "k2", kind=CredentialKind.CERTIFICATE),
+        row("o2", "k3", name="Zürich 🚀 \"quoted\"", owners=("Ann", "bob@contoso.com"), managed=True),
+        row("o3", "k4", saml=True, kind=CredentialKind.CERTIFICATE), row("o3", "k5", saml=True,
+                                                                         kind=CredentialKind.CERTIFICATE)]
+
+
+def test_an_index_row_says_after_decoding_what_it_said_before() -> None:
+    index = noted(ROWS)
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, index)
+    assert str(entity["I0"]).isascii()
+    decoded = _index_of_entity(entity)
+    assert decoded.link == index.link and decoded.customer == "Contoso"
+    assert decoded.objects == index.objects
+    for object_id in ("o1", "o2", "o3"):
+        assert decoded.known(object_id) == index.known(object_id) is not None
+    assert decoded.known("o2").owners == ("Ann", "bob@contoso.com")  # type: ignore[union-attr]
+    assert decoded.known("o3").saml == {"k4", "k5"}  # type: ignore[union-attr]
+    assert _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, decoded) == entity  # written again as read
+
+
+def test_a_decoded_index_changed_by_a_write_encodes_that_change_only() -> None:
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, noted(ROWS))
+    decoded = _index_of_entity(entity)
+    new = row("o1", "k9", kind=CredentialKind.CERTIFICATE)
+    decoded.objects["o1"].add("k9")
+    decoded.note("o1", "k9", to_entity(new))
+    decoded.objects["o3"].discard("k4")
+    decoded.forget("o3", "k4")
+    again = _index_of_entity(_index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, decoded))
+    assert again.objects == {"o1": {"k1", "k2", "k9"}, "o2": {"k3"}, "o3": {"k5"}}
+    assert again.known("o1").certificates == {"k2", "k9"}  # type: ignore[union-attr]
+    assert again.known("o3").saml == {"k5"}  # type: ignore[union-attr]
+    assert again.known("o2") == noted(ROWS).known("o2")
+
+
+def test_an_index_row_of_key_ids_only_names_its_objects_and_cannot_complete_them() -> None:
+    entity = {"PartitionKey": TENANT, "RowKey": "_index|servicePrincipal", "Link": "L", "Chunks": 1,
+              "I0": orjson.dumps({"o1": ["k1", "k2"], "o2": ["k3"]}).decode()}
+    decoded = _index_of_entity(entity)
+    assert decoded.objects == {"o1": {"k1", "k2"}, "o2": {"k3"}}
+    assert decoded.known("o1") is None and decoded.known("o2") is None
