@@ -220,7 +220,8 @@ async def serve(state: Path, apps: int, sps: int, changed: float, latency: float
         if request.match_info["address"].endswith("()"):  # a query: a tenant's index rows (their key range)
             partition = re.search(r"PartitionKey eq '([^']*)'", request.query.get("$filter", ""))
             tenant = partition.group(1) if partition else ""
-            found = b",".join(body for (p, _), body in sorted(indexes.items()) if p == tenant)
+            kept = (indexes.get((tenant, f"_index|{kind}")) for kind in ("application", "servicePrincipal"))
+            found = b",".join(body for body in kept if body is not None)  # by key: not a scan of every tenant's
             return web.Response(body=b'{"value":[' + found + b"]}", content_type="application/json")
         found = re.match(r"^[^(]+\(PartitionKey='([^']*)',RowKey='([^']*)'\)$", request.match_info["address"])
         body = indexes.get((found.group(1), found.group(2).replace("%7C", "|"))) if found else None
