@@ -4,11 +4,11 @@ entity-group transaction), and per tenant and object kind one index row (`_index
 link the next pass resumes from, which key ids each object holds and what its rows say (appId, name, first party,
 managed, each key's collection and SAML mark). No row holds a secret: Graph lists credentials without their values.
 
-Why the index row (docs/inventory.md, "Where it is kept"): with it the pass never queries and seldom reads a row. A
-delta round completes a changed object from it (objects_known), or finds its stored rows by point reads
-(PartitionKey + RowKey: the one access Azure Tables serves from its index; a filter on several RowKey ranges joined
-with `or` is a partition scan, and Azurite scans the whole table for every query), and a full read knows which
-objects to sweep without reading the partition. The index row is
+Why the index row (docs/inventory.md, "Where it is kept"): with it the pass seldom reads a row and queries only the
+index rows (both kinds' by one range query at a tenant's start, _index_rows). A delta round completes a changed object
+from it (objects_known), or finds its stored rows by point reads (PartitionKey + RowKey: the most efficient lookup; a
+filter on several RowKey ranges joined with `or` is a partition scan, and Azurite scans the whole table for every
+query), and a full read knows which objects to sweep without reading the partition. The index row is
 written in the same entity-group transaction as the rows it describes (one partition), so the two never disagree
 after a crash; between its transactions it may name rows that are gone (a superset), never miss one.
 """
