@@ -288,12 +288,13 @@ class _Direct:
     """The store's requests on the process's aiohttp session, signed as the SDK's pipeline signs them."""
 
     session: aiohttp.ClientSession
+    transport: Any  # the SDK's aiohttp transport: Shared Key signs the path as aiohttp will send it (yarl's quoting)
     headers: HeadersPolicy
     auth: SharedKeyCredentialPolicy | AsyncBearerTokenCredentialPolicy[Any, Any]
     agent: str
 
     async def send(self, request: HttpRequest) -> tuple[int, Mapping[str, str], bytes]:
-        signed = PipelineRequest(request, PipelineContext(None))
+        signed = PipelineRequest(request, PipelineContext(self.transport))
         self.headers.on_request(signed)
         if self.agent:
             request.headers["User-Agent"] = self.agent
@@ -341,14 +342,15 @@ class TablesInventoryStore:
         user agent; None when the client has another authentication or no aiohttp session (then the pipeline)."""
         if self._direct_parts is None:
             service: Any = self._service
-            session = getattr(service._client._client._pipeline._transport, "session", None)
+            transport = service._client._client._pipeline._transport
+            session = getattr(transport, "session", None)
             headers = next((p for p in service._policies if isinstance(p, HeadersPolicy)), None)
             auth = next((p for p in service._policies
                          if isinstance(p, SharedKeyCredentialPolicy | AsyncBearerTokenCredentialPolicy)), None)
             agent = next((p.user_agent for p in service._policies if isinstance(p, UserAgentPolicy)), "")
             self._direct_parts = ()
             if isinstance(session, aiohttp.ClientSession) and headers is not None and auth is not None:
-                self._direct_parts = (_Direct(session, headers, auth, agent),)
+                self._direct_parts = (_Direct(session, transport, headers, auth, agent),)
         return self._direct_parts[0] if self._direct_parts else None
 
     async def _send(self, request: HttpRequest, ok: tuple[int, ...]) -> tuple[int, Mapping[str, str], bytes]:
