@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox import graph_delegated, inventory, seeddates, signinlog
+from sandbox import graph_delegated, inventory, seeddates, signinlog, signinreports
 from sandbox.world import (
     GRAPH_AUDIENCE,
     Application,
@@ -403,9 +403,14 @@ def build_app(world: World) -> web.Application:
                 return signinlog.list_sign_ins(world, request, claims, tenant_of(claims), log["version"].lower())
             except signinlog.SignInQueryError as exc:
                 raise GraphError(exc.status, exc.code, exc.message) from exc
+        if (usage := signinreports.REPORTS.match(path)) and request.method == "GET":
+            try:
+                return signinreports.list_report(world, request, claims, tenant_of(claims), usage["report"])
+            except signinlog.SignInQueryError as exc:
+                raise GraphError(exc.status, exc.code, exc.message) from exc
         if not path.startswith("/v1.0/"):
-            raise GraphError(400, "BadRequest", "Invalid version: only v1.0 (and beta's auditLogs/signIns) is served "
-                             "by the sandbox.")
+            raise GraphError(400, "BadRequest", "Invalid version: only v1.0 (and beta's auditLogs/signIns and "
+                             "sign-in activity reports) is served by the sandbox.")
         path = path.removeprefix("/v1.0").rstrip("/")
         tenant = tenant_of(claims)
         method = request.method

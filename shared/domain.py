@@ -298,6 +298,18 @@ class CredentialSignIns:
 
 
 @dataclass(frozen=True)
+class ReportedSignIns:
+    """Entra's credential activity report (beta `appCredentialSignInActivities`) for one app: per key id, the last
+    sign-in it states. A supplement where the log is silent (older than its 30 days, or a tenant whose log is refused):
+    it names a day at an undocumented freshness, so it can only keep a key, never prove the new one in use."""
+
+    available: bool
+    read_at: datetime
+    last: Mapping[str, datetime] = field(default_factory=dict)
+    code: str = ""  # Graph's code when the tenant refuses the report
+
+
+@dataclass(frozen=True)
 class SignInEvidence:
     """Sign-in evidence for one app of one tenant, or why the tenant cannot give it.
 
@@ -312,6 +324,7 @@ class SignInEvidence:
     credentials: Mapping[str, CredentialSignIns] = field(default_factory=dict)
     code: str = ""
     reason: str = ""
+    reported: ReportedSignIns | None = None  # the credential activity report, where it was read beside the log
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from shared.change_control import ApprovalRequest
 from shared.domain import Application, Credential, DestinationConfig, Secret, Target, TokenRefusal, VersionStage
 from shared.domain import CredentialSignIns as CredentialSignIns  # the row keeps the evidence: domain records
+from shared.domain import ReportedSignIns as ReportedSignIns
 from shared.domain import SignInEvidence as SignInEvidence
 from shared.inventory import InventoryCredential, InventoryPage, InventoryQuery, ObjectKind, RoundEnd, StoredObject
 
@@ -597,6 +598,11 @@ class SignInLog(Protocol):
         of `probes` (the rotator's own verify probes, lower case) is not counted there, only in `probe_sign_in`.
         A tenant that refuses the read (no permission, no licence) gives `available=False` with the code, never an
         exception; Throttled and RotationError for a service that gave no answer."""
+        ...
+
+    async def credential_report(self, tenant_id: str, app_id: str) -> ReportedSignIns:
+        """Per credential key id of the app, the last sign-in Entra's credential activity report states. A tenant
+        that refuses it gives `available=False` with the code; Throttled and RotationError as above."""
         ...
 
 

@@ -22,7 +22,7 @@ from shared.domain import (
     renew_before,
     renewal_problem,
 )
-from shared.sign_in_proof import MAX_QUIET_HOURS
+from shared.sign_in_proof import MAX_QUIET_HOURS, reported_last
 
 _TARGET_FIELDS = {"tenantId", "appId", "customer", "enabled", "policy", "destinations"}
 _POLICY_FIELDS = {"renewBeforeDays", "lifetimeDays", "retireQuietHours", "changeControl"}
@@ -293,6 +293,8 @@ def sign_in_document(evidence: SignInEvidence | None, hold: str = "") -> dict[st
     it holds against retiring the old key for a human (old-key-still-used, new-key-unused: the alert's text)."""
     if evidence is None:
         return None
+    report = evidence.reported
+    reported = reported_last(evidence)
     return {
         "available": evidence.available,
         "hold": hold or None,
@@ -307,7 +309,16 @@ def sign_in_document(evidence: SignInEvidence | None, hold: str = "") -> dict[st
                 "lastSignIn": _iso(c.last_sign_in),
                 "lastSignInIp": c.last_ip_address,
                 "lastSignInResource": c.last_resource,
+                "reportedLastSignIn": _iso(reported.get(c.key_id)),
             }
             for c in sorted(evidence.credentials.values(), key=lambda c: c.key_id)
+        ] + [
+            # Keys the log did not see in its window but the credential activity report knows (a day, midnight UTC).
+            {"keyId": k, "firstSignIn": None, "lastSignIn": None, "lastSignInIp": None, "lastSignInResource": None,
+             "reportedLastSignIn": _iso(at)}
+            for k, at in sorted(reported.items()) if k not in evidence.credentials
         ],
+        # Entra's credential activity report, where it was read beside the log (null: not read).
+        "report": None if report is None else {"available": report.available, "code": report.code or None,
+                                               "readAt": _iso(report.read_at)},
     }

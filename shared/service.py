@@ -42,7 +42,7 @@ from shared.ports import (
 from shared.protocol.verify import VERIFY_FLAGS
 from shared.registry import status_document
 from shared.rotation import Engine, Outcome
-from shared.sign_in_proof import EVIDENCE_UNREADABLE, SELF_SIGN_IN_MARGIN, unreadable
+from shared.sign_in_proof import EVIDENCE_UNREADABLE, SELF_SIGN_IN_MARGIN, reported_last, unreadable
 
 # Entra's answer for a tenant that does not exist: the caller typed a wrong tenant id.
 UNKNOWN_TENANT = "AADSTS90002"
@@ -270,6 +270,7 @@ async def target_details(
     doc = status_view(target, policy, now, held[0] if held is not None else None)
     s = target.state
     signed = target.observed.sign_ins.credentials if target.observed.sign_ins else {}
+    reported = reported_last(target.observed.sign_ins)
 
     async def entra() -> dict[str, Any]:
         try:
@@ -297,7 +298,10 @@ async def target_details(
                     # The rotator's own verify probe is the new key's first sign-in in the log: said so, not shown
                     # as if a destination had used it (known by its request id; by time for older rotations).
                     "firstSignInBy": "rotator-probe" if seen and _first(target, c, seen)[1] else None,
-                    "lastSignIn": _iso(seen.last_sign_in or seen.probe_sign_in) if seen else None,
+                    # The log's last sign-in; beyond its window (30 days at most), the credential activity report's
+                    # day, said so (`lastSignInFrom`: "log" | "report").
+                    "lastSignIn": _iso(last[0]) if (last := _last_sign_in(seen, reported.get(c.key_id))) else None,
+                    "lastSignInFrom": last[1] if last else None,
                     "lastSignInIp": seen.last_ip_address if seen else None,
                     "usedBy": sorted(n for n, k in target.observed.uses.items() if k == c.key_id),
                 }
@@ -362,6 +366,14 @@ def _first(target: Target, credential: Credential, seen: CredentialSignIns) -> t
     if credential.key_id in target.state.probes:
         return verify_probe.first_sign_in(seen, identified=True)
     return seen.first_sign_in, _probe(target, credential, seen.first_sign_in)
+
+
+def _last_sign_in(seen: CredentialSignIns | None, reported: datetime | None) -> tuple[datetime, str] | None:
+    """The log's last sign-in of a key, else the report's day when the log saw none (or an older one)."""
+    logged = (seen.last_sign_in or seen.probe_sign_in) if seen else None
+    if logged is not None and (reported is None or logged >= reported):
+        return logged, "log"
+    return (reported, "report") if reported is not None else None
 
 
 def _probe(target: Target, credential: Credential, first: datetime | None) -> bool:

@@ -9,7 +9,7 @@ a verdict out; the protocol step (shared/protocol/evidence.py) reads the log and
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -94,24 +94,73 @@ def judge(
     """
     new = evidence.credentials.get(new_key) or CredentialSignIns(new_key, None, None)
     # probe_known: the read set the new key's probe aside by its request id; else the time cut-off stands for it.
+    # The report never proves the new key: it names a day, late.
     margin = timedelta(0) if probe_known else SELF_SIGN_IN_MARGIN
     new_used = counts(new.last_sign_in, pushed, margin)
     olds = [evidence.credentials.get(k) or CredentialSignIns(k, None, None) for k in superseded]
     recent = [c for c in olds if c.last_sign_in is not None and c.last_sign_in > now - quiet - LOG_DELAY]
     still_used = [c for c in recent if counts(c.last_sign_in, pushed)]
+    # Where the log is silent on an old key but the credential activity report names a day inside the window the log
+    # covers, the two disagree (a sign-in the log lost): the key is kept, strictly. A day that began before the window
+    # proves nothing the log does not (a sign-in then is older than the quiet period): the log's word stands.
+    inside = {k: day for k, day in reported_last(evidence).items() if day >= evidence.since}
+    reported_keep, reported_used = report_keeps(inside, [c.key_id for c in olds if c not in recent], pushed, now,
+                                                quiet, grace_over)
     hold = ""
-    if grace_over and still_used:
-        hold = f"{OLD_KEY_STILL_USED}: " + "; ".join(_old_use(c, pushed, quiet) for c in still_used)
+    if grace_over and (still_used or reported_used):
+        hold = f"{OLD_KEY_STILL_USED}: " + "; ".join([_old_use(c, pushed, quiet) for c in still_used]
+                                                     + reported_used)
     elif grace_over and not new_used and now >= pushed + window:
         hold = (f"{NEW_KEY_UNUSED}: Entra ID records no sign-in with the new key {new_key} since it was pushed at "
                 f"{_at(pushed)} (log read at {_at(evidence.read_at)}); the old key is kept until it does")
     first = new.first_sign_in if counts(new.first_sign_in, pushed, margin) else new.last_sign_in
     quiet_olds = ", ".join(
         f"{c.key_id} last at {_at(c.last_sign_in)}" if c.last_sign_in else f"{c.key_id} none since "
-        f"{_at(evidence.since)}" for c in olds if c not in recent)
+        f"{_at(evidence.since)}" for c in olds if c not in recent and c.key_id not in reported_keep)
     basis = (f"sign-in evidence read at {_at(evidence.read_at)}: new key {new_key} signed in at {_at(first)} "
              f"(pushed at {_at(pushed)}); old key(s) quiet for {_hours(quiet)}: {quiet_olds or 'none'}")
-    return EvidenceVerdict(new_used, frozenset(c.key_id for c in recent), hold, basis if new_used else "")
+    return EvidenceVerdict(new_used, frozenset(c.key_id for c in recent) | reported_keep, hold,
+                           basis if new_used else "")
+
+
+# The credential activity report names the day of a key's last sign-in (every documented example is a midnight): the
+# sign-in may have come as late as the day's end. Judged strictly both ways: the day's end for the quiet period (keep
+# rather than retire), the day's start for "after the push" (alarm only on a day that began after it).
+REPORT_DAY = timedelta(days=1)
+# It is rolled up once a day (modelled so: its freshness is not documented): a target's passes read it once a day.
+REPORT_REREAD = timedelta(hours=20)
+
+
+def reported_last(evidence: SignInEvidence | None) -> Mapping[str, datetime]:
+    """The credential activity report's last sign-in per key, where it was read (empty otherwise)."""
+    report = evidence.reported if evidence is not None else None
+    return report.last if report is not None and report.available else {}
+
+
+def report_keeps(reported: Mapping[str, datetime], superseded: Iterable[str], pushed: datetime, now: datetime,
+                 quiet: timedelta, grace_over: bool) -> tuple[frozenset[str], list[str]]:
+    """The superseded keys the report shows signed in within the quiet period (kept), and, after the grace, the
+    old-key-still-used sentence of each whose reported day began after the push. It can only keep a key."""
+    keep: set[str] = set()
+    used: list[str] = []
+    for key_id in superseded:
+        day = reported.get(key_id)
+        if day is None or day + REPORT_DAY <= now - quiet - LOG_DELAY:
+            continue
+        keep.add(key_id)
+        if grace_over and counts(day, pushed):
+            used.append(f"the superseded key {key_id} signed in on {day.date().isoformat()} (Entra's credential "
+                        f"activity report), after the new key was pushed at {_at(pushed)}; it is kept until it has "
+                        f"been quiet for {_hours(quiet)}")
+    return frozenset(keep), used
+
+
+def report_verdict(evidence: SignInEvidence, superseded: Iterable[str], pushed: datetime, now: datetime,
+                   quiet: timedelta, grace_over: bool) -> EvidenceVerdict:
+    """Where the tenant refuses the log but the report was read: the keys it keeps and the hold it raises; the
+    retirement otherwise falls back to the destinations' own proof (`allows`)."""
+    keep, used = report_keeps(reported_last(evidence), superseded, pushed, now, quiet, grace_over)
+    return EvidenceVerdict(True, keep, f"{OLD_KEY_STILL_USED}: " + "; ".join(used) if used else "")
 
 
 def fallback_basis(evidence: SignInEvidence | None, synced: Iterable[tuple[str, datetime]]) -> str:

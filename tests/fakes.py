@@ -55,6 +55,7 @@ from shared.ports import (
     PartnerAdmin,
     Principal,
     ProofpointOrg,
+    ReportedSignIns,
     RotationRequest,
     StoredVersion,
 )
@@ -398,6 +399,10 @@ class FakeSignInLog:
         self.delay = timedelta(0)
         self.refusal: tuple[str, str] | None = None
         self.reads: list[datetime] = []  # the `since` of every read
+        # The credential activity report: the same sign-ins rolled up daily (a day's last sign-in, its midnight, once
+        # the day is over and `delay` has passed), kept beyond the log's window; its own refusal (code) and reads.
+        self.report_refusal: str | None = None
+        self.report_reads = 0
 
     def sign_in(self, tenant_id: str, app_id: str, key_id: str, *, ip: str = "", at: datetime | None = None,
                 resource: str = "Microsoft Graph", correlation_id: str = "") -> None:
@@ -422,6 +427,19 @@ class FakeSignInLog:
             seen[r.key_id] = replace(had, first_sign_in=had.first_sign_in or r.at, last_sign_in=r.at,
                                      last_ip_address=r.ip or None, last_resource=r.resource or None)
         return SignInEvidence(True, now, since, seen)
+
+    async def credential_report(self, tenant_id: str, app_id: str) -> ReportedSignIns:
+        await self.faults.before("sign_ins.report")
+        now = self.clock.now()
+        self.report_reads += 1
+        if self.report_refusal is not None:
+            return ReportedSignIns(False, now, code=self.report_refusal)
+        last: dict[str, datetime] = {}
+        for r in self.records:
+            day = r.at.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+            if (r.tenant_id, r.app_id) == (tenant_id, app_id) and day + timedelta(days=1) + self.delay <= now:
+                last[r.key_id] = max(day, last.get(r.key_id, day))
+        return ReportedSignIns(True, now, last)
 
 
 class FakeProbe:

@@ -4,8 +4,9 @@ Why this read (docs/evidence.md, "Reading the evidence"): only the beta sign-in 
 sign-in, the credential used (`servicePrincipalCredentialKeyId`) with its exact time, address and resource; v1.0's
 signIn has neither the key id nor the `signInEventTypes` filter. The beta reports (`appCredentialSignInActivities`)
 give only a last sign-in per key, at a granularity and freshness Microsoft does not document, and no first sign-in
-since the push: they cannot say "the new key signed in after the push". One app's service-principal sign-ins since
-the push are few (a sync a day, a few probes), so one filtered request usually answers.
+since the push: they cannot say "the new key signed in after the push" (`credential_report` reads it as a supplement
+that can only keep an old key: docs/evidence.md, "The credential activity report"). One app's service-principal
+sign-ins since the push are few (a sync a day, a few probes), so one filtered request usually answers.
 
 msgraph-sdk serves v1.0 only (the beta models are another package, msgraph-beta-sdk, not installed): the read is a
 plain GET on the same aiohttp session and with the same tenant credential as shared/adapters/graph.py's reads, and
@@ -26,7 +27,7 @@ import aiohttp
 from shared.adapters.graph import GraphAnswer, _guid, _when, get_json, read_retrying
 from shared.adapters.identity import Credentials
 from shared.errors import RotationError
-from shared.ports import Clock, CredentialSignIns, SignInEvidence
+from shared.ports import Clock, CredentialSignIns, ReportedSignIns, SignInEvidence
 
 # Graph's documented maximum page of the sign-in log (signin-list.md: "The maximum and default page size is 1,000").
 PAGE_SIZE = 1000
@@ -81,6 +82,7 @@ class GraphSignInLog:
                  clock: Clock) -> None:
         self._credentials = credentials
         self._url = beta_url(graph_base_url) + "/auditLogs/signIns"
+        self._report_url = beta_url(graph_base_url) + "/reports/appCredentialSignInActivities"
         self._session = session
         self._clock = clock
         self.sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
@@ -91,7 +93,8 @@ class GraphSignInLog:
         tallies: dict[str, _Tally] = {}
         probed: dict[str, datetime] = {}
         try:
-            async for row in self._rows(tenant_id, app_id, since):
+            params = {"$filter": _filter(app_id, since), "$top": str(PAGE_SIZE)}
+            async for row in self._rows(tenant_id, app_id, self._url, params):
                 key_id = str(row.get("servicePrincipalCredentialKeyId") or "").lower()
                 when = _when(row.get("createdDateTime"))
                 if not key_id or when is None or when < since:
@@ -113,20 +116,39 @@ class GraphSignInLog:
                             for k, at in probed.items() if k not in tallies})
         return SignInEvidence(True, read_at, since, credentials)
 
-    async def _rows(self, tenant_id: str, app_id: str, since: datetime) -> AsyncIterator[dict[str, Any]]:
+    async def credential_report(self, tenant_id: str, app_id: str) -> ReportedSignIns:
+        """The credential activity report's last sign-in per key of the app (`$filter=appId eq`, every page). Its
+        freshness is not documented (docs/evidence.md): the caller uses it only to keep a key."""
+        read_at = self._clock.now()
+        last: dict[str, datetime] = {}
+        params = {"$filter": f"appId eq '{_guid(app_id)}'"}
+        try:
+            async for row in self._rows(tenant_id, app_id, self._report_url, params, "credential activity report"):
+                key_id = str(row.get("keyId") or "").lower()
+                activity = row.get("signInActivity")
+                when = _when(activity.get("lastSignInDateTime")) if isinstance(activity, dict) else None
+                if key_id and when is not None:
+                    last[key_id] = max(when, last.get(key_id, when))
+        except _Refused as refused:
+            return ReportedSignIns(False, read_at, code=refused.code)
+        return ReportedSignIns(True, read_at, last)
+
+    async def _rows(self, tenant_id: str, app_id: str, url: str, first: dict[str, str],
+                    what: str = "sign-in log") -> AsyncIterator[dict[str, Any]]:
         """Every row of every page, a page at a time (following @odata.nextLink)."""
-        link: str | None = self._url
-        params: dict[str, str] | None = {"$filter": _filter(app_id, since), "$top": str(PAGE_SIZE)}
+        link: str | None = url
+        params: dict[str, str] | None = first
         while link:
-            page = await self._page(tenant_id, app_id, link, params)
+            page = await self._page(tenant_id, app_id, link, params, what)
             for row in page.get("value") or []:
                 if isinstance(row, dict):
                     yield row
             link, params = page.get("@odata.nextLink"), None
 
-    async def _page(self, tenant_id: str, app_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
+    async def _page(self, tenant_id: str, app_id: str, url: str, params: dict[str, str] | None,
+                    source: str = "sign-in log") -> dict[str, Any]:
         """One page; throttling and transient server errors retried (a read changes nothing), refusals raised."""
-        what = f"reading the sign-in log of app {app_id}"
+        what = f"reading the {source} of app {app_id}"
 
         def refusal(answer: GraphAnswer) -> Exception | None:
             return _Refused(answer.code) if answer.status == 403 and answer.code in REASONS else None
@@ -137,7 +159,7 @@ class GraphSignInLog:
     async def _get(self, tenant_id: str, url: str, params: dict[str, str] | None) -> dict[str, Any]:
         doc = await get_json(self._session, self._credentials.graph(tenant_id), url, params, _TIMEOUT)
         if not isinstance(doc, dict):
-            raise RotationError(f"the sign-in log of tenant {tenant_id} answered something else than a page",
+            raise RotationError(f"Graph (tenant {tenant_id}) answered something else than a page",
                                 code="UnexpectedAnswer")
         return doc
 

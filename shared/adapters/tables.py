@@ -39,6 +39,7 @@ from shared.domain import (
     DestinationConfig,
     Observation,
     Policy,
+    ReportedSignIns,
     RotationState,
     SignInEvidence,
     Stage,
@@ -151,7 +152,21 @@ def _sign_ins_doc(evidence: SignInEvidence | None) -> str | None:
                          "ip": c.last_ip_address, "resource": c.last_resource,
                          **({"probe": _iso(c.probe_sign_in)} if c.probe_sign_in else {})}
                         for c in evidence.credentials.values()],
+        **({"report": _report_doc(evidence.reported)} if evidence.reported is not None else {}),
     })
+
+
+def _report_doc(report: ReportedSignIns) -> dict[str, Any]:
+    return {"available": report.available, "readAt": _iso(report.read_at), "code": report.code,
+            "last": {k: _iso(v) for k, v in report.last.items()}}
+
+
+def _report(doc: Any) -> ReportedSignIns | None:
+    if not isinstance(doc, dict):  # rows written before the report was read have none
+        return None
+    last = {str(k): at for k, v in (doc.get("last") or {}).items() if (at := _dt(v)) is not None}
+    return ReportedSignIns(bool(doc.get("available")), _dt(doc.get("readAt")) or datetime.min.replace(tzinfo=UTC),
+                           last, str(doc.get("code") or ""))
 
 
 def _sign_ins(raw: Any) -> SignInEvidence | None:
@@ -163,7 +178,7 @@ def _sign_ins(raw: Any) -> SignInEvidence | None:
     return SignInEvidence(bool(doc["available"]), _dt(doc["readAt"]) or datetime.min.replace(tzinfo=UTC),
                           _dt(doc["since"]) or datetime.min.replace(tzinfo=UTC),
                           {c.key_id: c for c in credentials}, str(doc.get("code") or ""),
-                          str(doc.get("reason") or ""))
+                          str(doc.get("reason") or ""), _report(doc.get("report")))
 
 
 def _ack_doc(ack: Ack) -> dict[str, Any]:

@@ -926,6 +926,10 @@ function madeBy(c) {
 function signInCell(d, c, which) {
   const e = d.signInEvidence;
   if (!e) return h("span", { class: "muted", title: "Entra ID's sign-in log is read while a superseded key waits for retirement" }, "not read");
+  if (which === "lastSignIn" && c.lastSignIn && c.lastSignInFrom === "report") {
+    // Beyond the log's window (or a tenant that refuses the log): the day Entra's credential activity report states.
+    return h("span", { title: `${date(c.lastSignIn)}: from Entra's credential activity report (a day, not the exact time)`, "data-signin": which, "data-signin-from": "report" }, date(c.lastSignIn), h("span", { class: "muted" }, " from the report"));
+  }
   if (!e.available) return h("span", { class: "muted", "data-signin": "unavailable", title: e.code || "" }, `not available: ${e.reason || e.code || "the tenant does not say"}`);
   const at = c[which];
   if (!at) return h("span", { class: "muted", title: `read ${dateTime(e.readAt)}` }, `none since ${date(e.since)}`);

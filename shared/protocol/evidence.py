@@ -12,18 +12,20 @@ from dataclasses import replace
 from datetime import datetime
 
 from shared import verify_probe
-from shared.domain import Application
+from shared.domain import Application, SignInEvidence
 from shared.errors import RotationError
 from shared.protocol.context import Advance
 from shared.sign_in_proof import (
     EVIDENCE_UNAVAILABLE,
     EVIDENCE_UNREADABLE,
     OLD_KEY_STILL_USED,
+    REPORT_REREAD,
     EvidenceVerdict,
     fallback_basis,
     judge,
     pushed_at,
     quiet_period,
+    report_verdict,
     unreadable,
     window_start,
 )
@@ -67,6 +69,8 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         if since != o.sign_ins_unreadable_since:
             await run.save(run.target.with_observed(sign_ins_unreadable_since=since))
         return EvidenceVerdict(allows=False)
+    evidence = await _with_report(run, app, evidence, waiting)
+    grace_over = s.retire_after is not None and now >= s.retire_after
     if not evidence.available:
         if o.sign_ins is None or o.sign_ins.available:
             # A notice, once: the tenant's answer is kept on the row, so the next read that is refused alike is quiet.
@@ -74,25 +78,49 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
             await run.alert(EVIDENCE_UNAVAILABLE, f"sign-in evidence is not available ({evidence.code}): "
                             f"{evidence.reason}; retirement relies on the destinations' own proof",
                             code=evidence.code)
+        # The last readable log showed these keys in use after the push: losing the log proves nothing about them,
+        # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
+        # them by hand. The credential activity report, where the tenant gives it, may keep others; the rest fall
+        # back to the destinations' own proof.
         held = _still_used(o.evidence_hold, waiting)
-        if held:
-            # The last readable log showed these keys in use after the push: losing the log proves nothing about them,
-            # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
-            # them by hand; the other superseded keys fall back to the destinations' own proof.
-            await run.save(run.target.with_observed(sign_ins=evidence, sign_ins_unreadable_since=None))
-            return EvidenceVerdict(allows=True, keep=held, hold=o.evidence_hold, basis=_fallback(run))
-        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold="", sign_ins_unreadable_since=None))
-        return replace(NO_EVIDENCE, basis=_fallback(run))
-    grace_over = s.retire_after is not None and now >= s.retire_after
+        by_report = report_verdict(evidence, [k for k in waiting if k not in held], pushed, now, quiet, grace_over)
+        hold = o.evidence_hold if held else by_report.hold
+        await _entering(run, hold)
+        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=hold, sign_ins_unreadable_since=None))
+        return EvidenceVerdict(allows=True, keep=held | by_report.keep, hold=hold, basis=_fallback(run))
     verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over,
                     probe_known=s.current_key_id in s.probes)
-    condition = verdict.hold.split(":", 1)[0]
-    if verdict.hold and not o.evidence_hold.startswith(condition + ":"):
-        await run.event("sign-ins", condition, detail=verdict.hold)
-        await run.alert(condition, verdict.hold.split(": ", 1)[1])
+    await _entering(run, verdict.hold)
     await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold,
                                             sign_ins_unreadable_since=None))
     return verdict
+
+
+async def _entering(run: Advance, hold: str) -> None:
+    """Alert a hold (old-key-still-used, new-key-unused) on entering it, not again while the row holds it."""
+    condition = hold.split(":", 1)[0]
+    if hold and not run.target.observed.evidence_hold.startswith(condition + ":"):
+        await run.event("sign-ins", condition, detail=hold)
+        await run.alert(condition, hold.split(": ", 1)[1])
+
+
+async def _with_report(run: Advance, app: Application, evidence: SignInEvidence,
+                       waiting: list[str]) -> SignInEvidence:
+    """The evidence with Entra's credential activity report beside it, read only where the log is silent on an old
+    key (refused, or no sign-in of it in the window). The report can only keep a key: a failed read is an event and
+    the log's word stands."""
+    log = run.ports.sign_ins
+    if log is None or (evidence.available and all(k in evidence.credentials for k in waiting)):
+        return evidence
+    kept = run.target.observed.sign_ins.reported if run.target.observed.sign_ins else None
+    if kept is not None and kept.available and run.now() - kept.read_at < REPORT_REREAD:
+        return replace(evidence, reported=kept)  # a daily roll-up: read at most once a day
+    try:
+        report = await log.credential_report(run.target.tenant_id, app.app_id)
+    except RotationError as error:
+        await run.event("sign-ins", "report unreadable", error)
+        return evidence
+    return replace(evidence, reported=report)
 
 
 def _still_used(hold: str, waiting: list[str]) -> frozenset[str]:
