@@ -348,10 +348,16 @@ class Observation:
     # What that evidence holds against retiring, while it does: "<condition>: <what a human must know>"
     # (old-key-still-used, new-key-unused); "" when nothing.
     evidence_hold: str = ""
+    # The superseded keys that hold keeps (old-key-still-used: the keys seen in use; new-key-unused: every key that
+    # waited), by key id: what the retire step keeps, never read back from the hold's text.
+    evidence_kept: tuple[str, ...] = ()
     # When the sign-in read first failed outright (the first of the failures in a row); None once a read answers.
     sign_ins_unreadable_since: datetime | None = None
     # Drift between a destination's report and Entra ID (shared/drift.py): destination name -> what differs.
     drift: dict[str, str] = field(default_factory=dict)
+    # The superseded keys a drift finding keeps from retirement (several keys match Proofpoint's expiry, a replaced
+    # one among them; a replaced key still named after Proofpoint's sync), by key id.
+    drift_kept: tuple[str, ...] = ()
     # The credential each destination demonstrably uses (its reported expiry names it): destination -> key id.
     uses: dict[str, str] = field(default_factory=dict)
     drift_checked_at: datetime | None = None  # when the destinations were last read for drift

@@ -57,6 +57,7 @@ class DriftFinding:
     destination: str
     uses: Credential | None
     problems: tuple[str, ...] = ()
+    keeps: tuple[str, ...] = ()  # the superseded keys this finding keeps from retirement, by key id
 
 
 def matching(credentials: tuple[Credential, ...], start: datetime, end: datetime) -> list[Credential]:
@@ -90,6 +91,7 @@ def find_drift(report: ReportedUse, target: Target, app: Application, now: datet
         # Its expiry then belongs to that other app's key: nothing on this app can match it.
         return DriftFinding(report.destination, None, tuple(problems))
     uses: Credential | None = None
+    keeps: tuple[str, ...] = ()
     if report.expiry_shown is not None:
         if report.expiry_from is None or report.expiry_to is None:
             problems.append(f"Proofpoint's secret_expiry is {report.expiry_shown}")
@@ -97,10 +99,13 @@ def find_drift(report: ReportedUse, target: Target, app: Application, now: datet
             uses, problem = _expiry_match(report, target, app, now)
             if problem:
                 problems.append(problem)
+                # A superseded key the drift names (the one still used, or among several candidates) is kept.
+                found = matching(app.credentials, report.expiry_from, report.expiry_to)
+                keeps = tuple(sorted(c.key_id for c in found if c.key_id in target.state.superseded))
     if failing(report, now):
         last = report.last_sync.isoformat() if report.last_sync else "never"
         problems.append(f"Proofpoint's sync is failing (last status {report.sync_status}, last successful: {last})")
-    return DriftFinding(report.destination, uses, tuple(problems))
+    return DriftFinding(report.destination, uses, tuple(problems), keeps)
 
 
 def failing(report: ReportedUse, now: datetime) -> bool:

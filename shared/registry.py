@@ -264,7 +264,8 @@ def status_document(target: Target) -> dict[str, Any]:
         "retireAfter": _iso(s.retire_after),
         "otherLiveCredentials": o.other_credentials,
         "lifetimeCapDays": o.lifetime_cap_days,
-        "signInEvidence": sign_in_document(o.sign_ins, o.evidence_hold),
+        "signInEvidence": sign_in_document(o.sign_ins, o.evidence_hold, o.evidence_kept),
+        "driftKeptKeyIds": list(o.drift_kept),
         "driftCheckedAt": _iso(o.drift_checked_at),
         "destinations": [
             {
@@ -287,7 +288,8 @@ def status_document(target: Target) -> dict[str, Any]:
     }
 
 
-def sign_in_document(evidence: SignInEvidence | None, hold: str = "") -> dict[str, Any] | None:
+def sign_in_document(evidence: SignInEvidence | None, hold: str = "",
+                     kept: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """The last sign-in evidence read for a target (null: never read, no superseded key has waited since): whether the
     tenant allows the read (else its code and why), when it was read, from when, each credential's sign-ins, and what
     it holds against retiring the old key for a human (old-key-still-used, new-key-unused: the alert's text)."""
@@ -298,6 +300,7 @@ def sign_in_document(evidence: SignInEvidence | None, hold: str = "") -> dict[st
     return {
         "available": evidence.available,
         "hold": hold or None,
+        "keptKeyIds": list(kept),  # the superseded keys that hold keeps
         "code": evidence.code or None,
         "reason": evidence.reason or None,
         "readAt": _iso(evidence.read_at),

@@ -79,6 +79,7 @@ class EvidenceVerdict:
     keep: frozenset[str] = frozenset()  # superseded keys that signed in within the quiet period: kept
     hold: str = ""  # "<condition>: <message>" while the evidence holds the old key back for a human; else ""
     basis: str = ""  # the evidence behind a retirement, for its audit record
+    held: frozenset[str] = frozenset()  # the superseded keys that hold keeps (structured: never read from its text)
 
 
 def judge(
@@ -107,10 +108,13 @@ def judge(
     reported_keep, reported_used = report_keeps(inside, [c.key_id for c in olds if c not in recent], pushed, now,
                                                 quiet, grace_over)
     hold = ""
+    held: frozenset[str] = frozenset()
     if grace_over and (still_used or reported_used):
         hold = f"{OLD_KEY_STILL_USED}: " + "; ".join([_old_use(c, pushed, quiet) for c in still_used]
-                                                     + reported_used)
+                                                     + [text for _, text in reported_used])
+        held = frozenset(c.key_id for c in still_used) | frozenset(k for k, _ in reported_used)
     elif grace_over and not new_used and now >= pushed + window:
+        held = frozenset(c.key_id for c in olds)
         hold = (f"{NEW_KEY_UNUSED}: Entra ID records no sign-in with the new key {new_key} since it was pushed at "
                 f"{_at(pushed)} (log read at {_at(evidence.read_at)}); the old key is kept until it does")
     first = new.first_sign_in if counts(new.first_sign_in, pushed, margin) else new.last_sign_in
@@ -120,7 +124,7 @@ def judge(
     basis = (f"sign-in evidence read at {_at(evidence.read_at)}: new key {new_key} signed in at {_at(first)} "
              f"(pushed at {_at(pushed)}); old key(s) quiet for {_hours(quiet)}: {quiet_olds or 'none'}")
     return EvidenceVerdict(new_used, frozenset(c.key_id for c in recent) | reported_keep, hold,
-                           basis if new_used else "")
+                           basis if new_used else "", held)
 
 
 # The credential activity report names the day of a key's last sign-in (every documented example is a midnight): the
@@ -138,20 +142,20 @@ def reported_last(evidence: SignInEvidence | None) -> Mapping[str, datetime]:
 
 
 def report_keeps(reported: Mapping[str, datetime], superseded: Iterable[str], pushed: datetime, now: datetime,
-                 quiet: timedelta, grace_over: bool) -> tuple[frozenset[str], list[str]]:
+                 quiet: timedelta, grace_over: bool) -> tuple[frozenset[str], list[tuple[str, str]]]:
     """The superseded keys the report shows signed in within the quiet period (kept), and, after the grace, the
     old-key-still-used sentence of each whose reported day began after the push. It can only keep a key."""
     keep: set[str] = set()
-    used: list[str] = []
+    used: list[tuple[str, str]] = []
     for key_id in superseded:
         day = reported.get(key_id)
         if day is None or day + REPORT_DAY <= now - quiet - LOG_DELAY:
             continue
         keep.add(key_id)
         if grace_over and counts(day, pushed):
-            used.append(f"the superseded key {key_id} signed in on {day.date().isoformat()} (Entra's credential "
-                        f"activity report), after the new key was pushed at {_at(pushed)}; it is kept until it has "
-                        f"been quiet for {_hours(quiet)}")
+            used.append((key_id, f"the superseded key {key_id} signed in on {day.date().isoformat()} (Entra's "
+                                 f"credential activity report), after the new key was pushed at {_at(pushed)}; it is "
+                                 f"kept until it has been quiet for {_hours(quiet)}"))
     return frozenset(keep), used
 
 
@@ -160,7 +164,8 @@ def report_verdict(evidence: SignInEvidence, superseded: Iterable[str], pushed: 
     """Where the tenant refuses the log but the report was read: the keys it keeps and the hold it raises; the
     retirement otherwise falls back to the destinations' own proof (`allows`)."""
     keep, used = report_keeps(reported_last(evidence), superseded, pushed, now, quiet, grace_over)
-    return EvidenceVerdict(True, keep, f"{OLD_KEY_STILL_USED}: " + "; ".join(used) if used else "")
+    hold = f"{OLD_KEY_STILL_USED}: " + "; ".join(text for _, text in used) if used else ""
+    return EvidenceVerdict(True, keep, hold, held=frozenset(k for k, _ in used))
 
 
 def fallback_basis(evidence: SignInEvidence | None, synced: Iterable[tuple[str, datetime]]) -> str:

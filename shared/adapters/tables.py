@@ -127,8 +127,10 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "LifetimeCapDays": o.lifetime_cap_days,
             "SignIns": _sign_ins_doc(o.sign_ins),  # absent on every row that never waited to retire a key
             "EvidenceHold": o.evidence_hold or None,
+            "EvidenceKept": json.dumps(list(o.evidence_kept)) if o.evidence_hold else None,
             "SignInsUnreadableSince": _iso(o.sign_ins_unreadable_since),
             "Drift": json.dumps(o.drift) if o.drift else None,  # absent on almost every row
+            "DriftKept": json.dumps(list(o.drift_kept)) if o.drift else None,
             "Uses": json.dumps(o.uses) if o.uses else None,
             "DriftCheckedAt": _iso(o.drift_checked_at),
             "DriftUnreadableSince": _iso(o.drift_unreadable_since),
@@ -140,6 +142,17 @@ def target_to_entity(target: Target) -> dict[str, Any]:
             "ChangeBlocking": o.change_blocking or None,
         }
     )
+
+
+def _kept(e: dict[str, Any], column: str, text: str, superseded: tuple[str, ...]) -> tuple[str, ...]:
+    """The keys a hold or a drift finding keeps: its column; on a row written before the column existed, the
+    superseded keys its text names (how they were found then). A new-key-unused hold named only the new key and kept
+    every superseded key."""
+    if column in e:
+        return tuple(str(k) for k in json.loads(e[column] or "[]"))
+    if text.startswith("new-key-unused:"):  # shared.sign_in_proof.NEW_KEY_UNUSED (adapters import no core)
+        return superseded
+    return tuple(k for k in superseded if k.lower() in text.lower())
 
 
 def _sign_ins_doc(evidence: SignInEvidence | None) -> str | None:
@@ -199,6 +212,8 @@ def entity_to_target(e: dict[str, Any]) -> Target:
                   synced_at=_dt(a.get("syncedAt")))
         for name, a in json.loads(e.get("Acks") or "{}").items()
     }
+    superseded = tuple(json.loads(e.get("Superseded") or "[]"))
+    drift = {str(k): str(v) for k, v in json.loads(e.get("Drift") or "{}").items()}
     return Target(
         tenant_id=e["PartitionKey"],
         app_id=e["RowKey"],
@@ -227,7 +242,7 @@ def entity_to_target(e: dict[str, Any]) -> Target:
                        for k, b in json.loads(e.get("Baselines") or "{}").items()},
             current_key_id=e.get("CurrentKeyId", ""),
             current_version=e.get("CurrentVersion", ""),
-            superseded=tuple(json.loads(e.get("Superseded") or "[]")),
+            superseded=superseded,
             retire_after=_dt(e.get("RetireAfter")),
             retiring=tuple(json.loads(e["Retiring"])) if e.get("Retiring") else (),
             probes={str(k): str(v) for k, v in json.loads(e.get("Probes") or "{}").items()},
@@ -248,8 +263,10 @@ def entity_to_target(e: dict[str, Any]) -> Target:
             lifetime_cap_days=e.get("LifetimeCapDays"),
             sign_ins=_sign_ins(e.get("SignIns")),
             evidence_hold=e.get("EvidenceHold", ""),
+            evidence_kept=_kept(e, "EvidenceKept", e.get("EvidenceHold") or "", superseded),
             sign_ins_unreadable_since=_dt(e.get("SignInsUnreadableSince")),
-            drift={str(k): str(v) for k, v in json.loads(e.get("Drift") or "{}").items()},
+            drift=drift,
+            drift_kept=_kept(e, "DriftKept", " ".join(drift.values()), superseded),
             uses={str(k): str(v) for k, v in json.loads(e.get("Uses") or "{}").items()},
             drift_checked_at=_dt(e.get("DriftCheckedAt")),
             drift_unreadable_since=_dt(e.get("DriftUnreadableSince")),

@@ -157,9 +157,10 @@ async def drift_checked(
     drift = {f.destination: "; ".join(f.problems) for f in findings if f.problems}
     # A check out of schedule that changed nothing leaves the row as it was: a target whose replaced key waits is read
     # at every pass, and is not written for it.
-    changed = drift != t.observed.drift or uses != t.observed.uses
-    seen = seen.with_observed(drift=drift, uses=uses, drift_checked_at=now if scheduled or changed else last,
-                              drift_unreadable_since=None)
+    kept = tuple(sorted({k for f in findings if f.problems for k in f.keeps}))
+    changed = drift != t.observed.drift or uses != t.observed.uses or kept != t.observed.drift_kept
+    seen = seen.with_observed(drift=drift, drift_kept=kept, uses=uses,
+                              drift_checked_at=now if scheduled or changed else last, drift_unreadable_since=None)
     if drift != t.observed.drift:
         await run.event("drift-check", "drift" if drift else "cleared", started=started,
                         detail=drift_message(drift) if drift else "the destinations use this app and its key")

@@ -46,7 +46,7 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
     log = run.ports.sign_ins
     if not waiting:  # a healthy target (the daily scan's most): decided from the row, nothing read
         if o.evidence_hold or o.sign_ins_unreadable_since:  # the keys it held went (retired, removed by hand)
-            await run.save(run.target.with_observed(evidence_hold="", sign_ins_unreadable_since=None))
+            await run.save(run.target.with_observed(evidence_hold="", evidence_kept=(), sign_ins_unreadable_since=None))
         return NO_EVIDENCE
     if not s.current_key_id or log is None:
         return replace(NO_EVIDENCE, basis=_fallback(run))
@@ -82,16 +82,18 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
         # them by hand. The credential activity report, where the tenant gives it, may keep others; the rest fall
         # back to the destinations' own proof.
-        held = _still_used(o.evidence_hold, waiting)
+        held = _still_used(o.evidence_hold, o.evidence_kept, waiting)
         by_report = report_verdict(evidence, [k for k in waiting if k not in held], pushed, now, quiet, grace_over)
-        hold = o.evidence_hold if held else by_report.hold
+        hold, kept = (o.evidence_hold, held) if held else (by_report.hold, by_report.held)
         await _entering(run, hold)
-        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=hold, sign_ins_unreadable_since=None))
-        return EvidenceVerdict(allows=True, keep=held | by_report.keep, hold=hold, basis=_fallback(run))
+        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=hold,
+                                                evidence_kept=tuple(sorted(kept)), sign_ins_unreadable_since=None))
+        return EvidenceVerdict(allows=True, keep=held | by_report.keep, hold=hold, basis=_fallback(run), held=kept)
     verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over,
                     probe_known=s.current_key_id in s.probes)
     await _entering(run, verdict.hold)
     await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=verdict.hold,
+                                            evidence_kept=tuple(sorted(verdict.held)),
                                             sign_ins_unreadable_since=None))
     return verdict
 
@@ -123,11 +125,11 @@ async def _with_report(run: Advance, app: Application, evidence: SignInEvidence,
     return replace(evidence, reported=report)
 
 
-def _still_used(hold: str, waiting: list[str]) -> frozenset[str]:
-    """The superseded keys an open old-key-still-used hold names (the hold's text names each key it keeps)."""
+def _still_used(hold: str, kept: tuple[str, ...], waiting: list[str]) -> frozenset[str]:
+    """The superseded keys an open old-key-still-used hold keeps (its structured field), still waiting."""
     if not hold.startswith(OLD_KEY_STILL_USED + ":"):
         return frozenset()
-    return frozenset(k for k in waiting if k in hold)
+    return frozenset(k for k in waiting if k in kept)
 
 
 def _fallback(run: Advance) -> str:

@@ -162,8 +162,7 @@ async def retire(run: Advance) -> None:
     # frees it.
     # A superseded key a drift finding names (Proofpoint's expiry matching several keys, none the rotator's: it may
     # be the one in use) is kept alike until the drift clears.
-    drift = run.target.observed.drift.values()
-    named = frozenset(k for k in state.superseded if any(k in text for text in drift))
+    named = frozenset(k for k in state.superseded if k in run.target.observed.drift_kept)
     reported = frozenset(run.target.observed.uses.values()) | named
     removals, others = retirement_plan(app.credentials, state, run.now(), run.config.retire_other_expired,
                                        sync_proven=proven and evidence.allows, keep=evidence.keep | reported)

@@ -36,9 +36,10 @@ async def test_a_superseded_key_a_drift_names_is_kept_until_the_drift_clears() -
     # The last check found Proofpoint's expiry matching the old key and a hand-made one, neither the rotator's.
     drift = {"proofpoint": f"Proofpoint's secret expires 2027-02-01, which matches keys {old} ('created by hand'), "
                            "k-other ('created by hand') ...; which one it uses cannot be told"}
-    world.state._write(world.row(target).with_observed(drift=drift, drift_checked_at=world.clock.now()))
+    world.state._write(world.row(target).with_observed(drift=drift, drift_kept=(old,),
+                                                       drift_checked_at=world.clock.now()))
     await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
     assert old in set(world.live_values(target)), "a key Proofpoint may use is never retired"
-    world.state._write(world.row(target).with_observed(drift={}))
+    world.state._write(world.row(target).with_observed(drift={}, drift_kept=()))
     await world.engine().advance(target.tenant_id, target.app_id, Actor.TIMER)
     assert old not in set(world.live_values(target)), "the drift cleared: the old key goes"

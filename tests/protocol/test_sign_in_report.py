@@ -46,6 +46,7 @@ async def test_a_refused_log_with_a_readable_report_keeps_an_old_key_used_after_
     assert row.observed.evidence_hold.startswith(OLD_KEY_STILL_USED + ":")
     shown = status_document(row)["signInEvidence"]
     assert shown["available"] is False and shown["report"]["available"] is True
+    assert shown["keptKeyIds"] == [old] and row.observed.evidence_kept == (old,)
     assert {c["keyId"]: c["reportedLastSignIn"] for c in shown["credentials"]}[old] == used_on.isoformat()
     # Alerted on entering only. A daily roll-up cannot show the last day quiet: while the log is refused the key stays
     # (as a hold the log raised), until a readable log shows it quiet.
