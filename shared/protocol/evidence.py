@@ -2,8 +2,8 @@
 
 Read only while a superseded key of the app waits for retirement (the grace period and after): a healthy target
 costs nothing. The evidence read is kept on the row (the status documents show it); a tenant that refuses the read
-is told once (a notice) and the retirement falls back to the destinations' own proof, except for a key the last
-readable log showed still in use (an open old-key-still-used): that one is kept.
+is told once (a notice) and the retirement falls back to the destinations' own proof, except for the keys an open
+hold of the last readable log keeps (old-key-still-used: seen in use; new-key-unused: the new key unused): kept.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from shared.protocol.context import Advance
 from shared.sign_in_proof import (
     EVIDENCE_UNAVAILABLE,
     EVIDENCE_UNREADABLE,
-    OLD_KEY_STILL_USED,
+    HOLDS,
     REPORT_REREAD,
     EvidenceVerdict,
     fallback_basis,
@@ -78,11 +78,13 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
             await run.alert(EVIDENCE_UNAVAILABLE, f"sign-in evidence is not available ({evidence.code}): "
                             f"{evidence.reason}; retirement relies on the destinations' own proof",
                             code=evidence.code)
-        # The last readable log showed these keys in use after the push: losing the log proves nothing about them,
-        # so they (and the open old-key-still-used) stay until a readable log shows them quiet or a human removes
-        # them by hand. The credential activity report, where the tenant gives it, may keep others; the rest fall
-        # back to the destinations' own proof.
-        held = _still_used(o.evidence_hold, o.evidence_kept, waiting)
+        # An open hold is the last readable log's word against the destinations' own: old-key-still-used (these keys
+        # were in use after the push) and new-key-unused (nothing signed in with the new key a day after the push, so
+        # whatever syncs still uses an old one, whatever Proofpoint's last_successful_sync says). Losing the log
+        # proves nothing about either: the keys it keeps (and its open alert) stay until a readable log shows them
+        # quiet or the new key used, or a human removes them by hand. The credential activity report, where the
+        # tenant gives it, may keep others; the rest fall back to the destinations' own proof.
+        held = _held(o.evidence_hold, o.evidence_kept, waiting)
         by_report = report_verdict(evidence, [k for k in waiting if k not in held], pushed, now, quiet, grace_over)
         hold, kept = (o.evidence_hold, held) if held else (by_report.hold, by_report.held)
         await _entering(run, hold)
@@ -125,9 +127,10 @@ async def _with_report(run: Advance, app: Application, evidence: SignInEvidence,
     return replace(evidence, reported=report)
 
 
-def _still_used(hold: str, kept: tuple[str, ...], waiting: list[str]) -> frozenset[str]:
-    """The superseded keys an open old-key-still-used hold keeps (its structured field), still waiting."""
-    if not hold.startswith(OLD_KEY_STILL_USED + ":"):
+def _held(hold: str, kept: tuple[str, ...], waiting: list[str]) -> frozenset[str]:
+    """The superseded keys an open hold (old-key-still-used, new-key-unused) keeps (its structured field), still
+    waiting."""
+    if not hold.startswith(tuple(f"{condition}:" for condition in HOLDS)):
         return frozenset()
     return frozenset(k for k in waiting if k in kept)
 
