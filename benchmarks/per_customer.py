@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import httpx
 import requests
+import urllib3.connection
 
 from benchmarks import lean
 from benchmarks.scale import seed_accounts
@@ -59,6 +60,15 @@ def count_requests() -> None:
     aiohttp.ClientSession._request = counted_aiohttp  # type: ignore[method-assign,assignment]
     httpx.AsyncClient.send = counted_httpx  # type: ignore[method-assign,assignment]
     requests.Session.send = counted_requests  # type: ignore[method-assign]
+
+    # New TLS connections the requests clients open (the destinations: Proofpoint, the portal): each one a handshake.
+    connect = urllib3.connection.HTTPSConnection.connect
+
+    def counted_connect(self: urllib3.connection.HTTPSConnection) -> None:
+        SENT[f"TLS connect {self.host} (requests)"] += 1
+        connect(self)
+
+    urllib3.connection.HTTPSConnection.connect = counted_connect  # type: ignore[method-assign]
 
 
 def main() -> int:

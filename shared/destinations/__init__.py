@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from shared.destinations.http import HttpDestination, validate_http
+from shared.destinations.http import PUSH_THREADS, HttpDestination, validate_http
 from shared.destinations.notify import NotifyOnlyDestination, validate_notify
 from shared.destinations.proofpoint import ProofpointDestination, validate_proofpoint
-from shared.destinations.transport import guarded_sessions
+from shared.destinations.transport import SessionPool
 from shared.domain import DESTINATION_NAME, DestinationConfig
 from shared.ports import Destination, SecretStore
 from shared.settings import Settings
@@ -57,8 +57,9 @@ def build_destinations(settings: Settings, secrets: SecretStore) -> dict[str, De
     allowed = settings.destination_allowed_hosts
     return {
         # Both reach the network only through sessions that refuse non-public addresses (transport.py).
+        # Proofpoint's calls of a pass share pooled connections (one TLS handshake per stack, not per call).
         "proofpoint": ProofpointDestination(secrets, base_url=settings.proofpoint_base_url, verify=verify,
-                                            session_factory=guarded_sessions(allowed)),
+                                            session_factory=SessionPool(allowed, pool_size=PUSH_THREADS)),
         "http": HttpDestination(secrets, verify=verify, allowed_hosts=allowed),
         "notify-only": NotifyOnlyDestination(),
     }

@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 # requests is synchronous: deliveries run on threads. asyncio's default pool has only cores + 4 threads, which
 # queued the pushes of a concurrent pass behind each other (docs/benchmarks.md); a pool of their own does not.
-_PUSH_THREADS = 32
+PUSH_THREADS = 32
 _pool: ThreadPoolExecutor | None = None
 
 
@@ -39,7 +39,7 @@ async def in_thread(call: Callable[..., T], *args: Any) -> T:
     """Run a blocking delivery step on the destinations' own thread pool."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(max_workers=_PUSH_THREADS, thread_name_prefix="destination")
+        _pool = ThreadPoolExecutor(max_workers=PUSH_THREADS, thread_name_prefix="destination")
     return await asyncio.get_running_loop().run_in_executor(_pool, functools.partial(call, *args))
 
 Timeout = tuple[float, float]

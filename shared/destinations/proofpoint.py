@@ -37,6 +37,7 @@ from shared.destinations.http import (
     status_error,
 )
 from shared.destinations.options import check_options, check_secret_name, looks_like_secret
+from shared.destinations.transport import SessionFactory
 from shared.domain import DestinationConfig
 from shared.errors import DestinationDrift, RotationError
 from shared.ports import Confirmation, Delivery, DestinationCheck, ProofpointOrg, ReportedUse, SecretStore
@@ -413,8 +414,10 @@ class ProofpointDestination:
         base_url: str,
         verify: str | bool = True,
         timeout: Timeout = DEFAULT_TIMEOUT,
-        session_factory: Callable[[], requests.Session] = requests.Session,
+        session_factory: SessionFactory = requests.Session,
     ) -> None:
+        """`session_factory` lends a session per call (`with`): a SessionPool shares one, and its connections, across
+        the calls of a pass."""
         if "{stack}" not in base_url:
             raise ValueError("the Proofpoint base URL must contain {stack}")
         self._secrets = secrets

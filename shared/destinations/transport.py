@@ -12,11 +12,15 @@ environment are ignored. DESTINATION_ALLOWED_HOSTS lists hosts exempt from these
 
 from __future__ import annotations
 
+import http.cookiejar
 import ipaddress
 import os
 import socket
+import threading
+import time
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import requests
@@ -158,10 +162,10 @@ def _pinned(base: type[HTTPConnection], allowed: frozenset[str], resolve: Resolv
 
 
 class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, allowed: frozenset[str], resolve: Resolver) -> None:
+    def __init__(self, allowed: frozenset[str], resolve: Resolver, pool_size: int = 10) -> None:
         self._allowed = allowed
         self._resolve = resolve
-        super().__init__(max_retries=0)
+        super().__init__(max_retries=0, pool_maxsize=pool_size)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -188,13 +192,82 @@ class GuardedSession(requests.Session):
 
     guarded = True
 
-    def __init__(self, allowed_hosts: Iterable[str] = (), resolve: Resolver = system_resolver) -> None:
+    def __init__(self, allowed_hosts: Iterable[str] = (), resolve: Resolver = system_resolver,
+                 pool_size: int = 10) -> None:
         super().__init__()
         self.trust_env = False  # HTTPS_PROXY would carry the request elsewhere; .netrc would add credentials
         self.max_redirects = 0
-        adapter = _GuardedAdapter(frozenset(canonical_host(h) for h in allowed_hosts), resolve)
+        adapter = _GuardedAdapter(frozenset(canonical_host(h) for h in allowed_hosts), resolve, pool_size)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
+
+
+# A connection left idle is closed by the server after its own keep-alive timeout (nginx's default 75 s, many load
+# balancers 60 s): a pooled session idle longer than this is replaced rather than reused, so the calls of one pass
+# (a target's drift read, baseline, push and sync checks; the next targets on the same stack) share connections and
+# a request is not sent on a socket the server is about to close.
+REUSE_IDLE_SECONDS = 30.0
+
+SessionFactory = Callable[[], AbstractContextManager[requests.Session]]
+
+
+class SessionPool:
+    """One GuardedSession shared by the calls that follow each other (a pass), so its TLS connections are reused
+    instead of a handshake per call; replaced after REUSE_IDLE_SECONDS without use. Called, it lends the session for a
+    `with` block (never closed there). Each new connection is still vetted and pinned (GuardedSession), a pooled one
+    only ever serves the host it was opened to (urllib3 pools per scheme, host and port), and no cookie is kept: one
+    org's or account's answer never travels with another's request. requests' Session is shared across the worker
+    threads as its connection pool allows (urllib3's pools are thread-safe); nothing else in it changes per call."""
+
+    def __init__(self, allowed_hosts: Iterable[str] = (), resolve: Resolver = system_resolver,
+                 idle: float = REUSE_IDLE_SECONDS, clock: Callable[[], float] = time.monotonic,
+                 pool_size: int = 10) -> None:
+        self._allowed = tuple(allowed_hosts)
+        # Connections kept per host: as many as calls may run at once (the destinations' threads), else those
+        # beyond it are closed on return and the next calls pay a handshake again.
+        self._pool_size = pool_size
+        self._resolve = resolve
+        self._idle = idle
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._session: requests.Session | None = None
+        self._last = 0.0
+        self._lent = 0
+        self.opened = 0  # sessions made so far (for tests and benchmarks)
+
+    def __call__(self) -> AbstractContextManager[requests.Session]:
+        return self._lend()
+
+    @contextmanager
+    def _lend(self) -> Iterator[requests.Session]:
+        with self._lock:
+            stale = self._session is not None and not self._lent and self._clock() - self._last > self._idle
+            if stale and self._session is not None:
+                self._session.close()
+            if self._session is None or stale:
+                self._session = _cookieless(GuardedSession(self._allowed, self._resolve, self._pool_size))
+                self.opened += 1
+            session = self._session
+            self._lent += 1
+        try:
+            yield session
+        finally:
+            with self._lock:
+                self._lent -= 1
+                self._last = self._clock()
+
+    def close(self) -> None:
+        """Close the pooled connections (a worker's end)."""
+        with self._lock:
+            if self._session is not None:
+                self._session.close()
+            self._session = None
+
+
+def _cookieless(session: requests.Session) -> requests.Session:
+    # A cookie policy that accepts none: requests stores a response's cookies in the session's jar otherwise.
+    session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return session
 
 
 def guarded_sessions(allowed_hosts: Iterable[str] = ()) -> Callable[[], requests.Session]:
