@@ -117,8 +117,10 @@ async def _with_report(run: Advance, app: Application, evidence: SignInEvidence,
     if log is None or (evidence.available and all(k in evidence.credentials for k in waiting)):
         return evidence
     kept = run.target.observed.sign_ins.reported if run.target.observed.sign_ins else None
-    if kept is not None and kept.available and run.now() - kept.read_at < REPORT_REREAD:
-        return replace(evidence, reported=kept)  # a daily roll-up: read at most once a day
+    if kept is not None and run.now() - kept.read_at < REPORT_REREAD:
+        # A daily roll-up: read at most once a day; a refusal (a permission or a licence missing) alike, as a grant
+        # is not awaited by the hour.
+        return replace(evidence, reported=kept)
     try:
         report = await log.credential_report(run.target.tenant_id, app.app_id)
     except RotationError as error:

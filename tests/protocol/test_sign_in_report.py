@@ -177,3 +177,19 @@ async def test_the_customer_view_shows_the_reports_last_sign_in_beyond_the_log_l
     assert by_key[old]["lastSignInFrom"] == "report"
     assert by_key[old]["lastSignIn"] == midnight(world.clock.now() - timedelta(days=40, minutes=30)).isoformat()
     assert by_key[new]["lastSignInFrom"] == "log" and by_key[new]["lastSignInIp"] == "198.51.100.1"
+
+
+async def test_a_refused_report_is_asked_again_only_a_day_later() -> None:
+    world, target = world_with(retire_grace=timedelta(days=3))
+    world.sign_ins.report_refusal = NOT_LICENSED[0]
+    await rotate(world, target)
+    assert world.sign_ins.report_reads == 1
+    for _ in range(4):
+        world.clock.advance(timedelta(hours=4))
+        await timer(world, target)
+    assert world.sign_ins.report_reads == 1
+    shown = status_document(world.row(target))["signInEvidence"]["report"]
+    assert shown["available"] is False and shown["code"] == NOT_LICENSED[0]
+    world.clock.advance(timedelta(hours=5))
+    await timer(world, target)
+    assert world.sign_ins.report_reads == 2
