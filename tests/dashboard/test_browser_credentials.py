@@ -18,7 +18,9 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from sandbox.launch import running
 from scripts.browser import launch, serving, sign_in, trusted_keys
 from scripts.demo import EXTRA_SEED, SEED, targets
 from shared.bootstrap import services
-from shared.domain import CredentialSignIns, SignInEvidence
+from shared.domain import CredentialSignIns, ReportedSignIns, SignInEvidence
 from shared.settings import Settings
 from tests.browsers import require_chromium
 from tests.conftest import ROOT, STARTUP_TIMEOUT
@@ -188,3 +190,33 @@ def test_phone_width_with_the_chips_and_the_credentials_has_no_horizontal_scroll
         assert page.locator("#entra-credentials").is_visible()
     finally:
         phone.close()
+
+
+def test_a_last_sign_in_from_the_credential_activity_report_is_labelled_so(operator: Page, stack: Stack) -> None:
+    """Adatum refuses the log but gives the report: its key's last sign-in is the report's day, said to be from it."""
+    adatum_key = "c1b2c3d4-0000-4000-8000-00000000ada1"
+    day = (datetime.now(UTC) - timedelta(days=45)).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    async def report(restore: bool) -> None:
+        async with services(Settings.from_env(stack.env), table_prefix=stack.prefix) as svc:
+            target, etag = await svc.state.get_target(ADATUM, app_ids()[ADATUM])
+            evidence = target.observed.sign_ins
+            assert evidence is not None
+            shown = None if restore else ReportedSignIns(True, evidence.read_at, {adatum_key: day})
+            await svc.state.replace_target(target.with_observed(sign_ins=replace(evidence, reported=shown)), etag)
+
+    def write(restore: bool) -> None:  # Playwright's sync API holds this thread's event loop: another thread
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, report(restore)).result()
+
+    write(restore=False)
+    try:
+        page = operator.open(f"#/target/{ADATUM}/{app_ids()[ADATUM]}")
+        page.wait_for_selector("#entra-credentials tbody tr")
+        row = credential_rows(page).first
+        last = row.locator('[data-signin="lastSignIn"]')
+        assert last.get_attribute("data-signin-from") == "report"
+        assert "from the report" in last.inner_text() and "2" in last.inner_text()
+        assert row.locator('[data-signin="unavailable"]').count() == 1, "the first sign-in: the log cannot say"
+    finally:
+        write(restore=True)
