@@ -6,6 +6,7 @@ from one call to the next."""
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import threading
 from collections.abc import Iterator
@@ -142,3 +143,15 @@ def test_each_new_connection_is_still_vetted_and_serves_only_its_host(
         session.get(f"http://rebound.example.com:{server}/", timeout=5)
     assert len(_Cookies.seen) == 4
     pool.close()
+
+
+@pytest.mark.sandbox
+async def test_concurrent_calls_share_the_pool_safely(
+    sb: Any, store: KeyVaultSecretStore, handshakes: list[str]
+) -> None:
+    pooled = build_destinations(settings_of(sb), store)["proofpoint"]
+    assert isinstance(pooled, ProofpointDestination)
+    for _ in range(2):  # the second round reuses the first round's connections
+        reports = await asyncio.gather(*(pooled.reported_use(config()) for _ in range(16)))
+        assert all(r.app_id == reports[0].app_id and r.app_id for r in reports)
+    assert 1 <= len(handshakes) <= 16, "at most one connection per concurrent call, kept for the next round"
