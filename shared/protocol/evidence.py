@@ -114,9 +114,10 @@ async def _with_report(run: Advance, app: Application, evidence: SignInEvidence,
     key (refused, or no sign-in of it in the window). The report can only keep a key: a failed read is an event and
     the log's word stands."""
     log = run.ports.sign_ins
-    if log is None or (evidence.available and all(k in evidence.credentials for k in waiting)):
-        return evidence
     kept = run.target.observed.sign_ins.reported if run.target.observed.sign_ins else None
+    if log is None or (evidence.available and all(k in evidence.credentials for k in waiting)):
+        # Not asked; the last one read stays beside the evidence (the customer view's last sign-ins beyond the log).
+        return replace(evidence, reported=kept)
     if kept is not None and run.now() - kept.read_at < REPORT_REREAD:
         # A daily roll-up: read at most once a day; a refusal (a permission or a licence missing) alike, as a grant
         # is not awaited by the hour.

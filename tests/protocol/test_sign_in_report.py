@@ -135,6 +135,8 @@ async def test_read_only_where_the_log_is_silent_at_most_once_a_day_never_on_a_h
         world.sign_ins.sign_in(target.tenant_id, target.app_id, old)  # the log sees it now: no need to ask
         await world.engine().run_pass()
     assert world.sign_ins.report_reads == reads
+    kept = world.row(target).observed.sign_ins
+    assert kept is not None and kept.reported is not None, "the last report read stays on the row, not read again"
     assert world.row(healthy).observed.sign_ins is None
 
     quiet_world, quiet = world_with(retire_grace=timedelta(days=3))  # the old key waits out a long grace, unused
