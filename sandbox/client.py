@@ -132,6 +132,11 @@ class SandboxClient:
         """How long after a sign-in its record appears in the sign-in log (sandbox seconds; 120 after reset)."""
         self._call("POST", "/settings", {"sign_in_delay_seconds": seconds})
 
+    def set_report_zone(self, zone: str) -> None:
+        """The zone the credential activity report writes its days in: "Z" (after reset) or an offset as the Graph
+        docs' examples write it ("-8:00")."""
+        self._call("POST", "/settings", {"report_zone": zone})
+
     def set_sign_in_addresses(self, *, proofpoint: str | None = None, token_endpoint: str | None = None,
                               peer: bool = False) -> None:
         """The IP address sign-ins are logged from: Proofpoint's stand-in, and token endpoint clients (`peer=True`:

@@ -50,19 +50,35 @@ def rolled_up(world: World, records: Iterable[SignInRecord]) -> list[SignInRecor
     """The successful sign-ins the reports reflect now: a day's sign-ins only once that UTC day is over and the log's
     delay has passed (a daily roll-up; kept as long as the credential, not the log's 30 days)."""
     now = world.now()
-    return [r for r in records if r.error_code == 0 and _day(r.created) + dt.timedelta(days=1) + world.sign_in_delay
-            <= now]
+    zone = _zone(world.report_zone)
+    return [r for r in records if r.error_code == 0
+            and _day(r.created, zone) + dt.timedelta(days=1) + world.sign_in_delay <= now]
 
 
-def _day(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+def _zone(text: str) -> dt.tzinfo:
+    """The zone the report's days are in: UTC ("Z"), or an offset as the docs' examples write it ("-8:00")."""
+    if text == "Z":
+        return dt.UTC
+    hours, minutes = text[1:].split(":")
+    span = dt.timedelta(hours=int(hours), minutes=int(minutes))
+    return dt.timezone(-span if text[0] == "-" else span)
 
 
-def _activity(record: SignInRecord | None) -> Row | None:
-    """A signInActivity: the day of the last sign-in (midnight UTC, as every documented example) and its request."""
+def _day(moment: dt.datetime, zone: dt.tzinfo = dt.UTC) -> dt.datetime:
+    return moment.astimezone(zone).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _activity(world: World, record: SignInRecord | None) -> Row | None:
+    """A signInActivity: the day of the last sign-in (a midnight, as every documented example) and its request. In
+    UTC ("Z"), or in the world's report_zone spelled as the examples spell it ("2021-03-18T00:00:00-8:00", the
+    hour unpadded: a reader must take that form too)."""
     if record is None:
         return None
-    return {"lastSignInDateTime": iso(_day(record.created)), "lastSignInRequestId": record.id}
+    if world.report_zone == "Z":
+        when = iso(_day(record.created))
+    else:
+        when = _day(record.created, _zone(world.report_zone)).strftime("%Y-%m-%dT00:00:00") + world.report_zone
+    return {"lastSignInDateTime": when, "lastSignInRequestId": record.id}
 
 
 def _latest(records: Iterable[SignInRecord]) -> SignInRecord | None:
@@ -94,7 +110,7 @@ def credential_rows(world: World, tenant: Tenant) -> list[Row]:
                 "createdDateTime": iso(c.created_at),
                 "expirationDateTime": iso(c.end),
                 "resourceId": last.source.resource_id if last else None,
-                "signInActivity": _activity(last),
+                "signInActivity": _activity(world, last),
             })
     return rows
 
@@ -105,7 +121,7 @@ def service_principal_rows(world: World, tenant: Tenant) -> list[Row]:
     seen = rolled_up(world, tenant.sign_ins)
     rows: list[Row] = []
     for sp in tenant.service_principals.values():
-        activity = _activity(_latest(r for r in seen if r.app_id == sp.app_id))
+        activity = _activity(world, _latest(r for r in seen if r.app_id == sp.app_id))
         rows.append({
             "id": _b64(sp.app_id),
             "appId": sp.app_id,

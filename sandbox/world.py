@@ -993,6 +993,8 @@ class World:
         self.propagation_delays: dict[str, dt.timedelta] = {}  # per appId (lower case), fixed at addPassword
         self.random_propagation: RandomPropagation | None = None
         self.sign_in_delay = DEFAULT_SIGN_IN_DELAY
+        # The zone the credential activity report writes its days in ("Z", or "-8:00" as the docs' examples).
+        self.report_zone = "Z"
         # Where sign-ins come from: "proofpoint" (the stand-in's syncs and Save test), "token_endpoint" (any HTTP
         # client of the token endpoint; None = the request's peer address).
         self.sign_in_addresses: dict[str, str | None] = dict(_DEFAULT_ADDRESSES)
@@ -1047,6 +1049,7 @@ class World:
         self.propagation_delays = {}
         self.random_propagation = None
         self.sign_in_delay = DEFAULT_SIGN_IN_DELAY
+        self.report_zone = "Z"
         self.sign_in_addresses = dict(_DEFAULT_ADDRESSES)
         self.auth_codes = {}
         self.sign_ins = {}
@@ -1124,6 +1127,11 @@ class World:
         """Apply the sign-in log keys of a POST /settings document (ValueError/TypeError when malformed)."""
         if "sign_in_delay_seconds" in doc:
             self.sign_in_delay = _seconds(doc["sign_in_delay_seconds"])
+        if "report_zone" in doc:
+            zone = doc["report_zone"]
+            if not isinstance(zone, str) or not re.fullmatch(r"Z|[+-](?:1[0-4]|0?\d):[0-5]\d", zone):
+                raise ValueError("report_zone must be Z or an offset such as -8:00 or +05:30")
+            self.report_zone = zone
         addresses = doc.get("sign_in_addresses")
         if addresses is not None:
             if not isinstance(addresses, dict):
@@ -1138,7 +1146,7 @@ class World:
                 self.sign_in_addresses[name] = value
 
     def sign_in_settings(self) -> dict[str, Any]:
-        return {"sign_in_delay_seconds": self.sign_in_delay.total_seconds(),
+        return {"sign_in_delay_seconds": self.sign_in_delay.total_seconds(), "report_zone": self.report_zone,
                 "sign_in_addresses": dict(self.sign_in_addresses)}
 
     def visible_sign_ins(self, tenant: Tenant) -> list[SignInRecord]:

@@ -16,6 +16,7 @@ its error answers are translated by the same rules.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,7 +97,7 @@ class GraphSignInLog:
             params = {"$filter": _filter(app_id, since), "$top": str(PAGE_SIZE)}
             async for row in self._rows(tenant_id, app_id, self._url, params):
                 key_id = str(row.get("servicePrincipalCredentialKeyId") or "").lower()
-                when = _when(row.get("createdDateTime"))
+                when = _instant(row.get("createdDateTime"), "sign-in log")
                 if not key_id or when is None or when < since:
                     continue  # a federated or certificate-less sign-in names no key; a moment before the window
                 if str(row.get("correlationId") or "").lower() in probes:
@@ -126,7 +127,8 @@ class GraphSignInLog:
             async for row in self._rows(tenant_id, app_id, self._report_url, params, "credential activity report"):
                 key_id = str(row.get("keyId") or "").lower()
                 activity = row.get("signInActivity")
-                when = _when(activity.get("lastSignInDateTime")) if isinstance(activity, dict) else None
+                when = (_instant(activity.get("lastSignInDateTime"), "credential activity report")
+                        if isinstance(activity, dict) else None)
                 if key_id and when is not None:
                     last[key_id] = max(when, last.get(key_id, when))
         except _Refused as refused:
@@ -170,3 +172,21 @@ class _Refused(Exception):
     def __init__(self, code: str) -> None:
         super().__init__(code)
         self.code = code
+
+
+# An offset with a one-digit hour, as every example of the credential activity report writes its days
+# ("2021-03-18T00:00:00-8:00", microsoft-graph-docs-contrib reportroot-list-appcredentialsigninactivities.md), which
+# datetime.fromisoformat refuses.
+_SHORT_OFFSET = re.compile(r"([+-])(\d):(\d\d)$")
+
+
+def _instant(value: object, source: str) -> datetime | None:
+    """A time of a sign-in row as Graph writes it (`_when`), a one-digit offset hour too. Anything else that is not
+    a time is Graph's unexpected answer (RotationError, the read fails as a whole): a ValueError escaped the pass."""
+    if isinstance(value, str):
+        value = _SHORT_OFFSET.sub(r"\g<1>0\2:\3", value.strip())
+    try:
+        return _when(value)
+    except ValueError:
+        raise RotationError(f"the {source} names a time that is not one: {str(value)[:40]!r}",
+                            code="UnexpectedAnswer") from None

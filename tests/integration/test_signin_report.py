@@ -82,3 +82,23 @@ async def test_throttling_is_retried_then_raised(world: World, svc: Services) ->
     with pytest.raises(Throttled):
         await reader.credential_report(customer.tenant_id, customer.app_id)
     world.sb.control.clear_faults()
+
+
+@pytest.mark.parametrize("zone", ["-8:00", "+5:30", "-08:00"])
+async def test_a_day_written_as_the_docs_examples_write_it(world: World, svc: Services, zone: str) -> None:
+    """The report's documented examples write a day as '2021-03-18T00:00:00-8:00' (the offset's hour unpadded), which
+    datetime.fromisoformat refuses: before, the ValueError escaped the read and the pass."""
+    customer = licensed(world, "Zoned")
+    world.sb.control.set_report_zone(zone)
+    try:
+        world.sb.control.seed({"tenants": [{"id": customer.tenant_id, "signIns": [
+            {"appId": customer.app_id, "keyId": customer.key_id, "createdDateTime": "-3d"}]}]})
+        report = await log(svc).credential_report(customer.tenant_id, customer.app_id)
+    finally:
+        world.sb.control.set_report_zone("Z")
+    sign, hours, minutes = zone[0], *zone[1:].split(":")
+    offset = timedelta(hours=int(hours), minutes=int(minutes)) * (-1 if sign == "-" else 1)
+    day = report.last[customer.key_id]
+    assert day.utcoffset() == offset and (day.hour, day.minute) == (0, 0)
+    signed_in = datetime.now(UTC) - timedelta(days=3)
+    assert day <= signed_in < day + timedelta(days=1), "the day (in its zone) holds the sign-in"
