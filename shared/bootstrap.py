@@ -6,7 +6,7 @@ import asyncio
 import json
 import os
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import timedelta
@@ -168,6 +168,14 @@ def proofpoint_orgs(settings: Settings, secrets: KeyVaultSecretStore) -> Proofpo
                              session_factory=guarded_sessions(settings.destination_allowed_hosts))
 
 
+def close_destinations(built: Mapping[str, Destination]) -> None:
+    """Close what the destination adapters keep open (Proofpoint's pooled connections), with the other services."""
+    for destination in built.values():
+        close = getattr(destination, "close", None)
+        if callable(close):
+            close()
+
+
 def destinations(settings: Settings, secrets: KeyVaultSecretStore) -> dict[str, Destination]:
     """The destination adapters by kind."""
     from shared.destinations import build_destinations
@@ -265,12 +273,13 @@ async def _build(
     # Entra's sign-in log (the SignInLog port): plain reads on the process's session with the tenant credentials, as
     # the directory's reads; nothing to close.
     sign_in_log = GraphSignInLog(credentials, settings.graph_base_url, transport.session, clock)
+    delivering = destinations(settings, secrets)
     engine = Engine(
         state=state,
         directory=directory,
         secrets=secrets,
         probe=EntraTokenProbe(settings, transport),
-        destinations=destinations(settings, secrets),
+        destinations=delivering,
         alerter=alerter,
         clock=clock,
         config=config or engine_config(settings),
@@ -291,6 +300,7 @@ async def _build(
         await secrets.close()
         await state.close()
         await credentials.close()
+        close_destinations(delivering)
         await close_transport(vault_transport)
         await close_transport(transport)
 

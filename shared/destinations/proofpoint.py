@@ -426,6 +426,13 @@ class ProofpointDestination:
         self._timeout = timeout
         self._session_factory = session_factory
 
+    def close(self) -> None:
+        """Close the connections a pooled session factory keeps (the services' end); a factory of sessions closed
+        after each call keeps none."""
+        close = getattr(self._session_factory, "close", None)
+        if callable(close):
+            close()
+
     def _api(self, config: DestinationConfig) -> str:
         try:
             validate_proofpoint(config.options)

@@ -161,18 +161,43 @@ def _pinned(base: type[HTTPConnection], allowed: frozenset[str], resolve: Resolv
     return Pinned
 
 
+class _IdleLimited:
+    """A connection pool (urllib3's, one per scheme, host and port) that closes a kept connection idle longer than
+    `idle` seconds when it is taken again, so the next request opens (resolves, vets, pins) a new one: a session
+    kept busy by one host must not send another host's request on a socket that host's server has since closed."""
+
+    idle: float | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        conn = super()._get_conn(timeout)  # type: ignore[misc]
+        returned = getattr(conn, "_rotator_returned", None)
+        if self.idle is not None and returned is not None and self.clock() - returned > self.idle:
+            conn.close()  # urllib3 connects a closed connection again before its request
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn._rotator_returned = self.clock()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
 class _GuardedAdapter(HTTPAdapter):
-    def __init__(self, allowed: frozenset[str], resolve: Resolver, pool_size: int = 10) -> None:
+    def __init__(self, allowed: frozenset[str], resolve: Resolver, pool_size: int = 10, idle: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._allowed = allowed
         self._resolve = resolve
+        self._idle = idle
+        self._clock = clock
         super().__init__(max_retries=0, pool_maxsize=pool_size)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        https = type("GuardedHTTPSPool", (HTTPSConnectionPool,),
-                     {"ConnectionCls": _pinned(HTTPSConnection, self._allowed, self._resolve)})
-        http = type("GuardedHTTPPool", (HTTPConnectionPool,),
-                    {"ConnectionCls": _pinned(HTTPConnection, self._allowed, self._resolve)})
+        idle = {"idle": self._idle, "clock": staticmethod(self._clock)}
+        https = type("GuardedHTTPSPool", (_IdleLimited, HTTPSConnectionPool),
+                     {"ConnectionCls": _pinned(HTTPSConnection, self._allowed, self._resolve), **idle})
+        http = type("GuardedHTTPPool", (_IdleLimited, HTTPConnectionPool),
+                    {"ConnectionCls": _pinned(HTTPConnection, self._allowed, self._resolve), **idle})
         self.poolmanager.pool_classes_by_scheme = {"https": https, "http": http}
 
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
@@ -193,11 +218,11 @@ class GuardedSession(requests.Session):
     guarded = True
 
     def __init__(self, allowed_hosts: Iterable[str] = (), resolve: Resolver = system_resolver,
-                 pool_size: int = 10) -> None:
+                 pool_size: int = 10, idle: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self.trust_env = False  # HTTPS_PROXY would carry the request elsewhere; .netrc would add credentials
         self.max_redirects = 0
-        adapter = _GuardedAdapter(frozenset(canonical_host(h) for h in allowed_hosts), resolve, pool_size)
+        adapter = _GuardedAdapter(frozenset(canonical_host(h) for h in allowed_hosts), resolve, pool_size, idle, clock)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
@@ -245,7 +270,10 @@ class SessionPool:
             if stale and self._session is not None:
                 self._session.close()
             if self._session is None or stale:
-                self._session = _cookieless(GuardedSession(self._allowed, self._resolve, self._pool_size))
+                # Each kept connection is also dropped after `idle` unused (per host: the session's own idleness
+                # does not tell one host's connection from another's).
+                self._session = _cookieless(GuardedSession(self._allowed, self._resolve, self._pool_size,
+                                                           self._idle, self._clock))
                 self.opened += 1
             session = self._session
             self._lent += 1

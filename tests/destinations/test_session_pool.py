@@ -20,6 +20,9 @@ from shared.destinations import ProofpointDestination, build_destinations
 from shared.destinations.transport import BlockedDestination, SessionPool, guarded_sessions
 from shared.domain import DestinationConfig
 from tests.destinations import DOMAIN, STACK, delivery, settings_of
+from tests.rotation import conftest as rotation
+
+world, rotator = rotation.world, rotation.rotator  # the rotation tests' fixtures: the real services
 
 
 def config() -> DestinationConfig:
@@ -155,3 +158,46 @@ async def test_concurrent_calls_share_the_pool_safely(
         reports = await asyncio.gather(*(pooled.reported_use(config()) for _ in range(16)))
         assert all(r.app_id == reports[0].app_id and r.app_id for r in reports)
     assert 1 <= len(handshakes) <= 16, "at most one connection per concurrent call, kept for the next round"
+
+
+def test_a_hosts_connection_idle_too_long_is_replaced_while_another_host_keeps_the_pool_busy(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's idleness is the session's: a.test's connection idle 45 s while b.test was used every 20 s was sent
+    a request again (before: opened == [a, b]), on a socket a.test's server may have closed (keep-alive timeouts of
+    5 to 75 s): each kept connection is dropped after `idle` unused, per host."""
+    opened: list[str] = []
+    connect = urllib3.connection.HTTPConnection.connect
+
+    def counted(self: urllib3.connection.HTTPConnection) -> None:
+        opened.append(str(self.host))
+        connect(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counted)
+    now = [0.0]
+    pool = SessionPool(["a.test", "b.test"], resolve=resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}),
+                       idle=30.0, clock=lambda: now[0])
+    for at, host in ((0, "a.test"), (20, "b.test"), (40, "b.test"), (45, "a.test"), (50, "a.test"), (65, "b.test")):
+        now[0] = float(at)
+        with pool() as session:
+            assert session.get(f"http://{host}:{server}/", timeout=5).status_code == 200
+    assert opened == ["a.test", "b.test", "a.test"], "a.test idle 45 s: a new connection; 5 s and 25 s: kept"
+    assert pool.opened == 1, "the session itself was never idle 30 s"
+    pool.close()
+
+
+@pytest.mark.sandbox
+@pytest.mark.azurite
+async def test_the_services_close_proofpoints_pooled_connections(world: Any, rotator: Any) -> None:
+    """The services' close (a command's end, an invocation's services retired) closes the pool: its connections were
+    left open until the garbage collector found them."""
+    async with rotator() as built:
+        proofpoint = built.engine.destinations["proofpoint"]
+        pool = proofpoint._session_factory
+        assert isinstance(pool, SessionPool)
+        url = built.settings.proofpoint_base_url.format(stack=STACK)
+        with pool() as session:
+            await asyncio.to_thread(session.get, url, verify=built.settings.ca_bundle or True, timeout=10)
+        adapter = session.get_adapter(url)
+        assert adapter.poolmanager.pools, "a connection kept for the next call"
+    assert not adapter.poolmanager.pools, "closed with the services"
