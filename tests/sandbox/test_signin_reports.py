@@ -164,3 +164,21 @@ def test_service_principal_activity_is_the_last_app_only_sign_in_and_tenants_are
     other = {r["appId"] for r in values(sb, token(sb, OTHER, OTHER_APP, Keys.other), PRINCIPALS)}
     assert PPE_APP not in other and READER_APP not in other
     assert PPE_APP not in {r["appId"] for r in values(sb, token(sb, OTHER, OTHER_APP, Keys.other))}
+
+
+def test_the_days_written_in_a_zone_as_the_docs_examples_write_them(sb: SandboxHandle) -> None:
+    """report_zone: the day is that zone's, its midnight spelled as the docs' examples ('...T00:00:00-8:00');
+    an offset no zone has is refused and changes nothing."""
+    seed(sb)
+    sb.control.set_sign_in_delay(0)
+    signed_in = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    sb.control.seed({"tenants": [{"id": TENANT, "signIns": [
+        {"appId": PPE_APP, "keyId": OLD_KEY, "createdDateTime": signed_in.strftime("%Y-%m-%dT%H:%M:%SZ")}]}]})
+    sb.control.set_report_zone("-8:00")
+    local = (signed_in - dt.timedelta(hours=8)).strftime("%Y-%m-%d")
+    assert by_key(values(sb, token(sb)))[OLD_KEY]["signInActivity"]["lastSignInDateTime"] == f"{local}T00:00:00-8:00"
+    with pytest.raises(Exception, match="report_zone"):
+        sb.control.set_report_zone("-15:00")
+    sb.control.set_report_zone("Z")
+    assert by_key(values(sb, token(sb)))[OLD_KEY]["signInActivity"]["lastSignInDateTime"] == \
+        signed_in.strftime("%Y-%m-%dT00:00:00Z")
