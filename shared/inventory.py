@@ -167,11 +167,16 @@ class StoredObject:
 @dataclass(frozen=True)
 class RoundEnd:
     """A round's last write: each object's credentials as they now are (an empty list removes its rows), the key ids
-    the caller knows each object holds (objects not named are looked up), and the delta link to keep with them."""
+    the caller knows each object holds (objects not named are looked up), the delta link to keep with them, and the
+    owners a full listing gave (kept for objects without rows)."""
 
     objects: Mapping[str, Sequence[InventoryCredential]]
     stored: Mapping[str, Sequence[str]] | None = None
     delta_link: str | None = None
+    # A full listing of the kind's owners (a full read's, or the weekly refresh's): object id -> owners, for every
+    # object it gave them of (not those it may have cut). The store keeps those of objects without rows in place of
+    # the last listing's, so a delta round in which such an object gains its first credential does not read them.
+    listed: Mapping[str, tuple[str, ...]] | None = None
 
 
 @dataclass

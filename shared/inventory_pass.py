@@ -98,10 +98,11 @@ class _Pending:
             await store.put_objects(tenant.tenant_id, kind, self.rows, stored=self.known)
         self.rows, self.known, self.count = {}, {}, 0
 
-    def end(self, delta_link: str | None) -> RoundEnd:
+    def end(self, delta_link: str | None, listed: Mapping[str, tuple[str, ...] | None] | None = None) -> RoundEnd:
         """What is gathered, as the round's last write with its delta link (written by the tenant, both kinds'
-        together)."""
-        return RoundEnd(self.rows, self.known, delta_link)
+        together), and a full read's owner listing for the store to keep (RoundEnd.listed: not what it may have
+        cut)."""
+        return RoundEnd(self.rows, self.known, delta_link, _given(listed))
 
     async def write_full(self, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind) -> None:
         """Write the first objects whose rows fill one transaction (FULL_READ_ROWS), keep the rest gathered: writes
@@ -129,17 +130,18 @@ OWNER_READS = 8
 
 async def read_owners(source: InventorySource, tenant_id: str, kind: ObjectKind,
                       built: dict[str, list[InventoryCredential]],
-                      listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
+                      listed: Mapping[str, tuple[str, ...] | None] | None = None) -> None:
     """Fill in the owners of the page's objects that hold credentials (a new or changed object: what a round
-    brings), in place: from a full read's listing (`listed`) when it has them, else read for several objects at
-    once, and one by one where those answers may have cut them.
+    brings), in place: from a listing (`listed`: a full read's, or what the store kept of the last one) when it has
+    them, else read for several objects at once, and one by one where those answers may have cut them.
     Microsoft's first-party principals and managed identities are left out: they have no owner in the customer's
     tenant and are never the customer's to renew."""
     wanted = [object_id for object_id, rows in built.items() if rows and not rows[0].first_party]
     if not wanted:
         return
     known = listed or {}
-    found = {object_id: known[object_id] for object_id in wanted if object_id in known}
+    found: dict[str, tuple[str, ...] | None] = {object_id: known[object_id] for object_id in wanted
+                                                if object_id in known}
     unseen = [object_id for object_id in wanted if object_id not in known]
     if unseen:  # not listed (a delta round, created meanwhile)
         found.update(await source.owners_of(tenant_id, kind, unseen))
@@ -164,6 +166,11 @@ async def list_owners(source: InventorySource, tenant_id: str, kind: ObjectKind)
     return listed
 
 
+def _given(listed: Mapping[str, tuple[str, ...] | None] | None) -> dict[str, tuple[str, ...]] | None:
+    """A listing's owners as the store keeps them: not where the listing may have cut them (None)."""
+    return None if listed is None else {o: owners for o, owners in listed.items() if owners is not None}
+
+
 def _listed_owners(objects: Sequence[DirectoryObject], listed: Mapping[str, tuple[str, ...] | None] | None
                    ) -> dict[str, tuple[str, ...]]:
     """The owners a full read's listing gives of the page's objects that hold credentials, as read_owners would
@@ -182,7 +189,7 @@ def _listed_owners(objects: Sequence[DirectoryObject], listed: Mapping[str, tupl
 
 async def _write_page(source: InventorySource, store: InventoryStore, tenant: CustomerTenant, kind: ObjectKind,
                       page: InventoryPage, stored_ids: set[str] | None, result: TenantPass, pending: _Pending,
-                      listed: dict[str, tuple[str, ...] | None] | None = None) -> None:
+                      listed: Mapping[str, tuple[str, ...] | None] | None = None) -> None:
     """One page into the store: removals, then each object's rows; the round's last page (its delta link) leaves
     its rows gathered for the tenant's last write, which saves the link with them.
 
@@ -214,9 +221,10 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
         reads = [o.object_id for o in page.objects if o.object_id in known and o.object_id not in done]
         if reads:
             held = await store.objects_credentials(tenant.tenant_id, kind, reads)
-    # Owners: a full read's from its listing; a delta round's for objects new to the store only (read together, 15
-    # a request): an object held keeps the owners it has (an owner change is not what brings an object into a round;
-    # the weekly refresh_owners lists them again).
+    # Owners: a full read's from its listing; a delta round's for objects new to the store only: an object held keeps
+    # the owners it has (an owner change is not what brings an object into a round; the weekly refresh_owners lists
+    # them again), and one that held no rows the owners the last listing gave it (kept by the store: an app's first
+    # secret, an SP's first SAML certificate); the rest, created since, are read together (15 a request).
     # A full read's rows are built with the owners its listing gave (copying every row to add them afterwards cost
     # a twentieth of the pass); read_owners reads the rest (cut by the listing, or created after it).
     given = _listed_owners(page.objects, listed) if stored_ids is not None else {}
@@ -225,6 +233,9 @@ async def _write_page(source: InventorySource, store: InventoryStore, tenant: Cu
              for obj in page.objects if obj.object_id not in done}
     new = ({o: rows for o, rows in built.items() if o not in given} if stored_ids is not None
            else {o: rows for o, rows in built.items() if o not in known})
+    if stored_ids is None:
+        wanted = [o for o, rows in new.items() if rows and not rows[0].first_party]
+        listed = await store.owners_listed(tenant.tenant_id, kind, wanted) if wanted else None
     await read_owners(source, tenant.tenant_id, kind, new, listed)
     built.update(new)
     for obj in page.objects:
@@ -293,7 +304,7 @@ async def _pages(source: InventorySource, store: InventoryStore, tenant: Custome
                     result.removed += len(gone)
         await _write_page(source, store, tenant, kind, page, stored_ids, result, pending, listed)
         final = page.delta_link or final
-    return result, pending.end(final)
+    return result, pending.end(final, await listing if listing is not None else None)
 
 
 async def inventory_kind(source: InventorySource, store: InventoryStore, tenant: CustomerTenant,
@@ -332,16 +343,19 @@ async def refresh_owners(source: InventorySource, store: InventoryStore, tenant:
         if row.object_kind in listed and not row.first_party:
             held.setdefault((row.object_kind, row.object_id), []).append(row)
     rewritten = 0
+    ends: dict[ObjectKind, RoundEnd] = {}
     for kind in kinds:
         built = {object_id: rows for (k, object_id), rows in held.items()
                  if k is kind and object_id in listed[kind]}  # an object not listed left: the next round says so
         before = {object_id: rows[0].owners for object_id, rows in built.items()}
         await read_owners(source, tenant.tenant_id, kind, built, listed[kind])
         changed = {object_id: rows for object_id, rows in built.items() if rows[0].owners != before[object_id]}
-        if changed:
-            await store.put_objects(tenant.tenant_id, kind, changed,
-                                    stored={object_id: [r.key_id for r in rows] for object_id, rows in changed.items()})
-            rewritten += len(changed)
+        # The listing also replaces the owners the store keeps of objects without rows (RoundEnd.listed): as fresh
+        # as the rows' (the store skips a listing that changes nothing).
+        ends[kind] = RoundEnd(changed, {object_id: [r.key_id for r in rows] for object_id, rows in changed.items()},
+                              None, _given(listed[kind]))
+        rewritten += len(changed)
+    await store.put_rounds(tenant.tenant_id, ends)
     return rewritten
 
 

@@ -636,6 +636,12 @@ class InventoryStore(Protocol):
         only its rows tell, objects_credentials)."""
         ...
 
+    async def owners_listed(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, tuple[str, ...]]:
+        """The owners the kind's last full listing (RoundEnd.listed) gave of these objects while they held no rows;
+        objects it did not give left out (created since, or cut: read them from Graph)."""
+        ...
+
     async def put_objects(self, tenant_id: str, object_kind: ObjectKind,
                           objects: Mapping[str, Sequence[InventoryCredential]], *,
                           stored: Mapping[str, Sequence[str]] | None = None, delta_link: str | None = None) -> None:
@@ -648,7 +654,8 @@ class InventoryStore(Protocol):
 
     async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
         """The last writes of one tenant's rounds, every kind's in one go (one partition: as few writes as fit, one
-        for a daily pass): per kind as put_objects, each delta link saved with the last rows, never before them."""
+        for a daily pass): per kind as put_objects, each delta link saved with the last rows, never before them; a
+        kind's `listed` owners replace those kept of objects without rows (owners_listed)."""
         ...
 
     async def remove_objects(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]) -> None:

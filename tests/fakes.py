@@ -814,6 +814,7 @@ class FakeInventory:
         self.faults = faults or Faults()
         self.rows: dict[tuple[str, str, str, str], InventoryCredential] = {}
         self.links: dict[tuple[str, str], str] = {}
+        self.listed: dict[tuple[str, str], dict[str, tuple[str, ...]]] = {}  # a kind's last listing, objects w/o rows
         self.writes = 0
 
     async def list_credentials(self, query: InventoryQuery | None = None) -> list[InventoryCredential]:
@@ -868,6 +869,9 @@ class FakeInventory:
             self._put(tenant_id, kind, end.objects, end.stored)
             if end.delta_link is not None:
                 self.links[(tenant_id, kind.value)] = end.delta_link
+            if end.listed is not None:
+                held = await self.object_ids(tenant_id, kind)
+                self.listed[(tenant_id, kind.value)] = {o: owners for o, owners in end.listed.items() if o not in held}
         if any(end.objects for end in ends.values()):  # `writes` counts writes of rows (a link alone is not one)
             self.writes += 1
         await self.faults.after("inventory.put_rounds")
@@ -896,6 +900,12 @@ class FakeInventory:
     async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
         return {k[2] for k in self.rows if k[:2] == (tenant_id, object_kind.value)}
 
+    async def owners_listed(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, tuple[str, ...]]:
+        await self.faults.before("inventory.owners_listed")
+        listed = self.listed.get((tenant_id, object_kind.value), {})
+        return {o: listed[o] for o in object_ids if o in listed}
+
     async def delta_links(self, tenant_id: str) -> dict[ObjectKind, str]:
         return {ObjectKind(k[1]): link for k, link in self.links.items() if k[0] == tenant_id}
 
@@ -912,6 +922,8 @@ class FakeInventory:
             del self.rows[key]
         for link in [k for k in self.links if k[0] == tenant_id]:
             del self.links[link]
+        for kind in [k for k in self.listed if k[0] == tenant_id]:
+            del self.listed[kind]
 
 # --- Bulk onboarding (issue 23): the partner admin's delegated session, Proofpoint's org list, the run state -------
 

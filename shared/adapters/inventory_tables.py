@@ -2,7 +2,9 @@
 (row key `<objectKind>|<objectId>|<keyId>`, so one object's rows are a key range and one object's writes are one
 entity-group transaction), and per tenant and object kind one index row (`_index|<objectKind>`) holding the delta
 link the next pass resumes from, which key ids each object holds and what its rows say (appId, name, first party,
-managed, each key's collection and SAML mark). No row holds a secret: Graph lists credentials without their values.
+managed, each key's collection and SAML mark), and the owners the kind's last full listing gave of the objects that
+held no rows then (so an object gaining its first credential needs no owners read). No row holds a secret: Graph lists
+credentials without their values.
 
 Why the index row (docs/inventory.md, "Where it is kept"): with it the pass seldom reads a row and queries only the
 index rows (both kinds' by one range query at a tenant's start, _index_rows). A delta round completes a changed object
@@ -184,6 +186,31 @@ class _Index:
     # rows' own JSON; the row's text is then one orjson call.
     entries: dict[str, Any] = field(default_factory=dict)
     last_owners: tuple[str, tuple[str, ...]] = ("[]", ())  # an Owners text last noted, decoded (an object's rows)
+    # The owners the kind's last full listing gave of objects that held no rows then (RoundEnd.listed), as the row
+    # keeps them: JSON `[[owners], [object ids]]` grouped by owners, "" when none; decoded only when asked.
+    listing: str = ""
+    listed: dict[str, tuple[str, ...]] | None = None
+
+    def listing_of(self, listed: Mapping[str, tuple[str, ...]]) -> str:
+        """A full listing's text as the row keeps it: only objects without rows (the others' owners are their rows'),
+        grouped by owners (most objects share theirs with none, but the many without owners share [])."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        objects = self.objects
+        for object_id, owners in listed.items():
+            if not objects.get(object_id):
+                groups.setdefault(owners, []).append(object_id)
+        return ascii_json([[list(owners), ids] for owners, ids in groups.items()]) if groups else ""
+
+    def keep_listing(self, listed: Mapping[str, tuple[str, ...]]) -> None:
+        self.listing, self.listed = self.listing_of(listed), None
+
+    def listed_owners(self) -> dict[str, tuple[str, ...]]:
+        if self.listed is None:
+            self.listed = {}
+            for owners, ids in orjson.loads(self.listing) if self.listing else ():
+                names = tuple(owners)
+                self.listed.update((object_id, names) for object_id in ids)
+        return self.listed
 
     def entry(self, object_id: str, keys: set[str]) -> Any:
         made = self.entries.get(object_id)
@@ -242,7 +269,8 @@ class _Index:
         return [*entry, list(owners)] if owners else entry
 
 
-_Part = tuple[ObjectKind, _Index, Sequence[Change], str | None]  # a kind's index, changes and new delta link
+# A kind's index, changes, new delta link and full owners listing (RoundEnd.listed).
+_Part = tuple[ObjectKind, _Index, Sequence[Change], str | None, Mapping[str, tuple[str, ...]] | None]
 
 
 def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, Any]:
@@ -253,10 +281,18 @@ def _index_entity(tenant_id: str, kind: ObjectKind, index: _Index) -> dict[str, 
     chunks = [text[i:i + CHUNK] for i in range(0, len(text), CHUNK)]
     if not index.complete or len(chunks) > MAX_CHUNKS:
         index.complete = False
+        index.listing, index.listed = "", None
         entity["Overflow"] = True
         return entity
     entity["Chunks"] = len(chunks)
     entity.update({f"I{i}": chunk for i, chunk in enumerate(chunks)})
+    # The listing in the room the index leaves (the index first: the listing only saves a delta round owners reads).
+    listing = [index.listing[i:i + CHUNK] for i in range(0, len(index.listing), CHUNK)]
+    if len(chunks) + len(listing) > MAX_CHUNKS:
+        index.listing, index.listed, listing = "", None, []
+    if listing:
+        entity["Listed"] = len(listing)
+        entity.update({f"L{i}": chunk for i, chunk in enumerate(listing)})
     return entity
 
 
@@ -280,6 +316,8 @@ def _index_of_entity(entity: Mapping[str, Any]) -> _Index:
             entries[object_id] = entry  # what `encoded` makes of it: written again as read until it changes
         else:  # key ids only (an index row written before the index kept what rows say)
             objects[object_id] = set(entry)
+    # A row written before it kept a listing has none: a delta round reads those owners from Graph, as it did.
+    index.listing = "".join(str(entity.get(f"L{i}", "")) for i in range(int(entity.get("Listed") or 0)))
     return index
 
 
@@ -497,6 +535,18 @@ class TablesInventoryStore:
             return {o: None for o in object_ids if o in index.objects}
         return {o: index.known(o) for o in object_ids if index.objects.get(o)}
 
+    async def owners_listed(self, tenant_id: str, object_kind: ObjectKind, object_ids: Sequence[str]
+                            ) -> dict[str, tuple[str, ...]]:
+        if not object_ids:
+            return {}
+        await self._ensure()
+        try:
+            index = await self._index(tenant_id, object_kind)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        listed = index.listed_owners()
+        return {o: listed[o] for o in object_ids if o in listed}
+
     async def _point_reads(self, tenant_id: str, keys: Sequence[str]) -> Sequence[Mapping[str, Any]]:
         """Rows by their keys, side by side; a key the index named but whose row is gone is skipped."""
         return [e for e in await asyncio.gather(*(self._get_row(tenant_id, k) for k in keys)) if e is not None]
@@ -566,8 +616,9 @@ class TablesInventoryStore:
         the index rows and the rows never disagree. Each kind's new delta link goes into the last transaction's index
         rows only (saved with the last rows, never before; a kind with a link and no change adds just its index row).
         Should any write fail, this process forgets its copies of the indexes (the stored rows are the truth)."""
-        flat = [(kind, index, change) for kind, index, changes, _ in parts for change in changes]
-        links = [(kind, index, link) for kind, index, _, link in parts if link is not None]
+        flat = [(kind, index, change) for kind, index, changes, _, _ in parts for change in changes]
+        links = [(kind, index, link, listed) for kind, index, _, link, listed in parts
+                 if link is not None or listed is not None]
         room = BATCH - len(parts)  # a transaction may carry every kind's index row
         try:
             start = 0
@@ -577,11 +628,12 @@ class TablesInventoryStore:
                 last = start >= len(flat)
                 touched = {kind: index for kind, index, _ in chunk}
                 if last:
-                    touched.update({kind: index for kind, index, _ in links})
+                    touched.update({kind: index for kind, index, _, _ in links})
                 old_links = {kind: index.link for kind, index in touched.items()}
                 if last:
-                    for _, index, link in links:
-                        index.link = link
+                    for _, index, link, _ in links:
+                        if link is not None:
+                            index.link = link
                 objects = {(kind, object_id) for kind, _, (_, object_id, _, _) in chunk}
                 deleted: dict[tuple[ObjectKind, str], set[str]] = {}  # what the index named before, besides now
                 for kind, index, (operation, object_id, key_id, entity) in chunk:
@@ -594,6 +646,10 @@ class TablesInventoryStore:
                     else:
                         keys.add(key_id)
                         index.note(object_id, key_id, entity)
+                if last:  # once the rows are as this write leaves them: objects without rows take the listing
+                    for _, index, _, listed in links:
+                        if listed is not None:
+                            index.keep_listing(listed)
                 after = [("upsert", _index_entity(tenant_id, kind, index)) for kind, index in touched.items()]
                 operations = [(operation, entity) for _, _, (operation, _, _, entity) in chunk]
                 try:
@@ -606,7 +662,7 @@ class TablesInventoryStore:
                         gone = {o: keys for (k, o), keys in deleted.items() if k is kind}
                         both = {**index.objects, **{o: keys | index.objects.get(o, set()) for o, keys in gone.items()}}
                         wider.append(("upsert", _index_entity(tenant_id, kind, _Index(
-                            old_links[kind], both, index.complete, index.customer))))
+                            old_links[kind], both, index.complete, index.customer, listing=index.listing))))
                     await self._one_by_one([*wider, *operations, *after])
                 for kind, object_id in objects:
                     index = touched[kind]
@@ -616,7 +672,7 @@ class TablesInventoryStore:
                 if last:
                     return
         except BaseException:
-            for kind, _, _, _ in parts:
+            for kind, _, _, _, _ in parts:
                 self._indexes.pop((tenant_id, kind), None)
             raise
 
@@ -685,7 +741,8 @@ class TablesInventoryStore:
     async def put_rounds(self, tenant_id: str, ends: Mapping[ObjectKind, RoundEnd]) -> None:
         """Every kind's rows and links in the fewest transactions (one partition): a daily pass's tenant ends with
         one write for both kinds instead of one per kind (docs/benchmarks.md)."""
-        ends = {kind: end for kind, end in ends.items() if end.objects or end.delta_link is not None}
+        ends = {kind: end for kind, end in ends.items()
+                if end.objects or end.delta_link is not None or end.listed is not None}
         if not ends:
             return
         await self._ensure()
@@ -694,8 +751,10 @@ class TablesInventoryStore:
             for kind, end in ends.items():
                 index = await self._index(tenant_id, kind)
                 changes = await self._changes(tenant_id, kind, index, end)
-                if changes or end.delta_link is not None:
-                    parts.append((kind, index, changes, end.delta_link))
+                # A listing alone (the weekly refresh) is written only when it changes what the row keeps.
+                relisted = end.listed is not None and (bool(changes) or index.listing_of(end.listed) != index.listing)
+                if changes or end.delta_link is not None or relisted:
+                    parts.append((kind, index, changes, end.delta_link, end.listed))
             if parts:
                 await self._write(tenant_id, parts)
         except AzureError as error:
@@ -724,7 +783,7 @@ class TablesInventoryStore:
             changes: list[Change] = [("delete", o, k, _address(tenant_id, object_kind, o, k))
                                      for o, keys in held.items() for k in sorted(keys)]
             if changes:
-                await self._write(tenant_id, [(object_kind, index, changes, None)])
+                await self._write(tenant_id, [(object_kind, index, changes, None, None)])
         except AzureError as error:
             raise _translate(error, f"the inventory of tenant {tenant_id}") from error
 

@@ -677,6 +677,118 @@ async def test_owners_come_from_a_listing_on_the_full_read_then_only_changed_obj
     assert len(owners) == 2 and owners != names(apps_by_id[changed[0]])
 
 
+async def test_an_object_that_gains_its_first_credential_takes_the_owners_the_full_read_listed(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sandbox.inventory import generated_owners
+    from shared.adapters.inventory_tables import TablesInventoryStore
+
+    customer = populate(world, "Bare")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and isinstance(store, TablesInventoryStore)
+    apps = [generated_application(customer.tenant_id, _pop(world, customer), i) for i in range(APPS)]
+    sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
+
+    def names(obj: dict[str, Any]) -> tuple[str, ...]:
+        found = {o.get("userPrincipalName") or o["displayName"] for o in generated_owners(customer.tenant_id, obj)}
+        return tuple(sorted(found, key=str.lower))
+
+    def bare(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:  # no credential, and the customer's own
+        return [o for o in objects if not o["passwordCredentials"] and not o["keyCredentials"]
+                and o.get("appOwnerOrganizationId") != MICROSOFT_TENANT
+                and o.get("servicePrincipalType") != "ManagedIdentity"]
+
+    bare_apps, bare_sps = bare(apps), bare(sps)
+    assert bare_apps and bare_sps and any(names(o) for o in bare_apps + bare_sps)
+    await inventory_tenant(source, store, tenant_of(customer))
+    control = world.sb.control
+    # Each gains its first secret (an app its first client secret, an SP its first credential); two apps are new.
+    control.inventory_change(customer.tenant_id, {"kind": "application", "op": "renew",
+                                                  "ids": [o["id"] for o in bare_apps]})
+    control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "renew",
+                                                  "ids": [o["id"] for o in bare_sps]})
+    added = control.inventory_change(customer.tenant_id, {"kind": "application", "op": "add", "count": 2})
+    asked: list[str] = []  # the ids of every owners read, filtered or one by one
+    filtered, one = source._owners_filtered, source.owners
+
+    async def recorded(tenant_id: str, kind: ObjectKind, ids: Any) -> Any:
+        asked.extend(ids)
+        return await filtered(tenant_id, kind, ids)
+
+    async def recorded_one(tenant_id: str, kind: ObjectKind, object_id: str) -> Any:
+        asked.append(object_id)
+        return await one(tenant_id, kind, object_id)
+
+    monkeypatch.setattr(source, "_owners_filtered", recorded)
+    monkeypatch.setattr(source, "owners", recorded_one)
+    before = source.owner_calls
+    passes = await inventory_tenant(source, store, tenant_of(customer))
+    assert not any(p.full for p in passes)
+    after = await rows(svc, customer)
+    holding_added = {r.object_id for r in after if r.object_id in added}
+    # Only the objects created since the listing are read (together): none of those that gained a credential.
+    assert sorted(asked) == sorted(holding_added) and source.owner_calls - before == (1 if holding_added else 0)
+    for obj in bare_apps + bare_sps:
+        mine = [r for r in after if r.object_id == obj["id"]]
+        assert [r.credential_name for r in mine] == ["renewed"]
+        assert mine[0].owners == names(obj), obj["displayName"]  # as the full read's listing gave them
+    for row in (r for r in after if r.object_id in holding_added):  # a new object still gets its own owners
+        assert row.owners == await one(customer.tenant_id, ObjectKind.APPLICATION, row.object_id)
+
+
+
+def _refresh_day(tenant_id: str) -> date:
+    return next(date(2026, 12, d) for d in range(1, 8) if owners_refresh_due(tenant_id, date(2026, 12, d)))
+
+
+async def test_an_index_row_without_a_listing_reads_the_owners_and_the_weekly_refresh_keeps_them_fresh(
+        world: World, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    from azure.data.tables import UpdateMode
+
+    from shared.adapters.inventory_tables import INDEX_ROW, TablesInventoryStore
+
+    customer = populate(world, "Relisted")
+    source, store = svc.inventory_source, svc.inventory
+    assert source is not None and isinstance(store, TablesInventoryStore)
+    sps = [generated_service_principal(customer.tenant_id, _pop(world, customer), i) for i in range(SPS)]
+    bare = [o["id"] for o in sps if not o["passwordCredentials"] and not o["keyCredentials"]
+            and o["appOwnerOrganizationId"] != MICROSOFT_TENANT and o["servicePrincipalType"] != "ManagedIdentity"]
+    assert len(bare) >= 2
+    await inventory_tenant(source, store, tenant_of(customer))
+    key = INDEX_ROW + ObjectKind.SERVICE_PRINCIPAL.value
+    entity = await store._get_row(customer.tenant_id, key)
+    assert entity is not None and entity["Listed"] >= 1
+    asked: list[str] = []
+    filtered = source._owners_filtered
+
+    async def recorded(tenant_id: str, kind: ObjectKind, ids: Any) -> Any:
+        asked.extend(ids)
+        return await filtered(tenant_id, kind, ids)
+
+    monkeypatch.setattr(source, "_owners_filtered", recorded)
+    control = world.sb.control
+    # The weekly refresh lists the owners again, those of objects without rows too: a bare principal's new owners
+    # are what the next round gives it when it gains its first secret, without a read.
+    control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "owners", "ids": bare[:1],
+                                                  "owners": 3})
+    await inventory_tenant(source, store, tenant_of(customer), today=_refresh_day(customer.tenant_id))
+    control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "renew", "ids": bare[:1]})
+    await inventory_tenant(source, store, tenant_of(customer))
+    [first] = [r for r in await rows(svc, customer) if r.object_id == bare[0]]
+    assert asked == [] and len(first.owners) == 3
+    assert first.owners == await source.owners(customer.tenant_id, ObjectKind.SERVICE_PRINCIPAL, bare[0])
+    # The index row as written before it kept a listing (its properties left out), read by a fresh process.
+    entity = await store._get_row(customer.tenant_id, key)
+    assert entity is not None and entity.get("Listed")
+    old = {k: v for k, v in entity.items() if k != "Listed" and not (k[0] == "L" and k[1:].isdigit())}
+    await store._rows.upsert_entity(old, mode=UpdateMode.REPLACE)
+    fresh = TablesInventoryStore(store._service, prefix=store._rows.table_name[:-len("inventory")])
+    control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "renew", "ids": bare[1:2]})
+    await inventory_tenant(source, fresh, tenant_of(customer))
+    assert asked == bare[1:2]  # read from Graph, as before the listing was kept
+    [second] = [r for r in await rows(svc, customer) if r.object_id == bare[1]]
+    assert second.owners == await source.owners(customer.tenant_id, ObjectKind.SERVICE_PRINCIPAL, bare[1])
+
+
 async def test_graph_refuses_expand_on_delta_and_answers_owners_with_select(world: World, svc: Services) -> None:
     import aiohttp
 

@@ -70,3 +70,45 @@ def test_an_index_row_of_key_ids_only_names_its_objects_and_cannot_complete_them
     decoded = _index_of_entity(entity)
     assert decoded.objects == {"o1": {"k1", "k2"}, "o2": {"k3"}}
     assert decoded.known("o1") is None and decoded.known("o2") is None
+
+
+def test_a_listing_keeps_the_owners_of_objects_without_rows_only_and_survives_decoding() -> None:
+    index = noted(ROWS)
+    listed = {"o1": ("Ann",), "o4": ("Ann", "Zoë ✓"), "o5": (), "o6": ("Ann", "Zoë ✓"), "o7": ("bob@contoso.com",)}
+    index.keep_listing(listed)
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, index)
+    assert entity["Listed"] == 1 and str(entity["L0"]).isascii()
+    decoded = _index_of_entity(entity)
+    # o1 holds rows: its owners are its rows' (the listing's are not kept for it); the others as listed, () too.
+    assert decoded.listed_owners() == {"o4": ("Ann", "Zoë ✓"), "o5": (), "o6": ("Ann", "Zoë ✓"),
+                                       "o7": ("bob@contoso.com",)}
+    assert orjson.loads(str(entity["L0"])).count([["Ann", "Zoë ✓"], ["o4", "o6"]]) == 1  # grouped by owners
+    assert _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, decoded) == entity  # written again as read
+    decoded.keep_listing({"o4": ("Cy",)})  # the next listing replaces the last one, it does not add to it
+    assert _index_of_entity(_index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, decoded)).listed_owners() == {
+        "o4": ("Cy",)}
+
+
+def test_a_listing_gives_way_to_the_index_when_both_would_pass_the_rows_size() -> None:
+    from shared.adapters import inventory_tables
+
+    index = noted(ROWS)
+    many = {f"{n:08d}-0000-4000-8000-000000000000": (f"owner{n}@contoso.com",) for n in range(3_000)}
+    index.keep_listing(many)
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, index)
+    assert entity["Chunks"] == 1 and entity["Listed"] > 1  # the listing is cut into chunks as the index is
+    assert len(_index_of_entity(entity).listed_owners()) == 3_000
+    limit = inventory_tables.MAX_CHUNKS
+    try:
+        inventory_tables.MAX_CHUNKS = entity["Listed"]  # no room left beside the index's one chunk
+        cut = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, index)
+    finally:
+        inventory_tables.MAX_CHUNKS = limit
+    assert "Listed" not in cut and not any(k[0] == "L" and k[1:].isdigit() for k in cut)
+    assert cut["I0"] == entity["I0"] and _index_of_entity(cut).listed_owners() == {}
+
+
+def test_an_index_row_without_a_listing_lists_no_owners() -> None:
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, noted(ROWS))
+    assert "Listed" not in entity
+    assert _index_of_entity(entity).listed_owners() == {}
