@@ -45,11 +45,14 @@ _STATUS = re.compile(rb"^HTTP/1\.1 \d{3} ", re.MULTILINE)
 _FAILED = re.compile(rb"^HTTP/1\.1 ([013-9]\d\d) ", re.MULTILINE)  # a status outside 2xx
 INDEX_ROW = "_index|"  # + the object kind ("#", "/", "\\" and "?" are not allowed in a key; "_" sorts before "a")
 BATCH = 100  # Azure Tables: at most 100 operations in one entity-group transaction, one partition
-# A string property holds at most 64 KiB (32 K UTF-16 characters) and an entity at most 1 MiB (Azure Tables data
-# model): the index is cut into properties I0, I1, ... of CHUNK characters; past MAX_CHUNKS (about 20,000 objects
-# with credentials) the row says `Overflow` and that tenant's kind is looked up by key-range queries instead.
+# A string property holds at most 64 KiB (32 K UTF-16 characters) and an entity at most 1 MiB in all, each string
+# counted at 2 bytes a character ("Understanding the Table service data model"; the scalability targets page): the
+# index is cut into properties I0, I1, ... of CHUNK characters (60,000 bytes each); past MAX_CHUNKS (16: 960 KB, the
+# rest of the MiB for the delta link and keys; about 2,500 objects with credentials at 190 characters each) the row
+# says `Overflow` and that tenant's kind is looked up by key-range queries instead. The listing (owners of objects
+# without rows) takes what room the index leaves within the same MAX_CHUNKS.
 CHUNK = 30_000
-MAX_CHUNKS = 28
+MAX_CHUNKS = 16
 # What _pipeline leaves out of the SDK's pipeline for the inventory's own requests (by class name).
 _UNUSED_POLICIES = frozenset({"DistributedTracingPolicy", "HttpLoggingPolicy", "NetworkTraceLoggingPolicy",
                               "CustomHookPolicy", "RequestIdPolicy"})

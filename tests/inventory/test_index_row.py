@@ -112,3 +112,31 @@ def test_an_index_row_without_a_listing_lists_no_owners() -> None:
     entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, noted(ROWS))
     assert "Listed" not in entity
     assert _index_of_entity(entity).listed_owners() == {}
+
+
+def _entity_bytes(entity: dict[str, object]) -> int:
+    """An entity's size as Azure Tables counts it against its 1 MiB (a string 2 bytes a character plus 4, each
+    property 8 plus its name's 2 bytes a character; "How the size of an entity is calculated", Azure Storage team)."""
+    size = 4 + 2 * (len(str(entity["PartitionKey"])) + len(str(entity["RowKey"])))
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            continue
+        size += 8 + 2 * len(name) + (4 + 2 * len(value) if isinstance(value, str) else 8)
+    return size
+
+
+def test_an_index_row_at_its_largest_stays_within_an_entitys_mib() -> None:
+    from shared.adapters.inventory_tables import CHUNK, MAX_CHUNKS
+
+    index = noted(ROWS)
+    index.link = "https://graph.microsoft.com/v1.0/servicePrincipals/delta?$deltatoken=" + "x" * 4_000
+    # Objects enough that index and listing together fill every property the row may have.
+    # Objects sharing their owners: 39 characters each in the listing (`"<id>",`).
+    index.keep_listing({f"{n:08d}-0000-4000-8000-000000000000": ("Ann",)
+                        for n in range((MAX_CHUNKS - 1) * CHUNK // 39 - 10)})
+    entity = _index_entity(TENANT, ObjectKind.SERVICE_PRINCIPAL, index)
+    assert entity["Chunks"] + entity["Listed"] == MAX_CHUNKS
+    assert _entity_bytes(entity) <= 1024 * 1024
+    filled = {**entity, **{f"I{i}": "x" * CHUNK for i in range(MAX_CHUNKS)}, "Chunks": MAX_CHUNKS}
+    filled = {k: v for k, v in filled.items() if not (k == "Listed" or (k[0] == "L" and k[1:].isdigit()))}
+    assert _entity_bytes(filled) <= 1024 * 1024  # an index alone at its largest
