@@ -755,8 +755,8 @@ class TablesInventoryStore:
                 index = await self._index(tenant_id, kind)
                 changes = await self._changes(tenant_id, kind, index, end)
                 # A listing alone (the weekly refresh) is written only when it changes what the row keeps.
-                relisted = end.listed is not None and (bool(changes) or index.listing_of(end.listed) != index.listing)
-                if changes or end.delta_link is not None or relisted:
+                if changes or end.delta_link is not None or (
+                        end.listed is not None and index.listing_of(end.listed) != index.listing):
                     parts.append((kind, index, changes, end.delta_link, end.listed))
             if parts:
                 await self._write(tenant_id, parts)

@@ -770,7 +770,21 @@ async def test_an_index_row_without_a_listing_reads_the_owners_and_the_weekly_re
     # are what the next round gives it when it gains its first secret, without a read.
     control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "owners", "ids": bare[:1],
                                                   "owners": 3})
+    writes: list[set[str]] = []  # the index rows each entity-group transaction carries
+    transaction = store._transaction
+
+    async def counted(operations: list[tuple[str, dict[str, Any]]]) -> None:
+        writes.append({str(e["RowKey"]) for _, e in operations if str(e["RowKey"]).startswith(INDEX_ROW)})
+        await transaction(operations)
+
+    monkeypatch.setattr(store, "_transaction", counted)
+    both = {INDEX_ROW + k.value for k in ObjectKind}
     await inventory_tenant(source, store, tenant_of(customer), today=_refresh_day(customer.tenant_id))
+    # The rounds' delta links, then only the listing that changed (the applications' is as it was).
+    assert writes == [both, {key}]
+    writes.clear()
+    await inventory_tenant(source, store, tenant_of(customer), today=_refresh_day(customer.tenant_id))
+    assert writes == [both]  # listed again, nothing changed: nothing but the delta links written
     control.inventory_change(customer.tenant_id, {"kind": "servicePrincipal", "op": "renew", "ids": bare[:1]})
     await inventory_tenant(source, store, tenant_of(customer))
     [first] = [r for r in await rows(svc, customer) if r.object_id == bare[0]]
