@@ -1025,12 +1025,18 @@ async def prune_runs(runs: OnboardingRuns, now: datetime, retention: timedelta =
     cutoff = now - retention
     pruned = 0
     for run_id, made_at in await runs.old_runs(cutoff):
+        run: Run | None
         try:
-            run: Run | None = (await runs.get_run(run_id))[0]
+            run, etag = await runs.get_run(run_id)
         except NotFound:
-            run = None  # its index entry was written, its run row never (a crash between): nothing to keep
+            run, etag = None, None  # its index entry was written, its run row never (a crash between): nothing to keep
         if run is None or prunable(run, cutoff):
-            await runs.delete_run(run_id, made_at)
+            try:  # as read: a resume that reopened the run since (a kept session, a new sign-in) keeps it
+                await runs.delete_run(run_id, made_at, etag)
+            except Conflict:
+                log.info("onboarding run reopened while pruned: kept", extra={"event": "onboarding-run",
+                                                                               "run_id": run_id})
+                continue
             pruned += 1
         else:
             await runs.delete_starts(run_id, keep=tenants_key(run))

@@ -758,8 +758,9 @@ class OnboardingRuns(Protocol):
         """(run id, when it was made) of every run made at or before `before`, oldest first."""
         ...
 
-    async def delete_run(self, run_id: str, made_at: datetime) -> int:
-        """Delete the run: its row, its tenants' rows, every start's rows, its place in the list; rows deleted.
+    async def delete_run(self, run_id: str, made_at: datetime, etag: str | None = None) -> int:
+        """Delete the run: its row first (with `etag`, only as read: Conflict when a resume reopened it meanwhile,
+        and nothing is deleted), then its tenants' rows, every start's rows, its place in the list; rows deleted.
         Succeeds when gone already."""
         ...
 

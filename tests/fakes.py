@@ -1104,7 +1104,9 @@ class FakeRuns:
     async def old_runs(self, before: datetime) -> list[tuple[str, datetime]]:
         return sorted(((r, m) for r, m in self.made.items() if m <= before), key=lambda rm: rm[1])
 
-    async def delete_run(self, run_id: str, made_at: datetime) -> int:
+    async def delete_run(self, run_id: str, made_at: datetime, etag: str | None = None) -> int:
+        if etag is not None and run_id in self.runs_ and self.runs_[run_id][1] != etag:
+            raise Conflict("run changed", code="UpdateConditionNotSatisfied")  # reopened by a resume: nothing deleted
         deleted = await self.delete_starts(run_id, keep="")
         deleted += len([k for k in self.rows if k[0] == run_id]) + (run_id in self.runs_)
         self.rows = {k: v for k, v in self.rows.items() if k[0] != run_id}

@@ -848,12 +848,26 @@ class TablesOnboardingRuns:
         return await self._delete_rows(starts, {"low": f"{run_id}.", "high": f"{run_id}/", "keep": keep},
                                        f"the starts of onboarding run {run_id}")
 
-    async def delete_run(self, run_id: str, made_at: datetime) -> int:
-        # The tenants first, the run row next, its index entry last: a delete cut short is found again and finished.
-        deleted = await self.delete_starts(run_id, keep="")
-        deleted += await self._delete_rows("PartitionKey eq @run and RowKey ne 'run'", {"run": run_id},
+    async def delete_run(self, run_id: str, made_at: datetime, etag: str | None = None) -> int:
+        # The run row first, as the prune read it (a resume that reopened the run since changed its ETag: Conflict,
+        # nothing deleted; a resume after it finds no run), its tenants next, its index entry last: a delete cut
+        # short leaves the entry, so the next prune finds a run without its row and finishes the delete.
+        await self._ensure()
+        deleted = 0
+        try:
+            await self._table.get_entity(run_id, "run", select=["PartitionKey"])
+            deleted = 1
+            if etag is None:
+                await self._table.delete_entity(run_id, "run")
+            else:
+                await self._table.delete_entity(run_id, "run", etag=etag, match_condition=MatchConditions.IfNotModified)
+        except ResourceNotFoundError:
+            deleted = 0  # gone already (a delete cut short, or its first copy applied before a retry)
+        except AzureError as error:
+            raise _translate(error, f"onboarding run {run_id}") from error
+        deleted += await self.delete_starts(run_id, keep="")
+        deleted += await self._delete_rows("PartitionKey eq @run", {"run": run_id},
                                            f"tenants of onboarding run {run_id}")
-        deleted += await self._delete_rows("PartitionKey eq @run", {"run": run_id}, f"onboarding run {run_id}")
         try:
             await self._table.delete_entity(RUN_INDEX, run_index_key(run_id, made_at))
         except AzureError as error:

@@ -297,3 +297,49 @@ async def test_rows_a_start_left_before_its_run_row_are_pruned(service: TableSer
     assert await prune_runs(runs, now + timedelta(days=89), timedelta(days=90)) == 0
     assert await prune_runs(runs, now + timedelta(days=91), timedelta(days=90)) == 1
     assert [e for e in await runs.all_rows() if e["PartitionKey"] != "layout"] == []
+
+
+async def test_a_resume_that_reopens_a_run_while_the_prune_reads_it_keeps_the_run(service: TableServiceClient) -> None:
+    """The prune reads a run finished past the retention; before it deletes, a resume (its kept session or a new
+    sign-in) reopens the run to take its failed tenant again. The run is the resume's: the prune leaves every row of
+    it (the delete is guarded by what the prune read) and takes it only once it finished past the retention again.
+    Before, the prune deleted the run and its tenants' rows under the working resume."""
+    from shared import partner_roles
+
+    w = BulkWorld()
+    w.customer("Contoso")
+    lacking = w.customer("Tailspin", roles=frozenset({partner_roles.APPLICATION_ADMINISTRATOR}))
+    p = prefix()
+    runs, state = TablesOnboardingRuns(service, p), TablesStateStore(service, p)
+
+    def engine() -> BulkOnboarding:
+        return BulkOnboarding(runs=runs, state=state, directory=w.world.directory, orgs=w.orgs,
+                              dry_run=engine_dry_run(w.world.engine()), clock=w.world.clock, config=w.config)
+
+    run = await engine().start(w.session, None, InstallMethod.GRAPH)
+    assert (await engine().work(w.session, run.run_id))["counts"]["failed"] == 1
+    w.world.clock.advance(91 * DAY)  # the admin comes back for the failed tenant, role added, just past retention
+    w.session.tenants[lacking].customer = replace(w.session.tenants[lacking].customer,
+                                                  roles=frozenset(partner_roles.NAMES))
+    resumed: list[dict[str, Any]] = []
+
+    class ResumeAfterTheRead:
+        """The prune's store: a resume runs between the prune's read of the run and its delete."""
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(runs, name)
+
+        async def get_run(self, run_id: str) -> tuple[Run, str]:
+            read = await runs.get_run(run_id)
+            if not resumed:
+                resumed.append(await engine().work(w.session, run_id))
+            return read
+
+    now = w.world.clock.now()
+    assert await prune_runs(ResumeAfterTheRead(), now, timedelta(days=90)) == 0  # type: ignore[arg-type]
+    assert resumed[0]["state"] == "finished" and resumed[0]["counts"]["done"] == 2
+    assert await engine().progress(run.run_id) == resumed[0]  # the run and every tenant row kept
+    assert [r.run_id for r in (await runs.list_runs())[0]] == [run.run_id]
+    assert await prune_runs(runs, now + 89 * DAY, timedelta(days=90)) == 0  # finished again today: kept 90 days
+    assert await prune_runs(runs, now + 91 * DAY, timedelta(days=90)) == 1
+    assert [e for e in await runs.all_rows() if e["PartitionKey"] != "layout"] == []
