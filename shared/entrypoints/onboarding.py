@@ -113,7 +113,7 @@ async def onboarding_runs(req: func.HttpRequest) -> func.HttpResponse:
         raise HttpError(400, "InvalidQuery", f"limit must be a whole number from 1 to {RUNS_MAX_PAGE}")
     cursor = params.get("cursor") or None
     if cursor is not None and not RUN_CURSOR.fullmatch(cursor):
-        raise HttpError(400, "InvalidQuery", "cursor is not one this API gave (the `next` of a previous page)")
+        raise HttpError(400, "InvalidQuery", "cursor is not of the form this API gives (the `next` of a previous page)")
     async with invocation_services() as svc:
         engine = svc.bulk_onboarding()
         runs, next_cursor = await engine.runs.list_runs(limit, cursor)
