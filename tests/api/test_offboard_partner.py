@@ -6,6 +6,8 @@ Graph and GDAP relationships, and Azurite. Refusals name the cause and the fix a
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -136,4 +138,33 @@ async def test_another_target_of_the_tenant_keeps_the_app_without_asking_the_par
     reply = await api.call("offboard_target", "POST", ids(c), {"removeApp": True, "partnerRun": run_id})
     assert reply.status == 200, reply.text
     assert {s["name"]: s for s in reply.body["steps"]}["app"]["outcome"] == "skipped"
+    assert msp_principals(world, c.tenant_id)
+
+
+async def test_a_sign_in_past_its_lifetime_or_a_run_without_one_changes_nothing(
+        api: Api, world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kept session's Key Vault expiry is the rotator's to enforce (Key Vault still answers a secret past `exp`):
+    9 hours after the sign-in (kept 8) the offboarding is refused before anything changes; so is a run that never
+    kept a session (a command-line run without --keep-session: a row, no secret)."""
+    from shared import bootstrap
+    from shared.bulk_onboarding import Run
+    from shared.clock import SystemClock
+    from shared.ports import InstallMethod
+
+    c = gdap_customer(world, 7205)
+    assert (await api.put(c)).status == 201
+    run_id = await signed_in(api, world)
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock(timedelta(hours=9)))
+    late = await api.call("offboard_target", "POST", ids(c), {"removeApp": True, "partnerRun": run_id})
+    assert (late.status, late.code) == (404, "PartnerSessionNotFound"), late.text
+    monkeypatch.setitem(bootstrap.DEFAULTS, "clock", SystemClock())
+
+    async with bootstrap.invocation_services() as svc:
+        cli_run = Run(uuid.uuid4().hex, PARTNER, "Partner Admin", InstallMethod.GRAPH, False, svc.engine.clock.now())
+        await svc.bulk_onboarding().runs.create_run(cli_run)
+    bare = await api.call("offboard_target", "POST", ids(c), {"removeApp": True, "partnerRun": cli_run.run_id})
+    assert (bare.status, bare.code) == (404, "PartnerSessionNotFound"), bare.text
+
+    got = await api.call("target", "GET", ids(c))
+    assert got.status == 200 and got.body["enabled"] is True
     assert msp_principals(world, c.tenant_id)
