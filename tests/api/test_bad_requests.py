@@ -123,6 +123,12 @@ CASES = [
          body={"tenantId": T, "appId": A, "dryRun": 1}, route={}),
     Case("rotate-unknown-field", "rotations", "POST", 422, "InvalidRequest",
          body={"tenantId": T, "appId": A, "secret": random_secret()}, route={}),
+    # Routes whose ids (32 hex digits) the body's secret check would take for secrets check field by field: a
+    # secret put where a field's name goes is refused without being echoed (offboarding's partnerRun, approvals)
+    Case("offboard-secret-as-name", "offboard_target", "POST", 422, "InvalidRequest",
+         body={"removeApp": True, random_secret(): True}),
+    Case("approval-secret-as-name", "approval", "POST", 422, "InvalidRequest",
+         body={"requestId": "0" * 32, "action": "approve", random_secret(): "x"}),
     Case("rotate-bad-guid", "rotations", "POST", 422, "InvalidRequest", body={"tenantId": "x", "appId": A}, route={}),
     Case("rotate-guid-number", "rotations", "POST", 422, "InvalidRequest", body={"tenantId": 7, "appId": A}, route={}),
     Case("rotate-unregistered", "rotations", "POST", 404, "TargetNotFound", body={"tenantId": OTHER, "appId": A},
@@ -183,7 +189,7 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if isinstance(value, dict):
-        return [s for v in value.values() for s in _strings(v)]
+        return [*value, *[s for v in value.values() for s in _strings(v)]]
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
