@@ -436,6 +436,14 @@ class TablesInventoryStore:
         self._indexes.move_to_end((tenant_id, kind))
         return index
 
+    async def _read_index(self, tenant_id: str, kind: ObjectKind) -> _Index:
+        """The kind's index for a read that needs nothing else, its store errors translated."""
+        await self._ensure()
+        try:
+            return await self._index(tenant_id, kind)
+        except AzureError as error:
+            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+
     async def _keep(self, tenant_id: str, kind: ObjectKind, entity: Mapping[str, Any] | None) -> _Index:
         """The kind's index as its row says (None: never taken, no rows: every row is written with its index row),
         kept for the calls that follow."""
@@ -529,11 +537,7 @@ class TablesInventoryStore:
                             ) -> dict[str, StoredObject | None]:
         if not object_ids:
             return {}
-        await self._ensure()
-        try:
-            index = await self._index(tenant_id, object_kind)
-        except AzureError as error:
-            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        index = await self._read_index(tenant_id, object_kind)
         if not index.complete:  # too many objects for the row: only their rows tell
             return {o: None for o in object_ids if o in index.objects}
         return {o: index.known(o) for o in object_ids if index.objects.get(o)}
@@ -542,11 +546,7 @@ class TablesInventoryStore:
                             ) -> dict[str, tuple[str, ...]]:
         if not object_ids:
             return {}
-        await self._ensure()
-        try:
-            index = await self._index(tenant_id, object_kind)
-        except AzureError as error:
-            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        index = await self._read_index(tenant_id, object_kind)
         listed = index.listed_owners()
         return {o: listed[o] for o in object_ids if o in listed}
 
@@ -572,11 +572,7 @@ class TablesInventoryStore:
         return entity
 
     async def object_ids(self, tenant_id: str, object_kind: ObjectKind) -> set[str]:
-        await self._ensure()
-        try:
-            index = await self._index(tenant_id, object_kind)
-        except AzureError as error:
-            raise _translate(error, f"the inventory of tenant {tenant_id}") from error
+        index = await self._read_index(tenant_id, object_kind)
         return {o for o, keys in index.objects.items() if keys or not index.complete}
 
     async def _query_object_ids(self, tenant_id: str, kind: ObjectKind) -> set[str]:
