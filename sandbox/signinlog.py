@@ -18,7 +18,7 @@ import base64
 import datetime as dt
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -127,6 +127,22 @@ def _untoken(text: str) -> tuple[int, dt.datetime]:
         raise SignInQueryError(400, "BadRequest", "Invalid $skiptoken.") from exc
 
 
+def page_size(query: Mapping[str, str], options: tuple[str, ...], default: int, most: int) -> int:
+    """The page size `$top` asks for (default when absent); 400 for a query option not in options or a size
+    outside 1..most. Shared by the sign-in log and the usage reports, which answer these alike."""
+    unknown = sorted(k for k in query if k.startswith("$") and k not in options)
+    if unknown:
+        raise SignInQueryError(400, "BadRequest", f"Query option '{unknown[0]}' is not supported.")
+    try:
+        top = int(query.get("$top", default))
+    except ValueError as exc:
+        raise SignInQueryError(400, "BadRequest", "Invalid $top.") from exc
+    if not 1 <= top <= most:
+        raise SignInQueryError(400, "BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 and "
+                               f"{most}.")
+    return top
+
+
 def check_access(claims: Claims, tenant: Tenant) -> None:
     """The permission and licence checks, in that order (sandbox/README.md "Sign-in logs": the order is assumed)."""
     roles = set(claims.roles)
@@ -146,17 +162,7 @@ def list_sign_ins(world: World, request: web.Request, claims: Claims, tenant: Te
     world.catch_up()
     q = request.query
     beta = version == "beta"
-    unknown = sorted(k for k in q if k.startswith("$") and k not in ("$top", "$skiptoken", "$filter", "$select",
-                                                                        "$orderby"))
-    if unknown:
-        raise SignInQueryError(400, "BadRequest", f"Query option '{unknown[0]}' is not supported.")
-    try:
-        top = int(q.get("$top", MAX_TOP))
-    except ValueError as exc:
-        raise SignInQueryError(400, "BadRequest", "Invalid $top.") from exc
-    if not 1 <= top <= MAX_TOP:
-        raise SignInQueryError(400, "BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 and "
-                               f"{MAX_TOP}.")
+    top = page_size(q, ("$top", "$skiptoken", "$filter", "$select", "$orderby"), MAX_TOP, MAX_TOP)
     predicates, event_types = parse_filter(q["$filter"], beta) if "$filter" in q else ([], set())
     order = (q.get("$orderby") or "createdDateTime desc").strip().lower()
     if order not in ("createddatetime", "createddatetime asc", "createddatetime desc"):

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox.signinlog import AUDIT_LOG, DIRECTORY_READ, NO_PREMIUM, SignInQueryError, _token, _untoken
+from sandbox.signinlog import AUDIT_LOG, DIRECTORY_READ, NO_PREMIUM, SignInQueryError, _token, _untoken, page_size
 from sandbox.world import Claims, SignInRecord, Tenant, World, iso
 
 REPORTS = re.compile(r"^/beta/reports/(?P<report>appCredentialSignInActivities|servicePrincipalSignInActivities)/?$",
@@ -169,16 +169,7 @@ def list_report(world: World, request: web.Request, claims: Claims, tenant: Tena
     world.catch_up()
     q = request.query
     report = report.lower()
-    unknown = sorted(k for k in q if k.startswith("$") and k not in ("$top", "$skiptoken", "$filter", "$orderby"))
-    if unknown:
-        raise SignInQueryError(400, "BadRequest", f"Query option '{unknown[0]}' is not supported.")
-    try:
-        top = int(q.get("$top", DEFAULT_TOP))
-    except ValueError as exc:
-        raise SignInQueryError(400, "BadRequest", "Invalid $top.") from exc
-    if not 1 <= top <= MAX_TOP:
-        raise SignInQueryError(400, "BadRequest", f"Invalid page size specified: '{top}'. Must be between 1 and "
-                               f"{MAX_TOP}.")
+    top = page_size(q, ("$top", "$skiptoken", "$filter", "$orderby"), DEFAULT_TOP, MAX_TOP)
     rows = credential_rows(world, tenant) if report == "appcredentialsigninactivities" \
         else service_principal_rows(world, tenant)
     if "$filter" in q:
