@@ -6,10 +6,12 @@ and the check that no secret reached an exception or a log record.
 
 from __future__ import annotations
 
+import http.server
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +19,7 @@ from azure.identity.aio import ClientSecretCredential
 from azure.keyvault.secrets.aio import SecretClient
 
 from shared.adapters.keyvault import KeyVaultSecretStore
+from shared.destinations.transport import Resolver
 from shared.domain import Secret
 from shared.ports import Delivery
 from shared.settings import Settings
@@ -168,3 +171,21 @@ def assert_no_secret(error: BaseException, records: list[logging.LogRecord]) -> 
     blob = "\n".join(texts)
     for value in EVERY_SECRET:
         assert value not in blob, "a secret value leaked into an exception or a log record"
+
+
+@contextmanager
+def loopback_server(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[int]:
+    """A plain HTTP server on 127.0.0.1 in a thread, standing in for a destination: its port, shut down after."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd.server_address[1]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def resolver(answers: dict[str, list[str]]) -> Resolver:
+    """What DNS would answer for each name: the address guard's own parameter, so no DNS is needed."""
+    return lambda name, port: answers[name]

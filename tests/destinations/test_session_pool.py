@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from shared.adapters.keyvault import KeyVaultSecretStore
 from shared.destinations import ProofpointDestination, build_destinations
 from shared.destinations.transport import BlockedDestination, SessionPool, guarded_sessions
 from shared.domain import DestinationConfig
-from tests.destinations import DOMAIN, STACK, delivery, settings_of
+from tests.destinations import DOMAIN, STACK, delivery, loopback_server, resolver, settings_of
 from tests.rotation import conftest as rotation
 
 world, rotator = rotation.world, rotation.rotator  # the rotation tests' fixtures: the real services
@@ -33,14 +32,19 @@ def config() -> DestinationConfig:
 @pytest.fixture
 def handshakes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The host of every new TLS connection the requests clients open."""
-    opened: list[str] = []
-    connect = urllib3.connection.HTTPSConnection.connect
+    return _connections_opened(monkeypatch, urllib3.connection.HTTPSConnection)
 
-    def counted(self: urllib3.connection.HTTPSConnection) -> None:
+
+def _connections_opened(monkeypatch: pytest.MonkeyPatch, kind: type[urllib3.connection.HTTPConnection]) -> list[str]:
+    """The host of every new connection of this kind, in order, as it is opened."""
+    opened: list[str] = []
+    connect = kind.connect
+
+    def counted(self: urllib3.connection.HTTPConnection) -> None:
         opened.append(str(self.host))
         connect(self)
 
-    monkeypatch.setattr(urllib3.connection.HTTPSConnection, "connect", counted)
+    monkeypatch.setattr(kind, "connect", counted)
     return opened
 
 
@@ -101,18 +105,8 @@ class _Cookies(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[int]:
     _Cookies.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Cookies)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
-    return lambda name, port: answers[name]
+    with loopback_server(_Cookies) as port:
+        yield port
 
 
 def test_no_cookie_travels_from_one_call_to_the_next(server: int) -> None:
@@ -128,14 +122,7 @@ def test_no_cookie_travels_from_one_call_to_the_next(server: int) -> None:
 def test_each_new_connection_is_still_vetted_and_serves_only_its_host(
     server: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened: list[str] = []
-    connect = urllib3.connection.HTTPConnection.connect
-
-    def counted(self: urllib3.connection.HTTPConnection) -> None:
-        opened.append(str(self.host))
-        connect(self)
-
-    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counted)
+    opened = _connections_opened(monkeypatch, urllib3.connection.HTTPConnection)
     answers = {"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"], "rebound.example.com": ["127.0.0.1"]}
     pool = SessionPool(["a.test", "b.test"], resolve=resolver(answers))
     for host in ("a.test", "a.test", "b.test", "a.test"):
@@ -166,14 +153,7 @@ def test_a_hosts_connection_idle_too_long_is_replaced_while_another_host_keeps_t
     """The pool's idleness is the session's: a.test's connection idle 45 s while b.test was used every 20 s was sent
     a request again (before: opened == [a, b]), on a socket a.test's server may have closed (keep-alive timeouts of
     5 to 75 s): each kept connection is dropped after `idle` unused, per host."""
-    opened: list[str] = []
-    connect = urllib3.connection.HTTPConnection.connect
-
-    def counted(self: urllib3.connection.HTTPConnection) -> None:
-        opened.append(str(self.host))
-        connect(self)
-
-    monkeypatch.setattr(urllib3.connection.HTTPConnection, "connect", counted)
+    opened = _connections_opened(monkeypatch, urllib3.connection.HTTPConnection)
     now = [0.0]
     pool = SessionPool(["a.test", "b.test"], resolve=resolver({"a.test": ["127.0.0.1"], "b.test": ["127.0.0.1"]}),
                        idle=30.0, clock=lambda: now[0])

@@ -6,13 +6,13 @@ guard's own parameter (what DNS would answer), so no DNS is needed."""
 from __future__ import annotations
 
 import http.server
-import threading
 from collections.abc import Iterator
 
 import pytest
 import requests
 
 from shared.destinations.transport import BlockedDestination, GuardedSession, check_host, vetted_addresses
+from tests.destinations import loopback_server, resolver
 
 
 class _Redirecting(http.server.BaseHTTPRequestHandler):
@@ -32,18 +32,8 @@ class _Redirecting(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[int]:
     _Redirecting.seen = []
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Redirecting)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-
-
-def resolver(answers: dict[str, list[str]]):  # type: ignore[no-untyped-def]
-    return lambda name, port: answers[name]
+    with loopback_server(_Redirecting) as port:
+        yield port
 
 
 @pytest.mark.parametrize("answers", [["10.0.0.4"], ["93.184.216.34", "127.0.0.1"], ["::1"], ["169.254.169.254"],
