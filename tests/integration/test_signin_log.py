@@ -41,6 +41,18 @@ def log(svc: Services) -> GraphSignInLog:
     return svc.sign_in_log
 
 
+def waiting_log(svc: Services) -> tuple[GraphSignInLog, list[float]]:
+    """The adapter with its waits recorded instead of slept: a throttled read's Retry-After, seen without waiting."""
+    reader = log(svc)
+    waits: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+
+    reader.sleep = sleep
+    return reader, waits
+
+
 def test_the_beta_endpoint_sits_beside_the_configured_v1() -> None:
     assert beta_url("https://graph.microsoft.com/v1.0") == "https://graph.microsoft.com/beta"
     assert beta_url("https://127.0.0.1:4433/v1.0/") == "https://127.0.0.1:4433/beta"
@@ -128,13 +140,7 @@ async def test_a_tenant_that_refuses_the_read_gives_no_evidence_and_says_why(
 
 async def test_throttling_is_waited_out_then_raised_as_throttled(world: World, svc: Services) -> None:
     customer = licensed(world, "Busy")
-    reader = log(svc)
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    reader.sleep = sleep
+    reader, waits = waiting_log(svc)
     since = datetime.now(UTC) - timedelta(hours=1)
     world.sb.control.add_fault("graph", path="/auditLogs/signIns", status=429, retry_after=7, count=2)
     assert (await reader.credential_sign_ins(customer.tenant_id, customer.app_id, since)).available

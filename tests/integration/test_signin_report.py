@@ -11,7 +11,7 @@ import pytest
 from shared.adapters.signins import NO_PREMIUM, PERMISSION_DENIED
 from shared.bootstrap import Services
 from shared.errors import Throttled
-from tests.integration.test_signin_log import READER_ROLES, licensed, log
+from tests.integration.test_signin_log import READER_ROLES, licensed, log, waiting_log
 from tests.rotation import conftest as rotation
 from tests.rotation.conftest import ROTATOR_ROLE, World
 
@@ -68,13 +68,7 @@ async def test_refusals(world: World, svc: Services, roles: tuple[str, ...], lic
 
 async def test_throttling_is_retried_then_raised(world: World, svc: Services) -> None:
     customer = licensed(world, "Throttled")
-    reader = log(svc)
-    waits: list[float] = []
-
-    async def sleep(seconds: float) -> None:
-        waits.append(seconds)
-
-    reader.sleep = sleep
+    reader, waits = waiting_log(svc)
     path = "/reports/appCredentialSignInActivities"
     world.sb.control.add_fault("graph", path=path, status=429, retry_after=3, count=1)
     assert (await reader.credential_report(customer.tenant_id, customer.app_id)).available and waits == [3]
