@@ -4,10 +4,28 @@ details' per-credential first and last sign-in, and a policy's quiet period acce
 
 from __future__ import annotations
 
-from tests.api.conftest import WAIT, Api, ids
-from tests.rotation.conftest import ACCOUNT_SECRET, ROTATOR_ROLE, World
+from typing import Any
+
+from tests.api.conftest import WAIT, Api, Reply, ids
+from tests.rotation.conftest import ACCOUNT_SECRET, ROTATOR_ROLE, Customer, World
 
 READER_ROLES = (ROTATOR_ROLE, "AuditLog.Read.All", "Directory.Read.All")
+
+
+async def rotated_once(api: Api, c: Customer, policy: dict[str, Any] | None = None) -> tuple[Reply, dict[str, Any]]:
+    """The customer's target put with its Proofpoint destination (and policy) and rotated once: the status list and
+    the target's row in it."""
+    doc: dict[str, Any] = {"customer": c.name, "destinations": [
+        {"name": "proofpoint", "kind": "proofpoint",
+         "options": {"stack": c.stack, "domain": c.domain, "account_secret": ACCOUNT_SECRET}}]}
+    if policy is not None:
+        doc["policy"] = policy
+    assert (await api.put(c, doc)).status == 201
+    rotated = await api.call("rotations", "POST", body={**ids(c)}, params=WAIT)
+    assert rotated.body["result"] == "rotated", rotated.text
+    listed = await api.call("status", "GET")
+    [status] = [t for t in listed.body["targets"] if t["tenantId"] == c.tenant_id]
+    return listed, status
 
 
 async def test_status_and_details_show_the_sign_in_evidence_per_credential(api: Api, world: World) -> None:
@@ -17,15 +35,7 @@ async def test_status_and_details_show_the_sign_in_evidence_per_credential(api: 
     world.sb.control.set_sign_in_delay(0)
     # Another client signed in with the current secret an hour ago, from its own address.
     assert world.sb.control.sign_in(c.tenant_id, c.app_id, c.secret, at="-1h", ip_address="192.0.2.77") is None
-    doc = {"customer": "Evident", "policy": {"retireQuietHours": 48}, "destinations": [
-        {"name": "proofpoint", "kind": "proofpoint",
-         "options": {"stack": c.stack, "domain": c.domain, "account_secret": ACCOUNT_SECRET}}]}
-    assert (await api.put(c, doc)).status == 201
-    rotated = await api.call("rotations", "POST", body={**ids(c)}, params=WAIT)
-    assert rotated.body["result"] == "rotated", rotated.text
-
-    listed = await api.call("status", "GET")
-    [status] = [t for t in listed.body["targets"] if t["tenantId"] == c.tenant_id]
+    listed, status = await rotated_once(api, c, policy={"retireQuietHours": 48})
     evidence = status["signInEvidence"]
     assert evidence["available"] is True and evidence["code"] is None and evidence["readAt"]
     signed = {x["keyId"]: x for x in evidence["credentials"]}

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from tests.api.conftest import WAIT, Api, ids
-from tests.dashboard.test_sign_in_details import READER_ROLES
-from tests.rotation.conftest import ACCOUNT_SECRET, World
+from tests.api.conftest import Api, ids
+from tests.dashboard.test_sign_in_details import READER_ROLES, rotated_once
+from tests.rotation.conftest import World
 
 
 async def test_the_details_take_an_old_keys_last_sign_in_from_the_report_beyond_the_log(api: Api, world: World) -> None:
@@ -17,15 +17,7 @@ async def test_the_details_take_an_old_keys_last_sign_in_from_the_report_beyond_
     world.sb.control.seed({"tenants": [{"id": c.tenant_id, "entraIdLicense": "P1", "signIns": [
         {"appId": c.app_id, "keyId": c.key_id, "createdDateTime": "-40d", "ipAddress": "192.0.2.80"}]}]})
     world.sb.control.set_sign_in_delay(0)
-    doc = {"customer": "Longago", "destinations": [
-        {"name": "proofpoint", "kind": "proofpoint",
-         "options": {"stack": c.stack, "domain": c.domain, "account_secret": ACCOUNT_SECRET}}]}
-    assert (await api.put(c, doc)).status == 201
-    rotated = await api.call("rotations", "POST", body={**ids(c)}, params=WAIT)
-    assert rotated.body["result"] == "rotated", rotated.text
-
-    listed = await api.call("status", "GET")
-    [status] = [t for t in listed.body["targets"] if t["tenantId"] == c.tenant_id]
+    _, status = await rotated_once(api, c)
     day = (datetime.now(UTC) - timedelta(days=40)).replace(hour=0, minute=0, second=0, microsecond=0)
     evidence = status["signInEvidence"]
     assert evidence["report"]["available"] is True
