@@ -119,6 +119,16 @@ def _token(offset: int, as_of: dt.datetime) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+def next_link(base: str, query: Mapping[str, str], end: int, total: int, as_of: dt.datetime) -> str | None:
+    """The `@odata.nextLink` when rows remain past end: the same query, its `$skiptoken` naming the next offset and
+    the moment of the first page (later rows never shift the pages being read)."""
+    if end >= total:
+        return None
+    params = {k: v for k, v in query.items() if k != "$skiptoken"}
+    params["$skiptoken"] = _token(end, as_of)
+    return f"{base}?{urlencode(params)}"
+
+
 def _untoken(text: str) -> tuple[int, dt.datetime]:
     try:
         doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
@@ -185,10 +195,8 @@ def list_sign_ins(world: World, request: web.Request, claims: Claims, tenant: Te
     chunk = rows[offset:offset + top]
     base = f"{world.urls['graph']}/{version}/auditLogs/signIns"
     body: dict[str, Any] = {"@odata.context": f"{world.urls['graph']}/{version}/$metadata#auditLogs/signIns"}
-    if offset + top < len(rows):
-        params = {k: v for k, v in q.items() if k != "$skiptoken"}
-        params["$skiptoken"] = _token(offset + top, as_of)
-        body["@odata.nextLink"] = f"{base}?{urlencode(params)}"
+    if link := next_link(base, q, offset + top, len(rows), as_of):
+        body["@odata.nextLink"] = link
     select = [f.strip().lower() for f in q["$select"].split(",")] if "$select" in q else None
     body["value"] = [{k: v for k, v in row.items() if select is None or k.lower() in select} for row in chunk]
     return web.json_response(body)

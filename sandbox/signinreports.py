@@ -19,11 +19,10 @@ import datetime as dt
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
-from sandbox.signinlog import AUDIT_LOG, DIRECTORY_READ, NO_PREMIUM, SignInQueryError, _token, _untoken, page_size
+from sandbox.signinlog import AUDIT_LOG, DIRECTORY_READ, NO_PREMIUM, SignInQueryError, _untoken, next_link, page_size
 from sandbox.world import Claims, SignInRecord, Tenant, World, iso
 
 REPORTS = re.compile(r"^/beta/reports/(?P<report>appCredentialSignInActivities|servicePrincipalSignInActivities)/?$",
@@ -181,9 +180,7 @@ def list_report(world: World, request: web.Request, claims: Claims, tenant: Tena
         else "servicePrincipalSignInActivities"
     base = f"{world.urls['graph']}/beta/reports/{name}"
     body: dict[str, Any] = {"@odata.context": f"{world.urls['graph']}/beta/$metadata#reports/{name}"}
-    if offset + top < len(rows):
-        params = {k: v for k, v in q.items() if k != "$skiptoken"}
-        params["$skiptoken"] = _token(offset + top, as_of)
-        body["@odata.nextLink"] = f"{base}?{urlencode(params)}"
+    if link := next_link(base, q, offset + top, len(rows), as_of):
+        body["@odata.nextLink"] = link
     body["value"] = rows[offset:offset + top]
     return web.json_response(body)
