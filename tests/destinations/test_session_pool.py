@@ -48,6 +48,14 @@ def _connections_opened(monkeypatch: pytest.MonkeyPatch, kind: type[urllib3.conn
     return opened
 
 
+@pytest.fixture
+def pooled(sb: Any, store: KeyVaultSecretStore) -> ProofpointDestination:
+    """Proofpoint as bootstrap builds it for the sandbox: one session pool for all its calls."""
+    destination = build_destinations(settings_of(sb), store)["proofpoint"]
+    assert isinstance(destination, ProofpointDestination)
+    return destination
+
+
 async def _a_pass(destination: ProofpointDestination) -> None:
     await destination.reported_use(config())  # the drift read at the assessment
     await destination.deliver(config(), delivery())  # GET, PUT, GET
@@ -56,10 +64,8 @@ async def _a_pass(destination: ProofpointDestination) -> None:
 
 @pytest.mark.sandbox
 async def test_one_handshake_serves_a_pass_where_each_call_paid_one(
-    sb: Any, store: KeyVaultSecretStore, handshakes: list[str]
+    sb: Any, store: KeyVaultSecretStore, pooled: ProofpointDestination, handshakes: list[str]
 ) -> None:
-    pooled = build_destinations(settings_of(sb), store)["proofpoint"]
-    assert isinstance(pooled, ProofpointDestination)
     await _a_pass(pooled)
     assert len(handshakes) == 1, handshakes
     settings = settings_of(sb)
@@ -136,11 +142,7 @@ def test_each_new_connection_is_still_vetted_and_serves_only_its_host(
 
 
 @pytest.mark.sandbox
-async def test_concurrent_calls_share_the_pool_safely(
-    sb: Any, store: KeyVaultSecretStore, handshakes: list[str]
-) -> None:
-    pooled = build_destinations(settings_of(sb), store)["proofpoint"]
-    assert isinstance(pooled, ProofpointDestination)
+async def test_concurrent_calls_share_the_pool_safely(pooled: ProofpointDestination, handshakes: list[str]) -> None:
     for _ in range(2):  # the second round reuses the first round's connections
         reports = await asyncio.gather(*(pooled.reported_use(config()) for _ in range(16)))
         assert all(r.app_id == reports[0].app_id and r.app_id for r in reports)
