@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from shared.domain import Ack, SyncVerdict, Target, sync_verdict
 from shared.errors import RotationError
-from shared.ports import Confirmation, Destination, SyncReporter
+from shared.ports import Confirmation, Destination, ReportedUse, SyncReporter
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +38,11 @@ class SyncCheck:
 
 
 async def check_syncs(
-    target: Target, destinations: Mapping[str, Destination], now: datetime, window: timedelta
+    target: Target, destinations: Mapping[str, Destination], now: datetime, window: timedelta,
+    reported: Mapping[str, ReportedUse] | None = None,
 ) -> SyncCheck:
-    """Ask every destination still owing sync proof for the current secret for its last successful sync."""
+    """Ask every destination still owing sync proof for the current secret for its last successful sync; one whose
+    settings were just `reported` (by name: this advance's drift check read them) answers from that read."""
     acks = dict(target.state.acks)
     key_id = target.state.current_key_id
     confirmed: list[str] = []
@@ -53,7 +55,9 @@ async def check_syncs(
             continue
         reporter = destinations.get(config.kind)
         last: datetime | None = None
-        if isinstance(reporter, SyncReporter):
+        if reported is not None and config.name in reported:
+            last = reported[config.name].last_sync  # the same settings, read moments ago in this advance
+        elif isinstance(reporter, SyncReporter):
             try:
                 last = await reporter.last_sync(config)
             except RotationError as error:

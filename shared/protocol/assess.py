@@ -104,11 +104,8 @@ async def drift_checked(
     settings anyway)."""
     seen = observed(run.target, found, now)
     t, last = run.target, run.target.observed.drift_checked_at
-    reporters: list[tuple[DestinationConfig, UsageReporter]] = []
-    for config in t.destinations:
-        destination = run.ports.destinations.get(config.kind)
-        if isinstance(destination, UsageReporter):
-            reporters.append((config, destination))
+    if found.status.needs_rotation or not t.destinations:
+        return found, seen
     # A newer credential someone else made, not yet seen in use: looked at daily while it is new (the sign-in log's
     # 30 days), then on the regular schedule (a destination that never reports an expiry cannot confirm it).
     foreign = found.foreign
@@ -123,8 +120,16 @@ async def drift_checked(
     scheduled = drift_check_due(t, now)
     # While the last checks could not read the settings, at every pass until one does (the condition then clears).
     retrying = t.observed.drift_unreadable_since is not None
-    if not reporters or found.status.needs_rotation or not (
-            unconfirmed or drifting or retiring or scheduled or retrying):
+    if not (unconfirmed or drifting or retiring or scheduled or retrying):
+        return found, seen
+    # Which destinations report their use, asked only once a check is due: a runtime-checkable Protocol's isinstance
+    # costs more than the whole decision above, on every healthy target of every pass.
+    reporters: list[tuple[DestinationConfig, UsageReporter]] = []
+    for config in t.destinations:
+        destination = run.ports.destinations.get(config.kind)
+        if isinstance(destination, UsageReporter):
+            reporters.append((config, destination))
+    if not reporters:
         return found, seen
     started = time.monotonic()
     findings: list[DriftFinding] = []
@@ -141,6 +146,7 @@ async def drift_checked(
                                 f"could not be read at any drift check since {since.isoformat()} ({error.code}): "
                                 "drift between it and Entra ID cannot be checked", error_code=error.code)
             return found, seen.with_observed(drift_unreadable_since=since)
+        run.reported[reporting.name] = report  # the retire step's sync check reads its last sync from it
         findings.append(find_drift(report, t, app, now))
     uses = {f.destination: f.uses.key_id for f in findings if f.uses is not None}
     used = set(uses.values())

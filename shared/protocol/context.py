@@ -26,6 +26,7 @@ from shared.ports import (
     Destination,
     Directory,
     Event,
+    ReportedUse,
     SecretStore,
     SignInLog,
     StateStore,
@@ -136,6 +137,9 @@ class Advance:
         self.etag = etag
         self.actor = actor_of(actor)  # "timer", "event", "manual:alice@msp.example": on every audit event
         self._app: Application | None = None
+        # What each destination reported of its use in this advance's drift check (by destination name): the retire
+        # step's sync check reads the last sync from it rather than asking for the same settings again.
+        self.reported: dict[str, ReportedUse] = {}
         # True from addPassword's answer until its value is in Key Vault: the one window where stopping would leave
         # a live credential whose value nobody holds, so a failed audit write there is told but does not stop.
         self.value_only_in_memory = False
@@ -190,8 +194,9 @@ class Advance:
     async def record_observation(self, seen: Target) -> None:
         """Write what an assessment found, only when it differs from the row by more than the time it was checked:
         a daily pass over healthy targets writes a row when its days left moved, never three times."""
-        if replace(seen.observed, checked_at=None) != replace(self.target.observed, checked_at=None) \
-                or seen.state != self.target.state:
+        # One copy, not two: the observation has 22 fields, and this runs for every target of every pass.
+        if (seen.state is not self.target.state and seen.state != self.target.state) \
+                or replace(seen.observed, checked_at=self.target.observed.checked_at) != self.target.observed:
             await self.save(seen)
 
     async def release(self) -> None:
@@ -211,7 +216,10 @@ class Advance:
         return self._app
 
     def forget_application(self) -> None:
+        """Read the app again at the next `application()`, and the destinations too: what was read before (a push
+        since, a new assessment) no longer holds."""
         self._app = None
+        self.reported = {}
 
     # ---------------------------------------------------------------- what it tells
 

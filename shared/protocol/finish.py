@@ -204,7 +204,7 @@ async def sync_proof(run: Advance) -> bool:
     """
     if not any(a.awaiting_sync for a in run.target.state.acks.values()):
         return True
-    check = await check_syncs(run.target, run.ports.destinations, run.now(), run.config.sync_window)
+    check = await check_syncs(run.target, run.ports.destinations, run.now(), run.config.sync_window, run.reported)
     for name in check.confirmed:
         await run.event(f"sync:{name}", "confirmed", detail=f"last successful sync {check.acks[name].synced_at}")
     for name, error in check.errors.items():
