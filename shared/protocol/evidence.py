@@ -9,7 +9,7 @@ hold of the last readable log keeps (old-key-still-used: seen in use; new-key-un
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from shared import verify_probe
 from shared.domain import Application, SignInEvidence
@@ -31,6 +31,7 @@ from shared.sign_in_proof import (
 )
 
 NO_EVIDENCE = EvidenceVerdict(allows=True)
+REFUSAL_REWRITTEN = timedelta(days=1)  # an unchanged refusal is written to the row at most this often
 
 
 async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
@@ -88,8 +89,17 @@ async def sign_in_proof(run: Advance, app: Application) -> EvidenceVerdict:
         by_report = report_verdict(evidence, [k for k in waiting if k not in held], pushed, now, quiet, grace_over)
         hold, kept = (o.evidence_hold, held) if held else (by_report.hold, by_report.held)
         await _entering(run, hold)
-        await run.save(run.target.with_observed(sign_ins=evidence, evidence_hold=hold,
-                                                evidence_kept=tuple(sorted(kept)), sign_ins_unreadable_since=None))
+        # The same refusal as the row's, recorded less than a day ago, leaves the row as it is: a replaced key waits at
+        # every pass (the resume timer's quarter hours), and rewriting the row for a new `readAt` each time costs a
+        # write a pass for nothing a person reads differently. The log is still asked at every pass (a licence or
+        # consent granted is seen at once); a different answer, or a day later, is written.
+        alike = o.sign_ins is not None and not o.sign_ins.available and now - o.sign_ins.read_at < REFUSAL_REWRITTEN \
+            and (o.sign_ins.code, o.sign_ins.reason, o.sign_ins.reported) == (evidence.code, evidence.reason,
+                                                                              evidence.reported)
+        updated = run.target.with_observed(sign_ins=o.sign_ins if alike else evidence, evidence_hold=hold,
+                                           evidence_kept=tuple(sorted(kept)), sign_ins_unreadable_since=None)
+        if updated.observed != o:
+            await run.save(updated)
         return EvidenceVerdict(allows=True, keep=held | by_report.keep, hold=hold, basis=_fallback(run), held=kept)
     verdict = judge(evidence, s.current_key_id, waiting, pushed, now, quiet, run.config.sync_window, grace_over,
                     probe_known=s.current_key_id in s.probes)
