@@ -177,41 +177,38 @@ class GraphInventory:
     async def _owners_filtered(self, tenant_id: str, object_kind: ObjectKind, ids: Sequence[str]
                                ) -> dict[str, tuple[str, ...] | None]:
         quoted = ",".join("'" + i.replace("'", "''") + "'" for i in ids)  # OData's string literal: ' doubled
-        link: str | None = f"{self._base}/{ENTITY_SET[object_kind]}"
-        params: dict[str, str] | None = {"$filter": f"id in ({quoted})", "$select": "id",
-                                         "$expand": f"owners($select={OWNER_SELECT})"}
-        what = f"reading the owners of objects of the {ENTITY_SET[object_kind]}"
+        params = {"$filter": f"id in ({quoted})", "$select": "id", "$expand": f"owners($select={OWNER_SELECT})"}
         found: dict[str, tuple[str, ...] | None] = {}
-        while link:
-            if not self._ours(link):
-                raise RotationError(f"an owners page of tenant {tenant_id} names another host than Graph's",
-                                    code="UnexpectedAnswer")
-            doc = await read_retrying(
-                lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
-                tenant_id, what, _ATTEMPTS, self.sleep)
-            found.update(expanded_owners(doc))
-            next_link = doc.get("@odata.nextLink")
-            link, params = (str(next_link) if next_link else None), None
+        async for page in self._owner_pages(tenant_id, object_kind, params,
+                                            f"reading the owners of objects of the {ENTITY_SET[object_kind]}"):
+            found.update(page)
         return found
 
     async def owner_listing(self, tenant_id: str, object_kind: ObjectKind
                             ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
         """Every object of the kind with its owners, a page at a time: object id -> owners (sorted), or None when
         the listing may have cut them (EXPANDED_OWNERS): read those with `owners`."""
+        params = {"$select": "id", "$expand": f"owners($select={OWNER_SELECT})", "$top": "100"}
+        async for page in self._owner_pages(tenant_id, object_kind, params,
+                                            f"listing the owners of the {ENTITY_SET[object_kind]}"):
+            yield page
+
+    async def _owner_pages(self, tenant_id: str, object_kind: ObjectKind, params: dict[str, str], what: str
+                           ) -> AsyncIterator[dict[str, tuple[str, ...] | None]]:
+        """The pages of an owners read (the kind's collection with `params`, then its nextLinks, each on Graph's own
+        host), each as object id -> owners (sorted), or None when the expansion may have cut them."""
         link: str | None = f"{self._base}/{ENTITY_SET[object_kind]}"
-        params: dict[str, str] | None = {"$select": "id", "$expand": f"owners($select={OWNER_SELECT})",
-                                         "$top": "100"}
-        what = f"listing the owners of the {ENTITY_SET[object_kind]}"
+        query: dict[str, str] | None = params
         while link:
             if not self._ours(link):
                 raise RotationError(f"an owners page of tenant {tenant_id} names another host than Graph's",
                                     code="UnexpectedAnswer")
             doc = await read_retrying(
-                lambda u=link, q=params: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
+                lambda u=link, q=query: self._get_owners(tenant_id, u, q),  # type: ignore[misc]
                 tenant_id, what, _ATTEMPTS, self.sleep)
             yield expanded_owners(doc)
             next_link = doc.get("@odata.nextLink")
-            link, params = (str(next_link) if next_link else None), None
+            link, query = (str(next_link) if next_link else None), None
 
     def _ours(self, link: str) -> bool:
         return urlsplit(link)[:2] == self._origin
