@@ -5,7 +5,6 @@ prune deletes finished runs past the retention and losing starts' rows, never a 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -28,26 +27,13 @@ from shared.bulk_onboarding import (
 from shared.errors import NotFound
 from shared.ports import InstallMethod
 from tests.fakes import FakePartnerSessions
+from tests.onboarding.conftest import prefix
 from tests.onboarding.test_bulk_engine import BulkWorld
 
 pytestmark = pytest.mark.sandbox
 
 NOW = datetime(2026, 12, 6, 17, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[TableServiceClient]:
-    connection = os.environ.get("STATE_TABLES_CONNECTION_STRING")
-    if not connection:
-        pytest.fail("STATE_TABLES_CONNECTION_STRING is not set: run through scripts/with-azurite.sh")
-    client = TableServiceClient.from_connection_string(connection)
-    yield client
-    await client.close()
-
-
-def prefix() -> str:
-    return "t" + uuid.uuid4().hex[:10]
 
 
 def a_run(started: datetime, state: RunState = RunState.FINISHED, finished: datetime | None = None,

@@ -5,9 +5,7 @@ value in any row."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -29,23 +27,10 @@ from shared.bulk_onboarding import (
 from shared.errors import Conflict, NotFound
 from shared.ports import InstallMethod
 from tests.fakes import Crash
+from tests.onboarding.conftest import prefix
 from tests.onboarding.test_bulk_engine import BulkWorld, tenant_doc
 
 pytestmark = pytest.mark.sandbox
-
-
-@pytest.fixture
-async def service() -> AsyncIterator[TableServiceClient]:
-    connection = os.environ.get("STATE_TABLES_CONNECTION_STRING")
-    if not connection:
-        pytest.fail("STATE_TABLES_CONNECTION_STRING is not set: run through scripts/with-azurite.sh")
-    client = TableServiceClient.from_connection_string(connection)
-    yield client
-    await client.close()
-
-
-def prefix() -> str:
-    return "t" + uuid.uuid4().hex[:10]
 
 
 async def test_rows_round_trip_and_writes_are_etag_guarded(service: TableServiceClient) -> None:
