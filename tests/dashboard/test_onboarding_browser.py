@@ -86,6 +86,18 @@ def tenant_row(page: Any, tenant_id: str) -> Any:
     return page.locator(f'#onboard-run tr[data-tenant="{tenant_id}"]')
 
 
+def partner_signs_in(page: Any, base: str) -> str:
+    """The partner admin signs in from the onboarding view (the sandbox's account picker) and is back on a new run's
+    customer pick: that run's id."""
+    page.goto(f"{base}/api/dashboard#/onboarding")
+    page.wait_for_selector("body[data-ready=true]")
+    page.click("#partner-sign-in-link")
+    page.wait_for_selector("text=Pick an account")
+    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
+    page.wait_for_selector("#onboard-customers tbody tr")
+    return str(page.url.rsplit("/", 1)[1])
+
+
 def test_the_partner_admin_onboards_every_customer_and_a_resume_finishes_the_one_missing_a_role(
         stack: dict[str, Any], page: Any) -> None:
     base, sandbox = stack["url"], stack["sandbox"]
@@ -222,13 +234,7 @@ def test_a_sign_in_kept_at_the_admins_request_stays_until_forgotten(stack: dict[
     """Only when asked is the partner sign-in kept after the run (in Key Vault, never elsewhere); the run's page
     forgets it (DELETE .../session)."""
     base, sandbox = stack["url"], stack["sandbox"]
-    page.goto(f"{base}/api/dashboard#/onboarding")
-    page.wait_for_selector("body[data-ready=true]")
-    page.click("#partner-sign-in-link")
-    page.wait_for_selector("text=Pick an account")
-    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
-    page.wait_for_selector("#onboard-customers tbody tr")
-    run_id = page.url.rsplit("/", 1)[1]
+    run_id = partner_signs_in(page, base)
     assert not page.locator("#keep-session").is_checked()  # not kept unless asked
     page.check(f'input[data-pick="{WOODGROVE}"]')  # onboarded by the first test: skipped, quickly
     page.check("#keep-session")
@@ -245,13 +251,7 @@ def test_a_sign_in_left_before_the_start_is_forgotten_from_the_pick(stack: dict[
     """A run signed in for and not started holds the partner sign-in in Key Vault (until it expires): the pick page
     offers to forget it now (DELETE .../session), as any run that holds one does."""
     base, sandbox = stack["url"], stack["sandbox"]
-    page.goto(f"{base}/api/dashboard#/onboarding")
-    page.wait_for_selector("body[data-ready=true]")
-    page.click("#partner-sign-in-link")
-    page.wait_for_selector("text=Pick an account")
-    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
-    page.wait_for_selector("#onboard-customers tbody tr")
-    name = f"onboarding-session-{page.url.rsplit('/', 1)[1]}"
+    name = f"onboarding-session-{partner_signs_in(page, base)}"
     assert name in sandbox.control.state()["keyvault"]["secrets"]
     page.click("#forget-session")
     page.wait_for_selector("#session-forgotten")
@@ -311,13 +311,7 @@ def test_an_operator_offboards_a_customer_removing_the_msp_app_with_the_partner_
         return any(s["appId"] == msp for s in tenant.get("servicePrincipals", []))
 
     assert msp_installed()
-    page.goto(f"{base}/api/dashboard#/onboarding")
-    page.wait_for_selector("body[data-ready=true]")
-    page.click("#partner-sign-in-link")
-    page.wait_for_selector("text=Pick an account")
-    page.click(f'button[name="login_hint"][value="{PARTNER}"]')
-    page.wait_for_selector("#onboard-customers tbody tr")
-    run_id = page.url.rsplit("/", 1)[1]
+    run_id = partner_signs_in(page, base)
 
     page.goto(f"{base}/api/dashboard#/target/{tailspin}/{app_id}")
     page.wait_for_selector("#action-offboard:not([disabled])")
