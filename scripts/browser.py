@@ -141,32 +141,38 @@ def sign_in(page: Any, base: str, upn: str, then: str = "/api/dashboard") -> Non
                            f"{page.inner_text('body')[:500]}")
 
 
+@contextmanager
+def browser_page(trust: Sequence[str], width: int, height: int) -> Iterator[Any]:
+    """A page of Chromium (launch: trusting the sandbox's keys) at width x height, the browser closed after."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = launch(playwright, trust)
+        try:
+            yield browser.new_page(viewport={"width": width, "height": height})
+        finally:
+            browser.close()
+
+
 def screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], width: int = 1280, height: int = 800,
                views: Sequence[tuple[str, Path]] = (), selector: str | None = None) -> None:
     """A browser screenshot of the dashboard once `upn` has signed in and the page has loaded its data (of one
     element only, when `selector` names it); then one of each customer view in `views` (its
     "#/target/<tenant>/<app>" fragment, where to save it), once its credentials are shown."""
-    from playwright.sync_api import sync_playwright
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, trust)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            sign_in(page, base, upn)
-            page.wait_for_selector("body[data-ready=true]", timeout=120_000)
-            page.wait_for_selector("#caller:not([hidden])", timeout=120_000)
-            if selector:
-                page.locator(selector).screenshot(path=str(path), timeout=120_000)
-            else:
-                page.screenshot(path=str(path), timeout=120_000)
-            for fragment, view in views:
-                page.set_viewport_size({"width": width, "height": 2 * height})  # the panel's sections, unscrolled
-                page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
-                page.wait_for_selector("#detail:not([hidden]) #entra-credentials tbody tr", timeout=120_000)
-                page.screenshot(path=str(view), timeout=120_000)
-        finally:
-            browser.close()
+    with browser_page(trust, width, height) as page:
+        sign_in(page, base, upn)
+        page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+        page.wait_for_selector("#caller:not([hidden])", timeout=120_000)
+        if selector:
+            page.locator(selector).screenshot(path=str(path), timeout=120_000)
+        else:
+            page.screenshot(path=str(path), timeout=120_000)
+        for fragment, view in views:
+            page.set_viewport_size({"width": width, "height": 2 * height})  # the panel's sections, unscrolled
+            page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
+            page.wait_for_selector("#detail:not([hidden]) #entra-credentials tbody tr", timeout=120_000)
+            page.screenshot(path=str(view), timeout=120_000)
 
 
 def onboard_all(base: str, path: Path, *, operator: str, partner: str, trust: Sequence[str], method: str,
@@ -174,48 +180,34 @@ def onboard_all(base: str, path: Path, *, operator: str, partner: str, trust: Se
     """Bulk onboarding on the dashboard as a person does it: `operator` signs in, opens Onboard customers, signs
     `partner` in on Entra's (the sandbox's) page, picks every customer, starts with `method` and waits for the run to
     finish; a screenshot of the result at `path`. Returns the run's id."""
-    from playwright.sync_api import sync_playwright
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, trust)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            page.set_default_timeout(SIGN_IN_TIMEOUT_MS)
-            sign_in(page, base, operator)
-            page.goto(f"{base}/api/dashboard#/onboarding")
-            page.click("#partner-sign-in-link")
-            page.wait_for_selector("text=Pick an account")
-            page.click(f'button[name="login_hint"][value="{partner}"]')
-            page.wait_for_url(re.compile(re.escape(base) + r"/api/dashboard#/onboarding/run/[0-9a-f]{32}$"))
-            run_id = str(page.url).rsplit("/", 1)[1]
-            page.wait_for_selector("#onboard-customers tbody tr")
-            page.select_option("#install-method", method)
-            page.wait_for_selector("#onboard-customers tbody tr")
-            page.check("#pick-all")
-            page.click("#start-onboarding")
-            page.wait_for_selector('#run-summary[data-state="finished"]')
-            page.screenshot(path=str(path), full_page=True)
-            return run_id
-        finally:
-            browser.close()
+    with browser_page(trust, width, height) as page:
+        page.set_default_timeout(SIGN_IN_TIMEOUT_MS)
+        sign_in(page, base, operator)
+        page.goto(f"{base}/api/dashboard#/onboarding")
+        page.click("#partner-sign-in-link")
+        page.wait_for_selector("text=Pick an account")
+        page.click(f'button[name="login_hint"][value="{partner}"]')
+        page.wait_for_url(re.compile(re.escape(base) + r"/api/dashboard#/onboarding/run/[0-9a-f]{32}$"))
+        run_id = str(page.url).rsplit("/", 1)[1]
+        page.wait_for_selector("#onboard-customers tbody tr")
+        page.select_option("#install-method", method)
+        page.wait_for_selector("#onboard-customers tbody tr")
+        page.check("#pick-all")
+        page.click("#start-onboarding")
+        page.wait_for_selector('#run-summary[data-state="finished"]')
+        page.screenshot(path=str(path), full_page=True)
+        return run_id
 
 
 def view_screenshot(base: str, path: Path, *, upn: str, trust: Sequence[str], fragment: str, ready: str,
                     width: int = 1280, height: int = 800) -> None:
     """A browser screenshot of one view of the dashboard (its "#/..." fragment, e.g. "#/approvals") once `upn` has
     signed in and the element `ready` names is shown."""
-    from playwright.sync_api import sync_playwright
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = launch(playwright, trust)
-        try:
-            page = browser.new_page(viewport={"width": width, "height": height})
-            sign_in(page, base, upn)
-            page.wait_for_selector("body[data-ready=true]", timeout=120_000)
-            page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
-            page.wait_for_selector(ready, timeout=120_000)
-            page.screenshot(path=str(path), timeout=120_000)
-        finally:
-            browser.close()
+    with browser_page(trust, width, height) as page:
+        sign_in(page, base, upn)
+        page.wait_for_selector("body[data-ready=true]", timeout=120_000)
+        page.goto(f"{base}/api/dashboard{fragment}", timeout=120_000)
+        page.wait_for_selector(ready, timeout=120_000)
+        page.screenshot(path=str(path), timeout=120_000)
